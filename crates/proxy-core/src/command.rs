@@ -1,0 +1,60 @@
+//! What the core asks its driver to do: the output half of the core's API.
+
+use bytes::Bytes;
+
+use crate::context::{ConnId, FlowId};
+use crate::hook::Hook;
+
+/// An action for the driver, taken from [`Connection::poll_command`](crate::Connection::poll_command).
+///
+/// The driver carries commands out in the order they come.
+#[derive(Debug)]
+pub enum Command {
+    /// Write `data` to `conn`.
+    SendData { conn: ConnId, data: Bytes },
+    /// Connect to `server`; answer with [`Event::Opened`](crate::Event::Opened) or
+    /// [`Event::OpenFailed`](crate::Event::OpenFailed) for the same `conn`.
+    OpenConnection { conn: ConnId, server: ServerAddr },
+    /// Close `conn`. With `half`, only shut down the writing side (after the queued output),
+    /// and keep reading until the peer closes too.
+    CloseConnection { conn: ConnId, half: bool },
+    /// Stop reading from `conn` until [`Command::ResumeReading`].
+    PauseReading { conn: ConnId },
+    /// Read from `conn` again.
+    ResumeReading { conn: ConnId },
+    /// Ask the user. Blocking hooks ([`Hook::is_blocking`]) must be answered with exactly one
+    /// [`Event::HookReply`](crate::Event::HookReply) for `flow`; the others must not be.
+    Hook { flow: FlowId, hook: Hook },
+    /// Something worth a log line: a peer broke the protocol, a connection failed.
+    Log { level: LogLevel, message: String },
+}
+
+/// The address of an upstream server, as named by the client (not yet resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddr {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self { host: host.into(), port }
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+}

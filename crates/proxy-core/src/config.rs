@@ -1,0 +1,52 @@
+//! Limits and switches, fixed for the life of a [`Connection`](crate::Connection).
+
+use std::time::Duration;
+
+use crate::hook::HookSet;
+
+/// Proxy configuration. Every limit the core enforces lives here, with a default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which hooks to raise.
+    pub hooks: HookSet,
+    /// Largest request or response head (start line and headers), in bytes. A request over it
+    /// is answered 431; a response over it, 502.
+    pub max_head_bytes: usize,
+    /// Most header fields in one head.
+    pub max_headers: usize,
+    /// Largest body a hook may ask to buffer. Over it: 413 for requests, 502 for responses.
+    pub max_buffered_body: usize,
+    /// Output queued for one connection beyond which the core stops reading the connections
+    /// that feed it, until the driver reports [`Event::WriteDrained`](crate::Event::WriteDrained).
+    pub high_water: usize,
+    /// Most requests a client may pipeline ahead of the one being served. Beyond it the core
+    /// stops reading from the client until the queue shrinks.
+    pub max_pipelined: usize,
+    /// How long an upstream may stay silent while a response is owed. When it passes, the
+    /// client gets 504 (before the response head) or the flow is aborted (during the body).
+    /// This is an idle limit, not a deadline: a slow but steady download never hits it.
+    pub server_idle_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open between requests.
+    pub client_idle_timeout: Duration,
+    /// Add `Via: 1.1 sansproxy` to forwarded messages.
+    pub add_via: bool,
+    /// Keep idle upstream connections for reuse by later requests of the same client.
+    pub reuse_server_connections: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            hooks: HookSet::ALL,
+            max_head_bytes: 64 * 1024,
+            max_headers: 256,
+            max_buffered_body: 32 * 1024 * 1024,
+            high_water: 256 * 1024,
+            max_pipelined: 16,
+            server_idle_timeout: Duration::from_secs(60),
+            client_idle_timeout: Duration::from_secs(120),
+            add_via: false,
+            reuse_server_connections: true,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! [`Connection`]: the public face of the core for one client connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::command::Command;
+use crate::config::Config;
+use crate::context::Context;
+use crate::event::Event;
+use crate::flow::ClientInfo;
+use crate::layer::Layer;
+use crate::layers::mode::RegularMode;
+
+/// One client connection and everything the proxy does for it.
+///
+/// Call order, as in quinn-proto:
+/// 1. [`handle`](Self::handle) an [`Event`] (first [`Event::Start`]) with the current time;
+/// 2. drain [`poll_command`](Self::poll_command) and carry out each [`Command`] in order;
+/// 3. arm a timer for [`poll_timeout`](Self::poll_timeout) and send [`Event::Wakeup`] when it
+///    fires;
+/// 4. once [`is_closed`](Self::is_closed) and the commands are drained, drop it.
+pub struct Connection {
+    cx: Context,
+    root: Box<dyn Layer>,
+}
+
+impl Connection {
+    /// A regular (explicit) HTTP proxy for the client described by `client`.
+    pub fn new(config: Arc<Config>, client: ClientInfo) -> Self {
+        Self { cx: Context::new(config, client), root: Box::new(RegularMode::new()) }
+    }
+
+    pub fn handle(&mut self, now: Instant, event: Event) {
+        if let Event::WriteDrained { conn } = event {
+            self.cx.handle_drained(conn);
+        }
+        self.root.handle(&mut self.cx, now, event);
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.cx.poll_command()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.root.poll_timeout()
+    }
+
+    /// True when every connection is closed and nothing is left to do.
+    pub fn is_closed(&self) -> bool {
+        self.cx.all_closed() && !self.cx.has_commands()
+    }
+}

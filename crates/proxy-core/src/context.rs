@@ -1,0 +1,226 @@
+//! Identifiers and the state every layer shares: configuration, the connection table, the
+//! command queue and the write-side accounting that drives backpressure.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::command::{Command, LogLevel, ServerAddr};
+use crate::config::Config;
+use crate::flow::ClientInfo;
+use crate::hook::Hook;
+
+/// A connection of one [`Connection`](crate::Connection): the client's, or one of the
+/// upstream connections opened on its behalf. Issued in order, so tests can name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// The accepted client connection.
+    pub const CLIENT: Self = Self(0);
+}
+
+/// One HTTP request/response exchange (or one connection-level hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// Why a connection is not being read. Reading resumes when no reason is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// The connection that this one feeds has too much output queued.
+    Congestion = 1,
+    /// The layer cannot take more input now (a hook is pending, a server is not yet open).
+    Layer = 2,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    id: ConnId,
+    /// Bytes sent since the driver last reported the queue drained.
+    queued: usize,
+    /// `Pause` bits currently applied.
+    paused: u8,
+    closed: bool,
+}
+
+/// Shared state of one client connection's layer stack.
+pub(crate) struct Context {
+    pub(crate) config: Arc<Config>,
+    pub(crate) client: ClientInfo,
+    out: VecDeque<Command>,
+    conns: Vec<ConnState>,
+    next_conn: u64,
+    next_flow: u64,
+    /// Connections whose queued output is over the high-water mark.
+    congested: usize,
+}
+
+impl Context {
+    pub(crate) fn new(config: Arc<Config>, client: ClientInfo) -> Self {
+        Self {
+            config,
+            client,
+            out: VecDeque::new(),
+            conns: vec![ConnState { id: ConnId::CLIENT, queued: 0, paused: 0, closed: false }],
+            next_conn: 1,
+            next_flow: 1,
+            congested: 0,
+        }
+    }
+
+    pub(crate) fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    pub(crate) fn has_commands(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    pub(crate) fn next_flow_id(&mut self) -> FlowId {
+        let id = FlowId(self.next_flow);
+        self.next_flow += 1;
+        id
+    }
+
+    /// Issue an id for a new upstream connection and ask the driver to open it.
+    pub(crate) fn open(&mut self, server: ServerAddr) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.push(ConnState { id: conn, queued: 0, paused: 0, closed: false });
+        self.out.push_back(Command::OpenConnection { conn, server });
+        conn
+    }
+
+    pub(crate) fn is_open(&self, conn: ConnId) -> bool {
+        self.state(conn).is_some_and(|c| !c.closed)
+    }
+
+    /// Queue `data` for `conn`. When this puts the connection's unsent output over the
+    /// high-water mark, stop reading every other connection (they are what feeds it) until the
+    /// driver reports it drained.
+    pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let high_water = self.config.high_water;
+        let Some(state) = self.state_mut(conn) else { return };
+        if state.closed {
+            return;
+        }
+        let was_over = state.queued > high_water;
+        state.queued += data.len();
+        let now_over = state.queued > high_water;
+        self.out.push_back(Command::SendData { conn, data });
+        if now_over && !was_over {
+            self.congested += 1;
+            if self.congested == 1 {
+                self.pause_others(conn);
+            }
+        }
+    }
+
+    pub(crate) fn handle_drained(&mut self, conn: ConnId) {
+        let high_water = self.config.high_water;
+        let Some(state) = self.state_mut(conn) else { return };
+        let was_over = state.queued > high_water;
+        state.queued = 0;
+        if was_over {
+            self.congested -= 1;
+            if self.congested == 0 {
+                let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+                for id in ids {
+                    self.unpause(id, Pause::Congestion);
+                }
+            }
+        }
+    }
+
+    fn pause_others(&mut self, conn: ConnId) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).filter(|&id| id != conn).collect();
+        for id in ids {
+            self.pause(id, Pause::Congestion);
+        }
+    }
+
+    pub(crate) fn pause(&mut self, conn: ConnId, why: Pause) {
+        let Some(state) = self.state_mut(conn) else { return };
+        if state.closed {
+            return;
+        }
+        let before = state.paused;
+        state.paused |= why as u8;
+        if before == 0 {
+            self.out.push_back(Command::PauseReading { conn });
+        }
+    }
+
+    pub(crate) fn unpause(&mut self, conn: ConnId, why: Pause) {
+        let Some(state) = self.state_mut(conn) else { return };
+        if state.closed || state.paused & why as u8 == 0 {
+            return;
+        }
+        state.paused &= !(why as u8);
+        if state.paused == 0 {
+            self.out.push_back(Command::ResumeReading { conn });
+        }
+    }
+
+    /// Apply or lift the layer's own pause on `conn`.
+    pub(crate) fn set_layer_pause(&mut self, conn: ConnId, paused: bool) {
+        if paused {
+            self.pause(conn, Pause::Layer);
+        } else {
+            self.unpause(conn, Pause::Layer);
+        }
+    }
+
+    /// Close `conn` (after its queued output). `half` shuts down only our writing side.
+    pub(crate) fn close(&mut self, conn: ConnId, half: bool) {
+        let Some(state) = self.state_mut(conn) else { return };
+        if state.closed {
+            return;
+        }
+        if !half {
+            state.closed = true;
+            let was_over = state.queued > self.config.high_water;
+            if was_over {
+                self.handle_drained(conn);
+            }
+            // A closed connection has left the table's accounting; the driver drops it.
+            self.conns.retain(|c| c.id != conn);
+        }
+        self.out.push_back(Command::CloseConnection { conn, half });
+    }
+
+    /// The peer of `conn` went away: forget it without sending anything more to it.
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        if let Some(state) = self.state(conn) {
+            if state.queued > self.config.high_water {
+                self.handle_drained(conn);
+            }
+        }
+        self.conns.retain(|c| c.id != conn);
+    }
+
+    pub(crate) fn hook(&mut self, flow: crate::context::FlowId, hook: Hook) {
+        self.out.push_back(Command::Hook { flow, hook });
+    }
+
+    pub(crate) fn log(&mut self, level: LogLevel, message: impl Into<String>) {
+        self.out.push_back(Command::Log { level, message: message.into() });
+    }
+
+    /// Whether the client connection and every upstream one are closed.
+    pub(crate) fn all_closed(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn state(&self, conn: ConnId) -> Option<&ConnState> {
+        self.conns.iter().find(|c| c.id == conn)
+    }
+
+    fn state_mut(&mut self, conn: ConnId) -> Option<&mut ConnState> {
+        self.conns.iter_mut().find(|c| c.id == conn)
+    }
+}

@@ -1,0 +1,46 @@
+//! What happens to a [`Connection`](crate::Connection): the input half of the core's API.
+
+use bytes::Bytes;
+
+use crate::context::{ConnId, FlowId};
+use crate::hook::HookReply;
+
+/// Something that happened, fed to [`Connection::handle`](crate::Connection::handle).
+///
+/// The driver turns socket activity, timer expiry and hook answers into events. Every event
+/// carries the time at which it happened as the `now` argument of `handle`, never inside itself.
+#[derive(Debug)]
+pub enum Event {
+    /// The client connection was accepted; the core may now start talking.
+    Start,
+    /// Bytes arrived on `conn`.
+    DataReceived { conn: ConnId, data: Bytes },
+    /// The peer of `conn` will send nothing more (EOF, reset or a read error).
+    ConnectionClosed { conn: ConnId },
+    /// The connection asked for by [`Command::OpenConnection`](crate::Command::OpenConnection)
+    /// is established.
+    Opened { conn: ConnId },
+    /// The connection asked for by `OpenConnection` could not be established.
+    OpenFailed { conn: ConnId, error: OpenError },
+    /// Everything sent on `conn` so far has been handed to the operating system.
+    WriteDrained { conn: ConnId },
+    /// The deadline last returned by [`Connection::poll_timeout`](crate::Connection::poll_timeout)
+    /// has passed.
+    Wakeup,
+    /// The answer to [`Command::Hook`](crate::Command::Hook) for `flow`.
+    HookReply { flow: FlowId, reply: HookReply },
+}
+
+/// Why an upstream connection could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("name resolution failed: {0}")]
+    Dns(String),
+    #[error("connection refused")]
+    Refused,
+    #[error("connect timed out")]
+    Timeout,
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,191 @@
+//! The data a hook sees: HTTP messages and the flow that pairs them.
+
+use core::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::command::ServerAddr;
+use crate::context::FlowId;
+use crate::headers::Headers;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "HTTP/1.0",
+            Self::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+}
+
+/// An HTTP request, with its target split into parts.
+///
+/// `body` is `Some` only when the body has been buffered (see [`HttpFlow::buffer_request`]); a
+/// streamed body passes through without being kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub scheme: Scheme,
+    /// The host to connect to (for CONNECT, the tunnel's target).
+    pub host: String,
+    pub port: u16,
+    /// Origin-form target: path and query, `*` for `OPTIONS *`, empty for CONNECT.
+    pub path: String,
+    pub version: Version,
+    pub headers: Headers,
+    pub body: Option<Bytes>,
+    pub trailers: Option<Headers>,
+}
+
+impl Request {
+    /// The absolute URL, as a proxy log shows it.
+    pub fn url(&self) -> String {
+        if self.method.eq_ignore_ascii_case("CONNECT") {
+            return self.authority();
+        }
+        format!("{}://{}{}", self.scheme.as_str(), self.authority(), self.path)
+    }
+
+    /// `host:port`, leaving out a default port and bracketing IPv6 literals.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == self.scheme.default_port() && !self.method.eq_ignore_ascii_case("CONNECT") {
+            host
+        } else {
+            format!("{}:{}", host, self.port)
+        }
+    }
+
+    pub fn server(&self) -> ServerAddr {
+        ServerAddr::new(self.host.clone(), self.port)
+    }
+}
+
+/// An HTTP response. `body` is `Some` only when buffered, as for [`Request::body`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub version: Version,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Option<Bytes>,
+    pub trailers: Option<Headers>,
+}
+
+impl Response {
+    /// A complete response with a `Content-Length` body, as a hook builds a local answer.
+    pub fn new(status: u16, headers: Headers, body: impl Into<Bytes>) -> Self {
+        let body = body.into();
+        let mut headers = headers;
+        headers.insert("content-length", body.len().to_string());
+        Self {
+            version: Version::Http11,
+            status,
+            reason: reason_phrase(status).to_owned(),
+            headers,
+            body: Some(body),
+            trailers: None,
+        }
+    }
+
+    /// A plain-text response, as the proxy sends for its own errors.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        let mut headers = Headers::new();
+        headers.append("content-type", "text/plain; charset=utf-8");
+        Self::new(status, headers, Bytes::from(body.into()))
+    }
+}
+
+/// Who connected to the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Why a flow ended without a complete exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowError {
+    pub message: String,
+    /// The status the client was answered with, if it still could be.
+    pub status: Option<u16>,
+}
+
+/// One request and its response, as hooks see them.
+#[derive(Debug, Clone)]
+pub struct HttpFlow {
+    pub id: FlowId,
+    pub client: ClientInfo,
+    pub request: Request,
+    pub response: Option<Response>,
+    pub error: Option<FlowError>,
+    /// Set in the `RequestHeaders` hook to hold the request body back until it is complete, so
+    /// the `Request` hook sees it whole (up to `Config::max_buffered_body`).
+    pub buffer_request: bool,
+    /// Set in the `ResponseHeaders` hook to buffer the response body the same way.
+    pub buffer_response: bool,
+    /// Body bytes (after de-chunking) seen so far in each direction.
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    pub started: Instant,
+    pub ended: Option<Instant>,
+}
+
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}

@@ -1,0 +1,132 @@
+//! An ordered, case-preserving header list.
+
+use bytes::Bytes;
+
+/// HTTP header fields in the order they arrived, with the case the peer used.
+///
+/// Lookups ignore ASCII case. Values are raw bytes (`obs-text` is legal in HTTP/1); the
+/// `*_str` accessors give up on values that are not UTF-8.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<(Bytes, Bytes)>,
+}
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self { fields: Vec::with_capacity(n) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// All fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.iter().map(|(n, v)| (&n[..], &v[..]))
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &v[..])
+    }
+
+    /// The first value of `name`, if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &v[..])
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Whether a comma-separated list header (`Connection`, `Transfer-Encoding`) holds `token`.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.get_all(name).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    }
+
+    /// Add a field at the end, keeping any others of the same name.
+    pub fn append(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.fields.push((name.into(), value.into()));
+    }
+
+    /// Replace every field named `name` by one field (in the place of the first), or append it.
+    pub fn insert(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        let name = name.into();
+        let value = value.into();
+        match self.fields.iter().position(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            Some(i) => {
+                self.fields[i] = (name.clone(), value);
+                let mut j = i + 1;
+                while j < self.fields.len() {
+                    if self.fields[j].0.eq_ignore_ascii_case(&name) {
+                        self.fields.remove(j);
+                    } else {
+                        j += 1;
+                    }
+                }
+            }
+            None => self.fields.push((name, value)),
+        }
+    }
+
+    /// Remove every field named `name`; true if there was one.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.fields.len();
+        self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
+        self.fields.len() != before
+    }
+
+    /// Keep the fields for which `keep(name, value)` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.fields.retain(|(n, v)| keep(n, v));
+    }
+}
+
+impl<N: Into<Bytes>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Self { fields: iter.into_iter().map(|(n, v)| (n.into(), v.into())).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_ignore_case_and_keep_order() {
+        let mut h: Headers =
+            [("Host", "a"), ("X-A", "1"), ("x-a", "2")].into_iter().map(|(n, v)| (n, v)).collect();
+        assert_eq!(h.get("HOST"), Some(&b"a"[..]));
+        assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec![&b"1"[..], &b"2"[..]]);
+        h.insert("X-a", "3");
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![(&b"Host"[..], &b"a"[..]), (&b"X-a"[..], &b"3"[..])]);
+        assert!(h.remove("host"));
+        assert!(!h.contains("Host"));
+    }
+
+    #[test]
+    fn token_lists() {
+        let h: Headers = [("Connection", "keep-alive, Upgrade")].into_iter().collect();
+        assert!(h.has_token("connection", "upgrade"));
+        assert!(!h.has_token("connection", "close"));
+    }
+}

@@ -1,0 +1,140 @@
+//! Hooks: where the core stops to ask the user about a connection or a flow.
+
+use crate::command::ServerAddr;
+use crate::context::ConnId;
+use crate::flow::{ClientInfo, HttpFlow, Response};
+
+/// A question for the user, carried by [`Command::Hook`](crate::Command::Hook).
+///
+/// HTTP hooks carry a copy of the flow; the user may change it and hand it back with
+/// [`HookReply::Update`]. Only the flow that asked waits for the answer.
+#[derive(Debug)]
+pub enum Hook {
+    /// A client connected. Blocking: [`HookReply::Kill`] drops it.
+    ClientConnected(ClientInfo),
+    /// The client connection is gone. Notification.
+    ClientDisconnected(ClientInfo),
+    /// An upstream connection was established. Notification.
+    ServerConnected { conn: ConnId, server: ServerAddr },
+    /// An upstream connection is gone. Notification.
+    ServerDisconnected { conn: ConnId, server: ServerAddr },
+    /// A `CONNECT` request arrived. Answer with `Continue` to open the tunnel, `Respond` or `Kill`
+    /// to refuse it, or `Update` to tunnel somewhere else.
+    HttpConnect(Box<HttpFlow>),
+    /// Request line and headers are in; the body has not been read.
+    RequestHeaders(Box<HttpFlow>),
+    /// The request is complete. Its body is present only if `buffer_request` was set.
+    Request(Box<HttpFlow>),
+    /// Status line and headers of the response are in.
+    ResponseHeaders(Box<HttpFlow>),
+    /// The response is complete; the flow is over once this is answered.
+    Response(Box<HttpFlow>),
+    /// The flow failed (`flow.error` says why). Notification.
+    Error(Box<HttpFlow>),
+}
+
+impl Hook {
+    /// Whether the core waits for a [`HookReply`] to this hook.
+    pub fn is_blocking(&self) -> bool {
+        !matches!(
+            self,
+            Self::ClientDisconnected(_)
+                | Self::ServerConnected { .. }
+                | Self::ServerDisconnected { .. }
+                | Self::Error(_)
+        )
+    }
+
+    pub fn kind(&self) -> HookKind {
+        match self {
+            Self::ClientConnected(_) => HookKind::ClientConnected,
+            Self::ClientDisconnected(_) => HookKind::ClientDisconnected,
+            Self::ServerConnected { .. } => HookKind::ServerConnected,
+            Self::ServerDisconnected { .. } => HookKind::ServerDisconnected,
+            Self::HttpConnect(_) => HookKind::HttpConnect,
+            Self::RequestHeaders(_) => HookKind::RequestHeaders,
+            Self::Request(_) => HookKind::Request,
+            Self::ResponseHeaders(_) => HookKind::ResponseHeaders,
+            Self::Response(_) => HookKind::Response,
+            Self::Error(_) => HookKind::Error,
+        }
+    }
+
+    /// The flow an HTTP hook carries.
+    pub fn flow(&self) -> Option<&HttpFlow> {
+        match self {
+            Self::HttpConnect(f)
+            | Self::RequestHeaders(f)
+            | Self::Request(f)
+            | Self::ResponseHeaders(f)
+            | Self::Response(f)
+            | Self::Error(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// The user's answer to a blocking [`Hook`].
+#[derive(Debug, Clone)]
+pub enum HookReply {
+    /// Go on with the flow as it is.
+    Continue,
+    /// Go on with this flow instead: a changed request (method, URL, headers, body), response,
+    /// or buffering choice.
+    Update(Box<HttpFlow>),
+    /// Answer the client with this response and do not contact (or no longer wait for) the
+    /// server.
+    Respond(Response),
+    /// Drop the flow and close the client connection.
+    Kill,
+}
+
+/// Names of the hooks, for [`HookSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum HookKind {
+    ClientConnected = 1 << 0,
+    ClientDisconnected = 1 << 1,
+    ServerConnected = 1 << 2,
+    ServerDisconnected = 1 << 3,
+    HttpConnect = 1 << 4,
+    RequestHeaders = 1 << 5,
+    Request = 1 << 6,
+    ResponseHeaders = 1 << 7,
+    Response = 1 << 8,
+    Error = 1 << 9,
+}
+
+/// Which hooks the core raises; the others are skipped as if answered with `Continue`.
+/// An embedder that watches only responses pays nothing for the other phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookSet(u16);
+
+impl HookSet {
+    pub const NONE: Self = Self(0);
+    pub const ALL: Self = Self(0x3ff);
+
+    pub fn contains(self, kind: HookKind) -> bool {
+        self.0 & kind as u16 != 0
+    }
+
+    pub fn with(self, kind: HookKind) -> Self {
+        Self(self.0 | kind as u16)
+    }
+
+    pub fn without(self, kind: HookKind) -> Self {
+        Self(self.0 & !(kind as u16))
+    }
+}
+
+impl Default for HookSet {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl FromIterator<HookKind> for HookSet {
+    fn from_iter<I: IntoIterator<Item = HookKind>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::NONE, Self::with)
+    }
+}

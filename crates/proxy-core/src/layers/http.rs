@@ -1,0 +1,1 @@
+//! HTTP layer (in progress)

@@ -1,0 +1,1 @@
+//! HTTP stream layer (in progress)

@@ -1,0 +1,6 @@
+//! The protocol layers.
+
+pub(crate) mod http;
+pub(crate) mod http1;
+pub(crate) mod http_stream;
+pub(crate) mod mode;

@@ -1,0 +1,53 @@
+//! The sans-I/O protocol core of sansproxy.
+//!
+//! A [`Connection`] is the whole proxy for one accepted client connection: the client's side,
+//! every upstream connection opened for it, and the flows between them. It performs no I/O,
+//! reads no clock and draws no randomness. The driver feeds it [`Event`]s with the time they
+//! happened, and carries out the [`Command`]s it returns:
+//!
+//! ```no_run
+//! # use std::{sync::Arc, time::Instant};
+//! # use proxy_core::{Config, Connection, ClientInfo, Event, ConnId};
+//! # let client = ClientInfo { peer: "127.0.0.1:1".parse().unwrap(), local: "127.0.0.1:2".parse().unwrap() };
+//! let mut conn = Connection::new(Arc::new(Config::default()), client);
+//! conn.handle(Instant::now(), Event::Start);
+//! conn.handle(Instant::now(), Event::DataReceived { conn: ConnId::CLIENT, data: "GET ...".into() });
+//! while let Some(cmd) = conn.poll_command() { /* the driver acts on cmd */ }
+//! let wake_at = conn.poll_timeout();
+//! ```
+//!
+//! Inside, layers stack as in mitmproxy: the proxy mode, then HTTP/1 towards the client, a
+//! version-agnostic HTTP stream per request/response pair, and HTTP/1 towards each server.
+//! A `CONNECT` that is not intercepted turns the client connection into a raw tunnel.
+//!
+//! Memory per connection is bounded: when output queued for one side passes
+//! [`Config::high_water`], the core emits [`Command::PauseReading`] for the others and resumes
+//! them on [`Event::WriteDrained`].
+
+mod command;
+mod config;
+mod connection;
+mod context;
+mod event;
+mod flow;
+mod headers;
+mod hook;
+mod layer;
+mod layers;
+mod tunnel;
+
+pub use command::{Command, LogLevel, ServerAddr};
+pub use config::Config;
+pub use connection::Connection;
+pub use context::{ConnId, FlowId};
+pub use event::{Event, OpenError};
+pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Scheme, Version};
+pub use headers::Headers;
+pub use hook::{Hook, HookKind, HookReply, HookSet};
+pub use layers::http1::Http1Error;
+
+/// The HTTP/1 wire format, exposed for fuzzing and tests: head parsing, framing, body reading.
+#[doc(hidden)]
+pub mod wire {
+    pub use crate::layers::http1::wire::*;
+}

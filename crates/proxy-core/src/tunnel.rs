@@ -1,0 +1,1 @@
+//! Raw tunnel (in progress)

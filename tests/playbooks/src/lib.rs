@@ -1,0 +1,1 @@
+//! Playbook harness (in progress)
