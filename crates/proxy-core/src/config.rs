@@ -28,6 +28,9 @@ pub struct Config {
     pub server_idle_timeout: Duration,
     /// How long an idle keep-alive client connection is kept open between requests.
     pub client_idle_timeout: Duration,
+    /// After the proxy has sent its last response on a client connection, how long it keeps
+    /// reading (and dropping) what the client still sends before closing for good.
+    pub close_linger: Duration,
     /// Add `Via: 1.1 sansproxy` to forwarded messages.
     pub add_via: bool,
     /// Keep idle upstream connections for reuse by later requests of the same client.
@@ -45,6 +48,7 @@ impl Default for Config {
             max_pipelined: 16,
             server_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(120),
+            close_linger: Duration::from_secs(2),
             add_via: false,
             reuse_server_connections: true,
         }

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::event::Event;
 use crate::flow::ClientInfo;
+use crate::hook::{Hook, HookKind};
 use crate::layer::Layer;
 use crate::layers::mode::RegularMode;
 
@@ -22,12 +23,14 @@ use crate::layers::mode::RegularMode;
 pub struct Connection {
     cx: Context,
     root: Box<dyn Layer>,
+    /// The `ClientDisconnected` notification went out.
+    disconnected: bool,
 }
 
 impl Connection {
     /// A regular (explicit) HTTP proxy for the client described by `client`.
     pub fn new(config: Arc<Config>, client: ClientInfo) -> Self {
-        Self { cx: Context::new(config, client), root: Box::new(RegularMode::new()) }
+        Self { cx: Context::new(config, client), root: Box::new(RegularMode::new()), disconnected: false }
     }
 
     pub fn handle(&mut self, now: Instant, event: Event) {
@@ -35,6 +38,14 @@ impl Connection {
             self.cx.handle_drained(conn);
         }
         self.root.handle(&mut self.cx, now, event);
+        if self.cx.all_closed() && !self.disconnected {
+            self.disconnected = true;
+            if self.cx.config.hooks.contains(HookKind::ClientDisconnected) {
+                let flow = self.cx.next_flow_id();
+                let client = self.cx.client.clone();
+                self.cx.hook(flow, Hook::ClientDisconnected(client));
+            }
+        }
     }
 
     pub fn poll_command(&mut self) -> Option<Command> {

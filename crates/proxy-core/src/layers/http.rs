@@ -1,1 +1,460 @@
-//! HTTP layer (in progress)
+//! The HTTP layer: one client connection's HTTP exchanges and the servers they go to.
+//!
+//! Codecs turn bytes into version-agnostic [`HttpEvent`]s and back: one for the client
+//! connection ([`Http1Server`]) and one per upstream connection ([`Http1Client`]). Each
+//! request/response pair is an [`HttpStream`] that sees only `HttpEvent`s, so HTTP/2 slots in
+//! as another pair of codecs. The layer routes events between codecs and streams, picks or
+//! opens upstream connections, and decides when the client connection may be read.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::command::{LogLevel, ServerAddr};
+use crate::context::{ConnId, Context, FlowId};
+use crate::event::Event;
+use crate::flow::{Request, Response};
+use crate::headers::Headers;
+use crate::hook::{Hook, HookKind};
+use crate::layers::http1::{ClientOutput, Http1Client, Http1Server, ServerOutput};
+use crate::layers::http_stream::{HttpStream, Input, Out};
+
+/// One step of an HTTP message, independent of the HTTP version that carried it.
+///
+/// A message whose `body` is `Some` is complete: no `*Data` or `*End` event follows it.
+#[derive(Debug, Clone)]
+pub(crate) enum HttpEvent {
+    RequestHeaders { flow: FlowId, request: Request, end_stream: bool },
+    RequestData { flow: FlowId, data: Bytes },
+    RequestEnd { flow: FlowId, trailers: Option<Headers> },
+    /// A 1xx response other than 101.
+    InterimResponse { flow: FlowId, response: Response },
+    ResponseHeaders { flow: FlowId, response: Response, end_stream: bool },
+    ResponseData { flow: FlowId, data: Bytes },
+    ResponseEnd { flow: FlowId, trailers: Option<Headers> },
+}
+
+/// What the HTTP layer hands to its parent when the client connection stops being HTTP.
+pub(crate) struct Handover {
+    pub(crate) server: ConnId,
+    /// Bytes the client sent after the request that asked for the switch.
+    pub(crate) client_rest: Bytes,
+    /// Bytes the server sent after its `101` (empty for `CONNECT`).
+    pub(crate) server_rest: Bytes,
+    /// Whether the client has already closed its sending side.
+    pub(crate) client_eof: bool,
+}
+
+struct ServerConn {
+    conn: ConnId,
+    addr: ServerAddr,
+    codec: Http1Client,
+    open: bool,
+    /// The stream using this connection, if any.
+    flow: Option<FlowId>,
+    /// Used for a CONNECT tunnel: never pooled.
+    dedicated: bool,
+    /// When the server has been silent too long while it owes a response.
+    deadline: Option<Instant>,
+}
+
+pub(crate) struct HttpLayer {
+    client: Http1Server,
+    streams: BTreeMap<FlowId, HttpStream>,
+    servers: Vec<ServerConn>,
+    /// Set when a stream asks for the client connection to become a tunnel.
+    handover: Option<Handover>,
+    client_deadline: Option<Instant>,
+    out: Vec<Out>,
+    /// We are done with the client connection (closed, or half-closed and lingering).
+    client_gone: bool,
+    /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
+    /// read our last response before its unread input could make the kernel reset.
+    lingering: bool,
+}
+
+impl HttpLayer {
+    pub(crate) fn new(cx: &Context) -> Self {
+        Self {
+            client: Http1Server::new(ConnId::CLIENT, &cx.config),
+            streams: BTreeMap::new(),
+            servers: Vec::new(),
+            handover: None,
+            client_deadline: None,
+            out: Vec::new(),
+            client_gone: false,
+            lingering: false,
+        }
+    }
+
+    /// The tunnel the client connection turned into, once a stream asked for one.
+    pub(crate) fn take_handover(&mut self) -> Option<Handover> {
+        self.handover.take()
+    }
+
+    pub(crate) fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+        if self.lingering {
+            let expired = matches!(event, Event::Wakeup) && self.client_deadline.is_some_and(|d| d <= now);
+            if expired || matches!(event, Event::ConnectionClosed { conn: ConnId::CLIENT }) {
+                self.lingering = false;
+                self.client_deadline = None;
+                cx.close(ConnId::CLIENT, false);
+            }
+            return;
+        }
+        match event {
+            Event::Start => {
+                self.client_deadline = Some(now + cx.config.client_idle_timeout);
+            }
+            Event::DataReceived { conn, data } if conn == ConnId::CLIENT => {
+                let mut outputs = Vec::new();
+                self.client.receive(cx, now, data, &mut outputs);
+                self.handle_client_outputs(cx, now, outputs);
+            }
+            Event::DataReceived { conn, data } => {
+                let timeout = cx.config.server_idle_timeout;
+                let Some(i) = self.server_index(conn) else { return };
+                let server = &mut self.servers[i];
+                if server.deadline.is_some() {
+                    server.deadline = Some(now + timeout);
+                }
+                let mut outputs = Vec::new();
+                server.codec.receive(cx, data, &mut outputs);
+                self.handle_server_outputs(cx, now, conn, outputs);
+            }
+            Event::ConnectionClosed { conn } if conn == ConnId::CLIENT => {
+                let mut outputs = Vec::new();
+                self.client.receive_eof(cx, &mut outputs);
+                self.handle_client_outputs(cx, now, outputs);
+            }
+            Event::ConnectionClosed { conn } => {
+                let Some(i) = self.server_index(conn) else { return };
+                let mut outputs = Vec::new();
+                self.servers[i].codec.receive_eof(cx, &mut outputs);
+                self.handle_server_outputs(cx, now, conn, outputs);
+                // A server that closed is never reused.
+                if let Some(i) = self.server_index(conn) {
+                    let server = &mut self.servers[i];
+                    if server.flow.is_none() {
+                        self.drop_server(cx, conn, false);
+                    }
+                }
+            }
+            Event::Opened { conn } => {
+                let Some(i) = self.server_index(conn) else { return };
+                let server = &mut self.servers[i];
+                server.open = true;
+                let addr = server.addr.clone();
+                if cx.config.hooks.contains(HookKind::ServerConnected) {
+                    let flow = cx.next_flow_id();
+                    cx.hook(flow, Hook::ServerConnected { conn, server: addr });
+                }
+                if let Some(flow) = self.servers[i].flow {
+                    self.feed(cx, now, flow, Input::ServerReady { conn });
+                }
+            }
+            Event::OpenFailed { conn, error } => {
+                let Some(i) = self.server_index(conn) else { return };
+                let server = self.servers.remove(i);
+                cx.forget(conn);
+                cx.log(LogLevel::Info, format!("cannot connect to {}: {}", server.addr, error));
+                if let Some(flow) = server.flow {
+                    self.feed(cx, now, flow, Input::ServerFailed { addr: server.addr, error });
+                }
+            }
+            Event::WriteDrained { .. } => {}
+            Event::Wakeup => self.handle_wakeup(cx, now),
+            Event::HookReply { flow, reply } => {
+                if self.streams.contains_key(&flow) {
+                    self.feed(cx, now, flow, Input::HookReply(reply));
+                }
+            }
+        }
+        self.after_event(cx, now);
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.lingering {
+            return self.client_deadline;
+        }
+        let servers = self.servers.iter().filter_map(|s| s.deadline);
+        servers.chain(self.client_deadline).min()
+    }
+
+    fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
+        if self.client_deadline.is_some_and(|d| d <= now) {
+            self.client_deadline = None;
+            if self.client.is_idle() && self.streams.is_empty() {
+                cx.log(LogLevel::Debug, "closing idle client connection");
+                self.close_all(cx, now, false);
+                return;
+            }
+        }
+        let expired: Vec<(ConnId, Option<FlowId>)> = self
+            .servers
+            .iter()
+            .filter(|s| s.deadline.is_some_and(|d| d <= now))
+            .map(|s| (s.conn, s.flow))
+            .collect();
+        for (conn, flow) in expired {
+            if let Some(i) = self.server_index(conn) {
+                self.servers[i].deadline = None;
+            }
+            if let Some(flow) = flow {
+                let secs = cx.config.server_idle_timeout.as_secs_f64();
+                self.feed(cx, now, flow, Input::ServerTimeout { secs });
+            }
+            self.drop_server(cx, conn, true);
+        }
+    }
+
+    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<ServerOutput>) {
+        for output in outputs {
+            match output {
+                ServerOutput::Http(event) => self.route_request_event(cx, now, event),
+                ServerOutput::Error { flow: Some(flow), message } => {
+                    self.feed(cx, now, flow, Input::ClientError { message });
+                }
+                ServerOutput::Error { flow: None, message } => {
+                    cx.log(LogLevel::Info, format!("client {}: {}", cx.client.peer, message));
+                }
+                ServerOutput::Closed { flow } => {
+                    if let Some(flow) = flow {
+                        self.feed(cx, now, flow, Input::ClientClosed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_request_event(&mut self, cx: &mut Context, now: Instant, event: HttpEvent) {
+        match event {
+            HttpEvent::RequestHeaders { flow, request, end_stream } => {
+                let stream = HttpStream::new(cx, now, flow, request);
+                self.streams.insert(flow, stream);
+                self.feed(cx, now, flow, Input::RequestHeaders { end_stream });
+            }
+            HttpEvent::RequestData { flow, data } => self.feed(cx, now, flow, Input::RequestData(data)),
+            HttpEvent::RequestEnd { flow, trailers } => self.feed(cx, now, flow, Input::RequestEnd(trailers)),
+            _ => {}
+        }
+    }
+
+    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<ClientOutput>) {
+        for output in outputs {
+            let flow = self.server_index(conn).and_then(|i| self.servers[i].flow);
+            match output {
+                ClientOutput::Http(event) => {
+                    let Some(flow) = flow else { continue };
+                    let input = match event {
+                        HttpEvent::InterimResponse { response, .. } => Input::Interim(response),
+                        HttpEvent::ResponseHeaders { response, end_stream, .. } => {
+                            Input::ResponseHeaders { response, end_stream }
+                        }
+                        HttpEvent::ResponseData { data, .. } => Input::ResponseData(data),
+                        HttpEvent::ResponseEnd { trailers, .. } => {
+                            if let Some(i) = self.server_index(conn) {
+                                self.servers[i].deadline = None;
+                            }
+                            Input::ResponseEnd(trailers)
+                        }
+                        _ => continue,
+                    };
+                    self.feed(cx, now, flow, input);
+                }
+                ClientOutput::Error { message } => {
+                    cx.log(LogLevel::Info, format!("server {}: {}", self.server_addr(conn), message));
+                    if let Some(flow) = flow {
+                        self.feed(cx, now, flow, Input::ServerError { message });
+                    }
+                    self.drop_server(cx, conn, true);
+                }
+                ClientOutput::Closed => {
+                    if let Some(flow) = flow {
+                        let message = "server closed the connection before the response was complete";
+                        self.feed(cx, now, flow, Input::ServerError { message: message.into() });
+                    }
+                    self.drop_server(cx, conn, true);
+                }
+            }
+        }
+    }
+
+    /// Give `input` to the stream `flow` and carry out what it asks for.
+    fn feed(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: Input) {
+        let Some(stream) = self.streams.get_mut(&flow) else { return };
+        stream.handle(cx, now, input, &mut self.out);
+        let mut outs = std::mem::take(&mut self.out);
+        for out in outs.drain(..) {
+            self.apply(cx, now, flow, out);
+        }
+        self.out = outs;
+        if self.streams.get(&flow).is_some_and(|s| s.is_finished()) {
+            self.streams.remove(&flow);
+            self.release_server(cx, now, flow);
+        }
+    }
+
+    fn apply(&mut self, cx: &mut Context, now: Instant, flow: FlowId, out: Out) {
+        match out {
+            Out::Client(event) => {
+                if !self.client_gone {
+                    self.client.send(cx, event);
+                }
+            }
+            Out::Server(event) => {
+                if let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) {
+                    let timeout = cx.config.server_idle_timeout;
+                    let server = &mut self.servers[i];
+                    if server.deadline.is_none() && !server.dedicated {
+                        server.deadline = Some(now + timeout);
+                    }
+                    server.codec.send(cx, event);
+                }
+            }
+            Out::OpenServer { addr, dedicated } => self.assign_server(cx, now, flow, addr, dedicated),
+            Out::Tunnel => {
+                let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) else { return };
+                let mut server = self.servers.remove(i);
+                let client_rest = self.client.take_rest();
+                self.handover = Some(Handover {
+                    server: server.conn,
+                    client_rest,
+                    server_rest: server.codec.take_rest(),
+                    client_eof: self.client.is_eof(),
+                });
+                self.streams.remove(&flow);
+                let others: Vec<ConnId> = self.servers.iter().map(|s| s.conn).collect();
+                for conn in others {
+                    self.drop_server(cx, conn, false);
+                }
+            }
+            Out::AbortClient => self.close_all(cx, now, false),
+            Out::AbortServer => {
+                if let Some(conn) = self.servers.iter().find(|s| s.flow == Some(flow)).map(|s| s.conn) {
+                    self.drop_server(cx, conn, true);
+                }
+            }
+        }
+    }
+
+    /// Find an idle connection to `addr` to reuse, or open a new one, for `flow`.
+    fn assign_server(&mut self, cx: &mut Context, now: Instant, flow: FlowId, addr: ServerAddr, dedicated: bool) {
+        if !dedicated && cx.config.reuse_server_connections {
+            let idle = self.servers.iter().position(|s| {
+                s.flow.is_none() && s.open && !s.dedicated && s.addr == addr && s.codec.is_reusable()
+            });
+            if let Some(i) = idle {
+                let conn = self.servers[i].conn;
+                self.servers[i].flow = Some(flow);
+                self.feed(cx, now, flow, Input::ServerReady { conn });
+                return;
+            }
+        }
+        let conn = cx.open(addr.clone());
+        let codec = Http1Client::new(conn, &cx.config);
+        self.servers.push(ServerConn { conn, addr, codec, open: false, flow: Some(flow), dedicated, deadline: None });
+    }
+
+    /// The stream `flow` is finished: return its server connection to the pool or close it.
+    fn release_server(&mut self, cx: &mut Context, _now: Instant, flow: FlowId) {
+        let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) else { return };
+        let server = &mut self.servers[i];
+        server.flow = None;
+        server.deadline = None;
+        let keep = server.open && !server.dedicated && server.codec.is_reusable() && cx.config.reuse_server_connections;
+        if !keep {
+            let conn = server.conn;
+            self.drop_server(cx, conn, false);
+        }
+    }
+
+    fn drop_server(&mut self, cx: &mut Context, conn: ConnId, _abort: bool) {
+        let Some(i) = self.server_index(conn) else { return };
+        let server = self.servers.remove(i);
+        cx.close(conn, false);
+        if server.open && cx.config.hooks.contains(HookKind::ServerDisconnected) {
+            let flow = cx.next_flow_id();
+            cx.hook(flow, Hook::ServerDisconnected { conn, server: server.addr });
+        }
+    }
+
+    /// Done with the client connection: close it (`linger`: after a half-close and a grace
+    /// period), every server connection, and every stream.
+    fn close_all(&mut self, cx: &mut Context, now: Instant, linger: bool) {
+        let conns: Vec<ConnId> = self.servers.iter().map(|s| s.conn).collect();
+        for conn in conns {
+            self.drop_server(cx, conn, true);
+        }
+        if !self.client_gone {
+            self.client_gone = true;
+            if linger && !self.client.is_eof() {
+                cx.close(ConnId::CLIENT, true);
+                cx.set_layer_pause(ConnId::CLIENT, false);
+                self.lingering = true;
+                self.client_deadline = Some(now + cx.config.close_linger);
+            } else {
+                cx.close(ConnId::CLIENT, false);
+            }
+        }
+        let flows: Vec<FlowId> = self.streams.keys().copied().collect();
+        let mut sink = Vec::new();
+        for flow in flows {
+            if let Some(mut stream) = self.streams.remove(&flow) {
+                stream.handle(cx, now, Input::ClientClosed, &mut sink);
+            }
+        }
+    }
+
+    /// Bookkeeping after every event: reading permissions, keep-alive, closing.
+    fn after_event(&mut self, cx: &mut Context, now: Instant) {
+        if self.handover.is_some() || self.client_gone {
+            return;
+        }
+        // The client codec finished a response: parse what the client pipelined meanwhile.
+        if self.client.ready_for_next() {
+            let mut outputs = Vec::new();
+            self.client.next_request(cx, now, &mut outputs);
+            self.handle_client_outputs(cx, now, outputs);
+            if self.handover.is_some() || self.client_gone {
+                return;
+            }
+        }
+        if self.client.is_finished() {
+            self.close_all(cx, now, true);
+            return;
+        }
+        if self.client.is_idle() && self.streams.is_empty() {
+            if self.client_deadline.is_none() {
+                self.client_deadline = Some(now + cx.config.client_idle_timeout);
+            }
+        } else {
+            self.client_deadline = None;
+        }
+        // Read the client only when the current stream can take its bytes.
+        let current = self.client.current_flow().and_then(|f| self.streams.get(&f));
+        let stream_ready = current.map_or(true, |s| s.wants_request_data());
+        cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && self.client.wants_read()));
+        // Read a server only while its stream is not waiting on a hook.
+        for server in &self.servers {
+            if !server.open {
+                continue;
+            }
+            let ready = match server.flow {
+                Some(flow) => self.streams.get(&flow).map_or(true, |s| s.wants_response_data()),
+                None => true,
+            };
+            cx.set_layer_pause(server.conn, !ready);
+        }
+    }
+
+    fn server_index(&self, conn: ConnId) -> Option<usize> {
+        self.servers.iter().position(|s| s.conn == conn)
+    }
+
+    fn server_addr(&self, conn: ConnId) -> String {
+        self.server_index(conn).map_or_else(|| "?".into(), |i| self.servers[i].addr.to_string())
+    }
+}
+

@@ -1,1 +1,589 @@
-//! HTTP stream layer (in progress)
+//! One request/response exchange, independent of HTTP version: hooks, buffering, errors.
+//!
+//! The stream sees [`Input`]s from the layer (the request as the client codec parsed it, the
+//! response as the server codec parsed it, replies to its hooks, connection news) and answers
+//! with [`Out`]s that the layer routes to codecs and connections. While one of its hooks is
+//! pending, the stream queues its inputs and replays them after the reply; the layer stops
+//! reading the connections that feed it meanwhile, so the queue stays short.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::ServerAddr;
+use crate::context::{ConnId, Context, FlowId};
+use crate::event::OpenError;
+use crate::flow::{FlowError, HttpFlow, Request, Response};
+use crate::headers::Headers;
+use crate::hook::{Hook, HookKind, HookReply};
+use crate::layers::http::HttpEvent;
+
+/// What happens to a stream.
+#[derive(Debug)]
+pub(crate) enum Input {
+    RequestHeaders { end_stream: bool },
+    RequestData(Bytes),
+    RequestEnd(Option<Headers>),
+    /// The stream's server connection is open (or an idle one was assigned).
+    ServerReady { conn: ConnId },
+    ServerFailed { addr: ServerAddr, error: OpenError },
+    Interim(Response),
+    ResponseHeaders { response: Response, end_stream: bool },
+    ResponseData(Bytes),
+    ResponseEnd(Option<Headers>),
+    /// The server broke the protocol or went away mid-response.
+    ServerError { message: String },
+    /// The server stayed silent for `secs` while a response was owed.
+    ServerTimeout { secs: f64 },
+    /// The client's request body was malformed; the client codec has answered it.
+    ClientError { message: String },
+    /// The client went away.
+    ClientClosed,
+    HookReply(HookReply),
+}
+
+/// What a stream asks of its layer.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// Send to the client (responses).
+    Client(HttpEvent),
+    /// Send to this stream's server (requests).
+    Server(HttpEvent),
+    /// Get a connection to `addr` for this stream; `dedicated` ones are never pooled.
+    OpenServer { addr: ServerAddr, dedicated: bool },
+    /// The client connection and this stream's server connection become a raw tunnel.
+    Tunnel,
+    /// Close the client connection (after what is queued for it).
+    AbortClient,
+    /// Close this stream's server connection.
+    AbortServer,
+}
+
+#[derive(Debug)]
+enum Req {
+    /// Head read; its hook decides what comes next.
+    Headers,
+    /// Holding the body back for the `Request` hook.
+    Buffering(BytesMut),
+    /// Passing the body to the server as it comes.
+    Streaming,
+    /// Reading the rest of a body nobody wants any more (the flow was answered early).
+    Discarding,
+    Done,
+}
+
+#[derive(Debug)]
+enum Resp {
+    /// Nothing of the response yet.
+    Waiting,
+    /// Holding the body back for the `Response` hook.
+    Buffering(BytesMut),
+    Streaming,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    None,
+    Connecting,
+    Ready,
+}
+
+pub(crate) struct HttpStream {
+    flow: HttpFlow,
+    req: Req,
+    resp: Resp,
+    server: Server,
+    /// Request events waiting for the server connection.
+    to_server: VecDeque<HttpEvent>,
+    /// The hook whose reply is pending.
+    waiting: Option<HookKind>,
+    /// Inputs that arrived while waiting.
+    deferred: VecDeque<Input>,
+    /// We answered `Expect: 100-continue` ourselves, so the server's `100` is dropped.
+    local_continue: bool,
+    /// Something of the response has reached the client codec.
+    response_started: bool,
+    finished: bool,
+}
+
+impl HttpStream {
+    pub(crate) fn new(cx: &Context, now: Instant, id: FlowId, request: Request) -> Self {
+        let flow = HttpFlow {
+            id,
+            client: cx.client.clone(),
+            request,
+            response: None,
+            error: None,
+            buffer_request: false,
+            buffer_response: false,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            started: now,
+            ended: None,
+        };
+        Self {
+            flow,
+            req: Req::Headers,
+            resp: Resp::Waiting,
+            server: Server::None,
+            to_server: VecDeque::new(),
+            waiting: None,
+            deferred: VecDeque::new(),
+            local_continue: false,
+            response_started: false,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the layer may read more of the request body from the client now.
+    pub(crate) fn wants_request_data(&self) -> bool {
+        if self.waiting.is_some() {
+            return false;
+        }
+        match self.req {
+            Req::Headers => false,
+            Req::Streaming => self.server == Server::Ready && self.to_server.is_empty(),
+            Req::Buffering(_) | Req::Discarding | Req::Done => true,
+        }
+    }
+
+    /// Whether the layer may read more of the response from the server now.
+    pub(crate) fn wants_response_data(&self) -> bool {
+        self.waiting.is_none()
+    }
+
+    pub(crate) fn handle(&mut self, cx: &mut Context, now: Instant, input: Input, out: &mut Vec<Out>) {
+        if self.finished {
+            return;
+        }
+        if let Input::HookReply(reply) = input {
+            if let Some(kind) = self.waiting.take() {
+                self.handle_reply(cx, now, kind, reply, out);
+            }
+        } else if self.waiting.is_some() {
+            self.deferred.push_back(input);
+            return;
+        } else {
+            self.handle_input(cx, now, input, out);
+        }
+        while self.waiting.is_none() && !self.finished {
+            let Some(input) = self.deferred.pop_front() else { break };
+            self.handle_input(cx, now, input, out);
+        }
+    }
+
+    fn handle_input(&mut self, cx: &mut Context, now: Instant, input: Input, out: &mut Vec<Out>) {
+        match input {
+            Input::RequestHeaders { end_stream } => {
+                if end_stream {
+                    self.req = Req::Done;
+                }
+                let kind = if self.is_connect() { HookKind::HttpConnect } else { HookKind::RequestHeaders };
+                if !self.raise(cx, kind) {
+                    self.after_request_headers(cx, now, out);
+                }
+            }
+            Input::RequestData(data) => {
+                self.flow.request_body_bytes += data.len() as u64;
+                match &mut self.req {
+                    Req::Streaming => self.to_server(HttpEvent::RequestData { flow: self.flow.id, data }, out),
+                    Req::Buffering(body) => {
+                        if body.len() + data.len() > cx.config.max_buffered_body {
+                            let limit = cx.config.max_buffered_body;
+                            self.req = Req::Discarding;
+                            let message = format!("request body larger than the {limit}-byte buffering limit");
+                            self.fail(cx, now, 413, message, out);
+                        } else {
+                            body.extend_from_slice(&data);
+                        }
+                    }
+                    Req::Headers | Req::Discarding | Req::Done => {}
+                }
+            }
+            Input::RequestEnd(trailers) => match std::mem::replace(&mut self.req, Req::Done) {
+                Req::Streaming => {
+                    self.flow.request.trailers = trailers.clone();
+                    self.to_server(HttpEvent::RequestEnd { flow: self.flow.id, trailers }, out);
+                    if !self.raise(cx, HookKind::Request) {
+                        self.check_finished(now);
+                    }
+                }
+                Req::Buffering(body) => {
+                    self.flow.request.body = Some(body.freeze());
+                    self.flow.request.trailers = trailers;
+                    if !self.raise(cx, HookKind::Request) {
+                        self.send_request(cx, out);
+                    }
+                }
+                Req::Headers | Req::Discarding | Req::Done => self.check_finished(now),
+            },
+            Input::ServerReady { .. } => {
+                self.server = Server::Ready;
+                if self.is_connect() {
+                    // The tunnel is up: tell the client, then stop being HTTP.
+                    let response = Response {
+                        body: None,
+                        ..Response::new(200, Headers::new(), Bytes::new())
+                    };
+                    let mut response = response;
+                    response.reason = "Connection established".into();
+                    response.headers = Headers::new();
+                    self.flow.response = Some(response.clone());
+                    out.push(Out::Client(HttpEvent::ResponseHeaders {
+                        flow: self.flow.id,
+                        response,
+                        end_stream: true,
+                    }));
+                    out.push(Out::Tunnel);
+                    self.flow.ended = Some(now);
+                    self.finished = true;
+                    return;
+                }
+                while let Some(event) = self.to_server.pop_front() {
+                    out.push(Out::Server(event));
+                }
+            }
+            Input::ServerFailed { addr, error } => {
+                let status = if error == OpenError::Timeout { 504 } else { 502 };
+                self.fail(cx, now, status, format!("cannot connect to {addr}: {error}"), out);
+            }
+            Input::Interim(response) => {
+                if !(response.status == 100 && self.local_continue) {
+                    out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
+                }
+            }
+            Input::ResponseHeaders { response, end_stream } => {
+                let upgrade = response.status == 101;
+                self.flow.response = Some(response);
+                if end_stream || upgrade {
+                    self.resp = Resp::Done;
+                }
+                if upgrade {
+                    self.response_started = true;
+                    let response = self.response_head();
+                    out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: true }));
+                    out.push(Out::Tunnel);
+                    self.flow.ended = Some(now);
+                    self.finished = true;
+                    return;
+                }
+                if !self.raise(cx, HookKind::ResponseHeaders) {
+                    self.after_response_headers(cx, now, out);
+                }
+            }
+            Input::ResponseData(data) => {
+                self.flow.response_body_bytes += data.len() as u64;
+                match &mut self.resp {
+                    Resp::Streaming => out.push(Out::Client(HttpEvent::ResponseData { flow: self.flow.id, data })),
+                    Resp::Buffering(body) => {
+                        if body.len() + data.len() > cx.config.max_buffered_body {
+                            let limit = cx.config.max_buffered_body;
+                            let message = format!("response body larger than the {limit}-byte buffering limit");
+                            self.fail(cx, now, 502, message, out);
+                        } else {
+                            body.extend_from_slice(&data);
+                        }
+                    }
+                    Resp::Waiting | Resp::Done => {}
+                }
+            }
+            Input::ResponseEnd(trailers) => match std::mem::replace(&mut self.resp, Resp::Done) {
+                Resp::Streaming => {
+                    if let Some(response) = &mut self.flow.response {
+                        response.trailers = trailers.clone();
+                    }
+                    out.push(Out::Client(HttpEvent::ResponseEnd { flow: self.flow.id, trailers }));
+                    self.response_complete(cx, now, out);
+                }
+                Resp::Buffering(body) => {
+                    if let Some(response) = &mut self.flow.response {
+                        response.body = Some(body.freeze());
+                        response.trailers = trailers;
+                    }
+                    self.flow.ended = Some(now);
+                    if !self.raise(cx, HookKind::Response) {
+                        self.send_buffered_response(now, out);
+                    }
+                }
+                Resp::Waiting | Resp::Done => {}
+            },
+            Input::ServerError { message } => {
+                let addr = self.flow.request.server();
+                self.fail(cx, now, 502, format!("{addr}: {message}"), out);
+            }
+            Input::ServerTimeout { secs } => {
+                let addr = self.flow.request.server();
+                self.fail(cx, now, 504, format!("{addr} sent nothing for {secs} s"), out);
+            }
+            Input::ClientError { message } => {
+                self.flow.error = Some(FlowError { message, status: None });
+                out.push(Out::AbortServer);
+                self.end_with_error(cx, now);
+            }
+            Input::ClientClosed => {
+                let complete = matches!(self.req, Req::Done | Req::Discarding);
+                if !complete || self.response_started {
+                    self.flow.error = Some(FlowError { message: "client disconnected".into(), status: None });
+                    out.push(Out::AbortServer);
+                    self.end_with_error(cx, now);
+                }
+            }
+            Input::HookReply(_) => {}
+        }
+    }
+
+    /// The hook `kind` was answered.
+    fn handle_reply(&mut self, cx: &mut Context, now: Instant, kind: HookKind, reply: HookReply, out: &mut Vec<Out>) {
+        match reply {
+            HookReply::Continue => {}
+            HookReply::Update(flow) => {
+                let id = self.flow.id;
+                self.flow = *flow;
+                self.flow.id = id;
+            }
+            HookReply::Respond(response) => {
+                self.respond_locally(now, response, out);
+                return;
+            }
+            HookReply::Kill => {
+                self.flow.error = Some(FlowError { message: "killed by hook".into(), status: None });
+                out.push(Out::AbortServer);
+                out.push(Out::AbortClient);
+                self.end_with_error(cx, now);
+                return;
+            }
+        }
+        match kind {
+            HookKind::HttpConnect | HookKind::RequestHeaders => self.after_request_headers(cx, now, out),
+            HookKind::Request => {
+                if self.server == Server::None {
+                    self.send_request(cx, out);
+                } else {
+                    self.check_finished(now);
+                }
+            }
+            HookKind::ResponseHeaders => self.after_response_headers(cx, now, out),
+            HookKind::Response => {
+                if self.response_started {
+                    self.check_finished(now);
+                } else {
+                    self.send_buffered_response(now, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn after_request_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
+        if self.is_connect() {
+            let addr = self.flow.request.server();
+            self.server = Server::Connecting;
+            out.push(Out::OpenServer { addr, dedicated: true });
+            return;
+        }
+        if matches!(self.req, Req::Done) {
+            // No body: the request is complete now, and the `Request` hook may still change it.
+            if !self.raise(cx, HookKind::Request) {
+                self.send_request(cx, out);
+            }
+            return;
+        }
+        if self.flow.buffer_request {
+            if self.flow.request.headers.has_token("expect", "100-continue") {
+                self.flow.request.headers.remove("expect");
+                self.local_continue = true;
+                let response = Response { body: None, ..Response::new(100, Headers::new(), Bytes::new()) };
+                let mut response = response;
+                response.headers = Headers::new();
+                out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
+            }
+            self.req = Req::Buffering(BytesMut::new());
+            let _ = now;
+        } else {
+            self.req = Req::Streaming;
+            let request = self.request_head();
+            self.to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
+            self.server = Server::Connecting;
+            out.push(Out::OpenServer { addr: self.flow.request.server(), dedicated: false });
+        }
+    }
+
+    /// Send the complete (buffered or bodiless) request.
+    fn send_request(&mut self, _cx: &mut Context, out: &mut Vec<Out>) {
+        let request = self.flow.request.clone();
+        let end_stream = true;
+        self.to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
+        self.server = Server::Connecting;
+        out.push(Out::OpenServer { addr: self.flow.request.server(), dedicated: false });
+    }
+
+    fn after_response_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
+        if matches!(self.resp, Resp::Done) {
+            // No body: complete now.
+            self.flow.ended = Some(now);
+            if !self.raise(cx, HookKind::Response) {
+                self.send_buffered_response(now, out);
+            }
+            return;
+        }
+        if self.flow.buffer_response {
+            self.resp = Resp::Buffering(BytesMut::new());
+        } else {
+            self.resp = Resp::Streaming;
+            self.response_started = true;
+            let response = self.response_head();
+            out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
+        }
+    }
+
+    /// A streamed response has been passed on whole.
+    fn response_complete(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
+        self.flow.ended = Some(now);
+        self.finish_request_early(out);
+        if cx.config.hooks.contains(HookKind::Response) {
+            // The response has left already: the hook can only watch, so nothing waits for it.
+            cx.hook(self.flow.id, Hook::Response(Box::new(self.flow.clone())));
+        }
+        self.check_finished(now);
+    }
+
+    fn send_buffered_response(&mut self, now: Instant, out: &mut Vec<Out>) {
+        let Some(response) = self.flow.response.clone() else { return };
+        let end_stream = response.body.is_none();
+        self.response_started = true;
+        self.resp = Resp::Done;
+        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream }));
+        self.flow.ended.get_or_insert(now);
+        self.finish_request_early(out);
+        self.check_finished(now);
+    }
+
+    /// A hook answered the flow itself.
+    fn respond_locally(&mut self, now: Instant, mut response: Response, out: &mut Vec<Out>) {
+        if self.response_started {
+            // Too late to replace what the client is already receiving.
+            return;
+        }
+        if response.body.is_none() {
+            response.body = Some(Bytes::new());
+            response.headers.insert("content-length", "0");
+        }
+        self.flow.response_body_bytes = response.body.as_ref().map_or(0, |b| b.len() as u64);
+        self.flow.response = Some(response.clone());
+        if self.server != Server::None && !matches!(self.resp, Resp::Done) {
+            out.push(Out::AbortServer);
+        }
+        self.server = Server::None;
+        self.to_server.clear();
+        self.response_started = true;
+        self.resp = Resp::Done;
+        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
+        self.flow.ended = Some(now);
+        if !matches!(self.req, Req::Done) {
+            self.req = Req::Discarding;
+        }
+        self.check_finished(now);
+    }
+
+    /// The response is complete but the request body is not: the server will not read the
+    /// rest, so stop sending it and let the client's rest be read and dropped.
+    fn finish_request_early(&mut self, out: &mut Vec<Out>) {
+        if matches!(self.req, Req::Streaming | Req::Buffering(_) | Req::Headers) {
+            self.req = Req::Discarding;
+            self.to_server.clear();
+            out.push(Out::AbortServer);
+        }
+    }
+
+    /// The flow failed: answer the client with `status` if it has not seen a response yet,
+    /// otherwise cut its connection so it notices.
+    fn fail(&mut self, cx: &mut Context, now: Instant, status: u16, message: String, out: &mut Vec<Out>) {
+        out.push(Out::AbortServer);
+        self.server = Server::None;
+        self.to_server.clear();
+        if self.response_started {
+            self.flow.error = Some(FlowError { message, status: None });
+            out.push(Out::AbortClient);
+            self.end_with_error(cx, now);
+            return;
+        }
+        let reason = crate::flow::reason_phrase(status).to_ascii_lowercase();
+        let response = Response::text(status, format!("{reason}: {message}\n"));
+        self.flow.error = Some(FlowError { message, status: Some(status) });
+        self.flow.response = Some(response.clone());
+        self.response_started = true;
+        self.resp = Resp::Done;
+        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
+        if !matches!(self.req, Req::Done) {
+            self.req = Req::Discarding;
+        }
+        self.end_with_error(cx, now);
+        // The stream lives on only to swallow the rest of the request body.
+        self.finished = matches!(self.req, Req::Done);
+    }
+
+    fn end_with_error(&mut self, cx: &mut Context, now: Instant) {
+        self.flow.ended = Some(now);
+        if cx.config.hooks.contains(HookKind::Error) {
+            cx.hook(self.flow.id, Hook::Error(Box::new(self.flow.clone())));
+        }
+        self.waiting = None;
+        self.deferred.clear();
+        self.finished = true;
+    }
+
+    fn check_finished(&mut self, now: Instant) {
+        let req_done = matches!(self.req, Req::Done);
+        let resp_done = matches!(self.resp, Resp::Done);
+        if req_done && resp_done && self.waiting.is_none() {
+            self.flow.ended.get_or_insert(now);
+            self.finished = true;
+        }
+    }
+
+    /// Raise hook `kind` if the user subscribed to it; true if the stream now waits for it.
+    fn raise(&mut self, cx: &mut Context, kind: HookKind) -> bool {
+        if !cx.config.hooks.contains(kind) {
+            return false;
+        }
+        let flow = Box::new(self.flow.clone());
+        let hook = match kind {
+            HookKind::HttpConnect => Hook::HttpConnect(flow),
+            HookKind::RequestHeaders => Hook::RequestHeaders(flow),
+            HookKind::Request => Hook::Request(flow),
+            HookKind::ResponseHeaders => Hook::ResponseHeaders(flow),
+            HookKind::Response => Hook::Response(flow),
+            _ => return false,
+        };
+        cx.hook(self.flow.id, hook);
+        self.waiting = Some(kind);
+        true
+    }
+
+    fn to_server(&mut self, event: HttpEvent, out: &mut Vec<Out>) {
+        if self.server == Server::Ready && self.to_server.is_empty() {
+            out.push(Out::Server(event));
+        } else {
+            self.to_server.push_back(event);
+        }
+    }
+
+    fn request_head(&self) -> Request {
+        Request { body: None, trailers: None, ..self.flow.request.clone() }
+    }
+
+    fn response_head(&self) -> Response {
+        let response = self.flow.response.as_ref();
+        response.map_or_else(|| Response::text(502, ""), |r| Response { body: None, trailers: None, ..r.clone() })
+    }
+
+    fn is_connect(&self) -> bool {
+        self.flow.request.method.eq_ignore_ascii_case("CONNECT")
+    }
+}

@@ -1,11 +1,88 @@
-//! Proxy modes: what the client connection speaks first.
+//! Proxy modes: what the client connection speaks first, and what it turns into.
+
 use std::time::Instant;
-use crate::context::Context;
+
+use crate::command::LogLevel;
+use crate::context::{ConnId, Context, FlowId};
+use crate::hook::{Hook, HookKind, HookReply};
 use crate::event::Event;
 use crate::layer::Layer;
+use crate::layers::http::HttpLayer;
+use crate::tunnel::Tunnel;
 
-pub(crate) struct RegularMode {}
-impl RegularMode { pub(crate) fn new() -> Self { Self {} } }
+/// A regular (explicit) proxy: the client speaks HTTP to the proxy, with absolute-form
+/// targets, until a `CONNECT` or an `Upgrade` turns its connection into a tunnel.
+pub(crate) struct RegularMode {
+    state: State,
+}
+
+enum State {
+    /// Before `Event::Start`.
+    New,
+    /// Waiting for the `ClientConnected` hook to let the client in.
+    Admitting(FlowId),
+    Http(Box<HttpLayer>),
+    /// The client connection carries another protocol now. The tunnel is where a TLS layer
+    /// will be pushed when interception arrives.
+    Tunnel(Box<dyn Layer>),
+    /// Refused by the `ClientConnected` hook.
+    Closed,
+}
+
+impl RegularMode {
+    pub(crate) fn new() -> Self {
+        Self { state: State::New }
+    }
+}
+
 impl Layer for RegularMode {
-    fn handle(&mut self, _cx: &mut Context, _now: Instant, _event: Event) { unimplemented!() }
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+        match (&self.state, &event) {
+            (State::New, Event::Start) if cx.config.hooks.contains(HookKind::ClientConnected) => {
+                let flow = cx.next_flow_id();
+                cx.set_layer_pause(ConnId::CLIENT, true);
+                cx.hook(flow, Hook::ClientConnected(cx.client.clone()));
+                self.state = State::Admitting(flow);
+                return;
+            }
+            (State::New, _) => self.state = State::Http(Box::new(HttpLayer::new(cx))),
+            (State::Admitting(waiting), Event::HookReply { flow, reply }) if flow == waiting => {
+                if let HookReply::Kill = reply {
+                    cx.log(LogLevel::Info, format!("client {} refused by hook", cx.client.peer));
+                    cx.close(ConnId::CLIENT, false);
+                    self.state = State::Closed;
+                } else {
+                    let mut http = Box::new(HttpLayer::new(cx));
+                    http.handle(cx, now, Event::Start);
+                    self.state = State::Http(http);
+                }
+                return;
+            }
+            (State::Admitting(_), Event::ConnectionClosed { .. }) => {
+                cx.close(ConnId::CLIENT, false);
+                self.state = State::Closed;
+                return;
+            }
+            _ => {}
+        }
+        match &mut self.state {
+            State::New | State::Admitting(_) | State::Closed => {}
+            State::Http(http) => {
+                http.handle(cx, now, event);
+                if let Some(handover) = http.take_handover() {
+                    let tunnel = Tunnel::new(cx, handover);
+                    self.state = State::Tunnel(Box::new(tunnel));
+                }
+            }
+            State::Tunnel(layer) => layer.handle(cx, now, event),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::New | State::Admitting(_) | State::Closed => None,
+            State::Http(http) => http.poll_timeout(),
+            State::Tunnel(layer) => layer.poll_timeout(),
+        }
+    }
 }

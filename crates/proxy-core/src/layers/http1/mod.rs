@@ -1,3 +1,94 @@
-//! HTTP/1.x towards the client and towards servers.
+//! HTTP/1.x codecs: [`Http1Server`] faces the client (we are its server), [`Http1Client`]
+//! faces an upstream server (we are its client). As in h11, each keeps the two directions of
+//! its connection as separate state machines.
+//!
+//! Parsing strips hop-by-hop fields, so hooks and the other side see only end-to-end ones;
+//! sending adds the framing (`Content-Length` or `Transfer-Encoding: chunked`) and connection
+//! management fields that the receiving connection needs.
+
+mod client;
+mod server;
 pub(crate) mod wire;
+
+use bytes::{Bytes, BytesMut};
+
+pub(crate) use client::{ClientOutput, Http1Client};
+pub(crate) use server::{Http1Server, ServerOutput};
 pub use wire::Http1Error;
+
+use crate::config::Config;
+use crate::context::{ConnId, Context};
+use crate::headers::Headers;
+
+fn limits(config: &Config) -> wire::Limits {
+    wire::Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
+}
+
+/// Remove the fields that describe one connection rather than the message (RFC 9110
+/// section 7.6.1), including those the `Connection` field names. `keep_upgrade` keeps
+/// `Upgrade` for a protocol switch.
+fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
+    let mut listed: Vec<Bytes> = Vec::new();
+    for value in headers.get_all("connection") {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if !token.is_empty() {
+                listed.push(Bytes::copy_from_slice(token));
+            }
+        }
+    }
+    headers.retain(|name, value| {
+        let fixed = [
+            &b"connection"[..],
+            b"keep-alive",
+            b"proxy-connection",
+            b"transfer-encoding",
+            b"proxy-authorization",
+        ];
+        if fixed.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+            return false;
+        }
+        if name.eq_ignore_ascii_case(b"te") {
+            return value.trim_ascii().eq_ignore_ascii_case(b"trailers");
+        }
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            return keep_upgrade;
+        }
+        !listed.iter().any(|l| name.eq_ignore_ascii_case(l) && !l.eq_ignore_ascii_case(b"upgrade"))
+    });
+}
+
+/// How a body leaves on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoder {
+    /// As is: `Content-Length` framing, or until the connection closes.
+    Raw,
+    Chunked,
+}
+
+impl Encoder {
+    fn data(self, cx: &mut Context, conn: ConnId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match self {
+            Self::Raw => cx.send(conn, data),
+            Self::Chunked => {
+                let mut header = BytesMut::with_capacity(18);
+                wire::write_chunk_header(&mut header, data.len());
+                cx.send(conn, header.freeze());
+                cx.send(conn, data);
+                cx.send(conn, Bytes::from_static(b"\r\n"));
+            }
+        }
+    }
+
+    fn end(self, cx: &mut Context, conn: ConnId, trailers: Option<&Headers>) {
+        if self == Self::Chunked {
+            let mut tail = BytesMut::with_capacity(64);
+            tail.extend_from_slice(wire::LAST_CHUNK);
+            wire::write_fields(&mut tail, trailers.unwrap_or(&Headers::new()));
+            cx.send(conn, tail.freeze());
+        }
+    }
+}

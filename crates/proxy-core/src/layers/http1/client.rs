@@ -1,0 +1,271 @@
+//! An upstream connection: we write requests and read responses.
+
+use bytes::{Bytes, BytesMut};
+
+use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
+use super::{limits, strip_hop_by_hop, Encoder};
+use crate::config::Config;
+use crate::context::{ConnId, Context, FlowId};
+use crate::flow::{Request, Response, Version};
+use crate::layers::http::HttpEvent;
+
+/// What an upstream connection produced.
+#[derive(Debug)]
+pub(crate) enum ClientOutput {
+    Http(HttpEvent),
+    /// The server broke the protocol; the connection is unusable.
+    Error { message: String },
+    /// The server closed the connection before its response was complete.
+    Closed,
+}
+
+#[derive(Debug)]
+enum Recv {
+    /// No request outstanding.
+    Idle,
+    Head,
+    Body(BodyReader),
+    Done,
+    /// Switched protocols, or broken.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    Idle,
+    Body(Encoder),
+    Done,
+}
+
+pub(crate) struct Http1Client {
+    conn: ConnId,
+    buf: BytesMut,
+    heads: HeadReader,
+    limits: Limits,
+    recv: Recv,
+    send: Send,
+    flow: FlowId,
+    /// The method of the request in flight: `HEAD` and `CONNECT` responses have no body.
+    method: String,
+    keep_alive: bool,
+    eof: bool,
+}
+
+impl Http1Client {
+    pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
+        Self {
+            conn,
+            buf: BytesMut::new(),
+            heads: HeadReader::new(),
+            limits: limits(config),
+            recv: Recv::Idle,
+            send: Send::Idle,
+            flow: FlowId(0),
+            method: String::new(),
+            keep_alive: true,
+            eof: false,
+        }
+    }
+
+    /// Whether another request may be sent on this connection.
+    pub(crate) fn is_reusable(&self) -> bool {
+        self.keep_alive
+            && !self.eof
+            && self.buf.is_empty()
+            && matches!(self.recv, Recv::Idle | Recv::Done)
+            && matches!(self.send, Send::Idle | Send::Done)
+    }
+
+    /// What the server sent after switching protocols, for the tunnel that takes over.
+    pub(crate) fn take_rest(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
+    pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
+        match event {
+            HttpEvent::RequestHeaders { flow, request, end_stream } => self.send_head(cx, flow, request, end_stream),
+            HttpEvent::RequestData { data, .. } => {
+                if let Send::Body(encoder) = self.send {
+                    encoder.data(cx, self.conn, data);
+                }
+            }
+            HttpEvent::RequestEnd { trailers, .. } => {
+                if let Send::Body(encoder) = self.send {
+                    encoder.end(cx, self.conn, trailers.as_ref());
+                    self.send = Send::Done;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_head(&mut self, cx: &mut Context, flow: FlowId, request: Request, end_stream: bool) {
+        self.flow = flow;
+        self.recv = Recv::Head;
+        self.method.clone_from(&request.method);
+        let mut headers = request.headers;
+        if !headers.contains("host") {
+            headers.insert("host", request_authority(&request.host, request.port));
+        }
+        let mut encoder = None;
+        if let Some(body) = &request.body {
+            if !body.is_empty() || headers.contains("content-length") || request.method != "GET" {
+                headers.insert("content-length", body.len().to_string());
+            }
+        } else if !end_stream {
+            encoder = Some(if headers.contains("content-length") {
+                Encoder::Raw
+            } else {
+                headers.append("transfer-encoding", "chunked");
+                Encoder::Chunked
+            });
+        }
+        let mut dst = BytesMut::with_capacity(512);
+        wire::write_request_head(&mut dst, &request.method, &request.path, Version::Http11, &headers);
+        match &request.body {
+            Some(body) if body.len() <= 16 * 1024 => {
+                dst.extend_from_slice(body);
+                cx.send(self.conn, dst.freeze());
+            }
+            Some(body) => {
+                cx.send(self.conn, dst.freeze());
+                cx.send(self.conn, body.clone());
+            }
+            None => cx.send(self.conn, dst.freeze()),
+        }
+        self.send = match encoder {
+            Some(encoder) => Send::Body(encoder),
+            None => Send::Done,
+        };
+    }
+
+    pub(crate) fn receive(&mut self, cx: &mut Context, data: Bytes, out: &mut Vec<ClientOutput>) {
+        let _ = cx;
+        if matches!(self.recv, Recv::Stopped) {
+            self.buf.extend_from_slice(&data);
+            return;
+        }
+        self.buf.extend_from_slice(&data);
+        loop {
+            match &mut self.recv {
+                Recv::Idle | Recv::Done => {
+                    if !self.buf.is_empty() {
+                        self.keep_alive = false;
+                        self.recv = Recv::Stopped;
+                        out.push(ClientOutput::Error { message: "server sent data without a request".into() });
+                    }
+                    return;
+                }
+                Recv::Head => match self.heads.read_response(&mut self.buf, &self.limits) {
+                    Ok(None) => return,
+                    Ok(Some(head)) => {
+                        if !self.start_response(head, out) {
+                            return;
+                        }
+                    }
+                    Err(e) => return self.fail(format!("invalid response: {e}"), out),
+                },
+                Recv::Body(reader) => match reader.read(&mut self.buf) {
+                    Ok(None) => return,
+                    Ok(Some(BodyEvent::Data(data))) => {
+                        out.push(ClientOutput::Http(HttpEvent::ResponseData { flow: self.flow, data }));
+                    }
+                    Ok(Some(BodyEvent::End { trailers })) => {
+                        self.recv = Recv::Done;
+                        out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers }));
+                    }
+                    Err(e) => return self.fail(format!("invalid response body: {e}"), out),
+                },
+                Recv::Stopped => return,
+            }
+        }
+    }
+
+    /// Handle a response head; false when the rest of the buffer is not HTTP any more.
+    fn start_response(&mut self, head: ResponseHead, out: &mut Vec<ClientOutput>) -> bool {
+        let flow = self.flow;
+        let status = head.status;
+        if (100..200).contains(&status) && status != 101 {
+            let mut headers = head.headers;
+            strip_hop_by_hop(&mut headers, false);
+            let response = response_from(head.version, status, head.reason, headers);
+            out.push(ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
+            return true;
+        }
+        if status == 101 {
+            let mut headers = head.headers;
+            strip_hop_by_hop(&mut headers, true);
+            let response = response_from(head.version, status, head.reason, headers);
+            self.recv = Recv::Stopped;
+            self.keep_alive = false;
+            out.push(ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream: true }));
+            return false;
+        }
+        let framing = match wire::response_framing(&self.method, &head) {
+            Ok(framing) => framing,
+            Err(e) => {
+                self.fail(format!("invalid response: {e}"), out);
+                return false;
+            }
+        };
+        self.keep_alive = match head.version {
+            Version::Http11 => !head.headers.has_token("connection", "close"),
+            Version::Http10 => head.headers.has_token("connection", "keep-alive"),
+        };
+        let chunked_or_close = head.headers.contains("transfer-encoding");
+        let mut headers = head.headers;
+        if chunked_or_close && headers.remove("content-length") {
+            // Both framings: a smuggling attempt or a broken server. Never reuse it.
+            self.keep_alive = false;
+        }
+        strip_hop_by_hop(&mut headers, false);
+        if framing == Framing::UntilClose {
+            self.keep_alive = false;
+        }
+        let response = response_from(head.version, status, head.reason, headers);
+        let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
+        self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
+        out.push(ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+        true
+    }
+
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<ClientOutput>) {
+        let _ = cx;
+        self.eof = true;
+        self.keep_alive = false;
+        match &mut self.recv {
+            Recv::Head => out.push(ClientOutput::Closed),
+            Recv::Body(reader) => match reader.read_eof() {
+                Ok(_) => {
+                    self.recv = Recv::Done;
+                    out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers: None }));
+                }
+                Err(_) => {
+                    self.recv = Recv::Stopped;
+                    out.push(ClientOutput::Closed);
+                }
+            },
+            Recv::Idle | Recv::Done | Recv::Stopped => {}
+        }
+    }
+
+    fn fail(&mut self, message: String, out: &mut Vec<ClientOutput>) {
+        self.recv = Recv::Stopped;
+        self.keep_alive = false;
+        out.push(ClientOutput::Error { message });
+    }
+}
+
+fn response_from(version: Version, status: u16, reason: String, headers: crate::headers::Headers) -> Response {
+    Response { version, status, reason, headers, body: None, trailers: None }
+}
+
+fn request_authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else if port == 80 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}

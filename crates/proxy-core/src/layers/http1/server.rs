@@ -1,0 +1,506 @@
+//! The client's connection: we read requests and write responses.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
+use super::{limits, strip_hop_by_hop, Encoder};
+use crate::command::LogLevel;
+use crate::config::Config;
+use crate::context::{ConnId, Context, FlowId};
+use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
+use crate::layers::http::HttpEvent;
+
+/// What the client connection produced.
+#[derive(Debug)]
+pub(crate) enum ServerOutput {
+    Http(HttpEvent),
+    /// The client broke the protocol. The codec has already answered it (if it still could)
+    /// and will close the connection.
+    Error { flow: Option<FlowId>, message: String },
+    /// The client went away while `flow` was in progress.
+    Closed { flow: Option<FlowId> },
+}
+
+#[derive(Debug)]
+enum Recv {
+    /// Waiting for a request head.
+    Head,
+    Body(BodyReader),
+    /// The current request has been read completely.
+    Done,
+    /// The connection is no longer HTTP (CONNECT, Upgrade) or no longer usable.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// No response for the current request yet.
+    Idle,
+    Body(Encoder),
+    Done,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    flow: FlowId,
+    version: Version,
+    head: bool,
+    connect: bool,
+    keep_alive: bool,
+}
+
+pub(crate) struct Http1Server {
+    conn: ConnId,
+    buf: BytesMut,
+    heads: HeadReader,
+    limits: Limits,
+    add_via: bool,
+    recv: Recv,
+    send: Send,
+    current: Option<Exchange>,
+    /// The client closed its sending side.
+    eof: bool,
+    /// The connection should be closed once its output is flushed.
+    finished: bool,
+    /// The connection is now a tunnel.
+    tunnel: bool,
+}
+
+impl Http1Server {
+    pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
+        Self {
+            conn,
+            buf: BytesMut::new(),
+            heads: HeadReader::new(),
+            limits: limits(config),
+            add_via: config.add_via,
+            recv: Recv::Head,
+            send: Send::Idle,
+            current: None,
+            eof: false,
+            finished: false,
+            tunnel: false,
+        }
+    }
+
+    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<ServerOutput>) {
+        if self.finished || matches!(self.recv, Recv::Stopped) && !self.tunnel {
+            return;
+        }
+        self.buf.extend_from_slice(&data);
+        if !self.tunnel {
+            self.parse(cx, now, out);
+        }
+    }
+
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<ServerOutput>) {
+        let flow = self.current.as_ref().map(|c| c.flow);
+        if self.eof {
+            // Closed a second time: a write failed too, so the client is gone for good.
+            self.finished = true;
+            out.push(ServerOutput::Closed { flow });
+            return;
+        }
+        self.eof = true;
+        match &mut self.recv {
+            Recv::Head => {
+                if !self.buf.is_empty() {
+                    cx.log(LogLevel::Debug, format!("client {} closed mid-request-head", cx.client.peer));
+                }
+                self.finished = true;
+            }
+            Recv::Body(reader) => match reader.read_eof() {
+                Ok(_) => {}
+                Err(_) => {
+                    self.recv = Recv::Stopped;
+                    self.finished = true;
+                    out.push(ServerOutput::Closed { flow });
+                }
+            },
+            // The request is in: answer it, then close.
+            Recv::Done => {}
+            Recv::Stopped => self.finished = true,
+        }
+    }
+
+    /// Whether the connection is between requests with nothing pending.
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.recv, Recv::Head) && self.current.is_none() && self.buf.is_empty()
+    }
+
+    /// Whether the connection should be closed now.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub(crate) fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    pub(crate) fn current_flow(&self) -> Option<FlowId> {
+        self.current.as_ref().map(|c| c.flow)
+    }
+
+    /// Whether reading more from the client is useful: there is a head or body to read, or
+    /// room to hold a pipelined request until its turn.
+    pub(crate) fn wants_read(&self) -> bool {
+        if self.finished || self.eof {
+            return false;
+        }
+        match self.recv {
+            Recv::Head | Recv::Body(_) => true,
+            Recv::Done => self.buf.len() < self.limits.max_head_bytes,
+            Recv::Stopped => false,
+        }
+    }
+
+    /// The previous exchange is over and the client has sent more: parse it.
+    pub(crate) fn ready_for_next(&self) -> bool {
+        matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty() && !self.finished
+    }
+
+    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+        self.parse(cx, now, out);
+    }
+
+    /// What the client sent beyond the last request, for the tunnel that takes over.
+    pub(crate) fn take_rest(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
+    fn parse(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+        loop {
+            match &mut self.recv {
+                Recv::Head => {
+                    if self.current.is_some() || self.buf.is_empty() || self.finished {
+                        return;
+                    }
+                    match self.heads.read_request(&mut self.buf, &self.limits) {
+                        Ok(None) => {
+                            if self.eof {
+                                self.finished = true;
+                            }
+                            return;
+                        }
+                        Ok(Some(head)) => self.start_request(cx, head, out),
+                        Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
+                    }
+                }
+                Recv::Body(reader) => match reader.read(&mut self.buf) {
+                    Ok(None) => return,
+                    Ok(Some(BodyEvent::Data(data))) => {
+                        let flow = self.flow();
+                        out.push(ServerOutput::Http(HttpEvent::RequestData { flow, data }));
+                    }
+                    Ok(Some(BodyEvent::End { trailers })) => {
+                        let flow = self.flow();
+                        out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
+                        self.recv = Recv::Done;
+                        self.maybe_finish_exchange();
+                    }
+                    Err(e) => return self.reject(cx, 400, format!("bad request body: {e}"), out),
+                },
+                Recv::Done | Recv::Stopped => return,
+            }
+            let _ = now;
+        }
+    }
+
+    fn start_request(&mut self, cx: &mut Context, head: RequestHead, out: &mut Vec<ServerOutput>) {
+        let connect = head.method.eq_ignore_ascii_case("CONNECT");
+        let framing = if connect {
+            Ok(Framing::Empty)
+        } else {
+            wire::request_framing(&head)
+        };
+        let framing = match framing {
+            Ok(framing) => framing,
+            Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
+        };
+        let (scheme, host, port, path) = match parse_target(&head.method, &head.target) {
+            Ok(parts) => parts,
+            Err(message) => return self.reject(cx, 400, message, out),
+        };
+        if scheme == Scheme::Https {
+            let message = "https:// URLs in proxy requests are not supported yet; use CONNECT";
+            return self.reject(cx, 501, message.into(), out);
+        }
+        if head.headers.get_all("host").count() > 1 {
+            return self.reject(cx, 400, "more than one host header".into(), out);
+        }
+        let keep_alive = match head.version {
+            Version::Http11 => !head.headers.has_token("connection", "close"),
+            Version::Http10 => {
+                head.headers.has_token("connection", "keep-alive")
+                    || head.headers.has_token("proxy-connection", "keep-alive")
+            }
+        };
+        let upgrade = head.headers.has_token("connection", "upgrade") && head.headers.contains("upgrade");
+        let mut headers = head.headers;
+        strip_hop_by_hop(&mut headers, upgrade);
+        if upgrade {
+            headers.append("connection", "Upgrade");
+        }
+        let mut request = Request {
+            method: head.method,
+            scheme,
+            host,
+            port,
+            path,
+            version: head.version,
+            headers,
+            body: None,
+            trailers: None,
+        };
+        if !connect {
+            // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field.
+            let authority = request.authority();
+            request.headers.insert("host", authority);
+        }
+        if self.add_via {
+            let via = format!("{} sansproxy", if head.version == Version::Http10 { "1.0" } else { "1.1" });
+            request.headers.append("via", via);
+        }
+        let flow = cx.next_flow_id();
+        let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
+        self.current = Some(Exchange { flow, version: head.version, head: request.method == "HEAD", connect, keep_alive });
+        self.send = Send::Idle;
+        self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
+        out.push(ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
+    }
+
+    /// Answer a request the client got wrong, and close the connection.
+    fn reject(&mut self, cx: &mut Context, status: u16, message: String, out: &mut Vec<ServerOutput>) {
+        cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
+        if self.send == Send::Idle {
+            let reason = reason_phrase(status);
+            let mut response = Response::text(status, format!("{}: {}\n", reason.to_ascii_lowercase(), message));
+            response.headers.insert("connection", "close");
+            let mut dst = BytesMut::new();
+            wire::write_response_head(&mut dst, Version::Http11, status, reason, &response.headers);
+            if let Some(body) = &response.body {
+                dst.extend_from_slice(body);
+            }
+            cx.send(self.conn, dst.freeze());
+            self.send = Send::Done;
+        }
+        self.recv = Recv::Stopped;
+        self.finished = true;
+        out.push(ServerOutput::Error { flow: self.current.as_ref().map(|c| c.flow), message });
+    }
+
+    /// Write a response event for the current exchange.
+    pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
+        let Some(current) = &self.current else { return };
+        match event {
+            HttpEvent::InterimResponse { response, .. } => {
+                if current.version == Version::Http11 && self.send == Send::Idle {
+                    let mut dst = BytesMut::new();
+                    wire::write_response_head(&mut dst, Version::Http11, response.status, &response.reason, &response.headers);
+                    cx.send(self.conn, dst.freeze());
+                }
+            }
+            HttpEvent::ResponseHeaders { response, end_stream, .. } => self.send_head(cx, response, end_stream),
+            HttpEvent::ResponseData { data, .. } => {
+                if let Send::Body(encoder) = self.send {
+                    encoder.data(cx, self.conn, data);
+                }
+            }
+            HttpEvent::ResponseEnd { trailers, .. } => {
+                if let Send::Body(encoder) = self.send {
+                    encoder.end(cx, self.conn, trailers.as_ref());
+                    self.response_done();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_head(&mut self, cx: &mut Context, mut response: Response, end_stream: bool) {
+        if self.send != Send::Idle {
+            return;
+        }
+        let closing = self.eof || self.recv_incomplete();
+        let Some(current) = &mut self.current else { return };
+        let mut headers = std::mem::take(&mut response.headers);
+        let status = response.status;
+        let no_body = current.head || status == 204 || status == 304 || (100..200).contains(&status);
+        let tunnel = status == 101 || (current.connect && (200..300).contains(&status));
+        let mut encoder = None;
+        if tunnel {
+            if status == 101 {
+                headers.insert("connection", "Upgrade");
+            }
+        } else if let Some(body) = &response.body {
+            if !no_body || current.head {
+                headers.insert("content-length", body.len().to_string());
+            }
+        } else if !end_stream && !no_body {
+            encoder = Some(if headers.contains("content-length") {
+                Encoder::Raw
+            } else if current.version == Version::Http11 {
+                headers.append("transfer-encoding", "chunked");
+                Encoder::Chunked
+            } else {
+                // Only the end of the connection can delimit this body for an HTTP/1.0 client.
+                current.keep_alive = false;
+                Encoder::Raw
+            });
+        }
+        if !tunnel {
+            if closing {
+                current.keep_alive = false;
+            }
+            if !current.keep_alive {
+                headers.insert("connection", "close");
+            } else if current.version == Version::Http10 {
+                headers.insert("connection", "keep-alive");
+            }
+        }
+        let reason = if response.reason.is_empty() { reason_phrase(status) } else { &response.reason };
+        let mut dst = BytesMut::with_capacity(256);
+        wire::write_response_head(&mut dst, Version::Http11, status, reason, &headers);
+        match (&response.body, no_body) {
+            (Some(body), false) if body.len() <= 16 * 1024 => {
+                dst.extend_from_slice(body);
+                cx.send(self.conn, dst.freeze());
+            }
+            (Some(body), false) => {
+                cx.send(self.conn, dst.freeze());
+                cx.send(self.conn, body.clone());
+            }
+            _ => cx.send(self.conn, dst.freeze()),
+        }
+        if tunnel {
+            self.tunnel = true;
+            self.recv = Recv::Stopped;
+            self.send = Send::Done;
+            return;
+        }
+        match encoder {
+            Some(encoder) => self.send = Send::Body(encoder),
+            None => self.response_done(),
+        }
+    }
+
+    /// Whether the current request has not been read to its end.
+    fn recv_incomplete(&self) -> bool {
+        matches!(self.recv, Recv::Body(_) | Recv::Stopped)
+    }
+
+    fn response_done(&mut self) {
+        self.send = Send::Done;
+        self.maybe_finish_exchange();
+    }
+
+    /// Both the request and its response are complete: get ready for the next request, or
+    /// finish the connection.
+    fn maybe_finish_exchange(&mut self) {
+        if self.send != Send::Done || !matches!(self.recv, Recv::Done) {
+            return;
+        }
+        let keep_alive = self.current.as_ref().is_some_and(|c| c.keep_alive);
+        self.current = None;
+        if !keep_alive {
+            self.recv = Recv::Stopped;
+            self.finished = true;
+            return;
+        }
+        self.recv = Recv::Head;
+        self.send = Send::Idle;
+        if self.eof && self.buf.is_empty() {
+            self.finished = true;
+        }
+    }
+
+    fn flow(&self) -> FlowId {
+        self.current.as_ref().map_or(FlowId(0), |c| c.flow)
+    }
+}
+
+/// Split a proxy request's target into scheme, host, port and origin-form path.
+fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, String), String> {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = split_authority(target, None).ok_or_else(|| format!("invalid CONNECT target {target:?}"))?;
+        return Ok((Scheme::Https, host, port, String::new()));
+    }
+    let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(target, "http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = strip_prefix_ignore_case(target, "https://") {
+        (Scheme::Https, rest)
+    } else if target.starts_with('/') || target == "*" {
+        return Err("a proxy request needs an absolute URL (http://host/path) as its target".into());
+    } else {
+        return Err(format!("unsupported request target {target:?}"));
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err("user information in the request target is not allowed".into());
+    }
+    let (host, port) = split_authority(authority, Some(scheme.default_port()))
+        .ok_or_else(|| format!("invalid host in request target {target:?}"))?;
+    let path = match path {
+        "" => "/".to_owned(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.split('#').next().unwrap_or(p).to_owned(),
+    };
+    Ok((scheme, host, port, path))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+/// `host[:port]` or `[v6]:port`. Without a default port, the port is required.
+fn split_authority(authority: &str, default_port: Option<u16>) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<core::net::Ipv6Addr>().ok()?;
+        match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if after.is_empty() => (host, None),
+            None => return None,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+    if !valid_host {
+        return None;
+    }
+    let port = match port {
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
+        Some(_) => return None,
+        None => default_port?,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("GET", "http://Example.com:8080/a?b").unwrap(),
+            (Scheme::Http, "example.com".into(), 8080, "/a?b".into())
+        );
+        assert_eq!(parse_target("GET", "http://a.test").unwrap().3, "/");
+        assert_eq!(parse_target("GET", "http://a.test?x=1").unwrap().3, "/?x=1");
+        assert_eq!(parse_target("CONNECT", "[::1]:443").unwrap().1, "::1");
+        assert!(parse_target("CONNECT", "a.test").is_err());
+        assert!(parse_target("GET", "/index.html").is_err());
+        assert!(parse_target("GET", "http://u:p@a.test/").is_err());
+        assert!(parse_target("GET", "http://a.test:99999/").is_err());
+        assert!(parse_target("GET", "http://a b/").is_err());
+    }
+}
