@@ -92,10 +92,6 @@ impl Context {
         conn
     }
 
-    pub(crate) fn is_open(&self, conn: ConnId) -> bool {
-        self.state(conn).is_some_and(|c| !c.closed)
-    }
-
     /// Queue `data` for `conn`. When this puts the connection's unsent output over the
     /// high-water mark, stop reading every other connection (they are what feeds it) until the
     /// driver reports it drained.
