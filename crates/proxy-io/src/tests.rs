@@ -230,8 +230,6 @@ async fn relays_both_ways_with_backpressure_and_half_close() {
     assert!(stats.drained > 0);
     // Pausing works only if drains are reported: one read over the mark at most.
     assert!(stats.max_unreported <= 64 * 1024 + 64 * 1024, "{}", stats.max_unreported);
-    drop(stats);
-    client.shutdown().await.ok();
 }
 
 #[tokio::test]
@@ -260,7 +258,7 @@ struct SlowKill {
     notified: Mutex<usize>,
 }
 
-impl Handler for Arc<SlowKill> {
+impl Handler for SlowKill {
     fn hooks(&self) -> HookSet {
         HookSet::NONE.with(HookKind::ClientConnected)
     }
@@ -400,4 +398,55 @@ async fn shutdown_before_run_returns_at_once() {
     let proxy = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
     proxy.shutdown_handle().shutdown();
     tokio::time::timeout(Duration::from_secs(1), proxy.run()).await.unwrap();
+}
+
+/// Throughput of the driver alone (fake core): `cargo test -p proxy-io --release -- --ignored
+/// --nocapture`. Streams 1 GiB from an upstream to the client, directly and through the relay.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn relay_throughput() {
+    const TOTAL: usize = 1 << 30;
+    async fn source() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let chunk = vec![7u8; 256 * 1024];
+                    let mut sent = 0;
+                    while sent < TOTAL {
+                        if stream.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        sent += chunk.len();
+                    }
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+    async fn sink(addr: SocketAddr) -> (usize, Duration) {
+        let start = Instant::now();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut buf = vec![0; 256 * 1024];
+        let mut n = 0;
+        loop {
+            match client.read(&mut buf).await.unwrap() {
+                0 => break,
+                k => n += k,
+            }
+        }
+        (n, start.elapsed())
+    }
+    let upstream = source().await;
+    let (n, direct) = sink(upstream).await;
+    assert_eq!(n, TOTAL);
+    let (mut relay, _) = Relay::new(upstream);
+    relay.high_water = 256 * 1024;
+    let (n, relayed) = sink(serve_one(relay, NoopHandler).await).await;
+    assert_eq!(n, TOTAL);
+    let gib = |d: Duration| TOTAL as f64 / d.as_secs_f64() / (1 << 30) as f64;
+    println!("direct {:.2} GiB/s, relayed {:.2} GiB/s ({:.2}x)", gib(direct), gib(relayed), direct.as_secs_f64() / relayed.as_secs_f64());
 }
