@@ -377,9 +377,16 @@ impl Sock {
             // Our FIN. Failing here means the peer is gone, which reading will tell.
             let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
         }
-        if self.forgotten && self.read_done {
+        if self.forgotten && !self.drains_after_close() {
             self.kill();
         }
+    }
+
+    /// Whether, once closed by the core and flushed, this socket is kept to read the peer's
+    /// input until it closes. Only the client's: its last response must not be destroyed by
+    /// a reset; an upstream's unread input is of no use to anyone.
+    fn drains_after_close(&self) -> bool {
+        self.id == ConnId::CLIENT && !self.read_done
     }
 
     /// Carry out `CloseConnection`.
@@ -393,7 +400,7 @@ impl Sock {
                 Io::Connecting(_) | Io::Dead => return self.kill(),
                 // Instead of dropping the socket at once, which resets it when unread input
                 // is waiting and can destroy the last response before the peer reads it:
-                // flush, send FIN, and drain the peer's input until it closes too.
+                // flush, send FIN, and (the client) drain its input until it closes too.
                 Io::Open(_) => {
                     self.linger = linger;
                     self.linger_until = Some(now() + linger);
@@ -408,7 +415,7 @@ impl Sock {
             if self.queue.is_empty() && matches!(self.io, Io::Open(_)) {
                 self.flushed();
             }
-        } else if self.forgotten && self.read_done {
+        } else if self.forgotten && !self.drains_after_close() {
             self.kill();
         }
     }

@@ -316,6 +316,58 @@ async fn ready_hooks_are_answered() {
     assert_eq!(stats.lock().unwrap().replies, vec![(FlowId(1), "Continue".to_owned())]);
 }
 
+/// Answers the first bytes from the client with a long "no" and closes.
+const NO_LEN: usize = 2 * 1024 * 1024;
+
+#[derive(Default)]
+struct Refuser {
+    out: VecDeque<Command>,
+    closed: bool,
+}
+
+impl Core for Refuser {
+    fn handle(&mut self, _now: Instant, event: Event) {
+        if let (Event::DataReceived { .. }, false) = (&event, self.closed) {
+            self.closed = true;
+            self.out.push_back(Command::SendData { conn: ConnId::CLIENT, data: vec![b'n'; NO_LEN].into() });
+            self.out.push_back(Command::CloseConnection { conn: ConnId::CLIENT, half: false });
+        }
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed && self.out.is_empty()
+    }
+}
+
+#[tokio::test]
+async fn closing_a_client_that_still_sends_delivers_the_answer() {
+    let mut client = TcpStream::connect(serve_one(Refuser::default(), NoopHandler).await).await.unwrap();
+    let (mut r, mut w) = client.split();
+    let send = async {
+        // Far more than the proxy reads before it answers and closes.
+        let body = vec![b'x'; 4 * 1024 * 1024];
+        let _ = w.write_all(&body).await;
+        let _ = w.shutdown().await;
+    };
+    let mut got = Vec::new();
+    let recv = async {
+        // Read late, after a reset (if one was sent) has arrived.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut got)).await.unwrap()
+    };
+    let ((), read) = tokio::join!(send, recv);
+    read.unwrap();
+    assert!(got.len() == NO_LEN && got.iter().all(|&b| b == b'n'), "got {} bytes", got.len());
+}
+
 async fn spawn_proxy(max: Option<usize>, shutdown_timeout: Duration) -> (SocketAddr, crate::ShutdownHandle, tokio::task::JoinHandle<()>) {
     let upstream = echo_server().await;
     let mut builder = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).shutdown_timeout(shutdown_timeout);
