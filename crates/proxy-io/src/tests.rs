@@ -502,3 +502,52 @@ async fn relay_throughput() {
     let gib = |d: Duration| TOTAL as f64 / d.as_secs_f64() / (1 << 30) as f64;
     println!("direct {:.2} GiB/s, relayed {:.2} GiB/s ({:.2}x)", gib(direct), gib(relayed), direct.as_secs_f64() / relayed.as_secs_f64());
 }
+
+/// Keeps returning one deadline, which passes; closes when the client does.
+struct FixedDeadline {
+    at: Instant,
+    wakeups: Arc<Mutex<usize>>,
+    out: VecDeque<Command>,
+    closed: bool,
+}
+
+impl Core for FixedDeadline {
+    fn handle(&mut self, _now: Instant, event: Event) {
+        match event {
+            Event::Wakeup => *self.wakeups.lock().unwrap() += 1,
+            Event::ConnectionClosed { conn } => {
+                self.closed = true;
+                self.out.push_back(Command::CloseConnection { conn, half: false });
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.at)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed && self.out.is_empty()
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_is_woken_once() {
+    let wakeups = Arc::new(Mutex::new(0));
+    let core = FixedDeadline {
+        at: Instant::now() + Duration::from_millis(20),
+        wakeups: Arc::clone(&wakeups),
+        out: VecDeque::new(),
+        closed: false,
+    };
+    let mut client = TcpStream::connect(serve_one(core, NoopHandler).await).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    client.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut client).await, b"");
+    assert_eq!(*wakeups.lock().unwrap(), 1);
+}
