@@ -137,6 +137,15 @@ where
         while let Some(cmd) = self.core.poll_command() {
             self.execute(cmd);
         }
+        // One vectored write per socket for everything this event produced: a response head
+        // and its body leave in one system call.
+        for s in &mut self.socks {
+            if !s.queue.is_empty() {
+                if let Some(event) = s.write() {
+                    self.events.push_back(event);
+                }
+            }
+        }
     }
 
     fn execute(&mut self, cmd: Command) {
@@ -329,14 +338,14 @@ impl Sock {
         self.linger_until = None;
     }
 
-    /// Queue `data` and write what the socket takes now.
+    /// Queue `data`; the driver writes it once the current batch of commands is done.
     fn send(&mut self, data: bytes::Bytes) -> Option<Event> {
         if matches!(self.io, Io::Dead) || self.write_shut {
             return None;
         }
         self.queue.push(data);
         self.unreported = true;
-        self.write()
+        None
     }
 
     /// Write queued output without waiting for the socket.
@@ -492,16 +501,15 @@ impl Sock {
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
         loop {
-            let Io::Open(stream) = &self.io else { return None };
-            let result = match stream.poll_read_ready(cx) {
+            let Io::Open(stream) = &mut self.io else { return None };
+            if buf.capacity() < MIN_READ {
+                buf.reserve(READ_BUF);
+            }
+            // Through `AsyncRead`: after a read that did not fill the buffer, tokio forgets
+            // the socket's readiness, which saves the `EAGAIN` read `try_read_buf` would need.
+            let result = match tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf) {
                 Poll::Pending => return None,
-                Poll::Ready(Err(e)) => Err(e),
-                Poll::Ready(Ok(())) => {
-                    if buf.capacity() < MIN_READ {
-                        buf.reserve(READ_BUF);
-                    }
-                    stream.try_read_buf(buf)
-                }
+                Poll::Ready(result) => result,
             };
             match result {
                 Ok(0) => return self.read_ended(None),
