@@ -124,6 +124,18 @@ pub fn client_info() -> ClientInfo {
     }
 }
 
+/// The bytes of an error response the proxy makes itself (`Response::text`): `status reason`,
+/// a plain-text body `"<reason in lower case>: <message>\n"`, and `Connection: close` when the
+/// connection ends after it.
+pub fn proxy_error(status: u16, reason: &str, message: &str, close: bool) -> String {
+    let body = format!("{}: {message}\n", reason.to_ascii_lowercase());
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Expectations
 
