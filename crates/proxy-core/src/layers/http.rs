@@ -210,8 +210,17 @@ impl HttpLayer {
     }
 
     fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<ServerOutput>) {
+        // A request the codec rejected within the same read has been answered already: its
+        // stream only reports the error, and neither raises request hooks nor opens a server.
+        let rejected = outputs.iter().find_map(|o| match o {
+            ServerOutput::Error { flow: Some(flow), .. } => Some(*flow),
+            _ => None,
+        });
         for output in outputs {
             match output {
+                ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, .. }) if Some(flow) == rejected => {
+                    self.streams.insert(flow, HttpStream::new(cx, now, flow, request));
+                }
                 ServerOutput::Http(event) => self.route_request_event(cx, now, event),
                 ServerOutput::Error { flow: Some(flow), message } => {
                     self.feed(cx, now, flow, Input::ClientError { message });
