@@ -558,8 +558,18 @@ impl<'a> Runner<'a> {
                 }
                 let pieces = self.pieces(data);
                 self.recv_index += 1;
-                for piece in pieces {
-                    self.feed(Event::DataReceived { conn: *conn, data: piece });
+                if pieces.len() > 1 {
+                    let sizes: Vec<String> = pieces.iter().map(|p| p.len().to_string()).collect();
+                    let sizes = if sizes.len() > 8 {
+                        format!("{} pieces: {}+…+{}", sizes.len(), sizes[..6].join("+"), sizes[sizes.len() - 1])
+                    } else {
+                        format!("{} pieces: {}", sizes.len(), sizes.join("+"))
+                    };
+                    self.transcript.push(format!(">> DataReceived({}, {}) as {sizes}", fmt_conn(*conn), fmt_bytes(data)));
+                }
+                for piece in &pieces {
+                    let event = Event::DataReceived { conn: *conn, data: piece.clone() };
+                    self.feed(event, pieces.len() == 1);
                 }
             }
             Ev::Reply(flow, spec) => {
@@ -586,14 +596,14 @@ impl<'a> Runner<'a> {
                         }
                     }
                 };
-                self.feed(Event::HookReply { flow: *flow, reply });
+                self.feed_shown(Event::HookReply { flow: *flow, reply });
             }
-            Ev::Start => self.feed(Event::Start),
-            Ev::Closed(conn) => self.feed(Event::ConnectionClosed { conn: *conn }),
-            Ev::Opened(conn) => self.feed(Event::Opened { conn: *conn }),
-            Ev::OpenFailed(conn, error) => self.feed(Event::OpenFailed { conn: *conn, error: error.clone() }),
-            Ev::Drained(conn) => self.feed(Event::WriteDrained { conn: *conn }),
-            Ev::Wakeup => self.feed(Event::Wakeup),
+            Ev::Start => self.feed_shown(Event::Start),
+            Ev::Closed(conn) => self.feed_shown(Event::ConnectionClosed { conn: *conn }),
+            Ev::Opened(conn) => self.feed_shown(Event::Opened { conn: *conn }),
+            Ev::OpenFailed(conn, error) => self.feed_shown(Event::OpenFailed { conn: *conn, error: error.clone() }),
+            Ev::Drained(conn) => self.feed_shown(Event::WriteDrained { conn: *conn }),
+            Ev::Wakeup => self.feed_shown(Event::Wakeup),
         }
     }
 
@@ -616,9 +626,15 @@ impl<'a> Runner<'a> {
         }
     }
 
+    fn feed_shown(&mut self, event: Event) {
+        self.feed(event, true);
+    }
+
     /// Hand one event to the core and collect what it asks for.
-    fn feed(&mut self, event: Event) {
-        self.transcript.push(format!(">> {}", fmt_event(&event)));
+    fn feed(&mut self, event: Event, shown: bool) {
+        if shown {
+            self.transcript.push(format!(">> {}", fmt_event(&event)));
+        }
         let now = self.now;
         let conn = &mut self.conn;
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| conn.handle(now, event))) {

@@ -153,3 +153,35 @@ fn bytes_are_escaped_and_diffed() {
     let long = vec![b'a'; 1000];
     assert!(fmt_bytes(&long).ends_with("(1000 bytes)"));
 }
+
+#[test]
+fn split_replay_reports_slicing_dependent_output() {
+    // A streamed chunked body is re-chunked as it arrives, so slicing the input changes the
+    // output: run_split must notice, and say which replay diverged.
+    let pb = || {
+        Playbook::new(no_hooks())
+            .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .expect(open(S1, "a.test:80"))
+            .opened(S1)
+            .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+            .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+            .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"))
+    };
+    pb().run();
+    let msg = failure(|| pb().run_split());
+    assert!(msg.contains("(replay: every DataReceived one byte at a time)"), "{msg}");
+    assert!(msg.contains("as 45 pieces: 1+1+1+1+1+1+…+1"), "{msg}");
+    assert!(msg.contains("sent bytes differ"), "{msg}");
+}
+
+#[test]
+fn split_replay_passes_when_parsing_is_incremental() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd"))
+        .run_split();
+}

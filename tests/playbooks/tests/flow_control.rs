@@ -49,7 +49,7 @@ fn slow_client_pauses_the_server() {
 #[test]
 fn slow_server_pauses_the_client() {
     let head = "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 300\r\n\r\n";
-    assert_eq!(head.len(), 53);
+    assert_eq!(head.len(), 54);
     Playbook::new(high_water(100))
         .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n")
         .expect(open(S1, "a.test:80"))
@@ -57,15 +57,16 @@ fn slow_server_pauses_the_client() {
         .opened(S1)
         .expect(send(S1, head))
         .expect(resume(CLIENT))
-        .recv(CLIENT, "a".repeat(47))
-        .expect(send(S1, "a".repeat(47)))
+        // 100 bytes queued for the server: at the mark, not past it.
+        .recv(CLIENT, "a".repeat(46))
+        .expect(send(S1, "a".repeat(46)))
         .recv(CLIENT, "b")
         .expect(send(S1, "b"))
         .expect(pause(CLIENT))
         .drained(S1)
         .expect(resume(CLIENT))
-        .recv(CLIENT, "c".repeat(252))
-        .expect(send(S1, "c".repeat(252)))
+        .recv(CLIENT, "c".repeat(253))
+        .expect(send(S1, "c".repeat(253)))
         .expect(pause(CLIENT))
         // A response may arrive while the server still has our bytes to read.
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
@@ -106,8 +107,10 @@ fn pending_hook_pauses_the_client_until_answered() {
         .expect(send(S1, "body"))
         .expect(hook(F1, HookKind::Request))
         .expect(pause(CLIENT))
+        .expect(pause(S1))
         .reply(F1, HookReply::Continue)
         .expect(resume(CLIENT))
+        .expect(resume(S1))
         .run();
 }
 

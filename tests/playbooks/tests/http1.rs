@@ -39,12 +39,12 @@ fn get_with_every_hook_pausing() {
         .expect(pause(CLIENT))
         .expect(pause(S1))
         .reply(F1, HookReply::Continue)
-        .expect(send(CLIENT, OK_HI))
-        // The response has left already: this hook only watches.
+        // A streamed response is complete: this hook only watches, nothing waits for it.
         .expect(hook(F1, HookKind::Response).inspect(|f| {
             assert_eq!(f.response_body_bytes, 2);
             assert!(f.ended.is_some());
         }))
+        .expect(send(CLIENT, OK_HI))
         .expect(resume(CLIENT))
         .expect(resume(S1))
         // Back to waiting for the next request on an idle connection.
@@ -153,6 +153,8 @@ fn http10_client_gets_a_close_delimited_body() {
         .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
         // An HTTP/1.0 client knows no chunks: the end of the connection ends the body.
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhi"))
+        // The client connection is ending, and the server connections with it.
+        .expect(close(S1))
         .expect(half_close(CLIENT))
         .run();
 }
@@ -222,7 +224,7 @@ fn expect_100_continue_answered_by_the_proxy_when_buffering() {
         .recv(CLIENT, "hello")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "PUT / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 5\r\n\r\nhello"))
+        .expect(send(S1, "PUT / HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello"))
         .run();
 }
 
@@ -562,10 +564,10 @@ fn buffered_response_over_the_limit_is_502() {
         .expect(pause(CLIENT))
         .expect(pause(S1))
         .update(F1, |f| f.buffer_response = true)
-        .expect(close(S1))
         .expect(hook(F1, HookKind::Error).inspect(|f| {
             assert_eq!(f.error.as_ref().unwrap().status, Some(502));
         }))
+        .expect(close(S1))
         .expect(send(
             CLIENT,
             proxy_error(502, "Bad Gateway", "response body larger than the 8-byte buffering limit", false),

@@ -120,17 +120,17 @@ fn upgrade_becomes_a_tunnel_after_101() {
         ))
         .recv(
             S1,
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Accept: a\r\n\r\n\x81\x02hi",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Accept: a\r\n\r\n\x81\x02hi",
         )
         // What the server sent behind its 101 belongs to the new protocol.
         .expect(send(
             CLIENT,
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\n\
-             connection: Upgrade\r\n\r\n\x81\x02hi",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\n\
+              connection: Upgrade\r\n\r\n\x81\x02hi",
         ))
-        .recv(CLIENT, "\x81\x82mask")
-        .expect(send(S1, "\x81\x82mask"))
+        .recv(CLIENT, b"\x81\x82mask")
+        .expect(send(S1, b"\x81\x82mask"))
         .closed(S1)
         .expect(half_close(CLIENT))
         .closed(CLIENT)
