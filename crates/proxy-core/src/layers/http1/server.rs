@@ -330,6 +330,10 @@ impl Http1Server {
         let no_body = current.head || status == 204 || status == 304 || (100..200).contains(&status);
         let tunnel = status == 101 || (current.connect && (200..300).contains(&status));
         let mut encoder = None;
+        if status == 204 || (100..200).contains(&status) || tunnel {
+            // RFC 9110 sections 8.6 and 9.3.6: no Content-Length in these, whoever built them.
+            headers.remove("content-length");
+        }
         if tunnel {
             if status == 101 {
                 headers.insert("connection", "Upgrade");
