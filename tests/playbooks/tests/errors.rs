@@ -302,3 +302,61 @@ fn idle_client_is_closed() {
         .expect_finished()
         .run();
 }
+
+#[test]
+fn server_stalling_mid_body_closes_the_client() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(hook(F1, HookKind::Error).inspect(|f| {
+            assert_eq!(f.error.as_ref().unwrap().message, "a.test:80 sent nothing for 60 s");
+        }))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn server_sending_unasked_data_is_dropped() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
+        .recv(S1, "HTTP/1.1 200 OK\r\n")
+        .expect(log("server sent data without a request"))
+        .expect(close(S1))
+        .recv(CLIENT, GET_A)
+        .expect(open(S2, "a.test:80"))
+        .run();
+}
+
+#[test]
+fn client_closing_while_waiting_for_the_response_aborts_the_flow() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        // The client is done sending; it may still read the response.
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        // A second close: writing failed too, the client is gone.
+        .closed(CLIENT)
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}

@@ -575,3 +575,191 @@ fn buffered_response_over_the_limit_is_502() {
         .expect(resume(CLIENT))
         .run_split();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connection lifecycle
+
+#[test]
+fn client_half_close_after_request_still_gets_the_response() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn server_closing_an_idle_connection_is_not_reused() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, OK_HI))
+        .closed(S1)
+        .expect(close(S1))
+        .recv(CLIENT, GET_A)
+        .expect(open(S2, "a.test:80"))
+        .opened(S2)
+        .expect(send(S2, GET_A_UP))
+        .run();
+}
+
+#[test]
+fn response_delimited_by_close_is_rechunked() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nsome")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nsome\r\n"))
+        .recv(S1, "thing")
+        .expect(send(CLIENT, "5\r\nthing\r\n"))
+        .closed(S1)
+        .expect(send(CLIENT, "0\r\n\r\n"))
+        .expect(close(S1))
+        // The client connection lives on.
+        .recv(CLIENT, GET_A)
+        .expect(open(S2, "a.test:80"))
+        .run();
+}
+
+#[test]
+fn early_response_ends_the_upload() {
+    // The server answers before the request body is complete: the rest of the body is read
+    // and dropped, the server connection is not reused, and the client connection closes.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234")
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
+        .expect(resume(CLIENT))
+        .recv(S1, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"))
+        .expect(close(S1))
+        .recv(CLIENT, "56789")
+        .expect(half_close(CLIENT))
+        .run();
+}
+
+#[test]
+fn pipelined_request_waits_for_the_hook_of_the_first() {
+    Playbook::new(with_hooks([HookKind::RequestHeaders]))
+        .recv(
+            CLIENT,
+            "GET http://a.test/1 HTTP/1.1\r\nHost: a.test\r\n\r\nGET http://a.test/2 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        )
+        .expect(hook(F1, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Continue)
+        .expect(open(S1, "a.test:80"))
+        .expect(resume(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "GET /1 HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1"))
+        .expect(hook(F2, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .reply(F2, HookReply::Respond(Response::new(204, Headers::new(), "")))
+        .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .run();
+}
+
+#[test]
+fn response_kill_closes_both_sides() {
+    Playbook::new(with_hooks([HookKind::ResponseHeaders, HookKind::Response]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(hook(F1, HookKind::ResponseHeaders))
+        .expect(pause(CLIENT))
+        .expect(pause(S1))
+        .update(F1, |f| f.buffer_response = true)
+        .expect(hook(F1, HookKind::Response))
+        .reply(F1, HookReply::Kill)
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn request_respond_answers_locally() {
+    Playbook::new(with_hooks([HookKind::Request]))
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi")
+        // The body streams: the server is asked for at once, and the hook comes with the
+        // end of the body.
+        .expect(open(S1, "a.test:80"))
+        .expect(hook(F1, HookKind::Request))
+        .expect(pause(CLIENT))
+        // Nothing is sent while the hook is pending.
+        .opened(S1)
+        .expect(pause(S1))
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "mine")))
+        .expect(close(S1))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmine"))
+        .expect(resume(CLIENT))
+        .run();
+}
+
+#[test]
+fn request_respond_before_any_server_is_contacted() {
+    Playbook::new(with_hooks([HookKind::Request]))
+        .recv(CLIENT, GET_A)
+        .expect(hook(F1, HookKind::Request))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "mine")))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmine"))
+        .expect(resume(CLIENT))
+        .run();
+}
+
+#[test]
+fn connection_hooks_take_flow_ids() {
+    Playbook::new(Config::default())
+        .expect(pause(CLIENT))
+        .expect(hook(F1, HookKind::ClientConnected))
+        .reply(F1, HookReply::Continue)
+        .expect(resume(CLIENT))
+        .recv(CLIENT, GET_A)
+        .expect(hook(F2, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .reply(F2, HookReply::Continue)
+        .expect(hook(F2, HookKind::Request))
+        .reply(F2, HookReply::Continue)
+        .expect(open(S1, "a.test:80"))
+        .expect(resume(CLIENT))
+        .opened(S1)
+        .expect(hook(F3, HookKind::ServerConnected))
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(hook(F2, HookKind::ResponseHeaders))
+        .expect(pause(CLIENT))
+        .expect(pause(S1))
+        .reply(F2, HookReply::Continue)
+        .expect(hook(F2, HookKind::Response))
+        .expect(send(CLIENT, OK_HI))
+        .expect(resume(CLIENT))
+        .expect(resume(S1))
+        .closed(CLIENT)
+        .expect(close(S1))
+        .expect(hook(F4, HookKind::ServerDisconnected))
+        .expect(close(CLIENT))
+        .expect(hook(F5, HookKind::ClientDisconnected))
+        .expect_finished()
+        .run();
+}

@@ -153,3 +153,26 @@ fn upgrade_declined_stays_http() {
         .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
         .run();
 }
+
+#[test]
+fn tunnel_backpressure() {
+    Playbook::new(Config { high_water: 10, ..no_hooks() })
+        .recv(CLIENT, CONNECT_A)
+        .expect(open(S1, "a.test:443"))
+        .opened(S1)
+        // The 200 alone is past the mark: the server is not read until the client drains.
+        .expect(send(CLIENT, ESTABLISHED))
+        .expect(pause(S1))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "0123456789")
+        .expect(send(CLIENT, "0123456789"))
+        .recv(S1, "x")
+        .expect(send(CLIENT, "x"))
+        .expect(pause(S1))
+        .recv(CLIENT, "up")
+        .expect(send(S1, "up"))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .run();
+}
