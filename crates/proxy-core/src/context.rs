@@ -89,6 +89,10 @@ impl Context {
         self.next_conn += 1;
         self.conns.push(ConnState { id: conn, queued: 0, paused: 0, closed: false });
         self.out.push_back(Command::OpenConnection { conn, server });
+        if self.congested > 0 {
+            // It could feed the congested connection as well as those already paused.
+            self.pause(conn, Pause::Congestion);
+        }
         conn
     }
 
