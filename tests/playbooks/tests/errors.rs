@@ -360,3 +360,39 @@ fn client_closing_while_waiting_for_the_response_aborts_the_flow() {
         .expect_finished()
         .run();
 }
+
+#[test]
+fn rejected_client_is_closed_after_the_linger_time() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GARBAGE\r\n\r\n")
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "malformed request line", true)))
+        .expect(half_close(CLIENT))
+        .expect_timeout(Some(Duration::from_secs(2)))
+        // What the client still sends is read and dropped.
+        .recv(CLIENT, "more garbage")
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .expect(close(CLIENT))
+        .expect_finished()
+        .expect_timeout(None)
+        .run();
+}
+
+#[test]
+fn server_opened_after_the_client_left_is_closed() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        .closed(CLIENT)
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        // Late news about S1 changes nothing.
+        .opened(S1)
+        .recv(S1, "HTTP/1.1 200 OK\r\n")
+        .run();
+}

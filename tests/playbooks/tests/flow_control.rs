@@ -133,3 +133,25 @@ fn pending_response_hook_pauses_the_server_until_answered() {
         .expect(send(CLIENT, "cd"))
         .run_split();
 }
+
+#[test]
+fn new_server_connection_is_paused_while_the_client_is_congested() {
+    Playbook::new(high_water(50))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}", "a".repeat(20)))
+        .expect(send(CLIENT, format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}", "a".repeat(20))))
+        .expect(pause(S1))
+        // The client has not drained, and asks another server for more.
+        .recv(CLIENT, "GET http://b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n")
+        .expect(open(S2, "b.test:80"))
+        .expect(pause(S2))
+        .opened(S2)
+        .expect(send(S2, "GET / HTTP/1.1\r\nhost: b.test\r\n\r\n"))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .expect(resume(S2))
+        .run();
+}
