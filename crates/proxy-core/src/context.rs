@@ -100,6 +100,11 @@ impl Context {
         self.state(conn).is_some_and(|c| !c.closed)
     }
 
+    /// Whether we have stopped reading `conn`, for any reason.
+    pub(crate) fn is_paused(&self, conn: ConnId) -> bool {
+        self.state(conn).is_some_and(|c| c.paused != 0)
+    }
+
     /// Queue `data` for `conn`. When this puts the connection's unsent output over the
     /// high-water mark, stop reading every other connection (they are what feeds it) until the
     /// driver reports it drained.

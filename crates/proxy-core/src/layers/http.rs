@@ -199,6 +199,12 @@ impl HttpLayer {
             .collect();
         for (conn, flow) in expired {
             if let Some(i) = self.server_index(conn) {
+                if cx.is_paused(conn) {
+                    // We are not reading it (a hook is pending, the client is slow): its
+                    // silence is ours. Start counting again from now.
+                    self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                    continue;
+                }
                 self.servers[i].deadline = None;
             }
             if let Some(flow) = flow {
@@ -316,7 +322,9 @@ impl HttpLayer {
                 if let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) {
                     let timeout = cx.config.server_idle_timeout;
                     let server = &mut self.servers[i];
-                    if server.deadline.is_none() && !server.dedicated {
+                    // The server may stay silent while it is still being sent the request:
+                    // count its silence from our last write.
+                    if !server.dedicated {
                         server.deadline = Some(now + timeout);
                     }
                     server.codec.send(cx, event);
