@@ -125,9 +125,10 @@ impl Http1Server {
         }
     }
 
-    /// Whether the connection is between requests with nothing pending.
+    /// Whether the connection is between requests: no exchange in progress, at most part of
+    /// the next head received (a client trickling a head is as idle as a silent one).
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(self.recv, Recv::Head) && self.current.is_none() && self.buf.is_empty()
+        matches!(self.recv, Recv::Head) && self.current.is_none()
     }
 
     /// Whether the connection should be closed now.
