@@ -396,3 +396,88 @@ fn server_opened_after_the_client_left_is_closed() {
         .recv(S1, "HTTP/1.1 200 OK\r\n")
         .run();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Timers measure the peer's silence, not ours
+
+#[test]
+fn slow_upload_does_not_time_the_server_out() {
+    // The server owes nothing until the request is complete; 60 s of uploading is not its
+    // silence.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 10\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .advance(Duration::from_secs(50))
+        .recv(CLIENT, "01234")
+        .expect(send(S1, "01234"))
+        .advance(Duration::from_secs(50))
+        .wakeup()
+        .recv(CLIENT, "56789")
+        .expect(send(S1, "56789"))
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .run();
+}
+
+#[test]
+fn slow_hook_does_not_time_the_server_out() {
+    Playbook::new(with_hooks([HookKind::ResponseHeaders]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        .expect(hook(F1, HookKind::ResponseHeaders))
+        .expect(pause(CLIENT))
+        .expect(pause(S1))
+        // The user takes 90 s to answer; S1 is not read meanwhile.
+        .advance(Duration::from_secs(90))
+        .wakeup()
+        .reply(F1, HookReply::Continue)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"))
+        .expect(resume(CLIENT))
+        .expect(resume(S1))
+        .recv(S1, "cd")
+        .expect(send(CLIENT, "cd"))
+        .run();
+}
+
+#[test]
+fn slow_client_does_not_time_the_server_out() {
+    Playbook::new(Config { high_water: 40, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"))
+        .expect(pause(S1))
+        // The client takes 90 s to read what is queued for it.
+        .advance(Duration::from_secs(90))
+        .wakeup()
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "de")
+        .expect(send(CLIENT, "de"))
+        .run();
+}
+
+#[test]
+fn partial_request_head_times_out() {
+    // A client that starts a request and goes quiet is not kept forever.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHo")
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .advance(Duration::from_secs(60))
+        .recv(CLIENT, "st")
+        // Trickling bytes does not push the deadline back.
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
