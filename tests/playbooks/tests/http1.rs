@@ -763,3 +763,57 @@ fn connection_hooks_take_flow_ids() {
         .expect_finished()
         .run();
 }
+
+#[test]
+fn http10_keep_alive_is_honoured() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: keep-alive\r\n\r\nhi"))
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
+        .expect(close(S1))
+        .expect(half_close(CLIENT))
+        .run_split();
+}
+
+#[test]
+fn interim_responses_are_forwarded_to_http11_only() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, OK_HI))
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
+        .expect(close(S1))
+        .expect(half_close(CLIENT))
+        .run_split();
+}
+
+#[test]
+fn head_response_built_by_a_hook_has_no_body() {
+    Playbook::new(with_hooks([HookKind::RequestHeaders]))
+        .recv(CLIENT, "HEAD http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect(hook(F1, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "12345")))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, GET_A)
+        .expect(hook(F2, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .run();
+}

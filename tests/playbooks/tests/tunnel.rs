@@ -176,3 +176,24 @@ fn tunnel_backpressure() {
         .expect(resume(S1))
         .run();
 }
+
+#[test]
+fn connect_client_closing_before_the_server_is_up() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, format!("{CONNECT_A}bye"))
+        .expect(open(S1, "a.test:443"))
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(CLIENT, ESTABLISHED))
+        .expect(send(S1, "bye"))
+        .expect(resume(CLIENT))
+        .expect(half_close(S1))
+        .recv(S1, "reply")
+        .expect(send(CLIENT, "reply"))
+        .closed(S1)
+        .expect(close(CLIENT))
+        .expect(close(S1))
+        .expect_finished()
+        .run();
+}
