@@ -96,10 +96,6 @@ impl Context {
         conn
     }
 
-    pub(crate) fn is_open(&self, conn: ConnId) -> bool {
-        self.state(conn).is_some_and(|c| !c.closed)
-    }
-
     /// Whether we have stopped reading `conn`, for any reason.
     pub(crate) fn is_paused(&self, conn: ConnId) -> bool {
         self.state(conn).is_some_and(|c| c.paused != 0)

@@ -74,7 +74,8 @@ impl Headers {
         let value = value.into();
         match self.fields.iter().position(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             Some(i) => {
-                self.fields[i] = (name.clone(), value);
+                // Keep the spelling the peer used for the name.
+                self.fields[i].1 = value;
                 let mut j = i + 1;
                 while j < self.fields.len() {
                     if self.fields[j].0.eq_ignore_ascii_case(&name) {

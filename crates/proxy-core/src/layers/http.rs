@@ -35,6 +35,20 @@ pub(crate) enum HttpEvent {
     ResponseEnd { flow: FlowId, trailers: Option<Headers> },
 }
 
+impl HttpEvent {
+    pub(crate) fn flow(&self) -> FlowId {
+        match self {
+            Self::RequestHeaders { flow, .. }
+            | Self::RequestData { flow, .. }
+            | Self::RequestEnd { flow, .. }
+            | Self::InterimResponse { flow, .. }
+            | Self::ResponseHeaders { flow, .. }
+            | Self::ResponseData { flow, .. }
+            | Self::ResponseEnd { flow, .. } => *flow,
+        }
+    }
+}
+
 /// What the HTTP layer hands to its parent when the client connection stops being HTTP.
 pub(crate) struct Handover {
     pub(crate) server: ConnId,
@@ -151,7 +165,7 @@ impl HttpLayer {
                     cx.hook(flow, Hook::ServerConnected { conn, server: addr });
                 }
                 if let Some(flow) = self.servers[i].flow {
-                    self.feed(cx, now, flow, Input::ServerReady { conn });
+                    self.feed(cx, now, flow, Input::ServerReady);
                 }
             }
             Event::OpenFailed { conn, error } => {
@@ -231,9 +245,8 @@ impl HttpLayer {
                 ServerOutput::Error { flow: Some(flow), message } => {
                     self.feed(cx, now, flow, Input::ClientError { message });
                 }
-                ServerOutput::Error { flow: None, message } => {
-                    cx.log(LogLevel::Info, format!("client {}: {}", cx.client.peer, message));
-                }
+                // Logged by the codec; there is no flow to tell.
+                ServerOutput::Error { flow: None, .. } => {}
                 ServerOutput::Closed { flow } => {
                     if let Some(flow) = flow {
                         self.feed(cx, now, flow, Input::ClientClosed);
@@ -363,9 +376,8 @@ impl HttpLayer {
                 s.flow.is_none() && s.open && !s.dedicated && s.addr == addr && s.codec.is_reusable()
             });
             if let Some(i) = idle {
-                let conn = self.servers[i].conn;
                 self.servers[i].flow = Some(flow);
-                self.feed(cx, now, flow, Input::ServerReady { conn });
+                self.feed(cx, now, flow, Input::ServerReady);
                 return;
             }
         }

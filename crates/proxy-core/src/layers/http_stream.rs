@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::command::ServerAddr;
-use crate::context::{ConnId, Context, FlowId};
+use crate::context::{Context, FlowId};
 use crate::event::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response};
 use crate::headers::Headers;
@@ -26,7 +26,7 @@ pub(crate) enum Input {
     RequestData(Bytes),
     RequestEnd(Option<Headers>),
     /// The stream's server connection is open (or an idle one was assigned).
-    ServerReady { conn: ConnId },
+    ServerReady,
     ServerFailed { addr: ServerAddr, error: OpenError },
     Interim(Response),
     ResponseHeaders { response: Response, end_stream: bool },
@@ -223,7 +223,7 @@ impl HttpStream {
                 }
                 Req::Headers | Req::Discarding | Req::Done => self.check_finished(now),
             },
-            Input::ServerReady { .. } => {
+            Input::ServerReady => {
                 self.server = Server::Ready;
                 if self.is_connect() {
                     // The tunnel is up: tell the client, then stop being HTTP.

@@ -296,6 +296,10 @@ impl Http1Server {
     /// Write a response event for the current exchange.
     pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
         let Some(current) = &self.current else { return };
+        if event.flow() != current.flow {
+            // A response for an exchange that is over (the client was answered already).
+            return;
+        }
         match event {
             HttpEvent::InterimResponse { response, .. } => {
                 if current.version == Version::Http11 && self.send == Send::Idle {

@@ -1,0 +1,117 @@
+//! Plain HTTP/1.1 through the proxy with real clients: absolute-form requests, bodies,
+//! keep-alive, streaming, the flow log and python's urllib.
+
+mod support;
+
+use std::time::Duration;
+
+use support::checks::{self, Via};
+use support::*;
+
+#[test]
+fn get_returns_exact_body() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::get_hello(Via::Proxy(&proxy), &origin);
+    // The proxy forwards origin-form, not the absolute-form it received.
+    assert_eq!(origin.requests(), ["GET /hello"]);
+}
+
+#[test]
+fn head_has_content_length_and_no_body() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::head_hello(Via::Proxy(&proxy), &origin);
+}
+
+#[test]
+fn post_body_is_echoed_byte_exact() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::echo(Via::Proxy(&proxy), &origin, 5000);
+}
+
+#[test]
+fn chunked_request_body_is_echoed() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::chunked_echo(Via::Proxy(&proxy), &origin);
+}
+
+#[test]
+fn expect_100_continue_is_not_delayed() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::expect_continue(Via::Proxy(&proxy), &origin);
+}
+
+#[test]
+fn request_headers_reach_origin() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::headers_reach_origin(Via::Proxy(&proxy), &origin);
+}
+
+#[test]
+fn keep_alive_reuses_client_and_server_connections() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::keep_alive(Via::Proxy(&proxy), &origin);
+}
+
+#[test]
+fn chunked_response_is_streamed_not_buffered() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::slow_chunks(Via::Proxy(&proxy), &origin);
+}
+
+#[test]
+fn flow_log_has_a_line_per_request() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&[]);
+    checks::get_hello(Via::Proxy(&proxy), &origin);
+
+    let want = format!("GET {} -> 200 12b", origin.url("/hello"));
+    let line = proxy
+        .wait_stdout(Duration::from_secs(5), |l| l.contains(&want))
+        .unwrap_or_else(|| {
+            panic!(
+                "no flow line containing {want:?}; stdout {:?}",
+                proxy.stdout_lines()
+            )
+        });
+    // CLIENT METHOD URL -> STATUS BYTESb DURATIONms
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.len(), 7, "flow line {line:?}");
+    assert!(words[0].starts_with("127.0.0.1"), "client in {line:?}");
+    assert_eq!(
+        words[1..6],
+        ["GET", &origin.url("/hello"), "->", "200", "12b"],
+        "flow line {line:?}"
+    );
+    let ms = words[6]
+        .strip_suffix("ms")
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(
+        ms.is_some_and(|ms| (0.0..10_000.0).contains(&ms)),
+        "duration in {line:?}"
+    );
+}
+
+#[test]
+fn quiet_flag_silences_flow_log() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::get_hello(Via::Proxy(&proxy), &origin);
+    let line = proxy.wait_stdout(Duration::from_millis(500), |_| true);
+    assert_eq!(line, None, "-q printed to stdout");
+}
+
+#[test]
+fn python_urllib_through_proxy() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q"]);
+    checks::python(Via::Proxy(&proxy), &origin);
+    assert_eq!(origin.requests(), ["GET /hello", "POST /echo"]);
+}

@@ -1,0 +1,76 @@
+//! Helpers for sansproxy's end-to-end tests: the proxy launcher, an origin server, a raw
+//! HTTP/1.1 client, and runners for curl and python3. Everything binds 127.0.0.1:0, every
+//! wait is bounded, and every child process is killed by its guard.
+//!
+//! Each test binary includes this module with `mod support;` and uses part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod checks;
+pub mod origin;
+pub mod pattern;
+pub mod process;
+pub mod wire;
+
+pub use checks::Via;
+pub use origin::{unused_port, Origin, TcpServer, HELLO};
+pub use pattern::{fnv1a64, pattern, sink_reply, PatternCheck};
+pub use process::{run_python, Curl, CurlOutput, Proxy, TempFile};
+pub use wire::{Framing, Wire};
+
+use std::time::{Duration, Instant};
+
+/// A Python client for `/hello` and `/echo`. Arguments: the proxy URL (empty: no proxy) and
+/// the origin's base URL. Prints `ok` when every assertion held.
+pub const PYTHON_CLIENT: &str = r#"
+import sys, urllib.request
+proxy, base = sys.argv[1], sys.argv[2]
+if proxy:
+    assert not urllib.request.proxy_bypass('127.0.0.1'), 'no_proxy would bypass the proxy'
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({'http': proxy} if proxy else {}))
+with opener.open(base + '/hello', timeout=10) as r:
+    status, body = r.status, r.read()
+assert status == 200, ('GET /hello status', status)
+assert body == b'hello world\n', ('GET /hello body', body)
+data = bytes((i * 31 + 7) % 251 for i in range(5000))
+req = urllib.request.Request(base + '/echo', data=data, method='POST',
+                             headers={'Content-Type': 'application/octet-stream'})
+with opener.open(req, timeout=10) as r:
+    status, body = r.status, r.read()
+assert status == 200, ('POST /echo status', status)
+assert body == data, ('POST /echo body', len(body))
+print('ok')
+"#;
+
+/// Body arrival times of `GET /chunked-slow`, read over `w` after the request was sent.
+/// Returns the whole body and, for each `chunk K\n` line, when it was first complete.
+pub fn read_slow_chunks(w: &mut Wire) -> (Vec<u8>, Vec<Instant>) {
+    let mut body = Vec::new();
+    let mut seen = Vec::new();
+    let head = w
+        .read_response_with("GET", &mut |d| {
+            body.extend_from_slice(d);
+            let text = String::from_utf8_lossy(&body);
+            while seen.len() < 5 && text.contains(&format!("chunk {}\n", seen.len() + 1)) {
+                seen.push(Instant::now());
+            }
+        })
+        .unwrap_or_else(|e| panic!("reading /chunked-slow: {e}"));
+    assert_eq!(head.status().ok(), Some(200), "{head:?}");
+    (body, seen)
+}
+
+/// The body `/chunked-slow` sends.
+pub fn slow_chunks_body() -> String {
+    (1..=5).map(|k| format!("chunk {k}\n")).collect()
+}
+
+/// Asserts the chunks came in over at least `min` from first to last.
+pub fn assert_spread(seen: &[Instant], min: Duration) {
+    assert_eq!(seen.len(), 5, "not all chunks arrived");
+    let spread = seen[4] - seen[0];
+    let gaps: Vec<_> = seen.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        spread >= min,
+        "chunks arrived within {spread:?} (gaps {gaps:?}): the body was buffered"
+    );
+}
