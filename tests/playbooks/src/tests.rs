@@ -163,7 +163,7 @@ fn split_replay_reports_slicing_dependent_output() {
             .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
             .expect(open(S1, "a.test:80"))
             .opened(S1)
-            .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+            .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
             .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
             .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"))
     };
@@ -180,7 +180,7 @@ fn split_replay_passes_when_parsing_is_incremental() {
         .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd"))
         .run_split();

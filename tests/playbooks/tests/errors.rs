@@ -7,7 +7,7 @@ use std::time::Duration;
 use playbooks::*;
 
 const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
-const GET_A_UP: &str = "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
+const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
 
 /// The client sends `request`; the proxy answers `status` with `message`, half-closes, and
 /// closes when the client does.
@@ -89,7 +89,7 @@ fn bad_chunk_size_is_400() {
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "zz\r\nhello\r\n")
         .expect(log("invalid chunk size"))
@@ -273,7 +273,7 @@ fn client_closing_mid_request_body_aborts_the_flow() {
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 10\r\n\r\n"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "01234")
         .expect(send(S1, "01234"))
@@ -409,7 +409,7 @@ fn slow_upload_does_not_time_the_server_out() {
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 10\r\n\r\n"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
         .expect(resume(CLIENT))
         .advance(Duration::from_secs(50))
         .recv(CLIENT, "01234")

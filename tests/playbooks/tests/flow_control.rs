@@ -8,7 +8,7 @@ fn high_water(n: usize) -> Config {
 }
 
 const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
-const GET_A_UP: &str = "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
+const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
 
 #[test]
 fn slow_client_pauses_the_server() {
@@ -48,7 +48,7 @@ fn slow_client_pauses_the_server() {
 
 #[test]
 fn slow_server_pauses_the_client() {
-    let head = "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 300\r\n\r\n";
+    let head = "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
     assert_eq!(head.len(), 54);
     Playbook::new(high_water(100))
         .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n")
@@ -80,7 +80,7 @@ fn slow_server_pauses_the_client() {
 fn reading_resumes_only_when_every_reason_is_gone() {
     // The client is paused first because its body has nowhere to go, then because the server
     // connection is congested: the server coming up lifts only the first reason.
-    let head = "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 60\r\n\r\n";
+    let head = "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 60\r\n\r\n";
     Playbook::new(high_water(50))
         .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 60\r\n\r\n")
         .expect(open(S1, "a.test:80"))
@@ -101,7 +101,7 @@ fn pending_hook_pauses_the_client_until_answered() {
         .reply(F1, HookReply::Continue)
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 4\r\n\r\n"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "body")
         .expect(send(S1, "body"))
@@ -149,7 +149,7 @@ fn new_server_connection_is_paused_while_the_client_is_congested() {
         .expect(open(S2, "b.test:80"))
         .expect(pause(S2))
         .opened(S2)
-        .expect(send(S2, "GET / HTTP/1.1\r\nhost: b.test\r\n\r\n"))
+        .expect(send(S2, "GET / HTTP/1.1\r\nHost: b.test\r\n\r\n"))
         .drained(CLIENT)
         .expect(resume(S1))
         .expect(resume(S2))

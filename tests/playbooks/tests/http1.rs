@@ -7,7 +7,9 @@ use playbooks::*;
 
 const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
 /// `GET_A` as the server sees it: origin-form, `Host` set from the absolute URL.
-const GET_A_UP: &str = "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
+const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+/// An HTTP/1.0 `GET http://a.test/` without `Host`, as the server sees it: the proxy adds one.
+const GET_A_UP_ADDED_HOST: &str = "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
 const OK_HI: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
 
 #[test]
@@ -79,14 +81,14 @@ fn keep_alive_reuses_the_server_connection() {
         .expect(send(CLIENT, OK_HI))
         .recv(CLIENT, "GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n")
         // No second OpenConnection: S1 is idle and reusable.
-        .expect(send(S1, "GET /two HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo"))
         // Another host needs another connection.
         .recv(CLIENT, "GET http://b.test:8080/ HTTP/1.1\r\nHost: b.test:8080\r\n\r\n")
         .expect(open(S2, "b.test:8080"))
         .opened(S2)
-        .expect(send(S2, "GET / HTTP/1.1\r\nhost: b.test:8080\r\n\r\n"))
+        .expect(send(S2, "GET / HTTP/1.1\r\nHost: b.test:8080\r\n\r\n"))
         .run_split();
 }
 
@@ -116,7 +118,7 @@ fn chunked_request_is_rechunked() {
         // The body has nowhere to go until the server is up.
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST /up HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"))
+        .expect(send(S1, "POST /up HTTP/1.1\r\nHost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"))
         .expect(send(S1, "5\r\nhello\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
@@ -149,7 +151,7 @@ fn http10_client_gets_a_close_delimited_body() {
         .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, GET_A_UP))
+        .expect(send(S1, GET_A_UP_ADDED_HOST))
         .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
         // An HTTP/1.0 client knows no chunks: the end of the connection ends the body.
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhi"))
@@ -174,7 +176,7 @@ fn chunked_bodies_parse_incrementally() {
         .expect(open(S1, "a.test:80"))
         .expect(resume(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\ncontent-length: 11\r\n\r\nhello world"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\ncontent-length: 11\r\n\r\nhello world"))
         .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1;e\r\nd\r\n0\r\nT: 1\r\n\r\n")
         .expect(hook(F1, HookKind::ResponseHeaders))
         .expect(pause(CLIENT))
@@ -196,7 +198,7 @@ fn expect_100_continue_from_the_server_is_forwarded() {
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(S1, "HTTP/1.1 100 Continue\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 100 Continue\r\n\r\n"))
@@ -224,7 +226,7 @@ fn expect_100_continue_answered_by_the_proxy_when_buffering() {
         .recv(CLIENT, "hello")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "PUT / HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello"))
+        .expect(send(S1, "PUT / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"))
         .run();
 }
 
@@ -234,7 +236,7 @@ fn head_response_has_no_body_but_keeps_its_length() {
         .recv(CLIENT, "HEAD http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "HEAD / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "HEAD / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
         // No body was awaited: the connection is ready for the next request.
@@ -255,7 +257,7 @@ fn no_content_and_not_modified_have_no_body() {
         .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
         .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n")
-        .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n"))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n"))
         .recv(S1, "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n"))
         .recv(CLIENT, GET_A)
@@ -274,7 +276,7 @@ fn hop_by_hop_fields_are_stripped() {
         )
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\nTE: trailers\r\nx-end: 2\r\n\r\n"))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nx-end: 2\r\n\r\n"))
         .recv(
             S1,
             "HTTP/1.1 200 OK\r\nConnection: x-bar\r\nx-bar: 1\r\nKeep-Alive: timeout=5\r\n\
@@ -293,11 +295,11 @@ fn pipelined_requests_are_served_in_order() {
         )
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "GET /1 HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1"))
         // Only now is the second request read, and it goes to the same server connection.
-        .expect(send(S1, "GET /2 HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "GET /2 HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2"))
         .run_split();
@@ -342,7 +344,7 @@ fn request_headers_update_changes_what_the_server_sees() {
         .expect(open(S1, "b.test:8080"))
         .expect(resume(CLIENT))
         .opened(S1)
-        .expect(send(S1, "DELETE /changed?q=1 HTTP/1.1\r\nhost: b.test:8080\r\nx-added: 1\r\n\r\n"))
+        .expect(send(S1, "DELETE /changed?q=1 HTTP/1.1\r\nHost: b.test:8080\r\nx-added: 1\r\n\r\n"))
         .run();
 }
 
@@ -361,7 +363,7 @@ fn request_update_changes_the_body() {
         .expect(resume(CLIENT))
         .opened(S1)
         // The length follows the new body.
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\ncontent-length: 8\r\n\r\ngoodbye!"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 8\r\n\r\ngoodbye!"))
         .run_split();
 }
 
@@ -404,7 +406,7 @@ fn response_update_changes_the_buffered_body() {
             assert_eq!(f.response.as_ref().unwrap().body.as_deref(), Some(&b"hi"[..]));
         }))
         .update(F1, |f| f.response.as_mut().unwrap().body = Some("changed".into()))
-        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nchanged"))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nchanged"))
         .expect(resume(CLIENT))
         .expect(resume(S1))
         .run_split();
@@ -643,7 +645,7 @@ fn early_response_ends_the_upload() {
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nhost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
         .expect(resume(CLIENT))
         .recv(S1, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"))
@@ -666,7 +668,7 @@ fn pipelined_request_waits_for_the_hook_of_the_first() {
         .expect(open(S1, "a.test:80"))
         .expect(resume(CLIENT))
         .opened(S1)
-        .expect(send(S1, "GET /1 HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1"))
         .expect(hook(F2, HookKind::RequestHeaders))
@@ -770,11 +772,11 @@ fn http10_keep_alive_is_honoured() {
         .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, GET_A_UP))
+        .expect(send(S1, GET_A_UP_ADDED_HOST))
         .recv(S1, OK_HI)
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: keep-alive\r\n\r\nhi"))
         .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
-        .expect(send(S1, GET_A_UP))
+        .expect(send(S1, GET_A_UP_ADDED_HOST))
         .recv(S1, OK_HI)
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
         .expect(close(S1))
@@ -794,7 +796,7 @@ fn interim_responses_are_forwarded_to_http11_only() {
         .recv(S1, OK_HI)
         .expect(send(CLIENT, OK_HI))
         .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
-        .expect(send(S1, GET_A_UP))
+        .expect(send(S1, GET_A_UP_ADDED_HOST))
         .recv(S1, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
         .recv(S1, OK_HI)
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))

@@ -116,7 +116,7 @@ fn upgrade_becomes_a_tunnel_after_101() {
         .opened(S1)
         .expect(send(
             S1,
-            "GET /ws HTTP/1.1\r\nhost: a.test\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nconnection: Upgrade\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nconnection: Upgrade\r\n\r\n",
         ))
         .recv(
             S1,
@@ -146,11 +146,11 @@ fn upgrade_declined_stays_http() {
         .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\nUpgrade: h2c\r\nconnection: Upgrade\r\n\r\n"))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\nconnection: Upgrade\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
         .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        .expect(send(S1, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .run();
 }
 
