@@ -1,15 +1,17 @@
 //! Playbooks: scenario tests of [`proxy_core`] that read top to bottom, events in (`>>`) and
 //! commands out (`<<`), after mitmproxy's `test/mitmproxy/proxy/tutils.py`.
 //!
-//! ```ignore
+//! ```
+//! use playbooks::*;
+//!
 //! Playbook::new(http_proxy())
 //!     .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
 //!     .expect(hook(F1, HookKind::RequestHeaders)).expect(pause(CLIENT))
 //!     .reply(F1, HookReply::Continue)
 //!     .expect(hook(F1, HookKind::Request))
 //!     .reply(F1, HookReply::Continue)
-//!     .expect(resume(CLIENT))
-//!     .expect(open(S1, "a.test:80")).opened(S1)
+//!     .expect(open(S1, "a.test:80")).expect(resume(CLIENT))
+//!     .opened(S1)
 //!     .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
 //!     .run();
 //! ```
