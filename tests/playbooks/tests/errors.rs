@@ -481,3 +481,20 @@ fn partial_request_head_times_out() {
         .expect_finished()
         .run();
 }
+
+#[test]
+fn response_head_over_the_limit_is_502() {
+    Playbook::new(Config { max_head_bytes: 64, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "x".repeat(64)))
+        .expect(log("header section larger than 64 bytes"))
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(502, "Bad Gateway", "a.test:80: invalid response: header section larger than 64 bytes", false),
+        ))
+        .run_split();
+}

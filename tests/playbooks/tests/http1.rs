@@ -819,3 +819,44 @@ fn head_response_built_by_a_hook_has_no_body() {
         .expect(pause(CLIENT))
         .run();
 }
+
+#[test]
+fn via_is_added_both_ways() {
+    // RFC 9110 section 7.6.3: a proxy adds Via to each message it forwards.
+    Playbook::new(Config { add_via: true, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nvia: 1.1 sansproxy\r\n\r\n"))
+        .recv(S1, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nvia: 1.0 sansproxy\r\n\r\nhi"))
+        // An HTTP/1.0 server closes after its response unless it says keep-alive.
+        .expect(close(S1))
+        .run();
+}
+
+#[test]
+fn ipv6_literal_hosts() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GET http://[::1]:8080/x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+        .expect(open(S1, "[::1]:8080"))
+        .opened(S1)
+        .expect(send(S1, "GET /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"))
+        .run();
+}
+
+#[test]
+fn response_with_length_and_chunking_is_not_reused() {
+    // Both framings: chunking wins (RFC 9112 section 6.3), and the connection is suspect.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
+        .expect(close(S1))
+        .recv(CLIENT, GET_A)
+        .expect(open(S2, "a.test:80"))
+        .run();
+}
