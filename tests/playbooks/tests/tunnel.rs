@@ -197,3 +197,29 @@ fn connect_client_closing_before_the_server_is_up() {
         .expect_finished()
         .run();
 }
+
+#[test]
+fn tunnel_backpressure_both_ways() {
+    // Both peers read slowly: each direction must pause its sender on its own.
+    Playbook::new(Config { high_water: 10, ..no_hooks() })
+        .recv(CLIENT, CONNECT_A)
+        .expect(open(S1, "a.test:443"))
+        .opened(S1)
+        .expect(send(CLIENT, ESTABLISHED))
+        .expect(pause(S1))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "downloading")
+        .expect(send(CLIENT, "downloading"))
+        .expect(pause(S1))
+        .recv(CLIENT, "uploading..")
+        .expect(send(S1, "uploading.."))
+        .expect(pause(CLIENT))
+        // The client drained: the server may be read again, but the client stays paused
+        // until the server drains too.
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .drained(S1)
+        .expect(resume(CLIENT))
+        .run();
+}
