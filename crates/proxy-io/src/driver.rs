@@ -1,0 +1,565 @@
+//! The task of one client connection: it owns the core's [`Connection`], the client socket and
+//! every upstream socket, and turns their readiness, connect results, the core's timer and hook
+//! answers into events, one at a time, in the order they are observed.
+//!
+//! One loop turn: wait for the next event ([`Driver::poll_event`]), hand it to the core, carry
+//! out every command the core returns, in order. Writes are tried at once and queue only what
+//! the socket does not take; a queue that empties is reported as [`Event::WriteDrained`], which
+//! is what lifts the core's backpressure. A paused socket is not polled for reading at all, so
+//! the kernel's receive window, not this task, absorbs the sender.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use proxy_core::{Command, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use crate::handler::Handler;
+use crate::open::{open, Connecting};
+use crate::queue::WriteQueue;
+
+/// Capacity of the read buffer shared by the sockets of one connection.
+const READ_BUF: usize = 64 * 1024;
+/// Below this much spare capacity the read buffer is topped up before a read.
+const MIN_READ: usize = 4 * 1024;
+
+/// What the driver needs from the core. [`Connection`] is the only real implementation; tests
+/// drive the loop with small fakes.
+pub(crate) trait Core: Send {
+    fn handle(&mut self, now: Instant, event: Event);
+    fn poll_command(&mut self) -> Option<Command>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn is_closed(&self) -> bool;
+}
+
+impl Core for Connection {
+    fn handle(&mut self, now: Instant, event: Event) {
+        Connection::handle(self, now, event)
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        Connection::poll_command(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Connection::poll_timeout(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Connection::is_closed(self)
+    }
+}
+
+/// The driver's own limits, shared by every connection task.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) connect_timeout: Duration,
+    /// How long a socket the core has closed may take to flush its output and see the peer's
+    /// end (refreshed by write progress); also bounds the hooks still running once the core is
+    /// done.
+    pub(crate) linger: Duration,
+}
+
+/// Run one client connection to its end.
+pub(crate) async fn drive<C: Core, H: Handler>(
+    core: C,
+    client: TcpStream,
+    peer: SocketAddr,
+    handler: &H,
+    opts: &Options,
+) {
+    let make_hook = |flow: FlowId, hook: Hook| {
+        let blocking = hook.is_blocking();
+        let reply = handler.hook(flow, hook);
+        async move { (flow, blocking, reply.await) }
+    };
+    Driver::new(core, client, peer, opts, make_hook).run().await
+}
+
+struct Driver<'o, C, M, F> {
+    core: C,
+    peer: SocketAddr,
+    opts: &'o Options,
+    socks: Vec<Sock>,
+    read_buf: BytesMut,
+    /// Events the driver produced while carrying out commands (a failed write), fed before
+    /// anything new is observed.
+    events: VecDeque<Event>,
+    hooks: FuturesUnordered<F>,
+    make_hook: M,
+    timer: Timer,
+    /// Where the next round over the sockets starts, so that one busy socket cannot starve
+    /// the others.
+    next: usize,
+}
+
+impl<'o, C, M, F> Driver<'o, C, M, F>
+where
+    C: Core,
+    M: FnMut(FlowId, Hook) -> F,
+    F: Future<Output = (FlowId, bool, HookReply)>,
+{
+    fn new(core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M) -> Self {
+        Self {
+            core,
+            peer,
+            opts,
+            socks: vec![Sock::new(ConnId::CLIENT, Io::Open(client))],
+            read_buf: BytesMut::new(),
+            events: VecDeque::new(),
+            hooks: FuturesUnordered::new(),
+            make_hook,
+            timer: Timer::default(),
+            next: 0,
+        }
+    }
+
+    async fn run(mut self) {
+        self.feed(Event::Start);
+        while !self.core.is_closed() {
+            let event = poll_fn(|cx| self.poll_event(cx)).await;
+            self.feed(event);
+        }
+        self.finish().await;
+    }
+
+    /// Hand `event` to the core and carry out what it asks, in order.
+    fn feed(&mut self, event: Event) {
+        self.core.handle(now(), event);
+        while let Some(cmd) = self.core.poll_command() {
+            self.execute(cmd);
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::SendData { conn, data } => {
+                if let Some(event) = self.sock(conn).and_then(|s| s.send(data)) {
+                    self.events.push_back(event);
+                }
+            }
+            Command::OpenConnection { conn, server } => {
+                tracing::debug!(client = %self.peer, conn = conn.0, %server, "opening");
+                let connecting = open(server, self.opts.connect_timeout);
+                self.socks.push(Sock::new(conn, Io::Connecting(connecting)));
+            }
+            Command::CloseConnection { conn, half } => {
+                let linger = self.opts.linger;
+                if let Some(s) = self.sock(conn) {
+                    s.close(half, linger);
+                }
+            }
+            Command::PauseReading { conn } => {
+                if let Some(s) = self.sock(conn) {
+                    s.paused = true;
+                }
+            }
+            Command::ResumeReading { conn } => {
+                if let Some(s) = self.sock(conn) {
+                    s.paused = false;
+                }
+            }
+            Command::Hook { flow, hook } => {
+                let fut = (self.make_hook)(flow, hook);
+                self.hooks.push(fut);
+            }
+            Command::Log { level, message } => log(level, self.peer, &message),
+        }
+    }
+
+    /// The socket for `conn`, unless the core has closed it.
+    fn sock(&mut self, conn: ConnId) -> Option<&mut Sock> {
+        let found = self.socks.iter_mut().find(|s| s.id == conn && !s.forgotten);
+        if found.is_none() {
+            tracing::debug!(client = %self.peer, conn = conn.0, "command for an unknown connection");
+        }
+        found
+    }
+
+    /// The next event for the core, in this order: events the driver produced itself, drained
+    /// write queues, hook answers, the timer, then connects, writes and reads, sockets taken
+    /// in turn.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(event);
+        }
+        self.socks.retain(Sock::is_alive);
+        if let Some(event) = self.socks.iter_mut().find_map(Sock::drained) {
+            return Poll::Ready(event);
+        }
+        while let Poll::Ready(Some((flow, blocking, reply))) = self.hooks.poll_next_unpin(cx) {
+            // A notification's answer has nowhere to go.
+            if blocking {
+                return Poll::Ready(Event::HookReply { flow, reply });
+            }
+        }
+        if let Some(event) = self.poll_timer(cx) {
+            return Poll::Ready(event);
+        }
+        let n = self.socks.len();
+        for i in 0..n {
+            let at = (self.next + i) % n;
+            if let Some(event) = self.socks[at].poll(cx, &mut self.read_buf) {
+                self.next = at + 1;
+                return Poll::Ready(event);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Arm the timer for the core's deadline and the lingering sockets', and report the core's
+    /// deadline once it has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        loop {
+            let fired = self.timer.fired;
+            let core_at = self.core.poll_timeout().filter(|&t| Some(t) != fired);
+            let linger_at = self.socks.iter().filter_map(|s| s.linger_until).min();
+            let at = match (core_at, linger_at) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b)?,
+            };
+            if self.timer.arm(at).poll(cx).is_pending() {
+                return None;
+            }
+            for s in &mut self.socks {
+                if s.linger_until.is_some_and(|t| t <= at) {
+                    s.kill();
+                }
+            }
+            if let Some(t) = core_at.filter(|&t| t <= at) {
+                // Remember it: if the core hands back the same deadline, it is not due again.
+                self.timer.fired = Some(t);
+                return Some(Event::Wakeup);
+            }
+        }
+    }
+
+    /// The core is done: close whatever it left open, then let closing sockets flush and the
+    /// remaining hook futures (notifications) finish, for at most the linger time.
+    async fn finish(&mut self) {
+        let linger = self.opts.linger;
+        for s in &mut self.socks {
+            s.close(false, linger);
+        }
+        let _ = tokio::time::timeout(linger, poll_fn(|cx| self.poll_finish(cx))).await;
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Poll::Ready(Some(_)) = self.hooks.poll_next_unpin(cx) {}
+        for s in &mut self.socks {
+            // Closed sockets report nothing; this only moves their bytes.
+            let _ = s.poll(cx, &mut self.read_buf);
+        }
+        self.socks.retain(Sock::is_alive);
+        if self.hooks.is_empty() && self.socks.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+enum Io {
+    Connecting(Connecting),
+    Open(TcpStream),
+    /// Closed, failed, or never opened; removed at the next turn.
+    Dead,
+}
+
+/// One socket of the connection, with its output queue and reading state.
+struct Sock {
+    id: ConnId,
+    io: Io,
+    queue: WriteQueue,
+    /// The core asked not to read from it.
+    paused: bool,
+    /// EOF or a read error was seen.
+    read_done: bool,
+    /// `ConnectionClosed` was fed for it.
+    reported_closed: bool,
+    /// Bytes were queued or written since the last `WriteDrained`.
+    unreported: bool,
+    /// Shut down the writing side once the queue is empty.
+    shut_after_flush: bool,
+    /// The writing side is shut down; later output is dropped.
+    write_shut: bool,
+    /// The core closed it and forgot it: no more events; reads are discarded until the peer
+    /// closes or `linger_until` passes.
+    forgotten: bool,
+    linger_until: Option<Instant>,
+    linger: Duration,
+}
+
+impl Sock {
+    fn new(id: ConnId, io: Io) -> Self {
+        if let Io::Open(stream) = &io {
+            nodelay(stream);
+        }
+        Self {
+            id,
+            io,
+            queue: WriteQueue::default(),
+            paused: false,
+            read_done: false,
+            reported_closed: false,
+            unreported: false,
+            shut_after_flush: false,
+            write_shut: false,
+            forgotten: false,
+            linger_until: None,
+            linger: Duration::ZERO,
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        !matches!(self.io, Io::Dead)
+    }
+
+    fn kill(&mut self) {
+        self.io = Io::Dead;
+        self.queue.clear();
+        self.linger_until = None;
+    }
+
+    /// Queue `data` and write what the socket takes now.
+    fn send(&mut self, data: bytes::Bytes) -> Option<Event> {
+        if matches!(self.io, Io::Dead) || self.write_shut {
+            return None;
+        }
+        self.queue.push(data);
+        self.unreported = true;
+        self.write()
+    }
+
+    /// Write queued output without waiting for the socket.
+    fn write(&mut self) -> Option<Event> {
+        let Io::Open(stream) = &self.io else { return None };
+        let result = self.queue.flush(|bufs| stream.try_write_vectored(bufs));
+        self.wrote(result)
+    }
+
+    fn wrote(&mut self, result: io::Result<usize>) -> Option<Event> {
+        match result {
+            Ok(n) => {
+                if n > 0 && self.forgotten {
+                    // Progress: the peer is reading, give it more time.
+                    self.linger_until = Some(now() + self.linger);
+                }
+                if self.queue.is_empty() {
+                    self.flushed();
+                }
+                None
+            }
+            Err(e) => {
+                tracing::debug!(conn = self.id.0, error = %e, "write failed");
+                self.kill();
+                self.closed_event()
+            }
+        }
+    }
+
+    /// The queue just emptied.
+    fn flushed(&mut self) {
+        if !self.shut_after_flush {
+            return;
+        }
+        self.shut_after_flush = false;
+        self.write_shut = true;
+        if let Io::Open(stream) = &self.io {
+            // Our FIN. Failing here means the peer is gone, which reading will tell.
+            let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+        }
+        if self.forgotten && !self.drains_after_close() {
+            self.kill();
+        }
+    }
+
+    /// Whether, once closed by the core and flushed, this socket is kept to read the peer's
+    /// input until it closes. Only the client's: its last response must not be destroyed by
+    /// a reset; an upstream's unread input is of no use to anyone.
+    fn drains_after_close(&self) -> bool {
+        self.id == ConnId::CLIENT && !self.read_done
+    }
+
+    /// Carry out `CloseConnection`.
+    fn close(&mut self, half: bool, linger: Duration) {
+        if self.forgotten {
+            return;
+        }
+        if !half {
+            self.forgotten = true;
+            match self.io {
+                Io::Connecting(_) | Io::Dead => return self.kill(),
+                // Instead of dropping the socket at once, which resets it when unread input
+                // is waiting and can destroy the last response before the peer reads it:
+                // flush, send FIN, and (the client) drain its input until it closes too.
+                Io::Open(_) => {
+                    self.linger = linger;
+                    self.linger_until = Some(now() + linger);
+                }
+            }
+        }
+        if matches!(self.io, Io::Dead) {
+            return;
+        }
+        if !self.write_shut {
+            self.shut_after_flush = true;
+            if self.queue.is_empty() && matches!(self.io, Io::Open(_)) {
+                self.flushed();
+            }
+        } else if self.forgotten && !self.drains_after_close() {
+            self.kill();
+        }
+    }
+
+    fn closed_event(&mut self) -> Option<Event> {
+        if self.forgotten || self.reported_closed {
+            return None;
+        }
+        self.reported_closed = true;
+        Some(Event::ConnectionClosed { conn: self.id })
+    }
+
+    /// `WriteDrained`, if output was sent since the last one and all of it is written.
+    fn drained(&mut self) -> Option<Event> {
+        if self.unreported && self.queue.is_empty() && !self.forgotten && matches!(self.io, Io::Open(_)) {
+            self.unreported = false;
+            return Some(Event::WriteDrained { conn: self.id });
+        }
+        None
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.read_done && (self.forgotten || !self.paused)
+    }
+
+    /// Make progress on connecting, writing and reading; the first event wins.
+    fn poll(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
+        if let Io::Connecting(connecting) = &mut self.io {
+            let result = match connecting.as_mut().poll(cx) {
+                Poll::Pending => return None,
+                Poll::Ready(result) => result,
+            };
+            return match result {
+                Ok(stream) => {
+                    nodelay(&stream);
+                    self.io = Io::Open(stream);
+                    if self.queue.is_empty() && self.shut_after_flush {
+                        self.flushed();
+                    }
+                    Some(Event::Opened { conn: self.id })
+                }
+                Err(error) => {
+                    tracing::debug!(conn = self.id.0, %error, "open failed");
+                    self.kill();
+                    Some(Event::OpenFailed { conn: self.id, error })
+                }
+            };
+        }
+        if !self.queue.is_empty() {
+            if let Some(event) = self.poll_write(cx).or_else(|| self.drained()) {
+                return Some(event);
+            }
+        }
+        if self.wants_read() {
+            return self.poll_read(cx, buf);
+        }
+        None
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        while !self.queue.is_empty() {
+            let Io::Open(stream) = &self.io else { return None };
+            let result = match stream.poll_write_ready(cx) {
+                Poll::Pending => return None,
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Ready(Ok(())) => self.queue.flush(|bufs| stream.try_write_vectored(bufs)),
+            };
+            if let Some(event) = self.wrote(result) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
+        loop {
+            let Io::Open(stream) = &self.io else { return None };
+            let result = match stream.poll_read_ready(cx) {
+                Poll::Pending => return None,
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Ready(Ok(())) => {
+                    if buf.capacity() < MIN_READ {
+                        buf.reserve(READ_BUF);
+                    }
+                    stream.try_read_buf(buf)
+                }
+            };
+            match result {
+                Ok(0) => return self.read_ended(None),
+                Ok(_) if self.forgotten => buf.clear(),
+                Ok(_) => return Some(Event::DataReceived { conn: self.id, data: buf.split().freeze() }),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) => return self.read_ended(Some(e)),
+            }
+        }
+    }
+
+    fn read_ended(&mut self, error: Option<io::Error>) -> Option<Event> {
+        if let Some(e) = error {
+            tracing::debug!(conn = self.id.0, error = %e, "read failed");
+        }
+        self.read_done = true;
+        if self.forgotten && !self.shut_after_flush {
+            // Flushed and shut down, and now the peer is done too.
+            self.kill();
+        }
+        self.closed_event()
+    }
+}
+
+/// A single reusable `Sleep` for whichever deadline comes first.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The last core deadline answered with `Wakeup`.
+    fired: Option<Instant>,
+}
+
+impl Timer {
+    fn arm(&mut self, at: Instant) -> Pin<&mut Sleep> {
+        let deadline = tokio::time::Instant::from_std(at);
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut()
+    }
+}
+
+/// The time events are stamped with: tokio's clock, so that tests may pause it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn nodelay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
+fn log(level: LogLevel, peer: SocketAddr, message: &str) {
+    match level {
+        LogLevel::Debug => tracing::debug!(client = %peer, "{message}"),
+        LogLevel::Info => tracing::info!(client = %peer, "{message}"),
+        LogLevel::Warn => tracing::warn!(client = %peer, "{message}"),
+    }
+}

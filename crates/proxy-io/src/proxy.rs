@@ -1,0 +1,312 @@
+//! [`Proxy`]: the listener, the accept loop and graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy_core::{ClientInfo, Config, Connection};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::driver::{self, Core, Options};
+use crate::handler::{Handler, NoopHandler};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LINGER: Duration = Duration::from_secs(5);
+/// Pause after a failed `accept` (out of file descriptors, say) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Configures and binds a [`Proxy`]. Made by [`Proxy::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct Builder<H = NoopHandler> {
+    listen: SocketAddr,
+    config: Config,
+    handler: H,
+    connect_timeout: Duration,
+    shutdown_timeout: Duration,
+    max_connections: Option<usize>,
+}
+
+impl Builder<NoopHandler> {
+    fn new() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            config: Config::default(),
+            handler: NoopHandler,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_connections: None,
+        }
+    }
+}
+
+impl<H: Handler> Builder<H> {
+    /// The address to listen on; `127.0.0.1:8080` by default. Port 0 picks a free port (see
+    /// [`Proxy::local_addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The core's configuration. Its `hooks` field is overwritten by
+    /// [`Handler::hooks`] when the proxy is built.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Who answers hooks; [`NoopHandler`] (no hooks at all) by default.
+    pub fn handler<H2: Handler>(self, handler: H2) -> Builder<H2> {
+        Builder {
+            listen: self.listen,
+            config: self.config,
+            handler,
+            connect_timeout: self.connect_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// How long resolving and connecting to an upstream may take before the core is told
+    /// [`OpenError::Timeout`](proxy_core::OpenError::Timeout); 10 s by default.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long in-flight connections may go on after a graceful shutdown starts before they
+    /// are dropped; 5 s by default.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Serve at most `n` client connections at once (at least 1); beyond that, stop
+    /// accepting until one ends, leaving new clients in the listen backlog. Unlimited by
+    /// default.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// Bind the listening socket.
+    pub async fn build(self) -> io::Result<Proxy<H>> {
+        let listener = TcpListener::bind(self.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let mut config = self.config;
+        config.hooks = self.handler.hooks();
+        let (tx, rx) = watch::channel(State::Running);
+        Ok(Proxy {
+            listener,
+            local_addr,
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                handler: self.handler,
+                opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER },
+            }),
+            shutdown_timeout: self.shutdown_timeout,
+            limit: self.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+            shutdown: ShutdownHandle { tx: Arc::new(tx) },
+            state: rx,
+        })
+    }
+}
+
+/// A bound proxy, ready to [`run`](Self::run).
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let proxy = proxy_io::Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).build().await?;
+/// println!("listening on {}", proxy.local_addr());
+/// proxy_io::shutdown_on_signals(proxy.shutdown_handle())?;
+/// proxy.run().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Proxy<H = NoopHandler> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared<H>>,
+    shutdown_timeout: Duration,
+    limit: Option<Arc<Semaphore>>,
+    shutdown: ShutdownHandle,
+    state: watch::Receiver<State>,
+}
+
+/// What every connection task shares.
+struct Shared<H> {
+    config: Arc<Config>,
+    handler: H,
+    opts: Options,
+}
+
+impl Proxy<NoopHandler> {
+    pub fn builder() -> Builder<NoopHandler> {
+        Builder::new()
+    }
+}
+
+impl<H: Handler> Proxy<H> {
+    /// The address the listener is bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops [`run`](Self::run) from anywhere, also before it starts.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Accept and serve clients until shut down, then wait for in-flight connections for at
+    /// most the shutdown timeout and drop the rest.
+    pub async fn run(self) {
+        let shared = Arc::clone(&self.shared);
+        self.run_with(move |client| Connection::new(Arc::clone(&shared.config), client)).await
+    }
+
+    /// [`run`](Self::run) with the core made by `make_core`; tests put fakes here.
+    pub(crate) async fn run_with<C, K>(self, make_core: K)
+    where
+        C: Core + 'static,
+        K: Fn(ClientInfo) -> C,
+    {
+        let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
+        let mut tasks = JoinSet::new();
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        loop {
+            if let (Some(limit), None) = (&limit, &permit) {
+                tokio::select! {
+                    biased;
+                    _ = stopping(&mut state) => break,
+                    Some(done) = tasks.join_next() => report(done),
+                    p = Arc::clone(limit).acquire_owned() => {
+                        // The semaphore is never closed.
+                        permit = p.ok();
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = stopping(&mut state) => break,
+                Some(done) = tasks.join_next() => report(done),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if let Some(core) = accept(&stream, peer, &make_core) {
+                            let shared = Arc::clone(&shared);
+                            let permit = permit.take();
+                            tasks.spawn(async move {
+                                driver::drive(core, stream, peer, &shared.handler, &shared.opts).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        if *state.borrow() == State::Graceful && !tasks.is_empty() {
+            tracing::info!(connections = tasks.len(), "shutting down; waiting for connections");
+            let drained = async {
+                while let Some(done) = tasks.join_next().await {
+                    report(done);
+                }
+            };
+            tokio::select! {
+                _ = drained => {}
+                _ = tokio::time::sleep(shutdown_timeout) => {}
+                _ = state.wait_for(|s| *s == State::Now) => {}
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(connections = tasks.len(), "dropping connections");
+        }
+        tasks.shutdown().await;
+    }
+}
+
+fn accept<C>(stream: &TcpStream, peer: SocketAddr, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {
+    match stream.local_addr() {
+        Ok(local) => Some(make_core(ClientInfo { peer, local })),
+        Err(e) => {
+            tracing::debug!(client = %peer, error = %e, "accepted socket is already gone");
+            None
+        }
+    }
+}
+
+fn report(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(error = %e, "connection task panicked");
+        }
+    }
+}
+
+async fn stopping(state: &mut watch::Receiver<State>) {
+    // The sender lives in the proxy's own handle, so it outlives this receiver.
+    let _ = state.wait_for(|s| *s != State::Running).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Graceful,
+    Now,
+}
+
+/// Stops a running [`Proxy`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<State>>,
+}
+
+impl ShutdownHandle {
+    /// Stop accepting and give in-flight connections the shutdown timeout to finish.
+    pub fn shutdown(&self) {
+        self.tx.send_if_modified(|s| {
+            let start = *s == State::Running;
+            if start {
+                *s = State::Graceful;
+            }
+            start
+        });
+    }
+
+    /// Stop accepting and drop every connection now.
+    pub fn shutdown_now(&self) {
+        self.tx.send_replace(State::Now);
+    }
+}
+
+/// Shut `handle`'s proxy down gracefully on the first SIGINT or SIGTERM, and at once on the
+/// second. Must be called inside a tokio runtime; the signal handlers are installed before it
+/// returns.
+pub fn shutdown_on_signals(handle: ShutdownHandle) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received, shutting down");
+        handle.shutdown();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("second signal, dropping connections");
+        handle.shutdown_now();
+    });
+    Ok(())
+}
