@@ -60,8 +60,11 @@
 //! [`Playbook::run_split`] runs the script normally, then replays it with every
 //! `DataReceived` fed one byte at a time, and with each `DataReceived` split in two at every
 //! byte boundary; each replay must produce the same (joined) commands. This proves the
-//! parsers are incremental. Output that legitimately depends on how input was sliced (a
-//! streamed body re-chunked by the core) does not fit `run_split`.
+//! parsers are incremental. The pieces of one `DataReceived` go in back to back (bytes a
+//! driver has read are delivered even if the first piece makes the core pause), and the
+//! commands of all of them are compared as the output of the one scripted event. Output that
+//! legitimately depends on how input was sliced (a streamed body re-chunked as it arrives, a
+//! request rejected before or after its head was routed) does not fit `run_split`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
