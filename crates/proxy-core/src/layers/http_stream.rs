@@ -243,6 +243,10 @@ impl HttpStream {
                     out.push(Out::Tunnel);
                     self.flow.ended = Some(now);
                     self.finished = true;
+                    if cx.config.hooks.contains(HookKind::Response) {
+                        // The tunnel is the response: a hook can watch it but not change it.
+                        cx.hook(self.flow.id, Hook::Response(Box::new(self.flow.clone())));
+                    }
                     return;
                 }
                 while let Some(event) = self.to_server.pop_front() {

@@ -224,7 +224,6 @@ impl Http1Server {
             Ok(parts) => parts,
             Err(message) => return self.reject(cx, 400, message, out),
         };
-        // `parse_target` gives CONNECT the https scheme: only an absolute https:// URL is refused.
         if scheme == Scheme::Https && !connect {
             let message = "https:// URLs in proxy requests are not supported yet; use CONNECT";
             return self.reject(cx, 501, message.into(), out);
