@@ -71,7 +71,13 @@ fn connect_with_hook() {
         .expect(open(S1, "a.test:8443"))
         .expect(resume(CLIENT))
         .opened(S1)
+        // The tunnel is the response: the hook watches it, nothing waits for it.
+        .expect(hook(F1, HookKind::Response).inspect(|f| {
+            assert_eq!(f.response.as_ref().unwrap().status, 200);
+        }))
         .expect(send(CLIENT, ESTABLISHED))
+        .recv(CLIENT, "hello")
+        .expect(send(S1, "hello"))
         .run();
 }
 
