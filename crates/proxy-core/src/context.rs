@@ -52,8 +52,6 @@ pub(crate) struct Context {
     conns: Vec<ConnState>,
     next_conn: u64,
     next_flow: u64,
-    /// Connections whose queued output is over the high-water mark.
-    congested: usize,
 }
 
 impl Context {
@@ -65,7 +63,6 @@ impl Context {
             conns: vec![ConnState { id: ConnId::CLIENT, queued: 0, paused: 0, closed: false }],
             next_conn: 1,
             next_flow: 1,
-            congested: 0,
         }
     }
 
@@ -89,12 +86,19 @@ impl Context {
         self.next_conn += 1;
         self.conns.push(ConnState { id: conn, queued: 0, paused: 0, closed: false });
         self.out.push_back(Command::OpenConnection { conn, server });
+        // It could feed a congested connection as well as those already paused.
+        self.update_congestion();
         conn
+    }
+
+    /// Whether we have stopped reading `conn`, for any reason.
+    pub(crate) fn is_paused(&self, conn: ConnId) -> bool {
+        self.state(conn).is_some_and(|c| c.paused != 0)
     }
 
     /// Queue `data` for `conn`. When this puts the connection's unsent output over the
     /// high-water mark, stop reading every other connection (they are what feeds it) until the
-    /// driver reports it drained.
+    /// driver reports it drained: see [`update_congestion`](Self::update_congestion).
     pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
         if data.is_empty() {
             return;
@@ -109,10 +113,7 @@ impl Context {
         let now_over = state.queued > high_water;
         self.out.push_back(Command::SendData { conn, data });
         if now_over && !was_over {
-            self.congested += 1;
-            if self.congested == 1 {
-                self.pause_others(conn);
-            }
+            self.update_congestion();
         }
     }
 
@@ -122,20 +123,24 @@ impl Context {
         let was_over = state.queued > high_water;
         state.queued = 0;
         if was_over {
-            self.congested -= 1;
-            if self.congested == 0 {
-                let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
-                for id in ids {
-                    self.unpause(id, Pause::Congestion);
-                }
-            }
+            self.update_congestion();
         }
     }
 
-    fn pause_others(&mut self, conn: ConnId) {
-        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).filter(|&id| id != conn).collect();
+    /// A connection is paused for congestion while any *other* connection has more than
+    /// `high_water` bytes queued, since what we read from it could only add to that queue.
+    /// Each direction of a tunnel thus pauses its own sender.
+    fn update_congestion(&mut self) {
+        let high_water = self.config.high_water;
+        let over: Vec<ConnId> =
+            self.conns.iter().filter(|c| !c.closed && c.queued > high_water).map(|c| c.id).collect();
+        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
         for id in ids {
-            self.pause(id, Pause::Congestion);
+            if over.iter().any(|&c| c != id) {
+                self.pause(id, Pause::Congestion);
+            } else {
+                self.unpause(id, Pause::Congestion);
+            }
         }
     }
 

@@ -213,6 +213,12 @@ impl HttpLayer {
             .collect();
         for (conn, flow) in expired {
             if let Some(i) = self.server_index(conn) {
+                if cx.is_paused(conn) {
+                    // We are not reading it (a hook is pending, the client is slow): its
+                    // silence is ours. Start counting again from now.
+                    self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                    continue;
+                }
                 self.servers[i].deadline = None;
             }
             if let Some(flow) = flow {
@@ -224,8 +230,17 @@ impl HttpLayer {
     }
 
     fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<ServerOutput>) {
+        // A request the codec rejected within the same read has been answered already: its
+        // stream only reports the error, and neither raises request hooks nor opens a server.
+        let rejected = outputs.iter().find_map(|o| match o {
+            ServerOutput::Error { flow: Some(flow), .. } => Some(*flow),
+            _ => None,
+        });
         for output in outputs {
             match output {
+                ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, .. }) if Some(flow) == rejected => {
+                    self.streams.insert(flow, HttpStream::new(cx, now, flow, request));
+                }
                 ServerOutput::Http(event) => self.route_request_event(cx, now, event),
                 ServerOutput::Error { flow: Some(flow), message } => {
                     self.feed(cx, now, flow, Input::ClientError { message });
@@ -320,7 +335,9 @@ impl HttpLayer {
                 if let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) {
                     let timeout = cx.config.server_idle_timeout;
                     let server = &mut self.servers[i];
-                    if server.deadline.is_none() && !server.dedicated {
+                    // The server may stay silent while it is still being sent the request:
+                    // count its silence from our last write.
+                    if !server.dedicated {
                         server.deadline = Some(now + timeout);
                     }
                     server.codec.send(cx, event);

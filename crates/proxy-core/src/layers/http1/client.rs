@@ -42,6 +42,7 @@ pub(crate) struct Http1Client {
     buf: BytesMut,
     heads: HeadReader,
     limits: Limits,
+    add_via: bool,
     recv: Recv,
     send: Send,
     flow: FlowId,
@@ -58,6 +59,7 @@ impl Http1Client {
             buf: BytesMut::new(),
             heads: HeadReader::new(),
             limits: limits(config),
+            add_via: config.add_via,
             recv: Recv::Idle,
             send: Send::Idle,
             flow: FlowId(0),
@@ -188,14 +190,14 @@ impl Http1Client {
         if (100..200).contains(&status) && status != 101 {
             let mut headers = head.headers;
             strip_hop_by_hop(&mut headers, false);
-            let response = response_from(head.version, status, head.reason, headers);
+            let response = self.response_from(head.version, status, head.reason, headers);
             out.push(ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
             return true;
         }
         if status == 101 {
             let mut headers = head.headers;
             strip_hop_by_hop(&mut headers, true);
-            let response = response_from(head.version, status, head.reason, headers);
+            let response = self.response_from(head.version, status, head.reason, headers);
             self.recv = Recv::Stopped;
             self.keep_alive = false;
             out.push(ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream: true }));
@@ -222,7 +224,7 @@ impl Http1Client {
         if framing == Framing::UntilClose {
             self.keep_alive = false;
         }
-        let response = response_from(head.version, status, head.reason, headers);
+        let response = self.response_from(head.version, status, head.reason, headers);
         let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
         self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
         out.push(ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
@@ -256,8 +258,14 @@ impl Http1Client {
     }
 }
 
-fn response_from(version: Version, status: u16, reason: String, headers: crate::headers::Headers) -> Response {
-    Response { version, status, reason, headers, body: None, trailers: None }
+impl Http1Client {
+    /// The response as the other side sees it, with our `Via` (RFC 9110 section 7.6.3) if asked.
+    fn response_from(&self, version: Version, status: u16, reason: String, mut headers: crate::headers::Headers) -> Response {
+        if self.add_via {
+            headers.append("via", format!("{} sansproxy", if version == Version::Http10 { "1.0" } else { "1.1" }));
+        }
+        Response { version, status, reason, headers, body: None, trailers: None }
+    }
 }
 
 fn request_authority(host: &str, port: u16) -> String {

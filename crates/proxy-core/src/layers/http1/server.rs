@@ -125,9 +125,10 @@ impl Http1Server {
         }
     }
 
-    /// Whether the connection is between requests with nothing pending.
+    /// Whether the connection is between requests: no exchange in progress, at most part of
+    /// the next head received (a client trickling a head is as idle as a silent one).
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(self.recv, Recv::Head) && self.current.is_none() && self.buf.is_empty()
+        matches!(self.recv, Recv::Head) && self.current.is_none()
     }
 
     /// Whether the connection should be closed now.
@@ -333,6 +334,10 @@ impl Http1Server {
         let no_body = current.head || status == 204 || status == 304 || (100..200).contains(&status);
         let tunnel = status == 101 || (current.connect && (200..300).contains(&status));
         let mut encoder = None;
+        if status == 204 || (100..200).contains(&status) || tunnel {
+            // RFC 9110 sections 8.6 and 9.3.6: no Content-Length in these, whoever built them.
+            headers.remove("content-length");
+        }
         if tunnel {
             if status == 101 {
                 headers.insert("connection", "Upgrade");

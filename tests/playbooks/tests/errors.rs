@@ -1,0 +1,500 @@
+//! Peers that break the protocol or go away, and servers that cannot be reached: each
+//! becomes a response naming the cause (while one can still be sent) and closed connections,
+//! never a panic or a hang.
+
+use std::time::Duration;
+
+use playbooks::*;
+
+const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
+const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+/// The client sends `request`; the proxy answers `status` with `message`, half-closes, and
+/// closes when the client does.
+fn rejected(config: Config, request: &str, status: u16, reason: &str, message: &str) -> Playbook {
+    Playbook::new(config)
+        .recv(CLIENT, request)
+        .expect(log(message))
+        .expect(send(CLIENT, proxy_error(status, reason, message, true)))
+        .expect(half_close(CLIENT))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+}
+
+#[test]
+fn bad_request_line_is_400() {
+    rejected(no_hooks(), "GARBAGE\r\n\r\n", 400, "Bad Request", "malformed request line").run_split();
+}
+
+#[test]
+fn head_over_the_limit_is_431() {
+    let config = Config { max_head_bytes: 64, ..no_hooks() };
+    let request = format!("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Big: {}\r\n\r\n", "x".repeat(64));
+    rejected(config, &request, 431, "Request Header Fields Too Large", "header section larger than 64 bytes")
+        .run_split();
+}
+
+#[test]
+fn head_over_the_limit_without_end_is_431() {
+    // No blank line ever comes: the limit still ends the wait.
+    let config = Config { max_head_bytes: 64, ..no_hooks() };
+    let request = format!("GET http://a.test/ HTTP/1.1\r\nX-Big: {}", "x".repeat(80));
+    rejected(config, &request, 431, "Request Header Fields Too Large", "header section larger than 64 bytes")
+        .run_split();
+}
+
+#[test]
+fn content_length_with_transfer_encoding_is_400() {
+    let request = "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    rejected(no_hooks(), request, 400, "Bad Request", "both content-length and transfer-encoding").run_split();
+}
+
+#[test]
+fn conflicting_content_lengths_are_400() {
+    let request = "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello";
+    rejected(no_hooks(), request, 400, "Bad Request", "conflicting content-length values").run_split();
+}
+
+#[test]
+fn obs_fold_is_400() {
+    let request = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Folded: a\r\n b\r\n\r\n";
+    rejected(no_hooks(), request, 400, "Bad Request", "obsolete line folding in header").run_split();
+}
+
+#[test]
+fn nul_in_header_value_is_400() {
+    let request = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Bad: a\0b\r\n\r\n";
+    rejected(no_hooks(), request, 400, "Bad Request", "invalid character in header value").run_split();
+}
+
+#[test]
+fn cr_in_header_value_is_400() {
+    let request = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Bad: a\rb\r\n\r\n";
+    rejected(no_hooks(), request, 400, "Bad Request", "invalid character in header value").run_split();
+}
+
+#[test]
+fn origin_form_target_is_400() {
+    let request = "GET /index.html HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let message = "a proxy request needs an absolute URL (http://host/path) as its target";
+    rejected(no_hooks(), request, 400, "Bad Request", message).run_split();
+}
+
+#[test]
+fn bad_chunk_size_is_400() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, "zz\r\nhello\r\n")
+        .expect(log("invalid chunk size"))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "bad request body: invalid chunk size", true)))
+        // The half-sent request is abandoned with its server connection.
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(half_close(CLIENT))
+        .run();
+}
+
+#[test]
+fn bad_chunk_size_before_the_server_is_up_is_400() {
+    // Rejected within the read that brought its head: no hook sees the request and no
+    // server is contacted, only the error is reported.
+    Playbook::new(http_proxy())
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        .expect(log("invalid chunk size"))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "bad request body: invalid chunk size", true)))
+        .expect(hook(F1, HookKind::Error))
+        .expect(half_close(CLIENT))
+        // Not run_split: with the head alone in a read, the request is legitimately under way.
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream failures
+
+#[test]
+fn connection_refused_is_502() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .open_failed(S1, OpenError::Refused)
+        .expect(log("cannot connect to a.test:80: connection refused"))
+        .expect(hook(F1, HookKind::Error).inspect(|f| {
+            let e = f.error.as_ref().unwrap();
+            assert_eq!(e.status, Some(502));
+            assert_eq!(e.message, "cannot connect to a.test:80: connection refused");
+        }))
+        .expect(send(
+            CLIENT,
+            proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false),
+        ))
+        // The client connection survives for its next request.
+        .recv(CLIENT, GET_A)
+        .expect(open(S2, "a.test:80"))
+        .run();
+}
+
+#[test]
+fn dns_failure_is_502() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .open_failed(S1, OpenError::Dns("no such host".into()))
+        .expect(send(
+            CLIENT,
+            proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: name resolution failed: no such host", false),
+        ))
+        .run();
+}
+
+#[test]
+fn connect_timeout_is_504() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .open_failed(S1, OpenError::Timeout)
+        .expect(send(
+            CLIENT,
+            proxy_error(504, "Gateway Timeout", "cannot connect to a.test:80: connect timed out", false),
+        ))
+        .run();
+}
+
+#[test]
+fn silent_server_is_504() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(59))
+        .wakeup()
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(504, "Gateway Timeout", "a.test:80 sent nothing for 60 s", false)))
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .run();
+}
+
+#[test]
+fn slow_but_steady_server_is_not_timed_out() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .advance(Duration::from_secs(50))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"))
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(50))
+        .recv(S1, "h")
+        .expect(send(CLIENT, "h"))
+        .advance(Duration::from_secs(50))
+        .wakeup()
+        .recv(S1, "i")
+        .expect(send(CLIENT, "i"))
+        .run();
+}
+
+#[test]
+fn server_closing_mid_body_closes_the_client() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        .closed(S1)
+        // Too late for an error response: the client sees a short body and a close.
+        .expect(hook(F1, HookKind::Error).inspect(|f| {
+            let e = f.error.as_ref().unwrap();
+            assert_eq!(e.status, None);
+            assert!(e.message.contains("closed the connection"), "{}", e.message);
+        }))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn server_closing_before_the_response_is_502() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .closed(S1)
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(
+                502,
+                "Bad Gateway",
+                "a.test:80: server closed the connection before the response was complete",
+                false,
+            ),
+        ))
+        .run();
+}
+
+#[test]
+fn malformed_response_is_502() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 2000 OK\r\n\r\n")
+        .expect(log("invalid response"))
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(502, "Bad Gateway", "a.test:80: invalid response: malformed status line", false),
+        ))
+        .run_split();
+}
+
+#[test]
+fn client_closing_mid_request_body_aborts_the_flow() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, "01234")
+        .expect(send(S1, "01234"))
+        .closed(CLIENT)
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn idle_client_is_closed() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .advance(Duration::from_secs(120))
+        .wakeup()
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn server_stalling_mid_body_closes_the_client() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(hook(F1, HookKind::Error).inspect(|f| {
+            assert_eq!(f.error.as_ref().unwrap().message, "a.test:80 sent nothing for 60 s");
+        }))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn server_sending_unasked_data_is_dropped() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
+        .recv(S1, "HTTP/1.1 200 OK\r\n")
+        .expect(log("server sent data without a request"))
+        .expect(close(S1))
+        .recv(CLIENT, GET_A)
+        .expect(open(S2, "a.test:80"))
+        .run();
+}
+
+#[test]
+fn client_closing_while_waiting_for_the_response_aborts_the_flow() {
+    Playbook::new(with_hooks([HookKind::Error]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        // The client is done sending; it may still read the response.
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        // A second close: writing failed too, the client is gone.
+        .closed(CLIENT)
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn rejected_client_is_closed_after_the_linger_time() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GARBAGE\r\n\r\n")
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "malformed request line", true)))
+        .expect(half_close(CLIENT))
+        .expect_timeout(Some(Duration::from_secs(2)))
+        // What the client still sends is read and dropped.
+        .recv(CLIENT, "more garbage")
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .expect(close(CLIENT))
+        .expect_finished()
+        .expect_timeout(None)
+        .run();
+}
+
+#[test]
+fn server_opened_after_the_client_left_is_closed() {
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        .closed(CLIENT)
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        // Late news about S1 changes nothing.
+        .opened(S1)
+        .recv(S1, "HTTP/1.1 200 OK\r\n")
+        .run();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers measure the peer's silence, not ours
+
+#[test]
+fn slow_upload_does_not_time_the_server_out() {
+    // The server owes nothing until the request is complete; 60 s of uploading is not its
+    // silence.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .advance(Duration::from_secs(50))
+        .recv(CLIENT, "01234")
+        .expect(send(S1, "01234"))
+        .advance(Duration::from_secs(50))
+        .wakeup()
+        .recv(CLIENT, "56789")
+        .expect(send(S1, "56789"))
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .run();
+}
+
+#[test]
+fn slow_hook_does_not_time_the_server_out() {
+    Playbook::new(with_hooks([HookKind::ResponseHeaders]))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        .expect(hook(F1, HookKind::ResponseHeaders))
+        .expect(pause(CLIENT))
+        .expect(pause(S1))
+        // The user takes 90 s to answer; S1 is not read meanwhile.
+        .advance(Duration::from_secs(90))
+        .wakeup()
+        .reply(F1, HookReply::Continue)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"))
+        .expect(resume(CLIENT))
+        .expect(resume(S1))
+        .recv(S1, "cd")
+        .expect(send(CLIENT, "cd"))
+        .run();
+}
+
+#[test]
+fn slow_client_does_not_time_the_server_out() {
+    Playbook::new(Config { high_water: 40, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"))
+        .expect(pause(S1))
+        // The client takes 90 s to read what is queued for it.
+        .advance(Duration::from_secs(90))
+        .wakeup()
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "de")
+        .expect(send(CLIENT, "de"))
+        .run();
+}
+
+#[test]
+fn partial_request_head_times_out() {
+    // A client that starts a request and goes quiet is not kept forever.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHo")
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .advance(Duration::from_secs(60))
+        .recv(CLIENT, "st")
+        // Trickling bytes does not push the deadline back.
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn response_head_over_the_limit_is_502() {
+    Playbook::new(Config { max_head_bytes: 64, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "x".repeat(64)))
+        .expect(log("header section larger than 64 bytes"))
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(502, "Bad Gateway", "a.test:80: invalid response: header section larger than 64 bytes", false),
+        ))
+        .run_split();
+}
