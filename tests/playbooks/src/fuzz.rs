@@ -8,6 +8,8 @@
 //! - a blocking hook is raised at most once per flow while it is unanswered;
 //! - output queued for a connection that never drains stays within the configured bounds,
 //!   provided the driver honours `PauseReading`.
+//!
+//! `FUZZ_TRACE=1` prints every event and command of a run, for replaying a failure.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -117,6 +119,8 @@ struct Run {
     write_closed: HashSet<ConnId>,
     fully_closed: HashSet<ConnId>,
     paused: HashSet<ConnId>,
+    /// The peer closed: a driver reads nothing more from it.
+    eof: HashSet<ConnId>,
     /// Bytes sent since the last drain we reported.
     queued: HashMap<ConnId, usize>,
     pending_hooks: Vec<FlowId>,
@@ -139,12 +143,19 @@ impl Run {
             write_closed: HashSet::new(),
             fully_closed: HashSet::new(),
             paused: HashSet::new(),
+            eof: HashSet::new(),
             queued: HashMap::new(),
             pending_hooks: Vec::new(),
         }
     }
 
     fn handle(&mut self, event: Event) {
+        if let Event::ConnectionClosed { conn } = event {
+            self.eof.insert(conn);
+        }
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            eprintln!(">> {event:?}");
+        }
         self.conn.handle(self.now, event);
         self.check_commands();
     }
@@ -152,6 +163,9 @@ impl Run {
     fn check_commands(&mut self) {
         let bound = self.config.high_water + self.config.max_head_bytes + 4 * MAX_CHUNK + 1024;
         while let Some(cmd) = self.conn.poll_command() {
+            if std::env::var_os("FUZZ_TRACE").is_some() {
+                eprintln!("<< {cmd:?}");
+            }
             match cmd {
                 Command::SendData { conn, data } => {
                     self.check_live(conn, "SendData");
@@ -198,7 +212,10 @@ impl Run {
     }
 
     fn readable(&self, conn: ConnId) -> bool {
-        self.open.contains(&conn) && !self.paused.contains(&conn) && !self.fully_closed.contains(&conn)
+        self.open.contains(&conn)
+            && !self.paused.contains(&conn)
+            && !self.eof.contains(&conn)
+            && !self.fully_closed.contains(&conn)
     }
 
     fn client(&mut self, data: Bytes) {
@@ -306,6 +323,9 @@ impl Run {
         let mut conns: Vec<ConnId> = self.open.iter().copied().collect();
         conns.sort();
         if let Some(&conn) = conns.get(usize::from(arg) % conns.len().max(1)) {
+            if self.eof.contains(&conn) {
+                return;
+            }
             self.handle(Event::ConnectionClosed { conn });
         }
     }
@@ -322,7 +342,7 @@ impl Run {
             }
             let open: Vec<ConnId> = self.open.iter().copied().collect();
             for conn in open {
-                if !self.fully_closed.contains(&conn) {
+                if !self.fully_closed.contains(&conn) && !self.eof.contains(&conn) {
                     self.handle(Event::ConnectionClosed { conn });
                 }
             }
@@ -333,5 +353,55 @@ impl Run {
             }
         }
         panic!("connection still open after every peer closed and every deadline passed");
+    }
+}
+
+/// The HTTP/1 parsers alone: a request head, then its body, then a response head and body,
+/// all from `data`. What parses must serialise and parse back to the same head, and a body
+/// must never yield more bytes than its framing allows.
+pub fn http1_wire(data: &[u8]) {
+    use bytes::BytesMut;
+    use proxy_core::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits};
+
+    let limits = Limits { max_head_bytes: 4096, max_headers: 64 };
+    let mut buf = BytesMut::from(data);
+    let mut heads = HeadReader::new();
+    if let Ok(Some(head)) = heads.read_request(&mut buf, &limits) {
+        let mut again = BytesMut::new();
+        wire::write_request_head(&mut again, &head.method, &head.target, head.version, &head.headers);
+        let reparsed = HeadReader::new().read_request(&mut again, &limits);
+        assert_eq!(reparsed, Ok(Some(head.clone())), "request head does not survive a round trip");
+        if let Ok(framing) = wire::request_framing(&head) {
+            read_body(framing, limits, &mut buf);
+        }
+    }
+    let mut heads = HeadReader::new();
+    if let Ok(Some(head)) = heads.read_response(&mut buf, &limits) {
+        if let Ok(framing) = wire::response_framing("GET", &head) {
+            read_body(framing, limits, &mut buf);
+        }
+    }
+
+    fn read_body(framing: Framing, limits: Limits, buf: &mut BytesMut) {
+        let mut reader = BodyReader::new(framing, limits);
+        let mut total = 0u64;
+        while let Ok(Some(event)) = reader.read(buf) {
+            match event {
+                BodyEvent::Data(data) => {
+                    assert!(!data.is_empty(), "empty data event");
+                    total += data.len() as u64;
+                    if let Framing::Length(n) = framing {
+                        assert!(total <= n, "{total} body bytes for content-length {n}");
+                    }
+                }
+                BodyEvent::End { .. } => {
+                    if let Framing::Length(n) = framing {
+                        assert_eq!(total, n, "body ended short of its content-length");
+                    }
+                    assert!(reader.is_done());
+                    return;
+                }
+            }
+        }
     }
 }

@@ -998,3 +998,5 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+pub mod fuzz;
