@@ -55,6 +55,11 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
+    /// Worker threads of the runtime. Defaults to the number of CPUs; on a machine that the
+    /// proxy shares with its clients and servers, fewer can be faster.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+
     /// Add a `Via: 1.1 sansproxy` header to forwarded messages.
     #[arg(long)]
     via: bool,
@@ -83,6 +88,7 @@ impl Args {
 /// Prints a line for each finished or failed flow.
 struct Printer {
     quiet: bool,
+    lines: FlowLog,
 }
 
 impl Handler for Printer {
@@ -100,12 +106,40 @@ impl Handler for Printer {
             _ => None,
         };
         if let Some(line) = line {
-            // One write of the whole line under stdout's lock: lines of concurrent flows never
-            // interleave. A closed stdout (a pipe whose reader left) is not the proxy's problem.
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+            self.lines.push(line);
         }
         HookReply::Continue
+    }
+}
+
+/// The flow log's writer: a thread that takes lines from the connections' tasks and writes
+/// whatever has piled up with one system call, so that under load the log costs a write per
+/// batch instead of a write (and a lock) per flow, while a lone line still goes out at once.
+struct FlowLog {
+    tx: std::sync::mpsc::Sender<String>,
+}
+
+impl FlowLog {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+            while let Ok(line) = rx.recv() {
+                let mut line = Some(line);
+                while let Some(l) = line {
+                    // A closed stdout (a pipe whose reader left) is not the proxy's problem.
+                    let _ = out.write_all(l.as_bytes());
+                    line = rx.try_recv().ok();
+                }
+                let _ = out.flush();
+            }
+        });
+        Self { tx }
+    }
+
+    fn push(&self, line: String) {
+        // The writer only stops when the process does.
+        let _ = self.tx.send(line);
     }
 }
 
@@ -135,7 +169,11 @@ fn init_logging() {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n as usize);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sansproxy: cannot start the runtime: {e}");
@@ -152,7 +190,7 @@ async fn serve(args: Args) -> ExitCode {
     let mut builder = Proxy::builder()
         .listen(args.listen)
         .config(args.config())
-        .handler(Printer { quiet: args.quiet })
+        .handler(Printer { quiet: args.quiet, lines: FlowLog::start() })
         .connect_timeout(args.connect_timeout)
         .shutdown_timeout(args.shutdown_timeout);
     if let Some(n) = args.max_connections {
@@ -223,8 +261,8 @@ mod tests {
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
         assert!(config.add_via);
-        assert_eq!(Printer { quiet: true }.hooks(), HookSet::NONE);
-        let loud = Printer { quiet: false }.hooks();
+        assert_eq!(Printer { quiet: true, lines: FlowLog::start() }.hooks(), HookSet::NONE);
+        let loud = Printer { quiet: false, lines: FlowLog::start() }.hooks();
         assert!(loud.contains(HookKind::Response) && loud.contains(HookKind::Error));
         assert!(!loud.contains(HookKind::RequestHeaders));
     }
