@@ -27,9 +27,11 @@ use crate::open::{open, Connecting};
 use crate::queue::WriteQueue;
 
 /// Capacity of the read buffer shared by the sockets of one connection.
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 256 * 1024;
 /// Below this much spare capacity the read buffer is topped up before a read.
 const MIN_READ: usize = 4 * 1024;
+/// Reads at least this big hand their buffer over to the core instead of splitting it.
+const BIG_READ: usize = 16 * 1024;
 
 /// What the driver needs from the core. [`Connection`] is the only real implementation; tests
 /// drive the loop with small fakes.
@@ -514,7 +516,13 @@ impl Sock {
             match result {
                 Ok(0) => return self.read_ended(None),
                 Ok(_) if self.forgotten => buf.clear(),
-                Ok(_) => return Some(Event::DataReceived { conn: self.id, data: buf.split().freeze() }),
+                Ok(n) => {
+                    // A big read takes the whole buffer along, so the core holds the only
+                    // reference and can reuse it without copying; small reads share one
+                    // buffer to save allocations.
+                    let data = if n >= BIG_READ { std::mem::take(buf) } else { buf.split() };
+                    return Some(Event::DataReceived { conn: self.id, data: data.freeze() });
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 Err(e) => return self.read_ended(Some(e)),
             }

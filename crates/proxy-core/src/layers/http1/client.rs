@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{limits, strip_hop_by_hop, Encoder};
+use super::{limits, strip_hop_by_hop, take_in, Encoder};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{Request, Response, Version};
@@ -143,11 +143,10 @@ impl Http1Client {
 
     pub(crate) fn receive(&mut self, cx: &mut Context, data: Bytes, out: &mut Vec<ClientOutput>) {
         let _ = cx;
+        take_in(&mut self.buf, data);
         if matches!(self.recv, Recv::Stopped) {
-            self.buf.extend_from_slice(&data);
             return;
         }
-        self.buf.extend_from_slice(&data);
         loop {
             match &mut self.recv {
                 Recv::Idle | Recv::Done => {

@@ -20,6 +20,17 @@ use crate::config::Config;
 use crate::context::{ConnId, Context};
 use crate::headers::Headers;
 
+/// Append received bytes to a connection's buffer. Into an empty buffer, bytes that nobody
+/// else references are adopted without a copy: the common case for bodies, which the
+/// parser then splits off again.
+fn take_in(buf: &mut BytesMut, data: Bytes) {
+    if buf.is_empty() {
+        *buf = BytesMut::from(data);
+    } else {
+        buf.extend_from_slice(&data);
+    }
+}
+
 fn limits(config: &Config) -> wire::Limits {
     wire::Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
 }

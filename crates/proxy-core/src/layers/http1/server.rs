@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{limits, strip_hop_by_hop, Encoder};
+use super::{limits, strip_hop_by_hop, take_in, Encoder};
 use crate::command::LogLevel;
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
@@ -89,7 +89,7 @@ impl Http1Server {
         if self.finished || matches!(self.recv, Recv::Stopped) && !self.tunnel {
             return;
         }
-        self.buf.extend_from_slice(&data);
+        take_in(&mut self.buf, data);
         if !self.tunnel {
             self.parse(cx, now, out);
         }
