@@ -26,6 +26,10 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_head_bytes)]
     max_head_bytes: usize,
 
+    /// Most header fields in one request or response head.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_headers)]
+    max_headers: usize,
+
     /// Largest body a hook may buffer, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_buffered_body)]
     max_buffered_body: usize,
@@ -42,6 +46,15 @@ struct Args {
     /// How long an idle keep-alive client connection is kept open.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "120")]
     client_idle_timeout: Duration,
+
+    /// After the last response on a client connection, how long to keep reading (and
+    /// dropping) what the client still sends before closing, so the response is not reset.
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "2")]
+    close_linger: Duration,
+
+    /// Never reuse an upstream connection for a later request of the same client.
+    #[arg(long)]
+    no_server_reuse: bool,
 
     /// How long resolving and connecting to an upstream may take.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "10")]
@@ -75,7 +88,10 @@ impl Args {
     fn config(&self) -> Config {
         Config {
             max_head_bytes: self.max_head_bytes,
+            max_headers: self.max_headers,
             max_buffered_body: self.max_buffered_body,
+            close_linger: self.close_linger,
+            reuse_server_connections: !self.no_server_reuse,
             high_water: self.high_water,
             server_idle_timeout: self.server_idle_timeout,
             client_idle_timeout: self.client_idle_timeout,
