@@ -27,7 +27,7 @@ use crate::open::{open, Connecting};
 use crate::queue::WriteQueue;
 
 /// Capacity of the read buffer shared by the sockets of one connection.
-const READ_BUF: usize = 256 * 1024;
+pub(crate) const READ_BUF: usize = 256 * 1024;
 /// Below this much spare capacity the read buffer is topped up before a read.
 const MIN_READ: usize = 4 * 1024;
 /// Reads at least this big hand their buffer over to the core instead of splitting it.
