@@ -11,7 +11,7 @@
 //!
 //! `FUZZ_TRACE=1` prints every event and command of a run, for replaying a failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ pub fn client_bytes(data: &[u8]) {
         run.client(Bytes::copy_from_slice(chunk));
         run.serve_servers(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     }
-    run.handle(Event::ConnectionClosed { conn: ConnId::CLIENT });
+    run.client_eof();
     run.serve_servers(b"");
     run.finish();
 }
@@ -63,7 +63,7 @@ pub fn server_bytes(data: &[u8]) {
         run.server_data(Bytes::copy_from_slice(chunk));
     }
     run.close_servers();
-    run.handle(Event::ConnectionClosed { conn: ConnId::CLIENT });
+    run.client_eof();
     run.finish();
 }
 
@@ -124,6 +124,10 @@ struct Run {
     /// Bytes sent since the last drain we reported.
     queued: HashMap<ConnId, usize>,
     pending_hooks: Vec<FlowId>,
+    /// What the client sent that the core has not read yet (it paused the client); `None`
+    /// is its EOF. A driver leaves such bytes in the socket until reading resumes.
+    unread: VecDeque<Option<Bytes>>,
+    pumping: bool,
 }
 
 impl Run {
@@ -146,6 +150,8 @@ impl Run {
             eof: HashSet::new(),
             queued: HashMap::new(),
             pending_hooks: Vec::new(),
+            unread: VecDeque::new(),
+            pumping: false,
         }
     }
 
@@ -158,6 +164,23 @@ impl Run {
         }
         self.conn.handle(self.now, event);
         self.check_commands();
+        self.pump();
+    }
+
+    /// Hand the core what the client sent while it was not reading, as far as it reads now.
+    fn pump(&mut self) {
+        if self.pumping {
+            return;
+        }
+        self.pumping = true;
+        while self.readable(ConnId::CLIENT) {
+            match self.unread.pop_front() {
+                Some(Some(data)) => self.handle(Event::DataReceived { conn: ConnId::CLIENT, data }),
+                Some(None) => self.handle(Event::ConnectionClosed { conn: ConnId::CLIENT }),
+                None => break,
+            }
+        }
+        self.pumping = false;
     }
 
     fn check_commands(&mut self) {
@@ -219,8 +242,16 @@ impl Run {
     }
 
     fn client(&mut self, data: Bytes) {
-        if self.readable(ConnId::CLIENT) {
-            self.handle(Event::DataReceived { conn: ConnId::CLIENT, data });
+        if self.open.contains(&ConnId::CLIENT) && !self.eof.contains(&ConnId::CLIENT) {
+            self.unread.push_back(Some(data));
+            self.pump();
+        }
+    }
+
+    fn client_eof(&mut self) {
+        if !self.unread.contains(&None) && !self.eof.contains(&ConnId::CLIENT) {
+            self.unread.push_back(None);
+            self.pump();
         }
     }
 
