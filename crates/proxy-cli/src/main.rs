@@ -52,6 +52,11 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "2")]
     close_linger: Duration,
 
+    /// Keep every body byte inside the proxy, instead of splicing large bodies that no hook
+    /// needs to see from socket to socket in the kernel.
+    #[arg(long)]
+    no_splice: bool,
+
     /// Never reuse an upstream connection for a later request of the same client.
     #[arg(long)]
     no_server_reuse: bool,
@@ -92,6 +97,7 @@ impl Args {
             max_buffered_body: self.max_buffered_body,
             close_linger: self.close_linger,
             reuse_server_connections: !self.no_server_reuse,
+            forward_min: (!self.no_splice).then_some(FORWARD_MIN),
             high_water: self.high_water,
             server_idle_timeout: self.server_idle_timeout,
             client_idle_timeout: self.client_idle_timeout,
@@ -100,6 +106,9 @@ impl Args {
         }
     }
 }
+
+/// Bodies with at least this much left to come are spliced rather than read.
+const FORWARD_MIN: u64 = 256 * 1024;
 
 /// Prints a line for each finished or failed flow.
 struct Printer {

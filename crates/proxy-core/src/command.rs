@@ -18,6 +18,13 @@ pub enum Command {
     /// Close `conn`. With `half`, only shut down the writing side (after the queued output),
     /// and keep reading until the peer closes too.
     CloseConnection { conn: ConnId, half: bool },
+    /// Move the next `len` bytes that arrive on `from` to `to` unchanged, without handing them
+    /// to the core (a body nobody needs to see; on Linux the driver splices it). Report
+    /// progress with [`Event::Forwarded`](crate::Event::Forwarded). Output queued for `to`
+    /// before this command goes first. Only issued when [`Config::forward_min`] allows.
+    ///
+    /// [`Config::forward_min`]: crate::Config::forward_min
+    Forward { from: ConnId, to: ConnId, len: u64 },
     /// Stop reading from `conn` until [`Command::ResumeReading`].
     PauseReading { conn: ConnId },
     /// Read from `conn` again.

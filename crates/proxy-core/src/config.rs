@@ -31,6 +31,11 @@ pub struct Config {
     /// After the proxy has sent its last response on a client connection, how long it keeps
     /// reading (and dropping) what the client still sends before closing for good.
     pub close_linger: Duration,
+    /// A streamed `Content-Length` body with at least this many bytes still to come, that no
+    /// hook asked to see, is handed to the driver to move by itself
+    /// ([`Command::Forward`](crate::Command::Forward)). `None` keeps every byte in the core;
+    /// drivers that cannot forward must set it so.
+    pub forward_min: Option<u64>,
     /// Add `Via: 1.1 sansproxy` to forwarded messages.
     pub add_via: bool,
     /// Keep idle upstream connections for reuse by later requests of the same client.
@@ -49,6 +54,7 @@ impl Default for Config {
             server_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(120),
             close_linger: Duration::from_secs(2),
+            forward_min: None,
             add_via: false,
             reuse_server_connections: true,
         }

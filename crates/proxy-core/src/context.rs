@@ -204,6 +204,11 @@ impl Context {
         self.conns.retain(|c| c.id != conn);
     }
 
+    /// Ask the driver to move `len` bytes from `from` to `to` by itself.
+    pub(crate) fn forward(&mut self, from: ConnId, to: ConnId, len: u64) {
+        self.out.push_back(Command::Forward { from, to, len });
+    }
+
     pub(crate) fn hook(&mut self, flow: crate::context::FlowId, hook: Hook) {
         self.out.push_back(Command::Hook { flow, hook });
     }

@@ -24,6 +24,9 @@ pub enum Event {
     OpenFailed { conn: ConnId, error: OpenError },
     /// Everything sent on `conn` so far has been handed to the operating system.
     WriteDrained { conn: ConnId },
+    /// `len` more bytes of a [`Command::Forward`](crate::Command::Forward) from `from` have
+    /// been written to its destination.
+    Forwarded { from: ConnId, len: u64 },
     /// The deadline last returned by [`Connection::poll_timeout`](crate::Connection::poll_timeout)
     /// has passed.
     Wakeup,

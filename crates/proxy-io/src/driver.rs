@@ -98,6 +98,8 @@ struct Driver<'o, C, M, F> {
     hooks: FuturesUnordered<F>,
     make_hook: M,
     timer: Timer,
+    /// Bodies the core handed over with `Command::Forward`.
+    forwards: Vec<Forward>,
     /// Where the next round over the sockets starts, so that one busy socket cannot starve
     /// the others.
     next: usize,
@@ -120,6 +122,7 @@ where
             hooks: FuturesUnordered::new(),
             make_hook,
             timer: Timer::default(),
+            forwards: Vec::new(),
             next: 0,
         }
     }
@@ -168,6 +171,7 @@ where
                     s.close(half, linger);
                 }
             }
+            Command::Forward { from, to, len } => self.start_forward(from, to, len),
             Command::PauseReading { conn } => {
                 if let Some(s) = self.sock(conn) {
                     s.paused = true;
@@ -215,6 +219,9 @@ where
         if let Some(event) = self.poll_timer(cx) {
             return Poll::Ready(event);
         }
+        if let Some(event) = self.poll_forwards(cx) {
+            return Poll::Ready(event);
+        }
         let n = self.socks.len();
         for i in 0..n {
             let at = (self.next + i) % n;
@@ -224,6 +231,153 @@ where
             }
         }
         Poll::Pending
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_forward(&mut self, from: ConnId, to: ConnId, len: u64) {
+        match crate::splice::Pipe::new() {
+            Ok(pipe) => {
+                if let Some(s) = self.sock(from) {
+                    s.forwarding = true;
+                }
+                self.forwards.push(Forward { from, to, remaining: len, pipe, eof: false });
+            }
+            // Without a pipe the bytes cannot move; the core will not see them either, so
+            // this connection cannot go on.
+            Err(e) => {
+                tracing::warn!(client = %self.peer, error = %e, "cannot create a pipe to forward a body");
+                for s in &mut self.socks {
+                    s.kill();
+                }
+                self.events.push_back(Event::ConnectionClosed { conn: from });
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start_forward(&mut self, from: ConnId, _to: ConnId, _len: u64) {
+        // The builder keeps `forward_min` off where splice is missing; a core that asks anyway
+        // gets its connection closed rather than a hang.
+        tracing::warn!(client = %self.peer, "forwarding is not supported on this platform");
+        self.events.push_back(Event::ConnectionClosed { conn: from });
+    }
+
+    /// Move forwarded bodies along: from the source socket into the pipe, from the pipe into
+    /// the destination once everything queued for it before has left. Reports the bytes
+    /// written as one `Forwarded` event per round.
+    #[cfg(target_os = "linux")]
+    fn poll_forwards(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        use std::os::fd::AsRawFd;
+        use tokio::io::Interest;
+        /// At most this much moves before other events get their turn.
+        const ROUND: u64 = 4 * 1024 * 1024;
+
+        let mut i = 0;
+        while i < self.forwards.len() {
+            let f = &mut self.forwards[i];
+            let from = self.socks.iter().position(|s| s.id == f.from && !s.forgotten && s.is_alive());
+            let to = self.socks.iter().position(|s| s.id == f.to && !s.forgotten && s.is_alive());
+            let (Some(from), Some(to)) = (from, to) else {
+                // One side was closed: the core knows, and the rest of the body has no reader.
+                self.forwards.swap_remove(i);
+                continue;
+            };
+            let mut moved = 0u64;
+            let mut failed = None;
+            while moved < ROUND {
+                if f.pipe.len > 0 {
+                    let sock = &self.socks[to];
+                    let Io::Open(stream) = &sock.io else { break };
+                    if !sock.queue.is_empty() {
+                        // What the core sent before the forward goes first.
+                        break;
+                    }
+                    match stream.poll_write_ready(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(Err(e)) => {
+                            failed = Some((to, e));
+                            break;
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    match stream.try_io(Interest::WRITABLE, || f.pipe.drain(stream.as_raw_fd())) {
+                        Ok(n) => moved += n as u64,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            failed = Some((to, e));
+                            break;
+                        }
+                    }
+                } else if f.remaining > 0 && !f.eof {
+                    let sock = &self.socks[from];
+                    let Io::Open(stream) = &sock.io else { break };
+                    if sock.paused {
+                        break;
+                    }
+                    match stream.poll_read_ready(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(Err(e)) => {
+                            failed = Some((from, e));
+                            break;
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let max = usize::try_from(f.remaining).unwrap_or(usize::MAX).min(1 << 20);
+                    match stream.try_io(Interest::READABLE, || f.pipe.fill(stream.as_raw_fd(), max)) {
+                        Ok(0) => f.eof = true,
+                        Ok(n) => f.remaining -= n as u64,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            failed = Some((from, e));
+                            break;
+                        }
+                    }
+                } else {
+                    break;
+                }
+            }
+            let (from_id, done) = (f.from, f.pipe.len == 0 && (f.remaining == 0 || f.eof));
+            let eof = f.eof;
+            let removed = failed.is_some() || done;
+            if let Some((at, e)) = failed {
+                tracing::debug!(conn = self.socks[at].id.0, error = %e, "forwarding failed");
+                self.socks[at].kill();
+                if let Some(event) = self.socks[at].closed_event() {
+                    self.events.push_back(event);
+                }
+                self.socks[from].forwarding = false;
+                self.forwards.swap_remove(i);
+            } else if done {
+                self.socks[from].forwarding = false;
+                if eof {
+                    // The peer closed before the body was complete; the core makes it an error.
+                    self.socks[from].read_done = true;
+                    if let Some(event) = self.socks[from].closed_event() {
+                        self.events.push_back(event);
+                    }
+                }
+                self.forwards.swap_remove(i);
+            }
+            if moved > 0 {
+                if removed || moved >= ROUND {
+                    // Let the caller poll again soon, for this forward's next round or others.
+                    cx.waker().wake_by_ref();
+                }
+                return Some(Event::Forwarded { from: from_id, len: moved });
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            if !removed {
+                i += 1;
+            }
+        }
+        None
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn poll_forwards(&mut self, _cx: &mut Context<'_>) -> Option<Event> {
+        None
     }
 
     /// Arm the timer for the core's deadline and the lingering sockets', and report the core's
@@ -278,6 +432,21 @@ where
     }
 }
 
+/// A body moving from one socket to another outside the core.
+#[cfg(target_os = "linux")]
+struct Forward {
+    from: ConnId,
+    to: ConnId,
+    /// Bytes still to read from `from`.
+    remaining: u64,
+    pipe: crate::splice::Pipe,
+    /// `from` closed before `remaining` reached zero.
+    eof: bool,
+}
+
+#[cfg(not(target_os = "linux"))]
+struct Forward;
+
 enum Io {
     Connecting(Connecting),
     Open(TcpStream),
@@ -292,6 +461,8 @@ struct Sock {
     queue: WriteQueue,
     /// The core asked not to read from it.
     paused: bool,
+    /// Its input is being forwarded: the forward reads it, not the usual path.
+    forwarding: bool,
     /// EOF or a read error was seen.
     read_done: bool,
     /// `ConnectionClosed` was fed for it.
@@ -319,6 +490,7 @@ impl Sock {
             io,
             queue: WriteQueue::default(),
             paused: false,
+            forwarding: false,
             read_done: false,
             reported_closed: false,
             unreported: false,
@@ -449,7 +621,7 @@ impl Sock {
     }
 
     fn wants_read(&self) -> bool {
-        !self.read_done && (self.forgotten || !self.paused)
+        !self.read_done && !self.forwarding && (self.forgotten || !self.paused)
     }
 
     /// Make progress on connecting, writing and reading; the first event wins.

@@ -32,6 +32,8 @@ mod handler;
 mod open;
 mod proxy;
 mod queue;
+#[cfg(target_os = "linux")]
+mod splice;
 
 pub use handler::{Handler, NoopHandler};
 pub use proxy::{shutdown_on_signals, Builder, Proxy, ShutdownHandle};

@@ -99,6 +99,10 @@ impl<H: Handler> Builder<H> {
         let local_addr = listener.local_addr()?;
         let mut config = self.config;
         config.hooks = self.handler.hooks();
+        if !cfg!(target_os = "linux") {
+            // Forwarding needs splice(2).
+            config.forward_min = None;
+        }
         let (tx, rx) = watch::channel(State::Running);
         Ok(Proxy {
             listener,

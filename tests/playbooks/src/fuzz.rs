@@ -25,6 +25,7 @@ pub fn fuzz_config() -> Config {
         max_headers: 32,
         max_buffered_body: 4096,
         high_water: 1024,
+        forward_min: Some(16),
         ..Config::default()
     }
 }
@@ -128,6 +129,8 @@ struct Run {
     /// is its EOF. A driver leaves such bytes in the socket until reading resumes.
     unread: VecDeque<Option<Bytes>>,
     pumping: bool,
+    /// Active `Forward`s: source, destination, bytes still to move.
+    forwards: Vec<(ConnId, ConnId, u64)>,
 }
 
 impl Run {
@@ -152,12 +155,14 @@ impl Run {
             pending_hooks: Vec::new(),
             unread: VecDeque::new(),
             pumping: false,
+            forwards: Vec::new(),
         }
     }
 
     fn handle(&mut self, event: Event) {
         if let Event::ConnectionClosed { conn } = event {
             self.eof.insert(conn);
+            self.forwards.retain(|&(from, _, _)| from != conn);
         }
         if std::env::var_os("FUZZ_TRACE").is_some() {
             eprintln!(">> {event:?}");
@@ -175,7 +180,7 @@ impl Run {
         self.pumping = true;
         while self.readable(ConnId::CLIENT) {
             match self.unread.pop_front() {
-                Some(Some(data)) => self.handle(Event::DataReceived { conn: ConnId::CLIENT, data }),
+                Some(Some(data)) => self.deliver(ConnId::CLIENT, data),
                 Some(None) => self.handle(Event::ConnectionClosed { conn: ConnId::CLIENT }),
                 None => break,
             }
@@ -193,6 +198,10 @@ impl Run {
                 Command::SendData { conn, data } => {
                     self.check_live(conn, "SendData");
                     assert!(!self.write_closed.contains(&conn), "SendData on {conn:?} after it was closed");
+                    assert!(
+                        !self.forwards.iter().any(|&(_, to, _)| to == conn),
+                        "SendData on {conn:?} while a forward into it is under way"
+                    );
                     let queued = self.queued.entry(conn).or_default();
                     *queued += data.len();
                     assert!(*queued <= bound, "{queued} bytes queued for {conn:?}, bound {bound}");
@@ -205,6 +214,7 @@ impl Run {
                     self.check_live(conn, "CloseConnection");
                     self.write_closed.insert(conn);
                     if !half {
+                        self.forwards.retain(|&(from, to, _)| from != conn && to != conn);
                         self.fully_closed.insert(conn);
                         self.open.remove(&conn);
                         self.opening.retain(|&c| c != conn);
@@ -217,6 +227,13 @@ impl Run {
                 Command::ResumeReading { conn } => {
                     self.check_live(conn, "ResumeReading");
                     self.paused.remove(&conn);
+                }
+                Command::Forward { from, to, len } => {
+                    self.check_live(from, "Forward");
+                    self.check_live(to, "Forward");
+                    assert!(len > 0, "empty Forward");
+                    assert!(!self.forwards.iter().any(|&(f, _, _)| f == from), "two forwards from {from:?}");
+                    self.forwards.push((from, to, len));
                 }
                 Command::Hook { flow, hook } => {
                     if hook.is_blocking() {
@@ -239,6 +256,29 @@ impl Run {
             && !self.paused.contains(&conn)
             && !self.eof.contains(&conn)
             && !self.fully_closed.contains(&conn)
+    }
+
+    /// Data arriving on `conn`: what an active forward takes moves by itself (reported with
+    /// `Forwarded`, as a driver would), the rest goes to the core.
+    fn deliver(&mut self, conn: ConnId, mut data: Bytes) {
+        if let Some(i) = self.forwards.iter().position(|&(from, _, _)| from == conn) {
+            let (from, to, remaining) = self.forwards[i];
+            let n = remaining.min(data.len() as u64);
+            let moved = data.split_to(n as usize);
+            if n == remaining {
+                self.forwards.swap_remove(i);
+            } else {
+                self.forwards[i].2 -= n;
+            }
+            if self.fully_closed.contains(&to) {
+                return;
+            }
+            self.handle(Event::Forwarded { from, len: moved.len() as u64 });
+            if data.is_empty() || !self.readable(conn) {
+                return;
+            }
+        }
+        self.handle(Event::DataReceived { conn, data });
     }
 
     fn client(&mut self, data: Bytes) {
@@ -274,7 +314,7 @@ impl Run {
         if !response.is_empty() {
             for conn in self.servers() {
                 if self.readable(conn) {
-                    self.handle(Event::DataReceived { conn, data: Bytes::from_static(response) });
+                    self.deliver(conn, Bytes::from_static(response));
                 }
             }
         }
@@ -284,7 +324,7 @@ impl Run {
     fn server_data(&mut self, data: Bytes) {
         self.serve_servers(b"");
         if let Some(conn) = self.servers().into_iter().find(|&c| self.readable(c)) {
-            self.handle(Event::DataReceived { conn, data });
+            self.deliver(conn, data);
         }
     }
 

@@ -159,6 +159,7 @@ enum Exp {
     Close { conn: ConnId, half: bool },
     Pause(ConnId),
     Resume(ConnId),
+    Forward { from: ConnId, to: ConnId, len: u64 },
     Hook { flow: FlowId, kind: HookKind, inspect: Option<Inspect> },
     Log { level: Option<LogLevel>, text: String },
 }
@@ -189,6 +190,11 @@ pub fn pause(conn: ConnId) -> Expect {
 
 pub fn resume(conn: ConnId) -> Expect {
     Expect(Exp::Resume(conn))
+}
+
+/// A `Forward` of `len` bytes from `from` to `to`: the driver is to move them by itself.
+pub fn forward(from: ConnId, to: ConnId, len: u64) -> Expect {
+    Expect(Exp::Forward { from, to, len })
 }
 
 /// A `Hook` of kind `kind` for `flow`. Add [`Expect::inspect`] to look at the flow it carries.
@@ -229,6 +235,7 @@ enum Ev {
     Opened(ConnId),
     OpenFailed(ConnId, OpenError),
     Drained(ConnId),
+    Forwarded(ConnId, u64),
     Wakeup,
     Reply(FlowId, ReplySpec),
 }
@@ -332,6 +339,11 @@ impl Playbook {
     /// `>> WriteDrained`: everything sent on `conn` has left.
     pub fn drained(self, conn: ConnId) -> Self {
         self.event(Ev::Drained(conn))
+    }
+
+    /// `>> Forwarded`: the driver moved `len` more bytes of a `Forward` from `from`.
+    pub fn forwarded(self, from: ConnId, len: u64) -> Self {
+        self.event(Ev::Forwarded(from, len))
     }
 
     /// `>> Wakeup` at the current virtual time.
@@ -450,6 +462,7 @@ enum Cmd {
     Close { conn: ConnId, half: bool },
     Pause(ConnId),
     Resume(ConnId),
+    Forward { from: ConnId, to: ConnId, len: u64 },
     Hook { flow: FlowId, hook: Hook },
 }
 
@@ -608,6 +621,7 @@ impl<'a> Runner<'a> {
             Ev::Opened(conn) => self.feed_shown(Event::Opened { conn: *conn }),
             Ev::OpenFailed(conn, error) => self.feed_shown(Event::OpenFailed { conn: *conn, error: error.clone() }),
             Ev::Drained(conn) => self.feed_shown(Event::WriteDrained { conn: *conn }),
+            Ev::Forwarded(from, len) => self.feed_shown(Event::Forwarded { from: *from, len: *len }),
             Ev::Wakeup => self.feed_shown(Event::Wakeup),
         }
     }
@@ -693,6 +707,7 @@ impl<'a> Runner<'a> {
                 self.paused.remove(&conn);
                 Cmd::Resume(conn)
             }
+            Command::Forward { from, to, len } => Cmd::Forward { from, to, len },
             Command::Hook { flow, hook } => {
                 if hook.is_blocking() {
                     *self.unanswered.entry(flow).or_default() += 1;
@@ -818,6 +833,7 @@ fn mismatch(exp: &Exp, got: &Cmd) -> Option<String> {
         (Exp::Open { conn, addr }, Cmd::Open { conn: c, addr: a }) => conn == c && *addr == a.to_string(),
         (Exp::Close { conn, half }, Cmd::Close { conn: c, half: h }) => conn == c && half == h,
         (Exp::Pause(conn), Cmd::Pause(c)) | (Exp::Resume(conn), Cmd::Resume(c)) => conn == c,
+        (Exp::Forward { from, to, len }, Cmd::Forward { from: f, to: t, len: l }) => from == f && to == t && len == l,
         (Exp::Hook { flow, kind, .. }, Cmd::Hook { flow: f, hook }) => flow == f && *kind == hook.kind(),
         _ => false,
     };
@@ -916,6 +932,7 @@ fn fmt_event(e: &Event) -> String {
         Event::Opened { conn } => format!("Opened({})", fmt_conn(*conn)),
         Event::OpenFailed { conn, error } => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
         Event::WriteDrained { conn } => format!("WriteDrained({})", fmt_conn(*conn)),
+        Event::Forwarded { from, len } => format!("Forwarded({}, {len})", fmt_conn(*from)),
         Event::Wakeup => "Wakeup".into(),
         Event::HookReply { flow, reply } => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(reply)),
     }
@@ -942,6 +959,7 @@ fn fmt_cmd(c: &Cmd) -> String {
         Cmd::Close { conn, half: true } => format!("CloseConnection({}, half)", fmt_conn(*conn)),
         Cmd::Pause(conn) => format!("PauseReading({})", fmt_conn(*conn)),
         Cmd::Resume(conn) => format!("ResumeReading({})", fmt_conn(*conn)),
+        Cmd::Forward { from, to, len } => format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to)),
         Cmd::Hook { flow, hook } => format!("Hook({}, {})", fmt_flow(*flow), fmt_hook(hook)),
     }
 }
@@ -954,6 +972,7 @@ fn fmt_exp(e: &Exp) -> String {
         Exp::Close { conn, half: true } => format!("CloseConnection({}, half)", fmt_conn(*conn)),
         Exp::Pause(conn) => format!("PauseReading({})", fmt_conn(*conn)),
         Exp::Resume(conn) => format!("ResumeReading({})", fmt_conn(*conn)),
+        Exp::Forward { from, to, len } => format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to)),
         Exp::Hook { flow, kind, inspect } => {
             format!("Hook({}, {kind:?}){}", fmt_flow(*flow), if inspect.is_some() { " + inspect" } else { "" })
         }
@@ -972,6 +991,7 @@ fn fmt_step(s: &Step) -> String {
                 Ev::Opened(conn) => format!("Opened({})", fmt_conn(*conn)),
                 Ev::OpenFailed(conn, error) => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
                 Ev::Drained(conn) => format!("WriteDrained({})", fmt_conn(*conn)),
+                Ev::Forwarded(from, len) => format!("Forwarded({}, {len})", fmt_conn(*from)),
                 Ev::Wakeup => "Wakeup".into(),
                 Ev::Reply(flow, ReplySpec::Fixed(r)) => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(r)),
                 Ev::Reply(flow, ReplySpec::With(_)) => format!("HookReply({}, <built from the flow>)", fmt_flow(*flow)),

@@ -18,6 +18,9 @@ const SEEDS: &[&[u8]] = &[
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframes",
     b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+    // Bodies long enough to be forwarded under the fuzz configuration.
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 40\r\n\r\n0123456789012345678901234567890123456789",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n0123456789012345678901234567890123456789",
 ];
 
 fn spliced() -> impl Strategy<Value = Vec<u8>> {

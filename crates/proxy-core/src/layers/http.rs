@@ -178,6 +178,29 @@ impl HttpLayer {
                 }
             }
             Event::WriteDrained { .. } => {}
+            Event::Forwarded { from, len } if from == ConnId::CLIENT => {
+                if let Some(flow) = self.client.current_flow() {
+                    self.feed(cx, now, flow, Input::RequestForwarded(len));
+                }
+                let mut outputs = Vec::new();
+                self.client.handle_forwarded(len, &mut outputs);
+                self.handle_client_outputs(cx, now, outputs);
+            }
+            Event::Forwarded { from, len } => {
+                let timeout = cx.config.server_idle_timeout;
+                let Some(i) = self.server_index(from) else { return };
+                let server = &mut self.servers[i];
+                if server.deadline.is_some() {
+                    server.deadline = Some(now + timeout);
+                }
+                let flow = server.flow;
+                let mut outputs = Vec::new();
+                server.codec.handle_forwarded(len, &mut outputs);
+                if let Some(flow) = flow {
+                    self.feed(cx, now, flow, Input::ResponseForwarded(len));
+                }
+                self.handle_server_outputs(cx, now, from, outputs);
+            }
             Event::Wakeup => self.handle_wakeup(cx, now),
             Event::HookReply { flow, reply } => {
                 if self.streams.contains_key(&flow) {
@@ -436,11 +459,30 @@ impl HttpLayer {
         }
     }
 
+    /// Hand the rest of a body to the driver when nothing in the core needs to see it.
+    fn start_forwards(&mut self, cx: &mut Context) {
+        let Some(min) = cx.config.forward_min else { return };
+        let Some(flow) = self.client.current_flow() else { return };
+        let Some(stream) = self.streams.get(&flow) else { return };
+        let Some(server) = self.servers.iter_mut().find(|s| s.flow == Some(flow) && s.open) else { return };
+        if stream.may_forward_response() && self.client.sends_raw_body(flow) {
+            if let Some(len) = server.codec.start_forward(min) {
+                cx.forward(server.conn, ConnId::CLIENT, len);
+            }
+        }
+        if stream.may_forward_request() && server.codec.sends_raw_body() {
+            if let Some(len) = self.client.start_forward(min) {
+                cx.forward(ConnId::CLIENT, server.conn, len);
+            }
+        }
+    }
+
     /// Bookkeeping after every event: reading permissions, keep-alive, closing.
     fn after_event(&mut self, cx: &mut Context, now: Instant) {
         if self.handover.is_some() || self.client_gone {
             return;
         }
+        self.start_forwards(cx);
         // The client codec finished a response: parse what the client pipelined meanwhile.
         if self.client.ready_for_next() {
             let mut outputs = Vec::new();

@@ -25,6 +25,10 @@ pub(crate) enum Input {
     RequestHeaders { end_stream: bool },
     RequestData(Bytes),
     RequestEnd(Option<Headers>),
+    /// The driver moved this many more request body bytes by itself.
+    RequestForwarded(u64),
+    /// The driver moved this many more response body bytes by itself.
+    ResponseForwarded(u64),
     /// The stream's server connection is open (or an idle one was assigned).
     ServerReady,
     ServerFailed { addr: ServerAddr, error: OpenError },
@@ -151,6 +155,17 @@ impl HttpStream {
             Req::Streaming => self.server == Server::Ready && self.to_server.is_empty(),
             Req::Buffering(_) | Req::Discarding | Req::Done => true,
         }
+    }
+
+    /// Whether a request body may bypass the stream: it is streamed, to a server that is
+    /// ready, and nothing waits for a hook.
+    pub(crate) fn may_forward_request(&self) -> bool {
+        self.waiting.is_none() && matches!(self.req, Req::Streaming) && self.server == Server::Ready && self.to_server.is_empty()
+    }
+
+    /// Whether a response body may bypass the stream.
+    pub(crate) fn may_forward_response(&self) -> bool {
+        self.waiting.is_none() && matches!(self.resp, Resp::Streaming)
     }
 
     /// Whether the layer may read more of the response from the server now.
@@ -281,6 +296,8 @@ impl HttpStream {
                     self.after_response_headers(cx, now, out);
                 }
             }
+            Input::RequestForwarded(len) => self.flow.request_body_bytes += len,
+            Input::ResponseForwarded(len) => self.flow.response_body_bytes += len,
             Input::ResponseData(data) => {
                 self.flow.response_body_bytes += data.len() as u64;
                 match &mut self.resp {

@@ -50,6 +50,8 @@ pub(crate) struct Http1Client {
     method: String,
     keep_alive: bool,
     eof: bool,
+    /// The driver is moving the rest of a `Content-Length` response body by itself.
+    forwarding: bool,
 }
 
 impl Http1Client {
@@ -66,6 +68,7 @@ impl Http1Client {
             method: String::new(),
             keep_alive: true,
             eof: false,
+            forwarding: false,
         }
     }
 
@@ -76,6 +79,35 @@ impl Http1Client {
             && self.buf.is_empty()
             && matches!(self.recv, Recv::Idle | Recv::Done)
             && matches!(self.send, Send::Idle | Send::Done)
+    }
+
+    /// Whether the request body leaves as is (`Content-Length` framing), so that the driver
+    /// may forward bytes into it.
+    pub(crate) fn sends_raw_body(&self) -> bool {
+        self.send == Send::Body(Encoder::Raw)
+    }
+
+    /// If the rest of the response body is `Content-Length` framed, at least `min` bytes, and
+    /// none of it is buffered here, hand it to the driver: returns how many bytes to forward.
+    pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
+        let Recv::Body(reader) = &self.recv else { return None };
+        let remaining = reader.remaining_length()?;
+        if self.forwarding || !self.buf.is_empty() || remaining < min.max(1) {
+            return None;
+        }
+        self.forwarding = true;
+        Some(remaining)
+    }
+
+    /// The driver forwarded `len` bytes of the response body.
+    pub(crate) fn handle_forwarded(&mut self, len: u64, out: &mut Vec<ClientOutput>) {
+        let Recv::Body(reader) = &mut self.recv else { return };
+        reader.skip(len);
+        if reader.remaining_length() == Some(0) {
+            self.forwarding = false;
+            self.recv = Recv::Done;
+            out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers: None }));
+        }
     }
 
     /// What the server sent after switching protocols, for the tunnel that takes over.

@@ -66,6 +66,8 @@ pub(crate) struct Http1Server {
     finished: bool,
     /// The connection is now a tunnel.
     tunnel: bool,
+    /// The driver is moving the rest of a `Content-Length` request body by itself.
+    forwarding: bool,
 }
 
 impl Http1Server {
@@ -82,6 +84,7 @@ impl Http1Server {
             eof: false,
             finished: false,
             tunnel: false,
+            forwarding: false,
         }
     }
 
@@ -164,6 +167,36 @@ impl Http1Server {
 
     pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
         self.parse(cx, now, out);
+    }
+
+    /// Whether the current response body leaves as is (`Content-Length` framing), so that
+    /// the driver may forward bytes into it.
+    pub(crate) fn sends_raw_body(&self, flow: FlowId) -> bool {
+        self.current_flow() == Some(flow) && self.send == Send::Body(Encoder::Raw)
+    }
+
+    /// As [`Http1Client::start_forward`], for the request body.
+    pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
+        let Recv::Body(reader) = &self.recv else { return None };
+        let remaining = reader.remaining_length()?;
+        if self.forwarding || !self.buf.is_empty() || remaining < min.max(1) {
+            return None;
+        }
+        self.forwarding = true;
+        Some(remaining)
+    }
+
+    /// The driver forwarded `len` bytes of the request body.
+    pub(crate) fn handle_forwarded(&mut self, len: u64, out: &mut Vec<ServerOutput>) {
+        let Recv::Body(reader) = &mut self.recv else { return };
+        reader.skip(len);
+        if reader.remaining_length() == Some(0) {
+            self.forwarding = false;
+            let flow = self.flow();
+            out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
+            self.recv = Recv::Done;
+            self.maybe_finish_exchange();
+        }
     }
 
     /// What the client sent beyond the last request, for the tunnel that takes over.

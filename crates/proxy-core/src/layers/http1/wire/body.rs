@@ -115,6 +115,22 @@ impl BodyReader {
         }
     }
 
+    /// Bytes still to come of a body framed by `Content-Length`; `None` for other framings.
+    pub fn remaining_length(&self) -> Option<u64> {
+        match self.state {
+            State::Length { remaining } => Some(remaining),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of a `Content-Length` body went by without passing through the reader (the
+    /// driver forwarded them). The next `read` ends the body once none remain.
+    pub fn skip(&mut self, n: u64) {
+        if let State::Length { remaining } = &mut self.state {
+            *remaining = remaining.saturating_sub(n);
+        }
+    }
+
     /// Whether the end of the body has been returned.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

@@ -1,0 +1,118 @@
+//! Forwarding: a streamed `Content-Length` body that nothing in the core needs to see is
+//! handed to the driver (`Command::Forward`), which moves it by itself and reports progress
+//! with `Event::Forwarded`; the exchange goes on when the last byte has moved.
+
+use playbooks::*;
+
+fn forwarding(min: u64) -> Config {
+    Config { forward_min: Some(min), ..no_hooks() }
+}
+
+const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
+const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+#[test]
+fn download_body_is_forwarded_after_what_was_read_with_the_head() {
+    Playbook::new(forwarding(100))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        // The head arrives with the first 10 of 1000 body bytes: those pass through the core.
+        .recv(S1, format!("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{}", "x".repeat(10)))
+        .expect(send(CLIENT, format!("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{}", "x".repeat(10))))
+        .expect(forward(S1, CLIENT, 990))
+        .forwarded(S1, 500)
+        .forwarded(S1, 490)
+        // The exchange is over: the next request reuses S1.
+        .recv(CLIENT, GET_A)
+        .expect(send(S1, GET_A_UP))
+        .run();
+}
+
+#[test]
+fn small_bodies_stay_in_the_core() {
+    Playbook::new(forwarding(100))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"))
+        .recv(S1, "y".repeat(99))
+        .expect(send(CLIENT, "y".repeat(99)))
+        .run();
+}
+
+#[test]
+fn chunked_bodies_stay_in_the_core() {
+    Playbook::new(forwarding(1))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"))
+        .recv(S1, "3\r\nabc\r\n0\r\n\r\n")
+        .expect(send(CLIENT, "3\r\nabc\r\n0\r\n\r\n"))
+        .run();
+}
+
+#[test]
+fn upload_body_is_forwarded() {
+    let head = "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
+    let up = "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
+    Playbook::new(forwarding(100))
+        .recv(CLIENT, head)
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, up))
+        .expect(forward(CLIENT, S1, 300))
+        .expect(resume(CLIENT))
+        .forwarded(CLIENT, 300)
+        .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
+        .run();
+}
+
+#[test]
+fn server_closing_mid_forward_cuts_the_client() {
+    Playbook::new(Config { forward_min: Some(100), ..with_hooks([HookKind::Error]) })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
+        .expect(forward(S1, CLIENT, 1000))
+        .forwarded(S1, 400)
+        .closed(S1)
+        .expect(hook(F1, HookKind::Error).inspect(|flow| {
+            assert_eq!(flow.response_body_bytes, 400);
+            assert!(flow.error.as_ref().unwrap().message.contains("closed"));
+        }))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .run();
+}
+
+#[test]
+fn a_buffering_hook_sees_the_whole_body() {
+    Playbook::new(Config { forward_min: Some(1), ..with_hooks([HookKind::ResponseHeaders, HookKind::Response]) })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        .expect(hook(F1, HookKind::ResponseHeaders))
+        .update(F1, |flow| flow.buffer_response = true)
+        .recv(S1, "hello")
+        .expect(hook(F1, HookKind::Response).inspect(|flow| {
+            assert_eq!(flow.response.as_ref().unwrap().body.as_deref(), Some(&b"hello"[..]));
+        }))
+        .reply(F1, HookReply::Continue)
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+        .ignore_pauses()
+        .run();
+}
