@@ -28,6 +28,9 @@ use crate::queue::WriteQueue;
 
 /// Capacity of the read buffer shared by the sockets of one connection.
 pub(crate) const READ_BUF: usize = 256 * 1024;
+/// The read buffer's size for a socket whose last read was small: 50 idle-ish connections
+/// with a quarter megabyte each would crowd the caches for nothing.
+const SMALL_READ_BUF: usize = 64 * 1024;
 /// Below this much spare capacity the read buffer is topped up before a read.
 const MIN_READ: usize = 4 * 1024;
 /// Reads at least this big hand their buffer over to the core instead of splitting it.
@@ -463,6 +466,8 @@ struct Sock {
     paused: bool,
     /// Its input is being forwarded: the forward reads it, not the usual path.
     forwarding: bool,
+    /// Its last read was big: read in bigger pieces.
+    bulk: bool,
     /// EOF or a read error was seen.
     read_done: bool,
     /// `ConnectionClosed` was fed for it.
@@ -491,6 +496,7 @@ impl Sock {
             queue: WriteQueue::default(),
             paused: false,
             forwarding: false,
+            bulk: false,
             read_done: false,
             reported_closed: false,
             unreported: false,
@@ -677,7 +683,7 @@ impl Sock {
         loop {
             let Io::Open(stream) = &mut self.io else { return None };
             if buf.capacity() < MIN_READ {
-                buf.reserve(READ_BUF);
+                buf.reserve(if self.bulk { READ_BUF } else { SMALL_READ_BUF });
             }
             // Through `AsyncRead`: after a read that did not fill the buffer, tokio forgets
             // the socket's readiness, which saves the `EAGAIN` read `try_read_buf` would need.
@@ -689,6 +695,7 @@ impl Sock {
                 Ok(0) => return self.read_ended(None),
                 Ok(_) if self.forgotten => buf.clear(),
                 Ok(n) => {
+                    self.bulk = n >= BIG_READ;
                     // A big read takes the whole buffer along, so the core holds the only
                     // reference and can reuse it without copying; small reads share one
                     // buffer to save allocations.

@@ -20,11 +20,16 @@ use crate::config::Config;
 use crate::context::{ConnId, Context};
 use crate::headers::Headers;
 
+/// Received pieces at least this big are adopted rather than copied.
+const ADOPT_MIN: usize = 16 * 1024;
+
 /// Append received bytes to a connection's buffer. Into an empty buffer, bytes that nobody
 /// else references are adopted without a copy: the common case for bodies, which the
 /// parser then splits off again.
 fn take_in(buf: &mut BytesMut, data: Bytes) {
-    if buf.is_empty() {
+    // Small reads are copied into the buffer's spare room: adopting them would cost an
+    // allocation each, as the driver shares one buffer among them.
+    if buf.is_empty() && data.len() >= ADOPT_MIN {
         *buf = BytesMut::from(data);
     } else {
         buf.extend_from_slice(&data);
