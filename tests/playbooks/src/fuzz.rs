@@ -353,7 +353,7 @@ impl Run {
             return;
         }
         let conn = self.opening.remove(usize::from(arg) % self.opening.len());
-        if arg % 3 == 0 {
+        if arg.is_multiple_of(3) {
             self.handle(Event::OpenFailed { conn, error: OpenError::Refused });
         } else {
             self.open.insert(conn);

@@ -505,7 +505,7 @@ impl HttpLayer {
         }
         // Read the client only when the current stream can take its bytes.
         let current = self.client.current_flow().and_then(|f| self.streams.get(&f));
-        let stream_ready = current.map_or(true, |s| s.wants_request_data());
+        let stream_ready = current.is_none_or(|s| s.wants_request_data());
         cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && self.client.wants_read()));
         // Read a server only while its stream is not waiting on a hook.
         for server in &self.servers {
@@ -513,7 +513,7 @@ impl HttpLayer {
                 continue;
             }
             let ready = match server.flow {
-                Some(flow) => self.streams.get(&flow).map_or(true, |s| s.wants_response_data()),
+                Some(flow) => self.streams.get(&flow).is_none_or(|s| s.wants_response_data()),
                 None => true,
             };
             cx.set_layer_pause(server.conn, !ready);

@@ -207,7 +207,7 @@ impl HttpStream {
             Input::RequestData(data) => {
                 self.flow.request_body_bytes += data.len() as u64;
                 match &mut self.req {
-                    Req::Streaming => self.to_server(HttpEvent::RequestData { flow: self.flow.id, data }, out),
+                    Req::Streaming => self.send_to_server(HttpEvent::RequestData { flow: self.flow.id, data }, out),
                     Req::Buffering(body) => {
                         if body.len() + data.len() > cx.config.max_buffered_body {
                             let limit = cx.config.max_buffered_body;
@@ -224,7 +224,7 @@ impl HttpStream {
             Input::RequestEnd(trailers) => match std::mem::replace(&mut self.req, Req::Done) {
                 Req::Streaming => {
                     self.flow.request.trailers = trailers.clone();
-                    self.to_server(HttpEvent::RequestEnd { flow: self.flow.id, trailers }, out);
+                    self.send_to_server(HttpEvent::RequestEnd { flow: self.flow.id, trailers }, out);
                     if !self.raise(cx, HookKind::Request) {
                         self.check_finished(now);
                     }
@@ -429,7 +429,7 @@ impl HttpStream {
         } else {
             self.req = Req::Streaming;
             let request = self.request_head();
-            self.to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
+            self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
             self.server = Server::Connecting;
             out.push(Out::OpenServer { addr: self.flow.request.server(), dedicated: false });
         }
@@ -439,7 +439,7 @@ impl HttpStream {
     fn send_request(&mut self, _cx: &mut Context, out: &mut Vec<Out>) {
         let request = self.flow.request.clone();
         let end_stream = true;
-        self.to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
+        self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
         self.server = Server::Connecting;
         out.push(Out::OpenServer { addr: self.flow.request.server(), dedicated: false });
     }
@@ -587,7 +587,7 @@ impl HttpStream {
         true
     }
 
-    fn to_server(&mut self, event: HttpEvent, out: &mut Vec<Out>) {
+    fn send_to_server(&mut self, event: HttpEvent, out: &mut Vec<Out>) {
         if self.server == Server::Ready && self.to_server.is_empty() {
             out.push(Out::Server(event));
         } else {

@@ -333,12 +333,10 @@ impl Http1Server {
             return;
         }
         match event {
-            HttpEvent::InterimResponse { response, .. } => {
-                if current.version == Version::Http11 && self.send == Send::Idle {
-                    let mut dst = BytesMut::new();
-                    wire::write_response_head(&mut dst, Version::Http11, response.status, &response.reason, &response.headers);
-                    cx.send(self.conn, dst.freeze());
-                }
+            HttpEvent::InterimResponse { response, .. } if current.version == Version::Http11 && self.send == Send::Idle => {
+                let mut dst = BytesMut::new();
+                wire::write_response_head(&mut dst, Version::Http11, response.status, &response.reason, &response.headers);
+                cx.send(self.conn, dst.freeze());
             }
             HttpEvent::ResponseHeaders { response, end_stream, .. } => self.send_head(cx, response, end_stream),
             HttpEvent::ResponseData { data, .. } => {
