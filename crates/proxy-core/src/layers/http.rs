@@ -73,6 +73,15 @@ struct ServerConn {
     deadline: Option<Instant>,
 }
 
+impl ServerConn {
+    /// The server sent something: a response it owes may take another idle period.
+    fn heard_from(&mut self, now: Instant, timeout: std::time::Duration) {
+        if self.deadline.is_some() {
+            self.deadline = Some(now + timeout);
+        }
+    }
+}
+
 pub(crate) struct HttpLayer {
     client: Http1Server,
     streams: BTreeMap<FlowId, HttpStream>,
@@ -127,12 +136,9 @@ impl HttpLayer {
                 self.handle_client_outputs(cx, now, outputs);
             }
             Event::DataReceived { conn, data } => {
-                let timeout = cx.config.server_idle_timeout;
                 let Some(i) = self.server_index(conn) else { return };
+                self.servers[i].heard_from(now, cx.config.server_idle_timeout);
                 let server = &mut self.servers[i];
-                if server.deadline.is_some() {
-                    server.deadline = Some(now + timeout);
-                }
                 let mut outputs = Vec::new();
                 server.codec.receive(cx, data, &mut outputs);
                 self.handle_server_outputs(cx, now, conn, outputs);
@@ -187,12 +193,9 @@ impl HttpLayer {
                 self.handle_client_outputs(cx, now, outputs);
             }
             Event::Forwarded { from, len } => {
-                let timeout = cx.config.server_idle_timeout;
                 let Some(i) = self.server_index(from) else { return };
+                self.servers[i].heard_from(now, cx.config.server_idle_timeout);
                 let server = &mut self.servers[i];
-                if server.deadline.is_some() {
-                    server.deadline = Some(now + timeout);
-                }
                 let flow = server.flow;
                 let mut outputs = Vec::new();
                 server.codec.handle_forwarded(len, &mut outputs);

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{limits, strip_hop_by_hop, take_in, Encoder};
+use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{Request, Response, Version};
@@ -91,12 +91,12 @@ impl Http1Client {
     /// none of it is buffered here, hand it to the driver: returns how many bytes to forward.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
         let Recv::Body(reader) = &self.recv else { return None };
-        let remaining = reader.remaining_length()?;
-        if self.forwarding || !self.buf.is_empty() || remaining < min.max(1) {
+        if self.forwarding {
             return None;
         }
+        let len = forwardable(reader, &self.buf, min)?;
         self.forwarding = true;
-        Some(remaining)
+        Some(len)
     }
 
     /// The driver forwarded `len` bytes of the response body.

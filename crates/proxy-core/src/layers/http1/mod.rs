@@ -36,6 +36,13 @@ fn take_in(buf: &mut BytesMut, data: Bytes) {
     }
 }
 
+/// How much of a body may go to the driver to forward: all that is still to come, if the body
+/// is `Content-Length` framed, at least `min` bytes remain, and none of them sits in `buf`.
+fn forwardable(reader: &wire::BodyReader, buf: &BytesMut, min: u64) -> Option<u64> {
+    let remaining = reader.remaining_length()?;
+    (buf.is_empty() && remaining >= min.max(1)).then_some(remaining)
+}
+
 fn limits(config: &Config) -> wire::Limits {
     wire::Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
 }

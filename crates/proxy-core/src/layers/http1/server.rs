@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{limits, strip_hop_by_hop, take_in, Encoder};
+use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::command::LogLevel;
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
@@ -178,12 +178,12 @@ impl Http1Server {
     /// As [`Http1Client::start_forward`], for the request body.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
         let Recv::Body(reader) = &self.recv else { return None };
-        let remaining = reader.remaining_length()?;
-        if self.forwarding || !self.buf.is_empty() || remaining < min.max(1) {
+        if self.forwarding {
             return None;
         }
+        let len = forwardable(reader, &self.buf, min)?;
         self.forwarding = true;
-        Some(remaining)
+        Some(len)
     }
 
     /// The driver forwarded `len` bytes of the request body.
