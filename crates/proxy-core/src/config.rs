@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::hook::HookSet;
+use crate::tls::TlsConfig;
 
 /// Proxy configuration. Every limit the core enforces lives here, with a default.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct Config {
     pub add_via: bool,
     /// Keep idle upstream connections for reuse by later requests of the same client.
     pub reuse_server_connections: bool,
+    /// TLS interception. `None`: a `CONNECT` is tunnelled without looking inside.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             forward_min: None,
             add_via: false,
             reuse_server_connections: true,
+            tls: None,
         }
     }
 }

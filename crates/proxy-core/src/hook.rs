@@ -1,7 +1,8 @@
 //! Hooks: where the core stops to ask the user about a connection or a flow.
 
 use crate::command::ServerAddr;
-use crate::context::ConnId;
+use crate::context::{ConnId, FlowId};
+use crate::tls::{ClientHello, TlsFailure, TlsInfo};
 use crate::flow::{ClientInfo, HttpFlow, Response};
 
 /// A question for the user, carried by [`Command::Hook`](crate::Command::Hook).
@@ -31,6 +32,13 @@ pub enum Hook {
     Response(Box<HttpFlow>),
     /// The flow failed (`flow.error` says why). Notification.
     Error(Box<HttpFlow>),
+    /// A client began a TLS handshake on a `CONNECT` tunnel. Answer `Continue` to intercept
+    /// it, [`HookReply::Passthrough`] to relay its bytes untouched, `Kill` to drop it.
+    TlsClientHello { flow: FlowId, hello: ClientHello },
+    /// A TLS handshake completed, with the client or with a server. Notification.
+    TlsEstablished(Box<TlsInfo>),
+    /// A TLS handshake failed, or an established TLS connection broke. Notification.
+    TlsFailed(Box<TlsFailure>),
 }
 
 impl Hook {
@@ -42,6 +50,8 @@ impl Hook {
                 | Self::ServerConnected { .. }
                 | Self::ServerDisconnected { .. }
                 | Self::Error(_)
+                | Self::TlsEstablished(_)
+                | Self::TlsFailed(_)
         )
     }
 
@@ -57,6 +67,9 @@ impl Hook {
             Self::ResponseHeaders(_) => HookKind::ResponseHeaders,
             Self::Response(_) => HookKind::Response,
             Self::Error(_) => HookKind::Error,
+            Self::TlsClientHello { .. } => HookKind::TlsClientHello,
+            Self::TlsEstablished(_) => HookKind::TlsEstablished,
+            Self::TlsFailed(_) => HookKind::TlsFailed,
         }
     }
 
@@ -87,6 +100,9 @@ pub enum HookReply {
     Respond(Response),
     /// Drop the flow and close the client connection.
     Kill,
+    /// Answer to [`Hook::TlsClientHello`]: do not intercept, relay the TLS bytes as they are.
+    /// Elsewhere it means `Continue`.
+    Passthrough,
 }
 
 /// Names of the hooks, for [`HookSet`].
@@ -103,6 +119,9 @@ pub enum HookKind {
     ResponseHeaders = 1 << 7,
     Response = 1 << 8,
     Error = 1 << 9,
+    TlsClientHello = 1 << 10,
+    TlsEstablished = 1 << 11,
+    TlsFailed = 1 << 12,
 }
 
 /// Which hooks the core raises; the others are skipped as if answered with `Continue`.
@@ -112,7 +131,7 @@ pub struct HookSet(u16);
 
 impl HookSet {
     pub const NONE: Self = Self(0);
-    pub const ALL: Self = Self(0x3ff);
+    pub const ALL: Self = Self(0x1fff);
 
     pub fn contains(self, kind: HookKind) -> bool {
         self.0 & kind as u16 != 0

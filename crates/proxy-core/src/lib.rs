@@ -34,6 +34,7 @@ mod headers;
 mod hook;
 mod layer;
 mod layers;
+pub mod tls;
 mod tunnel;
 
 pub use command::{Command, LogLevel, ServerAddr};

@@ -902,6 +902,7 @@ fn fmt_reply(r: &HookReply) -> String {
     match r {
         HookReply::Continue => "Continue".into(),
         HookReply::Kill => "Kill".into(),
+        HookReply::Passthrough => "Passthrough".into(),
         HookReply::Respond(resp) => format!("Respond({} {})", resp.status, resp.reason),
         HookReply::Update(flow) => format!("Update({})", fmt_flow_summary(flow)),
     }

@@ -362,7 +362,7 @@ impl HttpStream {
     /// The hook `kind` was answered.
     fn handle_reply(&mut self, cx: &mut Context, now: Instant, kind: HookKind, reply: HookReply, out: &mut Vec<Out>) {
         match reply {
-            HookReply::Continue => {}
+            HookReply::Continue | HookReply::Passthrough => {}
             HookReply::Update(flow) => {
                 let id = self.flow.id;
                 self.flow = *flow;

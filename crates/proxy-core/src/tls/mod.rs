@@ -1,0 +1,159 @@
+//! TLS interception: what the core needs from its embedder, and what it tells the user.
+//!
+//! TLS runs inside the core through rustls's buffer API: ciphertext goes in with `read_tls`
+//! from the bytes of a [`DataReceived`](crate::Event::DataReceived), records come out with
+//! `write_tls` into the bytes of a [`SendData`](crate::Command::SendData). No socket is
+//! involved. Two things the core cannot do by itself are supplied here:
+//!
+//! - minting leaf certificates, which needs randomness for serial numbers and signatures:
+//!   [`CertIssuer`], implemented by the driver (`proxy_io::tls::Minter`) and by tests;
+//! - the trust policy towards upstream servers and the session caches: the base
+//!   [`rustls::ServerConfig`] and [`rustls::ClientConfig`] in [`TlsConfig`].
+//!
+//! The one impurity the core accepts is rustls's own: a handshake draws random numbers from
+//! the crypto provider. Nothing else about a connection depends on them, so playbooks stay
+//! deterministic at the level of plaintext and commands.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use rustls;
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
+
+use crate::command::ServerAddr;
+use crate::context::ConnId;
+
+/// Everything the core needs to intercept TLS. Without it ([`Config::tls`] is `None`) a
+/// `CONNECT` becomes a raw tunnel.
+///
+/// [`Config::tls`]: crate::Config::tls
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// Mints the certificates the proxy shows to clients.
+    pub issuer: Arc<dyn CertIssuer>,
+    /// The proxy's side of client handshakes: protocol versions, ticketer and session cache
+    /// (shared by every connection, so returning clients resume). The certificate resolver and
+    /// ALPN protocols are replaced per connection.
+    pub server: Arc<rustls::ServerConfig>,
+    /// The proxy's side of upstream handshakes: how server certificates are verified, and the
+    /// resumption store. ALPN protocols are replaced per connection.
+    pub client: Arc<rustls::ClientConfig>,
+    /// `host:port` patterns whose TLS is passed through untouched instead of intercepted.
+    pub ignore_hosts: Vec<regex::Regex>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("issuer", &self.issuer)
+            .field("ignore_hosts", &self.ignore_hosts.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a minted certificate must be valid for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRequest {
+    /// The name the client asked for in its SNI extension.
+    pub server_name: Option<String>,
+    /// The host of the connection's target (a `CONNECT` authority, a reverse-mode upstream,
+    /// or the listen name). When the client sent no SNI this is what it checks, and when it
+    /// is an IP literal the certificate needs it as an IP SAN.
+    pub target_host: String,
+    /// The upstream server's own certificate, when the upstream was contacted before the
+    /// client's handshake: its subject common name and alternative names should be copied, so
+    /// that a client that connected by a name the proxy never saw still validates.
+    pub upstream_cert: Option<CertificateDer<'static>>,
+}
+
+impl CertRequest {
+    /// The target as an IP address, if it is one.
+    pub fn target_ip(&self) -> Option<IpAddr> {
+        self.target_host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    }
+}
+
+/// Mints (or looks up) the certificate the proxy presents for an intercepted connection.
+///
+/// Called by the core in the middle of a client handshake, so it should be quick: cache what
+/// it signs. An error aborts that client's handshake with a log line naming it.
+pub trait CertIssuer: Send + Sync + fmt::Debug {
+    fn issue(&self, request: &CertRequest) -> Result<Arc<CertifiedKey>, String>;
+}
+
+/// Which end of a TLS connection the proxy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSide {
+    /// Towards the client: the proxy acts as the server.
+    Client,
+    /// Towards an upstream server: the proxy acts as the client.
+    Server,
+}
+
+/// The client's `ClientHello`, carried by [`Hook::TlsClientHello`](crate::Hook::TlsClientHello).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHello {
+    /// Where the client's connection goes (the `CONNECT` target).
+    pub server: ServerAddr,
+    /// The SNI, if the client sent one.
+    pub server_name: Option<String>,
+    /// The ALPN protocols the client offered, in its order.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// A completed handshake, carried by [`Hook::TlsEstablished`](crate::Hook::TlsEstablished).
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub conn: ConnId,
+    pub side: TlsSide,
+    /// The server this connection is about: the upstream, or the client's target.
+    pub server: ServerAddr,
+    /// SNI: sent by the client (side `Client`) or by the proxy (side `Server`).
+    pub server_name: Option<String>,
+    /// For example `TLSv1_3`.
+    pub version: String,
+    /// For example `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: String,
+    pub alpn: Option<Vec<u8>>,
+    /// The peer's certificate chain, end entity first (empty for clients, which send none).
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+}
+
+/// A failed handshake or a broken TLS connection, carried by
+/// [`Hook::TlsFailed`](crate::Hook::TlsFailed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFailure {
+    pub conn: ConnId,
+    pub side: TlsSide,
+    pub server: ServerAddr,
+    pub server_name: Option<String>,
+    /// What went wrong, in words: "certificate expired", "self-signed certificate", ...
+    pub error: String,
+}
+
+/// Describe a rustls error for a person: the cause of a failed upstream verification names
+/// the problem the way browsers and curl do.
+pub fn describe_error(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "certificate is not valid for this host name (name mismatch)".into()
+            }
+            C::UnknownIssuer => "certificate signed by an unknown issuer".into(),
+            C::BadSignature => "bad certificate signature".into(),
+            C::Revoked => "certificate revoked".into(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "certificate not valid for server authentication".into()
+            }
+            C::Other(other) => other.to_string(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        rustls::Error::AlertReceived(alert) => format!("peer sent alert {alert:?}"),
+        other => other.to_string(),
+    }
+}
