@@ -3,14 +3,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::command::Command;
+use crate::command::{Command, LogLevel};
 use crate::config::Config;
-use crate::context::Context;
-use crate::event::Event;
+use crate::context::{ConnId, Context};
+use crate::event::{Event, OpenError};
 use crate::flow::ClientInfo;
 use crate::hook::{Hook, HookKind};
 use crate::layer::Layer;
 use crate::layers::mode::RegularMode;
+use crate::tls::TlsSide;
 
 /// One client connection and everything the proxy does for it.
 ///
@@ -34,10 +35,25 @@ impl Connection {
     }
 
     pub fn handle(&mut self, now: Instant, event: Event) {
-        if let Event::WriteDrained { conn } = event {
-            self.cx.handle_drained(conn);
+        match event {
+            Event::WriteDrained { conn } => {
+                self.cx.handle_drained(conn);
+                self.root.handle(&mut self.cx, now, event);
+            }
+            Event::DataReceived { conn, data } if !self.cx.is_plain(conn) => self.receive_tls(now, conn, &data),
+            Event::Opened { conn } if self.cx.tls(conn).is_some_and(|t| t.awaiting_open) => {
+                // TCP is up: the TLS handshake begins, and the layers hear of it when it ends.
+                if let Some(tls) = self.cx.tls_mut(conn) {
+                    tls.awaiting_open = false;
+                    let hello = tls.take_outgoing();
+                    self.cx.send_raw(conn, hello);
+                }
+            }
+            Event::ConnectionClosed { conn } if self.cx.tls(conn).is_some_and(|t| t.peer_closed) => {
+                // Reported when the peer's close_notify arrived.
+            }
+            event => self.root.handle(&mut self.cx, now, event),
         }
-        self.root.handle(&mut self.cx, now, event);
         if self.cx.all_closed() && !self.disconnected {
             self.disconnected = true;
             if self.cx.config.hooks.contains(HookKind::ClientDisconnected) {
@@ -45,6 +61,55 @@ impl Connection {
                 let client = self.cx.client.clone();
                 self.cx.hook(flow, Hook::ClientDisconnected(client));
             }
+        }
+    }
+
+    /// Ciphertext arrived on a TLS connection: decrypt it and tell the layers what it meant.
+    fn receive_tls(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(tls) = self.cx.tls_mut(conn) else { return };
+        let received = tls.receive(data);
+        let side = tls.side;
+        let was_handshaking = !tls.established || received.established;
+        let failure = received.error.as_ref().map(|e| tls.failure(conn, e.clone()));
+        let info = received.established.then(|| tls.info(conn));
+        self.cx.send_raw(conn, received.outgoing);
+        if let (Some(error), Some(failure)) = (received.error, failure) {
+            let when = if was_handshaking { "handshake" } else { "connection" };
+            let peer = match side {
+                TlsSide::Client => format!("client {}", self.cx.client.peer),
+                TlsSide::Server => format!("server {}", failure.server),
+            };
+            self.cx.log(LogLevel::Info, format!("TLS {when} with {peer} failed: {error}"));
+            if self.cx.config.hooks.contains(HookKind::TlsFailed) {
+                let flow = self.cx.next_flow_id();
+                self.cx.hook(flow, Hook::TlsFailed(Box::new(failure)));
+            }
+            self.cx.close(conn, false);
+            let event = if side == TlsSide::Server && was_handshaking {
+                Event::OpenFailed { conn, error: OpenError::Tls(error) }
+            } else {
+                Event::ConnectionClosed { conn }
+            };
+            self.root.handle(&mut self.cx, now, event);
+            return;
+        }
+        if let Some(info) = info {
+            if self.cx.config.hooks.contains(HookKind::TlsEstablished) {
+                let flow = self.cx.next_flow_id();
+                self.cx.hook(flow, Hook::TlsEstablished(Box::new(info)));
+            }
+            if side == TlsSide::Server {
+                self.root.handle(&mut self.cx, now, Event::Opened { conn });
+            }
+        }
+        if !received.plaintext.is_empty() {
+            self.root.handle(&mut self.cx, now, Event::DataReceived { conn, data: received.plaintext });
+        }
+        if received.closed {
+            if let Some(tls) = self.cx.tls_mut(conn) {
+                tls.peer_closed = true;
+            }
+            self.root.handle(&mut self.cx, now, Event::ConnectionClosed { conn });
         }
     }
 

@@ -10,6 +10,7 @@ use crate::command::{Command, LogLevel, ServerAddr};
 use crate::config::Config;
 use crate::flow::ClientInfo;
 use crate::hook::Hook;
+use crate::tls::session::TlsSession;
 
 /// A connection of one [`Connection`](crate::Connection): the client's, or one of the
 /// upstream connections opened on its behalf. Issued in order, so tests can name them.
@@ -42,6 +43,14 @@ struct ConnState {
     /// `Pause` bits currently applied.
     paused: u8,
     closed: bool,
+    /// Record protection, when the connection speaks TLS.
+    tls: Option<Box<TlsSession>>,
+}
+
+impl ConnState {
+    fn new(id: ConnId) -> Self {
+        Self { id, queued: 0, paused: 0, closed: false, tls: None }
+    }
 }
 
 /// Shared state of one client connection's layer stack.
@@ -60,7 +69,7 @@ impl Context {
             config,
             client,
             out: VecDeque::new(),
-            conns: vec![ConnState { id: ConnId::CLIENT, queued: 0, paused: 0, closed: false }],
+            conns: vec![ConnState::new(ConnId::CLIENT)],
             next_conn: 1,
             next_flow: 1,
         }
@@ -84,7 +93,7 @@ impl Context {
     pub(crate) fn open(&mut self, server: ServerAddr) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conns.push(ConnState { id: conn, queued: 0, paused: 0, closed: false });
+        self.conns.push(ConnState::new(conn));
         self.out.push_back(Command::OpenConnection { conn, server });
         // It could feed a congested connection as well as those already paused.
         self.update_congestion();
@@ -100,6 +109,23 @@ impl Context {
     /// high-water mark, stop reading every other connection (they are what feeds it) until the
     /// driver reports it drained: see [`update_congestion`](Self::update_congestion).
     pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(state) = self.state_mut(conn) else { return };
+        if state.closed {
+            return;
+        }
+        let data = match &mut state.tls {
+            Some(tls) => tls.send(&data),
+            None => data,
+        };
+        self.send_raw(conn, data);
+    }
+
+    /// Queue bytes for `conn` as they are, past its record protection: ciphertext, or a TLS
+    /// alert.
+    pub(crate) fn send_raw(&mut self, conn: ConnId, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -182,6 +208,13 @@ impl Context {
         if state.closed {
             return;
         }
+        if let Some(tls) = &mut state.tls {
+            let notify = tls.close();
+            if !notify.is_empty() {
+                self.out.push_back(Command::SendData { conn, data: notify });
+            }
+        }
+        let Some(state) = self.state_mut(conn) else { return };
         if !half {
             state.closed = true;
             let was_over = state.queued > self.config.high_water;
@@ -215,6 +248,68 @@ impl Context {
 
     pub(crate) fn log(&mut self, level: LogLevel, message: impl Into<String>) {
         self.out.push_back(Command::Log { level, message: message.into() });
+    }
+
+    /// Ask the driver for a connection to `server` that will speak TLS, as a client, with
+    /// `server_name` (a DNS name or an IP address) and the ALPN protocols `alpn`. It is
+    /// reported [`Opened`](crate::Event::Opened) only once the handshake has completed.
+    pub(crate) fn open_tls(&mut self, server: ServerAddr, server_name: &str, alpn: Vec<Vec<u8>>) -> Result<ConnId, String> {
+        let session = self.client_session(&server, server_name, alpn)?;
+        let conn = self.open(server);
+        let state = self.state_mut(conn).expect("just opened");
+        let mut session = Box::new(session);
+        session.awaiting_open = true;
+        state.tls = Some(session);
+        Ok(conn)
+    }
+
+    /// Start a TLS client handshake on the open connection `conn`.
+    pub(crate) fn start_tls_client(
+        &mut self,
+        conn: ConnId,
+        server: ServerAddr,
+        server_name: &str,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<(), String> {
+        let session = self.client_session(&server, server_name, alpn)?;
+        self.attach_tls(conn, session);
+        Ok(())
+    }
+
+    fn client_session(&self, server: &ServerAddr, server_name: &str, alpn: Vec<Vec<u8>>) -> Result<TlsSession, String> {
+        let Some(tls) = &self.config.tls else { return Err("TLS is not configured".into()) };
+        let name = rustls::pki_types::ServerName::try_from(server_name.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|_| format!("{server_name:?} is not a valid TLS server name"))?
+            .to_owned();
+        let mut config = (*tls.client).clone();
+        config.alpn_protocols = alpn;
+        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .map_err(|e| crate::tls::describe_error(&e))?;
+        let sni = Some(server_name.to_string()).filter(|n| n.parse::<std::net::IpAddr>().is_err());
+        Ok(TlsSession::new(rustls::Connection::Client(client), server.clone(), sni))
+    }
+
+    /// Put `session` under the open connection `conn` and send what it has ready.
+    pub(crate) fn attach_tls(&mut self, conn: ConnId, session: TlsSession) {
+        let Some(state) = self.state_mut(conn) else { return };
+        let mut session = Box::new(session);
+        let first = session.take_outgoing();
+        state.tls = Some(session);
+        self.send_raw(conn, first);
+    }
+
+    pub(crate) fn tls(&self, conn: ConnId) -> Option<&TlsSession> {
+        self.state(conn).and_then(|s| s.tls.as_deref())
+    }
+
+    pub(crate) fn tls_mut(&mut self, conn: ConnId) -> Option<&mut TlsSession> {
+        self.state_mut(conn).and_then(|s| s.tls.as_deref_mut())
+    }
+
+    /// Whether bytes on `conn` are exactly what layers send and receive (no TLS under it),
+    /// so that the driver may move them by itself.
+    pub(crate) fn is_plain(&self, conn: ConnId) -> bool {
+        self.tls(conn).is_none()
     }
 
     /// Whether the client connection and every upstream one are closed.

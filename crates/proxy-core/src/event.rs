@@ -44,6 +44,10 @@ pub enum OpenError {
     Refused,
     #[error("connect timed out")]
     Timeout,
+    /// The TCP connection opened but the TLS handshake over it failed; says why, for example
+    /// "certificate expired".
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("{0}")]
     Other(String),
 }

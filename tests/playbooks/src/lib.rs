@@ -1021,3 +1021,4 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 mod tests;
 
 pub mod fuzz;
+pub mod tls;

@@ -13,8 +13,8 @@ use bytes::Bytes;
 
 use crate::command::{LogLevel, ServerAddr};
 use crate::context::{ConnId, Context, FlowId};
-use crate::event::Event;
-use crate::flow::{Request, Response};
+use crate::event::{Event, OpenError};
+use crate::flow::{Request, Response, Scheme};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind};
 use crate::layers::http1::{ClientOutput, Http1Client, Http1Server, ServerOutput};
@@ -52,6 +52,10 @@ impl HttpEvent {
 /// What the HTTP layer hands to its parent when the client connection stops being HTTP.
 pub(crate) struct Handover {
     pub(crate) server: ConnId,
+    /// The server connection's destination.
+    pub(crate) target: ServerAddr,
+    /// The switch came from a `CONNECT` (not a `101`): what the client sends next may be TLS.
+    pub(crate) connect: bool,
     /// Bytes the client sent after the request that asked for the switch.
     pub(crate) client_rest: Bytes,
     /// Bytes the server sent after its `101` (empty for `CONNECT`).
@@ -64,6 +68,8 @@ struct ServerConn {
     conn: ConnId,
     addr: ServerAddr,
     codec: Http1Client,
+    /// Speaks TLS (as a client) under the codec.
+    tls: bool,
     open: bool,
     /// The stream using this connection, if any.
     flow: Option<FlowId>,
@@ -95,6 +101,9 @@ pub(crate) struct HttpLayer {
     /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
     /// read our last response before its unread input could make the kernel reset.
     lingering: bool,
+    /// An upstream that already failed for this client connection (its TLS handshake, when
+    /// we tried it before the client's): requests for it fail the same way without retrying.
+    failed_upstream: Option<(ServerAddr, OpenError)>,
 }
 
 impl HttpLayer {
@@ -108,7 +117,29 @@ impl HttpLayer {
             out: Vec::new(),
             client_gone: false,
             lingering: false,
+            failed_upstream: None,
         }
+    }
+
+    /// The HTTP layer inside a connection the client made to `target` through us (an
+    /// intercepted `CONNECT`): requests come in origin-form and go to `target` over `scheme`.
+    pub(crate) fn for_target(cx: &Context, scheme: Scheme, target: ServerAddr) -> Self {
+        let mut layer = Self::new(cx);
+        layer.client = Http1Server::new(ConnId::CLIENT, &cx.config).with_default_target(scheme, target);
+        layer
+    }
+
+    /// Take the open connection `conn` to `addr` into the pool, for the next request to it.
+    pub(crate) fn adopt_server(&mut self, cx: &Context, conn: ConnId, addr: ServerAddr) {
+        let tls = !cx.is_plain(conn);
+        let codec = Http1Client::new(conn, &cx.config);
+        let server = ServerConn { conn, addr, codec, tls, open: true, flow: None, dedicated: false, deadline: None };
+        self.servers.push(server);
+    }
+
+    /// Requests to `addr` over TLS fail with `error`: it was tried already.
+    pub(crate) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
+        self.failed_upstream = Some((addr, error));
     }
 
     /// The tunnel the client connection turned into, once a stream asked for one.
@@ -369,13 +400,15 @@ impl HttpLayer {
                     server.codec.send(cx, event);
                 }
             }
-            Out::OpenServer { addr, dedicated } => self.assign_server(cx, now, flow, addr, dedicated),
+            Out::OpenServer { addr, tls, dedicated } => self.assign_server(cx, now, flow, addr, tls, dedicated),
             Out::Tunnel => {
                 let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) else { return };
                 let mut server = self.servers.remove(i);
                 let client_rest = self.client.take_rest();
                 self.handover = Some(Handover {
                     server: server.conn,
+                    target: server.addr.clone(),
+                    connect: server.dedicated,
                     client_rest,
                     server_rest: server.codec.take_rest(),
                     client_eof: self.client.is_eof(),
@@ -396,10 +429,18 @@ impl HttpLayer {
     }
 
     /// Find an idle connection to `addr` to reuse, or open a new one, for `flow`.
-    fn assign_server(&mut self, cx: &mut Context, now: Instant, flow: FlowId, addr: ServerAddr, dedicated: bool) {
+    fn assign_server(
+        &mut self,
+        cx: &mut Context,
+        now: Instant,
+        flow: FlowId,
+        addr: ServerAddr,
+        tls: bool,
+        dedicated: bool,
+    ) {
         if !dedicated && cx.config.reuse_server_connections {
             let idle = self.servers.iter().position(|s| {
-                s.flow.is_none() && s.open && !s.dedicated && s.addr == addr && s.codec.is_reusable()
+                s.flow.is_none() && s.open && !s.dedicated && s.tls == tls && s.addr == addr && s.codec.is_reusable()
             });
             if let Some(i) = idle {
                 self.servers[i].flow = Some(flow);
@@ -407,9 +448,26 @@ impl HttpLayer {
                 return;
             }
         }
-        let conn = cx.open(addr.clone());
+        if let Some((failed, error)) = &self.failed_upstream {
+            if tls && *failed == addr {
+                let error = error.clone();
+                return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
+            }
+        }
+        let conn = if tls {
+            // Offer what the client codec will speak; the server's choice is checked below us.
+            match cx.open_tls(addr.clone(), &addr.host, vec![b"http/1.1".to_vec()]) {
+                Ok(conn) => conn,
+                Err(message) => {
+                    return self.feed(cx, now, flow, Input::ServerFailed { addr, error: OpenError::Tls(message) });
+                }
+            }
+        } else {
+            cx.open(addr.clone())
+        };
         let codec = Http1Client::new(conn, &cx.config);
-        self.servers.push(ServerConn { conn, addr, codec, open: false, flow: Some(flow), dedicated, deadline: None });
+        let server = ServerConn { conn, addr, codec, tls, open: false, flow: Some(flow), dedicated, deadline: None };
+        self.servers.push(server);
     }
 
     /// The stream `flow` is finished: return its server connection to the pool or close it.
@@ -468,6 +526,10 @@ impl HttpLayer {
         let Some(flow) = self.client.current_flow() else { return };
         let Some(stream) = self.streams.get(&flow) else { return };
         let Some(server) = self.servers.iter_mut().find(|s| s.flow == Some(flow) && s.open) else { return };
+        // Bytes on a TLS connection are not what the other side should get.
+        if server.tls || !cx.is_plain(ConnId::CLIENT) {
+            return;
+        }
         if stream.may_forward_response() && self.client.sends_raw_body(flow) {
             if let Some(len) = server.codec.start_forward(min) {
                 cx.forward(server.conn, ConnId::CLIENT, len);

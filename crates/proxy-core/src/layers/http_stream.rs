@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crate::command::ServerAddr;
 use crate::context::{Context, FlowId};
 use crate::event::OpenError;
-use crate::flow::{FlowError, HttpFlow, Request, Response};
+use crate::flow::{FlowError, HttpFlow, Request, Response, Scheme};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::layers::http::HttpEvent;
@@ -54,8 +54,9 @@ pub(crate) enum Out {
     Client(HttpEvent),
     /// Send to this stream's server (requests).
     Server(HttpEvent),
-    /// Get a connection to `addr` for this stream; `dedicated` ones are never pooled.
-    OpenServer { addr: ServerAddr, dedicated: bool },
+    /// A connection to `addr` for this flow: `tls` for an `https` request, `dedicated` (and
+    /// never pooled) for a `CONNECT`.
+    OpenServer { addr: ServerAddr, tls: bool, dedicated: bool },
     /// The client connection and this stream's server connection become a raw tunnel.
     Tunnel,
     /// Close the client connection (after what is queued for it).
@@ -405,7 +406,7 @@ impl HttpStream {
         if self.is_connect() {
             let addr = self.flow.request.server();
             self.server = Server::Connecting;
-            out.push(Out::OpenServer { addr, dedicated: true });
+            out.push(Out::OpenServer { addr, tls: false, dedicated: true });
             return;
         }
         if matches!(self.req, Req::Done) {
@@ -431,7 +432,7 @@ impl HttpStream {
             let request = self.request_head();
             self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
             self.server = Server::Connecting;
-            out.push(Out::OpenServer { addr: self.flow.request.server(), dedicated: false });
+            out.push(Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false });
         }
     }
 
@@ -441,7 +442,7 @@ impl HttpStream {
         let end_stream = true;
         self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
         self.server = Server::Connecting;
-        out.push(Out::OpenServer { addr: self.flow.request.server(), dedicated: false });
+        out.push(Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false });
     }
 
     fn after_response_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
@@ -602,6 +603,10 @@ impl HttpStream {
     fn response_head(&self) -> Response {
         let response = self.flow.response.as_ref();
         response.map_or_else(|| Response::text(502, ""), |r| Response { body: None, trailers: None, ..r.clone() })
+    }
+
+    fn is_https(&self) -> bool {
+        self.flow.request.scheme == Scheme::Https
     }
 
     fn is_connect(&self) -> bool {

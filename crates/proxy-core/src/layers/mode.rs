@@ -8,6 +8,7 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::event::Event;
 use crate::layer::Layer;
 use crate::layers::http::HttpLayer;
+use crate::tls::intercept::Intercept;
 use crate::tunnel::Tunnel;
 
 /// A regular (explicit) proxy: the client speaks HTTP to the proxy, with absolute-form
@@ -70,8 +71,11 @@ impl Layer for RegularMode {
             State::Http(http) => {
                 http.handle(cx, now, event);
                 if let Some(handover) = http.take_handover() {
-                    let tunnel = Tunnel::new(cx, handover);
-                    self.state = State::Tunnel(Box::new(tunnel));
+                    self.state = if handover.connect && cx.config.tls.is_some() {
+                        State::Tunnel(Box::new(Intercept::new(cx, now, handover)))
+                    } else {
+                        State::Tunnel(Box::new(Tunnel::new(cx, handover)))
+                    };
                 }
             }
             State::Tunnel(layer) => layer.handle(cx, now, event),

@@ -18,6 +18,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub(crate) mod intercept;
+pub(crate) mod session;
+
 pub use rustls;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;

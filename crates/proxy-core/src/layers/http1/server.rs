@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
 use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
-use crate::command::LogLevel;
+use crate::command::{LogLevel, ServerAddr};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
@@ -68,6 +68,12 @@ pub(crate) struct Http1Server {
     tunnel: bool,
     /// The driver is moving the rest of a `Content-Length` request body by itself.
     forwarding: bool,
+    /// Where origin-form requests go: the connection's one destination, when the client is
+    /// talking to a server through us (an intercepted `CONNECT`, reverse mode) rather than to
+    /// a proxy. `None`: a regular proxy, which takes absolute-form only.
+    default_target: Option<(Scheme, ServerAddr)>,
+    /// `https://` targets can be served: the core can speak TLS upstream.
+    tls_upstream: bool,
 }
 
 impl Http1Server {
@@ -85,7 +91,15 @@ impl Http1Server {
             finished: false,
             tunnel: false,
             forwarding: false,
+            default_target: None,
+            tls_upstream: config.tls.is_some(),
         }
+    }
+
+    /// Take origin-form requests, for `target` over `scheme`.
+    pub(crate) fn with_default_target(mut self, scheme: Scheme, target: ServerAddr) -> Self {
+        self.default_target = Some((scheme, target));
+        self
     }
 
     pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<ServerOutput>) {
@@ -253,12 +267,19 @@ impl Http1Server {
             Ok(framing) => framing,
             Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
         };
-        let (scheme, host, port, path) = match parse_target(&head.method, &head.target) {
+        let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
+        let parsed = match &self.default_target {
+            Some((scheme, target)) if origin_form => {
+                Ok((*scheme, target.host.clone(), target.port, head.target.clone()))
+            }
+            _ => parse_target(&head.method, &head.target),
+        };
+        let (scheme, host, port, path) = match parsed {
             Ok(parts) => parts,
             Err(message) => return self.reject(cx, 400, message, out),
         };
-        if scheme == Scheme::Https && !connect {
-            let message = "https:// URLs in proxy requests are not supported yet; use CONNECT";
+        if scheme == Scheme::Https && !connect && !self.tls_upstream {
+            let message = "https:// URLs in proxy requests need TLS interception, which is off; use CONNECT";
             return self.reject(cx, 501, message.into(), out);
         }
         if head.headers.get_all("host").count() > 1 {
@@ -288,8 +309,9 @@ impl Http1Server {
             body: None,
             trailers: None,
         };
-        if !connect {
-            // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field.
+        if !connect && (!origin_form || !request.headers.contains("host")) {
+            // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field. An
+            // origin-form request keeps the Host its client chose.
             let authority = request.authority();
             request.headers.insert("host", authority);
         }

@@ -1,0 +1,371 @@
+//! What a `CONNECT` tunnel turns into when TLS interception is on.
+//!
+//! The tunnel's server connection is already open (the client got its `200`). The first bytes
+//! the client sends decide the rest, as in mitmproxy's next-layer logic:
+//!
+//! - a TLS `ClientHello`: read it with rustls's [`Acceptor`], raise
+//!   [`Hook::TlsClientHello`], and unless the hook or `ignore_hosts` ask for passthrough,
+//!   intercept: handshake with the server first (with the client's SNI and the ALPN protocols
+//!   we can speak), so that the certificate minted for the client can copy the server's
+//!   names, then finish the client's handshake and run HTTP over both;
+//! - an HTTP request line: plain HTTP through the tunnel, parsed like any other;
+//! - anything else, or the server speaking first: a raw tunnel.
+//!
+//! When the server's handshake fails, the client's still completes, so that it can read a
+//! `502` naming the cause instead of a bare connection reset.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rustls::server::{Accepted, Acceptor, ClientHello as RustlsHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::command::{LogLevel, ServerAddr};
+use crate::context::{ConnId, Context, FlowId};
+use crate::event::{Event, OpenError};
+use crate::flow::Scheme;
+use crate::hook::{Hook, HookKind, HookReply};
+use crate::layer::Layer;
+use crate::layers::http::{Handover, HttpLayer};
+use crate::tls::session::TlsSession;
+use crate::tls::{CertRequest, ClientHello, TlsConfig};
+use crate::tunnel::Tunnel;
+
+/// ALPN protocols the HTTP layers can speak, in our order of preference.
+const SUPPORTED_ALPN: &[&[u8]] = &[b"http/1.1"];
+/// How many bytes of a first line we look at to tell HTTP from other protocols.
+const METHOD_SNIFF: usize = 24;
+
+pub(crate) struct Intercept {
+    server: ConnId,
+    target: ServerAddr,
+    state: State,
+}
+
+enum State {
+    /// Waiting for the client's first bytes.
+    Peek { buf: BytesMut, acceptor: Box<Acceptor> },
+    /// The `TlsClientHello` hook is pending.
+    Hello { flow: FlowId, accepted: Box<Accepted>, hello: ClientHello, raw: Bytes },
+    /// Handshaking with the server, the client's handshake on hold.
+    Upstream { accepted: Box<Accepted>, hello: ClientHello },
+    Http(Box<HttpLayer>),
+    Tunnel(Box<dyn Layer>),
+    Closed,
+}
+
+impl Intercept {
+    pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover) -> Self {
+        let mut layer = Self {
+            server: handover.server,
+            target: handover.target,
+            state: State::Peek { buf: BytesMut::new(), acceptor: Box::default() },
+        };
+        cx.set_layer_pause(ConnId::CLIENT, false);
+        cx.set_layer_pause(layer.server, false);
+        if !handover.server_rest.is_empty() {
+            // The server spoke first: not a protocol we look into.
+            layer.tunnel(cx, handover.client_rest, handover.server_rest, handover.client_eof);
+            return layer;
+        }
+        if !handover.client_rest.is_empty() {
+            layer.client_data(cx, now, handover.client_rest);
+        }
+        if handover.client_eof {
+            layer.handle(cx, now, Event::ConnectionClosed { conn: ConnId::CLIENT });
+        }
+        layer
+    }
+
+    fn tls(cx: &Context) -> &TlsConfig {
+        cx.config.tls.as_ref().expect("interception runs only with a TLS configuration")
+    }
+
+    /// Bytes from the client while we are still deciding what it speaks.
+    fn client_data(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
+        let State::Peek { buf, acceptor, .. } = &mut self.state else { return };
+        buf.extend_from_slice(&data);
+        match buf[0] {
+            0x16 => {
+                let mut input = &data[..];
+                while !input.is_empty() {
+                    if acceptor.read_tls(&mut input).is_err() {
+                        break;
+                    }
+                }
+                match acceptor.accept() {
+                    Ok(None) => {}
+                    Ok(Some(accepted)) => {
+                        let raw = std::mem::take(buf).freeze();
+                        self.client_hello(cx, now, Box::new(accepted), raw);
+                    }
+                    Err((error, mut alert)) => {
+                        let mut bytes = Vec::new();
+                        let _ = alert.write_all(&mut bytes);
+                        cx.send_raw(ConnId::CLIENT, bytes.into());
+                        let reason = crate::tls::describe_error(&error);
+                        cx.log(LogLevel::Info, format!("client {} sent a bad TLS ClientHello: {reason}", cx.client.peer));
+                        self.close(cx);
+                    }
+                }
+            }
+            _ => match sniff_http(buf) {
+                None => {}
+                Some(true) => {
+                    let data = std::mem::take(buf).freeze();
+                    self.plain_http(cx, now, data);
+                }
+                Some(false) => {
+                    let data = std::mem::take(buf).freeze();
+                    self.tunnel(cx, data, Bytes::new(), false);
+                }
+            },
+        }
+    }
+
+    fn client_hello(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, raw: Bytes) {
+        let hello = describe_hello(&self.target, &accepted.client_hello());
+        let tls = Self::tls(cx);
+        let port = self.target.port;
+        let ignored = tls.ignore_hosts.iter().any(|pattern| {
+            pattern.is_match(&format!("{}:{port}", self.target.host))
+                || hello.server_name.as_ref().is_some_and(|sni| pattern.is_match(&format!("{sni}:{port}")))
+        });
+        if ignored {
+            cx.log(LogLevel::Debug, format!("passing TLS to {} through (ignore_hosts)", self.target));
+            return self.tunnel(cx, raw, Bytes::new(), false);
+        }
+        if cx.config.hooks.contains(HookKind::TlsClientHello) {
+            let flow = cx.next_flow_id();
+            cx.set_layer_pause(ConnId::CLIENT, true);
+            cx.hook(flow, Hook::TlsClientHello { flow, hello: hello.clone() });
+            self.state = State::Hello { flow, accepted, hello, raw };
+            return;
+        }
+        self.start_upstream(cx, now, accepted, hello);
+    }
+
+    /// Handshake with the server, offering what the client offered and we can speak.
+    fn start_upstream(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, hello: ClientHello) {
+        let alpn: Vec<Vec<u8>> = hello.alpn.iter().filter(|p| SUPPORTED_ALPN.contains(&p.as_slice())).cloned().collect();
+        let name = hello.server_name.clone().unwrap_or_else(|| self.target.host.clone());
+        cx.set_layer_pause(ConnId::CLIENT, true);
+        match cx.start_tls_client(self.server, self.target.clone(), &name, alpn) {
+            Ok(()) => self.state = State::Upstream { accepted, hello },
+            Err(message) => {
+                cx.close(self.server, false);
+                self.finish_client(cx, now, accepted, hello, Err(OpenError::Tls(message)));
+            }
+        }
+    }
+
+    /// Complete the client's handshake with a minted certificate, then serve HTTP over it.
+    /// `upstream` is the server's TLS session state, or why there is none.
+    fn finish_client(
+        &mut self,
+        cx: &mut Context,
+        now: Instant,
+        accepted: Box<Accepted>,
+        hello: ClientHello,
+        upstream: Result<(), OpenError>,
+    ) {
+        let server_tls = upstream.is_ok().then(|| cx.tls(self.server)).flatten();
+        let upstream_cert = server_tls.and_then(|t| t.peer_certificates().into_iter().next());
+        let server_alpn = server_tls.and_then(|t| t.alpn());
+        let request =
+            CertRequest { server_name: hello.server_name.clone(), target_host: self.target.host.clone(), upstream_cert };
+        let tls = Self::tls(cx);
+        let key = match tls.issuer.issue(&request) {
+            Ok(key) => key,
+            Err(message) => {
+                cx.log(LogLevel::Warn, format!("cannot mint a certificate for {}: {message}", self.target));
+                return self.close(cx);
+            }
+        };
+        let mut config = (*tls.server).clone();
+        config.cert_resolver = Arc::new(OneCert(key));
+        // The client gets the protocol the server chose; without a choice, HTTP/1.1 if offered.
+        config.alpn_protocols = match server_alpn {
+            Some(protocol) => vec![protocol],
+            None => hello.alpn.iter().filter(|p| p.as_slice() == b"http/1.1").cloned().collect(),
+        };
+        match accepted.into_connection(Arc::new(config)) {
+            Ok(connection) => {
+                let session =
+                    TlsSession::new(rustls::Connection::Server(connection), self.target.clone(), hello.server_name);
+                cx.attach_tls(ConnId::CLIENT, session);
+            }
+            Err((error, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                cx.send_raw(ConnId::CLIENT, bytes.into());
+                let reason = crate::tls::describe_error(&error);
+                cx.log(LogLevel::Info, format!("TLS handshake with client {} failed: {reason}", cx.client.peer));
+                return self.close(cx);
+            }
+        }
+        let mut http = Box::new(HttpLayer::for_target(cx, Scheme::Https, self.target.clone()));
+        match upstream {
+            Ok(()) => http.adopt_server(cx, self.server, self.target.clone()),
+            Err(error) => http.set_failed_upstream(self.target.clone(), error),
+        }
+        http.handle(cx, now, Event::Start);
+        self.state = State::Http(http);
+    }
+
+    fn plain_http(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
+        let mut http = Box::new(HttpLayer::for_target(cx, Scheme::Http, self.target.clone()));
+        http.adopt_server(cx, self.server, self.target.clone());
+        http.handle(cx, now, Event::Start);
+        http.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
+        self.state = State::Http(http);
+        self.after_http(cx);
+    }
+
+    fn tunnel(&mut self, cx: &mut Context, client_rest: Bytes, server_rest: Bytes, client_eof: bool) {
+        let handover = Handover {
+            server: self.server,
+            target: self.target.clone(),
+            connect: false,
+            client_rest,
+            server_rest,
+            client_eof,
+        };
+        self.state = State::Tunnel(Box::new(Tunnel::new(cx, handover)));
+    }
+
+    /// The HTTP layer may have switched protocols (a `101` inside the tunnel).
+    fn after_http(&mut self, cx: &mut Context) {
+        if let State::Http(http) = &mut self.state {
+            if let Some(handover) = http.take_handover() {
+                self.state = State::Tunnel(Box::new(Tunnel::new(cx, handover)));
+            }
+        }
+    }
+
+    fn close(&mut self, cx: &mut Context) {
+        cx.close(ConnId::CLIENT, false);
+        cx.close(self.server, false);
+        self.state = State::Closed;
+    }
+}
+
+impl Layer for Intercept {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+        let client = ConnId::CLIENT;
+        match (&mut self.state, event) {
+            (State::Http(http), event) => {
+                http.handle(cx, now, event);
+                self.after_http(cx);
+            }
+            (State::Tunnel(tunnel), event) => tunnel.handle(cx, now, event),
+            (State::Closed, _) => {}
+            (State::Peek { .. }, Event::DataReceived { conn, data }) if conn == client => self.client_data(cx, now, data),
+            (State::Peek { buf, .. }, Event::DataReceived { conn, data }) if conn == self.server => {
+                let client_rest = std::mem::take(buf).freeze();
+                self.tunnel(cx, client_rest, data, false);
+            }
+            (State::Peek { buf, .. }, Event::ConnectionClosed { conn }) => {
+                let client_rest = std::mem::take(buf).freeze();
+                self.tunnel(cx, client_rest, Bytes::new(), conn == client);
+                if conn != client {
+                    self.handle(cx, now, Event::ConnectionClosed { conn });
+                }
+            }
+            (State::Hello { flow, .. }, Event::HookReply { flow: replied, reply }) if *flow == replied => {
+                let State::Hello { accepted, hello, raw, .. } = std::mem::replace(&mut self.state, State::Closed)
+                else {
+                    unreachable!()
+                };
+                match reply {
+                    HookReply::Kill => self.close(cx),
+                    HookReply::Passthrough => {
+                        cx.set_layer_pause(client, false);
+                        self.tunnel(cx, raw, Bytes::new(), false);
+                    }
+                    _ => self.start_upstream(cx, now, accepted, hello),
+                }
+            }
+            (State::Upstream { .. }, Event::Opened { conn }) if conn == self.server => {
+                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
+                    unreachable!()
+                };
+                self.finish_client(cx, now, accepted, hello, Ok(()));
+            }
+            (State::Upstream { .. }, Event::OpenFailed { conn, error }) if conn == self.server => {
+                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
+                    unreachable!()
+                };
+                self.finish_client(cx, now, accepted, hello, Err(error));
+            }
+            (State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == self.server => {
+                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
+                    unreachable!()
+                };
+                cx.close(self.server, false);
+                let error = OpenError::Tls("the server closed the connection during the handshake".into());
+                cx.log(LogLevel::Info, format!("TLS handshake with server {} failed: {error}", self.target));
+                self.finish_client(cx, now, accepted, hello, Err(error));
+            }
+            (State::Hello { .. } | State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == client => {
+                self.close(cx);
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Http(http) => http.poll_timeout(),
+            State::Tunnel(tunnel) => tunnel.poll_timeout(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `buf` starts like an HTTP/1 request line: `None` while too short to tell.
+fn sniff_http(buf: &[u8]) -> Option<bool> {
+    for (i, &b) in buf.iter().take(METHOD_SNIFF).enumerate() {
+        match b {
+            b'A'..=b'Z' | b'-' => {}
+            b' ' => return Some(i > 0),
+            _ => return Some(false),
+        }
+    }
+    if buf.len() >= METHOD_SNIFF { Some(false) } else { None }
+}
+
+fn describe_hello(target: &ServerAddr, hello: &RustlsHello<'_>) -> ClientHello {
+    ClientHello {
+        server: target.clone(),
+        server_name: hello.server_name().map(str::to_owned),
+        alpn: hello.alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect()).unwrap_or_default(),
+    }
+}
+
+/// The certificate minted for one connection.
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: RustlsHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sniff_http;
+
+    #[test]
+    fn tells_http_from_other_protocols() {
+        assert_eq!(sniff_http(b"GET / HTTP/1.1\r\n"), Some(true));
+        assert_eq!(sniff_http(b"M-SEARCH * HTTP/1.1"), Some(true));
+        assert_eq!(sniff_http(b"GE"), None);
+        assert_eq!(sniff_http(b" GET"), Some(false));
+        assert_eq!(sniff_http(b"SSH-2.0-OpenSSH"), Some(false));
+        assert_eq!(sniff_http(b"\x00\x01"), Some(false));
+        assert_eq!(sniff_http(&[b'A'; 30]), Some(false));
+    }
+}

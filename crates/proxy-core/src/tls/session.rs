@@ -1,0 +1,187 @@
+//! Record protection for one connection: plaintext above, ciphertext on the wire.
+//!
+//! A [`TlsSession`] sits in the connection table under a connection that speaks TLS. The
+//! context encrypts what layers send on it and [`Connection`](crate::Connection) decrypts what
+//! arrives before any layer sees it, so the HTTP layers read and write plaintext whatever the
+//! transport. Handshake progress surfaces as the events a layer already understands: an
+//! upstream connection counts as [`Opened`](crate::Event::Opened) once its handshake is done,
+//! and as [`OpenFailed`](crate::Event::OpenFailed) when the handshake fails.
+
+use std::io::{Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use rustls::pki_types::CertificateDer;
+
+use crate::command::ServerAddr;
+use crate::context::ConnId;
+use crate::tls::{describe_error, TlsFailure, TlsInfo, TlsSide};
+
+/// Most plaintext pulled out of one connection per read, so that a burst of records cannot
+/// grow the buffer without bound between two turns of the layers.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession").field("side", &self.side).field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct TlsSession {
+    conn: rustls::Connection,
+    pub(crate) side: TlsSide,
+    pub(crate) server: ServerAddr,
+    pub(crate) server_name: Option<String>,
+    /// The handshake has completed (and been reported).
+    pub(crate) established: bool,
+    /// The TCP connection is not open yet: hold the handshake until it is.
+    pub(crate) awaiting_open: bool,
+    /// The session failed: nothing more goes in or out.
+    pub(crate) failed: bool,
+    /// The peer's `close_notify` arrived (and was reported as the connection closing).
+    pub(crate) peer_closed: bool,
+}
+
+/// What one batch of ciphertext produced.
+#[derive(Default)]
+pub(crate) struct Received {
+    pub(crate) plaintext: Bytes,
+    /// Handshake records (or alerts) to send back.
+    pub(crate) outgoing: Bytes,
+    /// The handshake completed with this batch.
+    pub(crate) established: bool,
+    /// The peer sent `close_notify`.
+    pub(crate) closed: bool,
+    pub(crate) error: Option<String>,
+}
+
+impl TlsSession {
+    pub(crate) fn new(conn: rustls::Connection, server: ServerAddr, server_name: Option<String>) -> Self {
+        let side = match conn {
+            rustls::Connection::Client(_) => TlsSide::Server,
+            rustls::Connection::Server(_) => TlsSide::Client,
+        };
+        let mut session =
+            Self { conn, side, server, server_name, established: false, awaiting_open: false, failed: false, peer_closed: false };
+        // The context accounts for queued output itself and pauses readers when it grows; a
+        // rustls-side limit would only make writes partial.
+        session.conn.set_buffer_limit(None);
+        session
+    }
+
+    /// Take in ciphertext from the peer.
+    pub(crate) fn receive(&mut self, data: &[u8]) -> Received {
+        let mut result = Received::default();
+        if self.failed {
+            return result;
+        }
+        let was_handshaking = self.conn.is_handshaking();
+        let mut plaintext = BytesMut::new();
+        let mut input = data;
+        // Never hand rustls an empty slice: it would take that for the end of the stream.
+        while !input.is_empty() && !result.closed {
+            let before = input.len();
+            // The only error is "plaintext buffer full", which the drain below cures.
+            let _ = self.conn.read_tls(&mut input);
+            match self.conn.process_new_packets() {
+                Ok(state) => result.closed = state.peer_has_closed(),
+                Err(error) => {
+                    result.error = Some(describe_error(&error));
+                    self.failed = true;
+                    // An alert describing the error may be queued: send it.
+                    result.outgoing = self.take_outgoing();
+                    return result;
+                }
+            }
+            let drained = drain_plaintext(&mut self.conn, &mut plaintext);
+            if input.len() == before && !drained {
+                // rustls took nothing and gave nothing: it will not get better.
+                result.error = Some("TLS input could not be processed".into());
+                self.failed = true;
+                return result;
+            }
+        }
+        result.plaintext = plaintext.freeze();
+        result.outgoing = self.take_outgoing();
+        if was_handshaking && !self.conn.is_handshaking() {
+            self.established = true;
+            result.established = true;
+        }
+        result
+    }
+
+    /// Encrypt `data` for the peer. Before the handshake completes, rustls holds it back and
+    /// sends it once the keys are there.
+    pub(crate) fn send(&mut self, data: &[u8]) -> Bytes {
+        if self.failed {
+            return Bytes::new();
+        }
+        // Unlimited buffer: a write takes everything.
+        let _ = self.conn.writer().write_all(data);
+        self.take_outgoing()
+    }
+
+    /// A `close_notify` for the peer.
+    pub(crate) fn close(&mut self) -> Bytes {
+        if self.failed {
+            return Bytes::new();
+        }
+        self.conn.send_close_notify();
+        self.take_outgoing()
+    }
+
+    /// Records rustls has ready to go out (the first flight of a client handshake, say).
+    pub(crate) fn take_outgoing(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        Bytes::from(out)
+    }
+
+    pub(crate) fn info(&self, conn: ConnId) -> TlsInfo {
+        let c = &self.conn;
+        TlsInfo {
+            conn,
+            side: self.side,
+            server: self.server.clone(),
+            server_name: self.server_name.clone(),
+            version: c.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            cipher: c.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            peer_certificates: self.peer_certificates(),
+        }
+    }
+
+    pub(crate) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.conn.peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default()
+    }
+
+    pub(crate) fn alpn(&self) -> Option<Vec<u8>> {
+        self.conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    pub(crate) fn failure(&self, conn: ConnId, error: String) -> TlsFailure {
+        TlsFailure { conn, side: self.side, server: self.server.clone(), server_name: self.server_name.clone(), error }
+    }
+}
+
+/// Move every decrypted byte out of rustls. True if there was any.
+fn drain_plaintext(conn: &mut rustls::Connection, into: &mut BytesMut) -> bool {
+    let first = into.len();
+    loop {
+        let start = into.len();
+        into.resize(start + READ_CHUNK, 0);
+        match conn.reader().read(&mut into[start..]) {
+            Ok(n) if n > 0 => into.truncate(start + n),
+            // Ok(0): the peer closed cleanly. WouldBlock: nothing more for now. An unclean EOF
+            // surfaces as the connection closing.
+            _ => {
+                into.truncate(start);
+                return into.len() > first;
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! TLS interception after `CONNECT`: a real rustls client and real rustls origins around the
+//! core, driven in memory by a [`Pump`].
+
+use std::sync::Arc;
+
+use playbooks::tls::*;
+use proxy_core::tls::TlsSide;
+use proxy_core::{ConnId, Hook, HookKind, HookReply};
+
+const S1: ConnId = ConnId(1);
+const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n";
+const GET: &[u8] = b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+struct World {
+    proxy_ca: Arc<TestCa>,
+    origin_ca: TestCa,
+    issuer: Arc<TestIssuer>,
+}
+
+fn world() -> World {
+    let proxy_ca = Arc::new(TestCa::new("proxy CA"));
+    let issuer = Arc::new(TestIssuer::new(proxy_ca.clone()));
+    World { proxy_ca, origin_ca: TestCa::new("origin CA"), issuer }
+}
+
+fn origin(w: &World, names: &[&str]) -> Origins {
+    let cert = w.origin_ca.leaf(names);
+    Box::new(move |_addr| Some(Peer::tls(tls_origin(cert.clone(), &[b"http/1.1"]))))
+}
+
+/// CONNECT, 200, then the client's TLS handshake with SNI `example.test`.
+fn connected(w: &World, config: proxy_core::Config, origins: Origins, client_roots: rustls::RootCertStore) -> Pump {
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(CONNECT);
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let _ = w;
+    pump.client_starts_tls(tls_client(client_roots, "example.test", &[b"h2", b"http/1.1"]));
+    pump
+}
+
+#[test]
+fn intercepts_a_get_with_a_minted_certificate() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
+    let client_tls = pump.client.rustls().unwrap();
+    assert!(!client_tls.is_handshaking(), "client handshake done; logs: {:?}", pump.logs);
+    assert_eq!(client_tls.alpn_protocol(), Some(&b"http/1.1"[..]), "the server's choice, not h2");
+    pump.client_sends(GET);
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /path HTTP/1.1\r\n"), "{request}");
+    assert!(request.contains("Host: example.test\r\n") || request.contains("host: example.test\r\n"), "{request}");
+    pump.server_sends(S1, RESPONSE);
+    let seen = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert!(seen.ends_with("\r\n\r\nhello"), "{seen:?}");
+
+    // The hooks saw the ClientHello and both handshakes.
+    let hello = pump.hooks.iter().find_map(|h| match h {
+        Hook::TlsClientHello { hello, .. } => Some(hello.clone()),
+        _ => None,
+    });
+    let hello = hello.expect("tls_clienthello raised");
+    assert_eq!(hello.server_name.as_deref(), Some("example.test"));
+    assert_eq!(hello.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    let sides: Vec<TlsSide> = pump
+        .hooks
+        .iter()
+        .filter_map(|h| match h {
+            Hook::TlsEstablished(info) => Some(info.side),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sides, vec![TlsSide::Server, TlsSide::Client]);
+    // The certificate was minted after the upstream answered, with its certificate in hand.
+    let requests = w.issuer.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].server_name.as_deref(), Some("example.test"));
+    assert!(requests[0].upstream_cert.is_some());
+    // The flow is https.
+    let flow = pump.hooks.iter().find_map(|h| match h {
+        Hook::Request(f) => Some(f.request.url()),
+        _ => None,
+    });
+    assert_eq!(flow.as_deref(), Some("https://example.test/path"));
+}
+
+#[test]
+fn a_second_request_reuses_the_intercepted_upstream() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
+    pump.client_sends(GET);
+    pump.server_sends(S1, RESPONSE);
+    pump.client_sends(GET);
+    pump.server_sends(S1, RESPONSE);
+    assert_eq!(pump.servers.len(), 1, "one upstream connection");
+    let seen = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert_eq!(seen.matches("hello").count(), 2, "{seen}");
+}
+
+#[test]
+fn upstream_name_mismatch_is_a_502_naming_the_cause() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origin(&w, &["wrong.example"]), w.proxy_ca.roots());
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "the client's handshake still completes");
+    pump.client_sends(GET);
+    let seen = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert!(seen.starts_with("HTTP/1.1 502 "), "{seen}");
+    assert!(seen.contains("example.test:443"), "{seen}");
+    assert!(seen.contains("name mismatch"), "{seen}");
+    assert!(pump.hook_kinds().contains(&HookKind::TlsFailed));
+    assert_eq!(pump.servers.len(), 1, "the failed upstream is not contacted again");
+}
+
+#[test]
+fn unknown_upstream_issuer_is_a_502() {
+    let w = world();
+    let stranger = TestCa::new("stranger");
+    let cert = stranger.leaf(&["example.test"]);
+    let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[]))));
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origins, w.proxy_ca.roots());
+    pump.client_sends(GET);
+    let seen = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert!(seen.starts_with("HTTP/1.1 502 "), "{seen}");
+    assert!(seen.contains("unknown issuer"), "{seen}");
+}
+
+#[test]
+fn ignore_hosts_passes_the_handshake_through() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[r"^example\.test:443$"]);
+    let cert = w.origin_ca.leaf(&["example.test"]);
+    // Passthrough: the origin terminates the client's TLS itself, and the client trusts it.
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = connected(&w, config, origins, w.origin_ca.roots());
+    let hello = pump.server(S1).received().to_vec();
+    assert_eq!(hello[0], 0x16, "the raw ClientHello reached the server");
+    assert!(w.issuer.requests.lock().unwrap().is_empty(), "nothing minted");
+    assert!(!pump.hook_kinds().contains(&HookKind::TlsClientHello));
+    // A real origin answers the raw bytes, and the client's handshake completes with it.
+    let mut origin = Peer::tls(tls_origin(cert.clone(), &[]));
+    origin.deliver(&hello);
+    pump.servers.insert(S1, origin);
+    pump.server_sends(S1, b"");
+    let client = pump.client.rustls().unwrap();
+    assert!(!client.is_handshaking(), "{:?}", pump.client.error());
+    assert_eq!(client.peer_certificates().unwrap()[0], cert.0, "the origin's own certificate");
+    pump.client_sends(GET);
+    assert_eq!(pump.server(S1).received(), GET);
+}
+
+#[test]
+fn the_clienthello_hook_can_choose_passthrough() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins).replies(|hook| match hook {
+        Hook::TlsClientHello { .. } => HookReply::Passthrough,
+        _ => HookReply::Continue,
+    });
+    pump.run();
+    pump.client_sends(CONNECT);
+    pump.client_starts_tls(tls_client(w.origin_ca.roots(), "example.test", &[]));
+    assert_eq!(pump.server(S1).received()[0], 0x16);
+    assert!(w.issuer.requests.lock().unwrap().is_empty());
+}
+
+#[test]
+fn plain_http_inside_a_connect_is_proxied() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(b"CONNECT example.test:80 HTTP/1.1\r\n\r\n");
+    pump.client_sends(b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /x HTTP/1.1\r\n"), "{request}");
+    pump.server_sends(S1, RESPONSE);
+    assert!(pump.client.received().ends_with(b"hello"));
+    let url = pump.hooks.iter().find_map(|h| match h {
+        Hook::Request(f) => Some(f.request.url()),
+        _ => None,
+    });
+    assert_eq!(url.as_deref(), Some("http://example.test/x"));
+}
+
+#[test]
+fn other_protocols_inside_a_connect_are_tunnelled() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(b"CONNECT example.test:22 HTTP/1.1\r\n\r\n");
+    pump.client_sends(b"SSH-2.0-OpenSSH_9.2\r\n");
+    assert_eq!(pump.server(S1).received(), b"SSH-2.0-OpenSSH_9.2\r\n");
+    pump.server_sends(S1, b"SSH-2.0-other\r\n");
+    assert!(pump.client.received().ends_with(b"SSH-2.0-other\r\n"));
+}
+
+#[test]
+fn a_server_that_speaks_first_gets_a_tunnel() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(b"CONNECT mail.test:25 HTTP/1.1\r\n\r\n");
+    pump.server_sends(S1, b"220 mail.test ESMTP\r\n");
+    assert!(pump.client.received().ends_with(b"220 mail.test ESMTP\r\n"));
+    pump.client_sends(b"EHLO me\r\n");
+    assert_eq!(pump.server(S1).received(), b"EHLO me\r\n");
+}
+
+#[test]
+fn a_client_that_rejects_the_minted_certificate_is_closed_and_reported() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    // The client trusts only the origin's CA, so the proxy's certificate is unknown to it.
+    let pump = connected(&w, config, origin(&w, &["example.test"]), w.origin_ca.roots());
+    assert!(pump.client.error().is_some_and(|e| e.contains("UnknownIssuer")), "{:?}", pump.client.error());
+    let failed = pump.hooks.iter().find_map(|h| match h {
+        Hook::TlsFailed(f) => Some(f.clone()),
+        _ => None,
+    });
+    let failed = failed.expect("tls_failed raised");
+    assert_eq!(failed.side, TlsSide::Client);
+    assert!(pump.closed.contains(&ConnId::CLIENT));
+    assert!(pump.logs.iter().any(|l| l.contains("TLS handshake with client")), "{:?}", pump.logs);
+}
+
+#[test]
+fn a_client_without_sni_gets_a_certificate_for_the_ip() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let cert = w.origin_ca.leaf(&["127.0.0.1"]);
+    let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[]))));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(b"CONNECT 127.0.0.1:8443 HTTP/1.1\r\n\r\n");
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "127.0.0.1", &[]));
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "{:?} {:?}", pump.client.error(), pump.logs);
+    let requests = w.issuer.requests.lock().unwrap();
+    assert_eq!(requests[0].server_name, None);
+    assert_eq!(requests[0].target_host, "127.0.0.1");
+}
