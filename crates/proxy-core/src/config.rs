@@ -2,12 +2,30 @@
 
 use std::time::Duration;
 
+use crate::command::ServerAddr;
+use crate::flow::Scheme;
 use crate::hook::HookSet;
 use crate::tls::TlsConfig;
+
+/// What clients take the proxy for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// An explicit proxy: absolute-form requests and `CONNECT`.
+    #[default]
+    Regular,
+    /// The origin itself: every request goes to `target` over `scheme`. With `client_tls`,
+    /// clients speak TLS to the proxy, which presents a certificate from
+    /// [`TlsConfig::issuer`](crate::tls::TlsConfig::issuer) for the name they asked for.
+    Reverse { scheme: Scheme, target: ServerAddr, client_tls: bool },
+    /// An explicit proxy towards clients that sends everything on through another proxy at
+    /// `proxy`: requests in absolute-form, and `CONNECT`s.
+    Upstream { proxy: ServerAddr },
+}
 
 /// Proxy configuration. Every limit the core enforces lives here, with a default.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub mode: Mode,
     /// Which hooks to raise.
     pub hooks: HookSet,
     /// Largest request or response head (start line and headers), in bytes. A request over it
@@ -48,6 +66,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            mode: Mode::Regular,
             hooks: HookSet::ALL,
             max_head_bytes: 64 * 1024,
             max_headers: 256,

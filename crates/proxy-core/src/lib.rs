@@ -38,7 +38,7 @@ pub mod tls;
 mod tunnel;
 
 pub use command::{Command, LogLevel, ServerAddr};
-pub use config::Config;
+pub use config::{Config, Mode};
 pub use connection::Connection;
 pub use context::{ConnId, FlowId};
 pub use event::{Event, OpenError};

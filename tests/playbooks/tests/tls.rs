@@ -249,3 +249,56 @@ fn a_client_without_sni_gets_a_certificate_for_the_ip() {
     assert_eq!(requests[0].server_name, None);
     assert_eq!(requests[0].target_host, "127.0.0.1");
 }
+
+fn reverse_config(w: &World, scheme: proxy_core::Scheme, client_tls: bool) -> proxy_core::Config {
+    let target = proxy_core::ServerAddr::new("origin.test", 8443);
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    proxy_core::Config { mode: proxy_core::Mode::Reverse { scheme, target, client_tls }, ..config }
+}
+
+#[test]
+fn reverse_mode_terminates_client_tls_and_speaks_tls_upstream() {
+    let w = world();
+    let config = reverse_config(&w, proxy_core::Scheme::Https, true);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["origin.test"]));
+    pump.run();
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "proxy.test", &[b"http/1.1"]));
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "{:?} {:?}", pump.client.error(), pump.logs);
+    assert!(pump.servers.is_empty(), "no upstream before the first request");
+    pump.client_sends(b"GET /r HTTP/1.1\r\nHost: proxy.test\r\n\r\n");
+    assert_eq!(pump.addrs[&S1].to_string(), "origin.test:8443");
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /r HTTP/1.1\r\n"), "{request}");
+    assert!(request.to_ascii_lowercase().contains("host: origin.test:8443\r\n"), "Host is the upstream's: {request}");
+    pump.server_sends(S1, RESPONSE);
+    assert!(pump.client.received().ends_with(b"hello"));
+    let requests = w.issuer.requests.lock().unwrap();
+    assert_eq!(requests[0].server_name.as_deref(), Some("proxy.test"));
+}
+
+#[test]
+fn reverse_mode_without_client_tls() {
+    let w = world();
+    let config = reverse_config(&w, proxy_core::Scheme::Https, false);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["origin.test"]));
+    pump.run();
+    pump.client_sends(b"GET /plain HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n");
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /plain HTTP/1.1\r\n"), "{request}");
+    pump.server_sends(S1, RESPONSE);
+    assert!(pump.client.received().ends_with(b"hello"));
+}
+
+#[test]
+fn https_urls_in_absolute_form_are_fetched_over_tls() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["example.test"]));
+    pump.run();
+    pump.client_sends(b"GET https://example.test/abs HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /abs HTTP/1.1\r\n"), "{request}");
+    assert_eq!(pump.addrs[&S1].to_string(), "example.test:443");
+    pump.server_sends(S1, RESPONSE);
+    assert!(pump.client.received().ends_with(b"hello"));
+}

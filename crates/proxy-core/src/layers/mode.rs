@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use crate::command::LogLevel;
+use crate::config::Mode;
 use crate::context::{ConnId, Context, FlowId};
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::event::Event;
@@ -11,8 +12,10 @@ use crate::layers::http::HttpLayer;
 use crate::tls::intercept::Intercept;
 use crate::tunnel::Tunnel;
 
-/// A regular (explicit) proxy: the client speaks HTTP to the proxy, with absolute-form
-/// targets, until a `CONNECT` or an `Upgrade` turns its connection into a tunnel.
+/// The root of a client connection's layers, by [`Mode`]. A regular (explicit) proxy: the
+/// client speaks HTTP to the proxy, with absolute-form targets, until a `CONNECT` or an
+/// `Upgrade` turns its connection into a tunnel (or, with TLS interception, an intercepted
+/// connection). In reverse mode the client speaks to us as to its origin, in TLS or not.
 pub(crate) struct RegularMode {
     state: State,
 }
@@ -36,6 +39,19 @@ impl RegularMode {
     }
 }
 
+/// What the client connection speaks first, by mode.
+fn first_layer(cx: &Context) -> State {
+    match &cx.config.mode {
+        Mode::Regular | Mode::Upstream { .. } => State::Http(Box::new(HttpLayer::new(cx))),
+        Mode::Reverse { scheme, target, client_tls: false } => {
+            State::Http(Box::new(HttpLayer::for_target(cx, *scheme, target.clone())))
+        }
+        Mode::Reverse { scheme, target, client_tls: true } => {
+            State::Tunnel(Box::new(Intercept::reverse(cx, *scheme, target.clone())))
+        }
+    }
+}
+
 impl Layer for RegularMode {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         match (&self.state, &event) {
@@ -46,16 +62,15 @@ impl Layer for RegularMode {
                 self.state = State::Admitting(flow);
                 return;
             }
-            (State::New, _) => self.state = State::Http(Box::new(HttpLayer::new(cx))),
+            (State::New, _) => self.state = first_layer(cx),
             (State::Admitting(waiting), Event::HookReply { flow, reply }) if flow == waiting => {
                 if let HookReply::Kill = reply {
                     cx.log(LogLevel::Info, format!("client {} refused by hook", cx.client.peer));
                     cx.close(ConnId::CLIENT, false);
                     self.state = State::Closed;
                 } else {
-                    let mut http = Box::new(HttpLayer::new(cx));
-                    http.handle(cx, now, Event::Start);
-                    self.state = State::Http(http);
+                    self.state = first_layer(cx);
+                    self.handle(cx, now, Event::Start);
                 }
                 return;
             }

@@ -38,9 +38,28 @@ const SUPPORTED_ALPN: &[&[u8]] = &[b"http/1.1"];
 const METHOD_SNIFF: usize = 24;
 
 pub(crate) struct Intercept {
-    server: ConnId,
+    /// The tunnel's server connection; `None` in reverse mode, where nothing is open yet.
+    server: Option<ConnId>,
+    /// Where the client's requests go.
     target: ServerAddr,
+    /// How they get there.
+    scheme: Scheme,
+    /// The name a minted certificate must carry when the client sends no SNI.
+    cert_host: String,
     state: State,
+    /// Until the client's handshake is done (or we know it speaks something else): a client
+    /// that sends nothing, or too slowly, is cut off here.
+    deadline: Option<Instant>,
+}
+
+/// What became of the server side before the client's handshake completes.
+enum Upstream {
+    /// Handshake done on the tunnel's server connection.
+    Ready,
+    /// The server's handshake failed: requests get this error.
+    Failed(OpenError),
+    /// Reverse mode: servers are contacted per request.
+    Later,
 }
 
 enum State {
@@ -58,12 +77,15 @@ enum State {
 impl Intercept {
     pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover) -> Self {
         let mut layer = Self {
-            server: handover.server,
+            server: Some(handover.server),
+            cert_host: handover.target.host.clone(),
             target: handover.target,
+            scheme: Scheme::Https,
             state: State::Peek { buf: BytesMut::new(), acceptor: Box::default() },
+            deadline: Some(now + cx.config.client_idle_timeout),
         };
         cx.set_layer_pause(ConnId::CLIENT, false);
-        cx.set_layer_pause(layer.server, false);
+        cx.set_layer_pause(handover.server, false);
         if !handover.server_rest.is_empty() {
             // The server spoke first: not a protocol we look into.
             layer.tunnel(cx, handover.client_rest, handover.server_rest, handover.client_eof);
@@ -76,6 +98,13 @@ impl Intercept {
             layer.handle(cx, now, Event::ConnectionClosed { conn: ConnId::CLIENT });
         }
         layer
+    }
+
+    /// Reverse mode with TLS towards clients: terminate it, then send requests to `target`.
+    pub(crate) fn reverse(cx: &Context, scheme: Scheme, target: ServerAddr) -> Self {
+        let cert_host = cx.client.local.ip().to_string();
+        let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
+        Self { server: None, target, scheme, cert_host, state, deadline: None }
     }
 
     fn tls(cx: &Context) -> &TlsConfig {
@@ -132,7 +161,7 @@ impl Intercept {
             pattern.is_match(&format!("{}:{port}", self.target.host))
                 || hello.server_name.as_ref().is_some_and(|sni| pattern.is_match(&format!("{sni}:{port}")))
         });
-        if ignored {
+        if ignored && self.server.is_some() {
             cx.log(LogLevel::Debug, format!("passing TLS to {} through (ignore_hosts)", self.target));
             return self.tunnel(cx, raw, Bytes::new(), false);
         }
@@ -148,33 +177,38 @@ impl Intercept {
 
     /// Handshake with the server, offering what the client offered and we can speak.
     fn start_upstream(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, hello: ClientHello) {
+        let Some(server) = self.server else {
+            return self.finish_client(cx, now, accepted, hello, Upstream::Later);
+        };
         let alpn: Vec<Vec<u8>> = hello.alpn.iter().filter(|p| SUPPORTED_ALPN.contains(&p.as_slice())).cloned().collect();
         let name = hello.server_name.clone().unwrap_or_else(|| self.target.host.clone());
         cx.set_layer_pause(ConnId::CLIENT, true);
-        match cx.start_tls_client(self.server, self.target.clone(), &name, alpn) {
+        match cx.start_tls_client(server, self.target.clone(), &name, alpn) {
             Ok(()) => self.state = State::Upstream { accepted, hello },
             Err(message) => {
-                cx.close(self.server, false);
-                self.finish_client(cx, now, accepted, hello, Err(OpenError::Tls(message)));
+                cx.close(server, false);
+                self.finish_client(cx, now, accepted, hello, Upstream::Failed(OpenError::Tls(message)));
             }
         }
     }
 
     /// Complete the client's handshake with a minted certificate, then serve HTTP over it.
-    /// `upstream` is the server's TLS session state, or why there is none.
     fn finish_client(
         &mut self,
         cx: &mut Context,
         now: Instant,
         accepted: Box<Accepted>,
         hello: ClientHello,
-        upstream: Result<(), OpenError>,
+        upstream: Upstream,
     ) {
-        let server_tls = upstream.is_ok().then(|| cx.tls(self.server)).flatten();
+        let server_tls = match (&upstream, self.server) {
+            (Upstream::Ready, Some(server)) => cx.tls(server),
+            _ => None,
+        };
         let upstream_cert = server_tls.and_then(|t| t.peer_certificates().into_iter().next());
         let server_alpn = server_tls.and_then(|t| t.alpn());
         let request =
-            CertRequest { server_name: hello.server_name.clone(), target_host: self.target.host.clone(), upstream_cert };
+            CertRequest { server_name: hello.server_name.clone(), target_host: self.cert_host.clone(), upstream_cert };
         let tls = Self::tls(cx);
         let key = match tls.issuer.issue(&request) {
             Ok(key) => key,
@@ -205,27 +239,39 @@ impl Intercept {
                 return self.close(cx);
             }
         }
-        let mut http = Box::new(HttpLayer::for_target(cx, Scheme::Https, self.target.clone()));
-        match upstream {
-            Ok(()) => http.adopt_server(cx, self.server, self.target.clone()),
-            Err(error) => http.set_failed_upstream(self.target.clone(), error),
+        let mut http = Box::new(HttpLayer::for_target(cx, self.scheme, self.target.clone()));
+        match (upstream, self.server) {
+            (Upstream::Ready, Some(server)) => http.adopt_server(cx, server, self.target.clone()),
+            (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
+            _ => {}
         }
         http.handle(cx, now, Event::Start);
         self.state = State::Http(http);
     }
 
     fn plain_http(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
-        let mut http = Box::new(HttpLayer::for_target(cx, Scheme::Http, self.target.clone()));
-        http.adopt_server(cx, self.server, self.target.clone());
+        let mut http = Box::new(HttpLayer::for_target(cx, self.scheme_for_plain(), self.target.clone()));
+        if let Some(server) = self.server {
+            http.adopt_server(cx, server, self.target.clone());
+        }
         http.handle(cx, now, Event::Start);
         http.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
         self.state = State::Http(http);
         self.after_http(cx);
     }
 
+    /// Plain HTTP through a `CONNECT` goes on plain; in reverse mode, as configured.
+    fn scheme_for_plain(&self) -> Scheme {
+        if self.server.is_some() { Scheme::Http } else { self.scheme }
+    }
+
     fn tunnel(&mut self, cx: &mut Context, client_rest: Bytes, server_rest: Bytes, client_eof: bool) {
+        let Some(server) = self.server else {
+            cx.log(LogLevel::Info, format!("client {} speaks neither TLS nor HTTP", cx.client.peer));
+            return self.close(cx);
+        };
         let handover = Handover {
-            server: self.server,
+            server,
             target: self.target.clone(),
             connect: false,
             client_rest,
@@ -246,7 +292,9 @@ impl Intercept {
 
     fn close(&mut self, cx: &mut Context) {
         cx.close(ConnId::CLIENT, false);
-        cx.close(self.server, false);
+        if let Some(server) = self.server {
+            cx.close(server, false);
+        }
         self.state = State::Closed;
     }
 }
@@ -254,6 +302,19 @@ impl Intercept {
 impl Layer for Intercept {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         let client = ConnId::CLIENT;
+        if !matches!(self.state, State::Http(_) | State::Tunnel(_) | State::Closed) {
+            match event {
+                Event::Start => {
+                    self.deadline = Some(now + cx.config.client_idle_timeout);
+                    return;
+                }
+                Event::Wakeup if self.deadline.is_some_and(|d| d <= now) => {
+                    cx.log(LogLevel::Info, format!("client {}: TLS handshake timed out", cx.client.peer));
+                    return self.close(cx);
+                }
+                _ => {}
+            }
+        }
         match (&mut self.state, event) {
             (State::Http(http), event) => {
                 http.handle(cx, now, event);
@@ -262,7 +323,7 @@ impl Layer for Intercept {
             (State::Tunnel(tunnel), event) => tunnel.handle(cx, now, event),
             (State::Closed, _) => {}
             (State::Peek { .. }, Event::DataReceived { conn, data }) if conn == client => self.client_data(cx, now, data),
-            (State::Peek { buf, .. }, Event::DataReceived { conn, data }) if conn == self.server => {
+            (State::Peek { buf, .. }, Event::DataReceived { conn, data }) if Some(conn) == self.server => {
                 let client_rest = std::mem::take(buf).freeze();
                 self.tunnel(cx, client_rest, data, false);
             }
@@ -280,33 +341,33 @@ impl Layer for Intercept {
                 };
                 match reply {
                     HookReply::Kill => self.close(cx),
-                    HookReply::Passthrough => {
+                    HookReply::Passthrough if self.server.is_some() => {
                         cx.set_layer_pause(client, false);
                         self.tunnel(cx, raw, Bytes::new(), false);
                     }
                     _ => self.start_upstream(cx, now, accepted, hello),
                 }
             }
-            (State::Upstream { .. }, Event::Opened { conn }) if conn == self.server => {
+            (State::Upstream { .. }, Event::Opened { conn }) if Some(conn) == self.server => {
                 let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
-                self.finish_client(cx, now, accepted, hello, Ok(()));
+                self.finish_client(cx, now, accepted, hello, Upstream::Ready);
             }
-            (State::Upstream { .. }, Event::OpenFailed { conn, error }) if conn == self.server => {
+            (State::Upstream { .. }, Event::OpenFailed { conn, error }) if Some(conn) == self.server => {
                 let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
-                self.finish_client(cx, now, accepted, hello, Err(error));
+                self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
             }
-            (State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == self.server => {
+            (State::Upstream { .. }, Event::ConnectionClosed { conn }) if Some(conn) == self.server => {
                 let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
-                cx.close(self.server, false);
+                cx.close(conn, false);
                 let error = OpenError::Tls("the server closed the connection during the handshake".into());
                 cx.log(LogLevel::Info, format!("TLS handshake with server {} failed: {error}", self.target));
-                self.finish_client(cx, now, accepted, hello, Err(error));
+                self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
             }
             (State::Hello { .. } | State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == client => {
                 self.close(cx);
@@ -319,7 +380,8 @@ impl Layer for Intercept {
         match &self.state {
             State::Http(http) => http.poll_timeout(),
             State::Tunnel(tunnel) => tunnel.poll_timeout(),
-            _ => None,
+            State::Closed => None,
+            State::Peek { .. } | State::Hello { .. } | State::Upstream { .. } => self.deadline,
         }
     }
 }

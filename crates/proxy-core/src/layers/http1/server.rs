@@ -74,6 +74,8 @@ pub(crate) struct Http1Server {
     default_target: Option<(Scheme, ServerAddr)>,
     /// `https://` targets can be served: the core can speak TLS upstream.
     tls_upstream: bool,
+    /// Replace the Host of origin-form requests with the default target's authority.
+    rewrite_host: bool,
 }
 
 impl Http1Server {
@@ -93,6 +95,7 @@ impl Http1Server {
             forwarding: false,
             default_target: None,
             tls_upstream: config.tls.is_some(),
+            rewrite_host: matches!(config.mode, crate::config::Mode::Reverse { .. }),
         }
     }
 
@@ -309,9 +312,10 @@ impl Http1Server {
             body: None,
             trailers: None,
         };
-        if !connect && (!origin_form || !request.headers.contains("host")) {
+        if !connect && (!origin_form || self.rewrite_host || !request.headers.contains("host")) {
             // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field. An
-            // origin-form request keeps the Host its client chose.
+            // origin-form request keeps the Host its client chose, except in reverse mode,
+            // where the client named us and the upstream expects its own name.
             let authority = request.authority();
             request.headers.insert("host", authority);
         }
