@@ -466,7 +466,9 @@ impl HttpLayer {
             cx.open(addr.clone())
         };
         let codec = Http1Client::new(conn, &cx.config);
-        let server = ServerConn { conn, addr, codec, tls, open: false, flow: Some(flow), dedicated, deadline: None };
+        // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
+        let deadline = tls.then(|| now + cx.config.server_idle_timeout);
+        let server = ServerConn { conn, addr, codec, tls, open: false, flow: Some(flow), dedicated, deadline };
         self.servers.push(server);
     }
 
