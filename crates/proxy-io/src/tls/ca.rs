@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
 };
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -150,7 +150,12 @@ impl CertAuthority {
         Self::parse(pem, path, pem, path)
     }
 
-    fn parse(cert_pem: &str, cert_path: &Path, key_pem: &str, key_path: &Path) -> Result<Self, TlsSetupError> {
+    fn parse(
+        cert_pem: &str,
+        cert_path: &Path,
+        key_pem: &str,
+        key_path: &Path,
+    ) -> Result<Self, TlsSetupError> {
         let cert = match CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next() {
             Some(Ok(cert)) => cert,
             Some(Err(e)) => return Err(TlsSetupError::Pem { path: cert_path.into(), reason: e.to_string() }),
@@ -166,10 +171,13 @@ impl CertAuthority {
                 };
                 return Err(TlsSetupError::KeyNotPkcs8 { path: key_path.into(), kind });
             }
-            Err(pem::Error::NoItemsFound) => return Err(TlsSetupError::NoPrivateKey { path: key_path.into() }),
+            Err(pem::Error::NoItemsFound) => {
+                return Err(TlsSetupError::NoPrivateKey { path: key_path.into() })
+            }
             Err(e) => return Err(TlsSetupError::Pem { path: key_path.into(), reason: e.to_string() }),
         };
-        let key = KeyPair::try_from(&key).map_err(|_| TlsSetupError::UnsupportedKey { path: key_path.into() })?;
+        let key =
+            KeyPair::try_from(&key).map_err(|_| TlsSetupError::UnsupportedKey { path: key_path.into() })?;
 
         let bad_cert = |reason: String| TlsSetupError::BadCaCert { path: cert_path.into(), reason };
         let (_, x509) = X509Certificate::from_der(&cert).map_err(|e| bad_cert(e.to_string()))?;

@@ -31,9 +31,10 @@ pub fn upstream_client_config(
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
     let mut roots = default_roots();
     for (i, cert) in extra_roots.into_iter().enumerate() {
-        roots
-            .add(cert)
-            .map_err(|e| TlsSetupError::BadRoot { origin: format!("extra root #{}", i + 1), reason: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsSetupError::BadRoot {
+            origin: format!("extra root #{}", i + 1),
+            reason: e.to_string(),
+        })?;
     }
     client_config_with_roots(roots, insecure)
 }
@@ -158,7 +159,8 @@ fn is_self_signed(cert: &CertificateDer<'_>, now: UnixTime, algorithms: &WebPkiS
     if itself.add(cert.clone().into_owned()).is_err() {
         return false;
     }
-    rustls::client::verify_server_cert_signed_by_trust_anchor(&parsed, &itself, &[], now, algorithms.all).is_ok()
+    rustls::client::verify_server_cert_signed_by_trust_anchor(&parsed, &itself, &[], now, algorithms.all)
+        .is_ok()
 }
 
 /// `--insecure-upstream`: any certificate will do, but handshake signatures are still checked

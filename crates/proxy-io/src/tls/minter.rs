@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use proxy_core::tls::{CertIssuer, CertRequest};
-use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::{CertifiedKey, SigningKey};
@@ -42,12 +44,11 @@ impl Minter {
     /// A minter signing with `ca`, caching up to `cache_size` certificates (0: none).
     pub fn new(ca: CertAuthority, cache_size: usize) -> Result<Self, TlsSetupError> {
         let generating = |e: String| TlsSetupError::Generate(e);
-        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| generating(e.to_string()))?;
+        let leaf_key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| generating(e.to_string()))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let signing_key = provider()
-            .key_provider
-            .load_private_key(der)
-            .map_err(|e| generating(e.to_string()))?;
+        let signing_key =
+            provider().key_provider.load_private_key(der).map_err(|e| generating(e.to_string()))?;
         let cache = NonZeroUsize::new(cache_size).map(|n| Mutex::new(LruCache::new(n)));
         Ok(Self { ca, leaf_key, signing_key, cache })
     }

@@ -124,7 +124,10 @@ impl TlsOptions {
         let ignore_hosts = self
             .ignore_hosts
             .iter()
-            .map(|p| regex::Regex::new(p).map_err(|source| TlsSetupError::IgnoreHosts { pattern: p.clone(), source }))
+            .map(|p| {
+                regex::Regex::new(p)
+                    .map_err(|source| TlsSetupError::IgnoreHosts { pattern: p.clone(), source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut roots = config::default_roots();
         for path in &self.upstream_roots {

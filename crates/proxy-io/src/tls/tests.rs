@@ -12,14 +12,17 @@ use std::sync::Arc;
 
 use proxy_core::tls::{describe_error, CertIssuer, CertRequest};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ClientConnection, Connection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection,
+};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::*;
@@ -99,7 +102,7 @@ fn rsa_and_p384_cas_from_pem_sign_leaves_that_verify() {
         let minter = Minter::new(ca, 10).unwrap();
         let leaf = minter.issue(&request(Some("example.test"), "example.test")).unwrap();
         assert_eq!(leaf.cert.len(), 1, "a root CA stays out of the chain");
-        verify(&leaf, &[pem_cert(cert)], "example.test").unwrap();
+        verify(&leaf, &pem_cert(cert), "example.test").unwrap();
     }
 }
 
@@ -155,19 +158,19 @@ fn bad_ca_files_are_named_with_their_problem() {
 fn leaf_carries_the_sni_and_the_target_ip() {
     let (minter, ca) = test_minter(10);
     let leaf = minter.issue(&request(Some("sni.example.test"), "10.0.0.7")).unwrap();
-    verify(&leaf, &[ca.clone()], "sni.example.test").unwrap();
-    verify(&leaf, &[ca.clone()], "10.0.0.7").unwrap();
-    let e = verify(&leaf, &[ca.clone()], "other.test").unwrap_err();
+    verify(&leaf, &ca, "sni.example.test").unwrap();
+    verify(&leaf, &ca, "10.0.0.7").unwrap();
+    let e = verify(&leaf, &ca, "other.test").unwrap_err();
     assert_eq!(describe_error(&e), "certificate is not valid for this host name (name mismatch)");
 
     // No SNI: an IP target alone, and it is the common name.
     let leaf = minter.issue(&request(None, "[2001:db8::1]")).unwrap();
-    verify(&leaf, &[ca.clone()], "2001:db8::1").unwrap();
+    verify(&leaf, &ca, "2001:db8::1").unwrap();
     let (_, x509) = X509Certificate::from_der(&leaf.cert[0]).unwrap();
     assert_eq!(x509.subject().iter_common_name().next().unwrap().as_str().unwrap(), "2001:db8::1");
 
     // Trusting another CA, the same leaf fails: the successes above mean something.
-    let e = verify(&leaf, &[TestCa::new("another CA").cert], "2001:db8::1").unwrap_err();
+    let e = verify(&leaf, &TestCa::new("another CA").cert, "2001:db8::1").unwrap_err();
     assert_eq!(describe_error(&e), "certificate signed by an unknown issuer");
 }
 
@@ -185,10 +188,12 @@ fn leaf_copies_the_upstream_certificate_names() {
     let mut req = request(Some("sni.example.test"), "sni.example.test");
     req.upstream_cert = Some(upstream.der().clone());
     let leaf = minter.issue(&req).unwrap();
-    for name in ["sni.example.test", "alt.example.test", "x.wild.example.test", "192.0.2.9", "cn.example.test"] {
-        verify(&leaf, &[ca.clone()], name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in
+        ["sni.example.test", "alt.example.test", "x.wild.example.test", "192.0.2.9", "cn.example.test"]
+    {
+        verify(&leaf, &ca, name).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    assert!(verify(&leaf, &[ca.clone()], "example.test").is_err());
+    assert!(verify(&leaf, &ca, "example.test").is_err());
 
     let (_, x509) = X509Certificate::from_der(&leaf.cert[0]).unwrap();
     assert_eq!(x509.subject().iter_common_name().next().unwrap().as_str().unwrap(), "sni.example.test");
@@ -222,7 +227,7 @@ fn a_ca_below_a_root_goes_along_in_the_chain() {
     let leaf = Minter::new(ca, 1).unwrap().issue(&request(Some("a.test"), "a.test")).unwrap();
     assert_eq!(leaf.cert.len(), 2);
     assert_eq!(&leaf.cert[1], mid.der());
-    verify(&leaf, &[root.der().clone()], "a.test").unwrap();
+    verify(&leaf, root.der(), "a.test").unwrap();
 }
 
 #[test]
@@ -408,12 +413,10 @@ fn test_minter(cache_size: usize) -> (Minter, CertificateDer<'static>) {
     (Minter::new(authority, cache_size).unwrap(), ca.cert)
 }
 
-/// Verifies `leaf` as rustls's WebPKI verifier would for a server called `name`.
-fn verify(leaf: &CertifiedKey, roots: &[CertificateDer<'static>], name: &str) -> Result<(), rustls::Error> {
+/// Verifies `leaf` as rustls's WebPKI verifier would for a server called `name`, trusting `root`.
+fn verify(leaf: &CertifiedKey, root: &CertificateDer<'static>, name: &str) -> Result<(), rustls::Error> {
     let mut store = RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
+    store.add(root.clone()).unwrap();
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), Arc::new(minter::provider()))
         .build()
         .unwrap();
