@@ -1,12 +1,15 @@
 //! `sansproxy`: an intercepting HTTP proxy that prints one line per flow, like mitmdump.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow};
+use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
 /// An intercepting HTTP proxy. Prints one line per flow to stdout:
@@ -81,6 +84,48 @@ struct Args {
     /// Add a `Via: 1.1 sansproxy` header to forwarded messages.
     #[arg(long)]
     via: bool,
+
+    /// Directory of the proxy's certificate authority, made there on first run:
+    /// `sansproxy-ca-cert.pem` is the certificate for clients to trust, `sansproxy-ca.pem` its
+    /// private key. Default: `$SANSPROXY_CA_DIR`, else `$XDG_CONFIG_HOME/sansproxy`, else
+    /// `$HOME/.sansproxy`.
+    #[arg(long, value_name = "DIR", conflicts_with = "ca_cert")]
+    ca_dir: Option<PathBuf>,
+
+    /// Sign with this CA certificate (PEM) instead of the CA directory's; needs --ca-key.
+    #[arg(long, value_name = "PEM", requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+
+    /// The private key of --ca-cert: unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`), RSA or
+    /// ECDSA P-256/P-384. May name the same file as --ca-cert if that holds both.
+    #[arg(long, value_name = "PEM", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+
+    /// Also trust the certificates in this PEM file when verifying upstream servers, besides
+    /// the Mozilla roots built in. Repeatable.
+    #[arg(long, value_name = "PEM")]
+    upstream_ca: Vec<PathBuf>,
+
+    /// Accept any upstream server certificate: expired, self-signed, for another name. The
+    /// server must still prove it holds the certificate's key.
+    #[arg(long)]
+    insecure_upstream: bool,
+
+    /// Pass TLS to a matching `host:port` through untouched instead of intercepting it. A
+    /// regular expression, found anywhere in `host:port` unless anchored, as in mitmproxy:
+    /// `--ignore-hosts '^example\.com:443$'`. Repeatable.
+    #[arg(long, value_name = "REGEX")]
+    ignore_hosts: Vec<String>,
+
+    /// How many minted certificates to keep, so returning hosts cost no signature (0: none).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_SIZE)]
+    cert_cache: usize,
+
+    /// Do not intercept TLS: a CONNECT stays a raw tunnel, and no CA is made or read.
+    #[arg(long, conflicts_with_all = [
+        "ca_dir", "ca_cert", "ca_key", "upstream_ca", "insecure_upstream", "ignore_hosts", "cert_cache",
+    ])]
+    no_intercept: bool,
 }
 
 /// Seconds, fractions allowed (`0.5`).
@@ -105,6 +150,51 @@ impl Args {
             ..Config::default()
         }
     }
+
+    /// How TLS is to be intercepted; `None` with --no-intercept. `var` reads the environment.
+    fn tls_options(&self, var: impl Fn(&str) -> Option<OsString>) -> Result<Option<TlsOptions>, String> {
+        if self.no_intercept {
+            return Ok(None);
+        }
+        let ca = match (&self.ca_cert, &self.ca_key) {
+            (Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
+            _ => match self.ca_dir.clone().or_else(|| default_ca_dir(var)) {
+                Some(dir) => CaSource::Dir(dir),
+                None => {
+                    return Err("no directory for the CA: HOME is not set; pass --ca-dir, or --no-intercept".into())
+                }
+            },
+        };
+        Ok(Some(TlsOptions {
+            ca,
+            upstream_roots: self.upstream_ca.clone(),
+            insecure_upstream: self.insecure_upstream,
+            ignore_hosts: self.ignore_hosts.clone(),
+            cache_size: self.cert_cache,
+        }))
+    }
+}
+
+/// `$SANSPROXY_CA_DIR`, else `$XDG_CONFIG_HOME/sansproxy`, else `$HOME/.sansproxy` (empty
+/// variables count as unset, and a relative `XDG_CONFIG_HOME` is ignored, as the XDG spec says).
+fn default_ca_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    set("SANSPROXY_CA_DIR")
+        .or_else(|| set("XDG_CONFIG_HOME").filter(|d| d.is_absolute()).map(|d| d.join("sansproxy")))
+        .or_else(|| set("HOME").map(|d| d.join(".sansproxy")))
+}
+
+/// Where the CA certificate is and how to make clients trust it.
+fn ca_notice(ca: &CaInfo) -> String {
+    let path = ca.cert_path.display();
+    let made = if ca.created { " (made just now)" } else { "" };
+    format!(
+        "sansproxy: intercepting TLS; clients must trust the CA certificate {path}{made}\n\
+         \x20 curl:   curl --cacert {path} ...\n\
+         \x20 git:    git -c http.sslCAInfo={path} ...\n\
+         \x20 system (Debian, Ubuntu): cp {path} /usr/local/share/ca-certificates/sansproxy.crt \
+         && update-ca-certificates\n"
+    )
 }
 
 /// Bodies with at least this much left to come are spliced rather than read.
@@ -205,16 +295,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(args));
+    let mut config = args.config();
+    let mut notice = None;
+    match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
+        Ok(Some((tls, ca))) => {
+            config.tls = Some(tls);
+            notice = (!args.quiet).then(|| ca_notice(&ca));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("sansproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let code = runtime.block_on(serve(args, config, notice));
     // Do not wait for name lookups still blocked in the resolver: the proxy is done.
     runtime.shutdown_background();
     code
 }
 
-async fn serve(args: Args) -> ExitCode {
+fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, CaInfo), String> {
+    options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
+}
+
+async fn serve(args: Args, config: Config, ca_notice: Option<String>) -> ExitCode {
     let mut builder = Proxy::builder()
         .listen(args.listen)
-        .config(args.config())
+        .config(config)
         .handler(Printer { quiet: args.quiet, lines: FlowLog::start() })
         .connect_timeout(args.connect_timeout)
         .shutdown_timeout(args.shutdown_timeout);
@@ -234,6 +341,9 @@ async fn serve(args: Args) -> ExitCode {
     }
     // The one line integration tests wait for; with `--listen 127.0.0.1:0` it names the port.
     eprintln!("sansproxy listening on {}", proxy.local_addr());
+    if let Some(notice) = ca_notice {
+        eprint!("{notice}");
+    }
     proxy.run().await;
     ExitCode::SUCCESS
 }
@@ -302,6 +412,92 @@ mod tests {
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
+    }
+
+    fn tls(argv: &[&str], vars: &[(&str, &str)]) -> Result<Option<TlsOptions>, String> {
+        let mut all = vec!["sansproxy"];
+        all.extend_from_slice(argv);
+        Args::try_parse_from(all).unwrap().tls_options(env(vars))
+    }
+
+    #[test]
+    fn tls_is_intercepted_by_default_with_the_ca_in_the_home_directory() {
+        let options = tls(&[], &[("HOME", "/home/me")]).unwrap().unwrap();
+        assert_eq!(options, TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into())));
+        assert_eq!(options.cache_size, 1000);
+    }
+
+    #[test]
+    fn the_ca_directory_comes_from_the_flag_or_the_environment() {
+        let dir = |argv: &[&str], vars: &[(&str, &str)]| match tls(argv, vars) {
+            Ok(Some(TlsOptions { ca: CaSource::Dir(dir), .. })) => Ok(dir),
+            other => Err(format!("{other:?}")),
+        };
+        let all = [("SANSPROXY_CA_DIR", "/ca"), ("XDG_CONFIG_HOME", "/cfg"), ("HOME", "/home/me")];
+        assert_eq!(dir(&["--ca-dir", "/flag"], &all).unwrap(), PathBuf::from("/flag"));
+        assert_eq!(dir(&[], &all).unwrap(), PathBuf::from("/ca"));
+        assert_eq!(dir(&[], &all[1..]).unwrap(), PathBuf::from("/cfg/sansproxy"));
+        let unusable = [("SANSPROXY_CA_DIR", ""), ("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")];
+        assert_eq!(dir(&[], &unusable).unwrap(), PathBuf::from("/h/.sansproxy"));
+        assert!(tls(&[], &[]).unwrap_err().contains("--ca-dir"));
+        assert_eq!(dir(&["--ca-dir", "/flag"], &[]).unwrap(), PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn tls_flags_map_onto_the_options() {
+        let options = tls(
+            &[
+                "--ca-cert", "ca.pem", "--ca-key", "ca.pem", "--upstream-ca", "a.pem", "--upstream-ca", "b.pem",
+                "--insecure-upstream", "--ignore-hosts", "^x:443$", "--ignore-hosts", "y", "--cert-cache", "5",
+            ],
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            options,
+            TlsOptions {
+                ca: CaSource::Files { cert: "ca.pem".into(), key: "ca.pem".into() },
+                upstream_roots: vec!["a.pem".into(), "b.pem".into()],
+                insecure_upstream: true,
+                ignore_hosts: vec!["^x:443$".into(), "y".into()],
+                cache_size: 5,
+            }
+        );
+        assert_eq!(tls(&["--no-intercept"], &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn contradictory_tls_flags_are_refused() {
+        for bad in [
+            &["sansproxy", "--ca-cert", "c.pem"][..],
+            &["sansproxy", "--ca-key", "k.pem"],
+            &["sansproxy", "--ca-dir", "d", "--ca-cert", "c.pem", "--ca-key", "k.pem"],
+            &["sansproxy", "--no-intercept", "--ca-dir", "d"],
+            &["sansproxy", "--no-intercept", "--insecure-upstream"],
+            &["sansproxy", "--no-intercept", "--cert-cache", "3"],
+            &["sansproxy", "--cert-cache", "-1"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_ca_notice_says_how_to_trust_the_ca() {
+        let notice = ca_notice(&CaInfo { cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(), created: true });
+        assert_eq!(
+            notice,
+            "sansproxy: intercepting TLS; clients must trust the CA certificate \
+             /h/.sansproxy/sansproxy-ca-cert.pem (made just now)\n\
+             \x20 curl:   curl --cacert /h/.sansproxy/sansproxy-ca-cert.pem ...\n\
+             \x20 git:    git -c http.sslCAInfo=/h/.sansproxy/sansproxy-ca-cert.pem ...\n\
+             \x20 system (Debian, Ubuntu): cp /h/.sansproxy/sansproxy-ca-cert.pem \
+             /usr/local/share/ca-certificates/sansproxy.crt && update-ca-certificates\n"
+        );
     }
 
     fn flow() -> HttpFlow {

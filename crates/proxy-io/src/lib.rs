@@ -34,6 +34,7 @@ mod proxy;
 mod queue;
 #[cfg(target_os = "linux")]
 mod splice;
+pub mod tls;
 
 pub use handler::{Handler, NoopHandler};
 pub use proxy::{shutdown_on_signals, Builder, Proxy, ShutdownHandle};

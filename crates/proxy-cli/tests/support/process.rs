@@ -144,6 +144,13 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The CA directory of every proxy under test, given through `SANSPROXY_CA_DIR` (which a
+/// test's own `--ca-dir` overrides): made by the first proxy of a run, inside the target
+/// directory rather than the user's home. Its `sansproxy-ca-cert.pem` is the CA to trust.
+pub fn test_ca_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("sansproxy-ca")
+}
+
 impl Proxy {
     /// Starts `sansproxy --listen 127.0.0.1:0 ARGS` and waits (at most 20 s) for
     /// `sansproxy listening on 127.0.0.1:PORT` on its stderr.
@@ -151,6 +158,7 @@ impl Proxy {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sansproxy"));
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .env("SANSPROXY_CA_DIR", test_ca_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

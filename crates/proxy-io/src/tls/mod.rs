@@ -1,0 +1,172 @@
+//! What TLS interception needs from outside the core: the proxy's certificate authority, the
+//! [`Minter`] that signs a leaf certificate per host, and the rustls configurations of both
+//! ends (which upstream certificates to trust, how clients resume sessions).
+//!
+//! [`TlsOptions::build`] puts them together into the core's
+//! [`TlsConfig`](proxy_core::tls::TlsConfig):
+//!
+//! ```no_run
+//! use proxy_io::tls::{CaSource, TlsOptions};
+//!
+//! # fn demo() -> Result<(), proxy_io::tls::TlsSetupError> {
+//! let options = TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into()));
+//! let (tls, ca) = options.build()?;
+//! println!("trust {}", ca.cert_path.display());
+//! let config = proxy_core::Config { tls: Some(tls), ..Default::default() };
+//! # let _ = config; Ok(()) }
+//! ```
+//!
+//! Everything uses rustls's `ring` provider.
+
+mod ca;
+mod config;
+mod minter;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use proxy_core::tls::TlsConfig;
+use rcgen::SerialNumber;
+
+pub use ca::{CertAuthority, CA_CERT_FILE, CA_KEY_FILE};
+pub use config::{load_certs_pem, server_base_config, upstream_client_config, SelfSigned};
+pub use minter::{Minter, DEFAULT_CACHE_SIZE};
+
+/// Where the proxy's CA comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// Kept in this directory, made there on first use
+    /// ([`CertAuthority::load_or_create`]).
+    Dir(PathBuf),
+    /// A certificate and its PKCS#8 key, PEM; both may name one file holding both
+    /// ([`CertAuthority::from_files`]).
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Everything that decides how TLS is intercepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub ca: CaSource,
+    /// PEM files of certificates to trust upstream besides the Mozilla roots.
+    pub upstream_roots: Vec<PathBuf>,
+    /// Accept any upstream certificate.
+    pub insecure_upstream: bool,
+    /// Regular expressions over `host:port`; a match is passed through, not intercepted.
+    pub ignore_hosts: Vec<String>,
+    /// How many minted certificates to keep (0: none).
+    pub cache_size: usize,
+}
+
+/// Where the CA certificate to trust is, for telling the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaInfo {
+    /// The PEM file holding the CA certificate.
+    pub cert_path: PathBuf,
+    /// The CA was made just now.
+    pub created: bool,
+}
+
+/// Why TLS interception could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{}: malformed PEM: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error("{}: no certificate in it (expected a BEGIN CERTIFICATE section)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "{}: no private key in it (expected an unencrypted BEGIN PRIVATE KEY section)",
+        path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+    #[error(
+        "{}: the key is {kind}; convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pkcs8`",
+        path.display()
+    )]
+    KeyNotPkcs8 { path: PathBuf, kind: &'static str },
+    #[error("{}: unsupported key (RSA, ECDSA P-256 or ECDSA P-384 are)", path.display())]
+    UnsupportedKey { path: PathBuf },
+    #[error("{}: unusable CA certificate: {reason}", path.display())]
+    BadCaCert { path: PathBuf, reason: String },
+    #[error("the key in {} does not belong to the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{origin}: cannot trust this certificate: {reason}")]
+    BadRoot { origin: String, reason: String },
+    #[error("cannot make a key or certificate: {0}")]
+    Generate(String),
+    #[error("bad --ignore-hosts pattern {pattern:?}: {source}")]
+    IgnoreHosts { pattern: String, source: regex::Error },
+    #[error("rustls configuration: {0}")]
+    Rustls(String),
+}
+
+impl TlsOptions {
+    /// Defaults: verify upstreams against the Mozilla roots, intercept every host, cache
+    /// [`DEFAULT_CACHE_SIZE`] certificates.
+    pub fn new(ca: CaSource) -> Self {
+        Self {
+            ca,
+            upstream_roots: Vec::new(),
+            insecure_upstream: false,
+            ignore_hosts: Vec::new(),
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+
+    /// Loads or makes the CA, reads the extra roots and compiles the patterns.
+    pub fn build(self) -> Result<(TlsConfig, CaInfo), TlsSetupError> {
+        // Cheap checks first: a typo in a pattern should not leave a new CA behind.
+        let ignore_hosts = self
+            .ignore_hosts
+            .iter()
+            .map(|p| {
+                regex::Regex::new(p)
+                    .map_err(|source| TlsSetupError::IgnoreHosts { pattern: p.clone(), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut roots = config::default_roots();
+        for path in &self.upstream_roots {
+            for cert in load_certs_pem(path)? {
+                roots.add(cert).map_err(|e| TlsSetupError::BadRoot {
+                    origin: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        let client = config::client_config_with_roots(roots, self.insecure_upstream)?;
+        let server = server_base_config()?;
+        let (ca, cert_path) = match self.ca {
+            CaSource::Dir(dir) => (CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE)),
+            CaSource::Files { cert, key } => (CertAuthority::from_files(&cert, &key)?, cert),
+        };
+        let info = CaInfo { cert_path, created: ca.is_new() };
+        let tls = TlsConfig {
+            issuer: Arc::new(Minter::new(ca, self.cache_size)?),
+            server: Arc::new(server),
+            client: Arc::new(client),
+            ignore_hosts,
+        };
+        Ok((tls, info))
+    }
+}
+
+/// A random positive serial number of 126 random bits (RFC 5280 asks for at most 20 octets, and
+/// unpredictable ones since the MD5 collisions).
+fn random_serial() -> Result<SerialNumber, String> {
+    let mut bytes = [0u8; 16];
+    minter::provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| "no randomness for a serial number".to_string())?;
+    // Positive, and 16 octets long whatever the leading bits.
+    bytes[0] = (bytes[0] & 0x3f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+#[cfg(test)]
+mod tests;
