@@ -19,6 +19,9 @@ const BIG: u64 = 100 << 20;
 const BIG_LIMIT: Duration = Duration::from_secs(60);
 /// curl's exit code when it cannot verify the server's certificate.
 const CURL_PEER_FAILED_VERIFICATION: i32 = 60;
+/// What `curl -v` says when the certificate names `localhost`, and when it names the address.
+const LOCALHOST_MATCHED: &str = "host \"localhost\" matched cert's \"localhost\"";
+const IP_MATCHED: &str = "host \"127.0.0.1\" matched cert's IP address";
 
 /// A proxy intercepting TLS that trusts the test origin CA upstream.
 fn intercepting(pki: &Pki, extra: &[&str]) -> Proxy {
@@ -88,14 +91,16 @@ fn tls_origins_direct_self_check() {
     let (subject, issuer) = seen_cert(&out);
     assert!(subject.contains("valid origin"), "{subject:?}");
     assert!(issuer.contains("sansproxy test origin CA"), "{issuer:?}");
+    assert!(out.messages.contains(LOCALHOST_MATCHED), "{out}");
 
     // By address: the valid certificate has an IP SAN.
     let out = Curl::new()
-        .args(["--cacert", pki.origin_ca_arg()])
+        .args(["-v", "--cacert", pki.origin_ca_arg()])
         .arg(origin.ip_url("/hello"))
         .run();
     out.assert_success();
     assert_eq!(out.text(), HELLO, "{out}");
+    assert!(out.messages.contains(IP_MATCHED), "{out}");
 
     // Trusting another CA, curl refuses the origin.
     let out = Curl::new()
@@ -189,11 +194,7 @@ fn https_client_sees_a_minted_certificate() {
         !issuer.contains("sansproxy test origin CA"),
         "curl saw the origin's own certificate: {issuer:?}"
     );
-    assert!(
-        out.messages
-            .contains("host \"localhost\" matched cert's \"localhost\""),
-        "{out}"
-    );
+    assert!(out.messages.contains(LOCALHOST_MATCHED), "{out}");
 
     // Trusting only the origin CA, curl rejects the proxy's certificate.
     let out = proxy
@@ -224,6 +225,7 @@ fn https_by_ip_gets_an_ip_san() {
     assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
     let (_, issuer) = seen_cert(&out);
     assert!(!issuer.contains("sansproxy test origin CA"), "{issuer:?}");
+    assert!(out.messages.contains(IP_MATCHED), "{out}");
     flow_line(&proxy, &format!("GET {} -> 200 ", origin.ip_url("/hello")));
 }
 
