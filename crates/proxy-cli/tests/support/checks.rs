@@ -2,6 +2,7 @@
 //! so the origin and these checks are themselves tested without the proxy.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::origin::{Origin, HELLO};
@@ -10,19 +11,26 @@ use super::process::{run_python, Curl, Proxy, TempFile};
 use super::wire::Wire;
 use super::{assert_spread, read_slow_chunks, slow_chunks_body, PYTHON_CLIENT};
 
-/// How a client reaches the origin.
+/// How a client reaches the origin. The TLS variants are for [`Origin::start_tls`] origins
+/// and the curl-only checks; the raw-connection checks speak plain HTTP.
 #[derive(Clone, Copy)]
 pub enum Via<'a> {
     Direct,
     Proxy(&'a Proxy),
+    /// Straight to a TLS origin, trusting the CA certificate at this path.
+    DirectTls(&'a Path),
+    /// Through an intercepting proxy, trusting only the proxy's CA.
+    ProxyTls(&'a Proxy),
 }
 
 impl Via<'_> {
-    /// curl, with `-x` when going through the proxy.
+    /// curl, with `-x` when going through the proxy and `--cacert` over TLS.
     pub fn curl(&self) -> Curl {
         match self {
             Via::Direct => Curl::new(),
             Via::Proxy(p) => p.curl(),
+            Via::DirectTls(ca) => Curl::new().arg("--cacert").arg(ca),
+            Via::ProxyTls(p) => p.curl().arg("--cacert").arg(p.ca_cert()),
         }
     }
 
@@ -31,6 +39,7 @@ impl Via<'_> {
         match self {
             Via::Direct => Wire::connect(origin.port()),
             Via::Proxy(p) => p.connect(),
+            Via::DirectTls(_) | Via::ProxyTls(_) => panic!("raw connections speak plain HTTP"),
         }
     }
 
@@ -39,6 +48,7 @@ impl Via<'_> {
         match self {
             Via::Direct => path.to_owned(),
             Via::Proxy(_) => origin.url(path),
+            Via::DirectTls(_) | Via::ProxyTls(_) => panic!("raw connections speak plain HTTP"),
         }
     }
 }
@@ -51,7 +61,8 @@ pub fn get_hello(via: Via, origin: &Origin) {
 }
 
 /// `curl -I`: 200 with `Content-Length: 12`; then, on one raw connection, HEAD followed by
-/// GET, which fails if any body bytes followed the HEAD response.
+/// GET, which fails if any body bytes followed the HEAD response. Over TLS only the curl part
+/// runs (the raw client speaks plain HTTP; the TLS python client covers HEAD then GET).
 pub fn head_hello(via: Via, origin: &Origin) {
     let out = via.curl().args(["-I", &origin.url("/hello")]).run();
     out.assert_success();
@@ -63,6 +74,9 @@ pub fn head_hello(via: Via, origin: &Origin) {
         .filter_map(|l| l.split_once(':'))
         .any(|(n, v)| n.eq_ignore_ascii_case("content-length") && v.trim() == "12");
     assert!(has_len, "HEAD response lacks Content-Length: 12: {out}");
+    if matches!(via, Via::DirectTls(_) | Via::ProxyTls(_)) {
+        return;
+    }
 
     let mut w = via.connect(origin);
     let (a, t) = (origin.authority(), via.target(origin, "/hello"));
@@ -280,6 +294,7 @@ pub fn python(via: Via, origin: &Origin) {
     let proxy = match via {
         Via::Direct => String::new(),
         Via::Proxy(p) => p.url(),
+        Via::DirectTls(_) | Via::ProxyTls(_) => panic!("PYTHON_CLIENT speaks plain HTTP"),
     };
     let (run, stdout) = run_python(
         PYTHON_CLIENT,

@@ -1,20 +1,24 @@
-//! Helpers for sansproxy's end-to-end tests: the proxy launcher, an origin server, a raw
-//! HTTP/1.1 client, and runners for curl and python3. Everything binds 127.0.0.1:0, every
+//! Helpers for sansproxy's end-to-end tests: the proxy launcher, an origin server (plain or
+//! TLS) with a throwaway PKI, a `git http-backend` origin, a raw HTTP/1.1 client, and runners
+//! for curl and python3. Everything binds 127.0.0.1:0, every
 //! wait is bounded, and every child process is killed by its guard.
 //!
 //! Each test binary includes this module with `mod support;` and uses part of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod checks;
+pub mod git;
 pub mod origin;
 pub mod pattern;
+pub mod pki;
 pub mod process;
 pub mod wire;
 
 pub use checks::Via;
 pub use origin::{unused_port, Origin, TcpServer, HELLO};
 pub use pattern::{fnv1a64, pattern, sink_reply, PatternCheck};
-pub use process::{run_python, Curl, CurlOutput, Proxy, TempFile};
+pub use pki::Pki;
+pub use process::{run_python, Curl, CurlOutput, Proxy, TempDir, TempFile};
 pub use wire::{Framing, Wire};
 
 use std::time::{Duration, Instant};
@@ -38,6 +42,45 @@ with opener.open(req, timeout=10) as r:
     status, body = r.status, r.read()
 assert status == 200, ('POST /echo status', status)
 assert body == data, ('POST /echo body', len(body))
+print('ok')
+"#;
+
+/// A Python client for a TLS origin, with `http.client` (GET, HEAD and POST on one
+/// connection) and then `urllib`. Arguments: the proxy as `HOST:PORT` (empty: no proxy), the
+/// origin's host and port, and the CA file to trust. Prints `ok` when every assertion held.
+pub const PYTHON_TLS_CLIENT: &str = r#"
+import http.client, ssl, sys, urllib.request
+proxy, host, port, cafile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=cafile)
+if proxy:
+    phost, pport = proxy.rsplit(':', 1)
+    conn = http.client.HTTPSConnection(phost, int(pport), context=ctx, timeout=10)
+    conn.set_tunnel(host, port)
+else:
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
+conn.request('GET', '/hello')
+r = conn.getresponse()
+status, body = r.status, r.read()
+assert (status, body) == (200, b'hello world\n'), ('GET /hello', status, body)
+sock = conn.sock
+conn.request('HEAD', '/hello')
+r = conn.getresponse()
+status, length, body = r.status, r.getheader('Content-Length'), r.read()
+assert (status, length, body) == (200, '12', b''), ('HEAD /hello', status, length, body)
+data = bytes((i * 31 + 7) % 251 for i in range(100000))
+conn.request('POST', '/echo', body=data, headers={'Content-Type': 'application/octet-stream'})
+r = conn.getresponse()
+status, body = r.status, r.read()
+assert status == 200, ('POST /echo status', status)
+assert body == data, ('POST /echo body', len(body))
+assert conn.sock is sock, 'http.client opened a second connection'
+conn.close()
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({'https': 'http://' + proxy} if proxy else {}),
+    urllib.request.HTTPSHandler(context=ctx))
+with opener.open('https://%s:%d/hello' % (host, port), timeout=10) as r:
+    status, body = r.status, r.read()
+assert (status, body) == (200, b'hello world\n'), ('urllib GET /hello', status, body)
 print('ok')
 "#;
 

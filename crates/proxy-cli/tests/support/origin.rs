@@ -1,4 +1,5 @@
-//! The origin the proxy talks to: a keep-alive HTTP/1.1 server on std threads, plus
+//! The origin the proxy talks to: a keep-alive HTTP/1.1 server on std threads, in plain text
+//! or over TLS ([`Origin::start_tls`], rustls with a certificate from [`super::pki`]), plus
 //! [`TcpServer`] for ad-hoc origins that misbehave on purpose.
 //!
 //! Routes of [`Origin`]:
@@ -16,7 +17,7 @@
 //! `"METHOD TARGET"` ([`Origin::requests`]), and accepted connections are counted.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::pattern::{pattern_piece, sink_reply, Fnv64, PIECE};
+use super::pki::{Cert, ORIGIN_HOST};
 use super::wire::{Framing, Head, Wire};
 
 pub const HELLO: &str = "hello world\n";
@@ -45,6 +47,8 @@ pub struct TcpServer {
 pub struct Origin {
     server: TcpServer,
     log: Arc<Mutex<Vec<String>>>,
+    /// Whether it speaks TLS; its URLs are then `https://localhost:PORT`.
+    tls: bool,
 }
 
 #[derive(Default)]
@@ -117,21 +121,59 @@ impl Origin {
         let log = Arc::new(Mutex::new(Vec::new()));
         let server = {
             let log = log.clone();
-            TcpServer::start(move |s| serve(s, &log))
+            TcpServer::start(move |s| serve_plain(s, &log))
         };
-        Origin { server, log }
+        Origin {
+            server,
+            log,
+            tls: false,
+        }
+    }
+
+    /// The same origin over TLS, presenting `cert` (ALPN `http/1.1`).
+    pub fn start_tls(cert: &Cert) -> Origin {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let config = cert.server_config();
+        let server = {
+            let log = log.clone();
+            TcpServer::start(move |s| serve_tls(s, config.clone(), &log))
+        };
+        Origin {
+            server,
+            log,
+            tls: true,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.server.port()
     }
 
+    /// `127.0.0.1:PORT`, or `localhost:PORT` for a TLS origin: what the client names.
     pub fn authority(&self) -> String {
-        self.server.authority()
+        if self.tls {
+            format!("{ORIGIN_HOST}:{}", self.port())
+        } else {
+            self.server.authority()
+        }
     }
 
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`, followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        self.server.url(path)
+        if self.tls {
+            format!("https://{}{path}", self.authority())
+        } else {
+            self.server.url(path)
+        }
+    }
+
+    /// `https://127.0.0.1:PORT` followed by `path`: a TLS origin by address, without SNI.
+    pub fn ip_url(&self, path: &str) -> String {
+        assert!(
+            self.tls,
+            "ip_url is for TLS origins; url() already uses the address"
+        );
+        format!("https://{}{path}", self.server.authority())
     }
 
     pub fn connections(&self) -> usize {
@@ -158,7 +200,7 @@ pub fn close_mid_body(stream: TcpStream) {
     if let Ok(Some(_)) = w.read_head(64 * 1024) {
         let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
         out.extend_from_slice(pattern_piece(0, 1000));
-        let _ = w.stream().write_all(&out);
+        let _ = w.write_all(&out);
     }
 }
 
@@ -215,18 +257,39 @@ fn accept_loop(
     }
 }
 
-fn serve(stream: TcpStream, log: &Mutex<Vec<String>>) {
+fn serve_plain(stream: TcpStream, log: &Mutex<Vec<String>>) {
+    set_timeouts(&stream);
+    serve(&mut Wire::new(stream), log);
+}
+
+/// Serves one connection over TLS. The handshake runs on the first read; a client that
+/// rejects the certificate ends the connection there. Closes with `close_notify`.
+fn serve_tls(stream: TcpStream, config: Arc<rustls::ServerConfig>, log: &Mutex<Vec<String>>) {
+    set_timeouts(&stream);
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut w = Wire::new(rustls::StreamOwned::new(conn, stream));
+    serve(&mut w, log);
+    let tls = w.get_mut();
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+}
+
+fn set_timeouts(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(ORIGIN_IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(ORIGIN_IO_TIMEOUT));
-    let mut w = Wire::new(stream);
+}
+
+fn serve<S: Read + Write>(w: &mut Wire<S>, log: &Mutex<Vec<String>>) {
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         let head = match w.read_head(64 * 1024) {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(e) => {
                 let _ = reply(
-                    &mut w,
+                    w,
                     400,
                     &[],
                     format!("origin: bad request head: {e}\n").as_bytes(),
@@ -235,7 +298,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<String>>) {
                 return;
             }
         };
-        match handle(&mut w, &head, log) {
+        match handle(w, &head, log) {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
         }
@@ -243,7 +306,11 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<String>>) {
 }
 
 /// Serves one request; `Ok(true)` when the connection stays open for another.
-fn handle(w: &mut Wire, head: &Head, log: &Mutex<Vec<String>>) -> std::io::Result<bool> {
+fn handle<S: Read + Write>(
+    w: &mut Wire<S>,
+    head: &Head,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<bool> {
     let mut parts = head.start.split(' ');
     let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v), None) if v.starts_with("HTTP/1.") => (m, t, v),
@@ -267,7 +334,7 @@ fn handle(w: &mut Wire, head: &Head, log: &Mutex<Vec<String>>) -> std::io::Resul
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if expects && framing != Framing::Empty {
-        w.stream().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
 
     let (path, query) = split_target(target);
@@ -308,11 +375,11 @@ fn handle(w: &mut Wire, head: &Head, log: &Mutex<Vec<String>>) -> std::io::Resul
                 Some(n),
                 keep,
             );
-            w.stream().write_all(head.as_bytes())?;
+            w.write_all(head.as_bytes())?;
             let mut sent = 0;
             while sent < n {
                 let len = PIECE.min((n - sent) as usize);
-                w.stream().write_all(pattern_piece(sent, len))?;
+                w.write_all(pattern_piece(sent, len))?;
                 sent += len as u64;
             }
         }
@@ -336,16 +403,15 @@ fn handle(w: &mut Wire, head: &Head, log: &Mutex<Vec<String>>) -> std::io::Resul
                 out.push_str("Connection: close\r\n");
             }
             out.push_str("\r\n");
-            w.stream().write_all(out.as_bytes())?;
+            w.write_all(out.as_bytes())?;
             for k in 1..=5 {
                 if k > 1 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 let data = format!("chunk {k}\n");
-                w.stream()
-                    .write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())?;
+                w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())?;
             }
-            w.stream().write_all(b"0\r\n\r\n")?;
+            w.write_all(b"0\r\n\r\n")?;
         }
         ("GET", "/headers") => {
             discard(w, framing)?;
@@ -386,12 +452,12 @@ fn split_target(target: &str) -> (&str, &str) {
     path.split_once('?').unwrap_or((path, ""))
 }
 
-fn discard(w: &mut Wire, framing: Framing) -> std::io::Result<()> {
+fn discard<S: Read + Write>(w: &mut Wire<S>, framing: Framing) -> std::io::Result<()> {
     w.read_body(framing, &mut |_| {}).map(|_| ())
 }
 
-fn reply(
-    w: &mut Wire,
+fn reply<S: Read + Write>(
+    w: &mut Wire<S>,
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
@@ -400,8 +466,8 @@ fn reply(
     reply_full(w, status, headers, body, keep, false)
 }
 
-fn reply_full(
-    w: &mut Wire,
+fn reply_full<S: Read + Write>(
+    w: &mut Wire<S>,
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
@@ -412,7 +478,7 @@ fn reply_full(
     if !head_only {
         out.extend_from_slice(body);
     }
-    w.stream().write_all(&out)
+    w.write_all(&out)
 }
 
 fn response_head(status: u16, headers: &[(&str, &str)], len: Option<u64>, keep: bool) -> String {

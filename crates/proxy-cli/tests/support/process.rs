@@ -20,7 +20,7 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lines of proxy output kept for diagnostics.
 const KEEP_LINES: usize = 2000;
 /// Environment variables that would route (or un-route) a client around the proxy.
-const PROXY_VARS: [&str; 8] = [
+pub const PROXY_VARS: [&str; 8] = [
     "http_proxy",
     "HTTP_PROXY",
     "https_proxy",
@@ -31,6 +31,10 @@ const PROXY_VARS: [&str; 8] = [
     "NO_PROXY",
 ];
 const CURL_MARK: &str = "@@sansproxy-test ";
+/// The CA certificate (PEM) sansproxy writes into its `--ca-dir`.
+pub const CA_CERT_FILE: &str = "sansproxy-ca-cert.pem";
+/// The CA key and certificate (PEM) sansproxy writes into its `--ca-dir`.
+pub const CA_KEY_FILE: &str = "sansproxy-ca.pem";
 
 /// Writes a child's standard input from a thread of its own.
 pub type Feeder = Box<dyn FnOnce(&mut ChildStdin) -> io::Result<()> + Send>;
@@ -47,6 +51,11 @@ pub struct Proxy {
     stdout: Arc<Lines>,
     stderr: Arc<Lines>,
     guard: ChildGuard,
+    /// What `--ca-dir` named, if the launcher passed it.
+    ca_dir: Option<PathBuf>,
+    /// A CA directory owned by this proxy; declared after `guard`, so it is removed only once
+    /// the process is gone.
+    _own_ca_dir: Option<TempDir>,
 }
 
 /// How a bounded child process ended.
@@ -95,6 +104,11 @@ pub struct CurlOutput {
 
 /// A file under `CARGO_TARGET_TMPDIR`, removed on drop.
 pub struct TempFile {
+    path: PathBuf,
+}
+
+/// A directory under `CARGO_TARGET_TMPDIR`, removed with everything in it on drop.
+pub struct TempDir {
     path: PathBuf,
 }
 
@@ -207,7 +221,58 @@ impl Proxy {
             stdout,
             stderr,
             guard,
+            ca_dir: None,
+            _own_ca_dir: None,
         }
+    }
+
+    /// Starts the proxy with `--ca-dir` pointing at a fresh temp dir (removed on drop), so
+    /// it never creates a CA anywhere else; [`Proxy::ca_cert`] is then what clients trust.
+    pub fn start_tls(args: &[&str]) -> Proxy {
+        let dir = TempDir::new("proxy-ca");
+        let mut proxy = Proxy::start_with_ca_dir(dir.path(), args);
+        proxy._own_ca_dir = Some(dir);
+        proxy
+    }
+
+    /// Starts `sansproxy --ca-dir DIR ARGS`; `DIR` outlives the proxy and may be reused.
+    pub fn start_with_ca_dir(dir: &Path, args: &[&str]) -> Proxy {
+        let dir_arg = dir.to_str().expect("temp paths are utf-8");
+        let mut all = vec!["--ca-dir", dir_arg];
+        all.extend_from_slice(args);
+        let mut proxy = Proxy::start(&all);
+        proxy.ca_dir = Some(dir.to_owned());
+        proxy
+    }
+
+    /// `CA_DIR/sansproxy-ca-cert.pem`, the certificate clients must trust; panics unless the
+    /// proxy was started with a CA dir and has written the file.
+    pub fn ca_cert(&self) -> PathBuf {
+        let dir = self
+            .ca_dir
+            .as_ref()
+            .expect("proxy started without --ca-dir");
+        let cert = dir.join(CA_CERT_FILE);
+        assert!(
+            cert.is_file(),
+            "sansproxy is listening but wrote no {}; files in the CA dir: {:?}",
+            cert.display(),
+            std::fs::read_dir(dir)
+                .map(|d| d
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>())
+                .unwrap_or_default()
+        );
+        cert
+    }
+
+    /// [`Proxy::ca_cert`] as a `&str`-friendly string, for command lines.
+    pub fn ca_cert_arg(&self) -> String {
+        self.ca_cert()
+            .to_str()
+            .expect("temp paths are utf-8")
+            .to_owned()
     }
 
     pub fn port(&self) -> u16 {
@@ -394,10 +459,7 @@ impl std::fmt::Display for CurlOutput {
 impl TempFile {
     /// A new file holding `len` bytes of the pattern; returns it with its FNV-1a 64 hash.
     pub fn with_pattern(tag: &str, len: u64) -> (TempFile, u64) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let name = format!("sansproxy-itest-{}-{n}-{tag}", std::process::id());
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(temp_name(tag));
         let tmp = TempFile { path };
         let mut file = io::BufWriter::new(File::create(&tmp.path).expect("create temp file"));
         let mut hash = Fnv64::new();
@@ -421,6 +483,36 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(temp_name(tag));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// `sansproxy-itest-PID-N-TAG`, unique within this test process.
+fn temp_name(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    format!("sansproxy-itest-{}-{n}-{tag}", std::process::id())
 }
 
 /// Runs `python3 -c SCRIPT ARGS` without proxy variables in its environment; returns how it

@@ -1,5 +1,5 @@
-//! A small, strict HTTP/1.1 reader over a blocking `TcpStream`, shared by the origin server and
-//! the raw test clients. It is deliberately independent of proxy-core: the tests must not
+//! A small, strict HTTP/1.1 reader over a blocking stream (a `TcpStream`, or TLS over one),
+//! shared by the origin servers and the raw test clients. It is deliberately independent of proxy-core: the tests must not
 //! share the parser they are checking.
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -37,9 +37,10 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// One end of a TCP connection plus the bytes received but not consumed yet.
-pub struct Wire {
-    stream: TcpStream,
+/// One end of a connection plus the bytes received but not consumed yet. The stream is a
+/// `TcpStream` unless a TLS origin or client wraps one.
+pub struct Wire<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     /// How far the last delimiter search got into `buf`, so a search never restarts at 0.
     scanned: usize,
@@ -160,15 +161,7 @@ impl Response {
     }
 }
 
-impl Wire {
-    pub fn new(stream: TcpStream) -> Wire {
-        Wire {
-            stream,
-            buf: Vec::new(),
-            scanned: 0,
-        }
-    }
-
+impl Wire<TcpStream> {
     /// Connects to `127.0.0.1:port` with [`IO_TIMEOUT`] on reads and writes.
     pub fn connect(port: u16) -> Wire {
         let stream = TcpStream::connect(("127.0.0.1", port))
@@ -187,11 +180,61 @@ impl Wire {
         &self.stream
     }
 
+    /// Asserts that the peer closes the connection within `within` and sent nothing more.
+    pub fn expect_closed(&mut self, within: Duration) {
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes after the response: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.stream
+            .set_read_timeout(Some(within))
+            .expect("set_read_timeout");
+        let mut b = [0u8; 1024];
+        match self.stream.read(&mut b) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "expected the connection to close, got more bytes: {:?}",
+                String::from_utf8_lossy(&b[..n])
+            ),
+            Err(e) if is_reset(&e) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("connection still open {within:?} after the response")
+            }
+            Err(e) => panic!("unexpected read error while waiting for close: {e}"),
+        }
+    }
+
+    /// Half-closes our sending side.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+impl<S: Read + Write> Wire<S> {
+    pub fn new(stream: S) -> Wire<S> {
+        Wire {
+            stream,
+            buf: Vec::new(),
+            scanned: 0,
+        }
+    }
+
+    /// The underlying stream, for writing (or a TLS close) behind the reader's back.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Writes all of `bytes`, panicking on failure (for test clients).
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream
-            .write_all(bytes.as_ref())
+        self.write_all(bytes.as_ref())
             .unwrap_or_else(|e| panic!("write failed: {e}"));
+    }
+
+    /// Writes all of `bytes` and flushes them (for servers, which handle the error).
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Bytes received and not consumed yet.
@@ -265,36 +308,6 @@ impl Wire {
             }
         }
         Err(invalid("more than 16 interim responses".into()))
-    }
-
-    /// Asserts that the peer closes the connection within `within` and sent nothing more.
-    pub fn expect_closed(&mut self, within: Duration) {
-        assert!(
-            self.buf.is_empty(),
-            "unexpected bytes after the response: {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        self.stream
-            .set_read_timeout(Some(within))
-            .expect("set_read_timeout");
-        let mut b = [0u8; 1024];
-        match self.stream.read(&mut b) {
-            Ok(0) => {}
-            Ok(n) => panic!(
-                "expected the connection to close, got more bytes: {:?}",
-                String::from_utf8_lossy(&b[..n])
-            ),
-            Err(e) if is_reset(&e) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("connection still open {within:?} after the response")
-            }
-            Err(e) => panic!("unexpected read error while waiting for close: {e}"),
-        }
-    }
-
-    /// Half-closes our sending side.
-    pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     fn read_len(&mut self, n: u64, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {

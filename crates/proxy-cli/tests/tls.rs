@@ -1,0 +1,480 @@
+//! HTTPS through the intercepting proxy: curl and python trust only the proxy's CA (created
+//! in a temp `--ca-dir`), the proxy trusts the test origin CA (`--upstream-ca`), and the
+//! origins are rustls servers on 127.0.0.1 with certificates from a PKI made at test time.
+//!
+//! Each origin is first checked straight, without the proxy, so a failure through the proxy
+//! is the proxy's.
+
+mod support;
+
+use std::fs;
+use std::time::Duration;
+
+use support::checks::{self, Via};
+use support::pki::Cert;
+use support::process::{CA_CERT_FILE, CA_KEY_FILE};
+use support::*;
+
+const BIG: u64 = 100 << 20;
+const BIG_LIMIT: Duration = Duration::from_secs(60);
+/// curl's exit code when it cannot verify the server's certificate.
+const CURL_PEER_FAILED_VERIFICATION: i32 = 60;
+/// What `curl -v` says when the certificate names `localhost`, and when it names the address.
+const LOCALHOST_MATCHED: &str = "host \"localhost\" matched cert's \"localhost\"";
+const IP_MATCHED: &str = "host \"127.0.0.1\" matched cert's IP address";
+
+/// A proxy intercepting TLS that trusts the test origin CA upstream.
+fn intercepting(pki: &Pki, extra: &[&str]) -> Proxy {
+    let mut args = vec!["--upstream-ca", pki.origin_ca_arg()];
+    args.extend_from_slice(extra);
+    Proxy::start_tls(&args)
+}
+
+/// A TLS origin presenting `cert`, after checking that it serves `/hello` straight (with
+/// `-k`: some certificates are bad on purpose; `tls_origins_direct_self_check` verifies them).
+fn tls_origin(cert: &Cert) -> Origin {
+    let origin = Origin::start_tls(cert);
+    let out = Curl::new().arg("-k").arg(origin.url("/hello")).run();
+    out.assert_success();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    assert_eq!(origin.requests(), ["GET /hello"], "direct self-check");
+    origin
+}
+
+/// curl through `proxy`, trusting only the proxy's CA.
+fn curl_via(proxy: &Proxy) -> Curl {
+    Via::ProxyTls(proxy).curl()
+}
+
+/// Waits for a flow line containing `want`.
+fn flow_line(proxy: &Proxy, want: &str) -> String {
+    proxy
+        .wait_stdout(Duration::from_secs(5), |l| l.contains(want))
+        .unwrap_or_else(|| {
+            panic!(
+                "no flow line containing {want:?}; stdout {:?}",
+                proxy.stdout_lines()
+            )
+        })
+}
+
+/// The certificate curl saw, from `-v`: its `subject:` and `issuer:` lines.
+fn seen_cert(out: &CurlOutput) -> (String, String) {
+    let field = |name: &str| {
+        out.messages
+            .lines()
+            .find_map(|l| l.trim_start_matches(['*', ' ']).strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("curl -v printed no {name:?} line: {out}"))
+    };
+    (field("subject:"), field("issuer:"))
+}
+
+// ---- the harness alone ----
+
+#[test]
+fn tls_origins_direct_self_check() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let ca = pki.origin_ca.as_path();
+    checks::get_hello(Via::DirectTls(ca), &origin);
+    checks::head_hello(Via::DirectTls(ca), &origin);
+    checks::echo(Via::DirectTls(ca), &origin, 300_000);
+    checks::headers_reach_origin(Via::DirectTls(ca), &origin);
+
+    // curl -v names the origin CA as issuer: the intercepting tests rely on this line.
+    let out = Curl::new()
+        .args(["-v", "--cacert", pki.origin_ca_arg()])
+        .arg(origin.url("/hello"))
+        .run();
+    out.assert_success();
+    let (subject, issuer) = seen_cert(&out);
+    assert!(subject.contains("valid origin"), "{subject:?}");
+    assert!(issuer.contains("sansproxy test origin CA"), "{issuer:?}");
+    assert!(out.messages.contains(LOCALHOST_MATCHED), "{out}");
+
+    // By address: the valid certificate has an IP SAN.
+    let out = Curl::new()
+        .args(["-v", "--cacert", pki.origin_ca_arg()])
+        .arg(origin.ip_url("/hello"))
+        .run();
+    out.assert_success();
+    assert_eq!(out.text(), HELLO, "{out}");
+    assert!(out.messages.contains(IP_MATCHED), "{out}");
+
+    // Trusting another CA, curl refuses the origin.
+    let out = Curl::new()
+        .args(["--cacert", pki.other_ca.cert_arg()])
+        .arg(origin.url("/hello"))
+        .run();
+    assert_eq!(out.code, Some(CURL_PEER_FAILED_VERIFICATION), "{out}");
+
+    // Each bad certificate is refused straight, for its own reason.
+    for (cert, why) in [
+        (&pki.expired, "certificate has expired"),
+        (
+            &pki.wrong_host,
+            "no alternative certificate subject name matches",
+        ),
+        (&pki.self_signed, "self-signed certificate"),
+    ] {
+        let bad = tls_origin(cert);
+        let out = Curl::new()
+            .args(["--cacert", pki.origin_ca_arg()])
+            .arg(bad.url("/hello"))
+            .run();
+        assert_eq!(out.code, Some(CURL_PEER_FAILED_VERIFICATION), "{out}");
+        assert!(out.messages.contains(why), "expected {why:?}: {out}");
+    }
+}
+
+#[test]
+fn tls_origin_direct_keep_alive_and_python() {
+    let pki = Pki::new();
+    let origin = Origin::start_tls(&pki.valid);
+    checks::keep_alive(Via::DirectTls(&pki.origin_ca), &origin);
+    let (run, stdout) = run_python(
+        PYTHON_TLS_CLIENT,
+        &[
+            "",
+            "localhost",
+            &origin.port().to_string(),
+            pki.origin_ca_arg(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "python3 failed: {run:?}, stdout {stdout:?}"
+    );
+    assert_eq!(stdout, "ok\n", "{run:?}");
+}
+
+#[test]
+fn tls_origin_direct_big_bodies() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    checks::download(Via::DirectTls(&pki.origin_ca), &origin, 16 << 20, BIG_LIMIT);
+    checks::upload_file(Via::DirectTls(&pki.origin_ca), &origin, 16 << 20, BIG_LIMIT);
+}
+
+// ---- interception ----
+
+#[test]
+fn https_get_head_post_intercepted() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    let via = Via::ProxyTls(&proxy);
+    checks::get_hello(via, &origin);
+    checks::head_hello(via, &origin);
+    checks::echo(via, &origin, 1_000_000);
+    checks::chunked_echo(via, &origin);
+    checks::headers_reach_origin(via, &origin);
+
+    // The flow log shows the decrypted request with its https URL.
+    let line = flow_line(&proxy, &format!("GET {} -> 200 ", origin.url("/hello")));
+    assert!(line.contains("https://localhost:"), "{line}");
+    flow_line(&proxy, &format!("POST {} -> 200 ", origin.url("/echo")));
+}
+
+#[test]
+fn https_client_sees_a_minted_certificate() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+
+    // Trusting the proxy CA, curl sees a certificate the proxy issued for localhost.
+    let out = curl_via(&proxy).arg("-v").arg(origin.url("/hello")).run();
+    out.assert_success();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    let (_, issuer) = seen_cert(&out);
+    assert!(
+        !issuer.contains("sansproxy test origin CA"),
+        "curl saw the origin's own certificate: {issuer:?}"
+    );
+    assert!(out.messages.contains(LOCALHOST_MATCHED), "{out}");
+
+    // Trusting only the origin CA, curl rejects the proxy's certificate.
+    let out = proxy
+        .curl()
+        .args(["--cacert", pki.origin_ca_arg()])
+        .arg(origin.url("/hello"))
+        .run();
+    assert_eq!(out.code, Some(CURL_PEER_FAILED_VERIFICATION), "{out}");
+    assert!(out.messages.contains("certificate"), "{out}");
+    assert_eq!(
+        origin.requests(),
+        ["GET /hello", "GET /hello"],
+        "direct + one"
+    );
+}
+
+#[test]
+fn https_by_ip_gets_an_ip_san() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    // curl sends no SNI for an address: the minted certificate must name 127.0.0.1.
+    let out = curl_via(&proxy)
+        .arg("-v")
+        .arg(origin.ip_url("/hello"))
+        .run();
+    out.assert_success();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    let (_, issuer) = seen_cert(&out);
+    assert!(!issuer.contains("sansproxy test origin CA"), "{issuer:?}");
+    assert!(out.messages.contains(IP_MATCHED), "{out}");
+    flow_line(&proxy, &format!("GET {} -> 200 ", origin.ip_url("/hello")));
+}
+
+#[test]
+fn https_keep_alive_one_connect() {
+    let pki = Pki::new();
+    let origin = Origin::start_tls(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    // Five URLs in one curl: one CONNECT, one TLS session, five requests.
+    checks::keep_alive(Via::ProxyTls(&proxy), &origin);
+    let url = origin.url("/hello");
+    let out = curl_via(&proxy).args([&url, &url, &url]).run();
+    out.assert_success();
+    let connects: Vec<_> = out.transfers.iter().map(|t| t.connect_status).collect();
+    assert_eq!(connects, [200, 0, 0], "one CONNECT, then reuse: {out}");
+}
+
+#[test]
+fn https_download_100_mib_byte_exact() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &["-q"]);
+    checks::download(Via::ProxyTls(&proxy), &origin, BIG, BIG_LIMIT);
+}
+
+#[test]
+fn https_upload_byte_exact() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &["-q"]);
+    checks::upload_file(Via::ProxyTls(&proxy), &origin, 20 << 20, BIG_LIMIT);
+    checks::upload_chunked(Via::ProxyTls(&proxy), &origin, 4 << 20, BIG_LIMIT);
+}
+
+#[test]
+fn https_python_through_proxy() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    let proxy_addr = format!("127.0.0.1:{}", proxy.port());
+    let (run, stdout) = run_python(
+        PYTHON_TLS_CLIENT,
+        &[
+            &proxy_addr,
+            "localhost",
+            &origin.port().to_string(),
+            &proxy.ca_cert_arg(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "python3 failed: {run:?}, stdout {stdout:?}"
+    );
+    assert_eq!(stdout, "ok\n", "{run:?}");
+    flow_line(&proxy, &format!("HEAD {} -> 200 ", origin.url("/hello")));
+}
+
+// ---- upstream verification ----
+
+/// Through the intercepting proxy, an origin presenting `cert` gets no request: the client
+/// gets a 502 naming the origin and `cause`.
+fn assert_upstream_refused(pki: &Pki, cert: &Cert, cause: &str) {
+    let origin = tls_origin(cert);
+    let proxy = intercepting(pki, &[]);
+    let out = curl_via(&proxy).arg(origin.url("/hello")).run();
+    out.assert_success();
+    assert_eq!(out.status(), 502, "{out}");
+    let body = out.text();
+    assert!(
+        body.contains(cause),
+        "502 body does not say {cause:?}: {out}"
+    );
+    assert!(
+        body.contains(&origin.authority()),
+        "502 body does not name {}: {out}",
+        origin.authority()
+    );
+    assert_eq!(
+        origin.requests(),
+        ["GET /hello"],
+        "only the direct self-check"
+    );
+}
+
+#[test]
+fn upstream_expired_certificate_is_502() {
+    let pki = Pki::new();
+    assert_upstream_refused(&pki, &pki.expired, "certificate expired");
+}
+
+#[test]
+fn upstream_wrong_host_is_502() {
+    let pki = Pki::new();
+    assert_upstream_refused(&pki, &pki.wrong_host, "name mismatch");
+}
+
+#[test]
+fn upstream_self_signed_is_502() {
+    let pki = Pki::new();
+    assert_upstream_refused(&pki, &pki.self_signed, "self-signed certificate");
+}
+
+#[test]
+fn upstream_unknown_issuer_is_502() {
+    // A valid certificate, but the proxy was not told about the origin CA.
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = Proxy::start_tls(&[]);
+    let out = curl_via(&proxy).arg(origin.url("/hello")).run();
+    out.assert_success();
+    assert_eq!(out.status(), 502, "{out}");
+    assert!(out.text().contains("unknown issuer"), "{out}");
+    assert!(out.text().contains(&origin.authority()), "{out}");
+}
+
+#[test]
+fn insecure_upstream_accepts_bad_certificates() {
+    let pki = Pki::new();
+    let proxy = Proxy::start_tls(&["--insecure-upstream"]);
+    for cert in [&pki.expired, &pki.wrong_host, &pki.self_signed, &pki.valid] {
+        let origin = tls_origin(cert);
+        let out = curl_via(&proxy).arg(origin.url("/hello")).run();
+        out.assert_success();
+        assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    }
+}
+
+// ---- passthrough and plain HTTP in a tunnel ----
+
+#[test]
+fn ignored_hosts_pass_tls_through() {
+    let pki = Pki::new();
+    let ignored = tls_origin(&pki.valid);
+    let other = tls_origin(&pki.valid);
+    let regex = format!("^localhost:{}$", ignored.port());
+    let proxy = intercepting(&pki, &["--ignore-hosts", &regex]);
+
+    // The ignored origin's own certificate reaches the client.
+    let out = proxy
+        .curl()
+        .args(["-v", "--cacert", pki.origin_ca_arg()])
+        .arg(ignored.url("/hello"))
+        .run();
+    out.assert_success();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    let (_, issuer) = seen_cert(&out);
+    assert!(issuer.contains("sansproxy test origin CA"), "{issuer:?}");
+    let out = curl_via(&proxy).arg(ignored.url("/hello")).run();
+    assert_eq!(out.code, Some(CURL_PEER_FAILED_VERIFICATION), "{out}");
+
+    // Another port on the same host is still intercepted.
+    checks::get_hello(Via::ProxyTls(&proxy), &other);
+    let out = proxy
+        .curl()
+        .args(["--cacert", pki.origin_ca_arg()])
+        .arg(other.url("/hello"))
+        .run();
+    assert_eq!(out.code, Some(CURL_PEER_FAILED_VERIFICATION), "{out}");
+}
+
+#[test]
+fn ignore_hosts_by_name() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &["--ignore-hosts", "^localhost:"]);
+    let out = proxy
+        .curl()
+        .args(["--cacert", pki.origin_ca_arg()])
+        .arg(origin.url("/hello"))
+        .run();
+    out.assert_success();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+}
+
+#[test]
+fn plain_http_inside_connect_is_proxied() {
+    let origin = Origin::start();
+    let proxy = Proxy::start_tls(&[]);
+    let out = proxy.curl().args(["-p", &origin.url("/hello")]).run();
+    out.assert_success();
+    let t = out.transfer();
+    assert_eq!((t.connect_status, t.status), (200, 200), "{out}");
+    assert_eq!(out.text(), HELLO, "{out}");
+
+    let body = pattern(0, 200_000);
+    let (file, _) = TempFile::with_pattern("tunnel-echo", body.len() as u64);
+    let data = format!("@{}", file.path().display());
+    let out = proxy
+        .curl()
+        .args(["-p", "--data-binary", &data, "-H", "Expect:"])
+        .arg(origin.url("/echo"))
+        .run();
+    out.assert_success();
+    assert_eq!(out.status(), 200, "{out}");
+    assert!(out.body == body, "echo through the tunnel differs: {out}");
+    assert_eq!(origin.requests(), ["GET /hello", "POST /echo"]);
+    // Parsed as HTTP, not relayed as opaque bytes: each request has its own flow line.
+    flow_line(&proxy, "/hello -> 200 ");
+    flow_line(&proxy, "/echo -> 200 ");
+}
+
+// ---- the proxy's CA ----
+
+#[test]
+fn ca_dir_is_created_once_and_reused() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let dir = TempDir::new("ca-reuse");
+    let first = {
+        let proxy = Proxy::start_with_ca_dir(dir.path(), &["--upstream-ca", pki.origin_ca_arg()]);
+        checks::get_hello(Via::ProxyTls(&proxy), &origin);
+        fs::read_to_string(proxy.ca_cert()).expect("read the CA certificate")
+    };
+    assert!(first.contains("-----BEGIN CERTIFICATE-----"), "{first}");
+    let both = fs::read_to_string(dir.join(CA_KEY_FILE)).expect("read the CA key file");
+    assert!(both.contains("PRIVATE KEY-----"), "no key in {CA_KEY_FILE}");
+    assert!(
+        both.contains("-----BEGIN CERTIFICATE-----"),
+        "no cert in {CA_KEY_FILE}"
+    );
+
+    let proxy = Proxy::start_with_ca_dir(dir.path(), &["--upstream-ca", pki.origin_ca_arg()]);
+    let again = fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap();
+    assert_eq!(first, again, "a second start replaced the CA");
+    checks::get_hello(Via::ProxyTls(&proxy), &origin);
+}
+
+#[test]
+fn existing_ca_from_flags() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    // No --ca-dir: it conflicts with --ca-cert, and no CA is made.
+    let proxy = Proxy::start(&[
+        "--ca-cert",
+        pki.other_ca.cert_arg(),
+        "--ca-key",
+        pki.other_ca.key_arg(),
+        "--upstream-ca",
+        pki.origin_ca_arg(),
+    ]);
+    let out = proxy
+        .curl()
+        .args(["-v", "--cacert", pki.other_ca.cert_arg()])
+        .arg(origin.url("/hello"))
+        .run();
+    out.assert_success();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    let (_, issuer) = seen_cert(&out);
+    assert!(issuer.contains("sansproxy test proxy CA"), "{issuer:?}");
+}
