@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow};
+use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Mode, Scheme, ServerAddr};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -121,11 +121,77 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CACHE_SIZE)]
     cert_cache: usize,
 
+    /// What clients take the proxy for: `regular` (an explicit proxy, the default),
+    /// `reverse:URL` (the origin at URL: `http://host:port` or `https://host:port`), or
+    /// `upstream:URL` (an explicit proxy that sends everything on through the proxy at
+    /// `http://host:port`).
+    #[arg(long, value_name = "MODE", default_value = "regular", value_parser = parse_mode)]
+    mode: Mode,
+
+    /// The same as `--mode reverse:URL`.
+    #[arg(long, value_name = "URL", value_parser = parse_url, conflicts_with = "mode")]
+    reverse: Option<(Scheme, ServerAddr)>,
+
+    /// In reverse mode, clients speak TLS to the proxy. It presents a certificate for the name
+    /// they ask for, minted by the CA (or the one given with --cert). Without it, clients
+    /// speak plain HTTP whatever the upstream speaks.
+    #[arg(long)]
+    listen_tls: bool,
+
+    /// With --listen-tls: present this certificate chain and key (one PEM file) instead of
+    /// minting.
+    #[arg(long, value_name = "PEM", requires = "listen_tls")]
+    cert: Option<PathBuf>,
+
     /// Do not intercept TLS: a CONNECT stays a raw tunnel, and no CA is made or read.
     #[arg(long, conflicts_with_all = [
         "ca_dir", "ca_cert", "ca_key", "upstream_ca", "insecure_upstream", "ignore_hosts", "cert_cache",
     ])]
     no_intercept: bool,
+}
+
+/// `regular`, `reverse:URL` or `upstream:URL`.
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    if s == "regular" {
+        return Ok(Mode::Regular);
+    }
+    if let Some(url) = s.strip_prefix("reverse:") {
+        let (scheme, target) = parse_url(url)?;
+        return Ok(Mode::Reverse { scheme, target, client_tls: false });
+    }
+    if let Some(url) = s.strip_prefix("upstream:") {
+        return match parse_url(url)? {
+            (Scheme::Http, proxy) => Ok(Mode::Upstream { proxy }),
+            (Scheme::Https, _) => Err("the upstream proxy must be spoken to in plain HTTP: http://host:port".into()),
+        };
+    }
+    Err(format!("unknown mode {s:?}: use regular, reverse:URL or upstream:URL"))
+}
+
+/// `http://host[:port]` or `https://host[:port]`, nothing after the authority but a `/`.
+fn parse_url(s: &str) -> Result<(Scheme, ServerAddr), String> {
+    let (scheme, rest) = if let Some(rest) = s.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = s.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err(format!("{s:?} is not an http:// or https:// URL"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err(format!("{s:?}: give only scheme, host and port"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            (host, port.parse::<u16>().map_err(|_| format!("{s:?}: bad port {port:?}"))?)
+        }
+        _ => (authority, scheme.default_port()),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?}: no host"));
+    }
+    Ok((scheme, ServerAddr::new(host.to_ascii_lowercase(), port)))
 }
 
 /// Seconds, fractions allowed (`0.5`).
@@ -135,6 +201,24 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The mode, from --mode or --reverse, with --listen-tls applied.
+    fn mode(&self) -> Result<Mode, String> {
+        let mode = match &self.reverse {
+            Some((scheme, target)) => Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false },
+            None => self.mode.clone(),
+        };
+        match mode {
+            Mode::Reverse { scheme, target, .. } => {
+                if (self.listen_tls || scheme == Scheme::Https) && self.no_intercept {
+                    return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
+                }
+                Ok(Mode::Reverse { scheme, target, client_tls: self.listen_tls })
+            }
+            _ if self.listen_tls => Err("--listen-tls is for reverse mode".into()),
+            mode => Ok(mode),
+        }
+    }
+
     fn config(&self) -> Config {
         Config {
             max_head_bytes: self.max_head_bytes,
@@ -296,9 +380,25 @@ fn main() -> ExitCode {
         }
     };
     let mut config = args.config();
+    config.mode = match args.mode() {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("sansproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut notice = None;
     match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
-        Ok(Some((tls, ca))) => {
+        Ok(Some((mut tls, ca))) => {
+            if let Some(path) = &args.cert {
+                match proxy_io::tls::FixedCert::from_pem_file(path) {
+                    Ok(cert) => tls.issuer = std::sync::Arc::new(cert),
+                    Err(e) => {
+                        eprintln!("sansproxy: --cert: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             config.tls = Some(tls);
             notice = (!args.quiet).then(|| ca_notice(&ca));
         }
@@ -353,6 +453,28 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use proxy_core::{ClientInfo, FlowError, Request, Response, Scheme, Version};
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(parse_mode("regular"), Ok(Mode::Regular));
+        let reverse = parse_mode("reverse:https://Origin.test:8443/").unwrap();
+        let target = ServerAddr::new("origin.test", 8443);
+        assert_eq!(reverse, Mode::Reverse { scheme: Scheme::Https, target, client_tls: false });
+        let reverse = parse_mode("reverse:http://[::1]").unwrap();
+        assert_eq!(reverse, Mode::Reverse { scheme: Scheme::Http, target: ServerAddr::new("::1", 80), client_tls: false });
+        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128) }));
+        assert!(parse_mode("upstream:https://p:1").is_err());
+        assert!(parse_mode("reverse:ftp://x").is_err());
+        assert!(parse_mode("reverse:http://x/path").is_err());
+        assert!(parse_mode("reverse:http://x:99999").is_err());
+        assert!(parse_mode("transparent").is_err());
+        let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--listen-tls"]).unwrap();
+        assert!(matches!(args.mode(), Ok(Mode::Reverse { client_tls: true, .. })));
+        let args = Args::try_parse_from(["sansproxy", "--listen-tls"]).unwrap();
+        assert!(args.mode().is_err());
+        let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--no-intercept"]).unwrap();
+        assert!(args.mode().is_err());
+    }
 
     #[test]
     fn flags_are_consistent() {

@@ -215,3 +215,26 @@ impl ResolvesServerCert for NoCertificate {
         None
     }
 }
+
+/// A [`CertIssuer`](proxy_core::tls::CertIssuer) that always presents one certificate: for a
+/// reverse proxy with a certificate of its own (`--cert`) rather than minted ones.
+#[derive(Debug)]
+pub struct FixedCert(Arc<CertifiedKey>);
+
+impl FixedCert {
+    /// Read a certificate chain and its private key (PKCS#8, PKCS#1 or SEC1) from one PEM file.
+    pub fn from_pem_file(path: &Path) -> Result<Self, TlsSetupError> {
+        let chain = load_certs_pem(path)?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(path)
+            .map_err(|_| TlsSetupError::NoPrivateKey { path: path.into() })?;
+        let key = CertifiedKey::from_der(chain, key, &provider())
+            .map_err(|e| TlsSetupError::Rustls(format!("{}: {e}", path.display())))?;
+        Ok(Self(Arc::new(key)))
+    }
+}
+
+impl proxy_core::tls::CertIssuer for FixedCert {
+    fn issue(&self, _request: &proxy_core::tls::CertRequest) -> Result<Arc<CertifiedKey>, String> {
+        Ok(self.0.clone())
+    }
+}

@@ -30,7 +30,7 @@ use proxy_core::tls::TlsConfig;
 use rcgen::SerialNumber;
 
 pub use ca::{CertAuthority, CA_CERT_FILE, CA_KEY_FILE};
-pub use config::{load_certs_pem, server_base_config, upstream_client_config, SelfSigned};
+pub use config::{load_certs_pem, server_base_config, upstream_client_config, FixedCert, SelfSigned};
 pub use minter::{Minter, DEFAULT_CACHE_SIZE};
 
 /// Where the proxy's CA comes from.
