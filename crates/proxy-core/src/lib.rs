@@ -16,9 +16,14 @@
 //! let wake_at = conn.poll_timeout();
 //! ```
 //!
-//! Inside, layers stack as in mitmproxy: the proxy mode, then HTTP/1 towards the client, a
-//! version-agnostic HTTP stream per request/response pair, and HTTP/1 towards each server.
-//! A `CONNECT` that is not intercepted turns the client connection into a raw tunnel.
+//! Inside, layers stack as in mitmproxy: the proxy mode ([`Mode`]), then HTTP/1 towards the
+//! client, a version-agnostic HTTP stream per request/response pair, and HTTP/1 towards each
+//! server. A `CONNECT` is intercepted when [`Config::tls`] is set ([`tls`] tells how) and
+//! otherwise turns the client connection into a raw tunnel.
+//!
+//! The one exception to "no randomness" is TLS: rustls draws random numbers for its
+//! handshakes from its crypto provider. Certificate minting, which needs them too, stays
+//! outside, behind [`tls::CertIssuer`].
 //!
 //! Memory per connection is bounded: when output queued for one side passes
 //! [`Config::high_water`], the core emits [`Command::PauseReading`] for the others and resumes
