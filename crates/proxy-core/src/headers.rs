@@ -114,8 +114,7 @@ mod tests {
 
     #[test]
     fn lookups_ignore_case_and_keep_order() {
-        let mut h: Headers =
-            [("Host", "a"), ("X-A", "1"), ("x-a", "2")].into_iter().map(|(n, v)| (n, v)).collect();
+        let mut h: Headers = [("Host", "a"), ("X-A", "1"), ("x-a", "2")].into_iter().collect();
         assert_eq!(h.get("HOST"), Some(&b"a"[..]));
         assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec![&b"1"[..], &b"2"[..]]);
         // The replaced field keeps the spelling the peer used.

@@ -78,7 +78,7 @@ use bytes::Bytes;
 
 pub use proxy_core::{
     ClientInfo, Command, Config, ConnId, Connection, Event, FlowError, FlowId, Headers, Hook, HookKind, HookReply,
-    HookSet, HttpFlow, LogLevel, OpenError, Request, Response, Scheme, ServerAddr, Version,
+    HookSet, HttpFlow, LogLevel, Mode, OpenError, Request, Response, Scheme, ServerAddr, Version,
 };
 
 /// The client connection.
@@ -119,6 +119,15 @@ pub fn no_hooks() -> Config {
 /// A regular proxy raising exactly `hooks`.
 pub fn with_hooks(hooks: impl IntoIterator<Item = HookKind>) -> Config {
     Config { hooks: hooks.into_iter().collect(), ..Config::default() }
+}
+
+/// The upstream proxy of [`upstream_mode`] configurations.
+pub const UPSTREAM: &str = "127.0.0.1:3128";
+
+/// `config` in upstream mode: everything goes on through the proxy at [`UPSTREAM`].
+pub fn upstream_mode(config: Config) -> Config {
+    let proxy = ServerAddr::new("127.0.0.1", 3128);
+    Config { mode: Mode::Upstream { proxy }, ..config }
 }
 
 /// The client every playbook's connection belongs to.

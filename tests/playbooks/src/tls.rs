@@ -151,6 +151,9 @@ pub fn tls_origin(cert: Leaf, alpn: &[&[u8]]) -> rustls::ServerConnection {
 pub enum Peer {
     Plain { received: Vec<u8> },
     Tls { tls: Box<rustls::Connection>, received: Vec<u8>, error: Option<String> },
+    /// An upstream proxy: it reads one request head (`head`), answers `answer` in plaintext,
+    /// and from then on carries the tunnel to `origin`, which it stands for.
+    Proxy { head: Vec<u8>, answer: Vec<u8>, tunnel: bool, origin: Box<Peer> },
 }
 
 impl Peer {
@@ -158,16 +161,31 @@ impl Peer {
         Self::Tls { tls: Box::new(conn.into()), received: Vec::new(), error: None }
     }
 
-    /// Plaintext this end has received.
+    /// An upstream proxy that answers a `CONNECT` with `answer` and then tunnels to `origin`.
+    pub fn proxy(answer: &[u8], origin: Peer) -> Self {
+        Self::Proxy { head: Vec::new(), answer: answer.to_vec(), tunnel: false, origin: Box::new(origin) }
+    }
+
+    /// Plaintext this end has received (for a proxy: its origin, through the tunnel).
     pub fn received(&self) -> &[u8] {
         match self {
             Self::Plain { received } | Self::Tls { received, .. } => received,
+            Self::Proxy { origin, .. } => origin.received(),
+        }
+    }
+
+    /// The request head a proxy received (`None` for other ends).
+    pub fn proxy_request(&self) -> Option<&[u8]> {
+        match self {
+            Self::Proxy { head, .. } => Some(head),
+            Self::Plain { .. } | Self::Tls { .. } => None,
         }
     }
 
     pub fn error(&self) -> Option<&str> {
         match self {
             Self::Tls { error, .. } => error.as_deref(),
+            Self::Proxy { origin, .. } => origin.error(),
             Self::Plain { .. } => None,
         }
     }
@@ -175,6 +193,7 @@ impl Peer {
     pub fn rustls(&self) -> Option<&rustls::Connection> {
         match self {
             Self::Tls { tls, .. } => Some(tls),
+            Self::Proxy { origin, .. } => origin.rustls(),
             Self::Plain { .. } => None,
         }
     }
@@ -183,6 +202,15 @@ impl Peer {
     pub fn deliver(&mut self, data: &[u8]) {
         match self {
             Self::Plain { received } => received.extend_from_slice(data),
+            Self::Proxy { origin, tunnel: true, .. } => origin.deliver(data),
+            Self::Proxy { head, tunnel, origin, .. } => {
+                head.extend_from_slice(data);
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let rest = head.split_off(end + 4);
+                    *tunnel = true;
+                    origin.deliver(&rest);
+                }
+            }
             Self::Tls { tls, received, error } => {
                 let mut input = data;
                 while !input.is_empty() && error.is_none() {
@@ -209,6 +237,12 @@ impl Peer {
     fn outgoing(&mut self, plaintext: &[u8]) -> Vec<u8> {
         match self {
             Self::Plain { .. } => plaintext.to_vec(),
+            Self::Proxy { tunnel: false, .. } => Vec::new(),
+            Self::Proxy { answer, origin, .. } => {
+                let mut out = std::mem::take(answer);
+                out.extend(origin.outgoing(plaintext));
+                out
+            }
             Self::Tls { tls, .. } => {
                 if !plaintext.is_empty() {
                     tls.writer().write_all(plaintext).expect("buffered");
@@ -287,6 +321,12 @@ impl Pump {
         let peer = self.servers.get_mut(&conn).expect("known server");
         let bytes = peer.outgoing(data);
         self.queue.push_back(Event::DataReceived { conn, data: bytes.into() });
+        self.run()
+    }
+
+    /// The server's end of `conn` closes.
+    pub fn server_closes(&mut self, conn: ConnId) -> &mut Self {
+        self.queue.push_back(Event::ConnectionClosed { conn });
         self.run()
     }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::command::{LogLevel, ServerAddr};
+use crate::config::Mode;
 use crate::context::{ConnId, Context, FlowId};
 use crate::event::{Event, OpenError};
 use crate::flow::{Request, Response, Scheme};
@@ -19,6 +20,7 @@ use crate::headers::Headers;
 use crate::hook::{Hook, HookKind};
 use crate::layers::http1::{ClientOutput, Http1Client, Http1Server, ServerOutput};
 use crate::layers::http_stream::{HttpStream, Input, Out};
+use crate::layers::upstream::{Answer, ProxyConnect};
 
 /// One step of an HTTP message, independent of the HTTP version that carried it.
 ///
@@ -77,9 +79,46 @@ struct ServerConn {
     dedicated: bool,
     /// When the server has been silent too long while it owes a response.
     deadline: Option<Instant>,
+    /// In upstream mode, the upstream proxy this connection was opened to.
+    proxy: Option<ServerAddr>,
+    /// Requests go in absolute-form to the upstream proxy, whose address `addr` is, whatever
+    /// their origin. Otherwise the connection leads to `addr` itself, directly or through a
+    /// tunnel of `proxy`.
+    absolute: bool,
+    /// The tunnel through `proxy` being set up; `None` once it is up, or if none is needed.
+    connect: Option<ProxyConnect>,
+    /// What the proxy sent after its `2xx` to our `CONNECT`, for the tunnel that takes over.
+    rest: Bytes,
 }
 
 impl ServerConn {
+    fn new(conn: ConnId, addr: ServerAddr, codec: Http1Client, tls: bool) -> Self {
+        Self {
+            conn,
+            addr,
+            codec,
+            tls,
+            open: false,
+            flow: None,
+            dedicated: false,
+            deadline: None,
+            proxy: None,
+            absolute: false,
+            connect: None,
+            rest: Bytes::new(),
+        }
+    }
+
+    /// Whether a request for `addr` (over TLS if `tls`) may go on this connection, `proxy`
+    /// being the upstream proxy in upstream mode.
+    fn fits(&self, addr: &ServerAddr, tls: bool, proxy: Option<&ServerAddr>) -> bool {
+        if self.absolute {
+            // The proxy takes plain requests for any origin.
+            return !tls && proxy == Some(&self.addr);
+        }
+        self.tls == tls && self.addr == *addr
+    }
+
     /// The server sent something: a response it owes may take another idle period.
     fn heard_from(&mut self, now: Instant, timeout: std::time::Duration) {
         if self.deadline.is_some() {
@@ -133,7 +172,7 @@ impl HttpLayer {
     pub(crate) fn adopt_server(&mut self, cx: &Context, conn: ConnId, addr: ServerAddr) {
         let tls = !cx.is_plain(conn);
         let codec = Http1Client::new(conn, &cx.config);
-        let server = ServerConn { conn, addr, codec, tls, open: true, flow: None, dedicated: false, deadline: None };
+        let server = ServerConn { open: true, ..ServerConn::new(conn, addr, codec, tls) };
         self.servers.push(server);
     }
 
@@ -169,15 +208,23 @@ impl HttpLayer {
             Event::DataReceived { conn, data } => {
                 let Some(i) = self.server_index(conn) else { return };
                 self.servers[i].heard_from(now, cx.config.server_idle_timeout);
-                let server = &mut self.servers[i];
-                let mut outputs = Vec::new();
-                server.codec.receive(cx, data, &mut outputs);
-                self.handle_server_outputs(cx, now, conn, outputs);
+                if self.servers[i].connect.as_ref().is_some_and(ProxyConnect::is_asked) {
+                    self.proxy_answer(cx, now, conn, &data);
+                } else {
+                    let server = &mut self.servers[i];
+                    let mut outputs = Vec::new();
+                    server.codec.receive(cx, data, &mut outputs);
+                    self.handle_server_outputs(cx, now, conn, outputs);
+                }
             }
             Event::ConnectionClosed { conn } if conn == ConnId::CLIENT => {
                 let mut outputs = Vec::new();
                 self.client.receive_eof(cx, &mut outputs);
                 self.handle_client_outputs(cx, now, outputs);
+            }
+            Event::ConnectionClosed { conn } if self.proxy_connect(conn).is_some() => {
+                let message = self.proxy_connect(conn).map(ProxyConnect::closed_message).unwrap_or_default();
+                self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
             }
             Event::ConnectionClosed { conn } => {
                 let Some(i) = self.server_index(conn) else { return };
@@ -194,24 +241,39 @@ impl HttpLayer {
             }
             Event::Opened { conn } => {
                 let Some(i) = self.server_index(conn) else { return };
-                let server = &mut self.servers[i];
-                server.open = true;
-                let addr = server.addr.clone();
-                if cx.config.hooks.contains(HookKind::ServerConnected) {
-                    let flow = cx.next_flow_id();
-                    cx.hook(flow, Hook::ServerConnected { conn, server: addr });
-                }
-                if let Some(flow) = self.servers[i].flow {
-                    self.feed(cx, now, flow, Input::ServerReady);
+                match &mut self.servers[i].connect {
+                    // The connection to the upstream proxy is up: ask it for the tunnel.
+                    Some(connect) if connect.is_opening() => {
+                        connect.ask(cx, conn);
+                        self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                    }
+                    // The TLS handshake through the tunnel is done.
+                    Some(_) => {
+                        self.servers[i].connect = None;
+                        self.server_opened(cx, now, conn);
+                    }
+                    None => self.server_opened(cx, now, conn),
                 }
             }
             Event::OpenFailed { conn, error } => {
                 let Some(i) = self.server_index(conn) else { return };
                 let server = self.servers.remove(i);
                 cx.forget(conn);
-                cx.log(LogLevel::Info, format!("cannot connect to {}: {}", server.addr, error));
+                let to_proxy = server.connect.as_ref().is_none_or(ProxyConnect::is_opening);
+                let input = match server.proxy {
+                    Some(proxy) if to_proxy => {
+                        let status = if error == OpenError::Timeout { 504 } else { 502 };
+                        let message = format!("cannot connect to upstream proxy {proxy}: {error}");
+                        cx.log(LogLevel::Info, message.clone());
+                        Input::ProxyFailed { status, message }
+                    }
+                    _ => {
+                        cx.log(LogLevel::Info, format!("cannot connect to {}: {}", server.addr, error));
+                        Input::ServerFailed { addr: server.addr, error }
+                    }
+                };
                 if let Some(flow) = server.flow {
-                    self.feed(cx, now, flow, Input::ServerFailed { addr: server.addr, error });
+                    self.feed(cx, now, flow, input);
                 }
             }
             Event::WriteDrained { .. } => {}
@@ -280,7 +342,11 @@ impl HttpLayer {
             }
             if let Some(flow) = flow {
                 let secs = cx.config.server_idle_timeout.as_secs_f64();
-                self.feed(cx, now, flow, Input::ServerTimeout { secs });
+                let input = match self.proxy_connect(conn) {
+                    Some(connect) => Input::ProxyFailed { status: 504, message: connect.timeout_message(secs) },
+                    None => Input::ServerTimeout { secs },
+                };
+                self.feed(cx, now, flow, input);
             }
             self.drop_server(cx, conn, true);
         }
@@ -405,12 +471,13 @@ impl HttpLayer {
                 let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) else { return };
                 let mut server = self.servers.remove(i);
                 let client_rest = self.client.take_rest();
+                let server_rest = if server.rest.is_empty() { server.codec.take_rest() } else { server.rest };
                 self.handover = Some(Handover {
                     server: server.conn,
                     target: server.addr.clone(),
                     connect: server.dedicated,
                     client_rest,
-                    server_rest: server.codec.take_rest(),
+                    server_rest,
                     client_eof: self.client.is_eof(),
                 });
                 self.streams.remove(&flow);
@@ -438,9 +505,11 @@ impl HttpLayer {
         tls: bool,
         dedicated: bool,
     ) {
+        let proxy = upstream_proxy(cx);
         if !dedicated && cx.config.reuse_server_connections {
             let idle = self.servers.iter().position(|s| {
-                s.flow.is_none() && s.open && !s.dedicated && s.tls == tls && s.addr == addr && s.codec.is_reusable()
+                let fits = s.fits(&addr, tls, proxy.as_ref());
+                s.flow.is_none() && s.open && !s.dedicated && fits && s.codec.is_reusable()
             });
             if let Some(i) = idle {
                 self.servers[i].flow = Some(flow);
@@ -453,6 +522,9 @@ impl HttpLayer {
                 let error = error.clone();
                 return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
             }
+        }
+        if let Some(proxy) = proxy {
+            return self.open_via_proxy(cx, now, flow, (proxy, addr), tls, dedicated);
         }
         let conn = if tls {
             // Offer what the client codec will speak; the server's choice is checked below us.
@@ -468,8 +540,103 @@ impl HttpLayer {
         let codec = Http1Client::new(conn, &cx.config);
         // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
         let deadline = tls.then(|| now + cx.config.server_idle_timeout);
-        let server = ServerConn { conn, addr, codec, tls, open: false, flow: Some(flow), dedicated, deadline };
+        let server = ServerConn { flow: Some(flow), dedicated, deadline, ..ServerConn::new(conn, addr, codec, tls) };
         self.servers.push(server);
+    }
+
+    /// Upstream mode: a connection to the upstream `proxy` for `flow`. Plain requests go to
+    /// the proxy in absolute-form; a `CONNECT` (`dedicated`) or an `https` request for `addr`
+    /// gets a tunnel of the proxy's first, and TLS through it if `tls`.
+    fn open_via_proxy(
+        &mut self,
+        cx: &mut Context,
+        now: Instant,
+        flow: FlowId,
+        (proxy, addr): (ServerAddr, ServerAddr),
+        tls: bool,
+        dedicated: bool,
+    ) {
+        if tls && cx.config.tls.is_none() {
+            let error = OpenError::Tls("TLS is not configured".into());
+            return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
+        }
+        let conn = cx.open(proxy.clone());
+        let codec = Http1Client::new(conn, &cx.config);
+        let server = if tls || dedicated {
+            let connect = Some(ProxyConnect::new(proxy.clone(), addr.clone()));
+            ServerConn { connect, ..ServerConn::new(conn, addr, codec, tls) }
+        } else {
+            let codec = codec.with_absolute_form();
+            ServerConn { absolute: true, ..ServerConn::new(conn, proxy.clone(), codec, false) }
+        };
+        self.servers.push(ServerConn { flow: Some(flow), dedicated, proxy: Some(proxy), ..server });
+    }
+
+    /// The server connection `conn` is ready for requests (or for the tunnel it was made for).
+    fn server_opened(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
+        let Some(i) = self.server_index(conn) else { return };
+        let server = &mut self.servers[i];
+        server.open = true;
+        let addr = server.addr.clone();
+        if cx.config.hooks.contains(HookKind::ServerConnected) {
+            let flow = cx.next_flow_id();
+            cx.hook(flow, Hook::ServerConnected { conn, server: addr });
+        }
+        if let Some(flow) = self.servers[i].flow {
+            self.feed(cx, now, flow, Input::ServerReady);
+        }
+    }
+
+    /// The upstream proxy answered (part of) our `CONNECT` on `conn`.
+    fn proxy_answer(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(i) = self.server_index(conn) else { return };
+        let server = &mut self.servers[i];
+        let Some(connect) = &mut server.connect else { return };
+        match connect.receive(data) {
+            Answer::Pending => {}
+            Answer::Refused { message } => {
+                self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+            }
+            Answer::Established { rest } if server.tls => {
+                if !rest.is_empty() {
+                    let message = format!(
+                        "upstream proxy {} sent data from {} before the TLS handshake",
+                        connect.proxy, connect.target
+                    );
+                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+                }
+                let addr = server.addr.clone();
+                // Offer what the client codec will speak, as for a direct connection.
+                match cx.start_tls_client(conn, addr.clone(), &addr.host, vec![b"http/1.1".to_vec()]) {
+                    Ok(()) => connect.start_handshake(),
+                    Err(message) => {
+                        let error = OpenError::Tls(message);
+                        self.proxy_failed(cx, now, conn, Input::ServerFailed { addr, error });
+                    }
+                }
+            }
+            Answer::Established { rest } => {
+                server.rest = rest;
+                server.connect = None;
+                self.server_opened(cx, now, conn);
+            }
+        }
+    }
+
+    /// Setting up `conn` through the upstream proxy failed: close it, and fail its stream
+    /// with `input`.
+    fn proxy_failed(&mut self, cx: &mut Context, now: Instant, conn: ConnId, input: Input) {
+        let Some(i) = self.server_index(conn) else { return };
+        let flow = self.servers[i].flow;
+        match &input {
+            Input::ProxyFailed { message, .. } => cx.log(LogLevel::Info, message.clone()),
+            Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
+            _ => {}
+        }
+        self.drop_server(cx, conn, true);
+        if let Some(flow) = flow {
+            self.feed(cx, now, flow, input);
+        }
     }
 
     /// The stream `flow` is finished: return its server connection to the pool or close it.
@@ -587,6 +754,11 @@ impl HttpLayer {
         }
     }
 
+    /// The tunnel through the upstream proxy that `conn` is still setting up.
+    fn proxy_connect(&self, conn: ConnId) -> Option<&ProxyConnect> {
+        self.server_index(conn).and_then(|i| self.servers[i].connect.as_ref())
+    }
+
     fn server_index(&self, conn: ConnId) -> Option<usize> {
         self.servers.iter().position(|s| s.conn == conn)
     }
@@ -596,3 +768,10 @@ impl HttpLayer {
     }
 }
 
+/// The upstream proxy everything goes through, in upstream mode.
+fn upstream_proxy(cx: &Context) -> Option<ServerAddr> {
+    match &cx.config.mode {
+        Mode::Upstream { proxy } => Some(proxy.clone()),
+        Mode::Regular | Mode::Reverse { .. } => None,
+    }
+}

@@ -32,6 +32,9 @@ pub(crate) enum Input {
     /// The stream's server connection is open (or an idle one was assigned).
     ServerReady,
     ServerFailed { addr: ServerAddr, error: OpenError },
+    /// The upstream proxy could not be reached, or would not carry us to the server: answer
+    /// `status` with `message`, which names the proxy.
+    ProxyFailed { status: u16, message: String },
     Interim(Response),
     ResponseHeaders { response: Response, end_stream: bool },
     ResponseData(Bytes),
@@ -273,6 +276,7 @@ impl HttpStream {
                 let status = if error == OpenError::Timeout { 504 } else { 502 };
                 self.fail(cx, now, status, format!("cannot connect to {addr}: {error}"), out);
             }
+            Input::ProxyFailed { status, message } => self.fail(cx, now, status, message, out),
             Input::Interim(response) => {
                 if !(response.status == 100 && self.local_continue) {
                     out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));

@@ -4,3 +4,4 @@ pub(crate) mod http;
 pub(crate) mod http1;
 pub(crate) mod http_stream;
 pub(crate) mod mode;
+pub(crate) mod upstream;

@@ -16,6 +16,8 @@ use crate::tunnel::Tunnel;
 /// client speaks HTTP to the proxy, with absolute-form targets, until a `CONNECT` or an
 /// `Upgrade` turns its connection into a tunnel (or, with TLS interception, an intercepted
 /// connection). In reverse mode the client speaks to us as to its origin, in TLS or not.
+/// Upstream mode looks like regular mode from here: the HTTP layer sends everything on
+/// through the upstream proxy (see [`upstream`](crate::layers::upstream)).
 pub(crate) struct RegularMode {
     state: State,
 }

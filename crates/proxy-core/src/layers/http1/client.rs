@@ -52,6 +52,9 @@ pub(crate) struct Http1Client {
     eof: bool,
     /// The driver is moving the rest of a `Content-Length` response body by itself.
     forwarding: bool,
+    /// Request targets go out in absolute-form (`GET http://host/path`): the connection leads
+    /// to another proxy.
+    absolute_form: bool,
 }
 
 impl Http1Client {
@@ -69,7 +72,14 @@ impl Http1Client {
             keep_alive: true,
             eof: false,
             forwarding: false,
+            absolute_form: false,
         }
+    }
+
+    /// Send request targets in absolute-form, as to a proxy.
+    pub(crate) fn with_absolute_form(mut self) -> Self {
+        self.absolute_form = true;
+        self
     }
 
     /// Whether another request may be sent on this connection.
@@ -137,6 +147,7 @@ impl Http1Client {
         self.flow = flow;
         self.recv = Recv::Head;
         self.method.clone_from(&request.method);
+        let target = if self.absolute_form { absolute_target(&request) } else { request.path.clone() };
         let mut headers = request.headers;
         if !headers.contains("host") {
             headers.insert("host", request_authority(&request.host, request.port));
@@ -155,7 +166,7 @@ impl Http1Client {
             });
         }
         let mut dst = BytesMut::with_capacity(512);
-        wire::write_request_head(&mut dst, &request.method, &request.path, Version::Http11, &headers);
+        wire::write_request_head(&mut dst, &request.method, &target, Version::Http11, &headers);
         match &request.body {
             Some(body) if body.len() <= 16 * 1024 => {
                 dst.extend_from_slice(body);
@@ -296,6 +307,15 @@ impl Http1Client {
             headers.append("via", format!("{} sansproxy", if version == Version::Http10 { "1.0" } else { "1.1" }));
         }
         Response { version, status, reason, headers, body: None, trailers: None }
+    }
+}
+
+/// `scheme://authority/path`; for `OPTIONS *`, without a path (RFC 9112 section 3.2.4).
+fn absolute_target(request: &Request) -> String {
+    if request.path == "*" {
+        format!("{}://{}", request.scheme.as_str(), request.authority())
+    } else {
+        request.url()
     }
 }
 

@@ -1,0 +1,137 @@
+//! Upstream-proxy mode: reaching servers through another HTTP proxy.
+//!
+//! Plain `http` requests go to the upstream proxy itself, in absolute-form, on connections
+//! pooled like any other (they all lead to the same place). Everything else needs a tunnel: a
+//! client's `CONNECT`, and an `https` request, which we send over TLS to its origin. For those
+//! the connection to the proxy first carries `CONNECT host:port`, and a [`ProxyConnect`] reads
+//! the answer; only after the proxy's `2xx` (and, for `https`, the TLS handshake through the
+//! tunnel) does the HTTP layer count the connection as open.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::ServerAddr;
+use crate::config::Config;
+use crate::context::{ConnId, Context};
+use crate::flow::Version;
+use crate::headers::Headers;
+use crate::layers::http1::wire::{self, HeadReader, Limits};
+
+/// Setting up a tunnel through the upstream proxy on one server connection.
+#[derive(Debug)]
+pub(crate) struct ProxyConnect {
+    pub(crate) proxy: ServerAddr,
+    pub(crate) target: ServerAddr,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// The TCP connection to the proxy is not up yet.
+    Opening,
+    /// `CONNECT` sent; reading the proxy's answer.
+    Asked { buf: BytesMut, heads: HeadReader, limits: Limits },
+    /// The proxy said yes; the TLS handshake with the server runs through the tunnel.
+    Handshake,
+}
+
+/// What the proxy's answer (so far) amounts to.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Not a complete head yet.
+    Pending,
+    /// `2xx`: the tunnel is up. `rest` is what the proxy sent after its head: the server's
+    /// first bytes.
+    Established { rest: Bytes },
+    /// Anything else: why, in words naming the proxy.
+    Refused { message: String },
+}
+
+impl ProxyConnect {
+    pub(crate) fn new(proxy: ServerAddr, target: ServerAddr) -> Self {
+        Self { proxy, target, phase: Phase::Opening }
+    }
+
+    /// Whether the TCP connection to the proxy is still being opened.
+    pub(crate) fn is_opening(&self) -> bool {
+        matches!(self.phase, Phase::Opening)
+    }
+
+    /// Whether `CONNECT` is out and the proxy's answer is awaited.
+    pub(crate) fn is_asked(&self) -> bool {
+        matches!(self.phase, Phase::Asked { .. })
+    }
+
+    /// The connection to the proxy is open: ask it for a tunnel.
+    pub(crate) fn ask(&mut self, cx: &mut Context, conn: ConnId) {
+        let authority = self.target.to_string();
+        let mut headers = Headers::new();
+        headers.insert("Host", authority.clone());
+        let mut head = BytesMut::with_capacity(64 + 2 * authority.len());
+        wire::write_request_head(&mut head, "CONNECT", &authority, Version::Http11, &headers);
+        cx.send(conn, head.freeze());
+        let limits = limits(&cx.config);
+        self.phase = Phase::Asked { buf: BytesMut::new(), heads: HeadReader::new(), limits };
+    }
+
+    /// Bytes from the proxy while its answer to `CONNECT` is awaited.
+    pub(crate) fn receive(&mut self, data: &[u8]) -> Answer {
+        let Phase::Asked { buf, heads, limits } = &mut self.phase else { return Answer::Pending };
+        buf.extend_from_slice(data);
+        loop {
+            match heads.read_response(buf, limits) {
+                Ok(None) => return Answer::Pending,
+                // An interim response: the real answer follows.
+                Ok(Some(head)) if (100..200).contains(&head.status) => {}
+                Ok(Some(head)) if (200..300).contains(&head.status) => {
+                    return Answer::Established { rest: buf.split().freeze() };
+                }
+                Ok(Some(head)) => {
+                    let (proxy, target) = (&self.proxy, &self.target);
+                    let answer = format!("{} {}", head.status, head.reason);
+                    let message = format!("upstream proxy {proxy} refused CONNECT {target}: {}", answer.trim_end());
+                    return Answer::Refused { message };
+                }
+                Err(e) => {
+                    let (proxy, target) = (&self.proxy, &self.target);
+                    let message = format!("upstream proxy {proxy} sent an invalid answer to CONNECT {target}: {e}");
+                    return Answer::Refused { message };
+                }
+            }
+        }
+    }
+
+    /// The tunnel is up and a TLS handshake with the server has started through it.
+    pub(crate) fn start_handshake(&mut self) {
+        self.phase = Phase::Handshake;
+    }
+
+    /// Why the set-up failed when the proxy closed the connection in the middle of it.
+    pub(crate) fn closed_message(&self) -> String {
+        let (proxy, target) = (&self.proxy, &self.target);
+        match self.phase {
+            Phase::Handshake => {
+                format!("{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake")
+            }
+            Phase::Opening | Phase::Asked { .. } => {
+                format!("upstream proxy {proxy} closed the connection before answering CONNECT {target}")
+            }
+        }
+    }
+
+    /// Why the set-up failed when nothing came for `secs` seconds.
+    pub(crate) fn timeout_message(&self, secs: f64) -> String {
+        let (proxy, target) = (&self.proxy, &self.target);
+        match self.phase {
+            Phase::Handshake => {
+                format!("no TLS handshake with {target} through upstream proxy {proxy} within {secs} s")
+            }
+            Phase::Opening | Phase::Asked { .. } => {
+                format!("upstream proxy {proxy} did not answer CONNECT {target} within {secs} s")
+            }
+        }
+    }
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
+}
