@@ -233,6 +233,11 @@ where
                 return Poll::Ready(event);
             }
         }
+        // Nothing to read anywhere: give the buffer back rather than hold it while idle. A
+        // thousand idle keep-alive connections would otherwise pin a buffer each.
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
         Poll::Pending
     }
 

@@ -16,10 +16,6 @@ use crate::command::ServerAddr;
 use crate::context::ConnId;
 use crate::tls::{describe_error, TlsFailure, TlsInfo, TlsSide};
 
-/// Most plaintext pulled out of one connection per read, so that a burst of records cannot
-/// grow the buffer without bound between two turns of the layers.
-const READ_CHUNK: usize = 64 * 1024;
-
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSession").field("side", &self.side).field("server", &self.server).finish_non_exhaustive()
@@ -82,8 +78,11 @@ impl TlsSession {
             let before = input.len();
             // The only error is "plaintext buffer full", which the drain below cures.
             let _ = self.conn.read_tls(&mut input);
-            match self.conn.process_new_packets() {
-                Ok(state) => result.closed = state.peer_has_closed(),
+            let available = match self.conn.process_new_packets() {
+                Ok(state) => {
+                    result.closed = state.peer_has_closed();
+                    state.plaintext_bytes_to_read()
+                }
                 Err(error) => {
                     result.error = Some(describe_error(&error));
                     self.failed = true;
@@ -91,9 +90,19 @@ impl TlsSession {
                     result.outgoing = self.take_outgoing();
                     return result;
                 }
+            };
+            // Exactly what is there: an idle connection keeps no oversized buffer alive.
+            let start = plaintext.len();
+            plaintext.resize(start + available, 0);
+            let mut filled = start;
+            while filled < plaintext.len() {
+                match self.conn.reader().read(&mut plaintext[filled..]) {
+                    Ok(n) if n > 0 => filled += n,
+                    _ => break,
+                }
             }
-            let drained = drain_plaintext(&mut self.conn, &mut plaintext);
-            if input.len() == before && !drained {
+            plaintext.truncate(filled);
+            if input.len() == before && filled == start {
                 // rustls took nothing and gave nothing: it will not get better.
                 result.error = Some("TLS input could not be processed".into());
                 self.failed = true;
@@ -165,23 +174,5 @@ impl TlsSession {
 
     pub(crate) fn failure(&self, conn: ConnId, error: String) -> TlsFailure {
         TlsFailure { conn, side: self.side, server: self.server.clone(), server_name: self.server_name.clone(), error }
-    }
-}
-
-/// Move every decrypted byte out of rustls. True if there was any.
-fn drain_plaintext(conn: &mut rustls::Connection, into: &mut BytesMut) -> bool {
-    let first = into.len();
-    loop {
-        let start = into.len();
-        into.resize(start + READ_CHUNK, 0);
-        match conn.reader().read(&mut into[start..]) {
-            Ok(n) if n > 0 => into.truncate(start + n),
-            // Ok(0): the peer closed cleanly. WouldBlock: nothing more for now. An unclean EOF
-            // surfaces as the connection closing.
-            _ => {
-                into.truncate(start);
-                return into.len() > first;
-            }
-        }
     }
 }
