@@ -302,3 +302,15 @@ fn https_urls_in_absolute_form_are_fetched_over_tls() {
     pump.server_sends(S1, RESPONSE);
     assert!(pump.client.received().ends_with(b"hello"));
 }
+
+#[test]
+fn reverse_client_tls_without_a_tls_configuration_closes_with_a_reason() {
+    let target = proxy_core::ServerAddr::new("origin.test", 443);
+    let mode = proxy_core::Mode::Reverse { scheme: proxy_core::Scheme::Https, target, client_tls: true };
+    let config = proxy_core::Config { mode, tls: None, ..proxy_core::Config::default() };
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
+    pump.run();
+    assert!(pump.closed.contains(&ConnId::CLIENT));
+    assert!(pump.logs.iter().any(|l| l.contains("needs Config::tls")), "{:?}", pump.logs);
+    assert!(pump.core.is_closed());
+}

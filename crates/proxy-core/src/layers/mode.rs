@@ -41,8 +41,15 @@ impl RegularMode {
     }
 }
 
-/// What the client connection speaks first, by mode.
-fn first_layer(cx: &Context) -> State {
+/// What the client connection speaks first, by mode. A configuration that cannot serve the
+/// mode (client TLS without [`Config::tls`](crate::Config::tls)) closes the connection with a
+/// log line saying so.
+fn first_layer(cx: &mut Context) -> State {
+    if matches!(cx.config.mode, Mode::Reverse { client_tls: true, .. }) && cx.config.tls.is_none() {
+        cx.log(LogLevel::Warn, "reverse mode with client TLS needs Config::tls: closing the client");
+        cx.close(ConnId::CLIENT, false);
+        return State::Closed;
+    }
     match &cx.config.mode {
         Mode::Regular | Mode::Upstream { .. } => State::Http(Box::new(HttpLayer::new(cx))),
         Mode::Reverse { scheme, target, client_tls: false } => {

@@ -108,6 +108,8 @@ impl Intercept {
     }
 
     fn tls(cx: &Context) -> &TlsConfig {
+        // Both ways in (`new` after a CONNECT, `reverse`) are taken only when `Config::tls` is
+        // set: see `layers::mode`.
         cx.config.tls.as_ref().expect("interception runs only with a TLS configuration")
     }
 

@@ -10,9 +10,10 @@
 //! - the trust policy towards upstream servers and the session caches: the base
 //!   [`rustls::ServerConfig`] and [`rustls::ClientConfig`] in [`TlsConfig`].
 //!
-//! The one impurity the core accepts is rustls's own: a handshake draws random numbers from
-//! the crypto provider. Nothing else about a connection depends on them, so playbooks stay
-//! deterministic at the level of plaintext and commands.
+//! What rustls itself needs from the world comes through those configurations: random numbers
+//! for handshakes from their `CryptoProvider`, the time for certificate validity from their
+//! `TimeProvider`. That is the one impurity the core accepts. Nothing else about a connection
+//! depends on it, so playbooks stay deterministic at the level of plaintext and commands.
 
 use std::fmt;
 use std::net::IpAddr;
