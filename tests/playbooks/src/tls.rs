@@ -52,6 +52,20 @@ impl TestCa {
     }
 }
 
+/// The PKI of a TLS scenario: the proxy's CA, which [`World::issuer`] mints from, and the
+/// origins' CA.
+pub struct World {
+    pub proxy_ca: Arc<TestCa>,
+    pub origin_ca: TestCa,
+    pub issuer: Arc<TestIssuer>,
+}
+
+pub fn world() -> World {
+    let proxy_ca = Arc::new(TestCa::new("proxy CA"));
+    let issuer = Arc::new(TestIssuer::new(proxy_ca.clone()));
+    World { proxy_ca, origin_ca: TestCa::new("origin CA"), issuer }
+}
+
 /// A certificate and its key.
 pub struct Leaf(pub CertificateDer<'static>, pub PrivateKeyDer<'static>);
 

@@ -1,7 +1,6 @@
 //! TLS interception after `CONNECT`: a real rustls client and real rustls origins around the
 //! core, driven in memory by a [`Pump`].
 
-use std::sync::Arc;
 
 use playbooks::tls::*;
 use proxy_core::tls::TlsSide;
@@ -12,17 +11,6 @@ const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test
 const GET: &[u8] = b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
-struct World {
-    proxy_ca: Arc<TestCa>,
-    origin_ca: TestCa,
-    issuer: Arc<TestIssuer>,
-}
-
-fn world() -> World {
-    let proxy_ca = Arc::new(TestCa::new("proxy CA"));
-    let issuer = Arc::new(TestIssuer::new(proxy_ca.clone()));
-    World { proxy_ca, origin_ca: TestCa::new("origin CA"), issuer }
-}
 
 fn origin(w: &World, names: &[&str]) -> Origins {
     let cert = w.origin_ca.leaf(names);

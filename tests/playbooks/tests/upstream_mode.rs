@@ -2,7 +2,6 @@
 //! proxy ([`UPSTREAM`]): plain requests in absolute-form, everything else through a `CONNECT`
 //! tunnel of the upstream proxy's.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use playbooks::tls::*;
@@ -304,17 +303,6 @@ const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test
 const GET: &[u8] = b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
-struct World {
-    proxy_ca: Arc<TestCa>,
-    origin_ca: TestCa,
-    issuer: Arc<TestIssuer>,
-}
-
-fn world() -> World {
-    let proxy_ca = Arc::new(TestCa::new("proxy CA"));
-    let issuer = Arc::new(TestIssuer::new(proxy_ca.clone()));
-    World { proxy_ca, origin_ca: TestCa::new("origin CA"), issuer }
-}
 
 /// Every connection goes to the upstream proxy, which says yes and tunnels to a TLS origin
 /// for `example.test`.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rustls::server::{Accepted, Acceptor, ClientHello as RustlsHello, ResolvesServerCert};
+use rustls::server::{Accepted, AcceptedAlert, Acceptor, ClientHello as RustlsHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::command::{LogLevel, ServerAddr};
@@ -131,13 +131,9 @@ impl Intercept {
                         let raw = std::mem::take(buf).freeze();
                         self.client_hello(cx, now, Box::new(accepted), raw);
                     }
-                    Err((error, mut alert)) => {
-                        let mut bytes = Vec::new();
-                        let _ = alert.write_all(&mut bytes);
-                        cx.send_raw(ConnId::CLIENT, bytes.into());
-                        let reason = crate::tls::describe_error(&error);
-                        cx.log(LogLevel::Info, format!("client {} sent a bad TLS ClientHello: {reason}", cx.client.peer));
-                        self.close(cx);
+                    Err((error, alert)) => {
+                        let what = format!("client {} sent a bad TLS ClientHello", cx.client.peer);
+                        self.refuse(cx, &what, &error, alert);
                     }
                 }
             }
@@ -232,13 +228,9 @@ impl Intercept {
                     TlsSession::new(rustls::Connection::Server(connection), self.target.clone(), hello.server_name);
                 cx.attach_tls(ConnId::CLIENT, session);
             }
-            Err((error, mut alert)) => {
-                let mut bytes = Vec::new();
-                let _ = alert.write_all(&mut bytes);
-                cx.send_raw(ConnId::CLIENT, bytes.into());
-                let reason = crate::tls::describe_error(&error);
-                cx.log(LogLevel::Info, format!("TLS handshake with client {} failed: {reason}", cx.client.peer));
-                return self.close(cx);
+            Err((error, alert)) => {
+                let what = format!("TLS handshake with client {} failed", cx.client.peer);
+                return self.refuse(cx, &what, &error, alert);
             }
         }
         let mut http = Box::new(HttpLayer::for_target(cx, self.scheme, self.target.clone()));
@@ -290,6 +282,16 @@ impl Intercept {
                 self.state = State::Tunnel(Box::new(Tunnel::new(cx, handover)));
             }
         }
+    }
+
+    /// The client's handshake cannot go on: send it rustls's alert, log `what` and why, close.
+    fn refuse(&mut self, cx: &mut Context, what: &str, error: &rustls::Error, mut alert: AcceptedAlert) {
+        let mut bytes = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = alert.write_all(&mut bytes);
+        cx.send_raw(ConnId::CLIENT, bytes.into());
+        cx.log(LogLevel::Info, format!("{what}: {}", crate::tls::describe_error(error)));
+        self.close(cx);
     }
 
     fn close(&mut self, cx: &mut Context) {
