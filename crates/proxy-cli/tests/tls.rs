@@ -478,3 +478,57 @@ fn existing_ca_from_flags() {
     let (_, issuer) = seen_cert(&out);
     assert!(issuer.contains("sansproxy test proxy CA"), "{issuer:?}");
 }
+
+// ---- protocol versions and resumption ----
+
+/// Two connections through the proxy with one client context: the second offers the first's
+/// session. Prints the negotiated version and whether the session was resumed.
+const PYTHON_RESUME: &str = r#"
+import socket, ssl, sys
+proxy_port, host, port, cafile, version = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+def fetch(session):
+    raw = socket.create_connection(('127.0.0.1', proxy_port), timeout=10)
+    raw.sendall(b'CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n' % (host.encode(), port, host.encode(), port))
+    head = b''
+    while not head.endswith(b'\r\n\r\n'):
+        head += raw.recv(1)
+    assert head.startswith(b'HTTP/1.1 200'), head
+    tls = ctx.wrap_socket(raw, server_hostname=host, session=session)
+    tls.sendall(b'GET /hello HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' % host.encode())
+    data = b''
+    while True:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert data.startswith(b'HTTP/1.1 200') and data.endswith(b'hello world\n'), data
+    result = (tls.version(), tls.session_reused, tls.session)
+    tls.close()
+    return result
+first = fetch(None)
+second = fetch(first[2])
+print(first[0], first[1], second[1])
+"#;
+
+fn resumes_with(version: &str, expect_version: &str) {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    let (proxy_port, origin_port, ca) = (proxy.port().to_string(), origin.port().to_string(), proxy.ca_cert_arg());
+    let args = [proxy_port.as_str(), "localhost", origin_port.as_str(), ca.as_str(), version];
+    let (run, stdout) = run_python(PYTHON_RESUME, &args, Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "python3 failed: {run:?}, stdout {stdout:?}");
+    assert_eq!(stdout.trim(), format!("{expect_version} False True"), "a returning client resumes: {run:?}");
+}
+
+#[test]
+fn tls13_clients_resume_their_sessions() {
+    resumes_with("TLSv1_3", "TLSv1.3");
+}
+
+#[test]
+fn tls12_clients_resume_their_sessions() {
+    resumes_with("TLSv1_2", "TLSv1.2");
+}
