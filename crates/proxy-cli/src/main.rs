@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Mode, Scheme, ServerAddr};
+use proxy_core::tls::{TlsFailure, TlsSide};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -295,13 +296,14 @@ impl Handler for Printer {
         if self.quiet {
             HookSet::NONE
         } else {
-            HookSet::NONE.with(HookKind::Response).with(HookKind::Error)
+            HookSet::NONE.with(HookKind::Response).with(HookKind::Error).with(HookKind::TlsFailed)
         }
     }
 
     async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
         let line = match &hook {
             Hook::Response(flow) | Hook::Error(flow) => flow_line(flow, Instant::now()),
+            Hook::TlsFailed(failure) => tls_failure_line(failure),
             _ => None,
         };
         if let Some(line) = line {
@@ -357,6 +359,16 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
         flow.response_body_bytes,
         took.as_millis()
     ))
+}
+
+/// A failed client handshake has no flow to print, so it gets a line of its own (upstream
+/// failures show as the flow's 502). Most often the client does not trust the proxy's CA.
+fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
+    if failure.side != TlsSide::Client {
+        return None;
+    }
+    let name = failure.server_name.clone().unwrap_or_else(|| failure.server.host.clone());
+    Some(format!("client TLS handshake for {name} ({}) failed: {}", failure.server, failure.error))
 }
 
 fn init_logging() {
@@ -453,6 +465,22 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use proxy_core::{ClientInfo, FlowError, Request, Response, Scheme, Version};
+
+    #[test]
+    fn client_tls_failures_get_a_line() {
+        let failure = TlsFailure {
+            conn: proxy_core::ConnId::CLIENT,
+            side: TlsSide::Client,
+            server: ServerAddr::new("example.test", 443),
+            server_name: Some("example.test".into()),
+            error: "peer sent alert BadCertificate".into(),
+        };
+        assert_eq!(
+            tls_failure_line(&failure).as_deref(),
+            Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate")
+        );
+        assert_eq!(tls_failure_line(&TlsFailure { side: TlsSide::Server, ..failure }), None);
+    }
 
     #[test]
     fn modes_parse() {

@@ -209,6 +209,8 @@ fn https_client_sees_a_minted_certificate() {
         ["GET /hello", "GET /hello"],
         "direct + one"
     );
+    // The proxy says why, on the flow log: the client refused its certificate.
+    flow_line(&proxy, "client TLS handshake for localhost");
 }
 
 #[test]
