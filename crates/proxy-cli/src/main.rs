@@ -368,7 +368,7 @@ fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
         return None;
     }
     let name = failure.server_name.clone().unwrap_or_else(|| failure.server.host.clone());
-    Some(format!("client TLS handshake for {name} ({}) failed: {}", failure.server, failure.error))
+    Some(format!("client TLS handshake for {name} ({}) failed: {}\n", failure.server, failure.error))
 }
 
 fn init_logging() {
@@ -477,7 +477,7 @@ mod tests {
         };
         assert_eq!(
             tls_failure_line(&failure).as_deref(),
-            Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate")
+            Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate\n")
         );
         assert_eq!(tls_failure_line(&TlsFailure { side: TlsSide::Server, ..failure }), None);
     }

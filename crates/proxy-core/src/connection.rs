@@ -52,6 +52,12 @@ impl Connection {
             Event::ConnectionClosed { conn } if self.cx.tls(conn).is_some_and(|t| t.peer_closed) => {
                 // Reported when the peer's close_notify arrived.
             }
+            Event::ConnectionClosed { conn } if self.cx.tls(conn).is_some_and(|t| t.is_handshaking()) => {
+                // A peer that hangs up mid-handshake (a client refusing our certificate often
+                // does so without an alert) failed the handshake as surely as one that says so.
+                let error = "the peer closed the connection during the handshake".to_string();
+                self.tls_failed(now, conn, error);
+            }
             event => self.root.handle(&mut self.cx, now, event),
         }
         if self.cx.all_closed() && !self.disconnected {
@@ -69,29 +75,10 @@ impl Connection {
         let Some(tls) = self.cx.tls_mut(conn) else { return };
         let received = tls.receive(data);
         let side = tls.side;
-        let was_handshaking = !tls.established || received.established;
-        let failure = received.error.as_ref().map(|e| tls.failure(conn, e.clone()));
         let info = received.established.then(|| tls.info(conn));
         self.cx.send_raw(conn, received.outgoing);
-        if let (Some(error), Some(failure)) = (received.error, failure) {
-            let when = if was_handshaking { "handshake" } else { "connection" };
-            let peer = match side {
-                TlsSide::Client => format!("client {}", self.cx.client.peer),
-                TlsSide::Server => format!("server {}", failure.server),
-            };
-            self.cx.log(LogLevel::Info, format!("TLS {when} with {peer} failed: {error}"));
-            if self.cx.config.hooks.contains(HookKind::TlsFailed) {
-                let flow = self.cx.next_flow_id();
-                self.cx.hook(flow, Hook::TlsFailed(Box::new(failure)));
-            }
-            self.cx.close(conn, false);
-            let event = if side == TlsSide::Server && was_handshaking {
-                Event::OpenFailed { conn, error: OpenError::Tls(error) }
-            } else {
-                Event::ConnectionClosed { conn }
-            };
-            self.root.handle(&mut self.cx, now, event);
-            return;
+        if let Some(error) = received.error {
+            return self.tls_failed(now, conn, error);
         }
         if let Some(info) = info {
             if self.cx.config.hooks.contains(HookKind::TlsEstablished) {
@@ -111,6 +98,32 @@ impl Connection {
             }
             self.root.handle(&mut self.cx, now, Event::ConnectionClosed { conn });
         }
+    }
+
+    /// The TLS session under `conn` failed (`error` says how): say so, close the connection,
+    /// and tell the layers in their terms: an upstream whose handshake failed never opened.
+    fn tls_failed(&mut self, now: Instant, conn: ConnId, error: String) {
+        let Some(tls) = self.cx.tls_mut(conn) else { return };
+        tls.failed = true;
+        let (side, was_handshaking) = (tls.side, !tls.established);
+        let failure = tls.failure(conn, error.clone());
+        let when = if was_handshaking { "handshake" } else { "connection" };
+        let peer = match side {
+            TlsSide::Client => format!("client {}", self.cx.client.peer),
+            TlsSide::Server => format!("server {}", failure.server),
+        };
+        self.cx.log(LogLevel::Info, format!("TLS {when} with {peer} failed: {error}"));
+        if self.cx.config.hooks.contains(HookKind::TlsFailed) {
+            let flow = self.cx.next_flow_id();
+            self.cx.hook(flow, Hook::TlsFailed(Box::new(failure)));
+        }
+        self.cx.close(conn, false);
+        let event = if side == TlsSide::Server && was_handshaking {
+            Event::OpenFailed { conn, error: OpenError::Tls(error) }
+        } else {
+            Event::ConnectionClosed { conn }
+        };
+        self.root.handle(&mut self.cx, now, event);
     }
 
     pub fn poll_command(&mut self) -> Option<Command> {

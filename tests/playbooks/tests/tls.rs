@@ -302,3 +302,27 @@ fn reverse_client_tls_without_a_tls_configuration_closes_with_a_reason() {
     assert!(pump.logs.iter().any(|l| l.contains("needs Config::tls")), "{:?}", pump.logs);
     assert!(pump.core.is_closed());
 }
+
+#[test]
+fn a_client_that_hangs_up_mid_handshake_is_reported() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["example.test"]));
+    pump.run();
+    pump.client_sends(CONNECT);
+    // The ClientHello goes in as raw bytes; the client never answers the proxy's flight.
+    let mut client = tls_client(w.proxy_ca.roots(), "example.test", &[]);
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    pump.client_sends(&hello);
+    assert!(pump.client.received().len() > 100, "the proxy sent its handshake flight");
+    pump.closes(ConnId::CLIENT);
+    let failed = pump.hooks.iter().find_map(|h| match h {
+        Hook::TlsFailed(f) => Some(f.clone()),
+        _ => None,
+    });
+    let failed = failed.expect("tls_failed raised");
+    assert_eq!(failed.side, TlsSide::Client);
+    assert!(failed.error.contains("closed the connection during the handshake"), "{}", failed.error);
+    assert!(pump.core.is_closed(), "everything closed: {:?}", pump.closed);
+}

@@ -64,6 +64,11 @@ impl TlsSession {
         session
     }
 
+    /// The handshake has not completed, nor failed.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        !self.established && !self.failed
+    }
+
     /// Take in ciphertext from the peer.
     pub(crate) fn receive(&mut self, data: &[u8]) -> Received {
         let mut result = Received::default();
