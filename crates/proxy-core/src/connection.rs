@@ -72,22 +72,23 @@ impl Connection {
 
     /// Ciphertext arrived on a TLS connection: decrypt it and tell the layers what it meant.
     fn receive_tls(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let want_hook = self.cx.config.hooks.contains(HookKind::TlsEstablished);
         let Some(tls) = self.cx.tls_mut(conn) else { return };
         let received = tls.receive(data);
         let side = tls.side;
-        let info = received.established.then(|| tls.info(conn));
+        // Copying out the peer's certificates is only worth it for a hook that will see them.
+        let wants_info = received.established && want_hook;
+        let info = wants_info.then(|| tls.info(conn));
         self.cx.send_raw(conn, received.outgoing);
         if let Some(error) = received.error {
             return self.tls_failed(now, conn, error);
         }
         if let Some(info) = info {
-            if self.cx.config.hooks.contains(HookKind::TlsEstablished) {
-                let flow = self.cx.next_flow_id();
-                self.cx.hook(flow, Hook::TlsEstablished(Box::new(info)));
-            }
-            if side == TlsSide::Server {
-                self.root.handle(&mut self.cx, now, Event::Opened { conn });
-            }
+            let flow = self.cx.next_flow_id();
+            self.cx.hook(flow, Hook::TlsEstablished(Box::new(info)));
+        }
+        if received.established && side == TlsSide::Server {
+            self.root.handle(&mut self.cx, now, Event::Opened { conn });
         }
         if !received.plaintext.is_empty() {
             self.root.handle(&mut self.cx, now, Event::DataReceived { conn, data: received.plaintext });

@@ -281,11 +281,15 @@ impl Context {
         let name = rustls::pki_types::ServerName::try_from(server_name.trim_start_matches('[').trim_end_matches(']'))
             .map_err(|_| format!("{server_name:?} is not a valid TLS server name"))?
             .to_owned();
+        // rustls sends SNI for a DNS name only, never for an address.
+        let sni = match &name {
+            rustls::pki_types::ServerName::DnsName(dns) => Some(dns.as_ref().to_owned()),
+            _ => None,
+        };
         let mut config = (*tls.client).clone();
         config.alpn_protocols = alpn;
         let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
             .map_err(|e| crate::tls::describe_error(&e))?;
-        let sni = Some(server_name.to_string()).filter(|n| n.parse::<std::net::IpAddr>().is_err());
         Ok(TlsSession::new(rustls::Connection::Client(client), server.clone(), sni))
     }
 

@@ -341,10 +341,6 @@ impl Pump {
     /// The server's end of `conn` closes.
     /// `conn` (the client, or a server) hangs up.
     pub fn closes(&mut self, conn: ConnId) -> &mut Self {
-        self.server_closes(conn)
-    }
-
-    pub fn server_closes(&mut self, conn: ConnId) -> &mut Self {
         self.queue.push_back(Event::ConnectionClosed { conn });
         self.run()
     }

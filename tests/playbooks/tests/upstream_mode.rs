@@ -345,7 +345,7 @@ fn tls_interception_through_the_upstream_proxy() {
     assert!(pump.client.received().ends_with(b"hello"), "{}", text(pump.client.received()));
 
     // The origin goes away; the next request needs a new tunnel, and TLS through it.
-    pump.server_closes(S1);
+    pump.closes(S1);
     pump.client_sends(GET);
     assert_eq!(pump.addrs[&S2].to_string(), UPSTREAM);
     assert_eq!(text(pump.server(S2).proxy_request().unwrap()), text(CONNECT));

@@ -10,10 +10,10 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::command::ServerAddr;
-use crate::config::Config;
 use crate::context::{ConnId, Context};
 use crate::flow::Version;
 use crate::headers::Headers;
+use crate::layers::http1::limits;
 use crate::layers::http1::wire::{self, HeadReader, Limits};
 
 /// Setting up a tunnel through the upstream proxy on one server connection.
@@ -130,8 +130,4 @@ impl ProxyConnect {
             }
         }
     }
-}
-
-fn limits(config: &Config) -> Limits {
-    Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
 }

@@ -358,19 +358,11 @@ impl Layer for Intercept {
                 };
                 self.finish_client(cx, now, accepted, hello, Upstream::Ready);
             }
+            // Also a server that hangs up mid-handshake: the record layer reports it as this.
             (State::Upstream { .. }, Event::OpenFailed { conn, error }) if Some(conn) == self.server => {
                 let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
-                self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
-            }
-            (State::Upstream { .. }, Event::ConnectionClosed { conn }) if Some(conn) == self.server => {
-                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
-                    unreachable!()
-                };
-                cx.close(conn, false);
-                let error = OpenError::Tls("the server closed the connection during the handshake".into());
-                cx.log(LogLevel::Info, format!("TLS handshake with server {} failed: {error}", self.target));
                 self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
             }
             (State::Hello { .. } | State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == client => {

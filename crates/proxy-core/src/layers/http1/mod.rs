@@ -43,7 +43,7 @@ fn forwardable(reader: &wire::BodyReader, buf: &BytesMut, min: u64) -> Option<u6
     (buf.is_empty() && remaining >= min.max(1)).then_some(remaining)
 }
 
-fn limits(config: &Config) -> wire::Limits {
+pub(crate) fn limits(config: &Config) -> wire::Limits {
     wire::Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
 }
 
