@@ -1,0 +1,730 @@
+//! The HTTP/2 engine: the `h2` crate, driven over memory instead of a socket.
+//!
+//! h2 is written for async I/O, but its futures only ever wait on its transport. Give it a
+//! transport that reads from a buffer we fill and writes into a buffer we empty, poll it with
+//! a waker that does nothing, and it becomes a synchronous state machine: bytes in, events
+//! out, and the bytes it wants to send waiting in the output buffer. Nothing is ever woken;
+//! instead [`Engine::poll`] polls everything after every change until nothing moves.
+//!
+//! This is the narrow interface the rest of the core sees: [`Engine::receive`] and
+//! [`Engine::poll`] for what the peer sent, [`H2Event`]s for what it meant, and
+//! `respond`/`open`/`send_data`/`finish`/`reset` for what we send. Nothing of h2 but its
+//! header and status types leaks past it, so another engine could take its place.
+//!
+//! Flow control is the backpressure. Received body bytes are handed out only for streams the
+//! caller marked [`reading`](Engine::set_reading), and window is given back to the peer only
+//! for bytes handed out; so a stream whose destination is slow stops the peer after one
+//! window. Outgoing body bytes wait in a per-stream queue and go to h2 only as far as the
+//! peer's window allows; [`Engine::backlog`] tells the caller how much waits.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::{client, server, Reason, RecvStream, SendStream};
+use http::HeaderMap;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A stream, as the caller names it: the h2 stream id for streams the peer opened, the
+/// caller's own key for those it opened.
+pub(crate) type StreamKey = u64;
+
+/// The engine's settings; the limits that keep a peer from costing us unbounded memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Streams the peer may have open at once (we advertise it as a server; as a client we
+    /// open no more than the server allows).
+    pub(crate) max_concurrent_streams: u32,
+    /// Largest header list we accept, decoded; also bounds a CONTINUATION sequence.
+    pub(crate) max_header_list_size: u32,
+    /// Receive window per stream: how much of one body may sit here unread.
+    pub(crate) stream_window: u32,
+    /// Receive window of the whole connection.
+    pub(crate) connection_window: u32,
+    /// Streams the peer may open and reset before we saw them (the "rapid reset" attack,
+    /// CVE-2023-44487) before the connection is closed with ENHANCE_YOUR_CALM.
+    pub(crate) max_pending_accept_reset_streams: usize,
+    /// Streams we may reset for the peer's protocol errors before we close the connection.
+    pub(crate) max_local_error_reset_streams: usize,
+}
+
+/// What the peer did, in HTTP terms.
+#[derive(Debug)]
+pub(crate) enum H2Event {
+    /// A request head (the engine is a server).
+    Request { stream: StreamKey, head: http::request::Parts, end_stream: bool },
+    /// An informational (1xx) response head (the engine is a client).
+    Interim { stream: StreamKey, head: http::response::Parts },
+    /// A final response head (the engine is a client).
+    Response { stream: StreamKey, head: http::response::Parts, end_stream: bool },
+    Data { stream: StreamKey, data: Bytes },
+    /// The message on `stream` is complete.
+    End { stream: StreamKey, trailers: Option<HeaderMap> },
+    /// The stream ended abnormally: reset by the peer (`remote`) or by h2 for a protocol
+    /// error, or lost with the connection. Nothing more comes for it.
+    Reset { stream: StreamKey, reason: Reason, remote: bool },
+    /// The connection is over (the peer's GOAWAY, our protocol error, or its end); `error`
+    /// says why when it was not a clean close.
+    Closed { error: Option<String> },
+}
+
+/// What the two sides of the pipe hold. h2 owns one end (inside its connection), we the
+/// other; the lock is never contended, as both ends are used from the one thread that
+/// drives the engine.
+#[derive(Default)]
+struct Pipe {
+    input: BytesMut,
+    eof: bool,
+    output: BytesMut,
+}
+
+#[derive(Clone, Default)]
+struct Io(Arc<Mutex<Pipe>>);
+
+impl Io {
+    fn lock(&self) -> MutexGuard<'_, Pipe> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut pipe = self.lock();
+        if pipe.input.is_empty() {
+            // Nothing to read: EOF is a read of nothing; otherwise wait for `receive`.
+            return if pipe.eof { Poll::Ready(Ok(())) } else { Poll::Pending };
+        }
+        let n = pipe.input.len().min(buf.remaining());
+        buf.put_slice(&pipe.input[..n]);
+        pipe.input.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, _: &mut TaskContext<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.lock().output.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+type ClientHandshake = Pin<Box<dyn Future<Output = Result<(client::SendRequest<Bytes>, client::Connection<Io, Bytes>), h2::Error>> + Send>>;
+
+enum Conn {
+    ServerHandshake(Pin<Box<server::Handshake<Io, Bytes>>>),
+    Server(Box<server::Connection<Io, Bytes>>),
+    ClientHandshake(ClientHandshake),
+    Client { conn: Box<client::Connection<Io, Bytes>>, requests: client::SendRequest<Bytes> },
+    Done,
+}
+
+/// One stream's state on our side.
+#[derive(Default)]
+struct Stream {
+    /// The response on its way (client role), until its head arrives.
+    response: Option<client::ResponseFuture>,
+    /// Where the response head goes (server role), until we send it.
+    respond: Option<server::SendResponse<Bytes>>,
+    /// The peer's body, until its end.
+    recv: Option<RecvStream>,
+    /// The caller can take body bytes now.
+    reading: bool,
+    /// Our body, once our head has gone.
+    send: Option<SendStream<Bytes>>,
+    /// Body bytes the peer's window has no room for yet.
+    pending: VecDeque<Bytes>,
+    pending_len: usize,
+    /// Our message ends after `pending`, with these trailers.
+    finish: Option<Option<HeaderMap>>,
+    /// Our side of the stream is over (END_STREAM sent, or reset).
+    sent_end: bool,
+    /// The peer's side is over.
+    recv_end: bool,
+}
+
+impl Stream {
+    fn is_done(&self) -> bool {
+        self.sent_end && self.recv_end
+    }
+}
+
+/// An HTTP/2 connection, either side, driven by hand. See the module docs.
+pub(crate) struct Engine {
+    io: Io,
+    conn: Conn,
+    streams: BTreeMap<StreamKey, Stream>,
+    /// Requests waiting for the server to allow another stream (client role).
+    opening: VecDeque<(StreamKey, http::Request<()>, bool)>,
+    events: Vec<H2Event>,
+}
+
+impl Engine {
+    /// The server side of a connection whose client has sent, or will send, the preface.
+    pub(crate) fn server(settings: &Settings) -> Self {
+        let io = Io::default();
+        let mut builder = server::Builder::new();
+        builder
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(settings.max_header_list_size)
+            .initial_window_size(settings.stream_window)
+            .initial_connection_window_size(settings.connection_window)
+            .max_pending_accept_reset_streams(settings.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
+            .max_send_buffer_size(settings.stream_window as usize);
+        let handshake = Box::pin(builder.handshake(io.clone()));
+        Self::with(io, Conn::ServerHandshake(handshake))
+    }
+
+    /// The client side of a connection: we send the preface first.
+    pub(crate) fn client(settings: &Settings) -> Self {
+        let io = Io::default();
+        let mut builder = client::Builder::new();
+        builder
+            .enable_push(false)
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(settings.max_header_list_size)
+            .initial_window_size(settings.stream_window)
+            .initial_connection_window_size(settings.connection_window)
+            .max_pending_accept_reset_streams(settings.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
+            .max_send_buffer_size(settings.stream_window as usize);
+        let handshake: ClientHandshake = Box::pin(builder.handshake(io.clone()));
+        let mut engine = Self::with(io, Conn::ClientHandshake(handshake));
+        engine.poll();
+        engine
+    }
+
+    fn with(io: Io, conn: Conn) -> Self {
+        Self { io, conn, streams: BTreeMap::new(), opening: VecDeque::new(), events: Vec::new() }
+    }
+
+    /// Bytes from the peer.
+    pub(crate) fn receive(&mut self, data: &[u8]) {
+        self.io.lock().input.extend_from_slice(data);
+    }
+
+    /// The peer will send nothing more.
+    pub(crate) fn receive_eof(&mut self) {
+        self.io.lock().eof = true;
+    }
+
+    /// Bytes for the peer.
+    pub(crate) fn take_output(&mut self) -> Bytes {
+        self.io.lock().output.split().freeze()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.conn, Conn::Done)
+    }
+
+    /// Streams in progress, or waiting to open.
+    pub(crate) fn active_streams(&self) -> usize {
+        self.streams.len() + self.opening.len()
+    }
+
+    /// Whether another request may be opened on this connection without waiting.
+    pub(crate) fn has_room(&self) -> bool {
+        match &self.conn {
+            Conn::Client { requests, .. } => self.active_streams() < requests.current_max_send_streams(),
+            Conn::ClientHandshake(_) => self.active_streams() < 100,
+            _ => false,
+        }
+    }
+
+    /// Let `stream`'s body bytes be handed out (or not) by [`poll`](Self::poll).
+    pub(crate) fn set_reading(&mut self, stream: StreamKey, reading: bool) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.reading = reading;
+        }
+    }
+
+    /// Bytes of `stream`'s body that wait for the peer's window.
+    pub(crate) fn backlog(&self, stream: StreamKey) -> usize {
+        self.streams.get(&stream).map_or(0, |s| s.pending_len)
+    }
+
+    /// Open a stream with `request` (client role). It waits if the server allows no more
+    /// streams just now.
+    pub(crate) fn open(&mut self, stream: StreamKey, request: http::Request<()>, end_stream: bool) {
+        self.streams.insert(stream, Stream { reading: true, sent_end: end_stream, ..Stream::default() });
+        self.opening.push_back((stream, request, end_stream));
+    }
+
+    /// Send an informational response on `stream` (server role).
+    pub(crate) fn interim(&mut self, stream: StreamKey, response: http::Response<()>) {
+        if let Some(respond) = self.streams.get_mut(&stream).and_then(|s| s.respond.as_mut()) {
+            let _ = respond.send_informational(response);
+        }
+    }
+
+    /// Send the response head on `stream` (server role).
+    pub(crate) fn respond(&mut self, stream: StreamKey, response: http::Response<()>, end_stream: bool) {
+        let Some(s) = self.streams.get_mut(&stream) else { return };
+        let Some(mut respond) = s.respond.take() else { return };
+        match respond.send_response(response, end_stream) {
+            Ok(send) => {
+                s.send = Some(send);
+                s.sent_end = end_stream;
+            }
+            Err(_) => {
+                // The stream is gone already (reset by the peer); its reset was reported.
+                s.sent_end = true;
+            }
+        }
+        self.forget_if_done(stream);
+    }
+
+    /// Queue body bytes for `stream`.
+    pub(crate) fn send_data(&mut self, stream: StreamKey, data: Bytes) {
+        let Some(s) = self.streams.get_mut(&stream) else { return };
+        if s.sent_end || s.finish.is_some() || data.is_empty() {
+            return;
+        }
+        s.pending_len += data.len();
+        s.pending.push_back(data);
+    }
+
+    /// End our message on `stream` after the queued body, with `trailers`.
+    pub(crate) fn finish(&mut self, stream: StreamKey, trailers: Option<HeaderMap>) {
+        let Some(s) = self.streams.get_mut(&stream) else { return };
+        if !s.sent_end && s.finish.is_none() {
+            s.finish = Some(trailers);
+        }
+    }
+
+    /// Abandon `stream`, telling the peer `reason`.
+    pub(crate) fn reset(&mut self, stream: StreamKey, reason: Reason) {
+        self.opening.retain(|(key, ..)| *key != stream);
+        let Some(mut s) = self.streams.remove(&stream) else { return };
+        if let Some(send) = &mut s.send {
+            send.send_reset(reason);
+        } else if let Some(respond) = &mut s.respond {
+            respond.send_reset(reason);
+        } else if let Some(recv) = s.recv.take() {
+            // Dropping our last handle on a stream whose head went out resets it.
+            drop(recv);
+        }
+    }
+
+    /// Close the connection: at once with `reason` (our GOAWAY), or gracefully, letting the
+    /// streams in progress finish (server role).
+    pub(crate) fn shutdown(&mut self, reason: Option<Reason>) {
+        match &mut self.conn {
+            Conn::Server(conn) => match reason {
+                Some(reason) => conn.abrupt_shutdown(reason),
+                None => conn.graceful_shutdown(),
+            },
+            Conn::Client { .. } | Conn::ClientHandshake(_) if reason.is_some() => {
+                // h2 gives a client no GOAWAY of its own; dropping the connection ends it.
+                self.conn = Conn::Done;
+                self.streams.clear();
+                self.opening.clear();
+            }
+            _ => {}
+        }
+    }
+
+    /// Run the engine until it can make no more progress, and return what happened.
+    pub(crate) fn poll(&mut self) -> Vec<H2Event> {
+        let mut task = TaskContext::from_waker(Waker::noop());
+        // Every round either moves bytes or changes a stream; a round that does neither ends
+        // the loop. The bound is a backstop against a misbehaving engine, never reached.
+        for _ in 0..1000 {
+            let out_before = self.io.lock().output.len();
+            let events_before = self.events.len();
+            let mut moved = self.drive(&mut task);
+            moved |= self.poll_streams(&mut task);
+            moved |= self.flush_bodies();
+            let out_after = self.io.lock().output.len();
+            if !moved && out_after == out_before && self.events.len() == events_before {
+                break;
+            }
+        }
+        std::mem::take(&mut self.events)
+    }
+
+    /// Poll the connection: read and write frames, accept or open streams. True if a stream
+    /// came or went.
+    fn drive(&mut self, task: &mut TaskContext<'_>) -> bool {
+        let mut moved = false;
+        loop {
+            match &mut self.conn {
+                Conn::ServerHandshake(handshake) => match handshake.as_mut().poll(task) {
+                    Poll::Ready(Ok(conn)) => self.conn = Conn::Server(Box::new(conn)),
+                    Poll::Ready(Err(e)) => self.close(Some(describe(&e))),
+                    Poll::Pending => return moved,
+                },
+                Conn::ClientHandshake(handshake) => match handshake.as_mut().poll(task) {
+                    Poll::Ready(Ok((requests, conn))) => self.conn = Conn::Client { conn: Box::new(conn), requests },
+                    Poll::Ready(Err(e)) => self.close(Some(describe(&e))),
+                    Poll::Pending => return moved,
+                },
+                Conn::Server(conn) => match conn.poll_accept(task) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        moved = true;
+                        let stream = StreamKey::from(respond.stream_id().as_u32());
+                        let (head, recv) = request.into_parts();
+                        let end_stream = recv.is_end_stream();
+                        self.events.push(H2Event::Request { stream, head, end_stream });
+                        let entry = Stream {
+                            respond: Some(respond),
+                            recv: (!end_stream).then_some(recv),
+                            reading: true,
+                            recv_end: end_stream,
+                            ..Stream::default()
+                        };
+                        self.streams.insert(stream, entry);
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // A connection error: h2 has sent its GOAWAY.
+                        let error = describe(&e);
+                        self.close(Some(error));
+                    }
+                    Poll::Ready(None) => self.close(None),
+                    Poll::Pending => return moved,
+                },
+                Conn::Client { conn, requests } => {
+                    // Open what waits, as far as the server's stream limit allows.
+                    while let Some((key, ..)) = self.opening.front() {
+                        let key = *key;
+                        match requests.poll_ready(task) {
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(_)) | Poll::Pending => break,
+                        }
+                        let Some((_, request, end_stream)) = self.opening.pop_front() else { break };
+                        moved = true;
+                        match requests.send_request(request, end_stream) {
+                            Ok((response, send)) => {
+                                if let Some(s) = self.streams.get_mut(&key) {
+                                    s.response = Some(response);
+                                    s.send = (!end_stream).then_some(send);
+                                }
+                            }
+                            Err(e) => {
+                                self.streams.remove(&key);
+                                let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
+                                self.events.push(H2Event::Reset { stream: key, reason, remote: false });
+                            }
+                        }
+                    }
+                    return match Pin::new(conn.as_mut()).poll(task) {
+                        Poll::Ready(result) => {
+                            self.close(result.err().map(|e| describe(&e)));
+                            true
+                        }
+                        Poll::Pending => moved,
+                    };
+                }
+                Conn::Done => return moved,
+            }
+        }
+    }
+
+    /// The connection is over: every stream with it.
+    fn close(&mut self, error: Option<String>) {
+        self.conn = Conn::Done;
+        let reason = if error.is_some() { Reason::PROTOCOL_ERROR } else { Reason::CANCEL };
+        for (stream, _) in std::mem::take(&mut self.streams) {
+            self.events.push(H2Event::Reset { stream, reason, remote: false });
+        }
+        for (stream, ..) in std::mem::take(&mut self.opening) {
+            self.events.push(H2Event::Reset { stream, reason, remote: false });
+        }
+        self.events.push(H2Event::Closed { error });
+    }
+
+    /// Collect response heads, body bytes, trailers and resets. True if anything came.
+    fn poll_streams(&mut self, task: &mut TaskContext<'_>) -> bool {
+        let mut moved = false;
+        let mut gone = Vec::new();
+        for (&key, s) in &mut self.streams {
+            if let Some(response) = &mut s.response {
+                match response.poll_informational(task) {
+                    Poll::Ready(Some(Ok(interim))) => {
+                        moved = true;
+                        let (head, ()) = interim.into_parts();
+                        self.events.push(H2Event::Interim { stream: key, head });
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) | Poll::Pending => {}
+                }
+                match Pin::new(response).poll(task) {
+                    Poll::Ready(Ok(response)) => {
+                        moved = true;
+                        s.response = None;
+                        let (head, recv) = response.into_parts();
+                        let end_stream = recv.is_end_stream();
+                        self.events.push(H2Event::Response { stream: key, head, end_stream });
+                        if end_stream {
+                            s.recv_end = true;
+                        } else {
+                            s.recv = Some(recv);
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        moved = true;
+                        self.events.push(reset_event(key, &e));
+                        gone.push(key);
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if s.reading {
+                if let Some(recv) = &mut s.recv {
+                    match receive_body(recv, task) {
+                        Received::Nothing => {}
+                        Received::Data(chunks) => {
+                            moved = true;
+                            for data in chunks {
+                                self.events.push(H2Event::Data { stream: key, data });
+                            }
+                        }
+                        Received::End(chunks, trailers) => {
+                            moved = true;
+                            for data in chunks {
+                                self.events.push(H2Event::Data { stream: key, data });
+                            }
+                            self.events.push(H2Event::End { stream: key, trailers });
+                            s.recv = None;
+                            s.recv_end = true;
+                        }
+                        Received::Failed(chunks, e) => {
+                            moved = true;
+                            for data in chunks {
+                                self.events.push(H2Event::Data { stream: key, data });
+                            }
+                            self.events.push(reset_event(key, &e));
+                            gone.push(key);
+                            continue;
+                        }
+                    }
+                }
+            }
+            // A peer that resets a stream whose body it had finished sending is heard only
+            // on the sending half.
+            if s.recv.is_none() && s.response.is_none() && !s.sent_end {
+                let reset = match (&mut s.send, &mut s.respond) {
+                    (Some(send), _) => send.poll_reset(task),
+                    (None, Some(respond)) => respond.poll_reset(task),
+                    (None, None) => Poll::Pending,
+                };
+                if let Poll::Ready(result) = reset {
+                    moved = true;
+                    let reason = match result {
+                        Ok(reason) => reason,
+                        Err(e) => e.reason().unwrap_or(Reason::CANCEL),
+                    };
+                    self.events.push(H2Event::Reset { stream: key, reason, remote: true });
+                    gone.push(key);
+                }
+            }
+        }
+        for key in gone {
+            self.streams.remove(&key);
+        }
+        let done: Vec<StreamKey> = self.streams.iter().filter(|(_, s)| s.is_done()).map(|(k, _)| *k).collect();
+        for key in done {
+            self.streams.remove(&key);
+        }
+        moved
+    }
+
+    /// Give h2 as much of each queued body as the peer's window takes. True if any went.
+    fn flush_bodies(&mut self) -> bool {
+        let mut moved = false;
+        for s in self.streams.values_mut() {
+            let Some(send) = &mut s.send else { continue };
+            if s.sent_end {
+                continue;
+            }
+            while let Some(front) = s.pending.front_mut() {
+                send.reserve_capacity(s.pending_len);
+                let room = send.capacity();
+                if room == 0 {
+                    break;
+                }
+                let chunk = if front.len() <= room { s.pending.pop_front().unwrap_or_default() } else { front.split_to(room) };
+                s.pending_len -= chunk.len();
+                let last = s.pending.is_empty() && matches!(s.finish, Some(None));
+                moved = true;
+                if send.send_data(chunk, last).is_err() {
+                    s.pending.clear();
+                    s.pending_len = 0;
+                    s.sent_end = true;
+                    break;
+                }
+                if last {
+                    s.sent_end = true;
+                    s.finish = None;
+                }
+            }
+            if s.pending.is_empty() && !s.sent_end {
+                if let Some(trailers) = s.finish.take() {
+                    moved = true;
+                    let _ = match trailers {
+                        Some(trailers) => send.send_trailers(trailers),
+                        None => send.send_data(Bytes::new(), true),
+                    };
+                    s.sent_end = true;
+                    send.reserve_capacity(0);
+                }
+            }
+        }
+        moved
+    }
+
+    fn forget_if_done(&mut self, stream: StreamKey) {
+        if self.streams.get(&stream).is_some_and(Stream::is_done) {
+            self.streams.remove(&stream);
+        }
+    }
+}
+
+enum Received {
+    Nothing,
+    Data(Vec<Bytes>),
+    End(Vec<Bytes>, Option<HeaderMap>),
+    Failed(Vec<Bytes>, h2::Error),
+}
+
+/// Take what body bytes (and trailers) `recv` holds, giving their window back to the peer.
+fn receive_body(recv: &mut RecvStream, task: &mut TaskContext<'_>) -> Received {
+    let mut chunks = Vec::new();
+    loop {
+        match recv.poll_data(task) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                if !data.is_empty() {
+                    chunks.push(data);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Received::Failed(chunks, e),
+            Poll::Ready(None) => {
+                return match recv.poll_trailers(task) {
+                    Poll::Ready(Ok(trailers)) => Received::End(chunks, trailers),
+                    Poll::Ready(Err(e)) => Received::Failed(chunks, e),
+                    // Trailers may still be coming in a HEADERS frame of their own.
+                    Poll::Pending if chunks.is_empty() => Received::Nothing,
+                    Poll::Pending => Received::Data(chunks),
+                };
+            }
+            Poll::Pending if chunks.is_empty() => return Received::Nothing,
+            Poll::Pending => return Received::Data(chunks),
+        }
+    }
+}
+
+fn reset_event(stream: StreamKey, error: &h2::Error) -> H2Event {
+    let reason = error.reason().unwrap_or(Reason::CANCEL);
+    H2Event::Reset { stream, reason, remote: error.is_remote() }
+}
+
+/// A connection error as a log line says it.
+fn describe(error: &h2::Error) -> String {
+    match error.reason() {
+        Some(reason) if error.is_go_away() && error.is_remote() => format!("the peer sent GOAWAY ({reason})"),
+        Some(reason) if error.is_go_away() => format!("protocol error, GOAWAY sent ({reason})"),
+        Some(reason) => format!("{reason}"),
+        None if error.is_io() => "the connection ended".into(),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            max_concurrent_streams: 100,
+            max_header_list_size: 64 * 1024,
+            stream_window: 65_535,
+            connection_window: 65_535,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 256,
+        }
+    }
+
+    /// Move bytes both ways until neither side has anything more to say.
+    fn pump(client: &mut Engine, server: &mut Engine) -> (Vec<H2Event>, Vec<H2Event>) {
+        let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            from_client.extend(server.poll());
+            from_server.extend(client.poll());
+            let to_server = client.take_output();
+            let to_client = server.take_output();
+            if to_server.is_empty() && to_client.is_empty() {
+                break;
+            }
+            server.receive(&to_server);
+            client.receive(&to_client);
+        }
+        (from_client, from_server)
+    }
+
+    /// Everything the core's HTTP/2 support rests on: h2, polled with a waker that does
+    /// nothing, over buffers, completes a whole exchange in both directions.
+    #[test]
+    fn an_exchange_with_body_and_trailers_over_memory() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        let request = http::Request::post("https://a.test/up").body(()).unwrap();
+        client.open(7, request, false);
+        client.send_data(7, Bytes::from_static(b"hello "));
+        client.send_data(7, Bytes::from_static(b"world"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        client.finish(7, Some(trailers));
+        let (seen, _) = pump(&mut client, &mut server);
+        let H2Event::Request { stream, head, end_stream: false } = &seen[0] else { panic!("{seen:?}") };
+        assert_eq!(head.uri.path(), "/up");
+        let stream = *stream;
+        let body: Vec<u8> = seen.iter().filter_map(|e| match e { H2Event::Data { data, .. } => Some(data.to_vec()), _ => None }).flatten().collect();
+        assert_eq!(body, b"hello world");
+        assert!(matches!(seen.last(), Some(H2Event::End { trailers: Some(t), .. }) if t["grpc-status"] == "0"));
+
+        server.respond(stream, http::Response::builder().status(200).body(()).unwrap(), false);
+        server.send_data(stream, Bytes::from(vec![b'x'; 200_000]));
+        server.finish(stream, None);
+        let (_, seen) = pump(&mut client, &mut server);
+        assert!(matches!(&seen[0], H2Event::Response { stream: 7, head, end_stream: false } if head.status == 200));
+        let len: usize = seen.iter().map(|e| match e { H2Event::Data { data, .. } => data.len(), _ => 0 }).sum();
+        assert_eq!(len, 200_000, "a body bigger than the window arrives whole");
+        assert!(matches!(seen.last(), Some(H2Event::End { stream: 7, trailers: None })));
+    }
+
+    /// A stream that is not being read keeps its window closed: the sender stops after one
+    /// window, and goes on when reading resumes.
+    #[test]
+    fn an_unread_stream_stops_its_sender_after_one_window() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        client.open(1, http::Request::get("https://a.test/").body(()).unwrap(), true);
+        let (seen, _) = pump(&mut client, &mut server);
+        let H2Event::Request { stream, .. } = seen[0] else { panic!() };
+        server.respond(stream, http::Response::new(()), false);
+        server.send_data(stream, Bytes::from(vec![0; 300_000]));
+        server.finish(stream, None);
+        client.poll();
+        client.set_reading(1, false);
+        let (_, seen) = pump(&mut client, &mut server);
+        assert!(seen.iter().all(|e| !matches!(e, H2Event::Data { .. })));
+        assert!(server.backlog(stream) >= 300_000 - 65_535, "the server holds what the window refused");
+        client.set_reading(1, true);
+        let (_, seen) = pump(&mut client, &mut server);
+        let len: usize = seen.iter().map(|e| match e { H2Event::Data { data, .. } => data.len(), _ => 0 }).sum();
+        assert_eq!(len, 300_000);
+        assert_eq!(server.backlog(stream), 0);
+    }
+}
