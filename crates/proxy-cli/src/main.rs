@@ -123,15 +123,19 @@ struct Args {
     cert_cache: usize,
 
     /// What clients take the proxy for: `regular` (an explicit proxy, the default),
-    /// `reverse:URL` (the origin at URL: `http://host:port` or `https://host:port`), or
-    /// `upstream:URL` (an explicit proxy that sends everything on through the proxy at
-    /// `http://host:port`).
+    /// `reverse:URL` (the origin at URL: `http://host:port`, `https://host:port`, or
+    /// `h2c://host:port` for plain HTTP/2 with prior knowledge), or `upstream:URL` (an
+    /// explicit proxy that sends everything on through the proxy at `http://host:port`).
     #[arg(long, value_name = "MODE", default_value = "regular", value_parser = parse_mode)]
-    mode: Mode,
+    mode: ModeArg,
 
     /// The same as `--mode reverse:URL`.
-    #[arg(long, value_name = "URL", value_parser = parse_url, conflicts_with = "mode")]
-    reverse: Option<(Scheme, ServerAddr)>,
+    #[arg(long, value_name = "URL", value_parser = parse_origin, conflicts_with = "mode")]
+    reverse: Option<(Scheme, ServerAddr, bool)>,
+
+    /// Speak only HTTP/1.1: never negotiate HTTP/2 with clients or servers.
+    #[arg(long)]
+    no_http2: bool,
 
     /// In reverse mode, clients speak TLS to the proxy. It presents a certificate for the name
     /// they ask for, minted by the CA (or the one given with --cert). Without it, clients
@@ -151,22 +155,35 @@ struct Args {
     no_intercept: bool,
 }
 
+/// A mode, and whether its upstream speaks HTTP/2 with prior knowledge (`h2c://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModeArg(Mode, bool);
+
 /// `regular`, `reverse:URL` or `upstream:URL`.
-fn parse_mode(s: &str) -> Result<Mode, String> {
+fn parse_mode(s: &str) -> Result<ModeArg, String> {
     if s == "regular" {
-        return Ok(Mode::Regular);
+        return Ok(ModeArg(Mode::Regular, false));
     }
     if let Some(url) = s.strip_prefix("reverse:") {
-        let (scheme, target) = parse_url(url)?;
-        return Ok(Mode::Reverse { scheme, target, client_tls: false });
+        let (scheme, target, h2c) = parse_origin(url)?;
+        return Ok(ModeArg(Mode::Reverse { scheme, target, client_tls: false }, h2c));
     }
     if let Some(url) = s.strip_prefix("upstream:") {
         return match parse_url(url)? {
-            (Scheme::Http, proxy) => Ok(Mode::Upstream { proxy }),
+            (Scheme::Http, proxy) => Ok(ModeArg(Mode::Upstream { proxy }, false)),
             (Scheme::Https, _) => Err("the upstream proxy must be spoken to in plain HTTP: http://host:port".into()),
         };
     }
     Err(format!("unknown mode {s:?}: use regular, reverse:URL or upstream:URL"))
+}
+
+/// A reverse-mode origin: [`parse_url`]'s URLs, or `h2c://host[:port]` for plain HTTP/2
+/// with prior knowledge (the flag).
+fn parse_origin(s: &str) -> Result<(Scheme, ServerAddr, bool), String> {
+    match s.strip_prefix("h2c://") {
+        Some(rest) => parse_url(&format!("http://{rest}")).map(|(scheme, addr)| (scheme, addr, true)),
+        None => parse_url(s).map(|(scheme, addr)| (scheme, addr, false)),
+    }
 }
 
 /// `http://host[:port]` or `https://host[:port]`, nothing after the authority but a `/`.
@@ -205,8 +222,8 @@ impl Args {
     /// The mode, from --mode or --reverse, with --listen-tls applied.
     fn mode(&self) -> Result<Mode, String> {
         let mode = match &self.reverse {
-            Some((scheme, target)) => Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false },
-            None => self.mode.clone(),
+            Some((scheme, target, _)) => Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false },
+            None => self.mode.0.clone(),
         };
         match mode {
             Mode::Reverse { scheme, target, .. } => {
@@ -232,6 +249,8 @@ impl Args {
             server_idle_timeout: self.server_idle_timeout,
             client_idle_timeout: self.client_idle_timeout,
             add_via: self.via,
+            http2: !self.no_http2,
+            upstream_h2c: self.reverse.as_ref().map_or(self.mode.1, |r| r.2),
             ..Config::default()
         }
     }
@@ -344,7 +363,8 @@ impl FlowLog {
     }
 }
 
-/// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms`, or `... -> error: MESSAGE`.
+/// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms (client VERSION, server VERSION)`, or
+/// `... -> error: MESSAGE`.
 fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
     let req = &flow.request;
     let head = format!("{} {} {}", flow.client.peer, req.method, req.url());
@@ -354,10 +374,12 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
     let response = flow.response.as_ref()?;
     let took = flow.ended.unwrap_or(now).saturating_duration_since(flow.started);
     Some(format!(
-        "{head} -> {} {}b {}ms\n",
+        "{head} -> {} {}b {}ms (client {}, server {})\n",
         response.status,
         flow.response_body_bytes,
-        took.as_millis()
+        took.as_millis(),
+        req.version.as_str(),
+        response.version.as_str(),
     ))
 }
 
@@ -484,13 +506,19 @@ mod tests {
 
     #[test]
     fn modes_parse() {
-        assert_eq!(parse_mode("regular"), Ok(Mode::Regular));
+        assert_eq!(parse_mode("regular"), Ok(ModeArg(Mode::Regular, false)));
         let reverse = parse_mode("reverse:https://Origin.test:8443/").unwrap();
         let target = ServerAddr::new("origin.test", 8443);
-        assert_eq!(reverse, Mode::Reverse { scheme: Scheme::Https, target, client_tls: false });
+        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Https, target, client_tls: false }, false));
         let reverse = parse_mode("reverse:http://[::1]").unwrap();
-        assert_eq!(reverse, Mode::Reverse { scheme: Scheme::Http, target: ServerAddr::new("::1", 80), client_tls: false });
-        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128) }));
+        let target = ServerAddr::new("::1", 80);
+        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, false));
+        let reverse = parse_mode("reverse:h2c://127.0.0.1:81").unwrap();
+        let target = ServerAddr::new("127.0.0.1", 81);
+        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, true));
+        let proxy = ServerAddr::new("127.0.0.1", 3128);
+        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(ModeArg(Mode::Upstream { proxy }, false)));
+        assert!(parse_mode("upstream:h2c://p:1").is_err());
         assert!(parse_mode("upstream:https://p:1").is_err());
         assert!(parse_mode("reverse:ftp://x").is_err());
         assert!(parse_mode("reverse:http://x/path").is_err());

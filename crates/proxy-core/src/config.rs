@@ -61,6 +61,54 @@ pub struct Config {
     pub reuse_server_connections: bool,
     /// TLS interception. `None`: a `CONNECT` is tunnelled without looking inside.
     pub tls: Option<TlsConfig>,
+    /// Speak HTTP/2 where a peer offers it: with clients that negotiate `h2` or send the
+    /// HTTP/2 preface on a plain connection, and with servers that accept `h2` in ALPN.
+    pub http2: bool,
+    /// Plain (`http`) upstream connections speak HTTP/2 with prior knowledge (h2c), as for
+    /// `--mode reverse:h2c://...`.
+    pub upstream_h2c: bool,
+    pub http2_limits: Http2Limits,
+}
+
+/// What one HTTP/2 connection may cost us. A client over a limit is told so with the error
+/// code RFC 9113 gives (`REFUSED_STREAM`, `ENHANCE_YOUR_CALM`...); other connections never
+/// notice.
+#[derive(Debug, Clone)]
+pub struct Http2Limits {
+    /// Streams a peer may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Largest header list we accept (decoded). This also bounds a CONTINUATION sequence, so
+    /// a CONTINUATION flood ends the connection instead of growing a buffer.
+    pub max_header_list_size: u32,
+    /// Receive window per stream: the most of one body that may wait in the proxy while its
+    /// destination is slow. Flow control is the backpressure: the window reopens only as
+    /// fast as the destination takes the bytes.
+    pub stream_window: u32,
+    /// Receive window of a whole connection.
+    pub connection_window: u32,
+    /// Streams a client may cancel within `reset_period` before its connection is closed
+    /// with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487).
+    pub max_resets: u32,
+    pub reset_period: Duration,
+    /// Streams a peer may open and reset before the proxy has even seen them.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the proxy may reset for a peer's protocol errors before closing its connection.
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_header_list_size: 64 * 1024,
+            stream_window: 1024 * 1024,
+            connection_window: 4 * 1024 * 1024,
+            max_resets: 200,
+            reset_period: Duration::from_secs(1),
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 100,
+        }
+    }
 }
 
 impl Default for Config {
@@ -80,6 +128,9 @@ impl Default for Config {
             add_via: false,
             reuse_server_connections: true,
             tls: None,
+            http2: true,
+            upstream_h2c: false,
+            http2_limits: Http2Limits::default(),
         }
     }
 }

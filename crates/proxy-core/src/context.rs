@@ -45,11 +45,14 @@ struct ConnState {
     closed: bool,
     /// Record protection, when the connection speaks TLS.
     tls: Option<Box<TlsSession>>,
+    /// Its protocol limits what the peer may send (HTTP/2 flow control): never paused for
+    /// congestion, since it must stay readable for the window updates that end it.
+    self_limiting: bool,
 }
 
 impl ConnState {
     fn new(id: ConnId) -> Self {
-        Self { id, queued: 0, paused: 0, closed: false, tls: None }
+        Self { id, queued: 0, paused: 0, closed: false, tls: None, self_limiting: false }
     }
 }
 
@@ -160,7 +163,7 @@ impl Context {
         let high_water = self.config.high_water;
         let over: Vec<ConnId> =
             self.conns.iter().filter(|c| !c.closed && c.queued > high_water).map(|c| c.id).collect();
-        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        let ids: Vec<ConnId> = self.conns.iter().filter(|c| !c.self_limiting).map(|c| c.id).collect();
         for id in ids {
             if over.iter().any(|&c| c != id) {
                 self.pause(id, Pause::Congestion);
@@ -191,6 +194,19 @@ impl Context {
         if state.paused == 0 {
             self.out.push_back(Command::ResumeReading { conn });
         }
+    }
+
+    /// `conn` limits its peer by protocol (HTTP/2 windows) rather than by being paused.
+    pub(crate) fn set_self_limiting(&mut self, conn: ConnId) {
+        if let Some(state) = self.state_mut(conn) {
+            state.self_limiting = true;
+        }
+        self.unpause(conn, Pause::Congestion);
+    }
+
+    /// Whether output queued for `conn` is over the high-water mark.
+    pub(crate) fn is_congested(&self, conn: ConnId) -> bool {
+        self.state(conn).is_some_and(|c| c.queued > self.config.high_water)
     }
 
     /// Apply or lift the layer's own pause on `conn`.

@@ -43,7 +43,7 @@ pub mod tls;
 mod tunnel;
 
 pub use command::{Command, LogLevel, ServerAddr};
-pub use config::{Config, Mode};
+pub use config::{Config, Http2Limits, Mode};
 pub use connection::Connection;
 pub use context::{ConnId, FlowId};
 pub use event::{Event, OpenError};

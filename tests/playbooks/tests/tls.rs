@@ -24,7 +24,7 @@ fn connected(w: &World, config: proxy_core::Config, origins: Origins, client_roo
     pump.client_sends(CONNECT);
     assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n");
     let _ = w;
-    pump.client_starts_tls(tls_client(client_roots, "example.test", &[b"h2", b"http/1.1"]));
+    pump.client_starts_tls(tls_client(client_roots, "example.test", &[b"http/1.1"]));
     pump
 }
 
@@ -35,7 +35,7 @@ fn intercepts_a_get_with_a_minted_certificate() {
     let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
     let client_tls = pump.client.rustls().unwrap();
     assert!(!client_tls.is_handshaking(), "client handshake done; logs: {:?}", pump.logs);
-    assert_eq!(client_tls.alpn_protocol(), Some(&b"http/1.1"[..]), "the server's choice, not h2");
+    assert_eq!(client_tls.alpn_protocol(), Some(&b"http/1.1"[..]), "what the client offered");
     pump.client_sends(GET);
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
     assert!(request.starts_with("GET /path HTTP/1.1\r\n"), "{request}");
@@ -51,7 +51,7 @@ fn intercepts_a_get_with_a_minted_certificate() {
     });
     let hello = hello.expect("tls_clienthello raised");
     assert_eq!(hello.server_name.as_deref(), Some("example.test"));
-    assert_eq!(hello.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(hello.alpn, vec![b"http/1.1".to_vec()]);
     let sides: Vec<TlsSide> = pump
         .hooks
         .iter()

@@ -1,15 +1,17 @@
 //! The HTTP layer: one client connection's HTTP exchanges and the servers they go to.
 //!
 //! Codecs turn bytes into version-agnostic [`HttpEvent`]s and back: one for the client
-//! connection ([`Http1Server`]) and one per upstream connection ([`Http1Client`]). Each
-//! request/response pair is an [`HttpStream`] that sees only `HttpEvent`s, so HTTP/2 slots in
-//! as another pair of codecs. The layer routes events between codecs and streams, picks or
-//! opens upstream connections, and decides when the client connection may be read.
+//! connection ([`Http1Server`] or [`H2Server`]) and one per upstream connection
+//! ([`Http1Client`] or [`H2Client`]). Each request/response pair is an [`HttpStream`] that
+//! sees only `HttpEvent`s, so any client version meets any server version. The layer routes
+//! events between codecs and streams, picks or opens upstream connections, and decides what
+//! may be read: for HTTP/1 by pausing a connection, for HTTP/2 by holding a stream's window
+//! shut until its destination has room.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::command::{LogLevel, ServerAddr};
 use crate::config::Mode;
@@ -18,6 +20,7 @@ use crate::event::{Event, OpenError};
 use crate::flow::{Request, Response, Scheme};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind};
+use crate::layers::h2::{H2Client, H2ClientOutput, H2Server, PREFACE};
 use crate::layers::http1::{ClientOutput, Http1Client, Http1Server, ServerOutput};
 use crate::layers::http_stream::{HttpStream, Input, Out};
 use crate::layers::upstream::{Answer, ProxyConnect};
@@ -66,15 +69,79 @@ pub(crate) struct Handover {
     pub(crate) client_eof: bool,
 }
 
+/// The codec of the client connection.
+enum ClientCodec {
+    H1(Http1Server),
+    H2(Box<H2Server>),
+}
+
+impl ClientCodec {
+    fn h1(&self) -> Option<&Http1Server> {
+        match self {
+            Self::H1(codec) => Some(codec),
+            Self::H2(_) => None,
+        }
+    }
+
+    fn h1_mut(&mut self) -> Option<&mut Http1Server> {
+        match self {
+            Self::H1(codec) => Some(codec),
+            Self::H2(_) => None,
+        }
+    }
+
+    fn send(&mut self, cx: &mut Context, event: HttpEvent) {
+        match self {
+            Self::H1(codec) => codec.send(cx, event),
+            Self::H2(codec) => codec.send(event),
+        }
+    }
+
+    fn is_eof(&self) -> bool {
+        match self {
+            Self::H1(codec) => codec.is_eof(),
+            Self::H2(codec) => codec.is_eof(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Self::H1(codec) => codec.is_finished(),
+            Self::H2(codec) => codec.is_finished(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        match self {
+            Self::H1(codec) => codec.is_idle(),
+            Self::H2(codec) => codec.is_idle(),
+        }
+    }
+
+    /// The flow whose request body is being read (HTTP/1 only: one at a time).
+    fn current_flow(&self) -> Option<FlowId> {
+        self.h1().and_then(Http1Server::current_flow)
+    }
+}
+
+/// The codec of an upstream connection.
+enum ServerCodec {
+    H1(Http1Client),
+    H2(Box<H2Client>),
+}
+
 struct ServerConn {
     conn: ConnId,
     addr: ServerAddr,
-    codec: Http1Client,
+    codec: ServerCodec,
     /// Speaks TLS (as a client) under the codec.
     tls: bool,
     open: bool,
-    /// The stream using this connection, if any.
-    flow: Option<FlowId>,
+    /// The streams using this connection: at most one over HTTP/1.
+    flows: Vec<FlowId>,
+    /// Not open yet, and may turn out to speak HTTP/2: requests for the same server wait for
+    /// it rather than opening connections of their own.
+    may_multiplex: bool,
     /// Used for a CONNECT tunnel: never pooled.
     dedicated: bool,
     /// When the server has been silent too long while it owes a response.
@@ -96,10 +163,11 @@ impl ServerConn {
         Self {
             conn,
             addr,
-            codec,
+            codec: ServerCodec::H1(codec),
             tls,
             open: false,
-            flow: None,
+            flows: Vec::new(),
+            may_multiplex: false,
             dedicated: false,
             deadline: None,
             proxy: None,
@@ -119,6 +187,37 @@ impl ServerConn {
         self.tls == tls && self.addr == *addr
     }
 
+    fn h1(&self) -> Option<&Http1Client> {
+        match &self.codec {
+            ServerCodec::H1(codec) => Some(codec),
+            ServerCodec::H2(_) => None,
+        }
+    }
+
+    fn h1_mut(&mut self) -> Option<&mut Http1Client> {
+        match &mut self.codec {
+            ServerCodec::H1(codec) => Some(codec),
+            ServerCodec::H2(_) => None,
+        }
+    }
+
+    fn is_h2(&self) -> bool {
+        matches!(self.codec, ServerCodec::H2(_))
+    }
+
+    /// The one flow of an HTTP/1 connection.
+    fn flow(&self) -> Option<FlowId> {
+        self.flows.first().copied()
+    }
+
+    /// Whether the connection may take another request now (it is idle, or multiplexes).
+    fn has_room(&self) -> bool {
+        match &self.codec {
+            ServerCodec::H1(codec) => self.flows.is_empty() && codec.is_reusable(),
+            ServerCodec::H2(codec) => codec.has_room(),
+        }
+    }
+
     /// The server sent something: a response it owes may take another idle period.
     fn heard_from(&mut self, now: Instant, timeout: std::time::Duration) {
         if self.deadline.is_some() {
@@ -128,7 +227,12 @@ impl ServerConn {
 }
 
 pub(crate) struct HttpLayer {
-    client: Http1Server,
+    client: ClientCodec,
+    /// Where origin-form requests go (set for a connection made to one server).
+    default_target: Option<(Scheme, ServerAddr)>,
+    /// The client's first bytes, held until they tell whether it speaks HTTP/2 (its preface)
+    /// or HTTP/1; `None` once decided.
+    sniff: Option<BytesMut>,
     streams: BTreeMap<FlowId, HttpStream>,
     servers: Vec<ServerConn>,
     /// Set when a stream asks for the client connection to become a tunnel.
@@ -148,7 +252,9 @@ pub(crate) struct HttpLayer {
 impl HttpLayer {
     pub(crate) fn new(cx: &Context) -> Self {
         Self {
-            client: Http1Server::new(ConnId::CLIENT, &cx.config),
+            client: ClientCodec::H1(Http1Server::new(ConnId::CLIENT, &cx.config)),
+            default_target: None,
+            sniff: cx.config.http2.then(BytesMut::new),
             streams: BTreeMap::new(),
             servers: Vec::new(),
             handover: None,
@@ -164,15 +270,21 @@ impl HttpLayer {
     /// intercepted `CONNECT`): requests come in origin-form and go to `target` over `scheme`.
     pub(crate) fn for_target(cx: &Context, scheme: Scheme, target: ServerAddr) -> Self {
         let mut layer = Self::new(cx);
-        layer.client = Http1Server::new(ConnId::CLIENT, &cx.config).with_default_target(scheme, target);
+        let codec = Http1Server::new(ConnId::CLIENT, &cx.config).with_default_target(scheme, target.clone());
+        layer.client = ClientCodec::H1(codec);
+        layer.default_target = Some((scheme, target));
         layer
     }
 
     /// Take the open connection `conn` to `addr` into the pool, for the next request to it.
-    pub(crate) fn adopt_server(&mut self, cx: &Context, conn: ConnId, addr: ServerAddr) {
+    pub(crate) fn adopt_server(&mut self, cx: &mut Context, conn: ConnId, addr: ServerAddr) {
         let tls = !cx.is_plain(conn);
         let codec = Http1Client::new(conn, &cx.config);
-        let server = ServerConn { open: true, ..ServerConn::new(conn, addr, codec, tls) };
+        let mut server = ServerConn { open: true, ..ServerConn::new(conn, addr, codec, tls) };
+        if speaks_h2(cx, conn, tls) {
+            server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
+            cx.set_self_limiting(conn);
+        }
         self.servers.push(server);
     }
 
@@ -201,9 +313,15 @@ impl HttpLayer {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
             }
             Event::DataReceived { conn, data } if conn == ConnId::CLIENT => {
-                let mut outputs = Vec::new();
-                self.client.receive(cx, now, data, &mut outputs);
-                self.handle_client_outputs(cx, now, outputs);
+                let Some(data) = self.sniff(cx, data) else { return };
+                match &mut self.client {
+                    ClientCodec::H1(codec) => {
+                        let mut outputs = Vec::new();
+                        codec.receive(cx, now, data, &mut outputs);
+                        self.handle_client_outputs(cx, now, outputs);
+                    }
+                    ClientCodec::H2(codec) => codec.receive(&data),
+                }
             }
             Event::DataReceived { conn, data } => {
                 let Some(i) = self.server_index(conn) else { return };
@@ -211,16 +329,33 @@ impl HttpLayer {
                 if self.servers[i].connect.as_ref().is_some_and(ProxyConnect::is_asked) {
                     self.proxy_answer(cx, now, conn, &data);
                 } else {
-                    let server = &mut self.servers[i];
-                    let mut outputs = Vec::new();
-                    server.codec.receive(cx, data, &mut outputs);
-                    self.handle_server_outputs(cx, now, conn, outputs);
+                    match &mut self.servers[i].codec {
+                        ServerCodec::H1(codec) => {
+                            let mut outputs = Vec::new();
+                            codec.receive(cx, data, &mut outputs);
+                            self.handle_server_outputs(cx, now, conn, outputs);
+                        }
+                        ServerCodec::H2(codec) => codec.receive(&data),
+                    }
                 }
             }
             Event::ConnectionClosed { conn } if conn == ConnId::CLIENT => {
-                let mut outputs = Vec::new();
-                self.client.receive_eof(cx, &mut outputs);
-                self.handle_client_outputs(cx, now, outputs);
+                if let Some(data) = self.sniff.take().filter(|d| !d.is_empty()) {
+                    // Less than a preface, then nothing: HTTP/1's parser says what is wrong.
+                    let mut outputs = Vec::new();
+                    if let ClientCodec::H1(codec) = &mut self.client {
+                        codec.receive(cx, now, data.freeze(), &mut outputs);
+                    }
+                    self.handle_client_outputs(cx, now, outputs);
+                }
+                match &mut self.client {
+                    ClientCodec::H1(codec) => {
+                        let mut outputs = Vec::new();
+                        codec.receive_eof(cx, &mut outputs);
+                        self.handle_client_outputs(cx, now, outputs);
+                    }
+                    ClientCodec::H2(codec) => codec.receive_eof(),
+                }
             }
             Event::ConnectionClosed { conn } if self.proxy_connect(conn).is_some() => {
                 let message = self.proxy_connect(conn).map(ProxyConnect::closed_message).unwrap_or_default();
@@ -228,15 +363,20 @@ impl HttpLayer {
             }
             Event::ConnectionClosed { conn } => {
                 let Some(i) = self.server_index(conn) else { return };
-                let mut outputs = Vec::new();
-                self.servers[i].codec.receive_eof(cx, &mut outputs);
-                self.handle_server_outputs(cx, now, conn, outputs);
-                // A server that closed is never reused.
-                if let Some(i) = self.server_index(conn) {
-                    let server = &mut self.servers[i];
-                    if server.flow.is_none() {
-                        self.drop_server(cx, conn, false);
+                match &mut self.servers[i].codec {
+                    ServerCodec::H1(codec) => {
+                        let mut outputs = Vec::new();
+                        codec.receive_eof(cx, &mut outputs);
+                        self.handle_server_outputs(cx, now, conn, outputs);
+                        // A server that closed is never reused.
+                        if let Some(i) = self.server_index(conn) {
+                            if self.servers[i].flows.is_empty() {
+                                self.drop_server(cx, conn, false);
+                            }
+                        }
                     }
+                    // The engine reports the end, and what it cost, when next polled.
+                    ServerCodec::H2(codec) => codec.receive_eof(),
                 }
             }
             Event::Opened { conn } => {
@@ -272,8 +412,8 @@ impl HttpLayer {
                         Input::ServerFailed { addr: server.addr, error }
                     }
                 };
-                if let Some(flow) = server.flow {
-                    self.feed(cx, now, flow, input);
+                for flow in server.flows {
+                    self.feed(cx, now, flow, input.clone());
                 }
             }
             Event::WriteDrained { .. } => {}
@@ -282,16 +422,20 @@ impl HttpLayer {
                     self.feed(cx, now, flow, Input::RequestForwarded(len));
                 }
                 let mut outputs = Vec::new();
-                self.client.handle_forwarded(len, &mut outputs);
+                if let Some(codec) = self.client.h1_mut() {
+                    codec.handle_forwarded(len, &mut outputs);
+                }
                 self.handle_client_outputs(cx, now, outputs);
             }
             Event::Forwarded { from, len } => {
                 let Some(i) = self.server_index(from) else { return };
                 self.servers[i].heard_from(now, cx.config.server_idle_timeout);
                 let server = &mut self.servers[i];
-                let flow = server.flow;
+                let flow = server.flow();
                 let mut outputs = Vec::new();
-                server.codec.handle_forwarded(len, &mut outputs);
+                if let Some(codec) = server.h1_mut() {
+                    codec.handle_forwarded(len, &mut outputs);
+                }
                 if let Some(flow) = flow {
                     self.feed(cx, now, flow, Input::ResponseForwarded(len));
                 }
@@ -324,13 +468,13 @@ impl HttpLayer {
                 return;
             }
         }
-        let expired: Vec<(ConnId, Option<FlowId>)> = self
+        let expired: Vec<(ConnId, Vec<FlowId>)> = self
             .servers
             .iter()
             .filter(|s| s.deadline.is_some_and(|d| d <= now))
-            .map(|s| (s.conn, s.flow))
+            .map(|s| (s.conn, s.flows.clone()))
             .collect();
-        for (conn, flow) in expired {
+        for (conn, flows) in expired {
             if let Some(i) = self.server_index(conn) {
                 if cx.is_paused(conn) {
                     // We are not reading it (a hook is pending, the client is slow): its
@@ -340,13 +484,13 @@ impl HttpLayer {
                 }
                 self.servers[i].deadline = None;
             }
-            if let Some(flow) = flow {
-                let secs = cx.config.server_idle_timeout.as_secs_f64();
-                let input = match self.proxy_connect(conn) {
-                    Some(connect) => Input::ProxyFailed { status: 504, message: connect.timeout_message(secs) },
-                    None => Input::ServerTimeout { secs },
-                };
-                self.feed(cx, now, flow, input);
+            let secs = cx.config.server_idle_timeout.as_secs_f64();
+            let input = match self.proxy_connect(conn) {
+                Some(connect) => Input::ProxyFailed { status: 504, message: connect.timeout_message(secs) },
+                None => Input::ServerTimeout { secs },
+            };
+            for flow in flows {
+                self.feed(cx, now, flow, input.clone());
             }
             self.drop_server(cx, conn, true);
         }
@@ -375,6 +519,7 @@ impl HttpLayer {
                         self.feed(cx, now, flow, Input::ClientClosed);
                     }
                 }
+                ServerOutput::Reset { flow } => self.feed(cx, now, flow, Input::ClientReset),
             }
         }
     }
@@ -394,7 +539,7 @@ impl HttpLayer {
 
     fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<ClientOutput>) {
         for output in outputs {
-            let flow = self.server_index(conn).and_then(|i| self.servers[i].flow);
+            let flow = self.server_index(conn).and_then(|i| self.servers[i].flow());
             match output {
                 ClientOutput::Http(event) => {
                     let Some(flow) = flow else { continue };
@@ -455,7 +600,7 @@ impl HttpLayer {
                 }
             }
             Out::Server(event) => {
-                if let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) {
+                if let Some(i) = self.server_of(flow) {
                     let timeout = cx.config.server_idle_timeout;
                     let server = &mut self.servers[i];
                     // The server may stay silent while it is still being sent the request:
@@ -463,15 +608,29 @@ impl HttpLayer {
                     if !server.dedicated {
                         server.deadline = Some(now + timeout);
                     }
-                    server.codec.send(cx, event);
+                    match &mut server.codec {
+                        ServerCodec::H1(codec) => codec.send(cx, event),
+                        ServerCodec::H2(codec) => codec.send(event),
+                    }
                 }
             }
-            Out::OpenServer { addr, tls, dedicated } => self.assign_server(cx, now, flow, addr, tls, dedicated),
+            Out::OpenServer { addr, tls, dedicated, multiplex } => {
+                self.assign_server(cx, now, flow, addr, tls, dedicated, multiplex);
+            }
             Out::Tunnel => {
-                let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) else { return };
+                let Some(i) = self.server_of(flow) else { return };
+                let (Some(client), Some(_)) = (self.client.h1_mut(), self.servers[i].h1()) else {
+                    // HTTP/2 has no protocol switch: the requests that ask for one go over
+                    // HTTP/1, and a CONNECT over HTTP/2 is refused.
+                    return;
+                };
+                let client_rest = client.take_rest();
                 let mut server = self.servers.remove(i);
-                let client_rest = self.client.take_rest();
-                let server_rest = if server.rest.is_empty() { server.codec.take_rest() } else { server.rest };
+                let rest = std::mem::take(&mut server.rest);
+                let server_rest = match server.h1_mut() {
+                    Some(codec) if rest.is_empty() => codec.take_rest(),
+                    _ => rest,
+                };
                 self.handover = Some(Handover {
                     server: server.conn,
                     target: server.addr.clone(),
@@ -486,16 +645,34 @@ impl HttpLayer {
                     self.drop_server(cx, conn, false);
                 }
             }
-            Out::AbortClient => self.close_all(cx, now, false),
+            Out::AbortClient => match &mut self.client {
+                // One stream failed, not the connection.
+                ClientCodec::H2(codec) => codec.reset(flow, h2::Reason::INTERNAL_ERROR),
+                ClientCodec::H1(_) => self.close_all(cx, now, false),
+            },
             Out::AbortServer => {
-                if let Some(conn) = self.servers.iter().find(|s| s.flow == Some(flow)).map(|s| s.conn) {
-                    self.drop_server(cx, conn, true);
+                let Some(i) = self.server_of(flow) else { return };
+                let server = &mut self.servers[i];
+                match &mut server.codec {
+                    ServerCodec::H2(codec) => {
+                        codec.reset(flow);
+                        server.flows.retain(|f| *f != flow);
+                        if server.flows.is_empty() {
+                            server.deadline = None;
+                        }
+                    }
+                    ServerCodec::H1(_) => {
+                        let conn = server.conn;
+                        self.drop_server(cx, conn, true);
+                    }
                 }
             }
         }
     }
 
-    /// Find an idle connection to `addr` to reuse, or open a new one, for `flow`.
+    /// Find a connection to `addr` to reuse (idle, or HTTP/2 with room), or open a new one,
+    /// for `flow`. `multiplex`: the request may go over HTTP/2.
+    #[allow(clippy::too_many_arguments)]
     fn assign_server(
         &mut self,
         cx: &mut Context,
@@ -504,16 +681,25 @@ impl HttpLayer {
         addr: ServerAddr,
         tls: bool,
         dedicated: bool,
+        multiplex: bool,
     ) {
         let proxy = upstream_proxy(cx);
         if !dedicated && cx.config.reuse_server_connections {
-            let idle = self.servers.iter().position(|s| {
-                let fits = s.fits(&addr, tls, proxy.as_ref());
-                s.flow.is_none() && s.open && !s.dedicated && fits && s.codec.is_reusable()
+            let fits = |s: &ServerConn| s.fits(&addr, tls, proxy.as_ref()) && !s.dedicated;
+            let ready = self.servers.iter().position(|s| {
+                fits(s) && s.open && s.has_room() && (multiplex || !s.is_h2())
             });
-            if let Some(i) = idle {
-                self.servers[i].flow = Some(flow);
+            if let Some(i) = ready {
+                self.servers[i].flows.push(flow);
                 self.feed(cx, now, flow, Input::ServerReady);
+                return;
+            }
+            // A connection on its way that may speak HTTP/2: wait for it, as a browser would,
+            // rather than open one per request.
+            let limit = cx.config.http2_limits.max_concurrent_streams as usize;
+            let opening = self.servers.iter().position(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
+            if let Some(i) = opening.filter(|_| multiplex) {
+                self.servers[i].flows.push(flow);
                 return;
             }
         }
@@ -526,9 +712,10 @@ impl HttpLayer {
         if let Some(proxy) = proxy {
             return self.open_via_proxy(cx, now, flow, (proxy, addr), tls, dedicated);
         }
+        let h2 = multiplex && !dedicated && cx.config.http2;
         let conn = if tls {
-            // Offer what the client codec will speak; the server's choice is checked below us.
-            match cx.open_tls(addr.clone(), &addr.host, vec![b"http/1.1".to_vec()]) {
+            // Offer what the codecs speak; the server's choice decides which one it gets.
+            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)) {
                 Ok(conn) => conn,
                 Err(message) => {
                     return self.feed(cx, now, flow, Input::ServerFailed { addr, error: OpenError::Tls(message) });
@@ -540,7 +727,14 @@ impl HttpLayer {
         let codec = Http1Client::new(conn, &cx.config);
         // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
         let deadline = tls.then(|| now + cx.config.server_idle_timeout);
-        let server = ServerConn { flow: Some(flow), dedicated, deadline, ..ServerConn::new(conn, addr, codec, tls) };
+        let may_multiplex = h2 && (tls || cx.config.upstream_h2c);
+        let server = ServerConn {
+            flows: vec![flow],
+            dedicated,
+            deadline,
+            may_multiplex,
+            ..ServerConn::new(conn, addr, codec, tls)
+        };
         self.servers.push(server);
     }
 
@@ -569,7 +763,7 @@ impl HttpLayer {
             let codec = codec.with_absolute_form();
             ServerConn { absolute: true, ..ServerConn::new(conn, proxy.clone(), codec, false) }
         };
-        self.servers.push(ServerConn { flow: Some(flow), dedicated, proxy: Some(proxy), ..server });
+        self.servers.push(ServerConn { flows: vec![flow], dedicated, proxy: Some(proxy), ..server });
     }
 
     /// The server connection `conn` is ready for requests (or for the tunnel it was made for).
@@ -578,12 +772,26 @@ impl HttpLayer {
         let server = &mut self.servers[i];
         server.open = true;
         let addr = server.addr.clone();
+        let h2 = !server.dedicated && server.connect.is_none() && speaks_h2(cx, conn, server.tls) && server.may_multiplex;
+        server.may_multiplex = false;
+        let mut waiting = Vec::new();
+        if h2 {
+            server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
+            cx.set_self_limiting(conn);
+        } else if server.flows.len() > 1 {
+            // HTTP/1 after all: one request at a time. The others look elsewhere.
+            waiting = server.flows.split_off(1);
+        }
+        let (tls, flows) = (server.tls, server.flows.clone());
         if cx.config.hooks.contains(HookKind::ServerConnected) {
             let flow = cx.next_flow_id();
-            cx.hook(flow, Hook::ServerConnected { conn, server: addr });
+            cx.hook(flow, Hook::ServerConnected { conn, server: addr.clone() });
         }
-        if let Some(flow) = self.servers[i].flow {
+        for flow in flows {
             self.feed(cx, now, flow, Input::ServerReady);
+        }
+        for flow in waiting {
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, false);
         }
     }
 
@@ -606,8 +814,9 @@ impl HttpLayer {
                     return self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
                 }
                 let addr = server.addr.clone();
-                // Offer what the client codec will speak, as for a direct connection.
-                match cx.start_tls_client(conn, addr.clone(), &addr.host, vec![b"http/1.1".to_vec()]) {
+                // Offer what the codecs speak, as for a direct connection.
+                let h2 = server.may_multiplex;
+                match cx.start_tls_client(conn, addr.clone(), &addr.host, alpn_offer(h2)) {
                     Ok(()) => connect.start_handshake(),
                     Err(message) => {
                         let error = OpenError::Tls(message);
@@ -627,25 +836,34 @@ impl HttpLayer {
     /// with `input`.
     fn proxy_failed(&mut self, cx: &mut Context, now: Instant, conn: ConnId, input: Input) {
         let Some(i) = self.server_index(conn) else { return };
-        let flow = self.servers[i].flow;
+        let flows = self.servers[i].flows.clone();
         match &input {
             Input::ProxyFailed { message, .. } => cx.log(LogLevel::Info, message.clone()),
             Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
             _ => {}
         }
         self.drop_server(cx, conn, true);
-        if let Some(flow) = flow {
-            self.feed(cx, now, flow, input);
+        for flow in flows {
+            self.feed(cx, now, flow, input.clone());
         }
     }
 
     /// The stream `flow` is finished: return its server connection to the pool or close it.
     fn release_server(&mut self, cx: &mut Context, _now: Instant, flow: FlowId) {
-        let Some(i) = self.servers.iter().position(|s| s.flow == Some(flow)) else { return };
+        let Some(i) = self.server_of(flow) else { return };
         let server = &mut self.servers[i];
-        server.flow = None;
-        server.deadline = None;
-        let keep = server.open && !server.dedicated && server.codec.is_reusable() && cx.config.reuse_server_connections;
+        server.flows.retain(|f| *f != flow);
+        if server.flows.is_empty() {
+            server.deadline = None;
+        }
+        let keep = match &mut server.codec {
+            ServerCodec::H2(codec) => {
+                codec.release(flow);
+                !codec.is_closed()
+            }
+            ServerCodec::H1(codec) => codec.is_reusable(),
+        };
+        let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
         if !keep {
             let conn = server.conn;
             self.drop_server(cx, conn, false);
@@ -671,6 +889,11 @@ impl HttpLayer {
         }
         if !self.client_gone {
             self.client_gone = true;
+            if let ClientCodec::H2(codec) = &mut self.client {
+                // Say goodbye in HTTP/2 terms before the connection goes.
+                codec.shutdown(Some(h2::Reason::NO_ERROR));
+                codec.poll(cx, now, &mut Vec::new());
+            }
             if linger && !self.client.is_eof() {
                 cx.close(ConnId::CLIENT, true);
                 cx.set_layer_pause(ConnId::CLIENT, false);
@@ -692,21 +915,24 @@ impl HttpLayer {
     /// Hand the rest of a body to the driver when nothing in the core needs to see it.
     fn start_forwards(&mut self, cx: &mut Context) {
         let Some(min) = cx.config.forward_min else { return };
-        let Some(flow) = self.client.current_flow() else { return };
+        let Some(client) = self.client.h1_mut() else { return };
+        let Some(flow) = client.current_flow() else { return };
         let Some(stream) = self.streams.get(&flow) else { return };
-        let Some(server) = self.servers.iter_mut().find(|s| s.flow == Some(flow) && s.open) else { return };
+        let Some(server) = self.servers.iter_mut().find(|s| s.flows.contains(&flow) && s.open) else { return };
         // Bytes on a TLS connection are not what the other side should get.
         if server.tls || !cx.is_plain(ConnId::CLIENT) {
             return;
         }
-        if stream.may_forward_response() && self.client.sends_raw_body(flow) {
-            if let Some(len) = server.codec.start_forward(min) {
-                cx.forward(server.conn, ConnId::CLIENT, len);
+        let conn = server.conn;
+        let Some(codec) = server.h1_mut() else { return };
+        if stream.may_forward_response() && client.sends_raw_body(flow) {
+            if let Some(len) = codec.start_forward(min) {
+                cx.forward(conn, ConnId::CLIENT, len);
             }
         }
-        if stream.may_forward_request() && server.codec.sends_raw_body() {
-            if let Some(len) = self.client.start_forward(min) {
-                cx.forward(ConnId::CLIENT, server.conn, len);
+        if stream.may_forward_request() && codec.sends_raw_body() {
+            if let Some(len) = client.start_forward(min) {
+                cx.forward(ConnId::CLIENT, conn, len);
             }
         }
     }
@@ -716,11 +942,15 @@ impl HttpLayer {
         if self.handover.is_some() || self.client_gone {
             return;
         }
+        self.drive_h2(cx, now);
+        if self.handover.is_some() || self.client_gone {
+            return;
+        }
         self.start_forwards(cx);
         // The client codec finished a response: parse what the client pipelined meanwhile.
-        if self.client.ready_for_next() {
+        if let Some(client) = self.client.h1_mut().filter(|c| c.ready_for_next()) {
             let mut outputs = Vec::new();
-            self.client.next_request(cx, now, &mut outputs);
+            client.next_request(cx, now, &mut outputs);
             self.handle_client_outputs(cx, now, outputs);
             if self.handover.is_some() || self.client_gone {
                 return;
@@ -737,20 +967,147 @@ impl HttpLayer {
         } else {
             self.client_deadline = None;
         }
-        // Read the client only when the current stream can take its bytes.
-        let current = self.client.current_flow().and_then(|f| self.streams.get(&f));
-        let stream_ready = current.is_none_or(|s| s.wants_request_data());
-        cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && self.client.wants_read()));
-        // Read a server only while its stream is not waiting on a hook.
+        // Read an HTTP/1 client only when the current stream can take its bytes. (HTTP/2
+        // connections are always read: their streams' windows hold bodies back.)
+        if let Some(client) = self.client.h1() {
+            let current = client.current_flow().and_then(|f| self.streams.get(&f));
+            let stream_ready = current.is_none_or(|s| s.wants_request_data());
+            cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
+        }
+        // Read an HTTP/1 server only while its stream is not waiting on a hook.
         for server in &self.servers {
-            if !server.open {
+            if !server.open || server.is_h2() {
                 continue;
             }
-            let ready = match server.flow {
+            let ready = match server.flow() {
                 Some(flow) => self.streams.get(&flow).is_none_or(|s| s.wants_response_data()),
                 None => true,
             };
             cx.set_layer_pause(server.conn, !ready);
+        }
+    }
+
+    /// The client's first bytes: HTTP/2's preface (prior knowledge, or after ALPN `h2`)
+    /// switches the client codec to HTTP/2. Returns the bytes to parse, once it is decided.
+    fn sniff(&mut self, cx: &mut Context, data: Bytes) -> Option<Bytes> {
+        let Some(held) = &mut self.sniff else { return Some(data) };
+        held.extend_from_slice(&data);
+        let n = held.len().min(PREFACE.len());
+        if held[..n] != PREFACE[..n] {
+            return self.sniff.take().map(BytesMut::freeze);
+        }
+        if n < PREFACE.len() {
+            return None;
+        }
+        let held = self.sniff.take().map(BytesMut::freeze).unwrap_or_default();
+        let codec = H2Server::new(ConnId::CLIENT, &cx.config, self.default_target.clone());
+        self.client = ClientCodec::H2(Box::new(codec));
+        cx.set_self_limiting(ConnId::CLIENT);
+        Some(held)
+    }
+
+    /// Run the HTTP/2 engines until none has anything more to say: what their peers sent is
+    /// routed to the streams, and what the streams sent goes out. First each stream's window
+    /// is opened or held shut by whether its destination has room.
+    fn drive_h2(&mut self, cx: &mut Context, now: Instant) {
+        // Events of one engine can only feed the others a bounded number of times over.
+        for _ in 0..16 {
+            let mut moved = false;
+            if matches!(self.client, ClientCodec::H2(_)) {
+                let flows: Vec<FlowId> = match &self.client {
+                    ClientCodec::H2(codec) => codec.flows().collect(),
+                    ClientCodec::H1(_) => Vec::new(),
+                };
+                for flow in flows {
+                    let reading = self.streams.get(&flow).is_none_or(|s| s.wants_request_data()) && self.server_has_room(cx, flow);
+                    if let ClientCodec::H2(codec) = &mut self.client {
+                        codec.set_reading(flow, reading);
+                    }
+                }
+                let mut outputs = Vec::new();
+                if let ClientCodec::H2(codec) = &mut self.client {
+                    codec.poll(cx, now, &mut outputs);
+                }
+                moved |= !outputs.is_empty();
+                self.handle_client_outputs(cx, now, outputs);
+                if self.client_gone {
+                    return;
+                }
+            }
+            let h2_servers: Vec<ConnId> = self.servers.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
+            for conn in h2_servers {
+                let Some(i) = self.server_index(conn) else { continue };
+                let flows: Vec<FlowId> = self.servers[i].flows.clone();
+                for flow in flows {
+                    let reading = self.streams.get(&flow).is_none_or(|s| s.wants_response_data()) && self.client_has_room(cx, flow);
+                    if let ServerCodec::H2(codec) = &mut self.servers[i].codec {
+                        codec.set_reading(flow, reading);
+                    }
+                }
+                let mut outputs = Vec::new();
+                if let ServerCodec::H2(codec) = &mut self.servers[i].codec {
+                    codec.poll(cx, &mut outputs);
+                }
+                moved |= !outputs.is_empty();
+                self.handle_h2_server_outputs(cx, now, conn, outputs);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Whether the server side of `flow` can take more of its request body now.
+    fn server_has_room(&self, cx: &Context, flow: FlowId) -> bool {
+        let Some(server) = self.server_of(flow).map(|i| &self.servers[i]) else { return true };
+        let backlog = match &server.codec {
+            ServerCodec::H2(codec) => codec.backlog(flow),
+            ServerCodec::H1(_) => 0,
+        };
+        !cx.is_congested(server.conn) && backlog < cx.config.high_water
+    }
+
+    /// Whether the client side of `flow` can take more of its response body now.
+    fn client_has_room(&self, cx: &Context, flow: FlowId) -> bool {
+        let backlog = match &self.client {
+            ClientCodec::H2(codec) => codec.backlog(flow),
+            ClientCodec::H1(_) => 0,
+        };
+        !cx.is_congested(ConnId::CLIENT) && backlog < cx.config.high_water
+    }
+
+    fn handle_h2_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<H2ClientOutput>) {
+        for output in outputs {
+            match output {
+                H2ClientOutput::Http(event) => {
+                    let flow = event.flow();
+                    let input = match event {
+                        HttpEvent::InterimResponse { response, .. } => Input::Interim(response),
+                        HttpEvent::ResponseHeaders { response, end_stream, .. } => Input::ResponseHeaders { response, end_stream },
+                        HttpEvent::ResponseData { data, .. } => Input::ResponseData(data),
+                        HttpEvent::ResponseEnd { trailers, .. } => Input::ResponseEnd(trailers),
+                        _ => continue,
+                    };
+                    self.feed(cx, now, flow, input);
+                }
+                H2ClientOutput::StreamError { flow, message } => {
+                    if let Some(i) = self.server_index(conn) {
+                        self.servers[i].flows.retain(|f| *f != flow);
+                    }
+                    self.feed(cx, now, flow, Input::ServerError { message });
+                }
+                H2ClientOutput::Closed { error } => {
+                    if let Some(error) = error {
+                        cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.server_addr(conn)));
+                    }
+                    let flows = self.server_index(conn).map(|i| std::mem::take(&mut self.servers[i].flows)).unwrap_or_default();
+                    for flow in flows {
+                        let message = "the server closed the HTTP/2 connection".to_string();
+                        self.feed(cx, now, flow, Input::ServerError { message });
+                    }
+                    self.drop_server(cx, conn, false);
+                }
+            }
         }
     }
 
@@ -763,8 +1120,34 @@ impl HttpLayer {
         self.servers.iter().position(|s| s.conn == conn)
     }
 
+    /// The server connection carrying `flow`.
+    fn server_of(&self, flow: FlowId) -> Option<usize> {
+        self.servers.iter().position(|s| s.flows.contains(&flow))
+    }
+
     fn server_addr(&self, conn: ConnId) -> String {
         self.server_index(conn).map_or_else(|| "?".into(), |i| self.servers[i].addr.to_string())
+    }
+}
+
+/// The ALPN protocols to offer a server: HTTP/2 too if the request may go over it.
+fn alpn_offer(h2: bool) -> Vec<Vec<u8>> {
+    if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    }
+}
+
+/// Whether the open server connection `conn` speaks HTTP/2: its TLS session chose `h2`, or it
+/// is plain and configured for prior knowledge.
+fn speaks_h2(cx: &Context, conn: ConnId, tls: bool) -> bool {
+    if !cx.config.http2 {
+        return false;
+    }
+    match cx.tls(conn) {
+        Some(session) => session.alpn().as_deref() == Some(b"h2"),
+        None => !tls && cx.config.upstream_h2c,
     }
 }
 

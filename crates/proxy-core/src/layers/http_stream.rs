@@ -20,7 +20,7 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::layers::http::HttpEvent;
 
 /// What happens to a stream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Input {
     RequestHeaders { end_stream: bool },
     RequestData(Bytes),
@@ -47,6 +47,9 @@ pub(crate) enum Input {
     ClientError { message: String },
     /// The client went away.
     ClientClosed,
+    /// The client cancelled this exchange (an HTTP/2 stream reset or lost connection): the
+    /// server side is abandoned whatever state the exchange is in.
+    ClientReset,
     HookReply(HookReply),
 }
 
@@ -58,8 +61,9 @@ pub(crate) enum Out {
     /// Send to this stream's server (requests).
     Server(HttpEvent),
     /// A connection to `addr` for this flow: `tls` for an `https` request, `dedicated` (and
-    /// never pooled) for a `CONNECT`.
-    OpenServer { addr: ServerAddr, tls: bool, dedicated: bool },
+    /// never pooled) for a `CONNECT`. `multiplex`: the request may go over HTTP/2 (it asks
+    /// for no protocol switch, which only HTTP/1 has).
+    OpenServer { addr: ServerAddr, tls: bool, dedicated: bool, multiplex: bool },
     /// The client connection and this stream's server connection become a raw tunnel.
     Tunnel,
     /// Close the client connection (after what is queued for it).
@@ -360,6 +364,11 @@ impl HttpStream {
                     self.end_with_error(cx, now);
                 }
             }
+            Input::ClientReset => {
+                self.flow.error = Some(FlowError { message: "client cancelled the request".into(), status: None });
+                out.push(Out::AbortServer);
+                self.end_with_error(cx, now);
+            }
             Input::HookReply(_) => {}
         }
     }
@@ -410,7 +419,7 @@ impl HttpStream {
         if self.is_connect() {
             let addr = self.flow.request.server();
             self.server = Server::Connecting;
-            out.push(Out::OpenServer { addr, tls: false, dedicated: true });
+            out.push(Out::OpenServer { addr, tls: false, dedicated: true, multiplex: false });
             return;
         }
         if matches!(self.req, Req::Done) {
@@ -436,7 +445,7 @@ impl HttpStream {
             let request = self.request_head();
             self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
             self.server = Server::Connecting;
-            out.push(Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false });
+            out.push(self.open_server());
         }
     }
 
@@ -446,7 +455,7 @@ impl HttpStream {
         let end_stream = true;
         self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
         self.server = Server::Connecting;
-        out.push(Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false });
+        out.push(self.open_server());
     }
 
     fn after_response_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
@@ -607,6 +616,11 @@ impl HttpStream {
     fn response_head(&self) -> Response {
         let response = self.flow.response.as_ref();
         response.map_or_else(|| Response::text(502, ""), |r| Response { body: None, trailers: None, ..r.clone() })
+    }
+
+    fn open_server(&self) -> Out {
+        let upgrade = self.flow.request.headers.contains("upgrade");
+        Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false, multiplex: !upgrade }
     }
 
     fn is_https(&self) -> bool {

@@ -33,7 +33,13 @@ use crate::tls::{CertRequest, ClientHello, TlsConfig};
 use crate::tunnel::Tunnel;
 
 /// ALPN protocols the HTTP layers can speak, in our order of preference.
-const SUPPORTED_ALPN: &[&[u8]] = &[b"http/1.1"];
+const SUPPORTED_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The protocols we can speak, of those in `offered`, in our order of preference.
+fn speakable(cx: &Context, offered: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let ours = SUPPORTED_ALPN.iter().filter(|p| cx.config.http2 || **p != b"h2");
+    ours.filter(|p| offered.iter().any(|o| o.as_slice() == **p)).map(|p| p.to_vec()).collect()
+}
 /// How many bytes of a first line we look at to tell HTTP from other protocols.
 const METHOD_SNIFF: usize = 24;
 
@@ -178,7 +184,11 @@ impl Intercept {
         let Some(server) = self.server else {
             return self.finish_client(cx, now, accepted, hello, Upstream::Later);
         };
-        let alpn: Vec<Vec<u8>> = hello.alpn.iter().filter(|p| SUPPORTED_ALPN.contains(&p.as_slice())).cloned().collect();
+        // Whatever HTTP the client speaks, the HTTP layer translates to what the server
+        // chooses; a client that offers only other protocols gets none from us.
+        let http = hello.alpn.is_empty() || !speakable(cx, &hello.alpn).is_empty();
+        let all: Vec<Vec<u8>> = SUPPORTED_ALPN.iter().map(|p| p.to_vec()).collect();
+        let alpn = if http { speakable(cx, &all) } else { Vec::new() };
         let name = hello.server_name.clone().unwrap_or_else(|| self.target.host.clone());
         cx.set_layer_pause(ConnId::CLIENT, true);
         match cx.start_tls_client(server, self.target.clone(), &name, alpn) {
@@ -204,7 +214,6 @@ impl Intercept {
             _ => None,
         };
         let upstream_cert = server_tls.and_then(|t| t.peer_certificates().into_iter().next());
-        let server_alpn = server_tls.and_then(|t| t.alpn());
         let request =
             CertRequest { server_name: hello.server_name.clone(), target_host: self.cert_host.clone(), upstream_cert };
         let tls = Self::tls(cx);
@@ -217,11 +226,9 @@ impl Intercept {
         };
         let mut config = (*tls.server).clone();
         config.cert_resolver = Arc::new(OneCert(key));
-        // The client gets the protocol the server chose; without a choice, HTTP/1.1 if offered.
-        config.alpn_protocols = match server_alpn {
-            Some(protocol) => vec![protocol],
-            None => hello.alpn.iter().filter(|p| p.as_slice() == b"http/1.1").cloned().collect(),
-        };
+        // The client gets the best HTTP it offered, whatever the server chose: the HTTP layer
+        // translates between versions.
+        config.alpn_protocols = speakable(cx, &hello.alpn).into_iter().take(1).collect();
         match accepted.into_connection(Arc::new(config)) {
             Ok(connection) => {
                 let session =

@@ -1,2 +1,515 @@
-//! HTTP/2.
+//! HTTP/2 codecs: [`H2Server`] faces a client (we are its server), [`H2Client`] faces an
+//! upstream server. Like the HTTP/1 codecs they turn bytes into version-agnostic
+//! [`HttpEvent`]s and back, so the HTTP layer and its streams need not know which version a
+//! side speaks; unlike them, one connection carries many flows at once.
+//!
+//! # Why h2, and the one impurity it brings
+//!
+//! Framing, HPACK, stream states and flow control are where HTTP/2 implementations go wrong,
+//! and the `h2` crate is the one the Rust ecosystem (hyper, tonic, reqwest) trusts for them.
+//! A frame layer of our own over an HPACK crate would repeat that work and its bugs. h2 is
+//! async, but it never waits on anything but its transport, so [`engine`] drives it over
+//! in-memory buffers with a waker that does nothing: a synchronous, deterministic state
+//! machine behind an interface of our own (bytes in, events out), which another engine
+//! could replace.
+//!
+//! The exception to the core's purity: h2 reads the system clock (`Instant::now`) to expire
+//! the streams it remembers after resetting them. That decides only how long late frames for
+//! a reset stream are silently dropped rather than treated as errors, never what the proxy
+//! sends; playbooks stay deterministic.
+//!
+//! # Translation
+//!
+//! Towards HTTP/2, connection-specific fields (`connection`, `keep-alive`,
+//! `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` other than `trailers`) are
+//! dropped and `host` becomes `:authority`; from HTTP/2, `:authority` becomes `host`. h2
+//! itself rejects malformed messages (bad pseudo-headers, connection-specific fields,
+//! uppercase names) with a stream error.
+
 pub(crate) mod engine;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::Reason;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::command::{LogLevel, ServerAddr};
+use crate::config::{Config, Http2Limits, Mode};
+use crate::context::{ConnId, Context, FlowId};
+use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
+use crate::headers::Headers;
+use crate::layers::http::HttpEvent;
+use crate::layers::http1::{split_authority, ServerOutput};
+use engine::{Engine, H2Event, Settings, StreamKey};
+
+/// What an HTTP/2 client connection begins with.
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn settings(limits: &Http2Limits) -> Settings {
+    Settings {
+        max_concurrent_streams: limits.max_concurrent_streams,
+        max_header_list_size: limits.max_header_list_size,
+        stream_window: limits.stream_window,
+        connection_window: limits.connection_window,
+        max_pending_accept_reset_streams: limits.max_pending_accept_reset_streams,
+        max_local_error_reset_streams: limits.max_local_error_reset_streams,
+    }
+}
+
+/// The HTTP/2 server side of the client connection.
+pub(crate) struct H2Server {
+    conn: ConnId,
+    engine: Engine,
+    flows: BTreeMap<StreamKey, FlowId>,
+    streams: BTreeMap<FlowId, StreamKey>,
+    /// Origin-form requests (every HTTP/2 request) go here, over this scheme, when the
+    /// connection was made to one server (an intercepted `CONNECT`, reverse mode).
+    default_target: Option<(Scheme, ServerAddr)>,
+    rewrite_host: bool,
+    add_via: bool,
+    /// Recent resets of unfinished streams by the client, for the rapid-reset limit.
+    resets: VecDeque<Instant>,
+    limits: Http2Limits,
+    eof: bool,
+}
+
+impl H2Server {
+    pub(crate) fn new(conn: ConnId, config: &Config, default_target: Option<(Scheme, ServerAddr)>) -> Self {
+        Self {
+            conn,
+            engine: Engine::server(&settings(&config.http2_limits)),
+            flows: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            default_target,
+            rewrite_host: matches!(config.mode, Mode::Reverse { .. }),
+            add_via: config.add_via,
+            resets: VecDeque::new(),
+            limits: config.http2_limits.clone(),
+            eof: false,
+        }
+    }
+
+    pub(crate) fn receive(&mut self, data: &[u8]) {
+        self.engine.receive(data);
+    }
+
+    pub(crate) fn receive_eof(&mut self) {
+        self.eof = true;
+        self.engine.receive_eof();
+    }
+
+    pub(crate) fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// The connection is over and everything for it has been sent.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.engine.is_closed()
+    }
+
+    /// No request in progress.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub(crate) fn flows(&self) -> impl Iterator<Item = FlowId> + '_ {
+        self.streams.keys().copied()
+    }
+
+    /// Let the request body of `flow` be read, or hold it back (its window stays shut).
+    pub(crate) fn set_reading(&mut self, flow: FlowId, reading: bool) {
+        if let Some(&stream) = self.streams.get(&flow) {
+            self.engine.set_reading(stream, reading);
+        }
+    }
+
+    /// Response bytes of `flow` waiting for the client's window.
+    pub(crate) fn backlog(&self, flow: FlowId) -> usize {
+        self.streams.get(&flow).map_or(0, |&s| self.engine.backlog(s))
+    }
+
+    /// Run the engine: what the client sent becomes `out`, what we have for it is sent.
+    pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+        for event in self.engine.poll() {
+            self.handle(cx, now, event, out);
+        }
+        cx.send(self.conn, self.engine.take_output());
+    }
+
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<ServerOutput>) {
+        match event {
+            H2Event::Request { stream, head, end_stream } => match self.request(head) {
+                Ok(request) => {
+                    let flow = cx.next_flow_id();
+                    self.flows.insert(stream, flow);
+                    self.streams.insert(flow, stream);
+                    out.push(ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
+                }
+                Err((status, message)) => {
+                    cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
+                    let response = Response::text(status, format!("{}: {message}\n", reason_phrase(status).to_ascii_lowercase()));
+                    self.engine.respond(stream, to_h2_response(&response), false);
+                    self.engine.send_data(stream, response.body.unwrap_or_default());
+                    self.engine.finish(stream, None);
+                    if !end_stream {
+                        // The rest of its body is of no use.
+                        self.engine.set_reading(stream, true);
+                    }
+                }
+            },
+            H2Event::Data { stream, data } => {
+                if let Some(&flow) = self.flows.get(&stream) {
+                    out.push(ServerOutput::Http(HttpEvent::RequestData { flow, data }));
+                }
+            }
+            H2Event::End { stream, trailers } => {
+                if let Some(&flow) = self.flows.get(&stream) {
+                    let trailers = trailers.map(|t| from_h2_headers(&t));
+                    out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
+                }
+            }
+            H2Event::Reset { stream, reason, remote } => {
+                let Some(flow) = self.flows.remove(&stream) else { return };
+                self.streams.remove(&flow);
+                if remote {
+                    cx.log(LogLevel::Debug, format!("client {} reset stream {stream} ({reason})", cx.client.peer));
+                    self.count_reset(cx, now);
+                } else {
+                    cx.log(LogLevel::Info, format!("client {}: stream {stream} failed ({reason})", cx.client.peer));
+                }
+                out.push(ServerOutput::Reset { flow });
+            }
+            H2Event::Closed { error } => {
+                if let Some(error) = error {
+                    cx.log(LogLevel::Info, format!("client {}: HTTP/2 connection failed: {error}", cx.client.peer));
+                }
+                for (_, flow) in std::mem::take(&mut self.flows) {
+                    out.push(ServerOutput::Reset { flow });
+                }
+                self.streams.clear();
+            }
+            H2Event::Interim { .. } | H2Event::Response { .. } => {}
+        }
+    }
+
+    /// A client that cancels streams faster than `max_resets` per `reset_period` is the
+    /// rapid-reset attack (CVE-2023-44487): each cancelled stream may have cost an upstream
+    /// request. Its connection is closed with ENHANCE_YOUR_CALM.
+    fn count_reset(&mut self, cx: &mut Context, now: Instant) {
+        self.resets.push_back(now);
+        while self.resets.front().is_some_and(|&t| now.duration_since(t) > self.limits.reset_period) {
+            self.resets.pop_front();
+        }
+        if self.resets.len() > self.limits.max_resets as usize {
+            cx.log(
+                LogLevel::Warn,
+                format!(
+                    "client {} reset more than {} streams within {:?}: closing the connection (ENHANCE_YOUR_CALM)",
+                    cx.client.peer, self.limits.max_resets, self.limits.reset_period
+                ),
+            );
+            self.engine.shutdown(Some(Reason::ENHANCE_YOUR_CALM));
+            self.resets.clear();
+        }
+    }
+
+    /// Our request, from an HTTP/2 request head; or the status and reason to refuse it with.
+    fn request(&self, head: http::request::Parts) -> Result<Request, (u16, String)> {
+        if head.method == http::Method::CONNECT {
+            return Err((501, "CONNECT over HTTP/2 is not supported".into()));
+        }
+        let mut headers = from_h2_headers(&head.headers);
+        let authority = head.uri.authority().map(|a| a.as_str().to_owned());
+        let authority = authority.or_else(|| headers.get_str("host").map(str::to_owned));
+        let path = head.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let (scheme, host, port) = match (&self.default_target, authority) {
+            (Some((scheme, target)), _) => (*scheme, target.host.clone(), target.port),
+            (None, Some(authority)) => {
+                let scheme = match head.uri.scheme_str() {
+                    Some("https") => Scheme::Https,
+                    _ => Scheme::Http,
+                };
+                let (host, port) = split_authority(&authority, Some(scheme.default_port()))
+                    .ok_or_else(|| (400, format!("invalid :authority {authority:?}")))?;
+                (scheme, host, port)
+            }
+            (None, None) => return Err((400, "a proxy request needs an :authority".into())),
+        };
+        if headers.get_all("host").count() > 1 {
+            return Err((400, "more than one host header".into()));
+        }
+        let mut request = Request {
+            method: head.method.as_str().to_owned(),
+            scheme,
+            host,
+            port,
+            path,
+            version: Version::Http2,
+            headers: Headers::new(),
+            body: None,
+            trailers: None,
+        };
+        // `:authority` names the origin as the client sees it; an HTTP/1 server wants it as
+        // `Host`, first, as an HTTP/1 client would have sent it.
+        let host = match head.uri.authority() {
+            Some(authority) if !self.rewrite_host && self.default_target.is_some() => authority.as_str().to_owned(),
+            _ => match headers.get_str("host") {
+                Some(host) if !self.rewrite_host && self.default_target.is_some() => host.to_owned(),
+                _ => request.authority(),
+            },
+        };
+        headers.remove("host");
+        request.headers.append("host", host);
+        for (name, value) in headers.iter() {
+            request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
+        }
+        if self.add_via {
+            request.headers.append("via", "2 sansproxy");
+        }
+        Ok(request)
+    }
+
+    /// Send a response event to the client.
+    pub(crate) fn send(&mut self, event: HttpEvent) {
+        let Some(&stream) = self.streams.get(&event.flow()) else { return };
+        match event {
+            HttpEvent::InterimResponse { response, .. } => self.engine.interim(stream, to_h2_response(&response)),
+            HttpEvent::ResponseHeaders { response, end_stream, .. } => {
+                let body = response.body.clone();
+                let end = end_stream || body.as_ref().is_some_and(|b| b.is_empty()) && response.trailers.is_none();
+                self.engine.respond(stream, to_h2_response(&response), end);
+                if !end {
+                    if let Some(body) = body {
+                        self.engine.send_data(stream, body);
+                        self.engine.finish(stream, response.trailers.as_ref().map(to_h2_headers));
+                    }
+                }
+                if end || response.body.is_some() {
+                    self.done(stream);
+                }
+            }
+            HttpEvent::ResponseData { data, .. } => self.engine.send_data(stream, data),
+            HttpEvent::ResponseEnd { trailers, .. } => {
+                self.engine.finish(stream, trailers.as_ref().map(to_h2_headers));
+                self.done(stream);
+            }
+            HttpEvent::RequestHeaders { .. } | HttpEvent::RequestData { .. } | HttpEvent::RequestEnd { .. } => {}
+        }
+    }
+
+    /// Our response on `stream` is complete: the flow is no longer ours to route.
+    fn done(&mut self, stream: StreamKey) {
+        if let Some(flow) = self.flows.remove(&stream) {
+            self.streams.remove(&flow);
+        }
+    }
+
+    /// Abandon `flow`'s stream (its response failed after it had started, or a hook killed it).
+    pub(crate) fn reset(&mut self, flow: FlowId, reason: Reason) {
+        if let Some(stream) = self.streams.remove(&flow) {
+            self.flows.remove(&stream);
+            self.engine.reset(stream, reason);
+        }
+    }
+
+    /// Close the connection: at once with `reason`, or after the streams in progress.
+    pub(crate) fn shutdown(&mut self, reason: Option<Reason>) {
+        self.engine.shutdown(reason);
+    }
+}
+
+/// The HTTP/2 client side of an upstream connection.
+pub(crate) struct H2Client {
+    conn: ConnId,
+    engine: Engine,
+    /// Flows with a stream open, and whether their response head has arrived.
+    flows: BTreeMap<FlowId, bool>,
+}
+
+/// What an upstream HTTP/2 connection said, for the HTTP layer.
+#[derive(Debug)]
+pub(crate) enum H2ClientOutput {
+    Http(HttpEvent),
+    /// The stream of `flow` failed; `message` says how.
+    StreamError { flow: FlowId, message: String },
+    /// The connection is over; every flow on it has had its `StreamError`.
+    Closed { error: Option<String> },
+}
+
+impl H2Client {
+    pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
+        Self { conn, engine: Engine::client(&settings(&config.http2_limits)), flows: BTreeMap::new() }
+    }
+
+    pub(crate) fn receive(&mut self, data: &[u8]) {
+        self.engine.receive(data);
+    }
+
+    pub(crate) fn receive_eof(&mut self) {
+        self.engine.receive_eof();
+    }
+
+    /// Whether another request may go on this connection now.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.engine.is_closed() && self.engine.has_room()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.engine.is_closed()
+    }
+
+    pub(crate) fn set_reading(&mut self, flow: FlowId, reading: bool) {
+        self.engine.set_reading(flow.0, reading);
+    }
+
+    pub(crate) fn backlog(&self, flow: FlowId) -> usize {
+        self.engine.backlog(flow.0)
+    }
+
+    /// Send a request event of `flow`.
+    pub(crate) fn send(&mut self, event: HttpEvent) {
+        match event {
+            HttpEvent::RequestHeaders { flow, request, end_stream } => {
+                let body = request.body.clone();
+                let trailers = request.trailers.as_ref().map(to_h2_headers);
+                let end = end_stream && body.as_ref().is_none_or(|b| b.is_empty()) && trailers.is_none();
+                self.flows.insert(flow, false);
+                self.engine.open(flow.0, to_h2_request(&request), end);
+                if !end {
+                    if let Some(body) = body {
+                        self.engine.send_data(flow.0, body);
+                    }
+                    if end_stream {
+                        self.engine.finish(flow.0, trailers);
+                    }
+                }
+            }
+            HttpEvent::RequestData { flow, data } => self.engine.send_data(flow.0, data),
+            HttpEvent::RequestEnd { flow, trailers } => self.engine.finish(flow.0, trailers.as_ref().map(to_h2_headers)),
+            _ => {}
+        }
+    }
+
+    /// Give up on `flow`'s stream, telling the server.
+    pub(crate) fn reset(&mut self, flow: FlowId) {
+        if self.flows.remove(&flow).is_some() {
+            self.engine.reset(flow.0, Reason::CANCEL);
+        }
+    }
+
+    /// The stream of `flow` is over on both sides; forget it.
+    pub(crate) fn release(&mut self, flow: FlowId) {
+        self.flows.remove(&flow);
+    }
+
+    pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<H2ClientOutput>) {
+        for event in self.engine.poll() {
+            match event {
+                H2Event::Interim { stream, head } => {
+                    let flow = FlowId(stream);
+                    let response = Response { body: None, ..from_h2_response(head) };
+                    out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
+                }
+                H2Event::Response { stream, head, end_stream } => {
+                    let flow = FlowId(stream);
+                    if let Some(seen) = self.flows.get_mut(&flow) {
+                        *seen = true;
+                        let response = from_h2_response(head);
+                        out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+                    }
+                }
+                H2Event::Data { stream, data } => {
+                    out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
+                }
+                H2Event::End { stream, trailers } => {
+                    let trailers = trailers.map(|t| from_h2_headers(&t));
+                    out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow: FlowId(stream), trailers }));
+                }
+                H2Event::Reset { stream, reason, remote } => {
+                    let flow = FlowId(stream);
+                    if self.flows.remove(&flow).is_some() {
+                        let message = if remote {
+                            format!("the server reset the stream ({reason})")
+                        } else {
+                            format!("HTTP/2 stream failed ({reason})")
+                        };
+                        out.push(H2ClientOutput::StreamError { flow, message });
+                    }
+                }
+                H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
+                H2Event::Request { .. } => {}
+            }
+        }
+        cx.send(self.conn, self.engine.take_output());
+    }
+}
+
+fn from_h2_headers(map: &HeaderMap) -> Headers {
+    let mut headers = Headers::with_capacity(map.len());
+    for (name, value) in map {
+        headers.append(Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
+    }
+    headers
+}
+
+/// Header fields for HTTP/2: connection-specific ones dropped (RFC 9113 section 8.2.2),
+/// names lowercased, anything HTTP/2 cannot carry left out.
+fn to_h2_headers(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
+        let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
+        if connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers") {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else { continue };
+        map.append(name, value);
+    }
+    map
+}
+
+fn to_h2_request(request: &Request) -> http::Request<()> {
+    let authority = request.headers.get_str("host").map_or_else(|| request.authority(), str::to_owned);
+    let path = if request.path.is_empty() { "/" } else { request.path.as_str() };
+    let uri = http::Uri::builder().scheme(request.scheme.as_str()).authority(authority.as_str()).path_and_query(path).build();
+    let uri = uri.unwrap_or_else(|_| {
+        // A Host the URI grammar refuses: fall back to the target we connect to.
+        let fallback = http::Uri::builder().scheme(request.scheme.as_str()).authority(request.authority()).path_and_query(path).build();
+        fallback.unwrap_or_default()
+    });
+    let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or_default();
+    let mut out = http::Request::new(());
+    *out.method_mut() = method;
+    *out.uri_mut() = uri;
+    *out.version_mut() = http::Version::HTTP_2;
+    *out.headers_mut() = to_h2_headers(&request.headers);
+    out
+}
+
+fn to_h2_response(response: &Response) -> http::Response<()> {
+    let mut out = http::Response::new(());
+    *out.status_mut() = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    *out.headers_mut() = to_h2_headers(&response.headers);
+    if let Some(body) = &response.body {
+        if !out.headers().contains_key(http::header::CONTENT_LENGTH) && response.status != 204 && response.status != 304 {
+            out.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+    }
+    out
+}
+
+fn from_h2_response(head: http::response::Parts) -> Response {
+    let status = head.status.as_u16();
+    Response {
+        version: Version::Http2,
+        status,
+        reason: reason_phrase(status).to_owned(),
+        headers: from_h2_headers(&head.headers),
+        body: None,
+        trailers: None,
+    }
+}

@@ -253,7 +253,7 @@ impl Http1Client {
             }
         };
         self.keep_alive = match head.version {
-            Version::Http11 => !head.headers.has_token("connection", "close"),
+            Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
             Version::Http10 => head.headers.has_token("connection", "keep-alive"),
         };
         let chunked_or_close = head.headers.contains("transfer-encoding");

@@ -13,7 +13,7 @@ pub(crate) mod wire;
 use bytes::{Bytes, BytesMut};
 
 pub(crate) use client::{ClientOutput, Http1Client};
-pub(crate) use server::{Http1Server, ServerOutput};
+pub(crate) use server::{split_authority, Http1Server, ServerOutput};
 pub use wire::Http1Error;
 
 use crate::config::Config;

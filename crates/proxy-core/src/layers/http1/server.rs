@@ -21,6 +21,8 @@ pub(crate) enum ServerOutput {
     Error { flow: Option<FlowId>, message: String },
     /// The client went away while `flow` was in progress.
     Closed { flow: Option<FlowId> },
+    /// The client cancelled `flow` (HTTP/2 only: a stream reset, or the connection lost).
+    Reset { flow: FlowId },
 }
 
 #[derive(Debug)]
@@ -289,7 +291,7 @@ impl Http1Server {
             return self.reject(cx, 400, "more than one host header".into(), out);
         }
         let keep_alive = match head.version {
-            Version::Http11 => !head.headers.has_token("connection", "close"),
+            Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
             Version::Http10 => {
                 head.headers.has_token("connection", "keep-alive")
                     || head.headers.has_token("proxy-connection", "keep-alive")
@@ -522,7 +524,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// `host[:port]` or `[v6]:port`. Without a default port, the port is required.
-fn split_authority(authority: &str, default_port: Option<u16>) -> Option<(String, u16)> {
+pub(crate) fn split_authority(authority: &str, default_port: Option<u16>) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         host.parse::<core::net::Ipv6Addr>().ok()?;
