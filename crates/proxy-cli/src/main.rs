@@ -712,8 +712,10 @@ mod tests {
         f.response = Some(Response::text(200, "x"));
         assert_eq!(
             flow_line(&f, Instant::now()).unwrap(),
-            "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> 200 1024b 3ms\n"
+            "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> 200 1024b 3ms (client HTTP/1.1, server HTTP/1.1)\n"
         );
+        f.request.version = Version::Http2;
+        assert!(flow_line(&f, Instant::now()).unwrap().ends_with(" 3ms (client HTTP/2, server HTTP/1.1)\n"));
         f.error = Some(FlowError { message: "connection refused".into(), status: Some(502) });
         assert_eq!(
             flow_line(&f, Instant::now()).unwrap(),
