@@ -52,6 +52,13 @@ pub use headers::Headers;
 pub use hook::{Hook, HookKind, HookReply, HookSet};
 pub use layers::http1::Http1Error;
 
+/// The HTTP/2 engine (h2 driven over memory), exposed so that tests and fuzz targets can
+/// play real HTTP/2 peers against the core without a runtime.
+#[doc(hidden)]
+pub mod h2_engine {
+    pub use crate::layers::h2::engine::*;
+}
+
 /// The HTTP/1 wire format, exposed for fuzzing and tests: head parsing, framing, body reading.
 #[doc(hidden)]
 pub mod wire {

@@ -1030,4 +1030,5 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 mod tests;
 
 pub mod fuzz;
+pub mod h2;
 pub mod tls;

@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use proxy_core::tls::{CertIssuer, CertRequest, TlsConfig};
-use proxy_core::{ClientInfo, Command, Config, ConnId, Connection, Event, Hook, HookKind, HookReply, ServerAddr};
+use proxy_core::{ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, Hook, HookKind, HookReply, ServerAddr};
+
+use crate::h2::H2Peer;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::sign::CertifiedKey;
@@ -168,6 +170,8 @@ pub enum Peer {
     /// An upstream proxy: it reads one request head (`head`), answers `answer` in plaintext,
     /// and from then on carries the tunnel to `origin`, which it stands for.
     Proxy { head: Vec<u8>, answer: Vec<u8>, tunnel: bool, origin: Box<Peer> },
+    /// An HTTP/2 endpoint over plain TCP (prior knowledge).
+    H2(Box<H2Peer>),
 }
 
 impl Peer {
@@ -185,6 +189,15 @@ impl Peer {
         match self {
             Self::Plain { received } | Self::Tls { received, .. } => received,
             Self::Proxy { origin, .. } => origin.received(),
+            Self::H2(_) => &[],
+        }
+    }
+
+    /// The HTTP/2 endpoint this is.
+    pub fn h2(&mut self) -> &mut H2Peer {
+        match self {
+            Self::H2(peer) => peer,
+            _ => panic!("not an HTTP/2 peer"),
         }
     }
 
@@ -192,7 +205,7 @@ impl Peer {
     pub fn proxy_request(&self) -> Option<&[u8]> {
         match self {
             Self::Proxy { head, .. } => Some(head),
-            Self::Plain { .. } | Self::Tls { .. } => None,
+            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) => None,
         }
     }
 
@@ -200,7 +213,7 @@ impl Peer {
         match self {
             Self::Tls { error, .. } => error.as_deref(),
             Self::Proxy { origin, .. } => origin.error(),
-            Self::Plain { .. } => None,
+            Self::Plain { .. } | Self::H2(_) => None,
         }
     }
 
@@ -208,7 +221,7 @@ impl Peer {
         match self {
             Self::Tls { tls, .. } => Some(tls),
             Self::Proxy { origin, .. } => origin.rustls(),
-            Self::Plain { .. } => None,
+            Self::Plain { .. } | Self::H2(_) => None,
         }
     }
 
@@ -216,6 +229,7 @@ impl Peer {
     pub fn deliver(&mut self, data: &[u8]) {
         match self {
             Self::Plain { received } => received.extend_from_slice(data),
+            Self::H2(peer) => peer.deliver(data),
             Self::Proxy { origin, tunnel: true, .. } => origin.deliver(data),
             Self::Proxy { head, tunnel, origin, .. } => {
                 head.extend_from_slice(data);
@@ -251,6 +265,7 @@ impl Peer {
     fn outgoing(&mut self, plaintext: &[u8]) -> Vec<u8> {
         match self {
             Self::Plain { .. } => plaintext.to_vec(),
+            Self::H2(peer) => peer.outgoing(),
             Self::Proxy { tunnel: false, .. } => Vec::new(),
             Self::Proxy { answer, origin, .. } => {
                 let mut out = std::mem::take(answer);
@@ -287,6 +302,9 @@ pub struct Pump {
     pub logs: Vec<String>,
     origins: Origins,
     reply: Box<dyn FnMut(&Hook) -> HookReply>,
+    hold: Box<dyn FnMut(&Hook) -> bool>,
+    /// Blocking hooks held for the test to answer with [`Pump::answer`].
+    pub held: Vec<(FlowId, HookKind)>,
     queue: VecDeque<Event>,
     now: Instant,
 }
@@ -304,6 +322,8 @@ impl Pump {
             logs: Vec::new(),
             origins,
             reply: Box::new(|_| HookReply::Continue),
+            hold: Box::new(|_| false),
+            held: Vec::new(),
             queue: VecDeque::new(),
             now: Instant::now(),
         };
@@ -315,6 +335,30 @@ impl Pump {
     pub fn replies(mut self, reply: impl FnMut(&Hook) -> HookReply + 'static) -> Self {
         self.reply = Box::new(reply);
         self
+    }
+
+    /// Hold the blocking hooks `hold` picks, for [`answer`](Self::answer), instead of replying.
+    pub fn holding(mut self, hold: impl FnMut(&Hook) -> bool + 'static) -> Self {
+        self.hold = Box::new(hold);
+        self
+    }
+
+    /// Answer the held hook of `flow`.
+    pub fn answer(&mut self, flow: FlowId, reply: HookReply) -> &mut Self {
+        let at = self.held.iter().position(|(f, _)| *f == flow).expect("a held hook");
+        self.held.remove(at);
+        self.queue.push_back(Event::HookReply { flow, reply });
+        self.run()
+    }
+
+    /// The HTTP/2 client.
+    pub fn client_h2(&mut self) -> &mut H2Peer {
+        self.client.h2()
+    }
+
+    /// The HTTP/2 server of `conn`.
+    pub fn server_h2(&mut self, conn: ConnId) -> &mut H2Peer {
+        self.servers.get_mut(&conn).expect("known server").h2()
     }
 
     /// The client sends `data`: raw before any TLS, encrypted once its handshake began.
@@ -393,6 +437,10 @@ impl Pump {
                 }
             }
             Command::CloseConnection { conn, .. } => self.closed.push(conn),
+            Command::Hook { flow, hook } if hook.is_blocking() && (self.hold)(&hook) => {
+                self.held.push((flow, hook.kind()));
+                self.hooks.push(hook);
+            }
             Command::Hook { flow, hook } => {
                 if hook.is_blocking() {
                     let reply = (self.reply)(&hook);

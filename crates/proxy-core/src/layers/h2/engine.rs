@@ -31,30 +31,44 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A stream, as the caller names it: the h2 stream id for streams the peer opened, the
 /// caller's own key for those it opened.
-pub(crate) type StreamKey = u64;
+pub type StreamKey = u64;
 
 /// The engine's settings; the limits that keep a peer from costing us unbounded memory.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// Streams the peer may have open at once (we advertise it as a server; as a client we
     /// open no more than the server allows).
-    pub(crate) max_concurrent_streams: u32,
+    pub max_concurrent_streams: u32,
     /// Largest header list we accept, decoded; also bounds a CONTINUATION sequence.
-    pub(crate) max_header_list_size: u32,
+    pub max_header_list_size: u32,
     /// Receive window per stream: how much of one body may sit here unread.
-    pub(crate) stream_window: u32,
+    pub stream_window: u32,
     /// Receive window of the whole connection.
-    pub(crate) connection_window: u32,
+    pub connection_window: u32,
     /// Streams the peer may open and reset before we saw them (the "rapid reset" attack,
     /// CVE-2023-44487) before the connection is closed with ENHANCE_YOUR_CALM.
-    pub(crate) max_pending_accept_reset_streams: usize,
+    pub max_pending_accept_reset_streams: usize,
     /// Streams we may reset for the peer's protocol errors before we close the connection.
-    pub(crate) max_local_error_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Settings {
+    /// HTTP/2's own defaults (RFC 9113 section 6.5.2), with h2's limits.
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_header_list_size: 16 * 1024,
+            stream_window: 65_535,
+            connection_window: 65_535,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
 }
 
 /// What the peer did, in HTTP terms.
 #[derive(Debug)]
-pub(crate) enum H2Event {
+pub enum H2Event {
     /// A request head (the engine is a server).
     Request { stream: StreamKey, head: http::request::Parts, end_stream: bool },
     /// An informational (1xx) response head (the engine is a client).
@@ -161,7 +175,7 @@ impl Stream {
 }
 
 /// An HTTP/2 connection, either side, driven by hand. See the module docs.
-pub(crate) struct Engine {
+pub struct Engine {
     io: Io,
     conn: Conn,
     streams: BTreeMap<StreamKey, Stream>,
@@ -172,7 +186,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// The server side of a connection whose client has sent, or will send, the preface.
-    pub(crate) fn server(settings: &Settings) -> Self {
+    pub fn server(settings: &Settings) -> Self {
         let io = Io::default();
         let mut builder = server::Builder::new();
         builder
@@ -188,7 +202,7 @@ impl Engine {
     }
 
     /// The client side of a connection: we send the preface first.
-    pub(crate) fn client(settings: &Settings) -> Self {
+    pub fn client(settings: &Settings) -> Self {
         let io = Io::default();
         let mut builder = client::Builder::new();
         builder
@@ -211,31 +225,31 @@ impl Engine {
     }
 
     /// Bytes from the peer.
-    pub(crate) fn receive(&mut self, data: &[u8]) {
+    pub fn receive(&mut self, data: &[u8]) {
         self.io.lock().input.extend_from_slice(data);
     }
 
     /// The peer will send nothing more.
-    pub(crate) fn receive_eof(&mut self) {
+    pub fn receive_eof(&mut self) {
         self.io.lock().eof = true;
     }
 
     /// Bytes for the peer.
-    pub(crate) fn take_output(&mut self) -> Bytes {
+    pub fn take_output(&mut self) -> Bytes {
         self.io.lock().output.split().freeze()
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         matches!(self.conn, Conn::Done)
     }
 
     /// Streams in progress, or waiting to open.
-    pub(crate) fn active_streams(&self) -> usize {
+    pub fn active_streams(&self) -> usize {
         self.streams.len() + self.opening.len()
     }
 
     /// Whether another request may be opened on this connection without waiting.
-    pub(crate) fn has_room(&self) -> bool {
+    pub fn has_room(&self) -> bool {
         match &self.conn {
             Conn::Client { requests, .. } => self.active_streams() < requests.current_max_send_streams(),
             Conn::ClientHandshake(_) => self.active_streams() < 100,
@@ -244,33 +258,33 @@ impl Engine {
     }
 
     /// Let `stream`'s body bytes be handed out (or not) by [`poll`](Self::poll).
-    pub(crate) fn set_reading(&mut self, stream: StreamKey, reading: bool) {
+    pub fn set_reading(&mut self, stream: StreamKey, reading: bool) {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.reading = reading;
         }
     }
 
     /// Bytes of `stream`'s body that wait for the peer's window.
-    pub(crate) fn backlog(&self, stream: StreamKey) -> usize {
+    pub fn backlog(&self, stream: StreamKey) -> usize {
         self.streams.get(&stream).map_or(0, |s| s.pending_len)
     }
 
     /// Open a stream with `request` (client role). It waits if the server allows no more
     /// streams just now.
-    pub(crate) fn open(&mut self, stream: StreamKey, request: http::Request<()>, end_stream: bool) {
+    pub fn open(&mut self, stream: StreamKey, request: http::Request<()>, end_stream: bool) {
         self.streams.insert(stream, Stream { reading: true, sent_end: end_stream, ..Stream::default() });
         self.opening.push_back((stream, request, end_stream));
     }
 
     /// Send an informational response on `stream` (server role).
-    pub(crate) fn interim(&mut self, stream: StreamKey, response: http::Response<()>) {
+    pub fn interim(&mut self, stream: StreamKey, response: http::Response<()>) {
         if let Some(respond) = self.streams.get_mut(&stream).and_then(|s| s.respond.as_mut()) {
             let _ = respond.send_informational(response);
         }
     }
 
     /// Send the response head on `stream` (server role).
-    pub(crate) fn respond(&mut self, stream: StreamKey, response: http::Response<()>, end_stream: bool) {
+    pub fn respond(&mut self, stream: StreamKey, response: http::Response<()>, end_stream: bool) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         let Some(mut respond) = s.respond.take() else { return };
         match respond.send_response(response, end_stream) {
@@ -287,7 +301,7 @@ impl Engine {
     }
 
     /// Queue body bytes for `stream`.
-    pub(crate) fn send_data(&mut self, stream: StreamKey, data: Bytes) {
+    pub fn send_data(&mut self, stream: StreamKey, data: Bytes) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         if s.sent_end || s.finish.is_some() || data.is_empty() {
             return;
@@ -297,7 +311,7 @@ impl Engine {
     }
 
     /// End our message on `stream` after the queued body, with `trailers`.
-    pub(crate) fn finish(&mut self, stream: StreamKey, trailers: Option<HeaderMap>) {
+    pub fn finish(&mut self, stream: StreamKey, trailers: Option<HeaderMap>) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         if !s.sent_end && s.finish.is_none() {
             s.finish = Some(trailers);
@@ -305,7 +319,7 @@ impl Engine {
     }
 
     /// Abandon `stream`, telling the peer `reason`.
-    pub(crate) fn reset(&mut self, stream: StreamKey, reason: Reason) {
+    pub fn reset(&mut self, stream: StreamKey, reason: Reason) {
         self.opening.retain(|(key, ..)| *key != stream);
         let Some(mut s) = self.streams.remove(&stream) else { return };
         if let Some(send) = &mut s.send {
@@ -320,7 +334,7 @@ impl Engine {
 
     /// Close the connection: at once with `reason` (our GOAWAY), or gracefully, letting the
     /// streams in progress finish (server role).
-    pub(crate) fn shutdown(&mut self, reason: Option<Reason>) {
+    pub fn shutdown(&mut self, reason: Option<Reason>) {
         match &mut self.conn {
             Conn::Server(conn) => match reason {
                 Some(reason) => conn.abrupt_shutdown(reason),
@@ -337,7 +351,7 @@ impl Engine {
     }
 
     /// Run the engine until it can make no more progress, and return what happened.
-    pub(crate) fn poll(&mut self) -> Vec<H2Event> {
+    pub fn poll(&mut self) -> Vec<H2Event> {
         let mut task = TaskContext::from_waker(Waker::noop());
         // Every round either moves bytes or changes a stream; a round that does neither ends
         // the loop. The bound is a backstop against a misbehaving engine, never reached.
@@ -635,9 +649,9 @@ fn reset_event(stream: StreamKey, error: &h2::Error) -> H2Event {
 /// A connection error as a log line says it.
 fn describe(error: &h2::Error) -> String {
     match error.reason() {
-        Some(reason) if error.is_go_away() && error.is_remote() => format!("the peer sent GOAWAY ({reason})"),
-        Some(reason) if error.is_go_away() => format!("protocol error, GOAWAY sent ({reason})"),
-        Some(reason) => format!("{reason}"),
+        Some(reason) if error.is_go_away() && error.is_remote() => format!("the peer sent GOAWAY ({reason:?})"),
+        Some(reason) if error.is_go_away() => format!("protocol error, GOAWAY sent ({reason:?}: {reason})"),
+        Some(reason) => format!("{reason:?}: {reason}"),
         None if error.is_io() => "the connection ended".into(),
         None => error.to_string(),
     }

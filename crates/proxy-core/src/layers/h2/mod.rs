@@ -174,10 +174,10 @@ impl H2Server {
                 let Some(flow) = self.flows.remove(&stream) else { return };
                 self.streams.remove(&flow);
                 if remote {
-                    cx.log(LogLevel::Debug, format!("client {} reset stream {stream} ({reason})", cx.client.peer));
+                    cx.log(LogLevel::Debug, format!("client {} reset stream {stream} ({reason:?})", cx.client.peer));
                     self.count_reset(cx, now);
                 } else {
-                    cx.log(LogLevel::Info, format!("client {}: stream {stream} failed ({reason})", cx.client.peer));
+                    cx.log(LogLevel::Info, format!("client {}: stream {stream} failed ({reason:?})", cx.client.peer));
                 }
                 out.push(ServerOutput::Reset { flow });
             }
@@ -431,9 +431,9 @@ impl H2Client {
                     let flow = FlowId(stream);
                     if self.flows.remove(&flow).is_some() {
                         let message = if remote {
-                            format!("the server reset the stream ({reason})")
+                            format!("the server reset the stream ({reason:?})")
                         } else {
-                            format!("HTTP/2 stream failed ({reason})")
+                            format!("HTTP/2 stream failed ({reason:?})")
                         };
                         out.push(H2ClientOutput::StreamError { flow, message });
                     }

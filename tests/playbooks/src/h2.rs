@@ -1,0 +1,231 @@
+//! HTTP/2 peers for scenarios: a real HTTP/2 client or server (the `h2` crate, driven over
+//! memory as the core drives it) that a [`Pump`](crate::tls::Pump) connects to the core, and
+//! raw frames for peers that break the rules on purpose.
+
+use bytes::Bytes;
+use proxy_core::h2_engine::{Engine, H2Event, Settings, StreamKey};
+
+pub use h2::Reason;
+pub use http::{HeaderMap, Request, Response};
+
+/// A well-behaved HTTP/2 endpoint. Everything it was told is kept in `events`.
+pub struct H2Peer {
+    pub engine: Engine,
+    pub events: Vec<H2Event>,
+    /// A slow peer: bytes from the core wait, unread, so no window reopens.
+    pub holding: bool,
+    held: Vec<u8>,
+}
+
+impl H2Peer {
+    pub fn client() -> Self {
+        Self::with(Engine::client(&Settings::default()))
+    }
+
+    pub fn server() -> Self {
+        Self::with(Engine::server(&Settings::default()))
+    }
+
+    fn with(engine: Engine) -> Self {
+        Self { engine, events: Vec::new(), holding: false, held: Vec::new() }
+    }
+
+    pub(crate) fn deliver(&mut self, data: &[u8]) {
+        if self.holding {
+            self.held.extend_from_slice(data);
+            return;
+        }
+        self.engine.receive(data);
+        self.events.extend(self.engine.poll());
+    }
+
+    pub(crate) fn outgoing(&mut self) -> Vec<u8> {
+        self.events.extend(self.engine.poll());
+        self.engine.take_output().to_vec()
+    }
+
+    /// Read what waited (the peer catches up).
+    pub fn release(&mut self) {
+        self.holding = false;
+        let held = std::mem::take(&mut self.held);
+        self.deliver(&held);
+    }
+
+    /// Bytes from the core that wait unread.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// A GET for `url` on stream key `key` (client).
+    pub fn get(&mut self, key: StreamKey, url: &str) {
+        self.engine.open(key, Request::get(url).body(()).expect("request"), true);
+    }
+
+    /// A POST of `body` for `url` on `key`, ended with `trailers` if given (client).
+    pub fn post(&mut self, key: StreamKey, url: &str, body: &[u8], trailers: Option<HeaderMap>) {
+        self.engine.open(key, Request::post(url).body(()).expect("request"), false);
+        self.engine.send_data(key, Bytes::copy_from_slice(body));
+        self.engine.finish(key, trailers);
+    }
+
+    /// Answer `stream` with `status`, `body` and `trailers` (server).
+    pub fn respond(&mut self, stream: StreamKey, status: u16, body: &[u8], trailers: Option<HeaderMap>) {
+        let response = Response::builder().status(status).body(()).expect("response");
+        let end = body.is_empty() && trailers.is_none();
+        self.engine.respond(stream, response, end);
+        if !end {
+            self.engine.send_data(stream, Bytes::copy_from_slice(body));
+            self.engine.finish(stream, trailers);
+        }
+    }
+
+    /// The request heads received (server), in order: stream and head.
+    pub fn requests(&self) -> Vec<(StreamKey, http::request::Parts)> {
+        let heads = self.events.iter().filter_map(|e| match e {
+            H2Event::Request { stream, head, .. } => Some((*stream, clone_request(head))),
+            _ => None,
+        });
+        heads.collect()
+    }
+
+    /// The final response head on `stream` (client).
+    pub fn response(&self, stream: StreamKey) -> Option<&http::response::Parts> {
+        self.events.iter().find_map(|e| match e {
+            H2Event::Response { stream: s, head, .. } if *s == stream => Some(head),
+            _ => None,
+        })
+    }
+
+    /// The body received on `stream`, so far.
+    pub fn body(&self, stream: StreamKey) -> Vec<u8> {
+        let data = self.events.iter().filter_map(|e| match e {
+            H2Event::Data { stream: s, data } if *s == stream => Some(data.to_vec()),
+            _ => None,
+        });
+        data.flatten().collect()
+    }
+
+    /// Whether the message on `stream` ended, and with what trailers.
+    pub fn ended(&self, stream: StreamKey) -> Option<Option<HeaderMap>> {
+        self.events.iter().find_map(|e| match e {
+            H2Event::End { stream: s, trailers } if *s == stream => Some(trailers.clone()),
+            H2Event::Response { stream: s, end_stream: true, .. } if *s == stream => Some(None),
+            H2Event::Request { stream: s, end_stream: true, .. } if *s == stream => Some(None),
+            _ => None,
+        })
+    }
+
+    /// How `stream` was reset, if it was.
+    pub fn reset_reason(&self, stream: StreamKey) -> Option<Reason> {
+        self.events.iter().find_map(|e| match e {
+            H2Event::Reset { stream: s, reason, .. } if *s == stream => Some(*reason),
+            _ => None,
+        })
+    }
+
+    /// Whether the connection ended, and why.
+    pub fn closed(&self) -> Option<Option<String>> {
+        self.events.iter().find_map(|e| match e {
+            H2Event::Closed { error } => Some(error.clone()),
+            _ => None,
+        })
+    }
+}
+
+fn clone_request(head: &http::request::Parts) -> http::request::Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.headers_mut() = head.headers.clone();
+    request.into_parts().0
+}
+
+/// Trailers from `pairs`.
+pub fn trailers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, value.parse().expect("value"));
+    }
+    map
+}
+
+// Raw frames, for peers that misbehave.
+
+pub const DATA: u8 = 0x0;
+pub const HEADERS: u8 = 0x1;
+pub const RST_STREAM: u8 = 0x3;
+pub const SETTINGS: u8 = 0x4;
+pub const GOAWAY: u8 = 0x7;
+pub const CONTINUATION: u8 = 0x9;
+pub const END_STREAM: u8 = 0x1;
+pub const END_HEADERS: u8 = 0x4;
+
+/// The client preface and an empty SETTINGS frame.
+pub fn preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    out
+}
+
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend((stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK block for `GET http://{authority}{path}`, from the static table and literals.
+pub fn get_block(authority: &str, path: &str) -> Vec<u8> {
+    // :method GET, :scheme http (static indices 2 and 6).
+    let mut block = vec![0x82, 0x86];
+    // :path and :authority as literals without indexing, names from the static table.
+    for (index, value) in [(4u8, path), (1, authority)] {
+        block.push(index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+/// A RST_STREAM frame.
+pub fn rst(stream: u32, reason: Reason) -> Vec<u8> {
+    frame(RST_STREAM, 0, stream, &u32::from(reason).to_be_bytes())
+}
+
+/// A frame as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The error code of a RST_STREAM or GOAWAY.
+    pub fn error_code(&self) -> Option<Reason> {
+        let at = match self.kind {
+            RST_STREAM => 0,
+            GOAWAY => 4,
+            _ => return None,
+        };
+        let code = self.payload.get(at..at + 4)?;
+        Some(Reason::from(u32::from_be_bytes(code.try_into().ok()?)))
+    }
+}
+
+/// The frames in what a server sent (whole frames only).
+pub fn frames(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while bytes.len() >= 9 {
+        let len = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+        if bytes.len() < 9 + len {
+            break;
+        }
+        let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        out.push(Frame { kind: bytes[3], flags: bytes[4], stream, payload: bytes[9..9 + len].to_vec() });
+        bytes = &bytes[9 + len..];
+    }
+    out
+}

@@ -1,0 +1,330 @@
+//! HTTP/2 scenarios: the core between real HTTP/2 peers (or raw frames, for the abusive ones),
+//! every version pairing, hooks per stream, trailers, resets, flow control, abuse limits.
+
+use playbooks::h2::*;
+use playbooks::tls::{Origins, Peer, Pump};
+use proxy_core::{Config, ConnId, Hook, HookKind, HookReply, Http2Limits, Version};
+
+const S1: ConnId = ConnId(1);
+
+fn h2_origin() -> Origins {
+    Box::new(|_| Some(Peer::H2(Box::new(H2Peer::server()))))
+}
+
+fn h1_origin() -> Origins {
+    Box::new(|_| Some(Peer::Plain { received: Vec::new() }))
+}
+
+/// Plain upstreams speak HTTP/2 with prior knowledge.
+fn h2c_upstream() -> Config {
+    Config { upstream_h2c: true, ..Config::default() }
+}
+
+fn h2_client(config: Config, origins: Origins) -> Pump {
+    let mut pump = Pump::new(config, Peer::H2(Box::new(H2Peer::client())), origins);
+    pump.run();
+    pump
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The response hook's view of the versions on each side.
+fn versions(pump: &Pump) -> Vec<(Version, Version)> {
+    let seen = pump.hooks.iter().filter_map(|h| match h {
+        Hook::Response(flow) => Some((flow.request.version, flow.response.as_ref()?.version)),
+        _ => None,
+    });
+    seen.collect()
+}
+
+#[test]
+fn a_get_over_h2_on_both_sides() {
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().get(1, "http://a.test/x?y=1");
+    pump.client_sends(b"");
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 1, "logs: {:?}", pump.logs);
+    let (stream, head) = &requests[0];
+    assert_eq!(head.method, "GET");
+    assert_eq!(head.uri.to_string(), "http://a.test/x?y=1");
+    assert!(head.headers.get("host").is_none(), ":authority, not Host: {:?}", head.headers);
+    pump.server_h2(S1).respond(*stream, 200, b"hello", None);
+    pump.server_sends(S1, b"");
+    let client = pump.client_h2();
+    assert_eq!(client.response(1).map(|r| r.status.as_u16()), Some(200));
+    assert_eq!(client.body(1), b"hello");
+    assert_eq!(client.ended(1), Some(None));
+    assert_eq!(versions(&pump), vec![(Version::Http2, Version::Http2)]);
+}
+
+#[test]
+fn an_h2_client_to_an_http1_server() {
+    let mut pump = h2_client(Config::default(), h1_origin());
+    pump.client_h2().get(1, "http://a.test/x");
+    pump.client_sends(b"");
+    assert_eq!(text(pump.server(S1).received()), "GET /x HTTP/1.1\r\nhost: a.test\r\n\r\n");
+    pump.server_sends(S1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello");
+    let client = pump.client_h2();
+    let response = client.response(1).expect("a response");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["content-length"], "5");
+    assert!(response.headers.get("connection").is_none(), "connection-specific fields stay behind");
+    assert_eq!(client.body(1), b"hello");
+    assert_eq!(client.ended(1), Some(None));
+    assert_eq!(versions(&pump), vec![(Version::Http2, Version::Http11)]);
+}
+
+#[test]
+fn an_http1_client_to_an_h2_server_with_trailers() {
+    let mut pump = Pump::new(h2c_upstream(), Peer::Plain { received: Vec::new() }, h2_origin());
+    pump.run();
+    pump.client_sends(b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nConnection: keep-alive, TE\r\n\r\n");
+    let requests = pump.server_h2(S1).requests();
+    let (stream, head) = &requests[0];
+    assert_eq!(head.uri.to_string(), "http://a.test/x");
+    assert_eq!(head.headers.get("te").map(|v| v.to_str().unwrap()), Some("trailers"));
+    assert!(head.headers.get("connection").is_none() && head.headers.get("host").is_none());
+    pump.server_h2(S1).respond(*stream, 200, b"hello", Some(trailers(&[("grpc-status", "0")])));
+    pump.server_sends(S1, b"");
+    assert_eq!(
+        text(pump.client.received()),
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n"
+    );
+    assert_eq!(versions(&pump), vec![(Version::Http11, Version::Http2)]);
+}
+
+#[test]
+fn a_hook_pending_on_one_stream_does_not_stall_another() {
+    let hold_slow = |hook: &Hook| matches!(hook, Hook::RequestHeaders(flow) if flow.request.path == "/slow");
+    let mut pump = h2_client(h2c_upstream(), h2_origin()).holding(hold_slow);
+    pump.client_h2().get(1, "http://a.test/slow");
+    pump.client_h2().get(3, "http://a.test/fast");
+    pump.client_sends(b"");
+    assert_eq!(pump.held.len(), 1);
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.iter().map(|(_, h)| h.uri.path()).collect::<Vec<_>>(), ["/fast"]);
+    pump.server_h2(S1).respond(requests[0].0, 200, b"fast", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(3), b"fast");
+    assert!(pump.client_h2().response(1).is_none(), "the slow one still waits");
+
+    let (flow, kind) = pump.held[0];
+    assert_eq!(kind, HookKind::RequestHeaders);
+    pump.answer(flow, HookReply::Continue);
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 2, "the same connection carries the second stream");
+    pump.server_h2(S1).respond(requests[1].0, 200, b"slow", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(1), b"slow");
+    assert_eq!(pump.addrs.len(), 1, "one upstream connection");
+}
+
+#[test]
+fn trailers_both_ways() {
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().post(1, "http://a.test/up", b"payload", Some(trailers(&[("x-checksum", "abc")])));
+    pump.client_sends(b"");
+    let server = pump.server_h2(S1);
+    let (stream, _) = server.requests()[0];
+    assert_eq!(server.body(stream), b"payload");
+    assert_eq!(server.ended(stream).flatten().map(|t| t["x-checksum"].clone()), Some("abc".parse().unwrap()));
+    server.respond(stream, 200, b"\0\0\0\0\x02hi", Some(trailers(&[("grpc-status", "0"), ("grpc-message", "ok")])));
+    pump.server_sends(S1, b"");
+    let client = pump.client_h2();
+    assert_eq!(client.body(1), b"\0\0\0\0\x02hi");
+    let trailers = client.ended(1).flatten().expect("trailers");
+    assert_eq!((trailers["grpc-status"].to_str().unwrap(), trailers["grpc-message"].to_str().unwrap()), ("0", "ok"));
+}
+
+#[test]
+fn a_client_reset_cancels_the_upstream_stream_only() {
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().get(1, "http://a.test/a");
+    pump.client_sends(b"");
+    let (stream, _) = pump.server_h2(S1).requests()[0];
+    pump.client_h2().engine.reset(1, Reason::CANCEL);
+    pump.client_sends(b"");
+    assert_eq!(pump.server_h2(S1).reset_reason(stream), Some(Reason::CANCEL));
+    assert!(pump.hook_kinds().contains(&HookKind::Error));
+    // The connections live on.
+    pump.client_h2().get(3, "http://a.test/b");
+    pump.client_sends(b"");
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 2);
+    pump.server_h2(S1).respond(requests[1].0, 200, b"b", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(3), b"b");
+    assert!(pump.closed.is_empty(), "{:?}", pump.closed);
+}
+
+#[test]
+fn a_server_reset_before_the_response_is_a_502() {
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().get(1, "http://a.test/a");
+    pump.client_sends(b"");
+    let (stream, _) = pump.server_h2(S1).requests()[0];
+    pump.server_h2(S1).engine.reset(stream, Reason::REFUSED_STREAM);
+    pump.server_sends(S1, b"");
+    let client = pump.client_h2();
+    assert_eq!(client.response(1).map(|r| r.status.as_u16()), Some(502));
+    let body = text(&client.body(1));
+    assert!(body.contains("the server reset the stream (REFUSED_STREAM)"), "{body}");
+}
+
+#[test]
+fn a_server_reset_mid_body_resets_the_client_stream() {
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().get(1, "http://a.test/a");
+    pump.client_sends(b"");
+    let (stream, _) = pump.server_h2(S1).requests()[0];
+    let server = pump.server_h2(S1);
+    server.engine.respond(stream, Response::new(()), false);
+    server.engine.send_data(stream, bytes::Bytes::from_static(b"part"));
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(1), b"part");
+    pump.server_h2(S1).engine.reset(stream, Reason::INTERNAL_ERROR);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().reset_reason(1), Some(Reason::INTERNAL_ERROR));
+    assert!(pump.client_h2().closed().is_none(), "only the stream fails");
+}
+
+#[test]
+fn the_window_shuts_while_the_client_is_slow_and_reopens_when_it_reads() {
+    let limits = Http2Limits { stream_window: 65_535, connection_window: 65_535, ..Http2Limits::default() };
+    let config = Config { high_water: 16 * 1024, http2_limits: limits, ..h2c_upstream() };
+    let mut pump = h2_client(config, h2_origin());
+    pump.client_h2().get(1, "http://a.test/big");
+    pump.client_sends(b"");
+    let (stream, _) = pump.server_h2(S1).requests()[0];
+    pump.client_h2().holding = true;
+    let body: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    pump.server_h2(S1).respond(stream, 200, &body, None);
+    pump.server_sends(S1, b"");
+    // The client's window (64 KiB) is full. The proxy holds at most its own receive window
+    // towards the server, plus what one read of it may add past the high-water mark; the
+    // rest stays with the server.
+    let held = pump.client_h2().held();
+    assert!(held <= 70_000, "the client was sent {held} bytes past its window");
+    let in_proxy = 2 * 65_535 + 16 * 1024;
+    let backlog = pump.server_h2(S1).engine.backlog(stream);
+    assert!(backlog >= 1024 * 1024 - held - in_proxy, "the server still holds only {backlog}");
+    pump.client_h2().release();
+    pump.client_sends(b"");
+    for _ in 0..1000 {
+        if pump.client_h2().ended(1).is_some() {
+            break;
+        }
+        pump.server_sends(S1, b"");
+        pump.client_sends(b"");
+    }
+    assert_eq!(pump.client_h2().body(1), body, "every byte, in order");
+    assert_eq!(pump.server_h2(S1).engine.backlog(stream), 0);
+}
+
+/// Raw frames from a client that breaks the rules, and the frames the proxy answered with.
+fn raw_client(config: Config, origins: Origins) -> Pump {
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(&preface());
+    pump
+}
+
+fn goaway(pump: &Pump) -> Option<Reason> {
+    frames(pump.client.received()).iter().find(|f| f.kind == GOAWAY).and_then(Frame::error_code)
+}
+
+#[test]
+fn streams_over_the_concurrency_limit_are_refused() {
+    let limits = Http2Limits { max_concurrent_streams: 2, ..Http2Limits::default() };
+    let mut pump = raw_client(Config { http2_limits: limits, ..Config::default() }, h1_origin());
+    let mut burst = Vec::new();
+    for stream in [1, 3, 5] {
+        burst.extend(frame(HEADERS, END_HEADERS, stream, &get_block("a.test", "/")));
+    }
+    pump.client_sends(&burst);
+    let sent = frames(pump.client.received());
+    let refused: Vec<(u32, Option<Reason>)> =
+        sent.iter().filter(|f| f.kind == RST_STREAM).map(|f| (f.stream, f.error_code())).collect();
+    assert_eq!(refused, vec![(5, Some(Reason::REFUSED_STREAM))]);
+    assert_eq!(pump.addrs.len(), 2, "two streams went upstream");
+    assert!(!pump.closed.contains(&ConnId::CLIENT));
+}
+
+#[test]
+fn rapid_resets_close_the_connection_with_enhance_your_calm() {
+    let limits = Http2Limits { max_resets: 10, ..Http2Limits::default() };
+    let mut pump = raw_client(Config { http2_limits: limits, ..Config::default() }, h1_origin());
+    // One stream and its reset per read, so each reaches the proxy before it is reset.
+    for i in 0..12u32 {
+        let stream = 1 + 2 * i;
+        pump.client_sends(&frame(HEADERS, END_HEADERS | END_STREAM, stream, &get_block("a.test", "/")));
+        pump.client_sends(&rst(stream, Reason::CANCEL));
+    }
+    assert_eq!(goaway(&pump), Some(Reason::ENHANCE_YOUR_CALM), "logs: {:?}", pump.logs);
+    assert!(pump.closed.contains(&ConnId::CLIENT));
+    assert!(pump.logs.iter().any(|l| l.contains("reset more than 10 streams")), "{:?}", pump.logs);
+}
+
+#[test]
+fn streams_reset_before_they_are_seen_are_limited_too() {
+    let mut pump = raw_client(Config::default(), h1_origin());
+    let mut burst = Vec::new();
+    for i in 0..100u32 {
+        let stream = 1 + 2 * i;
+        burst.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &get_block("a.test", "/")));
+        burst.extend(rst(stream, Reason::CANCEL));
+    }
+    pump.client_sends(&burst);
+    assert_eq!(goaway(&pump), Some(Reason::ENHANCE_YOUR_CALM), "logs: {:?}", pump.logs);
+    assert!(pump.closed.contains(&ConnId::CLIENT));
+}
+
+#[test]
+fn a_continuation_flood_ends_the_connection() {
+    let limits = Http2Limits { max_header_list_size: 16 * 1024, ..Http2Limits::default() };
+    let mut pump = raw_client(Config { http2_limits: limits, ..Config::default() }, h1_origin());
+    pump.client_sends(&frame(HEADERS, 0, 1, &get_block("a.test", "/")));
+    // Field after field, never ending the header block.
+    let mut field = vec![0x00, 0x05];
+    field.extend_from_slice(b"x-pad");
+    field.push(0x7f);
+    field.push(0x81);
+    field.push(0x07);
+    field.extend(std::iter::repeat_n(b'a', 0x7f + 0x81 - 0x80 + 7 * 128));
+    for _ in 0..200 {
+        pump.client_sends(&frame(CONTINUATION, 0, 1, &field));
+        if pump.closed.contains(&ConnId::CLIENT) {
+            break;
+        }
+    }
+    assert_eq!(goaway(&pump), Some(Reason::ENHANCE_YOUR_CALM), "logs: {:?}", pump.logs);
+    assert!(pump.closed.contains(&ConnId::CLIENT));
+    assert!(pump.addrs.is_empty(), "nothing went upstream");
+}
+
+#[test]
+fn an_oversized_header_list_is_refused() {
+    let limits = Http2Limits { max_header_list_size: 4 * 1024, ..Http2Limits::default() };
+    let mut pump = raw_client(Config { http2_limits: limits, ..Config::default() }, h1_origin());
+    let mut block = get_block("a.test", "/");
+    for i in 0..10 {
+        block.push(0x00);
+        block.push(0x05);
+        block.extend_from_slice(format!("x-p{i:02}").as_bytes());
+        block.push(0x7f);
+        block.push(0x81);
+        block.push(0x07);
+        block.extend(std::iter::repeat_n(b'a', 1024));
+    }
+    pump.client_sends(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+    let sent = frames(pump.client.received());
+    // h2 answers 431 (Request Header Fields Too Large) and ends the stream.
+    let answer = sent.iter().find(|f| f.stream == 1 && f.kind == HEADERS).expect("an answer");
+    // `:status: 431`, the status Huffman-coded: 0x48 (`:status`, literal), 0x83 (3 octets).
+    assert_eq!(answer.payload, [0x48, 0x83, 0x69, 0x90, 0xff], "{answer:?}");
+    assert!(answer.flags & END_STREAM != 0);
+    assert_eq!(goaway(&pump), None, "the connection lives on");
+    assert!(pump.addrs.is_empty(), "nothing went upstream");
+}
