@@ -16,18 +16,23 @@
 //! let wake_at = conn.poll_timeout();
 //! ```
 //!
-//! Inside, layers stack as in mitmproxy: the proxy mode ([`Mode`]), then HTTP/1 towards the
-//! client, a version-agnostic HTTP stream per request/response pair, and HTTP/1 towards each
-//! server. A `CONNECT` is intercepted when [`Config::tls`] is set ([`tls`] tells how) and
-//! otherwise turns the client connection into a raw tunnel.
+//! Inside, layers stack as in mitmproxy: the proxy mode ([`Mode`]), then HTTP/1 or HTTP/2
+//! towards the client, a version-agnostic HTTP stream per request/response pair, and HTTP/1
+//! or HTTP/2 towards each server, whichever each peer speaks: any client version meets any
+//! server version. A `CONNECT` is intercepted when [`Config::tls`] is set ([`tls`] tells
+//! how) and otherwise turns the client connection into a raw tunnel.
 //!
-//! The one exception to "no randomness" is TLS: rustls draws random numbers for its
-//! handshakes from its crypto provider. Certificate minting, which needs them too, stays
-//! outside, behind [`tls::CertIssuer`].
+//! Two exceptions to purity, both inside libraries we chose for their track record: rustls
+//! draws random numbers for its handshakes from its crypto provider (certificate minting,
+//! which needs them too, stays outside, behind [`tls::CertIssuer`]); and the `h2` crate reads
+//! the clock to forget streams some time after resetting them (see the `layers::h2` module
+//! docs), which never changes what the core sends.
 //!
 //! Memory per connection is bounded: when output queued for one side passes
 //! [`Config::high_water`], the core emits [`Command::PauseReading`] for the others and resumes
-//! them on [`Event::WriteDrained`].
+//! them on [`Event::WriteDrained`]. HTTP/2 connections are never paused (they must stay
+//! readable for window updates); their streams' flow-control windows reopen only as fast as
+//! the destination takes the bytes ([`Http2Limits`]).
 
 mod command;
 mod config;
