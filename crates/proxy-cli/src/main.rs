@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Mode, Scheme, ServerAddr};
+use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr};
 use proxy_core::tls::{TlsFailure, TlsSide};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
@@ -137,6 +137,26 @@ struct Args {
     #[arg(long)]
     no_http2: bool,
 
+    /// HTTP/2: streams a peer may have open at once on one connection (more are refused with
+    /// REFUSED_STREAM).
+    #[arg(long, value_name = "N", default_value_t = Http2Limits::default().max_concurrent_streams)]
+    h2_max_streams: u32,
+
+    /// HTTP/2: largest header list accepted, in bytes (larger: 431; a CONTINUATION flood
+    /// past it closes the connection).
+    #[arg(long, value_name = "BYTES", default_value_t = Http2Limits::default().max_header_list_size)]
+    h2_max_header_list: u32,
+
+    /// HTTP/2: receive window per stream, in bytes: the most of one body held while its
+    /// destination is slow. The connection's window is four times this.
+    #[arg(long, value_name = "BYTES", default_value_t = Http2Limits::default().stream_window)]
+    h2_window: u32,
+
+    /// HTTP/2: streams a client may cancel per second before its connection is closed with
+    /// ENHANCE_YOUR_CALM (rapid reset).
+    #[arg(long, value_name = "N", default_value_t = Http2Limits::default().max_resets)]
+    h2_max_resets: u32,
+
     /// In reverse mode, clients speak TLS to the proxy. It presents a certificate for the name
     /// they ask for, minted by the CA (or the one given with --cert). Without it, clients
     /// speak plain HTTP whatever the upstream speaks.
@@ -250,6 +270,14 @@ impl Args {
             client_idle_timeout: self.client_idle_timeout,
             add_via: self.via,
             http2: !self.no_http2,
+            http2_limits: Http2Limits {
+                max_concurrent_streams: self.h2_max_streams,
+                max_header_list_size: self.h2_max_header_list,
+                stream_window: self.h2_window.max(65_535),
+                connection_window: self.h2_window.max(65_535).saturating_mul(4),
+                max_resets: self.h2_max_resets,
+                ..Http2Limits::default()
+            },
             upstream_h2c: self.reverse.as_ref().map_or(self.mode.1, |r| r.2),
             ..Config::default()
         }
@@ -571,6 +599,10 @@ mod tests {
         assert_eq!(args.max_connections, Some(4));
         let config = args.config();
         assert_eq!((config.max_head_bytes, config.max_buffered_body, config.high_water), (1000, 2000, 3000));
+        let args = Args::try_parse_from(["sansproxy", "--h2-max-streams", "7", "--h2-window", "131072", "--h2-max-resets", "3"]).unwrap();
+        let limits = args.config().http2_limits;
+        assert_eq!((limits.max_concurrent_streams, limits.stream_window, limits.connection_window, limits.max_resets), (7, 131072, 524288, 3));
+        assert!(!Args::try_parse_from(["sansproxy", "--no-http2"]).unwrap().config().http2);
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
         assert!(config.add_via);
