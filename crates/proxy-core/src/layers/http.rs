@@ -1010,6 +1010,9 @@ impl HttpLayer {
     /// routed to the streams, and what the streams sent goes out. First each stream's window
     /// is opened or held shut by whether its destination has room.
     fn drive_h2(&mut self, cx: &mut Context, now: Instant) {
+        if !matches!(self.client, ClientCodec::H2(_)) && !self.servers.iter().any(ServerConn::is_h2) {
+            return;
+        }
         // Events of one engine can only feed the others a bounded number of times over.
         for _ in 0..16 {
             let mut moved = false;
