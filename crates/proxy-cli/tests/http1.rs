@@ -81,9 +81,10 @@ fn flow_log_has_a_line_per_request() {
                 proxy.stdout_lines()
             )
         });
-    // CLIENT METHOD URL -> STATUS BYTESb DURATIONms
+    // CLIENT METHOD URL -> STATUS BYTESb DURATIONms (client VERSION, server VERSION)
     let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words.len(), 7, "flow line {line:?}");
+    assert_eq!(words.len(), 11, "flow line {line:?}");
+    assert_eq!(words[7..], ["(client", "HTTP/1.1,", "server", "HTTP/1.1)"], "flow line {line:?}");
     assert!(words[0].starts_with("127.0.0.1"), "client in {line:?}");
     assert_eq!(
         words[1..6],
