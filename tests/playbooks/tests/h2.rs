@@ -328,3 +328,26 @@ fn an_oversized_header_list_is_refused() {
     assert_eq!(goaway(&pump), None, "the connection lives on");
     assert!(pump.addrs.is_empty(), "nothing went upstream");
 }
+
+#[test]
+fn a_local_answer_before_the_upload_ends_still_lets_the_upload_finish() {
+    let config = h2c_upstream();
+    let mut pump = h2_client(config, h2_origin()).replies(|hook| match hook {
+        Hook::RequestHeaders(_) => HookReply::Respond(proxy_core::Response::text(403, "no uploads\n")),
+        _ => HookReply::Continue,
+    });
+    let body = vec![7u8; 300_000];
+    pump.client_h2().post(1, "http://a.test/up", &body, None);
+    for _ in 0..100 {
+        pump.client_sends(b"");
+        if pump.client_h2().engine.backlog(1) == 0 {
+            break;
+        }
+    }
+    let client = pump.client_h2();
+    assert_eq!(client.response(1).map(|r| r.status.as_u16()), Some(403));
+    assert_eq!(client.body(1), b"no uploads\n");
+    assert_eq!(client.engine.backlog(1), 0, "the proxy kept reading the body it does not need");
+    assert!(client.reset_reason(1).is_none());
+    assert!(pump.addrs.is_empty(), "no upstream");
+}

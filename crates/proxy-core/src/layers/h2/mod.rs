@@ -28,7 +28,7 @@
 
 pub(crate) mod engine;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -64,6 +64,10 @@ pub(crate) struct H2Server {
     engine: Engine,
     flows: BTreeMap<StreamKey, FlowId>,
     streams: BTreeMap<FlowId, StreamKey>,
+    /// Streams whose request is complete, and those whose response is: a stream is forgotten
+    /// once in both (a response may end before its request body does).
+    request_done: BTreeSet<StreamKey>,
+    response_done: BTreeSet<StreamKey>,
     /// Origin-form requests (every HTTP/2 request) go here, over this scheme, when the
     /// connection was made to one server (an intercepted `CONNECT`, reverse mode).
     default_target: Option<(Scheme, ServerAddr)>,
@@ -82,6 +86,8 @@ impl H2Server {
             engine: Engine::server(&settings(&config.http2_limits)),
             flows: BTreeMap::new(),
             streams: BTreeMap::new(),
+            request_done: BTreeSet::new(),
+            response_done: BTreeSet::new(),
             default_target,
             rewrite_host: matches!(config.mode, Mode::Reverse { .. }),
             add_via: config.add_via,
@@ -145,6 +151,9 @@ impl H2Server {
                     let flow = cx.next_flow_id();
                     self.flows.insert(stream, flow);
                     self.streams.insert(flow, stream);
+                    if end_stream {
+                        self.request_done.insert(stream);
+                    }
                     out.push(ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
                 }
                 Err((status, message)) => {
@@ -168,11 +177,13 @@ impl H2Server {
                 if let Some(&flow) = self.flows.get(&stream) {
                     let trailers = trailers.map(|t| from_h2_headers(&t));
                     out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
+                    self.request_done.insert(stream);
+                    self.forget_if_done(stream);
                 }
             }
             H2Event::Reset { stream, reason, remote } => {
-                let Some(flow) = self.flows.remove(&stream) else { return };
-                self.streams.remove(&flow);
+                let Some(&flow) = self.flows.get(&stream) else { return };
+                self.forget(stream);
                 if remote {
                     cx.log(LogLevel::Debug, format!("client {} reset stream {stream} ({reason:?})", cx.client.peer));
                     self.count_reset(cx, now);
@@ -189,6 +200,8 @@ impl H2Server {
                     out.push(ServerOutput::Reset { flow });
                 }
                 self.streams.clear();
+                self.request_done.clear();
+                self.response_done.clear();
             }
             H2Event::Interim { .. } | H2Event::Response { .. } => {}
         }
@@ -299,17 +312,31 @@ impl H2Server {
         }
     }
 
-    /// Our response on `stream` is complete: the flow is no longer ours to route.
+    /// Our response on `stream` is complete. The rest of its request body, if any, is still
+    /// read (and its window kept open) until it ends.
     fn done(&mut self, stream: StreamKey) {
+        self.response_done.insert(stream);
+        self.forget_if_done(stream);
+    }
+
+    fn forget_if_done(&mut self, stream: StreamKey) {
+        if self.request_done.contains(&stream) && self.response_done.contains(&stream) {
+            self.forget(stream);
+        }
+    }
+
+    fn forget(&mut self, stream: StreamKey) {
         if let Some(flow) = self.flows.remove(&stream) {
             self.streams.remove(&flow);
         }
+        self.request_done.remove(&stream);
+        self.response_done.remove(&stream);
     }
 
     /// Abandon `flow`'s stream (its response failed after it had started, or a hook killed it).
     pub(crate) fn reset(&mut self, flow: FlowId, reason: Reason) {
-        if let Some(stream) = self.streams.remove(&flow) {
-            self.flows.remove(&stream);
+        if let Some(&stream) = self.streams.get(&flow) {
+            self.forget(stream);
             self.engine.reset(stream, reason);
         }
     }
