@@ -1,6 +1,6 @@
 //! Helpers for sansproxy's end-to-end tests: the proxy launcher, an origin server (plain or
-//! TLS) with a throwaway PKI, a `git http-backend` origin, a raw HTTP/1.1 client, and runners
-//! for curl and python3. Everything binds 127.0.0.1:0, every
+//! TLS) with a throwaway PKI, an HTTP/2 origin and client, a `git http-backend` origin, a raw
+//! HTTP/1.1 client, and runners for curl and python3. Everything binds 127.0.0.1:0, every
 //! wait is bounded, and every child process is killed by its guard.
 //!
 //! Each test binary includes this module with `mod support;` and uses part of it.
@@ -8,6 +8,8 @@
 
 pub mod checks;
 pub mod git;
+pub mod h2client;
+pub mod h2origin;
 pub mod origin;
 pub mod pattern;
 pub mod pki;
@@ -15,6 +17,7 @@ pub mod process;
 pub mod wire;
 
 pub use checks::Via;
+pub use h2origin::H2Origin;
 pub use origin::{unused_port, Origin, TcpServer, HELLO};
 pub use pattern::{fnv1a64, pattern, sink_reply, PatternCheck};
 pub use pki::Pki;

@@ -86,6 +86,8 @@ pub struct Transfer {
     pub connect_status: u16,
     /// `%{time_total}`.
     pub total: Duration,
+    /// `%{http_version}`: `1.1`, `2`, or `0` when no response came.
+    pub version: String,
 }
 
 #[derive(Debug)]
@@ -386,7 +388,7 @@ impl Curl {
     pub fn run_streaming(self, mut f: impl FnMut(&[u8])) -> CurlOutput {
         let format = format!(
             "%{{stderr}}\n{CURL_MARK}status=%{{http_code}} connects=%{{num_connects}} \
-             connect=%{{http_connect}} total=%{{time_total}}@@\n"
+             connect=%{{http_connect}} total=%{{time_total}} version=%{{http_version}}@@\n"
         );
         let mut cmd = Command::new("curl");
         cmd.args(["-q", "-sS", "--max-time"])
@@ -709,6 +711,7 @@ fn parse_curl_stderr(stderr: &str) -> (Vec<Transfer>, String) {
             connects: 0,
             connect_status: 0,
             total: Duration::ZERO,
+            version: String::new(),
         };
         for kv in fields.split_whitespace() {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -717,6 +720,7 @@ fn parse_curl_stderr(stderr: &str) -> (Vec<Transfer>, String) {
                 "connects" => t.connects = v.parse().unwrap_or(0),
                 "connect" => t.connect_status = v.parse().unwrap_or(0),
                 "total" => t.total = Duration::from_secs_f64(v.parse().unwrap_or(0.0)),
+                "version" => t.version = v.to_owned(),
                 _ => {}
             }
         }
