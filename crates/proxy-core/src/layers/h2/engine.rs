@@ -435,13 +435,31 @@ impl Engine {
                     }
                     return match Pin::new(conn.as_mut()).poll(task) {
                         Poll::Ready(result) => {
-                            self.close(result.err().map(|e| describe(&e)));
+                            let error = result.err().map(|e| describe(&e));
+                            self.drain_streams(task);
+                            self.close(error);
                             true
                         }
                         Poll::Pending => moved,
                     };
                 }
                 Conn::Done => return moved,
+            }
+        }
+    }
+
+    /// Hand out what the streams hold, read or not, as the connection ends: h2 may end it
+    /// in the very poll that read the peer's last frames (a response completed just before
+    /// the server's GOAWAY takes effect), and those frames are in the streams, not yet in
+    /// events. At most one window per stream, which h2 holds already.
+    fn drain_streams(&mut self, task: &mut TaskContext<'_>) {
+        for s in self.streams.values_mut() {
+            s.reading = true;
+        }
+        // Each round takes every stream at least one step; an interim response takes one.
+        for _ in 0..16 {
+            if !self.poll_streams(task) {
+                break;
             }
         }
     }
@@ -740,5 +758,28 @@ mod tests {
         let len: usize = seen.iter().map(|e| match e { H2Event::Data { data, .. } => data.len(), _ => 0 }).sum();
         assert_eq!(len, 300_000);
         assert_eq!(server.backlog(stream), 0);
+    }
+
+    /// A server's graceful GOAWAY lets the stream in progress finish, and h2 ends the client
+    /// connection in the same poll that reads the last response: the response must still be
+    /// handed out, not reset with the connection.
+    #[test]
+    fn a_response_completed_by_the_last_frames_before_goaway_is_delivered() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        client.open(1, http::Request::get("https://a.test/slow").body(()).unwrap(), true);
+        let (seen, _) = pump(&mut client, &mut server);
+        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+        server.shutdown(None);
+        let (_, seen) = pump(&mut client, &mut server);
+        assert!(seen.is_empty(), "the stream in progress survives the GOAWAY: {seen:?}");
+
+        server.respond(stream, http::Response::new(()), false);
+        server.send_data(stream, Bytes::from_static(b"done"));
+        server.finish(stream, None);
+        let (_, seen) = pump(&mut client, &mut server);
+        assert!(matches!(&seen[0], H2Event::Response { stream: 1, head, .. } if head.status == 200), "{seen:?}");
+        assert!(matches!(&seen[1], H2Event::Data { stream: 1, data } if data == "done"), "{seen:?}");
+        assert!(matches!(&seen[2], H2Event::End { stream: 1, trailers: None }), "{seen:?}");
+        assert!(matches!(&seen[3..], [H2Event::Closed { error: None }]), "{seen:?}");
     }
 }
