@@ -174,6 +174,10 @@ impl Stream {
     }
 }
 
+/// Streams a client assumes a server allows until the server's SETTINGS say otherwise:
+/// RFC 9113 section 6.5.2 recommends that servers allow no fewer.
+const ASSUMED_MAX_STREAMS: usize = 100;
+
 /// An HTTP/2 connection, either side, driven by hand. See the module docs.
 pub struct Engine {
     io: Io,
@@ -181,7 +185,28 @@ pub struct Engine {
     streams: BTreeMap<StreamKey, Stream>,
     /// Requests waiting for the server to allow another stream (client role).
     opening: VecDeque<(StreamKey, http::Request<()>, bool)>,
+    /// Streams opened so far (client role).
+    opened: usize,
+    /// How far the server's SETTINGS have come (client role).
+    peer_settings: PeerSettings,
     events: Vec<H2Event>,
+}
+
+/// The server's SETTINGS frame, the first it sends. Until h2 has applied it, the server's
+/// stream limit is unknown (HTTP/2 starts without one), and a client that opened many
+/// streams at once would have those past the limit refused (REFUSED_STREAM). So the engine
+/// opens one stream first and the rest once the limit is known; it follows the frame's bytes
+/// to know when, as h2 does not say.
+#[derive(Debug, PartialEq)]
+enum PeerSettings {
+    /// The first frame's 9-byte header, as far as it has come.
+    Header(Vec<u8>),
+    /// Payload bytes of the first frame still to come.
+    Payload(usize),
+    /// Received whole; h2 applies it when it next reads.
+    Received,
+    /// Applied; or not awaited (server role).
+    Applied,
 }
 
 impl Engine {
@@ -216,17 +241,55 @@ impl Engine {
             .max_send_buffer_size(settings.stream_window as usize);
         let handshake: ClientHandshake = Box::pin(builder.handshake(io.clone()));
         let mut engine = Self::with(io, Conn::ClientHandshake(handshake));
+        engine.peer_settings = PeerSettings::Header(Vec::with_capacity(9));
         engine.poll();
         engine
     }
 
     fn with(io: Io, conn: Conn) -> Self {
-        Self { io, conn, streams: BTreeMap::new(), opening: VecDeque::new(), events: Vec::new() }
+        Self {
+            io,
+            conn,
+            streams: BTreeMap::new(),
+            opening: VecDeque::new(),
+            opened: 0,
+            peer_settings: PeerSettings::Applied,
+            events: Vec::new(),
+        }
     }
 
     /// Bytes from the peer.
     pub fn receive(&mut self, data: &[u8]) {
+        self.follow_peer_settings(data);
         self.io.lock().input.extend_from_slice(data);
+    }
+
+    /// Follow the server's first frame (its SETTINGS) through `data`, the next bytes from it.
+    fn follow_peer_settings(&mut self, mut data: &[u8]) {
+        loop {
+            match &mut self.peer_settings {
+                PeerSettings::Header(header) => {
+                    let n = (9 - header.len()).min(data.len());
+                    header.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if header.len() < 9 {
+                        return;
+                    }
+                    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+                    self.peer_settings = PeerSettings::Payload(len);
+                }
+                PeerSettings::Payload(left) => {
+                    let n = (*left).min(data.len());
+                    *left -= n;
+                    data = &data[n..];
+                    if *left > 0 {
+                        return;
+                    }
+                    self.peer_settings = PeerSettings::Received;
+                }
+                PeerSettings::Received | PeerSettings::Applied => return,
+            }
+        }
     }
 
     /// The peer will send nothing more.
@@ -251,8 +314,10 @@ impl Engine {
     /// Whether another request may be opened on this connection without waiting.
     pub fn has_room(&self) -> bool {
         match &self.conn {
-            Conn::Client { requests, .. } => self.active_streams() < requests.current_max_send_streams(),
-            Conn::ClientHandshake(_) => self.active_streams() < 100,
+            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
+                self.active_streams() < requests.current_max_send_streams()
+            }
+            Conn::Client { .. } | Conn::ClientHandshake(_) => self.active_streams() < ASSUMED_MAX_STREAMS,
             _ => false,
         }
     }
@@ -410,8 +475,12 @@ impl Engine {
                     Poll::Pending => return moved,
                 },
                 Conn::Client { conn, requests } => {
-                    // Open what waits, as far as the server's stream limit allows.
+                    // Open what waits, as far as the server's stream limit allows; until that
+                    // limit is known, one stream (see `PeerSettings`).
                     while let Some((key, ..)) = self.opening.front() {
+                        if self.opened > 0 && self.peer_settings != PeerSettings::Applied {
+                            break;
+                        }
                         let key = *key;
                         match requests.poll_ready(task) {
                             Poll::Ready(Ok(())) => {}
@@ -419,6 +488,7 @@ impl Engine {
                         }
                         let Some((_, request, end_stream)) = self.opening.pop_front() else { break };
                         moved = true;
+                        self.opened += 1;
                         match requests.send_request(request, end_stream) {
                             Ok((response, send)) => {
                                 if let Some(s) = self.streams.get_mut(&key) {
@@ -438,6 +508,12 @@ impl Engine {
                             let error = result.err().map(|e| describe(&e));
                             self.drain_streams(task);
                             self.close(error);
+                            true
+                        }
+                        Poll::Pending if self.peer_settings == PeerSettings::Received && self.io.lock().input.is_empty() => {
+                            // h2 has read the server's SETTINGS: the streams that waited may
+                            // open, within its limit.
+                            self.peer_settings = PeerSettings::Applied;
                             true
                         }
                         Poll::Pending => moved,
@@ -781,5 +857,38 @@ mod tests {
         assert!(matches!(&seen[1], H2Event::Data { stream: 1, data } if data == "done"), "{seen:?}");
         assert!(matches!(&seen[2], H2Event::End { stream: 1, trailers: None }), "{seen:?}");
         assert!(matches!(&seen[3..], [H2Event::Closed { error: None }]), "{seen:?}");
+    }
+
+    /// Requests opened at once on a new connection, before the server's SETTINGS arrive,
+    /// must not exceed a stream limit the server is about to announce: the excess would be
+    /// refused (REFUSED_STREAM) rather than wait.
+    #[test]
+    fn requests_before_the_servers_settings_wait_for_its_stream_limit() {
+        let limited = Settings { max_concurrent_streams: 5, ..settings() };
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&limited));
+        for key in 1..=20 {
+            client.open(key, http::Request::get("https://a.test/").body(()).unwrap(), true);
+        }
+        let mut answered = Vec::new();
+        for _ in 0..20 {
+            let (seen, from_server) = pump(&mut client, &mut server);
+            for event in from_server {
+                match event {
+                    H2Event::Response { stream, .. } => answered.push(stream),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let requests: Vec<StreamKey> =
+                seen.iter().filter_map(|e| if let H2Event::Request { stream, .. } = e { Some(*stream) } else { None }).collect();
+            assert!(requests.len() <= 5, "{} streams at once", requests.len());
+            for stream in requests {
+                server.respond(stream, http::Response::new(()), true);
+            }
+            if answered.len() == 20 {
+                break;
+            }
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, (1..=20).collect::<Vec<_>>());
     }
 }
