@@ -283,9 +283,110 @@ fn h2_client_h1_server() {
     let fields = echoed_headers(&out.text());
     assert_eq!(echoed(&fields, "host"), [origin.authority()], "{out}");
     assert_eq!(echoed(&fields, "x-sansproxy-test"), ["abc"], "{out}");
+
+    // HEAD: the length of the body not sent.
+    let out = curl_h2(&proxy).args(["-I", &origin.url("/hello")]).run();
+    out.assert_success();
+    assert!(out.text().contains("\r\n\r\nHTTP/2 200 \r\n"), "{out}");
+    assert!(
+        out.text()
+            .to_ascii_lowercase()
+            .contains("content-length: 12\r\n"),
+        "{out}"
+    );
+
+    // A body of unknown length (DATA frames, no content-length) goes chunked to HTTP/1.1.
+    let n: u64 = 3 << 20;
+    let out = curl_h2(&proxy)
+        .args(["-T", "-", "-X", "POST", &origin.url("/sink")])
+        .stdin(move |pipe| {
+            let mut at = 0;
+            while at < n {
+                let piece = support::pattern::pattern_piece(at, 65536.min((n - at) as usize));
+                std::io::Write::write_all(pipe, piece)?;
+                at += piece.len() as u64;
+            }
+            Ok(())
+        })
+        .run();
+    out.assert_success();
+    assert_eq!(
+        out.text(),
+        sink_reply(n, fnv1a64(&pattern(0, n as usize))),
+        "{out}"
+    );
     assert_eq!(
         origin.requests(),
-        ["GET /hello", "POST /echo", "GET /headers"]
+        [
+            "GET /hello",
+            "POST /echo",
+            "GET /headers",
+            "HEAD /hello",
+            "POST /sink"
+        ]
+    );
+}
+
+/// A 20 KB header field: HEADERS plus CONTINUATION frames on the HTTP/2 side, one long line
+/// on the HTTP/1.1 side, in both directions of translation.
+#[test]
+fn big_header_fields_cross_versions() {
+    let pki = Pki::new();
+    let h2 = h2_tls_origin(&pki);
+    let h1 = Origin::start_tls(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    let value: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let header = format!("X-Big: {value}");
+    for (url, version) in [
+        (h1.url("/headers"), "--http2"),
+        (h2.url("/headers"), "--http1.1"),
+        (h2.url("/headers"), "--http2"),
+    ] {
+        let out = Via::ProxyTls(&proxy)
+            .curl()
+            .args([version, "-H", &header, &url])
+            .run();
+        out.assert_success();
+        let fields = echoed_headers(&out.text());
+        assert_eq!(
+            echoed(&fields, "x-big"),
+            [value.as_str()],
+            "{version} to {url}: {}",
+            out.text().len()
+        );
+    }
+}
+
+/// `Expect: 100-continue` from an HTTP/1.1 client to an HTTP/2 origin (which never sends
+/// 100): the body goes well before curl's 1 s expect timeout would have sent it unasked.
+#[test]
+fn expect_continue_h1_client_h2_server() {
+    let pki = Pki::new();
+    let origin = h2_tls_origin(&pki);
+    let proxy = intercepting(&pki, &[]);
+    let len = 300_000;
+    let (file, _) = TempFile::with_pattern("expect-h2", len as u64);
+    let out = Via::ProxyTls(&proxy)
+        .curl()
+        .args([
+            "--http1.1",
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "1",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.path().display()))
+        .arg(origin.url("/echo"))
+        .run();
+    out.assert_success();
+    assert!(out.body == pattern(0, len), "echo differs: {out}");
+    let total = out.transfer().total;
+    assert!(
+        total < Duration::from_millis(900),
+        "took {total:?}: no 100 Continue came through"
     );
 }
 

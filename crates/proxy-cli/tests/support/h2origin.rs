@@ -18,6 +18,8 @@
 //!   (`before`), or after the head and 1000 body bytes (`after`).
 //! - `GET /slow?ms=N`: `hello world\n` after N milliseconds.
 //!
+//! A request with `expect: 100-continue` gets a `100` response first.
+//!
 //! Every request is logged as `"METHOD PATH"` ([`H2Origin::requests`]), every stream that
 //! failed while being served as `"METHOD PATH: ERROR"` ([`H2Origin::failures`]); accepted
 //! TCP connections and `/big` bytes sent are counted. [`H2Origin::kick`] drops or shuts down
@@ -313,6 +315,16 @@ async fn handle(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(format!("{method} {path}"));
+    // As an HTTP/1.1 server would, say 100 before reading a body the client holds back.
+    let expects = head
+        .headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        let mut interim = Response::new(());
+        *interim.status_mut() = StatusCode::CONTINUE;
+        respond.send_informational(interim)?;
+    }
     let arg = |name: &str| {
         query
             .split('&')
