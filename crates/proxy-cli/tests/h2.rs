@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::Method;
 use support::h2client::{runtime, H2Conn, Reply};
 use support::h2origin::{grpc_message, Kick, RESET_AFTER, TRAILER, TRAILERS_BODY};
+use support::pattern::{pattern_piece, PIECE};
 use support::process::run_bounded;
 use support::*;
 
@@ -542,6 +543,45 @@ fn h2_echo_5_mib_and_parallel_streams() {
     );
 }
 
+/// HTTP/1.1 carries one request at a time: concurrent streams to an HTTP/1.1 origin need
+/// connections of their own, not a queue behind one.
+#[test]
+fn concurrent_h2_streams_to_an_h1_origin_do_not_wait_for_each_other() {
+    let pki = Pki::new();
+    let origin = Origin::start_tls(&pki.valid);
+    let proxy = intercepting(&pki, &["-q"]);
+    let started = Instant::now();
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &origin.authority(), &proxy.ca_cert())
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let streams = (*conn).clone();
+            tasks.spawn(async move {
+                let reply = streams
+                    .get("/chunked-slow")
+                    .await
+                    .unwrap_or_else(|e| panic!("stream {i}: {e:?}"));
+                assert_eq!(reply.status, 200, "stream {i}");
+                assert_eq!(reply.text(), slow_chunks_body(), "stream {i}");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a stream task");
+        }
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "10 concurrent 400 ms responses from an HTTP/1.1 origin: {took:.2?}, {} origin connections",
+        origin.connections()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: the streams were served one after another"
+    );
+}
+
 #[test]
 fn reverse_h2c_prior_knowledge() {
     let origin = H2Origin::start_h2c();
@@ -716,6 +756,62 @@ fn stalled_h2_client_stops_the_h2_origin() {
             assert!(Instant::now() < deadline, "the rest took over 30 s");
         }
         assert_eq!((check.len(), check.mismatch()), (N, None));
+    });
+}
+
+#[test]
+fn stalled_h2_origin_stops_the_h2_client_upload() {
+    const N: u64 = 20 << 20;
+    let pki = Pki::new();
+    let origin = h2_tls_origin(&pki);
+    let proxy = intercepting(&pki, &[]);
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &origin.authority(), &proxy.ca_cert())
+            .await
+            .unwrap();
+        // The origin reads nothing for the first second.
+        let (response, mut send) = conn.start_post("/sink?delay_ms=1000").await.unwrap();
+        let started = Instant::now();
+        let (mut sent, mut in_stall) = (0u64, None);
+        while sent < N {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "upload stuck at {sent}"
+            );
+            if in_stall.is_none() && started.elapsed() >= Duration::from_millis(800) {
+                in_stall = Some(sent);
+            }
+            send.reserve_capacity(PIECE.min((N - sent) as usize));
+            let capacity = std::future::poll_fn(|cx| send.poll_capacity(cx));
+            let room = match tokio::time::timeout(Duration::from_millis(100), capacity).await {
+                Ok(Some(Ok(room))) => room.min(PIECE).min((N - sent) as usize),
+                Ok(Some(Err(e))) => panic!("upload failed after {sent} bytes: {e}"),
+                Ok(None) => panic!("upload stream closed after {sent} bytes"),
+                Err(_) => 0, // no window for a while
+            };
+            if room > 0 {
+                let end = sent + room as u64 == N;
+                send.send_data(Bytes::from_static(pattern_piece(sent, room)), end)
+                    .unwrap();
+                sent += room as u64;
+            }
+        }
+        let in_stall = in_stall.unwrap_or(N);
+        eprintln!(
+            "an origin reading nothing: the h2 client could send {in_stall} of {N} bytes in 800 ms"
+        );
+        assert!(
+            in_stall < 8 << 20,
+            "the proxy took {in_stall} bytes for an origin that read none"
+        );
+        let (head, mut body) = response.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        let mut text = Vec::new();
+        while let Some(data) = body.data().await {
+            text.extend_from_slice(&data.unwrap());
+        }
+        let hash = fnv1a64(&pattern(0, N as usize));
+        assert_eq!(String::from_utf8_lossy(&text), sink_reply(N, hash));
     });
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use h2::client::SendRequest;
-use h2::{Reason, RecvStream};
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, Method, Request};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -285,6 +285,18 @@ impl Streams {
         let (response, _) = send.send_request(request, true)?;
         let (head, recv) = within("the response head", response).await??.into_parts();
         Ok((head.status.as_u16(), recv))
+    }
+
+    /// Sends the head of `POST path` and returns the response to come and the body stream,
+    /// for a test that sends the body at its own pace.
+    pub async fn start_post(
+        &self,
+        path: &str,
+    ) -> Result<(ResponseFuture, SendStream<Bytes>), Failure> {
+        let uri = format!("{}://{}{path}", self.scheme, self.authority);
+        let request = Request::post(uri).body(()).expect("a valid request");
+        let mut send = within("room for a stream", self.send.clone().ready()).await??;
+        Ok(send.send_request(request, false)?)
     }
 
     pub async fn get(&self, path: &str) -> Result<Reply, Failure> {

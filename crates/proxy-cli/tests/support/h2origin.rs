@@ -8,7 +8,8 @@
 //! - `POST /echo`: the request body back, with `content-length`.
 //! - `GET /big?n=N`: N bytes of [`pattern`](super::pattern), sent as the client's window
 //!   allows (`reserve_capacity`/`poll_capacity`), never more than 64 KiB queued.
-//! - `POST /sink`: `"LEN HASH\n"`, the body's length and FNV-1a 64 hash.
+//! - `POST /sink`: `"LEN HASH\n"`, the body's length and FNV-1a 64 hash; with
+//!   `?delay_ms=N`, it starts reading the body only after N milliseconds.
 //! - `GET /grpc-stream`: `content-type: application/grpc`, five length-prefixed messages
 //!   ([`grpc_message`]) 100 ms apart, then the trailers `grpc-status: 0`, `grpc-message: ok`.
 //! - `GET /trailers`: [`TRAILERS_BODY`], then the trailer `x-checksum: 5ca1ab1e`.
@@ -382,6 +383,9 @@ async fn handle(
             }
         }
         ("POST", "/sink") => {
+            if let Some(ms) = arg("delay_ms").and_then(|ms| ms.parse().ok()) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             let (mut hash, mut len) = (Fnv64::new(), 0u64);
             while let Some(chunk) = body.data().await {
                 let chunk = chunk?;
