@@ -641,6 +641,23 @@ fn reverse_h2c_prior_knowledge() {
         origin.requests(),
         ["GET /hello", "POST /echo", "GET /headers", "GET /hello"]
     );
+
+    // Keep-alive on both sides: five requests on one client connection, carried by one
+    // upstream HTTP/2 connection.
+    let before = origin.connections();
+    let hello = url("/hello");
+    let out = Curl::new()
+        .args(["--http1.1", &hello, &hello, &hello, &hello, &hello])
+        .run();
+    out.assert_success();
+    assert_eq!(out.text(), HELLO.repeat(5), "{out}");
+    let connects: Vec<_> = out.transfers.iter().map(|t| t.connects).collect();
+    assert_eq!(connects, [1, 0, 0, 0, 0], "{out}");
+    assert_eq!(
+        origin.connections() - before,
+        1,
+        "upstream connections for five requests"
+    );
 }
 
 #[test]
