@@ -189,6 +189,8 @@ pub struct Engine {
     opened: usize,
     /// How far the server's SETTINGS have come (client role).
     peer_settings: PeerSettings,
+    /// The server will take no more streams (client role).
+    refusing: bool,
     events: Vec<H2Event>,
 }
 
@@ -209,19 +211,27 @@ enum PeerSettings {
     Applied,
 }
 
+/// Apply `settings` to an h2 builder: the server's and the client's have the same methods
+/// but no common trait.
+macro_rules! configure {
+    ($builder:expr, $settings:expr) => {
+        $builder
+            .max_concurrent_streams($settings.max_concurrent_streams)
+            .max_header_list_size($settings.max_header_list_size)
+            .initial_window_size($settings.stream_window)
+            .initial_connection_window_size($settings.connection_window)
+            .max_pending_accept_reset_streams($settings.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some($settings.max_local_error_reset_streams))
+            .max_send_buffer_size($settings.stream_window as usize)
+    };
+}
+
 impl Engine {
     /// The server side of a connection whose client has sent, or will send, the preface.
     pub fn server(settings: &Settings) -> Self {
         let io = Io::default();
         let mut builder = server::Builder::new();
-        builder
-            .max_concurrent_streams(settings.max_concurrent_streams)
-            .max_header_list_size(settings.max_header_list_size)
-            .initial_window_size(settings.stream_window)
-            .initial_connection_window_size(settings.connection_window)
-            .max_pending_accept_reset_streams(settings.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
-            .max_send_buffer_size(settings.stream_window as usize);
+        configure!(builder, settings);
         let handshake = Box::pin(builder.handshake(io.clone()));
         Self::with(io, Conn::ServerHandshake(handshake))
     }
@@ -230,15 +240,7 @@ impl Engine {
     pub fn client(settings: &Settings) -> Self {
         let io = Io::default();
         let mut builder = client::Builder::new();
-        builder
-            .enable_push(false)
-            .max_concurrent_streams(settings.max_concurrent_streams)
-            .max_header_list_size(settings.max_header_list_size)
-            .initial_window_size(settings.stream_window)
-            .initial_connection_window_size(settings.connection_window)
-            .max_pending_accept_reset_streams(settings.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
-            .max_send_buffer_size(settings.stream_window as usize);
+        configure!(builder.enable_push(false), settings);
         let handshake: ClientHandshake = Box::pin(builder.handshake(io.clone()));
         let mut engine = Self::with(io, Conn::ClientHandshake(handshake));
         engine.peer_settings = PeerSettings::Header(Vec::with_capacity(9));
@@ -254,6 +256,7 @@ impl Engine {
             opening: VecDeque::new(),
             opened: 0,
             peer_settings: PeerSettings::Applied,
+            refusing: false,
             events: Vec::new(),
         }
     }
@@ -314,6 +317,7 @@ impl Engine {
     /// Whether another request may be opened on this connection without waiting.
     pub fn has_room(&self) -> bool {
         match &self.conn {
+            _ if self.refusing => false,
             Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
                 self.active_streams() < requests.current_max_send_streams()
             }
@@ -484,7 +488,19 @@ impl Engine {
                         let key = *key;
                         match requests.poll_ready(task) {
                             Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(_)) | Poll::Pending => break,
+                            Poll::Ready(Err(e)) => {
+                                // The server said GOAWAY (or the connection failed): nothing
+                                // more opens here; what waits fails now, not at a timeout.
+                                self.refusing = true;
+                                let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
+                                for (stream, ..) in std::mem::take(&mut self.opening) {
+                                    self.streams.remove(&stream);
+                                    self.events.push(H2Event::Reset { stream, reason, remote: true });
+                                }
+                                moved = true;
+                                break;
+                            }
+                            Poll::Pending => break,
                         }
                         let Some((_, request, end_stream)) = self.opening.pop_front() else { break };
                         moved = true;
