@@ -51,6 +51,12 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "120")]
     client_idle_timeout: Duration,
 
+    /// How long a client may take to send a whole request head, from its first byte; past
+    /// it the client gets 408 and is disconnected (slow-header clients hold a connection no
+    /// longer than this).
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "30")]
+    head_timeout: Duration,
+
     /// After the last response on a client connection, how long to keep reading (and
     /// dropping) what the client still sends before closing, so the response is not reset.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "2")]
@@ -231,6 +237,7 @@ impl Args {
             high_water: self.high_water,
             server_idle_timeout: self.server_idle_timeout,
             client_idle_timeout: self.client_idle_timeout,
+            head_timeout: self.head_timeout,
             add_via: self.via,
             ..Config::default()
         }
@@ -524,6 +531,7 @@ mod tests {
         assert_eq!(config.high_water, default.high_water);
         assert_eq!(config.server_idle_timeout, default.server_idle_timeout);
         assert_eq!(config.client_idle_timeout, default.client_idle_timeout);
+        assert_eq!(config.head_timeout, default.head_timeout);
         assert!(!config.add_via);
     }
 
@@ -532,7 +540,7 @@ mod tests {
         let args = Args::try_parse_from([
             "sansproxy", "--listen", "127.0.0.1:0", "-q", "--max-head-bytes", "1000",
             "--max-buffered-body", "2000", "--high-water", "3000", "--server-idle-timeout", "0.5",
-            "--client-idle-timeout", "7", "--connect-timeout", "1.25", "--shutdown-timeout", "0",
+            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--connect-timeout", "1.25", "--shutdown-timeout", "0",
             "--max-connections", "4", "--via",
         ])
         .unwrap();
@@ -545,6 +553,7 @@ mod tests {
         assert_eq!((config.max_head_bytes, config.max_buffered_body, config.high_water), (1000, 2000, 3000));
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
+        assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert!(config.add_via);
         assert_eq!(Printer { quiet: true, lines: FlowLog::start() }.hooks(), HookSet::NONE);
         let loud = Printer { quiet: false, lines: FlowLog::start() }.hooks();

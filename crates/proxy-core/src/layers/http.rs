@@ -312,10 +312,13 @@ impl HttpLayer {
             return self.client_deadline;
         }
         let servers = self.servers.iter().filter_map(|s| s.deadline);
-        servers.chain(self.client_deadline).min()
+        servers.chain(self.client_deadline).chain(self.client.poll_timeout()).min()
     }
 
     fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
+        let mut outputs = Vec::new();
+        self.client.handle_timeout(cx, now, &mut outputs);
+        self.handle_client_outputs(cx, now, outputs);
         if self.client_deadline.is_some_and(|d| d <= now) {
             self.client_deadline = None;
             if self.client.is_idle() && self.streams.is_empty() {
