@@ -229,6 +229,29 @@ fn server_closing_mid_body_closes_the_client() {
 }
 
 #[test]
+fn server_closing_mid_upload_fails_the_flow_once() {
+    // The 502 answers the request; the client leaving before the rest of its body is not a
+    // second failure of the same flow.
+    let message = "a.test:80: server closed the connection before the response was complete";
+    Playbook::new(with_hooks([HookKind::Error]))
+        .ignore_pauses()
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234")
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
+        .closed(S1)
+        .expect(hook(F1, HookKind::Error).inspect(move |f| {
+            assert_eq!(f.error, Some(FlowError { message: message.into(), status: Some(502) }));
+        }))
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(502, "Bad Gateway", message, true)))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
 fn server_closing_before_the_response_is_502() {
     Playbook::new(no_hooks())
         .recv(CLIENT, GET_A)
