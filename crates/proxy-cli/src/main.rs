@@ -79,7 +79,9 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "5")]
     shutdown_timeout: Duration,
 
-    /// Serve at most N client connections at once; more wait until one ends.
+    /// Serve at most N client connections at once. Clients beyond N are not refused: they
+    /// wait, connected but unread, in the listen backlog (1024, or the system's smaller
+    /// somaxconn) until one of the N ends.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
