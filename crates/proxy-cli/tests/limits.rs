@@ -81,7 +81,7 @@ fn clients_beyond_the_limit_wait_their_turn() {
 
 #[test]
 fn a_burst_far_beyond_the_limit_is_served_in_turns() {
-    raise_fd_limit(4 * BURST as u64 + 256);
+    raise_fd_limit(4 * BURST + 256);
     let origin = Origin::start();
     let max = MAX.to_string();
     let proxy = Proxy::start(&["-q", "--no-intercept", "--max-connections", &max]);

@@ -32,8 +32,8 @@ struct Slow {
 
 #[test]
 fn slow_head_clients_are_cut_off_and_starve_nobody() {
-    let limit = raise_fd_limit(2 * CLIENTS as u64 + 256);
-    let clients = CLIENTS.min((limit as usize).saturating_sub(256) / 2);
+    let limit = raise_fd_limit(2 * CLIENTS + 256);
+    let clients = CLIENTS.min(limit.saturating_sub(256) / 2);
     assert!(clients >= 200, "a descriptor limit of {limit} leaves room for {clients} slow clients");
 
     let origin = Origin::start();

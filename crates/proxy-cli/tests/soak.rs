@@ -285,7 +285,7 @@ fn run(port: u16, origin: &Arc<Origin>, per_conn: usize, aborts: bool) -> Tally 
 
 #[test]
 fn fifty_thousand_requests_with_aborts_leave_nothing_behind() {
-    raise_fd_limit(4 * CONNECTIONS as u64 + 256);
+    raise_fd_limit(4 * CONNECTIONS + 256);
     let origin = Arc::new(Origin::start());
     let proxy = Proxy::start_with_env(MALLOC_FIXED, &["-q", "--no-intercept"]);
     let pid = proxy.pid();

@@ -65,19 +65,20 @@ pub fn assert_fds_return(pid: u32, baseline: usize, limit: Duration) {
 
 /// Raises this process's soft limit on open descriptors to `want` (at most the hard limit);
 /// returns the soft limit in force afterwards.
-pub fn raise_fd_limit(want: u64) -> u64 {
+pub fn raise_fd_limit(want: usize) -> usize {
+    let want = libc::rlim_t::try_from(want).unwrap_or(libc::rlim_t::MAX);
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid rlimit for getrlimit to fill and setrlimit to read.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
-        if lim.rlim_cur < want as libc::rlim_t {
-            let raised = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(lim.rlim_max), rlim_max: lim.rlim_max };
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim = raised;
             }
         }
     }
-    lim.rlim_cur as u64
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }

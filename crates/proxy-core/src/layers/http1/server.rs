@@ -130,7 +130,7 @@ impl Http1Server {
     /// The clock reached `now`: a request head still incomplete past its deadline is answered
     /// 408, and the connection closes.
     pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
-        if self.finished || !self.head_deadline.is_some_and(|d| d <= now) {
+        if self.finished || self.head_deadline.is_none_or(|d| d > now) {
             return;
         }
         self.head_deadline = None;
