@@ -51,6 +51,12 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "120")]
     client_idle_timeout: Duration,
 
+    /// How long a client may take to send a whole request head, from its first byte; past
+    /// it the client gets 408 and is disconnected (slow-header clients hold a connection no
+    /// longer than this).
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "30")]
+    head_timeout: Duration,
+
     /// After the last response on a client connection, how long to keep reading (and
     /// dropping) what the client still sends before closing, so the response is not reset.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "2")]
@@ -73,7 +79,9 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "5")]
     shutdown_timeout: Duration,
 
-    /// Serve at most N client connections at once; more wait until one ends.
+    /// Serve at most N client connections at once. Clients beyond N are not refused: they
+    /// wait, connected but unread, in the listen backlog (1024, or the system's smaller
+    /// somaxconn) until one of the N ends.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
@@ -268,6 +276,7 @@ impl Args {
             high_water: self.high_water,
             server_idle_timeout: self.server_idle_timeout,
             client_idle_timeout: self.client_idle_timeout,
+            head_timeout: self.head_timeout,
             add_via: self.via,
             http2: !self.no_http2,
             http2_limits: Http2Limits {
@@ -580,6 +589,7 @@ mod tests {
         assert_eq!(config.high_water, default.high_water);
         assert_eq!(config.server_idle_timeout, default.server_idle_timeout);
         assert_eq!(config.client_idle_timeout, default.client_idle_timeout);
+        assert_eq!(config.head_timeout, default.head_timeout);
         assert!(!config.add_via);
     }
 
@@ -588,7 +598,7 @@ mod tests {
         let args = Args::try_parse_from([
             "sansproxy", "--listen", "127.0.0.1:0", "-q", "--max-head-bytes", "1000",
             "--max-buffered-body", "2000", "--high-water", "3000", "--server-idle-timeout", "0.5",
-            "--client-idle-timeout", "7", "--connect-timeout", "1.25", "--shutdown-timeout", "0",
+            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--connect-timeout", "1.25", "--shutdown-timeout", "0",
             "--max-connections", "4", "--via",
         ])
         .unwrap();
@@ -605,6 +615,7 @@ mod tests {
         assert!(!Args::try_parse_from(["sansproxy", "--no-http2"]).unwrap().config().http2);
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
+        assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert!(config.add_via);
         assert_eq!(Printer { quiet: true, lines: FlowLog::start() }.hooks(), HookSet::NONE);
         let loud = Printer { quiet: false, lines: FlowLog::start() }.hooks();

@@ -47,6 +47,11 @@ pub struct Config {
     pub server_idle_timeout: Duration,
     /// How long an idle keep-alive client connection is kept open between requests.
     pub client_idle_timeout: Duration,
+    /// How long a client may take to send a whole request head, counted from its first byte.
+    /// When it passes, the client gets 408 and the connection is closed: a client trickling
+    /// its headers (slowloris) holds a connection this long at most. A client that sends
+    /// nothing at all falls to `client_idle_timeout` instead.
+    pub head_timeout: Duration,
     /// After the proxy has sent its last response on a client connection, how long it keeps
     /// reading (and dropping) what the client still sends before closing for good.
     pub close_linger: Duration,
@@ -123,6 +128,7 @@ impl Default for Config {
             max_pipelined: 16,
             server_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(120),
+            head_timeout: Duration::from_secs(30),
             close_linger: Duration::from_secs(2),
             forward_min: None,
             add_via: false,

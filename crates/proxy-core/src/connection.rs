@@ -50,7 +50,11 @@ impl Connection {
                 }
             }
             Event::ConnectionClosed { conn } if self.cx.tls(conn).is_some_and(|t| t.peer_closed) => {
-                // Reported when the peer's close_notify arrived.
+                // Reported when the peer's close_notify arrived. A close after this one (a
+                // write failed: the peer is gone) is news.
+                if let Some(tls) = self.cx.tls_mut(conn) {
+                    tls.peer_closed = false;
+                }
             }
             Event::ConnectionClosed { conn } if self.cx.tls(conn).is_some_and(|t| t.is_handshaking()) => {
                 // A peer that hangs up mid-handshake (a client refusing our certificate often

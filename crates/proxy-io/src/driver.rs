@@ -7,6 +7,11 @@
 //! the socket does not take; a queue that empties is reported as [`Event::WriteDrained`], which
 //! is what lifts the core's backpressure. A paused socket is not polled for reading at all, so
 //! the kernel's receive window, not this task, absorbs the sender.
+//!
+//! A socket's end reaches the core as `ConnectionClosed`: once when the peer will send no
+//! more (EOF), twice when the peer is gone (a write or a read failed), which the core takes as
+//! "and writes fail too". Without the second, a client that left mid-download would have its
+//! response read from the server to the end, and dropped here.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -209,6 +214,10 @@ where
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(event);
         }
+        // The second close of a peer that is gone, owed since its first was fed.
+        if let Some(event) = self.socks.iter_mut().find_map(Sock::closed_event) {
+            return Poll::Ready(event);
+        }
         self.socks.retain(Sock::is_alive);
         if let Some(event) = self.socks.iter_mut().find_map(Sock::drained) {
             return Poll::Ready(event);
@@ -287,7 +296,15 @@ where
             let to = self.socks.iter().position(|s| s.id == f.to && !s.forgotten && s.is_alive());
             let (Some(from), Some(to)) = (from, to) else {
                 // One side was closed: the core knows, and the rest of the body has no reader.
-                self.forwards.swap_remove(i);
+                let f = self.forwards.swap_remove(i);
+                if let Some(from) = from {
+                    // Reading `from` is back to the usual path, and what the pipe held counts
+                    // as moved: it was taken from `from`, whose framing the core keeps track of.
+                    self.socks[from].forwarding = false;
+                    if f.pipe.len > 0 {
+                        return Some(Event::Forwarded { from: f.from, len: f.pipe.len as u64 });
+                    }
+                }
                 continue;
             };
             let mut moved = 0u64;
@@ -347,9 +364,14 @@ where
             let (from_id, done) = (f.from, f.pipe.len == 0 && (f.remaining == 0 || f.eof));
             let eof = f.eof;
             let removed = failed.is_some() || done;
+            if failed.as_ref().is_some_and(|(at, _)| *at == to) {
+                // As above: the destination is gone, the bytes were taken from the source.
+                moved += f.pipe.len as u64;
+            }
             if let Some((at, e)) = failed {
                 tracing::debug!(conn = self.socks[at].id.0, error = %e, "forwarding failed");
                 self.socks[at].kill();
+                self.socks[at].ended(End::Gone);
                 if let Some(event) = self.socks[at].closed_event() {
                     self.events.push_back(event);
                 }
@@ -360,6 +382,7 @@ where
                 if eof {
                     // The peer closed before the body was complete; the core makes it an error.
                     self.socks[from].read_done = true;
+                    self.socks[from].ended(End::Eof);
                     if let Some(event) = self.socks[from].closed_event() {
                         self.events.push_back(event);
                     }
@@ -475,8 +498,9 @@ struct Sock {
     bulk: bool,
     /// EOF or a read error was seen.
     read_done: bool,
-    /// `ConnectionClosed` was fed for it.
-    reported_closed: bool,
+    /// How far the peer has gone, and how much of that the core has been told.
+    end: End,
+    reported: End,
     /// Bytes were queued or written since the last `WriteDrained`.
     unreported: bool,
     /// Shut down the writing side once the queue is empty.
@@ -503,7 +527,8 @@ impl Sock {
             forwarding: false,
             bulk: false,
             read_done: false,
-            reported_closed: false,
+            end: End::Open,
+            reported: End::Open,
             unreported: false,
             shut_after_flush: false,
             write_shut: false,
@@ -555,6 +580,7 @@ impl Sock {
             Err(e) => {
                 tracing::debug!(conn = self.id.0, error = %e, "write failed");
                 self.kill();
+                self.ended(End::Gone);
                 self.closed_event()
             }
         }
@@ -614,11 +640,18 @@ impl Sock {
         }
     }
 
+    /// The peer's end, as far as it is known now.
+    fn ended(&mut self, end: End) {
+        self.end = self.end.max(end);
+    }
+
+    /// The next `ConnectionClosed` the core is owed for this socket, if any: one for an EOF,
+    /// two for a peer that is gone. Nothing once the core has closed the socket itself.
     fn closed_event(&mut self) -> Option<Event> {
-        if self.forgotten || self.reported_closed {
+        if self.forgotten || self.reported >= self.end {
             return None;
         }
-        self.reported_closed = true;
+        self.reported = if self.reported == End::Open { End::Eof } else { End::Gone };
         Some(Event::ConnectionClosed { conn: self.id })
     }
 
@@ -714,8 +747,12 @@ impl Sock {
     }
 
     fn read_ended(&mut self, error: Option<io::Error>) -> Option<Event> {
-        if let Some(e) = error {
-            tracing::debug!(conn = self.id.0, error = %e, "read failed");
+        match error {
+            Some(e) => {
+                tracing::debug!(conn = self.id.0, error = %e, "read failed");
+                self.ended(End::Gone);
+            }
+            None => self.ended(End::Eof),
         }
         self.read_done = true;
         if self.forgotten && !self.shut_after_flush {
@@ -724,6 +761,16 @@ impl Sock {
         }
         self.closed_event()
     }
+}
+
+/// How far a socket's peer has gone, in the order it can get there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum End {
+    Open,
+    /// It will send nothing more.
+    Eof,
+    /// It cannot be written to either.
+    Gone,
 }
 
 /// A single reusable `Sleep` for whichever deadline comes first.

@@ -18,6 +18,10 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections the kernel completes and queues before the proxy accepts them (capped by the
+/// system's `somaxconn`). This is where clients beyond [`Builder::max_connections`] wait;
+/// the usual 128 would leave a burst beyond it retrying its SYNs for seconds.
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// Configures and binds a [`Proxy`]. Made by [`Proxy::builder`].
 #[derive(Debug)]
@@ -86,8 +90,8 @@ impl<H: Handler> Builder<H> {
     }
 
     /// Serve at most `n` client connections at once (at least 1); beyond that, stop
-    /// accepting until one ends, leaving new clients in the listen backlog. Unlimited by
-    /// default.
+    /// accepting until one ends, leaving new clients in the listen backlog (1024, or the
+    /// system's smaller `somaxconn`), connected but unread. Unlimited by default.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n.max(1));
         self
@@ -95,7 +99,7 @@ impl<H: Handler> Builder<H> {
 
     /// Bind the listening socket.
     pub async fn build(self) -> io::Result<Proxy<H>> {
-        let listener = TcpListener::bind(self.listen).await?;
+        let listener = bind(self.listen)?;
         let local_addr = listener.local_addr()?;
         let mut config = self.config;
         config.hooks = self.handler.hooks();
@@ -235,6 +239,18 @@ impl<H: Handler> Proxy<H> {
         }
         tasks.shutdown().await;
     }
+}
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std and tokio do: a restarted proxy can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 fn accept<C>(stream: &TcpStream, peer: SocketAddr, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {

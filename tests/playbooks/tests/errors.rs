@@ -229,6 +229,29 @@ fn server_closing_mid_body_closes_the_client() {
 }
 
 #[test]
+fn server_closing_mid_upload_fails_the_flow_once() {
+    // The 502 answers the request; the client leaving before the rest of its body is not a
+    // second failure of the same flow.
+    let message = "a.test:80: server closed the connection before the response was complete";
+    Playbook::new(with_hooks([HookKind::Error]))
+        .ignore_pauses()
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234")
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
+        .closed(S1)
+        .expect(hook(F1, HookKind::Error).inspect(move |f| {
+            assert_eq!(f.error, Some(FlowError { message: message.into(), status: Some(502) }));
+        }))
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(502, "Bad Gateway", message, true)))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
 fn server_closing_before_the_response_is_502() {
     Playbook::new(no_hooks())
         .recv(CLIENT, GET_A)
@@ -466,16 +489,63 @@ fn slow_client_does_not_time_the_server_out() {
 }
 
 #[test]
-fn partial_request_head_times_out() {
-    // A client that starts a request and goes quiet is not kept forever.
+fn trickled_request_head_is_408_after_the_head_timeout() {
+    // A client trickling its head (slowloris) is answered 408 once the head timeout has
+    // passed since the head's first byte; its later bytes do not push the deadline back.
+    let message = "request head not complete after 30 s";
     Playbook::new(no_hooks())
-        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHo")
         .expect_timeout(Some(Duration::from_secs(120)))
-        .advance(Duration::from_secs(60))
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHo")
+        .expect_timeout(Some(Duration::from_secs(30)))
+        .advance(Duration::from_secs(20))
         .recv(CLIENT, "st")
-        // Trickling bytes does not push the deadline back.
+        .expect_timeout(Some(Duration::from_secs(10)))
+        .advance(Duration::from_secs(10))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, &format!("{message} (408)")))
+        .expect(send(CLIENT, proxy_error(408, "Request Timeout", message, true)))
+        .expect(half_close(CLIENT))
+        .expect_timeout(Some(Duration::from_secs(2)))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+        .expect_timeout(None)
+        .run();
+}
+
+#[test]
+fn head_timeout_counts_from_the_first_byte_of_each_request() {
+    // Between requests the idle timeout runs; the next head's first byte stops it and starts
+    // the head timeout, however late in the idle period it comes.
+    let config = Config { head_timeout: Duration::from_secs(5), ..no_hooks() };
+    Playbook::new(config)
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .advance(Duration::from_secs(118))
+        .recv(CLIENT, "GET http://a.test/ HT")
+        .expect_timeout(Some(Duration::from_secs(5)))
+        .advance(Duration::from_secs(4))
+        .recv(CLIENT, "TP/1.1\r\nHost: a.test\r\n\r\n")
+        // In time: the head is parsed and the request goes out on the pooled connection.
+        .expect(send(S1, GET_A_UP))
         .expect_timeout(Some(Duration::from_secs(60)))
-        .advance(Duration::from_secs(60))
+        .advance(Duration::from_secs(5))
+        .wakeup()
+        .expect_not_finished()
+        .run();
+}
+
+#[test]
+fn silent_new_connection_falls_to_the_idle_timeout() {
+    // No byte, no head timeout: a connection that never speaks is idle.
+    Playbook::new(Config { head_timeout: Duration::from_secs(5), ..no_hooks() })
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .advance(Duration::from_secs(120))
         .wakeup()
         .expect(close(CLIENT))
         .expect_finished()

@@ -326,3 +326,34 @@ fn a_client_that_hangs_up_mid_handshake_is_reported() {
     assert!(failed.error.contains("closed the connection during the handshake"), "{}", failed.error);
     assert!(pump.core.is_closed(), "everything closed: {:?}", pump.closed);
 }
+
+#[test]
+fn a_client_gone_after_its_close_notify_aborts_the_download() {
+    // The client says close_notify mid-download, then its TCP end comes, then a write to it
+    // fails: the last is news, and ends the flow rather than reading the server to the end.
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
+    pump.client_sends(GET);
+    pump.server_sends(S1, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nabc");
+    if let Peer::Tls { tls, .. } = &mut pump.client {
+        tls.send_close_notify();
+    }
+    pump.client_sends(b"");
+    // The TCP end that goes with the close_notify.
+    pump.closes(ConnId::CLIENT);
+    assert!(!pump.hook_kinds().contains(&HookKind::Error), "{:?}", pump.hook_kinds());
+    pump.server_sends(S1, b"def");
+    // A write failed: the client is gone.
+    pump.closes(ConnId::CLIENT);
+    let errors: Vec<_> = pump
+        .hooks
+        .iter()
+        .filter_map(|h| match h {
+            Hook::Error(f) => f.error.as_ref().map(|e| e.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, ["client disconnected"]);
+    assert!(pump.closed.contains(&S1), "the server connection stays open: {:?}", pump.closed);
+}

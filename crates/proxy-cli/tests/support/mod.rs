@@ -1,7 +1,8 @@
 //! Helpers for sansproxy's end-to-end tests: the proxy launcher, an origin server (plain or
 //! TLS) with a throwaway PKI, an HTTP/2 origin and client, a `git http-backend` origin, a raw
-//! HTTP/1.1 client, and runners for curl and python3. Everything binds 127.0.0.1:0, every
-//! wait is bounded, and every child process is killed by its guard.
+//! HTTP/1.1 client, runners for curl and python3, and `/proc` readings of the proxy's
+//! descriptors and memory. Everything binds 127.0.0.1:0, every wait is bounded, and every
+//! child process is killed by its guard.
 //!
 //! Each test binary includes this module with `mod support;` and uses part of it.
 #![allow(dead_code, unused_imports)]
@@ -14,6 +15,7 @@ pub mod origin;
 pub mod pattern;
 pub mod pki;
 pub mod process;
+pub mod resources;
 pub mod wire;
 
 pub use checks::Via;

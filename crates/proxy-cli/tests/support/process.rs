@@ -171,9 +171,15 @@ impl Proxy {
     /// Starts `sansproxy --listen 127.0.0.1:0 ARGS` and waits (at most 20 s) for
     /// `sansproxy listening on 127.0.0.1:PORT` on its stderr.
     pub fn start(args: &[&str]) -> Proxy {
+        Proxy::start_with_env(&[], args)
+    }
+
+    /// [`Proxy::start`] with `vars` added to the proxy's environment.
+    pub fn start_with_env(vars: &[(&str, &str)], args: &[&str]) -> Proxy {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sansproxy"));
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(vars.iter().copied())
             .env("SANSPROXY_CA_DIR", test_ca_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -225,6 +225,11 @@ impl<S: Read + Write> Wire<S> {
         &mut self.stream
     }
 
+    /// The underlying stream; bytes received and not consumed yet are dropped.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+
     /// Writes all of `bytes`, panicking on failure (for test clients).
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.write_all(bytes.as_ref())

@@ -456,10 +456,16 @@ impl HttpLayer {
             return self.client_deadline;
         }
         let servers = self.servers.iter().filter_map(|s| s.deadline);
-        servers.chain(self.client_deadline).min()
+        let head = self.client.h1().and_then(Http1Server::poll_timeout);
+        servers.chain(self.client_deadline).chain(head).min()
     }
 
     fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
+        let mut outputs = Vec::new();
+        if let Some(client) = self.client.h1_mut() {
+            client.handle_timeout(cx, now, &mut outputs);
+        }
+        self.handle_client_outputs(cx, now, outputs);
         if self.client_deadline.is_some_and(|d| d <= now) {
             self.client_deadline = None;
             if self.client.is_idle() && self.streams.is_empty() {

@@ -117,6 +117,8 @@ pub(crate) struct HttpStream {
     local_continue: bool,
     /// Something of the response has reached the client codec.
     response_started: bool,
+    /// The `Error` hook was raised: a flow fails once, whatever else goes wrong after.
+    failed: bool,
     finished: bool,
 }
 
@@ -145,6 +147,7 @@ impl HttpStream {
             deferred: VecDeque::new(),
             local_continue: false,
             response_started: false,
+            failed: false,
             finished: false,
         }
     }
@@ -565,7 +568,7 @@ impl HttpStream {
 
     fn end_with_error(&mut self, cx: &mut Context, now: Instant) {
         self.flow.ended = Some(now);
-        if cx.config.hooks.contains(HookKind::Error) {
+        if cx.config.hooks.contains(HookKind::Error) && !std::mem::replace(&mut self.failed, true) {
             cx.hook(self.flow.id, Hook::Error(Box::new(self.flow.clone())));
         }
         self.waiting = None;

@@ -33,7 +33,8 @@ pub(crate) struct TlsSession {
     pub(crate) awaiting_open: bool,
     /// The session failed: nothing more goes in or out.
     pub(crate) failed: bool,
-    /// The peer's `close_notify` arrived (and was reported as the connection closing).
+    /// The peer's `close_notify` arrived and was reported as the connection closing; the
+    /// driver's report of the same end is still to come.
     pub(crate) peer_closed: bool,
 }
 

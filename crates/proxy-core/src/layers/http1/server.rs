@@ -1,6 +1,6 @@
 //! The client's connection: we read requests and write responses.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -78,6 +78,10 @@ pub(crate) struct Http1Server {
     tls_upstream: bool,
     /// Replace the Host of origin-form requests with the default target's authority.
     rewrite_host: bool,
+    head_timeout: Duration,
+    /// When the request head being received must be complete: armed by its first byte,
+    /// cleared once it is parsed.
+    head_deadline: Option<Instant>,
 }
 
 impl Http1Server {
@@ -98,6 +102,8 @@ impl Http1Server {
             default_target: None,
             tls_upstream: config.tls.is_some(),
             rewrite_host: matches!(config.mode, crate::config::Mode::Reverse { .. }),
+            head_timeout: config.head_timeout,
+            head_deadline: None,
         }
     }
 
@@ -113,7 +119,35 @@ impl Http1Server {
         }
         take_in(&mut self.buf, data);
         if !self.tunnel {
-            self.parse(cx, now, out);
+            self.parse(cx, out);
+            self.arm_head_deadline(now);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has something to do.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.head_deadline.filter(|_| !self.finished)
+    }
+
+    /// The clock reached `now`: a request head still incomplete past its deadline is answered
+    /// 408, and the connection closes.
+    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+        if self.finished || self.head_deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        self.head_deadline = None;
+        let secs = self.head_timeout.as_secs_f64();
+        self.reject(cx, 408, format!("request head not complete after {secs} s"), out);
+    }
+
+    /// Start the head deadline at the first byte of a request head; stop it once there is no
+    /// head to wait for.
+    fn arm_head_deadline(&mut self, now: Instant) {
+        let waiting = matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty();
+        if !waiting || self.finished {
+            self.head_deadline = None;
+        } else if self.head_deadline.is_none() {
+            self.head_deadline = Some(now + self.head_timeout);
         }
     }
 
@@ -147,10 +181,10 @@ impl Http1Server {
         }
     }
 
-    /// Whether the connection is between requests: no exchange in progress, at most part of
-    /// the next head received (a client trickling a head is as idle as a silent one).
+    /// Whether the connection is between requests: no exchange in progress and nothing of the
+    /// next head received. A head on its way is bounded by the head timeout instead.
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(self.recv, Recv::Head) && self.current.is_none()
+        matches!(self.recv, Recv::Head) && self.current.is_none() && self.buf.is_empty()
     }
 
     /// Whether the connection should be closed now.
@@ -185,7 +219,8 @@ impl Http1Server {
     }
 
     pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
-        self.parse(cx, now, out);
+        self.parse(cx, out);
+        self.arm_head_deadline(now);
     }
 
     /// Whether the current response body leaves as is (`Content-Length` framing), so that
@@ -223,7 +258,7 @@ impl Http1Server {
         self.buf.split().freeze()
     }
 
-    fn parse(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+    fn parse(&mut self, cx: &mut Context, out: &mut Vec<ServerOutput>) {
         loop {
             match &mut self.recv {
                 Recv::Head => {
@@ -257,7 +292,6 @@ impl Http1Server {
                 },
                 Recv::Done | Recv::Stopped => return,
             }
-            let _ = now;
         }
     }
 

@@ -1,0 +1,136 @@
+//! Slowloris: a thousand clients trickling their request heads a byte at a time do not keep a
+//! normal client from being served promptly, and the head timeout cuts each of them off with
+//! a 408, after which the proxy holds no more descriptors than before they came.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::resources::{assert_fds_return, open_fds, raise_fd_limit};
+use support::*;
+
+/// Slow clients, when the descriptor limit allows (each costs one here and one in the proxy).
+const CLIENTS: usize = 1000;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a slow client sends its next byte: often enough that, were trickling to push
+/// the deadline back, none would ever be cut off.
+const TRICKLE: Duration = Duration::from_secs(1);
+/// How long a normal request may take while the slow clients are connected.
+const PROMPT: Duration = Duration::from_secs(1);
+
+struct Slow {
+    stream: TcpStream,
+    sent: usize,
+    next: Instant,
+    got: Vec<u8>,
+    closed: bool,
+}
+
+#[test]
+fn slow_head_clients_are_cut_off_and_starve_nobody() {
+    let limit = raise_fd_limit(2 * CLIENTS + 256);
+    let clients = CLIENTS.min(limit.saturating_sub(256) / 2);
+    assert!(clients >= 200, "a descriptor limit of {limit} leaves room for {clients} slow clients");
+
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["-q", "--no-intercept", "--head-timeout", "2"]);
+    let pid = proxy.pid();
+    let baseline = open_fds(pid);
+    let head = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/hello"), origin.authority());
+
+    // Every slow client connects and sends its first byte; the next ones are spread over the
+    // trickle period.
+    let start = Instant::now();
+    let mut slow: Vec<Slow> = (0..clients)
+        .map(|i| {
+            let mut stream = TcpStream::connect(("127.0.0.1", proxy.port())).expect("connect");
+            stream.write_all(&head.as_bytes()[..1]).expect("first byte");
+            stream.set_nonblocking(true).expect("nonblocking");
+            let next = Instant::now() + TRICKLE.mul_f64(i as f64 / clients as f64);
+            Slow { stream, sent: 1, next, got: Vec::new(), closed: false }
+        })
+        .collect();
+    let connected = start.elapsed();
+
+    // Meanwhile a normal client: fresh connections, one request each.
+    let (tx, rx) = mpsc::channel();
+    let normal = {
+        let (port, path) = (proxy.port(), origin.url("/hello"));
+        let authority = origin.authority();
+        thread::spawn(move || {
+            for _ in 0..5 {
+                let begun = Instant::now();
+                let mut w = Wire::connect(port);
+                w.send(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"));
+                let r = w.read_response("GET").expect("normal request");
+                assert_eq!((r.status, r.text().as_str()), (200, HELLO));
+                tx.send(begun.elapsed()).unwrap();
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    let mut peak = 0;
+    let give_up = start + connected + HEAD_TIMEOUT + Duration::from_secs(8);
+    let mut buf = [0u8; 1024];
+    while slow.iter().any(|s| !s.closed) && Instant::now() < give_up {
+        peak = peak.max(open_fds(pid));
+        let now = Instant::now();
+        for s in slow.iter_mut().filter(|s| !s.closed) {
+            // The head is never finished: the last byte stays unsent.
+            if now >= s.next && s.sent < head.len() - 1 {
+                match s.stream.write(&head.as_bytes()[s.sent..s.sent + 1]) {
+                    Ok(_) => s.sent += 1,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    // The proxy has given up on it; what it said is still to be read.
+                    Err(_) => s.sent = head.len(),
+                }
+                s.next = now + TRICKLE;
+            }
+            loop {
+                match s.stream.read(&mut buf) {
+                    Ok(0) => {
+                        s.closed = true;
+                        break;
+                    }
+                    Ok(n) => s.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        s.closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let cut_after = start.elapsed();
+    normal.join().expect("the normal client failed");
+    let latencies: Vec<Duration> = rx.try_iter().collect();
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    println!(
+        "{clients} slow clients connected in {connected:?}, all cut off after {cut_after:?}; \
+         proxy descriptors {baseline} before, {peak} at peak; normal requests took {latencies:?}"
+    );
+
+    assert_eq!(latencies.len(), 5);
+    assert!(worst < PROMPT, "a normal request took {worst:?} beside {clients} slow clients");
+    let open = slow.iter().filter(|s| !s.closed).count();
+    assert_eq!(open, 0, "{open} slow clients still connected after {cut_after:?}");
+    let answered = slow.iter().filter(|s| s.got.starts_with(b"HTTP/1.1 408 ")).count();
+    let example = String::from_utf8_lossy(&slow[0].got).into_owned();
+    assert_eq!(answered, clients, "not every slow client got a 408; the first got {example:?}");
+    assert!(example.contains("request head not complete after 2 s"), "{example:?}");
+    // Each was cut off by its own deadline, counted from its first byte.
+    assert!(cut_after >= HEAD_TIMEOUT, "cut off after {cut_after:?}, before the head timeout");
+    assert!(peak >= baseline + clients / 2, "the slow clients never held the proxy's sockets: peak {peak}");
+
+    drop(slow);
+    assert_fds_return(pid, baseline, Duration::from_secs(5));
+    // And it still serves.
+    checks::get_hello(support::checks::Via::Proxy(&proxy), &origin);
+}
