@@ -598,8 +598,8 @@ mod tests {
         let args = Args::try_parse_from([
             "sansproxy", "--listen", "127.0.0.1:0", "-q", "--max-head-bytes", "1000",
             "--max-buffered-body", "2000", "--high-water", "3000", "--server-idle-timeout", "0.5",
-            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--connect-timeout", "1.25", "--shutdown-timeout", "0",
-            "--max-connections", "4", "--via",
+            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--connect-timeout", "1.25",
+            "--shutdown-timeout", "0", "--max-connections", "4", "--via",
         ])
         .unwrap();
         assert_eq!(args.listen.port(), 0);
