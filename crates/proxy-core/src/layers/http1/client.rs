@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{Request, Response, Version};
@@ -216,6 +216,7 @@ impl Http1Client {
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         self.recv = Recv::Done;
+                        let trailers = allowed_trailers(trailers);
                         out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers }));
                     }
                     Err(e) => return self.fail(format!("invalid response body: {e}"), out),
@@ -261,6 +262,19 @@ impl Http1Client {
         if chunked_or_close && headers.remove("content-length") {
             // Both framings: a smuggling attempt or a broken server. Never reuse it.
             self.keep_alive = false;
+        }
+        match framing {
+            // `5, 5`, `005` or the field twice: the client gets the one length we read.
+            Framing::Length(n) => headers.insert("content-length", n.to_string()),
+            // Without a body the length describes the resource (HEAD, 304): written back as
+            // one canonical field, or dropped if it is no length.
+            Framing::Empty => match wire::content_length(&headers) {
+                Ok(n) => headers.insert("content-length", n.to_string()),
+                Err(_) => {
+                    headers.remove("content-length");
+                }
+            },
+            Framing::Chunked | Framing::UntilClose => {}
         }
         strip_hop_by_hop(&mut headers, false);
         if framing == Framing::UntilClose {

@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::command::{LogLevel, ServerAddr};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
@@ -247,6 +247,7 @@ impl Http1Server {
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         let flow = self.flow();
+                        let trailers = allowed_trailers(trailers);
                         out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                         self.recv = Recv::Done;
                         self.maybe_finish_exchange();
@@ -285,8 +286,19 @@ impl Http1Server {
             let message = "https:// URLs in proxy requests need TLS interception, which is off; use CONNECT";
             return self.reject(cx, 501, message.into(), out);
         }
-        if head.headers.get_all("host").count() > 1 {
-            return self.reject(cx, 400, "more than one host header".into(), out);
+        // RFC 9112 section 3.2: one valid Host, and one at all in an HTTP/1.1 origin-form
+        // request, which names no host of its own. An absolute-form target replaces Host below.
+        let host_error = {
+            let mut hosts = head.headers.get_all("host");
+            match (hosts.next(), hosts.next()) {
+                (Some(_), Some(_)) => Some("more than one host header"),
+                (Some(host), None) if !is_valid_host(host) => Some("invalid host header"),
+                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some("missing host header"),
+                _ => None,
+            }
+        };
+        if let Some(message) = host_error {
+            return self.reject(cx, 400, message.into(), out);
         }
         let keep_alive = match head.version {
             Version::Http11 => !head.headers.has_token("connection", "close"),
@@ -297,6 +309,10 @@ impl Http1Server {
         };
         let upgrade = head.headers.has_token("connection", "upgrade") && head.headers.contains("upgrade");
         let mut headers = head.headers;
+        if let Framing::Length(n) = framing {
+            // `5, 5`, `005` or the field twice: the next hop gets the one length we read.
+            headers.insert("content-length", n.to_string());
+        }
         strip_hop_by_hop(&mut headers, upgrade);
         if upgrade {
             headers.append("connection", "Upgrade");
@@ -516,6 +532,11 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     Ok((scheme, host, port, path))
 }
 
+/// A `Host` value of the form `host[:port]` that [`split_authority`] accepts.
+fn is_valid_host(value: &[u8]) -> bool {
+    std::str::from_utf8(value).is_ok_and(|v| split_authority(v, Some(80)).is_some())
+}
+
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
@@ -537,8 +558,10 @@ fn split_authority(authority: &str, default_port: Option<u16>) -> Option<(String
             None => (authority, None),
         }
     };
-    let valid_host = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+    // A bracketed host was checked as an IPv6 address; any other is a name or IPv4 address,
+    // without the colon that would make `a.test:80:80` a host `a.test:80`.
+    let valid_host = authority.starts_with('[')
+        || !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     if !valid_host {
         return None;
     }
@@ -568,5 +591,23 @@ mod tests {
         assert!(parse_target("GET", "http://u:p@a.test/").is_err());
         assert!(parse_target("GET", "http://a.test:99999/").is_err());
         assert!(parse_target("GET", "http://a b/").is_err());
+        assert!(parse_target("GET", "http://a.test:80:80/").is_err());
+        assert!(parse_target("GET", "http://a.test:/").is_err());
+        assert!(parse_target("GET", "http://::1/").is_err());
+        assert!(parse_target("GET", "http://[::1]:8080/").is_ok());
+        assert!(parse_target("CONNECT", "::1:443").is_err());
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in ["a.test", "A.Test:8080", "127.0.0.1", "[::1]", "[::1]:443", "a_b.test"] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "", " ", "a.test:", "a.test:0", "a.test:x", "a.test:80:80", "a b", "a.test,b.test", "u@a.test", "a.test/",
+            "[::1", "::1", "[a.test]", "a.test:99999", "ä.test",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 }
