@@ -595,3 +595,34 @@ fn a_response_beyond_its_length_is_not_the_next_response() {
     .expect(open(S2, "a.test:80"))
     .run();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by fuzzing
+
+#[test]
+fn an_empty_response_keeps_its_framing_when_connection_names_content_length() {
+    // `Connection: content-length` made the length hop-by-hop; the client got a 200 with no
+    // framing on a kept-alive connection and would have read the next response as its body.
+    answered(
+        "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+    )
+    .recv(CLIENT, GET_A)
+    .expect(send(S1, GET_A_UP))
+    .run_split();
+}
+
+#[test]
+fn a_bodiless_request_leaves_with_a_true_length() {
+    // A hook that sets a length on a request without a body must not have the server wait
+    // for one, and take the next request for it.
+    Playbook::new(with_hooks([HookKind::RequestHeaders]))
+        .ignore_pauses()
+        .recv(CLIENT, GET_A)
+        .expect(hook(F1, HookKind::RequestHeaders))
+        .update(F1, |f| f.request.headers.insert("Content-Length", "5"))
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n"))
+        .run();
+}

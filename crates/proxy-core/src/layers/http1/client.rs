@@ -164,6 +164,10 @@ impl Http1Client {
                 headers.append("transfer-encoding", "chunked");
                 Encoder::Chunked
             });
+        } else if headers.contains("content-length") {
+            // No body follows: a length other than 0 would have the server wait for one, and
+            // read the next request as its rest.
+            headers.insert("content-length", "0");
         }
         let mut dst = BytesMut::with_capacity(512);
         wire::write_request_head(&mut dst, &request.method, &target, Version::Http11, &headers);

@@ -419,6 +419,11 @@ impl Http1Server {
             if !no_body || current.head {
                 headers.insert("content-length", body.len().to_string());
             }
+        } else if end_stream && !no_body {
+            // Nothing follows the head: say so whatever fields came with it, or an HTTP/1.1
+            // client reads on until the connection closes and takes the next response for
+            // this body (the Content-Length may be gone because `Connection` named it).
+            headers.insert("content-length", "0");
         } else if !end_stream && !no_body {
             encoder = Some(if headers.contains("content-length") {
                 Encoder::Raw
