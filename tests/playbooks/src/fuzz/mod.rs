@@ -1,22 +1,39 @@
 //! Bodies of the fuzz targets: plain functions over bytes that `fuzz/` runs under libFuzzer
 //! and `tests/fuzz.rs` runs as bounded proptests. Each drives a [`Connection`] like a careful
-//! driver would and checks the core's promises after every step, not just that it does not
-//! panic:
+//! driver would ([`run`]) and checks the core's promises after every step, not just that it
+//! does not panic:
 //!
-//! - every command names a connection that exists and has not been closed;
+//! - every command names a connection that exists, has opened, and has not been closed;
 //! - nothing is sent on a connection after its writing side was closed;
-//! - a blocking hook is raised at most once per flow while it is unanswered;
+//! - a blocking hook is raised at most once per flow and kind, and never while one is
+//!   unanswered, so each is answered exactly once;
 //! - output queued for a connection that never drains stays within the configured bounds,
-//!   provided the driver honours `PauseReading`.
+//!   provided the driver honours `PauseReading`, and a `Forward` respects `forward_min`;
+//! - whatever the input, every byte the proxy writes to a server as HTTP reads as canonical
+//!   requests with a strict reader of our own ([`strict`]): one framing, one `Host`;
+//! - for a well-formed client input, the requests servers receive are exactly the input's
+//!   after the documented rewrites ([`oracle`]), and the client gets each answer;
+//! - for a fixed request, what the client receives reads as one canonical response.
 //!
-//! `FUZZ_TRACE=1` prints every event and command of a run, for replaying a failure.
+//! The first input byte of `client_bytes`, `server_bytes` and `scenario` picks a
+//! configuration ([`variant`]): hooks on or off, forwarding, connection reuse, `Via`, and for
+//! `scenario` the proxy mode. `FUZZ_TRACE=1` prints every event and command of a run, for
+//! replaying a failure.
+//!
+//! [`Connection`]: proxy_core::Connection
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use proxy_core::{ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookReply, OpenError, Response};
+use proxy_core::{Config, Event, HookSet, Mode, Scheme, ServerAddr};
+
+mod oracle;
+mod run;
+pub mod strict;
+mod tls;
+
+pub use run::{Run, ORIGIN_OK};
+pub use tls::{client_hello, tls};
 
 /// Small limits, so that short inputs reach every limit.
 pub fn fuzz_config() -> Config {
@@ -30,64 +47,154 @@ pub fn fuzz_config() -> Config {
     }
 }
 
-/// Largest single `DataReceived` the targets feed.
-const MAX_CHUNK: usize = 512;
-
-/// Raw client bytes into a regular-mode proxy, split where `data` says. The first byte seeds
-/// the split points; server connections open and answer with a fixed response.
-pub fn client_bytes(data: &[u8]) {
-    let Some((&seed, input)) = data.split_first() else { return };
-    let mut run = Run::new(fuzz_config());
-    run.handle(Event::Start);
-    let mut rest = input;
-    let mut i = 0usize;
-    while !rest.is_empty() {
-        let n = 1 + (usize::from(seed).wrapping_mul(31).wrapping_add(i * 7)) % MAX_CHUNK.min(rest.len());
-        let (chunk, tail) = rest.split_at(n.min(rest.len()));
-        rest = tail;
-        i += 1;
-        run.client(Bytes::copy_from_slice(chunk));
-        run.serve_servers(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+/// [`fuzz_config`] changed as `flags` says: bit 0 turns hooks off, bit 1 forwarding off, bit 2
+/// server connection reuse off, bit 3 `Via` on; with `modes`, bits 4-5 pick reverse or
+/// upstream mode over regular.
+pub fn variant(flags: u8, modes: bool) -> Config {
+    let mut config = fuzz_config();
+    if flags & 1 != 0 {
+        config.hooks = HookSet::NONE;
     }
-    run.client_eof();
-    run.serve_servers(b"");
-    run.finish();
+    if flags & 2 != 0 {
+        config.forward_min = None;
+    }
+    config.reuse_server_connections = flags & 4 == 0;
+    config.add_via = flags & 8 != 0;
+    if modes {
+        config.mode = match (flags >> 4) % 4 {
+            1 => Mode::Reverse { scheme: Scheme::Http, target: ServerAddr::new("origin.test", 8080), client_tls: false },
+            2 => Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128) },
+            _ => Mode::Regular,
+        };
+    }
+    config
 }
 
-/// Raw server bytes as the response to a fixed request.
-pub fn server_bytes(data: &[u8]) {
-    let mut run = Run::new(fuzz_config());
+/// Largest single `DataReceived` the targets feed.
+pub const MAX_CHUNK: usize = 512;
+
+/// Piece lengths from a xorshift generator seeded by `seed`: mostly short, sometimes long.
+fn pieces(seed: u8, mut input: &[u8]) -> Vec<&[u8]> {
+    let mut state = u32::from(seed).wrapping_mul(0x9e37_79b9) | 1;
+    let mut out = Vec::new();
+    while !input.is_empty() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let max = if state & 3 == 0 { MAX_CHUNK } else { 16 };
+        let n = 1 + (state >> 8) as usize % max.min(input.len());
+        let (piece, rest) = input.split_at(n);
+        out.push(piece);
+        input = rest;
+    }
+    out
+}
+
+/// Raw client bytes into a regular-mode proxy, cut where the second byte's generator says
+/// ([`pieces`]), with a reference origin answering every complete request. If the bytes are
+/// well-formed requests ([`oracle`]), servers must receive exactly their rewrites, and the
+/// client one `200` for each.
+pub fn client_bytes(data: &[u8]) {
+    let [flags, seed, input @ ..] = data else { return };
+    let config = variant(*flags, false);
+    let expected = oracle::expected_upstream(input, &config);
+    let mut run = Run::new(config);
+    run.answer = true;
     run.handle(Event::Start);
+    run.serve();
+    for piece in pieces(*seed, input) {
+        run.client(Bytes::copy_from_slice(piece));
+        run.serve();
+    }
+    run.client_eof();
+    run.serve();
+    run.finish();
+    let Some(expected) = expected else { return };
+    let got: Vec<oracle::Expected> = run
+        .received
+        .iter()
+        .map(|m| oracle::Expected {
+            head: m.head.clone(),
+            body: m.body.clone(),
+            trailers: m.trailers.clone(),
+            chunked: m.chunked,
+        })
+        .collect();
+    if got != expected {
+        let show = |e: &[oracle::Expected]| {
+            e.iter()
+                .map(|e| format!("{:?} + {:?} + {:?}", String::from_utf8_lossy(&e.head), String::from_utf8_lossy(&e.body), String::from_utf8_lossy(&e.trailers)))
+                .collect::<Vec<_>>()
+        };
+        panic!("servers received\n  {:?}\nfor a well-formed input that must become\n  {:?}", show(&got), show(&expected));
+    }
+    let answers = run.sent.get(&proxy_core::ConnId::CLIENT).map_or(&[][..], |s| &s[..]);
+    let mut at = 0;
+    for i in 0..expected.len() {
+        match strict::response(&answers[at..], "GET", true) {
+            strict::Step::Done(m, len) if m.status() == 200 && m.body == b"ok" => at += len,
+            other => panic!("answer {i} to a well-formed input: {other:?} in {:?}", String::from_utf8_lossy(answers)),
+        }
+    }
+    assert_eq!(at, answers.len(), "the client got more than its answers: {:?}", String::from_utf8_lossy(answers));
+}
+
+/// Raw server bytes as the response to a fixed `GET`, cut in pieces the second byte picks;
+/// the client must get one response in canonical framing.
+pub fn server_bytes(data: &[u8]) {
+    let [flags, seed, input @ ..] = data else { return };
+    let mut run = Run::new(variant(*flags, false));
+    run.handle(Event::Start);
+    run.serve();
     run.client(Bytes::from_static(b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\n\r\n"));
-    run.serve_servers(b"");
-    for chunk in data.chunks(MAX_CHUNK / 2 + 1) {
-        run.server_data(Bytes::copy_from_slice(chunk));
+    run.serve();
+    for piece in pieces(*seed, input) {
+        run.server_data(Bytes::copy_from_slice(piece));
+        run.serve();
     }
     run.close_servers();
     run.client_eof();
+    run.serve();
     run.finish();
+    run.check_single_response();
 }
 
-/// A whole scenario decoded from `data`: client and server chunks, closes, hook replies,
+/// Pieces the scenario target sends; the smuggling cases among them.
+const PIECES: [&[u8]; 24] = [
+    b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\n\r\n",
+    b"POST http://a.test/u HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello",
+    b"POST http://a.test/c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"CONNECT a.test:443 HTTP/1.1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+    b"4\r\ndata\r\n",
+    b"0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"\r\n",
+    b"xyz",
+    b"GET / HTTP/1.1\r\nhost: origin.test\r\n\r\n",
+    b"HEAD http://a.test/h HTTP/1.1\r\n\r\n",
+    b"GET http://a.test/ws HTTP/1.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 6\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nX",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: xchunked\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 40\r\n\r\n",
+    b"0123456789012345678901234567890123456789",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+    b"1;ext=1\r\nx\r\n0\r\nx-t: 1\r\ncontent-length: 1\r\n\r\n",
+];
+
+/// A whole scenario decoded from `data`: after a configuration byte, pairs of an operation and
+/// its argument: client and server pieces (from [`PIECES`] or raw), closes, hook replies,
 /// open results, drains and wakeups, in the order the input gives.
 pub fn scenario(data: &[u8]) {
-    const PIECES: [&[u8]; 12] = [
-        b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\n\r\n",
-        b"POST http://a.test/u HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello",
-        b"POST http://a.test/c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        b"CONNECT a.test:443 HTTP/1.1\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
-        b"4\r\ndata\r\n",
-        b"0\r\n\r\n",
-        b"HTTP/1.1 100 Continue\r\n\r\n",
-        b"HTTP/1.1 204 No Content\r\n\r\n",
-        b"\r\n",
-        b"xyz",
-    ];
-    let mut run = Run::new(fuzz_config());
+    let Some((&flags, ops)) = data.split_first() else { return };
+    let mut run = Run::new(variant(flags, true));
     run.handle(Event::Start);
-    for pair in data.chunks(2) {
+    for pair in ops.chunks(2) {
         let op = pair[0];
         let arg = pair.get(1).copied().unwrap_or(0);
         let piece = Bytes::from_static(PIECES[usize::from(arg) % PIECES.len()]);
@@ -101,335 +208,11 @@ pub fn scenario(data: &[u8]) {
             8 => run.close_conn(arg),
             _ => run.client(Bytes::copy_from_slice(&pair[1..])),
         }
+        run.read_upstream_requests();
     }
     run.finish();
 }
 
-/// One connection under test, driven the way a well-behaved driver drives it.
-struct Run {
-    conn: Connection,
-    config: Arc<Config>,
-    now: Instant,
-    /// Connections that exist: the client, and those asked for with `OpenConnection`.
-    known: HashSet<ConnId>,
-    /// Opened successfully.
-    open: HashSet<ConnId>,
-    /// Asked to open, no answer yet.
-    opening: Vec<ConnId>,
-    /// Writing side closed (half or full).
-    write_closed: HashSet<ConnId>,
-    fully_closed: HashSet<ConnId>,
-    paused: HashSet<ConnId>,
-    /// The peer closed: a driver reads nothing more from it.
-    eof: HashSet<ConnId>,
-    /// Bytes sent since the last drain we reported.
-    queued: HashMap<ConnId, usize>,
-    pending_hooks: Vec<FlowId>,
-    /// What the client sent that the core has not read yet (it paused the client); `None`
-    /// is its EOF. A driver leaves such bytes in the socket until reading resumes.
-    unread: VecDeque<Option<Bytes>>,
-    pumping: bool,
-    /// Active `Forward`s: source, destination, bytes still to move.
-    forwards: Vec<(ConnId, ConnId, u64)>,
-}
-
-impl Run {
-    fn new(config: Config) -> Self {
-        let config = Arc::new(config);
-        let client = ClientInfo {
-            peer: "127.0.0.1:40000".parse().expect("literal address"),
-            local: "127.0.0.1:8080".parse().expect("literal address"),
-        };
-        Self {
-            conn: Connection::new(config.clone(), client),
-            config,
-            now: Instant::now(),
-            known: HashSet::from([ConnId::CLIENT]),
-            open: HashSet::from([ConnId::CLIENT]),
-            opening: Vec::new(),
-            write_closed: HashSet::new(),
-            fully_closed: HashSet::new(),
-            paused: HashSet::new(),
-            eof: HashSet::new(),
-            queued: HashMap::new(),
-            pending_hooks: Vec::new(),
-            unread: VecDeque::new(),
-            pumping: false,
-            forwards: Vec::new(),
-        }
-    }
-
-    fn handle(&mut self, event: Event) {
-        if let Event::ConnectionClosed { conn } = event {
-            self.eof.insert(conn);
-            self.forwards.retain(|&(from, _, _)| from != conn);
-        }
-        if std::env::var_os("FUZZ_TRACE").is_some() {
-            eprintln!(">> {event:?}");
-        }
-        self.conn.handle(self.now, event);
-        self.check_commands();
-        self.pump();
-    }
-
-    /// Hand the core what the client sent while it was not reading, as far as it reads now.
-    fn pump(&mut self) {
-        if self.pumping {
-            return;
-        }
-        self.pumping = true;
-        while self.readable(ConnId::CLIENT) {
-            match self.unread.pop_front() {
-                Some(Some(data)) => self.deliver(ConnId::CLIENT, data),
-                Some(None) => self.handle(Event::ConnectionClosed { conn: ConnId::CLIENT }),
-                None => break,
-            }
-        }
-        self.pumping = false;
-    }
-
-    fn check_commands(&mut self) {
-        let bound = self.config.high_water + self.config.max_head_bytes + 4 * MAX_CHUNK + 1024;
-        while let Some(cmd) = self.conn.poll_command() {
-            if std::env::var_os("FUZZ_TRACE").is_some() {
-                eprintln!("<< {cmd:?}");
-            }
-            match cmd {
-                Command::SendData { conn, data } => {
-                    self.check_live(conn, "SendData");
-                    assert!(!self.write_closed.contains(&conn), "SendData on {conn:?} after it was closed");
-                    assert!(
-                        !self.forwards.iter().any(|&(_, to, _)| to == conn),
-                        "SendData on {conn:?} while a forward into it is under way"
-                    );
-                    let queued = self.queued.entry(conn).or_default();
-                    *queued += data.len();
-                    assert!(*queued <= bound, "{queued} bytes queued for {conn:?}, bound {bound}");
-                }
-                Command::OpenConnection { conn, .. } => {
-                    assert!(self.known.insert(conn), "{conn:?} opened twice");
-                    self.opening.push(conn);
-                }
-                Command::CloseConnection { conn, half } => {
-                    self.check_live(conn, "CloseConnection");
-                    self.write_closed.insert(conn);
-                    if !half {
-                        self.forwards.retain(|&(from, to, _)| from != conn && to != conn);
-                        self.fully_closed.insert(conn);
-                        self.open.remove(&conn);
-                        self.opening.retain(|&c| c != conn);
-                    }
-                }
-                Command::PauseReading { conn } => {
-                    self.check_live(conn, "PauseReading");
-                    self.paused.insert(conn);
-                }
-                Command::ResumeReading { conn } => {
-                    self.check_live(conn, "ResumeReading");
-                    self.paused.remove(&conn);
-                }
-                Command::Forward { from, to, len } => {
-                    self.check_live(from, "Forward");
-                    self.check_live(to, "Forward");
-                    assert!(len > 0, "empty Forward");
-                    assert!(!self.forwards.iter().any(|&(f, _, _)| f == from), "two forwards from {from:?}");
-                    self.forwards.push((from, to, len));
-                }
-                Command::Hook { flow, hook } => {
-                    if hook.is_blocking() {
-                        assert!(!self.pending_hooks.contains(&flow), "{flow:?} asked again while pending");
-                        self.pending_hooks.push(flow);
-                    }
-                }
-                Command::Log { .. } => {}
-            }
-        }
-    }
-
-    fn check_live(&self, conn: ConnId, what: &str) {
-        assert!(self.known.contains(&conn), "{what} for unknown {conn:?}");
-        assert!(!self.fully_closed.contains(&conn), "{what} for {conn:?} after it was closed");
-    }
-
-    fn readable(&self, conn: ConnId) -> bool {
-        self.open.contains(&conn)
-            && !self.paused.contains(&conn)
-            && !self.eof.contains(&conn)
-            && !self.fully_closed.contains(&conn)
-    }
-
-    /// Data arriving on `conn`: what an active forward takes moves by itself (reported with
-    /// `Forwarded`, as a driver would), the rest goes to the core.
-    fn deliver(&mut self, conn: ConnId, mut data: Bytes) {
-        if let Some(i) = self.forwards.iter().position(|&(from, _, _)| from == conn) {
-            let (from, to, remaining) = self.forwards[i];
-            let n = remaining.min(data.len() as u64);
-            let moved = data.split_to(n as usize);
-            if n == remaining {
-                self.forwards.swap_remove(i);
-            } else {
-                self.forwards[i].2 -= n;
-            }
-            if self.fully_closed.contains(&to) {
-                return;
-            }
-            self.handle(Event::Forwarded { from, len: moved.len() as u64 });
-            if data.is_empty() || !self.readable(conn) {
-                return;
-            }
-        }
-        self.handle(Event::DataReceived { conn, data });
-    }
-
-    fn client(&mut self, data: Bytes) {
-        if self.open.contains(&ConnId::CLIENT) && !self.eof.contains(&ConnId::CLIENT) {
-            self.unread.push_back(Some(data));
-            self.pump();
-        }
-    }
-
-    fn client_eof(&mut self) {
-        if !self.unread.contains(&None) && !self.eof.contains(&ConnId::CLIENT) {
-            self.unread.push_back(None);
-            self.pump();
-        }
-    }
-
-    fn servers(&self) -> Vec<ConnId> {
-        let mut servers: Vec<ConnId> = self.open.iter().copied().filter(|&c| c != ConnId::CLIENT).collect();
-        servers.sort();
-        servers
-    }
-
-    /// Open every pending server connection and feed each readable one `response`.
-    fn serve_servers(&mut self, response: &'static [u8]) {
-        for conn in std::mem::take(&mut self.opening) {
-            self.open.insert(conn);
-            self.handle(Event::Opened { conn });
-        }
-        while let Some(&flow) = self.pending_hooks.first() {
-            self.pending_hooks.remove(0);
-            self.handle(Event::HookReply { flow, reply: HookReply::Continue });
-        }
-        if !response.is_empty() {
-            for conn in self.servers() {
-                if self.readable(conn) {
-                    self.deliver(conn, Bytes::from_static(response));
-                }
-            }
-        }
-        self.drain_all();
-    }
-
-    fn server_data(&mut self, data: Bytes) {
-        self.serve_servers(b"");
-        if let Some(conn) = self.servers().into_iter().find(|&c| self.readable(c)) {
-            self.deliver(conn, data);
-        }
-    }
-
-    fn close_servers(&mut self) {
-        for conn in self.servers() {
-            self.handle(Event::ConnectionClosed { conn });
-        }
-    }
-
-    fn answer_hook(&mut self, arg: u8) {
-        if self.pending_hooks.is_empty() {
-            return;
-        }
-        let flow = self.pending_hooks.remove(usize::from(arg) % self.pending_hooks.len());
-        let reply = match arg % 5 {
-            0 | 1 => HookReply::Continue,
-            2 => HookReply::Kill,
-            3 => HookReply::Respond(Response::text(403, "no")),
-            _ => HookReply::Continue,
-        };
-        self.handle(Event::HookReply { flow, reply });
-    }
-
-    fn resolve_open(&mut self, arg: u8) {
-        if self.opening.is_empty() {
-            return;
-        }
-        let conn = self.opening.remove(usize::from(arg) % self.opening.len());
-        if arg.is_multiple_of(3) {
-            self.handle(Event::OpenFailed { conn, error: OpenError::Refused });
-        } else {
-            self.open.insert(conn);
-            self.handle(Event::Opened { conn });
-        }
-    }
-
-    fn drain(&mut self, arg: u8) {
-        let conns: Vec<ConnId> = self.queued.keys().copied().collect();
-        if conns.is_empty() {
-            return;
-        }
-        let conn = conns[usize::from(arg) % conns.len()];
-        self.queued.remove(&conn);
-        if !self.fully_closed.contains(&conn) {
-            self.handle(Event::WriteDrained { conn });
-        }
-    }
-
-    fn drain_all(&mut self) {
-        let conns: Vec<ConnId> = self.queued.keys().copied().collect();
-        for conn in conns {
-            self.queued.remove(&conn);
-            if !self.fully_closed.contains(&conn) {
-                self.handle(Event::WriteDrained { conn });
-            }
-        }
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
-        if self.conn.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.handle(Event::Wakeup);
-        }
-    }
-
-    fn close_conn(&mut self, arg: u8) {
-        let mut conns: Vec<ConnId> = self.open.iter().copied().collect();
-        conns.sort();
-        if let Some(&conn) = conns.get(usize::from(arg) % conns.len().max(1)) {
-            if self.eof.contains(&conn) {
-                return;
-            }
-            self.handle(Event::ConnectionClosed { conn });
-        }
-    }
-
-    /// Answer everything still pending and let time run out: the connection must end up
-    /// closed, with no command left over.
-    fn finish(&mut self) {
-        for _ in 0..8 {
-            while let Some(flow) = self.pending_hooks.pop() {
-                self.handle(Event::HookReply { flow, reply: HookReply::Continue });
-            }
-            for conn in std::mem::take(&mut self.opening) {
-                self.handle(Event::OpenFailed { conn, error: OpenError::Refused });
-            }
-            let open: Vec<ConnId> = self.open.iter().copied().collect();
-            for conn in open {
-                if !self.fully_closed.contains(&conn) && !self.eof.contains(&conn) {
-                    self.handle(Event::ConnectionClosed { conn });
-                }
-            }
-            self.drain_all();
-            self.advance(Duration::from_secs(3600));
-            if self.conn.is_closed() {
-                return;
-            }
-        }
-        panic!("connection still open after every peer closed and every deadline passed");
-    }
-}
-
-/// The HTTP/1 parsers alone: a request head, then its body, then a response head and body,
-/// all from `data`. What parses must serialise and parse back to the same head, and a body
-/// must never yield more bytes than its framing allows.
 pub fn http1_wire(data: &[u8]) {
     use bytes::BytesMut;
     use proxy_core::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits};
