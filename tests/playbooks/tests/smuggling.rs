@@ -626,3 +626,24 @@ fn a_bodiless_request_leaves_with_a_true_length() {
         .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n"))
         .run();
 }
+
+#[test]
+fn a_fragment_in_the_target_is_400() {
+    // `http://a.te#st/` once left an empty origin-form target: `POST  HTTP/1.1` upstream.
+    for target in ["http://a.te#st/", "http://a.test/#x", "http://a.test/p?q#f"] {
+        bad_request(format!("POST {target} HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), "fragment in the request target");
+    }
+    Playbook::new(reverse())
+        .recv(CLIENT, "GET /p#f HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "fragment in the request target", true)))
+        .expect(half_close(CLIENT))
+        .run_split();
+}
+
+#[test]
+fn interim_responses_carry_no_length() {
+    answered("HTTP/1.1 100 Continue\r\nContent-Length: 1\r\nX: 1\r\n\r\n", "HTTP/1.1 100 Continue\r\nX: 1\r\n\r\n")
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
+        .run_split();
+}

@@ -237,6 +237,9 @@ impl Http1Client {
         if (100..200).contains(&status) && status != 101 {
             let mut headers = head.headers;
             strip_hop_by_hop(&mut headers, false);
+            // RFC 9110 section 8.6: an interim response has no content, and says nothing of
+            // one; a client that believed the field would read the next response as a body.
+            headers.remove("content-length");
             let response = self.response_from(head.version, status, head.reason, headers);
             out.push(ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
             return true;

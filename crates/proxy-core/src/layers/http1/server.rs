@@ -271,6 +271,11 @@ impl Http1Server {
             Ok(framing) => framing,
             Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
         };
+        if head.target.contains('#') {
+            // No form of request-target has a fragment (RFC 9112 section 3.2); a next hop could
+            // cut the target there or keep it.
+            return self.reject(cx, 400, "fragment in the request target".into(), out);
+        }
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
         let parsed = match &self.default_target {
             Some((scheme, target)) if origin_form => {
@@ -522,7 +527,8 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     } else {
         return Err(format!("unsupported request target {target:?}"));
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The caller refused targets with a fragment.
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     if authority.contains('@') {
         return Err("user information in the request target is not allowed".into());
@@ -532,7 +538,7 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     let path = match path {
         "" => "/".to_owned(),
         p if p.starts_with('?') => format!("/{p}"),
-        p => p.split('#').next().unwrap_or(p).to_owned(),
+        p => p.to_owned(),
     };
     Ok((scheme, host, port, path))
 }
