@@ -1,70 +1,267 @@
 //! The fuzz targets' bodies as bounded proptests, so `cargo test` catches what the fuzzer
-//! would, without a nightly toolchain.
+//! would, without a nightly toolchain. `write_seed_corpus` (ignored) writes the seeds of
+//! `fuzz/corpus/` from the tables here.
 
 use playbooks::fuzz;
 use proptest::prelude::*;
 
-/// Requests and responses of the kinds the scenarios know, for the generators to splice.
-const SEEDS: &[&[u8]] = &[
+/// Requests of the kinds the scenarios know, the smuggling cases among them.
+const REQUESTS: &[&[u8]] = &[
     b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\n\r\n",
     b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc",
     b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"PUT http://a.test:8080/x?y=1 HTTP/1.1\r\nHost: b.test\r\nX-A:  1 \r\nTransfer-Encoding: Chunked\r\n\r\n\
+      0003;e=1\r\nabc\r\n1\r\nd\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n",
     b"CONNECT a.test:443 HTTP/1.1\r\n\r\nraw",
     b"GET http://a.test/ HTTP/1.0\r\n\r\n",
     b"HEAD http://a.test/ HTTP/1.1\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nhost: a.test\r\n\r\n",
     b"GET http://a.test/ HTTP/1.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    b"GET http://a.test/ HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\nx",
+    b"GET http://a.test/ HTTP/1.1\nhost: a.test\n\n",
+    // Bodies long enough to be forwarded under the fuzz configuration.
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 40\r\n\r\n0123456789012345678901234567890123456789",
+    // Smuggling.
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 6\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /s HTTP/1.1\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: xchunked\r\n\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding:\tchunked\r\n\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding : chunked\r\n\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 5, 5\r\n\r\nhello",
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: +5\r\n\r\nhello",
+    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 18446744073709551616\r\n\r\nhello",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n",
+    b"POST http://a.test/ HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    b"GET http://a.test/ HTTP/1.1\r\nhost: evil.test\r\n\r\n",
+    b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\nhost: b.test\r\n\r\n",
+    b"GET http://a.test:80:80/ HTTP/1.1\r\n\r\n",
+    b"GET http://a.test/ HTTP/1.1\rhost: a.test\r\n\r\n",
+    b"GET http://a.test/ HTTP/1.1\r\nx[y]: 1\r\n\r\n",
+];
+
+/// Responses of the kinds the scenarios know, the smuggling cases among them.
+const RESPONSES: &[&[u8]] = &[
     b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx: y\r\n\r\n",
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframes",
     b"HTTP/1.0 200 OK\r\n\r\nuntil close",
-    // Bodies long enough to be forwarded under the fuzz configuration.
-    b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 40\r\n\r\n0123456789012345678901234567890123456789",
+    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n",
+    b"HTTP/1.1 200 OK\ncontent-length: 2\n\nhi",
     b"HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n0123456789012345678901234567890123456789",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: xchunked\r\ncontent-length: 2\r\n\r\nhi",
+    b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+2\r\nhi\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\ncontent-length: 5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nconnection: content-length\r\ncontent-length: 0\r\n\r\n",
 ];
 
-fn spliced() -> impl Strategy<Value = Vec<u8>> {
+fn spliced(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
-        (0..SEEDS.len()).prop_map(|i| SEEDS[i].to_vec()),
-        proptest::collection::vec(any::<u8>(), 0..24),
+        3 => (0..seeds.len()).prop_map(move |i| seeds[i].to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..24),
     ];
     proptest::collection::vec(piece, 0..6).prop_map(|pieces| pieces.concat())
+}
+
+/// Requests inside the oracle's subset: absolute-form, plain fields, any framing.
+fn well_formed() -> impl Strategy<Value = Vec<u8>> {
+    let field = ("X-[A-Za-z0-9]{1,8}", "[!-~]([ -~]{0,12}[!-~])?", "[ \t]{0,2}");
+    let chunks = proptest::collection::vec(("[a-z]{1,20}", any::<bool>(), 0usize..3), 0..4);
+    let request = (
+        prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        "[a-z0-9]{1,8}\\.test(:[1-9][0-9]{0,3})?",
+        "/[a-zA-Z0-9/._~?=&%+-]{0,16}",
+        proptest::collection::vec(field, 0..4),
+        prop::option::of("[a-z]{1,8}(:[1-9][0-9]{0,2})?"),
+        0u8..3,
+        chunks,
+        proptest::collection::vec(("T-[a-z]{1,4}|Content-Length|Host|If-Match", "[a-z0-9]{1,4}"), 0..3),
+    )
+        .prop_map(|(method, authority, path, fields, host, framing, chunks, trailers)| {
+            let mut raw = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
+            for (name, value, ows) in &fields {
+                raw.push_str(&format!("{name}:{ows}{value}{ows}\r\n"));
+            }
+            if let Some(host) = host {
+                raw.push_str(&format!("Host: {host}\r\n"));
+            }
+            let body: String = chunks.iter().map(|(c, _, _)| c.as_str()).collect();
+            match framing {
+                1 => raw.push_str(&format!("Content-Length: {:03}\r\n\r\n{body}", body.len())),
+                2 => {
+                    raw.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                    for (c, upper, zeros) in &chunks {
+                        let size = format!("{}{:x}", "0".repeat(*zeros), c.len());
+                        let size = if *upper { size.to_uppercase() } else { size };
+                        raw.push_str(&format!("{size}{}\r\n{c}\r\n", if *upper { ";e=1" } else { "" }));
+                    }
+                    raw.push_str("0\r\n");
+                    for (name, value) in &trailers {
+                        raw.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    raw.push_str("\r\n");
+                }
+                _ => raw.push_str("\r\n"),
+            }
+            raw.into_bytes()
+        });
+    proptest::collection::vec(request, 1..4).prop_map(|r| r.concat())
+}
+
+/// TLS target inputs: a configuration byte, then operations with their arguments and raw
+/// bytes, mostly ones that make progress (settle, requests, responses).
+fn tls_input() -> impl Strategy<Value = Vec<u8>> {
+    let op = prop_oneof![
+        3 => (2u8..5, any::<u8>()).prop_map(|(op, arg)| vec![op, arg]),
+        1 => (prop::sample::select(vec![0u8, 1, 5, 6, 7]), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..16))
+            .prop_map(|(op, arg, raw)| [vec![op, arg], raw].concat()),
+    ];
+    (prop::sample::select(vec![0u8, 1, 2, 3, 8, 0x10, 0x20, 0x40, 0x80, 0x81]), proptest::collection::vec(op, 0..10))
+        .prop_map(|(flags, ops)| [vec![flags], ops.concat()].concat())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn client_bytes(seed in any::<u8>(), input in spliced()) {
-        let mut data = vec![seed];
-        data.extend(input);
-        fuzz::client_bytes(&data);
+    fn client_bytes(flags in any::<u8>(), seed in any::<u8>(), input in spliced(REQUESTS)) {
+        fuzz::client_bytes(&[&[flags, seed][..], &input].concat());
     }
 
     #[test]
-    fn server_bytes(input in spliced()) {
-        fuzz::server_bytes(&input);
+    fn client_bytes_well_formed(flags in any::<u8>(), seed in any::<u8>(), input in well_formed()) {
+        fuzz::client_bytes(&[&[flags, seed][..], &input].concat());
+    }
+
+    #[test]
+    fn server_bytes(flags in any::<u8>(), seed in any::<u8>(), input in spliced(RESPONSES)) {
+        fuzz::server_bytes(&[&[flags, seed][..], &input].concat());
     }
 
     #[test]
     fn scenario(input in proptest::collection::vec(any::<u8>(), 0..96)) {
         fuzz::scenario(&input);
     }
-}
 
-#[test]
-fn seeds_run_clean() {
-    for seed in SEEDS {
-        fuzz::client_bytes(&[&[7u8][..], seed].concat());
-        fuzz::server_bytes(seed);
+    #[test]
+    fn http1_wire(input in spliced(REQUESTS)) {
+        fuzz::http1_wire(&input);
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    // Each case runs real handshakes: fewer of them keep this to seconds.
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn http1_wire(input in spliced()) {
-        fuzz::http1_wire(&input);
+    fn tls(input in tls_input()) {
+        fuzz::tls(&input);
     }
+
+    #[test]
+    fn h2_frames(flags in any::<u8>(), seed in any::<u8>(), input in proptest::collection::vec(any::<u8>(), 0..160)) {
+        let mut data = vec![flags, seed];
+        data.extend(input);
+        fuzz::h2_frames(&data);
+    }
+}
+
+#[test]
+fn seeds_run_clean() {
+    for flags in [0, 1, 2, 4, 8, 15] {
+        for seed in REQUESTS {
+            fuzz::client_bytes(&[&[flags, 7][..], seed].concat());
+        }
+        for seed in RESPONSES {
+            fuzz::server_bytes(&[&[flags, 7][..], seed].concat());
+        }
+    }
+}
+
+#[test]
+fn a_full_tls_exchange_runs_clean() {
+    // Settle (handshakes), a request, settle, a response, settle.
+    fuzz::tls(&[0, 2, 0, 3, 0, 2, 0, 4, 0, 2, 0]);
+    fuzz::tls(&[0x10, 2, 0, 3, 0, 2, 0, 4, 1, 2, 0]);
+}
+
+/// Writes `fuzz/corpus/<target>/seed-*` from the tables above: run with `--ignored` after
+/// changing them.
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    let write = |target: &str, name: String, data: Vec<u8>| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        std::fs::write(dir.join(name), data).expect("seed");
+    };
+    for (i, seed) in REQUESTS.iter().enumerate() {
+        write("client_bytes", format!("seed-{i:02}"), [&[0u8, 7][..], seed].concat());
+        write("client_bytes", format!("seed-{i:02}-nohooks"), [&[1u8, 200][..], seed].concat());
+        write("http1_wire", format!("seed-req-{i:02}"), seed.to_vec());
+        // The request, then an operation to answer it, for the scenario.
+        write("scenario", format!("seed-req-{i:02}"), [&[0u8, 9][..], seed, &[5, 1, 2, 4, 4, 0, 6, 0]].concat());
+    }
+    for (i, seed) in RESPONSES.iter().enumerate() {
+        write("server_bytes", format!("seed-{i:02}"), [&[0u8, 7][..], seed].concat());
+        write("server_bytes", format!("seed-{i:02}-nohooks"), [&[1u8, 200][..], seed].concat());
+        write("http1_wire", format!("seed-resp-{i:02}"), [REQUESTS[0], seed].concat());
+    }
+    // Scenarios: a GET answered, a chunked POST answered in pieces, a CONNECT, an upgrade,
+    // each in regular, reverse and upstream mode.
+    let scenarios: [&[u8]; 4] = [
+        &[0, 0, 4, 0, 5, 1, 2, 4, 6, 0, 7, 3],
+        &[0, 2, 5, 1, 2, 5, 2, 6, 2, 7, 4, 0, 6, 0],
+        &[0, 3, 5, 1, 9, 0x16, 8, 1],
+        &[0, 14, 5, 1, 2, 15, 9, 0x81, 8, 0],
+    ];
+    for (i, ops) in scenarios.iter().enumerate() {
+        for mode in [0u8, 0x10, 0x20] {
+            write("scenario", format!("seed-{i}-mode{}", mode >> 4), [&[mode][..], ops].concat());
+        }
+    }
+    // TLS: the full exchange, through and passed through, with each request and response.
+    for (i, flags) in [0u8, 0x10, 0x20, 0x40, 0x80].into_iter().enumerate() {
+        for r in 0..6u8 {
+            write("tls", format!("seed-{i}-{r}"), vec![flags, 2, 0, 3, r, 2, 0, 4, r % 5, 2, 0, 3, 0, 2, 0]);
+        }
+    }
+    // A real ClientHello sent raw, 64 bytes per operation, for the mutator to work on.
+    let mut raw = vec![0x80u8];
+    for piece in fuzz::client_hello().chunks(64) {
+        raw.extend_from_slice(&[0, 63]);
+        raw.extend_from_slice(piece);
+    }
+    write("tls", "seed-raw-client-hello".into(), raw);
+}
+
+/// Requests with bodies, resets and window updates on several streams.
+#[test]
+fn an_h2_exchange_runs_clean() {
+    // Stream 1: a GET. Stream 3: an upload of two DATA frames. Stream 5: opened and reset.
+    fuzz::h2_frames(&[0, 7, 0, 1, 1, 3, 2, 3, 9, 2, 3, 10, 1, 5, 3, 5, 8, 4, 0, 0, 0, 1, 0]);
+    fuzz::h2_frames(&[1, 200, 0, 1, 0, 3, 0, 5, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn tls_regression_client_eof_mid_handshake() {
+    fuzz::tls(&[0, 6, 0]);
+}
+
+#[test]
+fn tls_regression_send_after_close() {
+    fuzz::tls(&[0, 3, 40, 5, 4, 16]);
 }

@@ -36,6 +36,9 @@ pub(crate) struct TlsSession {
     /// The peer's `close_notify` arrived and was reported as the connection closing; the
     /// driver's report of the same end is still to come.
     pub(crate) peer_closed: bool,
+    /// Our `close_notify` went out, and the connection's writing side with it: what rustls
+    /// would still send (an alert answering a late record, say) has nowhere to go.
+    write_closed: bool,
 }
 
 /// What one batch of ciphertext produced.
@@ -58,7 +61,17 @@ impl TlsSession {
             rustls::Connection::Server(_) => TlsSide::Client,
         };
         let mut session =
-            Self { conn, side, server, server_name, established: false, awaiting_open: false, failed: false, peer_closed: false };
+            Self {
+                conn,
+                side,
+                server,
+                server_name,
+                established: false,
+                awaiting_open: false,
+                failed: false,
+                peer_closed: false,
+                write_closed: false,
+            };
         // The context accounts for queued output itself and pauses readers when it grows; a
         // rustls-side limit would only make writes partial.
         session.conn.set_buffer_limit(None);
@@ -127,7 +140,7 @@ impl TlsSession {
     /// Encrypt `data` for the peer. Before the handshake completes, rustls holds it back and
     /// sends it once the keys are there.
     pub(crate) fn send(&mut self, data: &[u8]) -> Bytes {
-        if self.failed {
+        if self.failed || self.write_closed {
             return Bytes::new();
         }
         // Unlimited buffer: a write takes everything.
@@ -135,16 +148,19 @@ impl TlsSession {
         self.take_outgoing()
     }
 
-    /// A `close_notify` for the peer.
+    /// A `close_notify` for the peer, the last bytes this session sends.
     pub(crate) fn close(&mut self) -> Bytes {
-        if self.failed {
+        if self.failed || self.write_closed {
             return Bytes::new();
         }
         self.conn.send_close_notify();
-        self.take_outgoing()
+        let notify = self.take_outgoing();
+        self.write_closed = true;
+        notify
     }
 
-    /// Records rustls has ready to go out (the first flight of a client handshake, say).
+    /// Records rustls has ready to go out (the first flight of a client handshake, say);
+    /// nothing once [`close`](Self::close) has sent the last.
     pub(crate) fn take_outgoing(&mut self) -> Bytes {
         let mut out = Vec::new();
         while self.conn.wants_write() {
@@ -152,6 +168,9 @@ impl TlsSession {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
+        }
+        if self.write_closed {
+            return Bytes::new();
         }
         Bytes::from(out)
     }

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{Request, Response, Version};
@@ -164,6 +164,10 @@ impl Http1Client {
                 headers.append("transfer-encoding", "chunked");
                 Encoder::Chunked
             });
+        } else if headers.contains("content-length") {
+            // No body follows: a length other than 0 would have the server wait for one, and
+            // read the next request as its rest.
+            headers.insert("content-length", "0");
         }
         let mut dst = BytesMut::with_capacity(512);
         wire::write_request_head(&mut dst, &request.method, &target, Version::Http11, &headers);
@@ -216,6 +220,7 @@ impl Http1Client {
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         self.recv = Recv::Done;
+                        let trailers = allowed_trailers(trailers);
                         out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers }));
                     }
                     Err(e) => return self.fail(format!("invalid response body: {e}"), out),
@@ -232,6 +237,9 @@ impl Http1Client {
         if (100..200).contains(&status) && status != 101 {
             let mut headers = head.headers;
             strip_hop_by_hop(&mut headers, false);
+            // RFC 9110 section 8.6: an interim response has no content, and says nothing of
+            // one; a client that believed the field would read the next response as a body.
+            headers.remove("content-length");
             let response = self.response_from(head.version, status, head.reason, headers);
             out.push(ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
             return true;
@@ -261,6 +269,19 @@ impl Http1Client {
         if chunked_or_close && headers.remove("content-length") {
             // Both framings: a smuggling attempt or a broken server. Never reuse it.
             self.keep_alive = false;
+        }
+        match framing {
+            // `5, 5`, `005` or the field twice: the client gets the one length we read.
+            Framing::Length(n) => headers.insert("content-length", n.to_string()),
+            // Without a body the length describes the resource (HEAD, 304): written back as
+            // one canonical field, or dropped if it is no length.
+            Framing::Empty => match wire::content_length(&headers) {
+                Ok(n) => headers.insert("content-length", n.to_string()),
+                Err(_) => {
+                    headers.remove("content-length");
+                }
+            },
+            Framing::Chunked | Framing::UntilClose => {}
         }
         strip_hop_by_hop(&mut headers, false);
         if framing == Framing::UntilClose {

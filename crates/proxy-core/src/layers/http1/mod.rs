@@ -81,6 +81,45 @@ fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
     });
 }
 
+/// Fields that may not travel in a trailer section (RFC 9110 section 6.5.1): they frame, route,
+/// authenticate or describe the message, and a later hop that merges trailers into the header
+/// section could act on them after the fact. The list is Go's `httpguts.ValidTrailerHeader`
+/// plus `Upgrade`; names starting with `If-` go too.
+const NOT_IN_TRAILERS: [&[u8]; 22] = [
+    b"authorization",
+    b"cache-control",
+    b"connection",
+    b"content-encoding",
+    b"content-length",
+    b"content-range",
+    b"content-type",
+    b"expect",
+    b"host",
+    b"keep-alive",
+    b"max-forwards",
+    b"pragma",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"proxy-connection",
+    b"range",
+    b"realm",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"www-authenticate",
+];
+
+/// Received trailers without the fields that may not be trailers; `None` if none are left.
+fn allowed_trailers(trailers: Option<Headers>) -> Option<Headers> {
+    let mut trailers = trailers?;
+    trailers.retain(|name, _| {
+        let conditional = name.len() > 3 && name[..3].eq_ignore_ascii_case(b"if-");
+        !conditional && !NOT_IN_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n))
+    });
+    (!trailers.is_empty()).then_some(trailers)
+}
+
 /// How a body leaves on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoder {

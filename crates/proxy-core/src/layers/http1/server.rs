@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::command::{LogLevel, ServerAddr};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
@@ -284,6 +284,7 @@ impl Http1Server {
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         let flow = self.flow();
+                        let trailers = allowed_trailers(trailers);
                         out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                         self.recv = Recv::Done;
                         self.maybe_finish_exchange();
@@ -306,6 +307,11 @@ impl Http1Server {
             Ok(framing) => framing,
             Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
         };
+        if head.target.contains('#') {
+            // No form of request-target has a fragment (RFC 9112 section 3.2); a next hop could
+            // cut the target there or keep it.
+            return self.reject(cx, 400, "fragment in the request target".into(), out);
+        }
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
         let parsed = match &self.default_target {
             Some((scheme, target)) if origin_form => {
@@ -321,8 +327,19 @@ impl Http1Server {
             let message = "https:// URLs in proxy requests need TLS interception, which is off; use CONNECT";
             return self.reject(cx, 501, message.into(), out);
         }
-        if head.headers.get_all("host").count() > 1 {
-            return self.reject(cx, 400, "more than one host header".into(), out);
+        // RFC 9112 section 3.2: one valid Host, and one at all in an HTTP/1.1 origin-form
+        // request, which names no host of its own. An absolute-form target replaces Host below.
+        let host_error = {
+            let mut hosts = head.headers.get_all("host");
+            match (hosts.next(), hosts.next()) {
+                (Some(_), Some(_)) => Some("more than one host header"),
+                (Some(host), None) if !is_valid_host(host) => Some("invalid host header"),
+                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some("missing host header"),
+                _ => None,
+            }
+        };
+        if let Some(message) = host_error {
+            return self.reject(cx, 400, message.into(), out);
         }
         let keep_alive = match head.version {
             Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
@@ -333,6 +350,10 @@ impl Http1Server {
         };
         let upgrade = head.headers.has_token("connection", "upgrade") && head.headers.contains("upgrade");
         let mut headers = head.headers;
+        if let Framing::Length(n) = framing {
+            // `5, 5`, `005` or the field twice: the next hop gets the one length we read.
+            headers.insert("content-length", n.to_string());
+        }
         strip_hop_by_hop(&mut headers, upgrade);
         if upgrade {
             headers.append("connection", "Upgrade");
@@ -439,6 +460,11 @@ impl Http1Server {
             if !no_body || current.head {
                 headers.insert("content-length", body.len().to_string());
             }
+        } else if end_stream && !no_body {
+            // Nothing follows the head: say so whatever fields came with it, or an HTTP/1.1
+            // client reads on until the connection closes and takes the next response for
+            // this body (the Content-Length may be gone because `Connection` named it).
+            headers.insert("content-length", "0");
         } else if !end_stream && !no_body {
             encoder = Some(if headers.contains("content-length") {
                 Encoder::Raw
@@ -537,7 +563,8 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     } else {
         return Err(format!("unsupported request target {target:?}"));
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The caller refused targets with a fragment.
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     if authority.contains('@') {
         return Err("user information in the request target is not allowed".into());
@@ -547,9 +574,14 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     let path = match path {
         "" => "/".to_owned(),
         p if p.starts_with('?') => format!("/{p}"),
-        p => p.split('#').next().unwrap_or(p).to_owned(),
+        p => p.to_owned(),
     };
     Ok((scheme, host, port, path))
+}
+
+/// A `Host` value of the form `host[:port]` that [`split_authority`] accepts.
+fn is_valid_host(value: &[u8]) -> bool {
+    std::str::from_utf8(value).is_ok_and(|v| split_authority(v, Some(80)).is_some())
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -573,8 +605,10 @@ pub(crate) fn split_authority(authority: &str, default_port: Option<u16>) -> Opt
             None => (authority, None),
         }
     };
-    let valid_host = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+    // A bracketed host was checked as an IPv6 address; any other is a name or IPv4 address,
+    // without the colon that would make `a.test:80:80` a host `a.test:80`.
+    let valid_host = authority.starts_with('[')
+        || !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     if !valid_host {
         return None;
     }
@@ -604,5 +638,23 @@ mod tests {
         assert!(parse_target("GET", "http://u:p@a.test/").is_err());
         assert!(parse_target("GET", "http://a.test:99999/").is_err());
         assert!(parse_target("GET", "http://a b/").is_err());
+        assert!(parse_target("GET", "http://a.test:80:80/").is_err());
+        assert!(parse_target("GET", "http://a.test:/").is_err());
+        assert!(parse_target("GET", "http://::1/").is_err());
+        assert!(parse_target("GET", "http://[::1]:8080/").is_ok());
+        assert!(parse_target("CONNECT", "::1:443").is_err());
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in ["a.test", "A.Test:8080", "127.0.0.1", "[::1]", "[::1]:443", "a_b.test"] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "", " ", "a.test:", "a.test:0", "a.test:x", "a.test:80:80", "a b", "a.test,b.test", "u@a.test", "a.test/",
+            "[::1", "::1", "[a.test]", "a.test:99999", "ä.test",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 }

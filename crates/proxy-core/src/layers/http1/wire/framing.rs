@@ -1,6 +1,6 @@
 //! How long a body is: RFC 9112 section 6.3, strictly for requests.
 
-use super::{trim_ows, Framing, Http1Error, RequestHead, ResponseHead};
+use super::{is_tchar, trim_ows, Framing, Http1Error, RequestHead, ResponseHead};
 use crate::flow::Version;
 use crate::headers::Headers;
 
@@ -9,6 +9,11 @@ use crate::headers::Headers;
 /// A request is framed by exactly `Transfer-Encoding: chunked` (HTTP/1.1 only) or by
 /// `Content-Length`, never by both: everything else that an intermediary could read two ways is
 /// an error. Equal repeated lengths (`5, 5`) are accepted as one.
+///
+/// Transfer codings whose last element is not a single `chunked` make the length unknowable:
+/// [`Http1Error::BadTransferEncoding`] (400, RFC 9112 section 6.1). Other codings before a
+/// final `chunked` (`gzip, chunked`) are well-framed but not something the proxy forwards:
+/// [`Http1Error::UnsupportedTransferEncoding`] (501, as nginx answers).
 pub fn request_framing(head: &RequestHead) -> Result<Framing, Http1Error> {
     let h = &head.headers;
     let te = h.contains("transfer-encoding");
@@ -21,16 +26,37 @@ pub fn request_framing(head: &RequestHead) -> Result<Framing, Http1Error> {
         if head.version == Version::Http10 {
             return Err(Http1Error::BadTransferEncoding);
         }
-        let mut codings = codings(h);
-        return match (codings.next(), codings.next()) {
-            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
-            _ => Err(Http1Error::BadTransferEncoding),
-        };
+        return request_codings(h);
     }
     if cl {
         return content_length(h).map(Framing::Length);
     }
     Ok(Framing::Empty)
+}
+
+/// The framing a request's `Transfer-Encoding` fields give: chunked only if `chunked` is the
+/// one and final coding.
+fn request_codings(h: &Headers) -> Result<Framing, Http1Error> {
+    let mut last: Option<&[u8]> = None;
+    // Whether every coding before the last is a token other than `chunked`.
+    let mut others_valid = true;
+    let mut others = false;
+    for coding in codings(h) {
+        if let Some(prev) = last {
+            others = true;
+            let token = !prev.is_empty() && prev.iter().all(|&b| is_tchar(b));
+            others_valid &= token && !prev.eq_ignore_ascii_case(b"chunked");
+        }
+        last = Some(coding);
+    }
+    match last {
+        Some(c) if c.eq_ignore_ascii_case(b"chunked") => match (others, others_valid) {
+            (false, _) => Ok(Framing::Chunked),
+            (true, true) => Err(Http1Error::UnsupportedTransferEncoding),
+            (true, false) => Err(Http1Error::BadTransferEncoding),
+        },
+        _ => Err(Http1Error::BadTransferEncoding),
+    }
 }
 
 /// Body framing of a response to a request with `method`.
@@ -73,8 +99,9 @@ fn codings(h: &Headers) -> impl Iterator<Item = &[u8]> {
     h.get_all("transfer-encoding").flat_map(|v| v.split(|&b| b == b',')).map(trim_ows)
 }
 
-/// The one length all Content-Length elements agree on.
-fn content_length(h: &Headers) -> Result<u64, Http1Error> {
+/// The one length all `Content-Length` elements agree on, for writing it back as a single
+/// canonical field.
+pub fn content_length(h: &Headers) -> Result<u64, Http1Error> {
     let mut len = None;
     let mut conflict = false;
     for value in h.get_all("content-length") {
@@ -188,16 +215,24 @@ mod tests {
         for v in ["chunked", "Chunked", "CHUNKED", " chunked\t"] {
             assert_eq!(framing(&[("Transfer-Encoding", v)]), Ok(Framing::Chunked), "{v:?}");
         }
+        // `chunked` is not the one final coding: the length is unknowable, 400.
         for v in [
-            "", "gzip, chunked", "chunked, chunked", "chunked,", ",chunked", "identity", "xchunked", "chunkedx",
-            "chunked;x", "chunked; q=1", "gzip", "chunked, gzip", "\"chunked\"", "chun ked",
+            "", "chunked, chunked", "chunked,", ",chunked", "identity", "xchunked", "chunkedx", "chunked;x",
+            "chunked; q=1", "gzip", "chunked, gzip", "chunked, identity", "\"chunked\"", "chun ked", "gzip,,chunked",
+            "\"gzip\", chunked", "gzip;q=1, chunked",
         ] {
             assert_eq!(framing(&[("Transfer-Encoding", v)]), Err(Http1Error::BadTransferEncoding), "{v:?}");
         }
+        // Well framed, with codings the proxy does not forward: 501.
+        for v in ["gzip, chunked", "deflate,chunked", "x-custom , gzip , chunked"] {
+            assert_eq!(framing(&[("Transfer-Encoding", v)]), Err(Http1Error::UnsupportedTransferEncoding), "{v:?}");
+        }
         let two = [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")];
         assert_eq!(framing(&two), Err(Http1Error::BadTransferEncoding));
-        let two = [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")];
+        let two = [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "identity")];
         assert_eq!(framing(&two), Err(Http1Error::BadTransferEncoding));
+        let two = [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")];
+        assert_eq!(framing(&two), Err(Http1Error::UnsupportedTransferEncoding));
         let old = req(Version::Http10, &[("Transfer-Encoding", "chunked")]);
         assert_eq!(request_framing(&old), Err(Http1Error::BadTransferEncoding));
     }
@@ -222,6 +257,10 @@ mod tests {
             (b"content-length: 5\nTRANSFER-ENCODING: chunked\n", Err(LengthAndChunked)),
             (b"Transfer-Encoding: xchunked\r\n", Err(BadTransferEncoding)),
             (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", Err(BadTransferEncoding)),
+            (b"Transfer-Encoding: chunked, identity\r\n", Err(BadTransferEncoding)),
+            (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", Err(BadTransferEncoding)),
+            (b"Transfer-Encoding:  chunked \r\n", Ok(Framing::Chunked)),
+            (b"Transfer-Encoding: gzip, chunked\r\n", Err(UnsupportedTransferEncoding)),
             (b"Transfer-Encoding : chunked\r\nContent-Length: 4\r\n", Err(BadHeader)),
             (b"Transfer-Encoding:\tchunked\r\n", Ok(Framing::Chunked)),
             (b"Transfer-Encoding:\r\n chunked\r\n", Err(ObsFold)),

@@ -19,6 +19,11 @@
 //!   wins over `Content-Length`, and a final coding other than chunked reads until close.
 //! - Chunked bodies need CRLF on every line, including the trailer section, and a chunk size
 //!   of at most 16 hex digits; chunk extensions must follow the RFC grammar and are dropped.
+//!
+//! The HTTP/1 codecs then write what they forward in one canonical framing: a single decimal
+//! `Content-Length` (`5, 5` and `005` become `5`), or `Transfer-Encoding: chunked` with
+//! fresh chunk lines; trailer fields that frame or route a message are dropped. README.md
+//! ("Request smuggling") tables every decision.
 
 use crate::flow::Version;
 use crate::headers::Headers;
@@ -29,7 +34,7 @@ mod head;
 mod write;
 
 pub use body::{BodyEvent, BodyReader};
-pub use framing::{request_framing, response_framing};
+pub use framing::{content_length, request_framing, response_framing};
 pub use head::HeadReader;
 pub use write::{write_chunk_header, write_fields, write_request_head, write_response_head, LAST_CHUNK};
 
@@ -77,10 +82,15 @@ pub enum Http1Error {
     /// A `Content-Length` value that is not a list of decimal numbers fitting in 64 bits.
     #[error("invalid content-length")]
     BadLength,
-    /// A request whose transfer codings are anything but exactly `chunked`, or an HTTP/1.0
-    /// request with `Transfer-Encoding`.
-    #[error("unsupported transfer-encoding")]
+    /// A request whose transfer codings do not end in one `chunked` (`xchunked`,
+    /// `chunked, identity`, `chunked, chunked`, an empty element), or an HTTP/1.0 request with
+    /// `Transfer-Encoding`: its length cannot be known (RFC 9112 section 6.1).
+    #[error("invalid transfer-encoding")]
     BadTransferEncoding,
+    /// A request with codings before its final `chunked` (`gzip, chunked`): well framed, but
+    /// not forwarded.
+    #[error("unsupported transfer-encoding")]
+    UnsupportedTransferEncoding,
     /// A chunk size that is not 1 to 16 hex digits.
     #[error("invalid chunk size")]
     BadChunkSize,
@@ -98,7 +108,7 @@ impl Http1Error {
         match self {
             Self::HeadTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
             Self::BadVersion => 505,
-            Self::BadTransferEncoding => 501,
+            Self::UnsupportedTransferEncoding => 501,
             _ => 400,
         }
     }
@@ -153,7 +163,7 @@ mod tests {
         assert_eq!(Http1Error::HeadTooLarge { limit: 1 }.status(), 431);
         assert_eq!(Http1Error::TooManyHeaders { limit: 1 }.status(), 431);
         assert_eq!(Http1Error::BadVersion.status(), 505);
-        assert_eq!(Http1Error::BadTransferEncoding.status(), 501);
+        assert_eq!(Http1Error::UnsupportedTransferEncoding.status(), 501);
         for e in [
             Http1Error::BadRequestLine,
             Http1Error::BadStatusLine,
@@ -163,6 +173,7 @@ mod tests {
             Http1Error::LengthAndChunked,
             Http1Error::ConflictingLength,
             Http1Error::BadLength,
+            Http1Error::BadTransferEncoding,
             Http1Error::BadChunkSize,
             Http1Error::BadChunk,
             Http1Error::Incomplete,
