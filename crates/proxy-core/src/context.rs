@@ -100,6 +100,11 @@ impl Context {
         conn
     }
 
+    /// Whether more than `high_water` bytes wait to be sent on `conn`.
+    pub(crate) fn is_congested(&self, conn: ConnId) -> bool {
+        self.state(conn).is_some_and(|c| c.queued > self.config.high_water)
+    }
+
     /// Whether we have stopped reading `conn`, for any reason.
     pub(crate) fn is_paused(&self, conn: ConnId) -> bool {
         self.state(conn).is_some_and(|c| c.paused != 0)

@@ -717,8 +717,10 @@ impl HttpLayer {
             return;
         }
         self.start_forwards(cx);
-        // The client codec finished a response: parse what the client pipelined meanwhile.
-        if self.client.ready_for_next() {
+        // The client codec finished a response: parse what the client pipelined meanwhile,
+        // once the client has taken what it was sent (answers made here, such as a 502 for
+        // each refused connection, would otherwise pile up past the high-water mark).
+        if self.client.ready_for_next() && !cx.is_congested(ConnId::CLIENT) {
             let mut outputs = Vec::new();
             self.client.next_request(cx, now, &mut outputs);
             self.handle_client_outputs(cx, now, outputs);
