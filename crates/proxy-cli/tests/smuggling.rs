@@ -507,6 +507,10 @@ fn ambiguous_requests_never_reach_the_origin() {
             format!("GET http://{a}:80/ HTTP/1.1\r\nHost: {a}\r\n\r\n").into_bytes(),
             400,
         ),
+        (
+            format!("GET http://{a}#x/ HTTP/1.1\r\nHost: {a}\r\n\r\n").into_bytes(),
+            400,
+        ),
     ];
     for (raw, want) in &cases {
         let answer = exchange(&proxy, raw);
@@ -747,6 +751,14 @@ fn response_framing_is_canonical_or_refused() {
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nContent-Length: 9\r\nX-T: 1\r\n\r\n",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\nhi\r\n0\r\nX-T: 1\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\nContent-Length: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         ),
     ];
     for (response, want) in cases {

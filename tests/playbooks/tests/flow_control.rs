@@ -155,3 +155,24 @@ fn new_server_connection_is_paused_while_the_client_is_congested() {
         .expect(resume(S2))
         .run();
 }
+
+#[test]
+fn pipelined_requests_wait_while_the_client_is_not_reading() {
+    // Found by fuzzing: each pipelined request that got a 502 of the proxy's own started the
+    // next at once, so answers piled up for a client that read none of them.
+    let refused = proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false);
+    assert!(refused.len() > 100);
+    Playbook::new(high_water(100))
+        .recv(CLIENT, GET_A.repeat(3))
+        .expect(open(S1, "a.test:80"))
+        .open_failed(S1, OpenError::Refused)
+        .expect(send(CLIENT, &refused))
+        // Past the mark: the second request waits for the client to take the first answer.
+        .drained(CLIENT)
+        .expect(open(S2, "a.test:80"))
+        .open_failed(S2, OpenError::Refused)
+        .expect(send(CLIENT, &refused))
+        .drained(CLIENT)
+        .expect(open(S3, "a.test:80"))
+        .run();
+}

@@ -190,6 +190,31 @@ fn seeds_run_clean() {
     }
 }
 
+/// Every input a fuzzer once failed on, kept in `fuzz/regressions/<target>/`, runs clean.
+#[test]
+fn regressions_run_clean() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    let targets: [(&str, fn(&[u8])); 5] = [
+        ("client_bytes", fuzz::client_bytes),
+        ("server_bytes", fuzz::server_bytes),
+        ("scenario", fuzz::scenario),
+        ("http1_wire", fuzz::http1_wire),
+        ("tls", fuzz::tls),
+    ];
+    let mut ran = 0;
+    for (target, body) in targets {
+        let Ok(dir) = std::fs::read_dir(root.join(target)) else { continue };
+        for entry in dir {
+            let path = entry.expect("directory entry").path();
+            let input = std::fs::read(&path).expect("regression input");
+            let outcome = std::panic::catch_unwind(|| body(&input));
+            assert!(outcome.is_ok(), "{} fails again", path.display());
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "no regression inputs under {}", root.display());
+}
+
 #[test]
 fn a_full_tls_exchange_runs_clean() {
     // Settle (handshakes), a request, settle, a response, settle.

@@ -953,8 +953,11 @@ impl HttpLayer {
             return;
         }
         self.start_forwards(cx);
-        // The client codec finished a response: parse what the client pipelined meanwhile.
-        if let Some(client) = self.client.h1_mut().filter(|c| c.ready_for_next()) {
+        // The client codec finished a response: parse what the client pipelined meanwhile,
+        // once the client has taken what it was sent (answers made here, such as a 502 for
+        // each refused connection, would otherwise pile up past the high-water mark).
+        let congested = cx.is_congested(ConnId::CLIENT);
+        if let Some(client) = self.client.h1_mut().filter(|c| c.ready_for_next() && !congested) {
             let mut outputs = Vec::new();
             client.next_request(cx, now, &mut outputs);
             self.handle_client_outputs(cx, now, outputs);
