@@ -194,12 +194,14 @@ fn seeds_run_clean() {
 #[test]
 fn regressions_run_clean() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 5] = [
+    type Body = fn(&[u8]);
+    let targets: [(&str, Body); 6] = [
         ("client_bytes", fuzz::client_bytes),
         ("server_bytes", fuzz::server_bytes),
         ("scenario", fuzz::scenario),
         ("http1_wire", fuzz::http1_wire),
         ("tls", fuzz::tls),
+        ("h2_frames", fuzz::h2_frames),
     ];
     let mut ran = 0;
     for (target, body) in targets {
