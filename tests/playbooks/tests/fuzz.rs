@@ -187,7 +187,8 @@ fn seeds_run_clean() {
 #[test]
 fn regressions_run_clean() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 5] = [
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 5] = [
         ("client_bytes", fuzz::client_bytes),
         ("server_bytes", fuzz::server_bytes),
         ("scenario", fuzz::scenario),
