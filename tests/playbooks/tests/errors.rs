@@ -568,3 +568,26 @@ fn response_head_over_the_limit_is_502() {
         ))
         .run_split();
 }
+
+#[test]
+fn client_closing_before_a_pipelined_body_ends_the_connection() {
+    // Found by fuzzing: the client's EOF came while an earlier response was streaming, and the
+    // pipelined request read after it waited forever for a body that could not come.
+    Playbook::new(no_hooks())
+        .ignore_pauses()
+        .recv(CLIENT, format!("{GET_A}POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\nabc"))
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nh")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nh"))
+        .closed(CLIENT)
+        .recv(S1, "i")
+        .expect(send(CLIENT, "i"))
+        // The request goes as far as it came, and is abandoned with its connection.
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\nabc"))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}

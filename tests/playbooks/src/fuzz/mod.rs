@@ -64,7 +64,10 @@ pub fn variant(flags: u8, modes: bool) -> Config {
     config.add_via = flags & 8 != 0;
     if modes {
         config.mode = match (flags >> 4) % 4 {
-            1 => Mode::Reverse { scheme: Scheme::Http, target: ServerAddr::new("origin.test", 8080), client_tls: false },
+            1 => {
+                let target = ServerAddr::new("origin.test", 8080);
+                Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }
+            }
             2 => Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128) },
             _ => Mode::Regular,
         };
@@ -123,10 +126,9 @@ pub fn client_bytes(data: &[u8]) {
         })
         .collect();
     if got != expected {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let show = |e: &[oracle::Expected]| {
-            e.iter()
-                .map(|e| format!("{:?} + {:?} + {:?}", String::from_utf8_lossy(&e.head), String::from_utf8_lossy(&e.body), String::from_utf8_lossy(&e.trailers)))
-                .collect::<Vec<_>>()
+            e.iter().map(|e| format!("{:?} + {:?} + {:?}", text(&e.head), text(&e.body), text(&e.trailers))).collect::<Vec<_>>()
         };
         panic!("servers received\n  {:?}\nfor a well-formed input that must become\n  {:?}", show(&got), show(&expected));
     }

@@ -31,8 +31,16 @@ pub struct Expected {
 }
 
 /// Fields the subset leaves out: they change how the proxy treats the connection.
-const CONNECTION_FIELDS: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "upgrade", "expect", "proxy-authenticate"];
+const CONNECTION_FIELDS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "upgrade",
+    "expect",
+];
 
 /// Trailer fields the proxy drops; kept apart from proxy-core's own list on purpose.
 const DROPPED_TRAILERS: [&str; 22] = [
@@ -193,7 +201,9 @@ fn valid_host(v: &str) -> bool {
         && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     let port_ok = match port {
         None => true,
-        Some(p) => !p.starts_with('0') && p.parse::<u16>().is_ok_and(|n| n > 0) && p.bytes().all(|b| b.is_ascii_digit()),
+        Some(p) => {
+            !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+        }
     };
     name && port_ok
 }

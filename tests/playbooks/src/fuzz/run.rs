@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proxy_core::{ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookKind, HookReply, HttpFlow, OpenError};
+use proxy_core::{
+    ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookKind, HookReply, HttpFlow, OpenError,
+};
 
 use super::strict::{self, Message, Step};
 use super::MAX_CHUNK;
@@ -92,10 +94,6 @@ impl Run {
             read_upstream: HashMap::new(),
             received: Vec::new(),
         }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     pub fn handle(&mut self, event: Event) {
@@ -378,7 +376,8 @@ impl Run {
                 // Cut off mid-response: the flow was aborted.
                 Step::More => return,
                 Step::Broken(e) => {
-                    panic!("the client got a response no strict reader takes ({e}): {:?}", String::from_utf8_lossy(sent))
+                    let sent = String::from_utf8_lossy(sent);
+                    panic!("the client got a response no strict reader takes ({e}): {sent:?}")
                 }
             }
         }

@@ -167,21 +167,25 @@ impl Http1Server {
                 }
                 self.finished = true;
             }
-            Recv::Body(reader) => match reader.read_eof() {
-                Ok(_) => {}
-                Err(_) => {
-                    self.recv = Recv::Stopped;
-                    self.finished = true;
-                    out.push(ServerOutput::Closed { flow });
-                }
-            },
+            Recv::Body(_) => self.body_eof(out),
             // The request is in: answer it, then close.
             Recv::Done => {}
             Recv::Stopped => self.finished = true,
         }
     }
 
-    /// Whether the connection is between requests: no exchange in progress and nothing of the
+    /// The client closed with the current request body still to come: unless its framing
+    /// ends there, the request is cut short.
+    fn body_eof(&mut self, out: &mut Vec<ServerOutput>) {
+        let Recv::Body(reader) = &mut self.recv else { return };
+        if reader.read_eof().is_err() {
+            self.recv = Recv::Stopped;
+            self.finished = true;
+            out.push(ServerOutput::Closed { flow: self.current.as_ref().map(|c| c.flow) });
+        }
+    }
+
+    /// Whether the connection is between requests: no exchange in progress, nothing of the
     /// next head received. A head on its way is bounded by the head timeout instead.
     pub(crate) fn is_idle(&self) -> bool {
         matches!(self.recv, Recv::Head) && self.current.is_none() && self.buf.is_empty()
@@ -277,6 +281,8 @@ impl Http1Server {
                     }
                 }
                 Recv::Body(reader) => match reader.read(&mut self.buf) {
+                    // A pipelined request whose body the client closed before sending.
+                    Ok(None) if self.eof => return self.body_eof(out),
                     Ok(None) => return,
                     Ok(Some(BodyEvent::Data(data))) => {
                         let flow = self.flow();
@@ -608,7 +614,7 @@ pub(crate) fn split_authority(authority: &str, default_port: Option<u16>) -> Opt
     // A bracketed host was checked as an IPv6 address; any other is a name or IPv4 address,
     // without the colon that would make `a.test:80:80` a host `a.test:80`.
     let valid_host = authority.starts_with('[')
-        || !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
     if !valid_host {
         return None;
     }
