@@ -273,14 +273,31 @@ fn write_seed_corpus() {
         raw.extend_from_slice(piece);
     }
     write("tls", "seed-raw-client-hello".into(), raw);
+    // HTTP/2: the exchanges of `an_h2_exchange_runs_clean`, under each configuration variant.
+    for (i, ops) in H2_EXCHANGES.iter().enumerate() {
+        for (v, flags) in [0u8, 1, 0x10, 0x20].into_iter().enumerate() {
+            write("h2_frames", format!("seed-{i}-{v}"), [&[flags, 7][..], ops].concat());
+        }
+    }
 }
+
+/// Frame programs for the h2_frames target (see `fuzz::h2_frames`). First: stream 1 a GET,
+/// stream 3 an upload of two DATA frames, stream 5 opened and reset, a GOAWAY. Second: three
+/// GETs and a PING.
+const H2_EXCHANGES: [&[u8]; 2] = [
+    &[0, 1, 1, 3, 2, 3, 9, 2, 3, 10, 1, 5, 3, 5, 8, 4, 0, 0, 0, 1, 0],
+    &[0, 1, 0, 3, 0, 5, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8],
+];
 
 /// Requests with bodies, resets and window updates on several streams.
 #[test]
 fn an_h2_exchange_runs_clean() {
     // Stream 1: a GET. Stream 3: an upload of two DATA frames. Stream 5: opened and reset.
-    fuzz::h2_frames(&[0, 7, 0, 1, 1, 3, 2, 3, 9, 2, 3, 10, 1, 5, 3, 5, 8, 4, 0, 0, 0, 1, 0]);
-    fuzz::h2_frames(&[1, 200, 0, 1, 0, 3, 0, 5, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    for (flags, seed) in [(0u8, 7u8), (1, 200)] {
+        for ops in H2_EXCHANGES {
+            fuzz::h2_frames(&[&[flags, seed][..], ops].concat());
+        }
+    }
 }
 
 #[test]
