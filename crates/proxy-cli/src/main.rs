@@ -57,6 +57,12 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "30")]
     head_timeout: Duration,
 
+    /// How long a client may stay silent in the middle of a request body; past it the
+    /// client gets 408 and the upstream request is aborted (a slow-body client holds the
+    /// upstream no longer than this). Silence the proxy causes (backpressure) does not count.
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "60")]
+    body_timeout: Duration,
+
     /// After the last response on a client connection, how long to keep reading (and
     /// dropping) what the client still sends before closing, so the response is not reset.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "2")]
@@ -277,6 +283,7 @@ impl Args {
             server_idle_timeout: self.server_idle_timeout,
             client_idle_timeout: self.client_idle_timeout,
             head_timeout: self.head_timeout,
+            body_timeout: self.body_timeout,
             add_via: self.via,
             http2: !self.no_http2,
             http2_limits: Http2Limits {
@@ -590,6 +597,7 @@ mod tests {
         assert_eq!(config.server_idle_timeout, default.server_idle_timeout);
         assert_eq!(config.client_idle_timeout, default.client_idle_timeout);
         assert_eq!(config.head_timeout, default.head_timeout);
+        assert_eq!(config.body_timeout, default.body_timeout);
         assert!(!config.add_via);
     }
 
@@ -598,7 +606,7 @@ mod tests {
         let args = Args::try_parse_from([
             "sansproxy", "--listen", "127.0.0.1:0", "-q", "--max-head-bytes", "1000",
             "--max-buffered-body", "2000", "--high-water", "3000", "--server-idle-timeout", "0.5",
-            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--connect-timeout", "1.25",
+            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--body-timeout", "3.5", "--connect-timeout", "1.25",
             "--shutdown-timeout", "0", "--max-connections", "4", "--via",
         ])
         .unwrap();
@@ -616,6 +624,7 @@ mod tests {
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
         assert_eq!(config.head_timeout, Duration::from_millis(2500));
+        assert_eq!(config.body_timeout, Duration::from_millis(3500));
         assert!(config.add_via);
         assert_eq!(Printer { quiet: true, lines: FlowLog::start() }.hooks(), HookSet::NONE);
         let loud = Printer { quiet: false, lines: FlowLog::start() }.hooks();

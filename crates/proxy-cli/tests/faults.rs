@@ -156,6 +156,32 @@ fn silent_server_is_504_after_the_idle_timeout() {
 }
 
 #[test]
+fn stalled_upload_is_408_after_the_body_timeout() {
+    // The client sends part of its body and goes quiet. The server, waiting for the rest, is
+    // not blamed for its silence (its idle limit is shorter); the client is, at the body
+    // timeout: a 408 naming the cause, then the connection closes.
+    let origin = Origin::start();
+    let (proxy, fds) = proxy(&["--body-timeout", "0.8", "--server-idle-timeout", "0.3"]);
+    let url = origin.url("/sink");
+    let mut w = proxy.connect();
+    let start = Instant::now();
+    w.send(format!("POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n", origin.authority()));
+    w.send(pattern(0, 40_000));
+    let response = w.read_response("POST").expect("a response");
+    let took = start.elapsed();
+    assert_eq!(response.status, 408, "{response:?}");
+    let cause = "client sent nothing of the request body for 0.8 s";
+    assert!(response.text().contains(cause), "{response:?}");
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(3), "408 after {took:?}");
+    let mut rest = Vec::new();
+    w.stream().read_to_end(&mut rest).expect("the proxy closes");
+    assert!(rest.is_empty(), "{rest:?}");
+    drop(w);
+    one_error_line(&proxy, &url, cause);
+    assert_fds_return(proxy.pid(), fds, SETTLE);
+}
+
+#[test]
 fn unresolvable_name_is_502_naming_it() {
     let (proxy, fds) = proxy(&[]);
     let url = "http://nowhere.invalid/";

@@ -52,6 +52,13 @@ pub struct Config {
     /// its headers (slowloris) holds a connection this long at most. A client that sends
     /// nothing at all falls to `client_idle_timeout` instead.
     pub head_timeout: Duration,
+    /// How long a client may stay silent in the middle of a request body (an idle limit
+    /// between two reads, as nginx's `client_body_timeout`). When it passes, the client gets
+    /// 408 (or, if the response has begun, loses the exchange), the upstream request is
+    /// aborted, and the client connection is closed (HTTP/1) or the stream reset (HTTP/2).
+    /// Silence the proxy causes (backpressure, a pending hook) does not count. Meanwhile the
+    /// upstream waiting for that body is not timed out for its own silence.
+    pub body_timeout: Duration,
     /// After the proxy has sent its last response on a client connection, how long it keeps
     /// reading (and dropping) what the client still sends before closing for good.
     pub close_linger: Duration,
@@ -129,6 +136,7 @@ impl Default for Config {
             server_idle_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::from_secs(120),
             head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
             close_linger: Duration::from_secs(2),
             forward_min: None,
             add_via: false,

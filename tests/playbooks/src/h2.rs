@@ -61,6 +61,12 @@ impl H2Peer {
         self.engine.open(key, Request::get(url).body(()).expect("request"), true);
     }
 
+    /// A POST for `url` on `key` whose body begins with `first` and is left open (client).
+    pub fn start_post(&mut self, key: StreamKey, url: &str, first: &[u8]) {
+        self.engine.open(key, Request::post(url).body(()).expect("request"), false);
+        self.engine.send_data(key, Bytes::copy_from_slice(first));
+    }
+
     /// A POST of `body` for `url` on `key`, ended with `trailers` if given (client).
     pub fn post(&mut self, key: StreamKey, url: &str, body: &[u8], trailers: Option<HeaderMap>) {
         self.engine.open(key, Request::post(url).body(()).expect("request"), false);

@@ -389,6 +389,15 @@ impl Pump {
         self.run()
     }
 
+    /// Let `by` pass, waking the core if its deadline came meanwhile.
+    pub fn advance(&mut self, by: std::time::Duration) -> &mut Self {
+        self.now += by;
+        if self.core.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.queue.push_back(Event::Wakeup);
+        }
+        self.run()
+    }
+
     pub fn server(&self, conn: ConnId) -> &Peer {
         &self.servers[&conn]
     }

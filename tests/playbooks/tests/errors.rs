@@ -591,3 +591,160 @@ fn client_closing_before_a_pipelined_body_ends_the_connection() {
         .expect_finished()
         .run();
 }
+
+const POST_10: &str = "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n";
+const POST_10_UP: &str = "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n";
+const STALLED: &str = "client sent nothing of the request body for 60 s";
+
+/// A POST of ten bytes of which the client sends four, through to the server.
+fn upload_started(config: Config) -> Playbook {
+    Playbook::new(config)
+        .recv(CLIENT, POST_10)
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, POST_10_UP))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, "0123")
+        .expect(send(S1, "0123"))
+}
+
+#[test]
+fn stalled_request_body_is_408_after_the_body_timeout() {
+    // The client's silence mid-body is its own: 408, the upstream request aborted, the
+    // connection closed once the answer has had time to be read.
+    upload_started(with_hooks([HookKind::Error]))
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(30))
+        .recv(CLIENT, "45")
+        .expect(send(S1, "45"))
+        .advance(Duration::from_secs(59))
+        .wakeup()
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(408, "Request Timeout", STALLED, true)))
+        .expect(half_close(CLIENT))
+        .expect_timeout(Some(Duration::from_secs(2)))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn stalled_request_body_is_not_the_server_timing_out() {
+    // The server waits for the body: when its idle limit is shorter than the body timeout,
+    // it is not blamed with a 504; the client gets its 408 at the body timeout.
+    let config = Config { body_timeout: Duration::from_secs(90), ..no_hooks() };
+    upload_started(config)
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect_timeout(Some(Duration::from_secs(30)))
+        .advance(Duration::from_secs(30))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 90 s"))
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(408, "Request Timeout", "client sent nothing of the request body for 90 s", true),
+        ))
+        .expect(half_close(CLIENT))
+        .run();
+}
+
+#[test]
+fn request_body_held_back_by_the_proxy_is_not_timed_out() {
+    // The server drains slowly: the proxy stops reading the client, whose silence is then
+    // the proxy's doing. Once the server drains, the client has the full timeout again.
+    let config = Config { high_water: 55, body_timeout: Duration::from_secs(30), ..no_hooks() };
+    // The request head is 53 bytes: the first four of the body pass the high-water mark.
+    upload_started(config)
+        .expect(pause(CLIENT))
+        .advance(Duration::from_secs(50))
+        .wakeup()
+        .drained(S1)
+        .expect(resume(CLIENT))
+        // At 60 s the server's idle limit passes: it waits for the client, so no 504.
+        .expect_timeout(Some(Duration::from_secs(10)))
+        .advance(Duration::from_secs(10))
+        .wakeup()
+        .expect_timeout(Some(Duration::from_secs(20)))
+        .advance(Duration::from_secs(19))
+        .wakeup()
+        .recv(CLIENT, "456789")
+        .expect(send(S1, "456789"))
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .run();
+}
+
+#[test]
+fn request_body_waiting_for_a_hook_is_not_timed_out() {
+    Playbook::new(with_hooks([HookKind::RequestHeaders]))
+        .recv(CLIENT, POST_10)
+        .expect(hook(F1, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .advance(Duration::from_secs(100))
+        .wakeup()
+        .reply(F1, HookReply::Continue)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, POST_10_UP))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, "0123456789")
+        .expect(send(S1, "0123456789"))
+        .run();
+}
+
+#[test]
+fn stalled_body_after_an_early_answer_closes_the_connection() {
+    // The server answered before the upload ended (and its connection, which cannot be
+    // reused, was closed); the client then stops sending. The connection cannot carry
+    // another request, so it goes too; the flow, answered whole, did not fail.
+    upload_started(with_hooks([HookKind::Error, HookKind::Response]))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nok"))
+        .expect(hook(F1, HookKind::Response))
+        .expect(close(S1))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
+        .expect(half_close(CLIENT))
+        .run();
+}
+
+#[test]
+fn stalled_body_while_the_response_streams_aborts_both_sides() {
+    // The server's answer is under way when the client stops sending: the answer cannot be
+    // finished either, so both connections go at once.
+    upload_started(with_hooks([HookKind::Error]))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nconnection: close\r\n\r\nok"))
+        .recv(S1, "...")
+        .expect(send(CLIENT, "..."))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
+        .expect(hook(F1, HookKind::Error))
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn client_leaving_after_an_early_answer_is_no_failure() {
+    // The client has its whole answer and hangs up instead of sending the rest of a body
+    // nobody reads: the flow ends with its response, without an error.
+    upload_started(with_hooks([HookKind::Error, HookKind::Response]))
+        .recv(S1, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+        .expect(send(CLIENT, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nconnection: close\r\n\r\nno"))
+        .expect(hook(F1, HookKind::Response))
+        .expect(close(S1))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}

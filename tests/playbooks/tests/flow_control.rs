@@ -38,9 +38,13 @@ fn slow_client_pauses_the_server() {
         .recv(S1, "e".repeat(139))
         .expect(send(CLIENT, "e".repeat(139)))
         .expect(pause(S1))
+        // The exchange is complete, but the client has not taken its end: its next request
+        // waits.
+        .expect(pause(CLIENT))
         .drained(CLIENT)
         .expect(resume(S1))
-        // The exchange is complete and S1 idles in the pool.
+        .expect(resume(CLIENT))
+        // S1 idles in the pool.
         .recv(CLIENT, GET_A)
         .expect(send(S1, GET_A_UP))
         .run();
@@ -137,6 +141,7 @@ fn pending_response_hook_pauses_the_server_until_answered() {
 #[test]
 fn new_server_connection_is_paused_while_the_client_is_congested() {
     Playbook::new(high_water(50))
+        .allow_reads_while_paused()
         .recv(CLIENT, GET_A)
         .expect(open(S1, "a.test:80"))
         .opened(S1)
@@ -144,10 +149,16 @@ fn new_server_connection_is_paused_while_the_client_is_congested() {
         .recv(S1, format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}", "a".repeat(20)))
         .expect(send(CLIENT, format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}", "a".repeat(20))))
         .expect(pause(S1))
-        // The client has not drained, and asks another server for more.
+        // Its next request is not read until it has taken the response...
+        .expect(pause(CLIENT))
+        // ...but one read before the pause took effect may still come. The client has not
+        // drained, and asks another server for more.
         .recv(CLIENT, "GET http://b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n")
         .expect(open(S2, "b.test:80"))
         .expect(pause(S2))
+        // A request is in progress again: what the client sends next is bounded by the
+        // pipelining limit, so it is read.
+        .expect(resume(CLIENT))
         .opened(S2)
         .expect(send(S2, "GET / HTTP/1.1\r\nHost: b.test\r\n\r\n"))
         .drained(CLIENT)
@@ -167,12 +178,39 @@ fn pipelined_requests_wait_while_the_client_is_not_reading() {
         .expect(open(S1, "a.test:80"))
         .open_failed(S1, OpenError::Refused)
         .expect(send(CLIENT, &refused))
-        // Past the mark: the second request waits for the client to take the first answer.
+        // Past the mark: the second request waits for the client to take the first answer,
+        // and nothing more is read from it meanwhile.
+        .expect(pause(CLIENT))
         .drained(CLIENT)
+        .expect(open(S2, "a.test:80"))
+        .expect(resume(CLIENT))
+        .open_failed(S2, OpenError::Refused)
+        .expect(send(CLIENT, &refused))
+        .expect(pause(CLIENT))
+        .drained(CLIENT)
+        .expect(open(S3, "a.test:80"))
+        .expect(resume(CLIENT))
+        .run();
+}
+
+#[test]
+fn requests_one_at_a_time_wait_while_the_client_is_not_reading() {
+    // Found by fuzzing: the same with each request sent only once the client was read
+    // again. The proxy stops reading a client that has more than the mark unsent, so its
+    // answers cannot pile up.
+    let refused = proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false);
+    Playbook::new(high_water(100))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .open_failed(S1, OpenError::Refused)
+        .expect(send(CLIENT, &refused))
+        .expect(pause(CLIENT))
+        .drained(CLIENT)
+        .expect(resume(CLIENT))
+        .recv(CLIENT, GET_A)
         .expect(open(S2, "a.test:80"))
         .open_failed(S2, OpenError::Refused)
         .expect(send(CLIENT, &refused))
-        .drained(CLIENT)
-        .expect(open(S3, "a.test:80"))
+        .expect(pause(CLIENT))
         .run();
 }

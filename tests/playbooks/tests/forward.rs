@@ -2,6 +2,8 @@
 //! handed to the driver (`Command::Forward`), which moves it by itself and reports progress
 //! with `Event::Forwarded`; the exchange goes on when the last byte has moved.
 
+use std::time::Duration;
+
 use playbooks::*;
 
 fn forwarding(min: u64) -> Config {
@@ -114,5 +116,54 @@ fn a_buffering_hook_sees_the_whole_body() {
         .reply(F1, HookReply::Continue)
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
         .ignore_pauses()
+        .run();
+}
+
+#[test]
+fn slow_forwarded_upload_is_not_a_silent_server() {
+    // A forwarded upload that takes longer than the server's idle limit, moving all along:
+    // each forwarded piece reached the server, so its silence counts from there.
+    let head = "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
+    let up = "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
+    Playbook::new(forwarding(100))
+        .recv(CLIENT, head)
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, up))
+        .expect(forward(CLIENT, S1, 300))
+        .expect(resume(CLIENT))
+        .advance(Duration::from_secs(50))
+        .forwarded(CLIENT, 100)
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(50))
+        .wakeup()
+        .forwarded(CLIENT, 200)
+        .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
+        .run();
+}
+
+#[test]
+fn stalled_forwarded_upload_falls_to_the_server_idle_limit() {
+    // Whether a stalled forward waits for the client or the server, only the driver knows:
+    // the body timeout leaves it alone and the server's idle limit ends it.
+    let head = "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
+    let up = "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
+    Playbook::new(Config { body_timeout: Duration::from_secs(10), ..forwarding(100) })
+        .recv(CLIENT, head)
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, up))
+        .expect(forward(CLIENT, S1, 300))
+        .expect(resume(CLIENT))
+        .forwarded(CLIENT, 100)
+        .advance(Duration::from_secs(10))
+        .wakeup()
+        .advance(Duration::from_secs(50))
+        .wakeup()
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(504, "Gateway Timeout", "a.test:80 sent nothing for 60 s", true)))
         .run();
 }

@@ -351,3 +351,34 @@ fn a_local_answer_before_the_upload_ends_still_lets_the_upload_finish() {
     assert!(client.reset_reason(1).is_none());
     assert!(pump.addrs.is_empty(), "no upstream");
 }
+
+#[test]
+fn a_stalled_upload_stream_is_408_and_reset_while_the_connection_goes_on() {
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().start_post(1, "http://a.test/up", b"part");
+    pump.client_sends(b"");
+    let (up, _) = pump.server_h2(S1).requests()[0];
+    assert_eq!(pump.server_h2(S1).body(up), b"part");
+    // Another stream comes and goes meanwhile; it does not count as stream 1's progress.
+    pump.advance(std::time::Duration::from_secs(30));
+    pump.client_h2().get(3, "http://a.test/b");
+    pump.client_sends(b"");
+    let (get, _) = pump.server_h2(S1).requests()[1];
+    pump.server_h2(S1).respond(get, 200, b"b", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(3), b"b");
+    assert!(pump.client_h2().response(1).is_none());
+    pump.advance(std::time::Duration::from_secs(30));
+    let client = pump.client_h2();
+    assert_eq!(client.response(1).map(|r| r.status.as_u16()), Some(408), "logs: {:?}", pump.logs);
+    assert_eq!(text(&client.body(1)), "request timeout: client sent nothing of the request body for 60 s\n");
+    // The client is asked to stop sending (RFC 9113 section 8.1), the upstream stream is cancelled.
+    assert_eq!(client.reset_reason(1), Some(Reason::NO_ERROR));
+    assert_eq!(pump.server_h2(S1).reset_reason(up), Some(Reason::CANCEL));
+    assert_eq!(pump.hook_kinds().iter().filter(|k| **k == HookKind::Error).count(), 1);
+    // The connection lives on.
+    pump.client_h2().get(5, "http://a.test/c");
+    pump.client_sends(b"");
+    assert_eq!(pump.server_h2(S1).requests().len(), 3);
+    assert!(pump.closed.is_empty(), "{:?}", pump.closed);
+}

@@ -308,6 +308,7 @@ impl HttpLayer {
             }
             return;
         }
+        self.hold_bodies(cx, now);
         match event {
             Event::Start => {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
@@ -418,6 +419,12 @@ impl HttpLayer {
             }
             Event::WriteDrained { .. } => {}
             Event::Forwarded { from, len } if from == ConnId::CLIENT => {
+                // Bytes reached the server: as for a write of ours, its silence counts anew.
+                if let Some(i) = self.client.current_flow().and_then(|f| self.server_of(f)) {
+                    if !self.servers[i].dedicated && self.servers[i].deadline.is_some() {
+                        self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                    }
+                }
                 if let Some(flow) = self.client.current_flow() {
                     self.feed(cx, now, flow, Input::RequestForwarded(len));
                 }
@@ -457,7 +464,68 @@ impl HttpLayer {
         }
         let servers = self.servers.iter().filter_map(|s| s.deadline);
         let head = self.client.h1().and_then(Http1Server::poll_timeout);
-        servers.chain(self.client_deadline).chain(head).min()
+        let bodies = self.streams.values().filter_map(HttpStream::body_deadline);
+        servers.chain(self.client_deadline).chain(head).chain(bodies).min()
+    }
+
+    /// Whether the proxy is what keeps `flow`'s client from sending more of its request body:
+    /// a hook is pending, the server is not ready or has no room, or reading is paused. A
+    /// body the driver forwards by itself counts as held: whether its bytes wait for the
+    /// client or for the server is not known here, so the server's idle limit judges it.
+    fn body_held(&self, cx: &Context, flow: FlowId) -> bool {
+        self.streams.get(&flow).is_some_and(|s| !s.wants_request_data())
+            || !self.server_has_room(cx, flow)
+            || cx.is_paused(ConnId::CLIENT)
+            || self.client.h1().is_some_and(Http1Server::is_forwarding)
+    }
+
+    /// Bodies the proxy holds back up to this moment get the full timeout from now, so a
+    /// client let go again has all of it.
+    fn hold_bodies(&mut self, cx: &Context, now: Instant) {
+        let held: Vec<FlowId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.awaits_request_body())
+            .map(|(flow, _)| *flow)
+            .filter(|flow| self.body_held(cx, *flow))
+            .collect();
+        for flow in held {
+            if let Some(stream) = self.streams.get_mut(&flow) {
+                stream.rearm_body_deadline(now + cx.config.body_timeout);
+            }
+        }
+    }
+
+    /// Requests whose client went silent in the middle of the body: each gets 408 (or loses
+    /// its exchange), and the client connection is closed (HTTP/1, lingering so the answer is
+    /// read) or the stream reset (HTTP/2). A silence the proxy caused starts counting again.
+    fn expire_bodies(&mut self, cx: &mut Context, now: Instant) {
+        let expired: Vec<FlowId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.body_deadline().is_some_and(|d| d <= now))
+            .map(|(flow, _)| *flow)
+            .collect();
+        let timeout = cx.config.body_timeout;
+        for flow in expired {
+            if self.body_held(cx, flow) {
+                if let Some(stream) = self.streams.get_mut(&flow) {
+                    stream.rearm_body_deadline(now + timeout);
+                }
+                continue;
+            }
+            let secs = timeout.as_secs_f64();
+            cx.log(LogLevel::Info, format!("client sent nothing of a request body for {secs} s"));
+            self.feed(cx, now, flow, Input::ClientTimeout { secs });
+            match &mut self.client {
+                ClientCodec::H1(_) => {
+                    // The rest of the body will not come: the connection cannot carry on.
+                    self.close_all(cx, now, true);
+                    return;
+                }
+                ClientCodec::H2(codec) => codec.stop_request(flow),
+            }
+        }
     }
 
     fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
@@ -466,6 +534,10 @@ impl HttpLayer {
             client.handle_timeout(cx, now, &mut outputs);
         }
         self.handle_client_outputs(cx, now, outputs);
+        self.expire_bodies(cx, now);
+        if self.client_gone {
+            return;
+        }
         if self.client_deadline.is_some_and(|d| d <= now) {
             self.client_deadline = None;
             if self.client.is_idle() && self.streams.is_empty() {
@@ -482,9 +554,14 @@ impl HttpLayer {
             .collect();
         for (conn, flows) in expired {
             if let Some(i) = self.server_index(conn) {
-                if cx.is_paused(conn) {
-                    // We are not reading it (a hook is pending, the client is slow): its
-                    // silence is ours. Start counting again from now.
+                // Its silence is not its fault when we are not reading it (a hook is pending,
+                // the client is slow), or when it waits for a request body the client has
+                // not finished sending and can take more of it (the body timeout covers the
+                // client). Start counting again from now.
+                let waits_for_client = !cx.is_congested(conn)
+                    && !self.client.h1().is_some_and(Http1Server::is_forwarding)
+                    && flows.iter().any(|f| self.streams.get(f).is_some_and(HttpStream::awaits_request_body));
+                if cx.is_paused(conn) || waits_for_client {
                     self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
                     continue;
                 }
@@ -976,11 +1053,16 @@ impl HttpLayer {
         } else {
             self.client_deadline = None;
         }
-        // Read an HTTP/1 client only when the current stream can take its bytes. (HTTP/2
-        // connections are always read: their streams' windows hold bodies back.)
+        // Read an HTTP/1 client only when the current stream can take its bytes, and between
+        // requests only once it has taken what it was sent: its next request's answer (a 502
+        // made here, say) would pile up on the rest. (HTTP/2 connections are always read:
+        // their streams' windows hold bodies back.)
         if let Some(client) = self.client.h1() {
             let current = client.current_flow().and_then(|f| self.streams.get(&f));
-            let stream_ready = current.is_none_or(|s| s.wants_request_data());
+            let stream_ready = match current {
+                Some(stream) => stream.wants_request_data(),
+                None => !congested,
+            };
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
         }
         // Read an HTTP/1 server only while its stream is not waiting on a hook.

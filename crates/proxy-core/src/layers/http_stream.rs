@@ -43,6 +43,8 @@ pub(crate) enum Input {
     ServerError { message: String },
     /// The server stayed silent for `secs` while a response was owed.
     ServerTimeout { secs: f64 },
+    /// The client sent nothing of its request body for `secs`.
+    ClientTimeout { secs: f64 },
     /// The client's request body was malformed; the client codec has answered it.
     ClientError { message: String },
     /// The client went away.
@@ -120,6 +122,8 @@ pub(crate) struct HttpStream {
     /// The `Error` hook was raised: a flow fails once, whatever else goes wrong after.
     failed: bool,
     finished: bool,
+    /// While the client owes request body bytes: when its silence becomes a timeout.
+    body_deadline: Option<Instant>,
 }
 
 impl HttpStream {
@@ -149,6 +153,48 @@ impl HttpStream {
             response_started: false,
             failed: false,
             finished: false,
+            body_deadline: None,
+        }
+    }
+
+    /// The client has the whole response and the rest of its request body, if any, is only
+    /// being read to be dropped.
+    fn is_answered(&self) -> bool {
+        self.response_started && matches!(self.resp, Resp::Done) && matches!(self.req, Req::Discarding)
+    }
+
+    /// When the client's silence in the middle of its request body times out, if it owes one.
+    pub(crate) fn body_deadline(&self) -> Option<Instant> {
+        self.body_deadline
+    }
+
+    /// The client's silence was the proxy's doing (it was not reading): count afresh.
+    pub(crate) fn rearm_body_deadline(&mut self, at: Instant) {
+        if self.body_deadline.is_some() {
+            self.body_deadline = Some(at);
+        }
+    }
+
+    /// Whether the client is still sending this request's body.
+    pub(crate) fn awaits_request_body(&self) -> bool {
+        self.body_deadline.is_some()
+    }
+
+    /// Track the client's progress through the request body, whether or not the input is
+    /// handled now or waits for a hook.
+    fn note_progress(&mut self, cx: &Context, now: Instant, input: &Input) {
+        let again = Some(now + cx.config.body_timeout);
+        match input {
+            Input::RequestHeaders { end_stream: false } | Input::RequestData(_) | Input::RequestForwarded(_) => {
+                self.body_deadline = again;
+            }
+            Input::RequestHeaders { end_stream: true }
+            | Input::RequestEnd(_)
+            | Input::ClientClosed
+            | Input::ClientReset
+            | Input::ClientError { .. }
+            | Input::ClientTimeout { .. } => self.body_deadline = None,
+            _ => {}
         }
     }
 
@@ -188,6 +234,7 @@ impl HttpStream {
         if self.finished {
             return;
         }
+        self.note_progress(cx, now, &input);
         if let Input::HookReply(reply) = input {
             if let Some(kind) = self.waiting.take() {
                 self.handle_reply(cx, now, kind, reply, out);
@@ -354,6 +401,26 @@ impl HttpStream {
                 let addr = self.flow.request.server();
                 self.fail(cx, now, 504, format!("{addr} sent nothing for {secs} s"), out);
             }
+            Input::ClientTimeout { secs } => {
+                let message = format!("client sent nothing of the request body for {secs} s");
+                if self.is_answered() {
+                    // The client has its whole answer; the rest of a body nobody reads is
+                    // not owed, so the flow did not fail.
+                    self.finished = true;
+                } else if self.response_started {
+                    // Answered already (or the answer is under way): the exchange is lost,
+                    // and an answer still coming cannot be finished.
+                    self.flow.error.get_or_insert(FlowError { message, status: None });
+                    out.push(Out::AbortServer);
+                    if !matches!(self.resp, Resp::Done) {
+                        out.push(Out::AbortClient);
+                    }
+                    self.end_with_error(cx, now);
+                } else {
+                    self.fail(cx, now, 408, message, out);
+                    self.finished = true;
+                }
+            }
             Input::ClientError { message } => {
                 self.flow.error = Some(FlowError { message, status: None });
                 out.push(Out::AbortServer);
@@ -361,7 +428,10 @@ impl HttpStream {
             }
             Input::ClientClosed => {
                 let complete = matches!(self.req, Req::Done | Req::Discarding);
-                if !complete || self.response_started {
+                if self.is_answered() {
+                    // As for a timeout: leaving after the whole answer is no failure.
+                    self.finished = true;
+                } else if !complete || self.response_started {
                     self.flow.error = Some(FlowError { message: "client disconnected".into(), status: None });
                     out.push(Out::AbortServer);
                     self.end_with_error(cx, now);

@@ -166,6 +166,8 @@ struct Stream {
     sent_end: bool,
     /// The peer's side is over.
     recv_end: bool,
+    /// Reset the stream with this reason once our message has gone out whole.
+    reset_when_sent: Option<Reason>,
 }
 
 impl Stream {
@@ -401,6 +403,30 @@ impl Engine {
         }
     }
 
+    /// Reset `stream` with `reason` once our message on it has gone out whole: the way a
+    /// server that has answered tells the client to stop sending its request (RFC 9113
+    /// section 8.1, with `NO_ERROR`). A reset at once would drop the answer still queued.
+    pub fn reset_when_sent(&mut self, stream: StreamKey, reason: Reason) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.reset_when_sent = Some(reason);
+        }
+    }
+
+    /// Reset the streams whose message is out, as [`reset_when_sent`](Self::reset_when_sent)
+    /// asked. True if there were any.
+    fn reset_sent(&mut self) -> bool {
+        let done: Vec<(StreamKey, Reason)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.sent_end && s.pending.is_empty())
+            .filter_map(|(key, s)| Some((*key, s.reset_when_sent?)))
+            .collect();
+        for (stream, reason) in &done {
+            self.reset(*stream, *reason);
+        }
+        !done.is_empty()
+    }
+
     /// Close the connection: at once with `reason` (our GOAWAY), or gracefully, letting the
     /// streams in progress finish (server role).
     pub fn shutdown(&mut self, reason: Option<Reason>) {
@@ -432,6 +458,11 @@ impl Engine {
             moved |= self.flush_bodies();
             let out_after = self.io.lock().output.len();
             if !moved && out_after == out_before && self.events.len() == events_before {
+                // Everything that could be written has been: the streams waiting for that
+                // may be reset now, and the resets need another round to go out.
+                if self.reset_sent() {
+                    continue;
+                }
                 break;
             }
         }

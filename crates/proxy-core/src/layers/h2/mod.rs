@@ -341,6 +341,15 @@ impl H2Server {
         }
     }
 
+    /// `flow` was answered and will not be read further: once the answer has gone out, tell
+    /// the client to stop sending the request (`NO_ERROR`, RFC 9113 section 8.1).
+    pub(crate) fn stop_request(&mut self, flow: FlowId) {
+        if let Some(&stream) = self.streams.get(&flow) {
+            self.forget(stream);
+            self.engine.reset_when_sent(stream, Reason::NO_ERROR);
+        }
+    }
+
     /// Close the connection: at once with `reason`, or after the streams in progress.
     pub(crate) fn shutdown(&mut self, reason: Option<Reason>) {
         self.engine.shutdown(reason);

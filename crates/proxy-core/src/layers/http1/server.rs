@@ -200,6 +200,11 @@ impl Http1Server {
         self.eof
     }
 
+    /// Whether the driver is moving the request body by itself (see `start_forward`).
+    pub(crate) fn is_forwarding(&self) -> bool {
+        self.forwarding
+    }
+
     pub(crate) fn current_flow(&self) -> Option<FlowId> {
         self.current.as_ref().map(|c| c.flow)
     }
