@@ -161,16 +161,19 @@ fn a_client_reset_cancels_the_upstream_stream_only() {
 
 #[test]
 fn a_server_reset_before_the_response_is_a_502() {
+    // Not sent again: unlike REFUSED_STREAM, this reset may come after the server acted on
+    // the request.
     let mut pump = h2_client(h2c_upstream(), h2_origin());
     pump.client_h2().get(1, "http://a.test/a");
     pump.client_sends(b"");
     let (stream, _) = pump.server_h2(S1).requests()[0];
-    pump.server_h2(S1).engine.reset(stream, Reason::REFUSED_STREAM);
+    pump.server_h2(S1).engine.reset(stream, Reason::INTERNAL_ERROR);
     pump.server_sends(S1, b"");
+    assert_eq!(pump.server_h2(S1).requests().len(), 1);
     let client = pump.client_h2();
     assert_eq!(client.response(1).map(|r| r.status.as_u16()), Some(502));
     let body = text(&client.body(1));
-    assert!(body.contains("the server reset the stream (REFUSED_STREAM)"), "{body}");
+    assert!(body.contains("the server reset the stream (INTERNAL_ERROR)"), "{body}");
 }
 
 #[test]
@@ -381,4 +384,50 @@ fn a_stalled_upload_stream_is_408_and_reset_while_the_connection_goes_on() {
     pump.client_sends(b"");
     assert_eq!(pump.server_h2(S1).requests().len(), 3);
     assert!(pump.closed.is_empty(), "{:?}", pump.closed);
+}
+
+#[test]
+fn a_refused_stream_is_sent_again_once() {
+    // RFC 9113 section 8.7: REFUSED_STREAM means the server did not act on the request, so
+    // a complete one goes again. A second refusal is the client's 502.
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().get(1, "http://a.test/a");
+    pump.client_sends(b"");
+    let (first, _) = pump.server_h2(S1).requests()[0];
+    pump.server_h2(S1).engine.reset(first, Reason::REFUSED_STREAM);
+    pump.server_sends(S1, b"");
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 2, "sent again on the same connection; logs: {:?}", pump.logs);
+    assert_eq!(requests[1].1.uri.to_string(), "http://a.test/a");
+    pump.server_h2(S1).respond(requests[1].0, 200, b"a", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(200));
+    assert_eq!(pump.client_h2().body(1), b"a");
+    assert!(!pump.hook_kinds().contains(&HookKind::Error));
+
+    pump.client_h2().get(3, "http://a.test/b");
+    pump.client_sends(b"");
+    for round in 0..2 {
+        let (stream, _) = *pump.server_h2(S1).requests().last().unwrap();
+        assert_eq!(pump.server_h2(S1).requests().len(), 3 + round);
+        pump.server_h2(S1).engine.reset(stream, Reason::REFUSED_STREAM);
+        pump.server_sends(S1, b"");
+    }
+    assert_eq!(pump.server_h2(S1).requests().len(), 4, "sent again once only");
+    let client = pump.client_h2();
+    assert_eq!(client.response(3).map(|r| r.status.as_u16()), Some(502));
+    assert!(text(&client.body(3)).contains("the server refused the stream (REFUSED_STREAM)"), "{}", text(&client.body(3)));
+}
+
+#[test]
+fn a_refused_streamed_upload_is_not_sent_again() {
+    // A streamed body is not kept, so there is nothing whole to send again.
+    let mut pump = h2_client(h2c_upstream(), h2_origin());
+    pump.client_h2().post(1, "http://a.test/up", b"body", None);
+    pump.client_sends(b"");
+    let (first, _) = pump.server_h2(S1).requests()[0];
+    pump.server_h2(S1).engine.reset(first, Reason::REFUSED_STREAM);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.server_h2(S1).requests().len(), 1);
+    assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(502));
 }

@@ -1184,11 +1184,12 @@ impl HttpLayer {
                     };
                     self.feed(cx, now, flow, input);
                 }
-                H2ClientOutput::StreamError { flow, message } => {
+                H2ClientOutput::StreamError { flow, message, unprocessed } => {
                     if let Some(i) = self.server_index(conn) {
                         self.servers[i].flows.retain(|f| *f != flow);
                     }
-                    self.feed(cx, now, flow, Input::ServerError { message });
+                    let input = if unprocessed { Input::ServerRefused { message } } else { Input::ServerError { message } };
+                    self.feed(cx, now, flow, input);
                 }
                 H2ClientOutput::Closed { error } => {
                     if let Some(error) = error {

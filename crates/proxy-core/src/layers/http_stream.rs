@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::ServerAddr;
+use crate::command::{LogLevel, ServerAddr};
 use crate::context::{Context, FlowId};
 use crate::event::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response, Scheme};
@@ -41,6 +41,9 @@ pub(crate) enum Input {
     ResponseEnd(Option<Headers>),
     /// The server broke the protocol or went away mid-response.
     ServerError { message: String },
+    /// The server did not act on the request (an HTTP/2 stream it refused, or one above its
+    /// GOAWAY's last stream): it may be sent again.
+    ServerRefused { message: String },
     /// The server stayed silent for `secs` while a response was owed.
     ServerTimeout { secs: f64 },
     /// The client sent nothing of its request body for `secs`.
@@ -124,6 +127,11 @@ pub(crate) struct HttpStream {
     finished: bool,
     /// While the client owes request body bytes: when its silence becomes a timeout.
     body_deadline: Option<Instant>,
+    /// The request went to the server whole (no body, or a buffered one), so it can be sent
+    /// again as it is.
+    sent_whole: bool,
+    /// It was sent again once already.
+    retried: bool,
 }
 
 impl HttpStream {
@@ -154,7 +162,19 @@ impl HttpStream {
             failed: false,
             finished: false,
             body_deadline: None,
+            sent_whole: false,
+            retried: false,
         }
+    }
+
+    /// Whether a request the server did not act on may be sent again: it went whole, once,
+    /// and nothing of an answer came or is awaited from a hook.
+    fn may_retry(&self) -> bool {
+        self.sent_whole
+            && !self.retried
+            && !self.response_started
+            && matches!(self.resp, Resp::Waiting)
+            && self.waiting.is_none()
     }
 
     /// The client has the whole response and the rest of its request body, if any, is only
@@ -393,7 +413,17 @@ impl HttpStream {
                 }
                 Resp::Waiting | Resp::Done => {}
             },
-            Input::ServerError { message } => {
+            Input::ServerRefused { message } if self.may_retry() => {
+                // RFC 9113 section 8.7: safe to send again, once, on whatever connection
+                // the layer picks (a server that said GOAWAY takes no more).
+                let addr = self.flow.request.server();
+                cx.log(LogLevel::Debug, format!("{addr}: {message}; sending the request again"));
+                self.retried = true;
+                self.server = Server::None;
+                self.to_server.clear();
+                self.send_request(cx, out);
+            }
+            Input::ServerError { message } | Input::ServerRefused { message } => {
                 let addr = self.flow.request.server();
                 self.fail(cx, now, 502, format!("{addr}: {message}"), out);
             }
@@ -524,6 +554,7 @@ impl HttpStream {
 
     /// Send the complete (buffered or bodiless) request.
     fn send_request(&mut self, _cx: &mut Context, out: &mut Vec<Out>) {
+        self.sent_whole = true;
         let request = self.flow.request.clone();
         let end_stream = true;
         self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);

@@ -79,8 +79,11 @@ pub enum H2Event {
     /// The message on `stream` is complete.
     End { stream: StreamKey, trailers: Option<HeaderMap> },
     /// The stream ended abnormally: reset by the peer (`remote`) or by h2 for a protocol
-    /// error, or lost with the connection. Nothing more comes for it.
-    Reset { stream: StreamKey, reason: Reason, remote: bool },
+    /// error, or lost with the connection. Nothing more comes for it. `unprocessed`: the
+    /// peer cannot have acted on it (it refused it with REFUSED_STREAM, it was above the
+    /// last stream of the peer's GOAWAY, or it never left), so a request may be sent again
+    /// (RFC 9113 section 8.7).
+    Reset { stream: StreamKey, reason: Reason, remote: bool, unprocessed: bool },
     /// The connection is over (the peer's GOAWAY, our protocol error, or its end); `error`
     /// says why when it was not a clean close.
     Closed { error: Option<String> },
@@ -526,7 +529,7 @@ impl Engine {
                                 let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
                                 for (stream, ..) in std::mem::take(&mut self.opening) {
                                     self.streams.remove(&stream);
-                                    self.events.push(H2Event::Reset { stream, reason, remote: true });
+                                    self.events.push(H2Event::Reset { stream, reason, remote: true, unprocessed: true });
                                 }
                                 moved = true;
                                 break;
@@ -546,7 +549,7 @@ impl Engine {
                             Err(e) => {
                                 self.streams.remove(&key);
                                 let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
-                                self.events.push(H2Event::Reset { stream: key, reason, remote: false });
+                                self.events.push(H2Event::Reset { stream: key, reason, remote: false, unprocessed: true });
                             }
                         }
                     }
@@ -591,11 +594,10 @@ impl Engine {
     fn close(&mut self, error: Option<String>) {
         self.conn = Conn::Done;
         let reason = if error.is_some() { Reason::PROTOCOL_ERROR } else { Reason::CANCEL };
+        let opening: Vec<StreamKey> = self.opening.drain(..).map(|(stream, ..)| stream).collect();
         for (stream, _) in std::mem::take(&mut self.streams) {
-            self.events.push(H2Event::Reset { stream, reason, remote: false });
-        }
-        for (stream, ..) in std::mem::take(&mut self.opening) {
-            self.events.push(H2Event::Reset { stream, reason, remote: false });
+            let unprocessed = opening.contains(&stream);
+            self.events.push(H2Event::Reset { stream, reason, remote: false, unprocessed });
         }
         self.events.push(H2Event::Closed { error });
     }
@@ -682,7 +684,8 @@ impl Engine {
                         Ok(reason) => reason,
                         Err(e) => e.reason().unwrap_or(Reason::CANCEL),
                     };
-                    self.events.push(H2Event::Reset { stream: key, reason, remote: true });
+                    let unprocessed = reason == Reason::REFUSED_STREAM;
+                    self.events.push(H2Event::Reset { stream: key, reason, remote: true, unprocessed });
                     gone.push(key);
                 }
             }
@@ -784,7 +787,8 @@ fn receive_body(recv: &mut RecvStream, task: &mut TaskContext<'_>) -> Received {
 
 fn reset_event(stream: StreamKey, error: &h2::Error) -> H2Event {
     let reason = error.reason().unwrap_or(Reason::CANCEL);
-    H2Event::Reset { stream, reason, remote: error.is_remote() }
+    let unprocessed = error.is_remote() && (reason == Reason::REFUSED_STREAM || error.is_go_away());
+    H2Event::Reset { stream, reason, remote: error.is_remote(), unprocessed }
 }
 
 /// A connection error as a log line says it.

@@ -181,7 +181,7 @@ impl H2Server {
                     self.forget_if_done(stream);
                 }
             }
-            H2Event::Reset { stream, reason, remote } => {
+            H2Event::Reset { stream, reason, remote, .. } => {
                 let Some(&flow) = self.flows.get(&stream) else { return };
                 self.forget(stream);
                 if remote {
@@ -368,8 +368,9 @@ pub(crate) struct H2Client {
 #[derive(Debug)]
 pub(crate) enum H2ClientOutput {
     Http(HttpEvent),
-    /// The stream of `flow` failed; `message` says how.
-    StreamError { flow: FlowId, message: String },
+    /// The stream of `flow` failed; `message` says how. `unprocessed`: the server did not act
+    /// on the request, which may be sent again.
+    StreamError { flow: FlowId, message: String, unprocessed: bool },
     /// The connection is over; every flow on it has had its `StreamError`.
     Closed { error: Option<String> },
 }
@@ -463,15 +464,15 @@ impl H2Client {
                     let trailers = trailers.map(|t| from_h2_headers(&t));
                     out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow: FlowId(stream), trailers }));
                 }
-                H2Event::Reset { stream, reason, remote } => {
+                H2Event::Reset { stream, reason, remote, unprocessed } => {
                     let flow = FlowId(stream);
                     if self.flows.remove(&flow).is_some() {
-                        let message = if remote {
-                            format!("the server reset the stream ({reason:?})")
-                        } else {
-                            format!("HTTP/2 stream failed ({reason:?})")
+                        let message = match (remote, unprocessed) {
+                            (true, true) => format!("the server refused the stream ({reason:?})"),
+                            (true, false) => format!("the server reset the stream ({reason:?})"),
+                            (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
                         };
-                        out.push(H2ClientOutput::StreamError { flow, message });
+                        out.push(H2ClientOutput::StreamError { flow, message, unprocessed });
                     }
                 }
                 H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
