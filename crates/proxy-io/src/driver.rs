@@ -618,6 +618,9 @@ impl Sock {
             self.forgotten = true;
             match self.io {
                 Io::Connecting(_) | Io::Dead => return self.kill(),
+                // Our FIN went out with a half-close before: the core has had the peer's
+                // input drained since, for as long as it wanted (its `close_linger`).
+                Io::Open(_) if self.write_shut => return self.kill(),
                 // Instead of dropping the socket at once, which resets it when unread input
                 // is waiting and can destroy the last response before the peer reads it:
                 // flush, send FIN, and (the client) drain its input until it closes too.
