@@ -427,13 +427,7 @@ fn server_opened_after_the_client_left_is_closed() {
 fn slow_upload_does_not_time_the_server_out() {
     // The server owes nothing until the request is complete; 60 s of uploading is not its
     // silence.
-    Playbook::new(no_hooks())
-        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
-        .expect(open(S1, "a.test:80"))
-        .expect(pause(CLIENT))
-        .opened(S1)
-        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
-        .expect(resume(CLIENT))
+    upload_opened(no_hooks())
         .advance(Duration::from_secs(50))
         .recv(CLIENT, "01234")
         .expect(send(S1, "01234"))
@@ -596,8 +590,8 @@ const POST_10: &str = "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-L
 const POST_10_UP: &str = "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n";
 const STALLED: &str = "client sent nothing of the request body for 60 s";
 
-/// A POST of ten bytes of which the client sends four, through to the server.
-fn upload_started(config: Config) -> Playbook {
+/// A POST of ten bytes, its head through to the server.
+fn upload_opened(config: Config) -> Playbook {
     Playbook::new(config)
         .recv(CLIENT, POST_10)
         .expect(open(S1, "a.test:80"))
@@ -605,8 +599,21 @@ fn upload_started(config: Config) -> Playbook {
         .opened(S1)
         .expect(send(S1, POST_10_UP))
         .expect(resume(CLIENT))
-        .recv(CLIENT, "0123")
-        .expect(send(S1, "0123"))
+}
+
+/// The same with the first four bytes of the body through too.
+fn upload_started(config: Config) -> Playbook {
+    upload_opened(config).recv(CLIENT, "0123").expect(send(S1, "0123"))
+}
+
+/// The upload of `upload_started`, answered whole by the server before its end: the server
+/// connection, which cannot be reused, goes.
+fn answered_early() -> Playbook {
+    upload_started(with_hooks([HookKind::Error, HookKind::Response]))
+        .recv(S1, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+        .expect(send(CLIENT, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nconnection: close\r\n\r\nno"))
+        .expect(hook(F1, HookKind::Response))
+        .expect(close(S1))
 }
 
 #[test]
@@ -703,11 +710,7 @@ fn stalled_body_after_an_early_answer_closes_the_connection() {
     // The server answered before the upload ended (and its connection, which cannot be
     // reused, was closed); the client then stops sending. The connection cannot carry
     // another request, so it goes too; the flow, answered whole, did not fail.
-    upload_started(with_hooks([HookKind::Error, HookKind::Response]))
-        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nok"))
-        .expect(hook(F1, HookKind::Response))
-        .expect(close(S1))
+    answered_early()
         .advance(Duration::from_secs(60))
         .wakeup()
         .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
@@ -738,11 +741,7 @@ fn stalled_body_while_the_response_streams_aborts_both_sides() {
 fn client_leaving_after_an_early_answer_is_no_failure() {
     // The client has its whole answer and hangs up instead of sending the rest of a body
     // nobody reads: the flow ends with its response, without an error.
-    upload_started(with_hooks([HookKind::Error, HookKind::Response]))
-        .recv(S1, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
-        .expect(send(CLIENT, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nconnection: close\r\n\r\nno"))
-        .expect(hook(F1, HookKind::Response))
-        .expect(close(S1))
+    answered_early()
         .closed(CLIENT)
         .expect(close(CLIENT))
         .expect_finished()

@@ -10,6 +10,18 @@ fn forwarding(min: u64) -> Config {
     Config { forward_min: Some(min), ..no_hooks() }
 }
 
+/// A 300-byte upload whose body is handed to the driver once the server is connected.
+fn upload_forwarded(config: Config) -> Playbook {
+    Playbook::new(config)
+        .recv(CLIENT, "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n")
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .opened(S1)
+        .expect(send(S1, "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n"))
+        .expect(forward(CLIENT, S1, 300))
+        .expect(resume(CLIENT))
+}
+
 const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
 const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
 
@@ -62,16 +74,7 @@ fn chunked_bodies_stay_in_the_core() {
 
 #[test]
 fn upload_body_is_forwarded() {
-    let head = "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
-    let up = "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
-    Playbook::new(forwarding(100))
-        .recv(CLIENT, head)
-        .expect(open(S1, "a.test:80"))
-        .expect(pause(CLIENT))
-        .opened(S1)
-        .expect(send(S1, up))
-        .expect(forward(CLIENT, S1, 300))
-        .expect(resume(CLIENT))
+    upload_forwarded(forwarding(100))
         .forwarded(CLIENT, 300)
         .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
@@ -123,16 +126,7 @@ fn a_buffering_hook_sees_the_whole_body() {
 fn slow_forwarded_upload_is_not_a_silent_server() {
     // A forwarded upload that takes longer than the server's idle limit, moving all along:
     // each forwarded piece reached the server, so its silence counts from there.
-    let head = "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
-    let up = "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
-    Playbook::new(forwarding(100))
-        .recv(CLIENT, head)
-        .expect(open(S1, "a.test:80"))
-        .expect(pause(CLIENT))
-        .opened(S1)
-        .expect(send(S1, up))
-        .expect(forward(CLIENT, S1, 300))
-        .expect(resume(CLIENT))
+    upload_forwarded(forwarding(100))
         .advance(Duration::from_secs(50))
         .forwarded(CLIENT, 100)
         .expect_timeout(Some(Duration::from_secs(60)))
@@ -148,16 +142,7 @@ fn slow_forwarded_upload_is_not_a_silent_server() {
 fn stalled_forwarded_upload_falls_to_the_server_idle_limit() {
     // Whether a stalled forward waits for the client or the server, only the driver knows:
     // the body timeout leaves it alone and the server's idle limit ends it.
-    let head = "POST http://a.test/u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
-    let up = "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
-    Playbook::new(Config { body_timeout: Duration::from_secs(10), ..forwarding(100) })
-        .recv(CLIENT, head)
-        .expect(open(S1, "a.test:80"))
-        .expect(pause(CLIENT))
-        .opened(S1)
-        .expect(send(S1, up))
-        .expect(forward(CLIENT, S1, 300))
-        .expect(resume(CLIENT))
+    upload_forwarded(Config { body_timeout: Duration::from_secs(10), ..forwarding(100) })
         .forwarded(CLIENT, 100)
         .advance(Duration::from_secs(10))
         .wakeup()
