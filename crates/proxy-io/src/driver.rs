@@ -310,54 +310,77 @@ where
             let mut moved = 0u64;
             let mut failed = None;
             while moved < ROUND {
-                if f.pipe.len > 0 {
-                    let sock = &self.socks[to];
-                    let Io::Open(stream) = &sock.io else { break };
-                    if !sock.queue.is_empty() {
-                        // What the core sent before the forward goes first.
-                        break;
-                    }
-                    match stream.poll_write_ready(cx) {
-                        Poll::Pending => break,
-                        Poll::Ready(Err(e)) => {
-                            failed = Some((to, e));
-                            break;
-                        }
-                        Poll::Ready(Ok(())) => {}
-                    }
-                    match stream.try_io(Interest::WRITABLE, || f.pipe.drain(stream.as_raw_fd())) {
-                        Ok(n) => moved += n as u64,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            failed = Some((to, e));
-                            break;
-                        }
-                    }
-                } else if f.remaining > 0 && !f.eof {
-                    let sock = &self.socks[from];
-                    let Io::Open(stream) = &sock.io else { break };
-                    if sock.paused {
-                        break;
-                    }
+                let mut progressed = false;
+                // Into the pipe as far as it has room, even while the destination is slow:
+                // both sockets keep moving, and each wakeup moves more.
+                let room = f.pipe.capacity.saturating_sub(f.pipe.len);
+                let sock = &self.socks[from];
+                if let (Io::Open(stream), false, true) = (&sock.io, sock.paused, room > 0 && f.remaining > 0 && !f.eof) {
                     match stream.poll_read_ready(cx) {
-                        Poll::Pending => break,
+                        Poll::Pending => {}
                         Poll::Ready(Err(e)) => {
                             failed = Some((from, e));
                             break;
                         }
-                        Poll::Ready(Ok(())) => {}
-                    }
-                    let max = usize::try_from(f.remaining).unwrap_or(usize::MAX).min(1 << 20);
-                    match stream.try_io(Interest::READABLE, || f.pipe.fill(stream.as_raw_fd(), max)) {
-                        Ok(0) => f.eof = true,
-                        Ok(n) => f.remaining -= n as u64,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            failed = Some((from, e));
-                            break;
+                        Poll::Ready(Ok(())) => {
+                            let max = usize::try_from(f.remaining).unwrap_or(usize::MAX).min(room);
+                            let filled = if f.pipe.len == 0 {
+                                stream.try_io(Interest::READABLE, || f.pipe.fill(stream.as_raw_fd(), max))
+                            } else {
+                                // EAGAIN may be the pipe's here (its slots full of small
+                                // pieces), not the socket's: keep the socket's readiness. The
+                                // pipe holds data, so the drain below brings us back.
+                                f.pipe.fill(stream.as_raw_fd(), max)
+                            };
+                            match filled {
+                                Ok(0) => {
+                                    f.eof = true;
+                                    progressed = true;
+                                }
+                                Ok(n) => {
+                                    f.remaining -= n as u64;
+                                    progressed = true;
+                                }
+                                // The readiness was cleared (or kept, see above): poll it again
+                                // so that a waker is registered, or go round if it is back.
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    progressed |= f.pipe.len == 0 && stream.poll_read_ready(cx).is_ready();
+                                }
+                                Err(e) => {
+                                    failed = Some((from, e));
+                                    break;
+                                }
+                            }
                         }
                     }
-                } else {
+                }
+                // Out of the pipe, once everything the core queued for the destination before
+                // the forward has left.
+                let sock = &self.socks[to];
+                if let (Io::Open(stream), true, true) = (&sock.io, sock.queue.is_empty(), f.pipe.len > 0) {
+                    match stream.poll_write_ready(cx) {
+                        Poll::Pending => {}
+                        Poll::Ready(Err(e)) => {
+                            failed = Some((to, e));
+                            break;
+                        }
+                        Poll::Ready(Ok(())) => match stream.try_io(Interest::WRITABLE, || f.pipe.drain(stream.as_raw_fd())) {
+                            Ok(n) => {
+                                moved += n as u64;
+                                progressed |= n > 0;
+                            }
+                            // As above, for the waker.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                progressed |= stream.poll_write_ready(cx).is_ready();
+                            }
+                            Err(e) => {
+                                failed = Some((to, e));
+                                break;
+                            }
+                        },
+                    }
+                }
+                if !progressed {
                     break;
                 }
             }

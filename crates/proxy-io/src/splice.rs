@@ -13,6 +13,8 @@ pub(crate) struct Pipe {
     write: OwnedFd,
     /// Bytes spliced in and not yet spliced out.
     pub(crate) len: usize,
+    /// How much it holds.
+    pub(crate) capacity: usize,
 }
 
 impl Pipe {
@@ -26,8 +28,10 @@ impl Pipe {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A bigger pipe means fewer system calls per megabyte; the default (64 KiB) still works.
         // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves the pipe as it was.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        Ok(Self { read, write, len: 0 })
+        let granted = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        // Linux's default when the kernel refuses: sixteen pages.
+        let capacity = usize::try_from(granted).ok().filter(|&n| n > 0).unwrap_or(64 * 1024);
+        Ok(Self { read, write, len: 0, capacity })
     }
 
     /// Move up to `max` bytes from the socket `from` into the pipe. `Ok(0)`: the peer closed.
