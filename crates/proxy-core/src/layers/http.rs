@@ -1061,7 +1061,7 @@ impl HttpLayer {
             let current = client.current_flow().and_then(|f| self.streams.get(&f));
             let stream_ready = match current {
                 Some(stream) => stream.wants_request_data(),
-                None => !congested,
+                None => !cx.is_congested(ConnId::CLIENT),
             };
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
         }
