@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{allowed_trailers, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{Request, Response, Version};
@@ -270,19 +270,7 @@ impl Http1Client {
             // Both framings: a smuggling attempt or a broken server. Never reuse it.
             self.keep_alive = false;
         }
-        match framing {
-            // `5, 5`, `005` or the field twice: the client gets the one length we read.
-            Framing::Length(n) => headers.insert("content-length", n.to_string()),
-            // Without a body the length describes the resource (HEAD, 304): written back as
-            // one canonical field, or dropped if it is no length.
-            Framing::Empty => match wire::content_length(&headers) {
-                Ok(n) => headers.insert("content-length", n.to_string()),
-                Err(_) => {
-                    headers.remove("content-length");
-                }
-            },
-            Framing::Chunked | Framing::UntilClose => {}
-        }
+        canonical_length(&mut headers, framing);
         strip_hop_by_hop(&mut headers, false);
         if framing == Framing::UntilClose {
             self.keep_alive = false;

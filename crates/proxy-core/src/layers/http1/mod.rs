@@ -120,6 +120,24 @@ fn allowed_trailers(trailers: Option<Headers>) -> Option<Headers> {
     (!trailers.is_empty()).then_some(trailers)
 }
 
+/// Write a message's `Content-Length` back as the one canonical field the next hop can read
+/// only one way: `5, 5`, `005` or the field twice become `5`. Without a body (a response to
+/// HEAD, a 304) the length describes the resource: kept likewise, or dropped if it is no
+/// length. (A request framed `Empty` has no `Content-Length` to begin with.)
+fn canonical_length(headers: &mut Headers, framing: wire::Framing) {
+    let length = match framing {
+        wire::Framing::Length(n) => Ok(n),
+        wire::Framing::Empty => wire::content_length(headers),
+        wire::Framing::Chunked | wire::Framing::UntilClose => return,
+    };
+    match length {
+        Ok(n) => headers.insert("content-length", n.to_string()),
+        Err(_) => {
+            headers.remove("content-length");
+        }
+    }
+}
+
 /// How a body leaves on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoder {

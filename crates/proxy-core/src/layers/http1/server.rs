@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{allowed_trailers, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
 use crate::command::{LogLevel, ServerAddr};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
@@ -361,10 +361,7 @@ impl Http1Server {
         };
         let upgrade = head.headers.has_token("connection", "upgrade") && head.headers.contains("upgrade");
         let mut headers = head.headers;
-        if let Framing::Length(n) = framing {
-            // `5, 5`, `005` or the field twice: the next hop gets the one length we read.
-            headers.insert("content-length", n.to_string());
-        }
+        canonical_length(&mut headers, framing);
         strip_hop_by_hop(&mut headers, upgrade);
         if upgrade {
             headers.append("connection", "Upgrade");
