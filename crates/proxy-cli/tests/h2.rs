@@ -246,6 +246,8 @@ fn h2_client_h2_server() {
     );
 }
 
+/// A client offering both versions to an HTTP/1.1 origin gets HTTP/1.1, as it would without
+/// the proxy; a client offering only `h2` (gRPC clients do) gets HTTP/2, translated.
 #[test]
 fn h2_client_h1_server() {
     let pki = Pki::new();
@@ -253,72 +255,65 @@ fn h2_client_h1_server() {
     let proxy = intercepting(&pki, &[]);
     let out = curl_h2(&proxy).arg(origin.url("/hello")).run();
     out.assert_success();
-    assert_eq!(
-        (out.status(), out.body.as_slice()),
-        (200, HELLO.as_bytes()),
-        "{out}"
-    );
-    assert_eq!(out.transfer().version, "2", "curl spoke {out}");
+    assert_eq!(out.transfer().version, "1.1", "the origin chose HTTP/1.1: {out}");
     flow_line(
         &proxy,
         &[
             &format!("GET {} -> 200 12b ", origin.url("/hello")),
-            "(client HTTP/2, server HTTP/1.1)",
+            "(client HTTP/1.1, server HTTP/1.1)",
         ],
     );
 
-    let (file, _) = TempFile::with_pattern("h2-h1-echo", 300_000);
-    let out = curl_h2(&proxy)
-        .arg("--data-binary")
-        .arg(format!("@{}", file.path().display()))
-        .arg(origin.url("/echo"))
-        .run();
-    out.assert_success();
-    assert!(out.body == pattern(0, 300_000), "echo differs: {out}");
+    let n = 3 << 20;
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &origin.authority(), &proxy.ca_cert())
+            .await
+            .unwrap();
+        let reply = conn.get("/hello").await.unwrap();
+        assert_eq!((reply.status, reply.text().as_str()), (200, HELLO), "{reply:?}");
 
-    // :authority became the Host an HTTP/1.1 client would have sent.
-    let out = curl_h2(&proxy)
-        .args(["-H", "X-Sansproxy-Test: abc", &origin.url("/headers")])
-        .run();
-    out.assert_success();
-    let fields = echoed_headers(&out.text());
-    assert_eq!(echoed(&fields, "host"), [origin.authority()], "{out}");
-    assert_eq!(echoed(&fields, "x-sansproxy-test"), ["abc"], "{out}");
+        let sent = pattern(0, 300_000);
+        let reply = conn
+            .request(Method::POST, "/echo", Some(Bytes::from(sent.clone())))
+            .await
+            .unwrap();
+        assert!(reply.error.is_none(), "{reply:?}");
+        assert!(reply.body() == sent, "echo differs");
 
-    // HEAD: the length of the body not sent.
-    let out = curl_h2(&proxy).args(["-I", &origin.url("/hello")]).run();
-    out.assert_success();
-    assert!(out.text().contains("\r\n\r\nHTTP/2 200 \r\n"), "{out}");
-    assert!(
-        out.text()
-            .to_ascii_lowercase()
-            .contains("content-length: 12\r\n"),
-        "{out}"
-    );
+        // :authority became the Host an HTTP/1.1 client would have sent.
+        let reply = conn
+            .request_with(Method::GET, "/headers", &[("x-sansproxy-test", "abc")], None)
+            .await
+            .unwrap();
+        let fields = echoed_headers(&reply.text());
+        assert_eq!(echoed(&fields, "host"), [origin.authority()], "{reply:?}");
+        assert_eq!(echoed(&fields, "x-sansproxy-test"), ["abc"], "{reply:?}");
 
-    // A body of unknown length (DATA frames, no content-length) goes chunked to HTTP/1.1.
-    let n: u64 = 3 << 20;
-    let out = curl_h2(&proxy)
-        .args(["-T", "-", "-X", "POST", &origin.url("/sink")])
-        .stdin(move |pipe| {
-            let mut at = 0;
-            while at < n {
-                let piece = support::pattern::pattern_piece(at, 65536.min((n - at) as usize));
-                std::io::Write::write_all(pipe, piece)?;
-                at += piece.len() as u64;
-            }
-            Ok(())
-        })
-        .run();
-    out.assert_success();
-    assert_eq!(
-        out.text(),
-        sink_reply(n, fnv1a64(&pattern(0, n as usize))),
-        "{out}"
+        // HEAD: the length of the body not sent.
+        let reply = conn.request(Method::HEAD, "/hello", None).await.unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.headers["content-length"], "12", "{reply:?}");
+        assert!(reply.body().is_empty(), "{reply:?}");
+
+        // A body of unknown length (DATA frames, no content-length) goes chunked to HTTP/1.1.
+        let sent = pattern(0, n);
+        let reply = conn
+            .request(Method::POST, "/sink", Some(Bytes::from(sent.clone())))
+            .await
+            .unwrap();
+        assert_eq!(reply.text(), sink_reply(n as u64, fnv1a64(&sent)), "{reply:?}");
+    });
+    flow_line(
+        &proxy,
+        &[
+            &format!("POST {} -> 200 ", origin.url("/sink")),
+            "(client HTTP/2, server HTTP/1.1)",
+        ],
     );
     assert_eq!(
         origin.requests(),
         [
+            "GET /hello",
             "GET /hello",
             "POST /echo",
             "GET /headers",
@@ -340,8 +335,19 @@ fn big_header_fields_cross_versions() {
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
     let header = format!("X-Big: {value}");
+    // An HTTP/2 client to the HTTP/1.1 origin: ours, since curl would get HTTP/1.1 there.
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &h1.authority(), &proxy.ca_cert())
+            .await
+            .unwrap();
+        let reply = conn
+            .request_with(Method::GET, "/headers", &[("x-big", &value)], None)
+            .await
+            .unwrap();
+        let fields = echoed_headers(&reply.text());
+        assert_eq!(echoed(&fields, "x-big"), [value.as_str()], "h2 to h1");
+    });
     for (url, version) in [
-        (h1.url("/headers"), "--http2"),
         (h2.url("/headers"), "--http1.1"),
         (h2.url("/headers"), "--http2"),
     ] {
@@ -706,6 +712,7 @@ fn h2_upload_100_mib_to_h2_and_h1_origins() {
     let h1 = Origin::start_tls(&pki.valid);
     let proxy = intercepting(&pki, &[]);
     let (file, hash) = TempFile::with_pattern("h2-upload", BIG);
+    // curl gets the version each origin chose.
     for (url, server) in [(h2.url("/sink"), "HTTP/2"), (h1.url("/sink"), "HTTP/1.1")] {
         let started = Instant::now();
         let out = curl_h2(&proxy)
@@ -716,17 +723,39 @@ fn h2_upload_100_mib_to_h2_and_h1_origins() {
             .run();
         let took = started.elapsed();
         out.assert_success();
-        assert_eq!(out.transfer().version, "2", "{out}");
+        let client = if server == "HTTP/2" { "2" } else { "1.1" };
+        assert_eq!(out.transfer().version, client, "{out}");
         assert_eq!(out.text(), sink_reply(BIG, hash), "{out}");
         flow_line(
             &proxy,
             &[
                 &format!("POST {url} -> 200 "),
-                &format!("(client HTTP/2, server {server})"),
+                &format!("(client HTTP/{client}, server {server})"),
             ],
         );
-        eprintln!("h2 100 MiB upload to an {server} origin: {took:.2?}");
+        eprintln!("curl 100 MiB upload to an {server} origin: {took:.2?}");
     }
+    // HTTP/2 DATA frames to the HTTP/1.1 origin, from a client that offers only h2.
+    let started = Instant::now();
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &h1.authority(), &proxy.ca_cert())
+            .await
+            .unwrap();
+        let body = Bytes::from(pattern(0, BIG as usize));
+        let reply = conn
+            .request(Method::POST, "/sink", Some(body))
+            .await
+            .unwrap();
+        assert_eq!(reply.text(), sink_reply(BIG, hash), "{reply:?}");
+    });
+    flow_line(
+        &proxy,
+        &[
+            &format!("POST {} -> 200 ", h1.url("/sink")),
+            "(client HTTP/2, server HTTP/1.1)",
+        ],
+    );
+    eprintln!("h2 100 MiB upload to an HTTP/1.1 origin: {:.2?}", started.elapsed());
     let peak = peak_rss_kib(proxy.pid());
     eprintln!("proxy peak RSS after both uploads: {peak} KiB");
     assert!(

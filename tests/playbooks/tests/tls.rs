@@ -357,3 +357,44 @@ fn a_client_gone_after_its_close_notify_aborts_the_download() {
     assert_eq!(errors, ["client disconnected"]);
     assert!(pump.closed.contains(&S1), "the server connection stays open: {:?}", pump.closed);
 }
+
+/// The protocol the client ends up with when it offers `client` and the origin accepts
+/// `origin`, with HTTP/2 on or off in the proxy.
+fn negotiated(client: &[&[u8]], origin: &'static [&'static [u8]], http2: bool) -> Option<Vec<u8>> {
+    let w = world();
+    let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    config.http2 = http2;
+    let cert = w.origin_ca.leaf(&["example.test"]);
+    let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), origin))));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(CONNECT);
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "example.test", client));
+    let tls = pump.client.rustls().unwrap();
+    assert!(!tls.is_handshaking(), "client handshake done; logs: {:?}", pump.logs);
+    tls.alpn_protocol().map(<[u8]>::to_vec)
+}
+
+#[test]
+fn the_client_gets_the_protocol_the_server_chose_when_it_offered_it() {
+    const BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
+    assert_eq!(negotiated(BOTH, &[b"http/1.1"], true).as_deref(), Some(&b"http/1.1"[..]), "an HTTP/1.1 server");
+    assert_eq!(negotiated(BOTH, &[b"h2", b"http/1.1"], true).as_deref(), Some(&b"h2"[..]), "an HTTP/2 server");
+    // No ALPN from the server means HTTP/1.1.
+    assert_eq!(negotiated(BOTH, &[], true).as_deref(), Some(&b"http/1.1"[..]), "a server without ALPN");
+    // The client's own order of preference does not override the server's choice.
+    let h1_first: &[&[u8]] = &[b"http/1.1", b"h2"];
+    assert_eq!(negotiated(h1_first, &[b"h2"], true).as_deref(), Some(&b"h2"[..]));
+}
+
+#[test]
+fn the_client_gets_its_best_offer_when_the_server_chose_something_else() {
+    // An HTTP/2-only client (gRPC) to an HTTP/1.1 server: the HTTP layer translates.
+    assert_eq!(negotiated(&[b"h2"], &[b"http/1.1"], true).as_deref(), Some(&b"h2"[..]));
+    // An HTTP/1.1-only client to an HTTP/2 server: likewise.
+    assert_eq!(negotiated(&[b"http/1.1"], &[b"h2"], true).as_deref(), Some(&b"http/1.1"[..]));
+    // With HTTP/2 off, h2 is neither offered to the server nor given to the client.
+    assert_eq!(negotiated(&[b"h2", b"http/1.1"], &[b"h2", b"http/1.1"], false).as_deref(), Some(&b"http/1.1"[..]));
+    // A client that offers no ALPN gets none.
+    assert_eq!(negotiated(&[], &[b"h2", b"http/1.1"], true), None);
+}

@@ -221,12 +221,23 @@ impl Streams {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Reply, Failure> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// [`request`](Self::request) with extra header fields.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        fields: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<Reply, Failure> {
         let uri = format!("{}://{}{path}", self.scheme, self.authority);
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(())
-            .expect("a valid request");
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in fields {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).expect("a valid request");
         let mut send = within("room for a stream", self.send.clone().ready()).await??;
         let (response, mut stream) = send.send_request(request, body.is_none())?;
         if let Some(mut body) = body {

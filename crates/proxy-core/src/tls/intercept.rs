@@ -35,6 +35,19 @@ use crate::tunnel::Tunnel;
 /// ALPN protocols the HTTP layers can speak, in our order of preference.
 const SUPPORTED_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
+/// The protocol the client gets, of those it offered that we speak (`offered`, best first).
+///
+/// What the server chose, if the client offered it: the client then sees the protocol it
+/// would have had without us, as with mitmproxy, and nothing is translated. Otherwise (no
+/// server yet, or one that chose what the client did not offer) the client's best, and the
+/// HTTP layer translates between versions.
+fn client_alpn(offered: Vec<Vec<u8>>, server: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    match server {
+        Some(chosen) if offered.contains(&chosen) => Some(chosen),
+        _ => offered.into_iter().next(),
+    }
+}
+
 /// The protocols we can speak, of those in `offered`, in our order of preference.
 fn speakable(cx: &Context, offered: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let ours = SUPPORTED_ALPN.iter().filter(|p| cx.config.http2 || **p != b"h2");
@@ -214,6 +227,8 @@ impl Intercept {
             _ => None,
         };
         let upstream_cert = server_tls.and_then(|t| t.peer_certificates().into_iter().next());
+        // A server that chose no protocol speaks HTTP/1.1.
+        let server_alpn = server_tls.map(|t| t.alpn().unwrap_or_else(|| b"http/1.1".to_vec()));
         let request =
             CertRequest { server_name: hello.server_name.clone(), target_host: self.cert_host.clone(), upstream_cert };
         let tls = Self::tls(cx);
@@ -226,9 +241,7 @@ impl Intercept {
         };
         let mut config = (*tls.server).clone();
         config.cert_resolver = Arc::new(OneCert(key));
-        // The client gets the best HTTP it offered, whatever the server chose: the HTTP layer
-        // translates between versions.
-        config.alpn_protocols = speakable(cx, &hello.alpn).into_iter().take(1).collect();
+        config.alpn_protocols = client_alpn(speakable(cx, &hello.alpn), server_alpn).into_iter().collect();
         match accepted.into_connection(Arc::new(config)) {
             Ok(connection) => {
                 let session =
