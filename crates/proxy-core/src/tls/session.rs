@@ -7,7 +7,7 @@
 //! upstream connection counts as [`Opened`](crate::Event::Opened) once its handshake is done,
 //! and as [`OpenFailed`](crate::Event::OpenFailed) when the handshake fails.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::CertificateDer;
@@ -110,17 +110,24 @@ impl TlsSession {
                     return result;
                 }
             };
-            // Exactly what is there: an idle connection keeps no oversized buffer alive.
-            let start = plaintext.len();
-            plaintext.resize(start + available, 0);
-            let mut filled = start;
-            while filled < plaintext.len() {
-                match self.conn.reader().read(&mut plaintext[filled..]) {
-                    Ok(n) if n > 0 => filled += n,
-                    _ => break,
-                }
+            // Room for all the plaintext this input can hold, taken once: what rustls has now
+            // and at most as much again as the ciphertext still to come. Growing record by
+            // record would copy it all over again.
+            if available > 0 && plaintext.capacity() == 0 {
+                plaintext.reserve(available + input.len());
             }
-            plaintext.truncate(filled);
+            let start = plaintext.len();
+            let mut reader = self.conn.reader();
+            // Straight from rustls's buffer into ours, one copy and no zeroing first.
+            while let Ok(chunk) = reader.fill_buf() {
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = chunk.len();
+                plaintext.extend_from_slice(chunk);
+                reader.consume(n);
+            }
+            let filled = plaintext.len();
             if input.len() == before && filled == start {
                 // rustls took nothing and gave nothing: it will not get better.
                 result.error = Some("TLS input could not be processed".into());
