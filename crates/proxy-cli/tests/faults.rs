@@ -182,6 +182,29 @@ fn stalled_upload_is_408_after_the_body_timeout() {
 }
 
 #[test]
+fn stalled_spliced_upload_is_408_after_the_body_timeout() {
+    // As above with a body big enough for the driver to splice: the server took every byte
+    // the client sent, so the driver reports a forward waiting for the client, which is the
+    // one timed out.
+    let origin = Origin::start();
+    let (proxy, fds) = proxy(&["--body-timeout", "0.8", "--server-idle-timeout", "0.3"]);
+    let url = origin.url("/sink");
+    let mut w = proxy.connect();
+    let start = Instant::now();
+    w.send(format!("POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", origin.authority(), 64 << 20));
+    w.send(pattern(0, 4 << 20));
+    let response = w.read_response("POST").expect("a response");
+    let took = start.elapsed();
+    assert_eq!(response.status, 408, "{response:?}");
+    let cause = "client sent nothing of the request body for 0.8 s";
+    assert!(response.text().contains(cause), "{response:?}");
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(3), "408 after {took:?}");
+    drop(w);
+    one_error_line(&proxy, &url, cause);
+    assert_fds_return(proxy.pid(), fds, SETTLE);
+}
+
+#[test]
 fn unresolvable_name_is_502_naming_it() {
     let (proxy, fds) = proxy(&[]);
     let url = "http://nowhere.invalid/";

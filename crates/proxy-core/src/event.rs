@@ -25,8 +25,11 @@ pub enum Event {
     /// Everything sent on `conn` so far has been handed to the operating system.
     WriteDrained { conn: ConnId },
     /// `len` more bytes of a [`Command::Forward`](crate::Command::Forward) from `from` have
-    /// been written to its destination.
-    Forwarded { from: ConnId, len: u64 },
+    /// been written to its destination. `pending` is what the driver has taken from `from`
+    /// and the destination has not taken yet: zero, the forward waits for `from` to send
+    /// more; otherwise, for the destination to take it. The driver reports a change between
+    /// the two even when no byte moved, so that the core knows which peer to time out.
+    Forwarded { from: ConnId, len: u64, pending: u64 },
     /// The deadline last returned by [`Connection::poll_timeout`](crate::Connection::poll_timeout)
     /// has passed.
     Wakeup,

@@ -257,7 +257,7 @@ where
                 if let Some(s) = self.sock(from) {
                     s.forwarding = true;
                 }
-                self.forwards.push(Forward { from, to, remaining: len, pipe, eof: false });
+                self.forwards.push(Forward { from, to, remaining: len, pipe, eof: false, reported_held: false });
             }
             // Without a pipe the bytes cannot move; the core will not see them either, so
             // this connection cannot go on.
@@ -302,7 +302,7 @@ where
                     // as moved: it was taken from `from`, whose framing the core keeps track of.
                     self.socks[from].forwarding = false;
                     if f.pipe.len > 0 {
-                        return Some(Event::Forwarded { from: f.from, len: f.pipe.len as u64 });
+                        return Some(Event::Forwarded { from: f.from, len: f.pipe.len as u64, pending: 0 });
                     }
                 }
                 continue;
@@ -386,6 +386,11 @@ where
             }
             let (from_id, done) = (f.from, f.pipe.len == 0 && (f.remaining == 0 || f.eof));
             let eof = f.eof;
+            // Whether the forward now waits on the destination rather than the source: the
+            // core times out whichever it waits on, so a change is news even with no bytes.
+            let pending = f.pipe.len as u64;
+            let changed = (pending > 0) != f.reported_held;
+            f.reported_held = pending > 0;
             let removed = failed.is_some() || done;
             if failed.as_ref().is_some_and(|(at, _)| *at == to) {
                 // As above: the destination is gone, the bytes were taken from the source.
@@ -412,12 +417,13 @@ where
                 }
                 self.forwards.swap_remove(i);
             }
-            if moved > 0 {
+            if moved > 0 || (changed && !removed) {
                 if removed || moved >= ROUND {
                     // Let the caller poll again soon, for this forward's next round or others.
                     cx.waker().wake_by_ref();
                 }
-                return Some(Event::Forwarded { from: from_id, len: moved });
+                let pending = if removed { 0 } else { pending };
+                return Some(Event::Forwarded { from: from_id, len: moved, pending });
             }
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
@@ -496,6 +502,8 @@ struct Forward {
     pipe: crate::splice::Pipe,
     /// `from` closed before `remaining` reached zero.
     eof: bool,
+    /// What the core was last told: the pipe held bytes the destination had not taken.
+    reported_held: bool,
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -113,7 +113,7 @@ impl Core for Relay {
                 }
                 self.pause(0, false);
             }
-            Event::Forwarded { from, len } => self.stats.lock().unwrap().forwarded[from.0 as usize] += len,
+            Event::Forwarded { from, len, .. } => self.stats.lock().unwrap().forwarded[from.0 as usize] += len,
             Event::OpenFailed { error, .. } => {
                 self.out.push_back(Command::SendData { conn: ConnId::CLIENT, data: format!("failed: {error}").into() });
                 self.close_all();

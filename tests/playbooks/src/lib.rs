@@ -244,7 +244,7 @@ enum Ev {
     Opened(ConnId),
     OpenFailed(ConnId, OpenError),
     Drained(ConnId),
-    Forwarded(ConnId, u64),
+    Forwarded(ConnId, u64, u64),
     Wakeup,
     Reply(FlowId, ReplySpec),
 }
@@ -350,9 +350,16 @@ impl Playbook {
         self.event(Ev::Drained(conn))
     }
 
-    /// `>> Forwarded`: the driver moved `len` more bytes of a `Forward` from `from`.
+    /// `>> Forwarded`: the driver moved `len` more bytes of a `Forward` from `from`, and
+    /// holds none: the forward waits for `from`.
     pub fn forwarded(self, from: ConnId, len: u64) -> Self {
-        self.event(Ev::Forwarded(from, len))
+        self.event(Ev::Forwarded(from, len, 0))
+    }
+
+    /// `>> Forwarded` with `pending` bytes taken from `from` that the destination has not
+    /// taken yet: the forward waits for the destination.
+    pub fn forwarded_held(self, from: ConnId, len: u64, pending: u64) -> Self {
+        self.event(Ev::Forwarded(from, len, pending))
     }
 
     /// `>> Wakeup` at the current virtual time.
@@ -630,7 +637,9 @@ impl<'a> Runner<'a> {
             Ev::Opened(conn) => self.feed_shown(Event::Opened { conn: *conn }),
             Ev::OpenFailed(conn, error) => self.feed_shown(Event::OpenFailed { conn: *conn, error: error.clone() }),
             Ev::Drained(conn) => self.feed_shown(Event::WriteDrained { conn: *conn }),
-            Ev::Forwarded(from, len) => self.feed_shown(Event::Forwarded { from: *from, len: *len }),
+            Ev::Forwarded(from, len, pending) => {
+                self.feed_shown(Event::Forwarded { from: *from, len: *len, pending: *pending })
+            }
             Ev::Wakeup => self.feed_shown(Event::Wakeup),
         }
     }
@@ -942,7 +951,7 @@ fn fmt_event(e: &Event) -> String {
         Event::Opened { conn } => format!("Opened({})", fmt_conn(*conn)),
         Event::OpenFailed { conn, error } => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
         Event::WriteDrained { conn } => format!("WriteDrained({})", fmt_conn(*conn)),
-        Event::Forwarded { from, len } => format!("Forwarded({}, {len})", fmt_conn(*from)),
+        Event::Forwarded { from, len, pending } => format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from)),
         Event::Wakeup => "Wakeup".into(),
         Event::HookReply { flow, reply } => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(reply)),
     }
@@ -1001,7 +1010,7 @@ fn fmt_step(s: &Step) -> String {
                 Ev::Opened(conn) => format!("Opened({})", fmt_conn(*conn)),
                 Ev::OpenFailed(conn, error) => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
                 Ev::Drained(conn) => format!("WriteDrained({})", fmt_conn(*conn)),
-                Ev::Forwarded(from, len) => format!("Forwarded({}, {len})", fmt_conn(*from)),
+                Ev::Forwarded(from, len, pending) => format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from)),
                 Ev::Wakeup => "Wakeup".into(),
                 Ev::Reply(flow, ReplySpec::Fixed(r)) => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(r)),
                 Ev::Reply(flow, ReplySpec::With(_)) => format!("HookReply({}, <built from the flow>)", fmt_flow(*flow)),

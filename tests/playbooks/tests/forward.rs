@@ -139,16 +139,77 @@ fn slow_forwarded_upload_is_not_a_silent_server() {
 }
 
 #[test]
-fn stalled_forwarded_upload_falls_to_the_server_idle_limit() {
-    // Whether a stalled forward waits for the client or the server, only the driver knows:
-    // the body timeout leaves it alone and the server's idle limit ends it.
+fn stalled_forwarded_upload_waiting_for_the_client_is_a_408() {
+    // The driver holds nothing: the server took every byte and the client sends no more.
+    // The client is the one timed out, and the server, which waits for it, is not blamed.
     upload_forwarded(Config { body_timeout: Duration::from_secs(10), ..forwarding(100) })
         .forwarded(CLIENT, 100)
+        .expect_timeout(Some(Duration::from_secs(10)))
+        .advance(Duration::from_secs(10))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 10 s"))
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(408, "Request Timeout", "client sent nothing of the request body for 10 s", true),
+        ))
+        .expect(half_close(CLIENT))
+        .run();
+}
+
+#[test]
+fn stalled_forwarded_upload_waiting_for_the_server_is_a_504() {
+    // The driver holds bytes the server does not take: the server is the one timed out,
+    // however long past the body timeout.
+    upload_forwarded(Config { body_timeout: Duration::from_secs(10), ..forwarding(100) })
+        .forwarded_held(CLIENT, 100, 50)
         .advance(Duration::from_secs(10))
         .wakeup()
         .advance(Duration::from_secs(50))
         .wakeup()
         .expect(close(S1))
         .expect(send(CLIENT, proxy_error(504, "Gateway Timeout", "a.test:80 sent nothing for 60 s", true)))
+        .run();
+}
+
+#[test]
+fn a_forward_held_then_moving_again_gives_the_client_its_full_body_timeout() {
+    // The server stalls with bytes in the driver's hands (a report with no bytes moved says
+    // so), then takes them: from then on the forward waits for the client, which has the
+    // whole body timeout.
+    upload_forwarded(Config { body_timeout: Duration::from_secs(10), ..forwarding(100) })
+        .forwarded_held(CLIENT, 0, 100)
+        .advance(Duration::from_secs(30))
+        .wakeup()
+        .forwarded(CLIENT, 100)
+        .expect_timeout(Some(Duration::from_secs(10)))
+        .advance(Duration::from_secs(9))
+        .forwarded(CLIENT, 200)
+        .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
+        .run();
+}
+
+#[test]
+fn a_client_slow_to_take_a_forwarded_download_does_not_time_the_server_out() {
+    // The driver holds response bytes the client has not taken: the server's silence is the
+    // client's doing. Once the client takes them, the server's idle limit counts again.
+    Playbook::new(forwarding(100))
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
+        .expect(forward(S1, CLIENT, 1000))
+        .forwarded_held(S1, 400, 300)
+        .advance(Duration::from_secs(90))
+        .wakeup()
+        .forwarded(S1, 300)
+        .expect_timeout(Some(Duration::from_secs(60)))
+        .advance(Duration::from_secs(60))
+        .wakeup()
+        .expect(close(S1))
+        .expect(close(CLIENT))
         .run();
 }

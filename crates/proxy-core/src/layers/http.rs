@@ -418,32 +418,34 @@ impl HttpLayer {
                 }
             }
             Event::WriteDrained { .. } => {}
-            Event::Forwarded { from, len } if from == ConnId::CLIENT => {
+            Event::Forwarded { from, len, pending } if from == ConnId::CLIENT => {
                 // Bytes reached the server: as for a write of ours, its silence counts anew.
-                if let Some(i) = self.client.current_flow().and_then(|f| self.server_of(f)) {
+                if let Some(i) = self.client.current_flow().filter(|_| len > 0).and_then(|f| self.server_of(f)) {
                     if !self.servers[i].dedicated && self.servers[i].deadline.is_some() {
                         self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
                     }
                 }
-                if let Some(flow) = self.client.current_flow() {
+                if let Some(flow) = self.client.current_flow().filter(|_| len > 0) {
                     self.feed(cx, now, flow, Input::RequestForwarded(len));
                 }
                 let mut outputs = Vec::new();
                 if let Some(codec) = self.client.h1_mut() {
-                    codec.handle_forwarded(len, &mut outputs);
+                    codec.handle_forwarded(len, pending, &mut outputs);
                 }
                 self.handle_client_outputs(cx, now, outputs);
             }
-            Event::Forwarded { from, len } => {
+            Event::Forwarded { from, len, pending } => {
                 let Some(i) = self.server_index(from) else { return };
-                self.servers[i].heard_from(now, cx.config.server_idle_timeout);
+                if len > 0 {
+                    self.servers[i].heard_from(now, cx.config.server_idle_timeout);
+                }
                 let server = &mut self.servers[i];
                 let flow = server.flow();
                 let mut outputs = Vec::new();
                 if let Some(codec) = server.h1_mut() {
-                    codec.handle_forwarded(len, &mut outputs);
+                    codec.handle_forwarded(len, pending, &mut outputs);
                 }
-                if let Some(flow) = flow {
+                if let Some(flow) = flow.filter(|_| len > 0) {
                     self.feed(cx, now, flow, Input::ResponseForwarded(len));
                 }
                 self.handle_server_outputs(cx, now, from, outputs);
@@ -469,14 +471,13 @@ impl HttpLayer {
     }
 
     /// Whether the proxy is what keeps `flow`'s client from sending more of its request body:
-    /// a hook is pending, the server is not ready or has no room, or reading is paused. A
-    /// body the driver forwards by itself counts as held: whether its bytes wait for the
-    /// client or for the server is not known here, so the server's idle limit judges it.
+    /// a hook is pending, the server is not ready or has no room, reading is paused, or the
+    /// driver forwards the body and the server has not taken what it has.
     fn body_held(&self, cx: &Context, flow: FlowId) -> bool {
         self.streams.get(&flow).is_some_and(|s| !s.wants_request_data())
             || !self.server_has_room(cx, flow)
             || cx.is_paused(ConnId::CLIENT)
-            || self.client.h1().is_some_and(Http1Server::is_forwarding)
+            || self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
     }
 
     /// Bodies the proxy holds back up to this moment get the full timeout from now, so a
@@ -555,13 +556,15 @@ impl HttpLayer {
         for (conn, flows) in expired {
             if let Some(i) = self.server_index(conn) {
                 // Its silence is not its fault when we are not reading it (a hook is pending,
-                // the client is slow), or when it waits for a request body the client has
-                // not finished sending and can take more of it (the body timeout covers the
+                // the client is slow, or the client has not taken the response body the
+                // driver forwards), or when it waits for a request body the client has not
+                // finished sending and can take more of it (the body timeout covers the
                 // client). Start counting again from now.
                 let waits_for_client = !cx.is_congested(conn)
-                    && !self.client.h1().is_some_and(Http1Server::is_forwarding)
+                    && !self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
                     && flows.iter().any(|f| self.streams.get(f).is_some_and(HttpStream::awaits_request_body));
-                if cx.is_paused(conn) || waits_for_client {
+                let client_slow = self.servers[i].h1().is_some_and(Http1Client::forward_waits_on_client);
+                if cx.is_paused(conn) || waits_for_client || client_slow {
                     self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
                     continue;
                 }

@@ -252,7 +252,7 @@ impl Run {
                 return;
             }
             self.sent.entry(to).or_default().extend_from_slice(&moved);
-            self.handle(Event::Forwarded { from, len: moved.len() as u64 });
+            self.handle(Event::Forwarded { from, len: moved.len() as u64, pending: 0 });
             if data.is_empty() {
                 return;
             }

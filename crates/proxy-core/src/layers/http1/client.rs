@@ -52,6 +52,8 @@ pub(crate) struct Http1Client {
     eof: bool,
     /// The driver is moving the rest of a `Content-Length` response body by itself.
     forwarding: bool,
+    /// The forward's destination has bytes it has not taken (the driver's last report).
+    forward_held: bool,
     /// Request targets go out in absolute-form (`GET http://host/path`): the connection leads
     /// to another proxy.
     absolute_form: bool,
@@ -72,6 +74,7 @@ impl Http1Client {
             keep_alive: true,
             eof: false,
             forwarding: false,
+            forward_held: false,
             absolute_form: false,
         }
     }
@@ -106,12 +109,20 @@ impl Http1Client {
         }
         let len = forwardable(reader, &self.buf, min)?;
         self.forwarding = true;
+        self.forward_held = false;
         Some(len)
     }
 
-    /// The driver forwarded `len` bytes of the response body.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, out: &mut Vec<ClientOutput>) {
+    /// Whether the response body is being forwarded and waits for the client to take it,
+    /// rather than for the server to send more.
+    pub(crate) fn forward_waits_on_client(&self) -> bool {
+        self.forwarding && self.forward_held
+    }
+
+    /// The driver forwarded `len` bytes of the response body, and holds `pending` more.
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ClientOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
+        self.forward_held = pending > 0;
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = false;

@@ -70,6 +70,8 @@ pub(crate) struct Http1Server {
     tunnel: bool,
     /// The driver is moving the rest of a `Content-Length` request body by itself.
     forwarding: bool,
+    /// The forward's destination has bytes it has not taken (the driver's last report).
+    forward_held: bool,
     /// Where origin-form requests go: the connection's one destination, when the client is
     /// talking to a server through us (an intercepted `CONNECT`, reverse mode) rather than to
     /// a proxy. `None`: a regular proxy, which takes absolute-form only.
@@ -99,6 +101,7 @@ impl Http1Server {
             finished: false,
             tunnel: false,
             forwarding: false,
+            forward_held: false,
             default_target: None,
             tls_upstream: config.tls.is_some(),
             rewrite_host: matches!(config.mode, crate::config::Mode::Reverse { .. }),
@@ -200,11 +203,6 @@ impl Http1Server {
         self.eof
     }
 
-    /// Whether the driver is moving the request body by itself (see `start_forward`).
-    pub(crate) fn is_forwarding(&self) -> bool {
-        self.forwarding
-    }
-
     pub(crate) fn current_flow(&self) -> Option<FlowId> {
         self.current.as_ref().map(|c| c.flow)
     }
@@ -246,12 +244,20 @@ impl Http1Server {
         }
         let len = forwardable(reader, &self.buf, min)?;
         self.forwarding = true;
+        self.forward_held = false;
         Some(len)
     }
 
-    /// The driver forwarded `len` bytes of the request body.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, out: &mut Vec<ServerOutput>) {
+    /// Whether the request body is being forwarded and waits for the server to take it,
+    /// rather than for the client to send more.
+    pub(crate) fn forward_waits_on_server(&self) -> bool {
+        self.forwarding && self.forward_held
+    }
+
+    /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ServerOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
+        self.forward_held = pending > 0;
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = false;
