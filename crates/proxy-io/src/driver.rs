@@ -284,8 +284,6 @@ where
     /// written as one `Forwarded` event per round.
     #[cfg(target_os = "linux")]
     fn poll_forwards(&mut self, cx: &mut Context<'_>) -> Option<Event> {
-        use std::os::fd::AsRawFd;
-        use tokio::io::Interest;
         /// At most this much moves before other events get their turn.
         const ROUND: u64 = 4 * 1024 * 1024;
 
@@ -310,77 +308,28 @@ where
             let mut moved = 0u64;
             let mut failed = None;
             while moved < ROUND {
-                let mut progressed = false;
                 // Into the pipe as far as it has room, even while the destination is slow:
                 // both sockets keep moving, and each wakeup moves more.
-                let room = f.pipe.capacity.saturating_sub(f.pipe.len);
-                let sock = &self.socks[from];
-                if let (Io::Open(stream), false, true) = (&sock.io, sock.paused, room > 0 && f.remaining > 0 && !f.eof) {
-                    match stream.poll_read_ready(cx) {
-                        Poll::Pending => {}
-                        Poll::Ready(Err(e)) => {
-                            failed = Some((from, e));
-                            break;
-                        }
-                        Poll::Ready(Ok(())) => {
-                            let max = usize::try_from(f.remaining).unwrap_or(usize::MAX).min(room);
-                            let filled = if f.pipe.len == 0 {
-                                stream.try_io(Interest::READABLE, || f.pipe.fill(stream.as_raw_fd(), max))
-                            } else {
-                                // EAGAIN may be the pipe's here (its slots full of small
-                                // pieces), not the socket's: keep the socket's readiness. The
-                                // pipe holds data, so the drain below brings us back.
-                                f.pipe.fill(stream.as_raw_fd(), max)
-                            };
-                            match filled {
-                                Ok(0) => {
-                                    f.eof = true;
-                                    progressed = true;
-                                }
-                                Ok(n) => {
-                                    f.remaining -= n as u64;
-                                    progressed = true;
-                                }
-                                // The readiness was cleared (or kept, see above): poll it again
-                                // so that a waker is registered, or go round if it is back.
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                    progressed |= f.pipe.len == 0 && stream.poll_read_ready(cx).is_ready();
-                                }
-                                Err(e) => {
-                                    failed = Some((from, e));
-                                    break;
-                                }
-                            }
-                        }
+                let filled = match f.fill(&self.socks[from], cx) {
+                    Ok(again) => again,
+                    Err(e) => {
+                        failed = Some((from, e));
+                        break;
                     }
-                }
-                // Out of the pipe, once everything the core queued for the destination before
-                // the forward has left.
-                let sock = &self.socks[to];
-                if let (Io::Open(stream), true, true) = (&sock.io, sock.queue.is_empty(), f.pipe.len > 0) {
-                    match stream.poll_write_ready(cx) {
-                        Poll::Pending => {}
-                        Poll::Ready(Err(e)) => {
-                            failed = Some((to, e));
-                            break;
-                        }
-                        Poll::Ready(Ok(())) => match stream.try_io(Interest::WRITABLE, || f.pipe.drain(stream.as_raw_fd())) {
-                            Ok(n) => {
-                                moved += n as u64;
-                                progressed |= n > 0;
-                            }
-                            // As above, for the waker.
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                progressed |= stream.poll_write_ready(cx).is_ready();
-                            }
-                            Err(e) => {
-                                failed = Some((to, e));
-                                break;
-                            }
-                        },
+                };
+                // Out of the pipe, once everything the core queued for the destination
+                // before the forward has left.
+                let drained = match f.drain(&self.socks[to], cx) {
+                    Ok((n, again)) => {
+                        moved += n as u64;
+                        again
                     }
-                }
-                if !progressed {
+                    Err(e) => {
+                        failed = Some((to, e));
+                        break;
+                    }
+                };
+                if !filled && !drained {
                     break;
                 }
             }
@@ -504,6 +453,69 @@ struct Forward {
     eof: bool,
     /// What the core was last told: the pipe held bytes the destination had not taken.
     reported_held: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl Forward {
+    /// Splice what `src` has into the pipe, as far as the pipe has room and the body goes.
+    /// `Ok(true)`: something changed (bytes, EOF, or readiness back), worth another round.
+    fn fill(&mut self, src: &Sock, cx: &mut Context<'_>) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let room = self.pipe.capacity.saturating_sub(self.pipe.len);
+        let Io::Open(stream) = &src.io else { return Ok(false) };
+        if src.paused || room == 0 || self.remaining == 0 || self.eof {
+            return Ok(false);
+        }
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return Ok(false),
+            Poll::Ready(ready) => ready?,
+        }
+        let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(room);
+        let filled = if self.pipe.len == 0 {
+            stream.try_io(tokio::io::Interest::READABLE, || self.pipe.fill(stream.as_raw_fd(), max))
+        } else {
+            // EAGAIN may be the pipe's here (its slots full of small pieces), not the
+            // socket's: keep the socket's readiness. The pipe holds data, so the drain
+            // brings us back.
+            self.pipe.fill(stream.as_raw_fd(), max)
+        };
+        match filled {
+            Ok(0) => {
+                self.eof = true;
+                Ok(true)
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(true)
+            }
+            // The readiness was cleared (or kept, see above): poll it again so that a waker
+            // is registered, or go round if it is back.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(self.pipe.len == 0 && stream.poll_read_ready(cx).is_ready())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Splice what the pipe holds into `dst`, once nothing the core queued for it waits
+    /// before. Returns the bytes written and whether another round is worth it.
+    fn drain(&mut self, dst: &Sock, cx: &mut Context<'_>) -> io::Result<(usize, bool)> {
+        use std::os::fd::AsRawFd;
+        let Io::Open(stream) = &dst.io else { return Ok((0, false)) };
+        if !dst.queue.is_empty() || self.pipe.len == 0 {
+            return Ok((0, false));
+        }
+        match stream.poll_write_ready(cx) {
+            Poll::Pending => return Ok((0, false)),
+            Poll::Ready(ready) => ready?,
+        }
+        match stream.try_io(tokio::io::Interest::WRITABLE, || self.pipe.drain(stream.as_raw_fd())) {
+            Ok(n) => Ok((n, n > 0)),
+            // As in `fill`, for the waker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((0, stream.poll_write_ready(cx).is_ready())),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
