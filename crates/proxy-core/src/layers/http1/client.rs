@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{Request, Response, Version};
@@ -51,9 +51,7 @@ pub(crate) struct Http1Client {
     keep_alive: bool,
     eof: bool,
     /// The driver is moving the rest of a `Content-Length` response body by itself.
-    forwarding: bool,
-    /// The forward's destination has bytes it has not taken (the driver's last report).
-    forward_held: bool,
+    forwarding: Forwarding,
     /// Request targets go out in absolute-form (`GET http://host/path`): the connection leads
     /// to another proxy.
     absolute_form: bool,
@@ -73,8 +71,7 @@ impl Http1Client {
             method: String::new(),
             keep_alive: true,
             eof: false,
-            forwarding: false,
-            forward_held: false,
+            forwarding: Forwarding::No,
             absolute_form: false,
         }
     }
@@ -104,28 +101,27 @@ impl Http1Client {
     /// none of it is buffered here, hand it to the driver: returns how many bytes to forward.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
         let Recv::Body(reader) = &self.recv else { return None };
-        if self.forwarding {
+        if self.forwarding != Forwarding::No {
             return None;
         }
         let len = forwardable(reader, &self.buf, min)?;
-        self.forwarding = true;
-        self.forward_held = false;
+        self.forwarding = Forwarding::WaitsOnSource;
         Some(len)
     }
 
     /// Whether the response body is being forwarded and waits for the client to take it,
     /// rather than for the server to send more.
     pub(crate) fn forward_waits_on_client(&self) -> bool {
-        self.forwarding && self.forward_held
+        self.forwarding == Forwarding::WaitsOnDestination
     }
 
     /// The driver forwarded `len` bytes of the response body, and holds `pending` more.
     pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ClientOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
-        self.forward_held = pending > 0;
+        self.forwarding = if pending > 0 { Forwarding::WaitsOnDestination } else { Forwarding::WaitsOnSource };
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
-            self.forwarding = false;
+            self.forwarding = Forwarding::No;
             self.recv = Recv::Done;
             out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers: None }));
         }

@@ -20,6 +20,18 @@ use crate::config::Config;
 use crate::context::{ConnId, Context};
 use crate::headers::Headers;
 
+/// Where a body handed to the driver ([`Command::Forward`](crate::Command::Forward)) stands,
+/// as the driver's last report said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forwarding {
+    /// The codec reads the body itself.
+    No,
+    /// The driver holds nothing: the forward waits for the source to send more.
+    WaitsOnSource,
+    /// The driver holds bytes the destination has not taken.
+    WaitsOnDestination,
+}
+
 /// Received pieces at least this big are adopted rather than copied.
 const ADOPT_MIN: usize = 16 * 1024;
 

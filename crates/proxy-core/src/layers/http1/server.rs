@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder};
+use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::command::{LogLevel, ServerAddr};
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
@@ -69,9 +69,7 @@ pub(crate) struct Http1Server {
     /// The connection is now a tunnel.
     tunnel: bool,
     /// The driver is moving the rest of a `Content-Length` request body by itself.
-    forwarding: bool,
-    /// The forward's destination has bytes it has not taken (the driver's last report).
-    forward_held: bool,
+    forwarding: Forwarding,
     /// Where origin-form requests go: the connection's one destination, when the client is
     /// talking to a server through us (an intercepted `CONNECT`, reverse mode) rather than to
     /// a proxy. `None`: a regular proxy, which takes absolute-form only.
@@ -100,8 +98,7 @@ impl Http1Server {
             eof: false,
             finished: false,
             tunnel: false,
-            forwarding: false,
-            forward_held: false,
+            forwarding: Forwarding::No,
             default_target: None,
             tls_upstream: config.tls.is_some(),
             rewrite_host: matches!(config.mode, crate::config::Mode::Reverse { .. }),
@@ -239,28 +236,27 @@ impl Http1Server {
     /// As [`Http1Client::start_forward`], for the request body.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
         let Recv::Body(reader) = &self.recv else { return None };
-        if self.forwarding {
+        if self.forwarding != Forwarding::No {
             return None;
         }
         let len = forwardable(reader, &self.buf, min)?;
-        self.forwarding = true;
-        self.forward_held = false;
+        self.forwarding = Forwarding::WaitsOnSource;
         Some(len)
     }
 
     /// Whether the request body is being forwarded and waits for the server to take it,
     /// rather than for the client to send more.
     pub(crate) fn forward_waits_on_server(&self) -> bool {
-        self.forwarding && self.forward_held
+        self.forwarding == Forwarding::WaitsOnDestination
     }
 
     /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
     pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ServerOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
-        self.forward_held = pending > 0;
+        self.forwarding = if pending > 0 { Forwarding::WaitsOnDestination } else { Forwarding::WaitsOnSource };
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
-            self.forwarding = false;
+            self.forwarding = Forwarding::No;
             let flow = self.flow();
             out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
             self.recv = Recv::Done;
