@@ -25,6 +25,18 @@ fn upload_forwarded(config: Config) -> Playbook {
 const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
 const GET_A_UP: &str = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
 
+/// A GET whose 1000-byte response body is handed to the driver whole.
+fn download_forwarded(config: Config) -> Playbook {
+    Playbook::new(config)
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
+        .expect(forward(S1, CLIENT, 1000))
+}
+
 #[test]
 fn download_body_is_forwarded_after_what_was_read_with_the_head() {
     Playbook::new(forwarding(100))
@@ -83,14 +95,7 @@ fn upload_body_is_forwarded() {
 
 #[test]
 fn server_closing_mid_forward_cuts_the_client() {
-    Playbook::new(Config { forward_min: Some(100), ..with_hooks([HookKind::Error]) })
-        .recv(CLIENT, GET_A)
-        .expect(open(S1, "a.test:80"))
-        .opened(S1)
-        .expect(send(S1, GET_A_UP))
-        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
-        .expect(forward(S1, CLIENT, 1000))
+    download_forwarded(Config { forward_min: Some(100), ..with_hooks([HookKind::Error]) })
         .forwarded(S1, 400)
         .closed(S1)
         .expect(hook(F1, HookKind::Error).inspect(|flow| {
@@ -194,14 +199,7 @@ fn a_forward_held_then_moving_again_gives_the_client_its_full_body_timeout() {
 fn a_client_slow_to_take_a_forwarded_download_does_not_time_the_server_out() {
     // The driver holds response bytes the client has not taken: the server's silence is the
     // client's doing. Once the client takes them, the server's idle limit counts again.
-    Playbook::new(forwarding(100))
-        .recv(CLIENT, GET_A)
-        .expect(open(S1, "a.test:80"))
-        .opened(S1)
-        .expect(send(S1, GET_A_UP))
-        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
-        .expect(forward(S1, CLIENT, 1000))
+    download_forwarded(forwarding(100))
         .forwarded_held(S1, 400, 300)
         .advance(Duration::from_secs(90))
         .wakeup()
