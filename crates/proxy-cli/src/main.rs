@@ -178,8 +178,8 @@ struct Args {
     listen_tls: bool,
 
     /// With --listen-tls: present this certificate chain and key (one PEM file) instead of
-    /// minting.
-    #[arg(long, value_name = "PEM", requires = "listen_tls")]
+    /// minting. No CA is made or read.
+    #[arg(long, value_name = "PEM", requires = "listen_tls", conflicts_with_all = ["ca_cert", "ca_key"])]
     cert: Option<PathBuf>,
 
     /// Do not intercept TLS: a CONNECT stays a raw tunnel, and no CA is made or read.
@@ -304,8 +304,9 @@ impl Args {
         if self.no_intercept {
             return Ok(None);
         }
-        let ca = match (&self.ca_cert, &self.ca_key) {
-            (Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
+        let ca = match (&self.cert, &self.ca_cert, &self.ca_key) {
+            (Some(cert), _, _) => CaSource::Fixed(cert.clone()),
+            (None, Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
             _ => match self.ca_dir.clone().or_else(|| default_ca_dir(var)) {
                 Some(dir) => CaSource::Dir(dir),
                 None => {
@@ -467,18 +468,9 @@ fn main() -> ExitCode {
     };
     let mut notice = None;
     match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
-        Ok(Some((mut tls, ca))) => {
-            if let Some(path) = &args.cert {
-                match proxy_io::tls::FixedCert::from_pem_file(path) {
-                    Ok(cert) => tls.issuer = std::sync::Arc::new(cert),
-                    Err(e) => {
-                        eprintln!("sansproxy: --cert: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
+        Ok(Some((tls, ca))) => {
             config.tls = Some(tls);
-            notice = (!args.quiet).then(|| ca_notice(&ca));
+            notice = ca.filter(|_| !args.quiet).map(|ca| ca_notice(&ca));
         }
         Ok(None) => {}
         Err(e) => {
@@ -492,7 +484,7 @@ fn main() -> ExitCode {
     code
 }
 
-fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, CaInfo), String> {
+fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option<CaInfo>), String> {
     options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
 }
 
@@ -699,6 +691,9 @@ mod tests {
             }
         );
         assert_eq!(tls(&["--no-intercept"], &[]).unwrap(), None);
+        // A certificate of its own replaces the CA, whatever the environment says.
+        let fixed = tls(&["--reverse", "https://o.test", "--listen-tls", "--cert", "own.pem"], &[("HOME", "/h")]);
+        assert!(matches!(fixed, Ok(Some(TlsOptions { ca: CaSource::Fixed(path), .. })) if path == "own.pem"));
     }
 
     #[test]
@@ -711,6 +706,7 @@ mod tests {
             &["sansproxy", "--no-intercept", "--insecure-upstream"],
             &["sansproxy", "--no-intercept", "--cert-cache", "3"],
             &["sansproxy", "--cert-cache", "-1"],
+            &["sansproxy", "--reverse", "https://o.test", "--listen-tls", "--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -76,6 +76,8 @@ fn tls_listener_with_a_certificate_of_its_own() {
         "--cert",
         both.to_str().unwrap(),
     ]);
+    assert!(!proxy.ca_cert_path().exists(), "a CA was made though --cert replaces it");
+    assert!(!proxy.stderr_text().contains("trust the CA"), "a CA notice for no CA");
     let out = Curl::new()
         .args(["--cacert", pki.origin_ca_arg()])
         .arg(format!("https://localhost:{}/hello", proxy.port()))

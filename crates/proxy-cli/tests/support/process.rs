@@ -253,6 +253,13 @@ impl Proxy {
         proxy
     }
 
+    /// Where the CA certificate goes, written or not; panics unless the proxy was started
+    /// with a CA dir.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        let dir = self.ca_dir.as_ref().expect("proxy started without --ca-dir");
+        dir.join(CA_CERT_FILE)
+    }
+
     /// `CA_DIR/sansproxy-ca-cert.pem`, the certificate clients must trust; panics unless the
     /// proxy was started with a CA dir and has written the file.
     pub fn ca_cert(&self) -> PathBuf {

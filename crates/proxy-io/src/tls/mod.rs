@@ -11,7 +11,9 @@
 //! # fn demo() -> Result<(), proxy_io::tls::TlsSetupError> {
 //! let options = TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into()));
 //! let (tls, ca) = options.build()?;
-//! println!("trust {}", ca.cert_path.display());
+//! if let Some(ca) = ca {
+//!     println!("trust {}", ca.cert_path.display());
+//! }
 //! let config = proxy_core::Config { tls: Some(tls), ..Default::default() };
 //! # let _ = config; Ok(()) }
 //! ```
@@ -42,6 +44,10 @@ pub enum CaSource {
     /// A certificate and its PKCS#8 key, PEM; both may name one file holding both
     /// ([`CertAuthority::from_files`]).
     Files { cert: PathBuf, key: PathBuf },
+    /// No CA: this certificate chain and key (one PEM file, [`FixedCert`]) go to every client,
+    /// as for a reverse proxy with a certificate of its own. Nothing is minted, so a `CONNECT`
+    /// to another name fails the client's verification.
+    Fixed(PathBuf),
 }
 
 /// Everything that decides how TLS is intercepted.
@@ -119,7 +125,9 @@ impl TlsOptions {
     }
 
     /// Loads or makes the CA, reads the extra roots and compiles the patterns.
-    pub fn build(self) -> Result<(TlsConfig, CaInfo), TlsSetupError> {
+    /// The CA's whereabouts come back for telling the user, unless there is none
+    /// ([`CaSource::Fixed`]).
+    pub fn build(self) -> Result<(TlsConfig, Option<CaInfo>), TlsSetupError> {
         // Cheap checks first: a typo in a pattern should not leave a new CA behind.
         let ignore_hosts = self
             .ignore_hosts
@@ -143,8 +151,13 @@ impl TlsOptions {
         let (ca, cert_path) = match self.ca {
             CaSource::Dir(dir) => (CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE)),
             CaSource::Files { cert, key } => (CertAuthority::from_files(&cert, &key)?, cert),
+            CaSource::Fixed(path) => {
+                let issuer = Arc::new(FixedCert::from_pem_file(&path)?);
+                let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
+                return Ok((tls, None));
+            }
         };
-        let info = CaInfo { cert_path, created: ca.is_new() };
+        let info = Some(CaInfo { cert_path, created: ca.is_new() });
         let tls = TlsConfig {
             issuer: Arc::new(Minter::new(ca, self.cache_size)?),
             server: Arc::new(server),
