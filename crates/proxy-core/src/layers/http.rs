@@ -419,13 +419,14 @@ impl HttpLayer {
             }
             Event::WriteDrained { .. } => {}
             Event::Forwarded { from, len, pending } if from == ConnId::CLIENT => {
-                // Bytes reached the server: as for a write of ours, its silence counts anew.
-                if let Some(i) = self.client.current_flow().filter(|_| len > 0).and_then(|f| self.server_of(f)) {
-                    if !self.servers[i].dedicated && self.servers[i].deadline.is_some() {
-                        self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
-                    }
-                }
+                // A report of no bytes only says which side the forward waits on.
                 if let Some(flow) = self.client.current_flow().filter(|_| len > 0) {
+                    // Bytes reached the server: as for a write of ours, its silence counts anew.
+                    if let Some(i) = self.server_of(flow) {
+                        if !self.servers[i].dedicated && self.servers[i].deadline.is_some() {
+                            self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                        }
+                    }
                     self.feed(cx, now, flow, Input::RequestForwarded(len));
                 }
                 let mut outputs = Vec::new();
@@ -436,17 +437,16 @@ impl HttpLayer {
             }
             Event::Forwarded { from, len, pending } => {
                 let Some(i) = self.server_index(from) else { return };
-                if len > 0 {
-                    self.servers[i].heard_from(now, cx.config.server_idle_timeout);
-                }
-                let server = &mut self.servers[i];
-                let flow = server.flow();
                 let mut outputs = Vec::new();
-                if let Some(codec) = server.h1_mut() {
+                if let Some(codec) = self.servers[i].h1_mut() {
                     codec.handle_forwarded(len, pending, &mut outputs);
                 }
-                if let Some(flow) = flow.filter(|_| len > 0) {
-                    self.feed(cx, now, flow, Input::ResponseForwarded(len));
+                // As above: no bytes, no news from the server.
+                if len > 0 {
+                    self.servers[i].heard_from(now, cx.config.server_idle_timeout);
+                    if let Some(flow) = self.servers[i].flow() {
+                        self.feed(cx, now, flow, Input::ResponseForwarded(len));
+                    }
                 }
                 self.handle_server_outputs(cx, now, from, outputs);
             }
