@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::checks::{self, Via};
 use support::*;
@@ -64,6 +64,48 @@ fn chunked_response_is_streamed_not_buffered() {
     let origin = Origin::start();
     let proxy = Proxy::start(&["-q"]);
     checks::slow_chunks(Via::Proxy(&proxy), &origin);
+}
+
+/// A body big enough to be spliced, which the origin sends as a burst, then a small piece,
+/// then nothing for a while. The burst raises the proxy's read mark; the small piece must
+/// still reach the client at once, not when the rest comes.
+#[test]
+fn a_spliced_body_that_pauses_after_a_burst_is_not_held_back() {
+    const BURST: usize = 2 << 20;
+    const SMALL: usize = 1000;
+    const TOTAL: usize = 4 << 20;
+    const PAUSE: Duration = Duration::from_millis(1500);
+    let server = TcpServer::start(|stream| {
+        let mut w = Wire::new(stream);
+        if let Ok(Some(_)) = w.read_head(64 * 1024) {
+            let body = pattern(0, TOTAL);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {TOTAL}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes());
+            let _ = w.write_all(&body[..BURST]);
+            let _ = w.write_all(&body[BURST..BURST + SMALL]);
+            std::thread::sleep(PAUSE);
+            let _ = w.write_all(&body[BURST + SMALL..]);
+        }
+    });
+    let proxy = Proxy::start(&["-q"]);
+
+    let mut w = Wire::connect(proxy.port());
+    let sent = Instant::now();
+    w.send(format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", server.url("/"), server.authority()));
+    let mut check = PatternCheck::new();
+    let mut before_pause = None;
+    let head = w
+        .read_response_with("GET", &mut |d| {
+            check.feed(d);
+            if before_pause.is_none() && check.len() >= (BURST + SMALL) as u64 {
+                before_pause = Some(sent.elapsed());
+            }
+        })
+        .unwrap();
+    assert_eq!(head.status().ok(), Some(200), "{head:?}");
+    assert_eq!((check.len(), check.mismatch()), (TOTAL as u64, None));
+    let took = before_pause.unwrap();
+    assert!(took < PAUSE - Duration::from_millis(500), "the piece before the pause took {took:?}");
 }
 
 #[test]

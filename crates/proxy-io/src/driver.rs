@@ -247,6 +247,11 @@ where
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
+        // A forward may have started waiting on its source above, with a patience the timer
+        // must now include.
+        if let Some(event) = self.poll_timer(cx) {
+            return Poll::Ready(event);
+        }
         Poll::Pending
     }
 
@@ -257,7 +262,7 @@ where
                 if let Some(s) = self.sock(from) {
                     s.forwarding = true;
                 }
-                self.forwards.push(Forward { from, to, remaining: len, pipe, eof: false, reported_held: false });
+                self.forwards.push(Forward { from, to, remaining: len, pipe, eof: false, reported_held: false, mark: 1, patience: None });
             }
             // Without a pipe the bytes cannot move; the core will not see them either, so
             // this connection cannot go on.
@@ -294,10 +299,11 @@ where
             let to = self.socks.iter().position(|s| s.id == f.to && !s.forgotten && s.is_alive());
             let (Some(from), Some(to)) = (from, to) else {
                 // One side was closed: the core knows, and the rest of the body has no reader.
-                let f = self.forwards.swap_remove(i);
+                let mut f = self.forwards.swap_remove(i);
                 if let Some(from) = from {
                     // Reading `from` is back to the usual path, and what the pipe held counts
                     // as moved: it was taken from `from`, whose framing the core keeps track of.
+                    f.set_mark(&self.socks[from], 1);
                     self.socks[from].forwarding = false;
                     if f.pipe.len > 0 {
                         return Some(Event::Forwarded { from: f.from, len: f.pipe.len as u64, pending: 0 });
@@ -352,6 +358,7 @@ where
                 if let Some(event) = self.socks[at].closed_event() {
                     self.events.push_back(event);
                 }
+                f.set_mark(&self.socks[from], 1);
                 self.socks[from].forwarding = false;
                 self.forwards.swap_remove(i);
             } else if done {
@@ -389,17 +396,42 @@ where
         None
     }
 
-    /// Arm the timer for the core's deadline and the lingering sockets', and report the core's
-    /// deadline once it has passed.
+    /// When the first forward that waits on its source with a raised read mark gives up.
+    #[cfg(target_os = "linux")]
+    fn forward_patience(&self) -> Option<Instant> {
+        self.forwards.iter().filter_map(|f| f.patience).min()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn forward_patience(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Forwards that waited on their source until `at` read whatever it has: the sender slowed
+    /// down, and its last bytes must not wait for a mark it may never reach.
+    #[cfg(target_os = "linux")]
+    fn lose_patience(&mut self, at: Instant) {
+        for f in &mut self.forwards {
+            if f.patience.is_some_and(|t| t <= at) {
+                f.patience = None;
+                if let Some(src) = self.socks.iter().find(|s| s.id == f.from && !s.forgotten) {
+                    f.set_mark(src, 1);
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn lose_patience(&mut self, _at: Instant) {}
+
+    /// Arm the timer for the core's deadline, the lingering sockets' and the forwards' patience,
+    /// and report the core's deadline once it has passed.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         loop {
             let fired = self.timer.fired;
             let core_at = self.core.poll_timeout().filter(|&t| Some(t) != fired);
             let linger_at = self.socks.iter().filter_map(|s| s.linger_until).min();
-            let at = match (core_at, linger_at) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b)?,
-            };
+            let at = [core_at, linger_at, self.forward_patience()].into_iter().flatten().min()?;
             if self.timer.arm(at).poll(cx).is_pending() {
                 return None;
             }
@@ -408,6 +440,7 @@ where
                     s.kill();
                 }
             }
+            self.lose_patience(at);
             if let Some(t) = core_at.filter(|&t| t <= at) {
                 // Remember it: if the core hands back the same deadline, it is not due again.
                 self.timer.fired = Some(t);
@@ -441,6 +474,14 @@ where
     }
 }
 
+/// A forward that reads at least this much at once raises its source's read mark.
+#[cfg(target_os = "linux")]
+const BATCH_MIN: usize = 64 * 1024;
+/// How long a forward waits for its source to reach a raised read mark before it reads what
+/// is there: the most a slowing sender's bytes are held back.
+#[cfg(target_os = "linux")]
+const PATIENCE: Duration = Duration::from_millis(1);
+
 /// A body moving from one socket to another outside the core.
 #[cfg(target_os = "linux")]
 struct Forward {
@@ -453,6 +494,12 @@ struct Forward {
     eof: bool,
     /// What the core was last told: the pipe held bytes the destination had not taken.
     reported_held: bool,
+    /// The source's read mark (`SO_RCVLOWAT`): 1, the kernel's own, until a big read shows a
+    /// sender faster than our wakeups.
+    mark: usize,
+    /// While the forward waits on its source with a raised mark: when the wait has lasted
+    /// [`PATIENCE`], and the mark drops back to 1.
+    patience: Option<Instant>,
 }
 
 #[cfg(target_os = "linux")]
@@ -467,7 +514,10 @@ impl Forward {
             return Ok(false);
         }
         match stream.poll_read_ready(cx) {
-            Poll::Pending => return Ok(false),
+            Poll::Pending => {
+                self.wait_for_source();
+                return Ok(false);
+            }
             Poll::Ready(ready) => ready?,
         }
         let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(room);
@@ -486,14 +536,59 @@ impl Forward {
             }
             Ok(n) => {
                 self.remaining -= n as u64;
+                self.patience = None;
+                self.raise_mark(src, n);
                 Ok(true)
             }
             // The readiness was cleared (or kept, see above): poll it again so that a waker
             // is registered, or go round if it is back.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Ok(self.pipe.len == 0 && stream.poll_read_ready(cx).is_ready())
+                let again = self.pipe.len == 0 && stream.poll_read_ready(cx).is_ready();
+                if !again {
+                    self.wait_for_source();
+                }
+                Ok(again)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// After a read of `n` bytes: a read this big means the sender keeps ahead of our
+    /// wakeups, so wait for at least as much next time. Never above the pipe (no more fits)
+    /// nor the rest of the body (its last bytes would wait for ever); back to 1 at its end,
+    /// for the usual path.
+    fn raise_mark(&mut self, src: &Sock, n: usize) {
+        let mut mark = self.mark;
+        if n >= BATCH_MIN {
+            mark = mark.max(1 << n.ilog2());
+        }
+        let rest = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        self.set_mark(src, mark.min(self.pipe.capacity).min(rest));
+    }
+
+    /// Nothing to read: with a raised mark, bytes below it may be waiting, so give the sender
+    /// [`PATIENCE`] to reach it. Only while the pipe is empty: until then the destination, not
+    /// the mark, holds the body up.
+    fn wait_for_source(&mut self) {
+        if self.mark > 1 && self.pipe.len == 0 && self.patience.is_none() {
+            self.patience = Some(now() + PATIENCE);
+        }
+    }
+
+    fn set_mark(&mut self, src: &Sock, mark: usize) {
+        use std::os::fd::AsRawFd;
+        let mark = mark.max(1);
+        let Io::Open(stream) = &src.io else { return };
+        if mark == self.mark {
+            return;
+        }
+        match crate::splice::set_read_mark(stream.as_raw_fd(), mark) {
+            Ok(()) => self.mark = mark,
+            // Reads stay as they were: more wakeups, nothing worse.
+            Err(e) => tracing::debug!(conn = src.id.0, error = %e, "read mark not set"),
+        }
+        if mark == 1 {
+            self.patience = None;
         }
     }
 

@@ -49,6 +49,25 @@ impl Pipe {
     }
 }
 
+/// Have the kernel report `socket` readable only once `bytes` wait in it (or it reached its
+/// end), so that a fast sender is read in a few big pieces rather than many small wakeups.
+/// TCP still reports readable below the mark when its receive window is all but shut, so a
+/// sender is never stalled by it; and lowering the mark reports the bytes already there.
+pub(crate) fn set_read_mark(socket: RawFd, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX).max(1);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `socket` is open (the caller holds it); the option value is a c_int that lives
+    // across the call, and `len` is its size.
+    let set = unsafe {
+        libc::setsockopt(socket, libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&bytes as *const libc::c_int).cast(), len)
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both descriptors are open for the duration of the call (the caller holds the

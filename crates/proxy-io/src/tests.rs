@@ -269,6 +269,46 @@ async fn forwards_by_splicing_then_relays_the_rest() {
     assert_eq!(stats.lock().unwrap().forwarded, [spliced, 0]);
 }
 
+/// A forward reads a fast sender in big pieces (its read mark goes up), yet the bytes of a
+/// sender that then slows down still move at once, and once the forward is over, small reads
+/// are back to normal.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_keeps_up_with_a_sender_that_slows_down() {
+    let (mut relay, stats) = Relay::new(echo_server().await);
+    let spliced = 3 * 1024 * 1024;
+    relay.forward = Some(spliced as u64);
+    let proxy = serve_one(relay, NoopHandler).await;
+    let client = TcpStream::connect(proxy).await.unwrap();
+    let (mut r, mut w) = client.into_split();
+    let data: Vec<u8> = (0..spliced as u32 + 4).map(|i| (i % 241) as u8).collect();
+    let mut got = vec![0; data.len()];
+    let prompt = Duration::from_secs(2);
+
+    // Fast: one big write, read back whole.
+    let burst = 2 * 1024 * 1024;
+    let echo = async { tokio::time::timeout(prompt * 5, r.read_exact(&mut got[..burst])).await };
+    let (_, echoed) = tokio::join!(w.write_all(&data[..burst]), echo);
+    echoed.expect("the burst came back").unwrap();
+    // Slow: a small piece, far below what the burst raised the mark to, and nothing after it.
+    let small = burst + 1000;
+    w.write_all(&data[burst..small]).await.unwrap();
+    tokio::time::timeout(prompt, r.read_exact(&mut got[burst..small]))
+        .await
+        .expect("a small piece after a burst is not held back")
+        .unwrap();
+    // The rest of the forward, then four bytes through the usual path, on their own.
+    w.write_all(&data[small..spliced]).await.unwrap();
+    r.read_exact(&mut got[small..spliced]).await.unwrap();
+    w.write_all(&data[spliced..]).await.unwrap();
+    tokio::time::timeout(prompt, r.read_exact(&mut got[spliced..]))
+        .await
+        .expect("after the forward, a small read is not held back")
+        .unwrap();
+    assert!(got == data, "echoed bytes differ");
+    assert_eq!(stats.lock().unwrap().forwarded, [spliced as u64, 0]);
+}
+
 #[tokio::test]
 async fn a_refused_connect_reaches_the_core() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
