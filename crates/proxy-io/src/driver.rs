@@ -554,13 +554,20 @@ impl Forward {
     }
 
     /// After a read of `n` bytes: a read this big means the sender keeps ahead of our
-    /// wakeups, so wait for at least as much next time. Never above the pipe (no more fits)
-    /// nor the rest of the body (its last bytes would wait for ever); back to 1 at its end,
-    /// for the usual path.
+    /// wakeups, so wait for at least as much next time. Never above the pipe (no more fits),
+    /// half the socket's receive buffer (see [`set_read_mark`]) nor the rest of the body (its
+    /// last bytes would wait for ever); back to 1 at its end, for the usual path.
+    ///
+    /// [`set_read_mark`]: crate::splice::set_read_mark
     fn raise_mark(&mut self, src: &Sock, n: usize) {
+        use std::os::fd::AsRawFd;
         let mut mark = self.mark;
-        if n >= BATCH_MIN {
-            mark = mark.max(1 << n.ilog2());
+        if n >= BATCH_MIN && 1 << n.ilog2() > mark {
+            mark = 1 << n.ilog2();
+            if let Io::Open(stream) = &src.io {
+                let buffer = crate::splice::receive_buffer(stream.as_raw_fd()).unwrap_or(0);
+                mark = mark.min(buffer / 2).max(self.mark);
+            }
         }
         let rest = usize::try_from(self.remaining).unwrap_or(usize::MAX);
         self.set_mark(src, mark.min(self.pipe.capacity).min(rest));

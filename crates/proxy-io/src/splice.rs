@@ -53,6 +53,8 @@ impl Pipe {
 /// end), so that a fast sender is read in a few big pieces rather than many small wakeups.
 /// TCP still reports readable below the mark when its receive window is all but shut, so a
 /// sender is never stalled by it; and lowering the mark reports the bytes already there.
+/// A mark over half the receive buffer makes the kernel grow the buffer, and kernels before
+/// late 2025 then clamp the window to the mark: callers stay below that.
 pub(crate) fn set_read_mark(socket: RawFd, bytes: usize) -> io::Result<()> {
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX).max(1);
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -63,6 +65,22 @@ pub(crate) fn set_read_mark(socket: RawFd, bytes: usize) -> io::Result<()> {
     };
     if set == 0 {
         Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The kernel's receive buffer for `socket` (`SO_RCVBUF`), in bytes.
+pub(crate) fn receive_buffer(socket: RawFd) -> io::Result<usize> {
+    let mut bytes: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `socket` is open (the caller holds it); `bytes` and `len` live across the call
+    // and `len` is the size of `bytes`.
+    let got = unsafe {
+        libc::getsockopt(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, (&mut bytes as *mut libc::c_int).cast(), &mut len)
+    };
+    if got == 0 {
+        Ok(usize::try_from(bytes).unwrap_or(0))
     } else {
         Err(io::Error::last_os_error())
     }
