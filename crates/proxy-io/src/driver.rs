@@ -249,8 +249,10 @@ where
         }
         // A forward may have started waiting on its source above, with a patience the timer
         // must now include.
-        if let Some(event) = self.poll_timer(cx) {
-            return Poll::Ready(event);
+        if self.forward_patience().is_some_and(|at| !self.timer.covers(at)) {
+            if let Some(event) = self.poll_timer(cx) {
+                return Poll::Ready(event);
+            }
         }
         Poll::Pending
     }
@@ -930,6 +932,12 @@ struct Timer {
 }
 
 impl Timer {
+    /// Whether the timer is set to go off by `at`.
+    fn covers(&self, at: Instant) -> bool {
+        let at = tokio::time::Instant::from_std(at);
+        self.sleep.as_ref().is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
+    }
+
     fn arm(&mut self, at: Instant) -> Pin<&mut Sleep> {
         let deadline = tokio::time::Instant::from_std(at);
         let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
