@@ -564,11 +564,11 @@ impl Forward {
     fn raise_mark(&mut self, src: &Sock, n: usize) {
         use std::os::fd::AsRawFd;
         let mut mark = self.mark;
-        if n >= BATCH_MIN && 1 << n.ilog2() > mark {
-            mark = 1 << n.ilog2();
+        let step = if n >= BATCH_MIN { 1 << n.ilog2() } else { 0 };
+        if step > mark {
             if let Io::Open(stream) = &src.io {
                 let buffer = crate::splice::receive_buffer(stream.as_raw_fd()).unwrap_or(0);
-                mark = mark.min(buffer / 2).max(self.mark);
+                mark = step.min(buffer / 2).max(mark);
             }
         }
         let rest = usize::try_from(self.remaining).unwrap_or(usize::MAX);
