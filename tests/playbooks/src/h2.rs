@@ -35,7 +35,7 @@ impl H2Peer {
             self.held.extend_from_slice(data);
             return;
         }
-        self.engine.receive(data);
+        self.engine.receive(Bytes::copy_from_slice(data));
         self.events.extend(self.engine.poll());
     }
 

@@ -321,7 +321,7 @@ impl HttpLayer {
                         codec.receive(cx, now, data, &mut outputs);
                         self.handle_client_outputs(cx, now, outputs);
                     }
-                    ClientCodec::H2(codec) => codec.receive(&data),
+                    ClientCodec::H2(codec) => codec.receive(data),
                 }
             }
             Event::DataReceived { conn, data } => {
@@ -336,7 +336,7 @@ impl HttpLayer {
                             codec.receive(cx, data, &mut outputs);
                             self.handle_server_outputs(cx, now, conn, outputs);
                         }
-                        ServerCodec::H2(codec) => codec.receive(&data),
+                        ServerCodec::H2(codec) => codec.receive(data),
                     }
                 }
             }

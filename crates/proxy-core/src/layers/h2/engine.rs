@@ -366,9 +366,19 @@ impl Engine {
     }
 
     /// Bytes from the peer.
-    pub fn receive(&mut self, data: &[u8]) {
-        self.follow_peer_settings(data);
-        self.io.lock().input.extend_from_slice(data);
+    pub fn receive(&mut self, data: Bytes) {
+        self.follow_peer_settings(&data);
+        let mut pipe = self.io.lock();
+        if !pipe.input.is_empty() {
+            pipe.input.extend_from_slice(&data);
+            return;
+        }
+        // Nothing left over from before, the usual case: the bytes are taken as they are
+        // when nobody else holds them (TLS's plaintext does not).
+        match data.try_into_mut() {
+            Ok(data) => pipe.input = data,
+            Err(data) => pipe.input.extend_from_slice(&data),
+        }
     }
 
     /// Follow the server's first frame (its SETTINGS) through `data`, the next bytes from it.
@@ -1005,8 +1015,8 @@ mod tests {
             if to_server.is_empty() && to_client.is_empty() {
                 break;
             }
-            server.receive(&to_server);
-            client.receive(&to_client);
+            server.receive(to_server);
+            client.receive(to_client);
         }
         (from_client, from_server)
     }

@@ -97,7 +97,7 @@ impl H2Server {
         }
     }
 
-    pub(crate) fn receive(&mut self, data: &[u8]) {
+    pub(crate) fn receive(&mut self, data: Bytes) {
         self.engine.receive(data);
     }
 
@@ -380,7 +380,7 @@ impl H2Client {
         Self { conn, engine: Engine::client(&settings(&config.http2_limits)), flows: BTreeMap::new() }
     }
 
-    pub(crate) fn receive(&mut self, data: &[u8]) {
+    pub(crate) fn receive(&mut self, data: Bytes) {
         self.engine.receive(data);
     }
 
