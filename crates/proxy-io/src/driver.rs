@@ -562,12 +562,11 @@ impl Forward {
     ///
     /// [`set_read_mark`]: crate::splice::set_read_mark
     fn raise_mark(&mut self, src: &Sock, n: usize) {
-        use std::os::fd::AsRawFd;
         let mut mark = self.mark;
         let step = if n >= BATCH_MIN { 1 << n.ilog2() } else { 0 };
         if step > mark {
             if let Io::Open(stream) = &src.io {
-                let buffer = crate::splice::receive_buffer(stream.as_raw_fd()).unwrap_or(0);
+                let buffer = socket2::SockRef::from(stream).recv_buffer_size().unwrap_or(0);
                 mark = step.min(buffer / 2).max(mark);
             }
         }

@@ -70,22 +70,6 @@ pub(crate) fn set_read_mark(socket: RawFd, bytes: usize) -> io::Result<()> {
     }
 }
 
-/// The kernel's receive buffer for `socket` (`SO_RCVBUF`), in bytes.
-pub(crate) fn receive_buffer(socket: RawFd) -> io::Result<usize> {
-    let mut bytes: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `socket` is open (the caller holds it); `bytes` and `len` live across the call
-    // and `len` is the size of `bytes`.
-    let got = unsafe {
-        libc::getsockopt(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, (&mut bytes as *mut libc::c_int).cast(), &mut len)
-    };
-    if got == 0 {
-        Ok(usize::try_from(bytes).unwrap_or(0))
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both descriptors are open for the duration of the call (the caller holds the
