@@ -122,10 +122,9 @@ impl AsyncRead for Io {
             // Nothing to read: EOF is a read of nothing; otherwise wait for `receive`.
             return if pipe.eof { Poll::Ready(Ok(())) } else { Poll::Pending };
         }
-        let n = pipe.read.plan(&pipe.input, buf.remaining());
-        buf.put_slice(&pipe.input[..n]);
         let Pipe { input, read, .. } = &mut *pipe;
-        read.advance(&input[..n]);
+        let n = read.take(input, buf.remaining());
+        buf.put_slice(&input[..n]);
         input.advance(n);
         Poll::Ready(Ok(()))
     }
@@ -155,34 +154,38 @@ enum Frames {
 impl Frames {
     const START: Frames = Frames::Header { seen: 0, len: [0; 3] };
 
-    /// How many bytes of `input` to hand over in a read of at most `room`.
-    fn plan(self, input: &[u8], room: usize) -> usize {
+    /// Hand over the start of `input` in a read of at most `room` bytes: how many, followed.
+    fn take(&mut self, input: &[u8], room: usize) -> usize {
         let limit = room.min(input.len());
-        let (mut at, mut n) = (self, 0);
+        let mut n = 0;
         while n < limit {
-            let take = match at {
-                Frames::Preface { left } | Frames::Payload { left } => left,
+            // How much of the next unit to hand over, and whether the read ends with it.
+            let (take, alone) = match *self {
+                Frames::Preface { left } | Frames::Payload { left } => (left, false),
                 Frames::Header { seen: 0, .. } => match input.get(n..n + FRAME_HEADER) {
                     Some(head) => {
                         let frame = FRAME_HEADER + payload_len([head[0], head[1], head[2]]);
                         if n + frame <= room {
-                            frame
+                            (frame, false)
                         } else if n == 0 {
                             // Alone: the payload follows once h2 has made room for it.
-                            return FRAME_HEADER.min(limit);
+                            (FRAME_HEADER, true)
                         } else {
                             break;
                         }
                     }
                     // Part of a header: it costs h2 a few bytes' copy at most.
-                    None => limit - n,
+                    None => (limit - n, false),
                 },
                 // The rest of a header handed over in part: alone, as above.
-                Frames::Header { seen, .. } => return n + (FRAME_HEADER - seen).min(limit - n),
+                Frames::Header { seen, .. } => (FRAME_HEADER - seen, true),
             };
             let take = take.min(limit - n);
-            at.advance(&input[n..n + take]);
+            self.advance(&input[n..n + take]);
             n += take;
+            if alone {
+                break;
+            }
         }
         n
     }
@@ -930,9 +933,8 @@ mod tests {
             if pos == input.len() {
                 break;
             }
-            let n = at.plan(&input[pos..], room);
+            let n = at.take(&input[pos..], room);
             assert!(n > 0 && n <= room, "a read of {n} with room {room} and bytes waiting");
-            at.advance(&input[pos..pos + n]);
             pos += n;
             reads.push(n);
         }
@@ -952,10 +954,8 @@ mod tests {
         assert_eq!(read_all(Frames::Preface { left: PREFACE }, &server, &[24, 100]), [24, 15]);
         // Part of a header is handed over as it is, and followed.
         let mut at = Frames::START;
-        assert_eq!(at.plan(&input[..5], 100), 5);
-        at.advance(&input[..5]);
-        assert_eq!(at.plan(&input[5..], 100), 4);
-        at.advance(&input[5..9]);
+        assert_eq!(at.take(&input[..5], 100), 5);
+        assert_eq!(at.take(&input[5..], 100), 4);
         assert_eq!(at, Frames::Payload { left: 16_384 });
     }
 
@@ -983,9 +983,8 @@ mod tests {
                     fed += n;
                 }
                 let room = *room.next().unwrap();
-                let n = at.plan(&input, room);
+                let n = at.take(&input, room);
                 prop_assert!(n > 0 && n <= room.min(input.len()));
-                at.advance(&input[..n]);
                 out.extend(input.drain(..n));
             }
             prop_assert!(out == stream);
