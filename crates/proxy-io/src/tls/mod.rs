@@ -28,7 +28,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use proxy_core::tls::TlsConfig;
+use proxy_core::tls::{CertIssuer, TlsConfig};
 use rcgen::SerialNumber;
 
 pub use ca::{CertAuthority, CA_CERT_FILE, CA_KEY_FILE};
@@ -148,22 +148,18 @@ impl TlsOptions {
         }
         let client = config::client_config_with_roots(roots, self.insecure_upstream)?;
         let server = server_base_config()?;
-        let (ca, cert_path) = match self.ca {
-            CaSource::Dir(dir) => (CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE)),
-            CaSource::Files { cert, key } => (CertAuthority::from_files(&cert, &key)?, cert),
-            CaSource::Fixed(path) => {
-                let issuer = Arc::new(FixedCert::from_pem_file(&path)?);
-                let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
-                return Ok((tls, None));
-            }
+        let cache_size = self.cache_size;
+        // A CA mints a certificate per name, and the user is told where it is.
+        let minting = |ca: CertAuthority, cert_path: PathBuf| -> Result<(Arc<dyn CertIssuer>, _), TlsSetupError> {
+            let info = CaInfo { cert_path, created: ca.is_new() };
+            Ok((Arc::new(Minter::new(ca, cache_size)?), Some(info)))
         };
-        let info = Some(CaInfo { cert_path, created: ca.is_new() });
-        let tls = TlsConfig {
-            issuer: Arc::new(Minter::new(ca, self.cache_size)?),
-            server: Arc::new(server),
-            client: Arc::new(client),
-            ignore_hosts,
+        let (issuer, info): (Arc<dyn CertIssuer>, _) = match self.ca {
+            CaSource::Dir(dir) => minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?,
+            CaSource::Files { cert, key } => minting(CertAuthority::from_files(&cert, &key)?, cert)?,
+            CaSource::Fixed(path) => (Arc::new(FixedCert::from_pem_file(&path)?), None),
         };
+        let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
         Ok((tls, info))
     }
 }
