@@ -263,11 +263,8 @@ impl Proxy {
     /// `CA_DIR/sansproxy-ca-cert.pem`, the certificate clients must trust; panics unless the
     /// proxy was started with a CA dir and has written the file.
     pub fn ca_cert(&self) -> PathBuf {
-        let dir = self
-            .ca_dir
-            .as_ref()
-            .expect("proxy started without --ca-dir");
-        let cert = dir.join(CA_CERT_FILE);
+        let cert = self.ca_cert_path();
+        let dir = cert.parent().expect("the CA file is in the CA dir");
         assert!(
             cert.is_file(),
             "sansproxy is listening but wrote no {}; files in the CA dir: {:?}",
