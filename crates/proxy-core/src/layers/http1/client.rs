@@ -118,7 +118,7 @@ impl Http1Client {
     /// The driver forwarded `len` bytes of the response body, and holds `pending` more.
     pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ClientOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
-        self.forwarding = if pending > 0 { Forwarding::WaitsOnDestination } else { Forwarding::WaitsOnSource };
+        self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;

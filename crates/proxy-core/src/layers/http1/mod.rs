@@ -32,6 +32,17 @@ pub(crate) enum Forwarding {
     WaitsOnDestination,
 }
 
+impl Forwarding {
+    /// A forward's state after the driver reported holding `pending` bytes.
+    fn reported(pending: u64) -> Self {
+        if pending > 0 {
+            Forwarding::WaitsOnDestination
+        } else {
+            Forwarding::WaitsOnSource
+        }
+    }
+}
+
 /// Received pieces at least this big are adopted rather than copied.
 const ADOPT_MIN: usize = 16 * 1024;
 

@@ -253,7 +253,7 @@ impl Http1Server {
     /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
     pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ServerOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
-        self.forwarding = if pending > 0 { Forwarding::WaitsOnDestination } else { Forwarding::WaitsOnSource };
+        self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;
