@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr};
+use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
 use proxy_core::tls::{TlsFailure, TlsSide};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
@@ -100,6 +100,13 @@ struct Args {
     #[arg(long)]
     via: bool,
 
+    /// What becomes of request header fields with `_` in their name, which CGI, WSGI and PHP
+    /// backends cannot tell from the same name with `-`: keep, drop or reject (400). Default:
+    /// drop in reverse mode (as nginx), keep otherwise. `Transfer_Encoding` and
+    /// `Content_Length` are answered 400 whatever this says.
+    #[arg(long, value_name = "POLICY", value_parser = parse_underscores)]
+    underscores_in_headers: Option<UnderscoreHeaders>,
+
     /// Directory of the proxy's certificate authority, made there on first run:
     /// `sansproxy-ca-cert.pem` is the certificate for clients to trust, `sansproxy-ca.pem` its
     /// private key. Default: `$SANSPROXY_CA_DIR`, else `$XDG_CONFIG_HOME/sansproxy`, else
@@ -189,6 +196,15 @@ struct Args {
     no_intercept: bool,
 }
 
+fn parse_underscores(s: &str) -> Result<UnderscoreHeaders, String> {
+    match s {
+        "keep" => Ok(UnderscoreHeaders::Keep),
+        "drop" => Ok(UnderscoreHeaders::Drop),
+        "reject" => Ok(UnderscoreHeaders::Reject),
+        _ => Err(format!("unknown policy {s:?}: use keep, drop or reject")),
+    }
+}
+
 /// A mode, and whether its upstream speaks HTTP/2 with prior knowledge (`h2c://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ModeArg(Mode, bool);
@@ -253,6 +269,10 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    fn is_reverse(&self) -> bool {
+        self.reverse.is_some() || matches!(self.mode.0, Mode::Reverse { .. })
+    }
+
     /// The mode, from --mode or --reverse, with --listen-tls applied.
     fn mode(&self) -> Result<Mode, String> {
         let mode = match &self.reverse {
@@ -285,6 +305,11 @@ impl Args {
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
             add_via: self.via,
+            underscore_headers: self.underscores_in_headers.unwrap_or(if self.is_reverse() {
+                UnderscoreHeaders::Drop
+            } else {
+                UnderscoreHeaders::Keep
+            }),
             http2: !self.no_http2,
             http2_limits: Http2Limits {
                 max_concurrent_streams: self.h2_max_streams,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::command::ServerAddr;
 use crate::flow::Scheme;
+use crate::headers::UnderscoreHeaders;
 use crate::hook::HookSet;
 use crate::tls::TlsConfig;
 
@@ -67,6 +68,10 @@ pub struct Config {
     /// ([`Command::Forward`](crate::Command::Forward)). `None` keeps every byte in the core;
     /// drivers that cannot forward must set it so.
     pub forward_min: Option<u64>,
+    /// What becomes of request fields with an underscore in their name. Whatever it says, a
+    /// name that reads as `Content-Length` or `Transfer-Encoding` with `_` for `-` is answered
+    /// 400. The CLI drops them in reverse mode, where the backends may be CGI, WSGI or PHP.
+    pub underscore_headers: UnderscoreHeaders,
     /// Add `Via: 1.1 sansproxy` to forwarded messages.
     pub add_via: bool,
     /// Keep idle upstream connections for reuse by later requests of the same client.
@@ -139,6 +144,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             close_linger: Duration::from_secs(2),
             forward_min: None,
+            underscore_headers: UnderscoreHeaders::Keep,
             add_via: false,
             reuse_server_connections: true,
             tls: None,

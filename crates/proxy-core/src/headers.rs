@@ -102,6 +102,58 @@ impl Headers {
     }
 }
 
+/// What becomes of request fields whose names hold an underscore (`X_User`). CGI, WSGI and
+/// PHP pass fields to applications as `HTTP_X_USER`, so `X_User` and `X-User` reach them as
+/// the same variable: a client can shadow a field the proxy or a front end vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    /// Forward them untouched, as mitmproxy and HAProxy do.
+    #[default]
+    Keep,
+    /// Drop them from the request, as nginx does by default (`underscores_in_headers off`).
+    Drop,
+    /// Answer the request 400.
+    Reject,
+}
+
+/// A request field refused by its name's underscores.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UnderscoreError {
+    /// `Transfer_Encoding`, `content_length`: another framing for a backend that reads `_`
+    /// as `-`, whatever the policy.
+    #[error("header field {name} reads as {framing} where underscores count as dashes")]
+    FramingLookalike { name: String, framing: &'static str },
+    #[error("header field {name} has an underscore in its name")]
+    Underscore { name: String },
+}
+
+/// The field names that frame a request body.
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+
+impl Headers {
+    /// Apply `policy` to the request fields whose names hold `_`. A name that reads as a
+    /// framing field once `_` is read as `-` is refused under every policy: its backend may
+    /// frame the body differently from us (gunicorn did, CVE-2024-1135).
+    pub(crate) fn screen_underscores(&mut self, policy: UnderscoreHeaders) -> Result<(), UnderscoreError> {
+        for (name, _) in self.iter().filter(|(name, _)| name.contains(&b'_')) {
+            let framing = FRAMING.iter().find(|f| {
+                f.len() == name.len() && f.bytes().zip(name).all(|(f, &n)| f == n.to_ascii_lowercase() || f == b'-' && n == b'_')
+            });
+            let name = String::from_utf8_lossy(name).into_owned();
+            if let Some(framing) = framing {
+                return Err(UnderscoreError::FramingLookalike { name, framing });
+            }
+            if policy == UnderscoreHeaders::Reject {
+                return Err(UnderscoreError::Underscore { name });
+            }
+        }
+        if policy == UnderscoreHeaders::Drop {
+            self.retain(|name, _| !name.contains(&b'_'));
+        }
+        Ok(())
+    }
+}
+
 impl<N: Into<Bytes>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Self { fields: iter.into_iter().map(|(n, v)| (n.into(), v.into())).collect() }
@@ -122,6 +174,28 @@ mod tests {
         assert_eq!(h.iter().collect::<Vec<_>>(), vec![(&b"Host"[..], &b"a"[..]), (&b"X-A"[..], &b"3"[..])]);
         assert!(h.remove("host"));
         assert!(!h.contains("Host"));
+    }
+
+    #[test]
+    fn underscores() {
+        let fields = || -> Headers { [("Host", "a"), ("X_User", "u"), ("X-User", "v")].into_iter().collect() };
+        let mut kept = fields();
+        assert_eq!(kept.screen_underscores(UnderscoreHeaders::Keep), Ok(()));
+        assert_eq!(kept, fields());
+        let mut dropped = fields();
+        assert_eq!(dropped.screen_underscores(UnderscoreHeaders::Drop), Ok(()));
+        assert_eq!(dropped.iter().map(|(n, _)| n).collect::<Vec<_>>(), vec![&b"Host"[..], b"X-User"]);
+        let error = UnderscoreError::Underscore { name: "X_User".into() };
+        assert_eq!(fields().screen_underscores(UnderscoreHeaders::Reject), Err(error));
+        for name in ["Transfer_Encoding", "content_length", "CONTENT_length", "Transfer-encoding_"] {
+            let mut h: Headers = [(name, "chunked")].into_iter().collect();
+            let result = h.screen_underscores(UnderscoreHeaders::Keep);
+            assert_eq!(result.is_err(), name != "Transfer-encoding_", "{name}");
+        }
+        // Names that only look like framing fields to a reader that decodes them some other
+        // way are not ours to guess.
+        let mut h: Headers = [("Transfer-%45ncoding", "chunked")].into_iter().collect();
+        assert_eq!(h.screen_underscores(UnderscoreHeaders::Reject), Ok(()));
     }
 
     #[test]

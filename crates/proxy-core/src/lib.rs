@@ -53,7 +53,7 @@ pub use connection::Connection;
 pub use context::{ConnId, FlowId};
 pub use event::{Event, OpenError};
 pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Scheme, Version};
-pub use headers::Headers;
+pub use headers::{Headers, UnderscoreHeaders};
 pub use hook::{Hook, HookKind, HookReply, HookSet};
 pub use layers::http1::Http1Error;
 

@@ -647,3 +647,53 @@ fn interim_responses_carry_no_length() {
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
         .run_split();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Request lines and names a lax parser reads otherwise (PortSwigger's http-request-smuggler
+// permutations, http-garden's trophies)
+
+#[test]
+fn malformed_request_lines_are_400() {
+    for line in [
+        "GET  http://a.test/ HTTP/1.1",
+        "GET http://a.test/  HTTP/1.1",
+        "GET\thttp://a.test/ HTTP/1.1",
+        "GET http://a.test/\tHTTP/1.1",
+        " GET http://a.test/ HTTP/1.1",
+        "GET http://a.test/ HTTP/1.1 ",
+        "GET http://a.test/a b HTTP/1.1",
+        "GET http://a.test/ http/1.1",
+        "GET http://a.test/ HTTP/1.1x",
+        "GET http://a.test/ HTTP/1.",
+        "G(ET http://a.test/ HTTP/1.1",
+        "GET http://a.test/\x00 HTTP/1.1",
+        "GET http://a.test/\x7f HTTP/1.1",
+    ] {
+        bad_request(format!("{line}\r\nHost: a.test\r\n\r\n"), "malformed request line");
+    }
+}
+
+#[test]
+fn other_http_versions_are_refused() {
+    // `HTTP/01.1` is outside the grammar (one digit each side); refused all the same.
+    for version in ["HTTP/1.2", "HTTP/2.0", "HTTP/0.9", "HTTP/3.0", "HTTP/01.1"] {
+        let request = format!("GET http://a.test/ {version}\r\nHost: a.test\r\n\r\n");
+        refused(request, 505, "HTTP Version Not Supported", "unsupported HTTP version");
+    }
+}
+
+#[test]
+fn disguised_framing_names_are_400() {
+    for (field, message) in [
+        ("Transfer-Encoding\x00: chunked", "malformed header field"),
+        ("Transfer-Encoding\x0b: chunked", "malformed header field"),
+        ("Transfer\x0bEncoding: chunked", "malformed header field"),
+        ("Transfer-Encoding\u{e9}: chunked", "malformed header field"),
+        ("Content-Length: \x0b5", "invalid character in header value"),
+        ("Content-Length: 5\x0c", "invalid character in header value"),
+        ("Transfer_Encoding: chunked", "header field Transfer_Encoding reads as transfer-encoding where underscores count as dashes"),
+        ("Content_Length: 0", "header field Content_Length reads as content-length where underscores count as dashes"),
+    ] {
+        bad_request(post(&format!("Content-Length: 5\r\n{field}\r\n"), "hello"), message);
+    }
+}

@@ -265,6 +265,29 @@ fn reverse_mode_terminates_client_tls_and_speaks_tls_upstream() {
 }
 
 #[test]
+fn a_reverse_tls_listener_serves_every_request_from_its_upstream() {
+    let w = world();
+    let config = reverse_config(&w, proxy_core::Scheme::Https, true);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["origin.test"]));
+    pump.run();
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "internal.test", &[b"http/1.1"]));
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "{:?} {:?}", pump.client.error(), pump.logs);
+    // Neither the SNI, nor an absolute-form target, nor Host picks the server.
+    pump.client_sends(b"GET http://127.0.0.1:9999/abs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n");
+    let addrs: Vec<String> = pump.addrs.values().map(ToString::to_string).collect();
+    assert_eq!(addrs, ["origin.test:8443"], "logs: {:?}", pump.logs);
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /abs HTTP/1.1\r\nHost: origin.test:8443\r\n"), "{request}");
+    pump.server_sends(S1, RESPONSE);
+    assert!(pump.client.received().ends_with(b"hello"));
+    // A CONNECT inside the TLS connection (a client taking us for an HTTPS proxy) is refused.
+    pump.client_sends(b"CONNECT 127.0.0.1:9999 HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n");
+    let answer = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert!(answer.contains("HTTP/1.1 405 Method Not Allowed\r\n"), "{answer}");
+    assert_eq!(pump.addrs.len(), 1, "opened {:?}", pump.addrs);
+}
+
+#[test]
 fn reverse_mode_without_client_tls() {
     let w = world();
     let config = reverse_config(&w, proxy_core::Scheme::Https, false);

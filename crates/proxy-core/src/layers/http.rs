@@ -17,9 +17,10 @@ use crate::command::{LogLevel, ServerAddr};
 use crate::config::Mode;
 use crate::context::{ConnId, Context, FlowId};
 use crate::event::{Event, OpenError};
-use crate::flow::{Request, Response, Scheme};
+use crate::flow::{Request, Response};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind};
+use crate::layers::destination::Destination;
 use crate::layers::h2::{H2Client, H2ClientOutput, H2Server, PREFACE};
 use crate::layers::http1::{ClientOutput, Http1Client, Http1Server, ServerOutput};
 use crate::layers::http_stream::{HttpStream, Input, Out};
@@ -228,8 +229,8 @@ impl ServerConn {
 
 pub(crate) struct HttpLayer {
     client: ClientCodec,
-    /// Where origin-form requests go (set for a connection made to one server).
-    default_target: Option<(Scheme, ServerAddr)>,
+    /// Where the client's requests may go: the mode decides, never the client.
+    destination: Destination,
     /// The client's first bytes, held until they tell whether it speaks HTTP/2 (its preface)
     /// or HTTP/1; `None` once decided.
     sniff: Option<BytesMut>,
@@ -253,7 +254,7 @@ impl HttpLayer {
     pub(crate) fn new(cx: &Context) -> Self {
         Self {
             client: ClientCodec::H1(Http1Server::new(ConnId::CLIENT, &cx.config)),
-            default_target: None,
+            destination: Destination::Named,
             sniff: cx.config.http2.then(BytesMut::new),
             streams: BTreeMap::new(),
             servers: Vec::new(),
@@ -266,13 +267,13 @@ impl HttpLayer {
         }
     }
 
-    /// The HTTP layer inside a connection the client made to `target` through us (an
-    /// intercepted `CONNECT`): requests come in origin-form and go to `target` over `scheme`.
-    pub(crate) fn for_target(cx: &Context, scheme: Scheme, target: ServerAddr) -> Self {
+    /// The HTTP layer of a connection whose requests go where `destination` says: through an
+    /// intercepted `CONNECT` to its server, or in reverse mode to the upstream.
+    pub(crate) fn for_destination(cx: &Context, destination: Destination) -> Self {
         let mut layer = Self::new(cx);
-        let codec = Http1Server::new(ConnId::CLIENT, &cx.config).with_default_target(scheme, target.clone());
+        let codec = Http1Server::new(ConnId::CLIENT, &cx.config).with_destination(destination.clone());
         layer.client = ClientCodec::H1(codec);
-        layer.default_target = Some((scheme, target));
+        layer.destination = destination;
         layer
     }
 
@@ -1094,7 +1095,7 @@ impl HttpLayer {
             return None;
         }
         let held = self.sniff.take().map(BytesMut::freeze).unwrap_or_default();
-        let codec = H2Server::new(ConnId::CLIENT, &cx.config, self.default_target.clone());
+        let codec = H2Server::new(ConnId::CLIENT, &cx.config, self.destination.clone());
         self.client = ClientCodec::H2(Box::new(codec));
         cx.set_self_limiting(ConnId::CLIENT);
         Some(held)

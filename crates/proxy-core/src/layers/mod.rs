@@ -1,5 +1,6 @@
 //! The protocol layers.
 
+pub(crate) mod destination;
 pub(crate) mod h2;
 pub(crate) mod http;
 pub(crate) mod http1;

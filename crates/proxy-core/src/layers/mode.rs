@@ -8,6 +8,7 @@ use crate::context::{ConnId, Context, FlowId};
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::event::Event;
 use crate::layer::Layer;
+use crate::layers::destination::Destination;
 use crate::layers::http::HttpLayer;
 use crate::tls::intercept::Intercept;
 use crate::tunnel::Tunnel;
@@ -53,7 +54,8 @@ fn first_layer(cx: &mut Context) -> State {
     match &cx.config.mode {
         Mode::Regular | Mode::Upstream { .. } => State::Http(Box::new(HttpLayer::new(cx))),
         Mode::Reverse { scheme, target, client_tls: false } => {
-            State::Http(Box::new(HttpLayer::for_target(cx, *scheme, target.clone())))
+            let destination = Destination::Fixed { scheme: *scheme, target: target.clone() };
+            State::Http(Box::new(HttpLayer::for_destination(cx, destination)))
         }
         Mode::Reverse { scheme, target, client_tls: true } => {
             State::Tunnel(Box::new(Intercept::reverse(cx, *scheme, target.clone())))

@@ -27,6 +27,7 @@ use crate::event::{Event, OpenError};
 use crate::flow::Scheme;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::layer::Layer;
+use crate::layers::destination::Destination;
 use crate::layers::http::{Handover, HttpLayer};
 use crate::tls::session::TlsSession;
 use crate::tls::{CertRequest, ClientHello, TlsConfig};
@@ -253,7 +254,7 @@ impl Intercept {
                 return self.refuse(cx, &what, &error, alert);
             }
         }
-        let mut http = Box::new(HttpLayer::for_target(cx, self.scheme, self.target.clone()));
+        let mut http = Box::new(HttpLayer::for_destination(cx, self.destination(self.scheme)));
         match (upstream, self.server) {
             (Upstream::Ready, Some(server)) => http.adopt_server(cx, server, self.target.clone()),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
@@ -264,7 +265,7 @@ impl Intercept {
     }
 
     fn plain_http(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
-        let mut http = Box::new(HttpLayer::for_target(cx, self.scheme_for_plain(), self.target.clone()));
+        let mut http = Box::new(HttpLayer::for_destination(cx, self.destination(self.scheme_for_plain())));
         if let Some(server) = self.server {
             http.adopt_server(cx, server, self.target.clone());
         }
@@ -272,6 +273,16 @@ impl Intercept {
         http.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
         self.state = State::Http(http);
         self.after_http(cx);
+    }
+
+    /// Where the client's requests go, over `scheme`: to the server of its `CONNECT`, or in
+    /// reverse mode (no server yet) to the configured upstream whatever they name.
+    fn destination(&self, scheme: Scheme) -> Destination {
+        let target = self.target.clone();
+        match self.server {
+            Some(_) => Destination::Tunnel { scheme, target },
+            None => Destination::Fixed { scheme, target },
+        }
     }
 
     /// Plain HTTP through a `CONNECT` goes on plain; in reverse mode, as configured.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proxy_core::{
-    ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookKind, HookReply, HttpFlow, OpenError,
+    ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookKind, HookReply, HttpFlow, Mode, OpenError,
 };
 
 use super::strict::{self, Message, Step};
@@ -164,8 +164,15 @@ impl Run {
                     }
                     self.sent.entry(conn).or_default().extend_from_slice(&data);
                 }
-                Command::OpenConnection { conn, .. } => {
+                Command::OpenConnection { conn, server } => {
                     assert!(self.known.insert(conn), "{conn:?} opened twice");
+                    // The mode decides where connections go, never the client (no hook here
+                    // changes where a request goes).
+                    match &self.config.mode {
+                        Mode::Reverse { target, .. } => assert_eq!(&server, target, "reverse mode opened {server}"),
+                        Mode::Upstream { proxy } => assert_eq!(&server, proxy, "upstream mode opened {server}"),
+                        Mode::Regular => {}
+                    }
                     self.opening.push(conn);
                 }
                 Command::CloseConnection { conn, half } => {

@@ -35,11 +35,12 @@ use bytes::Bytes;
 use h2::Reason;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::command::{LogLevel, ServerAddr};
-use crate::config::{Config, Http2Limits, Mode};
+use crate::command::LogLevel;
+use crate::config::{Config, Http2Limits};
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
-use crate::headers::Headers;
+use crate::headers::{Headers, UnderscoreHeaders};
+use crate::layers::destination::Destination;
 use crate::layers::http::HttpEvent;
 use crate::layers::http1::{split_authority, ServerOutput};
 use engine::{Engine, H2Event, Settings, StreamKey};
@@ -68,10 +69,10 @@ pub(crate) struct H2Server {
     /// once in both (a response may end before its request body does).
     request_done: BTreeSet<StreamKey>,
     response_done: BTreeSet<StreamKey>,
-    /// Origin-form requests (every HTTP/2 request) go here, over this scheme, when the
-    /// connection was made to one server (an intercepted `CONNECT`, reverse mode).
-    default_target: Option<(Scheme, ServerAddr)>,
-    rewrite_host: bool,
+    /// Where requests may go: named by their `:authority` (a regular proxy), the server a
+    /// tunnel leads to, or reverse mode's upstream whatever they name.
+    destination: Destination,
+    underscores: UnderscoreHeaders,
     add_via: bool,
     /// Recent resets of unfinished streams by the client, for the rapid-reset limit.
     resets: VecDeque<Instant>,
@@ -80,7 +81,7 @@ pub(crate) struct H2Server {
 }
 
 impl H2Server {
-    pub(crate) fn new(conn: ConnId, config: &Config, default_target: Option<(Scheme, ServerAddr)>) -> Self {
+    pub(crate) fn new(conn: ConnId, config: &Config, destination: Destination) -> Self {
         Self {
             conn,
             engine: Engine::server(&settings(&config.http2_limits)),
@@ -88,8 +89,8 @@ impl H2Server {
             streams: BTreeMap::new(),
             request_done: BTreeSet::new(),
             response_done: BTreeSet::new(),
-            default_target,
-            rewrite_host: matches!(config.mode, Mode::Reverse { .. }),
+            destination,
+            underscores: config.underscore_headers,
             add_via: config.add_via,
             resets: VecDeque::new(),
             limits: config.http2_limits.clone(),
@@ -231,14 +232,18 @@ impl H2Server {
     /// Our request, from an HTTP/2 request head; or the status and reason to refuse it with.
     fn request(&self, head: http::request::Parts) -> Result<Request, (u16, String)> {
         if head.method == http::Method::CONNECT {
-            return Err((501, "CONNECT over HTTP/2 is not supported".into()));
+            return Err(match self.destination.refuses_connect() {
+                Some(message) => (405, message.into()),
+                None => (501, "CONNECT over HTTP/2 is not supported".into()),
+            });
         }
         let mut headers = from_h2_headers(&head.headers);
+        headers.screen_underscores(self.underscores).map_err(|e| (400, e.to_string()))?;
         let authority = head.uri.authority().map(|a| a.as_str().to_owned());
         let authority = authority.or_else(|| headers.get_str("host").map(str::to_owned));
         let path = head.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let (scheme, host, port) = match (&self.default_target, authority) {
-            (Some((scheme, target)), _) => (*scheme, target.host.clone(), target.port),
+        let (scheme, host, port) = match (self.destination.target(), authority) {
+            (Some((scheme, target)), _) => (scheme, target.host.clone(), target.port),
             (None, Some(authority)) => {
                 let scheme = match head.uri.scheme_str() {
                     Some("https") => Scheme::Https,
@@ -266,10 +271,11 @@ impl H2Server {
         };
         // `:authority` names the origin as the client sees it; an HTTP/1 server wants it as
         // `Host`, first, as an HTTP/1 client would have sent it.
+        let keeps_host = matches!(self.destination, Destination::Tunnel { .. });
         let host = match head.uri.authority() {
-            Some(authority) if !self.rewrite_host && self.default_target.is_some() => authority.as_str().to_owned(),
+            Some(authority) if keeps_host => authority.as_str().to_owned(),
             _ => match headers.get_str("host") {
-                Some(host) if !self.rewrite_host && self.default_target.is_some() => host.to_owned(),
+                Some(host) if keeps_host => host.to_owned(),
                 _ => request.authority(),
             },
         };

@@ -6,10 +6,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
 use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
-use crate::command::{LogLevel, ServerAddr};
+use crate::command::LogLevel;
 use crate::config::Config;
 use crate::context::{ConnId, Context, FlowId};
 use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
+use crate::headers::UnderscoreHeaders;
+use crate::layers::destination::Destination;
 use crate::layers::http::HttpEvent;
 
 /// What the client connection produced.
@@ -70,14 +72,12 @@ pub(crate) struct Http1Server {
     tunnel: bool,
     /// The driver is moving the rest of a `Content-Length` request body by itself.
     forwarding: Forwarding,
-    /// Where origin-form requests go: the connection's one destination, when the client is
-    /// talking to a server through us (an intercepted `CONNECT`, reverse mode) rather than to
-    /// a proxy. `None`: a regular proxy, which takes absolute-form only.
-    default_target: Option<(Scheme, ServerAddr)>,
+    /// Where requests may go: named by each (a regular proxy, which takes absolute-form
+    /// only), the server a tunnel leads to, or reverse mode's upstream whatever they name.
+    destination: Destination,
     /// `https://` targets can be served: the core can speak TLS upstream.
     tls_upstream: bool,
-    /// Replace the Host of origin-form requests with the default target's authority.
-    rewrite_host: bool,
+    underscores: UnderscoreHeaders,
     head_timeout: Duration,
     /// When the request head being received must be complete: armed by its first byte,
     /// cleared once it is parsed.
@@ -99,17 +99,17 @@ impl Http1Server {
             finished: false,
             tunnel: false,
             forwarding: Forwarding::No,
-            default_target: None,
+            destination: Destination::Named,
             tls_upstream: config.tls.is_some(),
-            rewrite_host: matches!(config.mode, crate::config::Mode::Reverse { .. }),
+            underscores: config.underscore_headers,
             head_timeout: config.head_timeout,
             head_deadline: None,
         }
     }
 
-    /// Take origin-form requests, for `target` over `scheme`.
-    pub(crate) fn with_default_target(mut self, scheme: Scheme, target: ServerAddr) -> Self {
-        self.default_target = Some((scheme, target));
+    /// Send requests where `destination` says, rather than where each names.
+    pub(crate) fn with_destination(mut self, destination: Destination) -> Self {
+        self.destination = destination;
         self
     }
 
@@ -309,7 +309,7 @@ impl Http1Server {
         }
     }
 
-    fn start_request(&mut self, cx: &mut Context, head: RequestHead, out: &mut Vec<ServerOutput>) {
+    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<ServerOutput>) {
         let connect = head.method.eq_ignore_ascii_case("CONNECT");
         let framing = if connect {
             Ok(Framing::Empty)
@@ -320,16 +320,24 @@ impl Http1Server {
             Ok(framing) => framing,
             Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
         };
+        if let Err(e) = head.headers.screen_underscores(self.underscores) {
+            return self.reject(cx, 400, e.to_string(), out);
+        }
         if head.target.contains('#') {
             // No form of request-target has a fragment (RFC 9112 section 3.2); a next hop could
             // cut the target there or keep it.
             return self.reject(cx, 400, "fragment in the request target".into(), out);
         }
+        if let (true, Some(message)) = (connect, self.destination.refuses_connect()) {
+            return self.reject(cx, 405, message.into(), out);
+        }
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
-        let parsed = match &self.default_target {
-            Some((scheme, target)) if origin_form => {
-                Ok((*scheme, target.host.clone(), target.port, head.target.clone()))
-            }
+        let parsed = match self.destination.target() {
+            Some((scheme, target)) if origin_form => Ok((scheme, target.host.clone(), target.port, head.target.clone())),
+            // Reverse mode: an absolute-form target must be well formed, but only its path
+            // counts; its authority, like a `Host`, names us and never the upstream.
+            Some((scheme, target)) if self.destination.is_fixed() => parse_target(&head.method, &head.target)
+                .map(|(_, _, _, path)| (scheme, target.host.clone(), target.port, path)),
             _ => parse_target(&head.method, &head.target),
         };
         let (scheme, host, port, path) = match parsed {
@@ -379,7 +387,7 @@ impl Http1Server {
             body: None,
             trailers: None,
         };
-        if !connect && (!origin_form || self.rewrite_host || !request.headers.contains("host")) {
+        if !connect && (!origin_form || self.destination.is_fixed() || !request.headers.contains("host")) {
             // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field. An
             // origin-form request keeps the Host its client chose, except in reverse mode,
             // where the client named us and the upstream expects its own name.
