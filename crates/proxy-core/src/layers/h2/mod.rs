@@ -22,11 +22,19 @@
 //!
 //! Towards HTTP/2, connection-specific fields (`connection`, `keep-alive`,
 //! `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` other than `trailers`) are
-//! dropped and `host` becomes `:authority`; from HTTP/2, `:authority` becomes `host`. h2
-//! itself rejects malformed messages (bad pseudo-headers, connection-specific fields,
-//! uppercase names) with a stream error.
+//! dropped and `host` becomes `:authority`; from HTTP/2, `:authority` becomes `host`.
+//!
+//! # Malformed messages
+//!
+//! What RFC 9113 (sections 8.1.1, 8.2 and 8.3) makes a malformed message is never forwarded.
+//! h2 refuses much of it itself, with a reset or a GOAWAY; [`fields`] lists what, and
+//! checks the rest on every head and trailer section, both ways. A malformed request is
+//! answered `400` naming the rule (its trailers: the stream is reset, the upstream request
+//! abandoned); a malformed response resets the server's stream with `PROTOCOL_ERROR` and
+//! becomes the client's `502`.
 
 pub(crate) mod engine;
+pub(crate) mod fields;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -43,6 +51,7 @@ use crate::headers::Headers;
 use crate::layers::http::HttpEvent;
 use crate::layers::http1::{split_authority, ServerOutput};
 use engine::{Engine, H2Event, Settings, StreamKey};
+use fields::FieldError;
 
 /// What an HTTP/2 client connection begins with.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -175,6 +184,15 @@ impl H2Server {
             }
             H2Event::End { stream, trailers } => {
                 if let Some(&flow) = self.flows.get(&stream) {
+                    if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
+                        // The request went upstream already: it is abandoned there.
+                        let message = format!("malformed trailers: {error}");
+                        cx.log(LogLevel::Info, format!("client {}: stream {stream}: {message}", cx.client.peer));
+                        self.forget(stream);
+                        self.engine.reset(stream, Reason::PROTOCOL_ERROR);
+                        out.push(ServerOutput::Error { flow: Some(flow), message });
+                        return;
+                    }
                     let trailers = trailers.map(|t| from_h2_headers(&t));
                     out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                     self.request_done.insert(stream);
@@ -230,6 +248,7 @@ impl H2Server {
 
     /// Our request, from an HTTP/2 request head; or the status and reason to refuse it with.
     fn request(&self, head: http::request::Parts) -> Result<Request, (u16, String)> {
+        fields::check_request(&head).map_err(|error| (400, error.to_string()))?;
         if head.method == http::Method::CONNECT {
             return Err((501, "CONNECT over HTTP/2 is not supported".into()));
         }
@@ -371,6 +390,9 @@ pub(crate) enum H2ClientOutput {
     /// The stream of `flow` failed; `message` says how. `unprocessed`: the server did not act
     /// on the request, which may be sent again.
     StreamError { flow: FlowId, message: String, unprocessed: bool },
+    /// The server's response on `flow` (its head, or trailers) was malformed; its stream has
+    /// been reset with `PROTOCOL_ERROR`.
+    Malformed { flow: FlowId, error: FieldError },
     /// The connection is over; every flow on it has had its `StreamError`.
     Closed { error: Option<String> },
 }
@@ -446,23 +468,42 @@ impl H2Client {
             match event {
                 H2Event::Interim { stream, head } => {
                     let flow = FlowId(stream);
+                    if !self.flows.contains_key(&flow) {
+                        continue;
+                    }
+                    if let Err(error) = fields::check_response(&head) {
+                        self.malformed(flow, error, out);
+                        continue;
+                    }
                     let response = Response { body: None, ..from_h2_response(head) };
                     out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
                 }
                 H2Event::Response { stream, head, end_stream } => {
                     let flow = FlowId(stream);
-                    if let Some(seen) = self.flows.get_mut(&flow) {
-                        *seen = true;
-                        let response = from_h2_response(head);
-                        out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+                    if !self.flows.contains_key(&flow) {
+                        continue;
                     }
+                    if let Err(error) = fields::check_response(&head) {
+                        self.malformed(flow, error, out);
+                        continue;
+                    }
+                    self.flows.insert(flow, true);
+                    let response = from_h2_response(head);
+                    out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
                 }
+                // The rest of a stream given up on within this poll goes nowhere.
+                H2Event::Data { stream, .. } | H2Event::End { stream, .. } if !self.flows.contains_key(&FlowId(stream)) => {}
                 H2Event::Data { stream, data } => {
                     out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
                 }
                 H2Event::End { stream, trailers } => {
+                    let flow = FlowId(stream);
+                    if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
+                        self.malformed(flow, error, out);
+                        continue;
+                    }
                     let trailers = trailers.map(|t| from_h2_headers(&t));
-                    out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow: FlowId(stream), trailers }));
+                    out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
                 }
                 H2Event::Reset { stream, reason, remote, unprocessed } => {
                     let flow = FlowId(stream);
@@ -480,6 +521,13 @@ impl H2Client {
             }
         }
         cx.send(self.conn, self.engine.take_output());
+    }
+
+    /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
+    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<H2ClientOutput>) {
+        self.flows.remove(&flow);
+        self.engine.reset(flow.0, Reason::PROTOCOL_ERROR);
+        out.push(H2ClientOutput::Malformed { flow, error });
     }
 }
 
