@@ -91,11 +91,11 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
         };
     }
     // h2 refuses an empty `:path`, and a missing one when there is an `:authority`; without
-    // one, a missing `:path` leaves the URI's path empty.
-    let path = head.uri.path_and_query().map_or("", |p| p.as_str());
-    if path.is_empty() {
+    // one, a missing `:path` leaves the URI without a path (`path_and_query` would say `/`).
+    if head.uri.path().is_empty() {
         return Err(FieldError::MissingPath);
     }
+    let path = head.uri.path_and_query().map_or("", |p| p.as_str());
     if !path.starts_with('/') && !(path == "*" && head.method == Method::OPTIONS) {
         return Err(FieldError::Path(path.to_owned()));
     }

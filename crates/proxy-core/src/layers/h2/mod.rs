@@ -147,8 +147,16 @@ impl H2Server {
 
     /// Run the engine: what the client sent becomes `out`, what we have for it is sent.
     pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
-        for event in self.engine.poll() {
-            self.handle(cx, now, event, out);
+        // Until the engine is still: what `handle` did (an answer of its own, a reset) is
+        // only written by the next poll.
+        loop {
+            let events = self.engine.poll();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.handle(cx, now, event, out);
+            }
         }
         cx.send(self.conn, self.engine.take_output());
     }
@@ -464,63 +472,75 @@ impl H2Client {
     }
 
     pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<H2ClientOutput>) {
-        for event in self.engine.poll() {
-            match event {
-                H2Event::Interim { stream, head } => {
-                    let flow = FlowId(stream);
-                    if !self.flows.contains_key(&flow) {
-                        continue;
-                    }
-                    if let Err(error) = fields::check_response(&head) {
-                        self.malformed(flow, error, out);
-                        continue;
-                    }
-                    let response = Response { body: None, ..from_h2_response(head) };
-                    out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
-                }
-                H2Event::Response { stream, head, end_stream } => {
-                    let flow = FlowId(stream);
-                    if !self.flows.contains_key(&flow) {
-                        continue;
-                    }
-                    if let Err(error) = fields::check_response(&head) {
-                        self.malformed(flow, error, out);
-                        continue;
-                    }
-                    self.flows.insert(flow, true);
-                    let response = from_h2_response(head);
-                    out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
-                }
-                // The rest of a stream given up on within this poll goes nowhere.
-                H2Event::Data { stream, .. } | H2Event::End { stream, .. } if !self.flows.contains_key(&FlowId(stream)) => {}
-                H2Event::Data { stream, data } => {
-                    out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
-                }
-                H2Event::End { stream, trailers } => {
-                    let flow = FlowId(stream);
-                    if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
-                        self.malformed(flow, error, out);
-                        continue;
-                    }
-                    let trailers = trailers.map(|t| from_h2_headers(&t));
-                    out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
-                }
-                H2Event::Reset { stream, reason, remote, unprocessed } => {
-                    let flow = FlowId(stream);
-                    if self.flows.remove(&flow).is_some() {
-                        let message = match (remote, unprocessed) {
-                            (true, true) => format!("the server refused the stream ({reason:?})"),
-                            (true, false) => format!("the server reset the stream ({reason:?})"),
-                            (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
-                        };
-                        out.push(H2ClientOutput::StreamError { flow, message, unprocessed });
-                    }
-                }
-                H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
-                H2Event::Request { .. } => {}
+        // Until the engine is still, as the server side does: a reset of ours is written by
+        // the next poll.
+        loop {
+            let events = self.engine.poll();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.handle(event, out);
             }
         }
         cx.send(self.conn, self.engine.take_output());
+    }
+
+    fn handle(&mut self, event: H2Event, out: &mut Vec<H2ClientOutput>) {
+        match event {
+            H2Event::Interim { stream, head } => {
+                let flow = FlowId(stream);
+                if !self.flows.contains_key(&flow) {
+                    return;
+                }
+                if let Err(error) = fields::check_response(&head) {
+                    self.malformed(flow, error, out);
+                    return;
+                }
+                let response = Response { body: None, ..from_h2_response(head) };
+                out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
+            }
+            H2Event::Response { stream, head, end_stream } => {
+                let flow = FlowId(stream);
+                if !self.flows.contains_key(&flow) {
+                    return;
+                }
+                if let Err(error) = fields::check_response(&head) {
+                    self.malformed(flow, error, out);
+                    return;
+                }
+                self.flows.insert(flow, true);
+                let response = from_h2_response(head);
+                out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+            }
+            // The rest of a stream given up on within this poll goes nowhere.
+            H2Event::Data { stream, .. } | H2Event::End { stream, .. } if !self.flows.contains_key(&FlowId(stream)) => {}
+            H2Event::Data { stream, data } => {
+                out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
+            }
+            H2Event::End { stream, trailers } => {
+                let flow = FlowId(stream);
+                if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
+                    self.malformed(flow, error, out);
+                    return;
+                }
+                let trailers = trailers.map(|t| from_h2_headers(&t));
+                out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
+            }
+            H2Event::Reset { stream, reason, remote, unprocessed } => {
+                let flow = FlowId(stream);
+                if self.flows.remove(&flow).is_some() {
+                    let message = match (remote, unprocessed) {
+                        (true, true) => format!("the server refused the stream ({reason:?})"),
+                        (true, false) => format!("the server reset the stream ({reason:?})"),
+                        (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
+                    };
+                    out.push(H2ClientOutput::StreamError { flow, message, unprocessed });
+                }
+            }
+            H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
+            H2Event::Request { .. } => {}
+        }
     }
 
     /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
