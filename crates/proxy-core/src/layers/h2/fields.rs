@@ -19,18 +19,19 @@
 //!   in a request a missing `:method` or `:scheme`, an empty `:path`, a missing `:path` when
 //!   there is an `:authority`, `:status`, `:protocol` (no extended CONNECT), `:scheme` or
 //!   `:path` in a CONNECT, an `:authority` or `:path` the URI grammar refuses (spaces,
-//!   controls); in a response a missing `:status`; and a `content-length` that is not
-//!   decimal, repeated with another value, nonzero on a HEADERS frame that ends the stream, or
-//!   that disagrees with the DATA received.
+//!   controls, a relative path); in a response a missing `:status`; and a `content-length`
+//!   that is not decimal, repeated with another value, nonzero on a HEADERS frame that ends
+//!   the stream, or that disagrees with the DATA received.
 //! - Dropped without a word, so never forwarded but not answered as malformed either:
 //!   pseudo-headers at the start of a trailer section, request pseudo-headers in a response,
 //!   a fragment in `:path`, a `:scheme` without an `:authority`.
 //!
 //! What is left is checked here: whitespace around a value, `"` in a name, an empty
-//! `content-length`, the shape of `:path`, a CONNECT without `:authority`, user info in the
-//! authority, and a `host` that names another origin than `:authority`. The field checks
-//! (names, values, connection-specific fields) are repeated, in the same single pass, so
-//! that what we forward does not rest on h2's choices.
+//! `content-length`, a missing `:path` where there is no `:authority`, `*` for a method
+//! other than OPTIONS, neither `:authority` nor `host`, a CONNECT without `:authority`, user
+//! info in the authority, and a `host` that names another origin than `:authority`. The
+//! field checks (names, values, connection-specific fields) are repeated, in the same single
+//! pass, so that what we forward does not rest on h2's choices.
 
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, Method};
@@ -96,7 +97,8 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
         return Err(FieldError::MissingPath);
     }
     let path = head.uri.path_and_query().map_or("", |p| p.as_str());
-    if !path.starts_with('/') && !(path == "*" && head.method == Method::OPTIONS) {
+    let options_asterisk = path == "*" && head.method == Method::OPTIONS;
+    if !(path.starts_with('/') || options_asterisk) {
         return Err(FieldError::Path(path.to_owned()));
     }
     match authority {
