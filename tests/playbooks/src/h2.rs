@@ -161,6 +161,7 @@ pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
+pub const ACK: u8 = 0x1;
 pub const GOAWAY: u8 = 0x7;
 pub const CONTINUATION: u8 = 0x9;
 pub const END_STREAM: u8 = 0x1;
@@ -192,6 +193,42 @@ pub fn get_block(authority: &str, path: &str) -> Vec<u8> {
         block.extend_from_slice(value.as_bytes());
     }
     block
+}
+
+/// An HPACK block of `fields` exactly as given, pseudo-headers included, in order: each a
+/// literal without indexing with a literal name, nothing Huffman-coded. Any name or value
+/// goes, for peers that break the field rules.
+pub fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        field(&mut block, name.as_bytes(), value.as_bytes());
+    }
+    block
+}
+
+/// Append one field to an HPACK block, as [`block`] does: for bytes a `&str` cannot hold.
+pub fn field(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    block.push(0x00);
+    for string in [name, value] {
+        integer(block, 7, string.len());
+        block.extend_from_slice(string);
+    }
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 section 5.1), flags left zero.
+fn integer(block: &mut Vec<u8>, n: u32, mut value: usize) {
+    let max = (1 << n) - 1;
+    if value < max {
+        block.push(value as u8);
+        return;
+    }
+    block.push(max as u8);
+    value -= max;
+    while value >= 128 {
+        block.push((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    block.push(value as u8);
 }
 
 /// A RST_STREAM frame.

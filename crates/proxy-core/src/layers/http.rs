@@ -1195,6 +1195,14 @@ impl HttpLayer {
                     let input = if unprocessed { Input::ServerRefused { message } } else { Input::ServerError { message } };
                     self.feed(cx, now, flow, input);
                 }
+                H2ClientOutput::Malformed { flow, error } => {
+                    let message = format!("malformed response: {error}");
+                    cx.log(LogLevel::Info, format!("server {}: {message}", self.server_addr(conn)));
+                    if let Some(i) = self.server_index(conn) {
+                        self.servers[i].flows.retain(|f| *f != flow);
+                    }
+                    self.feed(cx, now, flow, Input::ServerError { message });
+                }
                 H2ClientOutput::Closed { error } => {
                     if let Some(error) = error {
                         cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.server_addr(conn)));

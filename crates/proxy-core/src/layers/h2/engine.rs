@@ -655,7 +655,9 @@ impl Engine {
                             Ok((response, send)) => {
                                 if let Some(s) = self.streams.get_mut(&key) {
                                     s.response = Some(response);
-                                    s.send = (!end_stream).then_some(send);
+                                    // Kept past our END_STREAM too: the one handle that
+                                    // resets a stream with a reason of ours.
+                                    s.send = Some(send);
                                 }
                             }
                             Err(e) => {

@@ -22,11 +22,19 @@
 //!
 //! Towards HTTP/2, connection-specific fields (`connection`, `keep-alive`,
 //! `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` other than `trailers`) are
-//! dropped and `host` becomes `:authority`; from HTTP/2, `:authority` becomes `host`. h2
-//! itself rejects malformed messages (bad pseudo-headers, connection-specific fields,
-//! uppercase names) with a stream error.
+//! dropped and `host` becomes `:authority`; from HTTP/2, `:authority` becomes `host`.
+//!
+//! # Malformed messages
+//!
+//! What RFC 9113 (sections 8.1.1, 8.2 and 8.3) makes a malformed message is never forwarded.
+//! h2 refuses much of it itself, with a reset or a GOAWAY; [`fields`] lists what, and
+//! checks the rest on every head and trailer section, both ways. A malformed request is
+//! answered `400` naming the rule (its trailers: the stream is reset, the upstream request
+//! abandoned); a malformed response resets the server's stream with `PROTOCOL_ERROR` and
+//! becomes the client's `502`.
 
 pub(crate) mod engine;
+pub(crate) mod fields;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -44,6 +52,7 @@ use crate::layers::destination::Destination;
 use crate::layers::http::HttpEvent;
 use crate::layers::http1::{split_authority, ServerOutput};
 use engine::{Engine, H2Event, Settings, StreamKey};
+use fields::FieldError;
 
 /// What an HTTP/2 client connection begins with.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -139,8 +148,16 @@ impl H2Server {
 
     /// Run the engine: what the client sent becomes `out`, what we have for it is sent.
     pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
-        for event in self.engine.poll() {
-            self.handle(cx, now, event, out);
+        // Until the engine is still: what `handle` did (an answer of its own, a reset) is
+        // only written by the next poll.
+        loop {
+            let events = self.engine.poll();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.handle(cx, now, event, out);
+            }
         }
         cx.send(self.conn, self.engine.take_output());
     }
@@ -176,6 +193,15 @@ impl H2Server {
             }
             H2Event::End { stream, trailers } => {
                 if let Some(&flow) = self.flows.get(&stream) {
+                    if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
+                        // The request went upstream already: it is abandoned there.
+                        let message = format!("malformed trailers: {error}");
+                        cx.log(LogLevel::Info, format!("client {}: stream {stream}: {message}", cx.client.peer));
+                        self.forget(stream);
+                        self.engine.reset(stream, Reason::PROTOCOL_ERROR);
+                        out.push(ServerOutput::Error { flow: Some(flow), message });
+                        return;
+                    }
                     let trailers = trailers.map(|t| from_h2_headers(&t));
                     out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                     self.request_done.insert(stream);
@@ -231,6 +257,7 @@ impl H2Server {
 
     /// Our request, from an HTTP/2 request head; or the status and reason to refuse it with.
     fn request(&self, head: http::request::Parts) -> Result<Request, (u16, String)> {
+        fields::check_request(&head).map_err(|error| (400, error.to_string()))?;
         if head.method == http::Method::CONNECT {
             return Err(match self.destination.refuses_connect() {
                 Some(message) => (405, message.into()),
@@ -377,6 +404,9 @@ pub(crate) enum H2ClientOutput {
     /// The stream of `flow` failed; `message` says how. `unprocessed`: the server did not act
     /// on the request, which may be sent again.
     StreamError { flow: FlowId, message: String, unprocessed: bool },
+    /// The server's response on `flow` (its head, or trailers) was malformed; its stream has
+    /// been reset with `PROTOCOL_ERROR`.
+    Malformed { flow: FlowId, error: FieldError },
     /// The connection is over; every flow on it has had its `StreamError`.
     Closed { error: Option<String> },
 }
@@ -448,44 +478,82 @@ impl H2Client {
     }
 
     pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<H2ClientOutput>) {
-        for event in self.engine.poll() {
-            match event {
-                H2Event::Interim { stream, head } => {
-                    let flow = FlowId(stream);
-                    let response = Response { body: None, ..from_h2_response(head) };
-                    out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
-                }
-                H2Event::Response { stream, head, end_stream } => {
-                    let flow = FlowId(stream);
-                    if let Some(seen) = self.flows.get_mut(&flow) {
-                        *seen = true;
-                        let response = from_h2_response(head);
-                        out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
-                    }
-                }
-                H2Event::Data { stream, data } => {
-                    out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
-                }
-                H2Event::End { stream, trailers } => {
-                    let trailers = trailers.map(|t| from_h2_headers(&t));
-                    out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow: FlowId(stream), trailers }));
-                }
-                H2Event::Reset { stream, reason, remote, unprocessed } => {
-                    let flow = FlowId(stream);
-                    if self.flows.remove(&flow).is_some() {
-                        let message = match (remote, unprocessed) {
-                            (true, true) => format!("the server refused the stream ({reason:?})"),
-                            (true, false) => format!("the server reset the stream ({reason:?})"),
-                            (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
-                        };
-                        out.push(H2ClientOutput::StreamError { flow, message, unprocessed });
-                    }
-                }
-                H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
-                H2Event::Request { .. } => {}
+        // Until the engine is still, as the server side does: a reset of ours is written by
+        // the next poll.
+        loop {
+            let events = self.engine.poll();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.handle(event, out);
             }
         }
         cx.send(self.conn, self.engine.take_output());
+    }
+
+    fn handle(&mut self, event: H2Event, out: &mut Vec<H2ClientOutput>) {
+        match event {
+            H2Event::Interim { stream, head } => {
+                let flow = FlowId(stream);
+                if !self.flows.contains_key(&flow) {
+                    return;
+                }
+                if let Err(error) = fields::check_response(&head) {
+                    self.malformed(flow, error, out);
+                    return;
+                }
+                let response = Response { body: None, ..from_h2_response(head) };
+                out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
+            }
+            H2Event::Response { stream, head, end_stream } => {
+                let flow = FlowId(stream);
+                if !self.flows.contains_key(&flow) {
+                    return;
+                }
+                if let Err(error) = fields::check_response(&head) {
+                    self.malformed(flow, error, out);
+                    return;
+                }
+                self.flows.insert(flow, true);
+                let response = from_h2_response(head);
+                out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+            }
+            // The rest of a stream given up on within this poll goes nowhere.
+            H2Event::Data { stream, .. } | H2Event::End { stream, .. } if !self.flows.contains_key(&FlowId(stream)) => {}
+            H2Event::Data { stream, data } => {
+                out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
+            }
+            H2Event::End { stream, trailers } => {
+                let flow = FlowId(stream);
+                if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
+                    self.malformed(flow, error, out);
+                    return;
+                }
+                let trailers = trailers.map(|t| from_h2_headers(&t));
+                out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
+            }
+            H2Event::Reset { stream, reason, remote, unprocessed } => {
+                let flow = FlowId(stream);
+                if self.flows.remove(&flow).is_some() {
+                    let message = match (remote, unprocessed) {
+                        (true, true) => format!("the server refused the stream ({reason:?})"),
+                        (true, false) => format!("the server reset the stream ({reason:?})"),
+                        (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
+                    };
+                    out.push(H2ClientOutput::StreamError { flow, message, unprocessed });
+                }
+            }
+            H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
+            H2Event::Request { .. } => {}
+        }
+    }
+
+    /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
+    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<H2ClientOutput>) {
+        self.flows.remove(&flow);
+        self.engine.reset(flow.0, Reason::PROTOCOL_ERROR);
+        out.push(H2ClientOutput::Malformed { flow, error });
     }
 }
 
