@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::context::{ConnId, FlowId};
 use crate::hook::Hook;
+use crate::ids::{ConnId, FlowId, ServerAddr};
 
 /// An action for the driver, taken from [`Connection::poll_command`](crate::Connection::poll_command).
 ///
@@ -34,29 +34,6 @@ pub enum Command {
     Hook { flow: FlowId, hook: Hook },
     /// Something worth a log line: a peer broke the protocol, a connection failed.
     Log { level: LogLevel, message: String },
-}
-
-/// The address of an upstream server, as named by the client (not yet resolved).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServerAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl ServerAddr {
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self { host: host.into(), port }
-    }
-}
-
-impl std::fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use crate::command::ServerAddr;
-use crate::flow::Scheme;
 use crate::headers::UnderscoreHeaders;
 use crate::hook::HookSet;
+use crate::ids::{Scheme, ServerAddr};
 use crate::tls::TlsConfig;
 
 /// What clients take the proxy for.

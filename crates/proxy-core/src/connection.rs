@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use crate::command::{Command, LogLevel};
 use crate::config::Config;
-use crate::context::{ConnId, Context};
+use crate::context::Context;
 use crate::event::{Event, OpenError};
 use crate::flow::ClientInfo;
 use crate::hook::{Hook, HookKind};
+use crate::ids::ConnId;
 use crate::layer::Layer;
-use crate::layers::mode::RegularMode;
+use crate::layers::mode::ModeLayer;
 use crate::tls::TlsSide;
 
 /// One client connection and everything the proxy does for it.
@@ -31,7 +32,7 @@ pub struct Connection {
 impl Connection {
     /// A regular (explicit) HTTP proxy for the client described by `client`.
     pub fn new(config: Arc<Config>, client: ClientInfo) -> Self {
-        Self { cx: Context::new(config, client), root: Box::new(RegularMode::new()), disconnected: false }
+        Self { cx: Context::new(config, client), root: Box::new(ModeLayer::new()), disconnected: false }
     }
 
     pub fn handle(&mut self, now: Instant, event: Event) {

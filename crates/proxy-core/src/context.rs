@@ -6,25 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::command::{Command, LogLevel, ServerAddr};
+use crate::command::{Command, LogLevel};
 use crate::config::Config;
 use crate::flow::ClientInfo;
 use crate::hook::Hook;
+use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::tls::session::TlsSession;
-
-/// A connection of one [`Connection`](crate::Connection): the client's, or one of the
-/// upstream connections opened on its behalf. Issued in order, so tests can name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-impl ConnId {
-    /// The accepted client connection.
-    pub const CLIENT: Self = Self(0);
-}
-
-/// One HTTP request/response exchange (or one connection-level hook).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u64);
 
 /// Why a connection is not being read. Reading resumes when no reason is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +245,7 @@ impl Context {
         self.out.push_back(Command::Forward { from, to, len });
     }
 
-    pub(crate) fn hook(&mut self, flow: crate::context::FlowId, hook: Hook) {
+    pub(crate) fn hook(&mut self, flow: FlowId, hook: Hook) {
         self.out.push_back(Command::Hook { flow, hook });
     }
 

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::context::{ConnId, FlowId};
 use crate::hook::HookReply;
+use crate::ids::{ConnId, FlowId};
 
 /// Something that happened, fed to [`Connection::handle`](crate::Connection::handle).
 ///

@@ -1,9 +1,8 @@
 //! Hooks: where the core stops to ask the user about a connection or a flow.
 
-use crate::command::ServerAddr;
-use crate::context::{ConnId, FlowId};
-use crate::tls::{ClientHello, TlsFailure, TlsInfo};
 use crate::flow::{ClientInfo, HttpFlow, Response};
+use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::tls::{ClientHello, TlsFailure, TlsInfo};
 
 /// A question for the user, carried by [`Command::Hook`](crate::Command::Hook).
 ///

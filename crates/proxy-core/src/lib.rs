@@ -42,19 +42,20 @@ mod event;
 mod flow;
 mod headers;
 mod hook;
+mod ids;
 mod layer;
 mod layers;
 pub mod tls;
 mod tunnel;
 
-pub use command::{Command, LogLevel, ServerAddr};
+pub use command::{Command, LogLevel};
 pub use config::{Config, Http2Limits, Mode};
 pub use connection::Connection;
-pub use context::{ConnId, FlowId};
 pub use event::{Event, OpenError};
-pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Scheme, Version};
+pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Version};
 pub use headers::{Headers, UnderscoreHeaders};
 pub use hook::{Hook, HookKind, HookReply, HookSet};
+pub use ids::{ConnId, FlowId, Scheme, ServerAddr};
 pub use layers::http1::Http1Error;
 
 /// The HTTP/2 engine (h2 driven over memory), exposed so that tests and fuzz targets can

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use crate::context::{ConnId, Context};
+use crate::context::Context;
 use crate::event::Event;
-use crate::layer::Layer;
-use crate::layers::http::Handover;
+use crate::ids::ConnId;
+use crate::layer::{Handover, Layer};
 
 pub(crate) struct Tunnel {
     server: ConnId,

@@ -1,5 +1,5 @@
 //! HTTP/2 peers for scenarios: a real HTTP/2 client or server (the `h2` crate, driven over
-//! memory as the core drives it) that a [`Pump`](crate::tls::Pump) connects to the core, and
+//! memory as the core drives it) that a [`Pump`](crate::pump::Pump) connects to the core, and
 //! raw frames for peers that break the rules on purpose.
 
 use bytes::Bytes;

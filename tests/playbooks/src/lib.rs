@@ -1040,4 +1040,5 @@ mod tests;
 
 pub mod fuzz;
 pub mod h2;
+pub mod pump;
 pub mod tls;

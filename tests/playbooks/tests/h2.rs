@@ -2,7 +2,7 @@
 //! every version pairing, hooks per stream, trailers, resets, flow control, abuse limits.
 
 use playbooks::h2::*;
-use playbooks::tls::{Origins, Peer, Pump};
+use playbooks::pump::{Origins, Peer, Pump};
 use proxy_core::{Config, ConnId, Hook, HookKind, HookReply, Http2Limits, Version};
 
 const S1: ConnId = ConnId(1);

@@ -4,7 +4,7 @@
 //! pins down how: a stream reset, or a GOAWAY for what its HPACK decoder cannot represent.
 
 use playbooks::h2::*;
-use playbooks::tls::{Origins, Peer, Pump};
+use playbooks::pump::{Origins, Peer, Pump};
 use proxy_core::{Config, ConnId};
 
 const S1: ConnId = ConnId(1);

@@ -4,7 +4,7 @@
 //! most in front of CGI, WSGI and PHP backends.
 
 use playbooks::h2::{H2Peer, Request};
-use playbooks::tls::{Origins, Peer, Pump};
+use playbooks::pump::{Origins, Peer, Pump};
 use playbooks::*;
 use proxy_core::UnderscoreHeaders;
 

@@ -2,6 +2,7 @@
 //! core, driven in memory by a [`Pump`].
 
 
+use playbooks::pump::*;
 use playbooks::tls::*;
 use proxy_core::tls::TlsSide;
 use proxy_core::{ConnId, Hook, HookKind, HookReply};

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use playbooks::pump::*;
 use playbooks::tls::*;
 use playbooks::*;
 

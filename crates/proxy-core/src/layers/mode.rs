@@ -4,12 +4,13 @@ use std::time::Instant;
 
 use crate::command::LogLevel;
 use crate::config::Mode;
-use crate::context::{ConnId, Context, FlowId};
-use crate::hook::{Hook, HookKind, HookReply};
+use crate::context::Context;
 use crate::event::Event;
-use crate::layer::Layer;
-use crate::layers::destination::Destination;
+use crate::hook::{Hook, HookKind, HookReply};
+use crate::ids::{ConnId, FlowId};
+use crate::layer::{Child, Handover, Layer};
 use crate::layers::http::HttpLayer;
+use crate::layers::http::destination::Destination;
 use crate::tls::intercept::Intercept;
 use crate::tunnel::Tunnel;
 
@@ -18,8 +19,8 @@ use crate::tunnel::Tunnel;
 /// `Upgrade` turns its connection into a tunnel (or, with TLS interception, an intercepted
 /// connection). In reverse mode the client speaks to us as to its origin, in TLS or not.
 /// Upstream mode looks like regular mode from here: the HTTP layer sends everything on
-/// through the upstream proxy (see [`upstream`](crate::layers::upstream)).
-pub(crate) struct RegularMode {
+/// through the upstream proxy (see [`upstream`](crate::layers::http::upstream_proxy)).
+pub(crate) struct ModeLayer {
     state: State,
 }
 
@@ -28,15 +29,13 @@ enum State {
     New,
     /// Waiting for the `ClientConnected` hook to let the client in.
     Admitting(FlowId),
-    Http(Box<HttpLayer>),
-    /// The client connection carries another protocol now. The tunnel is where a TLS layer
-    /// will be pushed when interception arrives.
-    Tunnel(Box<dyn Layer>),
+    /// HTTP, TLS or a tunnel: whatever the client connection speaks now.
+    Running(Child),
     /// Refused by the `ClientConnected` hook.
     Closed,
 }
 
-impl RegularMode {
+impl ModeLayer {
     pub(crate) fn new() -> Self {
         Self { state: State::New }
     }
@@ -51,19 +50,36 @@ fn first_layer(cx: &mut Context) -> State {
         cx.close(ConnId::CLIENT, false);
         return State::Closed;
     }
-    match &cx.config.mode {
-        Mode::Regular | Mode::Upstream { .. } => State::Http(Box::new(HttpLayer::new(cx))),
+    let layer: Box<dyn Layer> = match &cx.config.mode {
+        Mode::Regular | Mode::Upstream { .. } => Box::new(HttpLayer::new(cx)),
         Mode::Reverse { scheme, target, client_tls: false } => {
             let destination = Destination::Fixed { scheme: *scheme, target: target.clone() };
-            State::Http(Box::new(HttpLayer::for_destination(cx, destination)))
+            Box::new(HttpLayer::for_destination(cx, destination))
         }
         Mode::Reverse { scheme, target, client_tls: true } => {
-            State::Tunnel(Box::new(Intercept::reverse(cx, *scheme, target.clone())))
+            Box::new(Intercept::reverse(cx, *scheme, target.clone(), inside_tls))
         }
+    };
+    State::Running(Child::new(layer, after_http))
+}
+
+/// What the client's HTTP connection becomes: after a `CONNECT`, with interception on, a TLS
+/// layer that looks at what the client sends next; otherwise (no interception, a `101`) a raw
+/// tunnel.
+fn after_http(cx: &mut Context, now: Instant, handover: Handover) -> Box<dyn Layer> {
+    if handover.connect && cx.config.tls.is_some() {
+        Box::new(Intercept::new(cx, now, handover, inside_tls))
+    } else {
+        Box::new(Tunnel::new(cx, handover))
     }
 }
 
-impl Layer for RegularMode {
+/// What HTTP inside an intercepted connection becomes: a raw tunnel (no TLS inside TLS yet).
+fn inside_tls(cx: &mut Context, _now: Instant, handover: Handover) -> Box<dyn Layer> {
+    Box::new(Tunnel::new(cx, handover))
+}
+
+impl Layer for ModeLayer {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         match (&self.state, &event) {
             (State::New, Event::Start) if cx.config.hooks.contains(HookKind::ClientConnected) => {
@@ -92,27 +108,15 @@ impl Layer for RegularMode {
             }
             _ => {}
         }
-        match &mut self.state {
-            State::New | State::Admitting(_) | State::Closed => {}
-            State::Http(http) => {
-                http.handle(cx, now, event);
-                if let Some(handover) = http.take_handover() {
-                    self.state = if handover.connect && cx.config.tls.is_some() {
-                        State::Tunnel(Box::new(Intercept::new(cx, now, handover)))
-                    } else {
-                        State::Tunnel(Box::new(Tunnel::new(cx, handover)))
-                    };
-                }
-            }
-            State::Tunnel(layer) => layer.handle(cx, now, event),
+        if let State::Running(child) = &mut self.state {
+            child.handle(cx, now, event);
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::New | State::Admitting(_) | State::Closed => None,
-            State::Http(http) => http.poll_timeout(),
-            State::Tunnel(layer) => layer.poll_timeout(),
+            State::Running(child) => child.poll_timeout(),
         }
     }
 }

@@ -21,14 +21,14 @@ use bytes::{Bytes, BytesMut};
 use rustls::server::{Accepted, AcceptedAlert, Acceptor, ClientHello as RustlsHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::command::{LogLevel, ServerAddr};
-use crate::context::{ConnId, Context, FlowId};
+use crate::command::LogLevel;
+use crate::context::Context;
 use crate::event::{Event, OpenError};
-use crate::flow::Scheme;
 use crate::hook::{Hook, HookKind, HookReply};
-use crate::layer::Layer;
-use crate::layers::destination::Destination;
-use crate::layers::http::{Handover, HttpLayer};
+use crate::ids::{ConnId, FlowId, Scheme, ServerAddr};
+use crate::layer::{Child, Handover, Layer, NextLayer};
+use crate::layers::http::destination::Destination;
+use crate::layers::http::HttpLayer;
 use crate::tls::session::TlsSession;
 use crate::tls::{CertRequest, ClientHello, TlsConfig};
 use crate::tunnel::Tunnel;
@@ -67,6 +67,8 @@ pub(crate) struct Intercept {
     /// The name a minted certificate must carry when the client sends no SNI.
     cert_host: String,
     state: State,
+    /// What the HTTP layer inside becomes when it hands over (a `101` inside the connection).
+    next: NextLayer,
     /// Until the client's handshake is done (or we know it speaks something else): a client
     /// that sends nothing, or too slowly, is cut off here.
     deadline: Option<Instant>,
@@ -89,19 +91,20 @@ enum State {
     Hello { flow: FlowId, accepted: Box<Accepted>, hello: ClientHello, raw: Bytes },
     /// Handshaking with the server, the client's handshake on hold.
     Upstream { accepted: Box<Accepted>, hello: ClientHello },
-    Http(Box<HttpLayer>),
-    Tunnel(Box<dyn Layer>),
+    /// HTTP, or a raw tunnel: what the client speaks inside.
+    Running(Child),
     Closed,
 }
 
 impl Intercept {
-    pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover) -> Self {
+    pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover, next: NextLayer) -> Self {
         let mut layer = Self {
             server: Some(handover.server),
             cert_host: handover.target.host.clone(),
             target: handover.target,
             scheme: Scheme::Https,
             state: State::Peek { buf: BytesMut::new(), acceptor: Box::default() },
+            next,
             deadline: Some(now + cx.config.client_idle_timeout),
         };
         cx.set_layer_pause(ConnId::CLIENT, false);
@@ -121,10 +124,10 @@ impl Intercept {
     }
 
     /// Reverse mode with TLS towards clients: terminate it, then send requests to `target`.
-    pub(crate) fn reverse(cx: &Context, scheme: Scheme, target: ServerAddr) -> Self {
+    pub(crate) fn reverse(cx: &Context, scheme: Scheme, target: ServerAddr, next: NextLayer) -> Self {
         let cert_host = cx.client.local.ip().to_string();
         let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
-        Self { server: None, target, scheme, cert_host, state, deadline: None }
+        Self { server: None, target, scheme, cert_host, state, next, deadline: None }
     }
 
     fn tls(cx: &Context) -> &TlsConfig {
@@ -260,8 +263,9 @@ impl Intercept {
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
             _ => {}
         }
-        http.handle(cx, now, Event::Start);
-        self.state = State::Http(http);
+        let mut child = Child::new(http, self.next);
+        child.handle(cx, now, Event::Start);
+        self.state = State::Running(child);
     }
 
     fn plain_http(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
@@ -269,10 +273,10 @@ impl Intercept {
         if let Some(server) = self.server {
             http.adopt_server(cx, server, self.target.clone());
         }
-        http.handle(cx, now, Event::Start);
-        http.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
-        self.state = State::Http(http);
-        self.after_http(cx);
+        let mut child = Child::new(http, self.next);
+        child.handle(cx, now, Event::Start);
+        child.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
+        self.state = State::Running(child);
     }
 
     /// Where the client's requests go, over `scheme`: to the server of its `CONNECT`, or in
@@ -303,16 +307,7 @@ impl Intercept {
             server_rest,
             client_eof,
         };
-        self.state = State::Tunnel(Box::new(Tunnel::new(cx, handover)));
-    }
-
-    /// The HTTP layer may have switched protocols (a `101` inside the tunnel).
-    fn after_http(&mut self, cx: &mut Context) {
-        if let State::Http(http) = &mut self.state {
-            if let Some(handover) = http.take_handover() {
-                self.state = State::Tunnel(Box::new(Tunnel::new(cx, handover)));
-            }
-        }
+        self.state = State::Running(Child::new(Box::new(Tunnel::new(cx, handover)), self.next));
     }
 
     /// The client's handshake cannot go on: send it rustls's alert, log `what` and why, close.
@@ -337,7 +332,7 @@ impl Intercept {
 impl Layer for Intercept {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         let client = ConnId::CLIENT;
-        if !matches!(self.state, State::Http(_) | State::Tunnel(_) | State::Closed) {
+        if !matches!(self.state, State::Running(_) | State::Closed) {
             match event {
                 Event::Start => {
                     self.deadline = Some(now + cx.config.client_idle_timeout);
@@ -351,11 +346,7 @@ impl Layer for Intercept {
             }
         }
         match (&mut self.state, event) {
-            (State::Http(http), event) => {
-                http.handle(cx, now, event);
-                self.after_http(cx);
-            }
-            (State::Tunnel(tunnel), event) => tunnel.handle(cx, now, event),
+            (State::Running(child), event) => child.handle(cx, now, event),
             (State::Closed, _) => {}
             (State::Peek { .. }, Event::DataReceived { conn, data }) if conn == client => self.client_data(cx, now, data),
             (State::Peek { buf, .. }, Event::DataReceived { conn, data }) if Some(conn) == self.server => {
@@ -405,8 +396,7 @@ impl Layer for Intercept {
 
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::Http(http) => http.poll_timeout(),
-            State::Tunnel(tunnel) => tunnel.poll_timeout(),
+            State::Running(child) => child.poll_timeout(),
             State::Closed => None,
             State::Peek { .. } | State::Hello { .. } | State::Upstream { .. } => self.deadline,
         }

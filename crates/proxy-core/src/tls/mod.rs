@@ -26,8 +26,7 @@ pub use rustls;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
-use crate::command::ServerAddr;
-use crate::context::ConnId;
+use crate::ids::{ConnId, ServerAddr};
 
 /// Everything the core needs to intercept TLS. Without it ([`Config::tls`] is `None`) a
 /// `CONNECT` becomes a raw tunnel.

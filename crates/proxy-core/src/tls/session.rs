@@ -12,8 +12,7 @@ use std::io::{BufRead, Write};
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::CertificateDer;
 
-use crate::command::ServerAddr;
-use crate::context::ConnId;
+use crate::ids::{ConnId, ServerAddr};
 use crate::tls::{describe_error, TlsFailure, TlsInfo, TlsSide};
 
 impl std::fmt::Debug for TlsSession {

@@ -45,12 +45,13 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::command::LogLevel;
 use crate::config::{Config, Http2Limits};
-use crate::context::{ConnId, Context, FlowId};
-use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
+use crate::context::Context;
+use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::{Headers, UnderscoreHeaders};
-use crate::layers::destination::Destination;
-use crate::layers::http::HttpEvent;
-use crate::layers::http1::{split_authority, ServerOutput};
+use crate::ids::{ConnId, FlowId, Scheme};
+use crate::layers::http1::split_authority;
+use crate::layers::http::destination::Destination;
+use crate::layers::http::event::{HttpEvent, ServerOutput};
 use engine::{Engine, H2Event, Settings, StreamKey};
 use fields::FieldError;
 

@@ -5,9 +5,10 @@ use bytes::{Bytes, BytesMut};
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
 use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::config::Config;
-use crate::context::{ConnId, Context, FlowId};
+use crate::context::Context;
 use crate::flow::{Request, Response, Version};
-use crate::layers::http::HttpEvent;
+use crate::ids::{ConnId, FlowId};
+use crate::layers::http::event::HttpEvent;
 
 /// What an upstream connection produced.
 #[derive(Debug)]

@@ -13,12 +13,13 @@ pub(crate) mod wire;
 use bytes::{Bytes, BytesMut};
 
 pub(crate) use client::{ClientOutput, Http1Client};
-pub(crate) use server::{split_authority, Http1Server, ServerOutput};
+pub(crate) use server::{split_authority, Http1Server};
 pub use wire::Http1Error;
 
 use crate::config::Config;
-use crate::context::{ConnId, Context};
+use crate::context::Context;
 use crate::headers::Headers;
+use crate::ids::ConnId;
 
 /// Where a body handed to the driver ([`Command::Forward`](crate::Command::Forward)) stands,
 /// as the driver's last report said.

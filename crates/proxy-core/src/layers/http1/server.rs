@@ -8,24 +8,12 @@ use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, Requ
 use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::command::LogLevel;
 use crate::config::Config;
-use crate::context::{ConnId, Context, FlowId};
-use crate::flow::{reason_phrase, Request, Response, Scheme, Version};
+use crate::context::Context;
+use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::UnderscoreHeaders;
-use crate::layers::destination::Destination;
-use crate::layers::http::HttpEvent;
-
-/// What the client connection produced.
-#[derive(Debug)]
-pub(crate) enum ServerOutput {
-    Http(HttpEvent),
-    /// The client broke the protocol. The codec has already answered it (if it still could)
-    /// and will close the connection.
-    Error { flow: Option<FlowId>, message: String },
-    /// The client went away while `flow` was in progress.
-    Closed { flow: Option<FlowId> },
-    /// The client cancelled `flow` (HTTP/2 only: a stream reset, or the connection lost).
-    Reset { flow: FlowId },
-}
+use crate::ids::{ConnId, FlowId, Scheme};
+use crate::layers::http::destination::Destination;
+use crate::layers::http::event::{HttpEvent, ServerOutput};
 
 #[derive(Debug)]
 enum Recv {

@@ -9,10 +9,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::ServerAddr;
-use crate::context::{ConnId, Context};
+use crate::context::Context;
 use crate::flow::Version;
 use crate::headers::Headers;
+use crate::ids::{ConnId, ServerAddr};
 use crate::layers::http1::limits;
 use crate::layers::http1::wire::{self, HeadReader, Limits};
 

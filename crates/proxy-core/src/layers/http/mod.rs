@@ -8,67 +8,29 @@
 //! may be read: for HTTP/1 by pausing a connection, for HTTP/2 by holding a stream's window
 //! shut until its destination has room.
 
+pub(crate) mod destination;
+pub(crate) mod event;
+pub(crate) mod stream;
+pub(crate) mod upstream_proxy;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::{LogLevel, ServerAddr};
+use crate::command::LogLevel;
 use crate::config::Mode;
-use crate::context::{ConnId, Context, FlowId};
+use crate::context::Context;
 use crate::event::{Event, OpenError};
-use crate::flow::{Request, Response};
-use crate::headers::Headers;
 use crate::hook::{Hook, HookKind};
-use crate::layers::destination::Destination;
+use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::layer::{Handover, Layer};
 use crate::layers::h2::{H2Client, H2ClientOutput, H2Server, PREFACE};
-use crate::layers::http1::{ClientOutput, Http1Client, Http1Server, ServerOutput};
-use crate::layers::http_stream::{HttpStream, Input, Out};
-use crate::layers::upstream::{Answer, ProxyConnect};
-
-/// One step of an HTTP message, independent of the HTTP version that carried it.
-///
-/// A message whose `body` is `Some` is complete: no `*Data` or `*End` event follows it.
-#[derive(Debug, Clone)]
-pub(crate) enum HttpEvent {
-    RequestHeaders { flow: FlowId, request: Request, end_stream: bool },
-    RequestData { flow: FlowId, data: Bytes },
-    RequestEnd { flow: FlowId, trailers: Option<Headers> },
-    /// A 1xx response other than 101.
-    InterimResponse { flow: FlowId, response: Response },
-    ResponseHeaders { flow: FlowId, response: Response, end_stream: bool },
-    ResponseData { flow: FlowId, data: Bytes },
-    ResponseEnd { flow: FlowId, trailers: Option<Headers> },
-}
-
-impl HttpEvent {
-    pub(crate) fn flow(&self) -> FlowId {
-        match self {
-            Self::RequestHeaders { flow, .. }
-            | Self::RequestData { flow, .. }
-            | Self::RequestEnd { flow, .. }
-            | Self::InterimResponse { flow, .. }
-            | Self::ResponseHeaders { flow, .. }
-            | Self::ResponseData { flow, .. }
-            | Self::ResponseEnd { flow, .. } => *flow,
-        }
-    }
-}
-
-/// What the HTTP layer hands to its parent when the client connection stops being HTTP.
-pub(crate) struct Handover {
-    pub(crate) server: ConnId,
-    /// The server connection's destination.
-    pub(crate) target: ServerAddr,
-    /// The switch came from a `CONNECT` (not a `101`): what the client sends next may be TLS.
-    pub(crate) connect: bool,
-    /// Bytes the client sent after the request that asked for the switch.
-    pub(crate) client_rest: Bytes,
-    /// Bytes the server sent after its `101` (empty for `CONNECT`).
-    pub(crate) server_rest: Bytes,
-    /// Whether the client has already closed its sending side.
-    pub(crate) client_eof: bool,
-}
+use crate::layers::http1::{ClientOutput, Http1Client, Http1Server};
+use destination::Destination;
+use event::{HttpEvent, ServerOutput};
+use stream::{HttpStream, Input, Out};
+use upstream_proxy::{Answer, ProxyConnect};
 
 /// The codec of the client connection.
 enum ClientCodec {
@@ -293,13 +255,10 @@ impl HttpLayer {
     pub(crate) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
         self.failed_upstream = Some((addr, error));
     }
+}
 
-    /// The tunnel the client connection turned into, once a stream asked for one.
-    pub(crate) fn take_handover(&mut self) -> Option<Handover> {
-        self.handover.take()
-    }
-
-    pub(crate) fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+impl Layer for HttpLayer {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         if self.lingering {
             let expired = matches!(event, Event::Wakeup) && self.client_deadline.is_some_and(|d| d <= now);
             if expired || matches!(event, Event::ConnectionClosed { conn: ConnId::CLIENT }) {
@@ -461,7 +420,7 @@ impl HttpLayer {
         self.after_event(cx, now);
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         if self.lingering {
             return self.client_deadline;
         }
@@ -471,6 +430,13 @@ impl HttpLayer {
         servers.chain(self.client_deadline).chain(head).chain(bodies).min()
     }
 
+    /// The tunnel the client connection turned into, once a stream asked for one.
+    fn take_handover(&mut self) -> Option<Handover> {
+        self.handover.take()
+    }
+}
+
+impl HttpLayer {
     /// Whether the proxy is what keeps `flow`'s client from sending more of its request body:
     /// a hook is pending, the server is not ready or has no room, reading is paused, or the
     /// driver forwards the body and the server has not taken what it has.

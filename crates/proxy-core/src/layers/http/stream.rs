@@ -11,13 +11,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::{LogLevel, ServerAddr};
-use crate::context::{Context, FlowId};
+use crate::command::LogLevel;
+use crate::context::Context;
 use crate::event::OpenError;
-use crate::flow::{FlowError, HttpFlow, Request, Response, Scheme};
+use crate::flow::{FlowError, HttpFlow, Request, Response};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
-use crate::layers::http::HttpEvent;
+use crate::ids::{FlowId, Scheme, ServerAddr};
+use crate::layers::http::event::HttpEvent;
 
 /// What happens to a stream.
 #[derive(Debug, Clone)]

@@ -8,8 +8,7 @@
 //! the proxy to reach (or make it look up the name of) anything behind it. nginx and HAProxy
 //! in reverse mode behave the same way.
 
-use crate::command::ServerAddr;
-use crate::flow::Scheme;
+use crate::ids::{Scheme, ServerAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Destination {

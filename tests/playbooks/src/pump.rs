@@ -1,0 +1,317 @@
+//! The driver of scenarios whose bytes cannot be scripted: [`Pump`] connects the core to real
+//! peers in memory (a rustls client or origin, an HTTP/2 endpoint, an upstream proxy), carries
+//! every `SendData` to the right one, feeds what they write back to the core, opens the
+//! connections the core asks for, and answers hooks with a policy of the test's. The test then
+//! asserts on plaintext, hooks and logs. Ciphertext is random, so TLS scenarios are written
+//! this way rather than as a [`Playbook`](crate::Playbook).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use proxy_core::{ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, Hook, HookKind, HookReply, ServerAddr};
+
+use crate::h2::H2Peer;
+
+/// One end the core talks to.
+pub enum Peer {
+    Plain { received: Vec<u8> },
+    Tls { tls: Box<rustls::Connection>, received: Vec<u8>, error: Option<String> },
+    /// An upstream proxy: it reads one request head (`head`), answers `answer` in plaintext,
+    /// and from then on carries the tunnel to `origin`, which it stands for.
+    Proxy { head: Vec<u8>, answer: Vec<u8>, tunnel: bool, origin: Box<Peer> },
+    /// An HTTP/2 endpoint over plain TCP (prior knowledge).
+    H2(Box<H2Peer>),
+}
+
+impl Peer {
+    pub fn tls(conn: impl Into<rustls::Connection>) -> Self {
+        Self::Tls { tls: Box::new(conn.into()), received: Vec::new(), error: None }
+    }
+
+    /// An upstream proxy that answers a `CONNECT` with `answer` and then tunnels to `origin`.
+    pub fn proxy(answer: &[u8], origin: Peer) -> Self {
+        Self::Proxy { head: Vec::new(), answer: answer.to_vec(), tunnel: false, origin: Box::new(origin) }
+    }
+
+    /// Plaintext this end has received (for a proxy: its origin, through the tunnel).
+    pub fn received(&self) -> &[u8] {
+        match self {
+            Self::Plain { received } | Self::Tls { received, .. } => received,
+            Self::Proxy { origin, .. } => origin.received(),
+            Self::H2(_) => &[],
+        }
+    }
+
+    /// The HTTP/2 endpoint this is.
+    pub fn h2(&mut self) -> &mut H2Peer {
+        match self {
+            Self::H2(peer) => peer,
+            _ => panic!("not an HTTP/2 peer"),
+        }
+    }
+
+    /// The request head a proxy received (`None` for other ends).
+    pub fn proxy_request(&self) -> Option<&[u8]> {
+        match self {
+            Self::Proxy { head, .. } => Some(head),
+            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Tls { error, .. } => error.as_deref(),
+            Self::Proxy { origin, .. } => origin.error(),
+            Self::Plain { .. } | Self::H2(_) => None,
+        }
+    }
+
+    pub fn rustls(&self) -> Option<&rustls::Connection> {
+        match self {
+            Self::Tls { tls, .. } => Some(tls),
+            Self::Proxy { origin, .. } => origin.rustls(),
+            Self::Plain { .. } | Self::H2(_) => None,
+        }
+    }
+
+    /// Take in bytes from the core.
+    pub fn deliver(&mut self, data: &[u8]) {
+        match self {
+            Self::Plain { received } => received.extend_from_slice(data),
+            Self::H2(peer) => peer.deliver(data),
+            Self::Proxy { origin, tunnel: true, .. } => origin.deliver(data),
+            Self::Proxy { head, tunnel, origin, .. } => {
+                head.extend_from_slice(data);
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let rest = head.split_off(end + 4);
+                    *tunnel = true;
+                    origin.deliver(&rest);
+                }
+            }
+            Self::Tls { tls, received, error } => {
+                let mut input = data;
+                while !input.is_empty() && error.is_none() {
+                    if tls.read_tls(&mut input).is_err() {
+                        break;
+                    }
+                    if let Err(e) = tls.process_new_packets() {
+                        *error = Some(e.to_string());
+                    }
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = tls.reader().read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        received.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes this end wants to send to the core: `plaintext` (encrypted if TLS) and handshake
+    /// records.
+    fn outgoing(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Plain { .. } => plaintext.to_vec(),
+            Self::H2(peer) => peer.outgoing(),
+            Self::Proxy { tunnel: false, .. } => Vec::new(),
+            Self::Proxy { answer, origin, .. } => {
+                let mut out = std::mem::take(answer);
+                out.extend(origin.outgoing(plaintext));
+                out
+            }
+            Self::Tls { tls, .. } => {
+                if !plaintext.is_empty() {
+                    tls.writer().write_all(plaintext).expect("buffered");
+                }
+                let mut out = Vec::new();
+                while tls.wants_write() {
+                    if tls.write_tls(&mut out).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// How upstream connections get answered: `None` refuses the connection.
+pub type Origins = Box<dyn FnMut(&ServerAddr) -> Option<Peer>>;
+
+/// The driver of a TLS scenario.
+pub struct Pump {
+    pub core: Connection,
+    pub client: Peer,
+    pub servers: BTreeMap<ConnId, Peer>,
+    pub addrs: BTreeMap<ConnId, ServerAddr>,
+    pub closed: Vec<ConnId>,
+    pub hooks: Vec<Hook>,
+    pub logs: Vec<String>,
+    origins: Origins,
+    reply: Box<dyn FnMut(&Hook) -> HookReply>,
+    hold: Box<dyn FnMut(&Hook) -> bool>,
+    /// Blocking hooks held for the test to answer with [`Pump::answer`].
+    pub held: Vec<(FlowId, HookKind)>,
+    queue: VecDeque<Event>,
+    now: Instant,
+}
+
+impl Pump {
+    pub fn new(config: Config, client: Peer, origins: Origins) -> Self {
+        let info = ClientInfo { peer: "127.0.0.1:50000".parse().unwrap(), local: "127.0.0.1:8080".parse().unwrap() };
+        let mut pump = Self {
+            core: Connection::new(Arc::new(config), info),
+            client,
+            servers: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            closed: Vec::new(),
+            hooks: Vec::new(),
+            logs: Vec::new(),
+            origins,
+            reply: Box::new(|_| HookReply::Continue),
+            hold: Box::new(|_| false),
+            held: Vec::new(),
+            queue: VecDeque::new(),
+            now: Instant::now(),
+        };
+        pump.queue.push_back(Event::Start);
+        pump
+    }
+
+    /// Answer blocking hooks with `reply` (default: `Continue`).
+    pub fn replies(mut self, reply: impl FnMut(&Hook) -> HookReply + 'static) -> Self {
+        self.reply = Box::new(reply);
+        self
+    }
+
+    /// Hold the blocking hooks `hold` picks, for [`answer`](Self::answer), instead of replying.
+    pub fn holding(mut self, hold: impl FnMut(&Hook) -> bool + 'static) -> Self {
+        self.hold = Box::new(hold);
+        self
+    }
+
+    /// Answer the held hook of `flow`.
+    pub fn answer(&mut self, flow: FlowId, reply: HookReply) -> &mut Self {
+        let at = self.held.iter().position(|(f, _)| *f == flow).expect("a held hook");
+        self.held.remove(at);
+        self.queue.push_back(Event::HookReply { flow, reply });
+        self.run()
+    }
+
+    /// The HTTP/2 client.
+    pub fn client_h2(&mut self) -> &mut H2Peer {
+        self.client.h2()
+    }
+
+    /// The HTTP/2 server of `conn`.
+    pub fn server_h2(&mut self, conn: ConnId) -> &mut H2Peer {
+        self.servers.get_mut(&conn).expect("known server").h2()
+    }
+
+    /// The client sends `data`: raw before any TLS, encrypted once its handshake began.
+    pub fn client_sends(&mut self, data: &[u8]) -> &mut Self {
+        let bytes = self.client.outgoing(data);
+        self.queue.push_back(Event::DataReceived { conn: ConnId::CLIENT, data: bytes.into() });
+        self.run()
+    }
+
+    /// Switch the client to TLS (after the proxy's `200` to its `CONNECT`) and start its
+    /// handshake.
+    pub fn client_starts_tls(&mut self, tls: rustls::ClientConnection) -> &mut Self {
+        self.client = Peer::tls(tls);
+        self.client_sends(b"")
+    }
+
+    pub fn server_sends(&mut self, conn: ConnId, data: &[u8]) -> &mut Self {
+        let peer = self.servers.get_mut(&conn).expect("known server");
+        let bytes = peer.outgoing(data);
+        self.queue.push_back(Event::DataReceived { conn, data: bytes.into() });
+        self.run()
+    }
+
+    /// The server's end of `conn` closes.
+    /// `conn` (the client, or a server) hangs up.
+    pub fn closes(&mut self, conn: ConnId) -> &mut Self {
+        self.queue.push_back(Event::ConnectionClosed { conn });
+        self.run()
+    }
+
+    /// Let `by` pass, waking the core if its deadline came meanwhile.
+    pub fn advance(&mut self, by: std::time::Duration) -> &mut Self {
+        self.now += by;
+        if self.core.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.queue.push_back(Event::Wakeup);
+        }
+        self.run()
+    }
+
+    pub fn server(&self, conn: ConnId) -> &Peer {
+        &self.servers[&conn]
+    }
+
+    pub fn hook_kinds(&self) -> Vec<HookKind> {
+        self.hooks.iter().map(Hook::kind).collect()
+    }
+
+    /// Deliver queued events and carry out commands until nothing moves. Bounded.
+    pub fn run(&mut self) -> &mut Self {
+        for _ in 0..10_000 {
+            if let Some(event) = self.queue.pop_front() {
+                self.core.handle(self.now, event);
+            }
+            let mut moved = false;
+            while let Some(command) = self.core.poll_command() {
+                moved = true;
+                self.carry_out(command);
+            }
+            if !moved && self.queue.is_empty() {
+                return self;
+            }
+        }
+        panic!("the scenario did not settle");
+    }
+
+    fn carry_out(&mut self, command: Command) {
+        match command {
+            Command::SendData { conn, data } => {
+                let peer = if conn == ConnId::CLIENT { &mut self.client } else { self.servers.get_mut(&conn).expect("open") };
+                peer.deliver(&data);
+                let reply = peer.outgoing(b"");
+                if !reply.is_empty() {
+                    self.queue.push_back(Event::DataReceived { conn, data: Bytes::from(reply) });
+                }
+                self.queue.push_back(Event::WriteDrained { conn });
+            }
+            Command::OpenConnection { conn, server } => {
+                self.addrs.insert(conn, server.clone());
+                match (self.origins)(&server) {
+                    Some(peer) => {
+                        self.servers.insert(conn, peer);
+                        self.queue.push_back(Event::Opened { conn });
+                    }
+                    None => self.queue.push_back(Event::OpenFailed { conn, error: proxy_core::OpenError::Refused }),
+                }
+            }
+            Command::CloseConnection { conn, .. } => self.closed.push(conn),
+            Command::Hook { flow, hook } if hook.is_blocking() && (self.hold)(&hook) => {
+                self.held.push((flow, hook.kind()));
+                self.hooks.push(hook);
+            }
+            Command::Hook { flow, hook } => {
+                if hook.is_blocking() {
+                    let reply = (self.reply)(&hook);
+                    self.queue.push_back(Event::HookReply { flow, reply });
+                }
+                self.hooks.push(hook);
+            }
+            Command::Log { message, .. } => self.logs.push(message),
+            Command::Forward { .. } => panic!("nothing may be forwarded past TLS"),
+            Command::PauseReading { .. } | Command::ResumeReading { .. } => {}
+        }
+    }
+}
