@@ -7,10 +7,24 @@
 //! events between codecs and streams, picks or opens upstream connections, and decides what
 //! may be read: for HTTP/1 by pausing a connection, for HTTP/2 by holding a stream's window
 //! shut until its destination has room.
+//!
+//! This file routes: codec outputs to streams, stream outputs to codecs and connections. The
+//! rest of the layer is one concern a file, each an `impl HttpLayer` block:
+//!
+//! - [`event`]: what codecs produce, whatever the version ([`HttpEvent`]);
+//! - [`stream`]: one request/response exchange and its hooks ([`HttpStream`]);
+//! - [`destination`]: where requests may go, as the mode decides;
+//! - `pool`: the upstream connections ([`ServerConn`]): assign, release, drop;
+//! - [`upstream_proxy`]: connections through another proxy (upstream mode);
+//! - `timeouts`: body, server-idle and client-idle limits;
+//! - `forward`: room for bodies on each side, and bodies handed to the driver.
 
 pub(crate) mod destination;
 pub(crate) mod event;
+mod forward;
+mod pool;
 pub(crate) mod stream;
+mod timeouts;
 pub(crate) mod upstream_proxy;
 
 use std::collections::BTreeMap;
@@ -19,18 +33,17 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::command::LogLevel;
-use crate::config::Mode;
 use crate::context::Context;
 use crate::event::{Event, OpenError};
-use crate::hook::{Hook, HookKind};
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::layer::{Handover, Layer};
-use crate::layers::h2::{H2Client, H2ClientOutput, H2Server, PREFACE};
-use crate::layers::http1::{ClientOutput, Http1Client, Http1Server};
+use crate::layers::h2::{H2ClientOutput, H2Server, PREFACE};
+use crate::layers::http1::{ClientOutput, Http1Server};
 use destination::Destination;
 use event::{HttpEvent, ServerOutput};
+use pool::{ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
-use upstream_proxy::{Answer, ProxyConnect};
+use upstream_proxy::ProxyConnect;
 
 /// The codec of the client connection.
 enum ClientCodec {
@@ -87,108 +100,6 @@ impl ClientCodec {
     }
 }
 
-/// The codec of an upstream connection.
-enum ServerCodec {
-    H1(Http1Client),
-    H2(Box<H2Client>),
-}
-
-struct ServerConn {
-    conn: ConnId,
-    addr: ServerAddr,
-    codec: ServerCodec,
-    /// Speaks TLS (as a client) under the codec.
-    tls: bool,
-    open: bool,
-    /// The streams using this connection: at most one over HTTP/1.
-    flows: Vec<FlowId>,
-    /// Not open yet, and may turn out to speak HTTP/2: requests for the same server wait for
-    /// it rather than opening connections of their own.
-    may_multiplex: bool,
-    /// Used for a CONNECT tunnel: never pooled.
-    dedicated: bool,
-    /// When the server has been silent too long while it owes a response.
-    deadline: Option<Instant>,
-    /// In upstream mode, the upstream proxy this connection was opened to.
-    proxy: Option<ServerAddr>,
-    /// Requests go in absolute-form to the upstream proxy, whose address `addr` is, whatever
-    /// their origin. Otherwise the connection leads to `addr` itself, directly or through a
-    /// tunnel of `proxy`.
-    absolute: bool,
-    /// The tunnel through `proxy` being set up; `None` once it is up, or if none is needed.
-    connect: Option<ProxyConnect>,
-    /// What the proxy sent after its `2xx` to our `CONNECT`, for the tunnel that takes over.
-    rest: Bytes,
-}
-
-impl ServerConn {
-    fn new(conn: ConnId, addr: ServerAddr, codec: Http1Client, tls: bool) -> Self {
-        Self {
-            conn,
-            addr,
-            codec: ServerCodec::H1(codec),
-            tls,
-            open: false,
-            flows: Vec::new(),
-            may_multiplex: false,
-            dedicated: false,
-            deadline: None,
-            proxy: None,
-            absolute: false,
-            connect: None,
-            rest: Bytes::new(),
-        }
-    }
-
-    /// Whether a request for `addr` (over TLS if `tls`) may go on this connection, `proxy`
-    /// being the upstream proxy in upstream mode.
-    fn fits(&self, addr: &ServerAddr, tls: bool, proxy: Option<&ServerAddr>) -> bool {
-        if self.absolute {
-            // The proxy takes plain requests for any origin.
-            return !tls && proxy == Some(&self.addr);
-        }
-        self.tls == tls && self.addr == *addr
-    }
-
-    fn h1(&self) -> Option<&Http1Client> {
-        match &self.codec {
-            ServerCodec::H1(codec) => Some(codec),
-            ServerCodec::H2(_) => None,
-        }
-    }
-
-    fn h1_mut(&mut self) -> Option<&mut Http1Client> {
-        match &mut self.codec {
-            ServerCodec::H1(codec) => Some(codec),
-            ServerCodec::H2(_) => None,
-        }
-    }
-
-    fn is_h2(&self) -> bool {
-        matches!(self.codec, ServerCodec::H2(_))
-    }
-
-    /// The one flow of an HTTP/1 connection.
-    fn flow(&self) -> Option<FlowId> {
-        self.flows.first().copied()
-    }
-
-    /// Whether the connection may take another request now (it is idle, or multiplexes).
-    fn has_room(&self) -> bool {
-        match &self.codec {
-            ServerCodec::H1(codec) => self.flows.is_empty() && codec.is_reusable(),
-            ServerCodec::H2(codec) => codec.has_room(),
-        }
-    }
-
-    /// The server sent something: a response it owes may take another idle period.
-    fn heard_from(&mut self, now: Instant, timeout: std::time::Duration) {
-        if self.deadline.is_some() {
-            self.deadline = Some(now + timeout);
-        }
-    }
-}
-
 pub(crate) struct HttpLayer {
     client: ClientCodec,
     /// Where the client's requests may go: the mode decides, never the client.
@@ -239,22 +150,6 @@ impl HttpLayer {
         layer
     }
 
-    /// Take the open connection `conn` to `addr` into the pool, for the next request to it.
-    pub(crate) fn adopt_server(&mut self, cx: &mut Context, conn: ConnId, addr: ServerAddr) {
-        let tls = !cx.is_plain(conn);
-        let codec = Http1Client::new(conn, &cx.config);
-        let mut server = ServerConn { open: true, ..ServerConn::new(conn, addr, codec, tls) };
-        if speaks_h2(cx, conn, tls) {
-            server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
-            cx.set_self_limiting(conn);
-        }
-        self.servers.push(server);
-    }
-
-    /// Requests to `addr` over TLS fail with `error`: it was tried already.
-    pub(crate) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
-        self.failed_upstream = Some((addr, error));
-    }
 }
 
 impl Layer for HttpLayer {
@@ -332,7 +227,7 @@ impl Layer for HttpLayer {
                         // A server that closed is never reused.
                         if let Some(i) = self.server_index(conn) {
                             if self.servers[i].flows.is_empty() {
-                                self.drop_server(cx, conn, false);
+                                self.drop_server(cx, conn);
                             }
                         }
                     }
@@ -437,117 +332,6 @@ impl Layer for HttpLayer {
 }
 
 impl HttpLayer {
-    /// Whether the proxy is what keeps `flow`'s client from sending more of its request body:
-    /// a hook is pending, the server is not ready or has no room, reading is paused, or the
-    /// driver forwards the body and the server has not taken what it has.
-    fn body_held(&self, cx: &Context, flow: FlowId) -> bool {
-        self.streams.get(&flow).is_some_and(|s| !s.wants_request_data())
-            || !self.server_has_room(cx, flow)
-            || cx.is_paused(ConnId::CLIENT)
-            || self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
-    }
-
-    /// Bodies the proxy holds back up to this moment get the full timeout from now, so a
-    /// client let go again has all of it.
-    fn hold_bodies(&mut self, cx: &Context, now: Instant) {
-        let held: Vec<FlowId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.awaits_request_body())
-            .map(|(flow, _)| *flow)
-            .filter(|flow| self.body_held(cx, *flow))
-            .collect();
-        for flow in held {
-            if let Some(stream) = self.streams.get_mut(&flow) {
-                stream.rearm_body_deadline(now + cx.config.body_timeout);
-            }
-        }
-    }
-
-    /// Requests whose client went silent in the middle of the body: each gets 408 (or loses
-    /// its exchange), and the client connection is closed (HTTP/1, lingering so the answer is
-    /// read) or the stream reset (HTTP/2). A silence the proxy caused starts counting again.
-    fn expire_bodies(&mut self, cx: &mut Context, now: Instant) {
-        let expired: Vec<FlowId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.body_deadline().is_some_and(|d| d <= now))
-            .map(|(flow, _)| *flow)
-            .collect();
-        let timeout = cx.config.body_timeout;
-        for flow in expired {
-            if self.body_held(cx, flow) {
-                if let Some(stream) = self.streams.get_mut(&flow) {
-                    stream.rearm_body_deadline(now + timeout);
-                }
-                continue;
-            }
-            let secs = timeout.as_secs_f64();
-            cx.log(LogLevel::Info, format!("client sent nothing of a request body for {secs} s"));
-            self.feed(cx, now, flow, Input::ClientTimeout { secs });
-            match &mut self.client {
-                ClientCodec::H1(_) => {
-                    // The rest of the body will not come: the connection cannot carry on.
-                    self.close_all(cx, now, true);
-                    return;
-                }
-                ClientCodec::H2(codec) => codec.stop_request(flow),
-            }
-        }
-    }
-
-    fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
-        let mut outputs = Vec::new();
-        if let Some(client) = self.client.h1_mut() {
-            client.handle_timeout(cx, now, &mut outputs);
-        }
-        self.handle_client_outputs(cx, now, outputs);
-        self.expire_bodies(cx, now);
-        if self.client_gone {
-            return;
-        }
-        if self.client_deadline.is_some_and(|d| d <= now) {
-            self.client_deadline = None;
-            if self.client.is_idle() && self.streams.is_empty() {
-                cx.log(LogLevel::Debug, "closing idle client connection");
-                self.close_all(cx, now, false);
-                return;
-            }
-        }
-        let expired: Vec<(ConnId, Vec<FlowId>)> = self
-            .servers
-            .iter()
-            .filter(|s| s.deadline.is_some_and(|d| d <= now))
-            .map(|s| (s.conn, s.flows.clone()))
-            .collect();
-        for (conn, flows) in expired {
-            if let Some(i) = self.server_index(conn) {
-                // Its silence is not its fault when we are not reading it (a hook is pending,
-                // the client is slow, or the client has not taken the response body the
-                // driver forwards), or when it waits for a request body the client has not
-                // finished sending and can take more of it (the body timeout covers the
-                // client). Start counting again from now.
-                let waits_for_client = !cx.is_congested(conn)
-                    && !self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
-                    && flows.iter().any(|f| self.streams.get(f).is_some_and(HttpStream::awaits_request_body));
-                let client_slow = self.servers[i].h1().is_some_and(Http1Client::forward_waits_on_client);
-                if cx.is_paused(conn) || waits_for_client || client_slow {
-                    self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
-                    continue;
-                }
-                self.servers[i].deadline = None;
-            }
-            let secs = cx.config.server_idle_timeout.as_secs_f64();
-            let input = match self.proxy_connect(conn) {
-                Some(connect) => Input::ProxyFailed { status: 504, message: connect.timeout_message(secs) },
-                None => Input::ServerTimeout { secs },
-            };
-            for flow in flows {
-                self.feed(cx, now, flow, input.clone());
-            }
-            self.drop_server(cx, conn, true);
-        }
-    }
 
     fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<ServerOutput>) {
         // A request the codec rejected within the same read has been answered already: its
@@ -617,14 +401,14 @@ impl HttpLayer {
                     if let Some(flow) = flow {
                         self.feed(cx, now, flow, Input::ServerError { message });
                     }
-                    self.drop_server(cx, conn, true);
+                    self.drop_server(cx, conn);
                 }
                 ClientOutput::Closed => {
                     if let Some(flow) = flow {
                         let message = "server closed the connection before the response was complete";
                         self.feed(cx, now, flow, Input::ServerError { message: message.into() });
                     }
-                    self.drop_server(cx, conn, true);
+                    self.drop_server(cx, conn);
                 }
             }
         }
@@ -641,7 +425,7 @@ impl HttpLayer {
         self.out = outs;
         if self.streams.get(&flow).is_some_and(|s| s.is_finished()) {
             self.streams.remove(&flow);
-            self.release_server(cx, now, flow);
+            self.release_server(cx, flow);
         }
     }
 
@@ -695,7 +479,7 @@ impl HttpLayer {
                 self.streams.remove(&flow);
                 let others: Vec<ConnId> = self.servers.iter().map(|s| s.conn).collect();
                 for conn in others {
-                    self.drop_server(cx, conn, false);
+                    self.drop_server(cx, conn);
                 }
             }
             Out::AbortClient => match &mut self.client {
@@ -716,220 +500,10 @@ impl HttpLayer {
                     }
                     ServerCodec::H1(_) => {
                         let conn = server.conn;
-                        self.drop_server(cx, conn, true);
+                        self.drop_server(cx, conn);
                     }
                 }
             }
-        }
-    }
-
-    /// Find a connection to `addr` to reuse (idle, or HTTP/2 with room), or open a new one,
-    /// for `flow`. `multiplex`: the request may go over HTTP/2.
-    #[allow(clippy::too_many_arguments)]
-    fn assign_server(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        flow: FlowId,
-        addr: ServerAddr,
-        tls: bool,
-        dedicated: bool,
-        multiplex: bool,
-    ) {
-        let proxy = upstream_proxy(cx);
-        if !dedicated && cx.config.reuse_server_connections {
-            let fits = |s: &ServerConn| s.fits(&addr, tls, proxy.as_ref()) && !s.dedicated;
-            let ready = self.servers.iter().position(|s| {
-                fits(s) && s.open && s.has_room() && (multiplex || !s.is_h2())
-            });
-            if let Some(i) = ready {
-                self.servers[i].flows.push(flow);
-                self.feed(cx, now, flow, Input::ServerReady);
-                return;
-            }
-            // A connection on its way that may speak HTTP/2: wait for it, as a browser would,
-            // rather than open one per request.
-            let limit = cx.config.http2_limits.max_concurrent_streams as usize;
-            let opening = self.servers.iter().position(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
-            if let Some(i) = opening.filter(|_| multiplex) {
-                self.servers[i].flows.push(flow);
-                return;
-            }
-        }
-        if let Some((failed, error)) = &self.failed_upstream {
-            if tls && *failed == addr {
-                let error = error.clone();
-                return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
-            }
-        }
-        if let Some(proxy) = proxy {
-            return self.open_via_proxy(cx, now, flow, (proxy, addr), tls, dedicated);
-        }
-        let h2 = multiplex && !dedicated && cx.config.http2;
-        let conn = if tls {
-            // Offer what the codecs speak; the server's choice decides which one it gets.
-            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)) {
-                Ok(conn) => conn,
-                Err(message) => {
-                    return self.feed(cx, now, flow, Input::ServerFailed { addr, error: OpenError::Tls(message) });
-                }
-            }
-        } else {
-            cx.open(addr.clone())
-        };
-        let codec = Http1Client::new(conn, &cx.config);
-        // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
-        let deadline = tls.then(|| now + cx.config.server_idle_timeout);
-        let may_multiplex = h2 && (tls || cx.config.upstream_h2c);
-        let server = ServerConn {
-            flows: vec![flow],
-            dedicated,
-            deadline,
-            may_multiplex,
-            ..ServerConn::new(conn, addr, codec, tls)
-        };
-        self.servers.push(server);
-    }
-
-    /// Upstream mode: a connection to the upstream `proxy` for `flow`. Plain requests go to
-    /// the proxy in absolute-form; a `CONNECT` (`dedicated`) or an `https` request for `addr`
-    /// gets a tunnel of the proxy's first, and TLS through it if `tls`.
-    fn open_via_proxy(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        flow: FlowId,
-        (proxy, addr): (ServerAddr, ServerAddr),
-        tls: bool,
-        dedicated: bool,
-    ) {
-        if tls && cx.config.tls.is_none() {
-            let error = OpenError::Tls("TLS is not configured".into());
-            return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
-        }
-        let conn = cx.open(proxy.clone());
-        let codec = Http1Client::new(conn, &cx.config);
-        let server = if tls || dedicated {
-            let connect = Some(ProxyConnect::new(proxy.clone(), addr.clone()));
-            ServerConn { connect, ..ServerConn::new(conn, addr, codec, tls) }
-        } else {
-            let codec = codec.with_absolute_form();
-            ServerConn { absolute: true, ..ServerConn::new(conn, proxy.clone(), codec, false) }
-        };
-        self.servers.push(ServerConn { flows: vec![flow], dedicated, proxy: Some(proxy), ..server });
-    }
-
-    /// The server connection `conn` is ready for requests (or for the tunnel it was made for).
-    fn server_opened(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
-        let Some(i) = self.server_index(conn) else { return };
-        let server = &mut self.servers[i];
-        server.open = true;
-        let addr = server.addr.clone();
-        let h2 = !server.dedicated && server.connect.is_none() && speaks_h2(cx, conn, server.tls) && server.may_multiplex;
-        server.may_multiplex = false;
-        let mut waiting = Vec::new();
-        if h2 {
-            server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
-            cx.set_self_limiting(conn);
-        } else if server.flows.len() > 1 {
-            // HTTP/1 after all: one request at a time. The others look elsewhere.
-            waiting = server.flows.split_off(1);
-        }
-        let (tls, flows) = (server.tls, server.flows.clone());
-        if cx.config.hooks.contains(HookKind::ServerConnected) {
-            let flow = cx.next_flow_id();
-            cx.hook(flow, Hook::ServerConnected { conn, server: addr.clone() });
-        }
-        for flow in flows {
-            self.feed(cx, now, flow, Input::ServerReady);
-        }
-        for flow in waiting {
-            self.assign_server(cx, now, flow, addr.clone(), tls, false, false);
-        }
-    }
-
-    /// The upstream proxy answered (part of) our `CONNECT` on `conn`.
-    fn proxy_answer(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
-        let Some(i) = self.server_index(conn) else { return };
-        let server = &mut self.servers[i];
-        let Some(connect) = &mut server.connect else { return };
-        match connect.receive(data) {
-            Answer::Pending => {}
-            Answer::Refused { message } => {
-                self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
-            }
-            Answer::Established { rest } if server.tls => {
-                if !rest.is_empty() {
-                    let message = format!(
-                        "upstream proxy {} sent data from {} before the TLS handshake",
-                        connect.proxy, connect.target
-                    );
-                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
-                }
-                let addr = server.addr.clone();
-                // Offer what the codecs speak, as for a direct connection.
-                let h2 = server.may_multiplex;
-                match cx.start_tls_client(conn, addr.clone(), &addr.host, alpn_offer(h2)) {
-                    Ok(()) => connect.start_handshake(),
-                    Err(message) => {
-                        let error = OpenError::Tls(message);
-                        self.proxy_failed(cx, now, conn, Input::ServerFailed { addr, error });
-                    }
-                }
-            }
-            Answer::Established { rest } => {
-                server.rest = rest;
-                server.connect = None;
-                self.server_opened(cx, now, conn);
-            }
-        }
-    }
-
-    /// Setting up `conn` through the upstream proxy failed: close it, and fail its stream
-    /// with `input`.
-    fn proxy_failed(&mut self, cx: &mut Context, now: Instant, conn: ConnId, input: Input) {
-        let Some(i) = self.server_index(conn) else { return };
-        let flows = self.servers[i].flows.clone();
-        match &input {
-            Input::ProxyFailed { message, .. } => cx.log(LogLevel::Info, message.clone()),
-            Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
-            _ => {}
-        }
-        self.drop_server(cx, conn, true);
-        for flow in flows {
-            self.feed(cx, now, flow, input.clone());
-        }
-    }
-
-    /// The stream `flow` is finished: return its server connection to the pool or close it.
-    fn release_server(&mut self, cx: &mut Context, _now: Instant, flow: FlowId) {
-        let Some(i) = self.server_of(flow) else { return };
-        let server = &mut self.servers[i];
-        server.flows.retain(|f| *f != flow);
-        if server.flows.is_empty() {
-            server.deadline = None;
-        }
-        let keep = match &mut server.codec {
-            ServerCodec::H2(codec) => {
-                codec.release(flow);
-                !codec.is_closed()
-            }
-            ServerCodec::H1(codec) => codec.is_reusable(),
-        };
-        let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
-        if !keep {
-            let conn = server.conn;
-            self.drop_server(cx, conn, false);
-        }
-    }
-
-    fn drop_server(&mut self, cx: &mut Context, conn: ConnId, _abort: bool) {
-        let Some(i) = self.server_index(conn) else { return };
-        let server = self.servers.remove(i);
-        cx.close(conn, false);
-        if server.open && cx.config.hooks.contains(HookKind::ServerDisconnected) {
-            let flow = cx.next_flow_id();
-            cx.hook(flow, Hook::ServerDisconnected { conn, server: server.addr });
         }
     }
 
@@ -938,7 +512,7 @@ impl HttpLayer {
     fn close_all(&mut self, cx: &mut Context, now: Instant, linger: bool) {
         let conns: Vec<ConnId> = self.servers.iter().map(|s| s.conn).collect();
         for conn in conns {
-            self.drop_server(cx, conn, true);
+            self.drop_server(cx, conn);
         }
         if !self.client_gone {
             self.client_gone = true;
@@ -961,31 +535,6 @@ impl HttpLayer {
         for flow in flows {
             if let Some(mut stream) = self.streams.remove(&flow) {
                 stream.handle(cx, now, Input::ClientClosed, &mut sink);
-            }
-        }
-    }
-
-    /// Hand the rest of a body to the driver when nothing in the core needs to see it.
-    fn start_forwards(&mut self, cx: &mut Context) {
-        let Some(min) = cx.config.forward_min else { return };
-        let Some(client) = self.client.h1_mut() else { return };
-        let Some(flow) = client.current_flow() else { return };
-        let Some(stream) = self.streams.get(&flow) else { return };
-        let Some(server) = self.servers.iter_mut().find(|s| s.flows.contains(&flow) && s.open) else { return };
-        // Bytes on a TLS connection are not what the other side should get.
-        if server.tls || !cx.is_plain(ConnId::CLIENT) {
-            return;
-        }
-        let conn = server.conn;
-        let Some(codec) = server.h1_mut() else { return };
-        if stream.may_forward_response() && client.sends_raw_body(flow) {
-            if let Some(len) = codec.start_forward(min) {
-                cx.forward(conn, ConnId::CLIENT, len);
-            }
-        }
-        if stream.may_forward_request() && codec.sends_raw_body() {
-            if let Some(len) = client.start_forward(min) {
-                cx.forward(ConnId::CLIENT, conn, len);
             }
         }
     }
@@ -1121,25 +670,6 @@ impl HttpLayer {
         }
     }
 
-    /// Whether the server side of `flow` can take more of its request body now.
-    fn server_has_room(&self, cx: &Context, flow: FlowId) -> bool {
-        let Some(server) = self.server_of(flow).map(|i| &self.servers[i]) else { return true };
-        let backlog = match &server.codec {
-            ServerCodec::H2(codec) => codec.backlog(flow),
-            ServerCodec::H1(_) => 0,
-        };
-        !cx.is_congested(server.conn) && backlog < cx.config.high_water
-    }
-
-    /// Whether the client side of `flow` can take more of its response body now.
-    fn client_has_room(&self, cx: &Context, flow: FlowId) -> bool {
-        let backlog = match &self.client {
-            ClientCodec::H2(codec) => codec.backlog(flow),
-            ClientCodec::H1(_) => 0,
-        };
-        !cx.is_congested(ConnId::CLIENT) && backlog < cx.config.high_water
-    }
-
     fn handle_h2_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<H2ClientOutput>) {
         for output in outputs {
             match output {
@@ -1178,56 +708,10 @@ impl HttpLayer {
                         let message = "the server closed the HTTP/2 connection".to_string();
                         self.feed(cx, now, flow, Input::ServerError { message });
                     }
-                    self.drop_server(cx, conn, false);
+                    self.drop_server(cx, conn);
                 }
             }
         }
     }
 
-    /// The tunnel through the upstream proxy that `conn` is still setting up.
-    fn proxy_connect(&self, conn: ConnId) -> Option<&ProxyConnect> {
-        self.server_index(conn).and_then(|i| self.servers[i].connect.as_ref())
-    }
-
-    fn server_index(&self, conn: ConnId) -> Option<usize> {
-        self.servers.iter().position(|s| s.conn == conn)
-    }
-
-    /// The server connection carrying `flow`.
-    fn server_of(&self, flow: FlowId) -> Option<usize> {
-        self.servers.iter().position(|s| s.flows.contains(&flow))
-    }
-
-    fn server_addr(&self, conn: ConnId) -> String {
-        self.server_index(conn).map_or_else(|| "?".into(), |i| self.servers[i].addr.to_string())
-    }
-}
-
-/// The ALPN protocols to offer a server: HTTP/2 too if the request may go over it.
-fn alpn_offer(h2: bool) -> Vec<Vec<u8>> {
-    if h2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    }
-}
-
-/// Whether the open server connection `conn` speaks HTTP/2: its TLS session chose `h2`, or it
-/// is plain and configured for prior knowledge.
-fn speaks_h2(cx: &Context, conn: ConnId, tls: bool) -> bool {
-    if !cx.config.http2 {
-        return false;
-    }
-    match cx.tls(conn) {
-        Some(session) => session.alpn().as_deref() == Some(b"h2"),
-        None => !tls && cx.config.upstream_h2c,
-    }
-}
-
-/// The upstream proxy everything goes through, in upstream mode.
-fn upstream_proxy(cx: &Context) -> Option<ServerAddr> {
-    match &cx.config.mode {
-        Mode::Upstream { proxy } => Some(proxy.clone()),
-        Mode::Regular | Mode::Reverse { .. } => None,
-    }
 }

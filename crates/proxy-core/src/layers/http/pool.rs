@@ -1,0 +1,303 @@
+//! Upstream connections of one client connection: each one's whole state is a [`ServerConn`],
+//! and the layer assigns flows to them (an idle one, an HTTP/2 one with room, one on its way
+//! that may speak HTTP/2, or a new one), releases them when a flow ends, and drops them.
+//! This is the seam where connections will be shared across client connections.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::stream::Input;
+use super::upstream_proxy::{upstream_proxy, ProxyConnect};
+use super::HttpLayer;
+use crate::context::Context;
+use crate::event::OpenError;
+use crate::hook::{Hook, HookKind};
+use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::layers::h2::H2Client;
+use crate::layers::http1::Http1Client;
+
+/// The codec of an upstream connection.
+pub(super) enum ServerCodec {
+    H1(Http1Client),
+    H2(Box<H2Client>),
+}
+
+pub(super) struct ServerConn {
+    pub(super) conn: ConnId,
+    pub(super) addr: ServerAddr,
+    pub(super) codec: ServerCodec,
+    /// Speaks TLS (as a client) under the codec.
+    pub(super) tls: bool,
+    pub(super) open: bool,
+    /// The streams using this connection: at most one over HTTP/1.
+    pub(super) flows: Vec<FlowId>,
+    /// Not open yet, and may turn out to speak HTTP/2: requests for the same server wait for
+    /// it rather than opening connections of their own.
+    pub(super) may_multiplex: bool,
+    /// Used for a CONNECT tunnel: never pooled.
+    pub(super) dedicated: bool,
+    /// When the server has been silent too long while it owes a response.
+    pub(super) deadline: Option<Instant>,
+    /// In upstream mode, the upstream proxy this connection was opened to.
+    pub(super) proxy: Option<ServerAddr>,
+    /// Requests go in absolute-form to the upstream proxy, whose address `addr` is, whatever
+    /// their origin. Otherwise the connection leads to `addr` itself, directly or through a
+    /// tunnel of `proxy`.
+    pub(super) absolute: bool,
+    /// The tunnel through `proxy` being set up; `None` once it is up, or if none is needed.
+    pub(super) connect: Option<ProxyConnect>,
+    /// What the proxy sent after its `2xx` to our `CONNECT`, for the tunnel that takes over.
+    pub(super) rest: Bytes,
+}
+
+impl ServerConn {
+    pub(super) fn new(conn: ConnId, addr: ServerAddr, codec: Http1Client, tls: bool) -> Self {
+        Self {
+            conn,
+            addr,
+            codec: ServerCodec::H1(codec),
+            tls,
+            open: false,
+            flows: Vec::new(),
+            may_multiplex: false,
+            dedicated: false,
+            deadline: None,
+            proxy: None,
+            absolute: false,
+            connect: None,
+            rest: Bytes::new(),
+        }
+    }
+
+    /// Whether a request for `addr` (over TLS if `tls`) may go on this connection, `proxy`
+    /// being the upstream proxy in upstream mode.
+    pub(super) fn fits(&self, addr: &ServerAddr, tls: bool, proxy: Option<&ServerAddr>) -> bool {
+        if self.absolute {
+            // The proxy takes plain requests for any origin.
+            return !tls && proxy == Some(&self.addr);
+        }
+        self.tls == tls && self.addr == *addr
+    }
+
+    pub(super) fn h1(&self) -> Option<&Http1Client> {
+        match &self.codec {
+            ServerCodec::H1(codec) => Some(codec),
+            ServerCodec::H2(_) => None,
+        }
+    }
+
+    pub(super) fn h1_mut(&mut self) -> Option<&mut Http1Client> {
+        match &mut self.codec {
+            ServerCodec::H1(codec) => Some(codec),
+            ServerCodec::H2(_) => None,
+        }
+    }
+
+    pub(super) fn is_h2(&self) -> bool {
+        matches!(self.codec, ServerCodec::H2(_))
+    }
+
+    /// The one flow of an HTTP/1 connection.
+    pub(super) fn flow(&self) -> Option<FlowId> {
+        self.flows.first().copied()
+    }
+
+    /// Whether the connection may take another request now (it is idle, or multiplexes).
+    pub(super) fn has_room(&self) -> bool {
+        match &self.codec {
+            ServerCodec::H1(codec) => self.flows.is_empty() && codec.is_reusable(),
+            ServerCodec::H2(codec) => codec.has_room(),
+        }
+    }
+
+    /// The server sent something: a response it owes may take another idle period.
+    pub(super) fn heard_from(&mut self, now: Instant, timeout: std::time::Duration) {
+        if self.deadline.is_some() {
+            self.deadline = Some(now + timeout);
+        }
+    }
+}
+
+impl HttpLayer {
+    /// Take the open connection `conn` to `addr` into the pool, for the next request to it.
+    pub(crate) fn adopt_server(&mut self, cx: &mut Context, conn: ConnId, addr: ServerAddr) {
+        let tls = !cx.is_plain(conn);
+        let codec = Http1Client::new(conn, &cx.config);
+        let mut server = ServerConn { open: true, ..ServerConn::new(conn, addr, codec, tls) };
+        if speaks_h2(cx, conn, tls) {
+            server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
+            cx.set_self_limiting(conn);
+        }
+        self.servers.push(server);
+    }
+
+    /// Requests to `addr` over TLS fail with `error`: it was tried already.
+    pub(crate) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
+        self.failed_upstream = Some((addr, error));
+    }
+
+    /// Find a connection to `addr` to reuse (idle, or HTTP/2 with room), or open a new one,
+    /// for `flow`. `multiplex`: the request may go over HTTP/2.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn assign_server(
+        &mut self,
+        cx: &mut Context,
+        now: Instant,
+        flow: FlowId,
+        addr: ServerAddr,
+        tls: bool,
+        dedicated: bool,
+        multiplex: bool,
+    ) {
+        let proxy = upstream_proxy(cx);
+        if !dedicated && cx.config.reuse_server_connections {
+            let fits = |s: &ServerConn| s.fits(&addr, tls, proxy.as_ref()) && !s.dedicated;
+            let ready = self.servers.iter().position(|s| {
+                fits(s) && s.open && s.has_room() && (multiplex || !s.is_h2())
+            });
+            if let Some(i) = ready {
+                self.servers[i].flows.push(flow);
+                self.feed(cx, now, flow, Input::ServerReady);
+                return;
+            }
+            // A connection on its way that may speak HTTP/2: wait for it, as a browser would,
+            // rather than open one per request.
+            let limit = cx.config.http2_limits.max_concurrent_streams as usize;
+            let opening = self.servers.iter().position(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
+            if let Some(i) = opening.filter(|_| multiplex) {
+                self.servers[i].flows.push(flow);
+                return;
+            }
+        }
+        if let Some((failed, error)) = &self.failed_upstream {
+            if tls && *failed == addr {
+                let error = error.clone();
+                return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
+            }
+        }
+        if let Some(proxy) = proxy {
+            return self.open_via_proxy(cx, now, flow, (proxy, addr), tls, dedicated);
+        }
+        let h2 = multiplex && !dedicated && cx.config.http2;
+        let conn = if tls {
+            // Offer what the codecs speak; the server's choice decides which one it gets.
+            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)) {
+                Ok(conn) => conn,
+                Err(message) => {
+                    return self.feed(cx, now, flow, Input::ServerFailed { addr, error: OpenError::Tls(message) });
+                }
+            }
+        } else {
+            cx.open(addr.clone())
+        };
+        let codec = Http1Client::new(conn, &cx.config);
+        // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
+        let deadline = tls.then(|| now + cx.config.server_idle_timeout);
+        let may_multiplex = h2 && (tls || cx.config.upstream_h2c);
+        let server = ServerConn {
+            flows: vec![flow],
+            dedicated,
+            deadline,
+            may_multiplex,
+            ..ServerConn::new(conn, addr, codec, tls)
+        };
+        self.servers.push(server);
+    }
+
+    /// The server connection `conn` is ready for requests (or for the tunnel it was made for).
+    pub(super) fn server_opened(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
+        let Some(i) = self.server_index(conn) else { return };
+        let server = &mut self.servers[i];
+        server.open = true;
+        let addr = server.addr.clone();
+        let h2 = !server.dedicated && server.connect.is_none() && speaks_h2(cx, conn, server.tls) && server.may_multiplex;
+        server.may_multiplex = false;
+        let mut waiting = Vec::new();
+        if h2 {
+            server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
+            cx.set_self_limiting(conn);
+        } else if server.flows.len() > 1 {
+            // HTTP/1 after all: one request at a time. The others look elsewhere.
+            waiting = server.flows.split_off(1);
+        }
+        let (tls, flows) = (server.tls, server.flows.clone());
+        if cx.config.hooks.contains(HookKind::ServerConnected) {
+            let flow = cx.next_flow_id();
+            cx.hook(flow, Hook::ServerConnected { conn, server: addr.clone() });
+        }
+        for flow in flows {
+            self.feed(cx, now, flow, Input::ServerReady);
+        }
+        for flow in waiting {
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, false);
+        }
+    }
+
+    /// The stream `flow` is finished: return its server connection to the pool or close it.
+    pub(super) fn release_server(&mut self, cx: &mut Context, flow: FlowId) {
+        let Some(i) = self.server_of(flow) else { return };
+        let server = &mut self.servers[i];
+        server.flows.retain(|f| *f != flow);
+        if server.flows.is_empty() {
+            server.deadline = None;
+        }
+        let keep = match &mut server.codec {
+            ServerCodec::H2(codec) => {
+                codec.release(flow);
+                !codec.is_closed()
+            }
+            ServerCodec::H1(codec) => codec.is_reusable(),
+        };
+        let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
+        if !keep {
+            let conn = server.conn;
+            self.drop_server(cx, conn);
+        }
+    }
+
+    /// Close the server connection `conn` and forget it (its flows have been told, or are done).
+    pub(super) fn drop_server(&mut self, cx: &mut Context, conn: ConnId) {
+        let Some(i) = self.server_index(conn) else { return };
+        let server = self.servers.remove(i);
+        cx.close(conn, false);
+        if server.open && cx.config.hooks.contains(HookKind::ServerDisconnected) {
+            let flow = cx.next_flow_id();
+            cx.hook(flow, Hook::ServerDisconnected { conn, server: server.addr });
+        }
+    }
+
+    pub(super) fn server_index(&self, conn: ConnId) -> Option<usize> {
+        self.servers.iter().position(|s| s.conn == conn)
+    }
+
+    /// The server connection carrying `flow`.
+    pub(super) fn server_of(&self, flow: FlowId) -> Option<usize> {
+        self.servers.iter().position(|s| s.flows.contains(&flow))
+    }
+
+    pub(super) fn server_addr(&self, conn: ConnId) -> String {
+        self.server_index(conn).map_or_else(|| "?".into(), |i| self.servers[i].addr.to_string())
+    }
+}
+
+/// The ALPN protocols to offer a server: HTTP/2 too if the request may go over it.
+pub(super) fn alpn_offer(h2: bool) -> Vec<Vec<u8>> {
+    if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    }
+}
+
+/// Whether the open server connection `conn` speaks HTTP/2: its TLS session chose `h2`, or it
+/// is plain and configured for prior knowledge.
+pub(super) fn speaks_h2(cx: &Context, conn: ConnId, tls: bool) -> bool {
+    if !cx.config.http2 {
+        return false;
+    }
+    match cx.tls(conn) {
+        Some(session) => session.alpn().as_deref() == Some(b"h2"),
+        None => !tls && cx.config.upstream_h2c,
+    }
+}

@@ -1,0 +1,126 @@
+//! Time limits of the HTTP layer: a request body the client stopped sending (`body_timeout`),
+//! a server silent while it owes a response (`server_idle_timeout`), an idle keep-alive
+//! client, and the codecs' own deadlines. Silence the proxy causes never counts.
+
+use std::time::Instant;
+
+use super::stream::{HttpStream, Input};
+use super::{ClientCodec, HttpLayer};
+use crate::command::LogLevel;
+use crate::context::Context;
+use crate::ids::{ConnId, FlowId};
+use crate::layers::http1::{Http1Client, Http1Server};
+
+impl HttpLayer {
+    /// Whether the proxy is what keeps `flow`'s client from sending more of its request body:
+    /// a hook is pending, the server is not ready or has no room, reading is paused, or the
+    /// driver forwards the body and the server has not taken what it has.
+    pub(super) fn body_held(&self, cx: &Context, flow: FlowId) -> bool {
+        self.streams.get(&flow).is_some_and(|s| !s.wants_request_data())
+            || !self.server_has_room(cx, flow)
+            || cx.is_paused(ConnId::CLIENT)
+            || self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
+    }
+
+    /// Bodies the proxy holds back up to this moment get the full timeout from now, so a
+    /// client let go again has all of it.
+    pub(super) fn hold_bodies(&mut self, cx: &Context, now: Instant) {
+        let held: Vec<FlowId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.awaits_request_body())
+            .map(|(flow, _)| *flow)
+            .filter(|flow| self.body_held(cx, *flow))
+            .collect();
+        for flow in held {
+            if let Some(stream) = self.streams.get_mut(&flow) {
+                stream.rearm_body_deadline(now + cx.config.body_timeout);
+            }
+        }
+    }
+
+    /// Requests whose client went silent in the middle of the body: each gets 408 (or loses
+    /// its exchange), and the client connection is closed (HTTP/1, lingering so the answer is
+    /// read) or the stream reset (HTTP/2). A silence the proxy caused starts counting again.
+    pub(super) fn expire_bodies(&mut self, cx: &mut Context, now: Instant) {
+        let expired: Vec<FlowId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.body_deadline().is_some_and(|d| d <= now))
+            .map(|(flow, _)| *flow)
+            .collect();
+        let timeout = cx.config.body_timeout;
+        for flow in expired {
+            if self.body_held(cx, flow) {
+                if let Some(stream) = self.streams.get_mut(&flow) {
+                    stream.rearm_body_deadline(now + timeout);
+                }
+                continue;
+            }
+            let secs = timeout.as_secs_f64();
+            cx.log(LogLevel::Info, format!("client sent nothing of a request body for {secs} s"));
+            self.feed(cx, now, flow, Input::ClientTimeout { secs });
+            match &mut self.client {
+                ClientCodec::H1(_) => {
+                    // The rest of the body will not come: the connection cannot carry on.
+                    self.close_all(cx, now, true);
+                    return;
+                }
+                ClientCodec::H2(codec) => codec.stop_request(flow),
+            }
+        }
+    }
+
+    pub(super) fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
+        let mut outputs = Vec::new();
+        if let Some(client) = self.client.h1_mut() {
+            client.handle_timeout(cx, now, &mut outputs);
+        }
+        self.handle_client_outputs(cx, now, outputs);
+        self.expire_bodies(cx, now);
+        if self.client_gone {
+            return;
+        }
+        if self.client_deadline.is_some_and(|d| d <= now) {
+            self.client_deadline = None;
+            if self.client.is_idle() && self.streams.is_empty() {
+                cx.log(LogLevel::Debug, "closing idle client connection");
+                self.close_all(cx, now, false);
+                return;
+            }
+        }
+        let expired: Vec<(ConnId, Vec<FlowId>)> = self
+            .servers
+            .iter()
+            .filter(|s| s.deadline.is_some_and(|d| d <= now))
+            .map(|s| (s.conn, s.flows.clone()))
+            .collect();
+        for (conn, flows) in expired {
+            if let Some(i) = self.server_index(conn) {
+                // Its silence is not its fault when we are not reading it (a hook is pending,
+                // the client is slow, or the client has not taken the response body the
+                // driver forwards), or when it waits for a request body the client has not
+                // finished sending and can take more of it (the body timeout covers the
+                // client). Start counting again from now.
+                let waits_for_client = !cx.is_congested(conn)
+                    && !self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
+                    && flows.iter().any(|f| self.streams.get(f).is_some_and(HttpStream::awaits_request_body));
+                let client_slow = self.servers[i].h1().is_some_and(Http1Client::forward_waits_on_client);
+                if cx.is_paused(conn) || waits_for_client || client_slow {
+                    self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                    continue;
+                }
+                self.servers[i].deadline = None;
+            }
+            let secs = cx.config.server_idle_timeout.as_secs_f64();
+            let input = match self.proxy_connect(conn) {
+                Some(connect) => Input::ProxyFailed { status: 504, message: connect.timeout_message(secs) },
+                None => Input::ServerTimeout { secs },
+            };
+            for flow in flows {
+                self.feed(cx, now, flow, input.clone());
+            }
+            self.drop_server(cx, conn);
+        }
+    }
+}
