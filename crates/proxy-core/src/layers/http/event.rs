@@ -37,9 +37,8 @@ impl HttpEvent {
     }
 }
 
-/// What a codec of the client connection ([`Http1Server`](crate::layers::http1::Http1Server) or
-/// [`H2Server`](crate::layers::h2::H2Server): the server side of HTTP, facing the client)
-/// produced.
+/// What a codec of the client connection (`Http1Server` or `H2Server`: the server side of
+/// HTTP, facing the client) produced.
 #[derive(Debug)]
 pub(crate) enum ServerOutput {
     Http(HttpEvent),

@@ -14,8 +14,9 @@
 //! - [`event`]: what codecs produce, whatever the version ([`HttpEvent`]);
 //! - [`stream`]: one request/response exchange and its hooks ([`HttpStream`]);
 //! - [`destination`]: where requests may go, as the mode decides;
-//! - `pool`: the upstream connections ([`ServerConn`]): assign, release, drop;
-//! - [`upstream_proxy`]: connections through another proxy (upstream mode);
+//! - `pool`: the upstream connections ([`ServerConn`]): assign, open (directly or through
+//!   an upstream proxy), release, drop;
+//! - [`upstream_proxy`]: the `CONNECT` that sets up a tunnel through an upstream proxy;
 //! - `timeouts`: body, server-idle and client-idle limits;
 //! - `forward`: room for bodies on each side, and bodies handed to the driver.
 

@@ -1,6 +1,7 @@
 //! Upstream connections of one client connection: each one's whole state is a [`ServerConn`],
 //! and the layer assigns flows to them (an idle one, an HTTP/2 one with room, one on its way
-//! that may speak HTTP/2, or a new one), releases them when a flow ends, and drops them.
+//! that may speak HTTP/2, or a new one, directly or through an upstream proxy), releases them
+//! when a flow ends, and drops them.
 //! This is the seam where connections will be shared across client connections.
 
 use std::time::Instant;
@@ -8,8 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::stream::Input;
-use super::upstream_proxy::{upstream_proxy, ProxyConnect};
+use super::upstream_proxy::{upstream_proxy, Answer, ProxyConnect};
 use super::HttpLayer;
+use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::OpenError;
 use crate::hook::{Hook, HookKind};
@@ -278,6 +280,92 @@ impl HttpLayer {
 
     pub(super) fn server_addr(&self, conn: ConnId) -> String {
         self.server_index(conn).map_or_else(|| "?".into(), |i| self.servers[i].addr.to_string())
+    }
+
+    /// Upstream mode: a connection to the upstream `proxy` for `flow`. Plain requests go to
+    /// the proxy in absolute-form; a `CONNECT` (`dedicated`) or an `https` request for `addr`
+    /// gets a tunnel of the proxy's first, and TLS through it if `tls`.
+    pub(super) fn open_via_proxy(
+        &mut self,
+        cx: &mut Context,
+        now: Instant,
+        flow: FlowId,
+        (proxy, addr): (ServerAddr, ServerAddr),
+        tls: bool,
+        dedicated: bool,
+    ) {
+        if tls && cx.config.tls.is_none() {
+            let error = OpenError::Tls("TLS is not configured".into());
+            return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
+        }
+        let conn = cx.open(proxy.clone());
+        let codec = Http1Client::new(conn, &cx.config);
+        let server = if tls || dedicated {
+            let connect = Some(ProxyConnect::new(proxy.clone(), addr.clone()));
+            ServerConn { connect, ..ServerConn::new(conn, addr, codec, tls) }
+        } else {
+            let codec = codec.with_absolute_form();
+            ServerConn { absolute: true, ..ServerConn::new(conn, proxy.clone(), codec, false) }
+        };
+        self.servers.push(ServerConn { flows: vec![flow], dedicated, proxy: Some(proxy), ..server });
+    }
+
+    /// The upstream proxy answered (part of) our `CONNECT` on `conn`.
+    pub(super) fn proxy_answer(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(i) = self.server_index(conn) else { return };
+        let server = &mut self.servers[i];
+        let Some(connect) = &mut server.connect else { return };
+        match connect.receive(data) {
+            Answer::Pending => {}
+            Answer::Refused { message } => {
+                self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+            }
+            Answer::Established { rest } if server.tls => {
+                if !rest.is_empty() {
+                    let message = format!(
+                        "upstream proxy {} sent data from {} before the TLS handshake",
+                        connect.proxy, connect.target
+                    );
+                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+                }
+                let addr = server.addr.clone();
+                // Offer what the codecs speak, as for a direct connection.
+                let h2 = server.may_multiplex;
+                match cx.start_tls_client(conn, addr.clone(), &addr.host, alpn_offer(h2)) {
+                    Ok(()) => connect.start_handshake(),
+                    Err(message) => {
+                        let error = OpenError::Tls(message);
+                        self.proxy_failed(cx, now, conn, Input::ServerFailed { addr, error });
+                    }
+                }
+            }
+            Answer::Established { rest } => {
+                server.rest = rest;
+                server.connect = None;
+                self.server_opened(cx, now, conn);
+            }
+        }
+    }
+
+    /// Setting up `conn` through the upstream proxy failed: close it, and fail its stream
+    /// with `input`.
+    pub(super) fn proxy_failed(&mut self, cx: &mut Context, now: Instant, conn: ConnId, input: Input) {
+        let Some(i) = self.server_index(conn) else { return };
+        let flows = self.servers[i].flows.clone();
+        match &input {
+            Input::ProxyFailed { message, .. } => cx.log(LogLevel::Info, message.clone()),
+            Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
+            _ => {}
+        }
+        self.drop_server(cx, conn);
+        for flow in flows {
+            self.feed(cx, now, flow, input.clone());
+        }
+    }
+
+    /// The tunnel through the upstream proxy that `conn` is still setting up.
+    pub(super) fn proxy_connect(&self, conn: ConnId) -> Option<&ProxyConnect> {
+        self.server_index(conn).and_then(|i| self.servers[i].connect.as_ref())
     }
 }
 
