@@ -1,0 +1,304 @@
+//! The task of one client connection: it owns the core's [`Connection`], the client socket and
+//! every upstream socket, and turns their readiness, connect results, the core's timer and hook
+//! answers into events, one at a time, in the order they are observed.
+//!
+//! One loop turn: wait for the next event ([`Driver::poll_event`]), hand it to the core, carry
+//! out every command the core returns, in order. Writes are tried at once and queue only what
+//! the socket does not take; a queue that empties is reported as [`Event::WriteDrained`], which
+//! is what lifts the core's backpressure. A paused socket is not polled for reading at all, so
+//! the kernel's receive window, not this task, absorbs the sender.
+//!
+//! A socket's end reaches the core as `ConnectionClosed`: once when the peer will send no
+//! more (EOF), twice when the peer is gone (a write or a read failed), which the core takes as
+//! "and writes fail too". Without the second, a client that left mid-download would have its
+//! response read from the server to the end, and dropped here.
+//!
+//! This file is the loop; `socket.rs` is one socket (queue, reads, ends), `timer.rs` the one
+//! timer for every deadline, and `forward.rs` the bodies moved by `splice(2)`: everything
+//! Linux-only is there (`forward_portable.rs` stands in elsewhere).
+
+#[cfg_attr(not(target_os = "linux"), path = "forward_portable.rs")]
+mod forward;
+mod socket;
+mod timer;
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use proxy_core::{Command, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
+use tokio::net::TcpStream;
+
+use crate::handler::Handler;
+use crate::open::open;
+use forward::Forward;
+use socket::{Io, Sock};
+use timer::Timer;
+
+/// Capacity of the read buffer shared by the sockets of one connection.
+pub(crate) const READ_BUF: usize = 256 * 1024;
+/// The read buffer's size for a socket whose last read was small: 50 idle-ish connections
+/// with a quarter megabyte each would crowd the caches for nothing.
+const SMALL_READ_BUF: usize = 64 * 1024;
+/// Below this much spare capacity the read buffer is topped up before a read.
+const MIN_READ: usize = 4 * 1024;
+/// Reads at least this big hand their buffer over to the core instead of splitting it.
+const BIG_READ: usize = 16 * 1024;
+
+/// What the driver needs from the core. [`Connection`] is the only real implementation; tests
+/// drive the loop with small fakes.
+pub(crate) trait Core: Send {
+    fn handle(&mut self, now: Instant, event: Event);
+    fn poll_command(&mut self) -> Option<Command>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn is_closed(&self) -> bool;
+}
+
+impl Core for Connection {
+    fn handle(&mut self, now: Instant, event: Event) {
+        Connection::handle(self, now, event)
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        Connection::poll_command(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Connection::poll_timeout(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Connection::is_closed(self)
+    }
+}
+
+/// The driver's own limits, shared by every connection task.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) connect_timeout: Duration,
+    /// How long a socket the core has closed may take to flush its output and see the peer's
+    /// end (refreshed by write progress); also bounds the hooks still running once the core is
+    /// done.
+    pub(crate) linger: Duration,
+}
+
+/// Run one client connection to its end.
+pub(crate) async fn drive<C: Core, H: Handler>(
+    core: C,
+    client: TcpStream,
+    peer: SocketAddr,
+    handler: &H,
+    opts: &Options,
+) {
+    let make_hook = |flow: FlowId, hook: Hook| {
+        let blocking = hook.is_blocking();
+        let reply = handler.hook(flow, hook);
+        async move { (flow, blocking, reply.await) }
+    };
+    Driver::new(core, client, peer, opts, make_hook).run().await
+}
+
+struct Driver<'o, C, M, F> {
+    core: C,
+    peer: SocketAddr,
+    opts: &'o Options,
+    socks: Vec<Sock>,
+    read_buf: BytesMut,
+    /// Events the driver produced while carrying out commands (a failed write), fed before
+    /// anything new is observed.
+    events: VecDeque<Event>,
+    hooks: FuturesUnordered<F>,
+    make_hook: M,
+    timer: Timer,
+    /// Bodies the core handed over with `Command::Forward`.
+    forwards: Vec<Forward>,
+    /// Where the next round over the sockets starts, so that one busy socket cannot starve
+    /// the others.
+    next: usize,
+}
+
+impl<'o, C, M, F> Driver<'o, C, M, F>
+where
+    C: Core,
+    M: FnMut(FlowId, Hook) -> F,
+    F: Future<Output = (FlowId, bool, HookReply)>,
+{
+    fn new(core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M) -> Self {
+        Self {
+            core,
+            peer,
+            opts,
+            socks: vec![Sock::new(ConnId::CLIENT, Io::Open(client))],
+            read_buf: BytesMut::new(),
+            events: VecDeque::new(),
+            hooks: FuturesUnordered::new(),
+            make_hook,
+            timer: Timer::default(),
+            forwards: Vec::new(),
+            next: 0,
+        }
+    }
+
+    async fn run(mut self) {
+        self.feed(Event::Start);
+        while !self.core.is_closed() {
+            let event = poll_fn(|cx| self.poll_event(cx)).await;
+            self.feed(event);
+        }
+        self.finish().await;
+    }
+
+    /// Hand `event` to the core and carry out what it asks, in order.
+    fn feed(&mut self, event: Event) {
+        self.core.handle(now(), event);
+        while let Some(cmd) = self.core.poll_command() {
+            self.execute(cmd);
+        }
+        // One vectored write per socket for everything this event produced: a response head
+        // and its body leave in one system call.
+        for s in &mut self.socks {
+            if !s.queue.is_empty() {
+                if let Some(event) = s.write() {
+                    self.events.push_back(event);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::SendData { conn, data } => {
+                if let Some(event) = self.sock(conn).and_then(|s| s.send(data)) {
+                    self.events.push_back(event);
+                }
+            }
+            Command::OpenConnection { conn, server } => {
+                tracing::debug!(client = %self.peer, conn = conn.0, %server, "opening");
+                let connecting = open(server, self.opts.connect_timeout);
+                self.socks.push(Sock::new(conn, Io::Connecting(connecting)));
+            }
+            Command::CloseConnection { conn, half } => {
+                let linger = self.opts.linger;
+                if let Some(s) = self.sock(conn) {
+                    s.close(half, linger);
+                }
+            }
+            Command::Forward { from, to, len } => self.start_forward(from, to, len),
+            Command::PauseReading { conn } => {
+                if let Some(s) = self.sock(conn) {
+                    s.paused = true;
+                }
+            }
+            Command::ResumeReading { conn } => {
+                if let Some(s) = self.sock(conn) {
+                    s.paused = false;
+                }
+            }
+            Command::Hook { flow, hook } => {
+                let fut = (self.make_hook)(flow, hook);
+                self.hooks.push(fut);
+            }
+            Command::Log { level, message } => log(level, self.peer, &message),
+        }
+    }
+
+    /// The socket for `conn`, unless the core has closed it.
+    fn sock(&mut self, conn: ConnId) -> Option<&mut Sock> {
+        let found = self.socks.iter_mut().find(|s| s.id == conn && !s.forgotten);
+        if found.is_none() {
+            tracing::debug!(client = %self.peer, conn = conn.0, "command for an unknown connection");
+        }
+        found
+    }
+
+    /// The next event for the core, in this order: events the driver produced itself, drained
+    /// write queues, hook answers, the timer, then connects, writes and reads, sockets taken
+    /// in turn.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(event);
+        }
+        // The second close of a peer that is gone, owed since its first was fed.
+        if let Some(event) = self.socks.iter_mut().find_map(Sock::closed_event) {
+            return Poll::Ready(event);
+        }
+        self.socks.retain(Sock::is_alive);
+        if let Some(event) = self.socks.iter_mut().find_map(Sock::drained) {
+            return Poll::Ready(event);
+        }
+        while let Poll::Ready(Some((flow, blocking, reply))) = self.hooks.poll_next_unpin(cx) {
+            // A notification's answer has nowhere to go.
+            if blocking {
+                return Poll::Ready(Event::HookReply { flow, reply });
+            }
+        }
+        if let Some(event) = self.poll_timer(cx) {
+            return Poll::Ready(event);
+        }
+        if let Some(event) = self.poll_forwards(cx) {
+            return Poll::Ready(event);
+        }
+        let n = self.socks.len();
+        for i in 0..n {
+            let at = (self.next + i) % n;
+            if let Some(event) = self.socks[at].poll(cx, &mut self.read_buf) {
+                self.next = at + 1;
+                return Poll::Ready(event);
+            }
+        }
+        // Nothing to read anywhere: give the buffer back rather than hold it while idle. A
+        // thousand idle keep-alive connections would otherwise pin a buffer each.
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        // A forward may have started waiting on its source above, with a patience the timer
+        // must now include.
+        if self.forward_patience().is_some_and(|at| !self.timer.covers(at)) {
+            if let Some(event) = self.poll_timer(cx) {
+                return Poll::Ready(event);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The core is done: close whatever it left open, then let closing sockets flush and the
+    /// remaining hook futures (notifications) finish, for at most the linger time.
+    async fn finish(&mut self) {
+        let linger = self.opts.linger;
+        for s in &mut self.socks {
+            s.close(false, linger);
+        }
+        let _ = tokio::time::timeout(linger, poll_fn(|cx| self.poll_finish(cx))).await;
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Poll::Ready(Some(_)) = self.hooks.poll_next_unpin(cx) {}
+        for s in &mut self.socks {
+            // Closed sockets report nothing; this only moves their bytes.
+            let _ = s.poll(cx, &mut self.read_buf);
+        }
+        self.socks.retain(Sock::is_alive);
+        if self.hooks.is_empty() && self.socks.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// The time events are stamped with: tokio's clock, so that tests may pause it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn log(level: LogLevel, peer: SocketAddr, message: &str) {
+    match level {
+        LogLevel::Debug => tracing::debug!(client = %peer, "{message}"),
+        LogLevel::Info => tracing::info!(client = %peer, "{message}"),
+        LogLevel::Warn => tracing::warn!(client = %peer, "{message}"),
+    }
+}

@@ -1,0 +1,69 @@
+//! One reusable timer for whichever comes first: the core's deadline, a lingering socket's
+//! end, a forward's patience.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::time::Instant;
+
+use proxy_core::{Event, FlowId, Hook, HookReply};
+use tokio::time::Sleep;
+
+use super::{Core, Driver};
+
+impl<C, M, F> Driver<'_, C, M, F>
+where
+    C: Core,
+    M: FnMut(FlowId, Hook) -> F,
+    F: Future<Output = (FlowId, bool, HookReply)>,
+{
+    /// Arm the timer for the core's deadline, the lingering sockets' and the forwards' patience,
+    /// and report the core's deadline once it has passed.
+    pub(super) fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        loop {
+            let fired = self.timer.fired;
+            let core_at = self.core.poll_timeout().filter(|&t| Some(t) != fired);
+            let linger_at = self.socks.iter().filter_map(|s| s.linger_until).min();
+            let at = [core_at, linger_at, self.forward_patience()].into_iter().flatten().min()?;
+            if self.timer.arm(at).poll(cx).is_pending() {
+                return None;
+            }
+            for s in &mut self.socks {
+                if s.linger_until.is_some_and(|t| t <= at) {
+                    s.kill();
+                }
+            }
+            self.lose_patience(at);
+            if let Some(t) = core_at.filter(|&t| t <= at) {
+                // Remember it: if the core hands back the same deadline, it is not due again.
+                self.timer.fired = Some(t);
+                return Some(Event::Wakeup);
+            }
+        }
+    }
+}
+
+/// A single reusable `Sleep` for whichever deadline comes first.
+#[derive(Default)]
+pub(super) struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The last core deadline answered with `Wakeup`.
+    pub(super) fired: Option<Instant>,
+}
+
+impl Timer {
+    /// Whether the timer is set to go off by `at`.
+    pub(super) fn covers(&self, at: Instant) -> bool {
+        let at = tokio::time::Instant::from_std(at);
+        self.sleep.as_ref().is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
+    }
+
+    pub(super) fn arm(&mut self, at: Instant) -> Pin<&mut Sleep> {
+        let deadline = tokio::time::Instant::from_std(at);
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut()
+    }
+}
