@@ -101,6 +101,14 @@ impl Response {
         headers.append("content-type", "text/plain; charset=utf-8");
         Self::new(status, headers, Bytes::from(body.into()))
     }
+
+    /// The proxy's own error response: `status`, and a body naming the status and the cause
+    /// (`"bad gateway: a.test:80: connection refused\n"`). Every error the proxy answers
+    /// itself, in any HTTP version, is written by this.
+    pub(crate) fn error(status: u16, message: &str) -> Self {
+        let reason = reason_phrase(status).to_ascii_lowercase();
+        Self::text(status, format!("{reason}: {message}\n"))
+    }
 }
 
 /// Who connected to the proxy.

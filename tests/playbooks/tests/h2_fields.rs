@@ -276,14 +276,24 @@ fn request_data_longer_or_shorter_than_its_content_length_is_reset_and_abandoned
     }
 }
 
-#[test]
-fn request_trailers_with_a_malformed_field_reset_the_stream_and_abandon_the_upstream_request() {
+/// A raw client that has sent a POST's head and the body `body` on stream 1, to an HTTP/1
+/// origin, and not ended it.
+fn posting_body() -> Pump {
     let mut pump = Pump::new(Config::default(), Peer::Plain { received: Vec::new() }, h1_origin());
     pump.run();
     pump.client_sends(&preface());
-    let head = block(&[(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/")]);
-    pump.client_sends(&frame(HEADERS, END_HEADERS, 1, &head));
+    pump.client_sends(&frame(HEADERS, END_HEADERS, 1, &post_head()));
     pump.client_sends(&frame(DATA, 0, 1, b"body"));
+    pump
+}
+
+fn post_head() -> Vec<u8> {
+    block(&[(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/")])
+}
+
+#[test]
+fn request_trailers_with_a_malformed_field_reset_the_stream_and_abandon_the_upstream_request() {
+    let mut pump = posting_body();
     pump.client_sends(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block(&[("x-sum", "abc ")])));
     assert_eq!(reset_of(&pump, 1), Some(Reason::PROTOCOL_ERROR), "logs: {:?}", pump.logs);
     assert!(pump.logs.iter().any(|l| l.contains("malformed trailers: field value of x-sum has leading or trailing whitespace")), "{:?}", pump.logs);
@@ -298,17 +308,12 @@ fn request_trailers_with_a_malformed_field_reset_the_stream_and_abandon_the_upst
 fn pseudo_headers_in_request_trailers_are_dropped_by_h2() {
     // h2 keeps the pseudo-headers of a trailer section to itself: they are not forwarded,
     // though not answered as malformed either. After a regular field they are a reset.
-    let mut pump = Pump::new(Config::default(), Peer::Plain { received: Vec::new() }, h1_origin());
-    pump.run();
-    pump.client_sends(&preface());
-    let head = block(&[(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/")]);
-    pump.client_sends(&frame(HEADERS, END_HEADERS, 1, &head));
-    pump.client_sends(&frame(DATA, 0, 1, b"body"));
+    let mut pump = posting_body();
     pump.client_sends(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block(&[(":path", "/admin"), ("x-sum", "abc")])));
     let upstream = text(pump.server(S1).received());
     assert!(upstream.ends_with("4\r\nbody\r\n0\r\nx-sum: abc\r\n\r\n"), "{upstream:?}");
 
-    pump.client_sends(&frame(HEADERS, END_HEADERS, 3, &head));
+    pump.client_sends(&frame(HEADERS, END_HEADERS, 3, &post_head()));
     pump.client_sends(&frame(HEADERS, END_HEADERS | END_STREAM, 3, &block(&[("x-sum", "abc"), (":path", "/admin")])));
     assert_eq!(reset_of(&pump, 3), Some(Reason::PROTOCOL_ERROR), "logs: {:?}", pump.logs);
 }

@@ -177,7 +177,7 @@ impl H2Server {
                 }
                 Err((status, message)) => {
                     cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
-                    let response = Response::text(status, format!("{}: {message}\n", reason_phrase(status).to_ascii_lowercase()));
+                    let response = Response::error(status, &message);
                     self.engine.respond(stream, to_h2_response(&response), false);
                     self.engine.send_data(stream, response.body.unwrap_or_default());
                     self.engine.finish(stream, None);
@@ -497,11 +497,7 @@ impl H2Client {
         match event {
             H2Event::Interim { stream, head } => {
                 let flow = FlowId(stream);
-                if !self.flows.contains_key(&flow) {
-                    return;
-                }
-                if let Err(error) = fields::check_response(&head) {
-                    self.malformed(flow, error, out);
+                if !self.takes_head(flow, &head, out) {
                     return;
                 }
                 let response = Response { body: None, ..from_h2_response(head) };
@@ -509,11 +505,7 @@ impl H2Client {
             }
             H2Event::Response { stream, head, end_stream } => {
                 let flow = FlowId(stream);
-                if !self.flows.contains_key(&flow) {
-                    return;
-                }
-                if let Err(error) = fields::check_response(&head) {
-                    self.malformed(flow, error, out);
+                if !self.takes_head(flow, &head, out) {
                     return;
                 }
                 self.flows.insert(flow, true);
@@ -551,6 +543,21 @@ impl H2Client {
     }
 
     /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
+    /// Whether a response head on `flow` goes on: the flow is ours and the head well formed
+    /// (a malformed one resets the stream).
+    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<H2ClientOutput>) -> bool {
+        if !self.flows.contains_key(&flow) {
+            return false;
+        }
+        match fields::check_response(head) {
+            Ok(()) => true,
+            Err(error) => {
+                self.malformed(flow, error, out);
+                false
+            }
+        }
+    }
+
     fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<H2ClientOutput>) {
         self.flows.remove(&flow);
         self.engine.reset(flow.0, Reason::PROTOCOL_ERROR);

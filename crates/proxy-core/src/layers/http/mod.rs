@@ -21,6 +21,7 @@
 //! - `forward`: room for bodies on each side, and bodies handed to the driver.
 
 pub(crate) mod destination;
+mod error;
 pub(crate) mod event;
 mod forward;
 mod pool;
@@ -216,7 +217,7 @@ impl Layer for HttpLayer {
             }
             Event::ConnectionClosed { conn } if self.proxy_connect(conn).is_some() => {
                 let message = self.proxy_connect(conn).map(ProxyConnect::closed_message).unwrap_or_default();
-                self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+                self.proxy_failed(cx, now, conn, Input::ProxyFailed { message, timed_out: false });
             }
             Event::ConnectionClosed { conn } => {
                 let Some(i) = self.server_index(conn) else { return };
@@ -259,10 +260,9 @@ impl Layer for HttpLayer {
                 let to_proxy = server.connect.as_ref().is_none_or(ProxyConnect::is_opening);
                 let input = match server.proxy {
                     Some(proxy) if to_proxy => {
-                        let status = if error == OpenError::Timeout { 504 } else { 502 };
                         let message = format!("cannot connect to upstream proxy {proxy}: {error}");
                         cx.log(LogLevel::Info, message.clone());
-                        Input::ProxyFailed { status, message }
+                        Input::ProxyFailed { message, timed_out: error == OpenError::Timeout }
                     }
                     _ => {
                         cx.log(LogLevel::Info, format!("cannot connect to {}: {}", server.addr, error));

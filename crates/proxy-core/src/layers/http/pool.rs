@@ -318,7 +318,7 @@ impl HttpLayer {
         match connect.receive(data) {
             Answer::Pending => {}
             Answer::Refused { message } => {
-                self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+                self.proxy_failed(cx, now, conn, Input::ProxyFailed { message, timed_out: false });
             }
             Answer::Established { rest } if server.tls => {
                 if !rest.is_empty() {
@@ -326,7 +326,7 @@ impl HttpLayer {
                         "upstream proxy {} sent data from {} before the TLS handshake",
                         connect.proxy, connect.target
                     );
-                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed { status: 502, message });
+                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed { message, timed_out: false });
                 }
                 let addr = server.addr.clone();
                 // Offer what the codecs speak, as for a direct connection.

@@ -18,6 +18,7 @@ use crate::flow::{FlowError, HttpFlow, Request, Response};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
+use super::error::HttpError;
 use crate::layers::http::event::HttpEvent;
 
 /// What happens to a stream.
@@ -33,9 +34,9 @@ pub(crate) enum Input {
     /// The stream's server connection is open (or an idle one was assigned).
     ServerReady,
     ServerFailed { addr: ServerAddr, error: OpenError },
-    /// The upstream proxy could not be reached, or would not carry us to the server: answer
-    /// `status` with `message`, which names the proxy.
-    ProxyFailed { status: u16, message: String },
+    /// The upstream proxy could not be reached, or would not carry us to the server
+    /// (`timed_out`: it did not answer in time); `message` names the proxy.
+    ProxyFailed { message: String, timed_out: bool },
     Interim(Response),
     ResponseHeaders { response: Response, end_stream: bool },
     ResponseData(Bytes),
@@ -291,8 +292,7 @@ impl HttpStream {
                         if body.len() + data.len() > cx.config.max_buffered_body {
                             let limit = cx.config.max_buffered_body;
                             self.req = Req::Discarding;
-                            let message = format!("request body larger than the {limit}-byte buffering limit");
-                            self.fail(cx, now, 413, message, out);
+                            self.fail(cx, now, HttpError::RequestTooLarge { limit }, out);
                         } else {
                             body.extend_from_slice(&data);
                         }
@@ -347,11 +347,10 @@ impl HttpStream {
                     out.push(Out::Server(event));
                 }
             }
-            Input::ServerFailed { addr, error } => {
-                let status = if error == OpenError::Timeout { 504 } else { 502 };
-                self.fail(cx, now, status, format!("cannot connect to {addr}: {error}"), out);
+            Input::ServerFailed { addr, error } => self.fail(cx, now, HttpError::Connect { addr, error }, out),
+            Input::ProxyFailed { message, timed_out } => {
+                self.fail(cx, now, HttpError::UpstreamProxy { message, timed_out }, out);
             }
-            Input::ProxyFailed { status, message } => self.fail(cx, now, status, message, out),
             Input::Interim(response) => {
                 if !(response.status == 100 && self.local_continue) {
                     out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
@@ -385,8 +384,7 @@ impl HttpStream {
                     Resp::Buffering(body) => {
                         if body.len() + data.len() > cx.config.max_buffered_body {
                             let limit = cx.config.max_buffered_body;
-                            let message = format!("response body larger than the {limit}-byte buffering limit");
-                            self.fail(cx, now, 502, message, out);
+                            self.fail(cx, now, HttpError::ResponseTooLarge { limit }, out);
                         } else {
                             body.extend_from_slice(&data);
                         }
@@ -426,14 +424,14 @@ impl HttpStream {
             }
             Input::ServerError { message } | Input::ServerRefused { message } => {
                 let addr = self.flow.request.server();
-                self.fail(cx, now, 502, format!("{addr}: {message}"), out);
+                self.fail(cx, now, HttpError::Server { addr, message }, out);
             }
             Input::ServerTimeout { secs } => {
                 let addr = self.flow.request.server();
-                self.fail(cx, now, 504, format!("{addr} sent nothing for {secs} s"), out);
+                self.fail(cx, now, HttpError::ServerTimeout { addr, secs }, out);
             }
             Input::ClientTimeout { secs } => {
-                let message = format!("client sent nothing of the request body for {secs} s");
+                let error = HttpError::ClientTimeout { secs };
                 if self.is_answered() {
                     // The client has its whole answer; the rest of a body nobody reads is
                     // not owed, so the flow did not fail.
@@ -441,14 +439,14 @@ impl HttpStream {
                 } else if self.response_started {
                     // Answered already (or the answer is under way): the exchange is lost,
                     // and an answer still coming cannot be finished.
-                    self.flow.error.get_or_insert(FlowError { message, status: None });
+                    self.flow.error.get_or_insert(FlowError { message: error.to_string(), status: None });
                     out.push(Out::AbortServer);
                     if !matches!(self.resp, Resp::Done) {
                         out.push(Out::AbortClient);
                     }
                     self.end_with_error(cx, now);
                 } else {
-                    self.fail(cx, now, 408, message, out);
+                    self.fail(cx, now, error, out);
                     self.finished = true;
                 }
             }
@@ -641,9 +639,10 @@ impl HttpStream {
         }
     }
 
-    /// The flow failed: answer the client with `status` if it has not seen a response yet,
-    /// otherwise cut its connection so it notices.
-    fn fail(&mut self, cx: &mut Context, now: Instant, status: u16, message: String, out: &mut Vec<Out>) {
+    /// The flow failed: answer the client with the error's status if it has not seen a
+    /// response yet, otherwise cut its connection so it notices.
+    fn fail(&mut self, cx: &mut Context, now: Instant, error: HttpError, out: &mut Vec<Out>) {
+        let (status, message) = (error.status(), error.to_string());
         out.push(Out::AbortServer);
         self.server = Server::None;
         self.to_server.clear();
@@ -653,8 +652,7 @@ impl HttpStream {
             self.end_with_error(cx, now);
             return;
         }
-        let reason = crate::flow::reason_phrase(status).to_ascii_lowercase();
-        let response = Response::text(status, format!("{reason}: {message}\n"));
+        let response = Response::error(status, &message);
         self.flow.error = Some(FlowError { message, status: Some(status) });
         self.flow.response = Some(response.clone());
         self.response_started = true;

@@ -399,7 +399,7 @@ impl Http1Server {
         cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
         if self.send == Send::Idle {
             let reason = reason_phrase(status);
-            let mut response = Response::text(status, format!("{}: {}\n", reason.to_ascii_lowercase(), message));
+            let mut response = Response::error(status, &message);
             response.headers.insert("connection", "close");
             let mut dst = BytesMut::new();
             wire::write_response_head(&mut dst, Version::Http11, status, reason, &response.headers);
