@@ -269,17 +269,17 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
-    fn is_reverse(&self) -> bool {
-        self.reverse.is_some() || matches!(self.mode.0, Mode::Reverse { .. })
+    /// The mode --mode or --reverse names, before --listen-tls is applied.
+    fn named_mode(&self) -> Mode {
+        match &self.reverse {
+            Some((scheme, target, _)) => Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false },
+            None => self.mode.0.clone(),
+        }
     }
 
     /// The mode, from --mode or --reverse, with --listen-tls applied.
     fn mode(&self) -> Result<Mode, String> {
-        let mode = match &self.reverse {
-            Some((scheme, target, _)) => Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false },
-            None => self.mode.0.clone(),
-        };
-        match mode {
+        match self.named_mode() {
             Mode::Reverse { scheme, target, .. } => {
                 if (self.listen_tls || scheme == Scheme::Https) && self.no_intercept {
                     return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
@@ -305,10 +305,9 @@ impl Args {
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
             add_via: self.via,
-            underscore_headers: self.underscores_in_headers.unwrap_or(if self.is_reverse() {
-                UnderscoreHeaders::Drop
-            } else {
-                UnderscoreHeaders::Keep
+            underscore_headers: self.underscores_in_headers.unwrap_or(match self.named_mode() {
+                Mode::Reverse { .. } => UnderscoreHeaders::Drop,
+                Mode::Regular | Mode::Upstream { .. } => UnderscoreHeaders::Keep,
             }),
             http2: !self.no_http2,
             http2_limits: Http2Limits {
