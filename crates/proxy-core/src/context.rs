@@ -1,4 +1,4 @@
-//! Identifiers and the state every layer shares: configuration, the connection table, the
+//! The state every layer shares: configuration, the connection table, the
 //! command queue and the write-side accounting that drives backpressure.
 
 use std::collections::VecDeque;
@@ -12,6 +12,7 @@ use crate::flow::ClientInfo;
 use crate::hook::Hook;
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::tls::session::TlsSession;
+use crate::tls::TlsSetupError;
 
 /// Why a connection is not being read. Reading resumes when no reason is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,13 +257,16 @@ impl Context {
     /// Ask the driver for a connection to `server` that will speak TLS, as a client, with
     /// `server_name` (a DNS name or an IP address) and the ALPN protocols `alpn`. It is
     /// reported [`Opened`](crate::Event::Opened) only once the handshake has completed.
-    pub(crate) fn open_tls(&mut self, server: ServerAddr, server_name: &str, alpn: Vec<Vec<u8>>) -> Result<ConnId, String> {
+    pub(crate) fn open_tls(
+        &mut self,
+        server: ServerAddr,
+        server_name: &str,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<ConnId, TlsSetupError> {
         let session = self.client_session(&server, server_name, alpn)?;
         let conn = self.open(server);
         let state = self.state_mut(conn).expect("just opened");
-        let mut session = Box::new(session);
-        session.awaiting_open = true;
-        state.tls = Some(session);
+        state.tls = Some(Box::new(session.connecting()));
         Ok(conn)
     }
 
@@ -273,16 +277,21 @@ impl Context {
         server: ServerAddr,
         server_name: &str,
         alpn: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), TlsSetupError> {
         let session = self.client_session(&server, server_name, alpn)?;
         self.attach_tls(conn, session);
         Ok(())
     }
 
-    fn client_session(&self, server: &ServerAddr, server_name: &str, alpn: Vec<Vec<u8>>) -> Result<TlsSession, String> {
-        let Some(tls) = &self.config.tls else { return Err("TLS is not configured".into()) };
+    fn client_session(
+        &self,
+        server: &ServerAddr,
+        server_name: &str,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<TlsSession, TlsSetupError> {
+        let Some(tls) = &self.config.tls else { return Err(TlsSetupError::NotConfigured) };
         let name = rustls::pki_types::ServerName::try_from(server_name.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|_| format!("{server_name:?} is not a valid TLS server name"))?
+            .map_err(|_| TlsSetupError::InvalidName(server_name.to_owned()))?
             .to_owned();
         // rustls sends SNI for a DNS name only, never for an address.
         let sni = match &name {
@@ -292,7 +301,7 @@ impl Context {
         let mut config = (*tls.client).clone();
         config.alpn_protocols = alpn;
         let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
-            .map_err(|e| crate::tls::describe_error(&e))?;
+            .map_err(TlsSetupError::Rustls)?;
         Ok(TlsSession::new(rustls::Connection::Client(client), server.clone(), sni))
     }
 

@@ -210,9 +210,10 @@ impl Intercept {
         cx.set_layer_pause(ConnId::CLIENT, true);
         match cx.start_tls_client(server, self.target.clone(), &name, alpn) {
             Ok(()) => self.state = State::Upstream { accepted, hello },
-            Err(message) => {
+            Err(error) => {
                 cx.close(server, false);
-                self.finish_client(cx, now, accepted, hello, Upstream::Failed(OpenError::Tls(message)));
+                let error = OpenError::Tls(error.to_string());
+                self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
             }
         }
     }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 pub(crate) mod intercept;
 pub(crate) mod session;
+pub(crate) mod transport;
 
 pub use rustls;
 use rustls::pki_types::CertificateDer;
@@ -134,6 +135,20 @@ pub struct TlsFailure {
     pub server_name: Option<String>,
     /// What went wrong, in words: "certificate expired", "self-signed certificate", ...
     pub error: String,
+}
+
+/// Why the proxy could not start a TLS session towards a server.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum TlsSetupError {
+    /// [`Config::tls`](crate::Config::tls) is `None`: the proxy has no client configuration.
+    #[error("TLS is not configured")]
+    NotConfigured,
+    /// The server's name can be neither an SNI nor an IP address.
+    #[error("{0:?} is not a valid TLS server name")]
+    InvalidName(String),
+    /// rustls refused the configuration.
+    #[error("{}", describe_error(.0))]
+    Rustls(rustls::Error),
 }
 
 /// Describe a rustls error for a person: the cause of a failed upstream verification names

@@ -1,9 +1,10 @@
 //! Record protection for one connection: plaintext above, ciphertext on the wire.
 //!
 //! A [`TlsSession`] sits in the connection table under a connection that speaks TLS. The
-//! context encrypts what layers send on it and [`Connection`](crate::Connection) decrypts what
-//! arrives before any layer sees it, so the HTTP layers read and write plaintext whatever the
-//! transport. Handshake progress surfaces as the events a layer already understands: an
+//! context encrypts what layers send on it, and the
+//! [`TlsTransport`](super::transport::TlsTransport) at the bottom of the layer stack decrypts
+//! what arrives before any other layer sees it, so the HTTP layers read and write plaintext
+//! whatever the transport. Handshake progress surfaces as the events a layer already understands: an
 //! upstream connection counts as [`Opened`](crate::Event::Opened) once its handshake is done,
 //! and as [`OpenFailed`](crate::Event::OpenFailed) when the handshake fails.
 
@@ -26,18 +27,29 @@ pub(crate) struct TlsSession {
     pub(crate) side: TlsSide,
     pub(crate) server: ServerAddr,
     pub(crate) server_name: Option<String>,
-    /// The handshake has completed (and been reported).
-    pub(crate) established: bool,
-    /// The TCP connection is not open yet: hold the handshake until it is.
-    pub(crate) awaiting_open: bool,
-    /// The session failed: nothing more goes in or out.
-    pub(crate) failed: bool,
-    /// The peer's `close_notify` arrived and was reported as the connection closing; the
-    /// driver's report of the same end is still to come.
-    pub(crate) peer_closed: bool,
+    pub(crate) state: TlsState,
     /// Our `close_notify` went out, and the connection's writing side with it: what rustls
-    /// would still send (an alert answering a late record, say) has nowhere to go.
+    /// would still send (an alert answering a late record, say) has nowhere to go. The
+    /// reading side carries on in whatever [`TlsState`] it is.
     write_closed: bool,
+}
+
+/// Where a session is, as far as what arrives from the peer is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsState {
+    /// An upstream session whose TCP connection is not open yet: its first flight waits.
+    Connecting,
+    /// Handshake records are being exchanged.
+    Handshaking,
+    /// The handshake completed (and was reported): application data flows.
+    Established,
+    /// The peer's `close_notify` arrived and was reported as the connection closing; the
+    /// driver's report of the same end is still to come, and is not news.
+    PeerClosed,
+    /// Both reports of the peer's end are in: a further close (a write failed) is news.
+    Closed,
+    /// The session failed: nothing more goes in or out.
+    Failed,
 }
 
 /// What one batch of ciphertext produced.
@@ -65,10 +77,7 @@ impl TlsSession {
                 side,
                 server,
                 server_name,
-                established: false,
-                awaiting_open: false,
-                failed: false,
-                peer_closed: false,
+                state: TlsState::Handshaking,
                 write_closed: false,
             };
         // The context accounts for queued output itself and pauses readers when it grows; a
@@ -77,15 +86,24 @@ impl TlsSession {
         session
     }
 
-    /// The handshake has not completed, nor failed.
-    pub(crate) fn is_handshaking(&self) -> bool {
-        !self.established && !self.failed
+    /// A session for a connection the driver has not opened yet: its handshake waits for
+    /// [`opened`](Self::opened).
+    pub(crate) fn connecting(mut self) -> Self {
+        self.state = TlsState::Connecting;
+        self
+    }
+
+    /// The TCP connection under a [`Connecting`](TlsState::Connecting) session is up: the
+    /// handshake's first flight, to send.
+    pub(crate) fn opened(&mut self) -> Bytes {
+        self.state = TlsState::Handshaking;
+        self.take_outgoing()
     }
 
     /// Take in ciphertext from the peer.
     pub(crate) fn receive(&mut self, data: &[u8]) -> Received {
         let mut result = Received::default();
-        if self.failed {
+        if self.state == TlsState::Failed {
             return result;
         }
         let was_handshaking = self.conn.is_handshaking();
@@ -103,7 +121,7 @@ impl TlsSession {
                 }
                 Err(error) => {
                     result.error = Some(describe_error(&error));
-                    self.failed = true;
+                    self.state = TlsState::Failed;
                     // An alert describing the error may be queued: send it.
                     result.outgoing = self.take_outgoing();
                     return result;
@@ -130,15 +148,20 @@ impl TlsSession {
             if input.len() == before && filled == start {
                 // rustls took nothing and gave nothing: it will not get better.
                 result.error = Some("TLS input could not be processed".into());
-                self.failed = true;
+                self.state = TlsState::Failed;
                 return result;
             }
         }
         result.plaintext = plaintext.freeze();
         result.outgoing = self.take_outgoing();
         if was_handshaking && !self.conn.is_handshaking() {
-            self.established = true;
             result.established = true;
+            if self.state == TlsState::Handshaking {
+                self.state = TlsState::Established;
+            }
+        }
+        if result.closed {
+            self.state = TlsState::PeerClosed;
         }
         result
     }
@@ -146,7 +169,7 @@ impl TlsSession {
     /// Encrypt `data` for the peer. Before the handshake completes, rustls holds it back and
     /// sends it once the keys are there.
     pub(crate) fn send(&mut self, data: &[u8]) -> Bytes {
-        if self.failed || self.write_closed {
+        if self.state == TlsState::Failed || self.write_closed {
             return Bytes::new();
         }
         // Unlimited buffer: a write takes everything.
@@ -156,7 +179,7 @@ impl TlsSession {
 
     /// A `close_notify` for the peer, the last bytes this session sends.
     pub(crate) fn close(&mut self) -> Bytes {
-        if self.failed || self.write_closed {
+        if self.state == TlsState::Failed || self.write_closed {
             return Bytes::new();
         }
         self.conn.send_close_notify();

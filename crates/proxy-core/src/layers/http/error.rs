@@ -5,6 +5,7 @@ use thiserror::Error;
 
 use crate::event::OpenError;
 use crate::ids::ServerAddr;
+use super::upstream_proxy::ProxyError;
 
 /// A failed exchange. The client gets [`status`](Self::status) with this as the text of the
 /// error response, or, once its response has begun, a cut connection.
@@ -22,10 +23,9 @@ pub(crate) enum HttpError {
     /// The server could not be reached.
     #[error("cannot connect to {addr}: {error}")]
     Connect { addr: ServerAddr, error: OpenError },
-    /// The upstream proxy could not be reached, refused the tunnel, or did not answer in time;
-    /// `message` names the proxy and the server.
-    #[error("{message}")]
-    UpstreamProxy { message: String, timed_out: bool },
+    /// The upstream proxy could not be reached, refused the tunnel, or did not answer in time.
+    #[error(transparent)]
+    UpstreamProxy(ProxyError),
     /// The server broke the protocol or went away before its response was complete.
     #[error("{addr}: {message}")]
     Server { addr: ServerAddr, message: String },
@@ -44,9 +44,9 @@ impl HttpError {
             Self::RequestTooLarge { .. } => 413,
             Self::ClientTimeout { .. } => 408,
             Self::Connect { error: OpenError::Timeout, .. } => 504,
-            Self::UpstreamProxy { timed_out: true, .. } => 504,
+            Self::UpstreamProxy(error) if error.timed_out() => 504,
             Self::ServerTimeout { .. } => 504,
-            Self::Connect { .. } | Self::UpstreamProxy { .. } | Self::Server { .. } | Self::ResponseTooLarge { .. } => 502,
+            Self::Connect { .. } | Self::UpstreamProxy(_) | Self::Server { .. } | Self::ResponseTooLarge { .. } => 502,
         }
     }
 }

@@ -45,7 +45,7 @@ use destination::Destination;
 use event::{HttpEvent, ServerOutput};
 use pool::{ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
-use upstream_proxy::ProxyConnect;
+use upstream_proxy::{ProxyConnect, ProxyError};
 
 /// The codec of the client connection.
 enum ClientCodec {
@@ -216,8 +216,9 @@ impl Layer for HttpLayer {
                 }
             }
             Event::ConnectionClosed { conn } if self.proxy_connect(conn).is_some() => {
-                let message = self.proxy_connect(conn).map(ProxyConnect::closed_message).unwrap_or_default();
-                self.proxy_failed(cx, now, conn, Input::ProxyFailed { message, timed_out: false });
+                if let Some(error) = self.proxy_connect(conn).map(ProxyConnect::closed) {
+                    self.proxy_failed(cx, now, conn, Input::ProxyFailed(error));
+                }
             }
             Event::ConnectionClosed { conn } => {
                 let Some(i) = self.server_index(conn) else { return };
@@ -260,9 +261,9 @@ impl Layer for HttpLayer {
                 let to_proxy = server.connect.as_ref().is_none_or(ProxyConnect::is_opening);
                 let input = match server.proxy {
                     Some(proxy) if to_proxy => {
-                        let message = format!("cannot connect to upstream proxy {proxy}: {error}");
-                        cx.log(LogLevel::Info, message.clone());
-                        Input::ProxyFailed { message, timed_out: error == OpenError::Timeout }
+                        let error = ProxyError::Unreachable { proxy, error };
+                        cx.log(LogLevel::Info, error.to_string());
+                        Input::ProxyFailed(error)
                     }
                     _ => {
                         cx.log(LogLevel::Info, format!("cannot connect to {}: {}", server.addr, error));

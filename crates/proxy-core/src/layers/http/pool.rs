@@ -18,6 +18,7 @@ use crate::hook::{Hook, HookKind};
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::layers::h2::H2Client;
 use crate::layers::http1::Http1Client;
+use crate::tls::TlsSetupError;
 
 /// The codec of an upstream connection.
 pub(super) enum ServerCodec {
@@ -186,8 +187,9 @@ impl HttpLayer {
             // Offer what the codecs speak; the server's choice decides which one it gets.
             match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)) {
                 Ok(conn) => conn,
-                Err(message) => {
-                    return self.feed(cx, now, flow, Input::ServerFailed { addr, error: OpenError::Tls(message) });
+                Err(error) => {
+                    let error = OpenError::Tls(error.to_string());
+                    return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
                 }
             }
         } else {
@@ -295,7 +297,7 @@ impl HttpLayer {
         dedicated: bool,
     ) {
         if tls && cx.config.tls.is_none() {
-            let error = OpenError::Tls("TLS is not configured".into());
+            let error = OpenError::Tls(TlsSetupError::NotConfigured.to_string());
             return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
         }
         let conn = cx.open(proxy.clone());
@@ -317,24 +319,19 @@ impl HttpLayer {
         let Some(connect) = &mut server.connect else { return };
         match connect.receive(data) {
             Answer::Pending => {}
-            Answer::Refused { message } => {
-                self.proxy_failed(cx, now, conn, Input::ProxyFailed { message, timed_out: false });
-            }
+            Answer::Refused(error) => self.proxy_failed(cx, now, conn, Input::ProxyFailed(error)),
             Answer::Established { rest } if server.tls => {
                 if !rest.is_empty() {
-                    let message = format!(
-                        "upstream proxy {} sent data from {} before the TLS handshake",
-                        connect.proxy, connect.target
-                    );
-                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed { message, timed_out: false });
+                    let error = connect.early_data();
+                    return self.proxy_failed(cx, now, conn, Input::ProxyFailed(error));
                 }
                 let addr = server.addr.clone();
                 // Offer what the codecs speak, as for a direct connection.
                 let h2 = server.may_multiplex;
                 match cx.start_tls_client(conn, addr.clone(), &addr.host, alpn_offer(h2)) {
                     Ok(()) => connect.start_handshake(),
-                    Err(message) => {
-                        let error = OpenError::Tls(message);
+                    Err(error) => {
+                        let error = OpenError::Tls(error.to_string());
                         self.proxy_failed(cx, now, conn, Input::ServerFailed { addr, error });
                     }
                 }
@@ -353,7 +350,7 @@ impl HttpLayer {
         let Some(i) = self.server_index(conn) else { return };
         let flows = self.servers[i].flows.clone();
         match &input {
-            Input::ProxyFailed { message, .. } => cx.log(LogLevel::Info, message.clone()),
+            Input::ProxyFailed(error) => cx.log(LogLevel::Info, error.to_string()),
             Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
             _ => {}
         }

@@ -19,6 +19,7 @@ use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
 use super::error::HttpError;
+use super::upstream_proxy::ProxyError;
 use crate::layers::http::event::HttpEvent;
 
 /// What happens to a stream.
@@ -34,9 +35,8 @@ pub(crate) enum Input {
     /// The stream's server connection is open (or an idle one was assigned).
     ServerReady,
     ServerFailed { addr: ServerAddr, error: OpenError },
-    /// The upstream proxy could not be reached, or would not carry us to the server
-    /// (`timed_out`: it did not answer in time); `message` names the proxy.
-    ProxyFailed { message: String, timed_out: bool },
+    /// The upstream proxy could not be reached, or would not carry us to the server.
+    ProxyFailed(ProxyError),
     Interim(Response),
     ResponseHeaders { response: Response, end_stream: bool },
     ResponseData(Bytes),
@@ -102,11 +102,26 @@ enum Resp {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The stream's server connection, from the stream's point of view.
+#[derive(Debug)]
 enum Server {
+    /// None asked for (yet, or any more).
     None,
-    Connecting,
+    /// Asked for: request events wait here, in order, until it is ready.
+    Connecting(VecDeque<HttpEvent>),
+    /// Open (or an idle one assigned): request events go straight out.
     Ready,
+}
+
+/// Whether the request may be sent again should the server not act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Its body streamed: what went cannot be sent again.
+    No,
+    /// It went whole (no body, or a buffered one), so it can go again as it is.
+    Possible,
+    /// It was sent again once already.
+    Spent,
 }
 
 pub(crate) struct HttpStream {
@@ -114,8 +129,6 @@ pub(crate) struct HttpStream {
     req: Req,
     resp: Resp,
     server: Server,
-    /// Request events waiting for the server connection.
-    to_server: VecDeque<HttpEvent>,
     /// The hook whose reply is pending.
     waiting: Option<HookKind>,
     /// Inputs that arrived while waiting.
@@ -129,11 +142,7 @@ pub(crate) struct HttpStream {
     finished: bool,
     /// While the client owes request body bytes: when its silence becomes a timeout.
     body_deadline: Option<Instant>,
-    /// The request went to the server whole (no body, or a buffered one), so it can be sent
-    /// again as it is.
-    sent_whole: bool,
-    /// It was sent again once already.
-    retried: bool,
+    resend: Resend,
 }
 
 impl HttpStream {
@@ -156,7 +165,6 @@ impl HttpStream {
             req: Req::Headers,
             resp: Resp::Waiting,
             server: Server::None,
-            to_server: VecDeque::new(),
             waiting: None,
             deferred: VecDeque::new(),
             local_continue: false,
@@ -164,16 +172,14 @@ impl HttpStream {
             failed: false,
             finished: false,
             body_deadline: None,
-            sent_whole: false,
-            retried: false,
+            resend: Resend::No,
         }
     }
 
     /// Whether a request the server did not act on may be sent again: it went whole, once,
     /// and nothing of an answer came or is awaited from a hook.
     fn may_retry(&self) -> bool {
-        self.sent_whole
-            && !self.retried
+        self.resend == Resend::Possible
             && !self.response_started
             && matches!(self.resp, Resp::Waiting)
             && self.waiting.is_none()
@@ -231,7 +237,7 @@ impl HttpStream {
         }
         match self.req {
             Req::Headers => false,
-            Req::Streaming => self.server == Server::Ready && self.to_server.is_empty(),
+            Req::Streaming => matches!(self.server, Server::Ready),
             Req::Buffering(_) | Req::Discarding | Req::Done => true,
         }
     }
@@ -239,7 +245,7 @@ impl HttpStream {
     /// Whether a request body may bypass the stream: it is streamed, to a server that is
     /// ready, and nothing waits for a hook.
     pub(crate) fn may_forward_request(&self) -> bool {
-        self.waiting.is_none() && matches!(self.req, Req::Streaming) && self.server == Server::Ready && self.to_server.is_empty()
+        self.waiting.is_none() && matches!(self.req, Req::Streaming) && matches!(self.server, Server::Ready)
     }
 
     /// Whether a response body may bypass the stream.
@@ -318,7 +324,10 @@ impl HttpStream {
                 Req::Headers | Req::Discarding | Req::Done => self.check_finished(now),
             },
             Input::ServerReady => {
-                self.server = Server::Ready;
+                let queued = match std::mem::replace(&mut self.server, Server::Ready) {
+                    Server::Connecting(queued) => queued,
+                    Server::None | Server::Ready => VecDeque::new(),
+                };
                 if self.is_connect() {
                     // The tunnel is up: tell the client, then stop being HTTP.
                     let response = Response {
@@ -343,14 +352,10 @@ impl HttpStream {
                     }
                     return;
                 }
-                while let Some(event) = self.to_server.pop_front() {
-                    out.push(Out::Server(event));
-                }
+                out.extend(queued.into_iter().map(Out::Server));
             }
             Input::ServerFailed { addr, error } => self.fail(cx, now, HttpError::Connect { addr, error }, out),
-            Input::ProxyFailed { message, timed_out } => {
-                self.fail(cx, now, HttpError::UpstreamProxy { message, timed_out }, out);
-            }
+            Input::ProxyFailed(error) => self.fail(cx, now, HttpError::UpstreamProxy(error), out),
             Input::Interim(response) => {
                 if !(response.status == 100 && self.local_continue) {
                     out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
@@ -417,9 +422,8 @@ impl HttpStream {
                 // the layer picks (a server that said GOAWAY takes no more).
                 let addr = self.flow.request.server();
                 cx.log(LogLevel::Debug, format!("{addr}: {message}; sending the request again"));
-                self.retried = true;
+                self.resend = Resend::Spent;
                 self.server = Server::None;
-                self.to_server.clear();
                 self.send_request(cx, out);
             }
             Input::ServerError { message } | Input::ServerRefused { message } => {
@@ -499,7 +503,7 @@ impl HttpStream {
         match kind {
             HookKind::HttpConnect | HookKind::RequestHeaders => self.after_request_headers(cx, now, out),
             HookKind::Request => {
-                if self.server == Server::None {
+                if matches!(self.server, Server::None) {
                     self.send_request(cx, out);
                 } else {
                     self.check_finished(now);
@@ -520,7 +524,7 @@ impl HttpStream {
     fn after_request_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
         if self.is_connect() {
             let addr = self.flow.request.server();
-            self.server = Server::Connecting;
+            self.server = Server::Connecting(VecDeque::new());
             out.push(Out::OpenServer { addr, tls: false, dedicated: true, multiplex: false });
             return;
         }
@@ -546,18 +550,18 @@ impl HttpStream {
             self.req = Req::Streaming;
             let request = self.request_head();
             self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
-            self.server = Server::Connecting;
             out.push(self.open_server());
         }
     }
 
     /// Send the complete (buffered or bodiless) request.
     fn send_request(&mut self, _cx: &mut Context, out: &mut Vec<Out>) {
-        self.sent_whole = true;
+        if self.resend == Resend::No {
+            self.resend = Resend::Possible;
+        }
         let request = self.flow.request.clone();
         let end_stream = true;
         self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
-        self.server = Server::Connecting;
         out.push(self.open_server());
     }
 
@@ -614,11 +618,10 @@ impl HttpStream {
         }
         self.flow.response_body_bytes = response.body.as_ref().map_or(0, |b| b.len() as u64);
         self.flow.response = Some(response.clone());
-        if self.server != Server::None && !matches!(self.resp, Resp::Done) {
+        if !matches!(self.server, Server::None) && !matches!(self.resp, Resp::Done) {
             out.push(Out::AbortServer);
         }
         self.server = Server::None;
-        self.to_server.clear();
         self.response_started = true;
         self.resp = Resp::Done;
         out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
@@ -634,7 +637,9 @@ impl HttpStream {
     fn finish_request_early(&mut self, out: &mut Vec<Out>) {
         if matches!(self.req, Req::Streaming | Req::Buffering(_) | Req::Headers) {
             self.req = Req::Discarding;
-            self.to_server.clear();
+            if let Server::Connecting(queued) = &mut self.server {
+                queued.clear();
+            }
             out.push(Out::AbortServer);
         }
     }
@@ -645,7 +650,6 @@ impl HttpStream {
         let (status, message) = (error.status(), error.to_string());
         out.push(Out::AbortServer);
         self.server = Server::None;
-        self.to_server.clear();
         if self.response_started {
             self.flow.error = Some(FlowError { message, status: None });
             out.push(Out::AbortClient);
@@ -704,11 +708,13 @@ impl HttpStream {
         true
     }
 
+    /// Send `event` to the server, or queue it until the connection is ready (asking for one
+    /// is the caller's business: it follows at once).
     fn send_to_server(&mut self, event: HttpEvent, out: &mut Vec<Out>) {
-        if self.server == Server::Ready && self.to_server.is_empty() {
-            out.push(Out::Server(event));
-        } else {
-            self.to_server.push_back(event);
+        match &mut self.server {
+            Server::Ready => out.push(Out::Server(event)),
+            Server::Connecting(queued) => queued.push_back(event),
+            Server::None => self.server = Server::Connecting(VecDeque::from([event])),
         }
     }
 

@@ -114,7 +114,7 @@ impl HttpLayer {
             }
             let secs = cx.config.server_idle_timeout.as_secs_f64();
             let input = match self.proxy_connect(conn) {
-                Some(connect) => Input::ProxyFailed { message: connect.timeout_message(secs), timed_out: true },
+                Some(connect) => Input::ProxyFailed(connect.timed_out(secs)),
                 None => Input::ServerTimeout { secs },
             };
             for flow in flows {

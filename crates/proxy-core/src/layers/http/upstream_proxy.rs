@@ -15,7 +15,8 @@ use crate::flow::Version;
 use crate::headers::Headers;
 use crate::ids::{ConnId, ServerAddr};
 use crate::layers::http1::limits;
-use crate::layers::http1::wire::{self, HeadReader, Limits};
+use crate::layers::http1::wire::{self, HeadReader, Http1Error, Limits};
+use crate::event::OpenError;
 
 /// Setting up a tunnel through the upstream proxy on one server connection.
 #[derive(Debug)]
@@ -43,8 +44,49 @@ pub(crate) enum Answer {
     /// `2xx`: the tunnel is up. `rest` is what the proxy sent after its head: the server's
     /// first bytes.
     Established { rest: Bytes },
-    /// Anything else: why, in words naming the proxy.
-    Refused { message: String },
+    /// Anything else.
+    Refused(ProxyError),
+}
+
+/// Why a connection through the upstream proxy could not be set up. Each names the proxy, and
+/// the server when the failure concerns the tunnel to it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("cannot connect to upstream proxy {proxy}: {error}")]
+    Unreachable { proxy: ServerAddr, error: OpenError },
+    /// The proxy answered `CONNECT` with a status other than `2xx`: `answer` is its status
+    /// line, for example `403 Forbidden`.
+    #[error("upstream proxy {proxy} refused CONNECT {target}: {answer}")]
+    Refused { proxy: ServerAddr, target: ServerAddr, answer: String },
+    #[error("upstream proxy {proxy} sent an invalid answer to CONNECT {target}: {error}")]
+    InvalidAnswer { proxy: ServerAddr, target: ServerAddr, error: Http1Error },
+    /// Bytes came through the tunnel before our TLS handshake with the server began.
+    #[error("upstream proxy {proxy} sent data from {target} before the TLS handshake")]
+    EarlyData { proxy: ServerAddr, target: ServerAddr },
+    #[error("upstream proxy {proxy} closed the connection before answering CONNECT {target}")]
+    ClosedBeforeAnswer { proxy: ServerAddr, target: ServerAddr },
+    #[error("{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake")]
+    ClosedInHandshake { proxy: ServerAddr, target: ServerAddr },
+    #[error("upstream proxy {proxy} did not answer CONNECT {target} within {secs} s")]
+    NoAnswer { proxy: ServerAddr, target: ServerAddr, secs: f64 },
+    #[error("no TLS handshake with {target} through upstream proxy {proxy} within {secs} s")]
+    NoHandshake { proxy: ServerAddr, target: ServerAddr, secs: f64 },
+}
+
+impl ProxyError {
+    /// Whether the proxy (or the server through it) did not answer in time, rather than
+    /// answering wrong.
+    pub(crate) fn timed_out(&self) -> bool {
+        match self {
+            Self::Unreachable { error, .. } => *error == OpenError::Timeout,
+            Self::NoAnswer { .. } | Self::NoHandshake { .. } => true,
+            Self::Refused { .. }
+            | Self::InvalidAnswer { .. }
+            | Self::EarlyData { .. }
+            | Self::ClosedBeforeAnswer { .. }
+            | Self::ClosedInHandshake { .. } => false,
+        }
+    }
 }
 
 impl ProxyConnect {
@@ -87,15 +129,13 @@ impl ProxyConnect {
                     return Answer::Established { rest: buf.split().freeze() };
                 }
                 Ok(Some(head)) => {
-                    let (proxy, target) = (&self.proxy, &self.target);
-                    let answer = format!("{} {}", head.status, head.reason);
-                    let message = format!("upstream proxy {proxy} refused CONNECT {target}: {}", answer.trim_end());
-                    return Answer::Refused { message };
+                    let answer = format!("{} {}", head.status, head.reason).trim_end().to_owned();
+                    let (proxy, target) = (self.proxy.clone(), self.target.clone());
+                    return Answer::Refused(ProxyError::Refused { proxy, target, answer });
                 }
-                Err(e) => {
-                    let (proxy, target) = (&self.proxy, &self.target);
-                    let message = format!("upstream proxy {proxy} sent an invalid answer to CONNECT {target}: {e}");
-                    return Answer::Refused { message };
+                Err(error) => {
+                    let (proxy, target) = (self.proxy.clone(), self.target.clone());
+                    return Answer::Refused(ProxyError::InvalidAnswer { proxy, target, error });
                 }
             }
         }
@@ -107,29 +147,26 @@ impl ProxyConnect {
     }
 
     /// Why the set-up failed when the proxy closed the connection in the middle of it.
-    pub(crate) fn closed_message(&self) -> String {
-        let (proxy, target) = (&self.proxy, &self.target);
+    pub(crate) fn closed(&self) -> ProxyError {
+        let (proxy, target) = (self.proxy.clone(), self.target.clone());
         match self.phase {
-            Phase::Handshake => {
-                format!("{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake")
-            }
-            Phase::Opening | Phase::Asked { .. } => {
-                format!("upstream proxy {proxy} closed the connection before answering CONNECT {target}")
-            }
+            Phase::Handshake => ProxyError::ClosedInHandshake { proxy, target },
+            Phase::Opening | Phase::Asked { .. } => ProxyError::ClosedBeforeAnswer { proxy, target },
         }
     }
 
     /// Why the set-up failed when nothing came for `secs` seconds.
-    pub(crate) fn timeout_message(&self, secs: f64) -> String {
-        let (proxy, target) = (&self.proxy, &self.target);
+    pub(crate) fn timed_out(&self, secs: f64) -> ProxyError {
+        let (proxy, target) = (self.proxy.clone(), self.target.clone());
         match self.phase {
-            Phase::Handshake => {
-                format!("no TLS handshake with {target} through upstream proxy {proxy} within {secs} s")
-            }
-            Phase::Opening | Phase::Asked { .. } => {
-                format!("upstream proxy {proxy} did not answer CONNECT {target} within {secs} s")
-            }
+            Phase::Handshake => ProxyError::NoHandshake { proxy, target, secs },
+            Phase::Opening | Phase::Asked { .. } => ProxyError::NoAnswer { proxy, target, secs },
         }
+    }
+
+    /// Why the set-up failed when the tunnel carried bytes before our handshake began.
+    pub(crate) fn early_data(&self) -> ProxyError {
+        ProxyError::EarlyData { proxy: self.proxy.clone(), target: self.target.clone() }
     }
 }
 
