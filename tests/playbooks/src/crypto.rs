@@ -177,7 +177,55 @@ impl TimeProvider for FixedTime {
 
 #[cfg(test)]
 mod tests {
+    use rustls::version::{TLS12, TLS13};
+    use rustls::{ClientConnection, Connection, ProtocolVersion, ServerConnection, SupportedProtocolVersion};
+
     use super::*;
+    use crate::tls::{Leaf, TestCa};
+
+    /// A handshake between a client and a server on [`provider`], allowing only `version`.
+    fn handshake(version: &'static SupportedProtocolVersion) -> (Connection, Connection) {
+        let ca = TestCa::new("handshake CA");
+        let Leaf(cert, key) = ca.leaf(&["a.test"]);
+        let client = ClientConfig::builder_with_details(provider(), Arc::new(FixedTime))
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_root_certificates(ca.roots())
+            .with_no_client_auth();
+        let server = server_config().with_no_client_auth().with_single_cert(vec![cert], key).expect("cert");
+        let name = "a.test".try_into().expect("name");
+        let mut client = Connection::from(ClientConnection::new(Arc::new(client), name).expect("client"));
+        let mut server = Connection::from(ServerConnection::new(Arc::new(server)).expect("server"));
+        for _ in 0..10 {
+            transfer(&mut client, &mut server);
+            transfer(&mut server, &mut client);
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        (client, server)
+    }
+
+    /// Everything `from` wants to write, read by `to`.
+    fn transfer(from: &mut Connection, to: &mut Connection) {
+        let mut wire = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut wire).expect("write");
+        }
+        if !wire.is_empty() {
+            to.read_tls(&mut &wire[..]).expect("read");
+            to.process_new_packets().expect("a good handshake");
+        }
+    }
+
+    #[test]
+    fn tls12_and_tls13_handshakes_use_the_fake_exchange() {
+        for (version, expected) in [(&TLS12, ProtocolVersion::TLSv1_2), (&TLS13, ProtocolVersion::TLSv1_3)] {
+            let (client, server) = handshake(version);
+            for end in [&client, &server] {
+                assert_eq!(end.protocol_version(), Some(expected));
+                assert_eq!(end.negotiated_key_exchange_group().map(|g| g.name()), Some(TEST_KX_GROUP));
+            }
+        }
+    }
 
     #[test]
     fn providers_draw_the_same_stream_and_names_give_their_own_keys() {

@@ -87,7 +87,8 @@ impl Clone for Leaf {
 }
 
 /// Mints leaves for the SNI (or the target, as an IP SAN when it is one) and records every
-/// request it got.
+/// request it got. A name gets the same certificate every time: its key is derived from the
+/// CA's name and it.
 pub struct TestIssuer {
     ca: Arc<TestCa>,
     pub requests: Mutex<Vec<CertRequest>>,
@@ -107,7 +108,7 @@ impl TestIssuer {
 
 impl CertIssuer for TestIssuer {
     fn issue(&self, request: &CertRequest) -> Result<Arc<CertifiedKey>, String> {
-        self.requests.lock().unwrap().push(request.clone());
+        self.requests.lock().expect("no test panicked holding the requests").push(request.clone());
         let name = request.server_name.clone().unwrap_or_else(|| request.target_host.clone());
         let key = self.ca.leaf_key(&name);
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
@@ -123,7 +124,8 @@ impl CertIssuer for TestIssuer {
 
 /// rcgen's form of [`ed25519_key`]`(name)`.
 fn key_pair(name: &str) -> KeyPair {
-    KeyPair::from_pkcs8_der_and_sign_algo(&ed25519_key(name), &rcgen::PKCS_ED25519).expect("an Ed25519 PKCS#8 key")
+    let key = ed25519_key(name);
+    KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519).expect("ed25519_key makes well-formed PKCS#8")
 }
 
 /// A core configuration that intercepts TLS: certificates from `issuer`, upstreams trusted if
