@@ -1038,6 +1038,7 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests;
 
+pub mod crypto;
 pub mod fuzz;
 pub mod h2;
 pub mod pump;

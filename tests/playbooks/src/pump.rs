@@ -2,8 +2,10 @@
 //! peers in memory (a rustls client or origin, an HTTP/2 endpoint, an upstream proxy), carries
 //! every `SendData` to the right one, feeds what they write back to the core, opens the
 //! connections the core asks for, and answers hooks with a policy of the test's. The test then
-//! asserts on plaintext, hooks and logs. Ciphertext is random, so TLS scenarios are written
-//! this way rather than as a [`Playbook`](crate::Playbook).
+//! asserts on plaintext, hooks and logs. Ciphertext cannot be written out by hand, so TLS
+//! scenarios are written this way rather than as a [`Playbook`](crate::Playbook). It is
+//! repeatable, though: on the [`crypto`](crate::crypto) provider a scenario puts the same
+//! bytes on the wire every run, and [`Pump::recording`] keeps them for a test to compare.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
@@ -159,6 +161,8 @@ pub struct Pump {
     pub held: Vec<(FlowId, HookKind)>,
     queue: VecDeque<Event>,
     now: Instant,
+    /// What crossed the core's boundary, if [`recording`](Self::recording).
+    transcript: Option<Vec<String>>,
 }
 
 impl Pump {
@@ -178,9 +182,30 @@ impl Pump {
             held: Vec::new(),
             queue: VecDeque::new(),
             now: Instant::now(),
+            transcript: None,
         };
         pump.queue.push_back(Event::Start);
         pump
+    }
+
+    /// Start the clock at `now` rather than at `Instant::now()`, so that two runs hand the core
+    /// the same times (flows carry them).
+    pub fn at(mut self, now: Instant) -> Self {
+        self.now = now;
+        self
+    }
+
+    /// Keep a [`transcript`](Self::transcript).
+    pub fn recording(mut self) -> Self {
+        self.transcript = Some(Vec::new());
+        self
+    }
+
+    /// Every event the core handled (`>>`) and every command it emitted (`<<`), in order, as
+    /// `Debug` shows them: bytes in full, so the peers' records and the core's ciphertext are
+    /// all here. Empty unless [`recording`](Self::recording).
+    pub fn transcript(&self) -> &[String] {
+        self.transcript.as_deref().unwrap_or_default()
     }
 
     /// Answer blocking hooks with `reply` (default: `Continue`).
@@ -262,11 +287,13 @@ impl Pump {
     pub fn run(&mut self) -> &mut Self {
         for _ in 0..10_000 {
             if let Some(event) = self.queue.pop_front() {
+                self.record(|| format!(">> {event:?}"));
                 self.core.handle(self.now, event);
             }
             let mut moved = false;
             while let Some(command) = self.core.poll_command() {
                 moved = true;
+                self.record(|| format!("<< {command:?}"));
                 self.carry_out(command);
             }
             if !moved && self.queue.is_empty() {
@@ -274,6 +301,12 @@ impl Pump {
             }
         }
         panic!("the scenario did not settle");
+    }
+
+    fn record(&mut self, line: impl FnOnce() -> String) {
+        if let Some(transcript) = &mut self.transcript {
+            transcript.push(line());
+        }
     }
 
     fn carry_out(&mut self, command: Command) {

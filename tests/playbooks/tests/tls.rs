@@ -1,6 +1,8 @@
 //! TLS interception after `CONNECT`: a real rustls client and real rustls origins around the
-//! core, driven in memory by a [`Pump`].
+//! core, driven in memory by a [`Pump`], all on the deterministic test provider
+//! (`playbooks::crypto`), so every scenario is repeatable to the byte.
 
+use std::time::Instant;
 
 use playbooks::pump::*;
 use playbooks::tls::*;
@@ -73,6 +75,60 @@ fn intercepts_a_get_with_a_minted_certificate() {
         _ => None,
     });
     assert_eq!(flow.as_deref(), Some("https://example.test/path"));
+}
+
+/// What one intercepted GET put on the wire, and what each end decrypted.
+struct Recorded {
+    transcript: Vec<String>,
+    client: Vec<u8>,
+    origin: Vec<u8>,
+}
+
+/// CONNECT, both handshakes, a GET and its response, recorded, with the clock starting at
+/// `start`.
+fn recorded_get(start: Instant) -> Recorded {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["example.test"]))
+        .at(start)
+        .recording();
+    pump.run();
+    pump.client_sends(CONNECT);
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "example.test", &[b"http/1.1"]));
+    pump.client_sends(GET);
+    pump.server_sends(S1, RESPONSE);
+    Recorded {
+        transcript: pump.transcript().to_vec(),
+        client: pump.client.received().to_vec(),
+        origin: pump.server(S1).received().to_vec(),
+    }
+}
+
+#[test]
+fn the_same_tls_scenario_puts_the_same_bytes_on_the_wire() {
+    let start = Instant::now();
+    let first = recorded_get(start);
+    assert!(first.client.ends_with(b"\r\n\r\nhello"), "{:?}", String::from_utf8_lossy(&first.client));
+    assert!(first.origin.starts_with(b"GET /path HTTP/1.1\r\n"), "{:?}", String::from_utf8_lossy(&first.origin));
+    // The bytes compared are ciphertext: records of application data went both ways, and the
+    // body, which the client decrypted, never crossed the core in clear.
+    let wire: Vec<&String> =
+        first.transcript.iter().filter(|l| l.contains("SendData") || l.contains("DataReceived")).collect();
+    let records = |conn: &str| wire.iter().filter(|l| l.contains(conn) && l.contains(r#"data: b"\x17\x03\x03"#)).count();
+    assert!(records("ConnId(0)") >= 2 && records("ConnId(1)") >= 2, "{wire:#?}");
+    assert!(!wire.iter().any(|l| l.contains("hello")), "{wire:#?}");
+
+    let second = recorded_get(start);
+    let lines = first.transcript.len().max(second.transcript.len());
+    if let Some(i) = (0..lines).find(|&i| first.transcript.get(i) != second.transcript.get(i)) {
+        panic!(
+            "the runs part at line {i} of the transcript:\nfirst:  {:?}\nsecond: {:?}",
+            first.transcript.get(i),
+            second.transcript.get(i)
+        );
+    }
+    assert_eq!(first.client, second.client, "what the client decrypted");
+    assert_eq!(first.origin, second.origin, "what the origin decrypted");
 }
 
 #[test]

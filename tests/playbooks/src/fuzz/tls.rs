@@ -6,7 +6,9 @@
 //! responses, unless the connection was passed through untouched.
 //!
 //! Keys and certificates are made once per process; rustls configurations once per run, so
-//! no session cache carries one run into the next.
+//! no session cache carries one run into the next. All of it is on the deterministic
+//! [`crypto`] provider, so an input replays to the same bytes, ciphertext included, and a
+//! failing case found by the fuzzer reproduces exactly.
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +22,7 @@ use rustls::RootCertStore;
 use super::run::Run;
 use super::strict::{self, Step};
 use super::variant;
+use crate::crypto;
 use crate::tls::{Leaf, TestCa};
 
 /// Requests the real client sends, smuggling attempts among them.
@@ -125,14 +128,10 @@ pub fn client_hello() -> Vec<u8> {
 /// issuer, upstreams trusted if the origins' CA signed them, and `pass.test` ignored.
 fn config(flags: u8) -> Config {
     let keys = keys();
-    let server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
+    let server = crypto::server_config()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
-    let client = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
+    let client = crypto::client_config()
         .with_root_certificates(keys.origin_roots.clone())
         .with_no_client_auth();
     let tls = TlsConfig {
@@ -172,7 +171,7 @@ fn keys() -> &'static Keys {
         let proxy_ca = TestCa::new("fuzz proxy CA");
         let origin_ca = TestCa::new("fuzz origin CA");
         let Leaf(cert, key) = proxy_ca.leaf(&["a.test", "pass.test"]);
-        let proxy_leaf = Arc::new(CertifiedKey::from_der(vec![cert], key, &provider()).expect("proxy leaf"));
+        let proxy_leaf = Arc::new(CertifiedKey::from_der(vec![cert], key, &crypto::provider()).expect("proxy leaf"));
         let mut client_roots = proxy_ca.roots();
         client_roots.add(origin_ca.cert.clone()).expect("origin root");
         Keys {
@@ -182,10 +181,6 @@ fn keys() -> &'static Keys {
             client_roots,
         }
     })
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Hands out one certificate whatever is asked: minting is not what is under test.
@@ -308,9 +303,7 @@ struct Peer {
 impl Peer {
     /// A client for `host`, reading the core's bytes after the `200` to its `CONNECT`.
     fn client(host: &str, run: &Run) -> Self {
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
+        let mut config = crypto::client_config()
             .with_root_certificates(keys().client_roots.clone())
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -322,9 +315,7 @@ impl Peer {
 
     fn origin(conn: ConnId) -> Self {
         let Leaf(cert, key) = keys().origin_leaf.clone();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
+        let mut config = crypto::server_config()
             .with_no_client_auth()
             .with_single_cert(vec![cert], key)
             .expect("origin certificate");
