@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::flow::Response;
 use crate::ids::{ConnId, FlowId};
-use crate::layers::http::event::HttpEvent;
+use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
 
 /// The HTTP/2 client side of an upstream connection.
 pub(crate) struct H2Client {
@@ -21,20 +21,6 @@ pub(crate) struct H2Client {
     engine: Engine,
     /// Flows with a stream open, and whether their response head has arrived.
     flows: BTreeMap<FlowId, bool>,
-}
-
-/// What an upstream HTTP/2 connection said, for the HTTP layer.
-#[derive(Debug)]
-pub(crate) enum H2ClientOutput {
-    Http(HttpEvent),
-    /// The stream of `flow` failed; `message` says how. `unprocessed`: the server did not act
-    /// on the request, which may be sent again.
-    StreamError { flow: FlowId, message: String, unprocessed: bool },
-    /// The server's response on `flow` (its head, or trailers) was malformed; its stream has
-    /// been reset with `PROTOCOL_ERROR`.
-    Malformed { flow: FlowId, error: FieldError },
-    /// The connection is over; every flow on it has had its `StreamError`.
-    Closed { error: Option<String> },
 }
 
 impl H2Client {
@@ -103,12 +89,12 @@ impl H2Client {
         self.flows.remove(&flow);
     }
 
-    pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<H2ClientOutput>) {
+    pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
         Engine::poll_until_still(self, |c| &mut c.engine, |c, event| c.handle(event, out));
         cx.send(self.conn, self.engine.take_output());
     }
 
-    fn handle(&mut self, event: H2Event, out: &mut Vec<H2ClientOutput>) {
+    fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput>) {
         match event {
             H2Event::Interim { stream, head } => {
                 let flow = FlowId(stream);
@@ -116,7 +102,7 @@ impl H2Client {
                     return;
                 }
                 let response = Response { body: None, ..from_h2_response(head) };
-                out.push(H2ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
+                out.push(CodecOutput::Http(HttpEvent::InterimResponse { flow, response }));
             }
             H2Event::Response { stream, head, end_stream } => {
                 let flow = FlowId(stream);
@@ -125,12 +111,12 @@ impl H2Client {
                 }
                 self.flows.insert(flow, true);
                 let response = from_h2_response(head);
-                out.push(H2ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+                out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
             }
             // The rest of a stream given up on within this poll goes nowhere.
             H2Event::Data { stream, .. } | H2Event::End { stream, .. } if !self.flows.contains_key(&FlowId(stream)) => {}
             H2Event::Data { stream, data } => {
-                out.push(H2ClientOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
+                out.push(CodecOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
             }
             H2Event::End { stream, trailers } => {
                 let flow = FlowId(stream);
@@ -139,27 +125,22 @@ impl H2Client {
                     return;
                 }
                 let trailers = trailers.map(|t| from_h2_headers(&t));
-                out.push(H2ClientOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
+                out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
             }
             H2Event::Reset { stream, reason, remote, unprocessed } => {
                 let flow = FlowId(stream);
                 if self.flows.remove(&flow).is_some() {
-                    let message = match (remote, unprocessed) {
-                        (true, true) => format!("the server refused the stream ({reason:?})"),
-                        (true, false) => format!("the server reset the stream ({reason:?})"),
-                        (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
-                    };
-                    out.push(H2ClientOutput::StreamError { flow, message, unprocessed });
+                    out.push(CodecOutput::Reset { flow, reset: StreamReset { reason, remote, unprocessed } });
                 }
             }
-            H2Event::Closed { error } => out.push(H2ClientOutput::Closed { error }),
+            H2Event::Closed { error } => out.push(CodecOutput::Closed { flow: None, error }),
             H2Event::Request { .. } => {}
         }
     }
 
     /// Whether a response head on `flow` goes on: the flow is ours and the head well formed
     /// (a malformed one resets the stream).
-    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<H2ClientOutput>) -> bool {
+    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<CodecOutput>) -> bool {
         if !self.flows.contains_key(&flow) {
             return false;
         }
@@ -173,9 +154,10 @@ impl H2Client {
     }
 
     /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
-    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<H2ClientOutput>) {
+    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<CodecOutput>) {
         self.flows.remove(&flow);
         self.engine.reset(flow.0, Reason::PROTOCOL_ERROR);
-        out.push(H2ClientOutput::Malformed { flow, error });
+        // The flow's stream is reset with `PROTOCOL_ERROR`; the connection goes on.
+        out.push(CodecOutput::Error { flow: Some(flow), message: format!("malformed response: {error}") });
     }
 }

@@ -39,7 +39,7 @@ pub(crate) mod engine;
 pub(crate) mod fields;
 mod server;
 
-pub(crate) use client::{H2Client, H2ClientOutput};
+pub(crate) use client::H2Client;
 pub(crate) use server::H2Server;
 
 use crate::config::Http2Limits;

@@ -17,7 +17,7 @@ use crate::headers::{Headers, UnderscoreHeaders};
 use crate::ids::{ConnId, FlowId, Scheme};
 use crate::layers::http1::split_authority;
 use crate::layers::http::destination::Destination;
-use crate::layers::http::event::{HttpEvent, ServerOutput};
+use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
 
 /// The HTTP/2 server side of the client connection.
 pub(crate) struct H2Server {
@@ -98,12 +98,12 @@ impl H2Server {
     }
 
     /// Run the engine: what the client sent becomes `out`, what we have for it is sent.
-    pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
         Engine::poll_until_still(self, |s| &mut s.engine, |s, event| s.handle(cx, now, event, out));
         cx.send(self.conn, self.engine.take_output());
     }
 
-    fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<ServerOutput>) {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput>) {
         match event {
             H2Event::Request { stream, head, end_stream } => match self.request(head) {
                 Ok(request) => {
@@ -113,7 +113,7 @@ impl H2Server {
                     if end_stream {
                         self.request_done.insert(stream);
                     }
-                    out.push(ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
+                    out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
                 }
                 Err((status, message)) => {
                     cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
@@ -129,7 +129,7 @@ impl H2Server {
             },
             H2Event::Data { stream, data } => {
                 if let Some(&flow) = self.flows.get(&stream) {
-                    out.push(ServerOutput::Http(HttpEvent::RequestData { flow, data }));
+                    out.push(CodecOutput::Http(HttpEvent::RequestData { flow, data }));
                 }
             }
             H2Event::End { stream, trailers } => {
@@ -140,16 +140,16 @@ impl H2Server {
                         cx.log(LogLevel::Info, format!("client {}: stream {stream}: {message}", cx.client.peer));
                         self.forget(stream);
                         self.engine.reset(stream, Reason::PROTOCOL_ERROR);
-                        out.push(ServerOutput::Error { flow: Some(flow), message });
+                        out.push(CodecOutput::Error { flow: Some(flow), message });
                         return;
                     }
                     let trailers = trailers.map(|t| from_h2_headers(&t));
-                    out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
+                    out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                     self.request_done.insert(stream);
                     self.forget_if_done(stream);
                 }
             }
-            H2Event::Reset { stream, reason, remote, .. } => {
+            H2Event::Reset { stream, reason, remote, unprocessed } => {
                 let Some(&flow) = self.flows.get(&stream) else { return };
                 self.forget(stream);
                 if remote {
@@ -158,14 +158,16 @@ impl H2Server {
                 } else {
                     cx.log(LogLevel::Info, format!("client {}: stream {stream} failed ({reason:?})", cx.client.peer));
                 }
-                out.push(ServerOutput::Reset { flow });
+                out.push(CodecOutput::Reset { flow, reset: StreamReset { reason, remote, unprocessed } });
             }
             H2Event::Closed { error } => {
                 if let Some(error) = error {
                     cx.log(LogLevel::Info, format!("client {}: HTTP/2 connection failed: {error}", cx.client.peer));
                 }
+                // Lost with the connection, as the engine reports its own streams.
+                let reset = StreamReset { reason: Reason::CANCEL, remote: false, unprocessed: false };
                 for (_, flow) in std::mem::take(&mut self.flows) {
-                    out.push(ServerOutput::Reset { flow });
+                    out.push(CodecOutput::Reset { flow, reset });
                 }
                 self.streams.clear();
                 self.request_done.clear();

@@ -13,7 +13,7 @@ use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::UnderscoreHeaders;
 use crate::ids::{ConnId, FlowId, Scheme};
 use crate::layers::http::destination::Destination;
-use crate::layers::http::event::{HttpEvent, ServerOutput};
+use crate::layers::http::event::{CodecOutput, HttpEvent};
 
 #[derive(Debug)]
 enum Recv {
@@ -101,7 +101,7 @@ impl Http1Server {
         self
     }
 
-    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<CodecOutput>) {
         if self.finished || matches!(self.recv, Recv::Stopped) && !self.tunnel {
             return;
         }
@@ -119,7 +119,7 @@ impl Http1Server {
 
     /// The clock reached `now`: a request head still incomplete past its deadline is answered
     /// 408, and the connection closes.
-    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
         if self.finished || self.head_deadline.is_none_or(|d| d > now) {
             return;
         }
@@ -139,12 +139,12 @@ impl Http1Server {
         }
     }
 
-    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
         let flow = self.current.as_ref().map(|c| c.flow);
         if self.eof {
             // Closed a second time: a write failed too, so the client is gone for good.
             self.finished = true;
-            out.push(ServerOutput::Closed { flow });
+            out.push(CodecOutput::Closed { flow, error: None });
             return;
         }
         self.eof = true;
@@ -164,12 +164,12 @@ impl Http1Server {
 
     /// The client closed with the current request body still to come: unless its framing
     /// ends there, the request is cut short.
-    fn body_eof(&mut self, out: &mut Vec<ServerOutput>) {
+    fn body_eof(&mut self, out: &mut Vec<CodecOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
         if reader.read_eof().is_err() {
             self.recv = Recv::Stopped;
             self.finished = true;
-            out.push(ServerOutput::Closed { flow: self.current.as_ref().map(|c| c.flow) });
+            out.push(CodecOutput::Closed { flow: self.current.as_ref().map(|c| c.flow), error: None });
         }
     }
 
@@ -210,7 +210,7 @@ impl Http1Server {
         matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty() && !self.finished
     }
 
-    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
         self.parse(cx, out);
         self.arm_head_deadline(now);
     }
@@ -239,14 +239,14 @@ impl Http1Server {
     }
 
     /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
         self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;
             let flow = self.flow();
-            out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
+            out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
             self.recv = Recv::Done;
             self.maybe_finish_exchange();
         }
@@ -257,7 +257,7 @@ impl Http1Server {
         self.buf.split().freeze()
     }
 
-    fn parse(&mut self, cx: &mut Context, out: &mut Vec<ServerOutput>) {
+    fn parse(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
         loop {
             match &mut self.recv {
                 Recv::Head => {
@@ -281,12 +281,12 @@ impl Http1Server {
                     Ok(None) => return,
                     Ok(Some(BodyEvent::Data(data))) => {
                         let flow = self.flow();
-                        out.push(ServerOutput::Http(HttpEvent::RequestData { flow, data }));
+                        out.push(CodecOutput::Http(HttpEvent::RequestData { flow, data }));
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         let flow = self.flow();
                         let trailers = allowed_trailers(trailers);
-                        out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
+                        out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                         self.recv = Recv::Done;
                         self.maybe_finish_exchange();
                     }
@@ -297,7 +297,7 @@ impl Http1Server {
         }
     }
 
-    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<ServerOutput>) {
+    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<CodecOutput>) {
         let connect = head.method.eq_ignore_ascii_case("CONNECT");
         let framing = if connect {
             Ok(Framing::Empty)
@@ -391,11 +391,11 @@ impl Http1Server {
         self.current = Some(Exchange { flow, version: head.version, head: request.method == "HEAD", connect, keep_alive });
         self.send = Send::Idle;
         self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
-        out.push(ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
+        out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
     }
 
     /// Answer a request the client got wrong, and close the connection.
-    fn reject(&mut self, cx: &mut Context, status: u16, message: String, out: &mut Vec<ServerOutput>) {
+    fn reject(&mut self, cx: &mut Context, status: u16, message: String, out: &mut Vec<CodecOutput>) {
         cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
         if self.send == Send::Idle {
             let reason = reason_phrase(status);
@@ -411,7 +411,7 @@ impl Http1Server {
         }
         self.recv = Recv::Stopped;
         self.finished = true;
-        out.push(ServerOutput::Error { flow: self.current.as_ref().map(|c| c.flow), message });
+        out.push(CodecOutput::Error { flow: self.current.as_ref().map(|c| c.flow), message });
     }
 
     /// Write a response event for the current exchange.
