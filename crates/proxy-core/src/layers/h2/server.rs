@@ -17,6 +17,7 @@ use crate::headers::{Headers, UnderscoreHeaders};
 use crate::ids::{ConnId, FlowId, Scheme};
 use crate::layers::http1::split_authority;
 use crate::layers::http::destination::Destination;
+use crate::layers::http::error::ClientError;
 use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
 
 /// The HTTP/2 server side of the client connection.
@@ -115,9 +116,10 @@ impl H2Server {
                     }
                     out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
                 }
-                Err((status, message)) => {
-                    cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
-                    let response = Response::error(status, &message);
+                Err(error) => {
+                    let status = error.status();
+                    cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, error, status));
+                    let response = Response::error(status, &error.to_string());
                     self.engine.respond(stream, to_h2_response(&response), false);
                     self.engine.send_data(stream, response.body.unwrap_or_default());
                     self.engine.finish(stream, None);
@@ -136,7 +138,7 @@ impl H2Server {
                 if let Some(&flow) = self.flows.get(&stream) {
                     if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
                         // The request went upstream already: it is abandoned there.
-                        let message = format!("malformed trailers: {error}");
+                        let message = ClientError::Trailers(error).to_string();
                         cx.log(LogLevel::Info, format!("client {}: stream {stream}: {message}", cx.client.peer));
                         self.forget(stream);
                         self.engine.reset(stream, Reason::PROTOCOL_ERROR);
@@ -198,17 +200,17 @@ impl H2Server {
         }
     }
 
-    /// Our request, from an HTTP/2 request head; or the status and reason to refuse it with.
-    fn request(&self, head: http::request::Parts) -> Result<Request, (u16, String)> {
-        fields::check_request(&head).map_err(|error| (400, error.to_string()))?;
+    /// Our request, from an HTTP/2 request head; or why it is refused.
+    fn request(&self, head: http::request::Parts) -> Result<Request, ClientError> {
+        fields::check_request(&head).map_err(ClientError::Fields)?;
         if head.method == http::Method::CONNECT {
             return Err(match self.destination.refuses_connect() {
-                Some(message) => (405, message.into()),
-                None => (501, "CONNECT over HTTP/2 is not supported".into()),
+                Some(message) => ClientError::ConnectRefused(message),
+                None => ClientError::H2Connect,
             });
         }
         let mut headers = from_h2_headers(&head.headers);
-        headers.screen_underscores(self.underscores).map_err(|e| (400, e.to_string()))?;
+        headers.screen_underscores(self.underscores)?;
         let authority = head.uri.authority().map(|a| a.as_str().to_owned());
         let authority = authority.or_else(|| headers.get_str("host").map(str::to_owned));
         let path = head.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
@@ -220,13 +222,13 @@ impl H2Server {
                     _ => Scheme::Http,
                 };
                 let (host, port) = split_authority(&authority, Some(scheme.default_port()))
-                    .ok_or_else(|| (400, format!("invalid :authority {authority:?}")))?;
+                    .ok_or_else(|| ClientError::Authority(authority.clone()))?;
                 (scheme, host, port)
             }
-            (None, None) => return Err((400, "a proxy request needs an :authority".into())),
+            (None, None) => return Err(ClientError::NoAuthority),
         };
         if headers.get_all("host").count() > 1 {
-            return Err((400, "more than one host header".into()));
+            return Err(ClientError::HostTwice);
         }
         let mut request = Request {
             method: head.method.as_str().to_owned(),

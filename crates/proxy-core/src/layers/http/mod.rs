@@ -21,7 +21,7 @@
 //! - `forward`: room for bodies on each side, and bodies handed to the driver.
 
 pub(crate) mod destination;
-mod error;
+pub(crate) mod error;
 pub(crate) mod event;
 mod forward;
 mod pool;

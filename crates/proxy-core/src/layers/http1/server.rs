@@ -13,6 +13,7 @@ use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::UnderscoreHeaders;
 use crate::ids::{ConnId, FlowId, Scheme};
 use crate::layers::http::destination::Destination;
+use crate::layers::http::error::ClientError;
 use crate::layers::http::event::{CodecOutput, HttpEvent};
 
 #[derive(Debug)]
@@ -124,8 +125,7 @@ impl Http1Server {
             return;
         }
         self.head_deadline = None;
-        let secs = self.head_timeout.as_secs_f64();
-        self.reject(cx, 408, format!("request head not complete after {secs} s"), out);
+        self.reject(cx, ClientError::HeadTimeout { secs: self.head_timeout.as_secs_f64() }, out);
     }
 
     /// Start the head deadline at the first byte of a request head; stop it once there is no
@@ -272,7 +272,7 @@ impl Http1Server {
                             return;
                         }
                         Ok(Some(head)) => self.start_request(cx, head, out),
-                        Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
+                        Err(e) => return self.reject(cx, ClientError::Head(e), out),
                     }
                 }
                 Recv::Body(reader) => match reader.read(&mut self.buf) {
@@ -290,7 +290,7 @@ impl Http1Server {
                         self.recv = Recv::Done;
                         self.maybe_finish_exchange();
                     }
-                    Err(e) => return self.reject(cx, 400, format!("bad request body: {e}"), out),
+                    Err(e) => return self.reject(cx, ClientError::Body(e), out),
                 },
                 Recv::Done | Recv::Stopped => return,
             }
@@ -306,18 +306,18 @@ impl Http1Server {
         };
         let framing = match framing {
             Ok(framing) => framing,
-            Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
+            Err(e) => return self.reject(cx, ClientError::Head(e), out),
         };
         if let Err(e) = head.headers.screen_underscores(self.underscores) {
-            return self.reject(cx, 400, e.to_string(), out);
+            return self.reject(cx, e.into(), out);
         }
         if head.target.contains('#') {
             // No form of request-target has a fragment (RFC 9112 section 3.2); a next hop could
             // cut the target there or keep it.
-            return self.reject(cx, 400, "fragment in the request target".into(), out);
+            return self.reject(cx, ClientError::Fragment, out);
         }
         if let (true, Some(message)) = (connect, self.destination.refuses_connect()) {
-            return self.reject(cx, 405, message.into(), out);
+            return self.reject(cx, ClientError::ConnectRefused(message), out);
         }
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
         let parsed = match self.destination.target() {
@@ -330,25 +330,24 @@ impl Http1Server {
         };
         let (scheme, host, port, path) = match parsed {
             Ok(parts) => parts,
-            Err(message) => return self.reject(cx, 400, message, out),
+            Err(error) => return self.reject(cx, error, out),
         };
         if scheme == Scheme::Https && !connect && !self.tls_upstream {
-            let message = "https:// URLs in proxy requests need TLS interception, which is off; use CONNECT";
-            return self.reject(cx, 501, message.into(), out);
+            return self.reject(cx, ClientError::HttpsWithoutTls, out);
         }
         // RFC 9112 section 3.2: one valid Host, and one at all in an HTTP/1.1 origin-form
         // request, which names no host of its own. An absolute-form target replaces Host below.
         let host_error = {
             let mut hosts = head.headers.get_all("host");
             match (hosts.next(), hosts.next()) {
-                (Some(_), Some(_)) => Some("more than one host header"),
-                (Some(host), None) if !is_valid_host(host) => Some("invalid host header"),
-                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some("missing host header"),
+                (Some(_), Some(_)) => Some(ClientError::HostTwice),
+                (Some(host), None) if !is_valid_host(host) => Some(ClientError::BadHost),
+                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some(ClientError::NoHost),
                 _ => None,
             }
         };
-        if let Some(message) = host_error {
-            return self.reject(cx, 400, message.into(), out);
+        if let Some(error) = host_error {
+            return self.reject(cx, error, out);
         }
         let keep_alive = match head.version {
             Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
@@ -394,8 +393,10 @@ impl Http1Server {
         out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
     }
 
-    /// Answer a request the client got wrong, and close the connection.
-    fn reject(&mut self, cx: &mut Context, status: u16, message: String, out: &mut Vec<CodecOutput>) {
+    /// Answer a request the client got wrong with the status its error calls for, and close
+    /// the connection.
+    fn reject(&mut self, cx: &mut Context, error: ClientError, out: &mut Vec<CodecOutput>) {
+        let (status, message) = (error.status(), error.to_string());
         cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
         if self.send == Send::Idle {
             let reason = reason_phrase(status);
@@ -555,9 +556,9 @@ impl Http1Server {
 }
 
 /// Split a proxy request's target into scheme, host, port and origin-form path.
-fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, String), String> {
+fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, String), ClientError> {
     if method.eq_ignore_ascii_case("CONNECT") {
-        let (host, port) = split_authority(target, None).ok_or_else(|| format!("invalid CONNECT target {target:?}"))?;
+        let (host, port) = split_authority(target, None).ok_or_else(|| ClientError::ConnectTarget(target.into()))?;
         return Ok((Scheme::Https, host, port, String::new()));
     }
     let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(target, "http://") {
@@ -565,18 +566,18 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     } else if let Some(rest) = strip_prefix_ignore_case(target, "https://") {
         (Scheme::Https, rest)
     } else if target.starts_with('/') || target == "*" {
-        return Err("a proxy request needs an absolute URL (http://host/path) as its target".into());
+        return Err(ClientError::NotAbsolute);
     } else {
-        return Err(format!("unsupported request target {target:?}"));
+        return Err(ClientError::Target(target.into()));
     };
     // The caller refused targets with a fragment.
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     if authority.contains('@') {
-        return Err("user information in the request target is not allowed".into());
+        return Err(ClientError::UserInfo);
     }
     let (host, port) = split_authority(authority, Some(scheme.default_port()))
-        .ok_or_else(|| format!("invalid host in request target {target:?}"))?;
+        .ok_or_else(|| ClientError::TargetHost(target.into()))?;
     let path = match path {
         "" => "/".to_owned(),
         p if p.starts_with('?') => format!("/{p}"),
