@@ -4,7 +4,10 @@
 use thiserror::Error;
 
 use crate::event::OpenError;
+use crate::headers::UnderscoreError;
 use crate::ids::ServerAddr;
+use crate::layers::h2::fields::FieldError;
+use crate::layers::http1::Http1Error;
 use super::upstream_proxy::ProxyError;
 
 /// A failed exchange. The client gets [`status`](Self::status) with this as the text of the
@@ -47,6 +50,86 @@ impl HttpError {
             Self::UpstreamProxy(error) if error.timed_out() => 504,
             Self::ServerTimeout { .. } => 504,
             Self::Connect { .. } | Self::UpstreamProxy(_) | Self::Server { .. } | Self::ResponseTooLarge { .. } => 502,
+        }
+    }
+}
+
+/// A request the client's codec refuses (HTTP/1 or HTTP/2): which rule it broke. The client
+/// is answered [`status`](Self::status) with this as the text, and its connection (HTTP/1) or
+/// stream (HTTP/2) ends.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub(crate) enum ClientError {
+    /// The request head broke the wire format.
+    #[error(transparent)]
+    Head(Http1Error),
+    #[error("bad request body: {0}")]
+    Body(Http1Error),
+    /// The request head was still incomplete after `head_timeout`.
+    #[error("request head not complete after {secs} s")]
+    HeadTimeout { secs: f64 },
+    #[error(transparent)]
+    Underscore(#[from] UnderscoreError),
+    /// No form of request-target has a fragment (RFC 9112 section 3.2).
+    #[error("fragment in the request target")]
+    Fragment,
+    /// A `CONNECT` where the mode serves none; the text says why.
+    #[error("{0}")]
+    ConnectRefused(&'static str),
+    #[error("invalid CONNECT target {0:?}")]
+    ConnectTarget(String),
+    /// An origin-form target sent to a proxy that has no destination of its own for it.
+    #[error("a proxy request needs an absolute URL (http://host/path) as its target")]
+    NotAbsolute,
+    #[error("unsupported request target {0:?}")]
+    Target(String),
+    #[error("user information in the request target is not allowed")]
+    UserInfo,
+    #[error("invalid host in request target {0:?}")]
+    TargetHost(String),
+    #[error("https:// URLs in proxy requests need TLS interception, which is off; use CONNECT")]
+    HttpsWithoutTls,
+    #[error("more than one host header")]
+    HostTwice,
+    #[error("invalid host header")]
+    BadHost,
+    #[error("missing host header")]
+    NoHost,
+    /// An HTTP/2 request that RFC 9113 makes malformed.
+    #[error(transparent)]
+    Fields(FieldError),
+    #[error("malformed trailers: {0}")]
+    Trailers(FieldError),
+    #[error("CONNECT over HTTP/2 is not supported")]
+    H2Connect,
+    #[error("invalid :authority {0:?}")]
+    Authority(String),
+    #[error("a proxy request needs an :authority")]
+    NoAuthority,
+}
+
+impl ClientError {
+    /// The status the client is answered with.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            Self::Head(error) => error.status(),
+            Self::HeadTimeout { .. } => 408,
+            Self::ConnectRefused(_) => 405,
+            Self::HttpsWithoutTls | Self::H2Connect => 501,
+            Self::Body(_)
+            | Self::Underscore(_)
+            | Self::Fragment
+            | Self::ConnectTarget(_)
+            | Self::NotAbsolute
+            | Self::Target(_)
+            | Self::UserInfo
+            | Self::TargetHost(_)
+            | Self::HostTwice
+            | Self::BadHost
+            | Self::NoHost
+            | Self::Fields(_)
+            | Self::Trailers(_)
+            | Self::Authority(_)
+            | Self::NoAuthority => 400,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! layer that drives them.
 
 use bytes::Bytes;
+use h2::Reason;
 
 use crate::flow::{Request, Response};
 use crate::headers::Headers;
@@ -37,16 +38,33 @@ impl HttpEvent {
     }
 }
 
-/// What a codec of the client connection (`Http1Server` or `H2Server`: the server side of
-/// HTTP, facing the client) produced.
+/// What a codec produced, whichever of the four: `Http1Server` or `H2Server` facing the
+/// client, `Http1Client` or `H2Client` facing a server. Where the codec knows the flow a
+/// failure concerns, the output names it.
 #[derive(Debug)]
-pub(crate) enum ServerOutput {
+pub(crate) enum CodecOutput {
+    /// A step of a message.
     Http(HttpEvent),
-    /// The client broke the protocol. The codec has already answered it (if it still could)
-    /// and will close the connection.
+    /// The peer broke the protocol, in `flow`'s message or, without a flow, between messages.
+    /// The codec has done its part (answered the client if it still could, reset the
+    /// stream). An HTTP/1 connection is unusable after it; HTTP/2 loses only the stream.
     Error { flow: Option<FlowId>, message: String },
-    /// The client went away while `flow` was in progress.
-    Closed { flow: Option<FlowId> },
-    /// The client cancelled `flow` (HTTP/2 only: a stream reset, or the connection lost).
-    Reset { flow: FlowId },
+    /// `flow`'s HTTP/2 stream ended abnormally: the peer reset it, h2 did, or it was lost with
+    /// its connection.
+    Reset { flow: FlowId, reset: StreamReset },
+    /// The connection is over. `flow`: the exchange it cut short (HTTP/1); without one, the
+    /// flows still on it (HTTP/2, whose streams had their `Reset` first). `error`: why, when
+    /// it was not a clean close.
+    Closed { flow: Option<FlowId>, error: Option<String> },
+}
+
+/// How an HTTP/2 stream ended abnormally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamReset {
+    pub(crate) reason: Reason,
+    /// The peer reset the stream; otherwise h2 did (a protocol error), or the connection went.
+    pub(crate) remote: bool,
+    /// The peer cannot have acted on the request, which may be sent again (RFC 9113
+    /// section 8.7): it refused the stream, or the stream was above its GOAWAY's last one.
+    pub(crate) unprocessed: bool,
 }

@@ -21,7 +21,7 @@
 //! - `forward`: room for bodies on each side, and bodies handed to the driver.
 
 pub(crate) mod destination;
-mod error;
+pub(crate) mod error;
 pub(crate) mod event;
 mod forward;
 mod pool;
@@ -39,10 +39,10 @@ use crate::context::Context;
 use crate::event::{Event, OpenError};
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::layer::{Handover, Layer};
-use crate::layers::h2::{H2ClientOutput, H2Server, PREFACE};
-use crate::layers::http1::{ClientOutput, Http1Server};
+use crate::layers::h2::{H2Server, PREFACE};
+use crate::layers::http1::Http1Server;
 use destination::Destination;
-use event::{HttpEvent, ServerOutput};
+use event::{CodecOutput, HttpEvent, StreamReset};
 use pool::{ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
 use upstream_proxy::{ProxyConnect, ProxyError};
@@ -335,30 +335,30 @@ impl Layer for HttpLayer {
 
 impl HttpLayer {
 
-    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<ServerOutput>) {
+    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<CodecOutput>) {
         // A request the codec rejected within the same read has been answered already: its
         // stream only reports the error, and neither raises request hooks nor opens a server.
         let rejected = outputs.iter().find_map(|o| match o {
-            ServerOutput::Error { flow: Some(flow), .. } => Some(*flow),
+            CodecOutput::Error { flow: Some(flow), .. } => Some(*flow),
             _ => None,
         });
         for output in outputs {
             match output {
-                ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, .. }) if Some(flow) == rejected => {
+                CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, .. }) if Some(flow) == rejected => {
                     self.streams.insert(flow, HttpStream::new(cx, now, flow, request));
                 }
-                ServerOutput::Http(event) => self.route_request_event(cx, now, event),
-                ServerOutput::Error { flow: Some(flow), message } => {
+                CodecOutput::Http(event) => self.route_request_event(cx, now, event),
+                CodecOutput::Error { flow: Some(flow), message } => {
                     self.feed(cx, now, flow, Input::ClientError { message });
                 }
                 // Logged by the codec; there is no flow to tell.
-                ServerOutput::Error { flow: None, .. } => {}
-                ServerOutput::Closed { flow } => {
+                CodecOutput::Error { flow: None, .. } => {}
+                CodecOutput::Closed { flow, .. } => {
                     if let Some(flow) = flow {
                         self.feed(cx, now, flow, Input::ClientClosed);
                     }
                 }
-                ServerOutput::Reset { flow } => self.feed(cx, now, flow, Input::ClientReset),
+                CodecOutput::Reset { flow, .. } => self.feed(cx, now, flow, Input::ClientReset),
             }
         }
     }
@@ -376,20 +376,27 @@ impl HttpLayer {
         }
     }
 
-    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<ClientOutput>) {
+    /// What a server connection's codec produced, either version: steps of responses go to
+    /// their streams, failures to the flows they cost. A failure ends an HTTP/1 connection,
+    /// whose one flow is told while still on it; HTTP/2 flows leave their connection before
+    /// they are told, and the connection goes on unless it closed.
+    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<CodecOutput>) {
+        let multiplexed = self.server_index(conn).is_some_and(|i| self.servers[i].is_h2());
         for output in outputs {
-            let flow = self.server_index(conn).and_then(|i| self.servers[i].flow());
             match output {
-                ClientOutput::Http(event) => {
-                    let Some(flow) = flow else { continue };
+                CodecOutput::Http(event) => {
+                    let flow = event.flow();
+                    if !multiplexed && !self.is_on_server(conn, flow) {
+                        // An earlier output cost this HTTP/1 connection its flow.
+                        continue;
+                    }
                     let input = match event {
                         HttpEvent::InterimResponse { response, .. } => Input::Interim(response),
-                        HttpEvent::ResponseHeaders { response, end_stream, .. } => {
-                            Input::ResponseHeaders { response, end_stream }
-                        }
+                        HttpEvent::ResponseHeaders { response, end_stream, .. } => Input::ResponseHeaders { response, end_stream },
                         HttpEvent::ResponseData { data, .. } => Input::ResponseData(data),
                         HttpEvent::ResponseEnd { trailers, .. } => {
-                            if let Some(i) = self.server_index(conn) {
+                            // An HTTP/1 server owes nothing more once its one response is in.
+                            if let Some(i) = self.server_index(conn).filter(|_| !multiplexed) {
                                 self.servers[i].deadline = None;
                             }
                             Input::ResponseEnd(trailers)
@@ -398,22 +405,58 @@ impl HttpLayer {
                     };
                     self.feed(cx, now, flow, input);
                 }
-                ClientOutput::Error { message } => {
+                CodecOutput::Error { flow, message } => {
                     cx.log(LogLevel::Info, format!("server {}: {}", self.server_addr(conn), message));
-                    if let Some(flow) = flow {
-                        self.feed(cx, now, flow, Input::ServerError { message });
+                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError { message });
+                    if !multiplexed {
+                        self.drop_server(cx, conn);
                     }
-                    self.drop_server(cx, conn);
                 }
-                ClientOutput::Closed => {
-                    if let Some(flow) = flow {
-                        let message = "server closed the connection before the response was complete";
-                        self.feed(cx, now, flow, Input::ServerError { message: message.into() });
+                CodecOutput::Reset { flow, reset } => {
+                    let StreamReset { reason, remote, unprocessed } = reset;
+                    let message = match (remote, unprocessed) {
+                        (true, true) => format!("the server refused the stream ({reason:?})"),
+                        (true, false) => format!("the server reset the stream ({reason:?})"),
+                        (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
+                    };
+                    let input = if unprocessed { Input::ServerRefused { message } } else { Input::ServerError { message } };
+                    self.tell_server_flows(cx, now, conn, Some(flow), multiplexed, input);
+                }
+                CodecOutput::Closed { flow, error } => {
+                    if let Some(error) = error {
+                        cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.server_addr(conn)));
                     }
+                    let message = if multiplexed {
+                        "the server closed the HTTP/2 connection"
+                    } else {
+                        "server closed the connection before the response was complete"
+                    };
+                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError { message: message.into() });
                     self.drop_server(cx, conn);
                 }
             }
         }
+    }
+
+    /// Give `flow`, or without one every flow on server connection `conn`, the `input` of a
+    /// failure. HTTP/1 tells a flow only while it is on the connection; HTTP/2 (`multiplexed`)
+    /// tells a named flow in any case, and takes the flows off the connection first.
+    fn tell_server_flows(&mut self, cx: &mut Context, now: Instant, conn: ConnId, flow: Option<FlowId>, multiplexed: bool, input: Input) {
+        let flows = match flow {
+            Some(flow) if multiplexed || self.is_on_server(conn, flow) => vec![flow],
+            Some(_) => Vec::new(),
+            None => self.server_index(conn).map(|i| self.servers[i].flows.clone()).unwrap_or_default(),
+        };
+        if let Some(i) = self.server_index(conn).filter(|_| multiplexed) {
+            self.servers[i].flows.retain(|f| !flows.contains(f));
+        }
+        for flow in flows {
+            self.feed(cx, now, flow, input.clone());
+        }
+    }
+
+    fn is_on_server(&self, conn: ConnId, flow: FlowId) -> bool {
+        self.server_index(conn).is_some_and(|i| self.servers[i].flows.contains(&flow))
     }
 
     /// Give `input` to the stream `flow` and carry out what it asks for.
@@ -664,54 +707,10 @@ impl HttpLayer {
                     codec.poll(cx, &mut outputs);
                 }
                 moved |= !outputs.is_empty();
-                self.handle_h2_server_outputs(cx, now, conn, outputs);
+                self.handle_server_outputs(cx, now, conn, outputs);
             }
             if !moved {
                 break;
-            }
-        }
-    }
-
-    fn handle_h2_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<H2ClientOutput>) {
-        for output in outputs {
-            match output {
-                H2ClientOutput::Http(event) => {
-                    let flow = event.flow();
-                    let input = match event {
-                        HttpEvent::InterimResponse { response, .. } => Input::Interim(response),
-                        HttpEvent::ResponseHeaders { response, end_stream, .. } => Input::ResponseHeaders { response, end_stream },
-                        HttpEvent::ResponseData { data, .. } => Input::ResponseData(data),
-                        HttpEvent::ResponseEnd { trailers, .. } => Input::ResponseEnd(trailers),
-                        _ => continue,
-                    };
-                    self.feed(cx, now, flow, input);
-                }
-                H2ClientOutput::StreamError { flow, message, unprocessed } => {
-                    if let Some(i) = self.server_index(conn) {
-                        self.servers[i].flows.retain(|f| *f != flow);
-                    }
-                    let input = if unprocessed { Input::ServerRefused { message } } else { Input::ServerError { message } };
-                    self.feed(cx, now, flow, input);
-                }
-                H2ClientOutput::Malformed { flow, error } => {
-                    let message = format!("malformed response: {error}");
-                    cx.log(LogLevel::Info, format!("server {}: {message}", self.server_addr(conn)));
-                    if let Some(i) = self.server_index(conn) {
-                        self.servers[i].flows.retain(|f| *f != flow);
-                    }
-                    self.feed(cx, now, flow, Input::ServerError { message });
-                }
-                H2ClientOutput::Closed { error } => {
-                    if let Some(error) = error {
-                        cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.server_addr(conn)));
-                    }
-                    let flows = self.server_index(conn).map(|i| std::mem::take(&mut self.servers[i].flows)).unwrap_or_default();
-                    for flow in flows {
-                        let message = "the server closed the HTTP/2 connection".to_string();
-                        self.feed(cx, now, flow, Input::ServerError { message });
-                    }
-                    self.drop_server(cx, conn);
-                }
             }
         }
     }

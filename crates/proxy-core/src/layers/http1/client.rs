@@ -8,24 +8,15 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::flow::{Request, Response, Version};
 use crate::ids::{ConnId, FlowId};
-use crate::layers::http::event::HttpEvent;
+use crate::layers::http::event::{CodecOutput, HttpEvent};
 
-/// What an upstream connection produced.
-#[derive(Debug)]
-pub(crate) enum ClientOutput {
-    Http(HttpEvent),
-    /// The server broke the protocol; the connection is unusable.
-    Error { message: String },
-    /// The server closed the connection before its response was complete.
-    Closed,
-}
-
+/// Where the response stands; `flow` is the exchange it answers.
 #[derive(Debug)]
 enum Recv {
     /// No request outstanding.
     Idle,
-    Head,
-    Body(BodyReader),
+    Head(FlowId),
+    Body(FlowId, BodyReader),
     Done,
     /// Switched protocols, or broken.
     Stopped,
@@ -46,7 +37,6 @@ pub(crate) struct Http1Client {
     add_via: bool,
     recv: Recv,
     send: Send,
-    flow: FlowId,
     /// The method of the request in flight: `HEAD` and `CONNECT` responses have no body.
     method: String,
     keep_alive: bool,
@@ -68,7 +58,6 @@ impl Http1Client {
             add_via: config.add_via,
             recv: Recv::Idle,
             send: Send::Idle,
-            flow: FlowId(0),
             method: String::new(),
             keep_alive: true,
             eof: false,
@@ -101,7 +90,7 @@ impl Http1Client {
     /// If the rest of the response body is `Content-Length` framed, at least `min` bytes, and
     /// none of it is buffered here, hand it to the driver: returns how many bytes to forward.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
-        let Recv::Body(reader) = &self.recv else { return None };
+        let Recv::Body(_, reader) = &self.recv else { return None };
         if self.forwarding != Forwarding::No {
             return None;
         }
@@ -117,14 +106,15 @@ impl Http1Client {
     }
 
     /// The driver forwarded `len` bytes of the response body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ClientOutput>) {
-        let Recv::Body(reader) = &mut self.recv else { return };
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput>) {
+        let Recv::Body(flow, reader) = &mut self.recv else { return };
+        let flow = *flow;
         self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;
             self.recv = Recv::Done;
-            out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers: None }));
+            out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers: None }));
         }
     }
 
@@ -152,8 +142,7 @@ impl Http1Client {
     }
 
     fn send_head(&mut self, cx: &mut Context, flow: FlowId, request: Request, end_stream: bool) {
-        self.flow = flow;
-        self.recv = Recv::Head;
+        self.recv = Recv::Head(flow);
         self.method.clone_from(&request.method);
         let target = if self.absolute_form { absolute_target(&request) } else { request.path.clone() };
         let mut headers = request.headers;
@@ -196,7 +185,7 @@ impl Http1Client {
         };
     }
 
-    pub(crate) fn receive(&mut self, cx: &mut Context, data: Bytes, out: &mut Vec<ClientOutput>) {
+    pub(crate) fn receive(&mut self, cx: &mut Context, data: Bytes, out: &mut Vec<CodecOutput>) {
         let _ = cx;
         take_in(&mut self.buf, data);
         if matches!(self.recv, Recv::Stopped) {
@@ -208,28 +197,31 @@ impl Http1Client {
                     if !self.buf.is_empty() {
                         self.keep_alive = false;
                         self.recv = Recv::Stopped;
-                        out.push(ClientOutput::Error { message: "server sent data without a request".into() });
+                        let message = "server sent data without a request".into();
+                        out.push(CodecOutput::Error { flow: None, message });
                     }
                     return;
                 }
-                Recv::Head => match self.heads.read_response(&mut self.buf, &self.limits) {
+                Recv::Head(flow) => match self.heads.read_response(&mut self.buf, &self.limits) {
                     Ok(None) => return,
                     Ok(Some(head)) => {
-                        if !self.start_response(head, out) {
+                        let flow = *flow;
+                        if !self.start_response(flow, head, out) {
                             return;
                         }
                     }
                     Err(e) => return self.fail(format!("invalid response: {e}"), out),
                 },
-                Recv::Body(reader) => match reader.read(&mut self.buf) {
+                Recv::Body(flow, reader) => match reader.read(&mut self.buf) {
                     Ok(None) => return,
                     Ok(Some(BodyEvent::Data(data))) => {
-                        out.push(ClientOutput::Http(HttpEvent::ResponseData { flow: self.flow, data }));
+                        out.push(CodecOutput::Http(HttpEvent::ResponseData { flow: *flow, data }));
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
+                        let flow = *flow;
                         self.recv = Recv::Done;
                         let trailers = allowed_trailers(trailers);
-                        out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers }));
+                        out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
                     }
                     Err(e) => return self.fail(format!("invalid response body: {e}"), out),
                 },
@@ -239,8 +231,7 @@ impl Http1Client {
     }
 
     /// Handle a response head; false when the rest of the buffer is not HTTP any more.
-    fn start_response(&mut self, head: ResponseHead, out: &mut Vec<ClientOutput>) -> bool {
-        let flow = self.flow;
+    fn start_response(&mut self, flow: FlowId, head: ResponseHead, out: &mut Vec<CodecOutput>) -> bool {
         let status = head.status;
         if (100..200).contains(&status) && status != 101 {
             let mut headers = head.headers;
@@ -249,7 +240,7 @@ impl Http1Client {
             // one; a client that believed the field would read the next response as a body.
             headers.remove("content-length");
             let response = self.response_from(head.version, status, head.reason, headers);
-            out.push(ClientOutput::Http(HttpEvent::InterimResponse { flow, response }));
+            out.push(CodecOutput::Http(HttpEvent::InterimResponse { flow, response }));
             return true;
         }
         if status == 101 {
@@ -258,7 +249,7 @@ impl Http1Client {
             let response = self.response_from(head.version, status, head.reason, headers);
             self.recv = Recv::Stopped;
             self.keep_alive = false;
-            out.push(ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream: true }));
+            out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream: true }));
             return false;
         }
         let framing = match wire::response_framing(&self.method, &head) {
@@ -285,35 +276,42 @@ impl Http1Client {
         }
         let response = self.response_from(head.version, status, head.reason, headers);
         let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
-        self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
-        out.push(ClientOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
+        self.recv = if end_stream { Recv::Done } else { Recv::Body(flow, BodyReader::new(framing, self.limits)) };
+        out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
         true
     }
 
-    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<ClientOutput>) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
         let _ = cx;
         self.eof = true;
         self.keep_alive = false;
         match &mut self.recv {
-            Recv::Head => out.push(ClientOutput::Closed),
-            Recv::Body(reader) => match reader.read_eof() {
+            Recv::Head(flow) => out.push(CodecOutput::Closed { flow: Some(*flow), error: None }),
+            Recv::Body(flow, reader) => match reader.read_eof() {
                 Ok(_) => {
+                    let flow = *flow;
                     self.recv = Recv::Done;
-                    out.push(ClientOutput::Http(HttpEvent::ResponseEnd { flow: self.flow, trailers: None }));
+                    out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers: None }));
                 }
                 Err(_) => {
+                    let flow = *flow;
                     self.recv = Recv::Stopped;
-                    out.push(ClientOutput::Closed);
+                    out.push(CodecOutput::Closed { flow: Some(flow), error: None });
                 }
             },
             Recv::Idle | Recv::Done | Recv::Stopped => {}
         }
     }
 
-    fn fail(&mut self, message: String, out: &mut Vec<ClientOutput>) {
+    /// The server broke the protocol in the response being read: the connection is unusable.
+    fn fail(&mut self, message: String, out: &mut Vec<CodecOutput>) {
+        let flow = match self.recv {
+            Recv::Head(flow) | Recv::Body(flow, _) => Some(flow),
+            Recv::Idle | Recv::Done | Recv::Stopped => None,
+        };
         self.recv = Recv::Stopped;
         self.keep_alive = false;
-        out.push(ClientOutput::Error { message });
+        out.push(CodecOutput::Error { flow, message });
     }
 }
 

@@ -12,7 +12,7 @@ pub(crate) mod wire;
 
 use bytes::{Bytes, BytesMut};
 
-pub(crate) use client::{ClientOutput, Http1Client};
+pub(crate) use client::Http1Client;
 pub(crate) use server::{split_authority, Http1Server};
 pub use wire::Http1Error;
 

@@ -13,7 +13,8 @@ use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::UnderscoreHeaders;
 use crate::ids::{ConnId, FlowId, Scheme};
 use crate::layers::http::destination::Destination;
-use crate::layers::http::event::{HttpEvent, ServerOutput};
+use crate::layers::http::error::ClientError;
+use crate::layers::http::event::{CodecOutput, HttpEvent};
 
 #[derive(Debug)]
 enum Recv {
@@ -101,7 +102,7 @@ impl Http1Server {
         self
     }
 
-    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<CodecOutput>) {
         if self.finished || matches!(self.recv, Recv::Stopped) && !self.tunnel {
             return;
         }
@@ -119,13 +120,12 @@ impl Http1Server {
 
     /// The clock reached `now`: a request head still incomplete past its deadline is answered
     /// 408, and the connection closes.
-    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
         if self.finished || self.head_deadline.is_none_or(|d| d > now) {
             return;
         }
         self.head_deadline = None;
-        let secs = self.head_timeout.as_secs_f64();
-        self.reject(cx, 408, format!("request head not complete after {secs} s"), out);
+        self.reject(cx, ClientError::HeadTimeout { secs: self.head_timeout.as_secs_f64() }, out);
     }
 
     /// Start the head deadline at the first byte of a request head; stop it once there is no
@@ -139,12 +139,12 @@ impl Http1Server {
         }
     }
 
-    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
         let flow = self.current.as_ref().map(|c| c.flow);
         if self.eof {
             // Closed a second time: a write failed too, so the client is gone for good.
             self.finished = true;
-            out.push(ServerOutput::Closed { flow });
+            out.push(CodecOutput::Closed { flow, error: None });
             return;
         }
         self.eof = true;
@@ -164,12 +164,12 @@ impl Http1Server {
 
     /// The client closed with the current request body still to come: unless its framing
     /// ends there, the request is cut short.
-    fn body_eof(&mut self, out: &mut Vec<ServerOutput>) {
+    fn body_eof(&mut self, out: &mut Vec<CodecOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
         if reader.read_eof().is_err() {
             self.recv = Recv::Stopped;
             self.finished = true;
-            out.push(ServerOutput::Closed { flow: self.current.as_ref().map(|c| c.flow) });
+            out.push(CodecOutput::Closed { flow: self.current.as_ref().map(|c| c.flow), error: None });
         }
     }
 
@@ -210,7 +210,7 @@ impl Http1Server {
         matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty() && !self.finished
     }
 
-    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
         self.parse(cx, out);
         self.arm_head_deadline(now);
     }
@@ -239,14 +239,14 @@ impl Http1Server {
     }
 
     /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<ServerOutput>) {
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput>) {
         let Recv::Body(reader) = &mut self.recv else { return };
         self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;
             let flow = self.flow();
-            out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
+            out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
             self.recv = Recv::Done;
             self.maybe_finish_exchange();
         }
@@ -257,7 +257,7 @@ impl Http1Server {
         self.buf.split().freeze()
     }
 
-    fn parse(&mut self, cx: &mut Context, out: &mut Vec<ServerOutput>) {
+    fn parse(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
         loop {
             match &mut self.recv {
                 Recv::Head => {
@@ -272,7 +272,7 @@ impl Http1Server {
                             return;
                         }
                         Ok(Some(head)) => self.start_request(cx, head, out),
-                        Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
+                        Err(e) => return self.reject(cx, ClientError::Head(e), out),
                     }
                 }
                 Recv::Body(reader) => match reader.read(&mut self.buf) {
@@ -281,23 +281,23 @@ impl Http1Server {
                     Ok(None) => return,
                     Ok(Some(BodyEvent::Data(data))) => {
                         let flow = self.flow();
-                        out.push(ServerOutput::Http(HttpEvent::RequestData { flow, data }));
+                        out.push(CodecOutput::Http(HttpEvent::RequestData { flow, data }));
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         let flow = self.flow();
                         let trailers = allowed_trailers(trailers);
-                        out.push(ServerOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
+                        out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                         self.recv = Recv::Done;
                         self.maybe_finish_exchange();
                     }
-                    Err(e) => return self.reject(cx, 400, format!("bad request body: {e}"), out),
+                    Err(e) => return self.reject(cx, ClientError::Body(e), out),
                 },
                 Recv::Done | Recv::Stopped => return,
             }
         }
     }
 
-    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<ServerOutput>) {
+    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<CodecOutput>) {
         let connect = head.method.eq_ignore_ascii_case("CONNECT");
         let framing = if connect {
             Ok(Framing::Empty)
@@ -306,18 +306,18 @@ impl Http1Server {
         };
         let framing = match framing {
             Ok(framing) => framing,
-            Err(e) => return self.reject(cx, e.status(), e.to_string(), out),
+            Err(e) => return self.reject(cx, ClientError::Head(e), out),
         };
         if let Err(e) = head.headers.screen_underscores(self.underscores) {
-            return self.reject(cx, 400, e.to_string(), out);
+            return self.reject(cx, e.into(), out);
         }
         if head.target.contains('#') {
             // No form of request-target has a fragment (RFC 9112 section 3.2); a next hop could
             // cut the target there or keep it.
-            return self.reject(cx, 400, "fragment in the request target".into(), out);
+            return self.reject(cx, ClientError::Fragment, out);
         }
         if let (true, Some(message)) = (connect, self.destination.refuses_connect()) {
-            return self.reject(cx, 405, message.into(), out);
+            return self.reject(cx, ClientError::ConnectRefused(message), out);
         }
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
         let parsed = match self.destination.target() {
@@ -330,25 +330,24 @@ impl Http1Server {
         };
         let (scheme, host, port, path) = match parsed {
             Ok(parts) => parts,
-            Err(message) => return self.reject(cx, 400, message, out),
+            Err(error) => return self.reject(cx, error, out),
         };
         if scheme == Scheme::Https && !connect && !self.tls_upstream {
-            let message = "https:// URLs in proxy requests need TLS interception, which is off; use CONNECT";
-            return self.reject(cx, 501, message.into(), out);
+            return self.reject(cx, ClientError::HttpsWithoutTls, out);
         }
         // RFC 9112 section 3.2: one valid Host, and one at all in an HTTP/1.1 origin-form
         // request, which names no host of its own. An absolute-form target replaces Host below.
         let host_error = {
             let mut hosts = head.headers.get_all("host");
             match (hosts.next(), hosts.next()) {
-                (Some(_), Some(_)) => Some("more than one host header"),
-                (Some(host), None) if !is_valid_host(host) => Some("invalid host header"),
-                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some("missing host header"),
+                (Some(_), Some(_)) => Some(ClientError::HostTwice),
+                (Some(host), None) if !is_valid_host(host) => Some(ClientError::BadHost),
+                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some(ClientError::NoHost),
                 _ => None,
             }
         };
-        if let Some(message) = host_error {
-            return self.reject(cx, 400, message.into(), out);
+        if let Some(error) = host_error {
+            return self.reject(cx, error, out);
         }
         let keep_alive = match head.version {
             Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
@@ -391,11 +390,13 @@ impl Http1Server {
         self.current = Some(Exchange { flow, version: head.version, head: request.method == "HEAD", connect, keep_alive });
         self.send = Send::Idle;
         self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
-        out.push(ServerOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
+        out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
     }
 
-    /// Answer a request the client got wrong, and close the connection.
-    fn reject(&mut self, cx: &mut Context, status: u16, message: String, out: &mut Vec<ServerOutput>) {
+    /// Answer a request the client got wrong with the status its error calls for, and close
+    /// the connection.
+    fn reject(&mut self, cx: &mut Context, error: ClientError, out: &mut Vec<CodecOutput>) {
+        let (status, message) = (error.status(), error.to_string());
         cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
         if self.send == Send::Idle {
             let reason = reason_phrase(status);
@@ -411,7 +412,7 @@ impl Http1Server {
         }
         self.recv = Recv::Stopped;
         self.finished = true;
-        out.push(ServerOutput::Error { flow: self.current.as_ref().map(|c| c.flow), message });
+        out.push(CodecOutput::Error { flow: self.current.as_ref().map(|c| c.flow), message });
     }
 
     /// Write a response event for the current exchange.
@@ -555,9 +556,9 @@ impl Http1Server {
 }
 
 /// Split a proxy request's target into scheme, host, port and origin-form path.
-fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, String), String> {
+fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, String), ClientError> {
     if method.eq_ignore_ascii_case("CONNECT") {
-        let (host, port) = split_authority(target, None).ok_or_else(|| format!("invalid CONNECT target {target:?}"))?;
+        let (host, port) = split_authority(target, None).ok_or_else(|| ClientError::ConnectTarget(target.into()))?;
         return Ok((Scheme::Https, host, port, String::new()));
     }
     let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(target, "http://") {
@@ -565,18 +566,18 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
     } else if let Some(rest) = strip_prefix_ignore_case(target, "https://") {
         (Scheme::Https, rest)
     } else if target.starts_with('/') || target == "*" {
-        return Err("a proxy request needs an absolute URL (http://host/path) as its target".into());
+        return Err(ClientError::NotAbsolute);
     } else {
-        return Err(format!("unsupported request target {target:?}"));
+        return Err(ClientError::Target(target.into()));
     };
     // The caller refused targets with a fragment.
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     if authority.contains('@') {
-        return Err("user information in the request target is not allowed".into());
+        return Err(ClientError::UserInfo);
     }
     let (host, port) = split_authority(authority, Some(scheme.default_port()))
-        .ok_or_else(|| format!("invalid host in request target {target:?}"))?;
+        .ok_or_else(|| ClientError::TargetHost(target.into()))?;
     let path = match path {
         "" => "/".to_owned(),
         p if p.starts_with('?') => format!("/{p}"),

@@ -18,9 +18,11 @@
 //! peer's window allows; [`Engine::backlog`] tells the caller how much waits.
 //!
 //! `transport.rs` is the pipe h2 reads and writes, `settings.rs` our settings and the
-//! following of the server's first SETTINGS frame; this file is the engine and its streams.
+//! following of the server's first SETTINGS frame, `stream.rs` one stream's state and the
+//! flow control of its bodies; this file is the engine: the connection and its stream table.
 
 mod settings;
+mod stream;
 mod transport;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,11 +31,12 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::Bytes;
-use h2::{client, server, Reason, RecvStream, SendStream};
+use h2::{client, server, Reason};
 use http::HeaderMap;
 
 pub use settings::Settings;
 use settings::{configure, PeerSettings};
+use stream::{receive_body, Received, Stream};
 use transport::{Frames, Io, PREFACE};
 
 /// A stream, as the caller names it: the h2 stream id for streams the peer opened, the
@@ -71,38 +74,6 @@ enum Conn {
     ClientHandshake(ClientHandshake),
     Client { conn: Box<client::Connection<Io, Bytes>>, requests: client::SendRequest<Bytes> },
     Done,
-}
-
-/// One stream's state on our side.
-#[derive(Default)]
-struct Stream {
-    /// The response on its way (client role), until its head arrives.
-    response: Option<client::ResponseFuture>,
-    /// Where the response head goes (server role), until we send it.
-    respond: Option<server::SendResponse<Bytes>>,
-    /// The peer's body, until its end.
-    recv: Option<RecvStream>,
-    /// The caller can take body bytes now.
-    reading: bool,
-    /// Our body, once our head has gone.
-    send: Option<SendStream<Bytes>>,
-    /// Body bytes the peer's window has no room for yet.
-    pending: VecDeque<Bytes>,
-    pending_len: usize,
-    /// Our message ends after `pending`, with these trailers.
-    finish: Option<Option<HeaderMap>>,
-    /// Our side of the stream is over (END_STREAM sent, or reset).
-    sent_end: bool,
-    /// The peer's side is over.
-    recv_end: bool,
-    /// Reset the stream with this reason once our message has gone out whole.
-    reset_when_sent: Option<Reason>,
-}
-
-impl Stream {
-    fn is_done(&self) -> bool {
-        self.sent_end && self.recv_end
-    }
 }
 
 /// Streams a client assumes a server allows until the server's SETTINGS say otherwise:
@@ -252,12 +223,9 @@ impl Engine {
 
     /// Queue body bytes for `stream`.
     pub fn send_data(&mut self, stream: StreamKey, data: Bytes) {
-        let Some(s) = self.streams.get_mut(&stream) else { return };
-        if s.sent_end || s.finish.is_some() || data.is_empty() {
-            return;
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.queue(data);
         }
-        s.pending_len += data.len();
-        s.pending.push_back(data);
     }
 
     /// End our message on `stream` after the queued body, with `trailers`.
@@ -346,6 +314,22 @@ impl Engine {
             }
         }
         std::mem::take(&mut self.events)
+    }
+
+    /// Poll the engine that `codec` holds until it is still, handing each event to `handle`.
+    /// What `handle` does about an event (an answer of the codec's own, a reset) only goes
+    /// out with the next poll, which may bring events of its own; so a codec polls this way,
+    /// not with one call of [`poll`](Self::poll).
+    pub fn poll_until_still<C>(codec: &mut C, engine: fn(&mut C) -> &mut Engine, mut handle: impl FnMut(&mut C, H2Event)) {
+        loop {
+            let events = engine(codec).poll();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                handle(codec, event);
+            }
+        }
     }
 
     /// Poll the connection: read and write frames, accept or open streams. True if a stream
@@ -580,85 +564,12 @@ impl Engine {
 
     /// Give h2 as much of each queued body as the peer's window takes. True if any went.
     fn flush_bodies(&mut self) -> bool {
-        let mut moved = false;
-        for s in self.streams.values_mut() {
-            let Some(send) = &mut s.send else { continue };
-            if s.sent_end {
-                continue;
-            }
-            while let Some(front) = s.pending.front_mut() {
-                send.reserve_capacity(s.pending_len);
-                let room = send.capacity();
-                if room == 0 {
-                    break;
-                }
-                let chunk = if front.len() <= room { s.pending.pop_front().unwrap_or_default() } else { front.split_to(room) };
-                s.pending_len -= chunk.len();
-                let last = s.pending.is_empty() && matches!(s.finish, Some(None));
-                moved = true;
-                if send.send_data(chunk, last).is_err() {
-                    s.pending.clear();
-                    s.pending_len = 0;
-                    s.sent_end = true;
-                    break;
-                }
-                if last {
-                    s.sent_end = true;
-                    s.finish = None;
-                }
-            }
-            if s.pending.is_empty() && !s.sent_end {
-                if let Some(trailers) = s.finish.take() {
-                    moved = true;
-                    let _ = match trailers {
-                        Some(trailers) => send.send_trailers(trailers),
-                        None => send.send_data(Bytes::new(), true),
-                    };
-                    s.sent_end = true;
-                    send.reserve_capacity(0);
-                }
-            }
-        }
-        moved
+        self.streams.values_mut().fold(false, |moved, s| s.flush() | moved)
     }
 
     fn forget_if_done(&mut self, stream: StreamKey) {
         if self.streams.get(&stream).is_some_and(Stream::is_done) {
             self.streams.remove(&stream);
-        }
-    }
-}
-
-enum Received {
-    Nothing,
-    Data(Vec<Bytes>),
-    End(Vec<Bytes>, Option<HeaderMap>),
-    Failed(Vec<Bytes>, h2::Error),
-}
-
-/// Take what body bytes (and trailers) `recv` holds, giving their window back to the peer.
-fn receive_body(recv: &mut RecvStream, task: &mut TaskContext<'_>) -> Received {
-    let mut chunks = Vec::new();
-    loop {
-        match recv.poll_data(task) {
-            Poll::Ready(Some(Ok(data))) => {
-                let _ = recv.flow_control().release_capacity(data.len());
-                if !data.is_empty() {
-                    chunks.push(data);
-                }
-            }
-            Poll::Ready(Some(Err(e))) => return Received::Failed(chunks, e),
-            Poll::Ready(None) => {
-                return match recv.poll_trailers(task) {
-                    Poll::Ready(Ok(trailers)) => Received::End(chunks, trailers),
-                    Poll::Ready(Err(e)) => Received::Failed(chunks, e),
-                    // Trailers may still be coming in a HEADERS frame of their own.
-                    Poll::Pending if chunks.is_empty() => Received::Nothing,
-                    Poll::Pending => Received::Data(chunks),
-                };
-            }
-            Poll::Pending if chunks.is_empty() => return Received::Nothing,
-            Poll::Pending => return Received::Data(chunks),
         }
     }
 }
