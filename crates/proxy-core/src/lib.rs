@@ -16,11 +16,14 @@
 //! let wake_at = conn.poll_timeout();
 //! ```
 //!
-//! Inside, layers stack as in mitmproxy: the proxy mode ([`Mode`]), then HTTP/1 or HTTP/2
-//! towards the client, a version-agnostic HTTP stream per request/response pair, and HTTP/1
+//! Inside, layers stack as in mitmproxy: at the bottom a TLS transport that decrypts what
+//! arrives on each connection speaking TLS (each session has a state of its own: connecting,
+//! handshaking, established, closed, failed), then the proxy mode ([`Mode`]), then HTTP/1 or
+//! HTTP/2 towards the client, a version-agnostic HTTP stream per request/response pair, and HTTP/1
 //! or HTTP/2 towards each server, whichever each peer speaks: any client version meets any
 //! server version. A `CONNECT` is intercepted when [`Config::tls`] is set ([`tls`] tells
-//! how) and otherwise turns the client connection into a raw tunnel.
+//! how) and otherwise turns the client connection into a raw tunnel. The repository's
+//! `ARCHITECTURE.md` follows one request through each file on its way.
 //!
 //! Two exceptions to purity, both inside libraries we chose for their track record: rustls
 //! draws random numbers for its handshakes from its crypto provider (certificate minting,

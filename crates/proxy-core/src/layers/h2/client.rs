@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::flow::Response;
 use crate::ids::{ConnId, FlowId};
+use crate::layers::http::error::ServerError;
 use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
 
 /// The HTTP/2 client side of an upstream connection.
@@ -89,12 +90,12 @@ impl H2Client {
         self.flows.remove(&flow);
     }
 
-    pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
         Engine::poll_until_still(self, |c| &mut c.engine, |c, event| c.handle(event, out));
         cx.send(self.conn, self.engine.take_output());
     }
 
-    fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput>) {
+    fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput<ServerError>>) {
         match event {
             H2Event::Interim { stream, head } => {
                 let flow = FlowId(stream);
@@ -140,7 +141,7 @@ impl H2Client {
 
     /// Whether a response head on `flow` goes on: the flow is ours and the head well formed
     /// (a malformed one resets the stream).
-    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<CodecOutput>) -> bool {
+    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
         if !self.flows.contains_key(&flow) {
             return false;
         }
@@ -154,10 +155,10 @@ impl H2Client {
     }
 
     /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
-    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<CodecOutput>) {
+    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<CodecOutput<ServerError>>) {
         self.flows.remove(&flow);
         self.engine.reset(flow.0, Reason::PROTOCOL_ERROR);
         // The flow's stream is reset with `PROTOCOL_ERROR`; the connection goes on.
-        out.push(CodecOutput::Error { flow: Some(flow), message: format!("malformed response: {error}") });
+        out.push(CodecOutput::Error { flow: Some(flow), error: ServerError::Fields(error) });
     }
 }

@@ -99,12 +99,12 @@ impl H2Server {
     }
 
     /// Run the engine: what the client sent becomes `out`, what we have for it is sent.
-    pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         Engine::poll_until_still(self, |s| &mut s.engine, |s, event| s.handle(cx, now, event, out));
         cx.send(self.conn, self.engine.take_output());
     }
 
-    fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput>) {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput<ClientError>>) {
         match event {
             H2Event::Request { stream, head, end_stream } => match self.request(head) {
                 Ok(request) => {
@@ -138,11 +138,11 @@ impl H2Server {
                 if let Some(&flow) = self.flows.get(&stream) {
                     if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
                         // The request went upstream already: it is abandoned there.
-                        let message = ClientError::Trailers(error).to_string();
-                        cx.log(LogLevel::Info, format!("client {}: stream {stream}: {message}", cx.client.peer));
+                        let error = ClientError::Trailers(error);
+                        cx.log(LogLevel::Info, format!("client {}: stream {stream}: {error}", cx.client.peer));
                         self.forget(stream);
                         self.engine.reset(stream, Reason::PROTOCOL_ERROR);
-                        out.push(CodecOutput::Error { flow: Some(flow), message });
+                        out.push(CodecOutput::Error { flow: Some(flow), error });
                         return;
                     }
                     let trailers = trailers.map(|t| from_h2_headers(&t));

@@ -8,6 +8,7 @@ use crate::headers::UnderscoreError;
 use crate::ids::ServerAddr;
 use crate::layers::h2::fields::FieldError;
 use crate::layers::http1::Http1Error;
+use super::event::StreamReset;
 use super::upstream_proxy::ProxyError;
 
 /// A failed exchange. The client gets [`status`](Self::status) with this as the text of the
@@ -30,8 +31,8 @@ pub(crate) enum HttpError {
     #[error(transparent)]
     UpstreamProxy(ProxyError),
     /// The server broke the protocol or went away before its response was complete.
-    #[error("{addr}: {message}")]
-    Server { addr: ServerAddr, message: String },
+    #[error("{addr}: {error}")]
+    Server { addr: ServerAddr, error: ServerError },
     /// The server stayed silent while it owed a response.
     #[error("{addr} sent nothing for {secs} s")]
     ServerTimeout { addr: ServerAddr, secs: f64 },
@@ -51,6 +52,45 @@ impl HttpError {
             Self::ServerTimeout { .. } => 504,
             Self::Connect { .. } | Self::UpstreamProxy(_) | Self::Server { .. } | Self::ResponseTooLarge { .. } => 502,
         }
+    }
+}
+
+/// How a server broke an exchange, as the codec facing it saw it.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub(crate) enum ServerError {
+    /// An HTTP/1 server sent bytes while no request was outstanding.
+    #[error("server sent data without a request")]
+    Unsolicited,
+    #[error("invalid response: {0}")]
+    Head(Http1Error),
+    #[error("invalid response body: {0}")]
+    Body(Http1Error),
+    /// An HTTP/2 response that RFC 9113 makes malformed.
+    #[error("malformed response: {0}")]
+    Fields(FieldError),
+    /// The response's HTTP/2 stream ended abnormally.
+    #[error("{}", describe_reset(.0))]
+    Reset(StreamReset),
+    #[error("server closed the connection before the response was complete")]
+    Closed,
+    #[error("the server closed the HTTP/2 connection")]
+    ClosedH2,
+}
+
+impl ServerError {
+    /// Whether the server cannot have acted on the request, which may be sent again (RFC 9113
+    /// section 8.7).
+    pub(crate) fn is_unprocessed(&self) -> bool {
+        matches!(self, Self::Reset(reset) if reset.unprocessed)
+    }
+}
+
+fn describe_reset(reset: &StreamReset) -> String {
+    let StreamReset { reason, remote, unprocessed } = reset;
+    match (remote, unprocessed) {
+        (true, true) => format!("the server refused the stream ({reason:?})"),
+        (true, false) => format!("the server reset the stream ({reason:?})"),
+        (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
     }
 }
 

@@ -40,15 +40,16 @@ impl HttpEvent {
 
 /// What a codec produced, whichever of the four: `Http1Server` or `H2Server` facing the
 /// client, `Http1Client` or `H2Client` facing a server. Where the codec knows the flow a
-/// failure concerns, the output names it.
+/// failure concerns, the output names it. `E` says how the peer can break the protocol: a
+/// `ClientError` for the codecs facing the client, a `ServerError` for those facing servers.
 #[derive(Debug)]
-pub(crate) enum CodecOutput {
+pub(crate) enum CodecOutput<E> {
     /// A step of a message.
     Http(HttpEvent),
     /// The peer broke the protocol, in `flow`'s message or, without a flow, between messages.
     /// The codec has done its part (answered the client if it still could, reset the
     /// stream). An HTTP/1 connection is unusable after it; HTTP/2 loses only the stream.
-    Error { flow: Option<FlowId>, message: String },
+    Error { flow: Option<FlowId>, error: E },
     /// `flow`'s HTTP/2 stream ended abnormally: the peer reset it, h2 did, or it was lost with
     /// its connection.
     Reset { flow: FlowId, reset: StreamReset },

@@ -13,7 +13,7 @@ impl HttpLayer {
         let Some(client) = self.client.h1_mut() else { return };
         let Some(flow) = client.current_flow() else { return };
         let Some(stream) = self.streams.get(&flow) else { return };
-        let Some(server) = self.servers.iter_mut().find(|s| s.flows.contains(&flow) && s.open) else { return };
+        let Some(server) = self.pool.carrying_mut(flow).filter(|s| s.open) else { return };
         // Bytes on a TLS connection are not what the other side should get.
         if server.tls || !cx.is_plain(ConnId::CLIENT) {
             return;
@@ -34,7 +34,7 @@ impl HttpLayer {
 
     /// Whether the server side of `flow` can take more of its request body now.
     pub(super) fn server_has_room(&self, cx: &Context, flow: FlowId) -> bool {
-        let Some(server) = self.server_of(flow).map(|i| &self.servers[i]) else { return true };
+        let Some(server) = self.pool.carrying(flow) else { return true };
         let backlog = match &server.codec {
             ServerCodec::H2(codec) => codec.backlog(flow),
             ServerCodec::H1(_) => 0,

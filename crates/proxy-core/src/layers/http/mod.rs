@@ -36,14 +36,15 @@ use bytes::{Bytes, BytesMut};
 
 use crate::command::LogLevel;
 use crate::context::Context;
-use crate::event::{Event, OpenError};
-use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::event::Event;
+use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer};
 use crate::layers::h2::{H2Server, PREFACE};
 use crate::layers::http1::Http1Server;
 use destination::Destination;
-use event::{CodecOutput, HttpEvent, StreamReset};
-use pool::{ServerCodec, ServerConn};
+use error::{ClientError, ServerError};
+use event::{CodecOutput, HttpEvent};
+use pool::{Pool, ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
 use upstream_proxy::{ProxyConnect, ProxyError};
 
@@ -110,7 +111,7 @@ pub(crate) struct HttpLayer {
     /// or HTTP/1; `None` once decided.
     sniff: Option<BytesMut>,
     streams: BTreeMap<FlowId, HttpStream>,
-    servers: Vec<ServerConn>,
+    pool: Pool,
     /// Set when a stream asks for the client connection to become a tunnel.
     handover: Option<Handover>,
     client_deadline: Option<Instant>,
@@ -120,9 +121,6 @@ pub(crate) struct HttpLayer {
     /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
     /// read our last response before its unread input could make the kernel reset.
     lingering: bool,
-    /// An upstream that already failed for this client connection (its TLS handshake, when
-    /// we tried it before the client's): requests for it fail the same way without retrying.
-    failed_upstream: Option<(ServerAddr, OpenError)>,
 }
 
 impl HttpLayer {
@@ -132,13 +130,12 @@ impl HttpLayer {
             destination: Destination::Named,
             sniff: cx.config.http2.then(BytesMut::new),
             streams: BTreeMap::new(),
-            servers: Vec::new(),
+            pool: Pool::default(),
             handover: None,
             client_deadline: None,
             out: Vec::new(),
             client_gone: false,
             lingering: false,
-            failed_upstream: None,
         }
     }
 
@@ -182,15 +179,15 @@ impl Layer for HttpLayer {
                 }
             }
             Event::DataReceived { conn, data } => {
-                let Some(i) = self.server_index(conn) else { return };
-                self.servers[i].heard_from(now, cx.config.server_idle_timeout);
-                if self.servers[i].connect.as_ref().is_some_and(ProxyConnect::is_asked) {
+                let Some(server) = self.pool.get_mut(conn) else { return };
+                server.heard_from(now, cx.config.server_idle_timeout);
+                if server.connect.as_ref().is_some_and(ProxyConnect::is_asked) {
                     self.proxy_answer(cx, now, conn, &data);
                 } else {
-                    match &mut self.servers[i].codec {
+                    match &mut server.codec {
                         ServerCodec::H1(codec) => {
                             let mut outputs = Vec::new();
-                            codec.receive(cx, data, &mut outputs);
+                            codec.receive(data, &mut outputs);
                             self.handle_server_outputs(cx, now, conn, outputs);
                         }
                         ServerCodec::H2(codec) => codec.receive(data),
@@ -221,17 +218,15 @@ impl Layer for HttpLayer {
                 }
             }
             Event::ConnectionClosed { conn } => {
-                let Some(i) = self.server_index(conn) else { return };
-                match &mut self.servers[i].codec {
+                let Some(server) = self.pool.get_mut(conn) else { return };
+                match &mut server.codec {
                     ServerCodec::H1(codec) => {
                         let mut outputs = Vec::new();
                         codec.receive_eof(cx, &mut outputs);
                         self.handle_server_outputs(cx, now, conn, outputs);
                         // A server that closed is never reused.
-                        if let Some(i) = self.server_index(conn) {
-                            if self.servers[i].flows.is_empty() {
-                                self.drop_server(cx, conn);
-                            }
+                        if self.pool.get(conn).is_some_and(|s| s.flows.is_empty()) {
+                            self.drop_server(cx, conn);
                         }
                     }
                     // The engine reports the end, and what it cost, when next polled.
@@ -239,24 +234,23 @@ impl Layer for HttpLayer {
                 }
             }
             Event::Opened { conn } => {
-                let Some(i) = self.server_index(conn) else { return };
-                match &mut self.servers[i].connect {
+                let Some(server) = self.pool.get_mut(conn) else { return };
+                match &mut server.connect {
                     // The connection to the upstream proxy is up: ask it for the tunnel.
                     Some(connect) if connect.is_opening() => {
                         connect.ask(cx, conn);
-                        self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                        server.deadline = Some(now + cx.config.server_idle_timeout);
                     }
                     // The TLS handshake through the tunnel is done.
                     Some(_) => {
-                        self.servers[i].connect = None;
+                        server.connect = None;
                         self.server_opened(cx, now, conn);
                     }
                     None => self.server_opened(cx, now, conn),
                 }
             }
             Event::OpenFailed { conn, error } => {
-                let Some(i) = self.server_index(conn) else { return };
-                let server = self.servers.remove(i);
+                let Some(server) = self.pool.remove(conn) else { return };
                 cx.forget(conn);
                 let to_proxy = server.connect.as_ref().is_none_or(ProxyConnect::is_opening);
                 let input = match server.proxy {
@@ -279,9 +273,9 @@ impl Layer for HttpLayer {
                 // A report of no bytes only says which side the forward waits on.
                 if let Some(flow) = self.client.current_flow().filter(|_| len > 0) {
                     // Bytes reached the server: as for a write of ours, its silence counts anew.
-                    if let Some(i) = self.server_of(flow) {
-                        if !self.servers[i].dedicated && self.servers[i].deadline.is_some() {
-                            self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                    if let Some(server) = self.pool.carrying_mut(flow) {
+                        if !server.dedicated && server.deadline.is_some() {
+                            server.deadline = Some(now + cx.config.server_idle_timeout);
                         }
                     }
                     self.feed(cx, now, flow, Input::RequestForwarded(len));
@@ -293,15 +287,15 @@ impl Layer for HttpLayer {
                 self.handle_client_outputs(cx, now, outputs);
             }
             Event::Forwarded { from, len, pending } => {
-                let Some(i) = self.server_index(from) else { return };
+                let Some(server) = self.pool.get_mut(from) else { return };
                 let mut outputs = Vec::new();
-                if let Some(codec) = self.servers[i].h1_mut() {
+                if let Some(codec) = server.h1_mut() {
                     codec.handle_forwarded(len, pending, &mut outputs);
                 }
                 // As above: no bytes, no news from the server.
                 if len > 0 {
-                    self.servers[i].heard_from(now, cx.config.server_idle_timeout);
-                    if let Some(flow) = self.servers[i].flow() {
+                    server.heard_from(now, cx.config.server_idle_timeout);
+                    if let Some(flow) = server.flow() {
                         self.feed(cx, now, flow, Input::ResponseForwarded(len));
                     }
                 }
@@ -321,7 +315,7 @@ impl Layer for HttpLayer {
         if self.lingering {
             return self.client_deadline;
         }
-        let servers = self.servers.iter().filter_map(|s| s.deadline);
+        let servers = self.pool.iter().filter_map(|s| s.deadline);
         let head = self.client.h1().and_then(Http1Server::poll_timeout);
         let bodies = self.streams.values().filter_map(HttpStream::body_deadline);
         servers.chain(self.client_deadline).chain(head).chain(bodies).min()
@@ -335,7 +329,7 @@ impl Layer for HttpLayer {
 
 impl HttpLayer {
 
-    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<CodecOutput>) {
+    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<CodecOutput<ClientError>>) {
         // A request the codec rejected within the same read has been answered already: its
         // stream only reports the error, and neither raises request hooks nor opens a server.
         let rejected = outputs.iter().find_map(|o| match o {
@@ -348,8 +342,8 @@ impl HttpLayer {
                     self.streams.insert(flow, HttpStream::new(cx, now, flow, request));
                 }
                 CodecOutput::Http(event) => self.route_request_event(cx, now, event),
-                CodecOutput::Error { flow: Some(flow), message } => {
-                    self.feed(cx, now, flow, Input::ClientError { message });
+                CodecOutput::Error { flow: Some(flow), error } => {
+                    self.feed(cx, now, flow, Input::ClientError(error));
                 }
                 // Logged by the codec; there is no flow to tell.
                 CodecOutput::Error { flow: None, .. } => {}
@@ -380,8 +374,8 @@ impl HttpLayer {
     /// their streams, failures to the flows they cost. A failure ends an HTTP/1 connection,
     /// whose one flow is told while still on it; HTTP/2 flows leave their connection before
     /// they are told, and the connection goes on unless it closed.
-    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<CodecOutput>) {
-        let multiplexed = self.server_index(conn).is_some_and(|i| self.servers[i].is_h2());
+    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<CodecOutput<ServerError>>) {
+        let multiplexed = self.pool.get(conn).is_some_and(ServerConn::is_h2);
         for output in outputs {
             match output {
                 CodecOutput::Http(event) => {
@@ -396,8 +390,8 @@ impl HttpLayer {
                         HttpEvent::ResponseData { data, .. } => Input::ResponseData(data),
                         HttpEvent::ResponseEnd { trailers, .. } => {
                             // An HTTP/1 server owes nothing more once its one response is in.
-                            if let Some(i) = self.server_index(conn).filter(|_| !multiplexed) {
-                                self.servers[i].deadline = None;
+                            if let Some(server) = self.pool.get_mut(conn).filter(|_| !multiplexed) {
+                                server.deadline = None;
                             }
                             Input::ResponseEnd(trailers)
                         }
@@ -405,33 +399,23 @@ impl HttpLayer {
                     };
                     self.feed(cx, now, flow, input);
                 }
-                CodecOutput::Error { flow, message } => {
-                    cx.log(LogLevel::Info, format!("server {}: {}", self.server_addr(conn), message));
-                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError { message });
+                CodecOutput::Error { flow, error } => {
+                    cx.log(LogLevel::Info, format!("server {}: {}", self.pool.describe(conn), error));
+                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError(error));
                     if !multiplexed {
                         self.drop_server(cx, conn);
                     }
                 }
                 CodecOutput::Reset { flow, reset } => {
-                    let StreamReset { reason, remote, unprocessed } = reset;
-                    let message = match (remote, unprocessed) {
-                        (true, true) => format!("the server refused the stream ({reason:?})"),
-                        (true, false) => format!("the server reset the stream ({reason:?})"),
-                        (false, _) => format!("HTTP/2 stream failed ({reason:?})"),
-                    };
-                    let input = if unprocessed { Input::ServerRefused { message } } else { Input::ServerError { message } };
+                    let input = Input::ServerError(ServerError::Reset(reset));
                     self.tell_server_flows(cx, now, conn, Some(flow), multiplexed, input);
                 }
                 CodecOutput::Closed { flow, error } => {
                     if let Some(error) = error {
-                        cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.server_addr(conn)));
+                        cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.pool.describe(conn)));
                     }
-                    let message = if multiplexed {
-                        "the server closed the HTTP/2 connection"
-                    } else {
-                        "server closed the connection before the response was complete"
-                    };
-                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError { message: message.into() });
+                    let error = if multiplexed { ServerError::ClosedH2 } else { ServerError::Closed };
+                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError(error));
                     self.drop_server(cx, conn);
                 }
             }
@@ -445,10 +429,10 @@ impl HttpLayer {
         let flows = match flow {
             Some(flow) if multiplexed || self.is_on_server(conn, flow) => vec![flow],
             Some(_) => Vec::new(),
-            None => self.server_index(conn).map(|i| self.servers[i].flows.clone()).unwrap_or_default(),
+            None => self.pool.get(conn).map(|s| s.flows.clone()).unwrap_or_default(),
         };
-        if let Some(i) = self.server_index(conn).filter(|_| multiplexed) {
-            self.servers[i].flows.retain(|f| !flows.contains(f));
+        if let Some(server) = self.pool.get_mut(conn).filter(|_| multiplexed) {
+            server.flows.retain(|f| !flows.contains(f));
         }
         for flow in flows {
             self.feed(cx, now, flow, input.clone());
@@ -456,7 +440,7 @@ impl HttpLayer {
     }
 
     fn is_on_server(&self, conn: ConnId, flow: FlowId) -> bool {
-        self.server_index(conn).is_some_and(|i| self.servers[i].flows.contains(&flow))
+        self.pool.get(conn).is_some_and(|s| s.flows.contains(&flow))
     }
 
     /// Give `input` to the stream `flow` and carry out what it asks for.
@@ -482,9 +466,8 @@ impl HttpLayer {
                 }
             }
             Out::Server(event) => {
-                if let Some(i) = self.server_of(flow) {
+                if let Some(server) = self.pool.carrying_mut(flow) {
                     let timeout = cx.config.server_idle_timeout;
-                    let server = &mut self.servers[i];
                     // The server may stay silent while it is still being sent the request:
                     // count its silence from our last write.
                     if !server.dedicated {
@@ -500,14 +483,12 @@ impl HttpLayer {
                 self.assign_server(cx, now, flow, addr, tls, dedicated, multiplex);
             }
             Out::Tunnel => {
-                let Some(i) = self.server_of(flow) else { return };
-                let (Some(client), Some(_)) = (self.client.h1_mut(), self.servers[i].h1()) else {
-                    // HTTP/2 has no protocol switch: the requests that ask for one go over
-                    // HTTP/1, and a CONNECT over HTTP/2 is refused.
-                    return;
-                };
+                // HTTP/2 has no protocol switch: the requests that ask for one go over HTTP/1,
+                // and a CONNECT over HTTP/2 is refused.
+                let server = self.pool.carrying(flow).filter(|s| s.h1().is_some()).map(|s| s.conn);
+                let (Some(conn), Some(client)) = (server, self.client.h1_mut()) else { return };
                 let client_rest = client.take_rest();
-                let mut server = self.servers.remove(i);
+                let Some(mut server) = self.pool.remove(conn) else { return };
                 let rest = std::mem::take(&mut server.rest);
                 let server_rest = match server.h1_mut() {
                     Some(codec) if rest.is_empty() => codec.take_rest(),
@@ -522,8 +503,7 @@ impl HttpLayer {
                     client_eof: self.client.is_eof(),
                 });
                 self.streams.remove(&flow);
-                let others: Vec<ConnId> = self.servers.iter().map(|s| s.conn).collect();
-                for conn in others {
+                for conn in self.pool.conns() {
                     self.drop_server(cx, conn);
                 }
             }
@@ -533,8 +513,7 @@ impl HttpLayer {
                 ClientCodec::H1(_) => self.close_all(cx, now, false),
             },
             Out::AbortServer => {
-                let Some(i) = self.server_of(flow) else { return };
-                let server = &mut self.servers[i];
+                let Some(server) = self.pool.carrying_mut(flow) else { return };
                 match &mut server.codec {
                     ServerCodec::H2(codec) => {
                         codec.reset(flow);
@@ -555,8 +534,7 @@ impl HttpLayer {
     /// Done with the client connection: close it (`linger`: after a half-close and a grace
     /// period), every server connection, and every stream.
     fn close_all(&mut self, cx: &mut Context, now: Instant, linger: bool) {
-        let conns: Vec<ConnId> = self.servers.iter().map(|s| s.conn).collect();
-        for conn in conns {
+        for conn in self.pool.conns() {
             self.drop_server(cx, conn);
         }
         if !self.client_gone {
@@ -630,7 +608,7 @@ impl HttpLayer {
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
         }
         // Read an HTTP/1 server only while its stream is not waiting on a hook.
-        for server in &self.servers {
+        for server in self.pool.iter() {
             if !server.open || server.is_h2() {
                 continue;
             }
@@ -665,7 +643,7 @@ impl HttpLayer {
     /// routed to the streams, and what the streams sent goes out. First each stream's window
     /// is opened or held shut by whether its destination has room.
     fn drive_h2(&mut self, cx: &mut Context, now: Instant) {
-        if !matches!(self.client, ClientCodec::H2(_)) && !self.servers.iter().any(ServerConn::is_h2) {
+        if !matches!(self.client, ClientCodec::H2(_)) && !self.pool.iter().any(ServerConn::is_h2) {
             return;
         }
         // Events of one engine can only feed the others a bounded number of times over.
@@ -692,20 +670,22 @@ impl HttpLayer {
                     return;
                 }
             }
-            let h2_servers: Vec<ConnId> = self.servers.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
+            let h2_servers: Vec<ConnId> = self.pool.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
             for conn in h2_servers {
-                let Some(i) = self.server_index(conn) else { continue };
-                let flows: Vec<FlowId> = self.servers[i].flows.clone();
-                for flow in flows {
-                    let reading = self.streams.get(&flow).is_none_or(|s| s.wants_response_data()) && self.client_has_room(cx, flow);
-                    if let ServerCodec::H2(codec) = &mut self.servers[i].codec {
-                        codec.set_reading(flow, reading);
-                    }
+                let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else { continue };
+                let reading: Vec<(FlowId, bool)> = flows
+                    .into_iter()
+                    .map(|flow| {
+                        let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
+                        (flow, wants && self.client_has_room(cx, flow))
+                    })
+                    .collect();
+                let Some(ServerCodec::H2(codec)) = self.pool.get_mut(conn).map(|s| &mut s.codec) else { continue };
+                for (flow, reading) in reading {
+                    codec.set_reading(flow, reading);
                 }
                 let mut outputs = Vec::new();
-                if let ServerCodec::H2(codec) = &mut self.servers[i].codec {
-                    codec.poll(cx, &mut outputs);
-                }
+                codec.poll(cx, &mut outputs);
                 moved |= !outputs.is_empty();
                 self.handle_server_outputs(cx, now, conn, outputs);
             }

@@ -1,8 +1,14 @@
-//! Upstream connections of one client connection: each one's whole state is a [`ServerConn`],
-//! and the layer assigns flows to them (an idle one, an HTTP/2 one with room, one on its way
-//! that may speak HTTP/2, or a new one, directly or through an upstream proxy), releases them
-//! when a flow ends, and drops them.
-//! This is the seam where connections will be shared across client connections.
+//! Upstream connections of one client connection.
+//!
+//! Each connection's whole state is one [`ServerConn`] value, and the [`Pool`] holds them: it
+//! finds a connection that fits a request (an idle one, an HTTP/2 one with room, one on its
+//! way that may speak HTTP/2), takes in the ones opened, and gives up the ones that end. The
+//! `impl HttpLayer` below is the layer's side: it opens a new connection when the pool has
+//! none (directly or through an upstream proxy), tells streams when theirs is ready or
+//! failed, and releases connections when a flow ends.
+//!
+//! This is the seam where connections will be shared across client connections: the pool
+//! talks to no stream, so it can move out of the layer whole.
 
 use std::time::Instant;
 
@@ -122,6 +128,102 @@ impl ServerConn {
     }
 }
 
+/// The upstream connections of one client connection, each one whole [`ServerConn`] value,
+/// and what the pool remembers about upstreams (one that failed already). The layer asks it
+/// for a connection that fits a request, adds the ones it opens, and takes out the ones that
+/// end; nothing here talks to streams.
+#[derive(Default)]
+pub(crate) struct Pool {
+    servers: Vec<ServerConn>,
+    /// An upstream that already failed for this client connection (its TLS handshake, when
+    /// we tried it before the client's): requests for it fail the same way without retrying.
+    failed_upstream: Option<(ServerAddr, OpenError)>,
+}
+
+/// How a flow was put on a connection the pool already had.
+pub(super) enum Reused {
+    /// An open connection with room: the request may go now.
+    Ready,
+    /// A connection on its way that may speak HTTP/2: the request waits for it.
+    Waiting,
+}
+
+impl Pool {
+    pub(super) fn get(&self, conn: ConnId) -> Option<&ServerConn> {
+        self.servers.iter().find(|s| s.conn == conn)
+    }
+
+    pub(super) fn get_mut(&mut self, conn: ConnId) -> Option<&mut ServerConn> {
+        self.servers.iter_mut().find(|s| s.conn == conn)
+    }
+
+    /// The connection carrying `flow`.
+    pub(super) fn carrying(&self, flow: FlowId) -> Option<&ServerConn> {
+        self.servers.iter().find(|s| s.flows.contains(&flow))
+    }
+
+    pub(super) fn carrying_mut(&mut self, flow: FlowId) -> Option<&mut ServerConn> {
+        self.servers.iter_mut().find(|s| s.flows.contains(&flow))
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &ServerConn> {
+        self.servers.iter()
+    }
+
+    pub(super) fn conns(&self) -> Vec<ConnId> {
+        self.servers.iter().map(|s| s.conn).collect()
+    }
+
+    pub(super) fn insert(&mut self, server: ServerConn) {
+        self.servers.push(server);
+    }
+
+    pub(super) fn remove(&mut self, conn: ConnId) -> Option<ServerConn> {
+        let i = self.servers.iter().position(|s| s.conn == conn)?;
+        Some(self.servers.remove(i))
+    }
+
+    /// Put `flow` on a connection to `addr` (over TLS if `tls`, through `proxy` in upstream
+    /// mode) that can take it: an open one with room, or, if the request may go over HTTP/2
+    /// (`multiplex`), one on its way that may speak it and carries fewer than `limit` flows.
+    pub(super) fn reuse(
+        &mut self,
+        flow: FlowId,
+        (addr, tls): (&ServerAddr, bool),
+        proxy: Option<&ServerAddr>,
+        multiplex: bool,
+        limit: usize,
+    ) -> Option<Reused> {
+        let fits = |s: &ServerConn| s.fits(addr, tls, proxy) && !s.dedicated;
+        let ready = self.servers.iter_mut().find(|s| fits(s) && s.open && s.has_room() && (multiplex || !s.is_h2()));
+        if let Some(server) = ready {
+            server.flows.push(flow);
+            return Some(Reused::Ready);
+        }
+        // Wait for it, as a browser would, rather than open one per request.
+        let opening = self.servers.iter_mut().find(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
+        let server = opening.filter(|_| multiplex)?;
+        server.flows.push(flow);
+        Some(Reused::Waiting)
+    }
+
+    /// How requests to `addr` fail without trying, if it failed already.
+    pub(super) fn failed_upstream(&self, addr: &ServerAddr, tls: bool) -> Option<OpenError> {
+        let (failed, error) = self.failed_upstream.as_ref()?;
+        (tls && failed == addr).then(|| error.clone())
+    }
+
+    /// Requests to `addr` over TLS fail with `error`: it was tried already.
+    pub(super) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
+        self.failed_upstream = Some((addr, error));
+    }
+
+    /// The address of `conn`'s server, for a log line.
+    pub(super) fn describe(&self, conn: ConnId) -> String {
+        self.get(conn).map_or_else(|| "?".into(), |s| s.addr.to_string())
+    }
+}
+
 impl HttpLayer {
     /// Take the open connection `conn` to `addr` into the pool, for the next request to it.
     pub(crate) fn adopt_server(&mut self, cx: &mut Context, conn: ConnId, addr: ServerAddr) {
@@ -132,12 +234,12 @@ impl HttpLayer {
             server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
             cx.set_self_limiting(conn);
         }
-        self.servers.push(server);
+        self.pool.insert(server);
     }
 
     /// Requests to `addr` over TLS fail with `error`: it was tried already.
     pub(crate) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
-        self.failed_upstream = Some((addr, error));
+        self.pool.set_failed_upstream(addr, error);
     }
 
     /// Find a connection to `addr` to reuse (idle, or HTTP/2 with room), or open a new one,
@@ -155,29 +257,15 @@ impl HttpLayer {
     ) {
         let proxy = upstream_proxy(cx);
         if !dedicated && cx.config.reuse_server_connections {
-            let fits = |s: &ServerConn| s.fits(&addr, tls, proxy.as_ref()) && !s.dedicated;
-            let ready = self.servers.iter().position(|s| {
-                fits(s) && s.open && s.has_room() && (multiplex || !s.is_h2())
-            });
-            if let Some(i) = ready {
-                self.servers[i].flows.push(flow);
-                self.feed(cx, now, flow, Input::ServerReady);
-                return;
-            }
-            // A connection on its way that may speak HTTP/2: wait for it, as a browser would,
-            // rather than open one per request.
             let limit = cx.config.http2_limits.max_concurrent_streams as usize;
-            let opening = self.servers.iter().position(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
-            if let Some(i) = opening.filter(|_| multiplex) {
-                self.servers[i].flows.push(flow);
-                return;
+            match self.pool.reuse(flow, (&addr, tls), proxy.as_ref(), multiplex, limit) {
+                Some(Reused::Ready) => return self.feed(cx, now, flow, Input::ServerReady),
+                Some(Reused::Waiting) => return,
+                None => {}
             }
         }
-        if let Some((failed, error)) = &self.failed_upstream {
-            if tls && *failed == addr {
-                let error = error.clone();
-                return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
-            }
+        if let Some(error) = self.pool.failed_upstream(&addr, tls) {
+            return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
         }
         if let Some(proxy) = proxy {
             return self.open_via_proxy(cx, now, flow, (proxy, addr), tls, dedicated);
@@ -206,13 +294,12 @@ impl HttpLayer {
             may_multiplex,
             ..ServerConn::new(conn, addr, codec, tls)
         };
-        self.servers.push(server);
+        self.pool.insert(server);
     }
 
     /// The server connection `conn` is ready for requests (or for the tunnel it was made for).
     pub(super) fn server_opened(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
-        let Some(i) = self.server_index(conn) else { return };
-        let server = &mut self.servers[i];
+        let Some(server) = self.pool.get_mut(conn) else { return };
         server.open = true;
         let addr = server.addr.clone();
         let h2 = !server.dedicated && server.connect.is_none() && speaks_h2(cx, conn, server.tls) && server.may_multiplex;
@@ -240,8 +327,7 @@ impl HttpLayer {
 
     /// The stream `flow` is finished: return its server connection to the pool or close it.
     pub(super) fn release_server(&mut self, cx: &mut Context, flow: FlowId) {
-        let Some(i) = self.server_of(flow) else { return };
-        let server = &mut self.servers[i];
+        let Some(server) = self.pool.carrying_mut(flow) else { return };
         server.flows.retain(|f| *f != flow);
         if server.flows.is_empty() {
             server.deadline = None;
@@ -262,26 +348,12 @@ impl HttpLayer {
 
     /// Close the server connection `conn` and forget it (its flows have been told, or are done).
     pub(super) fn drop_server(&mut self, cx: &mut Context, conn: ConnId) {
-        let Some(i) = self.server_index(conn) else { return };
-        let server = self.servers.remove(i);
+        let Some(server) = self.pool.remove(conn) else { return };
         cx.close(conn, false);
         if server.open && cx.config.hooks.contains(HookKind::ServerDisconnected) {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::ServerDisconnected { conn, server: server.addr });
         }
-    }
-
-    pub(super) fn server_index(&self, conn: ConnId) -> Option<usize> {
-        self.servers.iter().position(|s| s.conn == conn)
-    }
-
-    /// The server connection carrying `flow`.
-    pub(super) fn server_of(&self, flow: FlowId) -> Option<usize> {
-        self.servers.iter().position(|s| s.flows.contains(&flow))
-    }
-
-    pub(super) fn server_addr(&self, conn: ConnId) -> String {
-        self.server_index(conn).map_or_else(|| "?".into(), |i| self.servers[i].addr.to_string())
     }
 
     /// Upstream mode: a connection to the upstream `proxy` for `flow`. Plain requests go to
@@ -309,13 +381,12 @@ impl HttpLayer {
             let codec = codec.with_absolute_form();
             ServerConn { absolute: true, ..ServerConn::new(conn, proxy.clone(), codec, false) }
         };
-        self.servers.push(ServerConn { flows: vec![flow], dedicated, proxy: Some(proxy), ..server });
+        self.pool.insert(ServerConn { flows: vec![flow], dedicated, proxy: Some(proxy), ..server });
     }
 
     /// The upstream proxy answered (part of) our `CONNECT` on `conn`.
     pub(super) fn proxy_answer(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
-        let Some(i) = self.server_index(conn) else { return };
-        let server = &mut self.servers[i];
+        let Some(server) = self.pool.get_mut(conn) else { return };
         let Some(connect) = &mut server.connect else { return };
         match connect.receive(data) {
             Answer::Pending => {}
@@ -347,8 +418,7 @@ impl HttpLayer {
     /// Setting up `conn` through the upstream proxy failed: close it, and fail its stream
     /// with `input`.
     pub(super) fn proxy_failed(&mut self, cx: &mut Context, now: Instant, conn: ConnId, input: Input) {
-        let Some(i) = self.server_index(conn) else { return };
-        let flows = self.servers[i].flows.clone();
+        let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else { return };
         match &input {
             Input::ProxyFailed(error) => cx.log(LogLevel::Info, error.to_string()),
             Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
@@ -362,7 +432,7 @@ impl HttpLayer {
 
     /// The tunnel through the upstream proxy that `conn` is still setting up.
     pub(super) fn proxy_connect(&self, conn: ConnId) -> Option<&ProxyConnect> {
-        self.server_index(conn).and_then(|i| self.servers[i].connect.as_ref())
+        self.pool.get(conn).and_then(|s| s.connect.as_ref())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::flow::{FlowError, HttpFlow, Request, Response};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
-use super::error::HttpError;
+use super::error::{ClientError, HttpError, ServerError};
 use super::upstream_proxy::ProxyError;
 use crate::layers::http::event::HttpEvent;
 
@@ -41,17 +41,16 @@ pub(crate) enum Input {
     ResponseHeaders { response: Response, end_stream: bool },
     ResponseData(Bytes),
     ResponseEnd(Option<Headers>),
-    /// The server broke the protocol or went away mid-response.
-    ServerError { message: String },
-    /// The server did not act on the request (an HTTP/2 stream it refused, or one above its
-    /// GOAWAY's last stream): it may be sent again.
-    ServerRefused { message: String },
+    /// The server broke the protocol or went away mid-response, or did not act on the
+    /// request (an HTTP/2 stream it refused, or one above its GOAWAY's last stream), which
+    /// may then be sent again.
+    ServerError(ServerError),
     /// The server stayed silent for `secs` while a response was owed.
     ServerTimeout { secs: f64 },
     /// The client sent nothing of its request body for `secs`.
     ClientTimeout { secs: f64 },
-    /// The client's request body was malformed; the client codec has answered it.
-    ClientError { message: String },
+    /// The client's request was malformed; the client codec has answered it.
+    ClientError(ClientError),
     /// The client went away.
     ClientClosed,
     /// The client cancelled this exchange (an HTTP/2 stream reset or lost connection): the
@@ -220,7 +219,7 @@ impl HttpStream {
             | Input::RequestEnd(_)
             | Input::ClientClosed
             | Input::ClientReset
-            | Input::ClientError { .. }
+            | Input::ClientError(_)
             | Input::ClientTimeout { .. } => self.body_deadline = None,
             _ => {}
         }
@@ -287,7 +286,7 @@ impl HttpStream {
                 }
                 let kind = if self.is_connect() { HookKind::HttpConnect } else { HookKind::RequestHeaders };
                 if !self.raise(cx, kind) {
-                    self.after_request_headers(cx, now, out);
+                    self.after_request_headers(cx, out);
                 }
             }
             Input::RequestData(data) => {
@@ -318,7 +317,7 @@ impl HttpStream {
                     self.flow.request.body = Some(body.freeze());
                     self.flow.request.trailers = trailers;
                     if !self.raise(cx, HookKind::Request) {
-                        self.send_request(cx, out);
+                        self.send_request(out);
                     }
                 }
                 Req::Headers | Req::Discarding | Req::Done => self.check_finished(now),
@@ -417,18 +416,18 @@ impl HttpStream {
                 }
                 Resp::Waiting | Resp::Done => {}
             },
-            Input::ServerRefused { message } if self.may_retry() => {
+            Input::ServerError(error) if error.is_unprocessed() && self.may_retry() => {
                 // RFC 9113 section 8.7: safe to send again, once, on whatever connection
                 // the layer picks (a server that said GOAWAY takes no more).
                 let addr = self.flow.request.server();
-                cx.log(LogLevel::Debug, format!("{addr}: {message}; sending the request again"));
+                cx.log(LogLevel::Debug, format!("{addr}: {error}; sending the request again"));
                 self.resend = Resend::Spent;
                 self.server = Server::None;
-                self.send_request(cx, out);
+                self.send_request(out);
             }
-            Input::ServerError { message } | Input::ServerRefused { message } => {
+            Input::ServerError(error) => {
                 let addr = self.flow.request.server();
-                self.fail(cx, now, HttpError::Server { addr, message }, out);
+                self.fail(cx, now, HttpError::Server { addr, error }, out);
             }
             Input::ServerTimeout { secs } => {
                 let addr = self.flow.request.server();
@@ -454,8 +453,8 @@ impl HttpStream {
                     self.finished = true;
                 }
             }
-            Input::ClientError { message } => {
-                self.flow.error = Some(FlowError { message, status: None });
+            Input::ClientError(error) => {
+                self.flow.error = Some(FlowError { message: error.to_string(), status: None });
                 out.push(Out::AbortServer);
                 self.end_with_error(cx, now);
             }
@@ -501,10 +500,10 @@ impl HttpStream {
             }
         }
         match kind {
-            HookKind::HttpConnect | HookKind::RequestHeaders => self.after_request_headers(cx, now, out),
+            HookKind::HttpConnect | HookKind::RequestHeaders => self.after_request_headers(cx, out),
             HookKind::Request => {
                 if matches!(self.server, Server::None) {
-                    self.send_request(cx, out);
+                    self.send_request(out);
                 } else {
                     self.check_finished(now);
                 }
@@ -521,7 +520,7 @@ impl HttpStream {
         }
     }
 
-    fn after_request_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
+    fn after_request_headers(&mut self, cx: &mut Context, out: &mut Vec<Out>) {
         if self.is_connect() {
             let addr = self.flow.request.server();
             self.server = Server::Connecting(VecDeque::new());
@@ -531,7 +530,7 @@ impl HttpStream {
         if matches!(self.req, Req::Done) {
             // No body: the request is complete now, and the `Request` hook may still change it.
             if !self.raise(cx, HookKind::Request) {
-                self.send_request(cx, out);
+                self.send_request(out);
             }
             return;
         }
@@ -545,7 +544,6 @@ impl HttpStream {
                 out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
             }
             self.req = Req::Buffering(BytesMut::new());
-            let _ = now;
         } else {
             self.req = Req::Streaming;
             let request = self.request_head();
@@ -555,7 +553,7 @@ impl HttpStream {
     }
 
     /// Send the complete (buffered or bodiless) request.
-    fn send_request(&mut self, _cx: &mut Context, out: &mut Vec<Out>) {
+    fn send_request(&mut self, out: &mut Vec<Out>) {
         if self.resend == Resend::No {
             self.resend = Resend::Possible;
         }

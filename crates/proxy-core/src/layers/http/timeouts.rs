@@ -90,13 +90,13 @@ impl HttpLayer {
             }
         }
         let expired: Vec<(ConnId, Vec<FlowId>)> = self
-            .servers
+            .pool
             .iter()
             .filter(|s| s.deadline.is_some_and(|d| d <= now))
             .map(|s| (s.conn, s.flows.clone()))
             .collect();
         for (conn, flows) in expired {
-            if let Some(i) = self.server_index(conn) {
+            if let Some(client_slow) = self.pool.get(conn).map(|s| s.h1().is_some_and(Http1Client::forward_waits_on_client)) {
                 // Its silence is not its fault when we are not reading it (a hook is pending,
                 // the client is slow, or the client has not taken the response body the
                 // driver forwards), or when it waits for a request body the client has not
@@ -105,12 +105,13 @@ impl HttpLayer {
                 let waits_for_client = !cx.is_congested(conn)
                     && !self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
                     && flows.iter().any(|f| self.streams.get(f).is_some_and(HttpStream::awaits_request_body));
-                let client_slow = self.servers[i].h1().is_some_and(Http1Client::forward_waits_on_client);
-                if cx.is_paused(conn) || waits_for_client || client_slow {
-                    self.servers[i].deadline = Some(now + cx.config.server_idle_timeout);
+                let again = cx.is_paused(conn) || waits_for_client || client_slow;
+                if let Some(server) = self.pool.get_mut(conn) {
+                    server.deadline = again.then(|| now + cx.config.server_idle_timeout);
+                }
+                if again {
                     continue;
                 }
-                self.servers[i].deadline = None;
             }
             let secs = cx.config.server_idle_timeout.as_secs_f64();
             let input = match self.proxy_connect(conn) {

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::flow::{Request, Response, Version};
 use crate::ids::{ConnId, FlowId};
+use crate::layers::http::error::ServerError;
 use crate::layers::http::event::{CodecOutput, HttpEvent};
 
 /// Where the response stands; `flow` is the exchange it answers.
@@ -106,7 +107,7 @@ impl Http1Client {
     }
 
     /// The driver forwarded `len` bytes of the response body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput<ServerError>>) {
         let Recv::Body(flow, reader) = &mut self.recv else { return };
         let flow = *flow;
         self.forwarding = Forwarding::reported(pending);
@@ -185,8 +186,7 @@ impl Http1Client {
         };
     }
 
-    pub(crate) fn receive(&mut self, cx: &mut Context, data: Bytes, out: &mut Vec<CodecOutput>) {
-        let _ = cx;
+    pub(crate) fn receive(&mut self, data: Bytes, out: &mut Vec<CodecOutput<ServerError>>) {
         take_in(&mut self.buf, data);
         if matches!(self.recv, Recv::Stopped) {
             return;
@@ -197,8 +197,7 @@ impl Http1Client {
                     if !self.buf.is_empty() {
                         self.keep_alive = false;
                         self.recv = Recv::Stopped;
-                        let message = "server sent data without a request".into();
-                        out.push(CodecOutput::Error { flow: None, message });
+                        out.push(CodecOutput::Error { flow: None, error: ServerError::Unsolicited });
                     }
                     return;
                 }
@@ -210,7 +209,7 @@ impl Http1Client {
                             return;
                         }
                     }
-                    Err(e) => return self.fail(format!("invalid response: {e}"), out),
+                    Err(e) => return self.fail(ServerError::Head(e), out),
                 },
                 Recv::Body(flow, reader) => match reader.read(&mut self.buf) {
                     Ok(None) => return,
@@ -223,7 +222,7 @@ impl Http1Client {
                         let trailers = allowed_trailers(trailers);
                         out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
                     }
-                    Err(e) => return self.fail(format!("invalid response body: {e}"), out),
+                    Err(e) => return self.fail(ServerError::Body(e), out),
                 },
                 Recv::Stopped => return,
             }
@@ -231,7 +230,7 @@ impl Http1Client {
     }
 
     /// Handle a response head; false when the rest of the buffer is not HTTP any more.
-    fn start_response(&mut self, flow: FlowId, head: ResponseHead, out: &mut Vec<CodecOutput>) -> bool {
+    fn start_response(&mut self, flow: FlowId, head: ResponseHead, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
         let status = head.status;
         if (100..200).contains(&status) && status != 101 {
             let mut headers = head.headers;
@@ -255,7 +254,7 @@ impl Http1Client {
         let framing = match wire::response_framing(&self.method, &head) {
             Ok(framing) => framing,
             Err(e) => {
-                self.fail(format!("invalid response: {e}"), out);
+                self.fail(ServerError::Head(e), out);
                 return false;
             }
         };
@@ -281,7 +280,7 @@ impl Http1Client {
         true
     }
 
-    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
         let _ = cx;
         self.eof = true;
         self.keep_alive = false;
@@ -304,14 +303,14 @@ impl Http1Client {
     }
 
     /// The server broke the protocol in the response being read: the connection is unusable.
-    fn fail(&mut self, message: String, out: &mut Vec<CodecOutput>) {
+    fn fail(&mut self, error: ServerError, out: &mut Vec<CodecOutput<ServerError>>) {
         let flow = match self.recv {
             Recv::Head(flow) | Recv::Body(flow, _) => Some(flow),
             Recv::Idle | Recv::Done | Recv::Stopped => None,
         };
         self.recv = Recv::Stopped;
         self.keep_alive = false;
-        out.push(CodecOutput::Error { flow, message });
+        out.push(CodecOutput::Error { flow, error });
     }
 }
 

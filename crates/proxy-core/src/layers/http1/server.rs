@@ -102,7 +102,7 @@ impl Http1Server {
         self
     }
 
-    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<CodecOutput<ClientError>>) {
         if self.finished || matches!(self.recv, Recv::Stopped) && !self.tunnel {
             return;
         }
@@ -120,7 +120,7 @@ impl Http1Server {
 
     /// The clock reached `now`: a request head still incomplete past its deadline is answered
     /// 408, and the connection closes.
-    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         if self.finished || self.head_deadline.is_none_or(|d| d > now) {
             return;
         }
@@ -139,7 +139,7 @@ impl Http1Server {
         }
     }
 
-    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ClientError>>) {
         let flow = self.current.as_ref().map(|c| c.flow);
         if self.eof {
             // Closed a second time: a write failed too, so the client is gone for good.
@@ -164,7 +164,7 @@ impl Http1Server {
 
     /// The client closed with the current request body still to come: unless its framing
     /// ends there, the request is cut short.
-    fn body_eof(&mut self, out: &mut Vec<CodecOutput>) {
+    fn body_eof(&mut self, out: &mut Vec<CodecOutput<ClientError>>) {
         let Recv::Body(reader) = &mut self.recv else { return };
         if reader.read_eof().is_err() {
             self.recv = Recv::Stopped;
@@ -210,7 +210,7 @@ impl Http1Server {
         matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty() && !self.finished
     }
 
-    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         self.parse(cx, out);
         self.arm_head_deadline(now);
     }
@@ -239,7 +239,7 @@ impl Http1Server {
     }
 
     /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput>) {
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput<ClientError>>) {
         let Recv::Body(reader) = &mut self.recv else { return };
         self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
@@ -257,7 +257,7 @@ impl Http1Server {
         self.buf.split().freeze()
     }
 
-    fn parse(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput>) {
+    fn parse(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ClientError>>) {
         loop {
             match &mut self.recv {
                 Recv::Head => {
@@ -297,7 +297,7 @@ impl Http1Server {
         }
     }
 
-    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<CodecOutput>) {
+    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<CodecOutput<ClientError>>) {
         let connect = head.method.eq_ignore_ascii_case("CONNECT");
         let framing = if connect {
             Ok(Framing::Empty)
@@ -395,7 +395,7 @@ impl Http1Server {
 
     /// Answer a request the client got wrong with the status its error calls for, and close
     /// the connection.
-    fn reject(&mut self, cx: &mut Context, error: ClientError, out: &mut Vec<CodecOutput>) {
+    fn reject(&mut self, cx: &mut Context, error: ClientError, out: &mut Vec<CodecOutput<ClientError>>) {
         let (status, message) = (error.status(), error.to_string());
         cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
         if self.send == Send::Idle {
@@ -412,7 +412,7 @@ impl Http1Server {
         }
         self.recv = Recv::Stopped;
         self.finished = true;
-        out.push(CodecOutput::Error { flow: self.current.as_ref().map(|c| c.flow), message });
+        out.push(CodecOutput::Error { flow: self.current.as_ref().map(|c| c.flow), error });
     }
 
     /// Write a response event for the current exchange.
