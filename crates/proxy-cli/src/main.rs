@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
-use proxy_core::tls::{TlsFailure, TlsSide};
+use proxy_core::tls::{TlsFailure, TlsPeer};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -455,7 +455,7 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
 /// A failed client handshake has no flow to print, so it gets a line of its own (upstream
 /// failures show as the flow's 502). Most often the client does not trust the proxy's CA.
 fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
-    if failure.side != TlsSide::Client {
+    if failure.peer != TlsPeer::Client {
         return None;
     }
     let name = failure.server_name.clone().unwrap_or_else(|| failure.server.host.clone());
@@ -552,7 +552,7 @@ mod tests {
     fn client_tls_failures_get_a_line() {
         let failure = TlsFailure {
             conn: proxy_core::ConnId::CLIENT,
-            side: TlsSide::Client,
+            peer: TlsPeer::Client,
             server: ServerAddr::new("example.test", 443),
             server_name: Some("example.test".into()),
             error: "peer sent alert BadCertificate".into(),
@@ -561,7 +561,7 @@ mod tests {
             tls_failure_line(&failure).as_deref(),
             Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate\n")
         );
-        assert_eq!(tls_failure_line(&TlsFailure { side: TlsSide::Server, ..failure }), None);
+        assert_eq!(tls_failure_line(&TlsFailure { peer: TlsPeer::Server, ..failure }), None);
     }
 
     #[test]

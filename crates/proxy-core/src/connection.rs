@@ -11,6 +11,7 @@ use crate::flow::ClientInfo;
 use crate::hook::{Hook, HookKind};
 use crate::layer::Layer;
 use crate::layers::mode::ModeLayer;
+use crate::testing::{Alone, AloneLayer};
 use crate::tls::transport::TlsTransport;
 
 /// One client connection and everything the proxy does for it.
@@ -35,6 +36,15 @@ impl Connection {
     pub fn new(config: Arc<Config>, client: ClientInfo) -> Self {
         let root = TlsTransport::new(Box::new(ModeLayer::new()));
         Self { cx: Context::new(config, client), root, disconnected: false }
+    }
+
+    /// A connection whose stack is only `layer` (over the TLS transport), for tests that drive
+    /// one layer alone: see [`testing`](crate::testing).
+    #[doc(hidden)]
+    pub fn alone(config: Arc<Config>, client: ClientInfo, layer: Alone) -> Self {
+        let mut cx = Context::new(config, client);
+        let root = TlsTransport::new(Box::new(AloneLayer::new(&mut cx, layer)));
+        Self { cx, root, disconnected: false }
     }
 
     pub fn handle(&mut self, now: Instant, event: Event) {

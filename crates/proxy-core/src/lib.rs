@@ -48,6 +48,8 @@ mod hook;
 mod ids;
 mod layer;
 mod layers;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;
 mod tunnel;
 

@@ -3,7 +3,7 @@
 //! raw frames for peers that break the rules on purpose.
 
 use bytes::Bytes;
-use proxy_core::h2_engine::{Engine, H2Event, Settings, StreamKey};
+use proxy_core::h2_engine::{ConnectionError, Engine, H2Event, Settings, StreamKey};
 
 pub use h2::Reason;
 pub use http::{HeaderMap, Request, Response};
@@ -130,7 +130,7 @@ impl H2Peer {
     }
 
     /// Whether the connection ended, and why.
-    pub fn closed(&self) -> Option<Option<String>> {
+    pub fn closed(&self) -> Option<Option<ConnectionError>> {
         self.events.iter().find_map(|e| match e {
             H2Event::Closed { error } => Some(error.clone()),
             _ => None,

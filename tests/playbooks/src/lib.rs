@@ -80,6 +80,7 @@ pub use proxy_core::{
     ClientInfo, Command, Config, ConnId, Connection, Event, FlowError, FlowId, Headers, Hook, HookKind, HookReply,
     HookSet, HttpFlow, LogLevel, Mode, OpenError, Request, Response, Scheme, ServerAddr, Version,
 };
+pub use proxy_core::testing::Alone;
 
 /// The client connection.
 pub const CLIENT: ConnId = ConnId::CLIENT;
@@ -279,6 +280,7 @@ pub struct Playbook {
     ignore_pauses: bool,
     allow_paused_reads: bool,
     split_limit: usize,
+    alone: Option<Alone>,
 }
 
 impl Playbook {
@@ -291,7 +293,14 @@ impl Playbook {
             ignore_pauses: false,
             allow_paused_reads: false,
             split_limit: 512,
+            alone: None,
         }
+    }
+
+    /// A playbook for one layer driven alone (see [`Alone`]): no mode admits the client, and a
+    /// hand-over shows as a debug log line instead of a new layer.
+    pub fn alone(layer: Alone, config: Config) -> Self {
+        Self { alone: Some(layer), ..Self::new(config) }
     }
 
     /// Fail on log lines that no [`log`] expectation claimed.
@@ -514,7 +523,10 @@ impl<'a> Runner<'a> {
         Self {
             pb,
             split,
-            conn: Connection::new(pb.config.clone(), client_info()),
+            conn: match &pb.alone {
+                None => Connection::new(pb.config.clone(), client_info()),
+                Some(layer) => Connection::alone(pb.config.clone(), client_info(), layer.clone()),
+            },
             start,
             now: start,
             transcript: Vec::new(),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use playbooks::pump::*;
 use playbooks::tls::*;
-use proxy_core::tls::TlsSide;
+use proxy_core::tls::TlsPeer;
 use proxy_core::{ConnId, Hook, HookKind, HookReply};
 
 const S1: ConnId = ConnId(1);
@@ -55,15 +55,15 @@ fn intercepts_a_get_with_a_minted_certificate() {
     let hello = hello.expect("tls_clienthello raised");
     assert_eq!(hello.server_name.as_deref(), Some("example.test"));
     assert_eq!(hello.alpn, vec![b"http/1.1".to_vec()]);
-    let sides: Vec<TlsSide> = pump
+    let sides: Vec<TlsPeer> = pump
         .hooks
         .iter()
         .filter_map(|h| match h {
-            Hook::TlsEstablished(info) => Some(info.side),
+            Hook::TlsEstablished(info) => Some(info.peer),
             _ => None,
         })
         .collect();
-    assert_eq!(sides, vec![TlsSide::Server, TlsSide::Client]);
+    assert_eq!(sides, vec![TlsPeer::Server, TlsPeer::Client]);
     // The certificate was minted after the upstream answered, with its certificate in hand.
     let requests = w.issuer.requests.lock().unwrap();
     assert_eq!(requests.len(), 1);
@@ -274,7 +274,7 @@ fn a_client_that_rejects_the_minted_certificate_is_closed_and_reported() {
         _ => None,
     });
     let failed = failed.expect("tls_failed raised");
-    assert_eq!(failed.side, TlsSide::Client);
+    assert_eq!(failed.peer, TlsPeer::Client);
     assert!(pump.closed.contains(&ConnId::CLIENT));
     assert!(pump.logs.iter().any(|l| l.contains("TLS handshake with client")), "{:?}", pump.logs);
 }
@@ -402,7 +402,7 @@ fn a_client_that_hangs_up_mid_handshake_is_reported() {
         _ => None,
     });
     let failed = failed.expect("tls_failed raised");
-    assert_eq!(failed.side, TlsSide::Client);
+    assert_eq!(failed.peer, TlsPeer::Client);
     assert!(failed.error.contains("closed the connection during the handshake"), "{}", failed.error);
     assert!(pump.core.is_closed(), "everything closed: {:?}", pump.closed);
 }

@@ -87,12 +87,12 @@ pub trait CertIssuer: Send + Sync + fmt::Debug {
     fn issue(&self, request: &CertRequest) -> Result<Arc<CertifiedKey>, String>;
 }
 
-/// Which end of a TLS connection the proxy is.
+/// Who is at the other end of one of the proxy's TLS sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsSide {
-    /// Towards the client: the proxy acts as the server.
+pub enum TlsPeer {
+    /// The client: the proxy acts as the TLS server (a rustls server session).
     Client,
-    /// Towards an upstream server: the proxy acts as the client.
+    /// An upstream server: the proxy acts as the TLS client (a rustls client session).
     Server,
 }
 
@@ -111,10 +111,10 @@ pub struct ClientHello {
 #[derive(Debug, Clone)]
 pub struct TlsInfo {
     pub conn: ConnId,
-    pub side: TlsSide,
+    pub peer: TlsPeer,
     /// The server this connection is about: the upstream, or the client's target.
     pub server: ServerAddr,
-    /// SNI: sent by the client (side `Client`) or by the proxy (side `Server`).
+    /// SNI: sent by the client (peer `Client`) or by the proxy (peer `Server`).
     pub server_name: Option<String>,
     /// For example `TLSv1_3`.
     pub version: String,
@@ -130,7 +130,7 @@ pub struct TlsInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFailure {
     pub conn: ConnId,
-    pub side: TlsSide,
+    pub peer: TlsPeer,
     pub server: ServerAddr,
     pub server_name: Option<String>,
     /// What went wrong, in words: "certificate expired", "self-signed certificate", ...
@@ -149,6 +149,21 @@ pub(crate) enum TlsSetupError {
     /// rustls refused the configuration.
     #[error("{}", describe_error(.0))]
     Rustls(rustls::Error),
+}
+
+/// Why a TLS session failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum TlsError {
+    /// rustls refused what the peer sent, or the peer's alert said it refused ours.
+    #[error("{}", describe_error(.0))]
+    Rustls(rustls::Error),
+    /// The peer hung up before the handshake completed (a client refusing our certificate
+    /// often does so without an alert).
+    #[error("the peer closed the connection during the handshake")]
+    ClosedInHandshake,
+    /// rustls took none of the input and gave nothing back.
+    #[error("TLS input could not be processed")]
+    Stuck,
 }
 
 /// Describe a rustls error for a person: the cause of a failed upstream verification names

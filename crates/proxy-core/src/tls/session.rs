@@ -14,17 +14,18 @@ use bytes::{Bytes, BytesMut};
 use rustls::pki_types::CertificateDer;
 
 use crate::ids::{ConnId, ServerAddr};
-use crate::tls::{describe_error, TlsFailure, TlsInfo, TlsSide};
+use crate::tls::{TlsError, TlsFailure, TlsInfo, TlsPeer};
 
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSession").field("side", &self.side).field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("TlsSession").field("peer", &self.peer).field("server", &self.server).finish_non_exhaustive()
     }
 }
 
 pub(crate) struct TlsSession {
     conn: rustls::Connection,
-    pub(crate) side: TlsSide,
+    /// Who is at the other end: a rustls client session talks to a server.
+    pub(crate) peer: TlsPeer,
     pub(crate) server: ServerAddr,
     pub(crate) server_name: Option<String>,
     pub(crate) state: TlsState,
@@ -62,19 +63,19 @@ pub(crate) struct Received {
     pub(crate) established: bool,
     /// The peer sent `close_notify`.
     pub(crate) closed: bool,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<TlsError>,
 }
 
 impl TlsSession {
     pub(crate) fn new(conn: rustls::Connection, server: ServerAddr, server_name: Option<String>) -> Self {
-        let side = match conn {
-            rustls::Connection::Client(_) => TlsSide::Server,
-            rustls::Connection::Server(_) => TlsSide::Client,
+        let peer = match conn {
+            rustls::Connection::Client(_) => TlsPeer::Server,
+            rustls::Connection::Server(_) => TlsPeer::Client,
         };
         let mut session =
             Self {
                 conn,
-                side,
+                peer,
                 server,
                 server_name,
                 state: TlsState::Handshaking,
@@ -120,7 +121,7 @@ impl TlsSession {
                     state.plaintext_bytes_to_read()
                 }
                 Err(error) => {
-                    result.error = Some(describe_error(&error));
+                    result.error = Some(TlsError::Rustls(error));
                     self.state = TlsState::Failed;
                     // An alert describing the error may be queued: send it.
                     result.outgoing = self.take_outgoing();
@@ -147,7 +148,7 @@ impl TlsSession {
             let filled = plaintext.len();
             if input.len() == before && filled == start {
                 // rustls took nothing and gave nothing: it will not get better.
-                result.error = Some("TLS input could not be processed".into());
+                result.error = Some(TlsError::Stuck);
                 self.state = TlsState::Failed;
                 return result;
             }
@@ -208,7 +209,7 @@ impl TlsSession {
         let c = &self.conn;
         TlsInfo {
             conn,
-            side: self.side,
+            peer: self.peer,
             server: self.server.clone(),
             server_name: self.server_name.clone(),
             version: c.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
@@ -227,6 +228,6 @@ impl TlsSession {
     }
 
     pub(crate) fn failure(&self, conn: ConnId, error: String) -> TlsFailure {
-        TlsFailure { conn, side: self.side, server: self.server.clone(), server_name: self.server_name.clone(), error }
+        TlsFailure { conn, peer: self.peer, server: self.server.clone(), server_name: self.server_name.clone(), error }
     }
 }

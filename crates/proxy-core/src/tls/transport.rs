@@ -21,10 +21,9 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 
 use super::session::{TlsSession, TlsState};
-use super::TlsSide;
+use super::{TlsError, TlsPeer};
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::{Event, OpenError};
@@ -48,7 +47,7 @@ impl TlsTransport {
         let Some(tls) = cx.tls_mut(conn) else { return };
         let was_handshaking = is_handshaking(tls);
         let received = tls.receive(data);
-        let side = tls.side;
+        let peer = tls.peer;
         // Copying out the peer's certificates is only worth it for a hook that will see them.
         let info = (received.established && want_hook).then(|| tls.info(conn));
         cx.send_raw(conn, received.outgoing);
@@ -59,7 +58,7 @@ impl TlsTransport {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::TlsEstablished(Box::new(info)));
         }
-        if received.established && side == TlsSide::Server {
+        if received.established && peer == TlsPeer::Server {
             self.inner.handle(cx, now, Event::Opened { conn });
         }
         if !received.plaintext.is_empty() {
@@ -72,24 +71,24 @@ impl TlsTransport {
 
     /// The session under `conn` failed (`error` says how): say so, close the connection, and
     /// tell the layers in their terms: an upstream whose handshake failed never opened.
-    fn fail(&mut self, cx: &mut Context, now: Instant, conn: ConnId, was_handshaking: bool, error: String) {
+    fn fail(&mut self, cx: &mut Context, now: Instant, conn: ConnId, was_handshaking: bool, error: TlsError) {
         let Some(tls) = cx.tls_mut(conn) else { return };
         tls.state = TlsState::Failed;
-        let side = tls.side;
-        let failure = tls.failure(conn, error.clone());
+        let peer = tls.peer;
+        let failure = tls.failure(conn, error.to_string());
         let when = if was_handshaking { "handshake" } else { "connection" };
-        let peer = match side {
-            TlsSide::Client => format!("client {}", cx.client.peer),
-            TlsSide::Server => format!("server {}", failure.server),
+        let who = match peer {
+            TlsPeer::Client => format!("client {}", cx.client.peer),
+            TlsPeer::Server => format!("server {}", failure.server),
         };
-        cx.log(LogLevel::Info, format!("TLS {when} with {peer} failed: {error}"));
+        cx.log(LogLevel::Info, format!("TLS {when} with {who} failed: {error}"));
         if cx.config.hooks.contains(HookKind::TlsFailed) {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::TlsFailed(Box::new(failure)));
         }
         cx.close(conn, false);
-        let event = if side == TlsSide::Server && was_handshaking {
-            Event::OpenFailed { conn, error: OpenError::Tls(error) }
+        let event = if peer == TlsPeer::Server && was_handshaking {
+            Event::OpenFailed { conn, error: OpenError::Tls(error.to_string()) }
         } else {
             Event::ConnectionClosed { conn }
         };
@@ -110,7 +109,7 @@ impl Layer for TlsTransport {
             (Event::DataReceived { data, .. }, _) => self.receive(cx, now, conn, &data),
             (Event::Opened { .. }, TlsState::Connecting) => {
                 // TCP is up: the handshake begins, and the layers hear of it when it ends.
-                let first_flight = cx.tls_mut(conn).map(TlsSession::opened).unwrap_or_else(Bytes::new);
+                let first_flight = cx.tls_mut(conn).map(TlsSession::opened).unwrap_or_default();
                 cx.send_raw(conn, first_flight);
             }
             (Event::ConnectionClosed { .. }, TlsState::PeerClosed) => {
@@ -122,8 +121,7 @@ impl Layer for TlsTransport {
             (Event::ConnectionClosed { .. }, TlsState::Connecting | TlsState::Handshaking) => {
                 // A peer that hangs up mid-handshake (a client refusing our certificate often
                 // does so without an alert) failed the handshake as surely as one that says so.
-                let error = "the peer closed the connection during the handshake".to_string();
-                self.fail(cx, now, conn, true, error);
+                self.fail(cx, now, conn, true, TlsError::ClosedInHandshake);
             }
             (event, _) => self.inner.handle(cx, now, event),
         }

@@ -8,6 +8,7 @@ use h2::Reason;
 use crate::flow::{Request, Response};
 use crate::headers::Headers;
 use crate::ids::FlowId;
+use crate::layers::h2::engine::ConnectionError;
 
 /// One step of an HTTP message, independent of the HTTP version that carried it.
 ///
@@ -56,7 +57,7 @@ pub(crate) enum CodecOutput<E> {
     /// The connection is over. `flow`: the exchange it cut short (HTTP/1); without one, the
     /// flows still on it (HTTP/2, whose streams had their `Reset` first). `error`: why, when
     /// it was not a clean close.
-    Closed { flow: Option<FlowId>, error: Option<String> },
+    Closed { flow: Option<FlowId>, error: Option<ConnectionError> },
 }
 
 /// How an HTTP/2 stream ended abnormally.

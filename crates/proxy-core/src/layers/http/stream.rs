@@ -97,8 +97,24 @@ enum Resp {
     Waiting,
     /// Holding the body back for the `Response` hook.
     Buffering(BytesMut),
+    /// Complete (in the flow) but not sent yet: a response hook has it.
+    Held,
+    /// The head went to the client; the body follows as it comes.
     Streaming,
-    Done,
+    /// Complete, and sent to the client (or cut short: the stream is over either way).
+    Sent,
+}
+
+impl Resp {
+    /// Whether the server has nothing more of it to send.
+    fn is_complete(&self) -> bool {
+        matches!(self, Self::Held | Self::Sent)
+    }
+
+    /// Whether something of it has reached the client codec.
+    fn is_started(&self) -> bool {
+        matches!(self, Self::Streaming | Self::Sent)
+    }
 }
 
 /// The stream's server connection, from the stream's point of view.
@@ -134,8 +150,6 @@ pub(crate) struct HttpStream {
     deferred: VecDeque<Input>,
     /// We answered `Expect: 100-continue` ourselves, so the server's `100` is dropped.
     local_continue: bool,
-    /// Something of the response has reached the client codec.
-    response_started: bool,
     /// The `Error` hook was raised: a flow fails once, whatever else goes wrong after.
     failed: bool,
     finished: bool,
@@ -167,7 +181,6 @@ impl HttpStream {
             waiting: None,
             deferred: VecDeque::new(),
             local_continue: false,
-            response_started: false,
             failed: false,
             finished: false,
             body_deadline: None,
@@ -179,7 +192,6 @@ impl HttpStream {
     /// and nothing of an answer came or is awaited from a hook.
     fn may_retry(&self) -> bool {
         self.resend == Resend::Possible
-            && !self.response_started
             && matches!(self.resp, Resp::Waiting)
             && self.waiting.is_none()
     }
@@ -187,7 +199,7 @@ impl HttpStream {
     /// The client has the whole response and the rest of its request body, if any, is only
     /// being read to be dropped.
     fn is_answered(&self) -> bool {
-        self.response_started && matches!(self.resp, Resp::Done) && matches!(self.req, Req::Discarding)
+        matches!(self.resp, Resp::Sent) && matches!(self.req, Req::Discarding)
     }
 
     /// When the client's silence in the middle of its request body times out, if it owes one.
@@ -363,11 +375,11 @@ impl HttpStream {
             Input::ResponseHeaders { response, end_stream } => {
                 let upgrade = response.status == 101;
                 self.flow.response = Some(response);
-                if end_stream || upgrade {
-                    self.resp = Resp::Done;
+                if end_stream && !upgrade {
+                    self.resp = Resp::Held;
                 }
                 if upgrade {
-                    self.response_started = true;
+                    self.resp = Resp::Sent;
                     let response = self.response_head();
                     out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: true }));
                     out.push(Out::Tunnel);
@@ -393,11 +405,12 @@ impl HttpStream {
                             body.extend_from_slice(&data);
                         }
                     }
-                    Resp::Waiting | Resp::Done => {}
+                    Resp::Waiting | Resp::Held | Resp::Sent => {}
                 }
             }
-            Input::ResponseEnd(trailers) => match std::mem::replace(&mut self.resp, Resp::Done) {
+            Input::ResponseEnd(trailers) => match std::mem::replace(&mut self.resp, Resp::Waiting) {
                 Resp::Streaming => {
+                    self.resp = Resp::Sent;
                     if let Some(response) = &mut self.flow.response {
                         response.trailers = trailers.clone();
                     }
@@ -405,6 +418,7 @@ impl HttpStream {
                     self.response_complete(cx, now, out);
                 }
                 Resp::Buffering(body) => {
+                    self.resp = Resp::Held;
                     if let Some(response) = &mut self.flow.response {
                         response.body = Some(body.freeze());
                         response.trailers = trailers;
@@ -414,7 +428,7 @@ impl HttpStream {
                         self.send_buffered_response(now, out);
                     }
                 }
-                Resp::Waiting | Resp::Done => {}
+                other => self.resp = other,
             },
             Input::ServerError(error) if error.is_unprocessed() && self.may_retry() => {
                 // RFC 9113 section 8.7: safe to send again, once, on whatever connection
@@ -439,12 +453,12 @@ impl HttpStream {
                     // The client has its whole answer; the rest of a body nobody reads is
                     // not owed, so the flow did not fail.
                     self.finished = true;
-                } else if self.response_started {
+                } else if self.resp.is_started() {
                     // Answered already (or the answer is under way): the exchange is lost,
                     // and an answer still coming cannot be finished.
                     self.flow.error.get_or_insert(FlowError { message: error.to_string(), status: None });
                     out.push(Out::AbortServer);
-                    if !matches!(self.resp, Resp::Done) {
+                    if !self.resp.is_complete() {
                         out.push(Out::AbortClient);
                     }
                     self.end_with_error(cx, now);
@@ -463,7 +477,7 @@ impl HttpStream {
                 if self.is_answered() {
                     // As for a timeout: leaving after the whole answer is no failure.
                     self.finished = true;
-                } else if !complete || self.response_started {
+                } else if !complete || self.resp.is_started() {
                     self.flow.error = Some(FlowError { message: "client disconnected".into(), status: None });
                     out.push(Out::AbortServer);
                     self.end_with_error(cx, now);
@@ -510,7 +524,7 @@ impl HttpStream {
             }
             HookKind::ResponseHeaders => self.after_response_headers(cx, now, out),
             HookKind::Response => {
-                if self.response_started {
+                if self.resp.is_started() {
                     self.check_finished(now);
                 } else {
                     self.send_buffered_response(now, out);
@@ -564,7 +578,7 @@ impl HttpStream {
     }
 
     fn after_response_headers(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
-        if matches!(self.resp, Resp::Done) {
+        if matches!(self.resp, Resp::Held) {
             // No body: complete now.
             self.flow.ended = Some(now);
             if !self.raise(cx, HookKind::Response) {
@@ -576,7 +590,6 @@ impl HttpStream {
             self.resp = Resp::Buffering(BytesMut::new());
         } else {
             self.resp = Resp::Streaming;
-            self.response_started = true;
             let response = self.response_head();
             out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
         }
@@ -596,8 +609,7 @@ impl HttpStream {
     fn send_buffered_response(&mut self, now: Instant, out: &mut Vec<Out>) {
         let Some(response) = self.flow.response.clone() else { return };
         let end_stream = response.body.is_none();
-        self.response_started = true;
-        self.resp = Resp::Done;
+        self.resp = Resp::Sent;
         out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream }));
         self.flow.ended.get_or_insert(now);
         self.finish_request_early(out);
@@ -606,7 +618,7 @@ impl HttpStream {
 
     /// A hook answered the flow itself.
     fn respond_locally(&mut self, now: Instant, mut response: Response, out: &mut Vec<Out>) {
-        if self.response_started {
+        if self.resp.is_started() {
             // Too late to replace what the client is already receiving.
             return;
         }
@@ -616,12 +628,11 @@ impl HttpStream {
         }
         self.flow.response_body_bytes = response.body.as_ref().map_or(0, |b| b.len() as u64);
         self.flow.response = Some(response.clone());
-        if !matches!(self.server, Server::None) && !matches!(self.resp, Resp::Done) {
+        if !matches!(self.server, Server::None) && !self.resp.is_complete() {
             out.push(Out::AbortServer);
         }
         self.server = Server::None;
-        self.response_started = true;
-        self.resp = Resp::Done;
+        self.resp = Resp::Sent;
         out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
         self.flow.ended = Some(now);
         if !matches!(self.req, Req::Done) {
@@ -648,7 +659,7 @@ impl HttpStream {
         let (status, message) = (error.status(), error.to_string());
         out.push(Out::AbortServer);
         self.server = Server::None;
-        if self.response_started {
+        if self.resp.is_started() {
             self.flow.error = Some(FlowError { message, status: None });
             out.push(Out::AbortClient);
             self.end_with_error(cx, now);
@@ -657,8 +668,7 @@ impl HttpStream {
         let response = Response::error(status, &message);
         self.flow.error = Some(FlowError { message, status: Some(status) });
         self.flow.response = Some(response.clone());
-        self.response_started = true;
-        self.resp = Resp::Done;
+        self.resp = Resp::Sent;
         out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
         if !matches!(self.req, Req::Done) {
             self.req = Req::Discarding;
@@ -680,7 +690,7 @@ impl HttpStream {
 
     fn check_finished(&mut self, now: Instant) {
         let req_done = matches!(self.req, Req::Done);
-        let resp_done = matches!(self.resp, Resp::Done);
+        let resp_done = self.resp.is_complete();
         if req_done && resp_done && self.waiting.is_none() {
             self.flow.ended.get_or_insert(now);
             self.finished = true;

@@ -63,7 +63,38 @@ pub enum H2Event {
     Reset { stream: StreamKey, reason: Reason, remote: bool, unprocessed: bool },
     /// The connection is over (the peer's GOAWAY, our protocol error, or its end); `error`
     /// says why when it was not a clean close.
-    Closed { error: Option<String> },
+    Closed { error: Option<ConnectionError> },
+}
+
+/// Why an HTTP/2 connection ended other than cleanly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("the peer sent GOAWAY ({0:?})")]
+    PeerGoAway(Reason),
+    /// The peer broke the protocol: h2 sent a GOAWAY with this reason.
+    #[error("protocol error, GOAWAY sent ({0:?}: {0})")]
+    GoAwaySent(Reason),
+    /// The connection failed with this error code, no GOAWAY involved.
+    #[error("{0:?}: {0}")]
+    Failed(Reason),
+    /// The transport under it ended.
+    #[error("the connection ended")]
+    Ended,
+    /// Anything else h2 reports (a misuse of its API, which would be our bug), in its words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<&h2::Error> for ConnectionError {
+    fn from(error: &h2::Error) -> Self {
+        match error.reason() {
+            Some(reason) if error.is_go_away() && error.is_remote() => Self::PeerGoAway(reason),
+            Some(reason) if error.is_go_away() => Self::GoAwaySent(reason),
+            Some(reason) => Self::Failed(reason),
+            None if error.is_io() => Self::Ended,
+            None => Self::Other(error.to_string()),
+        }
+    }
 }
 
 type ClientHandshake = Pin<Box<dyn Future<Output = Result<(client::SendRequest<Bytes>, client::Connection<Io, Bytes>), h2::Error>> + Send>>;
@@ -340,12 +371,12 @@ impl Engine {
             match &mut self.conn {
                 Conn::ServerHandshake(handshake) => match handshake.as_mut().poll(task) {
                     Poll::Ready(Ok(conn)) => self.conn = Conn::Server(Box::new(conn)),
-                    Poll::Ready(Err(e)) => self.close(Some(describe(&e))),
+                    Poll::Ready(Err(e)) => self.close(Some(ConnectionError::from(&e))),
                     Poll::Pending => return moved,
                 },
                 Conn::ClientHandshake(handshake) => match handshake.as_mut().poll(task) {
                     Poll::Ready(Ok((requests, conn))) => self.conn = Conn::Client { conn: Box::new(conn), requests },
-                    Poll::Ready(Err(e)) => self.close(Some(describe(&e))),
+                    Poll::Ready(Err(e)) => self.close(Some(ConnectionError::from(&e))),
                     Poll::Pending => return moved,
                 },
                 Conn::Server(conn) => match conn.poll_accept(task) {
@@ -366,8 +397,7 @@ impl Engine {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         // A connection error: h2 has sent its GOAWAY.
-                        let error = describe(&e);
-                        self.close(Some(error));
+                        self.close(Some(ConnectionError::from(&e)));
                     }
                     Poll::Ready(None) => self.close(None),
                     Poll::Pending => return moved,
@@ -417,7 +447,7 @@ impl Engine {
                     }
                     return match Pin::new(conn.as_mut()).poll(task) {
                         Poll::Ready(result) => {
-                            let error = result.err().map(|e| describe(&e));
+                            let error = result.err().map(|e| ConnectionError::from(&e));
                             self.drain_streams(task);
                             self.close(error);
                             true
@@ -453,7 +483,7 @@ impl Engine {
     }
 
     /// The connection is over: every stream with it.
-    fn close(&mut self, error: Option<String>) {
+    fn close(&mut self, error: Option<ConnectionError>) {
         self.conn = Conn::Done;
         let reason = if error.is_some() { Reason::PROTOCOL_ERROR } else { Reason::CANCEL };
         let opening: Vec<StreamKey> = self.opening.drain(..).map(|(stream, ..)| stream).collect();
@@ -578,17 +608,6 @@ fn reset_event(stream: StreamKey, error: &h2::Error) -> H2Event {
     let reason = error.reason().unwrap_or(Reason::CANCEL);
     let unprocessed = error.is_remote() && (reason == Reason::REFUSED_STREAM || error.is_go_away());
     H2Event::Reset { stream, reason, remote: error.is_remote(), unprocessed }
-}
-
-/// A connection error as a log line says it.
-fn describe(error: &h2::Error) -> String {
-    match error.reason() {
-        Some(reason) if error.is_go_away() && error.is_remote() => format!("the peer sent GOAWAY ({reason:?})"),
-        Some(reason) if error.is_go_away() => format!("protocol error, GOAWAY sent ({reason:?}: {reason})"),
-        Some(reason) => format!("{reason:?}: {reason}"),
-        None if error.is_io() => "the connection ended".into(),
-        None => error.to_string(),
-    }
 }
 
 #[cfg(test)]
