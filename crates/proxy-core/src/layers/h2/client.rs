@@ -6,7 +6,7 @@ use bytes::Bytes;
 use h2::Reason;
 
 use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request};
-use super::engine::{Engine, H2Event};
+use super::engine::{Engine, H2Event, StreamKey};
 use super::fields::{self, FieldError};
 use super::settings;
 use crate::config::Config;
@@ -20,13 +20,23 @@ use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
 pub(crate) struct H2Client {
     conn: ConnId,
     engine: Engine,
-    /// Flows with a stream open, and whether their response head has arrived.
-    flows: BTreeMap<FlowId, bool>,
+    /// The stream of each flow with one open. The codec names its streams itself: a flow is
+    /// an exchange of the whole connection stack, a stream key one stream of this connection.
+    streams: BTreeMap<FlowId, StreamKey>,
+    /// The same, by stream.
+    flows: BTreeMap<StreamKey, FlowId>,
+    next_key: StreamKey,
 }
 
 impl H2Client {
     pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
-        Self { conn, engine: Engine::client(&settings(&config.http2_limits)), flows: BTreeMap::new() }
+        Self {
+            conn,
+            engine: Engine::client(&settings(&config.http2_limits)),
+            streams: BTreeMap::new(),
+            flows: BTreeMap::new(),
+            next_key: 1,
+        }
     }
 
     pub(crate) fn receive(&mut self, data: Bytes) {
@@ -47,11 +57,13 @@ impl H2Client {
     }
 
     pub(crate) fn set_reading(&mut self, flow: FlowId, reading: bool) {
-        self.engine.set_reading(flow.0, reading);
+        if let Some(&stream) = self.streams.get(&flow) {
+            self.engine.set_reading(stream, reading);
+        }
     }
 
     pub(crate) fn backlog(&self, flow: FlowId) -> usize {
-        self.engine.backlog(flow.0)
+        self.streams.get(&flow).map_or(0, |&stream| self.engine.backlog(stream))
     }
 
     /// Send a request event of `flow`.
@@ -61,33 +73,50 @@ impl H2Client {
                 let body = request.body.clone();
                 let trailers = request.trailers.as_ref().map(to_h2_headers);
                 let end = end_stream && body.as_ref().is_none_or(|b| b.is_empty()) && trailers.is_none();
-                self.flows.insert(flow, false);
-                self.engine.open(flow.0, to_h2_request(&request), end);
+                let stream = self.next_key;
+                self.next_key += 1;
+                self.streams.insert(flow, stream);
+                self.flows.insert(stream, flow);
+                self.engine.open(stream, to_h2_request(&request), end);
                 if !end {
                     if let Some(body) = body {
-                        self.engine.send_data(flow.0, body);
+                        self.engine.send_data(stream, body);
                     }
                     if end_stream {
-                        self.engine.finish(flow.0, trailers);
+                        self.engine.finish(stream, trailers);
                     }
                 }
             }
-            HttpEvent::RequestData { flow, data } => self.engine.send_data(flow.0, data),
-            HttpEvent::RequestEnd { flow, trailers } => self.engine.finish(flow.0, trailers.as_ref().map(to_h2_headers)),
+            HttpEvent::RequestData { flow, data } => {
+                if let Some(&stream) = self.streams.get(&flow) {
+                    self.engine.send_data(stream, data);
+                }
+            }
+            HttpEvent::RequestEnd { flow, trailers } => {
+                if let Some(&stream) = self.streams.get(&flow) {
+                    self.engine.finish(stream, trailers.as_ref().map(to_h2_headers));
+                }
+            }
             _ => {}
         }
     }
 
     /// Give up on `flow`'s stream, telling the server.
     pub(crate) fn reset(&mut self, flow: FlowId) {
-        if self.flows.remove(&flow).is_some() {
-            self.engine.reset(flow.0, Reason::CANCEL);
+        if let Some(stream) = self.forget(flow) {
+            self.engine.reset(stream, Reason::CANCEL);
         }
     }
 
     /// The stream of `flow` is over on both sides; forget it.
     pub(crate) fn release(&mut self, flow: FlowId) {
-        self.flows.remove(&flow);
+        self.forget(flow);
+    }
+
+    fn forget(&mut self, flow: FlowId) -> Option<StreamKey> {
+        let stream = self.streams.remove(&flow)?;
+        self.flows.remove(&stream);
+        Some(stream)
     }
 
     pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
@@ -96,31 +125,33 @@ impl H2Client {
     }
 
     fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput<ServerError>>) {
-        match event {
-            H2Event::Interim { stream, head } => {
-                let flow = FlowId(stream);
+        let flow = match event.stream() {
+            Some(stream) => match self.flows.get(&stream) {
+                Some(&flow) => Some(flow),
+                // The rest of a stream given up on within this poll goes nowhere.
+                None => return,
+            },
+            None => None,
+        };
+        match (event, flow) {
+            (H2Event::Interim { head, .. }, Some(flow)) => {
                 if !self.takes_head(flow, &head, out) {
                     return;
                 }
                 let response = Response { body: None, ..from_h2_response(head) };
                 out.push(CodecOutput::Http(HttpEvent::InterimResponse { flow, response }));
             }
-            H2Event::Response { stream, head, end_stream } => {
-                let flow = FlowId(stream);
+            (H2Event::Response { head, end_stream, .. }, Some(flow)) => {
                 if !self.takes_head(flow, &head, out) {
                     return;
                 }
-                self.flows.insert(flow, true);
                 let response = from_h2_response(head);
                 out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
             }
-            // The rest of a stream given up on within this poll goes nowhere.
-            H2Event::Data { stream, .. } | H2Event::End { stream, .. } if !self.flows.contains_key(&FlowId(stream)) => {}
-            H2Event::Data { stream, data } => {
-                out.push(CodecOutput::Http(HttpEvent::ResponseData { flow: FlowId(stream), data }));
+            (H2Event::Data { data, .. }, Some(flow)) => {
+                out.push(CodecOutput::Http(HttpEvent::ResponseData { flow, data }));
             }
-            H2Event::End { stream, trailers } => {
-                let flow = FlowId(stream);
+            (H2Event::End { trailers, .. }, Some(flow)) => {
                 if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
                     self.malformed(flow, error, out);
                     return;
@@ -128,23 +159,19 @@ impl H2Client {
                 let trailers = trailers.map(|t| from_h2_headers(&t));
                 out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
             }
-            H2Event::Reset { stream, reason, remote, unprocessed } => {
-                let flow = FlowId(stream);
-                if self.flows.remove(&flow).is_some() {
-                    out.push(CodecOutput::Reset { flow, reset: StreamReset { reason, remote, unprocessed } });
-                }
+            (H2Event::Reset { reason, remote, unprocessed, .. }, Some(flow)) => {
+                self.forget(flow);
+                out.push(CodecOutput::Reset { flow, reset: StreamReset { reason, remote, unprocessed } });
             }
-            H2Event::Closed { error } => out.push(CodecOutput::Closed { flow: None, error }),
-            H2Event::Request { .. } => {}
+            (H2Event::Closed { error }, _) => out.push(CodecOutput::Closed { flow: None, error }),
+            // A server does not open streams (the engine refuses pushes).
+            _ => {}
         }
     }
 
-    /// Whether a response head on `flow` goes on: the flow is ours and the head well formed
-    /// (a malformed one resets the stream).
+    /// Whether a response head on `flow` goes on: the head is well formed (a malformed one
+    /// resets the stream).
     fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
-        if !self.flows.contains_key(&flow) {
-            return false;
-        }
         match fields::check_response(head) {
             Ok(()) => true,
             Err(error) => {
@@ -156,8 +183,9 @@ impl H2Client {
 
     /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
     fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<CodecOutput<ServerError>>) {
-        self.flows.remove(&flow);
-        self.engine.reset(flow.0, Reason::PROTOCOL_ERROR);
+        if let Some(stream) = self.forget(flow) {
+            self.engine.reset(stream, Reason::PROTOCOL_ERROR);
+        }
         // The flow's stream is reset with `PROTOCOL_ERROR`; the connection goes on.
         out.push(CodecOutput::Error { flow: Some(flow), error: ServerError::Fields(error) });
     }

@@ -66,6 +66,21 @@ pub enum H2Event {
     Closed { error: Option<ConnectionError> },
 }
 
+impl H2Event {
+    /// The stream the event is about (`None`: the whole connection).
+    pub fn stream(&self) -> Option<StreamKey> {
+        match self {
+            Self::Request { stream, .. }
+            | Self::Interim { stream, .. }
+            | Self::Response { stream, .. }
+            | Self::Data { stream, .. }
+            | Self::End { stream, .. }
+            | Self::Reset { stream, .. } => Some(*stream),
+            Self::Closed { .. } => None,
+        }
+    }
+}
+
 /// Why an HTTP/2 connection ended other than cleanly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionError {
