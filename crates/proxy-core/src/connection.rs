@@ -12,7 +12,7 @@ use crate::hook::{Hook, HookKind};
 use crate::layer::Layer;
 use crate::layers::mode::ModeLayer;
 use crate::testing::{Alone, AloneLayer};
-use crate::tls::transport::TlsTransport;
+use crate::layers::tls::transport::TlsTransport;
 
 /// One client connection and everything the proxy does for it.
 ///

@@ -51,7 +51,6 @@ mod layers;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
-mod tunnel;
 
 pub use command::{Command, LogLevel};
 pub use config::{Config, Http2Limits, Mode};
@@ -61,17 +60,17 @@ pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Version};
 pub use headers::{Headers, UnderscoreHeaders};
 pub use hook::{Hook, HookKind, HookReply, HookSet};
 pub use ids::{ConnId, FlowId, Scheme, ServerAddr};
-pub use layers::http1::Http1Error;
+pub use layers::http::http1::Http1Error;
 
 /// The HTTP/2 engine (h2 driven over memory), exposed so that tests and fuzz targets can
 /// play real HTTP/2 peers against the core without a runtime.
 #[doc(hidden)]
 pub mod h2_engine {
-    pub use crate::layers::h2::engine::*;
+    pub use crate::layers::http::h2::engine::*;
 }
 
 /// The HTTP/1 wire format, exposed for fuzzing and tests: head parsing, framing, body reading.
 #[doc(hidden)]
 pub mod wire {
-    pub use crate::layers::http1::wire::*;
+    pub use crate::layers::http::http1::wire::*;
 }

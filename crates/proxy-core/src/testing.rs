@@ -19,7 +19,7 @@ use crate::layer::{Handover, Layer};
 use crate::layers::http::destination::Destination;
 use crate::layers::http::HttpLayer;
 use crate::config::Mode;
-use crate::tunnel::Tunnel;
+use crate::layers::tunnel::Tunnel;
 
 /// The layer to drive alone.
 #[derive(Debug, Clone)]

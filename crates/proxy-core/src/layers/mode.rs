@@ -11,8 +11,8 @@ use crate::ids::{ConnId, FlowId};
 use crate::layer::{Child, Handover, Layer};
 use crate::layers::http::HttpLayer;
 use crate::layers::http::destination::Destination;
-use crate::tls::intercept::Intercept;
-use crate::tunnel::Tunnel;
+use crate::layers::tls::intercept::Intercept;
+use crate::layers::tunnel::Tunnel;
 
 /// The root of a client connection's layers, by [`Mode`]. A regular (explicit) proxy: the
 /// client speaks HTTP to the proxy, with absolute-form targets, until a `CONNECT` or an

@@ -19,9 +19,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub(crate) mod intercept;
 pub(crate) mod session;
-pub(crate) mod transport;
 
 pub use rustls;
 use rustls::pki_types::CertificateDer;

@@ -2,7 +2,7 @@
 //!
 //! A [`TlsSession`] sits in the connection table under a connection that speaks TLS. The
 //! context encrypts what layers send on it, and the
-//! [`TlsTransport`](super::transport::TlsTransport) at the bottom of the layer stack decrypts
+//! [`TlsTransport`](crate::layers::tls::transport::TlsTransport) at the bottom of the layer stack decrypts
 //! what arrives before any other layer sees it, so the HTTP layers read and write plaintext
 //! whatever the transport. Handshake progress surfaces as the events a layer already understands: an
 //! upstream connection counts as [`Opened`](crate::Event::Opened) once its handshake is done,

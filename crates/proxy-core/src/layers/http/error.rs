@@ -6,8 +6,8 @@ use thiserror::Error;
 use crate::event::OpenError;
 use crate::headers::UnderscoreError;
 use crate::ids::ServerAddr;
-use crate::layers::h2::fields::FieldError;
-use crate::layers::http1::Http1Error;
+use crate::layers::http::h2::fields::FieldError;
+use crate::layers::http::http1::Http1Error;
 use super::event::StreamReset;
 use super::upstream_proxy::ProxyError;
 

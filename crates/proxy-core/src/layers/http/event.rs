@@ -8,7 +8,7 @@ use h2::Reason;
 use crate::flow::{Request, Response};
 use crate::headers::Headers;
 use crate::ids::FlowId;
-use crate::layers::h2::engine::ConnectionError;
+use crate::layers::http::h2::engine::ConnectionError;
 
 /// One step of an HTTP message, independent of the HTTP version that carried it.
 ///

@@ -2,7 +2,7 @@
 //!
 //! Codecs turn bytes into version-agnostic [`HttpEvent`]s and back: one for the client
 //! connection ([`Http1Server`] or [`H2Server`]) and one per upstream connection
-//! ([`Http1Client`] or [`H2Client`]). Each request/response pair is an [`HttpStream`] that
+//! ([`Http1Client`](http1::Http1Client) or [`H2Client`](h2::H2Client)). Each request/response pair is an [`HttpStream`] that
 //! sees only `HttpEvent`s, so any client version meets any server version. The layer routes
 //! events between codecs and streams, picks or opens upstream connections, and decides what
 //! may be read: for HTTP/1 by pausing a connection, for HTTP/2 by holding a stream's window
@@ -19,11 +19,17 @@
 //! - [`upstream_proxy`]: the `CONNECT` that sets up a tunnel through an upstream proxy;
 //! - `timeouts`: body, server-idle and client-idle limits;
 //! - `forward`: room for bodies on each side, and bodies handed to the driver.
+//!
+//! The codecs sit inside the layer, one folder per version, as mitmproxy's `layers/http/`
+//! holds its `_http1` and `_http2`: [`http1`] (its wire format in `http1::wire`) and [`h2`]
+//! (the `h2` crate driven over memory by `h2::engine`).
 
 pub(crate) mod destination;
 pub(crate) mod error;
 pub(crate) mod event;
 mod forward;
+pub(crate) mod h2;
+pub(crate) mod http1;
 mod pool;
 pub(crate) mod stream;
 mod timeouts;
@@ -39,8 +45,8 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer};
-use crate::layers::h2::{H2Server, PREFACE};
-use crate::layers::http1::Http1Server;
+use crate::layers::http::h2::{H2Server, PREFACE};
+use crate::layers::http::http1::Http1Server;
 use destination::Destination;
 use error::{ClientError, ServerError};
 use event::{CodecOutput, HttpEvent};
@@ -509,7 +515,7 @@ impl HttpLayer {
             }
             Out::AbortClient => match &mut self.client {
                 // One stream failed, not the connection.
-                ClientCodec::H2(codec) => codec.reset(flow, h2::Reason::INTERNAL_ERROR),
+                ClientCodec::H2(codec) => codec.reset(flow, ::h2::Reason::INTERNAL_ERROR),
                 ClientCodec::H1(_) => self.close_all(cx, now, false),
             },
             Out::AbortServer => {
@@ -541,7 +547,7 @@ impl HttpLayer {
             self.client_gone = true;
             if let ClientCodec::H2(codec) = &mut self.client {
                 // Say goodbye in HTTP/2 terms before the connection goes.
-                codec.shutdown(Some(h2::Reason::NO_ERROR));
+                codec.shutdown(Some(::h2::Reason::NO_ERROR));
                 codec.poll(cx, now, &mut Vec::new());
             }
             if linger && !self.client.is_eof() {

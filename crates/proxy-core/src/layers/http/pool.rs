@@ -22,8 +22,8 @@ use crate::context::Context;
 use crate::event::OpenError;
 use crate::hook::{Hook, HookKind};
 use crate::ids::{ConnId, FlowId, ServerAddr};
-use crate::layers::h2::H2Client;
-use crate::layers::http1::Http1Client;
+use crate::layers::http::h2::H2Client;
+use crate::layers::http::http1::Http1Client;
 use crate::tls::TlsSetupError;
 
 /// The codec of an upstream connection.

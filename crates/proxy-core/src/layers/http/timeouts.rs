@@ -9,7 +9,7 @@ use super::{ClientCodec, HttpLayer};
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::ids::{ConnId, FlowId};
-use crate::layers::http1::{Http1Client, Http1Server};
+use crate::layers::http::http1::{Http1Client, Http1Server};
 
 impl HttpLayer {
     /// Whether the proxy is what keeps `flow`'s client from sending more of its request body:

@@ -14,8 +14,8 @@ use crate::context::Context;
 use crate::flow::Version;
 use crate::headers::Headers;
 use crate::ids::{ConnId, ServerAddr};
-use crate::layers::http1::limits;
-use crate::layers::http1::wire::{self, HeadReader, Http1Error, Limits};
+use crate::layers::http::http1::limits;
+use crate::layers::http::http1::wire::{self, HeadReader, Http1Error, Limits};
 use crate::event::OpenError;
 
 /// Setting up a tunnel through the upstream proxy on one server connection.

@@ -36,7 +36,7 @@
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::layers::http1::split_authority;
+use crate::layers::http::http1::split_authority;
 
 /// How an HTTP/2 message breaks RFC 9113; the message names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -31,7 +31,7 @@ use crate::layers::http::destination::Destination;
 use crate::layers::http::HttpLayer;
 use crate::tls::session::TlsSession;
 use crate::tls::{CertRequest, ClientHello, TlsConfig};
-use crate::tunnel::Tunnel;
+use crate::layers::tunnel::Tunnel;
 
 /// ALPN protocols the HTTP layers can speak, in our order of preference.
 const SUPPORTED_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];

@@ -1,6 +1,6 @@
 //! HTTP/2 codecs: [`H2Server`] faces a client (we are its server), [`H2Client`] faces an
 //! upstream server. Like the HTTP/1 codecs they turn bytes into version-agnostic
-//! [`HttpEvent`]s and back, so the HTTP layer and its streams need not know which version a
+//! [`HttpEvent`](super::event::HttpEvent)s and back, so the HTTP layer and its streams need not know which version a
 //! side speaks; unlike them, one connection carries many flows at once.
 //!
 //! # Why h2, and the one impurity it brings

@@ -221,7 +221,7 @@ impl Http1Server {
         self.current_flow() == Some(flow) && self.send == Send::Body(Encoder::Raw)
     }
 
-    /// As [`Http1Client::start_forward`], for the request body.
+    /// As [`Http1Client::start_forward`](super::Http1Client::start_forward), for the request body.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
         let Recv::Body(reader) = &self.recv else { return None };
         if self.forwarding != Forwarding::No {

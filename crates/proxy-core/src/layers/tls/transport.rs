@@ -22,8 +22,8 @@
 use std::time::Instant;
 
 
-use super::session::{TlsSession, TlsState};
-use super::{TlsError, TlsPeer};
+use crate::tls::session::{TlsSession, TlsState};
+use crate::tls::{TlsError, TlsPeer};
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::{Event, OpenError};
