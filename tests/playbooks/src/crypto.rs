@@ -27,7 +27,7 @@
 //! they are deterministic once the keys are.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use rustls::crypto::{ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret, SupportedKxGroup};
@@ -57,13 +57,36 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 /// ring's cipher suites, signature checks and key loading, with a seeded random stream and
 /// the fake [`TEST_KX_GROUP`] as its only key exchange.
 ///
-/// rustls wants the generator and the group as `&'static`, so each call leaks them: a few
-/// dozen bytes, for a handful of providers per scenario.
+/// rustls wants the generator and the group as `&'static`, so they are leaked, but only
+/// once per provider alive at a time: a pair whose provider has been dropped is reset to the
+/// seed and serves the next one. A fuzz target makes a provider per input, and millions of
+/// inputs must not mean millions of leaks.
 pub fn provider() -> Arc<CryptoProvider> {
-    let stream: &'static Stream = Box::leak(Box::new(Stream::new(SEED)));
-    let group: &'static TestKx = Box::leak(Box::new(TestKx(stream)));
-    Arc::new(CryptoProvider { kx_groups: vec![group], secure_random: stream, ..rustls::crypto::ring::default_provider() })
+    let mut leaked = LEAKED.lock().unwrap_or_else(PoisonError::into_inner);
+    let slot = match leaked.iter().position(|(_, user)| user.strong_count() == 0) {
+        Some(slot) => {
+            leaked[slot].0 .0.reset(SEED);
+            slot
+        }
+        None => {
+            let stream: &'static Stream = Box::leak(Box::new(Stream::new(SEED)));
+            leaked.push((Box::leak(Box::new(TestKx(stream))), Weak::new()));
+            leaked.len() - 1
+        }
+    };
+    let group = leaked[slot].0;
+    let provider = Arc::new(CryptoProvider {
+        kx_groups: vec![group],
+        secure_random: group.0,
+        ..rustls::crypto::ring::default_provider()
+    });
+    leaked[slot].1 = Arc::downgrade(&provider);
+    provider
 }
+
+/// Every stream and group leaked for [`provider`], with the provider using each now. A static,
+/// so they stay reachable (and leak checkers quiet) until the process ends.
+static LEAKED: Mutex<Vec<(&'static TestKx, Weak<CryptoProvider>)>> = Mutex::new(Vec::new());
 
 /// A client configuration on a fresh [`provider`] and the fixed clock, with TLS 1.2 and 1.3.
 pub fn client_config() -> ConfigBuilder<ClientConfig, WantsVerifier> {
@@ -102,6 +125,10 @@ impl Stream {
 
     fn new(seed: u64) -> Self {
         Self(AtomicU64::new(seed))
+    }
+
+    fn reset(&self, seed: u64) {
+        self.0.store(seed, Ordering::Relaxed);
     }
 
     fn next_u64(&self) -> u64 {
@@ -238,6 +265,29 @@ mod tests {
         assert_ne!(draw()[..8], draw()[8..16], "the stream moves on");
         assert_eq!(ed25519_key("a").secret_pkcs8_der(), ed25519_key("a").secret_pkcs8_der());
         assert_ne!(ed25519_key("a").secret_pkcs8_der(), ed25519_key("b").secret_pkcs8_der());
+    }
+
+    #[test]
+    fn a_dropped_provider_s_stream_serves_the_next_one_from_the_seed() {
+        let random = |p: &CryptoProvider| std::ptr::from_ref(p.secure_random).cast::<()>();
+        let first = provider();
+        let mut buf = [0; 8];
+        first.secure_random.fill(&mut buf).expect("fill");
+        let alive = provider();
+        assert_ne!(random(&first), random(&alive), "providers alive together have their own streams");
+        drop(first);
+        // Many providers made and dropped in turn leak nothing more: each takes a freed pair,
+        // which starts from the seed again.
+        for _ in 0..1000 {
+            let next = provider();
+            let mut again = [0; 8];
+            next.secure_random.fill(&mut again).expect("fill");
+            assert_eq!(again, buf, "a reused stream starts from the seed");
+        }
+        drop(alive);
+        let leaked = LEAKED.lock().expect("not poisoned").len();
+        // Tests on other threads make providers too, at most a few at once each.
+        assert!(leaked < 64, "{leaked} pairs leaked");
     }
 
     #[test]
