@@ -16,9 +16,7 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::ids::{ConnId, ServerAddr};
 use crate::layer::{Handover, Layer};
-use crate::layers::http::destination::Destination;
 use crate::layers::http::HttpLayer;
-use crate::config::Mode;
 use crate::layers::tunnel::Tunnel;
 
 /// The layer to drive alone.
@@ -50,13 +48,7 @@ enum State {
 impl AloneLayer {
     pub(crate) fn new(cx: &mut Context, alone: Alone) -> Self {
         let state = match alone {
-            Alone::Http => State::Running(match &cx.config.mode {
-                Mode::Reverse { scheme, target, .. } => {
-                    let destination = Destination::Fixed { scheme: *scheme, target: target.clone() };
-                    Box::new(HttpLayer::for_destination(cx, destination))
-                }
-                Mode::Regular | Mode::Upstream { .. } => Box::new(HttpLayer::new(cx)),
-            }),
+            Alone::Http => State::Running(Box::new(HttpLayer::for_mode(cx))),
             Alone::Tunnel { server: target } => {
                 let server = cx.open(target.clone());
                 cx.set_layer_pause(ConnId::CLIENT, true);

@@ -10,7 +10,6 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Child, Handover, Layer};
 use crate::layers::http::HttpLayer;
-use crate::layers::http::destination::Destination;
 use crate::layers::tls::intercept::Intercept;
 use crate::layers::tunnel::Tunnel;
 
@@ -51,13 +50,11 @@ fn first_layer(cx: &mut Context) -> State {
         return State::Closed;
     }
     let layer: Box<dyn Layer> = match &cx.config.mode {
-        Mode::Regular | Mode::Upstream { .. } => Box::new(HttpLayer::new(cx)),
-        Mode::Reverse { scheme, target, client_tls: false } => {
-            let destination = Destination::Fixed { scheme: *scheme, target: target.clone() };
-            Box::new(HttpLayer::for_destination(cx, destination))
-        }
         Mode::Reverse { scheme, target, client_tls: true } => {
             Box::new(Intercept::reverse(cx, *scheme, target.clone(), inside_tls))
+        }
+        Mode::Regular | Mode::Upstream { .. } | Mode::Reverse { client_tls: false, .. } => {
+            Box::new(HttpLayer::for_mode(cx))
         }
     };
     State::Running(Child::new(layer, after_http))

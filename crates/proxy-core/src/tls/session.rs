@@ -1,8 +1,8 @@
 //! Record protection for one connection: plaintext above, ciphertext on the wire.
 //!
 //! A [`TlsSession`] sits in the connection table under a connection that speaks TLS. The
-//! context encrypts what layers send on it, and the
-//! [`TlsTransport`](crate::layers::tls::transport::TlsTransport) at the bottom of the layer stack decrypts
+//! context encrypts what layers send on it, and the TLS transport at the bottom of the layer
+//! stack (`layers/tls/transport.rs`, which uses this module, not the other way round) decrypts
 //! what arrives before any other layer sees it, so the HTTP layers read and write plaintext
 //! whatever the transport. Handshake progress surfaces as the events a layer already understands: an
 //! upstream connection counts as [`Opened`](crate::Event::Opened) once its handshake is done,

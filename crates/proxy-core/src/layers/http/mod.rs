@@ -41,6 +41,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::command::LogLevel;
+use crate::config::Mode;
 use crate::context::Context;
 use crate::event::Event;
 use crate::ids::{ConnId, FlowId};
@@ -155,6 +156,16 @@ impl HttpLayer {
         layer
     }
 
+    /// The HTTP layer of a client speaking HTTP in the clear, its requests going where the
+    /// configured mode sends them: to the server each names, or in reverse mode to the upstream.
+    pub(crate) fn for_mode(cx: &Context) -> Self {
+        match &cx.config.mode {
+            Mode::Regular | Mode::Upstream { .. } => Self::new(cx),
+            Mode::Reverse { scheme, target, .. } => {
+                Self::for_destination(cx, Destination::Fixed { scheme: *scheme, target: target.clone() })
+            }
+        }
+    }
 }
 
 impl Layer for HttpLayer {

@@ -75,20 +75,21 @@ impl TlsTransport {
         let Some(tls) = cx.tls_mut(conn) else { return };
         tls.state = TlsState::Failed;
         let peer = tls.peer;
-        let failure = tls.failure(conn, error.to_string());
+        let message = error.to_string();
+        let failure = tls.failure(conn, message.clone());
         let when = if was_handshaking { "handshake" } else { "connection" };
         let who = match peer {
             TlsPeer::Client => format!("client {}", cx.client.peer),
             TlsPeer::Server => format!("server {}", failure.server),
         };
-        cx.log(LogLevel::Info, format!("TLS {when} with {who} failed: {error}"));
+        cx.log(LogLevel::Info, format!("TLS {when} with {who} failed: {message}"));
         if cx.config.hooks.contains(HookKind::TlsFailed) {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::TlsFailed(Box::new(failure)));
         }
         cx.close(conn, false);
         let event = if peer == TlsPeer::Server && was_handshaking {
-            Event::OpenFailed { conn, error: OpenError::Tls(error.to_string()) }
+            Event::OpenFailed { conn, error: OpenError::Tls(message) }
         } else {
             Event::ConnectionClosed { conn }
         };
