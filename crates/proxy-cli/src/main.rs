@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
 use proxy_core::tls::{TlsFailure, TlsPeer};
+use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -23,8 +24,22 @@ struct Args {
     listen: SocketAddr,
 
     /// Print no flows (and raise no hooks at all).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
+
+    /// Also print a line per WebSocket message: direction, type, size, first bytes. Messages
+    /// are then held whole up to --max-ws-message (see --ws-oversize).
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Largest WebSocket message held whole for a hook (with --verbose), in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = WebSocketLimits::default().max_message)]
+    max_ws_message: usize,
+
+    /// A WebSocket message over --max-ws-message, when messages are held: `pieces` (shown and
+    /// passed on in pieces) or `close` (the connection closes with 1009).
+    #[arg(long, value_name = "WHAT", default_value = "pieces", value_parser = parse_oversize)]
+    ws_oversize: Oversize,
 
     /// Largest request or response head (start line and headers), in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_head_bytes)]
@@ -196,6 +211,14 @@ struct Args {
     no_intercept: bool,
 }
 
+fn parse_oversize(s: &str) -> Result<Oversize, String> {
+    match s {
+        "pieces" => Ok(Oversize::Pieces),
+        "close" => Ok(Oversize::Close),
+        _ => Err(format!("`{s}` is neither `pieces` nor `close`")),
+    }
+}
+
 fn parse_underscores(s: &str) -> Result<UnderscoreHeaders, String> {
     match s {
         "keep" => Ok(UnderscoreHeaders::Keep),
@@ -319,6 +342,11 @@ impl Args {
                 ..Http2Limits::default()
             },
             upstream_h2c: self.reverse.as_ref().map_or(self.mode.1, |r| r.2),
+            websocket: WebSocketLimits {
+                max_message: self.max_ws_message,
+                oversize: self.ws_oversize,
+                ..WebSocketLimits::default()
+            },
             ..Config::default()
         }
     }
@@ -373,25 +401,31 @@ fn ca_notice(ca: &CaInfo) -> String {
 /// Bodies with at least this much left to come are spliced rather than read.
 const FORWARD_MIN: u64 = 256 * 1024;
 
-/// Prints a line for each finished or failed flow.
+/// Prints a line for each finished or failed flow, for each WebSocket's start and end, and
+/// with `verbose` for each WebSocket message.
 struct Printer {
     quiet: bool,
+    verbose: bool,
     lines: FlowLog,
 }
 
 impl Handler for Printer {
     fn hooks(&self) -> HookSet {
         if self.quiet {
-            HookSet::NONE
-        } else {
-            HookSet::NONE.with(HookKind::Response).with(HookKind::Error).with(HookKind::TlsFailed)
+            return HookSet::NONE;
         }
+        let hooks = [HookKind::Response, HookKind::Error, HookKind::TlsFailed, HookKind::WebSocketStart, HookKind::WebSocketEnd];
+        let hooks: HookSet = hooks.into_iter().collect();
+        if self.verbose { hooks.with(HookKind::WebSocketMessage) } else { hooks }
     }
 
     async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
         let line = match &hook {
             Hook::Response(flow) | Hook::Error(flow) => flow_line(flow, Instant::now()),
+            Hook::WebSocketStart(flow) => Some(websocket_start_line(flow)),
             Hook::TlsFailed(failure) => tls_failure_line(failure),
+            Hook::WebSocketMessage(message) => Some(message_line(message)),
+            Hook::WebSocketEnd(end) => Some(websocket_end_line(end)),
             _ => None,
         };
         if let Some(line) = line {
@@ -450,6 +484,70 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
         req.version.as_str(),
         response.version.as_str(),
     ))
+}
+
+/// `CLIENT GET URL -> 101 websocket #ID (client HTTP/1.1, server HTTP/1.1)`: the upgrade, and
+/// the id the flow's message lines carry.
+fn websocket_start_line(flow: &HttpFlow) -> String {
+    let server = flow.response.as_ref().map_or("?", |r| r.version.as_str());
+    format!(
+        "{} {} {} -> 101 websocket #{} (client {}, server {server})\n",
+        flow.client.peer,
+        flow.request.method,
+        flow.request.url(),
+        flow.id.0,
+        flow.request.version.as_str(),
+    )
+}
+
+/// `  #ID client -> server text 5b "Hello"`: one message (or piece) and its first bytes.
+fn message_line(message: &WebSocketMessage) -> String {
+    const SHOWN: usize = 40;
+    let arrow = match message.from {
+        Peer::Client => "client -> server",
+        Peer::Server => "server -> client",
+    };
+    let kind = match message.kind {
+        MessageKind::Text => "text",
+        MessageKind::Binary => "binary",
+    };
+    let piece = if message.offset == 0 && message.last { String::new() } else { format!(" (piece at {})", message.offset) };
+    let shown = &message.payload[..message.payload.len().min(SHOWN)];
+    let mut preview = String::new();
+    for &b in shown {
+        match b {
+            b'"' | b'\\' => {
+                preview.push('\\');
+                preview.push(b as char);
+            }
+            0x20..=0x7e => preview.push(b as char),
+            _ => preview.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    let more = if message.payload.len() > SHOWN { "..." } else { "" };
+    format!("  #{} {arrow} {kind} {}b{piece} \"{preview}\"{more}\n", message.flow.0, message.payload.len())
+}
+
+/// `CLIENT websocket #ID URL closed by client: 1000 "bye", messages 3 -> 2 <-, bytes ...`.
+fn websocket_end_line(end: &WebSocketEnd) -> String {
+    let flow = &end.upgrade;
+    let by = end.closed_by.map_or("nobody", Peer::as_str);
+    let code = match end.code {
+        Some(code) if end.reason.is_empty() => code.to_string(),
+        Some(code) => format!("{code} {:?}", end.reason),
+        None => "no close frame".to_owned(),
+    };
+    let error = end.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+    format!(
+        "{} websocket #{} {} closed by {by}: {code}{error}, messages {} -> {} <-, bytes {} -> {} <-\n",
+        flow.client.peer,
+        end.flow.0,
+        flow.request.url(),
+        end.messages[0],
+        end.messages[1],
+        end.bytes[0],
+        end.bytes[1],
+    )
 }
 
 /// A failed client handshake has no flow to print, so it gets a line of its own (upstream
@@ -516,7 +614,7 @@ async fn serve(args: Args, config: Config, ca_notice: Option<String>) -> ExitCod
     let mut builder = Proxy::builder()
         .listen(args.listen)
         .config(config)
-        .handler(Printer { quiet: args.quiet, lines: FlowLog::start() })
+        .handler(Printer { quiet: args.quiet, verbose: args.verbose, lines: FlowLog::start() })
         .connect_timeout(args.connect_timeout)
         .shutdown_timeout(args.shutdown_timeout);
     if let Some(n) = args.max_connections {
@@ -642,8 +740,11 @@ mod tests {
         assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert_eq!(config.body_timeout, Duration::from_millis(3500));
         assert!(config.add_via);
-        assert_eq!(Printer { quiet: true, lines: FlowLog::start() }.hooks(), HookSet::NONE);
-        let loud = Printer { quiet: false, lines: FlowLog::start() }.hooks();
+        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start() }.hooks(), HookSet::NONE);
+        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start() }.hooks();
+        assert!(loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage));
+        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start() }.hooks();
+        assert!(verbose.contains(HookKind::WebSocketMessage));
         assert!(loud.contains(HookKind::Response) && loud.contains(HookKind::Error));
         assert!(!loud.contains(HookKind::RequestHeaders));
     }
@@ -792,6 +893,46 @@ mod tests {
         assert_eq!(
             flow_line(&f, Instant::now()).unwrap(),
             "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> error: connection refused\n"
+        );
+    }
+
+    #[test]
+    fn websocket_lines() {
+        let mut f = flow();
+        f.request.path = "/chat".into();
+        f.response = Some(Response { status: 101, reason: "Switching Protocols".into(), ..Response::text(101, "") });
+        assert_eq!(
+            websocket_start_line(&f),
+            "127.0.0.1:51234 GET http://127.0.0.1:9000/chat -> 101 websocket #1 (client HTTP/1.1, server HTTP/1.1)\n"
+        );
+        let message = WebSocketMessage {
+            flow: FlowId(1),
+            from: Peer::Server,
+            kind: MessageKind::Text,
+            payload: "say \"hi\"\n".repeat(10).into(),
+            offset: 0,
+            last: true,
+            injected: false,
+            time: Instant::now(),
+        };
+        assert_eq!(
+            message_line(&message),
+            "  #1 server -> client text 90b \"say \\\"hi\\\"\\x0asay \\\"hi\\\"\\x0asay \\\"hi\\\"\\x0asay \\\"hi\\\"\\x0asay \"...\n"
+        );
+        let end = WebSocketEnd {
+            flow: FlowId(1),
+            upgrade: f,
+            code: Some(4001),
+            reason: "bye".into(),
+            closed_by: Some(Peer::Client),
+            error: None,
+            messages: [3, 2],
+            bytes: [30, 20],
+            ended: Instant::now(),
+        };
+        assert_eq!(
+            websocket_end_line(&end),
+            "127.0.0.1:51234 websocket #1 http://127.0.0.1:9000/chat closed by client: 4001 \"bye\", messages 3 -> 2 <-, bytes 30 -> 20 <-\n"
         );
     }
 }

@@ -6,6 +6,7 @@ use crate::headers::UnderscoreHeaders;
 use crate::hook::HookSet;
 use crate::ids::{Scheme, ServerAddr};
 use crate::tls::TlsConfig;
+use crate::websocket::WebSocketLimits;
 
 /// What clients take the proxy for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -84,6 +85,8 @@ pub struct Config {
     /// `--mode reverse:h2c://...`.
     pub upstream_h2c: bool,
     pub http2_limits: Http2Limits,
+    /// Limits of WebSocket connections, and where their mask keys come from.
+    pub websocket: WebSocketLimits,
 }
 
 /// What one HTTP/2 connection may cost us. A client over a limit is told so with the error
@@ -150,6 +153,7 @@ impl Default for Config {
             http2: true,
             upstream_h2c: false,
             http2_limits: Http2Limits::default(),
+            websocket: WebSocketLimits::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::hook::HookReply;
 use crate::ids::{ConnId, FlowId};
+use crate::websocket::{MessageKind, Peer};
 
 /// Something that happened, fed to [`Connection::handle`](crate::Connection::handle).
 ///
@@ -35,6 +36,10 @@ pub enum Event {
     Wakeup,
     /// The answer to [`Command::Hook`](crate::Command::Hook) for `flow`.
     HookReply { flow: FlowId, reply: HookReply },
+    /// User code sends a message on the WebSocket flow `flow`, to `to` (mitmproxy's
+    /// `inject.websocket`). It goes out at once, or after the message in progress to `to`;
+    /// it is dropped with a log line once the connection is closing.
+    Inject { flow: FlowId, to: Peer, kind: MessageKind, payload: Bytes },
 }
 
 /// Why an upstream connection could not be opened.

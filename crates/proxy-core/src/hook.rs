@@ -3,6 +3,7 @@
 use crate::flow::{ClientInfo, HttpFlow, Response};
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::tls::{ClientHello, TlsFailure, TlsInfo};
+use crate::websocket::{WebSocketEnd, WebSocketMessage};
 
 /// A question for the user, carried by [`Command::Hook`](crate::Command::Hook).
 ///
@@ -38,6 +39,18 @@ pub enum Hook {
     TlsEstablished(Box<TlsInfo>),
     /// A TLS handshake failed, or an established TLS connection broke. Notification.
     TlsFailed(Box<TlsFailure>),
+    /// The server answered a WebSocket upgrade with `101`: the flow goes on as WebSocket
+    /// messages. Notification. Raising it is what lets an embedder inject messages into the
+    /// flow (see [`Event::Inject`](crate::Event::Inject)).
+    WebSocketStart(Box<HttpFlow>),
+    /// A WebSocket message arrived whole (or, over the size limit, a piece of one, as
+    /// [`WebSocketLimits::oversize`](crate::websocket::WebSocketLimits::oversize) says). Its
+    /// sender is not read until the answer: `Continue` passes it on,
+    /// [`HookReply::Message`] passes a changed one, [`HookReply::Drop`] drops it, `Kill` ends
+    /// the WebSocket connection. Without this hook, messages stream through unseen.
+    WebSocketMessage(Box<WebSocketMessage>),
+    /// The WebSocket connection is over: close code, who closed, message counts. Notification.
+    WebSocketEnd(Box<WebSocketEnd>),
 }
 
 impl Hook {
@@ -51,6 +64,8 @@ impl Hook {
                 | Self::Error(_)
                 | Self::TlsEstablished(_)
                 | Self::TlsFailed(_)
+                | Self::WebSocketStart(_)
+                | Self::WebSocketEnd(_)
         )
     }
 
@@ -69,6 +84,9 @@ impl Hook {
             Self::TlsClientHello { .. } => HookKind::TlsClientHello,
             Self::TlsEstablished(_) => HookKind::TlsEstablished,
             Self::TlsFailed(_) => HookKind::TlsFailed,
+            Self::WebSocketStart(_) => HookKind::WebSocketStart,
+            Self::WebSocketMessage(_) => HookKind::WebSocketMessage,
+            Self::WebSocketEnd(_) => HookKind::WebSocketEnd,
         }
     }
 
@@ -80,7 +98,9 @@ impl Hook {
             | Self::Request(f)
             | Self::ResponseHeaders(f)
             | Self::Response(f)
-            | Self::Error(f) => Some(f),
+            | Self::Error(f)
+            | Self::WebSocketStart(f) => Some(f),
+            Self::WebSocketEnd(end) => Some(&end.upgrade),
             _ => None,
         }
     }
@@ -102,6 +122,12 @@ pub enum HookReply {
     /// Answer to [`Hook::TlsClientHello`]: do not intercept, relay the TLS bytes as they are.
     /// Elsewhere it means `Continue`.
     Passthrough,
+    /// Answer to [`Hook::WebSocketMessage`]: send this message instead (its `kind` and
+    /// `payload` count; a text payload must be UTF-8). Elsewhere it means `Continue`.
+    Message(Box<WebSocketMessage>),
+    /// Answer to [`Hook::WebSocketMessage`]: do not pass the message on. Elsewhere it means
+    /// `Continue`.
+    Drop,
 }
 
 /// Names of the hooks, for [`HookSet`].
@@ -121,6 +147,9 @@ pub enum HookKind {
     TlsClientHello = 1 << 10,
     TlsEstablished = 1 << 11,
     TlsFailed = 1 << 12,
+    WebSocketStart = 1 << 13,
+    WebSocketMessage = 1 << 14,
+    WebSocketEnd = 1 << 15,
 }
 
 /// Which hooks the core raises; the others are skipped as if answered with `Continue`.
@@ -130,7 +159,7 @@ pub struct HookSet(u16);
 
 impl HookSet {
     pub const NONE: Self = Self(0);
-    pub const ALL: Self = Self(0x1fff);
+    pub const ALL: Self = Self(0xffff);
 
     pub fn contains(self, kind: HookKind) -> bool {
         self.0 & kind as u16 != 0

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::context::Context;
 use crate::event::Event;
+use crate::flow::HttpFlow;
 use crate::ids::{ConnId, ServerAddr};
 
 /// A protocol layer. It takes events for the connections it owns, writes commands to the
@@ -45,6 +46,9 @@ pub(crate) struct Handover {
     pub(crate) server_rest: Bytes,
     /// Whether the client has already closed its sending side.
     pub(crate) client_eof: bool,
+    /// The upgrade request answered `101` to `Upgrade: websocket`: the connections go on as
+    /// WebSocket, this flow's.
+    pub(crate) websocket: Option<Box<HttpFlow>>,
 }
 
 /// The layer a [`Handover`] becomes. The mode decides (see `layers::mode`), so that a layer

@@ -51,6 +51,7 @@ mod layers;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
+pub mod websocket;
 
 pub use command::{Command, LogLevel};
 pub use config::{Config, Http2Limits, Mode};

@@ -88,6 +88,7 @@ impl Layer for AloneLayer {
                     client_rest: client_rest.freeze(),
                     server_rest: Default::default(),
                     client_eof,
+                    websocket: None,
                 };
                 self.state = State::Running(Box::new(Tunnel::new(cx, handover)));
             }
@@ -111,7 +112,7 @@ impl Layer for AloneLayer {
 
 /// A hand-over as the debug log line says it.
 fn describe(handover: &Handover) -> String {
-    let Handover { server, target, connect, client_rest, server_rest, client_eof } = handover;
+    let Handover { server, target, connect, client_rest, server_rest, client_eof, .. } = handover;
     let ConnId(server) = server;
     let why = if *connect { "CONNECT" } else { "101" };
     format!(

@@ -29,6 +29,7 @@
 
 mod driver;
 mod handler;
+mod inject;
 mod open;
 mod proxy;
 mod queue;
@@ -37,6 +38,7 @@ mod splice;
 pub mod tls;
 
 pub use handler::{Handler, NoopHandler};
+pub use inject::{InjectError, Injector};
 pub use proxy::{shutdown_on_signals, Builder, Proxy, ShutdownHandle};
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::driver::{self, Core, Options};
 use crate::handler::{Handler, NoopHandler};
+use crate::inject::Injector;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,6 +116,7 @@ impl<H: Handler> Builder<H> {
                 config: Arc::new(config),
                 handler: self.handler,
                 opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER },
+                injector: Injector::default(),
             }),
             shutdown_timeout: self.shutdown_timeout,
             limit: self.max_connections.map(|n| Arc::new(Semaphore::new(n))),
@@ -150,6 +152,7 @@ struct Shared<H> {
     config: Arc<Config>,
     handler: H,
     opts: Options,
+    injector: Injector,
 }
 
 impl Proxy<NoopHandler> {
@@ -162,6 +165,11 @@ impl<H: Handler> Proxy<H> {
     /// The address the listener is bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that sends WebSocket messages into this proxy's live flows.
+    pub fn injector(&self) -> Injector {
+        self.shared.injector.clone()
     }
 
     /// A handle that stops [`run`](Self::run) from anywhere, also before it starts.
@@ -208,7 +216,7 @@ impl<H: Handler> Proxy<H> {
                             let shared = Arc::clone(&shared);
                             let permit = permit.take();
                             tasks.spawn(async move {
-                                driver::drive(core, stream, peer, &shared.handler, &shared.opts).await;
+                                driver::drive(core, stream, peer, &shared.handler, &shared.opts, &shared.injector).await;
                                 drop(permit);
                             });
                         }

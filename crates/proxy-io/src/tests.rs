@@ -164,6 +164,7 @@ impl Core for Relay {
                     self.close_all();
                 }
             }
+            Event::Inject { .. } => {}
         }
     }
 
@@ -206,7 +207,7 @@ async fn serve_one<C: Core + 'static, H: Handler>(core: C, handler: H) -> Socket
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
-        drive(core, stream, peer, &handler, &opts()).await;
+        drive(core, stream, peer, &handler, &opts(), &crate::Injector::default()).await;
     });
     addr
 }

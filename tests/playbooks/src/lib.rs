@@ -81,6 +81,7 @@ pub use proxy_core::{
     HookSet, HttpFlow, LogLevel, Mode, OpenError, Request, Response, Scheme, ServerAddr, Version,
 };
 pub use proxy_core::testing::Alone;
+pub use proxy_core::websocket::{MaskKeys, MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 
 /// The client connection.
 pub const CLIENT: ConnId = ConnId::CLIENT;
@@ -154,7 +155,7 @@ pub fn proxy_error(status: u16, reason: &str, message: &str, close: bool) -> Str
 // ---------------------------------------------------------------------------------------------
 // Expectations
 
-type Inspect = Rc<dyn Fn(&HttpFlow)>;
+type Inspect = Rc<dyn Fn(&Hook)>;
 type MakeReply = Rc<dyn Fn(&HttpFlow) -> HookReply>;
 
 /// One expected command. Build with [`send`], [`open`], [`close`], [`half_close`], [`pause`],
@@ -227,6 +228,30 @@ impl Expect {
     /// For a [`hook`] expectation: run `f` on the flow the hook carries (assert on it). A panic
     /// in `f` fails the playbook with its transcript.
     pub fn inspect(self, f: impl Fn(&HttpFlow) + 'static) -> Self {
+        self.inspect_hook(move |hook| match hook.flow() {
+            Some(flow) => f(flow),
+            None => panic!("inspect() on a hook that carries no flow"),
+        })
+    }
+
+    /// For a [`hook`] expectation of [`HookKind::WebSocketMessage`]: run `f` on the message.
+    pub fn inspect_message(self, f: impl Fn(&WebSocketMessage) + 'static) -> Self {
+        self.inspect_hook(move |hook| match hook {
+            Hook::WebSocketMessage(m) => f(m),
+            _ => panic!("inspect_message() on a hook that carries no WebSocket message"),
+        })
+    }
+
+    /// For a [`hook`] expectation of [`HookKind::WebSocketEnd`]: run `f` on how it ended.
+    pub fn inspect_end(self, f: impl Fn(&WebSocketEnd) + 'static) -> Self {
+        self.inspect_hook(move |hook| match hook {
+            Hook::WebSocketEnd(e) => f(e),
+            _ => panic!("inspect_end() on a hook that is not WebSocketEnd"),
+        })
+    }
+
+    /// For a [`hook`] expectation: run `f` on the hook itself.
+    pub fn inspect_hook(self, f: impl Fn(&Hook) + 'static) -> Self {
         match self.0 {
             Exp::Hook { flow, kind, .. } => Expect(Exp::Hook { flow, kind, inspect: Some(Rc::new(f)) }),
             _ => panic!("inspect() applies to hook() expectations only"),
@@ -248,6 +273,7 @@ enum Ev {
     Forwarded(ConnId, u64, u64),
     Wakeup,
     Reply(FlowId, ReplySpec),
+    Inject(FlowId, Peer, MessageKind, Bytes),
 }
 
 #[derive(Clone)]
@@ -390,6 +416,11 @@ impl Playbook {
     /// `>> HookReply` for `flow`, built by `f` from the flow carried by the latest hook for it.
     pub fn reply_with(self, flow: FlowId, f: impl Fn(&HttpFlow) -> HookReply + 'static) -> Self {
         self.event(Ev::Reply(flow, ReplySpec::With(Rc::new(f))))
+    }
+
+    /// `>> Inject`: user code sends a WebSocket message on `flow` to `to`.
+    pub fn inject(self, flow: FlowId, to: Peer, kind: MessageKind, payload: impl AsRef<[u8]>) -> Self {
+        self.event(Ev::Inject(flow, to, kind, Bytes::copy_from_slice(payload.as_ref())))
     }
 
     /// `>> HookReply::Update` with the flow of the latest hook for `flow`, changed by `f`.
@@ -653,6 +684,9 @@ impl<'a> Runner<'a> {
                 self.feed_shown(Event::Forwarded { from: *from, len: *len, pending: *pending })
             }
             Ev::Wakeup => self.feed_shown(Event::Wakeup),
+            Ev::Inject(flow, to, kind, payload) => {
+                self.feed_shown(Event::Inject { flow: *flow, to: *to, kind: *kind, payload: payload.clone() })
+            }
         }
     }
 
@@ -778,10 +812,7 @@ impl<'a> Runner<'a> {
             self.fail(Some(got.line), &detail, Some(exp));
         }
         if let (Exp::Hook { inspect: Some(f), .. }, Cmd::Hook { hook, .. }) = (exp, &got.cmd) {
-            let Some(flow) = hook.flow() else {
-                self.fail(Some(got.line), "inspect() on a hook that carries no flow", Some(exp));
-            };
-            if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(flow))) {
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(hook))) {
                 let what = format!("inspect() failed: {}", panic_text(&e));
                 self.fail(Some(got.line), &what, Some(exp));
             }
@@ -935,6 +966,8 @@ fn fmt_reply(r: &HookReply) -> String {
         HookReply::Passthrough => "Passthrough".into(),
         HookReply::Respond(resp) => format!("Respond({} {})", resp.status, resp.reason),
         HookReply::Update(flow) => format!("Update({})", fmt_flow_summary(flow)),
+        HookReply::Message(m) => format!("Message({:?} {})", m.kind, fmt_bytes(&m.payload)),
+        HookReply::Drop => "Drop".into(),
     }
 }
 
@@ -966,6 +999,9 @@ fn fmt_event(e: &Event) -> String {
         Event::Forwarded { from, len, pending } => format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from)),
         Event::Wakeup => "Wakeup".into(),
         Event::HookReply { flow, reply } => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(reply)),
+        Event::Inject { flow, to, kind, payload } => {
+            format!("Inject({}, to {}, {kind:?} {})", fmt_flow(*flow), to.as_str(), fmt_bytes(payload))
+        }
     }
 }
 
@@ -975,6 +1011,21 @@ fn fmt_hook(h: &Hook) -> String {
         Hook::ServerConnected { conn, server } | Hook::ServerDisconnected { conn, server } => {
             format!("{:?} {} {}", h.kind(), fmt_conn(*conn), server)
         }
+        Hook::WebSocketMessage(m) => format!(
+            "WebSocketMessage from {} {:?} {}{}",
+            m.from.as_str(),
+            m.kind,
+            fmt_bytes(&m.payload),
+            if m.last { "" } else { " (piece)" }
+        ),
+        Hook::WebSocketEnd(e) => format!(
+            "WebSocketEnd code {:?} {:?} by {:?}{} messages {:?}",
+            e.code,
+            e.reason,
+            e.closed_by.map(|p| p.as_str()),
+            e.error.as_ref().map(|e| format!(" error {e:?}")).unwrap_or_default(),
+            e.messages
+        ),
         _ => match h.flow() {
             Some(f) => format!("{:?}: {}", h.kind(), fmt_flow_summary(f)),
             None => format!("{:?}", h.kind()),
@@ -1026,6 +1077,9 @@ fn fmt_step(s: &Step) -> String {
                 Ev::Wakeup => "Wakeup".into(),
                 Ev::Reply(flow, ReplySpec::Fixed(r)) => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(r)),
                 Ev::Reply(flow, ReplySpec::With(_)) => format!("HookReply({}, <built from the flow>)", fmt_flow(*flow)),
+                Ev::Inject(flow, to, kind, payload) => {
+                    fmt_event(&Event::Inject { flow: *flow, to: *to, kind: *kind, payload: payload.clone() })
+                }
             };
             format!(">> {text}")
         }
@@ -1055,3 +1109,4 @@ pub mod fuzz;
 pub mod h2;
 pub mod pump;
 pub mod tls;
+pub mod ws;

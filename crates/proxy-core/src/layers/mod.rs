@@ -1,9 +1,11 @@
 //! The protocol layers, in stack order: the mode admits a client and picks what follows
 //! (`mode`); TLS is decrypted at the bottom (`tls::transport`) and intercepted after a
 //! `CONNECT` (`tls::intercept`); HTTP is the `http` layer with its version codecs inside
-//! (`http::http1`, `http::h2`); what is neither becomes a `tunnel`.
+//! (`http::http1`, `http::h2`); a WebSocket upgrade becomes the `websocket` layer, and what
+//! is none of these a `tunnel`.
 
 pub(crate) mod http;
 pub(crate) mod mode;
 pub(crate) mod tls;
 pub(crate) mod tunnel;
+pub(crate) mod websocket;

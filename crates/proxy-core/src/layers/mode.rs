@@ -12,6 +12,7 @@ use crate::layer::{Child, Handover, Layer};
 use crate::layers::http::HttpLayer;
 use crate::layers::tls::intercept::Intercept;
 use crate::layers::tunnel::Tunnel;
+use crate::layers::websocket::WebSocketLayer;
 
 /// The root of a client connection's layers, by [`Mode`]. A regular (explicit) proxy: the
 /// client speaks HTTP to the proxy, with absolute-form targets, until a `CONNECT` or an
@@ -61,19 +62,28 @@ fn first_layer(cx: &mut Context) -> State {
 }
 
 /// What the client's HTTP connection becomes: after a `CONNECT`, with interception on, a TLS
-/// layer that looks at what the client sends next; otherwise (no interception, a `101`) a raw
-/// tunnel.
+/// layer that looks at what the client sends next; after a `101` to WebSocket, the WebSocket
+/// layer; otherwise (no interception, another protocol) a raw tunnel.
 fn after_http(cx: &mut Context, now: Instant, handover: Handover) -> Box<dyn Layer> {
     if handover.connect && cx.config.tls.is_some() {
         Box::new(Intercept::new(cx, now, handover, inside_tls))
     } else {
-        Box::new(Tunnel::new(cx, handover))
+        switched(cx, now, handover)
     }
 }
 
-/// What HTTP inside an intercepted connection becomes: a raw tunnel (no TLS inside TLS yet).
-fn inside_tls(cx: &mut Context, _now: Instant, handover: Handover) -> Box<dyn Layer> {
-    Box::new(Tunnel::new(cx, handover))
+/// What HTTP inside an intercepted connection becomes: WebSocket, or a raw tunnel (no TLS
+/// inside TLS yet).
+fn inside_tls(cx: &mut Context, now: Instant, handover: Handover) -> Box<dyn Layer> {
+    switched(cx, now, handover)
+}
+
+/// A connection whose HTTP ended with a protocol switch (or an unintercepted `CONNECT`).
+fn switched(cx: &mut Context, now: Instant, mut handover: Handover) -> Box<dyn Layer> {
+    match handover.websocket.take() {
+        Some(flow) => Box::new(WebSocketLayer::new(cx, now, handover, flow)),
+        None => Box::new(Tunnel::new(cx, handover)),
+    }
 }
 
 impl Layer for ModeLayer {

@@ -34,6 +34,7 @@ use proxy_core::{Command, ConnId, Connection, Event, FlowId, Hook, HookReply, Lo
 use tokio::net::TcpStream;
 
 use crate::handler::Handler;
+use crate::inject::{Inbox, Injector};
 use crate::open::open;
 use forward::Forward;
 use socket::{Io, Sock};
@@ -93,13 +94,15 @@ pub(crate) async fn drive<C: Core, H: Handler>(
     peer: SocketAddr,
     handler: &H,
     opts: &Options,
+    injector: &Injector,
 ) {
     let make_hook = |flow: FlowId, hook: Hook| {
         let blocking = hook.is_blocking();
         let reply = handler.hook(flow, hook);
         async move { (flow, blocking, reply.await) }
     };
-    Driver::new(core, client, peer, opts, make_hook).run().await
+    let inbox = Inbox::new(injector.clone(), peer);
+    Driver::new(core, client, peer, opts, make_hook, inbox).run().await
 }
 
 struct Driver<'o, C, M, F> {
@@ -119,6 +122,8 @@ struct Driver<'o, C, M, F> {
     /// Where the next round over the sockets starts, so that one busy socket cannot starve
     /// the others.
     next: usize,
+    /// WebSocket messages user code injects into this connection's flows.
+    inbox: Inbox,
 }
 
 impl<'o, C, M, F> Driver<'o, C, M, F>
@@ -127,7 +132,7 @@ where
     M: FnMut(FlowId, Hook) -> F,
     F: Future<Output = (FlowId, bool, HookReply)>,
 {
-    fn new(core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M) -> Self {
+    fn new(core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
         Self {
             core,
             peer,
@@ -140,6 +145,7 @@ where
             timer: Timer::default(),
             forwards: Vec::new(),
             next: 0,
+            inbox,
         }
     }
 
@@ -199,6 +205,11 @@ where
                 }
             }
             Command::Hook { flow, hook } => {
+                match &hook {
+                    Hook::WebSocketStart(_) => self.inbox.open(flow),
+                    Hook::WebSocketEnd(_) => self.inbox.close(flow),
+                    _ => {}
+                }
                 let fut = (self.make_hook)(flow, hook);
                 self.hooks.push(fut);
             }
@@ -235,6 +246,9 @@ where
             if blocking {
                 return Poll::Ready(Event::HookReply { flow, reply });
             }
+        }
+        if let Poll::Ready(Some(event)) = self.inbox.poll(cx) {
+            return Poll::Ready(event);
         }
         if let Some(event) = self.poll_timer(cx) {
             return Poll::Ready(event);

@@ -324,6 +324,7 @@ impl Layer for HttpLayer {
                     self.feed(cx, now, flow, Input::HookReply(reply));
                 }
             }
+            Event::Inject { .. } => {}
         }
         self.after_event(cx, now);
     }
@@ -511,6 +512,8 @@ impl HttpLayer {
                     Some(codec) if rest.is_empty() => codec.take_rest(),
                     _ => rest,
                 };
+                let stream = self.streams.remove(&flow);
+                let websocket = stream.filter(HttpStream::is_websocket).map(|s| Box::new(s.into_flow()));
                 self.handover = Some(Handover {
                     server: server.conn,
                     target: server.addr.clone(),
@@ -518,8 +521,8 @@ impl HttpLayer {
                     client_rest,
                     server_rest,
                     client_eof: self.client.is_eof(),
+                    websocket,
                 });
-                self.streams.remove(&flow);
                 for conn in self.pool.conns() {
                     self.drop_server(cx, conn);
                 }

@@ -21,6 +21,7 @@ use crate::ids::{FlowId, Scheme, ServerAddr};
 use super::error::{ClientError, HttpError, ServerError};
 use super::upstream_proxy::ProxyError;
 use crate::layers::http::event::HttpEvent;
+use crate::layers::websocket;
 
 /// What happens to a stream.
 #[derive(Debug, Clone)]
@@ -495,7 +496,7 @@ impl HttpStream {
     /// The hook `kind` was answered.
     fn handle_reply(&mut self, cx: &mut Context, now: Instant, kind: HookKind, reply: HookReply, out: &mut Vec<Out>) {
         match reply {
-            HookReply::Continue | HookReply::Passthrough => {}
+            HookReply::Continue | HookReply::Passthrough | HookReply::Message(_) | HookReply::Drop => {}
             HookReply::Update(flow) => {
                 let id = self.flow.id;
                 self.flow = *flow;
@@ -718,12 +719,27 @@ impl HttpStream {
 
     /// Send `event` to the server, or queue it until the connection is ready (asking for one
     /// is the caller's business: it follows at once).
-    fn send_to_server(&mut self, event: HttpEvent, out: &mut Vec<Out>) {
+    fn send_to_server(&mut self, mut event: HttpEvent, out: &mut Vec<Out>) {
+        if let HttpEvent::RequestHeaders { request, .. } = &mut event {
+            if is_websocket_upgrade(&request.headers) {
+                websocket::offer(request);
+            }
+        }
         match &mut self.server {
             Server::Ready => out.push(Out::Server(event)),
             Server::Connecting(queued) => queued.push_back(event),
             Server::None => self.server = Server::Connecting(VecDeque::from([event])),
         }
+    }
+
+    /// The exchange switched to WebSocket: the request answered `101` to `Upgrade: websocket`.
+    pub(crate) fn is_websocket(&self) -> bool {
+        let switched = self.flow.response.as_ref().is_some_and(|r| r.status == 101 && is_websocket_upgrade(&r.headers));
+        switched && is_websocket_upgrade(&self.flow.request.headers)
+    }
+
+    pub(crate) fn into_flow(self) -> HttpFlow {
+        self.flow
     }
 
     fn request_head(&self) -> Request {
@@ -747,4 +763,9 @@ impl HttpStream {
     fn is_connect(&self) -> bool {
         self.flow.request.method.eq_ignore_ascii_case("CONNECT")
     }
+}
+
+/// `Upgrade: websocket` (a token of the list, in any case).
+fn is_websocket_upgrade(headers: &Headers) -> bool {
+    headers.has_token("upgrade", "websocket")
 }

@@ -307,6 +307,7 @@ impl Intercept {
             client_rest,
             server_rest,
             client_eof,
+            websocket: None,
         };
         self.state = State::Running(Child::new(Box::new(Tunnel::new(cx, handover)), self.next));
     }

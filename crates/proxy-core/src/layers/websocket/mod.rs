@@ -1,0 +1,656 @@
+//! The WebSocket layer: what a connection upgraded with `101` to `websocket` becomes, on both
+//! sides (RFC 6455).
+//!
+//! Each peer's bytes go through a [`Reader`] (framing, roles, fragmentation), then message by
+//! message:
+//!
+//! - **streaming** when no hook asks for messages: each piece of a frame goes on as a frame of
+//!   its own the moment it arrives (an intermediary may change fragmentation, RFC 6455
+//!   section 5.4), so a message of any size passes with memory bounded by the high-water mark.
+//!   A piece from the client keeps its masked bytes: the key is rotated to where the piece
+//!   starts, and nothing is copied;
+//! - **held** for the `WebSocketMessage` hook, up to [`WebSocketLimits::max_message`]; over
+//!   it, the connection closes with 1009 or the hook sees the message in pieces, as
+//!   [`WebSocketLimits::oversize`] says. One hook is pending at a time; a peer whose message
+//!   waits for one is not read meanwhile.
+//!
+//! Control frames pass between fragments as they come. Text is checked as UTF-8 piece by
+//! piece. A peer that breaks the protocol gets the close code it earned (1002, 1007, 1009)
+//! and its connection closed; the other peer gets a clean close (1001) naming the cause.
+//! Nothing of a message is kept once it has been passed on.
+//!
+//! [`WebSocketLimits::max_message`]: crate::websocket::WebSocketLimits::max_message
+//! [`WebSocketLimits::oversize`]: crate::websocket::WebSocketLimits::oversize
+
+mod frame;
+mod handshake;
+mod reader;
+mod utf8;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::LogLevel;
+use crate::context::Context;
+use crate::event::Event;
+use crate::flow::HttpFlow;
+use crate::hook::{Hook, HookKind, HookReply};
+use crate::ids::{ConnId, FlowId};
+use crate::layer::{Handover, Layer};
+use crate::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketMessage};
+use frame::{apply_mask, rotate, FrameHeader, OpCode};
+use reader::{parse_close, Item, Reader};
+use utf8::Utf8Check;
+
+pub(crate) use handshake::offer;
+
+/// Close codes the proxy sends (RFC 6455 section 7.4.1).
+pub(crate) struct CloseCode;
+
+impl CloseCode {
+    pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    pub(crate) const INVALID_DATA: u16 = 1007;
+    pub(crate) const TOO_BIG: u16 = 1009;
+
+    /// Codes a peer may put in a close frame: the defined ones that are not reserved for
+    /// reporting (1005, 1006, 1015), IANA's 1012-1014, and the ranges for libraries (3000-3999)
+    /// and applications (4000-4999).
+    pub(crate) fn is_valid_on_wire(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+}
+
+/// A peer broke the protocol: the close code it gets, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WsError {
+    pub(crate) code: u16,
+    pub(crate) message: String,
+}
+
+impl WsError {
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        Self { code: CloseCode::PROTOCOL_ERROR, message: message.into() }
+    }
+
+    pub(crate) fn invalid_data(message: impl Into<String>) -> Self {
+        Self { code: CloseCode::INVALID_DATA, message: message.into() }
+    }
+
+    fn too_big(message: impl Into<String>) -> Self {
+        Self { code: CloseCode::TOO_BIG, message: message.into() }
+    }
+}
+
+/// A message one peer is sending.
+struct Incoming {
+    kind: MessageKind,
+    utf8: Utf8Check,
+    /// What is held for the hook: `None` while streaming.
+    held: Option<BytesMut>,
+    /// Payload bytes of the message before `held`.
+    offset: u64,
+}
+
+/// A message (or a piece of one) waiting for the hook.
+struct Held {
+    message: WebSocketMessage,
+    /// Its sender is gone: the answer, when it comes, is dropped.
+    cancelled: bool,
+}
+
+/// One end of the WebSocket connection: what it sends, and what we write to it.
+struct End {
+    conn: ConnId,
+    reader: Reader,
+    incoming: Option<Incoming>,
+    /// A data message towards this peer has begun and not ended: the next data frame is a
+    /// continuation, and injected messages wait.
+    writing: bool,
+    injected: VecDeque<(MessageKind, Bytes)>,
+    close_sent: bool,
+    close_received: bool,
+    /// Its connection is closed (by us), or it went away.
+    gone: bool,
+    messages: u64,
+    bytes: u64,
+}
+
+impl End {
+    fn new(conn: ConnId, from: Peer) -> Self {
+        Self {
+            conn,
+            reader: Reader::new(from),
+            incoming: None,
+            writing: false,
+            injected: VecDeque::new(),
+            close_sent: false,
+            close_received: false,
+            gone: false,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// How the connection ended, as far as it is known.
+#[derive(Default)]
+struct Ending {
+    closed_by: Option<Peer>,
+    code: Option<u16>,
+    reason: String,
+    error: Option<String>,
+}
+
+pub(crate) struct WebSocketLayer {
+    flow: FlowId,
+    /// The upgrade flow, kept for the `WebSocketEnd` hook when it is raised.
+    upgrade: Option<Box<HttpFlow>>,
+    ends: [End; 2],
+    /// Messages waiting for the hook, the first one asked about.
+    hooks: VecDeque<Held>,
+    ending: Option<Ending>,
+    /// When a close handshake in progress is given up on.
+    deadline: Option<Instant>,
+    done: bool,
+    /// The time of the event being handled.
+    now: Instant,
+    /// Mask keys drawn ahead, used four bytes at a time.
+    keys: [u8; 64],
+    keys_used: usize,
+}
+
+fn index(peer: Peer) -> usize {
+    match peer {
+        Peer::Client => 0,
+        Peer::Server => 1,
+    }
+}
+
+impl WebSocketLayer {
+    /// Take over the connections of `handover`, the upgrade `flow` having been answered `101`.
+    pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover, flow: Box<HttpFlow>) -> Self {
+        let end_hook = cx.config.hooks.contains(HookKind::WebSocketEnd);
+        let mut layer = Self {
+            flow: flow.id,
+            upgrade: end_hook.then(|| flow.clone()),
+            ends: [End::new(ConnId::CLIENT, Peer::Client), End::new(handover.server, Peer::Server)],
+            hooks: VecDeque::new(),
+            ending: None,
+            deadline: None,
+            done: false,
+            now,
+            keys: [0; 64],
+            keys_used: 64,
+        };
+        if cx.config.hooks.contains(HookKind::WebSocketStart) {
+            cx.hook(flow.id, Hook::WebSocketStart(flow));
+        }
+        cx.set_layer_pause(ConnId::CLIENT, false);
+        cx.set_layer_pause(handover.server, false);
+        layer.receive(cx, now, Peer::Client, handover.client_rest);
+        layer.receive(cx, now, Peer::Server, handover.server_rest);
+        if handover.client_eof {
+            layer.peer_gone(cx, now, Peer::Client);
+        }
+        layer
+    }
+
+    fn end(&mut self, peer: Peer) -> &mut End {
+        &mut self.ends[index(peer)]
+    }
+
+    fn peer_of(&self, conn: ConnId) -> Option<Peer> {
+        [Peer::Client, Peer::Server].into_iter().find(|p| self.ends[index(*p)].conn == conn)
+    }
+
+    fn receive(&mut self, cx: &mut Context, now: Instant, from: Peer, data: Bytes) {
+        let end = self.end(from);
+        if end.gone || end.close_received {
+            // Nothing may follow a close frame; a connection given up on is not read.
+            return;
+        }
+        end.reader.receive(data);
+        self.pump(cx, now, from);
+    }
+
+    /// Whether `peer` has a message waiting for the hook (and so is not read).
+    fn waits_for_hook(&self, peer: Peer) -> bool {
+        self.hooks.iter().any(|h| h.message.from == peer && !h.cancelled)
+    }
+
+    /// Read what `from` sent, as far as it may be read now.
+    fn pump(&mut self, cx: &mut Context, now: Instant, from: Peer) {
+        loop {
+            if self.waits_for_hook(from) || self.end(from).gone || self.end(from).close_received {
+                return;
+            }
+            let item = match self.end(from).reader.next() {
+                Ok(Some(item)) => item,
+                Ok(None) => return,
+                Err(error) => return self.fail(cx, now, from, error),
+            };
+            let result = match item {
+                Item::Data { start, fin, raw, mask } => self.data(cx, now, from, start, fin, raw, mask),
+                Item::Control { opcode, payload } => self.control(cx, now, from, opcode, payload),
+            };
+            if let Err(error) = result {
+                return self.fail(cx, now, from, error);
+            }
+        }
+    }
+
+    /// A piece of a data message from `from`.
+    #[allow(clippy::too_many_arguments)]
+    fn data(
+        &mut self,
+        cx: &mut Context,
+        now: Instant,
+        from: Peer,
+        start: Option<(MessageKind, bool)>,
+        fin: bool,
+        raw: Bytes,
+        mask: Option<([u8; 4], u64)>,
+    ) -> Result<(), WsError> {
+        if let Some((kind, _compressed)) = start {
+            let hold = cx.config.hooks.contains(HookKind::WebSocketMessage);
+            self.end(from).incoming = Some(Incoming {
+                kind,
+                utf8: Utf8Check::default(),
+                held: hold.then(BytesMut::new),
+                offset: 0,
+            });
+        }
+        let max = cx.config.websocket.max_message;
+        let oversize = cx.config.websocket.oversize;
+        let end = self.end(from);
+        end.bytes += raw.len() as u64;
+        let incoming = end.incoming.as_mut().expect("a data piece belongs to a message");
+        let kind = incoming.kind;
+        let plain = (incoming.held.is_some() || kind == MessageKind::Text).then(|| Item::unmasked(&raw, mask));
+        if let Some(plain) = &plain {
+            if kind == MessageKind::Text {
+                incoming.utf8.feed(plain).map_err(|_| WsError::invalid_data("text message is not valid UTF-8"))?;
+                if fin {
+                    incoming.utf8.finish().map_err(|_| WsError::invalid_data("text message is not valid UTF-8"))?;
+                }
+            }
+        }
+        if fin {
+            end.messages += 1;
+        }
+        let Some(held) = &mut incoming.held else {
+            // Streaming: the piece goes on at once, as a frame of its own.
+            if fin {
+                end.incoming = None;
+            }
+            self.write_data(cx, from.other(), kind, fin, raw, mask);
+            return Ok(());
+        };
+        held.extend_from_slice(&plain.expect("held messages are unmasked"));
+        if held.len() > max && oversize == Oversize::Close {
+            return Err(WsError::too_big(format!("message over {max} bytes")));
+        }
+        if held.len() > max && !fin {
+            // Hand the hook what is here, cut where a character ends.
+            let keep = if kind == MessageKind::Text { incoming.utf8.pending() } else { 0 };
+            let piece = held.split_to(held.len() - keep).freeze();
+            let offset = incoming.offset;
+            incoming.offset += piece.len() as u64;
+            self.ask(cx, now, from, kind, piece, offset, false);
+        } else if fin {
+            let incoming = end.incoming.take().expect("checked");
+            let payload = incoming.held.expect("checked").freeze();
+            self.ask(cx, now, from, kind, payload, incoming.offset, true);
+        }
+        Ok(())
+    }
+
+    /// Show a message (or a piece) to the hook; `from` is not read until it answers.
+    #[allow(clippy::too_many_arguments)]
+    fn ask(&mut self, cx: &mut Context, now: Instant, from: Peer, kind: MessageKind, payload: Bytes, offset: u64, last: bool) {
+        let message = WebSocketMessage { flow: self.flow, from, kind, payload, offset, last, injected: false, time: now };
+        self.hooks.push_back(Held { message, cancelled: false });
+        cx.set_layer_pause(self.end(from).conn, true);
+        if self.hooks.len() == 1 {
+            self.raise_hook(cx);
+        }
+    }
+
+    /// `peer` is gone: what it sent that waits for the hook goes nowhere. The one the hook was
+    /// asked about stays, marked, until its answer comes.
+    fn forget_held(&mut self, peer: Peer) {
+        for (i, held) in self.hooks.iter_mut().enumerate() {
+            if held.message.from == peer && i == 0 {
+                held.cancelled = true;
+            }
+        }
+        let mut i = 0;
+        self.hooks.retain(|h| {
+            i += 1;
+            i == 1 || h.message.from != peer
+        });
+    }
+
+    fn raise_hook(&mut self, cx: &mut Context) {
+        if let Some(held) = self.hooks.front() {
+            cx.hook(self.flow, Hook::WebSocketMessage(Box::new(held.message.clone())));
+        }
+    }
+
+    /// The hook answered about the first message waiting.
+    fn hook_reply(&mut self, cx: &mut Context, now: Instant, reply: HookReply) {
+        let Some(Held { message, cancelled }) = self.hooks.pop_front() else { return };
+        if cancelled {
+            self.raise_hook(cx);
+            return;
+        }
+        let from = message.from;
+        let to = from.other();
+        match reply {
+            HookReply::Kill => {
+                cx.log(LogLevel::Info, format!("websocket {}: killed by hook", self.flow.0));
+                self.ending.get_or_insert_with(|| Ending { error: Some("killed by hook".into()), ..Ending::default() });
+                self.close_conn(cx, Peer::Client);
+                self.close_conn(cx, Peer::Server);
+                self.finish(cx);
+                return;
+            }
+            HookReply::Drop => {
+                // A dropped last piece still ends what earlier pieces began.
+                if message.last && self.end(to).writing {
+                    self.write_data(cx, to, message.kind, true, Bytes::new(), None);
+                }
+            }
+            HookReply::Message(changed) => {
+                let kind = changed.kind;
+                if kind == MessageKind::Text && std::str::from_utf8(&changed.payload).is_err() {
+                    cx.log(LogLevel::Warn, format!("websocket {}: hook made a text message that is not UTF-8: dropped", self.flow.0));
+                    if message.last && self.end(to).writing {
+                        self.write_data(cx, to, message.kind, true, Bytes::new(), None);
+                    }
+                } else {
+                    self.write_data(cx, to, kind, message.last, changed.payload, None);
+                }
+            }
+            _ => self.write_data(cx, to, message.kind, message.last, message.payload, None),
+        }
+        if !self.end(from).gone {
+            cx.set_layer_pause(self.end(from).conn, false);
+        }
+        self.raise_hook(cx);
+        self.pump(cx, now, from);
+    }
+
+    /// A control frame from `from`.
+    fn control(&mut self, cx: &mut Context, now: Instant, from: Peer, opcode: OpCode, payload: Bytes) -> Result<(), WsError> {
+        let to = from.other();
+        if opcode != OpCode::Close {
+            if !self.end(to).close_sent {
+                self.write_frame(cx, to, opcode, true, payload, None);
+            }
+            return Ok(());
+        }
+        let close = parse_close(&payload)?;
+        let end = self.end(from);
+        end.close_received = true;
+        if self.ending.is_none() {
+            let (code, reason) = match close {
+                Some((code, reason)) => (Some(code), reason),
+                None => (None, String::new()),
+            };
+            self.ending = Some(Ending { closed_by: Some(from), code, reason, error: None });
+        }
+        if !self.end(to).close_sent && !self.end(to).gone {
+            self.end(to).close_sent = true;
+            self.write_frame(cx, to, OpCode::Close, true, payload, None);
+            self.deadline = Some(now + cx.config.websocket.close_timeout);
+        }
+        self.check_closed(cx, from);
+        self.check_closed(cx, to);
+        Ok(())
+    }
+
+    /// Close the connection of `peer` once the close handshake with it is complete.
+    fn check_closed(&mut self, cx: &mut Context, peer: Peer) {
+        let end = &self.ends[index(peer)];
+        // The handshake with it is over, or the other side went away before answering the close
+        // it sent.
+        let other_gone = self.ends[index(peer.other())].gone;
+        if end.close_received && !end.gone && (end.close_sent || other_gone) {
+            self.close_conn(cx, peer);
+        }
+        if self.ends.iter().all(|e| e.gone) {
+            self.finish(cx);
+        }
+    }
+
+    /// `from` broke the protocol: it gets the close code it earned and its connection closed;
+    /// the other peer gets a clean close and a moment to answer it.
+    fn fail(&mut self, cx: &mut Context, now: Instant, from: Peer, error: WsError) {
+        cx.log(LogLevel::Info, format!("websocket {}: {} broke the protocol: {} (closing with {})", self.flow.0, from.as_str(), error.message, error.code));
+        if self.ending.as_ref().is_none_or(|e| e.error.is_none()) {
+            let ending = self.ending.get_or_insert_with(Ending::default);
+            ending.closed_by.get_or_insert(from);
+            if ending.code.is_none() {
+                ending.code = Some(error.code);
+                ending.reason = error.message.clone();
+            }
+            ending.error = Some(format!("{}: {}", from.as_str(), error.message));
+        }
+        self.forget_held(from);
+        if !self.end(from).close_sent && !self.end(from).gone {
+            self.end(from).close_sent = true;
+            let payload = close_payload(error.code, &error.message);
+            self.write_frame(cx, from, OpCode::Close, true, payload, None);
+        }
+        self.close_conn(cx, from);
+        let to = from.other();
+        if !self.end(to).close_sent && !self.end(to).gone {
+            self.end(to).close_sent = true;
+            let payload = close_payload(CloseCode::GOING_AWAY, &format!("{}: {}", from.as_str(), error.message));
+            self.write_frame(cx, to, OpCode::Close, true, payload, None);
+            self.deadline = Some(now + cx.config.websocket.close_timeout);
+        }
+        self.check_closed(cx, to);
+    }
+
+    /// The connection of `peer` ended (EOF, reset or a failed read).
+    fn peer_gone(&mut self, cx: &mut Context, _now: Instant, peer: Peer) {
+        if self.end(peer).gone {
+            return;
+        }
+        let clean = self.end(peer).close_received;
+        if self.ending.is_none() {
+            self.ending = Some(Ending { closed_by: Some(peer), ..Ending::default() });
+        }
+        self.forget_held(peer);
+        self.close_conn(cx, peer);
+        let other = peer.other();
+        if !clean {
+            // Gone without a close frame (1006): the other peer loses its connection the same
+            // way, as it would have without a proxy between them.
+            self.close_conn(cx, other);
+        }
+        self.check_closed(cx, other);
+    }
+
+    fn close_conn(&mut self, cx: &mut Context, peer: Peer) {
+        let end = self.end(peer);
+        if !end.gone {
+            end.gone = true;
+            end.injected.clear();
+            let conn = end.conn;
+            cx.close(conn, false);
+        }
+        if self.ends.iter().all(|e| e.gone) {
+            self.finish(cx);
+        }
+    }
+
+    /// Both connections are closed: say how it ended.
+    fn finish(&mut self, cx: &mut Context) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.deadline = None;
+        self.hooks.clear();
+        if let Some(upgrade) = self.upgrade.take() {
+            let ending = self.ending.take().unwrap_or_default();
+            let end = WebSocketEnd {
+                flow: self.flow,
+                upgrade: *upgrade,
+                code: ending.code,
+                reason: ending.reason,
+                closed_by: ending.closed_by,
+                error: ending.error,
+                messages: [self.ends[0].messages, self.ends[1].messages],
+                bytes: [self.ends[0].bytes, self.ends[1].bytes],
+                ended: self.now,
+            };
+            cx.hook(self.flow, Hook::WebSocketEnd(Box::new(end)));
+        }
+    }
+
+    /// A piece of a data message for `to`: its first frame carries the kind, the rest are
+    /// continuations. `mask` is the sender's key and offset when `raw` is still masked with it
+    /// (a piece passed through); otherwise `raw` is plain.
+    fn write_data(&mut self, cx: &mut Context, to: Peer, kind: MessageKind, fin: bool, raw: Bytes, mask: Option<([u8; 4], u64)>) {
+        let end = self.end(to);
+        if end.gone || end.close_sent {
+            return;
+        }
+        let opcode = match (end.writing, kind) {
+            (true, _) => OpCode::Continuation,
+            (false, MessageKind::Text) => OpCode::Text,
+            (false, MessageKind::Binary) => OpCode::Binary,
+        };
+        end.writing = !fin;
+        self.write_frame(cx, to, opcode, fin, raw, mask);
+        if fin {
+            self.flush_injected(cx, to);
+        }
+    }
+
+    /// Write one frame to `to`. Frames to the server are masked: with the sender's key, rotated
+    /// to where the piece starts, when the piece is still masked with it (no copy); with a
+    /// fresh key otherwise.
+    fn write_frame(&mut self, cx: &mut Context, to: Peer, opcode: OpCode, fin: bool, payload: Bytes, mask: Option<([u8; 4], u64)>) {
+        let (key, payload) = match (to, mask) {
+            (Peer::Server, Some((key, offset))) => (Some(rotate(key, offset)), payload),
+            (Peer::Server, None) => {
+                let key = self.next_key(cx);
+                let mut masked = BytesMut::from(&payload[..]);
+                apply_mask(key, 0, &mut masked);
+                (Some(key), masked.freeze())
+            }
+            (Peer::Client, Some((key, offset))) => (None, Item::unmasked(&payload, Some((key, offset)))),
+            (Peer::Client, None) => (None, payload),
+        };
+        let header = FrameHeader { fin, rsv1: false, opcode, mask: key, len: payload.len() as u64 };
+        let conn = self.end(to).conn;
+        let mut out = BytesMut::with_capacity(14 + payload.len().min(SMALL_FRAME));
+        header.write(&mut out);
+        if payload.len() <= SMALL_FRAME {
+            // One buffer, one TLS record.
+            out.extend_from_slice(&payload);
+            cx.send(conn, out.freeze());
+        } else {
+            cx.send(conn, out.freeze());
+            cx.send(conn, payload);
+        }
+    }
+
+    fn next_key(&mut self, cx: &Context) -> [u8; 4] {
+        if self.keys_used + 4 > self.keys.len() {
+            cx.config.websocket.mask_keys.fill(&mut self.keys);
+            self.keys_used = 0;
+        }
+        let key = self.keys[self.keys_used..self.keys_used + 4].try_into().expect("4 bytes");
+        self.keys_used += 4;
+        key
+    }
+
+    /// User code sends a message to `to`: at once, or after the message in progress to it.
+    fn inject(&mut self, cx: &mut Context, to: Peer, kind: MessageKind, payload: Bytes) {
+        let max = cx.config.websocket.max_injected;
+        let end = self.end(to);
+        if end.gone || end.close_sent {
+            cx.log(LogLevel::Info, format!("websocket {}: injected message to the {} dropped: closing", self.flow.0, to.as_str()));
+            return;
+        }
+        if kind == MessageKind::Text && std::str::from_utf8(&payload).is_err() {
+            cx.log(LogLevel::Warn, format!("websocket {}: injected text message is not UTF-8: dropped", self.flow.0));
+            return;
+        }
+        if end.writing {
+            if end.injected.len() >= max {
+                cx.log(LogLevel::Warn, format!("websocket {}: {max} injected messages already wait for the {}: dropped", self.flow.0, to.as_str()));
+                return;
+            }
+            end.injected.push_back((kind, payload));
+            return;
+        }
+        self.write_data(cx, to, kind, true, payload, None);
+    }
+
+    fn flush_injected(&mut self, cx: &mut Context, to: Peer) {
+        while let Some((kind, payload)) = self.end(to).injected.pop_front() {
+            self.write_data(cx, to, kind, true, payload, None);
+        }
+    }
+}
+
+/// Largest payload copied next to its header rather than sent as a buffer of its own.
+const SMALL_FRAME: usize = 4096;
+
+/// A close frame's payload: the code, and as much of `reason` as fits in 123 bytes without
+/// cutting a character.
+fn close_payload(code: u16, reason: &str) -> Bytes {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = BytesMut::with_capacity(2 + cut);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&reason.as_bytes()[..cut]);
+    out.freeze()
+}
+
+impl Layer for WebSocketLayer {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+        if self.done {
+            return;
+        }
+        self.now = now;
+        match event {
+            Event::DataReceived { conn, data } => {
+                if let Some(peer) = self.peer_of(conn) {
+                    self.receive(cx, now, peer, data);
+                }
+            }
+            Event::ConnectionClosed { conn } => {
+                if let Some(peer) = self.peer_of(conn) {
+                    self.peer_gone(cx, now, peer);
+                }
+            }
+            Event::HookReply { flow, reply } if flow == self.flow => self.hook_reply(cx, now, reply),
+            Event::Inject { flow, to, kind, payload } if flow == self.flow => self.inject(cx, to, kind, payload),
+            Event::Wakeup if self.deadline.is_some_and(|d| d <= now) => {
+                self.deadline = None;
+                cx.log(LogLevel::Info, format!("websocket {}: no answer to the close frame: closing", self.flow.0));
+                self.close_conn(cx, Peer::Client);
+                self.close_conn(cx, Peer::Server);
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+}

@@ -1,0 +1,182 @@
+//! WebSocket flows as hooks see them: messages, the end of a connection, and the limits and
+//! mask keys the WebSocket layer works with.
+//!
+//! After a `101 Switching Protocols` to `Upgrade: websocket`, the flow goes on as a WebSocket
+//! layer over both connections: frames are parsed and checked (RFC 6455), and each message
+//! may be shown to the [`Hook::WebSocketMessage`](crate::Hook::WebSocketMessage) hook, which
+//! passes, changes or drops it. Messages can be injected in either direction with
+//! [`Event::Inject`](crate::Event::Inject).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::flow::HttpFlow;
+use crate::ids::FlowId;
+
+/// Which end of a WebSocket connection: who sent a message, or whom it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Client,
+    Server,
+}
+
+impl Peer {
+    pub fn other(self) -> Self {
+        match self {
+            Self::Client => Self::Server,
+            Self::Server => Self::Client,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
+}
+
+/// Text (UTF-8, checked) or binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
+/// One WebSocket message, or one piece of a message too large to hold whole (see
+/// [`WebSocketLimits::oversize`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketMessage {
+    /// The WebSocket flow (the id of its upgrade request).
+    pub flow: FlowId,
+    pub from: Peer,
+    pub kind: MessageKind,
+    /// The payload, decompressed if the peers compress. A hook that changes a text message
+    /// must leave it valid UTF-8, or the message is dropped with a log line.
+    pub payload: Bytes,
+    /// Where this piece starts in its message, and whether it is the last piece. A message
+    /// held whole is one piece: offset 0, last.
+    pub offset: u64,
+    pub last: bool,
+    /// Sent by user code ([`Event::Inject`](crate::Event::Inject)), not by a peer. Injected
+    /// messages are not shown to the hook.
+    pub injected: bool,
+    pub time: Instant,
+}
+
+impl WebSocketMessage {
+    /// The payload as text, for a text message.
+    pub fn text(&self) -> Option<&str> {
+        match self.kind {
+            MessageKind::Text => std::str::from_utf8(&self.payload).ok(),
+            MessageKind::Binary => None,
+        }
+    }
+}
+
+/// How a WebSocket connection ended, for [`Hook::WebSocketEnd`](crate::Hook::WebSocketEnd).
+#[derive(Debug, Clone)]
+pub struct WebSocketEnd {
+    pub flow: FlowId,
+    /// The upgrade request and its `101`.
+    pub upgrade: HttpFlow,
+    /// The close code of the first close frame, `None` when the connection ended without one
+    /// (1006 in RFC 6455 terms) or with an empty close frame (1005).
+    pub code: Option<u16>,
+    pub reason: String,
+    /// Who closed first: sent the first close frame, broke the protocol, or went away.
+    pub closed_by: Option<Peer>,
+    /// Why the proxy ended it, when a peer broke the protocol or a limit was hit.
+    pub error: Option<String>,
+    /// Messages and payload bytes each way: `[from client, from server]`.
+    pub messages: [u64; 2],
+    pub bytes: [u64; 2],
+    pub ended: Instant,
+}
+
+/// What happens to a message larger than [`WebSocketLimits::max_message`] when the message
+/// hook wants whole messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Oversize {
+    /// Close the connection: 1009 (message too big) to its sender, 1001 to the other peer.
+    #[default]
+    Close,
+    /// Show the hook the message in pieces of at most `max_message` bytes, each passed,
+    /// changed or dropped on its own.
+    Pieces,
+}
+
+/// Limits of the WebSocket layer.
+#[derive(Debug, Clone)]
+pub struct WebSocketLimits {
+    /// Largest message held whole for the message hook (decompressed). Without the hook,
+    /// messages of any size stream through, frame by frame.
+    pub max_message: usize,
+    pub oversize: Oversize,
+    /// Negotiate `permessage-deflate` as the peers offer it. Off: the offer is removed from the
+    /// upgrade request, and messages pass uncompressed.
+    pub deflate: bool,
+    /// Injected messages waiting for a peer's message in progress to end; more are refused
+    /// with a log line.
+    pub max_injected: usize,
+    /// How long a peer sent a close frame has to answer it before its connection is closed.
+    pub close_timeout: Duration,
+    pub mask_keys: MaskKeys,
+}
+
+impl Default for WebSocketLimits {
+    fn default() -> Self {
+        Self {
+            max_message: 16 * 1024 * 1024,
+            oversize: Oversize::Close,
+            deflate: true,
+            max_injected: 64,
+            close_timeout: Duration::from_secs(5),
+            mask_keys: MaskKeys::system(),
+        }
+    }
+}
+
+/// Where the masking keys of frames the proxy writes to a server come from (RFC 6455
+/// section 5.3: unpredictable to scripts). The core draws no randomness itself: the embedder
+/// supplies it, and tests supply a fixed sequence.
+#[derive(Clone)]
+pub struct MaskKeys(Arc<dyn Fn(&mut [u8]) + Send + Sync>);
+
+impl MaskKeys {
+    /// Keys from `fill`, which fills a buffer with unpredictable bytes.
+    pub fn new(fill: impl Fn(&mut [u8]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(fill))
+    }
+
+    /// Keys from the operating system's generator, through rustls's crypto provider.
+    pub fn system() -> Self {
+        Self::new(|buf| {
+            let provider = rustls::crypto::ring::default_provider();
+            if provider.secure_random.fill(buf).is_err() {
+                // No generator at all: a key is still needed, and a fixed one only weakens
+                // the cache-poisoning defence masking exists for, never correctness.
+                buf.fill(0x5a);
+            }
+        })
+    }
+
+    pub(crate) fn fill(&self, buf: &mut [u8]) {
+        (self.0)(buf)
+    }
+}
+
+impl Default for MaskKeys {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl fmt::Debug for MaskKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MaskKeys")
+    }
+}
