@@ -17,6 +17,7 @@ pub mod pki;
 pub mod process;
 pub mod resources;
 pub mod wire;
+pub mod ws;
 
 pub use checks::Via;
 pub use h2origin::H2Origin;
