@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 256;
 
 /// Sends WebSocket messages into live flows, as mitmproxy's `inject.websocket` does. Cheap to
-/// clone; get one from [`Proxy::injector`](crate::Proxy::injector).
+/// clone. Make one with `Injector::default()` and hand it to
+/// [`Builder::injector`](crate::Builder::injector) (so that a handler can hold a clone), or
+/// take the proxy's own from [`Proxy::injector`](crate::Proxy::injector).
 ///
 /// A flow can be injected into from the moment its
 /// [`Hook::WebSocketStart`](proxy_core::Hook::WebSocketStart) is raised (the handler must ask

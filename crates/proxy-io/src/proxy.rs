@@ -34,6 +34,7 @@ pub struct Builder<H = NoopHandler> {
     connect_timeout: Duration,
     shutdown_timeout: Duration,
     max_connections: Option<usize>,
+    injector: Injector,
 }
 
 impl Builder<NoopHandler> {
@@ -45,6 +46,7 @@ impl Builder<NoopHandler> {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_connections: None,
+            injector: Injector::default(),
         }
     }
 }
@@ -73,7 +75,16 @@ impl<H: Handler> Builder<H> {
             connect_timeout: self.connect_timeout,
             shutdown_timeout: self.shutdown_timeout,
             max_connections: self.max_connections,
+            injector: self.injector,
         }
+    }
+
+    /// Route WebSocket messages from `injector` (and its clones) into this proxy's flows, so a
+    /// handler made before the proxy can hold one. Without it the proxy makes its own
+    /// ([`Proxy::injector`]).
+    pub fn injector(mut self, injector: Injector) -> Self {
+        self.injector = injector;
+        self
     }
 
     /// How long resolving and connecting to an upstream may take before the core is told
@@ -116,7 +127,7 @@ impl<H: Handler> Builder<H> {
                 config: Arc::new(config),
                 handler: self.handler,
                 opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER },
-                injector: Injector::default(),
+                injector: self.injector,
             }),
             shutdown_timeout: self.shutdown_timeout,
             limit: self.max_connections.map(|n| Arc::new(Semaphore::new(n))),

@@ -50,7 +50,6 @@ pub(crate) use handshake::offer;
 pub(crate) struct CloseCode;
 
 impl CloseCode {
-    pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const GOING_AWAY: u16 = 1001;
     pub(crate) const PROTOCOL_ERROR: u16 = 1002;
     pub(crate) const INVALID_DATA: u16 = 1007;

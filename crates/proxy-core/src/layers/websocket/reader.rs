@@ -82,16 +82,6 @@ impl Reader {
         }
     }
 
-    /// Bytes received and not yet read.
-    pub(crate) fn buffered(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the peer stopped in the middle of a frame or a message.
-    pub(crate) fn is_mid_message(&self) -> bool {
-        self.in_message || self.current.is_some() || self.len > 0
-    }
-
     /// The next thing the peer sent, once enough of it is here.
     pub(crate) fn next(&mut self) -> Result<Option<Item>, WsError> {
         loop {
@@ -275,7 +265,7 @@ mod tests {
             }
         }
         assert_eq!(text, b"Hello, world");
-        assert!(!reader.is_mid_message());
+        assert!(reader.current.is_none() && !reader.in_message);
     }
 
     #[test]
