@@ -34,10 +34,17 @@ fn python_ok(args: &[&str]) -> String {
 }
 
 /// The origin saw the client's close frame: code 4001 and the client's reason.
-fn origin_saw_close(origin: &WsServer, reason: &str) {
+fn origin_saw_close(origin: &WsServer, reason: &str) -> String {
     let line = origin.wait_line("4001", Duration::from_secs(10));
     let line = line.unwrap_or_else(|| panic!("the origin saw no close 4001; it printed {:?}", origin.lines()));
     assert!(line.contains(reason), "{line}");
+    line
+}
+
+/// Python's `websockets` offers `permessage-deflate` and accepts it: the proxy passes the
+/// offer on, and each side compresses with the proxy.
+fn compressed(origin_line: &str) {
+    assert!(origin_line.contains("permessage-deflate"), "not negotiated: {origin_line}");
 }
 
 /// The proxy parsed the WebSocket (rather than tunnelling it): its flow log has the 101 and the
@@ -55,7 +62,8 @@ fn python_echo_in_the_explicit_proxy_form() {
     let proxy = Proxy::start(&["--no-intercept"]);
     let url = format!("ws://127.0.0.1:{}", origin.port());
     python_ok(&["explicit", &url, &proxy.url(), "-"]);
-    origin_saw_close(&origin, "client says bye");
+    let line = origin_saw_close(&origin, "client says bye");
+    assert!(line.contains("\"extensions\": []"), "the explicit client offers no extension: {line}");
     proxy_logged(&proxy, "messages 12 -> 12 <-");
 }
 
@@ -67,7 +75,7 @@ fn python_echo_through_connect() {
     let proxy = Proxy::start_tls(&[]);
     let url = format!("ws://127.0.0.1:{}", origin.port());
     python_ok(&["echo", &url, &proxy.url(), "-"]);
-    origin_saw_close(&origin, "client says bye");
+    compressed(&origin_saw_close(&origin, "client says bye"));
     proxy_logged(&proxy, "messages 110 -> 110 <-");
 }
 
@@ -79,7 +87,7 @@ fn python_wss_intercepted() {
     let url = format!("wss://{ORIGIN_HOST}:{}", origin.port());
     let ca = proxy.ca_cert_arg();
     python_ok(&["echo", &url, &proxy.url(), &ca]);
-    origin_saw_close(&origin, "client says bye");
+    compressed(&origin_saw_close(&origin, "client says bye"));
     proxy_logged(&proxy, "messages 110 -> 110 <-");
 }
 
@@ -90,7 +98,7 @@ fn python_reverse_mode_to_a_ws_origin() {
     let proxy = Proxy::start(&["--mode", &format!("reverse:{target}"), "--no-intercept"]);
     let url = format!("ws://127.0.0.1:{}", proxy.port());
     python_ok(&["echo", &url, "-", "-"]);
-    origin_saw_close(&origin, "client says bye");
+    compressed(&origin_saw_close(&origin, "client says bye"));
     proxy_logged(&proxy, "messages 110 -> 110 <-");
 }
 

@@ -112,3 +112,36 @@ pub fn replace(flow: FlowId, kind: MessageKind, payload: impl Into<Bytes>) -> Ho
         time: Instant::now(),
     }))
 }
+
+/// `payload` compressed as one permessage-deflate message (raw deflate, sync-flushed, its
+/// tail removed), in a fresh context: what a sender without context takeover sends.
+pub fn deflate(payload: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(payload.len() + 1024);
+    c.compress_vec(payload, &mut out, FlushCompress::Sync).expect("deflate");
+    assert!(out.len() < out.capacity(), "test payloads fit one call");
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// The plain payload of one permessage-deflate message, inflated in a fresh context.
+pub fn inflate(compressed: &[u8]) -> Vec<u8> {
+    use flate2::{Decompress, FlushDecompress};
+    let mut d = Decompress::new(false);
+    let mut input = compressed.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(64 * 1024 * 1024);
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync).expect("inflate");
+    out
+}
+
+/// An upgrade request offering `extensions`, and the server's `101` accepting `accepted`.
+pub fn upgrade_with(extensions: &str) -> String {
+    UPGRADE.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"))
+}
+
+pub fn switching_with(accepted: &str) -> String {
+    SWITCHING.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Extensions: {accepted}\r\n\r\n"))
+}

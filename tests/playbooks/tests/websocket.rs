@@ -464,3 +464,182 @@ fn an_upgrade_to_another_protocol_stays_a_tunnel() {
         .expect(send(CLIENT, b"\x83 not a frame"))
         .run();
 }
+
+// ---------------------------------------------------------------------------------------------
+// permessage-deflate
+
+/// Past an upgrade that negotiated `accepted`; returns the playbook and the `101` as the client
+/// gets it.
+fn deflated(hooks: HookSet, limits: WebSocketLimits, accepted: &str) -> Playbook {
+    let upgrade = upgrade_with("permessage-deflate; client_max_window_bits, x-unknown");
+    let upstream = UPGRADE_UPSTREAM.replace(
+        "connection: Upgrade\r\n",
+        "connection: Upgrade\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n",
+    );
+    let switching = switching_with(accepted);
+    let downstream = SWITCHING_DOWNSTREAM.replace(
+        "\r\nconnection: Upgrade",
+        &format!("\r\nSec-WebSocket-Extensions: {accepted}\r\nconnection: Upgrade"),
+    );
+    Playbook::new(ws_config(hooks, limits))
+        .recv(CLIENT, upgrade)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, upstream))
+        .recv(S1, switching)
+        .expect(send(CLIENT, downstream))
+}
+
+#[test]
+fn compressed_messages_are_inflated_for_the_hook_and_compressed_again() {
+    // RFC 7692 section 7.2.3.1: "Hello" compressed.
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    assert_eq!(deflate(b"Hello"), hello);
+    deflated(HookSet::NONE.with(HookKind::WebSocketMessage), WebSocketLimits::default(), "permessage-deflate")
+        .recv(CLIENT, frame_rsv(true, 0b100, TEXT, hello, Some(CLIENT_KEY)))
+        .expect(pause(CLIENT))
+        .expect(hook(F1, HookKind::WebSocketMessage).inspect_message(|m| assert_eq!(m.text(), Some("Hello"))))
+        .reply(F1, replace(F1, MessageKind::Text, "Hello"))
+        .expect(send(S1, frame_rsv(true, 0b100, TEXT, hello, Some(proxy_key(0)))))
+        .expect(resume(CLIENT))
+        // A message sent uncompressed (RSV1 clear) is read as it is, and compressed onwards.
+        .recv(S1, server_text("Hello"))
+        .expect(pause(S1))
+        .expect(hook(F1, HookKind::WebSocketMessage).inspect_message(|m| assert_eq!(m.text(), Some("Hello"))))
+        .reply(F1, HookReply::Continue)
+        .expect(send(CLIENT, frame_rsv(true, 0b100, TEXT, hello, None)))
+        .expect(resume(S1))
+        .run();
+}
+
+#[test]
+fn compressed_streaming_keeps_the_contexts_in_step() {
+    // With context takeover the second "Hello" compresses to a back-reference into the first;
+    // both sides' contexts must follow every message the proxy passes.
+    let book = deflated(HookSet::NONE, WebSocketLimits::default(), "permessage-deflate");
+    let hello = deflate(b"Hello");
+    book.recv(S1, frame_rsv(true, 0b100, BINARY, &hello, None))
+        .expect(send(CLIENT, frame_rsv(true, 0b100, BINARY, &hello, None)))
+        // RFC 7692 section 7.2.3.2: "Hello" again, as a back-reference.
+        .recv(S1, frame_rsv(true, 0b100, BINARY, [0xf2, 0x00, 0x11, 0x00, 0x00], None))
+        // The proxy's own context encodes it another way; a reader that followed both
+        // messages gets "Hello".
+        .expect(send(CLIENT, frame_rsv(true, 0b100, BINARY, [0x02, 0x13, 0x00, 0x00], None)))
+        .run();
+    let mut reader = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(64);
+    for message in [&hello[..], &[0x02, 0x13, 0x00, 0x00]] {
+        let input = [message, &[0, 0, 0xff, 0xff]].concat();
+        reader.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync).unwrap();
+    }
+    assert_eq!(out, b"HelloHello");
+}
+
+#[test]
+fn an_accepted_extension_the_proxy_cannot_read_ends_the_connection() {
+    Playbook::new(ws_config(HookSet::NONE, WebSocketLimits::default()))
+        .recv(CLIENT, UPGRADE)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, UPGRADE_UPSTREAM))
+        .recv(S1, switching_with("x-webkit-deflate-frame"))
+        .expect(send(CLIENT, SWITCHING_DOWNSTREAM.replace("\r\nconnection: Upgrade", "\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\nconnection: Upgrade")))
+        .expect(log("cannot read: x-webkit-deflate-frame"))
+        .expect(close(CLIENT))
+        .expect(close(S1))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn a_decompression_bomb_meets_the_message_limit() {
+    let bomb = deflate(&vec![0u8; 1 << 20]);
+    assert!(bomb.len() < 2048);
+    for hooks in [HookSet::NONE, HookSet::NONE.with(HookKind::WebSocketMessage)] {
+        // Under one chunk of inflation (64 KiB): the limit stops it before anything is passed on.
+        let limits = WebSocketLimits { max_message: 50_000, ..WebSocketLimits::default() };
+        deflated(hooks, limits, "permessage-deflate")
+            .ignore_pauses()
+            .recv(CLIENT, frame_rsv(true, 0b100, BINARY, &bomb, Some(CLIENT_KEY)))
+            .expect(send(CLIENT, close_to_client(1009, "message inflates to over 50000 bytes")))
+            .expect(close(CLIENT))
+            .expect(send(S1, close_to_server(1001, "client: message inflates to over 50000 bytes", 0)))
+            .run();
+    }
+}
+
+#[test]
+fn corrupt_compressed_data_closes_with_1007() {
+    deflated(HookSet::NONE, WebSocketLimits::default(), "permessage-deflate")
+        .recv(S1, frame_rsv(true, 0b100, TEXT, [0xff, 0xff, 0xff], None))
+        .expect(send(S1, close_to_server(1007, "compressed message does not inflate: invalid block type", 0)))
+        .expect(close(S1))
+        .expect(send(CLIENT, close_to_client(1001, "server: compressed message does not inflate: invalid block type")))
+        .run();
+}
+
+#[test]
+fn inflation_waits_for_a_congested_destination() {
+    // The client reads with an 8-bit window, which zlib cannot write: it gets the server's
+    // compressed message uncompressed, 8 MiB from a few kilobytes. The proxy inflates only as
+    // fast as the client takes it.
+    use std::time::Instant;
+    let config = ws_config(HookSet::NONE, WebSocketLimits::default());
+    let high_water = config.high_water;
+    let mut conn = Connection::new(std::sync::Arc::new(config), client_info());
+    let now = Instant::now();
+    let mut feed = |conn: &mut Connection, event: Event| -> Vec<Command> {
+        conn.handle(now, event);
+        std::iter::from_fn(|| conn.poll_command()).collect()
+    };
+    feed(&mut conn, Event::Start);
+    feed(&mut conn, Event::DataReceived { conn: CLIENT, data: upgrade_with("permessage-deflate").into() });
+    feed(&mut conn, Event::Opened { conn: S1 });
+    let accepted = switching_with("permessage-deflate; server_max_window_bits=8");
+    feed(&mut conn, Event::DataReceived { conn: S1, data: accepted.into() });
+    let size = 8 << 20;
+    let bomb = deflate(&vec![0u8; size]);
+    assert!(bomb.len() < 64 * 1024);
+    let mut to_client = Vec::new();
+    let mut turns = 0;
+    let mut out = feed(&mut conn, Event::DataReceived { conn: S1, data: frame_rsv(true, 0b100, BINARY, &bomb, None).into() });
+    loop {
+        let sent: usize = out
+            .iter()
+            .map(|c| match c {
+                Command::SendData { conn, data } if *conn == CLIENT => {
+                    to_client.extend_from_slice(data);
+                    data.len()
+                }
+                _ => 0,
+            })
+            .sum();
+        assert!(sent <= high_water + 2 * 64 * 1024, "turn {turns}: {sent} bytes queued for the client at once");
+        if sent == 0 {
+            break;
+        }
+        turns += 1;
+        assert!(turns < 1000);
+        out = feed(&mut conn, Event::WriteDrained { conn: CLIENT });
+    }
+    assert!(turns > 8, "the message went out in {turns} turns");
+    // Uncompressed frames (RSV1 clear) carrying exactly the message.
+    let mut payload = Vec::new();
+    let mut at = 0;
+    while at < to_client.len() {
+        let (b0, b1) = (to_client[at], to_client[at + 1]);
+        assert_eq!(b0 & 0x70, 0, "no RSV bits towards the client");
+        let (len, head) = match b1 & 0x7f {
+            126 => (u16::from_be_bytes([to_client[at + 2], to_client[at + 3]]) as usize, 4),
+            127 => (u64::from_be_bytes(to_client[at + 2..at + 10].try_into().unwrap()) as usize, 10),
+            n => (n as usize, 2),
+        };
+        payload.extend_from_slice(&to_client[at + head..at + head + len]);
+        at += head + len;
+        if b0 & 0x80 != 0 {
+            assert_eq!(at, to_client.len(), "the last frame is the message's end");
+        }
+    }
+    assert_eq!(payload.len(), size);
+    assert!(payload.iter().all(|&b| b == 0));
+}

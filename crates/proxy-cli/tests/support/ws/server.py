@@ -1,6 +1,6 @@
 # A WebSocket origin for sansproxy's tests, on Python's `websockets`. Prints `port N` once
 # listening, then one JSON line per connection that ended with a close frame from the client.
-# Paths: /echo echoes every message; /spread sends 5 messages 100 ms apart; /firehose/N sends
+# (with the extensions negotiated). Paths: /echo echoes every message; /spread sends 5 messages 100 ms apart; /firehose/N sends
 # N MiB as 64 KiB binary messages, as fast as the connection takes them, then `done`.
 # Arguments: [CERT KEY] to serve wss://.
 import asyncio, json, ssl, sys
@@ -30,7 +30,8 @@ async def handler(ws):
     finally:
         rcvd = ws.protocol.close_rcvd
         print(json.dumps({"path": path, "code": rcvd.code if rcvd else None,
-                          "reason": rcvd.reason if rcvd else None}), flush=True)
+                          "reason": rcvd.reason if rcvd else None,
+                          "extensions": [e.name for e in ws.protocol.extensions]}), flush=True)
 
 async def main():
     tls = None

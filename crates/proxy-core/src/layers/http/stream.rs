@@ -160,7 +160,12 @@ pub(crate) struct HttpStream {
 }
 
 impl HttpStream {
-    pub(crate) fn new(cx: &Context, now: Instant, id: FlowId, request: Request) -> Self {
+    pub(crate) fn new(cx: &Context, now: Instant, id: FlowId, mut request: Request) -> Self {
+        if is_websocket_upgrade(&request.headers) {
+            // Only extensions the WebSocket layer can read through go to the server, and hooks
+            // see the request as the server will.
+            websocket::filter_offer(&mut request.headers, cx.config.websocket.deflate);
+        }
         let flow = HttpFlow {
             id,
             client: cx.client.clone(),
@@ -719,12 +724,7 @@ impl HttpStream {
 
     /// Send `event` to the server, or queue it until the connection is ready (asking for one
     /// is the caller's business: it follows at once).
-    fn send_to_server(&mut self, mut event: HttpEvent, out: &mut Vec<Out>) {
-        if let HttpEvent::RequestHeaders { request, .. } = &mut event {
-            if is_websocket_upgrade(&request.headers) {
-                websocket::offer(request);
-            }
-        }
+    fn send_to_server(&mut self, event: HttpEvent, out: &mut Vec<Out>) {
         match &mut self.server {
             Server::Ready => out.push(Out::Server(event)),
             Server::Connecting(queued) => queued.push_back(event),

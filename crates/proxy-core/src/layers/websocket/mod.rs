@@ -22,8 +22,8 @@
 //! [`WebSocketLimits::max_message`]: crate::websocket::WebSocketLimits::max_message
 //! [`WebSocketLimits::oversize`]: crate::websocket::WebSocketLimits::oversize
 
+mod deflate;
 mod frame;
-mod handshake;
 mod reader;
 mod utf8;
 
@@ -41,10 +41,11 @@ use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer};
 use crate::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketMessage};
 use frame::{apply_mask, rotate, FrameHeader, OpCode};
+use deflate::{Deflater, Inflater};
 use reader::{parse_close, Item, Reader};
 use utf8::Utf8Check;
 
-pub(crate) use handshake::offer;
+pub(crate) use deflate::filter_offer;
 
 /// Close codes the proxy sends (RFC 6455 section 7.4.1).
 pub(crate) struct CloseCode;
@@ -92,6 +93,15 @@ struct Incoming {
     held: Option<BytesMut>,
     /// Payload bytes of the message before `held`.
     offset: u64,
+    /// Compressed (RSV1): its payload goes through the sender's inflater.
+    compressed: bool,
+    /// Compressed payload received and not yet inflated: inflation stops while the
+    /// destination is congested, so a small message cannot flood it.
+    input: VecDeque<Bytes>,
+    /// The whole message is in `input` (its tail appended).
+    input_complete: bool,
+    /// Payload bytes after inflation, against the message size limit.
+    inflated: u64,
 }
 
 /// A message (or a piece of one) waiting for the hook.
@@ -116,6 +126,10 @@ struct End {
     gone: bool,
     messages: u64,
     bytes: u64,
+    /// With `permessage-deflate`: what inflates what this peer sends, and what compresses
+    /// what we write to it (`None` also when its window is too small for zlib).
+    inflater: Option<Inflater>,
+    deflater: Option<Deflater>,
 }
 
 impl End {
@@ -131,6 +145,8 @@ impl End {
             gone: false,
             messages: 0,
             bytes: 0,
+            inflater: None,
+            deflater: None,
         }
     }
 }
@@ -185,8 +201,28 @@ impl WebSocketLayer {
             keys: [0; 64],
             keys_used: 64,
         };
+        let extensions = flow.response.as_ref().map(|r| deflate::accepted(&r.headers)).unwrap_or(Ok(None));
         if cx.config.hooks.contains(HookKind::WebSocketStart) {
             cx.hook(flow.id, Hook::WebSocketStart(flow));
+        }
+        match extensions {
+            Ok(None) => {}
+            Ok(Some(params)) => {
+                for peer in [Peer::Client, Peer::Server] {
+                    let end = layer.end(peer);
+                    end.reader.set_deflate(true);
+                    end.inflater = Some(params.inflater(peer));
+                    end.deflater = params.deflater(peer);
+                }
+            }
+            Err(error) => {
+                // Its frames could not be read: end it before the first.
+                cx.log(LogLevel::Warn, format!("websocket {}: {error}: closing", layer.flow.0));
+                layer.ending = Some(Ending { closed_by: Some(Peer::Server), error: Some(error), ..Ending::default() });
+                layer.close_conn(cx, Peer::Client);
+                layer.close_conn(cx, Peer::Server);
+                return layer;
+            }
         }
         cx.set_layer_pause(ConnId::CLIENT, false);
         cx.set_layer_pause(handover.server, false);
@@ -227,6 +263,13 @@ impl WebSocketLayer {
             if self.waits_for_hook(from) || self.end(from).gone || self.end(from).close_received {
                 return;
             }
+            if self.end(from).incoming.as_ref().is_some_and(|i| i.compressed && (!i.input.is_empty() || i.input_complete)) {
+                match self.inflate(cx, now, from) {
+                    Ok(true) => continue,
+                    Ok(false) => return,
+                    Err(error) => return self.fail(cx, now, from, error),
+                }
+            }
             let item = match self.end(from).reader.next() {
                 Ok(Some(item)) => item,
                 Ok(None) => return,
@@ -242,7 +285,7 @@ impl WebSocketLayer {
         }
     }
 
-    /// A piece of a data message from `from`.
+    /// A piece of a data message from `from`, as the reader found it.
     #[allow(clippy::too_many_arguments)]
     fn data(
         &mut self,
@@ -254,19 +297,92 @@ impl WebSocketLayer {
         raw: Bytes,
         mask: Option<([u8; 4], u64)>,
     ) -> Result<(), WsError> {
-        if let Some((kind, _compressed)) = start {
+        if let Some((kind, compressed)) = start {
             let hold = cx.config.hooks.contains(HookKind::WebSocketMessage);
             self.end(from).incoming = Some(Incoming {
                 kind,
                 utf8: Utf8Check::default(),
                 held: hold.then(BytesMut::new),
                 offset: 0,
+                compressed,
+                input: VecDeque::new(),
+                input_complete: false,
+                inflated: 0,
             });
         }
+        let end = self.end(from);
+        end.bytes += raw.len() as u64;
+        let incoming = end.incoming.as_mut().expect("a data piece belongs to a message");
+        if !incoming.compressed {
+            return self.piece(cx, now, from, fin, raw, mask);
+        }
+        // Inflated in `pump`, as fast as the destination takes it. The last piece carries the
+        // tail its sender left off, so that the message ends with what it inflates to.
+        let plain = Item::unmasked(&raw, mask);
+        if fin {
+            let mut last = BytesMut::with_capacity(plain.len() + Inflater::tail().len());
+            last.extend_from_slice(&plain);
+            last.extend_from_slice(Inflater::tail());
+            incoming.input.push_back(last.freeze());
+            incoming.input_complete = true;
+        } else if !plain.is_empty() {
+            incoming.input.push_back(plain);
+        }
+        Ok(())
+    }
+
+    /// Inflate what `from` sent of its compressed message, a chunk at a time, each handed on
+    /// as a piece. Returns true once everything received is inflated (the message done, or
+    /// more of it to read), false while the destination is congested or the hook holds a
+    /// piece: what it has not taken yet holds the rest back.
+    fn inflate(&mut self, cx: &mut Context, now: Instant, from: Peer) -> Result<bool, WsError> {
+        const CHUNK: usize = 64 * 1024;
+        let max = cx.config.websocket.max_message as u64;
+        let dest = self.end(from.other()).conn;
+        loop {
+            let end = &mut self.ends[index(from)];
+            let (Some(incoming), Some(inflater)) = (end.incoming.as_mut(), end.inflater.as_mut()) else { return Ok(true) };
+            let input = incoming.input.front().cloned().unwrap_or_default();
+            let mut out = Vec::new();
+            let used = inflater
+                .inflate(&input, &mut out, CHUNK)
+                .map_err(|e| WsError::invalid_data(format!("compressed message does not inflate: {}", e.0.trim_start_matches("deflate decompression error: "))))?;
+            if used == input.len() {
+                incoming.input.pop_front();
+            } else if let Some(front) = incoming.input.front_mut() {
+                let _ = front.split_to(used);
+            }
+            if used == 0 && out.is_empty() && !input.is_empty() {
+                return Err(WsError::invalid_data("compressed message does not inflate"));
+            }
+            incoming.inflated += out.len() as u64;
+            if incoming.inflated > max {
+                return Err(WsError::too_big(format!("message inflates to over {max} bytes")));
+            }
+            // A full chunk may leave more inside the inflater.
+            let drained = incoming.input.is_empty() && out.len() < CHUNK;
+            let done = drained && incoming.input_complete;
+            if done {
+                inflater.end_message();
+            }
+            if !out.is_empty() || done {
+                self.piece(cx, now, from, done, Bytes::from(out), None)?;
+            }
+            if drained {
+                return Ok(true);
+            }
+            if self.waits_for_hook(from) || cx.is_congested(dest) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// A piece of a message's payload, plain (or still masked with `mask`), and whether it is
+    /// the last: checked, counted, then held for the hook or passed on at once.
+    fn piece(&mut self, cx: &mut Context, now: Instant, from: Peer, fin: bool, raw: Bytes, mask: Option<([u8; 4], u64)>) -> Result<(), WsError> {
         let max = cx.config.websocket.max_message;
         let oversize = cx.config.websocket.oversize;
         let end = self.end(from);
-        end.bytes += raw.len() as u64;
         let incoming = end.incoming.as_mut().expect("a data piece belongs to a message");
         let kind = incoming.kind;
         let plain = (incoming.held.is_some() || kind == MessageKind::Text).then(|| Item::unmasked(&raw, mask));
@@ -389,7 +505,7 @@ impl WebSocketLayer {
         let to = from.other();
         if opcode != OpCode::Close {
             if !self.end(to).close_sent {
-                self.write_frame(cx, to, opcode, true, payload, None);
+                self.write_frame(cx, to, opcode, true, payload, None, false);
             }
             return Ok(());
         }
@@ -405,7 +521,7 @@ impl WebSocketLayer {
         }
         if !self.end(to).close_sent && !self.end(to).gone {
             self.end(to).close_sent = true;
-            self.write_frame(cx, to, OpCode::Close, true, payload, None);
+            self.write_frame(cx, to, OpCode::Close, true, payload, None, false);
             self.deadline = Some(now + cx.config.websocket.close_timeout);
         }
         self.check_closed(cx, from);
@@ -444,14 +560,14 @@ impl WebSocketLayer {
         if !self.end(from).close_sent && !self.end(from).gone {
             self.end(from).close_sent = true;
             let payload = close_payload(error.code, &error.message);
-            self.write_frame(cx, from, OpCode::Close, true, payload, None);
+            self.write_frame(cx, from, OpCode::Close, true, payload, None, false);
         }
         self.close_conn(cx, from);
         let to = from.other();
         if !self.end(to).close_sent && !self.end(to).gone {
             self.end(to).close_sent = true;
             let payload = close_payload(CloseCode::GOING_AWAY, &format!("{}: {}", from.as_str(), error.message));
-            self.write_frame(cx, to, OpCode::Close, true, payload, None);
+            self.write_frame(cx, to, OpCode::Close, true, payload, None, false);
             self.deadline = Some(now + cx.config.websocket.close_timeout);
         }
         self.check_closed(cx, to);
@@ -528,8 +644,16 @@ impl WebSocketLayer {
             (false, MessageKind::Text) => OpCode::Text,
             (false, MessageKind::Binary) => OpCode::Binary,
         };
+        let first = !end.writing;
         end.writing = !fin;
-        self.write_frame(cx, to, opcode, fin, raw, mask);
+        match &mut end.deflater {
+            // Compressed with our own context: RSV1 on the message's first frame.
+            Some(deflater) => {
+                let payload = deflater.compress(&Item::unmasked(&raw, mask), fin);
+                self.write_frame(cx, to, opcode, fin, payload, None, first);
+            }
+            None => self.write_frame(cx, to, opcode, fin, raw, mask, false),
+        }
         if fin {
             self.flush_injected(cx, to);
         }
@@ -538,7 +662,8 @@ impl WebSocketLayer {
     /// Write one frame to `to`. Frames to the server are masked: with the sender's key, rotated
     /// to where the piece starts, when the piece is still masked with it (no copy); with a
     /// fresh key otherwise.
-    fn write_frame(&mut self, cx: &mut Context, to: Peer, opcode: OpCode, fin: bool, payload: Bytes, mask: Option<([u8; 4], u64)>) {
+    #[allow(clippy::too_many_arguments)]
+    fn write_frame(&mut self, cx: &mut Context, to: Peer, opcode: OpCode, fin: bool, payload: Bytes, mask: Option<([u8; 4], u64)>, rsv1: bool) {
         let (key, payload) = match (to, mask) {
             (Peer::Server, Some((key, offset))) => (Some(rotate(key, offset)), payload),
             (Peer::Server, None) => {
@@ -550,7 +675,7 @@ impl WebSocketLayer {
             (Peer::Client, Some((key, offset))) => (None, Item::unmasked(&payload, Some((key, offset)))),
             (Peer::Client, None) => (None, payload),
         };
-        let header = FrameHeader { fin, rsv1: false, opcode, mask: key, len: payload.len() as u64 };
+        let header = FrameHeader { fin, rsv1, opcode, mask: key, len: payload.len() as u64 };
         let conn = self.end(to).conn;
         let mut out = BytesMut::with_capacity(14 + payload.len().min(SMALL_FRAME));
         header.write(&mut out);
@@ -635,6 +760,12 @@ impl Layer for WebSocketLayer {
             Event::ConnectionClosed { conn } => {
                 if let Some(peer) = self.peer_of(conn) {
                     self.peer_gone(cx, now, peer);
+                }
+            }
+            // Room again where a compressed message was going: inflate more of it.
+            Event::WriteDrained { conn } => {
+                if let Some(peer) = self.peer_of(conn) {
+                    self.pump(cx, now, peer.other());
                 }
             }
             Event::HookReply { flow, reply } if flow == self.flow => self.hook_reply(cx, now, reply),
