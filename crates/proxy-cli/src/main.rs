@@ -514,14 +514,35 @@ fn message_line(message: &WebSocketMessage) -> String {
     let piece = if message.offset == 0 && message.last { String::new() } else { format!(" (piece at {})", message.offset) };
     let shown = &message.payload[..message.payload.len().min(SHOWN)];
     let mut preview = String::new();
-    for &b in shown {
-        match b {
-            b'"' | b'\\' => {
-                preview.push('\\');
-                preview.push(b as char);
+    match message.kind {
+        // Text as characters (a character cut at the end is left out), controls escaped.
+        MessageKind::Text => {
+            let text = match std::str::from_utf8(shown) {
+                Ok(text) => text,
+                Err(e) => std::str::from_utf8(&shown[..e.valid_up_to()]).unwrap_or_default(),
+            };
+            for c in text.chars() {
+                match c {
+                    '"' | '\\' => {
+                        preview.push('\\');
+                        preview.push(c);
+                    }
+                    c if c.is_control() => preview.push_str(&c.escape_default().to_string()),
+                    c => preview.push(c),
+                }
             }
-            0x20..=0x7e => preview.push(b as char),
-            _ => preview.push_str(&format!("\\x{b:02x}")),
+        }
+        MessageKind::Binary => {
+            for &b in shown {
+                match b {
+                    b'"' | b'\\' => {
+                        preview.push('\\');
+                        preview.push(b as char);
+                    }
+                    0x20..=0x7e => preview.push(b as char),
+                    _ => preview.push_str(&format!("\\x{b:02x}")),
+                }
+            }
         }
     }
     let more = if message.payload.len() > SHOWN { "..." } else { "" };
@@ -917,8 +938,10 @@ mod tests {
         };
         assert_eq!(
             message_line(&message),
-            "  #1 server -> client text 90b \"say \\\"hi\\\"\\x0asay \\\"hi\\\"\\x0asay \\\"hi\\\"\\x0asay \\\"hi\\\"\\x0asay \"...\n"
+            "  #1 server -> client text 90b \"say \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \"...\n"
         );
+        let unicode = WebSocketMessage { payload: "héllo wörld € ✓".into(), from: Peer::Client, ..message.clone() };
+        assert_eq!(message_line(&unicode), "  #1 client -> server text 21b \"héllo wörld € ✓\"\n");
         let end = WebSocketEnd {
             flow: FlowId(1),
             upgrade: f,

@@ -70,6 +70,15 @@ pub mod h2_engine {
     pub use crate::layers::http::h2::engine::*;
 }
 
+/// The WebSocket frame reader, exposed for fuzzing and tests: frames from one peer, checked
+/// against RFC 6455's framing rules.
+#[doc(hidden)]
+pub mod websocket_wire {
+    pub use crate::layers::websocket::frame::{apply_mask, OpCode};
+    pub use crate::layers::websocket::reader::{parse_close, Item, Reader};
+    pub use crate::layers::websocket::WsError;
+}
+
 /// The HTTP/1 wire format, exposed for fuzzing and tests: head parsing, framing, body reading.
 #[doc(hidden)]
 pub mod wire {

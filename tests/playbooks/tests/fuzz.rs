@@ -122,6 +122,16 @@ fn well_formed() -> impl Strategy<Value = Vec<u8>> {
 
 /// TLS target inputs: a configuration byte, then operations with their arguments and raw
 /// bytes, mostly ones that make progress (settle, requests, responses).
+/// A mostly well-formed frame: any opcode, FIN, mask, and a payload, so that the reader gets
+/// past the header checks into fragmentation and control-frame rules.
+fn ws_frame() -> impl Strategy<Value = Vec<u8>> {
+    (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..200), any::<bool>()).prop_map(|(head, payload, masked)| {
+        let opcode = [0x0, 0x1, 0x2, 0x8, 0x9, 0xa, 0x3][usize::from(head % 7)];
+        let key = masked.then_some([head, 7, 9, 11]);
+        playbooks::ws::frame(head & 0x80 != 0, opcode, payload, key)
+    })
+}
+
 fn tls_input() -> impl Strategy<Value = Vec<u8>> {
     let op = prop_oneof![
         3 => (2u8..5, any::<u8>()).prop_map(|(op, arg)| vec![op, arg]),
@@ -168,6 +178,25 @@ proptest! {
     #[test]
     fn tls(input in tls_input()) {
         fuzz::tls(&input);
+    }
+
+    #[test]
+    fn websocket_frames(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::websocket_frames(&input);
+    }
+
+    #[test]
+    fn websocket_frames_well_formed(flags in any::<u8>(), cut in any::<u8>(), frames in proptest::collection::vec(ws_frame(), 0..12)) {
+        let mut input = vec![flags, cut];
+        for frame in frames {
+            input.extend(frame);
+        }
+        fuzz::websocket_frames(&input);
+    }
+
+    #[test]
+    fn websocket_session(input in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fuzz::websocket_session(&input);
     }
 
     #[test]

@@ -32,10 +32,12 @@ mod oracle;
 mod run;
 pub mod strict;
 mod tls;
+mod websocket;
 
 pub use h2::h2_frames;
 pub use run::{Run, ORIGIN_OK};
 pub use tls::{client_hello, tls};
+pub use websocket::{websocket_frames, websocket_session};
 
 /// Small limits, so that short inputs reach every limit.
 pub fn fuzz_config() -> Config {

@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpCode {
+pub enum OpCode {
     Continuation,
     Text,
     Binary,
@@ -36,7 +36,7 @@ impl OpCode {
         }
     }
 
-    pub(crate) fn is_control(self) -> bool {
+    pub fn is_control(self) -> bool {
         matches!(self, Self::Close | Self::Ping | Self::Pong)
     }
 }
@@ -142,7 +142,7 @@ impl FrameHeader {
 
 /// XOR `data` with `key`, `data` starting `offset` bytes into the frame's payload. Masking and
 /// unmasking are the same operation.
-pub(crate) fn apply_mask(key: [u8; 4], offset: u64, data: &mut [u8]) {
+pub fn apply_mask(key: [u8; 4], offset: u64, data: &mut [u8]) {
     let key = rotate(key, offset);
     let word = u32::from_ne_bytes(key);
     let mut chunks = data.chunks_exact_mut(4);

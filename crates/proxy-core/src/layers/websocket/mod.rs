@@ -23,8 +23,8 @@
 //! [`WebSocketLimits::oversize`]: crate::websocket::WebSocketLimits::oversize
 
 mod deflate;
-mod frame;
-mod reader;
+pub(crate) mod frame;
+pub(crate) mod reader;
 mod utf8;
 
 use std::collections::VecDeque;
@@ -66,9 +66,9 @@ impl CloseCode {
 
 /// A peer broke the protocol: the close code it gets, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct WsError {
-    pub(crate) code: u16,
-    pub(crate) message: String,
+pub struct WsError {
+    pub code: u16,
+    pub message: String,
 }
 
 impl WsError {

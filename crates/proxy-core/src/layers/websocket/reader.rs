@@ -12,7 +12,7 @@ use crate::websocket::{MessageKind, Peer};
 
 /// One step of what a peer sent.
 #[derive(Debug)]
-pub(crate) enum Item {
+pub enum Item {
     /// Payload of a data message, as it was on the wire (still masked, if it was).
     Data {
         /// Set on the first piece of a message: its kind, and whether it is compressed.
@@ -29,7 +29,7 @@ pub(crate) enum Item {
 
 impl Item {
     /// The payload as the sender meant it: unmasked.
-    pub(crate) fn unmasked(raw: &Bytes, mask: Option<([u8; 4], u64)>) -> Bytes {
+    pub fn unmasked(raw: &Bytes, mask: Option<([u8; 4], u64)>) -> Bytes {
         match mask {
             None => raw.clone(),
             Some((key, offset)) => {
@@ -54,7 +54,7 @@ struct Current {
 }
 
 #[derive(Debug)]
-pub(crate) struct Reader {
+pub struct Reader {
     from: Peer,
     /// Negotiated `permessage-deflate`: RSV1 marks a compressed message.
     deflate: bool,
@@ -67,15 +67,15 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(from: Peer) -> Self {
+    pub fn new(from: Peer) -> Self {
         Self { from, deflate: false, input: VecDeque::new(), len: 0, current: None, in_message: false }
     }
 
-    pub(crate) fn set_deflate(&mut self, on: bool) {
+    pub fn set_deflate(&mut self, on: bool) {
         self.deflate = on;
     }
 
-    pub(crate) fn receive(&mut self, data: Bytes) {
+    pub fn receive(&mut self, data: Bytes) {
         if !data.is_empty() {
             self.len += data.len();
             self.input.push_back(data);
@@ -83,7 +83,7 @@ impl Reader {
     }
 
     /// The next thing the peer sent, once enough of it is here.
-    pub(crate) fn next(&mut self) -> Result<Option<Item>, WsError> {
+    pub fn next(&mut self) -> Result<Option<Item>, WsError> {
         loop {
             let Some(current) = &mut self.current else {
                 if !self.start_frame()? {
@@ -215,7 +215,7 @@ fn take(input: &mut VecDeque<Bytes>, len: &mut usize, n: usize) -> Bytes {
 
 /// Check a close frame's payload (RFC 6455 section 5.5.1 and 7.4): empty, or a valid code and
 /// a UTF-8 reason.
-pub(crate) fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, WsError> {
+pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, WsError> {
     match payload {
         [] => Ok(None),
         [_] => Err(WsError::protocol("close frame with a one-byte payload")),
