@@ -121,8 +121,8 @@ impl Inbox {
 
     pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Event>> {
         match &mut self.channel {
-            Some((_, receiver)) => receiver.poll_recv(cx),
-            None => std::task::Poll::Pending,
+            Some((_, receiver)) if !self.flows.is_empty() => receiver.poll_recv(cx),
+            _ => std::task::Poll::Pending,
         }
     }
 }

@@ -40,7 +40,7 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer};
 use crate::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketMessage};
-use frame::{apply_mask, rotate, FrameHeader, OpCode};
+use frame::{apply_mask, rotate, FrameHeader, OpCode, MAX_HEADER};
 use deflate::{Deflater, Inflater};
 use reader::{parse_close, Item, Reader};
 use utf8::Utf8Check;
@@ -385,13 +385,26 @@ impl WebSocketLayer {
         let end = self.end(from);
         let incoming = end.incoming.as_mut().expect("a data piece belongs to a message");
         let kind = incoming.kind;
-        let plain = (incoming.held.is_some() || kind == MessageKind::Text).then(|| Item::unmasked(&raw, mask));
-        if let Some(plain) = &plain {
-            if kind == MessageKind::Text {
-                incoming.utf8.feed(plain).map_err(|_| WsError::invalid_data("text message is not valid UTF-8"))?;
-                if fin {
-                    incoming.utf8.finish().map_err(|_| WsError::invalid_data("text message is not valid UTF-8"))?;
+        // Held messages are kept unmasked; streamed text is only checked, unmasked a block at
+        // a time on the stack.
+        let plain = incoming.held.is_some().then(|| Item::unmasked(&raw, mask));
+        if kind == MessageKind::Text {
+            let invalid = |_| WsError::invalid_data("text message is not valid UTF-8");
+            match (&plain, mask) {
+                (Some(plain), _) => incoming.utf8.feed(plain).map_err(invalid)?,
+                (None, None) => incoming.utf8.feed(&raw).map_err(invalid)?,
+                (None, Some((key, offset))) => {
+                    let mut block = [0u8; 1024];
+                    for (i, chunk) in raw.chunks(block.len()).enumerate() {
+                        let block = &mut block[..chunk.len()];
+                        block.copy_from_slice(chunk);
+                        apply_mask(key, offset + (i * 1024) as u64, block);
+                        incoming.utf8.feed(block).map_err(invalid)?;
+                    }
                 }
+            }
+            if fin {
+                incoming.utf8.finish().map_err(invalid)?;
             }
         }
         if fin {
@@ -677,13 +690,16 @@ impl WebSocketLayer {
         };
         let header = FrameHeader { fin, rsv1, opcode, mask: key, len: payload.len() as u64 };
         let conn = self.end(to).conn;
-        let mut out = BytesMut::with_capacity(14 + payload.len().min(SMALL_FRAME));
-        header.write(&mut out);
-        if payload.len() <= SMALL_FRAME {
+        if payload.len() <= SMALL_FRAME && !cx.is_plain(conn) {
             // One buffer, one TLS record.
+            let mut out = BytesMut::with_capacity(MAX_HEADER + payload.len());
+            header.write(&mut out);
             out.extend_from_slice(&payload);
             cx.send(conn, out.freeze());
         } else {
+            // The payload as it is, beside its header: the driver writes both at once.
+            let mut out = BytesMut::with_capacity(MAX_HEADER);
+            header.write(&mut out);
             cx.send(conn, out.freeze());
             cx.send(conn, payload);
         }
@@ -729,8 +745,10 @@ impl WebSocketLayer {
     }
 }
 
-/// Largest payload copied next to its header rather than sent as a buffer of its own.
+/// Largest payload copied next to its header on a TLS connection, rather than encrypted as a
+/// record of its own.
 const SMALL_FRAME: usize = 4096;
+
 
 /// A close frame's payload: the code, and as much of `reason` as fits in 123 bytes without
 /// cutting a character.
