@@ -25,6 +25,10 @@
 //! how) and otherwise turns the client connection into a raw tunnel. The repository's
 //! `ARCHITECTURE.md` follows one request through each file on its way.
 //!
+//! After a `101` to `websocket` a flow goes on as WebSocket messages ([`websocket`]), parsed
+//! and written by the core, compressed or not. The masking keys of frames it writes to servers
+//! come from [`websocket::MaskKeys`], a source of randomness the embedder supplies.
+//!
 //! Two exceptions to purity, both inside libraries we chose for their track record: rustls
 //! draws random numbers for its handshakes from its crypto provider (certificate minting,
 //! which needs them too, stays outside, behind [`tls::CertIssuer`]); and the `h2` crate reads

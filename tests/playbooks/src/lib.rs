@@ -81,7 +81,8 @@ pub use proxy_core::{
     HookSet, HttpFlow, LogLevel, Mode, OpenError, Request, Response, Scheme, ServerAddr, Version,
 };
 pub use proxy_core::testing::Alone;
-pub use proxy_core::websocket::{MaskKeys, MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
+// `Peer` stays at `proxy_core::websocket::Peer`: `pump::Peer` is another.
+pub use proxy_core::websocket::{MaskKeys, MessageKind, Oversize, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 
 /// The client connection.
 pub const CLIENT: ConnId = ConnId::CLIENT;
@@ -273,7 +274,7 @@ enum Ev {
     Forwarded(ConnId, u64, u64),
     Wakeup,
     Reply(FlowId, ReplySpec),
-    Inject(FlowId, Peer, MessageKind, Bytes),
+    Inject(FlowId, proxy_core::websocket::Peer, MessageKind, Bytes),
 }
 
 #[derive(Clone)]
@@ -419,7 +420,7 @@ impl Playbook {
     }
 
     /// `>> Inject`: user code sends a WebSocket message on `flow` to `to`.
-    pub fn inject(self, flow: FlowId, to: Peer, kind: MessageKind, payload: impl AsRef<[u8]>) -> Self {
+    pub fn inject(self, flow: FlowId, to: proxy_core::websocket::Peer, kind: MessageKind, payload: impl AsRef<[u8]>) -> Self {
         self.event(Ev::Inject(flow, to, kind, Bytes::copy_from_slice(payload.as_ref())))
     }
 

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::{Config, FlowId, HookReply, HookSet, MaskKeys, MessageKind, Peer, WebSocketLimits, WebSocketMessage};
+use proxy_core::websocket::Peer;
+
+use crate::{Config, FlowId, HookReply, HookSet, MaskKeys, MessageKind, WebSocketLimits, WebSocketMessage};
 
 pub const CONT: u8 = 0x0;
 pub const TEXT: u8 = 0x1;

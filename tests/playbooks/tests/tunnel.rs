@@ -112,27 +112,28 @@ fn connect_failed_is_502() {
 
 #[test]
 fn upgrade_becomes_a_tunnel_after_101() {
+    // A protocol other than WebSocket (which has a layer of its own: tests/websocket.rs).
     Playbook::new(no_hooks())
         .recv(
             CLIENT,
-            "GET http://a.test/ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Key: k\r\n\r\n",
+            "GET http://a.test/ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: x-raw\r\n\
+             X-Key: k\r\n\r\n",
         )
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(
             S1,
-            "GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nconnection: Upgrade\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: x-raw\r\nX-Key: k\r\nconnection: Upgrade\r\n\r\n",
         ))
         .recv(
             S1,
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Accept: a\r\n\r\n\x81\x02hi",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-raw\r\n\
+              X-Accept: a\r\n\r\n\x81\x02hi",
         )
         // What the server sent behind its 101 belongs to the new protocol.
         .expect(send(
             CLIENT,
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\n\
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-raw\r\nX-Accept: a\r\n\
               connection: Upgrade\r\n\r\n\x81\x02hi",
         ))
         .recv(CLIENT, b"\x81\x82mask")

@@ -2,6 +2,7 @@
 
 use playbooks::ws::*;
 use playbooks::*;
+use proxy_core::websocket::Peer;
 
 const WS_HOOKS: [HookKind; 3] = [HookKind::WebSocketStart, HookKind::WebSocketMessage, HookKind::WebSocketEnd];
 
