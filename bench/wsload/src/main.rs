@@ -5,6 +5,7 @@
 //! wsload serve PORT                       origin: /echo echoes; /stream/N sends N MiB as 64 KiB binary messages
 //! wsload echo URL PROXY CONNS SECS SIZE   CONNS connections, each sending SIZE-byte text messages and awaiting the echo
 //! wsload stream URL PROXY MIB SIZE        one connection reading MIB MiB of SIZE-byte messages from /stream
+//! wsload hold URL PROXY N SECS            N idle connections (one echo each first), held SECS seconds
 //! ```
 //!
 //! PROXY is `-` for a direct connection, else `HOST:PORT` of an explicit proxy, which gets the
@@ -195,8 +196,11 @@ async fn connect(url: &str, path: &str, proxy: &str) -> (BufReader<tokio::net::t
     let s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
     let target = if proxy == "-" { path.to_owned() } else { format!("http://{authority}{path}") };
+    // WSLOAD_UPGRADE names another protocol, which a proxy relays as a raw tunnel: the cost of
+    // the WebSocket layer over the cost of carrying the bytes at all.
+    let protocol = std::env::var("WSLOAD_UPGRADE").unwrap_or_else(|_| "websocket".into());
     let head = format!(
-        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     let (r, mut w) = s.into_split();
@@ -277,6 +281,22 @@ async fn stream(url: String, proxy: String, mib: usize) {
     println!("{{\"test\":\"ws-stream\",\"mib\":{mib},\"secs\":{took:.3},\"MBps\":{:.1}}}", total as f64 / took / 1e6);
 }
 
+async fn hold(url: String, proxy: String, n: usize, secs: u64) {
+    let mut conns = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    for i in 0..n {
+        let (mut r, mut w) = connect(&url, "/echo", &proxy).await;
+        let mut frame = Vec::new();
+        put_frame(&mut frame, 0x1, b"hello", Some([i as u8, 1, 2, 3]));
+        w.write_all(&frame).await.expect("send");
+        read_message(&mut r, &mut buf).await.expect("an echo");
+        conns.push((r, w));
+    }
+    println!("{{\"test\":\"ws-hold\",\"conns\":{n}}}");
+    eprintln!("holding {n} connections");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
@@ -285,8 +305,9 @@ fn main() {
         Some("serve") => rt.block_on(serve(arg(1).parse().expect("PORT"))),
         Some("echo") => rt.block_on(echo(arg(1), arg(2), arg(3).parse().unwrap(), arg(4).parse().unwrap(), arg(5).parse().unwrap())),
         Some("stream") => rt.block_on(stream(arg(1), arg(2), arg(3).parse().unwrap())),
+        Some("hold") => rt.block_on(hold(arg(1), arg(2), arg(3).parse().unwrap(), arg(4).parse().unwrap())),
         _ => {
-            eprintln!("usage: wsload serve PORT | echo URL PROXY CONNS SECS SIZE | stream URL PROXY MIB");
+            eprintln!("usage: wsload serve PORT | echo URL PROXY CONNS SECS SIZE | stream URL PROXY MIB | hold URL PROXY N SECS");
             std::process::exit(2);
         }
     }
