@@ -102,10 +102,11 @@ pub struct WebSocketEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Oversize {
     /// Close the connection: 1009 (message too big) to its sender, 1001 to the other peer.
-    #[default]
     Close,
     /// Show the hook the message in pieces of at most `max_message` bytes, each passed,
-    /// changed or dropped on its own.
+    /// changed or dropped on its own (see [`WebSocketMessage::offset`] and `last`). The
+    /// default: a handler that asks for every hook never breaks a large message by asking.
+    #[default]
     Pieces,
 }
 
@@ -131,7 +132,7 @@ impl Default for WebSocketLimits {
     fn default() -> Self {
         Self {
             max_message: 16 * 1024 * 1024,
-            oversize: Oversize::Close,
+            oversize: Oversize::Pieces,
             deflate: true,
             max_injected: 64,
             close_timeout: Duration::from_secs(5),

@@ -37,7 +37,11 @@ use proxy_core::{FlowId, Hook, HookReply, HookSet};
 /// }
 /// ```
 pub trait Handler: Send + Sync + 'static {
-    /// The hooks to raise. Called once, when the proxy is built.
+    /// The hooks to raise. Called once, when the proxy is built. The default, every hook,
+    /// includes [`HookKind::WebSocketMessage`](proxy_core::HookKind::WebSocketMessage): each
+    /// WebSocket message is then held (whole up to
+    /// [`WebSocketLimits::max_message`](proxy_core::websocket::WebSocketLimits::max_message),
+    /// in pieces beyond) until answered. Leave it out to let messages stream through.
     fn hooks(&self) -> HookSet {
         HookSet::ALL
     }

@@ -352,7 +352,7 @@ fn invalid_utf8_in_a_later_fragment_closes_with_1007() {
 
 #[test]
 fn a_held_message_over_the_limit_closes_with_1009() {
-    let limits = WebSocketLimits { max_message: 8, ..WebSocketLimits::default() };
+    let limits = WebSocketLimits { max_message: 8, oversize: Oversize::Close, ..WebSocketLimits::default() };
     upgraded(HookSet::NONE.with(HookKind::WebSocketMessage), limits)
         .recv(CLIENT, frame(false, BINARY, "12345", Some(CLIENT_KEY)))
         .recv(CLIENT, frame(true, CONT, "6789", Some(CLIENT_KEY)))
