@@ -161,3 +161,107 @@ fn a_slow_reader_holds_back_a_fast_writer() {
     assert!(during[4] <= during[1] + 1024, "the proxy grew while its reader stalled: {during:?} KiB");
     assert!(peak < 64 * 1024, "the proxy's peak RSS was {peak} KiB");
 }
+
+/// A frame for the h2 test: FIN, opcode, masked with a fixed key (the client's role).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x12, 0x34, 0x56, 0x78];
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// Whole messages from a server's unmasked frames in `buf` (fragments joined, control frames
+/// as they are): `(opcode, payload)`, and what is left of an unfinished frame.
+fn server_messages(buf: &mut Vec<u8>, partial: &mut Option<(u8, Vec<u8>)>) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        if buf.len() < 2 {
+            return out;
+        }
+        let (len, head) = match buf[1] & 0x7f {
+            126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+            127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+            126 | 127 => return out,
+            n => (n as usize, 2),
+        };
+        assert_eq!(buf[1] & 0x80, 0, "a server's frame is unmasked");
+        if buf.len() < head + len {
+            return out;
+        }
+        let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
+        let payload = buf[head..head + len].to_vec();
+        buf.drain(..head + len);
+        if opcode >= 0x8 {
+            out.push((opcode, payload));
+            continue;
+        }
+        let message = partial.get_or_insert_with(|| (opcode, Vec::new()));
+        message.1.extend(payload);
+        if fin {
+            out.push(partial.take().expect("set"));
+        }
+    }
+}
+
+#[test]
+fn an_h2_client_websocket_over_rfc_8441_to_an_http1_origin() {
+    use support::h2client::{runtime, H2Conn};
+    let pki = Pki::new();
+    let origin = WsServer::python(Some((&pki.valid.cert_pem, &pki.valid.key_pem)));
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    let authority = format!("{ORIGIN_HOST}:{}", origin.port());
+    let ca = proxy.ca_cert();
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &authority, &ca).await.expect("HTTP/2 to the proxy");
+        let (status, mut send, mut recv) = conn.websocket("/echo").await.expect("an answer to the extended CONNECT");
+        assert_eq!(status, 200, "RFC 8441: the proxy's 200 for the origin's 101");
+        let mut buf = Vec::new();
+        let mut partial = None;
+        let text = "über HTTP/2 ✓".repeat(20);
+        let binary: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for (opcode, payload) in [(0x1u8, text.as_bytes().to_vec()), (0x2, binary)] {
+            send.send_data(client_frame(opcode, &payload).into(), false).expect("send a frame");
+            let message = loop {
+                let data = tokio::time::timeout(Duration::from_secs(20), recv.data()).await.expect("an echo in time");
+                let data = data.expect("the stream is open").expect("data");
+                let _ = recv.flow_control().release_capacity(data.len());
+                buf.extend_from_slice(&data);
+                if let Some(m) = server_messages(&mut buf, &mut partial).into_iter().next() {
+                    break m;
+                }
+            };
+            assert_eq!(message, (opcode, payload), "the echo is byte-exact");
+        }
+        let mut close = 4001u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"h2 client says bye");
+        send.send_data(client_frame(0x8, &close).into(), false).expect("send the close");
+        let answer = loop {
+            let data = tokio::time::timeout(Duration::from_secs(20), recv.data()).await.expect("a close in time");
+            let data = data.expect("the stream is open").expect("data");
+            buf.extend_from_slice(&data);
+            if let Some(m) = server_messages(&mut buf, &mut partial).into_iter().next() {
+                break m;
+            }
+        };
+        assert_eq!(answer.0, 0x8, "the origin's close frame");
+        // Then the proxy ends the stream.
+        let end = tokio::time::timeout(Duration::from_secs(10), recv.data()).await.expect("the stream ends");
+        assert!(end.is_none(), "{end:?}");
+    });
+    let line = origin_saw_close(&origin, "h2 client says bye");
+    assert!(line.contains("\"extensions\": []"), "{line}");
+    proxy_logged(&proxy, "messages 2 -> 2 <-");
+    assert!(proxy.stdout_lines().iter().any(|l| l.contains("-> 101 websocket #") && l.contains("client HTTP/2, server HTTP/1.1")), "{:?}", proxy.stdout_lines());
+}

@@ -125,6 +125,9 @@ pub struct WebSocketLimits {
     pub max_injected: usize,
     /// How long a peer sent a close frame has to answer it before its connection is closed.
     pub close_timeout: Duration,
+    /// WebSockets over HTTP/2 (RFC 8441): advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` to
+    /// HTTP/2 clients, and take their extended CONNECTs as WebSocket upgrades.
+    pub http2: bool,
     pub mask_keys: MaskKeys,
 }
 
@@ -136,6 +139,7 @@ impl Default for WebSocketLimits {
             deflate: true,
             max_injected: 64,
             close_timeout: Duration::from_secs(5),
+            http2: true,
             mask_keys: MaskKeys::system(),
         }
     }

@@ -272,3 +272,20 @@ pub fn frames(mut bytes: &[u8]) -> Vec<Frame> {
     }
     out
 }
+
+impl H2Peer {
+    /// An extended CONNECT (RFC 8441) for a WebSocket to `url` on `key`, with `headers`
+    /// (client). The stream stays open for the frames.
+    pub fn websocket(&mut self, key: StreamKey, url: &str, headers: &[(&str, &str)]) {
+        let mut request = Request::builder().method("CONNECT").uri(url).extension(h2::ext::Protocol::from_static("websocket"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.engine.open(key, request.body(()).expect("request"), false);
+    }
+
+    /// Send `data` on `key` without ending it.
+    pub fn send(&mut self, key: StreamKey, data: &[u8]) {
+        self.engine.send_data(key, Bytes::copy_from_slice(data));
+    }
+}

@@ -431,3 +431,96 @@ fn a_refused_streamed_upload_is_not_sent_again() {
     assert_eq!(pump.server_h2(S1).requests().len(), 1);
     assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(502));
 }
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket over HTTP/2 (RFC 8441)
+
+#[test]
+fn an_h2_clients_websocket_to_an_http1_server() {
+    use playbooks::ws::{client_text, close_payload, frame, server_text, CLOSE, CLIENT_KEY};
+    // No hooks: the frames stream through, the client's as it masked them.
+    let websocket = proxy_core::websocket::WebSocketLimits { mask_keys: playbooks::ws::keys(), ..Default::default() };
+    let config = Config { hooks: proxy_core::HookSet::NONE, websocket, ..Config::default() };
+    let mut pump = h2_client(config, h1_origin());
+    pump.client_h2().websocket(1, "http://a.test/chat", &[("sec-websocket-version", "13")]);
+    pump.client_sends(b"");
+    // The server gets HTTP/1.1's upgrade, with a key the proxy made (16 bytes 1..=16).
+    let key = "AQIDBAUGBwgJCgsMDQ4PEA==";
+    assert_eq!(
+        text(pump.server(S1).received()),
+        format!(
+            "GET /chat HTTP/1.1\r\nhost: a.test\r\nsec-websocket-version: 13\r\nupgrade: websocket\r\n\
+             connection: Upgrade\r\nsec-websocket-key: {key}\r\n\r\n"
+        )
+    );
+    pump.server_sends(
+        S1,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n",
+    );
+    let client = pump.client_h2();
+    let response = client.response(1).expect("a response");
+    assert_eq!(response.status, 200, "RFC 8441: the switch is a 200");
+    assert!(response.headers.get("upgrade").is_none() && response.headers.get("sec-websocket-accept").is_none());
+    assert_eq!(client.ended(1), None, "the stream stays open");
+    // Frames both ways: the client's masked frame reaches the server as it was sent.
+    pump.client_h2().send(1, &client_text("hello over h2"));
+    pump.client_sends(b"");
+    let received = pump.server(S1).received().to_vec();
+    assert!(received.ends_with(&client_text("hello over h2")), "{}", text(&received));
+    pump.server_sends(S1, &server_text("hello back"));
+    assert_eq!(pump.client_h2().body(1), server_text("hello back"));
+    // The close handshake, then the stream ends and the connection to the server closes.
+    pump.client_h2().send(1, &frame(true, CLOSE, close_payload(1000, "bye"), Some(CLIENT_KEY)));
+    pump.client_sends(b"");
+    pump.server_sends(S1, &frame(true, CLOSE, close_payload(1000, "bye"), None));
+    let client = pump.client_h2();
+    let mut expected = server_text("hello back");
+    expected.extend(frame(true, CLOSE, close_payload(1000, "bye"), None));
+    assert_eq!(client.body(1), expected);
+    assert_eq!(client.ended(1), Some(None), "the stream ends after the close handshake");
+}
+
+#[test]
+fn an_h2_clients_websocket_meets_the_message_hook_and_a_reset_closes_the_server() {
+    use playbooks::ws::{client_text, server_text, CLIENT_KEY};
+    use proxy_core::websocket::{Peer as WsPeer, WebSocketLimits};
+    let websocket = WebSocketLimits { mask_keys: playbooks::ws::keys(), ..Default::default() };
+    let hooks = [HookKind::WebSocketStart, HookKind::WebSocketMessage, HookKind::WebSocketEnd].into_iter().collect();
+    let config = Config { hooks, websocket, ..Config::default() };
+    let mut pump = Pump::new(config, Peer::H2(Box::new(H2Peer::client())), h1_origin()).replies(|hook| match hook {
+        Hook::WebSocketMessage(m) if m.from == WsPeer::Server => {
+            let mut changed = m.clone();
+            changed.payload = m.text().unwrap().to_uppercase().into();
+            HookReply::Message(changed)
+        }
+        _ => HookReply::Continue,
+    });
+    pump.run();
+    pump.client_h2().websocket(1, "http://a.test/chat", &[("sec-websocket-version", "13")]);
+    pump.client_sends(b"");
+    pump.server_sends(S1, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(200));
+    // The client's message, held for the hook and passed on: a frame of the proxy's own.
+    pump.client_h2().send(1, &client_text("ping"));
+    pump.client_sends(b"");
+    let received = pump.server(S1).received().to_vec();
+    let frame = &received[received.len() - 10..];
+    assert_eq!(&frame[..2], [0x81, 0x84], "one masked text frame of 4 bytes");
+    let key = [frame[2], frame[3], frame[4], frame[5]];
+    let payload: Vec<u8> = frame[6..].iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+    assert_eq!(payload, b"ping");
+    assert_ne!(key, CLIENT_KEY);
+    // The server's message, changed by the hook.
+    pump.server_sends(S1, &server_text("pong"));
+    assert_eq!(pump.client_h2().body(1), server_text("PONG"));
+    let seen: Vec<HookKind> = pump.hook_kinds().into_iter().filter(|k| matches!(k, HookKind::WebSocketStart | HookKind::WebSocketMessage)).collect();
+    assert_eq!(seen, [HookKind::WebSocketStart, HookKind::WebSocketMessage, HookKind::WebSocketMessage]);
+    // The client gives the stream up: the server's connection goes with it.
+    pump.client_h2().engine.reset(1, Reason::CANCEL);
+    pump.client_sends(b"");
+    let end = pump.hooks.iter().find_map(|h| match h {
+        Hook::WebSocketEnd(end) => Some((end.code, end.closed_by, end.messages)),
+        _ => None,
+    });
+    assert_eq!(end, Some((None, Some(WsPeer::Client), [1, 1])), "logs {:?}", pump.logs);
+}

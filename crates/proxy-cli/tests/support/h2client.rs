@@ -320,3 +320,33 @@ impl Drop for H2Conn {
         self.driver.abort();
     }
 }
+
+impl Streams {
+    /// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT for `path` with `:protocol
+    /// websocket`, once the server has said it takes them (SETTINGS_ENABLE_CONNECT_PROTOCOL).
+    /// Returns the status and the stream's two halves.
+    pub async fn websocket(&self, path: &str) -> Result<(u16, SendStream<Bytes>, RecvStream), Failure> {
+        let mut send = self.send.clone();
+        let start = Instant::now();
+        loop {
+            send = within("the connection's readiness", send.ready()).await?.map_err(Failure::H2)?;
+            if send.is_extended_connect_protocol_enabled() {
+                break;
+            }
+            if start.elapsed() > STEP_TIMEOUT {
+                return Err(Failure::TimedOut("SETTINGS_ENABLE_CONNECT_PROTOCOL"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("{}://{}{path}", self.scheme, self.authority))
+            .extension(h2::ext::Protocol::from_static("websocket"))
+            .header("sec-websocket-version", "13")
+            .body(())
+            .expect("a valid request");
+        let (response, stream) = send.send_request(request, false).map_err(Failure::H2)?;
+        let response = within("the response head", response).await?.map_err(Failure::H2)?;
+        Ok((response.status().as_u16(), stream, response.into_body()))
+    }
+}

@@ -191,10 +191,9 @@ pub fn websocket_session(data: &[u8]) {
     let mut paused: BTreeSet<ConnId> = BTreeSet::new();
     let mut pending_hooks = 0usize;
     let mut open_conns: BTreeSet<ConnId> = [CLIENT].into_iter().collect();
-    let mut upgraded = false;
     let mut held_back: [Vec<Bytes>; 2] = [Vec::new(), Vec::new()];
 
-    let mut step = |conn: &mut Connection, event: Event, now: Instant, outs: &mut [Out; 2], paused: &mut BTreeSet<ConnId>, pending: &mut usize, open: &mut BTreeSet<ConnId>, upgraded: bool| {
+    let step = |conn: &mut Connection, event: Event, now: Instant, outs: &mut [Out; 2], paused: &mut BTreeSet<ConnId>, pending: &mut usize, open: &mut BTreeSet<ConnId>, upgraded: bool| {
         if trace {
             eprintln!(">> {event:?}");
         }
@@ -252,7 +251,7 @@ pub fn websocket_session(data: &[u8]) {
     for out in &mut outs {
         out.queued = 0;
     }
-    upgraded = true;
+    let upgraded = true;
 
     let opcodes = [0x0, 0x1, 0x2, 0x8, 0x9, 0xa, 0x3, 0xb];
     let mut turns = 0;

@@ -34,6 +34,7 @@ mod pool;
 pub(crate) mod stream;
 mod timeouts;
 pub(crate) mod upstream_proxy;
+mod websocket;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -54,6 +55,9 @@ use event::{CodecOutput, HttpEvent};
 use pool::{Pool, ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
 use upstream_proxy::{ProxyConnect, ProxyError};
+use websocket::WebSockets;
+use crate::layers::websocket::WsInput;
+use crate::websocket::Peer;
 
 /// The codec of the client connection.
 enum ClientCodec {
@@ -121,6 +125,8 @@ pub(crate) struct HttpLayer {
     pool: Pool,
     /// Set when a stream asks for the client connection to become a tunnel.
     handover: Option<Handover>,
+    /// WebSockets on streams of an HTTP/2 client (RFC 8441).
+    websockets: WebSockets,
     client_deadline: Option<Instant>,
     out: Vec<Out>,
     /// We are done with the client connection (closed, or half-closed and lingering).
@@ -139,6 +145,7 @@ impl HttpLayer {
             streams: BTreeMap::new(),
             pool: Pool::default(),
             handover: None,
+            websockets: WebSockets::default(),
             client_deadline: None,
             out: Vec::new(),
             client_gone: false,
@@ -180,6 +187,65 @@ impl Layer for HttpLayer {
             return;
         }
         self.hold_bodies(cx, now);
+        if !self.websockets.is_empty() {
+            let event = match self.route_websocket(cx, now, event) {
+                Some(event) => event,
+                None => return self.after_event(cx, now),
+            };
+            return self.handle_http(cx, now, event);
+        }
+        self.handle_http(cx, now, event);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.lingering {
+            return self.client_deadline;
+        }
+        let servers = self.pool.iter().filter_map(|s| s.deadline);
+        let head = self.client.h1().and_then(Http1Server::poll_timeout);
+        let bodies = self.streams.values().filter_map(HttpStream::body_deadline);
+        let websockets = self.websockets.poll_timeout();
+        servers.chain(self.client_deadline).chain(head).chain(bodies).chain(websockets).min()
+    }
+
+    /// The tunnel the client connection turned into, once a stream asked for one.
+    fn take_handover(&mut self) -> Option<Handover> {
+        self.handover.take()
+    }
+}
+
+impl HttpLayer {
+    /// What concerns the WebSockets this layer carries goes to them; the rest is returned.
+    fn route_websocket(&mut self, cx: &mut Context, now: Instant, event: Event) -> Option<Event> {
+        match event {
+            Event::DataReceived { conn, data } if self.websockets.on_server(conn).is_some() => {
+                let flow = self.websockets.on_server(conn).expect("checked");
+                self.websocket_input(cx, now, flow, WsInput::Data(Peer::Server, data));
+            }
+            Event::ConnectionClosed { conn } if self.websockets.on_server(conn).is_some() => {
+                let flow = self.websockets.on_server(conn).expect("checked");
+                self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Server));
+            }
+            Event::WriteDrained { conn } if self.websockets.on_server(conn).is_some() => {
+                let flow = self.websockets.on_server(conn).expect("checked");
+                self.websocket_input(cx, now, flow, WsInput::Drained(Peer::Server));
+            }
+            Event::HookReply { flow, reply } if self.websockets.contains(flow) => {
+                self.websocket_input(cx, now, flow, WsInput::Reply(reply));
+            }
+            Event::Inject { flow, to, kind, payload } if self.websockets.contains(flow) => {
+                self.websocket_input(cx, now, flow, WsInput::Inject { to, kind, payload });
+            }
+            Event::Wakeup => {
+                self.websockets_input(cx, now, || WsInput::Wakeup);
+                return Some(Event::Wakeup);
+            }
+            event => return Some(event),
+        }
+        None
+    }
+
+    fn handle_http(&mut self, cx: &mut Context, now: Instant, event: Event) {
         match event {
             Event::Start => {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
@@ -329,24 +395,6 @@ impl Layer for HttpLayer {
         self.after_event(cx, now);
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
-        if self.lingering {
-            return self.client_deadline;
-        }
-        let servers = self.pool.iter().filter_map(|s| s.deadline);
-        let head = self.client.h1().and_then(Http1Server::poll_timeout);
-        let bodies = self.streams.values().filter_map(HttpStream::body_deadline);
-        servers.chain(self.client_deadline).chain(head).chain(bodies).min()
-    }
-
-    /// The tunnel the client connection turned into, once a stream asked for one.
-    fn take_handover(&mut self) -> Option<Handover> {
-        self.handover.take()
-    }
-}
-
-impl HttpLayer {
-
     fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<CodecOutput<ClientError>>) {
         // A request the codec rejected within the same read has been answered already: its
         // stream only reports the error, and neither raises request hooks nor opens a server.
@@ -355,6 +403,16 @@ impl HttpLayer {
             _ => None,
         });
         for output in outputs {
+            let websocket = match &output {
+                CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } | CodecOutput::Closed { flow: Some(flow), .. } => {
+                    Some(*flow).filter(|f| self.websockets.contains(*f))
+                }
+                _ => None,
+            };
+            if let Some(flow) = websocket {
+                self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Client));
+                continue;
+            }
             match output {
                 CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, .. }) if Some(flow) == rejected => {
                     self.streams.insert(flow, HttpStream::new(cx, now, flow, request));
@@ -381,6 +439,13 @@ impl HttpLayer {
                 let stream = HttpStream::new(cx, now, flow, request);
                 self.streams.insert(flow, stream);
                 self.feed(cx, now, flow, Input::RequestHeaders { end_stream });
+            }
+            HttpEvent::RequestData { flow, data } if self.websockets.contains(flow) => {
+                self.websocket_input(cx, now, flow, WsInput::Data(Peer::Client, data));
+            }
+            // The client ended its stream: as a connection's EOF.
+            HttpEvent::RequestEnd { flow, .. } if self.websockets.contains(flow) => {
+                self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Client));
             }
             HttpEvent::RequestData { flow, data } => self.feed(cx, now, flow, Input::RequestData(data)),
             HttpEvent::RequestEnd { flow, trailers } => self.feed(cx, now, flow, Input::RequestEnd(trailers)),
@@ -500,9 +565,28 @@ impl HttpLayer {
             Out::OpenServer { addr, tls, dedicated, multiplex } => {
                 self.assign_server(cx, now, flow, addr, tls, dedicated, multiplex);
             }
+            Out::Tunnel if matches!(self.client, ClientCodec::H2(_)) => {
+                // An HTTP/2 client's WebSocket (RFC 8441): its stream, and the HTTP/1.1
+                // connection the upgrade went on, carry frames from now on.
+                let server = self.pool.carrying(flow).filter(|s| s.h1().is_some()).map(|s| s.conn);
+                let stream = self.streams.remove(&flow);
+                let (Some(conn), Some(stream)) = (server, stream.filter(HttpStream::is_websocket)) else {
+                    if let ClientCodec::H2(codec) = &mut self.client {
+                        codec.reset(flow, ::h2::Reason::PROTOCOL_ERROR);
+                    }
+                    return;
+                };
+                let Some(mut server) = self.pool.remove(conn) else { return };
+                let rest = std::mem::take(&mut server.rest);
+                let server_rest = match server.h1_mut() {
+                    Some(codec) if rest.is_empty() => codec.take_rest(),
+                    _ => rest,
+                };
+                self.start_websocket(cx, now, stream.into_flow(), conn, server_rest);
+            }
             Out::Tunnel => {
-                // HTTP/2 has no protocol switch: the requests that ask for one go over HTTP/1,
-                // and a CONNECT over HTTP/2 is refused.
+                // HTTP/2 has no protocol switch but WebSocket's: the requests that ask for one
+                // go over HTTP/1, and a CONNECT over HTTP/2 is refused.
                 let server = self.pool.carrying(flow).filter(|s| s.h1().is_some()).map(|s| s.conn);
                 let (Some(conn), Some(client)) = (server, self.client.h1_mut()) else { return };
                 let client_rest = client.take_rest();
@@ -557,6 +641,8 @@ impl HttpLayer {
         for conn in self.pool.conns() {
             self.drop_server(cx, conn);
         }
+        // The client connection goes, and every WebSocket on its streams with it.
+        self.websockets_input(cx, now, || WsInput::Gone(Peer::Client));
         if !self.client_gone {
             self.client_gone = true;
             if let ClientCodec::H2(codec) = &mut self.client {
@@ -627,6 +713,12 @@ impl HttpLayer {
             };
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
         }
+        // Read a WebSocket's server while the client's stream has room and no message of the
+        // server's waits for the hook.
+        for (conn, flow) in self.websockets.servers() {
+            let held = self.websockets.server_held(flow);
+            cx.set_layer_pause(conn, held || !self.client_has_room(cx, flow));
+        }
         // Read an HTTP/1 server only while its stream is not waiting on a hook.
         for server in self.pool.iter() {
             if !server.open || server.is_h2() {
@@ -675,7 +767,11 @@ impl HttpLayer {
                     ClientCodec::H1(_) => Vec::new(),
                 };
                 for flow in flows {
-                    let reading = self.streams.get(&flow).is_none_or(|s| s.wants_request_data()) && self.server_has_room(cx, flow);
+                    let reading = if self.websockets.contains(flow) {
+                        self.websockets.client_readable(cx, flow)
+                    } else {
+                        self.streams.get(&flow).is_none_or(|s| s.wants_request_data()) && self.server_has_room(cx, flow)
+                    };
                     if let ClientCodec::H2(codec) = &mut self.client {
                         codec.set_reading(flow, reading);
                     }

@@ -24,6 +24,7 @@
 
 mod deflate;
 pub(crate) mod frame;
+pub(crate) mod handshake;
 pub(crate) mod reader;
 mod utf8;
 
@@ -46,6 +47,18 @@ use reader::{parse_close, Item, Reader};
 use utf8::Utf8Check;
 
 pub(crate) use deflate::filter_offer;
+
+/// What the HTTP layer hands a WebSocket it carries on an HTTP/2 stream.
+pub(crate) enum WsInput {
+    Data(Peer, Bytes),
+    /// The peer's side ended: its stream ended or was reset, or its connection closed.
+    Gone(Peer),
+    /// Output for the peer drained.
+    Drained(Peer),
+    Reply(HookReply),
+    Inject { to: Peer, kind: MessageKind, payload: Bytes },
+    Wakeup,
+}
 
 /// Close codes the proxy sends (RFC 6455 section 7.4.1).
 pub(crate) struct CloseCode;
@@ -111,9 +124,27 @@ struct Held {
     cancelled: bool,
 }
 
+/// How one end of the WebSocket is reached.
+pub(crate) enum Wire {
+    /// A connection of its own (HTTP/1.1's upgrade): the layer writes to it and closes it.
+    Conn(ConnId),
+    /// A stream of an HTTP/2 connection (RFC 8441) that the HTTP layer carries: what is
+    /// written waits here for it, as does the end of the stream.
+    Stream(StreamWire),
+}
+
+#[derive(Default)]
+pub(crate) struct StreamWire {
+    pub(crate) out: Vec<Bytes>,
+    /// The stream is to end after `out`.
+    pub(crate) end: bool,
+    /// Hold back what the peer sends (a message of it waits for the hook).
+    pub(crate) paused: bool,
+}
+
 /// One end of the WebSocket connection: what it sends, and what we write to it.
 struct End {
-    conn: ConnId,
+    wire: Wire,
     reader: Reader,
     incoming: Option<Incoming>,
     /// A data message towards this peer has begun and not ended: the next data frame is a
@@ -133,9 +164,9 @@ struct End {
 }
 
 impl End {
-    fn new(conn: ConnId, from: Peer) -> Self {
+    fn new(wire: Wire, from: Peer) -> Self {
         Self {
-            conn,
+            wire,
             reader: Reader::new(from),
             incoming: None,
             writing: false,
@@ -188,11 +219,27 @@ fn index(peer: Peer) -> usize {
 impl WebSocketLayer {
     /// Take over the connections of `handover`, the upgrade `flow` having been answered `101`.
     pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover, flow: Box<HttpFlow>) -> Self {
+        let wires = [Wire::Conn(ConnId::CLIENT), Wire::Conn(handover.server)];
+        Self::with_wires(cx, now, flow, wires, handover.client_rest, handover.server_rest, handover.client_eof)
+    }
+
+    /// The WebSocket of the upgrade `flow`, its ends reached as `wires` say (client, server),
+    /// with what each sent past the switch.
+    pub(crate) fn with_wires(
+        cx: &mut Context,
+        now: Instant,
+        flow: Box<HttpFlow>,
+        wires: [Wire; 2],
+        client_rest: Bytes,
+        server_rest: Bytes,
+        client_eof: bool,
+    ) -> Self {
         let end_hook = cx.config.hooks.contains(HookKind::WebSocketEnd);
+        let [client, server] = wires;
         let mut layer = Self {
             flow: flow.id,
             upgrade: end_hook.then(|| flow.clone()),
-            ends: [End::new(ConnId::CLIENT, Peer::Client), End::new(handover.server, Peer::Server)],
+            ends: [End::new(client, Peer::Client), End::new(server, Peer::Server)],
             hooks: VecDeque::new(),
             ending: None,
             deadline: None,
@@ -224,14 +271,58 @@ impl WebSocketLayer {
                 return layer;
             }
         }
-        cx.set_layer_pause(ConnId::CLIENT, false);
-        cx.set_layer_pause(handover.server, false);
-        layer.receive(cx, now, Peer::Client, handover.client_rest);
-        layer.receive(cx, now, Peer::Server, handover.server_rest);
-        if handover.client_eof {
+        layer.pause(cx, Peer::Client, false);
+        layer.pause(cx, Peer::Server, false);
+        layer.receive(cx, now, Peer::Client, client_rest);
+        layer.receive(cx, now, Peer::Server, server_rest);
+        if client_eof {
             layer.peer_gone(cx, now, Peer::Client);
         }
         layer
+    }
+
+    pub(crate) fn flow(&self) -> FlowId {
+        self.flow
+    }
+
+    /// Both ends are closed and the end reported.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The stream wire of `peer`, if it is reached by one: what waits to go out on it.
+    pub(crate) fn stream_mut(&mut self, peer: Peer) -> Option<&mut StreamWire> {
+        match &mut self.end(peer).wire {
+            Wire::Stream(stream) => Some(stream),
+            Wire::Conn(_) => None,
+        }
+    }
+
+    /// The deadline passed: a close frame went unanswered.
+    fn expire(&mut self, cx: &mut Context, now: Instant) {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            cx.log(LogLevel::Info, format!("websocket {}: no answer to the close frame: closing", self.flow.0));
+            self.close_conn(cx, Peer::Client);
+            self.close_conn(cx, Peer::Server);
+        }
+    }
+
+    /// An event for this WebSocket from the HTTP layer that carries it: what its peers sent
+    /// (`Some(data)`, or `None`: the peer's side ended), hook answers, injections, time.
+    pub(crate) fn handle_input(&mut self, cx: &mut Context, now: Instant, input: WsInput) {
+        if self.done {
+            return;
+        }
+        self.now = now;
+        match input {
+            WsInput::Data(peer, data) => self.receive(cx, now, peer, data),
+            WsInput::Gone(peer) => self.peer_gone(cx, now, peer),
+            WsInput::Drained(peer) => self.pump(cx, now, peer.other()),
+            WsInput::Reply(reply) => self.hook_reply(cx, now, reply),
+            WsInput::Inject { to, kind, payload } => self.inject(cx, to, kind, payload),
+            WsInput::Wakeup => self.expire(cx, now),
+        }
     }
 
     fn end(&mut self, peer: Peer) -> &mut End {
@@ -239,7 +330,7 @@ impl WebSocketLayer {
     }
 
     fn peer_of(&self, conn: ConnId) -> Option<Peer> {
-        [Peer::Client, Peer::Server].into_iter().find(|p| self.ends[index(*p)].conn == conn)
+        [Peer::Client, Peer::Server].into_iter().find(|p| matches!(self.ends[index(*p)].wire, Wire::Conn(c) if c == conn))
     }
 
     fn receive(&mut self, cx: &mut Context, now: Instant, from: Peer, data: Bytes) {
@@ -253,7 +344,7 @@ impl WebSocketLayer {
     }
 
     /// Whether `peer` has a message waiting for the hook (and so is not read).
-    fn waits_for_hook(&self, peer: Peer) -> bool {
+    pub(crate) fn waits_for_hook(&self, peer: Peer) -> bool {
         self.hooks.iter().any(|h| h.message.from == peer && !h.cancelled)
     }
 
@@ -338,7 +429,6 @@ impl WebSocketLayer {
     fn inflate(&mut self, cx: &mut Context, now: Instant, from: Peer) -> Result<bool, WsError> {
         const CHUNK: usize = 64 * 1024;
         let max = cx.config.websocket.max_message as u64;
-        let dest = self.end(from.other()).conn;
         loop {
             let end = &mut self.ends[index(from)];
             let (Some(incoming), Some(inflater)) = (end.incoming.as_mut(), end.inflater.as_mut()) else { return Ok(true) };
@@ -371,7 +461,7 @@ impl WebSocketLayer {
             if drained {
                 return Ok(true);
             }
-            if self.waits_for_hook(from) || cx.is_congested(dest) {
+            if self.waits_for_hook(from) || self.is_congested(cx, from.other()) {
                 return Ok(false);
             }
         }
@@ -442,7 +532,7 @@ impl WebSocketLayer {
     fn ask(&mut self, cx: &mut Context, now: Instant, from: Peer, kind: MessageKind, payload: Bytes, offset: u64, last: bool) {
         let message = WebSocketMessage { flow: self.flow, from, kind, payload, offset, last, injected: false, time: now };
         self.hooks.push_back(Held { message, cancelled: false });
-        cx.set_layer_pause(self.end(from).conn, true);
+        self.pause(cx, from, true);
         if self.hooks.len() == 1 {
             self.raise_hook(cx);
         }
@@ -507,7 +597,7 @@ impl WebSocketLayer {
             _ => self.write_data(cx, to, message.kind, message.last, message.payload, None),
         }
         if !self.end(from).gone {
-            cx.set_layer_pause(self.end(from).conn, false);
+            self.pause(cx, from, false);
         }
         self.raise_hook(cx);
         self.pump(cx, now, from);
@@ -611,11 +701,37 @@ impl WebSocketLayer {
         if !end.gone {
             end.gone = true;
             end.injected.clear();
-            let conn = end.conn;
-            cx.close(conn, false);
+            match &mut end.wire {
+                Wire::Conn(conn) => cx.close(*conn, false),
+                Wire::Stream(stream) => stream.end = true,
+            }
         }
         if self.ends.iter().all(|e| e.gone) {
             self.finish(cx);
+        }
+    }
+
+    /// Stop or resume reading what `peer` sends.
+    fn pause(&mut self, cx: &mut Context, peer: Peer, paused: bool) {
+        match &mut self.end(peer).wire {
+            Wire::Conn(conn) => cx.set_layer_pause(*conn, paused),
+            Wire::Stream(stream) => stream.paused = paused,
+        }
+    }
+
+    /// Whether output for `peer` is backed up. A stream's own backlog is flow control's
+    /// business, bounded by what the HTTP layer lets it read.
+    fn is_congested(&self, cx: &Context, peer: Peer) -> bool {
+        match &self.ends[index(peer)].wire {
+            Wire::Conn(conn) => cx.is_congested(*conn),
+            Wire::Stream(_) => false,
+        }
+    }
+
+    fn send(&mut self, cx: &mut Context, to: Peer, data: Bytes) {
+        match &mut self.end(to).wire {
+            Wire::Conn(conn) => cx.send(*conn, data),
+            Wire::Stream(stream) => stream.out.push(data),
         }
     }
 
@@ -689,19 +805,22 @@ impl WebSocketLayer {
             (Peer::Client, None) => (None, payload),
         };
         let header = FrameHeader { fin, rsv1, opcode, mask: key, len: payload.len() as u64 };
-        let conn = self.end(to).conn;
-        if payload.len() <= SMALL_FRAME && !cx.is_plain(conn) {
-            // One buffer, one TLS record.
+        // On TLS one buffer makes one record; on a stream, one DATA frame.
+        let separate = match &self.ends[index(to)].wire {
+            Wire::Conn(conn) => cx.is_plain(*conn),
+            Wire::Stream(_) => false,
+        };
+        if payload.len() <= SMALL_FRAME && !separate {
             let mut out = BytesMut::with_capacity(MAX_HEADER + payload.len());
             header.write(&mut out);
             out.extend_from_slice(&payload);
-            cx.send(conn, out.freeze());
+            self.send(cx, to, out.freeze());
         } else {
             // The payload as it is, beside its header: the driver writes both at once.
             let mut out = BytesMut::with_capacity(MAX_HEADER);
             header.write(&mut out);
-            cx.send(conn, out.freeze());
-            cx.send(conn, payload);
+            self.send(cx, to, out.freeze());
+            self.send(cx, to, payload);
         }
     }
 
@@ -788,12 +907,7 @@ impl Layer for WebSocketLayer {
             }
             Event::HookReply { flow, reply } if flow == self.flow => self.hook_reply(cx, now, reply),
             Event::Inject { flow, to, kind, payload } if flow == self.flow => self.inject(cx, to, kind, payload),
-            Event::Wakeup if self.deadline.is_some_and(|d| d <= now) => {
-                self.deadline = None;
-                cx.log(LogLevel::Info, format!("websocket {}: no answer to the close frame: closing", self.flow.0));
-                self.close_conn(cx, Peer::Client);
-                self.close_conn(cx, Peer::Server);
-            }
+            Event::Wakeup => self.expire(cx, now),
             _ => {}
         }
     }

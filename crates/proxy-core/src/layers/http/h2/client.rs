@@ -32,7 +32,7 @@ impl H2Client {
     pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
         Self {
             conn,
-            engine: Engine::client(&settings(&config.http2_limits)),
+            engine: Engine::client(&settings(&config.http2_limits, false)),
             streams: BTreeMap::new(),
             flows: BTreeMap::new(),
             next_key: 1,

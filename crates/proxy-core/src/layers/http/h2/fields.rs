@@ -84,8 +84,9 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
     if authority.is_some_and(|a| a.contains('@')) || hosts.iter().any(|h| h.as_bytes().contains(&b'@')) {
         return Err(FieldError::UserInfo);
     }
-    if head.method == Method::CONNECT {
-        // h2 has refused `:scheme`, `:path` and `:protocol` in a CONNECT.
+    if head.method == Method::CONNECT && head.extensions.get::<h2::ext::Protocol>().is_none() {
+        // h2 has refused `:scheme`, `:path` and `:protocol` in a CONNECT, but for an extended
+        // CONNECT (RFC 8441), which has them all and is checked as other requests are.
         return match authority {
             Some(_) => Ok(()),
             None => Err(FieldError::ConnectWithoutAuthority),

@@ -49,8 +49,9 @@ use engine::Settings;
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The engine settings our limits ask for, either side.
-fn settings(limits: &Http2Limits) -> Settings {
+fn settings(limits: &Http2Limits, connect_protocol: bool) -> Settings {
     Settings {
+        connect_protocol,
         max_concurrent_streams: limits.max_concurrent_streams,
         max_header_list_size: limits.max_header_list_size,
         stream_window: limits.stream_window,

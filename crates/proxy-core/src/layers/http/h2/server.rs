@@ -19,6 +19,7 @@ use crate::layers::http::http1::split_authority;
 use crate::layers::http::destination::Destination;
 use crate::layers::http::error::ClientError;
 use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
+use crate::layers::websocket;
 
 /// The HTTP/2 server side of the client connection.
 pub(crate) struct H2Server {
@@ -39,13 +40,17 @@ pub(crate) struct H2Server {
     resets: VecDeque<Instant>,
     limits: Http2Limits,
     eof: bool,
+    /// Streams opened by an extended CONNECT for `websocket` (RFC 8441): their requests go
+    /// on as HTTP/1.1's upgrade, and a `101` answers them as `200`.
+    websockets: BTreeSet<StreamKey>,
 }
 
 impl H2Server {
     pub(crate) fn new(conn: ConnId, config: &Config, destination: Destination) -> Self {
         Self {
             conn,
-            engine: Engine::server(&settings(&config.http2_limits)),
+            engine: Engine::server(&settings(&config.http2_limits, config.websocket.http2)),
+            websockets: BTreeSet::new(),
             flows: BTreeMap::new(),
             streams: BTreeMap::new(),
             request_done: BTreeSet::new(),
@@ -106,7 +111,7 @@ impl H2Server {
 
     fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput<ClientError>>) {
         match event {
-            H2Event::Request { stream, head, end_stream } => match self.request(head) {
+            H2Event::Request { stream, head, end_stream } => match self.request(cx, head) {
                 Ok(request) => {
                     let flow = cx.next_flow_id();
                     self.flows.insert(stream, flow);
@@ -114,6 +119,13 @@ impl H2Server {
                     if end_stream {
                         self.request_done.insert(stream);
                     }
+                    // A WebSocket's upgrade is a request without a body, as HTTP/1.1's GET; what
+                    // the stream carries next is WebSocket frames, for the layer to route.
+                    let websocket = request.version == Version::Http2 && request.headers.has_token("upgrade", "websocket");
+                    if websocket {
+                        self.websockets.insert(stream);
+                    }
+                    let end_stream = end_stream || websocket;
                     out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
                 }
                 Err(error) => {
@@ -201,9 +213,11 @@ impl H2Server {
     }
 
     /// Our request, from an HTTP/2 request head; or why it is refused.
-    fn request(&self, head: http::request::Parts) -> Result<Request, ClientError> {
+    fn request(&self, cx: &Context, head: http::request::Parts) -> Result<Request, ClientError> {
         fields::check_request(&head).map_err(ClientError::Fields)?;
-        if head.method == http::Method::CONNECT {
+        let protocol = head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned());
+        let websocket = head.method == http::Method::CONNECT && protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
+        if head.method == http::Method::CONNECT && !websocket {
             return Err(match self.destination.refuses_connect() {
                 Some(message) => ClientError::ConnectRefused(message),
                 None => ClientError::H2Connect,
@@ -231,7 +245,8 @@ impl H2Server {
             return Err(ClientError::HostTwice);
         }
         let mut request = Request {
-            method: head.method.as_str().to_owned(),
+            // An extended CONNECT for `websocket` is the HTTP/1.1 upgrade's GET.
+            method: if websocket { "GET".to_owned() } else { head.method.as_str().to_owned() },
             scheme,
             host,
             port,
@@ -256,6 +271,12 @@ impl H2Server {
         for (name, value) in headers.iter() {
             request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
         }
+        if websocket {
+            request.headers.insert("upgrade", "websocket");
+            request.headers.insert("connection", "Upgrade");
+            let key = websocket::handshake::new_key(|b| cx.config.websocket.mask_keys.fill(b));
+            request.headers.insert("sec-websocket-key", key);
+        }
         if self.add_via {
             request.headers.append("via", "2 sansproxy");
         }
@@ -267,7 +288,16 @@ impl H2Server {
         let Some(&stream) = self.streams.get(&event.flow()) else { return };
         match event {
             HttpEvent::InterimResponse { response, .. } => self.engine.interim(stream, to_h2_response(&response)),
-            HttpEvent::ResponseHeaders { response, end_stream, .. } => {
+            HttpEvent::ResponseHeaders { mut response, mut end_stream, .. } => {
+                if response.status == 101 && self.websockets.contains(&stream) {
+                    // The switch to WebSocket, in RFC 8441's words: 200, and the stream stays open.
+                    response.status = 200;
+                    response.reason = "OK".into();
+                    for name in ["upgrade", "connection", "sec-websocket-accept"] {
+                        response.headers.remove(name);
+                    }
+                    end_stream = false;
+                }
                 let body = response.body.clone();
                 let end = end_stream || body.as_ref().is_some_and(|b| b.is_empty()) && response.trailers.is_none();
                 self.engine.respond(stream, to_h2_response(&response), end);

@@ -148,6 +148,9 @@ impl Engine {
         let io = Io::new(Frames::Preface { left: PREFACE });
         let mut builder = server::Builder::new();
         configure!(builder, settings);
+        if settings.connect_protocol {
+            builder.enable_connect_protocol();
+        }
         let handshake = Box::pin(builder.handshake(io.clone()));
         Self::with(io, Conn::ServerHandshake(handshake))
     }
@@ -637,6 +640,7 @@ mod tests {
             connection_window: 65_535,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 256,
+            connect_protocol: false,
         }
     }
 

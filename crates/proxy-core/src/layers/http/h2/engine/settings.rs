@@ -20,6 +20,9 @@ pub struct Settings {
     pub max_pending_accept_reset_streams: usize,
     /// Streams we may reset for the peer's protocol errors before we close the connection.
     pub max_local_error_reset_streams: usize,
+    /// As a server: advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441), so that clients
+    /// may open WebSockets as streams with an extended CONNECT.
+    pub connect_protocol: bool,
 }
 
 impl Default for Settings {
@@ -32,6 +35,7 @@ impl Default for Settings {
             connection_window: 65_535,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
+            connect_protocol: false,
         }
     }
 }

@@ -1,0 +1,116 @@
+//! WebSockets the HTTP layer carries itself: those of an HTTP/2 client (RFC 8441), whose
+//! client side is a stream of the client connection rather than a connection of its own. The
+//! server side is the HTTP/1.1 connection the upgrade was sent on, taken out of the pool.
+//! (When both sides are HTTP/1.1 the connections are handed over to a `WebSocketLayer` of
+//! their own instead: see `Out::Tunnel` in `mod.rs`.)
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::event::HttpEvent;
+use super::{ClientCodec, HttpLayer};
+use crate::context::Context;
+use crate::flow::HttpFlow;
+use crate::ids::{ConnId, FlowId};
+use crate::layers::websocket::{StreamWire, WebSocketLayer, Wire, WsInput};
+use crate::websocket::Peer;
+
+/// The WebSockets on this client connection's streams, and the server connection of each.
+#[derive(Default)]
+pub(crate) struct WebSockets {
+    sessions: BTreeMap<FlowId, WebSocketLayer>,
+    servers: BTreeMap<ConnId, FlowId>,
+}
+
+impl WebSockets {
+    /// The WebSocket whose server side is `conn`.
+    pub(crate) fn on_server(&self, conn: ConnId) -> Option<FlowId> {
+        self.servers.get(&conn).copied()
+    }
+
+    pub(crate) fn contains(&self, flow: FlowId) -> bool {
+        self.sessions.contains_key(&flow)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub(crate) fn flows(&self) -> Vec<FlowId> {
+        self.sessions.keys().copied().collect()
+    }
+
+    /// Whether the client stream of `flow` may be read: nothing of it waits for the hook, and
+    /// its server connection has room.
+    pub(crate) fn client_readable(&mut self, cx: &Context, flow: FlowId) -> bool {
+        let server = self.servers.iter().find(|(_, f)| **f == flow).map(|(c, _)| *c);
+        let Some(session) = self.sessions.get_mut(&flow) else { return true };
+        let paused = session.stream_mut(Peer::Client).is_some_and(|s| s.paused);
+        !paused && server.is_none_or(|conn| !cx.is_congested(conn))
+    }
+
+    /// The earliest close-handshake deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions.values().filter_map(|s| crate::layer::Layer::poll_timeout(s)).min()
+    }
+
+    /// Whether the session of `flow` holds its server's messages back for the hook.
+    pub(crate) fn server_held(&self, flow: FlowId) -> bool {
+        self.sessions.get(&flow).is_some_and(|s| s.waits_for_hook(Peer::Server))
+    }
+
+    pub(crate) fn servers(&self) -> Vec<(ConnId, FlowId)> {
+        self.servers.iter().map(|(c, f)| (*c, *f)).collect()
+    }
+}
+
+impl HttpLayer {
+    /// `flow`, an HTTP/2 client's extended CONNECT, was answered `101` by its server on `conn`:
+    /// from now on the stream and the connection carry WebSocket frames.
+    pub(super) fn start_websocket(&mut self, cx: &mut Context, now: Instant, flow: HttpFlow, conn: ConnId, server_rest: Bytes) {
+        let id = flow.id;
+        let wires = [Wire::Stream(StreamWire::default()), Wire::Conn(conn)];
+        let session = WebSocketLayer::with_wires(cx, now, Box::new(flow), wires, Bytes::new(), server_rest, false);
+        self.websockets.sessions.insert(id, session);
+        self.websockets.servers.insert(conn, id);
+        self.flush_websocket(cx, id);
+    }
+
+    /// Give `input` to the WebSocket of `flow`.
+    pub(super) fn websocket_input(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: WsInput) {
+        let Some(session) = self.websockets.sessions.get_mut(&flow) else { return };
+        session.handle_input(cx, now, input);
+        self.flush_websocket(cx, flow);
+    }
+
+    /// Every WebSocket on this connection gets `input` (time passing, the client leaving).
+    pub(super) fn websockets_input(&mut self, cx: &mut Context, now: Instant, input: impl Fn() -> WsInput) {
+        for flow in self.websockets.flows() {
+            self.websocket_input(cx, now, flow, input());
+        }
+    }
+
+    /// Send what the WebSocket of `flow` wrote to its client stream; forget it once over.
+    fn flush_websocket(&mut self, cx: &mut Context, flow: FlowId) {
+        let Some(session) = self.websockets.sessions.get_mut(&flow) else { return };
+        if let Some(stream) = session.stream_mut(Peer::Client) {
+            let out = std::mem::take(&mut stream.out);
+            let end = std::mem::take(&mut stream.end);
+            if let ClientCodec::H2(codec) = &mut self.client {
+                for data in out {
+                    codec.send(HttpEvent::ResponseData { flow, data });
+                }
+                if end {
+                    codec.send(HttpEvent::ResponseEnd { flow, trailers: None });
+                }
+            }
+        }
+        if session.is_done() {
+            self.websockets.sessions.remove(&flow);
+            self.websockets.servers.retain(|_, f| *f != flow);
+        }
+        let _ = cx;
+    }
+}
