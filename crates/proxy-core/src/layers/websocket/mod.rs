@@ -281,10 +281,6 @@ impl WebSocketLayer {
         layer
     }
 
-    pub(crate) fn flow(&self) -> FlowId {
-        self.flow
-    }
-
     /// Both ends are closed and the end reported.
     pub(crate) fn is_done(&self) -> bool {
         self.done
