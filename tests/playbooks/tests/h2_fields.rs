@@ -202,8 +202,11 @@ fn a_connect_without_authority_is_400_and_with_scheme_or_path_is_reset() {
     assert_400(&block(&[(":method", "CONNECT")]), "CONNECT without :authority");
     assert_reset(&block(&[(":method", "CONNECT"), (":authority", "a.test:443"), (":scheme", "https")]));
     assert_reset(&block(&[(":method", "CONNECT"), (":authority", "a.test:443"), (":path", "/")]));
-    // Extended CONNECT (RFC 8441) is not enabled.
-    assert_reset(&block(&[(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":authority", "a.test"), (":path", "/")]));
+    // An extended CONNECT (RFC 8441) for a WebSocket is an upgrade, sent on as HTTP/1.1's.
+    let websocket = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"), (":authority", "a.test"), (":path", "/")];
+    let pump = client_sends_request(&block(&websocket));
+    let upstream = text(pump.server(S1).received());
+    assert!(upstream.starts_with("GET / HTTP/1.1\r\nhost: a.test\r\nupgrade: websocket\r\n"), "{upstream}");
     // A well-formed one is not malformed, only unsupported.
     assert_400(&block(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]), "missing :authority and host");
     let pump = client_sends_request(&block(&[(":method", "CONNECT"), (":authority", "a.test:443")]));

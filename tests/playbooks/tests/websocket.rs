@@ -589,7 +589,7 @@ fn inflation_waits_for_a_congested_destination() {
     let high_water = config.high_water;
     let mut conn = Connection::new(std::sync::Arc::new(config), client_info());
     let now = Instant::now();
-    let mut feed = |conn: &mut Connection, event: Event| -> Vec<Command> {
+    let feed = |conn: &mut Connection, event: Event| -> Vec<Command> {
         conn.handle(now, event);
         std::iter::from_fn(|| conn.poll_command()).collect()
     };
