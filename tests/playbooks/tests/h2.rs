@@ -524,3 +524,20 @@ fn an_h2_clients_websocket_meets_the_message_hook_and_a_reset_closes_the_server(
     });
     assert_eq!(end, Some((None, Some(WsPeer::Client), [1, 1])), "logs {:?}", pump.logs);
 }
+
+#[test]
+fn frames_an_h2_client_sends_before_the_answer_are_kept_for_the_switch() {
+    use playbooks::ws::{client_text, keys};
+    use proxy_core::websocket::WebSocketLimits;
+    let config = Config { hooks: proxy_core::HookSet::NONE, websocket: WebSocketLimits { mask_keys: keys(), ..Default::default() }, ..Config::default() };
+    let mut pump = h2_client(config, h1_origin());
+    // RFC 8441 asks the client to wait for the 200; one that does not loses nothing.
+    pump.client_h2().websocket(1, "http://a.test/chat", &[("sec-websocket-version", "13")]);
+    pump.client_h2().send(1, &client_text("too early"));
+    pump.client_sends(b"");
+    let before = text(pump.server(S1).received());
+    assert!(before.ends_with("\r\n\r\n"), "only the upgrade goes before the 101: {before:?}");
+    pump.server_sends(S1, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    let received = pump.server(S1).received().to_vec();
+    assert!(received.ends_with(&client_text("too early")), "{}", text(&received));
+}

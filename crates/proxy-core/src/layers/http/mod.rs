@@ -447,6 +447,11 @@ impl HttpLayer {
             HttpEvent::RequestEnd { flow, .. } if self.websockets.contains(flow) => {
                 self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Client));
             }
+            HttpEvent::RequestData { flow, data } if self.streams.get(&flow).is_some_and(HttpStream::awaits_websocket) => {
+                // Frames a client sent before the switch: kept for it (its window stays shut
+                // meanwhile, so they are at most one window's worth).
+                self.websockets.keep_early(flow, data);
+            }
             HttpEvent::RequestData { flow, data } => self.feed(cx, now, flow, Input::RequestData(data)),
             HttpEvent::RequestEnd { flow, trailers } => self.feed(cx, now, flow, Input::RequestEnd(trailers)),
             _ => {}
@@ -536,6 +541,7 @@ impl HttpLayer {
         }
         self.out = outs;
         if self.streams.get(&flow).is_some_and(|s| s.is_finished()) {
+            self.websockets.forget_early(flow);
             self.streams.remove(&flow);
             self.release_server(cx, flow);
         }

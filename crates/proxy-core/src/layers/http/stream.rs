@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::OpenError;
-use crate::flow::{FlowError, HttpFlow, Request, Response};
+use crate::flow::{FlowError, HttpFlow, Request, Response, Version};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
@@ -736,6 +736,12 @@ impl HttpStream {
     pub(crate) fn is_websocket(&self) -> bool {
         let switched = self.flow.response.as_ref().is_some_and(|r| r.status == 101 && is_websocket_upgrade(&r.headers));
         switched && is_websocket_upgrade(&self.flow.request.headers)
+    }
+
+    /// An HTTP/2 client's WebSocket upgrade (RFC 8441) not yet answered: what its stream
+    /// carries is WebSocket frames sent early, to keep for the switch.
+    pub(crate) fn awaits_websocket(&self) -> bool {
+        self.flow.request.version == Version::Http2 && is_websocket_upgrade(&self.flow.request.headers)
     }
 
     pub(crate) fn into_flow(self) -> HttpFlow {

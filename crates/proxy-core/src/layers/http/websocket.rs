@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::event::HttpEvent;
 use super::{ClientCodec, HttpLayer};
@@ -22,9 +22,20 @@ use crate::websocket::Peer;
 pub(crate) struct WebSockets {
     sessions: BTreeMap<FlowId, WebSocketLayer>,
     servers: BTreeMap<ConnId, FlowId>,
+    /// What HTTP/2 clients sent on their upgrade's stream before the answer.
+    early: BTreeMap<FlowId, BytesMut>,
 }
 
 impl WebSockets {
+    pub(crate) fn keep_early(&mut self, flow: FlowId, data: Bytes) {
+        self.early.entry(flow).or_default().extend_from_slice(&data);
+    }
+
+    /// The upgrade of `flow` ended without a switch: what it sent early goes nowhere.
+    pub(crate) fn forget_early(&mut self, flow: FlowId) {
+        self.early.remove(&flow);
+    }
+
     /// The WebSocket whose server side is `conn`.
     pub(crate) fn on_server(&self, conn: ConnId) -> Option<FlowId> {
         self.servers.get(&conn).copied()
@@ -72,7 +83,8 @@ impl HttpLayer {
     pub(super) fn start_websocket(&mut self, cx: &mut Context, now: Instant, flow: HttpFlow, conn: ConnId, server_rest: Bytes) {
         let id = flow.id;
         let wires = [Wire::Stream(StreamWire::default()), Wire::Conn(conn)];
-        let session = WebSocketLayer::with_wires(cx, now, Box::new(flow), wires, Bytes::new(), server_rest, false);
+        let early = self.websockets.early.remove(&id).map(BytesMut::freeze).unwrap_or_default();
+        let session = WebSocketLayer::with_wires(cx, now, Box::new(flow), wires, early, server_rest, false);
         self.websockets.sessions.insert(id, session);
         self.websockets.servers.insert(conn, id);
         self.flush_websocket(cx, id);
