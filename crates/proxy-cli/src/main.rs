@@ -521,25 +521,13 @@ fn message_line(message: &WebSocketMessage) -> String {
                 Ok(text) => text,
                 Err(e) => std::str::from_utf8(&shown[..e.valid_up_to()]).unwrap_or_default(),
             };
-            for c in text.chars() {
-                match c {
-                    '"' | '\\' => {
-                        preview.push('\\');
-                        preview.push(c);
-                    }
-                    c if c.is_control() => preview.push_str(&c.escape_default().to_string()),
-                    c => preview.push(c),
-                }
-            }
+            text.chars().for_each(|c| push_shown(&mut preview, c));
         }
+        // Binary as printable ASCII, the rest as `\xNN`.
         MessageKind::Binary => {
             for &b in shown {
                 match b {
-                    b'"' | b'\\' => {
-                        preview.push('\\');
-                        preview.push(b as char);
-                    }
-                    0x20..=0x7e => preview.push(b as char),
+                    0x20..=0x7e => push_shown(&mut preview, b as char),
                     _ => preview.push_str(&format!("\\x{b:02x}")),
                 }
             }
@@ -547,6 +535,18 @@ fn message_line(message: &WebSocketMessage) -> String {
     }
     let more = if message.payload.len() > SHOWN { "..." } else { "" };
     format!("  #{} {arrow} {kind} {}b{piece} \"{preview}\"{more}\n", message.flow.0, message.payload.len())
+}
+
+/// `c` in a quoted preview: quotes and backslashes escaped, controls as Rust escapes them.
+fn push_shown(preview: &mut String, c: char) {
+    match c {
+        '"' | '\\' => {
+            preview.push('\\');
+            preview.push(c);
+        }
+        c if c.is_control() => preview.extend(c.escape_default()),
+        c => preview.push(c),
+    }
 }
 
 /// `CLIENT websocket #ID URL closed by client: 1000 "bye", messages 3 -> 2 <-, bytes ...`.

@@ -182,35 +182,56 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whole messages from a server's unmasked frames in `buf` (fragments joined, control frames
-/// as they are): `(opcode, payload)`, and what is left of an unfinished frame.
-fn server_messages(buf: &mut Vec<u8>, partial: &mut Option<(u8, Vec<u8>)>) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    loop {
-        if buf.len() < 2 {
-            return out;
+/// A server's unmasked frames, read from an HTTP/2 stream message by message.
+struct ServerFrames {
+    recv: h2::RecvStream,
+    buf: Vec<u8>,
+    /// A fragmented message begun: its opcode and payload so far.
+    partial: Option<(u8, Vec<u8>)>,
+}
+
+impl ServerFrames {
+    /// The next whole message (fragments joined; a control frame as it is).
+    async fn next(&mut self, what: &str) -> (u8, Vec<u8>) {
+        loop {
+            if let Some(message) = self.parse() {
+                return message;
+            }
+            let data = tokio::time::timeout(Duration::from_secs(20), self.recv.data()).await;
+            let data = data.unwrap_or_else(|_| panic!("{what} in time")).expect("the stream is open").expect("data");
+            let _ = self.recv.flow_control().release_capacity(data.len());
+            self.buf.extend_from_slice(&data);
         }
-        let (len, head) = match buf[1] & 0x7f {
-            126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-            127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
-            126 | 127 => return out,
-            n => (n as usize, 2),
-        };
-        assert_eq!(buf[1] & 0x80, 0, "a server's frame is unmasked");
-        if buf.len() < head + len {
-            return out;
-        }
-        let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
-        let payload = buf[head..head + len].to_vec();
-        buf.drain(..head + len);
-        if opcode >= 0x8 {
-            out.push((opcode, payload));
-            continue;
-        }
-        let message = partial.get_or_insert_with(|| (opcode, Vec::new()));
-        message.1.extend(payload);
-        if fin {
-            out.push(partial.take().expect("set"));
+    }
+
+    /// One message from `buf`, if one is whole there.
+    fn parse(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            let buf = &self.buf;
+            if buf.len() < 2 {
+                return None;
+            }
+            let (len, head) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => return None,
+                n => (n as usize, 2),
+            };
+            assert_eq!(buf[1] & 0x80, 0, "a server's frame is unmasked");
+            if buf.len() < head + len {
+                return None;
+            }
+            let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
+            let payload = buf[head..head + len].to_vec();
+            self.buf.drain(..head + len);
+            if opcode >= 0x8 {
+                return Some((opcode, payload));
+            }
+            let message = self.partial.get_or_insert_with(|| (opcode, Vec::new()));
+            message.1.extend(payload);
+            if fin {
+                return self.partial.take();
+            }
         }
     }
 }
@@ -225,39 +246,21 @@ fn an_h2_client_websocket_over_rfc_8441_to_an_http1_origin() {
     let ca = proxy.ca_cert();
     runtime().block_on(async {
         let conn = H2Conn::via_proxy(proxy.port(), &authority, &ca).await.expect("HTTP/2 to the proxy");
-        let (status, mut send, mut recv) = conn.websocket("/echo").await.expect("an answer to the extended CONNECT");
+        let (status, mut send, recv) = conn.websocket("/echo").await.expect("an answer to the extended CONNECT");
         assert_eq!(status, 200, "RFC 8441: the proxy's 200 for the origin's 101");
-        let mut buf = Vec::new();
-        let mut partial = None;
+        let mut frames = ServerFrames { recv, buf: Vec::new(), partial: None };
         let text = "über HTTP/2 ✓".repeat(20);
         let binary: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         for (opcode, payload) in [(0x1u8, text.as_bytes().to_vec()), (0x2, binary)] {
             send.send_data(client_frame(opcode, &payload).into(), false).expect("send a frame");
-            let message = loop {
-                let data = tokio::time::timeout(Duration::from_secs(20), recv.data()).await.expect("an echo in time");
-                let data = data.expect("the stream is open").expect("data");
-                let _ = recv.flow_control().release_capacity(data.len());
-                buf.extend_from_slice(&data);
-                if let Some(m) = server_messages(&mut buf, &mut partial).into_iter().next() {
-                    break m;
-                }
-            };
-            assert_eq!(message, (opcode, payload), "the echo is byte-exact");
+            assert_eq!(frames.next("an echo").await, (opcode, payload), "the echo is byte-exact");
         }
         let mut close = 4001u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"h2 client says bye");
         send.send_data(client_frame(0x8, &close).into(), false).expect("send the close");
-        let answer = loop {
-            let data = tokio::time::timeout(Duration::from_secs(20), recv.data()).await.expect("a close in time");
-            let data = data.expect("the stream is open").expect("data");
-            buf.extend_from_slice(&data);
-            if let Some(m) = server_messages(&mut buf, &mut partial).into_iter().next() {
-                break m;
-            }
-        };
-        assert_eq!(answer.0, 0x8, "the origin's close frame");
+        assert_eq!(frames.next("a close").await.0, 0x8, "the origin's close frame");
         // Then the proxy ends the stream.
-        let end = tokio::time::timeout(Duration::from_secs(10), recv.data()).await.expect("the stream ends");
+        let end = tokio::time::timeout(Duration::from_secs(10), frames.recv.data()).await.expect("the stream ends");
         assert!(end.is_none(), "{end:?}");
     });
     let line = origin_saw_close(&origin, "h2 client says bye");

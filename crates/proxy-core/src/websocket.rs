@@ -37,6 +37,15 @@ impl Peer {
             Self::Server => "server",
         }
     }
+
+    /// Where this peer's entry is in a `[client, server]` pair, as in
+    /// [`WebSocketEnd::messages`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Client => 0,
+            Self::Server => 1,
+        }
+    }
 }
 
 /// Text (UTF-8, checked) or binary.

@@ -16,25 +16,9 @@ use tokio::sync::mpsc;
 
 const STEP: Duration = Duration::from_secs(10);
 
-/// A frame: FIN, opcode, payload, masked with `key` when given.
+/// A whole frame (FIN set), masked with `key` when given.
 fn frame(opcode: u8, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    let mask = if key.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(mask | n as u8),
-        n => {
-            out.push(mask | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    match key {
-        Some(k) => {
-            out.extend_from_slice(&k);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
+    playbooks::ws::frame(true, opcode, payload, key)
 }
 
 /// Read one whole message (joining fragments; control frames other than close are skipped):

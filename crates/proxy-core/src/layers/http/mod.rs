@@ -217,31 +217,27 @@ impl Layer for HttpLayer {
 impl HttpLayer {
     /// What concerns the WebSockets this layer carries goes to them; the rest is returned.
     fn route_websocket(&mut self, cx: &mut Context, now: Instant, event: Event) -> Option<Event> {
-        match event {
-            Event::DataReceived { conn, data } if self.websockets.on_server(conn).is_some() => {
-                let flow = self.websockets.on_server(conn).expect("checked");
-                self.websocket_input(cx, now, flow, WsInput::Data(Peer::Server, data));
+        let server = match &event {
+            Event::DataReceived { conn, .. } | Event::ConnectionClosed { conn } | Event::WriteDrained { conn } => {
+                self.websockets.on_server(*conn)
             }
-            Event::ConnectionClosed { conn } if self.websockets.on_server(conn).is_some() => {
-                let flow = self.websockets.on_server(conn).expect("checked");
-                self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Server));
+            _ => None,
+        };
+        let (flow, input) = match (event, server) {
+            (Event::DataReceived { data, .. }, Some(flow)) => (flow, WsInput::Data(Peer::Server, data)),
+            (Event::ConnectionClosed { .. }, Some(flow)) => (flow, WsInput::Gone(Peer::Server)),
+            (Event::WriteDrained { .. }, Some(flow)) => (flow, WsInput::Drained(Peer::Server)),
+            (Event::HookReply { flow, reply }, _) if self.websockets.contains(flow) => (flow, WsInput::Reply(reply)),
+            (Event::Inject { flow, to, kind, payload }, _) if self.websockets.contains(flow) => {
+                (flow, WsInput::Inject { to, kind, payload })
             }
-            Event::WriteDrained { conn } if self.websockets.on_server(conn).is_some() => {
-                let flow = self.websockets.on_server(conn).expect("checked");
-                self.websocket_input(cx, now, flow, WsInput::Drained(Peer::Server));
-            }
-            Event::HookReply { flow, reply } if self.websockets.contains(flow) => {
-                self.websocket_input(cx, now, flow, WsInput::Reply(reply));
-            }
-            Event::Inject { flow, to, kind, payload } if self.websockets.contains(flow) => {
-                self.websocket_input(cx, now, flow, WsInput::Inject { to, kind, payload });
-            }
-            Event::Wakeup => {
+            (Event::Wakeup, _) => {
                 self.websockets_input(cx, now, || WsInput::Wakeup);
                 return Some(Event::Wakeup);
             }
-            event => return Some(event),
-        }
+            (event, _) => return Some(event),
+        };
+        self.websocket_input(cx, now, flow, input);
         None
     }
 
@@ -721,8 +717,7 @@ impl HttpLayer {
         }
         // Read a WebSocket's server while the client's stream has room and no message of the
         // server's waits for the hook.
-        for (conn, flow) in self.websockets.servers() {
-            let held = self.websockets.server_held(flow);
+        for (conn, flow, held) in self.websockets.servers() {
             cx.set_layer_pause(conn, held || !self.client_has_room(cx, flow));
         }
         // Read an HTTP/1 server only while its stream is not waiting on a hook.

@@ -14,16 +14,21 @@ use super::{ClientCodec, HttpLayer};
 use crate::context::Context;
 use crate::flow::HttpFlow;
 use crate::ids::{ConnId, FlowId};
+use crate::layer::Layer;
 use crate::layers::websocket::{StreamWire, WebSocketLayer, Wire, WsInput};
 use crate::websocket::Peer;
 
-/// The WebSockets on this client connection's streams, and the server connection of each.
+/// The WebSockets on this client connection's streams, each with its server connection.
 #[derive(Default)]
 pub(crate) struct WebSockets {
-    sessions: BTreeMap<FlowId, WebSocketLayer>,
-    servers: BTreeMap<ConnId, FlowId>,
+    sessions: BTreeMap<FlowId, Carried>,
     /// What HTTP/2 clients sent on their upgrade's stream before the answer.
     early: BTreeMap<FlowId, BytesMut>,
+}
+
+struct Carried {
+    session: WebSocketLayer,
+    server: ConnId,
 }
 
 impl WebSockets {
@@ -38,7 +43,7 @@ impl WebSockets {
 
     /// The WebSocket whose server side is `conn`.
     pub(crate) fn on_server(&self, conn: ConnId) -> Option<FlowId> {
-        self.servers.get(&conn).copied()
+        self.sessions.iter().find(|(_, c)| c.server == conn).map(|(flow, _)| *flow)
     }
 
     pub(crate) fn contains(&self, flow: FlowId) -> bool {
@@ -56,24 +61,20 @@ impl WebSockets {
     /// Whether the client stream of `flow` may be read: nothing of it waits for the hook, and
     /// its server connection has room.
     pub(crate) fn client_readable(&mut self, cx: &Context, flow: FlowId) -> bool {
-        let server = self.servers.iter().find(|(_, f)| **f == flow).map(|(c, _)| *c);
-        let Some(session) = self.sessions.get_mut(&flow) else { return true };
-        let paused = session.stream_mut(Peer::Client).is_some_and(|s| s.paused);
-        !paused && server.is_none_or(|conn| !cx.is_congested(conn))
+        let Some(carried) = self.sessions.get_mut(&flow) else { return true };
+        let paused = carried.session.stream_mut(Peer::Client).is_some_and(|s| s.paused);
+        !paused && !cx.is_congested(carried.server)
     }
 
     /// The earliest close-handshake deadline.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.values().filter_map(|s| crate::layer::Layer::poll_timeout(s)).min()
+        self.sessions.values().filter_map(|c| Layer::poll_timeout(&c.session)).min()
     }
 
-    /// Whether the session of `flow` holds its server's messages back for the hook.
-    pub(crate) fn server_held(&self, flow: FlowId) -> bool {
-        self.sessions.get(&flow).is_some_and(|s| s.waits_for_hook(Peer::Server))
-    }
-
-    pub(crate) fn servers(&self) -> Vec<(ConnId, FlowId)> {
-        self.servers.iter().map(|(c, f)| (*c, *f)).collect()
+    /// Each server connection, with its flow and whether a message of the server's waits for
+    /// the hook (the server is not read meanwhile).
+    pub(crate) fn servers(&self) -> Vec<(ConnId, FlowId, bool)> {
+        self.sessions.iter().map(|(flow, c)| (c.server, *flow, c.session.waits_for_hook(Peer::Server))).collect()
     }
 }
 
@@ -85,16 +86,15 @@ impl HttpLayer {
         let wires = [Wire::Stream(StreamWire::default()), Wire::Conn(conn)];
         let early = self.websockets.early.remove(&id).map(BytesMut::freeze).unwrap_or_default();
         let session = WebSocketLayer::with_wires(cx, now, Box::new(flow), wires, early, server_rest, false);
-        self.websockets.sessions.insert(id, session);
-        self.websockets.servers.insert(conn, id);
-        self.flush_websocket(cx, id);
+        self.websockets.sessions.insert(id, Carried { session, server: conn });
+        self.flush_websocket(id);
     }
 
     /// Give `input` to the WebSocket of `flow`.
     pub(super) fn websocket_input(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: WsInput) {
-        let Some(session) = self.websockets.sessions.get_mut(&flow) else { return };
-        session.handle_input(cx, now, input);
-        self.flush_websocket(cx, flow);
+        let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return };
+        carried.session.handle_input(cx, now, input);
+        self.flush_websocket(flow);
     }
 
     /// Every WebSocket on this connection gets `input` (time passing, the client leaving).
@@ -105,8 +105,8 @@ impl HttpLayer {
     }
 
     /// Send what the WebSocket of `flow` wrote to its client stream; forget it once over.
-    fn flush_websocket(&mut self, cx: &mut Context, flow: FlowId) {
-        let Some(session) = self.websockets.sessions.get_mut(&flow) else { return };
+    fn flush_websocket(&mut self, flow: FlowId) {
+        let Some(Carried { session, .. }) = self.websockets.sessions.get_mut(&flow) else { return };
         if let Some(stream) = session.stream_mut(Peer::Client) {
             let out = std::mem::take(&mut stream.out);
             let end = std::mem::take(&mut stream.end);
@@ -121,8 +121,6 @@ impl HttpLayer {
         }
         if session.is_done() {
             self.websockets.sessions.remove(&flow);
-            self.websockets.servers.retain(|_, f| *f != flow);
         }
-        let _ = cx;
     }
 }

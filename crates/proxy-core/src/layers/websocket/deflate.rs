@@ -26,16 +26,9 @@ pub(crate) struct Params {
 }
 
 impl Params {
-    fn index(peer: Peer) -> usize {
-        match peer {
-            Peer::Client => 0,
-            Peer::Server => 1,
-        }
-    }
-
     /// How to read what `from` sends.
     pub(crate) fn inflater(&self, from: Peer) -> Inflater {
-        let i = Self::index(from);
+        let i = from.index();
         // A window as large as any sender may use reads every smaller one.
         Inflater { stream: Decompress::new_with_window_bits(false, 15), reset: self.no_context_takeover[i] }
     }
@@ -44,7 +37,7 @@ impl Params {
     /// 8-bit raw window (it takes 9): to such a reader the proxy sends uncompressed messages,
     /// which RFC 7692 always allows.
     pub(crate) fn deflater(&self, to: Peer) -> Option<Deflater> {
-        let i = Self::index(to.other());
+        let i = to.other().index();
         let bits = self.max_window_bits[i];
         (bits >= 9).then(|| Deflater {
             stream: Compress::new_with_window_bits(Compression::fast(), false, bits),

@@ -209,13 +209,6 @@ pub(crate) struct WebSocketLayer {
     keys_used: usize,
 }
 
-fn index(peer: Peer) -> usize {
-    match peer {
-        Peer::Client => 0,
-        Peer::Server => 1,
-    }
-}
-
 impl WebSocketLayer {
     /// Take over the connections of `handover`, the upgrade `flow` having been answered `101`.
     pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover, flow: Box<HttpFlow>) -> Self {
@@ -276,7 +269,7 @@ impl WebSocketLayer {
         layer.receive(cx, now, Peer::Client, client_rest);
         layer.receive(cx, now, Peer::Server, server_rest);
         if client_eof {
-            layer.peer_gone(cx, now, Peer::Client);
+            layer.peer_gone(cx, Peer::Client);
         }
         layer
     }
@@ -304,8 +297,9 @@ impl WebSocketLayer {
         }
     }
 
-    /// An event for this WebSocket from the HTTP layer that carries it: what its peers sent
-    /// (`Some(data)`, or `None`: the peer's side ended), hook answers, injections, time.
+    /// An input for this WebSocket: what its peers sent or that they went away, a drained
+    /// output, a hook's answer, an injected message, time. The HTTP layer hands them over for
+    /// WebSockets on its streams; `Layer::handle` makes them of events for the others.
     pub(crate) fn handle_input(&mut self, cx: &mut Context, now: Instant, input: WsInput) {
         if self.done {
             return;
@@ -313,7 +307,7 @@ impl WebSocketLayer {
         self.now = now;
         match input {
             WsInput::Data(peer, data) => self.receive(cx, now, peer, data),
-            WsInput::Gone(peer) => self.peer_gone(cx, now, peer),
+            WsInput::Gone(peer) => self.peer_gone(cx, peer),
             WsInput::Drained(peer) => self.pump(cx, now, peer.other()),
             WsInput::Reply(reply) => self.hook_reply(cx, now, reply),
             WsInput::Inject { to, kind, payload } => self.inject(cx, to, kind, payload),
@@ -322,11 +316,11 @@ impl WebSocketLayer {
     }
 
     fn end(&mut self, peer: Peer) -> &mut End {
-        &mut self.ends[index(peer)]
+        &mut self.ends[peer.index()]
     }
 
     fn peer_of(&self, conn: ConnId) -> Option<Peer> {
-        [Peer::Client, Peer::Server].into_iter().find(|p| matches!(self.ends[index(*p)].wire, Wire::Conn(c) if c == conn))
+        [Peer::Client, Peer::Server].into_iter().find(|p| matches!(self.ends[p.index()].wire, Wire::Conn(c) if c == conn))
     }
 
     fn receive(&mut self, cx: &mut Context, now: Instant, from: Peer, data: Bytes) {
@@ -426,7 +420,7 @@ impl WebSocketLayer {
         const CHUNK: usize = 64 * 1024;
         let max = cx.config.websocket.max_message as u64;
         loop {
-            let end = &mut self.ends[index(from)];
+            let end = &mut self.ends[from.index()];
             let (Some(incoming), Some(inflater)) = (end.incoming.as_mut(), end.inflater.as_mut()) else { return Ok(true) };
             let input = incoming.input.front().cloned().unwrap_or_default();
             let mut out = Vec::new();
@@ -537,16 +531,12 @@ impl WebSocketLayer {
     /// `peer` is gone: what it sent that waits for the hook goes nowhere. The one the hook was
     /// asked about stays, marked, until its answer comes.
     fn forget_held(&mut self, peer: Peer) {
-        for (i, held) in self.hooks.iter_mut().enumerate() {
-            if held.message.from == peer && i == 0 {
-                held.cancelled = true;
-            }
+        let asked = self.hooks.pop_front();
+        self.hooks.retain(|h| h.message.from != peer);
+        if let Some(mut asked) = asked {
+            asked.cancelled |= asked.message.from == peer;
+            self.hooks.push_front(asked);
         }
-        let mut i = 0;
-        self.hooks.retain(|h| {
-            i += 1;
-            i == 1 || h.message.from != peer
-        });
     }
 
     fn raise_hook(&mut self, cx: &mut Context) {
@@ -564,33 +554,27 @@ impl WebSocketLayer {
         }
         let from = message.from;
         let to = from.other();
-        match reply {
+        let outgoing = match reply {
             HookReply::Kill => {
                 cx.log(LogLevel::Info, format!("websocket {}: killed by hook", self.flow.0));
                 self.ending.get_or_insert_with(|| Ending { error: Some("killed by hook".into()), ..Ending::default() });
                 self.close_conn(cx, Peer::Client);
                 self.close_conn(cx, Peer::Server);
-                self.finish(cx);
                 return;
             }
-            HookReply::Drop => {
-                // A dropped last piece still ends what earlier pieces began.
-                if message.last && self.end(to).writing {
-                    self.write_data(cx, to, message.kind, true, Bytes::new(), None);
-                }
+            HookReply::Drop => None,
+            HookReply::Message(changed) if changed.kind == MessageKind::Text && std::str::from_utf8(&changed.payload).is_err() => {
+                cx.log(LogLevel::Warn, format!("websocket {}: hook made a text message that is not UTF-8: dropped", self.flow.0));
+                None
             }
-            HookReply::Message(changed) => {
-                let kind = changed.kind;
-                if kind == MessageKind::Text && std::str::from_utf8(&changed.payload).is_err() {
-                    cx.log(LogLevel::Warn, format!("websocket {}: hook made a text message that is not UTF-8: dropped", self.flow.0));
-                    if message.last && self.end(to).writing {
-                        self.write_data(cx, to, message.kind, true, Bytes::new(), None);
-                    }
-                } else {
-                    self.write_data(cx, to, kind, message.last, changed.payload, None);
-                }
-            }
-            _ => self.write_data(cx, to, message.kind, message.last, message.payload, None),
+            HookReply::Message(changed) => Some((changed.kind, changed.payload)),
+            _ => Some((message.kind, message.payload)),
+        };
+        match outgoing {
+            Some((kind, payload)) => self.write_data(cx, to, kind, message.last, payload, None),
+            // A dropped last piece still ends what earlier pieces began.
+            None if message.last && self.end(to).writing => self.write_data(cx, to, message.kind, true, Bytes::new(), None),
+            None => {}
         }
         if !self.end(from).gone {
             self.pause(cx, from, false);
@@ -618,11 +602,7 @@ impl WebSocketLayer {
             };
             self.ending = Some(Ending { closed_by: Some(from), code, reason, error: None });
         }
-        if !self.end(to).close_sent && !self.end(to).gone {
-            self.end(to).close_sent = true;
-            self.write_frame(cx, to, OpCode::Close, true, payload, None, false);
-            self.deadline = Some(now + cx.config.websocket.close_timeout);
-        }
+        self.send_close(cx, now, to, payload, true);
         self.check_closed(cx, from);
         self.check_closed(cx, to);
         Ok(())
@@ -630,15 +610,12 @@ impl WebSocketLayer {
 
     /// Close the connection of `peer` once the close handshake with it is complete.
     fn check_closed(&mut self, cx: &mut Context, peer: Peer) {
-        let end = &self.ends[index(peer)];
+        let end = &self.ends[peer.index()];
         // The handshake with it is over, or the other side went away before answering the close
         // it sent.
-        let other_gone = self.ends[index(peer.other())].gone;
+        let other_gone = self.ends[peer.other().index()].gone;
         if end.close_received && !end.gone && (end.close_sent || other_gone) {
             self.close_conn(cx, peer);
-        }
-        if self.ends.iter().all(|e| e.gone) {
-            self.finish(cx);
         }
     }
 
@@ -656,24 +633,30 @@ impl WebSocketLayer {
             ending.error = Some(format!("{}: {}", from.as_str(), error.message));
         }
         self.forget_held(from);
-        if !self.end(from).close_sent && !self.end(from).gone {
-            self.end(from).close_sent = true;
-            let payload = close_payload(error.code, &error.message);
-            self.write_frame(cx, from, OpCode::Close, true, payload, None, false);
-        }
+        self.send_close(cx, now, from, close_payload(error.code, &error.message), false);
         self.close_conn(cx, from);
         let to = from.other();
-        if !self.end(to).close_sent && !self.end(to).gone {
-            self.end(to).close_sent = true;
-            let payload = close_payload(CloseCode::GOING_AWAY, &format!("{}: {}", from.as_str(), error.message));
-            self.write_frame(cx, to, OpCode::Close, true, payload, None, false);
-            self.deadline = Some(now + cx.config.websocket.close_timeout);
-        }
+        let reason = format!("{}: {}", from.as_str(), error.message);
+        self.send_close(cx, now, to, close_payload(CloseCode::GOING_AWAY, &reason), true);
         self.check_closed(cx, to);
     }
 
+    /// Send `to` a close frame with `payload`, unless it had one or is gone; `answer`: wait for
+    /// its close frame, at most `close_timeout`.
+    fn send_close(&mut self, cx: &mut Context, now: Instant, to: Peer, payload: Bytes, answer: bool) {
+        let end = self.end(to);
+        if end.close_sent || end.gone {
+            return;
+        }
+        end.close_sent = true;
+        self.write_frame(cx, to, OpCode::Close, true, payload, None, false);
+        if answer {
+            self.deadline = Some(now + cx.config.websocket.close_timeout);
+        }
+    }
+
     /// The connection of `peer` ended (EOF, reset or a failed read).
-    fn peer_gone(&mut self, cx: &mut Context, _now: Instant, peer: Peer) {
+    fn peer_gone(&mut self, cx: &mut Context, peer: Peer) {
         if self.end(peer).gone {
             return;
         }
@@ -718,7 +701,7 @@ impl WebSocketLayer {
     /// Whether output for `peer` is backed up. A stream's own backlog is flow control's
     /// business, bounded by what the HTTP layer lets it read.
     fn is_congested(&self, cx: &Context, peer: Peer) -> bool {
-        match &self.ends[index(peer)].wire {
+        match &self.ends[peer.index()].wire {
             Wire::Conn(conn) => cx.is_congested(*conn),
             Wire::Stream(_) => false,
         }
@@ -802,7 +785,7 @@ impl WebSocketLayer {
         };
         let header = FrameHeader { fin, rsv1, opcode, mask: key, len: payload.len() as u64 };
         // On TLS one buffer makes one record; on a stream, one DATA frame.
-        let separate = match &self.ends[index(to)].wire {
+        let separate = match &self.ends[to.index()].wire {
             Wire::Conn(conn) => cx.is_plain(*conn),
             Wire::Stream(_) => false,
         };
@@ -860,10 +843,9 @@ impl WebSocketLayer {
     }
 }
 
-/// Largest payload copied next to its header on a TLS connection, rather than encrypted as a
-/// record of its own.
+/// Largest payload copied next to its header on a TLS connection or an HTTP/2 stream, rather
+/// than made a record or DATA frame of its own.
 const SMALL_FRAME: usize = 4096;
-
 
 /// A close frame's payload: the code, and as much of `reason` as fits in 123 bytes without
 /// cutting a character.
@@ -879,32 +861,20 @@ fn close_payload(code: u16, reason: &str) -> Bytes {
 }
 
 impl Layer for WebSocketLayer {
+    /// The events of a WebSocket with connections of its own, as inputs.
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
-        if self.done {
-            return;
-        }
-        self.now = now;
-        match event {
-            Event::DataReceived { conn, data } => {
-                if let Some(peer) = self.peer_of(conn) {
-                    self.receive(cx, now, peer, data);
-                }
-            }
-            Event::ConnectionClosed { conn } => {
-                if let Some(peer) = self.peer_of(conn) {
-                    self.peer_gone(cx, now, peer);
-                }
-            }
+        let input = match event {
+            Event::DataReceived { conn, data } => self.peer_of(conn).map(|peer| WsInput::Data(peer, data)),
+            Event::ConnectionClosed { conn } => self.peer_of(conn).map(WsInput::Gone),
             // Room again where a compressed message was going: inflate more of it.
-            Event::WriteDrained { conn } => {
-                if let Some(peer) = self.peer_of(conn) {
-                    self.pump(cx, now, peer.other());
-                }
-            }
-            Event::HookReply { flow, reply } if flow == self.flow => self.hook_reply(cx, now, reply),
-            Event::Inject { flow, to, kind, payload } if flow == self.flow => self.inject(cx, to, kind, payload),
-            Event::Wakeup => self.expire(cx, now),
-            _ => {}
+            Event::WriteDrained { conn } => self.peer_of(conn).map(WsInput::Drained),
+            Event::HookReply { flow, reply } if flow == self.flow => Some(WsInput::Reply(reply)),
+            Event::Inject { flow, to, kind, payload } if flow == self.flow => Some(WsInput::Inject { to, kind, payload }),
+            Event::Wakeup => Some(WsInput::Wakeup),
+            _ => None,
+        };
+        if let Some(input) = input {
+            self.handle_input(cx, now, input);
         }
     }
 
