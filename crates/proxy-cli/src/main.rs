@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use proxy_core::tls::{TlsFailure, TlsPeer};
 use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
+
+mod auth;
 
 /// An intercepting HTTP proxy. Prints one line per flow to stdout:
 /// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms`.
@@ -160,10 +163,20 @@ struct Args {
 
     /// What clients take the proxy for: `regular` (an explicit proxy, the default),
     /// `reverse:URL` (the origin at URL: `http://host:port`, `https://host:port`, or
-    /// `h2c://host:port` for plain HTTP/2 with prior knowledge), or `upstream:URL` (an
-    /// explicit proxy that sends everything on through the proxy at `http://host:port`).
-    #[arg(long, value_name = "MODE", default_value = "regular", value_parser = parse_mode)]
-    mode: ModeArg,
+    /// `h2c://host:port` for plain HTTP/2 with prior knowledge), `upstream:URL` (an explicit
+    /// proxy that sends everything on through the proxy at `http://host:port`), `socks5` (a
+    /// SOCKS5 proxy), or `transparent` (connections redirected to the proxy by iptables or
+    /// nftables go where they were going; Linux). Repeatable, each with its own listener:
+    /// `MODE@PORT` or `MODE@HOST:PORT` (`--mode regular@8080 --mode socks5@1080`); a mode
+    /// without `@` listens on --listen.
+    #[arg(long, value_name = "MODE[@[HOST:]PORT]", value_parser = parse_mode_spec)]
+    mode: Vec<ModeSpec>,
+
+    /// Clients must authenticate: HTTP proxy clients with `Proxy-Authorization: Basic`
+    /// (else 407), SOCKS5 clients with a username and password. `USER:PASS`, or `@FILE`: an
+    /// htpasswd file of bcrypt (`htpasswd -B`) or SHA-1 (`htpasswd -s`) lines.
+    #[arg(long, value_name = "USER:PASS|@FILE")]
+    proxyauth: Option<String>,
 
     /// The same as `--mode reverse:URL`.
     #[arg(long, value_name = "URL", value_parser = parse_origin, conflicts_with = "mode")]
@@ -232,10 +245,41 @@ fn parse_underscores(s: &str) -> Result<UnderscoreHeaders, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ModeArg(Mode, bool);
 
-/// `regular`, `reverse:URL` or `upstream:URL`.
+/// A `--mode`: the mode, and where it listens if not on --listen (a port, perhaps with an
+/// address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModeSpec {
+    mode: ModeArg,
+    at: Option<(Option<std::net::IpAddr>, u16)>,
+}
+
+/// `MODE`, `MODE@PORT` or `MODE@HOST:PORT` (HOST an IP address, `[v6]`, or `localhost`).
+fn parse_mode_spec(s: &str) -> Result<ModeSpec, String> {
+    let Some((mode, at)) = s.rsplit_once('@') else {
+        return Ok(ModeSpec { mode: parse_mode(s)?, at: None });
+    };
+    let bad = || format!("{at:?} after `@` is neither PORT nor HOST:PORT");
+    let (host, port) = match at.rsplit_once(':') {
+        Some((host, port)) => (Some(host), port),
+        None => (None, at),
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = match host.map(|h| h.trim_start_matches('[').trim_end_matches(']')) {
+        None => None,
+        Some("localhost") => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        Some(h) => Some(h.parse().map_err(|_| bad())?),
+    };
+    Ok(ModeSpec { mode: parse_mode(mode)?, at: Some((host, port)) })
+}
+
+/// `regular`, `reverse:URL`, `upstream:URL`, `socks5` or `transparent`.
 fn parse_mode(s: &str) -> Result<ModeArg, String> {
-    if s == "regular" {
-        return Ok(ModeArg(Mode::Regular, false));
+    match s {
+        "regular" => return Ok(ModeArg(Mode::Regular, false)),
+        "socks5" => return Ok(ModeArg(Mode::Socks5, false)),
+        "transparent" if cfg!(target_os = "linux") => return Ok(ModeArg(Mode::Transparent, false)),
+        "transparent" => return Err("transparent mode needs Linux (SO_ORIGINAL_DST)".into()),
+        _ => {}
     }
     if let Some(url) = s.strip_prefix("reverse:") {
         let (scheme, target, h2c) = parse_origin(url)?;
@@ -247,7 +291,7 @@ fn parse_mode(s: &str) -> Result<ModeArg, String> {
             (Scheme::Https, _) => Err("the upstream proxy must be spoken to in plain HTTP: http://host:port".into()),
         };
     }
-    Err(format!("unknown mode {s:?}: use regular, reverse:URL or upstream:URL"))
+    Err(format!("unknown mode {s:?}: use regular, reverse:URL, upstream:URL, socks5 or transparent"))
 }
 
 /// A reverse-mode origin: [`parse_url`]'s URLs, or `h2c://host[:port]` for plain HTTP/2
@@ -292,25 +336,56 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
-    /// The mode --mode or --reverse names, before --listen-tls is applied.
-    fn named_mode(&self) -> Mode {
-        match &self.reverse {
-            Some((scheme, target, _)) => Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false },
-            None => self.mode.0.clone(),
+    /// The listeners: where each listens, its mode (with --listen-tls applied to reverse
+    /// modes), and whether its upstream speaks h2c. One on --listen without --mode.
+    fn listeners(&self) -> Result<Vec<(SocketAddr, ModeArg)>, String> {
+        let specs = match &self.reverse {
+            Some((scheme, target, h2c)) => {
+                vec![ModeSpec { mode: ModeArg(Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false }, *h2c), at: None }]
+            }
+            None if self.mode.is_empty() => vec![ModeSpec { mode: ModeArg(Mode::Regular, false), at: None }],
+            None => self.mode.clone(),
+        };
+        if specs.iter().filter(|s| s.at.is_none()).count() > 1 {
+            return Err("several --mode without `@PORT` would share --listen: give each its own port".into());
         }
+        if self.listen_tls && !specs.iter().any(|s| matches!(s.mode.0, Mode::Reverse { .. })) {
+            return Err("--listen-tls is for reverse mode".into());
+        }
+        let mut listeners = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let addr = match spec.at {
+                None => self.listen,
+                Some((ip, port)) => SocketAddr::new(ip.unwrap_or(self.listen.ip()), port),
+            };
+            if addr.port() != 0 && listeners.iter().any(|(a, _)| *a == addr) {
+                return Err(format!("two modes listen on {addr}"));
+            }
+            let ModeArg(mode, h2c) = spec.mode;
+            let mode = match mode {
+                Mode::Reverse { scheme, target, .. } => {
+                    if (self.listen_tls || scheme == Scheme::Https) && self.no_intercept {
+                        return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
+                    }
+                    Mode::Reverse { scheme, target, client_tls: self.listen_tls }
+                }
+                mode => mode,
+            };
+            listeners.push((addr, ModeArg(mode, h2c)));
+        }
+        Ok(listeners)
     }
 
-    /// The mode, from --mode or --reverse, with --listen-tls applied.
-    fn mode(&self) -> Result<Mode, String> {
-        match self.named_mode() {
-            Mode::Reverse { scheme, target, .. } => {
-                if (self.listen_tls || scheme == Scheme::Https) && self.no_intercept {
-                    return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
-                }
-                Ok(Mode::Reverse { scheme, target, client_tls: self.listen_tls })
-            }
-            _ if self.listen_tls => Err("--listen-tls is for reverse mode".into()),
-            mode => Ok(mode),
+    /// The configuration of a listener in `mode`.
+    fn config_for(&self, ModeArg(mode, h2c): &ModeArg) -> Config {
+        Config {
+            underscore_headers: self.underscores_in_headers.unwrap_or(match mode {
+                Mode::Reverse { .. } => UnderscoreHeaders::Drop,
+                _ => UnderscoreHeaders::Keep,
+            }),
+            upstream_h2c: *h2c,
+            mode: mode.clone(),
+            ..self.config()
         }
     }
 
@@ -328,10 +403,7 @@ impl Args {
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
             add_via: self.via,
-            underscore_headers: self.underscores_in_headers.unwrap_or(match self.named_mode() {
-                Mode::Reverse { .. } => UnderscoreHeaders::Drop,
-                Mode::Regular | Mode::Upstream { .. } => UnderscoreHeaders::Keep,
-            }),
+            underscore_headers: self.underscores_in_headers.unwrap_or(UnderscoreHeaders::Keep),
             http2: !self.no_http2,
             http2_limits: Http2Limits {
                 max_concurrent_streams: self.h2_max_streams,
@@ -341,7 +413,6 @@ impl Args {
                 max_resets: self.h2_max_resets,
                 ..Http2Limits::default()
             },
-            upstream_h2c: self.reverse.as_ref().map_or(self.mode.1, |r| r.2),
             websocket: WebSocketLimits {
                 max_message: self.max_ws_message,
                 oversize: self.ws_oversize,
@@ -407,6 +478,9 @@ struct Printer {
     quiet: bool,
     verbose: bool,
     lines: FlowLog,
+    /// Put before each line: the listener's mode and port, when there are several (set once
+    /// the listener is bound, so that port 0 shows as the port it got).
+    label: Arc<OnceLock<String>>,
 }
 
 impl Handler for Printer {
@@ -429,7 +503,8 @@ impl Handler for Printer {
             _ => None,
         };
         if let Some(line) = line {
-            self.lines.push(line);
+            let label = self.label.get().map_or("", String::as_str);
+            self.lines.push(format!("{label}{line}"));
         }
         HookReply::Continue
     }
@@ -438,6 +513,7 @@ impl Handler for Printer {
 /// The flow log's writer: a thread that takes lines from the connections' tasks and writes
 /// whatever has piled up with one system call, so that under load the log costs a write per
 /// batch instead of a write (and a lock) per flow, while a lone line still goes out at once.
+#[derive(Clone)]
 struct FlowLog {
     tx: std::sync::mpsc::Sender<String>,
 }
@@ -476,6 +552,10 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
     }
     let response = flow.response.as_ref()?;
     let took = flow.ended.unwrap_or(now).saturating_duration_since(flow.started);
+    if req.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&response.status) {
+        // A tunnel: no server exchange to describe, only how long it took to set up.
+        return Some(format!("{head} -> {} tunnel {}ms (client {})\n", response.status, took.as_millis(), req.version.as_str()));
+    }
     Some(format!(
         "{head} -> {} {}b {}ms (client {}, server {})\n",
         response.status,
@@ -601,18 +681,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut config = args.config();
-    config.mode = match args.mode() {
-        Ok(mode) => mode,
+    let listeners = match args.listeners() {
+        Ok(listeners) => listeners,
         Err(e) => {
             eprintln!("sansproxy: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let proxy_auth = match args.proxyauth.as_deref().map(auth::parse).transpose() {
+        Ok(auth) => auth,
+        Err(e) => {
+            eprintln!("sansproxy: --proxyauth: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut notice = None;
+    let mut tls = None;
     match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
-        Ok(Some((tls, ca))) => {
-            config.tls = Some(tls);
+        Ok(Some((config, ca))) => {
+            tls = Some(config);
             notice = ca.filter(|_| !args.quiet).map(|ca| ca_notice(&ca));
         }
         Ok(None) => {}
@@ -621,7 +708,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let code = runtime.block_on(serve(args, config, notice));
+    let listeners = listeners
+        .into_iter()
+        .map(|(addr, mode)| {
+            let config = Config { tls: tls.clone(), proxy_auth: proxy_auth.clone(), ..args.config_for(&mode) };
+            (addr, config)
+        })
+        .collect();
+    let code = runtime.block_on(serve(args, listeners, notice));
     // Do not wait for name lookups still blocked in the resolver: the proxy is done.
     runtime.shutdown_background();
     code
@@ -631,33 +725,57 @@ fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option
     options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
 }
 
-async fn serve(args: Args, config: Config, ca_notice: Option<String>) -> ExitCode {
-    let mut builder = Proxy::builder()
-        .listen(args.listen)
-        .config(config)
-        .handler(Printer { quiet: args.quiet, verbose: args.verbose, lines: FlowLog::start() })
-        .connect_timeout(args.connect_timeout)
-        .shutdown_timeout(args.shutdown_timeout);
-    if let Some(n) = args.max_connections {
-        builder = builder.max_connections(n as usize);
+async fn serve(args: Args, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
+    let lines = FlowLog::start();
+    let several = listeners.len() > 1;
+    let mut proxies = Vec::with_capacity(listeners.len());
+    for (addr, config) in listeners {
+        let mode = config.mode.name();
+        let label = Arc::new(OnceLock::new());
+        let printer = Printer { quiet: args.quiet, verbose: args.verbose, lines: lines.clone(), label: label.clone() };
+        let mut builder = Proxy::builder()
+            .listen(addr)
+            .config(config)
+            .handler(printer)
+            .connect_timeout(args.connect_timeout)
+            .shutdown_timeout(args.shutdown_timeout);
+        if let Some(n) = args.max_connections {
+            builder = builder.max_connections(n as usize);
+        }
+        match builder.build().await {
+            Ok(proxy) => {
+                // With several listeners, each flow line names the one it came through.
+                if several {
+                    let _ = label.set(format!("[{mode}@{}] ", proxy.local_addr().port()));
+                }
+                proxies.push((proxy, mode));
+            }
+            Err(e) => {
+                eprintln!("sansproxy: cannot listen on {addr} ({mode} mode): {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
-    let proxy = match builder.build().await {
-        Ok(proxy) => proxy,
-        Err(e) => {
-            eprintln!("sansproxy: cannot listen on {}: {e}", args.listen);
+    for (proxy, mode) in &proxies {
+        if let Err(e) = proxy_io::shutdown_on_signals(proxy.shutdown_handle()) {
+            eprintln!("sansproxy: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    if let Err(e) = proxy_io::shutdown_on_signals(proxy.shutdown_handle()) {
-        eprintln!("sansproxy: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
+        // The line integration tests wait for; with `--listen 127.0.0.1:0` it names the port.
+        if several {
+            eprintln!("sansproxy listening on {} ({mode} mode)", proxy.local_addr());
+        } else {
+            eprintln!("sansproxy listening on {}", proxy.local_addr());
+        }
     }
-    // The one line integration tests wait for; with `--listen 127.0.0.1:0` it names the port.
-    eprintln!("sansproxy listening on {}", proxy.local_addr());
     if let Some(notice) = ca_notice {
         eprint!("{notice}");
     }
-    proxy.run().await;
+    let mut running = tokio::task::JoinSet::new();
+    for (proxy, _) in proxies {
+        running.spawn(proxy.run());
+    }
+    while running.join_next().await.is_some() {}
     ExitCode::SUCCESS
 }
 
@@ -702,13 +820,40 @@ mod tests {
         assert!(parse_mode("reverse:ftp://x").is_err());
         assert!(parse_mode("reverse:http://x/path").is_err());
         assert!(parse_mode("reverse:http://x:99999").is_err());
-        assert!(parse_mode("transparent").is_err());
+        assert_eq!(parse_mode("socks5"), Ok(ModeArg(Mode::Socks5, false)));
+        assert_eq!(parse_mode("transparent").is_ok(), cfg!(target_os = "linux"));
         let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--listen-tls"]).unwrap();
-        assert!(matches!(args.mode(), Ok(Mode::Reverse { client_tls: true, .. })));
+        assert!(matches!(args.listeners().unwrap()[0].1 .0, Mode::Reverse { client_tls: true, .. }));
         let args = Args::try_parse_from(["sansproxy", "--listen-tls"]).unwrap();
-        assert!(args.mode().is_err());
+        assert!(args.listeners().is_err());
         let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--no-intercept"]).unwrap();
-        assert!(args.mode().is_err());
+        assert!(args.listeners().is_err());
+    }
+
+    #[test]
+    fn several_modes_each_with_a_listener() {
+        let args = Args::try_parse_from([
+            "sansproxy", "--listen", "127.0.0.2:8000", "--mode", "regular", "--mode", "socks5@1080",
+            "--mode", "reverse:h2c://o:81@[::1]:8081", "--mode", "transparent@localhost:8082",
+        ])
+        .unwrap();
+        let listeners: Vec<(String, &str)> =
+            args.listeners().unwrap().iter().map(|(addr, mode)| (addr.to_string(), mode.0.name())).collect();
+        assert_eq!(
+            listeners,
+            [
+                ("127.0.0.2:8000".to_owned(), "regular"),
+                ("127.0.0.2:1080".to_owned(), "socks5"),
+                ("[::1]:8081".to_owned(), "reverse"),
+                ("127.0.0.1:8082".to_owned(), "transparent"),
+            ]
+        );
+        let h2c = &args.listeners().unwrap()[2].1;
+        assert!(args.config_for(h2c).upstream_h2c);
+        for bad in [&["--mode", "regular", "--mode", "socks5"][..], &["--mode", "regular@1", "--mode", "socks5@1"], &["--mode", "socks5@x"]] {
+            let args = Args::try_parse_from(["sansproxy"].iter().chain(bad)).map_err(|e| e.to_string());
+            assert!(args.and_then(|a| a.listeners()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -724,8 +869,9 @@ mod tests {
         assert_eq!(args.max_connections, None);
         assert_eq!(args.connect_timeout, Duration::from_secs(10));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(5));
-        let config = args.config();
+        let config = args.config_for(&args.listeners().unwrap()[0].1);
         let default = Config::default();
+        assert_eq!(config.mode, Mode::Regular);
         assert_eq!(config.max_head_bytes, 65536);
         assert_eq!(config.max_buffered_body, default.max_buffered_body);
         assert_eq!(config.high_water, default.high_water);
@@ -761,10 +907,10 @@ mod tests {
         assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert_eq!(config.body_timeout, Duration::from_millis(3500));
         assert!(config.add_via);
-        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start() }.hooks(), HookSet::NONE);
-        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start() }.hooks();
+        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start(), label: Default::default() }.hooks(), HookSet::NONE);
+        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start(), label: Default::default() }.hooks();
         assert!(loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage));
-        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start() }.hooks();
+        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start(), label: Default::default() }.hooks();
         assert!(verbose.contains(HookKind::WebSocketMessage));
         assert!(loud.contains(HookKind::Response) && loud.contains(HookKind::Error));
         assert!(!loud.contains(HookKind::RequestHeaders));
@@ -876,7 +1022,7 @@ mod tests {
         let started = Instant::now();
         HttpFlow {
             id: FlowId(1),
-            client: ClientInfo { peer: "127.0.0.1:51234".parse().unwrap(), local: "127.0.0.1:8080".parse().unwrap() },
+            client: ClientInfo::new("127.0.0.1:51234".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()),
             request: Request {
                 method: "GET".into(),
                 scheme: Scheme::Http,

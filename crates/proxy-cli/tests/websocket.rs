@@ -268,3 +268,69 @@ fn an_h2_client_websocket_over_rfc_8441_to_an_http1_origin() {
     proxy_logged(&proxy, "messages 2 -> 2 <-");
     assert!(proxy.stdout_lines().iter().any(|l| l.contains("-> 101 websocket #") && l.contains("client HTTP/2, server HTTP/1.1")), "{:?}", proxy.stdout_lines());
 }
+
+/// The HTTP/2 origin's log, once it has seen the client's close (4001 with `reason`).
+fn h2_origin_closed(origin: &support::h2origin::H2Origin, reason: &str) -> Vec<String> {
+    let expected = format!("websocket close 4001 {reason}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !origin.requests().contains(&expected) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = origin.requests();
+    assert!(log.contains(&expected), "the origin saw no close 4001: {log:?}; failures {:?}", origin.failures());
+    log
+}
+
+#[test]
+fn an_h2_client_websocket_over_rfc_8441_to_an_h2_origin() {
+    use support::h2client::{runtime, H2Conn};
+    use support::h2origin::H2Origin;
+    let pki = Pki::new();
+    let origin = H2Origin::start_tls(&pki.valid);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    let ca = proxy.ca_cert();
+    runtime().block_on(async {
+        let conn = H2Conn::via_proxy(proxy.port(), &origin.authority(), &ca).await.expect("HTTP/2 to the proxy");
+        // A page first, as a browser loads one: the proxy's HTTP/2 connection to the origin is
+        // open when the WebSocket comes, and carries it as a stream (RFC 8441 on both sides).
+        let page = conn.get("/hello").await.expect("the page");
+        assert_eq!(page.status, 200);
+        let (status, mut send, recv) = conn.websocket("/echo").await.expect("an answer to the extended CONNECT");
+        assert_eq!(status, 200);
+        let mut frames = ServerFrames { recv, buf: Vec::new(), partial: None };
+        let text = "h2 ⇄ h2 ".repeat(50);
+        let binary: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        for (opcode, payload) in [(0x1u8, text.as_bytes().to_vec()), (0x2, binary)] {
+            send.send_data(client_frame(opcode, &payload).into(), false).expect("send a frame");
+            assert_eq!(frames.next("an echo").await, (opcode, payload), "the echo is byte-exact");
+        }
+        let mut close = 4001u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"h2 both sides");
+        send.send_data(client_frame(0x8, &close).into(), false).expect("send the close");
+        assert_eq!(frames.next("a close").await, (0x8, close), "the origin's close frame");
+        let end = tokio::time::timeout(Duration::from_secs(10), frames.recv.data()).await.expect("the stream ends");
+        assert!(end.is_none(), "{end:?}");
+    });
+    let log = h2_origin_closed(&origin, "h2 both sides");
+    assert_eq!(log[..2], ["GET /hello".to_owned(), "CONNECT /echo".to_owned()]);
+    assert_eq!(origin.connections(), 1, "the page and the WebSocket share one connection");
+    proxy_logged(&proxy, "messages 2 -> 2 <-");
+    let switched = proxy.stdout_lines().into_iter().find(|l| l.contains("-> 101 websocket #"));
+    assert!(switched.as_ref().is_some_and(|l| l.contains("client HTTP/2, server HTTP/2")), "{switched:?}");
+}
+
+#[test]
+fn python_client_to_an_h2c_origin_in_reverse_mode() {
+    use support::h2origin::H2Origin;
+    // The client's HTTP/1.1 upgrade becomes an extended CONNECT, the origin's 200 a 101 with
+    // the accept value for the client's key (Python checks it).
+    let origin = H2Origin::start_h2c();
+    let proxy = Proxy::start(&["--mode", &format!("reverse:h2c://{}", origin.authority()), "--no-intercept"]);
+    let url = format!("ws://127.0.0.1:{}", proxy.port());
+    python_ok(&["echo", &url, "-", "-"]);
+    let log = h2_origin_closed(&origin, "client says bye");
+    assert_eq!(log[0], "CONNECT /echo");
+    proxy_logged(&proxy, "messages 110 -> 110 <-");
+    let switched = proxy.stdout_lines().into_iter().find(|l| l.contains("-> 101 websocket #"));
+    assert!(switched.as_ref().is_some_and(|l| l.contains("client HTTP/1.1, server HTTP/2")), "{switched:?}");
+}

@@ -1,5 +1,6 @@
 //! Limits and switches, fixed for the life of a [`Connection`](crate::Connection).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::headers::UnderscoreHeaders;
@@ -21,6 +22,71 @@ pub enum Mode {
     /// An explicit proxy towards clients that sends everything on through another proxy at
     /// `proxy`: requests in absolute-form, and `CONNECT`s.
     Upstream { proxy: ServerAddr },
+    /// A SOCKS5 proxy (RFC 1928): after the client's handshake and CONNECT, the connection
+    /// goes on as after an HTTP `CONNECT` (intercepted TLS, HTTP, or a tunnel).
+    Socks5,
+    /// A transparent proxy: clients' connections were redirected to it by the system, and
+    /// go where they were going ([`ClientInfo::original_dst`](crate::ClientInfo::original_dst),
+    /// which the driver reads), as after an HTTP `CONNECT`.
+    Transparent,
+}
+
+impl Mode {
+    /// The mode's name in mitmproxy's `--mode` syntax, without its argument.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::Reverse { .. } => "reverse",
+            Self::Upstream { .. } => "upstream",
+            Self::Socks5 => "socks5",
+            Self::Transparent => "transparent",
+        }
+    }
+}
+
+/// Who may use the proxy: HTTP proxy clients (regular and upstream mode) send
+/// `Proxy-Authorization: Basic`, SOCKS5 clients RFC 1929's username and password. The check
+/// is the embedder's, so that credentials may live anywhere (an htpasswd file, a database);
+/// [`ProxyAuth::single`] is one user compared in constant time.
+#[derive(Clone)]
+pub struct ProxyAuth {
+    check: Arc<dyn Fn(&str, &str) -> bool + Send + Sync>,
+    /// The realm named in `Proxy-Authenticate`.
+    pub realm: String,
+}
+
+impl ProxyAuth {
+    /// Credentials accepted when `check(user, password)` says so.
+    pub fn new(check: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Self {
+        Self { check: Arc::new(check), realm: "sansproxy".into() }
+    }
+
+    /// One user and password, compared in constant time (the time taken says nothing about
+    /// how much of a guess was right).
+    pub fn single(user: impl Into<String>, password: impl Into<String>) -> Self {
+        let (user, password) = (user.into(), password.into());
+        Self::new(move |u, p| constant_time_eq(u.as_bytes(), user.as_bytes()) & constant_time_eq(p.as_bytes(), password.as_bytes()))
+    }
+
+    pub fn check(&self, user: &str, password: &str) -> bool {
+        (self.check)(user, password)
+    }
+}
+
+impl std::fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAuth").field("realm", &self.realm).finish_non_exhaustive()
+    }
+}
+
+/// Whether `a` and `b` are equal, in a time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..n {
+        diff |= u64::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// Proxy configuration. Every limit the core enforces lives here, with a default.
@@ -87,6 +153,8 @@ pub struct Config {
     pub http2_limits: Http2Limits,
     /// Limits of WebSocket connections, and where their mask keys come from.
     pub websocket: WebSocketLimits,
+    /// Credentials clients must give (HTTP proxy and SOCKS5 clients); none by default.
+    pub proxy_auth: Option<ProxyAuth>,
 }
 
 /// What one HTTP/2 connection may cost us. A client over a limit is told so with the error
@@ -154,6 +222,7 @@ impl Default for Config {
             upstream_h2c: false,
             http2_limits: Http2Limits::default(),
             websocket: WebSocketLimits::default(),
+            proxy_auth: None,
         }
     }
 }

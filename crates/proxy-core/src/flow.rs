@@ -13,6 +13,8 @@ pub enum Version {
     Http10,
     Http11,
     Http2,
+    /// The request of a SOCKS5 client (its CONNECT), shown as a flow.
+    Socks5,
 }
 
 impl Version {
@@ -21,6 +23,7 @@ impl Version {
             Self::Http10 => "HTTP/1.0",
             Self::Http11 => "HTTP/1.1",
             Self::Http2 => "HTTP/2",
+            Self::Socks5 => "SOCKS5",
         }
     }
 }
@@ -115,7 +118,18 @@ impl Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
+    /// The proxy's address the client connected to.
     pub local: SocketAddr,
+    /// Where the client meant to connect before the system redirected it to the proxy
+    /// (transparent mode: `SO_ORIGINAL_DST`); `None` elsewhere.
+    pub original_dst: Option<SocketAddr>,
+}
+
+impl ClientInfo {
+    /// A client at `peer` connected to the proxy's `local` address.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Self { peer, local, original_dst: None }
+    }
 }
 
 /// Why a flow ended without a complete exchange.
@@ -161,6 +175,7 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",

@@ -8,7 +8,7 @@
 //! ```no_run
 //! # use std::{sync::Arc, time::Instant};
 //! # use proxy_core::{Config, Connection, ClientInfo, Event, ConnId};
-//! # let client = ClientInfo { peer: "127.0.0.1:1".parse().unwrap(), local: "127.0.0.1:2".parse().unwrap() };
+//! # let client = ClientInfo::new("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
 //! let mut conn = Connection::new(Arc::new(Config::default()), client);
 //! conn.handle(Instant::now(), Event::Start);
 //! conn.handle(Instant::now(), Event::DataReceived { conn: ConnId::CLIENT, data: "GET ...".into() });
@@ -58,7 +58,7 @@ pub mod tls;
 pub mod websocket;
 
 pub use command::{Command, LogLevel};
-pub use config::{Config, Http2Limits, Mode};
+pub use config::{constant_time_eq, Config, Http2Limits, Mode, ProxyAuth};
 pub use connection::Connection;
 pub use event::{Event, OpenError};
 pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Version};

@@ -135,7 +135,9 @@ pub struct WebSocketLimits {
     /// How long a peer sent a close frame has to answer it before its connection is closed.
     pub close_timeout: Duration,
     /// WebSockets over HTTP/2 (RFC 8441): advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` to
-    /// HTTP/2 clients, and take their extended CONNECTs as WebSocket upgrades.
+    /// HTTP/2 clients and take their extended CONNECTs as WebSocket upgrades; send upgrades
+    /// as extended CONNECTs on HTTP/2 server connections whose server enabled them (an open
+    /// one, or an h2c prior-knowledge upstream). Off: every server gets HTTP/1.1's upgrade.
     pub http2: bool,
     pub mask_keys: MaskKeys,
 }

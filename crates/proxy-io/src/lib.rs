@@ -31,6 +31,7 @@ mod driver;
 mod handler;
 mod inject;
 mod open;
+mod original_dst;
 mod proxy;
 mod queue;
 #[cfg(target_os = "linux")]

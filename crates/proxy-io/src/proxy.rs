@@ -195,12 +195,18 @@ impl<H: Handler> Proxy<H> {
         self.run_with(move |client| Connection::new(Arc::clone(&shared.config), client)).await
     }
 
+    /// Whether clients' original destinations are read (transparent mode).
+    fn transparent(&self) -> bool {
+        self.shared.config.mode == proxy_core::Mode::Transparent
+    }
+
     /// [`run`](Self::run) with the core made by `make_core`; tests put fakes here.
     pub(crate) async fn run_with<C, K>(self, make_core: K)
     where
         C: Core + 'static,
         K: Fn(ClientInfo) -> C,
     {
+        let transparent = self.transparent();
         let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
         let mut tasks = JoinSet::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
@@ -223,7 +229,7 @@ impl<H: Handler> Proxy<H> {
                 Some(done) = tasks.join_next() => report(done),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if let Some(core) = accept(&stream, peer, &make_core) {
+                        if let Some(core) = accept(&stream, peer, transparent, &make_core) {
                             let shared = Arc::clone(&shared);
                             let permit = permit.take();
                             tasks.spawn(async move {
@@ -272,9 +278,15 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-fn accept<C>(stream: &TcpStream, peer: SocketAddr, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {
+fn accept<C>(stream: &TcpStream, peer: SocketAddr, transparent: bool, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {
     match stream.local_addr() {
-        Ok(local) => Some(make_core(ClientInfo { peer, local })),
+        Ok(local) => {
+            let mut client = ClientInfo::new(peer, local);
+            if transparent {
+                client.original_dst = crate::original_dst::original_dst(stream, local);
+            }
+            Some(make_core(client))
+        }
         Err(e) => {
             tracing::debug!(client = %peer, error = %e, "accepted socket is already gone");
             None

@@ -100,7 +100,7 @@ impl Core for Relay {
         match event {
             Event::Start => {
                 if self.hook_on_start {
-                    let info = ClientInfo { peer: ([127, 0, 0, 1], 1).into(), local: ([127, 0, 0, 1], 2).into() };
+                    let info = ClientInfo::new(([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into());
                     self.out.push_back(Command::Hook { flow: FlowId(1), hook: Hook::ClientConnected(info.clone()) });
                     self.client = Some(info);
                 }

@@ -284,6 +284,32 @@ impl H2Peer {
         self.engine.open(key, request.body(()).expect("request"), false);
     }
 
+    /// A server that takes WebSockets as streams (RFC 8441's
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`).
+    pub fn websocket_server() -> Self {
+        Self::with(Engine::server(&Settings { connect_protocol: true, ..Settings::default() }))
+    }
+
+    /// Accept the WebSocket asked for on `stream`: `200` with `headers`, the stream left open
+    /// for frames (server).
+    pub fn accept_websocket(&mut self, stream: StreamKey, headers: &[(&str, &str)]) {
+        let mut response = Response::builder().status(200);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        self.engine.respond(stream, response.body(()).expect("response"), false);
+    }
+
+    /// The `:protocol` of the request on `stream` (server).
+    pub fn protocol(&self, stream: StreamKey) -> Option<String> {
+        self.events.iter().find_map(|e| match e {
+            H2Event::Request { stream: s, head, .. } if *s == stream => {
+                head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned())
+            }
+            _ => None,
+        })
+    }
+
     /// Send `data` on `key` without ending it.
     pub fn send(&mut self, key: StreamKey, data: &[u8]) {
         self.engine.send_data(key, Bytes::copy_from_slice(data));

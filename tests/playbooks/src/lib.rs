@@ -135,10 +135,7 @@ pub fn upstream_mode(config: Config) -> Config {
 
 /// The client every playbook's connection belongs to.
 pub fn client_info() -> ClientInfo {
-    ClientInfo {
-        peer: SocketAddr::from(([127, 0, 0, 1], 50000)),
-        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
-    }
+    ClientInfo::new(SocketAddr::from(([127, 0, 0, 1], 50000)), SocketAddr::from(([127, 0, 0, 1], 8080)))
 }
 
 /// The bytes of an error response the proxy makes itself (`Response::text`): `status reason`,
@@ -308,6 +305,7 @@ pub struct Playbook {
     allow_paused_reads: bool,
     split_limit: usize,
     alone: Option<Alone>,
+    client: ClientInfo,
 }
 
 impl Playbook {
@@ -321,7 +319,14 @@ impl Playbook {
             allow_paused_reads: false,
             split_limit: 512,
             alone: None,
+            client: client_info(),
         }
+    }
+
+    /// The connection's client is `client` rather than [`client_info`]'s.
+    pub fn client(mut self, client: ClientInfo) -> Self {
+        self.client = client;
+        self
     }
 
     /// A playbook for one layer driven alone (see [`Alone`]): no mode admits the client, and a
@@ -556,8 +561,8 @@ impl<'a> Runner<'a> {
             pb,
             split,
             conn: match &pb.alone {
-                None => Connection::new(pb.config.clone(), client_info()),
-                Some(layer) => Connection::alone(pb.config.clone(), client_info(), layer.clone()),
+                None => Connection::new(pb.config.clone(), pb.client.clone()),
+                Some(layer) => Connection::alone(pb.config.clone(), pb.client.clone(), layer.clone()),
             },
             start,
             now: start,

@@ -167,7 +167,7 @@ pub struct Pump {
 
 impl Pump {
     pub fn new(config: Config, client: Peer, origins: Origins) -> Self {
-        let info = ClientInfo { peer: "127.0.0.1:50000".parse().unwrap(), local: "127.0.0.1:8080".parse().unwrap() };
+        let info = ClientInfo::new("127.0.0.1:50000".parse().unwrap(), "127.0.0.1:8080".parse().unwrap());
         let mut pump = Self {
             core: Connection::new(Arc::new(config), info),
             client,

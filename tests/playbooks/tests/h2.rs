@@ -541,3 +541,143 @@ fn frames_an_h2_client_sends_before_the_answer_are_kept_for_the_switch() {
     let received = pump.server(S1).received().to_vec();
     assert!(received.ends_with(&client_text("too early")), "{}", text(&received));
 }
+
+/// Plain upstreams speak HTTP/2 with prior knowledge, and take WebSockets as streams.
+fn websocket_h2c() -> (Config, Origins) {
+    use proxy_core::websocket::WebSocketLimits;
+    let websocket = WebSocketLimits { mask_keys: playbooks::ws::keys(), ..Default::default() };
+    let config = Config { hooks: proxy_core::HookSet::NONE, websocket, ..h2c_upstream() };
+    (config, Box::new(|_| Some(Peer::H2(Box::new(H2Peer::websocket_server())))))
+}
+
+#[test]
+fn an_http1_clients_websocket_to_an_h2_server() {
+    use playbooks::ws::{client_text, close_payload, frame, server_text, CLIENT_KEY, CLOSE, UPGRADE};
+    let (config, origins) = websocket_h2c();
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(UPGRADE.as_bytes());
+    // The server gets RFC 8441's extended CONNECT: no key, no Upgrade, the stream left open.
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 1, "logs: {:?}", pump.logs);
+    let (stream, head) = &requests[0];
+    assert_eq!(head.method, "CONNECT");
+    assert_eq!(head.uri.to_string(), "http://a.test/chat");
+    assert_eq!(pump.server_h2(S1).protocol(*stream).as_deref(), Some("websocket"));
+    assert_eq!(head.headers["sec-websocket-version"], "13");
+    for absent in ["sec-websocket-key", "upgrade", "connection", "host"] {
+        assert!(head.headers.get(absent).is_none(), "{absent} in {:?}", head.headers);
+    }
+    assert_eq!(pump.server_h2(S1).ended(*stream), None);
+    // Its 200 is the client's 101, with the accept value for the client's own key.
+    pump.server_h2(S1).accept_websocket(*stream, &[("sec-websocket-protocol", "chat")]);
+    pump.server_sends(S1, b"");
+    let answer = text(pump.client.received());
+    assert!(answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{answer}");
+    let answer = answer.to_ascii_lowercase();
+    for field in ["upgrade: websocket\r\n", "connection: upgrade\r\n", "sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n", "sec-websocket-protocol: chat\r\n"] {
+        assert!(answer.contains(field), "{field:?} in {answer}");
+    }
+    // Frames both ways, byte-exact: the client's masked frame is the stream's data.
+    let head_len = pump.client.received().len();
+    pump.client_sends(&client_text("hello over h2"));
+    assert_eq!(pump.server_h2(S1).body(*stream), client_text("hello over h2"));
+    pump.server_h2(S1).send(*stream, &server_text("hello back"));
+    pump.server_sends(S1, b"");
+    assert_eq!(&pump.client.received()[head_len..], server_text("hello back"));
+    // The close handshake: the server's stream ends, and the client's connection closes.
+    pump.client_sends(&frame(true, CLOSE, close_payload(1000, "bye"), Some(CLIENT_KEY)));
+    pump.server_h2(S1).send(*stream, &frame(true, CLOSE, close_payload(1000, "bye"), None));
+    pump.server_h2(S1).engine.finish(*stream, None);
+    pump.server_sends(S1, b"");
+    let mut expected = server_text("hello back");
+    expected.extend(frame(true, CLOSE, close_payload(1000, "bye"), None));
+    assert_eq!(&pump.client.received()[head_len..], expected);
+    assert_eq!(pump.server_h2(S1).ended(*stream), Some(None), "our side of the stream ends too");
+    assert!(pump.closed.contains(&ConnId::CLIENT), "the client's connection closes after the handshake");
+}
+
+#[test]
+fn an_h2_clients_websocket_shares_the_h2_servers_connection() {
+    use playbooks::ws::{client_text, server_text};
+    let (config, origins) = websocket_h2c();
+    let mut pump = h2_client(config, origins);
+    pump.client_h2().get(1, "http://a.test/page");
+    pump.client_sends(b"");
+    let (page, _) = pump.server_h2(S1).requests()[0].clone();
+    pump.server_h2(S1).respond(page, 200, b"page", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(1), b"page");
+    // The WebSocket goes on the connection the page came over, as a stream of its own.
+    pump.client_h2().websocket(3, "http://a.test/chat", &[("sec-websocket-version", "13")]);
+    pump.client_sends(b"");
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 2, "one connection for both: logs {:?}", pump.logs);
+    let (ws, head) = requests[1].clone();
+    assert_eq!(head.method, "CONNECT");
+    assert_eq!(pump.server_h2(S1).protocol(ws).as_deref(), Some("websocket"));
+    assert!(head.headers.get("sec-websocket-key").is_none(), "the proxy's own key stays on its side");
+    pump.server_h2(S1).accept_websocket(ws, &[]);
+    pump.server_sends(S1, b"");
+    let response = pump.client_h2().response(3).expect("an answer");
+    assert_eq!(response.status, 200);
+    assert!(response.headers.get("sec-websocket-accept").is_none());
+    pump.client_h2().send(3, &client_text("ping"));
+    pump.client_sends(b"");
+    assert_eq!(pump.server_h2(S1).body(ws), client_text("ping"));
+    pump.server_h2(S1).send(ws, &server_text("pong"));
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(3), server_text("pong"));
+    // Another request meanwhile shares the connection too.
+    pump.client_h2().get(5, "http://a.test/more");
+    pump.client_sends(b"");
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 3);
+    pump.server_h2(S1).respond(requests[2].0, 200, b"more", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(5), b"more");
+    // The server resets the WebSocket's stream: the client's stream goes the same way.
+    pump.server_h2(S1).engine.reset(ws, Reason::CANCEL);
+    pump.server_sends(S1, b"");
+    let client = pump.client_h2();
+    assert!(client.ended(3).is_some() || client.reset_reason(3).is_some(), "the client's stream is over");
+    assert!(!pump.closed.contains(&S1), "the connection serves on");
+}
+
+#[test]
+fn a_server_without_websockets_over_h2_gets_the_upgrade_over_http1() {
+    use playbooks::ws::UPGRADE;
+    let (config, _) = websocket_h2c();
+    let mut opened = 0;
+    // The first connection speaks HTTP/2 without RFC 8441; the next one, HTTP/1.1.
+    let origins: Origins = Box::new(move |_| {
+        opened += 1;
+        Some(if opened == 1 { Peer::H2(Box::new(H2Peer::server())) } else { Peer::Plain { received: Vec::new() } })
+    });
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(UPGRADE.as_bytes());
+    // Its SETTINGS say no extended CONNECT: nothing is sent on it, and the upgrade goes on a
+    // connection of its own as HTTP/1.1's.
+    pump.server_sends(S1, b"");
+    assert!(pump.server_h2(S1).requests().is_empty());
+    let upgrade = text(pump.server(ConnId(2)).received()).to_ascii_lowercase();
+    assert!(upgrade.starts_with("get /chat http/1.1\r\n"), "{upgrade} logs {:?}", pump.logs);
+    assert!(upgrade.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n") && upgrade.contains("upgrade: websocket\r\n"));
+}
+
+#[test]
+fn a_refused_extended_connect_is_the_http1_clients_answer() {
+    use playbooks::ws::UPGRADE;
+    let (config, origins) = websocket_h2c();
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(UPGRADE.as_bytes());
+    let (stream, _) = pump.server_h2(S1).requests()[0].clone();
+    pump.server_h2(S1).respond(stream, 403, b"no", None);
+    pump.server_sends(S1, b"");
+    let answer = text(pump.client.received());
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n") && answer.ends_with("\r\n\r\n2\r\nno\r\n0\r\n\r\n"), "{answer}");
+    assert_eq!(pump.server_h2(S1).ended(stream), Some(None), "our side of the refused upgrade ends");
+    assert!(!pump.closed.contains(&ConnId::CLIENT), "no switch: the connection carries on");
+}

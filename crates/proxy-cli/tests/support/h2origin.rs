@@ -19,6 +19,11 @@
 //!   (`before`), or after the head and 1000 body bytes (`after`).
 //! - `GET /slow?ms=N`: `hello world\n` after N milliseconds.
 //!
+//! - `CONNECT /echo` with `:protocol websocket` (RFC 8441, which the origin enables): `200`,
+//!   then every WebSocket message the client sends comes back (unmasked, fragments joined);
+//!   a close frame is answered with the same close and the end of the stream, and logged as
+//!   `"websocket close CODE REASON"`.
+//!
 //! A request with `expect: 100-continue` gets a `100` response first.
 //!
 //! Every request is logged as `"METHOD PATH"` ([`H2Origin::requests`]), every stream that
@@ -263,6 +268,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = h2::server::Builder::new();
+    builder.enable_connect_protocol();
     if let Some(n) = state.max_streams {
         builder.max_concurrent_streams(n);
     }
@@ -333,7 +339,13 @@ async fn handle(
             .map(str::to_owned)
     };
 
+    let protocol = head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned());
     match (method.as_str(), path.as_str()) {
+        ("CONNECT", "/echo") if protocol.as_deref() == Some("websocket") => {
+            let mut send = respond.send_response(response(200, "text/plain", None), false)?;
+            let closed = websocket_echo(&mut body, &mut send).await?;
+            state.log.lock().unwrap_or_else(|p| p.into_inner()).push(closed);
+        }
         ("GET" | "HEAD", "/hello") => {
             discard(&mut body).await?;
             let head_only = method == "HEAD";
@@ -484,6 +496,76 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Echo the client's WebSocket messages on an RFC 8441 stream until its close frame, which
+/// is answered in kind; returns `"websocket close CODE REASON"`.
+async fn websocket_echo(body: &mut RecvStream, send: &mut SendStream<Bytes>) -> Result<String, h2::Error> {
+    let (mut buf, mut message) = (Vec::<u8>::new(), Vec::<u8>::new());
+    let mut opcode = 0;
+    loop {
+        // One whole client frame, masked as RFC 6455 requires of clients.
+        while let Some((fin, op, payload, used)) = client_frame(&buf) {
+            buf.drain(..used);
+            match op {
+                0x8 => {
+                    let mut close = vec![0x88, payload.len() as u8];
+                    close.extend_from_slice(&payload);
+                    send.send_data(Bytes::from(close), true)?;
+                    let code = payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                    return Ok(format!("websocket close {code} {reason}"));
+                }
+                0x9 | 0xa => {}
+                _ => {
+                    if op != 0 {
+                        opcode = op;
+                    }
+                    message.extend_from_slice(&payload);
+                    if fin {
+                        let payload = std::mem::take(&mut message);
+                        let mut frame = vec![0x80 | opcode];
+                        match payload.len() {
+                            n if n < 126 => frame.push(n as u8),
+                            n if n <= 0xffff => {
+                                frame.push(126);
+                                frame.extend_from_slice(&(n as u16).to_be_bytes());
+                            }
+                            n => {
+                                frame.push(127);
+                                frame.extend_from_slice(&(n as u64).to_be_bytes());
+                            }
+                        }
+                        frame.extend_from_slice(&payload);
+                        send_body(send, Bytes::from(frame), false).await?;
+                    }
+                }
+            }
+        }
+        let Some(chunk) = body.data().await else {
+            return Ok("websocket ended without a close frame".into());
+        };
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+/// A masked frame at the start of `buf`: FIN, opcode, unmasked payload, bytes used.
+fn client_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert!(buf[1] & 0x80 != 0, "a client's frame is masked");
+    let (len, at) = match buf[1] & 0x7f {
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    let key: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+    let payload = buf.get(at + 4..at + 4 + len)?;
+    let payload = payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+    Some((buf[0] & 0x80 != 0, buf[0] & 0x0f, payload, at + 4 + len))
 }
 
 fn response(status: u16, content_type: &str, len: Option<usize>) -> Response<()> {

@@ -291,6 +291,22 @@ impl Proxy {
         self.port
     }
 
+    /// The port of the listener in `mode` (`regular`, `socks5`...), when the proxy serves
+    /// several: from its `sansproxy listening on ADDR (MODE mode)` line.
+    pub fn listener(&self, mode: &str) -> u16 {
+        let suffix = format!(" ({mode} mode)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr.text();
+            let line = text.lines().find(|l| l.contains("sansproxy listening on ") && l.ends_with(&suffix));
+            if let Some(port) = line.and_then(listening_port) {
+                return port;
+            }
+            assert!(Instant::now() < deadline, "no {mode} listener; stderr:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `http://127.0.0.1:PORT`, for `curl -x`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -11,6 +11,8 @@ use crate::ids::{ConnId, FlowId};
 use crate::layer::{Child, Handover, Layer};
 use crate::layers::http::HttpLayer;
 use crate::layers::tls::intercept::Intercept;
+use crate::layers::socks5::Socks5Layer;
+use crate::layers::transparent::TransparentLayer;
 use crate::layers::tunnel::Tunnel;
 use crate::layers::websocket::WebSocketLayer;
 
@@ -57,11 +59,13 @@ fn first_layer(cx: &mut Context) -> State {
         Mode::Regular | Mode::Upstream { .. } | Mode::Reverse { client_tls: false, .. } => {
             Box::new(HttpLayer::for_mode(cx))
         }
+        Mode::Socks5 => Box::new(Socks5Layer::new()),
+        Mode::Transparent => Box::new(TransparentLayer::new()),
     };
     State::Running(Child::new(layer, after_http))
 }
 
-/// What the client's HTTP connection becomes: after a `CONNECT`, with interception on, a TLS
+/// What the client's HTTP connection (or SOCKS5 handshake) becomes: after a `CONNECT`, with interception on, a TLS
 /// layer that looks at what the client sends next; after a `101` to WebSocket, the WebSocket
 /// layer; otherwise (no interception, another protocol) a raw tunnel.
 fn after_http(cx: &mut Context, now: Instant, handover: Handover) -> Box<dyn Layer> {

@@ -65,10 +65,10 @@ pub struct Run {
 impl Run {
     pub fn new(config: Config) -> Self {
         let config = Arc::new(config);
-        let client = ClientInfo {
-            peer: "127.0.0.1:40000".parse().expect("literal address"),
-            local: "127.0.0.1:8080".parse().expect("literal address"),
-        };
+        let client = ClientInfo::new(
+            "127.0.0.1:40000".parse().expect("literal address"),
+            "127.0.0.1:8080".parse().expect("literal address"),
+        );
         Self {
             conn: Connection::new(config.clone(), client),
             config,
@@ -171,7 +171,8 @@ impl Run {
                     match &self.config.mode {
                         Mode::Reverse { target, .. } => assert_eq!(&server, target, "reverse mode opened {server}"),
                         Mode::Upstream { proxy } => assert_eq!(&server, proxy, "upstream mode opened {server}"),
-                        Mode::Regular => {}
+                        // The client names its server (SOCKS5), or the system did (transparent).
+                        Mode::Regular | Mode::Socks5 | Mode::Transparent => {}
                     }
                     self.opening.push(conn);
                 }

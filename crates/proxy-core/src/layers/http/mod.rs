@@ -31,6 +31,7 @@ mod forward;
 pub(crate) mod h2;
 pub(crate) mod http1;
 mod pool;
+mod proxy_auth;
 pub(crate) mod stream;
 mod timeouts;
 pub(crate) mod upstream_proxy;
@@ -167,7 +168,7 @@ impl HttpLayer {
     /// configured mode sends them: to the server each names, or in reverse mode to the upstream.
     pub(crate) fn for_mode(cx: &Context) -> Self {
         match &cx.config.mode {
-            Mode::Regular | Mode::Upstream { .. } => Self::new(cx),
+            Mode::Regular | Mode::Upstream { .. } | Mode::Socks5 | Mode::Transparent => Self::new(cx),
             Mode::Reverse { scheme, target, .. } => {
                 Self::for_destination(cx, Destination::Fixed { scheme: *scheme, target: target.clone() })
             }
@@ -217,16 +218,16 @@ impl Layer for HttpLayer {
 impl HttpLayer {
     /// What concerns the WebSockets this layer carries goes to them; the rest is returned.
     fn route_websocket(&mut self, cx: &mut Context, now: Instant, event: Event) -> Option<Event> {
-        let server = match &event {
+        let end = match &event {
             Event::DataReceived { conn, .. } | Event::ConnectionClosed { conn } | Event::WriteDrained { conn } => {
-                self.websockets.on_server(*conn)
+                self.websockets.on_conn(*conn)
             }
             _ => None,
         };
-        let (flow, input) = match (event, server) {
-            (Event::DataReceived { data, .. }, Some(flow)) => (flow, WsInput::Data(Peer::Server, data)),
-            (Event::ConnectionClosed { .. }, Some(flow)) => (flow, WsInput::Gone(Peer::Server)),
-            (Event::WriteDrained { .. }, Some(flow)) => (flow, WsInput::Drained(Peer::Server)),
+        let (flow, input) = match (event, end) {
+            (Event::DataReceived { data, .. }, Some((flow, peer))) => (flow, WsInput::Data(peer, data)),
+            (Event::ConnectionClosed { .. }, Some((flow, peer))) => (flow, WsInput::Gone(peer)),
+            (Event::WriteDrained { .. }, Some((flow, peer))) => (flow, WsInput::Drained(peer)),
             (Event::HookReply { flow, reply }, _) if self.websockets.contains(flow) => (flow, WsInput::Reply(reply)),
             (Event::Inject { flow, to, kind, payload }, _) if self.websockets.contains(flow) => {
                 (flow, WsInput::Inject { to, kind, payload })
@@ -431,10 +432,19 @@ impl HttpLayer {
 
     fn route_request_event(&mut self, cx: &mut Context, now: Instant, event: HttpEvent) {
         match event {
-            HttpEvent::RequestHeaders { flow, request, end_stream } => {
+            HttpEvent::RequestHeaders { flow, mut request, end_stream } => {
+                let refusal = match (&self.destination, cx.config.proxy_auth.clone()) {
+                    (Destination::Named, Some(auth)) => proxy_auth::check(&auth, &mut request.headers).err().map(|why| {
+                        cx.log(LogLevel::Warn, format!("client {}: proxy authentication failed: {why}", cx.client.peer));
+                        proxy_auth::required(&auth)
+                    }),
+                    _ => None,
+                };
+                // Credentials for this proxy never go upstream, whatever the mode.
+                request.headers.remove("proxy-authorization");
                 let stream = HttpStream::new(cx, now, flow, request);
                 self.streams.insert(flow, stream);
-                self.feed(cx, now, flow, Input::RequestHeaders { end_stream });
+                self.feed(cx, now, flow, Input::RequestHeaders { end_stream, refusal });
             }
             HttpEvent::RequestData { flow, data } if self.websockets.contains(flow) => {
                 self.websocket_input(cx, now, flow, WsInput::Data(Peer::Client, data));
@@ -461,6 +471,22 @@ impl HttpLayer {
     fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<CodecOutput<ServerError>>) {
         let multiplexed = self.pool.get(conn).is_some_and(ServerConn::is_h2);
         for output in outputs {
+            let websocket = match &output {
+                CodecOutput::Http(event) => Some(event.flow()),
+                CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } => Some(*flow),
+                _ => None,
+            };
+            if let Some(flow) = websocket.filter(|f| multiplexed && self.websockets.on_server_stream(conn, *f)) {
+                // An HTTP/2 server's WebSocket stream: its data is frames, its end or reset
+                // the server's side ending.
+                let input = match output {
+                    CodecOutput::Http(HttpEvent::ResponseData { data, .. }) => WsInput::Data(Peer::Server, data),
+                    CodecOutput::Http(_) => continue,
+                    _ => WsInput::Gone(Peer::Server),
+                };
+                self.websocket_input(cx, now, flow, input);
+                continue;
+            }
             match output {
                 CodecOutput::Http(event) => {
                     let flow = event.flow();
@@ -564,55 +590,10 @@ impl HttpLayer {
                     }
                 }
             }
-            Out::OpenServer { addr, tls, dedicated, multiplex } => {
-                self.assign_server(cx, now, flow, addr, tls, dedicated, multiplex);
+            Out::OpenServer { addr, tls, dedicated, versions } => {
+                self.assign_server(cx, now, flow, addr, tls, dedicated, versions);
             }
-            Out::Tunnel if matches!(self.client, ClientCodec::H2(_)) => {
-                // An HTTP/2 client's WebSocket (RFC 8441): its stream, and the HTTP/1.1
-                // connection the upgrade went on, carry frames from now on.
-                let server = self.pool.carrying(flow).filter(|s| s.h1().is_some()).map(|s| s.conn);
-                let stream = self.streams.remove(&flow);
-                let (Some(conn), Some(stream)) = (server, stream.filter(HttpStream::is_websocket)) else {
-                    if let ClientCodec::H2(codec) = &mut self.client {
-                        codec.reset(flow, ::h2::Reason::PROTOCOL_ERROR);
-                    }
-                    return;
-                };
-                let Some(mut server) = self.pool.remove(conn) else { return };
-                let rest = std::mem::take(&mut server.rest);
-                let server_rest = match server.h1_mut() {
-                    Some(codec) if rest.is_empty() => codec.take_rest(),
-                    _ => rest,
-                };
-                self.start_websocket(cx, now, stream.into_flow(), conn, server_rest);
-            }
-            Out::Tunnel => {
-                // HTTP/2 has no protocol switch but WebSocket's: the requests that ask for one
-                // go over HTTP/1, and a CONNECT over HTTP/2 is refused.
-                let server = self.pool.carrying(flow).filter(|s| s.h1().is_some()).map(|s| s.conn);
-                let (Some(conn), Some(client)) = (server, self.client.h1_mut()) else { return };
-                let client_rest = client.take_rest();
-                let Some(mut server) = self.pool.remove(conn) else { return };
-                let rest = std::mem::take(&mut server.rest);
-                let server_rest = match server.h1_mut() {
-                    Some(codec) if rest.is_empty() => codec.take_rest(),
-                    _ => rest,
-                };
-                let stream = self.streams.remove(&flow);
-                let websocket = stream.filter(HttpStream::is_websocket).map(|s| Box::new(s.into_flow()));
-                self.handover = Some(Handover {
-                    server: server.conn,
-                    target: server.addr.clone(),
-                    connect: server.dedicated,
-                    client_rest,
-                    server_rest,
-                    client_eof: self.client.is_eof(),
-                    websocket,
-                });
-                for conn in self.pool.conns() {
-                    self.drop_server(cx, conn);
-                }
-            }
+            Out::Tunnel => self.switch(cx, now, flow),
             Out::AbortClient => match &mut self.client {
                 // One stream failed, not the connection.
                 ClientCodec::H2(codec) => codec.reset(flow, ::h2::Reason::INTERNAL_ERROR),
@@ -676,6 +657,7 @@ impl HttpLayer {
             return;
         }
         self.drive_h2(cx, now);
+        self.orphaned_websockets(cx, now);
         if self.handover.is_some() || self.client_gone {
             return;
         }
@@ -696,7 +678,7 @@ impl HttpLayer {
             self.close_all(cx, now, true);
             return;
         }
-        if self.client.is_idle() && self.streams.is_empty() {
+        if self.client.is_idle() && self.streams.is_empty() && self.websockets.is_empty() {
             if self.client_deadline.is_none() {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
             }
@@ -715,11 +697,9 @@ impl HttpLayer {
             };
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
         }
-        // Read a WebSocket's server while the client's stream has room and no message of the
-        // server's waits for the hook.
-        for (conn, flow, held) in self.websockets.servers() {
-            cx.set_layer_pause(conn, held || !self.client_has_room(cx, flow));
-        }
+        // Read a connection that is a WebSocket's end while the other end has room and no
+        // message of its peer waits for the hook.
+        self.pause_websocket_conns(cx);
         // Read an HTTP/1 server only while its stream is not waiting on a hook.
         for server in self.pool.iter() {
             if !server.open || server.is_h2() {
@@ -769,7 +749,7 @@ impl HttpLayer {
                 };
                 for flow in flows {
                     let reading = if self.websockets.contains(flow) {
-                        self.websockets.client_readable(cx, flow)
+                        self.websocket_readable(cx, flow, Peer::Client)
                     } else {
                         self.streams.get(&flow).is_none_or(|s| s.wants_request_data()) && self.server_has_room(cx, flow)
                     };
@@ -790,13 +770,16 @@ impl HttpLayer {
             let h2_servers: Vec<ConnId> = self.pool.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
             for conn in h2_servers {
                 let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else { continue };
-                let reading: Vec<(FlowId, bool)> = flows
+                let mut reading: Vec<(FlowId, bool)> = flows
                     .into_iter()
                     .map(|flow| {
                         let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
                         (flow, wants && self.client_has_room(cx, flow))
                     })
                     .collect();
+                for flow in self.websockets.streams_on(conn) {
+                    reading.push((flow, self.websocket_readable(cx, flow, Peer::Server)));
+                }
                 let Some(ServerCodec::H2(codec)) = self.pool.get_mut(conn).map(|s| &mut s.codec) else { continue };
                 for (flow, reading) in reading {
                     codec.set_reading(flow, reading);
@@ -805,6 +788,7 @@ impl HttpLayer {
                 codec.poll(cx, &mut outputs);
                 moved |= !outputs.is_empty();
                 self.handle_server_outputs(cx, now, conn, outputs);
+                self.settle_websockets(cx, now, conn);
             }
             if !moved {
                 break;

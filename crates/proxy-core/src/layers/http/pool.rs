@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::stream::Input;
+use super::stream::{HttpStream, Input};
 use super::upstream_proxy::{upstream_proxy, Answer, ProxyConnect};
 use super::HttpLayer;
 use crate::command::LogLevel;
@@ -58,6 +58,23 @@ pub(super) struct ServerConn {
     pub(super) connect: Option<ProxyConnect>,
     /// What the proxy sent after its `2xx` to our `CONNECT`, for the tunnel that takes over.
     pub(super) rest: Bytes,
+    /// WebSocket upgrades on this HTTP/2 connection waiting for the server's SETTINGS to say
+    /// whether it takes them (RFC 8441); they are told the connection is ready only then.
+    pub(super) awaiting_settings: Vec<FlowId>,
+}
+
+/// The HTTP versions a request may go upstream with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Versions {
+    /// HTTP/1 only: a CONNECT, an upgrade other than WebSocket's.
+    Http1,
+    /// HTTP/1 or HTTP/2, as the connection speaks.
+    Any,
+    /// A WebSocket upgrade: HTTP/1.1's, or HTTP/2's extended CONNECT (RFC 8441) on a
+    /// connection whose server enabled it. A new connection for one is HTTP/1.1, which every
+    /// WebSocket server speaks, unless the server is reached by HTTP/2 prior knowledge: what
+    /// HTTP/2 brings a WebSocket is a connection already open.
+    WebSocket,
 }
 
 impl ServerConn {
@@ -76,6 +93,7 @@ impl ServerConn {
             absolute: false,
             connect: None,
             rest: Bytes::new(),
+            awaiting_settings: Vec::new(),
         }
     }
 
@@ -110,6 +128,16 @@ impl ServerConn {
     /// The one flow of an HTTP/1 connection.
     pub(super) fn flow(&self) -> Option<FlowId> {
         self.flows.first().copied()
+    }
+
+    /// Whether the connection may carry a request that may go with `versions`, as far as the
+    /// version it speaks goes.
+    pub(super) fn speaks(&self, versions: Versions) -> bool {
+        match (&self.codec, versions) {
+            (ServerCodec::H1(_), _) | (ServerCodec::H2(_), Versions::Any) => true,
+            (ServerCodec::H2(_), Versions::Http1) => false,
+            (ServerCodec::H2(codec), Versions::WebSocket) => codec.extended_connect() == Some(true),
+        }
     }
 
     /// Whether the connection may take another request now (it is idle, or multiplexes).
@@ -184,27 +212,38 @@ impl Pool {
     }
 
     /// Put `flow` on a connection to `addr` (over TLS if `tls`, through `proxy` in upstream
-    /// mode) that can take it: an open one with room, or, if the request may go over HTTP/2
-    /// (`multiplex`), one on its way that may speak it and carries fewer than `limit` flows.
+    /// mode) that can take it: an open one with room that speaks one of `versions`, or, if
+    /// the request may go over HTTP/2, one on its way that may speak it and carries fewer than
+    /// `limit` flows.
     pub(super) fn reuse(
         &mut self,
         flow: FlowId,
         (addr, tls): (&ServerAddr, bool),
         proxy: Option<&ServerAddr>,
-        multiplex: bool,
+        versions: Versions,
         limit: usize,
     ) -> Option<Reused> {
         let fits = |s: &ServerConn| s.fits(addr, tls, proxy) && !s.dedicated;
-        let ready = self.servers.iter_mut().find(|s| fits(s) && s.open && s.has_room() && (multiplex || !s.is_h2()));
+        let ready = self.servers.iter_mut().find(|s| fits(s) && s.open && s.has_room() && s.speaks(versions));
         if let Some(server) = ready {
             server.flows.push(flow);
             return Some(Reused::Ready);
         }
         // Wait for it, as a browser would, rather than open one per request.
         let opening = self.servers.iter_mut().find(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
-        let server = opening.filter(|_| multiplex)?;
+        let server = opening.filter(|_| versions != Versions::Http1)?;
         server.flows.push(flow);
         Some(Reused::Waiting)
+    }
+
+    /// Whether an open HTTP/2 connection to `addr` has said its server takes no WebSockets as
+    /// streams.
+    pub(super) fn refuses_websockets(&self, addr: &ServerAddr) -> bool {
+        let refuses = |s: &ServerConn| match &s.codec {
+            ServerCodec::H2(codec) => codec.extended_connect() == Some(false),
+            ServerCodec::H1(_) => false,
+        };
+        self.servers.iter().any(|s| s.addr == *addr && refuses(s))
     }
 
     /// How requests to `addr` fail without trying, if it failed already.
@@ -243,7 +282,7 @@ impl HttpLayer {
     }
 
     /// Find a connection to `addr` to reuse (idle, or HTTP/2 with room), or open a new one,
-    /// for `flow`. `multiplex`: the request may go over HTTP/2.
+    /// for `flow`, whose request may go with `versions`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn assign_server(
         &mut self,
@@ -253,12 +292,16 @@ impl HttpLayer {
         addr: ServerAddr,
         tls: bool,
         dedicated: bool,
-        multiplex: bool,
+        versions: Versions,
     ) {
         let proxy = upstream_proxy(cx);
+        let versions = match versions {
+            Versions::WebSocket if !cx.config.websocket.http2 => Versions::Http1,
+            versions => versions,
+        };
         if !dedicated && cx.config.reuse_server_connections {
             let limit = cx.config.http2_limits.max_concurrent_streams as usize;
-            match self.pool.reuse(flow, (&addr, tls), proxy.as_ref(), multiplex, limit) {
+            match self.pool.reuse(flow, (&addr, tls), proxy.as_ref(), versions, limit) {
                 Some(Reused::Ready) => return self.feed(cx, now, flow, Input::ServerReady),
                 Some(Reused::Waiting) => return,
                 None => {}
@@ -270,7 +313,12 @@ impl HttpLayer {
         if let Some(proxy) = proxy {
             return self.open_via_proxy(cx, now, flow, (proxy, addr), tls, dedicated);
         }
-        let h2 = multiplex && !dedicated && cx.config.http2;
+        let h2 = match versions {
+            Versions::Any => true,
+            Versions::WebSocket => !tls && cx.config.upstream_h2c && !self.pool.refuses_websockets(&addr),
+            Versions::Http1 => false,
+        };
+        let h2 = h2 && !dedicated && cx.config.http2;
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
             match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)) {
@@ -312,7 +360,15 @@ impl HttpLayer {
             // HTTP/1 after all: one request at a time. The others look elsewhere.
             waiting = server.flows.split_off(1);
         }
-        let (tls, flows) = (server.tls, server.flows.clone());
+        let (tls, mut flows) = (server.tls, server.flows.clone());
+        if h2 {
+            // A WebSocket upgrade goes on only once the server has said it takes them.
+            let (upgrades, requests) = flows.into_iter().partition(|f| self.streams.get(f).is_some_and(HttpStream::asks_websocket));
+            flows = requests;
+            if let Some(server) = self.pool.get_mut(conn) {
+                server.awaiting_settings = upgrades;
+            }
+        }
         if cx.config.hooks.contains(HookKind::ServerConnected) {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::ServerConnected { conn, server: addr.clone() });
@@ -321,7 +377,33 @@ impl HttpLayer {
             self.feed(cx, now, flow, Input::ServerReady);
         }
         for flow in waiting {
-            self.assign_server(cx, now, flow, addr.clone(), tls, false, false);
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
+        }
+        self.settle_websockets(cx, now, conn);
+    }
+
+    /// Once the server of the HTTP/2 connection `conn` has sent its SETTINGS, the WebSocket
+    /// upgrades waiting for them go on it (RFC 8441), or, if it takes none, each to an
+    /// HTTP/1.1 connection of its own.
+    pub(super) fn settle_websockets(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
+        let Some(server) = self.pool.get_mut(conn).filter(|s| !s.awaiting_settings.is_empty()) else { return };
+        let ServerCodec::H2(codec) = &server.codec else { return };
+        let Some(enabled) = codec.extended_connect() else { return };
+        let upgrades = std::mem::take(&mut server.awaiting_settings);
+        if enabled {
+            for flow in upgrades {
+                self.feed(cx, now, flow, Input::ServerReady);
+            }
+            return;
+        }
+        server.flows.retain(|f| !upgrades.contains(f));
+        if server.flows.is_empty() {
+            server.deadline = None;
+        }
+        let (addr, tls) = (server.addr.clone(), server.tls);
+        cx.log(LogLevel::Debug, format!("server {addr}: no WebSockets over HTTP/2 (RFC 8441): upgrading over HTTP/1.1"));
+        for flow in upgrades {
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
         }
     }
 

@@ -19,6 +19,7 @@ use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
 use super::error::{ClientError, HttpError, ServerError};
+use super::pool::Versions;
 use super::upstream_proxy::ProxyError;
 use crate::layers::http::event::HttpEvent;
 use crate::layers::websocket;
@@ -26,7 +27,9 @@ use crate::layers::websocket;
 /// What happens to a stream.
 #[derive(Debug, Clone)]
 pub(crate) enum Input {
-    RequestHeaders { end_stream: bool },
+    /// `refusal`: the layer answers the request itself (a `407` for missing proxy
+    /// credentials), before any hook.
+    RequestHeaders { end_stream: bool, refusal: Option<Response> },
     RequestData(Bytes),
     RequestEnd(Option<Headers>),
     /// The driver moved this many more request body bytes by itself.
@@ -68,10 +71,11 @@ pub(crate) enum Out {
     /// Send to this stream's server (requests).
     Server(HttpEvent),
     /// A connection to `addr` for this flow: `tls` for an `https` request, `dedicated` (and
-    /// never pooled) for a `CONNECT`. `multiplex`: the request may go over HTTP/2 (it asks
-    /// for no protocol switch, which only HTTP/1 has).
-    OpenServer { addr: ServerAddr, tls: bool, dedicated: bool, multiplex: bool },
-    /// The client connection and this stream's server connection become a raw tunnel.
+    /// never pooled) for a `CONNECT`; `versions`: whether it may go over HTTP/2 (a protocol
+    /// switch goes over HTTP/1, but WebSocket's also over an HTTP/2 server's extended CONNECT).
+    OpenServer { addr: ServerAddr, tls: bool, dedicated: bool, versions: Versions },
+    /// The exchange switched protocols: the client's side and the server's become a raw tunnel
+    /// or carry a WebSocket.
     Tunnel,
     /// Close the client connection (after what is queued for it).
     AbortClient,
@@ -230,10 +234,10 @@ impl HttpStream {
     fn note_progress(&mut self, cx: &Context, now: Instant, input: &Input) {
         let again = Some(now + cx.config.body_timeout);
         match input {
-            Input::RequestHeaders { end_stream: false } | Input::RequestData(_) | Input::RequestForwarded(_) => {
+            Input::RequestHeaders { end_stream: false, .. } | Input::RequestData(_) | Input::RequestForwarded(_) => {
                 self.body_deadline = again;
             }
-            Input::RequestHeaders { end_stream: true }
+            Input::RequestHeaders { end_stream: true, .. }
             | Input::RequestEnd(_)
             | Input::ClientClosed
             | Input::ClientReset
@@ -298,9 +302,12 @@ impl HttpStream {
 
     fn handle_input(&mut self, cx: &mut Context, now: Instant, input: Input, out: &mut Vec<Out>) {
         match input {
-            Input::RequestHeaders { end_stream } => {
+            Input::RequestHeaders { end_stream, refusal } => {
                 if end_stream {
                     self.req = Req::Done;
+                }
+                if let Some(response) = refusal {
+                    return self.respond_locally(now, response, out);
                 }
                 let kind = if self.is_connect() { HookKind::HttpConnect } else { HookKind::RequestHeaders };
                 if !self.raise(cx, kind) {
@@ -544,7 +551,7 @@ impl HttpStream {
         if self.is_connect() {
             let addr = self.flow.request.server();
             self.server = Server::Connecting(VecDeque::new());
-            out.push(Out::OpenServer { addr, tls: false, dedicated: true, multiplex: false });
+            out.push(Out::OpenServer { addr, tls: false, dedicated: true, versions: Versions::Http1 });
             return;
         }
         if matches!(self.req, Req::Done) {
@@ -738,6 +745,11 @@ impl HttpStream {
         switched && is_websocket_upgrade(&self.flow.request.headers)
     }
 
+    /// The request is a WebSocket upgrade (whatever the client's version).
+    pub(crate) fn asks_websocket(&self) -> bool {
+        is_websocket_upgrade(&self.flow.request.headers)
+    }
+
     /// An HTTP/2 client's WebSocket upgrade (RFC 8441) not yet answered: what its stream
     /// carries is WebSocket frames sent early, to keep for the switch.
     pub(crate) fn awaits_websocket(&self) -> bool {
@@ -758,8 +770,14 @@ impl HttpStream {
     }
 
     fn open_server(&self) -> Out {
-        let upgrade = self.flow.request.headers.contains("upgrade");
-        Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false, multiplex: !upgrade }
+        let versions = if self.asks_websocket() {
+            Versions::WebSocket
+        } else if self.flow.request.headers.contains("upgrade") {
+            Versions::Http1
+        } else {
+            Versions::Any
+        };
+        Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false, versions }
     }
 
     fn is_https(&self) -> bool {

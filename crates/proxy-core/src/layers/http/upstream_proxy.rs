@@ -174,6 +174,6 @@ impl ProxyConnect {
 pub(super) fn upstream_proxy(cx: &Context) -> Option<ServerAddr> {
     match &cx.config.mode {
         Mode::Upstream { proxy } => Some(proxy.clone()),
-        Mode::Regular | Mode::Reverse { .. } => None,
+        Mode::Regular | Mode::Reverse { .. } | Mode::Socks5 | Mode::Transparent => None,
     }
 }

@@ -1,8 +1,10 @@
-//! WebSockets the HTTP layer carries itself: those of an HTTP/2 client (RFC 8441), whose
-//! client side is a stream of the client connection rather than a connection of its own. The
-//! server side is the HTTP/1.1 connection the upgrade was sent on, taken out of the pool.
-//! (When both sides are HTTP/1.1 the connections are handed over to a `WebSocketLayer` of
-//! their own instead: see `Out::Tunnel` in `mod.rs`.)
+//! WebSockets the HTTP layer carries itself: those with an end on an HTTP/2 stream (RFC 8441).
+//! An HTTP/2 client's end is a stream of the client connection; an HTTP/2 server's, a stream
+//! of a pooled connection that goes on carrying other requests. The other end is the stream
+//! of the other HTTP/2 side, or the HTTP/1.1 connection itself: the client connection, or the
+//! server connection the upgrade went on, taken out of the pool. (When both sides are
+//! HTTP/1.1 the connections are handed over to a `WebSocketLayer` of their own instead: see
+//! `switch` below.)
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,15 +12,16 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::event::HttpEvent;
+use super::pool::ServerCodec;
+use super::stream::HttpStream;
 use super::{ClientCodec, HttpLayer};
 use crate::context::Context;
-use crate::flow::HttpFlow;
 use crate::ids::{ConnId, FlowId};
-use crate::layer::Layer;
+use crate::layer::{Handover, Layer};
 use crate::layers::websocket::{StreamWire, WebSocketLayer, Wire, WsInput};
 use crate::websocket::Peer;
 
-/// The WebSockets on this client connection's streams, each with its server connection.
+/// The WebSockets this layer carries, by flow.
 #[derive(Default)]
 pub(crate) struct WebSockets {
     sessions: BTreeMap<FlowId, Carried>,
@@ -28,7 +31,26 @@ pub(crate) struct WebSockets {
 
 struct Carried {
     session: WebSocketLayer,
+    /// The client's end is the client connection itself (an HTTP/1.1 client whose server
+    /// speaks HTTP/2), not one of its streams.
+    client_conn: bool,
+    /// The server connection.
     server: ConnId,
+    /// The server's end is a stream of `server` (HTTP/2), not the connection itself.
+    server_stream: bool,
+}
+
+impl Carried {
+    /// The peer whose end is the connection `conn` itself, if one is.
+    fn peer_on(&self, conn: ConnId) -> Option<Peer> {
+        if conn == ConnId::CLIENT && self.client_conn {
+            Some(Peer::Client)
+        } else if conn == self.server && !self.server_stream {
+            Some(Peer::Server)
+        } else {
+            None
+        }
+    }
 }
 
 impl WebSockets {
@@ -41,9 +63,19 @@ impl WebSockets {
         self.early.remove(&flow);
     }
 
-    /// The WebSocket whose server side is `conn`.
-    pub(crate) fn on_server(&self, conn: ConnId) -> Option<FlowId> {
-        self.sessions.iter().find(|(_, c)| c.server == conn).map(|(flow, _)| *flow)
+    /// The WebSocket with an end on the connection `conn` itself, and which peer's end it is.
+    pub(crate) fn on_conn(&self, conn: ConnId) -> Option<(FlowId, Peer)> {
+        self.sessions.iter().find_map(|(flow, c)| Some((*flow, c.peer_on(conn)?)))
+    }
+
+    /// Whether `flow` is a WebSocket whose server end is a stream of `conn`.
+    pub(crate) fn on_server_stream(&self, conn: ConnId, flow: FlowId) -> bool {
+        self.sessions.get(&flow).is_some_and(|c| c.server_stream && c.server == conn)
+    }
+
+    /// The WebSockets whose server end is a stream of `conn`.
+    pub(crate) fn streams_on(&self, conn: ConnId) -> Vec<FlowId> {
+        self.sessions.iter().filter(|(_, c)| c.server_stream && c.server == conn).map(|(flow, _)| *flow).collect()
     }
 
     pub(crate) fn contains(&self, flow: FlowId) -> bool {
@@ -58,43 +90,98 @@ impl WebSockets {
         self.sessions.keys().copied().collect()
     }
 
-    /// Whether the client stream of `flow` may be read: nothing of it waits for the hook, and
-    /// its server connection has room.
-    pub(crate) fn client_readable(&mut self, cx: &Context, flow: FlowId) -> bool {
-        let Some(carried) = self.sessions.get_mut(&flow) else { return true };
-        let paused = carried.session.stream_mut(Peer::Client).is_some_and(|s| s.paused);
-        !paused && !cx.is_congested(carried.server)
-    }
-
     /// The earliest close-handshake deadline.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.sessions.values().filter_map(|c| Layer::poll_timeout(&c.session)).min()
     }
-
-    /// Each server connection, with its flow and whether a message of the server's waits for
-    /// the hook (the server is not read meanwhile).
-    pub(crate) fn servers(&self) -> Vec<(ConnId, FlowId, bool)> {
-        self.sessions.iter().map(|(flow, c)| (c.server, *flow, c.session.waits_for_hook(Peer::Server))).collect()
-    }
 }
 
 impl HttpLayer {
-    /// `flow`, an HTTP/2 client's extended CONNECT, was answered `101` by its server on `conn`:
-    /// from now on the stream and the connection carry WebSocket frames.
-    pub(super) fn start_websocket(&mut self, cx: &mut Context, now: Instant, flow: HttpFlow, conn: ConnId, server_rest: Bytes) {
-        let id = flow.id;
-        let wires = [Wire::Stream(StreamWire::default()), Wire::Conn(conn)];
-        let early = self.websockets.early.remove(&id).map(BytesMut::freeze).unwrap_or_default();
-        let session = WebSocketLayer::with_wires(cx, now, Box::new(flow), wires, early, server_rest, false);
-        self.websockets.sessions.insert(id, Carried { session, server: conn });
-        self.flush_websocket(id);
+    /// The stream `flow` switched protocols (`Out::Tunnel`). Between HTTP/1.1 connections the
+    /// connection becomes a tunnel or a WebSocket of its own (a handover); with HTTP/2 on
+    /// either side only a WebSocket can follow, and this layer carries it.
+    pub(super) fn switch(&mut self, cx: &mut Context, now: Instant, flow: FlowId) {
+        let server = self.pool.carrying(flow).map(|s| (s.conn, s.is_h2()));
+        let h2_client = matches!(self.client, ClientCodec::H2(_));
+        let Some((conn, server_stream)) = server else { return };
+        if !h2_client && !server_stream {
+            return self.hand_over(cx, flow, conn);
+        }
+        let stream = self.streams.remove(&flow).filter(HttpStream::is_websocket);
+        let Some(stream) = stream else {
+            // HTTP/2 switches to nothing but WebSocket.
+            match &mut self.client {
+                ClientCodec::H2(codec) => codec.reset(flow, ::h2::Reason::PROTOCOL_ERROR),
+                ClientCodec::H1(_) => self.close_all(cx, now, false),
+            }
+            return;
+        };
+        let server_rest = if server_stream {
+            // The stream leaves the connection's requests, and the connection stays pooled.
+            if let Some(server) = self.pool.get_mut(conn) {
+                server.flows.retain(|f| *f != flow);
+                if server.flows.is_empty() {
+                    server.deadline = None;
+                }
+            }
+            Bytes::new()
+        } else {
+            let Some(mut server) = self.pool.remove(conn) else { return };
+            match (std::mem::take(&mut server.rest), server.h1_mut()) {
+                (rest, Some(codec)) if rest.is_empty() => codec.take_rest(),
+                (rest, _) => rest,
+            }
+        };
+        let (client_rest, client_eof) = match self.client.h1_mut() {
+            Some(codec) => (codec.take_rest(), codec.is_eof()),
+            None => (self.websockets.early.remove(&flow).map(BytesMut::freeze).unwrap_or_default(), false),
+        };
+        if !h2_client {
+            // Nothing else will come from this client: the other server connections go.
+            for other in self.pool.conns().into_iter().filter(|c| *c != conn) {
+                self.drop_server(cx, other);
+            }
+        }
+        let wire = |stream: bool, conn: ConnId| if stream { Wire::Stream(StreamWire::default()) } else { Wire::Conn(conn) };
+        let wires = [wire(h2_client, ConnId::CLIENT), wire(server_stream, conn)];
+        let session = WebSocketLayer::with_wires(cx, now, Box::new(stream.into_flow()), wires, client_rest, server_rest, client_eof);
+        let carried = Carried { session, client_conn: !h2_client, server: conn, server_stream };
+        self.websockets.sessions.insert(flow, carried);
+        self.flush_websocket(cx, now, flow);
+    }
+
+    /// Between HTTP/1.1 connections: the client connection and the server connection `conn`
+    /// leave this layer for a tunnel or a WebSocket layer of their own.
+    fn hand_over(&mut self, cx: &mut Context, flow: FlowId, conn: ConnId) {
+        let Some(client) = self.client.h1_mut() else { return };
+        let client_rest = client.take_rest();
+        let Some(mut server) = self.pool.remove(conn) else { return };
+        let rest = std::mem::take(&mut server.rest);
+        let server_rest = match server.h1_mut() {
+            Some(codec) if rest.is_empty() => codec.take_rest(),
+            _ => rest,
+        };
+        let stream = self.streams.remove(&flow);
+        let websocket = stream.filter(HttpStream::is_websocket).map(|s| Box::new(s.into_flow()));
+        self.handover = Some(Handover {
+            server: server.conn,
+            target: server.addr.clone(),
+            connect: server.dedicated,
+            client_rest,
+            server_rest,
+            client_eof: self.client.is_eof(),
+            websocket,
+        });
+        for conn in self.pool.conns() {
+            self.drop_server(cx, conn);
+        }
     }
 
     /// Give `input` to the WebSocket of `flow`.
     pub(super) fn websocket_input(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: WsInput) {
         let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return };
         carried.session.handle_input(cx, now, input);
-        self.flush_websocket(flow);
+        self.flush_websocket(cx, now, flow);
     }
 
     /// Every WebSocket on this connection gets `input` (time passing, the client leaving).
@@ -104,10 +191,65 @@ impl HttpLayer {
         }
     }
 
-    /// Send what the WebSocket of `flow` wrote to its client stream; forget it once over.
-    fn flush_websocket(&mut self, flow: FlowId) {
-        let Some(Carried { session, .. }) = self.websockets.sessions.get_mut(&flow) else { return };
-        if let Some(stream) = session.stream_mut(Peer::Client) {
+    /// WebSockets whose server end is a stream of a connection that has left the pool (it
+    /// failed, or timed out for another request) have lost their server.
+    pub(super) fn orphaned_websockets(&mut self, cx: &mut Context, now: Instant) {
+        let orphans: Vec<FlowId> = self
+            .websockets
+            .sessions
+            .iter()
+            .filter(|(_, c)| c.server_stream && self.pool.get(c.server).is_none())
+            .map(|(flow, _)| *flow)
+            .collect();
+        for flow in orphans {
+            self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Server));
+        }
+    }
+
+    /// Whether the WebSocket of `flow` may read what `peer` sends: nothing of `peer`'s waits
+    /// for the hook, and the other end has room.
+    pub(super) fn websocket_readable(&mut self, cx: &Context, flow: FlowId, peer: Peer) -> bool {
+        let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return true };
+        let paused = carried.session.stream_mut(peer).is_some_and(|s| s.paused);
+        if paused || carried.session.waits_for_hook(peer) {
+            return false;
+        }
+        let (server, server_stream, client_conn) = (carried.server, carried.server_stream, carried.client_conn);
+        match peer.other() {
+            Peer::Client if client_conn => !cx.is_congested(ConnId::CLIENT),
+            Peer::Client => self.client_has_room(cx, flow),
+            Peer::Server => {
+                let backlog = match self.pool.get(server).map(|s| &s.codec) {
+                    Some(ServerCodec::H2(codec)) if server_stream => codec.backlog(flow),
+                    _ => 0,
+                };
+                !cx.is_congested(server) && backlog < cx.config.high_water
+            }
+        }
+    }
+
+    /// The connections that are a WebSocket's end themselves are read while it may read them.
+    pub(super) fn pause_websocket_conns(&mut self, cx: &mut Context) {
+        let conns: Vec<(ConnId, FlowId, Peer)> = self
+            .websockets
+            .sessions
+            .iter()
+            .flat_map(|(flow, c)| {
+                let client = c.client_conn.then_some((ConnId::CLIENT, *flow, Peer::Client));
+                let server = (!c.server_stream).then_some((c.server, *flow, Peer::Server));
+                client.into_iter().chain(server)
+            })
+            .collect();
+        for (conn, flow, peer) in conns {
+            let readable = self.websocket_readable(cx, flow, peer);
+            cx.set_layer_pause(conn, !readable);
+        }
+    }
+
+    /// Send what the WebSocket of `flow` wrote to its stream ends; forget it once over.
+    fn flush_websocket(&mut self, cx: &mut Context, now: Instant, flow: FlowId) {
+        let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return };
+        if let Some(stream) = carried.session.stream_mut(Peer::Client) {
             let out = std::mem::take(&mut stream.out);
             let end = std::mem::take(&mut stream.end);
             if let ClientCodec::H2(codec) = &mut self.client {
@@ -119,8 +261,35 @@ impl HttpLayer {
                 }
             }
         }
-        if session.is_done() {
-            self.websockets.sessions.remove(&flow);
+        let server = carried.server;
+        if let Some(stream) = carried.session.stream_mut(Peer::Server) {
+            let out = std::mem::take(&mut stream.out);
+            let end = std::mem::take(&mut stream.end);
+            if let Some(ServerCodec::H2(codec)) = self.pool.get_mut(server).map(|s| &mut s.codec) {
+                for data in out {
+                    codec.send(HttpEvent::RequestData { flow, data });
+                }
+                if end {
+                    codec.send(HttpEvent::RequestEnd { flow, trailers: None });
+                }
+            }
+        }
+        if !carried.session.is_done() {
+            return;
+        }
+        let Some(carried) = self.websockets.sessions.remove(&flow) else { return };
+        if carried.server_stream {
+            if let Some(ServerCodec::H2(codec)) = self.pool.get_mut(carried.server).map(|s| &mut s.codec) {
+                codec.close_websocket(flow);
+            }
+        }
+        if carried.client_conn {
+            // The WebSocket closed the client connection: this layer is done with it, once
+            // what ends the server's stream is out.
+            if let Some(ServerCodec::H2(codec)) = self.pool.get_mut(carried.server).map(|s| &mut s.codec) {
+                codec.poll(cx, &mut Vec::new());
+            }
+            self.close_all(cx, now, false);
         }
     }
 }

@@ -1,11 +1,23 @@
-//! The opening handshake across versions: an HTTP/2 client's extended CONNECT (RFC 8441) has
-//! no `Sec-WebSocket-Key`, which HTTP/1.1's upgrade needs (RFC 6455 section 4.1).
+//! The opening handshake across versions: HTTP/1.1's `Sec-WebSocket-Key` and `-Accept`
+//! (RFC 6455 section 4) against HTTP/2's extended CONNECT (RFC 8441), which has neither. An
+//! HTTP/2 client's upgrade gets a fresh key on its way to an HTTP/1.1 server; an HTTP/2
+//! server's `200` gets the accept value for the key its upgrade was sent with.
 
 /// A fresh `Sec-WebSocket-Key`: 16 bytes from `fill`, in base64.
 pub(crate) fn new_key(fill: impl FnOnce(&mut [u8])) -> String {
     let mut nonce = [0u8; 16];
     fill(&mut nonce);
     base64(&nonce)
+}
+
+/// The `Sec-WebSocket-Accept` that answers `key`: base64 of SHA-1 over the key and RFC 6455's
+/// GUID.
+pub(crate) fn accept(key: &str) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key.trim().as_bytes());
+    context.update(GUID);
+    base64(context.finish().as_ref())
 }
 
 fn base64(data: &[u8]) -> String {
@@ -25,6 +37,11 @@ fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc_6455_example() {
+        assert_eq!(accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
 
     #[test]
     fn base64_pads() {

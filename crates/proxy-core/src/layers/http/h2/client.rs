@@ -1,11 +1,17 @@
 //! An upstream connection's HTTP/2 codec: we are the server's client.
+//!
+//! A WebSocket upgrade (HTTP/1.1's `GET` with `Upgrade: websocket`, which is what every
+//! client's upgrade is by the time it reaches a server codec) goes out as RFC 8441's extended
+//! CONNECT, on a connection whose server enabled it; the server's `2xx` comes back as the
+//! `101` the stream layer switches on, with the `Sec-WebSocket-Accept` for the key the
+//! upgrade carried. The stream then carries frames both ways until the HTTP layer ends it.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use h2::Reason;
 
-use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request};
+use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
 use super::engine::{Engine, H2Event, StreamKey};
 use super::fields::{self, FieldError};
 use super::settings;
@@ -15,6 +21,7 @@ use crate::flow::Response;
 use crate::ids::{ConnId, FlowId};
 use crate::layers::http::error::ServerError;
 use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
+use crate::layers::websocket::handshake;
 
 /// The HTTP/2 client side of an upstream connection.
 pub(crate) struct H2Client {
@@ -26,6 +33,17 @@ pub(crate) struct H2Client {
     /// The same, by stream.
     flows: BTreeMap<StreamKey, FlowId>,
     next_key: StreamKey,
+    /// Flows whose request is a WebSocket upgrade, sent as an extended CONNECT.
+    websockets: BTreeMap<FlowId, Upgrade>,
+}
+
+/// Where a WebSocket upgrade sent as an extended CONNECT stands.
+enum Upgrade {
+    /// Waiting for the answer; `key` is the upgrade's `Sec-WebSocket-Key`, which HTTP/2 does
+    /// not carry, for the `Sec-WebSocket-Accept` of its `101`.
+    Asked { key: String },
+    /// Answered `2xx`: the stream carries frames, and ends when the HTTP layer says.
+    Open,
 }
 
 impl H2Client {
@@ -36,6 +54,7 @@ impl H2Client {
             streams: BTreeMap::new(),
             flows: BTreeMap::new(),
             next_key: 1,
+            websockets: BTreeMap::new(),
         }
     }
 
@@ -56,6 +75,12 @@ impl H2Client {
         self.engine.is_closed()
     }
 
+    /// Whether the server takes WebSocket upgrades as streams (RFC 8441); `None` until its
+    /// SETTINGS are in.
+    pub(crate) fn extended_connect(&self) -> Option<bool> {
+        self.engine.extended_connect()
+    }
+
     pub(crate) fn set_reading(&mut self, flow: FlowId, reading: bool) {
         if let Some(&stream) = self.streams.get(&flow) {
             self.engine.set_reading(stream, reading);
@@ -69,14 +94,18 @@ impl H2Client {
     /// Send a request event of `flow`.
     pub(crate) fn send(&mut self, event: HttpEvent) {
         match event {
+            HttpEvent::RequestHeaders { flow, request, .. } if request.headers.has_token("upgrade", "websocket") => {
+                // The stream stays open for frames whatever the upgrade's request said.
+                let stream = self.new_stream(flow);
+                let key = request.headers.get_str("sec-websocket-key").unwrap_or_default().to_owned();
+                self.websockets.insert(flow, Upgrade::Asked { key });
+                self.engine.open(stream, to_h2_websocket(&request), false);
+            }
             HttpEvent::RequestHeaders { flow, request, end_stream } => {
                 let body = request.body.clone();
                 let trailers = request.trailers.as_ref().map(to_h2_headers);
                 let end = end_stream && body.as_ref().is_none_or(|b| b.is_empty()) && trailers.is_none();
-                let stream = self.next_key;
-                self.next_key += 1;
-                self.streams.insert(flow, stream);
-                self.flows.insert(stream, flow);
+                let stream = self.new_stream(flow);
                 self.engine.open(stream, to_h2_request(&request), end);
                 if !end {
                     if let Some(body) = body {
@@ -92,12 +121,30 @@ impl H2Client {
                     self.engine.send_data(stream, data);
                 }
             }
+            // An upgrade's request ends only when its WebSocket does.
+            HttpEvent::RequestEnd { flow, .. } if matches!(self.websockets.get(&flow), Some(Upgrade::Asked { .. })) => {}
             HttpEvent::RequestEnd { flow, trailers } => {
                 if let Some(&stream) = self.streams.get(&flow) {
                     self.engine.finish(stream, trailers.as_ref().map(to_h2_headers));
                 }
             }
             _ => {}
+        }
+    }
+
+    fn new_stream(&mut self, flow: FlowId) -> StreamKey {
+        let stream = self.next_key;
+        self.next_key += 1;
+        self.streams.insert(flow, stream);
+        self.flows.insert(stream, flow);
+        stream
+    }
+
+    /// The WebSocket on `flow`'s stream is over: forget the stream, resetting it (`CANCEL`)
+    /// once our END_STREAM is out if the server has not ended its side by then.
+    pub(crate) fn close_websocket(&mut self, flow: FlowId) {
+        if let Some(stream) = self.forget(flow) {
+            self.engine.reset_when_sent(stream, Reason::CANCEL);
         }
     }
 
@@ -114,6 +161,7 @@ impl H2Client {
     }
 
     fn forget(&mut self, flow: FlowId) -> Option<StreamKey> {
+        self.websockets.remove(&flow);
         let stream = self.streams.remove(&flow)?;
         self.flows.remove(&stream);
         Some(stream)
@@ -145,7 +193,8 @@ impl H2Client {
                 if !self.takes_head(flow, &head, out) {
                     return;
                 }
-                let response = from_h2_response(head);
+                let mut response = from_h2_response(head);
+                self.answer_upgrade(flow, &mut response);
                 out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
             }
             (H2Event::Data { data, .. }, Some(flow)) => {
@@ -167,6 +216,25 @@ impl H2Client {
             // A server does not open streams (the engine refuses pushes).
             _ => {}
         }
+    }
+
+    /// The answer to `flow`'s extended CONNECT, if it is one: a `2xx` is the switch, which the
+    /// stream layer knows as HTTP/1.1's `101`; anything else refuses the upgrade, and our side
+    /// of the stream, left open for frames, ends.
+    fn answer_upgrade(&mut self, flow: FlowId, response: &mut Response) {
+        let Some(Upgrade::Asked { key }) = self.websockets.get(&flow) else { return };
+        if !(200..300).contains(&response.status) {
+            self.websockets.remove(&flow);
+            if let Some(&stream) = self.streams.get(&flow) {
+                self.engine.finish(stream, None);
+            }
+            return;
+        }
+        response.status = 101;
+        response.reason = "Switching Protocols".into();
+        response.headers.insert("upgrade", "websocket");
+        response.headers.insert("sec-websocket-accept", handshake::accept(key));
+        self.websockets.insert(flow, Upgrade::Open);
     }
 
     /// Whether a response head on `flow` goes on: the head is well formed (a malformed one

@@ -51,6 +51,17 @@ pub(super) fn to_h2_request(request: &Request) -> http::Request<()> {
     out
 }
 
+/// A WebSocket upgrade as RFC 8441's extended CONNECT: `:protocol websocket`, and no
+/// `Sec-WebSocket-Key` (HTTP/2 has none; `Upgrade` and `Connection` go with the other
+/// connection-specific fields).
+pub(super) fn to_h2_websocket(request: &Request) -> http::Request<()> {
+    let mut out = to_h2_request(request);
+    *out.method_mut() = http::Method::CONNECT;
+    out.extensions_mut().insert(h2::ext::Protocol::from_static("websocket"));
+    out.headers_mut().remove("sec-websocket-key");
+    out
+}
+
 pub(super) fn to_h2_response(response: &Response) -> http::Response<()> {
     let mut out = http::Response::new(());
     *out.status_mut() = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::BAD_GATEWAY);

@@ -259,7 +259,8 @@ impl Http1Client {
             }
         };
         self.keep_alive = match head.version {
-            Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
+            // A parsed head is never SOCKS5's.
+            Version::Http11 | Version::Http2 | Version::Socks5 => !head.headers.has_token("connection", "close"),
             Version::Http10 => head.headers.has_token("connection", "keep-alive"),
         };
         let chunked_or_close = head.headers.contains("transfer-encoding");

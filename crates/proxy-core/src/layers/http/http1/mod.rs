@@ -73,7 +73,8 @@ pub(crate) fn limits(config: &Config) -> wire::Limits {
 
 /// Remove the fields that describe one connection rather than the message (RFC 9110
 /// section 7.6.1), including those the `Connection` field names. `keep_upgrade` keeps
-/// `Upgrade` for a protocol switch.
+/// `Upgrade` for a protocol switch. (`Proxy-Authorization` is the HTTP layer's to check and
+/// remove, whatever the client's version: see `proxy_auth`.)
 fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
     let mut listed: Vec<Bytes> = Vec::new();
     for value in headers.get_all("connection") {
@@ -90,7 +91,6 @@ fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
             b"keep-alive",
             b"proxy-connection",
             b"transfer-encoding",
-            b"proxy-authorization",
         ];
         if fixed.iter().any(|f| name.eq_ignore_ascii_case(f)) {
             return false;

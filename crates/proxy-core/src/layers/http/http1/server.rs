@@ -350,7 +350,8 @@ impl Http1Server {
             return self.reject(cx, error, out);
         }
         let keep_alive = match head.version {
-            Version::Http11 | Version::Http2 => !head.headers.has_token("connection", "close"),
+            // A parsed head is never SOCKS5's.
+            Version::Http11 | Version::Http2 | Version::Socks5 => !head.headers.has_token("connection", "close"),
             Version::Http10 => {
                 head.headers.has_token("connection", "keep-alive")
                     || head.headers.has_token("proxy-connection", "keep-alive")

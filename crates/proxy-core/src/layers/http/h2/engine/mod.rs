@@ -227,6 +227,18 @@ impl Engine {
         }
     }
 
+    /// Whether the server lets us open WebSockets as streams (RFC 8441's
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`); `None` until its SETTINGS are in (client role).
+    pub fn extended_connect(&self) -> Option<bool> {
+        match &self.conn {
+            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
+                Some(requests.is_extended_connect_protocol_enabled())
+            }
+            Conn::Client { .. } | Conn::ClientHandshake(_) => None,
+            _ => Some(false),
+        }
+    }
+
     /// Let `stream`'s body bytes be handed out (or not) by [`poll`](Self::poll).
     pub fn set_reading(&mut self, stream: StreamKey, reading: bool) {
         if let Some(s) = self.streams.get_mut(&stream) {
