@@ -7,7 +7,12 @@
 #   bench/bench-ws.sh [--runs N] [--proxy PATH] [-- EXTRA PROXY ARGS...]
 #
 # Env: WS_CONNS (50), WS_SECS (10), WS_SIZE (1024), WS_MIB (1024), WS_PORT (18090),
-#      PROXY_PORT (18888), BENCH_STATE (${TMPDIR:-/tmp}/sansproxy-bench).
+#      PROXY_PORT (18888), BENCH_STATE (${TMPDIR:-/tmp}/sansproxy-bench),
+#      WS_VIA: how clients reach the origin through the proxy under test:
+#        proxy   (default) sansproxy as an explicit proxy (the upgrade in absolute form);
+#        reverse sansproxy in reverse mode, clients connecting to it as to the origin;
+#        haproxy HAProxy in `mode http` as a reverse proxy (it parses the upgrade, then relays
+#                bytes without reading frames): the reference for what relaying costs here.
 # Talks to 127.0.0.1 only; stops only the processes it started (by process group).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -59,8 +64,37 @@ start_bg "$STATE/ws-origin.log" "$WSLOAD" serve "$WS_PORT"; ORIGIN_PID=$BG_PID
 wait_port "$WS_PORT" || { echo "the origin did not listen" >&2; exit 1; }
 URL="ws://127.0.0.1:$WS_PORT"
 
+VIA="${WS_VIA:-proxy}"
+case "$VIA" in
+    proxy) PURL="$URL"; PARG="127.0.0.1:$PROXY_PORT";;
+    reverse|haproxy) PURL="ws://127.0.0.1:$PROXY_PORT"; PARG="-";;
+    *) echo "WS_VIA is proxy, reverse or haproxy" >&2; exit 2;;
+esac
+if [ "$VIA" = haproxy ]; then
+    cat > "$STATE/ws-haproxy.cfg" <<CFG
+global
+    nbthread 2
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 60s
+frontend ws
+    bind 127.0.0.1:$PROXY_PORT
+    default_backend origin
+backend origin
+    server o 127.0.0.1:$WS_PORT
+CFG
+fi
+
 start_proxy() {
-    start_bg "$STATE/ws-proxy.log" "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --no-intercept "${EXTRA[@]}"
+    case "$VIA" in
+        proxy) start_bg "$STATE/ws-proxy.log" "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --no-intercept "${EXTRA[@]}";;
+        reverse) start_bg "$STATE/ws-proxy.log" "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --no-intercept \
+            --mode "reverse:http://127.0.0.1:$WS_PORT" "${EXTRA[@]}";;
+        haproxy) start_bg "$STATE/ws-proxy.log" haproxy -db -f "$STATE/ws-haproxy.cfg";;
+    esac
     PROXY_PID=$BG_PID
     wait_port "$PROXY_PORT" || { echo "the proxy did not listen" >&2; cat "$STATE/ws-proxy.log" >&2; exit 1; }
 }
@@ -69,12 +103,12 @@ for r in $(seq 1 "$RUNS"); do
     log "run $r/$RUNS: echo"
     "$WSLOAD" echo "$URL" - "$CONNS" "$SECS" "$SIZE" | sed 's/^{/{"label":"direct",/' | tee -a "$OUT"
     start_proxy
-    "$WSLOAD" echo "$URL" "127.0.0.1:$PROXY_PORT" "$CONNS" "$SECS" "$SIZE" | sed 's/^{/{"label":"proxy",/' | tee -a "$OUT"
+    "$WSLOAD" echo "$PURL" "$PARG" "$CONNS" "$SECS" "$SIZE" | sed 's/^{/{"label":"proxy",/' | tee -a "$OUT"
     stop_pid "$PROXY_PID"
     log "run $r/$RUNS: stream"
     "$WSLOAD" stream "$URL" - "$MIB" | sed 's/^{/{"label":"direct",/' | tee -a "$OUT"
     start_proxy
-    line=$("$WSLOAD" stream "$URL" "127.0.0.1:$PROXY_PORT" "$MIB")
+    line=$("$WSLOAD" stream "$PURL" "$PARG" "$MIB")
     echo "${line%\}},\"label\":\"proxy\",\"peak_rss_kib\":$(hwm_kb "$PROXY_PID")}" | tee -a "$OUT"
     stop_pid "$PROXY_PID"
 done
