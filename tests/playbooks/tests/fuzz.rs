@@ -200,6 +200,31 @@ proptest! {
     }
 
     #[test]
+    fn socks5_handshake(input in proptest::collection::vec(any::<u8>(), 0..80)) {
+        fuzz::socks5_handshake(&input);
+    }
+
+    #[test]
+    fn socks5_handshake_well_formed(flags in any::<u8>(), cut in any::<u8>(), kind in 0..4u8, tail in proptest::collection::vec(any::<u8>(), 0..24)) {
+        // A valid greeting (and credentials when bit 0 asks for them), a request of each
+        // address type, then bytes for the tunnel: the paths past the handshake.
+        let mut input = vec![flags, cut, 5, 2, 0, 2];
+        if flags & 1 != 0 {
+            input.extend_from_slice(b"\x01\x01u\x01p");
+        }
+        input.extend_from_slice(&[5, 1, 0]);
+        match kind {
+            0 => input.extend_from_slice(&[1, 10, 0, 0, 9]),
+            1 => input.extend_from_slice(b"\x03\x06a.test"),
+            2 => input.extend_from_slice(&[4, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            _ => input.extend_from_slice(&[1, 127, 0, 0, 1]),
+        }
+        input.extend_from_slice(&[0x1f, 0x90]);
+        input.extend(tail);
+        fuzz::socks5_handshake(&input);
+    }
+
+    #[test]
     fn h2_frames(flags in any::<u8>(), seed in any::<u8>(), input in proptest::collection::vec(any::<u8>(), 0..160)) {
         let mut data = vec![flags, seed];
         data.extend(input);

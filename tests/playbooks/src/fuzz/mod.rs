@@ -31,11 +31,13 @@ mod h2;
 mod oracle;
 mod run;
 pub mod strict;
+mod socks5;
 mod tls;
 mod websocket;
 
 pub use h2::h2_frames;
 pub use run::{Run, ORIGIN_OK};
+pub use socks5::socks5_handshake;
 pub use tls::{client_hello, tls};
 pub use websocket::{websocket_frames, websocket_session};
 
