@@ -134,3 +134,30 @@ fn several_modes_in_one_process() {
     assert!(lines.iter().any(|l| l.starts_with(&format!("[regular@{regular}] "))), "{lines:?}");
     assert!(lines.iter().any(|l| l.starts_with(&format!("[socks5@{socks}] ")) && l.contains("CONNECT")), "{lines:?}");
 }
+
+#[test]
+fn secure_web_proxy_and_tls_inside_tls() {
+    let pki = Pki::new();
+    let plain = Origin::start();
+    let tls = Origin::start_tls(&pki.valid);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    let ca = proxy.ca_cert_arg();
+    let https_proxy = format!("https://127.0.0.1:{}", proxy.port());
+    let secure = || Curl::new().args(["--proxy", &https_proxy, "--proxy-cacert", &ca]);
+    // TLS to the proxy, plain HTTP to the origin.
+    fetch_big(secure(), &plain.url("/big?n=3000000"));
+    // TLS to the proxy, and inside its CONNECT TLS to the origin, intercepted: TLS inside TLS.
+    fetch_big(secure().args(["--cacert", &ca]), &tls.url("/big?n=3000000"));
+    let out = secure().args(["--cacert", &ca, "-d", "posted"]).arg(tls.url("/echo")).run();
+    assert_eq!(out.text(), "posted", "{out}");
+    // Plain clients of the same listener are served as before.
+    let out = proxy.curl().arg(plain.url("/hello")).run();
+    assert_eq!(out.text(), HELLO, "{out}");
+    let out = proxy.curl().args(["--cacert", &ca]).arg(tls.url("/hello")).run();
+    assert_eq!(out.text(), HELLO, "{out}");
+    let lines = proxy.stdout_lines();
+    assert!(lines.iter().any(|l| l.contains(&format!("POST {}", tls.url("/echo")))), "the request inside both TLS sessions is a flow: {lines:?}");
+    // A client that does not trust the proxy's certificate fails its handshake, logged.
+    let out = Curl::new().args(["--proxy", &https_proxy]).arg(plain.url("/hello")).run();
+    assert_ne!(out.code, Some(0), "{out}");
+}

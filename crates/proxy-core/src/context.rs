@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::command::{Command, LogLevel};
 use crate::config::Config;
@@ -31,8 +31,12 @@ struct ConnState {
     /// `Pause` bits currently applied.
     paused: u8,
     closed: bool,
-    /// Record protection, when the connection speaks TLS.
+    /// Record protection, when the connection speaks TLS: the session layers read and write
+    /// through.
     tls: Option<Box<TlsSession>>,
+    /// TLS inside TLS (a client speaking TLS to the proxy itself, then TLS inside a
+    /// `CONNECT`): the session on the wire, under `tls`. Its records carry `tls`'s.
+    outer: Option<Box<TlsSession>>,
     /// Its protocol limits what the peer may send (HTTP/2 flow control): never paused for
     /// congestion, since it must stay readable for the window updates that end it.
     self_limiting: bool,
@@ -40,7 +44,7 @@ struct ConnState {
 
 impl ConnState {
     fn new(id: ConnId) -> Self {
-        Self { id, queued: 0, paused: 0, closed: false, tls: None, self_limiting: false }
+        Self { id, queued: 0, paused: 0, closed: false, tls: None, outer: None, self_limiting: false }
     }
 }
 
@@ -114,9 +118,22 @@ impl Context {
         self.send_raw(conn, data);
     }
 
-    /// Queue bytes for `conn` as they are, past its record protection: ciphertext, or a TLS
-    /// alert.
+    /// Queue bytes for `conn` past its (innermost) record protection: ciphertext, or a TLS
+    /// alert. Under TLS inside TLS they are the outer session's plaintext.
     pub(crate) fn send_raw(&mut self, conn: ConnId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(state) = self.state_mut(conn) else { return };
+        let data = match &mut state.outer {
+            Some(outer) => outer.send(&data),
+            None => data,
+        };
+        self.send_wire(conn, data);
+    }
+
+    /// Queue bytes for `conn` exactly as they go on the wire.
+    pub(crate) fn send_wire(&mut self, conn: ConnId, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -213,7 +230,13 @@ impl Context {
             return;
         }
         if let Some(tls) = &mut state.tls {
-            let notify = tls.close();
+            let mut notify = tls.close();
+            if let Some(outer) = &mut state.outer {
+                // The inner session's close_notify, then the outer one's.
+                let mut both = BytesMut::from(&outer.send(&notify)[..]);
+                both.extend_from_slice(&outer.close());
+                notify = both.freeze();
+            }
             if !notify.is_empty() {
                 self.out.push_back(Command::SendData { conn, data: notify });
             }
@@ -305,13 +328,23 @@ impl Context {
         Ok(TlsSession::new(rustls::Connection::Client(client), server.clone(), sni))
     }
 
-    /// Put `session` under the open connection `conn` and send what it has ready.
+    /// Put `session` under the open connection `conn` and send what it has ready. On a
+    /// connection that speaks TLS already, the new session runs inside the one there (TLS
+    /// inside TLS); a third is not nested: it replaces the innermost.
     pub(crate) fn attach_tls(&mut self, conn: ConnId, session: TlsSession) {
         let Some(state) = self.state_mut(conn) else { return };
         let mut session = Box::new(session);
         let first = session.take_outgoing();
+        if state.outer.is_none() {
+            state.outer = state.tls.take();
+        }
         state.tls = Some(session);
         self.send_raw(conn, first);
+    }
+
+    /// The session on the wire under `conn`'s, when TLS runs inside TLS there.
+    pub(crate) fn outer_tls_mut(&mut self, conn: ConnId) -> Option<&mut TlsSession> {
+        self.state_mut(conn).and_then(|s| s.outer.as_deref_mut())
     }
 
     pub(crate) fn tls(&self, conn: ConnId) -> Option<&TlsSession> {

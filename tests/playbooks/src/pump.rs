@@ -26,6 +26,8 @@ pub enum Peer {
     Proxy { head: Vec<u8>, answer: Vec<u8>, tunnel: bool, origin: Box<Peer> },
     /// An HTTP/2 endpoint over plain TCP (prior knowledge).
     H2(Box<H2Peer>),
+    /// TLS inside TLS: `inner` (itself TLS) speaks through the `outer` session.
+    Nested { outer: Box<rustls::Connection>, inner: Box<Peer> },
 }
 
 impl Peer {
@@ -43,6 +45,7 @@ impl Peer {
         match self {
             Self::Plain { received } | Self::Tls { received, .. } => received,
             Self::Proxy { origin, .. } => origin.received(),
+            Self::Nested { inner, .. } => inner.received(),
             Self::H2(_) => &[],
         }
     }
@@ -59,7 +62,7 @@ impl Peer {
     pub fn proxy_request(&self) -> Option<&[u8]> {
         match self {
             Self::Proxy { head, .. } => Some(head),
-            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) => None,
+            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) | Self::Nested { .. } => None,
         }
     }
 
@@ -67,6 +70,7 @@ impl Peer {
         match self {
             Self::Tls { error, .. } => error.as_deref(),
             Self::Proxy { origin, .. } => origin.error(),
+            Self::Nested { inner, .. } => inner.error(),
             Self::Plain { .. } | Self::H2(_) => None,
         }
     }
@@ -75,6 +79,7 @@ impl Peer {
         match self {
             Self::Tls { tls, .. } => Some(tls),
             Self::Proxy { origin, .. } => origin.rustls(),
+            Self::Nested { inner, .. } => inner.rustls(),
             Self::Plain { .. } | Self::H2(_) => None,
         }
     }
@@ -92,6 +97,23 @@ impl Peer {
                     *tunnel = true;
                     origin.deliver(&rest);
                 }
+            }
+            Self::Nested { outer, inner } => {
+                let mut plaintext = Vec::new();
+                let mut input = data;
+                while !input.is_empty() {
+                    if outer.read_tls(&mut input).is_err() || outer.process_new_packets().is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = outer.reader().read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        plaintext.extend_from_slice(&buf[..n]);
+                    }
+                }
+                inner.deliver(&plaintext);
             }
             Self::Tls { tls, received, error } => {
                 let mut input = data;
@@ -124,6 +146,19 @@ impl Peer {
             Self::Proxy { answer, origin, .. } => {
                 let mut out = std::mem::take(answer);
                 out.extend(origin.outgoing(plaintext));
+                out
+            }
+            Self::Nested { outer, inner } => {
+                let records = inner.outgoing(plaintext);
+                if !records.is_empty() {
+                    outer.writer().write_all(&records).expect("buffered");
+                }
+                let mut out = Vec::new();
+                while outer.wants_write() {
+                    if outer.write_tls(&mut out).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
                 out
             }
             Self::Tls { tls, .. } => {
@@ -249,6 +284,16 @@ impl Pump {
     /// handshake.
     pub fn client_starts_tls(&mut self, tls: rustls::ClientConnection) -> &mut Self {
         self.client = Peer::tls(tls);
+        self.client_sends(b"")
+    }
+
+    /// Start TLS inside the client's TLS (a secure web proxy's client, after the `200` to its
+    /// `CONNECT`): its records travel in the session it has.
+    pub fn client_nests_tls(&mut self, tls: rustls::ClientConnection) -> &mut Self {
+        let Peer::Tls { tls: outer, .. } = std::mem::replace(&mut self.client, Peer::Plain { received: Vec::new() }) else {
+            panic!("the client speaks no TLS to nest in");
+        };
+        self.client = Peer::Nested { outer, inner: Box::new(Peer::tls(tls)) };
         self.client_sends(b"")
     }
 

@@ -478,3 +478,43 @@ fn the_client_gets_its_best_offer_when_the_server_chose_something_else() {
     // A client that offers no ALPN gets none.
     assert_eq!(negotiated(&[], &[b"h2", b"http/1.1"], true), None);
 }
+
+#[test]
+fn a_secure_web_proxy_client_and_tls_inside_its_connect() {
+    // The client speaks TLS to the proxy itself (a regular listener with interception on),
+    // sends its CONNECT inside, then a second TLS session inside that: TLS inside TLS, both
+    // in the core's buffers.
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let client = Peer::tls(tls_client(w.proxy_ca.roots(), "proxy.test", &[b"h2", b"http/1.1"]));
+    let mut pump = Pump::new(config, client, origin(&w, &["example.test"]));
+    pump.run();
+    pump.client_sends(b"");
+    let outer = pump.client.rustls().expect("TLS");
+    assert!(!outer.is_handshaking(), "the proxy's own handshake; logs {:?}", pump.logs);
+    assert_eq!(outer.alpn_protocol(), Some(&b"http/1.1"[..]), "CONNECT needs HTTP/1.1 to the proxy");
+    pump.client_sends(CONNECT);
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n");
+    pump.client_nests_tls(tls_client(w.proxy_ca.roots(), "example.test", &[b"http/1.1"]));
+    let inner = pump.client.rustls().expect("TLS inside");
+    assert!(!inner.is_handshaking(), "the intercepted handshake inside; logs {:?}", pump.logs);
+    pump.client_sends(GET);
+    let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
+    assert!(request.starts_with("GET /path HTTP/1.1\r\n"), "{request}");
+    pump.server_sends(S1, RESPONSE);
+    let seen = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n") && seen.ends_with("\r\n\r\nhello"), "{seen:?}");
+    // Certificates: one for the proxy's name, one for the origin's.
+    let names: Vec<Option<String>> = w.issuer.requests.lock().unwrap().iter().map(|r| r.server_name.clone()).collect();
+    assert_eq!(names, [Some("proxy.test".to_owned()), Some("example.test".to_owned())]);
+}
+
+#[test]
+fn a_plain_client_of_an_intercepting_regular_listener_is_unchanged() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| Some(Peer::Plain { received: Vec::new() })));
+    pump.run();
+    pump.client_sends(b"GET http://example.test/path HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_eq!(pump.server(S1).received(), b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n");
+}

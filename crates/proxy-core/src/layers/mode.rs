@@ -56,6 +56,8 @@ fn first_layer(cx: &mut Context) -> State {
         Mode::Reverse { scheme, target, client_tls: true } => {
             Box::new(Intercept::reverse(cx, *scheme, target.clone(), inside_tls))
         }
+        // With interception on, a regular listener also serves clients that speak TLS to it.
+        Mode::Regular if cx.config.tls.is_some() => Box::new(Intercept::secure_proxy(cx, after_http)),
         Mode::Regular | Mode::Upstream { .. } | Mode::Reverse { client_tls: false, .. } => {
             Box::new(HttpLayer::for_mode(cx))
         }

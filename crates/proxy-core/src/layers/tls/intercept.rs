@@ -13,6 +13,13 @@
 //!
 //! When the server's handshake fails, the client's still completes, so that it can read a
 //! `502` naming the cause instead of a bare connection reset.
+//!
+//! The same layer terminates TLS that clients speak to the proxy itself, with no tunnel and no
+//! server yet: in reverse mode ([`Intercept::reverse`]), and on a regular listener, where a
+//! client that starts with a ClientHello uses the proxy as a secure web proxy
+//! ([`Intercept::secure_proxy`]) and the HTTP inside is an explicit proxy's; a `CONNECT` in
+//! there that is intercepted in turn is TLS inside TLS, both sessions in the core's buffers.
+//! Plain clients of the same listener are served as if the layer were not there.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,6 +79,9 @@ pub(crate) struct Intercept {
     /// Until the client's handshake is done (or we know it speaks something else): a client
     /// that sends nothing, or too slowly, is cut off here.
     deadline: Option<Instant>,
+    /// The client is speaking to the proxy itself as an explicit proxy (a secure web proxy):
+    /// its requests name their servers.
+    proxy: bool,
 }
 
 /// What became of the server side before the client's handshake completes.
@@ -106,6 +116,7 @@ impl Intercept {
             state: State::Peek { buf: BytesMut::new(), acceptor: Box::default() },
             next,
             deadline: Some(now + cx.config.client_idle_timeout),
+            proxy: false,
         };
         cx.set_layer_pause(ConnId::CLIENT, false);
         cx.set_layer_pause(handover.server, false);
@@ -127,7 +138,18 @@ impl Intercept {
     pub(crate) fn reverse(cx: &Context, scheme: Scheme, target: ServerAddr, next: NextLayer) -> Self {
         let cert_host = cx.client.local.ip().to_string();
         let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
-        Self { server: None, target, scheme, cert_host, state, next, deadline: None }
+        Self { server: None, target, scheme, cert_host, state, next, deadline: None, proxy: false }
+    }
+
+    /// A regular listener with interception on: a client that starts with a ClientHello gets
+    /// a certificate for its SNI (else the listening address) and speaks HTTP proxy requests
+    /// inside; any other client is a plain HTTP proxy client. What the HTTP inside hands over
+    /// (a `CONNECT`) becomes `next`'s.
+    pub(crate) fn secure_proxy(cx: &Context, next: NextLayer) -> Self {
+        let cert_host = cx.client.local.ip().to_string();
+        let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
+        let target = ServerAddr::new(cert_host.clone(), cx.client.local.port());
+        Self { server: None, target, scheme: Scheme::Http, cert_host, state, next, deadline: None, proxy: true }
     }
 
     fn tls(cx: &Context) -> &TlsConfig {
@@ -246,7 +268,12 @@ impl Intercept {
         };
         let mut config = (*tls.server).clone();
         config.cert_resolver = Arc::new(OneCert(key));
-        config.alpn_protocols = client_alpn(speakable(cx, &hello.alpn), server_alpn).into_iter().collect();
+        let mut offered = speakable(cx, &hello.alpn);
+        if self.proxy {
+            // Tunnels are HTTP/1.1 CONNECTs: an HTTP/2 client of the proxy could not open one.
+            offered.retain(|p| p.as_slice() != b"h2");
+        }
+        config.alpn_protocols = client_alpn(offered, server_alpn).into_iter().collect();
         match accepted.into_connection(Arc::new(config)) {
             Ok(connection) => {
                 let session =
@@ -285,6 +312,7 @@ impl Intercept {
     fn destination(&self, scheme: Scheme) -> Destination {
         let target = self.target.clone();
         match self.server {
+            _ if self.proxy => Destination::Named,
             Some(_) => Destination::Tunnel { scheme, target },
             None => Destination::Fixed { scheme, target },
         }

@@ -17,7 +17,10 @@
 //! | `ConnectionClosed`      | `Connecting`/`Handshaking` | `OpenFailed` (a server) or `ConnectionClosed` |
 //! | anything failing        | becomes `Failed`           | as above, after a log line and `TlsFailed` |
 //!
-//! Connections without a session, and every other event, pass through untouched.
+//! Connections without a session, and every other event, pass through untouched. Where TLS
+//! runs inside TLS (a secure web proxy's client intercepted inside its `CONNECT`), the outer
+//! session decrypts first and the inner one reads its plaintext; the outer one's end or
+//! failure ends the connection.
 
 use std::time::Instant;
 
@@ -41,8 +44,35 @@ impl TlsTransport {
         Self { inner }
     }
 
-    /// Ciphertext arrived on `conn`: decrypt it and tell the layers what it meant.
+    /// Ciphertext arrived on `conn`: decrypt it (twice, under TLS inside TLS) and tell the
+    /// layers what it meant.
     fn receive(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(outer) = cx.outer_tls_mut(conn) else { return self.receive_inner(cx, now, conn, data) };
+        let received = outer.receive(data);
+        cx.send_wire(conn, received.outgoing);
+        if let Some(error) = received.error {
+            let message = error.to_string();
+            cx.log(LogLevel::Info, format!("TLS connection with client {} (the outer session) failed: {message}", cx.client.peer));
+            if let Some(outer) = cx.outer_tls_mut(conn) {
+                outer.state = TlsState::Failed;
+            }
+            cx.close(conn, false);
+            return self.inner.handle(cx, now, Event::ConnectionClosed { conn });
+        }
+        if !received.plaintext.is_empty() {
+            self.receive_inner(cx, now, conn, &received.plaintext);
+        }
+        if received.closed && cx.tls(conn).is_some_and(|t| !matches!(t.state, TlsState::PeerClosed | TlsState::Closed | TlsState::Failed)) {
+            // The outer session ended under the inner one, which never said goodbye.
+            if let Some(tls) = cx.tls_mut(conn) {
+                tls.state = TlsState::PeerClosed;
+            }
+            self.inner.handle(cx, now, Event::ConnectionClosed { conn });
+        }
+    }
+
+    /// What the innermost session under `conn` makes of `data`.
+    fn receive_inner(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
         let want_hook = cx.config.hooks.contains(HookKind::TlsEstablished);
         let Some(tls) = cx.tls_mut(conn) else { return };
         let was_handshaking = is_handshaking(tls);
