@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# SOCKS5 against an HTTP CONNECT: a 1 GiB download with curl through each, in the same run, for
+# plain HTTP and intercepted HTTPS, each paired with a direct download. Uses the origin of
+# ../shared/bench (nginx serving /1g; `setup-origin.sh` there once) and its MITM CA.
+#
+#   bench/bench-modes.sh [--runs N] [--proxy PATH]
+#
+# Env: SHARED_BENCH (../shared/bench), BENCH_STATE (as there), PROXY_PORT (18888),
+#      BULK_MAX_SECS (120). Stops only the processes it started.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
+RUNS=3; PROXY_BIN=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) RUNS="$2"; shift 2;;
+        --proxy) PROXY_BIN="$2"; shift 2;;
+        *) echo "unknown argument $1" >&2; exit 2;;
+    esac
+done
+# shellcheck source=/dev/null
+source "$SHARED/lib.sh"
+if [ -z "$PROXY_BIN" ]; then
+    cargo build -q --release -p proxy-cli --manifest-path "$ROOT/Cargo.toml"
+    PROXY_BIN="$ROOT/target/release/sansproxy"
+fi
+MAXT="${BULK_MAX_SECS:-120}"
+ensure_origin
+PKI="$BENCH_STATE/pki"
+out="$BENCH_STATE/logs/modes.jsonl"; : > "$out"
+HTTP_URL="http://127.0.0.1:$ORIGIN_HTTP_PORT/1g"
+HTTPS_URL="https://127.0.0.1:$ORIGIN_HTTPS_PORT/1g"
+
+speed() { # curl args...: MB/s of the download, and its size
+    curl -s -o /dev/null --max-time "$MAXT" -w '%{speed_download} %{size_download}' "$@" \
+        | awk '{printf "%.1f %d", $1/1e6, $2}'
+}
+# mode: socks5 or connect; the proxy listens on $PROXY_PORT in that mode, intercepting TLS.
+start_mode() {
+    local mode="$1" arg=()
+    [ "$mode" = socks5 ] && arg=(--mode socks5)
+    start_bg "modes-$mode" "$BENCH_STATE/logs/proxy-modes-$mode.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+        "${arg[@]}" --ca-cert "$PKI/mitm-ca.pem" --ca-key "$PKI/mitm-ca.key" --upstream-ca "$PKI/origin-ca.pem"
+    PROXY_PID=$BG_PID
+    wait_port "$PROXY_PORT" 30 || die "the proxy did not listen"
+}
+for r in $(seq 1 "$RUNS"); do
+    for scheme in http https; do
+        url="$HTTP_URL"; [ "$scheme" = https ] && url="$HTTPS_URL"
+        read -r mbps size <<< "$(speed --cacert "$PKI/origin-ca.pem" "$url")"
+        echo "{\"test\":\"$scheme\",\"label\":\"direct\",\"MBps\":$mbps,\"bytes\":$size}" | tee -a "$out"
+        for mode in connect socks5; do
+            start_mode "$mode"
+            if [ "$mode" = socks5 ]; then via=(--socks5-hostname "127.0.0.1:$PROXY_PORT")
+            else via=(-p -x "http://127.0.0.1:$PROXY_PORT"); fi
+            read -r mbps size <<< "$(speed "${via[@]}" --cacert "$PKI/mitm-ca.pem" "$url")"
+            echo "{\"test\":\"$scheme\",\"label\":\"$mode\",\"MBps\":$mbps,\"bytes\":$size,\"peak_rss_kib\":$(hwm_kb "$PROXY_PID")}" | tee -a "$out"
+            stop_proxy || true
+        done
+    done
+done
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+for test in ("http", "https"):
+    med = lambda label: statistics.median([r["MBps"] for r in rows if r["test"] == test and r["label"] == label])
+    d, c, s = med("direct"), med("connect"), med("socks5")
+    short = [r for r in rows if r["test"] == test and r["bytes"] != 1 << 30]
+    print(f"{test:5} 1 GiB: direct {d:.0f} MB/s, CONNECT {c:.0f} ({c / d:.3f}), SOCKS5 {s:.0f} ({s / d:.3f}); "
+          f"SOCKS5/CONNECT {s / c:.3f}{'; INCOMPLETE transfers' if short else ''}")
+PY
