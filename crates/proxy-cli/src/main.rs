@@ -164,7 +164,8 @@ struct Args {
     /// What clients take the proxy for: `regular` (an explicit proxy, the default),
     /// `reverse:URL` (the origin at URL: `http://host:port`, `https://host:port`, or
     /// `h2c://host:port` for plain HTTP/2 with prior knowledge), `upstream:URL` (an explicit
-    /// proxy that sends everything on through the proxy at `http://host:port`), `socks5` (a
+    /// proxy that sends everything on through the proxy at `http://host:port`, or over TLS at
+    /// `https://host:port`), `socks5` (a
     /// SOCKS5 proxy), or `transparent` (connections redirected to the proxy by iptables or
     /// nftables go where they were going; Linux). Repeatable, each with its own listener:
     /// `MODE@PORT` or `MODE@HOST:PORT` (`--mode regular@8080 --mode socks5@1080`); a mode
@@ -177,6 +178,11 @@ struct Args {
     /// htpasswd file of bcrypt (`htpasswd -B`) or SHA-1 (`htpasswd -s`) lines.
     #[arg(long, value_name = "USER:PASS|@FILE")]
     proxyauth: Option<String>,
+
+    /// In upstream mode, the credentials the upstream proxy wants: sent as
+    /// `Proxy-Authorization: Basic` on every CONNECT and request to it.
+    #[arg(long, value_name = "USER:PASS")]
+    upstream_auth: Option<String>,
 
     /// The same as `--mode reverse:URL`.
     #[arg(long, value_name = "URL", value_parser = parse_origin, conflicts_with = "mode")]
@@ -286,10 +292,8 @@ fn parse_mode(s: &str) -> Result<ModeArg, String> {
         return Ok(ModeArg(Mode::Reverse { scheme, target, client_tls: false }, h2c));
     }
     if let Some(url) = s.strip_prefix("upstream:") {
-        return match parse_url(url)? {
-            (Scheme::Http, proxy) => Ok(ModeArg(Mode::Upstream { proxy }, false)),
-            (Scheme::Https, _) => Err("the upstream proxy must be spoken to in plain HTTP: http://host:port".into()),
-        };
+        let (scheme, proxy) = parse_url(url)?;
+        return Ok(ModeArg(Mode::Upstream { proxy, tls: scheme == Scheme::Https, auth: None }, false));
     }
     Err(format!("unknown mode {s:?}: use regular, reverse:URL, upstream:URL, socks5 or transparent"))
 }
@@ -352,6 +356,12 @@ impl Args {
         if self.listen_tls && !specs.iter().any(|s| matches!(s.mode.0, Mode::Reverse { .. })) {
             return Err("--listen-tls is for reverse mode".into());
         }
+        if self.upstream_auth.is_some() && !specs.iter().any(|s| matches!(s.mode.0, Mode::Upstream { .. })) {
+            return Err("--upstream-auth is for upstream mode (--mode upstream:URL)".into());
+        }
+        if self.upstream_auth.as_deref().is_some_and(|a| !a.contains(':')) {
+            return Err("--upstream-auth takes USER:PASS".into());
+        }
         let mut listeners = Vec::with_capacity(specs.len());
         for spec in specs {
             let addr = match spec.at {
@@ -368,6 +378,12 @@ impl Args {
                         return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
                     }
                     Mode::Reverse { scheme, target, client_tls: self.listen_tls }
+                }
+                Mode::Upstream { proxy, tls, .. } => {
+                    if tls && self.no_intercept {
+                        return Err("an https:// upstream proxy needs TLS: drop --no-intercept".into());
+                    }
+                    Mode::Upstream { proxy, tls, auth: self.upstream_auth.clone() }
                 }
                 mode => mode,
             };
@@ -814,9 +830,14 @@ mod tests {
         let target = ServerAddr::new("127.0.0.1", 81);
         assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, true));
         let proxy = ServerAddr::new("127.0.0.1", 3128);
-        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(ModeArg(Mode::Upstream { proxy }, false)));
+        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(ModeArg(Mode::Upstream { proxy, tls: false, auth: None }, false)));
         assert!(parse_mode("upstream:h2c://p:1").is_err());
-        assert!(parse_mode("upstream:https://p:1").is_err());
+        let proxy = ServerAddr::new("p", 1);
+        assert_eq!(parse_mode("upstream:https://p:1"), Ok(ModeArg(Mode::Upstream { proxy, tls: true, auth: None }, false)));
+        let args = Args::try_parse_from(["sansproxy", "--mode", "upstream:https://p:1", "--upstream-auth", "u:p"]).unwrap();
+        assert!(matches!(&args.listeners().unwrap()[0].1 .0, Mode::Upstream { auth: Some(a), .. } if a == "u:p"));
+        let args = Args::try_parse_from(["sansproxy", "--upstream-auth", "u:p"]).unwrap();
+        assert!(args.listeners().is_err(), "--upstream-auth without an upstream mode");
         assert!(parse_mode("reverse:ftp://x").is_err());
         assert!(parse_mode("reverse:http://x/path").is_err());
         assert!(parse_mode("reverse:http://x:99999").is_err());

@@ -52,3 +52,47 @@ fn an_unreachable_upstream_proxy_is_a_502_naming_it() {
     assert_eq!(out.status(), 502, "{out}");
     assert!(out.text().contains(&format!("127.0.0.1:{port}")), "{out}");
 }
+
+/// 3 MB, checked byte for byte as it streams.
+fn fetch_big(curl: Curl, url: &str) {
+    let mut check = PatternCheck::new();
+    let out = curl.arg(url).run_streaming(|d| check.feed(d));
+    out.assert_success();
+    assert_eq!((check.len(), check.mismatch()), (3_000_000, None), "{out}");
+}
+
+#[test]
+fn an_https_upstream_proxy_with_credentials() {
+    // Two sansproxy processes: the hop is a secure web proxy (TLS on its regular listener)
+    // that wants a password; the front speaks TLS to it and gives the password.
+    let pki = Pki::new();
+    let plain = Origin::start();
+    let tls = Origin::start_tls(&pki.valid);
+    let hop = Proxy::start_tls(&["--proxyauth", "hop:s3cret", "--upstream-ca", pki.origin_ca_arg()]);
+    let upstream = format!("upstream:https://127.0.0.1:{}", hop.port());
+    let hop_ca = hop.ca_cert_arg();
+    let front = Proxy::start_tls(&["--mode", &upstream, "--upstream-auth", "hop:s3cret", "--upstream-ca", &hop_ca]);
+    let ca = front.ca_cert_arg();
+    // Plain HTTP: absolute-form over TLS to the hop, with the hop's credentials.
+    fetch_big(front.curl(), &plain.url("/big?n=3000000"));
+    // HTTPS: the front intercepts, asks the hop for a tunnel over TLS, and speaks TLS inside
+    // it (which the hop intercepts in turn: TLS inside TLS at both).
+    fetch_big(front.curl().args(["--cacert", &ca]), &tls.url("/big?n=3000000"));
+    let hop_lines = hop.stdout_lines();
+    assert!(hop_lines.iter().any(|l| l.contains(&format!("GET {}", plain.url("/big")))), "{hop_lines:?}");
+    assert!(hop_lines.iter().any(|l| l.contains("CONNECT localhost:")), "{hop_lines:?}");
+    // Without the credentials the hop refuses: its 407 for a plain request, and a 502 naming
+    // the refusal for a tunnel.
+    let bare = Proxy::start_tls(&["--mode", &upstream, "--upstream-ca", &hop_ca]);
+    let out = bare.curl().arg(plain.url("/hello")).run();
+    assert_eq!(out.status(), 407, "{out}");
+    let out = bare.curl().args(["--cacert", &bare.ca_cert_arg()]).arg(tls.url("/hello")).run();
+    assert_eq!(out.transfer().connect_status, 502, "the client's CONNECT is refused: {out}");
+    let line = bare.wait_stdout(Duration::from_secs(5), |l| l.contains("refused CONNECT"));
+    assert!(line.as_ref().is_some_and(|l| l.contains("407")), "{:?}", bare.stdout_lines());
+    // An https upstream that is not trusted fails the TLS handshake, named.
+    let untrusting = Proxy::start_tls(&["--mode", &upstream]);
+    let out = untrusting.curl().arg(plain.url("/hello")).run();
+    assert_eq!(out.status(), 502, "{out}");
+    assert!(out.text().contains(&format!("upstream proxy 127.0.0.1:{}", hop.port())), "{out}");
+}

@@ -20,8 +20,11 @@ pub enum Mode {
     /// [`TlsConfig::issuer`](crate::tls::TlsConfig::issuer) for the name they asked for.
     Reverse { scheme: Scheme, target: ServerAddr, client_tls: bool },
     /// An explicit proxy towards clients that sends everything on through another proxy at
-    /// `proxy`: requests in absolute-form, and `CONNECT`s.
-    Upstream { proxy: ServerAddr },
+    /// `proxy`: requests in absolute-form, and `CONNECT`s. With `tls`, the connection to the
+    /// upstream proxy is TLS, verified like any server's (an `https` origin is then reached
+    /// with TLS inside TLS); with `auth` (`user:password`), every request and `CONNECT` to it
+    /// carries `Proxy-Authorization: Basic`.
+    Upstream { proxy: ServerAddr, tls: bool, auth: Option<String> },
     /// A SOCKS5 proxy (RFC 1928): after the client's handshake and CONNECT, the connection
     /// goes on as after an HTTP `CONNECT` (intercepted TLS, HTTP, or a tunnel).
     Socks5,

@@ -130,7 +130,7 @@ pub const UPSTREAM: &str = "127.0.0.1:3128";
 /// `config` in upstream mode: everything goes on through the proxy at [`UPSTREAM`].
 pub fn upstream_mode(config: Config) -> Config {
     let proxy = ServerAddr::new("127.0.0.1", 3128);
-    Config { mode: Mode::Upstream { proxy }, ..config }
+    Config { mode: Mode::Upstream { proxy, tls: false, auth: None }, ..config }
 }
 
 /// The client every playbook's connection belongs to.

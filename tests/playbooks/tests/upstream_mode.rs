@@ -398,3 +398,29 @@ fn a_bad_origin_certificate_through_the_upstream_proxy_is_502() {
     assert!(seen.contains("cannot connect to example.test:443: TLS handshake failed"), "{seen}");
     assert!(seen.contains("name mismatch"), "{seen}");
 }
+
+fn with_upstream_auth(config: Config) -> Config {
+    let mode = match config.mode {
+        Mode::Upstream { proxy, tls, .. } => Mode::Upstream { proxy, tls, auth: Some("up:pw".into()) },
+        other => other,
+    };
+    Config { mode, ..config }
+}
+
+#[test]
+fn upstream_credentials_go_on_requests_and_connects_to_it_only() {
+    // "up:pw" in base64; the client's own Proxy-Authorization (for us) never goes on.
+    let credentials = "Proxy-Authorization: Basic dXA6cHc=\r\n";
+    Playbook::new(with_upstream_auth(upstream_mode(no_hooks())))
+        .recv(CLIENT, "GET http://a.test/path?q=1 HTTP/1.1\r\nHost: a.test\r\nProxy-Authorization: Basic Y2xpZW50Og==\r\n\r\n")
+        .expect(open(S1, UPSTREAM))
+        .opened(S1)
+        .expect(send(S1, format!("GET http://a.test/path?q=1 HTTP/1.1\r\nHost: a.test\r\n{credentials}\r\n").replace("Proxy-Authorization", "proxy-authorization")))
+        .run();
+    Playbook::new(with_upstream_auth(upstream_mode(no_hooks())))
+        .recv(CLIENT, CONNECT_A)
+        .expect(open(S1, UPSTREAM))
+        .opened(S1)
+        .expect(send(S1, format!("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n{credentials}\r\n")))
+        .run();
+}

@@ -72,7 +72,7 @@ pub fn variant(flags: u8, modes: bool) -> Config {
                 let target = ServerAddr::new("origin.test", 8080);
                 Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }
             }
-            2 => Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128) },
+            2 => Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128), tls: false, auth: None },
             _ => Mode::Regular,
         };
     }

@@ -170,7 +170,7 @@ impl Run {
                     // changes where a request goes).
                     match &self.config.mode {
                         Mode::Reverse { target, .. } => assert_eq!(&server, target, "reverse mode opened {server}"),
-                        Mode::Upstream { proxy } => assert_eq!(&server, proxy, "upstream mode opened {server}"),
+                        Mode::Upstream { proxy, .. } => assert_eq!(&server, proxy, "upstream mode opened {server}"),
                         // The client names its server (SOCKS5), or the system did (transparent).
                         Mode::Regular | Mode::Socks5 | Mode::Transparent => {}
                     }

@@ -14,8 +14,9 @@ impl HttpLayer {
         let Some(flow) = client.current_flow() else { return };
         let Some(stream) = self.streams.get(&flow) else { return };
         let Some(server) = self.pool.carrying_mut(flow).filter(|s| s.open) else { return };
-        // Bytes on a TLS connection are not what the other side should get.
-        if server.tls || !cx.is_plain(ConnId::CLIENT) {
+        // Bytes on a TLS connection are not what the other side should get (the server's may
+        // be TLS to an upstream proxy, not only to the origin).
+        if server.tls || !cx.is_plain(server.conn) || !cx.is_plain(ConnId::CLIENT) {
             return;
         }
         let conn = server.conn;

@@ -576,8 +576,14 @@ impl HttpLayer {
                     self.client.send(cx, event);
                 }
             }
-            Out::Server(event) => {
+            Out::Server(mut event) => {
                 if let Some(server) = self.pool.carrying_mut(flow) {
+                    if let (true, HttpEvent::RequestHeaders { request, .. }) = (server.absolute, &mut event) {
+                        // To the upstream proxy itself: its credentials, if it wants some.
+                        if let Some(credentials) = upstream_proxy::upstream_credentials(cx) {
+                            request.headers.insert("proxy-authorization", credentials);
+                        }
+                    }
                     let timeout = cx.config.server_idle_timeout;
                     // The server may stay silent while it is still being sent the request:
                     // count its silence from our last write.

@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::stream::{HttpStream, Input};
-use super::upstream_proxy::{upstream_proxy, Answer, ProxyConnect};
+use super::upstream_proxy::{upstream_proxy, upstream_tls, Answer, ProxyConnect, ProxyError};
 use super::HttpLayer;
 use crate::command::LogLevel;
 use crate::context::Context;
@@ -454,7 +454,19 @@ impl HttpLayer {
             let error = OpenError::Tls(TlsSetupError::NotConfigured.to_string());
             return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
         }
-        let conn = cx.open(proxy.clone());
+        let conn = if upstream_tls(cx) {
+            // TLS to the proxy itself, verified for its name like any server's.
+            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false)) {
+                Ok(conn) => conn,
+                Err(error) => {
+                    let error = ProxyError::Unreachable { proxy, error: OpenError::Tls(error.to_string()) };
+                    cx.log(LogLevel::Info, error.to_string());
+                    return self.feed(cx, now, flow, Input::ProxyFailed(error));
+                }
+            }
+        } else {
+            cx.open(proxy.clone())
+        };
         let codec = Http1Client::new(conn, &cx.config);
         let server = if tls || dedicated {
             let connect = Some(ProxyConnect::new(proxy.clone(), addr.clone()));

@@ -109,6 +109,9 @@ impl ProxyConnect {
         let authority = self.target.to_string();
         let mut headers = Headers::new();
         headers.insert("Host", authority.clone());
+        if let Some(credentials) = upstream_credentials(cx) {
+            headers.insert("Proxy-Authorization", credentials);
+        }
         let mut head = BytesMut::with_capacity(64 + 2 * authority.len());
         wire::write_request_head(&mut head, "CONNECT", &authority, Version::Http11, &headers);
         cx.send(conn, head.freeze());
@@ -170,10 +173,23 @@ impl ProxyConnect {
     }
 }
 
+/// `Proxy-Authorization` for the upstream proxy, in upstream mode with credentials.
+pub(super) fn upstream_credentials(cx: &Context) -> Option<String> {
+    match &cx.config.mode {
+        Mode::Upstream { auth: Some(auth), .. } => Some(format!("Basic {}", crate::layers::websocket::handshake::base64(auth.as_bytes()))),
+        _ => None,
+    }
+}
+
+/// Whether the upstream proxy is spoken to over TLS.
+pub(super) fn upstream_tls(cx: &Context) -> bool {
+    matches!(cx.config.mode, Mode::Upstream { tls: true, .. })
+}
+
 /// The upstream proxy everything goes through, in upstream mode.
 pub(super) fn upstream_proxy(cx: &Context) -> Option<ServerAddr> {
     match &cx.config.mode {
-        Mode::Upstream { proxy } => Some(proxy.clone()),
+        Mode::Upstream { proxy, .. } => Some(proxy.clone()),
         Mode::Regular | Mode::Reverse { .. } | Mode::Socks5 | Mode::Transparent => None,
     }
 }
