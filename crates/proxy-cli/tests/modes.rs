@@ -161,3 +161,21 @@ fn secure_web_proxy_and_tls_inside_tls() {
     let out = Curl::new().args(["--proxy", &https_proxy]).arg(plain.url("/hello")).run();
     assert_ne!(out.code, Some(0), "{out}");
 }
+
+#[test]
+fn python_websockets_client_through_socks5() {
+    use support::ws::{python_client, WsServer};
+    // Python's `websockets` with python-socks, as a SOCKS5 client (socks5h: the proxy resolves).
+    // Interception is on, so the WebSocket inside the tunnel is parsed like any other.
+    let origin = WsServer::python(None);
+    let proxy = Proxy::start_tls(&["--mode", "socks5"]);
+    let url = format!("ws://127.0.0.1:{}", origin.port());
+    let socks = format!("socks5h://127.0.0.1:{}", proxy.port());
+    let (run, out) = python_client(&["echo", &url, &socks, "-"], Duration::from_secs(120), &mut |_| {});
+    assert_eq!(run.code, Some(0), "client failed: {out}\n{}", run.stderr);
+    assert!(out.contains("ok"), "{out}");
+    let end = proxy.wait_stdout(Duration::from_secs(10), |l| l.contains("websocket #") && l.contains("closed by client: 4001"));
+    assert!(end.is_some_and(|l| l.contains("messages 110 -> 110 <-")), "{:?}", proxy.stdout_lines());
+    let lines = proxy.stdout_lines();
+    assert!(lines.iter().any(|l| l.contains("CONNECT 127.0.0.1:") && l.contains("client SOCKS5")), "{lines:?}");
+}

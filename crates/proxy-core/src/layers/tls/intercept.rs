@@ -188,6 +188,12 @@ impl Intercept {
                     let data = std::mem::take(buf).freeze();
                     self.plain_http(cx, now, data);
                 }
+                // With no tunnel to pass it through (the client speaks to the proxy itself),
+                // the HTTP layer says what is wrong with it.
+                Some(false) if self.server.is_none() => {
+                    let data = std::mem::take(buf).freeze();
+                    self.plain_http(cx, now, data);
+                }
                 Some(false) => {
                     let data = std::mem::take(buf).freeze();
                     self.tunnel(cx, data, Bytes::new(), false);
