@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use support::*;
 
-/// A 3 MB body, checked byte for byte as it streams.
+/// 3 MB, checked byte for byte as it streams.
 fn fetch_big(curl: Curl, url: &str) {
-    let mut check = PatternCheck::new();
-    let out = curl.arg(url).run_streaming(|d| check.feed(d));
-    out.assert_success();
-    assert_eq!((check.len(), check.mismatch()), (3_000_000, None), "{out}");
+    support::checks::fetch_pattern(curl, url, 3_000_000);
 }
 
 #[test]

@@ -55,10 +55,7 @@ fn an_unreachable_upstream_proxy_is_a_502_naming_it() {
 
 /// 3 MB, checked byte for byte as it streams.
 fn fetch_big(curl: Curl, url: &str) {
-    let mut check = PatternCheck::new();
-    let out = curl.arg(url).run_streaming(|d| check.feed(d));
-    out.assert_success();
-    assert_eq!((check.len(), check.mismatch()), (3_000_000, None), "{out}");
+    support::checks::fetch_pattern(curl, url, 3_000_000);
 }
 
 #[test]

@@ -308,3 +308,12 @@ pub fn python(via: Via, origin: &Origin) {
     );
     assert_eq!(stdout, "ok\n", "{run:?}");
 }
+
+/// GET `url` with `curl` and check the body streams as [`pattern`](super::pattern) for
+/// exactly `len` bytes, byte for byte.
+pub fn fetch_pattern(curl: Curl, url: &str, len: u64) {
+    let mut check = PatternCheck::new();
+    let out = curl.arg(url).run_streaming(|d| check.feed(d));
+    out.assert_success();
+    assert_eq!((check.len(), check.mismatch()), (len, None), "{out}");
+}
