@@ -160,6 +160,25 @@ pub struct HttpFlow {
     pub ended: Option<Instant>,
 }
 
+impl HttpFlow {
+    /// A flow `id` of `client`'s, its `request` just in at `now`: nothing else known yet.
+    pub fn new(id: FlowId, client: ClientInfo, request: Request, now: Instant) -> Self {
+        Self {
+            id,
+            client,
+            request,
+            response: None,
+            error: None,
+            buffer_request: false,
+            buffer_response: false,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            started: now,
+            ended: None,
+        }
+    }
+}
+
 pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",

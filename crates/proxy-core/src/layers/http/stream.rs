@@ -170,19 +170,7 @@ impl HttpStream {
             // see the request as the server will.
             websocket::filter_offer(&mut request.headers, cx.config.websocket.deflate);
         }
-        let flow = HttpFlow {
-            id,
-            client: cx.client.clone(),
-            request,
-            response: None,
-            error: None,
-            buffer_request: false,
-            buffer_response: false,
-            request_body_bytes: 0,
-            response_body_bytes: 0,
-            started: now,
-            ended: None,
-        };
+        let flow = HttpFlow::new(id, cx.client.clone(), request, now);
         Self {
             flow,
             req: Req::Headers,

@@ -246,19 +246,7 @@ fn connect_flow(cx: &mut Context, now: Instant, target: ServerAddr) -> HttpFlow 
         body: None,
         trailers: None,
     };
-    HttpFlow {
-        id: cx.next_flow_id(),
-        client: cx.client.clone(),
-        request,
-        response: None,
-        error: None,
-        buffer_request: false,
-        buffer_response: false,
-        request_body_bytes: 0,
-        response_body_bytes: 0,
-        started: now,
-        ended: None,
-    }
+    HttpFlow::new(cx.next_flow_id(), cx.client.clone(), request, now)
 }
 
 impl Layer for Socks5Layer {
