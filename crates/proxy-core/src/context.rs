@@ -56,7 +56,14 @@ pub(crate) struct Context {
     conns: Vec<ConnState>,
     next_conn: u64,
     next_flow: u64,
+    /// The client connection is a stream of another connection's client (a `CONNECT` over
+    /// HTTP/2), not a socket: see [`nested`](Self::nested).
+    client_carried: bool,
 }
+
+/// A connection's state on its way from one context to another (see
+/// [`Context::take_conn`]): its TLS sessions, pauses and queued bytes go with it.
+pub(crate) struct MovedConn(ConnState);
 
 impl Context {
     pub(crate) fn new(config: Arc<Config>, client: ClientInfo) -> Self {
@@ -67,7 +74,60 @@ impl Context {
             conns: vec![ConnState::new(ConnId::CLIENT)],
             next_conn: 1,
             next_flow: 1,
+            client_carried: false,
         }
+    }
+
+    /// The context of a connection carried inside one of this connection's client streams
+    /// (a `CONNECT` over HTTP/2): the same configuration and client, its own connection
+    /// table, whose [`ConnId::CLIENT`] is the stream. Ids are issued from this context's
+    /// counters (see [`lend_ids`](Self::lend_ids)), so that connections and flows keep one
+    /// name each towards the driver and hooks.
+    pub(crate) fn nested(&self) -> Context {
+        let mut cx = Context::new(self.config.clone(), self.client.clone());
+        cx.client_carried = true;
+        self.lend_ids(&mut cx);
+        cx
+    }
+
+    /// Before `nested` (a context made by [`nested`](Self::nested)) runs: it issues ids from
+    /// where this one stands.
+    pub(crate) fn lend_ids(&self, nested: &mut Context) {
+        nested.next_conn = self.next_conn;
+        nested.next_flow = self.next_flow;
+    }
+
+    /// After `nested` ran: the ids it issued are taken.
+    pub(crate) fn take_ids(&mut self, nested: &Context) {
+        self.next_conn = self.next_conn.max(nested.next_conn);
+        self.next_flow = self.next_flow.max(nested.next_flow);
+    }
+
+    /// Queue a command made by a nested context, as it is.
+    pub(crate) fn push(&mut self, command: Command) {
+        self.out.push_back(command);
+    }
+
+    /// Take `conn` out of this context's table, for another to [`adopt`](Self::adopt): what
+    /// it queued stops counting here.
+    pub(crate) fn take_conn(&mut self, conn: ConnId) -> Option<MovedConn> {
+        let index = self.conns.iter().position(|c| c.id == conn)?;
+        let state = self.conns.remove(index);
+        if state.queued > self.config.high_water {
+            self.update_congestion();
+        }
+        Some(MovedConn(state))
+    }
+
+    /// Take over a connection another context gave up with [`take_conn`](Self::take_conn).
+    pub(crate) fn adopt(&mut self, conn: MovedConn) {
+        self.conns.push(conn.0);
+        self.update_congestion();
+    }
+
+    /// Whether `conn` is one of this context's connections.
+    pub(crate) fn has_conn(&self, conn: ConnId) -> bool {
+        self.state(conn).is_some()
     }
 
     pub(crate) fn poll_command(&mut self) -> Option<Command> {
@@ -355,10 +415,19 @@ impl Context {
         self.state_mut(conn).and_then(|s| s.tls.as_deref_mut())
     }
 
-    /// Whether bytes on `conn` are exactly what layers send and receive (no TLS under it),
-    /// so that the driver may move them by itself.
+    /// Whether bytes on `conn` are exactly what layers send and receive (no TLS under it, and
+    /// a socket rather than a stream carried by another connection), so that the driver may
+    /// move them by itself.
     pub(crate) fn is_plain(&self, conn: ConnId) -> bool {
-        self.tls(conn).is_none()
+        self.tls(conn).is_none() && !(conn == ConnId::CLIENT && self.client_carried)
+    }
+
+    /// Close every connection (after its queued output): the layers using them are dropped.
+    pub(crate) fn close_every(&mut self) {
+        let conns: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for conn in conns {
+            self.close(conn, false);
+        }
     }
 
     /// Whether the client connection and every upstream one are closed.

@@ -65,15 +65,17 @@ impl Child {
     pub(crate) fn new(layer: Box<dyn Layer>, next: NextLayer) -> Self {
         Self { layer, next }
     }
+}
 
-    pub(crate) fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+impl Layer for Child {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         self.layer.handle(cx, now, event);
         while let Some(handover) = self.layer.take_handover() {
             self.layer = (self.next)(cx, now, handover);
         }
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         self.layer.poll_timeout()
     }
 }

@@ -311,6 +311,11 @@ impl H2Peer {
     }
 
     /// Send `data` on `key` without ending it.
+    /// A `CONNECT` to `authority` on `key`, the stream left open for the tunnel (client).
+    pub fn connect(&mut self, key: StreamKey, authority: &str) {
+        self.engine.open(key, Request::connect(authority).body(()).expect("request"), false);
+    }
+
     pub fn send(&mut self, key: StreamKey, data: &[u8]) {
         self.engine.send_data(key, Bytes::copy_from_slice(data));
     }

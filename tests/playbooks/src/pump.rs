@@ -28,6 +28,9 @@ pub enum Peer {
     H2(Box<H2Peer>),
     /// TLS inside TLS: `inner` (itself TLS) speaks through the `outer` session.
     Nested { outer: Box<rustls::Connection>, inner: Box<Peer> },
+    /// An HTTP/2 client whose `CONNECT` stream `stream` carries `inner`'s bytes (a tunnel
+    /// over HTTP/2); `seen` is how much of the stream's data `inner` has been given.
+    H2Tunnel { h2: Box<H2Peer>, stream: u64, seen: usize, inner: Box<Peer> },
 }
 
 impl Peer {
@@ -45,15 +48,16 @@ impl Peer {
         match self {
             Self::Plain { received } | Self::Tls { received, .. } => received,
             Self::Proxy { origin, .. } => origin.received(),
-            Self::Nested { inner, .. } => inner.received(),
+            Self::Nested { inner, .. } | Self::H2Tunnel { inner, .. } => inner.received(),
             Self::H2(_) => &[],
         }
     }
 
-    /// The HTTP/2 endpoint this is.
+    /// The HTTP/2 endpoint this is (or speaks through).
     pub fn h2(&mut self) -> &mut H2Peer {
         match self {
-            Self::H2(peer) => peer,
+            Self::H2(peer) | Self::H2Tunnel { h2: peer, .. } => peer,
+            Self::Nested { inner, .. } => inner.h2(),
             _ => panic!("not an HTTP/2 peer"),
         }
     }
@@ -62,7 +66,7 @@ impl Peer {
     pub fn proxy_request(&self) -> Option<&[u8]> {
         match self {
             Self::Proxy { head, .. } => Some(head),
-            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) | Self::Nested { .. } => None,
+            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) | Self::Nested { .. } | Self::H2Tunnel { .. } => None,
         }
     }
 
@@ -70,7 +74,7 @@ impl Peer {
         match self {
             Self::Tls { error, .. } => error.as_deref(),
             Self::Proxy { origin, .. } => origin.error(),
-            Self::Nested { inner, .. } => inner.error(),
+            Self::Nested { inner, .. } | Self::H2Tunnel { inner, .. } => inner.error(),
             Self::Plain { .. } | Self::H2(_) => None,
         }
     }
@@ -79,7 +83,7 @@ impl Peer {
         match self {
             Self::Tls { tls, .. } => Some(tls),
             Self::Proxy { origin, .. } => origin.rustls(),
-            Self::Nested { inner, .. } => inner.rustls(),
+            Self::Nested { inner, .. } | Self::H2Tunnel { inner, .. } => inner.rustls(),
             Self::Plain { .. } | Self::H2(_) => None,
         }
     }
@@ -89,6 +93,15 @@ impl Peer {
         match self {
             Self::Plain { received } => received.extend_from_slice(data),
             Self::H2(peer) => peer.deliver(data),
+            Self::H2Tunnel { h2, stream, seen, inner } => {
+                h2.deliver(data);
+                let body = h2.body(*stream);
+                let new = body[*seen..].to_vec();
+                *seen = body.len();
+                if !new.is_empty() {
+                    inner.deliver(&new);
+                }
+            }
             Self::Proxy { origin, tunnel: true, .. } => origin.deliver(data),
             Self::Proxy { head, tunnel, origin, .. } => {
                 head.extend_from_slice(data);
@@ -142,6 +155,13 @@ impl Peer {
         match self {
             Self::Plain { .. } => plaintext.to_vec(),
             Self::H2(peer) => peer.outgoing(),
+            Self::H2Tunnel { h2, stream, inner, .. } => {
+                let bytes = inner.outgoing(plaintext);
+                if !bytes.is_empty() {
+                    h2.send(*stream, &bytes);
+                }
+                h2.outgoing()
+            }
             Self::Proxy { tunnel: false, .. } => Vec::new(),
             Self::Proxy { answer, origin, .. } => {
                 let mut out = std::mem::take(answer);
@@ -294,6 +314,34 @@ impl Pump {
             panic!("the client speaks no TLS to nest in");
         };
         self.client = Peer::Nested { outer, inner: Box::new(Peer::tls(tls)) };
+        self.client_sends(b"")
+    }
+
+    /// Speak HTTP/2 inside the client's TLS session (a secure web proxy's client that
+    /// negotiated `h2`), and send its preface.
+    pub fn client_speaks_h2(&mut self) -> &mut Self {
+        let Peer::Tls { tls: outer, .. } = std::mem::replace(&mut self.client, Peer::Plain { received: Vec::new() }) else {
+            panic!("the client speaks no TLS to speak HTTP/2 in");
+        };
+        self.client = Peer::Nested { outer, inner: Box::new(Peer::H2(Box::new(H2Peer::client()))) };
+        self.client_sends(b"")
+    }
+
+    /// From now on `inner` speaks through the HTTP/2 client's `CONNECT` stream `stream`
+    /// (answered `200` already); its first flight goes out.
+    pub fn client_tunnels(&mut self, stream: u64, inner: Peer) -> &mut Self {
+        fn wrap(peer: Peer, stream: u64, inner: Peer) -> Peer {
+            match peer {
+                Peer::H2(h2) => {
+                    let seen = h2.body(stream).len();
+                    Peer::H2Tunnel { h2, stream, seen, inner: Box::new(inner) }
+                }
+                Peer::Nested { outer, inner: h2 } => Peer::Nested { outer, inner: Box::new(wrap(*h2, stream, inner)) },
+                _ => panic!("the client speaks no HTTP/2 to open a tunnel in"),
+            }
+        }
+        let client = std::mem::replace(&mut self.client, Peer::Plain { received: Vec::new() });
+        self.client = wrap(client, stream, inner);
         self.client_sends(b"")
     }
 

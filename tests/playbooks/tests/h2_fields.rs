@@ -207,10 +207,11 @@ fn a_connect_without_authority_is_400_and_with_scheme_or_path_is_reset() {
     let pump = client_sends_request(&block(&websocket));
     let upstream = text(pump.server(S1).received());
     assert!(upstream.starts_with("GET / HTTP/1.1\r\nhost: a.test\r\nupgrade: websocket\r\n"), "{upstream}");
-    // A well-formed one is not malformed, only unsupported.
     assert_400(&block(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]), "missing :authority and host");
+    // A well-formed one opens a tunnel (RFC 9113 section 8.5).
     let pump = client_sends_request(&block(&[(":method", "CONNECT"), (":authority", "a.test:443")]));
-    assert_eq!(answer(&pump, 1), "not implemented: CONNECT over HTTP/2 is not supported\n");
+    let opened: Vec<String> = pump.addrs.values().map(ToString::to_string).collect();
+    assert_eq!(opened, ["a.test:443"], "logs {:?}", pump.logs);
 }
 
 #[test]

@@ -142,15 +142,6 @@ fn an_h2_connect_is_405_and_opens_nothing() {
     assert_eq!(addrs, [UPSTREAM]);
 }
 
-#[test]
-fn an_h2_connect_in_a_regular_proxy_is_still_501() {
-    let mut pump = h2_client(no_hooks());
-    let connect = Request::connect("127.0.0.1:9999").body(()).unwrap();
-    pump.client_h2().engine.open(1, connect, false);
-    pump.client_sends(b"");
-    assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(501));
-    assert!(pump.addrs.is_empty(), "opened {:?}", pump.addrs);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Header names with underscores

@@ -58,9 +58,9 @@ fn first_layer(cx: &mut Context) -> State {
         }
         // With interception on, a regular listener also serves clients that speak TLS to it.
         Mode::Regular if cx.config.tls.is_some() => Box::new(Intercept::secure_proxy(cx, after_http)),
-        Mode::Regular | Mode::Upstream { .. } | Mode::Reverse { client_tls: false, .. } => {
-            Box::new(HttpLayer::for_mode(cx))
-        }
+        // An HTTP/2 client may open tunnels as streams: each becomes what a `CONNECT` does.
+        Mode::Regular | Mode::Upstream { .. } => Box::new(HttpLayer::for_mode(cx).carrying_tunnels(after_http)),
+        Mode::Reverse { client_tls: false, .. } => Box::new(HttpLayer::for_mode(cx)),
         Mode::Socks5 => Box::new(Socks5Layer::new()),
         Mode::Transparent => Box::new(TransparentLayer::new()),
     };

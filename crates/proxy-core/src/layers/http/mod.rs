@@ -18,7 +18,9 @@
 //!   an upstream proxy), release, drop;
 //! - [`upstream_proxy`]: the `CONNECT` that sets up a tunnel through an upstream proxy;
 //! - `timeouts`: body, server-idle and client-idle limits;
-//! - `forward`: room for bodies on each side, and bodies handed to the driver.
+//! - `forward`: room for bodies on each side, and bodies handed to the driver;
+//! - `websocket` and `tunnels`: what an HTTP/2 stream switches to (RFC 8441's WebSocket, a
+//!   `CONNECT`'s tunnel), carried by this layer since the connection goes on around it.
 //!
 //! The codecs sit inside the layer, one folder per version, as mitmproxy's `layers/http/`
 //! holds its `_http1` and `_http2`: [`http1`] (its wire format in `http1::wire`) and [`h2`]
@@ -34,6 +36,7 @@ mod pool;
 mod proxy_auth;
 pub(crate) mod stream;
 mod timeouts;
+mod tunnels;
 pub(crate) mod upstream_proxy;
 mod websocket;
 
@@ -47,7 +50,7 @@ use crate::config::Mode;
 use crate::context::Context;
 use crate::event::Event;
 use crate::ids::{ConnId, FlowId};
-use crate::layer::{Handover, Layer};
+use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
 use crate::layers::http::http1::Http1Server;
 use destination::Destination;
@@ -56,6 +59,7 @@ use event::{CodecOutput, HttpEvent};
 use pool::{Pool, ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
 use upstream_proxy::{ProxyConnect, ProxyError};
+use tunnels::{Early, Tunnels};
 use websocket::WebSockets;
 use crate::layers::websocket::WsInput;
 use crate::websocket::Peer;
@@ -128,6 +132,14 @@ pub(crate) struct HttpLayer {
     handover: Option<Handover>,
     /// WebSockets on streams of an HTTP/2 client (RFC 8441).
     websockets: WebSockets,
+    /// Tunnels on streams of an HTTP/2 client (`CONNECT`).
+    tunnels: Tunnels,
+    /// What a `CONNECT` stream becomes, when this layer serves them: the mode's choice, as
+    /// for a connection's `CONNECT`. `None` where a `CONNECT` is no proxy request (inside an
+    /// intercepted connection, in reverse mode).
+    tunnel_layer: Option<NextLayer>,
+    /// What HTTP/2 clients sent on a stream before the switch it asked for was answered.
+    early: BTreeMap<FlowId, Early>,
     client_deadline: Option<Instant>,
     out: Vec<Out>,
     /// We are done with the client connection (closed, or half-closed and lingering).
@@ -147,6 +159,9 @@ impl HttpLayer {
             pool: Pool::default(),
             handover: None,
             websockets: WebSockets::default(),
+            tunnels: Tunnels::default(),
+            tunnel_layer: None,
+            early: BTreeMap::new(),
             client_deadline: None,
             out: Vec::new(),
             client_gone: false,
@@ -162,6 +177,13 @@ impl HttpLayer {
         layer.client = ClientCodec::H1(codec);
         layer.destination = destination;
         layer
+    }
+
+    /// Serve HTTP/2 clients' `CONNECT` streams: each becomes what `next` makes of a
+    /// connection's `CONNECT`.
+    pub(crate) fn carrying_tunnels(mut self, next: NextLayer) -> Self {
+        self.tunnel_layer = Some(next);
+        self
     }
 
     /// The HTTP layer of a client speaking HTTP in the clear, its requests going where the
@@ -188,6 +210,13 @@ impl Layer for HttpLayer {
             return;
         }
         self.hold_bodies(cx, now);
+        let event = match self.tunnels.is_empty() {
+            true => event,
+            false => match self.route_tunnel(cx, now, event) {
+                Some(event) => event,
+                None => return self.after_event(cx, now),
+            },
+        };
         if !self.websockets.is_empty() {
             let event = match self.route_websocket(cx, now, event) {
                 Some(event) => event,
@@ -206,7 +235,8 @@ impl Layer for HttpLayer {
         let head = self.client.h1().and_then(Http1Server::poll_timeout);
         let bodies = self.streams.values().filter_map(HttpStream::body_deadline);
         let websockets = self.websockets.poll_timeout();
-        servers.chain(self.client_deadline).chain(head).chain(bodies).chain(websockets).min()
+        let tunnels = self.tunnels.poll_timeout();
+        servers.chain(self.client_deadline).chain(head).chain(bodies).chain(websockets).chain(tunnels).min()
     }
 
     /// The tunnel the client connection turned into, once a stream asked for one.
@@ -410,6 +440,16 @@ impl HttpLayer {
                 self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Client));
                 continue;
             }
+            let tunnel = match &output {
+                CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } | CodecOutput::Closed { flow: Some(flow), .. } => {
+                    Some(*flow).filter(|f| self.tunnels.contains(*f))
+                }
+                _ => None,
+            };
+            if let Some(flow) = tunnel {
+                self.tunnel_client_gone(cx, now, flow, true);
+                continue;
+            }
             match output {
                 CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, .. }) if Some(flow) == rejected => {
                     self.streams.insert(flow, HttpStream::new(cx, now, flow, request));
@@ -446,6 +486,11 @@ impl HttpLayer {
                 self.streams.insert(flow, stream);
                 self.feed(cx, now, flow, Input::RequestHeaders { end_stream, refusal });
             }
+            HttpEvent::RequestData { flow, data } if self.tunnels.contains(flow) => {
+                self.tunnel_input(cx, now, flow, Event::DataReceived { conn: ConnId::CLIENT, data });
+            }
+            // The client ended its stream: as a connection's EOF.
+            HttpEvent::RequestEnd { flow, .. } if self.tunnels.contains(flow) => self.tunnel_client_gone(cx, now, flow, false),
             HttpEvent::RequestData { flow, data } if self.websockets.contains(flow) => {
                 self.websocket_input(cx, now, flow, WsInput::Data(Peer::Client, data));
             }
@@ -453,10 +498,13 @@ impl HttpLayer {
             HttpEvent::RequestEnd { flow, .. } if self.websockets.contains(flow) => {
                 self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Client));
             }
-            HttpEvent::RequestData { flow, data } if self.streams.get(&flow).is_some_and(HttpStream::awaits_websocket) => {
-                // Frames a client sent before the switch: kept for it (its window stays shut
-                // meanwhile, so they are at most one window's worth).
-                self.websockets.keep_early(flow, data);
+            HttpEvent::RequestData { flow, data } if self.streams.get(&flow).is_some_and(HttpStream::awaits_switch) => {
+                // Frames or tunnel bytes a client sent before the switch: kept for it (its
+                // window stays shut meanwhile, so they are at most one window's worth).
+                self.early.entry(flow).or_default().data.extend_from_slice(&data);
+            }
+            HttpEvent::RequestEnd { flow, .. } if self.streams.get(&flow).is_some_and(HttpStream::awaits_switch) => {
+                self.early.entry(flow).or_default().eof = true;
             }
             HttpEvent::RequestData { flow, data } => self.feed(cx, now, flow, Input::RequestData(data)),
             HttpEvent::RequestEnd { flow, trailers } => self.feed(cx, now, flow, Input::RequestEnd(trailers)),
@@ -563,7 +611,8 @@ impl HttpLayer {
         }
         self.out = outs;
         if self.streams.get(&flow).is_some_and(|s| s.is_finished()) {
-            self.websockets.forget_early(flow);
+            // Ended without a switch: what its stream sent early goes nowhere.
+            self.early.remove(&flow);
             self.streams.remove(&flow);
             self.release_server(cx, flow);
         }
@@ -630,6 +679,7 @@ impl HttpLayer {
         for conn in self.pool.conns() {
             self.drop_server(cx, conn);
         }
+        self.close_tunnels(cx, now);
         // The client connection goes, and every WebSocket on its streams with it.
         self.websockets_input(cx, now, || WsInput::Gone(Peer::Client));
         if !self.client_gone {
@@ -684,7 +734,7 @@ impl HttpLayer {
             self.close_all(cx, now, true);
             return;
         }
-        if self.client.is_idle() && self.streams.is_empty() && self.websockets.is_empty() {
+        if self.client.is_idle() && self.streams.is_empty() && self.websockets.is_empty() && self.tunnels.is_empty() {
             if self.client_deadline.is_none() {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
             }
@@ -732,7 +782,10 @@ impl HttpLayer {
             return None;
         }
         let held = self.sniff.take().map(BytesMut::freeze).unwrap_or_default();
-        let codec = H2Server::new(ConnId::CLIENT, &cx.config, self.destination.clone());
+        let mut codec = H2Server::new(ConnId::CLIENT, &cx.config, self.destination.clone());
+        if self.tunnel_layer.is_some() {
+            codec = codec.serving_connect();
+        }
         self.client = ClientCodec::H2(Box::new(codec));
         cx.set_self_limiting(ConnId::CLIENT);
         Some(held)
@@ -749,12 +802,18 @@ impl HttpLayer {
         for _ in 0..16 {
             let mut moved = false;
             if matches!(self.client, ClientCodec::H2(_)) {
+                self.drain_tunnels(cx, now);
+                if self.client_gone {
+                    return;
+                }
                 let flows: Vec<FlowId> = match &self.client {
                     ClientCodec::H2(codec) => codec.flows().collect(),
                     ClientCodec::H1(_) => Vec::new(),
                 };
                 for flow in flows {
-                    let reading = if self.websockets.contains(flow) {
+                    let reading = if self.tunnels.contains(flow) {
+                        self.tunnels.reading(flow)
+                    } else if self.websockets.contains(flow) {
                         self.websocket_readable(cx, flow, Peer::Client)
                     } else {
                         self.streams.get(&flow).is_none_or(|s| s.wants_request_data()) && self.server_has_room(cx, flow)

@@ -125,6 +125,16 @@ impl ServerConn {
         matches!(self.codec, ServerCodec::H2(_))
     }
 
+    /// What the server (or the upstream proxy, after its `2xx` to our `CONNECT`) sent past
+    /// the exchange that switched protocols, for the layer that takes the connection over.
+    pub(super) fn take_rest(&mut self) -> Bytes {
+        let rest = std::mem::take(&mut self.rest);
+        match self.h1_mut() {
+            Some(codec) if rest.is_empty() => codec.take_rest(),
+            _ => rest,
+        }
+    }
+
     /// The one flow of an HTTP/1 connection.
     pub(super) fn flow(&self) -> Option<FlowId> {
         self.flows.first().copied()

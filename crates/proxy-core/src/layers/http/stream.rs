@@ -738,10 +738,11 @@ impl HttpStream {
         is_websocket_upgrade(&self.flow.request.headers)
     }
 
-    /// An HTTP/2 client's WebSocket upgrade (RFC 8441) not yet answered: what its stream
-    /// carries is WebSocket frames sent early, to keep for the switch.
-    pub(crate) fn awaits_websocket(&self) -> bool {
-        self.flow.request.version == Version::Http2 && is_websocket_upgrade(&self.flow.request.headers)
+    /// An HTTP/2 client's WebSocket upgrade (RFC 8441) or `CONNECT` not yet answered: what
+    /// its stream carries is WebSocket frames or tunnel bytes sent early, to keep for the
+    /// switch.
+    pub(crate) fn awaits_switch(&self) -> bool {
+        self.flow.request.version == Version::Http2 && (is_websocket_upgrade(&self.flow.request.headers) || self.is_connect())
     }
 
     pub(crate) fn into_flow(self) -> HttpFlow {
@@ -772,7 +773,7 @@ impl HttpStream {
         self.flow.request.scheme == Scheme::Https
     }
 
-    fn is_connect(&self) -> bool {
+    pub(crate) fn is_connect(&self) -> bool {
         self.flow.request.method.eq_ignore_ascii_case("CONNECT")
     }
 }

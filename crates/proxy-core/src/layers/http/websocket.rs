@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::event::HttpEvent;
 use super::pool::ServerCodec;
@@ -25,8 +25,6 @@ use crate::websocket::Peer;
 #[derive(Default)]
 pub(crate) struct WebSockets {
     sessions: BTreeMap<FlowId, Carried>,
-    /// What HTTP/2 clients sent on their upgrade's stream before the answer.
-    early: BTreeMap<FlowId, BytesMut>,
 }
 
 struct Carried {
@@ -54,15 +52,6 @@ impl Carried {
 }
 
 impl WebSockets {
-    pub(crate) fn keep_early(&mut self, flow: FlowId, data: Bytes) {
-        self.early.entry(flow).or_default().extend_from_slice(&data);
-    }
-
-    /// The upgrade of `flow` ended without a switch: what it sent early goes nowhere.
-    pub(crate) fn forget_early(&mut self, flow: FlowId) {
-        self.early.remove(&flow);
-    }
-
     /// The WebSocket with an end on the connection `conn` itself, and which peer's end it is.
     pub(crate) fn on_conn(&self, conn: ConnId) -> Option<(FlowId, Peer)> {
         self.sessions.iter().find_map(|(flow, c)| Some((*flow, c.peer_on(conn)?)))
@@ -98,14 +87,19 @@ impl WebSockets {
 
 impl HttpLayer {
     /// The stream `flow` switched protocols (`Out::Tunnel`). Between HTTP/1.1 connections the
-    /// connection becomes a tunnel or a WebSocket of its own (a handover); with HTTP/2 on
-    /// either side only a WebSocket can follow, and this layer carries it.
+    /// connection becomes a tunnel or a WebSocket of its own (a handover). With HTTP/2 on
+    /// either side this layer carries what follows: an HTTP/2 client's `CONNECT` stream
+    /// becomes a tunnel (see `tunnels`), and otherwise only a WebSocket can follow.
     pub(super) fn switch(&mut self, cx: &mut Context, now: Instant, flow: FlowId) {
         let server = self.pool.carrying(flow).map(|s| (s.conn, s.is_h2()));
         let h2_client = matches!(self.client, ClientCodec::H2(_));
         let Some((conn, server_stream)) = server else { return };
         if !h2_client && !server_stream {
             return self.hand_over(cx, flow, conn);
+        }
+        if let Some(next) = self.tunnel_layer.filter(|_| self.streams.get(&flow).is_some_and(HttpStream::is_connect)) {
+            // An HTTP/2 client's CONNECT: the stream carries the tunnel.
+            return self.carry_tunnel(cx, now, flow, conn, next);
         }
         let stream = self.streams.remove(&flow).filter(HttpStream::is_websocket);
         let Some(stream) = stream else {
@@ -127,14 +121,14 @@ impl HttpLayer {
             Bytes::new()
         } else {
             let Some(mut server) = self.pool.remove(conn) else { return };
-            match (std::mem::take(&mut server.rest), server.h1_mut()) {
-                (rest, Some(codec)) if rest.is_empty() => codec.take_rest(),
-                (rest, _) => rest,
-            }
+            server.take_rest()
         };
         let (client_rest, client_eof) = match self.client.h1_mut() {
             Some(codec) => (codec.take_rest(), codec.is_eof()),
-            None => (self.websockets.early.remove(&flow).map(BytesMut::freeze).unwrap_or_default(), false),
+            None => {
+                let early = self.early.remove(&flow).unwrap_or_default();
+                (early.data.freeze(), early.eof)
+            }
         };
         if !h2_client {
             // Nothing else will come from this client: the other server connections go.
@@ -156,11 +150,7 @@ impl HttpLayer {
         let Some(client) = self.client.h1_mut() else { return };
         let client_rest = client.take_rest();
         let Some(mut server) = self.pool.remove(conn) else { return };
-        let rest = std::mem::take(&mut server.rest);
-        let server_rest = match server.h1_mut() {
-            Some(codec) if rest.is_empty() => codec.take_rest(),
-            _ => rest,
-        };
+        let server_rest = server.take_rest();
         let stream = self.streams.remove(&flow);
         let websocket = stream.filter(HttpStream::is_websocket).map(|s| Box::new(s.into_flow()));
         self.handover = Some(Handover {

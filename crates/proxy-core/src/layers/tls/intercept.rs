@@ -274,11 +274,7 @@ impl Intercept {
         };
         let mut config = (*tls.server).clone();
         config.cert_resolver = Arc::new(OneCert(key));
-        let mut offered = speakable(cx, &hello.alpn);
-        if self.proxy {
-            // Tunnels are HTTP/1.1 CONNECTs: an HTTP/2 client of the proxy could not open one.
-            offered.retain(|p| p.as_slice() != b"h2");
-        }
+        let offered = speakable(cx, &hello.alpn);
         config.alpn_protocols = client_alpn(offered, server_alpn).into_iter().collect();
         match accepted.into_connection(Arc::new(config)) {
             Ok(connection) => {
@@ -291,7 +287,7 @@ impl Intercept {
                 return self.refuse(cx, &what, &error, alert);
             }
         }
-        let mut http = Box::new(HttpLayer::for_destination(cx, self.destination(self.scheme)));
+        let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
             (Upstream::Ready, Some(server)) => http.adopt_server(cx, server, self.target.clone()),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
@@ -303,7 +299,7 @@ impl Intercept {
     }
 
     fn plain_http(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
-        let mut http = Box::new(HttpLayer::for_destination(cx, self.destination(self.scheme_for_plain())));
+        let mut http = Box::new(self.http_layer(cx, self.scheme_for_plain()));
         if let Some(server) = self.server {
             http.adopt_server(cx, server, self.target.clone());
         }
@@ -311,6 +307,14 @@ impl Intercept {
         child.handle(cx, now, Event::Start);
         child.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
         self.state = State::Running(child);
+    }
+
+    /// The HTTP layer for what the client speaks inside, its requests going over `scheme`. A
+    /// client of the proxy itself may open tunnels as HTTP/2 streams, which become what a
+    /// `CONNECT` becomes.
+    fn http_layer(&self, cx: &Context, scheme: Scheme) -> HttpLayer {
+        let http = HttpLayer::for_destination(cx, self.destination(scheme));
+        if self.proxy { http.carrying_tunnels(self.next) } else { http }
     }
 
     /// Where the client's requests go, over `scheme`: to the server of its `CONNECT`, or in

@@ -43,6 +43,11 @@ pub(crate) struct H2Server {
     /// Streams opened by an extended CONNECT for `websocket` (RFC 8441): their requests go
     /// on as HTTP/1.1's upgrade, and a `101` answers them as `200`.
     websockets: BTreeSet<StreamKey>,
+    /// Whether `CONNECT` streams are served (RFC 9113 section 8.5): the layer above carries
+    /// tunnels on streams. Otherwise they are answered 501.
+    serve_connect: bool,
+    /// Streams opened by a `CONNECT`: a `2xx` answer leaves them open, for the tunnel.
+    tunnels: BTreeSet<StreamKey>,
 }
 
 impl H2Server {
@@ -51,6 +56,8 @@ impl H2Server {
             conn,
             engine: Engine::server(&settings(&config.http2_limits, config.websocket.http2)),
             websockets: BTreeSet::new(),
+            serve_connect: false,
+            tunnels: BTreeSet::new(),
             flows: BTreeMap::new(),
             streams: BTreeMap::new(),
             request_done: BTreeSet::new(),
@@ -62,6 +69,12 @@ impl H2Server {
             limits: config.http2_limits.clone(),
             eof: false,
         }
+    }
+
+    /// Serve `CONNECT` streams, as tunnels the layer above carries.
+    pub(crate) fn serving_connect(mut self) -> Self {
+        self.serve_connect = true;
+        self
     }
 
     pub(crate) fn receive(&mut self, data: Bytes) {
@@ -125,7 +138,12 @@ impl H2Server {
                     if websocket {
                         self.websockets.insert(stream);
                     }
-                    let end_stream = end_stream || websocket;
+                    // So is a CONNECT's: what its stream carries next is the tunnel's bytes.
+                    let connect = request.method == "CONNECT";
+                    if connect {
+                        self.tunnels.insert(stream);
+                    }
+                    let end_stream = end_stream || websocket || connect;
                     out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
                 }
                 Err(error) => {
@@ -217,14 +235,20 @@ impl H2Server {
         fields::check_request(&head).map_err(ClientError::Fields)?;
         let protocol = head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned());
         let websocket = head.method == http::Method::CONNECT && protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
-        if head.method == http::Method::CONNECT && !websocket {
-            return Err(match self.destination.refuses_connect() {
-                Some(message) => ClientError::ConnectRefused(message),
-                None => ClientError::H2Connect,
-            });
+        let connect = head.method == http::Method::CONNECT && !websocket;
+        if connect {
+            if let Some(message) = self.destination.refuses_connect() {
+                return Err(ClientError::ConnectRefused(message));
+            }
+            if !self.serve_connect {
+                return Err(ClientError::H2Connect);
+            }
         }
         let mut headers = from_h2_headers(&head.headers);
         headers.screen_underscores(self.underscores)?;
+        if connect {
+            return self.connect_request(head, headers);
+        }
         let authority = head.uri.authority().map(|a| a.as_str().to_owned());
         let authority = authority.or_else(|| headers.get_str("host").map(str::to_owned));
         let path = head.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
@@ -283,6 +307,30 @@ impl H2Server {
         Ok(request)
     }
 
+    /// A `CONNECT` (RFC 9113 section 8.5): its `:authority` is the tunnel's host and port,
+    /// which the field checks made sure it has.
+    fn connect_request(&self, head: http::request::Parts, mut headers: Headers) -> Result<Request, ClientError> {
+        let authority = head.uri.authority().map(|a| a.as_str().to_owned()).ok_or(ClientError::NoAuthority)?;
+        let (host, port) = split_authority(&authority, None).ok_or_else(|| ClientError::ConnectTarget(authority.clone()))?;
+        headers.remove("host");
+        let mut request = Request {
+            method: "CONNECT".to_owned(),
+            scheme: Scheme::Https,
+            host,
+            port,
+            path: String::new(),
+            version: Version::Http2,
+            headers: Headers::new(),
+            body: None,
+            trailers: None,
+        };
+        request.headers.append("host", authority);
+        for (name, value) in headers.iter() {
+            request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
+        }
+        Ok(request)
+    }
+
     /// Send a response event to the client.
     pub(crate) fn send(&mut self, event: HttpEvent) {
         let Some(&stream) = self.streams.get(&event.flow()) else { return };
@@ -296,6 +344,12 @@ impl H2Server {
                     for name in ["upgrade", "connection", "sec-websocket-accept"] {
                         response.headers.remove(name);
                     }
+                    end_stream = false;
+                }
+                if (200..300).contains(&response.status) && self.tunnels.contains(&stream) {
+                    // The tunnel is up: the stream stays open and carries it (no content).
+                    response.headers.remove("content-length");
+                    response.body = None;
                     end_stream = false;
                 }
                 let body = response.body.clone();
@@ -337,6 +391,8 @@ impl H2Server {
         if let Some(flow) = self.flows.remove(&stream) {
             self.streams.remove(&flow);
         }
+        self.websockets.remove(&stream);
+        self.tunnels.remove(&stream);
         self.request_done.remove(&stream);
         self.response_done.remove(&stream);
     }
