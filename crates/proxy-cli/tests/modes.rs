@@ -176,3 +176,121 @@ fn python_websockets_client_through_socks5() {
     let lines = proxy.stdout_lines();
     assert!(lines.iter().any(|l| l.contains("CONNECT 127.0.0.1:") && l.contains("client SOCKS5")), "{lines:?}");
 }
+
+/// Everything an HTTP/2 tunnel's stream carries until it ends, its flow-control window
+/// released as it is read.
+async fn read_stream(mut recv: h2::RecvStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let next = tokio::time::timeout(support::h2client::STEP_TIMEOUT, recv.data()).await;
+        match next.expect("the tunnel's next bytes in time") {
+            Some(Ok(data)) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                all.extend_from_slice(&data);
+            }
+            Some(Err(e)) => panic!("the tunnel stream failed after {} bytes: {e}", all.len()),
+            None => return all,
+        }
+    }
+}
+
+/// The head and body of an HTTP/1.1 response read whole.
+fn split_response(raw: &[u8]) -> (String, &[u8]) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    (String::from_utf8_lossy(&raw[..end]).into_owned(), &raw[end..])
+}
+
+#[test]
+fn an_http2_client_opens_tunnels_as_streams() {
+    // The h2 crate as the client, HTTP/2 with prior knowledge to a regular listener: two
+    // CONNECT streams at once on one connection, a 3 MB download through one and a 2 MB
+    // upload through the other, byte for byte, flow control carrying the backpressure.
+    use bytes::Bytes;
+    use support::h2client::{runtime, H2Conn};
+    let origin = Origin::start();
+    let proxy = Proxy::start(&[]);
+    let target = origin.authority();
+    let upload = pattern(0, 2_000_000);
+    let (download, uploaded) = runtime().block_on(async {
+        let conn = H2Conn::h2c(proxy.port(), "proxy.test").await.expect("HTTP/2 to the proxy");
+        let (status, mut down, down_recv) = conn.connect_tunnel(&target).await.expect("CONNECT");
+        assert_eq!(status, 200);
+        let (status, mut up, up_recv) = conn.connect_tunnel(&target).await.expect("CONNECT");
+        assert_eq!(status, 200);
+        let get = format!("GET /big?n=3000000 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+        down.send_data(Bytes::from(get), false).expect("send");
+        let post = format!("POST /sink HTTP/1.1\r\nHost: {target}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", upload.len());
+        up.send_data(Bytes::from(post), false).expect("send");
+        for piece in upload.chunks(64 * 1024) {
+            up.send_data(Bytes::copy_from_slice(piece), false).expect("send");
+        }
+        tokio::join!(read_stream(down_recv), read_stream(up_recv))
+    });
+    let (head, body) = split_response(&download);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let mut check = PatternCheck::new();
+    check.feed(body);
+    assert_eq!((check.len(), check.mismatch()), (3_000_000, None));
+    let (head, body) = split_response(&uploaded);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(String::from_utf8_lossy(body), sink_reply(upload.len() as u64, fnv1a64(&upload)));
+    // Each tunnel is a CONNECT flow, and the requests inside are flows of their own.
+    let lines = proxy.stdout_lines();
+    assert_eq!(lines.iter().filter(|l| l.contains("CONNECT") && l.contains(&target)).count(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("GET http://") && l.contains("/big?n=3000000")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("POST http://") && l.contains("/sink")), "{lines:?}");
+}
+
+/// Node's http2 as an HTTPS proxy client, as Chrome is one: TLS to the proxy (ALPN h2), a
+/// CONNECT stream, and TLS to the origin inside it. Prints `ok LENGTH` once the body has
+/// been checked against the test pattern, else what went wrong.
+const NODE_H2_PROXY_CLIENT: &str = r#"
+const http2 = require('http2'), tls = require('tls'), fs = require('fs');
+const [proxyPort, caFile, host, port, path] = process.argv.slice(2);
+const ca = fs.readFileSync(caFile);
+const fail = (what) => { console.log('failed: ' + what); process.exit(1); };
+const session = http2.connect(`https://127.0.0.1:${proxyPort}`, { ca });
+session.on('error', (e) => fail('session: ' + e.message));
+session.on('connect', () => {
+  if (session.alpnProtocol !== 'h2') fail('ALPN ' + session.alpnProtocol);
+});
+const stream = session.request({ ':method': 'CONNECT', ':authority': `${host}:${port}` });
+stream.on('error', (e) => fail('stream: ' + e.message));
+stream.on('response', (headers) => {
+  if (headers[':status'] !== 200) fail('status ' + headers[':status']);
+  const socket = tls.connect({ socket: stream, servername: host, ca, ALPNProtocols: ['http/1.1'] }, () => {
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: close\r\n\r\n`);
+  });
+  socket.on('error', (e) => fail('inner TLS: ' + e.message));
+  const chunks = [];
+  socket.on('data', (d) => chunks.push(d));
+  socket.on('end', () => {
+    const all = Buffer.concat(chunks);
+    const end = all.indexOf('\r\n\r\n');
+    const head = all.subarray(0, end).toString();
+    if (!head.startsWith('HTTP/1.1 200')) fail('response ' + head);
+    const body = all.subarray(end + 4);
+    for (let i = 0; i < body.length; i++) {
+      if (body[i] !== ((i % 251) * 31 + 7) % 251) fail('body differs at byte ' + i);
+    }
+    console.log('ok ' + body.length);
+    session.close();
+  });
+});
+"#;
+
+#[test]
+fn node_as_an_http2_https_proxy_client_with_an_intercepted_tunnel() {
+    use support::ws::node_script;
+    let pki = Pki::new();
+    let origin = Origin::start_tls(&pki.valid);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    let ca = proxy.ca_cert_arg();
+    let port = origin.port().to_string();
+    let args = [proxy.port().to_string(), ca, support::pki::ORIGIN_HOST.to_owned(), port, "/big?n=3000000".to_owned()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (run, stdout) = node_script(NODE_H2_PROXY_CLIENT, &args, Duration::from_secs(60));
+    assert_eq!(stdout, "ok 3000000\n", "{run:?}; proxy stderr:\n{}", proxy.stderr_text());
+    let lines = proxy.stdout_lines();
+    assert!(lines.iter().any(|l| l.contains(&origin.url("/big?n=3000000"))), "the request inside is a flow: {lines:?}");
+}

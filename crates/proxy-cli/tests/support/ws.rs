@@ -192,6 +192,13 @@ pub fn node_client(args: &[&str], limit: Duration) -> (RunOutput, String) {
     node_or_python(cmd, limit, &mut |_| {})
 }
 
+/// Run the node program `script` with `args` (no modules needed), for at most `limit`.
+pub fn node_script(script: &str, args: &[&str], limit: Duration) -> (RunOutput, String) {
+    let mut cmd = Command::new("node");
+    cmd.arg("-e").arg(script).arg("-").args(args);
+    node_or_python(cmd, limit, &mut |_| {})
+}
+
 fn node_or_python(cmd: Command, limit: Duration, on_line: &mut dyn FnMut(&str)) -> (RunOutput, String) {
     let mut out = Vec::new();
     let mut seen = 0;
