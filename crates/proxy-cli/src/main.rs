@@ -213,15 +213,18 @@ struct Args {
     h2_max_resets: u32,
 
     /// In reverse mode, clients speak TLS to the proxy. It presents a certificate for the name
-    /// they ask for, minted by the CA (or the one given with --cert). Without it, clients
+    /// they ask for, minted by the CA (or one given with --cert). Without it, clients
     /// speak plain HTTP whatever the upstream speaks.
     #[arg(long)]
     listen_tls: bool,
 
-    /// With --listen-tls: present this certificate chain and key (one PEM file) instead of
-    /// minting. No CA is made or read.
-    #[arg(long, value_name = "PEM", requires = "listen_tls", conflicts_with_all = ["ca_cert", "ca_key"])]
-    cert: Option<PathBuf>,
+    /// Present this certificate chain and key (one PEM file) to clients that ask for DOMAIN
+    /// (a name, `*.suffix` for the names under it, or the address they connected to when
+    /// they send no SNI) instead of minting one: a secure web proxy's own name, or a reverse
+    /// proxy's. Without `DOMAIN=` it is for every name, and no CA is made or read.
+    /// Repeatable; the first match wins.
+    #[arg(long, value_name = "[DOMAIN=]PEM")]
+    cert: Vec<String>,
 
     /// Do not intercept TLS: a CONNECT stays a raw tunnel, and no CA is made or read.
     #[arg(long, conflicts_with_all = [
@@ -443,8 +446,26 @@ impl Args {
         if self.no_intercept {
             return Ok(None);
         }
-        let ca = match (&self.cert, &self.ca_cert, &self.ca_key) {
-            (Some(cert), _, _) => CaSource::Fixed(cert.clone()),
+        let certs: Vec<(String, PathBuf)> = self
+            .cert
+            .iter()
+            .map(|c| match c.split_once('=') {
+                Some((domain, path)) => (domain.to_owned(), PathBuf::from(path)),
+                None => ("*".to_owned(), PathBuf::from(c)),
+            })
+            .collect();
+        let (every, named): (Vec<_>, Vec<_>) = certs.into_iter().partition(|(domain, _)| domain == "*");
+        if every.len() > 1 {
+            return Err("--cert without DOMAIN= is for every name: give it once".into());
+        }
+        let every = every.into_iter().next().map(|(_, path)| path);
+        let ca = match (every, &self.ca_cert, &self.ca_key) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err("--cert PEM (for every name) leaves nothing for --ca-cert to sign: \
+                            give the certificate a DOMAIN= to keep the CA for the other names"
+                    .into())
+            }
+            (Some(cert), _, _) => CaSource::Fixed(cert),
             (None, Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
             _ => match self.ca_dir.clone().or_else(|| default_ca_dir(var)) {
                 Some(dir) => CaSource::Dir(dir),
@@ -459,6 +480,7 @@ impl Args {
             insecure_upstream: self.insecure_upstream,
             ignore_hosts: self.ignore_hosts.clone(),
             cache_size: self.cert_cache,
+            certs: named,
         }))
     }
 }
@@ -1001,12 +1023,21 @@ mod tests {
                 insecure_upstream: true,
                 ignore_hosts: vec!["^x:443$".into(), "y".into()],
                 cache_size: 5,
+                certs: Vec::new(),
             }
         );
         assert_eq!(tls(&["--no-intercept"], &[]).unwrap(), None);
         // A certificate of its own replaces the CA, whatever the environment says.
         let fixed = tls(&["--reverse", "https://o.test", "--listen-tls", "--cert", "own.pem"], &[("HOME", "/h")]);
         assert_eq!(fixed.unwrap().unwrap().ca, CaSource::Fixed("own.pem".into()));
+        // Certificates for some names keep the CA for the others.
+        let named = tls(&["--cert", "proxy.test=p.pem", "--cert", "*.corp.test=c.pem"], &[("HOME", "/h")]).unwrap().unwrap();
+        assert_eq!(named.ca, CaSource::Dir("/h/.sansproxy".into()));
+        assert_eq!(named.certs, [("proxy.test".to_owned(), "p.pem".into()), ("*.corp.test".to_owned(), "c.pem".into())]);
+        let twice = tls(&["--cert", "a.pem", "--cert", "b.pem"], &[("HOME", "/h")]);
+        assert!(twice.unwrap_err().contains("give it once"));
+        let both = tls(&["--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"], &[("HOME", "/h")]);
+        assert!(both.unwrap_err().contains("DOMAIN="));
     }
 
     #[test]
@@ -1019,7 +1050,6 @@ mod tests {
             &["sansproxy", "--no-intercept", "--insecure-upstream"],
             &["sansproxy", "--no-intercept", "--cert-cache", "3"],
             &["sansproxy", "--cert-cache", "-1"],
-            &["sansproxy", "--reverse", "https://o.test", "--listen-tls", "--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

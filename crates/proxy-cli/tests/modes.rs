@@ -160,6 +160,30 @@ fn secure_web_proxy_and_tls_inside_tls() {
 }
 
 #[test]
+fn a_secure_web_proxy_with_a_certificate_of_its_own() {
+    // `--cert 127.0.0.1=PEM`: clients of the proxy itself get that certificate (one they
+    // trust already, not the proxy's CA), and the hosts intercepted inside still get minted
+    // ones.
+    let pki = Pki::new();
+    let plain = Origin::start();
+    let tls = Origin::start_tls(&pki.valid);
+    let own = pki.dir().join("proxy-cert.pem");
+    let pem = [std::fs::read(&pki.valid.cert_pem).unwrap(), std::fs::read(&pki.valid.key_pem).unwrap()].concat();
+    std::fs::write(&own, pem).unwrap();
+    let cert = format!("127.0.0.1={}", own.display());
+    let proxy = Proxy::start_tls(&["--cert", &cert, "--upstream-ca", pki.origin_ca_arg()]);
+    let https_proxy = format!("https://127.0.0.1:{}", proxy.port());
+    let secure = || Curl::new().args(["--proxy", &https_proxy, "--proxy-cacert", pki.origin_ca_arg()]);
+    let out = secure().arg(plain.url("/hello")).run();
+    assert_eq!(out.text(), HELLO, "{out}");
+    let out = secure().args(["--cacert", &proxy.ca_cert_arg()]).arg(tls.url("/hello")).run();
+    assert_eq!(out.text(), HELLO, "minted for the host inside: {out}");
+    // A client that trusts only the proxy's CA refuses the proxy's own certificate.
+    let out = Curl::new().args(["--proxy", &https_proxy, "--proxy-cacert", &proxy.ca_cert_arg()]).arg(plain.url("/hello")).run();
+    assert_ne!(out.code, Some(0), "{out}");
+}
+
+#[test]
 fn python_websockets_client_through_socks5() {
     use support::ws::{python_client, WsServer};
     // Python's `websockets` with python-socks, as a SOCKS5 client (socks5h: the proxy resolves).

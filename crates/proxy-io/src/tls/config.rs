@@ -1,8 +1,9 @@
 //! The rustls configurations of both ends: how upstream certificates are trusted, and the
 //! server side's session resumption.
 
+use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -236,5 +237,81 @@ impl FixedCert {
 impl proxy_core::tls::CertIssuer for FixedCert {
     fn issue(&self, _request: &proxy_core::tls::CertRequest) -> Result<Arc<CertifiedKey>, String> {
         Ok(self.0.clone())
+    }
+}
+
+/// A [`CertIssuer`](proxy_core::tls::CertIssuer) that presents certificates of the user's own
+/// for the names they are given for (`--cert DOMAIN=PEM`, as mitmproxy's `--certs`), and asks
+/// `fallback` for any other name: the proxy's own name as a secure web proxy, say, with a
+/// certificate clients already trust, and minted ones for the hosts it intercepts.
+pub struct CertsByName {
+    certs: Vec<(String, Arc<CertifiedKey>)>,
+    fallback: Arc<dyn proxy_core::tls::CertIssuer>,
+}
+
+/// Certificates loaded for [`CertsByName`], by the pattern of the names they are for.
+pub struct OwnCerts(Vec<(String, Arc<CertifiedKey>)>);
+
+impl OwnCerts {
+    /// `certs`: a pattern (a name, `*.suffix` for any name under it, or `*`) and a PEM file of
+    /// the certificate chain and key, tried in order.
+    pub fn load(certs: &[(String, PathBuf)]) -> Result<Self, TlsSetupError> {
+        let certs = certs
+            .iter()
+            .map(|(pattern, path)| Ok((pattern.to_ascii_lowercase(), FixedCert::from_pem_file(path)?.0)))
+            .collect::<Result<Vec<_>, TlsSetupError>>()?;
+        Ok(Self(certs))
+    }
+}
+
+impl CertsByName {
+    pub fn new(certs: OwnCerts, fallback: Arc<dyn proxy_core::tls::CertIssuer>) -> Self {
+        Self { certs: certs.0, fallback }
+    }
+}
+
+/// Whether `name` (lowercase) is what `pattern` names: itself, `*` for anything, or
+/// `*.suffix` for any name under `suffix`.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*") {
+        Some("") => true,
+        Some(suffix) if suffix.starts_with('.') => name.ends_with(suffix) && name.len() > suffix.len(),
+        _ => pattern == name,
+    }
+}
+
+impl proxy_core::tls::CertIssuer for CertsByName {
+    fn issue(&self, request: &proxy_core::tls::CertRequest) -> Result<Arc<CertifiedKey>, String> {
+        // The name the client asked for, else the address it connected to.
+        let name = request.server_name.as_deref().unwrap_or(&request.target_host).to_ascii_lowercase();
+        let own = self.certs.iter().find(|(pattern, _)| name_matches(pattern, &name));
+        match own {
+            Some((_, key)) => Ok(key.clone()),
+            None => self.fallback.issue(request),
+        }
+    }
+}
+
+impl fmt::Debug for CertsByName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let patterns: Vec<&str> = self.certs.iter().map(|(p, _)| p.as_str()).collect();
+        f.debug_struct("CertsByName").field("certs", &patterns).field("fallback", &self.fallback).finish()
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::name_matches;
+
+    #[test]
+    fn patterns_name_hosts() {
+        assert!(name_matches("*", "anything.test"));
+        assert!(name_matches("proxy.test", "proxy.test"));
+        assert!(!name_matches("proxy.test", "other.test"));
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "badexample.com"));
+        assert!(name_matches("127.0.0.1", "127.0.0.1"));
     }
 }

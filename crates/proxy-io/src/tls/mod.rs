@@ -32,7 +32,7 @@ use proxy_core::tls::{CertIssuer, TlsConfig};
 use rcgen::SerialNumber;
 
 pub use ca::{CertAuthority, CA_CERT_FILE, CA_KEY_FILE};
-pub use config::{load_certs_pem, server_base_config, upstream_client_config, FixedCert, SelfSigned};
+pub use config::{load_certs_pem, server_base_config, upstream_client_config, CertsByName, FixedCert, OwnCerts, SelfSigned};
 pub use minter::{Minter, DEFAULT_CACHE_SIZE};
 
 /// Where the proxy's CA comes from.
@@ -62,6 +62,9 @@ pub struct TlsOptions {
     pub ignore_hosts: Vec<String>,
     /// How many minted certificates to keep (0: none).
     pub cache_size: usize,
+    /// Certificates of the user's own, each for the names its pattern gives (a name,
+    /// `*.suffix`, or `*`), presented instead of minted ones: see [`CertsByName`].
+    pub certs: Vec<(String, PathBuf)>,
 }
 
 /// Where the CA certificate to trust is, for telling the user.
@@ -121,6 +124,7 @@ impl TlsOptions {
             insecure_upstream: false,
             ignore_hosts: Vec::new(),
             cache_size: DEFAULT_CACHE_SIZE,
+            certs: Vec::new(),
         }
     }
 
@@ -137,6 +141,7 @@ impl TlsOptions {
                     .map_err(|source| TlsSetupError::IgnoreHosts { pattern: p.clone(), source })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let own_certs = (!self.certs.is_empty()).then(|| OwnCerts::load(&self.certs)).transpose()?;
         let mut roots = config::default_roots();
         for path in &self.upstream_roots {
             for cert in load_certs_pem(path)? {
@@ -158,6 +163,10 @@ impl TlsOptions {
             CaSource::Dir(dir) => minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?,
             CaSource::Files { cert, key } => minting(CertAuthority::from_files(&cert, &key)?, cert)?,
             CaSource::Fixed(path) => (Arc::new(FixedCert::from_pem_file(&path)?), None),
+        };
+        let issuer: Arc<dyn CertIssuer> = match own_certs {
+            None => issuer,
+            Some(own) => Arc::new(CertsByName::new(own, issuer)),
         };
         let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
         Ok((tls, info))
