@@ -219,3 +219,25 @@ fn proxy_authentication_covers_connect_streams() {
     pump.client_sends(b"");
     assert_eq!(status(&mut pump, 3), Some(200));
 }
+
+#[test]
+fn a_connect_stream_inside_an_intercepted_connection_is_501() {
+    // Inside a connection to one origin a CONNECT is no proxy request: the stream is refused
+    // with a reason, and the connection goes on.
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let cert = w.origin_ca.leaf(&["example.test"]);
+    let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[b"h2"]))));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n");
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "example.test", &[b"h2"]));
+    assert_eq!(pump.client.rustls().and_then(|t| t.alpn_protocol()), Some(&b"h2"[..]));
+    pump.client_speaks_h2();
+    pump.client_h2().connect(1, "elsewhere.test:443");
+    pump.client_sends(b"");
+    assert_eq!(status(&mut pump, 1), Some(501), "logs {:?}", pump.logs);
+    let body = String::from_utf8_lossy(&pump.client_h2().body(1)).into_owned();
+    assert!(body.contains("not inside a connection it intercepts"), "{body}");
+    assert_eq!(pump.addrs.len(), 1, "nothing opened for it: {:?}", pump.addrs);
+}

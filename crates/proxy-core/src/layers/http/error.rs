@@ -139,7 +139,7 @@ pub(crate) enum ClientError {
     Fields(FieldError),
     #[error("malformed trailers: {0}")]
     Trailers(FieldError),
-    #[error("CONNECT over HTTP/2 is not supported")]
+    #[error("CONNECT over HTTP/2 is served to clients of the proxy itself, not inside a connection it intercepts")]
     H2Connect,
     #[error("invalid :authority {0:?}")]
     Authority(String),
