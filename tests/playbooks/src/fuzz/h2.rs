@@ -2,13 +2,15 @@
 //! decoded from the input (well-formed requests, bodies, resets, window updates, settings,
 //! CONTINUATIONs, GOAWAYs, and raw frames of any type), against the reference HTTP/1 origin.
 //! The checks of [`Run`] hold throughout: whatever the frames, every byte that reaches a
-//! server reads as canonical HTTP/1 requests.
+//! server reads as canonical HTTP/1 requests, but for the tunnels `CONNECT` streams open,
+//! whose servers get the streams' bytes.
 
 use bytes::Bytes;
 use proxy_core::Event;
 
+use super::run::TUNNEL_HOST;
 use super::{pieces, variant, Run};
-use crate::h2::{frame, get_block, preface, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM, SETTINGS};
+use crate::h2::{block, frame, get_block, preface, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM, SETTINGS};
 
 const WINDOW_UPDATE: u8 = 0x8;
 const PING: u8 = 0x6;
@@ -46,7 +48,12 @@ fn frames(mut input: &[u8]) -> Vec<u8> {
             input = tail;
             head.to_vec()
         };
-        match op % 10 {
+        match op % 11 {
+            10 => {
+                // A tunnel (CONNECT over HTTP/2): its DATA goes on as opaque bytes.
+                let connect = block(&[(":method", "CONNECT"), (":authority", &format!("{TUNNEL_HOST}:443"))]);
+                out.extend(frame(HEADERS, END_HEADERS, stream, &connect));
+            }
             0 => out.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &get_block("a.test", "/x"))),
             1 => out.extend(frame(HEADERS, END_HEADERS, stream, &get_block("a.test", "/up"))),
             2 => {

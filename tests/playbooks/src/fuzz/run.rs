@@ -18,6 +18,10 @@ use super::MAX_CHUNK;
 pub const ORIGIN_OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 /// One connection under test, driven the way a well-behaved driver drives it.
+/// The host a target's tunnels (a `CONNECT` stream) lead to: what its server is sent is
+/// opaque, not requests for the strict reader.
+pub const TUNNEL_HOST: &str = "tunnel.test";
+
 pub struct Run {
     conn: Connection,
     config: Arc<Config>,
@@ -173,6 +177,10 @@ impl Run {
                         Mode::Upstream { proxy, .. } => assert_eq!(&server, proxy, "upstream mode opened {server}"),
                         // The client names its server (SOCKS5), or the system did (transparent).
                         Mode::Regular | Mode::Socks5 | Mode::Transparent => {}
+                    }
+                    if server.host == TUNNEL_HOST {
+                        // A tunnel's server: what it is sent is bytes, never requests.
+                        self.opaque.insert(conn, 0);
                     }
                     self.opening.push(conn);
                 }
