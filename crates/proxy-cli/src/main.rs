@@ -12,6 +12,7 @@ use clap::Parser;
 use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
 use proxy_core::tls::{TlsFailure, TlsPeer};
 use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
+use proxy_core::upstreams::PoolLimits;
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -91,9 +92,20 @@ struct Args {
     #[arg(long)]
     no_splice: bool,
 
-    /// Never reuse an upstream connection for a later request of the same client.
+    /// Never reuse an upstream connection for a later request (of the same client, or of
+    /// another one: see --upstream-idle-timeout).
     #[arg(long)]
     no_server_reuse: bool,
+
+    /// Idle upstream connections of a client connection that ended are kept this long for the
+    /// next client connection to the same server (plain or TLS, HTTP/1.1), which then skips
+    /// the connect and the TLS handshake. 0 keeps none.
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "4")]
+    upstream_idle_timeout: Duration,
+
+    /// At most this many idle upstream connections are kept per server.
+    #[arg(long, value_name = "N", default_value_t = PoolLimits::default().max_idle_per_key)]
+    upstream_max_idle: usize,
 
     /// How long resolving and connecting to an upstream may take.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "10")]
@@ -771,12 +783,19 @@ async fn serve(args: Args, listeners: Vec<(SocketAddr, Config)>, ca_notice: Opti
         let mode = config.mode.name();
         let label = Arc::new(OnceLock::new());
         let printer = Printer { quiet: args.quiet, verbose: args.verbose, lines: lines.clone(), label: label.clone() };
+        let shared = !args.no_server_reuse && !args.upstream_idle_timeout.is_zero() && args.upstream_max_idle > 0;
+        let limits = PoolLimits {
+            max_idle_per_key: args.upstream_max_idle,
+            idle_timeout: args.upstream_idle_timeout,
+            ..PoolLimits::default()
+        };
         let mut builder = Proxy::builder()
             .listen(addr)
             .config(config)
             .handler(printer)
             .connect_timeout(args.connect_timeout)
-            .shutdown_timeout(args.shutdown_timeout);
+            .shutdown_timeout(args.shutdown_timeout)
+            .upstream_pool(shared.then_some(limits));
         if let Some(n) = args.max_connections {
             builder = builder.max_connections(n as usize);
         }

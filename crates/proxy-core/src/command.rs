@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::hook::Hook;
 use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::upstreams::{Parked, PoolKey};
 
 /// An action for the driver, taken from [`Connection::poll_command`](crate::Connection::poll_command).
 ///
@@ -15,6 +16,16 @@ pub enum Command {
     /// Connect to `server`; answer with [`Event::Opened`](crate::Event::Opened) or
     /// [`Event::OpenFailed`](crate::Event::OpenFailed) for the same `conn`.
     OpenConnection { conn: ConnId, server: ServerAddr },
+    /// [`OpenConnection`](Self::OpenConnection), unless an idle connection to `key` that
+    /// another client connection parked ([`Command::Park`]) is at hand: the driver takes the
+    /// one the [`UpstreamPool`](crate::upstreams::UpstreamPool) picks, makes its socket
+    /// `conn`, and answers [`Event::Adopted`](crate::Event::Adopted) with its state instead of
+    /// `Opened`.
+    Reuse { conn: ConnId, server: ServerAddr, key: PoolKey },
+    /// `conn` is idle and may serve other client connections: keep its socket with `parked`
+    /// in the pool for the next [`Command::Reuse`] of its key, and forget it here. (A socket
+    /// that still has output queued, or whose peer has closed, is closed instead.)
+    Park { conn: ConnId, parked: Box<Parked> },
     /// Close `conn`. With `half`, only shut down the writing side (after the queued output),
     /// and keep reading until the peer closes too.
     CloseConnection { conn: ConnId, half: bool },

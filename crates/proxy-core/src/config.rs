@@ -145,6 +145,16 @@ pub struct Config {
     pub add_via: bool,
     /// Keep idle upstream connections for reuse by later requests of the same client.
     pub reuse_server_connections: bool,
+    /// Share idle upstream connections across client connections (see [`upstreams`]): when a
+    /// client connection ends, its idle HTTP/1.1 upstream connections are parked
+    /// ([`Command::Park`]) rather than closed, and a connection is asked for with
+    /// [`Command::Reuse`] rather than `OpenConnection`. Needs a driver that keeps a pool
+    /// (proxy-io's does); off by default for drivers that do not.
+    ///
+    /// [`upstreams`]: crate::upstreams
+    /// [`Command::Park`]: crate::Command::Park
+    /// [`Command::Reuse`]: crate::Command::Reuse
+    pub share_upstreams: bool,
     /// TLS interception. `None`: a `CONNECT` is tunnelled without looking inside.
     pub tls: Option<TlsConfig>,
     /// Speak HTTP/2 where a peer offers it: with clients that negotiate `h2` or send the
@@ -220,6 +230,7 @@ impl Default for Config {
             underscore_headers: UnderscoreHeaders::Keep,
             add_via: false,
             reuse_server_connections: true,
+            share_upstreams: false,
             tls: None,
             http2: true,
             upstream_h2c: false,

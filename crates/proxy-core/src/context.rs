@@ -13,6 +13,7 @@ use crate::hook::Hook;
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::tls::session::TlsSession;
 use crate::tls::TlsSetupError;
+use crate::upstreams::PoolKey;
 
 /// Why a connection is not being read. Reading resumes when no reason is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +147,58 @@ impl Context {
 
     /// Issue an id for a new upstream connection and ask the driver to open it.
     pub(crate) fn open(&mut self, server: ServerAddr) -> ConnId {
+        self.new_conn(|conn| Command::OpenConnection { conn, server })
+    }
+
+    /// Issue an id for a new upstream connection and ask the driver for it with `command`.
+    fn new_conn(&mut self, command: impl FnOnce(ConnId) -> Command) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.push(ConnState::new(conn));
-        self.out.push_back(Command::OpenConnection { conn, server });
+        self.out.push_back(command(conn));
         // It could feed a congested connection as well as those already paused.
         self.update_congestion();
         conn
+    }
+
+    /// [`open`](Self::open), but the driver may hand over an idle connection to `key` instead
+    /// ([`Command::Reuse`]), which [`adopt_parked`](Self::adopt_parked) then puts in place.
+    pub(crate) fn open_reusing(&mut self, server: ServerAddr, key: PoolKey) -> ConnId {
+        self.new_conn(|conn| Command::Reuse { conn, server, key })
+    }
+
+    /// [`open_tls`](Self::open_tls), reusing as [`open_reusing`](Self::open_reusing) does: the
+    /// session made here is used only if the driver opens a new connection.
+    pub(crate) fn open_tls_reusing(
+        &mut self,
+        server: ServerAddr,
+        server_name: &str,
+        alpn: Vec<Vec<u8>>,
+        key: PoolKey,
+    ) -> Result<ConnId, TlsSetupError> {
+        let session = self.client_session(&server, server_name, alpn)?;
+        let conn = self.open_reusing(server, key);
+        let state = self.state_mut(conn).expect("just opened");
+        state.tls = Some(Box::new(session.connecting()));
+        Ok(conn)
+    }
+
+    /// Give up `conn`, idle, for another client connection to reuse: its state leaves the
+    /// table as it is, with nothing queued and no pause (it is the driver's until adopted).
+    pub(crate) fn park_conn(&mut self, conn: ConnId) -> Option<MovedConn> {
+        let mut moved = self.take_conn(conn)?;
+        moved.0.queued = 0;
+        moved.0.paused = 0;
+        Some(moved)
+    }
+
+    /// `conn`, asked for with [`open_reusing`](Self::open_reusing), is a parked connection:
+    /// its state replaces the one made for a new connection.
+    pub(crate) fn adopt_parked(&mut self, conn: ConnId, mut moved: MovedConn) {
+        self.conns.retain(|c| c.id != conn);
+        moved.0.id = conn;
+        self.conns.push(moved.0);
+        self.update_congestion();
     }
 
     /// Whether we have stopped reading `conn`, for any reason.

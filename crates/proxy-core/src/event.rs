@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::hook::HookReply;
 use crate::ids::{ConnId, FlowId};
+use crate::upstreams::Parked;
 use crate::websocket::{MessageKind, Peer};
 
 /// Something that happened, fed to [`Connection::handle`](crate::Connection::handle).
@@ -21,6 +22,9 @@ pub enum Event {
     /// The connection asked for by [`Command::OpenConnection`](crate::Command::OpenConnection)
     /// is established.
     Opened { conn: ConnId },
+    /// The answer to [`Command::Reuse`](crate::Command::Reuse) when the driver had an idle
+    /// connection for it: `conn` is that connection, open, in the state `parked` says.
+    Adopted { conn: ConnId, parked: Box<Parked> },
     /// The connection asked for by `OpenConnection` could not be established.
     OpenFailed { conn: ConnId, error: OpenError },
     /// Everything sent on `conn` so far has been handed to the operating system.

@@ -55,6 +55,7 @@ mod layers;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
+pub mod upstreams;
 pub mod websocket;
 
 pub use command::{Command, LogLevel};

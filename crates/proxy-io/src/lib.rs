@@ -32,6 +32,7 @@ mod handler;
 mod inject;
 mod open;
 mod original_dst;
+mod pool;
 mod proxy;
 mod queue;
 #[cfg(target_os = "linux")]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxy_core::upstreams::PoolLimits;
 use proxy_core::{ClientInfo, Config, Connection};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -13,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::driver::{self, Core, Options};
 use crate::handler::{Handler, NoopHandler};
 use crate::inject::Injector;
+use crate::pool::SharedPool;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +37,7 @@ pub struct Builder<H = NoopHandler> {
     shutdown_timeout: Duration,
     max_connections: Option<usize>,
     injector: Injector,
+    upstream_pool: Option<PoolLimits>,
 }
 
 impl Builder<NoopHandler> {
@@ -47,6 +50,7 @@ impl Builder<NoopHandler> {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_connections: None,
             injector: Injector::default(),
+            upstream_pool: Some(PoolLimits::default()),
         }
     }
 }
@@ -76,7 +80,16 @@ impl<H: Handler> Builder<H> {
             shutdown_timeout: self.shutdown_timeout,
             max_connections: self.max_connections,
             injector: self.injector,
+            upstream_pool: self.upstream_pool,
         }
+    }
+
+    /// Share idle upstream connections across client connections, within `limits` (on by
+    /// default, with [`PoolLimits::default`]); `None`: each client connection's upstream
+    /// connections end with it. See [`proxy_core::upstreams`].
+    pub fn upstream_pool(mut self, limits: Option<PoolLimits>) -> Self {
+        self.upstream_pool = limits;
+        self
     }
 
     /// Route WebSocket messages from `injector` (and its clones) into this proxy's flows, so a
@@ -119,6 +132,9 @@ impl<H: Handler> Builder<H> {
             // Forwarding needs splice(2).
             config.forward_min = None;
         }
+        // The core parks and reuses upstream connections only if this driver keeps a pool.
+        let pool = self.upstream_pool.map(SharedPool::new);
+        config.share_upstreams = pool.is_some();
         let (tx, rx) = watch::channel(State::Running);
         Ok(Proxy {
             listener,
@@ -126,7 +142,7 @@ impl<H: Handler> Builder<H> {
             shared: Arc::new(Shared {
                 config: Arc::new(config),
                 handler: self.handler,
-                opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER },
+                opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool },
                 injector: self.injector,
             }),
             shutdown_timeout: self.shutdown_timeout,
@@ -208,6 +224,7 @@ impl<H: Handler> Proxy<H> {
     {
         let transparent = self.transparent();
         let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
+        let expiry = shared.opts.pool.as_ref().map(SharedPool::spawn_expiry);
         let mut tasks = JoinSet::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
@@ -263,6 +280,9 @@ impl<H: Handler> Proxy<H> {
             tracing::info!(connections = tasks.len(), "dropping connections");
         }
         tasks.shutdown().await;
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl Core for Relay {
                 self.pause(0, true);
                 self.out.push_back(Command::OpenConnection { conn: SERVER, server: self.server.clone() });
             }
-            Event::Opened { .. } => {
+            Event::Opened { .. } | Event::Adopted { .. } => {
                 if let Some(len) = self.forward {
                     self.out.push_back(Command::Forward { from: ConnId::CLIENT, to: SERVER, len });
                 }
@@ -198,7 +198,7 @@ async fn echo_server() -> SocketAddr {
 }
 
 fn opts() -> Options {
-    Options { connect_timeout: Duration::from_secs(5), linger: Duration::from_secs(2) }
+    Options { connect_timeout: Duration::from_secs(5), linger: Duration::from_secs(2), pool: None }
 }
 
 /// Accept one client and drive `core` for it; returns the address to connect to.

@@ -165,6 +165,8 @@ pub struct Expect(Exp);
 enum Exp {
     Send { conn: ConnId, data: Vec<u8> },
     Open { conn: ConnId, addr: String },
+    Reuse { conn: ConnId, key: String },
+    Park { conn: ConnId, key: String },
     Close { conn: ConnId, half: bool },
     Pause(ConnId),
     Resume(ConnId),
@@ -181,6 +183,16 @@ pub fn send(conn: ConnId, data: impl AsRef<[u8]>) -> Expect {
 /// `OpenConnection` of `conn` to `addr`, written `host:port` (`[v6]:port` for IPv6).
 pub fn open(conn: ConnId, addr: &str) -> Expect {
     Expect(Exp::Open { conn, addr: addr.to_owned() })
+}
+
+/// `Reuse` of `conn` for the pool key `key` (as `PoolKey` displays it: `http://host:port`).
+pub fn reuse(conn: ConnId, key: &str) -> Expect {
+    Expect(Exp::Reuse { conn, key: key.to_owned() })
+}
+
+/// `Park` of `conn`, its pool key `key`.
+pub fn park(conn: ConnId, key: &str) -> Expect {
+    Expect(Exp::Park { conn, key: key.to_owned() })
 }
 
 /// A full `CloseConnection` of `conn`.
@@ -521,6 +533,8 @@ struct Got {
 enum Cmd {
     Send { conn: ConnId, data: Vec<u8> },
     Open { conn: ConnId, addr: ServerAddr },
+    Reuse { conn: ConnId, key: String },
+    Park { conn: ConnId, key: String },
     Close { conn: ConnId, half: bool },
     Pause(ConnId),
     Resume(ConnId),
@@ -763,6 +777,11 @@ impl<'a> Runner<'a> {
                 Cmd::Send { conn, data: data.to_vec() }
             }
             Command::OpenConnection { conn, server } => Cmd::Open { conn, addr: server },
+            Command::Reuse { conn, key, .. } => Cmd::Reuse { conn, key: key.to_string() },
+            Command::Park { conn, parked } => {
+                self.paused.remove(&conn);
+                Cmd::Park { conn, key: parked.key().to_string() }
+            }
             Command::CloseConnection { conn, half } => {
                 if !half {
                     self.paused.remove(&conn);
@@ -898,6 +917,9 @@ fn mismatch(exp: &Exp, got: &Cmd) -> Option<String> {
             conn == c
         }
         (Exp::Open { conn, addr }, Cmd::Open { conn: c, addr: a }) => conn == c && *addr == a.to_string(),
+        (Exp::Reuse { conn, key }, Cmd::Reuse { conn: c, key: k }) | (Exp::Park { conn, key }, Cmd::Park { conn: c, key: k }) => {
+            conn == c && key == k
+        }
         (Exp::Close { conn, half }, Cmd::Close { conn: c, half: h }) => conn == c && half == h,
         (Exp::Pause(conn), Cmd::Pause(c)) | (Exp::Resume(conn), Cmd::Resume(c)) => conn == c,
         (Exp::Forward { from, to, len }, Cmd::Forward { from: f, to: t, len: l }) => from == f && to == t && len == l,
@@ -1001,6 +1023,7 @@ fn fmt_event(e: &Event) -> String {
         Event::ConnectionClosed { conn } => format!("ConnectionClosed({})", fmt_conn(*conn)),
         Event::Opened { conn } => format!("Opened({})", fmt_conn(*conn)),
         Event::OpenFailed { conn, error } => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
+        Event::Adopted { conn, parked } => format!("Adopted({}, {parked:?})", fmt_conn(*conn)),
         Event::WriteDrained { conn } => format!("WriteDrained({})", fmt_conn(*conn)),
         Event::Forwarded { from, len, pending } => format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from)),
         Event::Wakeup => "Wakeup".into(),
@@ -1043,6 +1066,8 @@ fn fmt_cmd(c: &Cmd) -> String {
     match c {
         Cmd::Send { conn, data } => format!("SendData({}, {})", fmt_conn(*conn), fmt_bytes(data)),
         Cmd::Open { conn, addr } => format!("OpenConnection({}, {})", fmt_conn(*conn), addr),
+        Cmd::Reuse { conn, key } => format!("Reuse({}, {key})", fmt_conn(*conn)),
+        Cmd::Park { conn, key } => format!("Park({}, {key})", fmt_conn(*conn)),
         Cmd::Close { conn, half: false } => format!("CloseConnection({})", fmt_conn(*conn)),
         Cmd::Close { conn, half: true } => format!("CloseConnection({}, half)", fmt_conn(*conn)),
         Cmd::Pause(conn) => format!("PauseReading({})", fmt_conn(*conn)),
@@ -1056,6 +1081,8 @@ fn fmt_exp(e: &Exp) -> String {
     match e {
         Exp::Send { conn, data } => format!("SendData({}, {})", fmt_conn(*conn), fmt_bytes(data)),
         Exp::Open { conn, addr } => format!("OpenConnection({}, {})", fmt_conn(*conn), addr),
+        Exp::Reuse { conn, key } => format!("Reuse({}, {key})", fmt_conn(*conn)),
+        Exp::Park { conn, key } => format!("Park({}, {key})", fmt_conn(*conn)),
         Exp::Close { conn, half: false } => format!("CloseConnection({})", fmt_conn(*conn)),
         Exp::Close { conn, half: true } => format!("CloseConnection({}, half)", fmt_conn(*conn)),
         Exp::Pause(conn) => format!("PauseReading({})", fmt_conn(*conn)),

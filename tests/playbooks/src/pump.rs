@@ -214,6 +214,11 @@ pub struct Pump {
     hold: Box<dyn FnMut(&Hook) -> bool>,
     /// Blocking hooks held for the test to answer with [`Pump::answer`].
     pub held: Vec<(FlowId, HookKind)>,
+    /// Connections the core parked, with their peers: what a later `Reuse` of their key gets
+    /// (move them to another pump to play a second client connection).
+    pub pool: Vec<(Box<proxy_core::upstreams::Parked>, Peer)>,
+    /// Connections the core parked, in order.
+    pub parked: Vec<ConnId>,
     queue: VecDeque<Event>,
     now: Instant,
     /// What crossed the core's boundary, if [`recording`](Self::recording).
@@ -235,6 +240,8 @@ impl Pump {
             reply: Box::new(|_| HookReply::Continue),
             hold: Box::new(|_| false),
             held: Vec::new(),
+            pool: Vec::new(),
+            parked: Vec::new(),
             queue: VecDeque::new(),
             now: Instant::now(),
             transcript: None,
@@ -422,6 +429,20 @@ impl Pump {
                     }
                     None => self.queue.push_back(Event::OpenFailed { conn, error: proxy_core::OpenError::Refused }),
                 }
+            }
+            Command::Reuse { conn, server, key } => match self.pool.iter().position(|(p, _)| p.key() == key) {
+                Some(at) => {
+                    let (parked, peer) = self.pool.remove(at);
+                    self.addrs.insert(conn, server);
+                    self.servers.insert(conn, peer);
+                    self.queue.push_back(Event::Adopted { conn, parked });
+                }
+                None => self.carry_out(Command::OpenConnection { conn, server }),
+            },
+            Command::Park { conn, parked } => {
+                let peer = self.servers.remove(&conn).expect("a parked connection is open");
+                self.parked.push(conn);
+                self.pool.push((parked, peer));
             }
             Command::CloseConnection { conn, .. } => self.closed.push(conn),
             Command::Hook { flow, hook } if hook.is_blocking() && (self.hold)(&hook) => {

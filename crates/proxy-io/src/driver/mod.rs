@@ -85,6 +85,8 @@ pub(crate) struct Options {
     /// end (refreshed by write progress); also bounds the hooks still running once the core is
     /// done.
     pub(crate) linger: Duration,
+    /// Idle upstream connections shared with the other tasks (`Config::share_upstreams`).
+    pub(crate) pool: Option<std::sync::Arc<crate::pool::SharedPool>>,
 }
 
 /// Run one client connection to its end.
@@ -187,6 +189,17 @@ where
                 let connecting = open(server, self.opts.connect_timeout);
                 self.socks.push(Sock::new(conn, Io::Connecting(connecting)));
             }
+            Command::Reuse { conn, server, key } => {
+                match self.opts.pool.as_ref().and_then(|pool| pool.take(&key)) {
+                    Some((parked, tcp)) => {
+                        tracing::debug!(client = %self.peer, conn = conn.0, %key, "reusing a parked connection");
+                        self.socks.push(Sock::new(conn, Io::Open(tcp)));
+                        self.events.push_back(Event::Adopted { conn, parked });
+                    }
+                    None => self.execute(Command::OpenConnection { conn, server }),
+                }
+            }
+            Command::Park { conn, parked } => self.park(conn, parked),
             Command::CloseConnection { conn, half } => {
                 let linger = self.opts.linger;
                 if let Some(s) = self.sock(conn) {
@@ -214,6 +227,26 @@ where
                 self.hooks.push(fut);
             }
             Command::Log { level, message } => log(level, self.peer, &message),
+        }
+    }
+
+    /// Hand the idle socket of `conn` to the shared pool with what the core parked; one that
+    /// cannot be (output still queued, its peer gone, no pool) is closed.
+    fn park(&mut self, conn: ConnId, parked: Box<proxy_core::upstreams::Parked>) {
+        let Some(at) = self.socks.iter().position(|s| s.id == conn && !s.forgotten) else { return };
+        let sock = &self.socks[at];
+        let idle = sock.queue.is_empty() && !sock.forwarding && !sock.read_done && !sock.write_shut;
+        match (&self.opts.pool, idle, &sock.io) {
+            (Some(pool), true, Io::Open(_)) => {
+                let sock = self.socks.remove(at);
+                if let Io::Open(tcp) = sock.io {
+                    pool.park(parked, tcp);
+                }
+            }
+            _ => {
+                let linger = self.opts.linger;
+                self.socks[at].close(false, linger);
+            }
         }
     }
 

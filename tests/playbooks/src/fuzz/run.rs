@@ -168,7 +168,15 @@ impl Run {
                     }
                     self.sent.entry(conn).or_default().extend_from_slice(&data);
                 }
-                Command::OpenConnection { conn, server } => {
+                Command::Park { conn, .. } => {
+                    // The targets keep no pool: a parked connection is one closed.
+                    self.check_live(conn, "Park");
+                    self.write_closed.insert(conn);
+                    self.fully_closed.insert(conn);
+                    self.open.remove(&conn);
+                    self.opening.retain(|&c| c != conn);
+                }
+                Command::OpenConnection { conn, server } | Command::Reuse { conn, server, .. } => {
                     assert!(self.known.insert(conn), "{conn:?} opened twice");
                     // The mode decides where connections go, never the client (no hook here
                     // changes where a request goes).

@@ -211,8 +211,11 @@ pub fn websocket_session(data: &[u8]) {
                         outs[i].wrote(&data, what);
                     }
                 }
-                Command::OpenConnection { conn: c, .. } => {
+                Command::OpenConnection { conn: c, .. } | Command::Reuse { conn: c, .. } => {
                     open.insert(c);
+                }
+                Command::Park { conn: c, .. } => {
+                    open.remove(&c);
                 }
                 Command::CloseConnection { conn: c, half } => {
                     assert!(open.contains(&c) || half, "closing {c:?} twice");

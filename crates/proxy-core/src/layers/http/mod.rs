@@ -32,7 +32,7 @@ pub(crate) mod event;
 mod forward;
 pub(crate) mod h2;
 pub(crate) mod http1;
-mod pool;
+pub(crate) mod pool;
 mod proxy_auth;
 pub(crate) mod stream;
 mod timeouts;
@@ -359,6 +359,7 @@ impl HttpLayer {
                     None => self.server_opened(cx, now, conn),
                 }
             }
+            Event::Adopted { conn, parked } => self.server_adopted(cx, now, conn, *parked),
             Event::OpenFailed { conn, error } => {
                 let Some(server) = self.pool.remove(conn) else { return };
                 cx.forget(conn);
@@ -677,7 +678,7 @@ impl HttpLayer {
     /// period), every server connection, and every stream.
     fn close_all(&mut self, cx: &mut Context, now: Instant, linger: bool) {
         for conn in self.pool.conns() {
-            self.drop_server(cx, conn);
+            self.park_or_drop(cx, conn);
         }
         self.close_tunnels(cx, now);
         // The client connection goes, and every WebSocket on its streams with it.

@@ -25,6 +25,8 @@ use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::layers::http::h2::H2Client;
 use crate::layers::http::http1::Http1Client;
 use crate::tls::TlsSetupError;
+use crate::command::Command;
+use crate::upstreams::{Parked, PoolKey};
 
 /// The codec of an upstream connection.
 pub(super) enum ServerCodec {
@@ -32,7 +34,7 @@ pub(super) enum ServerCodec {
     H2(Box<H2Client>),
 }
 
-pub(super) struct ServerConn {
+pub(crate) struct ServerConn {
     pub(super) conn: ConnId,
     pub(super) addr: ServerAddr,
     pub(super) codec: ServerCodec,
@@ -121,8 +123,31 @@ impl ServerConn {
         }
     }
 
-    pub(super) fn is_h2(&self) -> bool {
+    pub(crate) fn is_h2(&self) -> bool {
         matches!(self.codec, ServerCodec::H2(_))
+    }
+
+    /// The connection is now `conn` (adopted by another client connection).
+    fn rename(&mut self, conn: ConnId) {
+        self.conn = conn;
+        match &mut self.codec {
+            ServerCodec::H1(codec) => codec.rename(conn),
+            ServerCodec::H2(codec) => codec.rename(conn),
+        }
+    }
+
+    /// Whether another client connection could take this one over now: open, idle, nothing
+    /// of a tunnel or an upgrade about it, and its codec between messages. (HTTP/2 ones stay
+    /// with their client connection for now.)
+    fn is_parkable(&self) -> bool {
+        let idle = self.open && self.flows.is_empty() && !self.dedicated && self.connect.is_none();
+        let clean = self.rest.is_empty() && self.awaiting_settings.is_empty();
+        idle && clean && self.h1().is_some_and(Http1Client::is_reusable)
+    }
+
+    /// What a request must match to reuse this connection.
+    pub(crate) fn pool_key(&self) -> PoolKey {
+        PoolKey { server: self.addr.clone(), tls: self.tls, proxy: self.proxy.clone() }
     }
 
     /// What the server (or the upstream proxy, after its `2xx` to our `CONNECT`) sent past
@@ -329,9 +354,15 @@ impl HttpLayer {
             Versions::Http1 => false,
         };
         let h2 = h2 && !dedicated && cx.config.http2;
+        // A connection another client connection parked will do, if the driver has one.
+        let shared = (cx.config.share_upstreams && !dedicated).then(|| PoolKey { server: addr.clone(), tls, proxy: None });
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
-            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)) {
+            let opened = match shared {
+                Some(key) => cx.open_tls_reusing(addr.clone(), &addr.host, alpn_offer(h2), key),
+                None => cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)),
+            };
+            match opened {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = OpenError::Tls(error.to_string());
@@ -339,7 +370,10 @@ impl HttpLayer {
                 }
             }
         } else {
-            cx.open(addr.clone())
+            match shared {
+                Some(key) => cx.open_reusing(addr.clone(), key),
+                None => cx.open(addr.clone()),
+            }
         };
         let codec = Http1Client::new(conn, &cx.config);
         // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
@@ -435,6 +469,46 @@ impl HttpLayer {
         if !keep {
             let conn = server.conn;
             self.drop_server(cx, conn);
+        }
+    }
+
+    /// The client connection is done with the server connection `conn`: park it for another
+    /// client connection if it can serve one, else close it.
+    pub(super) fn park_or_drop(&mut self, cx: &mut Context, conn: ConnId) {
+        let established = cx.tls(conn).is_none_or(|t| t.state == crate::tls::session::TlsState::Established);
+        let parkable = cx.config.share_upstreams && established && self.pool.get(conn).is_some_and(ServerConn::is_parkable);
+        if !parkable {
+            return self.drop_server(cx, conn);
+        }
+        let Some(server) = self.pool.remove(conn) else { return };
+        let Some(state) = cx.park_conn(conn) else { return };
+        let parked = Box::new(Parked { server: ServerConn { deadline: None, ..server }, state });
+        cx.push(Command::Park { conn, parked });
+    }
+
+    /// The driver answered our `Reuse` with a connection another client connection parked:
+    /// it takes the place of the one that would have been opened, and its flows go on it.
+    pub(super) fn server_adopted(&mut self, cx: &mut Context, now: Instant, conn: ConnId, parked: Parked) {
+        let Parked { mut server, state } = parked;
+        cx.adopt_parked(conn, state);
+        let Some(waiting) = self.pool.remove(conn) else {
+            // Nobody waits for it any more.
+            cx.close(conn, false);
+            return;
+        };
+        server.rename(conn);
+        let mut flows = waiting.flows;
+        // HTTP/1: one request at a time; the others look elsewhere.
+        let others = if flows.len() > 1 { flows.split_off(1) } else { Vec::new() };
+        let (addr, tls) = (server.addr.clone(), server.tls);
+        server.flows = flows.clone();
+        server.open = true;
+        self.pool.insert(server);
+        for flow in flows {
+            self.feed(cx, now, flow, Input::ServerReady);
+        }
+        for flow in others {
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
         }
     }
 

@@ -172,6 +172,7 @@ impl HttpLayer {
             Event::DataReceived { conn, .. }
             | Event::ConnectionClosed { conn }
             | Event::Opened { conn }
+            | Event::Adopted { conn, .. }
             | Event::OpenFailed { conn, .. }
             | Event::WriteDrained { conn }
             | Event::Forwarded { from: conn, .. } => Some(*conn),

@@ -47,6 +47,11 @@ enum Upgrade {
 }
 
 impl H2Client {
+    /// The connection is now `conn` (it moved to another client connection).
+    pub(crate) fn rename(&mut self, conn: ConnId) {
+        self.conn = conn;
+    }
+
     pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
         Self {
             conn,

@@ -50,6 +50,11 @@ pub(crate) struct Http1Client {
 }
 
 impl Http1Client {
+    /// The connection is now `conn` (it moved to another client connection).
+    pub(crate) fn rename(&mut self, conn: ConnId) {
+        self.conn = conn;
+    }
+
     pub(crate) fn new(conn: ConnId, config: &Config) -> Self {
         Self {
             conn,

@@ -1,0 +1,309 @@
+//! Upstream connections shared across client connections: the idle ones, parked between
+//! the client connections that use them.
+//!
+//! A client connection's HTTP layer keeps its upstream connections while it lives (a
+//! keep-alive client's next request finds its connection at once, without a lock). When the
+//! client connection ends, each upstream connection that is idle and reusable is *parked*
+//! rather than closed: the core gives its whole state ([`Parked`]: codec, TLS session,
+//! destination) to the driver with [`Command::Park`](crate::Command::Park), and the driver puts it,
+//! with the socket, in an [`UpstreamPool`]. A client connection that needs a connection to a
+//! destination asks with [`Command::Reuse`](crate::Command::Reuse); the driver takes one from
+//! the pool (the pool decides which) and hands it over with
+//! [`Event::Adopted`](crate::Event::Adopted), or opens a new one as for
+//! [`Command::OpenConnection`](crate::Command::OpenConnection). So 1,000 short clients of one
+//! backend take as many upstream connections as run at once, not 1,000, and in forward mode a
+//! new client connection to a host the proxy spoke to recently skips the TLS handshake.
+//!
+//! Which connection a request gets, how many idle ones a destination keeps and for how long
+//! are decisions, so they are made here, from the times the driver passes in; the pool holds
+//! the driver's socket (`T`) without knowing what it is.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::context::MovedConn;
+use crate::ids::ServerAddr;
+use crate::layers::http::pool::ServerConn;
+
+/// What a request must match to reuse a connection: where it leads and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// The server (or, for requests in absolute-form, the upstream proxy itself).
+    pub server: ServerAddr,
+    /// TLS to `server`, verified for its name.
+    pub tls: bool,
+    /// In upstream mode, the upstream proxy the connection goes through.
+    pub proxy: Option<ServerAddr>,
+}
+
+impl fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.server)?;
+        if let Some(proxy) = &self.proxy {
+            write!(f, " via {proxy}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An idle upstream connection's whole state, as the core parked it ([`Command::Park`]):
+/// its codec, its TLS session, where it leads. The driver keeps it with the socket and hands
+/// it to the client connection that asks for its [`key`](Self::key) ([`Event::Adopted`]).
+///
+/// [`Command::Park`]: crate::Command::Park
+/// [`Event::Adopted`]: crate::Event::Adopted
+pub struct Parked {
+    pub(crate) server: ServerConn,
+    pub(crate) state: MovedConn,
+}
+
+impl Parked {
+    /// What a request must match to take this connection.
+    pub fn key(&self) -> PoolKey {
+        self.server.pool_key()
+    }
+}
+
+impl fmt::Debug for Parked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let version = if self.server.is_h2() { "HTTP/2" } else { "HTTP/1.1" };
+        write!(f, "Parked({} {version})", self.key())
+    }
+}
+
+/// How many idle connections are kept, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Idle connections kept per destination; parking one more closes the oldest.
+    pub max_idle_per_key: usize,
+    /// Idle connections kept in all.
+    pub max_idle: usize,
+    /// An idle connection older than this is closed (`--upstream-idle-timeout`): servers
+    /// close theirs after a while (nginx after 75 s, Apache after 5 s), and one that closed
+    /// is only noticed when used.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self { max_idle_per_key: 64, max_idle: 1024, idle_timeout: Duration::from_secs(4) }
+    }
+}
+
+/// One idle connection: what the core parked, the driver's socket, and since when.
+struct Idle<P, T> {
+    parked: P,
+    io: T,
+    since: Instant,
+}
+
+/// The idle upstream connections of a proxy (of one driver thread, or shared by all), by
+/// destination. `P` is what the core parked ([`Parked`]), `T` the driver's socket.
+pub struct UpstreamPool<P, T> {
+    limits: PoolLimits,
+    idle: HashMap<PoolKey, VecDeque<Idle<P, T>>>,
+    len: usize,
+    /// Counters, for metrics and tests.
+    pub stats: PoolStats,
+}
+
+/// What the pool has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub parked: u64,
+    /// Requests that found an idle connection.
+    pub reused: u64,
+    /// Requests that found none.
+    pub missed: u64,
+    /// Idle connections closed for age.
+    pub expired: u64,
+    /// Idle connections closed to make room.
+    pub evicted: u64,
+}
+
+impl<P, T> UpstreamPool<P, T> {
+    pub fn new(limits: PoolLimits) -> Self {
+        Self { limits, idle: HashMap::new(), len: 0, stats: PoolStats::default() }
+    }
+
+    /// Idle connections held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Idle connections held for `key`.
+    pub fn idle_for(&self, key: &PoolKey) -> usize {
+        self.idle.get(key).map_or(0, VecDeque::len)
+    }
+
+    /// Keep `parked` (with its socket `io`) for the next request to `key`. Returns what had
+    /// to go to make room, for the driver to close: the oldest idle connection of `key` when
+    /// it has its fill, else the oldest of all when the pool has.
+    pub fn park(&mut self, key: PoolKey, parked: P, io: T, now: Instant) -> Vec<(P, T)> {
+        let mut gone = Vec::new();
+        if self.limits.max_idle_per_key == 0 || self.limits.max_idle == 0 {
+            self.stats.evicted += 1;
+            gone.push((parked, io));
+            return gone;
+        }
+        let queue = self.idle.entry(key.clone()).or_default();
+        if queue.len() >= self.limits.max_idle_per_key {
+            if let Some(oldest) = queue.pop_front() {
+                self.len -= 1;
+                self.stats.evicted += 1;
+                gone.push((oldest.parked, oldest.io));
+            }
+        }
+        self.idle.entry(key).or_default().push_back(Idle { parked, io, since: now });
+        self.len += 1;
+        self.stats.parked += 1;
+        while self.len > self.limits.max_idle {
+            let Some(oldest) = self.pop_oldest() else { break };
+            self.stats.evicted += 1;
+            gone.push(oldest);
+        }
+        gone
+    }
+
+    /// An idle connection for `key`, if one is young enough: the most recently parked, whose
+    /// server is the least likely to have closed it meanwhile. Older ones that expired are
+    /// returned in `expired` for the driver to close.
+    pub fn take(&mut self, key: &PoolKey, now: Instant, expired: &mut Vec<(P, T)>) -> Option<(P, T)> {
+        let queue = self.idle.get_mut(key);
+        let Some(queue) = queue else {
+            self.stats.missed += 1;
+            return None;
+        };
+        let timeout = self.limits.idle_timeout;
+        let mut found = None;
+        while let Some(idle) = queue.pop_back() {
+            self.len -= 1;
+            if now.saturating_duration_since(idle.since) < timeout {
+                found = Some((idle.parked, idle.io));
+                break;
+            }
+            self.stats.expired += 1;
+            expired.push((idle.parked, idle.io));
+        }
+        if queue.is_empty() {
+            self.idle.remove(key);
+        }
+        match found {
+            Some(found) => {
+                self.stats.reused += 1;
+                Some(found)
+            }
+            None => {
+                self.stats.missed += 1;
+                None
+            }
+        }
+    }
+
+    /// Close what has been idle too long: returned for the driver to close.
+    pub fn expire(&mut self, now: Instant) -> Vec<(P, T)> {
+        let timeout = self.limits.idle_timeout;
+        let mut gone = Vec::new();
+        for queue in self.idle.values_mut() {
+            // Oldest first: the expired ones are at the front.
+            while queue.front().is_some_and(|i| now.saturating_duration_since(i.since) >= timeout) {
+                let idle = queue.pop_front().expect("checked");
+                gone.push((idle.parked, idle.io));
+            }
+        }
+        self.idle.retain(|_, q| !q.is_empty());
+        self.len -= gone.len();
+        self.stats.expired += gone.len() as u64;
+        gone
+    }
+
+    /// When the next idle connection expires.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let oldest = self.idle.values().filter_map(|q| q.front()).map(|i| i.since).min()?;
+        Some(oldest + self.limits.idle_timeout)
+    }
+
+    fn pop_oldest(&mut self) -> Option<(P, T)> {
+        let key = self.idle.iter().filter_map(|(k, q)| Some((k, q.front()?.since))).min_by_key(|(_, t)| *t)?.0.clone();
+        let queue = self.idle.get_mut(&key)?;
+        let idle = queue.pop_front()?;
+        if queue.is_empty() {
+            self.idle.remove(&key);
+        }
+        self.len -= 1;
+        Some((idle.parked, idle.io))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(host: &str) -> PoolKey {
+        PoolKey { server: ServerAddr::new(host, 80), tls: false, proxy: None }
+    }
+
+    fn pool(per_key: usize, all: usize, idle_secs: u64) -> UpstreamPool<&'static str, u32> {
+        UpstreamPool::new(PoolLimits { max_idle_per_key: per_key, max_idle: all, idle_timeout: Duration::from_secs(idle_secs) })
+    }
+
+    #[test]
+    fn the_connection_parked_last_goes_first_and_only_to_its_destination() {
+        let t0 = Instant::now();
+        let mut pool = pool(8, 8, 10);
+        assert!(pool.park(key("a"), "a1", 1, t0).is_empty());
+        assert!(pool.park(key("a"), "a2", 2, t0 + Duration::from_secs(1)).is_empty());
+        assert!(pool.park(key("b"), "b1", 3, t0).is_empty());
+        let mut expired = Vec::new();
+        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), Some(("a2", 2)));
+        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), Some(("a1", 1)));
+        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), None);
+        assert_eq!(pool.take(&key("c"), t0, &mut expired), None);
+        assert!(expired.is_empty());
+        assert_eq!((pool.len(), pool.idle_for(&key("b"))), (1, 1));
+        let tls = PoolKey { tls: true, ..key("b") };
+        assert_eq!(pool.take(&tls, t0, &mut expired), None, "TLS and plain are different destinations");
+        assert_eq!(pool.stats, PoolStats { parked: 3, reused: 2, missed: 3, expired: 0, evicted: 0 });
+    }
+
+    #[test]
+    fn idle_connections_expire() {
+        let t0 = Instant::now();
+        let mut pool = pool(8, 8, 4);
+        pool.park(key("a"), "old", 1, t0);
+        pool.park(key("a"), "new", 2, t0 + Duration::from_secs(3));
+        pool.park(key("b"), "b", 3, t0 + Duration::from_secs(1));
+        assert_eq!(pool.poll_timeout(), Some(t0 + Duration::from_secs(4)));
+        assert_eq!(pool.expire(t0 + Duration::from_secs(4)), [("old", 1)]);
+        assert_eq!(pool.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        // An expired connection is never handed out: it is returned for closing.
+        let mut expired = Vec::new();
+        assert_eq!(pool.take(&key("b"), t0 + Duration::from_secs(6), &mut expired), None);
+        assert_eq!(expired, [("b", 3)]);
+        assert_eq!(pool.expire(t0 + Duration::from_secs(7)), [("new", 2)]);
+        assert!(pool.is_empty() && pool.poll_timeout().is_none());
+        assert_eq!(pool.stats.expired, 3);
+    }
+
+    #[test]
+    fn limits_close_the_oldest() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut limited = pool(2, 3, 60);
+        assert!(limited.park(key("a"), "a1", 1, at(0)).is_empty());
+        assert!(limited.park(key("a"), "a2", 2, at(1)).is_empty());
+        assert_eq!(limited.park(key("a"), "a3", 3, at(2)), [("a1", 1)], "two per destination");
+        assert!(limited.park(key("b"), "b1", 4, at(3)).is_empty());
+        assert_eq!(limited.park(key("c"), "c1", 5, at(4)), [("a2", 2)], "three in all: the oldest goes");
+        assert_eq!(limited.len(), 3);
+        assert_eq!(limited.stats.evicted, 2);
+        let mut none = pool(0, 3, 60);
+        assert_eq!(none.park(key("a"), "a", 1, t0), [("a", 1)], "no idle connections kept at all");
+    }
+}

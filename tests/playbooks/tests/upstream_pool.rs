@@ -1,0 +1,120 @@
+//! Upstream connections shared across client connections: a client connection that ends
+//! parks its idle upstream connections, and the next one to the same destination adopts one
+//! instead of opening (`proxy_core::upstreams`).
+
+use playbooks::pump::{Origins, Peer, Pump};
+use playbooks::tls::*;
+use playbooks::*;
+use proxy_core::{Config, ConnId, HookSet};
+
+const GET_A: &str = "GET http://a.test/one HTTP/1.1\r\nHost: a.test\r\n\r\n";
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+fn sharing() -> Config {
+    Config { share_upstreams: true, hooks: HookSet::NONE, ..Config::default() }
+}
+
+#[test]
+fn a_client_that_leaves_parks_its_idle_connection() {
+    Playbook::new(sharing())
+        .recv(CLIENT, GET_A)
+        .expect(reuse(S1, "http://a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        .recv(S1, OK)
+        .expect(send(CLIENT, OK))
+        .closed(CLIENT)
+        .expect(park(S1, "http://a.test:80"))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn a_connection_the_server_will_close_is_not_parked() {
+    Playbook::new(sharing())
+        .recv(CLIENT, GET_A)
+        .expect(reuse(S1, "http://a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        .expect(send(CLIENT, OK))
+        .expect(close(S1))
+        .closed(CLIENT)
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+#[test]
+fn a_connection_busy_when_the_client_leaves_is_closed() {
+    Playbook::new(sharing())
+        .recv(CLIENT, GET_A)
+        .expect(reuse(S1, "http://a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        // The client is gone (its end, then a failed write) while the answer is owed.
+        .closed(CLIENT)
+        .expect(pause(CLIENT))
+        .closed(CLIENT)
+        .expect(close(S1))
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
+}
+
+fn plain_origin() -> Origins {
+    Box::new(|_| Some(Peer::Plain { received: Vec::new() }))
+}
+
+#[test]
+fn the_next_client_adopts_the_parked_connection() {
+    let mut first = Pump::new(sharing(), Peer::Plain { received: Vec::new() }, plain_origin());
+    first.run();
+    first.client_sends(GET_A.as_bytes());
+    first.server_sends(S1, OK.as_bytes());
+    first.closes(ConnId::CLIENT);
+    assert_eq!(first.parked, [S1]);
+    // A second client connection, its own core: the parked connection (and its peer) move to it.
+    let mut second = Pump::new(sharing(), Peer::Plain { received: Vec::new() }, Box::new(|_| None));
+    second.pool = std::mem::take(&mut first.pool);
+    second.run();
+    second.client_sends(b"GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    let received = String::from_utf8_lossy(second.server(S1).received()).into_owned();
+    assert_eq!(received, "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\nGET /two HTTP/1.1\r\nHost: a.test\r\n\r\n", "one connection, both requests; logs {:?}", second.logs);
+    second.server_sends(S1, OK.as_bytes());
+    assert_eq!(second.client.received(), OK.as_bytes());
+    // Another destination finds nothing parked: its open fails here (no origin), as any open.
+    second.client_sends(b"GET http://b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n");
+    assert!(String::from_utf8_lossy(second.client.received()).contains("502"));
+}
+
+#[test]
+fn a_parked_tls_connection_goes_on_with_its_session() {
+    // Reverse mode to an HTTPS upstream: the TLS session moves with the connection, and the
+    // second client's request goes over it without a new handshake.
+    use proxy_core::{Mode, Scheme, ServerAddr};
+    let w = world();
+    let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    config.share_upstreams = true;
+    config.mode = Mode::Reverse { scheme: Scheme::Https, target: ServerAddr::new("example.test", 443), client_tls: false };
+    let cert = w.origin_ca.leaf(&["example.test"]);
+    let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[b"http/1.1"]))));
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
+    first.run();
+    first.client_sends(b"GET /one HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+    first.server_sends(S1, OK.as_bytes());
+    assert_eq!(first.client.received(), OK.as_bytes(), "logs {:?}", first.logs);
+    first.closes(ConnId::CLIENT);
+    assert_eq!(first.parked, [S1], "logs {:?}", first.logs);
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
+    second.pool = std::mem::take(&mut first.pool);
+    second.run();
+    second.client_sends(b"GET /two HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+    let received = String::from_utf8_lossy(second.server(S1).received()).into_owned();
+    // The same TLS session carries both requests, one after the other.
+    assert!(received.starts_with("GET /one HTTP/1.1\r\n"), "{received:?}; logs {:?}", second.logs);
+    assert!(received.contains("\r\n\r\nGET /two HTTP/1.1\r\n") && received.ends_with("\r\n\r\n"), "{received:?}");
+    second.server_sends(S1, OK.as_bytes());
+    assert_eq!(second.client.received(), OK.as_bytes());
+}
