@@ -5,56 +5,67 @@
 //! core asks ([`Command::Reuse`]); the lock is held only for the pool's bookkeeping, and
 //! sockets that must go are closed after it is released. A connection whose server closed it
 //! while it was parked is noticed when taken (its socket reads EOF, or bytes nobody asked
-//! for) and closed; the next one is tried. One task wakes every second to close what expired.
+//! for) and closed; the next one is tried. While anything is parked, one task sleeps until
+//! the next expiry and closes what expired; it ends when the pool is empty.
 //!
 //! [`Command::Park`]: proxy_core::Command::Park
 //! [`Command::Reuse`]: proxy_core::Command::Reuse
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use proxy_core::upstreams::{Parked, PoolKey, PoolLimits, UpstreamPool};
 use tokio::net::TcpStream;
 
-/// How often parked connections are checked for age.
-const EXPIRY_TICK: Duration = Duration::from_secs(1);
+/// The sweeper sleeps at least this long between two rounds.
+const MIN_SWEEP: Duration = Duration::from_millis(100);
 
-type Pool = UpstreamPool<Box<Parked>, TcpStream>;
+/// The pool, and whether a sweeper task runs for it.
+struct Inner {
+    pool: UpstreamPool<Box<Parked>, TcpStream>,
+    sweeping: bool,
+}
 
 /// The pool, shared by the connection tasks of one proxy.
 pub(crate) struct SharedPool {
-    pool: Mutex<Pool>,
+    inner: Mutex<Inner>,
 }
 
 impl std::fmt::Debug for SharedPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedPool").field("idle", &self.lock().len()).finish()
+        f.debug_struct("SharedPool").field("idle", &self.lock().pool.len()).finish()
     }
 }
 
 impl SharedPool {
     pub(crate) fn new(limits: PoolLimits) -> Arc<Self> {
-        Arc::new(Self { pool: Mutex::new(UpstreamPool::new(limits)) })
+        Arc::new(Self { inner: Mutex::new(Inner { pool: UpstreamPool::new(limits), sweeping: false }) })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Pool> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // The pool's bookkeeping cannot be left half-done by a panic elsewhere.
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keep `tcp` with `parked` for the next request to its destination.
-    pub(crate) fn park(&self, parked: Box<Parked>, tcp: TcpStream) {
+    pub(crate) fn park(self: &Arc<Self>, parked: Box<Parked>, tcp: TcpStream) {
         let key = parked.key();
-        let gone = self.lock().park(key, parked, tcp, Instant::now());
+        let mut inner = self.lock();
+        let gone = inner.pool.park(key, parked, tcp, Instant::now());
+        let start = !std::mem::replace(&mut inner.sweeping, true);
+        drop(inner);
         drop(gone);
+        if start {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
     }
 
     /// An idle connection to `key` whose server is still there, if the pool has one.
     pub(crate) fn take(&self, key: &PoolKey) -> Option<(Box<Parked>, TcpStream)> {
         loop {
             let mut expired = Vec::new();
-            let taken = self.lock().take(key, Instant::now(), &mut expired);
+            let taken = self.lock().pool.take(key, Instant::now(), &mut expired);
             drop(expired);
             let (parked, tcp) = taken?;
             if still_open(&tcp) {
@@ -64,17 +75,30 @@ impl SharedPool {
         }
     }
 
-    /// Close what has been idle too long, every second, for as long as the pool is in use.
-    pub(crate) fn spawn_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(EXPIRY_TICK).await;
-                let Some(pool) = weak.upgrade() else { return };
-                let gone = pool.lock().expire(Instant::now());
-                drop(gone);
+}
+
+/// Close parked connections as they expire, until none is left (or the proxy is gone). The
+/// flag is cleared under the same lock that parking sets it under, so a connection parked
+/// as this ends starts a new sweeper.
+async fn sweep(pool: Weak<SharedPool>) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut inner = pool.lock();
+            let gone = inner.pool.expire(Instant::now());
+            let next = inner.pool.poll_timeout();
+            if next.is_none() {
+                inner.sweeping = false;
             }
-        })
+            drop(inner);
+            drop(gone);
+            match next {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        let wait = next.saturating_duration_since(Instant::now()).max(MIN_SWEEP);
+        tokio::time::sleep(wait).await;
     }
 }
 

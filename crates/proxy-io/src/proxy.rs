@@ -224,7 +224,6 @@ impl<H: Handler> Proxy<H> {
     {
         let transparent = self.transparent();
         let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
-        let expiry = shared.opts.pool.as_ref().map(SharedPool::spawn_expiry);
         let mut tasks = JoinSet::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
@@ -280,9 +279,6 @@ impl<H: Handler> Proxy<H> {
             tracing::info!(connections = tasks.len(), "dropping connections");
         }
         tasks.shutdown().await;
-        if let Some(expiry) = expiry {
-            expiry.abort();
-        }
     }
 }
 
