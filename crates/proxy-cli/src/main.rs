@@ -98,7 +98,7 @@ struct Args {
     no_server_reuse: bool,
 
     /// Idle upstream connections of a client connection that ended are kept this long for the
-    /// next client connection to the same server (plain or TLS, HTTP/1.1), which then skips
+    /// next client connection to the same server (plain or TLS, HTTP/1.1 or HTTP/2), which then skips
     /// the connect and the TLS handshake. 0 keeps none.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "4")]
     upstream_idle_timeout: Duration,

@@ -146,7 +146,8 @@ pub struct Config {
     /// Keep idle upstream connections for reuse by later requests of the same client.
     pub reuse_server_connections: bool,
     /// Share idle upstream connections across client connections (see [`upstreams`]): when a
-    /// client connection ends, its idle HTTP/1.1 upstream connections are parked
+    /// client connection ends, its idle upstream connections (HTTP/1.1 between messages, HTTP/2
+    /// without a stream) are parked
     /// ([`Command::Park`]) rather than closed, and a connection is asked for with
     /// [`Command::Reuse`] rather than `OpenConnection`. Needs a driver that keeps a pool
     /// (proxy-io's does); off by default for drivers that do not.

@@ -599,6 +599,47 @@ fn client_half_close_after_request_still_gets_the_response() {
 }
 
 #[test]
+fn a_get_lost_with_a_reused_connection_goes_again_on_a_new_one() {
+    // The server closes its idle connection just as the second request goes out: nothing of
+    // an answer came, so a GET is sent again, once, on a new connection (RFC 9112 9.3.1).
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, OK_HI))
+        .recv(CLIENT, "GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect(send(S1, "GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        .closed(S1)
+        .expect(open(S2, "a.test:80"))
+        .expect(close(S1))
+        .opened(S2)
+        .expect(send(S2, "GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        .recv(S2, OK_HI)
+        .expect(send(CLIENT, OK_HI))
+        .run();
+}
+
+#[test]
+fn a_post_lost_with_a_reused_connection_is_502() {
+    // A POST may have been acted on: it is not sent again.
+    Playbook::new(no_hooks())
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, OK_HI)
+        .expect(send(CLIENT, OK_HI))
+        .recv(CLIENT, "POST http://a.test/two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\n\r\nx")
+        .expect(send(S1, "POST /two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\n\r\nx"))
+        .closed(S1)
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(502, "Bad Gateway", "a.test:80: server closed a kept-alive connection before answering", false)))
+        .run();
+}
+
+#[test]
 fn server_closing_an_idle_connection_is_not_reused() {
     Playbook::new(no_hooks())
         .recv(CLIENT, GET_A)

@@ -118,3 +118,32 @@ fn a_parked_tls_connection_goes_on_with_its_session() {
     second.server_sends(S1, OK.as_bytes());
     assert_eq!(second.client.received(), OK.as_bytes());
 }
+
+#[test]
+fn a_parked_http2_connection_takes_the_next_clients_streams() {
+    use playbooks::h2::H2Peer;
+    let config = Config { upstream_h2c: true, ..sharing() };
+    let origins: Origins = Box::new(|_| Some(Peer::H2(Box::new(H2Peer::server()))));
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
+    first.run();
+    first.client_sends(GET_A.as_bytes());
+    let stream = first.server_h2(S1).requests()[0].0;
+    first.server_h2(S1).respond(stream, 200, b"ok", None);
+    first.server_sends(S1, b"");
+    let answer = String::from_utf8_lossy(first.client.received()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"), "{answer:?}; logs {:?}", first.logs);
+    first.closes(ConnId::CLIENT);
+    assert_eq!(first.parked, [S1], "an idle HTTP/2 connection is parked; logs {:?}", first.logs);
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
+    second.pool = std::mem::take(&mut first.pool);
+    second.run();
+    second.client_sends(b"GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    let requests = second.server_h2(S1).requests();
+    let paths: Vec<String> = requests.iter().map(|(_, head)| head.uri.path().to_owned()).collect();
+    assert_eq!(paths, ["/one", "/two"], "a second stream on the same connection; logs {:?}", second.logs);
+    let stream = requests[1].0;
+    second.server_h2(S1).respond(stream, 200, b"ok", None);
+    second.server_sends(S1, b"");
+    let answer = String::from_utf8_lossy(second.client.received()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"), "{answer:?}");
+}

@@ -73,6 +73,11 @@ pub(crate) enum ServerError {
     Reset(StreamReset),
     #[error("server closed the connection before the response was complete")]
     Closed,
+    /// A connection kept open from an earlier exchange (or taken over from another client
+    /// connection) closed before a byte of the answer came: its server most likely closed it
+    /// as idle just as the request went out.
+    #[error("server closed a kept-alive connection before answering")]
+    Stale,
     #[error("the server closed the HTTP/2 connection")]
     ClosedH2,
 }
@@ -82,6 +87,12 @@ impl ServerError {
     /// section 8.7).
     pub(crate) fn is_unprocessed(&self) -> bool {
         matches!(self, Self::Reset(reset) if reset.unprocessed)
+    }
+
+    /// Whether the request may have been lost with a reused connection the server had just
+    /// closed: an idempotent one may go again (RFC 9112 section 9.3.1).
+    pub(crate) fn is_stale(&self) -> bool {
+        matches!(self, Self::Stale)
     }
 }
 

@@ -573,7 +573,12 @@ impl HttpLayer {
                     if let Some(error) = error {
                         cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.pool.describe(conn)));
                     }
-                    let error = if multiplexed { ServerError::ClosedH2 } else { ServerError::Closed };
+                    let stale = self.pool.get(conn).is_some_and(|s| s.reused && s.h1().is_some_and(|c| c.heard_nothing()));
+                    let error = match (multiplexed, stale) {
+                        (true, _) => ServerError::ClosedH2,
+                        (false, true) => ServerError::Stale,
+                        (false, false) => ServerError::Closed,
+                    };
                     self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError(error));
                     self.drop_server(cx, conn);
                 }

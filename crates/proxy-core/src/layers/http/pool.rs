@@ -63,6 +63,9 @@ pub(crate) struct ServerConn {
     /// WebSocket upgrades on this HTTP/2 connection waiting for the server's SETTINGS to say
     /// whether it takes them (RFC 8441); they are told the connection is ready only then.
     pub(super) awaiting_settings: Vec<FlowId>,
+    /// It served an exchange before this one (here, or for another client connection): its
+    /// server may have closed it as idle just as a request went out.
+    pub(super) reused: bool,
 }
 
 /// The HTTP versions a request may go upstream with.
@@ -96,6 +99,7 @@ impl ServerConn {
             connect: None,
             rest: Bytes::new(),
             awaiting_settings: Vec::new(),
+            reused: false,
         }
     }
 
@@ -137,12 +141,16 @@ impl ServerConn {
     }
 
     /// Whether another client connection could take this one over now: open, idle, nothing
-    /// of a tunnel or an upgrade about it, and its codec between messages. (HTTP/2 ones stay
-    /// with their client connection for now.)
+    /// of a tunnel or an upgrade about it, and its codec between messages (HTTP/1.1) or
+    /// without a stream open (HTTP/2).
     fn is_parkable(&self) -> bool {
         let idle = self.open && self.flows.is_empty() && !self.dedicated && self.connect.is_none();
         let clean = self.rest.is_empty() && self.awaiting_settings.is_empty();
-        idle && clean && self.h1().is_some_and(Http1Client::is_reusable)
+        let between = match &self.codec {
+            ServerCodec::H1(codec) => codec.is_reusable(),
+            ServerCodec::H2(codec) => codec.is_idle(),
+        };
+        idle && clean && between
     }
 
     /// What a request must match to reuse this connection.
@@ -466,6 +474,7 @@ impl HttpLayer {
             ServerCodec::H1(codec) => codec.is_reusable(),
         };
         let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
+        server.reused |= keep;
         if !keep {
             let conn = server.conn;
             self.drop_server(cx, conn);
@@ -498,11 +507,15 @@ impl HttpLayer {
         };
         server.rename(conn);
         let mut flows = waiting.flows;
-        // HTTP/1: one request at a time; the others look elsewhere.
-        let others = if flows.len() > 1 { flows.split_off(1) } else { Vec::new() };
+        // HTTP/1: one request at a time; the others look elsewhere. HTTP/2 takes them all.
+        let others = if flows.len() > 1 && !server.is_h2() { flows.split_off(1) } else { Vec::new() };
+        if server.is_h2() {
+            cx.set_self_limiting(conn);
+        }
         let (addr, tls) = (server.addr.clone(), server.tls);
         server.flows = flows.clone();
         server.open = true;
+        server.reused = true;
         self.pool.insert(server);
         for flow in flows {
             self.feed(cx, now, flow, Input::ServerReady);

@@ -431,9 +431,11 @@ impl HttpStream {
                 }
                 other => self.resp = other,
             },
-            Input::ServerError(error) if error.is_unprocessed() && self.may_retry() => {
+            Input::ServerError(error) if (error.is_unprocessed() || error.is_stale() && self.is_idempotent()) && self.may_retry() => {
                 // RFC 9113 section 8.7: safe to send again, once, on whatever connection
-                // the layer picks (a server that said GOAWAY takes no more).
+                // the layer picks (a server that said GOAWAY takes no more). RFC 9112
+                // section 9.3.1 lets an idempotent request go again after a reused
+                // connection closed under it.
                 let addr = self.flow.request.server();
                 cx.log(LogLevel::Debug, format!("{addr}: {error}; sending the request again"));
                 self.resend = Resend::Spent;
@@ -771,6 +773,11 @@ impl HttpStream {
 
     fn is_https(&self) -> bool {
         self.flow.request.scheme == Scheme::Https
+    }
+
+    /// RFC 9110 section 9.2.2: sending it twice does what sending it once does.
+    fn is_idempotent(&self) -> bool {
+        ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].iter().any(|m| self.flow.request.method.eq_ignore_ascii_case(m))
     }
 
     pub(crate) fn is_connect(&self) -> bool {

@@ -80,6 +80,11 @@ impl H2Client {
         self.engine.is_closed()
     }
 
+    /// Open, and no stream in progress: another client connection could take it over.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.engine.is_closed() && self.engine.active_streams() == 0
+    }
+
     /// Whether the server takes WebSocket upgrades as streams (RFC 8441); `None` until its
     /// SETTINGS are in.
     pub(crate) fn extended_connect(&self) -> Option<bool> {

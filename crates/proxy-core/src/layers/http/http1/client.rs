@@ -125,6 +125,11 @@ impl Http1Client {
     }
 
     /// What the server sent after switching protocols, for the tunnel that takes over.
+    /// A request is out and not a byte of its answer has come.
+    pub(crate) fn heard_nothing(&self) -> bool {
+        matches!(self.recv, Recv::Head(_)) && self.buf.is_empty()
+    }
+
     pub(crate) fn take_rest(&mut self) -> Bytes {
         self.buf.split().freeze()
     }
