@@ -13,6 +13,7 @@ use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, H
 use proxy_core::tls::{TlsFailure, TlsPeer};
 use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_core::upstreams::PoolLimits;
+use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -196,9 +197,44 @@ struct Args {
     #[arg(long, value_name = "USER:PASS")]
     upstream_auth: Option<String>,
 
-    /// The same as `--mode reverse:URL`.
+    /// The same as `--mode reverse:URL`. Repeatable: several URLs are one group of backends,
+    /// each request sent to one of them as --lb says, with health watched (--max-fails,
+    /// --health-check) and a refused connection retried on the next.
     #[arg(long, value_name = "URL", value_parser = parse_origin, conflicts_with = "mode")]
-    reverse: Option<(Scheme, ServerAddr, bool)>,
+    reverse: Vec<(Scheme, ServerAddr, bool)>,
+
+    /// Reverse mode: how each request's backend is picked: `round-robin`, `least-conn`
+    /// (fewest requests in flight), `random`, `p2c` (the faster and less busy of two at
+    /// random), `hash:client-ip`, `hash:header:NAME`, `hash:cookie:NAME` (the same key to
+    /// the same backend while it is up; consistent, so a backend gone moves only its share).
+    #[arg(long, value_name = "POLICY", value_parser = str::parse::<Balance>)]
+    lb: Option<Balance>,
+
+    /// Reverse mode: check every backend with `GET PATH` every --health-interval; one that
+    /// answers other than 2xx, or not within --health-timeout, gets no requests until it
+    /// answers 2xx again. When no backend is left, clients get 503 at once.
+    #[arg(long, value_name = "PATH")]
+    health_check: Option<String>,
+
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
+    health_interval: Duration,
+
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = secs)]
+    health_timeout: Duration,
+
+    /// Reverse mode: a backend that fails this many requests in a row (connection refused,
+    /// 5xx, timeout, broken response) is ejected for --eject-time, twice as long each time it
+    /// fails again as soon as it is back. 0: never. A single backend is never ejected.
+    #[arg(long, value_name = "N", default_value_t = HealthSpec::default().max_fails)]
+    max_fails: u32,
+
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
+    eject_time: Duration,
+
+    /// Reverse mode: do not add `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`
+    /// and `Forwarded` to requests.
+    #[arg(long)]
+    no_forwarded: bool,
 
     /// Speak only HTTP/1.1: never negotiate HTTP/2 with clients or servers.
     #[arg(long)]
@@ -358,13 +394,26 @@ impl Args {
     /// The listeners: where each listens, its mode (with --listen-tls applied to reverse
     /// modes), and whether its upstream speaks h2c. One on --listen without --mode.
     fn listeners(&self) -> Result<Vec<(SocketAddr, ModeArg)>, String> {
-        let specs = match &self.reverse {
+        let specs = match self.reverse.first() {
             Some((scheme, target, h2c)) => {
+                if self.reverse.iter().any(|(_, _, other)| other != h2c) {
+                    return Err("--reverse: either every backend is h2c:// or none".into());
+                }
                 vec![ModeSpec { mode: ModeArg(Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false }, *h2c), at: None }]
             }
             None if self.mode.is_empty() => vec![ModeSpec { mode: ModeArg(Mode::Regular, false), at: None }],
             None => self.mode.clone(),
         };
+        let reverse = specs.iter().any(|s| matches!(s.mode.0, Mode::Reverse { .. }));
+        if !reverse && (self.lb.is_some() || self.health_check.is_some()) {
+            return Err("--lb and --health-check are for reverse mode".into());
+        }
+        if self.health_check.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            return Err("--health-check takes a path starting with '/'".into());
+        }
+        if self.health_interval.is_zero() || self.health_timeout.is_zero() {
+            return Err("--health-interval and --health-timeout must be above zero".into());
+        }
         if specs.iter().filter(|s| s.at.is_none()).count() > 1 {
             return Err("several --mode without `@PORT` would share --listen: give each its own port".into());
         }
@@ -410,6 +459,7 @@ impl Args {
     /// The configuration of a listener in `mode`.
     fn config_for(&self, ModeArg(mode, h2c): &ModeArg) -> Config {
         Config {
+            gateway: self.gateway_for(mode),
             underscore_headers: self.underscores_in_headers.unwrap_or(match mode {
                 Mode::Reverse { .. } => UnderscoreHeaders::Drop,
                 _ => UnderscoreHeaders::Keep,
@@ -418,6 +468,30 @@ impl Args {
             mode: mode.clone(),
             ..self.config()
         }
+    }
+
+    /// A reverse listener's gateway: its backends one group, every request routed to it.
+    fn gateway_for(&self, mode: &Mode) -> Option<Gateway> {
+        let Mode::Reverse { scheme, target, .. } = mode else { return None };
+        let backends = match self.reverse.is_empty() {
+            true => vec![Backend::new(*scheme, target.clone())],
+            false => self.reverse.iter().map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone())).collect(),
+        };
+        let mut group = GroupSpec::new("default", backends);
+        group.balance = self.lb.clone().unwrap_or_default();
+        group.health = HealthSpec {
+            path: self.health_check.clone(),
+            interval: self.health_interval,
+            timeout: self.health_timeout,
+            max_fails: self.max_fails,
+            ejection: self.eject_time,
+            ..HealthSpec::default()
+        };
+        let spec = GatewaySpec { forwarded_headers: !self.no_forwarded, ..GatewaySpec::single(group) };
+        // Random choices (random, p2c) differ from one run to the next.
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
+        // listeners() checked what could be wrong.
+        Gateway::new(spec, seed).ok()
     }
 
     fn config(&self) -> Config {

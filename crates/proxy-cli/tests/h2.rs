@@ -649,7 +649,7 @@ fn reverse_h2c_prior_knowledge() {
     );
 
     // Keep-alive on both sides: five requests on one client connection, carried by one
-    // upstream HTTP/2 connection.
+    // upstream HTTP/2 connection (the one the last client parked, or a new one).
     let before = origin.connections();
     let hello = url("/hello");
     let out = Curl::new()
@@ -659,10 +659,10 @@ fn reverse_h2c_prior_knowledge() {
     assert_eq!(out.text(), HELLO.repeat(5), "{out}");
     let connects: Vec<_> = out.transfers.iter().map(|t| t.connects).collect();
     assert_eq!(connects, [1, 0, 0, 0, 0], "{out}");
-    assert_eq!(
-        origin.connections() - before,
-        1,
-        "upstream connections for five requests"
+    assert!(
+        origin.connections() - before <= 1,
+        "upstream connections for five requests: {}",
+        origin.connections() - before
     );
 }
 

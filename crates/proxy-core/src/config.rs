@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::gateway::Gateway;
 use crate::headers::UnderscoreHeaders;
 use crate::hook::HookSet;
 use crate::ids::{Scheme, ServerAddr};
@@ -18,6 +19,8 @@ pub enum Mode {
     /// The origin itself: every request goes to `target` over `scheme`. With `client_tls`,
     /// clients speak TLS to the proxy, which presents a certificate from
     /// [`TlsConfig::issuer`](crate::tls::TlsConfig::issuer) for the name they asked for.
+    /// With [`Config::gateway`], requests go where its routes and balancing send them instead
+    /// of to `target`.
     Reverse { scheme: Scheme, target: ServerAddr, client_tls: bool },
     /// An explicit proxy towards clients that sends everything on through another proxy at
     /// `proxy`: requests in absolute-form, and `CONNECT`s. With `tls`, the connection to the
@@ -156,6 +159,10 @@ pub struct Config {
     /// [`Command::Park`]: crate::Command::Park
     /// [`Command::Reuse`]: crate::Command::Reuse
     pub share_upstreams: bool,
+    /// Reverse mode as a gateway: requests routed to groups of backends, balanced, their
+    /// health watched, `X-Forwarded-*` added ([`gateway`](crate::gateway)). Shared by every
+    /// connection given a clone of it. `None`: every request goes to the mode's one target.
+    pub gateway: Option<Gateway>,
     /// TLS interception. `None`: a `CONNECT` is tunnelled without looking inside.
     pub tls: Option<TlsConfig>,
     /// Speak HTTP/2 where a peer offers it: with clients that negotiate `h2` or send the
@@ -232,6 +239,7 @@ impl Default for Config {
             add_via: false,
             reuse_server_connections: true,
             share_upstreams: false,
+            gateway: None,
             tls: None,
             http2: true,
             upstream_h2c: false,

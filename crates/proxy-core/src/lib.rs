@@ -47,6 +47,7 @@ mod connection;
 mod context;
 mod event;
 mod flow;
+pub mod gateway;
 mod headers;
 mod hook;
 mod ids;

@@ -29,6 +29,7 @@
 
 mod driver;
 mod handler;
+mod health;
 mod inject;
 mod open;
 mod original_dst;

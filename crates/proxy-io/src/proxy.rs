@@ -224,6 +224,11 @@ impl<H: Handler> Proxy<H> {
     {
         let transparent = self.transparent();
         let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
+        // A gateway's active health checks run beside the listener, and stop with it.
+        let checks = shared.config.gateway.clone().map(|gateway| {
+            let tls = shared.config.tls.as_ref().map(|t| Arc::clone(&t.client));
+            AbortOnDrop(tokio::spawn(crate::health::run(gateway, tls)))
+        });
         let mut tasks = JoinSet::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
@@ -279,6 +284,16 @@ impl<H: Handler> Proxy<H> {
             tracing::info!(connections = tasks.len(), "dropping connections");
         }
         tasks.shutdown().await;
+        drop(checks);
+    }
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -49,6 +49,8 @@ use crate::command::LogLevel;
 use crate::config::Mode;
 use crate::context::Context;
 use crate::event::Event;
+use crate::flow::{Request, Response};
+use crate::gateway::Lease;
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
@@ -474,7 +476,7 @@ impl HttpLayer {
     fn route_request_event(&mut self, cx: &mut Context, now: Instant, event: HttpEvent) {
         match event {
             HttpEvent::RequestHeaders { flow, mut request, end_stream } => {
-                let refusal = match (&self.destination, cx.config.proxy_auth.clone()) {
+                let mut refusal = match (&self.destination, cx.config.proxy_auth.clone()) {
                     (Destination::Named, Some(auth)) => proxy_auth::check(&auth, &mut request.headers).err().map(|why| {
                         cx.log(LogLevel::Warn, format!("client {}: proxy authentication failed: {why}", cx.client.peer));
                         proxy_auth::required(&auth)
@@ -483,7 +485,14 @@ impl HttpLayer {
                 };
                 // Credentials for this proxy never go upstream, whatever the mode.
                 request.headers.remove("proxy-authorization");
-                let stream = HttpStream::new(cx, now, flow, request);
+                let mut lease = None;
+                if self.destination.is_fixed() {
+                    match self.to_backend(cx, now, &mut request) {
+                        Ok(held) => lease = held,
+                        Err(response) => refusal = Some(response),
+                    }
+                }
+                let stream = HttpStream::new(cx, now, flow, request).with_lease(lease);
                 self.streams.insert(flow, stream);
                 self.feed(cx, now, flow, Input::RequestHeaders { end_stream, refusal });
             }
@@ -511,6 +520,24 @@ impl HttpLayer {
             HttpEvent::RequestEnd { flow, trailers } => self.feed(cx, now, flow, Input::RequestEnd(trailers)),
             _ => {}
         }
+    }
+
+    /// Reverse mode: where `request` goes. With a gateway, its routes and balancing decide
+    /// (the flow then holds a lease on the backend, or is refused with the response given);
+    /// without, the mode's one target, which `Host` now names.
+    fn to_backend(&self, cx: &mut Context, now: Instant, request: &mut Request) -> Result<Option<Lease>, Response> {
+        let client_tls = matches!(cx.config.mode, Mode::Reverse { client_tls: true, .. });
+        let admitted = match &cx.config.gateway {
+            Some(gateway) => gateway.admit(now, request, &cx.client, client_tls),
+            None => {
+                request.headers.insert("host", request.authority());
+                return Ok(None);
+            }
+        };
+        admitted.map(Some).map_err(|refusal| {
+            cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
+            refusal.response()
+        })
     }
 
     /// What a server connection's codec produced, either version: steps of responses go to

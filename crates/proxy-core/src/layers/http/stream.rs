@@ -15,6 +15,7 @@ use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response, Version};
+use crate::gateway::{Backend, Lease};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
@@ -161,6 +162,8 @@ pub(crate) struct HttpStream {
     /// While the client owes request body bytes: when its silence becomes a timeout.
     body_deadline: Option<Instant>,
     resend: Resend,
+    /// Reverse mode with a gateway: the backend the flow was sent to, held until it ends.
+    lease: Option<Lease>,
 }
 
 impl HttpStream {
@@ -183,7 +186,14 @@ impl HttpStream {
             finished: false,
             body_deadline: None,
             resend: Resend::No,
+            lease: None,
         }
+    }
+
+    /// The flow holds `lease` on its backend (reverse mode with a gateway).
+    pub(crate) fn with_lease(mut self, lease: Option<Lease>) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Whether a request the server did not act on may be sent again: it went whole, once,
@@ -366,7 +376,13 @@ impl HttpStream {
                 }
                 out.extend(queued.into_iter().map(Out::Server));
             }
-            Input::ServerFailed { addr, error } => self.fail(cx, now, HttpError::Connect { addr, error }, out),
+            Input::ServerFailed { addr, error } => match self.next_backend(cx, now, &addr, &error) {
+                Some(next) => {
+                    cx.log(LogLevel::Info, format!("{addr}: {error}; trying {next}"));
+                    out.push(self.open_server());
+                }
+                None => self.fail(cx, now, HttpError::Connect { addr, error }, out),
+            },
             Input::ProxyFailed(error) => self.fail(cx, now, HttpError::UpstreamProxy(error), out),
             Input::Interim(response) => {
                 if !(response.status == 100 && self.local_continue) {
@@ -374,6 +390,9 @@ impl HttpStream {
                 }
             }
             Input::ResponseHeaders { response, end_stream } => {
+                if let Some(line) = self.lease.as_mut().and_then(|l| l.responded(response.status, now)) {
+                    cx.log(LogLevel::Warn, line);
+                }
                 let upgrade = response.status == 101;
                 self.flow.response = Some(response);
                 if end_stream && !upgrade {
@@ -444,10 +463,12 @@ impl HttpStream {
             }
             Input::ServerError(error) => {
                 let addr = self.flow.request.server();
+                self.backend_failed(cx, now, &error.to_string());
                 self.fail(cx, now, HttpError::Server { addr, error }, out);
             }
             Input::ServerTimeout { secs } => {
                 let addr = self.flow.request.server();
+                self.backend_failed(cx, now, &format!("silent for {secs:.0} s"));
                 self.fail(cx, now, HttpError::ServerTimeout { addr, secs }, out);
             }
             Input::ClientTimeout { secs } => {
@@ -726,6 +747,40 @@ impl HttpStream {
             Server::Ready => out.push(Out::Server(event)),
             Server::Connecting(queued) => queued.push_back(event),
             Server::None => self.server = Server::Connecting(VecDeque::from([event])),
+        }
+    }
+
+    /// The connection to `addr` for this flow failed with `error`: with a gateway, the backend
+    /// hears of it, and the request (which never left) goes to another of its group if one
+    /// is left, its waiting head rewritten for it. Not when a hook sent the request
+    /// elsewhere than the gateway had.
+    fn next_backend(&mut self, cx: &mut Context, now: Instant, addr: &ServerAddr, error: &OpenError) -> Option<Backend> {
+        let lease = self.lease.as_mut().filter(|l| l.backend().addr == *addr)?;
+        if self.flow.request.server() != *addr {
+            return None;
+        }
+        let (next, line) = lease.connect_failed(now, &error.to_string(), &mut self.flow.request);
+        if let Some(line) = line {
+            cx.log(LogLevel::Warn, line);
+        }
+        let next = next?;
+        if let Server::Connecting(queued) = &mut self.server {
+            for event in queued {
+                if let HttpEvent::RequestHeaders { request, .. } = event {
+                    request.scheme = self.flow.request.scheme;
+                    request.host.clone_from(&self.flow.request.host);
+                    request.port = self.flow.request.port;
+                    request.headers.clone_from(&self.flow.request.headers);
+                }
+            }
+        }
+        Some(next)
+    }
+
+    /// The backend broke the exchange (`why`): with a gateway, it counts against its health.
+    fn backend_failed(&mut self, cx: &mut Context, now: Instant, why: &str) {
+        if let Some(line) = self.lease.as_mut().and_then(|l| l.failed(now, why)) {
+            cx.log(LogLevel::Warn, line);
         }
     }
 

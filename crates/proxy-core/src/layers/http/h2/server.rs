@@ -282,7 +282,9 @@ impl H2Server {
         };
         // `:authority` names the origin as the client sees it; an HTTP/1 server wants it as
         // `Host`, first, as an HTTP/1 client would have sent it.
-        let keeps_host = matches!(self.destination, Destination::Tunnel { .. });
+        // Reverse mode keeps the client's too: the HTTP layer routes by it, then names the
+        // backend.
+        let keeps_host = matches!(self.destination, Destination::Tunnel { .. } | Destination::Fixed { .. });
         let host = match head.uri.authority() {
             Some(authority) if keeps_host => authority.as_str().to_owned(),
             _ => match headers.get_str("host") {

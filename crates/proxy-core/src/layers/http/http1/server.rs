@@ -320,12 +320,15 @@ impl Http1Server {
             return self.reject(cx, ClientError::ConnectRefused(message), out);
         }
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
+        let mut absolute_authority = None;
         let parsed = match self.destination.target() {
             Some((scheme, target)) if origin_form => Ok((scheme, target.host.clone(), target.port, head.target.clone())),
             // Reverse mode: an absolute-form target must be well formed, but only its path
-            // counts; its authority, like a `Host`, names us and never the upstream.
-            Some((scheme, target)) if self.destination.is_fixed() => parse_target(&head.method, &head.target)
-                .map(|(_, _, _, path)| (scheme, target.host.clone(), target.port, path)),
+            // picks anything; its authority, like a `Host`, names us and never the upstream.
+            Some((scheme, target)) if self.destination.is_fixed() => parse_target(&head.method, &head.target).map(|(s, host, port, path)| {
+                absolute_authority = Some(authority_of(s, &host, port));
+                (scheme, target.host.clone(), target.port, path)
+            }),
             _ => parse_target(&head.method, &head.target),
         };
         let (scheme, host, port, path) = match parsed {
@@ -375,10 +378,14 @@ impl Http1Server {
             body: None,
             trailers: None,
         };
-        if !connect && (!origin_form || self.destination.is_fixed() || !request.headers.contains("host")) {
+        if let Some(authority) = absolute_authority {
+            // Reverse mode: the client named us with it, as with a Host (RFC 9112 section
+            // 3.2.2: the absolute-form target wins over any Host field). The HTTP layer routes
+            // by it, then names the backend.
+            request.headers.insert("host", authority);
+        } else if !connect && (!origin_form || !request.headers.contains("host")) && !self.destination.is_fixed() {
             // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field. An
-            // origin-form request keeps the Host its client chose, except in reverse mode,
-            // where the client named us and the upstream expects its own name.
+            // origin-form request keeps the Host its client chose.
             let authority = request.authority();
             request.headers.insert("host", authority);
         }
@@ -626,6 +633,13 @@ pub(crate) fn split_authority(authority: &str, default_port: Option<u16>) -> Opt
         None => default_port?,
     };
     Some((host.to_ascii_lowercase(), port))
+}
+
+
+/// `host[:port]` as a `Host` field writes it: IPv6 bracketed, a default port left out.
+fn authority_of(scheme: Scheme, host: &str, port: u16) -> String {
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    if port == scheme.default_port() { host } else { format!("{host}:{port}") }
 }
 
 #[cfg(test)]

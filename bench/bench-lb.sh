@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Reverse mode balancing three backends, against HAProxy 2.6 balancing the same three in the
+# same run. The backends are one more nginx (one worker, like the shared origin) listening on
+# three ports and serving the shared bench's files; "direct" is proxyload against one of them.
+#
+#   bench/bench-lb.sh [--runs N] [--proxy PATH]
+#
+# Tests (proxyload from ../shared/bench/tools, /1k, LB_SECS seconds each):
+#   plain-ka    plain HTTP keep-alive, 50 connections
+#   plain-new   one request per new client connection, 10 loops
+# Gateways: sansproxy --lb round-robin, least-conn, p2c; HAProxy `balance roundrobin` and
+# `balance leastconn` with `http-reuse always`.
+# Env: SHARED_BENCH (../shared/bench), BENCH_STATE, PROXY_PORT (18888), LB_SECS (10).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
+RUNS=3; PROXY_BIN=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) RUNS="$2"; shift 2;;
+        --proxy) PROXY_BIN="$2"; shift 2;;
+        *) echo "unknown argument $1" >&2; exit 2;;
+    esac
+done
+# shellcheck source=/dev/null
+source "$SHARED/lib.sh"
+if [ -z "$PROXY_BIN" ]; then
+    cargo build -q --release -p proxy-cli --manifest-path "$ROOT/Cargo.toml"
+    PROXY_BIN="$ROOT/target/release/sansproxy"
+fi
+D="${LB_SECS:-10}"
+ensure_origin; ensure_proxyload
+PORTS=(18181 18182 18183)
+NG="$BENCH_STATE/lb-nginx"; mkdir -p "$NG/logs" "$NG/tmp"
+{
+    echo "worker_processes 1; worker_rlimit_nofile 19000; pid $NG/nginx.pid; error_log $NG/logs/error.log warn;"
+    echo "events { worker_connections 20000; multi_accept on; }"
+    echo "http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;"
+    echo "  keepalive_timeout 300s; keepalive_requests 10000000; client_body_temp_path $NG/tmp;"
+    echo "  default_type application/octet-stream;"
+    echo "  server {"
+    for p in "${PORTS[@]}"; do echo "    listen 127.0.0.1:$p backlog=4096;"; done
+    echo "    root $BENCH_STATE/www; location / { } } }"
+} > "$NG/nginx.conf"
+start_bg lb-nginx "$NG/logs/out.log" nginx -p "$NG" -c "$NG/nginx.conf" -g "daemon off;"
+NGINX_PID=$BG_PID
+trap 'stop_pid "$NGINX_PID" || true' EXIT
+for p in "${PORTS[@]}"; do wait_port "$p" 30 || die "lb nginx did not listen on $p"; done
+out="$BENCH_STATE/logs/lb.jsonl"; : > "$out"
+
+load() { # label test url proxyload-args...: one JSON line
+    local label="$1" test="$2" url="$3"; shift 3
+    local j
+    j=$(timeout $((D + 60)) "$PROXYLOAD" -d "$D" --url "$url/1k" "$@" | tail -1)
+    echo "{\"label\":\"$label\",\"test\":\"$test\",${j#\{}" | tee -a "$out"
+}
+args_for() { case "$1" in plain-ka) echo "-c 50";; plain-new) echo "--new-conn -c 10";; esac; }
+haproxy_cfg() { # balance: a config balancing the three backends
+    local d; d=$(mktemp -d)
+    {
+        echo "global"; echo "    maxconn 9000"
+        echo "defaults"; echo "    mode http"; echo "    timeout connect 5s"; echo "    timeout client 300s"
+        echo "    timeout server 300s"; echo "    timeout http-keep-alive 300s"; echo "    http-reuse always"
+        echo "frontend fe"; echo "    bind 127.0.0.1:$PROXY_PORT"; echo "    default_backend be"
+        echo "backend be"; echo "    balance $1"
+        for p in "${PORTS[@]}"; do echo "    server s$p 127.0.0.1:$p maxconn 0"; done
+    } > "$d/haproxy.cfg"
+    echo "$d/haproxy.cfg"
+}
+start_gateway() { # kind
+    local backends=()
+    for p in "${PORTS[@]}"; do backends+=(--reverse "http://127.0.0.1:$p"); done
+    case "$1" in
+        sansproxy-*) start_bg gw "$BENCH_STATE/logs/lb-$1.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+                         "${backends[@]}" --lb "${1#sansproxy-}";;
+        haproxy-*) start_bg gw "$BENCH_STATE/logs/lb-$1.log" haproxy -db -f "$(haproxy_cfg "${1#haproxy-}")";;
+    esac
+    PROXY_PID=$BG_PID
+    wait_port "$PROXY_PORT" 30 || die "$1 did not listen"
+}
+KINDS=(sansproxy-round-robin sansproxy-least-conn sansproxy-p2c haproxy-roundrobin haproxy-leastconn)
+for r in $(seq 1 "$RUNS"); do
+    for test in plain-ka plain-new; do
+        # shellcheck disable=SC2046
+        load direct "$test" "http://127.0.0.1:${PORTS[0]}" $(args_for "$test")
+        for kind in "${KINDS[@]}"; do
+            start_gateway "$kind"
+            # shellcheck disable=SC2046
+            load "$kind" "$test" "http://127.0.0.1:$PROXY_PORT" $(args_for "$test")
+            stop_proxy || true
+        done
+    done
+done
+python3 - "$out" "${KINDS[@]}" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+kinds = sys.argv[2:]
+def rps(r):
+    for k in ("rps", "req_per_sec", "requests_per_sec"):
+        if k in r:
+            return float(r[k])
+    return float(r["requests"]) / float(r["secs"])
+for test in ("plain-ka", "plain-new"):
+    med = {}
+    for label in ["direct"] + kinds:
+        vals = [rps(r) for r in rows if r["test"] == test and r["label"] == label]
+        med[label] = statistics.median(vals) if vals else float("nan")
+    d = med["direct"]
+    print(f"{test:9} req/s: direct {d:.0f}; " + ", ".join(f"{k} {v:.0f} ({v / d:.2f})" for k, v in med.items() if k != "direct"))
+PY

@@ -1,0 +1,224 @@
+//! Reverse mode as a gateway over several backends, end to end: balancing, a refusing backend
+//! skipped, active health checks taking backends out and bringing them back, 503 when none is
+//! left, and what the backends are told about the client.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A backend answering `/healthz` with whatever `health` holds, and anything else `200`
+/// with its `name` as the body; it counts what it served besides health checks.
+struct Backend {
+    server: TcpServer,
+    health: Arc<AtomicU16>,
+    served: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    fn start(name: &'static str) -> Backend {
+        let health = Arc::new(AtomicU16::new(200));
+        let served = Arc::new(AtomicUsize::new(0));
+        let (h, s) = (Arc::clone(&health), Arc::clone(&served));
+        let server = TcpServer::start(move |tcp: TcpStream| {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut wire = Wire::new(tcp);
+            while let Ok(Some(head)) = wire.read_head(64 * 1024) {
+                let (status, body) = match head.start.split(' ').nth(1) {
+                    Some("/healthz") => (h.load(Ordering::SeqCst), "health\n".to_owned()),
+                    _ => {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        (200, format!("{name}\n"))
+                    }
+                };
+                let close = head.has_token("connection", "close");
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{}\r\n{body}",
+                    body.len(),
+                    if close { "Connection: close\r\n" } else { "" }
+                );
+                if wire.write_all(answer.as_bytes()).is_err() || close {
+                    return;
+                }
+            }
+        });
+        Backend { server, health, served }
+    }
+
+    fn url(&self) -> String {
+        self.server.url("")
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+}
+
+/// One short client: `GET path` with `Connection: close`; the status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).expect("the whole answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Poll `f` every 50 ms for at most `limit`, until it is true.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn three_backends_share_the_requests_evenly() {
+    let backends = [Backend::start("a"), Backend::start("b"), Backend::start("c")];
+    for lb in ["round-robin", "least-conn", "random"] {
+        let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+        let before: Vec<usize> = backends.iter().map(Backend::served).collect();
+        let proxy = Proxy::start(&["--reverse", &urls[0], "--reverse", &urls[1], "--reverse", &urls[2], "--lb", lb]);
+        for _ in 0..300 {
+            assert_eq!(get(proxy.port(), "/x").0, 200);
+        }
+        let shares: Vec<usize> = backends.iter().zip(&before).map(|(b, n)| b.served() - n).collect();
+        assert_eq!(shares.iter().sum::<usize>(), 300);
+        // Round robin and least-conn (one request at a time) are exact; the random ones
+        // within what chance allows.
+        let slack = if matches!(lb, "round-robin" | "least-conn") { 10 } else { 40 };
+        for share in &shares {
+            assert!(share.abs_diff(100) <= slack, "{lb}: {shares:?}");
+        }
+    }
+}
+
+#[test]
+fn p2c_sends_less_to_a_slow_backend() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let slow = TcpServer::start(|tcp: TcpStream| {
+        let mut wire = Wire::new(tcp);
+        while let Ok(Some(_)) = wire.read_head(64 * 1024) {
+            std::thread::sleep(Duration::from_millis(30));
+            if wire.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n").is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start(&["--reverse", &a.url(), "--reverse", &b.url(), "--reverse", &slow.url(""), "--lb", "p2c"]);
+    let mut slow_answers = 0;
+    for _ in 0..150 {
+        let (status, body) = get(proxy.port(), "/x");
+        assert_eq!(status, 200);
+        slow_answers += usize::from(body == "slow\n");
+    }
+    assert_eq!(a.served() + b.served() + slow_answers, 150);
+    assert!(slow_answers <= 10, "the slow backend answered {slow_answers} of 150");
+    assert!(a.served() >= 30 && b.served() >= 30, "a {} b {}", a.served(), b.served());
+}
+
+#[test]
+fn hashing_on_a_header_keeps_a_user_on_one_backend() {
+    let backends = [Backend::start("a"), Backend::start("b"), Backend::start("c")];
+    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+    let proxy = Proxy::start(&["--reverse", &urls[0], "--reverse", &urls[1], "--reverse", &urls[2], "--lb", "hash:header:x-user"]);
+    let ask = |user: &str| {
+        let mut tcp = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(tcp, "GET / HTTP/1.1\r\nHost: gw.test\r\nX-User: {user}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        answer.rsplit("\r\n\r\n").next().unwrap().to_owned()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..30 {
+        let first = ask(&format!("u{user}"));
+        for _ in 0..3 {
+            assert_eq!(ask(&format!("u{user}")), first, "user u{user} moved");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 3, "30 users spread over every backend: {seen:?}");
+}
+
+#[test]
+fn a_backend_that_refuses_is_skipped_and_ejected() {
+    let good = Backend::start("good");
+    let dead = format!("http://127.0.0.1:{}", unused_port());
+    let proxy = Proxy::start(&["--reverse", &dead, "--reverse", &good.url()]);
+    for _ in 0..20 {
+        assert_eq!(get(proxy.port(), "/x"), (200, "good\n".to_owned()));
+    }
+    assert_eq!(good.served(), 20);
+    let line = "ejected for 10 s: 3 failures in a row, the last: connection refused";
+    assert!(eventually(Duration::from_secs(5), || proxy.stderr_text().contains(line)), "{}", proxy.stderr_text());
+}
+
+#[test]
+fn health_checks_take_backends_out_bring_them_back_and_503_when_none_is_left() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let proxy = Proxy::start(&[
+        "--reverse", &a.url(), "--reverse", &b.url(),
+        "--health-check", "/healthz", "--health-interval", "0.2", "--health-timeout", "1",
+    ]);
+    let port = proxy.port();
+    let bodies = |n: usize| (0..n).map(|_| get(port, "/x")).collect::<Vec<_>>();
+    assert!(bodies(4).iter().all(|(status, _)| *status == 200));
+
+    a.health.store(500, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(5), || bodies(4).iter().all(|r| *r == (200, "b\n".to_owned()))),
+        "a, answering 500 to its checks, still gets requests"
+    );
+    b.health.store(503, Ordering::SeqCst);
+    let all_down = (503, "service unavailable: every backend of group \"default\" is down\n".to_owned());
+    assert!(eventually(Duration::from_secs(5), || get(port, "/x") == all_down), "no 503 with every backend down");
+    // At once: nothing is tried.
+    let started = Instant::now();
+    assert_eq!(get(port, "/x"), all_down);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    a.health.store(204, Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(5), || get(port, "/x") == (200, "a\n".to_owned())), "a did not come back");
+    let stderr = proxy.stderr_text();
+    for line in [
+        "of group \"default\" is down: its health check answered 500",
+        "of group \"default\" is down: its health check answered 503",
+        "is up again: its health check answered 2xx",
+    ] {
+        assert!(stderr.contains(line), "no {line:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn backends_are_told_who_asked() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&["--reverse", &origin.url("")]);
+    let (status, body) = get(proxy.port(), "/headers");
+    assert_eq!(status, 200);
+    for field in [
+        format!("Host: {}", origin.authority()),
+        "x-forwarded-for: 127.0.0.1".to_owned(),
+        "x-forwarded-proto: http".to_owned(),
+        "x-forwarded-host: gw.test".to_owned(),
+        "forwarded: for=127.0.0.1;proto=http;host=\"gw.test\"".to_owned(),
+    ] {
+        assert!(body.lines().any(|l| l == field), "no {field:?} in:\n{body}");
+    }
+    let quiet = Proxy::start(&["--reverse", &origin.url(""), "--no-forwarded"]);
+    let (_, body) = get(quiet.port(), "/headers");
+    assert!(!body.to_ascii_lowercase().contains("forwarded"), "{body}");
+}
