@@ -18,12 +18,37 @@ use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
 mod auth;
+mod config_file;
+mod metrics;
+
+use config_file::{ConfigFile, GroupDefaults};
 
 /// An intercepting HTTP proxy. Prints one line per flow to stdout:
 /// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms`.
 #[derive(Debug, Parser)]
-#[command(name = "sansproxy", version)]
+#[command(name = "sansproxy", version, args_override_self = true)]
 struct Args {
+    /// Read flags, and the gateway's routes and groups of backends, from this TOML file: each
+    /// flag is a key named like it (`max-fails = 5`, `no-http2 = true`, `cert = ["a.pem"]`),
+    /// routes are `[[route]]` tables and groups `[[upstream]]` (see the README). Flags given
+    /// here win. SIGHUP reloads the routes and groups.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (OpenMetrics text) at `http://HOST:PORT/metrics`: flows by
+    /// listener, backend and status class, their duration, bytes, TLS handshakes, each
+    /// backend's state and load, idle upstream connections.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<SocketAddr>,
+
+    /// Reload the --config file's routes and groups whenever it changes, as on SIGHUP.
+    #[arg(long, requires = "config")]
+    watch_config: bool,
+
+    /// The --config file's routes and groups, once read.
+    #[arg(skip)]
+    file_gateway: Option<GatewaySpec>,
+
     /// Address to listen on. Loopback by default; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -394,7 +419,15 @@ impl Args {
     /// The listeners: where each listens, its mode (with --listen-tls applied to reverse
     /// modes), and whether its upstream speaks h2c. One on --listen without --mode.
     fn listeners(&self) -> Result<Vec<(SocketAddr, ModeArg)>, String> {
+        let from_file = self.file_gateway.as_ref().and_then(ConfigFile::first_backend_of);
         let specs = match self.reverse.first() {
+            _ if self.file_gateway.is_some() && (!self.reverse.is_empty() || !self.mode.is_empty()) => {
+                return Err("the --config file's routes make the reverse listener: give no --reverse or --mode".into());
+            }
+            None if from_file.is_some() => {
+                let backend = from_file.expect("checked");
+                vec![ModeSpec { mode: ModeArg(Mode::Reverse { scheme: backend.scheme, target: backend.addr, client_tls: false }, false), at: None }]
+            }
             Some((scheme, target, h2c)) => {
                 if self.reverse.iter().any(|(_, _, other)| other != h2c) {
                     return Err("--reverse: either every backend is h2c:// or none".into());
@@ -470,28 +503,47 @@ impl Args {
         }
     }
 
-    /// A reverse listener's gateway: its backends one group, every request routed to it.
+    /// What a group of the --config file leaves to the flags.
+    fn group_defaults(&self) -> GroupDefaults {
+        GroupDefaults {
+            balance: self.lb.clone().unwrap_or_default(),
+            health: HealthSpec {
+                path: self.health_check.clone(),
+                interval: self.health_interval,
+                timeout: self.health_timeout,
+                max_fails: self.max_fails,
+                ejection: self.eject_time,
+                ..HealthSpec::default()
+            },
+            forwarded_headers: !self.no_forwarded,
+        }
+    }
+
+    /// A reverse listener's gateway.
     fn gateway_for(&self, mode: &Mode) -> Option<Gateway> {
-        let Mode::Reverse { scheme, target, .. } = mode else { return None };
-        let backends = match self.reverse.is_empty() {
-            true => vec![Backend::new(*scheme, target.clone())],
-            false => self.reverse.iter().map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone())).collect(),
-        };
-        let mut group = GroupSpec::new("default", backends);
-        group.balance = self.lb.clone().unwrap_or_default();
-        group.health = HealthSpec {
-            path: self.health_check.clone(),
-            interval: self.health_interval,
-            timeout: self.health_timeout,
-            max_fails: self.max_fails,
-            ejection: self.eject_time,
-            ..HealthSpec::default()
-        };
-        let spec = GatewaySpec { forwarded_headers: !self.no_forwarded, ..GatewaySpec::single(group) };
+        let spec = self.gateway_spec(mode)?;
         // Random choices (random, p2c) differ from one run to the next.
         let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
         // listeners() checked what could be wrong.
         Gateway::new(spec, seed).ok()
+    }
+
+    /// What a reverse listener's gateway serves: the --config file's routes and groups, or
+    /// its backends one group with every request routed to it.
+    fn gateway_spec(&self, mode: &Mode) -> Option<GatewaySpec> {
+        let Mode::Reverse { scheme, target, .. } = mode else { return None };
+        if let Some(spec) = &self.file_gateway {
+            return Some(spec.clone());
+        }
+        let backends = match self.reverse.is_empty() {
+            true => vec![Backend::new(*scheme, target.clone())],
+            false => self.reverse.iter().map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone())).collect(),
+        };
+        let defaults = self.group_defaults();
+        let mut group = GroupSpec::new("default", backends);
+        group.balance = defaults.balance;
+        group.health = defaults.health;
+        Some(GatewaySpec { forwarded_headers: defaults.forwarded_headers, ..GatewaySpec::single(group) })
     }
 
     fn config(&self) -> Config {
@@ -605,19 +657,38 @@ struct Printer {
     /// Put before each line: the listener's mode and port, when there are several (set once
     /// the listener is bound, so that port 0 shows as the port it got).
     label: Arc<OnceLock<String>>,
+    /// With --metrics: where flows and handshakes are counted, and under which listener name.
+    metrics: Option<(Arc<metrics::Metrics>, Arc<OnceLock<String>>)>,
+    reverse: bool,
 }
 
 impl Handler for Printer {
     fn hooks(&self) -> HookSet {
+        let counted: HookSet = match &self.metrics {
+            Some(_) => [HookKind::Response, HookKind::Error, HookKind::TlsEstablished, HookKind::TlsFailed].into_iter().collect(),
+            None => HookSet::NONE,
+        };
         if self.quiet {
-            return HookSet::NONE;
+            return counted;
         }
         let hooks = [HookKind::Response, HookKind::Error, HookKind::TlsFailed, HookKind::WebSocketStart, HookKind::WebSocketEnd];
-        let hooks: HookSet = hooks.into_iter().collect();
+        let hooks: HookSet = hooks.into_iter().chain(counted.contains(HookKind::TlsEstablished).then_some(HookKind::TlsEstablished)).collect();
         if self.verbose { hooks.with(HookKind::WebSocketMessage) } else { hooks }
     }
 
     async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
+        if let Some((metrics, listener)) = &self.metrics {
+            let listener = listener.get().map_or("", String::as_str);
+            match &hook {
+                Hook::Response(flow) | Hook::Error(flow) => metrics.flow_ended(listener, self.reverse, flow),
+                Hook::TlsEstablished(info) => metrics.handshake(listener, info.peer, true),
+                Hook::TlsFailed(failure) => metrics.handshake(listener, failure.peer, false),
+                _ => {}
+            }
+            if self.quiet {
+                return HookReply::Continue;
+            }
+        }
         let line = match &hook {
             Hook::Response(flow) | Hook::Error(flow) => flow_line(flow, Instant::now()),
             Hook::WebSocketStart(flow) => Some(websocket_start_line(flow)),
@@ -791,8 +862,93 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+impl Args {
+    /// The command line, with the --config file's flags before it (so that it wins) and its
+    /// routes read.
+    fn load(cli: Vec<OsString>) -> Result<Args, String> {
+        let args = Args::try_parse_from(&cli).unwrap_or_else(|e| e.exit());
+        let Some(path) = args.config.clone() else { return Ok(args) };
+        let (args, _) = Args::with_file(&cli, &path)?;
+        Ok(args)
+    }
+
+    /// `cli` combined with the file at `path`; the file as read, too.
+    fn with_file(cli: &[OsString], path: &std::path::Path) -> Result<(Args, ConfigFile), String> {
+        let at = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {at}: {e}"))?;
+        let file = ConfigFile::parse(&text).map_err(|e| format!("{at}: {e}"))?;
+        let mut argv = vec![cli[0].clone()];
+        argv.extend(file.args.iter().cloned());
+        argv.extend(cli[1..].iter().cloned());
+        let mut args = Args::try_parse_from(argv).map_err(|e| format!("{at}: {}", e.to_string().trim_end()))?;
+        args.file_gateway = file.gateway_spec(&args.group_defaults()).map_err(|e| format!("{at}: {e}"))?;
+        Ok((args, file))
+    }
+}
+
+/// Reload the --config file's routes and groups into every reverse listener's gateway, on
+/// SIGHUP or (with --watch-config) when the file changes. A file that does not parse or
+/// validate is refused with its line and reason; the old configuration keeps serving.
+async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gateways: Vec<Gateway>, mut file: ConfigFile) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(e) => return tracing::warn!("no reload on SIGHUP: {e}"),
+    };
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)), if watch => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        let (args, new) = match Args::with_file(&cli, &path) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!("configuration not reloaded, the old one keeps serving: {e}");
+                continue;
+            }
+        };
+        if new.args != file.args {
+            tracing::warn!("{}: flags changed; they take effect when sansproxy restarts (routes and upstreams apply now)", path.display());
+        }
+        // Each reverse listener's new routes and groups, in the order of its gateway.
+        let specs: Vec<GatewaySpec> = match args.listeners() {
+            Ok(listeners) => listeners.iter().filter_map(|(_, mode)| args.gateway_spec(&mode.0)).collect(),
+            Err(e) => {
+                tracing::error!("configuration not reloaded, the old one keeps serving: {}: {e}", path.display());
+                continue;
+            }
+        };
+        if specs.len() != gateways.len() {
+            tracing::error!("{}: the reverse listeners changed; the old configuration keeps serving until sansproxy restarts", path.display());
+            continue;
+        }
+        for (gateway, spec) in gateways.iter().zip(specs) {
+            let (routes, groups) = (spec.routes.len(), spec.groups.len());
+            match gateway.reload(spec) {
+                Ok(()) => tracing::warn!("{}: reloaded, {routes} routes over {groups} groups", path.display()),
+                Err(e) => tracing::error!("configuration not reloaded, the old one keeps serving: {e}"),
+            }
+        }
+        file = new;
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli: Vec<OsString> = std::env::args_os().collect();
+    let args = match Args::load(cli.clone()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("sansproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
@@ -839,7 +995,7 @@ fn main() -> ExitCode {
             (addr, config)
         })
         .collect();
-    let code = runtime.block_on(serve(args, listeners, notice));
+    let code = runtime.block_on(serve(args, cli, listeners, notice));
     // Do not wait for name lookups still blocked in the resolver: the proxy is done.
     runtime.shutdown_background();
     code
@@ -849,14 +1005,47 @@ fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option
     options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
 }
 
-async fn serve(args: Args, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
+async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
     let lines = FlowLog::start();
+    let gateways: Vec<Gateway> = listeners.iter().filter_map(|(_, c)| c.gateway.clone()).collect();
+    let metrics = match args.metrics {
+        None => None,
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(listener) => {
+                let local = listener.local_addr().map_or(addr, |a| a);
+                let metrics = metrics::Metrics::new();
+                tokio::spawn(metrics::serve(Arc::clone(&metrics), listener));
+                eprintln!("sansproxy metrics on http://{local}/metrics");
+                Some(metrics)
+            }
+            Err(e) => {
+                eprintln!("sansproxy: cannot serve metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Some(path) = &args.config {
+        // Read again to compare against on reload; it was read a moment ago.
+        if let Ok((_, file)) = Args::with_file(&cli, path) {
+            tokio::spawn(reload_on_signal(cli.clone(), path.clone(), args.watch_config, gateways, file));
+        }
+    }
     let several = listeners.len() > 1;
     let mut proxies = Vec::with_capacity(listeners.len());
     for (addr, config) in listeners {
         let mode = config.mode.name();
         let label = Arc::new(OnceLock::new());
-        let printer = Printer { quiet: args.quiet, verbose: args.verbose, lines: lines.clone(), label: label.clone() };
+        let name = Arc::new(OnceLock::new());
+        let reverse = matches!(config.mode, Mode::Reverse { .. });
+        let gateway = config.gateway.clone();
+        let printer = Printer {
+            quiet: args.quiet,
+            verbose: args.verbose,
+            lines: lines.clone(),
+            label: label.clone(),
+            metrics: metrics.clone().map(|m| (m, Arc::clone(&name))),
+            reverse,
+        };
         let shared = !args.no_server_reuse && !args.upstream_idle_timeout.is_zero() && args.upstream_max_idle > 0;
         let limits = PoolLimits {
             max_idle_per_key: args.upstream_max_idle,
@@ -875,6 +1064,10 @@ async fn serve(args: Args, listeners: Vec<(SocketAddr, Config)>, ca_notice: Opti
         }
         match builder.build().await {
             Ok(proxy) => {
+                let _ = name.set(format!("{mode}@{}", proxy.local_addr().port()));
+                if let Some(metrics) = &metrics {
+                    metrics.watch(format!("{mode}@{}", proxy.local_addr().port()), gateway, proxy.pool_monitor());
+                }
                 // With several listeners, each flow line names the one it came through.
                 if several {
                     let _ = label.set(format!("[{mode}@{}] ", proxy.local_addr().port()));
@@ -1043,10 +1236,10 @@ mod tests {
         assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert_eq!(config.body_timeout, Duration::from_millis(3500));
         assert!(config.add_via);
-        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start(), label: Default::default() }.hooks(), HookSet::NONE);
-        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start(), label: Default::default() }.hooks();
+        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks(), HookSet::NONE);
+        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks();
         assert!(loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage));
-        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start(), label: Default::default() }.hooks();
+        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks();
         assert!(verbose.contains(HookKind::WebSocketMessage));
         assert!(loud.contains(HookKind::Response) && loud.contains(HookKind::Error));
         assert!(!loud.contains(HookKind::RequestHeaders));

@@ -222,3 +222,145 @@ fn backends_are_told_who_asked() {
     let (_, body) = get(quiet.port(), "/headers");
     assert!(!body.to_ascii_lowercase().contains("forwarded"), "{body}");
 }
+
+/// One keep-alive client connection: `GET path`, the answer's body.
+fn ask(wire: &mut Wire, path: &str) -> String {
+    wire.send(format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\n\r\n"));
+    let response = wire.read_response("GET").expect("an answer");
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+fn hangup(proxy: &Proxy) {
+    // SAFETY: kill(2) with the pid of the proxy this test started.
+    assert_eq!(unsafe { libc::kill(proxy.pid() as i32, libc::SIGHUP) }, 0);
+}
+
+#[test]
+fn a_config_file_routes_and_reloads_on_sighup_without_dropping_connections() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = TempDir::new("gateway-config");
+    let file = dir.join("gateway.toml");
+    // The README's example.
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\", \"{}\"]\nlb = \"round-robin\"\n", a.url(), a.url())).unwrap();
+    let proxy = Proxy::start(&["--config", file.to_str().unwrap()]);
+    let mut kept = Wire::connect(proxy.port());
+    assert_eq!(ask(&mut kept, "/x"), "a\n");
+
+    std::fs::write(
+        &file,
+        format!(
+            "max-fails = 2\n\n[[upstream]]\nname = \"b\"\nbackends = [\"{}\"]\n\n[[route]]\npath = \"/b\"\nrewrite = \"\"\nupstream = \"b\"\n\n[[route]]\nupstreams = [\"{}\"]\n",
+            b.url(),
+            a.url()
+        ),
+    )
+    .unwrap();
+    hangup(&proxy);
+    assert!(eventually(Duration::from_secs(5), || proxy.stderr_text().contains("reloaded, 2 routes over 2 groups")), "{}", proxy.stderr_text());
+    // The connection kept alive across the reload routes its next request by the new routes.
+    assert_eq!(ask(&mut kept, "/b/x"), "b\n");
+    assert_eq!(ask(&mut kept, "/x"), "a\n");
+    assert!(proxy.stderr_text().contains("flags changed; they take effect when sansproxy restarts"));
+
+    // A broken file is refused with its line; the routes in place keep serving.
+    std::fs::write(&file, "[[route]]\nupstream = \"gone\"\n").unwrap();
+    hangup(&proxy);
+    let refused = "configuration not reloaded, the old one keeps serving";
+    assert!(eventually(Duration::from_secs(5), || proxy.stderr_text().contains(refused)), "{}", proxy.stderr_text());
+    assert!(proxy.stderr_text().contains("line 1: upstream \"gone\" is not defined"), "{}", proxy.stderr_text());
+    assert_eq!(ask(&mut kept, "/b/y"), "b\n");
+    assert_eq!(get(proxy.port(), "/b/z"), (200, "b\n".to_owned()));
+}
+
+#[test]
+fn watch_config_applies_a_changed_file_by_itself() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = TempDir::new("gateway-watch");
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\n", a.url())).unwrap();
+    let proxy = Proxy::start(&["--config", file.to_str().unwrap(), "--watch-config"]);
+    assert_eq!(get(proxy.port(), "/x"), (200, "a\n".to_owned()));
+    // A different length as well as a new time: the change shows whatever the clock's grain.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\nlb = \"least-conn\"\n", b.url())).unwrap();
+    assert!(eventually(Duration::from_secs(5), || get(proxy.port(), "/x") == (200, "b\n".to_owned())), "{}", proxy.stderr_text());
+}
+
+#[test]
+fn a_config_file_with_a_mistake_is_refused_at_start_with_its_line() {
+    let dir = TempDir::new("gateway-bad");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "max-fails = 3\n[[route]]\nupstreams = [\"http://127.0.0.1:1\"]\nhots = \"x\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sansproxy")).args(["--config", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml: line 2: unknown key \"hots\" in [[route]]"), "{stderr}");
+}
+
+/// `GET /metrics` from the metrics listener on `port`: the body.
+fn scrape(port: u16) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The samples of an OpenMetrics text as Python's `prometheus_client` parses them:
+/// `name|label=value,...|value`, labels sorted.
+fn parsed_by_prometheus_client(text: &str) -> Vec<String> {
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))
+        print(f'{s.name}|{labels}|{float(s.value)}')
+"#;
+    let mut child = std::process::Command::new(support::ws::python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused the text: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn metrics_count_flows_per_backend_and_show_backend_state() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dead = format!("http://127.0.0.1:{}", unused_port());
+    let metrics_port = unused_port();
+    let proxy = Proxy::start(&[
+        "--reverse", &a.url(), "--reverse", &b.url(), "--reverse", &dead,
+        "--metrics", &format!("127.0.0.1:{metrics_port}"), "-q",
+    ]);
+    for _ in 0..12 {
+        assert_eq!(get(proxy.port(), "/x").0, 200);
+    }
+    let listener = format!("reverse@{}", proxy.port());
+    let want = |samples: &[String], line: String| assert!(samples.contains(&line), "no {line:?} in:\n{}", samples.join("\n"));
+    let samples = parsed_by_prometheus_client(&scrape(metrics_port));
+    // The dead backend's turns went to the others, then it was ejected.
+    let counted: f64 = samples
+        .iter()
+        .filter(|s| s.starts_with("sansproxy_requests_total|"))
+        .map(|s| s.rsplit('|').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(counted, 12.0, "{samples:?}");
+    for backend in [a.url(), b.url()] {
+        want(&samples, format!("sansproxy_backend_up|backend={backend},group=default,listener={listener}|1.0"));
+        want(&samples, format!("sansproxy_backend_in_flight|backend={backend},group=default,listener={listener}|0.0"));
+    }
+    want(&samples, format!("sansproxy_backend_up|backend={dead},group=default,listener={listener}|0.0"));
+    let served = a.served() as f64;
+    want(&samples, format!("sansproxy_requests_total|backend={},listener={listener},status=2xx|{served:.1}", a.url()));
+    want(&samples, format!("sansproxy_request_duration_seconds_count|backend={},listener={listener}|{served:.1}", a.url()));
+    assert!(samples.iter().any(|s| s.starts_with(&format!("sansproxy_upstream_idle_connections|listener={listener}|"))));
+}

@@ -42,6 +42,7 @@ pub mod tls;
 
 pub use handler::{Handler, NoopHandler};
 pub use inject::{InjectError, Injector};
+pub use pool::PoolMonitor;
 pub use proxy::{shutdown_on_signals, Builder, Proxy, ShutdownHandle};
 
 #[cfg(test)]

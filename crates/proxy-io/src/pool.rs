@@ -15,7 +15,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use proxy_core::upstreams::{Parked, PoolKey, PoolLimits, UpstreamPool};
+use proxy_core::upstreams::{Parked, PoolKey, PoolLimits, PoolStats, UpstreamPool};
 use tokio::net::TcpStream;
 
 /// The sweeper sleeps at least this long between two rounds.
@@ -35,6 +35,20 @@ pub(crate) struct SharedPool {
 impl std::fmt::Debug for SharedPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedPool").field("idle", &self.lock().pool.len()).finish()
+    }
+}
+
+/// A look at a proxy's idle upstream connections, for metrics: [`Proxy::pool_monitor`].
+///
+/// [`Proxy::pool_monitor`]: crate::Proxy::pool_monitor
+#[derive(Debug, Clone)]
+pub struct PoolMonitor(pub(crate) Arc<SharedPool>);
+
+impl PoolMonitor {
+    /// How many connections are parked now, and the pool's counts so far.
+    pub fn stats(&self) -> (usize, PoolStats) {
+        let inner = self.0.lock();
+        (inner.pool.len(), inner.pool.stats.clone())
     }
 }
 

@@ -199,6 +199,11 @@ impl<H: Handler> Proxy<H> {
         self.shared.injector.clone()
     }
 
+    /// A look at the upstream connections this proxy keeps for any client, if it keeps them.
+    pub fn pool_monitor(&self) -> Option<crate::PoolMonitor> {
+        self.shared.opts.pool.clone().map(crate::PoolMonitor)
+    }
+
     /// A handle that stops [`run`](Self::run) from anywhere, also before it starts.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()

@@ -18,7 +18,7 @@ pub const PEERS_JS: &str = include_str!("ws/peers.js");
 
 /// The versions the tests were written against.
 /// `python-socks` lets the `websockets` client use a SOCKS5 proxy (`tests/modes.rs`).
-const PY_PACKAGES: &[&str] = &["websockets==15.0.1", "python-socks==2.7.1"];
+const PY_PACKAGES: &[&str] = &["websockets==15.0.1", "python-socks==2.7.1", "prometheus-client==0.21.1"];
 const NPM_PACKAGES: &[&str] = &["ws@8.23.1", "https-proxy-agent@7.0.6"];
 const INSTALL_LIMIT: Duration = Duration::from_secs(600);
 
@@ -77,16 +77,16 @@ fn must(mut cmd: Command, what: &str) {
     );
 }
 
-/// The venv's python, with `websockets` installed.
+/// The venv's python, with `websockets`, `python-socks` and `prometheus_client` installed.
 pub fn python() -> PathBuf {
     // The key names the package set: a venv made for another set is not reused.
-    let dir = once("venv-socks", |dir| {
+    let dir = once("venv-prometheus", |dir| {
         let mut venv = Command::new("python3");
         venv.args(["-m", "venv"]).arg(dir);
         must(venv, "python3 -m venv (Debian: apt-get install python3-venv)");
         let mut pip = Command::new(dir.join("bin/pip"));
         pip.args(["install", "-q", "--disable-pip-version-check"]).args(PY_PACKAGES);
-        must(pip, "pip install websockets python-socks");
+        must(pip, "pip install websockets python-socks prometheus-client");
     });
     dir.join("bin/python")
 }
