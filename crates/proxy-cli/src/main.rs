@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxy_core::{Config, FlowId, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
+use proxy_core::{Config, FlowId, MinRate, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
 use proxy_core::tls::{TlsFailure, TlsPeer};
 use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_core::upstreams::PoolLimits;
@@ -256,6 +256,16 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
     eject_time: Duration,
 
+    /// The least rate, in bytes per second on average, at which a client must send a request
+    /// body, checked every --body-rate-window; below it the client gets 408 and its upstream
+    /// connection is freed (a body trickled a byte at a time would hold it for ever). 500 in
+    /// reverse mode, none in the others; 0 turns it off.
+    #[arg(long, value_name = "BYTES/S")]
+    body_min_rate: Option<u64>,
+
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
+    body_rate_window: Duration,
+
     /// Reverse mode: do not add `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`
     /// and `Forwarded` to requests.
     #[arg(long)]
@@ -409,6 +419,9 @@ fn parse_url(s: &str) -> Result<(Scheme, ServerAddr), String> {
     Ok((scheme, ServerAddr::new(host.to_ascii_lowercase(), port)))
 }
 
+/// Reverse mode's least request body rate (Apache's `MinRate` default).
+const DEFAULT_REVERSE_BODY_MIN_RATE: u64 = 500;
+
 /// Seconds, fractions allowed (`0.5`).
 fn secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
@@ -491,8 +504,14 @@ impl Args {
 
     /// The configuration of a listener in `mode`.
     fn config_for(&self, ModeArg(mode, h2c): &ModeArg) -> Config {
+        let min_rate = self.body_min_rate.unwrap_or(match mode {
+            Mode::Reverse { .. } => DEFAULT_REVERSE_BODY_MIN_RATE,
+            _ => 0,
+        });
         Config {
             gateway: self.gateway_for(mode),
+            body_min_rate: (min_rate > 0 && !self.body_rate_window.is_zero())
+                .then_some(MinRate { bytes_per_sec: min_rate, window: self.body_rate_window }),
             underscore_headers: self.underscores_in_headers.unwrap_or(match mode {
                 Mode::Reverse { .. } => UnderscoreHeaders::Drop,
                 _ => UnderscoreHeaders::Keep,

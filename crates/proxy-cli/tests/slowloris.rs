@@ -1,6 +1,7 @@
 //! Slowloris: a thousand clients trickling their request heads a byte at a time do not keep a
 //! normal client from being served promptly, and the head timeout cuts each of them off with
-//! a 408, after which the proxy holds no more descriptors than before they came.
+//! a 408, after which the proxy holds no more descriptors than before they came. The same for
+//! request bodies trickled below a reverse proxy's least body rate.
 
 mod support;
 
@@ -133,4 +134,75 @@ fn slow_head_clients_are_cut_off_and_starve_nobody() {
     assert_fds_return(pid, baseline, Duration::from_secs(5));
     // And it still serves.
     checks::get_hello(support::checks::Via::Proxy(&proxy), &origin);
+}
+
+/// Slow-body clients: each sends its request head whole, then a byte of its body every
+/// 200 ms.
+const BODY_CLIENTS: usize = 500;
+
+#[test]
+fn slow_body_clients_of_a_reverse_proxy_get_408_and_free_their_upstreams() {
+    let limit = raise_fd_limit(4 * BODY_CLIENTS + 256);
+    let clients = BODY_CLIENTS.min(limit.saturating_sub(256) / 4);
+    assert!(clients >= 100, "a descriptor limit of {limit} leaves room for {clients} slow clients");
+    let origin = Origin::start();
+    // Reverse mode's least body rate (500 bytes/s) is on by default; checked every second here.
+    let proxy = Proxy::start(&["-q", "--reverse", &origin.url(""), "--body-rate-window", "1"]);
+    let baseline = open_fds(proxy.pid());
+    let head = format!("POST /sink HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\nx", origin.authority());
+    let start = Instant::now();
+    let mut slow: Vec<Option<TcpStream>> = (0..clients)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", proxy.port())).expect("connect");
+            stream.write_all(head.as_bytes()).expect("head");
+            Some(stream)
+        })
+        .collect();
+    // Trickle for three seconds: each check finds a few bytes where 500 a second are owed.
+    let mut answers = vec![Vec::new(); clients];
+    while start.elapsed() < Duration::from_secs(3) {
+        for (client, answer) in slow.iter_mut().zip(&mut answers) {
+            let Some(stream) = client else { continue };
+            if stream.write_all(b"x").is_err() {
+                *client = None;
+                continue;
+            }
+            stream.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 4096];
+            let open = match stream.read(&mut buf) {
+                Ok(0) => false,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    true
+                }
+                Err(e) => e.kind() == ErrorKind::WouldBlock,
+            };
+            stream.set_nonblocking(false).unwrap();
+            if !open {
+                *client = None;
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    // What is still to be read.
+    for (client, answer) in slow.iter_mut().zip(&mut answers) {
+        if let Some(stream) = client.take() {
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut rest = Vec::new();
+            let _ = (&stream).read_to_end(&mut rest);
+            answer.extend_from_slice(&rest);
+        }
+    }
+    let cut = answers
+        .iter()
+        .filter(|a| {
+            let a = String::from_utf8_lossy(a);
+            a.starts_with("HTTP/1.1 408 Request Timeout\r\n") && a.contains("below the minimum of 500 bytes/s")
+        })
+        .count();
+    assert_eq!(cut, clients, "{} of {clients} slow clients got their 408; one answer: {:?}", cut, String::from_utf8_lossy(&answers[0]));
+    // Every upstream connection they held is gone again, and a normal upload goes through.
+    assert_fds_return(proxy.pid(), baseline, Duration::from_secs(10));
+    let out = Curl::new().args(["--data-binary", "@-", &format!("{}/sink", proxy.url())]).stdin(|w| w.write_all(&[7u8; 200_000])).run();
+    out.assert_success();
 }

@@ -132,6 +132,14 @@ pub struct Config {
     /// Silence the proxy causes (backpressure, a pending hook) does not count. Meanwhile the
     /// upstream waiting for that body is not timed out for its own silence.
     pub body_timeout: Duration,
+    /// The least rate at which a client must send a request body, on average since it began
+    /// and checked every `window` (Apache's `MinRate`; nginx and HAProxy bound a body's total
+    /// time instead): a client trickling a few bytes now and then, inside `body_timeout`,
+    /// would otherwise hold an upstream connection for ever (slowloris on the body,
+    /// slowhttptest's `-B`). Below it the client gets 408, as for `body_timeout`. A time in
+    /// which the proxy held the body back (a hook, a slow server, backpressure) starts the
+    /// measure afresh. `None`: no minimum.
+    pub body_min_rate: Option<MinRate>,
     /// After the proxy has sent its last response on a client connection, how long it keeps
     /// reading (and dropping) what the client still sends before closing for good.
     pub close_linger: Duration,
@@ -176,6 +184,13 @@ pub struct Config {
     pub websocket: WebSocketLimits,
     /// Credentials clients must give (HTTP proxy and SOCKS5 clients); none by default.
     pub proxy_auth: Option<ProxyAuth>,
+}
+
+/// A least rate: `bytes_per_sec` on average, checked every `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
 }
 
 /// What one HTTP/2 connection may cost us. A client over a limit is told so with the error
@@ -233,6 +248,7 @@ impl Default for Config {
             client_idle_timeout: Duration::from_secs(120),
             head_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            body_min_rate: None,
             close_linger: Duration::from_secs(2),
             forward_min: None,
             underscore_headers: UnderscoreHeaders::Keep,

@@ -167,22 +167,6 @@ impl Context {
         self.new_conn(|conn| Command::Reuse { conn, server, key })
     }
 
-    /// [`open_tls`](Self::open_tls), reusing as [`open_reusing`](Self::open_reusing) does: the
-    /// session made here is used only if the driver opens a new connection.
-    pub(crate) fn open_tls_reusing(
-        &mut self,
-        server: ServerAddr,
-        server_name: &str,
-        alpn: Vec<Vec<u8>>,
-        key: PoolKey,
-    ) -> Result<ConnId, TlsSetupError> {
-        let session = self.client_session(&server, server_name, alpn)?;
-        let conn = self.open_reusing(server, key);
-        let state = self.state_mut(conn).expect("just opened");
-        state.tls = Some(Box::new(session.connecting()));
-        Ok(conn)
-    }
-
     /// Give up `conn`, idle, for another client connection to reuse: its state leaves the
     /// table as it is, with nothing queued and no pause (it is the driver's until adopted).
     pub(crate) fn park_conn(&mut self, conn: ConnId) -> Option<MovedConn> {
@@ -385,15 +369,21 @@ impl Context {
 
     /// Ask the driver for a connection to `server` that will speak TLS, as a client, with
     /// `server_name` (a DNS name or an IP address) and the ALPN protocols `alpn`. It is
-    /// reported [`Opened`](crate::Event::Opened) only once the handshake has completed.
+    /// reported [`Opened`](crate::Event::Opened) only once the handshake has completed. With
+    /// `reuse`, the driver may hand over an idle connection to that key instead, as for
+    /// [`open_reusing`](Self::open_reusing); the session made here then goes unused.
     pub(crate) fn open_tls(
         &mut self,
         server: ServerAddr,
         server_name: &str,
         alpn: Vec<Vec<u8>>,
+        reuse: Option<PoolKey>,
     ) -> Result<ConnId, TlsSetupError> {
         let session = self.client_session(&server, server_name, alpn)?;
-        let conn = self.open(server);
+        let conn = match reuse {
+            Some(key) => self.open_reusing(server, key),
+            None => self.open(server),
+        };
         let state = self.state_mut(conn).expect("just opened");
         state.tls = Some(Box::new(session.connecting()));
         Ok(conn)

@@ -60,7 +60,7 @@ pub mod upstreams;
 pub mod websocket;
 
 pub use command::{Command, LogLevel};
-pub use config::{constant_time_eq, Config, Http2Limits, Mode, ProxyAuth};
+pub use config::{constant_time_eq, Config, Http2Limits, MinRate, Mode, ProxyAuth};
 pub use connection::Connection;
 pub use event::{Event, OpenError};
 pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Version};

@@ -641,6 +641,68 @@ fn stalled_request_body_is_408_after_the_body_timeout() {
         .run();
 }
 
+fn with_min_rate(bytes_per_sec: u64) -> Config {
+    Config { body_min_rate: Some(proxy_core::MinRate { bytes_per_sec, window: Duration::from_secs(1) }), ..no_hooks() }
+}
+
+#[test]
+fn a_request_body_trickled_below_the_least_rate_is_408() {
+    // Four bytes in the first second, against at least five a second: the client is too
+    // slow, whatever its body timeout; the upstream request is aborted.
+    let slow = "client sent 4 bytes of the request body in 1 s, below the minimum of 5 bytes/s";
+    upload_started(with_min_rate(5))
+        .expect_timeout(Some(Duration::from_secs(1)))
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .expect(log_at(LogLevel::Info, slow))
+        .expect(close(S1))
+        .expect(send(CLIENT, proxy_error(408, "Request Timeout", slow, true)))
+        .expect(half_close(CLIENT))
+        .run();
+}
+
+#[test]
+fn a_request_body_at_the_least_rate_goes_through() {
+    // Two bytes a second on average, checked each second: four at once, then two more
+    // two seconds later, then the rest.
+    upload_started(with_min_rate(2))
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .recv(CLIENT, "45")
+        .expect(send(S1, "45"))
+        .advance(Duration::from_secs(1))
+        .wakeup()
+        .recv(CLIENT, "6789")
+        .expect(send(S1, "6789"))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        .advance(Duration::from_secs(5))
+        .wakeup()
+        .run();
+}
+
+#[test]
+fn a_request_body_the_proxy_holds_back_is_not_measured() {
+    // Five seconds without a server to send to: nothing of the body is read meanwhile, and
+    // that is the proxy's doing; the measure starts when the body can flow.
+    Playbook::new(with_min_rate(5))
+        .recv(CLIENT, POST_10)
+        .expect(open(S1, "a.test:80"))
+        .expect(pause(CLIENT))
+        .advance(Duration::from_secs(5))
+        .wakeup()
+        .opened(S1)
+        .expect(send(S1, POST_10_UP))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, "0123456789")
+        .expect(send(S1, "0123456789"))
+        .advance(Duration::from_secs(2))
+        .wakeup()
+        .run();
+}
+
 #[test]
 fn stalled_request_body_is_not_the_server_timing_out() {
     // The server waits for the body: when its idle limit is shorter than the body timeout,

@@ -363,3 +363,8 @@ fn tls_regression_client_eof_mid_handshake() {
 fn tls_regression_send_after_close() {
     fuzz::tls(&[0, 3, 40, 5, 4, 16]);
 }
+
+#[test]
+fn tls_regression_send_before_open() {
+    fuzz::tls(&[1, 3, 126, 4, 225, 3, 66]);
+}

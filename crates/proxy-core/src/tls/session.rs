@@ -180,6 +180,11 @@ impl TlsSession {
 
     /// A `close_notify` for the peer, the last bytes this session sends.
     pub(crate) fn close(&mut self) -> Bytes {
+        if self.state == TlsState::Connecting {
+            // Never opened: its first flight, still queued, must not go out now.
+            self.write_closed = true;
+            return Bytes::new();
+        }
         if self.state == TlsState::Failed || self.write_closed {
             return Bytes::new();
         }

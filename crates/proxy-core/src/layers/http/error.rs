@@ -22,6 +22,9 @@ pub(crate) enum HttpError {
     /// The client went silent in the middle of its request body.
     #[error("client sent nothing of the request body for {secs} s")]
     ClientTimeout { secs: f64 },
+    /// The client sent its request body slower than `body_min_rate`.
+    #[error("client sent {bytes} bytes of the request body in {secs} s, below the minimum of {rate} bytes/s")]
+    ClientTooSlow { bytes: u64, secs: f64, rate: u64 },
 
     // The server's side.
     /// The server could not be reached.
@@ -46,7 +49,7 @@ impl HttpError {
     pub(crate) fn status(&self) -> u16 {
         match self {
             Self::RequestTooLarge { .. } => 413,
-            Self::ClientTimeout { .. } => 408,
+            Self::ClientTimeout { .. } | Self::ClientTooSlow { .. } => 408,
             Self::Connect { error: OpenError::Timeout, .. } => 504,
             Self::UpstreamProxy(error) if error.timed_out() => 504,
             Self::ServerTimeout { .. } => 504,

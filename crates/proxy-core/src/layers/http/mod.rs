@@ -235,7 +235,7 @@ impl Layer for HttpLayer {
         }
         let servers = self.pool.iter().filter_map(|s| s.deadline);
         let head = self.client.h1().and_then(Http1Server::poll_timeout);
-        let bodies = self.streams.values().filter_map(HttpStream::body_deadline);
+        let bodies = self.streams.values().flat_map(|s| s.body_deadline().into_iter().chain(s.rate_deadline()));
         let websockets = self.websockets.poll_timeout();
         let tunnels = self.tunnels.poll_timeout();
         servers.chain(self.client_deadline).chain(head).chain(bodies).chain(websockets).chain(tunnels).min()

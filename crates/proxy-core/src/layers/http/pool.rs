@@ -366,11 +366,7 @@ impl HttpLayer {
         let shared = (cx.config.share_upstreams && !dedicated).then(|| PoolKey { server: addr.clone(), tls, proxy: None });
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
-            let opened = match shared {
-                Some(key) => cx.open_tls_reusing(addr.clone(), &addr.host, alpn_offer(h2), key),
-                None => cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2)),
-            };
-            match opened {
+            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = OpenError::Tls(error.to_string());
@@ -553,7 +549,7 @@ impl HttpLayer {
         }
         let conn = if upstream_tls(cx) {
             // TLS to the proxy itself, verified for its name like any server's.
-            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false)) {
+            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), None) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = ProxyError::Unreachable { proxy, error: OpenError::Tls(error.to_string()) };

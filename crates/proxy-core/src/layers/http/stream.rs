@@ -7,11 +7,12 @@
 //! reading the connections that feed it meanwhile, so the queue stays short.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::command::LogLevel;
+use crate::config::MinRate;
 use crate::context::Context;
 use crate::event::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response, Version};
@@ -52,8 +53,9 @@ pub(crate) enum Input {
     ServerError(ServerError),
     /// The server stayed silent for `secs` while a response was owed.
     ServerTimeout { secs: f64 },
-    /// The client sent nothing of its request body for `secs`.
-    ClientTimeout { secs: f64 },
+    /// The client sent nothing of its request body for a while, or too little
+    /// ([`HttpError::ClientTimeout`], [`HttpError::ClientTooSlow`]).
+    ClientTimeout(HttpError),
     /// The client's request was malformed; the client codec has answered it.
     ClientError(ClientError),
     /// The client went away.
@@ -134,6 +136,14 @@ enum Server {
     Ready,
 }
 
+/// A request body's progress since its rate began to be measured, and when it is checked.
+#[derive(Debug, Clone, Copy)]
+struct RateWindow {
+    since: Instant,
+    check: Instant,
+    bytes: u64,
+}
+
 /// Whether the request may be sent again should the server not act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
@@ -161,6 +171,9 @@ pub(crate) struct HttpStream {
     finished: bool,
     /// While the client owes request body bytes: when its silence becomes a timeout.
     body_deadline: Option<Instant>,
+    /// With `body_min_rate`, while the client owes request body bytes: what it sent since
+    /// the rate began to be measured.
+    rate_window: Option<RateWindow>,
     resend: Resend,
     /// Reverse mode with a gateway: the backend the flow was sent to, held until it ends.
     lease: Option<Lease>,
@@ -185,6 +198,7 @@ impl HttpStream {
             failed: false,
             finished: false,
             body_deadline: None,
+            rate_window: None,
             resend: Resend::No,
             lease: None,
         }
@@ -240,9 +254,47 @@ impl HttpStream {
             | Input::ClientClosed
             | Input::ClientReset
             | Input::ClientError(_)
-            | Input::ClientTimeout { .. } => self.body_deadline = None,
+            | Input::ClientTimeout(_) => {
+                self.body_deadline = None;
+                self.rate_window = None;
+            }
             _ => {}
         }
+        match (input, cx.config.body_min_rate) {
+            (Input::RequestHeaders { end_stream: false, .. }, Some(rate)) => self.restart_rate(now, rate.window),
+            (Input::RequestData(data), _) => self.count_body(data.len() as u64),
+            (Input::RequestForwarded(len), _) => self.count_body(*len),
+            _ => {}
+        }
+    }
+
+    fn count_body(&mut self, len: u64) {
+        if let Some(rate) = &mut self.rate_window {
+            rate.bytes += len;
+        }
+    }
+
+    /// Measure the request body's rate afresh from `now` (its start, or the end of a time
+    /// the proxy held it back), the first check a `window` away.
+    pub(crate) fn restart_rate(&mut self, now: Instant, window: Duration) {
+        self.rate_window = Some(RateWindow { since: now, check: now + window, bytes: 0 });
+    }
+
+    /// When the request body's rate is checked next, if it is measured.
+    pub(crate) fn rate_deadline(&self) -> Option<Instant> {
+        self.rate_window.map(|r| r.check)
+    }
+
+    /// The check at `now`: the bytes and seconds measured if the body came slower than
+    /// `rate`; otherwise the next check is a window away.
+    pub(crate) fn check_rate(&mut self, now: Instant, rate: MinRate) -> Option<(u64, f64)> {
+        let r = self.rate_window.as_mut()?;
+        let secs = now.saturating_duration_since(r.since).as_secs_f64();
+        if (r.bytes as f64) < rate.bytes_per_sec as f64 * secs {
+            return Some((r.bytes, secs));
+        }
+        r.check = now + rate.window;
+        None
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -471,8 +523,7 @@ impl HttpStream {
                 self.backend_failed(cx, now, &format!("silent for {secs:.0} s"));
                 self.fail(cx, now, HttpError::ServerTimeout { addr, secs }, out);
             }
-            Input::ClientTimeout { secs } => {
-                let error = HttpError::ClientTimeout { secs };
+            Input::ClientTimeout(error) => {
                 if self.is_answered() {
                     // The client has its whole answer; the rest of a body nobody reads is
                     // not owed, so the flow did not fail.

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::error::HttpError;
 use super::stream::{HttpStream, Input};
 use super::{ClientCodec, HttpLayer};
 use crate::command::LogLevel;
@@ -35,6 +36,40 @@ impl HttpLayer {
         for flow in held {
             if let Some(stream) = self.streams.get_mut(&flow) {
                 stream.rearm_body_deadline(now + cx.config.body_timeout);
+                // A window the proxy held up measures the proxy: it starts again.
+                if let Some(rate) = cx.config.body_min_rate {
+                    if stream.rate_deadline().is_some() {
+                        stream.restart_rate(now, rate.window);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Requests whose body rate is due for a check: below `body_min_rate` on average since it
+    /// began to be measured, the client gets 408 as for a silent body.
+    fn expire_slow_bodies(&mut self, cx: &mut Context, now: Instant) {
+        let Some(rate) = cx.config.body_min_rate else { return };
+        let ended: Vec<FlowId> =
+            self.streams.iter().filter(|(_, s)| s.rate_deadline().is_some_and(|d| d <= now)).map(|(flow, _)| *flow).collect();
+        for flow in ended {
+            let held = self.body_held(cx, flow);
+            let Some(stream) = self.streams.get_mut(&flow) else { continue };
+            if held {
+                stream.restart_rate(now, rate.window);
+                continue;
+            }
+            let Some((bytes, secs)) = stream.check_rate(now, rate) else { continue };
+            let error = HttpError::ClientTooSlow { bytes, secs: (secs * 10.0).round() / 10.0, rate: rate.bytes_per_sec };
+            cx.log(LogLevel::Info, format!("client {}: {error}", cx.client.peer));
+            self.feed(cx, now, flow, Input::ClientTimeout(error));
+            match &mut self.client {
+                ClientCodec::H1(_) => {
+                    // The rest of the body will not come: the connection cannot carry on.
+                    self.close_all(cx, now, true);
+                    return;
+                }
+                ClientCodec::H2(codec) => codec.stop_request(flow),
             }
         }
     }
@@ -59,7 +94,7 @@ impl HttpLayer {
             }
             let secs = timeout.as_secs_f64();
             cx.log(LogLevel::Info, format!("client sent nothing of a request body for {secs} s"));
-            self.feed(cx, now, flow, Input::ClientTimeout { secs });
+            self.feed(cx, now, flow, Input::ClientTimeout(HttpError::ClientTimeout { secs }));
             match &mut self.client {
                 ClientCodec::H1(_) => {
                     // The rest of the body will not come: the connection cannot carry on.
@@ -78,6 +113,10 @@ impl HttpLayer {
         }
         self.handle_client_outputs(cx, now, outputs);
         self.expire_bodies(cx, now);
+        if self.client_gone {
+            return;
+        }
+        self.expire_slow_bodies(cx, now);
         if self.client_gone {
             return;
         }
