@@ -13,23 +13,8 @@
 #               proxy, TLS to the backend), 10 loops
 # Env: SHARED_BENCH (../shared/bench), BENCH_STATE, PROXY_PORT (18888), GW_SECS (10).
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
-RUNS=3; PROXY_BIN=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --runs) RUNS="$2"; shift 2;;
-        --proxy) PROXY_BIN="$2"; shift 2;;
-        *) echo "unknown argument $1" >&2; exit 2;;
-    esac
-done
-# shellcheck source=/dev/null
-source "$SHARED/lib.sh"
-if [ -z "$PROXY_BIN" ]; then
-    cargo build -q --release -p proxy-cli --manifest-path "$ROOT/Cargo.toml"
-    PROXY_BIN="$ROOT/target/release/sansproxy"
-fi
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 D="${GW_SECS:-10}"
 ensure_origin; ensure_proxyload
 PKI="$BENCH_STATE/pki"
@@ -37,12 +22,6 @@ out="$BENCH_STATE/logs/gateway.jsonl"; : > "$out"
 PLAIN="http://127.0.0.1:$ORIGIN_HTTP_PORT"
 TLS="https://127.0.0.1:$ORIGIN_HTTPS_PORT"
 
-load() { # label test url proxyload-args...: one JSON line
-    local label="$1" test="$2" url="$3"; shift 3
-    local j
-    j=$(timeout $((D + 60)) "$PROXYLOAD" -d "$D" --url "$url/1k" "$@" | tail -1)
-    echo "{\"label\":\"$label\",\"test\":\"$test\",${j#\{}" | tee -a "$out"
-}
 args_for() { case "$1" in
     plain-ka) echo "-c 50";;
     plain-new|tls-new) echo "--new-conn -c 10";; esac; }

@@ -12,23 +12,8 @@
 # `balance leastconn` with `http-reuse always`.
 # Env: SHARED_BENCH (../shared/bench), BENCH_STATE, PROXY_PORT (18888), LB_SECS (10).
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
-RUNS=3; PROXY_BIN=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --runs) RUNS="$2"; shift 2;;
-        --proxy) PROXY_BIN="$2"; shift 2;;
-        *) echo "unknown argument $1" >&2; exit 2;;
-    esac
-done
-# shellcheck source=/dev/null
-source "$SHARED/lib.sh"
-if [ -z "$PROXY_BIN" ]; then
-    cargo build -q --release -p proxy-cli --manifest-path "$ROOT/Cargo.toml"
-    PROXY_BIN="$ROOT/target/release/sansproxy"
-fi
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 D="${LB_SECS:-10}"
 ensure_origin; ensure_proxyload
 PORTS=(18181 18182 18183)
@@ -49,12 +34,6 @@ trap 'stop_pid "$NGINX_PID" || true' EXIT
 for p in "${PORTS[@]}"; do wait_port "$p" 30 || die "lb nginx did not listen on $p"; done
 out="$BENCH_STATE/logs/lb.jsonl"; : > "$out"
 
-load() { # label test url proxyload-args...: one JSON line
-    local label="$1" test="$2" url="$3"; shift 3
-    local j
-    j=$(timeout $((D + 60)) "$PROXYLOAD" -d "$D" --url "$url/1k" "$@" | tail -1)
-    echo "{\"label\":\"$label\",\"test\":\"$test\",${j#\{}" | tee -a "$out"
-}
 args_for() { case "$1" in plain-ka) echo "-c 50";; plain-new) echo "--new-conn -c 10";; esac; }
 haproxy_cfg() { # balance: a config balancing the three backends
     local d; d=$(mktemp -d)

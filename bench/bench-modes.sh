@@ -11,23 +11,8 @@
 # Env: SHARED_BENCH (../shared/bench), BENCH_STATE (as there), PROXY_PORT (18888),
 #      BULK_MAX_SECS (120). Stops only the processes it started.
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-SHARED="${SHARED_BENCH:-$ROOT/../shared/bench}"
-RUNS=3; PROXY_BIN=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --runs) RUNS="$2"; shift 2;;
-        --proxy) PROXY_BIN="$2"; shift 2;;
-        *) echo "unknown argument $1" >&2; exit 2;;
-    esac
-done
-# shellcheck source=/dev/null
-source "$SHARED/lib.sh"
-if [ -z "$PROXY_BIN" ]; then
-    cargo build -q --release -p proxy-cli --manifest-path "$ROOT/Cargo.toml"
-    PROXY_BIN="$ROOT/target/release/sansproxy"
-fi
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 MAXT="${BULK_MAX_SECS:-120}"
 ensure_origin
 PKI="$BENCH_STATE/pki"
