@@ -49,6 +49,10 @@ struct Args {
     #[arg(skip)]
     file_gateway: Option<GatewaySpec>,
 
+    /// The flags the --config file gave, to tell on reload whether they changed.
+    #[arg(skip)]
+    file_flags: Vec<OsString>,
+
     /// Address to listen on. Loopback by default; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -887,12 +891,11 @@ impl Args {
     fn load(cli: Vec<OsString>) -> Result<Args, String> {
         let args = Args::try_parse_from(&cli).unwrap_or_else(|e| e.exit());
         let Some(path) = args.config.clone() else { return Ok(args) };
-        let (args, _) = Args::with_file(&cli, &path)?;
-        Ok(args)
+        Args::with_file(&cli, &path)
     }
 
-    /// `cli` combined with the file at `path`; the file as read, too.
-    fn with_file(cli: &[OsString], path: &std::path::Path) -> Result<(Args, ConfigFile), String> {
+    /// `cli` combined with the file at `path`.
+    fn with_file(cli: &[OsString], path: &std::path::Path) -> Result<Args, String> {
         let at = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {at}: {e}"))?;
         let file = ConfigFile::parse(&text).map_err(|e| format!("{at}: {e}"))?;
@@ -901,14 +904,15 @@ impl Args {
         argv.extend(cli[1..].iter().cloned());
         let mut args = Args::try_parse_from(argv).map_err(|e| format!("{at}: {}", e.to_string().trim_end()))?;
         args.file_gateway = file.gateway_spec(&args.group_defaults()).map_err(|e| format!("{at}: {e}"))?;
-        Ok((args, file))
+        args.file_flags = file.args;
+        Ok(args)
     }
 }
 
 /// Reload the --config file's routes and groups into every reverse listener's gateway, on
 /// SIGHUP or (with --watch-config) when the file changes. A file that does not parse or
 /// validate is refused with its line and reason; the old configuration keeps serving.
-async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gateways: Vec<Gateway>, mut file: ConfigFile) {
+async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gateways: Vec<Gateway>, mut flags: Vec<OsString>) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(e) => return tracing::warn!("no reload on SIGHUP: {e}"),
@@ -926,14 +930,14 @@ async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gatewa
                 seen = now;
             }
         }
-        let (args, new) = match Args::with_file(&cli, &path) {
+        let args = match Args::with_file(&cli, &path) {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!("configuration not reloaded, the old one keeps serving: {e}");
                 continue;
             }
         };
-        if new.args != file.args {
+        if args.file_flags != flags {
             tracing::warn!("{}: flags changed; they take effect when sansproxy restarts (routes and upstreams apply now)", path.display());
         }
         // Each reverse listener's new routes and groups, in the order of its gateway.
@@ -955,7 +959,7 @@ async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gatewa
                 Err(e) => tracing::error!("configuration not reloaded, the old one keeps serving: {e}"),
             }
         }
-        file = new;
+        flags = args.file_flags.clone();
     }
 }
 
@@ -1044,10 +1048,7 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
         },
     };
     if let Some(path) = &args.config {
-        // Read again to compare against on reload; it was read a moment ago.
-        if let Ok((_, file)) = Args::with_file(&cli, path) {
-            tokio::spawn(reload_on_signal(cli.clone(), path.clone(), args.watch_config, gateways, file));
-        }
+        tokio::spawn(reload_on_signal(cli.clone(), path.clone(), args.watch_config, gateways, args.file_flags.clone()));
     }
     let several = listeners.len() > 1;
     let mut proxies = Vec::with_capacity(listeners.len());
