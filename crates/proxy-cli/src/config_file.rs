@@ -24,14 +24,15 @@
 //! upstreams = ["http://127.0.0.1:9003"]
 //! ```
 //!
-//! A group's balancing and health keys (`lb`, `health-check`, `health-interval`,
-//! `health-timeout`, `max-fails`, `eject-time`) default to the flags'.
+//! A group's balancing, health and limit keys (`lb`, `health-check`, `health-interval`,
+//! `health-timeout`, `max-fails`, `eject-time`, `upstream-max-conns`, `queue-limit`,
+//! `queue-timeout`) default to the flags'.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use proxy_core::gateway::{Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, RouteSpec};
+use proxy_core::gateway::{Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, LimitSpec, RouteSpec};
 use serde::Deserialize;
 
 /// A configuration file, read but not yet combined with the command line.
@@ -47,6 +48,7 @@ pub(crate) struct ConfigFile {
 pub(crate) struct GroupDefaults {
     pub(crate) balance: Balance,
     pub(crate) health: HealthSpec,
+    pub(crate) limits: LimitSpec,
     pub(crate) forwarded_headers: bool,
 }
 
@@ -86,9 +88,22 @@ struct GroupToml {
     health_timeout: Option<f64>,
     max_fails: Option<u32>,
     eject_time: Option<f64>,
+    upstream_max_conns: Option<u32>,
+    queue_limit: Option<usize>,
+    queue_timeout: Option<f64>,
 }
 
-const GROUP_KEYS: [&str; 6] = ["lb", "health-check", "health-interval", "health-timeout", "max-fails", "eject-time"];
+const GROUP_KEYS: [&str; 9] = [
+    "lb",
+    "health-check",
+    "health-interval",
+    "health-timeout",
+    "max-fails",
+    "eject-time",
+    "upstream-max-conns",
+    "queue-limit",
+    "queue-timeout",
+];
 const ROUTE_KEYS: [&str; 8] = ["host", "path", "rewrite", "set-headers", "remove-headers", "preserve-host", "upstream", "upstreams"];
 const UPSTREAM_KEYS: [&str; 2] = ["name", "backends"];
 
@@ -189,6 +204,12 @@ fn group(name: &str, urls: &[String], knobs: &GroupToml, defaults: &GroupDefault
         ejection: secs(knobs.eject_time, d.ejection, "eject-time")?,
         max_ejection: d.max_ejection,
     };
+    let d = &defaults.limits;
+    group.limits = LimitSpec {
+        max_conns: knobs.upstream_max_conns.or(d.max_conns),
+        queue_limit: knobs.queue_limit.unwrap_or(d.queue_limit),
+        queue_timeout: secs(knobs.queue_timeout, d.queue_timeout, "queue-timeout")?,
+    };
     Ok(group)
 }
 
@@ -272,7 +293,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> GroupDefaults {
-        GroupDefaults { balance: Balance::RoundRobin, health: HealthSpec::default(), forwarded_headers: true }
+        GroupDefaults { balance: Balance::RoundRobin, health: HealthSpec::default(), limits: LimitSpec::default(), forwarded_headers: true }
     }
 
     #[test]
@@ -301,6 +322,8 @@ cert = ["a.pem", "b.test=b.pem"]
 name = "api"
 backends = ["http://127.0.0.1:9001"]
 health_check = "/healthz"
+upstream-max-conns = 8
+queue-timeout = 2.5
 
 [[route]]
 host = "shop.test"
@@ -317,6 +340,7 @@ upstream = "api"
         let spec = file.gateway_spec(&d).unwrap().unwrap();
         assert_eq!(spec.groups[0].balance, Balance::LeastConn);
         assert_eq!(spec.groups[0].health.path.as_deref(), Some("/healthz"));
+        assert_eq!(spec.groups[0].limits, LimitSpec { max_conns: Some(8), queue_timeout: Duration::from_millis(2500), ..LimitSpec::default() });
         assert_eq!(spec.routes[0].set_headers, [("X_Env".to_owned(), "prod".to_owned())]);
         assert_eq!(spec.routes[0].rewrite_prefix.as_deref(), Some(""));
     }

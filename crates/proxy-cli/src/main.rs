@@ -13,7 +13,7 @@ use proxy_core::{Config, FlowId, MinRate, Hook, HookKind, HookReply, HookSet, Ht
 use proxy_core::tls::{TlsFailure, TlsPeer};
 use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_core::upstreams::PoolLimits;
-use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec};
+use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec, LimitSpec};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -259,6 +259,21 @@ struct Args {
 
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
     eject_time: Duration,
+
+    /// Reverse mode: at most N requests in flight to each backend at once (over HTTP/1.1, as
+    /// many busy connections; an idle one goes back to the shared pool as soon as its request
+    /// is done). Requests beyond it wait for a backend in a queue of --queue-limit, at most
+    /// --queue-timeout, then get 503 naming the group. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    upstream_max_conns: Option<u32>,
+
+    /// Reverse mode with --upstream-max-conns: how many requests may wait for a backend; one
+    /// more gets 503 at once. 0: none waits.
+    #[arg(long, value_name = "N", default_value_t = LimitSpec::default().queue_limit)]
+    queue_limit: usize,
+
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
+    queue_timeout: Duration,
 
     /// The least rate, in bytes per second on average, at which a client must send a request
     /// body, checked every --body-rate-window; below it the client gets 408 and its upstream
@@ -538,6 +553,7 @@ impl Args {
                 ejection: self.eject_time,
                 ..HealthSpec::default()
             },
+            limits: LimitSpec { max_conns: self.upstream_max_conns, queue_limit: self.queue_limit, queue_timeout: self.queue_timeout },
             forwarded_headers: !self.no_forwarded,
         }
     }
@@ -566,6 +582,7 @@ impl Args {
         let mut group = GroupSpec::new("default", backends);
         group.balance = defaults.balance;
         group.health = defaults.health;
+        group.limits = defaults.limits;
         Some(GatewaySpec { forwarded_headers: defaults.forwarded_headers, ..GatewaySpec::single(group) })
     }
 

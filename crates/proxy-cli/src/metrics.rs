@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     backend_up: Family<Labels, Gauge>,
     backend_in_flight: Family<Labels, Gauge>,
     backend_requests: Family<Labels, Gauge>,
+    queue_length: Family<Labels, Gauge>,
     pool_idle: Family<Labels, Gauge>,
     pool_reused: Family<Labels, Gauge>,
     pool_opened: Family<Labels, Gauge>,
@@ -64,6 +65,8 @@ impl Metrics {
         registry.register("backend_in_flight", "Requests at the backend now", backend_in_flight.clone());
         let backend_requests = Family::<Labels, Gauge>::default();
         registry.register("backend_requests", "Requests sent to the backend since it joined its group", backend_requests.clone());
+        let queue_length = Family::<Labels, Gauge>::default();
+        registry.register("queue_length", "Requests waiting for a backend below its connection limit", queue_length.clone());
         let pool_idle = Family::<Labels, Gauge>::default();
         registry.register("upstream_idle_connections", "Idle upstream connections kept for any client", pool_idle.clone());
         let pool_reused = Family::<Labels, Gauge>::default();
@@ -80,6 +83,7 @@ impl Metrics {
             backend_up,
             backend_in_flight,
             backend_requests,
+            queue_length,
             pool_idle,
             pool_reused,
             pool_opened,
@@ -137,6 +141,10 @@ impl Metrics {
                 self.backend_up.get_or_create(&labels).set(i64::from(backend.health == Health::Up));
                 self.backend_in_flight.get_or_create(&labels).set(i64::from(backend.in_flight));
                 self.backend_requests.get_or_create(&labels).set(backend.requests as i64);
+            }
+            for (group, queued) in gateway.iter().flat_map(Gateway::queued) {
+                let labels = vec![("listener".to_owned(), listener.clone()), ("group".to_owned(), group)];
+                self.queue_length.get_or_create(&labels).set(queued as i64);
             }
             if let Some(pool) = pool {
                 let labels = vec![("listener".to_owned(), listener.clone())];

@@ -1,6 +1,7 @@
 //! Reverse mode as a gateway over several backends, end to end: balancing, a refusing backend
 //! skipped, active health checks taking backends out and bringing them back, 503 when none is
-//! left, and what the backends are told about the client.
+//! left, what the backends are told about the client, connection limits and the queue,
+//! configuration reloaded under a long download.
 
 mod support;
 
@@ -359,8 +360,140 @@ fn metrics_count_flows_per_backend_and_show_backend_state() {
         want(&samples, format!("sansproxy_backend_in_flight|backend={backend},group=default,listener={listener}|0.0"));
     }
     want(&samples, format!("sansproxy_backend_up|backend={dead},group=default,listener={listener}|0.0"));
+    want(&samples, format!("sansproxy_queue_length|group=default,listener={listener}|0.0"));
     let served = a.served() as f64;
     want(&samples, format!("sansproxy_requests_total|backend={},listener={listener},status=2xx|{served:.1}", a.url()));
     want(&samples, format!("sansproxy_request_duration_seconds_count|backend={},listener={listener}|{served:.1}", a.url()));
     assert!(samples.iter().any(|s| s.starts_with(&format!("sansproxy_upstream_idle_connections|listener={listener}|"))));
+}
+
+/// A backend that answers each request after `delay`, and records how many connections it
+/// had open at most at once.
+struct SlowBackend {
+    server: TcpServer,
+    open_now: Arc<AtomicUsize>,
+    most_open: Arc<AtomicUsize>,
+}
+
+impl SlowBackend {
+    fn start(delay: Duration) -> SlowBackend {
+        let open_now = Arc::new(AtomicUsize::new(0));
+        let most_open = Arc::new(AtomicUsize::new(0));
+        let (now, most) = (Arc::clone(&open_now), Arc::clone(&most_open));
+        let server = TcpServer::start(move |tcp: TcpStream| {
+            let open = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(open, Ordering::SeqCst);
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut wire = Wire::new(tcp);
+            while let Ok(Some(_)) = wire.read_head(64 * 1024) {
+                std::thread::sleep(delay);
+                if wire.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n").is_err() {
+                    break;
+                }
+            }
+            now.fetch_sub(1, Ordering::SeqCst);
+        });
+        SlowBackend { server, open_now, most_open }
+    }
+}
+
+/// `n` short clients at once; each one's status, body and how long it took.
+fn at_once(port: u16, n: usize) -> Vec<(u16, String, Duration)> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let (status, body) = get(port, "/x");
+                (status, body, start.elapsed())
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
+#[test]
+fn a_connection_limit_queues_requests_and_answers_503_when_the_queue_is_full_or_too_slow() {
+    // Requests take 300 ms; two at a time; six clients at once all get through the queue, the
+    // backend never seeing more than two connections.
+    let backend = SlowBackend::start(Duration::from_millis(300));
+    let url = backend.server.url("");
+    let proxy = Proxy::start(&["--reverse", &url, "--upstream-max-conns", "2", "--queue-timeout", "5"]);
+    let answers = at_once(proxy.port(), 6);
+    assert!(answers.iter().all(|(status, body, _)| *status == 200 && body == "slow\n"), "{answers:?}");
+    assert_eq!(backend.most_open.load(Ordering::SeqCst), 2, "the backend saw more than two connections at once");
+    let slowest = answers.iter().map(|a| a.2).max().unwrap();
+    assert!(slowest >= Duration::from_millis(850), "six requests of 300 ms two at a time took {slowest:?}");
+    drop(proxy);
+
+    // Requests take 3 s; two at a time, three may wait a second: of ten clients, two are
+    // served, three wait and get 503 after a second, five get 503 at once.
+    let backend = SlowBackend::start(Duration::from_secs(3));
+    let url = backend.server.url("");
+    let proxy = Proxy::start(&[
+        "--reverse", &url, "--upstream-max-conns", "2", "--queue-limit", "3", "--queue-timeout", "1",
+    ]);
+    let answers = at_once(proxy.port(), 10);
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let full: Vec<_> = answers.iter().filter(|a| a.1.contains("which is full")).collect();
+    let waited: Vec<_> = answers.iter().filter(|a| a.1.contains("waited 1.0 s in the queue")).collect();
+    assert_eq!((served, full.len(), waited.len()), (2, 5, 3), "{answers:?}");
+    assert!(full.iter().all(|a| a.0 == 503 && a.2 < Duration::from_millis(500)), "a full queue answers at once: {full:?}");
+    assert!(waited.iter().all(|a| a.0 == 503 && a.2 >= Duration::from_secs(1) && a.2 < Duration::from_secs(2)), "{waited:?}");
+    assert!(full[0].1.contains("every backend of group \"default\" has 2 requests in flight"), "{}", full[0].1);
+    assert_eq!(backend.most_open.load(Ordering::SeqCst), 2);
+    assert!(proxy.stderr_text().contains("waited 1.0 s in the queue of group \"default\""), "{}", proxy.stderr_text());
+    drop(backend.open_now);
+}
+
+/// A backend streaming `/stream`: 100 pieces of 16 KiB of the test pattern, 100 ms apart;
+/// anything else is answered with its name.
+fn streaming_backend(name: &'static str) -> TcpServer {
+    TcpServer::start(move |tcp: TcpStream| {
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut wire = Wire::new(tcp);
+        while let Ok(Some(head)) = wire.read_head(64 * 1024) {
+            if head.start.split(' ').nth(1) == Some("/stream") {
+                let (pieces, piece) = (100u64, 16 * 1024u64);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", pieces * piece);
+                if wire.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for i in 0..pieces {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if wire.write_all(&pattern(i * piece, piece as usize)).is_err() {
+                        return;
+                    }
+                }
+            } else {
+                let body = format!("{name}\n");
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                if wire.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn a_download_started_before_a_reload_finishes_intact_on_the_old_backend() {
+    let (a, b) = (streaming_backend("a"), streaming_backend("b"));
+    let dir = TempDir::new("gateway-reload-download");
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\n", a.url(""))).unwrap();
+    let proxy = Proxy::start(&["--config", file.to_str().unwrap(), "-q"]);
+    let port = proxy.port();
+    let download = std::thread::spawn(move || {
+        let mut wire = Wire::connect(port);
+        wire.send("GET /stream HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+        let mut check = PatternCheck::new();
+        let head = wire.read_response_with("GET", &mut |d| check.feed(d)).expect("the whole download");
+        (head.status().unwrap(), check.len(), check.mismatch())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\n", b.url(""))).unwrap();
+    hangup(&proxy);
+    assert!(eventually(Duration::from_secs(5), || get(port, "/x") == (200, "b\n".to_owned())), "{}", proxy.stderr_text());
+    let (status, len, mismatch) = download.join().unwrap();
+    assert_eq!((status, len, mismatch), (200, 100 * 16 * 1024, None), "the download of the old configuration");
 }

@@ -34,6 +34,18 @@ fn short_clients_share_few_upstream_connections() {
 }
 
 #[test]
+fn short_clients_of_three_balanced_backends_share_few_upstream_connections() {
+    let origins = [Origin::start(), Origin::start(), Origin::start()];
+    let urls: Vec<String> = origins.iter().map(|o| o.url("")).collect();
+    let proxy = Proxy::start(&["--reverse", &urls[0], "--reverse", &urls[1], "--reverse", &urls[2]]);
+    short_clients(proxy.port(), 200);
+    let used: Vec<usize> = origins.iter().map(Origin::connections).collect();
+    assert!(used.iter().sum::<usize>() <= 10, "200 short clients took {used:?} upstream connections");
+    let served: Vec<usize> = origins.iter().map(|o| o.requests().len()).collect();
+    assert!(served.iter().all(|n| n.abs_diff(67) <= 2), "round robin over three: {served:?}");
+}
+
+#[test]
 fn short_clients_share_few_tls_upstream_connections() {
     let pki = Pki::new();
     let origin = Origin::start_tls(&pki.valid);

@@ -62,6 +62,14 @@ impl Connection {
         }
     }
 
+    /// How this connection is woken by state it shares with others: a gateway's queue wakes
+    /// `waker` when a backend is granted to one of its requests, and the driver then feeds
+    /// [`Event::Wakeup`] (which, early or late, is always safe: the core checks what is due).
+    /// Without a waker, a queued request notices its grant at its next wakeup.
+    pub fn set_waker(&mut self, waker: std::task::Waker) {
+        self.cx.waker = Some(waker);
+    }
+
     pub fn poll_command(&mut self) -> Option<Command> {
         self.cx.poll_command()
     }

@@ -60,6 +60,9 @@ pub(crate) struct Context {
     /// The client connection is a stream of another connection's client (a `CONNECT` over
     /// HTTP/2), not a socket: see [`nested`](Self::nested).
     client_carried: bool,
+    /// How state shared with other connections (a gateway's queue) gets this connection an
+    /// [`Event::Wakeup`](crate::Event::Wakeup): see [`Connection::set_waker`](crate::Connection::set_waker).
+    pub(crate) waker: Option<std::task::Waker>,
 }
 
 /// A connection's state on its way from one context to another (see
@@ -76,6 +79,7 @@ impl Context {
             next_conn: 1,
             next_flow: 1,
             client_carried: false,
+            waker: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl Context {
     pub(crate) fn nested(&self) -> Context {
         let mut cx = Context::new(self.config.clone(), self.client.clone());
         cx.client_carried = true;
+        cx.waker = self.waker.clone();
         self.lend_ids(&mut cx);
         cx
     }

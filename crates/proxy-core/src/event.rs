@@ -36,7 +36,8 @@ pub enum Event {
     /// the two even when no byte moved, so that the core knows which peer to time out.
     Forwarded { from: ConnId, len: u64, pending: u64 },
     /// The deadline last returned by [`Connection::poll_timeout`](crate::Connection::poll_timeout)
-    /// has passed.
+    /// has passed, or the waker given to [`Connection::set_waker`](crate::Connection::set_waker)
+    /// was woken.
     Wakeup,
     /// The answer to [`Command::Hook`](crate::Command::Hook) for `flow`.
     HookReply { flow: FlowId, reply: HookReply },

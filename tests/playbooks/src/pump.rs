@@ -197,6 +197,16 @@ impl Peer {
     }
 }
 
+/// A waker that raises a flag.
+#[derive(Default)]
+struct Woken(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// How upstream connections get answered: `None` refuses the connection.
 pub type Origins = Box<dyn FnMut(&ServerAddr) -> Option<Peer>>;
 
@@ -221,6 +231,9 @@ pub struct Pump {
     pub parked: Vec<ConnId>,
     queue: VecDeque<Event>,
     now: Instant,
+    /// Set when the core's waker is woken (a gateway granted a queued request a backend):
+    /// the next [`run`](Self::run) feeds `Wakeup`, as the driver does.
+    woken: Arc<Woken>,
     /// What crossed the core's boundary, if [`recording`](Self::recording).
     transcript: Option<Vec<String>>,
 }
@@ -244,8 +257,10 @@ impl Pump {
             parked: Vec::new(),
             queue: VecDeque::new(),
             now: Instant::now(),
+            woken: Arc::new(Woken::default()),
             transcript: None,
         };
+        pump.core.set_waker(std::task::Waker::from(pump.woken.clone()));
         pump.queue.push_back(Event::Start);
         pump
     }
@@ -397,7 +412,10 @@ impl Pump {
                 self.carry_out(command);
             }
             if !moved && self.queue.is_empty() {
-                return self;
+                if !self.woken.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return self;
+                }
+                self.queue.push_back(Event::Wakeup);
             }
         }
         panic!("the scenario did not settle");

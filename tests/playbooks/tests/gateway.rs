@@ -8,7 +8,7 @@ use std::time::Duration;
 use playbooks::h2::H2Peer;
 use playbooks::pump::{Origins, Peer, Pump};
 use playbooks::*;
-use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, RouteSpec};
+use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, LimitSpec, RouteSpec};
 use proxy_core::OpenError;
 
 fn gateway(ports: &[u16], balance: Balance) -> Gateway {
@@ -232,6 +232,85 @@ fn an_h2_clients_streams_are_balanced_and_told_its_authority() {
     let request = String::from_utf8_lossy(pump.server(S2).received()).into_owned();
     assert!(request.starts_with("GET /y HTTP/1.1\r\nhost: 127.0.0.1:9002\r\n"), "{request}");
     assert!(request.contains("x-forwarded-host: shop.test\r\n"), "{request}");
+}
+
+/// One backend taking `max_conns` requests at once, `queue_limit` more waiting up to 5 s;
+/// upstream connections shared across client connections, as the CLI runs it.
+fn limited(max_conns: u32, queue_limit: usize) -> (Gateway, Config) {
+    let mut group = GroupSpec::new("web", vec![Backend::parse("http://127.0.0.1:9001").unwrap()]);
+    group.limits = LimitSpec { max_conns: Some(max_conns), queue_limit, queue_timeout: Duration::from_secs(5) };
+    let gw = Gateway::new(GatewaySpec::single(group), 3).unwrap();
+    let config = Config { share_upstreams: true, ..config(&gw) };
+    (gw, config)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn past_the_limit_a_request_waits_for_the_connection_the_one_before_frees() {
+    let (_gw, config) = limited(1, 1);
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, plain_origin());
+    first.run().client_sends(GET.as_bytes());
+    assert_eq!(first.addrs[&S1].to_string(), "127.0.0.1:9001");
+
+    // The backend has its one request: the second client's waits, nothing opened for it and
+    // nothing read of it yet.
+    let mut second = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, plain_origin());
+    second.run().client_sends(GET.as_bytes());
+    assert!(second.addrs.is_empty() && second.client.received().is_empty(), "logs: {:?}", second.logs);
+    // The queue (one place) is full: a third is answered at once, naming the group and why.
+    let full = "every backend of group \"web\" has 1 requests in flight, its limit, and 1 more wait in its queue, which is full";
+    Playbook::new(config.clone())
+        .recv(CLIENT, GET)
+        .expect(log(full))
+        .expect(send(CLIENT, proxy_error(503, "Service Unavailable", full, false)))
+        .run();
+
+    // The first is answered: its connection goes back to the shared pool at once, and the
+    // waiting request is woken and takes it, with no new connection to the backend.
+    first.server_sends(S1, OK.as_bytes());
+    assert!(first.client.received().ends_with(b"ok"));
+    assert_eq!(first.parked, [S1]);
+    second.pool = std::mem::take(&mut first.pool);
+    second.run();
+    let adopted = *second.servers.keys().next().expect("the parked connection was adopted");
+    assert!(second.pool.is_empty());
+    // The same backend connection: it carried the first request, then this one.
+    assert_eq!(text(second.server(adopted).received()), forwarded_get(9001).repeat(2));
+    second.server_sends(adopted, OK.as_bytes());
+    assert_eq!(text(second.client.received()), OK);
+}
+
+#[test]
+fn a_request_that_waits_too_long_gets_503_and_the_queue_moves_on() {
+    let (gw, config) = limited(1, 10);
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, plain_origin());
+    first.run().client_sends(GET.as_bytes());
+    let mut late = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, plain_origin());
+    late.run().client_sends(GET.as_bytes());
+    let mut patient = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, plain_origin());
+    patient.advance(Duration::from_secs(3)).client_sends(GET.as_bytes());
+    assert_eq!(gw.queued(), [("web".to_owned(), 2)]);
+
+    // Five seconds in the queue: the client gets 503 saying how long it waited; its place goes.
+    late.advance(Duration::from_secs(5));
+    let waited = "waited 5.0 s in the queue of group \"web\" for a backend below its limit of 1 requests in flight";
+    assert_eq!(text(late.client.received()), proxy_error(503, "Service Unavailable", waited, false));
+    assert!(late.logs.iter().any(|l| l.ends_with(waited)), "{:?}", late.logs);
+    assert!(late.addrs.is_empty());
+    assert_eq!(gw.queued(), [("web".to_owned(), 1)]);
+
+    // A client that is gone while waiting (its socket failed: the second close) gives its
+    // place up too. (A first close alone is a half-close: the request is whole and still owed
+    // its answer.)
+    patient.closes(CLIENT);
+    assert_eq!(gw.queued(), [("web".to_owned(), 1)]);
+    patient.closes(CLIENT);
+    assert_eq!(gw.queued(), [("web".to_owned(), 0)]);
+    first.server_sends(S1, OK.as_bytes());
+    assert_eq!(gw.status(std::time::Instant::now())[0].in_flight, 0);
 }
 
 fn plain_origin() -> Origins {

@@ -13,24 +13,37 @@
 //! Which requests reach it: [`Config::gateway`](crate::Config::gateway) in reverse mode. A
 //! flow holds a lease on its backend from the moment it is routed until it ends; the lease
 //! counts it in flight and reports what became of it.
+//!
+//! With a limit on the requests each backend takes at once ([`LimitSpec`]), a request that
+//! finds every backend of its group at its limit waits in the group's queue holding a
+//! [`Ticket`]: when a lease ends, the first ticket of the queue is granted the backend it
+//! freed, and the connection that holds it is woken through the [`Waker`] it queued with
+//! (the driver feeds it [`Event::Wakeup`](crate::Event::Wakeup)); it then claims its lease.
+//! A grant is a hand-off, not a race: the slot is counted for the ticket from the moment it
+//! is granted, and given to the next one if the ticket is dropped unclaimed.
 
 mod health;
 mod route;
 mod spec;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::flow::{ClientInfo, Request, Response};
 pub use health::{Probe, ProbeConn, ProbeStep};
-pub use spec::{Backend, Balance, GatewaySpec, GroupSpec, HashOn, HealthSpec, RouteSpec};
+pub use spec::{Backend, Balance, GatewaySpec, GroupSpec, HashOn, HealthSpec, LimitSpec, RouteSpec};
 
 /// Routes, groups and their backends' state, shared by the client connections of a listener.
 #[derive(Clone)]
 pub struct Gateway {
     state: Arc<Mutex<State>>,
+    /// Some group limits its backends' connections: an upstream connection goes back to the
+    /// shared pool as soon as its request is done (read without the lock, once per request).
+    limited: Arc<AtomicBool>,
 }
 
 /// Where a backend stands.
@@ -61,14 +74,19 @@ pub struct BackendStatus {
 pub(crate) enum Refusal {
     NoRoute { host: String, path: String },
     AllDown { group: String },
+    /// Every backend up is at its limit and the queue is full.
+    QueueFull { group: String, max_conns: u32, queued: usize },
+    /// The request waited in the queue for as long as it may.
+    QueueTimeout { group: String, max_conns: u32, waited: Duration },
 }
 
 impl Refusal {
     pub(crate) fn response(&self) -> Response {
-        match self {
-            Self::NoRoute { host, path } => Response::error(404, &format!("no route for {host}{path}")),
-            Self::AllDown { group } => Response::error(503, &format!("every backend of group {group:?} is down")),
-        }
+        let status = match self {
+            Self::NoRoute { .. } => 404,
+            Self::AllDown { .. } | Self::QueueFull { .. } | Self::QueueTimeout { .. } => 503,
+        };
+        Response::error(status, &self.to_string())
     }
 }
 
@@ -77,8 +95,46 @@ impl fmt::Display for Refusal {
         match self {
             Self::NoRoute { host, path } => write!(f, "no route for {host}{path}"),
             Self::AllDown { group } => write!(f, "every backend of group {group:?} is down"),
+            Self::QueueFull { group, max_conns, queued } => write!(
+                f,
+                "every backend of group {group:?} has {max_conns} requests in flight, its limit, and {queued} more wait in its queue, which is full"
+            ),
+            Self::QueueTimeout { group, max_conns, waited } => write!(
+                f,
+                "waited {:.1} s in the queue of group {group:?} for a backend below its limit of {max_conns} requests in flight",
+                waited.as_secs_f64()
+            ),
         }
     }
+}
+
+/// How a routed request goes on: to a backend now, or into its group's queue.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    Now(Lease),
+    Queued(Ticket),
+}
+
+/// A request's place in its group's queue, until it is granted a backend and claims its
+/// [`Lease`], or gives up (dropped: its place, or the backend granted, goes to the next).
+pub(crate) struct Ticket {
+    gateway: Gateway,
+    id: u64,
+    route: Arc<RouteSpec>,
+    hash: Option<u64>,
+    client_host: Option<String>,
+    since: Instant,
+    deadline: Instant,
+    max_conns: u32,
+}
+
+/// A ticket as the gateway keeps it.
+struct Waiter {
+    group: String,
+    hash: Option<u64>,
+    waker: Option<Waker>,
+    /// The backend granted, counted in flight for the ticket until it claims it.
+    granted: Option<u64>,
 }
 
 /// A flow's hold on the backend it was sent to: in flight until dropped.
@@ -101,6 +157,11 @@ struct State {
     backends: BTreeMap<u64, BackendState>,
     next_key: u64,
     rng: u64,
+    tickets: BTreeMap<u64, Waiter>,
+    next_ticket: u64,
+    /// The latest time the gateway was told: what a lease ending (which has no time of its
+    /// own) measures health against when it hands its backend to a waiting request.
+    now: Option<Instant>,
 }
 
 struct Group {
@@ -108,8 +169,11 @@ struct Group {
     members: Vec<u64>,
     balance: Balance,
     health: HealthSpec,
+    limits: LimitSpec,
     /// Where round robin goes on from.
     cursor: usize,
+    /// Tickets waiting for a backend below its limit, first come first served.
+    queue: VecDeque<u64>,
 }
 
 struct BackendState {
@@ -183,6 +247,7 @@ impl Gateway {
     /// A gateway for `spec`, drawing its random choices from `seed`.
     pub fn new(spec: GatewaySpec, seed: u64) -> Result<Self, String> {
         spec.validate()?;
+        let limited = Arc::new(AtomicBool::new(spec.groups.iter().any(|g| g.limits.max_conns.is_some())));
         let mut state = State {
             groups: Vec::new(),
             routes: Vec::new(),
@@ -190,9 +255,24 @@ impl Gateway {
             backends: BTreeMap::new(),
             next_key: 1,
             rng: seed | 1,
+            tickets: BTreeMap::new(),
+            next_ticket: 1,
+            now: None,
         };
         state.apply(spec);
-        Ok(Self { state: Arc::new(Mutex::new(state)) })
+        Ok(Self { state: Arc::new(Mutex::new(state)), limited })
+    }
+
+    /// Whether some group limits its backends' connections, so that an upstream connection
+    /// should go back to the shared pool as soon as its request is done rather than wait,
+    /// idle, for its client's next one.
+    pub fn limits_connections(&self) -> bool {
+        self.limited.load(Ordering::Relaxed)
+    }
+
+    /// How many requests wait in each group's queue.
+    pub fn queued(&self) -> Vec<(String, usize)> {
+        self.lock().groups.iter().map(|g| (g.name.clone(), g.queue.len())).collect()
     }
 
     /// Serve `spec` from now on: new requests are routed by it, requests in flight finish
@@ -200,9 +280,15 @@ impl Gateway {
     /// gets no new request. An invalid spec changes nothing.
     pub fn reload(&self, spec: GatewaySpec) -> Result<(), String> {
         spec.validate()?;
+        self.limited.store(spec.groups.iter().any(|g| g.limits.max_conns.is_some()), Ordering::Relaxed);
         let mut state = self.lock();
         state.forwarded_headers = spec.forwarded_headers;
         state.apply(spec);
+        // New backends or higher limits may take requests that wait.
+        let names: Vec<String> = state.groups.iter().map(|g| g.name.clone()).collect();
+        for name in names {
+            state.dispatch(&name);
+        }
         Ok(())
     }
 
@@ -260,6 +346,7 @@ impl Gateway {
     /// backend's state changed.
     pub fn check_done(&self, probe: &Probe, result: Result<u16, String>, now: Instant) -> Option<String> {
         let mut state = self.lock();
+        state.tick(now);
         let interval = state.groups.iter().find(|g| g.members.contains(&probe.key)).map(|g| g.health.interval);
         let b = state.backends.get_mut(&probe.key)?;
         b.checking = false;
@@ -272,6 +359,8 @@ impl Gateway {
             (false, false, Err(why)) => Some(format!("{name} is down: its health check failed: {why}")),
             (true, true, _) => {
                 b.fails = 0;
+                let group = b.group.clone();
+                state.dispatch(&group);
                 Some(format!("{name} is up again: its health check answered 2xx"))
             }
             _ => None,
@@ -281,8 +370,18 @@ impl Gateway {
     /// Route `request` (as the client sent it, its `Host` the client's) and send it to a
     /// backend: the route's changes applied, `scheme`, `host` and `port` the backend's,
     /// `Host` the backend's unless the route keeps the client's, forwarded fields added.
-    pub(crate) fn admit(&self, now: Instant, request: &mut Request, client: &ClientInfo, client_tls: bool) -> Result<Lease, Refusal> {
+    /// When every backend up is at its limit, the request is queued instead (unchanged until
+    /// it claims its lease), and `waker` is woken when a backend is granted to it.
+    pub(crate) fn admit(
+        &self,
+        now: Instant,
+        request: &mut Request,
+        client: &ClientInfo,
+        client_tls: bool,
+        waker: Option<&Waker>,
+    ) -> Result<Admitted, Refusal> {
         let mut state = self.lock();
+        state.tick(now);
         let client_host = request.headers.get_str("host").map(str::to_owned);
         let bare_host = client_host.as_deref().map(strip_port);
         let Some(route) = route::best(&state.routes, bare_host, &request.path).map(Arc::clone) else {
@@ -293,18 +392,55 @@ impl Gateway {
             Balance::Hash(on) => hash_key(on, request, client),
             _ => None,
         };
-        let key = state.pick(group, now, hash, &[]).ok_or_else(|| Refusal::AllDown { group: route.group.clone() })?;
+        let Some(key) = state.pick(group, now, hash, &[]) else {
+            let g = &state.groups[group];
+            if !g.members.iter().any(|k| state.backends[k].is_up(now)) {
+                return Err(Refusal::AllDown { group: route.group.clone() });
+            }
+            // Every backend up is at its limit: wait for one, if the queue has room.
+            let (limits, queued) = (g.limits.clone(), g.queue.len());
+            let max_conns = limits.max_conns.unwrap_or(u32::MAX);
+            if queued >= limits.queue_limit {
+                return Err(Refusal::QueueFull { group: route.group.clone(), max_conns, queued });
+            }
+            let id = state.next_ticket;
+            state.next_ticket += 1;
+            state.tickets.insert(id, Waiter { group: route.group.clone(), hash, waker: waker.cloned(), granted: None });
+            state.groups[group].queue.push_back(id);
+            drop(state);
+            let deadline = now + limits.queue_timeout;
+            return Ok(Admitted::Queued(Ticket { gateway: self.clone(), id, route, hash, client_host, since: now, deadline, max_conns }));
+        };
+        drop(state);
+        Ok(Admitted::Now(self.send_to(key, &route, hash, client_host.as_deref(), now, request, client, client_tls)))
+    }
+
+    /// The lease of a request routed by `route` to backend `key` (counted in flight already),
+    /// and the request changed for it.
+    #[allow(clippy::too_many_arguments)]
+    fn send_to(
+        &self,
+        key: u64,
+        route: &RouteSpec,
+        hash: Option<u64>,
+        client_host: Option<&str>,
+        now: Instant,
+        request: &mut Request,
+        client: &ClientInfo,
+        client_tls: bool,
+    ) -> Lease {
+        let state = self.lock();
         let backend = state.backends[&key].backend.clone();
         let forwarded = state.forwarded_headers;
         drop(state);
         // The rest is the request's own business: no lock for it.
         let lease = Lease { gateway: self.clone(), key, group: route.group.clone(), hash, tried: vec![key], sent: now, reported: false };
-        route::rewrite(&route, request);
+        route::rewrite(route, request);
         if forwarded {
-            route::add_forwarded(request, client.peer.ip(), if client_tls { "https" } else { "http" }, client_host.as_deref());
+            route::add_forwarded(request, client.peer.ip(), if client_tls { "https" } else { "http" }, client_host);
         }
         target(request, &backend, !route.preserve_host);
-        Ok(lease)
+        lease
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -321,6 +457,53 @@ impl fmt::Debug for Gateway {
     }
 }
 
+impl Ticket {
+    /// When the request has waited long enough.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The lease, if a backend was granted to this ticket, with `request` changed for it as
+    /// [`Gateway::admit`] would have; the ticket back if it still waits.
+    pub(crate) fn claim(self, now: Instant, request: &mut Request, client: &ClientInfo, client_tls: bool) -> Result<Lease, Self> {
+        let mut state = self.gateway.lock();
+        state.tick(now);
+        let Some(key) = state.tickets.get(&self.id).and_then(|w| w.granted) else {
+            drop(state);
+            return Err(self);
+        };
+        state.tickets.remove(&self.id);
+        drop(state);
+        Ok(self.gateway.send_to(key, &self.route, self.hash, self.client_host.as_deref(), now, request, client, client_tls))
+    }
+
+    /// The answer for a request that waited until its deadline.
+    pub(crate) fn timed_out(&self, now: Instant) -> Refusal {
+        let waited = now.saturating_duration_since(self.since);
+        Refusal::QueueTimeout { group: self.route.group.clone(), max_conns: self.max_conns, waited }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.gateway.lock();
+        let Some(waiter) = state.tickets.remove(&self.id) else { return };
+        if let Some(group) = state.groups.iter_mut().find(|g| g.name == waiter.group) {
+            group.queue.retain(|id| *id != self.id);
+        }
+        if let Some(key) = waiter.granted {
+            // Granted but never claimed: the next in the queue has it.
+            state.release(key);
+        }
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket").field("id", &self.id).field("group", &self.route.group).finish()
+    }
+}
+
 impl Lease {
     /// The backend this flow went to.
     pub(crate) fn backend(&self) -> Backend {
@@ -332,6 +515,7 @@ impl Lease {
     pub(crate) fn responded(&mut self, status: u16, now: Instant) -> Option<String> {
         let latency = now.saturating_duration_since(self.sent);
         let mut state = self.gateway.lock();
+        state.tick(now);
         if let Some(b) = state.backends.get_mut(&self.key) {
             let sample = latency.as_secs_f64();
             b.latency = Some(match b.latency {
@@ -359,7 +543,9 @@ impl Lease {
         if std::mem::replace(&mut self.reported, true) {
             return None;
         }
-        self.gateway.lock().failed(self.key, now, why)
+        let mut state = self.gateway.lock();
+        state.tick(now);
+        state.failed(self.key, now, why)
     }
 
     /// No connection to the backend could be made (`why`): count it against the backend, and
@@ -371,6 +557,7 @@ impl Lease {
             true => None,
         };
         let mut state = self.gateway.lock();
+        state.tick(now);
         let Some(group) = state.groups.iter().position(|g| g.name == self.group) else { return (None, line) };
         let Some(key) = state.pick(group, now, self.hash, &self.tried) else { return (None, line) };
         let old = self.key;
@@ -424,8 +611,16 @@ impl State {
                 };
                 members.push(key);
             }
-            let cursor = previous.map_or(0, |p| p.cursor % members.len());
-            self.groups.push(Group { name: g.name, members, balance: g.balance, health: g.health, cursor });
+            let (cursor, queue) = previous.map_or((0, VecDeque::new()), |p| (p.cursor % members.len(), p.queue));
+            self.groups.push(Group { name: g.name, members, balance: g.balance, health: g.health, limits: g.limits, cursor, queue });
+        }
+        // Requests queued for a group that is gone get their answer when they time out.
+        for group in old {
+            for id in group.queue {
+                if let Some(waiter) = self.tickets.get_mut(&id) {
+                    waiter.group = String::new();
+                }
+            }
         }
         self.routes = spec.routes.into_iter().map(Arc::new).collect();
         self.backends.retain(|_, b| !b.retired || b.in_flight > 0);
@@ -439,8 +634,11 @@ impl State {
             _ => 0,
         };
         let g = &self.groups[group];
-        let candidates: Vec<usize> =
-            (0..g.members.len()).filter(|&i| !tried.contains(&g.members[i]) && self.backends[&g.members[i]].is_up(now)).collect();
+        let below_limit = |b: &BackendState| g.limits.max_conns.is_none_or(|max| b.in_flight < max);
+        let candidates: Vec<usize> = (0..g.members.len())
+            .filter(|&i| !tried.contains(&g.members[i]))
+            .filter(|&i| self.backends[&g.members[i]].is_up(now) && below_limit(&self.backends[&g.members[i]]))
+            .collect();
         if candidates.is_empty() {
             return None;
         }
@@ -482,13 +680,41 @@ impl State {
         Some(key)
     }
 
+    /// A request to `key` is over (or never claimed the backend): its slot goes to the first
+    /// request waiting in the group's queue, if any.
     fn release(&mut self, key: u64) {
-        if let Some(b) = self.backends.get_mut(&key) {
-            b.in_flight = b.in_flight.saturating_sub(1);
-            if b.retired && b.in_flight == 0 {
-                self.backends.remove(&key);
+        let Some(b) = self.backends.get_mut(&key) else { return };
+        b.in_flight = b.in_flight.saturating_sub(1);
+        let group = b.group.clone();
+        if b.retired && b.in_flight == 0 {
+            self.backends.remove(&key);
+        }
+        self.dispatch(&group);
+    }
+
+    /// Grant backends to the requests waiting in `group`'s queue, in order, while one is below
+    /// its limit; each is woken to claim it.
+    fn dispatch(&mut self, group: &str) {
+        let Some(now) = self.now else { return };
+        let Some(g) = self.groups.iter().position(|g| g.name == group) else { return };
+        while let Some(&id) = self.groups[g].queue.front() {
+            let Some(hash) = self.tickets.get(&id).map(|w| w.hash) else {
+                self.groups[g].queue.pop_front();
+                continue;
+            };
+            let Some(key) = self.pick(g, now, hash, &[]) else { break };
+            self.groups[g].queue.pop_front();
+            let waiter = self.tickets.get_mut(&id).expect("checked above");
+            waiter.granted = Some(key);
+            if let Some(waker) = &waiter.waker {
+                waker.wake_by_ref();
             }
         }
+    }
+
+    /// Time moves on (calls may come from many threads, not quite in order).
+    fn tick(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
     }
 
     fn succeeded(&mut self, key: u64) {

@@ -145,6 +145,26 @@ impl Default for HealthSpec {
     }
 }
 
+/// How many requests each backend of a group takes at once, and what becomes of the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// At most this many requests in flight to each backend (over HTTP/1.1, as many busy
+    /// connections: an idle one is handed back to the shared pool at once, so the backend
+    /// sees at most this many plus the pool's idle ones). `None`: no limit.
+    pub max_conns: Option<u32>,
+    /// Requests beyond the limit wait, first come first served, in a queue of at most this
+    /// many per group; one more is answered 503 at once (0: no queue).
+    pub queue_limit: usize,
+    /// A request waits in the queue at most this long, then is answered 503.
+    pub queue_timeout: Duration,
+}
+
+impl Default for LimitSpec {
+    fn default() -> Self {
+        Self { max_conns: None, queue_limit: 1000, queue_timeout: Duration::from_secs(10) }
+    }
+}
+
 /// A named set of backends balanced as one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSpec {
@@ -152,11 +172,12 @@ pub struct GroupSpec {
     pub backends: Vec<Backend>,
     pub balance: Balance,
     pub health: HealthSpec,
+    pub limits: LimitSpec,
 }
 
 impl GroupSpec {
     pub fn new(name: impl Into<String>, backends: Vec<Backend>) -> Self {
-        Self { name: name.into(), backends, balance: Balance::default(), health: HealthSpec::default() }
+        Self { name: name.into(), backends, balance: Balance::default(), health: HealthSpec::default(), limits: LimitSpec::default() }
     }
 }
 
@@ -232,6 +253,9 @@ impl GatewaySpec {
             }
             if group.health.interval.is_zero() || group.health.timeout.is_zero() {
                 return Err(format!("group {:?}: health-check interval and timeout must be above zero", group.name));
+            }
+            if group.limits.max_conns == Some(0) {
+                return Err(format!("group {:?}: a connection limit of 0 would refuse every request", group.name));
             }
         }
         if self.routes.is_empty() {

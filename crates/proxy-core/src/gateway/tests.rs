@@ -40,7 +40,7 @@ fn client(ip: &str) -> ClientInfo {
 
 /// Admit a request and say which backend port it went to.
 fn send(gw: &Gateway, now: Instant, r: &mut Request) -> (u16, Lease) {
-    let lease = gw.admit(now, r, &client("192.0.2.1"), false).unwrap();
+    let Admitted::Now(lease) = gw.admit(now, r, &client("192.0.2.1"), false, None).unwrap() else { panic!("queued") };
     (r.port, lease)
 }
 
@@ -237,7 +237,7 @@ fn active_checks_take_a_backend_out_and_bring_it_back() {
     assert_eq!(probes.len(), 2);
     let line = gw.check_done(&probes[1], Err("connect timed out".into()), t1).unwrap();
     assert!(line.ends_with("is down: its health check failed: connect timed out"), "{line}");
-    let refused = gw.admit(t1, &mut request("h", "/"), &client("192.0.2.1"), false).unwrap_err();
+    let refused = gw.admit(t1, &mut request("h", "/"), &client("192.0.2.1"), false, None).unwrap_err();
     assert_eq!(refused, Refusal::AllDown { group: "web".into() });
     assert_eq!(refused.response().status, 503);
     let line = gw.check_done(&probes[0], Ok(204), t1).unwrap();
@@ -276,7 +276,7 @@ fn routes_pick_groups_rewrite_paths_and_set_fields() {
 
     let only_api = GatewaySpec { routes: vec![RouteSpec { path_prefix: "/api".into(), ..RouteSpec::to_group("api") }], ..GatewaySpec::single(GroupSpec::new("api", backends(&[9002]))) };
     gw.reload(only_api).unwrap();
-    let refused = gw.admit(t0, &mut request("shop.test", "/about"), &client("192.0.2.1"), false).unwrap_err();
+    let refused = gw.admit(t0, &mut request("shop.test", "/about"), &client("192.0.2.1"), false, None).unwrap_err();
     assert_eq!(refused.to_string(), "no route for shop.test/about");
     assert_eq!(refused.response().status, 404);
 }
@@ -304,4 +304,133 @@ fn a_reload_keeps_state_of_backends_that_stay_and_drains_the_others() {
     }
     drop(held);
     assert_eq!(gw.status(t0).len(), 2);
+}
+
+/// A waker that counts how often it was woken.
+struct Count(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counting() -> (Arc<Count>, Waker) {
+    let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+    (count.clone(), Waker::from(count))
+}
+
+fn woken(count: &Count) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn limited(ports: &[u16], max_conns: u32, queue_limit: usize) -> Gateway {
+    let mut group = GroupSpec::new("web", backends(ports));
+    group.limits = LimitSpec { max_conns: Some(max_conns), queue_limit, queue_timeout: Duration::from_secs(5) };
+    Gateway::new(GatewaySpec::single(group), 7).unwrap()
+}
+
+fn queue(gw: &Gateway, now: Instant, waker: &Waker) -> Ticket {
+    match gw.admit(now, &mut request("shop.test", "/x"), &client("192.0.2.1"), false, Some(waker)).unwrap() {
+        Admitted::Queued(ticket) => ticket,
+        Admitted::Now(lease) => panic!("not queued: {lease:?}"),
+    }
+}
+
+#[test]
+fn past_the_limit_requests_wait_in_order_and_each_freed_slot_goes_to_the_first() {
+    let gw = limited(&[9001, 9002], 1, 10);
+    assert!(gw.limits_connections());
+    let t0 = Instant::now();
+    let (a, first) = send(&gw, t0, &mut request("h", "/"));
+    let (b, second) = send(&gw, t0, &mut request("h", "/"));
+    assert_eq!((a, b), (9001, 9002));
+    let (w1, waker1) = counting();
+    let (w2, waker2) = counting();
+    let one = queue(&gw, t0, &waker1);
+    let two = queue(&gw, t0, &waker2);
+    assert_eq!(gw.queued(), [("web".to_owned(), 2)]);
+    // Not granted yet: the ticket comes back, the request untouched.
+    let mut r = request("shop.test", "/x");
+    let one = one.claim(t0, &mut r, &client("192.0.2.1"), false).unwrap_err();
+    assert_eq!(r.port, 1);
+    drop(second);
+    assert_eq!((woken(&w1), woken(&w2)), (1, 0), "the first in the queue is woken");
+    let lease = one.claim(t0, &mut r, &client("192.0.2.1"), false).unwrap();
+    assert_eq!((r.port, r.headers.get_str("x-forwarded-host")), (9002, Some("shop.test")));
+    assert_eq!(gw.status(t0)[1].in_flight, 1);
+    // The second leaves the queue unserved; the next slot freed has nobody to go to.
+    drop(two);
+    assert_eq!(gw.queued(), [("web".to_owned(), 0)]);
+    drop(first);
+    drop(lease);
+    assert_eq!(gw.status(t0).iter().map(|s| s.in_flight).sum::<u32>(), 0);
+}
+
+#[test]
+fn a_ticket_granted_but_dropped_passes_its_backend_on() {
+    let gw = limited(&[9001], 1, 10);
+    let t0 = Instant::now();
+    let (_, held) = send(&gw, t0, &mut request("h", "/"));
+    let (w1, waker1) = counting();
+    let (w2, waker2) = counting();
+    let one = queue(&gw, t0, &waker1);
+    let two = queue(&gw, t0, &waker2);
+    drop(held);
+    assert_eq!(woken(&w1), 1);
+    // Its client left before it claimed the grant: the next one gets it.
+    drop(one);
+    assert_eq!(woken(&w2), 1);
+    let mut r = request("shop.test", "/x");
+    let lease = two.claim(t0, &mut r, &client("192.0.2.1"), false).unwrap();
+    assert_eq!(r.port, 9001);
+    assert_eq!(gw.status(t0)[0].in_flight, 1);
+    drop(lease);
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_and_a_wait_times_out_with_its_reason() {
+    let gw = limited(&[9001], 2, 1);
+    let t0 = Instant::now();
+    let _held = [send(&gw, t0, &mut request("h", "/")).1, send(&gw, t0, &mut request("h", "/")).1];
+    let (_, waker) = counting();
+    let ticket = queue(&gw, t0, &waker);
+    let refused = gw.admit(t0, &mut request("h", "/"), &client("192.0.2.1"), false, Some(&waker)).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "every backend of group \"web\" has 2 requests in flight, its limit, and 1 more wait in its queue, which is full"
+    );
+    assert_eq!(refused.response().status, 503);
+    assert_eq!(ticket.deadline(), t0 + Duration::from_secs(5));
+    let late = ticket.timed_out(t0 + Duration::from_secs(5));
+    assert_eq!(late.to_string(), "waited 5.0 s in the queue of group \"web\" for a backend below its limit of 2 requests in flight");
+    assert_eq!(late.response().status, 503);
+    // Down, not full: 503 at once, not queued.
+    let down = limited(&[9001], 1, 10);
+    let probes = {
+        let mut g = GroupSpec::new("web", backends(&[9001]));
+        g.health.path = Some("/h".into());
+        g.limits.max_conns = Some(1);
+        down.reload(GatewaySpec::single(g)).unwrap();
+        down.due_checks(t0)
+    };
+    down.check_done(&probes[0], Ok(500), t0);
+    let refused = down.admit(t0, &mut request("h", "/"), &client("192.0.2.1"), false, Some(&waker)).unwrap_err();
+    assert_eq!(refused, Refusal::AllDown { group: "web".into() });
+}
+
+#[test]
+fn a_reload_raising_the_limit_serves_the_queue() {
+    let gw = limited(&[9001], 1, 10);
+    let t0 = Instant::now();
+    let (_, _held) = send(&gw, t0, &mut request("h", "/"));
+    let (w, waker) = counting();
+    let ticket = queue(&gw, t0, &waker);
+    let mut group = GroupSpec::new("web", backends(&[9001]));
+    group.limits.max_conns = Some(2);
+    gw.reload(GatewaySpec::single(group)).unwrap();
+    assert_eq!(woken(&w), 1);
+    assert!(ticket.claim(t0, &mut request("h", "/"), &client("192.0.2.1"), false).is_ok());
+    gw.reload(GatewaySpec::single(GroupSpec::new("web", backends(&[9001])))).unwrap();
+    assert!(!gw.limits_connections());
 }

@@ -25,11 +25,14 @@ mod timer;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 use proxy_core::{Command, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
 use tokio::net::TcpStream;
 
@@ -57,6 +60,8 @@ pub(crate) trait Core: Send {
     fn poll_command(&mut self) -> Option<Command>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn is_closed(&self) -> bool;
+    /// See [`Connection::set_waker`].
+    fn set_waker(&mut self, _waker: Waker) {}
 }
 
 impl Core for Connection {
@@ -74,6 +79,29 @@ impl Core for Connection {
 
     fn is_closed(&self) -> bool {
         Connection::is_closed(self)
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        Connection::set_waker(self, waker)
+    }
+}
+
+/// How other tasks wake this one for its core (a gateway granting a backend to a queued
+/// request): a flag the loop turns into [`Event::Wakeup`], and the task to wake.
+#[derive(Default)]
+struct Nudge {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Nudge {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
@@ -126,6 +154,7 @@ struct Driver<'o, C, M, F> {
     next: usize,
     /// WebSocket messages user code injects into this connection's flows.
     inbox: Inbox,
+    nudge: Arc<Nudge>,
 }
 
 impl<'o, C, M, F> Driver<'o, C, M, F>
@@ -134,7 +163,9 @@ where
     M: FnMut(FlowId, Hook) -> F,
     F: Future<Output = (FlowId, bool, HookReply)>,
 {
-    fn new(core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
+    fn new(mut core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
+        let nudge = Arc::new(Nudge::default());
+        core.set_waker(Waker::from(nudge.clone()));
         Self {
             core,
             peer,
@@ -148,6 +179,7 @@ where
             forwards: Vec::new(),
             next: 0,
             inbox,
+            nudge,
         }
     }
 
@@ -282,6 +314,10 @@ where
         }
         if let Poll::Ready(Some(event)) = self.inbox.poll(cx) {
             return Poll::Ready(event);
+        }
+        self.nudge.task.register(cx.waker());
+        if self.nudge.woken.swap(false, Ordering::Acquire) {
+            return Poll::Ready(Event::Wakeup);
         }
         if let Some(event) = self.poll_timer(cx) {
             return Poll::Ready(event);

@@ -50,7 +50,7 @@ use crate::config::Mode;
 use crate::context::Context;
 use crate::event::Event;
 use crate::flow::{Request, Response};
-use crate::gateway::Lease;
+use crate::gateway::Admitted;
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
@@ -235,7 +235,7 @@ impl Layer for HttpLayer {
         }
         let servers = self.pool.iter().filter_map(|s| s.deadline);
         let head = self.client.h1().and_then(Http1Server::poll_timeout);
-        let bodies = self.streams.values().flat_map(|s| s.body_deadline().into_iter().chain(s.rate_deadline()));
+        let bodies = self.streams.values().flat_map(|s| s.body_deadline().into_iter().chain(s.rate_deadline()).chain(s.queue_deadline()));
         let websockets = self.websockets.poll_timeout();
         let tunnels = self.tunnels.poll_timeout();
         servers.chain(self.client_deadline).chain(head).chain(bodies).chain(websockets).chain(tunnels).min()
@@ -485,14 +485,14 @@ impl HttpLayer {
                 };
                 // Credentials for this proxy never go upstream, whatever the mode.
                 request.headers.remove("proxy-authorization");
-                let mut lease = None;
+                let mut admitted = None;
                 if self.destination.is_fixed() {
                     match self.to_backend(cx, now, &mut request) {
-                        Ok(held) => lease = held,
+                        Ok(held) => admitted = held,
                         Err(response) => refusal = Some(response),
                     }
                 }
-                let stream = HttpStream::new(cx, now, flow, request).with_lease(lease);
+                let stream = HttpStream::new(cx, now, flow, request).admitted(admitted);
                 self.streams.insert(flow, stream);
                 self.feed(cx, now, flow, Input::RequestHeaders { end_stream, refusal });
             }
@@ -523,12 +523,13 @@ impl HttpLayer {
     }
 
     /// Reverse mode: where `request` goes. With a gateway, its routes and balancing decide
-    /// (the flow then holds a lease on the backend, or is refused with the response given);
-    /// without, the mode's one target, which `Host` now names.
-    fn to_backend(&self, cx: &mut Context, now: Instant, request: &mut Request) -> Result<Option<Lease>, Response> {
+    /// (the flow then holds a lease on the backend, or waits in its group's queue, or is
+    /// refused with the response given); without, the mode's one target, which `Host` now
+    /// names.
+    fn to_backend(&self, cx: &mut Context, now: Instant, request: &mut Request) -> Result<Option<Admitted>, Response> {
         let client_tls = matches!(cx.config.mode, Mode::Reverse { client_tls: true, .. });
         let admitted = match &cx.config.gateway {
-            Some(gateway) => gateway.admit(now, request, &cx.client, client_tls),
+            Some(gateway) => gateway.admit(now, request, &cx.client, client_tls, cx.waker.as_ref()),
             None => {
                 request.headers.insert("host", request.authority());
                 return Ok(None);

@@ -471,9 +471,13 @@ impl HttpLayer {
         };
         let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
         server.reused |= keep;
+        let conn = server.conn;
         if !keep {
-            let conn = server.conn;
             self.drop_server(cx, conn);
+        } else if server.flows.is_empty() && cx.config.share_upstreams && cx.config.gateway.as_ref().is_some_and(|g| g.limits_connections()) {
+            // Backends take a limited number of connections: an idle one serves whichever
+            // client connection needs it next, not only this one.
+            self.park_or_drop(cx, conn);
         }
     }
 

@@ -16,7 +16,7 @@ use crate::config::MinRate;
 use crate::context::Context;
 use crate::event::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response, Version};
-use crate::gateway::{Backend, Lease};
+use crate::gateway::{Admitted, Backend, Lease, Ticket};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
@@ -64,6 +64,9 @@ pub(crate) enum Input {
     /// server side is abandoned whatever state the exchange is in.
     ClientReset,
     HookReply(HookReply),
+    /// Time passed or the connection was woken: a flow waiting in its group's queue claims
+    /// the backend granted to it, or gives up once its wait is over.
+    Queue,
 }
 
 /// What a stream asks of its layer.
@@ -177,6 +180,10 @@ pub(crate) struct HttpStream {
     resend: Resend,
     /// Reverse mode with a gateway: the backend the flow was sent to, held until it ends.
     lease: Option<Lease>,
+    /// Reverse mode with a gateway, every backend at its limit: the flow's place in the
+    /// queue. Until it is granted a backend, the stream keeps its inputs as while a hook is
+    /// pending (its request goes nowhere yet, and the client is not read).
+    ticket: Option<Ticket>,
 }
 
 impl HttpStream {
@@ -201,13 +208,50 @@ impl HttpStream {
             rate_window: None,
             resend: Resend::No,
             lease: None,
+            ticket: None,
         }
     }
 
-    /// The flow holds `lease` on its backend (reverse mode with a gateway).
-    pub(crate) fn with_lease(mut self, lease: Option<Lease>) -> Self {
-        self.lease = lease;
+    /// The flow holds a lease on its backend or waits for one (reverse mode with a gateway).
+    pub(crate) fn admitted(mut self, admitted: Option<Admitted>) -> Self {
+        match admitted {
+            Some(Admitted::Now(lease)) => self.lease = Some(lease),
+            Some(Admitted::Queued(ticket)) => self.ticket = Some(ticket),
+            None => {}
+        }
         self
+    }
+
+    /// When the flow's wait in its group's queue is over, if it waits.
+    pub(crate) fn queue_deadline(&self) -> Option<Instant> {
+        self.ticket.as_ref().map(Ticket::deadline)
+    }
+
+    /// The flow waits in its group's queue: take the backend if one was granted, or answer
+    /// 503 once the wait is over; either way the stream then goes on with what it kept.
+    fn poll_queue(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
+        let Some(ticket) = self.ticket.take() else { return };
+        let client_tls = matches!(cx.config.mode, crate::config::Mode::Reverse { client_tls: true, .. });
+        match ticket.claim(now, &mut self.flow.request, &cx.client, client_tls) {
+            Ok(lease) => self.lease = Some(lease),
+            Err(ticket) if ticket.deadline() <= now => {
+                let refusal = ticket.timed_out(now);
+                drop(ticket);
+                let request = &self.flow.request;
+                cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
+                let response = refusal.response();
+                for input in &mut self.deferred {
+                    if let Input::RequestHeaders { refusal, .. } = input {
+                        *refusal = Some(response.clone());
+                    }
+                }
+            }
+            Err(ticket) => {
+                self.ticket = Some(ticket);
+                return;
+            }
+        }
+        self.replay(cx, now, out);
     }
 
     /// Whether a request the server did not act on may be sent again: it went whole, once,
@@ -303,7 +347,7 @@ impl HttpStream {
 
     /// Whether the layer may read more of the request body from the client now.
     pub(crate) fn wants_request_data(&self) -> bool {
-        if self.waiting.is_some() {
+        if self.waiting.is_some() || self.ticket.is_some() {
             return false;
         }
         match self.req {
@@ -334,6 +378,21 @@ impl HttpStream {
             return;
         }
         self.note_progress(cx, now, &input);
+        if let Input::Queue = input {
+            return self.poll_queue(cx, now, out);
+        }
+        if self.ticket.is_some() {
+            if matches!(input, Input::ClientClosed | Input::ClientReset) {
+                // Gone before its request went anywhere or any hook saw it: the flow ends
+                // here, and its place in the queue goes to the next.
+                self.ticket = None;
+                self.deferred.clear();
+                self.finished = true;
+            } else {
+                self.deferred.push_back(input);
+            }
+            return;
+        }
         if let Input::HookReply(reply) = input {
             if let Some(kind) = self.waiting.take() {
                 self.handle_reply(cx, now, kind, reply, out);
@@ -344,7 +403,12 @@ impl HttpStream {
         } else {
             self.handle_input(cx, now, input, out);
         }
-        while self.waiting.is_none() && !self.finished {
+        self.replay(cx, now, out);
+    }
+
+    /// Go on with the inputs kept while a hook or the queue held the stream.
+    fn replay(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
+        while self.waiting.is_none() && self.ticket.is_none() && !self.finished {
             let Some(input) = self.deferred.pop_front() else { break };
             self.handle_input(cx, now, input, out);
         }
@@ -352,6 +416,8 @@ impl HttpStream {
 
     fn handle_input(&mut self, cx: &mut Context, now: Instant, input: Input, out: &mut Vec<Out>) {
         match input {
+            // Handled before anything is kept (see `handle`).
+            Input::Queue => {}
             Input::RequestHeaders { end_stream, refusal } => {
                 if end_stream {
                     self.req = Req::Done;

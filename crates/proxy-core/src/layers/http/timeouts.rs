@@ -107,6 +107,11 @@ impl HttpLayer {
     }
 
     pub(super) fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
+        // Flows waiting in a gateway's queue: granted a backend, or waited long enough.
+        let queued: Vec<FlowId> = self.streams.iter().filter(|(_, s)| s.queue_deadline().is_some()).map(|(flow, _)| *flow).collect();
+        for flow in queued {
+            self.feed(cx, now, flow, Input::Queue);
+        }
         let mut outputs = Vec::new();
         if let Some(client) = self.client.h1_mut() {
             client.handle_timeout(cx, now, &mut outputs);
