@@ -542,9 +542,9 @@ fn h2_echo_5_mib_and_parallel_streams() {
         }
         assert!(conn.is_open());
     });
-    assert_eq!(
-        origin.connections() - connections_before,
-        1,
+    // At most one new one: curl's connection, parked when curl left, may carry them all.
+    assert!(
+        origin.connections() - connections_before <= 1,
         "30 concurrent streams took more than one upstream connection"
     );
 }

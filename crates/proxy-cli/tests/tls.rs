@@ -246,6 +246,38 @@ fn https_keep_alive_one_connect() {
 }
 
 #[test]
+fn new_clients_take_the_intercepted_upstream_connection_of_earlier_ones() {
+    let pki = Pki::new();
+    let origin = Origin::start_tls(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    // Twenty curls one after the other, each its own CONNECT and its own TLS session with the
+    // proxy: the server's TLS connection is made once and handed from one to the next.
+    for i in 0..20 {
+        let out = curl_via(&proxy).arg("-v").arg(origin.url("/hello")).run();
+        out.assert_success();
+        assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "client {i}: {out}");
+        assert!(out.messages.contains(LOCALHOST_MATCHED), "client {i} saw a certificate for localhost: {out}");
+    }
+    let used = origin.connections();
+    assert!(used <= 2, "20 clients one after the other took {used} upstream connections");
+
+    // A connection made for the address serves clients of the address...
+    for _ in 0..2 {
+        let out = curl_via(&proxy).arg(origin.ip_url("/hello")).run();
+        assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    }
+    assert_eq!(origin.connections(), used + 1);
+    // ...but not one that connects to the address and names the server in its SNI: it gets a
+    // connection of its own, verified for the name, and a certificate for it.
+    let connect_to = format!("localhost:{p}:127.0.0.1:{p}", p = origin.port());
+    let out = curl_via(&proxy).args(["-v", "--connect-to", &connect_to]).arg(origin.url("/hello")).run();
+    assert!(out.messages.contains("CONNECT 127.0.0.1:"), "{out}");
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    assert!(out.messages.contains(LOCALHOST_MATCHED), "{out}");
+    assert_eq!(origin.connections(), used + 2);
+}
+
+#[test]
 fn https_download_100_mib_byte_exact() {
     let pki = Pki::new();
     let origin = tls_origin(&pki.valid);

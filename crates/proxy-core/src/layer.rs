@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::flow::HttpFlow;
 use crate::ids::{ConnId, ServerAddr};
+use crate::layers::http::pool::ServerConn;
 
 /// A protocol layer. It takes events for the connections it owns, writes commands to the
 /// context, and hands what belongs to its child layers down to them.
@@ -49,6 +50,9 @@ pub(crate) struct Handover {
     /// The upgrade request answered `101` to `Upgrade: websocket`: the connections go on as
     /// WebSocket, this flow's.
     pub(crate) websocket: Option<Box<HttpFlow>>,
+    /// A `CONNECT` that took a connection another client connection parked: `server` speaks
+    /// TLS already, and this is its HTTP state, for the interception to carry on with.
+    pub(crate) pooled: Option<Box<ServerConn>>,
 }
 
 /// The layer a [`Handover`] becomes. The mode decides (see `layers::mode`), so that a layer

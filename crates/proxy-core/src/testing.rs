@@ -89,6 +89,7 @@ impl Layer for AloneLayer {
                     server_rest: Default::default(),
                     client_eof,
                     websocket: None,
+                    pooled: None,
                 };
                 self.state = State::Running(Box::new(Tunnel::new(cx, handover)));
             }

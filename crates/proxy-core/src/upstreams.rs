@@ -35,12 +35,19 @@ pub struct PoolKey {
     pub tls: bool,
     /// In upstream mode, the upstream proxy the connection goes through.
     pub proxy: Option<ServerAddr>,
+    /// The name the TLS session was verified for (and sent as SNI), when it is not the
+    /// server's host: a client that reached an address by one name must not get a session
+    /// made for another.
+    pub name: Option<String>,
 }
 
 impl fmt::Display for PoolKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}", self.server)?;
+        if let Some(name) = &self.name {
+            write!(f, " as {name}")?;
+        }
         if let Some(proxy) = &self.proxy {
             write!(f, " via {proxy}")?;
         }
@@ -246,7 +253,7 @@ mod tests {
     use super::*;
 
     fn key(host: &str) -> PoolKey {
-        PoolKey { server: ServerAddr::new(host, 80), tls: false, proxy: None }
+        PoolKey { server: ServerAddr::new(host, 80), tls: false, proxy: None, name: None }
     }
 
     fn pool(per_key: usize, all: usize, idle_secs: u64) -> UpstreamPool<&'static str, u32> {

@@ -83,6 +83,7 @@ impl Layer for TransparentLayer {
                     server_rest: Bytes::new(),
                     client_eof: self.client_eof,
                     websocket: None,
+                    pooled: None,
                 });
                 self.state = State::Done;
             }

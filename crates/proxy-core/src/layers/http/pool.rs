@@ -66,6 +66,9 @@ pub(crate) struct ServerConn {
     /// It served an exchange before this one (here, or for another client connection): its
     /// server may have closed it as idle just as a request went out.
     pub(super) reused: bool,
+    /// The name its TLS session was made for, when not `addr`'s host (set when parked: see
+    /// [`PoolKey::name`]).
+    pub(super) name: Option<String>,
 }
 
 /// The HTTP versions a request may go upstream with.
@@ -100,6 +103,7 @@ impl ServerConn {
             rest: Bytes::new(),
             awaiting_settings: Vec::new(),
             reused: false,
+            name: None,
         }
     }
 
@@ -155,7 +159,7 @@ impl ServerConn {
 
     /// What a request must match to reuse this connection.
     pub(crate) fn pool_key(&self) -> PoolKey {
-        PoolKey { server: self.addr.clone(), tls: self.tls, proxy: self.proxy.clone() }
+        PoolKey { server: self.addr.clone(), tls: self.tls, proxy: self.proxy.clone(), name: self.name.clone() }
     }
 
     /// What the server (or the upstream proxy, after its `2xx` to our `CONNECT`) sent past
@@ -319,6 +323,13 @@ impl HttpLayer {
         self.pool.insert(server);
     }
 
+    /// `server`, a connection another client connection parked, taken by the `CONNECT` this
+    /// layer serves the inside of: requests to its destination go on it, in the state it was
+    /// parked in (an HTTP/2 connection's streams and tables included).
+    pub(crate) fn adopt_pooled(&mut self, server: ServerConn) {
+        self.pool.insert(server);
+    }
+
     /// Requests to `addr` over TLS fail with `error`: it was tried already.
     pub(crate) fn set_failed_upstream(&mut self, addr: ServerAddr, error: OpenError) {
         self.pool.set_failed_upstream(addr, error);
@@ -362,8 +373,14 @@ impl HttpLayer {
             Versions::Http1 => false,
         };
         let h2 = h2 && !dedicated && cx.config.http2;
-        // A connection another client connection parked will do, if the driver has one.
-        let shared = (cx.config.share_upstreams && !dedicated).then(|| PoolKey { server: addr.clone(), tls, proxy: None });
+        // A connection another client connection parked will do, if the driver has one. For
+        // a `CONNECT` that will be intercepted, a TLS one: the client is most likely to speak
+        // TLS, for the name it connected to, and the tunnel then skips both the TCP and the
+        // TLS handshake (see `layers::tls::intercept`).
+        let shared = match dedicated {
+            false => cx.config.share_upstreams.then(|| PoolKey { server: addr.clone(), tls, proxy: None, name: None }),
+            true => self.connect_may_reuse(cx).then(|| PoolKey { server: addr.clone(), tls: true, proxy: None, name: None }),
+        };
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
             match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared) {
@@ -481,6 +498,19 @@ impl HttpLayer {
         }
     }
 
+    /// Whether a `CONNECT` may take a parked TLS connection to its server: sharing is on, the
+    /// tunnel will be intercepted, its client speaks HTTP/1.1 (an HTTP/2 client's tunnel is a
+    /// stream, carried here), and nothing may ask for the client's TLS to pass through untouched
+    /// (`ignore_hosts`, the `TlsClientHello` hook), which a connection that speaks TLS already
+    /// could not carry.
+    pub(super) fn connect_may_reuse(&self, cx: &Context) -> bool {
+        cx.config.share_upstreams
+            && cx.config.reuse_server_connections
+            && cx.config.tls.as_ref().is_some_and(|tls| tls.ignore_hosts.is_empty())
+            && !cx.config.hooks.contains(HookKind::TlsClientHello)
+            && self.client.h1().is_some()
+    }
+
     /// The client connection is done with the server connection `conn`: park it for another
     /// client connection if it can serve one, else close it.
     pub(super) fn park_or_drop(&mut self, cx: &mut Context, conn: ConnId) {
@@ -490,8 +520,9 @@ impl HttpLayer {
             return self.drop_server(cx, conn);
         }
         let Some(server) = self.pool.remove(conn) else { return };
+        let name = cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != server.addr.host);
         let Some(state) = cx.park_conn(conn) else { return };
-        let parked = Box::new(Parked { server: ServerConn { deadline: None, ..server }, state });
+        let parked = Box::new(Parked { server: ServerConn { deadline: None, name, ..server }, state });
         cx.push(Command::Park { conn, parked });
     }
 
@@ -516,6 +547,8 @@ impl HttpLayer {
         server.flows = flows.clone();
         server.open = true;
         server.reused = true;
+        // A `CONNECT`'s: the tunnel takes it whole when the flow switches.
+        server.dedicated = waiting.dedicated;
         self.pool.insert(server);
         for flow in flows {
             self.feed(cx, now, flow, Input::ServerReady);

@@ -149,6 +149,7 @@ impl HttpLayer {
             server_rest: server.take_rest(),
             client_eof: early.eof,
             websocket: None,
+            pooled: None,
         };
         let mut inner = cx.nested();
         if let Some(moved) = cx.take_conn(conn) {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::event::HttpEvent;
+use super::pool::ServerConn;
 use super::pool::ServerCodec;
 use super::stream::HttpStream;
 use super::{ClientCodec, HttpLayer};
@@ -91,7 +92,8 @@ impl HttpLayer {
     /// either side this layer carries what follows: an HTTP/2 client's `CONNECT` stream
     /// becomes a tunnel (see `tunnels`), and otherwise only a WebSocket can follow.
     pub(super) fn switch(&mut self, cx: &mut Context, now: Instant, flow: FlowId) {
-        let server = self.pool.carrying(flow).map(|s| (s.conn, s.is_h2()));
+        // A `CONNECT`'s connection is the tunnel's whole, whatever it spoke when parked.
+        let server = self.pool.carrying(flow).map(|s| (s.conn, s.is_h2() && !s.dedicated));
         let h2_client = matches!(self.client, ClientCodec::H2(_));
         let Some((conn, server_stream)) = server else { return };
         if !h2_client && !server_stream {
@@ -153,14 +155,19 @@ impl HttpLayer {
         let server_rest = server.take_rest();
         let stream = self.streams.remove(&flow);
         let websocket = stream.filter(HttpStream::is_websocket).map(|s| Box::new(s.into_flow()));
+        let (target, connect) = (server.addr.clone(), server.dedicated);
+        // A `CONNECT` that took a parked TLS connection: the tunnel gets it as it was parked.
+        let pooled = (connect && server.tls)
+            .then(|| Box::new(ServerConn { dedicated: false, flows: Vec::new(), deadline: None, ..server }));
         self.handover = Some(Handover {
-            server: server.conn,
-            target: server.addr.clone(),
-            connect: server.dedicated,
+            server: conn,
+            target,
+            connect,
             client_rest,
             server_rest,
             client_eof: self.client.is_eof(),
             websocket,
+            pooled,
         });
         for conn in self.pool.conns() {
             self.drop_server(cx, conn);

@@ -162,6 +162,7 @@ impl Socks5Layer {
             server_rest: Bytes::new(),
             client_eof: false,
             websocket: None,
+            pooled: None,
         });
         if cx.config.hooks.contains(HookKind::Response) {
             cx.hook(flow.id, Hook::Response(flow));

@@ -14,6 +14,13 @@
 //! When the server's handshake fails, the client's still completes, so that it can read a
 //! `502` naming the cause instead of a bare connection reset.
 //!
+//! The tunnel's server connection may be one another client connection parked, TLS and all
+//! (see `upstreams`): then a client whose ClientHello names the server it connected to (or
+//! nothing) has its handshake completed at once, from what that session knows of the server
+//! (its certificate, its protocol), and no handshake with the server happens at all. A client
+//! that names another server or does not speak TLS cannot use it: it is closed, a new
+//! connection opened, and what the client sent is read again as if it had just come.
+//!
 //! The same layer terminates TLS that clients speak to the proxy itself, with no tunnel and no
 //! server yet: in reverse mode ([`Intercept::reverse`]), and on a regular listener, where a
 //! client that starts with a ClientHello uses the proxy as a secure web proxy
@@ -35,6 +42,7 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{ConnId, FlowId, Scheme, ServerAddr};
 use crate::layer::{Child, Handover, Layer, NextLayer};
 use crate::layers::http::destination::Destination;
+use crate::layers::http::pool::ServerConn;
 use crate::layers::http::HttpLayer;
 use crate::tls::session::TlsSession;
 use crate::tls::{CertRequest, ClientHello, TlsConfig};
@@ -82,6 +90,9 @@ pub(crate) struct Intercept {
     /// The client is speaking to the proxy itself as an explicit proxy (a secure web proxy):
     /// its requests name their servers.
     proxy: bool,
+    /// The tunnel's server connection came from the shared pool: it speaks TLS already, in
+    /// this HTTP state.
+    pooled: Option<Box<ServerConn>>,
 }
 
 /// What became of the server side before the client's handshake completes.
@@ -101,6 +112,9 @@ enum State {
     Hello { flow: FlowId, accepted: Box<Accepted>, hello: ClientHello, raw: Bytes },
     /// Handshaking with the server, the client's handshake on hold.
     Upstream { accepted: Box<Accepted>, hello: ClientHello },
+    /// The pooled server connection did not suit the client: a new one is being opened, and
+    /// what the client sent waits to be read again.
+    Reopening { buf: BytesMut, eof: bool },
     /// HTTP, or a raw tunnel: what the client speaks inside.
     Running(Child),
     Closed,
@@ -117,6 +131,7 @@ impl Intercept {
             next,
             deadline: Some(now + cx.config.client_idle_timeout),
             proxy: false,
+            pooled: handover.pooled,
         };
         cx.set_layer_pause(ConnId::CLIENT, false);
         cx.set_layer_pause(handover.server, false);
@@ -138,7 +153,7 @@ impl Intercept {
     pub(crate) fn reverse(cx: &Context, scheme: Scheme, target: ServerAddr, next: NextLayer) -> Self {
         let cert_host = cx.client.local.ip().to_string();
         let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
-        Self { server: None, target, scheme, cert_host, state, next, deadline: None, proxy: false }
+        Self { server: None, target, scheme, cert_host, state, next, deadline: None, proxy: false, pooled: None }
     }
 
     /// A regular listener with interception on: a client that starts with a ClientHello gets
@@ -149,7 +164,7 @@ impl Intercept {
         let cert_host = cx.client.local.ip().to_string();
         let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
         let target = ServerAddr::new(cert_host.clone(), cx.client.local.port());
-        Self { server: None, target, scheme: Scheme::Http, cert_host, state, next, deadline: None, proxy: true }
+        Self { server: None, target, scheme: Scheme::Http, cert_host, state, next, deadline: None, proxy: true, pooled: None }
     }
 
     fn tls(cx: &Context) -> &TlsConfig {
@@ -174,6 +189,10 @@ impl Intercept {
                     Ok(None) => {}
                     Ok(Some(accepted)) => {
                         let raw = std::mem::take(buf).freeze();
+                        let sni = accepted.client_hello().server_name().map(str::to_owned);
+                        if self.pooled.is_some() && sni.is_some_and(|sni| sni != self.target.host) {
+                            return self.reopen(cx, raw);
+                        }
                         self.client_hello(cx, now, Box::new(accepted), raw);
                     }
                     Err((error, alert)) => {
@@ -181,6 +200,10 @@ impl Intercept {
                         self.refuse(cx, &what, &error, alert);
                     }
                 }
+            }
+            _ if self.pooled.is_some() && sniff_http(buf).is_some() => {
+                let data = std::mem::take(buf).freeze();
+                self.reopen(cx, data);
             }
             _ => match sniff_http(buf) {
                 None => {}
@@ -200,6 +223,20 @@ impl Intercept {
                 }
             },
         }
+    }
+
+    /// The pooled server connection cannot serve this client (it named another server, or
+    /// speaks something else than TLS): close it and open a new one, keeping what the client
+    /// sent (`data`) to read again once it is open.
+    fn reopen(&mut self, cx: &mut Context, data: Bytes) {
+        self.pooled = None;
+        if let Some(server) = self.server {
+            cx.close(server, false);
+        }
+        cx.log(LogLevel::Debug, format!("client {}: a new connection to {} instead of a pooled one", cx.client.peer, self.target));
+        self.server = Some(cx.open(self.target.clone()));
+        cx.set_layer_pause(ConnId::CLIENT, true);
+        self.state = State::Reopening { buf: BytesMut::from(&data[..]), eof: false };
     }
 
     fn client_hello(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, raw: Bytes) {
@@ -229,6 +266,10 @@ impl Intercept {
         let Some(server) = self.server else {
             return self.finish_client(cx, now, accepted, hello, Upstream::Later);
         };
+        if self.pooled.is_some() {
+            // Its handshake was done for an earlier client: nothing to wait for.
+            return self.finish_client(cx, now, accepted, hello, Upstream::Ready);
+        }
         // Whatever HTTP the client speaks, the HTTP layer translates to what the server
         // chooses; a client that offers only other protocols gets none from us.
         let http = hello.alpn.is_empty() || !speakable(cx, &hello.alpn).is_empty();
@@ -289,6 +330,7 @@ impl Intercept {
         }
         let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
+            (Upstream::Ready, Some(_)) if self.pooled.is_some() => http.adopt_pooled(*self.pooled.take().expect("checked")),
             (Upstream::Ready, Some(server)) => http.adopt_server(cx, server, self.target.clone()),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
             _ => {}
@@ -346,6 +388,7 @@ impl Intercept {
             server_rest,
             client_eof,
             websocket: None,
+            pooled: None,
         };
         self.state = State::Running(Child::new(Box::new(Tunnel::new(cx, handover)), self.next));
     }
@@ -389,6 +432,31 @@ impl Layer for Intercept {
             (State::Running(child), event) => child.handle(cx, now, event),
             (State::Closed, _) => {}
             (State::Peek { .. }, Event::DataReceived { conn, data }) if conn == client => self.client_data(cx, now, data),
+            // The pooled connection's server spoke (an HTTP/2 PING, a GOAWAY) or hung up before
+            // the client said anything: it is not this client's to see; take a new one.
+            (State::Peek { buf, .. }, Event::DataReceived { conn, .. } | Event::ConnectionClosed { conn })
+                if self.pooled.is_some() && Some(conn) == self.server =>
+            {
+                let data = std::mem::take(buf).freeze();
+                self.reopen(cx, data);
+            }
+            (State::Reopening { buf, .. }, Event::DataReceived { conn, data }) if conn == client => buf.extend_from_slice(&data),
+            (State::Reopening { eof, .. }, Event::ConnectionClosed { conn }) if conn == client => *eof = true,
+            (State::Reopening { .. }, Event::Opened { conn }) if Some(conn) == self.server => {
+                let State::Reopening { buf, eof } = std::mem::replace(&mut self.state, State::Closed) else { unreachable!() };
+                self.state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
+                cx.set_layer_pause(client, false);
+                if !buf.is_empty() {
+                    self.client_data(cx, now, buf.freeze());
+                }
+                if eof {
+                    self.handle(cx, now, Event::ConnectionClosed { conn: client });
+                }
+            }
+            (State::Reopening { .. }, Event::OpenFailed { conn, error }) if Some(conn) == self.server => {
+                cx.log(LogLevel::Info, format!("client {}: cannot connect to {}: {error}", cx.client.peer, self.target));
+                self.close(cx);
+            }
             (State::Peek { buf, .. }, Event::DataReceived { conn, data }) if Some(conn) == self.server => {
                 let client_rest = std::mem::take(buf).freeze();
                 self.tunnel(cx, client_rest, data, false);
@@ -438,7 +506,7 @@ impl Layer for Intercept {
         match &self.state {
             State::Running(child) => child.poll_timeout(),
             State::Closed => None,
-            State::Peek { .. } | State::Hello { .. } | State::Upstream { .. } => self.deadline,
+            State::Peek { .. } | State::Hello { .. } | State::Upstream { .. } | State::Reopening { .. } => self.deadline,
         }
     }
 }
