@@ -277,6 +277,47 @@ fn new_clients_take_the_intercepted_upstream_connection_of_earlier_ones() {
     assert_eq!(origin.connections(), used + 2);
 }
 
+/// A TLS origin answering every request `ok`, that records whether each connection's
+/// handshake resumed an earlier session.
+fn resumption_recording_origin(cert: &Cert) -> (TcpServer, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+    let config = cert.server_config();
+    let resumed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = resumed.clone();
+    let server = TcpServer::start(move |tcp: std::net::TcpStream| {
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else { return };
+        let mut wire = Wire::new(rustls::StreamOwned::new(conn, tcp));
+        while let Ok(Some(_)) = wire.read_head(64 * 1024) {
+            let tls = &wire.get_mut().conn;
+            if seen.lock().unwrap().len() < 100 && !tls.is_handshaking() {
+                let kind = tls.handshake_kind();
+                seen.lock().unwrap().push(kind == Some(rustls::HandshakeKind::Resumed));
+            }
+            if wire.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n").is_err() {
+                return;
+            }
+            let _ = std::io::Write::flush(wire.get_mut());
+            return;
+        }
+    });
+    (server, resumed)
+}
+
+#[test]
+fn new_upstream_tls_connections_resume_the_session_of_earlier_ones() {
+    let pki = Pki::new();
+    let (origin, resumed) = resumption_recording_origin(&pki.valid);
+    // The origin closes after each answer, so every client needs a new upstream connection
+    // and a handshake: all but the first resume the session the proxy kept.
+    let proxy = intercepting(&pki, &[]);
+    let url = format!("https://localhost:{}/x", origin.port());
+    for i in 0..4 {
+        let out = curl_via(&proxy).arg(&url).run();
+        assert_eq!((out.status(), out.text().as_str()), (200, "ok\n"), "client {i}: {out}");
+    }
+    assert_eq!(*resumed.lock().unwrap(), [false, true, true, true], "which upstream handshakes resumed");
+}
+
 #[test]
 fn https_download_100_mib_byte_exact() {
     let pki = Pki::new();
