@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use support::*;
@@ -92,4 +94,51 @@ fn an_https_upstream_proxy_with_credentials() {
     let out = untrusting.curl().arg(plain.url("/hello")).run();
     assert_eq!(out.status(), 502, "{out}");
     assert!(out.text().contains(&format!("upstream proxy 127.0.0.1:{}", hop.port())), "{out}");
+}
+
+/// A relay in front of `port` that counts the connections it carries.
+fn counting_relay(port: u16) -> TcpServer {
+    TcpServer::start(move |client: TcpStream| {
+        let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else { return };
+        let pipe = |mut from: TcpStream, mut to: TcpStream| {
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        };
+        let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let up = std::thread::spawn(move || pipe(c, s));
+        pipe(server, client);
+        let _ = up.join();
+    })
+}
+
+#[test]
+fn short_clients_share_connections_to_the_upstream_proxy() {
+    let pki = Pki::new();
+    let (origin, tls_origin) = (Origin::start(), Origin::start_tls(&pki.valid));
+    let hop = next_hop();
+    let relay = counting_relay(hop.port());
+    let mode = format!("upstream:http://127.0.0.1:{}", relay.port());
+    let proxy = Proxy::start_tls(&["--mode", &mode, "--upstream-ca", pki.origin_ca_arg()]);
+    // Plain requests, in absolute-form to the upstream proxy: one client connection each.
+    for i in 0..30 {
+        let out = proxy.curl().args(["-H", "Connection: close"]).arg(origin.url("/hello")).run();
+        assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "client {i}: {out}");
+    }
+    let plain = relay.connections();
+    assert!(plain <= 3, "30 short clients took {plain} connections to the upstream proxy");
+    // Intercepted HTTPS: each client's request goes through a tunnel of the upstream proxy,
+    // which outlives it too.
+    for i in 0..10 {
+        let out = proxy.curl().args(["--cacert", &proxy.ca_cert_arg()]).arg(tls_origin.url("/hello")).run();
+        assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "client {i}: {out}");
+    }
+    assert_eq!(tls_origin.requests().len(), 10);
+    let tunnels = relay.connections() - plain;
+    assert!(tunnels <= 2, "10 intercepted clients took {tunnels} tunnels through the upstream proxy");
+    assert!(tls_origin.connections() <= 2, "{} TLS connections to the origin", tls_origin.connections());
 }

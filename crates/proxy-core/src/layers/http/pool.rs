@@ -315,7 +315,9 @@ impl HttpLayer {
     pub(crate) fn adopt_server(&mut self, cx: &mut Context, conn: ConnId, addr: ServerAddr) {
         let tls = !cx.is_plain(conn);
         let codec = Http1Client::new(conn, &cx.config);
-        let mut server = ServerConn { open: true, ..ServerConn::new(conn, addr, codec, tls) };
+        // In upstream mode the tunnel goes through the upstream proxy: parked, it is found
+        // under that proxy's name.
+        let mut server = ServerConn { open: true, proxy: upstream_proxy(cx), ..ServerConn::new(conn, addr, codec, tls) };
         if speaks_h2(cx, conn, tls) {
             server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
             cx.set_self_limiting(conn);
@@ -584,9 +586,19 @@ impl HttpLayer {
             let error = OpenError::Tls(TlsSetupError::NotConfigured.to_string());
             return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
         }
+        // A connection another client connection parked will do: one in absolute-form to the
+        // proxy for plain requests, or a tunnel through it to `addr` for TLS ones (and for a
+        // `CONNECT` that will be intercepted, as in `assign_server`).
+        let tunnel = PoolKey { server: addr.clone(), tls: true, proxy: Some(proxy.clone()), name: None };
+        let shared = match (dedicated, tls) {
+            (true, _) => self.connect_may_reuse(cx).then_some(tunnel),
+            (false, _) if !cx.config.share_upstreams => None,
+            (false, true) => Some(tunnel),
+            (false, false) => Some(PoolKey { server: proxy.clone(), tls: false, proxy: Some(proxy.clone()), name: None }),
+        };
         let conn = if upstream_tls(cx) {
             // TLS to the proxy itself, verified for its name like any server's.
-            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), None) {
+            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), shared) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = ProxyError::Unreachable { proxy, error: OpenError::Tls(error.to_string()) };
@@ -595,7 +607,10 @@ impl HttpLayer {
                 }
             }
         } else {
-            cx.open(proxy.clone())
+            match shared {
+                Some(key) => cx.open_reusing(proxy.clone(), key),
+                None => cx.open(proxy.clone()),
+            }
         };
         let codec = Http1Client::new(conn, &cx.config);
         let server = if tls || dedicated {
