@@ -147,3 +147,97 @@ fn a_parked_http2_connection_takes_the_next_clients_streams() {
     let answer = String::from_utf8_lossy(second.client.received()).into_owned();
     assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"), "{answer:?}");
 }
+
+const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n";
+const GET_PATH: &[u8] = b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n";
+const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+/// Forward mode intercepting TLS, upstream connections shared; origins for `example.test`
+/// (and `other.test`) that count how many connections were opened to them.
+fn intercepting() -> (World, Config, std::rc::Rc<std::cell::Cell<usize>>, Origins) {
+    let w = world();
+    let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    config.share_upstreams = true;
+    // A `TlsClientHello` subscriber may ask for passthrough, which a pooled TLS connection
+    // could not give: none here.
+    config.hooks = HookSet::NONE;
+    let cert = w.origin_ca.leaf(&["example.test", "other.test"]);
+    let opened = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = opened.clone();
+    let origins: Origins = Box::new(move |_| {
+        count.set(count.get() + 1);
+        Some(Peer::tls(tls_origin(cert.clone(), &[b"http/1.1"])))
+    });
+    (w, config, opened, origins)
+}
+
+/// A client connection: CONNECT, its TLS for `sni`, one GET answered; then it leaves. The
+/// server connection that carried it, and what its origin received.
+fn one_client(w: &World, pump: &mut Pump, sni: &str) -> (ConnId, String) {
+    pump.run();
+    pump.client_sends(CONNECT);
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n", "logs {:?}", pump.logs);
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), sni, &[b"http/1.1"]));
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "client handshake done; logs {:?}", pump.logs);
+    pump.client_sends(GET_PATH);
+    let server = *pump.servers.keys().last().expect("a server connection");
+    pump.server_sends(server, HELLO);
+    assert!(pump.client.received().ends_with(b"\r\n\r\nhello"), "logs {:?}", pump.logs);
+    let origin_saw = String::from_utf8_lossy(pump.server(server).received()).into_owned();
+    pump.closes(ConnId::CLIENT);
+    (server, origin_saw)
+}
+
+#[test]
+fn an_intercepted_connect_takes_the_tls_connection_a_client_before_left() {
+    let (w, config, opened, origins) = intercepting();
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
+    let (server, _) = one_client(&w, &mut first, "example.test");
+    assert_eq!(first.parked, [server], "logs {:?}", first.logs);
+    assert_eq!(opened.get(), 1);
+
+    // The next client's CONNECT adopts it: its TLS with the client completes from what the
+    // parked session knows, and its request goes on the same session, no handshake upstream.
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
+    second.pool = std::mem::take(&mut first.pool);
+    let (adopted, origin_saw) = one_client(&w, &mut second, "example.test");
+    assert_eq!(opened.get(), 1, "no connection opened for the second client");
+    assert_eq!(origin_saw.matches("GET /path HTTP/1.1\r\n").count(), 2, "both requests on one session: {origin_saw:?}");
+    assert_eq!(second.parked, [adopted], "parked again for the next");
+}
+
+#[test]
+fn a_client_naming_another_server_gets_a_connection_of_its_own() {
+    let (w, config, opened, origins) = intercepting();
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
+    one_client(&w, &mut first, "example.test");
+    // Same CONNECT target, but the client's SNI names another server: the pooled session was
+    // verified for example.test, so it is closed and a new connection made for other.test.
+    let (_, _, reopened, origins) = intercepting();
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    second.pool = std::mem::take(&mut first.pool);
+    let (fresh, origin_saw) = one_client(&w, &mut second, "other.test");
+    assert_eq!((opened.get(), reopened.get()), (1, 1));
+    assert!(second.closed.iter().any(|c| *c != fresh && *c != ConnId::CLIENT), "the pooled one was closed: {:?}", second.closed);
+    assert_eq!(origin_saw.matches("GET /path").count(), 1, "{origin_saw:?}");
+    assert!(second.logs.iter().any(|l| l.contains("a new connection to example.test:443 instead of a pooled one")), "{:?}", second.logs);
+}
+
+#[test]
+fn plain_http_in_a_tunnel_to_a_pooled_server_gets_a_connection_of_its_own() {
+    let (w, config, _, origins) = intercepting();
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
+    one_client(&w, &mut first, "example.test");
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, plain_origin());
+    second.pool = std::mem::take(&mut first.pool);
+    second.run();
+    second.client_sends(CONNECT);
+    // Not TLS: the pooled session cannot carry it. What the client sent is read again over a
+    // new connection, as plain HTTP inside the tunnel.
+    second.client_sends(GET_PATH);
+    let fresh = *second.servers.keys().last().expect("a new server connection");
+    assert_eq!(second.server(fresh).received(), GET_PATH, "logs {:?}", second.logs);
+    second.server_sends(fresh, HELLO);
+    assert!(second.client.received().ends_with(b"\r\n\r\nhello"), "{:?}", String::from_utf8_lossy(second.client.received()));
+    assert!(second.closed.len() == 1 && second.closed[0] != fresh, "the pooled one closed: {:?}", second.closed);
+}
