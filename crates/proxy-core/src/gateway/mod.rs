@@ -128,6 +128,16 @@ pub(crate) struct Ticket {
     max_conns: u32,
 }
 
+/// Where a routed request goes, as decided under the lock.
+struct Sending<'a> {
+    key: u64,
+    route: &'a RouteSpec,
+    hash: Option<u64>,
+    client_host: Option<&'a str>,
+    backend: Backend,
+    forwarded: bool,
+}
+
 /// A ticket as the gateway keeps it.
 struct Waiter {
     group: String,
@@ -411,29 +421,16 @@ impl Gateway {
             let deadline = now + limits.queue_timeout;
             return Ok(Admitted::Queued(Ticket { gateway: self.clone(), id, route, hash, client_host, since: now, deadline, max_conns }));
         };
+        let (backend, forwarded) = (state.backends[&key].backend.clone(), state.forwarded_headers);
         drop(state);
-        Ok(Admitted::Now(self.send_to(key, &route, hash, client_host.as_deref(), now, request, client, client_tls)))
+        let to = Sending { key, route: &route, hash, client_host: client_host.as_deref(), backend, forwarded };
+        Ok(Admitted::Now(self.send_to(to, now, request, client, client_tls)))
     }
 
-    /// The lease of a request routed by `route` to backend `key` (counted in flight already),
-    /// and the request changed for it.
-    #[allow(clippy::too_many_arguments)]
-    fn send_to(
-        &self,
-        key: u64,
-        route: &RouteSpec,
-        hash: Option<u64>,
-        client_host: Option<&str>,
-        now: Instant,
-        request: &mut Request,
-        client: &ClientInfo,
-        client_tls: bool,
-    ) -> Lease {
-        let state = self.lock();
-        let backend = state.backends[&key].backend.clone();
-        let forwarded = state.forwarded_headers;
-        drop(state);
-        // The rest is the request's own business: no lock for it.
+    /// The lease of a request routed to a backend (counted in flight already), and the request
+    /// changed for it. No lock: the rest is the request's own business.
+    fn send_to(&self, to: Sending<'_>, now: Instant, request: &mut Request, client: &ClientInfo, client_tls: bool) -> Lease {
+        let Sending { key, route, hash, client_host, backend, forwarded } = to;
         let lease = Lease { gateway: self.clone(), key, group: route.group.clone(), hash, tried: vec![key], sent: now, reported: false };
         route::rewrite(route, request);
         if forwarded {
@@ -473,8 +470,10 @@ impl Ticket {
             return Err(self);
         };
         state.tickets.remove(&self.id);
+        let (backend, forwarded) = (state.backends[&key].backend.clone(), state.forwarded_headers);
         drop(state);
-        Ok(self.gateway.send_to(key, &self.route, self.hash, self.client_host.as_deref(), now, request, client, client_tls))
+        let to = Sending { key, route: &self.route, hash: self.hash, client_host: self.client_host.as_deref(), backend, forwarded };
+        Ok(self.gateway.send_to(to, now, request, client, client_tls))
     }
 
     /// The answer for a request that waited until its deadline.

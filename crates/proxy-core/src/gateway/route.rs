@@ -11,7 +11,8 @@ use super::spec::RouteSpec;
 /// The best route for a request to `host` (the client's, without port) and `path`: a named
 /// host before a wildcard before any host, then the longest prefix.
 pub(super) fn best<'a>(routes: &'a [Arc<RouteSpec>], host: Option<&str>, path: &str) -> Option<&'a Arc<RouteSpec>> {
-    let host = host.map(str::to_ascii_lowercase);
+    // Lowered only when some route names a host.
+    let host = host.filter(|_| routes.iter().any(|r| r.host.is_some())).map(str::to_ascii_lowercase);
     routes
         .iter()
         .filter_map(|route| {
@@ -67,8 +68,18 @@ pub(super) fn rewrite(route: &RouteSpec, request: &mut Request) {
 /// client's; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client used, replacing
 /// whatever it sent itself.
 pub(super) fn add_forwarded(request: &mut Request, client: IpAddr, proto: &str, host: Option<&str>) {
-    let xff = request.headers.get_all("x-forwarded-for").map(String::from_utf8_lossy).collect::<Vec<_>>().join(", ");
-    let xff = if xff.trim().is_empty() { client.to_string() } else { format!("{xff}, {client}") };
+    use std::fmt::Write as _;
+    // Once per request: the common case (no hop before us) takes one allocation.
+    let ip = client.to_string();
+    let mut xff = String::new();
+    for earlier in request.headers.get_all("x-forwarded-for") {
+        let earlier = String::from_utf8_lossy(earlier);
+        if !earlier.trim().is_empty() {
+            xff.push_str(&earlier);
+            xff.push_str(", ");
+        }
+    }
+    let xff = if xff.is_empty() { ip.clone() } else { xff + &ip };
     request.headers.insert("x-forwarded-for", xff);
     request.headers.insert("x-forwarded-proto", proto.to_owned());
     match host {
@@ -79,13 +90,14 @@ pub(super) fn add_forwarded(request: &mut Request, client: IpAddr, proto: &str, 
     }
     // RFC 7239 section 6: an IPv6 node is bracketed and quoted; a host with a port is
     // quoted (':' is no token character).
-    let node = match client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let mut element = format!("for={node};proto={proto}");
+    let mut element = String::with_capacity(32 + ip.len() + host.map_or(0, str::len));
+    match client {
+        IpAddr::V4(_) => write!(element, "for={ip};proto={proto}"),
+        IpAddr::V6(_) => write!(element, "for=\"[{ip}]\";proto={proto}"),
+    }
+    .expect("writing to a String");
     if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
-        element.push_str(&format!(";host=\"{host}\""));
+        write!(element, ";host=\"{host}\"").expect("writing to a String");
     }
     request.headers.append("forwarded", element);
 }
