@@ -473,6 +473,9 @@ impl Args {
         if !reverse && (self.lb.is_some() || self.health_check.is_some()) {
             return Err("--lb and --health-check are for reverse mode".into());
         }
+        if !reverse && self.upstream_max_conns.is_some() {
+            return Err("--upstream-max-conns is for reverse mode (the backends' limit)".into());
+        }
         if self.health_check.as_deref().is_some_and(|p| !p.starts_with('/')) {
             return Err("--health-check takes a path starting with '/'".into());
         }
@@ -1289,9 +1292,14 @@ mod tests {
             &["sansproxy", "--connect-timeout", "-1"],
             &["sansproxy", "--max-connections", "0"],
             &["sansproxy", "--high-water", "lots"],
+            &["sansproxy", "--upstream-max-conns", "0"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }
+        let forward = Args::try_parse_from(["sansproxy", "--upstream-max-conns", "4"]).unwrap();
+        assert_eq!(forward.listeners().unwrap_err(), "--upstream-max-conns is for reverse mode (the backends' limit)");
+        let reverse = Args::try_parse_from(["sansproxy", "--reverse", "http://127.0.0.1:9001", "--upstream-max-conns", "4"]).unwrap();
+        assert_eq!(reverse.gateway_spec(&reverse.listeners().unwrap()[0].1 .0).unwrap().groups[0].limits.max_conns, Some(4));
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
