@@ -241,3 +241,35 @@ fn plain_http_in_a_tunnel_to_a_pooled_server_gets_a_connection_of_its_own() {
     assert!(second.client.received().ends_with(b"\r\n\r\nhello"), "{:?}", String::from_utf8_lossy(second.client.received()));
     assert!(second.closed.len() == 1 && second.closed[0] != fresh, "the pooled one closed: {:?}", second.closed);
 }
+
+#[test]
+fn a_client_that_leaves_before_saying_what_it_speaks_does_not_keep_a_pooled_connection() {
+    let (w, config, _, origins) = intercepting();
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
+    one_client(&w, &mut first, "example.test");
+    let pool = std::mem::take(&mut first.pool);
+    // Nothing said: the pooled connection is closed with the client, nothing opened.
+    let mut silent = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, Box::new(|_| None));
+    silent.pool = pool;
+    silent.run();
+    silent.client_sends(CONNECT);
+    let pooled = *silent.servers.keys().next().expect("the pooled connection was adopted");
+    silent.closes(ConnId::CLIENT);
+    assert!(silent.closed.contains(&pooled) && silent.addrs.len() == 1, "closed {:?}, opened {:?}", silent.closed, silent.addrs);
+
+    // Two bytes, then the end: they go to the server as through any tunnel, over a new
+    // connection (the pooled one speaks TLS).
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, {
+        let (_, _, _, origins) = intercepting();
+        origins
+    });
+    one_client(&w, &mut first, "example.test");
+    let mut brief = Pump::new(config, Peer::Plain { received: Vec::new() }, plain_origin());
+    brief.pool = std::mem::take(&mut first.pool);
+    brief.run();
+    brief.client_sends(CONNECT);
+    brief.client_sends(b"GE");
+    brief.closes(ConnId::CLIENT);
+    let fresh = *brief.servers.keys().last().expect("a new connection");
+    assert_eq!(brief.server(fresh).received(), b"GE", "logs {:?}", brief.logs);
+}

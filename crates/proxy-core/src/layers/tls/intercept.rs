@@ -461,6 +461,19 @@ impl Layer for Intercept {
                 let client_rest = std::mem::take(buf).freeze();
                 self.tunnel(cx, client_rest, data, false);
             }
+            // The client ended before saying what it speaks: what it sent goes to the server as
+            // through any tunnel, which a pooled TLS connection cannot carry.
+            (State::Peek { buf, .. }, Event::ConnectionClosed { conn }) if self.pooled.is_some() && conn == client => {
+                let data = std::mem::take(buf).freeze();
+                if data.is_empty() {
+                    // Nothing to pass on: the pooled connection goes with the client.
+                    return self.close(cx);
+                }
+                self.reopen(cx, data);
+                if let State::Reopening { eof, .. } = &mut self.state {
+                    *eof = true;
+                }
+            }
             (State::Peek { buf, .. }, Event::ConnectionClosed { conn }) => {
                 let client_rest = std::mem::take(buf).freeze();
                 self.tunnel(cx, client_rest, Bytes::new(), conn == client);
