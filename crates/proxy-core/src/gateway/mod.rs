@@ -16,7 +16,7 @@
 //!
 //! With a limit on the requests each backend takes at once ([`LimitSpec`]), a request that
 //! finds every backend of its group at its limit waits in the group's queue holding a
-//! [`Ticket`]: when a lease ends, the first ticket of the queue is granted the backend it
+//! `Ticket`: when a lease ends, the first ticket of the queue is granted the backend it
 //! freed, and the connection that holds it is woken through the [`Waker`] it queued with
 //! (the driver feeds it [`Event::Wakeup`](crate::Event::Wakeup)); it then claims its lease.
 //! A grant is a hand-off, not a race: the slot is counted for the ticket from the moment it

@@ -3,7 +3,7 @@
 //! ends (which upstream certificates to trust, how clients resume sessions).
 //!
 //! [`TlsOptions::build`] puts them together into the core's
-//! [`TlsConfig`](proxy_core::tls::TlsConfig):
+//! [`proxy_core::tls::TlsConfig`]:
 //!
 //! ```no_run
 //! use proxy_io::tls::{CaSource, TlsOptions};
