@@ -28,6 +28,7 @@ mod spec;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -123,6 +124,9 @@ pub(crate) struct Ticket {
     route: Arc<RouteSpec>,
     hash: Option<u64>,
     client_host: Option<String>,
+    /// Who asked, and over what: what the forwarded fields will say once it is sent.
+    peer: IpAddr,
+    client_tls: bool,
     since: Instant,
     deadline: Instant,
     max_conns: u32,
@@ -134,6 +138,8 @@ struct Sending<'a> {
     route: &'a RouteSpec,
     hash: Option<u64>,
     client_host: Option<&'a str>,
+    peer: IpAddr,
+    client_tls: bool,
     backend: Backend,
     forwarded: bool,
 }
@@ -257,7 +263,7 @@ impl Gateway {
     /// A gateway for `spec`, drawing its random choices from `seed`.
     pub fn new(spec: GatewaySpec, seed: u64) -> Result<Self, String> {
         spec.validate()?;
-        let limited = Arc::new(AtomicBool::new(spec.groups.iter().any(|g| g.limits.max_conns.is_some())));
+        let limited = Arc::new(AtomicBool::new(spec.limits_connections()));
         let mut state = State {
             groups: Vec::new(),
             routes: Vec::new(),
@@ -290,7 +296,7 @@ impl Gateway {
     /// gets no new request. An invalid spec changes nothing.
     pub fn reload(&self, spec: GatewaySpec) -> Result<(), String> {
         spec.validate()?;
-        self.limited.store(spec.groups.iter().any(|g| g.limits.max_conns.is_some()), Ordering::Relaxed);
+        self.limited.store(spec.limits_connections(), Ordering::Relaxed);
         let mut state = self.lock();
         state.forwarded_headers = spec.forwarded_headers;
         state.apply(spec);
@@ -419,22 +425,25 @@ impl Gateway {
             state.groups[group].queue.push_back(id);
             drop(state);
             let deadline = now + limits.queue_timeout;
-            return Ok(Admitted::Queued(Ticket { gateway: self.clone(), id, route, hash, client_host, since: now, deadline, max_conns }));
+            let peer = client.peer.ip();
+            let ticket = Ticket { gateway: self.clone(), id, route, hash, client_host, peer, client_tls, since: now, deadline, max_conns };
+            return Ok(Admitted::Queued(ticket));
         };
         let (backend, forwarded) = (state.backends[&key].backend.clone(), state.forwarded_headers);
         drop(state);
-        let to = Sending { key, route: &route, hash, client_host: client_host.as_deref(), backend, forwarded };
-        Ok(Admitted::Now(self.send_to(to, now, request, client, client_tls)))
+        let (peer, client_host) = (client.peer.ip(), client_host.as_deref());
+        let to = Sending { key, route: &route, hash, client_host, peer, client_tls, backend, forwarded };
+        Ok(Admitted::Now(self.send_to(to, now, request)))
     }
 
     /// The lease of a request routed to a backend (counted in flight already), and the request
     /// changed for it. No lock: the rest is the request's own business.
-    fn send_to(&self, to: Sending<'_>, now: Instant, request: &mut Request, client: &ClientInfo, client_tls: bool) -> Lease {
-        let Sending { key, route, hash, client_host, backend, forwarded } = to;
+    fn send_to(&self, to: Sending<'_>, now: Instant, request: &mut Request) -> Lease {
+        let Sending { key, route, hash, client_host, peer, client_tls, backend, forwarded } = to;
         let lease = Lease { gateway: self.clone(), key, group: route.group.clone(), hash, tried: vec![key], sent: now, reported: false };
         route::rewrite(route, request);
         if forwarded {
-            route::add_forwarded(request, client.peer.ip(), if client_tls { "https" } else { "http" }, client_host);
+            route::add_forwarded(request, peer, if client_tls { "https" } else { "http" }, client_host);
         }
         target(request, &backend, !route.preserve_host);
         lease
@@ -461,19 +470,18 @@ impl Ticket {
     }
 
     /// The lease, if a backend was granted to this ticket, with `request` changed for it as
-    /// [`Gateway::admit`] would have; the ticket back if it still waits.
-    pub(crate) fn claim(self, now: Instant, request: &mut Request, client: &ClientInfo, client_tls: bool) -> Result<Lease, Self> {
+    /// [`Gateway::admit`] would have; `None` while it still waits. Once claimed, the ticket
+    /// is spent: dropping it gives nothing back.
+    pub(crate) fn claim(&self, now: Instant, request: &mut Request) -> Option<Lease> {
         let mut state = self.gateway.lock();
         state.tick(now);
-        let Some(key) = state.tickets.get(&self.id).and_then(|w| w.granted) else {
-            drop(state);
-            return Err(self);
-        };
+        let key = state.tickets.get(&self.id).and_then(|w| w.granted)?;
         state.tickets.remove(&self.id);
         let (backend, forwarded) = (state.backends[&key].backend.clone(), state.forwarded_headers);
         drop(state);
-        let to = Sending { key, route: &self.route, hash: self.hash, client_host: self.client_host.as_deref(), backend, forwarded };
-        Ok(self.gateway.send_to(to, now, request, client, client_tls))
+        let (route, client_host) = (&self.route, self.client_host.as_deref());
+        let to = Sending { key, route, hash: self.hash, client_host, peer: self.peer, client_tls: self.client_tls, backend, forwarded };
+        Some(self.gateway.send_to(to, now, request))
     }
 
     /// The answer for a request that waited until its deadline.

@@ -236,6 +236,11 @@ impl GatewaySpec {
         Self { groups: vec![group], routes: vec![route], forwarded_headers: true }
     }
 
+    /// Whether some group limits how many requests its backends take at once.
+    pub fn limits_connections(&self) -> bool {
+        self.groups.iter().any(|g| g.limits.max_conns.is_some())
+    }
+
     /// Every route names a group that exists, every group has a backend, names are unique,
     /// prefixes and health paths start with `/`.
     pub fn validate(&self) -> Result<(), String> {

@@ -230,27 +230,24 @@ impl HttpStream {
     /// The flow waits in its group's queue: take the backend if one was granted, or answer
     /// 503 once the wait is over; either way the stream then goes on with what it kept.
     fn poll_queue(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
-        let Some(ticket) = self.ticket.take() else { return };
-        let client_tls = matches!(cx.config.mode, crate::config::Mode::Reverse { client_tls: true, .. });
-        match ticket.claim(now, &mut self.flow.request, &cx.client, client_tls) {
-            Ok(lease) => self.lease = Some(lease),
-            Err(ticket) if ticket.deadline() <= now => {
-                let refusal = ticket.timed_out(now);
-                drop(ticket);
-                let request = &self.flow.request;
-                cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
-                let response = refusal.response();
-                for input in &mut self.deferred {
-                    if let Input::RequestHeaders { refusal, .. } = input {
-                        *refusal = Some(response.clone());
-                    }
+        let Some(ticket) = &self.ticket else { return };
+        if let Some(lease) = ticket.claim(now, &mut self.flow.request) {
+            self.lease = Some(lease);
+        } else if ticket.deadline() <= now {
+            let refusal = ticket.timed_out(now);
+            let request = &self.flow.request;
+            cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
+            let response = refusal.response();
+            for input in &mut self.deferred {
+                if let Input::RequestHeaders { refusal, .. } = input {
+                    *refusal = Some(response.clone());
                 }
             }
-            Err(ticket) => {
-                self.ticket = Some(ticket);
-                return;
-            }
+        } else {
+            return;
         }
+        // Claimed, or given up: its place in the queue goes.
+        self.ticket = None;
         self.replay(cx, now, out);
     }
 
