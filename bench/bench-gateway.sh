@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reverse mode as a gateway, against HAProxy in the same run: each test runs direct to the
 # origin (nginx of ../shared/bench), then through sansproxy in reverse mode (with shared
-# upstream connections, and with --no-server-reuse), then through HAProxy 2.6 in reverse
+# upstream connections, per-core threads, the default; the same with --runtime
+# work-stealing; and with --no-server-reuse), then through HAProxy 2.6 in reverse
 # mode with `http-reuse always` (../shared/bench/peers/haproxy.sh). One backend for now.
 #
 #   bench/bench-gateway.sh [--runs N] [--proxy PATH]
@@ -33,6 +34,8 @@ start_gateway() {
     case "$kind" in
         sansproxy) start_bg gw "$BENCH_STATE/logs/gw-$kind.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
                        --reverse "$up" "${tls[@]}";;
+        sansproxy-ws) start_bg gw "$BENCH_STATE/logs/gw-$kind.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+                       --reverse "$up" --runtime work-stealing "${tls[@]}";;
         sansproxy-noreuse) start_bg gw "$BENCH_STATE/logs/gw-$kind.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
                        --reverse "$up" --no-server-reuse "${tls[@]}";;
         haproxy) start_bg gw "$BENCH_STATE/logs/gw-$kind.log" bash "$SHARED/peers/haproxy.sh" "$PROXY_PORT" "$up" "$BENCH_STATE";;
@@ -46,7 +49,7 @@ for r in $(seq 1 "$RUNS"); do
         ca=(); [ "$test" = tls-new ] && ca=(--insecure)
         # shellcheck disable=SC2046
         load direct "$test" "$up" $(args_for "$test") "${ca[@]}"
-        for kind in sansproxy sansproxy-noreuse haproxy; do
+        for kind in sansproxy sansproxy-ws sansproxy-noreuse haproxy; do
             start_gateway "$kind" "$test"
             url="http://127.0.0.1:$PROXY_PORT"; [ "$test" = tls-new ] && url="https://127.0.0.1:$PROXY_PORT"
             # shellcheck disable=SC2046
@@ -65,7 +68,7 @@ def rps(r):
     return float(r["requests"]) / float(r["secs"])
 for test in ("plain-ka", "plain-new", "tls-new"):
     med = {}
-    for label in ("direct", "sansproxy", "sansproxy-noreuse", "haproxy"):
+    for label in ("direct", "sansproxy", "sansproxy-ws", "sansproxy-noreuse", "haproxy"):
         vals = [rps(r) for r in rows if r["test"] == test and r["label"] == label]
         med[label] = statistics.median(vals) if vals else float("nan")
     d = med["direct"]

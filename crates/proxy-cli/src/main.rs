@@ -151,10 +151,18 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
-    /// Worker threads of the runtime. Defaults to the number of CPUs; on a machine that the
+    /// Threads serving connections. Defaults to the number of CPUs; on a machine that the
     /// proxy shares with its clients and servers, fewer can be faster.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+
+    /// How connections are spread over the threads. per-core: each thread has a runtime, a
+    /// listening socket (SO_REUSEPORT: the kernel spreads new clients over them) and a share
+    /// of the idle upstream connections of its own, and a connection stays on the thread that
+    /// accepted it. work-stealing: one listening socket and tokio's multi-thread runtime,
+    /// whose workers take tasks from each other.
+    #[arg(long, value_name = "KIND", default_value = "per-core", value_parser = parse_runtime)]
+    runtime: RuntimeKind,
 
     /// Add a `Via: 1.1 sansproxy` header to forwarded messages.
     #[arg(long)]
@@ -983,6 +991,21 @@ async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gatewa
     }
 }
 
+/// How the threads serving connections are set up: `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuntimeKind {
+    PerCore,
+    WorkStealing,
+}
+
+fn parse_runtime(s: &str) -> Result<RuntimeKind, String> {
+    match s {
+        "per-core" => Ok(RuntimeKind::PerCore),
+        "work-stealing" => Ok(RuntimeKind::WorkStealing),
+        _ => Err(format!("{s:?}: per-core or work-stealing")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Vec<OsString> = std::env::args_os().collect();
     let args = match Args::load(cli.clone()) {
@@ -993,10 +1016,16 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        runtime.worker_threads(n as usize);
-    }
+    let threads = args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize);
+    // Per core, this thread serves one share, and the proxy starts a thread for each other.
+    let mut runtime = match args.runtime {
+        RuntimeKind::PerCore => tokio::runtime::Builder::new_current_thread(),
+        RuntimeKind::WorkStealing => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads);
+            runtime
+        }
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -1101,6 +1130,9 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
             .upstream_pool(shared.then_some(limits));
         if let Some(n) = args.max_connections {
             builder = builder.max_connections(n as usize);
+        }
+        if args.runtime == RuntimeKind::PerCore {
+            builder = builder.threads(args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize));
         }
         match builder.build().await {
             Ok(proxy) => {

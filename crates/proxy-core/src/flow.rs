@@ -58,12 +58,27 @@ impl Request {
 
     /// `host:port`, leaving out a default port and bracketing IPv6 literals.
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == self.scheme.default_port() && !self.method.eq_ignore_ascii_case("CONNECT") {
-            host
-        } else {
-            format!("{}:{}", host, self.port)
+        if self.method.eq_ignore_ascii_case("CONNECT") {
+            let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+            return format!("{}:{}", host, self.port);
         }
+        Self::authority_of(self.scheme, &self.host, self.port)
+    }
+
+    /// `host[:port]` of a request to `host` over `scheme`: the port left out when it is the
+    /// scheme's, an IPv6 literal bracketed.
+    pub(crate) fn authority_of(scheme: Scheme, host: &str, port: u16) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(host.len() + 8);
+        match host.contains(':') {
+            true => write!(out, "[{host}]"),
+            false => write!(out, "{host}"),
+        }
+        .expect("writing to a String");
+        if port != scheme.default_port() {
+            write!(out, ":{port}").expect("writing to a String");
+        }
+        out
     }
 
     pub fn server(&self) -> ServerAddr {

@@ -38,9 +38,19 @@ impl Headers {
         self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &v[..])
     }
 
+    /// The first value of `name` as it is kept: a copy costs no allocation.
+    pub(crate) fn get_shared(&self, name: &str) -> Option<&Bytes> {
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+    }
+
     /// The first value of `name`, if it is UTF-8.
     pub fn get_str(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of `name` as it is kept, in order.
+    pub(crate) fn get_all_shared<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.fields.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// Every value of `name`, in order.

@@ -23,6 +23,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::context::MovedConn;
+use crate::gateway::Lease;
 use crate::ids::ServerAddr;
 use crate::layers::http::pool::ServerConn;
 
@@ -64,9 +65,30 @@ impl fmt::Display for PoolKey {
 pub struct Parked {
     pub(crate) server: ServerConn,
     pub(crate) state: MovedConn,
+    /// What its last flow held on the backend (a gateway's lease), let go only once the
+    /// connection is in the pool: the request its slot goes to must find it there.
+    pub(crate) hold: Option<Lease>,
+}
+
+/// What a parked connection's last flow held on its backend: see [`Parked::take_hold`].
+#[must_use = "dropping it releases the backend's slot"]
+pub struct Hold(#[allow(dead_code)] Lease);
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hold")
+    }
 }
 
 impl Parked {
+    /// Take what the connection's last flow still holds on its backend, to drop once the
+    /// connection is in the pool: dropping it may hand the backend's slot to a request
+    /// waiting in a gateway's queue, which should then find this connection idle rather
+    /// than open another.
+    pub fn take_hold(&mut self) -> Option<Hold> {
+        self.hold.take().map(Hold)
+    }
+
     /// What a request must match to take this connection.
     pub fn key(&self) -> PoolKey {
         self.server.pool_key()

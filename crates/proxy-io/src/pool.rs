@@ -23,7 +23,7 @@ const MIN_SWEEP: Duration = Duration::from_millis(100);
 
 /// The pool, and whether a sweeper task runs for it.
 struct Inner {
-    pool: UpstreamPool<Box<Parked>, TcpStream>,
+    pool: UpstreamPool<Box<Parked>, std::net::TcpStream>,
     sweeping: bool,
 }
 
@@ -64,6 +64,12 @@ impl SharedPool {
 
     /// Keep `tcp` with `parked` for the next request to its destination.
     pub(crate) fn park(self: &Arc<Self>, parked: Box<Parked>, tcp: TcpStream) {
+        // Out of this thread's reactor: the thread that takes it may be another
+        // (`Builder::threads`).
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return tracing::debug!(error = %e, "an idle connection could not be parked"),
+        };
         let key = parked.key();
         let mut inner = self.lock();
         let gone = inner.pool.park(key, parked, tcp, Instant::now());
@@ -82,10 +88,14 @@ impl SharedPool {
             let taken = self.lock().pool.take(key, Instant::now(), &mut expired);
             drop(expired);
             let (parked, tcp) = taken?;
-            if still_open(&tcp) {
-                return Some((parked, tcp));
+            if !still_open(&tcp) {
+                tracing::debug!(server = %key, "a parked connection was closed by its server");
+                continue;
             }
-            tracing::debug!(server = %key, "a parked connection was closed by its server");
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => return Some((parked, tcp)),
+                Err(e) => tracing::debug!(server = %key, error = %e, "a parked connection could not be taken"),
+            }
         }
     }
 
@@ -118,7 +128,8 @@ async fn sweep(pool: Weak<SharedPool>) {
 
 /// Whether the server of an idle connection has neither closed it nor sent anything (an
 /// idle HTTP/1.1 server has nothing to say: bytes now are a late answer or a goodbye).
-fn still_open(tcp: &TcpStream) -> bool {
+fn still_open(tcp: &std::net::TcpStream) -> bool {
+    // Parked sockets stay non-blocking (tokio's, handed back).
     let mut byte = [0u8; 1];
-    matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    matches!(tcp.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

@@ -38,6 +38,7 @@ pub struct Builder<H = NoopHandler> {
     max_connections: Option<usize>,
     injector: Injector,
     upstream_pool: Option<PoolLimits>,
+    threads: usize,
 }
 
 impl Builder<NoopHandler> {
@@ -51,6 +52,7 @@ impl Builder<NoopHandler> {
             max_connections: None,
             injector: Injector::default(),
             upstream_pool: Some(PoolLimits::default()),
+            threads: 1,
         }
     }
 }
@@ -81,6 +83,7 @@ impl<H: Handler> Builder<H> {
             max_connections: self.max_connections,
             injector: self.injector,
             upstream_pool: self.upstream_pool,
+            threads: self.threads,
         }
     }
 
@@ -122,10 +125,33 @@ impl<H: Handler> Builder<H> {
         self
     }
 
-    /// Bind the listening socket.
+    /// Serve from `n` threads (at least 1, the default), thread per core: [`build`](Self::build)
+    /// starts `n - 1` threads, each with a runtime of its own (tokio's current-thread
+    /// scheduler) and a listening socket of its own on the same address (`SO_REUSEPORT`: the
+    /// kernel spreads new connections over the sockets), and [`Proxy::run`] serves one share
+    /// on the runtime it is called on while they serve theirs. A connection stays on the
+    /// thread that accepted it; only an idle upstream connection moves, parked by one thread
+    /// and taken by another. With [`max_connections`](Self::max_connections)
+    /// the threads accept from one socket instead, so that a thread holding a free place finds
+    /// whoever waits for one. Suited to a current-thread runtime for the caller's share; with
+    /// a multi-thread runtime, that share's connections are spread over its workers as usual.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Bind the listening socket (one per thread, see [`threads`](Self::threads)).
     pub async fn build(self) -> io::Result<Proxy<H>> {
-        let listener = bind(self.listen)?;
-        let local_addr = listener.local_addr()?;
+        // With a connection limit, the threads accept from one socket: a thread holding a
+        // free place must find the clients waiting for one, wherever the kernel would have
+        // queued them. Without, each has its own, on the port the first got.
+        let (several, limited) = (self.threads > 1, self.max_connections.is_some());
+        let first = bind_std(self.listen, several && !limited)?;
+        let local_addr = first.local_addr()?;
+        let others = (1..self.threads)
+            .map(|_| if limited { first.try_clone() } else { bind_std(local_addr, true) })
+            .collect::<io::Result<Vec<_>>>()?;
+        let listener = TcpListener::from_std(first)?;
         let mut config = self.config;
         config.hooks = self.handler.hooks();
         if !cfg!(target_os = "linux") {
@@ -133,24 +159,37 @@ impl<H: Handler> Builder<H> {
             config.forward_min = None;
         }
         // The core parks and reuses upstream connections only if this driver keeps a pool.
-        let pool = self.upstream_pool.map(SharedPool::new);
-        config.share_upstreams = pool.is_some();
+        config.share_upstreams = self.upstream_pool.is_some();
         let (tx, rx) = watch::channel(State::Running);
-        Ok(Proxy {
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            handler: self.handler,
+            opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool: self.upstream_pool.clone().map(SharedPool::new) },
+            injector: self.injector,
+        });
+        let mut proxy = Proxy {
             listener,
             local_addr,
-            shared: Arc::new(Shared {
-                config: Arc::new(config),
-                handler: self.handler,
-                opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool },
-                injector: self.injector,
-            }),
+            workers: Vec::new(),
+            shared,
             shutdown_timeout: self.shutdown_timeout,
             limit: self.max_connections.map(|n| Arc::new(Semaphore::new(n))),
             shutdown: ShutdownHandle { tx: Arc::new(tx) },
             state: rx,
-        })
+        };
+        for (i, listener) in others.into_iter().enumerate() {
+            let worker = proxy.start_worker(i + 1, listener)?;
+            proxy.workers.push(worker);
+        }
+        Ok(proxy)
     }
+}
+
+/// A thread serving a share of the clients ([`Builder::threads`]), ready before the proxy is
+/// built, serving once [`Proxy::run`] says go.
+struct Worker {
+    go: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// A bound proxy, ready to [`run`](Self::run).
@@ -167,6 +206,8 @@ impl<H: Handler> Builder<H> {
 pub struct Proxy<H = NoopHandler> {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The other threads serving clients, if any.
+    workers: Vec<Worker>,
     shared: Arc<Shared<H>>,
     shutdown_timeout: Duration,
     limit: Option<Arc<Semaphore>>,
@@ -210,10 +251,55 @@ impl<H: Handler> Proxy<H> {
     }
 
     /// Accept and serve clients until shut down, then wait for in-flight connections for at
-    /// most the shutdown timeout and drop the rest.
-    pub async fn run(self) {
+    /// most the shutdown timeout and drop the rest. With [`Builder::threads`], the other
+    /// threads do the same, and this returns when all have.
+    pub async fn run(mut self) {
+        let mut workers = std::mem::take(&mut self.workers);
+        for worker in &mut workers {
+            if let Some(go) = worker.go.take() {
+                let _ = go.send(());
+            }
+        }
         let shared = Arc::clone(&self.shared);
-        self.run_with(move |client| Connection::new(Arc::clone(&shared.config), client)).await
+        self.run_with(move |client| Connection::new(Arc::clone(&shared.config), client)).await;
+        for worker in workers {
+            let _ = worker.done.await;
+        }
+    }
+
+    /// A thread with a current-thread runtime, `listener` registered with it, that serves
+    /// `listener`'s clients once told to go.
+    fn start_worker(&self, i: usize, listener: std::net::TcpListener) -> io::Result<Worker> {
+        let (go, start) = tokio::sync::oneshot::channel::<()>();
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let (ready, is_ready) = std::sync::mpsc::channel::<io::Result<()>>();
+        let (timeout, limit, shutdown, state, local_addr) = (self.shutdown_timeout, self.limit.clone(), self.shutdown.clone(), self.state.clone(), self.local_addr);
+        let share = Arc::clone(&self.shared);
+        std::thread::Builder::new().name(format!("sansproxy-{i}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return drop(ready.send(Err(e))),
+                };
+                let _ = ready.send(Ok(()));
+                // Dropped unrun, the proxy drops the sender: nothing to serve.
+                if start.await.is_err() {
+                    return;
+                }
+                let proxy = Proxy { listener, local_addr, workers: Vec::new(), shared: share, shutdown_timeout: timeout, limit, shutdown, state };
+                let shared = Arc::clone(&proxy.shared);
+                proxy.serve(false, move |client| Connection::new(Arc::clone(&shared.config), client)).await;
+            });
+            // Name lookups still blocked in the resolver are not waited for.
+            runtime.shutdown_background();
+            let _ = finished.send(());
+        })?;
+        is_ready.recv().unwrap_or_else(|_| Err(io::Error::other("a serving thread ended before it was ready")))?;
+        Ok(Worker { go: Some(go), done })
     }
 
     /// Whether clients' original destinations are read (transparent mode).
@@ -227,10 +313,20 @@ impl<H: Handler> Proxy<H> {
         C: Core + 'static,
         K: Fn(ClientInfo) -> C,
     {
+        self.serve(true, make_core).await
+    }
+
+    /// Accept and serve this listener's clients; the gateway's health checks beside it if
+    /// `checks` (one thread runs them for all).
+    async fn serve<C, K>(self, checks: bool, make_core: K)
+    where
+        C: Core + 'static,
+        K: Fn(ClientInfo) -> C,
+    {
         let transparent = self.transparent();
         let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
         // A gateway's active health checks run beside the listener, and stop with it.
-        let checks = shared.config.gateway.clone().map(|gateway| {
+        let checks = shared.config.gateway.clone().filter(|_| checks).map(|gateway| {
             let tls = shared.config.tls.as_ref().map(|t| Arc::clone(&t.client));
             AbortOnDrop(tokio::spawn(crate::health::run(gateway, tls)))
         });
@@ -302,16 +398,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`], one of several on the same address
+/// if `shared` (`SO_REUSEPORT`); not yet registered with a runtime.
+fn bind_std(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // As std and tokio do: a restarted proxy can bind while old connections linger.
     socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn accept<C>(stream: &TcpStream, peer: SocketAddr, transparent: bool, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {

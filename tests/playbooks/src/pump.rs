@@ -457,10 +457,13 @@ impl Pump {
                 }
                 None => self.carry_out(Command::OpenConnection { conn, server }),
             },
-            Command::Park { conn, parked } => {
+            Command::Park { conn, mut parked } => {
+                // As the driver does: the backend is let go once the connection is pooled.
+                let hold = parked.take_hold();
                 let peer = self.servers.remove(&conn).expect("a parked connection is open");
                 self.parked.push(conn);
                 self.pool.push((parked, peer));
+                drop(hold);
             }
             Command::CloseConnection { conn, .. } => self.closed.push(conn),
             Command::Hook { flow, hook } if hook.is_blocking() && (self.hold)(&hook) => {

@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::flow::{ClientInfo, Request, Response};
 pub use health::{Probe, ProbeConn, ProbeStep};
 pub use spec::{Backend, Balance, GatewaySpec, GroupSpec, HashOn, HealthSpec, LimitSpec, RouteSpec};
@@ -123,7 +125,7 @@ pub(crate) struct Ticket {
     id: u64,
     route: Arc<RouteSpec>,
     hash: Option<u64>,
-    client_host: Option<String>,
+    client_host: Option<Bytes>,
     /// Who asked, and over what: what the forwarded fields will say once it is sent.
     peer: IpAddr,
     client_tls: bool,
@@ -135,18 +137,19 @@ pub(crate) struct Ticket {
 /// Where a routed request goes, as decided under the lock.
 struct Sending<'a> {
     key: u64,
+    group: Arc<str>,
     route: &'a RouteSpec,
     hash: Option<u64>,
-    client_host: Option<&'a str>,
+    client_host: Option<&'a Bytes>,
     peer: IpAddr,
     client_tls: bool,
-    backend: Backend,
+    target: Arc<Target>,
     forwarded: bool,
 }
 
 /// A ticket as the gateway keeps it.
 struct Waiter {
-    group: String,
+    group: Arc<str>,
     hash: Option<u64>,
     waker: Option<Waker>,
     /// The backend granted, counted in flight for the ticket until it claims it.
@@ -157,9 +160,9 @@ struct Waiter {
 pub(crate) struct Lease {
     gateway: Gateway,
     key: u64,
-    group: String,
+    group: Arc<str>,
     hash: Option<u64>,
-    /// Backends this request was sent to already (it goes to each at most once).
+    /// Backends this request was sent to before `key` (it goes to each at most once).
     tried: Vec<u64>,
     sent: Instant,
     /// What became of it has been reported (one report per backend tried).
@@ -193,8 +196,12 @@ struct Group {
 }
 
 struct BackendState {
-    group: String,
+    group: Arc<str>,
     backend: Backend,
+    /// What a request sent to it is pointed at, made once.
+    target: Arc<Target>,
+    /// Its name's hash, for rendezvous hashing.
+    name_hash: u64,
     in_flight: u32,
     requests: u64,
     /// Failures in a row (passive).
@@ -215,8 +222,11 @@ struct BackendState {
 
 impl BackendState {
     fn new(group: &str, backend: Backend) -> Self {
+        let host_field = Bytes::from(Request::authority_of(backend.scheme, &backend.addr.host, backend.addr.port));
         Self {
-            group: group.to_owned(),
+            group: group.into(),
+            target: Arc::new(Target { backend: backend.clone(), host_field }),
+            name_hash: name_hash(&backend.to_string()),
             backend,
             in_flight: 0,
             requests: 0,
@@ -318,7 +328,7 @@ impl Gateway {
             .map(|key| {
                 let b = &state.backends[key];
                 BackendStatus {
-                    group: b.group.clone(),
+                    group: b.group.to_string(),
                     backend: b.backend.clone(),
                     health: b.health(now),
                     in_flight: b.in_flight,
@@ -375,7 +385,7 @@ impl Gateway {
             (false, false, Err(why)) => Some(format!("{name} is down: its health check failed: {why}")),
             (true, true, _) => {
                 b.fails = 0;
-                let group = b.group.clone();
+                let group = Arc::clone(&b.group);
                 state.dispatch(&group);
                 Some(format!("{name} is up again: its health check answered 2xx"))
             }
@@ -398,10 +408,11 @@ impl Gateway {
     ) -> Result<Admitted, Refusal> {
         let mut state = self.lock();
         state.tick(now);
-        let client_host = request.headers.get_str("host").map(str::to_owned);
-        let bare_host = client_host.as_deref().map(strip_port);
+        let client_host = request.headers.get_shared("host").filter(|h| std::str::from_utf8(h).is_ok()).cloned();
+        let bare_host = client_host.as_deref().map(|h| strip_port(std::str::from_utf8(h).expect("checked")));
         let Some(route) = route::best(&state.routes, bare_host, &request.path).map(Arc::clone) else {
-            return Err(Refusal::NoRoute { host: client_host.unwrap_or_default(), path: request.path.clone() });
+            let host = client_host.map(|h| String::from_utf8_lossy(&h).into_owned()).unwrap_or_default();
+            return Err(Refusal::NoRoute { host, path: request.path.clone() });
         };
         let group = state.groups.iter().position(|g| g.name == route.group).expect("validated: the route's group exists");
         let hash = match &state.groups[group].balance {
@@ -421,7 +432,8 @@ impl Gateway {
             }
             let id = state.next_ticket;
             state.next_ticket += 1;
-            state.tickets.insert(id, Waiter { group: route.group.clone(), hash, waker: waker.cloned(), granted: None });
+            let group_name = state.groups[group].name.as_str().into();
+            state.tickets.insert(id, Waiter { group: group_name, hash, waker: waker.cloned(), granted: None });
             state.groups[group].queue.push_back(id);
             drop(state);
             let deadline = now + limits.queue_timeout;
@@ -429,23 +441,24 @@ impl Gateway {
             let ticket = Ticket { gateway: self.clone(), id, route, hash, client_host, peer, client_tls, since: now, deadline, max_conns };
             return Ok(Admitted::Queued(ticket));
         };
-        let (backend, forwarded) = (state.backends[&key].backend.clone(), state.forwarded_headers);
+        let b = &state.backends[&key];
+        let (group, target, forwarded) = (Arc::clone(&b.group), Arc::clone(&b.target), state.forwarded_headers);
         drop(state);
-        let (peer, client_host) = (client.peer.ip(), client_host.as_deref());
-        let to = Sending { key, route: &route, hash, client_host, peer, client_tls, backend, forwarded };
+        let (peer, client_host) = (client.peer.ip(), client_host.as_ref());
+        let to = Sending { key, group, route: &route, hash, client_host, peer, client_tls, target, forwarded };
         Ok(Admitted::Now(self.send_to(to, now, request)))
     }
 
     /// The lease of a request routed to a backend (counted in flight already), and the request
     /// changed for it. No lock: the rest is the request's own business.
     fn send_to(&self, to: Sending<'_>, now: Instant, request: &mut Request) -> Lease {
-        let Sending { key, route, hash, client_host, peer, client_tls, backend, forwarded } = to;
-        let lease = Lease { gateway: self.clone(), key, group: route.group.clone(), hash, tried: vec![key], sent: now, reported: false };
+        let Sending { key, group, route, hash, client_host, peer, client_tls, target, forwarded } = to;
+        let lease = Lease { gateway: self.clone(), key, group, hash, tried: Vec::new(), sent: now, reported: false };
         route::rewrite(route, request);
         if forwarded {
-            route::add_forwarded(request, peer, if client_tls { "https" } else { "http" }, client_host);
+            route::add_forwarded(request, peer, client_tls, client_host);
         }
-        target(request, &backend, !route.preserve_host);
+        target.point(request, !route.preserve_host);
         lease
     }
 
@@ -477,10 +490,11 @@ impl Ticket {
         state.tick(now);
         let key = state.tickets.get(&self.id).and_then(|w| w.granted)?;
         state.tickets.remove(&self.id);
-        let (backend, forwarded) = (state.backends[&key].backend.clone(), state.forwarded_headers);
+        let b = &state.backends[&key];
+        let (group, target, forwarded) = (Arc::clone(&b.group), Arc::clone(&b.target), state.forwarded_headers);
         drop(state);
-        let (route, client_host) = (&self.route, self.client_host.as_deref());
-        let to = Sending { key, route, hash: self.hash, client_host, peer: self.peer, client_tls: self.client_tls, backend, forwarded };
+        let (route, client_host) = (&self.route, self.client_host.as_ref());
+        let to = Sending { key, group, route, hash: self.hash, client_host, peer: self.peer, client_tls: self.client_tls, target, forwarded };
         Some(self.gateway.send_to(to, now, request))
     }
 
@@ -495,7 +509,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = self.gateway.lock();
         let Some(waiter) = state.tickets.remove(&self.id) else { return };
-        if let Some(group) = state.groups.iter_mut().find(|g| g.name == waiter.group) {
+        if let Some(group) = state.groups.iter_mut().find(|g| *g.name == *waiter.group) {
             group.queue.retain(|id| *id != self.id);
         }
         if let Some(key) = waiter.granted {
@@ -565,18 +579,22 @@ impl Lease {
         };
         let mut state = self.gateway.lock();
         state.tick(now);
-        let Some(group) = state.groups.iter().position(|g| g.name == self.group) else { return (None, line) };
-        let Some(key) = state.pick(group, now, self.hash, &self.tried) else { return (None, line) };
+        let Some(group) = state.groups.iter().position(|g| *g.name == *self.group) else { return (None, line) };
+        self.tried.push(self.key);
+        let Some(key) = state.pick(group, now, self.hash, &self.tried) else {
+            self.tried.pop();
+            return (None, line);
+        };
         let old = self.key;
         state.release(old);
         let keeps_host = request.headers.get_str("host").is_some_and(|h| h != request.authority());
         self.key = key;
-        self.tried.push(key);
         self.sent = now;
         self.reported = false;
-        let backend = state.backends[&key].backend.clone();
-        target(request, &backend, !keeps_host);
-        (Some(backend), line)
+        let target = Arc::clone(&state.backends[&key].target);
+        drop(state);
+        target.point(request, !keeps_host);
+        (Some(target.backend.clone()), line)
     }
 }
 
@@ -603,7 +621,7 @@ impl State {
             let previous = old.iter_mut().position(|o| o.name == g.name).map(|i| old.swap_remove(i));
             let mut members = Vec::new();
             for backend in g.backends {
-                let kept = self.backends.iter_mut().find(|(_, b)| b.group == g.name && b.backend == backend && b.retired);
+                let kept = self.backends.iter_mut().find(|(_, b)| *b.group == *g.name && b.backend == backend && b.retired);
                 let key = match kept {
                     Some((key, b)) => {
                         b.retired = false;
@@ -625,7 +643,7 @@ impl State {
         for group in old {
             for id in group.queue {
                 if let Some(waiter) = self.tickets.get_mut(&id) {
-                    waiter.group = String::new();
+                    waiter.group = "".into();
                 }
             }
         }
@@ -642,36 +660,40 @@ impl State {
         };
         let g = &self.groups[group];
         let below_limit = |b: &BackendState| g.limits.max_conns.is_none_or(|max| b.in_flight < max);
-        let candidates: Vec<usize> = (0..g.members.len())
-            .filter(|&i| !tried.contains(&g.members[i]))
-            .filter(|&i| self.backends[&g.members[i]].is_up(now) && below_limit(&self.backends[&g.members[i]]))
-            .collect();
-        if candidates.is_empty() {
+        let is_candidate = |i: usize| {
+            let b = &self.backends[&g.members[i]];
+            !tried.contains(&g.members[i]) && b.is_up(now) && below_limit(b)
+        };
+        // Chosen among without collecting them: this runs for every request.
+        let n = g.members.len();
+        let candidates = || (0..n).filter(|&i| is_candidate(i));
+        let count = candidates().count();
+        if count == 0 {
             return None;
         }
-        let n = g.members.len();
+        let nth = |k: usize| candidates().nth(k).expect("fewer than counted");
         // Members in turn from the cursor: round robin's order, and the tie-break of others.
         let in_turn = |cursor: usize| (0..n).map(move |i| (cursor + i) % n);
         let cursor = g.cursor;
         let chosen = match (&g.balance, hash) {
             (Balance::Hash(_), Some(hash)) => {
                 // Rendezvous hashing: the highest score of key and backend wins.
-                *candidates.iter().max_by_key(|&&i| mix(hash ^ name_hash(&self.backends[&g.members[i]].backend.to_string()))).expect("not empty")
+                candidates().max_by_key(|&i| mix(hash ^ self.backends[&g.members[i]].name_hash)).expect("not empty")
             }
-            (Balance::RoundRobin | Balance::Hash(_), _) => in_turn(cursor).find(|i| candidates.contains(i)).expect("not empty"),
+            (Balance::RoundRobin | Balance::Hash(_), _) => in_turn(cursor).find(|&i| is_candidate(i)).expect("not empty"),
             (Balance::LeastConn, _) => {
                 let load = |i: usize| self.backends[&g.members[i]].in_flight;
-                let least = candidates.iter().map(|&i| load(i)).min().expect("not empty");
-                in_turn(cursor).find(|&i| candidates.contains(&i) && load(i) == least).expect("the least is a candidate")
+                let least = candidates().map(load).min().expect("not empty");
+                in_turn(cursor).find(|&i| is_candidate(i) && load(i) == least).expect("the least is a candidate")
             }
-            (Balance::Random, _) => candidates[(r % candidates.len() as u64) as usize],
+            (Balance::Random, _) => nth((r % count as u64) as usize),
             (Balance::PowerOfTwo, _) => {
-                let (a, b) = match candidates.len() {
-                    1 => (candidates[0], candidates[0]),
+                let (a, b) = match count {
+                    1 => (nth(0), nth(0)),
                     len => {
                         let first = (r % len as u64) as usize;
                         let second = (first + 1 + ((r >> 32) % (len as u64 - 1)) as usize) % len;
-                        (candidates[first], candidates[second])
+                        (nth(first), nth(second))
                     }
                 };
                 let cost = |i: usize| self.backends[&g.members[i]].cost(now);
@@ -692,7 +714,7 @@ impl State {
     fn release(&mut self, key: u64) {
         let Some(b) = self.backends.get_mut(&key) else { return };
         b.in_flight = b.in_flight.saturating_sub(1);
-        let group = b.group.clone();
+        let group = Arc::clone(&b.group);
         if b.retired && b.in_flight == 0 {
             self.backends.remove(&key);
         }
@@ -768,13 +790,24 @@ fn decay(elapsed: Duration) -> f64 {
     (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp()
 }
 
-/// Point `request` at `backend`; `Host` too when `rename`.
-fn target(request: &mut Request, backend: &Backend, rename: bool) {
-    request.scheme = backend.scheme;
-    request.host = backend.addr.host.clone();
-    request.port = backend.addr.port;
-    if rename {
-        request.headers.insert("host", request.authority());
+/// A backend as requests are pointed at it.
+struct Target {
+    backend: Backend,
+    /// `Host` for it.
+    host_field: Bytes,
+}
+
+impl Target {
+    /// Point `request` here; `Host` too when `rename`.
+    fn point(&self, request: &mut Request, rename: bool) {
+        request.scheme = self.backend.scheme;
+        // Into the request's own string: its capacity mostly suffices.
+        request.host.clear();
+        request.host.push_str(&self.backend.addr.host);
+        request.port = self.backend.addr.port;
+        if rename {
+            request.headers.insert("host", self.host_field.clone());
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 use core::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::flow::Request;
 use super::spec::RouteSpec;
 
@@ -65,41 +67,47 @@ pub(super) fn rewrite(route: &RouteSpec, request: &mut Request) {
 }
 
 /// Tell the backend who asked: `X-Forwarded-For` and `Forwarded` grow by one hop, the
-/// client's; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client used, replacing
-/// whatever it sent itself.
-pub(super) fn add_forwarded(request: &mut Request, client: IpAddr, proto: &str, host: Option<&str>) {
-    use std::fmt::Write as _;
-    // Once per request: the common case (no hop before us) takes one allocation.
-    let ip = client.to_string();
-    let mut xff = String::new();
-    for earlier in request.headers.get_all("x-forwarded-for") {
-        let earlier = String::from_utf8_lossy(earlier);
-        if !earlier.trim().is_empty() {
-            xff.push_str(&earlier);
-            xff.push_str(", ");
-        }
+/// client's; `X-Forwarded-Proto` and `X-Forwarded-Host` say what the client used (TLS or not,
+/// its `Host`), replacing whatever it sent itself.
+///
+/// Once per request: the values are written into one buffer and share it.
+pub(super) fn add_forwarded(request: &mut Request, client: IpAddr, tls: bool, host: Option<&Bytes>) {
+    use std::io::Write as _;
+    let proto: &'static str = if tls { "https" } else { "http" };
+    // RFC 7239 section 6: a host with a port is quoted (':' is no token character); one that
+    // could not be quoted is left out.
+    let quotable = host.filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+    let earlier: Vec<&[u8]> = request.headers.get_all("x-forwarded-for").map(<[u8]>::trim_ascii).filter(|e| !e.is_empty()).collect();
+    let room = earlier.iter().map(|e| e.len() + 2).sum::<usize>() + 2 * 48 + 32 + quotable.map_or(0, |h| h.len());
+    let mut buf = Vec::with_capacity(room);
+    for e in &earlier {
+        buf.extend_from_slice(e);
+        buf.extend_from_slice(b", ");
     }
-    let xff = if xff.is_empty() { ip.clone() } else { xff + &ip };
-    request.headers.insert("x-forwarded-for", xff);
-    request.headers.insert("x-forwarded-proto", proto.to_owned());
+    drop(earlier);
+    write!(buf, "{client}").expect("writing to a Vec");
+    let xff_end = buf.len();
+    // RFC 7239 section 6: an IPv6 node is bracketed and quoted.
+    match client {
+        IpAddr::V4(_) => write!(buf, "for={client};proto={proto}"),
+        IpAddr::V6(_) => write!(buf, "for=\"[{client}]\";proto={proto}"),
+    }
+    .expect("writing to a Vec");
+    if let Some(host) = quotable {
+        buf.extend_from_slice(b";host=\"");
+        buf.extend_from_slice(host);
+        buf.push(b'"');
+    }
+    let buf = Bytes::from(buf);
+    request.headers.insert("x-forwarded-for", buf.slice(..xff_end));
+    request.headers.insert("x-forwarded-proto", Bytes::from_static(proto.as_bytes()));
     match host {
-        Some(host) => request.headers.insert("x-forwarded-host", host.to_owned()),
+        Some(host) => request.headers.insert("x-forwarded-host", host.clone()),
         None => {
             request.headers.remove("x-forwarded-host");
         }
     }
-    // RFC 7239 section 6: an IPv6 node is bracketed and quoted; a host with a port is
-    // quoted (':' is no token character).
-    let mut element = String::with_capacity(32 + ip.len() + host.map_or(0, str::len));
-    match client {
-        IpAddr::V4(_) => write!(element, "for={ip};proto={proto}"),
-        IpAddr::V6(_) => write!(element, "for=\"[{ip}]\";proto={proto}"),
-    }
-    .expect("writing to a String");
-    if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
-        write!(element, ";host=\"{host}\"").expect("writing to a String");
-    }
-    request.headers.append("forwarded", element);
+    request.headers.append("forwarded", buf.slice(xff_end..));
 }
 
 #[cfg(test)]
@@ -175,14 +183,14 @@ mod tests {
         let mut request = request("/");
         request.headers.append("x-forwarded-for", "10.0.0.1");
         request.headers.append("x-forwarded-proto", "gopher");
-        add_forwarded(&mut request, "192.0.2.7".parse().unwrap(), "https", Some("shop.test:8443"));
+        add_forwarded(&mut request, "192.0.2.7".parse().unwrap(), true, Some(&Bytes::from_static(b"shop.test:8443")));
         let h = &request.headers;
         assert_eq!(h.get_str("x-forwarded-for"), Some("10.0.0.1, 192.0.2.7"));
         assert_eq!(h.get_str("x-forwarded-proto"), Some("https"));
         assert_eq!(h.get_str("x-forwarded-host"), Some("shop.test:8443"));
         assert_eq!(h.get_str("forwarded"), Some("for=192.0.2.7;proto=https;host=\"shop.test:8443\""));
         let mut request = super::tests::request("/");
-        add_forwarded(&mut request, "::1".parse().unwrap(), "http", None);
+        add_forwarded(&mut request, "::1".parse().unwrap(), false, None);
         assert_eq!(request.headers.get_str("forwarded"), Some("for=\"[::1]\";proto=http"));
     }
 }

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 use proxy_core::{Command, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
@@ -43,10 +42,9 @@ use forward::Forward;
 use socket::{Io, Sock};
 use timer::Timer;
 
-/// Capacity of the read buffer shared by the sockets of one connection.
+/// The read buffer's size when a socket whose last read was big tops it up.
 pub(crate) const READ_BUF: usize = 256 * 1024;
-/// The read buffer's size for a socket whose last read was small: 50 idle-ish connections
-/// with a quarter megabyte each would crowd the caches for nothing.
+/// The read buffer's size when a socket whose last read was small tops it up.
 const SMALL_READ_BUF: usize = 64 * 1024;
 /// Below this much spare capacity the read buffer is topped up before a read.
 const MIN_READ: usize = 4 * 1024;
@@ -140,7 +138,6 @@ struct Driver<'o, C, M, F> {
     peer: SocketAddr,
     opts: &'o Options,
     socks: Vec<Sock>,
-    read_buf: BytesMut,
     /// Events the driver produced while carrying out commands (a failed write), fed before
     /// anything new is observed.
     events: VecDeque<Event>,
@@ -171,7 +168,6 @@ where
             peer,
             opts,
             socks: vec![Sock::new(ConnId::CLIENT, Io::Open(client))],
-            read_buf: BytesMut::new(),
             events: VecDeque::new(),
             hooks: FuturesUnordered::new(),
             make_hook,
@@ -264,7 +260,10 @@ where
 
     /// Hand the idle socket of `conn` to the shared pool with what the core parked; one that
     /// cannot be (output still queued, its peer gone, no pool) is closed.
-    fn park(&mut self, conn: ConnId, parked: Box<proxy_core::upstreams::Parked>) {
+    fn park(&mut self, conn: ConnId, mut parked: Box<proxy_core::upstreams::Parked>) {
+        // Let go of the backend only once the connection is in the pool, where the request
+        // given its slot will look.
+        let hold = parked.take_hold();
         let Some(at) = self.socks.iter().position(|s| s.id == conn && !s.forgotten) else { return };
         let sock = &self.socks[at];
         let idle = sock.queue.is_empty() && !sock.forwarding && !sock.read_done && !sock.write_shut;
@@ -274,6 +273,7 @@ where
                 if let Io::Open(tcp) = sock.io {
                     pool.park(parked, tcp);
                 }
+                drop(hold);
             }
             _ => {
                 let linger = self.opts.linger;
@@ -328,15 +328,10 @@ where
         let n = self.socks.len();
         for i in 0..n {
             let at = (self.next + i) % n;
-            if let Some(event) = self.socks[at].poll(cx, &mut self.read_buf) {
+            if let Some(event) = self.socks[at].poll(cx) {
                 self.next = at + 1;
                 return Poll::Ready(event);
             }
-        }
-        // Nothing to read anywhere: give the buffer back rather than hold it while idle. A
-        // thousand idle keep-alive connections would otherwise pin a buffer each.
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
         }
         // A forward may have started waiting on its source above, with a patience the timer
         // must now include.
@@ -362,7 +357,7 @@ where
         while let Poll::Ready(Some(_)) = self.hooks.poll_next_unpin(cx) {}
         for s in &mut self.socks {
             // Closed sockets report nothing; this only moves their bytes.
-            let _ = s.poll(cx, &mut self.read_buf);
+            let _ = s.poll(cx);
         }
         self.socks.retain(Sock::is_alive);
         if self.hooks.is_empty() && self.socks.is_empty() {

@@ -14,6 +14,16 @@ use super::{now, BIG_READ, MIN_READ, READ_BUF, SMALL_READ_BUF};
 use crate::open::Connecting;
 use crate::queue::WriteQueue;
 
+thread_local! {
+    /// The buffer every socket served by this thread reads into. What a read brings is split
+    /// off and handed to the core, and the rest of the buffer serves the next read, whichever
+    /// connection it is for: an idle connection holds no buffer, and a busy thread allocates
+    /// one only when the last is used up (or handed over whole by a big read). A piece the
+    /// core keeps (the fields of a request in flight) keeps its buffer alive until dropped,
+    /// as it would a buffer of its own connection.
+    static READ_BUF_OF_THREAD: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
 pub(super) enum Io {
     Connecting(Connecting),
     Open(TcpStream),
@@ -208,7 +218,7 @@ impl Sock {
     }
 
     /// Make progress on connecting, writing and reading; the first event wins.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         if let Io::Connecting(connecting) = &mut self.io {
             let result = match connecting.as_mut().poll(cx) {
                 Poll::Pending => return None,
@@ -236,7 +246,7 @@ impl Sock {
             }
         }
         if self.wants_read() {
-            return self.poll_read(cx, buf);
+            return READ_BUF_OF_THREAD.with_borrow_mut(|buf| self.poll_read(cx, buf));
         }
         None
     }
@@ -256,7 +266,7 @@ impl Sock {
         None
     }
 
-    pub(super) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
         loop {
             let Io::Open(stream) = &mut self.io else { return None };
             if buf.capacity() < MIN_READ {

@@ -20,6 +20,7 @@ use super::HttpLayer;
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::OpenError;
+use crate::gateway::Lease;
 use crate::hook::{Hook, HookKind};
 use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::layers::http::h2::H2Client;
@@ -475,7 +476,9 @@ impl HttpLayer {
     }
 
     /// The stream `flow` is finished: return its server connection to the pool or close it.
-    pub(super) fn release_server(&mut self, cx: &mut Context, flow: FlowId) {
+    /// `hold`: what the flow held on its backend, let go once the connection is parked or
+    /// dropped.
+    pub(super) fn release_server(&mut self, cx: &mut Context, flow: FlowId, hold: Option<Lease>) {
         let Some(server) = self.pool.carrying_mut(flow) else { return };
         server.flows.retain(|f| *f != flow);
         if server.flows.is_empty() {
@@ -496,7 +499,7 @@ impl HttpLayer {
         } else if server.flows.is_empty() && cx.config.share_upstreams && cx.config.gateway.as_ref().is_some_and(|g| g.limits_connections()) {
             // Backends take a limited number of connections: an idle one serves whichever
             // client connection needs it next, not only this one.
-            self.park_or_drop(cx, conn);
+            self.park_or_drop(cx, conn, hold);
         }
     }
 
@@ -515,7 +518,7 @@ impl HttpLayer {
 
     /// The client connection is done with the server connection `conn`: park it for another
     /// client connection if it can serve one, else close it.
-    pub(super) fn park_or_drop(&mut self, cx: &mut Context, conn: ConnId) {
+    pub(super) fn park_or_drop(&mut self, cx: &mut Context, conn: ConnId, hold: Option<Lease>) {
         let established = cx.tls(conn).is_none_or(|t| t.state == crate::tls::session::TlsState::Established);
         let parkable = cx.config.share_upstreams && established && self.pool.get(conn).is_some_and(ServerConn::is_parkable);
         if !parkable {
@@ -524,14 +527,14 @@ impl HttpLayer {
         let Some(server) = self.pool.remove(conn) else { return };
         let name = cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != server.addr.host);
         let Some(state) = cx.park_conn(conn) else { return };
-        let parked = Box::new(Parked { server: ServerConn { deadline: None, name, ..server }, state });
+        let parked = Box::new(Parked { server: ServerConn { deadline: None, name, ..server }, state, hold });
         cx.push(Command::Park { conn, parked });
     }
 
     /// The driver answered our `Reuse` with a connection another client connection parked:
     /// it takes the place of the one that would have been opened, and its flows go on it.
     pub(super) fn server_adopted(&mut self, cx: &mut Context, now: Instant, conn: ConnId, parked: Parked) {
-        let Parked { mut server, state } = parked;
+        let Parked { mut server, state, .. } = parked;
         cx.adopt_parked(conn, state);
         let Some(waiting) = self.pool.remove(conn) else {
             // Nobody waits for it any more.

@@ -179,7 +179,7 @@ pub(crate) struct HttpStream {
     rate_window: Option<RateWindow>,
     resend: Resend,
     /// Reverse mode with a gateway: the backend the flow was sent to, held until it ends.
-    lease: Option<Lease>,
+    pub(super) lease: Option<Lease>,
     /// Reverse mode with a gateway, every backend at its limit: the flow's place in the
     /// queue. Until it is granted a backend, the stream keeps its inputs as while a hook is
     /// pending (its request goes nowhere yet, and the client is not read).

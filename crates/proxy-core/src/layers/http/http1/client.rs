@@ -152,11 +152,11 @@ impl Http1Client {
         }
     }
 
-    fn send_head(&mut self, cx: &mut Context, flow: FlowId, request: Request, end_stream: bool) {
+    fn send_head(&mut self, cx: &mut Context, flow: FlowId, mut request: Request, end_stream: bool) {
         self.recv = Recv::Head(flow);
         self.method.clone_from(&request.method);
-        let target = if self.absolute_form { absolute_target(&request) } else { request.path.clone() };
-        let mut headers = request.headers;
+        let target = if self.absolute_form { absolute_target(&request) } else { std::mem::take(&mut request.path) };
+        let mut headers = std::mem::take(&mut request.headers);
         if !headers.contains("host") {
             headers.insert("host", request_authority(&request.host, request.port));
         }
@@ -177,7 +177,10 @@ impl Http1Client {
             // read the next request as its rest.
             headers.insert("content-length", "0");
         }
-        let mut dst = BytesMut::with_capacity(512);
+        // Sized exactly, head and a small body, so that it freezes without another allocation.
+        let head_len = wire::request_head_len(&request.method, &target, &headers);
+        let small_body = request.body.as_ref().map_or(0, Bytes::len).min(16 * 1024 + 1);
+        let mut dst = BytesMut::with_capacity(head_len + if small_body <= 16 * 1024 { small_body } else { 0 });
         wire::write_request_head(&mut dst, &request.method, &target, Version::Http11, &headers);
         match &request.body {
             Some(body) if body.len() <= 16 * 1024 => {

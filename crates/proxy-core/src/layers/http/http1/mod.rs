@@ -76,15 +76,15 @@ pub(crate) fn limits(config: &Config) -> wire::Limits {
 /// `Upgrade` for a protocol switch. (`Proxy-Authorization` is the HTTP layer's to check and
 /// remove, whatever the client's version: see `proxy_auth`.)
 fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
-    let mut listed: Vec<Bytes> = Vec::new();
-    for value in headers.get_all("connection") {
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if !token.is_empty() {
-                listed.push(Bytes::copy_from_slice(token));
-            }
-        }
-    }
+    // The `Connection` values, shared rather than copied: this runs for every message, and
+    // nearly always finds one value or none, which takes no list.
+    let (first, more): (Option<Bytes>, Vec<Bytes>) = {
+        let mut values = headers.get_all_shared("connection").cloned();
+        (values.next(), values.collect())
+    };
+    let listed = || {
+        first.iter().chain(&more).flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+    };
     headers.retain(|name, value| {
         let fixed = [
             &b"connection"[..],
@@ -101,7 +101,7 @@ fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
         if name.eq_ignore_ascii_case(b"upgrade") {
             return keep_upgrade;
         }
-        !listed.iter().any(|l| name.eq_ignore_ascii_case(l) && !l.eq_ignore_ascii_case(b"upgrade"))
+        !listed().any(|l| name.eq_ignore_ascii_case(l) && !l.eq_ignore_ascii_case(b"upgrade"))
     });
 }
 
@@ -155,9 +155,33 @@ fn canonical_length(headers: &mut Headers, framing: wire::Framing) {
         wire::Framing::Chunked | wire::Framing::UntilClose => return,
     };
     match length {
-        Ok(n) => headers.insert("content-length", n.to_string()),
+        Ok(n) => {
+            // Mostly it is canonical already: one field, the plain number.
+            let mut digits = [0u8; 20];
+            let canonical = decimal(n, &mut digits);
+            let as_is = {
+                let mut fields = headers.get_all("content-length");
+                matches!((fields.next(), fields.next()), (Some(only), None) if only == canonical)
+            };
+            if !as_is {
+                headers.insert("content-length", Bytes::copy_from_slice(canonical));
+            }
+        }
         Err(_) => {
             headers.remove("content-length");
+        }
+    }
+}
+
+/// `n` in decimal, written at the end of `out`.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[at..];
         }
     }
 }

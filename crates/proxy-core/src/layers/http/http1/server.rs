@@ -322,7 +322,7 @@ impl Http1Server {
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
         let mut absolute_authority = None;
         let parsed = match self.destination.target() {
-            Some((scheme, target)) if origin_form => Ok((scheme, target.host.clone(), target.port, head.target.clone())),
+            Some((scheme, target)) if origin_form => Ok((scheme, target.host.clone(), target.port, std::mem::take(&mut head.target))),
             // Reverse mode: an absolute-form target must be well formed, but only its path
             // picks anything; its authority, like a `Host`, names us and never the upstream.
             Some((scheme, target)) if self.destination.is_fixed() => parse_target(&head.method, &head.target).map(|(s, host, port, path)| {
@@ -503,7 +503,12 @@ impl Http1Server {
             }
         }
         let reason = if response.reason.is_empty() { reason_phrase(status) } else { &response.reason };
-        let mut dst = BytesMut::with_capacity(256);
+        // Sized exactly, head and a small body, so that it freezes without another allocation.
+        let body_len = match (&response.body, no_body) {
+            (Some(body), false) if body.len() <= 16 * 1024 => body.len(),
+            _ => 0,
+        };
+        let mut dst = BytesMut::with_capacity(wire::response_head_len(status, reason, &headers) + body_len);
         wire::write_response_head(&mut dst, Version::Http11, status, reason, &headers);
         match (&response.body, no_body) {
             (Some(body), false) if body.len() <= 16 * 1024 => {
@@ -596,7 +601,7 @@ fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, Stri
 
 /// A `Host` value of the form `host[:port]` that [`split_authority`] accepts.
 fn is_valid_host(value: &[u8]) -> bool {
-    std::str::from_utf8(value).is_ok_and(|v| split_authority(v, Some(80)).is_some())
+    std::str::from_utf8(value).is_ok_and(|v| authority_parts(v, Some(80)).is_some())
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -606,6 +611,11 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// `host[:port]` or `[v6]:port`. Without a default port, the port is required.
 pub(crate) fn split_authority(authority: &str, default_port: Option<u16>) -> Option<(String, u16)> {
+    authority_parts(authority, default_port).map(|(host, port)| (host.to_ascii_lowercase(), port))
+}
+
+/// [`split_authority`] without lowering the host, which stays borrowed.
+fn authority_parts(authority: &str, default_port: Option<u16>) -> Option<(&str, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         host.parse::<core::net::Ipv6Addr>().ok()?;
@@ -632,7 +642,7 @@ pub(crate) fn split_authority(authority: &str, default_port: Option<u16>) -> Opt
         Some(_) => return None,
         None => default_port?,
     };
-    Some((host.to_ascii_lowercase(), port))
+    Some((host, port))
 }
 
 

@@ -86,6 +86,11 @@ impl HeadReader {
     }
 }
 
+/// Field slots [`parse_fields`] keeps on the stack; a section with more takes them from the heap.
+const STACK_SLOTS: usize = 32;
+/// Fields a parsed section has room for beyond its own, without growing.
+const ROOM_TO_ADD: usize = 4;
+
 /// Parse the field lines in `section[at..]`, which ends with the empty line, into headers that
 /// share `section`'s memory. Also reads trailer sections.
 pub(super) fn parse_fields(section: &Bytes, at: usize, limits: &Limits) -> Result<Headers, Http1Error> {
@@ -97,10 +102,19 @@ pub(super) fn parse_fields(section: &Bytes, at: usize, limits: &Limits) -> Resul
         return Err(Http1Error::TooManyHeaders { limit: limits.max_headers });
     }
 
-    let mut slots = vec![httparse::EMPTY_HEADER; count];
-    match httparse::parse_headers(raw, &mut slots) {
+    // Slots on the stack for the usual few fields: this runs for every message.
+    let mut on_stack = [httparse::EMPTY_HEADER; STACK_SLOTS];
+    let mut on_heap = Vec::new();
+    let slots = if count <= STACK_SLOTS {
+        &mut on_stack[..count]
+    } else {
+        on_heap.resize(count, httparse::EMPTY_HEADER);
+        &mut on_heap[..]
+    };
+    match httparse::parse_headers(raw, slots) {
         Ok(httparse::Status::Complete((len, fields))) if len == raw.len() => {
-            let mut headers = Headers::with_capacity(fields.len());
+            // Room for the few fields a proxy adds (`Via`, the forwarded fields).
+            let mut headers = Headers::with_capacity(fields.len() + ROOM_TO_ADD);
             for f in fields {
                 // httparse's names and values borrow from `raw`, which lies within `section`, so
                 // `slice_ref` cannot fail its bounds assertion.

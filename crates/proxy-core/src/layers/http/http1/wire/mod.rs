@@ -36,7 +36,7 @@ mod write;
 pub use body::{BodyEvent, BodyReader};
 pub use framing::{content_length, request_framing, response_framing};
 pub use head::HeadReader;
-pub use write::{write_chunk_header, write_fields, write_request_head, write_response_head, LAST_CHUNK};
+pub use write::{request_head_len, response_head_len, write_chunk_header, write_fields, write_request_head, write_response_head, LAST_CHUNK};
 
 /// Limits applied while reading.
 #[derive(Debug, Clone, Copy)]

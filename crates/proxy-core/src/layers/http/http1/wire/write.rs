@@ -11,7 +11,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n";
 
 /// `METHOD SP target SP HTTP/1.x CRLF`, the fields, and the empty line.
 pub fn write_request_head(dst: &mut BytesMut, method: &str, target: &str, version: Version, headers: &Headers) {
-    dst.reserve(method.len() + target.len() + 12 + fields_len(headers));
+    dst.reserve(request_head_len(method, target, headers));
     dst.extend_from_slice(method.as_bytes());
     dst.extend_from_slice(b" ");
     dst.extend_from_slice(target.as_bytes());
@@ -24,7 +24,7 @@ pub fn write_request_head(dst: &mut BytesMut, method: &str, target: &str, versio
 /// `HTTP/1.x SP status SP reason CRLF`, the fields, and the empty line. An empty reason keeps
 /// its space (`HTTP/1.1 200 `), as RFC 9112 section 4 asks.
 pub fn write_response_head(dst: &mut BytesMut, version: Version, status: u16, reason: &str, headers: &Headers) {
-    dst.reserve(reason.len() + 16 + fields_len(headers));
+    dst.reserve(response_head_len(status, reason, headers));
     dst.extend_from_slice(version.as_str().as_bytes());
     dst.extend_from_slice(b" ");
     let mut digits = [0; 5];
@@ -33,6 +33,20 @@ pub fn write_response_head(dst: &mut BytesMut, version: Version, status: u16, re
     dst.extend_from_slice(reason.as_bytes());
     dst.extend_from_slice(b"\r\n");
     write_fields(dst, headers);
+}
+
+/// The length of the head [`write_request_head`] writes: a buffer of this capacity (plus any
+/// body that follows) freezes without a reallocation or a second allocation.
+pub fn request_head_len(method: &str, target: &str, headers: &Headers) -> usize {
+    // Two spaces, `HTTP/1.x`, CRLF.
+    method.len() + target.len() + 12 + fields_len(headers)
+}
+
+/// The length of the head [`write_response_head`] writes.
+pub fn response_head_len(status: u16, reason: &str, headers: &Headers) -> usize {
+    let digits = status.checked_ilog10().map_or(1, |d| d as usize + 1);
+    // `HTTP/1.x`, two spaces, CRLF.
+    8 + digits + reason.len() + 4 + fields_len(headers)
 }
 
 /// Write trailer fields and the final blank line (after the last-chunk `0\r\n`).
