@@ -33,8 +33,8 @@ struct Slow {
 
 #[test]
 fn slow_head_clients_are_cut_off_and_starve_nobody() {
-    let limit = raise_fd_limit(2 * CLIENTS + 256);
-    let clients = CLIENTS.min(limit.saturating_sub(256) / 2);
+    let limit = raise_fd_limit(FDS_FOR_BOTH);
+    let clients = CLIENTS.min(limit.saturating_sub(256 + 4 * BODY_CLIENTS) / 2);
     assert!(clients >= 200, "a descriptor limit of {limit} leaves room for {clients} slow clients");
 
     let origin = Origin::start();
@@ -140,10 +140,16 @@ fn slow_head_clients_are_cut_off_and_starve_nobody() {
 /// 200 ms.
 const BODY_CLIENTS: usize = 500;
 
+/// Descriptors this process needs with both tests running at once (they share it): each
+/// slow-head client one, each slow-body client four (its socket, the backend's end and the
+/// backend's clone of it, and slack), and some to spare. Raising only to one test's need
+/// had the other's accepts fail now and then.
+const FDS_FOR_BOTH: usize = 2 * CLIENTS + 4 * BODY_CLIENTS + 256;
+
 #[test]
 fn slow_body_clients_of_a_reverse_proxy_get_408_and_free_their_upstreams() {
-    let limit = raise_fd_limit(4 * BODY_CLIENTS + 256);
-    let clients = BODY_CLIENTS.min(limit.saturating_sub(256) / 4);
+    let limit = raise_fd_limit(FDS_FOR_BOTH);
+    let clients = BODY_CLIENTS.min(limit.saturating_sub(256 + 2 * CLIENTS) / 4);
     assert!(clients >= 100, "a descriptor limit of {limit} leaves room for {clients} slow clients");
     // A backend that reads whatever comes and never answers: only the proxy ends these.
     let origin = TcpServer::start(|mut tcp: TcpStream| {
