@@ -143,21 +143,14 @@ pub(crate) struct HttpLayer {
     /// What HTTP/2 clients sent on a stream before the switch it asked for was answered.
     early: BTreeMap<FlowId, Early>,
     client_deadline: Option<Instant>,
-    /// Emptied lists kept for the next event rather than allocated anew for each.
-    spare: Spare,
+    /// Emptied output lists of streams, kept for the next event rather than allocated anew
+    /// for each (one per feed in progress: a feed may start another).
+    spare_outs: Vec<Vec<Out>>,
     /// We are done with the client connection (closed, or half-closed and lingering).
     client_gone: bool,
     /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
     /// read our last response before its unread input could make the kernel reset.
     lingering: bool,
-}
-
-/// Lists a layer fills and empties for every event, kept empty between events.
-#[derive(Default)]
-struct Spare {
-    client: Vec<CodecOutput<ClientError>>,
-    server: Vec<CodecOutput<ServerError>>,
-    outs: Vec<Vec<Out>>,
 }
 
 impl HttpLayer {
@@ -174,7 +167,7 @@ impl HttpLayer {
             tunnel_layer: None,
             early: BTreeMap::new(),
             client_deadline: None,
-            spare: Spare::default(),
+            spare_outs: Vec::new(),
             client_gone: false,
             lingering: false,
         }
@@ -292,7 +285,7 @@ impl HttpLayer {
                 let Some(data) = self.sniff(cx, data) else { return };
                 match &mut self.client {
                     ClientCodec::H1(codec) => {
-                        let mut outputs = std::mem::take(&mut self.spare.client);
+                        let mut outputs = Vec::new();
                         codec.receive(cx, now, data, &mut outputs);
                         self.handle_client_outputs(cx, now, outputs);
                     }
@@ -307,7 +300,7 @@ impl HttpLayer {
                 } else {
                     match &mut server.codec {
                         ServerCodec::H1(codec) => {
-                            let mut outputs = std::mem::take(&mut self.spare.server);
+                            let mut outputs = Vec::new();
                             codec.receive(data, &mut outputs);
                             self.handle_server_outputs(cx, now, conn, outputs);
                         }
@@ -434,14 +427,14 @@ impl HttpLayer {
         self.after_event(cx, now);
     }
 
-    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, mut outputs: Vec<CodecOutput<ClientError>>) {
+    fn handle_client_outputs(&mut self, cx: &mut Context, now: Instant, outputs: Vec<CodecOutput<ClientError>>) {
         // A request the codec rejected within the same read has been answered already: its
         // stream only reports the error, and neither raises request hooks nor opens a server.
         let rejected = outputs.iter().find_map(|o| match o {
             CodecOutput::Error { flow: Some(flow), .. } => Some(*flow),
             _ => None,
         });
-        for output in outputs.drain(..) {
+        for output in outputs {
             let websocket = match &output {
                 CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } | CodecOutput::Closed { flow: Some(flow), .. } => {
                     Some(*flow).filter(|f| self.websockets.contains(*f))
@@ -480,7 +473,6 @@ impl HttpLayer {
                 CodecOutput::Reset { flow, .. } => self.feed(cx, now, flow, Input::ClientReset),
             }
         }
-        self.spare.client = outputs;
     }
 
     fn route_request_event(&mut self, cx: &mut Context, now: Instant, event: HttpEvent) {
@@ -555,9 +547,9 @@ impl HttpLayer {
     /// their streams, failures to the flows they cost. A failure ends an HTTP/1 connection,
     /// whose one flow is told while still on it; HTTP/2 flows leave their connection before
     /// they are told, and the connection goes on unless it closed.
-    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, mut outputs: Vec<CodecOutput<ServerError>>) {
+    fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<CodecOutput<ServerError>>) {
         let multiplexed = self.pool.get(conn).is_some_and(ServerConn::is_h2);
-        for output in outputs.drain(..) {
+        for output in outputs {
             let websocket = match &output {
                 CodecOutput::Http(event) => Some(event.flow()),
                 CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } => Some(*flow),
@@ -622,7 +614,6 @@ impl HttpLayer {
                 }
             }
         }
-        self.spare.server = outputs;
     }
 
     /// Give `flow`, or without one every flow on server connection `conn`, the `input` of a
@@ -650,12 +641,12 @@ impl HttpLayer {
     fn feed(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: Input) {
         let Some(stream) = self.streams.get_mut(&flow) else { return };
         // A feed within a feed (an output that moves another stream) takes a spare list.
-        let mut outs = self.spare.outs.pop().unwrap_or_default();
+        let mut outs = self.spare_outs.pop().unwrap_or_default();
         stream.handle(cx, now, input, &mut outs);
         for out in outs.drain(..) {
             self.apply(cx, now, flow, out);
         }
-        self.spare.outs.push(outs);
+        self.spare_outs.push(outs);
         if self.streams.get(&flow).is_some_and(|s| s.is_finished()) {
             // Ended without a switch: what its stream sent early goes nowhere.
             self.early.remove(&flow);
