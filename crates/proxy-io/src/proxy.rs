@@ -8,7 +8,7 @@ use std::time::Duration;
 use proxy_core::upstreams::PoolLimits;
 use proxy_core::{ClientInfo, Config, Connection};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::driver::{self, Core, Options};
@@ -167,9 +167,11 @@ impl<H: Handler> Builder<H> {
             opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool: self.upstream_pool.clone().map(SharedPool::new) },
             injector: self.injector,
         });
+        let (spread, mut inboxes) = Spread::new(self.threads);
         let mut proxy = Proxy {
             listener,
             local_addr,
+            spread: spread.map(|s| (0, s, inboxes.remove(0))),
             workers: Vec::new(),
             shared,
             shutdown_timeout: self.shutdown_timeout,
@@ -177,8 +179,8 @@ impl<H: Handler> Builder<H> {
             shutdown: ShutdownHandle { tx: Arc::new(tx) },
             state: rx,
         };
-        for (i, listener) in others.into_iter().enumerate() {
-            let worker = proxy.start_worker(i + 1, listener)?;
+        for ((i, listener), inbox) in others.into_iter().enumerate().zip(inboxes) {
+            let worker = proxy.start_worker(i + 1, listener, inbox)?;
             proxy.workers.push(worker);
         }
         Ok(proxy)
@@ -208,6 +210,9 @@ pub struct Proxy<H = NoopHandler> {
     local_addr: SocketAddr,
     /// The other threads serving clients, if any.
     workers: Vec<Worker>,
+    /// With other threads: this one's place among them, how loaded each is, and where
+    /// connections handed to this one arrive.
+    spread: Option<(usize, Arc<Spread>, mpsc::UnboundedReceiver<Handed>)>,
     shared: Arc<Shared<H>>,
     shutdown_timeout: Duration,
     limit: Option<Arc<Semaphore>>,
@@ -269,12 +274,13 @@ impl<H: Handler> Proxy<H> {
 
     /// A thread with a current-thread runtime, `listener` registered with it, that serves
     /// `listener`'s clients once told to go.
-    fn start_worker(&self, i: usize, listener: std::net::TcpListener) -> io::Result<Worker> {
+    fn start_worker(&self, i: usize, listener: std::net::TcpListener, inbox: mpsc::UnboundedReceiver<Handed>) -> io::Result<Worker> {
         let (go, start) = tokio::sync::oneshot::channel::<()>();
         let (finished, done) = tokio::sync::oneshot::channel();
         let (ready, is_ready) = std::sync::mpsc::channel::<io::Result<()>>();
         let (timeout, limit, shutdown, state, local_addr) = (self.shutdown_timeout, self.limit.clone(), self.shutdown.clone(), self.state.clone(), self.local_addr);
         let share = Arc::clone(&self.shared);
+        let spread = self.spread.as_ref().map(|(_, spread, _)| (i, Arc::clone(spread), inbox));
         std::thread::Builder::new().name(format!("sansproxy-{i}")).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -290,7 +296,7 @@ impl<H: Handler> Proxy<H> {
                 if start.await.is_err() {
                     return;
                 }
-                let proxy = Proxy { listener, local_addr, workers: Vec::new(), shared: share, shutdown_timeout: timeout, limit, shutdown, state };
+                let proxy = Proxy { listener, local_addr, workers: Vec::new(), spread, shared: share, shutdown_timeout: timeout, limit, shutdown, state };
                 let shared = Arc::clone(&proxy.shared);
                 proxy.serve(false, move |client| Connection::new(Arc::clone(&shared.config), client)).await;
             });
@@ -324,7 +330,7 @@ impl<H: Handler> Proxy<H> {
         K: Fn(ClientInfo) -> C,
     {
         let transparent = self.transparent();
-        let Self { listener, shared, shutdown_timeout, limit, mut state, .. } = self;
+        let Self { listener, shared, shutdown_timeout, limit, mut state, mut spread, .. } = self;
         // A gateway's active health checks run beside the listener, and stop with it.
         let checks = shared.config.gateway.clone().filter(|_| checks).map(|gateway| {
             let tls = shared.config.tls.as_ref().map(|t| Arc::clone(&t.client));
@@ -345,26 +351,46 @@ impl<H: Handler> Proxy<H> {
                 }
                 continue;
             }
-            tokio::select! {
+            let handed = async {
+                match &mut spread {
+                    Some((_, _, inbox)) => inbox.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (stream, peer, permit, load) = tokio::select! {
                 biased;
                 _ = stopping(&mut state) => break,
-                Some(done) = tasks.join_next() => report(done),
+                Some(done) = tasks.join_next() => { report(done); continue }
+                Some(Handed { stream, peer, permit, load }) = handed => match TcpStream::from_std(stream) {
+                    Ok(stream) => (stream, peer, permit, Some(load)),
+                    Err(e) => {
+                        tracing::debug!(client = %peer, error = %e, "a connection handed over could not be taken");
+                        continue;
+                    }
+                },
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if let Some(core) = accept(&stream, peer, transparent, &make_core) {
-                            let shared = Arc::clone(&shared);
-                            let permit = permit.take();
-                            tasks.spawn(async move {
-                                driver::drive(core, stream, peer, &shared.handler, &shared.opts, &shared.injector).await;
-                                drop(permit);
-                            });
+                        // Another thread with fewer connections takes it, if there is one.
+                        let permit = permit.take();
+                        match spread.as_ref().and_then(|(me, spread, _)| spread.hand_over(*me, stream, peer, permit)) {
+                            Some((stream, permit)) => (stream, peer, permit, None),
+                            None => continue,
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
                     }
                 },
+            };
+            if let Some(core) = accept(&stream, peer, transparent, &make_core) {
+                let shared = Arc::clone(&shared);
+                let load = load.or_else(|| spread.as_ref().map(|(me, spread, _)| Load::count(spread, *me)));
+                tasks.spawn(async move {
+                    driver::drive(core, stream, peer, &shared.handler, &shared.opts, &shared.injector).await;
+                    drop((permit, load));
+                });
             }
         }
         drop(listener);
@@ -386,6 +412,76 @@ impl<H: Handler> Proxy<H> {
         }
         tasks.shutdown().await;
         drop(checks);
+    }
+}
+
+/// How many connections each thread serves, and the way to hand one a connection: a thread
+/// that accepts a client while another serves fewer gives it to that one, as HAProxy's
+/// threads do, so that the kernel's spreading of clients over the threads' sockets (a hash,
+/// not a count) does not leave one thread with the heavy share.
+struct Spread {
+    load: Vec<std::sync::atomic::AtomicUsize>,
+    inbox: Vec<mpsc::UnboundedSender<Handed>>,
+}
+
+/// A client connection on its way to another thread (out of any reactor meanwhile).
+struct Handed {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Counted for the thread it goes to from the moment it was handed over.
+    load: Load,
+}
+
+impl Spread {
+    /// For `n` threads, with each one's inbox; nothing when there is only one.
+    fn new(n: usize) -> (Option<Arc<Self>>, Vec<mpsc::UnboundedReceiver<Handed>>) {
+        if n < 2 {
+            return (None, Vec::new());
+        }
+        let (inbox, receivers) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let load = (0..n).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect();
+        (Some(Arc::new(Self { load, inbox })), receivers)
+    }
+
+    /// Give `stream`, accepted by thread `me`, to the thread serving fewest connections if
+    /// that one serves at least two fewer than `me`; otherwise (or if it cannot be moved)
+    /// it is `me`'s to serve, and comes back.
+    fn hand_over(self: &Arc<Self>, me: usize, stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) -> Option<(TcpStream, Option<OwnedSemaphorePermit>)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mine = self.load[me].load(Relaxed);
+        let (least, fewest) = self.load.iter().map(|l| l.load(Relaxed)).enumerate().min_by_key(|&(_, l)| l)?;
+        if least == me || fewest + 2 > mine {
+            return Some((stream, permit));
+        }
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(client = %peer, error = %e, "an accepted connection could not be handed over");
+                return None;
+            }
+        };
+        // Counted for its thread at once, so that the next accepts here see it.
+        let handed = Handed { stream, peer, permit, load: Load::count(self, least) };
+        // A thread that has stopped drops what it was handed, as it would its own.
+        drop(self.inbox[least].send(handed));
+        None
+    }
+}
+
+/// One connection counted as thread `me`'s while it lives.
+struct Load(Arc<Spread>, usize);
+
+impl Load {
+    fn count(spread: &Arc<Spread>, me: usize) -> Self {
+        spread.load[me].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(Arc::clone(spread), me)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.load[self.1].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
