@@ -156,11 +156,11 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
 
-    /// How connections are spread over the threads. per-core: each thread has a runtime, a
-    /// listening socket (SO_REUSEPORT: the kernel spreads new clients over them) and a share
-    /// of the idle upstream connections of its own, and a connection stays on the thread that
-    /// accepted it. work-stealing: one listening socket and tokio's multi-thread runtime,
-    /// whose workers take tasks from each other.
+    /// How connections are spread over the threads. per-core: each thread has a runtime and
+    /// a listening socket of its own (SO_REUSEPORT), a new client goes to the thread serving
+    /// fewest, and a connection stays on its thread (idle upstream connections are shared by
+    /// all). work-stealing: one listening socket and tokio's multi-thread runtime, whose
+    /// workers take tasks from each other: better when a few connections do uneven work.
     #[arg(long, value_name = "KIND", default_value = "per-core", value_parser = parse_runtime)]
     runtime: RuntimeKind,
 
@@ -991,6 +991,13 @@ async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gatewa
     }
 }
 
+impl Args {
+    /// `--threads`, or one per CPU.
+    fn thread_count(&self) -> usize {
+        self.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize)
+    }
+}
+
 /// How the threads serving connections are set up: `--runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RuntimeKind {
@@ -1016,7 +1023,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    let threads = args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize);
+    let threads = args.thread_count();
     // Per core, this thread serves one share, and the proxy starts a thread for each other.
     let mut runtime = match args.runtime {
         RuntimeKind::PerCore => tokio::runtime::Builder::new_current_thread(),
@@ -1132,7 +1139,7 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
             builder = builder.max_connections(n as usize);
         }
         if args.runtime == RuntimeKind::PerCore {
-            builder = builder.threads(args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize));
+            builder = builder.threads(args.thread_count());
         }
         match builder.build().await {
             Ok(proxy) => {

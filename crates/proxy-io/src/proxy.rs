@@ -372,9 +372,12 @@ impl<H: Handler> Proxy<H> {
                     Ok((stream, peer)) => {
                         // Another thread with fewer connections takes it, if there is one.
                         let permit = permit.take();
-                        match spread.as_ref().and_then(|(me, spread, _)| spread.hand_over(*me, stream, peer, permit)) {
-                            Some((stream, permit)) => (stream, peer, permit, None),
-                            None => continue,
+                        match &spread {
+                            None => (stream, peer, permit, None),
+                            Some((me, spread, _)) => match spread.hand_over(*me, stream, peer, permit) {
+                                Some((stream, permit)) => (stream, peer, permit, None),
+                                None => continue,
+                            },
                         }
                     }
                     Err(e) => {
