@@ -339,18 +339,15 @@ impl<H: Handler> Proxy<H> {
         let mut tasks = JoinSet::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
-            if let (Some(limit), None) = (&limit, &permit) {
-                tokio::select! {
-                    biased;
-                    _ = stopping(&mut state) => break,
-                    Some(done) = tasks.join_next() => report(done),
-                    p = Arc::clone(limit).acquire_owned() => {
-                        // The semaphore is never closed.
-                        permit = p.ok();
-                    }
+            // Under a connection limit, a client is accepted only with a place for it; one
+            // handed over by another thread brings its own.
+            let wants_place = limit.is_some() && permit.is_none();
+            let place = async {
+                match &limit {
+                    Some(limit) => Arc::clone(limit).acquire_owned().await.ok(),
+                    None => std::future::pending().await,
                 }
-                continue;
-            }
+            };
             let handed = async {
                 match &mut spread {
                     Some((_, _, inbox)) => inbox.recv().await,
@@ -361,6 +358,8 @@ impl<H: Handler> Proxy<H> {
                 biased;
                 _ = stopping(&mut state) => break,
                 Some(done) = tasks.join_next() => { report(done); continue }
+                // The semaphore is never closed.
+                p = place, if wants_place => { permit = p; continue }
                 Some(Handed { stream, peer, permit, load }) = handed => match TcpStream::from_std(stream) {
                     Ok(stream) => (stream, peer, permit, Some(load)),
                     Err(e) => {
@@ -368,7 +367,7 @@ impl<H: Handler> Proxy<H> {
                         continue;
                     }
                 },
-                accepted = listener.accept() => match accepted {
+                accepted = listener.accept(), if !wants_place => match accepted {
                     Ok((stream, peer)) => {
                         // Another thread with fewer connections takes it, if there is one.
                         let permit = permit.take();
