@@ -65,6 +65,13 @@ impl TcpServer {
         F: Fn(TcpStream) + Send + Sync + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        // std's backlog is 128: a proxy opening hundreds of connections at once (the
+        // slow-client tests) overflowed it, and a connection the kernel dropped from a full
+        // queue after the proxy had sent on it came back as a reset ("server closed").
+        // Listening again on a listening socket only sets the backlog.
+        // SAFETY: a valid listening descriptor, owned by `listener` for the call.
+        let relisten = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4096) };
+        assert_eq!(relisten, 0, "listen: {}", std::io::Error::last_os_error());
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared::default());
         let handler = Arc::new(handler);
