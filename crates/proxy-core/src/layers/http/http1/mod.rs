@@ -158,7 +158,7 @@ fn canonical_length(headers: &mut Headers, framing: wire::Framing) {
         Ok(n) => {
             // Mostly it is canonical already: one field, the plain number.
             let mut digits = [0u8; 20];
-            let canonical = decimal(n, &mut digits);
+            let canonical = wire::radix(n, 10, &mut digits);
             let as_is = {
                 let mut fields = headers.get_all("content-length");
                 matches!((fields.next(), fields.next()), (Some(only), None) if only == canonical)
@@ -173,18 +173,6 @@ fn canonical_length(headers: &mut Headers, framing: wire::Framing) {
     }
 }
 
-/// `n` in decimal, written at the end of `out`.
-fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut at = out.len();
-    loop {
-        at -= 1;
-        out[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &out[at..];
-        }
-    }
-}
 
 /// How a body leaves on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -326,7 +326,7 @@ impl Http1Server {
             // Reverse mode: an absolute-form target must be well formed, but only its path
             // picks anything; its authority, like a `Host`, names us and never the upstream.
             Some((scheme, target)) if self.destination.is_fixed() => parse_target(&head.method, &head.target).map(|(s, host, port, path)| {
-                absolute_authority = Some(authority_of(s, &host, port));
+                absolute_authority = Some(Request::authority_of(s, &host, port));
                 (scheme, target.host.clone(), target.port, path)
             }),
             _ => parse_target(&head.method, &head.target),
@@ -646,11 +646,6 @@ fn authority_parts(authority: &str, default_port: Option<u16>) -> Option<(&str, 
 }
 
 
-/// `host[:port]` as a `Host` field writes it: IPv6 bracketed, a default port left out.
-fn authority_of(scheme: Scheme, host: &str, port: u16) -> String {
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
-    if port == scheme.default_port() { host } else { format!("{host}:{port}") }
-}
 
 #[cfg(test)]
 mod tests {

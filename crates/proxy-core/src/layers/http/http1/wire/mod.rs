@@ -36,6 +36,7 @@ mod write;
 pub use body::{BodyEvent, BodyReader};
 pub use framing::{content_length, request_framing, response_framing};
 pub use head::HeadReader;
+pub(crate) use write::radix;
 pub use write::{request_head_len, response_head_len, write_chunk_header, write_fields, write_request_head, write_response_head, LAST_CHUNK};
 
 /// Limits applied while reading.

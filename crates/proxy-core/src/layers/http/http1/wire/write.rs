@@ -77,7 +77,7 @@ fn fields_len(headers: &Headers) -> usize {
 
 /// `n` in base `radix` (10 or 16, lower case), written at the end of `out`, which must be large
 /// enough: 5 digits for a u16 in base 10, 16 for a u64 in base 16.
-fn radix(mut n: u64, radix: u64, out: &mut [u8]) -> &[u8] {
+pub(crate) fn radix(mut n: u64, radix: u64, out: &mut [u8]) -> &[u8] {
     let mut at = out.len();
     loop {
         at -= 1;
