@@ -127,6 +127,12 @@ struct Args {
     #[arg(long)]
     no_server_reuse: bool,
 
+    /// An HTTP/2 upstream connection serves one client connection at a time (handed to the
+    /// next one when idle), instead of carrying the requests of every client connection at
+    /// once.
+    #[arg(long)]
+    no_shared_streams: bool,
+
     /// Idle upstream connections of a client connection that ended are kept this long for the
     /// next client connection to the same server (plain or TLS, HTTP/1.1 or HTTP/2), which then skips
     /// the connect and the TLS handshake. 0 keeps none.
@@ -604,6 +610,7 @@ impl Args {
             max_buffered_body: self.max_buffered_body,
             close_linger: self.close_linger,
             reuse_server_connections: !self.no_server_reuse,
+            share_streams: !self.no_shared_streams,
             forward_min: (!self.no_splice).then_some(FORWARD_MIN),
             high_water: self.high_water,
             server_idle_timeout: self.server_idle_timeout,

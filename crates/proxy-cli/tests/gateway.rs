@@ -497,3 +497,42 @@ fn a_download_started_before_a_reload_finishes_intact_on_the_old_backend() {
     let (status, len, mismatch) = download.join().unwrap();
     assert_eq!((status, len, mismatch), (200, 100 * 16 * 1024, None), "the download of the old configuration");
 }
+
+/// `n` short clients at once, each asking for `path`: each one's status and body.
+fn at_once_for(port: u16, n: usize, path: &'static str) -> Vec<(u16, String)> {
+    let clients: Vec<_> = (0..n).map(|_| std::thread::spawn(move || get(port, path))).collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
+/// The streams of many short clients on one HTTP/2 connection at once: the first client's
+/// connection becomes a carrier, and the clients after it join it, whichever connection (and
+/// thread) they come on.
+fn clients_share_one_http2_connection(origin: &support::h2origin::H2Origin, proxy: &Proxy) {
+    assert_eq!(get(proxy.port(), "/hello"), (200, HELLO.to_owned()), "{}", proxy.stderr_text());
+    assert_eq!(origin.connections(), 1);
+    let start = Instant::now();
+    // Each answer takes 300 ms: one after another, 20 would take 6 s.
+    for (status, body) in at_once_for(proxy.port(), 20, "/slow?ms=300") {
+        assert_eq!((status, body.as_str()), (200, HELLO), "{}", proxy.stderr_text());
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "20 requests of 300 ms took {took:?}: not at once");
+    assert_eq!(origin.connections(), 1, "one connection carried every client's stream");
+    assert_eq!(origin.requests().len(), 21);
+    assert!(origin.failures().is_empty(), "{:?}", origin.failures());
+}
+
+#[test]
+fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
+    let origin = support::h2origin::H2Origin::start_h2c();
+    let proxy = Proxy::start(&["--reverse", &format!("h2c://{}", origin.authority()), "-q"]);
+    clients_share_one_http2_connection(&origin, &proxy);
+}
+
+#[test]
+fn short_clients_of_an_https_http2_backend_share_one_tls_connection_at_once() {
+    let pki = Pki::new();
+    let origin = support::h2origin::H2Origin::start_tls(&pki.valid);
+    let proxy = Proxy::start(&["--reverse", &origin.url(""), "--upstream-ca", pki.origin_ca_arg(), "-q"]);
+    clients_share_one_http2_connection(&origin, &proxy);
+}

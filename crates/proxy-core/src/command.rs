@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::hook::Hook;
 use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::layers::http::carried::{Carried, StreamTag};
 use crate::upstreams::{Parked, PoolKey};
 
 /// An action for the driver, taken from [`Connection::poll_command`](crate::Connection::poll_command).
@@ -20,12 +21,26 @@ pub enum Command {
     /// another client connection parked ([`Command::Park`]) is at hand: the driver takes the
     /// one the [`UpstreamPool`](crate::upstreams::UpstreamPool) picks, makes its socket
     /// `conn`, and answers [`Event::Adopted`](crate::Event::Adopted) with its state instead of
-    /// `Opened`.
-    Reuse { conn: ConnId, server: ServerAddr, key: PoolKey },
+    /// `Opened`. With `join`, a stream on a carrier to `key` will do as well (the request may
+    /// go over HTTP/2): the driver answers [`Event::Joined`](crate::Event::Joined) if one has
+    /// room, and that before looking for an idle connection.
+    Reuse { conn: ConnId, server: ServerAddr, key: PoolKey, join: bool },
     /// `conn` is idle and may serve other client connections: keep its socket with `parked`
     /// in the pool for the next [`Command::Reuse`] of its key, and forget it here. (A socket
-    /// that still has output queued, or whose peer has closed, is closed instead.)
+    /// that still has output queued, or whose peer has closed, is closed instead.) An HTTP/2
+    /// connection ([`Parked::carries_streams`]) may instead be run as a carrier
+    /// ([`Connection::carrier`](crate::Connection::carrier)), for streams of any client
+    /// connection at once.
     Park { conn: ConnId, parked: Box<Parked> },
+    /// To the carrier of the stream `conn` (see [`Event::Joined`](crate::Event::Joined)):
+    /// deliver `message` as [`Event::Stream`](crate::Event::Stream), under the stream's tag.
+    Carry { conn: ConnId, message: Carried },
+    /// From a carrier: deliver `message` to the client connection whose stream the driver
+    /// tagged `stream`, as [`Event::Carried`](crate::Event::Carried) for the stream's `conn`.
+    StreamOut { stream: StreamTag, message: Carried },
+    /// From a carrier: it takes this many streams at once from now on (its server's limit);
+    /// none once it is closing. Joins beyond it wait for a stream to leave.
+    Capacity { streams: usize },
     /// Close `conn`. With `half`, only shut down the writing side (after the queued output),
     /// and keep reading until the peer closes too.
     CloseConnection { conn: ConnId, half: bool },

@@ -167,6 +167,13 @@ pub struct Config {
     /// [`Command::Park`]: crate::Command::Park
     /// [`Command::Reuse`]: crate::Command::Reuse
     pub share_upstreams: bool,
+    /// With `share_upstreams`, an HTTP/2 upstream connection carries the streams of several
+    /// client connections at once: it is run on its own as a carrier
+    /// ([`Connection::carrier`](crate::Connection::carrier)) from the moment it opens, and
+    /// requests of any client connection join it ([`Command::Reuse`]'s `join`). Off, a
+    /// client connection's requests go on upstream connections of its own, and an idle HTTP/2
+    /// one moves to the next client connection whole, as an HTTP/1.1 one does.
+    pub share_streams: bool,
     /// Reverse mode as a gateway: requests routed to groups of backends, balanced, their
     /// health watched, `X-Forwarded-*` added ([`gateway`](crate::gateway)). Shared by every
     /// connection given a clone of it. `None`: every request goes to the mode's one target.
@@ -255,6 +262,7 @@ impl Default for Config {
             add_via: false,
             reuse_server_connections: true,
             share_upstreams: false,
+            share_streams: true,
             gateway: None,
             tls: None,
             http2: true,

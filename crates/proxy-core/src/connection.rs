@@ -1,7 +1,7 @@
 //! [`Connection`]: the public face of the core for one client connection.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::command::Command;
 use crate::config::Config;
@@ -9,10 +9,13 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::flow::ClientInfo;
 use crate::hook::{Hook, HookKind};
+use crate::ids::ConnId;
 use crate::layer::Layer;
+use crate::layers::http::carried::CarrierLayer;
 use crate::layers::mode::ModeLayer;
 use crate::testing::{Alone, AloneLayer};
 use crate::layers::tls::transport::TlsTransport;
+use crate::upstreams::Parked;
 
 /// One client connection and everything the proxy does for it.
 ///
@@ -40,6 +43,34 @@ impl Connection {
 
     /// A connection whose stack is only `layer` (over the TLS transport), for tests that drive
     /// one layer alone: see [`testing`](crate::testing).
+    /// A *carrier*: `parked`, an idle HTTP/2 connection a client connection gave up, run on
+    /// its own to carry streams of any client connection at once, up to its server's stream
+    /// limit. The driver gives it the socket as the returned `ConnId` (its only connection:
+    /// there is no client) and carries [`Event::Stream`]/[`Command::StreamOut`] messages
+    /// between it and the client connections that join it ([`Event::Joined`]). It reports
+    /// how many streams it takes with [`Command::Capacity`], closes once it has carried
+    /// nothing for `idle_timeout`, and is closed when its connection is. A connection that
+    /// does not speak HTTP/2 is given back.
+    ///
+    /// [`Command::StreamOut`]: crate::Command::StreamOut
+    /// [`Command::Capacity`]: crate::Command::Capacity
+    /// [`Event::Stream`]: crate::Event::Stream
+    /// [`Event::Joined`]: crate::Event::Joined
+    pub fn carrier(config: Arc<Config>, parked: Box<Parked>, idle_timeout: Duration) -> Result<(Self, ConnId), Box<Parked>> {
+        if !parked.carries_streams() {
+            return Err(parked);
+        }
+        let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut cx = Context::carrier(config, ClientInfo::new(unknown, unknown));
+        let conn = ConnId(1);
+        let Parked { server, state, .. } = *parked;
+        cx.adopt_parked(conn, state);
+        let layer = CarrierLayer::new(&mut cx, conn, server, idle_timeout);
+        // No client to say goodbye for: `disconnected` from the start. Its first event
+        // (`Start`) has it say how many streams it takes.
+        Ok((Self { cx, root: TlsTransport::new(Box::new(layer)), disconnected: true }, conn))
+    }
+
     #[doc(hidden)]
     pub fn alone(config: Arc<Config>, client: ClientInfo, layer: Alone) -> Self {
         let mut cx = Context::new(config, client);

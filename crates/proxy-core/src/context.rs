@@ -167,9 +167,20 @@ impl Context {
     }
 
     /// [`open`](Self::open), but the driver may hand over an idle connection to `key` instead
-    /// ([`Command::Reuse`]), which [`adopt_parked`](Self::adopt_parked) then puts in place.
-    pub(crate) fn open_reusing(&mut self, server: ServerAddr, key: PoolKey) -> ConnId {
-        self.new_conn(|conn| Command::Reuse { conn, server, key })
+    /// ([`Command::Reuse`]), which [`adopt_parked`](Self::adopt_parked) then puts in place;
+    /// with `join`, or a stream on a carrier ([`joined`](Self::joined)).
+    pub(crate) fn open_reusing(&mut self, server: ServerAddr, key: PoolKey, join: bool) -> ConnId {
+        self.new_conn(|conn| Command::Reuse { conn, server, key, join })
+    }
+
+    /// `conn`, asked for with [`open_reusing`](Self::open_reusing), is a stream on a carrier:
+    /// no bytes of ours go on it (no TLS session, nothing queued), and it is never paused for
+    /// congestion (its carrier's windows hold its body back).
+    pub(crate) fn joined(&mut self, conn: ConnId) {
+        let Some(state) = self.state_mut(conn) else { return };
+        *state = ConnState::new(conn);
+        state.self_limiting = true;
+        self.update_congestion();
     }
 
     /// Give up `conn`, idle, for another client connection to reuse: its state leaves the
@@ -375,18 +386,19 @@ impl Context {
     /// Ask the driver for a connection to `server` that will speak TLS, as a client, with
     /// `server_name` (a DNS name or an IP address) and the ALPN protocols `alpn`. It is
     /// reported [`Opened`](crate::Event::Opened) only once the handshake has completed. With
-    /// `reuse`, the driver may hand over an idle connection to that key instead, as for
-    /// [`open_reusing`](Self::open_reusing); the session made here then goes unused.
+    /// `reuse`, the driver may hand over an idle connection to that key instead (or a stream
+    /// on a carrier, if joining is allowed), as for [`open_reusing`](Self::open_reusing); the
+    /// session made here then goes unused.
     pub(crate) fn open_tls(
         &mut self,
         server: ServerAddr,
         server_name: &str,
         alpn: Vec<Vec<u8>>,
-        reuse: Option<PoolKey>,
+        reuse: Option<(PoolKey, bool)>,
     ) -> Result<ConnId, TlsSetupError> {
         let session = self.client_session(&server, server_name, alpn)?;
         let conn = match reuse {
-            Some(key) => self.open_reusing(server, key),
+            Some((key, join)) => self.open_reusing(server, key, join),
             None => self.open(server),
         };
         let state = self.state_mut(conn).expect("just opened");
@@ -469,6 +481,14 @@ impl Context {
         for conn in conns {
             self.close(conn, false);
         }
+    }
+
+    /// The table of a carrier ([`Connection::carrier`](crate::Connection::carrier)): no client
+    /// connection, only the one upstream connection it adopts.
+    pub(crate) fn carrier(config: Arc<Config>, client: ClientInfo) -> Context {
+        let mut cx = Context::new(config, client);
+        cx.conns.clear();
+        cx
     }
 
     /// Whether the client connection and every upstream one are closed.

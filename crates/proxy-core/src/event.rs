@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::hook::HookReply;
 use crate::ids::{ConnId, FlowId};
+use crate::layers::http::carried::{Carried, StreamTag};
 use crate::upstreams::Parked;
 use crate::websocket::{MessageKind, Peer};
 
@@ -25,6 +26,19 @@ pub enum Event {
     /// The answer to [`Command::Reuse`](crate::Command::Reuse) when the driver had an idle
     /// connection for it: `conn` is that connection, open, in the state `parked` says.
     Adopted { conn: ConnId, parked: Box<Parked> },
+    /// The answer to [`Command::Reuse`](crate::Command::Reuse) with `join`, when the driver had
+    /// a carrier to its destination with room: `conn` names one stream on that carrier from
+    /// now on. What goes on it is [`Command::Carry`](crate::Command::Carry), what comes back
+    /// [`Event::Carried`]; closing `conn` leaves the carrier.
+    Joined { conn: ConnId },
+    /// A message from the carrier that carries the stream `conn` (see [`Event::Joined`]).
+    Carried { conn: ConnId, message: Carried },
+    /// To a carrier ([`Connection::carrier`](crate::Connection::carrier)): a message from the
+    /// client connection whose stream the driver tagged `stream` when it joined.
+    Stream { stream: StreamTag, message: Carried },
+    /// To a carrier: the client connection of `stream` is done with it (it closed the stream,
+    /// or it is gone). A stream still open is reset.
+    StreamGone { stream: StreamTag },
     /// The connection asked for by `OpenConnection` could not be established.
     OpenFailed { conn: ConnId, error: OpenError },
     /// Everything sent on `conn` so far has been handed to the operating system.

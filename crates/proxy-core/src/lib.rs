@@ -67,6 +67,7 @@ pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Version};
 pub use headers::{Headers, UnderscoreHeaders};
 pub use hook::{Hook, HookKind, HookReply, HookSet};
 pub use ids::{ConnId, FlowId, Scheme, ServerAddr};
+pub use layers::http::carried::{Carried, StreamTag};
 pub use layers::http::http1::Http1Error;
 
 /// The HTTP/2 engine (h2 driven over memory), exposed so that tests and fuzz targets can

@@ -93,6 +93,17 @@ impl Parked {
     pub fn key(&self) -> PoolKey {
         self.server.pool_key()
     }
+
+    /// Whether it speaks HTTP/2, and so may be run as a carrier
+    /// ([`Connection::carrier`](crate::Connection::carrier)) rather than parked.
+    pub fn carries_streams(&self) -> bool {
+        self.server.is_h2()
+    }
+
+    /// How many streams it may carry at once (its server's limit), as a carrier.
+    pub fn max_streams(&self) -> usize {
+        self.server.max_streams()
+    }
 }
 
 impl fmt::Debug for Parked {
@@ -160,6 +171,11 @@ impl<P, T> UpstreamPool<P, T> {
     /// Idle connections held.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// What it keeps, and for how long.
+    pub fn limits(&self) -> &PoolLimits {
+        &self.limits
     }
 
     pub fn is_empty(&self) -> bool {
@@ -270,6 +286,99 @@ impl<P, T> UpstreamPool<P, T> {
     }
 }
 
+/// A carrier's name in [`Carriers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CarrierId(u64);
+
+/// One carrier: an HTTP/2 connection the driver runs on its own, carrying the streams of
+/// whichever client connections join it (`H` is the driver's handle to it).
+struct CarrierEntry<H> {
+    id: CarrierId,
+    key: PoolKey,
+    handle: H,
+    /// How many streams it takes at once, as it last said ([`Command::Capacity`](crate::Command::Capacity)).
+    capacity: usize,
+    /// Streams joined and not yet left.
+    carrying: usize,
+    /// The driver thread it runs on, where threads own their share of the carriers.
+    home: Option<u64>,
+}
+
+/// The carriers of a proxy, by destination: which one a request joins is decided here.
+///
+/// A request joins the oldest carrier to its destination with room, not the least busy: the
+/// streams gather on as few connections as the server's stream limit allows, and a carrier
+/// left without streams goes idle and closes. Where each driver thread has its own runtime
+/// (per core), a carrier of the request's own thread comes first: the two tasks then do not
+/// wake each other across threads. One of another thread will do before a new connection.
+pub struct Carriers<H> {
+    list: Vec<CarrierEntry<H>>,
+    next: u64,
+    /// Streams that joined a carrier, in all.
+    pub joined: u64,
+}
+
+impl<H> Default for Carriers<H> {
+    fn default() -> Self {
+        Self { list: Vec::new(), next: 0, joined: 0 }
+    }
+}
+
+impl<H: Clone> Carriers<H> {
+    /// A new carrier to `key` on the driver thread `home` (`None` where threads share
+    /// everything), taking `streams` at once until it says otherwise.
+    pub fn add(&mut self, key: PoolKey, handle: H, streams: usize, home: Option<u64>) -> CarrierId {
+        let id = CarrierId(self.next);
+        self.next += 1;
+        self.list.push(CarrierEntry { id, key, handle, capacity: streams, carrying: 0, home });
+        id
+    }
+
+    /// A carrier to `key` with room for one more stream, one on the driver thread `home`
+    /// first; the stream is counted as joined.
+    pub fn join(&mut self, key: &PoolKey, home: Option<u64>) -> Option<(CarrierId, H)> {
+        let fits = |c: &CarrierEntry<H>| c.key == *key && c.carrying < c.capacity;
+        let at = self.list.iter().position(|c| fits(c) && c.home == home).or_else(|| self.list.iter().position(fits))?;
+        let entry = &mut self.list[at];
+        entry.carrying += 1;
+        self.joined += 1;
+        Some((entry.id, entry.handle.clone()))
+    }
+
+    /// A stream of `id` is over.
+    pub fn leave(&mut self, id: CarrierId) {
+        if let Some(entry) = self.list.iter_mut().find(|c| c.id == id) {
+            entry.carrying = entry.carrying.saturating_sub(1);
+        }
+    }
+
+    /// `id` takes `streams` at once from now on (none: it is closing).
+    pub fn set_capacity(&mut self, id: CarrierId, streams: usize) {
+        if let Some(entry) = self.list.iter_mut().find(|c| c.id == id) {
+            entry.capacity = streams;
+        }
+    }
+
+    /// `id` is gone.
+    pub fn remove(&mut self, id: CarrierId) {
+        self.list.retain(|c| c.id != id);
+    }
+
+    /// Carriers running.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Streams carried now, in all.
+    pub fn streams(&self) -> usize {
+        self.list.iter().map(|c| c.carrying).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +443,31 @@ mod tests {
         assert_eq!(limited.stats.evicted, 2);
         let mut none = pool(0, 3, 60);
         assert_eq!(none.park(key("a"), "a", 1, t0), [("a", 1)], "no idle connections kept at all");
+    }
+
+    #[test]
+    fn a_stream_joins_the_oldest_carrier_with_room_its_own_threads_first() {
+        let mut carriers: Carriers<&str> = Carriers::default();
+        assert!(carriers.join(&key("a"), None).is_none(), "none yet");
+        let first = carriers.add(key("a"), "first", 2, Some(0));
+        let second = carriers.add(key("a"), "second", 2, Some(1));
+        carriers.add(key("b"), "other", 100, Some(0));
+        // Thread 1 takes its own; thread 0 its own; without a thread, the oldest.
+        assert_eq!(carriers.join(&key("a"), Some(1)), Some((second, "second")));
+        assert_eq!(carriers.join(&key("a"), Some(0)), Some((first, "first")));
+        assert_eq!(carriers.join(&key("a"), None), Some((first, "first")));
+        // Thread 0's is full: thread 1's will do before a new connection.
+        assert_eq!(carriers.join(&key("a"), Some(0)), Some((second, "second")));
+        assert!(carriers.join(&key("a"), Some(0)).is_none(), "both full");
+        assert_eq!(carriers.streams(), 4);
+        carriers.leave(first);
+        assert_eq!(carriers.join(&key("a"), Some(1)), Some((first, "first")), "a stream left: room again");
+        // A carrier that says it takes none (closing) gets no stream; one that is gone is forgotten.
+        carriers.set_capacity(first, 0);
+        carriers.leave(second);
+        assert_eq!(carriers.join(&key("a"), Some(0)), Some((second, "second")));
+        carriers.remove(second);
+        assert!(carriers.join(&key("a"), None).is_none());
+        assert_eq!(carriers.len(), 2);
     }
 }

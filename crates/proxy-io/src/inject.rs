@@ -119,6 +119,11 @@ impl Inbox {
         self.flows.retain(|f| *f != flow);
     }
 
+    /// The injector this inbox registers with.
+    pub(crate) fn injector(&self) -> Injector {
+        self.injector.clone()
+    }
+
     pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Event>> {
         match &mut self.channel {
             Some((_, receiver)) if !self.flows.is_empty() => receiver.poll_recv(cx),

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod carrier;
 mod driver;
 mod handler;
 mod health;

@@ -15,7 +15,9 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use proxy_core::upstreams::{Parked, PoolKey, PoolLimits, PoolStats, UpstreamPool};
+use proxy_core::upstreams::{CarrierId, Carriers, Parked, PoolKey, PoolLimits, PoolStats, UpstreamPool};
+
+use crate::carrier::CarrierHandle;
 use tokio::net::TcpStream;
 
 /// The sweeper sleeps at least this long between two rounds.
@@ -24,6 +26,9 @@ const MIN_SWEEP: Duration = Duration::from_millis(100);
 /// The pool, and whether a sweeper task runs for it.
 struct Inner {
     pool: UpstreamPool<Box<Parked>, std::net::TcpStream>,
+    /// HTTP/2 connections that carry streams of every client connection: see
+    /// [`crate::carrier`].
+    carriers: Carriers<Arc<CarrierHandle>>,
     sweeping: bool,
 }
 
@@ -54,7 +59,8 @@ impl PoolMonitor {
 
 impl SharedPool {
     pub(crate) fn new(limits: PoolLimits) -> Arc<Self> {
-        Arc::new(Self { inner: Mutex::new(Inner { pool: UpstreamPool::new(limits), sweeping: false }) })
+        let inner = Inner { pool: UpstreamPool::new(limits), carriers: Carriers::default(), sweeping: false };
+        Arc::new(Self { inner: Mutex::new(inner) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -79,6 +85,37 @@ impl SharedPool {
         if start {
             tokio::spawn(sweep(Arc::downgrade(self)));
         }
+    }
+
+    /// How long an idle connection is kept (and a carrier that carries nothing).
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.lock().pool.limits().idle_timeout
+    }
+
+    /// List a new carrier to `key`, taking `streams` at once.
+    pub(crate) fn add_carrier(&self, key: PoolKey, handle: Arc<CarrierHandle>, streams: usize) -> CarrierId {
+        self.lock().carriers.add(key, handle, streams, crate::carrier::home())
+    }
+
+    /// A place on a carrier to `key` (of this thread, where threads have their own), if one
+    /// has room.
+    pub(crate) fn join(&self, key: &PoolKey) -> Option<(CarrierId, Arc<CarrierHandle>)> {
+        self.lock().carriers.join(key, crate::carrier::home())
+    }
+
+    /// A stream left the carrier `id`.
+    pub(crate) fn leave(&self, id: CarrierId) {
+        self.lock().carriers.leave(id);
+    }
+
+    /// The carrier `id` takes `streams` at once from now on.
+    pub(crate) fn set_capacity(&self, id: CarrierId, streams: usize) {
+        self.lock().carriers.set_capacity(id, streams);
+    }
+
+    /// The carrier `id` ended.
+    pub(crate) fn remove_carrier(&self, id: CarrierId) {
+        self.lock().carriers.remove(id);
     }
 
     /// An idle connection to `key` whose server is still there, if the pool has one.

@@ -161,10 +161,12 @@ impl<H: Handler> Builder<H> {
         // The core parks and reuses upstream connections only if this driver keeps a pool.
         config.share_upstreams = self.upstream_pool.is_some();
         let (tx, rx) = watch::channel(State::Running);
+        let config = Arc::new(config);
+        let pool = self.upstream_pool.clone().map(SharedPool::new);
         let shared = Arc::new(Shared {
-            config: Arc::new(config),
+            config: config.clone(),
             handler: self.handler,
-            opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool: self.upstream_pool.clone().map(SharedPool::new) },
+            opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool, config },
             injector: self.injector,
         });
         let (spread, mut inboxes) = Spread::new(self.threads);
@@ -260,6 +262,10 @@ impl<H: Handler> Proxy<H> {
     /// threads do the same, and this returns when all have.
     pub async fn run(mut self) {
         let mut workers = std::mem::take(&mut self.workers);
+        if !workers.is_empty() {
+            // This thread serves share 0 (on a current-thread runtime, as the CLI runs it).
+            crate::carrier::set_home(0);
+        }
         for worker in &mut workers {
             if let Some(go) = worker.go.take() {
                 let _ = go.send(());
@@ -282,6 +288,7 @@ impl<H: Handler> Proxy<H> {
         let share = Arc::clone(&self.shared);
         let spread = self.spread.as_ref().map(|(_, spread, _)| (i, Arc::clone(spread), inbox));
         std::thread::Builder::new().name(format!("sansproxy-{i}")).spawn(move || {
+            crate::carrier::set_home(i);
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(e) => return drop(ready.send(Err(e))),

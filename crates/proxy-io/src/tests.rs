@@ -164,7 +164,7 @@ impl Core for Relay {
                     self.close_all();
                 }
             }
-            Event::Inject { .. } => {}
+            Event::Inject { .. } | Event::Joined { .. } | Event::Carried { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
         }
     }
 
@@ -198,7 +198,7 @@ async fn echo_server() -> SocketAddr {
 }
 
 fn opts() -> Options {
-    Options { connect_timeout: Duration::from_secs(5), linger: Duration::from_secs(2), pool: None }
+    Options { connect_timeout: Duration::from_secs(5), linger: Duration::from_secs(2), pool: None, config: Default::default() }
 }
 
 /// Accept one client and drive `core` for it; returns the address to connect to.

@@ -540,6 +540,8 @@ enum Cmd {
     Resume(ConnId),
     Forward { from: ConnId, to: ConnId, len: u64 },
     Hook { flow: FlowId, hook: Hook },
+    /// A carrier's message, or its capacity: what a playbook of one connection never expects.
+    Carrier(String),
 }
 
 struct LogLine {
@@ -797,6 +799,7 @@ impl<'a> Runner<'a> {
                 Cmd::Resume(conn)
             }
             Command::Forward { from, to, len } => Cmd::Forward { from, to, len },
+            Command::Carry { .. } | Command::StreamOut { .. } | Command::Capacity { .. } => Cmd::Carrier(format!("{cmd:?}")),
             Command::Hook { flow, hook } => {
                 if hook.is_blocking() {
                     *self.unanswered.entry(flow).or_default() += 1;
@@ -1031,6 +1034,10 @@ fn fmt_event(e: &Event) -> String {
         Event::Inject { flow, to, kind, payload } => {
             format!("Inject({}, to {}, {kind:?} {})", fmt_flow(*flow), to.as_str(), fmt_bytes(payload))
         }
+        Event::Joined { conn } => format!("Joined({})", fmt_conn(*conn)),
+        Event::Carried { conn, message } => format!("Carried({}, {message:?})", fmt_conn(*conn)),
+        Event::Stream { stream, message } => format!("Stream({}, {message:?})", stream.0),
+        Event::StreamGone { stream } => format!("StreamGone({})", stream.0),
     }
 }
 
@@ -1074,6 +1081,7 @@ fn fmt_cmd(c: &Cmd) -> String {
         Cmd::Resume(conn) => format!("ResumeReading({})", fmt_conn(*conn)),
         Cmd::Forward { from, to, len } => format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to)),
         Cmd::Hook { flow, hook } => format!("Hook({}, {})", fmt_flow(*flow), fmt_hook(hook)),
+        Cmd::Carrier(text) => text.clone(),
     }
 }
 

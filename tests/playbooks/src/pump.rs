@@ -7,13 +7,18 @@
 //! repeatable, though: on the [`crypto`](crate::crypto) provider a scenario puts the same
 //! bytes on the wire every run, and [`Pump::recording`] keeps them for a test to compare.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proxy_core::{ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, Hook, HookKind, HookReply, ServerAddr};
+use proxy_core::upstreams::{Parked, PoolKey};
+use proxy_core::{
+    Carried, ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, Hook, HookKind, HookReply, ServerAddr, StreamTag,
+};
 
 use crate::h2::H2Peer;
 
@@ -236,6 +241,167 @@ pub struct Pump {
     woken: Arc<Woken>,
     /// What crossed the core's boundary, if [`recording`](Self::recording).
     transcript: Option<Vec<String>>,
+    /// A carrier this client connection may join ([`with_carrier`](Self::with_carrier)),
+    /// the streams it has on it, and where the carrier's messages arrive.
+    carrier: Option<SharedCarrier>,
+    joined: BTreeMap<ConnId, StreamTag>,
+    inbox: Inbox,
+    /// Connections the core has asked not to read (a test sends only while its client is
+    /// not in here, to see backpressure).
+    pub paused: std::collections::BTreeSet<ConnId>,
+    /// The client takes what it is sent but its socket never reports drained (a client that
+    /// reads nothing, seen from the core).
+    pub client_stalled: bool,
+}
+
+/// Events another party queues for a pump (a carrier's messages for its streams).
+pub type Inbox = Rc<RefCell<VecDeque<Event>>>;
+
+/// A carrier several pumps share.
+pub type SharedCarrier = Rc<RefCell<CarrierPump>>;
+
+/// The driver of a carrier ([`Connection::carrier`]): its core, the server it speaks to, and
+/// the pumps whose streams it carries. A pump that joins it hands its messages over at once;
+/// what the carrier sends a stream waits in that pump's inbox for its next run.
+pub struct CarrierPump {
+    pub core: Connection,
+    pub conn: ConnId,
+    pub server: Peer,
+    pub key: PoolKey,
+    /// How many streams the registry says it takes, and whether it is closed, as the
+    /// carrier last said: a test may change them to play a registry that has not heard yet
+    /// (they are brought up to date after the next message).
+    pub capacity: usize,
+    pub closed: bool,
+    /// What the carrier said.
+    reported: (usize, bool),
+    /// Streams joined and not yet gone.
+    pub carrying: usize,
+    pub logs: Vec<String>,
+    routes: BTreeMap<StreamTag, (ConnId, Inbox)>,
+    next: u64,
+    queue: VecDeque<Event>,
+    now: Instant,
+}
+
+impl CarrierPump {
+    /// Run `parked` (with its server `peer`) as a carrier that closes after `idle` without
+    /// streams.
+    pub fn new(config: Config, parked: Box<Parked>, peer: Peer, idle: Duration, now: Instant) -> SharedCarrier {
+        let key = parked.key();
+        let capacity = parked.max_streams();
+        let (core, conn) = Connection::carrier(Arc::new(config), parked, idle).unwrap_or_else(|_| panic!("not HTTP/2"));
+        let mut carrier = Self {
+            core,
+            conn,
+            server: peer,
+            key,
+            capacity,
+            carrying: 0,
+            closed: false,
+            reported: (capacity, false),
+            logs: Vec::new(),
+            routes: BTreeMap::new(),
+            next: 0,
+            queue: VecDeque::from([Event::Start]),
+            now,
+        };
+        carrier.run();
+        Rc::new(RefCell::new(carrier))
+    }
+
+    pub fn server_h2(&mut self) -> &mut H2Peer {
+        self.server.h2()
+    }
+
+    /// The server sends `data` (for an HTTP/2 peer, whatever it has to say as well).
+    pub fn server_sends(&mut self, data: &[u8]) {
+        let bytes = self.server.outgoing(data);
+        self.queue.push_back(Event::DataReceived { conn: self.conn, data: bytes.into() });
+        self.run();
+    }
+
+    /// The server closes the connection.
+    pub fn server_closes(&mut self) {
+        self.queue.push_back(Event::ConnectionClosed { conn: self.conn });
+        self.run();
+    }
+
+    /// Let `by` pass, waking the carrier if its deadline came.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        if self.core.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.queue.push_back(Event::Wakeup);
+        }
+        self.run();
+    }
+
+    /// Whether a pump may join: open, with room.
+    fn has_room(&self, key: &PoolKey) -> bool {
+        !self.closed && *key == self.key && self.carrying < self.capacity
+    }
+
+    fn attach(&mut self, conn: ConnId, inbox: Inbox) -> StreamTag {
+        let tag = StreamTag(self.next);
+        self.next += 1;
+        self.carrying += 1;
+        self.routes.insert(tag, (conn, inbox));
+        tag
+    }
+
+    fn deliver(&mut self, stream: StreamTag, message: Carried) {
+        self.queue.push_back(Event::Stream { stream, message });
+        self.run();
+        (self.capacity, self.closed) = self.reported;
+    }
+
+    fn gone(&mut self, stream: StreamTag) {
+        self.carrying -= 1;
+        self.queue.push_back(Event::StreamGone { stream });
+        self.run();
+    }
+
+    /// Feed events and carry out commands until nothing moves. Bounded.
+    pub fn run(&mut self) {
+        for _ in 0..10_000 {
+            if let Some(event) = self.queue.pop_front() {
+                self.core.handle(self.now, event);
+            }
+            let mut moved = false;
+            while let Some(command) = self.core.poll_command() {
+                moved = true;
+                match command {
+                    Command::SendData { data, .. } => {
+                        self.server.deliver(&data);
+                        let reply = self.server.outgoing(b"");
+                        if !reply.is_empty() {
+                            self.queue.push_back(Event::DataReceived { conn: self.conn, data: Bytes::from(reply) });
+                        }
+                        self.queue.push_back(Event::WriteDrained { conn: self.conn });
+                    }
+                    Command::StreamOut { stream, message } => {
+                        let (conn, inbox) = self.routes.get(&stream).expect("a stream the carrier was told of");
+                        inbox.borrow_mut().push_back(Event::Carried { conn: *conn, message });
+                    }
+                    Command::Capacity { streams } => {
+                        self.capacity = streams;
+                        self.reported.0 = streams;
+                    }
+                    Command::CloseConnection { .. } => {
+                        self.closed = true;
+                        self.reported.1 = true;
+                    }
+                    Command::Log { message, .. } => self.logs.push(message),
+                    Command::PauseReading { .. } | Command::ResumeReading { .. } => {}
+                    other => panic!("a carrier asked for {other:?}"),
+                }
+            }
+            if !moved && self.queue.is_empty() {
+                return;
+            }
+        }
+        panic!("the carrier did not settle");
+    }
 }
 
 impl Pump {
@@ -259,10 +425,22 @@ impl Pump {
             now: Instant::now(),
             woken: Arc::new(Woken::default()),
             transcript: None,
+            carrier: None,
+            joined: BTreeMap::new(),
+            inbox: Inbox::default(),
+            paused: Default::default(),
+            client_stalled: false,
         };
         pump.core.set_waker(std::task::Waker::from(pump.woken.clone()));
         pump.queue.push_back(Event::Start);
         pump
+    }
+
+    /// Requests that may go over HTTP/2 join `carrier` while it has room, as the driver's
+    /// `Reuse` with `join` does.
+    pub fn with_carrier(mut self, carrier: SharedCarrier) -> Self {
+        self.carrier = Some(carrier);
+        self
     }
 
     /// Start the clock at `now` rather than at `Instant::now()`, so that two runs hand the core
@@ -401,6 +579,7 @@ impl Pump {
     /// Deliver queued events and carry out commands until nothing moves. Bounded.
     pub fn run(&mut self) -> &mut Self {
         for _ in 0..10_000 {
+            self.queue.extend(self.inbox.borrow_mut().drain(..));
             if let Some(event) = self.queue.pop_front() {
                 self.record(|| format!(">> {event:?}"));
                 self.core.handle(self.now, event);
@@ -411,7 +590,7 @@ impl Pump {
                 self.record(|| format!("<< {command:?}"));
                 self.carry_out(command);
             }
-            if !moved && self.queue.is_empty() {
+            if !moved && self.queue.is_empty() && self.inbox.borrow().is_empty() {
                 if !self.woken.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
                     return self;
                 }
@@ -436,7 +615,9 @@ impl Pump {
                 if !reply.is_empty() {
                     self.queue.push_back(Event::DataReceived { conn, data: Bytes::from(reply) });
                 }
-                self.queue.push_back(Event::WriteDrained { conn });
+                if !(conn == ConnId::CLIENT && self.client_stalled) {
+                    self.queue.push_back(Event::WriteDrained { conn });
+                }
             }
             Command::OpenConnection { conn, server } => {
                 self.addrs.insert(conn, server.clone());
@@ -448,7 +629,22 @@ impl Pump {
                     None => self.queue.push_back(Event::OpenFailed { conn, error: proxy_core::OpenError::Refused }),
                 }
             }
-            Command::Reuse { conn, server, key } => match self.pool.iter().position(|(p, _)| p.key() == key) {
+            Command::Reuse { conn, key, join: true, .. } if self.carrier.as_ref().is_some_and(|c| c.borrow().has_room(&key)) => {
+                let tag = self.carrier.as_ref().expect("checked").borrow_mut().attach(conn, self.inbox.clone());
+                self.joined.insert(conn, tag);
+                self.queue.push_back(Event::Joined { conn });
+            }
+            Command::Carry { conn, message } => {
+                let tag = self.joined[&conn];
+                self.carrier.as_ref().expect("joined").borrow_mut().deliver(tag, message);
+            }
+            Command::CloseConnection { conn, .. } if self.joined.contains_key(&conn) => {
+                let tag = self.joined.remove(&conn).expect("checked");
+                self.carrier.as_ref().expect("joined").borrow_mut().gone(tag);
+                self.closed.push(conn);
+            }
+            Command::StreamOut { .. } | Command::Capacity { .. } => panic!("a client connection spoke as a carrier"),
+            Command::Reuse { conn, server, key, .. } => match self.pool.iter().position(|(p, _)| p.key() == key) {
                 Some(at) => {
                     let (parked, peer) = self.pool.remove(at);
                     self.addrs.insert(conn, server);
@@ -479,7 +675,12 @@ impl Pump {
             }
             Command::Log { message, .. } => self.logs.push(message),
             Command::Forward { .. } => panic!("nothing may be forwarded past TLS"),
-            Command::PauseReading { .. } | Command::ResumeReading { .. } => {}
+            Command::PauseReading { conn } => {
+                self.paused.insert(conn);
+            }
+            Command::ResumeReading { conn } => {
+                self.paused.remove(&conn);
+            }
         }
     }
 }

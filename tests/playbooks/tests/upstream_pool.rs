@@ -127,13 +127,16 @@ fn a_parked_http2_connection_takes_the_next_clients_streams() {
     let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     first.run();
     first.client_sends(GET_A.as_bytes());
-    let stream = first.server_h2(S1).requests()[0].0;
-    first.server_h2(S1).respond(stream, 200, b"ok", None);
-    first.server_sends(S1, b"");
+    // A new HTTP/2 connection is parked at once, to be shared (a driver runs it as a
+    // carrier); without one, the client connection adopts it back, as S2.
+    assert_eq!(first.parked, [S1], "logs {:?}", first.logs);
+    let stream = first.server_h2(S2).requests()[0].0;
+    first.server_h2(S2).respond(stream, 200, b"ok", None);
+    first.server_sends(S2, b"");
     let answer = String::from_utf8_lossy(first.client.received()).into_owned();
     assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"), "{answer:?}; logs {:?}", first.logs);
     first.closes(ConnId::CLIENT);
-    assert_eq!(first.parked, [S1], "an idle HTTP/2 connection is parked; logs {:?}", first.logs);
+    assert_eq!(first.parked, [S1, S2], "an idle HTTP/2 connection is parked; logs {:?}", first.logs);
     let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     second.pool = std::mem::take(&mut first.pool);
     second.run();

@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
-use proxy_core::{Command, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
+use proxy_core::{Command, Config, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
 use tokio::net::TcpStream;
 
+use crate::carrier::{self, Carrying, Joined};
 use crate::handler::Handler;
 use crate::inject::{Inbox, Injector};
 use crate::open::open;
@@ -111,8 +112,11 @@ pub(crate) struct Options {
     /// end (refreshed by write progress); also bounds the hooks still running once the core is
     /// done.
     pub(crate) linger: Duration,
-    /// Idle upstream connections shared with the other tasks (`Config::share_upstreams`).
+    /// Idle upstream connections shared with the other tasks (`Config::share_upstreams`),
+    /// and the carriers.
     pub(crate) pool: Option<std::sync::Arc<crate::pool::SharedPool>>,
+    /// The proxy's configuration, for the carriers this task starts.
+    pub(crate) config: Arc<Config>,
 }
 
 /// Run one client connection to its end.
@@ -130,7 +134,25 @@ pub(crate) async fn drive<C: Core, H: Handler>(
         async move { (flow, blocking, reply.await) }
     };
     let inbox = Inbox::new(injector.clone(), peer);
-    Driver::new(core, client, peer, opts, make_hook, inbox).run().await
+    Driver::new(core, (ConnId::CLIENT, client), peer, opts, make_hook, inbox).run().await
+}
+
+/// Run a carrier (see [`crate::carrier`]) to its end: its one socket is `server`, and the
+/// client connections' messages come from `carrying`.
+pub(crate) async fn drive_carrier(
+    core: Connection,
+    server: (ConnId, TcpStream),
+    peer: SocketAddr,
+    carrying: Carrying,
+    opts: &Options,
+    injector: &Injector,
+) {
+    // A carrier raises no hooks.
+    let make_hook = |flow: FlowId, _hook: Hook| std::future::ready((flow, false, HookReply::Continue));
+    let inbox = Inbox::new(injector.clone(), peer);
+    let mut driver = Driver::new(core, server, peer, opts, make_hook, inbox);
+    driver.carrying = Some(carrying);
+    driver.run().await
 }
 
 struct Driver<'o, C, M, F> {
@@ -152,6 +174,10 @@ struct Driver<'o, C, M, F> {
     /// WebSocket messages user code injects into this connection's flows.
     inbox: Inbox,
     nudge: Arc<Nudge>,
+    /// Streams on carriers that stand for some of this connection's upstream connections.
+    joined: Joined,
+    /// When the task runs a carrier: the streams it carries.
+    carrying: Option<Carrying>,
 }
 
 impl<'o, C, M, F> Driver<'o, C, M, F>
@@ -160,14 +186,14 @@ where
     M: FnMut(FlowId, Hook) -> F,
     F: Future<Output = (FlowId, bool, HookReply)>,
 {
-    fn new(mut core: C, client: TcpStream, peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
+    fn new(mut core: C, (first, socket): (ConnId, TcpStream), peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
         let nudge = Arc::new(Nudge::default());
         core.set_waker(Waker::from(nudge.clone()));
         Self {
             core,
             peer,
             opts,
-            socks: vec![Sock::new(ConnId::CLIENT, Io::Open(client))],
+            socks: vec![Sock::new(first, Io::Open(socket))],
             events: VecDeque::new(),
             hooks: FuturesUnordered::new(),
             make_hook,
@@ -176,6 +202,8 @@ where
             next: 0,
             inbox,
             nudge,
+            joined: Joined::default(),
+            carrying: None,
         }
     }
 
@@ -217,7 +245,12 @@ where
                 let connecting = open(server, self.opts.connect_timeout);
                 self.socks.push(Sock::new(conn, Io::Connecting(connecting)));
             }
-            Command::Reuse { conn, server, key } => {
+            Command::Reuse { conn, server, key, join } => {
+                if join && self.opts.pool.as_ref().is_some_and(|pool| self.joined.join(pool, &key, conn)) {
+                    tracing::debug!(client = %self.peer, conn = conn.0, %key, "joined a carrier");
+                    self.events.push_back(Event::Joined { conn });
+                    return;
+                }
                 match self.opts.pool.as_ref().and_then(|pool| pool.take(&key)) {
                     Some((parked, tcp)) => {
                         tracing::debug!(client = %self.peer, conn = conn.0, %key, "reusing a parked connection");
@@ -228,6 +261,22 @@ where
                 }
             }
             Command::Park { conn, parked } => self.park(conn, parked),
+            Command::Carry { conn, message } => {
+                if let Some(event) = self.joined.carry(conn, message) {
+                    self.events.push_back(event);
+                }
+            }
+            Command::StreamOut { stream, message } => {
+                if let Some(event) = self.carrying.as_mut().and_then(|c| c.out(stream, message)) {
+                    self.events.push_back(event);
+                }
+            }
+            Command::Capacity { streams } => {
+                if let Some(carrying) = &self.carrying {
+                    carrying.capacity(streams);
+                }
+            }
+            Command::CloseConnection { conn, .. } if self.joined.close(conn) => {}
             Command::CloseConnection { conn, half } => {
                 let linger = self.opts.linger;
                 if let Some(s) = self.sock(conn) {
@@ -265,13 +314,28 @@ where
         // given its slot will look.
         let hold = parked.take_hold();
         let Some(at) = self.socks.iter().position(|s| s.id == conn && !s.forgotten) else { return };
+        // What this turn queued for it goes first (a TLS handshake's last flight, when an
+        // HTTP/2 connection is parked as soon as it opened, to become a carrier).
+        if !self.socks[at].queue.is_empty() {
+            if let Some(event) = self.socks[at].write() {
+                self.events.push_back(event);
+            }
+        }
         let sock = &self.socks[at];
         let idle = sock.queue.is_empty() && !sock.forwarding && !sock.read_done && !sock.write_shut;
         match (&self.opts.pool, idle, &sock.io) {
             (Some(pool), true, Io::Open(_)) => {
                 let sock = self.socks.remove(at);
                 if let Io::Open(tcp) = sock.io {
-                    pool.park(parked, tcp);
+                    // An HTTP/2 connection carries streams of every client from now on;
+                    // any other waits in the pool for the next one.
+                    let parked = match parked.carries_streams() && self.opts.config.share_streams {
+                        true => carrier::start(pool, self.opts, self.inbox.injector(), parked, tcp),
+                        false => Err((parked, tcp)),
+                    };
+                    if let Err((parked, tcp)) = parked {
+                        pool.park(parked, tcp);
+                    }
                 }
                 drop(hold);
             }
@@ -313,6 +377,12 @@ where
             }
         }
         if let Poll::Ready(Some(event)) = self.inbox.poll(cx) {
+            return Poll::Ready(event);
+        }
+        if let Poll::Ready(event) = self.joined.poll(cx) {
+            return Poll::Ready(event);
+        }
+        if let Some(Poll::Ready(event)) = self.carrying.as_mut().map(|c| c.poll(cx)) {
             return Poll::Ready(event);
         }
         self.nudge.task.register(cx.waker());

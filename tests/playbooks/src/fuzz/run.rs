@@ -168,6 +168,8 @@ impl Run {
                     }
                     self.sent.entry(conn).or_default().extend_from_slice(&data);
                 }
+                // Nothing here joins a carrier (`Reuse` is answered as an open).
+                Command::Carry { .. } | Command::StreamOut { .. } | Command::Capacity { .. } => {}
                 Command::Park { conn, .. } => {
                     // The targets keep no pool: a parked connection is one closed.
                     self.check_live(conn, "Park");

@@ -217,6 +217,8 @@ pub fn websocket_session(data: &[u8]) {
                 Command::Park { conn: c, .. } => {
                     open.remove(&c);
                 }
+                // Nothing here joins a carrier (`Reuse` is answered as an open).
+                Command::Carry { .. } | Command::StreamOut { .. } | Command::Capacity { .. } => {}
                 Command::CloseConnection { conn: c, half } => {
                     assert!(open.contains(&c) || half, "closing {c:?} twice");
                     if !half {

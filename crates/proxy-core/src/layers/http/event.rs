@@ -26,6 +26,19 @@ pub(crate) enum HttpEvent {
 }
 
 impl HttpEvent {
+    /// The same step, of `flow`.
+    pub(crate) fn set_flow(&mut self, to: FlowId) {
+        match self {
+            Self::RequestHeaders { flow, .. }
+            | Self::RequestData { flow, .. }
+            | Self::RequestEnd { flow, .. }
+            | Self::InterimResponse { flow, .. }
+            | Self::ResponseHeaders { flow, .. }
+            | Self::ResponseData { flow, .. }
+            | Self::ResponseEnd { flow, .. } => *flow = to,
+        }
+    }
+
     pub(crate) fn flow(&self) -> FlowId {
         match self {
             Self::RequestHeaders { flow, .. }

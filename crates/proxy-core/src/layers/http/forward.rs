@@ -38,6 +38,7 @@ impl HttpLayer {
         let Some(server) = self.pool.carrying(flow) else { return true };
         let backlog = match &server.codec {
             ServerCodec::H2(codec) => codec.backlog(flow),
+            ServerCodec::Joined(joined) => joined.backlog(),
             ServerCodec::H1(_) => 0,
         };
         !cx.is_congested(server.conn) && backlog < cx.config.high_water

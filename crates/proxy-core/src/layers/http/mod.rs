@@ -26,6 +26,7 @@
 //! holds its `_http1` and `_http2`: [`http1`] (its wire format in `http1::wire`) and [`h2`]
 //! (the `h2` crate driven over memory by `h2::engine`).
 
+pub(crate) mod carried;
 pub(crate) mod destination;
 pub(crate) mod error;
 pub(crate) mod event;
@@ -146,6 +147,9 @@ pub(crate) struct HttpLayer {
     /// Emptied output lists of streams, kept for the next event rather than allocated anew
     /// for each (one per feed in progress: a feed may start another).
     spare_outs: Vec<Vec<Out>>,
+    /// Destinations this client connection made a carrier for: one each at most (see
+    /// `HttpLayer::carry`).
+    carried: Vec<crate::upstreams::PoolKey>,
     /// We are done with the client connection (closed, or half-closed and lingering).
     client_gone: bool,
     /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
@@ -168,6 +172,7 @@ impl HttpLayer {
             early: BTreeMap::new(),
             client_deadline: None,
             spare_outs: Vec::new(),
+            carried: Vec::new(),
             client_gone: false,
             lingering: false,
         }
@@ -305,6 +310,8 @@ impl HttpLayer {
                             self.handle_server_outputs(cx, now, conn, outputs);
                         }
                         ServerCodec::H2(codec) => codec.receive(data),
+                        // A stream's bytes come as messages.
+                        ServerCodec::Joined(_) => {}
                     }
                 }
             }
@@ -345,6 +352,11 @@ impl HttpLayer {
                     }
                     // The engine reports the end, and what it cost, when next polled.
                     ServerCodec::H2(codec) => codec.receive_eof(),
+                    ServerCodec::Joined(joined) => {
+                        // Its carrier is gone.
+                        let output = joined.carrier_gone();
+                        self.handle_server_outputs(cx, now, conn, vec![output]);
+                    }
                 }
             }
             Event::Opened { conn } => {
@@ -364,6 +376,17 @@ impl HttpLayer {
                 }
             }
             Event::Adopted { conn, parked } => self.server_adopted(cx, now, conn, *parked),
+            Event::Joined { conn } => self.server_joined(cx, now, conn),
+            Event::Carried { conn, message } => {
+                let output = self.pool.get_mut(conn).and_then(ServerConn::joined_mut).and_then(|joined| joined.receive(message));
+                // (What went on of a request body only lets the client be read again, below.)
+                if let Some(output) = output {
+                    if let Some(server) = self.pool.get_mut(conn) {
+                        server.heard_from(now, cx.config.server_idle_timeout);
+                    }
+                    self.handle_server_outputs(cx, now, conn, vec![output]);
+                }
+            }
             Event::OpenFailed { conn, error } => {
                 let Some(server) = self.pool.remove(conn) else { return };
                 cx.forget(conn);
@@ -422,7 +445,8 @@ impl HttpLayer {
                     self.feed(cx, now, flow, Input::HookReply(reply));
                 }
             }
-            Event::Inject { .. } => {}
+            // A carrier's events: never a client connection's.
+            Event::Inject { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
         }
         self.after_event(cx, now);
     }
@@ -548,7 +572,7 @@ impl HttpLayer {
     /// whose one flow is told while still on it; HTTP/2 flows leave their connection before
     /// they are told, and the connection goes on unless it closed.
     fn handle_server_outputs(&mut self, cx: &mut Context, now: Instant, conn: ConnId, outputs: Vec<CodecOutput<ServerError>>) {
-        let multiplexed = self.pool.get(conn).is_some_and(ServerConn::is_h2);
+        let multiplexed = self.pool.get(conn).is_some_and(ServerConn::is_multiplexed);
         for output in outputs {
             let websocket = match &output {
                 CodecOutput::Http(event) => Some(event.flow()),
@@ -620,6 +644,16 @@ impl HttpLayer {
     /// failure. HTTP/1 tells a flow only while it is on the connection; HTTP/2 (`multiplexed`)
     /// tells a named flow in any case, and takes the flows off the connection first.
     fn tell_server_flows(&mut self, cx: &mut Context, now: Instant, conn: ConnId, flow: Option<FlowId>, multiplexed: bool, input: Input) {
+        if self.pool.get(conn).is_some_and(|s| matches!(s.codec, ServerCodec::Joined(_))) {
+            // A stream on a carrier fails alone, and leaves the carrier before its flow is
+            // told (which may send the request again, on another).
+            let flows = self.pool.get(conn).map(|s| s.flows.clone()).unwrap_or_default();
+            self.drop_server(cx, conn);
+            for flow in flows {
+                self.feed(cx, now, flow, input.clone());
+            }
+            return;
+        }
         let flows = match flow {
             Some(flow) if multiplexed || self.is_on_server(conn, flow) => vec![flow],
             Some(_) => Vec::new(),
@@ -680,6 +714,7 @@ impl HttpLayer {
                     match &mut server.codec {
                         ServerCodec::H1(codec) => codec.send(cx, event),
                         ServerCodec::H2(codec) => codec.send(event),
+                        ServerCodec::Joined(joined) => joined.send(cx, event),
                     }
                 }
             }
@@ -701,6 +736,11 @@ impl HttpLayer {
                         if server.flows.is_empty() {
                             server.deadline = None;
                         }
+                    }
+                    ServerCodec::Joined(joined) => {
+                        joined.reset(cx);
+                        let conn = server.conn;
+                        self.drop_server(cx, conn);
                     }
                     ServerCodec::H1(_) => {
                         let conn = server.conn;
@@ -784,9 +824,9 @@ impl HttpLayer {
         // made here, say) would pile up on the rest. (HTTP/2 connections are always read:
         // their streams' windows hold bodies back.)
         if let Some(client) = self.client.h1() {
-            let current = client.current_flow().and_then(|f| self.streams.get(&f));
+            let current = client.current_flow().and_then(|f| Some((f, self.streams.get(&f)?)));
             let stream_ready = match current {
-                Some(stream) => stream.wants_request_data(),
+                Some((flow, stream)) => stream.wants_request_data() && self.server_has_room(cx, flow),
                 None => !cx.is_congested(ConnId::CLIENT),
             };
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
@@ -796,7 +836,7 @@ impl HttpLayer {
         self.pause_websocket_conns(cx);
         // Read an HTTP/1 server only while its stream is not waiting on a hook.
         for server in self.pool.iter() {
-            if !server.open || server.is_h2() {
+            if !server.open || server.h1().is_none() {
                 continue;
             }
             let ready = match server.flow() {
@@ -833,6 +873,7 @@ impl HttpLayer {
     /// routed to the streams, and what the streams sent goes out. First each stream's window
     /// is opened or held shut by whether its destination has room.
     fn drive_h2(&mut self, cx: &mut Context, now: Instant) {
+        self.drive_joined(cx);
         if !matches!(self.client, ClientCodec::H2(_)) && !self.pool.iter().any(ServerConn::is_h2) {
             return;
         }
@@ -895,6 +936,21 @@ impl HttpLayer {
             }
             if !moved {
                 break;
+            }
+        }
+        self.drive_joined(cx);
+    }
+
+    /// Open or hold shut the response windows of the streams on carriers, as for HTTP/2
+    /// connections of our own: by whether the client side has room.
+    fn drive_joined(&mut self, cx: &mut Context) {
+        let joined: Vec<(ConnId, FlowId)> =
+            self.pool.iter().filter(|s| matches!(s.codec, ServerCodec::Joined(_))).filter_map(|s| Some((s.conn, s.flow()?))).collect();
+        for (conn, flow) in joined {
+            let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
+            let reading = wants && self.client_has_room(cx, flow);
+            if let Some(joined) = self.pool.get_mut(conn).and_then(ServerConn::joined_mut) {
+                joined.set_reading(cx, reading);
             }
         }
     }

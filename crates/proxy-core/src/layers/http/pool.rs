@@ -23,6 +23,7 @@ use crate::event::OpenError;
 use crate::gateway::Lease;
 use crate::hook::{Hook, HookKind};
 use crate::ids::{ConnId, FlowId, ServerAddr};
+use crate::layers::http::carried::Joined;
 use crate::layers::http::h2::H2Client;
 use crate::layers::http::http1::Http1Client;
 use crate::tls::TlsSetupError;
@@ -30,9 +31,11 @@ use crate::command::Command;
 use crate::upstreams::{Parked, PoolKey};
 
 /// The codec of an upstream connection.
-pub(super) enum ServerCodec {
+pub(crate) enum ServerCodec {
     H1(Http1Client),
     H2(Box<H2Client>),
+    /// A stream on a carrier, standing for a connection of its own (`carried`).
+    Joined(Joined),
 }
 
 pub(crate) struct ServerConn {
@@ -70,6 +73,9 @@ pub(crate) struct ServerConn {
     /// The name its TLS session was made for, when not `addr`'s host (set when parked: see
     /// [`PoolKey::name`]).
     pub(super) name: Option<String>,
+    /// Opened for requests that a stream on a carrier would do for: if it speaks HTTP/2, it
+    /// may become one (`HttpLayer::carry`).
+    pub(super) joinable: bool,
 }
 
 /// The HTTP versions a request may go upstream with.
@@ -105,6 +111,7 @@ impl ServerConn {
             awaiting_settings: Vec::new(),
             reused: false,
             name: None,
+            joinable: false,
         }
     }
 
@@ -121,14 +128,14 @@ impl ServerConn {
     pub(super) fn h1(&self) -> Option<&Http1Client> {
         match &self.codec {
             ServerCodec::H1(codec) => Some(codec),
-            ServerCodec::H2(_) => None,
+            _ => None,
         }
     }
 
     pub(super) fn h1_mut(&mut self) -> Option<&mut Http1Client> {
         match &mut self.codec {
             ServerCodec::H1(codec) => Some(codec),
-            ServerCodec::H2(_) => None,
+            _ => None,
         }
     }
 
@@ -136,12 +143,36 @@ impl ServerConn {
         matches!(self.codec, ServerCodec::H2(_))
     }
 
-    /// The connection is now `conn` (adopted by another client connection).
-    fn rename(&mut self, conn: ConnId) {
+    /// How many streams it may have open at once: its server's limit over HTTP/2, one
+    /// otherwise.
+    pub(crate) fn max_streams(&self) -> usize {
+        match &self.codec {
+            ServerCodec::H2(codec) => codec.max_streams(),
+            ServerCodec::H1(_) | ServerCodec::Joined(_) => 1,
+        }
+    }
+
+    /// A stream on a carrier rather than a connection of its own.
+    pub(super) fn joined_mut(&mut self) -> Option<&mut Joined> {
+        match &mut self.codec {
+            ServerCodec::Joined(joined) => Some(joined),
+            _ => None,
+        }
+    }
+
+    /// Whether its flows are streams, each told of failures on its own (HTTP/2, or a stream
+    /// on a carrier), rather than one exchange at a time.
+    pub(super) fn is_multiplexed(&self) -> bool {
+        !matches!(self.codec, ServerCodec::H1(_))
+    }
+
+    /// The connection is now `conn` (adopted by another client connection, or by a carrier).
+    pub(super) fn rename(&mut self, conn: ConnId) {
         self.conn = conn;
         match &mut self.codec {
             ServerCodec::H1(codec) => codec.rename(conn),
             ServerCodec::H2(codec) => codec.rename(conn),
+            ServerCodec::Joined(_) => {}
         }
     }
 
@@ -154,6 +185,7 @@ impl ServerConn {
         let between = match &self.codec {
             ServerCodec::H1(codec) => codec.is_reusable(),
             ServerCodec::H2(codec) => codec.is_idle(),
+            ServerCodec::Joined(_) => false,
         };
         idle && clean && between
     }
@@ -185,6 +217,7 @@ impl ServerConn {
             (ServerCodec::H1(_), _) | (ServerCodec::H2(_), Versions::Any) => true,
             (ServerCodec::H2(_), Versions::Http1) => false,
             (ServerCodec::H2(codec), Versions::WebSocket) => codec.extended_connect() == Some(true),
+            (ServerCodec::Joined(_), versions) => versions == Versions::Any,
         }
     }
 
@@ -193,6 +226,8 @@ impl ServerConn {
         match &self.codec {
             ServerCodec::H1(codec) => self.flows.is_empty() && codec.is_reusable(),
             ServerCodec::H2(codec) => codec.has_room(),
+            // One exchange per stream: the next request joins a carrier anew.
+            ServerCodec::Joined(_) => false,
         }
     }
 
@@ -289,7 +324,7 @@ impl Pool {
     pub(super) fn refuses_websockets(&self, addr: &ServerAddr) -> bool {
         let refuses = |s: &ServerConn| match &s.codec {
             ServerCodec::H2(codec) => codec.extended_connect() == Some(false),
-            ServerCodec::H1(_) => false,
+            ServerCodec::H1(_) | ServerCodec::Joined(_) => false,
         };
         self.servers.iter().any(|s| s.addr == *addr && refuses(s))
     }
@@ -384,9 +419,13 @@ impl HttpLayer {
             false => cx.config.share_upstreams.then(|| PoolKey { server: addr.clone(), tls, proxy: None, name: None }),
             true => self.connect_may_reuse(cx).then(|| PoolKey { server: addr.clone(), tls: true, proxy: None, name: None }),
         };
+        // A stream on a carrier will do for a request that may go over HTTP/2.
+        let may_multiplex = h2 && (tls || cx.config.upstream_h2c);
+        let join = may_multiplex && versions == Versions::Any && cx.config.share_streams;
+        let joinable = join && shared.is_some();
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
-            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared) {
+            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared.map(|key| (key, join))) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = OpenError::Tls(error.to_string());
@@ -395,19 +434,19 @@ impl HttpLayer {
             }
         } else {
             match shared {
-                Some(key) => cx.open_reusing(addr.clone(), key),
+                Some(key) => cx.open_reusing(addr.clone(), key, join),
                 None => cx.open(addr.clone()),
             }
         };
         let codec = Http1Client::new(conn, &cx.config);
         // The driver bounds the TCP connect; a TLS handshake that stalls after it is ours.
         let deadline = tls.then(|| now + cx.config.server_idle_timeout);
-        let may_multiplex = h2 && (tls || cx.config.upstream_h2c);
         let server = ServerConn {
             flows: vec![flow],
             dedicated,
             deadline,
             may_multiplex,
+            joinable,
             ..ServerConn::new(conn, addr, codec, tls)
         };
         self.pool.insert(server);
@@ -441,6 +480,9 @@ impl HttpLayer {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::ServerConnected { conn, server: addr.clone() });
         }
+        if h2 && self.carry(cx, now, conn) {
+            return;
+        }
         for flow in flows {
             self.feed(cx, now, flow, Input::ServerReady);
         }
@@ -448,6 +490,34 @@ impl HttpLayer {
             self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
         }
         self.settle_websockets(cx, now, conn);
+    }
+
+    /// The HTTP/2 connection `conn` just opened becomes a carrier, shared at once with every
+    /// client connection, if it was opened for requests a stream would do for and this client
+    /// connection has not made one for its destination yet: it is parked before any request
+    /// goes on it (the driver runs a parked HTTP/2 connection as a carrier), and the requests
+    /// that waited for it join it like anyone's. Returns whether it did.
+    ///
+    /// Once per destination: a carrier that could not be made (no pool, or it ended at once)
+    /// leaves the next connection to this client connection alone.
+    fn carry(&mut self, cx: &mut Context, now: Instant, conn: ConnId) -> bool {
+        let Some(server) = self.pool.get_mut(conn) else { return false };
+        let key = server.pool_key();
+        let waiting_upgrades = !server.awaiting_settings.is_empty();
+        if !server.joinable || server.dedicated || waiting_upgrades || self.carried.contains(&key) {
+            return false;
+        }
+        let (addr, tls) = (server.addr.clone(), server.tls);
+        let flows = std::mem::take(&mut server.flows);
+        server.deadline = None;
+        self.carried.push(key);
+        self.park_or_drop(cx, conn, None);
+        for flow in flows {
+            let websocket = self.streams.get(&flow).is_some_and(HttpStream::asks_websocket);
+            let versions = if websocket { Versions::WebSocket } else { Versions::Any };
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, versions);
+        }
+        true
     }
 
     /// Once the server of the HTTP/2 connection `conn` has sent its SETTINGS, the WebSocket
@@ -490,6 +560,11 @@ impl HttpLayer {
                 !codec.is_closed()
             }
             ServerCodec::H1(codec) => codec.is_reusable(),
+            ServerCodec::Joined(joined) => {
+                // Its exchange is done: the stream leaves the carrier.
+                joined.release(cx);
+                false
+            }
         };
         let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
         server.reused |= keep;
@@ -563,11 +638,42 @@ impl HttpLayer {
         }
     }
 
+    /// The driver answered our `Reuse` with a stream on a carrier: the flow waiting for `conn`
+    /// goes on it; others that waited for the same connection (it might have spoken HTTP/2)
+    /// look again, each for a stream of its own.
+    pub(super) fn server_joined(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
+        cx.joined(conn);
+        let Some(server) = self.pool.get_mut(conn) else {
+            // Nobody waits for it any more: leave at once.
+            cx.close(conn, false);
+            return;
+        };
+        server.codec = ServerCodec::Joined(Joined::new(conn));
+        server.open = true;
+        server.reused = true;
+        server.may_multiplex = false;
+        let others = if server.flows.len() > 1 { server.flows.split_off(1) } else { Vec::new() };
+        let flows = server.flows.clone();
+        let (addr, tls) = (server.addr.clone(), server.tls);
+        if flows.is_empty() {
+            return self.drop_server(cx, conn);
+        }
+        for flow in flows {
+            self.feed(cx, now, flow, Input::ServerReady);
+        }
+        for flow in others {
+            let websocket = self.streams.get(&flow).is_some_and(HttpStream::asks_websocket);
+            let versions = if websocket { Versions::WebSocket } else { Versions::Any };
+            self.assign_server(cx, now, flow, addr.clone(), tls, false, versions);
+        }
+    }
+
     /// Close the server connection `conn` and forget it (its flows have been told, or are done).
     pub(super) fn drop_server(&mut self, cx: &mut Context, conn: ConnId) {
         let Some(server) = self.pool.remove(conn) else { return };
         cx.close(conn, false);
-        if server.open && cx.config.hooks.contains(HookKind::ServerDisconnected) {
+        let own = !matches!(server.codec, ServerCodec::Joined(_));
+        if server.open && own && cx.config.hooks.contains(HookKind::ServerDisconnected) {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::ServerDisconnected { conn, server: server.addr });
         }
@@ -601,7 +707,7 @@ impl HttpLayer {
         };
         let conn = if upstream_tls(cx) {
             // TLS to the proxy itself, verified for its name like any server's.
-            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), shared) {
+            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), shared.map(|key| (key, false))) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = ProxyError::Unreachable { proxy, error: OpenError::Tls(error.to_string()) };
@@ -611,7 +717,7 @@ impl HttpLayer {
             }
         } else {
             match shared {
-                Some(key) => cx.open_reusing(proxy.clone(), key),
+                Some(key) => cx.open_reusing(proxy.clone(), key, false),
                 None => cx.open(proxy.clone()),
             }
         };

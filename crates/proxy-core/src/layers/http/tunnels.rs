@@ -174,6 +174,8 @@ impl HttpLayer {
             | Event::ConnectionClosed { conn }
             | Event::Opened { conn }
             | Event::Adopted { conn, .. }
+            | Event::Joined { conn }
+            | Event::Carried { conn, .. }
             | Event::OpenFailed { conn, .. }
             | Event::WriteDrained { conn }
             | Event::Forwarded { from: conn, .. } => Some(*conn),

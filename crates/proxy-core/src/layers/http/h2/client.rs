@@ -76,6 +76,16 @@ impl H2Client {
         !self.engine.is_closed() && self.engine.has_room()
     }
 
+    /// How many streams the connection may have open at once; none once it takes no more.
+    pub(crate) fn max_streams(&self) -> usize {
+        self.engine.max_streams()
+    }
+
+    /// Say goodbye (GOAWAY, `NO_ERROR`): no new stream from now on.
+    pub(crate) fn shutdown(&mut self) {
+        self.engine.shutdown(Some(Reason::NO_ERROR));
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.engine.is_closed()
     }

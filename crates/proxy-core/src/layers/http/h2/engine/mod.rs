@@ -215,6 +215,17 @@ impl Engine {
         self.streams.len() + self.opening.len()
     }
 
+    /// How many streams this connection may have open at once (client role): the server's
+    /// limit once its SETTINGS are in; none once it takes no more.
+    pub fn max_streams(&self) -> usize {
+        match &self.conn {
+            _ if self.refusing || self.is_closed() => 0,
+            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => requests.current_max_send_streams(),
+            Conn::Client { .. } | Conn::ClientHandshake(_) => ASSUMED_MAX_STREAMS,
+            _ => 0,
+        }
+    }
+
     /// Whether another request may be opened on this connection without waiting.
     pub fn has_room(&self) -> bool {
         match &self.conn {

@@ -1,0 +1,453 @@
+//! Streams of several client connections on one upstream HTTP/2 connection at once: a
+//! *carrier*.
+//!
+//! A client connection's upstream connections are its own while it lives, and an idle one
+//! moves to the next client connection when it ends (`upstreams`). That serves HTTP/1.1,
+//! one exchange at a time, but an HTTP/2 connection can carry a hundred exchanges at once,
+//! whoever they come from. So an HTTP/2 connection a client connection parks is not parked:
+//! the driver runs it on its own, as a [`Connection`](crate::Connection) made with
+//! [`Connection::carrier`](crate::Connection::carrier), and it carries streams for whichever
+//! client connections join it, up to the server's stream limit.
+//!
+//! Only the streams are shared. A client connection that needs a server asks the driver as
+//! before ([`Command::Reuse`]); where the request may go over HTTP/2 and a carrier to that
+//! destination has room, the answer is [`Event::Joined`]: the connection id it asked for now
+//! names one stream on that carrier. Its layer drives the exchange as over any server
+//! connection, through a stand-in codec ([`Joined`]) that puts each step of the request in a
+//! [`Carried`] message ([`Command::Carry`]) and takes the response's steps from the carrier
+//! the same way ([`Event::Carried`]). The carrier sees each stream under the tag the driver
+//! gave it ([`StreamTag`], [`Event::Stream`], [`Command::StreamOut`]), and its layer
+//! ([`CarrierLayer`]) is the HTTP/2 codec alone: no hooks, no flows of its own, since every
+//! decision about an exchange stays with the client connection it belongs to.
+//!
+//! What each side may hold stays bounded as on one connection, though the two run apart
+//! (on two tasks, maybe two threads) and what is between them is in the driver's channels: a
+//! request body goes on only while what the client side sent and the carrier has not yet
+//! passed into the connection ([`Message::Consumed`]) is under the high-water mark, and a
+//! response body is handed out only while the client side says it has room
+//! ([`Message::Reading`]) and what it has not yet said arrived ([`Message::Taken`]) is under
+//! the high-water mark. Bytes not handed out stay in the stream's window, which the server
+//! then cannot refill: the server is held back as it would be by one client.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::error::ServerError;
+use super::event::{CodecOutput, HttpEvent, StreamReset};
+use super::pool::{ServerCodec, ServerConn};
+use crate::command::Command;
+use crate::context::Context;
+use crate::event::Event;
+use crate::ids::{ConnId, FlowId};
+use crate::layer::Layer;
+use crate::layers::http::h2::H2Client;
+
+/// One step of one stream between a client connection and the carrier that carries it. The
+/// driver moves it from one to the other as it is.
+pub struct Carried(pub(crate) Message);
+
+impl fmt::Debug for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Message::Request(event) => write!(f, "Carried(Request {:?})", event.flow()),
+            Message::Reading(reading) => write!(f, "Carried(Reading {reading})"),
+            Message::Taken(n) => write!(f, "Carried(Taken {n})"),
+            Message::Release => f.write_str("Carried(Release)"),
+            Message::Reset => f.write_str("Carried(Reset)"),
+            Message::Output(output) => write!(f, "Carried(Output {output:?})"),
+            Message::Consumed(n) => write!(f, "Carried(Consumed {n})"),
+        }
+    }
+}
+
+/// What a [`Carried`] says.
+pub(crate) enum Message {
+    /// To the carrier: a step of the request (its head first).
+    Request(HttpEvent),
+    /// To the carrier: whether the client side has room for more of the response body (the
+    /// stream's window opens, or stays shut).
+    Reading(bool),
+    /// To the carrier: this many bytes of the response body have reached the client side, in
+    /// all. The carrier hands out at most the high-water mark more than that.
+    Taken(u64),
+    /// To the carrier: the exchange is over on both sides.
+    Release,
+    /// To the carrier: give the stream up (the server is told, `CANCEL`).
+    Reset,
+    /// To the client side: what the connection's codec produced for the stream (its flow is
+    /// the carrier's name for it; the client side puts its own).
+    Output(CodecOutput<ServerError>),
+    /// To the client side: this many bytes of the request body have gone into the
+    /// connection, in all.
+    Consumed(u64),
+}
+
+/// A stream of a carrier, as the driver names it when a client connection joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamTag(pub u64);
+
+/// The client connection's side of a stream on a carrier: it stands where a server
+/// connection's codec would, for one exchange.
+pub(crate) struct Joined {
+    conn: ConnId,
+    /// The flow it carries, once the request's head has gone.
+    flow: Option<FlowId>,
+    /// Request body bytes sent, and how many of those the carrier has passed on.
+    sent: u64,
+    consumed: u64,
+    /// What the carrier was last told about the response body: whether the client side has
+    /// room, and how much of it has arrived (`received`, told as `told`).
+    reading: Option<bool>,
+    received: u64,
+    told: u64,
+    /// The carrier said something about the stream.
+    heard: bool,
+}
+
+impl Joined {
+    pub(crate) fn new(conn: ConnId) -> Self {
+        Self { conn, flow: None, sent: 0, consumed: 0, reading: None, received: 0, told: 0, heard: false }
+    }
+
+    fn tell(&self, cx: &mut Context, message: Message) {
+        cx.push(Command::Carry { conn: self.conn, message: Carried(message) });
+    }
+
+    /// Send a step of the request.
+    pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
+        match &event {
+            HttpEvent::RequestHeaders { flow, request, .. } => {
+                self.flow = Some(*flow);
+                self.sent += request.body.as_ref().map_or(0, |b| b.len() as u64);
+            }
+            HttpEvent::RequestData { data, .. } => self.sent += data.len() as u64,
+            _ => {}
+        }
+        self.tell(cx, Message::Request(event));
+    }
+
+    /// Open or hold shut the response body's window, if that changes anything, and say how
+    /// much of the body arrived once that frees a good part of the carrier's credit.
+    pub(crate) fn set_reading(&mut self, cx: &mut Context, reading: bool) {
+        if self.flow.is_none() {
+            return;
+        }
+        if self.reading != Some(reading) {
+            self.reading = Some(reading);
+            self.tell(cx, Message::Reading(reading));
+        }
+        if reading && self.received - self.told >= cx.config.high_water as u64 / 4 {
+            self.told = self.received;
+            self.tell(cx, Message::Taken(self.received));
+        }
+    }
+
+    /// Request body bytes sent that the carrier has not passed on yet.
+    pub(crate) fn backlog(&self) -> usize {
+        usize::try_from(self.sent.saturating_sub(self.consumed)).unwrap_or(usize::MAX)
+    }
+
+    /// The exchange is over on both sides.
+    pub(crate) fn release(&mut self, cx: &mut Context) {
+        if self.flow.take().is_some() {
+            self.tell(cx, Message::Release);
+        }
+    }
+
+    /// Give the stream up.
+    pub(crate) fn reset(&mut self, cx: &mut Context) {
+        if self.flow.take().is_some() {
+            self.tell(cx, Message::Reset);
+        }
+    }
+
+    /// A message from the carrier: what the codec made of the server's bytes for this
+    /// stream, named for the flow it carries.
+    pub(crate) fn receive(&mut self, message: Carried) -> Option<CodecOutput<ServerError>> {
+        match message.0 {
+            Message::Consumed(n) => {
+                self.consumed = self.consumed.max(n);
+                None
+            }
+            Message::Output(output) => {
+                self.heard = true;
+                if let CodecOutput::Http(HttpEvent::ResponseData { data, .. }) = &output {
+                    self.received += data.len() as u64;
+                }
+                self.flow.map(|flow| output.for_flow(flow))
+            }
+            _ => None,
+        }
+    }
+
+    /// The carrier went away (the driver closed the stream). Having said nothing about the
+    /// stream, it never took its request (a carrier tells every stream it carries how it
+    /// ended before it goes): the request may go again elsewhere.
+    pub(crate) fn carrier_gone(&mut self) -> CodecOutput<ServerError> {
+        match self.flow.filter(|_| !self.heard) {
+            Some(flow) => {
+                let reset = StreamReset { reason: h2::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
+                CodecOutput::Reset { flow, reset }
+            }
+            None => CodecOutput::Closed { flow: None, error: None },
+        }
+    }
+}
+
+/// A stream the carrier carries: the flow its codec knows it by, how much of its request
+/// body went in, and how much of its response body the client side may take.
+struct Carrying {
+    flow: FlowId,
+    /// Request body bytes the client side sent.
+    given: u64,
+    /// How many of those the client side was told went on.
+    reported: u64,
+    /// The client side has room for the response body.
+    reading: bool,
+    /// Response body bytes handed to the client side, and how many it said arrived: what is
+    /// between the two is on its way (in the driver's channel), and stays under the
+    /// high-water mark (plus what one poll of the codec hands out, at most a window).
+    handed: u64,
+    taken: u64,
+}
+
+/// The layer of a carrier: one upstream HTTP/2 connection, its streams those of client
+/// connections (see the module docs).
+pub(crate) struct CarrierLayer {
+    conn: ConnId,
+    server: ServerConn,
+    streams: BTreeMap<StreamTag, Carrying>,
+    tags: BTreeMap<FlowId, StreamTag>,
+    /// How many streams the driver was last told the connection takes.
+    capacity: Option<usize>,
+    /// When the connection, carrying nothing, closes.
+    idle_deadline: Option<Instant>,
+    /// The connection ended (or is ending): it takes no stream.
+    closed: bool,
+    /// How long it stays open carrying nothing.
+    idle_timeout: Duration,
+}
+
+impl CarrierLayer {
+    /// Carry streams on `server`, the HTTP/2 connection `conn` of `cx`.
+    pub(crate) fn new(cx: &mut Context, conn: ConnId, mut server: ServerConn, idle_timeout: Duration) -> Self {
+        server.rename(conn);
+        server.flows.clear();
+        cx.set_self_limiting(conn);
+        Self {
+            conn,
+            server,
+            streams: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            capacity: None,
+            idle_deadline: None,
+            closed: false,
+            idle_timeout,
+        }
+    }
+
+    fn codec(&mut self) -> &mut H2Client {
+        match &mut self.server.codec {
+            ServerCodec::H2(codec) => codec,
+            _ => unreachable!("a carrier is made of an HTTP/2 connection"),
+        }
+    }
+
+    fn out(cx: &mut Context, stream: StreamTag, message: Message) {
+        cx.push(Command::StreamOut { stream, message: Carried(message) });
+    }
+
+    fn from_client(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
+        match message.0 {
+            Message::Request(mut event) => {
+                let flow = match (&event, self.streams.get_mut(&tag)) {
+                    (_, Some(carrying)) => {
+                        if let HttpEvent::RequestData { data, .. } = &event {
+                            carrying.given += data.len() as u64;
+                        }
+                        carrying.flow
+                    }
+                    (HttpEvent::RequestHeaders { flow, request, .. }, None) => {
+                        if self.closed || self.codec().is_closed() {
+                            // Never sent: the client side may send it again elsewhere.
+                            let reset = StreamReset { reason: h2::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
+                            return Self::out(cx, tag, Message::Output(CodecOutput::Reset { flow: *flow, reset }));
+                        }
+                        let given = request.body.as_ref().map_or(0, |b| b.len() as u64);
+                        let flow = cx.next_flow_id();
+                        self.streams.insert(tag, Carrying { flow, given, reported: 0, reading: true, handed: 0, taken: 0 });
+                        self.tags.insert(flow, tag);
+                        flow
+                    }
+                    // The rest of a stream already given up.
+                    (_, None) => return,
+                };
+                event.set_flow(flow);
+                self.codec().send(event);
+            }
+            Message::Reading(reading) => {
+                if let Some(carrying) = self.streams.get_mut(&tag) {
+                    carrying.reading = reading;
+                }
+            }
+            Message::Taken(n) => {
+                if let Some(carrying) = self.streams.get_mut(&tag) {
+                    carrying.taken = carrying.taken.max(n);
+                }
+            }
+            Message::Release => {
+                if let Some(carrying) = self.forget(tag) {
+                    self.codec().release(carrying.flow);
+                }
+            }
+            Message::Reset => self.gone(tag),
+            Message::Output(_) | Message::Consumed(_) => {}
+        }
+    }
+
+    /// The client side of `tag` is gone: its stream, if still open, is reset.
+    fn gone(&mut self, tag: StreamTag) {
+        if let Some(carrying) = self.forget(tag) {
+            self.codec().reset(carrying.flow);
+        }
+    }
+
+    fn forget(&mut self, tag: StreamTag) -> Option<Carrying> {
+        let carrying = self.streams.remove(&tag)?;
+        self.tags.remove(&carrying.flow);
+        Some(carrying)
+    }
+
+    /// Send what the codec produced to the streams it is for; the connection's end goes to
+    /// every stream.
+    fn route(&mut self, cx: &mut Context, output: CodecOutput<ServerError>) {
+        let flow = match &output {
+            CodecOutput::Http(event) => Some(event.flow()),
+            CodecOutput::Error { flow, .. } => *flow,
+            CodecOutput::Reset { flow, .. } => Some(*flow),
+            CodecOutput::Closed { .. } => None,
+        };
+        let Some(flow) = flow else {
+            self.end(cx, &output);
+            return;
+        };
+        let Some(&tag) = self.tags.get(&flow) else { return };
+        if let (CodecOutput::Http(HttpEvent::ResponseData { data, .. }), Some(carrying)) = (&output, self.streams.get_mut(&tag)) {
+            carrying.handed += data.len() as u64;
+        }
+        if matches!(output, CodecOutput::Error { .. } | CodecOutput::Reset { .. }) {
+            // The codec forgot the stream already.
+            self.forget(tag);
+        }
+        Self::out(cx, tag, Message::Output(output));
+    }
+
+    /// The connection ended (`output` says how, or failed): every stream is told, and the
+    /// connection is closed.
+    fn end(&mut self, cx: &mut Context, output: &CodecOutput<ServerError>) {
+        self.closed = true;
+        for (tag, _) in std::mem::take(&mut self.streams) {
+            let copy = match output {
+                CodecOutput::Error { error, .. } => CodecOutput::Error { flow: None, error: error.clone() },
+                CodecOutput::Closed { error, .. } => CodecOutput::Closed { flow: None, error: error.clone() },
+                _ => CodecOutput::Closed { flow: None, error: None },
+            };
+            Self::out(cx, tag, Message::Output(copy));
+        }
+        self.tags.clear();
+        if cx.has_conn(self.conn) {
+            cx.close(self.conn, false);
+        }
+    }
+
+    /// After every event: what the connection has for the streams, what went on of their
+    /// request bodies, how many streams it takes, and whether it has been idle too long.
+    fn settle(&mut self, cx: &mut Context, now: Instant) {
+        if !self.closed && !cx.has_conn(self.conn) {
+            // Its TLS failed under it: the transport closed it.
+            self.end(cx, &CodecOutput::Closed { flow: None, error: None });
+        }
+        if !self.closed {
+            let credit = cx.config.high_water as u64;
+            let mut outputs = Vec::new();
+            if let ServerCodec::H2(codec) = &mut self.server.codec {
+                for carrying in self.streams.values() {
+                    let room = carrying.reading && carrying.handed - carrying.taken < credit;
+                    codec.set_reading(carrying.flow, room);
+                }
+                codec.poll(cx, &mut outputs);
+            }
+            for output in outputs {
+                self.route(cx, output);
+            }
+        }
+        if !self.closed && !cx.is_congested(self.conn) {
+            let mut consumed = Vec::new();
+            for (tag, carrying) in &mut self.streams {
+                let backlog = match &self.server.codec {
+                    ServerCodec::H2(codec) => codec.backlog(carrying.flow) as u64,
+                    ServerCodec::H1(_) | ServerCodec::Joined(_) => 0,
+                };
+                let went = carrying.given.saturating_sub(backlog);
+                if went > carrying.reported {
+                    carrying.reported = went;
+                    consumed.push((*tag, went));
+                }
+            }
+            for (tag, went) in consumed {
+                Self::out(cx, tag, Message::Consumed(went));
+            }
+        }
+        let capacity = if self.closed { 0 } else { self.codec().max_streams() };
+        if self.capacity != Some(capacity) {
+            self.capacity = Some(capacity);
+            cx.push(Command::Capacity { streams: capacity });
+        }
+        if self.closed || !self.streams.is_empty() {
+            self.idle_deadline = None;
+        } else if self.idle_deadline.is_none() {
+            self.idle_deadline = Some(now + self.idle_timeout);
+        }
+    }
+}
+
+impl Layer for CarrierLayer {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+        match event {
+            Event::DataReceived { conn, data } if conn == self.conn && !self.closed => self.codec().receive(data),
+            Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => self.codec().receive_eof(),
+            Event::Stream { stream, message } => self.from_client(cx, stream, message),
+            Event::StreamGone { stream } => self.gone(stream),
+            Event::Wakeup if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() => {
+                // Idle too long: it goes, with a GOAWAY, and takes no more streams.
+                cx.log(crate::command::LogLevel::Debug, format!("{}: idle HTTP/2 connection closed", self.server.pool_key()));
+                self.codec().shutdown();
+                self.settle(cx, now);
+                self.end(cx, &CodecOutput::Closed { flow: None, error: None });
+            }
+            _ => {}
+        }
+        self.settle(cx, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.idle_deadline
+    }
+}
+
+impl<E> CodecOutput<E> {
+    /// The same output, for `flow` where it names one.
+    pub(crate) fn for_flow(self, flow: FlowId) -> Self {
+        match self {
+            Self::Http(mut event) => {
+                event.set_flow(flow);
+                Self::Http(event)
+            }
+            Self::Error { flow: Some(_), error } => Self::Error { flow: Some(flow), error },
+            Self::Reset { reset, .. } => Self::Reset { flow, reset },
+            Self::Closed { flow: Some(_), error } => Self::Closed { flow: Some(flow), error },
+            other => other,
+        }
+    }
+}
