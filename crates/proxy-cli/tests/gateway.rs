@@ -505,27 +505,32 @@ fn at_once_for(port: u16, n: usize, path: &'static str) -> Vec<(u16, String)> {
 }
 
 /// The streams of many short clients on one HTTP/2 connection at once: the first client's
-/// connection becomes a carrier, and the clients after it join it, whichever connection (and
-/// thread) they come on.
+/// connection becomes a carrier, and the clients after it join it, whichever connection they
+/// come on. On one driver thread: one connection for all.
 fn clients_share_one_http2_connection(origin: &support::h2origin::H2Origin, proxy: &Proxy) {
     assert_eq!(get(proxy.port(), "/hello"), (200, HELLO.to_owned()), "{}", proxy.stderr_text());
     assert_eq!(origin.connections(), 1);
+    let took = twenty_at_once(origin, proxy);
+    assert!(took < Duration::from_secs(3), "20 requests of 300 ms took {took:?}: not at once");
+    assert_eq!(origin.connections(), 1, "one connection carried every client's stream");
+    assert_eq!(origin.requests().len(), 21);
+}
+
+/// 20 clients at once, each answered after 300 ms; how long they took in all.
+fn twenty_at_once(origin: &support::h2origin::H2Origin, proxy: &Proxy) -> Duration {
     let start = Instant::now();
     // Each answer takes 300 ms: one after another, 20 would take 6 s.
     for (status, body) in at_once_for(proxy.port(), 20, "/slow?ms=300") {
         assert_eq!((status, body.as_str()), (200, HELLO), "{}", proxy.stderr_text());
     }
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(3), "20 requests of 300 ms took {took:?}: not at once");
-    assert_eq!(origin.connections(), 1, "one connection carried every client's stream");
-    assert_eq!(origin.requests().len(), 21);
     assert!(origin.failures().is_empty(), "{:?}", origin.failures());
+    start.elapsed()
 }
 
 #[test]
 fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
     let origin = support::h2origin::H2Origin::start_h2c();
-    let proxy = Proxy::start(&["--reverse", &format!("h2c://{}", origin.authority()), "-q"]);
+    let proxy = Proxy::start(&["--reverse", &format!("h2c://{}", origin.authority()), "--threads", "1", "-q"]);
     clients_share_one_http2_connection(&origin, &proxy);
 }
 
@@ -533,6 +538,23 @@ fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
 fn short_clients_of_an_https_http2_backend_share_one_tls_connection_at_once() {
     let pki = Pki::new();
     let origin = support::h2origin::H2Origin::start_tls(&pki.valid);
-    let proxy = Proxy::start(&["--reverse", &origin.url(""), "--upstream-ca", pki.origin_ca_arg(), "-q"]);
+    let proxy = Proxy::start(&["--reverse", &origin.url(""), "--upstream-ca", pki.origin_ca_arg(), "--threads", "1", "-q"]);
     clients_share_one_http2_connection(&origin, &proxy);
+}
+
+#[test]
+fn with_a_runtime_per_core_each_thread_has_its_carrier_and_later_clients_join_them() {
+    let origin = support::h2origin::H2Origin::start_h2c();
+    let proxy = Proxy::start(&["--reverse", &format!("h2c://{}", origin.authority()), "--threads", "2", "-q"]);
+    // A first burst may open a connection per client before the first of each thread is up.
+    twenty_at_once(&origin, &proxy);
+    let opened = origin.connections();
+    assert!(opened <= 20, "{opened} connections for 20 clients");
+    // Every thread has a carrier now: the next bursts open nothing.
+    for _ in 0..2 {
+        let took = twenty_at_once(&origin, &proxy);
+        assert!(took < Duration::from_secs(3), "20 requests of 300 ms took {took:?}: not at once");
+    }
+    assert_eq!(origin.connections(), opened, "later clients joined the carriers");
+    assert_eq!(origin.requests().len(), 60);
 }

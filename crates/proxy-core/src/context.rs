@@ -41,11 +41,24 @@ struct ConnState {
     /// Its protocol limits what the peer may send (HTTP/2 flow control): never paused for
     /// congestion, since it must stay readable for the window updates that end it.
     self_limiting: bool,
+    /// The TLS client session to start once it is open (see [`Context::open_tls`]).
+    pending_tls: Option<Box<PendingTls>>,
+}
+
+/// What a TLS client session will be made of: made only once its connection is open, since
+/// making one makes its key share, which a connection the driver hands over instead (parked,
+/// or a stream on a carrier) would never use.
+#[derive(Debug)]
+struct PendingTls {
+    server: ServerAddr,
+    name: rustls::pki_types::ServerName<'static>,
+    sni: Option<String>,
+    alpn: Vec<Vec<u8>>,
 }
 
 impl ConnState {
     fn new(id: ConnId) -> Self {
-        Self { id, queued: 0, paused: 0, closed: false, tls: None, outer: None, self_limiting: false }
+        Self { id, queued: 0, paused: 0, closed: false, tls: None, outer: None, self_limiting: false, pending_tls: None }
     }
 }
 
@@ -396,14 +409,30 @@ impl Context {
         alpn: Vec<Vec<u8>>,
         reuse: Option<(PoolKey, bool)>,
     ) -> Result<ConnId, TlsSetupError> {
-        let session = self.client_session(&server, server_name, alpn)?;
+        let (name, sni) = self.client_name(server_name)?;
+        let pending = Box::new(PendingTls { server: server.clone(), name, sni, alpn });
         let conn = match reuse {
             Some((key, join)) => self.open_reusing(server, key, join),
             None => self.open(server),
         };
         let state = self.state_mut(conn).expect("just opened");
-        state.tls = Some(Box::new(session.connecting()));
+        state.pending_tls = Some(pending);
         Ok(conn)
+    }
+
+    /// `conn`, asked for with [`open_tls`](Self::open_tls), is open: its TLS session is made
+    /// now, ready to send its first flight. `None` if it was not asked for so.
+    pub(crate) fn start_pending_tls(&mut self, conn: ConnId) -> Option<Result<(), TlsSetupError>> {
+        let pending = self.state_mut(conn)?.pending_tls.take()?;
+        let PendingTls { server, name, sni, alpn } = *pending;
+        let session = match self.client_session_for(server, name, sni, alpn) {
+            Ok(session) => session,
+            Err(error) => return Some(Err(error)),
+        };
+        if let Some(state) = self.state_mut(conn) {
+            state.tls = Some(Box::new(session.connecting()));
+        }
+        Some(Ok(()))
     }
 
     /// Start a TLS client handshake on the open connection `conn`.
@@ -425,7 +454,16 @@ impl Context {
         server_name: &str,
         alpn: Vec<Vec<u8>>,
     ) -> Result<TlsSession, TlsSetupError> {
-        let Some(tls) = &self.config.tls else { return Err(TlsSetupError::NotConfigured) };
+        let (name, sni) = self.client_name(server_name)?;
+        self.client_session_for(server.clone(), name, sni, alpn)
+    }
+
+    /// The name a TLS client session verifies `server_name` (a DNS name or an IP address)
+    /// as, and the SNI it sends, if TLS is set up at all.
+    fn client_name(&self, server_name: &str) -> Result<(rustls::pki_types::ServerName<'static>, Option<String>), TlsSetupError> {
+        if self.config.tls.is_none() {
+            return Err(TlsSetupError::NotConfigured);
+        }
         let name = rustls::pki_types::ServerName::try_from(server_name.trim_start_matches('[').trim_end_matches(']'))
             .map_err(|_| TlsSetupError::InvalidName(server_name.to_owned()))?
             .to_owned();
@@ -434,11 +472,21 @@ impl Context {
             rustls::pki_types::ServerName::DnsName(dns) => Some(dns.as_ref().to_owned()),
             _ => None,
         };
+        Ok((name, sni))
+    }
+
+    fn client_session_for(
+        &self,
+        server: ServerAddr,
+        name: rustls::pki_types::ServerName<'static>,
+        sni: Option<String>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<TlsSession, TlsSetupError> {
+        let Some(tls) = &self.config.tls else { return Err(TlsSetupError::NotConfigured) };
         let mut config = (*tls.client).clone();
         config.alpn_protocols = alpn;
-        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
-            .map_err(TlsSetupError::Rustls)?;
-        Ok(TlsSession::new(rustls::Connection::Client(client), server.clone(), sni))
+        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(TlsSetupError::Rustls)?;
+        Ok(TlsSession::new(rustls::Connection::Client(client), server, sni))
     }
 
     /// Put `session` under the open connection `conn` and send what it has ready. On a
@@ -472,7 +520,8 @@ impl Context {
     /// a socket rather than a stream carried by another connection), so that the driver may
     /// move them by itself.
     pub(crate) fn is_plain(&self, conn: ConnId) -> bool {
-        self.tls(conn).is_none() && !(conn == ConnId::CLIENT && self.client_carried)
+        let pending = self.state(conn).is_some_and(|c| c.pending_tls.is_some());
+        self.tls(conn).is_none() && !pending && !(conn == ConnId::CLIENT && self.client_carried)
     }
 
     /// Close every connection (after its queued output): the layers using them are dropped.

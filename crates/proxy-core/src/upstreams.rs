@@ -309,8 +309,10 @@ struct CarrierEntry<H> {
 /// A request joins the oldest carrier to its destination with room, not the least busy: the
 /// streams gather on as few connections as the server's stream limit allows, and a carrier
 /// left without streams goes idle and closes. Where each driver thread has its own runtime
-/// (per core), a carrier of the request's own thread comes first: the two tasks then do not
-/// wake each other across threads. One of another thread will do before a new connection.
+/// (per core), a request joins only a carrier of its own thread, as Envoy's workers each keep
+/// their own connections: the two tasks then never wake each other across threads, and one
+/// connection's work (its TLS, its HTTP/2 framing) does not pile up on one thread while the
+/// others wait for it.
 pub struct Carriers<H> {
     list: Vec<CarrierEntry<H>>,
     next: u64,
@@ -334,12 +336,11 @@ impl<H: Clone> Carriers<H> {
         id
     }
 
-    /// A carrier to `key` with room for one more stream, one on the driver thread `home`
-    /// first; the stream is counted as joined.
+    /// A carrier to `key` with room for one more stream, on the driver thread `home` if
+    /// given; the stream is counted as joined.
     pub fn join(&mut self, key: &PoolKey, home: Option<u64>) -> Option<(CarrierId, H)> {
-        let fits = |c: &CarrierEntry<H>| c.key == *key && c.carrying < c.capacity;
-        let at = self.list.iter().position(|c| fits(c) && c.home == home).or_else(|| self.list.iter().position(fits))?;
-        let entry = &mut self.list[at];
+        let fits = |c: &&mut CarrierEntry<H>| c.key == *key && c.carrying < c.capacity && (home.is_none() || c.home == home);
+        let entry = self.list.iter_mut().find(fits)?;
         entry.carrying += 1;
         self.joined += 1;
         Some((entry.id, entry.handle.clone()))
@@ -446,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_joins_the_oldest_carrier_with_room_its_own_threads_first() {
+    fn a_stream_joins_the_oldest_carrier_with_room_of_its_own_thread() {
         let mut carriers: Carriers<&str> = Carriers::default();
         assert!(carriers.join(&key("a"), None).is_none(), "none yet");
         let first = carriers.add(key("a"), "first", 2, Some(0));
@@ -456,16 +457,16 @@ mod tests {
         assert_eq!(carriers.join(&key("a"), Some(1)), Some((second, "second")));
         assert_eq!(carriers.join(&key("a"), Some(0)), Some((first, "first")));
         assert_eq!(carriers.join(&key("a"), None), Some((first, "first")));
-        // Thread 0's is full: thread 1's will do before a new connection.
-        assert_eq!(carriers.join(&key("a"), Some(0)), Some((second, "second")));
-        assert!(carriers.join(&key("a"), Some(0)).is_none(), "both full");
+        // Thread 0's is full: not thread 1's, a connection of its own.
+        assert!(carriers.join(&key("a"), Some(0)).is_none(), "full");
+        assert_eq!(carriers.join(&key("a"), Some(1)), Some((second, "second")));
         assert_eq!(carriers.streams(), 4);
         carriers.leave(first);
-        assert_eq!(carriers.join(&key("a"), Some(1)), Some((first, "first")), "a stream left: room again");
+        assert_eq!(carriers.join(&key("a"), Some(0)), Some((first, "first")), "a stream left: room again");
         // A carrier that says it takes none (closing) gets no stream; one that is gone is forgotten.
-        carriers.set_capacity(first, 0);
+        carriers.set_capacity(second, 0);
         carriers.leave(second);
-        assert_eq!(carriers.join(&key("a"), Some(0)), Some((second, "second")));
+        assert!(carriers.join(&key("a"), Some(1)).is_none());
         carriers.remove(second);
         assert!(carriers.join(&key("a"), None).is_none());
         assert_eq!(carriers.len(), 2);

@@ -14,7 +14,7 @@
 //!
 //! [`Command::Reuse`]: proxy_core::Command::Reuse
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,12 +49,14 @@ pub(crate) fn home() -> Option<u64> {
 /// What a client connection's task tells a carrier.
 pub(crate) enum ToCarrier {
     /// A stream joined: what the carrier has for it goes to `reply`, as events for `conn`.
-    Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Event> },
-    /// A step of the stream's exchange.
-    Message { stream: StreamTag, message: Carried },
-    /// The client connection is done with the stream.
-    Gone { stream: StreamTag },
+    Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Batch> },
+    /// What one turn of the task had for the carrier's streams, in order: a step of a
+    /// stream's exchange, or `None` when the client connection is done with the stream.
+    Turn(Vec<(StreamTag, Option<Carried>)>),
 }
+
+/// Events for one client connection's task, from one turn of a carrier's.
+pub(crate) type Batch = Vec<Event>;
 
 /// How tasks reach a carrier.
 pub(crate) struct CarrierHandle {
@@ -123,11 +125,15 @@ struct JoinedStream {
     handle: Arc<CarrierHandle>,
 }
 
-/// A client connection task's streams on carriers, and the channel carriers answer on.
+/// A client connection task's streams on carriers, what this turn has for their carriers
+/// (sent once the turn is over: one wake-up of a carrier per turn, not per message), and the
+/// channel carriers answer on.
 #[derive(Default)]
 pub(crate) struct Joined {
     streams: Vec<JoinedStream>,
-    channel: Option<(mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>)>,
+    outbox: Vec<(CarrierId, Arc<CarrierHandle>, Vec<(StreamTag, Option<Carried>)>)>,
+    channel: Option<(mpsc::UnboundedSender<Batch>, mpsc::UnboundedReceiver<Batch>)>,
+    inbox: VecDeque<Event>,
     pool: Option<Arc<SharedPool>>,
 }
 
@@ -147,25 +153,31 @@ impl Joined {
         true
     }
 
-    /// Hand `message` to the carrier of `conn`. If it is gone, the stream ends: the event
-    /// that says so is returned.
-    pub(crate) fn carry(&mut self, conn: ConnId, message: Carried) -> Option<Event> {
-        let at = self.streams.iter().position(|s| s.conn == conn)?;
-        let joined = &self.streams[at];
-        if joined.handle.send(ToCarrier::Message { stream: joined.stream, message }) {
-            return None;
+    /// Hand `message` to the carrier of `conn` (at the end of the turn).
+    pub(crate) fn carry(&mut self, conn: ConnId, message: Carried) {
+        if let Some(at) = self.streams.iter().position(|s| s.conn == conn) {
+            self.post(at, Some(message));
         }
-        let joined = self.streams.remove(at);
-        self.leave(&joined);
-        Some(Event::ConnectionClosed { conn })
+    }
+
+    fn post(&mut self, at: usize, message: Option<Carried>) {
+        let joined = &self.streams[at];
+        let entry = match self.outbox.iter().position(|(id, ..)| *id == joined.carrier) {
+            Some(i) => &mut self.outbox[i],
+            None => {
+                self.outbox.push((joined.carrier, Arc::clone(&joined.handle), Vec::new()));
+                self.outbox.last_mut().expect("just pushed")
+            }
+        };
+        entry.2.push((joined.stream, message));
     }
 
     /// The core closed `conn`: if it is a stream on a carrier, it leaves. Returns whether it
     /// was one.
     pub(crate) fn close(&mut self, conn: ConnId) -> bool {
         let Some(at) = self.streams.iter().position(|s| s.conn == conn) else { return false };
+        self.post(at, None);
         let joined = self.streams.remove(at);
-        joined.handle.send(ToCarrier::Gone { stream: joined.stream });
         self.leave(&joined);
         true
     }
@@ -176,11 +188,36 @@ impl Joined {
         }
     }
 
+    /// The turn is over: send each carrier what it has. A carrier that is gone takes its
+    /// streams with it: the events that say so are returned.
+    pub(crate) fn flush(&mut self) -> Vec<Event> {
+        let mut gone = Vec::new();
+        for (carrier, handle, turn) in self.outbox.drain(..) {
+            if handle.send(ToCarrier::Turn(turn)) {
+                continue;
+            }
+            for joined in self.streams.iter().filter(|s| s.carrier == carrier) {
+                gone.push(Event::ConnectionClosed { conn: joined.conn });
+                if let Some(pool) = &self.pool {
+                    pool.leave(carrier);
+                }
+            }
+            self.streams.retain(|s| s.carrier != carrier);
+        }
+        gone
+    }
+
     /// What a carrier sent one of the streams.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Some(event) = self.inbox.pop_front() {
+            return Poll::Ready(event);
+        }
         match &mut self.channel {
             Some((_, rx)) if !self.streams.is_empty() => match rx.poll_recv(cx) {
-                Poll::Ready(Some(event)) => Poll::Ready(event),
+                Poll::Ready(Some(batch)) => {
+                    self.inbox.extend(batch);
+                    self.inbox.pop_front().map_or(Poll::Pending, Poll::Ready)
+                }
                 _ => Poll::Pending,
             },
             _ => Poll::Pending,
@@ -191,50 +228,82 @@ impl Joined {
 impl Drop for Joined {
     /// The task ends: its streams leave their carriers (which reset those still open).
     fn drop(&mut self) {
+        for at in 0..self.streams.len() {
+            self.post(at, None);
+        }
         for joined in std::mem::take(&mut self.streams) {
-            joined.handle.send(ToCarrier::Gone { stream: joined.stream });
             self.leave(&joined);
+        }
+        for (_, handle, turn) in self.outbox.drain(..) {
+            handle.send(ToCarrier::Turn(turn));
         }
     }
 }
 
-/// A carrier task's side: its inbox, and where each stream's messages go.
+/// A carrier task's side: its inbox, where each stream's messages go, and what this turn
+/// has for each stream's client connection (sent once the turn is over).
 pub(crate) struct Carrying {
     inbox: Inbox,
-    routes: HashMap<StreamTag, (ConnId, mpsc::UnboundedSender<Event>)>,
+    routes: HashMap<StreamTag, (ConnId, mpsc::UnboundedSender<Batch>)>,
+    events: VecDeque<Event>,
+    outbox: Vec<(StreamTag, Batch)>,
 }
 
 impl Carrying {
     pub(crate) fn new(inbox: Inbox) -> Self {
-        Self { inbox, routes: HashMap::new() }
+        Self { inbox, routes: HashMap::new(), events: VecDeque::new(), outbox: Vec::new() }
     }
 
     /// The next message from a client connection, as the carrier's event.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
             let Poll::Ready(Some(message)) = self.inbox.rx.poll_recv(cx) else { return Poll::Pending };
             match message {
                 ToCarrier::Attach { stream, conn, reply } => {
                     self.routes.insert(stream, (conn, reply));
                 }
-                ToCarrier::Message { stream, message } => return Poll::Ready(Event::Stream { stream, message }),
-                ToCarrier::Gone { stream } => {
-                    self.routes.remove(&stream);
-                    return Poll::Ready(Event::StreamGone { stream });
+                ToCarrier::Turn(turn) => {
+                    for (stream, message) in turn {
+                        let event = match message {
+                            Some(message) => Event::Stream { stream, message },
+                            None => {
+                                self.routes.remove(&stream);
+                                Event::StreamGone { stream }
+                            }
+                        };
+                        self.events.push_back(event);
+                    }
                 }
             }
         }
     }
 
-    /// Send `message` to the client connection of `stream`. If that is gone, the stream is:
-    /// the event that tells the carrier is returned.
-    pub(crate) fn out(&mut self, stream: StreamTag, message: Carried) -> Option<Event> {
-        let (conn, reply) = self.routes.get(&stream)?;
-        if reply.send(Event::Carried { conn: *conn, message }).is_ok() {
-            return None;
+    /// Send `message` to the client connection of `stream` (at the end of the turn).
+    pub(crate) fn out(&mut self, stream: StreamTag, message: Carried) {
+        let Some((conn, _)) = self.routes.get(&stream) else { return };
+        let event = Event::Carried { conn: *conn, message };
+        match self.outbox.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, batch)) => batch.push(event),
+            None => self.outbox.push((stream, vec![event])),
         }
-        self.routes.remove(&stream);
-        Some(Event::StreamGone { stream })
+    }
+
+    /// The turn is over: send each stream's client connection what it has. A client
+    /// connection that is gone takes its stream with it: the events that tell the carrier
+    /// are returned.
+    pub(crate) fn flush(&mut self) -> Vec<Event> {
+        let mut gone = Vec::new();
+        for (stream, batch) in self.outbox.drain(..) {
+            let Some((_, reply)) = self.routes.get(&stream) else { continue };
+            if reply.send(batch).is_err() {
+                self.routes.remove(&stream);
+                gone.push(Event::StreamGone { stream });
+            }
+        }
+        gone
     }
 
     /// The carrier takes `streams` at once from now on.
@@ -247,6 +316,7 @@ impl Drop for Carrying {
     /// The carrier ended: it is no longer joined, and every stream it still knows of (told
     /// how it ended, or never heard of) hears that it is gone.
     fn drop(&mut self) {
+        self.flush();
         self.inbox.pool.remove_carrier(self.inbox.id);
         self.inbox.rx.close();
         while let Ok(message) = self.inbox.rx.try_recv() {
@@ -255,7 +325,7 @@ impl Drop for Carrying {
             }
         }
         for (_, (conn, reply)) in self.routes.drain() {
-            let _ = reply.send(Event::ConnectionClosed { conn });
+            let _ = reply.send(vec![Event::ConnectionClosed { conn }]);
         }
     }
 }

@@ -222,6 +222,14 @@ where
         while let Some(cmd) = self.core.poll_command() {
             self.execute(cmd);
         }
+        // What the turn had for carriers, or from a carrier for its streams, goes in one
+        // message each.
+        let gone = self.joined.flush();
+        self.events.extend(gone);
+        if let Some(carrying) = &mut self.carrying {
+            let gone = carrying.flush();
+            self.events.extend(gone);
+        }
         // One vectored write per socket for everything this event produced: a response head
         // and its body leave in one system call.
         for s in &mut self.socks {
@@ -261,14 +269,10 @@ where
                 }
             }
             Command::Park { conn, parked } => self.park(conn, parked),
-            Command::Carry { conn, message } => {
-                if let Some(event) = self.joined.carry(conn, message) {
-                    self.events.push_back(event);
-                }
-            }
+            Command::Carry { conn, message } => self.joined.carry(conn, message),
             Command::StreamOut { stream, message } => {
-                if let Some(event) = self.carrying.as_mut().and_then(|c| c.out(stream, message)) {
-                    self.events.push_back(event);
+                if let Some(carrying) = &mut self.carrying {
+                    carrying.out(stream, message);
                 }
             }
             Command::Capacity { streams } => {

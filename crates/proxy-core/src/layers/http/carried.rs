@@ -107,7 +107,8 @@ pub(crate) struct Joined {
 
 impl Joined {
     pub(crate) fn new(conn: ConnId) -> Self {
-        Self { conn, flow: None, sent: 0, consumed: 0, reading: None, received: 0, told: 0, heard: false }
+        // The carrier starts a stream reading.
+        Self { conn, flow: None, sent: 0, consumed: 0, reading: Some(true), received: 0, told: 0, heard: false }
     }
 
     fn tell(&self, cx: &mut Context, message: Message) {

@@ -129,6 +129,15 @@ impl TlsTransport {
 
 impl Layer for TlsTransport {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
+        if let Event::Opened { conn } = event {
+            // A session asked for with the connection is made now that it is open.
+            if let Some(Err(error)) = cx.start_pending_tls(conn) {
+                cx.log(LogLevel::Info, format!("TLS to a server could not start: {error}"));
+                cx.close(conn, false);
+                let error = OpenError::Tls(error.to_string());
+                return self.inner.handle(cx, now, Event::OpenFailed { conn, error });
+            }
+        }
         let state = match &event {
             Event::DataReceived { conn, .. } | Event::Opened { conn } | Event::ConnectionClosed { conn } => {
                 cx.tls(*conn).map(|tls| (*conn, tls.state))
