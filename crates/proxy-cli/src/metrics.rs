@@ -37,6 +37,9 @@ pub(crate) struct Metrics {
     pool_idle: Family<Labels, Gauge>,
     pool_reused: Family<Labels, Gauge>,
     pool_opened: Family<Labels, Gauge>,
+    carriers: Family<Labels, Gauge>,
+    carried_streams: Family<Labels, Gauge>,
+    streams_joined: Family<Labels, Gauge>,
     /// Each listener's gateway and shared upstream connections, by listener name.
     sources: std::sync::Mutex<Vec<(String, Option<Gateway>, Option<PoolMonitor>)>>,
 }
@@ -73,6 +76,12 @@ impl Metrics {
         registry.register("upstream_connections_reused", "Requests for a connection that found an idle one", pool_reused.clone());
         let pool_opened = Family::<Labels, Gauge>::default();
         registry.register("upstream_connections_missed", "Requests for a connection that found none idle", pool_opened.clone());
+        let carriers = Family::<Labels, Gauge>::default();
+        registry.register("upstream_carriers", "HTTP/2 upstream connections carrying the streams of any client connection", carriers.clone());
+        let carried_streams = Family::<Labels, Gauge>::default();
+        registry.register("upstream_carried_streams", "Streams on those connections now", carried_streams.clone());
+        let streams_joined = Family::<Labels, Gauge>::default();
+        registry.register("upstream_streams_joined", "Requests that went as a stream on one of those connections", streams_joined.clone());
         Arc::new(Self {
             registry,
             requests,
@@ -87,6 +96,9 @@ impl Metrics {
             pool_idle,
             pool_reused,
             pool_opened,
+            carriers,
+            carried_streams,
+            streams_joined,
             sources: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -152,6 +164,10 @@ impl Metrics {
                 self.pool_idle.get_or_create(&labels).set(idle as i64);
                 self.pool_reused.get_or_create(&labels).set(stats.reused as i64);
                 self.pool_opened.get_or_create(&labels).set(stats.missed as i64);
+                let (carriers, streams, joined) = pool.carriers();
+                self.carriers.get_or_create(&labels).set(carriers as i64);
+                self.carried_streams.get_or_create(&labels).set(streams as i64);
+                self.streams_joined.get_or_create(&labels).set(joined as i64);
             }
         }
         let mut text = String::new();

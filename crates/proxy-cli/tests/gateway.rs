@@ -530,8 +530,21 @@ fn twenty_at_once(origin: &support::h2origin::H2Origin, proxy: &Proxy) -> Durati
 #[test]
 fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
     let origin = support::h2origin::H2Origin::start_h2c();
-    let proxy = Proxy::start(&["--reverse", &format!("h2c://{}", origin.authority()), "--threads", "1", "-q"]);
+    let metrics_port = unused_port();
+    let upstream = format!("h2c://{}", origin.authority());
+    let proxy = Proxy::start(&["--reverse", &upstream, "--threads", "1", "--metrics", &format!("127.0.0.1:{metrics_port}"), "-q"]);
     clients_share_one_http2_connection(&origin, &proxy);
+    // The carrier, and the 21 streams that joined it (the first client's too: its new
+    // connection became the carrier as soon as it opened), none open now.
+    let samples = parsed_by_prometheus_client(&scrape(metrics_port));
+    let listener = format!("reverse@{}", proxy.port());
+    for want in [
+        format!("sansproxy_upstream_carriers|listener={listener}|1.0"),
+        format!("sansproxy_upstream_carried_streams|listener={listener}|0.0"),
+        format!("sansproxy_upstream_streams_joined|listener={listener}|21.0"),
+    ] {
+        assert!(samples.contains(&want), "no {want:?} in:\n{}", samples.join("\n"));
+    }
 }
 
 #[test]

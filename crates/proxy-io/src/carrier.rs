@@ -52,8 +52,11 @@ pub(crate) enum ToCarrier {
     Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Batch> },
     /// What one turn of the task had for the carrier's streams, in order: a step of a
     /// stream's exchange, or `None` when the client connection is done with the stream.
-    Turn(Vec<(StreamTag, Option<Carried>)>),
+    Turn(Turn),
 }
+
+/// What one turn of a client connection's task has for one carrier (see [`ToCarrier::Turn`]).
+type Turn = Vec<(StreamTag, Option<Carried>)>;
 
 /// Events for one client connection's task, from one turn of a carrier's.
 pub(crate) type Batch = Vec<Event>;
@@ -131,7 +134,7 @@ struct JoinedStream {
 #[derive(Default)]
 pub(crate) struct Joined {
     streams: Vec<JoinedStream>,
-    outbox: Vec<(CarrierId, Arc<CarrierHandle>, Vec<(StreamTag, Option<Carried>)>)>,
+    outbox: Vec<(CarrierId, Arc<CarrierHandle>, Turn)>,
     channel: Option<(mpsc::UnboundedSender<Batch>, mpsc::UnboundedReceiver<Batch>)>,
     inbox: VecDeque<Event>,
     pool: Option<Arc<SharedPool>>,

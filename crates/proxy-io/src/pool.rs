@@ -55,6 +55,13 @@ impl PoolMonitor {
         let inner = self.0.lock();
         (inner.pool.len(), inner.pool.stats.clone())
     }
+
+    /// The carriers (HTTP/2 connections carrying streams of any client connection): how many
+    /// run, how many streams they carry now, and how many streams joined one so far.
+    pub fn carriers(&self) -> (usize, usize, u64) {
+        let inner = self.0.lock();
+        (inner.carriers.len(), inner.carriers.streams(), inner.carriers.joined)
+    }
 }
 
 impl SharedPool {

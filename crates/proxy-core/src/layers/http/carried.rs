@@ -259,7 +259,7 @@ impl CarrierLayer {
         cx.push(Command::StreamOut { stream, message: Carried(message) });
     }
 
-    fn from_client(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
+    fn client_says(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
         match message.0 {
             Message::Request(mut event) => {
                 let flow = match (&event, self.streams.get_mut(&tag)) {
@@ -418,7 +418,7 @@ impl Layer for CarrierLayer {
         match event {
             Event::DataReceived { conn, data } if conn == self.conn && !self.closed => self.codec().receive(data),
             Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => self.codec().receive_eof(),
-            Event::Stream { stream, message } => self.from_client(cx, stream, message),
+            Event::Stream { stream, message } => self.client_says(cx, stream, message),
             Event::StreamGone { stream } => self.gone(stream),
             Event::Wakeup if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() => {
                 // Idle too long: it goes, with a GOAWAY, and takes no more streams.
