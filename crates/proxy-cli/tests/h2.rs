@@ -1350,3 +1350,19 @@ fn h2load_through_reverse_tls() {
     // The self-check's request, then h2load's.
     assert_eq!(origin.requests().len(), 2001);
 }
+
+#[test]
+fn the_next_intercepted_client_of_an_http2_server_takes_the_connection_the_last_one_left() {
+    let pki = Pki::new();
+    let origin = h2_tls_origin(&pki);
+    let proxy = intercepting(&pki, &[]);
+    for _ in 0..3 {
+        let out = curl_h2(&proxy).arg(origin.url("/hello")).run();
+        out.assert_success();
+        assert_eq!(out.text(), HELLO, "{out}");
+    }
+    // The self-check's connection, then one for all three clients: an intercepted
+    // CONNECT's HTTP/2 connection is parked whole for the next CONNECT (not made a carrier,
+    // which a tunnel could not take over).
+    assert_eq!(origin.connections(), 2, "{}", proxy.stderr_text());
+}

@@ -94,10 +94,13 @@ impl Parked {
         self.server.pool_key()
     }
 
-    /// Whether it speaks HTTP/2, and so may be run as a carrier
-    /// ([`Connection::carrier`](crate::Connection::carrier)) rather than parked.
+    /// Whether it may be run as a carrier ([`Connection::carrier`](crate::Connection::carrier))
+    /// rather than parked: it speaks HTTP/2 and was opened for requests a stream would do
+    /// for. (A forward proxy's intercepted `CONNECT` opened its own: parked whole, the next
+    /// `CONNECT` to its server takes it over, TLS session and all, and completes its client's
+    /// handshake from it, which a stream on a carrier could not.)
     pub fn carries_streams(&self) -> bool {
-        self.server.is_h2()
+        self.server.is_h2() && self.server.joinable
     }
 
     /// How many streams it may carry at once (its server's limit), as a carrier.

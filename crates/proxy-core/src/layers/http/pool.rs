@@ -75,7 +75,7 @@ pub(crate) struct ServerConn {
     pub(super) name: Option<String>,
     /// Opened for requests that a stream on a carrier would do for: if it speaks HTTP/2, it
     /// may become one (`HttpLayer::carry`).
-    pub(super) joinable: bool,
+    pub(crate) joinable: bool,
 }
 
 /// The HTTP versions a request may go upstream with.
