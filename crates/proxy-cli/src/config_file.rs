@@ -22,7 +22,15 @@
 //!
 //! [[route]]
 //! upstreams = ["http://127.0.0.1:9003"]
+//!
+//! [[route]]
+//! listen = "8443"              # PORT or HOST:PORT: a reverse listener of its own
+//! upstreams = ["http://127.0.0.1:9004"]
 //! ```
+//!
+//! Routes without `listen` make the reverse listener on `listen` (the flag); each other
+//! `listen` value is one more reverse listener serving only the routes that name it. Other
+//! modes go beside them as flags do (`mode = ["regular@8080", "socks5@1080"]`).
 //!
 //! A group's balancing, health and limit keys (`lb`, `health-check`, `health-interval`,
 //! `health-timeout`, `max-fails`, `eject-time`, `upstream-max-conns`, `queue-limit`,
@@ -32,8 +40,12 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use proxy_core::gateway::{Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, LimitSpec, RouteSpec};
+use proxy_core::gateway::{
+    Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, LimitSpec, RouteSpec,
+};
 use serde::Deserialize;
+
+use crate::ListenAt;
 
 /// A configuration file, read but not yet combined with the command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +67,7 @@ pub(crate) struct GroupDefaults {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct RouteToml {
+    listen: Option<String>,
     host: Option<String>,
     path: Option<String>,
     rewrite: Option<String>,
@@ -104,88 +117,181 @@ const GROUP_KEYS: [&str; 9] = [
     "queue-limit",
     "queue-timeout",
 ];
-const ROUTE_KEYS: [&str; 8] = ["host", "path", "rewrite", "set-headers", "remove-headers", "preserve-host", "upstream", "upstreams"];
+const ROUTE_KEYS: [&str; 9] = [
+    "listen",
+    "host",
+    "path",
+    "rewrite",
+    "set-headers",
+    "remove-headers",
+    "preserve-host",
+    "upstream",
+    "upstreams",
+];
 const UPSTREAM_KEYS: [&str; 2] = ["name", "backends"];
 
 impl ConfigFile {
     /// Read `text`; errors name the line.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| one_line(&e.to_string()))?;
-        let mut file = Self { args: Vec::new(), routes: Vec::new(), upstreams: Vec::new() };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| one_line(&e.to_string()))?;
+        let mut file = Self {
+            args: Vec::new(),
+            routes: Vec::new(),
+            upstreams: Vec::new(),
+        };
         for (key, value) in table {
             let flag = key.replace('_', "-");
             match flag.as_str() {
                 "route" => file.routes = tables(text, "route", value, &ROUTE_KEYS)?,
                 "upstream" => file.upstreams = tables(text, "upstream", value, &UPSTREAM_KEYS)?,
-                "config" | "watch-config" => return Err(format!("line {}: {key:?} is for the command line", line_of_key(text, &key))),
-                _ => flag_args(&mut file.args, &flag, value).map_err(|e| format!("line {}: {e}", line_of_key(text, &key)))?,
+                "config" | "watch-config" => {
+                    return Err(format!(
+                        "line {}: {key:?} is for the command line",
+                        line_of_key(text, &key)
+                    ))
+                }
+                _ => flag_args(&mut file.args, &flag, value)
+                    .map_err(|e| format!("line {}: {e}", line_of_key(text, &key)))?,
             }
         }
         Ok(file)
     }
 
-    /// Its routes and groups as a gateway's; `None` without routes.
-    pub(crate) fn gateway_spec(&self, defaults: &GroupDefaults) -> Result<Option<GatewaySpec>, String> {
+    /// Its routes and groups as gateways, one per reverse listener: routes are gathered by
+    /// their `listen` (in the order each first appears; `None` is the --listen address) and
+    /// each gateway gets the groups its routes use. Empty without routes.
+    pub(crate) fn gateway_specs(
+        &self,
+        defaults: &GroupDefaults,
+    ) -> Result<Vec<(Option<ListenAt>, GatewaySpec)>, String> {
         if self.routes.is_empty() {
             if let Some((line, _)) = self.upstreams.first() {
                 return Err(format!("line {line}: an [[upstream]] no [[route]] uses"));
             }
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let mut groups = Vec::new();
+        let mut named = Vec::new();
         for (line, upstream) in &self.upstreams {
-            let group = group(&upstream.name, &upstream.backends, &upstream.group, defaults).map_err(|e| format!("line {line}: {e}"))?;
-            if groups.iter().any(|g: &GroupSpec| g.name == group.name) {
-                return Err(format!("line {line}: upstream {:?} is defined twice", group.name));
+            let group = group(
+                &upstream.name,
+                &upstream.backends,
+                &upstream.group,
+                defaults,
+            )
+            .map_err(|e| format!("line {line}: {e}"))?;
+            if named.iter().any(|g: &GroupSpec| g.name == group.name) {
+                return Err(format!(
+                    "line {line}: upstream {:?} is defined twice",
+                    group.name
+                ));
             }
-            groups.push(group);
+            named.push(group);
         }
-        let mut routes = Vec::new();
+        let mut used = vec![false; named.len()];
+        let mut specs: Vec<(Option<ListenAt>, GatewaySpec)> = Vec::new();
         for (line, route) in &self.routes {
             let at = |e: String| format!("line {line}: {e}");
+            let listen = route
+                .listen
+                .as_deref()
+                .map(|l| crate::parse_listen_at(l).map_err(|e| at(format!("listen = {l:?}: {e}"))))
+                .transpose()?;
+            let index = match specs.iter().position(|(l, _)| *l == listen) {
+                Some(index) => index,
+                None => {
+                    let spec = GatewaySpec {
+                        groups: Vec::new(),
+                        routes: Vec::new(),
+                        forwarded_headers: defaults.forwarded_headers,
+                    };
+                    specs.push((listen, spec));
+                    specs.len() - 1
+                }
+            };
+            let spec = &mut specs[index].1;
             let path = route.path.clone().unwrap_or_else(|| "/".into());
             let name = match (&route.upstream, &route.upstreams) {
                 (Some(name), None) => {
                     if route.group != GroupToml::default() {
                         return Err(at(format!("balancing and health belong to [[upstream]] {name:?}, not to a route naming it")));
                     }
-                    if !groups.iter().any(|g| g.name == *name) {
+                    let Some(i) = named.iter().position(|g| g.name == *name) else {
                         return Err(at(format!("upstream {name:?} is not defined")));
+                    };
+                    used[i] = true;
+                    if !spec.groups.iter().any(|g| g.name == *name) {
+                        spec.groups.push(named[i].clone());
                     }
                     name.clone()
                 }
                 (None, Some(backends)) => {
                     // A group of the route's own, named after what it serves.
                     let name = format!("{}{path}", route.host.as_deref().unwrap_or("*"));
-                    groups.push(group(&name, backends, &route.group, defaults).map_err(at)?);
+                    if spec.groups.iter().any(|g| g.name == name) {
+                        return Err(at(format!(
+                            "two routes for {name} on one listener: the second is never reached"
+                        )));
+                    }
+                    spec.groups
+                        .push(group(&name, backends, &route.group, defaults).map_err(at)?);
                     name
                 }
-                _ => return Err(at("a route has either `upstream = NAME` or `upstreams = [URL, ...]`".into())),
+                _ => {
+                    return Err(at(
+                        "a route has either `upstream = NAME` or `upstreams = [URL, ...]`".into(),
+                    ))
+                }
             };
-            routes.push(RouteSpec {
+            spec.routes.push(RouteSpec {
                 host: route.host.clone(),
                 path_prefix: path,
                 rewrite_prefix: route.rewrite.clone(),
-                set_headers: route.set_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                set_headers: route
+                    .set_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 remove_headers: route.remove_headers.clone(),
                 preserve_host: route.preserve_host,
                 group: name,
             });
         }
-        let spec = GatewaySpec { groups, routes, forwarded_headers: defaults.forwarded_headers };
-        spec.validate()?;
-        Ok(Some(spec))
+        if let Some(i) = used.iter().position(|u| !u) {
+            return Err(format!(
+                "line {}: an [[upstream]] no [[route]] uses",
+                self.upstreams[i].0
+            ));
+        }
+        for (_, spec) in &specs {
+            spec.validate()?;
+        }
+        Ok(specs)
     }
 
     /// The first backend of the first route: the reverse listener's nominal target.
     pub(crate) fn first_backend_of(spec: &GatewaySpec) -> Option<Backend> {
         let group = &spec.routes.first()?.group;
-        spec.groups.iter().find(|g| g.name == *group)?.backends.first().cloned()
+        spec.groups
+            .iter()
+            .find(|g| g.name == *group)?
+            .backends
+            .first()
+            .cloned()
     }
 }
 
-fn group(name: &str, urls: &[String], knobs: &GroupToml, defaults: &GroupDefaults) -> Result<GroupSpec, String> {
-    let backends = urls.iter().map(|u| Backend::parse(u)).collect::<Result<Vec<_>, _>>()?;
+fn group(
+    name: &str,
+    urls: &[String],
+    knobs: &GroupToml,
+    defaults: &GroupDefaults,
+) -> Result<GroupSpec, String> {
+    let backends = urls
+        .iter()
+        .map(|u| Backend::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut group = GroupSpec::new(name, backends);
     group.balance = match &knobs.lb {
         Some(lb) => lb.parse()?,
@@ -193,7 +299,10 @@ fn group(name: &str, urls: &[String], knobs: &GroupToml, defaults: &GroupDefault
     };
     let secs = |v: Option<f64>, default: Duration, key: &str| match v {
         None => Ok(default),
-        Some(s) => Duration::try_from_secs_f64(s).ok().filter(|d| !d.is_zero()).ok_or_else(|| format!("{key} = {s}: not a duration above zero")),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("{key} = {s}: not a duration above zero")),
     };
     let d = &defaults.health;
     group.health = HealthSpec {
@@ -215,9 +324,17 @@ fn group(name: &str, urls: &[String], knobs: &GroupToml, defaults: &GroupDefault
 
 /// An array of tables `[[name]]`, each with its line, keys checked against `known` (and the
 /// group keys) so that a typo is an error rather than a setting silently ignored.
-fn tables<T: for<'de> Deserialize<'de>>(text: &str, name: &str, value: toml::Value, known: &[&str]) -> Result<Vec<(usize, T)>, String> {
+fn tables<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    name: &str,
+    value: toml::Value,
+    known: &[&str],
+) -> Result<Vec<(usize, T)>, String> {
     let toml::Value::Array(items) = value else {
-        return Err(format!("line {}: `{name}` is written [[{name}]]", line_of_key(text, name)));
+        return Err(format!(
+            "line {}: `{name}` is written [[{name}]]",
+            line_of_key(text, name)
+        ));
     };
     let lines = table_lines(text, name);
     let mut out = Vec::with_capacity(items.len());
@@ -227,13 +344,24 @@ fn tables<T: for<'de> Deserialize<'de>>(text: &str, name: &str, value: toml::Val
             return Err(format!("line {line}: `{name}` is written [[{name}]]"));
         };
         // Keys in either spelling; set-headers' own keys are field names and stay as written.
-        let table: toml::Table = table.into_iter().map(|(k, v)| (k.replace('_', "-"), v)).collect();
-        if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str()) && !GROUP_KEYS.contains(&k.as_str())) {
+        let table: toml::Table = table
+            .into_iter()
+            .map(|(k, v)| (k.replace('_', "-"), v))
+            .collect();
+        if let Some(key) = table
+            .keys()
+            .find(|k| !known.contains(&k.as_str()) && !GROUP_KEYS.contains(&k.as_str()))
+        {
             let mut all: Vec<&str> = known.to_vec();
             all.extend(GROUP_KEYS);
-            return Err(format!("line {line}: unknown key {key:?} in [[{name}]] (known: {})", all.join(", ")));
+            return Err(format!(
+                "line {line}: unknown key {key:?} in [[{name}]] (known: {})",
+                all.join(", ")
+            ));
         }
-        let parsed = toml::Value::Table(table).try_into::<T>().map_err(|e| format!("line {line}: [[{name}]]: {}", one_line(&e.to_string())))?;
+        let parsed = toml::Value::Table(table)
+            .try_into::<T>()
+            .map_err(|e| format!("line {line}: [[{name}]]: {}", one_line(&e.to_string())))?;
         out.push((line, parsed));
     }
     Ok(out)
@@ -251,12 +379,15 @@ fn flag_args(args: &mut Vec<OsString>, flag: &str, value: toml::Value) -> Result
         one => vec![one],
     };
     for value in values {
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            other => return Err(format!("{flag} = {other}: a flag takes a string, a number, true, or an array of them")),
-        };
+        let text =
+            match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => return Err(format!(
+                    "{flag} = {other}: a flag takes a string, a number, true, or an array of them"
+                )),
+            };
         args.push(format!("--{flag}").into());
         args.push(text.into());
     }
@@ -266,13 +397,21 @@ fn flag_args(args: &mut Vec<OsString>, flag: &str, value: toml::Value) -> Result
 /// Lines (1-based) of each `[[name]]` header, in order.
 fn table_lines(text: &str, name: &str) -> Vec<usize> {
     let header = format!("[[{name}]]");
-    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with(&header)).map(|(i, _)| i + 1).collect()
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(&header))
+        .map(|(i, _)| i + 1)
+        .collect()
 }
 
 /// The line (1-based) where top-level `key` is set, 0 if not found.
 fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
-        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
         .map_or(0, |i| i + 1)
 }
 
@@ -281,7 +420,13 @@ fn one_line(e: &str) -> String {
     let mut lines = e.lines();
     let first = lines.next().unwrap_or_default();
     let at = first.strip_prefix("TOML parse error at ").unwrap_or(first);
-    let what: Vec<&str> = lines.filter(|l| !l.is_empty() && !l.starts_with([' ', '|']) && !l.starts_with(|c: char| c.is_ascii_digit())).collect();
+    let what: Vec<&str> = lines
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with([' ', '|'])
+                && !l.starts_with(|c: char| c.is_ascii_digit())
+        })
+        .collect();
     match what.is_empty() {
         true => at.to_owned(),
         false => format!("{at}: {}", what.join("; ")),
@@ -293,7 +438,12 @@ mod tests {
     use super::*;
 
     fn defaults() -> GroupDefaults {
-        GroupDefaults { balance: Balance::RoundRobin, health: HealthSpec::default(), limits: LimitSpec::default(), forwarded_headers: true }
+        GroupDefaults {
+            balance: Balance::RoundRobin,
+            health: HealthSpec::default(),
+            limits: LimitSpec::default(),
+            forwarded_headers: true,
+        }
     }
 
     #[test]
@@ -302,10 +452,16 @@ mod tests {
             "[[route]]\nupstreams = [\"http://127.0.0.1:9001\", \"http://127.0.0.1:9002\"]\nlb = \"round-robin\"\n",
         )
         .unwrap();
-        let spec = file.gateway_spec(&defaults()).unwrap().unwrap();
+        let spec = file.gateway_specs(&defaults()).unwrap().remove(0).1;
         assert_eq!(spec.groups.len(), 1);
         assert_eq!(spec.groups[0].backends.len(), 2);
-        assert_eq!((spec.routes[0].group.as_str(), spec.routes[0].path_prefix.as_str()), ("*/", "/"));
+        assert_eq!(
+            (
+                spec.routes[0].group.as_str(),
+                spec.routes[0].path_prefix.as_str()
+            ),
+            ("*/", "/")
+        );
         assert_eq!(ConfigFile::first_backend_of(&spec).unwrap().addr.port, 9001);
     }
 
@@ -333,34 +489,141 @@ set-headers = { "X_Env" = "prod" }
 upstream = "api"
 "#;
         let file = ConfigFile::parse(text).unwrap();
-        let args: Vec<String> = file.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, ["--cert", "a.pem", "--cert", "b.test=b.pem", "--listen", "127.0.0.1:0", "--max-fails", "5", "--no-http2"]);
+        let args: Vec<String> = file
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--cert",
+                "a.pem",
+                "--cert",
+                "b.test=b.pem",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-fails",
+                "5",
+                "--no-http2"
+            ]
+        );
         let mut d = defaults();
         d.balance = Balance::LeastConn;
-        let spec = file.gateway_spec(&d).unwrap().unwrap();
+        let spec = file.gateway_specs(&d).unwrap().remove(0).1;
         assert_eq!(spec.groups[0].balance, Balance::LeastConn);
         assert_eq!(spec.groups[0].health.path.as_deref(), Some("/healthz"));
-        assert_eq!(spec.groups[0].limits, LimitSpec { max_conns: Some(8), queue_timeout: Duration::from_millis(2500), ..LimitSpec::default() });
-        assert_eq!(spec.routes[0].set_headers, [("X_Env".to_owned(), "prod".to_owned())]);
+        assert_eq!(
+            spec.groups[0].limits,
+            LimitSpec {
+                max_conns: Some(8),
+                queue_timeout: Duration::from_millis(2500),
+                ..LimitSpec::default()
+            }
+        );
+        assert_eq!(
+            spec.routes[0].set_headers,
+            [("X_Env".to_owned(), "prod".to_owned())]
+        );
         assert_eq!(spec.routes[0].rewrite_prefix.as_deref(), Some(""));
     }
 
     #[test]
     fn mistakes_name_their_line() {
-        let err = |text: &str| match ConfigFile::parse(text).and_then(|f| f.gateway_spec(&defaults())) {
-            Err(e) => e,
-            Ok(spec) => panic!("accepted: {spec:?}"),
-        };
+        let err =
+            |text: &str| match ConfigFile::parse(text).and_then(|f| f.gateway_specs(&defaults())) {
+                Err(e) => e,
+                Ok(spec) => panic!("accepted: {spec:?}"),
+            };
         assert_eq!(
             err("[[route]]\nupstreams = [\"http://a:1\"]\n\n[[route]]\nupstream = \"nope\"\n"),
             "line 4: upstream \"nope\" is not defined"
         );
-        assert!(err("[[route]]\nupstream = \"a\"\nhots = \"x\"\n").starts_with("line 1: unknown key \"hots\" in [[route]] (known: host,"));
-        assert_eq!(err("[[route]]\nupstreams = [\"ftp://a\"]\n"), "line 1: backend \"ftp://a\": scheme \"ftp\" is not http or https");
-        assert_eq!(err("[[route]]\nhost = \"a\"\n"), "line 1: a route has either `upstream = NAME` or `upstreams = [URL, ...]`");
-        assert_eq!(err("a = {b = 1}\n"), "line 1: a = { b = 1 }: a flag takes a string, a number, true, or an array of them");
-        assert!(err("[[route]\n").contains("line 1"), "{}", err("[[route]\n"));
-        assert_eq!(err("[[upstream]]\nname = \"x\"\nbackends = [\"http://a:1\"]\n"), "line 1: an [[upstream]] no [[route]] uses");
-        assert_eq!(err("[[route]]\nupstreams = [\"http://a:1\"]\nhealth-interval = 0\n"), "line 1: health-interval = 0: not a duration above zero");
+        assert!(err("[[route]]\nupstream = \"a\"\nhots = \"x\"\n")
+            .starts_with("line 1: unknown key \"hots\" in [[route]] (known: listen, host,"));
+        assert_eq!(
+            err("[[route]]\nupstreams = [\"ftp://a\"]\n"),
+            "line 1: backend \"ftp://a\": scheme \"ftp\" is not http or https"
+        );
+        assert_eq!(
+            err("[[route]]\nhost = \"a\"\n"),
+            "line 1: a route has either `upstream = NAME` or `upstreams = [URL, ...]`"
+        );
+        assert_eq!(
+            err("a = {b = 1}\n"),
+            "line 1: a = { b = 1 }: a flag takes a string, a number, true, or an array of them"
+        );
+        assert!(
+            err("[[route]\n").contains("line 1"),
+            "{}",
+            err("[[route]\n")
+        );
+        assert_eq!(
+            err("[[upstream]]\nname = \"x\"\nbackends = [\"http://a:1\"]\n"),
+            "line 1: an [[upstream]] no [[route]] uses"
+        );
+        assert_eq!(
+            err("[[route]]\nupstreams = [\"http://a:1\"]\nhealth-interval = 0\n"),
+            "line 1: health-interval = 0: not a duration above zero"
+        );
+        assert_eq!(
+            err("[[route]]\nlisten = \"x:1\"\nupstreams = [\"http://a:1\"]\n"),
+            "line 1: listen = \"x:1\": \"x:1\" is neither PORT nor HOST:PORT"
+        );
+        assert_eq!(
+            err("[[route]]\nupstreams = [\"http://a:1\"]\n[[route]]\nupstreams = [\"http://a:2\"]\n"),
+            "line 3: two routes for */ on one listener: the second is never reached"
+        );
+    }
+
+    #[test]
+    fn routes_with_a_listen_make_listeners_of_their_own() {
+        let text = r#"
+[[upstream]]
+name = "api"
+backends = ["http://127.0.0.1:9001"]
+
+[[route]]
+path = "/api"
+upstream = "api"
+
+[[route]]
+listen = "127.0.0.1:8443"
+upstreams = ["http://127.0.0.1:9002"]
+
+[[route]]
+upstreams = ["http://127.0.0.1:9003"]
+
+[[route]]
+listen = "127.0.0.1:8443"
+path = "/api"
+upstream = "api"
+"#;
+        let specs = ConfigFile::parse(text)
+            .unwrap()
+            .gateway_specs(&defaults())
+            .unwrap();
+        let summary: Vec<(Option<ListenAt>, Vec<&str>, Vec<&str>)> = specs
+            .iter()
+            .map(|(at, spec)| {
+                (
+                    *at,
+                    spec.routes.iter().map(|r| r.group.as_str()).collect(),
+                    spec.groups.iter().map(|g| g.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        let at = Some((Some(std::net::IpAddr::from([127, 0, 0, 1])), 8443));
+        assert_eq!(
+            summary,
+            [
+                (None, vec!["api", "*/"], vec!["api", "*/"]),
+                (at, vec!["*/", "api"], vec!["*/", "api"])
+            ]
+        );
+        assert_eq!(
+            ConfigFile::first_backend_of(&specs[1].1).unwrap().addr.port,
+            9002
+        );
     }
 }

@@ -4,16 +4,23 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxy_core::{Config, FlowId, MinRate, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
+use proxy_core::gateway::{
+    Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec, LimitSpec,
+};
 use proxy_core::tls::{TlsFailure, TlsPeer};
-use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_core::upstreams::PoolLimits;
-use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec, LimitSpec};
+use proxy_core::websocket::{
+    MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage,
+};
+use proxy_core::{
+    Config, FlowId, Hook, HookKind, HookReply, HookSet, Http2Limits, HttpFlow, MinRate, Mode,
+    Scheme, ServerAddr, UnderscoreHeaders,
+};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -45,9 +52,9 @@ struct Args {
     #[arg(long, requires = "config")]
     watch_config: bool,
 
-    /// The --config file's routes and groups, once read.
+    /// The --config file's routes and groups, once read: one gateway per reverse listener.
     #[arg(skip)]
-    file_gateway: Option<GatewaySpec>,
+    file_gateways: Vec<(Option<ListenAt>, GatewaySpec)>,
 
     /// The flags the --config file gave, to tell on reload whether they changed.
     #[arg(skip)]
@@ -370,20 +377,44 @@ fn parse_underscores(s: &str) -> Result<UnderscoreHeaders, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ModeArg(Mode, bool);
 
-/// A `--mode`: the mode, and where it listens if not on --listen (a port, perhaps with an
-/// address).
+/// Where a listener listens when not on --listen: a port, perhaps with an address (without
+/// one, --listen's).
+type ListenAt = (Option<std::net::IpAddr>, u16);
+
+/// A `--mode`: the mode, and where it listens if not on --listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ModeSpec {
     mode: ModeArg,
-    at: Option<(Option<std::net::IpAddr>, u16)>,
+    at: Option<ListenAt>,
+}
+
+/// A listener as the flags and the --config file make it: where, in which mode, and in
+/// reverse mode what its gateway serves.
+#[derive(Debug, Clone)]
+struct Listener {
+    addr: SocketAddr,
+    mode: ModeArg,
+    gateway: Option<GatewaySpec>,
 }
 
 /// `MODE`, `MODE@PORT` or `MODE@HOST:PORT` (HOST an IP address, `[v6]`, or `localhost`).
 fn parse_mode_spec(s: &str) -> Result<ModeSpec, String> {
     let Some((mode, at)) = s.rsplit_once('@') else {
-        return Ok(ModeSpec { mode: parse_mode(s)?, at: None });
+        return Ok(ModeSpec {
+            mode: parse_mode(s)?,
+            at: None,
+        });
     };
-    let bad = || format!("{at:?} after `@` is neither PORT nor HOST:PORT");
+    let at = parse_listen_at(at).map_err(|e| format!("after `@`: {e}"))?;
+    Ok(ModeSpec {
+        mode: parse_mode(mode)?,
+        at: Some(at),
+    })
+}
+
+/// `PORT` or `HOST:PORT`, HOST an IP address, `[v6]`, or `localhost`.
+fn parse_listen_at(at: &str) -> Result<ListenAt, String> {
+    let bad = || format!("{at:?} is neither PORT nor HOST:PORT");
     let (host, port) = match at.rsplit_once(':') {
         Some((host, port)) => (Some(host), port),
         None => (None, at),
@@ -394,7 +425,7 @@ fn parse_mode_spec(s: &str) -> Result<ModeSpec, String> {
         Some("localhost") => Some(std::net::IpAddr::from([127, 0, 0, 1])),
         Some(h) => Some(h.parse().map_err(|_| bad())?),
     };
-    Ok(ModeSpec { mode: parse_mode(mode)?, at: Some((host, port)) })
+    Ok((host, port))
 }
 
 /// `regular`, `reverse:URL`, `upstream:URL`, `socks5` or `transparent`.
@@ -408,20 +439,38 @@ fn parse_mode(s: &str) -> Result<ModeArg, String> {
     }
     if let Some(url) = s.strip_prefix("reverse:") {
         let (scheme, target, h2c) = parse_origin(url)?;
-        return Ok(ModeArg(Mode::Reverse { scheme, target, client_tls: false }, h2c));
+        return Ok(ModeArg(
+            Mode::Reverse {
+                scheme,
+                target,
+                client_tls: false,
+            },
+            h2c,
+        ));
     }
     if let Some(url) = s.strip_prefix("upstream:") {
         let (scheme, proxy) = parse_url(url)?;
-        return Ok(ModeArg(Mode::Upstream { proxy, tls: scheme == Scheme::Https, auth: None }, false));
+        return Ok(ModeArg(
+            Mode::Upstream {
+                proxy,
+                tls: scheme == Scheme::Https,
+                auth: None,
+            },
+            false,
+        ));
     }
-    Err(format!("unknown mode {s:?}: use regular, reverse:URL, upstream:URL, socks5 or transparent"))
+    Err(format!(
+        "unknown mode {s:?}: use regular, reverse:URL, upstream:URL, socks5 or transparent"
+    ))
 }
 
 /// A reverse-mode origin: [`parse_url`]'s URLs, or `h2c://host[:port]` for plain HTTP/2
 /// with prior knowledge (the flag).
 fn parse_origin(s: &str) -> Result<(Scheme, ServerAddr, bool), String> {
     match s.strip_prefix("h2c://") {
-        Some(rest) => parse_url(&format!("http://{rest}")).map(|(scheme, addr)| (scheme, addr, true)),
+        Some(rest) => {
+            parse_url(&format!("http://{rest}")).map(|(scheme, addr)| (scheme, addr, true))
+        }
         None => parse_url(s).map(|(scheme, addr)| (scheme, addr, false)),
     }
 }
@@ -440,9 +489,11 @@ fn parse_url(s: &str) -> Result<(Scheme, ServerAddr), String> {
         return Err(format!("{s:?}: give only scheme, host and port"));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => {
-            (host, port.parse::<u16>().map_err(|_| format!("{s:?}: bad port {port:?}"))?)
-        }
+        Some((host, port)) if !port.contains(']') => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("{s:?}: bad port {port:?}"))?,
+        ),
         _ => (authority, scheme.default_port()),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -463,91 +514,170 @@ fn secs(s: &str) -> Result<Duration, String> {
 
 impl Args {
     /// The listeners: where each listens, its mode (with --listen-tls applied to reverse
-    /// modes), and whether its upstream speaks h2c. One on --listen without --mode.
-    fn listeners(&self) -> Result<Vec<(SocketAddr, ModeArg)>, String> {
-        let from_file = self.file_gateway.as_ref().and_then(ConfigFile::first_backend_of);
-        let specs = match self.reverse.first() {
-            _ if self.file_gateway.is_some() && (!self.reverse.is_empty() || !self.mode.is_empty()) => {
-                return Err("the --config file's routes make the reverse listener: give no --reverse or --mode".into());
-            }
-            None if from_file.is_some() => {
-                let backend = from_file.expect("checked");
-                vec![ModeSpec { mode: ModeArg(Mode::Reverse { scheme: backend.scheme, target: backend.addr, client_tls: false }, false), at: None }]
+    /// modes), whether its upstream speaks h2c, and a reverse listener's gateway. One on
+    /// --listen without --mode or --config routes.
+    fn listeners(&self) -> Result<Vec<Listener>, String> {
+        let specs: Vec<(ModeSpec, Option<&GatewaySpec>)> = match self.reverse.first() {
+            _ if !self.file_gateways.is_empty() => {
+                if !self.reverse.is_empty()
+                    || self
+                        .mode
+                        .iter()
+                        .any(|m| matches!(m.mode.0, Mode::Reverse { .. }))
+                {
+                    return Err("the --config file's routes make the reverse listeners: give no --reverse or --mode reverse:URL (a route's `listen` gives it a listener of its own)".into());
+                }
+                let reverse = self.file_gateways.iter().map(|(at, spec)| {
+                    let backend = ConfigFile::first_backend_of(spec)
+                        .expect("a validated gateway has a route to a backend");
+                    let mode = ModeArg(
+                        Mode::Reverse {
+                            scheme: backend.scheme,
+                            target: backend.addr,
+                            client_tls: false,
+                        },
+                        false,
+                    );
+                    (ModeSpec { mode, at: *at }, Some(spec))
+                });
+                reverse
+                    .chain(self.mode.iter().map(|m| (m.clone(), None)))
+                    .collect()
             }
             Some((scheme, target, h2c)) => {
                 if self.reverse.iter().any(|(_, _, other)| other != h2c) {
                     return Err("--reverse: either every backend is h2c:// or none".into());
                 }
-                vec![ModeSpec { mode: ModeArg(Mode::Reverse { scheme: *scheme, target: target.clone(), client_tls: false }, *h2c), at: None }]
+                vec![(
+                    ModeSpec {
+                        mode: ModeArg(
+                            Mode::Reverse {
+                                scheme: *scheme,
+                                target: target.clone(),
+                                client_tls: false,
+                            },
+                            *h2c,
+                        ),
+                        at: None,
+                    },
+                    None,
+                )]
             }
-            None if self.mode.is_empty() => vec![ModeSpec { mode: ModeArg(Mode::Regular, false), at: None }],
-            None => self.mode.clone(),
+            None if self.mode.is_empty() => vec![(
+                ModeSpec {
+                    mode: ModeArg(Mode::Regular, false),
+                    at: None,
+                },
+                None,
+            )],
+            None => self.mode.iter().map(|m| (m.clone(), None)).collect(),
         };
-        let reverse = specs.iter().any(|s| matches!(s.mode.0, Mode::Reverse { .. }));
+        let reverse = specs
+            .iter()
+            .any(|(s, _)| matches!(s.mode.0, Mode::Reverse { .. }));
         if !reverse && (self.lb.is_some() || self.health_check.is_some()) {
             return Err("--lb and --health-check are for reverse mode".into());
         }
         if !reverse && self.upstream_max_conns.is_some() {
             return Err("--upstream-max-conns is for reverse mode (the backends' limit)".into());
         }
-        if self.health_check.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        if self
+            .health_check
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/'))
+        {
             return Err("--health-check takes a path starting with '/'".into());
         }
         if self.health_interval.is_zero() || self.health_timeout.is_zero() {
             return Err("--health-interval and --health-timeout must be above zero".into());
         }
-        if specs.iter().filter(|s| s.at.is_none()).count() > 1 {
-            return Err("several --mode without `@PORT` would share --listen: give each its own port".into());
+        if specs.iter().filter(|(s, _)| s.at.is_none()).count() > 1 {
+            return Err(
+                "several --mode without `@PORT` would share --listen: give each its own port"
+                    .into(),
+            );
         }
-        if self.listen_tls && !specs.iter().any(|s| matches!(s.mode.0, Mode::Reverse { .. })) {
+        if self.listen_tls && !reverse {
             return Err("--listen-tls is for reverse mode".into());
         }
-        if self.upstream_auth.is_some() && !specs.iter().any(|s| matches!(s.mode.0, Mode::Upstream { .. })) {
+        if self.upstream_auth.is_some()
+            && !specs
+                .iter()
+                .any(|(s, _)| matches!(s.mode.0, Mode::Upstream { .. }))
+        {
             return Err("--upstream-auth is for upstream mode (--mode upstream:URL)".into());
         }
-        if self.upstream_auth.as_deref().is_some_and(|a| !a.contains(':')) {
+        if self
+            .upstream_auth
+            .as_deref()
+            .is_some_and(|a| !a.contains(':'))
+        {
             return Err("--upstream-auth takes USER:PASS".into());
         }
-        let mut listeners = Vec::with_capacity(specs.len());
-        for spec in specs {
+        let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
+        for (spec, file_gateway) in specs {
             let addr = match spec.at {
                 None => self.listen,
                 Some((ip, port)) => SocketAddr::new(ip.unwrap_or(self.listen.ip()), port),
             };
-            if addr.port() != 0 && listeners.iter().any(|(a, _)| *a == addr) {
+            if addr.port() != 0 && listeners.iter().any(|l| l.addr == addr) {
                 return Err(format!("two modes listen on {addr}"));
             }
             let ModeArg(mode, h2c) = spec.mode;
             let mode = match mode {
                 Mode::Reverse { scheme, target, .. } => {
                     if (self.listen_tls || scheme == Scheme::Https) && self.no_intercept {
-                        return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
+                        return Err(
+                            "reverse mode with TLS on either side needs TLS: drop --no-intercept"
+                                .into(),
+                        );
                     }
-                    Mode::Reverse { scheme, target, client_tls: self.listen_tls }
+                    Mode::Reverse {
+                        scheme,
+                        target,
+                        client_tls: self.listen_tls,
+                    }
                 }
                 Mode::Upstream { proxy, tls, .. } => {
                     if tls && self.no_intercept {
-                        return Err("an https:// upstream proxy needs TLS: drop --no-intercept".into());
+                        return Err(
+                            "an https:// upstream proxy needs TLS: drop --no-intercept".into()
+                        );
                     }
-                    Mode::Upstream { proxy, tls, auth: self.upstream_auth.clone() }
+                    Mode::Upstream {
+                        proxy,
+                        tls,
+                        auth: self.upstream_auth.clone(),
+                    }
                 }
                 mode => mode,
             };
-            listeners.push((addr, ModeArg(mode, h2c)));
+            let gateway = match file_gateway {
+                Some(spec) => Some(spec.clone()),
+                None => self.gateway_spec(&mode),
+            };
+            listeners.push(Listener {
+                addr,
+                mode: ModeArg(mode, h2c),
+                gateway,
+            });
         }
         Ok(listeners)
     }
 
-    /// The configuration of a listener in `mode`.
-    fn config_for(&self, ModeArg(mode, h2c): &ModeArg) -> Config {
+    /// The configuration of `listener`.
+    fn config_for(&self, listener: &Listener) -> Config {
+        let ModeArg(mode, h2c) = &listener.mode;
         let min_rate = self.body_min_rate.unwrap_or(match mode {
             Mode::Reverse { .. } => DEFAULT_REVERSE_BODY_MIN_RATE,
             _ => 0,
         });
         Config {
-            gateway: self.gateway_for(mode),
-            body_min_rate: (min_rate > 0 && !self.body_rate_window.is_zero())
-                .then_some(MinRate { bytes_per_sec: min_rate, window: self.body_rate_window }),
+            gateway: listener.gateway.clone().and_then(gateway_of),
+            body_min_rate: (min_rate > 0 && !self.body_rate_window.is_zero()).then_some(MinRate {
+                bytes_per_sec: min_rate,
+                window: self.body_rate_window,
+            }),
             underscore_headers: self.underscores_in_headers.unwrap_or(match mode {
                 Mode::Reverse { .. } => UnderscoreHeaders::Drop,
                 _ => UnderscoreHeaders::Keep,
@@ -570,37 +700,38 @@ impl Args {
                 ejection: self.eject_time,
                 ..HealthSpec::default()
             },
-            limits: LimitSpec { max_conns: self.upstream_max_conns, queue_limit: self.queue_limit, queue_timeout: self.queue_timeout },
+            limits: LimitSpec {
+                max_conns: self.upstream_max_conns,
+                queue_limit: self.queue_limit,
+                queue_timeout: self.queue_timeout,
+            },
             forwarded_headers: !self.no_forwarded,
         }
     }
 
-    /// A reverse listener's gateway.
-    fn gateway_for(&self, mode: &Mode) -> Option<Gateway> {
-        let spec = self.gateway_spec(mode)?;
-        // Random choices (random, p2c) differ from one run to the next.
-        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
-        // listeners() checked what could be wrong.
-        Gateway::new(spec, seed).ok()
-    }
-
-    /// What a reverse listener's gateway serves: the --config file's routes and groups, or
-    /// its backends one group with every request routed to it.
+    /// What a reverse listener of the flags serves: its backends one group with every
+    /// request routed to it.
     fn gateway_spec(&self, mode: &Mode) -> Option<GatewaySpec> {
-        let Mode::Reverse { scheme, target, .. } = mode else { return None };
-        if let Some(spec) = &self.file_gateway {
-            return Some(spec.clone());
-        }
+        let Mode::Reverse { scheme, target, .. } = mode else {
+            return None;
+        };
         let backends = match self.reverse.is_empty() {
             true => vec![Backend::new(*scheme, target.clone())],
-            false => self.reverse.iter().map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone())).collect(),
+            false => self
+                .reverse
+                .iter()
+                .map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone()))
+                .collect(),
         };
         let defaults = self.group_defaults();
         let mut group = GroupSpec::new("default", backends);
         group.balance = defaults.balance;
         group.health = defaults.health;
         group.limits = defaults.limits;
-        Some(GatewaySpec { forwarded_headers: defaults.forwarded_headers, ..GatewaySpec::single(group) })
+        Some(GatewaySpec {
+            forwarded_headers: defaults.forwarded_headers,
+            ..GatewaySpec::single(group)
+        })
     }
 
     fn config(&self) -> Config {
@@ -618,7 +749,9 @@ impl Args {
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
             add_via: self.via,
-            underscore_headers: self.underscores_in_headers.unwrap_or(UnderscoreHeaders::Keep),
+            underscore_headers: self
+                .underscores_in_headers
+                .unwrap_or(UnderscoreHeaders::Keep),
             http2: !self.no_http2,
             http2_limits: Http2Limits {
                 max_concurrent_streams: self.h2_max_streams,
@@ -638,7 +771,10 @@ impl Args {
     }
 
     /// How TLS is to be intercepted; `None` with --no-intercept. `var` reads the environment.
-    fn tls_options(&self, var: impl Fn(&str) -> Option<OsString>) -> Result<Option<TlsOptions>, String> {
+    fn tls_options(
+        &self,
+        var: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Option<TlsOptions>, String> {
         if self.no_intercept {
             return Ok(None);
         }
@@ -650,24 +786,31 @@ impl Args {
                 None => ("*".to_owned(), PathBuf::from(c)),
             })
             .collect();
-        let (every, named): (Vec<_>, Vec<_>) = certs.into_iter().partition(|(domain, _)| domain == "*");
+        let (every, named): (Vec<_>, Vec<_>) =
+            certs.into_iter().partition(|(domain, _)| domain == "*");
         if every.len() > 1 {
             return Err("--cert without DOMAIN= is for every name: give it once".into());
         }
         let every = every.into_iter().next().map(|(_, path)| path);
         let ca = match (every, &self.ca_cert, &self.ca_key) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err("--cert PEM (for every name) leaves nothing for --ca-cert to sign: \
+                return Err(
+                    "--cert PEM (for every name) leaves nothing for --ca-cert to sign: \
                             give the certificate a DOMAIN= to keep the CA for the other names"
-                    .into())
+                        .into(),
+                )
             }
             (Some(cert), _, _) => CaSource::Fixed(cert),
-            (None, Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
+            (None, Some(cert), Some(key)) => CaSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
             _ => match self.ca_dir.clone().or_else(|| default_ca_dir(var)) {
                 Some(dir) => CaSource::Dir(dir),
-                None => {
-                    return Err("no directory for the CA: HOME is not set; pass --ca-dir, or --no-intercept".into())
-                }
+                None => return Err(
+                    "no directory for the CA: HOME is not set; pass --ca-dir, or --no-intercept"
+                        .into(),
+                ),
             },
         };
         Ok(Some(TlsOptions {
@@ -686,7 +829,11 @@ impl Args {
 fn default_ca_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     set("SANSPROXY_CA_DIR")
-        .or_else(|| set("XDG_CONFIG_HOME").filter(|d| d.is_absolute()).map(|d| d.join("sansproxy")))
+        .or_else(|| {
+            set("XDG_CONFIG_HOME")
+                .filter(|d| d.is_absolute())
+                .map(|d| d.join("sansproxy"))
+        })
         .or_else(|| set("HOME").map(|d| d.join(".sansproxy")))
 }
 
@@ -723,22 +870,48 @@ struct Printer {
 impl Handler for Printer {
     fn hooks(&self) -> HookSet {
         let counted: HookSet = match &self.metrics {
-            Some(_) => [HookKind::Response, HookKind::Error, HookKind::TlsEstablished, HookKind::TlsFailed].into_iter().collect(),
+            Some(_) => [
+                HookKind::Response,
+                HookKind::Error,
+                HookKind::TlsEstablished,
+                HookKind::TlsFailed,
+            ]
+            .into_iter()
+            .collect(),
             None => HookSet::NONE,
         };
         if self.quiet {
             return counted;
         }
-        let hooks = [HookKind::Response, HookKind::Error, HookKind::TlsFailed, HookKind::WebSocketStart, HookKind::WebSocketEnd];
-        let hooks: HookSet = hooks.into_iter().chain(counted.contains(HookKind::TlsEstablished).then_some(HookKind::TlsEstablished)).collect();
-        if self.verbose { hooks.with(HookKind::WebSocketMessage) } else { hooks }
+        let hooks = [
+            HookKind::Response,
+            HookKind::Error,
+            HookKind::TlsFailed,
+            HookKind::WebSocketStart,
+            HookKind::WebSocketEnd,
+        ];
+        let hooks: HookSet = hooks
+            .into_iter()
+            .chain(
+                counted
+                    .contains(HookKind::TlsEstablished)
+                    .then_some(HookKind::TlsEstablished),
+            )
+            .collect();
+        if self.verbose {
+            hooks.with(HookKind::WebSocketMessage)
+        } else {
+            hooks
+        }
     }
 
     async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
         if let Some((metrics, listener)) = &self.metrics {
             let listener = listener.get().map_or("", String::as_str);
             match &hook {
-                Hook::Response(flow) | Hook::Error(flow) => metrics.flow_ended(listener, self.reverse, flow),
+                Hook::Response(flow) | Hook::Error(flow) => {
+                    metrics.flow_ended(listener, self.reverse, flow)
+                }
                 Hook::TlsEstablished(info) => metrics.handshake(listener, info.peer, true),
                 Hook::TlsFailed(failure) => metrics.handshake(listener, failure.peer, false),
                 _ => {}
@@ -804,10 +977,18 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
         return Some(format!("{head} -> error: {}\n", error.message));
     }
     let response = flow.response.as_ref()?;
-    let took = flow.ended.unwrap_or(now).saturating_duration_since(flow.started);
+    let took = flow
+        .ended
+        .unwrap_or(now)
+        .saturating_duration_since(flow.started);
     if req.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&response.status) {
         // A tunnel: no server exchange to describe, only how long it took to set up.
-        return Some(format!("{head} -> {} tunnel {}ms (client {})\n", response.status, took.as_millis(), req.version.as_str()));
+        return Some(format!(
+            "{head} -> {} tunnel {}ms (client {})\n",
+            response.status,
+            took.as_millis(),
+            req.version.as_str()
+        ));
     }
     Some(format!(
         "{head} -> {} {}b {}ms (client {}, server {})\n",
@@ -844,7 +1025,11 @@ fn message_line(message: &WebSocketMessage) -> String {
         MessageKind::Text => "text",
         MessageKind::Binary => "binary",
     };
-    let piece = if message.offset == 0 && message.last { String::new() } else { format!(" (piece at {})", message.offset) };
+    let piece = if message.offset == 0 && message.last {
+        String::new()
+    } else {
+        format!(" (piece at {})", message.offset)
+    };
     let shown = &message.payload[..message.payload.len().min(SHOWN)];
     let mut preview = String::new();
     match message.kind {
@@ -866,8 +1051,16 @@ fn message_line(message: &WebSocketMessage) -> String {
             }
         }
     }
-    let more = if message.payload.len() > SHOWN { "..." } else { "" };
-    format!("  #{} {arrow} {kind} {}b{piece} \"{preview}\"{more}\n", message.flow.0, message.payload.len())
+    let more = if message.payload.len() > SHOWN {
+        "..."
+    } else {
+        ""
+    };
+    format!(
+        "  #{} {arrow} {kind} {}b{piece} \"{preview}\"{more}\n",
+        message.flow.0,
+        message.payload.len()
+    )
 }
 
 /// `c` in a quoted preview: quotes and backslashes escaped, controls as Rust escapes them.
@@ -891,7 +1084,11 @@ fn websocket_end_line(end: &WebSocketEnd) -> String {
         Some(code) => format!("{code} {:?}", end.reason),
         None => "no close frame".to_owned(),
     };
-    let error = end.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+    let error = end
+        .error
+        .as_ref()
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
     format!(
         "{} websocket #{} {} closed by {by}: {code}{error}, messages {} -> {} <-, bytes {} -> {} <-\n",
         flow.client.peer,
@@ -910,14 +1107,23 @@ fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
     if failure.peer != TlsPeer::Client {
         return None;
     }
-    let name = failure.server_name.clone().unwrap_or_else(|| failure.server.host.clone());
-    Some(format!("client TLS handshake for {name} ({}) failed: {}\n", failure.server, failure.error))
+    let name = failure
+        .server_name
+        .clone()
+        .unwrap_or_else(|| failure.server.host.clone());
+    Some(format!(
+        "client TLS handshake for {name} ({}) failed: {}\n",
+        failure.server, failure.error
+    ))
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 impl Args {
@@ -925,7 +1131,9 @@ impl Args {
     /// routes read.
     fn load(cli: Vec<OsString>) -> Result<Args, String> {
         let args = Args::try_parse_from(&cli).unwrap_or_else(|e| e.exit());
-        let Some(path) = args.config.clone() else { return Ok(args) };
+        let Some(path) = args.config.clone() else {
+            return Ok(args);
+        };
         Args::with_file(&cli, &path)
     }
 
@@ -937,8 +1145,11 @@ impl Args {
         let mut argv = vec![cli[0].clone()];
         argv.extend(file.args.iter().cloned());
         argv.extend(cli[1..].iter().cloned());
-        let mut args = Args::try_parse_from(argv).map_err(|e| format!("{at}: {}", e.to_string().trim_end()))?;
-        args.file_gateway = file.gateway_spec(&args.group_defaults()).map_err(|e| format!("{at}: {e}"))?;
+        let mut args = Args::try_parse_from(argv)
+            .map_err(|e| format!("{at}: {}", e.to_string().trim_end()))?;
+        args.file_gateways = file
+            .gateway_specs(&args.group_defaults())
+            .map_err(|e| format!("{at}: {e}"))?;
         args.file_flags = file.args;
         Ok(args)
     }
@@ -947,7 +1158,13 @@ impl Args {
 /// Reload the --config file's routes and groups into every reverse listener's gateway, on
 /// SIGHUP or (with --watch-config) when the file changes. A file that does not parse or
 /// validate is refused with its line and reason; the old configuration keeps serving.
-async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gateways: Vec<Gateway>, mut flags: Vec<OsString>) {
+async fn reload_on_signal(
+    cli: Vec<OsString>,
+    path: PathBuf,
+    watch: bool,
+    gateways: Vec<(SocketAddr, Gateway)>,
+    mut flags: Vec<OsString>,
+) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(e) => return tracing::warn!("no reload on SIGHUP: {e}"),
@@ -976,22 +1193,48 @@ async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gatewa
             tracing::warn!("{}: flags changed; they take effect when sansproxy restarts (routes and upstreams apply now)", path.display());
         }
         // Each reverse listener's new routes and groups, in the order of its gateway.
-        let specs: Vec<GatewaySpec> = match args.listeners() {
-            Ok(listeners) => listeners.iter().filter_map(|(_, mode)| args.gateway_spec(&mode.0)).collect(),
+        let specs: Vec<(SocketAddr, GatewaySpec)> = match args.listeners() {
+            Ok(listeners) => listeners
+                .into_iter()
+                .filter_map(|l| Some((l.addr, l.gateway?)))
+                .collect(),
             Err(e) => {
-                tracing::error!("configuration not reloaded, the old one keeps serving: {}: {e}", path.display());
+                tracing::error!(
+                    "configuration not reloaded, the old one keeps serving: {}: {e}",
+                    path.display()
+                );
                 continue;
             }
         };
-        if specs.len() != gateways.len() {
-            tracing::error!("{}: the reverse listeners changed; the old configuration keeps serving until sansproxy restarts", path.display());
+        if !specs
+            .iter()
+            .map(|(addr, _)| addr)
+            .eq(gateways.iter().map(|(addr, _)| addr))
+        {
+            let addrs = |all: Vec<&SocketAddr>| {
+                all.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            tracing::error!(
+                "{}: the reverse listeners changed (now {}, serving {}); the old configuration keeps serving until sansproxy restarts",
+                path.display(),
+                addrs(specs.iter().map(|(a, _)| a).collect()),
+                addrs(gateways.iter().map(|(a, _)| a).collect()),
+            );
             continue;
         }
-        for (gateway, spec) in gateways.iter().zip(specs) {
+        for ((_, gateway), (_, spec)) in gateways.iter().zip(specs) {
             let (routes, groups) = (spec.routes.len(), spec.groups.len());
             match gateway.reload(spec) {
-                Ok(()) => tracing::warn!("{}: reloaded, {routes} routes over {groups} groups", path.display()),
-                Err(e) => tracing::error!("configuration not reloaded, the old one keeps serving: {e}"),
+                Ok(()) => tracing::warn!(
+                    "{}: reloaded, {routes} routes over {groups} groups",
+                    path.display()
+                ),
+                Err(e) => {
+                    tracing::error!("configuration not reloaded, the old one keeps serving: {e}")
+                }
             }
         }
         flags = args.file_flags.clone();
@@ -1001,7 +1244,10 @@ async fn reload_on_signal(cli: Vec<OsString>, path: PathBuf, watch: bool, gatewa
 impl Args {
     /// `--threads`, or one per CPU.
     fn thread_count(&self) -> usize {
-        self.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize)
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |n| n as usize,
+        )
     }
 }
 
@@ -1063,7 +1309,10 @@ fn main() -> ExitCode {
     };
     let mut notice = None;
     let mut tls = None;
-    match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
+    match args
+        .tls_options(|name| std::env::var_os(name))
+        .and_then(|o| o.map(set_up_tls).transpose())
+    {
         Ok(Some((config, ca))) => {
             tls = Some(config);
             notice = ca.filter(|_| !args.quiet).map(|ca| ca_notice(&ca));
@@ -1075,10 +1324,14 @@ fn main() -> ExitCode {
         }
     }
     let listeners = listeners
-        .into_iter()
-        .map(|(addr, mode)| {
-            let config = Config { tls: tls.clone(), proxy_auth: proxy_auth.clone(), ..args.config_for(&mode) };
-            (addr, config)
+        .iter()
+        .map(|listener| {
+            let config = Config {
+                tls: tls.clone(),
+                proxy_auth: proxy_auth.clone(),
+                ..args.config_for(listener)
+            };
+            (listener.addr, config)
         })
         .collect();
     let code = runtime.block_on(serve(args, cli, listeners, notice));
@@ -1087,13 +1340,33 @@ fn main() -> ExitCode {
     code
 }
 
-fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option<CaInfo>), String> {
-    options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
+/// A reverse listener's gateway, made from a spec listeners() checked.
+fn gateway_of(spec: GatewaySpec) -> Option<Gateway> {
+    // Random choices (random, p2c) differ from one run to the next.
+    let seed = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        Instant::now(),
+    );
+    Gateway::new(spec, seed).ok()
 }
 
-async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
+fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option<CaInfo>), String> {
+    options
+        .build()
+        .map_err(|e| format!("cannot set up TLS interception: {e}"))
+}
+
+async fn serve(
+    args: Args,
+    cli: Vec<OsString>,
+    listeners: Vec<(SocketAddr, Config)>,
+    ca_notice: Option<String>,
+) -> ExitCode {
     let lines = FlowLog::start();
-    let gateways: Vec<Gateway> = listeners.iter().filter_map(|(_, c)| c.gateway.clone()).collect();
+    let gateways: Vec<(SocketAddr, Gateway)> = listeners
+        .iter()
+        .filter_map(|(addr, c)| Some((*addr, c.gateway.clone()?)))
+        .collect();
     let metrics = match args.metrics {
         None => None,
         Some(addr) => match metrics::bind(addr).await {
@@ -1111,7 +1384,13 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
         },
     };
     if let Some(path) = &args.config {
-        tokio::spawn(reload_on_signal(cli.clone(), path.clone(), args.watch_config, gateways, args.file_flags.clone()));
+        tokio::spawn(reload_on_signal(
+            cli.clone(),
+            path.clone(),
+            args.watch_config,
+            gateways,
+            args.file_flags.clone(),
+        ));
     }
     let several = listeners.len() > 1;
     let mut proxies = Vec::with_capacity(listeners.len());
@@ -1129,7 +1408,9 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
             metrics: metrics.clone().map(|m| (m, Arc::clone(&name))),
             reverse,
         };
-        let shared = !args.no_server_reuse && !args.upstream_idle_timeout.is_zero() && args.upstream_max_idle > 0;
+        let shared = !args.no_server_reuse
+            && !args.upstream_idle_timeout.is_zero()
+            && args.upstream_max_idle > 0;
         let limits = PoolLimits {
             max_idle_per_key: args.upstream_max_idle,
             idle_timeout: args.upstream_idle_timeout,
@@ -1152,7 +1433,11 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
             Ok(proxy) => {
                 let _ = name.set(format!("{mode}@{}", proxy.local_addr().port()));
                 if let Some(metrics) = &metrics {
-                    metrics.watch(format!("{mode}@{}", proxy.local_addr().port()), gateway, proxy.pool_monitor());
+                    metrics.watch(
+                        format!("{mode}@{}", proxy.local_addr().port()),
+                        gateway,
+                        proxy.pool_monitor(),
+                    );
                 }
                 // With several listeners, each flow line names the one it came through.
                 if several {
@@ -1173,7 +1458,10 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
         }
         // The line integration tests wait for; with `--listen 127.0.0.1:0` it names the port.
         if several {
-            eprintln!("sansproxy listening on {} ({mode} mode)", proxy.local_addr());
+            eprintln!(
+                "sansproxy listening on {} ({mode} mode)",
+                proxy.local_addr()
+            );
         } else {
             eprintln!("sansproxy listening on {}", proxy.local_addr());
         }
@@ -1208,7 +1496,13 @@ mod tests {
             tls_failure_line(&failure).as_deref(),
             Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate\n")
         );
-        assert_eq!(tls_failure_line(&TlsFailure { peer: TlsPeer::Server, ..failure }), None);
+        assert_eq!(
+            tls_failure_line(&TlsFailure {
+                peer: TlsPeer::Server,
+                ..failure
+            }),
+            None
+        );
     }
 
     #[test]
@@ -1216,44 +1510,128 @@ mod tests {
         assert_eq!(parse_mode("regular"), Ok(ModeArg(Mode::Regular, false)));
         let reverse = parse_mode("reverse:https://Origin.test:8443/").unwrap();
         let target = ServerAddr::new("origin.test", 8443);
-        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Https, target, client_tls: false }, false));
+        assert_eq!(
+            reverse,
+            ModeArg(
+                Mode::Reverse {
+                    scheme: Scheme::Https,
+                    target,
+                    client_tls: false
+                },
+                false
+            )
+        );
         let reverse = parse_mode("reverse:http://[::1]").unwrap();
         let target = ServerAddr::new("::1", 80);
-        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, false));
+        assert_eq!(
+            reverse,
+            ModeArg(
+                Mode::Reverse {
+                    scheme: Scheme::Http,
+                    target,
+                    client_tls: false
+                },
+                false
+            )
+        );
         let reverse = parse_mode("reverse:h2c://127.0.0.1:81").unwrap();
         let target = ServerAddr::new("127.0.0.1", 81);
-        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, true));
+        assert_eq!(
+            reverse,
+            ModeArg(
+                Mode::Reverse {
+                    scheme: Scheme::Http,
+                    target,
+                    client_tls: false
+                },
+                true
+            )
+        );
         let proxy = ServerAddr::new("127.0.0.1", 3128);
-        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(ModeArg(Mode::Upstream { proxy, tls: false, auth: None }, false)));
+        assert_eq!(
+            parse_mode("upstream:http://127.0.0.1:3128"),
+            Ok(ModeArg(
+                Mode::Upstream {
+                    proxy,
+                    tls: false,
+                    auth: None
+                },
+                false
+            ))
+        );
         assert!(parse_mode("upstream:h2c://p:1").is_err());
         let proxy = ServerAddr::new("p", 1);
-        assert_eq!(parse_mode("upstream:https://p:1"), Ok(ModeArg(Mode::Upstream { proxy, tls: true, auth: None }, false)));
-        let args = Args::try_parse_from(["sansproxy", "--mode", "upstream:https://p:1", "--upstream-auth", "u:p"]).unwrap();
-        assert!(matches!(&args.listeners().unwrap()[0].1 .0, Mode::Upstream { auth: Some(a), .. } if a == "u:p"));
+        assert_eq!(
+            parse_mode("upstream:https://p:1"),
+            Ok(ModeArg(
+                Mode::Upstream {
+                    proxy,
+                    tls: true,
+                    auth: None
+                },
+                false
+            ))
+        );
+        let args = Args::try_parse_from([
+            "sansproxy",
+            "--mode",
+            "upstream:https://p:1",
+            "--upstream-auth",
+            "u:p",
+        ])
+        .unwrap();
+        assert!(
+            matches!(&args.listeners().unwrap()[0].mode.0, Mode::Upstream { auth: Some(a), .. } if a == "u:p")
+        );
         let args = Args::try_parse_from(["sansproxy", "--upstream-auth", "u:p"]).unwrap();
-        assert!(args.listeners().is_err(), "--upstream-auth without an upstream mode");
+        assert!(
+            args.listeners().is_err(),
+            "--upstream-auth without an upstream mode"
+        );
         assert!(parse_mode("reverse:ftp://x").is_err());
         assert!(parse_mode("reverse:http://x/path").is_err());
         assert!(parse_mode("reverse:http://x:99999").is_err());
         assert_eq!(parse_mode("socks5"), Ok(ModeArg(Mode::Socks5, false)));
         assert_eq!(parse_mode("transparent").is_ok(), cfg!(target_os = "linux"));
-        let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--listen-tls"]).unwrap();
-        assert!(matches!(args.listeners().unwrap()[0].1 .0, Mode::Reverse { client_tls: true, .. }));
+        let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--listen-tls"])
+            .unwrap();
+        assert!(matches!(
+            args.listeners().unwrap()[0].mode.0,
+            Mode::Reverse {
+                client_tls: true,
+                ..
+            }
+        ));
         let args = Args::try_parse_from(["sansproxy", "--listen-tls"]).unwrap();
         assert!(args.listeners().is_err());
-        let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--no-intercept"]).unwrap();
+        let args =
+            Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--no-intercept"])
+                .unwrap();
         assert!(args.listeners().is_err());
     }
 
     #[test]
     fn several_modes_each_with_a_listener() {
         let args = Args::try_parse_from([
-            "sansproxy", "--listen", "127.0.0.2:8000", "--mode", "regular", "--mode", "socks5@1080",
-            "--mode", "reverse:h2c://o:81@[::1]:8081", "--mode", "transparent@localhost:8082",
+            "sansproxy",
+            "--listen",
+            "127.0.0.2:8000",
+            "--mode",
+            "regular",
+            "--mode",
+            "socks5@1080",
+            "--mode",
+            "reverse:h2c://o:81@[::1]:8081",
+            "--mode",
+            "transparent@localhost:8082",
         ])
         .unwrap();
-        let listeners: Vec<(String, &str)> =
-            args.listeners().unwrap().iter().map(|(addr, mode)| (addr.to_string(), mode.0.name())).collect();
+        let listeners: Vec<(String, &str)> = args
+            .listeners()
+            .unwrap()
+            .iter()
+            .map(|l| (l.addr.to_string(), l.mode.0.name()))
+            .collect();
         assert_eq!(
             listeners,
             [
@@ -1263,10 +1641,15 @@ mod tests {
                 ("127.0.0.1:8082".to_owned(), "transparent"),
             ]
         );
-        let h2c = &args.listeners().unwrap()[2].1;
+        let h2c = &args.listeners().unwrap()[2];
         assert!(args.config_for(h2c).upstream_h2c);
-        for bad in [&["--mode", "regular", "--mode", "socks5"][..], &["--mode", "regular@1", "--mode", "socks5@1"], &["--mode", "socks5@x"]] {
-            let args = Args::try_parse_from(["sansproxy"].iter().chain(bad)).map_err(|e| e.to_string());
+        for bad in [
+            &["--mode", "regular", "--mode", "socks5"][..],
+            &["--mode", "regular@1", "--mode", "socks5@1"],
+            &["--mode", "socks5@x"],
+        ] {
+            let args =
+                Args::try_parse_from(["sansproxy"].iter().chain(bad)).map_err(|e| e.to_string());
             assert!(args.and_then(|a| a.listeners()).is_err(), "{bad:?}");
         }
     }
@@ -1284,7 +1667,7 @@ mod tests {
         assert_eq!(args.max_connections, None);
         assert_eq!(args.connect_timeout, Duration::from_secs(10));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(5));
-        let config = args.config_for(&args.listeners().unwrap()[0].1);
+        let config = args.config_for(&args.listeners().unwrap()[0]);
         let default = Config::default();
         assert_eq!(config.mode, Mode::Regular);
         assert_eq!(config.max_head_bytes, 65536);
@@ -1300,10 +1683,31 @@ mod tests {
     #[test]
     fn flags_map_onto_the_config() {
         let args = Args::try_parse_from([
-            "sansproxy", "--listen", "127.0.0.1:0", "-q", "--max-head-bytes", "1000",
-            "--max-buffered-body", "2000", "--high-water", "3000", "--server-idle-timeout", "0.5",
-            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--body-timeout", "3.5", "--connect-timeout", "1.25",
-            "--shutdown-timeout", "0", "--max-connections", "4", "--via",
+            "sansproxy",
+            "--listen",
+            "127.0.0.1:0",
+            "-q",
+            "--max-head-bytes",
+            "1000",
+            "--max-buffered-body",
+            "2000",
+            "--high-water",
+            "3000",
+            "--server-idle-timeout",
+            "0.5",
+            "--client-idle-timeout",
+            "7",
+            "--head-timeout",
+            "2.5",
+            "--body-timeout",
+            "3.5",
+            "--connect-timeout",
+            "1.25",
+            "--shutdown-timeout",
+            "0",
+            "--max-connections",
+            "4",
+            "--via",
         ])
         .unwrap();
         assert_eq!(args.listen.port(), 0);
@@ -1312,20 +1716,78 @@ mod tests {
         assert_eq!(args.shutdown_timeout, Duration::ZERO);
         assert_eq!(args.max_connections, Some(4));
         let config = args.config();
-        assert_eq!((config.max_head_bytes, config.max_buffered_body, config.high_water), (1000, 2000, 3000));
-        let args = Args::try_parse_from(["sansproxy", "--h2-max-streams", "7", "--h2-window", "131072", "--h2-max-resets", "3"]).unwrap();
+        assert_eq!(
+            (
+                config.max_head_bytes,
+                config.max_buffered_body,
+                config.high_water
+            ),
+            (1000, 2000, 3000)
+        );
+        let args = Args::try_parse_from([
+            "sansproxy",
+            "--h2-max-streams",
+            "7",
+            "--h2-window",
+            "131072",
+            "--h2-max-resets",
+            "3",
+        ])
+        .unwrap();
         let limits = args.config().http2_limits;
-        assert_eq!((limits.max_concurrent_streams, limits.stream_window, limits.connection_window, limits.max_resets), (7, 131072, 524288, 3));
-        assert!(!Args::try_parse_from(["sansproxy", "--no-http2"]).unwrap().config().http2);
+        assert_eq!(
+            (
+                limits.max_concurrent_streams,
+                limits.stream_window,
+                limits.connection_window,
+                limits.max_resets
+            ),
+            (7, 131072, 524288, 3)
+        );
+        assert!(
+            !Args::try_parse_from(["sansproxy", "--no-http2"])
+                .unwrap()
+                .config()
+                .http2
+        );
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
         assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert_eq!(config.body_timeout, Duration::from_millis(3500));
         assert!(config.add_via);
-        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks(), HookSet::NONE);
-        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks();
-        assert!(loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage));
-        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks();
+        assert_eq!(
+            Printer {
+                quiet: true,
+                verbose: false,
+                lines: FlowLog::start(),
+                label: Default::default(),
+                metrics: None,
+                reverse: false
+            }
+            .hooks(),
+            HookSet::NONE
+        );
+        let loud = Printer {
+            quiet: false,
+            verbose: false,
+            lines: FlowLog::start(),
+            label: Default::default(),
+            metrics: None,
+            reverse: false,
+        }
+        .hooks();
+        assert!(
+            loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage)
+        );
+        let verbose = Printer {
+            quiet: false,
+            verbose: true,
+            lines: FlowLog::start(),
+            label: Default::default(),
+            metrics: None,
+            reverse: false,
+        }
+        .hooks();
         assert!(verbose.contains(HookKind::WebSocketMessage));
         assert!(loud.contains(HookKind::Response) && loud.contains(HookKind::Error));
         assert!(!loud.contains(HookKind::RequestHeaders));
@@ -1343,13 +1805,36 @@ mod tests {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }
         let forward = Args::try_parse_from(["sansproxy", "--upstream-max-conns", "4"]).unwrap();
-        assert_eq!(forward.listeners().unwrap_err(), "--upstream-max-conns is for reverse mode (the backends' limit)");
-        let reverse = Args::try_parse_from(["sansproxy", "--reverse", "http://127.0.0.1:9001", "--upstream-max-conns", "4"]).unwrap();
-        assert_eq!(reverse.gateway_spec(&reverse.listeners().unwrap()[0].1 .0).unwrap().groups[0].limits.max_conns, Some(4));
+        assert_eq!(
+            forward.listeners().unwrap_err(),
+            "--upstream-max-conns is for reverse mode (the backends' limit)"
+        );
+        let reverse = Args::try_parse_from([
+            "sansproxy",
+            "--reverse",
+            "http://127.0.0.1:9001",
+            "--upstream-max-conns",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            reverse.listeners().unwrap()[0]
+                .gateway
+                .as_ref()
+                .unwrap()
+                .groups[0]
+                .limits
+                .max_conns,
+            Some(4)
+        );
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
     }
 
     fn tls(argv: &[&str], vars: &[(&str, &str)]) -> Result<Option<TlsOptions>, String> {
@@ -1361,32 +1846,68 @@ mod tests {
     #[test]
     fn tls_is_intercepted_by_default_with_the_ca_in_the_home_directory() {
         let options = tls(&[], &[("HOME", "/home/me")]).unwrap().unwrap();
-        assert_eq!(options, TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into())));
+        assert_eq!(
+            options,
+            TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into()))
+        );
         assert_eq!(options.cache_size, 1000);
     }
 
     #[test]
     fn the_ca_directory_comes_from_the_flag_or_the_environment() {
         let dir = |argv: &[&str], vars: &[(&str, &str)]| match tls(argv, vars) {
-            Ok(Some(TlsOptions { ca: CaSource::Dir(dir), .. })) => Ok(dir),
+            Ok(Some(TlsOptions {
+                ca: CaSource::Dir(dir),
+                ..
+            })) => Ok(dir),
             other => Err(format!("{other:?}")),
         };
-        let all = [("SANSPROXY_CA_DIR", "/ca"), ("XDG_CONFIG_HOME", "/cfg"), ("HOME", "/home/me")];
-        assert_eq!(dir(&["--ca-dir", "/flag"], &all).unwrap(), PathBuf::from("/flag"));
+        let all = [
+            ("SANSPROXY_CA_DIR", "/ca"),
+            ("XDG_CONFIG_HOME", "/cfg"),
+            ("HOME", "/home/me"),
+        ];
+        assert_eq!(
+            dir(&["--ca-dir", "/flag"], &all).unwrap(),
+            PathBuf::from("/flag")
+        );
         assert_eq!(dir(&[], &all).unwrap(), PathBuf::from("/ca"));
-        assert_eq!(dir(&[], &all[1..]).unwrap(), PathBuf::from("/cfg/sansproxy"));
-        let unusable = [("SANSPROXY_CA_DIR", ""), ("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")];
+        assert_eq!(
+            dir(&[], &all[1..]).unwrap(),
+            PathBuf::from("/cfg/sansproxy")
+        );
+        let unusable = [
+            ("SANSPROXY_CA_DIR", ""),
+            ("XDG_CONFIG_HOME", "rel"),
+            ("HOME", "/h"),
+        ];
         assert_eq!(dir(&[], &unusable).unwrap(), PathBuf::from("/h/.sansproxy"));
         assert!(tls(&[], &[]).unwrap_err().contains("--ca-dir"));
-        assert_eq!(dir(&["--ca-dir", "/flag"], &[]).unwrap(), PathBuf::from("/flag"));
+        assert_eq!(
+            dir(&["--ca-dir", "/flag"], &[]).unwrap(),
+            PathBuf::from("/flag")
+        );
     }
 
     #[test]
     fn tls_flags_map_onto_the_options() {
         let options = tls(
             &[
-                "--ca-cert", "ca.pem", "--ca-key", "ca.pem", "--upstream-ca", "a.pem", "--upstream-ca", "b.pem",
-                "--insecure-upstream", "--ignore-hosts", "^x:443$", "--ignore-hosts", "y", "--cert-cache", "5",
+                "--ca-cert",
+                "ca.pem",
+                "--ca-key",
+                "ca.pem",
+                "--upstream-ca",
+                "a.pem",
+                "--upstream-ca",
+                "b.pem",
+                "--insecure-upstream",
+                "--ignore-hosts",
+                "^x:443$",
+                "--ignore-hosts",
+                "y",
+                "--cert-cache",
+                "5",
             ],
             &[],
         )
@@ -1395,7 +1916,10 @@ mod tests {
         assert_eq!(
             options,
             TlsOptions {
-                ca: CaSource::Files { cert: "ca.pem".into(), key: "ca.pem".into() },
+                ca: CaSource::Files {
+                    cert: "ca.pem".into(),
+                    key: "ca.pem".into()
+                },
                 upstream_roots: vec!["a.pem".into(), "b.pem".into()],
                 insecure_upstream: true,
                 ignore_hosts: vec!["^x:443$".into(), "y".into()],
@@ -1405,15 +1929,41 @@ mod tests {
         );
         assert_eq!(tls(&["--no-intercept"], &[]).unwrap(), None);
         // A certificate of its own replaces the CA, whatever the environment says.
-        let fixed = tls(&["--reverse", "https://o.test", "--listen-tls", "--cert", "own.pem"], &[("HOME", "/h")]);
-        assert_eq!(fixed.unwrap().unwrap().ca, CaSource::Fixed("own.pem".into()));
+        let fixed = tls(
+            &[
+                "--reverse",
+                "https://o.test",
+                "--listen-tls",
+                "--cert",
+                "own.pem",
+            ],
+            &[("HOME", "/h")],
+        );
+        assert_eq!(
+            fixed.unwrap().unwrap().ca,
+            CaSource::Fixed("own.pem".into())
+        );
         // Certificates for some names keep the CA for the others.
-        let named = tls(&["--cert", "proxy.test=p.pem", "--cert", "*.corp.test=c.pem"], &[("HOME", "/h")]).unwrap().unwrap();
+        let named = tls(
+            &["--cert", "proxy.test=p.pem", "--cert", "*.corp.test=c.pem"],
+            &[("HOME", "/h")],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(named.ca, CaSource::Dir("/h/.sansproxy".into()));
-        assert_eq!(named.certs, [("proxy.test".to_owned(), "p.pem".into()), ("*.corp.test".to_owned(), "c.pem".into())]);
+        assert_eq!(
+            named.certs,
+            [
+                ("proxy.test".to_owned(), "p.pem".into()),
+                ("*.corp.test".to_owned(), "c.pem".into())
+            ]
+        );
         let twice = tls(&["--cert", "a.pem", "--cert", "b.pem"], &[("HOME", "/h")]);
         assert!(twice.unwrap_err().contains("give it once"));
-        let both = tls(&["--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"], &[("HOME", "/h")]);
+        let both = tls(
+            &["--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"],
+            &[("HOME", "/h")],
+        );
         assert!(both.unwrap_err().contains("DOMAIN="));
     }
 
@@ -1422,7 +1972,15 @@ mod tests {
         for bad in [
             &["sansproxy", "--ca-cert", "c.pem"][..],
             &["sansproxy", "--ca-key", "k.pem"],
-            &["sansproxy", "--ca-dir", "d", "--ca-cert", "c.pem", "--ca-key", "k.pem"],
+            &[
+                "sansproxy",
+                "--ca-dir",
+                "d",
+                "--ca-cert",
+                "c.pem",
+                "--ca-key",
+                "k.pem",
+            ],
             &["sansproxy", "--no-intercept", "--ca-dir", "d"],
             &["sansproxy", "--no-intercept", "--insecure-upstream"],
             &["sansproxy", "--no-intercept", "--cert-cache", "3"],
@@ -1434,7 +1992,10 @@ mod tests {
 
     #[test]
     fn the_ca_notice_says_how_to_trust_the_ca() {
-        let notice = ca_notice(&CaInfo { cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(), created: true });
+        let notice = ca_notice(&CaInfo {
+            cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(),
+            created: true,
+        });
         assert_eq!(
             notice,
             "sansproxy: intercepting TLS; clients must trust the CA certificate \
@@ -1450,7 +2011,10 @@ mod tests {
         let started = Instant::now();
         HttpFlow {
             id: FlowId(1),
-            client: ClientInfo::new("127.0.0.1:51234".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()),
+            client: ClientInfo::new(
+                "127.0.0.1:51234".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+            ),
             request: Request {
                 method: "GET".into(),
                 scheme: Scheme::Http,
@@ -1483,8 +2047,13 @@ mod tests {
             "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> 200 1024b 3ms (client HTTP/1.1, server HTTP/1.1)\n"
         );
         f.request.version = Version::Http2;
-        assert!(flow_line(&f, Instant::now()).unwrap().ends_with(" 3ms (client HTTP/2, server HTTP/1.1)\n"));
-        f.error = Some(FlowError { message: "connection refused".into(), status: Some(502) });
+        assert!(flow_line(&f, Instant::now())
+            .unwrap()
+            .ends_with(" 3ms (client HTTP/2, server HTTP/1.1)\n"));
+        f.error = Some(FlowError {
+            message: "connection refused".into(),
+            status: Some(502),
+        });
         assert_eq!(
             flow_line(&f, Instant::now()).unwrap(),
             "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> error: connection refused\n"
@@ -1495,7 +2064,11 @@ mod tests {
     fn websocket_lines() {
         let mut f = flow();
         f.request.path = "/chat".into();
-        f.response = Some(Response { status: 101, reason: "Switching Protocols".into(), ..Response::text(101, "") });
+        f.response = Some(Response {
+            status: 101,
+            reason: "Switching Protocols".into(),
+            ..Response::text(101, "")
+        });
         assert_eq!(
             websocket_start_line(&f),
             "127.0.0.1:51234 GET http://127.0.0.1:9000/chat -> 101 websocket #1 (client HTTP/1.1, server HTTP/1.1)\n"
@@ -1514,8 +2087,15 @@ mod tests {
             message_line(&message),
             "  #1 server -> client text 90b \"say \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \"...\n"
         );
-        let unicode = WebSocketMessage { payload: "héllo wörld € ✓".into(), from: Peer::Client, ..message.clone() };
-        assert_eq!(message_line(&unicode), "  #1 client -> server text 21b \"héllo wörld € ✓\"\n");
+        let unicode = WebSocketMessage {
+            payload: "héllo wörld € ✓".into(),
+            from: Peer::Client,
+            ..message.clone()
+        };
+        assert_eq!(
+            message_line(&unicode),
+            "  #1 client -> server text 21b \"héllo wörld € ✓\"\n"
+        );
         let end = WebSocketEnd {
             flow: FlowId(1),
             upgrade: f,

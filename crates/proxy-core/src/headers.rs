@@ -17,7 +17,9 @@ impl Headers {
     }
 
     pub fn with_capacity(n: usize) -> Self {
-        Self { fields: Vec::with_capacity(n) }
+        Self {
+            fields: Vec::with_capacity(n),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -35,12 +37,18 @@ impl Headers {
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &v[..])
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &v[..])
     }
 
     /// The first value of `name` as it is kept: a copy costs no allocation.
     pub(crate) fn get_shared(&self, name: &str) -> Option<&Bytes> {
-        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// The first value of `name`, if it is UTF-8.
@@ -49,8 +57,14 @@ impl Headers {
     }
 
     /// Every value of `name` as it is kept, in order.
-    pub(crate) fn get_all_shared<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.fields.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+    pub(crate) fn get_all_shared<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// Every value of `name`, in order.
@@ -82,7 +96,11 @@ impl Headers {
     pub fn insert(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = value.into();
-        match self.fields.iter().position(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+        match self
+            .fields
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
             Some(i) => {
                 // Keep the spelling the peer used for the name.
                 self.fields[i].1 = value;
@@ -102,7 +120,8 @@ impl Headers {
     /// Remove every field named `name`; true if there was one.
     pub fn remove(&mut self, name: &str) -> bool {
         let before = self.fields.len();
-        self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
+        self.fields
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
         self.fields.len() != before
     }
 
@@ -144,10 +163,16 @@ impl Headers {
     /// Apply `policy` to the request fields whose names hold `_`. A name that reads as a
     /// framing field once `_` is read as `-` is refused under every policy: its backend may
     /// frame the body differently from us (gunicorn did, CVE-2024-1135).
-    pub(crate) fn screen_underscores(&mut self, policy: UnderscoreHeaders) -> Result<(), UnderscoreError> {
+    pub(crate) fn screen_underscores(
+        &mut self,
+        policy: UnderscoreHeaders,
+    ) -> Result<(), UnderscoreError> {
         for (name, _) in self.iter().filter(|(name, _)| name.contains(&b'_')) {
             let framing = FRAMING.iter().find(|f| {
-                f.len() == name.len() && f.bytes().zip(name).all(|(f, &n)| f == n.to_ascii_lowercase() || f == b'-' && n == b'_')
+                f.len() == name.len()
+                    && f.bytes()
+                        .zip(name)
+                        .all(|(f, &n)| f == n.to_ascii_lowercase() || f == b'-' && n == b'_')
             });
             let name = String::from_utf8_lossy(name).into_owned();
             if let Some(framing) = framing {
@@ -166,7 +191,12 @@ impl Headers {
 
 impl<N: Into<Bytes>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Self { fields: iter.into_iter().map(|(n, v)| (n.into(), v.into())).collect() }
+        Self {
+            fields: iter
+                .into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        }
     }
 }
 
@@ -176,28 +206,53 @@ mod tests {
 
     #[test]
     fn lookups_ignore_case_and_keep_order() {
-        let mut h: Headers = [("Host", "a"), ("X-A", "1"), ("x-a", "2")].into_iter().collect();
+        let mut h: Headers = [("Host", "a"), ("X-A", "1"), ("x-a", "2")]
+            .into_iter()
+            .collect();
         assert_eq!(h.get("HOST"), Some(&b"a"[..]));
-        assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec![&b"1"[..], &b"2"[..]]);
+        assert_eq!(
+            h.get_all("x-a").collect::<Vec<_>>(),
+            vec![&b"1"[..], &b"2"[..]]
+        );
         // The replaced field keeps the spelling the peer used.
         h.insert("X-a", "3");
-        assert_eq!(h.iter().collect::<Vec<_>>(), vec![(&b"Host"[..], &b"a"[..]), (&b"X-A"[..], &b"3"[..])]);
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![(&b"Host"[..], &b"a"[..]), (&b"X-A"[..], &b"3"[..])]
+        );
         assert!(h.remove("host"));
         assert!(!h.contains("Host"));
     }
 
     #[test]
     fn underscores() {
-        let fields = || -> Headers { [("Host", "a"), ("X_User", "u"), ("X-User", "v")].into_iter().collect() };
+        let fields = || -> Headers {
+            [("Host", "a"), ("X_User", "u"), ("X-User", "v")]
+                .into_iter()
+                .collect()
+        };
         let mut kept = fields();
         assert_eq!(kept.screen_underscores(UnderscoreHeaders::Keep), Ok(()));
         assert_eq!(kept, fields());
         let mut dropped = fields();
         assert_eq!(dropped.screen_underscores(UnderscoreHeaders::Drop), Ok(()));
-        assert_eq!(dropped.iter().map(|(n, _)| n).collect::<Vec<_>>(), vec![&b"Host"[..], b"X-User"]);
-        let error = UnderscoreError::Underscore { name: "X_User".into() };
-        assert_eq!(fields().screen_underscores(UnderscoreHeaders::Reject), Err(error));
-        for name in ["Transfer_Encoding", "content_length", "CONTENT_length", "Transfer-encoding_"] {
+        assert_eq!(
+            dropped.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec![&b"Host"[..], b"X-User"]
+        );
+        let error = UnderscoreError::Underscore {
+            name: "X_User".into(),
+        };
+        assert_eq!(
+            fields().screen_underscores(UnderscoreHeaders::Reject),
+            Err(error)
+        );
+        for name in [
+            "Transfer_Encoding",
+            "content_length",
+            "CONTENT_length",
+            "Transfer-encoding_",
+        ] {
             let mut h: Headers = [(name, "chunked")].into_iter().collect();
             let result = h.screen_underscores(UnderscoreHeaders::Keep);
             assert_eq!(result.is_err(), name != "Transfer-encoding_", "{name}");
@@ -210,7 +265,9 @@ mod tests {
 
     #[test]
     fn token_lists() {
-        let h: Headers = [("Connection", "keep-alive, Upgrade")].into_iter().collect();
+        let h: Headers = [("Connection", "keep-alive, Upgrade")]
+            .into_iter()
+            .collect();
         assert!(h.has_token("connection", "upgrade"));
         assert!(!h.has_token("connection", "close"));
     }

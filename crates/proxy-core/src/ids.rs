@@ -24,7 +24,10 @@ pub struct ServerAddr {
 
 impl ServerAddr {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self { host: host.into(), port }
+        Self {
+            host: host.into(),
+            port,
+        }
     }
 }
 

@@ -256,7 +256,10 @@ impl Proxy {
     /// Where the CA certificate goes, written or not; panics unless the proxy was started
     /// with a CA dir.
     pub fn ca_cert_path(&self) -> PathBuf {
-        let dir = self.ca_dir.as_ref().expect("proxy started without --ca-dir");
+        let dir = self
+            .ca_dir
+            .as_ref()
+            .expect("proxy started without --ca-dir");
         dir.join(CA_CERT_FILE)
     }
 
@@ -298,11 +301,38 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = self.stderr.text();
-            let line = text.lines().find(|l| l.contains("sansproxy listening on ") && l.ends_with(&suffix));
+            let line = text
+                .lines()
+                .find(|l| l.contains("sansproxy listening on ") && l.ends_with(&suffix));
             if let Some(port) = line.and_then(listening_port) {
                 return port;
             }
-            assert!(Instant::now() < deadline, "no {mode} listener; stderr:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "no {mode} listener; stderr:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The ports of the first `n` listeners in `mode`, in the order the proxy printed them.
+    pub fn listeners(&self, mode: &str, n: usize) -> Vec<u16> {
+        let suffix = format!(" ({mode} mode)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr.text();
+            let ports: Vec<u16> = text
+                .lines()
+                .filter(|l| l.contains("sansproxy listening on ") && l.ends_with(&suffix))
+                .filter_map(listening_port)
+                .collect();
+            if ports.len() >= n {
+                return ports[..n].to_vec();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} {mode} listeners; stderr:\n{text}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }

@@ -24,7 +24,10 @@ where
             let fired = self.timer.fired;
             let core_at = self.core.poll_timeout().filter(|&t| Some(t) != fired);
             let linger_at = self.socks.iter().filter_map(|s| s.linger_until).min();
-            let at = [core_at, linger_at, self.forward_patience()].into_iter().flatten().min()?;
+            let at = [core_at, linger_at, self.forward_patience()]
+                .into_iter()
+                .flatten()
+                .min()?;
             if self.timer.arm(at).poll(cx).is_pending() {
                 return None;
             }
@@ -55,12 +58,16 @@ impl Timer {
     /// Whether the timer is set to go off by `at`.
     pub(super) fn covers(&self, at: Instant) -> bool {
         let at = tokio::time::Instant::from_std(at);
-        self.sleep.as_ref().is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
+        self.sleep
+            .as_ref()
+            .is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
     }
 
     pub(super) fn arm(&mut self, at: Instant) -> Pin<&mut Sleep> {
         let deadline = tokio::time::Instant::from_std(at);
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }

@@ -108,11 +108,23 @@ pub(crate) struct Joined {
 impl Joined {
     pub(crate) fn new(conn: ConnId) -> Self {
         // The carrier starts a stream reading.
-        Self { conn, flow: None, sent: 0, consumed: 0, reading: Some(true), received: 0, told: 0, heard: false }
+        Self {
+            conn,
+            flow: None,
+            sent: 0,
+            consumed: 0,
+            reading: Some(true),
+            received: 0,
+            told: 0,
+            heard: false,
+        }
     }
 
     fn tell(&self, cx: &mut Context, message: Message) {
-        cx.push(Command::Carry { conn: self.conn, message: Carried(message) });
+        cx.push(Command::Carry {
+            conn: self.conn,
+            message: Carried(message),
+        });
     }
 
     /// Send a step of the request.
@@ -188,10 +200,17 @@ impl Joined {
     pub(crate) fn carrier_gone(&mut self) -> CodecOutput<ServerError> {
         match self.flow.filter(|_| !self.heard) {
             Some(flow) => {
-                let reset = StreamReset { reason: h2::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
+                let reset = StreamReset {
+                    reason: h2::Reason::REFUSED_STREAM,
+                    remote: false,
+                    unprocessed: true,
+                };
                 CodecOutput::Reset { flow, reset }
             }
-            None => CodecOutput::Closed { flow: None, error: None },
+            None => CodecOutput::Closed {
+                flow: None,
+                error: None,
+            },
         }
     }
 }
@@ -232,7 +251,12 @@ pub(crate) struct CarrierLayer {
 
 impl CarrierLayer {
     /// Carry streams on `server`, the HTTP/2 connection `conn` of `cx`.
-    pub(crate) fn new(cx: &mut Context, conn: ConnId, mut server: ServerConn, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        cx: &mut Context,
+        conn: ConnId,
+        mut server: ServerConn,
+        idle_timeout: Duration,
+    ) -> Self {
         server.rename(conn);
         server.flows.clear();
         cx.set_self_limiting(conn);
@@ -256,7 +280,10 @@ impl CarrierLayer {
     }
 
     fn out(cx: &mut Context, stream: StreamTag, message: Message) {
-        cx.push(Command::StreamOut { stream, message: Carried(message) });
+        cx.push(Command::StreamOut {
+            stream,
+            message: Carried(message),
+        });
     }
 
     fn client_says(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
@@ -272,12 +299,30 @@ impl CarrierLayer {
                     (HttpEvent::RequestHeaders { flow, request, .. }, None) => {
                         if self.closed || self.codec().is_closed() {
                             // Never sent: the client side may send it again elsewhere.
-                            let reset = StreamReset { reason: h2::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
-                            return Self::out(cx, tag, Message::Output(CodecOutput::Reset { flow: *flow, reset }));
+                            let reset = StreamReset {
+                                reason: h2::Reason::REFUSED_STREAM,
+                                remote: false,
+                                unprocessed: true,
+                            };
+                            return Self::out(
+                                cx,
+                                tag,
+                                Message::Output(CodecOutput::Reset { flow: *flow, reset }),
+                            );
                         }
                         let given = request.body.as_ref().map_or(0, |b| b.len() as u64);
                         let flow = cx.next_flow_id();
-                        self.streams.insert(tag, Carrying { flow, given, reported: 0, reading: true, handed: 0, taken: 0 });
+                        self.streams.insert(
+                            tag,
+                            Carrying {
+                                flow,
+                                given,
+                                reported: 0,
+                                reading: true,
+                                handed: 0,
+                                taken: 0,
+                            },
+                        );
                         self.tags.insert(flow, tag);
                         flow
                     }
@@ -333,11 +378,18 @@ impl CarrierLayer {
             self.end(cx, &output);
             return;
         };
-        let Some(&tag) = self.tags.get(&flow) else { return };
-        if let (CodecOutput::Http(HttpEvent::ResponseData { data, .. }), Some(carrying)) = (&output, self.streams.get_mut(&tag)) {
+        let Some(&tag) = self.tags.get(&flow) else {
+            return;
+        };
+        if let (CodecOutput::Http(HttpEvent::ResponseData { data, .. }), Some(carrying)) =
+            (&output, self.streams.get_mut(&tag))
+        {
             carrying.handed += data.len() as u64;
         }
-        if matches!(output, CodecOutput::Error { .. } | CodecOutput::Reset { .. }) {
+        if matches!(
+            output,
+            CodecOutput::Error { .. } | CodecOutput::Reset { .. }
+        ) {
             // The codec forgot the stream already.
             self.forget(tag);
         }
@@ -350,9 +402,18 @@ impl CarrierLayer {
         self.closed = true;
         for (tag, _) in std::mem::take(&mut self.streams) {
             let copy = match output {
-                CodecOutput::Error { error, .. } => CodecOutput::Error { flow: None, error: error.clone() },
-                CodecOutput::Closed { error, .. } => CodecOutput::Closed { flow: None, error: error.clone() },
-                _ => CodecOutput::Closed { flow: None, error: None },
+                CodecOutput::Error { error, .. } => CodecOutput::Error {
+                    flow: None,
+                    error: error.clone(),
+                },
+                CodecOutput::Closed { error, .. } => CodecOutput::Closed {
+                    flow: None,
+                    error: error.clone(),
+                },
+                _ => CodecOutput::Closed {
+                    flow: None,
+                    error: None,
+                },
             };
             Self::out(cx, tag, Message::Output(copy));
         }
@@ -367,7 +428,13 @@ impl CarrierLayer {
     fn settle(&mut self, cx: &mut Context, now: Instant) {
         if !self.closed && !cx.has_conn(self.conn) {
             // Its TLS failed under it: the transport closed it.
-            self.end(cx, &CodecOutput::Closed { flow: None, error: None });
+            self.end(
+                cx,
+                &CodecOutput::Closed {
+                    flow: None,
+                    error: None,
+                },
+            );
         }
         if !self.closed {
             let credit = cx.config.high_water as u64;
@@ -400,7 +467,11 @@ impl CarrierLayer {
                 Self::out(cx, tag, Message::Consumed(went));
             }
         }
-        let capacity = if self.closed { 0 } else { self.codec().max_streams() };
+        let capacity = if self.closed {
+            0
+        } else {
+            self.codec().max_streams()
+        };
         if self.capacity != Some(capacity) {
             self.capacity = Some(capacity);
             cx.push(Command::Capacity { streams: capacity });
@@ -416,16 +487,31 @@ impl CarrierLayer {
 impl Layer for CarrierLayer {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         match event {
-            Event::DataReceived { conn, data } if conn == self.conn && !self.closed => self.codec().receive(data),
-            Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => self.codec().receive_eof(),
+            Event::DataReceived { conn, data } if conn == self.conn && !self.closed => {
+                self.codec().receive(data)
+            }
+            Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => {
+                self.codec().receive_eof()
+            }
             Event::Stream { stream, message } => self.client_says(cx, stream, message),
             Event::StreamGone { stream } => self.gone(stream),
-            Event::Wakeup if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() => {
+            Event::Wakeup
+                if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() =>
+            {
                 // Idle too long: it goes, with a GOAWAY, and takes no more streams.
-                cx.log(crate::command::LogLevel::Debug, format!("{}: idle HTTP/2 connection closed", self.server.pool_key()));
+                cx.log(
+                    crate::command::LogLevel::Debug,
+                    format!("{}: idle HTTP/2 connection closed", self.server.pool_key()),
+                );
                 self.codec().shutdown();
                 self.settle(cx, now);
-                self.end(cx, &CodecOutput::Closed { flow: None, error: None });
+                self.end(
+                    cx,
+                    &CodecOutput::Closed {
+                        flow: None,
+                        error: None,
+                    },
+                );
             }
             _ => {}
         }
@@ -445,9 +531,21 @@ impl<E> CodecOutput<E> {
                 event.set_flow(flow);
                 Self::Http(event)
             }
-            Self::Error { flow: Some(_), error } => Self::Error { flow: Some(flow), error },
+            Self::Error {
+                flow: Some(_),
+                error,
+            } => Self::Error {
+                flow: Some(flow),
+                error,
+            },
             Self::Reset { reset, .. } => Self::Reset { flow, reset },
-            Self::Closed { flow: Some(_), error } => Self::Closed { flow: Some(flow), error },
+            Self::Closed {
+                flow: Some(_),
+                error,
+            } => Self::Closed {
+                flow: Some(flow),
+                error,
+            },
             other => other,
         }
     }
