@@ -379,15 +379,16 @@ fn flag_args(args: &mut Vec<OsString>, flag: &str, value: toml::Value) -> Result
         one => vec![one],
     };
     for value in values {
-        let text =
-            match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                other => return Err(format!(
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(format!(
                     "{flag} = {other}: a flag takes a string, a number, true, or an array of them"
-                )),
-            };
+                ))
+            }
+        };
         args.push(format!("--{flag}").into());
         args.push(text.into());
     }

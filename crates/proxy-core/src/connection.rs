@@ -99,7 +99,9 @@ impl Connection {
 
     pub fn handle(&mut self, now: Instant, event: Event) {
         if let Event::WriteDrained { conn } = event {
-            self.cx.handle_drained(conn);
+            if !self.cx.handle_drained(conn) && !self.root.wants_drained() {
+                return;
+            }
         }
         self.root.handle(&mut self.cx, now, event);
         if self.cx.all_closed() && !self.disconnected {

@@ -292,16 +292,18 @@ impl Context {
         }
     }
 
-    pub(crate) fn handle_drained(&mut self, conn: ConnId) {
+    /// Everything sent on `conn` is written. True if that lifts its congestion.
+    pub(crate) fn handle_drained(&mut self, conn: ConnId) -> bool {
         let high_water = self.config.high_water;
         let Some(state) = self.state_mut(conn) else {
-            return;
+            return false;
         };
         let was_over = state.queued > high_water;
         state.queued = 0;
         if was_over {
             self.update_congestion();
         }
+        was_over
     }
 
     /// A connection is paused for congestion while any *other* connection has more than

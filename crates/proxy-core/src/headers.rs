@@ -1,15 +1,30 @@
 //! An ordered, case-preserving header list.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// HTTP header fields in the order they arrived, with the case the peer used.
 ///
 /// Lookups ignore ASCII case. Values are raw bytes (`obs-text` is legal in HTTP/1); the
 /// `*_str` accessors give up on values that are not UTF-8.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A copy shares the fields until one of the two changes them (a flow keeps the head it
+/// passes on, and hooks get copies of flows): cloning costs one reference count, not one per
+/// name and value.
+#[derive(Debug, Clone, Default)]
 pub struct Headers {
-    fields: Vec<(Bytes, Bytes)>,
+    /// `None` while empty, so that an empty list (and `mem::take`) allocates nothing.
+    fields: Option<Arc<Vec<(Bytes, Bytes)>>>,
 }
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Eq for Headers {}
 
 impl Headers {
     pub fn new() -> Self {
@@ -18,34 +33,47 @@ impl Headers {
 
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            fields: Vec::with_capacity(n),
+            fields: (n > 0).then(|| Arc::new(Vec::with_capacity(n))),
         }
     }
 
+    /// Headers of these fields, in this order.
+    pub(crate) fn from_fields(fields: Vec<(Bytes, Bytes)>) -> Self {
+        Self {
+            fields: (!fields.is_empty()).then(|| Arc::new(fields)),
+        }
+    }
+
+    fn fields(&self) -> &[(Bytes, Bytes)] {
+        self.fields.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The fields to change: copied first if a clone shares them.
+    fn fields_mut(&mut self) -> &mut Vec<(Bytes, Bytes)> {
+        Arc::make_mut(self.fields.get_or_insert_with(Default::default))
+    }
+
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.fields().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.fields().is_empty()
     }
 
     /// All fields, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields.iter().map(|(n, v)| (&n[..], &v[..]))
+        self.fields().iter().map(|(n, v)| (&n[..], &v[..]))
     }
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &v[..])
+        self.get_shared(name).map(|v| &v[..])
     }
 
     /// The first value of `name` as it is kept: a copy costs no allocation.
     pub(crate) fn get_shared(&self, name: &str) -> Option<&Bytes> {
-        self.fields
+        self.fields()
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
@@ -61,7 +89,7 @@ impl Headers {
         &'a self,
         name: &'a str,
     ) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.fields
+        self.fields()
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
@@ -69,10 +97,7 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &v[..])
+        self.get_all_shared(name).map(|v| &v[..])
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -89,45 +114,65 @@ impl Headers {
 
     /// Add a field at the end, keeping any others of the same name.
     pub fn append(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.fields.push((name.into(), value.into()));
+        self.fields_mut().push((name.into(), value.into()));
     }
 
     /// Replace every field named `name` by one field (in the place of the first), or append it.
     pub fn insert(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = value.into();
-        match self
-            .fields
+        let fields = self.fields_mut();
+        match fields
             .iter()
             .position(|(n, _)| n.eq_ignore_ascii_case(&name))
         {
             Some(i) => {
                 // Keep the spelling the peer used for the name.
-                self.fields[i].1 = value;
+                fields[i].1 = value;
                 let mut j = i + 1;
-                while j < self.fields.len() {
-                    if self.fields[j].0.eq_ignore_ascii_case(&name) {
-                        self.fields.remove(j);
+                while j < fields.len() {
+                    if fields[j].0.eq_ignore_ascii_case(&name) {
+                        fields.remove(j);
                     } else {
                         j += 1;
                     }
                 }
             }
-            None => self.fields.push((name, value)),
+            None => fields.push((name, value)),
         }
     }
 
     /// Remove every field named `name`; true if there was one.
     pub fn remove(&mut self, name: &str) -> bool {
-        let before = self.fields.len();
-        self.fields
+        if !self.contains(name) {
+            return false;
+        }
+        self.fields_mut()
             .retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
-        self.fields.len() != before
+        true
     }
 
     /// Keep the fields for which `keep(name, value)` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
-        self.fields.retain(|(n, v)| keep(n, v));
+        let Some(fields) = &mut self.fields else {
+            return;
+        };
+        if let Some(fields) = Arc::get_mut(fields) {
+            fields.retain(|(n, v)| keep(n, v));
+            return;
+        }
+        // Shared: copied only if a field goes, and `keep` still asked once per field.
+        let Some(first) = fields.iter().position(|(n, v)| !keep(n, v)) else {
+            return;
+        };
+        let mut kept = fields[..first].to_vec();
+        kept.extend(
+            fields[first + 1..]
+                .iter()
+                .filter(|(n, v)| keep(n, v))
+                .cloned(),
+        );
+        self.fields = Some(Arc::new(kept));
     }
 }
 
@@ -191,12 +236,11 @@ impl Headers {
 
 impl<N: Into<Bytes>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Self {
-            fields: iter
-                .into_iter()
+        Self::from_fields(
+            iter.into_iter()
                 .map(|(n, v)| (n.into(), v.into()))
                 .collect(),
-        }
+        )
     }
 }
 

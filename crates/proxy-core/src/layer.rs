@@ -26,6 +26,14 @@ pub(crate) trait Layer: Send {
         None
     }
 
+    /// Whether an [`Event::WriteDrained`] that lifts no congestion means anything to this
+    /// layer: something it runs is paced by its peer taking what was written (a WebSocket, a
+    /// tunnel inside a stream). When none does, the connection keeps such an event to itself:
+    /// an HTTP/1 exchange would otherwise walk the stack twice more per request for nothing.
+    fn wants_drained(&self) -> bool {
+        true
+    }
+
     /// The connections this layer spoke for, once its protocol is over on them: the layer in
     /// the [`Child`] slot is replaced by what they carry next.
     fn take_handover(&mut self) -> Option<Handover> {
@@ -81,5 +89,9 @@ impl Layer for Child {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.layer.poll_timeout()
+    }
+
+    fn wants_drained(&self) -> bool {
+        self.layer.wants_drained()
     }
 }

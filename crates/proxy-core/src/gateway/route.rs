@@ -96,7 +96,6 @@ pub(super) fn add_forwarded(
     tls: bool,
     host: Option<&Bytes>,
 ) {
-    use std::io::Write as _;
     let proto: &'static str = if tls { "https" } else { "http" };
     // RFC 7239 section 6: a host with a port is quoted (':' is no token character); one that
     // could not be quoted is left out.
@@ -120,14 +119,21 @@ pub(super) fn add_forwarded(
         buf.extend_from_slice(b", ");
     }
     drop(earlier);
-    write!(buf, "{client}").expect("writing to a Vec");
+    let ip_start = buf.len();
+    write_ip(&mut buf, client);
     let xff_end = buf.len();
     // RFC 7239 section 6: an IPv6 node is bracketed and quoted.
+    buf.extend_from_slice(b"for=");
     match client {
-        IpAddr::V4(_) => write!(buf, "for={client};proto={proto}"),
-        IpAddr::V6(_) => write!(buf, "for=\"[{client}]\";proto={proto}"),
+        IpAddr::V4(_) => buf.extend_from_within(ip_start..xff_end),
+        IpAddr::V6(_) => {
+            buf.extend_from_slice(b"\"[");
+            buf.extend_from_within(ip_start..xff_end);
+            buf.extend_from_slice(b"]\"");
+        }
     }
-    .expect("writing to a Vec");
+    buf.extend_from_slice(b";proto=");
+    buf.extend_from_slice(proto.as_bytes());
     if let Some(host) = quotable {
         buf.extend_from_slice(b";host=\"");
         buf.extend_from_slice(host);
@@ -147,6 +153,31 @@ pub(super) fn add_forwarded(
         }
     }
     request.headers.append("forwarded", buf.slice(xff_end..));
+}
+
+/// `ip` as text, an IPv4 address without the formatting machinery: this runs for every
+/// request.
+fn write_ip(buf: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                if octet >= 100 {
+                    buf.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    buf.push(b'0' + octet / 10 % 10);
+                }
+                buf.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            write!(buf, "{v6}").expect("writing to a Vec");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +250,23 @@ mod tests {
             let mut request = request(path);
             rewrite(&spec, &mut request);
             assert_eq!(request.path, want, "{prefix} -> {new:?} on {path}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = Vec::new();
+            write_ip(&mut buf, ip);
+            assert_eq!(String::from_utf8(buf).unwrap(), ip.to_string());
         }
     }
 

@@ -153,4 +153,12 @@ impl Layer for ModeLayer {
             State::Running(child) => child.poll_timeout(),
         }
     }
+
+    fn wants_drained(&self) -> bool {
+        match &self.state {
+            State::Running(child) => child.wants_drained(),
+            // Nothing is written before the mode's layers run.
+            State::New | State::Admitting(_) | State::Closed => false,
+        }
+    }
 }

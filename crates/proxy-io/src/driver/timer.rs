@@ -28,16 +28,20 @@ where
                 .into_iter()
                 .flatten()
                 .min()?;
-            if self.timer.arm(at).poll(cx).is_pending() {
+            let mut sleep = self.timer.arm(at);
+            if sleep.as_mut().poll(cx).is_pending() {
                 return None;
             }
+            // The timer may have been set for an earlier deadline than `at`: only what was due
+            // by then is.
+            let reached = sleep.deadline().into_std();
             for s in &mut self.socks {
-                if s.linger_until.is_some_and(|t| t <= at) {
+                if s.linger_until.is_some_and(|t| t <= reached) {
                     s.kill();
                 }
             }
-            self.lose_patience(at);
-            if let Some(t) = core_at.filter(|&t| t <= at) {
+            self.lose_patience(reached);
+            if let Some(t) = core_at.filter(|&t| t <= reached) {
                 // Remember it: if the core hands back the same deadline, it is not due again.
                 self.timer.fired = Some(t);
                 return Some(Event::Wakeup);
@@ -63,12 +67,16 @@ impl Timer {
             .is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
     }
 
+    /// Set the timer to go off by `at` (perhaps earlier).
     pub(super) fn arm(&mut self, at: Instant) -> Pin<&mut Sleep> {
         let deadline = tokio::time::Instant::from_std(at);
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() != deadline {
+        // An earlier deadline still to come is kept: it only wakes the driver early, once,
+        // where moving the timer at every request (each pushes the idle deadline back) would
+        // cost a trip through the runtime's timer wheel each time.
+        if sleep.deadline() != deadline && (sleep.is_elapsed() || sleep.deadline() > deadline) {
             sleep.as_mut().reset(deadline);
         }
         sleep.as_mut()

@@ -63,8 +63,9 @@ impl fmt::Debug for Carried {
 
 /// What a [`Carried`] says.
 pub(crate) enum Message {
-    /// To the carrier: a step of the request (its head first).
-    Request(HttpEvent),
+    /// To the carrier: a step of the request (its head first). Boxed, as `Output` is: events
+    /// and commands carry messages, and stay small.
+    Request(Box<HttpEvent>),
     /// To the carrier: whether the client side has room for more of the response body (the
     /// stream's window opens, or stays shut).
     Reading(bool),
@@ -77,7 +78,7 @@ pub(crate) enum Message {
     Reset,
     /// To the client side: what the connection's codec produced for the stream (its flow is
     /// the carrier's name for it; the client side puts its own).
-    Output(CodecOutput<ServerError>),
+    Output(Box<CodecOutput<ServerError>>),
     /// To the client side: this many bytes of the request body have gone into the
     /// connection, in all.
     Consumed(u64),
@@ -137,7 +138,7 @@ impl Joined {
             HttpEvent::RequestData { data, .. } => self.sent += data.len() as u64,
             _ => {}
         }
-        self.tell(cx, Message::Request(event));
+        self.tell(cx, Message::Request(Box::new(event)));
     }
 
     /// Open or hold shut the response body's window, if that changes anything, and say how
@@ -184,6 +185,7 @@ impl Joined {
                 None
             }
             Message::Output(output) => {
+                let output = *output;
                 self.heard = true;
                 if let CodecOutput::Http(HttpEvent::ResponseData { data, .. }) = &output {
                     self.received += data.len() as u64;
@@ -288,7 +290,8 @@ impl CarrierLayer {
 
     fn client_says(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
         match message.0 {
-            Message::Request(mut event) => {
+            Message::Request(event) => {
+                let mut event = *event;
                 let flow = match (&event, self.streams.get_mut(&tag)) {
                     (_, Some(carrying)) => {
                         if let HttpEvent::RequestData { data, .. } = &event {
@@ -307,7 +310,10 @@ impl CarrierLayer {
                             return Self::out(
                                 cx,
                                 tag,
-                                Message::Output(CodecOutput::Reset { flow: *flow, reset }),
+                                Message::Output(Box::new(CodecOutput::Reset {
+                                    flow: *flow,
+                                    reset,
+                                })),
                             );
                         }
                         let given = request.body.as_ref().map_or(0, |b| b.len() as u64);
@@ -393,7 +399,7 @@ impl CarrierLayer {
             // The codec forgot the stream already.
             self.forget(tag);
         }
-        Self::out(cx, tag, Message::Output(output));
+        Self::out(cx, tag, Message::Output(Box::new(output)));
     }
 
     /// The connection ended (`output` says how, or failed): every stream is told, and the
@@ -415,7 +421,7 @@ impl CarrierLayer {
                     error: None,
                 },
             };
-            Self::out(cx, tag, Message::Output(copy));
+            Self::out(cx, tag, Message::Output(Box::new(copy)));
         }
         self.tags.clear();
         if cx.has_conn(self.conn) {

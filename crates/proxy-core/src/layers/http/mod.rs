@@ -129,7 +129,8 @@ pub(crate) struct HttpLayer {
     /// The client's first bytes, held until they tell whether it speaks HTTP/2 (its preface)
     /// or HTTP/1; `None` once decided.
     sniff: Option<BytesMut>,
-    streams: BTreeMap<FlowId, HttpStream>,
+    /// Boxed: a stream is large, and comes and goes with every request.
+    streams: BTreeMap<FlowId, Box<HttpStream>>,
     pool: Pool,
     /// Set when a stream asks for the client connection to become a tunnel.
     handover: Option<Handover>,
@@ -249,6 +250,19 @@ impl Layer for HttpLayer {
             return self.handle_http(cx, now, event);
         }
         self.handle_http(cx, now, event);
+    }
+
+    fn wants_drained(&self) -> bool {
+        // WebSockets, tunnels inside streams and the HTTP/2 engines (each event is a turn for
+        // them) go on when written bytes drain; HTTP/1 exchanges only when congestion lifts,
+        // which the connection sees itself.
+        !self.websockets.is_empty()
+            || !self.tunnels.is_empty()
+            || !matches!(self.client, ClientCodec::H1(_))
+            || self
+                .pool
+                .iter()
+                .any(|s| !matches!(s.codec, ServerCodec::H1(_)))
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -557,7 +571,7 @@ impl HttpLayer {
                     if Some(flow) == rejected =>
                 {
                     self.streams
-                        .insert(flow, HttpStream::new(cx, now, flow, request));
+                        .insert(flow, Box::new(HttpStream::new(cx, now, flow, request)));
                 }
                 CodecOutput::Http(event) => self.route_request_event(cx, now, event),
                 CodecOutput::Error {
@@ -611,7 +625,8 @@ impl HttpLayer {
                         Err(response) => refusal = Some(response),
                     }
                 }
-                let stream = HttpStream::new(cx, now, flow, request).admitted(admitted);
+                let mut stream = Box::new(HttpStream::new(cx, now, flow, request));
+                stream.admit(admitted);
                 self.streams.insert(flow, stream);
                 self.feed(
                     cx,
@@ -646,10 +661,7 @@ impl HttpLayer {
                 self.websocket_input(cx, now, flow, WsInput::Gone(Peer::Client));
             }
             HttpEvent::RequestData { flow, data }
-                if self
-                    .streams
-                    .get(&flow)
-                    .is_some_and(HttpStream::awaits_switch) =>
+                if self.streams.get(&flow).is_some_and(|s| s.awaits_switch()) =>
             {
                 // Frames or tunnel bytes a client sent before the switch: kept for it (its
                 // window stays shut meanwhile, so they are at most one window's worth).
@@ -660,10 +672,7 @@ impl HttpLayer {
                     .extend_from_slice(&data);
             }
             HttpEvent::RequestEnd { flow, .. }
-                if self
-                    .streams
-                    .get(&flow)
-                    .is_some_and(HttpStream::awaits_switch) =>
+                if self.streams.get(&flow).is_some_and(|s| s.awaits_switch()) =>
             {
                 self.early.entry(flow).or_default().eof = true;
             }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::stream::{HttpStream, Input};
+use super::stream::Input;
 use super::upstream_proxy::{upstream_proxy, upstream_tls, Answer, ProxyConnect, ProxyError};
 use super::HttpLayer;
 use crate::command::Command;
@@ -513,7 +513,7 @@ impl HttpLayer {
             // A WebSocket upgrade goes on only once the server has said it takes them.
             let (upgrades, requests) = flows
                 .into_iter()
-                .partition(|f| self.streams.get(f).is_some_and(HttpStream::asks_websocket));
+                .partition(|f| self.streams.get(f).is_some_and(|s| s.asks_websocket()));
             flows = requests;
             if let Some(server) = self.pool.get_mut(conn) {
                 server.awaiting_settings = upgrades;
@@ -564,10 +564,7 @@ impl HttpLayer {
         self.carried.push(key);
         self.park_or_drop(cx, conn, None);
         for flow in flows {
-            let websocket = self
-                .streams
-                .get(&flow)
-                .is_some_and(HttpStream::asks_websocket);
+            let websocket = self.streams.get(&flow).is_some_and(|s| s.asks_websocket());
             let versions = if websocket {
                 Versions::WebSocket
             } else {
@@ -781,10 +778,7 @@ impl HttpLayer {
             self.feed(cx, now, flow, Input::ServerReady);
         }
         for flow in others {
-            let websocket = self
-                .streams
-                .get(&flow)
-                .is_some_and(HttpStream::asks_websocket);
+            let websocket = self.streams.get(&flow).is_some_and(|s| s.asks_websocket());
             let versions = if websocket {
                 Versions::WebSocket
             } else {

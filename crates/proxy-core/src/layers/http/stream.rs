@@ -229,13 +229,12 @@ impl HttpStream {
     }
 
     /// The flow holds a lease on its backend or waits for one (reverse mode with a gateway).
-    pub(crate) fn admitted(mut self, admitted: Option<Admitted>) -> Self {
+    pub(crate) fn admit(&mut self, admitted: Option<Admitted>) {
         match admitted {
             Some(Admitted::Now(lease)) => self.lease = Some(lease),
             Some(Admitted::Queued(ticket)) => self.ticket = Some(ticket),
             None => {}
         }
-        self
     }
 
     /// When the flow's wait in its group's queue is over, if it waits.

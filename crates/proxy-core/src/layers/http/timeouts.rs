@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::error::HttpError;
-use super::stream::{HttpStream, Input};
+use super::stream::Input;
 use super::{ClientCodec, HttpLayer};
 use crate::command::LogLevel;
 use crate::context::Context;
@@ -190,11 +190,9 @@ impl HttpLayer {
                         .client
                         .h1()
                         .is_some_and(Http1Server::forward_waits_on_server)
-                    && flows.iter().any(|f| {
-                        self.streams
-                            .get(f)
-                            .is_some_and(HttpStream::awaits_request_body)
-                    });
+                    && flows
+                        .iter()
+                        .any(|f| self.streams.get(f).is_some_and(|s| s.awaits_request_body()));
                 let again = cx.is_paused(conn) || waits_for_client || client_slow;
                 if let Some(server) = self.pool.get_mut(conn) {
                     server.deadline = again.then(|| now + cx.config.server_idle_timeout);

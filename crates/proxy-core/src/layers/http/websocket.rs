@@ -14,7 +14,6 @@ use bytes::Bytes;
 use super::event::HttpEvent;
 use super::pool::ServerCodec;
 use super::pool::ServerConn;
-use super::stream::HttpStream;
 use super::{ClientCodec, HttpLayer};
 use crate::context::Context;
 use crate::ids::{ConnId, FlowId};
@@ -117,12 +116,12 @@ impl HttpLayer {
         }
         if let Some(next) = self
             .tunnel_layer
-            .filter(|_| self.streams.get(&flow).is_some_and(HttpStream::is_connect))
+            .filter(|_| self.streams.get(&flow).is_some_and(|s| s.is_connect()))
         {
             // An HTTP/2 client's CONNECT: the stream carries the tunnel.
             return self.carry_tunnel(cx, now, flow, conn, next);
         }
-        let stream = self.streams.remove(&flow).filter(HttpStream::is_websocket);
+        let stream = self.streams.remove(&flow).filter(|s| s.is_websocket());
         let Some(stream) = stream else {
             // HTTP/2 switches to nothing but WebSocket.
             match &mut self.client {
@@ -199,7 +198,7 @@ impl HttpLayer {
         let server_rest = server.take_rest();
         let stream = self.streams.remove(&flow);
         let websocket = stream
-            .filter(HttpStream::is_websocket)
+            .filter(|s| s.is_websocket())
             .map(|s| Box::new(s.into_flow()));
         let (target, connect) = (server.addr.clone(), server.dedicated);
         // A `CONNECT` that took a parked TLS connection: the tunnel gets it as it was parked.

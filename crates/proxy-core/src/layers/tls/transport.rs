@@ -215,6 +215,10 @@ impl Layer for TlsTransport {
     fn poll_timeout(&self) -> Option<Instant> {
         self.inner.poll_timeout()
     }
+
+    fn wants_drained(&self) -> bool {
+        self.inner.wants_drained()
+    }
 }
 
 fn is_handshaking(tls: &TlsSession) -> bool {

@@ -123,41 +123,41 @@ pub(super) fn parse_fields(
     limits: &Limits,
 ) -> Result<Headers, Http1Error> {
     let raw = section.get(at..).unwrap_or_default();
-    // Every line ends with LF and the last one is the empty line: this bounds the field count,
-    // and sizes httparse's slots exactly for a well-formed section.
-    let count = raw
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        .saturating_sub(1);
-    if count > limits.max_headers {
-        return Err(Http1Error::TooManyHeaders {
-            limit: limits.max_headers,
-        });
-    }
-
-    // Slots on the stack for the usual few fields: this runs for every message.
+    // Slots on the stack for the usual few fields: this runs for every message. Only a section
+    // with more is counted (every line ends with LF and the last one is the empty line), to
+    // size its slots on the heap exactly.
     let mut on_stack = [httparse::EMPTY_HEADER; STACK_SLOTS];
     let mut on_heap = Vec::new();
-    let slots = if count <= STACK_SLOTS {
-        &mut on_stack[..count]
-    } else {
-        on_heap.resize(count, httparse::EMPTY_HEADER);
-        &mut on_heap[..]
+    let parsed = match httparse::parse_headers(raw, &mut on_stack) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let count = memchr::memchr_iter(b'\n', raw).count().saturating_sub(1);
+            if count > limits.max_headers {
+                return Err(Http1Error::TooManyHeaders {
+                    limit: limits.max_headers,
+                });
+            }
+            on_heap.resize(count, httparse::EMPTY_HEADER);
+            httparse::parse_headers(raw, &mut on_heap)
+        }
+        parsed => parsed,
     };
-    match httparse::parse_headers(raw, slots) {
+    match parsed {
+        Ok(httparse::Status::Complete((_, fields))) if fields.len() > limits.max_headers => {
+            Err(Http1Error::TooManyHeaders {
+                limit: limits.max_headers,
+            })
+        }
         Ok(httparse::Status::Complete((len, fields))) if len == raw.len() => {
             // Room for the few fields a proxy adds (`Via`, the forwarded fields).
-            let mut headers = Headers::with_capacity(fields.len() + ROOM_TO_ADD);
+            let mut kept = Vec::with_capacity(fields.len() + ROOM_TO_ADD);
             for f in fields {
                 // httparse's names and values borrow from `raw`, which lies within `section`, so
                 // `slice_ref` cannot fail its bounds assertion.
-                headers.append(
-                    section.slice_ref(f.name.as_bytes()),
-                    section.slice_ref(f.value),
-                );
+                let name =
+                    known_name(f.name).unwrap_or_else(|| section.slice_ref(f.name.as_bytes()));
+                kept.push((name, section.slice_ref(f.value)));
             }
-            Ok(headers)
+            Ok(Headers::from_fields(kept))
         }
         // `raw` ends at its first empty line, so httparse cannot stop short of it or want more.
         Ok(_) => Err(field_error(raw).unwrap_or(Http1Error::BadHeader)),
@@ -170,6 +170,69 @@ pub(super) fn parse_fields(
             _ => Http1Error::BadHeader,
         })),
     }
+}
+
+/// `name` as a static copy if it is one of the usual names in one of their usual spellings:
+/// a copy of it then costs nothing to make, share or drop, where one that shares the section
+/// counts references. Any other spelling is kept as the peer wrote it.
+fn known_name(name: &str) -> Option<Bytes> {
+    let known: &'static str = match name {
+        "Host" => "Host",
+        "host" => "host",
+        "User-Agent" => "User-Agent",
+        "user-agent" => "user-agent",
+        "Accept" => "Accept",
+        "accept" => "accept",
+        "Accept-Encoding" => "Accept-Encoding",
+        "accept-encoding" => "accept-encoding",
+        "Accept-Language" => "Accept-Language",
+        "accept-language" => "accept-language",
+        "Accept-Ranges" => "Accept-Ranges",
+        "accept-ranges" => "accept-ranges",
+        "Authorization" => "Authorization",
+        "authorization" => "authorization",
+        "Cache-Control" => "Cache-Control",
+        "cache-control" => "cache-control",
+        "Connection" => "Connection",
+        "connection" => "connection",
+        "Content-Length" => "Content-Length",
+        "content-length" => "content-length",
+        "Content-Type" => "Content-Type",
+        "content-type" => "content-type",
+        "Content-Encoding" => "Content-Encoding",
+        "content-encoding" => "content-encoding",
+        "Cookie" => "Cookie",
+        "cookie" => "cookie",
+        "Date" => "Date",
+        "date" => "date",
+        "ETag" => "ETag",
+        "Etag" => "Etag",
+        "etag" => "etag",
+        "Expires" => "Expires",
+        "expires" => "expires",
+        "Keep-Alive" => "Keep-Alive",
+        "keep-alive" => "keep-alive",
+        "Last-Modified" => "Last-Modified",
+        "last-modified" => "last-modified",
+        "Location" => "Location",
+        "location" => "location",
+        "Referer" => "Referer",
+        "referer" => "referer",
+        "Server" => "Server",
+        "server" => "server",
+        "Set-Cookie" => "Set-Cookie",
+        "set-cookie" => "set-cookie",
+        "Transfer-Encoding" => "Transfer-Encoding",
+        "transfer-encoding" => "transfer-encoding",
+        "Vary" => "Vary",
+        "vary" => "vary",
+        "Via" => "Via",
+        "via" => "via",
+        "X-Forwarded-For" => "X-Forwarded-For",
+        "x-forwarded-for" => "x-forwarded-for",
+        _ => return None,
+    };
+    Some(Bytes::from_static(known.as_bytes()))
 }
 
 /// Length of the empty lines (CRLF or LF) at the start of `buf`.
@@ -187,13 +250,12 @@ fn leading_empty_lines(buf: &[u8]) -> usize {
 /// The length of the head in `buf`, up to and including its first empty line (`LF LF` or
 /// `LF CR LF`), searching from `from` on.
 fn find_empty_line(buf: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while let Some(i) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
-        let lf = at + i;
+    for i in memchr::memchr_iter(b'\n', buf.get(from..)?) {
+        let lf = from + i;
         match (buf.get(lf + 1), buf.get(lf + 2)) {
             (Some(b'\n'), _) => return Some(lf + 2),
             (Some(b'\r'), Some(b'\n')) => return Some(lf + 3),
-            _ => at = lf + 1,
+            _ => {}
         }
     }
     None
@@ -408,16 +470,26 @@ mod tests {
     }
 
     #[test]
-    fn headers_share_the_buffer() {
-        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"[..]);
+    fn headers_share_the_buffer_and_usual_names_are_static() {
+        let mut buf =
+            BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Rare: b\r\nHOST: c\r\n\r\n"[..]);
         let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
         let head = HeadReader::new()
             .read_request(&mut buf, &LIMITS)
             .unwrap()
             .unwrap();
-        let (name, value) = head.headers.iter().next().unwrap();
-        assert!(range.contains(&(name.as_ptr() as usize)));
-        assert!(range.contains(&(value.as_ptr() as usize)));
+        let fields: Vec<_> = head.headers.iter().collect();
+        assert!(fields
+            .iter()
+            .all(|(_, value)| range.contains(&(value.as_ptr() as usize))));
+        // `Host` as spelled usually needs no count of the buffer; rarer names and spellings do.
+        assert!(!range.contains(&(fields[0].0.as_ptr() as usize)));
+        assert!(range.contains(&(fields[1].0.as_ptr() as usize)));
+        assert!(range.contains(&(fields[2].0.as_ptr() as usize)));
+        assert_eq!(
+            fields.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            [&b"Host"[..], b"X-Rare", b"HOST"]
+        );
     }
 
     #[test]
