@@ -226,8 +226,21 @@ where
         self.finish().await;
     }
 
-    /// Hand `event` to the core and carry out what it asks, in order.
+    /// Hand `event` to the core and carry out what it asks, in order; then, while nothing else
+    /// is owed to the core, tell it of a write queue this emptied (a response written whole,
+    /// most often) at once, without a pass over every source of events for it.
     fn feed(&mut self, event: Event) {
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            self.turn(event);
+            if self.events.is_empty() && !self.core.is_closed() {
+                next = self.socks.iter_mut().find_map(Sock::drained);
+            }
+        }
+    }
+
+    /// One turn of the core: `event` in, its commands carried out, its output written.
+    fn turn(&mut self, event: Event) {
         self.core.handle(now(), event);
         while let Some(cmd) = self.core.poll_command() {
             self.execute(cmd);

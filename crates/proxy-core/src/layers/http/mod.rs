@@ -131,6 +131,10 @@ pub(crate) struct HttpLayer {
     sniff: Option<BytesMut>,
     /// Boxed: a stream is large, and comes and goes with every request.
     streams: BTreeMap<FlowId, Box<HttpStream>>,
+    /// The lists an HTTP/1 codec's outputs for one read go into, kept from one read to the
+    /// next (a keep-alive connection would allocate two per request).
+    spare_client_outputs: Vec<CodecOutput<ClientError>>,
+    spare_server_outputs: Vec<CodecOutput<ServerError>>,
     pool: Pool,
     /// Set when a stream asks for the client connection to become a tunnel.
     handover: Option<Handover>,
@@ -165,6 +169,8 @@ impl HttpLayer {
             destination: Destination::Named,
             sniff: cx.config.http2.then(BytesMut::new),
             streams: BTreeMap::new(),
+            spare_client_outputs: Vec::new(),
+            spare_server_outputs: Vec::new(),
             pool: Pool::default(),
             handover: None,
             websockets: WebSockets::default(),
@@ -342,7 +348,7 @@ impl HttpLayer {
                 };
                 match &mut self.client {
                     ClientCodec::H1(codec) => {
-                        let mut outputs = Vec::new();
+                        let mut outputs = std::mem::take(&mut self.spare_client_outputs);
                         codec.receive(cx, now, data, &mut outputs);
                         self.handle_client_outputs(cx, now, outputs);
                     }
@@ -359,7 +365,7 @@ impl HttpLayer {
                 } else {
                     match &mut server.codec {
                         ServerCodec::H1(codec) => {
-                            let mut outputs = Vec::new();
+                            let mut outputs = std::mem::take(&mut self.spare_server_outputs);
                             codec.receive(data, &mut outputs);
                             self.handle_server_outputs(cx, now, conn, outputs);
                         }
@@ -527,7 +533,7 @@ impl HttpLayer {
         &mut self,
         cx: &mut Context,
         now: Instant,
-        outputs: Vec<CodecOutput<ClientError>>,
+        mut outputs: Vec<CodecOutput<ClientError>>,
     ) {
         // A request the codec rejected within the same read has been answered already: its
         // stream only reports the error, and neither raises request hooks nor opens a server.
@@ -537,7 +543,7 @@ impl HttpLayer {
             } => Some(*flow),
             _ => None,
         });
-        for output in outputs {
+        for output in outputs.drain(..) {
             let websocket = match &output {
                 CodecOutput::Reset { flow, .. }
                 | CodecOutput::Error {
@@ -590,6 +596,7 @@ impl HttpLayer {
                 CodecOutput::Reset { flow, .. } => self.feed(cx, now, flow, Input::ClientReset),
             }
         }
+        self.spare_client_outputs = spare(outputs);
     }
 
     fn route_request_event(&mut self, cx: &mut Context, now: Instant, event: HttpEvent) {
@@ -731,10 +738,10 @@ impl HttpLayer {
         cx: &mut Context,
         now: Instant,
         conn: ConnId,
-        outputs: Vec<CodecOutput<ServerError>>,
+        mut outputs: Vec<CodecOutput<ServerError>>,
     ) {
         let multiplexed = self.pool.get(conn).is_some_and(ServerConn::is_multiplexed);
-        for output in outputs {
+        for output in outputs.drain(..) {
             let websocket = match &output {
                 CodecOutput::Http(event) => Some(event.flow()),
                 CodecOutput::Reset { flow, .. }
@@ -839,6 +846,7 @@ impl HttpLayer {
                 }
             }
         }
+        self.spare_server_outputs = spare(outputs);
     }
 
     /// Give `flow`, or without one every flow on server connection `conn`, the `input` of a
@@ -1225,5 +1233,15 @@ impl HttpLayer {
                 joined.set_reading(cx, reading);
             }
         }
+    }
+}
+
+/// An emptied list of outputs to keep for the next read, unless it grew large.
+fn spare<T>(outputs: Vec<T>) -> Vec<T> {
+    debug_assert!(outputs.is_empty());
+    if outputs.capacity() <= 16 {
+        outputs
+    } else {
+        Vec::new()
     }
 }
