@@ -14,6 +14,9 @@ while [ $# -gt 0 ]; do
 done
 # shellcheck source=/dev/null
 source "$SHARED/lib.sh"
+# lib.sh's cleanup (the EXIT trap) expects errexit off: its `kill ... || kill ...` fails for a
+# process already gone, which under `set -e` made every script here exit 1 after its summary.
+trap 'set +e; cleanup_all' EXIT INT TERM
 if [ -z "$PROXY_BIN" ]; then
     cargo build -q --release -p proxy-cli --manifest-path "$ROOT/Cargo.toml"
     PROXY_BIN="$ROOT/target/release/sansproxy"
