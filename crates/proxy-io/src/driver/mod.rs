@@ -410,7 +410,11 @@ where
         if let Some(event) = self.socks.iter_mut().find_map(Sock::drained) {
             return Poll::Ready(event);
         }
-        while let Poll::Ready(Some((flow, blocking, reply))) = self.hooks.poll_next_unpin(cx) {
+        // (An empty set has nothing to finish: a hook pushed later is polled on the next pass.)
+        while let Poll::Ready(Some((flow, blocking, reply))) = match self.hooks.is_empty() {
+            true => Poll::Pending,
+            false => self.hooks.poll_next_unpin(cx),
+        } {
             // A notification's answer has nowhere to go.
             if blocking {
                 return Poll::Ready(Event::HookReply { flow, reply });

@@ -28,13 +28,12 @@ where
                 .into_iter()
                 .flatten()
                 .min()?;
-            let mut sleep = self.timer.arm(at);
-            if sleep.as_mut().poll(cx).is_pending() {
+            if self.timer.poll(at, cx).is_pending() {
                 return None;
             }
             // The timer may have been set for an earlier deadline than `at`: only what was due
             // by then is.
-            let reached = sleep.deadline().into_std();
+            let reached = self.timer.deadline().unwrap_or(at);
             for s in &mut self.socks {
                 if s.linger_until.is_some_and(|t| t <= reached) {
                     s.kill();
@@ -54,6 +53,9 @@ where
 #[derive(Default)]
 pub(super) struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The sleep was polled since it was last set, and was pending: it holds the task's
+    /// waker, and needs polling again only once it has gone off.
+    waiting: bool,
     /// The last core deadline answered with `Wakeup`.
     pub(super) fired: Option<Instant>,
 }
@@ -78,7 +80,30 @@ impl Timer {
         // cost a trip through the runtime's timer wheel each time.
         if sleep.deadline() != deadline && (sleep.is_elapsed() || sleep.deadline() > deadline) {
             sleep.as_mut().reset(deadline);
+            self.waiting = false;
         }
         sleep.as_mut()
+    }
+
+    /// When the timer is set to go off (or went off).
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.sleep.as_ref().map(|s| s.deadline().into_std())
+    }
+
+    /// Set the timer to go off by `at` (perhaps earlier), and whether it has. A sleep already
+    /// waiting is not polled again before it goes off: the driver passes here for every
+    /// event, and each poll registers the waker anew.
+    pub(super) fn poll(&mut self, at: Instant, cx: &mut Context<'_>) -> std::task::Poll<()> {
+        let waiting = {
+            let sleep = self.arm(at);
+            !sleep.is_elapsed()
+        };
+        if waiting && self.waiting {
+            return std::task::Poll::Pending;
+        }
+        let sleep = self.arm(at);
+        let poll = sleep.poll(cx);
+        self.waiting = poll.is_pending();
+        poll
     }
 }
