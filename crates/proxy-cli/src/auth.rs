@@ -30,20 +30,14 @@ pub(crate) fn parse(arg: &str) -> Result<ProxyAuth, String> {
             continue;
         }
         let at = || format!("{path} line {}", n + 1);
-        let (user, hash) = line
-            .split_once(':')
-            .ok_or_else(|| format!("{}: not user:hash", at()))?;
-        let hash =
-            if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
-                Hash::Bcrypt(hash.to_owned())
-            } else if let Some(digest) = hash.strip_prefix("{SHA}") {
-                Hash::Sha1(digest.to_owned())
-            } else {
-                return Err(format!(
-                    "{}: user {user:?} has a hash sansproxy cannot check (use htpasswd -B or -s)",
-                    at()
-                ));
-            };
+        let (user, hash) = line.split_once(':').ok_or_else(|| format!("{}: not user:hash", at()))?;
+        let hash = if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
+            Hash::Bcrypt(hash.to_owned())
+        } else if let Some(digest) = hash.strip_prefix("{SHA}") {
+            Hash::Sha1(digest.to_owned())
+        } else {
+            return Err(format!("{}: user {user:?} has a hash sansproxy cannot check (use htpasswd -B or -s)", at()));
+        };
         users.insert(user.to_owned(), hash);
     }
     if users.is_empty() {
@@ -51,9 +45,7 @@ pub(crate) fn parse(arg: &str) -> Result<ProxyAuth, String> {
     }
     Ok(ProxyAuth::new(move |user, pass| match users.get(user) {
         Some(Hash::Bcrypt(hash)) => bcrypt::verify(pass, hash).unwrap_or(false),
-        Some(Hash::Sha1(digest)) => {
-            constant_time_eq(sha1_base64(pass).as_bytes(), digest.as_bytes())
-        }
+        Some(Hash::Sha1(digest)) => constant_time_eq(sha1_base64(pass).as_bytes(), digest.as_bytes()),
         None => {
             // As long as a known user's check, so the time says nothing of who exists.
             let _ = bcrypt::verify(pass, DUMMY);
@@ -94,17 +86,10 @@ mod tests {
         std::fs::write(&file, format!("# users\nbob:{bcrypt}\n\ncarol:{sha}\n")).unwrap();
         let auth = parse(&format!("@{}", file.display())).unwrap();
         assert!(auth.check("bob", "b-pass") && auth.check("carol", "s-pass"));
-        assert!(
-            !auth.check("bob", "s-pass")
-                && !auth.check("carol", "b-pass")
-                && !auth.check("dave", "x")
-        );
+        assert!(!auth.check("bob", "s-pass") && !auth.check("carol", "b-pass") && !auth.check("dave", "x"));
         std::fs::write(&file, "eve:$apr1$xyz$abc\n").unwrap();
         let error = parse(&format!("@{}", file.display())).err().unwrap();
-        assert!(
-            error.contains("line 1") && error.contains("htpasswd -B"),
-            "{error}"
-        );
+        assert!(error.contains("line 1") && error.contains("htpasswd -B"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -40,9 +40,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use proxy_core::gateway::{
-    Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, LimitSpec, RouteSpec,
-};
+use proxy_core::gateway::{Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, LimitSpec, RouteSpec};
 use serde::Deserialize;
 
 use crate::ListenAt;
@@ -133,27 +131,15 @@ const UPSTREAM_KEYS: [&str; 2] = ["name", "backends"];
 impl ConfigFile {
     /// Read `text`; errors name the line.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| one_line(&e.to_string()))?;
-        let mut file = Self {
-            args: Vec::new(),
-            routes: Vec::new(),
-            upstreams: Vec::new(),
-        };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| one_line(&e.to_string()))?;
+        let mut file = Self { args: Vec::new(), routes: Vec::new(), upstreams: Vec::new() };
         for (key, value) in table {
             let flag = key.replace('_', "-");
             match flag.as_str() {
                 "route" => file.routes = tables(text, "route", value, &ROUTE_KEYS)?,
                 "upstream" => file.upstreams = tables(text, "upstream", value, &UPSTREAM_KEYS)?,
-                "config" | "watch-config" => {
-                    return Err(format!(
-                        "line {}: {key:?} is for the command line",
-                        line_of_key(text, &key)
-                    ))
-                }
-                _ => flag_args(&mut file.args, &flag, value)
-                    .map_err(|e| format!("line {}: {e}", line_of_key(text, &key)))?,
+                "config" | "watch-config" => return Err(format!("line {}: {key:?} is for the command line", line_of_key(text, &key))),
+                _ => flag_args(&mut file.args, &flag, value).map_err(|e| format!("line {}: {e}", line_of_key(text, &key)))?,
             }
         }
         Ok(file)
@@ -238,21 +224,13 @@ impl ConfigFile {
                         .push(group(&name, backends, &route.group, defaults).map_err(at)?);
                     name
                 }
-                _ => {
-                    return Err(at(
-                        "a route has either `upstream = NAME` or `upstreams = [URL, ...]`".into(),
-                    ))
-                }
+                _ => return Err(at("a route has either `upstream = NAME` or `upstreams = [URL, ...]`".into())),
             };
             spec.routes.push(RouteSpec {
                 host: route.host.clone(),
                 path_prefix: path,
                 rewrite_prefix: route.rewrite.clone(),
-                set_headers: route
-                    .set_headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                set_headers: route.set_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 remove_headers: route.remove_headers.clone(),
                 preserve_host: route.preserve_host,
                 group: name,
@@ -273,25 +251,12 @@ impl ConfigFile {
     /// The first backend of the first route: the reverse listener's nominal target.
     pub(crate) fn first_backend_of(spec: &GatewaySpec) -> Option<Backend> {
         let group = &spec.routes.first()?.group;
-        spec.groups
-            .iter()
-            .find(|g| g.name == *group)?
-            .backends
-            .first()
-            .cloned()
+        spec.groups.iter().find(|g| g.name == *group)?.backends.first().cloned()
     }
 }
 
-fn group(
-    name: &str,
-    urls: &[String],
-    knobs: &GroupToml,
-    defaults: &GroupDefaults,
-) -> Result<GroupSpec, String> {
-    let backends = urls
-        .iter()
-        .map(|u| Backend::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
+fn group(name: &str, urls: &[String], knobs: &GroupToml, defaults: &GroupDefaults) -> Result<GroupSpec, String> {
+    let backends = urls.iter().map(|u| Backend::parse(u)).collect::<Result<Vec<_>, _>>()?;
     let mut group = GroupSpec::new(name, backends);
     group.balance = match &knobs.lb {
         Some(lb) => lb.parse()?,
@@ -299,10 +264,7 @@ fn group(
     };
     let secs = |v: Option<f64>, default: Duration, key: &str| match v {
         None => Ok(default),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("{key} = {s}: not a duration above zero")),
+        Some(s) => Duration::try_from_secs_f64(s).ok().filter(|d| !d.is_zero()).ok_or_else(|| format!("{key} = {s}: not a duration above zero")),
     };
     let d = &defaults.health;
     group.health = HealthSpec {
@@ -324,17 +286,9 @@ fn group(
 
 /// An array of tables `[[name]]`, each with its line, keys checked against `known` (and the
 /// group keys) so that a typo is an error rather than a setting silently ignored.
-fn tables<T: for<'de> Deserialize<'de>>(
-    text: &str,
-    name: &str,
-    value: toml::Value,
-    known: &[&str],
-) -> Result<Vec<(usize, T)>, String> {
+fn tables<T: for<'de> Deserialize<'de>>(text: &str, name: &str, value: toml::Value, known: &[&str]) -> Result<Vec<(usize, T)>, String> {
     let toml::Value::Array(items) = value else {
-        return Err(format!(
-            "line {}: `{name}` is written [[{name}]]",
-            line_of_key(text, name)
-        ));
+        return Err(format!("line {}: `{name}` is written [[{name}]]", line_of_key(text, name)));
     };
     let lines = table_lines(text, name);
     let mut out = Vec::with_capacity(items.len());
@@ -344,24 +298,13 @@ fn tables<T: for<'de> Deserialize<'de>>(
             return Err(format!("line {line}: `{name}` is written [[{name}]]"));
         };
         // Keys in either spelling; set-headers' own keys are field names and stay as written.
-        let table: toml::Table = table
-            .into_iter()
-            .map(|(k, v)| (k.replace('_', "-"), v))
-            .collect();
-        if let Some(key) = table
-            .keys()
-            .find(|k| !known.contains(&k.as_str()) && !GROUP_KEYS.contains(&k.as_str()))
-        {
+        let table: toml::Table = table.into_iter().map(|(k, v)| (k.replace('_', "-"), v)).collect();
+        if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str()) && !GROUP_KEYS.contains(&k.as_str())) {
             let mut all: Vec<&str> = known.to_vec();
             all.extend(GROUP_KEYS);
-            return Err(format!(
-                "line {line}: unknown key {key:?} in [[{name}]] (known: {})",
-                all.join(", ")
-            ));
+            return Err(format!("line {line}: unknown key {key:?} in [[{name}]] (known: {})", all.join(", ")));
         }
-        let parsed = toml::Value::Table(table)
-            .try_into::<T>()
-            .map_err(|e| format!("line {line}: [[{name}]]: {}", one_line(&e.to_string())))?;
+        let parsed = toml::Value::Table(table).try_into::<T>().map_err(|e| format!("line {line}: [[{name}]]: {}", one_line(&e.to_string())))?;
         out.push((line, parsed));
     }
     Ok(out)
@@ -398,21 +341,13 @@ fn flag_args(args: &mut Vec<OsString>, flag: &str, value: toml::Value) -> Result
 /// Lines (1-based) of each `[[name]]` header, in order.
 fn table_lines(text: &str, name: &str) -> Vec<usize> {
     let header = format!("[[{name}]]");
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with(&header))
-        .map(|(i, _)| i + 1)
-        .collect()
+    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with(&header)).map(|(i, _)| i + 1).collect()
 }
 
 /// The line (1-based) where top-level `key` is set, 0 if not found.
 fn line_of_key(text: &str, key: &str) -> usize {
     text.lines()
-        .position(|l| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
+        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
         .map_or(0, |i| i + 1)
 }
 
@@ -421,13 +356,7 @@ fn one_line(e: &str) -> String {
     let mut lines = e.lines();
     let first = lines.next().unwrap_or_default();
     let at = first.strip_prefix("TOML parse error at ").unwrap_or(first);
-    let what: Vec<&str> = lines
-        .filter(|l| {
-            !l.is_empty()
-                && !l.starts_with([' ', '|'])
-                && !l.starts_with(|c: char| c.is_ascii_digit())
-        })
-        .collect();
+    let what: Vec<&str> = lines.filter(|l| !l.is_empty() && !l.starts_with([' ', '|']) && !l.starts_with(|c: char| c.is_ascii_digit())).collect();
     match what.is_empty() {
         true => at.to_owned(),
         false => format!("{at}: {}", what.join("; ")),
@@ -439,12 +368,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> GroupDefaults {
-        GroupDefaults {
-            balance: Balance::RoundRobin,
-            health: HealthSpec::default(),
-            limits: LimitSpec::default(),
-            forwarded_headers: true,
-        }
+        GroupDefaults { balance: Balance::RoundRobin, health: HealthSpec::default(), limits: LimitSpec::default(), forwarded_headers: true }
     }
 
     #[test]
@@ -456,13 +380,7 @@ mod tests {
         let spec = file.gateway_specs(&defaults()).unwrap().remove(0).1;
         assert_eq!(spec.groups.len(), 1);
         assert_eq!(spec.groups[0].backends.len(), 2);
-        assert_eq!(
-            (
-                spec.routes[0].group.as_str(),
-                spec.routes[0].path_prefix.as_str()
-            ),
-            ("*/", "/")
-        );
+        assert_eq!((spec.routes[0].group.as_str(), spec.routes[0].path_prefix.as_str()), ("*/", "/"));
         assert_eq!(ConfigFile::first_backend_of(&spec).unwrap().addr.port, 9001);
     }
 
@@ -490,42 +408,15 @@ set-headers = { "X_Env" = "prod" }
 upstream = "api"
 "#;
         let file = ConfigFile::parse(text).unwrap();
-        let args: Vec<String> = file
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            args,
-            [
-                "--cert",
-                "a.pem",
-                "--cert",
-                "b.test=b.pem",
-                "--listen",
-                "127.0.0.1:0",
-                "--max-fails",
-                "5",
-                "--no-http2"
-            ]
-        );
+        let args: Vec<String> = file.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["--cert", "a.pem", "--cert", "b.test=b.pem", "--listen", "127.0.0.1:0", "--max-fails", "5", "--no-http2"]);
         let mut d = defaults();
         d.balance = Balance::LeastConn;
         let spec = file.gateway_specs(&d).unwrap().remove(0).1;
         assert_eq!(spec.groups[0].balance, Balance::LeastConn);
         assert_eq!(spec.groups[0].health.path.as_deref(), Some("/healthz"));
-        assert_eq!(
-            spec.groups[0].limits,
-            LimitSpec {
-                max_conns: Some(8),
-                queue_timeout: Duration::from_millis(2500),
-                ..LimitSpec::default()
-            }
-        );
-        assert_eq!(
-            spec.routes[0].set_headers,
-            [("X_Env".to_owned(), "prod".to_owned())]
-        );
+        assert_eq!(spec.groups[0].limits, LimitSpec { max_conns: Some(8), queue_timeout: Duration::from_millis(2500), ..LimitSpec::default() });
+        assert_eq!(spec.routes[0].set_headers, [("X_Env".to_owned(), "prod".to_owned())]);
         assert_eq!(spec.routes[0].rewrite_prefix.as_deref(), Some(""));
     }
 

@@ -4,23 +4,16 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use proxy_core::gateway::{
-    Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec, LimitSpec,
-};
+use proxy_core::{Config, FlowId, MinRate, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
 use proxy_core::tls::{TlsFailure, TlsPeer};
+use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_core::upstreams::PoolLimits;
-use proxy_core::websocket::{
-    MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage,
-};
-use proxy_core::{
-    Config, FlowId, Hook, HookKind, HookReply, HookSet, Http2Limits, HttpFlow, MinRate, Mode,
-    Scheme, ServerAddr, UnderscoreHeaders,
-};
+use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec, LimitSpec};
 use proxy_io::tls::{CaInfo, CaSource, TlsOptions, DEFAULT_CACHE_SIZE};
 use proxy_io::{Handler, Proxy};
 
@@ -400,10 +393,7 @@ struct Listener {
 /// `MODE`, `MODE@PORT` or `MODE@HOST:PORT` (HOST an IP address, `[v6]`, or `localhost`).
 fn parse_mode_spec(s: &str) -> Result<ModeSpec, String> {
     let Some((mode, at)) = s.rsplit_once('@') else {
-        return Ok(ModeSpec {
-            mode: parse_mode(s)?,
-            at: None,
-        });
+        return Ok(ModeSpec { mode: parse_mode(s)?, at: None });
     };
     let at = parse_listen_at(at).map_err(|e| format!("after `@`: {e}"))?;
     Ok(ModeSpec {
@@ -439,38 +429,20 @@ fn parse_mode(s: &str) -> Result<ModeArg, String> {
     }
     if let Some(url) = s.strip_prefix("reverse:") {
         let (scheme, target, h2c) = parse_origin(url)?;
-        return Ok(ModeArg(
-            Mode::Reverse {
-                scheme,
-                target,
-                client_tls: false,
-            },
-            h2c,
-        ));
+        return Ok(ModeArg(Mode::Reverse { scheme, target, client_tls: false }, h2c));
     }
     if let Some(url) = s.strip_prefix("upstream:") {
         let (scheme, proxy) = parse_url(url)?;
-        return Ok(ModeArg(
-            Mode::Upstream {
-                proxy,
-                tls: scheme == Scheme::Https,
-                auth: None,
-            },
-            false,
-        ));
+        return Ok(ModeArg(Mode::Upstream { proxy, tls: scheme == Scheme::Https, auth: None }, false));
     }
-    Err(format!(
-        "unknown mode {s:?}: use regular, reverse:URL, upstream:URL, socks5 or transparent"
-    ))
+    Err(format!("unknown mode {s:?}: use regular, reverse:URL, upstream:URL, socks5 or transparent"))
 }
 
 /// A reverse-mode origin: [`parse_url`]'s URLs, or `h2c://host[:port]` for plain HTTP/2
 /// with prior knowledge (the flag).
 fn parse_origin(s: &str) -> Result<(Scheme, ServerAddr, bool), String> {
     match s.strip_prefix("h2c://") {
-        Some(rest) => {
-            parse_url(&format!("http://{rest}")).map(|(scheme, addr)| (scheme, addr, true))
-        }
+        Some(rest) => parse_url(&format!("http://{rest}")).map(|(scheme, addr)| (scheme, addr, true)),
         None => parse_url(s).map(|(scheme, addr)| (scheme, addr, false)),
     }
 }
@@ -489,11 +461,9 @@ fn parse_url(s: &str) -> Result<(Scheme, ServerAddr), String> {
         return Err(format!("{s:?}: give only scheme, host and port"));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("{s:?}: bad port {port:?}"))?,
-        ),
+        Some((host, port)) if !port.contains(']') => {
+            (host, port.parse::<u16>().map_err(|_| format!("{s:?}: bad port {port:?}"))?)
+        }
         _ => (authority, scheme.default_port()),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -581,11 +551,7 @@ impl Args {
         if !reverse && self.upstream_max_conns.is_some() {
             return Err("--upstream-max-conns is for reverse mode (the backends' limit)".into());
         }
-        if self
-            .health_check
-            .as_deref()
-            .is_some_and(|p| !p.starts_with('/'))
-        {
+        if self.health_check.as_deref().is_some_and(|p| !p.starts_with('/')) {
             return Err("--health-check takes a path starting with '/'".into());
         }
         if self.health_interval.is_zero() || self.health_timeout.is_zero() {
@@ -607,11 +573,7 @@ impl Args {
         {
             return Err("--upstream-auth is for upstream mode (--mode upstream:URL)".into());
         }
-        if self
-            .upstream_auth
-            .as_deref()
-            .is_some_and(|a| !a.contains(':'))
-        {
+        if self.upstream_auth.as_deref().is_some_and(|a| !a.contains(':')) {
             return Err("--upstream-auth takes USER:PASS".into());
         }
         let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
@@ -627,28 +589,15 @@ impl Args {
             let mode = match mode {
                 Mode::Reverse { scheme, target, .. } => {
                     if (self.listen_tls || scheme == Scheme::Https) && self.no_intercept {
-                        return Err(
-                            "reverse mode with TLS on either side needs TLS: drop --no-intercept"
-                                .into(),
-                        );
+                        return Err("reverse mode with TLS on either side needs TLS: drop --no-intercept".into());
                     }
-                    Mode::Reverse {
-                        scheme,
-                        target,
-                        client_tls: self.listen_tls,
-                    }
+                    Mode::Reverse { scheme, target, client_tls: self.listen_tls }
                 }
                 Mode::Upstream { proxy, tls, .. } => {
                     if tls && self.no_intercept {
-                        return Err(
-                            "an https:// upstream proxy needs TLS: drop --no-intercept".into()
-                        );
+                        return Err("an https:// upstream proxy needs TLS: drop --no-intercept".into());
                     }
-                    Mode::Upstream {
-                        proxy,
-                        tls,
-                        auth: self.upstream_auth.clone(),
-                    }
+                    Mode::Upstream { proxy, tls, auth: self.upstream_auth.clone() }
                 }
                 mode => mode,
             };
@@ -700,11 +649,7 @@ impl Args {
                 ejection: self.eject_time,
                 ..HealthSpec::default()
             },
-            limits: LimitSpec {
-                max_conns: self.upstream_max_conns,
-                queue_limit: self.queue_limit,
-                queue_timeout: self.queue_timeout,
-            },
+            limits: LimitSpec { max_conns: self.upstream_max_conns, queue_limit: self.queue_limit, queue_timeout: self.queue_timeout },
             forwarded_headers: !self.no_forwarded,
         }
     }
@@ -717,21 +662,14 @@ impl Args {
         };
         let backends = match self.reverse.is_empty() {
             true => vec![Backend::new(*scheme, target.clone())],
-            false => self
-                .reverse
-                .iter()
-                .map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone()))
-                .collect(),
+            false => self.reverse.iter().map(|(scheme, addr, _)| Backend::new(*scheme, addr.clone())).collect(),
         };
         let defaults = self.group_defaults();
         let mut group = GroupSpec::new("default", backends);
         group.balance = defaults.balance;
         group.health = defaults.health;
         group.limits = defaults.limits;
-        Some(GatewaySpec {
-            forwarded_headers: defaults.forwarded_headers,
-            ..GatewaySpec::single(group)
-        })
+        Some(GatewaySpec { forwarded_headers: defaults.forwarded_headers, ..GatewaySpec::single(group) })
     }
 
     fn config(&self) -> Config {
@@ -749,9 +687,7 @@ impl Args {
             head_timeout: self.head_timeout,
             body_timeout: self.body_timeout,
             add_via: self.via,
-            underscore_headers: self
-                .underscores_in_headers
-                .unwrap_or(UnderscoreHeaders::Keep),
+            underscore_headers: self.underscores_in_headers.unwrap_or(UnderscoreHeaders::Keep),
             http2: !self.no_http2,
             http2_limits: Http2Limits {
                 max_concurrent_streams: self.h2_max_streams,
@@ -771,10 +707,7 @@ impl Args {
     }
 
     /// How TLS is to be intercepted; `None` with --no-intercept. `var` reads the environment.
-    fn tls_options(
-        &self,
-        var: impl Fn(&str) -> Option<OsString>,
-    ) -> Result<Option<TlsOptions>, String> {
+    fn tls_options(&self, var: impl Fn(&str) -> Option<OsString>) -> Result<Option<TlsOptions>, String> {
         if self.no_intercept {
             return Ok(None);
         }
@@ -786,31 +719,24 @@ impl Args {
                 None => ("*".to_owned(), PathBuf::from(c)),
             })
             .collect();
-        let (every, named): (Vec<_>, Vec<_>) =
-            certs.into_iter().partition(|(domain, _)| domain == "*");
+        let (every, named): (Vec<_>, Vec<_>) = certs.into_iter().partition(|(domain, _)| domain == "*");
         if every.len() > 1 {
             return Err("--cert without DOMAIN= is for every name: give it once".into());
         }
         let every = every.into_iter().next().map(|(_, path)| path);
         let ca = match (every, &self.ca_cert, &self.ca_key) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(
-                    "--cert PEM (for every name) leaves nothing for --ca-cert to sign: \
+                return Err("--cert PEM (for every name) leaves nothing for --ca-cert to sign: \
                             give the certificate a DOMAIN= to keep the CA for the other names"
-                        .into(),
-                )
+                    .into())
             }
             (Some(cert), _, _) => CaSource::Fixed(cert),
-            (None, Some(cert), Some(key)) => CaSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
+            (None, Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
             _ => match self.ca_dir.clone().or_else(|| default_ca_dir(var)) {
                 Some(dir) => CaSource::Dir(dir),
-                None => return Err(
-                    "no directory for the CA: HOME is not set; pass --ca-dir, or --no-intercept"
-                        .into(),
-                ),
+                None => {
+                    return Err("no directory for the CA: HOME is not set; pass --ca-dir, or --no-intercept".into())
+                }
             },
         };
         Ok(Some(TlsOptions {
@@ -829,11 +755,7 @@ impl Args {
 fn default_ca_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     set("SANSPROXY_CA_DIR")
-        .or_else(|| {
-            set("XDG_CONFIG_HOME")
-                .filter(|d| d.is_absolute())
-                .map(|d| d.join("sansproxy"))
-        })
+        .or_else(|| set("XDG_CONFIG_HOME").filter(|d| d.is_absolute()).map(|d| d.join("sansproxy")))
         .or_else(|| set("HOME").map(|d| d.join(".sansproxy")))
 }
 
@@ -870,48 +792,22 @@ struct Printer {
 impl Handler for Printer {
     fn hooks(&self) -> HookSet {
         let counted: HookSet = match &self.metrics {
-            Some(_) => [
-                HookKind::Response,
-                HookKind::Error,
-                HookKind::TlsEstablished,
-                HookKind::TlsFailed,
-            ]
-            .into_iter()
-            .collect(),
+            Some(_) => [HookKind::Response, HookKind::Error, HookKind::TlsEstablished, HookKind::TlsFailed].into_iter().collect(),
             None => HookSet::NONE,
         };
         if self.quiet {
             return counted;
         }
-        let hooks = [
-            HookKind::Response,
-            HookKind::Error,
-            HookKind::TlsFailed,
-            HookKind::WebSocketStart,
-            HookKind::WebSocketEnd,
-        ];
-        let hooks: HookSet = hooks
-            .into_iter()
-            .chain(
-                counted
-                    .contains(HookKind::TlsEstablished)
-                    .then_some(HookKind::TlsEstablished),
-            )
-            .collect();
-        if self.verbose {
-            hooks.with(HookKind::WebSocketMessage)
-        } else {
-            hooks
-        }
+        let hooks = [HookKind::Response, HookKind::Error, HookKind::TlsFailed, HookKind::WebSocketStart, HookKind::WebSocketEnd];
+        let hooks: HookSet = hooks.into_iter().chain(counted.contains(HookKind::TlsEstablished).then_some(HookKind::TlsEstablished)).collect();
+        if self.verbose { hooks.with(HookKind::WebSocketMessage) } else { hooks }
     }
 
     async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
         if let Some((metrics, listener)) = &self.metrics {
             let listener = listener.get().map_or("", String::as_str);
             match &hook {
-                Hook::Response(flow) | Hook::Error(flow) => {
-                    metrics.flow_ended(listener, self.reverse, flow)
-                }
+                Hook::Response(flow) | Hook::Error(flow) => metrics.flow_ended(listener, self.reverse, flow),
                 Hook::TlsEstablished(info) => metrics.handshake(listener, info.peer, true),
                 Hook::TlsFailed(failure) => metrics.handshake(listener, failure.peer, false),
                 _ => {}
@@ -977,18 +873,10 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
         return Some(format!("{head} -> error: {}\n", error.message));
     }
     let response = flow.response.as_ref()?;
-    let took = flow
-        .ended
-        .unwrap_or(now)
-        .saturating_duration_since(flow.started);
+    let took = flow.ended.unwrap_or(now).saturating_duration_since(flow.started);
     if req.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&response.status) {
         // A tunnel: no server exchange to describe, only how long it took to set up.
-        return Some(format!(
-            "{head} -> {} tunnel {}ms (client {})\n",
-            response.status,
-            took.as_millis(),
-            req.version.as_str()
-        ));
+        return Some(format!("{head} -> {} tunnel {}ms (client {})\n", response.status, took.as_millis(), req.version.as_str()));
     }
     Some(format!(
         "{head} -> {} {}b {}ms (client {}, server {})\n",
@@ -1025,11 +913,7 @@ fn message_line(message: &WebSocketMessage) -> String {
         MessageKind::Text => "text",
         MessageKind::Binary => "binary",
     };
-    let piece = if message.offset == 0 && message.last {
-        String::new()
-    } else {
-        format!(" (piece at {})", message.offset)
-    };
+    let piece = if message.offset == 0 && message.last { String::new() } else { format!(" (piece at {})", message.offset) };
     let shown = &message.payload[..message.payload.len().min(SHOWN)];
     let mut preview = String::new();
     match message.kind {
@@ -1051,16 +935,8 @@ fn message_line(message: &WebSocketMessage) -> String {
             }
         }
     }
-    let more = if message.payload.len() > SHOWN {
-        "..."
-    } else {
-        ""
-    };
-    format!(
-        "  #{} {arrow} {kind} {}b{piece} \"{preview}\"{more}\n",
-        message.flow.0,
-        message.payload.len()
-    )
+    let more = if message.payload.len() > SHOWN { "..." } else { "" };
+    format!("  #{} {arrow} {kind} {}b{piece} \"{preview}\"{more}\n", message.flow.0, message.payload.len())
 }
 
 /// `c` in a quoted preview: quotes and backslashes escaped, controls as Rust escapes them.
@@ -1084,11 +960,7 @@ fn websocket_end_line(end: &WebSocketEnd) -> String {
         Some(code) => format!("{code} {:?}", end.reason),
         None => "no close frame".to_owned(),
     };
-    let error = end
-        .error
-        .as_ref()
-        .map(|e| format!(" ({e})"))
-        .unwrap_or_default();
+    let error = end.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
     format!(
         "{} websocket #{} {} closed by {by}: {code}{error}, messages {} -> {} <-, bytes {} -> {} <-\n",
         flow.client.peer,
@@ -1107,23 +979,14 @@ fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
     if failure.peer != TlsPeer::Client {
         return None;
     }
-    let name = failure
-        .server_name
-        .clone()
-        .unwrap_or_else(|| failure.server.host.clone());
-    Some(format!(
-        "client TLS handshake for {name} ({}) failed: {}\n",
-        failure.server, failure.error
-    ))
+    let name = failure.server_name.clone().unwrap_or_else(|| failure.server.host.clone());
+    Some(format!("client TLS handshake for {name} ({}) failed: {}\n", failure.server, failure.error))
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 impl Args {
@@ -1131,9 +994,7 @@ impl Args {
     /// routes read.
     fn load(cli: Vec<OsString>) -> Result<Args, String> {
         let args = Args::try_parse_from(&cli).unwrap_or_else(|e| e.exit());
-        let Some(path) = args.config.clone() else {
-            return Ok(args);
-        };
+        let Some(path) = args.config.clone() else { return Ok(args) };
         Args::with_file(&cli, &path)
     }
 
@@ -1199,10 +1060,7 @@ async fn reload_on_signal(
                 .filter_map(|l| Some((l.addr, l.gateway?)))
                 .collect(),
             Err(e) => {
-                tracing::error!(
-                    "configuration not reloaded, the old one keeps serving: {}: {e}",
-                    path.display()
-                );
+                tracing::error!("configuration not reloaded, the old one keeps serving: {}: {e}", path.display());
                 continue;
             }
         };
@@ -1228,13 +1086,8 @@ async fn reload_on_signal(
         for ((_, gateway), (_, spec)) in gateways.iter().zip(specs) {
             let (routes, groups) = (spec.routes.len(), spec.groups.len());
             match gateway.reload(spec) {
-                Ok(()) => tracing::warn!(
-                    "{}: reloaded, {routes} routes over {groups} groups",
-                    path.display()
-                ),
-                Err(e) => {
-                    tracing::error!("configuration not reloaded, the old one keeps serving: {e}")
-                }
+                Ok(()) => tracing::warn!("{}: reloaded, {routes} routes over {groups} groups", path.display()),
+                Err(e) => tracing::error!("configuration not reloaded, the old one keeps serving: {e}"),
             }
         }
         flags = args.file_flags.clone();
@@ -1244,10 +1097,7 @@ async fn reload_on_signal(
 impl Args {
     /// `--threads`, or one per CPU.
     fn thread_count(&self) -> usize {
-        self.threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            |n| n as usize,
-        )
+        self.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), |n| n as usize)
     }
 }
 
@@ -1309,10 +1159,7 @@ fn main() -> ExitCode {
     };
     let mut notice = None;
     let mut tls = None;
-    match args
-        .tls_options(|name| std::env::var_os(name))
-        .and_then(|o| o.map(set_up_tls).transpose())
-    {
+    match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
         Ok(Some((config, ca))) => {
             tls = Some(config);
             notice = ca.filter(|_| !args.quiet).map(|ca| ca_notice(&ca));
@@ -1351,17 +1198,10 @@ fn gateway_of(spec: GatewaySpec) -> Option<Gateway> {
 }
 
 fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option<CaInfo>), String> {
-    options
-        .build()
-        .map_err(|e| format!("cannot set up TLS interception: {e}"))
+    options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
 }
 
-async fn serve(
-    args: Args,
-    cli: Vec<OsString>,
-    listeners: Vec<(SocketAddr, Config)>,
-    ca_notice: Option<String>,
-) -> ExitCode {
+async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
     let lines = FlowLog::start();
     let gateways: Vec<(SocketAddr, Gateway)> = listeners
         .iter()
@@ -1384,13 +1224,7 @@ async fn serve(
         },
     };
     if let Some(path) = &args.config {
-        tokio::spawn(reload_on_signal(
-            cli.clone(),
-            path.clone(),
-            args.watch_config,
-            gateways,
-            args.file_flags.clone(),
-        ));
+        tokio::spawn(reload_on_signal(cli.clone(), path.clone(), args.watch_config, gateways, args.file_flags.clone()));
     }
     let several = listeners.len() > 1;
     let mut proxies = Vec::with_capacity(listeners.len());
@@ -1408,9 +1242,7 @@ async fn serve(
             metrics: metrics.clone().map(|m| (m, Arc::clone(&name))),
             reverse,
         };
-        let shared = !args.no_server_reuse
-            && !args.upstream_idle_timeout.is_zero()
-            && args.upstream_max_idle > 0;
+        let shared = !args.no_server_reuse && !args.upstream_idle_timeout.is_zero() && args.upstream_max_idle > 0;
         let limits = PoolLimits {
             max_idle_per_key: args.upstream_max_idle,
             idle_timeout: args.upstream_idle_timeout,
@@ -1433,11 +1265,7 @@ async fn serve(
             Ok(proxy) => {
                 let _ = name.set(format!("{mode}@{}", proxy.local_addr().port()));
                 if let Some(metrics) = &metrics {
-                    metrics.watch(
-                        format!("{mode}@{}", proxy.local_addr().port()),
-                        gateway,
-                        proxy.pool_monitor(),
-                    );
+                    metrics.watch(format!("{mode}@{}", proxy.local_addr().port()), gateway, proxy.pool_monitor());
                 }
                 // With several listeners, each flow line names the one it came through.
                 if several {
@@ -1458,10 +1286,7 @@ async fn serve(
         }
         // The line integration tests wait for; with `--listen 127.0.0.1:0` it names the port.
         if several {
-            eprintln!(
-                "sansproxy listening on {} ({mode} mode)",
-                proxy.local_addr()
-            );
+            eprintln!("sansproxy listening on {} ({mode} mode)", proxy.local_addr());
         } else {
             eprintln!("sansproxy listening on {}", proxy.local_addr());
         }
@@ -1496,13 +1321,7 @@ mod tests {
             tls_failure_line(&failure).as_deref(),
             Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate\n")
         );
-        assert_eq!(
-            tls_failure_line(&TlsFailure {
-                peer: TlsPeer::Server,
-                ..failure
-            }),
-            None
-        );
+        assert_eq!(tls_failure_line(&TlsFailure { peer: TlsPeer::Server, ..failure }), None);
     }
 
     #[test]
@@ -1510,55 +1329,15 @@ mod tests {
         assert_eq!(parse_mode("regular"), Ok(ModeArg(Mode::Regular, false)));
         let reverse = parse_mode("reverse:https://Origin.test:8443/").unwrap();
         let target = ServerAddr::new("origin.test", 8443);
-        assert_eq!(
-            reverse,
-            ModeArg(
-                Mode::Reverse {
-                    scheme: Scheme::Https,
-                    target,
-                    client_tls: false
-                },
-                false
-            )
-        );
+        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Https, target, client_tls: false }, false));
         let reverse = parse_mode("reverse:http://[::1]").unwrap();
         let target = ServerAddr::new("::1", 80);
-        assert_eq!(
-            reverse,
-            ModeArg(
-                Mode::Reverse {
-                    scheme: Scheme::Http,
-                    target,
-                    client_tls: false
-                },
-                false
-            )
-        );
+        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, false));
         let reverse = parse_mode("reverse:h2c://127.0.0.1:81").unwrap();
         let target = ServerAddr::new("127.0.0.1", 81);
-        assert_eq!(
-            reverse,
-            ModeArg(
-                Mode::Reverse {
-                    scheme: Scheme::Http,
-                    target,
-                    client_tls: false
-                },
-                true
-            )
-        );
+        assert_eq!(reverse, ModeArg(Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, true));
         let proxy = ServerAddr::new("127.0.0.1", 3128);
-        assert_eq!(
-            parse_mode("upstream:http://127.0.0.1:3128"),
-            Ok(ModeArg(
-                Mode::Upstream {
-                    proxy,
-                    tls: false,
-                    auth: None
-                },
-                false
-            ))
-        );
+        assert_eq!(parse_mode("upstream:http://127.0.0.1:3128"), Ok(ModeArg(Mode::Upstream { proxy, tls: false, auth: None }, false)));
         assert!(parse_mode("upstream:h2c://p:1").is_err());
         let proxy = ServerAddr::new("p", 1);
         assert_eq!(
@@ -1584,10 +1363,7 @@ mod tests {
             matches!(&args.listeners().unwrap()[0].mode.0, Mode::Upstream { auth: Some(a), .. } if a == "u:p")
         );
         let args = Args::try_parse_from(["sansproxy", "--upstream-auth", "u:p"]).unwrap();
-        assert!(
-            args.listeners().is_err(),
-            "--upstream-auth without an upstream mode"
-        );
+        assert!(args.listeners().is_err(), "--upstream-auth without an upstream mode");
         assert!(parse_mode("reverse:ftp://x").is_err());
         assert!(parse_mode("reverse:http://x/path").is_err());
         assert!(parse_mode("reverse:http://x:99999").is_err());
@@ -1604,26 +1380,15 @@ mod tests {
         ));
         let args = Args::try_parse_from(["sansproxy", "--listen-tls"]).unwrap();
         assert!(args.listeners().is_err());
-        let args =
-            Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--no-intercept"])
-                .unwrap();
+        let args = Args::try_parse_from(["sansproxy", "--reverse", "https://o:1", "--no-intercept"]).unwrap();
         assert!(args.listeners().is_err());
     }
 
     #[test]
     fn several_modes_each_with_a_listener() {
         let args = Args::try_parse_from([
-            "sansproxy",
-            "--listen",
-            "127.0.0.2:8000",
-            "--mode",
-            "regular",
-            "--mode",
-            "socks5@1080",
-            "--mode",
-            "reverse:h2c://o:81@[::1]:8081",
-            "--mode",
-            "transparent@localhost:8082",
+            "sansproxy", "--listen", "127.0.0.2:8000", "--mode", "regular", "--mode", "socks5@1080",
+            "--mode", "reverse:h2c://o:81@[::1]:8081", "--mode", "transparent@localhost:8082",
         ])
         .unwrap();
         let listeners: Vec<(String, &str)> = args
@@ -1643,13 +1408,8 @@ mod tests {
         );
         let h2c = &args.listeners().unwrap()[2];
         assert!(args.config_for(h2c).upstream_h2c);
-        for bad in [
-            &["--mode", "regular", "--mode", "socks5"][..],
-            &["--mode", "regular@1", "--mode", "socks5@1"],
-            &["--mode", "socks5@x"],
-        ] {
-            let args =
-                Args::try_parse_from(["sansproxy"].iter().chain(bad)).map_err(|e| e.to_string());
+        for bad in [&["--mode", "regular", "--mode", "socks5"][..], &["--mode", "regular@1", "--mode", "socks5@1"], &["--mode", "socks5@x"]] {
+            let args = Args::try_parse_from(["sansproxy"].iter().chain(bad)).map_err(|e| e.to_string());
             assert!(args.and_then(|a| a.listeners()).is_err(), "{bad:?}");
         }
     }
@@ -1683,31 +1443,10 @@ mod tests {
     #[test]
     fn flags_map_onto_the_config() {
         let args = Args::try_parse_from([
-            "sansproxy",
-            "--listen",
-            "127.0.0.1:0",
-            "-q",
-            "--max-head-bytes",
-            "1000",
-            "--max-buffered-body",
-            "2000",
-            "--high-water",
-            "3000",
-            "--server-idle-timeout",
-            "0.5",
-            "--client-idle-timeout",
-            "7",
-            "--head-timeout",
-            "2.5",
-            "--body-timeout",
-            "3.5",
-            "--connect-timeout",
-            "1.25",
-            "--shutdown-timeout",
-            "0",
-            "--max-connections",
-            "4",
-            "--via",
+            "sansproxy", "--listen", "127.0.0.1:0", "-q", "--max-head-bytes", "1000",
+            "--max-buffered-body", "2000", "--high-water", "3000", "--server-idle-timeout", "0.5",
+            "--client-idle-timeout", "7", "--head-timeout", "2.5", "--body-timeout", "3.5", "--connect-timeout", "1.25",
+            "--shutdown-timeout", "0", "--max-connections", "4", "--via",
         ])
         .unwrap();
         assert_eq!(args.listen.port(), 0);
@@ -1716,78 +1455,20 @@ mod tests {
         assert_eq!(args.shutdown_timeout, Duration::ZERO);
         assert_eq!(args.max_connections, Some(4));
         let config = args.config();
-        assert_eq!(
-            (
-                config.max_head_bytes,
-                config.max_buffered_body,
-                config.high_water
-            ),
-            (1000, 2000, 3000)
-        );
-        let args = Args::try_parse_from([
-            "sansproxy",
-            "--h2-max-streams",
-            "7",
-            "--h2-window",
-            "131072",
-            "--h2-max-resets",
-            "3",
-        ])
-        .unwrap();
+        assert_eq!((config.max_head_bytes, config.max_buffered_body, config.high_water), (1000, 2000, 3000));
+        let args = Args::try_parse_from(["sansproxy", "--h2-max-streams", "7", "--h2-window", "131072", "--h2-max-resets", "3"]).unwrap();
         let limits = args.config().http2_limits;
-        assert_eq!(
-            (
-                limits.max_concurrent_streams,
-                limits.stream_window,
-                limits.connection_window,
-                limits.max_resets
-            ),
-            (7, 131072, 524288, 3)
-        );
-        assert!(
-            !Args::try_parse_from(["sansproxy", "--no-http2"])
-                .unwrap()
-                .config()
-                .http2
-        );
+        assert_eq!((limits.max_concurrent_streams, limits.stream_window, limits.connection_window, limits.max_resets), (7, 131072, 524288, 3));
+        assert!(!Args::try_parse_from(["sansproxy", "--no-http2"]).unwrap().config().http2);
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
         assert_eq!(config.head_timeout, Duration::from_millis(2500));
         assert_eq!(config.body_timeout, Duration::from_millis(3500));
         assert!(config.add_via);
-        assert_eq!(
-            Printer {
-                quiet: true,
-                verbose: false,
-                lines: FlowLog::start(),
-                label: Default::default(),
-                metrics: None,
-                reverse: false
-            }
-            .hooks(),
-            HookSet::NONE
-        );
-        let loud = Printer {
-            quiet: false,
-            verbose: false,
-            lines: FlowLog::start(),
-            label: Default::default(),
-            metrics: None,
-            reverse: false,
-        }
-        .hooks();
-        assert!(
-            loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage)
-        );
-        let verbose = Printer {
-            quiet: false,
-            verbose: true,
-            lines: FlowLog::start(),
-            label: Default::default(),
-            metrics: None,
-            reverse: false,
-        }
-        .hooks();
+        assert_eq!(Printer { quiet: true, verbose: false, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks(), HookSet::NONE);
+        let loud = Printer { quiet: false, verbose: false, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks();
+        assert!(loud.contains(HookKind::WebSocketEnd) && !loud.contains(HookKind::WebSocketMessage));
+        let verbose = Printer { quiet: false, verbose: true, lines: FlowLog::start(), label: Default::default(), metrics: None, reverse: false }.hooks();
         assert!(verbose.contains(HookKind::WebSocketMessage));
         assert!(loud.contains(HookKind::Response) && loud.contains(HookKind::Error));
         assert!(!loud.contains(HookKind::RequestHeaders));
@@ -1830,11 +1511,7 @@ mod tests {
     }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| OsString::from(v))
-        }
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
     }
 
     fn tls(argv: &[&str], vars: &[(&str, &str)]) -> Result<Option<TlsOptions>, String> {
@@ -1846,68 +1523,32 @@ mod tests {
     #[test]
     fn tls_is_intercepted_by_default_with_the_ca_in_the_home_directory() {
         let options = tls(&[], &[("HOME", "/home/me")]).unwrap().unwrap();
-        assert_eq!(
-            options,
-            TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into()))
-        );
+        assert_eq!(options, TlsOptions::new(CaSource::Dir("/home/me/.sansproxy".into())));
         assert_eq!(options.cache_size, 1000);
     }
 
     #[test]
     fn the_ca_directory_comes_from_the_flag_or_the_environment() {
         let dir = |argv: &[&str], vars: &[(&str, &str)]| match tls(argv, vars) {
-            Ok(Some(TlsOptions {
-                ca: CaSource::Dir(dir),
-                ..
-            })) => Ok(dir),
+            Ok(Some(TlsOptions { ca: CaSource::Dir(dir), .. })) => Ok(dir),
             other => Err(format!("{other:?}")),
         };
-        let all = [
-            ("SANSPROXY_CA_DIR", "/ca"),
-            ("XDG_CONFIG_HOME", "/cfg"),
-            ("HOME", "/home/me"),
-        ];
-        assert_eq!(
-            dir(&["--ca-dir", "/flag"], &all).unwrap(),
-            PathBuf::from("/flag")
-        );
+        let all = [("SANSPROXY_CA_DIR", "/ca"), ("XDG_CONFIG_HOME", "/cfg"), ("HOME", "/home/me")];
+        assert_eq!(dir(&["--ca-dir", "/flag"], &all).unwrap(), PathBuf::from("/flag"));
         assert_eq!(dir(&[], &all).unwrap(), PathBuf::from("/ca"));
-        assert_eq!(
-            dir(&[], &all[1..]).unwrap(),
-            PathBuf::from("/cfg/sansproxy")
-        );
-        let unusable = [
-            ("SANSPROXY_CA_DIR", ""),
-            ("XDG_CONFIG_HOME", "rel"),
-            ("HOME", "/h"),
-        ];
+        assert_eq!(dir(&[], &all[1..]).unwrap(), PathBuf::from("/cfg/sansproxy"));
+        let unusable = [("SANSPROXY_CA_DIR", ""), ("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")];
         assert_eq!(dir(&[], &unusable).unwrap(), PathBuf::from("/h/.sansproxy"));
         assert!(tls(&[], &[]).unwrap_err().contains("--ca-dir"));
-        assert_eq!(
-            dir(&["--ca-dir", "/flag"], &[]).unwrap(),
-            PathBuf::from("/flag")
-        );
+        assert_eq!(dir(&["--ca-dir", "/flag"], &[]).unwrap(), PathBuf::from("/flag"));
     }
 
     #[test]
     fn tls_flags_map_onto_the_options() {
         let options = tls(
             &[
-                "--ca-cert",
-                "ca.pem",
-                "--ca-key",
-                "ca.pem",
-                "--upstream-ca",
-                "a.pem",
-                "--upstream-ca",
-                "b.pem",
-                "--insecure-upstream",
-                "--ignore-hosts",
-                "^x:443$",
-                "--ignore-hosts",
-                "y",
-                "--cert-cache",
-                "5",
+                "--ca-cert", "ca.pem", "--ca-key", "ca.pem", "--upstream-ca", "a.pem", "--upstream-ca", "b.pem",
+                "--insecure-upstream", "--ignore-hosts", "^x:443$", "--ignore-hosts", "y", "--cert-cache", "5",
             ],
             &[],
         )
@@ -1916,10 +1557,7 @@ mod tests {
         assert_eq!(
             options,
             TlsOptions {
-                ca: CaSource::Files {
-                    cert: "ca.pem".into(),
-                    key: "ca.pem".into()
-                },
+                ca: CaSource::Files { cert: "ca.pem".into(), key: "ca.pem".into() },
                 upstream_roots: vec!["a.pem".into(), "b.pem".into()],
                 insecure_upstream: true,
                 ignore_hosts: vec!["^x:443$".into(), "y".into()],
@@ -1929,41 +1567,15 @@ mod tests {
         );
         assert_eq!(tls(&["--no-intercept"], &[]).unwrap(), None);
         // A certificate of its own replaces the CA, whatever the environment says.
-        let fixed = tls(
-            &[
-                "--reverse",
-                "https://o.test",
-                "--listen-tls",
-                "--cert",
-                "own.pem",
-            ],
-            &[("HOME", "/h")],
-        );
-        assert_eq!(
-            fixed.unwrap().unwrap().ca,
-            CaSource::Fixed("own.pem".into())
-        );
+        let fixed = tls(&["--reverse", "https://o.test", "--listen-tls", "--cert", "own.pem"], &[("HOME", "/h")]);
+        assert_eq!(fixed.unwrap().unwrap().ca, CaSource::Fixed("own.pem".into()));
         // Certificates for some names keep the CA for the others.
-        let named = tls(
-            &["--cert", "proxy.test=p.pem", "--cert", "*.corp.test=c.pem"],
-            &[("HOME", "/h")],
-        )
-        .unwrap()
-        .unwrap();
+        let named = tls(&["--cert", "proxy.test=p.pem", "--cert", "*.corp.test=c.pem"], &[("HOME", "/h")]).unwrap().unwrap();
         assert_eq!(named.ca, CaSource::Dir("/h/.sansproxy".into()));
-        assert_eq!(
-            named.certs,
-            [
-                ("proxy.test".to_owned(), "p.pem".into()),
-                ("*.corp.test".to_owned(), "c.pem".into())
-            ]
-        );
+        assert_eq!(named.certs, [("proxy.test".to_owned(), "p.pem".into()), ("*.corp.test".to_owned(), "c.pem".into())]);
         let twice = tls(&["--cert", "a.pem", "--cert", "b.pem"], &[("HOME", "/h")]);
         assert!(twice.unwrap_err().contains("give it once"));
-        let both = tls(
-            &["--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"],
-            &[("HOME", "/h")],
-        );
+        let both = tls(&["--cert", "c.pem", "--ca-cert", "c.pem", "--ca-key", "c.pem"], &[("HOME", "/h")]);
         assert!(both.unwrap_err().contains("DOMAIN="));
     }
 
@@ -1972,15 +1584,7 @@ mod tests {
         for bad in [
             &["sansproxy", "--ca-cert", "c.pem"][..],
             &["sansproxy", "--ca-key", "k.pem"],
-            &[
-                "sansproxy",
-                "--ca-dir",
-                "d",
-                "--ca-cert",
-                "c.pem",
-                "--ca-key",
-                "k.pem",
-            ],
+            &["sansproxy", "--ca-dir", "d", "--ca-cert", "c.pem", "--ca-key", "k.pem"],
             &["sansproxy", "--no-intercept", "--ca-dir", "d"],
             &["sansproxy", "--no-intercept", "--insecure-upstream"],
             &["sansproxy", "--no-intercept", "--cert-cache", "3"],
@@ -1992,10 +1596,7 @@ mod tests {
 
     #[test]
     fn the_ca_notice_says_how_to_trust_the_ca() {
-        let notice = ca_notice(&CaInfo {
-            cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(),
-            created: true,
-        });
+        let notice = ca_notice(&CaInfo { cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(), created: true });
         assert_eq!(
             notice,
             "sansproxy: intercepting TLS; clients must trust the CA certificate \
@@ -2011,10 +1612,7 @@ mod tests {
         let started = Instant::now();
         HttpFlow {
             id: FlowId(1),
-            client: ClientInfo::new(
-                "127.0.0.1:51234".parse().unwrap(),
-                "127.0.0.1:8080".parse().unwrap(),
-            ),
+            client: ClientInfo::new("127.0.0.1:51234".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()),
             request: Request {
                 method: "GET".into(),
                 scheme: Scheme::Http,
@@ -2047,13 +1645,8 @@ mod tests {
             "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> 200 1024b 3ms (client HTTP/1.1, server HTTP/1.1)\n"
         );
         f.request.version = Version::Http2;
-        assert!(flow_line(&f, Instant::now())
-            .unwrap()
-            .ends_with(" 3ms (client HTTP/2, server HTTP/1.1)\n"));
-        f.error = Some(FlowError {
-            message: "connection refused".into(),
-            status: Some(502),
-        });
+        assert!(flow_line(&f, Instant::now()).unwrap().ends_with(" 3ms (client HTTP/2, server HTTP/1.1)\n"));
+        f.error = Some(FlowError { message: "connection refused".into(), status: Some(502) });
         assert_eq!(
             flow_line(&f, Instant::now()).unwrap(),
             "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> error: connection refused\n"
@@ -2064,11 +1657,7 @@ mod tests {
     fn websocket_lines() {
         let mut f = flow();
         f.request.path = "/chat".into();
-        f.response = Some(Response {
-            status: 101,
-            reason: "Switching Protocols".into(),
-            ..Response::text(101, "")
-        });
+        f.response = Some(Response { status: 101, reason: "Switching Protocols".into(), ..Response::text(101, "") });
         assert_eq!(
             websocket_start_line(&f),
             "127.0.0.1:51234 GET http://127.0.0.1:9000/chat -> 101 websocket #1 (client HTTP/1.1, server HTTP/1.1)\n"
@@ -2087,15 +1676,8 @@ mod tests {
             message_line(&message),
             "  #1 server -> client text 90b \"say \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \\\"hi\\\"\\nsay \"...\n"
         );
-        let unicode = WebSocketMessage {
-            payload: "héllo wörld € ✓".into(),
-            from: Peer::Client,
-            ..message.clone()
-        };
-        assert_eq!(
-            message_line(&unicode),
-            "  #1 client -> server text 21b \"héllo wörld € ✓\"\n"
-        );
+        let unicode = WebSocketMessage { payload: "héllo wörld € ✓".into(), from: Peer::Client, ..message.clone() };
+        assert_eq!(message_line(&unicode), "  #1 client -> server text 21b \"héllo wörld € ✓\"\n");
         let end = WebSocketEnd {
             flow: FlowId(1),
             upgrade: f,

@@ -32,26 +32,16 @@ fn one_error_line(proxy: &Proxy, url: &str, cause: &str) {
     let line = proxy
         .wait_stdout(Duration::from_secs(10), about)
         .unwrap_or_else(|| panic!("no flow line for {url}: {:?}", proxy.stdout_lines()));
-    assert!(
-        line.contains(" -> error: ") && line.contains(cause),
-        "{line}"
-    );
+    assert!(line.contains(" -> error: ") && line.contains(cause), "{line}");
     std::thread::sleep(Duration::from_millis(200));
-    let lines: Vec<_> = proxy
-        .stdout_lines()
-        .into_iter()
-        .filter(|l| about(l))
-        .collect();
+    let lines: Vec<_> = proxy.stdout_lines().into_iter().filter(|l| about(l)).collect();
     assert_eq!(lines.len(), 1, "more than one line for the flow: {lines:?}");
 }
 
 /// Closes `stream` with a reset (`SO_LINGER` 0) rather than a FIN.
 fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: a valid socket and a `linger` of the size given.
     let rc = unsafe {
         libc::setsockopt(
@@ -85,10 +75,7 @@ fn client_leaving_mid_download_frees_the_upstream() {
     // Far more than the proxy could pass on in the time it has to settle.
     let url = origin.url(&format!("/big?n={}", 1u64 << 40));
     let mut w = proxy.connect();
-    w.send(format!(
-        "GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n",
-        origin.authority()
-    ));
+    w.send(format!("GET {url} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.authority()));
     let head = w.read_head(64 * 1024).unwrap().expect("a response head");
     assert_eq!(head.status().unwrap(), 200, "{head:?}");
     read_some(&mut w, 4 << 20);
@@ -103,11 +90,7 @@ fn client_leaving_mid_upload_frees_the_upstream() {
     let (proxy, fds) = proxy(&[]);
     let url = origin.url("/sink");
     let mut w = proxy.connect();
-    w.send(format!(
-        "POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
-        origin.authority(),
-        1u64 << 40
-    ));
+    w.send(format!("POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", origin.authority(), 1u64 << 40));
     for _ in 0..64 {
         w.send(pattern(0, 64 * 1024));
     }
@@ -133,9 +116,7 @@ fn server_resetting_mid_body_cuts_the_client_off() {
             }
         };
         stream.set_nonblocking(false).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = Wire::new(stream);
         w.read_head(64 * 1024).unwrap().expect("a request");
         let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n".to_vec();
@@ -146,18 +127,11 @@ fn server_resetting_mid_body_cuts_the_client_off() {
     });
     let (proxy, fds) = proxy(&[]);
     let url = format!("http://{authority}/reset");
-    let out = proxy
-        .curl()
-        .max_time(Duration::from_secs(10))
-        .arg(&url)
-        .run();
+    let out = proxy.curl().max_time(Duration::from_secs(10)).arg(&url).run();
     // curl 18: the transfer ended with bytes still to come.
     assert_eq!(out.code, Some(18), "{out}");
     assert!(out.elapsed < Duration::from_secs(5), "{out}");
-    assert!(
-        out.body.len() <= 100_000 && out.body == pattern(0, out.body.len()),
-        "{out}"
-    );
+    assert!(out.body.len() <= 100_000 && out.body == pattern(0, out.body.len()), "{out}");
     server.join().expect("the resetting server failed");
     one_error_line(&proxy, &url, &authority);
     assert_fds_return(proxy.pid(), fds, SETTLE);
@@ -169,20 +143,13 @@ fn silent_server_is_504_after_the_idle_timeout() {
     let (proxy, fds) = proxy(&["--server-idle-timeout", "0.5"]);
     let url = server.url("/silent");
     let start = Instant::now();
-    let out = proxy
-        .curl()
-        .max_time(Duration::from_secs(10))
-        .arg(&url)
-        .run();
+    let out = proxy.curl().max_time(Duration::from_secs(10)).arg(&url).run();
     let took = start.elapsed();
     out.assert_success();
     assert_eq!(out.status(), 504, "{out}");
     let cause = format!("{} sent nothing for 0.5 s", server.authority());
     assert!(out.text().contains(&cause), "{out}");
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
-        "504 after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "504 after {took:?}");
     one_error_line(&proxy, &url, &cause);
     drop(server);
     assert_fds_return(proxy.pid(), fds, SETTLE);
@@ -197,20 +164,14 @@ fn stalled_upload_gets_408(len: usize, sent: usize) {
     let url = origin.url("/sink");
     let mut w = proxy.connect();
     let start = Instant::now();
-    w.send(format!(
-        "POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: {len}\r\n\r\n",
-        origin.authority()
-    ));
+    w.send(format!("POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: {len}\r\n\r\n", origin.authority()));
     w.send(pattern(0, sent));
     let response = w.read_response("POST").expect("a response");
     let took = start.elapsed();
     assert_eq!(response.status, 408, "{response:?}");
     let cause = "client sent nothing of the request body for 0.8 s";
     assert!(response.text().contains(cause), "{response:?}");
-    assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
-        "408 after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(3), "408 after {took:?}");
     let mut rest = Vec::new();
     w.stream().read_to_end(&mut rest).expect("the proxy closes");
     assert!(rest.is_empty(), "{rest:?}");
@@ -238,11 +199,7 @@ fn unresolvable_name_is_502_naming_it() {
     let out = proxy.curl().arg(url).run();
     out.assert_success();
     assert_eq!(out.status(), 502, "{out}");
-    assert!(
-        out.text()
-            .contains("cannot connect to nowhere.invalid:80: "),
-        "{out}"
-    );
+    assert!(out.text().contains("cannot connect to nowhere.invalid:80: "), "{out}");
     one_error_line(&proxy, url, "nowhere.invalid");
     assert_fds_return(proxy.pid(), fds, SETTLE);
 }
@@ -255,12 +212,7 @@ fn refused_connection_is_502_naming_it() {
     let out = proxy.curl().arg(&url).run();
     out.assert_success();
     assert_eq!(out.status(), 502, "{out}");
-    assert!(
-        out.text().contains(&format!(
-            "cannot connect to 127.0.0.1:{port}: connection refused"
-        )),
-        "{out}"
-    );
+    assert!(out.text().contains(&format!("cannot connect to 127.0.0.1:{port}: connection refused")), "{out}");
     one_error_line(&proxy, &url, "refused");
     assert_fds_return(proxy.pid(), fds, SETTLE);
 }

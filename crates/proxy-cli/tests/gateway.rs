@@ -48,11 +48,7 @@ impl Backend {
                 }
             }
         });
-        Backend {
-            server,
-            health,
-            served,
-        }
+        Backend { server, health, served }
     }
 
     fn url(&self) -> String {
@@ -74,10 +70,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
     tcp.read_to_end(&mut answer).expect("the whole answer");
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -95,40 +88,19 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn three_backends_share_the_requests_evenly() {
-    let backends = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
+    let backends = [Backend::start("a"), Backend::start("b"), Backend::start("c")];
     for lb in ["round-robin", "least-conn", "random"] {
         let urls: Vec<String> = backends.iter().map(Backend::url).collect();
         let before: Vec<usize> = backends.iter().map(Backend::served).collect();
-        let proxy = Proxy::start(&[
-            "--reverse",
-            &urls[0],
-            "--reverse",
-            &urls[1],
-            "--reverse",
-            &urls[2],
-            "--lb",
-            lb,
-        ]);
+        let proxy = Proxy::start(&["--reverse", &urls[0], "--reverse", &urls[1], "--reverse", &urls[2], "--lb", lb]);
         for _ in 0..300 {
             assert_eq!(get(proxy.port(), "/x").0, 200);
         }
-        let shares: Vec<usize> = backends
-            .iter()
-            .zip(&before)
-            .map(|(b, n)| b.served() - n)
-            .collect();
+        let shares: Vec<usize> = backends.iter().zip(&before).map(|(b, n)| b.served() - n).collect();
         assert_eq!(shares.iter().sum::<usize>(), 300);
         // Round robin and least-conn (one request at a time) are exact; the random ones
         // within what chance allows.
-        let slack = if matches!(lb, "round-robin" | "least-conn") {
-            10
-        } else {
-            40
-        };
+        let slack = if matches!(lb, "round-robin" | "least-conn") { 10 } else { 40 };
         for share in &shares {
             assert!(share.abs_diff(100) <= slack, "{lb}: {shares:?}");
         }
@@ -142,24 +114,12 @@ fn p2c_sends_less_to_a_slow_backend() {
         let mut wire = Wire::new(tcp);
         while let Ok(Some(_)) = wire.read_head(64 * 1024) {
             std::thread::sleep(Duration::from_millis(30));
-            if wire
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n")
-                .is_err()
-            {
+            if wire.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n").is_err() {
                 return;
             }
         }
     });
-    let proxy = Proxy::start(&[
-        "--reverse",
-        &a.url(),
-        "--reverse",
-        &b.url(),
-        "--reverse",
-        &slow.url(""),
-        "--lb",
-        "p2c",
-    ]);
+    let proxy = Proxy::start(&["--reverse", &a.url(), "--reverse", &b.url(), "--reverse", &slow.url(""), "--lb", "p2c"]);
     let mut slow_answers = 0;
     for _ in 0..150 {
         let (status, body) = get(proxy.port(), "/x");
@@ -167,44 +127,19 @@ fn p2c_sends_less_to_a_slow_backend() {
         slow_answers += usize::from(body == "slow\n");
     }
     assert_eq!(a.served() + b.served() + slow_answers, 150);
-    assert!(
-        slow_answers <= 10,
-        "the slow backend answered {slow_answers} of 150"
-    );
-    assert!(
-        a.served() >= 30 && b.served() >= 30,
-        "a {} b {}",
-        a.served(),
-        b.served()
-    );
+    assert!(slow_answers <= 10, "the slow backend answered {slow_answers} of 150");
+    assert!(a.served() >= 30 && b.served() >= 30, "a {} b {}", a.served(), b.served());
 }
 
 #[test]
 fn hashing_on_a_header_keeps_a_user_on_one_backend() {
-    let backends = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
+    let backends = [Backend::start("a"), Backend::start("b"), Backend::start("c")];
     let urls: Vec<String> = backends.iter().map(Backend::url).collect();
-    let proxy = Proxy::start(&[
-        "--reverse",
-        &urls[0],
-        "--reverse",
-        &urls[1],
-        "--reverse",
-        &urls[2],
-        "--lb",
-        "hash:header:x-user",
-    ]);
+    let proxy = Proxy::start(&["--reverse", &urls[0], "--reverse", &urls[1], "--reverse", &urls[2], "--lb", "hash:header:x-user"]);
     let ask = |user: &str| {
         let mut tcp = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            tcp,
-            "GET / HTTP/1.1\r\nHost: gw.test\r\nX-User: {user}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        write!(tcp, "GET / HTTP/1.1\r\nHost: gw.test\r\nX-User: {user}\r\nConnection: close\r\n\r\n").unwrap();
         let mut answer = String::new();
         tcp.read_to_string(&mut answer).unwrap();
         answer.rsplit("\r\n\r\n").next().unwrap().to_owned()
@@ -217,11 +152,7 @@ fn hashing_on_a_header_keeps_a_user_on_one_backend() {
         }
         seen.insert(first);
     }
-    assert_eq!(
-        seen.len(),
-        3,
-        "30 users spread over every backend: {seen:?}"
-    );
+    assert_eq!(seen.len(), 3, "30 users spread over every backend: {seen:?}");
 }
 
 #[test]
@@ -234,29 +165,15 @@ fn a_backend_that_refuses_is_skipped_and_ejected() {
     }
     assert_eq!(good.served(), 20);
     let line = "ejected for 10 s: 3 failures in a row, the last: connection refused";
-    assert!(
-        eventually(Duration::from_secs(5), || proxy
-            .stderr_text()
-            .contains(line)),
-        "{}",
-        proxy.stderr_text()
-    );
+    assert!(eventually(Duration::from_secs(5), || proxy.stderr_text().contains(line)), "{}", proxy.stderr_text());
 }
 
 #[test]
 fn health_checks_take_backends_out_bring_them_back_and_503_when_none_is_left() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let proxy = Proxy::start(&[
-        "--reverse",
-        &a.url(),
-        "--reverse",
-        &b.url(),
-        "--health-check",
-        "/healthz",
-        "--health-interval",
-        "0.2",
-        "--health-timeout",
-        "1",
+        "--reverse", &a.url(), "--reverse", &b.url(),
+        "--health-check", "/healthz", "--health-interval", "0.2", "--health-timeout", "1",
     ]);
     let port = proxy.port();
     let bodies = |n: usize| (0..n).map(|_| get(port, "/x")).collect::<Vec<_>>();
@@ -264,31 +181,19 @@ fn health_checks_take_backends_out_bring_them_back_and_503_when_none_is_left() {
 
     a.health.store(500, Ordering::SeqCst);
     assert!(
-        eventually(Duration::from_secs(5), || bodies(4)
-            .iter()
-            .all(|r| *r == (200, "b\n".to_owned()))),
+        eventually(Duration::from_secs(5), || bodies(4).iter().all(|r| *r == (200, "b\n".to_owned()))),
         "a, answering 500 to its checks, still gets requests"
     );
     b.health.store(503, Ordering::SeqCst);
-    let all_down = (
-        503,
-        "service unavailable: every backend of group \"default\" is down\n".to_owned(),
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || get(port, "/x") == all_down),
-        "no 503 with every backend down"
-    );
+    let all_down = (503, "service unavailable: every backend of group \"default\" is down\n".to_owned());
+    assert!(eventually(Duration::from_secs(5), || get(port, "/x") == all_down), "no 503 with every backend down");
     // At once: nothing is tried.
     let started = Instant::now();
     assert_eq!(get(port, "/x"), all_down);
     assert!(started.elapsed() < Duration::from_secs(1));
 
     a.health.store(204, Ordering::SeqCst);
-    assert!(
-        eventually(Duration::from_secs(5), || get(port, "/x")
-            == (200, "a\n".to_owned())),
-        "a did not come back"
-    );
+    assert!(eventually(Duration::from_secs(5), || get(port, "/x") == (200, "a\n".to_owned())), "a did not come back");
     let stderr = proxy.stderr_text();
     for line in [
         "of group \"default\" is down: its health check answered 500",
@@ -337,15 +242,7 @@ fn a_config_file_routes_and_reloads_on_sighup_without_dropping_connections() {
     let dir = TempDir::new("gateway-config");
     let file = dir.join("gateway.toml");
     // The README's example.
-    std::fs::write(
-        &file,
-        format!(
-            "[[route]]\nupstreams = [\"{}\", \"{}\"]\nlb = \"round-robin\"\n",
-            a.url(),
-            a.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\", \"{}\"]\nlb = \"round-robin\"\n", a.url(), a.url())).unwrap();
     let proxy = Proxy::start(&["--config", file.to_str().unwrap()]);
     let mut kept = Wire::connect(proxy.port());
     assert_eq!(ask(&mut kept, "/x"), "a\n");
@@ -360,38 +257,18 @@ fn a_config_file_routes_and_reloads_on_sighup_without_dropping_connections() {
     )
     .unwrap();
     hangup(&proxy);
-    assert!(
-        eventually(Duration::from_secs(5), || proxy
-            .stderr_text()
-            .contains("reloaded, 2 routes over 2 groups")),
-        "{}",
-        proxy.stderr_text()
-    );
+    assert!(eventually(Duration::from_secs(5), || proxy.stderr_text().contains("reloaded, 2 routes over 2 groups")), "{}", proxy.stderr_text());
     // The connection kept alive across the reload routes its next request by the new routes.
     assert_eq!(ask(&mut kept, "/b/x"), "b\n");
     assert_eq!(ask(&mut kept, "/x"), "a\n");
-    assert!(proxy
-        .stderr_text()
-        .contains("flags changed; they take effect when sansproxy restarts"));
+    assert!(proxy.stderr_text().contains("flags changed; they take effect when sansproxy restarts"));
 
     // A broken file is refused with its line; the routes in place keep serving.
     std::fs::write(&file, "[[route]]\nupstream = \"gone\"\n").unwrap();
     hangup(&proxy);
     let refused = "configuration not reloaded, the old one keeps serving";
-    assert!(
-        eventually(Duration::from_secs(5), || proxy
-            .stderr_text()
-            .contains(refused)),
-        "{}",
-        proxy.stderr_text()
-    );
-    assert!(
-        proxy
-            .stderr_text()
-            .contains("line 1: upstream \"gone\" is not defined"),
-        "{}",
-        proxy.stderr_text()
-    );
+    assert!(eventually(Duration::from_secs(5), || proxy.stderr_text().contains(refused)), "{}", proxy.stderr_text());
+    assert!(proxy.stderr_text().contains("line 1: upstream \"gone\" is not defined"), "{}", proxy.stderr_text());
     assert_eq!(ask(&mut kept, "/b/y"), "b\n");
     assert_eq!(get(proxy.port(), "/b/z"), (200, "b\n".to_owned()));
 }
@@ -476,55 +353,29 @@ fn watch_config_applies_a_changed_file_by_itself() {
     assert_eq!(get(proxy.port(), "/x"), (200, "a\n".to_owned()));
     // A different length as well as a new time: the change shows whatever the clock's grain.
     std::thread::sleep(Duration::from_millis(20));
-    std::fs::write(
-        &file,
-        format!(
-            "[[route]]\nupstreams = [\"{}\"]\nlb = \"least-conn\"\n",
-            b.url()
-        ),
-    )
-    .unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || get(proxy.port(), "/x")
-            == (200, "b\n".to_owned())),
-        "{}",
-        proxy.stderr_text()
-    );
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\nlb = \"least-conn\"\n", b.url())).unwrap();
+    assert!(eventually(Duration::from_secs(5), || get(proxy.port(), "/x") == (200, "b\n".to_owned())), "{}", proxy.stderr_text());
 }
 
 #[test]
 fn a_config_file_with_a_mistake_is_refused_at_start_with_its_line() {
     let dir = TempDir::new("gateway-bad");
     let file = dir.join("bad.toml");
-    std::fs::write(
-        &file,
-        "max-fails = 3\n[[route]]\nupstreams = [\"http://127.0.0.1:1\"]\nhots = \"x\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sansproxy"))
-        .args(["--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    std::fs::write(&file, "max-fails = 3\n[[route]]\nupstreams = [\"http://127.0.0.1:1\"]\nhots = \"x\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sansproxy")).args(["--config", file.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("bad.toml: line 2: unknown key \"hots\" in [[route]]"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.toml: line 2: unknown key \"hots\" in [[route]]"), "{stderr}");
 }
 
 /// `GET /metrics` from the metrics listener on `port`: the body.
 fn scrape(port: u16) -> String {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
-        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text"),
-        "{answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text"), "{answer}");
     answer.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
@@ -546,22 +397,10 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client refused the text: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    assert!(out.status.success(), "prometheus_client refused the text: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
 #[test]
@@ -570,27 +409,14 @@ fn metrics_count_flows_per_backend_and_show_backend_state() {
     let dead = format!("http://127.0.0.1:{}", unused_port());
     let metrics_port = unused_port();
     let proxy = Proxy::start(&[
-        "--reverse",
-        &a.url(),
-        "--reverse",
-        &b.url(),
-        "--reverse",
-        &dead,
-        "--metrics",
-        &format!("127.0.0.1:{metrics_port}"),
-        "-q",
+        "--reverse", &a.url(), "--reverse", &b.url(), "--reverse", &dead,
+        "--metrics", &format!("127.0.0.1:{metrics_port}"), "-q",
     ]);
     for _ in 0..12 {
         assert_eq!(get(proxy.port(), "/x").0, 200);
     }
     let listener = format!("reverse@{}", proxy.port());
-    let want = |samples: &[String], line: String| {
-        assert!(
-            samples.contains(&line),
-            "no {line:?} in:\n{}",
-            samples.join("\n")
-        )
-    };
+    let want = |samples: &[String], line: String| assert!(samples.contains(&line), "no {line:?} in:\n{}", samples.join("\n"));
     let samples = parsed_by_prometheus_client(&scrape(metrics_port));
     // The dead backend's turns went to the others, then it was ejected.
     let counted: f64 = samples
@@ -600,38 +426,15 @@ fn metrics_count_flows_per_backend_and_show_backend_state() {
         .sum();
     assert_eq!(counted, 12.0, "{samples:?}");
     for backend in [a.url(), b.url()] {
-        want(
-            &samples,
-            format!("sansproxy_backend_up|backend={backend},group=default,listener={listener}|1.0"),
-        );
+        want(&samples, format!("sansproxy_backend_up|backend={backend},group=default,listener={listener}|1.0"));
         want(&samples, format!("sansproxy_backend_in_flight|backend={backend},group=default,listener={listener}|0.0"));
     }
-    want(
-        &samples,
-        format!("sansproxy_backend_up|backend={dead},group=default,listener={listener}|0.0"),
-    );
-    want(
-        &samples,
-        format!("sansproxy_queue_length|group=default,listener={listener}|0.0"),
-    );
+    want(&samples, format!("sansproxy_backend_up|backend={dead},group=default,listener={listener}|0.0"));
+    want(&samples, format!("sansproxy_queue_length|group=default,listener={listener}|0.0"));
     let served = a.served() as f64;
-    want(
-        &samples,
-        format!(
-            "sansproxy_requests_total|backend={},listener={listener},status=2xx|{served:.1}",
-            a.url()
-        ),
-    );
-    want(
-        &samples,
-        format!(
-            "sansproxy_request_duration_seconds_count|backend={},listener={listener}|{served:.1}",
-            a.url()
-        ),
-    );
-    assert!(samples.iter().any(|s| s.starts_with(&format!(
-        "sansproxy_upstream_idle_connections|listener={listener}|"
-    ))));
+    want(&samples, format!("sansproxy_requests_total|backend={},listener={listener},status=2xx|{served:.1}", a.url()));
+    want(&samples, format!("sansproxy_request_duration_seconds_count|backend={},listener={listener}|{served:.1}", a.url()));
+    assert!(samples.iter().any(|s| s.starts_with(&format!("sansproxy_upstream_idle_connections|listener={listener}|"))));
 }
 
 /// A backend that answers each request after `delay`, and records how many connections it
@@ -654,20 +457,13 @@ impl SlowBackend {
             let mut wire = Wire::new(tcp);
             while let Ok(Some(_)) = wire.read_head(64 * 1024) {
                 std::thread::sleep(delay);
-                if wire
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n")
-                    .is_err()
-                {
+                if wire.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n").is_err() {
                     break;
                 }
             }
             now.fetch_sub(1, Ordering::SeqCst);
         });
-        SlowBackend {
-            server,
-            open_now,
-            most_open,
-        }
+        SlowBackend { server, open_now, most_open }
     }
 }
 
@@ -691,31 +487,12 @@ fn a_connection_limit_queues_requests_and_answers_503_when_the_queue_is_full_or_
     // backend never seeing more than two connections.
     let backend = SlowBackend::start(Duration::from_millis(300));
     let url = backend.server.url("");
-    let proxy = Proxy::start(&[
-        "--reverse",
-        &url,
-        "--upstream-max-conns",
-        "2",
-        "--queue-timeout",
-        "5",
-    ]);
+    let proxy = Proxy::start(&["--reverse", &url, "--upstream-max-conns", "2", "--queue-timeout", "5"]);
     let answers = at_once(proxy.port(), 6);
-    assert!(
-        answers
-            .iter()
-            .all(|(status, body, _)| *status == 200 && body == "slow\n"),
-        "{answers:?}"
-    );
-    assert_eq!(
-        backend.most_open.load(Ordering::SeqCst),
-        2,
-        "the backend saw more than two connections at once"
-    );
+    assert!(answers.iter().all(|(status, body, _)| *status == 200 && body == "slow\n"), "{answers:?}");
+    assert_eq!(backend.most_open.load(Ordering::SeqCst), 2, "the backend saw more than two connections at once");
     let slowest = answers.iter().map(|a| a.2).max().unwrap();
-    assert!(
-        slowest >= Duration::from_millis(850),
-        "six requests of 300 ms two at a time took {slowest:?}"
-    );
+    assert!(slowest >= Duration::from_millis(850), "six requests of 300 ms two at a time took {slowest:?}");
     drop(proxy);
 
     // Requests take 3 s; two at a time, three may wait a second: of ten clients, two are
@@ -723,52 +500,18 @@ fn a_connection_limit_queues_requests_and_answers_503_when_the_queue_is_full_or_
     let backend = SlowBackend::start(Duration::from_secs(3));
     let url = backend.server.url("");
     let proxy = Proxy::start(&[
-        "--reverse",
-        &url,
-        "--upstream-max-conns",
-        "2",
-        "--queue-limit",
-        "3",
-        "--queue-timeout",
-        "1",
+        "--reverse", &url, "--upstream-max-conns", "2", "--queue-limit", "3", "--queue-timeout", "1",
     ]);
     let answers = at_once(proxy.port(), 10);
     let served = answers.iter().filter(|a| a.0 == 200).count();
-    let full: Vec<_> = answers
-        .iter()
-        .filter(|a| a.1.contains("which is full"))
-        .collect();
-    let waited: Vec<_> = answers
-        .iter()
-        .filter(|a| a.1.contains("waited 1.0 s in the queue"))
-        .collect();
+    let full: Vec<_> = answers.iter().filter(|a| a.1.contains("which is full")).collect();
+    let waited: Vec<_> = answers.iter().filter(|a| a.1.contains("waited 1.0 s in the queue")).collect();
     assert_eq!((served, full.len(), waited.len()), (2, 5, 3), "{answers:?}");
-    assert!(
-        full.iter()
-            .all(|a| a.0 == 503 && a.2 < Duration::from_millis(500)),
-        "a full queue answers at once: {full:?}"
-    );
-    assert!(
-        waited
-            .iter()
-            .all(|a| a.0 == 503 && a.2 >= Duration::from_secs(1) && a.2 < Duration::from_secs(2)),
-        "{waited:?}"
-    );
-    assert!(
-        full[0]
-            .1
-            .contains("every backend of group \"default\" has 2 requests in flight"),
-        "{}",
-        full[0].1
-    );
+    assert!(full.iter().all(|a| a.0 == 503 && a.2 < Duration::from_millis(500)), "a full queue answers at once: {full:?}");
+    assert!(waited.iter().all(|a| a.0 == 503 && a.2 >= Duration::from_secs(1) && a.2 < Duration::from_secs(2)), "{waited:?}");
+    assert!(full[0].1.contains("every backend of group \"default\" has 2 requests in flight"), "{}", full[0].1);
     assert_eq!(backend.most_open.load(Ordering::SeqCst), 2);
-    assert!(
-        proxy
-            .stderr_text()
-            .contains("waited 1.0 s in the queue of group \"default\""),
-        "{}",
-        proxy.stderr_text()
-    );
+    assert!(proxy.stderr_text().contains("waited 1.0 s in the queue of group \"default\""), "{}", proxy.stderr_text());
     drop(backend.open_now);
 }
 
@@ -781,10 +524,7 @@ fn streaming_backend(name: &'static str) -> TcpServer {
         while let Ok(Some(head)) = wire.read_head(64 * 1024) {
             if head.start.split(' ').nth(1) == Some("/stream") {
                 let (pieces, piece) = (100u64, 16 * 1024u64);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                    pieces * piece
-                );
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", pieces * piece);
                 if wire.write_all(head.as_bytes()).is_err() {
                     return;
                 }
@@ -796,10 +536,7 @@ fn streaming_backend(name: &'static str) -> TcpServer {
                 }
             } else {
                 let body = format!("{name}\n");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 if wire.write_all(answer.as_bytes()).is_err() {
                     return;
                 }
@@ -813,48 +550,27 @@ fn a_download_started_before_a_reload_finishes_intact_on_the_old_backend() {
     let (a, b) = (streaming_backend("a"), streaming_backend("b"));
     let dir = TempDir::new("gateway-reload-download");
     let file = dir.join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!("[[route]]\nupstreams = [\"{}\"]\n", a.url("")),
-    )
-    .unwrap();
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\n", a.url(""))).unwrap();
     let proxy = Proxy::start(&["--config", file.to_str().unwrap(), "-q"]);
     let port = proxy.port();
     let download = std::thread::spawn(move || {
         let mut wire = Wire::connect(port);
         wire.send("GET /stream HTTP/1.1\r\nHost: gw.test\r\n\r\n");
         let mut check = PatternCheck::new();
-        let head = wire
-            .read_response_with("GET", &mut |d| check.feed(d))
-            .expect("the whole download");
+        let head = wire.read_response_with("GET", &mut |d| check.feed(d)).expect("the whole download");
         (head.status().unwrap(), check.len(), check.mismatch())
     });
     std::thread::sleep(Duration::from_secs(2));
-    std::fs::write(
-        &file,
-        format!("[[route]]\nupstreams = [\"{}\"]\n", b.url("")),
-    )
-    .unwrap();
+    std::fs::write(&file, format!("[[route]]\nupstreams = [\"{}\"]\n", b.url(""))).unwrap();
     hangup(&proxy);
-    assert!(
-        eventually(Duration::from_secs(5), || get(port, "/x")
-            == (200, "b\n".to_owned())),
-        "{}",
-        proxy.stderr_text()
-    );
+    assert!(eventually(Duration::from_secs(5), || get(port, "/x") == (200, "b\n".to_owned())), "{}", proxy.stderr_text());
     let (status, len, mismatch) = download.join().unwrap();
-    assert_eq!(
-        (status, len, mismatch),
-        (200, 100 * 16 * 1024, None),
-        "the download of the old configuration"
-    );
+    assert_eq!((status, len, mismatch), (200, 100 * 16 * 1024, None), "the download of the old configuration");
 }
 
 /// `n` short clients at once, each asking for `path`: each one's status and body.
 fn at_once_for(port: u16, n: usize, path: &'static str) -> Vec<(u16, String)> {
-    let clients: Vec<_> = (0..n)
-        .map(|_| std::thread::spawn(move || get(port, path)))
-        .collect();
+    let clients: Vec<_> = (0..n).map(|_| std::thread::spawn(move || get(port, path))).collect();
     clients.into_iter().map(|c| c.join().unwrap()).collect()
 }
 
@@ -862,23 +578,11 @@ fn at_once_for(port: u16, n: usize, path: &'static str) -> Vec<(u16, String)> {
 /// connection becomes a carrier, and the clients after it join it, whichever connection they
 /// come on. On one driver thread: one connection for all.
 fn clients_share_one_http2_connection(origin: &support::h2origin::H2Origin, proxy: &Proxy) {
-    assert_eq!(
-        get(proxy.port(), "/hello"),
-        (200, HELLO.to_owned()),
-        "{}",
-        proxy.stderr_text()
-    );
+    assert_eq!(get(proxy.port(), "/hello"), (200, HELLO.to_owned()), "{}", proxy.stderr_text());
     assert_eq!(origin.connections(), 1);
     let took = twenty_at_once(origin, proxy);
-    assert!(
-        took < Duration::from_secs(3),
-        "20 requests of 300 ms took {took:?}: not at once"
-    );
-    assert_eq!(
-        origin.connections(),
-        1,
-        "one connection carried every client's stream"
-    );
+    assert!(took < Duration::from_secs(3), "20 requests of 300 ms took {took:?}: not at once");
+    assert_eq!(origin.connections(), 1, "one connection carried every client's stream");
     assert_eq!(origin.requests().len(), 21);
 }
 
@@ -887,12 +591,7 @@ fn twenty_at_once(origin: &support::h2origin::H2Origin, proxy: &Proxy) -> Durati
     let start = Instant::now();
     // Each answer takes 300 ms: one after another, 20 would take 6 s.
     for (status, body) in at_once_for(proxy.port(), 20, "/slow?ms=300") {
-        assert_eq!(
-            (status, body.as_str()),
-            (200, HELLO),
-            "{}",
-            proxy.stderr_text()
-        );
+        assert_eq!((status, body.as_str()), (200, HELLO), "{}", proxy.stderr_text());
     }
     assert!(origin.failures().is_empty(), "{:?}", origin.failures());
     start.elapsed()
@@ -903,15 +602,7 @@ fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
     let origin = support::h2origin::H2Origin::start_h2c();
     let metrics_port = unused_port();
     let upstream = format!("h2c://{}", origin.authority());
-    let proxy = Proxy::start(&[
-        "--reverse",
-        &upstream,
-        "--threads",
-        "1",
-        "--metrics",
-        &format!("127.0.0.1:{metrics_port}"),
-        "-q",
-    ]);
+    let proxy = Proxy::start(&["--reverse", &upstream, "--threads", "1", "--metrics", &format!("127.0.0.1:{metrics_port}"), "-q"]);
     clients_share_one_http2_connection(&origin, &proxy);
     // The carrier, and the 21 streams that joined it (the first client's too: its new
     // connection became the carrier as soon as it opened), none open now.
@@ -922,11 +613,7 @@ fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
         format!("sansproxy_upstream_carried_streams|listener={listener}|0.0"),
         format!("sansproxy_upstream_streams_joined|listener={listener}|21.0"),
     ] {
-        assert!(
-            samples.contains(&want),
-            "no {want:?} in:\n{}",
-            samples.join("\n")
-        );
+        assert!(samples.contains(&want), "no {want:?} in:\n{}", samples.join("\n"));
     }
 }
 
@@ -934,28 +621,14 @@ fn short_clients_of_an_h2c_backend_share_one_connection_at_once() {
 fn short_clients_of_an_https_http2_backend_share_one_tls_connection_at_once() {
     let pki = Pki::new();
     let origin = support::h2origin::H2Origin::start_tls(&pki.valid);
-    let proxy = Proxy::start(&[
-        "--reverse",
-        &origin.url(""),
-        "--upstream-ca",
-        pki.origin_ca_arg(),
-        "--threads",
-        "1",
-        "-q",
-    ]);
+    let proxy = Proxy::start(&["--reverse", &origin.url(""), "--upstream-ca", pki.origin_ca_arg(), "--threads", "1", "-q"]);
     clients_share_one_http2_connection(&origin, &proxy);
 }
 
 #[test]
 fn with_a_runtime_per_core_each_thread_has_its_carrier_and_later_clients_join_them() {
     let origin = support::h2origin::H2Origin::start_h2c();
-    let proxy = Proxy::start(&[
-        "--reverse",
-        &format!("h2c://{}", origin.authority()),
-        "--threads",
-        "2",
-        "-q",
-    ]);
+    let proxy = Proxy::start(&["--reverse", &format!("h2c://{}", origin.authority()), "--threads", "2", "-q"]);
     // A first burst may open a connection per client before the first of each thread is up.
     twenty_at_once(&origin, &proxy);
     let opened = origin.connections();
@@ -963,15 +636,8 @@ fn with_a_runtime_per_core_each_thread_has_its_carrier_and_later_clients_join_th
     // Every thread has a carrier now: the next bursts open nothing.
     for _ in 0..2 {
         let took = twenty_at_once(&origin, &proxy);
-        assert!(
-            took < Duration::from_secs(3),
-            "20 requests of 300 ms took {took:?}: not at once"
-        );
+        assert!(took < Duration::from_secs(3), "20 requests of 300 ms took {took:?}: not at once");
     }
-    assert_eq!(
-        origin.connections(),
-        opened,
-        "later clients joined the carriers"
-    );
+    assert_eq!(origin.connections(), opened, "later clients joined the carriers");
     assert_eq!(origin.requests().len(), 60);
 }

@@ -255,11 +255,7 @@ fn h2_client_h1_server() {
     let proxy = intercepting(&pki, &[]);
     let out = curl_h2(&proxy).arg(origin.url("/hello")).run();
     out.assert_success();
-    assert_eq!(
-        out.transfer().version,
-        "1.1",
-        "the origin chose HTTP/1.1: {out}"
-    );
+    assert_eq!(out.transfer().version, "1.1", "the origin chose HTTP/1.1: {out}");
     flow_line(
         &proxy,
         &[
@@ -274,11 +270,7 @@ fn h2_client_h1_server() {
             .await
             .unwrap();
         let reply = conn.get("/hello").await.unwrap();
-        assert_eq!(
-            (reply.status, reply.text().as_str()),
-            (200, HELLO),
-            "{reply:?}"
-        );
+        assert_eq!((reply.status, reply.text().as_str()), (200, HELLO), "{reply:?}");
 
         let sent = pattern(0, 300_000);
         let reply = conn
@@ -290,12 +282,7 @@ fn h2_client_h1_server() {
 
         // :authority became the Host an HTTP/1.1 client would have sent.
         let reply = conn
-            .request_with(
-                Method::GET,
-                "/headers",
-                &[("x-sansproxy-test", "abc")],
-                None,
-            )
+            .request_with(Method::GET, "/headers", &[("x-sansproxy-test", "abc")], None)
             .await
             .unwrap();
         let fields = echoed_headers(&reply.text());
@@ -314,11 +301,7 @@ fn h2_client_h1_server() {
             .request(Method::POST, "/sink", Some(Bytes::from(sent.clone())))
             .await
             .unwrap();
-        assert_eq!(
-            reply.text(),
-            sink_reply(n as u64, fnv1a64(&sent)),
-            "{reply:?}"
-        );
+        assert_eq!(reply.text(), sink_reply(n as u64, fnv1a64(&sent)), "{reply:?}");
     });
     flow_line(
         &proxy,
@@ -772,10 +755,7 @@ fn h2_upload_100_mib_to_h2_and_h1_origins() {
             "(client HTTP/2, server HTTP/1.1)",
         ],
     );
-    eprintln!(
-        "h2 100 MiB upload to an HTTP/1.1 origin: {:.2?}",
-        started.elapsed()
-    );
+    eprintln!("h2 100 MiB upload to an HTTP/1.1 origin: {:.2?}", started.elapsed());
     let peak = peak_rss_kib(proxy.pid());
     eprintln!("proxy peak RSS after both uploads: {peak} KiB");
     assert!(

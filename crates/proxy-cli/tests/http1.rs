@@ -91,11 +91,7 @@ fn a_spliced_body_that_pauses_after_a_burst_is_not_held_back() {
 
     let mut w = Wire::connect(proxy.port());
     let sent = Instant::now();
-    w.send(format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
-        server.url("/"),
-        server.authority()
-    ));
+    w.send(format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", server.url("/"), server.authority()));
     let mut check = PatternCheck::new();
     let mut before_pause = None;
     let head = w
@@ -109,10 +105,7 @@ fn a_spliced_body_that_pauses_after_a_burst_is_not_held_back() {
     assert_eq!(head.status().ok(), Some(200), "{head:?}");
     assert_eq!((check.len(), check.mismatch()), (TOTAL as u64, None));
     let took = before_pause.unwrap();
-    assert!(
-        took < PAUSE - Duration::from_millis(500),
-        "the piece before the pause took {took:?}"
-    );
+    assert!(took < PAUSE - Duration::from_millis(500), "the piece before the pause took {took:?}");
 }
 
 #[test]
@@ -133,11 +126,7 @@ fn flow_log_has_a_line_per_request() {
     // CLIENT METHOD URL -> STATUS BYTESb DURATIONms (client VERSION, server VERSION)
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words.len(), 11, "flow line {line:?}");
-    assert_eq!(
-        words[7..],
-        ["(client", "HTTP/1.1,", "server", "HTTP/1.1)"],
-        "flow line {line:?}"
-    );
+    assert_eq!(words[7..], ["(client", "HTTP/1.1,", "server", "HTTP/1.1)"], "flow line {line:?}");
     assert!(words[0].starts_with("127.0.0.1"), "client in {line:?}");
     assert_eq!(
         words[1..6],

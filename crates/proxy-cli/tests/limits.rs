@@ -18,11 +18,7 @@ const BURST: usize = 300;
 
 /// A keep-alive `GET /hello` on `w`.
 fn hello(origin: &Origin) -> String {
-    format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
-        origin.url("/hello"),
-        origin.authority()
-    )
+    format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/hello"), origin.authority())
 }
 
 /// Whether a response arrives on `w` within `within`; it must be the hello.
@@ -36,9 +32,7 @@ fn answered(w: &mut Wire, within: Duration) -> bool {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
         Err(e) => panic!("a waiting client lost its connection: {e}"),
     };
-    w.stream()
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    w.stream().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     got
 }
 
@@ -54,10 +48,7 @@ fn clients_beyond_the_limit_wait_their_turn() {
     let mut served: Vec<Wire> = (0..MAX).map(|_| proxy.connect()).collect();
     for w in &mut served {
         w.send(hello(&origin));
-        assert!(
-            answered(w, Duration::from_secs(5)),
-            "one of the first {MAX} clients was not served"
-        );
+        assert!(answered(w, Duration::from_secs(5)), "one of the first {MAX} clients was not served");
     }
     // Three more connect (the kernel completes the handshake) and ask, but are not served.
     let mut waiting: Vec<Wire> = (0..3).map(|_| proxy.connect()).collect();
@@ -65,27 +56,18 @@ fn clients_beyond_the_limit_wait_their_turn() {
         w.send(hello(&origin));
     }
     for w in &mut waiting {
-        assert!(
-            !answered(w, Duration::from_millis(300)),
-            "a client beyond the limit was served"
-        );
+        assert!(!answered(w, Duration::from_millis(300)), "a client beyond the limit was served");
     }
     // The proxy holds sockets for N clients (and their upstreams), not for the others.
     let held = open_fds(pid);
-    assert!(
-        held <= baseline + 2 * MAX,
-        "{held} descriptors with {MAX} clients served, {baseline} before"
-    );
+    assert!(held <= baseline + 2 * MAX, "{held} descriptors with {MAX} clients served, {baseline} before");
     // One waiting client gives up.
     drop(waiting.pop());
 
     // Two of the served leave: the two waiting clients take their places, in turn.
     served.truncate(MAX - 2);
     for w in &mut waiting {
-        assert!(
-            answered(w, Duration::from_secs(5)),
-            "a waiting client was not served when a place came free"
-        );
+        assert!(answered(w, Duration::from_secs(5)), "a waiting client was not served when a place came free");
     }
     // Waiting clients that got their turn are served like any other.
     for w in served.iter_mut().chain(&mut waiting) {
@@ -120,9 +102,7 @@ fn a_burst_far_beyond_the_limit_is_served_in_turns() {
                 let mut w = Wire::connect(port);
                 let connected = begun.elapsed();
                 w.send(request);
-                let r = w
-                    .read_response("GET")
-                    .expect("a client of the burst got no response");
+                let r = w.read_response("GET").expect("a client of the burst got no response");
                 tx.send((connected, r.status, r.text())).unwrap();
             })
         })
@@ -138,23 +118,11 @@ fn a_burst_far_beyond_the_limit_is_served_in_turns() {
     drop(tx);
     let answers: Vec<_> = rx.iter().collect();
     let slowest = answers.iter().map(|a| a.0).max().unwrap_or_default();
-    println!(
-        "{BURST} clients served {MAX} at a time in {:?}; slowest connect {slowest:?}",
-        start.elapsed()
-    );
+    println!("{BURST} clients served {MAX} at a time in {:?}; slowest connect {slowest:?}", start.elapsed());
     assert_eq!(answers.len(), BURST);
-    assert!(
-        answers.iter().all(|(_, s, t)| *s == 200 && t == HELLO),
-        "{answers:?}"
-    );
-    assert!(
-        slowest < Duration::from_millis(900),
-        "a client waited {slowest:?} to connect: the backlog overflowed"
-    );
-    assert!(
-        most <= baseline + 2 * MAX,
-        "{most} descriptors at most, {baseline} before: more than {MAX} clients at once"
-    );
+    assert!(answers.iter().all(|(_, s, t)| *s == 200 && t == HELLO), "{answers:?}");
+    assert!(slowest < Duration::from_millis(900), "a client waited {slowest:?} to connect: the backlog overflowed");
+    assert!(most <= baseline + 2 * MAX, "{most} descriptors at most, {baseline} before: more than {MAX} clients at once");
 
     assert_fds_return(pid, baseline, Duration::from_secs(5));
     checks::get_hello(checks::Via::Proxy(&proxy), &origin);

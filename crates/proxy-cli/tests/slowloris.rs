@@ -35,20 +35,13 @@ struct Slow {
 fn slow_head_clients_are_cut_off_and_starve_nobody() {
     let limit = raise_fd_limit(FDS_FOR_BOTH);
     let clients = CLIENTS.min(limit.saturating_sub(256 + 4 * BODY_CLIENTS) / 2);
-    assert!(
-        clients >= 200,
-        "a descriptor limit of {limit} leaves room for {clients} slow clients"
-    );
+    assert!(clients >= 200, "a descriptor limit of {limit} leaves room for {clients} slow clients");
 
     let origin = Origin::start();
     let proxy = Proxy::start(&["-q", "--no-intercept", "--head-timeout", "2"]);
     let pid = proxy.pid();
     let baseline = open_fds(pid);
-    let head = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
-        origin.url("/hello"),
-        origin.authority()
-    );
+    let head = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/hello"), origin.authority());
 
     // Every slow client connects and sends its first byte; the next ones are spread over the
     // trickle period.
@@ -59,13 +52,7 @@ fn slow_head_clients_are_cut_off_and_starve_nobody() {
             stream.write_all(&head.as_bytes()[..1]).expect("first byte");
             stream.set_nonblocking(true).expect("nonblocking");
             let next = Instant::now() + TRICKLE.mul_f64(i as f64 / clients as f64);
-            Slow {
-                stream,
-                sent: 1,
-                next,
-                got: Vec::new(),
-                closed: false,
-            }
+            Slow { stream, sent: 1, next, got: Vec::new(), closed: false }
         })
         .collect();
     let connected = start.elapsed();
@@ -79,9 +66,7 @@ fn slow_head_clients_are_cut_off_and_starve_nobody() {
             for _ in 0..5 {
                 let begun = Instant::now();
                 let mut w = Wire::connect(port);
-                w.send(format!(
-                    "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-                ));
+                w.send(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"));
                 let r = w.read_response("GET").expect("normal request");
                 assert_eq!((r.status, r.text().as_str()), (200, HELLO));
                 tx.send(begun.elapsed()).unwrap();
@@ -134,37 +119,16 @@ fn slow_head_clients_are_cut_off_and_starve_nobody() {
     );
 
     assert_eq!(latencies.len(), 5);
-    assert!(
-        worst < PROMPT,
-        "a normal request took {worst:?} beside {clients} slow clients"
-    );
+    assert!(worst < PROMPT, "a normal request took {worst:?} beside {clients} slow clients");
     let open = slow.iter().filter(|s| !s.closed).count();
-    assert_eq!(
-        open, 0,
-        "{open} slow clients still connected after {cut_after:?}"
-    );
-    let answered = slow
-        .iter()
-        .filter(|s| s.got.starts_with(b"HTTP/1.1 408 "))
-        .count();
+    assert_eq!(open, 0, "{open} slow clients still connected after {cut_after:?}");
+    let answered = slow.iter().filter(|s| s.got.starts_with(b"HTTP/1.1 408 ")).count();
     let example = String::from_utf8_lossy(&slow[0].got).into_owned();
-    assert_eq!(
-        answered, clients,
-        "not every slow client got a 408; the first got {example:?}"
-    );
-    assert!(
-        example.contains("request head not complete after 2 s"),
-        "{example:?}"
-    );
+    assert_eq!(answered, clients, "not every slow client got a 408; the first got {example:?}");
+    assert!(example.contains("request head not complete after 2 s"), "{example:?}");
     // Each was cut off by its own deadline, counted from its first byte.
-    assert!(
-        cut_after >= HEAD_TIMEOUT,
-        "cut off after {cut_after:?}, before the head timeout"
-    );
-    assert!(
-        peak >= baseline + clients / 2,
-        "the slow clients never held the proxy's sockets: peak {peak}"
-    );
+    assert!(cut_after >= HEAD_TIMEOUT, "cut off after {cut_after:?}, before the head timeout");
+    assert!(peak >= baseline + clients / 2, "the slow clients never held the proxy's sockets: peak {peak}");
 
     drop(slow);
     assert_fds_return(pid, baseline, Duration::from_secs(5));
@@ -186,10 +150,7 @@ const FDS_FOR_BOTH: usize = 2 * CLIENTS + 4 * BODY_CLIENTS + 256;
 fn slow_body_clients_of_a_reverse_proxy_get_408_and_free_their_upstreams() {
     let limit = raise_fd_limit(FDS_FOR_BOTH);
     let clients = BODY_CLIENTS.min(limit.saturating_sub(256 + 2 * CLIENTS) / 4);
-    assert!(
-        clients >= 100,
-        "a descriptor limit of {limit} leaves room for {clients} slow clients"
-    );
+    assert!(clients >= 100, "a descriptor limit of {limit} leaves room for {clients} slow clients");
     // A backend that reads whatever comes and never answers: only the proxy ends these.
     let origin = TcpServer::start(|mut tcp: TcpStream| {
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
@@ -197,18 +158,9 @@ fn slow_body_clients_of_a_reverse_proxy_get_408_and_free_their_upstreams() {
         while tcp.read(&mut sink).is_ok_and(|n| n > 0) {}
     });
     // Reverse mode's least body rate (500 bytes/s) is on by default; checked every second here.
-    let proxy = Proxy::start(&[
-        "-q",
-        "--reverse",
-        &origin.url(""),
-        "--body-rate-window",
-        "1",
-    ]);
+    let proxy = Proxy::start(&["-q", "--reverse", &origin.url(""), "--body-rate-window", "1"]);
     let baseline = open_fds(proxy.pid());
-    let head = format!(
-        "POST /sink HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\nx",
-        origin.authority()
-    );
+    let head = format!("POST /sink HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\nx", origin.authority());
     let start = Instant::now();
     let mut slow: Vec<Option<TcpStream>> = (0..clients)
         .map(|_| {
@@ -248,9 +200,7 @@ fn slow_body_clients_of_a_reverse_proxy_get_408_and_free_their_upstreams() {
     // What is still to be read.
     for (client, answer) in slow.iter_mut().zip(&mut answers) {
         if let Some(stream) = client.take() {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut rest = Vec::new();
             let _ = (&stream).read_to_end(&mut rest);
             answer.extend_from_slice(&rest);
@@ -260,26 +210,15 @@ fn slow_body_clients_of_a_reverse_proxy_get_408_and_free_their_upstreams() {
         .iter()
         .filter(|a| {
             let a = String::from_utf8_lossy(a);
-            a.starts_with("HTTP/1.1 408 Request Timeout\r\n")
-                && a.contains("below the minimum of 500 bytes/s")
+            a.starts_with("HTTP/1.1 408 Request Timeout\r\n") && a.contains("below the minimum of 500 bytes/s")
         })
         .count();
-    let other = answers
-        .iter()
-        .find(|a| !String::from_utf8_lossy(a).starts_with("HTTP/1.1 408 "));
-    assert_eq!(
-        cut,
-        clients,
-        "{cut} of {clients} slow clients got their 408; another answer: {:?}",
-        other.map(|a| String::from_utf8_lossy(a))
-    );
+    let other = answers.iter().find(|a| !String::from_utf8_lossy(a).starts_with("HTTP/1.1 408 "));
+    assert_eq!(cut, clients, "{cut} of {clients} slow clients got their 408; another answer: {:?}", other.map(|a| String::from_utf8_lossy(a)));
     // Every upstream connection they held is gone again, and a normal upload goes through.
     assert_fds_return(proxy.pid(), baseline, Duration::from_secs(10));
     let sink = Origin::start();
     let normal = Proxy::start(&["-q", "--reverse", &sink.url(""), "--body-rate-window", "1"]);
-    let out = Curl::new()
-        .args(["--data-binary", "@-", &format!("{}/sink", normal.url())])
-        .stdin(|w| w.write_all(&[7u8; 200_000]))
-        .run();
+    let out = Curl::new().args(["--data-binary", "@-", &format!("{}/sink", normal.url())]).stdin(|w| w.write_all(&[7u8; 200_000])).run();
     out.assert_success();
 }

@@ -34,10 +34,7 @@ const RSS_SLACK_KIB: u64 = 8 * 1024;
 /// which freed buffers stay in the heap: resident memory would then measure the allocator's
 /// history rather than what the proxy still holds. Pinned, a freed buffer of 64 KiB or more
 /// goes back to the system, and one that stays allocated shows.
-const MALLOC_FIXED: &[(&str, &str)] = &[
-    ("MALLOC_MMAP_THRESHOLD_", "65536"),
-    ("MALLOC_TRIM_THRESHOLD_", "131072"),
-];
+const MALLOC_FIXED: &[(&str, &str)] = &[("MALLOC_MMAP_THRESHOLD_", "65536"), ("MALLOC_TRIM_THRESHOLD_", "131072")];
 
 /// SplitMix64: small, fast, and the same everywhere.
 struct Rng(u64);
@@ -110,12 +107,7 @@ impl Plan {
             1 => Abort::Sent,
             _ => Abort::Reading,
         });
-        Plan {
-            kind,
-            size,
-            chunked,
-            abort,
-        }
+        Plan { kind, size, chunked, abort }
     }
 }
 
@@ -137,24 +129,15 @@ fn body(conn: usize, seq: usize, size: usize) -> Vec<u8> {
 fn request(origin: &Origin, plan: &Plan, body: &[u8]) -> Vec<u8> {
     let a = origin.authority();
     let mut out = match plan.kind {
-        Kind::Big => format!(
-            "GET http://{a}/big?n={} HTTP/1.1\r\nHost: {a}\r\n\r\n",
-            plan.size
-        )
-        .into_bytes(),
+        Kind::Big => format!("GET http://{a}/big?n={} HTTP/1.1\r\nHost: {a}\r\n\r\n", plan.size).into_bytes(),
         Kind::Echo | Kind::Sink => {
-            let path = if matches!(plan.kind, Kind::Echo) {
-                "echo"
-            } else {
-                "sink"
-            };
+            let path = if matches!(plan.kind, Kind::Echo) { "echo" } else { "sink" };
             let framing = if plan.chunked {
                 "Transfer-Encoding: chunked".to_owned()
             } else {
                 format!("Content-Length: {}", body.len())
             };
-            format!("POST http://{a}/{path} HTTP/1.1\r\nHost: {a}\r\n{framing}\r\n\r\n")
-                .into_bytes()
+            format!("POST http://{a}/{path} HTTP/1.1\r\nHost: {a}\r\n{framing}\r\n\r\n").into_bytes()
         }
     };
     if matches!(plan.kind, Kind::Echo | Kind::Sink) {
@@ -183,14 +166,7 @@ struct Tally {
 }
 
 /// Runs `requests` requests on connection number `conn`, reconnecting after each abort.
-fn worker(
-    port: u16,
-    origin: &Origin,
-    conn: usize,
-    requests: usize,
-    aborts: bool,
-    stop: &AtomicBool,
-) -> Tally {
+fn worker(port: u16, origin: &Origin, conn: usize, requests: usize, aborts: bool, stop: &AtomicBool) -> Tally {
     let mut rng = Rng(SEED ^ (conn as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut tally = Tally::default();
     let mut wire: Option<Wire> = None;
@@ -208,10 +184,7 @@ fn worker(
             tally.connections += 1;
             Wire::connect(port)
         });
-        let what = format!(
-            "connection {conn} request {seq}: {:?} of {} bytes (chunked: {})",
-            plan.kind, plan.size, plan.chunked
-        );
+        let what = format!("connection {conn} request {seq}: {:?} of {} bytes (chunked: {})", plan.kind, plan.size, plan.chunked);
         if let Some(abort) = plan.abort {
             match abort {
                 Abort::Sending => {
@@ -225,11 +198,7 @@ fn worker(
                     let _ = w.write_all(&bytes);
                     // Read some of the response, head included (50 bytes at least), and hang
                     // up; never wait for more than the response has.
-                    let body = if matches!(plan.kind, Kind::Sink) {
-                        0
-                    } else {
-                        plan.size as u64
-                    };
+                    let body = if matches!(plan.kind, Kind::Sink) { 0 } else { plan.size as u64 };
                     let mut left = 1 + rng.below(body + 50) as usize;
                     let mut buf = vec![0; 16 * 1024];
                     let mut stream = w.stream();
@@ -253,36 +222,21 @@ fn worker(
         let outcome = match plan.kind {
             Kind::Echo => w.read_response("POST").map(|r| {
                 if r.status != 200 || r.body != body {
-                    Some(format!(
-                        "{what}: status {}, {} bytes back, differing",
-                        r.status,
-                        r.body.len()
-                    ))
+                    Some(format!("{what}: status {}, {} bytes back, differing", r.status, r.body.len()))
                 } else {
                     None
                 }
             }),
             Kind::Sink => w.read_response("POST").map(|r| {
                 let want = sink_reply(body.len() as u64, fnv1a64(&body));
-                (r.status != 200 || r.text() != want)
-                    .then(|| format!("{what}: {} {:?}, wanted {want:?}", r.status, r.text()))
+                (r.status != 200 || r.text() != want).then(|| format!("{what}: {} {:?}, wanted {want:?}", r.status, r.text()))
             }),
             Kind::Big => {
                 let mut check = PatternCheck::new();
-                w.read_response_with("GET", &mut |d| check.feed(d))
-                    .map(|head| {
-                        let ok = head.status().ok() == Some(200)
-                            && check.len() == plan.size as u64
-                            && check.mismatch().is_none();
-                        (!ok).then(|| {
-                            format!(
-                                "{what}: {:?}, {} bytes, mismatch at {:?}",
-                                head.start,
-                                check.len(),
-                                check.mismatch()
-                            )
-                        })
-                    })
+                w.read_response_with("GET", &mut |d| check.feed(d)).map(|head| {
+                    let ok = head.status().ok() == Some(200) && check.len() == plan.size as u64 && check.mismatch().is_none();
+                    (!ok).then(|| format!("{what}: {:?}, {} bytes, mismatch at {:?}", head.start, check.len(), check.mismatch()))
+                })
             }
         };
         match outcome {
@@ -339,16 +293,9 @@ fn fifty_thousand_requests_with_aborts_leave_nothing_behind() {
 
     // Warm up: the allocator and the runtime grow to their working size.
     let warm = run(proxy.port(), &origin, WARM_UP, true);
-    assert!(
-        warm.corrupt.is_empty(),
-        "warm-up: {:?}",
-        &warm.corrupt[..warm.corrupt.len().min(5)]
-    );
+    assert!(warm.corrupt.is_empty(), "warm-up: {:?}", &warm.corrupt[..warm.corrupt.len().min(5)]);
     if let Err(n) = wait_fds_at_most(pid, fds0, Duration::from_secs(10)) {
-        panic!(
-            "after the warm-up the proxy holds {n} descriptors, {fds0} before: {}",
-            fd_summary(pid)
-        );
+        panic!("after the warm-up the proxy holds {n} descriptors, {fds0} before: {}", fd_summary(pid));
     }
     let rss_warm = rss_kib(pid);
 
@@ -386,23 +333,11 @@ fn fifty_thousand_requests_with_aborts_leave_nothing_behind() {
         soak.connections,
     );
 
-    assert!(
-        soak.corrupt.is_empty(),
-        "{} bad answers, first: {:#?}",
-        soak.corrupt.len(),
-        &soak.corrupt[..soak.corrupt.len().min(5)]
-    );
+    assert!(soak.corrupt.is_empty(), "{} bad answers, first: {:#?}", soak.corrupt.len(), &soak.corrupt[..soak.corrupt.len().min(5)]);
     assert_eq!(soak.done + soak.aborted, REQUESTS);
-    assert!(
-        soak.aborted > REQUESTS * ABORTS_PER_MILLE as usize / 2000,
-        "only {} aborts",
-        soak.aborted
-    );
+    assert!(soak.aborted > REQUESTS * ABORTS_PER_MILLE as usize / 2000, "only {} aborts", soak.aborted);
     if let Err(n) = fds_after {
-        panic!(
-            "after the soak the proxy holds {n} descriptors, {fds0} before: {}",
-            fd_summary(pid)
-        );
+        panic!("after the soak the proxy holds {n} descriptors, {fds0} before: {}", fd_summary(pid));
     }
     assert!(
         rss_after <= rss_warm + RSS_SLACK_KIB,

@@ -255,21 +255,11 @@ fn new_clients_take_the_intercepted_upstream_connection_of_earlier_ones() {
     for i in 0..20 {
         let out = curl_via(&proxy).arg("-v").arg(origin.url("/hello")).run();
         out.assert_success();
-        assert_eq!(
-            (out.status(), out.text().as_str()),
-            (200, HELLO),
-            "client {i}: {out}"
-        );
-        assert!(
-            out.messages.contains(LOCALHOST_MATCHED),
-            "client {i} saw a certificate for localhost: {out}"
-        );
+        assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "client {i}: {out}");
+        assert!(out.messages.contains(LOCALHOST_MATCHED), "client {i} saw a certificate for localhost: {out}");
     }
     let used = origin.connections();
-    assert!(
-        used <= 2,
-        "20 clients one after the other took {used} upstream connections"
-    );
+    assert!(used <= 2, "20 clients one after the other took {used} upstream connections");
 
     // A connection made for the address serves clients of the address...
     for _ in 0..2 {
@@ -280,10 +270,7 @@ fn new_clients_take_the_intercepted_upstream_connection_of_earlier_ones() {
     // ...but not one that connects to the address and names the server in its SNI: it gets a
     // connection of its own, verified for the name, and a certificate for it.
     let connect_to = format!("localhost:{p}:127.0.0.1:{p}", p = origin.port());
-    let out = curl_via(&proxy)
-        .args(["-v", "--connect-to", &connect_to])
-        .arg(origin.url("/hello"))
-        .run();
+    let out = curl_via(&proxy).args(["-v", "--connect-to", &connect_to]).arg(origin.url("/hello")).run();
     assert!(out.messages.contains("CONNECT 127.0.0.1:"), "{out}");
     assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
     assert!(out.messages.contains(LOCALHOST_MATCHED), "{out}");
@@ -292,30 +279,21 @@ fn new_clients_take_the_intercepted_upstream_connection_of_earlier_ones() {
 
 /// A TLS origin answering every request `ok`, that records whether each connection's
 /// handshake resumed an earlier session.
-fn resumption_recording_origin(
-    cert: &Cert,
-) -> (TcpServer, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+fn resumption_recording_origin(cert: &Cert) -> (TcpServer, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
     let config = cert.server_config();
     let resumed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = resumed.clone();
     let server = TcpServer::start(move |tcp: std::net::TcpStream| {
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
-        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
-            return;
-        };
+        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else { return };
         let mut wire = Wire::new(rustls::StreamOwned::new(conn, tcp));
         while let Ok(Some(_)) = wire.read_head(64 * 1024) {
             let tls = &wire.get_mut().conn;
             if seen.lock().unwrap().len() < 100 && !tls.is_handshaking() {
                 let kind = tls.handshake_kind();
-                seen.lock()
-                    .unwrap()
-                    .push(kind == Some(rustls::HandshakeKind::Resumed));
+                seen.lock().unwrap().push(kind == Some(rustls::HandshakeKind::Resumed));
             }
-            if wire
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
-                .is_err()
-            {
+            if wire.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n").is_err() {
                 return;
             }
             let _ = std::io::Write::flush(wire.get_mut());
@@ -335,17 +313,9 @@ fn new_upstream_tls_connections_resume_the_session_of_earlier_ones() {
     let url = format!("https://localhost:{}/x", origin.port());
     for i in 0..4 {
         let out = curl_via(&proxy).arg(&url).run();
-        assert_eq!(
-            (out.status(), out.text().as_str()),
-            (200, "ok\n"),
-            "client {i}: {out}"
-        );
+        assert_eq!((out.status(), out.text().as_str()), (200, "ok\n"), "client {i}: {out}");
     }
-    assert_eq!(
-        *resumed.lock().unwrap(),
-        [false, true, true, true],
-        "which upstream handshakes resumed"
-    );
+    assert_eq!(*resumed.lock().unwrap(), [false, true, true, true], "which upstream handshakes resumed");
 }
 
 #[test]
@@ -621,29 +591,11 @@ fn resumes_with(version: &str, expect_version: &str) {
     let pki = Pki::new();
     let origin = tls_origin(&pki.valid);
     let proxy = intercepting(&pki, &[]);
-    let (proxy_port, origin_port, ca) = (
-        proxy.port().to_string(),
-        origin.port().to_string(),
-        proxy.ca_cert_arg(),
-    );
-    let args = [
-        proxy_port.as_str(),
-        "localhost",
-        origin_port.as_str(),
-        ca.as_str(),
-        version,
-    ];
+    let (proxy_port, origin_port, ca) = (proxy.port().to_string(), origin.port().to_string(), proxy.ca_cert_arg());
+    let args = [proxy_port.as_str(), "localhost", origin_port.as_str(), ca.as_str(), version];
     let (run, stdout) = run_python(PYTHON_RESUME, &args, Duration::from_secs(30));
-    assert_eq!(
-        run.code,
-        Some(0),
-        "python3 failed: {run:?}, stdout {stdout:?}"
-    );
-    assert_eq!(
-        stdout.trim(),
-        format!("{expect_version} False True"),
-        "a returning client resumes: {run:?}"
-    );
+    assert_eq!(run.code, Some(0), "python3 failed: {run:?}, stdout {stdout:?}");
+    assert_eq!(stdout.trim(), format!("{expect_version} False True"), "a returning client resumes: {run:?}");
 }
 
 #[test]

@@ -17,8 +17,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// The proxy's peak resident memory, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -29,12 +28,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// Run a Python client check and require `ok`.
 fn python_ok(args: &[&str]) -> String {
     let (run, out) = python_client(args, LIMIT, &mut |_| {});
-    assert_eq!(
-        run.code,
-        Some(0),
-        "client {args:?} failed: {out}\n{}",
-        run.stderr
-    );
+    assert_eq!(run.code, Some(0), "client {args:?} failed: {out}\n{}", run.stderr);
     assert!(out.contains("ok"), "client {args:?}: {out}");
     out
 }
@@ -42,12 +36,7 @@ fn python_ok(args: &[&str]) -> String {
 /// The origin saw the client's close frame: code 4001 and the client's reason.
 fn origin_saw_close(origin: &WsServer, reason: &str) -> String {
     let line = origin.wait_line("4001", Duration::from_secs(10));
-    let line = line.unwrap_or_else(|| {
-        panic!(
-            "the origin saw no close 4001; it printed {:?}",
-            origin.lines()
-        )
-    });
+    let line = line.unwrap_or_else(|| panic!("the origin saw no close 4001; it printed {:?}", origin.lines()));
     assert!(line.contains(reason), "{line}");
     line
 }
@@ -55,29 +44,16 @@ fn origin_saw_close(origin: &WsServer, reason: &str) -> String {
 /// Python's `websockets` offers `permessage-deflate` and accepts it: the proxy passes the
 /// offer on, and each side compresses with the proxy.
 fn compressed(origin_line: &str) {
-    assert!(
-        origin_line.contains("permessage-deflate"),
-        "not negotiated: {origin_line}"
-    );
+    assert!(origin_line.contains("permessage-deflate"), "not negotiated: {origin_line}");
 }
 
 /// The proxy parsed the WebSocket (rather than tunnelling it): its flow log has the 101 and the
 /// end line with the close code and message counts.
 fn proxy_logged(proxy: &Proxy, counts: &str) {
-    let end = proxy.wait_stdout(Duration::from_secs(10), |l| {
-        l.contains("websocket #") && l.contains("closed by client: 4001")
-    });
-    let end =
-        end.unwrap_or_else(|| panic!("no WebSocket end line; stdout: {:?}", proxy.stdout_lines()));
+    let end = proxy.wait_stdout(Duration::from_secs(10), |l| l.contains("websocket #") && l.contains("closed by client: 4001"));
+    let end = end.unwrap_or_else(|| panic!("no WebSocket end line; stdout: {:?}", proxy.stdout_lines()));
     assert!(end.contains(counts), "{end}");
-    assert!(
-        proxy
-            .stdout_lines()
-            .iter()
-            .any(|l| l.contains("-> 101 websocket #")),
-        "{:?}",
-        proxy.stdout_lines()
-    );
+    assert!(proxy.stdout_lines().iter().any(|l| l.contains("-> 101 websocket #")), "{:?}", proxy.stdout_lines());
 }
 
 #[test]
@@ -87,10 +63,7 @@ fn python_echo_in_the_explicit_proxy_form() {
     let url = format!("ws://127.0.0.1:{}", origin.port());
     python_ok(&["explicit", &url, &proxy.url(), "-"]);
     let line = origin_saw_close(&origin, "client says bye");
-    assert!(
-        line.contains("\"extensions\": []"),
-        "the explicit client offers no extension: {line}"
-    );
+    assert!(line.contains("\"extensions\": []"), "the explicit client offers no extension: {line}");
     proxy_logged(&proxy, "messages 12 -> 12 <-");
 }
 
@@ -135,12 +108,7 @@ fn node_echo_through_connect_intercepted() {
     let proxy = Proxy::start_tls(&[]);
     let url = format!("ws://127.0.0.1:{}/chat", origin.port());
     let (run, out) = node_client(&[&url, &proxy.url()], LIMIT);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "node client failed: {out}\n{}",
-        run.stderr
-    );
+    assert_eq!(run.code, Some(0), "node client failed: {out}\n{}", run.stderr);
     assert!(out.contains("ok"), "{out}");
     origin_saw_close(&origin, "node says bye");
     proxy_logged(&proxy, "messages 110 -> 110 <-");
@@ -166,10 +134,7 @@ fn a_64_mib_message_passes_with_bounded_memory() {
     let out = python_ok(&["big", &url, &proxy.url(), "-", "64"]);
     let peak = peak_rss_kib(proxy.pid());
     eprintln!("{out} proxy peak RSS {peak} KiB");
-    assert!(
-        peak < 64 * 1024,
-        "the proxy's peak RSS was {peak} KiB for a 64 MiB message"
-    );
+    assert!(peak < 64 * 1024, "the proxy's peak RSS was {peak} KiB for a 64 MiB message");
 }
 
 #[test]
@@ -179,33 +144,21 @@ fn a_slow_reader_holds_back_a_fast_writer() {
     let url = format!("ws://127.0.0.1:{}", origin.port());
     let pid = proxy.pid();
     let mut during = Vec::new();
-    let (run, out) = python_client(
-        &["slow", &url, &proxy.url(), "-", "256"],
-        LIMIT,
-        &mut |line| {
-            if line == "stalled" {
-                // The client reads nothing for 3 s while the origin tries to send 256 MiB.
-                for _ in 0..5 {
-                    std::thread::sleep(Duration::from_millis(500));
-                    during.push(rss_kib(pid));
-                }
+    let (run, out) = python_client(&["slow", &url, &proxy.url(), "-", "256"], LIMIT, &mut |line| {
+        if line == "stalled" {
+            // The client reads nothing for 3 s while the origin tries to send 256 MiB.
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(500));
+                during.push(rss_kib(pid));
             }
-        },
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "slow client failed: {out}\n{}",
-        run.stderr
-    );
+        }
+    });
+    assert_eq!(run.code, Some(0), "slow client failed: {out}\n{}", run.stderr);
     let peak = peak_rss_kib(pid);
     eprintln!("{out} proxy RSS while stalled {during:?} KiB, peak {peak} KiB");
     assert_eq!(during.len(), 5, "{out}");
     // Once the buffers between are full, the stalled proxy does not grow.
-    assert!(
-        during[4] <= during[1] + 1024,
-        "the proxy grew while its reader stalled: {during:?} KiB"
-    );
+    assert!(during[4] <= during[1] + 1024, "the proxy grew while its reader stalled: {during:?} KiB");
     assert!(peak < 64 * 1024, "the proxy's peak RSS was {peak} KiB");
 }
 
@@ -245,10 +198,7 @@ impl ServerFrames {
                 return message;
             }
             let data = tokio::time::timeout(Duration::from_secs(20), self.recv.data()).await;
-            let data = data
-                .unwrap_or_else(|_| panic!("{what} in time"))
-                .expect("the stream is open")
-                .expect("data");
+            let data = data.unwrap_or_else(|_| panic!("{what} in time")).expect("the stream is open").expect("data");
             let _ = self.recv.flow_control().release_capacity(data.len());
             self.buf.extend_from_slice(&data);
         }
@@ -263,10 +213,7 @@ impl ServerFrames {
             }
             let (len, head) = match buf[1] & 0x7f {
                 126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => (
-                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-                    10,
-                ),
+                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
                 126 | 127 => return None,
                 n => (n as usize, 2),
             };
@@ -298,60 +245,28 @@ fn an_h2_client_websocket_over_rfc_8441_to_an_http1_origin() {
     let authority = format!("{ORIGIN_HOST}:{}", origin.port());
     let ca = proxy.ca_cert();
     runtime().block_on(async {
-        let conn = H2Conn::via_proxy(proxy.port(), &authority, &ca)
-            .await
-            .expect("HTTP/2 to the proxy");
-        let (status, mut send, recv) = conn
-            .websocket("/echo")
-            .await
-            .expect("an answer to the extended CONNECT");
-        assert_eq!(
-            status, 200,
-            "RFC 8441: the proxy's 200 for the origin's 101"
-        );
-        let mut frames = ServerFrames {
-            recv,
-            buf: Vec::new(),
-            partial: None,
-        };
+        let conn = H2Conn::via_proxy(proxy.port(), &authority, &ca).await.expect("HTTP/2 to the proxy");
+        let (status, mut send, recv) = conn.websocket("/echo").await.expect("an answer to the extended CONNECT");
+        assert_eq!(status, 200, "RFC 8441: the proxy's 200 for the origin's 101");
+        let mut frames = ServerFrames { recv, buf: Vec::new(), partial: None };
         let text = "über HTTP/2 ✓".repeat(20);
         let binary: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         for (opcode, payload) in [(0x1u8, text.as_bytes().to_vec()), (0x2, binary)] {
-            send.send_data(client_frame(opcode, &payload).into(), false)
-                .expect("send a frame");
-            assert_eq!(
-                frames.next("an echo").await,
-                (opcode, payload),
-                "the echo is byte-exact"
-            );
+            send.send_data(client_frame(opcode, &payload).into(), false).expect("send a frame");
+            assert_eq!(frames.next("an echo").await, (opcode, payload), "the echo is byte-exact");
         }
         let mut close = 4001u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"h2 client says bye");
-        send.send_data(client_frame(0x8, &close).into(), false)
-            .expect("send the close");
-        assert_eq!(
-            frames.next("a close").await.0,
-            0x8,
-            "the origin's close frame"
-        );
+        send.send_data(client_frame(0x8, &close).into(), false).expect("send the close");
+        assert_eq!(frames.next("a close").await.0, 0x8, "the origin's close frame");
         // Then the proxy ends the stream.
-        let end = tokio::time::timeout(Duration::from_secs(10), frames.recv.data())
-            .await
-            .expect("the stream ends");
+        let end = tokio::time::timeout(Duration::from_secs(10), frames.recv.data()).await.expect("the stream ends");
         assert!(end.is_none(), "{end:?}");
     });
     let line = origin_saw_close(&origin, "h2 client says bye");
     assert!(line.contains("\"extensions\": []"), "{line}");
     proxy_logged(&proxy, "messages 2 -> 2 <-");
-    assert!(
-        proxy
-            .stdout_lines()
-            .iter()
-            .any(|l| l.contains("-> 101 websocket #")
-                && l.contains("client HTTP/2, server HTTP/1.1")),
-        "{:?}",
-        proxy.stdout_lines()
-    );
+    assert!(proxy.stdout_lines().iter().any(|l| l.contains("-> 101 websocket #") && l.contains("client HTTP/2, server HTTP/1.1")), "{:?}", proxy.stdout_lines());
 }
 
 /// The HTTP/2 origin's log, once it has seen the client's close (4001 with `reason`).
@@ -362,11 +277,7 @@ fn h2_origin_closed(origin: &support::h2origin::H2Origin, reason: &str) -> Vec<S
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = origin.requests();
-    assert!(
-        log.contains(&expected),
-        "the origin saw no close 4001: {log:?}; failures {:?}",
-        origin.failures()
-    );
+    assert!(log.contains(&expected), "the origin saw no close 4001: {log:?}; failures {:?}", origin.failures());
     log
 }
 
@@ -379,69 +290,33 @@ fn an_h2_client_websocket_over_rfc_8441_to_an_h2_origin() {
     let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
     let ca = proxy.ca_cert();
     runtime().block_on(async {
-        let conn = H2Conn::via_proxy(proxy.port(), &origin.authority(), &ca)
-            .await
-            .expect("HTTP/2 to the proxy");
+        let conn = H2Conn::via_proxy(proxy.port(), &origin.authority(), &ca).await.expect("HTTP/2 to the proxy");
         // A page first, as a browser loads one: the proxy's HTTP/2 connection to the origin is
         // open when the WebSocket comes, and carries it as a stream (RFC 8441 on both sides).
         let page = conn.get("/hello").await.expect("the page");
         assert_eq!(page.status, 200);
-        let (status, mut send, recv) = conn
-            .websocket("/echo")
-            .await
-            .expect("an answer to the extended CONNECT");
+        let (status, mut send, recv) = conn.websocket("/echo").await.expect("an answer to the extended CONNECT");
         assert_eq!(status, 200);
-        let mut frames = ServerFrames {
-            recv,
-            buf: Vec::new(),
-            partial: None,
-        };
+        let mut frames = ServerFrames { recv, buf: Vec::new(), partial: None };
         let text = "h2 ⇄ h2 ".repeat(50);
         let binary: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
         for (opcode, payload) in [(0x1u8, text.as_bytes().to_vec()), (0x2, binary)] {
-            send.send_data(client_frame(opcode, &payload).into(), false)
-                .expect("send a frame");
-            assert_eq!(
-                frames.next("an echo").await,
-                (opcode, payload),
-                "the echo is byte-exact"
-            );
+            send.send_data(client_frame(opcode, &payload).into(), false).expect("send a frame");
+            assert_eq!(frames.next("an echo").await, (opcode, payload), "the echo is byte-exact");
         }
         let mut close = 4001u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"h2 both sides");
-        send.send_data(client_frame(0x8, &close).into(), false)
-            .expect("send the close");
-        assert_eq!(
-            frames.next("a close").await,
-            (0x8, close),
-            "the origin's close frame"
-        );
-        let end = tokio::time::timeout(Duration::from_secs(10), frames.recv.data())
-            .await
-            .expect("the stream ends");
+        send.send_data(client_frame(0x8, &close).into(), false).expect("send the close");
+        assert_eq!(frames.next("a close").await, (0x8, close), "the origin's close frame");
+        let end = tokio::time::timeout(Duration::from_secs(10), frames.recv.data()).await.expect("the stream ends");
         assert!(end.is_none(), "{end:?}");
     });
     let log = h2_origin_closed(&origin, "h2 both sides");
-    assert_eq!(
-        log[..2],
-        ["GET /hello".to_owned(), "CONNECT /echo".to_owned()]
-    );
-    assert_eq!(
-        origin.connections(),
-        1,
-        "the page and the WebSocket share one connection"
-    );
+    assert_eq!(log[..2], ["GET /hello".to_owned(), "CONNECT /echo".to_owned()]);
+    assert_eq!(origin.connections(), 1, "the page and the WebSocket share one connection");
     proxy_logged(&proxy, "messages 2 -> 2 <-");
-    let switched = proxy
-        .stdout_lines()
-        .into_iter()
-        .find(|l| l.contains("-> 101 websocket #"));
-    assert!(
-        switched
-            .as_ref()
-            .is_some_and(|l| l.contains("client HTTP/2, server HTTP/2")),
-        "{switched:?}"
-    );
+    let switched = proxy.stdout_lines().into_iter().find(|l| l.contains("-> 101 websocket #"));
+    assert!(switched.as_ref().is_some_and(|l| l.contains("client HTTP/2, server HTTP/2")), "{switched:?}");
 }
 
 #[test]
@@ -450,24 +325,12 @@ fn python_client_to_an_h2c_origin_in_reverse_mode() {
     // The client's HTTP/1.1 upgrade becomes an extended CONNECT, the origin's 200 a 101 with
     // the accept value for the client's key (Python checks it).
     let origin = H2Origin::start_h2c();
-    let proxy = Proxy::start(&[
-        "--mode",
-        &format!("reverse:h2c://{}", origin.authority()),
-        "--no-intercept",
-    ]);
+    let proxy = Proxy::start(&["--mode", &format!("reverse:h2c://{}", origin.authority()), "--no-intercept"]);
     let url = format!("ws://127.0.0.1:{}", proxy.port());
     python_ok(&["echo", &url, "-", "-"]);
     let log = h2_origin_closed(&origin, "client says bye");
     assert_eq!(log[0], "CONNECT /echo");
     proxy_logged(&proxy, "messages 110 -> 110 <-");
-    let switched = proxy
-        .stdout_lines()
-        .into_iter()
-        .find(|l| l.contains("-> 101 websocket #"));
-    assert!(
-        switched
-            .as_ref()
-            .is_some_and(|l| l.contains("client HTTP/1.1, server HTTP/2")),
-        "{switched:?}"
-    );
+    let switched = proxy.stdout_lines().into_iter().find(|l| l.contains("-> 101 websocket #"));
+    assert!(switched.as_ref().is_some_and(|l| l.contains("client HTTP/1.1, server HTTP/2")), "{switched:?}");
 }

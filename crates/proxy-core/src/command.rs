@@ -24,12 +24,7 @@ pub enum Command {
     /// `Opened`. With `join`, a stream on a carrier to `key` will do as well (the request may
     /// go over HTTP/2): the driver answers [`Event::Joined`](crate::Event::Joined) if one has
     /// room, and that before looking for an idle connection.
-    Reuse {
-        conn: ConnId,
-        server: ServerAddr,
-        key: PoolKey,
-        join: bool,
-    },
+    Reuse { conn: ConnId, server: ServerAddr, key: PoolKey, join: bool },
     /// `conn` is idle and may serve other client connections: keep its socket with `parked`
     /// in the pool for the next [`Command::Reuse`] of its key, and forget it here. (A socket
     /// that still has output queued, or whose peer has closed, is closed instead.) An HTTP/2

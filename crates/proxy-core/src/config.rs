@@ -21,21 +21,13 @@ pub enum Mode {
     /// [`TlsConfig::issuer`](crate::tls::TlsConfig::issuer) for the name they asked for.
     /// With [`Config::gateway`], requests go where its routes and balancing send them instead
     /// of to `target`.
-    Reverse {
-        scheme: Scheme,
-        target: ServerAddr,
-        client_tls: bool,
-    },
+    Reverse { scheme: Scheme, target: ServerAddr, client_tls: bool },
     /// An explicit proxy towards clients that sends everything on through another proxy at
     /// `proxy`: requests in absolute-form, and `CONNECT`s. With `tls`, the connection to the
     /// upstream proxy is TLS, verified like any server's (an `https` origin is then reached
     /// with TLS inside TLS); with `auth` (`user:password`), every request and `CONNECT` to it
     /// carries `Proxy-Authorization: Basic`.
-    Upstream {
-        proxy: ServerAddr,
-        tls: bool,
-        auth: Option<String>,
-    },
+    Upstream { proxy: ServerAddr, tls: bool, auth: Option<String> },
     /// A SOCKS5 proxy (RFC 1928): after the client's handshake and CONNECT, the connection
     /// goes on as after an HTTP `CONNECT` (intercepted TLS, HTTP, or a tunnel).
     Socks5,
@@ -72,20 +64,14 @@ pub struct ProxyAuth {
 impl ProxyAuth {
     /// Credentials accepted when `check(user, password)` says so.
     pub fn new(check: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Self {
-        Self {
-            check: Arc::new(check),
-            realm: "sansproxy".into(),
-        }
+        Self { check: Arc::new(check), realm: "sansproxy".into() }
     }
 
     /// One user and password, compared in constant time (the time taken says nothing about
     /// how much of a guess was right).
     pub fn single(user: impl Into<String>, password: impl Into<String>) -> Self {
         let (user, password) = (user.into(), password.into());
-        Self::new(move |u, p| {
-            constant_time_eq(u.as_bytes(), user.as_bytes())
-                & constant_time_eq(p.as_bytes(), password.as_bytes())
-        })
+        Self::new(move |u, p| constant_time_eq(u.as_bytes(), user.as_bytes()) & constant_time_eq(p.as_bytes(), password.as_bytes()))
     }
 
     pub fn check(&self, user: &str, password: &str) -> bool {
@@ -95,9 +81,7 @@ impl ProxyAuth {
 
 impl std::fmt::Debug for ProxyAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyAuth")
-            .field("realm", &self.realm)
-            .finish_non_exhaustive()
+        f.debug_struct("ProxyAuth").field("realm", &self.realm).finish_non_exhaustive()
     }
 }
 

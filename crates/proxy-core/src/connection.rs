@@ -13,8 +13,8 @@ use crate::ids::ConnId;
 use crate::layer::Layer;
 use crate::layers::http::carried::CarrierLayer;
 use crate::layers::mode::ModeLayer;
-use crate::layers::tls::transport::TlsTransport;
 use crate::testing::{Alone, AloneLayer};
+use crate::layers::tls::transport::TlsTransport;
 use crate::upstreams::Parked;
 
 /// One client connection and everything the proxy does for it.
@@ -38,11 +38,7 @@ impl Connection {
     /// The proxy, in the mode `config` says, for the client described by `client`.
     pub fn new(config: Arc<Config>, client: ClientInfo) -> Self {
         let root = TlsTransport::new(Box::new(ModeLayer::new()));
-        Self {
-            cx: Context::new(config, client),
-            root,
-            disconnected: false,
-        }
+        Self { cx: Context::new(config, client), root, disconnected: false }
     }
 
     /// A connection whose stack is only `layer` (over the TLS transport), for tests that drive
@@ -60,11 +56,7 @@ impl Connection {
     /// [`Command::Capacity`]: crate::Command::Capacity
     /// [`Event::Stream`]: crate::Event::Stream
     /// [`Event::Joined`]: crate::Event::Joined
-    pub fn carrier(
-        config: Arc<Config>,
-        parked: Box<Parked>,
-        idle_timeout: Duration,
-    ) -> Result<(Self, ConnId), Box<Parked>> {
+    pub fn carrier(config: Arc<Config>, parked: Box<Parked>, idle_timeout: Duration) -> Result<(Self, ConnId), Box<Parked>> {
         if !parked.carries_streams() {
             return Err(parked);
         }
@@ -76,25 +68,14 @@ impl Connection {
         let layer = CarrierLayer::new(&mut cx, conn, server, idle_timeout);
         // No client to say goodbye for: `disconnected` from the start. Its first event
         // (`Start`) has it say how many streams it takes.
-        Ok((
-            Self {
-                cx,
-                root: TlsTransport::new(Box::new(layer)),
-                disconnected: true,
-            },
-            conn,
-        ))
+        Ok((Self { cx, root: TlsTransport::new(Box::new(layer)), disconnected: true }, conn))
     }
 
     #[doc(hidden)]
     pub fn alone(config: Arc<Config>, client: ClientInfo, layer: Alone) -> Self {
         let mut cx = Context::new(config, client);
         let root = TlsTransport::new(Box::new(AloneLayer::new(&mut cx, layer)));
-        Self {
-            cx,
-            root,
-            disconnected: false,
-        }
+        Self { cx, root, disconnected: false }
     }
 
     pub fn handle(&mut self, now: Instant, event: Event) {

@@ -58,16 +58,7 @@ struct PendingTls {
 
 impl ConnState {
     fn new(id: ConnId) -> Self {
-        Self {
-            id,
-            queued: 0,
-            paused: 0,
-            closed: false,
-            tls: None,
-            outer: None,
-            self_limiting: false,
-            pending_tls: None,
-        }
+        Self { id, queued: 0, paused: 0, closed: false, tls: None, outer: None, self_limiting: false, pending_tls: None }
     }
 }
 
@@ -192,21 +183,14 @@ impl Context {
     /// ([`Command::Reuse`]), which [`adopt_parked`](Self::adopt_parked) then puts in place;
     /// with `join`, or a stream on a carrier ([`joined`](Self::joined)).
     pub(crate) fn open_reusing(&mut self, server: ServerAddr, key: PoolKey, join: bool) -> ConnId {
-        self.new_conn(|conn| Command::Reuse {
-            conn,
-            server,
-            key,
-            join,
-        })
+        self.new_conn(|conn| Command::Reuse { conn, server, key, join })
     }
 
     /// `conn`, asked for with [`open_reusing`](Self::open_reusing), is a stream on a carrier:
     /// no bytes of ours go on it (no TLS session, nothing queued), and it is never paused for
     /// congestion (its carrier's windows hold its body back).
     pub(crate) fn joined(&mut self, conn: ConnId) {
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         *state = ConnState::new(conn);
         state.self_limiting = true;
         self.update_congestion();
@@ -242,9 +226,7 @@ impl Context {
         if data.is_empty() {
             return;
         }
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         if state.closed {
             return;
         }
@@ -261,9 +243,7 @@ impl Context {
         if data.is_empty() {
             return;
         }
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         let data = match &mut state.outer {
             Some(outer) => outer.send(&data),
             None => data,
@@ -277,9 +257,7 @@ impl Context {
             return;
         }
         let high_water = self.config.high_water;
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         if state.closed {
             return;
         }
@@ -311,18 +289,9 @@ impl Context {
     /// Each direction of a tunnel thus pauses its own sender.
     fn update_congestion(&mut self) {
         let high_water = self.config.high_water;
-        let over: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|c| !c.closed && c.queued > high_water)
-            .map(|c| c.id)
-            .collect();
-        let ids: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|c| !c.self_limiting)
-            .map(|c| c.id)
-            .collect();
+        let over: Vec<ConnId> =
+            self.conns.iter().filter(|c| !c.closed && c.queued > high_water).map(|c| c.id).collect();
+        let ids: Vec<ConnId> = self.conns.iter().filter(|c| !c.self_limiting).map(|c| c.id).collect();
         for id in ids {
             if over.iter().any(|&c| c != id) {
                 self.pause(id, Pause::Congestion);
@@ -333,9 +302,7 @@ impl Context {
     }
 
     pub(crate) fn pause(&mut self, conn: ConnId, why: Pause) {
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         if state.closed {
             return;
         }
@@ -347,9 +314,7 @@ impl Context {
     }
 
     pub(crate) fn unpause(&mut self, conn: ConnId, why: Pause) {
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         if state.closed || state.paused & why as u8 == 0 {
             return;
         }
@@ -369,8 +334,7 @@ impl Context {
 
     /// Whether output queued for `conn` is over the high-water mark.
     pub(crate) fn is_congested(&self, conn: ConnId) -> bool {
-        self.state(conn)
-            .is_some_and(|c| c.queued > self.config.high_water)
+        self.state(conn).is_some_and(|c| c.queued > self.config.high_water)
     }
 
     /// Apply or lift the layer's own pause on `conn`.
@@ -384,9 +348,7 @@ impl Context {
 
     /// Close `conn` (after its queued output). `half` shuts down only our writing side.
     pub(crate) fn close(&mut self, conn: ConnId, half: bool) {
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         if state.closed {
             return;
         }
@@ -402,9 +364,7 @@ impl Context {
                 self.out.push_back(Command::SendData { conn, data: notify });
             }
         }
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         if !half {
             state.closed = true;
             let was_over = state.queued > self.config.high_water;
@@ -437,10 +397,7 @@ impl Context {
     }
 
     pub(crate) fn log(&mut self, level: LogLevel, message: impl Into<String>) {
-        self.out.push_back(Command::Log {
-            level,
-            message: message.into(),
-        });
+        self.out.push_back(Command::Log { level, message: message.into() });
     }
 
     /// Ask the driver for a connection to `server` that will speak TLS, as a client, with
@@ -457,12 +414,7 @@ impl Context {
         reuse: Option<(PoolKey, bool)>,
     ) -> Result<ConnId, TlsSetupError> {
         let (name, sni) = self.client_name(server_name)?;
-        let pending = Box::new(PendingTls {
-            server: server.clone(),
-            name,
-            sni,
-            alpn,
-        });
+        let pending = Box::new(PendingTls { server: server.clone(), name, sni, alpn });
         let conn = match reuse {
             Some((key, join)) => self.open_reusing(server, key, join),
             None => self.open(server),
@@ -476,12 +428,7 @@ impl Context {
     /// now, ready to send its first flight. `None` if it was not asked for so.
     pub(crate) fn start_pending_tls(&mut self, conn: ConnId) -> Option<Result<(), TlsSetupError>> {
         let pending = self.state_mut(conn)?.pending_tls.take()?;
-        let PendingTls {
-            server,
-            name,
-            sni,
-            alpn,
-        } = *pending;
+        let PendingTls { server, name, sni, alpn } = *pending;
         let session = match self.client_session_for(server, name, sni, alpn) {
             Ok(session) => session,
             Err(error) => return Some(Err(error)),
@@ -517,18 +464,13 @@ impl Context {
 
     /// The name a TLS client session verifies `server_name` (a DNS name or an IP address)
     /// as, and the SNI it sends, if TLS is set up at all.
-    fn client_name(
-        &self,
-        server_name: &str,
-    ) -> Result<(rustls::pki_types::ServerName<'static>, Option<String>), TlsSetupError> {
+    fn client_name(&self, server_name: &str) -> Result<(rustls::pki_types::ServerName<'static>, Option<String>), TlsSetupError> {
         if self.config.tls.is_none() {
             return Err(TlsSetupError::NotConfigured);
         }
-        let name = rustls::pki_types::ServerName::try_from(
-            server_name.trim_start_matches('[').trim_end_matches(']'),
-        )
-        .map_err(|_| TlsSetupError::InvalidName(server_name.to_owned()))?
-        .to_owned();
+        let name = rustls::pki_types::ServerName::try_from(server_name.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|_| TlsSetupError::InvalidName(server_name.to_owned()))?
+            .to_owned();
         // rustls sends SNI for a DNS name only, never for an address.
         let sni = match &name {
             rustls::pki_types::ServerName::DnsName(dns) => Some(dns.as_ref().to_owned()),
@@ -544,27 +486,18 @@ impl Context {
         sni: Option<String>,
         alpn: Vec<Vec<u8>>,
     ) -> Result<TlsSession, TlsSetupError> {
-        let Some(tls) = &self.config.tls else {
-            return Err(TlsSetupError::NotConfigured);
-        };
+        let Some(tls) = &self.config.tls else { return Err(TlsSetupError::NotConfigured) };
         let mut config = (*tls.client).clone();
         config.alpn_protocols = alpn;
-        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
-            .map_err(TlsSetupError::Rustls)?;
-        Ok(TlsSession::new(
-            rustls::Connection::Client(client),
-            server,
-            sni,
-        ))
+        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(TlsSetupError::Rustls)?;
+        Ok(TlsSession::new(rustls::Connection::Client(client), server, sni))
     }
 
     /// Put `session` under the open connection `conn` and send what it has ready. On a
     /// connection that speaks TLS already, the new session runs inside the one there (TLS
     /// inside TLS); a third is not nested: it replaces the innermost.
     pub(crate) fn attach_tls(&mut self, conn: ConnId, session: TlsSession) {
-        let Some(state) = self.state_mut(conn) else {
-            return;
-        };
+        let Some(state) = self.state_mut(conn) else { return };
         let mut session = Box::new(session);
         let first = session.take_outgoing();
         if state.outer.is_none() {

@@ -48,11 +48,7 @@ pub enum Event {
     /// and the destination has not taken yet: zero, the forward waits for `from` to send
     /// more; otherwise, for the destination to take it. The driver reports a change between
     /// the two even when no byte moved, so that the core knows which peer to time out.
-    Forwarded {
-        from: ConnId,
-        len: u64,
-        pending: u64,
-    },
+    Forwarded { from: ConnId, len: u64, pending: u64 },
     /// The deadline last returned by [`Connection::poll_timeout`](crate::Connection::poll_timeout)
     /// has passed, or the waker given to [`Connection::set_waker`](crate::Connection::set_waker)
     /// was woken.
@@ -62,12 +58,7 @@ pub enum Event {
     /// User code sends a message on the WebSocket flow `flow`, to `to` (mitmproxy's
     /// `inject.websocket`). It goes out at once, or after the message in progress to `to`;
     /// it is dropped with a log line once the connection is closing.
-    Inject {
-        flow: FlowId,
-        to: Peer,
-        kind: MessageKind,
-        payload: Bytes,
-    },
+    Inject { flow: FlowId, to: Peer, kind: MessageKind, payload: Bytes },
 }
 
 /// Why an upstream connection could not be opened.

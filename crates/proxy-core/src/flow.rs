@@ -53,22 +53,13 @@ impl Request {
         if self.method.eq_ignore_ascii_case("CONNECT") {
             return self.authority();
         }
-        format!(
-            "{}://{}{}",
-            self.scheme.as_str(),
-            self.authority(),
-            self.path
-        )
+        format!("{}://{}{}", self.scheme.as_str(), self.authority(), self.path)
     }
 
     /// `host:port`, leaving out a default port and bracketing IPv6 literals.
     pub fn authority(&self) -> String {
         if self.method.eq_ignore_ascii_case("CONNECT") {
-            let host = if self.host.contains(':') {
-                format!("[{}]", self.host)
-            } else {
-                self.host.clone()
-            };
+            let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
             return format!("{}:{}", host, self.port);
         }
         Self::authority_of(self.scheme, &self.host, self.port)
@@ -152,11 +143,7 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// A client at `peer` connected to the proxy's `local` address.
     pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
-        Self {
-            peer,
-            local,
-            original_dst: None,
-        }
+        Self { peer, local, original_dst: None }
     }
 }
 

@@ -208,16 +208,10 @@ impl Headers {
     /// Apply `policy` to the request fields whose names hold `_`. A name that reads as a
     /// framing field once `_` is read as `-` is refused under every policy: its backend may
     /// frame the body differently from us (gunicorn did, CVE-2024-1135).
-    pub(crate) fn screen_underscores(
-        &mut self,
-        policy: UnderscoreHeaders,
-    ) -> Result<(), UnderscoreError> {
+    pub(crate) fn screen_underscores(&mut self, policy: UnderscoreHeaders) -> Result<(), UnderscoreError> {
         for (name, _) in self.iter().filter(|(name, _)| name.contains(&b'_')) {
             let framing = FRAMING.iter().find(|f| {
-                f.len() == name.len()
-                    && f.bytes()
-                        .zip(name)
-                        .all(|(f, &n)| f == n.to_ascii_lowercase() || f == b'-' && n == b'_')
+                f.len() == name.len() && f.bytes().zip(name).all(|(f, &n)| f == n.to_ascii_lowercase() || f == b'-' && n == b'_')
             });
             let name = String::from_utf8_lossy(name).into_owned();
             if let Some(framing) = framing {
@@ -250,53 +244,28 @@ mod tests {
 
     #[test]
     fn lookups_ignore_case_and_keep_order() {
-        let mut h: Headers = [("Host", "a"), ("X-A", "1"), ("x-a", "2")]
-            .into_iter()
-            .collect();
+        let mut h: Headers = [("Host", "a"), ("X-A", "1"), ("x-a", "2")].into_iter().collect();
         assert_eq!(h.get("HOST"), Some(&b"a"[..]));
-        assert_eq!(
-            h.get_all("x-a").collect::<Vec<_>>(),
-            vec![&b"1"[..], &b"2"[..]]
-        );
+        assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), vec![&b"1"[..], &b"2"[..]]);
         // The replaced field keeps the spelling the peer used.
         h.insert("X-a", "3");
-        assert_eq!(
-            h.iter().collect::<Vec<_>>(),
-            vec![(&b"Host"[..], &b"a"[..]), (&b"X-A"[..], &b"3"[..])]
-        );
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![(&b"Host"[..], &b"a"[..]), (&b"X-A"[..], &b"3"[..])]);
         assert!(h.remove("host"));
         assert!(!h.contains("Host"));
     }
 
     #[test]
     fn underscores() {
-        let fields = || -> Headers {
-            [("Host", "a"), ("X_User", "u"), ("X-User", "v")]
-                .into_iter()
-                .collect()
-        };
+        let fields = || -> Headers { [("Host", "a"), ("X_User", "u"), ("X-User", "v")].into_iter().collect() };
         let mut kept = fields();
         assert_eq!(kept.screen_underscores(UnderscoreHeaders::Keep), Ok(()));
         assert_eq!(kept, fields());
         let mut dropped = fields();
         assert_eq!(dropped.screen_underscores(UnderscoreHeaders::Drop), Ok(()));
-        assert_eq!(
-            dropped.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            vec![&b"Host"[..], b"X-User"]
-        );
-        let error = UnderscoreError::Underscore {
-            name: "X_User".into(),
-        };
-        assert_eq!(
-            fields().screen_underscores(UnderscoreHeaders::Reject),
-            Err(error)
-        );
-        for name in [
-            "Transfer_Encoding",
-            "content_length",
-            "CONTENT_length",
-            "Transfer-encoding_",
-        ] {
+        assert_eq!(dropped.iter().map(|(n, _)| n).collect::<Vec<_>>(), vec![&b"Host"[..], b"X-User"]);
+        let error = UnderscoreError::Underscore { name: "X_User".into() };
+        assert_eq!(fields().screen_underscores(UnderscoreHeaders::Reject), Err(error));
+        for name in ["Transfer_Encoding", "content_length", "CONTENT_length", "Transfer-encoding_"] {
             let mut h: Headers = [(name, "chunked")].into_iter().collect();
             let result = h.screen_underscores(UnderscoreHeaders::Keep);
             assert_eq!(result.is_err(), name != "Transfer-encoding_", "{name}");
@@ -309,9 +278,7 @@ mod tests {
 
     #[test]
     fn token_lists() {
-        let h: Headers = [("Connection", "keep-alive, Upgrade")]
-            .into_iter()
-            .collect();
+        let h: Headers = [("Connection", "keep-alive, Upgrade")].into_iter().collect();
         assert!(h.has_token("connection", "upgrade"));
         assert!(!h.has_token("connection", "close"));
     }

@@ -24,10 +24,7 @@ pub struct ServerAddr {
 
 impl ServerAddr {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self {
-            host: host.into(),
-            port,
-        }
+        Self { host: host.into(), port }
     }
 }
 

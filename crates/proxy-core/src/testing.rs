@@ -39,12 +39,7 @@ enum State {
     /// A tunnel's server is being opened, the client paused (a tunnel starts on an open
     /// connection, as it does behind a `CONNECT`). Should a read already under way still
     /// arrive, or the client close, it waits here for the tunnel.
-    Opening {
-        server: ConnId,
-        target: ServerAddr,
-        client_rest: BytesMut,
-        client_eof: bool,
-    },
+    Opening { server: ConnId, target: ServerAddr, client_rest: BytesMut, client_eof: bool },
     Running(Box<dyn Layer>),
     /// The layer handed over, or its tunnel never opened.
     Done,
@@ -57,12 +52,7 @@ impl AloneLayer {
             Alone::Tunnel { server: target } => {
                 let server = cx.open(target.clone());
                 cx.set_layer_pause(ConnId::CLIENT, true);
-                State::Opening {
-                    server,
-                    target,
-                    client_rest: BytesMut::new(),
-                    client_eof: false,
-                }
+                State::Opening { server, target, client_rest: BytesMut::new(), client_eof: false }
             }
         };
         Self { state }
@@ -79,30 +69,15 @@ impl Layer for AloneLayer {
                     self.state = State::Done;
                 }
             }
-            (
-                State::Opening { client_rest, .. },
-                Event::DataReceived {
-                    conn: ConnId::CLIENT,
-                    data,
-                },
-            ) => {
+            (State::Opening { client_rest, .. }, Event::DataReceived { conn: ConnId::CLIENT, data }) => {
                 client_rest.extend_from_slice(&data);
             }
-            (
-                State::Opening { client_eof, .. },
-                Event::ConnectionClosed {
-                    conn: ConnId::CLIENT,
-                },
-            ) => {
+            (State::Opening { client_eof, .. }, Event::ConnectionClosed { conn: ConnId::CLIENT }) => {
                 *client_eof = true;
             }
             (State::Opening { server, .. }, Event::Opened { conn }) if conn == *server => {
-                let State::Opening {
-                    server,
-                    target,
-                    client_rest,
-                    client_eof,
-                } = std::mem::replace(&mut self.state, State::Done)
+                let State::Opening { server, target, client_rest, client_eof } =
+                    std::mem::replace(&mut self.state, State::Done)
                 else {
                     unreachable!()
                 };
@@ -118,14 +93,9 @@ impl Layer for AloneLayer {
                 };
                 self.state = State::Running(Box::new(Tunnel::new(cx, handover)));
             }
-            (State::Opening { server, target, .. }, Event::OpenFailed { conn, error })
-                if conn == *server =>
-            {
+            (State::Opening { server, target, .. }, Event::OpenFailed { conn, error }) if conn == *server => {
                 cx.forget(conn);
-                cx.log(
-                    LogLevel::Info,
-                    format!("cannot connect to {target}: {error}"),
-                );
+                cx.log(LogLevel::Info, format!("cannot connect to {target}: {error}"));
                 cx.close(ConnId::CLIENT, false);
                 self.state = State::Done;
             }
@@ -143,15 +113,7 @@ impl Layer for AloneLayer {
 
 /// A hand-over as the debug log line says it.
 fn describe(handover: &Handover) -> String {
-    let Handover {
-        server,
-        target,
-        connect,
-        client_rest,
-        server_rest,
-        client_eof,
-        ..
-    } = handover;
+    let Handover { server, target, connect, client_rest, server_rest, client_eof, .. } = handover;
     let ConnId(server) = server;
     let why = if *connect { "CONNECT" } else { "101" };
     format!(

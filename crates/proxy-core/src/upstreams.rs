@@ -111,11 +111,7 @@ impl Parked {
 
 impl fmt::Debug for Parked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let version = if self.server.is_h2() {
-            "HTTP/2"
-        } else {
-            "HTTP/1.1"
-        };
+        let version = if self.server.is_h2() { "HTTP/2" } else { "HTTP/1.1" };
         write!(f, "Parked({} {version})", self.key())
     }
 }
@@ -135,11 +131,7 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        Self {
-            max_idle_per_key: 64,
-            max_idle: 1024,
-            idle_timeout: Duration::from_secs(4),
-        }
+        Self { max_idle_per_key: 64, max_idle: 1024, idle_timeout: Duration::from_secs(4) }
     }
 }
 
@@ -176,12 +168,7 @@ pub struct PoolStats {
 
 impl<P, T> UpstreamPool<P, T> {
     pub fn new(limits: PoolLimits) -> Self {
-        Self {
-            limits,
-            idle: HashMap::new(),
-            len: 0,
-            stats: PoolStats::default(),
-        }
+        Self { limits, idle: HashMap::new(), len: 0, stats: PoolStats::default() }
     }
 
     /// Idle connections held.
@@ -221,17 +208,11 @@ impl<P, T> UpstreamPool<P, T> {
                 gone.push((oldest.parked, oldest.io));
             }
         }
-        self.idle.entry(key).or_default().push_back(Idle {
-            parked,
-            io,
-            since: now,
-        });
+        self.idle.entry(key).or_default().push_back(Idle { parked, io, since: now });
         self.len += 1;
         self.stats.parked += 1;
         while self.len > self.limits.max_idle {
-            let Some(oldest) = self.pop_oldest() else {
-                break;
-            };
+            let Some(oldest) = self.pop_oldest() else { break };
             self.stats.evicted += 1;
             gone.push(oldest);
         }
@@ -241,12 +222,7 @@ impl<P, T> UpstreamPool<P, T> {
     /// An idle connection for `key`, if one is young enough: the most recently parked, whose
     /// server is the least likely to have closed it meanwhile. Older ones that expired are
     /// returned in `expired` for the driver to close.
-    pub fn take(
-        &mut self,
-        key: &PoolKey,
-        now: Instant,
-        expired: &mut Vec<(P, T)>,
-    ) -> Option<(P, T)> {
+    pub fn take(&mut self, key: &PoolKey, now: Instant, expired: &mut Vec<(P, T)>) -> Option<(P, T)> {
         let queue = self.idle.get_mut(key);
         let Some(queue) = queue else {
             self.stats.missed += 1;
@@ -284,10 +260,7 @@ impl<P, T> UpstreamPool<P, T> {
         let mut gone = Vec::new();
         for queue in self.idle.values_mut() {
             // Oldest first: the expired ones are at the front.
-            while queue
-                .front()
-                .is_some_and(|i| now.saturating_duration_since(i.since) >= timeout)
-            {
+            while queue.front().is_some_and(|i| now.saturating_duration_since(i.since) >= timeout) {
                 let idle = queue.pop_front().expect("checked");
                 gone.push((idle.parked, idle.io));
             }
@@ -300,23 +273,12 @@ impl<P, T> UpstreamPool<P, T> {
 
     /// When the next idle connection expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let oldest = self
-            .idle
-            .values()
-            .filter_map(|q| q.front())
-            .map(|i| i.since)
-            .min()?;
+        let oldest = self.idle.values().filter_map(|q| q.front()).map(|i| i.since).min()?;
         Some(oldest + self.limits.idle_timeout)
     }
 
     fn pop_oldest(&mut self) -> Option<(P, T)> {
-        let key = self
-            .idle
-            .iter()
-            .filter_map(|(k, q)| Some((k, q.front()?.since)))
-            .min_by_key(|(_, t)| *t)?
-            .0
-            .clone();
+        let key = self.idle.iter().filter_map(|(k, q)| Some((k, q.front()?.since))).min_by_key(|(_, t)| *t)?.0.clone();
         let queue = self.idle.get_mut(&key)?;
         let idle = queue.pop_front()?;
         if queue.is_empty() {
@@ -363,11 +325,7 @@ pub struct Carriers<H> {
 
 impl<H> Default for Carriers<H> {
     fn default() -> Self {
-        Self {
-            list: Vec::new(),
-            next: 0,
-            joined: 0,
-        }
+        Self { list: Vec::new(), next: 0, joined: 0 }
     }
 }
 
@@ -377,23 +335,14 @@ impl<H: Clone> Carriers<H> {
     pub fn add(&mut self, key: PoolKey, handle: H, streams: usize, home: Option<u64>) -> CarrierId {
         let id = CarrierId(self.next);
         self.next += 1;
-        self.list.push(CarrierEntry {
-            id,
-            key,
-            handle,
-            capacity: streams,
-            carrying: 0,
-            home,
-        });
+        self.list.push(CarrierEntry { id, key, handle, capacity: streams, carrying: 0, home });
         id
     }
 
     /// A carrier to `key` with room for one more stream, on the driver thread `home` if
     /// given; the stream is counted as joined.
     pub fn join(&mut self, key: &PoolKey, home: Option<u64>) -> Option<(CarrierId, H)> {
-        let fits = |c: &&mut CarrierEntry<H>| {
-            c.key == *key && c.carrying < c.capacity && (home.is_none() || c.home == home)
-        };
+        let fits = |c: &&mut CarrierEntry<H>| c.key == *key && c.carrying < c.capacity && (home.is_none() || c.home == home);
         let entry = self.list.iter_mut().find(fits)?;
         entry.carrying += 1;
         self.joined += 1;
@@ -439,20 +388,11 @@ mod tests {
     use super::*;
 
     fn key(host: &str) -> PoolKey {
-        PoolKey {
-            server: ServerAddr::new(host, 80),
-            tls: false,
-            proxy: None,
-            name: None,
-        }
+        PoolKey { server: ServerAddr::new(host, 80), tls: false, proxy: None, name: None }
     }
 
     fn pool(per_key: usize, all: usize, idle_secs: u64) -> UpstreamPool<&'static str, u32> {
-        UpstreamPool::new(PoolLimits {
-            max_idle_per_key: per_key,
-            max_idle: all,
-            idle_timeout: Duration::from_secs(idle_secs),
-        })
+        UpstreamPool::new(PoolLimits { max_idle_per_key: per_key, max_idle: all, idle_timeout: Duration::from_secs(idle_secs) })
     }
 
     #[test]
@@ -460,45 +400,18 @@ mod tests {
         let t0 = Instant::now();
         let mut pool = pool(8, 8, 10);
         assert!(pool.park(key("a"), "a1", 1, t0).is_empty());
-        assert!(pool
-            .park(key("a"), "a2", 2, t0 + Duration::from_secs(1))
-            .is_empty());
+        assert!(pool.park(key("a"), "a2", 2, t0 + Duration::from_secs(1)).is_empty());
         assert!(pool.park(key("b"), "b1", 3, t0).is_empty());
         let mut expired = Vec::new();
-        assert_eq!(
-            pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired),
-            Some(("a2", 2))
-        );
-        assert_eq!(
-            pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired),
-            Some(("a1", 1))
-        );
-        assert_eq!(
-            pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired),
-            None
-        );
+        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), Some(("a2", 2)));
+        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), Some(("a1", 1)));
+        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), None);
         assert_eq!(pool.take(&key("c"), t0, &mut expired), None);
         assert!(expired.is_empty());
         assert_eq!((pool.len(), pool.idle_for(&key("b"))), (1, 1));
-        let tls = PoolKey {
-            tls: true,
-            ..key("b")
-        };
-        assert_eq!(
-            pool.take(&tls, t0, &mut expired),
-            None,
-            "TLS and plain are different destinations"
-        );
-        assert_eq!(
-            pool.stats,
-            PoolStats {
-                parked: 3,
-                reused: 2,
-                missed: 3,
-                expired: 0,
-                evicted: 0
-            }
-        );
+        let tls = PoolKey { tls: true, ..key("b") };
+        assert_eq!(pool.take(&tls, t0, &mut expired), None, "TLS and plain are different destinations");
+        assert_eq!(pool.stats, PoolStats { parked: 3, reused: 2, missed: 3, expired: 0, evicted: 0 });
     }
 
     #[test]
@@ -513,10 +426,7 @@ mod tests {
         assert_eq!(pool.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         // An expired connection is never handed out: it is returned for closing.
         let mut expired = Vec::new();
-        assert_eq!(
-            pool.take(&key("b"), t0 + Duration::from_secs(6), &mut expired),
-            None
-        );
+        assert_eq!(pool.take(&key("b"), t0 + Duration::from_secs(6), &mut expired), None);
         assert_eq!(expired, [("b", 3)]);
         assert_eq!(pool.expire(t0 + Duration::from_secs(7)), [("new", 2)]);
         assert!(pool.is_empty() && pool.poll_timeout().is_none());
@@ -530,25 +440,13 @@ mod tests {
         let mut limited = pool(2, 3, 60);
         assert!(limited.park(key("a"), "a1", 1, at(0)).is_empty());
         assert!(limited.park(key("a"), "a2", 2, at(1)).is_empty());
-        assert_eq!(
-            limited.park(key("a"), "a3", 3, at(2)),
-            [("a1", 1)],
-            "two per destination"
-        );
+        assert_eq!(limited.park(key("a"), "a3", 3, at(2)), [("a1", 1)], "two per destination");
         assert!(limited.park(key("b"), "b1", 4, at(3)).is_empty());
-        assert_eq!(
-            limited.park(key("c"), "c1", 5, at(4)),
-            [("a2", 2)],
-            "three in all: the oldest goes"
-        );
+        assert_eq!(limited.park(key("c"), "c1", 5, at(4)), [("a2", 2)], "three in all: the oldest goes");
         assert_eq!(limited.len(), 3);
         assert_eq!(limited.stats.evicted, 2);
         let mut none = pool(0, 3, 60);
-        assert_eq!(
-            none.park(key("a"), "a", 1, t0),
-            [("a", 1)],
-            "no idle connections kept at all"
-        );
+        assert_eq!(none.park(key("a"), "a", 1, t0), [("a", 1)], "no idle connections kept at all");
     }
 
     #[test]
@@ -567,11 +465,7 @@ mod tests {
         assert_eq!(carriers.join(&key("a"), Some(1)), Some((second, "second")));
         assert_eq!(carriers.streams(), 4);
         carriers.leave(first);
-        assert_eq!(
-            carriers.join(&key("a"), Some(0)),
-            Some((first, "first")),
-            "a stream left: room again"
-        );
+        assert_eq!(carriers.join(&key("a"), Some(0)), Some((first, "first")), "a stream left: room again");
         // A carrier that says it takes none (closing) gets no stream; one that is gone is forgotten.
         carriers.set_capacity(second, 0);
         carriers.leave(second);

@@ -18,30 +18,21 @@ struct Policy {
 
 impl Policy {
     fn is_blocked(&self, host: &str) -> bool {
-        self.blocked
-            .as_deref()
-            .is_some_and(|b| b.eq_ignore_ascii_case(host))
+        self.blocked.as_deref().is_some_and(|b| b.eq_ignore_ascii_case(host))
     }
 }
 
 impl Handler for Policy {
     fn hooks(&self) -> HookSet {
         // Only these are raised; every other phase costs nothing.
-        HookSet::NONE
-            .with(HookKind::HttpConnect)
-            .with(HookKind::RequestHeaders)
+        HookSet::NONE.with(HookKind::HttpConnect).with(HookKind::RequestHeaders)
     }
 
     async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
         match hook {
             // Blocking at the request head answers before the body is even read.
-            Hook::HttpConnect(flow) | Hook::RequestHeaders(flow)
-                if self.is_blocked(&flow.request.host) =>
-            {
-                HookReply::Respond(Response::text(
-                    403,
-                    format!("blocked by policy: {}", flow.request.host),
-                ))
+            Hook::HttpConnect(flow) | Hook::RequestHeaders(flow) if self.is_blocked(&flow.request.host) => {
+                HookReply::Respond(Response::text(403, format!("blocked by policy: {}", flow.request.host)))
             }
             Hook::RequestHeaders(mut flow) => {
                 flow.request.headers.insert("x-sansproxy", "1");
@@ -57,19 +48,11 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let blocked = args.next().filter(|h| !h.is_empty());
     let listen: SocketAddr = match args.next() {
-        Some(addr) => addr
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        Some(addr) => addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
     };
 
-    let proxy = Proxy::builder()
-        .listen(listen)
-        .handler(Policy {
-            blocked: blocked.clone(),
-        })
-        .build()
-        .await?;
+    let proxy = Proxy::builder().listen(listen).handler(Policy { blocked: blocked.clone() }).build().await?;
     proxy_io::shutdown_on_signals(proxy.shutdown_handle())?;
     match &blocked {
         Some(host) => eprintln!("listening on {}, blocking {host}", proxy.local_addr()),

@@ -25,13 +25,7 @@ struct Rewrite {
 
 impl Handler for Rewrite {
     fn hooks(&self) -> HookSet {
-        [
-            HookKind::WebSocketStart,
-            HookKind::WebSocketMessage,
-            HookKind::WebSocketEnd,
-        ]
-        .into_iter()
-        .collect()
+        [HookKind::WebSocketStart, HookKind::WebSocketMessage, HookKind::WebSocketEnd].into_iter().collect()
     }
 
     async fn hook(&self, flow: FlowId, hook: Hook) -> HookReply {
@@ -39,22 +33,14 @@ impl Handler for Rewrite {
             Hook::WebSocketStart(f) => {
                 eprintln!("websocket {} {}", f.client.peer, f.request.url());
                 let hello = format!("sansproxy rewrites {:?} to {:?} here", self.from, self.to);
-                if let Err(e) = self.injector.inject(
-                    f.client.peer,
-                    flow,
-                    Peer::Client,
-                    MessageKind::Text,
-                    hello,
-                ) {
+                if let Err(e) = self.injector.inject(f.client.peer, flow, Peer::Client, MessageKind::Text, hello) {
                     eprintln!("cannot greet: {e}");
                 }
                 HookReply::Continue
             }
             Hook::WebSocketMessage(mut message) => match (message.from, message.kind) {
                 (Peer::Server, MessageKind::Text) => {
-                    let Some(text) = message.text() else {
-                        return HookReply::Continue;
-                    };
+                    let Some(text) = message.text() else { return HookReply::Continue };
                     message.payload = text.replace(&self.from, &self.to).into();
                     HookReply::Message(message)
                 }
@@ -62,13 +48,7 @@ impl Handler for Rewrite {
                 _ => HookReply::Continue,
             },
             Hook::WebSocketEnd(end) => {
-                eprintln!(
-                    "websocket {} ended: {:?} {:?}, {:?} messages",
-                    end.upgrade.request.url(),
-                    end.code,
-                    end.reason,
-                    end.messages
-                );
+                eprintln!("websocket {} ended: {:?} {:?}, {:?} messages", end.upgrade.request.url(), end.code, end.reason, end.messages);
                 HookReply::Continue
             }
             _ => HookReply::Continue,
@@ -82,24 +62,13 @@ async fn main() -> std::io::Result<()> {
     let from = args.next().unwrap_or_else(|| "hello".into());
     let to = args.next().unwrap_or_else(|| "HELLO".into());
     let listen: SocketAddr = match args.next() {
-        Some(addr) => addr
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        Some(addr) => addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
     };
 
     let injector = Injector::default();
-    let handler = Rewrite {
-        from,
-        to,
-        injector: injector.clone(),
-    };
-    let proxy = Proxy::builder()
-        .listen(listen)
-        .handler(handler)
-        .injector(injector)
-        .build()
-        .await?;
+    let handler = Rewrite { from, to, injector: injector.clone() };
+    let proxy = Proxy::builder().listen(listen).handler(handler).injector(injector).build().await?;
     proxy_io::shutdown_on_signals(proxy.shutdown_handle())?;
     eprintln!("listening on {}", proxy.local_addr());
     proxy.run().await;

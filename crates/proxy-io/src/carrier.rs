@@ -49,11 +49,7 @@ pub(crate) fn home() -> Option<u64> {
 /// What a client connection's task tells a carrier.
 pub(crate) enum ToCarrier {
     /// A stream joined: what the carrier has for it goes to `reply`, as events for `conn`.
-    Attach {
-        stream: StreamTag,
-        conn: ConnId,
-        reply: mpsc::UnboundedSender<Batch>,
-    },
+    Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Batch> },
     /// What one turn of the task had for the carrier's streams, in order: a step of a
     /// stream's exchange, or `None` when the client connection is done with the stream.
     Turn(Turn),
@@ -104,32 +100,15 @@ pub(crate) fn start(
         Ok(made) => made,
         Err(parked) => return Err((parked, tcp)),
     };
-    let peer = tcp
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (tx, rx) = mpsc::unbounded_channel();
     let streams = parked_streams;
-    let id = pool.add_carrier(
-        key.clone(),
-        Arc::new(CarrierHandle {
-            tx,
-            next_tag: AtomicU64::new(0),
-        }),
-        streams,
-    );
+    let id = pool.add_carrier(key.clone(), Arc::new(CarrierHandle { tx, next_tag: AtomicU64::new(0) }), streams);
     tracing::debug!(server = %key, "an idle HTTP/2 connection carries streams of every client from now on");
     let opts = opts.clone();
     let pool = Arc::clone(pool);
     tokio::spawn(async move {
-        driver::drive_carrier(
-            core,
-            (conn, tcp),
-            peer,
-            Carrying::new(Inbox { rx, id, pool }),
-            &opts,
-            &injector,
-        )
-        .await;
+        driver::drive_carrier(core, (conn, tcp), peer, Carrying::new(Inbox { rx, id, pool }), &opts, &injector).await;
     });
     Ok(())
 }
@@ -164,27 +143,16 @@ pub(crate) struct Joined {
 impl Joined {
     /// Make `conn` a stream on a carrier to `key`, if one has room.
     pub(crate) fn join(&mut self, pool: &Arc<SharedPool>, key: &PoolKey, conn: ConnId) -> bool {
-        let Some((carrier, handle)) = pool.join(key) else {
-            return false;
-        };
+        let Some((carrier, handle)) = pool.join(key) else { return false };
         let stream = handle.tag();
         let (reply, _) = self.channel.get_or_insert_with(mpsc::unbounded_channel);
-        if !handle.send(ToCarrier::Attach {
-            stream,
-            conn,
-            reply: reply.clone(),
-        }) {
+        if !handle.send(ToCarrier::Attach { stream, conn, reply: reply.clone() }) {
             // It ended meanwhile.
             pool.leave(carrier);
             return false;
         }
         self.pool.get_or_insert_with(|| Arc::clone(pool));
-        self.streams.push(JoinedStream {
-            conn,
-            stream,
-            carrier,
-            handle,
-        });
+        self.streams.push(JoinedStream { conn, stream, carrier, handle });
         true
     }
 
@@ -197,15 +165,10 @@ impl Joined {
 
     fn post(&mut self, at: usize, message: Option<Carried>) {
         let joined = &self.streams[at];
-        let entry = match self
-            .outbox
-            .iter()
-            .position(|(id, ..)| *id == joined.carrier)
-        {
+        let entry = match self.outbox.iter().position(|(id, ..)| *id == joined.carrier) {
             Some(i) => &mut self.outbox[i],
             None => {
-                self.outbox
-                    .push((joined.carrier, Arc::clone(&joined.handle), Vec::new()));
+                self.outbox.push((joined.carrier, Arc::clone(&joined.handle), Vec::new()));
                 self.outbox.last_mut().expect("just pushed")
             }
         };
@@ -215,9 +178,7 @@ impl Joined {
     /// The core closed `conn`: if it is a stream on a carrier, it leaves. Returns whether it
     /// was one.
     pub(crate) fn close(&mut self, conn: ConnId) -> bool {
-        let Some(at) = self.streams.iter().position(|s| s.conn == conn) else {
-            return false;
-        };
+        let Some(at) = self.streams.iter().position(|s| s.conn == conn) else { return false };
         self.post(at, None);
         let joined = self.streams.remove(at);
         self.leave(&joined);
@@ -293,12 +254,7 @@ pub(crate) struct Carrying {
 
 impl Carrying {
     pub(crate) fn new(inbox: Inbox) -> Self {
-        Self {
-            inbox,
-            routes: HashMap::new(),
-            events: VecDeque::new(),
-            outbox: Vec::new(),
-        }
+        Self { inbox, routes: HashMap::new(), events: VecDeque::new(), outbox: Vec::new() }
     }
 
     /// The next message from a client connection, as the carrier's event.
@@ -307,15 +263,9 @@ impl Carrying {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(event);
             }
-            let Poll::Ready(Some(message)) = self.inbox.rx.poll_recv(cx) else {
-                return Poll::Pending;
-            };
+            let Poll::Ready(Some(message)) = self.inbox.rx.poll_recv(cx) else { return Poll::Pending };
             match message {
-                ToCarrier::Attach {
-                    stream,
-                    conn,
-                    reply,
-                } => {
+                ToCarrier::Attach { stream, conn, reply } => {
                     self.routes.insert(stream, (conn, reply));
                 }
                 ToCarrier::Turn(turn) => {
@@ -336,13 +286,8 @@ impl Carrying {
 
     /// Send `message` to the client connection of `stream` (at the end of the turn).
     pub(crate) fn out(&mut self, stream: StreamTag, message: Carried) {
-        let Some((conn, _)) = self.routes.get(&stream) else {
-            return;
-        };
-        let event = Event::Carried {
-            conn: *conn,
-            message,
-        };
+        let Some((conn, _)) = self.routes.get(&stream) else { return };
+        let event = Event::Carried { conn: *conn, message };
         match self.outbox.iter_mut().find(|(s, _)| *s == stream) {
             Some((_, batch)) => batch.push(event),
             None => self.outbox.push((stream, vec![event])),
@@ -355,9 +300,7 @@ impl Carrying {
     pub(crate) fn flush(&mut self) -> Vec<Event> {
         let mut gone = Vec::new();
         for (stream, batch) in self.outbox.drain(..) {
-            let Some((_, reply)) = self.routes.get(&stream) else {
-                continue;
-            };
+            let Some((_, reply)) = self.routes.get(&stream) else { continue };
             if reply.send(batch).is_err() {
                 self.routes.remove(&stream);
                 gone.push(Event::StreamGone { stream });
@@ -380,12 +323,7 @@ impl Drop for Carrying {
         self.inbox.pool.remove_carrier(self.inbox.id);
         self.inbox.rx.close();
         while let Ok(message) = self.inbox.rx.try_recv() {
-            if let ToCarrier::Attach {
-                stream,
-                conn,
-                reply,
-            } = message
-            {
+            if let ToCarrier::Attach { stream, conn, reply } = message {
                 self.routes.insert(stream, (conn, reply));
             }
         }

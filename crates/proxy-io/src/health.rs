@@ -23,10 +23,7 @@ pub(crate) async fn run(gateway: Gateway, tls: Option<Arc<rustls::ClientConfig>>
             tokio::spawn(async move {
                 let result = match tokio::time::timeout(probe.timeout, check(&probe, tls)).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!(
-                        "no answer within {:.1} s",
-                        probe.timeout.as_secs_f64()
-                    )),
+                    Err(_) => Err(format!("no answer within {:.1} s", probe.timeout.as_secs_f64())),
                 };
                 tracing::debug!(backend = %probe.addr, ?result, "health check");
                 if let Some(line) = gateway.check_done(&probe, result, Instant::now()) {
@@ -35,9 +32,7 @@ pub(crate) async fn run(gateway: Gateway, tls: Option<Arc<rustls::ClientConfig>>
                 done.notify_one();
             });
         }
-        let wait = gateway.poll_timeout().map_or(IDLE, |at| {
-            at.saturating_duration_since(Instant::now()).min(IDLE)
-        });
+        let wait = gateway.poll_timeout().map_or(IDLE, |at| at.saturating_duration_since(Instant::now()).min(IDLE));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = done.notified() => {}
@@ -48,13 +43,8 @@ pub(crate) async fn run(gateway: Gateway, tls: Option<Arc<rustls::ClientConfig>>
 /// One check: connect, send, read until the status line is in.
 async fn check(probe: &Probe, tls: Option<Arc<rustls::ClientConfig>>) -> Result<u16, String> {
     let mut conn = ProbeConn::new(probe, tls)?;
-    let mut stream = open::open(probe.addr.clone(), probe.timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&conn.connected())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = open::open(probe.addr.clone(), probe.timeout).await.map_err(|e| e.to_string())?;
+    stream.write_all(&conn.connected()).await.map_err(|e| e.to_string())?;
     let mut buf = vec![0; 16 * 1024];
     loop {
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
@@ -63,9 +53,7 @@ async fn check(probe: &Probe, tls: Option<Arc<rustls::ClientConfig>>) -> Result<
             n => conn.received(&buf[..n]),
         };
         match step {
-            ProbeStep::Send(bytes) if !bytes.is_empty() => {
-                stream.write_all(&bytes).await.map_err(|e| e.to_string())?
-            }
+            ProbeStep::Send(bytes) if !bytes.is_empty() => stream.write_all(&bytes).await.map_err(|e| e.to_string())?,
             ProbeStep::Send(_) => {}
             ProbeStep::Done(result) => return result,
         }

@@ -68,45 +68,21 @@ impl Injector {
         kind: MessageKind,
         payload: impl Into<Bytes>,
     ) -> Result<(), InjectError> {
-        let sender = self
-            .flows
-            .lock()
-            .expect("injector lock")
-            .get(&(client, flow))
-            .cloned();
-        let Some(sender) = sender else {
-            return Err(InjectError::NoFlow {
-                client,
-                flow: flow.0,
-            });
-        };
-        let event = Event::Inject {
-            flow,
-            to,
-            kind,
-            payload: payload.into(),
-        };
+        let sender = self.flows.lock().expect("injector lock").get(&(client, flow)).cloned();
+        let Some(sender) = sender else { return Err(InjectError::NoFlow { client, flow: flow.0 }) };
+        let event = Event::Inject { flow, to, kind, payload: payload.into() };
         sender.try_send(event).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => InjectError::Busy,
-            mpsc::error::TrySendError::Closed(_) => InjectError::NoFlow {
-                client,
-                flow: flow.0,
-            },
+            mpsc::error::TrySendError::Closed(_) => InjectError::NoFlow { client, flow: flow.0 },
         })
     }
 
     pub(crate) fn register(&self, client: SocketAddr, flow: FlowId, sender: mpsc::Sender<Event>) {
-        self.flows
-            .lock()
-            .expect("injector lock")
-            .insert((client, flow), sender);
+        self.flows.lock().expect("injector lock").insert((client, flow), sender);
     }
 
     pub(crate) fn unregister(&self, client: SocketAddr, flow: FlowId) {
-        self.flows
-            .lock()
-            .expect("injector lock")
-            .remove(&(client, flow));
+        self.flows.lock().expect("injector lock").remove(&(client, flow));
     }
 }
 
@@ -127,12 +103,7 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     pub(crate) fn new(injector: Injector, client: SocketAddr) -> Self {
-        Self {
-            injector,
-            client,
-            channel: None,
-            flows: Vec::new(),
-        }
+        Self { injector, client, channel: None, flows: Vec::new() }
     }
 
     /// `flow` became a WebSocket: messages may be injected into it from now on.
@@ -153,10 +124,7 @@ impl Inbox {
         self.injector.clone()
     }
 
-    pub(crate) fn poll(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Event>> {
+    pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Event>> {
         match &mut self.channel {
             Some((_, receiver)) if !self.flows.is_empty() => receiver.poll_recv(cx),
             _ => std::task::Poll::Pending,

@@ -67,18 +67,9 @@ mod tests {
     #[test]
     fn maps_io_errors() {
         let e = |k: io::ErrorKind| io::Error::new(k, "boom");
-        assert_eq!(
-            connect_error(&e(io::ErrorKind::ConnectionRefused)),
-            OpenError::Refused
-        );
-        assert_eq!(
-            connect_error(&e(io::ErrorKind::TimedOut)),
-            OpenError::Timeout
-        );
-        assert_eq!(
-            connect_error(&e(io::ErrorKind::HostUnreachable)),
-            OpenError::Other("boom".into())
-        );
+        assert_eq!(connect_error(&e(io::ErrorKind::ConnectionRefused)), OpenError::Refused);
+        assert_eq!(connect_error(&e(io::ErrorKind::TimedOut)), OpenError::Timeout);
+        assert_eq!(connect_error(&e(io::ErrorKind::HostUnreachable)), OpenError::Other("boom".into()));
         let server = ServerAddr::new("nowhere.invalid", 80);
         assert_eq!(
             resolve_error(&server, &e(io::ErrorKind::Other)),
@@ -89,14 +80,8 @@ mod tests {
     #[tokio::test]
     async fn refused_on_a_closed_port() {
         // Bind, learn the port, close: nothing listens there any more.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let err = open(ServerAddr::new("127.0.0.1", port), Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = open(ServerAddr::new("127.0.0.1", port), Duration::from_secs(5)).await.unwrap_err();
         assert_eq!(err, OpenError::Refused);
     }
 
@@ -104,17 +89,13 @@ mod tests {
     async fn connects_to_a_listener() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stream = open(ServerAddr::new("127.0.0.1", port), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let stream = open(ServerAddr::new("127.0.0.1", port), Duration::from_secs(5)).await.unwrap();
         assert_eq!(stream.peer_addr().unwrap().port(), port);
     }
 
     #[tokio::test(start_paused = true)]
     async fn times_out() {
-        let err = with_timeout(Duration::from_secs(10), std::future::pending())
-            .await
-            .unwrap_err();
+        let err = with_timeout(Duration::from_secs(10), std::future::pending()).await.unwrap_err();
         assert_eq!(err, OpenError::Timeout);
     }
 }

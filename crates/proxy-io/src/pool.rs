@@ -15,9 +15,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use proxy_core::upstreams::{
-    CarrierId, Carriers, Parked, PoolKey, PoolLimits, PoolStats, UpstreamPool,
-};
+use proxy_core::upstreams::{CarrierId, Carriers, Parked, PoolKey, PoolLimits, PoolStats, UpstreamPool};
 
 use crate::carrier::CarrierHandle;
 use tokio::net::TcpStream;
@@ -41,9 +39,7 @@ pub(crate) struct SharedPool {
 
 impl std::fmt::Debug for SharedPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedPool")
-            .field("idle", &self.lock().pool.len())
-            .finish()
+        f.debug_struct("SharedPool").field("idle", &self.lock().pool.len()).finish()
     }
 }
 
@@ -64,24 +60,14 @@ impl PoolMonitor {
     /// run, how many streams they carry now, and how many streams joined one so far.
     pub fn carriers(&self) -> (usize, usize, u64) {
         let inner = self.0.lock();
-        (
-            inner.carriers.len(),
-            inner.carriers.streams(),
-            inner.carriers.joined,
-        )
+        (inner.carriers.len(), inner.carriers.streams(), inner.carriers.joined)
     }
 }
 
 impl SharedPool {
     pub(crate) fn new(limits: PoolLimits) -> Arc<Self> {
-        let inner = Inner {
-            pool: UpstreamPool::new(limits),
-            carriers: Carriers::default(),
-            sweeping: false,
-        };
-        Arc::new(Self {
-            inner: Mutex::new(inner),
-        })
+        let inner = Inner { pool: UpstreamPool::new(limits), carriers: Carriers::default(), sweeping: false };
+        Arc::new(Self { inner: Mutex::new(inner) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -114,15 +100,8 @@ impl SharedPool {
     }
 
     /// List a new carrier to `key`, taking `streams` at once.
-    pub(crate) fn add_carrier(
-        &self,
-        key: PoolKey,
-        handle: Arc<CarrierHandle>,
-        streams: usize,
-    ) -> CarrierId {
-        self.lock()
-            .carriers
-            .add(key, handle, streams, crate::carrier::home())
+    pub(crate) fn add_carrier(&self, key: PoolKey, handle: Arc<CarrierHandle>, streams: usize) -> CarrierId {
+        self.lock().carriers.add(key, handle, streams, crate::carrier::home())
     }
 
     /// A place on a carrier to `key` (of this thread, where threads have their own), if one
@@ -159,12 +138,11 @@ impl SharedPool {
             }
             match TcpStream::from_std(tcp) {
                 Ok(tcp) => return Some((parked, tcp)),
-                Err(e) => {
-                    tracing::debug!(server = %key, error = %e, "a parked connection could not be taken")
-                }
+                Err(e) => tracing::debug!(server = %key, error = %e, "a parked connection could not be taken"),
             }
         }
     }
+
 }
 
 /// Close parked connections as they expire, until none is left (or the proxy is gone). The
@@ -187,9 +165,7 @@ async fn sweep(pool: Weak<SharedPool>) {
                 None => return,
             }
         };
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .max(MIN_SWEEP);
+        let wait = next.saturating_duration_since(Instant::now()).max(MIN_SWEEP);
         tokio::time::sleep(wait).await;
     }
 }

@@ -149,13 +149,7 @@ impl<H: Handler> Builder<H> {
         let first = bind_std(self.listen, several && !limited)?;
         let local_addr = first.local_addr()?;
         let others = (1..self.threads)
-            .map(|_| {
-                if limited {
-                    first.try_clone()
-                } else {
-                    bind_std(local_addr, true)
-                }
-            })
+            .map(|_| if limited { first.try_clone() } else { bind_std(local_addr, true) })
             .collect::<io::Result<Vec<_>>>()?;
         let listener = TcpListener::from_std(first)?;
         let mut config = self.config;
@@ -172,12 +166,7 @@ impl<H: Handler> Builder<H> {
         let shared = Arc::new(Shared {
             config: config.clone(),
             handler: self.handler,
-            opts: Options {
-                connect_timeout: self.connect_timeout,
-                linger: DEFAULT_LINGER,
-                pool,
-                config,
-            },
+            opts: Options { connect_timeout: self.connect_timeout, linger: DEFAULT_LINGER, pool, config },
             injector: self.injector,
         });
         let (spread, mut inboxes) = Spread::new(self.threads);
@@ -283,8 +272,7 @@ impl<H: Handler> Proxy<H> {
             }
         }
         let shared = Arc::clone(&self.shared);
-        self.run_with(move |client| Connection::new(Arc::clone(&shared.config), client))
-            .await;
+        self.run_with(move |client| Connection::new(Arc::clone(&shared.config), client)).await;
         for worker in workers {
             let _ = worker.done.await;
         }
@@ -292,75 +280,38 @@ impl<H: Handler> Proxy<H> {
 
     /// A thread with a current-thread runtime, `listener` registered with it, that serves
     /// `listener`'s clients once told to go.
-    fn start_worker(
-        &self,
-        i: usize,
-        listener: std::net::TcpListener,
-        inbox: mpsc::UnboundedReceiver<Handed>,
-    ) -> io::Result<Worker> {
+    fn start_worker(&self, i: usize, listener: std::net::TcpListener, inbox: mpsc::UnboundedReceiver<Handed>) -> io::Result<Worker> {
         let (go, start) = tokio::sync::oneshot::channel::<()>();
         let (finished, done) = tokio::sync::oneshot::channel();
         let (ready, is_ready) = std::sync::mpsc::channel::<io::Result<()>>();
-        let (timeout, limit, shutdown, state, local_addr) = (
-            self.shutdown_timeout,
-            self.limit.clone(),
-            self.shutdown.clone(),
-            self.state.clone(),
-            self.local_addr,
-        );
+        let (timeout, limit, shutdown, state, local_addr) = (self.shutdown_timeout, self.limit.clone(), self.shutdown.clone(), self.state.clone(), self.local_addr);
         let share = Arc::clone(&self.shared);
-        let spread = self
-            .spread
-            .as_ref()
-            .map(|(_, spread, _)| (i, Arc::clone(spread), inbox));
-        std::thread::Builder::new()
-            .name(format!("sansproxy-{i}"))
-            .spawn(move || {
-                crate::carrier::set_home(i);
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
+        let spread = self.spread.as_ref().map(|(_, spread, _)| (i, Arc::clone(spread), inbox));
+        std::thread::Builder::new().name(format!("sansproxy-{i}")).spawn(move || {
+            crate::carrier::set_home(i);
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
                     Err(e) => return drop(ready.send(Err(e))),
                 };
-                runtime.block_on(async move {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(e) => return drop(ready.send(Err(e))),
-                    };
-                    let _ = ready.send(Ok(()));
-                    // Dropped unrun, the proxy drops the sender: nothing to serve.
-                    if start.await.is_err() {
-                        return;
-                    }
-                    let proxy = Proxy {
-                        listener,
-                        local_addr,
-                        workers: Vec::new(),
-                        spread,
-                        shared: share,
-                        shutdown_timeout: timeout,
-                        limit,
-                        shutdown,
-                        state,
-                    };
-                    let shared = Arc::clone(&proxy.shared);
-                    proxy
-                        .serve(false, move |client| {
-                            Connection::new(Arc::clone(&shared.config), client)
-                        })
-                        .await;
-                });
-                // Name lookups still blocked in the resolver are not waited for.
-                runtime.shutdown_background();
-                let _ = finished.send(());
-            })?;
-        is_ready.recv().unwrap_or_else(|_| {
-            Err(io::Error::other(
-                "a serving thread ended before it was ready",
-            ))
+                let _ = ready.send(Ok(()));
+                // Dropped unrun, the proxy drops the sender: nothing to serve.
+                if start.await.is_err() {
+                    return;
+                }
+                let proxy = Proxy { listener, local_addr, workers: Vec::new(), spread, shared: share, shutdown_timeout: timeout, limit, shutdown, state };
+                let shared = Arc::clone(&proxy.shared);
+                proxy.serve(false, move |client| Connection::new(Arc::clone(&shared.config), client)).await;
+            });
+            // Name lookups still blocked in the resolver are not waited for.
+            runtime.shutdown_background();
+            let _ = finished.send(());
         })?;
+        is_ready.recv().unwrap_or_else(|_| Err(io::Error::other("a serving thread ended before it was ready")))?;
         Ok(Worker { go: Some(go), done })
     }
 
@@ -386,25 +337,12 @@ impl<H: Handler> Proxy<H> {
         K: Fn(ClientInfo) -> C,
     {
         let transparent = self.transparent();
-        let Self {
-            listener,
-            shared,
-            shutdown_timeout,
-            limit,
-            mut state,
-            mut spread,
-            ..
-        } = self;
+        let Self { listener, shared, shutdown_timeout, limit, mut state, mut spread, .. } = self;
         // A gateway's active health checks run beside the listener, and stop with it.
-        let checks = shared
-            .config
-            .gateway
-            .clone()
-            .filter(|_| checks)
-            .map(|gateway| {
-                let tls = shared.config.tls.as_ref().map(|t| Arc::clone(&t.client));
-                AbortOnDrop(tokio::spawn(crate::health::run(gateway, tls)))
-            });
+        let checks = shared.config.gateway.clone().filter(|_| checks).map(|gateway| {
+            let tls = shared.config.tls.as_ref().map(|t| Arc::clone(&t.client));
+            AbortOnDrop(tokio::spawn(crate::health::run(gateway, tls)))
+        });
         let mut tasks = JoinSet::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
@@ -457,31 +395,16 @@ impl<H: Handler> Proxy<H> {
             };
             if let Some(core) = accept(&stream, peer, transparent, &make_core) {
                 let shared = Arc::clone(&shared);
-                let load = load.or_else(|| {
-                    spread
-                        .as_ref()
-                        .map(|(me, spread, _)| Load::count(spread, *me))
-                });
+                let load = load.or_else(|| spread.as_ref().map(|(me, spread, _)| Load::count(spread, *me)));
                 tasks.spawn(async move {
-                    driver::drive(
-                        core,
-                        stream,
-                        peer,
-                        &shared.handler,
-                        &shared.opts,
-                        &shared.injector,
-                    )
-                    .await;
+                    driver::drive(core, stream, peer, &shared.handler, &shared.opts, &shared.injector).await;
                     drop((permit, load));
                 });
             }
         }
         drop(listener);
         if *state.borrow() == State::Graceful && !tasks.is_empty() {
-            tracing::info!(
-                connections = tasks.len(),
-                "shutting down; waiting for connections"
-            );
+            tracing::info!(connections = tasks.len(), "shutting down; waiting for connections");
             let drained = async {
                 while let Some(done) = tasks.join_next().await {
                     report(done);
@@ -526,30 +449,17 @@ impl Spread {
             return (None, Vec::new());
         }
         let (inbox, receivers) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-        let load = (0..n)
-            .map(|_| std::sync::atomic::AtomicUsize::new(0))
-            .collect();
+        let load = (0..n).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect();
         (Some(Arc::new(Self { load, inbox })), receivers)
     }
 
     /// Give `stream`, accepted by thread `me`, to the thread serving fewest connections if
     /// that one serves at least two fewer than `me`; otherwise (or if it cannot be moved)
     /// it is `me`'s to serve, and comes back.
-    fn hand_over(
-        self: &Arc<Self>,
-        me: usize,
-        stream: TcpStream,
-        peer: SocketAddr,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Option<(TcpStream, Option<OwnedSemaphorePermit>)> {
+    fn hand_over(self: &Arc<Self>, me: usize, stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) -> Option<(TcpStream, Option<OwnedSemaphorePermit>)> {
         use std::sync::atomic::Ordering::Relaxed;
         let mine = self.load[me].load(Relaxed);
-        let (least, fewest) = self
-            .load
-            .iter()
-            .map(|l| l.load(Relaxed))
-            .enumerate()
-            .min_by_key(|&(_, l)| l)?;
+        let (least, fewest) = self.load.iter().map(|l| l.load(Relaxed)).enumerate().min_by_key(|&(_, l)| l)?;
         if least == me || fewest + 2 > mine {
             return Some((stream, permit));
         }
@@ -561,12 +471,7 @@ impl Spread {
             }
         };
         // Counted for its thread at once, so that the next accepts here see it.
-        let handed = Handed {
-            stream,
-            peer,
-            permit,
-            load: Load::count(self, least),
-        };
+        let handed = Handed { stream, peer, permit, load: Load::count(self, least) };
         // A thread that has stopped drops what it was handed, as it would its own.
         drop(self.inbox[least].send(handed));
         None
@@ -614,12 +519,7 @@ fn bind_std(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener>
     Ok(socket.into())
 }
 
-fn accept<C>(
-    stream: &TcpStream,
-    peer: SocketAddr,
-    transparent: bool,
-    make_core: impl Fn(ClientInfo) -> C,
-) -> Option<C> {
+fn accept<C>(stream: &TcpStream, peer: SocketAddr, transparent: bool, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {
     match stream.local_addr() {
         Ok(local) => {
             let mut client = ClientInfo::new(peer, local);

@@ -94,11 +94,7 @@ mod tests {
     }
 
     /// A writer taking at most `cap` bytes per call and `budget` bytes in all before blocking.
-    fn writer(
-        out: &mut Vec<u8>,
-        cap: usize,
-        mut budget: usize,
-    ) -> impl FnMut(&[IoSlice<'_>]) -> io::Result<usize> + '_ {
+    fn writer(out: &mut Vec<u8>, cap: usize, mut budget: usize) -> impl FnMut(&[IoSlice<'_>]) -> io::Result<usize> + '_ {
         move |bufs| {
             if budget == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -150,10 +146,7 @@ mod tests {
             want.extend_from_slice(&[i; 3]);
         }
         let mut out = Vec::new();
-        assert_eq!(
-            q.flush(writer(&mut out, usize::MAX, usize::MAX)).unwrap(),
-            600
-        );
+        assert_eq!(q.flush(writer(&mut out, usize::MAX, usize::MAX)).unwrap(), 600);
         assert_eq!(out, want);
     }
 
@@ -174,14 +167,9 @@ mod tests {
         assert_eq!((n, calls), (3, 2));
 
         let mut q = queue(&["abc"]);
-        let err = q
-            .flush(|_| Err(io::ErrorKind::BrokenPipe.into()))
-            .unwrap_err();
+        let err = q.flush(|_| Err(io::ErrorKind::BrokenPipe.into())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
-        assert_eq!(
-            q.flush(|_| Ok(0)).unwrap_err().kind(),
-            io::ErrorKind::WriteZero
-        );
+        assert_eq!(q.flush(|_| Ok(0)).unwrap_err().kind(), io::ErrorKind::WriteZero);
         q.clear();
         assert!(q.is_empty());
         assert_eq!(q.flush(|_| panic!("nothing to write")).unwrap(), 0);

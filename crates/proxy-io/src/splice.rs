@@ -30,16 +30,8 @@ impl Pipe {
         // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves the pipe as it was.
         let granted = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         // Linux's default when the kernel refuses: sixteen pages.
-        let capacity = usize::try_from(granted)
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or(64 * 1024);
-        Ok(Self {
-            read,
-            write,
-            len: 0,
-            capacity,
-        })
+        let capacity = usize::try_from(granted).ok().filter(|&n| n > 0).unwrap_or(64 * 1024);
+        Ok(Self { read, write, len: 0, capacity })
     }
 
     /// Move up to `max` bytes from the socket `from` into the pipe. `Ok(0)`: the peer closed.
@@ -64,20 +56,12 @@ impl Pipe {
 /// A mark over half the receive buffer makes the kernel grow the buffer, and kernels before
 /// late 2025 then clamp the window to the mark: callers stay below that.
 pub(crate) fn set_read_mark(socket: RawFd, bytes: usize) -> io::Result<()> {
-    let bytes = libc::c_int::try_from(bytes)
-        .unwrap_or(libc::c_int::MAX)
-        .max(1);
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX).max(1);
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `socket` is open (the caller holds it); the option value is a c_int that lives
     // across the call, and `len` is its size.
     let set = unsafe {
-        libc::setsockopt(
-            socket,
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&bytes as *const libc::c_int).cast(),
-            len,
-        )
+        libc::setsockopt(socket, libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&bytes as *const libc::c_int).cast(), len)
     };
     if set == 0 {
         Ok(())
@@ -90,16 +74,7 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both descriptors are open for the duration of the call (the caller holds the
     // sockets and the pipe); null offsets are what splice expects for sockets and pipes.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
+    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

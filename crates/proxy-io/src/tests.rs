@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proxy_core::{
-    ClientInfo, Command, ConnId, Event, FlowId, Hook, HookKind, HookReply, HookSet, ServerAddr,
-};
+use proxy_core::{ClientInfo, Command, ConnId, Event, FlowId, Hook, HookKind, HookReply, HookSet, ServerAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -78,25 +76,15 @@ impl Relay {
         if self.paused[i] != paused && !self.read_closed[i] {
             self.paused[i] = paused;
             let conn = Self::id(i);
-            self.out.push_back(if paused {
-                Command::PauseReading { conn }
-            } else {
-                Command::ResumeReading { conn }
-            });
+            self.out.push_back(if paused { Command::PauseReading { conn } } else { Command::ResumeReading { conn } });
         }
     }
 
     fn close_all(&mut self) {
         if !self.closed {
             self.closed = true;
-            self.out.push_back(Command::CloseConnection {
-                conn: ConnId::CLIENT,
-                half: false,
-            });
-            self.out.push_back(Command::CloseConnection {
-                conn: SERVER,
-                half: false,
-            });
+            self.out.push_back(Command::CloseConnection { conn: ConnId::CLIENT, half: false });
+            self.out.push_back(Command::CloseConnection { conn: SERVER, half: false });
         }
     }
 }
@@ -112,46 +100,26 @@ impl Core for Relay {
         match event {
             Event::Start => {
                 if self.hook_on_start {
-                    let info =
-                        ClientInfo::new(([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into());
-                    self.out.push_back(Command::Hook {
-                        flow: FlowId(1),
-                        hook: Hook::ClientConnected(info.clone()),
-                    });
+                    let info = ClientInfo::new(([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into());
+                    self.out.push_back(Command::Hook { flow: FlowId(1), hook: Hook::ClientConnected(info.clone()) });
                     self.client = Some(info);
                 }
                 self.pause(0, true);
-                self.out.push_back(Command::OpenConnection {
-                    conn: SERVER,
-                    server: self.server.clone(),
-                });
+                self.out.push_back(Command::OpenConnection { conn: SERVER, server: self.server.clone() });
             }
             Event::Opened { .. } | Event::Adopted { .. } => {
                 if let Some(len) = self.forward {
-                    self.out.push_back(Command::Forward {
-                        from: ConnId::CLIENT,
-                        to: SERVER,
-                        len,
-                    });
+                    self.out.push_back(Command::Forward { from: ConnId::CLIENT, to: SERVER, len });
                 }
                 self.pause(0, false);
             }
-            Event::Forwarded { from, len, .. } => {
-                self.stats.lock().unwrap().forwarded[from.0 as usize] += len
-            }
+            Event::Forwarded { from, len, .. } => self.stats.lock().unwrap().forwarded[from.0 as usize] += len,
             Event::OpenFailed { error, .. } => {
-                self.out.push_back(Command::SendData {
-                    conn: ConnId::CLIENT,
-                    data: format!("failed: {error}").into(),
-                });
+                self.out.push_back(Command::SendData { conn: ConnId::CLIENT, data: format!("failed: {error}").into() });
                 self.close_all();
             }
             Event::DataReceived { conn, data } => {
-                let (from, to) = if conn == ConnId::CLIENT {
-                    (0, 1)
-                } else {
-                    (1, 0)
-                };
+                let (from, to) = if conn == ConnId::CLIENT { (0, 1) } else { (1, 0) };
                 if self.paused[from] {
                     self.stats.lock().unwrap().read_while_paused += 1;
                 }
@@ -159,10 +127,7 @@ impl Core for Relay {
                 let mut stats = self.stats.lock().unwrap();
                 stats.max_unreported = stats.max_unreported.max(self.queued[to]);
                 drop(stats);
-                self.out.push_back(Command::SendData {
-                    conn: Self::id(to),
-                    data,
-                });
+                self.out.push_back(Command::SendData { conn: Self::id(to), data });
                 if self.queued[to] > self.high_water && !self.congested[to] {
                     self.congested[to] = true;
                     self.pause(from, true);
@@ -182,10 +147,7 @@ impl Core for Relay {
                 if self.read_closed == [true, true] {
                     self.close_all();
                 } else {
-                    self.out.push_back(Command::CloseConnection {
-                        conn: Self::id(1 - i),
-                        half: true,
-                    });
+                    self.out.push_back(Command::CloseConnection { conn: Self::id(1 - i), half: true });
                 }
             }
             Event::Wakeup => {
@@ -194,26 +156,15 @@ impl Core for Relay {
                 }
             }
             Event::HookReply { flow, reply } => {
-                self.stats
-                    .lock()
-                    .unwrap()
-                    .replies
-                    .push((flow, format!("{reply:?}")));
+                self.stats.lock().unwrap().replies.push((flow, format!("{reply:?}")));
                 if let Some(info) = self.client.take() {
-                    self.out.push_back(Command::Hook {
-                        flow: FlowId(2),
-                        hook: Hook::ClientDisconnected(info),
-                    });
+                    self.out.push_back(Command::Hook { flow: FlowId(2), hook: Hook::ClientDisconnected(info) });
                 }
                 if matches!(reply, HookReply::Kill) {
                     self.close_all();
                 }
             }
-            Event::Inject { .. }
-            | Event::Joined { .. }
-            | Event::Carried { .. }
-            | Event::Stream { .. }
-            | Event::StreamGone { .. } => {}
+            Event::Inject { .. } | Event::Joined { .. } | Event::Carried { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
         }
     }
 
@@ -247,12 +198,7 @@ async fn echo_server() -> SocketAddr {
 }
 
 fn opts() -> Options {
-    Options {
-        connect_timeout: Duration::from_secs(5),
-        linger: Duration::from_secs(2),
-        pool: None,
-        config: Default::default(),
-    }
+    Options { connect_timeout: Duration::from_secs(5), linger: Duration::from_secs(2), pool: None, config: Default::default() }
 }
 
 /// Accept one client and drive `core` for it; returns the address to connect to.
@@ -261,25 +207,14 @@ async fn serve_one<C: Core + 'static, H: Handler>(core: C, handler: H) -> Socket
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
-        drive(
-            core,
-            stream,
-            peer,
-            &handler,
-            &opts(),
-            &crate::Injector::default(),
-        )
-        .await;
+        drive(core, stream, peer, &handler, &opts(), &crate::Injector::default()).await;
     });
     addr
 }
 
 async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got)).await.unwrap().unwrap();
     got
 }
 
@@ -289,10 +224,7 @@ async fn relays_both_ways_with_backpressure_and_half_close() {
     let proxy = serve_one(relay, NoopHandler).await;
     let mut client = TcpStream::connect(proxy).await.unwrap();
 
-    let data: Bytes = (0..8 * 1024 * 1024u32)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<_>>()
-        .into();
+    let data: Bytes = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
     let (mut r, mut w) = client.split();
     let send = async {
         for chunk in data.chunks(100_000) {
@@ -301,30 +233,16 @@ async fn relays_both_ways_with_backpressure_and_half_close() {
         w.shutdown().await.unwrap();
     };
     let mut got = Vec::new();
-    let recv = async {
-        tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let recv = async { tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut got)).await.unwrap().unwrap() };
     tokio::join!(send, recv);
-    assert!(
-        got == data,
-        "echoed {} of {} bytes, or different ones",
-        got.len(),
-        data.len()
-    );
+    assert!(got == data, "echoed {} of {} bytes, or different ones", got.len(), data.len());
 
     let stats = stats.lock().unwrap();
     assert_eq!(stats.read_while_paused, 0);
     assert!(stats.drained > 0);
     // Pausing works only if drains are reported: one read over the mark at most.
     let bound = 64 * 1024 + crate::driver::READ_BUF;
-    assert!(
-        stats.max_unreported <= bound,
-        "{} > {bound}",
-        stats.max_unreported
-    );
+    assert!(stats.max_unreported <= bound, "{} > {bound}", stats.max_unreported);
 }
 
 #[cfg(target_os = "linux")]
@@ -336,10 +254,7 @@ async fn forwards_by_splicing_then_relays_the_rest() {
     let proxy = serve_one(relay, NoopHandler).await;
     let mut client = TcpStream::connect(proxy).await.unwrap();
 
-    let data: Bytes = (0..5 * 1024 * 1024u32)
-        .map(|i| (i % 249) as u8)
-        .collect::<Vec<_>>()
-        .into();
+    let data: Bytes = (0..5 * 1024 * 1024u32).map(|i| (i % 249) as u8).collect::<Vec<_>>().into();
     let (mut r, mut w) = client.split();
     let send = async {
         for chunk in data.chunks(70_000) {
@@ -348,19 +263,9 @@ async fn forwards_by_splicing_then_relays_the_rest() {
         w.shutdown().await.unwrap();
     };
     let mut got = Vec::new();
-    let recv = async {
-        tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let recv = async { tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut got)).await.unwrap().unwrap() };
     tokio::join!(send, recv);
-    assert!(
-        got == data,
-        "echoed {} of {} bytes, or different ones",
-        got.len(),
-        data.len()
-    );
+    assert!(got == data, "echoed {} of {} bytes, or different ones", got.len(), data.len());
     // Exactly the forwarded part bypassed the core; the rest came through it.
     assert_eq!(stats.lock().unwrap().forwarded, [spliced, 0]);
 }
@@ -407,36 +312,22 @@ async fn a_forward_keeps_up_with_a_sender_that_slows_down() {
 
 #[tokio::test]
 async fn a_refused_connect_reaches_the_core() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (relay, _) = Relay::new(([127, 0, 0, 1], port).into());
-    let mut client = TcpStream::connect(serve_one(relay, NoopHandler).await)
-        .await
-        .unwrap();
-    assert_eq!(
-        read_to_end(&mut client).await,
-        b"failed: connection refused"
-    );
+    let mut client = TcpStream::connect(serve_one(relay, NoopHandler).await).await.unwrap();
+    assert_eq!(read_to_end(&mut client).await, b"failed: connection refused");
 }
 
 #[tokio::test]
 async fn the_core_timer_fires() {
     let (mut relay, _) = Relay::new(echo_server().await);
     relay.idle = Some(Duration::from_millis(100));
-    let mut client = TcpStream::connect(serve_one(relay, NoopHandler).await)
-        .await
-        .unwrap();
+    let mut client = TcpStream::connect(serve_one(relay, NoopHandler).await).await.unwrap();
     let start = Instant::now();
     client.write_all(b"hi").await.unwrap();
     assert_eq!(read_to_end(&mut client).await, b"hi");
     let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_secs(5),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(5), "{took:?}");
 }
 
 /// Answers `ClientConnected` slowly with `Kill`, and counts notifications.
@@ -465,18 +356,13 @@ async fn hooks_run_beside_the_connection_io() {
     let (mut relay, stats) = Relay::new(echo_server().await);
     relay.hook_on_start = true;
     let handler = Arc::new(SlowKill::default());
-    let mut client = TcpStream::connect(serve_one(relay, Arc::clone(&handler)).await)
-        .await
-        .unwrap();
+    let mut client = TcpStream::connect(serve_one(relay, Arc::clone(&handler)).await).await.unwrap();
 
     let start = Instant::now();
     client.write_all(b"ping").await.unwrap();
     let mut buf = [0; 4];
     client.read_exact(&mut buf).await.unwrap();
-    assert!(
-        start.elapsed() < Duration::from_millis(250),
-        "the pending hook held up the relay"
-    );
+    assert!(start.elapsed() < Duration::from_millis(250), "the pending hook held up the relay");
 
     // The reply (Kill) closes the connection.
     assert_eq!(read_to_end(&mut client).await, b"");
@@ -501,16 +387,11 @@ impl Handler for Instant_ {
 async fn ready_hooks_are_answered() {
     let (mut relay, stats) = Relay::new(echo_server().await);
     relay.hook_on_start = true;
-    let mut client = TcpStream::connect(serve_one(relay, Instant_).await)
-        .await
-        .unwrap();
+    let mut client = TcpStream::connect(serve_one(relay, Instant_).await).await.unwrap();
     client.write_all(b"x").await.unwrap();
     client.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut client).await, b"x");
-    assert_eq!(
-        stats.lock().unwrap().replies,
-        vec![(FlowId(1), "Continue".to_owned())]
-    );
+    assert_eq!(stats.lock().unwrap().replies, vec![(FlowId(1), "Continue".to_owned())]);
 }
 
 /// Answers the first bytes from the client with a long "no" and closes.
@@ -526,14 +407,8 @@ impl Core for Refuser {
     fn handle(&mut self, _now: Instant, event: Event) {
         if let (Event::DataReceived { .. }, false) = (&event, self.closed) {
             self.closed = true;
-            self.out.push_back(Command::SendData {
-                conn: ConnId::CLIENT,
-                data: vec![b'n'; NO_LEN].into(),
-            });
-            self.out.push_back(Command::CloseConnection {
-                conn: ConnId::CLIENT,
-                half: false,
-            });
+            self.out.push_back(Command::SendData { conn: ConnId::CLIENT, data: vec![b'n'; NO_LEN].into() });
+            self.out.push_back(Command::CloseConnection { conn: ConnId::CLIENT, half: false });
         }
     }
 
@@ -552,9 +427,7 @@ impl Core for Refuser {
 
 #[tokio::test]
 async fn closing_a_client_that_still_sends_delivers_the_answer() {
-    let mut client = TcpStream::connect(serve_one(Refuser::default(), NoopHandler).await)
-        .await
-        .unwrap();
+    let mut client = TcpStream::connect(serve_one(Refuser::default(), NoopHandler).await).await.unwrap();
     let (mut r, mut w) = client.split();
     let send = async {
         // Far more than the proxy reads before it answers and closes.
@@ -566,31 +439,16 @@ async fn closing_a_client_that_still_sends_delivers_the_answer() {
     let recv = async {
         // Read late, after a reset (if one was sent) has arrived.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut got))
-            .await
-            .unwrap()
+        tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut got)).await.unwrap()
     };
     let ((), read) = tokio::join!(send, recv);
     read.unwrap();
-    assert!(
-        got.len() == NO_LEN && got.iter().all(|&b| b == b'n'),
-        "got {} bytes",
-        got.len()
-    );
+    assert!(got.len() == NO_LEN && got.iter().all(|&b| b == b'n'), "got {} bytes", got.len());
 }
 
-async fn spawn_proxy(
-    max: Option<usize>,
-    shutdown_timeout: Duration,
-) -> (
-    SocketAddr,
-    crate::ShutdownHandle,
-    tokio::task::JoinHandle<()>,
-) {
+async fn spawn_proxy(max: Option<usize>, shutdown_timeout: Duration) -> (SocketAddr, crate::ShutdownHandle, tokio::task::JoinHandle<()>) {
     let upstream = echo_server().await;
-    let mut builder = Proxy::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .shutdown_timeout(shutdown_timeout);
+    let mut builder = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).shutdown_timeout(shutdown_timeout);
     if let Some(n) = max {
         builder = builder.max_connections(n);
     }
@@ -605,10 +463,7 @@ async fn spawn_proxy(
 async fn echo_once(client: &mut TcpStream, msg: &[u8]) {
     client.write_all(msg).await.unwrap();
     let mut buf = vec![0; msg.len()];
-    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(buf, msg);
 }
 
@@ -622,25 +477,15 @@ async fn max_connections_holds_back_the_next_client() {
     let mut second = TcpStream::connect(addr).await.unwrap();
     second.write_all(b"two").await.unwrap();
     let mut buf = [0; 3];
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), second.read_exact(&mut buf))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), second.read_exact(&mut buf)).await.is_err());
 
     first.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut first).await, b"");
-    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf, b"two");
 
     handle.shutdown_now();
-    tokio::time::timeout(Duration::from_secs(5), run)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -658,10 +503,7 @@ async fn graceful_shutdown_lets_connections_finish() {
     assert!(!run.is_finished());
     client.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut client).await, b"");
-    tokio::time::timeout(Duration::from_secs(5), run)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -672,34 +514,20 @@ async fn shutdown_timeout_drops_lingering_connections() {
 
     let start = Instant::now();
     handle.shutdown();
-    tokio::time::timeout(Duration::from_secs(5), run)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
     let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
     // Dropped: the client sees its end.
     let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
-        .await
-        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty());
 }
 
 #[tokio::test]
 async fn shutdown_before_run_returns_at_once() {
-    let proxy = Proxy::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .build()
-        .await
-        .unwrap();
+    let proxy = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
     proxy.shutdown_handle().shutdown();
-    tokio::time::timeout(Duration::from_secs(1), proxy.run())
-        .await
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), proxy.run()).await.unwrap();
 }
 
 /// Throughput of the driver alone (fake core): `cargo test -p proxy-io --release -- --ignored
@@ -750,12 +578,7 @@ async fn relay_throughput() {
     let (n, relayed) = sink(serve_one(relay, NoopHandler).await).await;
     assert_eq!(n, TOTAL);
     let gib = |d: Duration| TOTAL as f64 / d.as_secs_f64() / (1 << 30) as f64;
-    println!(
-        "direct {:.2} GiB/s, relayed {:.2} GiB/s ({:.2}x)",
-        gib(direct),
-        gib(relayed),
-        direct.as_secs_f64() / relayed.as_secs_f64()
-    );
+    println!("direct {:.2} GiB/s, relayed {:.2} GiB/s ({:.2}x)", gib(direct), gib(relayed), direct.as_secs_f64() / relayed.as_secs_f64());
 }
 
 /// Keeps returning one deadline, which passes; closes when the client does.
@@ -772,8 +595,7 @@ impl Core for FixedDeadline {
             Event::Wakeup => *self.wakeups.lock().unwrap() += 1,
             Event::ConnectionClosed { conn } => {
                 self.closed = true;
-                self.out
-                    .push_back(Command::CloseConnection { conn, half: false });
+                self.out.push_back(Command::CloseConnection { conn, half: false });
             }
             _ => {}
         }
@@ -801,9 +623,7 @@ async fn a_deadline_is_woken_once() {
         out: VecDeque::new(),
         closed: false,
     };
-    let mut client = TcpStream::connect(serve_one(core, NoopHandler).await)
-        .await
-        .unwrap();
+    let mut client = TcpStream::connect(serve_one(core, NoopHandler).await).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     client.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut client).await, b"");

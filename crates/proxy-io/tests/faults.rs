@@ -33,11 +33,7 @@ const SERVER_IDLE: Duration = Duration::from_millis(500);
 /// Runs `test` on a runtime of its own, once no other test runs.
 fn serial<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(test());
 }
 
@@ -66,9 +62,7 @@ impl Handler for Recorder {
             let entry = flows.entry((flow.client.peer, flow.id)).or_default();
             entry.kinds.push(hook.kind());
             if let Hook::Error(f) = &hook {
-                entry
-                    .errors
-                    .push(f.error.clone().expect("an error hook carries its error"));
+                entry.errors.push(f.error.clone().expect("an error hook carries its error"));
             }
         }
         HookReply::Continue
@@ -101,14 +95,7 @@ impl Bench {
         let shutdown = proxy.shutdown_handle();
         let run = tokio::spawn(proxy.run());
         tokio::task::yield_now().await;
-        Bench {
-            addr,
-            recorder,
-            shutdown,
-            run,
-            fds: open_fds(),
-            tasks: alive_tasks(),
-        }
+        Bench { addr, recorder, shutdown, run, fds: open_fds(), tasks: alive_tasks() }
     }
 
     async fn connect(&self) -> TcpStream {
@@ -142,30 +129,15 @@ impl Bench {
         let flow = flows.into_values().next().unwrap();
         let errors = flow.kinds.iter().filter(|k| **k == HookKind::Error).count();
         assert_eq!(errors, 1, "the error hook fired {errors} times: {flow:?}");
-        assert_eq!(
-            flow.kinds.last(),
-            Some(&HookKind::Error),
-            "a hook after the error: {flow:?}"
-        );
+        assert_eq!(flow.kinds.last(), Some(&HookKind::Error), "a hook after the error: {flow:?}");
         flow.errors[0].clone()
     }
 
     /// The flow's error hook, once the driver has run it (bounded wait).
     async fn wait_failed_flow(&self) -> FlowError {
         let start = Instant::now();
-        while !self
-            .recorder
-            .flows
-            .lock()
-            .unwrap()
-            .values()
-            .any(|f| !f.errors.is_empty())
-        {
-            assert!(
-                start.elapsed() < LIMIT,
-                "no error hook: {:?}",
-                self.recorder.flows.lock().unwrap()
-            );
+        while !self.recorder.flows.lock().unwrap().values().any(|f| !f.errors.is_empty()) {
+            assert!(start.elapsed() < LIMIT, "no error hook: {:?}", self.recorder.flows.lock().unwrap());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // A second error hook would come with the same connection's next events.
@@ -175,10 +147,7 @@ impl Bench {
 
     async fn stop(self) {
         self.shutdown.shutdown_now();
-        tokio::time::timeout(LIMIT, self.run)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(LIMIT, self.run).await.unwrap().unwrap();
     }
 }
 
@@ -189,21 +158,14 @@ fn open_fds() -> usize {
 fn fd_list() -> String {
     let mut out = String::new();
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let target = std::fs::read_link(entry.path())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  {} -> {target}\n",
-            entry.file_name().to_string_lossy()
-        ));
+        let target = std::fs::read_link(entry.path()).map(|p| p.display().to_string()).unwrap_or_default();
+        out.push_str(&format!("  {} -> {target}\n", entry.file_name().to_string_lossy()));
     }
     out
 }
 
 fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
 }
 
 /// A config for these tests: every hook, a short server idle timeout, and bodies moved by
@@ -236,10 +198,7 @@ where
 
 /// The origin's result, within the limit.
 async fn finished<T>(task: JoinHandle<T>) -> T {
-    tokio::time::timeout(LIMIT, task)
-        .await
-        .expect("the origin is still busy")
-        .unwrap()
+    tokio::time::timeout(LIMIT, task).await.expect("the origin is still busy").unwrap()
 }
 
 /// Reads up to the end of a head; returns the body bytes that came with it.
@@ -274,9 +233,7 @@ async fn drain(stream: &mut TcpStream) -> u64 {
 
 /// Closes `stream` with a reset (`SO_LINGER` 0) instead of a FIN.
 fn reset(stream: TcpStream) {
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
     drop(stream);
 }
 
@@ -288,27 +245,17 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
         let status = head[9..12].parse().unwrap();
         let len: usize = head
             .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
             .expect("a content-length");
         while body.len() < len {
             let mut chunk = [0; 4096];
             let n = stream.read(&mut chunk).await.unwrap();
-            assert!(
-                n > 0,
-                "the body ended early: {}",
-                String::from_utf8_lossy(&body)
-            );
+            assert!(n > 0, "the body ended early: {}", String::from_utf8_lossy(&body));
             body.extend_from_slice(&chunk[..n]);
         }
         (status, String::from_utf8(body).unwrap())
     };
-    tokio::time::timeout(LIMIT, read)
-        .await
-        .expect("no response")
+    tokio::time::timeout(LIMIT, read).await.expect("no response")
 }
 
 fn get(authority: &str) -> String {
@@ -329,9 +276,7 @@ async fn client_gone_mid_upload(spliced: bool) {
     })
     .await;
     let mut client = bench.connect().await;
-    let head = format!(
-        "POST http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {BIG}\r\n\r\n"
-    );
+    let head = format!("POST http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {BIG}\r\n\r\n");
     client.write_all(head.as_bytes()).await.unwrap();
     client.write_all(&vec![b'u'; 1 << 20]).await.unwrap();
     drop(client);
@@ -339,10 +284,7 @@ async fn client_gone_mid_upload(spliced: bool) {
     let got = finished(task).await;
     assert!(got < BIG, "the origin got the whole body");
     let error = bench.wait_failed_flow().await;
-    assert_eq!(
-        (error.message.as_str(), error.status),
-        ("client disconnected", None)
-    );
+    assert_eq!((error.message.as_str(), error.status), ("client disconnected", None));
     bench.settle().await;
     bench.stop().await;
 }
@@ -362,9 +304,7 @@ async fn client_gone_mid_download(spliced: bool, half_close_first: bool) {
     // The origin sends a body bigger than anyone reads until its writes fail.
     let (origin, task) = origin(|mut s| async move {
         read_head(&mut s).await.unwrap();
-        s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").as_bytes()).await.unwrap();
         let chunk = vec![b'd'; 64 * 1024];
         let mut sent = 0;
         while sent < BIG && s.write_all(&chunk).await.is_ok() {
@@ -374,10 +314,7 @@ async fn client_gone_mid_download(spliced: bool, half_close_first: bool) {
     })
     .await;
     let mut client = bench.connect().await;
-    client
-        .write_all(get(&origin.to_string()).as_bytes())
-        .await
-        .unwrap();
+    client.write_all(get(&origin.to_string()).as_bytes()).await.unwrap();
     if half_close_first {
         // Done sending, still reading: the proxy hears of the end only when writes fail.
         client.shutdown().await.unwrap();
@@ -385,10 +322,7 @@ async fn client_gone_mid_download(spliced: bool, half_close_first: bool) {
     let mut got = 0;
     let mut chunk = vec![0; 64 * 1024];
     while got < 1 << 20 {
-        let n = tokio::time::timeout(LIMIT, client.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(LIMIT, client.read(&mut chunk)).await.unwrap().unwrap();
         assert!(n > 0);
         got += n;
     }
@@ -398,10 +332,7 @@ async fn client_gone_mid_download(spliced: bool, half_close_first: bool) {
     let sent = finished(task).await;
     assert!(sent < BIG, "the origin sent the whole body");
     let error = bench.wait_failed_flow().await;
-    assert_eq!(
-        (error.message.as_str(), error.status),
-        ("client disconnected", None)
-    );
+    assert_eq!((error.message.as_str(), error.status), ("client disconnected", None));
     bench.settle().await;
     bench.stop().await;
 }
@@ -433,32 +364,18 @@ async fn server_resets_mid_download(spliced: bool) {
     let bench = Bench::start(config(spliced)).await;
     let (origin, task) = origin(|mut s| async move {
         read_head(&mut s).await.unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n").await.unwrap();
         s.write_all(&vec![b'd'; 300_000]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         reset(s);
     })
     .await;
     let mut client = bench.connect().await;
-    client
-        .write_all(get(&origin.to_string()).as_bytes())
-        .await
-        .unwrap();
-    let (head, body) = tokio::time::timeout(LIMIT, read_head(&mut client))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        head.starts_with(b"HTTP/1.1 200 "),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    client.write_all(get(&origin.to_string()).as_bytes()).await.unwrap();
+    let (head, body) = tokio::time::timeout(LIMIT, read_head(&mut client)).await.unwrap().unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&head));
     // The rest of what came, then the cut: short of the promised length.
-    let rest = tokio::time::timeout(LIMIT, drain(&mut client))
-        .await
-        .expect("the client was not cut off");
+    let rest = tokio::time::timeout(LIMIT, drain(&mut client)).await.expect("the client was not cut off");
     let got = body.len() as u64 + rest;
     assert!(got < 10_000_000, "got {got} bytes");
     drop(client);
@@ -466,10 +383,7 @@ async fn server_resets_mid_download(spliced: bool) {
     finished(task).await;
     let error = bench.wait_failed_flow().await;
     assert_eq!(error.status, None, "{error:?}");
-    assert!(
-        error.message.starts_with(&format!("{origin}: ")),
-        "{error:?}"
-    );
+    assert!(error.message.starts_with(&format!("{origin}: ")), "{error:?}");
     bench.settle().await;
     bench.stop().await;
 }
@@ -501,25 +415,16 @@ async fn server_resets_mid_upload(spliced: bool) {
     // A client that sends its whole body before it reads (python's http.client does): the
     // proxy reads the rest and drops it, answers 502, and closes once the body is over.
     let len = 8 << 20;
-    let head = format!(
-        "POST http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {len}\r\n\r\n"
-    );
+    let head = format!("POST http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {len}\r\n\r\n");
     let upload = async {
         client.write_all(head.as_bytes()).await.unwrap();
         client.write_all(&vec![b'u'; len]).await.unwrap();
     };
-    tokio::time::timeout(LIMIT, upload)
-        .await
-        .expect("the proxy stopped reading the body");
+    tokio::time::timeout(LIMIT, upload).await.expect("the proxy stopped reading the body");
     let (status, body) = read_response(&mut client).await;
     assert_eq!(status, 502, "{body}");
-    assert!(
-        body.contains(&origin.to_string()),
-        "the 502 does not name the server: {body}"
-    );
-    let rest = tokio::time::timeout(LIMIT, drain(&mut client))
-        .await
-        .expect("the proxy did not close");
+    assert!(body.contains(&origin.to_string()), "the 502 does not name the server: {body}");
+    let rest = tokio::time::timeout(LIMIT, drain(&mut client)).await.expect("the proxy did not close");
     assert_eq!(rest, 0);
     drop(client);
 
@@ -552,21 +457,12 @@ fn silent_server_is_504_after_the_idle_timeout() {
         .await;
         let mut client = bench.connect().await;
         let start = Instant::now();
-        client
-            .write_all(get(&origin.to_string()).as_bytes())
-            .await
-            .unwrap();
+        client.write_all(get(&origin.to_string()).as_bytes()).await.unwrap();
         let (status, body) = read_response(&mut client).await;
         let took = start.elapsed();
         assert_eq!(status, 504, "{body}");
-        assert!(
-            body.contains(&format!("{origin} sent nothing for 0.5 s")),
-            "{body}"
-        );
-        assert!(
-            took >= SERVER_IDLE && took < SERVER_IDLE * 4,
-            "504 after {took:?}"
-        );
+        assert!(body.contains(&format!("{origin} sent nothing for 0.5 s")), "{body}");
+        assert!(took >= SERVER_IDLE && took < SERVER_IDLE * 4, "504 after {took:?}");
         assert_eq!(finished(task).await, 0);
         drop(client);
 
@@ -600,22 +496,12 @@ async fn unreachable(authority: &str, status: u16, words: &[&str]) {
 
 #[test]
 fn unresolvable_name_is_502() {
-    serial(|| {
-        unreachable(
-            "nowhere.invalid",
-            502,
-            &["cannot connect to nowhere.invalid:80", "nowhere.invalid: "],
-        )
-    });
+    serial(|| unreachable("nowhere.invalid", 502, &["cannot connect to nowhere.invalid:80", "nowhere.invalid: "]));
 }
 
 #[test]
 fn refused_connection_is_502() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let authority = format!("127.0.0.1:{port}");
     serial(|| async move { unreachable(&authority, 502, &[&authority, "refused"]).await });
 }

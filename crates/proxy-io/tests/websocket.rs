@@ -28,10 +28,7 @@ async fn read_message(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut payload = Vec::new();
     loop {
         let mut head = [0u8; 2];
-        tokio::time::timeout(STEP, stream.read_exact(&mut head))
-            .await
-            .expect("a frame in time")
-            .expect("read");
+        tokio::time::timeout(STEP, stream.read_exact(&mut head)).await.expect("a frame in time").expect("read");
         let len = match head[1] & 0x7f {
             126 => {
                 let mut b = [0u8; 2];
@@ -55,9 +52,7 @@ async fn read_message(stream: &mut TcpStream) -> (u8, Vec<u8>) {
         let mut data = vec![0u8; len as usize];
         stream.read_exact(&mut data).await.unwrap();
         if let Some(k) = key {
-            data.iter_mut()
-                .enumerate()
-                .for_each(|(i, b)| *b ^= k[i % 4]);
+            data.iter_mut().enumerate().for_each(|(i, b)| *b ^= k[i % 4]);
         }
         let op = head[0] & 0x0f;
         if op >= 0x8 {
@@ -79,10 +74,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
-        tokio::time::timeout(STEP, stream.read_exact(&mut b))
-            .await
-            .expect("a head in time")
-            .expect("read");
+        tokio::time::timeout(STEP, stream.read_exact(&mut b)).await.expect("a head in time").expect("read");
         head.push(b[0]);
     }
     String::from_utf8(head).unwrap()
@@ -96,10 +88,7 @@ async fn origin() -> (SocketAddr, mpsc::UnboundedReceiver<(u8, Vec<u8>)>) {
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let head = read_head(&mut s).await;
-        assert!(
-            head.to_ascii_lowercase().contains("upgrade: websocket"),
-            "{head}"
-        );
+        assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
         s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n").await.unwrap();
         loop {
             let (op, data) = read_message(&mut s).await;
@@ -125,27 +114,13 @@ struct Rewrite {
 
 impl Handler for Rewrite {
     fn hooks(&self) -> HookSet {
-        [
-            HookKind::WebSocketStart,
-            HookKind::WebSocketMessage,
-            HookKind::WebSocketEnd,
-        ]
-        .into_iter()
-        .collect()
+        [HookKind::WebSocketStart, HookKind::WebSocketMessage, HookKind::WebSocketEnd].into_iter().collect()
     }
 
     async fn hook(&self, flow: FlowId, hook: Hook) -> HookReply {
         match hook {
             Hook::WebSocketStart(f) => {
-                self.injector
-                    .inject(
-                        f.client.peer,
-                        flow,
-                        Peer::Client,
-                        MessageKind::Text,
-                        "welcome",
-                    )
-                    .unwrap();
+                self.injector.inject(f.client.peer, flow, Peer::Client, MessageKind::Text, "welcome").unwrap();
                 let _ = self.started.send((f.client.peer, flow));
                 HookReply::Continue
             }
@@ -172,11 +147,7 @@ async fn hooks_rewrite_and_drop_and_the_injector_talks_both_ways() {
     let injector = Injector::default();
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let ended = Arc::new(Mutex::new(None));
-    let handler = Rewrite {
-        injector: injector.clone(),
-        started: started_tx,
-        ended: ended.clone(),
-    };
+    let handler = Rewrite { injector: injector.clone(), started: started_tx, ended: ended.clone() };
     let proxy = Proxy::builder()
         .listen("127.0.0.1:0".parse().unwrap())
         .handler(handler)
@@ -201,50 +172,24 @@ async fn hooks_rewrite_and_drop_and_the_injector_talks_both_ways() {
     assert_eq!(read_message(&mut client).await, (0x1, b"welcome".to_vec()));
 
     // The origin echoes text; the hook rewrites what comes back.
-    client
-        .write_all(&frame(0x1, b"hello there", Some(key)))
-        .await
-        .unwrap();
-    assert_eq!(
-        at_origin.recv().await.unwrap(),
-        (0x1, b"hello there".to_vec())
-    );
-    assert_eq!(
-        read_message(&mut client).await,
-        (0x1, b"HELLO there".to_vec())
-    );
+    client.write_all(&frame(0x1, b"hello there", Some(key))).await.unwrap();
+    assert_eq!(at_origin.recv().await.unwrap(), (0x1, b"hello there".to_vec()));
+    assert_eq!(read_message(&mut client).await, (0x1, b"HELLO there".to_vec()));
 
     // The client's binary message is dropped: the origin next hears the injected one.
-    client
-        .write_all(&frame(0x2, &[1, 2, 3], Some(key)))
-        .await
-        .unwrap();
+    client.write_all(&frame(0x2, &[1, 2, 3], Some(key))).await.unwrap();
     let (peer, flow) = started.recv().await.unwrap();
-    injector
-        .inject(
-            peer,
-            flow,
-            Peer::Server,
-            MessageKind::Binary,
-            vec![9u8; 300],
-        )
-        .unwrap();
+    injector.inject(peer, flow, Peer::Server, MessageKind::Binary, vec![9u8; 300]).unwrap();
     assert_eq!(at_origin.recv().await.unwrap(), (0x2, vec![9u8; 300]));
 
     // Close from the client: the origin hears code and reason, the client its answer.
     let mut close = 4001u16.to_be_bytes().to_vec();
     close.extend_from_slice(b"bye");
-    client
-        .write_all(&frame(0x8, &close, Some(key)))
-        .await
-        .unwrap();
+    client.write_all(&frame(0x8, &close, Some(key))).await.unwrap();
     assert_eq!(at_origin.recv().await.unwrap(), (0x8, close.clone()));
     assert_eq!(read_message(&mut client).await, (0x8, close));
     let mut rest = Vec::new();
-    tokio::time::timeout(STEP, client.read_to_end(&mut rest))
-        .await
-        .expect("the proxy closes")
-        .unwrap();
+    tokio::time::timeout(STEP, client.read_to_end(&mut rest)).await.expect("the proxy closes").unwrap();
 
     let end = tokio::time::timeout(STEP, async {
         loop {
@@ -256,19 +201,10 @@ async fn hooks_rewrite_and_drop_and_the_injector_talks_both_ways() {
     })
     .await
     .expect("the end hook ran");
-    assert_eq!(
-        (end.code, end.reason.as_str(), end.closed_by),
-        (Some(4001), "bye", Some(Peer::Client))
-    );
-    assert_eq!(
-        end.messages,
-        [2, 1],
-        "client: text and binary; server: the echo"
-    );
+    assert_eq!((end.code, end.reason.as_str(), end.closed_by), (Some(4001), "bye", Some(Peer::Client)));
+    assert_eq!(end.messages, [2, 1], "client: text and binary; server: the echo");
     // The flow is over: nothing more can be injected.
-    assert!(injector
-        .inject(peer, flow, Peer::Client, MessageKind::Text, "late")
-        .is_err());
+    assert!(injector.inject(peer, flow, Peer::Client, MessageKind::Text, "late").is_err());
 
     shutdown.shutdown_now();
     running.await.unwrap();

@@ -30,15 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use rustls::crypto::{
-    ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret,
-    SupportedKxGroup,
-};
+use rustls::crypto::{ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret, SupportedKxGroup};
 use rustls::pki_types::{PrivatePkcs8KeyDer, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::{
-    ClientConfig, ConfigBuilder, NamedGroup, PeerMisbehaved, ServerConfig, WantsVerifier,
-};
+use rustls::{ClientConfig, ConfigBuilder, NamedGroup, PeerMisbehaved, ServerConfig, WantsVerifier};
 
 /// The fake key exchange of [`provider`], with a code point from TLS's private-use range
 /// (RFC 8446, section 4.2.7) that no real peer offers.
@@ -117,9 +112,7 @@ pub fn ed25519_key(name: &str) -> PrivatePkcs8KeyDer<'static> {
 
 /// The 64-bit FNV-1a hash, to turn a name into a seed.
 fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A splitmix64 generator: statistically fine and entirely predictable, which is the point.
@@ -139,10 +132,7 @@ impl Stream {
     }
 
     fn next_u64(&self) -> u64 {
-        let mut z = self
-            .0
-            .fetch_add(Self::GAMMA, Ordering::Relaxed)
-            .wrapping_add(Self::GAMMA);
+        let mut z = self.0.fetch_add(Self::GAMMA, Ordering::Relaxed).wrapping_add(Self::GAMMA);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -189,11 +179,7 @@ impl ActiveKeyExchange for TestShare {
             return Err(PeerMisbehaved::InvalidKeyShare.into());
         }
         let ours = &self.0[..];
-        let (low, high) = if ours <= peer {
-            (ours, peer)
-        } else {
-            (peer, ours)
-        };
+        let (low, high) = if ours <= peer { (ours, peer) } else { (peer, ours) };
         Ok(SharedSecret::from([low, high].concat()))
     }
 
@@ -219,9 +205,7 @@ impl TimeProvider for FixedTime {
 #[cfg(test)]
 mod tests {
     use rustls::version::{TLS12, TLS13};
-    use rustls::{
-        ClientConnection, Connection, ProtocolVersion, ServerConnection, SupportedProtocolVersion,
-    };
+    use rustls::{ClientConnection, Connection, ProtocolVersion, ServerConnection, SupportedProtocolVersion};
 
     use super::*;
     use crate::tls::{Leaf, TestCa};
@@ -235,13 +219,9 @@ mod tests {
             .expect("version")
             .with_root_certificates(ca.roots())
             .with_no_client_auth();
-        let server = server_config()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .expect("cert");
+        let server = server_config().with_no_client_auth().with_single_cert(vec![cert], key).expect("cert");
         let name = "a.test".try_into().expect("name");
-        let mut client =
-            Connection::from(ClientConnection::new(Arc::new(client), name).expect("client"));
+        let mut client = Connection::from(ClientConnection::new(Arc::new(client), name).expect("client"));
         let mut server = Connection::from(ServerConnection::new(Arc::new(server)).expect("server"));
         for _ in 0..10 {
             transfer(&mut client, &mut server);
@@ -265,17 +245,11 @@ mod tests {
 
     #[test]
     fn tls12_and_tls13_handshakes_use_the_fake_exchange() {
-        for (version, expected) in [
-            (&TLS12, ProtocolVersion::TLSv1_2),
-            (&TLS13, ProtocolVersion::TLSv1_3),
-        ] {
+        for (version, expected) in [(&TLS12, ProtocolVersion::TLSv1_2), (&TLS13, ProtocolVersion::TLSv1_3)] {
             let (client, server) = handshake(version);
             for end in [&client, &server] {
                 assert_eq!(end.protocol_version(), Some(expected));
-                assert_eq!(
-                    end.negotiated_key_exchange_group().map(|g| g.name()),
-                    Some(TEST_KX_GROUP)
-                );
+                assert_eq!(end.negotiated_key_exchange_group().map(|g| g.name()), Some(TEST_KX_GROUP));
             }
         }
     }
@@ -289,14 +263,8 @@ mod tests {
         };
         assert_eq!(draw(), draw());
         assert_ne!(draw()[..8], draw()[8..16], "the stream moves on");
-        assert_eq!(
-            ed25519_key("a").secret_pkcs8_der(),
-            ed25519_key("a").secret_pkcs8_der()
-        );
-        assert_ne!(
-            ed25519_key("a").secret_pkcs8_der(),
-            ed25519_key("b").secret_pkcs8_der()
-        );
+        assert_eq!(ed25519_key("a").secret_pkcs8_der(), ed25519_key("a").secret_pkcs8_der());
+        assert_ne!(ed25519_key("a").secret_pkcs8_der(), ed25519_key("b").secret_pkcs8_der());
     }
 
     #[test]
@@ -306,11 +274,7 @@ mod tests {
         let mut buf = [0; 8];
         first.secure_random.fill(&mut buf).expect("fill");
         let alive = provider();
-        assert_ne!(
-            random(&first),
-            random(&alive),
-            "providers alive together have their own streams"
-        );
+        assert_ne!(random(&first), random(&alive), "providers alive together have their own streams");
         drop(first);
         // Many providers made and dropped in turn leak nothing more: each takes a freed pair,
         // which starts from the seed again.
@@ -329,22 +293,12 @@ mod tests {
     #[test]
     fn both_ends_of_the_fake_exchange_agree() {
         let p = provider();
-        let (a, b) = (
-            p.kx_groups[0].start().expect("a"),
-            p.kx_groups[0].start().expect("b"),
-        );
+        let (a, b) = (p.kx_groups[0].start().expect("a"), p.kx_groups[0].start().expect("b"));
         let (a_pub, b_pub) = (a.pub_key().to_vec(), b.pub_key().to_vec());
         assert_ne!(a_pub, b_pub);
         let a_secret = a.complete(&b_pub).expect("a completes");
         let b_secret = b.complete(&a_pub).expect("b completes");
         assert_eq!(a_secret.secret_bytes(), b_secret.secret_bytes());
-        assert!(
-            p.kx_groups[0]
-                .start()
-                .expect("c")
-                .complete(&[0; 5])
-                .is_err(),
-            "a short share is refused"
-        );
+        assert!(p.kx_groups[0].start().expect("c").complete(&[0; 5]).is_err(), "a short share is refused");
     }
 }

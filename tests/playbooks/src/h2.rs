@@ -27,12 +27,7 @@ impl H2Peer {
     }
 
     fn with(engine: Engine) -> Self {
-        Self {
-            engine,
-            events: Vec::new(),
-            holding: false,
-            held: Vec::new(),
-        }
+        Self { engine, events: Vec::new(), holding: false, held: Vec::new() }
     }
 
     pub(crate) fn deliver(&mut self, data: &[u8]) {
@@ -63,37 +58,25 @@ impl H2Peer {
 
     /// A GET for `url` on stream key `key` (client).
     pub fn get(&mut self, key: StreamKey, url: &str) {
-        self.engine
-            .open(key, Request::get(url).body(()).expect("request"), true);
+        self.engine.open(key, Request::get(url).body(()).expect("request"), true);
     }
 
     /// A POST for `url` on `key` whose body begins with `first` and is left open (client).
     pub fn start_post(&mut self, key: StreamKey, url: &str, first: &[u8]) {
-        self.engine
-            .open(key, Request::post(url).body(()).expect("request"), false);
+        self.engine.open(key, Request::post(url).body(()).expect("request"), false);
         self.engine.send_data(key, Bytes::copy_from_slice(first));
     }
 
     /// A POST of `body` for `url` on `key`, ended with `trailers` if given (client).
     pub fn post(&mut self, key: StreamKey, url: &str, body: &[u8], trailers: Option<HeaderMap>) {
-        self.engine
-            .open(key, Request::post(url).body(()).expect("request"), false);
+        self.engine.open(key, Request::post(url).body(()).expect("request"), false);
         self.engine.send_data(key, Bytes::copy_from_slice(body));
         self.engine.finish(key, trailers);
     }
 
     /// Answer `stream` with `status`, `body` and `trailers` (server).
-    pub fn respond(
-        &mut self,
-        stream: StreamKey,
-        status: u16,
-        body: &[u8],
-        trailers: Option<HeaderMap>,
-    ) {
-        let response = Response::builder()
-            .status(status)
-            .body(())
-            .expect("response");
+    pub fn respond(&mut self, stream: StreamKey, status: u16, body: &[u8], trailers: Option<HeaderMap>) {
+        let response = Response::builder().status(status).body(()).expect("response");
         let end = body.is_empty() && trailers.is_none();
         self.engine.respond(stream, response, end);
         if !end {
@@ -114,9 +97,7 @@ impl H2Peer {
     /// The final response head on `stream` (client).
     pub fn response(&self, stream: StreamKey) -> Option<&http::response::Parts> {
         self.events.iter().find_map(|e| match e {
-            H2Event::Response {
-                stream: s, head, ..
-            } if *s == stream => Some(head),
+            H2Event::Response { stream: s, head, .. } if *s == stream => Some(head),
             _ => None,
         })
     }
@@ -133,20 +114,9 @@ impl H2Peer {
     /// Whether the message on `stream` ended, and with what trailers.
     pub fn ended(&self, stream: StreamKey) -> Option<Option<HeaderMap>> {
         self.events.iter().find_map(|e| match e {
-            H2Event::End {
-                stream: s,
-                trailers,
-            } if *s == stream => Some(trailers.clone()),
-            H2Event::Response {
-                stream: s,
-                end_stream: true,
-                ..
-            } if *s == stream => Some(None),
-            H2Event::Request {
-                stream: s,
-                end_stream: true,
-                ..
-            } if *s == stream => Some(None),
+            H2Event::End { stream: s, trailers } if *s == stream => Some(trailers.clone()),
+            H2Event::Response { stream: s, end_stream: true, .. } if *s == stream => Some(None),
+            H2Event::Request { stream: s, end_stream: true, .. } if *s == stream => Some(None),
             _ => None,
         })
     }
@@ -154,9 +124,7 @@ impl H2Peer {
     /// How `stream` was reset, if it was.
     pub fn reset_reason(&self, stream: StreamKey) -> Option<Reason> {
         self.events.iter().find_map(|e| match e {
-            H2Event::Reset {
-                stream: s, reason, ..
-            } if *s == stream => Some(*reason),
+            H2Event::Reset { stream: s, reason, .. } if *s == stream => Some(*reason),
             _ => None,
         })
     }
@@ -294,18 +262,12 @@ impl Frame {
 pub fn frames(mut bytes: &[u8]) -> Vec<Frame> {
     let mut out = Vec::new();
     while bytes.len() >= 9 {
-        let len =
-            (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+        let len = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
         if bytes.len() < 9 + len {
             break;
         }
         let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
-        out.push(Frame {
-            kind: bytes[3],
-            flags: bytes[4],
-            stream,
-            payload: bytes[9..9 + len].to_vec(),
-        });
+        out.push(Frame { kind: bytes[3], flags: bytes[4], stream, payload: bytes[9..9 + len].to_vec() });
         bytes = &bytes[9 + len..];
     }
     out
@@ -315,24 +277,17 @@ impl H2Peer {
     /// An extended CONNECT (RFC 8441) for a WebSocket to `url` on `key`, with `headers`
     /// (client). The stream stays open for the frames.
     pub fn websocket(&mut self, key: StreamKey, url: &str, headers: &[(&str, &str)]) {
-        let mut request = Request::builder()
-            .method("CONNECT")
-            .uri(url)
-            .extension(h2::ext::Protocol::from_static("websocket"));
+        let mut request = Request::builder().method("CONNECT").uri(url).extension(h2::ext::Protocol::from_static("websocket"));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.engine
-            .open(key, request.body(()).expect("request"), false);
+        self.engine.open(key, request.body(()).expect("request"), false);
     }
 
     /// A server that takes WebSockets as streams (RFC 8441's
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`).
     pub fn websocket_server() -> Self {
-        Self::with(Engine::server(&Settings {
-            connect_protocol: true,
-            ..Settings::default()
-        }))
+        Self::with(Engine::server(&Settings { connect_protocol: true, ..Settings::default() }))
     }
 
     /// Accept the WebSocket asked for on `stream`: `200` with `headers`, the stream left open
@@ -342,19 +297,15 @@ impl H2Peer {
         for (name, value) in headers {
             response = response.header(*name, *value);
         }
-        self.engine
-            .respond(stream, response.body(()).expect("response"), false);
+        self.engine.respond(stream, response.body(()).expect("response"), false);
     }
 
     /// The `:protocol` of the request on `stream` (server).
     pub fn protocol(&self, stream: StreamKey) -> Option<String> {
         self.events.iter().find_map(|e| match e {
-            H2Event::Request {
-                stream: s, head, ..
-            } if *s == stream => head
-                .extensions
-                .get::<h2::ext::Protocol>()
-                .map(|p| p.as_str().to_owned()),
+            H2Event::Request { stream: s, head, .. } if *s == stream => {
+                head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned())
+            }
             _ => None,
         })
     }
@@ -362,11 +313,7 @@ impl H2Peer {
     /// Send `data` on `key` without ending it.
     /// A `CONNECT` to `authority` on `key`, the stream left open for the tunnel (client).
     pub fn connect(&mut self, key: StreamKey, authority: &str) {
-        self.engine.open(
-            key,
-            Request::connect(authority).body(()).expect("request"),
-            false,
-        );
+        self.engine.open(key, Request::connect(authority).body(()).expect("request"), false);
     }
 
     pub fn send(&mut self, key: StreamKey, data: &[u8]) {

@@ -76,16 +76,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use proxy_core::testing::Alone;
 pub use proxy_core::{
-    ClientInfo, Command, Config, ConnId, Connection, Event, FlowError, FlowId, Headers, Hook,
-    HookKind, HookReply, HookSet, HttpFlow, LogLevel, Mode, OpenError, Request, Response, Scheme,
-    ServerAddr, Version,
+    ClientInfo, Command, Config, ConnId, Connection, Event, FlowError, FlowId, Headers, Hook, HookKind, HookReply,
+    HookSet, HttpFlow, LogLevel, Mode, OpenError, Request, Response, Scheme, ServerAddr, Version,
 };
+pub use proxy_core::testing::Alone;
 // `Peer` stays at `proxy_core::websocket::Peer`: `pump::Peer` is another.
-pub use proxy_core::websocket::{
-    MaskKeys, MessageKind, Oversize, WebSocketEnd, WebSocketLimits, WebSocketMessage,
-};
+pub use proxy_core::websocket::{MaskKeys, MessageKind, Oversize, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 
 /// The client connection.
 pub const CLIENT: ConnId = ConnId::CLIENT;
@@ -114,26 +111,17 @@ pub const HTTP_HOOKS: [HookKind; 6] = [
 /// A regular proxy raising every HTTP hook but no connection-level ones, so that the first
 /// request is `F1` and the first server `S1`.
 pub fn http_proxy() -> Config {
-    Config {
-        hooks: HTTP_HOOKS.into_iter().collect(),
-        ..Config::default()
-    }
+    Config { hooks: HTTP_HOOKS.into_iter().collect(), ..Config::default() }
 }
 
 /// A regular proxy raising no hooks at all.
 pub fn no_hooks() -> Config {
-    Config {
-        hooks: HookSet::NONE,
-        ..Config::default()
-    }
+    Config { hooks: HookSet::NONE, ..Config::default() }
 }
 
 /// A regular proxy raising exactly `hooks`.
 pub fn with_hooks(hooks: impl IntoIterator<Item = HookKind>) -> Config {
-    Config {
-        hooks: hooks.into_iter().collect(),
-        ..Config::default()
-    }
+    Config { hooks: hooks.into_iter().collect(), ..Config::default() }
 }
 
 /// The upstream proxy of [`upstream_mode`] configurations.
@@ -142,22 +130,12 @@ pub const UPSTREAM: &str = "127.0.0.1:3128";
 /// `config` in upstream mode: everything goes on through the proxy at [`UPSTREAM`].
 pub fn upstream_mode(config: Config) -> Config {
     let proxy = ServerAddr::new("127.0.0.1", 3128);
-    Config {
-        mode: Mode::Upstream {
-            proxy,
-            tls: false,
-            auth: None,
-        },
-        ..config
-    }
+    Config { mode: Mode::Upstream { proxy, tls: false, auth: None }, ..config }
 }
 
 /// The client every playbook's connection belongs to.
 pub fn client_info() -> ClientInfo {
-    ClientInfo::new(
-        SocketAddr::from(([127, 0, 0, 1], 50000)),
-        SocketAddr::from(([127, 0, 0, 1], 8080)),
-    )
+    ClientInfo::new(SocketAddr::from(([127, 0, 0, 1], 50000)), SocketAddr::from(([127, 0, 0, 1], 8080)))
 }
 
 /// The bytes of an error response the proxy makes itself (`Response::text`): `status reason`,
@@ -185,74 +163,36 @@ pub struct Expect(Exp);
 
 #[derive(Clone)]
 enum Exp {
-    Send {
-        conn: ConnId,
-        data: Vec<u8>,
-    },
-    Open {
-        conn: ConnId,
-        addr: String,
-    },
-    Reuse {
-        conn: ConnId,
-        key: String,
-    },
-    Park {
-        conn: ConnId,
-        key: String,
-    },
-    Close {
-        conn: ConnId,
-        half: bool,
-    },
+    Send { conn: ConnId, data: Vec<u8> },
+    Open { conn: ConnId, addr: String },
+    Reuse { conn: ConnId, key: String },
+    Park { conn: ConnId, key: String },
+    Close { conn: ConnId, half: bool },
     Pause(ConnId),
     Resume(ConnId),
-    Forward {
-        from: ConnId,
-        to: ConnId,
-        len: u64,
-    },
-    Hook {
-        flow: FlowId,
-        kind: HookKind,
-        inspect: Option<Inspect>,
-    },
-    Log {
-        level: Option<LogLevel>,
-        text: String,
-    },
+    Forward { from: ConnId, to: ConnId, len: u64 },
+    Hook { flow: FlowId, kind: HookKind, inspect: Option<Inspect> },
+    Log { level: Option<LogLevel>, text: String },
 }
 
 /// `SendData` of exactly `data` to `conn` (consecutive sends to one connection are joined).
 pub fn send(conn: ConnId, data: impl AsRef<[u8]>) -> Expect {
-    Expect(Exp::Send {
-        conn,
-        data: data.as_ref().to_vec(),
-    })
+    Expect(Exp::Send { conn, data: data.as_ref().to_vec() })
 }
 
 /// `OpenConnection` of `conn` to `addr`, written `host:port` (`[v6]:port` for IPv6).
 pub fn open(conn: ConnId, addr: &str) -> Expect {
-    Expect(Exp::Open {
-        conn,
-        addr: addr.to_owned(),
-    })
+    Expect(Exp::Open { conn, addr: addr.to_owned() })
 }
 
 /// `Reuse` of `conn` for the pool key `key` (as `PoolKey` displays it: `http://host:port`).
 pub fn reuse(conn: ConnId, key: &str) -> Expect {
-    Expect(Exp::Reuse {
-        conn,
-        key: key.to_owned(),
-    })
+    Expect(Exp::Reuse { conn, key: key.to_owned() })
 }
 
 /// `Park` of `conn`, its pool key `key`.
 pub fn park(conn: ConnId, key: &str) -> Expect {
-    Expect(Exp::Park {
-        conn,
-        key: key.to_owned(),
-    })
+    Expect(Exp::Park { conn, key: key.to_owned() })
 }
 
 /// A full `CloseConnection` of `conn`.
@@ -280,28 +220,18 @@ pub fn forward(from: ConnId, to: ConnId, len: u64) -> Expect {
 
 /// A `Hook` of kind `kind` for `flow`. Add [`Expect::inspect`] to look at the flow it carries.
 pub fn hook(flow: FlowId, kind: HookKind) -> Expect {
-    Expect(Exp::Hook {
-        flow,
-        kind,
-        inspect: None,
-    })
+    Expect(Exp::Hook { flow, kind, inspect: None })
 }
 
 /// A log line of the latest event containing `text` (see the crate docs: logs are otherwise
 /// ignored, and never ordered).
 pub fn log(text: &str) -> Expect {
-    Expect(Exp::Log {
-        level: None,
-        text: text.to_owned(),
-    })
+    Expect(Exp::Log { level: None, text: text.to_owned() })
 }
 
 /// [`log`] at a given level.
 pub fn log_at(level: LogLevel, text: &str) -> Expect {
-    Expect(Exp::Log {
-        level: Some(level),
-        text: text.to_owned(),
-    })
+    Expect(Exp::Log { level: Some(level), text: text.to_owned() })
 }
 
 impl Expect {
@@ -333,11 +263,7 @@ impl Expect {
     /// For a [`hook`] expectation: run `f` on the hook itself.
     pub fn inspect_hook(self, f: impl Fn(&Hook) + 'static) -> Self {
         match self.0 {
-            Exp::Hook { flow, kind, .. } => Expect(Exp::Hook {
-                flow,
-                kind,
-                inspect: Some(Rc::new(f)),
-            }),
+            Exp::Hook { flow, kind, .. } => Expect(Exp::Hook { flow, kind, inspect: Some(Rc::new(f)) }),
             _ => panic!("inspect() applies to hook() expectations only"),
         }
     }
@@ -418,10 +344,7 @@ impl Playbook {
     /// A playbook for one layer driven alone (see [`Alone`]): no mode admits the client, and a
     /// hand-over shows as a debug log line instead of a new layer.
     pub fn alone(layer: Alone, config: Config) -> Self {
-        Self {
-            alone: Some(layer),
-            ..Self::new(config)
-        }
+        Self { alone: Some(layer), ..Self::new(config) }
     }
 
     /// Fail on log lines that no [`log`] expectation claimed.
@@ -514,19 +437,8 @@ impl Playbook {
     }
 
     /// `>> Inject`: user code sends a WebSocket message on `flow` to `to`.
-    pub fn inject(
-        self,
-        flow: FlowId,
-        to: proxy_core::websocket::Peer,
-        kind: MessageKind,
-        payload: impl AsRef<[u8]>,
-    ) -> Self {
-        self.event(Ev::Inject(
-            flow,
-            to,
-            kind,
-            Bytes::copy_from_slice(payload.as_ref()),
-        ))
+    pub fn inject(self, flow: FlowId, to: proxy_core::websocket::Peer, kind: MessageKind, payload: impl AsRef<[u8]>) -> Self {
+        self.event(Ev::Inject(flow, to, kind, Bytes::copy_from_slice(payload.as_ref())))
     }
 
     /// `>> HookReply::Update` with the flow of the latest hook for `flow`, changed by `f`.
@@ -540,13 +452,8 @@ impl Playbook {
 
     /// `<<`: the next command is `e`.
     pub fn expect(mut self, e: Expect) -> Self {
-        if let (
-            Exp::Send { conn, data },
-            Some(Step::Expect(Exp::Send {
-                conn: prev,
-                data: joined,
-            })),
-        ) = (&e.0, self.steps.last_mut())
+        if let (Exp::Send { conn, data }, Some(Step::Expect(Exp::Send { conn: prev, data: joined }))) =
+            (&e.0, self.steps.last_mut())
         {
             if prev == conn {
                 joined.extend_from_slice(data);
@@ -612,10 +519,7 @@ enum Split {
     /// Every `DataReceived` one byte at a time (up to the split limit, then the rest).
     Bytewise,
     /// `DataReceived` number `recv` (0-based) in two pieces, at byte `at`.
-    At {
-        recv: usize,
-        at: usize,
-    },
+    At { recv: usize, at: usize },
 }
 
 /// A command collected from the core, waiting to be matched.
@@ -627,37 +531,15 @@ struct Got {
 
 /// A command in comparable form (sends joined, hooks kept whole).
 enum Cmd {
-    Send {
-        conn: ConnId,
-        data: Vec<u8>,
-    },
-    Open {
-        conn: ConnId,
-        addr: ServerAddr,
-    },
-    Reuse {
-        conn: ConnId,
-        key: String,
-    },
-    Park {
-        conn: ConnId,
-        key: String,
-    },
-    Close {
-        conn: ConnId,
-        half: bool,
-    },
+    Send { conn: ConnId, data: Vec<u8> },
+    Open { conn: ConnId, addr: ServerAddr },
+    Reuse { conn: ConnId, key: String },
+    Park { conn: ConnId, key: String },
+    Close { conn: ConnId, half: bool },
     Pause(ConnId),
     Resume(ConnId),
-    Forward {
-        from: ConnId,
-        to: ConnId,
-        len: u64,
-    },
-    Hook {
-        flow: FlowId,
-        hook: Hook,
-    },
+    Forward { from: ConnId, to: ConnId, len: u64 },
+    Hook { flow: FlowId, hook: Hook },
     /// A carrier's message, or its capacity: what a playbook of one connection never expects.
     Carrier(String),
 }
@@ -696,9 +578,7 @@ impl<'a> Runner<'a> {
             split,
             conn: match &pb.alone {
                 None => Connection::new(pb.config.clone(), pb.client.clone()),
-                Some(layer) => {
-                    Connection::alone(pb.config.clone(), pb.client.clone(), layer.clone())
-                }
+                Some(layer) => Connection::alone(pb.config.clone(), pb.client.clone(), layer.clone()),
             },
             start,
             now: start,
@@ -731,8 +611,7 @@ impl<'a> Runner<'a> {
                 Step::Advance(by) => {
                     self.now += *by;
                     let t = self.elapsed();
-                    self.transcript
-                        .push(format!("-- advance {} (now t={})", fmt_dur(*by), t));
+                    self.transcript.push(format!("-- advance {} (now t={})", fmt_dur(*by), t));
                 }
                 Step::Check(check) => {
                     self.rest_from = self.step + 1;
@@ -781,26 +660,14 @@ impl<'a> Runner<'a> {
                 if pieces.len() > 1 {
                     let sizes: Vec<String> = pieces.iter().map(|p| p.len().to_string()).collect();
                     let sizes = if sizes.len() > 8 {
-                        format!(
-                            "{} pieces: {}+…+{}",
-                            sizes.len(),
-                            sizes[..6].join("+"),
-                            sizes[sizes.len() - 1]
-                        )
+                        format!("{} pieces: {}+…+{}", sizes.len(), sizes[..6].join("+"), sizes[sizes.len() - 1])
                     } else {
                         format!("{} pieces: {}", sizes.len(), sizes.join("+"))
                     };
-                    self.transcript.push(format!(
-                        ">> DataReceived({}, {}) as {sizes}",
-                        fmt_conn(*conn),
-                        fmt_bytes(data)
-                    ));
+                    self.transcript.push(format!(">> DataReceived({}, {}) as {sizes}", fmt_conn(*conn), fmt_bytes(data)));
                 }
                 for piece in &pieces {
-                    let event = Event::DataReceived {
-                        conn: *conn,
-                        data: piece.clone(),
-                    };
+                    let event = Event::DataReceived { conn: *conn, data: piece.clone() };
                     self.feed(event, pieces.len() == 1);
                 }
             }
@@ -808,10 +675,7 @@ impl<'a> Runner<'a> {
                 match self.unanswered.get_mut(flow) {
                     Some(n) if *n > 0 => *n -= 1,
                     _ => {
-                        let what = format!(
-                            "the script replies to {} but no blocking hook of it is waiting",
-                            fmt_flow(*flow)
-                        );
+                        let what = format!("the script replies to {} but no blocking hook of it is waiting", fmt_flow(*flow));
                         self.fail(None, &what, None);
                     }
                 }
@@ -819,17 +683,13 @@ impl<'a> Runner<'a> {
                     ReplySpec::Fixed(reply) => reply.clone(),
                     ReplySpec::With(make) => {
                         let Some(current) = self.flows.get(flow).cloned() else {
-                            let what = format!(
-                                "reply_with/update for {}: no hook has carried that flow",
-                                fmt_flow(*flow)
-                            );
+                            let what = format!("reply_with/update for {}: no hook has carried that flow", fmt_flow(*flow));
                             self.fail(None, &what, None);
                         };
                         match catch_unwind(AssertUnwindSafe(|| make(&current))) {
                             Ok(reply) => reply,
                             Err(e) => {
-                                let what =
-                                    format!("the reply closure panicked: {}", panic_text(&e));
+                                let what = format!("the reply closure panicked: {}", panic_text(&e));
                                 self.fail(None, &what, None);
                             }
                         }
@@ -840,23 +700,15 @@ impl<'a> Runner<'a> {
             Ev::Start => self.feed_shown(Event::Start),
             Ev::Closed(conn) => self.feed_shown(Event::ConnectionClosed { conn: *conn }),
             Ev::Opened(conn) => self.feed_shown(Event::Opened { conn: *conn }),
-            Ev::OpenFailed(conn, error) => self.feed_shown(Event::OpenFailed {
-                conn: *conn,
-                error: error.clone(),
-            }),
+            Ev::OpenFailed(conn, error) => self.feed_shown(Event::OpenFailed { conn: *conn, error: error.clone() }),
             Ev::Drained(conn) => self.feed_shown(Event::WriteDrained { conn: *conn }),
-            Ev::Forwarded(from, len, pending) => self.feed_shown(Event::Forwarded {
-                from: *from,
-                len: *len,
-                pending: *pending,
-            }),
+            Ev::Forwarded(from, len, pending) => {
+                self.feed_shown(Event::Forwarded { from: *from, len: *len, pending: *pending })
+            }
             Ev::Wakeup => self.feed_shown(Event::Wakeup),
-            Ev::Inject(flow, to, kind, payload) => self.feed_shown(Event::Inject {
-                flow: *flow,
-                to: *to,
-                kind: *kind,
-                payload: payload.clone(),
-            }),
+            Ev::Inject(flow, to, kind, payload) => {
+                self.feed_shown(Event::Inject { flow: *flow, to: *to, kind: *kind, payload: payload.clone() })
+            }
         }
     }
 
@@ -911,49 +763,26 @@ impl<'a> Runner<'a> {
     fn collect(&mut self, cmd: Command) {
         let cmd = match cmd {
             Command::Log { level, message } => {
-                self.transcript
-                    .push(format!("<< Log({level:?}, {message:?})"));
-                self.logs.push(LogLine {
-                    level,
-                    message,
-                    claimed: false,
-                });
+                self.transcript.push(format!("<< Log({level:?}, {message:?})"));
+                self.logs.push(LogLine { level, message, claimed: false });
                 return;
             }
             Command::SendData { conn, data } => {
-                if let Some(Got {
-                    cmd:
-                        Cmd::Send {
-                            conn: prev,
-                            data: joined,
-                        },
-                    line,
-                }) = self.got.back_mut()
-                {
+                if let Some(Got { cmd: Cmd::Send { conn: prev, data: joined }, line }) = self.got.back_mut() {
                     if *prev == conn {
                         joined.extend_from_slice(&data);
-                        let text =
-                            format!("<< SendData({}, {})", fmt_conn(conn), fmt_bytes(joined));
+                        let text = format!("<< SendData({}, {})", fmt_conn(conn), fmt_bytes(joined));
                         self.transcript[*line] = text;
                         return;
                     }
                 }
-                Cmd::Send {
-                    conn,
-                    data: data.to_vec(),
-                }
+                Cmd::Send { conn, data: data.to_vec() }
             }
             Command::OpenConnection { conn, server } => Cmd::Open { conn, addr: server },
-            Command::Reuse { conn, key, .. } => Cmd::Reuse {
-                conn,
-                key: key.to_string(),
-            },
+            Command::Reuse { conn, key, .. } => Cmd::Reuse { conn, key: key.to_string() },
             Command::Park { conn, parked } => {
                 self.paused.remove(&conn);
-                Cmd::Park {
-                    conn,
-                    key: parked.key().to_string(),
-                }
+                Cmd::Park { conn, key: parked.key().to_string() }
             }
             Command::CloseConnection { conn, half } => {
                 if !half {
@@ -970,9 +799,7 @@ impl<'a> Runner<'a> {
                 Cmd::Resume(conn)
             }
             Command::Forward { from, to, len } => Cmd::Forward { from, to, len },
-            Command::Carry { .. } | Command::StreamOut { .. } | Command::Capacity { .. } => {
-                Cmd::Carrier(format!("{cmd:?}"))
-            }
+            Command::Carry { .. } | Command::StreamOut { .. } | Command::Capacity { .. } => Cmd::Carrier(format!("{cmd:?}")),
             Command::Hook { flow, hook } => {
                 if hook.is_blocking() {
                     *self.unanswered.entry(flow).or_default() += 1;
@@ -993,11 +820,10 @@ impl<'a> Runner<'a> {
 
     fn expect(&mut self, exp: &Exp) {
         if let Exp::Log { level, text } = exp {
-            let found = self.logs.iter_mut().find(|l| {
-                !l.claimed
-                    && (level.is_none() || *level == Some(l.level))
-                    && l.message.contains(text.as_str())
-            });
+            let found = self
+                .logs
+                .iter_mut()
+                .find(|l| !l.claimed && (level.is_none() || *level == Some(l.level)) && l.message.contains(text.as_str()));
             match found {
                 Some(l) => l.claimed = true,
                 None => {
@@ -1013,13 +839,7 @@ impl<'a> Runner<'a> {
         if let Some(detail) = mismatch(exp, &got.cmd) {
             self.fail(Some(got.line), &detail, Some(exp));
         }
-        if let (
-            Exp::Hook {
-                inspect: Some(f), ..
-            },
-            Cmd::Hook { hook, .. },
-        ) = (exp, &got.cmd)
-        {
+        if let (Exp::Hook { inspect: Some(f), .. }, Cmd::Hook { hook, .. }) = (exp, &got.cmd) {
             if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(hook))) {
                 let what = format!("inspect() failed: {}", panic_text(&e));
                 self.fail(Some(got.line), &what, Some(exp));
@@ -1059,11 +879,7 @@ impl<'a> Runner<'a> {
             Split::None => {}
             Split::Bytewise => msg.push_str(" (replay: every DataReceived one byte at a time)"),
             Split::At { recv, at } => {
-                let _ = write!(
-                    msg,
-                    " (replay: DataReceived #{} split at byte {at})",
-                    recv + 1
-                );
+                let _ = write!(msg, " (replay: DataReceived #{} split at byte {at})", recv + 1);
             }
         }
         let _ = writeln!(msg, " at step {} (t={}): {what}", self.step, self.elapsed());
@@ -1103,24 +919,14 @@ fn mismatch(exp: &Exp, got: &Cmd) -> Option<String> {
             }
             conn == c
         }
-        (Exp::Open { conn, addr }, Cmd::Open { conn: c, addr: a }) => {
-            conn == c && *addr == a.to_string()
+        (Exp::Open { conn, addr }, Cmd::Open { conn: c, addr: a }) => conn == c && *addr == a.to_string(),
+        (Exp::Reuse { conn, key }, Cmd::Reuse { conn: c, key: k }) | (Exp::Park { conn, key }, Cmd::Park { conn: c, key: k }) => {
+            conn == c && key == k
         }
-        (Exp::Reuse { conn, key }, Cmd::Reuse { conn: c, key: k })
-        | (Exp::Park { conn, key }, Cmd::Park { conn: c, key: k }) => conn == c && key == k,
         (Exp::Close { conn, half }, Cmd::Close { conn: c, half: h }) => conn == c && half == h,
         (Exp::Pause(conn), Cmd::Pause(c)) | (Exp::Resume(conn), Cmd::Resume(c)) => conn == c,
-        (
-            Exp::Forward { from, to, len },
-            Cmd::Forward {
-                from: f,
-                to: t,
-                len: l,
-            },
-        ) => from == f && to == t && len == l,
-        (Exp::Hook { flow, kind, .. }, Cmd::Hook { flow: f, hook }) => {
-            flow == f && *kind == hook.kind()
-        }
+        (Exp::Forward { from, to, len }, Cmd::Forward { from: f, to: t, len: l }) => from == f && to == t && len == l,
+        (Exp::Hook { flow, kind, .. }, Cmd::Hook { flow: f, hook }) => flow == f && *kind == hook.kind(),
         _ => false,
     };
     (!ok).then(|| format!("got << {}", fmt_cmd(got)))
@@ -1164,12 +970,7 @@ fn fmt_bytes(b: &[u8]) -> String {
     if b.len() <= MAX {
         format!("\"{}\"", escape(b))
     } else {
-        format!(
-            "\"{}\"…\"{}\" ({} bytes)",
-            escape(&b[..240]),
-            escape(&b[b.len() - 60..]),
-            b.len()
-        )
+        format!("\"{}\"…\"{}\" ({} bytes)", escape(&b[..240]), escape(&b[b.len() - 60..]), b.len())
     }
 }
 
@@ -1221,33 +1022,17 @@ fn fmt_flow_summary(f: &HttpFlow) -> String {
 fn fmt_event(e: &Event) -> String {
     match e {
         Event::Start => "Start".into(),
-        Event::DataReceived { conn, data } => {
-            format!("DataReceived({}, {})", fmt_conn(*conn), fmt_bytes(data))
-        }
+        Event::DataReceived { conn, data } => format!("DataReceived({}, {})", fmt_conn(*conn), fmt_bytes(data)),
         Event::ConnectionClosed { conn } => format!("ConnectionClosed({})", fmt_conn(*conn)),
         Event::Opened { conn } => format!("Opened({})", fmt_conn(*conn)),
         Event::OpenFailed { conn, error } => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
         Event::Adopted { conn, parked } => format!("Adopted({}, {parked:?})", fmt_conn(*conn)),
         Event::WriteDrained { conn } => format!("WriteDrained({})", fmt_conn(*conn)),
-        Event::Forwarded { from, len, pending } => {
-            format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from))
-        }
+        Event::Forwarded { from, len, pending } => format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from)),
         Event::Wakeup => "Wakeup".into(),
-        Event::HookReply { flow, reply } => {
-            format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(reply))
-        }
-        Event::Inject {
-            flow,
-            to,
-            kind,
-            payload,
-        } => {
-            format!(
-                "Inject({}, to {}, {kind:?} {})",
-                fmt_flow(*flow),
-                to.as_str(),
-                fmt_bytes(payload)
-            )
+        Event::HookReply { flow, reply } => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(reply)),
+        Event::Inject { flow, to, kind, payload } => {
+            format!("Inject({}, to {}, {kind:?} {})", fmt_flow(*flow), to.as_str(), fmt_bytes(payload))
         }
         Event::Joined { conn } => format!("Joined({})", fmt_conn(*conn)),
         Event::Carried { conn, message } => format!("Carried({}, {message:?})", fmt_conn(*conn)),
@@ -1258,9 +1043,7 @@ fn fmt_event(e: &Event) -> String {
 
 fn fmt_hook(h: &Hook) -> String {
     match h {
-        Hook::ClientConnected(c) | Hook::ClientDisconnected(c) => {
-            format!("{:?} {}", h.kind(), c.peer)
-        }
+        Hook::ClientConnected(c) | Hook::ClientDisconnected(c) => format!("{:?} {}", h.kind(), c.peer),
         Hook::ServerConnected { conn, server } | Hook::ServerDisconnected { conn, server } => {
             format!("{:?} {} {}", h.kind(), fmt_conn(*conn), server)
         }
@@ -1276,10 +1059,7 @@ fn fmt_hook(h: &Hook) -> String {
             e.code,
             e.reason,
             e.closed_by.map(|p| p.as_str()),
-            e.error
-                .as_ref()
-                .map(|e| format!(" error {e:?}"))
-                .unwrap_or_default(),
+            e.error.as_ref().map(|e| format!(" error {e:?}")).unwrap_or_default(),
             e.messages
         ),
         _ => match h.flow() {
@@ -1299,9 +1079,7 @@ fn fmt_cmd(c: &Cmd) -> String {
         Cmd::Close { conn, half: true } => format!("CloseConnection({}, half)", fmt_conn(*conn)),
         Cmd::Pause(conn) => format!("PauseReading({})", fmt_conn(*conn)),
         Cmd::Resume(conn) => format!("ResumeReading({})", fmt_conn(*conn)),
-        Cmd::Forward { from, to, len } => {
-            format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to))
-        }
+        Cmd::Forward { from, to, len } => format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to)),
         Cmd::Hook { flow, hook } => format!("Hook({}, {})", fmt_flow(*flow), fmt_hook(hook)),
         Cmd::Carrier(text) => text.clone(),
     }
@@ -1317,25 +1095,12 @@ fn fmt_exp(e: &Exp) -> String {
         Exp::Close { conn, half: true } => format!("CloseConnection({}, half)", fmt_conn(*conn)),
         Exp::Pause(conn) => format!("PauseReading({})", fmt_conn(*conn)),
         Exp::Resume(conn) => format!("ResumeReading({})", fmt_conn(*conn)),
-        Exp::Forward { from, to, len } => {
-            format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to))
-        }
-        Exp::Hook {
-            flow,
-            kind,
-            inspect,
-        } => {
-            format!(
-                "Hook({}, {kind:?}){}",
-                fmt_flow(*flow),
-                if inspect.is_some() { " + inspect" } else { "" }
-            )
+        Exp::Forward { from, to, len } => format!("Forward({} -> {}, {len})", fmt_conn(*from), fmt_conn(*to)),
+        Exp::Hook { flow, kind, inspect } => {
+            format!("Hook({}, {kind:?}){}", fmt_flow(*flow), if inspect.is_some() { " + inspect" } else { "" })
         }
         Exp::Log { level: None, text } => format!("Log(_, containing {text:?})"),
-        Exp::Log {
-            level: Some(l),
-            text,
-        } => format!("Log({l:?}, containing {text:?})"),
+        Exp::Log { level: Some(l), text } => format!("Log({l:?}, containing {text:?})"),
     }
 }
 
@@ -1344,31 +1109,18 @@ fn fmt_step(s: &Step) -> String {
         Step::Event(ev) => {
             let text = match ev {
                 Ev::Start => "Start".into(),
-                Ev::Recv(conn, data) => {
-                    format!("DataReceived({}, {})", fmt_conn(*conn), fmt_bytes(data))
-                }
+                Ev::Recv(conn, data) => format!("DataReceived({}, {})", fmt_conn(*conn), fmt_bytes(data)),
                 Ev::Closed(conn) => format!("ConnectionClosed({})", fmt_conn(*conn)),
                 Ev::Opened(conn) => format!("Opened({})", fmt_conn(*conn)),
-                Ev::OpenFailed(conn, error) => {
-                    format!("OpenFailed({}, {error:?})", fmt_conn(*conn))
-                }
+                Ev::OpenFailed(conn, error) => format!("OpenFailed({}, {error:?})", fmt_conn(*conn)),
                 Ev::Drained(conn) => format!("WriteDrained({})", fmt_conn(*conn)),
-                Ev::Forwarded(from, len, pending) => {
-                    format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from))
-                }
+                Ev::Forwarded(from, len, pending) => format!("Forwarded({}, {len}, pending {pending})", fmt_conn(*from)),
                 Ev::Wakeup => "Wakeup".into(),
-                Ev::Reply(flow, ReplySpec::Fixed(r)) => {
-                    format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(r))
+                Ev::Reply(flow, ReplySpec::Fixed(r)) => format!("HookReply({}, {})", fmt_flow(*flow), fmt_reply(r)),
+                Ev::Reply(flow, ReplySpec::With(_)) => format!("HookReply({}, <built from the flow>)", fmt_flow(*flow)),
+                Ev::Inject(flow, to, kind, payload) => {
+                    fmt_event(&Event::Inject { flow: *flow, to: *to, kind: *kind, payload: payload.clone() })
                 }
-                Ev::Reply(flow, ReplySpec::With(_)) => {
-                    format!("HookReply({}, <built from the flow>)", fmt_flow(*flow))
-                }
-                Ev::Inject(flow, to, kind, payload) => fmt_event(&Event::Inject {
-                    flow: *flow,
-                    to: *to,
-                    kind: *kind,
-                    payload: payload.clone(),
-                }),
             };
             format!(">> {text}")
         }

@@ -17,64 +17,35 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proxy_core::upstreams::{Parked, PoolKey};
 use proxy_core::{
-    Carried, ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, Hook, HookKind,
-    HookReply, ServerAddr, StreamTag,
+    Carried, ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, Hook, HookKind, HookReply, ServerAddr, StreamTag,
 };
 
 use crate::h2::H2Peer;
 
 /// One end the core talks to.
 pub enum Peer {
-    Plain {
-        received: Vec<u8>,
-    },
-    Tls {
-        tls: Box<rustls::Connection>,
-        received: Vec<u8>,
-        error: Option<String>,
-    },
+    Plain { received: Vec<u8> },
+    Tls { tls: Box<rustls::Connection>, received: Vec<u8>, error: Option<String> },
     /// An upstream proxy: it reads one request head (`head`), answers `answer` in plaintext,
     /// and from then on carries the tunnel to `origin`, which it stands for.
-    Proxy {
-        head: Vec<u8>,
-        answer: Vec<u8>,
-        tunnel: bool,
-        origin: Box<Peer>,
-    },
+    Proxy { head: Vec<u8>, answer: Vec<u8>, tunnel: bool, origin: Box<Peer> },
     /// An HTTP/2 endpoint over plain TCP (prior knowledge).
     H2(Box<H2Peer>),
     /// TLS inside TLS: `inner` (itself TLS) speaks through the `outer` session.
-    Nested {
-        outer: Box<rustls::Connection>,
-        inner: Box<Peer>,
-    },
+    Nested { outer: Box<rustls::Connection>, inner: Box<Peer> },
     /// An HTTP/2 client whose `CONNECT` stream `stream` carries `inner`'s bytes (a tunnel
     /// over HTTP/2); `seen` is how much of the stream's data `inner` has been given.
-    H2Tunnel {
-        h2: Box<H2Peer>,
-        stream: u64,
-        seen: usize,
-        inner: Box<Peer>,
-    },
+    H2Tunnel { h2: Box<H2Peer>, stream: u64, seen: usize, inner: Box<Peer> },
 }
 
 impl Peer {
     pub fn tls(conn: impl Into<rustls::Connection>) -> Self {
-        Self::Tls {
-            tls: Box::new(conn.into()),
-            received: Vec::new(),
-            error: None,
-        }
+        Self::Tls { tls: Box::new(conn.into()), received: Vec::new(), error: None }
     }
 
     /// An upstream proxy that answers a `CONNECT` with `answer` and then tunnels to `origin`.
     pub fn proxy(answer: &[u8], origin: Peer) -> Self {
-        Self::Proxy {
-            head: Vec::new(),
-            answer: answer.to_vec(),
-            tunnel: false,
-            origin: Box::new(origin),
-        }
+        Self::Proxy { head: Vec::new(), answer: answer.to_vec(), tunnel: false, origin: Box::new(origin) }
     }
 
     /// Plaintext this end has received (for a proxy: its origin, through the tunnel).
@@ -100,11 +71,7 @@ impl Peer {
     pub fn proxy_request(&self) -> Option<&[u8]> {
         match self {
             Self::Proxy { head, .. } => Some(head),
-            Self::Plain { .. }
-            | Self::Tls { .. }
-            | Self::H2(_)
-            | Self::Nested { .. }
-            | Self::H2Tunnel { .. } => None,
+            Self::Plain { .. } | Self::Tls { .. } | Self::H2(_) | Self::Nested { .. } | Self::H2Tunnel { .. } => None,
         }
     }
 
@@ -131,12 +98,7 @@ impl Peer {
         match self {
             Self::Plain { received } => received.extend_from_slice(data),
             Self::H2(peer) => peer.deliver(data),
-            Self::H2Tunnel {
-                h2,
-                stream,
-                seen,
-                inner,
-            } => {
+            Self::H2Tunnel { h2, stream, seen, inner } => {
                 h2.deliver(data);
                 let body = h2.body(*stream);
                 let new = body[*seen..].to_vec();
@@ -145,17 +107,8 @@ impl Peer {
                     inner.deliver(&new);
                 }
             }
-            Self::Proxy {
-                origin,
-                tunnel: true,
-                ..
-            } => origin.deliver(data),
-            Self::Proxy {
-                head,
-                tunnel,
-                origin,
-                ..
-            } => {
+            Self::Proxy { origin, tunnel: true, .. } => origin.deliver(data),
+            Self::Proxy { head, tunnel, origin, .. } => {
                 head.extend_from_slice(data);
                 if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                     let rest = head.split_off(end + 4);
@@ -180,11 +133,7 @@ impl Peer {
                 }
                 inner.deliver(&plaintext);
             }
-            Self::Tls {
-                tls,
-                received,
-                error,
-            } => {
+            Self::Tls { tls, received, error } => {
                 let mut input = data;
                 while !input.is_empty() && error.is_none() {
                     if tls.read_tls(&mut input).is_err() {
@@ -211,9 +160,7 @@ impl Peer {
         match self {
             Self::Plain { .. } => plaintext.to_vec(),
             Self::H2(peer) => peer.outgoing(),
-            Self::H2Tunnel {
-                h2, stream, inner, ..
-            } => {
+            Self::H2Tunnel { h2, stream, inner, .. } => {
                 let bytes = inner.outgoing(plaintext);
                 if !bytes.is_empty() {
                     h2.send(*stream, &bytes);
@@ -340,17 +287,10 @@ pub struct CarrierPump {
 impl CarrierPump {
     /// Run `parked` (with its server `peer`) as a carrier that closes after `idle` without
     /// streams.
-    pub fn new(
-        config: Config,
-        parked: Box<Parked>,
-        peer: Peer,
-        idle: Duration,
-        now: Instant,
-    ) -> SharedCarrier {
+    pub fn new(config: Config, parked: Box<Parked>, peer: Peer, idle: Duration, now: Instant) -> SharedCarrier {
         let key = parked.key();
         let capacity = parked.max_streams();
-        let (core, conn) = Connection::carrier(Arc::new(config), parked, idle)
-            .unwrap_or_else(|_| panic!("not HTTP/2"));
+        let (core, conn) = Connection::carrier(Arc::new(config), parked, idle).unwrap_or_else(|_| panic!("not HTTP/2"));
         let mut carrier = Self {
             core,
             conn,
@@ -377,17 +317,13 @@ impl CarrierPump {
     /// The server sends `data` (for an HTTP/2 peer, whatever it has to say as well).
     pub fn server_sends(&mut self, data: &[u8]) {
         let bytes = self.server.outgoing(data);
-        self.queue.push_back(Event::DataReceived {
-            conn: self.conn,
-            data: bytes.into(),
-        });
+        self.queue.push_back(Event::DataReceived { conn: self.conn, data: bytes.into() });
         self.run();
     }
 
     /// The server closes the connection.
     pub fn server_closes(&mut self) {
-        self.queue
-            .push_back(Event::ConnectionClosed { conn: self.conn });
+        self.queue.push_back(Event::ConnectionClosed { conn: self.conn });
         self.run();
     }
 
@@ -439,23 +375,13 @@ impl CarrierPump {
                         self.server.deliver(&data);
                         let reply = self.server.outgoing(b"");
                         if !reply.is_empty() {
-                            self.queue.push_back(Event::DataReceived {
-                                conn: self.conn,
-                                data: Bytes::from(reply),
-                            });
+                            self.queue.push_back(Event::DataReceived { conn: self.conn, data: Bytes::from(reply) });
                         }
-                        self.queue
-                            .push_back(Event::WriteDrained { conn: self.conn });
+                        self.queue.push_back(Event::WriteDrained { conn: self.conn });
                     }
                     Command::StreamOut { stream, message } => {
-                        let (conn, inbox) = self
-                            .routes
-                            .get(&stream)
-                            .expect("a stream the carrier was told of");
-                        inbox.borrow_mut().push_back(Event::Carried {
-                            conn: *conn,
-                            message,
-                        });
+                        let (conn, inbox) = self.routes.get(&stream).expect("a stream the carrier was told of");
+                        inbox.borrow_mut().push_back(Event::Carried { conn: *conn, message });
                     }
                     Command::Capacity { streams } => {
                         self.capacity = streams;
@@ -480,10 +406,7 @@ impl CarrierPump {
 
 impl Pump {
     pub fn new(config: Config, client: Peer, origins: Origins) -> Self {
-        let info = ClientInfo::new(
-            "127.0.0.1:50000".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
-        );
+        let info = ClientInfo::new("127.0.0.1:50000".parse().unwrap(), "127.0.0.1:8080".parse().unwrap());
         let mut pump = Self {
             core: Connection::new(Arc::new(config), info),
             client,
@@ -508,8 +431,7 @@ impl Pump {
             paused: Default::default(),
             client_stalled: false,
         };
-        pump.core
-            .set_waker(std::task::Waker::from(pump.woken.clone()));
+        pump.core.set_waker(std::task::Waker::from(pump.woken.clone()));
         pump.queue.push_back(Event::Start);
         pump
     }
@@ -555,11 +477,7 @@ impl Pump {
 
     /// Answer the held hook of `flow`.
     pub fn answer(&mut self, flow: FlowId, reply: HookReply) -> &mut Self {
-        let at = self
-            .held
-            .iter()
-            .position(|(f, _)| *f == flow)
-            .expect("a held hook");
+        let at = self.held.iter().position(|(f, _)| *f == flow).expect("a held hook");
         self.held.remove(at);
         self.queue.push_back(Event::HookReply { flow, reply });
         self.run()
@@ -578,10 +496,7 @@ impl Pump {
     /// The client sends `data`: raw before any TLS, encrypted once its handshake began.
     pub fn client_sends(&mut self, data: &[u8]) -> &mut Self {
         let bytes = self.client.outgoing(data);
-        self.queue.push_back(Event::DataReceived {
-            conn: ConnId::CLIENT,
-            data: bytes.into(),
-        });
+        self.queue.push_back(Event::DataReceived { conn: ConnId::CLIENT, data: bytes.into() });
         self.run()
     }
 
@@ -595,36 +510,20 @@ impl Pump {
     /// Start TLS inside the client's TLS (a secure web proxy's client, after the `200` to its
     /// `CONNECT`): its records travel in the session it has.
     pub fn client_nests_tls(&mut self, tls: rustls::ClientConnection) -> &mut Self {
-        let Peer::Tls { tls: outer, .. } = std::mem::replace(
-            &mut self.client,
-            Peer::Plain {
-                received: Vec::new(),
-            },
-        ) else {
+        let Peer::Tls { tls: outer, .. } = std::mem::replace(&mut self.client, Peer::Plain { received: Vec::new() }) else {
             panic!("the client speaks no TLS to nest in");
         };
-        self.client = Peer::Nested {
-            outer,
-            inner: Box::new(Peer::tls(tls)),
-        };
+        self.client = Peer::Nested { outer, inner: Box::new(Peer::tls(tls)) };
         self.client_sends(b"")
     }
 
     /// Speak HTTP/2 inside the client's TLS session (a secure web proxy's client that
     /// negotiated `h2`), and send its preface.
     pub fn client_speaks_h2(&mut self) -> &mut Self {
-        let Peer::Tls { tls: outer, .. } = std::mem::replace(
-            &mut self.client,
-            Peer::Plain {
-                received: Vec::new(),
-            },
-        ) else {
+        let Peer::Tls { tls: outer, .. } = std::mem::replace(&mut self.client, Peer::Plain { received: Vec::new() }) else {
             panic!("the client speaks no TLS to speak HTTP/2 in");
         };
-        self.client = Peer::Nested {
-            outer,
-            inner: Box::new(Peer::H2(Box::new(H2Peer::client()))),
-        };
+        self.client = Peer::Nested { outer, inner: Box::new(Peer::H2(Box::new(H2Peer::client()))) };
         self.client_sends(b"")
     }
 
@@ -635,26 +534,13 @@ impl Pump {
             match peer {
                 Peer::H2(h2) => {
                     let seen = h2.body(stream).len();
-                    Peer::H2Tunnel {
-                        h2,
-                        stream,
-                        seen,
-                        inner: Box::new(inner),
-                    }
+                    Peer::H2Tunnel { h2, stream, seen, inner: Box::new(inner) }
                 }
-                Peer::Nested { outer, inner: h2 } => Peer::Nested {
-                    outer,
-                    inner: Box::new(wrap(*h2, stream, inner)),
-                },
+                Peer::Nested { outer, inner: h2 } => Peer::Nested { outer, inner: Box::new(wrap(*h2, stream, inner)) },
                 _ => panic!("the client speaks no HTTP/2 to open a tunnel in"),
             }
         }
-        let client = std::mem::replace(
-            &mut self.client,
-            Peer::Plain {
-                received: Vec::new(),
-            },
-        );
+        let client = std::mem::replace(&mut self.client, Peer::Plain { received: Vec::new() });
         self.client = wrap(client, stream, inner);
         self.client_sends(b"")
     }
@@ -662,10 +548,7 @@ impl Pump {
     pub fn server_sends(&mut self, conn: ConnId, data: &[u8]) -> &mut Self {
         let peer = self.servers.get_mut(&conn).expect("known server");
         let bytes = peer.outgoing(data);
-        self.queue.push_back(Event::DataReceived {
-            conn,
-            data: bytes.into(),
-        });
+        self.queue.push_back(Event::DataReceived { conn, data: bytes.into() });
         self.run()
     }
 
@@ -708,11 +591,7 @@ impl Pump {
                 self.carry_out(command);
             }
             if !moved && self.queue.is_empty() && self.inbox.borrow().is_empty() {
-                if !self
-                    .woken
-                    .0
-                    .swap(false, std::sync::atomic::Ordering::SeqCst)
-                {
+                if !self.woken.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
                     return self;
                 }
                 self.queue.push_back(Event::Wakeup);
@@ -730,18 +609,11 @@ impl Pump {
     fn carry_out(&mut self, command: Command) {
         match command {
             Command::SendData { conn, data } => {
-                let peer = if conn == ConnId::CLIENT {
-                    &mut self.client
-                } else {
-                    self.servers.get_mut(&conn).expect("open")
-                };
+                let peer = if conn == ConnId::CLIENT { &mut self.client } else { self.servers.get_mut(&conn).expect("open") };
                 peer.deliver(&data);
                 let reply = peer.outgoing(b"");
                 if !reply.is_empty() {
-                    self.queue.push_back(Event::DataReceived {
-                        conn,
-                        data: Bytes::from(reply),
-                    });
+                    self.queue.push_back(Event::DataReceived { conn, data: Bytes::from(reply) });
                 }
                 if !(conn == ConnId::CLIENT && self.client_stalled) {
                     self.queue.push_back(Event::WriteDrained { conn });
@@ -754,54 +626,25 @@ impl Pump {
                         self.servers.insert(conn, peer);
                         self.queue.push_back(Event::Opened { conn });
                     }
-                    None => self.queue.push_back(Event::OpenFailed {
-                        conn,
-                        error: proxy_core::OpenError::Refused,
-                    }),
+                    None => self.queue.push_back(Event::OpenFailed { conn, error: proxy_core::OpenError::Refused }),
                 }
             }
-            Command::Reuse {
-                conn,
-                key,
-                join: true,
-                ..
-            } if self
-                .carrier
-                .as_ref()
-                .is_some_and(|c| c.borrow().has_room(&key)) =>
-            {
-                let tag = self
-                    .carrier
-                    .as_ref()
-                    .expect("checked")
-                    .borrow_mut()
-                    .attach(conn, self.inbox.clone());
+            Command::Reuse { conn, key, join: true, .. } if self.carrier.as_ref().is_some_and(|c| c.borrow().has_room(&key)) => {
+                let tag = self.carrier.as_ref().expect("checked").borrow_mut().attach(conn, self.inbox.clone());
                 self.joined.insert(conn, tag);
                 self.queue.push_back(Event::Joined { conn });
             }
             Command::Carry { conn, message } => {
                 let tag = self.joined[&conn];
-                self.carrier
-                    .as_ref()
-                    .expect("joined")
-                    .borrow_mut()
-                    .deliver(tag, message);
+                self.carrier.as_ref().expect("joined").borrow_mut().deliver(tag, message);
             }
             Command::CloseConnection { conn, .. } if self.joined.contains_key(&conn) => {
                 let tag = self.joined.remove(&conn).expect("checked");
-                self.carrier
-                    .as_ref()
-                    .expect("joined")
-                    .borrow_mut()
-                    .gone(tag);
+                self.carrier.as_ref().expect("joined").borrow_mut().gone(tag);
                 self.closed.push(conn);
             }
-            Command::StreamOut { .. } | Command::Capacity { .. } => {
-                panic!("a client connection spoke as a carrier")
-            }
-            Command::Reuse {
-                conn, server, key, ..
-            } => match self.pool.iter().position(|(p, _)| p.key() == key) {
+            Command::StreamOut { .. } | Command::Capacity { .. } => panic!("a client connection spoke as a carrier"),
+            Command::Reuse { conn, server, key, .. } => match self.pool.iter().position(|(p, _)| p.key() == key) {
                 Some(at) => {
                     let (parked, peer) = self.pool.remove(at);
                     self.addrs.insert(conn, server);
@@ -813,10 +656,7 @@ impl Pump {
             Command::Park { conn, mut parked } => {
                 // As the driver does: the backend is let go once the connection is pooled.
                 let hold = parked.take_hold();
-                let peer = self
-                    .servers
-                    .remove(&conn)
-                    .expect("a parked connection is open");
+                let peer = self.servers.remove(&conn).expect("a parked connection is open");
                 self.parked.push(conn);
                 self.pool.push((parked, peer));
                 drop(hold);

@@ -57,111 +57,53 @@ fn idle_client_closed_on_virtual_clock() {
 #[test]
 #[should_panic(expected = "playbook mismatch")]
 fn wrong_command_panics() {
-    admitting()
-        .reply(F1, HookReply::Continue)
-        .expect(pause(CLIENT))
-        .run();
+    admitting().reply(F1, HookReply::Continue).expect(pause(CLIENT)).run();
 }
 
 #[test]
 fn mismatch_shows_marked_transcript() {
-    let msg = failure(|| {
-        admitting()
-            .reply(F1, HookReply::Kill)
-            .expect(half_close(CLIENT))
-            .wakeup()
-            .run()
-    });
-    assert!(
-        msg.contains("transcript (>> events in, << commands out):"),
-        "{msg}"
-    );
+    let msg = failure(|| admitting().reply(F1, HookReply::Kill).expect(half_close(CLIENT)).wakeup().run());
+    assert!(msg.contains("transcript (>> events in, << commands out):"), "{msg}");
     assert!(msg.contains("   >> Start\n"), "{msg}");
-    assert!(
-        msg.contains("   << Hook(F1, ClientConnected 127.0.0.1:50000)\n"),
-        "{msg}"
-    );
+    assert!(msg.contains("   << Hook(F1, ClientConnected 127.0.0.1:50000)\n"), "{msg}");
     assert!(msg.contains("   >> HookReply(F1, Kill)\n"), "{msg}");
-    assert!(
-        msg.contains(
-            "!! << CloseConnection(client)\n   ^^ expected << CloseConnection(client, half)"
-        ),
-        "{msg}"
-    );
+    assert!(msg.contains("!! << CloseConnection(client)\n   ^^ expected << CloseConnection(client, half)"), "{msg}");
     // Logs show in the transcript even though they are not compared.
-    assert!(
-        msg.contains("<< Log(Info, \"client 127.0.0.1:50000 refused by hook\")"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("rest of the script (not run):\n   >> Wakeup"),
-        "{msg}"
-    );
+    assert!(msg.contains("<< Log(Info, \"client 127.0.0.1:50000 refused by hook\")"), "{msg}");
+    assert!(msg.contains("rest of the script (not run):\n   >> Wakeup"), "{msg}");
 }
 
 #[test]
 fn missing_command_panics() {
-    let msg = failure(|| {
-        admitting()
-            .reply(F1, HookReply::Continue)
-            .expect(resume(CLIENT))
-            .expect(close(CLIENT))
-            .run()
-    });
+    let msg = failure(|| admitting().reply(F1, HookReply::Continue).expect(resume(CLIENT)).expect(close(CLIENT)).run());
     assert!(msg.contains("the core emitted nothing more"), "{msg}");
-    assert!(
-        msg.contains("expected: << CloseConnection(client)"),
-        "{msg}"
-    );
+    assert!(msg.contains("expected: << CloseConnection(client)"), "{msg}");
 }
 
 #[test]
 fn leftover_command_panics_at_end() {
     let msg = failure(|| admitting().reply(F1, HookReply::Continue).run());
-    assert!(
-        msg.contains("unexpected command ResumeReading(client)"),
-        "{msg}"
-    );
+    assert!(msg.contains("unexpected command ResumeReading(client)"), "{msg}");
     assert!(msg.contains("!! << ResumeReading(client)"), "{msg}");
 }
 
 #[test]
 fn leftover_command_panics_at_next_event() {
     let msg = failure(|| admitting().reply(F1, HookReply::Continue).wakeup().run());
-    assert!(
-        msg.contains("unexpected command ResumeReading(client)"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("rest of the script (not run):\n   >> Wakeup"),
-        "{msg}"
-    );
+    assert!(msg.contains("unexpected command ResumeReading(client)"), "{msg}");
+    assert!(msg.contains("rest of the script (not run):\n   >> Wakeup"), "{msg}");
 }
 
 #[test]
 fn unclaimed_log_fails_when_strict() {
-    let msg = failure(|| {
-        admitting()
-            .reply(F1, HookReply::Kill)
-            .expect(close(CLIENT))
-            .strict_logs()
-            .run()
-    });
+    let msg = failure(|| admitting().reply(F1, HookReply::Kill).expect(close(CLIENT)).strict_logs().run());
     assert!(msg.contains("unexpected log line"), "{msg}");
 }
 
 #[test]
 fn missing_log_fails() {
-    let msg = failure(|| {
-        admitting()
-            .reply(F1, HookReply::Kill)
-            .expect(log("no such line"))
-            .run()
-    });
-    assert!(
-        msg.contains("no log line of the latest event matches"),
-        "{msg}"
-    );
+    let msg = failure(|| admitting().reply(F1, HookReply::Kill).expect(log("no such line")).run());
+    assert!(msg.contains("no log line of the latest event matches"), "{msg}");
 }
 
 #[test]
@@ -175,50 +117,27 @@ fn ignore_pauses() {
 
 #[test]
 fn wrong_timeout_fails() {
-    let msg = failure(|| {
-        Playbook::new(no_hooks())
-            .expect_timeout(Some(Duration::from_secs(5)))
-            .run()
-    });
-    assert!(
-        msg.contains("poll_timeout() is in 120s, expected in 5s"),
-        "{msg}"
-    );
+    let msg = failure(|| Playbook::new(no_hooks()).expect_timeout(Some(Duration::from_secs(5))).run());
+    assert!(msg.contains("poll_timeout() is in 120s, expected in 5s"), "{msg}");
 }
 
 #[test]
 fn reply_without_hook_fails() {
-    let msg = failure(|| {
-        Playbook::new(no_hooks())
-            .reply(F1, HookReply::Continue)
-            .run()
-    });
+    let msg = failure(|| Playbook::new(no_hooks()).reply(F1, HookReply::Continue).run());
     assert!(msg.contains("no blocking hook of it is waiting"), "{msg}");
-    let msg = failure(|| {
-        admitting()
-            .reply(F1, HookReply::Continue)
-            .expect(resume(CLIENT))
-            .reply(F1, HookReply::Continue)
-            .run()
-    });
+    let msg = failure(|| admitting().reply(F1, HookReply::Continue).expect(resume(CLIENT)).reply(F1, HookReply::Continue).run());
     assert!(msg.contains("no blocking hook of it is waiting"), "{msg}");
 }
 
 #[test]
 fn recv_while_paused_fails() {
     let msg = failure(|| admitting().recv(CLIENT, "GET").run());
-    assert!(
-        msg.contains("while the core has paused reading it"),
-        "{msg}"
-    );
+    assert!(msg.contains("while the core has paused reading it"), "{msg}");
 }
 
 #[test]
 fn consecutive_send_expectations_join() {
-    let pb = Playbook::new(no_hooks())
-        .expect(send(CLIENT, "ab"))
-        .expect(send(CLIENT, "cd"))
-        .expect(send(S1, "x"));
+    let pb = Playbook::new(no_hooks()).expect(send(CLIENT, "ab")).expect(send(CLIENT, "cd")).expect(send(S1, "x"));
     assert_eq!(pb.steps.len(), 3);
     match &pb.steps[1] {
         Step::Expect(Exp::Send { data, .. }) => assert_eq!(data, b"abcd"),
@@ -241,28 +160,16 @@ fn split_replay_reports_slicing_dependent_output() {
     // output: run_split must notice, and say which replay diverged.
     let pb = || {
         Playbook::new(no_hooks())
-            .recv(
-                CLIENT,
-                "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
-            )
+            .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
             .expect(open(S1, "a.test:80"))
             .opened(S1)
             .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
-            .recv(
-                S1,
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
-            )
-            .expect(send(
-                CLIENT,
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
-            ))
+            .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+            .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"))
     };
     pb().run();
     let msg = failure(|| pb().run_split());
-    assert!(
-        msg.contains("(replay: every DataReceived one byte at a time)"),
-        "{msg}"
-    );
+    assert!(msg.contains("(replay: every DataReceived one byte at a time)"), "{msg}");
     assert!(msg.contains("as 45 pieces: 1+1+1+1+1+1+…+1"), "{msg}");
     assert!(msg.contains("sent bytes differ"), "{msg}");
 }
@@ -270,17 +177,11 @@ fn split_replay_reports_slicing_dependent_output() {
 #[test]
 fn split_replay_passes_when_parsing_is_incremental() {
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd"))
         .run_split();
 }

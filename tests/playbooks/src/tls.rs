@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use proxy_core::tls::{CertIssuer, CertRequest, TlsConfig};
 use proxy_core::Config;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
@@ -38,36 +36,17 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params
-            .self_signed(&key)
-            .expect("self-signed CA")
-            .der()
-            .clone();
-        Self {
-            cert,
-            name: name.to_owned(),
-            issuer: Issuer::new(params, key),
-        }
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key).expect("self-signed CA").der().clone();
+        Self { cert, name: name.to_owned(), issuer: Issuer::new(params, key) }
     }
 
     /// A leaf for `names` (DNS names or IP addresses), with its key.
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let key = self.leaf_key(&names.join(","));
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("names");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("leaf")
-            .der()
-            .clone();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("names");
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf").der().clone();
         Leaf(cert, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
     }
 
@@ -95,11 +74,7 @@ pub struct World {
 pub fn world() -> World {
     let proxy_ca = Arc::new(TestCa::new("proxy CA"));
     let issuer = Arc::new(TestIssuer::new(proxy_ca.clone()));
-    World {
-        proxy_ca,
-        origin_ca: TestCa::new("origin CA"),
-        issuer,
-    }
+    World { proxy_ca, origin_ca: TestCa::new("origin CA"), issuer }
 }
 
 /// A certificate and its key.
@@ -127,59 +102,35 @@ impl std::fmt::Debug for TestIssuer {
 
 impl TestIssuer {
     pub fn new(ca: Arc<TestCa>) -> Self {
-        Self {
-            ca,
-            requests: Mutex::new(Vec::new()),
-        }
+        Self { ca, requests: Mutex::new(Vec::new()) }
     }
 }
 
 impl CertIssuer for TestIssuer {
     fn issue(&self, request: &CertRequest) -> Result<Arc<CertifiedKey>, String> {
-        self.requests
-            .lock()
-            .expect("no test panicked holding the requests")
-            .push(request.clone());
-        let name = request
-            .server_name
-            .clone()
-            .unwrap_or_else(|| request.target_host.clone());
+        self.requests.lock().expect("no test panicked holding the requests").push(request.clone());
+        let name = request.server_name.clone().unwrap_or_else(|| request.target_host.clone());
         let key = self.ca.leaf_key(&name);
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
         params.subject_alt_names = vec![match name.parse() {
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
-                name.clone()
-                    .try_into()
-                    .map_err(|e: rcgen::Error| e.to_string())?,
-            ),
+            Err(_) => SanType::DnsName(name.clone().try_into().map_err(|e: rcgen::Error| e.to_string())?),
         }];
-        let cert = params
-            .signed_by(&key, &self.ca.issuer)
-            .map_err(|e| e.to_string())?
-            .der()
-            .clone();
+        let cert = params.signed_by(&key, &self.ca.issuer).map_err(|e| e.to_string())?.der().clone();
         let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        CertifiedKey::from_der(vec![cert], der, &crypto::provider())
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
+        CertifiedKey::from_der(vec![cert], der, &crypto::provider()).map(Arc::new).map_err(|e| e.to_string())
     }
 }
 
 /// rcgen's form of [`ed25519_key`]`(name)`.
 fn key_pair(name: &str) -> KeyPair {
     let key = ed25519_key(name);
-    KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519)
-        .expect("ed25519_key makes well-formed PKCS#8")
+    KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519).expect("ed25519_key makes well-formed PKCS#8")
 }
 
 /// A core configuration that intercepts TLS: certificates from `issuer`, upstreams trusted if
 /// `upstream_roots` vouches for them.
-pub fn tls_proxy(
-    issuer: Arc<TestIssuer>,
-    upstream_roots: RootCertStore,
-    ignore_hosts: &[&str],
-) -> Config {
+pub fn tls_proxy(issuer: Arc<TestIssuer>, upstream_roots: RootCertStore, ignore_hosts: &[&str]) -> Config {
     let server = crypto::server_config()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
@@ -190,15 +141,9 @@ pub fn tls_proxy(
         issuer,
         server: Arc::new(server),
         client: Arc::new(client),
-        ignore_hosts: ignore_hosts
-            .iter()
-            .map(|p| regex::Regex::new(p).expect("pattern"))
-            .collect(),
+        ignore_hosts: ignore_hosts.iter().map(|p| regex::Regex::new(p).expect("pattern")).collect(),
     };
-    Config {
-        tls: Some(tls),
-        ..Config::default()
-    }
+    Config { tls: Some(tls), ..Config::default() }
 }
 
 /// A client trusting `roots`, for `name`, offering `alpn`.

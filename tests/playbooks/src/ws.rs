@@ -7,9 +7,7 @@ use bytes::Bytes;
 
 use proxy_core::websocket::Peer;
 
-use crate::{
-    Config, FlowId, HookReply, HookSet, MaskKeys, MessageKind, WebSocketLimits, WebSocketMessage,
-};
+use crate::{Config, FlowId, HookReply, HookSet, MaskKeys, MessageKind, WebSocketLimits, WebSocketMessage};
 
 pub const CONT: u8 = 0x0;
 pub const TEXT: u8 = 0x1;
@@ -33,13 +31,7 @@ pub fn frame(fin: bool, opcode: u8, payload: impl AsRef<[u8]>, key: Option<[u8; 
 }
 
 /// A frame with reserved bits `rsv` (0-7, RSV1 the highest).
-pub fn frame_rsv(
-    fin: bool,
-    rsv: u8,
-    opcode: u8,
-    payload: impl AsRef<[u8]>,
-    key: Option<[u8; 4]>,
-) -> Vec<u8> {
+pub fn frame_rsv(fin: bool, rsv: u8, opcode: u8, payload: impl AsRef<[u8]>, key: Option<[u8; 4]>) -> Vec<u8> {
     let payload = payload.as_ref();
     let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
     let mask_bit = if key.is_some() { 0x80 } else { 0 };
@@ -88,8 +80,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 pub const UPGRADE_UPSTREAM: &str = "GET /chat HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nconnection: Upgrade\r\n\r\n";
 /// The server's `101`.
-pub const SWITCHING: &str =
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+pub const SWITCHING: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
 /// The `101` as the client gets it.
 pub const SWITCHING_DOWNSTREAM: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
@@ -107,14 +98,7 @@ pub fn keys() -> MaskKeys {
 
 /// A regular proxy raising exactly `hooks`, with the scripts' mask keys and `limits`.
 pub fn ws_config(hooks: HookSet, limits: WebSocketLimits) -> Config {
-    Config {
-        hooks,
-        websocket: WebSocketLimits {
-            mask_keys: keys(),
-            ..limits
-        },
-        ..Config::default()
-    }
+    Config { hooks, websocket: WebSocketLimits { mask_keys: keys(), ..limits }, ..Config::default() }
 }
 
 /// The answer that replaces a message with `payload` of `kind`.
@@ -137,8 +121,7 @@ pub fn deflate(payload: &[u8]) -> Vec<u8> {
     use flate2::{Compress, Compression, FlushCompress};
     let mut c = Compress::new(Compression::default(), false);
     let mut out = Vec::with_capacity(payload.len() + 1024);
-    c.compress_vec(payload, &mut out, FlushCompress::Sync)
-        .expect("deflate");
+    c.compress_vec(payload, &mut out, FlushCompress::Sync).expect("deflate");
     assert!(out.len() < out.capacity(), "test payloads fit one call");
     assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
     out.truncate(out.len() - 4);
@@ -152,22 +135,15 @@ pub fn inflate(compressed: &[u8]) -> Vec<u8> {
     let mut input = compressed.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut out = Vec::with_capacity(64 * 1024 * 1024);
-    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
-        .expect("inflate");
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync).expect("inflate");
     out
 }
 
 /// An upgrade request offering `extensions`, and the server's `101` accepting `accepted`.
 pub fn upgrade_with(extensions: &str) -> String {
-    UPGRADE.replace(
-        "\r\n\r\n",
-        &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"),
-    )
+    UPGRADE.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"))
 }
 
 pub fn switching_with(accepted: &str) -> String {
-    SWITCHING.replace(
-        "\r\n\r\n",
-        &format!("\r\nSec-WebSocket-Extensions: {accepted}\r\n\r\n"),
-    )
+    SWITCHING.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Extensions: {accepted}\r\n\r\n"))
 }

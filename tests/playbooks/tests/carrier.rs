@@ -12,12 +12,7 @@ use proxy_core::{Config, ConnId, HookSet};
 const IDLE: Duration = Duration::from_secs(4);
 
 fn config() -> Config {
-    Config {
-        share_upstreams: true,
-        upstream_h2c: true,
-        hooks: HookSet::NONE,
-        ..Config::default()
-    }
+    Config { share_upstreams: true, upstream_h2c: true, hooks: HookSet::NONE, ..Config::default() }
 }
 
 fn get(path: &str) -> Vec<u8> {
@@ -28,14 +23,7 @@ fn get(path: &str) -> Vec<u8> {
 /// connection is parked, and is then run as a carrier.
 fn carrier(now: Instant) -> SharedCarrier {
     let origins: Origins = Box::new(|_| Some(Peer::H2(Box::new(H2Peer::server()))));
-    let mut first = Pump::new(
-        config(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    )
-    .at(now);
+    let mut first = Pump::new(config(), Peer::Plain { received: Vec::new() }, origins).at(now);
     first.run();
     first.client_sends(&get("/one"));
     // Without a carrier to join, the client connection adopts the connection it parked for
@@ -52,15 +40,7 @@ fn carrier(now: Instant) -> SharedCarrier {
 /// A client connection that may join `carrier`, and whose own connections are refused: a
 /// request that does not join fails with 502.
 fn client(carrier: &SharedCarrier, now: Instant) -> Pump {
-    let mut pump = Pump::new(
-        config(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    )
-    .at(now)
-    .with_carrier(carrier.clone());
+    let mut pump = Pump::new(config(), Peer::Plain { received: Vec::new() }, Box::new(|_| None)).at(now).with_carrier(carrier.clone());
     pump.run();
     pump
 }
@@ -78,55 +58,24 @@ fn two_client_connections_have_streams_on_one_connection_at_once() {
     a.client_sends(&get("/a"));
     b.client_sends(&get("/b"));
     let requests = carrier.borrow_mut().server_h2().requests();
-    let paths: Vec<String> = requests
-        .iter()
-        .map(|(_, head)| head.uri.path().to_owned())
-        .collect();
-    assert_eq!(
-        paths,
-        ["/one", "/a", "/b"],
-        "both clients' requests on the parked connection"
-    );
+    let paths: Vec<String> = requests.iter().map(|(_, head)| head.uri.path().to_owned()).collect();
+    assert_eq!(paths, ["/one", "/a", "/b"], "both clients' requests on the parked connection");
     assert_eq!(carrier.borrow().carrying, 2, "two streams open at once");
     // The server answers the second client first: each answer reaches its own client.
     let (stream_a, stream_b) = (requests[1].0, requests[2].0);
-    carrier
-        .borrow_mut()
-        .server_h2()
-        .respond(stream_b, 200, b"for b", None);
+    carrier.borrow_mut().server_h2().respond(stream_b, 200, b"for b", None);
     carrier.borrow_mut().server_sends(b"");
     b.run();
     a.run();
-    assert!(
-        answer(&b).starts_with("HTTP/1.1 200 ") && answer(&b).contains("for b"),
-        "{:?}",
-        answer(&b)
-    );
+    assert!(answer(&b).starts_with("HTTP/1.1 200 ") && answer(&b).contains("for b"), "{:?}", answer(&b));
     assert_eq!(answer(&a), "", "a's answer has not come");
-    carrier
-        .borrow_mut()
-        .server_h2()
-        .respond(stream_a, 200, b"for a", None);
+    carrier.borrow_mut().server_h2().respond(stream_a, 200, b"for a", None);
     carrier.borrow_mut().server_sends(b"");
     a.run();
-    assert!(
-        answer(&a).starts_with("HTTP/1.1 200 ") && answer(&a).contains("for a"),
-        "{:?}",
-        answer(&a)
-    );
+    assert!(answer(&a).starts_with("HTTP/1.1 200 ") && answer(&a).contains("for a"), "{:?}", answer(&a));
     assert!(!answer(&a).contains("for b") && !answer(&b).contains("for a"));
-    assert_eq!(
-        carrier.borrow().carrying,
-        0,
-        "both streams left when their exchanges ended"
-    );
-    assert!(
-        !a.logs
-            .iter()
-            .chain(&b.logs)
-            .any(|l| l.contains("cannot connect")),
-        "nobody opened a connection of its own"
-    );
+    assert_eq!(carrier.borrow().carrying, 0, "both streams left when their exchanges ended");
+    assert!(!a.logs.iter().chain(&b.logs).any(|l| l.contains("cannot connect")), "nobody opened a connection of its own");
 }
 
 #[test]
@@ -143,20 +92,9 @@ fn a_client_that_leaves_mid_response_cancels_its_stream_alone() {
     a.closes(ConnId::CLIENT);
     a.closes(ConnId::CLIENT);
     carrier.borrow_mut().server_sends(b"");
-    assert_eq!(
-        carrier.borrow_mut().server_h2().reset_reason(stream_a),
-        Some(Reason::CANCEL),
-        "its stream is cancelled"
-    );
-    assert_eq!(
-        carrier.borrow_mut().server_h2().reset_reason(stream_b),
-        None,
-        "the other goes on"
-    );
-    carrier
-        .borrow_mut()
-        .server_h2()
-        .respond(stream_b, 200, b"for b", None);
+    assert_eq!(carrier.borrow_mut().server_h2().reset_reason(stream_a), Some(Reason::CANCEL), "its stream is cancelled");
+    assert_eq!(carrier.borrow_mut().server_h2().reset_reason(stream_b), None, "the other goes on");
+    carrier.borrow_mut().server_h2().respond(stream_b, 200, b"for b", None);
     carrier.borrow_mut().server_sends(b"");
     b.run();
     assert!(answer(&b).contains("for b"), "{:?}", answer(&b));
@@ -173,11 +111,7 @@ fn the_server_closing_fails_each_stream_on_it_and_the_carrier_takes_no_more() {
     a.run();
     assert!(answer(&a).starts_with("HTTP/1.1 502 "), "{:?}", answer(&a));
     assert!(carrier.borrow().closed);
-    assert_eq!(
-        carrier.borrow().capacity,
-        0,
-        "no stream joins a closed carrier"
-    );
+    assert_eq!(carrier.borrow().capacity, 0, "no stream joins a closed carrier");
 }
 
 #[test]
@@ -189,36 +123,17 @@ fn a_request_the_carrier_never_took_goes_to_a_connection_of_its_own() {
     carrier.borrow_mut().closed = false;
     carrier.borrow_mut().capacity = 100;
     let origins: Origins = Box::new(|_| Some(Peer::H2(Box::new(H2Peer::server()))));
-    let mut a = Pump::new(
-        config(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    )
-    .at(now)
-    .with_carrier(carrier.clone());
+    let mut a = Pump::new(config(), Peer::Plain { received: Vec::new() }, origins).at(now).with_carrier(carrier.clone());
     a.run();
     // Refused as never processed: sent again, once, on a connection opened for it (the
     // registry has heard by then).
     a.client_sends(&get("/a"));
-    let server = a
-        .servers
-        .keys()
-        .copied()
-        .next()
-        .expect("a connection of its own");
+    let server = a.servers.keys().copied().next().expect("a connection of its own");
     let requests = a.server_h2(server).requests();
     assert_eq!(requests.len(), 1, "logs {:?}", a.logs);
-    a.server_h2(server)
-        .respond(requests[0].0, 200, b"own", None);
+    a.server_h2(server).respond(requests[0].0, 200, b"own", None);
     a.server_sends(server, b"");
-    assert!(
-        answer(&a).contains("own"),
-        "{:?}; logs {:?}",
-        answer(&a),
-        a.logs
-    );
+    assert!(answer(&a).contains("own"), "{:?}; logs {:?}", answer(&a), a.logs);
 }
 
 #[test]
@@ -231,16 +146,11 @@ fn an_idle_carrier_closes_after_the_idle_timeout() {
     // Busy: time passes without closing it.
     carrier.borrow_mut().advance(IDLE * 2);
     assert!(!carrier.borrow().closed);
-    carrier
-        .borrow_mut()
-        .server_h2()
-        .respond(stream, 200, b"a", None);
+    carrier.borrow_mut().server_h2().respond(stream, 200, b"a", None);
     carrier.borrow_mut().server_sends(b"");
     a.run();
     assert!(answer(&a).contains("200"));
-    carrier
-        .borrow_mut()
-        .advance(IDLE - Duration::from_millis(1));
+    carrier.borrow_mut().advance(IDLE - Duration::from_millis(1));
     assert!(!carrier.borrow().closed, "not yet");
     carrier.borrow_mut().advance(Duration::from_millis(2));
     assert!(carrier.borrow().closed, "idle for the timeout: closed");
@@ -255,10 +165,7 @@ fn a_request_body_goes_on_only_as_the_carrier_passes_it_into_the_connection() {
     // The server reads nothing for now: no window opens.
     carrier.borrow_mut().server_h2().holding = true;
     let body = vec![b'x'; 4 * 1024 * 1024];
-    let head = format!(
-        "POST http://a.test/up HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = format!("POST http://a.test/up HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n", body.len());
     a.client_sends(head.as_bytes());
     let mut sent = 0;
     // The client sends while it is read.
@@ -268,10 +175,7 @@ fn a_request_body_goes_on_only_as_the_carrier_passes_it_into_the_connection() {
         sent = end;
     }
     let high_water = Config::default().high_water;
-    assert!(
-        sent < 2 * high_water + 128 * 1024,
-        "{sent} bytes taken from the client, high water {high_water}"
-    );
+    assert!(sent < 2 * high_water + 128 * 1024, "{sent} bytes taken from the client, high water {high_water}");
     // The server catches up; the client is read again as the carrier passes its bytes on.
     for _ in 0..10_000 {
         carrier.borrow_mut().server_h2().release();
@@ -289,11 +193,7 @@ fn a_request_body_goes_on_only_as_the_carrier_passes_it_into_the_connection() {
     carrier.borrow_mut().server_h2().release();
     carrier.borrow_mut().server_sends(b"");
     let stream = carrier.borrow_mut().server_h2().requests()[1].0;
-    assert_eq!(
-        carrier.borrow_mut().server_h2().body(stream).len(),
-        body.len(),
-        "the whole body went on"
-    );
+    assert_eq!(carrier.borrow_mut().server_h2().body(stream).len(), body.len(), "the whole body went on");
 }
 
 #[test]
@@ -305,10 +205,7 @@ fn a_client_that_reads_nothing_holds_the_server_back_through_the_carrier() {
     a.client_sends(&get("/big"));
     let stream = carrier.borrow_mut().server_h2().requests()[1].0;
     let body = vec![b'x'; 8 * 1024 * 1024];
-    carrier
-        .borrow_mut()
-        .server_h2()
-        .respond(stream, 200, &body, None);
+    carrier.borrow_mut().server_h2().respond(stream, 200, &body, None);
     for _ in 0..100 {
         carrier.borrow_mut().server_sends(b"");
         a.run();
@@ -318,12 +215,6 @@ fn a_client_that_reads_nothing_holds_the_server_back_through_the_carrier() {
     let (window, high_water) = (1024 * 1024, Config::default().high_water);
     // No more than the high-water mark (and one poll's worth) reaches a client that reads
     // nothing, and the server sent no more than that and one stream window.
-    assert!(
-        reached < window + 2 * high_water,
-        "{reached} bytes reached a client that reads nothing"
-    );
-    assert!(
-        sent <= reached + window + high_water,
-        "the server sent {sent} bytes, {reached} reached the client"
-    );
+    assert!(reached < window + 2 * high_water, "{reached} bytes reached a client that reads nothing");
+    assert!(sent <= reached + window + high_water, "the server sent {sent} bytes, {reached} reached the client");
 }

@@ -24,118 +24,55 @@ fn rejected(config: Config, request: &str, status: u16, reason: &str, message: &
 
 #[test]
 fn bad_request_line_is_400() {
-    rejected(
-        no_hooks(),
-        "GARBAGE\r\n\r\n",
-        400,
-        "Bad Request",
-        "malformed request line",
-    )
-    .run_split();
+    rejected(no_hooks(), "GARBAGE\r\n\r\n", 400, "Bad Request", "malformed request line").run_split();
 }
 
 #[test]
 fn head_over_the_limit_is_431() {
-    let config = Config {
-        max_head_bytes: 64,
-        ..no_hooks()
-    };
-    let request = format!(
-        "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Big: {}\r\n\r\n",
-        "x".repeat(64)
-    );
-    rejected(
-        config,
-        &request,
-        431,
-        "Request Header Fields Too Large",
-        "header section larger than 64 bytes",
-    )
-    .run_split();
+    let config = Config { max_head_bytes: 64, ..no_hooks() };
+    let request = format!("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Big: {}\r\n\r\n", "x".repeat(64));
+    rejected(config, &request, 431, "Request Header Fields Too Large", "header section larger than 64 bytes")
+        .run_split();
 }
 
 #[test]
 fn head_over_the_limit_without_end_is_431() {
     // No blank line ever comes: the limit still ends the wait.
-    let config = Config {
-        max_head_bytes: 64,
-        ..no_hooks()
-    };
+    let config = Config { max_head_bytes: 64, ..no_hooks() };
     let request = format!("GET http://a.test/ HTTP/1.1\r\nX-Big: {}", "x".repeat(80));
-    rejected(
-        config,
-        &request,
-        431,
-        "Request Header Fields Too Large",
-        "header section larger than 64 bytes",
-    )
-    .run_split();
+    rejected(config, &request, 431, "Request Header Fields Too Large", "header section larger than 64 bytes")
+        .run_split();
 }
 
 #[test]
 fn content_length_with_transfer_encoding_is_400() {
     let request = "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\
                    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-    rejected(
-        no_hooks(),
-        request,
-        400,
-        "Bad Request",
-        "both content-length and transfer-encoding",
-    )
-    .run_split();
+    rejected(no_hooks(), request, 400, "Bad Request", "both content-length and transfer-encoding").run_split();
 }
 
 #[test]
 fn conflicting_content_lengths_are_400() {
     let request = "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello";
-    rejected(
-        no_hooks(),
-        request,
-        400,
-        "Bad Request",
-        "conflicting content-length values",
-    )
-    .run_split();
+    rejected(no_hooks(), request, 400, "Bad Request", "conflicting content-length values").run_split();
 }
 
 #[test]
 fn obs_fold_is_400() {
     let request = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Folded: a\r\n b\r\n\r\n";
-    rejected(
-        no_hooks(),
-        request,
-        400,
-        "Bad Request",
-        "obsolete line folding in header",
-    )
-    .run_split();
+    rejected(no_hooks(), request, 400, "Bad Request", "obsolete line folding in header").run_split();
 }
 
 #[test]
 fn nul_in_header_value_is_400() {
     let request = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Bad: a\0b\r\n\r\n";
-    rejected(
-        no_hooks(),
-        request,
-        400,
-        "Bad Request",
-        "invalid character in header value",
-    )
-    .run_split();
+    rejected(no_hooks(), request, 400, "Bad Request", "invalid character in header value").run_split();
 }
 
 #[test]
 fn cr_in_header_value_is_400() {
     let request = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX-Bad: a\rb\r\n\r\n";
-    rejected(
-        no_hooks(),
-        request,
-        400,
-        "Bad Request",
-        "invalid character in header value",
-    )
-    .run_split();
+    rejected(no_hooks(), request, 400, "Bad Request", "invalid character in header value").run_split();
 }
 
 #[test]
@@ -148,29 +85,15 @@ fn origin_form_target_is_400() {
 #[test]
 fn bad_chunk_size_is_400() {
     Playbook::new(with_hooks([HookKind::Error]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\ntransfer-encoding: chunked\r\n\r\n",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "zz\r\nhello\r\n")
         .expect(log("invalid chunk size"))
-        .expect(send(
-            CLIENT,
-            proxy_error(
-                400,
-                "Bad Request",
-                "bad request body: invalid chunk size",
-                true,
-            ),
-        ))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "bad request body: invalid chunk size", true)))
         // The half-sent request is abandoned with its server connection.
         .expect(hook(F1, HookKind::Error))
         .expect(close(S1))
@@ -209,12 +132,7 @@ fn connection_refused_is_502() {
         }))
         .expect(send(
             CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                "cannot connect to a.test:80: connection refused",
-                false,
-            ),
+            proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false),
         ))
         // The client connection survives for its next request.
         .recv(CLIENT, GET_A)
@@ -230,12 +148,7 @@ fn dns_failure_is_502() {
         .open_failed(S1, OpenError::Dns("no such host".into()))
         .expect(send(
             CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                "cannot connect to a.test:80: name resolution failed: no such host",
-                false,
-            ),
+            proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: name resolution failed: no such host", false),
         ))
         .run();
 }
@@ -248,12 +161,7 @@ fn connect_timeout_is_504() {
         .open_failed(S1, OpenError::Timeout)
         .expect(send(
             CLIENT,
-            proxy_error(
-                504,
-                "Gateway Timeout",
-                "cannot connect to a.test:80: connect timed out",
-                false,
-            ),
+            proxy_error(504, "Gateway Timeout", "cannot connect to a.test:80: connect timed out", false),
         ))
         .run();
 }
@@ -272,15 +180,7 @@ fn silent_server_is_504() {
         .wakeup()
         .expect(hook(F1, HookKind::Error))
         .expect(close(S1))
-        .expect(send(
-            CLIENT,
-            proxy_error(
-                504,
-                "Gateway Timeout",
-                "a.test:80 sent nothing for 60 s",
-                false,
-            ),
-        ))
+        .expect(send(CLIENT, proxy_error(504, "Gateway Timeout", "a.test:80 sent nothing for 60 s", false)))
         .expect_timeout(Some(Duration::from_secs(120)))
         .run();
 }
@@ -314,10 +214,7 @@ fn server_closing_mid_body_closes_the_client() {
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
         .closed(S1)
         // Too late for an error response: the client sees a short body and a close.
         .expect(hook(F1, HookKind::Error).inspect(|f| {
@@ -338,25 +235,13 @@ fn server_closing_mid_upload_fails_the_flow_once() {
     let message = "a.test:80: server closed the connection before the response was complete";
     Playbook::new(with_hooks([HookKind::Error]))
         .ignore_pauses()
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
         .closed(S1)
         .expect(hook(F1, HookKind::Error).inspect(move |f| {
-            assert_eq!(
-                f.error,
-                Some(FlowError {
-                    message: message.into(),
-                    status: Some(502)
-                })
-            );
+            assert_eq!(f.error, Some(FlowError { message: message.into(), status: Some(502) }));
         }))
         .expect(close(S1))
         .expect(send(CLIENT, proxy_error(502, "Bad Gateway", message, true)))
@@ -399,12 +284,7 @@ fn malformed_response_is_502() {
         .expect(close(S1))
         .expect(send(
             CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                "a.test:80: invalid response: malformed status line",
-                false,
-            ),
+            proxy_error(502, "Bad Gateway", "a.test:80: invalid response: malformed status line", false),
         ))
         .run_split();
 }
@@ -412,17 +292,11 @@ fn malformed_response_is_502() {
 #[test]
 fn client_closing_mid_request_body_aborts_the_flow() {
     Playbook::new(with_hooks([HookKind::Error]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "01234")
         .expect(send(S1, "01234"))
@@ -460,17 +334,11 @@ fn server_stalling_mid_body_closes_the_client() {
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
         .advance(Duration::from_secs(60))
         .wakeup()
         .expect(hook(F1, HookKind::Error).inspect(|f| {
-            assert_eq!(
-                f.error.as_ref().unwrap().message,
-                "a.test:80 sent nothing for 60 s"
-            );
+            assert_eq!(f.error.as_ref().unwrap().message, "a.test:80 sent nothing for 60 s");
         }))
         .expect(close(S1))
         .expect(close(CLIENT))
@@ -486,10 +354,7 @@ fn server_sending_unasked_data_is_dropped() {
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
         .recv(S1, "HTTP/1.1 200 OK\r\n")
         .expect(log("server sent data without a request"))
         .expect(close(S1))
@@ -506,10 +371,7 @@ fn client_closing_while_waiting_for_the_response_aborts_the_flow() {
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
         // The client is done sending; it may still read the response.
         .closed(CLIENT)
         .expect(pause(CLIENT))
@@ -526,10 +388,7 @@ fn client_closing_while_waiting_for_the_response_aborts_the_flow() {
 fn rejected_client_is_closed_after_the_linger_time() {
     Playbook::new(no_hooks())
         .recv(CLIENT, "GARBAGE\r\n\r\n")
-        .expect(send(
-            CLIENT,
-            proxy_error(400, "Bad Request", "malformed request line", true),
-        ))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "malformed request line", true)))
         .expect(half_close(CLIENT))
         .expect_timeout(Some(Duration::from_secs(2)))
         // What the client still sends is read and dropped.
@@ -595,10 +454,7 @@ fn slow_hook_does_not_time_the_server_out() {
         .advance(Duration::from_secs(90))
         .wakeup()
         .reply(F1, HookReply::Continue)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"))
         .expect(resume(CLIENT))
         .expect(resume(S1))
         .recv(S1, "cd")
@@ -608,28 +464,22 @@ fn slow_hook_does_not_time_the_server_out() {
 
 #[test]
 fn slow_client_does_not_time_the_server_out() {
-    Playbook::new(Config {
-        high_water: 40,
-        ..no_hooks()
-    })
-    .recv(CLIENT, GET_A)
-    .expect(open(S1, "a.test:80"))
-    .opened(S1)
-    .expect(send(S1, GET_A_UP))
-    .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc")
-    .expect(send(
-        CLIENT,
-        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc",
-    ))
-    .expect(pause(S1))
-    // The client takes 90 s to read what is queued for it.
-    .advance(Duration::from_secs(90))
-    .wakeup()
-    .drained(CLIENT)
-    .expect(resume(S1))
-    .recv(S1, "de")
-    .expect(send(CLIENT, "de"))
-    .run();
+    Playbook::new(Config { high_water: 40, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"))
+        .expect(pause(S1))
+        // The client takes 90 s to read what is queued for it.
+        .advance(Duration::from_secs(90))
+        .wakeup()
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "de")
+        .expect(send(CLIENT, "de"))
+        .run();
 }
 
 #[test]
@@ -647,10 +497,7 @@ fn trickled_request_head_is_408_after_the_head_timeout() {
         .advance(Duration::from_secs(10))
         .wakeup()
         .expect(log_at(LogLevel::Info, &format!("{message} (408)")))
-        .expect(send(
-            CLIENT,
-            proxy_error(408, "Request Timeout", message, true),
-        ))
+        .expect(send(CLIENT, proxy_error(408, "Request Timeout", message, true)))
         .expect(half_close(CLIENT))
         .expect_timeout(Some(Duration::from_secs(2)))
         .closed(CLIENT)
@@ -664,10 +511,7 @@ fn trickled_request_head_is_408_after_the_head_timeout() {
 fn head_timeout_counts_from_the_first_byte_of_each_request() {
     // Between requests the idle timeout runs; the next head's first byte stops it and starts
     // the head timeout, however late in the idle period it comes.
-    let config = Config {
-        head_timeout: Duration::from_secs(5),
-        ..no_hooks()
-    };
+    let config = Config { head_timeout: Duration::from_secs(5), ..no_hooks() };
     Playbook::new(config)
         .recv(CLIENT, GET_A)
         .expect(open(S1, "a.test:80"))
@@ -693,44 +537,30 @@ fn head_timeout_counts_from_the_first_byte_of_each_request() {
 #[test]
 fn silent_new_connection_falls_to_the_idle_timeout() {
     // No byte, no head timeout: a connection that never speaks is idle.
-    Playbook::new(Config {
-        head_timeout: Duration::from_secs(5),
-        ..no_hooks()
-    })
-    .expect_timeout(Some(Duration::from_secs(120)))
-    .advance(Duration::from_secs(120))
-    .wakeup()
-    .expect(close(CLIENT))
-    .expect_finished()
-    .run();
+    Playbook::new(Config { head_timeout: Duration::from_secs(5), ..no_hooks() })
+        .expect_timeout(Some(Duration::from_secs(120)))
+        .advance(Duration::from_secs(120))
+        .wakeup()
+        .expect(close(CLIENT))
+        .expect_finished()
+        .run();
 }
 
 #[test]
 fn response_head_over_the_limit_is_502() {
-    Playbook::new(Config {
-        max_head_bytes: 64,
-        ..no_hooks()
-    })
-    .recv(CLIENT, GET_A)
-    .expect(open(S1, "a.test:80"))
-    .opened(S1)
-    .expect(send(S1, GET_A_UP))
-    .recv(
-        S1,
-        format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "x".repeat(64)),
-    )
-    .expect(log("header section larger than 64 bytes"))
-    .expect(close(S1))
-    .expect(send(
-        CLIENT,
-        proxy_error(
-            502,
-            "Bad Gateway",
-            "a.test:80: invalid response: header section larger than 64 bytes",
-            false,
-        ),
-    ))
-    .run_split();
+    Playbook::new(Config { max_head_bytes: 64, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, GET_A_UP))
+        .recv(S1, format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "x".repeat(64)))
+        .expect(log("header section larger than 64 bytes"))
+        .expect(close(S1))
+        .expect(send(
+            CLIENT,
+            proxy_error(502, "Bad Gateway", "a.test:80: invalid response: header section larger than 64 bytes", false),
+        ))
+        .run_split();
 }
 
 #[test]
@@ -773,9 +603,7 @@ fn upload_opened(config: Config) -> Playbook {
 
 /// The same with the first four bytes of the body through too.
 fn upload_started(config: Config) -> Playbook {
-    upload_opened(config)
-        .recv(CLIENT, "0123")
-        .expect(send(S1, "0123"))
+    upload_opened(config).recv(CLIENT, "0123").expect(send(S1, "0123"))
 }
 
 /// The upload of `upload_started`, answered whole by the server before its end: the server
@@ -783,10 +611,7 @@ fn upload_started(config: Config) -> Playbook {
 fn answered_early() -> Playbook {
     upload_started(with_hooks([HookKind::Error, HookKind::Response]))
         .recv(S1, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nconnection: close\r\n\r\nno",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nconnection: close\r\n\r\nno"))
         .expect(hook(F1, HookKind::Response))
         .expect(close(S1))
 }
@@ -804,16 +629,10 @@ fn stalled_request_body_is_408_after_the_body_timeout() {
         .wakeup()
         .advance(Duration::from_secs(1))
         .wakeup()
-        .expect(log_at(
-            LogLevel::Info,
-            "client sent nothing of a request body for 60 s",
-        ))
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
         .expect(hook(F1, HookKind::Error))
         .expect(close(S1))
-        .expect(send(
-            CLIENT,
-            proxy_error(408, "Request Timeout", STALLED, true),
-        ))
+        .expect(send(CLIENT, proxy_error(408, "Request Timeout", STALLED, true)))
         .expect(half_close(CLIENT))
         .expect_timeout(Some(Duration::from_secs(2)))
         .closed(CLIENT)
@@ -823,13 +642,7 @@ fn stalled_request_body_is_408_after_the_body_timeout() {
 }
 
 fn with_min_rate(bytes_per_sec: u64) -> Config {
-    Config {
-        body_min_rate: Some(proxy_core::MinRate {
-            bytes_per_sec,
-            window: Duration::from_secs(1),
-        }),
-        ..no_hooks()
-    }
+    Config { body_min_rate: Some(proxy_core::MinRate { bytes_per_sec, window: Duration::from_secs(1) }), ..no_hooks() }
 }
 
 #[test]
@@ -843,10 +656,7 @@ fn a_request_body_trickled_below_the_least_rate_is_408() {
         .wakeup()
         .expect(log_at(LogLevel::Info, slow))
         .expect(close(S1))
-        .expect(send(
-            CLIENT,
-            proxy_error(408, "Request Timeout", slow, true),
-        ))
+        .expect(send(CLIENT, proxy_error(408, "Request Timeout", slow, true)))
         .expect(half_close(CLIENT))
         .run();
 }
@@ -897,29 +707,18 @@ fn a_request_body_the_proxy_holds_back_is_not_measured() {
 fn stalled_request_body_is_not_the_server_timing_out() {
     // The server waits for the body: when its idle limit is shorter than the body timeout,
     // it is not blamed with a 504; the client gets its 408 at the body timeout.
-    let config = Config {
-        body_timeout: Duration::from_secs(90),
-        ..no_hooks()
-    };
+    let config = Config { body_timeout: Duration::from_secs(90), ..no_hooks() };
     upload_started(config)
         .advance(Duration::from_secs(60))
         .wakeup()
         .expect_timeout(Some(Duration::from_secs(30)))
         .advance(Duration::from_secs(30))
         .wakeup()
-        .expect(log_at(
-            LogLevel::Info,
-            "client sent nothing of a request body for 90 s",
-        ))
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 90 s"))
         .expect(close(S1))
         .expect(send(
             CLIENT,
-            proxy_error(
-                408,
-                "Request Timeout",
-                "client sent nothing of the request body for 90 s",
-                true,
-            ),
+            proxy_error(408, "Request Timeout", "client sent nothing of the request body for 90 s", true),
         ))
         .expect(half_close(CLIENT))
         .run();
@@ -929,11 +728,7 @@ fn stalled_request_body_is_not_the_server_timing_out() {
 fn request_body_held_back_by_the_proxy_is_not_timed_out() {
     // The server drains slowly: the proxy stops reading the client, whose silence is then
     // the proxy's doing. Once the server drains, the client has the full timeout again.
-    let config = Config {
-        high_water: 55,
-        body_timeout: Duration::from_secs(30),
-        ..no_hooks()
-    };
+    let config = Config { high_water: 55, body_timeout: Duration::from_secs(30), ..no_hooks() };
     // The request head is 53 bytes: the first four of the body pass the high-water mark.
     upload_started(config)
         .expect(pause(CLIENT))
@@ -980,10 +775,7 @@ fn stalled_body_after_an_early_answer_closes_the_connection() {
     answered_early()
         .advance(Duration::from_secs(60))
         .wakeup()
-        .expect(log_at(
-            LogLevel::Info,
-            "client sent nothing of a request body for 60 s",
-        ))
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
         .expect(half_close(CLIENT))
         .run();
 }
@@ -994,18 +786,12 @@ fn stalled_body_while_the_response_streams_aborts_both_sides() {
     // finished either, so both connections go at once.
     upload_started(with_hooks([HookKind::Error]))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nconnection: close\r\n\r\nok",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nconnection: close\r\n\r\nok"))
         .recv(S1, "...")
         .expect(send(CLIENT, "..."))
         .advance(Duration::from_secs(60))
         .wakeup()
-        .expect(log_at(
-            LogLevel::Info,
-            "client sent nothing of a request body for 60 s",
-        ))
+        .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
         .expect(hook(F1, HookKind::Error))
         .expect(close(S1))
         .expect(close(CLIENT))

@@ -4,10 +4,7 @@
 use playbooks::*;
 
 fn high_water(n: usize) -> Config {
-    Config {
-        high_water: n,
-        ..no_hooks()
-    }
+    Config { high_water: n, ..no_hooks() }
 }
 
 const GET_A: &str = "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
@@ -58,10 +55,7 @@ fn slow_server_pauses_the_client() {
     let head = "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n";
     assert_eq!(head.len(), 54);
     Playbook::new(high_water(100))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
@@ -92,10 +86,7 @@ fn reading_resumes_only_when_every_reason_is_gone() {
     // connection is congested: the server coming up lifts only the first reason.
     let head = "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 60\r\n\r\n";
     Playbook::new(high_water(50))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 60\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 60\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
@@ -108,19 +99,13 @@ fn reading_resumes_only_when_every_reason_is_gone() {
 #[test]
 fn pending_hook_pauses_the_client_until_answered() {
     Playbook::new(with_hooks([HookKind::RequestHeaders, HookKind::Request]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\n")
         .expect(hook(F1, HookKind::RequestHeaders))
         .expect(pause(CLIENT))
         .reply(F1, HookReply::Continue)
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\n",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, "body")
         .expect(send(S1, "body"))
@@ -145,10 +130,7 @@ fn pending_response_hook_pauses_the_server_until_answered() {
         .expect(pause(CLIENT))
         .expect(pause(S1))
         .reply(F1, HookReply::Continue)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"))
         .expect(resume(CLIENT))
         .expect(resume(S1))
         .recv(S1, "cd")
@@ -164,29 +146,14 @@ fn new_server_connection_is_paused_while_the_client_is_congested() {
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP))
-        .recv(
-            S1,
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}",
-                "a".repeat(20)
-            ),
-        )
-        .expect(send(
-            CLIENT,
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}",
-                "a".repeat(20)
-            ),
-        ))
+        .recv(S1, format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}", "a".repeat(20)))
+        .expect(send(CLIENT, format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}", "a".repeat(20))))
         .expect(pause(S1))
         // Its next request is not read until it has taken the response...
         .expect(pause(CLIENT))
         // ...but one read before the pause took effect may still come. The client has not
         // drained, and asks another server for more.
-        .recv(
-            CLIENT,
-            "GET http://b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n")
         .expect(open(S2, "b.test:80"))
         .expect(pause(S2))
         // A request is in progress again: what the client sends next is bounded by the
@@ -204,12 +171,7 @@ fn new_server_connection_is_paused_while_the_client_is_congested() {
 fn pipelined_requests_wait_while_the_client_is_not_reading() {
     // Found by fuzzing: each pipelined request that got a 502 of the proxy's own started the
     // next at once, so answers piled up for a client that read none of them.
-    let refused = proxy_error(
-        502,
-        "Bad Gateway",
-        "cannot connect to a.test:80: connection refused",
-        false,
-    );
+    let refused = proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false);
     assert!(refused.len() > 100);
     Playbook::new(high_water(100))
         .recv(CLIENT, GET_A.repeat(3))
@@ -236,12 +198,7 @@ fn requests_one_at_a_time_wait_while_the_client_is_not_reading() {
     // Found by fuzzing: the same with each request sent only once the client was read
     // again. The proxy stops reading a client that has more than the mark unsent, so its
     // answers cannot pile up.
-    let refused = proxy_error(
-        502,
-        "Bad Gateway",
-        "cannot connect to a.test:80: connection refused",
-        false,
-    );
+    let refused = proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false);
     Playbook::new(high_water(100))
         .recv(CLIENT, GET_A)
         .expect(open(S1, "a.test:80"))

@@ -77,11 +77,7 @@ fn spliced(seeds: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
 
 /// Requests inside the oracle's subset: absolute-form, plain fields, any framing.
 fn well_formed() -> impl Strategy<Value = Vec<u8>> {
-    let field = (
-        "X-[A-Za-z0-9]{1,8}",
-        "[!-~]([ -~]{0,12}[!-~])?",
-        "[ \t]{0,2}",
-    );
+    let field = ("X-[A-Za-z0-9]{1,8}", "[!-~]([ -~]{0,12}[!-~])?", "[ \t]{0,2}");
     let chunks = proptest::collection::vec(("[a-z]{1,20}", any::<bool>(), 0usize..3), 0..4);
     let request = (
         prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH"]),
@@ -91,44 +87,36 @@ fn well_formed() -> impl Strategy<Value = Vec<u8>> {
         prop::option::of("[a-z]{1,8}(:[1-9][0-9]{0,2})?"),
         0u8..3,
         chunks,
-        proptest::collection::vec(
-            ("T-[a-z]{1,4}|Content-Length|Host|If-Match", "[a-z0-9]{1,4}"),
-            0..3,
-        ),
+        proptest::collection::vec(("T-[a-z]{1,4}|Content-Length|Host|If-Match", "[a-z0-9]{1,4}"), 0..3),
     )
-        .prop_map(
-            |(method, authority, path, fields, host, framing, chunks, trailers)| {
-                let mut raw = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
-                for (name, value, ows) in &fields {
-                    raw.push_str(&format!("{name}:{ows}{value}{ows}\r\n"));
-                }
-                if let Some(host) = host {
-                    raw.push_str(&format!("Host: {host}\r\n"));
-                }
-                let body: String = chunks.iter().map(|(c, _, _)| c.as_str()).collect();
-                match framing {
-                    1 => raw.push_str(&format!("Content-Length: {:03}\r\n\r\n{body}", body.len())),
-                    2 => {
-                        raw.push_str("Transfer-Encoding: chunked\r\n\r\n");
-                        for (c, upper, zeros) in &chunks {
-                            let size = format!("{}{:x}", "0".repeat(*zeros), c.len());
-                            let size = if *upper { size.to_uppercase() } else { size };
-                            raw.push_str(&format!(
-                                "{size}{}\r\n{c}\r\n",
-                                if *upper { ";e=1" } else { "" }
-                            ));
-                        }
-                        raw.push_str("0\r\n");
-                        for (name, value) in &trailers {
-                            raw.push_str(&format!("{name}: {value}\r\n"));
-                        }
-                        raw.push_str("\r\n");
+        .prop_map(|(method, authority, path, fields, host, framing, chunks, trailers)| {
+            let mut raw = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
+            for (name, value, ows) in &fields {
+                raw.push_str(&format!("{name}:{ows}{value}{ows}\r\n"));
+            }
+            if let Some(host) = host {
+                raw.push_str(&format!("Host: {host}\r\n"));
+            }
+            let body: String = chunks.iter().map(|(c, _, _)| c.as_str()).collect();
+            match framing {
+                1 => raw.push_str(&format!("Content-Length: {:03}\r\n\r\n{body}", body.len())),
+                2 => {
+                    raw.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                    for (c, upper, zeros) in &chunks {
+                        let size = format!("{}{:x}", "0".repeat(*zeros), c.len());
+                        let size = if *upper { size.to_uppercase() } else { size };
+                        raw.push_str(&format!("{size}{}\r\n{c}\r\n", if *upper { ";e=1" } else { "" }));
                     }
-                    _ => raw.push_str("\r\n"),
+                    raw.push_str("0\r\n");
+                    for (name, value) in &trailers {
+                        raw.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    raw.push_str("\r\n");
                 }
-                raw.into_bytes()
-            },
-        );
+                _ => raw.push_str("\r\n"),
+            }
+            raw.into_bytes()
+        });
     proptest::collection::vec(request, 1..4).prop_map(|r| r.concat())
 }
 
@@ -137,16 +125,11 @@ fn well_formed() -> impl Strategy<Value = Vec<u8>> {
 /// A mostly well-formed frame: any opcode, FIN, mask, and a payload, so that the reader gets
 /// past the header checks into fragmentation and control-frame rules.
 fn ws_frame() -> impl Strategy<Value = Vec<u8>> {
-    (
-        any::<u8>(),
-        proptest::collection::vec(any::<u8>(), 0..200),
-        any::<bool>(),
-    )
-        .prop_map(|(head, payload, masked)| {
-            let opcode = [0x0, 0x1, 0x2, 0x8, 0x9, 0xa, 0x3][usize::from(head % 7)];
-            let key = masked.then_some([head, 7, 9, 11]);
-            playbooks::ws::frame(head & 0x80 != 0, opcode, payload, key)
-        })
+    (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..200), any::<bool>()).prop_map(|(head, payload, masked)| {
+        let opcode = [0x0, 0x1, 0x2, 0x8, 0x9, 0xa, 0x3][usize::from(head % 7)];
+        let key = masked.then_some([head, 7, 9, 11]);
+        playbooks::ws::frame(head & 0x80 != 0, opcode, payload, key)
+    })
 }
 
 fn tls_input() -> impl Strategy<Value = Vec<u8>> {
@@ -155,10 +138,7 @@ fn tls_input() -> impl Strategy<Value = Vec<u8>> {
         1 => (prop::sample::select(vec![0u8, 1, 5, 6, 7]), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..16))
             .prop_map(|(op, arg, raw)| [vec![op, arg], raw].concat()),
     ];
-    (
-        prop::sample::select(vec![0u8, 1, 2, 3, 8, 0x10, 0x20, 0x40, 0x80, 0x81]),
-        proptest::collection::vec(op, 0..10),
-    )
+    (prop::sample::select(vec![0u8, 1, 2, 3, 8, 0x10, 0x20, 0x40, 0x80, 0x81]), proptest::collection::vec(op, 0..10))
         .prop_map(|(flags, ops)| [vec![flags], ops.concat()].concat())
 }
 
@@ -279,9 +259,7 @@ fn regressions_run_clean() {
     ];
     let mut ran = 0;
     for (target, body) in targets {
-        let Ok(dir) = std::fs::read_dir(root.join(target)) else {
-            continue;
-        };
+        let Ok(dir) = std::fs::read_dir(root.join(target)) else { continue };
         for entry in dir {
             let path = entry.expect("directory entry").path();
             let input = std::fs::read(&path).expect("regression input");
@@ -312,40 +290,16 @@ fn write_seed_corpus() {
         std::fs::write(dir.join(name), data).expect("seed");
     };
     for (i, seed) in REQUESTS.iter().enumerate() {
-        write(
-            "client_bytes",
-            format!("seed-{i:02}"),
-            [&[0u8, 7][..], seed].concat(),
-        );
-        write(
-            "client_bytes",
-            format!("seed-{i:02}-nohooks"),
-            [&[1u8, 200][..], seed].concat(),
-        );
+        write("client_bytes", format!("seed-{i:02}"), [&[0u8, 7][..], seed].concat());
+        write("client_bytes", format!("seed-{i:02}-nohooks"), [&[1u8, 200][..], seed].concat());
         write("http1_wire", format!("seed-req-{i:02}"), seed.to_vec());
         // The request, then an operation to answer it, for the scenario.
-        write(
-            "scenario",
-            format!("seed-req-{i:02}"),
-            [&[0u8, 9][..], seed, &[5, 1, 2, 4, 4, 0, 6, 0]].concat(),
-        );
+        write("scenario", format!("seed-req-{i:02}"), [&[0u8, 9][..], seed, &[5, 1, 2, 4, 4, 0, 6, 0]].concat());
     }
     for (i, seed) in RESPONSES.iter().enumerate() {
-        write(
-            "server_bytes",
-            format!("seed-{i:02}"),
-            [&[0u8, 7][..], seed].concat(),
-        );
-        write(
-            "server_bytes",
-            format!("seed-{i:02}-nohooks"),
-            [&[1u8, 200][..], seed].concat(),
-        );
-        write(
-            "http1_wire",
-            format!("seed-resp-{i:02}"),
-            [REQUESTS[0], seed].concat(),
-        );
+        write("server_bytes", format!("seed-{i:02}"), [&[0u8, 7][..], seed].concat());
+        write("server_bytes", format!("seed-{i:02}-nohooks"), [&[1u8, 200][..], seed].concat());
+        write("http1_wire", format!("seed-resp-{i:02}"), [REQUESTS[0], seed].concat());
     }
     // Scenarios: a GET answered, a chunked POST answered in pieces, a CONNECT, an upgrade,
     // each in regular, reverse and upstream mode.
@@ -357,21 +311,13 @@ fn write_seed_corpus() {
     ];
     for (i, ops) in scenarios.iter().enumerate() {
         for mode in [0u8, 0x10, 0x20] {
-            write(
-                "scenario",
-                format!("seed-{i}-mode{}", mode >> 4),
-                [&[mode][..], ops].concat(),
-            );
+            write("scenario", format!("seed-{i}-mode{}", mode >> 4), [&[mode][..], ops].concat());
         }
     }
     // TLS: the full exchange, through and passed through, with each request and response.
     for (i, flags) in [0u8, 0x10, 0x20, 0x40, 0x80].into_iter().enumerate() {
         for r in 0..6u8 {
-            write(
-                "tls",
-                format!("seed-{i}-{r}"),
-                vec![flags, 2, 0, 3, r, 2, 0, 4, r % 5, 2, 0, 3, 0, 2, 0],
-            );
+            write("tls", format!("seed-{i}-{r}"), vec![flags, 2, 0, 3, r, 2, 0, 4, r % 5, 2, 0, 3, 0, 2, 0]);
         }
     }
     // A real ClientHello sent raw, 64 bytes per operation, for the mutator to work on.
@@ -384,11 +330,7 @@ fn write_seed_corpus() {
     // HTTP/2: the exchanges of `an_h2_exchange_runs_clean`, under each configuration variant.
     for (i, ops) in H2_EXCHANGES.iter().enumerate() {
         for (v, flags) in [0u8, 1, 0x10, 0x20].into_iter().enumerate() {
-            write(
-                "h2_frames",
-                format!("seed-{i}-{v}"),
-                [&[flags, 7][..], ops].concat(),
-            );
+            write("h2_frames", format!("seed-{i}-{v}"), [&[flags, 7][..], ops].concat());
         }
     }
 }
@@ -397,9 +339,7 @@ fn write_seed_corpus() {
 /// stream 3 an upload of two DATA frames, stream 5 opened and reset, a GOAWAY. Second: three
 /// GETs and a PING.
 const H2_EXCHANGES: [&[u8]; 2] = [
-    &[
-        0, 1, 1, 3, 2, 3, 9, 2, 3, 10, 1, 5, 3, 5, 8, 4, 0, 0, 0, 1, 0,
-    ],
+    &[0, 1, 1, 3, 2, 3, 9, 2, 3, 10, 1, 5, 3, 5, 8, 4, 0, 0, 0, 1, 0],
     &[0, 1, 0, 3, 0, 5, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8],
 ];
 

@@ -79,22 +79,13 @@ fn keep_alive_reuses_the_server_connection() {
         .expect(send(S1, GET_A_UP))
         .recv(S1, OK_HI)
         .expect(send(CLIENT, OK_HI))
-        .recv(
-            CLIENT,
-            "GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n")
         // No second OpenConnection: S1 is idle and reusable.
         .expect(send(S1, "GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo"))
         // Another host needs another connection.
-        .recv(
-            CLIENT,
-            "GET http://b.test:8080/ HTTP/1.1\r\nHost: b.test:8080\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://b.test:8080/ HTTP/1.1\r\nHost: b.test:8080\r\n\r\n")
         .expect(open(S2, "b.test:8080"))
         .opened(S2)
         .expect(send(S2, "GET / HTTP/1.1\r\nHost: b.test:8080\r\n\r\n"))
@@ -108,10 +99,7 @@ fn server_connection_close_is_not_reused() {
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP))
-        .recv(
-            S1,
-            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
-        )
+        .recv(S1, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
         .expect(send(CLIENT, OK_HI))
         .expect(close(S1))
         .recv(CLIENT, GET_A)
@@ -147,14 +135,8 @@ fn chunked_response_is_rechunked() {
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP))
-        .recv(
-            S1,
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n",
-        )
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n",
-        ))
+        .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n"))
         .recv(S1, "a\r\n0123456789\r\n0\r\n\r\n")
         .expect(send(CLIENT, "a\r\n0123456789\r\n0\r\n\r\n"))
         // The exchange is over; the next request reuses S1.
@@ -170,15 +152,9 @@ fn http10_client_gets_a_close_delimited_body() {
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP_ADDED_HOST))
-        .recv(
-            S1,
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
-        )
+        .recv(S1, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
         // An HTTP/1.0 client knows no chunks: the end of the connection ends the body.
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhi"))
         // The client connection is ending, and the server connections with it.
         .expect(close(S1))
         .expect(half_close(CLIENT))
@@ -257,18 +233,12 @@ fn expect_100_continue_answered_by_the_proxy_when_buffering() {
 #[test]
 fn head_response_has_no_body_but_keeps_its_length() {
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "HEAD http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        )
+        .recv(CLIENT, "HEAD http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, "HEAD / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
         // No body was awaited: the connection is ready for the next request.
         .recv(CLIENT, GET_A)
         .expect(send(S1, GET_A_UP))
@@ -286,22 +256,10 @@ fn no_content_and_not_modified_have_no_body() {
         .expect(send(S1, GET_A_UP))
         .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
-        .recv(
-            CLIENT,
-            "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n",
-        )
-        .expect(send(
-            S1,
-            "GET / HTTP/1.1\r\nHost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n",
-        ))
-        .recv(
-            S1,
-            "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n",
-        )
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n",
-        ))
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n")
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nIf-None-Match: \"x\"\r\n\r\n"))
+        .recv(S1, "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n"))
         .recv(CLIENT, GET_A)
         .expect(send(S1, GET_A_UP))
         .run_split();
@@ -350,18 +308,12 @@ fn pipelined_requests_are_served_in_order() {
 #[test]
 fn client_connection_close_ends_after_the_response() {
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, OK_HI)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
         // Half-close, then linger so the client reads the response before we reset.
         .expect(close(S1))
         .expect(half_close(CLIENT))
@@ -392,20 +344,14 @@ fn request_headers_update_changes_what_the_server_sees() {
         .expect(open(S1, "b.test:8080"))
         .expect(resume(CLIENT))
         .opened(S1)
-        .expect(send(
-            S1,
-            "DELETE /changed?q=1 HTTP/1.1\r\nHost: b.test:8080\r\nx-added: 1\r\n\r\n",
-        ))
+        .expect(send(S1, "DELETE /changed?q=1 HTTP/1.1\r\nHost: b.test:8080\r\nx-added: 1\r\n\r\n"))
         .run();
 }
 
 #[test]
 fn request_update_changes_the_body() {
     Playbook::new(with_hooks([HookKind::RequestHeaders, HookKind::Request]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello")
         .expect(hook(F1, HookKind::RequestHeaders))
         .expect(pause(CLIENT))
         .update(F1, |f| f.buffer_request = true)
@@ -417,10 +363,7 @@ fn request_update_changes_the_body() {
         .expect(resume(CLIENT))
         .opened(S1)
         // The length follows the new body.
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 8\r\n\r\ngoodbye!",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 8\r\n\r\ngoodbye!"))
         .run_split();
 }
 
@@ -441,10 +384,7 @@ fn response_headers_update_changes_what_the_client_sees() {
             r.reason = "Changed".into();
             r.headers.append("x-proxy", "yes");
         })
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 203 Changed\r\nContent-Length: 2\r\nx-proxy: yes\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 203 Changed\r\nContent-Length: 2\r\nx-proxy: yes\r\n\r\nhi"))
         .expect(resume(CLIENT))
         .expect(resume(S1))
         .run();
@@ -463,18 +403,10 @@ fn response_update_changes_the_buffered_body() {
         .expect(pause(S1))
         .update(F1, |f| f.buffer_response = true)
         .expect(hook(F1, HookKind::Response).inspect(|f| {
-            assert_eq!(
-                f.response.as_ref().unwrap().body.as_deref(),
-                Some(&b"hi"[..])
-            );
+            assert_eq!(f.response.as_ref().unwrap().body.as_deref(), Some(&b"hi"[..]));
         }))
-        .update(F1, |f| {
-            f.response.as_mut().unwrap().body = Some("changed".into())
-        })
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nchanged",
-        ))
+        .update(F1, |f| f.response.as_mut().unwrap().body = Some("changed".into()))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nchanged"))
         .expect(resume(CLIENT))
         .expect(resume(S1))
         .run_split();
@@ -547,20 +479,11 @@ fn request_headers_respond_answers_locally() {
 #[test]
 fn request_respond_skips_the_unread_body() {
     Playbook::new(with_hooks([HookKind::RequestHeaders]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
         .expect(hook(F1, HookKind::RequestHeaders))
         .expect(pause(CLIENT))
-        .reply(
-            F1,
-            HookReply::Respond(Response::new(200, Headers::new(), "local")),
-        )
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nlocal",
-        ))
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "local")))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nlocal"))
         .expect(resume(CLIENT))
         // The rest of the request body is read and dropped, then the connection ends.
         .recv(CLIENT, "0123456789")
@@ -579,16 +502,10 @@ fn response_headers_respond_replaces_the_response() {
         .expect(hook(F1, HookKind::ResponseHeaders))
         .expect(pause(CLIENT))
         .expect(pause(S1))
-        .reply(
-            F1,
-            HookReply::Respond(Response::new(404, Headers::new(), "")),
-        )
+        .reply(F1, HookReply::Respond(Response::new(404, Headers::new(), "")))
         // The server's response is abandoned with its connection.
         .expect(close(S1))
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"))
         .expect(resume(CLIENT))
         .run();
 }
@@ -597,19 +514,13 @@ fn response_headers_respond_replaces_the_response() {
 // Buffering limits
 
 fn small_buffers(hooks: impl IntoIterator<Item = HookKind>) -> Config {
-    Config {
-        max_buffered_body: 8,
-        ..with_hooks(hooks)
-    }
+    Config { max_buffered_body: 8, ..with_hooks(hooks) }
 }
 
 #[test]
 fn buffered_request_over_the_limit_is_413() {
     Playbook::new(small_buffers([HookKind::RequestHeaders, HookKind::Error]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 11\r\n\r\nhello world",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 11\r\n\r\nhello world")
         .expect(hook(F1, HookKind::RequestHeaders))
         .expect(pause(CLIENT))
         .update(F1, |f| f.buffer_request = true)
@@ -618,12 +529,7 @@ fn buffered_request_over_the_limit_is_413() {
         }))
         .expect(send(
             CLIENT,
-            proxy_error(
-                413,
-                "Content Too Large",
-                "request body larger than the 8-byte buffering limit",
-                false,
-            ),
+            proxy_error(413, "Content Too Large", "request body larger than the 8-byte buffering limit", false),
         ))
         .expect(resume(CLIENT))
         .run_split();
@@ -632,10 +538,7 @@ fn buffered_request_over_the_limit_is_413() {
 #[test]
 fn buffered_request_over_the_limit_before_the_body_is_in() {
     Playbook::new(small_buffers([HookKind::RequestHeaders]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 20\r\n\r\n",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 20\r\n\r\n")
         .expect(hook(F1, HookKind::RequestHeaders))
         .expect(pause(CLIENT))
         .update(F1, |f| f.buffer_request = true)
@@ -644,12 +547,7 @@ fn buffered_request_over_the_limit_before_the_body_is_in() {
         // The client is still sending: answer, then close once its body is read.
         .expect(send(
             CLIENT,
-            proxy_error(
-                413,
-                "Content Too Large",
-                "request body larger than the 8-byte buffering limit",
-                true,
-            ),
+            proxy_error(413, "Content Too Large", "request body larger than the 8-byte buffering limit", true),
         ))
         .recv(CLIENT, "0123456789")
         .expect(half_close(CLIENT))
@@ -663,10 +561,7 @@ fn buffered_response_over_the_limit_is_502() {
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP))
-        .recv(
-            S1,
-            "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
-        )
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world")
         .expect(hook(F1, HookKind::ResponseHeaders))
         .expect(pause(CLIENT))
         .expect(pause(S1))
@@ -677,12 +572,7 @@ fn buffered_response_over_the_limit_is_502() {
         .expect(close(S1))
         .expect(send(
             CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                "response body larger than the 8-byte buffering limit",
-                false,
-            ),
+            proxy_error(502, "Bad Gateway", "response body larger than the 8-byte buffering limit", false),
         ))
         .expect(resume(CLIENT))
         .run_split();
@@ -701,10 +591,7 @@ fn client_half_close_after_request_still_gets_the_response() {
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, OK_HI)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
         .expect(close(S1))
         .expect(close(CLIENT))
         .expect_finished()
@@ -722,10 +609,7 @@ fn a_get_lost_with_a_reused_connection_goes_again_on_a_new_one() {
         .expect(send(S1, GET_A_UP))
         .recv(S1, OK_HI)
         .expect(send(CLIENT, OK_HI))
-        .recv(
-            CLIENT,
-            "GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n")
         .expect(send(S1, "GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .closed(S1)
         .expect(open(S2, "a.test:80"))
@@ -747,25 +631,11 @@ fn a_post_lost_with_a_reused_connection_is_502() {
         .expect(send(S1, GET_A_UP))
         .recv(S1, OK_HI)
         .expect(send(CLIENT, OK_HI))
-        .recv(
-            CLIENT,
-            "POST http://a.test/two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\n\r\nx",
-        )
-        .expect(send(
-            S1,
-            "POST /two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\n\r\nx",
-        ))
+        .recv(CLIENT, "POST http://a.test/two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\n\r\nx")
+        .expect(send(S1, "POST /two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\n\r\nx"))
         .closed(S1)
         .expect(close(S1))
-        .expect(send(
-            CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                "a.test:80: server closed a kept-alive connection before answering",
-                false,
-            ),
-        ))
+        .expect(send(CLIENT, proxy_error(502, "Bad Gateway", "a.test:80: server closed a kept-alive connection before answering", false)))
         .run();
 }
 
@@ -795,10 +665,7 @@ fn response_delimited_by_close_is_rechunked() {
         .opened(S1)
         .expect(send(S1, GET_A_UP))
         .recv(S1, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nsome")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nsome\r\n",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nsome\r\n"))
         .recv(S1, "thing")
         .expect(send(CLIENT, "5\r\nthing\r\n"))
         .closed(S1)
@@ -815,26 +682,14 @@ fn early_response_ends_the_upload() {
     // The server answers before the request body is complete: the rest of the body is read
     // and dropped, the server connection is not reused, and the client connection closes.
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234")
         .expect(open(S1, "a.test:80"))
         .expect(pause(CLIENT))
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n01234"))
         .expect(resume(CLIENT))
-        .recv(
-            S1,
-            "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n",
-        )
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nconnection: close\r\n\r\n",
-        ))
+        .recv(S1, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"))
         .expect(close(S1))
         .recv(CLIENT, "56789")
         .expect(half_close(CLIENT))
@@ -888,10 +743,7 @@ fn response_kill_closes_both_sides() {
 #[test]
 fn request_respond_answers_locally() {
     Playbook::new(with_hooks([HookKind::Request]))
-        .recv(
-            CLIENT,
-            "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi",
-        )
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi")
         // The body streams: the server is asked for at once, and the hook comes with the
         // end of the body.
         .expect(open(S1, "a.test:80"))
@@ -900,15 +752,9 @@ fn request_respond_answers_locally() {
         // Nothing is sent while the hook is pending.
         .opened(S1)
         .expect(pause(S1))
-        .reply(
-            F1,
-            HookReply::Respond(Response::new(200, Headers::new(), "mine")),
-        )
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "mine")))
         .expect(close(S1))
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmine",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmine"))
         .expect(resume(CLIENT))
         .run();
 }
@@ -919,14 +765,8 @@ fn request_respond_before_any_server_is_contacted() {
         .recv(CLIENT, GET_A)
         .expect(hook(F1, HookKind::Request))
         .expect(pause(CLIENT))
-        .reply(
-            F1,
-            HookReply::Respond(Response::new(200, Headers::new(), "mine")),
-        )
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmine",
-        ))
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "mine")))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmine"))
         .expect(resume(CLIENT))
         .run();
 }
@@ -970,25 +810,16 @@ fn connection_hooks_take_flow_ids() {
 #[test]
 fn http10_keep_alive_is_honoured() {
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "GET http://a.test/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP_ADDED_HOST))
         .recv(S1, OK_HI)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: keep-alive\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: keep-alive\r\n\r\nhi"))
         .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
         .expect(send(S1, GET_A_UP_ADDED_HOST))
         .recv(S1, OK_HI)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
         .expect(close(S1))
         .expect(half_close(CLIENT))
         .run_split();
@@ -1001,27 +832,15 @@ fn interim_responses_are_forwarded_to_http11_only() {
         .expect(open(S1, "a.test:80"))
         .opened(S1)
         .expect(send(S1, GET_A_UP))
-        .recv(
-            S1,
-            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
-        )
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
-        ))
+        .recv(S1, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+        .expect(send(CLIENT, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"))
         .recv(S1, OK_HI)
         .expect(send(CLIENT, OK_HI))
         .recv(CLIENT, "GET http://a.test/ HTTP/1.0\r\n\r\n")
         .expect(send(S1, GET_A_UP_ADDED_HOST))
-        .recv(
-            S1,
-            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
-        )
+        .recv(S1, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
         .recv(S1, OK_HI)
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nhi"))
         .expect(close(S1))
         .expect(half_close(CLIENT))
         .run_split();
@@ -1030,16 +849,10 @@ fn interim_responses_are_forwarded_to_http11_only() {
 #[test]
 fn head_response_built_by_a_hook_has_no_body() {
     Playbook::new(with_hooks([HookKind::RequestHeaders]))
-        .recv(
-            CLIENT,
-            "HEAD http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        )
+        .recv(CLIENT, "HEAD http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
         .expect(hook(F1, HookKind::RequestHeaders))
         .expect(pause(CLIENT))
-        .reply(
-            F1,
-            HookReply::Respond(Response::new(200, Headers::new(), "12345")),
-        )
+        .reply(F1, HookReply::Respond(Response::new(200, Headers::new(), "12345")))
         .expect(send(CLIENT, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"))
         .expect(resume(CLIENT))
         .recv(CLIENT, GET_A)
@@ -1051,34 +864,22 @@ fn head_response_built_by_a_hook_has_no_body() {
 #[test]
 fn via_is_added_both_ways() {
     // RFC 9110 section 7.6.3: a proxy adds Via to each message it forwards.
-    Playbook::new(Config {
-        add_via: true,
-        ..no_hooks()
-    })
-    .recv(CLIENT, GET_A)
-    .expect(open(S1, "a.test:80"))
-    .opened(S1)
-    .expect(send(
-        S1,
-        "GET / HTTP/1.1\r\nHost: a.test\r\nvia: 1.1 sansproxy\r\n\r\n",
-    ))
-    .recv(S1, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi")
-    .expect(send(
-        CLIENT,
-        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nvia: 1.0 sansproxy\r\n\r\nhi",
-    ))
-    // An HTTP/1.0 server closes after its response unless it says keep-alive.
-    .expect(close(S1))
-    .run();
+    Playbook::new(Config { add_via: true, ..no_hooks() })
+        .recv(CLIENT, GET_A)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nvia: 1.1 sansproxy\r\n\r\n"))
+        .recv(S1, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nvia: 1.0 sansproxy\r\n\r\nhi"))
+        // An HTTP/1.0 server closes after its response unless it says keep-alive.
+        .expect(close(S1))
+        .run();
 }
 
 #[test]
 fn ipv6_literal_hosts() {
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "GET http://[::1]:8080/x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://[::1]:8080/x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
         .expect(open(S1, "[::1]:8080"))
         .opened(S1)
         .expect(send(S1, "GET /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"))

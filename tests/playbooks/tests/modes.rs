@@ -6,17 +6,11 @@ use playbooks::*;
 use proxy_core::ProxyAuth;
 
 fn socks5(config: Config) -> Config {
-    Config {
-        mode: Mode::Socks5,
-        ..config
-    }
+    Config { mode: Mode::Socks5, ..config }
 }
 
 fn with_auth(config: Config) -> Config {
-    Config {
-        proxy_auth: Some(ProxyAuth::single("alice", "secret")),
-        ..config
-    }
+    Config { proxy_auth: Some(ProxyAuth::single("alice", "secret")), ..config }
 }
 
 const NO_AUTH: &[u8] = &[5, 1, 0];
@@ -25,8 +19,7 @@ const CHOSE_NO_AUTH: &[u8] = &[5, 0];
 const CONNECT_A: &[u8] = b"\x05\x01\x00\x03\x06a.test\x01\xbb";
 const SUCCEEDED: &[u8] = &[5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
 
-const NOT_HTTP: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 45\r\n\
+const NOT_HTTP: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 45\r\n\
 connection: close\r\n\r\nThis is a SOCKS5 proxy, not an HTTP proxy.\r\n\r\n";
 
 fn reply(code: u8) -> Vec<u8> {
@@ -114,10 +107,7 @@ fn socks5_wrong_password_is_refused_and_logged() {
         .recv(CLIENT, [5, 1, 2])
         .expect(send(CLIENT, [5, 2]))
         .recv(CLIENT, b"\x01\x05alice\x05guess")
-        .expect(log_at(
-            LogLevel::Warn,
-            "wrong username or password (user \"alice\")",
-        ))
+        .expect(log_at(LogLevel::Warn, "wrong username or password (user \"alice\")"))
         .expect(send(CLIENT, [1, 1]))
         .expect(close(CLIENT))
         .strict_logs()
@@ -146,27 +136,13 @@ fn socks5_a_client_without_the_method_the_proxy_needs() {
 fn socks5_malformed_greetings() {
     let cases: [(&[u8], &[u8], &str); 4] = [
         (&[5, 0], &[5, 0xff], "offers no authentication method"),
-        (
-            &[4, 1, 0, 80, 10, 0, 0, 1, 0],
-            &[0, 0x5b, 0, 0, 0, 0, 0, 0],
-            "SOCKS4 is not supported",
-        ),
+        (&[4, 1, 0, 80, 10, 0, 0, 1, 0], &[0, 0x5b, 0, 0, 0, 0, 0, 0], "SOCKS4 is not supported"),
         (&[6, 1, 0], &[], "not SOCKS5: the first byte is 0x06"),
-        (
-            b"GET http://a.test/ HTTP/1.1\r\n\r\n",
-            NOT_HTTP,
-            "the client speaks HTTP",
-        ),
+        (b"GET http://a.test/ HTTP/1.1\r\n\r\n", NOT_HTTP, "the client speaks HTTP"),
     ];
     for (greeting, answer, why) in cases {
-        let playbook = Playbook::new(socks5(no_hooks()))
-            .recv(CLIENT, greeting)
-            .expect(log(why));
-        let playbook = if answer.is_empty() {
-            playbook
-        } else {
-            playbook.expect(send(CLIENT, answer))
-        };
+        let playbook = Playbook::new(socks5(no_hooks())).recv(CLIENT, greeting).expect(log(why));
+        let playbook = if answer.is_empty() { playbook } else { playbook.expect(send(CLIENT, answer)) };
         playbook.expect(close(CLIENT)).run();
     }
 }
@@ -174,41 +150,13 @@ fn socks5_malformed_greetings() {
 #[test]
 fn socks5_malformed_requests_get_the_reply_they_earn() {
     let cases: [(&[u8], u8, &str); 7] = [
-        (
-            b"\x05\x02\x00\x01\x0a\x00\x00\x01\x00\x50",
-            7,
-            "command 2 (BIND) is not supported",
-        ),
-        (
-            b"\x05\x03\x00\x01\x0a\x00\x00\x01\x00\x50",
-            7,
-            "command 3 (UDP ASSOCIATE) is not supported",
-        ),
-        (
-            b"\x05\x01\x00\x05\x0a\x00\x00\x01\x00\x50",
-            8,
-            "address type 0x05 is not supported",
-        ),
-        (
-            b"\x05\x01\x00\x03\x00\x00\x50",
-            1,
-            "the domain name is empty",
-        ),
-        (
-            b"\x05\x01\x00\x03\x03a b\x00\x50",
-            1,
-            "the domain name is empty or not a host name",
-        ),
-        (
-            b"\x04\x01\x00\x01\x0a\x00\x00\x01\x00\x50",
-            1,
-            "request version 0x04, not 5",
-        ),
-        (
-            b"\x05\x01\x07\x01\x0a\x00\x00\x01\x00\x50",
-            1,
-            "reserved byte 0x07, not 0",
-        ),
+        (b"\x05\x02\x00\x01\x0a\x00\x00\x01\x00\x50", 7, "command 2 (BIND) is not supported"),
+        (b"\x05\x03\x00\x01\x0a\x00\x00\x01\x00\x50", 7, "command 3 (UDP ASSOCIATE) is not supported"),
+        (b"\x05\x01\x00\x05\x0a\x00\x00\x01\x00\x50", 8, "address type 0x05 is not supported"),
+        (b"\x05\x01\x00\x03\x00\x00\x50", 1, "the domain name is empty"),
+        (b"\x05\x01\x00\x03\x03a b\x00\x50", 1, "the domain name is empty or not a host name"),
+        (b"\x04\x01\x00\x01\x0a\x00\x00\x01\x00\x50", 1, "request version 0x04, not 5"),
+        (b"\x05\x01\x07\x01\x0a\x00\x00\x01\x00\x50", 1, "reserved byte 0x07, not 0"),
     ];
     for (request, code, why) in cases {
         Playbook::new(socks5(no_hooks()))
@@ -242,12 +190,7 @@ fn socks5_connection_failures_get_their_replies() {
             .expect(send(CLIENT, reply(code)))
             .expect(hook(F1, HookKind::Error).inspect(move |f| {
                 assert_eq!(f.request.version, Version::Socks5);
-                assert!(f
-                    .error
-                    .as_ref()
-                    .unwrap()
-                    .message
-                    .contains("cannot connect to a.test:443"));
+                assert!(f.error.as_ref().unwrap().message.contains("cannot connect to a.test:443"));
             }))
             .expect(close(CLIENT))
             .run();
@@ -263,10 +206,7 @@ fn socks5_requests_meet_the_connect_hook() {
         .recv(CLIENT, CONNECT_A)
         .ignore_pauses()
         .expect(hook(F1, HookKind::HttpConnect).inspect(|f| {
-            assert_eq!(
-                (f.request.method.as_str(), f.request.url()),
-                ("CONNECT", "a.test:443".to_owned())
-            );
+            assert_eq!((f.request.method.as_str(), f.request.url()), ("CONNECT", "a.test:443".to_owned()));
             assert_eq!(f.request.version, Version::Socks5);
         }))
         .reply(F1, HookReply::Kill)
@@ -275,24 +215,18 @@ fn socks5_requests_meet_the_connect_hook() {
         .expect(close(CLIENT))
         .run();
     // Sent elsewhere by the hook, and shown established.
-    Playbook::new(socks5(with_hooks([
-        HookKind::HttpConnect,
-        HookKind::Response,
-    ])))
-    .recv(CLIENT, NO_AUTH)
-    .expect(send(CLIENT, CHOSE_NO_AUTH))
-    .recv(CLIENT, CONNECT_A)
-    .ignore_pauses()
-    .expect(hook(F1, HookKind::HttpConnect))
-    .update(F1, |f| f.request.port = 8443)
-    .expect(open(S1, "a.test:8443"))
-    .opened(S1)
-    .expect(send(CLIENT, SUCCEEDED))
-    .expect(
-        hook(F1, HookKind::Response)
-            .inspect(|f| assert_eq!(f.response.as_ref().unwrap().status, 200)),
-    )
-    .run();
+    Playbook::new(socks5(with_hooks([HookKind::HttpConnect, HookKind::Response])))
+        .recv(CLIENT, NO_AUTH)
+        .expect(send(CLIENT, CHOSE_NO_AUTH))
+        .recv(CLIENT, CONNECT_A)
+        .ignore_pauses()
+        .expect(hook(F1, HookKind::HttpConnect))
+        .update(F1, |f| f.request.port = 8443)
+        .expect(open(S1, "a.test:8443"))
+        .opened(S1)
+        .expect(send(CLIENT, SUCCEEDED))
+        .expect(hook(F1, HookKind::Response).inspect(|f| assert_eq!(f.response.as_ref().unwrap().status, 200)))
+        .run();
 }
 
 #[test]
@@ -302,9 +236,7 @@ fn socks5_refuses_a_tunnel_to_its_own_listener() {
         .recv(CLIENT, NO_AUTH)
         .expect(send(CLIENT, CHOSE_NO_AUTH))
         .recv(CLIENT, b"\x05\x01\x00\x01\x7f\x00\x00\x01\x1f\x90")
-        .expect(log(
-            "refusing a tunnel to the proxy's own listener 127.0.0.1:8080",
-        ))
+        .expect(log("refusing a tunnel to the proxy's own listener 127.0.0.1:8080"))
         .expect(send(CLIENT, reply(2)))
         .expect(close(CLIENT))
         .run();
@@ -325,10 +257,7 @@ fn socks5_handshake_timeout() {
 #[test]
 fn socks5_plain_http_inside_is_parsed_when_intercepting() {
     let w = playbooks::tls::world();
-    let config = socks5(Config {
-        hooks: http_proxy().hooks,
-        ..playbooks::tls::tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[])
-    });
+    let config = socks5(Config { hooks: http_proxy().hooks, ..playbooks::tls::tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]) });
     Playbook::new(config)
         .recv(CLIENT, NO_AUTH)
         .expect(send(CLIENT, CHOSE_NO_AUTH))
@@ -341,10 +270,7 @@ fn socks5_plain_http_inside_is_parsed_when_intercepting() {
         .expect(send(CLIENT, SUCCEEDED))
         .expect(hook(F1, HookKind::Response))
         .recv(CLIENT, "GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        .expect(
-            hook(F2, HookKind::RequestHeaders)
-                .inspect(|f| assert_eq!(f.request.url(), "http://a.test/x")),
-        )
+        .expect(hook(F2, HookKind::RequestHeaders).inspect(|f| assert_eq!(f.request.url(), "http://a.test/x")))
         .run();
 }
 
@@ -356,53 +282,36 @@ fn transparent(dst: &str) -> ClientInfo {
 
 #[test]
 fn transparent_mode_connects_to_the_original_destination() {
-    Playbook::new(Config {
-        mode: Mode::Transparent,
-        ..no_hooks()
-    })
-    .client(transparent("192.0.2.7:443"))
-    .expect(open(S1, "192.0.2.7:443"))
-    .recv(CLIENT, "\x16\x03\x01 early")
-    .ignore_pauses()
-    .opened(S1)
-    .expect(send(S1, "\x16\x03\x01 early"))
-    .recv(S1, "back")
-    .expect(send(CLIENT, "back"))
-    .run();
+    Playbook::new(Config { mode: Mode::Transparent, ..no_hooks() })
+        .client(transparent("192.0.2.7:443"))
+        .expect(open(S1, "192.0.2.7:443"))
+        .recv(CLIENT, "\x16\x03\x01 early")
+        .ignore_pauses()
+        .opened(S1)
+        .expect(send(S1, "\x16\x03\x01 early"))
+        .recv(S1, "back")
+        .expect(send(CLIENT, "back"))
+        .run();
 }
 
 #[test]
 fn transparent_mode_refuses_to_loop_or_guess() {
-    Playbook::new(Config {
-        mode: Mode::Transparent,
-        ..no_hooks()
-    })
-    .client(transparent("127.0.0.1:8080"))
-    .expect(log(
-        "is the proxy's own listener: closing (a redirect loop?)",
-    ))
-    .expect(close(CLIENT))
-    .run();
-    Playbook::new(Config {
-        mode: Mode::Transparent,
-        ..no_hooks()
-    })
-    .expect(log(
-        "no original destination (was the connection redirected to the proxy?)",
-    ))
-    .expect(close(CLIENT))
-    .run();
+    Playbook::new(Config { mode: Mode::Transparent, ..no_hooks() })
+        .client(transparent("127.0.0.1:8080"))
+        .expect(log("is the proxy's own listener: closing (a redirect loop?)"))
+        .expect(close(CLIENT))
+        .run();
+    Playbook::new(Config { mode: Mode::Transparent, ..no_hooks() })
+        .expect(log("no original destination (was the connection redirected to the proxy?)"))
+        .expect(close(CLIENT))
+        .run();
 }
 
 #[test]
 fn transparent_https_is_intercepted_for_the_sni() {
     let w = playbooks::tls::world();
     let tls = playbooks::tls::tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let config = Config {
-        mode: Mode::Transparent,
-        hooks: [HookKind::TlsClientHello].into_iter().collect(),
-        ..tls
-    };
+    let config = Config { mode: Mode::Transparent, hooks: [HookKind::TlsClientHello].into_iter().collect(), ..tls };
     let mut client = playbooks::tls::tls_client(w.proxy_ca.roots(), "a.test", &[]);
     let mut hello = Vec::new();
     client.write_tls(&mut hello).unwrap();
@@ -412,14 +321,10 @@ fn transparent_https_is_intercepted_for_the_sni() {
         .opened(S1)
         .recv(CLIENT, hello)
         .ignore_pauses()
-        .expect(
-            hook(F1, HookKind::TlsClientHello).inspect_hook(|h| match h {
-                Hook::TlsClientHello { hello, .. } => {
-                    assert_eq!(hello.server_name.as_deref(), Some("a.test"))
-                }
-                other => panic!("{other:?}"),
-            }),
-        )
+        .expect(hook(F1, HookKind::TlsClientHello).inspect_hook(|h| match h {
+            Hook::TlsClientHello { hello, .. } => assert_eq!(hello.server_name.as_deref(), Some("a.test")),
+            other => panic!("{other:?}"),
+        }))
         .run();
 }
 
@@ -443,14 +348,8 @@ fn proxy_auth_407_then_the_credentials_go_nowhere() {
         .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
         .run();
     Playbook::new(config)
-        .recv(
-            CLIENT,
-            "CONNECT a.test:443 HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n",
-        )
-        .expect(log_at(
-            LogLevel::Warn,
-            "proxy authentication failed: wrong username or password (user \"alice\")",
-        ))
+        .recv(CLIENT, "CONNECT a.test:443 HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n")
+        .expect(log_at(LogLevel::Warn, "proxy authentication failed: wrong username or password (user \"alice\")"))
         .expect(send(CLIENT, &required))
         .run();
 }

@@ -12,14 +12,7 @@ const UPSTREAM: &str = "origin.test:8080";
 
 fn reverse() -> Config {
     let target = ServerAddr::new("origin.test", 8080);
-    Config {
-        mode: Mode::Reverse {
-            scheme: Scheme::Http,
-            target,
-            client_tls: false,
-        },
-        ..no_hooks()
-    }
+    Config { mode: Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, ..no_hooks() }
 }
 
 /// `request` reaches the upstream, and only it, as `upstream`.
@@ -31,10 +24,7 @@ fn served_by_the_upstream(request: &str, upstream: &str) {
         .opened(S1)
         .expect(send(S1, upstream))
         .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        .expect(send(
-            CLIENT,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        ))
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
         .run_split();
 }
 
@@ -59,10 +49,7 @@ fn an_absolute_form_target_is_served_by_the_upstream() {
         .recv(CLIENT, "GET http://internal.test/x HTTP/1.0\r\n\r\n")
         .expect(open(S1, UPSTREAM))
         .opened(S1)
-        .expect(send(
-            S1,
-            "GET /x HTTP/1.1\r\nhost: origin.test:8080\r\n\r\n",
-        ))
+        .expect(send(S1, "GET /x HTTP/1.1\r\nhost: origin.test:8080\r\n\r\n"))
         .run_split();
 }
 
@@ -77,19 +64,8 @@ fn a_host_header_never_picks_the_upstream() {
 #[test]
 fn a_malformed_absolute_form_target_is_still_400() {
     Playbook::new(reverse())
-        .recv(
-            CLIENT,
-            "GET http://a.test@internal.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        )
-        .expect(send(
-            CLIENT,
-            proxy_error(
-                400,
-                "Bad Request",
-                "user information in the request target is not allowed",
-                true,
-            ),
-        ))
+        .recv(CLIENT, "GET http://a.test@internal.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "user information in the request target is not allowed", true)))
         .expect(half_close(CLIENT))
         .run_split();
 }
@@ -105,15 +81,7 @@ fn connect_is_405_and_opens_nothing() {
         Playbook::new(reverse())
             .recv(CLIENT, request)
             .expect(log("CONNECT is not served by a reverse proxy (405)"))
-            .expect(send(
-                CLIENT,
-                proxy_error(
-                    405,
-                    "Method Not Allowed",
-                    "CONNECT is not served by a reverse proxy",
-                    true,
-                ),
-            ))
+            .expect(send(CLIENT, proxy_error(405, "Method Not Allowed", "CONNECT is not served by a reverse proxy", true)))
             .expect(half_close(CLIENT))
             .closed(CLIENT)
             .expect(close(CLIENT))
@@ -125,16 +93,10 @@ fn connect_is_405_and_opens_nothing() {
 #[test]
 fn a_regular_proxy_still_goes_where_the_request_says() {
     Playbook::new(no_hooks())
-        .recv(
-            CLIENT,
-            "GET http://127.0.0.1:9999/abs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n",
-        )
+        .recv(CLIENT, "GET http://127.0.0.1:9999/abs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n")
         .expect(open(S1, "127.0.0.1:9999"))
         .opened(S1)
-        .expect(send(
-            S1,
-            "GET /abs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n",
-        ))
+        .expect(send(S1, "GET /abs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n"))
         .run();
 }
 
@@ -142,11 +104,7 @@ fn a_regular_proxy_still_goes_where_the_request_says() {
 // HTTP/2 with prior knowledge (h2c) on a reverse listener
 
 fn h1_origin() -> Origins {
-    Box::new(|_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    })
+    Box::new(|_| Some(Peer::Plain { received: Vec::new() }))
 }
 
 fn h2_client(config: Config) -> Pump {
@@ -162,17 +120,9 @@ fn an_h2_authority_never_picks_the_upstream() {
     pump.client_h2().get(3, "https://internal.test/z");
     pump.client_sends(b"");
     let addrs: Vec<String> = pump.addrs.values().map(ToString::to_string).collect();
-    assert_eq!(
-        addrs,
-        [UPSTREAM, UPSTREAM],
-        "one HTTP/1 connection each; logs: {:?}",
-        pump.logs
-    );
+    assert_eq!(addrs, [UPSTREAM, UPSTREAM], "one HTTP/1 connection each; logs: {:?}", pump.logs);
     let request = String::from_utf8_lossy(pump.server(S1).received()).into_owned();
-    assert!(
-        request.starts_with("GET /x?y HTTP/1.1\r\nhost: origin.test:8080\r\n"),
-        "{request}"
-    );
+    assert!(request.starts_with("GET /x?y HTTP/1.1\r\nhost: origin.test:8080\r\n"), "{request}");
 }
 
 #[test]
@@ -183,10 +133,7 @@ fn an_h2_connect_is_405_and_opens_nothing() {
     pump.client_sends(b"");
     let status = pump.client_h2().response(1).map(|r| r.status.as_u16());
     assert_eq!(status, Some(405), "logs: {:?}", pump.logs);
-    assert_eq!(
-        pump.client_h2().body(1),
-        b"method not allowed: CONNECT is not served by a reverse proxy\n"
-    );
+    assert_eq!(pump.client_h2().body(1), b"method not allowed: CONNECT is not served by a reverse proxy\n");
     assert!(pump.addrs.is_empty(), "opened {:?}", pump.addrs);
     // The connection goes on serving other streams, from the upstream.
     pump.client_h2().get(3, "http://internal.test/after");
@@ -195,31 +142,19 @@ fn an_h2_connect_is_405_and_opens_nothing() {
     assert_eq!(addrs, [UPSTREAM]);
 }
 
+
 // ---------------------------------------------------------------------------------------------
 // Header names with underscores
 
 fn with_underscores(config: Config, policy: UnderscoreHeaders) -> Config {
-    Config {
-        underscore_headers: policy,
-        ..config
-    }
+    Config { underscore_headers: policy, ..config }
 }
 
 #[test]
 fn framing_lookalikes_are_400_under_every_policy() {
-    for policy in [
-        UnderscoreHeaders::Keep,
-        UnderscoreHeaders::Drop,
-        UnderscoreHeaders::Reject,
-    ] {
-        for (config, name) in [
-            (no_hooks(), "Transfer_Encoding"),
-            (reverse(), "content_length"),
-            (reverse(), "CONTENT_LENGTH"),
-        ] {
-            let request = format!(
-                "POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n{name}: 6\r\n\r\nhello"
-            );
+    for policy in [UnderscoreHeaders::Keep, UnderscoreHeaders::Drop, UnderscoreHeaders::Reject] {
+        for (config, name) in [(no_hooks(), "Transfer_Encoding"), (reverse(), "content_length"), (reverse(), "CONTENT_LENGTH")] {
+            let request = format!("POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n{name}: 6\r\n\r\nhello");
             // In regular mode an origin-form request is refused for what it is, so use absolute-form there.
             let request = match config.mode {
                 Mode::Regular => request.replacen("/x", "http://a.test/x", 1),
@@ -227,18 +162,11 @@ fn framing_lookalikes_are_400_under_every_policy() {
             };
             let message = format!(
                 "header field {name} reads as {} where underscores count as dashes",
-                if name.starts_with('T') {
-                    "transfer-encoding"
-                } else {
-                    "content-length"
-                }
+                if name.starts_with('T') { "transfer-encoding" } else { "content-length" }
             );
             Playbook::new(with_underscores(config, policy))
                 .recv(CLIENT, request)
-                .expect(send(
-                    CLIENT,
-                    proxy_error(400, "Bad Request", &message, true),
-                ))
+                .expect(send(CLIENT, proxy_error(400, "Bad Request", &message, true)))
                 .expect(half_close(CLIENT))
                 .run_split();
         }
@@ -262,31 +190,17 @@ fn underscored_names_are_kept_dropped_or_refused_as_configured() {
         .recv(CLIENT, request)
         .expect(open(S1, UPSTREAM))
         .opened(S1)
-        .expect(send(
-            S1,
-            "GET / HTTP/1.1\r\nHost: origin.test:8080\r\nX_User: mallory\r\nX-User: alice\r\n\r\n",
-        ))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: origin.test:8080\r\nX_User: mallory\r\nX-User: alice\r\n\r\n"))
         .run_split();
     Playbook::new(with_underscores(reverse(), UnderscoreHeaders::Drop))
         .recv(CLIENT, request)
         .expect(open(S1, UPSTREAM))
         .opened(S1)
-        .expect(send(
-            S1,
-            "GET / HTTP/1.1\r\nHost: origin.test:8080\r\nX-User: alice\r\n\r\n",
-        ))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: origin.test:8080\r\nX-User: alice\r\n\r\n"))
         .run_split();
     Playbook::new(with_underscores(reverse(), UnderscoreHeaders::Reject))
         .recv(CLIENT, request)
-        .expect(send(
-            CLIENT,
-            proxy_error(
-                400,
-                "Bad Request",
-                "header field X_User has an underscore in its name",
-                true,
-            ),
-        ))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "header field X_User has an underscore in its name", true)))
         .expect(half_close(CLIENT))
         .run_split();
 }
@@ -294,29 +208,16 @@ fn underscored_names_are_kept_dropped_or_refused_as_configured() {
 #[test]
 fn the_policy_holds_for_http2_requests_too() {
     let mut pump = h2_client(with_underscores(reverse(), UnderscoreHeaders::Drop));
-    let request = Request::get("http://a/d")
-        .header("x_user", "mallory")
-        .header("x-user", "alice")
-        .body(())
-        .unwrap();
+    let request = Request::get("http://a/d").header("x_user", "mallory").header("x-user", "alice").body(()).unwrap();
     pump.client_h2().engine.open(1, request, true);
     pump.client_sends(b"");
     let sent = String::from_utf8_lossy(pump.server(S1).received()).into_owned();
-    assert!(
-        sent.contains("x-user: alice\r\n") && !sent.contains("x_user"),
-        "{sent}"
-    );
+    assert!(sent.contains("x-user: alice\r\n") && !sent.contains("x_user"), "{sent}");
 
     let mut pump = h2_client(reverse());
-    let request = Request::post("http://a/p")
-        .header("transfer_encoding", "chunked")
-        .body(())
-        .unwrap();
+    let request = Request::post("http://a/p").header("transfer_encoding", "chunked").body(()).unwrap();
     pump.client_h2().engine.open(1, request, true);
     pump.client_sends(b"");
-    assert_eq!(
-        pump.client_h2().response(1).map(|r| r.status.as_u16()),
-        Some(400)
-    );
+    assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(400));
     assert!(pump.addrs.is_empty(), "opened {:?}", pump.addrs);
 }

@@ -54,13 +54,7 @@ fn forwarded(request: impl AsRef<[u8]>, upstream: &str) -> Playbook {
 #[test]
 fn cl_te_is_400() {
     let body = format!("0\r\n\r\n{SMUGGLED}");
-    let request = post(
-        &format!(
-            "Content-Length: {}\r\nTransfer-Encoding: chunked\r\n",
-            body.len()
-        ),
-        &body,
-    );
+    let request = post(&format!("Content-Length: {}\r\nTransfer-Encoding: chunked\r\n", body.len()), &body);
     bad_request(request, "both content-length and transfer-encoding");
 }
 
@@ -74,18 +68,8 @@ fn te_cl_is_400() {
 #[test]
 fn cl_with_any_transfer_encoding_is_400() {
     // Whatever the coding, a length beside it is the ambiguity itself.
-    for te in [
-        "xchunked",
-        "identity",
-        "chunked, identity",
-        "gzip, chunked",
-        " chunked",
-        "",
-    ] {
-        let request = post(
-            &format!("Content-Length: 3\r\nTransfer-Encoding: {te}\r\n"),
-            "abc",
-        );
+    for te in ["xchunked", "identity", "chunked, identity", "gzip, chunked", " chunked", ""] {
+        let request = post(&format!("Content-Length: 3\r\nTransfer-Encoding: {te}\r\n"), "abc");
         bad_request(request, "both content-length and transfer-encoding");
     }
 }
@@ -107,10 +91,7 @@ fn transfer_encoding_not_ending_in_chunked_is_400() {
         ",chunked",
         "gzip",
     ] {
-        let request = post(
-            &format!("Transfer-Encoding: {te}\r\n"),
-            &format!("0\r\n\r\n{SMUGGLED}"),
-        );
+        let request = post(&format!("Transfer-Encoding: {te}\r\n"), &format!("0\r\n\r\n{SMUGGLED}"));
         bad_request(request, "invalid transfer-encoding");
     }
 }
@@ -118,10 +99,7 @@ fn transfer_encoding_not_ending_in_chunked_is_400() {
 #[test]
 fn duplicated_transfer_encoding_is_400() {
     for second in ["chunked", "identity", "x"] {
-        let request = post(
-            &format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: {second}\r\n"),
-            "0\r\n\r\n",
-        );
+        let request = post(&format!("Transfer-Encoding: chunked\r\nTransfer-Encoding: {second}\r\n"), "0\r\n\r\n");
         bad_request(request, "invalid transfer-encoding");
     }
 }
@@ -129,12 +107,7 @@ fn duplicated_transfer_encoding_is_400() {
 #[test]
 fn codings_before_chunked_are_501() {
     let request = post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n");
-    refused(
-        request,
-        501,
-        "Not Implemented",
-        "unsupported transfer-encoding",
-    );
+    refused(request, 501, "Not Implemented", "unsupported transfer-encoding");
 }
 
 #[test]
@@ -146,56 +119,28 @@ fn transfer_encoding_in_http10_is_400() {
 
 #[test]
 fn space_before_the_colon_is_400() {
-    bad_request(
-        post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n"),
-        "malformed header field",
-    );
-    bad_request(
-        post("Transfer-Encoding\t: chunked\r\n", "0\r\n\r\n"),
-        "malformed header field",
-    );
-    bad_request(
-        post("Content-Length : 5\r\n", "hello"),
-        "malformed header field",
-    );
+    bad_request(post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n"), "malformed header field");
+    bad_request(post("Transfer-Encoding\t: chunked\r\n", "0\r\n\r\n"), "malformed header field");
+    bad_request(post("Content-Length : 5\r\n", "hello"), "malformed header field");
 }
 
 #[test]
 fn folded_transfer_encoding_is_400() {
-    bad_request(
-        post("Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n"),
-        "obsolete line folding in header",
-    );
-    bad_request(
-        post("X: y\r\n Transfer-Encoding: chunked\r\n", "0\r\n\r\n"),
-        "obsolete line folding in header",
-    );
+    bad_request(post("Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n"), "obsolete line folding in header");
+    bad_request(post("X: y\r\n Transfer-Encoding: chunked\r\n", "0\r\n\r\n"), "obsolete line folding in header");
 }
 
 #[test]
 fn control_characters_around_chunked_are_400() {
     for te in ["\x0bchunked", "chunked\x0c", "chunked\x00", "\x1bchunked"] {
-        bad_request(
-            post(&format!("Transfer-Encoding: {te}\r\n"), "0\r\n\r\n"),
-            "invalid character in header value",
-        );
+        bad_request(post(&format!("Transfer-Encoding: {te}\r\n"), "0\r\n\r\n"), "invalid character in header value");
     }
 }
 
 #[test]
 fn header_names_with_invalid_characters_are_400() {
-    for name in [
-        "Transfer-Encoding\x00",
-        "Content-Length\x0b",
-        "X[1]",
-        "X Y",
-        "Tr\u{e4}nsfer-Encoding",
-        "\"X\"",
-    ] {
-        bad_request(
-            post(&format!("{name}: chunked\r\n"), ""),
-            "malformed header field",
-        );
+    for name in ["Transfer-Encoding\x00", "Content-Length\x0b", "X[1]", "X Y", "Tr\u{e4}nsfer-Encoding", "\"X\""] {
+        bad_request(post(&format!("{name}: chunked\r\n"), ""), "malformed header field");
     }
 }
 
@@ -203,18 +148,8 @@ fn header_names_with_invalid_characters_are_400() {
 fn whitespace_around_chunked_is_chunked() {
     // Optional whitespace around a field value is not part of it (RFC 9110 section 5.5): the
     // request is chunked, and leaves with one canonical Transfer-Encoding and canonical chunks.
-    for te in [
-        "\tchunked",
-        " chunked",
-        "chunked ",
-        "  chunked\t",
-        "Chunked",
-        "CHUNKED",
-    ] {
-        let request = post(
-            &format!("Transfer-Encoding:{te}\r\n"),
-            "5\r\nhello\r\n0\r\n\r\n",
-        );
+    for te in ["\tchunked", " chunked", "chunked ", "  chunked\t", "Chunked", "CHUNKED"] {
+        let request = post(&format!("Transfer-Encoding:{te}\r\n"), "5\r\nhello\r\n0\r\n\r\n");
         forwarded(request, &format!("{CHUNKED_UP}5\r\nhello\r\n0\r\n\r\n")).run();
     }
 }
@@ -224,18 +159,9 @@ fn whitespace_around_chunked_is_chunked() {
 
 #[test]
 fn differing_content_lengths_are_400() {
-    bad_request(
-        post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
-        "conflicting content-length values",
-    );
-    bad_request(
-        post("Content-Length: 5, 6\r\n", "hello!"),
-        "conflicting content-length values",
-    );
-    bad_request(
-        post("Content-Length: 5\r\nContent-Length: 5, 50\r\n", "hello"),
-        "conflicting content-length values",
-    );
+    bad_request(post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"), "conflicting content-length values");
+    bad_request(post("Content-Length: 5, 6\r\n", "hello!"), "conflicting content-length values");
+    bad_request(post("Content-Length: 5\r\nContent-Length: 5, 50\r\n", "hello"), "conflicting content-length values");
 }
 
 #[test]
@@ -255,10 +181,7 @@ fn malformed_content_lengths_are_400() {
         "18446744073709551616",
         "99999999999999999999999999",
     ] {
-        bad_request(
-            post(&format!("Content-Length: {cl}\r\n"), "hello"),
-            "invalid content-length",
-        );
+        bad_request(post(&format!("Content-Length: {cl}\r\n"), "hello"), "invalid content-length");
     }
 }
 
@@ -284,16 +207,10 @@ fn repeated_equal_content_lengths_become_one() {
 fn a_huge_content_length_is_streamed_as_is() {
     Playbook::new(no_hooks())
         .ignore_pauses()
-        .recv(
-            CLIENT,
-            post("Content-Length: 18446744073709551615\r\n", "abc"),
-        )
+        .recv(CLIENT, post("Content-Length: 18446744073709551615\r\n", "abc"))
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 18446744073709551615\r\n\r\nabc",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 18446744073709551615\r\n\r\nabc"))
         .run_split();
 }
 
@@ -303,18 +220,12 @@ fn bytes_after_a_content_length_body_are_the_next_request() {
     // request of its own, raised as its own flow once the first is answered.
     Playbook::new(with_hooks([HookKind::Request]))
         .ignore_pauses()
-        .recv(
-            CLIENT,
-            post("Content-Length: 5\r\n", &format!("hello{SMUGGLED}")),
-        )
+        .recv(CLIENT, post("Content-Length: 5\r\n", &format!("hello{SMUGGLED}")))
         .expect(open(S1, "a.test:80"))
         .expect(hook(F1, HookKind::Request))
         .reply(F1, HookReply::Continue)
         .opened(S1)
-        .expect(send(
-            S1,
-            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello",
-        ))
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"))
         .recv(S1, "HTTP/1.1 204 No Content\r\n\r\n")
         .expect(send(CLIENT, "HTTP/1.1 204 No Content\r\n\r\n"))
         .expect(hook(F2, HookKind::Request).inspect(|f| assert_eq!(f.request.path, "/smuggled")))
@@ -356,15 +267,7 @@ fn chunk_refused_after(bad: &str, passed: &str, message: &str) {
         .expect(send(S1, "5\r\nhello\r\n"))
         .recv(CLIENT, format!("{bad}0\r\n\r\n{SMUGGLED}"))
         .expect(log(message))
-        .expect(send(
-            CLIENT,
-            proxy_error(
-                400,
-                "Bad Request",
-                &format!("bad request body: {message}"),
-                true,
-            ),
-        ));
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", &format!("bad request body: {message}"), true)));
     if !passed.is_empty() {
         playbook = playbook.expect(send(S1, passed));
     }
@@ -451,22 +354,10 @@ fn bare_lf_heads_leave_with_crlf() {
 
 #[test]
 fn bare_cr_is_400() {
-    bad_request(
-        "GET http://a.test/ HTTP/1.1\rHost: a.test\r\n\r\n",
-        "malformed request line",
-    );
-    bad_request(
-        "GET http://a.test/\r HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        "malformed request line",
-    );
-    bad_request(
-        "GET http://a.test/ HTTP/1.1\r\nHost: a.test\rX: y\r\n\r\n",
-        "invalid character in header value",
-    );
-    bad_request(
-        "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\rX: y\r\n\r\n",
-        "malformed header field",
-    );
+    bad_request("GET http://a.test/ HTTP/1.1\rHost: a.test\r\n\r\n", "malformed request line");
+    bad_request("GET http://a.test/\r HTTP/1.1\r\nHost: a.test\r\n\r\n", "malformed request line");
+    bad_request("GET http://a.test/ HTTP/1.1\r\nHost: a.test\rX: y\r\n\r\n", "invalid character in header value");
+    bad_request("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\rX: y\r\n\r\n", "malformed header field");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,37 +378,19 @@ fn absolute_form_wins_over_host() {
 
 #[test]
 fn absolute_form_without_host_gets_one() {
-    forwarded(
-        "GET http://a.test/ HTTP/1.1\r\nX: 1\r\n\r\n",
-        "GET / HTTP/1.1\r\nX: 1\r\nhost: a.test\r\n\r\n",
-    )
-    .run_split();
+    forwarded("GET http://a.test/ HTTP/1.1\r\nX: 1\r\n\r\n", "GET / HTTP/1.1\r\nX: 1\r\nhost: a.test\r\n\r\n")
+        .run_split();
 }
 
 #[test]
 fn two_hosts_are_400() {
-    bad_request(
-        "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
-        "more than one host header",
-    );
-    bad_request(
-        "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n",
-        "more than one host header",
-    );
+    bad_request("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "more than one host header");
+    bad_request("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n", "more than one host header");
 }
 
 #[test]
 fn invalid_hosts_are_400() {
-    for host in [
-        "",
-        "a.test, b.test",
-        "a.test:80:80",
-        "u@b.test",
-        "b.test/x",
-        "a b",
-        "a.test:",
-        "a.test:99999",
-    ] {
+    for host in ["", "a.test, b.test", "a.test:80:80", "u@b.test", "b.test/x", "a b", "a.test:", "a.test:99999"] {
         let request = format!("GET http://a.test/ HTTP/1.1\r\nHost: {host}\r\n\r\n");
         bad_request(request, "invalid host header");
     }
@@ -526,44 +399,19 @@ fn invalid_hosts_are_400() {
 #[test]
 fn ambiguous_authorities_are_400() {
     for (target, message) in [
-        (
-            "http://a.test:80:80/",
-            "invalid host in request target \"http://a.test:80:80/\"",
-        ),
-        (
-            "http://a.test@b.test/",
-            "user information in the request target is not allowed",
-        ),
-        (
-            "http://a.test\\@b.test/",
-            "user information in the request target is not allowed",
-        ),
-        (
-            "http://a.test\\b.test/",
-            "invalid host in request target \"http://a.test\\\\b.test/\"",
-        ),
-        (
-            "http://a.test%2fb/",
-            "invalid host in request target \"http://a.test%2fb/\"",
-        ),
+        ("http://a.test:80:80/", "invalid host in request target \"http://a.test:80:80/\""),
+        ("http://a.test@b.test/", "user information in the request target is not allowed"),
+        ("http://a.test\\@b.test/", "user information in the request target is not allowed"),
+        ("http://a.test\\b.test/", "invalid host in request target \"http://a.test\\\\b.test/\""),
+        ("http://a.test%2fb/", "invalid host in request target \"http://a.test%2fb/\""),
     ] {
-        bad_request(
-            format!("GET {target} HTTP/1.1\r\nHost: a.test\r\n\r\n"),
-            message,
-        );
+        bad_request(format!("GET {target} HTTP/1.1\r\nHost: a.test\r\n\r\n"), message);
     }
 }
 
 fn reverse() -> Config {
     let target = ServerAddr::new("origin.test", 8080);
-    Config {
-        mode: Mode::Reverse {
-            scheme: Scheme::Http,
-            target,
-            client_tls: false,
-        },
-        ..no_hooks()
-    }
+    Config { mode: Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }, ..no_hooks() }
 }
 
 #[test]
@@ -571,10 +419,7 @@ fn origin_form_without_host_is_400() {
     // RFC 9112 section 3.2: an HTTP/1.1 request names its host, or is refused.
     Playbook::new(reverse())
         .recv(CLIENT, "GET / HTTP/1.1\r\nX: 1\r\n\r\n")
-        .expect(send(
-            CLIENT,
-            proxy_error(400, "Bad Request", "missing host header", true),
-        ))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "missing host header", true)))
         .expect(half_close(CLIENT))
         .run_split();
     // HTTP/1.0 had no Host: the reverse proxy names its origin.
@@ -582,10 +427,7 @@ fn origin_form_without_host_is_400() {
         .recv(CLIENT, "GET / HTTP/1.0\r\nX: 1\r\n\r\n")
         .expect(open(S1, "origin.test:8080"))
         .opened(S1)
-        .expect(send(
-            S1,
-            "GET / HTTP/1.1\r\nX: 1\r\nhost: origin.test:8080\r\n\r\n",
-        ))
+        .expect(send(S1, "GET / HTTP/1.1\r\nX: 1\r\nhost: origin.test:8080\r\n\r\n"))
         .run_split();
 }
 
@@ -642,16 +484,9 @@ fn http10_response_with_transfer_encoding_reads_until_close() {
 
 #[test]
 fn response_content_lengths_become_one() {
-    for fields in [
-        "Content-Length: 2, 2\r\n",
-        "Content-Length: 2\r\nContent-Length: 2\r\n",
-        "Content-Length: 02\r\n",
-    ] {
-        answered(
-            &format!("HTTP/1.1 200 OK\r\n{fields}\r\nhi"),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
-        )
-        .run_split();
+    for fields in ["Content-Length: 2, 2\r\n", "Content-Length: 2\r\nContent-Length: 2\r\n", "Content-Length: 02\r\n"] {
+        answered(&format!("HTTP/1.1 200 OK\r\n{fields}\r\nhi"), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+            .run_split();
     }
 }
 
@@ -669,10 +504,7 @@ fn head_response_lengths_are_canonical() {
             .opened(S1)
             .expect(send(S1, "HEAD / HTTP/1.1\r\nHost: a.test\r\n\r\n"))
             .recv(S1, format!("HTTP/1.1 200 OK\r\n{fields}X: 1\r\n\r\n"))
-            .expect(send(
-                CLIENT,
-                format!("HTTP/1.1 200 OK\r\n{want}X: 1\r\n\r\n"),
-            ))
+            .expect(send(CLIENT, format!("HTTP/1.1 200 OK\r\n{want}X: 1\r\n\r\n")))
             .run_split();
     }
 }
@@ -689,12 +521,7 @@ fn bad_gateway(response: &str, message: &str) {
         .expect(close(S1))
         .expect(send(
             CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                &format!("a.test:80: invalid response: {message}"),
-                false,
-            ),
+            proxy_error(502, "Bad Gateway", &format!("a.test:80: invalid response: {message}"), false),
         ))
         .run_split();
 }
@@ -703,36 +530,17 @@ fn bad_gateway(response: &str, message: &str) {
 fn ambiguous_response_heads_are_502() {
     let two = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi";
     bad_gateway(two, "conflicting content-length values");
-    bad_gateway(
-        "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
-        "invalid content-length",
-    );
-    bad_gateway(
-        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhi",
-        "invalid content-length",
-    );
-    bad_gateway(
-        "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nhi",
-        "malformed header field",
-    );
-    bad_gateway(
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
-        "obsolete line folding in header",
-    );
-    bad_gateway(
-        "HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n",
-        "invalid character in header value",
-    );
+    bad_gateway("HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi", "invalid content-length");
+    bad_gateway("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhi", "invalid content-length");
+    bad_gateway("HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nhi", "malformed header field");
+    bad_gateway("HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", "obsolete line folding in header");
+    bad_gateway("HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", "invalid character in header value");
     bad_gateway("HTTP/1.1 200 OK\rX: 1\r\n\r\n", "malformed status line");
 }
 
 #[test]
 fn bare_lf_response_heads_leave_with_crlf() {
-    answered(
-        "HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
-        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
-    )
-    .run_split();
+    answered("HTTP/1.1 200 OK\nContent-Length: 2\n\nhi", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").run_split();
 }
 
 #[test]
@@ -815,10 +623,7 @@ fn a_bodiless_request_leaves_with_a_true_length() {
         .update(F1, |f| f.request.headers.insert("Content-Length", "5"))
         .expect(open(S1, "a.test:80"))
         .opened(S1)
-        .expect(send(
-            S1,
-            "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n",
-        ))
+        .expect(send(S1, "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n"))
         .run();
 }
 
@@ -826,33 +631,21 @@ fn a_bodiless_request_leaves_with_a_true_length() {
 fn a_fragment_in_the_target_is_400() {
     // `http://a.te#st/` once left an empty origin-form target: `POST  HTTP/1.1` upstream.
     for target in ["http://a.te#st/", "http://a.test/#x", "http://a.test/p?q#f"] {
-        bad_request(
-            format!("POST {target} HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
-            "fragment in the request target",
-        );
+        bad_request(format!("POST {target} HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), "fragment in the request target");
     }
     Playbook::new(reverse())
         .recv(CLIENT, "GET /p#f HTTP/1.1\r\nHost: origin.test\r\n\r\n")
-        .expect(send(
-            CLIENT,
-            proxy_error(400, "Bad Request", "fragment in the request target", true),
-        ))
+        .expect(send(CLIENT, proxy_error(400, "Bad Request", "fragment in the request target", true)))
         .expect(half_close(CLIENT))
         .run_split();
 }
 
 #[test]
 fn interim_responses_carry_no_length() {
-    answered(
-        "HTTP/1.1 100 Continue\r\nContent-Length: 1\r\nX: 1\r\n\r\n",
-        "HTTP/1.1 100 Continue\r\nX: 1\r\n\r\n",
-    )
-    .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
-    .expect(send(
-        CLIENT,
-        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
-    ))
-    .run_split();
+    answered("HTTP/1.1 100 Continue\r\nContent-Length: 1\r\nX: 1\r\n\r\n", "HTTP/1.1 100 Continue\r\nX: 1\r\n\r\n")
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        .expect(send(CLIENT, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"))
+        .run_split();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -876,10 +669,7 @@ fn malformed_request_lines_are_400() {
         "GET http://a.test/\x00 HTTP/1.1",
         "GET http://a.test/\x7f HTTP/1.1",
     ] {
-        bad_request(
-            format!("{line}\r\nHost: a.test\r\n\r\n"),
-            "malformed request line",
-        );
+        bad_request(format!("{line}\r\nHost: a.test\r\n\r\n"), "malformed request line");
     }
 }
 
@@ -888,12 +678,7 @@ fn other_http_versions_are_refused() {
     // `HTTP/01.1` is outside the grammar (one digit each side); refused all the same.
     for version in ["HTTP/1.2", "HTTP/2.0", "HTTP/0.9", "HTTP/3.0", "HTTP/01.1"] {
         let request = format!("GET http://a.test/ {version}\r\nHost: a.test\r\n\r\n");
-        refused(
-            request,
-            505,
-            "HTTP Version Not Supported",
-            "unsupported HTTP version",
-        );
+        refused(request, 505, "HTTP Version Not Supported", "unsupported HTTP version");
     }
 }
 

@@ -14,31 +14,18 @@ const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test
 const GET: &[u8] = b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
+
 fn origin(w: &World, names: &[&str]) -> Origins {
     let cert = w.origin_ca.leaf(names);
     Box::new(move |_addr| Some(Peer::tls(tls_origin(cert.clone(), &[b"http/1.1"]))))
 }
 
 /// CONNECT, 200, then the client's TLS handshake with SNI `example.test`.
-fn connected(
-    w: &World,
-    config: proxy_core::Config,
-    origins: Origins,
-    client_roots: rustls::RootCertStore,
-) -> Pump {
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+fn connected(w: &World, config: proxy_core::Config, origins: Origins, client_roots: rustls::RootCertStore) -> Pump {
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     pump.run();
     pump.client_sends(CONNECT);
-    assert_eq!(
-        pump.client.received(),
-        b"HTTP/1.1 200 Connection established\r\n\r\n"
-    );
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n");
     let _ = w;
     pump.client_starts_tls(tls_client(client_roots, "example.test", &[b"http/1.1"]));
     pump
@@ -48,30 +35,14 @@ fn connected(
 fn intercepts_a_get_with_a_minted_certificate() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = connected(
-        &w,
-        config,
-        origin(&w, &["example.test"]),
-        w.proxy_ca.roots(),
-    );
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
     let client_tls = pump.client.rustls().unwrap();
-    assert!(
-        !client_tls.is_handshaking(),
-        "client handshake done; logs: {:?}",
-        pump.logs
-    );
-    assert_eq!(
-        client_tls.alpn_protocol(),
-        Some(&b"http/1.1"[..]),
-        "what the client offered"
-    );
+    assert!(!client_tls.is_handshaking(), "client handshake done; logs: {:?}", pump.logs);
+    assert_eq!(client_tls.alpn_protocol(), Some(&b"http/1.1"[..]), "what the client offered");
     pump.client_sends(GET);
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
     assert!(request.starts_with("GET /path HTTP/1.1\r\n"), "{request}");
-    assert!(
-        request.contains("Host: example.test\r\n") || request.contains("host: example.test\r\n"),
-        "{request}"
-    );
+    assert!(request.contains("Host: example.test\r\n") || request.contains("host: example.test\r\n"), "{request}");
     pump.server_sends(S1, RESPONSE);
     let seen = String::from_utf8_lossy(pump.client.received()).to_string();
     assert!(seen.ends_with("\r\n\r\nhello"), "{seen:?}");
@@ -118,22 +89,12 @@ struct Recorded {
 fn recorded_get(start: Instant) -> Recorded {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origin(&w, &["example.test"]),
-    )
-    .at(start)
-    .recording();
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["example.test"]))
+        .at(start)
+        .recording();
     pump.run();
     pump.client_sends(CONNECT);
-    pump.client_starts_tls(tls_client(
-        w.proxy_ca.roots(),
-        "example.test",
-        &[b"http/1.1"],
-    ));
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "example.test", &[b"http/1.1"]));
     pump.client_sends(GET);
     pump.server_sends(S1, RESPONSE);
     Recorded {
@@ -147,32 +108,14 @@ fn recorded_get(start: Instant) -> Recorded {
 fn the_same_tls_scenario_puts_the_same_bytes_on_the_wire() {
     let start = Instant::now();
     let first = recorded_get(start);
-    assert!(
-        first.client.ends_with(b"\r\n\r\nhello"),
-        "{:?}",
-        String::from_utf8_lossy(&first.client)
-    );
-    assert!(
-        first.origin.starts_with(b"GET /path HTTP/1.1\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&first.origin)
-    );
+    assert!(first.client.ends_with(b"\r\n\r\nhello"), "{:?}", String::from_utf8_lossy(&first.client));
+    assert!(first.origin.starts_with(b"GET /path HTTP/1.1\r\n"), "{:?}", String::from_utf8_lossy(&first.origin));
     // The bytes compared are ciphertext: records of application data went both ways, and the
     // body, which the client decrypted, never crossed the core in clear.
-    let wire: Vec<&String> = first
-        .transcript
-        .iter()
-        .filter(|l| l.contains("SendData") || l.contains("DataReceived"))
-        .collect();
-    let records = |conn: &str| {
-        wire.iter()
-            .filter(|l| l.contains(conn) && l.contains(r#"data: b"\x17\x03\x03"#))
-            .count()
-    };
-    assert!(
-        records("ConnId(0)") >= 2 && records("ConnId(1)") >= 2,
-        "{wire:#?}"
-    );
+    let wire: Vec<&String> =
+        first.transcript.iter().filter(|l| l.contains("SendData") || l.contains("DataReceived")).collect();
+    let records = |conn: &str| wire.iter().filter(|l| l.contains(conn) && l.contains(r#"data: b"\x17\x03\x03"#)).count();
+    assert!(records("ConnId(0)") >= 2 && records("ConnId(1)") >= 2, "{wire:#?}");
     assert!(!wire.iter().any(|l| l.contains("hello")), "{wire:#?}");
 
     let second = recorded_get(start);
@@ -192,12 +135,7 @@ fn the_same_tls_scenario_puts_the_same_bytes_on_the_wire() {
 fn a_second_request_reuses_the_intercepted_upstream() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = connected(
-        &w,
-        config,
-        origin(&w, &["example.test"]),
-        w.proxy_ca.roots(),
-    );
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
     pump.client_sends(GET);
     pump.server_sends(S1, RESPONSE);
     pump.client_sends(GET);
@@ -211,27 +149,15 @@ fn a_second_request_reuses_the_intercepted_upstream() {
 fn upstream_name_mismatch_is_a_502_naming_the_cause() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = connected(
-        &w,
-        config,
-        origin(&w, &["wrong.example"]),
-        w.proxy_ca.roots(),
-    );
-    assert!(
-        !pump.client.rustls().unwrap().is_handshaking(),
-        "the client's handshake still completes"
-    );
+    let mut pump = connected(&w, config, origin(&w, &["wrong.example"]), w.proxy_ca.roots());
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "the client's handshake still completes");
     pump.client_sends(GET);
     let seen = String::from_utf8_lossy(pump.client.received()).to_string();
     assert!(seen.starts_with("HTTP/1.1 502 "), "{seen}");
     assert!(seen.contains("example.test:443"), "{seen}");
     assert!(seen.contains("name mismatch"), "{seen}");
     assert!(pump.hook_kinds().contains(&HookKind::TlsFailed));
-    assert_eq!(
-        pump.servers.len(),
-        1,
-        "the failed upstream is not contacted again"
-    );
+    assert_eq!(pump.servers.len(), 1, "the failed upstream is not contacted again");
 }
 
 #[test]
@@ -251,25 +177,14 @@ fn unknown_upstream_issuer_is_a_502() {
 #[test]
 fn ignore_hosts_passes_the_handshake_through() {
     let w = world();
-    let config = tls_proxy(
-        w.issuer.clone(),
-        w.origin_ca.roots(),
-        &[r"^example\.test:443$"],
-    );
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[r"^example\.test:443$"]);
     let cert = w.origin_ca.leaf(&["example.test"]);
     // Passthrough: the origin terminates the client's TLS itself, and the client trusts it.
-    let origins: Origins = Box::new(move |_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    });
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
     let mut pump = connected(&w, config, origins, w.origin_ca.roots());
     let hello = pump.server(S1).received().to_vec();
     assert_eq!(hello[0], 0x16, "the raw ClientHello reached the server");
-    assert!(
-        w.issuer.requests.lock().unwrap().is_empty(),
-        "nothing minted"
-    );
+    assert!(w.issuer.requests.lock().unwrap().is_empty(), "nothing minted");
     assert!(!pump.hook_kinds().contains(&HookKind::TlsClientHello));
     // A real origin answers the raw bytes, and the client's handshake completes with it.
     let mut origin = Peer::tls(tls_origin(cert.clone(), &[]));
@@ -278,11 +193,7 @@ fn ignore_hosts_passes_the_handshake_through() {
     pump.server_sends(S1, b"");
     let client = pump.client.rustls().unwrap();
     assert!(!client.is_handshaking(), "{:?}", pump.client.error());
-    assert_eq!(
-        client.peer_certificates().unwrap()[0],
-        cert.0,
-        "the origin's own certificate"
-    );
+    assert_eq!(client.peer_certificates().unwrap()[0], cert.0, "the origin's own certificate");
     pump.client_sends(GET);
     assert_eq!(pump.server(S1).received(), GET);
 }
@@ -291,19 +202,8 @@ fn ignore_hosts_passes_the_handshake_through() {
 fn the_clienthello_hook_can_choose_passthrough() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let origins: Origins = Box::new(move |_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    });
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    )
-    .replies(|hook| match hook {
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins).replies(|hook| match hook {
         Hook::TlsClientHello { .. } => HookReply::Passthrough,
         _ => HookReply::Continue,
     });
@@ -318,18 +218,8 @@ fn the_clienthello_hook_can_choose_passthrough() {
 fn plain_http_inside_a_connect_is_proxied() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let origins: Origins = Box::new(move |_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    });
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     pump.run();
     pump.client_sends(b"CONNECT example.test:80 HTTP/1.1\r\n\r\n");
     pump.client_sends(b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
@@ -348,18 +238,8 @@ fn plain_http_inside_a_connect_is_proxied() {
 fn other_protocols_inside_a_connect_are_tunnelled() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let origins: Origins = Box::new(move |_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    });
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     pump.run();
     pump.client_sends(b"CONNECT example.test:22 HTTP/1.1\r\n\r\n");
     pump.client_sends(b"SSH-2.0-OpenSSH_9.2\r\n");
@@ -372,18 +252,8 @@ fn other_protocols_inside_a_connect_are_tunnelled() {
 fn a_server_that_speaks_first_gets_a_tunnel() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let origins: Origins = Box::new(move |_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    });
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     pump.run();
     pump.client_sends(b"CONNECT mail.test:25 HTTP/1.1\r\n\r\n");
     pump.server_sends(S1, b"220 mail.test ESMTP\r\n");
@@ -397,19 +267,8 @@ fn a_client_that_rejects_the_minted_certificate_is_closed_and_reported() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
     // The client trusts only the origin's CA, so the proxy's certificate is unknown to it.
-    let pump = connected(
-        &w,
-        config,
-        origin(&w, &["example.test"]),
-        w.origin_ca.roots(),
-    );
-    assert!(
-        pump.client
-            .error()
-            .is_some_and(|e| e.contains("UnknownIssuer")),
-        "{:?}",
-        pump.client.error()
-    );
+    let pump = connected(&w, config, origin(&w, &["example.test"]), w.origin_ca.roots());
+    assert!(pump.client.error().is_some_and(|e| e.contains("UnknownIssuer")), "{:?}", pump.client.error());
     let failed = pump.hooks.iter().find_map(|h| match h {
         Hook::TlsFailed(f) => Some(f.clone()),
         _ => None,
@@ -417,13 +276,7 @@ fn a_client_that_rejects_the_minted_certificate_is_closed_and_reported() {
     let failed = failed.expect("tls_failed raised");
     assert_eq!(failed.peer, TlsPeer::Client);
     assert!(pump.closed.contains(&ConnId::CLIENT));
-    assert!(
-        pump.logs
-            .iter()
-            .any(|l| l.contains("TLS handshake with client")),
-        "{:?}",
-        pump.logs
-    );
+    assert!(pump.logs.iter().any(|l| l.contains("TLS handshake with client")), "{:?}", pump.logs);
 }
 
 #[test]
@@ -432,22 +285,11 @@ fn a_client_without_sni_gets_a_certificate_for_the_ip() {
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
     let cert = w.origin_ca.leaf(&["127.0.0.1"]);
     let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[]))));
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     pump.run();
     pump.client_sends(b"CONNECT 127.0.0.1:8443 HTTP/1.1\r\n\r\n");
     pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "127.0.0.1", &[]));
-    assert!(
-        !pump.client.rustls().unwrap().is_handshaking(),
-        "{:?} {:?}",
-        pump.client.error(),
-        pump.logs
-    );
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "{:?} {:?}", pump.client.error(), pump.logs);
     let requests = w.issuer.requests.lock().unwrap();
     assert_eq!(requests[0].server_name, None);
     assert_eq!(requests[0].target_host, "127.0.0.1");
@@ -456,49 +298,23 @@ fn a_client_without_sni_gets_a_certificate_for_the_ip() {
 fn reverse_config(w: &World, scheme: proxy_core::Scheme, client_tls: bool) -> proxy_core::Config {
     let target = proxy_core::ServerAddr::new("origin.test", 8443);
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    proxy_core::Config {
-        mode: proxy_core::Mode::Reverse {
-            scheme,
-            target,
-            client_tls,
-        },
-        ..config
-    }
+    proxy_core::Config { mode: proxy_core::Mode::Reverse { scheme, target, client_tls }, ..config }
 }
 
 #[test]
 fn reverse_mode_terminates_client_tls_and_speaks_tls_upstream() {
     let w = world();
     let config = reverse_config(&w, proxy_core::Scheme::Https, true);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origin(&w, &["origin.test"]),
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["origin.test"]));
     pump.run();
     pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "proxy.test", &[b"http/1.1"]));
-    assert!(
-        !pump.client.rustls().unwrap().is_handshaking(),
-        "{:?} {:?}",
-        pump.client.error(),
-        pump.logs
-    );
-    assert!(
-        pump.servers.is_empty(),
-        "no upstream before the first request"
-    );
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "{:?} {:?}", pump.client.error(), pump.logs);
+    assert!(pump.servers.is_empty(), "no upstream before the first request");
     pump.client_sends(b"GET /r HTTP/1.1\r\nHost: proxy.test\r\n\r\n");
     assert_eq!(pump.addrs[&S1].to_string(), "origin.test:8443");
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
     assert!(request.starts_with("GET /r HTTP/1.1\r\n"), "{request}");
-    assert!(
-        request
-            .to_ascii_lowercase()
-            .contains("host: origin.test:8443\r\n"),
-        "Host is the upstream's: {request}"
-    );
+    assert!(request.to_ascii_lowercase().contains("host: origin.test:8443\r\n"), "Host is the upstream's: {request}");
     pump.server_sends(S1, RESPONSE);
     assert!(pump.client.received().ends_with(b"hello"));
     let requests = w.issuer.requests.lock().unwrap();
@@ -509,43 +325,22 @@ fn reverse_mode_terminates_client_tls_and_speaks_tls_upstream() {
 fn a_reverse_tls_listener_serves_every_request_from_its_upstream() {
     let w = world();
     let config = reverse_config(&w, proxy_core::Scheme::Https, true);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origin(&w, &["origin.test"]),
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["origin.test"]));
     pump.run();
-    pump.client_starts_tls(tls_client(
-        w.proxy_ca.roots(),
-        "internal.test",
-        &[b"http/1.1"],
-    ));
-    assert!(
-        !pump.client.rustls().unwrap().is_handshaking(),
-        "{:?} {:?}",
-        pump.client.error(),
-        pump.logs
-    );
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "internal.test", &[b"http/1.1"]));
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "{:?} {:?}", pump.client.error(), pump.logs);
     // Neither the SNI, nor an absolute-form target, nor Host picks the server.
     pump.client_sends(b"GET http://127.0.0.1:9999/abs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n");
     let addrs: Vec<String> = pump.addrs.values().map(ToString::to_string).collect();
     assert_eq!(addrs, ["origin.test:8443"], "logs: {:?}", pump.logs);
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
-    assert!(
-        request.starts_with("GET /abs HTTP/1.1\r\nHost: origin.test:8443\r\n"),
-        "{request}"
-    );
+    assert!(request.starts_with("GET /abs HTTP/1.1\r\nHost: origin.test:8443\r\n"), "{request}");
     pump.server_sends(S1, RESPONSE);
     assert!(pump.client.received().ends_with(b"hello"));
     // A CONNECT inside the TLS connection (a client taking us for an HTTPS proxy) is refused.
     pump.client_sends(b"CONNECT 127.0.0.1:9999 HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n");
     let answer = String::from_utf8_lossy(pump.client.received()).to_string();
-    assert!(
-        answer.contains("HTTP/1.1 405 Method Not Allowed\r\n"),
-        "{answer}"
-    );
+    assert!(answer.contains("HTTP/1.1 405 Method Not Allowed\r\n"), "{answer}");
     assert_eq!(pump.addrs.len(), 1, "opened {:?}", pump.addrs);
 }
 
@@ -553,13 +348,7 @@ fn a_reverse_tls_listener_serves_every_request_from_its_upstream() {
 fn reverse_mode_without_client_tls() {
     let w = world();
     let config = reverse_config(&w, proxy_core::Scheme::Https, false);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origin(&w, &["origin.test"]),
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["origin.test"]));
     pump.run();
     pump.client_sends(b"GET /plain HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n");
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
@@ -572,13 +361,7 @@ fn reverse_mode_without_client_tls() {
 fn https_urls_in_absolute_form_are_fetched_over_tls() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origin(&w, &["example.test"]),
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["example.test"]));
     pump.run();
     pump.client_sends(b"GET https://example.test/abs HTTP/1.1\r\nHost: example.test\r\n\r\n");
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
@@ -591,30 +374,12 @@ fn https_urls_in_absolute_form_are_fetched_over_tls() {
 #[test]
 fn reverse_client_tls_without_a_tls_configuration_closes_with_a_reason() {
     let target = proxy_core::ServerAddr::new("origin.test", 443);
-    let mode = proxy_core::Mode::Reverse {
-        scheme: proxy_core::Scheme::Https,
-        target,
-        client_tls: true,
-    };
-    let config = proxy_core::Config {
-        mode,
-        tls: None,
-        ..proxy_core::Config::default()
-    };
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    );
+    let mode = proxy_core::Mode::Reverse { scheme: proxy_core::Scheme::Https, target, client_tls: true };
+    let config = proxy_core::Config { mode, tls: None, ..proxy_core::Config::default() };
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     pump.run();
     assert!(pump.closed.contains(&ConnId::CLIENT));
-    assert!(
-        pump.logs.iter().any(|l| l.contains("needs Config::tls")),
-        "{:?}",
-        pump.logs
-    );
+    assert!(pump.logs.iter().any(|l| l.contains("needs Config::tls")), "{:?}", pump.logs);
     assert!(pump.core.is_closed());
 }
 
@@ -622,13 +387,7 @@ fn reverse_client_tls_without_a_tls_configuration_closes_with_a_reason() {
 fn a_client_that_hangs_up_mid_handshake_is_reported() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origin(&w, &["example.test"]),
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origin(&w, &["example.test"]));
     pump.run();
     pump.client_sends(CONNECT);
     // The ClientHello goes in as raw bytes; the client never answers the proxy's flight.
@@ -636,10 +395,7 @@ fn a_client_that_hangs_up_mid_handshake_is_reported() {
     let mut hello = Vec::new();
     client.write_tls(&mut hello).unwrap();
     pump.client_sends(&hello);
-    assert!(
-        pump.client.received().len() > 100,
-        "the proxy sent its handshake flight"
-    );
+    assert!(pump.client.received().len() > 100, "the proxy sent its handshake flight");
     pump.closes(ConnId::CLIENT);
     let failed = pump.hooks.iter().find_map(|h| match h {
         Hook::TlsFailed(f) => Some(f.clone()),
@@ -647,18 +403,8 @@ fn a_client_that_hangs_up_mid_handshake_is_reported() {
     });
     let failed = failed.expect("tls_failed raised");
     assert_eq!(failed.peer, TlsPeer::Client);
-    assert!(
-        failed
-            .error
-            .contains("closed the connection during the handshake"),
-        "{}",
-        failed.error
-    );
-    assert!(
-        pump.core.is_closed(),
-        "everything closed: {:?}",
-        pump.closed
-    );
+    assert!(failed.error.contains("closed the connection during the handshake"), "{}", failed.error);
+    assert!(pump.core.is_closed(), "everything closed: {:?}", pump.closed);
 }
 
 #[test]
@@ -667,12 +413,7 @@ fn a_client_gone_after_its_close_notify_aborts_the_download() {
     // fails: the last is news, and ends the flow rather than reading the server to the end.
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = connected(
-        &w,
-        config,
-        origin(&w, &["example.test"]),
-        w.proxy_ca.roots(),
-    );
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
     pump.client_sends(GET);
     pump.server_sends(S1, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nabc");
     if let Peer::Tls { tls, .. } = &mut pump.client {
@@ -681,11 +422,7 @@ fn a_client_gone_after_its_close_notify_aborts_the_download() {
     pump.client_sends(b"");
     // The TCP end that goes with the close_notify.
     pump.closes(ConnId::CLIENT);
-    assert!(
-        !pump.hook_kinds().contains(&HookKind::Error),
-        "{:?}",
-        pump.hook_kinds()
-    );
+    assert!(!pump.hook_kinds().contains(&HookKind::Error), "{:?}", pump.hook_kinds());
     pump.server_sends(S1, b"def");
     // A write failed: the client is gone.
     pump.closes(ConnId::CLIENT);
@@ -698,11 +435,7 @@ fn a_client_gone_after_its_close_notify_aborts_the_download() {
         })
         .collect();
     assert_eq!(errors, ["client disconnected"]);
-    assert!(
-        pump.closed.contains(&S1),
-        "the server connection stays open: {:?}",
-        pump.closed
-    );
+    assert!(pump.closed.contains(&S1), "the server connection stays open: {:?}", pump.closed);
 }
 
 /// The protocol the client ends up with when it offers `client` and the origin accepts
@@ -713,69 +446,35 @@ fn negotiated(client: &[&[u8]], origin: &'static [&'static [u8]], http2: bool) -
     config.http2 = http2;
     let cert = w.origin_ca.leaf(&["example.test"]);
     let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), origin))));
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     pump.run();
     pump.client_sends(CONNECT);
     pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "example.test", client));
     let tls = pump.client.rustls().unwrap();
-    assert!(
-        !tls.is_handshaking(),
-        "client handshake done; logs: {:?}",
-        pump.logs
-    );
+    assert!(!tls.is_handshaking(), "client handshake done; logs: {:?}", pump.logs);
     tls.alpn_protocol().map(<[u8]>::to_vec)
 }
 
 #[test]
 fn the_client_gets_the_protocol_the_server_chose_when_it_offered_it() {
     const BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
-    assert_eq!(
-        negotiated(BOTH, &[b"http/1.1"], true).as_deref(),
-        Some(&b"http/1.1"[..]),
-        "an HTTP/1.1 server"
-    );
-    assert_eq!(
-        negotiated(BOTH, &[b"h2", b"http/1.1"], true).as_deref(),
-        Some(&b"h2"[..]),
-        "an HTTP/2 server"
-    );
+    assert_eq!(negotiated(BOTH, &[b"http/1.1"], true).as_deref(), Some(&b"http/1.1"[..]), "an HTTP/1.1 server");
+    assert_eq!(negotiated(BOTH, &[b"h2", b"http/1.1"], true).as_deref(), Some(&b"h2"[..]), "an HTTP/2 server");
     // No ALPN from the server means HTTP/1.1.
-    assert_eq!(
-        negotiated(BOTH, &[], true).as_deref(),
-        Some(&b"http/1.1"[..]),
-        "a server without ALPN"
-    );
+    assert_eq!(negotiated(BOTH, &[], true).as_deref(), Some(&b"http/1.1"[..]), "a server without ALPN");
     // The client's own order of preference does not override the server's choice.
     let h1_first: &[&[u8]] = &[b"http/1.1", b"h2"];
-    assert_eq!(
-        negotiated(h1_first, &[b"h2"], true).as_deref(),
-        Some(&b"h2"[..])
-    );
+    assert_eq!(negotiated(h1_first, &[b"h2"], true).as_deref(), Some(&b"h2"[..]));
 }
 
 #[test]
 fn the_client_gets_its_best_offer_when_the_server_chose_something_else() {
     // An HTTP/2-only client (gRPC) to an HTTP/1.1 server: the HTTP layer translates.
-    assert_eq!(
-        negotiated(&[b"h2"], &[b"http/1.1"], true).as_deref(),
-        Some(&b"h2"[..])
-    );
+    assert_eq!(negotiated(&[b"h2"], &[b"http/1.1"], true).as_deref(), Some(&b"h2"[..]));
     // An HTTP/1.1-only client to an HTTP/2 server: likewise.
-    assert_eq!(
-        negotiated(&[b"http/1.1"], &[b"h2"], true).as_deref(),
-        Some(&b"http/1.1"[..])
-    );
+    assert_eq!(negotiated(&[b"http/1.1"], &[b"h2"], true).as_deref(), Some(&b"http/1.1"[..]));
     // With HTTP/2 off, h2 is neither offered to the server nor given to the client.
-    assert_eq!(
-        negotiated(&[b"h2", b"http/1.1"], &[b"h2", b"http/1.1"], false).as_deref(),
-        Some(&b"http/1.1"[..])
-    );
+    assert_eq!(negotiated(&[b"h2", b"http/1.1"], &[b"h2", b"http/1.1"], false).as_deref(), Some(&b"http/1.1"[..]));
     // A client that offers no ALPN gets none.
     assert_eq!(negotiated(&[], &[b"h2", b"http/1.1"], true), None);
 }
@@ -792,74 +491,30 @@ fn a_secure_web_proxy_client_and_tls_inside_its_connect() {
     pump.run();
     pump.client_sends(b"");
     let outer = pump.client.rustls().expect("TLS");
-    assert!(
-        !outer.is_handshaking(),
-        "the proxy's own handshake; logs {:?}",
-        pump.logs
-    );
+    assert!(!outer.is_handshaking(), "the proxy's own handshake; logs {:?}", pump.logs);
     assert_eq!(outer.alpn_protocol(), Some(&b"http/1.1"[..]));
     pump.client_sends(CONNECT);
-    assert_eq!(
-        pump.client.received(),
-        b"HTTP/1.1 200 Connection established\r\n\r\n"
-    );
-    pump.client_nests_tls(tls_client(
-        w.proxy_ca.roots(),
-        "example.test",
-        &[b"http/1.1"],
-    ));
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n");
+    pump.client_nests_tls(tls_client(w.proxy_ca.roots(), "example.test", &[b"http/1.1"]));
     let inner = pump.client.rustls().expect("TLS inside");
-    assert!(
-        !inner.is_handshaking(),
-        "the intercepted handshake inside; logs {:?}",
-        pump.logs
-    );
+    assert!(!inner.is_handshaking(), "the intercepted handshake inside; logs {:?}", pump.logs);
     pump.client_sends(GET);
     let request = String::from_utf8_lossy(pump.server(S1).received()).to_string();
     assert!(request.starts_with("GET /path HTTP/1.1\r\n"), "{request}");
     pump.server_sends(S1, RESPONSE);
     let seen = String::from_utf8_lossy(pump.client.received()).to_string();
-    assert!(
-        seen.starts_with("HTTP/1.1 200 OK\r\n") && seen.ends_with("\r\n\r\nhello"),
-        "{seen:?}"
-    );
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n") && seen.ends_with("\r\n\r\nhello"), "{seen:?}");
     // Certificates: one for the proxy's name, one for the origin's.
-    let names: Vec<Option<String>> = w
-        .issuer
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.server_name.clone())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            Some("proxy.test".to_owned()),
-            Some("example.test".to_owned())
-        ]
-    );
+    let names: Vec<Option<String>> = w.issuer.requests.lock().unwrap().iter().map(|r| r.server_name.clone()).collect();
+    assert_eq!(names, [Some("proxy.test".to_owned()), Some("example.test".to_owned())]);
 }
 
 #[test]
 fn a_plain_client_of_an_intercepting_regular_listener_is_unchanged() {
     let w = world();
     let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
-    let mut pump = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| {
-            Some(Peer::Plain {
-                received: Vec::new(),
-            })
-        }),
-    );
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| Some(Peer::Plain { received: Vec::new() })));
     pump.run();
     pump.client_sends(b"GET http://example.test/path HTTP/1.1\r\nHost: example.test\r\n\r\n");
-    assert_eq!(
-        pump.server(S1).received(),
-        b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n"
-    );
+    assert_eq!(pump.server(S1).received(), b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n");
 }

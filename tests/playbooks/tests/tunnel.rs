@@ -105,12 +105,7 @@ fn connect_failed_is_502() {
         .expect(log("cannot connect to a.test:443: connection refused"))
         .expect(send(
             CLIENT,
-            proxy_error(
-                502,
-                "Bad Gateway",
-                "cannot connect to a.test:443: connection refused",
-                false,
-            ),
+            proxy_error(502, "Bad Gateway", "cannot connect to a.test:443: connection refused", false),
         ))
         .run();
 }
@@ -168,28 +163,25 @@ fn upgrade_declined_stays_http() {
 
 #[test]
 fn tunnel_backpressure() {
-    Playbook::new(Config {
-        high_water: 10,
-        ..no_hooks()
-    })
-    .recv(CLIENT, CONNECT_A)
-    .expect(open(S1, "a.test:443"))
-    .opened(S1)
-    // The 200 alone is past the mark: the server is not read until the client drains.
-    .expect(send(CLIENT, ESTABLISHED))
-    .expect(pause(S1))
-    .drained(CLIENT)
-    .expect(resume(S1))
-    .recv(S1, "0123456789")
-    .expect(send(CLIENT, "0123456789"))
-    .recv(S1, "x")
-    .expect(send(CLIENT, "x"))
-    .expect(pause(S1))
-    .recv(CLIENT, "up")
-    .expect(send(S1, "up"))
-    .drained(CLIENT)
-    .expect(resume(S1))
-    .run();
+    Playbook::new(Config { high_water: 10, ..no_hooks() })
+        .recv(CLIENT, CONNECT_A)
+        .expect(open(S1, "a.test:443"))
+        .opened(S1)
+        // The 200 alone is past the mark: the server is not read until the client drains.
+        .expect(send(CLIENT, ESTABLISHED))
+        .expect(pause(S1))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "0123456789")
+        .expect(send(CLIENT, "0123456789"))
+        .recv(S1, "x")
+        .expect(send(CLIENT, "x"))
+        .expect(pause(S1))
+        .recv(CLIENT, "up")
+        .expect(send(S1, "up"))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .run();
 }
 
 #[test]
@@ -216,28 +208,25 @@ fn connect_client_closing_before_the_server_is_up() {
 #[test]
 fn tunnel_backpressure_both_ways() {
     // Both peers read slowly: each direction must pause its sender on its own.
-    Playbook::new(Config {
-        high_water: 10,
-        ..no_hooks()
-    })
-    .recv(CLIENT, CONNECT_A)
-    .expect(open(S1, "a.test:443"))
-    .opened(S1)
-    .expect(send(CLIENT, ESTABLISHED))
-    .expect(pause(S1))
-    .drained(CLIENT)
-    .expect(resume(S1))
-    .recv(S1, "downloading")
-    .expect(send(CLIENT, "downloading"))
-    .expect(pause(S1))
-    .recv(CLIENT, "uploading..")
-    .expect(send(S1, "uploading.."))
-    .expect(pause(CLIENT))
-    // The client drained: the server may be read again, but the client stays paused
-    // until the server drains too.
-    .drained(CLIENT)
-    .expect(resume(S1))
-    .drained(S1)
-    .expect(resume(CLIENT))
-    .run();
+    Playbook::new(Config { high_water: 10, ..no_hooks() })
+        .recv(CLIENT, CONNECT_A)
+        .expect(open(S1, "a.test:443"))
+        .opened(S1)
+        .expect(send(CLIENT, ESTABLISHED))
+        .expect(pause(S1))
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .recv(S1, "downloading")
+        .expect(send(CLIENT, "downloading"))
+        .expect(pause(S1))
+        .recv(CLIENT, "uploading..")
+        .expect(send(S1, "uploading.."))
+        .expect(pause(CLIENT))
+        // The client drained: the server may be read again, but the client stays paused
+        // until the server drains too.
+        .drained(CLIENT)
+        .expect(resume(S1))
+        .drained(S1)
+        .expect(resume(CLIENT))
+        .run();
 }

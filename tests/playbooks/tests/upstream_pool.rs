@@ -11,11 +11,7 @@ const GET_A: &str = "GET http://a.test/one HTTP/1.1\r\nHost: a.test\r\n\r\n";
 const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn sharing() -> Config {
-    Config {
-        share_upstreams: true,
-        hooks: HookSet::NONE,
-        ..Config::default()
-    }
+    Config { share_upstreams: true, hooks: HookSet::NONE, ..Config::default() }
 }
 
 #[test]
@@ -41,10 +37,7 @@ fn a_connection_the_server_will_close_is_not_parked() {
         .expect(reuse(S1, "http://a.test:80"))
         .opened(S1)
         .expect(send(S1, "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n"))
-        .recv(
-            S1,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-        )
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         .expect(send(CLIENT, OK))
         .expect(close(S1))
         .closed(CLIENT)
@@ -71,45 +64,24 @@ fn a_connection_busy_when_the_client_leaves_is_closed() {
 }
 
 fn plain_origin() -> Origins {
-    Box::new(|_| {
-        Some(Peer::Plain {
-            received: Vec::new(),
-        })
-    })
+    Box::new(|_| Some(Peer::Plain { received: Vec::new() }))
 }
 
 #[test]
 fn the_next_client_adopts_the_parked_connection() {
-    let mut first = Pump::new(
-        sharing(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        plain_origin(),
-    );
+    let mut first = Pump::new(sharing(), Peer::Plain { received: Vec::new() }, plain_origin());
     first.run();
     first.client_sends(GET_A.as_bytes());
     first.server_sends(S1, OK.as_bytes());
     first.closes(ConnId::CLIENT);
     assert_eq!(first.parked, [S1]);
     // A second client connection, its own core: the parked connection (and its peer) move to it.
-    let mut second = Pump::new(
-        sharing(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    );
+    let mut second = Pump::new(sharing(), Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     second.pool = std::mem::take(&mut first.pool);
     second.run();
     second.client_sends(b"GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n");
     let received = String::from_utf8_lossy(second.server(S1).received()).into_owned();
-    assert_eq!(
-        received,
-        "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\nGET /two HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        "one connection, both requests; logs {:?}",
-        second.logs
-    );
+    assert_eq!(received, "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\nGET /two HTTP/1.1\r\nHost: a.test\r\n\r\n", "one connection, both requests; logs {:?}", second.logs);
     second.server_sends(S1, OK.as_bytes());
     assert_eq!(second.client.received(), OK.as_bytes());
     // Another destination finds nothing parked: its open fails here (no origin), as any open.
@@ -125,53 +97,24 @@ fn a_parked_tls_connection_goes_on_with_its_session() {
     let w = world();
     let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
     config.share_upstreams = true;
-    config.mode = Mode::Reverse {
-        scheme: Scheme::Https,
-        target: ServerAddr::new("example.test", 443),
-        client_tls: false,
-    };
+    config.mode = Mode::Reverse { scheme: Scheme::Https, target: ServerAddr::new("example.test", 443), client_tls: false };
     let cert = w.origin_ca.leaf(&["example.test"]);
-    let origins: Origins =
-        Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[b"http/1.1"]))));
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[b"http/1.1"]))));
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     first.run();
     first.client_sends(b"GET /one HTTP/1.1\r\nHost: gw.test\r\n\r\n");
     first.server_sends(S1, OK.as_bytes());
-    assert_eq!(
-        first.client.received(),
-        OK.as_bytes(),
-        "logs {:?}",
-        first.logs
-    );
+    assert_eq!(first.client.received(), OK.as_bytes(), "logs {:?}", first.logs);
     first.closes(ConnId::CLIENT);
     assert_eq!(first.parked, [S1], "logs {:?}", first.logs);
-    let mut second = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    );
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     second.pool = std::mem::take(&mut first.pool);
     second.run();
     second.client_sends(b"GET /two HTTP/1.1\r\nHost: gw.test\r\n\r\n");
     let received = String::from_utf8_lossy(second.server(S1).received()).into_owned();
     // The same TLS session carries both requests, one after the other.
-    assert!(
-        received.starts_with("GET /one HTTP/1.1\r\n"),
-        "{received:?}; logs {:?}",
-        second.logs
-    );
-    assert!(
-        received.contains("\r\n\r\nGET /two HTTP/1.1\r\n") && received.ends_with("\r\n\r\n"),
-        "{received:?}"
-    );
+    assert!(received.starts_with("GET /one HTTP/1.1\r\n"), "{received:?}; logs {:?}", second.logs);
+    assert!(received.contains("\r\n\r\nGET /two HTTP/1.1\r\n") && received.ends_with("\r\n\r\n"), "{received:?}");
     second.server_sends(S1, OK.as_bytes());
     assert_eq!(second.client.received(), OK.as_bytes());
 }
@@ -179,18 +122,9 @@ fn a_parked_tls_connection_goes_on_with_its_session() {
 #[test]
 fn a_parked_http2_connection_takes_the_next_clients_streams() {
     use playbooks::h2::H2Peer;
-    let config = Config {
-        upstream_h2c: true,
-        ..sharing()
-    };
+    let config = Config { upstream_h2c: true, ..sharing() };
     let origins: Origins = Box::new(|_| Some(Peer::H2(Box::new(H2Peer::server()))));
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     first.run();
     first.client_sends(GET_A.as_bytes());
     // A new HTTP/2 connection is parked at once, to be shared (a driver runs it as a
@@ -200,47 +134,21 @@ fn a_parked_http2_connection_takes_the_next_clients_streams() {
     first.server_h2(S2).respond(stream, 200, b"ok", None);
     first.server_sends(S2, b"");
     let answer = String::from_utf8_lossy(first.client.received()).into_owned();
-    assert!(
-        answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"),
-        "{answer:?}; logs {:?}",
-        first.logs
-    );
+    assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"), "{answer:?}; logs {:?}", first.logs);
     first.closes(ConnId::CLIENT);
-    assert_eq!(
-        first.parked,
-        [S1, S2],
-        "an idle HTTP/2 connection is parked; logs {:?}",
-        first.logs
-    );
-    let mut second = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    );
+    assert_eq!(first.parked, [S1, S2], "an idle HTTP/2 connection is parked; logs {:?}", first.logs);
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     second.pool = std::mem::take(&mut first.pool);
     second.run();
     second.client_sends(b"GET http://a.test/two HTTP/1.1\r\nHost: a.test\r\n\r\n");
     let requests = second.server_h2(S1).requests();
-    let paths: Vec<String> = requests
-        .iter()
-        .map(|(_, head)| head.uri.path().to_owned())
-        .collect();
-    assert_eq!(
-        paths,
-        ["/one", "/two"],
-        "a second stream on the same connection; logs {:?}",
-        second.logs
-    );
+    let paths: Vec<String> = requests.iter().map(|(_, head)| head.uri.path().to_owned()).collect();
+    assert_eq!(paths, ["/one", "/two"], "a second stream on the same connection; logs {:?}", second.logs);
     let stream = requests[1].0;
     second.server_h2(S1).respond(stream, 200, b"ok", None);
     second.server_sends(S1, b"");
     let answer = String::from_utf8_lossy(second.client.received()).into_owned();
-    assert!(
-        answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"),
-        "{answer:?}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\r\nok\r\n"), "{answer:?}");
 }
 
 const CONNECT: &[u8] = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n";
@@ -271,26 +179,13 @@ fn intercepting() -> (World, Config, std::rc::Rc<std::cell::Cell<usize>>, Origin
 fn one_client(w: &World, pump: &mut Pump, sni: &str) -> (ConnId, String) {
     pump.run();
     pump.client_sends(CONNECT);
-    assert_eq!(
-        pump.client.received(),
-        b"HTTP/1.1 200 Connection established\r\n\r\n",
-        "logs {:?}",
-        pump.logs
-    );
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n", "logs {:?}", pump.logs);
     pump.client_starts_tls(tls_client(w.proxy_ca.roots(), sni, &[b"http/1.1"]));
-    assert!(
-        !pump.client.rustls().unwrap().is_handshaking(),
-        "client handshake done; logs {:?}",
-        pump.logs
-    );
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "client handshake done; logs {:?}", pump.logs);
     pump.client_sends(GET_PATH);
     let server = *pump.servers.keys().last().expect("a server connection");
     pump.server_sends(server, HELLO);
-    assert!(
-        pump.client.received().ends_with(b"\r\n\r\nhello"),
-        "logs {:?}",
-        pump.logs
-    );
+    assert!(pump.client.received().ends_with(b"\r\n\r\nhello"), "logs {:?}", pump.logs);
     let origin_saw = String::from_utf8_lossy(pump.server(server).received()).into_owned();
     pump.closes(ConnId::CLIENT);
     (server, origin_saw)
@@ -299,198 +194,85 @@ fn one_client(w: &World, pump: &mut Pump, sni: &str) -> (ConnId, String) {
 #[test]
 fn an_intercepted_connect_takes_the_tls_connection_a_client_before_left() {
     let (w, config, opened, origins) = intercepting();
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     let (server, _) = one_client(&w, &mut first, "example.test");
     assert_eq!(first.parked, [server], "logs {:?}", first.logs);
     assert_eq!(opened.get(), 1);
 
     // The next client's CONNECT adopts it: its TLS with the client completes from what the
     // parked session knows, and its request goes on the same session, no handshake upstream.
-    let mut second = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    );
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     second.pool = std::mem::take(&mut first.pool);
     let (adopted, origin_saw) = one_client(&w, &mut second, "example.test");
-    assert_eq!(
-        opened.get(),
-        1,
-        "no connection opened for the second client"
-    );
-    assert_eq!(
-        origin_saw.matches("GET /path HTTP/1.1\r\n").count(),
-        2,
-        "both requests on one session: {origin_saw:?}"
-    );
+    assert_eq!(opened.get(), 1, "no connection opened for the second client");
+    assert_eq!(origin_saw.matches("GET /path HTTP/1.1\r\n").count(), 2, "both requests on one session: {origin_saw:?}");
     assert_eq!(second.parked, [adopted], "parked again for the next");
 }
 
 #[test]
 fn a_client_naming_another_server_gets_a_connection_of_its_own() {
     let (w, config, opened, origins) = intercepting();
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     one_client(&w, &mut first, "example.test");
     // Same CONNECT target, but the client's SNI names another server: the pooled session was
     // verified for example.test, so it is closed and a new connection made for other.test.
     let (_, _, reopened, origins) = intercepting();
-    let mut second = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
     second.pool = std::mem::take(&mut first.pool);
     let (fresh, origin_saw) = one_client(&w, &mut second, "other.test");
     assert_eq!((opened.get(), reopened.get()), (1, 1));
-    assert!(
-        second
-            .closed
-            .iter()
-            .any(|c| *c != fresh && *c != ConnId::CLIENT),
-        "the pooled one was closed: {:?}",
-        second.closed
-    );
+    assert!(second.closed.iter().any(|c| *c != fresh && *c != ConnId::CLIENT), "the pooled one was closed: {:?}", second.closed);
     assert_eq!(origin_saw.matches("GET /path").count(), 1, "{origin_saw:?}");
-    assert!(
-        second
-            .logs
-            .iter()
-            .any(|l| l.contains("a new connection to example.test:443 instead of a pooled one")),
-        "{:?}",
-        second.logs
-    );
+    assert!(second.logs.iter().any(|l| l.contains("a new connection to example.test:443 instead of a pooled one")), "{:?}", second.logs);
 }
 
 #[test]
 fn plain_http_in_a_tunnel_to_a_pooled_server_gets_a_connection_of_its_own() {
     let (w, config, _, origins) = intercepting();
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     one_client(&w, &mut first, "example.test");
-    let mut second = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        plain_origin(),
-    );
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, plain_origin());
     second.pool = std::mem::take(&mut first.pool);
     second.run();
     second.client_sends(CONNECT);
     // Not TLS: the pooled session cannot carry it. What the client sent is read again over a
     // new connection, as plain HTTP inside the tunnel.
     second.client_sends(GET_PATH);
-    let fresh = *second
-        .servers
-        .keys()
-        .last()
-        .expect("a new server connection");
-    assert_eq!(
-        second.server(fresh).received(),
-        GET_PATH,
-        "logs {:?}",
-        second.logs
-    );
+    let fresh = *second.servers.keys().last().expect("a new server connection");
+    assert_eq!(second.server(fresh).received(), GET_PATH, "logs {:?}", second.logs);
     second.server_sends(fresh, HELLO);
-    assert!(
-        second.client.received().ends_with(b"\r\n\r\nhello"),
-        "{:?}",
-        String::from_utf8_lossy(second.client.received())
-    );
-    assert!(
-        second.closed.len() == 1 && second.closed[0] != fresh,
-        "the pooled one closed: {:?}",
-        second.closed
-    );
+    assert!(second.client.received().ends_with(b"\r\n\r\nhello"), "{:?}", String::from_utf8_lossy(second.client.received()));
+    assert!(second.closed.len() == 1 && second.closed[0] != fresh, "the pooled one closed: {:?}", second.closed);
 }
 
 #[test]
 fn a_client_that_leaves_before_saying_what_it_speaks_does_not_keep_a_pooled_connection() {
     let (w, config, _, origins) = intercepting();
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        origins,
-    );
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins);
     one_client(&w, &mut first, "example.test");
     let pool = std::mem::take(&mut first.pool);
     // Nothing said: the pooled connection is closed with the client, nothing opened.
-    let mut silent = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        Box::new(|_| None),
-    );
+    let mut silent = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, Box::new(|_| None));
     silent.pool = pool;
     silent.run();
     silent.client_sends(CONNECT);
-    let pooled = *silent
-        .servers
-        .keys()
-        .next()
-        .expect("the pooled connection was adopted");
+    let pooled = *silent.servers.keys().next().expect("the pooled connection was adopted");
     silent.closes(ConnId::CLIENT);
-    assert!(
-        silent.closed.contains(&pooled) && silent.addrs.len() == 1,
-        "closed {:?}, opened {:?}",
-        silent.closed,
-        silent.addrs
-    );
+    assert!(silent.closed.contains(&pooled) && silent.addrs.len() == 1, "closed {:?}, opened {:?}", silent.closed, silent.addrs);
 
     // Two bytes, then the end: they go to the server as through any tunnel, over a new
     // connection (the pooled one speaks TLS).
-    let mut first = Pump::new(
-        config.clone(),
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        {
-            let (_, _, _, origins) = intercepting();
-            origins
-        },
-    );
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, {
+        let (_, _, _, origins) = intercepting();
+        origins
+    });
     one_client(&w, &mut first, "example.test");
-    let mut brief = Pump::new(
-        config,
-        Peer::Plain {
-            received: Vec::new(),
-        },
-        plain_origin(),
-    );
+    let mut brief = Pump::new(config, Peer::Plain { received: Vec::new() }, plain_origin());
     brief.pool = std::mem::take(&mut first.pool);
     brief.run();
     brief.client_sends(CONNECT);
     brief.client_sends(b"GE");
     brief.closes(ConnId::CLIENT);
     let fresh = *brief.servers.keys().last().expect("a new connection");
-    assert_eq!(
-        brief.server(fresh).received(),
-        b"GE",
-        "logs {:?}",
-        brief.logs
-    );
+    assert_eq!(brief.server(fresh).received(), b"GE", "logs {:?}", brief.logs);
 }

@@ -325,16 +325,11 @@ impl Streams {
     /// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT for `path` with `:protocol
     /// websocket`, once the server has said it takes them (SETTINGS_ENABLE_CONNECT_PROTOCOL).
     /// Returns the status and the stream's two halves.
-    pub async fn websocket(
-        &self,
-        path: &str,
-    ) -> Result<(u16, SendStream<Bytes>, RecvStream), Failure> {
+    pub async fn websocket(&self, path: &str) -> Result<(u16, SendStream<Bytes>, RecvStream), Failure> {
         let mut send = self.send.clone();
         let start = Instant::now();
         loop {
-            send = within("the connection's readiness", send.ready())
-                .await?
-                .map_err(Failure::H2)?;
+            send = within("the connection's readiness", send.ready()).await?.map_err(Failure::H2)?;
             if send.is_extended_connect_protocol_enabled() {
                 break;
             }
@@ -351,32 +346,19 @@ impl Streams {
             .body(())
             .expect("a valid request");
         let (response, stream) = send.send_request(request, false).map_err(Failure::H2)?;
-        let response = within("the response head", response)
-            .await?
-            .map_err(Failure::H2)?;
+        let response = within("the response head", response).await?.map_err(Failure::H2)?;
         Ok((response.status().as_u16(), stream, response.into_body()))
     }
 
     /// A tunnel as an HTTP/2 stream (RFC 9113 section 8.5): `CONNECT` with `:authority`
     /// `target` and nothing else. Returns the status and the stream's two halves, which
     /// carry the tunnel's bytes.
-    pub async fn connect_tunnel(
-        &self,
-        target: &str,
-    ) -> Result<(u16, SendStream<Bytes>, RecvStream), Failure> {
+    pub async fn connect_tunnel(&self, target: &str) -> Result<(u16, SendStream<Bytes>, RecvStream), Failure> {
         let send = self.send.clone();
-        let mut send = within("the connection's readiness", send.ready())
-            .await?
-            .map_err(Failure::H2)?;
-        let request = Request::builder()
-            .method(Method::CONNECT)
-            .uri(target)
-            .body(())
-            .expect("a valid request");
+        let mut send = within("the connection's readiness", send.ready()).await?.map_err(Failure::H2)?;
+        let request = Request::builder().method(Method::CONNECT).uri(target).body(()).expect("a valid request");
         let (response, stream) = send.send_request(request, false).map_err(Failure::H2)?;
-        let response = within("the response head", response)
-            .await?
-            .map_err(Failure::H2)?;
+        let response = within("the response head", response).await?.map_err(Failure::H2)?;
         Ok((response.status().as_u16(), stream, response.into_body()))
     }
 }

@@ -339,19 +339,12 @@ async fn handle(
             .map(str::to_owned)
     };
 
-    let protocol = head
-        .extensions
-        .get::<h2::ext::Protocol>()
-        .map(|p| p.as_str().to_owned());
+    let protocol = head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned());
     match (method.as_str(), path.as_str()) {
         ("CONNECT", "/echo") if protocol.as_deref() == Some("websocket") => {
             let mut send = respond.send_response(response(200, "text/plain", None), false)?;
             let closed = websocket_echo(&mut body, &mut send).await?;
-            state
-                .log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(closed);
+            state.log.lock().unwrap_or_else(|p| p.into_inner()).push(closed);
         }
         ("GET" | "HEAD", "/hello") => {
             discard(&mut body).await?;
@@ -507,10 +500,7 @@ async fn handle(
 
 /// Echo the client's WebSocket messages on an RFC 8441 stream until its close frame, which
 /// is answered in kind; returns `"websocket close CODE REASON"`.
-async fn websocket_echo(
-    body: &mut RecvStream,
-    send: &mut SendStream<Bytes>,
-) -> Result<String, h2::Error> {
+async fn websocket_echo(body: &mut RecvStream, send: &mut SendStream<Bytes>) -> Result<String, h2::Error> {
     let (mut buf, mut message) = (Vec::<u8>::new(), Vec::<u8>::new());
     let mut opcode = 0;
     loop {
@@ -522,11 +512,8 @@ async fn websocket_echo(
                     let mut close = vec![0x88, payload.len() as u8];
                     close.extend_from_slice(&payload);
                     send.send_data(Bytes::from(close), true)?;
-                    let code = payload
-                        .get(..2)
-                        .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
-                    let reason =
-                        String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                    let code = payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
                     return Ok(format!("websocket close {code} {reason}"));
                 }
                 0x9 | 0xa => {}
@@ -571,23 +558,13 @@ fn client_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
     }
     assert!(buf[1] & 0x80 != 0, "a client's frame is masked");
     let (len, at) = match buf[1] & 0x7f {
-        126 => (
-            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
         n => (n as usize, 2),
     };
     let key: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
     let payload = buf.get(at + 4..at + 4 + len)?;
-    let payload = payload
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b ^ key[i % 4])
-        .collect();
+    let payload = payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
     Some((buf[0] & 0x80 != 0, buf[0] & 0x0f, payload, at + 4 + len))
 }
 

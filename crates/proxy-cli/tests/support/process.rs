@@ -256,10 +256,7 @@ impl Proxy {
     /// Where the CA certificate goes, written or not; panics unless the proxy was started
     /// with a CA dir.
     pub fn ca_cert_path(&self) -> PathBuf {
-        let dir = self
-            .ca_dir
-            .as_ref()
-            .expect("proxy started without --ca-dir");
+        let dir = self.ca_dir.as_ref().expect("proxy started without --ca-dir");
         dir.join(CA_CERT_FILE)
     }
 
@@ -301,16 +298,11 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = self.stderr.text();
-            let line = text
-                .lines()
-                .find(|l| l.contains("sansproxy listening on ") && l.ends_with(&suffix));
+            let line = text.lines().find(|l| l.contains("sansproxy listening on ") && l.ends_with(&suffix));
             if let Some(port) = line.and_then(listening_port) {
                 return port;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {mode} listener; stderr:\n{text}"
-            );
+            assert!(Instant::now() < deadline, "no {mode} listener; stderr:\n{text}");
             thread::sleep(Duration::from_millis(20));
         }
     }

@@ -18,21 +18,12 @@ pub fn fd_summary(pid: u32) -> String {
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for entry in dir.flatten() {
-            let target = std::fs::read_link(entry.path())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let kind = target
-                .split_once(":[")
-                .map_or(target.as_str(), |(k, _)| k)
-                .to_owned();
+            let target = std::fs::read_link(entry.path()).map(|p| p.display().to_string()).unwrap_or_default();
+            let kind = target.split_once(":[").map_or(target.as_str(), |(k, _)| k).to_owned();
             *kinds.entry(kind).or_default() += 1;
         }
     }
-    kinds
-        .iter()
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    kinds.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Resident memory of process `pid`, in KiB (`VmRSS`).
@@ -76,20 +67,14 @@ pub fn assert_fds_return(pid: u32, baseline: usize, limit: Duration) {
 /// returns the soft limit in force afterwards.
 pub fn raise_fd_limit(want: usize) -> usize {
     let want = libc::rlim_t::try_from(want).unwrap_or(libc::rlim_t::MAX);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid rlimit for getrlimit to fill and setrlimit to read.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur < want {
-            let raised = libc::rlimit {
-                rlim_cur: want.min(lim.rlim_max),
-                rlim_max: lim.rlim_max,
-            };
+            let raised = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim = raised;
             }

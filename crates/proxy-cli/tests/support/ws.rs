@@ -18,11 +18,7 @@ pub const PEERS_JS: &str = include_str!("ws/peers.js");
 
 /// The versions the tests were written against.
 /// `python-socks` lets the `websockets` client use a SOCKS5 proxy (`tests/modes.rs`).
-const PY_PACKAGES: &[&str] = &[
-    "websockets==15.0.1",
-    "python-socks==2.7.1",
-    "prometheus-client==0.21.1",
-];
+const PY_PACKAGES: &[&str] = &["websockets==15.0.1", "python-socks==2.7.1", "prometheus-client==0.21.1"];
 const NPM_PACKAGES: &[&str] = &["ws@8.23.1", "https-proxy-agent@7.0.6"];
 const INSTALL_LIMIT: Duration = Duration::from_secs(600);
 
@@ -49,16 +45,11 @@ fn once(name: &str, install: impl FnOnce(&Path)) -> PathBuf {
             Ok(()) => break,
             Err(_) => {
                 // A lock older than the install limit belongs to a run that was killed.
-                let stale = fs::metadata(&lock)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > INSTALL_LIMIT);
+                let stale = fs::metadata(&lock).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > INSTALL_LIMIT);
                 if stale {
                     let _ = fs::remove_dir(&lock);
                 }
-                assert!(
-                    start.elapsed() < INSTALL_LIMIT,
-                    "waited {INSTALL_LIMIT:?} for another test to install {name}"
-                );
+                assert!(start.elapsed() < INSTALL_LIMIT, "waited {INSTALL_LIMIT:?} for another test to install {name}");
                 thread::sleep(Duration::from_millis(200));
             }
         }
@@ -76,10 +67,7 @@ fn once(name: &str, install: impl FnOnce(&Path)) -> PathBuf {
 /// Run an installer with the environment as it is (it may need a proxy to reach its
 /// registry); pip and npm bound their own network waits.
 fn must(mut cmd: Command, what: &str) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}): {}\n{}",
@@ -95,13 +83,9 @@ pub fn python() -> PathBuf {
     let dir = once("venv-prometheus", |dir| {
         let mut venv = Command::new("python3");
         venv.args(["-m", "venv"]).arg(dir);
-        must(
-            venv,
-            "python3 -m venv (Debian: apt-get install python3-venv)",
-        );
+        must(venv, "python3 -m venv (Debian: apt-get install python3-venv)");
         let mut pip = Command::new(dir.join("bin/pip"));
-        pip.args(["install", "-q", "--disable-pip-version-check"])
-            .args(PY_PACKAGES);
+        pip.args(["install", "-q", "--disable-pip-version-check"]).args(PY_PACKAGES);
         must(pip, "pip install websockets python-socks prometheus-client");
     });
     dir.join("bin/python")
@@ -110,15 +94,9 @@ pub fn python() -> PathBuf {
 /// A node_modules directory with `ws` and `https-proxy-agent`.
 pub fn node_modules() -> PathBuf {
     let dir = once("node", |dir| {
-        fs::write(
-            dir.join("package.json"),
-            "{\"name\": \"ws-peers\", \"private\": true}",
-        )
-        .expect("write package.json");
+        fs::write(dir.join("package.json"), "{\"name\": \"ws-peers\", \"private\": true}").expect("write package.json");
         let mut npm = Command::new("npm");
-        npm.current_dir(dir)
-            .args(["install", "--silent", "--no-audit", "--no-fund"])
-            .args(NPM_PACKAGES);
+        npm.current_dir(dir).args(["install", "--silent", "--no-audit", "--no-fund"]).args(NPM_PACKAGES);
         must(npm, "npm install ws (Debian: apt-get install nodejs npm)");
     });
     dir.join("node_modules")
@@ -145,20 +123,13 @@ impl WsServer {
     /// The Node origin (`peers.js server`).
     pub fn node() -> WsServer {
         let mut cmd = Command::new("node");
-        cmd.env("NODE_PATH", node_modules())
-            .arg("-e")
-            .arg(PEERS_JS)
-            .args(["-", "server"]);
+        cmd.env("NODE_PATH", node_modules()).arg("-e").arg(PEERS_JS).args(["-", "server"]);
         Self::spawn(cmd)
     }
 
     fn spawn(mut cmd: Command) -> WsServer {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the WebSocket origin: {e}"));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start the WebSocket origin: {e}"));
         let out = child.stdout.take().expect("piped stdout");
         let guard = ChildGuard::new(child);
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -169,10 +140,7 @@ impl WsServer {
                 let mut tx = Some(tx);
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { return };
-                    match line
-                        .strip_prefix("port ")
-                        .and_then(|p| p.parse::<u16>().ok())
-                    {
+                    match line.strip_prefix("port ").and_then(|p| p.parse::<u16>().ok()) {
                         Some(port) if tx.is_some() => {
                             let _ = tx.take().expect("checked").send(port);
                         }
@@ -181,9 +149,7 @@ impl WsServer {
                 }
             });
         }
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the WebSocket origin printed no port within 30 s");
+        let port = rx.recv_timeout(Duration::from_secs(30)).expect("the WebSocket origin printed no port within 30 s");
         WsServer { guard, port, lines }
     }
 
@@ -213,11 +179,7 @@ impl WsServer {
 }
 
 /// Run `client.py CHECK URL PROXY CAFILE EXTRA...`, `on_line` seeing each line it prints.
-pub fn python_client(
-    args: &[&str],
-    limit: Duration,
-    on_line: &mut dyn FnMut(&str),
-) -> (RunOutput, String) {
+pub fn python_client(args: &[&str], limit: Duration, on_line: &mut dyn FnMut(&str)) -> (RunOutput, String) {
     let mut cmd = Command::new(python());
     cmd.arg("-c").arg(CLIENT_PY).args(args);
     node_or_python(cmd, limit, on_line)
@@ -226,11 +188,7 @@ pub fn python_client(
 /// Run `peers.js client ARGS...`.
 pub fn node_client(args: &[&str], limit: Duration) -> (RunOutput, String) {
     let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", node_modules())
-        .arg("-e")
-        .arg(PEERS_JS)
-        .args(["-", "client"])
-        .args(args);
+    cmd.env("NODE_PATH", node_modules()).arg("-e").arg(PEERS_JS).args(["-", "client"]).args(args);
     node_or_python(cmd, limit, &mut |_| {})
 }
 
@@ -241,11 +199,7 @@ pub fn node_script(script: &str, args: &[&str], limit: Duration) -> (RunOutput, 
     node_or_python(cmd, limit, &mut |_| {})
 }
 
-fn node_or_python(
-    cmd: Command,
-    limit: Duration,
-    on_line: &mut dyn FnMut(&str),
-) -> (RunOutput, String) {
+fn node_or_python(cmd: Command, limit: Duration, on_line: &mut dyn FnMut(&str)) -> (RunOutput, String) {
     let mut out = Vec::new();
     let mut seen = 0;
     let run = run_bounded(cmd, limit, None, &mut |d| {

@@ -58,29 +58,14 @@ impl ProbeConn {
         );
         let tls = match (probe.scheme, tls) {
             (Scheme::Http, _) => None,
-            (Scheme::Https, None) => {
-                return Err("no TLS configuration to check an https backend with".into())
-            }
+            (Scheme::Https, None) => return Err("no TLS configuration to check an https backend with".into()),
             (Scheme::Https, Some(config)) => {
-                let name = rustls::pki_types::ServerName::try_from(probe.addr.host.clone())
-                    .map_err(|e| format!("{}: {e}", probe.addr))?;
-                let conn =
-                    rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-                Some(
-                    TlsSession::new(
-                        conn.into(),
-                        probe.addr.clone(),
-                        Some(probe.addr.host.clone()),
-                    )
-                    .connecting(),
-                )
+                let name = rustls::pki_types::ServerName::try_from(probe.addr.host.clone()).map_err(|e| format!("{}: {e}", probe.addr))?;
+                let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+                Some(TlsSession::new(conn.into(), probe.addr.clone(), Some(probe.addr.host.clone())).connecting())
             }
         };
-        Ok(Self {
-            request: Some(Bytes::from(request)),
-            tls,
-            received: BytesMut::new(),
-        })
+        Ok(Self { request: Some(Bytes::from(request)), tls, received: BytesMut::new() })
     }
 
     /// The connection is open: the first bytes to write.
@@ -117,9 +102,7 @@ impl ProbeConn {
     /// The backend closed the connection.
     pub fn closed(&mut self) -> ProbeStep {
         match self.status() {
-            ProbeStep::Send(_) => {
-                ProbeStep::Done(Err("closed the connection without answering".into()))
-            }
+            ProbeStep::Send(_) => ProbeStep::Done(Err("closed the connection without answering".into())),
             done => done,
         }
     }
@@ -134,17 +117,10 @@ impl ProbeConn {
         let line = String::from_utf8_lossy(&self.received[..end]);
         let mut parts = line.splitn(3, ' ');
         let status = match (parts.next(), parts.next()) {
-            (Some(v), Some(code)) if v.starts_with("HTTP/1.") => {
-                code.parse::<u16>().ok().filter(|c| (100..1000).contains(c))
-            }
+            (Some(v), Some(code)) if v.starts_with("HTTP/1.") => code.parse::<u16>().ok().filter(|c| (100..1000).contains(c)),
             _ => None,
         };
-        ProbeStep::Done(status.ok_or_else(|| {
-            format!(
-                "not an HTTP response: {:?}",
-                line.chars().take(40).collect::<String>()
-            )
-        }))
+        ProbeStep::Done(status.ok_or_else(|| format!("not an HTTP response: {:?}", line.chars().take(40).collect::<String>())))
     }
 }
 
@@ -153,13 +129,7 @@ mod tests {
     use super::*;
 
     fn probe() -> Probe {
-        Probe {
-            key: 1,
-            scheme: Scheme::Http,
-            addr: ServerAddr::new("127.0.0.1", 9001),
-            path: "/healthz".into(),
-            timeout: Duration::from_secs(1),
-        }
+        Probe { key: 1, scheme: Scheme::Http, addr: ServerAddr::new("127.0.0.1", 9001), path: "/healthz".into(), timeout: Duration::from_secs(1) }
     }
 
     #[test]
@@ -171,13 +141,8 @@ mod tests {
         assert_eq!(conn.received(b"4 No Content\r\n"), ProbeStep::Done(Ok(204)));
         let mut conn = ProbeConn::new(&probe(), None).unwrap();
         conn.connected();
-        assert_eq!(
-            conn.closed(),
-            ProbeStep::Done(Err("closed the connection without answering".into()))
-        );
+        assert_eq!(conn.closed(), ProbeStep::Done(Err("closed the connection without answering".into())));
         let mut conn = ProbeConn::new(&probe(), None).unwrap();
-        assert!(
-            matches!(conn.received(b"SSH-2.0-OpenSSH\r\n"), ProbeStep::Done(Err(e)) if e.contains("not an HTTP response"))
-        );
+        assert!(matches!(conn.received(b"SSH-2.0-OpenSSH\r\n"), ProbeStep::Done(Err(e)) if e.contains("not an HTTP response")));
     }
 }

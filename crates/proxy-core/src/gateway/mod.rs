@@ -38,9 +38,7 @@ use bytes::Bytes;
 
 use crate::flow::{ClientInfo, Request, Response};
 pub use health::{Probe, ProbeConn, ProbeStep};
-pub use spec::{
-    Backend, Balance, GatewaySpec, GroupSpec, HashOn, HealthSpec, LimitSpec, RouteSpec,
-};
+pub use spec::{Backend, Balance, GatewaySpec, GroupSpec, HashOn, HealthSpec, LimitSpec, RouteSpec};
 
 /// Routes, groups and their backends' state, shared by the client connections of a listener.
 #[derive(Clone)]
@@ -56,9 +54,7 @@ pub struct Gateway {
 pub enum Health {
     Up,
     /// Out after failures in a row, until `until`.
-    Ejected {
-        until: Instant,
-    },
+    Ejected { until: Instant },
     /// Its last active check failed.
     Down,
 }
@@ -79,25 +75,12 @@ pub struct BackendStatus {
 /// Why a request was not routed: the answer the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    NoRoute {
-        host: String,
-        path: String,
-    },
-    AllDown {
-        group: String,
-    },
+    NoRoute { host: String, path: String },
+    AllDown { group: String },
     /// Every backend up is at its limit and the queue is full.
-    QueueFull {
-        group: String,
-        max_conns: u32,
-        queued: usize,
-    },
+    QueueFull { group: String, max_conns: u32, queued: usize },
     /// The request waited in the queue for as long as it may.
-    QueueTimeout {
-        group: String,
-        max_conns: u32,
-        waited: Duration,
-    },
+    QueueTimeout { group: String, max_conns: u32, waited: Duration },
 }
 
 impl Refusal {
@@ -239,17 +222,10 @@ struct BackendState {
 
 impl BackendState {
     fn new(group: &str, backend: Backend) -> Self {
-        let host_field = Bytes::from(Request::authority_of(
-            backend.scheme,
-            &backend.addr.host,
-            backend.addr.port,
-        ));
+        let host_field = Bytes::from(Request::authority_of(backend.scheme, &backend.addr.host, backend.addr.port));
         Self {
             group: group.into(),
-            target: Arc::new(Target {
-                backend: backend.clone(),
-                host_field,
-            }),
+            target: Arc::new(Target { backend: backend.clone(), host_field }),
             name_hash: name_hash(&backend.to_string()),
             backend,
             in_flight: 0,
@@ -280,9 +256,7 @@ impl BackendState {
     /// The latency peak at `now`: it decays while no answer comes, so a backend that was
     /// slow once is tried again in time rather than starved (Finagle's peak EWMA reads it so).
     fn latency_at(&self, now: Instant) -> f64 {
-        self.latency.map_or(0.0, |(peak, at)| {
-            peak * decay(now.saturating_duration_since(at))
-        })
+        self.latency.map_or(0.0, |(peak, at)| peak * decay(now.saturating_duration_since(at)))
     }
 
     /// What p2c weighs: the latency peak (none yet: nothing, so a new backend gets tried)
@@ -312,10 +286,7 @@ impl Gateway {
             now: None,
         };
         state.apply(spec);
-        Ok(Self {
-            state: Arc::new(Mutex::new(state)),
-            limited,
-        })
+        Ok(Self { state: Arc::new(Mutex::new(state)), limited })
     }
 
     /// Whether some group limits its backends' connections, so that an upstream connection
@@ -327,11 +298,7 @@ impl Gateway {
 
     /// How many requests wait in each group's queue.
     pub fn queued(&self) -> Vec<(String, usize)> {
-        self.lock()
-            .groups
-            .iter()
-            .map(|g| (g.name.clone(), g.queue.len()))
-            .collect()
+        self.lock().groups.iter().map(|g| (g.name.clone(), g.queue.len())).collect()
     }
 
     /// Serve `spec` from now on: new requests are routed by it, requests in flight finish
@@ -339,8 +306,7 @@ impl Gateway {
     /// gets no new request. An invalid spec changes nothing.
     pub fn reload(&self, spec: GatewaySpec) -> Result<(), String> {
         spec.validate()?;
-        self.limited
-            .store(spec.limits_connections(), Ordering::Relaxed);
+        self.limited.store(spec.limits_connections(), Ordering::Relaxed);
         let mut state = self.lock();
         state.forwarded_headers = spec.forwarded_headers;
         state.apply(spec);
@@ -367,9 +333,7 @@ impl Gateway {
                     health: b.health(now),
                     in_flight: b.in_flight,
                     requests: b.requests,
-                    latency: b
-                        .latency
-                        .map(|_| Duration::from_secs_f64(b.latency_at(now))),
+                    latency: b.latency.map(|_| Duration::from_secs_f64(b.latency_at(now))),
                 }
             })
             .collect()
@@ -382,21 +346,13 @@ impl Gateway {
         let state = &mut *state;
         let mut due = Vec::new();
         for group in &state.groups {
-            let Some(path) = &group.health.path else {
-                continue;
-            };
+            let Some(path) = &group.health.path else { continue };
             for key in &group.members {
                 let b = state.backends.get_mut(key).expect("a member is a backend");
                 if !b.checking && b.check_at.is_none_or(|at| at <= now) {
                     b.checking = true;
                     let (scheme, addr) = (b.backend.scheme, b.backend.addr.clone());
-                    due.push(Probe {
-                        key: *key,
-                        scheme,
-                        addr,
-                        path: path.clone(),
-                        timeout: group.health.timeout,
-                    });
+                    due.push(Probe { key: *key, scheme, addr, path: path.clone(), timeout: group.health.timeout });
                 }
             }
         }
@@ -407,34 +363,17 @@ impl Gateway {
     /// their results schedule the next).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let state = self.lock();
-        let checked = state
-            .groups
-            .iter()
-            .filter(|g| g.health.path.is_some())
-            .flat_map(|g| g.members.iter());
-        checked
-            .filter_map(|key| state.backends.get(key))
-            .filter(|b| !b.checking)
-            .filter_map(|b| b.check_at)
-            .min()
+        let checked = state.groups.iter().filter(|g| g.health.path.is_some()).flat_map(|g| g.members.iter());
+        checked.filter_map(|key| state.backends.get(key)).filter(|b| !b.checking).filter_map(|b| b.check_at).min()
     }
 
     /// The check `probe` ended with `result` (the status, or why none came). A 2xx brings a
     /// down backend back, anything else takes it out. Returns a line to log when the
     /// backend's state changed.
-    pub fn check_done(
-        &self,
-        probe: &Probe,
-        result: Result<u16, String>,
-        now: Instant,
-    ) -> Option<String> {
+    pub fn check_done(&self, probe: &Probe, result: Result<u16, String>, now: Instant) -> Option<String> {
         let mut state = self.lock();
         state.tick(now);
-        let interval = state
-            .groups
-            .iter()
-            .find(|g| g.members.contains(&probe.key))
-            .map(|g| g.health.interval);
+        let interval = state.groups.iter().find(|g| g.members.contains(&probe.key)).map(|g| g.health.interval);
         let b = state.backends.get_mut(&probe.key)?;
         b.checking = false;
         b.check_at = interval.map(|i| now + i);
@@ -442,12 +381,8 @@ impl Gateway {
         let was_down = std::mem::replace(&mut b.down, !up);
         let name = format!("backend {} of group {:?}", b.backend, b.group);
         match (was_down, up, result) {
-            (false, false, Ok(status)) => Some(format!(
-                "{name} is down: its health check answered {status}"
-            )),
-            (false, false, Err(why)) => {
-                Some(format!("{name} is down: its health check failed: {why}"))
-            }
+            (false, false, Ok(status)) => Some(format!("{name} is down: its health check answered {status}")),
+            (false, false, Err(why)) => Some(format!("{name} is down: its health check failed: {why}")),
             (true, true, _) => {
                 b.fails = 0;
                 let group = Arc::clone(&b.group);
@@ -473,29 +408,13 @@ impl Gateway {
     ) -> Result<Admitted, Refusal> {
         let mut state = self.lock();
         state.tick(now);
-        let client_host = request
-            .headers
-            .get_shared("host")
-            .filter(|h| std::str::from_utf8(h).is_ok())
-            .cloned();
-        let bare_host = client_host
-            .as_deref()
-            .map(|h| strip_port(std::str::from_utf8(h).expect("checked")));
-        let Some(route) = route::best(&state.routes, bare_host, &request.path).map(Arc::clone)
-        else {
-            let host = client_host
-                .map(|h| String::from_utf8_lossy(&h).into_owned())
-                .unwrap_or_default();
-            return Err(Refusal::NoRoute {
-                host,
-                path: request.path.clone(),
-            });
+        let client_host = request.headers.get_shared("host").filter(|h| std::str::from_utf8(h).is_ok()).cloned();
+        let bare_host = client_host.as_deref().map(|h| strip_port(std::str::from_utf8(h).expect("checked")));
+        let Some(route) = route::best(&state.routes, bare_host, &request.path).map(Arc::clone) else {
+            let host = client_host.map(|h| String::from_utf8_lossy(&h).into_owned()).unwrap_or_default();
+            return Err(Refusal::NoRoute { host, path: request.path.clone() });
         };
-        let group = state
-            .groups
-            .iter()
-            .position(|g| g.name == route.group)
-            .expect("validated: the route's group exists");
+        let group = state.groups.iter().position(|g| g.name == route.group).expect("validated: the route's group exists");
         let hash = match &state.groups[group].balance {
             Balance::Hash(on) => hash_key(on, request, client),
             _ => None,
@@ -503,95 +422,38 @@ impl Gateway {
         let Some(key) = state.pick(group, now, hash, &[]) else {
             let g = &state.groups[group];
             if !g.members.iter().any(|k| state.backends[k].is_up(now)) {
-                return Err(Refusal::AllDown {
-                    group: route.group.clone(),
-                });
+                return Err(Refusal::AllDown { group: route.group.clone() });
             }
             // Every backend up is at its limit: wait for one, if the queue has room.
             let (limits, queued) = (g.limits.clone(), g.queue.len());
             let max_conns = limits.max_conns.unwrap_or(u32::MAX);
             if queued >= limits.queue_limit {
-                return Err(Refusal::QueueFull {
-                    group: route.group.clone(),
-                    max_conns,
-                    queued,
-                });
+                return Err(Refusal::QueueFull { group: route.group.clone(), max_conns, queued });
             }
             let id = state.next_ticket;
             state.next_ticket += 1;
             let group_name = state.groups[group].name.as_str().into();
-            state.tickets.insert(
-                id,
-                Waiter {
-                    group: group_name,
-                    hash,
-                    waker: waker.cloned(),
-                    granted: None,
-                },
-            );
+            state.tickets.insert(id, Waiter { group: group_name, hash, waker: waker.cloned(), granted: None });
             state.groups[group].queue.push_back(id);
             drop(state);
             let deadline = now + limits.queue_timeout;
             let peer = client.peer.ip();
-            let ticket = Ticket {
-                gateway: self.clone(),
-                id,
-                route,
-                hash,
-                client_host,
-                peer,
-                client_tls,
-                since: now,
-                deadline,
-                max_conns,
-            };
+            let ticket = Ticket { gateway: self.clone(), id, route, hash, client_host, peer, client_tls, since: now, deadline, max_conns };
             return Ok(Admitted::Queued(ticket));
         };
         let b = &state.backends[&key];
-        let (group, target, forwarded) = (
-            Arc::clone(&b.group),
-            Arc::clone(&b.target),
-            state.forwarded_headers,
-        );
+        let (group, target, forwarded) = (Arc::clone(&b.group), Arc::clone(&b.target), state.forwarded_headers);
         drop(state);
         let (peer, client_host) = (client.peer.ip(), client_host.as_ref());
-        let to = Sending {
-            key,
-            group,
-            route: &route,
-            hash,
-            client_host,
-            peer,
-            client_tls,
-            target,
-            forwarded,
-        };
+        let to = Sending { key, group, route: &route, hash, client_host, peer, client_tls, target, forwarded };
         Ok(Admitted::Now(self.send_to(to, now, request)))
     }
 
     /// The lease of a request routed to a backend (counted in flight already), and the request
     /// changed for it. No lock: the rest is the request's own business.
     fn send_to(&self, to: Sending<'_>, now: Instant, request: &mut Request) -> Lease {
-        let Sending {
-            key,
-            group,
-            route,
-            hash,
-            client_host,
-            peer,
-            client_tls,
-            target,
-            forwarded,
-        } = to;
-        let lease = Lease {
-            gateway: self.clone(),
-            key,
-            group,
-            hash,
-            tried: Vec::new(),
-            sent: now,
-            reported: false,
-        };
+        let Sending { key, group, route, hash, client_host, peer, client_tls, target, forwarded } = to;
+        let lease = Lease { gateway: self.clone(), key, group, hash, tried: Vec::new(), sent: now, reported: false };
         route::rewrite(route, request);
         if forwarded {
             route::add_forwarded(request, peer, client_tls, client_host);
@@ -602,24 +464,15 @@ impl Gateway {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves counts that are still counts.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl fmt::Debug for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
-        let groups = state
-            .groups
-            .iter()
-            .map(|g| (&g.name, g.members.len()))
-            .collect::<Vec<_>>();
-        f.debug_struct("Gateway")
-            .field("groups", &groups)
-            .field("routes", &state.routes.len())
-            .finish()
+        let groups = state.groups.iter().map(|g| (&g.name, g.members.len())).collect::<Vec<_>>();
+        f.debug_struct("Gateway").field("groups", &groups).field("routes", &state.routes.len()).finish()
     }
 }
 
@@ -638,44 +491,24 @@ impl Ticket {
         let key = state.tickets.get(&self.id).and_then(|w| w.granted)?;
         state.tickets.remove(&self.id);
         let b = &state.backends[&key];
-        let (group, target, forwarded) = (
-            Arc::clone(&b.group),
-            Arc::clone(&b.target),
-            state.forwarded_headers,
-        );
+        let (group, target, forwarded) = (Arc::clone(&b.group), Arc::clone(&b.target), state.forwarded_headers);
         drop(state);
         let (route, client_host) = (&self.route, self.client_host.as_ref());
-        let to = Sending {
-            key,
-            group,
-            route,
-            hash: self.hash,
-            client_host,
-            peer: self.peer,
-            client_tls: self.client_tls,
-            target,
-            forwarded,
-        };
+        let to = Sending { key, group, route, hash: self.hash, client_host, peer: self.peer, client_tls: self.client_tls, target, forwarded };
         Some(self.gateway.send_to(to, now, request))
     }
 
     /// The answer for a request that waited until its deadline.
     pub(crate) fn timed_out(&self, now: Instant) -> Refusal {
         let waited = now.saturating_duration_since(self.since);
-        Refusal::QueueTimeout {
-            group: self.route.group.clone(),
-            max_conns: self.max_conns,
-            waited,
-        }
+        Refusal::QueueTimeout { group: self.route.group.clone(), max_conns: self.max_conns, waited }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = self.gateway.lock();
-        let Some(waiter) = state.tickets.remove(&self.id) else {
-            return;
-        };
+        let Some(waiter) = state.tickets.remove(&self.id) else { return };
         if let Some(group) = state.groups.iter_mut().find(|g| *g.name == *waiter.group) {
             group.queue.retain(|id| *id != self.id);
         }
@@ -688,10 +521,7 @@ impl Drop for Ticket {
 
 impl fmt::Debug for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ticket")
-            .field("id", &self.id)
-            .field("group", &self.route.group)
-            .finish()
+        f.debug_struct("Ticket").field("id", &self.id).field("group", &self.route.group).finish()
     }
 }
 
@@ -742,21 +572,14 @@ impl Lease {
     /// No connection to the backend could be made (`why`): count it against the backend, and
     /// take another of the group not tried yet, the request rewritten for it. `None` when
     /// none is left; the log line, when the failure ejected the backend.
-    pub(crate) fn connect_failed(
-        &mut self,
-        now: Instant,
-        why: &str,
-        request: &mut Request,
-    ) -> (Option<Backend>, Option<String>) {
+    pub(crate) fn connect_failed(&mut self, now: Instant, why: &str, request: &mut Request) -> (Option<Backend>, Option<String>) {
         let line = match std::mem::replace(&mut self.reported, true) {
             false => self.gateway.lock().failed(self.key, now, why),
             true => None,
         };
         let mut state = self.gateway.lock();
         state.tick(now);
-        let Some(group) = state.groups.iter().position(|g| *g.name == *self.group) else {
-            return (None, line);
-        };
+        let Some(group) = state.groups.iter().position(|g| *g.name == *self.group) else { return (None, line) };
         self.tried.push(self.key);
         let Some(key) = state.pick(group, now, self.hash, &self.tried) else {
             self.tried.pop();
@@ -764,10 +587,7 @@ impl Lease {
         };
         let old = self.key;
         state.release(old);
-        let keeps_host = request
-            .headers
-            .get_str("host")
-            .is_some_and(|h| h != request.authority());
+        let keeps_host = request.headers.get_str("host").is_some_and(|h| h != request.authority());
         self.key = key;
         self.sent = now;
         self.reported = false;
@@ -786,10 +606,7 @@ impl Drop for Lease {
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("backend", &self.key)
-            .field("group", &self.group)
-            .finish()
+        f.debug_struct("Lease").field("backend", &self.key).field("group", &self.group).finish()
     }
 }
 
@@ -801,16 +618,10 @@ impl State {
             b.retired = true;
         }
         for g in spec.groups {
-            let previous = old
-                .iter_mut()
-                .position(|o| o.name == g.name)
-                .map(|i| old.swap_remove(i));
+            let previous = old.iter_mut().position(|o| o.name == g.name).map(|i| old.swap_remove(i));
             let mut members = Vec::new();
             for backend in g.backends {
-                let kept = self
-                    .backends
-                    .iter_mut()
-                    .find(|(_, b)| *b.group == *g.name && b.backend == backend && b.retired);
+                let kept = self.backends.iter_mut().find(|(_, b)| *b.group == *g.name && b.backend == backend && b.retired);
                 let key = match kept {
                     Some((key, b)) => {
                         b.retired = false;
@@ -819,25 +630,14 @@ impl State {
                     None => {
                         let key = self.next_key;
                         self.next_key += 1;
-                        self.backends
-                            .insert(key, BackendState::new(&g.name, backend));
+                        self.backends.insert(key, BackendState::new(&g.name, backend));
                         key
                     }
                 };
                 members.push(key);
             }
-            let (cursor, queue) = previous.map_or((0, VecDeque::new()), |p| {
-                (p.cursor % members.len(), p.queue)
-            });
-            self.groups.push(Group {
-                name: g.name,
-                members,
-                balance: g.balance,
-                health: g.health,
-                limits: g.limits,
-                cursor,
-                queue,
-            });
+            let (cursor, queue) = previous.map_or((0, VecDeque::new()), |p| (p.cursor % members.len(), p.queue));
+            self.groups.push(Group { name: g.name, members, balance: g.balance, health: g.health, limits: g.limits, cursor, queue });
         }
         // Requests queued for a group that is gone get their answer when they time out.
         for group in old {
@@ -853,13 +653,7 @@ impl State {
 
     /// A backend of group `group` not down and not in `tried`, by the group's policy; counted
     /// in flight.
-    fn pick(
-        &mut self,
-        group: usize,
-        now: Instant,
-        hash: Option<u64>,
-        tried: &[u64],
-    ) -> Option<u64> {
+    fn pick(&mut self, group: usize, now: Instant, hash: Option<u64>, tried: &[u64]) -> Option<u64> {
         let r = match self.groups[group].balance {
             Balance::Random | Balance::PowerOfTwo => self.next_random(),
             _ => 0,
@@ -884,19 +678,13 @@ impl State {
         let chosen = match (&g.balance, hash) {
             (Balance::Hash(_), Some(hash)) => {
                 // Rendezvous hashing: the highest score of key and backend wins.
-                candidates()
-                    .max_by_key(|&i| mix(hash ^ self.backends[&g.members[i]].name_hash))
-                    .expect("not empty")
+                candidates().max_by_key(|&i| mix(hash ^ self.backends[&g.members[i]].name_hash)).expect("not empty")
             }
-            (Balance::RoundRobin | Balance::Hash(_), _) => in_turn(cursor)
-                .find(|&i| is_candidate(i))
-                .expect("not empty"),
+            (Balance::RoundRobin | Balance::Hash(_), _) => in_turn(cursor).find(|&i| is_candidate(i)).expect("not empty"),
             (Balance::LeastConn, _) => {
                 let load = |i: usize| self.backends[&g.members[i]].in_flight;
                 let least = candidates().map(load).min().expect("not empty");
-                in_turn(cursor)
-                    .find(|&i| is_candidate(i) && load(i) == least)
-                    .expect("the least is a candidate")
+                in_turn(cursor).find(|&i| is_candidate(i) && load(i) == least).expect("the least is a candidate")
             }
             (Balance::Random, _) => nth((r % count as u64) as usize),
             (Balance::PowerOfTwo, _) => {
@@ -909,11 +697,7 @@ impl State {
                     }
                 };
                 let cost = |i: usize| self.backends[&g.members[i]].cost(now);
-                if cost(b) < cost(a) {
-                    b
-                } else {
-                    a
-                }
+                if cost(b) < cost(a) { b } else { a }
             }
         };
         let g = &mut self.groups[group];
@@ -928,9 +712,7 @@ impl State {
     /// A request to `key` is over (or never claimed the backend): its slot goes to the first
     /// request waiting in the group's queue, if any.
     fn release(&mut self, key: u64) {
-        let Some(b) = self.backends.get_mut(&key) else {
-            return;
-        };
+        let Some(b) = self.backends.get_mut(&key) else { return };
         b.in_flight = b.in_flight.saturating_sub(1);
         let group = Arc::clone(&b.group);
         if b.retired && b.in_flight == 0 {
@@ -943,17 +725,13 @@ impl State {
     /// its limit; each is woken to claim it.
     fn dispatch(&mut self, group: &str) {
         let Some(now) = self.now else { return };
-        let Some(g) = self.groups.iter().position(|g| g.name == group) else {
-            return;
-        };
+        let Some(g) = self.groups.iter().position(|g| g.name == group) else { return };
         while let Some(&id) = self.groups[g].queue.front() {
             let Some(hash) = self.tickets.get(&id).map(|w| w.hash) else {
                 self.groups[g].queue.pop_front();
                 continue;
             };
-            let Some(key) = self.pick(g, now, hash, &[]) else {
-                break;
-            };
+            let Some(key) = self.pick(g, now, hash, &[]) else { break };
             self.groups[g].queue.pop_front();
             let waiter = self.tickets.get_mut(&id).expect("checked above");
             waiter.granted = Some(key);
@@ -987,10 +765,7 @@ impl State {
         // Ejected: the first time for `ejection`, then twice as long each time it fails again
         // as soon as it is back.
         let factor = 1u32.checked_shl(b.ejections.min(16)).unwrap_or(u32::MAX);
-        let length = health
-            .ejection
-            .saturating_mul(factor)
-            .min(health.max_ejection);
+        let length = health.ejection.saturating_mul(factor).min(health.max_ejection);
         b.ejected_until = Some(now + length);
         b.ejections += 1;
         b.fails = health.max_fails - 1;
@@ -1060,9 +835,7 @@ fn hash_key(on: &HashOn, request: &Request, client: &ClientInfo) -> Option<u64> 
 
 /// FNV-1a: a hash that stays the same across builds and runs, as consistent hashing needs.
 fn name_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// splitmix64's finaliser: every input bit moves every output bit.

@@ -7,20 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::spec::RouteSpec;
 use crate::flow::Request;
+use super::spec::RouteSpec;
 
 /// The best route for a request to `host` (the client's, without port) and `path`: a named
 /// host before a wildcard before any host, then the longest prefix.
-pub(super) fn best<'a>(
-    routes: &'a [Arc<RouteSpec>],
-    host: Option<&str>,
-    path: &str,
-) -> Option<&'a Arc<RouteSpec>> {
+pub(super) fn best<'a>(routes: &'a [Arc<RouteSpec>], host: Option<&str>, path: &str) -> Option<&'a Arc<RouteSpec>> {
     // Lowered only when some route names a host.
-    let host = host
-        .filter(|_| routes.iter().any(|r| r.host.is_some()))
-        .map(str::to_ascii_lowercase);
+    let host = host.filter(|_| routes.iter().any(|r| r.host.is_some())).map(str::to_ascii_lowercase);
     routes
         .iter()
         .filter_map(|route| {
@@ -28,19 +22,12 @@ pub(super) fn best<'a>(
                 (None, _) => 0,
                 (Some(want), Some(host)) if want.eq_ignore_ascii_case(host) => 2,
                 (Some(want), Some(host)) => match want.strip_prefix("*.") {
-                    Some(suffix)
-                        if host.len() > suffix.len() + 1
-                            && host.ends_with(&suffix.to_ascii_lowercase())
-                            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.' =>
-                    {
-                        1
-                    }
+                    Some(suffix) if host.len() > suffix.len() + 1 && host.ends_with(&suffix.to_ascii_lowercase()) && host.as_bytes()[host.len() - suffix.len() - 1] == b'.' => 1,
                     _ => return None,
                 },
                 (Some(_), None) => return None,
             };
-            prefix_rest(&route.path_prefix, path)
-                .map(|_| ((host_rank, route.path_prefix.len()), route))
+            prefix_rest(&route.path_prefix, path).map(|_| ((host_rank, route.path_prefix.len()), route))
         })
         // The first of equals wins: `max_by_key` keeps the last, so compare reversed indices.
         .enumerate()
@@ -62,11 +49,7 @@ fn prefix_rest<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
 pub(super) fn rewrite(route: &RouteSpec, request: &mut Request) {
     if let Some(new) = &route.rewrite_prefix {
         if let Some(rest) = prefix_rest(&route.path_prefix, &request.path) {
-            let rest = if route.path_prefix.ends_with('/') {
-                format!("/{rest}")
-            } else {
-                rest.to_owned()
-            };
+            let rest = if route.path_prefix.ends_with('/') { format!("/{rest}") } else { rest.to_owned() };
             let mut path = new.trim_end_matches('/').to_owned();
             path.push_str(&rest);
             if !path.starts_with('/') {
@@ -79,9 +62,7 @@ pub(super) fn rewrite(route: &RouteSpec, request: &mut Request) {
         request.headers.remove(name);
     }
     for (name, value) in &route.set_headers {
-        request
-            .headers
-            .insert(name.to_ascii_lowercase(), value.clone());
+        request.headers.insert(name.to_ascii_lowercase(), value.clone());
     }
 }
 
@@ -99,20 +80,9 @@ pub(super) fn add_forwarded(
     let proto: &'static str = if tls { "https" } else { "http" };
     // RFC 7239 section 6: a host with a port is quoted (':' is no token character); one that
     // could not be quoted is left out.
-    let quotable = host.filter(|h| {
-        h.iter()
-            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    });
-    let earlier: Vec<&[u8]> = request
-        .headers
-        .get_all("x-forwarded-for")
-        .map(<[u8]>::trim_ascii)
-        .filter(|e| !e.is_empty())
-        .collect();
-    let room = earlier.iter().map(|e| e.len() + 2).sum::<usize>()
-        + 2 * 48
-        + 32
-        + quotable.map_or(0, |h| h.len());
+    let quotable = host.filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+    let earlier: Vec<&[u8]> = request.headers.get_all("x-forwarded-for").map(<[u8]>::trim_ascii).filter(|e| !e.is_empty()).collect();
+    let room = earlier.iter().map(|e| e.len() + 2).sum::<usize>() + 2 * 48 + 32 + quotable.map_or(0, |h| h.len());
     let mut buf = Vec::with_capacity(room);
     for e in &earlier {
         buf.extend_from_slice(e);
@@ -140,12 +110,8 @@ pub(super) fn add_forwarded(
         buf.push(b'"');
     }
     let buf = Bytes::from(buf);
-    request
-        .headers
-        .insert("x-forwarded-for", buf.slice(..xff_end));
-    request
-        .headers
-        .insert("x-forwarded-proto", Bytes::from_static(proto.as_bytes()));
+    request.headers.insert("x-forwarded-for", buf.slice(..xff_end));
+    request.headers.insert("x-forwarded-proto", Bytes::from_static(proto.as_bytes()));
     match host {
         Some(host) => request.headers.insert("x-forwarded-host", host.clone()),
         None => {
@@ -188,11 +154,7 @@ mod tests {
     use crate::ids::Scheme;
 
     fn route(host: Option<&str>, prefix: &str, group: &str) -> RouteSpec {
-        RouteSpec {
-            host: host.map(str::to_owned),
-            path_prefix: prefix.into(),
-            ..RouteSpec::to_group(group)
-        }
+        RouteSpec { host: host.map(str::to_owned), path_prefix: prefix.into(), ..RouteSpec::to_group(group) }
     }
 
     fn request(path: &str) -> Request {
@@ -219,8 +181,7 @@ mod tests {
             route(Some("shop.example.com"), "/api/", "shop-api"),
         ]
         .map(Arc::new);
-        let pick =
-            |host: Option<&str>, path: &str| best(&routes, host, path).map(|r| r.group.as_str());
+        let pick = |host: Option<&str>, path: &str| best(&routes, host, path).map(|r| r.group.as_str());
         assert_eq!(pick(None, "/x"), Some("any"));
         assert_eq!(pick(Some("other.test"), "/api/v1"), Some("api"));
         assert_eq!(pick(Some("other.test"), "/apis"), Some("any"));
@@ -275,25 +236,14 @@ mod tests {
         let mut request = request("/");
         request.headers.append("x-forwarded-for", "10.0.0.1");
         request.headers.append("x-forwarded-proto", "gopher");
-        add_forwarded(
-            &mut request,
-            "192.0.2.7".parse().unwrap(),
-            true,
-            Some(&Bytes::from_static(b"shop.test:8443")),
-        );
+        add_forwarded(&mut request, "192.0.2.7".parse().unwrap(), true, Some(&Bytes::from_static(b"shop.test:8443")));
         let h = &request.headers;
         assert_eq!(h.get_str("x-forwarded-for"), Some("10.0.0.1, 192.0.2.7"));
         assert_eq!(h.get_str("x-forwarded-proto"), Some("https"));
         assert_eq!(h.get_str("x-forwarded-host"), Some("shop.test:8443"));
-        assert_eq!(
-            h.get_str("forwarded"),
-            Some("for=192.0.2.7;proto=https;host=\"shop.test:8443\"")
-        );
+        assert_eq!(h.get_str("forwarded"), Some("for=192.0.2.7;proto=https;host=\"shop.test:8443\""));
         let mut request = super::tests::request("/");
         add_forwarded(&mut request, "::1".parse().unwrap(), false, None);
-        assert_eq!(
-            request.headers.get_str("forwarded"),
-            Some("for=\"[::1]\";proto=http")
-        );
+        assert_eq!(request.headers.get_str("forwarded"), Some("for=\"[::1]\";proto=http"));
     }
 }

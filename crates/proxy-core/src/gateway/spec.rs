@@ -25,24 +25,16 @@ impl Backend {
         let (scheme, rest) = match url.split_once("://") {
             Some(("http", rest)) => (Scheme::Http, rest),
             Some(("https", rest)) => (Scheme::Https, rest),
-            Some((other, _)) => {
-                return Err(format!(
-                    "backend {url:?}: scheme {other:?} is not http or https"
-                ))
-            }
+            Some((other, _)) => return Err(format!("backend {url:?}: scheme {other:?} is not http or https")),
             None => return Err(format!("backend {url:?}: not a URL (http://host:port)")),
         };
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if !(path.is_empty() || path == "/") {
-            return Err(format!(
-                "backend {url:?}: a backend has no path (a route rewrites paths)"
-            ));
+            return Err(format!("backend {url:?}: a backend has no path (a route rewrites paths)"));
         }
         let (host, port) = match authority.strip_prefix('[') {
             Some(v6) => {
-                let (host, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| format!("backend {url:?}: unclosed '['"))?;
+                let (host, after) = v6.split_once(']').ok_or_else(|| format!("backend {url:?}: unclosed '['"))?;
                 (host, after.strip_prefix(':'))
             }
             None => match authority.rsplit_once(':') {
@@ -54,11 +46,7 @@ impl Backend {
             return Err(format!("backend {url:?}: no host"));
         }
         let port = match port {
-            Some(port) => port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("backend {url:?}: bad port {port:?}"))?,
+            Some(port) => port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("backend {url:?}: bad port {port:?}"))?,
             None => scheme.default_port(),
         };
         Ok(Self::new(scheme, ServerAddr::new(host, port)))
@@ -173,11 +161,7 @@ pub struct LimitSpec {
 
 impl Default for LimitSpec {
     fn default() -> Self {
-        Self {
-            max_conns: None,
-            queue_limit: 1000,
-            queue_timeout: Duration::from_secs(10),
-        }
+        Self { max_conns: None, queue_limit: 1000, queue_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -193,13 +177,7 @@ pub struct GroupSpec {
 
 impl GroupSpec {
     pub fn new(name: impl Into<String>, backends: Vec<Backend>) -> Self {
-        Self {
-            name: name.into(),
-            backends,
-            balance: Balance::default(),
-            health: HealthSpec::default(),
-            limits: LimitSpec::default(),
-        }
+        Self { name: name.into(), backends, balance: Balance::default(), health: HealthSpec::default(), limits: LimitSpec::default() }
     }
 }
 
@@ -255,11 +233,7 @@ impl GatewaySpec {
     /// One group serving every request.
     pub fn single(group: GroupSpec) -> Self {
         let route = RouteSpec::to_group(group.name.clone());
-        Self {
-            groups: vec![group],
-            routes: vec![route],
-            forwarded_headers: true,
-        }
+        Self { groups: vec![group], routes: vec![route], forwarded_headers: true }
     }
 
     /// Whether some group limits how many requests its backends take at once.
@@ -279,23 +253,14 @@ impl GatewaySpec {
             }
             if let Some(path) = &group.health.path {
                 if !path.starts_with('/') {
-                    return Err(format!(
-                        "group {:?}: health-check path {path:?} does not start with '/'",
-                        group.name
-                    ));
+                    return Err(format!("group {:?}: health-check path {path:?} does not start with '/'", group.name));
                 }
             }
             if group.health.interval.is_zero() || group.health.timeout.is_zero() {
-                return Err(format!(
-                    "group {:?}: health-check interval and timeout must be above zero",
-                    group.name
-                ));
+                return Err(format!("group {:?}: health-check interval and timeout must be above zero", group.name));
             }
             if group.limits.max_conns == Some(0) {
-                return Err(format!(
-                    "group {:?}: a connection limit of 0 would refuse every request",
-                    group.name
-                ));
+                return Err(format!("group {:?}: a connection limit of 0 would refuse every request", group.name));
             }
         }
         if self.routes.is_empty() {
@@ -303,22 +268,14 @@ impl GatewaySpec {
         }
         for route in &self.routes {
             if !self.groups.iter().any(|g| g.name == route.group) {
-                return Err(format!(
-                    "a route names group {:?}, which is not defined",
-                    route.group
-                ));
+                return Err(format!("a route names group {:?}, which is not defined", route.group));
             }
             if !route.path_prefix.starts_with('/') {
-                return Err(format!(
-                    "route prefix {:?} does not start with '/'",
-                    route.path_prefix
-                ));
+                return Err(format!("route prefix {:?} does not start with '/'", route.path_prefix));
             }
             if let Some(rewrite) = &route.rewrite_prefix {
                 if !(rewrite.is_empty() || rewrite.starts_with('/')) {
-                    return Err(format!(
-                        "route rewrite {rewrite:?} is neither empty nor starts with '/'"
-                    ));
+                    return Err(format!("route rewrite {rewrite:?} is neither empty nor starts with '/'"));
                 }
             }
         }
@@ -333,29 +290,15 @@ mod tests {
     #[test]
     fn backends_and_policies_parse() {
         let b = Backend::parse("http://127.0.0.1:9001").unwrap();
-        assert_eq!(
-            (b.scheme, b.addr.host.as_str(), b.addr.port),
-            (Scheme::Http, "127.0.0.1", 9001)
-        );
+        assert_eq!((b.scheme, b.addr.host.as_str(), b.addr.port), (Scheme::Http, "127.0.0.1", 9001));
         let b = Backend::parse("https://[::1]/").unwrap();
-        assert_eq!(
-            (b.scheme, b.addr.host.as_str(), b.addr.port),
-            (Scheme::Https, "::1", 443)
-        );
+        assert_eq!((b.scheme, b.addr.host.as_str(), b.addr.port), (Scheme::Https, "::1", 443));
         assert_eq!(b.to_string(), "https://[::1]:443");
-        assert!(Backend::parse("http://a/x")
-            .unwrap_err()
-            .contains("no path"));
+        assert!(Backend::parse("http://a/x").unwrap_err().contains("no path"));
         assert!(Backend::parse("ftp://a").unwrap_err().contains("ftp"));
         assert!(Backend::parse("http://a:0").is_err());
-        assert_eq!(
-            "hash:header:X-User".parse::<Balance>(),
-            Ok(Balance::Hash(HashOn::Header("x-user".into())))
-        );
+        assert_eq!("hash:header:X-User".parse::<Balance>(), Ok(Balance::Hash(HashOn::Header("x-user".into()))));
         assert_eq!("p2c".parse::<Balance>(), Ok(Balance::PowerOfTwo));
-        assert!("fastest"
-            .parse::<Balance>()
-            .unwrap_err()
-            .contains("round-robin"));
+        assert!("fastest".parse::<Balance>().unwrap_err().contains("round-robin"));
     }
 }

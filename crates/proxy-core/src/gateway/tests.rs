@@ -9,10 +9,7 @@ use crate::headers::Headers;
 use crate::ids::Scheme;
 
 fn backends(ports: &[u16]) -> Vec<Backend> {
-    ports
-        .iter()
-        .map(|p| Backend::parse(&format!("http://127.0.0.1:{p}")).unwrap())
-        .collect()
+    ports.iter().map(|p| Backend::parse(&format!("http://127.0.0.1:{p}")).unwrap()).collect()
 }
 
 fn gateway(ports: &[u16], balance: Balance) -> Gateway {
@@ -38,17 +35,12 @@ fn request(host: &str, path: &str) -> Request {
 }
 
 fn client(ip: &str) -> ClientInfo {
-    ClientInfo::new(
-        format!("{ip}:40000").parse().unwrap(),
-        "127.0.0.1:8080".parse().unwrap(),
-    )
+    ClientInfo::new(format!("{ip}:40000").parse().unwrap(), "127.0.0.1:8080".parse().unwrap())
 }
 
 /// Admit a request and say which backend port it went to.
 fn send(gw: &Gateway, now: Instant, r: &mut Request) -> (u16, Lease) {
-    let Admitted::Now(lease) = gw.admit(now, r, &client("192.0.2.1"), false, None).unwrap() else {
-        panic!("queued")
-    };
+    let Admitted::Now(lease) = gw.admit(now, r, &client("192.0.2.1"), false, None).unwrap() else { panic!("queued") };
     (r.port, lease)
 }
 
@@ -60,10 +52,7 @@ fn round_robin_takes_each_in_turn_and_names_the_backend() {
     for _ in 0..6 {
         let mut r = request("shop.test", "/x");
         let (port, _lease) = send(&gw, t0, &mut r);
-        assert_eq!(
-            r.headers.get_str("host"),
-            Some(format!("127.0.0.1:{port}").as_str())
-        );
+        assert_eq!(r.headers.get_str("host"), Some(format!("127.0.0.1:{port}").as_str()));
         assert_eq!(r.headers.get_str("x-forwarded-host"), Some("shop.test"));
         assert_eq!(r.headers.get_str("x-forwarded-for"), Some("192.0.2.1"));
         ports.push(port);
@@ -82,10 +71,7 @@ fn least_conn_counts_requests_in_flight_until_their_lease_ends() {
         assert_eq!(send(&gw, t0, &mut request("h", "/")).0, 9002);
     }
     let status = gw.status(t0);
-    assert_eq!(
-        (status[0].in_flight, status[1].in_flight, status[1].requests),
-        (1, 0, 3)
-    );
+    assert_eq!((status[0].in_flight, status[1].in_flight, status[1].requests), (1, 0, 3));
     drop(held);
     assert_eq!(gw.status(t0)[0].in_flight, 0);
 }
@@ -118,10 +104,7 @@ fn power_of_two_choices_prefers_the_faster_backend() {
     let (port, mut lease) = send(&gw, t1, &mut request("h", "/"));
     assert_eq!(port, 9002);
     lease.responded(200, t1 + Duration::from_millis(5));
-    assert_eq!(
-        send(&gw, t1 + Duration::from_millis(5), &mut request("h", "/")).0,
-        9001
-    );
+    assert_eq!(send(&gw, t1 + Duration::from_millis(5), &mut request("h", "/")).0, 9001);
 }
 
 #[test]
@@ -158,9 +141,7 @@ fn hashing_sticks_and_a_removed_backend_moves_only_its_share() {
         }
     }
     // No key: balanced in turn (from wherever the hashed picks left the turn).
-    let mut ports: Vec<u16> = (0..3)
-        .map(|_| send(&gw, t0, &mut request("h", "/")).0)
-        .collect();
+    let mut ports: Vec<u16> = (0..3).map(|_| send(&gw, t0, &mut request("h", "/")).0).collect();
     ports.sort();
     assert_eq!(ports, [9001, 9002, 9004]);
 }
@@ -181,18 +162,10 @@ fn failures_in_a_row_eject_for_a_growing_interval() {
     assert_eq!(fail_9001(t0), None);
     assert_eq!(fail_9001(t0), None);
     let line = fail_9001(t0).expect("the third failure ejects");
-    assert!(
-        line.contains("http://127.0.0.1:9001")
-            && line.contains("ejected for 10 s")
-            && line.contains("answered 502"),
-        "{line}"
-    );
+    assert!(line.contains("http://127.0.0.1:9001") && line.contains("ejected for 10 s") && line.contains("answered 502"), "{line}");
     assert!(matches!(gw.status(t0)[0].health, Health::Ejected { .. }));
     for _ in 0..4 {
-        assert_eq!(
-            send(&gw, t0 + Duration::from_secs(9), &mut request("h", "/")).0,
-            9002
-        );
+        assert_eq!(send(&gw, t0 + Duration::from_secs(9), &mut request("h", "/")).0, 9002);
     }
     // Back after 10 s; failing at once ejects it again, for twice as long.
     let t1 = t0 + Duration::from_secs(10);
@@ -230,20 +203,13 @@ fn a_connect_failure_goes_to_the_next_backend_each_at_most_once() {
     assert_eq!(port, 9001);
     let (next, _) = lease.connect_failed(t0, "connection refused", &mut r);
     assert_eq!(next.map(|b| b.addr.port), Some(9002));
-    assert_eq!(
-        (r.port, r.headers.get_str("host")),
-        (9002, Some("127.0.0.1:9002"))
-    );
+    assert_eq!((r.port, r.headers.get_str("host")), (9002, Some("127.0.0.1:9002")));
     let (next, _) = lease.connect_failed(t0, "connection refused", &mut r);
     assert_eq!(next.map(|b| b.addr.port), Some(9003));
     let (next, _) = lease.connect_failed(t0, "connection refused", &mut r);
     assert_eq!(next, None, "every backend tried");
     let in_flight: Vec<u32> = gw.status(t0).iter().map(|s| s.in_flight).collect();
-    assert_eq!(
-        in_flight,
-        [0, 0, 1],
-        "the lease holds only the backend it is on"
-    );
+    assert_eq!(in_flight, [0, 0, 1], "the lease holds only the backend it is on");
     drop(lease);
     assert!(gw.status(t0).iter().all(|s| s.in_flight == 0));
 }
@@ -256,23 +222,11 @@ fn active_checks_take_a_backend_out_and_bring_it_back() {
     let gw = Gateway::new(GatewaySpec::single(group), 3).unwrap();
     let t0 = Instant::now();
     let probes = gw.due_checks(t0);
-    assert_eq!(
-        probes
-            .iter()
-            .map(|p| (p.addr.port, p.path.as_str()))
-            .collect::<Vec<_>>(),
-        [(9001, "/healthz"), (9002, "/healthz")]
-    );
-    assert!(
-        gw.due_checks(t0).is_empty(),
-        "running checks are not due again"
-    );
+    assert_eq!(probes.iter().map(|p| (p.addr.port, p.path.as_str())).collect::<Vec<_>>(), [(9001, "/healthz"), (9002, "/healthz")]);
+    assert!(gw.due_checks(t0).is_empty(), "running checks are not due again");
     assert_eq!(gw.poll_timeout(), None);
     let line = gw.check_done(&probes[0], Ok(503), t0).unwrap();
-    assert_eq!(
-        line,
-        "backend http://127.0.0.1:9001 of group \"web\" is down: its health check answered 503"
-    );
+    assert_eq!(line, "backend http://127.0.0.1:9001 of group \"web\" is down: its health check answered 503");
     assert_eq!(gw.check_done(&probes[1], Ok(200), t0), None);
     assert_eq!(gw.poll_timeout(), Some(t0 + Duration::from_secs(2)));
     for _ in 0..3 {
@@ -281,44 +235,20 @@ fn active_checks_take_a_backend_out_and_bring_it_back() {
     let t1 = t0 + Duration::from_secs(2);
     let probes = gw.due_checks(t1);
     assert_eq!(probes.len(), 2);
-    let line = gw
-        .check_done(&probes[1], Err("connect timed out".into()), t1)
-        .unwrap();
-    assert!(
-        line.ends_with("is down: its health check failed: connect timed out"),
-        "{line}"
-    );
-    let refused = gw
-        .admit(
-            t1,
-            &mut request("h", "/"),
-            &client("192.0.2.1"),
-            false,
-            None,
-        )
-        .unwrap_err();
-    assert_eq!(
-        refused,
-        Refusal::AllDown {
-            group: "web".into()
-        }
-    );
+    let line = gw.check_done(&probes[1], Err("connect timed out".into()), t1).unwrap();
+    assert!(line.ends_with("is down: its health check failed: connect timed out"), "{line}");
+    let refused = gw.admit(t1, &mut request("h", "/"), &client("192.0.2.1"), false, None).unwrap_err();
+    assert_eq!(refused, Refusal::AllDown { group: "web".into() });
     assert_eq!(refused.response().status, 503);
     let line = gw.check_done(&probes[0], Ok(204), t1).unwrap();
-    assert!(
-        line.ends_with("is up again: its health check answered 2xx"),
-        "{line}"
-    );
+    assert!(line.ends_with("is up again: its health check answered 2xx"), "{line}");
     assert_eq!(send(&gw, t1, &mut request("h", "/")).0, 9001);
 }
 
 #[test]
 fn routes_pick_groups_rewrite_paths_and_set_fields() {
     let spec = GatewaySpec {
-        groups: vec![
-            GroupSpec::new("site", backends(&[9001])),
-            GroupSpec::new("api", backends(&[9002])),
-        ],
+        groups: vec![GroupSpec::new("site", backends(&[9001])), GroupSpec::new("api", backends(&[9002]))],
         routes: vec![
             RouteSpec::to_group("site"),
             RouteSpec {
@@ -328,11 +258,7 @@ fn routes_pick_groups_rewrite_paths_and_set_fields() {
                 remove_headers: vec!["cookie".into()],
                 ..RouteSpec::to_group("api")
             },
-            RouteSpec {
-                host: Some("keep.test".into()),
-                preserve_host: true,
-                ..RouteSpec::to_group("site")
-            },
+            RouteSpec { host: Some("keep.test".into()), preserve_host: true, ..RouteSpec::to_group("site") },
         ],
         forwarded_headers: false,
     };
@@ -342,38 +268,15 @@ fn routes_pick_groups_rewrite_paths_and_set_fields() {
     r.headers.append("cookie", "a=b");
     let (port, _l) = send(&gw, t0, &mut r);
     assert_eq!((port, r.path.as_str()), (9002, "/users?id=3"));
-    assert_eq!(
-        (r.headers.get_str("x-api"), r.headers.contains("cookie")),
-        (Some("1"), false)
-    );
-    assert!(
-        !r.headers.contains("x-forwarded-for"),
-        "forwarded fields off"
-    );
+    assert_eq!((r.headers.get_str("x-api"), r.headers.contains("cookie")), (Some("1"), false));
+    assert!(!r.headers.contains("x-forwarded-for"), "forwarded fields off");
     let mut r = request("keep.test:8080", "/");
     let (port, _l) = send(&gw, t0, &mut r);
-    assert_eq!(
-        (port, r.headers.get_str("host")),
-        (9001, Some("keep.test:8080"))
-    );
+    assert_eq!((port, r.headers.get_str("host")), (9001, Some("keep.test:8080")));
 
-    let only_api = GatewaySpec {
-        routes: vec![RouteSpec {
-            path_prefix: "/api".into(),
-            ..RouteSpec::to_group("api")
-        }],
-        ..GatewaySpec::single(GroupSpec::new("api", backends(&[9002])))
-    };
+    let only_api = GatewaySpec { routes: vec![RouteSpec { path_prefix: "/api".into(), ..RouteSpec::to_group("api") }], ..GatewaySpec::single(GroupSpec::new("api", backends(&[9002]))) };
     gw.reload(only_api).unwrap();
-    let refused = gw
-        .admit(
-            t0,
-            &mut request("shop.test", "/about"),
-            &client("192.0.2.1"),
-            false,
-            None,
-        )
-        .unwrap_err();
+    let refused = gw.admit(t0, &mut request("shop.test", "/about"), &client("192.0.2.1"), false, None).unwrap_err();
     assert_eq!(refused.to_string(), "no route for shop.test/about");
     assert_eq!(refused.response().status, 404);
 }
@@ -393,18 +296,8 @@ fn a_reload_keeps_state_of_backends_that_stay_and_drains_the_others() {
     group.balance = Balance::LeastConn;
     gw.reload(GatewaySpec::single(group)).unwrap();
     let status = gw.status(t0);
-    assert_eq!(
-        status
-            .iter()
-            .map(|s| s.backend.addr.port)
-            .collect::<Vec<_>>(),
-        [9002, 9003]
-    );
-    assert_eq!(
-        (status[0].requests, status[1].requests),
-        (1, 0),
-        "9002 kept its count"
-    );
+    assert_eq!(status.iter().map(|s| s.backend.addr.port).collect::<Vec<_>>(), [9002, 9003]);
+    assert_eq!((status[0].requests, status[1].requests), (1, 0), "9002 kept its count");
     // The removed 9001 finishes its request; nothing new goes there.
     for _ in 0..4 {
         assert_ne!(send(&gw, t0, &mut request("h", "/")).0, 9001);
@@ -433,25 +326,12 @@ fn woken(count: &Count) -> usize {
 
 fn limited(ports: &[u16], max_conns: u32, queue_limit: usize) -> Gateway {
     let mut group = GroupSpec::new("web", backends(ports));
-    group.limits = LimitSpec {
-        max_conns: Some(max_conns),
-        queue_limit,
-        queue_timeout: Duration::from_secs(5),
-    };
+    group.limits = LimitSpec { max_conns: Some(max_conns), queue_limit, queue_timeout: Duration::from_secs(5) };
     Gateway::new(GatewaySpec::single(group), 7).unwrap()
 }
 
 fn queue(gw: &Gateway, now: Instant, waker: &Waker) -> Ticket {
-    match gw
-        .admit(
-            now,
-            &mut request("shop.test", "/x"),
-            &client("192.0.2.1"),
-            false,
-            Some(waker),
-        )
-        .unwrap()
-    {
+    match gw.admit(now, &mut request("shop.test", "/x"), &client("192.0.2.1"), false, Some(waker)).unwrap() {
         Admitted::Queued(ticket) => ticket,
         Admitted::Now(lease) => panic!("not queued: {lease:?}"),
     }
@@ -475,16 +355,9 @@ fn past_the_limit_requests_wait_in_order_and_each_freed_slot_goes_to_the_first()
     assert!(one.claim(t0, &mut r).is_none());
     assert_eq!(r.port, 1);
     drop(second);
-    assert_eq!(
-        (woken(&w1), woken(&w2)),
-        (1, 0),
-        "the first in the queue is woken"
-    );
+    assert_eq!((woken(&w1), woken(&w2)), (1, 0), "the first in the queue is woken");
     let lease = one.claim(t0, &mut r).unwrap();
-    assert_eq!(
-        (r.port, r.headers.get_str("x-forwarded-host")),
-        (9002, Some("shop.test"))
-    );
+    assert_eq!((r.port, r.headers.get_str("x-forwarded-host")), (9002, Some("shop.test")));
     assert_eq!(gw.status(t0)[1].in_flight, 1);
     // The second leaves the queue unserved; the next slot freed has nobody to go to.
     drop(two);
@@ -519,21 +392,10 @@ fn a_ticket_granted_but_dropped_passes_its_backend_on() {
 fn a_full_queue_refuses_at_once_and_a_wait_times_out_with_its_reason() {
     let gw = limited(&[9001], 2, 1);
     let t0 = Instant::now();
-    let _held = [
-        send(&gw, t0, &mut request("h", "/")).1,
-        send(&gw, t0, &mut request("h", "/")).1,
-    ];
+    let _held = [send(&gw, t0, &mut request("h", "/")).1, send(&gw, t0, &mut request("h", "/")).1];
     let (_, waker) = counting();
     let ticket = queue(&gw, t0, &waker);
-    let refused = gw
-        .admit(
-            t0,
-            &mut request("h", "/"),
-            &client("192.0.2.1"),
-            false,
-            Some(&waker),
-        )
-        .unwrap_err();
+    let refused = gw.admit(t0, &mut request("h", "/"), &client("192.0.2.1"), false, Some(&waker)).unwrap_err();
     assert_eq!(
         refused.to_string(),
         "every backend of group \"web\" has 2 requests in flight, its limit, and 1 more wait in its queue, which is full"
@@ -553,21 +415,8 @@ fn a_full_queue_refuses_at_once_and_a_wait_times_out_with_its_reason() {
         down.due_checks(t0)
     };
     down.check_done(&probes[0], Ok(500), t0);
-    let refused = down
-        .admit(
-            t0,
-            &mut request("h", "/"),
-            &client("192.0.2.1"),
-            false,
-            Some(&waker),
-        )
-        .unwrap_err();
-    assert_eq!(
-        refused,
-        Refusal::AllDown {
-            group: "web".into()
-        }
-    );
+    let refused = down.admit(t0, &mut request("h", "/"), &client("192.0.2.1"), false, Some(&waker)).unwrap_err();
+    assert_eq!(refused, Refusal::AllDown { group: "web".into() });
 }
 
 #[test]
@@ -582,10 +431,6 @@ fn a_reload_raising_the_limit_serves_the_queue() {
     gw.reload(GatewaySpec::single(group)).unwrap();
     assert_eq!(woken(&w), 1);
     assert!(ticket.claim(t0, &mut request("h", "/")).is_some());
-    gw.reload(GatewaySpec::single(GroupSpec::new(
-        "web",
-        backends(&[9001]),
-    )))
-    .unwrap();
+    gw.reload(GatewaySpec::single(GroupSpec::new("web", backends(&[9001])))).unwrap();
     assert!(!gw.limits_connections());
 }

@@ -10,8 +10,8 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Child, Handover, Layer};
 use crate::layers::http::HttpLayer;
-use crate::layers::socks5::Socks5Layer;
 use crate::layers::tls::intercept::Intercept;
+use crate::layers::socks5::Socks5Layer;
 use crate::layers::transparent::TransparentLayer;
 use crate::layers::tunnel::Tunnel;
 use crate::layers::websocket::WebSocketLayer;
@@ -47,38 +47,20 @@ impl ModeLayer {
 /// mode (client TLS without [`Config::tls`](crate::Config::tls)) closes the connection with a
 /// log line saying so.
 fn first_layer(cx: &mut Context) -> State {
-    if matches!(
-        cx.config.mode,
-        Mode::Reverse {
-            client_tls: true,
-            ..
-        }
-    ) && cx.config.tls.is_none()
-    {
-        cx.log(
-            LogLevel::Warn,
-            "reverse mode with client TLS needs Config::tls: closing the client",
-        );
+    if matches!(cx.config.mode, Mode::Reverse { client_tls: true, .. }) && cx.config.tls.is_none() {
+        cx.log(LogLevel::Warn, "reverse mode with client TLS needs Config::tls: closing the client");
         cx.close(ConnId::CLIENT, false);
         return State::Closed;
     }
     let layer: Box<dyn Layer> = match &cx.config.mode {
-        Mode::Reverse {
-            scheme,
-            target,
-            client_tls: true,
-        } => Box::new(Intercept::reverse(cx, *scheme, target.clone(), inside_tls)),
+        Mode::Reverse { scheme, target, client_tls: true } => {
+            Box::new(Intercept::reverse(cx, *scheme, target.clone(), inside_tls))
+        }
         // With interception on, a regular listener also serves clients that speak TLS to it.
-        Mode::Regular if cx.config.tls.is_some() => {
-            Box::new(Intercept::secure_proxy(cx, after_http))
-        }
+        Mode::Regular if cx.config.tls.is_some() => Box::new(Intercept::secure_proxy(cx, after_http)),
         // An HTTP/2 client may open tunnels as streams: each becomes what a `CONNECT` does.
-        Mode::Regular | Mode::Upstream { .. } => {
-            Box::new(HttpLayer::for_mode(cx).carrying_tunnels(after_http))
-        }
-        Mode::Reverse {
-            client_tls: false, ..
-        } => Box::new(HttpLayer::for_mode(cx)),
+        Mode::Regular | Mode::Upstream { .. } => Box::new(HttpLayer::for_mode(cx).carrying_tunnels(after_http)),
+        Mode::Reverse { client_tls: false, .. } => Box::new(HttpLayer::for_mode(cx)),
         Mode::Socks5 => Box::new(Socks5Layer::new()),
         Mode::Transparent => Box::new(TransparentLayer::new()),
     };
@@ -123,10 +105,7 @@ impl Layer for ModeLayer {
             (State::New, _) => self.state = first_layer(cx),
             (State::Admitting(waiting), Event::HookReply { flow, reply }) if flow == waiting => {
                 if let HookReply::Kill = reply {
-                    cx.log(
-                        LogLevel::Info,
-                        format!("client {} refused by hook", cx.client.peer),
-                    );
+                    cx.log(LogLevel::Info, format!("client {} refused by hook", cx.client.peer));
                     cx.close(ConnId::CLIENT, false);
                     self.state = State::Closed;
                 } else {

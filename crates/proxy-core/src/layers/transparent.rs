@@ -30,12 +30,7 @@ enum State {
 
 impl TransparentLayer {
     pub(crate) fn new() -> Self {
-        Self {
-            state: State::New,
-            early: BytesMut::new(),
-            client_eof: false,
-            handover: None,
-        }
+        Self { state: State::New, early: BytesMut::new(), client_eof: false, handover: None }
     }
 
     fn start(&mut self, cx: &mut Context) {
@@ -72,24 +67,13 @@ impl Layer for TransparentLayer {
     fn handle(&mut self, cx: &mut Context, _now: Instant, event: Event) {
         match (&self.state, event) {
             (State::New, Event::Start) => self.start(cx),
-            (
-                State::Connecting { .. },
-                Event::DataReceived {
-                    conn: ConnId::CLIENT,
-                    data,
-                },
-            ) => {
+            (State::Connecting { .. }, Event::DataReceived { conn: ConnId::CLIENT, data }) => {
                 // Kept for the next layer, which reads the client from the start; the
                 // client is not read past its first bytes meanwhile.
                 self.early.extend_from_slice(&data);
                 cx.set_layer_pause(ConnId::CLIENT, true);
             }
-            (
-                State::Connecting { .. },
-                Event::ConnectionClosed {
-                    conn: ConnId::CLIENT,
-                },
-            ) => self.client_eof = true,
+            (State::Connecting { .. }, Event::ConnectionClosed { conn: ConnId::CLIENT }) => self.client_eof = true,
             (State::Connecting { server, target }, Event::Opened { conn }) if *server == conn => {
                 self.handover = Some(Handover {
                     server: conn,
@@ -103,16 +87,8 @@ impl Layer for TransparentLayer {
                 });
                 self.state = State::Done;
             }
-            (State::Connecting { server, target }, Event::OpenFailed { conn, error })
-                if *server == conn =>
-            {
-                cx.log(
-                    LogLevel::Info,
-                    format!(
-                        "transparent client {}: cannot connect to {target}: {error}",
-                        cx.client.peer
-                    ),
-                );
+            (State::Connecting { server, target }, Event::OpenFailed { conn, error }) if *server == conn => {
+                cx.log(LogLevel::Info, format!("transparent client {}: cannot connect to {target}: {error}", cx.client.peer));
                 cx.forget(conn);
                 self.state = State::Done;
                 cx.close(ConnId::CLIENT, false);

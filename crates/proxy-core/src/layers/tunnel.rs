@@ -21,10 +21,7 @@ impl Tunnel {
         cx.send(ConnId::CLIENT, handover.server_rest);
         cx.set_layer_pause(ConnId::CLIENT, false);
         cx.set_layer_pause(server, false);
-        let mut tunnel = Self {
-            server,
-            eof: [false; 2],
-        };
+        let mut tunnel = Self { server, eof: [false; 2] };
         if handover.client_eof {
             tunnel.side_closed(cx, ConnId::CLIENT);
         }
@@ -32,11 +29,7 @@ impl Tunnel {
     }
 
     fn other(&self, conn: ConnId) -> ConnId {
-        if conn == ConnId::CLIENT {
-            self.server
-        } else {
-            ConnId::CLIENT
-        }
+        if conn == ConnId::CLIENT { self.server } else { ConnId::CLIENT }
     }
 
     /// `conn` will send no more: pass the half-close on, and close both once both are done.

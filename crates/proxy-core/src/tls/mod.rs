@@ -50,14 +50,7 @@ impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
             .field("issuer", &self.issuer)
-            .field(
-                "ignore_hosts",
-                &self
-                    .ignore_hosts
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("ignore_hosts", &self.ignore_hosts.iter().map(|r| r.as_str()).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -80,11 +73,7 @@ pub struct CertRequest {
 impl CertRequest {
     /// The target as an IP address, if it is one.
     pub fn target_ip(&self) -> Option<IpAddr> {
-        self.target_host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()
+        self.target_host.trim_start_matches('[').trim_end_matches(']').parse().ok()
     }
 }
 

@@ -18,10 +18,7 @@ use crate::tls::{TlsError, TlsFailure, TlsInfo, TlsPeer};
 
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSession")
-            .field("peer", &self.peer)
-            .field("server", &self.server)
-            .finish_non_exhaustive()
+        f.debug_struct("TlsSession").field("peer", &self.peer).field("server", &self.server).finish_non_exhaustive()
     }
 }
 
@@ -70,23 +67,20 @@ pub(crate) struct Received {
 }
 
 impl TlsSession {
-    pub(crate) fn new(
-        conn: rustls::Connection,
-        server: ServerAddr,
-        server_name: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(conn: rustls::Connection, server: ServerAddr, server_name: Option<String>) -> Self {
         let peer = match conn {
             rustls::Connection::Client(_) => TlsPeer::Server,
             rustls::Connection::Server(_) => TlsPeer::Client,
         };
-        let mut session = Self {
-            conn,
-            peer,
-            server,
-            server_name,
-            state: TlsState::Handshaking,
-            write_closed: false,
-        };
+        let mut session =
+            Self {
+                conn,
+                peer,
+                server,
+                server_name,
+                state: TlsState::Handshaking,
+                write_closed: false,
+            };
         // The context accounts for queued output itself and pauses readers when it grows; a
         // rustls-side limit would only make writes partial.
         session.conn.set_buffer_limit(None);
@@ -223,24 +217,15 @@ impl TlsSession {
             peer: self.peer,
             server: self.server.clone(),
             server_name: self.server_name.clone(),
-            version: c
-                .protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default(),
-            cipher: c
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
+            version: c.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            cipher: c.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
             alpn: c.alpn_protocol().map(<[u8]>::to_vec),
             peer_certificates: self.peer_certificates(),
         }
     }
 
     pub(crate) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
-        self.conn
-            .peer_certificates()
-            .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
-            .unwrap_or_default()
+        self.conn.peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default()
     }
 
     pub(crate) fn alpn(&self) -> Option<Vec<u8>> {
@@ -248,12 +233,6 @@ impl TlsSession {
     }
 
     pub(crate) fn failure(&self, conn: ConnId, error: String) -> TlsFailure {
-        TlsFailure {
-            conn,
-            peer: self.peer,
-            server: self.server.clone(),
-            server_name: self.server_name.clone(),
-            error,
-        }
+        TlsFailure { conn, peer: self.peer, server: self.server.clone(), server_name: self.server_name.clone(), error }
     }
 }

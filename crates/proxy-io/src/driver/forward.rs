@@ -25,16 +25,7 @@ where
                 if let Some(s) = self.sock(from) {
                     s.forwarding = true;
                 }
-                self.forwards.push(Forward {
-                    from,
-                    to,
-                    remaining: len,
-                    pipe,
-                    eof: false,
-                    reported_held: false,
-                    mark: 1,
-                    patience: None,
-                });
+                self.forwards.push(Forward { from, to, remaining: len, pipe, eof: false, reported_held: false, mark: 1, patience: None });
             }
             // Without a pipe the bytes cannot move; the core will not see them either, so
             // this connection cannot go on.
@@ -43,8 +34,7 @@ where
                 for s in &mut self.socks {
                     s.kill();
                 }
-                self.events
-                    .push_back(Event::ConnectionClosed { conn: from });
+                self.events.push_back(Event::ConnectionClosed { conn: from });
             }
         }
     }
@@ -59,14 +49,8 @@ where
         let mut i = 0;
         while i < self.forwards.len() {
             let f = &mut self.forwards[i];
-            let from = self
-                .socks
-                .iter()
-                .position(|s| s.id == f.from && !s.forgotten && s.is_alive());
-            let to = self
-                .socks
-                .iter()
-                .position(|s| s.id == f.to && !s.forgotten && s.is_alive());
+            let from = self.socks.iter().position(|s| s.id == f.from && !s.forgotten && s.is_alive());
+            let to = self.socks.iter().position(|s| s.id == f.to && !s.forgotten && s.is_alive());
             let (Some(from), Some(to)) = (from, to) else {
                 // One side was closed: the core knows, and the rest of the body has no reader.
                 let mut f = self.forwards.swap_remove(i);
@@ -76,11 +60,7 @@ where
                     f.set_mark(&self.socks[from], 1);
                     self.socks[from].forwarding = false;
                     if f.pipe.len > 0 {
-                        return Some(Event::Forwarded {
-                            from: f.from,
-                            len: f.pipe.len as u64,
-                            pending: 0,
-                        });
+                        return Some(Event::Forwarded { from: f.from, len: f.pipe.len as u64, pending: 0 });
                     }
                 }
                 continue;
@@ -153,11 +133,7 @@ where
                     cx.waker().wake_by_ref();
                 }
                 let pending = if removed { 0 } else { pending };
-                return Some(Event::Forwarded {
-                    from: from_id,
-                    len: moved,
-                    pending,
-                });
+                return Some(Event::Forwarded { from: from_id, len: moved, pending });
             }
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
@@ -220,9 +196,7 @@ impl Forward {
     fn fill(&mut self, src: &Sock, cx: &mut Context<'_>) -> io::Result<bool> {
         use std::os::fd::AsRawFd;
         let room = self.pipe.capacity.saturating_sub(self.pipe.len);
-        let Io::Open(stream) = &src.io else {
-            return Ok(false);
-        };
+        let Io::Open(stream) = &src.io else { return Ok(false) };
         if src.paused || room == 0 || self.remaining == 0 || self.eof {
             return Ok(false);
         }
@@ -233,13 +207,9 @@ impl Forward {
             }
             Poll::Ready(ready) => ready?,
         }
-        let max = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(room);
+        let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(room);
         let filled = if self.pipe.len == 0 {
-            stream.try_io(tokio::io::Interest::READABLE, || {
-                self.pipe.fill(stream.as_raw_fd(), max)
-            })
+            stream.try_io(tokio::io::Interest::READABLE, || self.pipe.fill(stream.as_raw_fd(), max))
         } else {
             // EAGAIN may be the pipe's here (its slots full of small pieces), not the
             // socket's: keep the socket's readiness. The pipe holds data, so the drain
@@ -281,9 +251,7 @@ impl Forward {
         let step = if n >= BATCH_MIN { 1 << n.ilog2() } else { 0 };
         if step > mark {
             if let Io::Open(stream) = &src.io {
-                let buffer = socket2::SockRef::from(stream)
-                    .recv_buffer_size()
-                    .unwrap_or(0);
+                let buffer = socket2::SockRef::from(stream).recv_buffer_size().unwrap_or(0);
                 mark = step.min(buffer / 2).max(mark);
             }
         }
@@ -321,9 +289,7 @@ impl Forward {
     /// before. Returns the bytes written and whether another round is worth it.
     fn drain(&mut self, dst: &Sock, cx: &mut Context<'_>) -> io::Result<(usize, bool)> {
         use std::os::fd::AsRawFd;
-        let Io::Open(stream) = &dst.io else {
-            return Ok((0, false));
-        };
+        let Io::Open(stream) = &dst.io else { return Ok((0, false)) };
         if !dst.queue.is_empty() || self.pipe.len == 0 {
             return Ok((0, false));
         }
@@ -331,14 +297,10 @@ impl Forward {
             Poll::Pending => return Ok((0, false)),
             Poll::Ready(ready) => ready?,
         }
-        match stream.try_io(tokio::io::Interest::WRITABLE, || {
-            self.pipe.drain(stream.as_raw_fd())
-        }) {
+        match stream.try_io(tokio::io::Interest::WRITABLE, || self.pipe.drain(stream.as_raw_fd())) {
             Ok(n) => Ok((n, n > 0)),
             // As in `fill`, for the waker.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Ok((0, stream.poll_write_ready(cx).is_ready()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((0, stream.poll_write_ready(cx).is_ready())),
             Err(e) => Err(e),
         }
     }

@@ -19,8 +19,7 @@ where
         // The builder keeps `forward_min` off where splice is missing; a core that asks anyway
         // gets its connection closed rather than a hang.
         tracing::warn!(client = %self.peer, "forwarding is not supported on this platform");
-        self.events
-            .push_back(Event::ConnectionClosed { conn: from });
+        self.events.push_back(Event::ConnectionClosed { conn: from });
     }
 
     pub(super) fn poll_forwards(&mut self, _cx: &mut Context<'_>) -> Option<Event> {

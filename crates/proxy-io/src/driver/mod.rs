@@ -134,9 +134,7 @@ pub(crate) async fn drive<C: Core, H: Handler>(
         async move { (flow, blocking, reply.await) }
     };
     let inbox = Inbox::new(injector.clone(), peer);
-    Driver::new(core, (ConnId::CLIENT, client), peer, opts, make_hook, inbox)
-        .run()
-        .await
+    Driver::new(core, (ConnId::CLIENT, client), peer, opts, make_hook, inbox).run().await
 }
 
 /// Run a carrier (see [`crate::carrier`]) to its end: its one socket is `server`, and the
@@ -150,8 +148,7 @@ pub(crate) async fn drive_carrier(
     injector: &Injector,
 ) {
     // A carrier raises no hooks.
-    let make_hook =
-        |flow: FlowId, _hook: Hook| std::future::ready((flow, false, HookReply::Continue));
+    let make_hook = |flow: FlowId, _hook: Hook| std::future::ready((flow, false, HookReply::Continue));
     let inbox = Inbox::new(injector.clone(), peer);
     let mut driver = Driver::new(core, server, peer, opts, make_hook, inbox);
     driver.carrying = Some(carrying);
@@ -189,14 +186,7 @@ where
     M: FnMut(FlowId, Hook) -> F,
     F: Future<Output = (FlowId, bool, HookReply)>,
 {
-    fn new(
-        mut core: C,
-        (first, socket): (ConnId, TcpStream),
-        peer: SocketAddr,
-        opts: &'o Options,
-        make_hook: M,
-        inbox: Inbox,
-    ) -> Self {
+    fn new(mut core: C, (first, socket): (ConnId, TcpStream), peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
         let nudge = Arc::new(Nudge::default());
         core.set_waker(Waker::from(nudge.clone()));
         Self {
@@ -276,19 +266,8 @@ where
                 let connecting = open(server, self.opts.connect_timeout);
                 self.socks.push(Sock::new(conn, Io::Connecting(connecting)));
             }
-            Command::Reuse {
-                conn,
-                server,
-                key,
-                join,
-            } => {
-                if join
-                    && self
-                        .opts
-                        .pool
-                        .as_ref()
-                        .is_some_and(|pool| self.joined.join(pool, &key, conn))
-                {
+            Command::Reuse { conn, server, key, join } => {
+                if join && self.opts.pool.as_ref().is_some_and(|pool| self.joined.join(pool, &key, conn)) {
                     tracing::debug!(client = %self.peer, conn = conn.0, %key, "joined a carrier");
                     self.events.push_back(Event::Joined { conn });
                     return;
@@ -351,9 +330,7 @@ where
         // Let go of the backend only once the connection is in the pool, where the request
         // given its slot will look.
         let hold = parked.take_hold();
-        let Some(at) = self.socks.iter().position(|s| s.id == conn && !s.forgotten) else {
-            return;
-        };
+        let Some(at) = self.socks.iter().position(|s| s.id == conn && !s.forgotten) else { return };
         // What this turn queued for it goes first (a TLS handshake's last flight, when an
         // HTTP/2 connection is parked as soon as it opened, to become a carrier).
         if !self.socks[at].queue.is_empty() {
@@ -449,10 +426,7 @@ where
         }
         // A forward may have started waiting on its source above, with a patience the timer
         // must now include.
-        if self
-            .forward_patience()
-            .is_some_and(|at| !self.timer.covers(at))
-        {
+        if self.forward_patience().is_some_and(|at| !self.timer.covers(at)) {
             if let Some(event) = self.poll_timer(cx) {
                 return Poll::Ready(event);
             }

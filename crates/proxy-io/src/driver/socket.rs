@@ -106,9 +106,7 @@ impl Sock {
 
     /// Write queued output without waiting for the socket.
     pub(super) fn write(&mut self) -> Option<Event> {
-        let Io::Open(stream) = &self.io else {
-            return None;
-        };
+        let Io::Open(stream) = &self.io else { return None };
         let result = self.queue.flush(|bufs| stream.try_write_vectored(bufs));
         self.wrote(result)
     }
@@ -202,21 +200,13 @@ impl Sock {
         if self.forgotten || self.reported >= self.end {
             return None;
         }
-        self.reported = if self.reported == End::Open {
-            End::Eof
-        } else {
-            End::Gone
-        };
+        self.reported = if self.reported == End::Open { End::Eof } else { End::Gone };
         Some(Event::ConnectionClosed { conn: self.id })
     }
 
     /// `WriteDrained`, if output was sent since the last one and all of it is written.
     pub(super) fn drained(&mut self) -> Option<Event> {
-        if self.unreported
-            && self.queue.is_empty()
-            && !self.forgotten
-            && matches!(self.io, Io::Open(_))
-        {
+        if self.unreported && self.queue.is_empty() && !self.forgotten && matches!(self.io, Io::Open(_)) {
             self.unreported = false;
             return Some(Event::WriteDrained { conn: self.id });
         }
@@ -246,10 +236,7 @@ impl Sock {
                 Err(error) => {
                     tracing::debug!(conn = self.id.0, %error, "open failed");
                     self.kill();
-                    Some(Event::OpenFailed {
-                        conn: self.id,
-                        error,
-                    })
+                    Some(Event::OpenFailed { conn: self.id, error })
                 }
             };
         }
@@ -266,9 +253,7 @@ impl Sock {
 
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         while !self.queue.is_empty() {
-            let Io::Open(stream) = &self.io else {
-                return None;
-            };
+            let Io::Open(stream) = &self.io else { return None };
             let result = match stream.poll_write_ready(cx) {
                 Poll::Pending => return None,
                 Poll::Ready(Err(e)) => Err(e),
@@ -283,9 +268,7 @@ impl Sock {
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Option<Event> {
         loop {
-            let Io::Open(stream) = &mut self.io else {
-                return None;
-            };
+            let Io::Open(stream) = &mut self.io else { return None };
             if buf.capacity() < MIN_READ {
                 buf.reserve(if self.bulk { READ_BUF } else { SMALL_READ_BUF });
             }
@@ -303,21 +286,10 @@ impl Sock {
                     // A big read takes the whole buffer along, so the core holds the only
                     // reference and can reuse it without copying; small reads share one
                     // buffer to save allocations.
-                    let data = if n >= BIG_READ {
-                        std::mem::take(buf)
-                    } else {
-                        buf.split()
-                    };
-                    return Some(Event::DataReceived {
-                        conn: self.id,
-                        data: data.freeze(),
-                    });
+                    let data = if n >= BIG_READ { std::mem::take(buf) } else { buf.split() };
+                    return Some(Event::DataReceived { conn: self.id, data: data.freeze() });
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 Err(e) => return self.read_ended(Some(e)),
             }
         }

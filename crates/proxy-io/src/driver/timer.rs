@@ -64,9 +64,7 @@ impl Timer {
     /// Whether the timer is set to go off by `at`.
     pub(super) fn covers(&self, at: Instant) -> bool {
         let at = tokio::time::Instant::from_std(at);
-        self.sleep
-            .as_ref()
-            .is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
+        self.sleep.as_ref().is_some_and(|s| !s.is_elapsed() && s.deadline() <= at)
     }
 
     /// Set the timer to go off by `at` (perhaps earlier).

@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
 };
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -47,10 +47,7 @@ impl CertAuthority {
     /// same time agree on one CA: the key file appears whole or not at all, and only the first
     /// to create it wins.
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsSetupError> {
-        create_private_dir(dir).map_err(|source| TlsSetupError::Write {
-            path: dir.into(),
-            source,
-        })?;
+        create_private_dir(dir).map_err(|source| TlsSetupError::Write { path: dir.into(), source })?;
         let key_path = dir.join(CA_KEY_FILE);
         let ca = match fs::read_to_string(&key_path) {
             Ok(pem) => Self::load_combined(&pem, &key_path)?,
@@ -64,38 +61,20 @@ impl CertAuthority {
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         // Another process made one first: use it, so both sign alike.
-                        let pem = fs::read_to_string(&key_path).map_err(|source| {
-                            TlsSetupError::Read {
-                                path: key_path.clone(),
-                                source,
-                            }
-                        })?;
+                        let pem = fs::read_to_string(&key_path)
+                            .map_err(|source| TlsSetupError::Read { path: key_path.clone(), source })?;
                         Self::load_combined(&pem, &key_path)?
                     }
-                    Err(source) => {
-                        return Err(TlsSetupError::Write {
-                            path: key_path,
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(TlsSetupError::Write { path: key_path, source }),
                 }
             }
-            Err(source) => {
-                return Err(TlsSetupError::Read {
-                    path: key_path,
-                    source,
-                })
-            }
+            Err(source) => return Err(TlsSetupError::Read { path: key_path, source }),
         };
         warn_if_exposed(&key_path);
         let cert_path = dir.join(CA_CERT_FILE);
         if fs::read(&cert_path).ok().as_deref() != Some(ca.cert_pem.as_bytes()) {
-            replace_file(dir, &cert_path, ca.cert_pem.as_bytes()).map_err(|source| {
-                TlsSetupError::Write {
-                    path: cert_path,
-                    source,
-                }
-            })?;
+            replace_file(dir, &cert_path, ca.cert_pem.as_bytes())
+                .map_err(|source| TlsSetupError::Write { path: cert_path, source })?;
         }
         Ok(ca)
     }
@@ -104,28 +83,16 @@ impl CertAuthority {
     /// P-384. Both may be the same text holding the key and the certificate; other PEM
     /// sections are ignored.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsSetupError> {
-        Self::parse(
-            cert_pem,
-            Path::new("<certificate PEM>"),
-            key_pem,
-            Path::new("<key PEM>"),
-        )
+        Self::parse(cert_pem, Path::new("<certificate PEM>"), key_pem, Path::new("<key PEM>"))
     }
 
     /// [`from_pem`](Self::from_pem) reading two files, which may be one and the same.
     pub fn from_files(cert_path: &Path, key_path: &Path) -> Result<Self, TlsSetupError> {
         let read = |path: &Path| {
-            fs::read_to_string(path).map_err(|source| TlsSetupError::Read {
-                path: path.into(),
-                source,
-            })
+            fs::read_to_string(path).map_err(|source| TlsSetupError::Read { path: path.into(), source })
         };
         let cert_pem = read(cert_path)?;
-        let key_pem = if key_path == cert_path {
-            cert_pem.clone()
-        } else {
-            read(key_path)?
-        };
+        let key_pem = if key_path == cert_path { cert_pem.clone() } else { read(key_path)? };
         Self::parse(&cert_pem, cert_path, &key_pem, key_path)
     }
 
@@ -191,17 +158,8 @@ impl CertAuthority {
     ) -> Result<Self, TlsSetupError> {
         let cert = match CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next() {
             Some(Ok(cert)) => cert,
-            Some(Err(e)) => {
-                return Err(TlsSetupError::Pem {
-                    path: cert_path.into(),
-                    reason: e.to_string(),
-                })
-            }
-            None => {
-                return Err(TlsSetupError::NoCertificate {
-                    path: cert_path.into(),
-                })
-            }
+            Some(Err(e)) => return Err(TlsSetupError::Pem { path: cert_path.into(), reason: e.to_string() }),
+            None => return Err(TlsSetupError::NoCertificate { path: cert_path.into() }),
         };
         let key = match PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) {
             Ok(key @ PrivateKeyDer::Pkcs8(_)) => key,
@@ -211,58 +169,29 @@ impl CertAuthority {
                     PrivateKeyDer::Sec1(_) => "a SEC1 EC key (BEGIN EC PRIVATE KEY)",
                     _ => "not in PKCS#8 form",
                 };
-                return Err(TlsSetupError::KeyNotPkcs8 {
-                    path: key_path.into(),
-                    kind,
-                });
+                return Err(TlsSetupError::KeyNotPkcs8 { path: key_path.into(), kind });
             }
             Err(pem::Error::NoItemsFound) => {
-                return Err(TlsSetupError::NoPrivateKey {
-                    path: key_path.into(),
-                })
+                return Err(TlsSetupError::NoPrivateKey { path: key_path.into() })
             }
-            Err(e) => {
-                return Err(TlsSetupError::Pem {
-                    path: key_path.into(),
-                    reason: e.to_string(),
-                })
-            }
+            Err(e) => return Err(TlsSetupError::Pem { path: key_path.into(), reason: e.to_string() }),
         };
-        let key = KeyPair::try_from(&key).map_err(|_| TlsSetupError::UnsupportedKey {
-            path: key_path.into(),
-        })?;
+        let key =
+            KeyPair::try_from(&key).map_err(|_| TlsSetupError::UnsupportedKey { path: key_path.into() })?;
 
-        let bad_cert = |reason: String| TlsSetupError::BadCaCert {
-            path: cert_path.into(),
-            reason,
-        };
+        let bad_cert = |reason: String| TlsSetupError::BadCaCert { path: cert_path.into(), reason };
         let (_, x509) = X509Certificate::from_der(&cert).map_err(|e| bad_cert(e.to_string()))?;
-        let is_ca = x509
-            .basic_constraints()
-            .ok()
-            .flatten()
-            .is_some_and(|bc| bc.value.ca);
+        let is_ca = x509.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
         if !is_ca {
-            return Err(bad_cert(
-                "not a CA certificate (its basic constraints lack cA=true)".into(),
-            ));
+            return Err(bad_cert("not a CA certificate (its basic constraints lack cA=true)".into()));
         }
         if x509.public_key().raw != key.subject_public_key_info().as_slice() {
-            return Err(TlsSetupError::KeyMismatch {
-                cert: cert_path.into(),
-                key: key_path.into(),
-            });
+            return Err(TlsSetupError::KeyMismatch { cert: cert_path.into(), key: key_path.into() });
         }
         let is_root = x509.subject().as_raw() == x509.issuer().as_raw();
         let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(|e| bad_cert(e.to_string()))?;
         let cert_pem = pem_encode(&cert);
-        Ok(Self {
-            issuer,
-            cert: cert.into_owned(),
-            cert_pem,
-            is_root,
-            created: false,
-        })
+        Ok(Self { issuer, cert: cert.into_owned(), cert_pem, is_root, created: false })
     }
 }
 
@@ -292,11 +221,7 @@ fn base64(data: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -13,9 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore, SignatureScheme};
 
 use super::minter::provider;
 use super::TlsSetupError;
@@ -44,16 +42,10 @@ pub fn upstream_client_config(
 
 /// Every certificate in a PEM file (other sections are skipped); at least one.
 pub fn load_certs_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let pem = fs::read(path).map_err(|source| TlsSetupError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let pem = fs::read(path).map_err(|source| TlsSetupError::Read { path: path.into(), source })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsSetupError::Pem {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TlsSetupError::Pem { path: path.into(), reason: e.to_string() })?;
     if certs.is_empty() {
         return Err(TlsSetupError::NoCertificate { path: path.into() });
     }
@@ -84,9 +76,7 @@ pub fn server_base_config() -> Result<rustls::ServerConfig, TlsSetupError> {
 pub struct SelfSigned;
 
 pub(super) fn default_roots() -> RootCertStore {
-    RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    }
+    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
 pub(super) fn client_config_with_roots(
@@ -128,19 +118,11 @@ impl ServerCertVerifier for UpstreamVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
                 if is_self_signed(end_entity, now, &self.algorithms) =>
             {
-                Err(Error::InvalidCertificate(CertificateError::Other(
-                    OtherError(Arc::new(SelfSigned)),
-                )))
+                Err(Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(SelfSigned)))))
             }
             other => other,
         }
@@ -170,11 +152,7 @@ impl ServerCertVerifier for UpstreamVerifier {
 }
 
 /// Whether `cert` is its own issuer: it chains to a trust store holding only itself.
-fn is_self_signed(
-    cert: &CertificateDer<'_>,
-    now: UnixTime,
-    algorithms: &WebPkiSupportedAlgorithms,
-) -> bool {
+fn is_self_signed(cert: &CertificateDer<'_>, now: UnixTime, algorithms: &WebPkiSupportedAlgorithms) -> bool {
     let Ok(parsed) = rustls::server::ParsedCertificate::try_from(cert) else {
         return false;
     };
@@ -182,14 +160,8 @@ fn is_self_signed(
     if itself.add(cert.clone().into_owned()).is_err() {
         return false;
     }
-    rustls::client::verify_server_cert_signed_by_trust_anchor(
-        &parsed,
-        &itself,
-        &[],
-        now,
-        algorithms.all,
-    )
-    .is_ok()
+    rustls::client::verify_server_cert_signed_by_trust_anchor(&parsed, &itself, &[], now, algorithms.all)
+        .is_ok()
 }
 
 /// `--insecure-upstream`: any certificate will do, but handshake signatures are still checked
@@ -286,12 +258,7 @@ impl OwnCerts {
     pub fn load(certs: &[(String, PathBuf)]) -> Result<Self, TlsSetupError> {
         let certs = certs
             .iter()
-            .map(|(pattern, path)| {
-                Ok((
-                    pattern.to_ascii_lowercase(),
-                    FixedCert::from_pem_file(path)?.0,
-                ))
-            })
+            .map(|(pattern, path)| Ok((pattern.to_ascii_lowercase(), FixedCert::from_pem_file(path)?.0)))
             .collect::<Result<Vec<_>, TlsSetupError>>()?;
         Ok(Self(certs))
     }
@@ -299,10 +266,7 @@ impl OwnCerts {
 
 impl CertsByName {
     pub fn new(certs: OwnCerts, fallback: Arc<dyn proxy_core::tls::CertIssuer>) -> Self {
-        Self {
-            certs: certs.0,
-            fallback,
-        }
+        Self { certs: certs.0, fallback }
     }
 }
 
@@ -311,9 +275,7 @@ impl CertsByName {
 fn name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*") {
         Some("") => true,
-        Some(suffix) if suffix.starts_with('.') => {
-            name.ends_with(suffix) && name.len() > suffix.len()
-        }
+        Some(suffix) if suffix.starts_with('.') => name.ends_with(suffix) && name.len() > suffix.len(),
         _ => pattern == name,
     }
 }
@@ -321,15 +283,8 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 impl proxy_core::tls::CertIssuer for CertsByName {
     fn issue(&self, request: &proxy_core::tls::CertRequest) -> Result<Arc<CertifiedKey>, String> {
         // The name the client asked for, else the address it connected to.
-        let name = request
-            .server_name
-            .as_deref()
-            .unwrap_or(&request.target_host)
-            .to_ascii_lowercase();
-        let own = self
-            .certs
-            .iter()
-            .find(|(pattern, _)| name_matches(pattern, &name));
+        let name = request.server_name.as_deref().unwrap_or(&request.target_host).to_ascii_lowercase();
+        let own = self.certs.iter().find(|(pattern, _)| name_matches(pattern, &name));
         match own {
             Some((_, key)) => Ok(key.clone()),
             None => self.fallback.issue(request),
@@ -340,10 +295,7 @@ impl proxy_core::tls::CertIssuer for CertsByName {
 impl fmt::Debug for CertsByName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let patterns: Vec<&str> = self.certs.iter().map(|(p, _)| p.as_str()).collect();
-        f.debug_struct("CertsByName")
-            .field("certs", &patterns)
-            .field("fallback", &self.fallback)
-            .finish()
+        f.debug_struct("CertsByName").field("certs", &patterns).field("fallback", &self.fallback).finish()
     }
 }
 

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use proxy_core::tls::{CertIssuer, CertRequest};
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
-    KeyUsagePurpose, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -45,20 +44,13 @@ impl Minter {
     /// A minter signing with `ca`, caching up to `cache_size` certificates (0: none).
     pub fn new(ca: CertAuthority, cache_size: usize) -> Result<Self, TlsSetupError> {
         let generating = |e: String| TlsSetupError::Generate(e);
-        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| generating(e.to_string()))?;
+        let leaf_key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| generating(e.to_string()))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let signing_key = provider()
-            .key_provider
-            .load_private_key(der)
-            .map_err(|e| generating(e.to_string()))?;
+        let signing_key =
+            provider().key_provider.load_private_key(der).map_err(|e| generating(e.to_string()))?;
         let cache = NonZeroUsize::new(cache_size).map(|n| Mutex::new(LruCache::new(n)));
-        Ok(Self {
-            ca,
-            leaf_key,
-            signing_key,
-            cache,
-        })
+        Ok(Self { ca, leaf_key, signing_key, cache })
     }
 
     pub fn ca(&self) -> &CertAuthority {
@@ -78,10 +70,7 @@ impl Minter {
             .iter()
             .map(|san| match san {
                 San::Dns(name) => {
-                    let name = name
-                        .clone()
-                        .try_into()
-                        .map_err(|e| format!("bad name {name:?}: {e}"))?;
+                    let name = name.clone().try_into().map_err(|e| format!("bad name {name:?}: {e}"))?;
                     Ok(SanType::DnsName(name))
                 }
                 San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
@@ -130,10 +119,7 @@ impl fmt::Debug for Minter {
             let c = lock(c);
             (c.len(), c.cap())
         });
-        f.debug_struct("Minter")
-            .field("ca", &self.ca)
-            .field("cached", &cached)
-            .finish_non_exhaustive()
+        f.debug_struct("Minter").field("ca", &self.ca).field("cached", &cached).finish_non_exhaustive()
     }
 }
 
@@ -189,10 +175,7 @@ impl LeafNames {
                 request.server_name, request.target_host
             ));
         }
-        Ok(Self {
-            common_name,
-            sans: names,
-        })
+        Ok(Self { common_name, sans: names })
     }
 }
 
@@ -219,9 +202,7 @@ impl San {
         }
         let host = host.strip_suffix('.').unwrap_or(host);
         let ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*'));
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*'));
         ok.then(|| San::Dns(host.to_ascii_lowercase()))
     }
 }
@@ -232,12 +213,7 @@ fn upstream_names(der: &CertificateDer<'_>, names: &mut Vec<San>) {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return;
     };
-    if let Some(cn) = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-    {
+    if let Some(cn) = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
         names.extend(San::parse(cn));
     }
     let Ok(Some(alt)) = cert.subject_alternative_name() else {

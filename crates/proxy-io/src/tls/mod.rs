@@ -32,10 +32,7 @@ use proxy_core::tls::{CertIssuer, TlsConfig};
 use rcgen::SerialNumber;
 
 pub use ca::{CertAuthority, CA_CERT_FILE, CA_KEY_FILE};
-pub use config::{
-    load_certs_pem, server_base_config, upstream_client_config, CertsByName, FixedCert, OwnCerts,
-    SelfSigned,
-};
+pub use config::{load_certs_pem, server_base_config, upstream_client_config, CertsByName, FixedCert, OwnCerts, SelfSigned};
 pub use minter::{Minter, DEFAULT_CACHE_SIZE};
 
 /// Where the proxy's CA comes from.
@@ -112,10 +109,7 @@ pub enum TlsSetupError {
     #[error("cannot make a key or certificate: {0}")]
     Generate(String),
     #[error("bad --ignore-hosts pattern {pattern:?}: {source}")]
-    IgnoreHosts {
-        pattern: String,
-        source: regex::Error,
-    },
+    IgnoreHosts { pattern: String, source: regex::Error },
     #[error("rustls configuration: {0}")]
     Rustls(String),
 }
@@ -143,15 +137,11 @@ impl TlsOptions {
             .ignore_hosts
             .iter()
             .map(|p| {
-                regex::Regex::new(p).map_err(|source| TlsSetupError::IgnoreHosts {
-                    pattern: p.clone(),
-                    source,
-                })
+                regex::Regex::new(p)
+                    .map_err(|source| TlsSetupError::IgnoreHosts { pattern: p.clone(), source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let own_certs = (!self.certs.is_empty())
-            .then(|| OwnCerts::load(&self.certs))
-            .transpose()?;
+        let own_certs = (!self.certs.is_empty()).then(|| OwnCerts::load(&self.certs)).transpose()?;
         let mut roots = config::default_roots();
         for path in &self.upstream_roots {
             for cert in load_certs_pem(path)? {
@@ -165,34 +155,20 @@ impl TlsOptions {
         let server = server_base_config()?;
         let cache_size = self.cache_size;
         // A CA mints a certificate per name, and the user is told where it is.
-        let minting = |ca: CertAuthority,
-                       cert_path: PathBuf|
-         -> Result<(Arc<dyn CertIssuer>, _), TlsSetupError> {
-            let info = CaInfo {
-                cert_path,
-                created: ca.is_new(),
-            };
+        let minting = |ca: CertAuthority, cert_path: PathBuf| -> Result<(Arc<dyn CertIssuer>, _), TlsSetupError> {
+            let info = CaInfo { cert_path, created: ca.is_new() };
             Ok((Arc::new(Minter::new(ca, cache_size)?), Some(info)))
         };
         let (issuer, info): (Arc<dyn CertIssuer>, _) = match self.ca {
-            CaSource::Dir(dir) => {
-                minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?
-            }
-            CaSource::Files { cert, key } => {
-                minting(CertAuthority::from_files(&cert, &key)?, cert)?
-            }
+            CaSource::Dir(dir) => minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?,
+            CaSource::Files { cert, key } => minting(CertAuthority::from_files(&cert, &key)?, cert)?,
             CaSource::Fixed(path) => (Arc::new(FixedCert::from_pem_file(&path)?), None),
         };
         let issuer: Arc<dyn CertIssuer> = match own_certs {
             None => issuer,
             Some(own) => Arc::new(CertsByName::new(own, issuer)),
         };
-        let tls = TlsConfig {
-            issuer,
-            server: Arc::new(server),
-            client: Arc::new(client),
-            ignore_hosts,
-        };
+        let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
         Ok((tls, info))
     }
 }

@@ -21,8 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    ClientConfig, ClientConnection, Connection, HandshakeKind, RootCertStore, ServerConfig,
-    ServerConnection,
+    ClientConfig, ClientConnection, Connection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -42,10 +41,7 @@ fn ca_is_made_once_with_a_private_key_file_and_then_reused() {
     assert!(ca.is_new() && ca.is_root());
 
     let key_file = std::fs::read_to_string(dir.join(CA_KEY_FILE)).unwrap();
-    assert!(
-        key_file.starts_with("-----BEGIN PRIVATE KEY-----\n"),
-        "{key_file}"
-    );
+    assert!(key_file.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{key_file}");
     assert!(key_file.ends_with(ca.cert_pem()));
     let cert_file = std::fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap();
     assert_eq!(cert_file, ca.cert_pem());
@@ -57,38 +53,19 @@ fn ca_is_made_once_with_a_private_key_file_and_then_reused() {
         assert_eq!(mode(&dir.join(CA_KEY_FILE)), 0o600);
         assert_eq!(mode(&dir), 0o700);
     }
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 2, "temporary files left behind: {left:?}");
 
     let (_, x509) = X509Certificate::from_der(ca.cert_der()).unwrap();
-    let cn = x509
-        .subject()
-        .iter_common_name()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap();
-    let org = x509
-        .subject()
-        .iter_organization()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap();
+    let cn = x509.subject().iter_common_name().next().unwrap().as_str().unwrap();
+    let org = x509.subject().iter_organization().next().unwrap().as_str().unwrap();
     assert_eq!((cn, org), ("sansproxy CA", "sansproxy"));
     assert!(x509.basic_constraints().unwrap().unwrap().value.ca);
     let usage = x509.key_usage().unwrap().unwrap().value;
     assert!(usage.key_cert_sign() && usage.crl_sign() && !usage.digital_signature());
-    let days =
-        (x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp()) / 86400;
+    let days = (x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp()) / 86400;
     assert_eq!(days, 3652);
-    assert_eq!(
-        x509.signature_algorithm.algorithm,
-        x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256
-    );
+    assert_eq!(x509.signature_algorithm.algorithm, x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256);
 
     let again = CertAuthority::load_or_create(&dir).unwrap();
     assert!(!again.is_new());
@@ -98,10 +75,7 @@ fn ca_is_made_once_with_a_private_key_file_and_then_reused() {
     std::fs::remove_file(dir.join(CA_CERT_FILE)).unwrap();
     let third = CertAuthority::load_or_create(&dir).unwrap();
     assert_eq!(third.cert_der(), ca.cert_der());
-    assert_eq!(
-        std::fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap(),
-        ca.cert_pem()
-    );
+    assert_eq!(std::fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap(), ca.cert_pem());
 }
 
 #[test]
@@ -109,9 +83,7 @@ fn processes_starting_together_agree_on_one_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
     let certs: Vec<_> = std::thread::scope(|s| {
-        let runs: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| CertAuthority::load_or_create(&dir).unwrap()))
-            .collect();
+        let runs: Vec<_> = (0..8).map(|_| s.spawn(|| CertAuthority::load_or_create(&dir).unwrap())).collect();
         runs.into_iter().map(|r| r.join().unwrap()).collect()
     });
     assert_eq!(certs.iter().filter(|ca| ca.is_new()).count(), 1);
@@ -128,9 +100,7 @@ fn rsa_and_p384_cas_from_pem_sign_leaves_that_verify() {
         // Re-encoded the way OpenSSL wrote it.
         assert_eq!(ca.cert_pem(), cert);
         let minter = Minter::new(ca, 10).unwrap();
-        let leaf = minter
-            .issue(&request(Some("example.test"), "example.test"))
-            .unwrap();
+        let leaf = minter.issue(&request(Some("example.test"), "example.test")).unwrap();
         assert_eq!(leaf.cert.len(), 1, "a root CA stays out of the chain");
         verify(&leaf, &pem_cert(cert), "example.test").unwrap();
     }
@@ -147,10 +117,7 @@ fn one_file_may_hold_key_and_certificate() {
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
     std::fs::write(&cert, RSA_CERT).unwrap();
     std::fs::write(&key, RSA_KEY).unwrap();
-    assert_eq!(
-        CertAuthority::from_files(&cert, &key).unwrap().cert_der(),
-        ca.cert_der()
-    );
+    assert_eq!(CertAuthority::from_files(&cert, &key).unwrap().cert_der(), ca.cert_der());
 }
 
 #[test]
@@ -168,44 +135,21 @@ fn bad_ca_files_are_named_with_their_problem() {
 
     let fails = |c: &Path, k: &Path| CertAuthority::from_files(c, k).unwrap_err();
     let e = fails(&cert, &pkcs1);
-    assert!(
-        matches!(e, TlsSetupError::KeyNotPkcs8 { ref path, .. } if path == &pkcs1),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string()
-            .contains("pkcs1.pem: the key is a PKCS#1 RSA key"),
-        "{e}"
-    );
+    assert!(matches!(e, TlsSetupError::KeyNotPkcs8 { ref path, .. } if path == &pkcs1), "{e:?}");
+    assert!(e.to_string().contains("pkcs1.pem: the key is a PKCS#1 RSA key"), "{e}");
     let e = fails(&cert, &p384_key);
     assert!(matches!(e, TlsSetupError::KeyMismatch { .. }), "{e:?}");
     let e = fails(&key, &key);
-    assert!(
-        matches!(e, TlsSetupError::NoCertificate { ref path } if path == &key),
-        "{e:?}"
-    );
+    assert!(matches!(e, TlsSetupError::NoCertificate { ref path } if path == &key), "{e:?}");
     let e = fails(&cert, &cert);
-    assert!(
-        matches!(e, TlsSetupError::NoPrivateKey { ref path } if path == &cert),
-        "{e:?}"
-    );
+    assert!(matches!(e, TlsSetupError::NoPrivateKey { ref path } if path == &cert), "{e:?}");
     let e = fails(&missing, &key);
-    assert!(
-        matches!(e, TlsSetupError::Read { ref path, .. } if path == &missing),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string()
-            .starts_with(&format!("cannot read {}: ", missing.display())),
-        "{e}"
-    );
+    assert!(matches!(e, TlsSetupError::Read { ref path, .. } if path == &missing), "{e:?}");
+    assert!(e.to_string().starts_with(&format!("cannot read {}: ", missing.display())), "{e}");
 
     // A leaf certificate cannot be the CA.
     let key_pair = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["a.test".to_string()])
-        .unwrap()
-        .self_signed(&key_pair)
-        .unwrap();
+    let leaf = CertificateParams::new(vec!["a.test".to_string()]).unwrap().self_signed(&key_pair).unwrap();
     let e = CertAuthority::from_pem(&leaf.pem(), &key_pair.serialize_pem()).unwrap_err();
     assert!(e.to_string().contains("not a CA certificate"), "{e}");
 }
@@ -213,37 +157,21 @@ fn bad_ca_files_are_named_with_their_problem() {
 #[test]
 fn leaf_carries_the_sni_and_the_target_ip() {
     let (minter, ca) = test_minter(10);
-    let leaf = minter
-        .issue(&request(Some("sni.example.test"), "10.0.0.7"))
-        .unwrap();
+    let leaf = minter.issue(&request(Some("sni.example.test"), "10.0.0.7")).unwrap();
     verify(&leaf, &ca, "sni.example.test").unwrap();
     verify(&leaf, &ca, "10.0.0.7").unwrap();
     let e = verify(&leaf, &ca, "other.test").unwrap_err();
-    assert_eq!(
-        describe_error(&e),
-        "certificate is not valid for this host name (name mismatch)"
-    );
+    assert_eq!(describe_error(&e), "certificate is not valid for this host name (name mismatch)");
 
     // No SNI: an IP target alone, and it is the common name.
     let leaf = minter.issue(&request(None, "[2001:db8::1]")).unwrap();
     verify(&leaf, &ca, "2001:db8::1").unwrap();
     let (_, x509) = X509Certificate::from_der(&leaf.cert[0]).unwrap();
-    assert_eq!(
-        x509.subject()
-            .iter_common_name()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap(),
-        "2001:db8::1"
-    );
+    assert_eq!(x509.subject().iter_common_name().next().unwrap().as_str().unwrap(), "2001:db8::1");
 
     // Trusting another CA, the same leaf fails: the successes above mean something.
     let e = verify(&leaf, &TestCa::new("another CA").cert, "2001:db8::1").unwrap_err();
-    assert_eq!(
-        describe_error(&e),
-        "certificate signed by an unknown issuer"
-    );
+    assert_eq!(describe_error(&e), "certificate signed by an unknown issuer");
 }
 
 #[test]
@@ -255,34 +183,20 @@ fn leaf_copies_the_upstream_certificate_names() {
         "192.0.2.9".to_string(),
     ])
     .unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "cn.example.test");
+    params.distinguished_name.push(DnType::CommonName, "cn.example.test");
     let upstream = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
     let mut req = request(Some("sni.example.test"), "sni.example.test");
     req.upstream_cert = Some(upstream.der().clone());
     let leaf = minter.issue(&req).unwrap();
-    for name in [
-        "sni.example.test",
-        "alt.example.test",
-        "x.wild.example.test",
-        "192.0.2.9",
-        "cn.example.test",
-    ] {
+    for name in
+        ["sni.example.test", "alt.example.test", "x.wild.example.test", "192.0.2.9", "cn.example.test"]
+    {
         verify(&leaf, &ca, name).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     assert!(verify(&leaf, &ca, "example.test").is_err());
 
     let (_, x509) = X509Certificate::from_der(&leaf.cert[0]).unwrap();
-    assert_eq!(
-        x509.subject()
-            .iter_common_name()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap(),
-        "sni.example.test"
-    );
+    assert_eq!(x509.subject().iter_common_name().next().unwrap().as_str().unwrap(), "sni.example.test");
     let validity = x509.validity();
     let now = UnixTime::now().as_secs() as i64;
     assert!((validity.not_before.timestamp() - (now - 2 * 86400)).abs() < 60);
@@ -296,28 +210,21 @@ fn leaf_copies_the_upstream_certificate_names() {
 fn a_ca_below_a_root_goes_along_in_the_chain() {
     let root_key = KeyPair::generate().unwrap();
     let mut root_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root_params
-        .distinguished_name
-        .push(DnType::CommonName, "test root");
+    root_params.distinguished_name.push(DnType::CommonName, "test root");
     root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     root_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let root = root_params.self_signed(&root_key).unwrap();
     let root_issuer = Issuer::new(root_params, root_key);
     let mid_key = KeyPair::generate().unwrap();
     let mut mid_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    mid_params
-        .distinguished_name
-        .push(DnType::CommonName, "test intermediate");
+    mid_params.distinguished_name.push(DnType::CommonName, "test intermediate");
     mid_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     mid_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let mid = mid_params.signed_by(&mid_key, &root_issuer).unwrap();
 
     let ca = CertAuthority::from_pem(&mid.pem(), &mid_key.serialize_pem()).unwrap();
     assert!(!ca.is_root());
-    let leaf = Minter::new(ca, 1)
-        .unwrap()
-        .issue(&request(Some("a.test"), "a.test"))
-        .unwrap();
+    let leaf = Minter::new(ca, 1).unwrap().issue(&request(Some("a.test"), "a.test")).unwrap();
     assert_eq!(leaf.cert.len(), 2);
     assert_eq!(&leaf.cert[1], mid.der());
     verify(&leaf, root.der(), "a.test").unwrap();
@@ -332,10 +239,7 @@ fn cached_leaves_are_shared_and_the_cache_is_bounded() {
     let first = minter.issue(&a).unwrap();
     assert!(Arc::ptr_eq(&first, &minter.issue(&a).unwrap()));
     // The same names reached another way share the certificate too.
-    assert!(Arc::ptr_eq(
-        &first,
-        &minter.issue(&request(Some("A.TEST."), "a.test")).unwrap()
-    ));
+    assert!(Arc::ptr_eq(&first, &minter.issue(&request(Some("A.TEST."), "a.test")).unwrap()));
     let second = minter.issue(&b).unwrap();
     assert!(!Arc::ptr_eq(&first, &second));
     // Every leaf has the one leaf key.
@@ -348,10 +252,7 @@ fn cached_leaves_are_shared_and_the_cache_is_bounded() {
     assert!(!Arc::ptr_eq(&second, &minter.issue(&b).unwrap()));
 
     let (uncached, _) = test_minter(0);
-    assert!(!Arc::ptr_eq(
-        &uncached.issue(&a).unwrap(),
-        &uncached.issue(&a).unwrap()
-    ));
+    assert!(!Arc::ptr_eq(&uncached.issue(&a).unwrap(), &uncached.issue(&a).unwrap()));
 }
 
 #[test]
@@ -372,31 +273,19 @@ fn upstream_failures_are_told_in_words() {
     let expired = trusted.leaf("good.test", true);
     let stranger = untrusted.leaf("good.test", false);
     let key = KeyPair::generate().unwrap();
-    let own = CertificateParams::new(vec!["good.test".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let own = CertificateParams::new(vec!["good.test".to_string()]).unwrap().self_signed(&key).unwrap();
     let self_signed = certified(vec![own.der().clone()], &key);
 
     handshake(&config, server_with(good.clone()), "good.test").unwrap();
     for (server, name, words) in [
         (expired.clone(), "good.test", "certificate expired"),
-        (
-            good.clone(),
-            "other.test",
-            "certificate is not valid for this host name (name mismatch)",
-        ),
-        (
-            stranger.clone(),
-            "good.test",
-            "certificate signed by an unknown issuer",
-        ),
+        (good.clone(), "other.test", "certificate is not valid for this host name (name mismatch)"),
+        (stranger.clone(), "good.test", "certificate signed by an unknown issuer"),
         (self_signed.clone(), "good.test", "self-signed certificate"),
     ] {
         let e = handshake(&config, server_with(server.clone()), name).unwrap_err();
         assert_eq!(describe_error(&e), words);
-        handshake(&insecure, server_with(server), name)
-            .unwrap_or_else(|e| panic!("insecure, {words}: {e}"));
+        handshake(&insecure, server_with(server), name).unwrap_or_else(|e| panic!("insecure, {words}: {e}"));
     }
 
     // A self-signed certificate the user chose to trust is fine.
@@ -410,18 +299,9 @@ fn insecure_upstream_still_checks_handshake_signatures() {
     let ca = TestCa::new("some CA");
     let good = ca.leaf("good.test", false);
     // The certificate of one key, the signatures of another.
-    let impostor = Arc::new(CertifiedKey::new(
-        good.cert.clone(),
-        ca.leaf("good.test", false).key.clone(),
-    ));
+    let impostor = Arc::new(CertifiedKey::new(good.cert.clone(), ca.leaf("good.test", false).key.clone()));
     let e = handshake(&insecure, server_with(impostor), "good.test").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            rustls::Error::InvalidCertificate(_) | rustls::Error::PeerMisbehaved(_)
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, rustls::Error::InvalidCertificate(_) | rustls::Error::PeerMisbehaved(_)), "{e:?}");
 }
 
 #[test]
@@ -466,18 +346,12 @@ fn minted_leaves_pass_the_upstream_verifier_and_clients_resume() {
 fn upstream_roots_come_from_pem_files() {
     let tmp = tempfile::tempdir().unwrap();
     let two = tmp.path().join("two.pem");
-    std::fs::write(
-        &two,
-        format!("junk before\n{RSA_CERT}{P384_KEY}{P384_CERT}"),
-    )
-    .unwrap();
+    std::fs::write(&two, format!("junk before\n{RSA_CERT}{P384_KEY}{P384_CERT}")).unwrap();
     let certs = load_certs_pem(&two).unwrap();
     assert_eq!(certs, vec![pem_cert(RSA_CERT), pem_cert(P384_CERT)]);
     let none = tmp.path().join("none.pem");
     std::fs::write(&none, RSA_KEY).unwrap();
-    assert!(
-        matches!(load_certs_pem(&none), Err(TlsSetupError::NoCertificate { path }) if path == none)
-    );
+    assert!(matches!(load_certs_pem(&none), Err(TlsSetupError::NoCertificate { path }) if path == none));
 }
 
 #[test]
@@ -490,45 +364,24 @@ fn options_build_a_core_config() {
     options.upstream_roots = vec![roots.clone()];
     options.ignore_hosts = vec![r"^example\.test:443$".into()];
     let (tls, info) = options.clone().build().unwrap();
-    assert_eq!(
-        info,
-        Some(CaInfo {
-            cert_path: dir.join(CA_CERT_FILE),
-            created: true
-        })
-    );
+    assert_eq!(info, Some(CaInfo { cert_path: dir.join(CA_CERT_FILE), created: true }));
     assert!(tls.ignore_hosts[0].is_match("example.test:443"));
-    tls.issuer
-        .issue(&request(Some("a.test"), "a.test"))
-        .unwrap();
+    tls.issuer.issue(&request(Some("a.test"), "a.test")).unwrap();
     assert!(!options.clone().build().unwrap().1.unwrap().created);
 
     let mut bad = options.clone();
     bad.ignore_hosts.push("(".into());
     bad.ca = CaSource::Dir(tmp.path().join("never"));
     let e = bad.build().unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("bad --ignore-hosts pattern \"(\": "),
-        "{e}"
-    );
-    assert!(
-        !tmp.path().join("never").exists(),
-        "a failed setup made a CA"
-    );
+    assert!(e.to_string().starts_with("bad --ignore-hosts pattern \"(\": "), "{e}");
+    assert!(!tmp.path().join("never").exists(), "a failed setup made a CA");
 
     let mut bad = options.clone();
     bad.upstream_roots.push(tmp.path().join("nope.pem"));
     assert!(matches!(bad.build(), Err(TlsSetupError::Read { .. })));
 
-    let files = TlsOptions::new(CaSource::Files {
-        cert: roots.clone(),
-        key: roots.clone(),
-    });
-    assert!(matches!(
-        files.build(),
-        Err(TlsSetupError::NoPrivateKey { .. })
-    ));
+    let files = TlsOptions::new(CaSource::Files { cert: roots.clone(), key: roots.clone() });
+    assert!(matches!(files.build(), Err(TlsSetupError::NoPrivateKey { .. })));
 }
 
 #[test]
@@ -541,11 +394,7 @@ fn serial_numbers_are_random_positive_and_full_length() {
 }
 
 fn request(sni: Option<&str>, target: &str) -> CertRequest {
-    CertRequest {
-        server_name: sni.map(str::to_string),
-        target_host: target.to_string(),
-        upstream_cert: None,
-    }
+    CertRequest { server_name: sni.map(str::to_string), target_host: target.to_string(), upstream_cert: None }
 }
 
 fn pem_cert(pem: &str) -> CertificateDer<'static> {
@@ -554,9 +403,7 @@ fn pem_cert(pem: &str) -> CertificateDer<'static> {
 
 fn load_certs_from(pem: &str) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap()
+    CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().unwrap()
 }
 
 /// A minter with a fresh CA, and that CA's certificate.
@@ -567,21 +414,14 @@ fn test_minter(cache_size: usize) -> (Minter, CertificateDer<'static>) {
 }
 
 /// Verifies `leaf` as rustls's WebPKI verifier would for a server called `name`, trusting `root`.
-fn verify(
-    leaf: &CertifiedKey,
-    root: &CertificateDer<'static>,
-    name: &str,
-) -> Result<(), rustls::Error> {
+fn verify(leaf: &CertifiedKey, root: &CertificateDer<'static>, name: &str) -> Result<(), rustls::Error> {
     let mut store = RootCertStore::empty();
     store.add(root.clone()).unwrap();
-    let verifier =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(store), Arc::new(minter::provider()))
-            .build()
-            .unwrap();
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), Arc::new(minter::provider()))
+        .build()
+        .unwrap();
     let name = ServerName::try_from(name.to_string()).unwrap();
-    verifier
-        .verify_server_cert(&leaf.cert[0], &leaf.cert[1..], &name, &[], UnixTime::now())
-        .map(|_| ())
+    verifier.verify_server_cert(&leaf.cert[0], &leaf.cert[1..], &name, &[], UnixTime::now()).map(|_| ())
 }
 
 /// A CA made with rcgen, for upstream servers.
@@ -601,12 +441,7 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let issuer_key = KeyPair::from_pem(&key.serialize_pem()).unwrap();
-        Self {
-            issuer: Issuer::new(params, issuer_key),
-            key,
-            cert: cert.der().clone(),
-            pem: cert.pem(),
-        }
+        Self { issuer: Issuer::new(params, issuer_key), key, cert: cert.der().clone(), pem: cert.pem() }
     }
 
     /// A server certificate for `name`, with a key of its own.
@@ -625,10 +460,7 @@ impl TestCa {
 
 fn certified(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<CertifiedKey> {
     let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let key = minter::provider()
-        .key_provider
-        .load_private_key(der)
-        .unwrap();
+    let key = minter::provider().key_provider.load_private_key(der).unwrap();
     Arc::new(CertifiedKey::new(chain, key))
 }
 
@@ -671,9 +503,7 @@ fn handshake(
     for _ in 0..32 {
         let moved = transfer(&mut c, &mut s)? + transfer(&mut s, &mut c)?;
         if moved == 0 && !c.is_handshaking() && !s.is_handshaking() {
-            let (Connection::Client(c), Connection::Server(s)) = (c, s) else {
-                unreachable!()
-            };
+            let (Connection::Client(c), Connection::Server(s)) = (c, s) else { unreachable!() };
             return Ok((c, s));
         }
     }

@@ -10,10 +10,7 @@ use proxy_core::Event;
 
 use super::run::TUNNEL_HOST;
 use super::{pieces, variant, Run};
-use crate::h2::{
-    block, frame, get_block, preface, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS,
-    RST_STREAM, SETTINGS,
-};
+use crate::h2::{block, frame, get_block, preface, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM, SETTINGS};
 
 const WINDOW_UPDATE: u8 = 0x8;
 const PING: u8 = 0x6;
@@ -21,9 +18,7 @@ const PING: u8 = 0x6;
 /// Client frames decoded from `data` (after a configuration byte and a cut seed), fed in
 /// pieces, with the origin answering what reaches it.
 pub fn h2_frames(data: &[u8]) {
-    let [flags, seed, input @ ..] = data else {
-        return;
-    };
+    let [flags, seed, input @ ..] = data else { return };
     let config = variant(*flags, false);
     let mut wire = preface();
     wire.extend(frames(input));
@@ -56,36 +51,18 @@ fn frames(mut input: &[u8]) -> Vec<u8> {
         match op % 11 {
             10 => {
                 // A tunnel (CONNECT over HTTP/2): its DATA goes on as opaque bytes.
-                let connect = block(&[
-                    (":method", "CONNECT"),
-                    (":authority", &format!("{TUNNEL_HOST}:443")),
-                ]);
+                let connect = block(&[(":method", "CONNECT"), (":authority", &format!("{TUNNEL_HOST}:443"))]);
                 out.extend(frame(HEADERS, END_HEADERS, stream, &connect));
             }
-            0 => out.extend(frame(
-                HEADERS,
-                END_HEADERS | END_STREAM,
-                stream,
-                &get_block("a.test", "/x"),
-            )),
-            1 => out.extend(frame(
-                HEADERS,
-                END_HEADERS,
-                stream,
-                &get_block("a.test", "/up"),
-            )),
+            0 => out.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &get_block("a.test", "/x"))),
+            1 => out.extend(frame(HEADERS, END_HEADERS, stream, &get_block("a.test", "/up"))),
             2 => {
                 let len = take(1).first().copied().unwrap_or(0);
                 let body = vec![b'b'; usize::from(len)];
                 let end = if len % 2 == 0 { END_STREAM } else { 0 };
                 out.extend(frame(DATA, end, stream, &body));
             }
-            3 => out.extend(frame(
-                RST_STREAM,
-                0,
-                stream,
-                &[0, 0, 0, take(1).first().copied().unwrap_or(8) % 14],
-            )),
+            3 => out.extend(frame(RST_STREAM, 0, stream, &[0, 0, 0, take(1).first().copied().unwrap_or(8) % 14])),
             4 => {
                 let by = take(4);
                 out.extend(frame(WINDOW_UPDATE, 0, stream, &by));

@@ -30,8 +30,8 @@ use proxy_core::{Config, Event, HookSet, Mode, Scheme, ServerAddr};
 mod h2;
 mod oracle;
 mod run;
-mod socks5;
 pub mod strict;
+mod socks5;
 mod tls;
 mod websocket;
 
@@ -70,17 +70,9 @@ pub fn variant(flags: u8, modes: bool) -> Config {
         config.mode = match (flags >> 4) % 4 {
             1 => {
                 let target = ServerAddr::new("origin.test", 8080);
-                Mode::Reverse {
-                    scheme: Scheme::Http,
-                    target,
-                    client_tls: false,
-                }
+                Mode::Reverse { scheme: Scheme::Http, target, client_tls: false }
             }
-            2 => Mode::Upstream {
-                proxy: ServerAddr::new("127.0.0.1", 3128),
-                tls: false,
-                auth: None,
-            },
+            2 => Mode::Upstream { proxy: ServerAddr::new("127.0.0.1", 3128), tls: false, auth: None },
             _ => Mode::Regular,
         };
     }
@@ -112,9 +104,7 @@ fn pieces(seed: u8, mut input: &[u8]) -> Vec<&[u8]> {
 /// well-formed requests (`oracle.rs`), servers must receive exactly their rewrites, and the
 /// client one `200` for each.
 pub fn client_bytes(data: &[u8]) {
-    let [flags, seed, input @ ..] = data else {
-        return;
-    };
+    let [flags, seed, input @ ..] = data else { return };
     let config = variant(*flags, false);
     let expected = oracle::expected_upstream(input, &config);
     let mut run = Run::new(config);
@@ -142,57 +132,29 @@ pub fn client_bytes(data: &[u8]) {
     if got != expected {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let show = |e: &[oracle::Expected]| {
-            e.iter()
-                .map(|e| {
-                    format!(
-                        "{:?} + {:?} + {:?}",
-                        text(&e.head),
-                        text(&e.body),
-                        text(&e.trailers)
-                    )
-                })
-                .collect::<Vec<_>>()
+            e.iter().map(|e| format!("{:?} + {:?} + {:?}", text(&e.head), text(&e.body), text(&e.trailers))).collect::<Vec<_>>()
         };
-        panic!(
-            "servers received\n  {:?}\nfor a well-formed input that must become\n  {:?}",
-            show(&got),
-            show(&expected)
-        );
+        panic!("servers received\n  {:?}\nfor a well-formed input that must become\n  {:?}", show(&got), show(&expected));
     }
-    let answers = run
-        .sent
-        .get(&proxy_core::ConnId::CLIENT)
-        .map_or(&[][..], |s| &s[..]);
+    let answers = run.sent.get(&proxy_core::ConnId::CLIENT).map_or(&[][..], |s| &s[..]);
     let mut at = 0;
     for i in 0..expected.len() {
         match strict::response(&answers[at..], "GET", true) {
             strict::Step::Done(m, len) if m.status() == 200 && m.body == b"ok" => at += len,
-            other => panic!(
-                "answer {i} to a well-formed input: {other:?} in {:?}",
-                String::from_utf8_lossy(answers)
-            ),
+            other => panic!("answer {i} to a well-formed input: {other:?} in {:?}", String::from_utf8_lossy(answers)),
         }
     }
-    assert_eq!(
-        at,
-        answers.len(),
-        "the client got more than its answers: {:?}",
-        String::from_utf8_lossy(answers)
-    );
+    assert_eq!(at, answers.len(), "the client got more than its answers: {:?}", String::from_utf8_lossy(answers));
 }
 
 /// Raw server bytes as the response to a fixed `GET`, cut in pieces the second byte picks;
 /// the client must get one response in canonical framing.
 pub fn server_bytes(data: &[u8]) {
-    let [flags, seed, input @ ..] = data else {
-        return;
-    };
+    let [flags, seed, input @ ..] = data else { return };
     let mut run = Run::new(variant(*flags, false));
     run.handle(Event::Start);
     run.serve();
-    run.client(Bytes::from_static(
-        b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\n\r\n",
-    ));
+    run.client(Bytes::from_static(b"GET http://a.test/ HTTP/1.1\r\nhost: a.test\r\n\r\n"));
     run.serve();
     for piece in pieces(*seed, input) {
         run.server_data(Bytes::copy_from_slice(piece));
@@ -237,9 +199,7 @@ const PIECES: [&[u8]; 24] = [
 /// its argument: client and server pieces (from `PIECES` or raw), closes, hook replies,
 /// open results, drains and wakeups, in the order the input gives.
 pub fn scenario(data: &[u8]) {
-    let Some((&flags, ops)) = data.split_first() else {
-        return;
-    };
+    let Some((&flags, ops)) = data.split_first() else { return };
     let mut run = Run::new(variant(flags, true));
     run.handle(Event::Start);
     for pair in ops.chunks(2) {
@@ -265,33 +225,17 @@ pub fn http1_wire(data: &[u8]) {
     use bytes::BytesMut;
     use proxy_core::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits};
 
-    let limits = Limits {
-        max_head_bytes: 4096,
-        max_headers: 64,
-    };
+    let limits = Limits { max_head_bytes: 4096, max_headers: 64 };
     let mut buf = BytesMut::from(data);
     let mut heads = HeadReader::new();
     if let Ok(Some(head)) = heads.read_request(&mut buf, &limits) {
         let mut again = BytesMut::new();
-        wire::write_request_head(
-            &mut again,
-            &head.method,
-            &head.target,
-            head.version,
-            &head.headers,
-        );
+        wire::write_request_head(&mut again, &head.method, &head.target, head.version, &head.headers);
         // Written again with CRLF and `: `, a head read with bare LFs grows: the round trip
         // is about content, not the size limit.
-        let roomy = Limits {
-            max_head_bytes: 4 * again.len(),
-            ..limits
-        };
+        let roomy = Limits { max_head_bytes: 4 * again.len(), ..limits };
         let reparsed = HeadReader::new().read_request(&mut again, &roomy);
-        assert_eq!(
-            reparsed,
-            Ok(Some(head.clone())),
-            "request head does not survive a round trip"
-        );
+        assert_eq!(reparsed, Ok(Some(head.clone())), "request head does not survive a round trip");
         if let Ok(framing) = wire::request_framing(&head) {
             read_body(framing, limits, &mut buf);
         }

@@ -99,12 +99,7 @@ fn one(input: &[u8], config: &Config) -> Option<(Expected, usize)> {
     if at > config.max_head_bytes || fields.len() > config.max_headers {
         return None;
     }
-    let named = |n: &str| {
-        fields
-            .iter()
-            .filter(|(f, _)| f.eq_ignore_ascii_case(n))
-            .count()
-    };
+    let named = |n: &str| fields.iter().filter(|(f, _)| f.eq_ignore_ascii_case(n)).count();
     if CONNECTION_FIELDS.iter().any(|&n| named(n) > 0) || named("host") > 1 {
         return None;
     }
@@ -141,12 +136,7 @@ fn one(input: &[u8], config: &Config) -> Option<(Expected, usize)> {
     if config.add_via {
         head.push_str("via: 1.1 sansproxy\r\n");
     }
-    let mut expected = Expected {
-        head: Vec::new(),
-        body: Vec::new(),
-        trailers: Vec::new(),
-        chunked: false,
-    };
+    let mut expected = Expected { head: Vec::new(), body: Vec::new(), trailers: Vec::new(), chunked: false };
     match (lengths, codings, length) {
         (0, 0, _) => {}
         (1, 0, Some(n)) => {
@@ -186,8 +176,7 @@ fn request_line_parts(l: &[u8]) -> Option<(String, String, String)> {
     if parts.next().is_some() || version != "HTTP/1.1" {
         return None;
     }
-    let plain_method =
-        !method.is_empty() && method.len() <= 10 && method.bytes().all(|b| b.is_ascii_uppercase());
+    let plain_method = !method.is_empty() && method.len() <= 10 && method.bytes().all(|b| b.is_ascii_uppercase());
     if !plain_method || method == "CONNECT" || method == "HEAD" {
         return None;
     }
@@ -198,10 +187,7 @@ fn request_line_parts(l: &[u8]) -> Option<(String, String, String)> {
     if !path.bytes().all(path_char) || !valid_host(authority) {
         return None;
     }
-    let authority = authority
-        .strip_suffix(":80")
-        .unwrap_or(authority)
-        .to_owned();
+    let authority = authority.strip_suffix(":80").unwrap_or(authority).to_owned();
     Some((method.to_owned(), path.to_owned(), authority))
 }
 
@@ -212,15 +198,11 @@ fn valid_host(v: &str) -> bool {
         None => (v, None),
     };
     let name = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     let port_ok = match port {
         None => true,
         Some(p) => {
-            !p.starts_with('0')
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && p.parse::<u16>().is_ok_and(|n| n > 0)
+            !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
         }
     };
     name && port_ok
@@ -241,10 +223,7 @@ fn field(l: &[u8]) -> Option<(String, String)> {
     if !value.iter().all(|&b| (b' '..=b'~').contains(&b)) {
         return None;
     }
-    Some((
-        String::from_utf8(name.to_vec()).ok()?,
-        String::from_utf8(value.to_vec()).ok()?,
-    ))
+    Some((String::from_utf8(name.to_vec()).ok()?, String::from_utf8(value.to_vec()).ok()?))
 }
 
 /// Chunks (sizes of 1 to 16 hex digits, `;name[=value]` extensions) and trailers.
@@ -262,11 +241,7 @@ fn chunks(input: &[u8], at: &mut usize, expected: &mut Expected, config: &Config
             };
             !name.is_empty() && !value.is_empty() && name.iter().chain(value).copied().all(is_tchar)
         });
-        if size.is_empty()
-            || size.len() > 16
-            || !size.iter().all(u8::is_ascii_hexdigit)
-            || !simple_ext
-        {
+        if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) || !simple_ext {
             return None;
         }
         let n = usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()?;
@@ -290,14 +265,10 @@ fn chunks(input: &[u8], at: &mut usize, expected: &mut Expected, config: &Config
         }
         let (name, value) = field(l)?;
         count += 1;
-        let dropped = DROPPED_TRAILERS
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d))
+        let dropped = DROPPED_TRAILERS.iter().any(|d| name.eq_ignore_ascii_case(d))
             || name.len() > 3 && name[..3].eq_ignore_ascii_case("if-");
         if !dropped {
-            expected
-                .trailers
-                .extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            expected.trailers.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
     }
     (*at - start <= config.max_head_bytes && count <= config.max_headers).then_some(())
@@ -317,10 +288,7 @@ mod tests {
             GET http://a.test/ HTTP/1.1\r\n\r\n\
             PUT http://a.test:80/c HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n2;e=1\r\nhi\r\n0\r\nHost: x\r\nT: 1\r\n\r\n";
         let got = expected_upstream(input, &config()).unwrap();
-        let heads: Vec<String> = got
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.head).into_owned())
-            .collect();
+        let heads: Vec<String> = got.iter().map(|e| String::from_utf8_lossy(&e.head).into_owned()).collect();
         assert_eq!(
             heads,
             [
@@ -330,10 +298,7 @@ mod tests {
             ]
         );
         assert_eq!(got[0].body, b"abc");
-        assert_eq!(
-            (got[2].body.as_slice(), got[2].trailers.as_slice()),
-            (&b"hi"[..], &b"T: 1\r\n"[..])
-        );
+        assert_eq!((got[2].body.as_slice(), got[2].trailers.as_slice()), (&b"hi"[..], &b"T: 1\r\n"[..]));
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proxy_core::{
-    ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookKind, HookReply, HttpFlow,
-    Mode, OpenError,
+    ClientInfo, Command, Config, ConnId, Connection, Event, FlowId, HookKind, HookReply, HttpFlow, Mode, OpenError,
 };
 
 use super::strict::{self, Message, Step};
@@ -122,16 +121,9 @@ impl Run {
         }
         self.pumping = true;
         loop {
-            let mut conns: Vec<ConnId> = self
-                .unread
-                .iter()
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(&c, _)| c)
-                .collect();
+            let mut conns: Vec<ConnId> = self.unread.iter().filter(|(_, q)| !q.is_empty()).map(|(&c, _)| c).collect();
             conns.sort();
-            let Some(conn) = conns.into_iter().find(|&c| self.readable(c)) else {
-                break;
-            };
+            let Some(conn) = conns.into_iter().find(|&c| self.readable(c)) else { break };
             match self.unread.get_mut(&conn).and_then(VecDeque::pop_front) {
                 Some(Some(data)) => self.deliver(conn, data),
                 Some(None) => self.handle(Event::ConnectionClosed { conn }),
@@ -146,8 +138,7 @@ impl Run {
         let queue = self.unread.entry(conn).or_default();
         // A driver never reads nothing: an empty read is the end of the stream.
         let empty = data.as_ref().is_some_and(Bytes::is_empty);
-        if empty || queue.contains(&None) || self.eof.contains(&conn) || !self.known.contains(&conn)
-        {
+        if empty || queue.contains(&None) || self.eof.contains(&conn) || !self.known.contains(&conn) {
             return;
         }
         queue.push_back(data);
@@ -163,24 +154,15 @@ impl Run {
             match cmd {
                 Command::SendData { conn, data } => {
                     self.check_live(conn, "SendData");
-                    assert!(
-                        self.open.contains(&conn),
-                        "SendData on {conn:?} before it opened"
-                    );
-                    assert!(
-                        !self.write_closed.contains(&conn),
-                        "SendData on {conn:?} after it was closed"
-                    );
+                    assert!(self.open.contains(&conn), "SendData on {conn:?} before it opened");
+                    assert!(!self.write_closed.contains(&conn), "SendData on {conn:?} after it was closed");
                     assert!(
                         !self.forwards.iter().any(|&(_, to, _)| to == conn),
                         "SendData on {conn:?} while a forward into it is under way"
                     );
                     let queued = self.queued.entry(conn).or_default();
                     *queued += data.len();
-                    assert!(
-                        *queued <= bound,
-                        "{queued} bytes queued for {conn:?}, bound {bound}"
-                    );
+                    assert!(*queued <= bound, "{queued} bytes queued for {conn:?}, bound {bound}");
                     if conn == ConnId::CLIENT && switches_protocol(&data) {
                         self.mark_tunnels();
                     }
@@ -201,12 +183,8 @@ impl Run {
                     // The mode decides where connections go, never the client (no hook here
                     // changes where a request goes).
                     match &self.config.mode {
-                        Mode::Reverse { target, .. } => {
-                            assert_eq!(&server, target, "reverse mode opened {server}")
-                        }
-                        Mode::Upstream { proxy, .. } => {
-                            assert_eq!(&server, proxy, "upstream mode opened {server}")
-                        }
+                        Mode::Reverse { target, .. } => assert_eq!(&server, target, "reverse mode opened {server}"),
+                        Mode::Upstream { proxy, .. } => assert_eq!(&server, proxy, "upstream mode opened {server}"),
                         // The client names its server (SOCKS5), or the system did (transparent).
                         Mode::Regular | Mode::Socks5 | Mode::Transparent => {}
                     }
@@ -220,8 +198,7 @@ impl Run {
                     self.check_live(conn, "CloseConnection");
                     self.write_closed.insert(conn);
                     if !half {
-                        self.forwards
-                            .retain(|&(from, to, _)| from != conn && to != conn);
+                        self.forwards.retain(|&(from, to, _)| from != conn && to != conn);
                         self.fully_closed.insert(conn);
                         self.open.remove(&conn);
                         self.opening.retain(|&c| c != conn);
@@ -239,27 +216,15 @@ impl Run {
                     self.check_live(from, "Forward");
                     self.check_live(to, "Forward");
                     assert!(len > 0, "empty Forward");
-                    let forward_min = self
-                        .config
-                        .forward_min
-                        .expect("Forward without forward_min");
-                    assert!(
-                        len >= forward_min,
-                        "Forward of {len} bytes, below forward_min {forward_min}"
-                    );
-                    assert!(
-                        !self.forwards.iter().any(|&(f, _, _)| f == from),
-                        "two forwards from {from:?}"
-                    );
+                    let forward_min = self.config.forward_min.expect("Forward without forward_min");
+                    assert!(len >= forward_min, "Forward of {len} bytes, below forward_min {forward_min}");
+                    assert!(!self.forwards.iter().any(|&(f, _, _)| f == from), "two forwards from {from:?}");
                     self.forwards.push((from, to, len));
                 }
                 Command::Hook { flow, hook } => {
                     if hook.is_blocking() {
                         let kind = hook.kind();
-                        assert!(
-                            !self.asked.contains(&(flow, kind)),
-                            "{kind:?} raised twice for {flow:?}"
-                        );
+                        assert!(!self.asked.contains(&(flow, kind)), "{kind:?} raised twice for {flow:?}");
                         self.asked.push((flow, kind));
                         assert!(
                             !self.pending_hooks.iter().any(|&(f, _, _)| f == flow),
@@ -286,10 +251,7 @@ impl Run {
 
     fn check_live(&self, conn: ConnId, what: &str) {
         assert!(self.known.contains(&conn), "{what} for unknown {conn:?}");
-        assert!(
-            !self.fully_closed.contains(&conn),
-            "{what} for {conn:?} after it was closed"
-        );
+        assert!(!self.fully_closed.contains(&conn), "{what} for {conn:?} after it was closed");
     }
 
     pub fn readable(&self, conn: ConnId) -> bool {
@@ -316,11 +278,7 @@ impl Run {
                 return;
             }
             self.sent.entry(to).or_default().extend_from_slice(&moved);
-            self.handle(Event::Forwarded {
-                from,
-                len: moved.len() as u64,
-                pending: 0,
-            });
+            self.handle(Event::Forwarded { from, len: moved.len() as u64, pending: 0 });
             if data.is_empty() {
                 return;
             }
@@ -347,12 +305,7 @@ impl Run {
 
     /// Open server connections, in the order the core asked for them.
     pub fn servers(&self) -> Vec<ConnId> {
-        let mut servers: Vec<ConnId> = self
-            .open
-            .iter()
-            .copied()
-            .filter(|&c| c != ConnId::CLIENT)
-            .collect();
+        let mut servers: Vec<ConnId> = self.open.iter().copied().filter(|&c| c != ConnId::CLIENT).collect();
         servers.sort();
         servers
     }
@@ -370,10 +323,7 @@ impl Run {
             if !self.pending_hooks.is_empty() {
                 moved = true;
                 let (flow, _, _) = self.pending_hooks.remove(0);
-                self.handle(Event::HookReply {
-                    flow,
-                    reply: HookReply::Continue,
-                });
+                self.handle(Event::HookReply { flow, reply: HookReply::Continue });
             }
             moved |= self.read_upstream_requests();
             moved |= self.drain_all();
@@ -390,22 +340,12 @@ impl Run {
             return false;
         }
         let mut answered = false;
-        let mut conns: Vec<ConnId> = self
-            .sent
-            .keys()
-            .copied()
-            .filter(|&c| c != ConnId::CLIENT)
-            .collect();
+        let mut conns: Vec<ConnId> = self.sent.keys().copied().filter(|&c| c != ConnId::CLIENT).collect();
         conns.sort();
         for conn in conns {
             loop {
                 let at = self.read_upstream.get(&conn).copied().unwrap_or(0);
-                let end = self
-                    .opaque
-                    .get(&conn)
-                    .copied()
-                    .unwrap_or(usize::MAX)
-                    .min(self.sent[&conn].len());
+                let end = self.opaque.get(&conn).copied().unwrap_or(usize::MAX).min(self.sent[&conn].len());
                 if at >= end {
                     break;
                 }
@@ -430,11 +370,7 @@ impl Run {
                 if self.answer && self.readable(conn) {
                     answered = true;
                     let head_only = &ORIGIN_OK[..ORIGIN_OK.len() - 2];
-                    let response = if method.eq_ignore_ascii_case("HEAD") {
-                        head_only
-                    } else {
-                        ORIGIN_OK
-                    };
+                    let response = if method.eq_ignore_ascii_case("HEAD") { head_only } else { ORIGIN_OK };
                     self.feed(conn, Some(Bytes::from_static(response)));
                 }
             }
@@ -445,9 +381,7 @@ impl Run {
     /// The responses the client got to one `GET`: read strictly, an interim ones first, one
     /// final one, nothing after it (unless the protocol switched).
     pub fn check_single_response(&self) {
-        let Some(sent) = self.sent.get(&ConnId::CLIENT) else {
-            return;
-        };
+        let Some(sent) = self.sent.get(&ConnId::CLIENT) else { return };
         let mut at = 0;
         while at < sent.len() {
             match strict::response(&sent[at..], "GET", true) {
@@ -493,9 +427,7 @@ impl Run {
         if self.pending_hooks.is_empty() {
             return;
         }
-        let (flow, kind, payload) = self
-            .pending_hooks
-            .remove(usize::from(arg) % self.pending_hooks.len());
+        let (flow, kind, payload) = self.pending_hooks.remove(usize::from(arg) % self.pending_hooks.len());
         let reply = match (arg / 8) % 8 {
             0..=2 => HookReply::Continue,
             3 => HookReply::Kill,
@@ -584,16 +516,10 @@ impl Run {
     pub fn finish(&mut self) {
         for _ in 0..8 {
             while let Some((flow, _, _)) = self.pending_hooks.pop() {
-                self.handle(Event::HookReply {
-                    flow,
-                    reply: HookReply::Continue,
-                });
+                self.handle(Event::HookReply { flow, reply: HookReply::Continue });
             }
             for conn in std::mem::take(&mut self.opening) {
-                self.handle(Event::OpenFailed {
-                    conn,
-                    error: OpenError::Refused,
-                });
+                self.handle(Event::OpenFailed { conn, error: OpenError::Refused });
             }
             let mut open: Vec<ConnId> = self.open.iter().copied().collect();
             open.sort();
@@ -615,6 +541,5 @@ impl Run {
 
 /// Whether `data` starts a response that turns the connection into a tunnel.
 fn switches_protocol(data: &[u8]) -> bool {
-    data.starts_with(b"HTTP/1.1 101 ")
-        || data.starts_with(b"HTTP/1.1 200 Connection established\r\n")
+    data.starts_with(b"HTTP/1.1 101 ") || data.starts_with(b"HTTP/1.1 200 Connection established\r\n")
 }

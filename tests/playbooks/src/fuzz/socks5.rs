@@ -15,10 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use proxy_core::{
-    Command, Connection, Event, HookKind, HookReply, HookSet, Mode, OpenError, ProxyAuth,
-    ServerAddr,
-};
+use proxy_core::{Command, Connection, Event, HookKind, HookReply, HookSet, Mode, OpenError, ProxyAuth, ServerAddr};
 
 use crate::{client_info, Config, CLIENT, S1};
 
@@ -28,10 +25,7 @@ fn pieces<'a>(data: &'a [u8], cuts: &[u8]) -> Vec<&'a [u8]> {
     let mut rest = data;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = cuts
-            .get(i % cuts.len().max(1))
-            .map_or(rest.len(), |c| usize::from(c % 16) + 1)
-            .min(rest.len());
+        let n = cuts.get(i % cuts.len().max(1)).map_or(rest.len(), |c| usize::from(c % 16) + 1).min(rest.len());
         out.push(&rest[..n]);
         rest = &rest[n..];
         i += 1;
@@ -53,11 +47,7 @@ struct Outcome {
 fn drive(flags: u8, client: &[&[u8]]) -> Outcome {
     let config = Config {
         mode: Mode::Socks5,
-        hooks: if flags & 2 != 0 {
-            HookSet::ALL
-        } else {
-            HookSet::NONE
-        },
+        hooks: if flags & 2 != 0 { HookSet::ALL } else { HookSet::NONE },
         proxy_auth: (flags & 1 != 0).then(|| ProxyAuth::single("u", "p")),
         ..Config::default()
     };
@@ -65,10 +55,7 @@ fn drive(flags: u8, client: &[&[u8]]) -> Outcome {
     let now = Instant::now();
     let mut outcome = Outcome::default();
     let mut queue: Vec<Event> = vec![Event::Start];
-    queue.extend(client.iter().map(|piece| Event::DataReceived {
-        conn: CLIENT,
-        data: Bytes::copy_from_slice(piece),
-    }));
+    queue.extend(client.iter().map(|piece| Event::DataReceived { conn: CLIENT, data: Bytes::copy_from_slice(piece) }));
     queue.reverse();
     let mut closed_server = false;
     for _ in 0..10_000 {
@@ -82,10 +69,7 @@ fn drive(flags: u8, client: &[&[u8]]) -> Outcome {
                 }
                 Command::SendData { conn: c, data } => {
                     assert_eq!(c, S1, "data to an unknown connection");
-                    assert!(
-                        outcome.opened.is_some() && !closed_server,
-                        "data to a server not open"
-                    );
+                    assert!(outcome.opened.is_some() && !closed_server, "data to a server not open");
                     outcome.to_server.extend_from_slice(&data);
                 }
                 Command::OpenConnection { conn: c, server } => {
@@ -94,30 +78,20 @@ fn drive(flags: u8, client: &[&[u8]]) -> Outcome {
                     outcome.opened = Some(server);
                     // The answer comes before the client's next bytes.
                     let answer = if flags & 4 != 0 {
-                        Event::OpenFailed {
-                            conn: S1,
-                            error: OpenError::Refused,
-                        }
+                        Event::OpenFailed { conn: S1, error: OpenError::Refused }
                     } else {
                         Event::Opened { conn: S1 }
                     };
                     queue.push(answer);
                 }
-                Command::CloseConnection {
-                    conn: c,
-                    half: false,
-                } if c == CLIENT => outcome.client_closed = true,
+                Command::CloseConnection { conn: c, half: false } if c == CLIENT => outcome.client_closed = true,
                 Command::CloseConnection { conn: c, .. } => {
                     assert_eq!(c, S1);
                     closed_server = true;
                 }
                 Command::Hook { flow, hook } => {
                     let refuse = flags & 8 != 0 && hook.kind() == HookKind::HttpConnect;
-                    let reply = if refuse {
-                        HookReply::Kill
-                    } else {
-                        HookReply::Continue
-                    };
+                    let reply = if refuse { HookReply::Kill } else { HookReply::Continue };
                     if hook.is_blocking() {
                         queue.push(Event::HookReply { flow, reply });
                     }
@@ -161,16 +135,11 @@ fn reference(auth: bool, mut data: &[u8]) -> (Option<ServerAddr>, usize) {
             return None;
         }
         let host = match req[3] {
-            1 => take(data, 4)?
-                .iter()
-                .map(u8::to_string)
-                .collect::<Vec<_>>()
-                .join("."),
+            1 => take(data, 4)?.iter().map(u8::to_string).collect::<Vec<_>>().join("."),
             3 => {
                 let n = take(data, 1)?[0];
                 let name = take(data, usize::from(n))?;
-                let ok =
-                    |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':');
+                let ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':');
                 if name.is_empty() || !name.iter().all(ok) {
                     return None;
                 }
@@ -180,10 +149,7 @@ fn reference(auth: bool, mut data: &[u8]) -> (Option<ServerAddr>, usize) {
             _ => return None,
         };
         let port = take(data, 2)?;
-        Some(ServerAddr::new(
-            host,
-            u16::from_be_bytes([port[0], port[1]]),
-        ))
+        Some(ServerAddr::new(host, u16::from_be_bytes([port[0], port[1]])))
     };
     let target = parse(&mut data);
     (target, start - data.len())
@@ -192,46 +158,26 @@ fn reference(auth: bool, mut data: &[u8]) -> (Option<ServerAddr>, usize) {
 /// A proxy that is its own target is refused (reply 2) before anything opens.
 fn is_own_listener(target: &ServerAddr) -> bool {
     let local = client_info().local;
-    target
-        .host
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip == local.ip())
-        && target.port == local.port()
+    target.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == local.ip()) && target.port == local.port()
 }
 
 pub fn socks5_handshake(input: &[u8]) {
-    let Some((&flags, rest)) = input.split_first() else {
-        return;
-    };
-    let Some((&cut, data)) = rest.split_first() else {
-        return;
-    };
+    let Some((&flags, rest)) = input.split_first() else { return };
+    let Some((&cut, data)) = rest.split_first() else { return };
     let auth = flags & 1 != 0;
     let whole = drive(flags, &[data]);
     let cuts = [cut, cut.rotate_left(3), cut ^ 0x5a];
     let split = drive(flags, &pieces(data, &cuts));
     assert_eq!(whole, split, "cutting the input changed the outcome");
     let bytewise: Vec<&[u8]> = data.chunks(1).collect();
-    assert_eq!(
-        whole,
-        drive(flags, &bytewise),
-        "feeding byte by byte changed the outcome"
-    );
+    assert_eq!(whole, drive(flags, &bytewise), "feeding byte by byte changed the outcome");
 
     let (target, used) = reference(auth, data);
     let refused_by_hook = flags & 2 != 0 && flags & 8 != 0;
-    let expected_open = target
-        .clone()
-        .filter(|t| !is_own_listener(t) && !refused_by_hook);
-    assert_eq!(
-        whole.opened, expected_open,
-        "the opened target is not the request's"
-    );
+    let expected_open = target.clone().filter(|t| !is_own_listener(t) && !refused_by_hook);
+    assert_eq!(whole.opened, expected_open, "the opened target is not the request's");
     let c = &whole.to_client;
-    let non_socks = [
-        &[0u8, 0x5b, 0, 0, 0, 0, 0, 0][..],
-        b"HTTP/1.1 400 Bad Request\r\n",
-    ];
+    let non_socks = [&[0u8, 0x5b, 0, 0, 0, 0, 0, 0][..], b"HTTP/1.1 400 Bad Request\r\n"];
     if c.is_empty() || non_socks.iter().any(|a| c.starts_with(a)) {
         assert!(target.is_none(), "a client with a valid request got {c:?}");
         return;
@@ -249,24 +195,13 @@ pub fn socks5_handshake(input: &[u8]) {
     }
     if let Some(reply) = c.get(at..) {
         if !reply.is_empty() {
-            assert!(
-                reply.len() >= 10 && reply[0] == 5 && reply[2..4] == [0, 1],
-                "{c:?}"
-            );
+            assert!(reply.len() >= 10 && reply[0] == 5 && reply[2..4] == [0, 1], "{c:?}");
             let succeeded = reply[1] == 0;
             let opened = whole.opened.is_some() && flags & 4 == 0;
-            assert_eq!(
-                succeeded, opened,
-                "reply {} with the server {:?}",
-                reply[1], whole.opened
-            );
+            assert_eq!(succeeded, opened, "reply {} with the server {:?}", reply[1], whole.opened);
             if succeeded {
                 // What the client sent after its request reaches the server, in order.
-                assert_eq!(
-                    whole.to_server,
-                    data[used..],
-                    "the tunnel lost or changed bytes"
-                );
+                assert_eq!(whole.to_server, data[used..], "the tunnel lost or changed bytes");
             } else {
                 assert!(whole.client_closed, "a refused client stays open");
             }

@@ -25,21 +25,14 @@ pub struct Message {
 impl Message {
     /// The first field named `name`, ignoring case.
     pub fn field(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &v[..])
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &v[..])
     }
 
     /// Whether a comma-separated field `name` lists `token`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.fields
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .any(|(_, v)| {
-                v.split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-            })
+        self.fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).any(|(_, v)| {
+            v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
     }
 
     pub fn method(&self) -> &str {
@@ -48,10 +41,7 @@ impl Message {
 
     /// The status code of a response.
     pub fn status(&self) -> u16 {
-        self.start
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        self.start.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -83,8 +73,7 @@ pub fn request(buf: &[u8]) -> Step {
         Err(e) => return Step::Broken(e),
     };
     let mut parts = start.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Step::Broken(format!("request line {start:?}"));
     };
@@ -94,11 +83,8 @@ pub fn request(buf: &[u8]) -> Step {
     if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Step::Broken(format!("request target {target:?}"));
     }
-    let hosts: Vec<&[u8]> = fields
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"host"))
-        .map(|(_, v)| &v[..])
-        .collect();
+    let hosts: Vec<&[u8]> =
+        fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"host")).map(|(_, v)| &v[..]).collect();
     let connect = method.eq_ignore_ascii_case("CONNECT");
     match hosts.as_slice() {
         [host] if !host.is_empty() => {}
@@ -126,9 +112,7 @@ pub fn response(buf: &[u8], method: &str, closed: bool) -> Step {
         && b.starts_with(b"HTTP/1.1 ")
         && b[9..12].iter().all(u8::is_ascii_digit)
         && b[12] == b' '
-        && !b[13..]
-            .iter()
-            .any(|&c| (c < b' ' && c != b'\t') || c == 0x7f);
+        && !b[13..].iter().any(|&c| (c < b' ' && c != b'\t') || c == 0x7f);
     if !shaped {
         return Step::Broken(format!("status line {start:?}"));
     }
@@ -147,13 +131,10 @@ pub fn response(buf: &[u8], method: &str, closed: bool) -> Step {
         Some(body) => body,
         None => {
             // Only the end of the connection can end such a body; it must say so.
-            let closing = fields.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case(b"connection") && v.eq_ignore_ascii_case(b"close")
-            });
+            let closing =
+                fields.iter().any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && v.eq_ignore_ascii_case(b"close"));
             if !closing {
-                return Step::Broken(format!(
-                    "{start:?} has no framing on a connection kept open"
-                ));
+                return Step::Broken(format!("{start:?} has no framing on a connection kept open"));
             }
             if !closed {
                 return Step::More;
@@ -181,10 +162,7 @@ fn head(buf: &[u8]) -> Result<Option<Head>, String> {
             };
         };
         if lf == at || buf[lf - 1] != b'\r' {
-            return Err(format!(
-                "bare LF after {:?}",
-                String::from_utf8_lossy(&buf[at..lf])
-            ));
+            return Err(format!("bare LF after {:?}", String::from_utf8_lossy(&buf[at..lf])));
         }
         let line = &buf[at..lf - 1];
         at = lf + 1;
@@ -199,12 +177,8 @@ fn head(buf: &[u8]) -> Result<Option<Head>, String> {
     let Some((start, rest)) = lines.split_first() else {
         return Err("empty line before the start line".into());
     };
-    let start =
-        String::from_utf8(start.to_vec()).map_err(|_| "start line is not UTF-8".to_string())?;
-    let fields = rest
-        .iter()
-        .map(|l| field(l))
-        .collect::<Result<Vec<_>, _>>()?;
+    let start = String::from_utf8(start.to_vec()).map_err(|_| "start line is not UTF-8".to_string())?;
+    let fields = rest.iter().map(|l| field(l)).collect::<Result<Vec<_>, _>>()?;
     Ok(Some((buf[..at].to_vec(), start, fields, at)))
 }
 
@@ -217,8 +191,7 @@ fn field(line: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
     let control = |b: &u8| (*b < b' ' && *b != b'\t') || *b == 0x7f;
     let padded = value.first().is_some_and(|b| matches!(b, b' ' | b'\t'))
         || value.last().is_some_and(|b| matches!(b, b' ' | b'\t'));
-    if name.is_empty() || !name.iter().copied().all(is_tchar) || value.iter().any(control) || padded
-    {
+    if name.is_empty() || !name.iter().copied().all(is_tchar) || value.iter().any(control) || padded {
         return Err(bad());
     }
     Ok((name.to_vec(), value.to_vec()))
@@ -227,36 +200,23 @@ fn field(line: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
 /// The framing the fields give, if any; an error unless it is one canonical field.
 fn framing(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Body>, String> {
     let named = |name: &str| -> Vec<&[u8]> {
-        fields
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &v[..])
-            .collect()
+        fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| &v[..]).collect()
     };
-    match (
-        named("content-length").as_slice(),
-        named("transfer-encoding").as_slice(),
-    ) {
+    match (named("content-length").as_slice(), named("transfer-encoding").as_slice()) {
         ([], []) => Ok(None),
         ([len], []) => canonical_number(len, 10).map(|n| Some(Body::Length(n))),
         ([], [b"chunked"]) => Ok(Some(Body::Chunked)),
         (cl, te) => Err(format!(
             "framing fields content-length {:?}, transfer-encoding {:?}",
-            cl.iter()
-                .map(|v| String::from_utf8_lossy(v))
-                .collect::<Vec<_>>(),
-            te.iter()
-                .map(|v| String::from_utf8_lossy(v))
-                .collect::<Vec<_>>()
+            cl.iter().map(|v| String::from_utf8_lossy(v)).collect::<Vec<_>>(),
+            te.iter().map(|v| String::from_utf8_lossy(v)).collect::<Vec<_>>()
         )),
     }
 }
 
 /// Digits in `radix` (lower-case hex), without leading zeros, fitting in 64 bits.
 fn canonical_number(s: &[u8], radix: u32) -> Result<u64, String> {
-    let digits = s
-        .iter()
-        .all(|&b| b.is_ascii_digit() || (radix == 16 && (b'a'..=b'f').contains(&b)));
+    let digits = s.iter().all(|&b| b.is_ascii_digit() || (radix == 16 && (b'a'..=b'f').contains(&b)));
     let canonical = !s.is_empty() && digits && (s == b"0" || s[0] != b'0');
     let text = String::from_utf8_lossy(s);
     if !canonical {
@@ -273,14 +233,7 @@ fn message(
     at: usize,
     body: Body,
 ) -> Step {
-    let mut message = Message {
-        head,
-        start,
-        fields,
-        body: Vec::new(),
-        trailers: Vec::new(),
-        chunked: false,
-    };
+    let mut message = Message { head, start, fields, body: Vec::new(), trailers: Vec::new(), chunked: false };
     let rest = &buf[at..];
     let len = match body {
         Body::None => 0,
@@ -311,22 +264,16 @@ fn message(
 fn chunks(body: &[u8], message: &mut Message) -> Result<Option<usize>, String> {
     let mut at = 0;
     loop {
-        let Some(eol) = line_end(body, at)? else {
-            return Ok(None);
-        };
+        let Some(eol) = line_end(body, at)? else { return Ok(None) };
         let n = canonical_number(&body[at..eol], 16)?;
         at = eol + 2;
-        let end = usize::try_from(n)
-            .ok()
-            .and_then(|n| at.checked_add(n)?.checked_add(2));
+        let end = usize::try_from(n).ok().and_then(|n| at.checked_add(n)?.checked_add(2));
         let Some(n) = end.filter(|&end| end <= body.len()).map(|end| end - 2 - at) else {
             return Ok(None);
         };
         if n == 0 {
             loop {
-                let Some(eol) = line_end(body, at)? else {
-                    return Ok(None);
-                };
+                let Some(eol) = line_end(body, at)? else { return Ok(None) };
                 if eol == at {
                     return Ok(Some(at + 2));
                 }
@@ -374,16 +321,10 @@ mod tests {
     fn canonical_requests() {
         let raw = b"POST /a HTTP/1.1\r\nHost: a.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX: 1\r\n\r\nGET";
         let (m, n) = done(request(raw));
-        assert_eq!(
-            (m.body.as_slice(), m.trailers.as_slice(), n),
-            (&b"hello"[..], &b"X: 1\r\n"[..], raw.len() - 3)
-        );
+        assert_eq!((m.body.as_slice(), m.trailers.as_slice(), n), (&b"hello"[..], &b"X: 1\r\n"[..], raw.len() - 3));
         let (m, _) = done(request(b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty: \r\n\r\n"));
         assert_eq!(m.field("x-empty"), Some(&b""[..]));
-        assert!(matches!(
-            request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nab"),
-            Step::More
-        ));
+        assert!(matches!(request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nab"), Step::More));
     }
 
     #[test]
@@ -410,30 +351,16 @@ mod tests {
 
     #[test]
     fn responses() {
-        let (m, n) = done(response(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP",
-            "GET",
-            false,
-        ));
+        let (m, n) = done(response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP", "GET", false));
         assert_eq!((m.status(), m.body.as_slice(), n), (200, &b"hi"[..], 40));
-        let (m, _) = done(response(
-            b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",
-            "HEAD",
-            false,
-        ));
+        let (m, _) = done(response(b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n", "HEAD", false));
         assert!(m.body.is_empty());
         let unframed = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nab";
         assert!(matches!(response(unframed, "GET", false), Step::More));
         assert_eq!(done(response(unframed, "GET", true)).0.body, b"ab");
         let kept = b"HTTP/1.1 200 OK\r\n\r\nab";
         assert!(matches!(response(kept, "GET", true), Step::Broken(_)));
-        assert!(matches!(
-            response(b"HTTP/1.1 204 No\r\nContent-Length: 0\r\n\r\n", "GET", true),
-            Step::Broken(_)
-        ));
-        assert!(matches!(
-            response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET", true),
-            Step::Broken(_)
-        ));
+        assert!(matches!(response(b"HTTP/1.1 204 No\r\nContent-Length: 0\r\n\r\n", "GET", true), Step::Broken(_)));
+        assert!(matches!(response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET", true), Step::Broken(_)));
     }
 }

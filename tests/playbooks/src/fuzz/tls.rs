@@ -49,22 +49,14 @@ const RESPONSES: [&[u8]; 5] = [
 /// hook; bit 6: upstream connections are refused; bit 7: there is no real client), then pairs
 /// of an operation and its argument, raw operations followed by their bytes.
 pub fn tls(data: &[u8]) {
-    let Some((&flags, mut ops)) = data.split_first() else {
-        return;
-    };
-    let host = if flags & 0x10 != 0 {
-        "pass.test"
-    } else {
-        "a.test"
-    };
+    let Some((&flags, mut ops)) = data.split_first() else { return };
+    let host = if flags & 0x10 != 0 { "pass.test" } else { "a.test" };
     let mut run = Run::new(config(flags));
     run.check_upstream = false;
     run.handle(Event::Start);
     settle_hooks(&mut run, flags);
     run.serve();
-    run.client(Bytes::from(format!(
-        "CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n"
-    )));
+    run.client(Bytes::from(format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n")));
     settle_hooks(&mut run, flags);
     run.serve();
     let mut peers = Peers {
@@ -148,10 +140,7 @@ fn config(flags: u8) -> Config {
         client: Arc::new(client),
         ignore_hosts: vec![regex::Regex::new(r"^pass\.test:").expect("pattern")],
     };
-    Config {
-        tls: Some(tls),
-        ..variant(flags & 0x0f, false)
-    }
+    Config { tls: Some(tls), ..variant(flags & 0x0f, false) }
 }
 
 /// Answer pending hooks as the configuration byte says: `Passthrough` to a ClientHello if bit
@@ -182,13 +171,9 @@ fn keys() -> &'static Keys {
         let proxy_ca = TestCa::new("fuzz proxy CA");
         let origin_ca = TestCa::new("fuzz origin CA");
         let Leaf(cert, key) = proxy_ca.leaf(&["a.test", "pass.test"]);
-        let proxy_leaf = Arc::new(
-            CertifiedKey::from_der(vec![cert], key, &crypto::provider()).expect("proxy leaf"),
-        );
+        let proxy_leaf = Arc::new(CertifiedKey::from_der(vec![cert], key, &crypto::provider()).expect("proxy leaf"));
         let mut client_roots = proxy_ca.roots();
-        client_roots
-            .add(origin_ca.cert.clone())
-            .expect("origin root");
+        client_roots.add(origin_ca.cert.clone()).expect("origin root");
         Keys {
             proxy_leaf,
             origin_leaf: origin_ca.leaf(&["a.test", "pass.test"]),
@@ -220,11 +205,7 @@ impl Peers {
     /// Give the origin the newest server connection, unless it has a live one.
     fn attach_origin(&mut self, run: &Run) {
         let servers = run.servers();
-        if self
-            .origin
-            .as_ref()
-            .is_some_and(|o| servers.contains(&o.conn))
-        {
+        if self.origin.as_ref().is_some_and(|o| servers.contains(&o.conn)) {
             return;
         }
         if let Some(&conn) = servers.last() {
@@ -273,10 +254,7 @@ impl Peers {
     fn check(&self) {
         let proxy_cert = &keys().proxy_leaf.cert[0];
         let intercepted = self.client.as_ref().is_some_and(|c| {
-            c.tls
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .is_some_and(|cert| cert == proxy_cert)
+            c.tls.peer_certificates().and_then(|certs| certs.first()).is_some_and(|cert| cert == proxy_cert)
         });
         if !intercepted {
             return;
@@ -332,13 +310,7 @@ impl Peer {
         let name = ServerName::try_from(host.to_owned()).expect("name");
         let tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
         let read = run.sent.get(&ConnId::CLIENT).map_or(0, Vec::len);
-        Self {
-            tls: tls.into(),
-            conn: ConnId::CLIENT,
-            read,
-            plain: Vec::new(),
-            failed: false,
-        }
+        Self { tls: tls.into(), conn: ConnId::CLIENT, read, plain: Vec::new(), failed: false }
     }
 
     fn origin(conn: ConnId) -> Self {
@@ -349,13 +321,7 @@ impl Peer {
             .expect("origin certificate");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let tls = rustls::ServerConnection::new(Arc::new(config)).expect("origin");
-        Self {
-            tls: tls.into(),
-            conn,
-            read: 0,
-            plain: Vec::new(),
-            failed: false,
-        }
+        Self { tls: tls.into(), conn, read: 0, plain: Vec::new(), failed: false }
     }
 
     /// Queue plaintext to send once the handshake allows.

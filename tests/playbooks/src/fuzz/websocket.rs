@@ -19,7 +19,7 @@ use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketLimits};
 use proxy_core::websocket_wire::{Item, OpCode, Reader};
 use proxy_core::{Command, ConnId, Connection, Event, FlowId, HookKind, HookReply, HookSet};
 
-use crate::ws::{deflate, frame_rsv, keys, replace, switching_with, SWITCHING, UPGRADE};
+use crate::ws::{deflate, frame_rsv, keys, replace, switching_with, UPGRADE, SWITCHING};
 use crate::{client_info, Config, CLIENT, S1};
 
 /// What one peer's frames amount to, independent of how the bytes were cut: messages (kind,
@@ -40,12 +40,7 @@ fn parse(from: Peer, deflate: bool, pieces: &[&[u8]]) -> Parsed {
         loop {
             match reader.next() {
                 Ok(None) => break,
-                Ok(Some(Item::Data {
-                    start,
-                    fin,
-                    raw,
-                    mask,
-                })) => {
+                Ok(Some(Item::Data { start, fin, raw, mask })) => {
                     if let Some((kind, compressed)) = start {
                         assert!(message.is_none(), "a message began inside another");
                         message = Some((format!("{kind:?} compressed={compressed}"), Vec::new()));
@@ -57,11 +52,7 @@ fn parse(from: Peer, deflate: bool, pieces: &[&[u8]]) -> Parsed {
                     }
                 }
                 Ok(Some(Item::Control { opcode, payload })) => {
-                    assert!(
-                        opcode.is_control() && payload.len() <= 125,
-                        "{opcode:?} with {} bytes",
-                        payload.len()
-                    );
+                    assert!(opcode.is_control() && payload.len() <= 125, "{opcode:?} with {} bytes", payload.len());
                     parsed.items.push((format!("{opcode:?}"), payload.to_vec()));
                 }
                 Err(e) => {
@@ -80,14 +71,8 @@ fn parse(from: Peer, deflate: bool, pieces: &[&[u8]]) -> Parsed {
 /// The frame reader on `data`: the first byte picks the sender and RSV1, the second how the
 /// rest is cut. Whole or cut into pieces, it must read the same.
 pub fn websocket_frames(data: &[u8]) {
-    let [flags, cut, rest @ ..] = data else {
-        return;
-    };
-    let from = if flags & 1 == 0 {
-        Peer::Client
-    } else {
-        Peer::Server
-    };
+    let [flags, cut, rest @ ..] = data else { return };
+    let from = if flags & 1 == 0 { Peer::Client } else { Peer::Server };
     let deflate = flags & 2 != 0;
     let whole = parse(from, deflate, &[rest]);
     let size = usize::from(*cut % 16) + 1;
@@ -105,9 +90,7 @@ struct Bytes8<'a>(&'a [u8]);
 
 impl Bytes8<'_> {
     fn next(&mut self) -> u8 {
-        let Some((b, rest)) = self.0.split_first() else {
-            return 0;
-        };
+        let Some((b, rest)) = self.0.split_first() else { return 0 };
         self.0 = rest;
         *b
     }
@@ -142,13 +125,7 @@ impl Out {
     fn new(role: Peer, deflate: bool) -> Self {
         let mut reader = Reader::new(role);
         reader.set_deflate(deflate);
-        Self {
-            reader,
-            closed_frame: false,
-            text: None,
-            closed: false,
-            queued: 0,
-        }
+        Self { reader, closed_frame: false, text: None, closed: false, queued: 0 }
     }
 
     fn wrote(&mut self, data: &Bytes, what: &str) {
@@ -161,33 +138,20 @@ impl Out {
                 Ok(Some(item)) => {
                     assert!(!self.closed_frame, "{what}: a frame after the close frame");
                     match item {
-                        Item::Data {
-                            start,
-                            fin,
-                            raw,
-                            mask,
-                        } => {
+                        Item::Data { start, fin, raw, mask } => {
                             if let Some((kind, compressed)) = start {
-                                self.text =
-                                    (kind == MessageKind::Text && !compressed).then(Vec::new);
+                                self.text = (kind == MessageKind::Text && !compressed).then(Vec::new);
                             }
                             if let Some(text) = &mut self.text {
                                 text.extend_from_slice(&Item::unmasked(&raw, mask));
                                 if fin {
-                                    assert!(
-                                        std::str::from_utf8(text).is_ok(),
-                                        "{what}: a text message that is not UTF-8"
-                                    );
+                                    assert!(std::str::from_utf8(text).is_ok(), "{what}: a text message that is not UTF-8");
                                     self.text = None;
                                 }
                             }
                         }
-                        Item::Control {
-                            opcode: OpCode::Close,
-                            payload,
-                        } => {
-                            proxy_core::websocket_wire::parse_close(&payload)
-                                .unwrap_or_else(|e| panic!("{what}: bad close frame: {e:?}"));
+                        Item::Control { opcode: OpCode::Close, payload } => {
+                            proxy_core::websocket_wire::parse_close(&payload).unwrap_or_else(|e| panic!("{what}: bad close frame: {e:?}"));
                             self.closed_frame = true;
                         }
                         Item::Control { .. } => {}
@@ -208,53 +172,28 @@ pub fn websocket_session(data: &[u8]) {
     let hold = flags & 2 != 0;
     let limits = WebSocketLimits {
         max_message: 16 + usize::from(input.next()) * 16,
-        oversize: if flags & 4 != 0 {
-            Oversize::Pieces
-        } else {
-            Oversize::Close
-        },
+        oversize: if flags & 4 != 0 { Oversize::Pieces } else { Oversize::Close },
         mask_keys: keys(),
         ..WebSocketLimits::default()
     };
     let hooks: HookSet = if hold {
-        [
-            HookKind::WebSocketStart,
-            HookKind::WebSocketMessage,
-            HookKind::WebSocketEnd,
-        ]
-        .into_iter()
-        .collect()
+        [HookKind::WebSocketStart, HookKind::WebSocketMessage, HookKind::WebSocketEnd].into_iter().collect()
     } else {
         HookSet::NONE.with(HookKind::WebSocketEnd)
     };
-    let config = Config {
-        hooks,
-        high_water: 1024,
-        websocket: limits,
-        ..Config::default()
-    };
+    let config = Config { hooks, high_water: 1024, websocket: limits, ..Config::default() };
     let high_water = config.high_water;
     let mut conn = Connection::new(Arc::new(config), client_info());
     let mut now = Instant::now();
     let trace = std::env::var_os("FUZZ_TRACE").is_some();
 
-    let mut outs = [
-        Out::new(Peer::Server, deflate_on),
-        Out::new(Peer::Client, deflate_on),
-    ];
+    let mut outs = [Out::new(Peer::Server, deflate_on), Out::new(Peer::Client, deflate_on)];
     let mut paused: BTreeSet<ConnId> = BTreeSet::new();
     let mut pending_hooks = 0usize;
     let mut open_conns: BTreeSet<ConnId> = [CLIENT].into_iter().collect();
     let mut held_back: [Vec<Bytes>; 2] = [Vec::new(), Vec::new()];
 
-    let step = |conn: &mut Connection,
-                event: Event,
-                now: Instant,
-                outs: &mut [Out; 2],
-                paused: &mut BTreeSet<ConnId>,
-                pending: &mut usize,
-                open: &mut BTreeSet<ConnId>,
-                upgraded: bool| {
+    let step = |conn: &mut Connection, event: Event, now: Instant, outs: &mut [Out; 2], paused: &mut BTreeSet<ConnId>, pending: &mut usize, open: &mut BTreeSet<ConnId>, upgraded: bool| {
         if trace {
             eprintln!(">> {event:?}");
         }
@@ -268,11 +207,7 @@ pub fn websocket_session(data: &[u8]) {
                     assert!(open.contains(&c), "SendData to {c:?}, which is not open");
                     if upgraded {
                         let i = usize::from(c != CLIENT);
-                        let what = if c == CLIENT {
-                            "to the client"
-                        } else {
-                            "to the server"
-                        };
+                        let what = if c == CLIENT { "to the client" } else { "to the server" };
                         outs[i].wrote(&data, what);
                     }
                 }
@@ -302,10 +237,7 @@ pub fn websocket_session(data: &[u8]) {
                 Command::Hook { hook, .. } => {
                     if hook.is_blocking() {
                         *pending += 1;
-                        assert!(
-                            *pending <= 1,
-                            "a second blocking hook while one is unanswered"
-                        );
+                        assert!(*pending <= 1, "a second blocking hook while one is unanswered");
                     }
                 }
                 Command::Forward { .. } | Command::Log { .. } => {}
@@ -314,63 +246,13 @@ pub fn websocket_session(data: &[u8]) {
     };
 
     // The upgrade, with or without permessage-deflate.
-    let accepted = if deflate_on {
-        switching_with("permessage-deflate")
-    } else {
-        SWITCHING.to_owned()
-    };
-    let offer = if deflate_on {
-        crate::ws::upgrade_with("permessage-deflate")
-    } else {
-        UPGRADE.to_owned()
-    };
-    step(
-        &mut conn,
-        Event::Start,
-        now,
-        &mut outs,
-        &mut paused,
-        &mut pending_hooks,
-        &mut open_conns,
-        false,
-    );
-    step(
-        &mut conn,
-        Event::DataReceived {
-            conn: CLIENT,
-            data: offer.into(),
-        },
-        now,
-        &mut outs,
-        &mut paused,
-        &mut pending_hooks,
-        &mut open_conns,
-        false,
-    );
-    step(
-        &mut conn,
-        Event::Opened { conn: S1 },
-        now,
-        &mut outs,
-        &mut paused,
-        &mut pending_hooks,
-        &mut open_conns,
-        false,
-    );
+    let accepted = if deflate_on { switching_with("permessage-deflate") } else { SWITCHING.to_owned() };
+    let offer = if deflate_on { crate::ws::upgrade_with("permessage-deflate") } else { UPGRADE.to_owned() };
+    step(&mut conn, Event::Start, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, false);
+    step(&mut conn, Event::DataReceived { conn: CLIENT, data: offer.into() }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, false);
+    step(&mut conn, Event::Opened { conn: S1 }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, false);
     // The 101 itself is HTTP; frames come after it.
-    step(
-        &mut conn,
-        Event::DataReceived {
-            conn: S1,
-            data: accepted.into(),
-        },
-        now,
-        &mut outs,
-        &mut paused,
-        &mut pending_hooks,
-        &mut open_conns,
-        false,
-    );
+    step(&mut conn, Event::DataReceived { conn: S1, data: accepted.into() }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, false);
     for out in &mut outs {
         out.queued = 0;
     }
@@ -424,103 +306,38 @@ pub fn websocket_session(data: &[u8]) {
                         3 => HookReply::Kill,
                         _ => HookReply::Continue,
                     };
-                    step(
-                        &mut conn,
-                        Event::HookReply {
-                            flow: FlowId(1),
-                            reply,
-                        },
-                        now,
-                        &mut outs,
-                        &mut paused,
-                        &mut pending_hooks,
-                        &mut open_conns,
-                        upgraded,
-                    );
+                    step(&mut conn, Event::HookReply { flow: FlowId(1), reply }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, upgraded);
                 }
                 None
             }
             4 => {
-                let to = if input.next() & 1 == 0 {
-                    Peer::Client
-                } else {
-                    Peer::Server
-                };
+                let to = if input.next() & 1 == 0 { Peer::Client } else { Peer::Server };
                 let n = usize::from(input.next() % 40);
                 let payload = Bytes::from(input.take(n));
-                let kind = if n % 2 == 0 {
-                    MessageKind::Text
-                } else {
-                    MessageKind::Binary
-                };
-                let payload = if kind == MessageKind::Text {
-                    Bytes::from(String::from_utf8_lossy(&payload).into_owned())
-                } else {
-                    payload
-                };
-                step(
-                    &mut conn,
-                    Event::Inject {
-                        flow: FlowId(1),
-                        to,
-                        kind,
-                        payload,
-                    },
-                    now,
-                    &mut outs,
-                    &mut paused,
-                    &mut pending_hooks,
-                    &mut open_conns,
-                    upgraded,
-                );
+                let kind = if n % 2 == 0 { MessageKind::Text } else { MessageKind::Binary };
+                let payload = if kind == MessageKind::Text { Bytes::from(String::from_utf8_lossy(&payload).into_owned()) } else { payload };
+                step(&mut conn, Event::Inject { flow: FlowId(1), to, kind, payload }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, upgraded);
                 None
             }
             5 => {
                 let c = if input.next() & 1 == 0 { CLIENT } else { S1 };
                 outs[usize::from(c != CLIENT)].queued = 0;
                 if open_conns.contains(&c) {
-                    step(
-                        &mut conn,
-                        Event::WriteDrained { conn: c },
-                        now,
-                        &mut outs,
-                        &mut paused,
-                        &mut pending_hooks,
-                        &mut open_conns,
-                        upgraded,
-                    );
+                    step(&mut conn, Event::WriteDrained { conn: c }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, upgraded);
                 }
                 None
             }
             6 => {
                 let c = if input.next() & 1 == 0 { CLIENT } else { S1 };
                 if open_conns.contains(&c) {
-                    step(
-                        &mut conn,
-                        Event::ConnectionClosed { conn: c },
-                        now,
-                        &mut outs,
-                        &mut paused,
-                        &mut pending_hooks,
-                        &mut open_conns,
-                        upgraded,
-                    );
+                    step(&mut conn, Event::ConnectionClosed { conn: c }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, upgraded);
                 }
                 None
             }
             _ => {
                 now += Duration::from_secs(u64::from(input.next() % 8));
                 if conn.poll_timeout().is_some_and(|t| t <= now) {
-                    step(
-                        &mut conn,
-                        Event::Wakeup,
-                        now,
-                        &mut outs,
-                        &mut paused,
-                        &mut pending_hooks,
-                        &mut open_conns,
-                        upgraded,
-                    );
+                    step(&mut conn, Event::Wakeup, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, upgraded);
                 }
                 None
             }
@@ -533,26 +350,13 @@ pub fn websocket_session(data: &[u8]) {
         for (i, c) in [(0, CLIENT), (1, S1)] {
             while !paused.contains(&c) && open_conns.contains(&c) && !held_back[i].is_empty() {
                 let data = held_back[i].remove(0);
-                step(
-                    &mut conn,
-                    Event::DataReceived { conn: c, data },
-                    now,
-                    &mut outs,
-                    &mut paused,
-                    &mut pending_hooks,
-                    &mut open_conns,
-                    upgraded,
-                );
+                step(&mut conn, Event::DataReceived { conn: c, data }, now, &mut outs, &mut paused, &mut pending_hooks, &mut open_conns, upgraded);
             }
         }
         for (i, out) in outs.iter().enumerate() {
             // One message (a hook's, or an injected one) may exceed the mark on its own.
             let bound = high_water + 4 * (16 + 16 * 256) + 4096;
-            assert!(
-                out.queued <= bound,
-                "{} bytes queued for side {i} without a drain",
-                out.queued
-            );
+            assert!(out.queued <= bound, "{} bytes queued for side {i} without a drain", out.queued);
         }
         if conn.is_closed() {
             break;

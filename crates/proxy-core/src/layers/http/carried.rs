@@ -109,23 +109,11 @@ pub(crate) struct Joined {
 impl Joined {
     pub(crate) fn new(conn: ConnId) -> Self {
         // The carrier starts a stream reading.
-        Self {
-            conn,
-            flow: None,
-            sent: 0,
-            consumed: 0,
-            reading: Some(true),
-            received: 0,
-            told: 0,
-            heard: false,
-        }
+        Self { conn, flow: None, sent: 0, consumed: 0, reading: Some(true), received: 0, told: 0, heard: false }
     }
 
     fn tell(&self, cx: &mut Context, message: Message) {
-        cx.push(Command::Carry {
-            conn: self.conn,
-            message: Carried(message),
-        });
+        cx.push(Command::Carry { conn: self.conn, message: Carried(message) });
     }
 
     /// Send a step of the request.
@@ -202,17 +190,10 @@ impl Joined {
     pub(crate) fn carrier_gone(&mut self) -> CodecOutput<ServerError> {
         match self.flow.filter(|_| !self.heard) {
             Some(flow) => {
-                let reset = StreamReset {
-                    reason: h2::Reason::REFUSED_STREAM,
-                    remote: false,
-                    unprocessed: true,
-                };
+                let reset = StreamReset { reason: h2::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
                 CodecOutput::Reset { flow, reset }
             }
-            None => CodecOutput::Closed {
-                flow: None,
-                error: None,
-            },
+            None => CodecOutput::Closed { flow: None, error: None },
         }
     }
 }
@@ -253,12 +234,7 @@ pub(crate) struct CarrierLayer {
 
 impl CarrierLayer {
     /// Carry streams on `server`, the HTTP/2 connection `conn` of `cx`.
-    pub(crate) fn new(
-        cx: &mut Context,
-        conn: ConnId,
-        mut server: ServerConn,
-        idle_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(cx: &mut Context, conn: ConnId, mut server: ServerConn, idle_timeout: Duration) -> Self {
         server.rename(conn);
         server.flows.clear();
         cx.set_self_limiting(conn);
@@ -282,10 +258,7 @@ impl CarrierLayer {
     }
 
     fn out(cx: &mut Context, stream: StreamTag, message: Message) {
-        cx.push(Command::StreamOut {
-            stream,
-            message: Carried(message),
-        });
+        cx.push(Command::StreamOut { stream, message: Carried(message) });
     }
 
     fn client_says(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
@@ -318,17 +291,7 @@ impl CarrierLayer {
                         }
                         let given = request.body.as_ref().map_or(0, |b| b.len() as u64);
                         let flow = cx.next_flow_id();
-                        self.streams.insert(
-                            tag,
-                            Carrying {
-                                flow,
-                                given,
-                                reported: 0,
-                                reading: true,
-                                handed: 0,
-                                taken: 0,
-                            },
-                        );
+                        self.streams.insert(tag, Carrying { flow, given, reported: 0, reading: true, handed: 0, taken: 0 });
                         self.tags.insert(flow, tag);
                         flow
                     }
@@ -384,18 +347,11 @@ impl CarrierLayer {
             self.end(cx, &output);
             return;
         };
-        let Some(&tag) = self.tags.get(&flow) else {
-            return;
-        };
-        if let (CodecOutput::Http(HttpEvent::ResponseData { data, .. }), Some(carrying)) =
-            (&output, self.streams.get_mut(&tag))
-        {
+        let Some(&tag) = self.tags.get(&flow) else { return };
+        if let (CodecOutput::Http(HttpEvent::ResponseData { data, .. }), Some(carrying)) = (&output, self.streams.get_mut(&tag)) {
             carrying.handed += data.len() as u64;
         }
-        if matches!(
-            output,
-            CodecOutput::Error { .. } | CodecOutput::Reset { .. }
-        ) {
+        if matches!(output, CodecOutput::Error { .. } | CodecOutput::Reset { .. }) {
             // The codec forgot the stream already.
             self.forget(tag);
         }
@@ -408,18 +364,9 @@ impl CarrierLayer {
         self.closed = true;
         for (tag, _) in std::mem::take(&mut self.streams) {
             let copy = match output {
-                CodecOutput::Error { error, .. } => CodecOutput::Error {
-                    flow: None,
-                    error: error.clone(),
-                },
-                CodecOutput::Closed { error, .. } => CodecOutput::Closed {
-                    flow: None,
-                    error: error.clone(),
-                },
-                _ => CodecOutput::Closed {
-                    flow: None,
-                    error: None,
-                },
+                CodecOutput::Error { error, .. } => CodecOutput::Error { flow: None, error: error.clone() },
+                CodecOutput::Closed { error, .. } => CodecOutput::Closed { flow: None, error: error.clone() },
+                _ => CodecOutput::Closed { flow: None, error: None },
             };
             Self::out(cx, tag, Message::Output(Box::new(copy)));
         }
@@ -434,13 +381,7 @@ impl CarrierLayer {
     fn settle(&mut self, cx: &mut Context, now: Instant) {
         if !self.closed && !cx.has_conn(self.conn) {
             // Its TLS failed under it: the transport closed it.
-            self.end(
-                cx,
-                &CodecOutput::Closed {
-                    flow: None,
-                    error: None,
-                },
-            );
+            self.end(cx, &CodecOutput::Closed { flow: None, error: None });
         }
         if !self.closed {
             let credit = cx.config.high_water as u64;
@@ -473,11 +414,7 @@ impl CarrierLayer {
                 Self::out(cx, tag, Message::Consumed(went));
             }
         }
-        let capacity = if self.closed {
-            0
-        } else {
-            self.codec().max_streams()
-        };
+        let capacity = if self.closed { 0 } else { self.codec().max_streams() };
         if self.capacity != Some(capacity) {
             self.capacity = Some(capacity);
             cx.push(Command::Capacity { streams: capacity });
@@ -493,31 +430,16 @@ impl CarrierLayer {
 impl Layer for CarrierLayer {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         match event {
-            Event::DataReceived { conn, data } if conn == self.conn && !self.closed => {
-                self.codec().receive(data)
-            }
-            Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => {
-                self.codec().receive_eof()
-            }
+            Event::DataReceived { conn, data } if conn == self.conn && !self.closed => self.codec().receive(data),
+            Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => self.codec().receive_eof(),
             Event::Stream { stream, message } => self.client_says(cx, stream, message),
             Event::StreamGone { stream } => self.gone(stream),
-            Event::Wakeup
-                if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() =>
-            {
+            Event::Wakeup if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() => {
                 // Idle too long: it goes, with a GOAWAY, and takes no more streams.
-                cx.log(
-                    crate::command::LogLevel::Debug,
-                    format!("{}: idle HTTP/2 connection closed", self.server.pool_key()),
-                );
+                cx.log(crate::command::LogLevel::Debug, format!("{}: idle HTTP/2 connection closed", self.server.pool_key()));
                 self.codec().shutdown();
                 self.settle(cx, now);
-                self.end(
-                    cx,
-                    &CodecOutput::Closed {
-                        flow: None,
-                        error: None,
-                    },
-                );
+                self.end(cx, &CodecOutput::Closed { flow: None, error: None });
             }
             _ => {}
         }
@@ -537,21 +459,9 @@ impl<E> CodecOutput<E> {
                 event.set_flow(flow);
                 Self::Http(event)
             }
-            Self::Error {
-                flow: Some(_),
-                error,
-            } => Self::Error {
-                flow: Some(flow),
-                error,
-            },
+            Self::Error { flow: Some(_), error } => Self::Error { flow: Some(flow), error },
             Self::Reset { reset, .. } => Self::Reset { flow, reset },
-            Self::Closed {
-                flow: Some(_),
-                error,
-            } => Self::Closed {
-                flow: Some(flow),
-                error,
-            },
+            Self::Closed { flow: Some(_), error } => Self::Closed { flow: Some(flow), error },
             other => other,
         }
     }

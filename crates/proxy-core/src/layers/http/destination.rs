@@ -30,9 +30,7 @@ impl Destination {
     pub(crate) fn target(&self) -> Option<(Scheme, &ServerAddr)> {
         match self {
             Self::Named => None,
-            Self::Tunnel { scheme, target } | Self::Fixed { scheme, target } => {
-                Some((*scheme, target))
-            }
+            Self::Tunnel { scheme, target } | Self::Fixed { scheme, target } => Some((*scheme, target)),
         }
     }
 
@@ -43,7 +41,6 @@ impl Destination {
 
     /// Why a `CONNECT` is refused here with 405, if it is.
     pub(crate) fn refuses_connect(&self) -> Option<&'static str> {
-        self.is_fixed()
-            .then_some("CONNECT is not served by a reverse proxy")
+        self.is_fixed().then_some("CONNECT is not served by a reverse proxy")
     }
 }

@@ -3,13 +3,13 @@
 
 use thiserror::Error;
 
-use super::event::StreamReset;
-use super::upstream_proxy::ProxyError;
 use crate::event::OpenError;
 use crate::headers::UnderscoreError;
 use crate::ids::ServerAddr;
 use crate::layers::http::h2::fields::FieldError;
 use crate::layers::http::http1::Http1Error;
+use super::event::StreamReset;
+use super::upstream_proxy::ProxyError;
 
 /// A failed exchange. The client gets [`status`](Self::status) with this as the text of the
 /// error response, or, once its response has begun, a cut connection.
@@ -35,10 +35,7 @@ pub(crate) enum HttpError {
     UpstreamProxy(ProxyError),
     /// The server broke the protocol or went away before its response was complete.
     #[error("{addr}: {error}")]
-    Server {
-        addr: ServerAddr,
-        error: ServerError,
-    },
+    Server { addr: ServerAddr, error: ServerError },
     /// The server stayed silent while it owed a response.
     #[error("{addr} sent nothing for {secs} s")]
     ServerTimeout { addr: ServerAddr, secs: f64 },
@@ -53,16 +50,10 @@ impl HttpError {
         match self {
             Self::RequestTooLarge { .. } => 413,
             Self::ClientTimeout { .. } | Self::ClientTooSlow { .. } => 408,
-            Self::Connect {
-                error: OpenError::Timeout,
-                ..
-            } => 504,
+            Self::Connect { error: OpenError::Timeout, .. } => 504,
             Self::UpstreamProxy(error) if error.timed_out() => 504,
             Self::ServerTimeout { .. } => 504,
-            Self::Connect { .. }
-            | Self::UpstreamProxy(_)
-            | Self::Server { .. }
-            | Self::ResponseTooLarge { .. } => 502,
+            Self::Connect { .. } | Self::UpstreamProxy(_) | Self::Server { .. } | Self::ResponseTooLarge { .. } => 502,
         }
     }
 }
@@ -109,11 +100,7 @@ impl ServerError {
 }
 
 fn describe_reset(reset: &StreamReset) -> String {
-    let StreamReset {
-        reason,
-        remote,
-        unprocessed,
-    } = reset;
+    let StreamReset { reason, remote, unprocessed } = reset;
     match (remote, unprocessed) {
         (true, true) => format!("the server refused the stream ({reason:?})"),
         (true, false) => format!("the server reset the stream ({reason:?})"),

@@ -15,37 +15,14 @@ use crate::layers::http::h2::engine::ConnectionError;
 /// A message whose `body` is `Some` is complete: no `*Data` or `*End` event follows it.
 #[derive(Debug, Clone)]
 pub(crate) enum HttpEvent {
-    RequestHeaders {
-        flow: FlowId,
-        request: Request,
-        end_stream: bool,
-    },
-    RequestData {
-        flow: FlowId,
-        data: Bytes,
-    },
-    RequestEnd {
-        flow: FlowId,
-        trailers: Option<Headers>,
-    },
+    RequestHeaders { flow: FlowId, request: Request, end_stream: bool },
+    RequestData { flow: FlowId, data: Bytes },
+    RequestEnd { flow: FlowId, trailers: Option<Headers> },
     /// A 1xx response other than 101.
-    InterimResponse {
-        flow: FlowId,
-        response: Response,
-    },
-    ResponseHeaders {
-        flow: FlowId,
-        response: Response,
-        end_stream: bool,
-    },
-    ResponseData {
-        flow: FlowId,
-        data: Bytes,
-    },
-    ResponseEnd {
-        flow: FlowId,
-        trailers: Option<Headers>,
-    },
+    InterimResponse { flow: FlowId, response: Response },
+    ResponseHeaders { flow: FlowId, response: Response, end_stream: bool },
+    ResponseData { flow: FlowId, data: Bytes },
+    ResponseEnd { flow: FlowId, trailers: Option<Headers> },
 }
 
 impl HttpEvent {
@@ -93,10 +70,7 @@ pub(crate) enum CodecOutput<E> {
     /// The connection is over. `flow`: the exchange it cut short (HTTP/1); without one, the
     /// flows still on it (HTTP/2, whose streams had their `Reset` first). `error`: why, when
     /// it was not a clean close.
-    Closed {
-        flow: Option<FlowId>,
-        error: Option<ConnectionError>,
-    },
+    Closed { flow: Option<FlowId>, error: Option<ConnectionError> },
 }
 
 /// How an HTTP/2 stream ended abnormally.

@@ -9,21 +9,11 @@ use crate::ids::{ConnId, FlowId};
 impl HttpLayer {
     /// Hand the rest of a body to the driver when nothing in the core needs to see it.
     pub(super) fn start_forwards(&mut self, cx: &mut Context) {
-        let Some(min) = cx.config.forward_min else {
-            return;
-        };
-        let Some(client) = self.client.h1_mut() else {
-            return;
-        };
-        let Some(flow) = client.current_flow() else {
-            return;
-        };
-        let Some(stream) = self.streams.get(&flow) else {
-            return;
-        };
-        let Some(server) = self.pool.carrying_mut(flow).filter(|s| s.open) else {
-            return;
-        };
+        let Some(min) = cx.config.forward_min else { return };
+        let Some(client) = self.client.h1_mut() else { return };
+        let Some(flow) = client.current_flow() else { return };
+        let Some(stream) = self.streams.get(&flow) else { return };
+        let Some(server) = self.pool.carrying_mut(flow).filter(|s| s.open) else { return };
         // Bytes on a TLS connection are not what the other side should get (the server's may
         // be TLS to an upstream proxy, not only to the origin).
         if server.tls || !cx.is_plain(server.conn) || !cx.is_plain(ConnId::CLIENT) {
@@ -45,9 +35,7 @@ impl HttpLayer {
 
     /// Whether the server side of `flow` can take more of its request body now.
     pub(super) fn server_has_room(&self, cx: &Context, flow: FlowId) -> bool {
-        let Some(server) = self.pool.carrying(flow) else {
-            return true;
-        };
+        let Some(server) = self.pool.carrying(flow) else { return true };
         let backlog = match &server.codec {
             ServerCodec::H2(codec) => codec.backlog(flow),
             ServerCodec::Joined(joined) => joined.backlog(),

@@ -56,16 +56,16 @@ use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
 use crate::layers::http::http1::Http1Server;
-use crate::layers::websocket::WsInput;
-use crate::websocket::Peer;
 use destination::Destination;
 use error::{ClientError, ServerError};
 use event::{CodecOutput, HttpEvent};
 use pool::{Pool, ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
-use tunnels::{Early, Tunnels};
 use upstream_proxy::{ProxyConnect, ProxyError};
+use tunnels::{Early, Tunnels};
 use websocket::WebSockets;
+use crate::layers::websocket::WsInput;
+use crate::websocket::Peer;
 
 /// The codec of the client connection.
 enum ClientCodec {
@@ -189,8 +189,7 @@ impl HttpLayer {
     /// intercepted `CONNECT` to its server, or in reverse mode to the upstream.
     pub(crate) fn for_destination(cx: &Context, destination: Destination) -> Self {
         let mut layer = Self::new(cx);
-        let codec =
-            Http1Server::new(ConnId::CLIENT, &cx.config).with_destination(destination.clone());
+        let codec = Http1Server::new(ConnId::CLIENT, &cx.config).with_destination(destination.clone());
         layer.client = ClientCodec::H1(codec);
         layer.destination = destination;
         layer
@@ -207,16 +206,10 @@ impl HttpLayer {
     /// configured mode sends them: to the server each names, or in reverse mode to the upstream.
     pub(crate) fn for_mode(cx: &Context) -> Self {
         match &cx.config.mode {
-            Mode::Regular | Mode::Upstream { .. } | Mode::Socks5 | Mode::Transparent => {
-                Self::new(cx)
+            Mode::Regular | Mode::Upstream { .. } | Mode::Socks5 | Mode::Transparent => Self::new(cx),
+            Mode::Reverse { scheme, target, .. } => {
+                Self::for_destination(cx, Destination::Fixed { scheme: *scheme, target: target.clone() })
             }
-            Mode::Reverse { scheme, target, .. } => Self::for_destination(
-                cx,
-                Destination::Fixed {
-                    scheme: *scheme,
-                    target: target.clone(),
-                },
-            ),
         }
     }
 }
@@ -224,16 +217,8 @@ impl HttpLayer {
 impl Layer for HttpLayer {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         if self.lingering {
-            let expired =
-                matches!(event, Event::Wakeup) && self.client_deadline.is_some_and(|d| d <= now);
-            if expired
-                || matches!(
-                    event,
-                    Event::ConnectionClosed {
-                        conn: ConnId::CLIENT
-                    }
-                )
-            {
+            let expired = matches!(event, Event::Wakeup) && self.client_deadline.is_some_and(|d| d <= now);
+            if expired || matches!(event, Event::ConnectionClosed { conn: ConnId::CLIENT }) {
                 self.lingering = false;
                 self.client_deadline = None;
                 cx.close(ConnId::CLIENT, false);
@@ -277,21 +262,10 @@ impl Layer for HttpLayer {
         }
         let servers = self.pool.iter().filter_map(|s| s.deadline);
         let head = self.client.h1().and_then(Http1Server::poll_timeout);
-        let bodies = self.streams.values().flat_map(|s| {
-            s.body_deadline()
-                .into_iter()
-                .chain(s.rate_deadline())
-                .chain(s.queue_deadline())
-        });
+        let bodies = self.streams.values().flat_map(|s| s.body_deadline().into_iter().chain(s.rate_deadline()).chain(s.queue_deadline()));
         let websockets = self.websockets.poll_timeout();
         let tunnels = self.tunnels.poll_timeout();
-        servers
-            .chain(self.client_deadline)
-            .chain(head)
-            .chain(bodies)
-            .chain(websockets)
-            .chain(tunnels)
-            .min()
+        servers.chain(self.client_deadline).chain(head).chain(bodies).chain(websockets).chain(tunnels).min()
     }
 
     /// The tunnel the client connection turned into, once a stream asked for one.
@@ -304,29 +278,19 @@ impl HttpLayer {
     /// What concerns the WebSockets this layer carries goes to them; the rest is returned.
     fn route_websocket(&mut self, cx: &mut Context, now: Instant, event: Event) -> Option<Event> {
         let end = match &event {
-            Event::DataReceived { conn, .. }
-            | Event::ConnectionClosed { conn }
-            | Event::WriteDrained { conn } => self.websockets.on_conn(*conn),
+            Event::DataReceived { conn, .. } | Event::ConnectionClosed { conn } | Event::WriteDrained { conn } => {
+                self.websockets.on_conn(*conn)
+            }
             _ => None,
         };
         let (flow, input) = match (event, end) {
-            (Event::DataReceived { data, .. }, Some((flow, peer))) => {
-                (flow, WsInput::Data(peer, data))
-            }
+            (Event::DataReceived { data, .. }, Some((flow, peer))) => (flow, WsInput::Data(peer, data)),
             (Event::ConnectionClosed { .. }, Some((flow, peer))) => (flow, WsInput::Gone(peer)),
             (Event::WriteDrained { .. }, Some((flow, peer))) => (flow, WsInput::Drained(peer)),
-            (Event::HookReply { flow, reply }, _) if self.websockets.contains(flow) => {
-                (flow, WsInput::Reply(reply))
+            (Event::HookReply { flow, reply }, _) if self.websockets.contains(flow) => (flow, WsInput::Reply(reply)),
+            (Event::Inject { flow, to, kind, payload }, _) if self.websockets.contains(flow) => {
+                (flow, WsInput::Inject { to, kind, payload })
             }
-            (
-                Event::Inject {
-                    flow,
-                    to,
-                    kind,
-                    payload,
-                },
-                _,
-            ) if self.websockets.contains(flow) => (flow, WsInput::Inject { to, kind, payload }),
             (Event::Wakeup, _) => {
                 self.websockets_input(cx, now, || WsInput::Wakeup);
                 return Some(Event::Wakeup);
@@ -343,9 +307,7 @@ impl HttpLayer {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
             }
             Event::DataReceived { conn, data } if conn == ConnId::CLIENT => {
-                let Some(data) = self.sniff(cx, data) else {
-                    return;
-                };
+                let Some(data) = self.sniff(cx, data) else { return };
                 match &mut self.client {
                     ClientCodec::H1(codec) => {
                         let mut outputs = std::mem::take(&mut self.spare_client_outputs);
@@ -356,9 +318,7 @@ impl HttpLayer {
                 }
             }
             Event::DataReceived { conn, data } => {
-                let Some(server) = self.pool.get_mut(conn) else {
-                    return;
-                };
+                let Some(server) = self.pool.get_mut(conn) else { return };
                 server.heard_from(now, cx.config.server_idle_timeout);
                 if server.connect.as_ref().is_some_and(ProxyConnect::is_asked) {
                     self.proxy_answer(cx, now, conn, &data);
@@ -399,9 +359,7 @@ impl HttpLayer {
                 }
             }
             Event::ConnectionClosed { conn } => {
-                let Some(server) = self.pool.get_mut(conn) else {
-                    return;
-                };
+                let Some(server) = self.pool.get_mut(conn) else { return };
                 match &mut server.codec {
                     ServerCodec::H1(codec) => {
                         let mut outputs = Vec::new();
@@ -422,9 +380,7 @@ impl HttpLayer {
                 }
             }
             Event::Opened { conn } => {
-                let Some(server) = self.pool.get_mut(conn) else {
-                    return;
-                };
+                let Some(server) = self.pool.get_mut(conn) else { return };
                 match &mut server.connect {
                     // The connection to the upstream proxy is up: ask it for the tunnel.
                     Some(connect) if connect.is_opening() => {
@@ -442,11 +398,7 @@ impl HttpLayer {
             Event::Adopted { conn, parked } => self.server_adopted(cx, now, conn, *parked),
             Event::Joined { conn } => self.server_joined(cx, now, conn),
             Event::Carried { conn, message } => {
-                let output = self
-                    .pool
-                    .get_mut(conn)
-                    .and_then(ServerConn::joined_mut)
-                    .and_then(|joined| joined.receive(message));
+                let output = self.pool.get_mut(conn).and_then(ServerConn::joined_mut).and_then(|joined| joined.receive(message));
                 // (What went on of a request body only lets the client be read again, below.)
                 if let Some(output) = output {
                     if let Some(server) = self.pool.get_mut(conn) {
@@ -456,9 +408,7 @@ impl HttpLayer {
                 }
             }
             Event::OpenFailed { conn, error } => {
-                let Some(server) = self.pool.remove(conn) else {
-                    return;
-                };
+                let Some(server) = self.pool.remove(conn) else { return };
                 cx.forget(conn);
                 let to_proxy = server.connect.as_ref().is_none_or(ProxyConnect::is_opening);
                 let input = match server.proxy {
@@ -468,14 +418,8 @@ impl HttpLayer {
                         Input::ProxyFailed(error)
                     }
                     _ => {
-                        cx.log(
-                            LogLevel::Info,
-                            format!("cannot connect to {}: {}", server.addr, error),
-                        );
-                        Input::ServerFailed {
-                            addr: server.addr,
-                            error,
-                        }
+                        cx.log(LogLevel::Info, format!("cannot connect to {}: {}", server.addr, error));
+                        Input::ServerFailed { addr: server.addr, error }
                     }
                 };
                 for flow in server.flows {
@@ -501,9 +445,7 @@ impl HttpLayer {
                 self.handle_client_outputs(cx, now, outputs);
             }
             Event::Forwarded { from, len, pending } => {
-                let Some(server) = self.pool.get_mut(from) else {
-                    return;
-                };
+                let Some(server) = self.pool.get_mut(from) else { return };
                 let mut outputs = Vec::new();
                 if let Some(codec) = server.h1_mut() {
                     codec.handle_forwarded(len, pending, &mut outputs);
@@ -538,20 +480,14 @@ impl HttpLayer {
         // A request the codec rejected within the same read has been answered already: its
         // stream only reports the error, and neither raises request hooks nor opens a server.
         let rejected = outputs.iter().find_map(|o| match o {
-            CodecOutput::Error {
-                flow: Some(flow), ..
-            } => Some(*flow),
+            CodecOutput::Error { flow: Some(flow), .. } => Some(*flow),
             _ => None,
         });
         for output in outputs.drain(..) {
             let websocket = match &output {
-                CodecOutput::Reset { flow, .. }
-                | CodecOutput::Error {
-                    flow: Some(flow), ..
+                CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } | CodecOutput::Closed { flow: Some(flow), .. } => {
+                    Some(*flow).filter(|f| self.websockets.contains(*f))
                 }
-                | CodecOutput::Closed {
-                    flow: Some(flow), ..
-                } => Some(*flow).filter(|f| self.websockets.contains(*f)),
                 _ => None,
             };
             if let Some(flow) = websocket {
@@ -559,13 +495,9 @@ impl HttpLayer {
                 continue;
             }
             let tunnel = match &output {
-                CodecOutput::Reset { flow, .. }
-                | CodecOutput::Error {
-                    flow: Some(flow), ..
+                CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } | CodecOutput::Closed { flow: Some(flow), .. } => {
+                    Some(*flow).filter(|f| self.tunnels.contains(*f))
                 }
-                | CodecOutput::Closed {
-                    flow: Some(flow), ..
-                } => Some(*flow).filter(|f| self.tunnels.contains(*f)),
                 _ => None,
             };
             if let Some(flow) = tunnel {
@@ -580,10 +512,7 @@ impl HttpLayer {
                         .insert(flow, Box::new(HttpStream::new(cx, now, flow, request)));
                 }
                 CodecOutput::Http(event) => self.route_request_event(cx, now, event),
-                CodecOutput::Error {
-                    flow: Some(flow),
-                    error,
-                } => {
+                CodecOutput::Error { flow: Some(flow), error } => {
                     self.feed(cx, now, flow, Input::ClientError(error));
                 }
                 // Logged by the codec; there is no flow to tell.
@@ -601,26 +530,12 @@ impl HttpLayer {
 
     fn route_request_event(&mut self, cx: &mut Context, now: Instant, event: HttpEvent) {
         match event {
-            HttpEvent::RequestHeaders {
-                flow,
-                mut request,
-                end_stream,
-            } => {
+            HttpEvent::RequestHeaders { flow, mut request, end_stream } => {
                 let mut refusal = match (&self.destination, cx.config.proxy_auth.clone()) {
-                    (Destination::Named, Some(auth)) => {
-                        proxy_auth::check(&auth, &mut request.headers)
-                            .err()
-                            .map(|why| {
-                                cx.log(
-                                    LogLevel::Warn,
-                                    format!(
-                                        "client {}: proxy authentication failed: {why}",
-                                        cx.client.peer
-                                    ),
-                                );
-                                proxy_auth::required(&auth)
-                            })
-                    }
+                    (Destination::Named, Some(auth)) => proxy_auth::check(&auth, &mut request.headers).err().map(|why| {
+                        cx.log(LogLevel::Warn, format!("client {}: proxy authentication failed: {why}", cx.client.peer));
+                        proxy_auth::required(&auth)
+                    }),
                     _ => None,
                 };
                 // Credentials for this proxy never go upstream, whatever the mode.
@@ -635,31 +550,13 @@ impl HttpLayer {
                 let mut stream = Box::new(HttpStream::new(cx, now, flow, request));
                 stream.admit(admitted);
                 self.streams.insert(flow, stream);
-                self.feed(
-                    cx,
-                    now,
-                    flow,
-                    Input::RequestHeaders {
-                        end_stream,
-                        refusal,
-                    },
-                );
+                self.feed(cx, now, flow, Input::RequestHeaders { end_stream, refusal });
             }
             HttpEvent::RequestData { flow, data } if self.tunnels.contains(flow) => {
-                self.tunnel_input(
-                    cx,
-                    now,
-                    flow,
-                    Event::DataReceived {
-                        conn: ConnId::CLIENT,
-                        data,
-                    },
-                );
+                self.tunnel_input(cx, now, flow, Event::DataReceived { conn: ConnId::CLIENT, data });
             }
             // The client ended its stream: as a connection's EOF.
-            HttpEvent::RequestEnd { flow, .. } if self.tunnels.contains(flow) => {
-                self.tunnel_client_gone(cx, now, flow, false)
-            }
+            HttpEvent::RequestEnd { flow, .. } if self.tunnels.contains(flow) => self.tunnel_client_gone(cx, now, flow, false),
             HttpEvent::RequestData { flow, data } if self.websockets.contains(flow) => {
                 self.websocket_input(cx, now, flow, WsInput::Data(Peer::Client, data));
             }
@@ -672,23 +569,15 @@ impl HttpLayer {
             {
                 // Frames or tunnel bytes a client sent before the switch: kept for it (its
                 // window stays shut meanwhile, so they are at most one window's worth).
-                self.early
-                    .entry(flow)
-                    .or_default()
-                    .data
-                    .extend_from_slice(&data);
+                self.early.entry(flow).or_default().data.extend_from_slice(&data);
             }
             HttpEvent::RequestEnd { flow, .. }
                 if self.streams.get(&flow).is_some_and(|s| s.awaits_switch()) =>
             {
                 self.early.entry(flow).or_default().eof = true;
             }
-            HttpEvent::RequestData { flow, data } => {
-                self.feed(cx, now, flow, Input::RequestData(data))
-            }
-            HttpEvent::RequestEnd { flow, trailers } => {
-                self.feed(cx, now, flow, Input::RequestEnd(trailers))
-            }
+            HttpEvent::RequestData { flow, data } => self.feed(cx, now, flow, Input::RequestData(data)),
+            HttpEvent::RequestEnd { flow, trailers } => self.feed(cx, now, flow, Input::RequestEnd(trailers)),
             _ => {}
         }
     }
@@ -697,19 +586,8 @@ impl HttpLayer {
     /// (the flow then holds a lease on the backend, or waits in its group's queue, or is
     /// refused with the response given); without, the mode's one target, which `Host` now
     /// names.
-    fn to_backend(
-        &self,
-        cx: &mut Context,
-        now: Instant,
-        request: &mut Request,
-    ) -> Result<Option<Admitted>, Response> {
-        let client_tls = matches!(
-            cx.config.mode,
-            Mode::Reverse {
-                client_tls: true,
-                ..
-            }
-        );
+    fn to_backend(&self, cx: &mut Context, now: Instant, request: &mut Request) -> Result<Option<Admitted>, Response> {
+        let client_tls = matches!(cx.config.mode, Mode::Reverse { client_tls: true, .. });
         let admitted = match &cx.config.gateway {
             Some(gateway) => gateway.admit(now, request, &cx.client, client_tls, cx.waker.as_ref()),
             None => {
@@ -718,13 +596,7 @@ impl HttpLayer {
             }
         };
         admitted.map(Some).map_err(|refusal| {
-            cx.log(
-                LogLevel::Warn,
-                format!(
-                    "client {}: {} {}: {refusal}",
-                    cx.client.peer, request.method, request.path
-                ),
-            );
+            cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
             refusal.response()
         })
     }
@@ -744,21 +616,14 @@ impl HttpLayer {
         for output in outputs.drain(..) {
             let websocket = match &output {
                 CodecOutput::Http(event) => Some(event.flow()),
-                CodecOutput::Reset { flow, .. }
-                | CodecOutput::Error {
-                    flow: Some(flow), ..
-                } => Some(*flow),
+                CodecOutput::Reset { flow, .. } | CodecOutput::Error { flow: Some(flow), .. } => Some(*flow),
                 _ => None,
             };
-            if let Some(flow) =
-                websocket.filter(|f| multiplexed && self.websockets.on_server_stream(conn, *f))
-            {
+            if let Some(flow) = websocket.filter(|f| multiplexed && self.websockets.on_server_stream(conn, *f)) {
                 // An HTTP/2 server's WebSocket stream: its data is frames, its end or reset
                 // the server's side ending.
                 let input = match output {
-                    CodecOutput::Http(HttpEvent::ResponseData { data, .. }) => {
-                        WsInput::Data(Peer::Server, data)
-                    }
+                    CodecOutput::Http(HttpEvent::ResponseData { data, .. }) => WsInput::Data(Peer::Server, data),
                     CodecOutput::Http(_) => continue,
                     _ => WsInput::Gone(Peer::Server),
                 };
@@ -774,14 +639,7 @@ impl HttpLayer {
                     }
                     let input = match event {
                         HttpEvent::InterimResponse { response, .. } => Input::Interim(response),
-                        HttpEvent::ResponseHeaders {
-                            response,
-                            end_stream,
-                            ..
-                        } => Input::ResponseHeaders {
-                            response,
-                            end_stream,
-                        },
+                        HttpEvent::ResponseHeaders { response, end_stream, .. } => Input::ResponseHeaders { response, end_stream },
                         HttpEvent::ResponseData { data, .. } => Input::ResponseData(data),
                         HttpEvent::ResponseEnd { trailers, .. } => {
                             // An HTTP/1 server owes nothing more once its one response is in.
@@ -795,18 +653,8 @@ impl HttpLayer {
                     self.feed(cx, now, flow, input);
                 }
                 CodecOutput::Error { flow, error } => {
-                    cx.log(
-                        LogLevel::Info,
-                        format!("server {}: {}", self.pool.describe(conn), error),
-                    );
-                    self.tell_server_flows(
-                        cx,
-                        now,
-                        conn,
-                        flow,
-                        multiplexed,
-                        Input::ServerError(error),
-                    );
+                    cx.log(LogLevel::Info, format!("server {}: {}", self.pool.describe(conn), error));
+                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError(error));
                     if !multiplexed {
                         self.drop_server(cx, conn);
                     }
@@ -817,31 +665,15 @@ impl HttpLayer {
                 }
                 CodecOutput::Closed { flow, error } => {
                     if let Some(error) = error {
-                        cx.log(
-                            LogLevel::Info,
-                            format!(
-                                "server {}: HTTP/2 connection failed: {error}",
-                                self.pool.describe(conn)
-                            ),
-                        );
+                        cx.log(LogLevel::Info, format!("server {}: HTTP/2 connection failed: {error}", self.pool.describe(conn)));
                     }
-                    let stale = self
-                        .pool
-                        .get(conn)
-                        .is_some_and(|s| s.reused && s.h1().is_some_and(|c| c.heard_nothing()));
+                    let stale = self.pool.get(conn).is_some_and(|s| s.reused && s.h1().is_some_and(|c| c.heard_nothing()));
                     let error = match (multiplexed, stale) {
                         (true, _) => ServerError::ClosedH2,
                         (false, true) => ServerError::Stale,
                         (false, false) => ServerError::Closed,
                     };
-                    self.tell_server_flows(
-                        cx,
-                        now,
-                        conn,
-                        flow,
-                        multiplexed,
-                        Input::ServerError(error),
-                    );
+                    self.tell_server_flows(cx, now, conn, flow, multiplexed, Input::ServerError(error));
                     self.drop_server(cx, conn);
                 }
             }
@@ -852,27 +684,11 @@ impl HttpLayer {
     /// Give `flow`, or without one every flow on server connection `conn`, the `input` of a
     /// failure. HTTP/1 tells a flow only while it is on the connection; HTTP/2 (`multiplexed`)
     /// tells a named flow in any case, and takes the flows off the connection first.
-    fn tell_server_flows(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        conn: ConnId,
-        flow: Option<FlowId>,
-        multiplexed: bool,
-        input: Input,
-    ) {
-        if self
-            .pool
-            .get(conn)
-            .is_some_and(|s| matches!(s.codec, ServerCodec::Joined(_)))
-        {
+    fn tell_server_flows(&mut self, cx: &mut Context, now: Instant, conn: ConnId, flow: Option<FlowId>, multiplexed: bool, input: Input) {
+        if self.pool.get(conn).is_some_and(|s| matches!(s.codec, ServerCodec::Joined(_))) {
             // A stream on a carrier fails alone, and leaves the carrier before its flow is
             // told (which may send the request again, on another).
-            let flows = self
-                .pool
-                .get(conn)
-                .map(|s| s.flows.clone())
-                .unwrap_or_default();
+            let flows = self.pool.get(conn).map(|s| s.flows.clone()).unwrap_or_default();
             self.drop_server(cx, conn);
             for flow in flows {
                 self.feed(cx, now, flow, input.clone());
@@ -882,11 +698,7 @@ impl HttpLayer {
         let flows = match flow {
             Some(flow) if multiplexed || self.is_on_server(conn, flow) => vec![flow],
             Some(_) => Vec::new(),
-            None => self
-                .pool
-                .get(conn)
-                .map(|s| s.flows.clone())
-                .unwrap_or_default(),
+            None => self.pool.get(conn).map(|s| s.flows.clone()).unwrap_or_default(),
         };
         if let Some(server) = self.pool.get_mut(conn).filter(|_| multiplexed) {
             server.flows.retain(|f| !flows.contains(f));
@@ -902,9 +714,7 @@ impl HttpLayer {
 
     /// Give `input` to the stream `flow` and carry out what it asks for.
     fn feed(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: Input) {
-        let Some(stream) = self.streams.get_mut(&flow) else {
-            return;
-        };
+        let Some(stream) = self.streams.get_mut(&flow) else { return };
         // A feed within a feed (an output that moves another stream) takes a spare list.
         let mut outs = self.spare_outs.pop().unwrap_or_default();
         stream.handle(cx, now, input, &mut outs);
@@ -930,9 +740,7 @@ impl HttpLayer {
             }
             Out::Server(mut event) => {
                 if let Some(server) = self.pool.carrying_mut(flow) {
-                    if let (true, HttpEvent::RequestHeaders { request, .. }) =
-                        (server.absolute, &mut event)
-                    {
+                    if let (true, HttpEvent::RequestHeaders { request, .. }) = (server.absolute, &mut event) {
                         // To the upstream proxy itself: its credentials, if it wants some.
                         if let Some(credentials) = upstream_proxy::upstream_credentials(cx) {
                             request.headers.insert("proxy-authorization", credentials);
@@ -951,12 +759,7 @@ impl HttpLayer {
                     }
                 }
             }
-            Out::OpenServer {
-                addr,
-                tls,
-                dedicated,
-                versions,
-            } => {
+            Out::OpenServer { addr, tls, dedicated, versions } => {
                 self.assign_server(cx, now, flow, addr, tls, dedicated, versions);
             }
             Out::Tunnel => self.switch(cx, now, flow),
@@ -966,9 +769,7 @@ impl HttpLayer {
                 ClientCodec::H1(_) => self.close_all(cx, now, false),
             },
             Out::AbortServer => {
-                let Some(server) = self.pool.carrying_mut(flow) else {
-                    return;
-                };
+                let Some(server) = self.pool.carrying_mut(flow) else { return };
                 match &mut server.codec {
                     ServerCodec::H2(codec) => {
                         codec.reset(flow);
@@ -1040,11 +841,7 @@ impl HttpLayer {
         // once the client has taken what it was sent (answers made here, such as a 502 for
         // each refused connection, would otherwise pile up past the high-water mark).
         let congested = cx.is_congested(ConnId::CLIENT);
-        if let Some(client) = self
-            .client
-            .h1_mut()
-            .filter(|c| c.ready_for_next() && !congested)
-        {
+        if let Some(client) = self.client.h1_mut().filter(|c| c.ready_for_next() && !congested) {
             let mut outputs = Vec::new();
             client.next_request(cx, now, &mut outputs);
             self.handle_client_outputs(cx, now, outputs);
@@ -1056,11 +853,7 @@ impl HttpLayer {
             self.close_all(cx, now, true);
             return;
         }
-        if self.client.is_idle()
-            && self.streams.is_empty()
-            && self.websockets.is_empty()
-            && self.tunnels.is_empty()
-        {
+        if self.client.is_idle() && self.streams.is_empty() && self.websockets.is_empty() && self.tunnels.is_empty() {
             if self.client_deadline.is_none() {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
             }
@@ -1072,13 +865,9 @@ impl HttpLayer {
         // made here, say) would pile up on the rest. (HTTP/2 connections are always read:
         // their streams' windows hold bodies back.)
         if let Some(client) = self.client.h1() {
-            let current = client
-                .current_flow()
-                .and_then(|f| Some((f, self.streams.get(&f)?)));
+            let current = client.current_flow().and_then(|f| Some((f, self.streams.get(&f)?)));
             let stream_ready = match current {
-                Some((flow, stream)) => {
-                    stream.wants_request_data() && self.server_has_room(cx, flow)
-                }
+                Some((flow, stream)) => stream.wants_request_data() && self.server_has_room(cx, flow),
                 None => !cx.is_congested(ConnId::CLIENT),
             };
             cx.set_layer_pause(ConnId::CLIENT, !(stream_ready && client.wants_read()));
@@ -1092,10 +881,7 @@ impl HttpLayer {
                 continue;
             }
             let ready = match server.flow() {
-                Some(flow) => self
-                    .streams
-                    .get(&flow)
-                    .is_none_or(|s| s.wants_response_data()),
+                Some(flow) => self.streams.get(&flow).is_none_or(|s| s.wants_response_data()),
                 None => true,
             };
             cx.set_layer_pause(server.conn, !ready);
@@ -1105,9 +891,7 @@ impl HttpLayer {
     /// The client's first bytes: HTTP/2's preface (prior knowledge, or after ALPN `h2`)
     /// switches the client codec to HTTP/2. Returns the bytes to parse, once it is decided.
     fn sniff(&mut self, cx: &mut Context, data: Bytes) -> Option<Bytes> {
-        let Some(held) = &mut self.sniff else {
-            return Some(data);
-        };
+        let Some(held) = &mut self.sniff else { return Some(data) };
         held.extend_from_slice(&data);
         let n = held.len().min(PREFACE.len());
         if held[..n] != PREFACE[..n] {
@@ -1152,10 +936,7 @@ impl HttpLayer {
                     } else if self.websockets.contains(flow) {
                         self.websocket_readable(cx, flow, Peer::Client)
                     } else {
-                        self.streams
-                            .get(&flow)
-                            .is_none_or(|s| s.wants_request_data())
-                            && self.server_has_room(cx, flow)
+                        self.streams.get(&flow).is_none_or(|s| s.wants_request_data()) && self.server_has_room(cx, flow)
                     };
                     if let ClientCodec::H2(codec) = &mut self.client {
                         codec.set_reading(flow, reading);
@@ -1171,33 +952,20 @@ impl HttpLayer {
                     return;
                 }
             }
-            let h2_servers: Vec<ConnId> = self
-                .pool
-                .iter()
-                .filter(|s| s.open && s.is_h2())
-                .map(|s| s.conn)
-                .collect();
+            let h2_servers: Vec<ConnId> = self.pool.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
             for conn in h2_servers {
-                let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else {
-                    continue;
-                };
+                let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else { continue };
                 let mut reading: Vec<(FlowId, bool)> = flows
                     .into_iter()
                     .map(|flow| {
-                        let wants = self
-                            .streams
-                            .get(&flow)
-                            .is_none_or(|s| s.wants_response_data());
+                        let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
                         (flow, wants && self.client_has_room(cx, flow))
                     })
                     .collect();
                 for flow in self.websockets.streams_on(conn) {
                     reading.push((flow, self.websocket_readable(cx, flow, Peer::Server)));
                 }
-                let Some(ServerCodec::H2(codec)) = self.pool.get_mut(conn).map(|s| &mut s.codec)
-                else {
-                    continue;
-                };
+                let Some(ServerCodec::H2(codec)) = self.pool.get_mut(conn).map(|s| &mut s.codec) else { continue };
                 for (flow, reading) in reading {
                     codec.set_reading(flow, reading);
                 }
@@ -1217,23 +985,17 @@ impl HttpLayer {
     /// Open or hold shut the response windows of the streams on carriers, as for HTTP/2
     /// connections of our own: by whether the client side has room.
     fn drive_joined(&mut self, cx: &mut Context) {
-        let joined: Vec<(ConnId, FlowId)> = self
-            .pool
-            .iter()
-            .filter(|s| matches!(s.codec, ServerCodec::Joined(_)))
-            .filter_map(|s| Some((s.conn, s.flow()?)))
-            .collect();
+        let joined: Vec<(ConnId, FlowId)> =
+            self.pool.iter().filter(|s| matches!(s.codec, ServerCodec::Joined(_))).filter_map(|s| Some((s.conn, s.flow()?))).collect();
         for (conn, flow) in joined {
-            let wants = self
-                .streams
-                .get(&flow)
-                .is_none_or(|s| s.wants_response_data());
+            let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
             let reading = wants && self.client_has_room(cx, flow);
             if let Some(joined) = self.pool.get_mut(conn).and_then(ServerConn::joined_mut) {
                 joined.set_reading(cx, reading);
             }
         }
     }
+
 }
 
 /// An emptied list of outputs to keep for the next read, unless it grew large.

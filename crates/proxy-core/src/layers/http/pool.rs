@@ -17,7 +17,6 @@ use bytes::Bytes;
 use super::stream::Input;
 use super::upstream_proxy::{upstream_proxy, upstream_tls, Answer, ProxyConnect, ProxyError};
 use super::HttpLayer;
-use crate::command::Command;
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::OpenError;
@@ -28,6 +27,7 @@ use crate::layers::http::carried::Joined;
 use crate::layers::http::h2::H2Client;
 use crate::layers::http::http1::Http1Client;
 use crate::tls::TlsSetupError;
+use crate::command::Command;
 use crate::upstreams::{Parked, PoolKey};
 
 /// The codec of an upstream connection.
@@ -192,12 +192,7 @@ impl ServerConn {
 
     /// What a request must match to reuse this connection.
     pub(crate) fn pool_key(&self) -> PoolKey {
-        PoolKey {
-            server: self.addr.clone(),
-            tls: self.tls,
-            proxy: self.proxy.clone(),
-            name: self.name.clone(),
-        }
+        PoolKey { server: self.addr.clone(), tls: self.tls, proxy: self.proxy.clone(), name: self.name.clone() }
     }
 
     /// What the server (or the upstream proxy, after its `2xx` to our `CONNECT`) sent past
@@ -312,19 +307,13 @@ impl Pool {
         limit: usize,
     ) -> Option<Reused> {
         let fits = |s: &ServerConn| s.fits(addr, tls, proxy) && !s.dedicated;
-        let ready = self
-            .servers
-            .iter_mut()
-            .find(|s| fits(s) && s.open && s.has_room() && s.speaks(versions));
+        let ready = self.servers.iter_mut().find(|s| fits(s) && s.open && s.has_room() && s.speaks(versions));
         if let Some(server) = ready {
             server.flows.push(flow);
             return Some(Reused::Ready);
         }
         // Wait for it, as a browser would, rather than open one per request.
-        let opening = self
-            .servers
-            .iter_mut()
-            .find(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
+        let opening = self.servers.iter_mut().find(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
         let server = opening.filter(|_| versions != Versions::Http1)?;
         server.flows.push(flow);
         Some(Reused::Waiting)
@@ -353,8 +342,7 @@ impl Pool {
 
     /// The address of `conn`'s server, for a log line.
     pub(super) fn describe(&self, conn: ConnId) -> String {
-        self.get(conn)
-            .map_or_else(|| "?".into(), |s| s.addr.to_string())
+        self.get(conn).map_or_else(|| "?".into(), |s| s.addr.to_string())
     }
 }
 
@@ -365,11 +353,7 @@ impl HttpLayer {
         let codec = Http1Client::new(conn, &cx.config);
         // In upstream mode the tunnel goes through the upstream proxy: parked, it is found
         // under that proxy's name.
-        let mut server = ServerConn {
-            open: true,
-            proxy: upstream_proxy(cx),
-            ..ServerConn::new(conn, addr, codec, tls)
-        };
+        let mut server = ServerConn { open: true, proxy: upstream_proxy(cx), ..ServerConn::new(conn, addr, codec, tls) };
         if speaks_h2(cx, conn, tls) {
             server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
             cx.set_self_limiting(conn);
@@ -409,10 +393,7 @@ impl HttpLayer {
         };
         if !dedicated && cx.config.reuse_server_connections {
             let limit = cx.config.http2_limits.max_concurrent_streams as usize;
-            match self
-                .pool
-                .reuse(flow, (&addr, tls), proxy.as_ref(), versions, limit)
-            {
+            match self.pool.reuse(flow, (&addr, tls), proxy.as_ref(), versions, limit) {
                 Some(Reused::Ready) => return self.feed(cx, now, flow, Input::ServerReady),
                 Some(Reused::Waiting) => return,
                 None => {}
@@ -426,9 +407,7 @@ impl HttpLayer {
         }
         let h2 = match versions {
             Versions::Any => true,
-            Versions::WebSocket => {
-                !tls && cx.config.upstream_h2c && !self.pool.refuses_websockets(&addr)
-            }
+            Versions::WebSocket => !tls && cx.config.upstream_h2c && !self.pool.refuses_websockets(&addr),
             Versions::Http1 => false,
         };
         let h2 = h2 && !dedicated && cx.config.http2;
@@ -437,18 +416,8 @@ impl HttpLayer {
         // TLS, for the name it connected to, and the tunnel then skips both the TCP and the
         // TLS handshake (see `layers::tls::intercept`).
         let shared = match dedicated {
-            false => cx.config.share_upstreams.then(|| PoolKey {
-                server: addr.clone(),
-                tls,
-                proxy: None,
-                name: None,
-            }),
-            true => self.connect_may_reuse(cx).then(|| PoolKey {
-                server: addr.clone(),
-                tls: true,
-                proxy: None,
-                name: None,
-            }),
+            false => cx.config.share_upstreams.then(|| PoolKey { server: addr.clone(), tls, proxy: None, name: None }),
+            true => self.connect_may_reuse(cx).then(|| PoolKey { server: addr.clone(), tls: true, proxy: None, name: None }),
         };
         // A stream on a carrier will do for a request that may go over HTTP/2.
         let may_multiplex = h2 && (tls || cx.config.upstream_h2c);
@@ -456,12 +425,7 @@ impl HttpLayer {
         let joinable = join && shared.is_some();
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
-            match cx.open_tls(
-                addr.clone(),
-                &addr.host,
-                alpn_offer(h2),
-                shared.map(|key| (key, join)),
-            ) {
+            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared.map(|key| (key, join))) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = OpenError::Tls(error.to_string());
@@ -490,15 +454,10 @@ impl HttpLayer {
 
     /// The server connection `conn` is ready for requests (or for the tunnel it was made for).
     pub(super) fn server_opened(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
-        let Some(server) = self.pool.get_mut(conn) else {
-            return;
-        };
+        let Some(server) = self.pool.get_mut(conn) else { return };
         server.open = true;
         let addr = server.addr.clone();
-        let h2 = !server.dedicated
-            && server.connect.is_none()
-            && speaks_h2(cx, conn, server.tls)
-            && server.may_multiplex;
+        let h2 = !server.dedicated && server.connect.is_none() && speaks_h2(cx, conn, server.tls) && server.may_multiplex;
         server.may_multiplex = false;
         let mut waiting = Vec::new();
         if h2 {
@@ -521,13 +480,7 @@ impl HttpLayer {
         }
         if cx.config.hooks.contains(HookKind::ServerConnected) {
             let flow = cx.next_flow_id();
-            cx.hook(
-                flow,
-                Hook::ServerConnected {
-                    conn,
-                    server: addr.clone(),
-                },
-            );
+            cx.hook(flow, Hook::ServerConnected { conn, server: addr.clone() });
         }
         if h2 && self.carry(cx, now, conn) {
             return;
@@ -550,9 +503,7 @@ impl HttpLayer {
     /// Once per destination: a carrier that could not be made (no pool, or it ended at once)
     /// leaves the next connection to this client connection alone.
     fn carry(&mut self, cx: &mut Context, now: Instant, conn: ConnId) -> bool {
-        let Some(server) = self.pool.get_mut(conn) else {
-            return false;
-        };
+        let Some(server) = self.pool.get_mut(conn) else { return false };
         let key = server.pool_key();
         let waiting_upgrades = !server.awaiting_settings.is_empty();
         if !server.joinable || server.dedicated || waiting_upgrades || self.carried.contains(&key) {
@@ -579,19 +530,9 @@ impl HttpLayer {
     /// upgrades waiting for them go on it (RFC 8441), or, if it takes none, each to an
     /// HTTP/1.1 connection of its own.
     pub(super) fn settle_websockets(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
-        let Some(server) = self
-            .pool
-            .get_mut(conn)
-            .filter(|s| !s.awaiting_settings.is_empty())
-        else {
-            return;
-        };
-        let ServerCodec::H2(codec) = &server.codec else {
-            return;
-        };
-        let Some(enabled) = codec.extended_connect() else {
-            return;
-        };
+        let Some(server) = self.pool.get_mut(conn).filter(|s| !s.awaiting_settings.is_empty()) else { return };
+        let ServerCodec::H2(codec) = &server.codec else { return };
+        let Some(enabled) = codec.extended_connect() else { return };
         let upgrades = std::mem::take(&mut server.awaiting_settings);
         if enabled {
             for flow in upgrades {
@@ -604,10 +545,7 @@ impl HttpLayer {
             server.deadline = None;
         }
         let (addr, tls) = (server.addr.clone(), server.tls);
-        cx.log(
-            LogLevel::Debug,
-            format!("server {addr}: no WebSockets over HTTP/2 (RFC 8441): upgrading over HTTP/1.1"),
-        );
+        cx.log(LogLevel::Debug, format!("server {addr}: no WebSockets over HTTP/2 (RFC 8441): upgrading over HTTP/1.1"));
         for flow in upgrades {
             self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
         }
@@ -617,9 +555,7 @@ impl HttpLayer {
     /// `hold`: what the flow held on its backend, let go once the connection is parked or
     /// dropped.
     pub(super) fn release_server(&mut self, cx: &mut Context, flow: FlowId, hold: Option<Lease>) {
-        let Some(server) = self.pool.carrying_mut(flow) else {
-            return;
-        };
+        let Some(server) = self.pool.carrying_mut(flow) else { return };
         server.flows.retain(|f| *f != flow);
         if server.flows.is_empty() {
             server.deadline = None;
@@ -641,14 +577,7 @@ impl HttpLayer {
         let conn = server.conn;
         if !keep {
             self.drop_server(cx, conn);
-        } else if server.flows.is_empty()
-            && cx.config.share_upstreams
-            && cx
-                .config
-                .gateway
-                .as_ref()
-                .is_some_and(|g| g.limits_connections())
-        {
+        } else if server.flows.is_empty() && cx.config.share_upstreams && cx.config.gateway.as_ref().is_some_and(|g| g.limits_connections()) {
             // Backends take a limited number of connections: an idle one serves whichever
             // client connection needs it next, not only this one.
             self.park_or_drop(cx, conn, hold);
@@ -663,11 +592,7 @@ impl HttpLayer {
     pub(super) fn connect_may_reuse(&self, cx: &Context) -> bool {
         cx.config.share_upstreams
             && cx.config.reuse_server_connections
-            && cx
-                .config
-                .tls
-                .as_ref()
-                .is_some_and(|tls| tls.ignore_hosts.is_empty())
+            && cx.config.tls.as_ref().is_some_and(|tls| tls.ignore_hosts.is_empty())
             && !cx.config.hooks.contains(HookKind::TlsClientHello)
             && self.client.h1().is_some()
     }
@@ -675,49 +600,22 @@ impl HttpLayer {
     /// The client connection is done with the server connection `conn`: park it for another
     /// client connection if it can serve one, else close it.
     pub(super) fn park_or_drop(&mut self, cx: &mut Context, conn: ConnId, hold: Option<Lease>) {
-        let established = cx
-            .tls(conn)
-            .is_none_or(|t| t.state == crate::tls::session::TlsState::Established);
-        let parkable = cx.config.share_upstreams
-            && established
-            && self.pool.get(conn).is_some_and(ServerConn::is_parkable);
+        let established = cx.tls(conn).is_none_or(|t| t.state == crate::tls::session::TlsState::Established);
+        let parkable = cx.config.share_upstreams && established && self.pool.get(conn).is_some_and(ServerConn::is_parkable);
         if !parkable {
             return self.drop_server(cx, conn);
         }
-        let Some(server) = self.pool.remove(conn) else {
-            return;
-        };
-        let name = cx
-            .tls(conn)
-            .and_then(|t| t.server_name.clone())
-            .filter(|name| *name != server.addr.host);
-        let Some(state) = cx.park_conn(conn) else {
-            return;
-        };
-        let parked = Box::new(Parked {
-            server: ServerConn {
-                deadline: None,
-                name,
-                ..server
-            },
-            state,
-            hold,
-        });
+        let Some(server) = self.pool.remove(conn) else { return };
+        let name = cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != server.addr.host);
+        let Some(state) = cx.park_conn(conn) else { return };
+        let parked = Box::new(Parked { server: ServerConn { deadline: None, name, ..server }, state, hold });
         cx.push(Command::Park { conn, parked });
     }
 
     /// The driver answered our `Reuse` with a connection another client connection parked:
     /// it takes the place of the one that would have been opened, and its flows go on it.
-    pub(super) fn server_adopted(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        conn: ConnId,
-        parked: Parked,
-    ) {
-        let Parked {
-            mut server, state, ..
-        } = parked;
+    pub(super) fn server_adopted(&mut self, cx: &mut Context, now: Instant, conn: ConnId, parked: Parked) {
+        let Parked { mut server, state, .. } = parked;
         cx.adopt_parked(conn, state);
         let Some(waiting) = self.pool.remove(conn) else {
             // Nobody waits for it any more.
@@ -727,11 +625,7 @@ impl HttpLayer {
         server.rename(conn);
         let mut flows = waiting.flows;
         // HTTP/1: one request at a time; the others look elsewhere. HTTP/2 takes them all.
-        let others = if flows.len() > 1 && !server.is_h2() {
-            flows.split_off(1)
-        } else {
-            Vec::new()
-        };
+        let others = if flows.len() > 1 && !server.is_h2() { flows.split_off(1) } else { Vec::new() };
         if server.is_h2() {
             cx.set_self_limiting(conn);
         }
@@ -764,11 +658,7 @@ impl HttpLayer {
         server.open = true;
         server.reused = true;
         server.may_multiplex = false;
-        let others = if server.flows.len() > 1 {
-            server.flows.split_off(1)
-        } else {
-            Vec::new()
-        };
+        let others = if server.flows.len() > 1 { server.flows.split_off(1) } else { Vec::new() };
         let flows = server.flows.clone();
         let (addr, tls) = (server.addr.clone(), server.tls);
         if flows.is_empty() {
@@ -790,20 +680,12 @@ impl HttpLayer {
 
     /// Close the server connection `conn` and forget it (its flows have been told, or are done).
     pub(super) fn drop_server(&mut self, cx: &mut Context, conn: ConnId) {
-        let Some(server) = self.pool.remove(conn) else {
-            return;
-        };
+        let Some(server) = self.pool.remove(conn) else { return };
         cx.close(conn, false);
         let own = !matches!(server.codec, ServerCodec::Joined(_));
         if server.open && own && cx.config.hooks.contains(HookKind::ServerDisconnected) {
             let flow = cx.next_flow_id();
-            cx.hook(
-                flow,
-                Hook::ServerDisconnected {
-                    conn,
-                    server: server.addr,
-                },
-            );
+            cx.hook(flow, Hook::ServerDisconnected { conn, server: server.addr });
         }
     }
 
@@ -826,37 +708,19 @@ impl HttpLayer {
         // A connection another client connection parked will do: one in absolute-form to the
         // proxy for plain requests, or a tunnel through it to `addr` for TLS ones (and for a
         // `CONNECT` that will be intercepted, as in `assign_server`).
-        let tunnel = PoolKey {
-            server: addr.clone(),
-            tls: true,
-            proxy: Some(proxy.clone()),
-            name: None,
-        };
+        let tunnel = PoolKey { server: addr.clone(), tls: true, proxy: Some(proxy.clone()), name: None };
         let shared = match (dedicated, tls) {
             (true, _) => self.connect_may_reuse(cx).then_some(tunnel),
             (false, _) if !cx.config.share_upstreams => None,
             (false, true) => Some(tunnel),
-            (false, false) => Some(PoolKey {
-                server: proxy.clone(),
-                tls: false,
-                proxy: Some(proxy.clone()),
-                name: None,
-            }),
+            (false, false) => Some(PoolKey { server: proxy.clone(), tls: false, proxy: Some(proxy.clone()), name: None }),
         };
         let conn = if upstream_tls(cx) {
             // TLS to the proxy itself, verified for its name like any server's.
-            match cx.open_tls(
-                proxy.clone(),
-                &proxy.host,
-                alpn_offer(false),
-                shared.map(|key| (key, false)),
-            ) {
+            match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), shared.map(|key| (key, false))) {
                 Ok(conn) => conn,
                 Err(error) => {
-                    let error = ProxyError::Unreachable {
-                        proxy,
-                        error: OpenError::Tls(error.to_string()),
-                    };
+                    let error = ProxyError::Unreachable { proxy, error: OpenError::Tls(error.to_string()) };
                     cx.log(LogLevel::Info, error.to_string());
                     return self.feed(cx, now, flow, Input::ProxyFailed(error));
                 }
@@ -870,39 +734,18 @@ impl HttpLayer {
         let codec = Http1Client::new(conn, &cx.config);
         let server = if tls || dedicated {
             let connect = Some(ProxyConnect::new(proxy.clone(), addr.clone()));
-            ServerConn {
-                connect,
-                ..ServerConn::new(conn, addr, codec, tls)
-            }
+            ServerConn { connect, ..ServerConn::new(conn, addr, codec, tls) }
         } else {
             let codec = codec.with_absolute_form();
-            ServerConn {
-                absolute: true,
-                ..ServerConn::new(conn, proxy.clone(), codec, false)
-            }
+            ServerConn { absolute: true, ..ServerConn::new(conn, proxy.clone(), codec, false) }
         };
-        self.pool.insert(ServerConn {
-            flows: vec![flow],
-            dedicated,
-            proxy: Some(proxy),
-            ..server
-        });
+        self.pool.insert(ServerConn { flows: vec![flow], dedicated, proxy: Some(proxy), ..server });
     }
 
     /// The upstream proxy answered (part of) our `CONNECT` on `conn`.
-    pub(super) fn proxy_answer(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        conn: ConnId,
-        data: &[u8],
-    ) {
-        let Some(server) = self.pool.get_mut(conn) else {
-            return;
-        };
-        let Some(connect) = &mut server.connect else {
-            return;
-        };
+    pub(super) fn proxy_answer(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(server) = self.pool.get_mut(conn) else { return };
+        let Some(connect) = &mut server.connect else { return };
         match connect.receive(data) {
             Answer::Pending => {}
             Answer::Refused(error) => self.proxy_failed(cx, now, conn, Input::ProxyFailed(error)),
@@ -932,21 +775,11 @@ impl HttpLayer {
 
     /// Setting up `conn` through the upstream proxy failed: close it, and fail its stream
     /// with `input`.
-    pub(super) fn proxy_failed(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        conn: ConnId,
-        input: Input,
-    ) {
-        let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else {
-            return;
-        };
+    pub(super) fn proxy_failed(&mut self, cx: &mut Context, now: Instant, conn: ConnId, input: Input) {
+        let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else { return };
         match &input {
             Input::ProxyFailed(error) => cx.log(LogLevel::Info, error.to_string()),
-            Input::ServerFailed { addr, error } => {
-                cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}"))
-            }
+            Input::ServerFailed { addr, error } => cx.log(LogLevel::Info, format!("cannot connect to {addr}: {error}")),
             _ => {}
         }
         self.drop_server(cx, conn);

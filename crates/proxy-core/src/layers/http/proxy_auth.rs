@@ -14,19 +14,13 @@ pub(super) fn check(auth: &ProxyAuth, headers: &mut Headers) -> Result<(), Strin
     let value = headers.get_str("proxy-authorization").map(str::to_owned);
     headers.remove("proxy-authorization");
     let value = value.ok_or("no Proxy-Authorization")?;
-    let (scheme, token) = value
-        .trim()
-        .split_once(' ')
-        .ok_or("a malformed Proxy-Authorization")?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or("a malformed Proxy-Authorization")?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(format!("Proxy-Authorization scheme {scheme:?}, not Basic"));
     }
     let decoded = decode_base64(token.trim()).ok_or("Proxy-Authorization that is not base64")?;
-    let decoded =
-        String::from_utf8(decoded).map_err(|_| "Proxy-Authorization that is not UTF-8")?;
-    let (user, password) = decoded
-        .split_once(':')
-        .ok_or("Proxy-Authorization without a colon")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "Proxy-Authorization that is not UTF-8")?;
+    let (user, password) = decoded.split_once(':').ok_or("Proxy-Authorization without a colon")?;
     if auth.check(user, password) {
         Ok(())
     } else {
@@ -36,14 +30,9 @@ pub(super) fn check(auth: &ProxyAuth, headers: &mut Headers) -> Result<(), Strin
 
 /// The `407` that asks for credentials.
 pub(super) fn required(auth: &ProxyAuth) -> Response {
-    let mut response = Response::error(
-        407,
-        "the proxy needs a username and password (Proxy-Authorization: Basic)",
-    );
+    let mut response = Response::error(407, "the proxy needs a username and password (Proxy-Authorization: Basic)");
     let realm = auth.realm.replace(['"', '\\'], "");
-    response
-        .headers
-        .append("proxy-authenticate", format!("Basic realm=\"{realm}\""));
+    response.headers.append("proxy-authenticate", format!("Basic realm=\"{realm}\""));
     response
 }
 
@@ -97,32 +86,16 @@ mod tests {
         // "alice:s3:cret": the password may hold colons.
         let mut ok = headers("Basic YWxpY2U6czM6Y3JldA==");
         assert_eq!(check(&auth, &mut ok), Ok(()));
-        assert!(
-            !ok.contains("proxy-authorization"),
-            "the credentials stay here"
-        );
+        assert!(!ok.contains("proxy-authorization"), "the credentials stay here");
         for (value, why) in [
-            (
-                "Basic YWxpY2U6d3Jvbmc=",
-                "wrong username or password (user \"alice\")",
-            ),
-            (
-                "Bearer abc",
-                "Proxy-Authorization scheme \"Bearer\", not Basic",
-            ),
+            ("Basic YWxpY2U6d3Jvbmc=", "wrong username or password (user \"alice\")"),
+            ("Bearer abc", "Proxy-Authorization scheme \"Bearer\", not Basic"),
             ("Basic !!!!", "Proxy-Authorization that is not base64"),
             ("Basic YWxpY2U=", "Proxy-Authorization without a colon"),
         ] {
-            assert_eq!(
-                check(&auth, &mut headers(value)),
-                Err(why.to_owned()),
-                "{value}"
-            );
+            assert_eq!(check(&auth, &mut headers(value)), Err(why.to_owned()), "{value}");
         }
-        assert_eq!(
-            check(&auth, &mut Headers::new()),
-            Err("no Proxy-Authorization".to_owned())
-        );
+        assert_eq!(check(&auth, &mut Headers::new()), Err("no Proxy-Authorization".to_owned()));
     }
 
     #[test]
@@ -138,9 +111,6 @@ mod tests {
     fn the_407_names_the_realm() {
         let response = required(&ProxyAuth::single("a", "b"));
         assert_eq!(response.status, 407);
-        assert_eq!(
-            response.headers.get_str("proxy-authenticate"),
-            Some("Basic realm=\"sansproxy\"")
-        );
+        assert_eq!(response.headers.get_str("proxy-authenticate"), Some("Basic realm=\"sansproxy\""));
     }
 }

@@ -11,9 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::{ClientError, HttpError, ServerError};
-use super::pool::Versions;
-use super::upstream_proxy::ProxyError;
 use crate::command::LogLevel;
 use crate::config::MinRate;
 use crate::context::Context;
@@ -23,6 +20,9 @@ use crate::gateway::{Admitted, Backend, Lease, Ticket};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{FlowId, Scheme, ServerAddr};
+use super::error::{ClientError, HttpError, ServerError};
+use super::pool::Versions;
+use super::upstream_proxy::ProxyError;
 use crate::layers::http::event::HttpEvent;
 use crate::layers::websocket;
 
@@ -31,10 +31,7 @@ use crate::layers::websocket;
 pub(crate) enum Input {
     /// `refusal`: the layer answers the request itself (a `407` for missing proxy
     /// credentials), before any hook.
-    RequestHeaders {
-        end_stream: bool,
-        refusal: Option<Response>,
-    },
+    RequestHeaders { end_stream: bool, refusal: Option<Response> },
     RequestData(Bytes),
     RequestEnd(Option<Headers>),
     /// The driver moved this many more request body bytes by itself.
@@ -43,17 +40,11 @@ pub(crate) enum Input {
     ResponseForwarded(u64),
     /// The stream's server connection is open (or an idle one was assigned).
     ServerReady,
-    ServerFailed {
-        addr: ServerAddr,
-        error: OpenError,
-    },
+    ServerFailed { addr: ServerAddr, error: OpenError },
     /// The upstream proxy could not be reached, or would not carry us to the server.
     ProxyFailed(ProxyError),
     Interim(Response),
-    ResponseHeaders {
-        response: Response,
-        end_stream: bool,
-    },
+    ResponseHeaders { response: Response, end_stream: bool },
     ResponseData(Bytes),
     ResponseEnd(Option<Headers>),
     /// The server broke the protocol or went away mid-response, or did not act on the
@@ -61,9 +52,7 @@ pub(crate) enum Input {
     /// may then be sent again.
     ServerError(ServerError),
     /// The server stayed silent for `secs` while a response was owed.
-    ServerTimeout {
-        secs: f64,
-    },
+    ServerTimeout { secs: f64 },
     /// The client sent nothing of its request body for a while, or too little
     /// ([`HttpError::ClientTimeout`], [`HttpError::ClientTooSlow`]).
     ClientTimeout(HttpError),
@@ -90,12 +79,7 @@ pub(crate) enum Out {
     /// A connection to `addr` for this flow: `tls` for an `https` request, `dedicated` (and
     /// never pooled) for a `CONNECT`; `versions`: whether it may go over HTTP/2 (a protocol
     /// switch goes over HTTP/1, but WebSocket's also over an HTTP/2 server's extended CONNECT).
-    OpenServer {
-        addr: ServerAddr,
-        tls: bool,
-        dedicated: bool,
-        versions: Versions,
-    },
+    OpenServer { addr: ServerAddr, tls: bool, dedicated: bool, versions: Versions },
     /// The exchange switched protocols: the client's side and the server's become a raw tunnel
     /// or carry a WebSocket.
     Tunnel,
@@ -251,13 +235,7 @@ impl HttpStream {
         } else if ticket.deadline() <= now {
             let refusal = ticket.timed_out(now);
             let request = &self.flow.request;
-            cx.log(
-                LogLevel::Warn,
-                format!(
-                    "client {}: {} {}: {refusal}",
-                    cx.client.peer, request.method, request.path
-                ),
-            );
+            cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
             let response = refusal.response();
             for input in &mut self.deferred {
                 if let Input::RequestHeaders { refusal, .. } = input {
@@ -308,16 +286,10 @@ impl HttpStream {
     fn note_progress(&mut self, cx: &Context, now: Instant, input: &Input) {
         let again = Some(now + cx.config.body_timeout);
         match input {
-            Input::RequestHeaders {
-                end_stream: false, ..
-            }
-            | Input::RequestData(_)
-            | Input::RequestForwarded(_) => {
+            Input::RequestHeaders { end_stream: false, .. } | Input::RequestData(_) | Input::RequestForwarded(_) => {
                 self.body_deadline = again;
             }
-            Input::RequestHeaders {
-                end_stream: true, ..
-            }
+            Input::RequestHeaders { end_stream: true, .. }
             | Input::RequestEnd(_)
             | Input::ClientClosed
             | Input::ClientReset
@@ -329,12 +301,7 @@ impl HttpStream {
             _ => {}
         }
         match (input, cx.config.body_min_rate) {
-            (
-                Input::RequestHeaders {
-                    end_stream: false, ..
-                },
-                Some(rate),
-            ) => self.restart_rate(now, rate.window),
+            (Input::RequestHeaders { end_stream: false, .. }, Some(rate)) => self.restart_rate(now, rate.window),
             (Input::RequestData(data), _) => self.count_body(data.len() as u64),
             (Input::RequestForwarded(len), _) => self.count_body(*len),
             _ => {}
@@ -350,11 +317,7 @@ impl HttpStream {
     /// Measure the request body's rate afresh from `now` (its start, or the end of a time
     /// the proxy held it back), the first check a `window` away.
     pub(crate) fn restart_rate(&mut self, now: Instant, window: Duration) {
-        self.rate_window = Some(RateWindow {
-            since: now,
-            check: now + window,
-            bytes: 0,
-        });
+        self.rate_window = Some(RateWindow { since: now, check: now + window, bytes: 0 });
     }
 
     /// When the request body's rate is checked next, if it is measured.
@@ -393,9 +356,7 @@ impl HttpStream {
     /// Whether a request body may bypass the stream: it is streamed, to a server that is
     /// ready, and nothing waits for a hook.
     pub(crate) fn may_forward_request(&self) -> bool {
-        self.waiting.is_none()
-            && matches!(self.req, Req::Streaming)
-            && matches!(self.server, Server::Ready)
+        self.waiting.is_none() && matches!(self.req, Req::Streaming) && matches!(self.server, Server::Ready)
     }
 
     /// Whether a response body may bypass the stream.
@@ -408,13 +369,7 @@ impl HttpStream {
         self.waiting.is_none()
     }
 
-    pub(crate) fn handle(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        input: Input,
-        out: &mut Vec<Out>,
-    ) {
+    pub(crate) fn handle(&mut self, cx: &mut Context, now: Instant, input: Input, out: &mut Vec<Out>) {
         if self.finished {
             return;
         }
@@ -450,9 +405,7 @@ impl HttpStream {
     /// Go on with the inputs kept while a hook or the queue held the stream.
     fn replay(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<Out>) {
         while self.waiting.is_none() && self.ticket.is_none() && !self.finished {
-            let Some(input) = self.deferred.pop_front() else {
-                break;
-            };
+            let Some(input) = self.deferred.pop_front() else { break };
             self.handle_input(cx, now, input, out);
         }
     }
@@ -461,21 +414,14 @@ impl HttpStream {
         match input {
             // Handled before anything is kept (see `handle`).
             Input::Queue => {}
-            Input::RequestHeaders {
-                end_stream,
-                refusal,
-            } => {
+            Input::RequestHeaders { end_stream, refusal } => {
                 if end_stream {
                     self.req = Req::Done;
                 }
                 if let Some(response) = refusal {
                     return self.respond_locally(now, response, out);
                 }
-                let kind = if self.is_connect() {
-                    HookKind::HttpConnect
-                } else {
-                    HookKind::RequestHeaders
-                };
+                let kind = if self.is_connect() { HookKind::HttpConnect } else { HookKind::RequestHeaders };
                 if !self.raise(cx, kind) {
                     self.after_request_headers(cx, out);
                 }
@@ -483,13 +429,7 @@ impl HttpStream {
             Input::RequestData(data) => {
                 self.flow.request_body_bytes += data.len() as u64;
                 match &mut self.req {
-                    Req::Streaming => self.send_to_server(
-                        HttpEvent::RequestData {
-                            flow: self.flow.id,
-                            data,
-                        },
-                        out,
-                    ),
+                    Req::Streaming => self.send_to_server(HttpEvent::RequestData { flow: self.flow.id, data }, out),
                     Req::Buffering(body) => {
                         if body.len() + data.len() > cx.config.max_buffered_body {
                             let limit = cx.config.max_buffered_body;
@@ -505,13 +445,7 @@ impl HttpStream {
             Input::RequestEnd(trailers) => match std::mem::replace(&mut self.req, Req::Done) {
                 Req::Streaming => {
                     self.flow.request.trailers = trailers.clone();
-                    self.send_to_server(
-                        HttpEvent::RequestEnd {
-                            flow: self.flow.id,
-                            trailers,
-                        },
-                        out,
-                    );
+                    self.send_to_server(HttpEvent::RequestEnd { flow: self.flow.id, trailers }, out);
                     if !self.raise(cx, HookKind::Request) {
                         self.check_finished(now);
                     }
@@ -556,33 +490,21 @@ impl HttpStream {
                 }
                 out.extend(queued.into_iter().map(Out::Server));
             }
-            Input::ServerFailed { addr, error } => {
-                match self.next_backend(cx, now, &addr, &error) {
-                    Some(next) => {
-                        cx.log(LogLevel::Info, format!("{addr}: {error}; trying {next}"));
-                        out.push(self.open_server());
-                    }
-                    None => self.fail(cx, now, HttpError::Connect { addr, error }, out),
+            Input::ServerFailed { addr, error } => match self.next_backend(cx, now, &addr, &error) {
+                Some(next) => {
+                    cx.log(LogLevel::Info, format!("{addr}: {error}; trying {next}"));
+                    out.push(self.open_server());
                 }
-            }
+                None => self.fail(cx, now, HttpError::Connect { addr, error }, out),
+            },
             Input::ProxyFailed(error) => self.fail(cx, now, HttpError::UpstreamProxy(error), out),
             Input::Interim(response) => {
                 if !(response.status == 100 && self.local_continue) {
-                    out.push(Out::Client(HttpEvent::InterimResponse {
-                        flow: self.flow.id,
-                        response,
-                    }));
+                    out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
                 }
             }
-            Input::ResponseHeaders {
-                response,
-                end_stream,
-            } => {
-                if let Some(line) = self
-                    .lease
-                    .as_mut()
-                    .and_then(|l| l.responded(response.status, now))
-                {
+            Input::ResponseHeaders { response, end_stream } => {
+                if let Some(line) = self.lease.as_mut().and_then(|l| l.responded(response.status, now)) {
                     cx.log(LogLevel::Warn, line);
                 }
                 let upgrade = response.status == 101;
@@ -593,11 +515,7 @@ impl HttpStream {
                 if upgrade {
                     self.resp = Resp::Sent;
                     let response = self.response_head();
-                    out.push(Out::Client(HttpEvent::ResponseHeaders {
-                        flow: self.flow.id,
-                        response,
-                        end_stream: true,
-                    }));
+                    out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: true }));
                     out.push(Out::Tunnel);
                     self.flow.ended = Some(now);
                     self.finished = true;
@@ -612,10 +530,7 @@ impl HttpStream {
             Input::ResponseData(data) => {
                 self.flow.response_body_bytes += data.len() as u64;
                 match &mut self.resp {
-                    Resp::Streaming => out.push(Out::Client(HttpEvent::ResponseData {
-                        flow: self.flow.id,
-                        data,
-                    })),
+                    Resp::Streaming => out.push(Out::Client(HttpEvent::ResponseData { flow: self.flow.id, data })),
                     Resp::Buffering(body) => {
                         if body.len() + data.len() > cx.config.max_buffered_body {
                             let limit = cx.config.max_buffered_body;
@@ -627,46 +542,35 @@ impl HttpStream {
                     Resp::Waiting | Resp::Held | Resp::Sent => {}
                 }
             }
-            Input::ResponseEnd(trailers) => {
-                match std::mem::replace(&mut self.resp, Resp::Waiting) {
-                    Resp::Streaming => {
-                        self.resp = Resp::Sent;
-                        if let Some(response) = &mut self.flow.response {
-                            response.trailers = trailers.clone();
-                        }
-                        out.push(Out::Client(HttpEvent::ResponseEnd {
-                            flow: self.flow.id,
-                            trailers,
-                        }));
-                        self.response_complete(cx, now, out);
+            Input::ResponseEnd(trailers) => match std::mem::replace(&mut self.resp, Resp::Waiting) {
+                Resp::Streaming => {
+                    self.resp = Resp::Sent;
+                    if let Some(response) = &mut self.flow.response {
+                        response.trailers = trailers.clone();
                     }
-                    Resp::Buffering(body) => {
-                        self.resp = Resp::Held;
-                        if let Some(response) = &mut self.flow.response {
-                            response.body = Some(body.freeze());
-                            response.trailers = trailers;
-                        }
-                        self.flow.ended = Some(now);
-                        if !self.raise(cx, HookKind::Response) {
-                            self.send_buffered_response(now, out);
-                        }
-                    }
-                    other => self.resp = other,
+                    out.push(Out::Client(HttpEvent::ResponseEnd { flow: self.flow.id, trailers }));
+                    self.response_complete(cx, now, out);
                 }
-            }
-            Input::ServerError(error)
-                if (error.is_unprocessed() || error.is_stale() && self.is_idempotent())
-                    && self.may_retry() =>
-            {
+                Resp::Buffering(body) => {
+                    self.resp = Resp::Held;
+                    if let Some(response) = &mut self.flow.response {
+                        response.body = Some(body.freeze());
+                        response.trailers = trailers;
+                    }
+                    self.flow.ended = Some(now);
+                    if !self.raise(cx, HookKind::Response) {
+                        self.send_buffered_response(now, out);
+                    }
+                }
+                other => self.resp = other,
+            },
+            Input::ServerError(error) if (error.is_unprocessed() || error.is_stale() && self.is_idempotent()) && self.may_retry() => {
                 // RFC 9113 section 8.7: safe to send again, once, on whatever connection
                 // the layer picks (a server that said GOAWAY takes no more). RFC 9112
                 // section 9.3.1 lets an idempotent request go again after a reused
                 // connection closed under it.
                 let addr = self.flow.request.server();
-                cx.log(
-                    LogLevel::Debug,
-                    format!("{addr}: {error}; sending the request again"),
-                );
+                cx.log(LogLevel::Debug, format!("{addr}: {error}; sending the request again"));
                 self.resend = Resend::Spent;
                 self.server = Server::None;
                 self.send_request(out);
@@ -689,10 +593,7 @@ impl HttpStream {
                 } else if self.resp.is_started() {
                     // Answered already (or the answer is under way): the exchange is lost,
                     // and an answer still coming cannot be finished.
-                    self.flow.error.get_or_insert(FlowError {
-                        message: error.to_string(),
-                        status: None,
-                    });
+                    self.flow.error.get_or_insert(FlowError { message: error.to_string(), status: None });
                     out.push(Out::AbortServer);
                     if !self.resp.is_complete() {
                         out.push(Out::AbortClient);
@@ -704,10 +605,7 @@ impl HttpStream {
                 }
             }
             Input::ClientError(error) => {
-                self.flow.error = Some(FlowError {
-                    message: error.to_string(),
-                    status: None,
-                });
+                self.flow.error = Some(FlowError { message: error.to_string(), status: None });
                 out.push(Out::AbortServer);
                 self.end_with_error(cx, now);
             }
@@ -717,19 +615,13 @@ impl HttpStream {
                     // As for a timeout: leaving after the whole answer is no failure.
                     self.finished = true;
                 } else if !complete || self.resp.is_started() {
-                    self.flow.error = Some(FlowError {
-                        message: "client disconnected".into(),
-                        status: None,
-                    });
+                    self.flow.error = Some(FlowError { message: "client disconnected".into(), status: None });
                     out.push(Out::AbortServer);
                     self.end_with_error(cx, now);
                 }
             }
             Input::ClientReset => {
-                self.flow.error = Some(FlowError {
-                    message: "client cancelled the request".into(),
-                    status: None,
-                });
+                self.flow.error = Some(FlowError { message: "client cancelled the request".into(), status: None });
                 out.push(Out::AbortServer);
                 self.end_with_error(cx, now);
             }
@@ -738,19 +630,9 @@ impl HttpStream {
     }
 
     /// The hook `kind` was answered.
-    fn handle_reply(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        kind: HookKind,
-        reply: HookReply,
-        out: &mut Vec<Out>,
-    ) {
+    fn handle_reply(&mut self, cx: &mut Context, now: Instant, kind: HookKind, reply: HookReply, out: &mut Vec<Out>) {
         match reply {
-            HookReply::Continue
-            | HookReply::Passthrough
-            | HookReply::Message(_)
-            | HookReply::Drop => {}
+            HookReply::Continue | HookReply::Passthrough | HookReply::Message(_) | HookReply::Drop => {}
             HookReply::Update(flow) => {
                 let id = self.flow.id;
                 self.flow = *flow;
@@ -761,10 +643,7 @@ impl HttpStream {
                 return;
             }
             HookReply::Kill => {
-                self.flow.error = Some(FlowError {
-                    message: "killed by hook".into(),
-                    status: None,
-                });
+                self.flow.error = Some(FlowError { message: "killed by hook".into(), status: None });
                 out.push(Out::AbortServer);
                 out.push(Out::AbortClient);
                 self.end_with_error(cx, now);
@@ -796,12 +675,7 @@ impl HttpStream {
         if self.is_connect() {
             let addr = self.flow.request.server();
             self.server = Server::Connecting(VecDeque::new());
-            out.push(Out::OpenServer {
-                addr,
-                tls: false,
-                dedicated: true,
-                versions: Versions::Http1,
-            });
+            out.push(Out::OpenServer { addr, tls: false, dedicated: true, versions: Versions::Http1 });
             return;
         }
         if matches!(self.req, Req::Done) {
@@ -812,37 +686,19 @@ impl HttpStream {
             return;
         }
         if self.flow.buffer_request {
-            if self
-                .flow
-                .request
-                .headers
-                .has_token("expect", "100-continue")
-            {
+            if self.flow.request.headers.has_token("expect", "100-continue") {
                 self.flow.request.headers.remove("expect");
                 self.local_continue = true;
-                let response = Response {
-                    body: None,
-                    ..Response::new(100, Headers::new(), Bytes::new())
-                };
+                let response = Response { body: None, ..Response::new(100, Headers::new(), Bytes::new()) };
                 let mut response = response;
                 response.headers = Headers::new();
-                out.push(Out::Client(HttpEvent::InterimResponse {
-                    flow: self.flow.id,
-                    response,
-                }));
+                out.push(Out::Client(HttpEvent::InterimResponse { flow: self.flow.id, response }));
             }
             self.req = Req::Buffering(BytesMut::new());
         } else {
             self.req = Req::Streaming;
             let request = self.request_head();
-            self.send_to_server(
-                HttpEvent::RequestHeaders {
-                    flow: self.flow.id,
-                    request,
-                    end_stream: false,
-                },
-                out,
-            );
+            self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream: false }, out);
             out.push(self.open_server());
         }
     }
@@ -854,14 +710,7 @@ impl HttpStream {
         }
         let request = self.flow.request.clone();
         let end_stream = true;
-        self.send_to_server(
-            HttpEvent::RequestHeaders {
-                flow: self.flow.id,
-                request,
-                end_stream,
-            },
-            out,
-        );
+        self.send_to_server(HttpEvent::RequestHeaders { flow: self.flow.id, request, end_stream }, out);
         out.push(self.open_server());
     }
 
@@ -879,11 +728,7 @@ impl HttpStream {
         } else {
             self.resp = Resp::Streaming;
             let response = self.response_head();
-            out.push(Out::Client(HttpEvent::ResponseHeaders {
-                flow: self.flow.id,
-                response,
-                end_stream: false,
-            }));
+            out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
         }
     }
 
@@ -899,16 +744,10 @@ impl HttpStream {
     }
 
     fn send_buffered_response(&mut self, now: Instant, out: &mut Vec<Out>) {
-        let Some(response) = self.flow.response.clone() else {
-            return;
-        };
+        let Some(response) = self.flow.response.clone() else { return };
         let end_stream = response.body.is_none();
         self.resp = Resp::Sent;
-        out.push(Out::Client(HttpEvent::ResponseHeaders {
-            flow: self.flow.id,
-            response,
-            end_stream,
-        }));
+        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream }));
         self.flow.ended.get_or_insert(now);
         self.finish_request_early(out);
         self.check_finished(now);
@@ -931,11 +770,7 @@ impl HttpStream {
         }
         self.server = Server::None;
         self.resp = Resp::Sent;
-        out.push(Out::Client(HttpEvent::ResponseHeaders {
-            flow: self.flow.id,
-            response,
-            end_stream: false,
-        }));
+        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
         self.flow.ended = Some(now);
         if !matches!(self.req, Req::Done) {
             self.req = Req::Discarding;
@@ -962,26 +797,16 @@ impl HttpStream {
         out.push(Out::AbortServer);
         self.server = Server::None;
         if self.resp.is_started() {
-            self.flow.error = Some(FlowError {
-                message,
-                status: None,
-            });
+            self.flow.error = Some(FlowError { message, status: None });
             out.push(Out::AbortClient);
             self.end_with_error(cx, now);
             return;
         }
         let response = Response::error(status, &message);
-        self.flow.error = Some(FlowError {
-            message,
-            status: Some(status),
-        });
+        self.flow.error = Some(FlowError { message, status: Some(status) });
         self.flow.response = Some(response.clone());
         self.resp = Resp::Sent;
-        out.push(Out::Client(HttpEvent::ResponseHeaders {
-            flow: self.flow.id,
-            response,
-            end_stream: false,
-        }));
+        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
         if !matches!(self.req, Req::Done) {
             self.req = Req::Discarding;
         }
@@ -1042,13 +867,7 @@ impl HttpStream {
     /// hears of it, and the request (which never left) goes to another of its group if one
     /// is left, its waiting head rewritten for it. Not when a hook sent the request
     /// elsewhere than the gateway had.
-    fn next_backend(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        addr: &ServerAddr,
-        error: &OpenError,
-    ) -> Option<Backend> {
+    fn next_backend(&mut self, cx: &mut Context, now: Instant, addr: &ServerAddr, error: &OpenError) -> Option<Backend> {
         let lease = self.lease.as_mut().filter(|l| l.backend().addr == *addr)?;
         if self.flow.request.server() != *addr {
             return None;
@@ -1080,11 +899,7 @@ impl HttpStream {
 
     /// The exchange switched to WebSocket: the request answered `101` to `Upgrade: websocket`.
     pub(crate) fn is_websocket(&self) -> bool {
-        let switched = self
-            .flow
-            .response
-            .as_ref()
-            .is_some_and(|r| r.status == 101 && is_websocket_upgrade(&r.headers));
+        let switched = self.flow.response.as_ref().is_some_and(|r| r.status == 101 && is_websocket_upgrade(&r.headers));
         switched && is_websocket_upgrade(&self.flow.request.headers)
     }
 
@@ -1097,8 +912,7 @@ impl HttpStream {
     /// its stream carries is WebSocket frames or tunnel bytes sent early, to keep for the
     /// switch.
     pub(crate) fn awaits_switch(&self) -> bool {
-        self.flow.request.version == Version::Http2
-            && (is_websocket_upgrade(&self.flow.request.headers) || self.is_connect())
+        self.flow.request.version == Version::Http2 && (is_websocket_upgrade(&self.flow.request.headers) || self.is_connect())
     }
 
     pub(crate) fn into_flow(self) -> HttpFlow {
@@ -1106,23 +920,12 @@ impl HttpStream {
     }
 
     fn request_head(&self) -> Request {
-        Request {
-            body: None,
-            trailers: None,
-            ..self.flow.request.clone()
-        }
+        Request { body: None, trailers: None, ..self.flow.request.clone() }
     }
 
     fn response_head(&self) -> Response {
         let response = self.flow.response.as_ref();
-        response.map_or_else(
-            || Response::text(502, ""),
-            |r| Response {
-                body: None,
-                trailers: None,
-                ..r.clone()
-            },
-        )
+        response.map_or_else(|| Response::text(502, ""), |r| Response { body: None, trailers: None, ..r.clone() })
     }
 
     fn open_server(&self) -> Out {
@@ -1133,12 +936,7 @@ impl HttpStream {
         } else {
             Versions::Any
         };
-        Out::OpenServer {
-            addr: self.flow.request.server(),
-            tls: self.is_https(),
-            dedicated: false,
-            versions,
-        }
+        Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false, versions }
     }
 
     fn is_https(&self) -> bool {
@@ -1147,9 +945,7 @@ impl HttpStream {
 
     /// RFC 9110 section 9.2.2: sending it twice does what sending it once does.
     fn is_idempotent(&self) -> bool {
-        ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
-            .iter()
-            .any(|m| self.flow.request.method.eq_ignore_ascii_case(m))
+        ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].iter().any(|m| self.flow.request.method.eq_ignore_ascii_case(m))
     }
 
     pub(crate) fn is_connect(&self) -> bool {

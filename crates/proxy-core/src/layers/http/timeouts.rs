@@ -17,15 +17,10 @@ impl HttpLayer {
     /// a hook is pending, the server is not ready or has no room, reading is paused, or the
     /// driver forwards the body and the server has not taken what it has.
     pub(super) fn body_held(&self, cx: &Context, flow: FlowId) -> bool {
-        self.streams
-            .get(&flow)
-            .is_some_and(|s| !s.wants_request_data())
+        self.streams.get(&flow).is_some_and(|s| !s.wants_request_data())
             || !self.server_has_room(cx, flow)
             || cx.is_paused(ConnId::CLIENT)
-            || self
-                .client
-                .h1()
-                .is_some_and(Http1Server::forward_waits_on_server)
+            || self.client.h1().is_some_and(Http1Server::forward_waits_on_server)
     }
 
     /// Bodies the proxy holds back up to this moment get the full timeout from now, so a
@@ -54,36 +49,19 @@ impl HttpLayer {
     /// Requests whose body rate is due for a check: below `body_min_rate` on average since it
     /// began to be measured, the client gets 408 as for a silent body.
     fn expire_slow_bodies(&mut self, cx: &mut Context, now: Instant) {
-        let Some(rate) = cx.config.body_min_rate else {
-            return;
-        };
-        let ended: Vec<FlowId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.rate_deadline().is_some_and(|d| d <= now))
-            .map(|(flow, _)| *flow)
-            .collect();
+        let Some(rate) = cx.config.body_min_rate else { return };
+        let ended: Vec<FlowId> =
+            self.streams.iter().filter(|(_, s)| s.rate_deadline().is_some_and(|d| d <= now)).map(|(flow, _)| *flow).collect();
         for flow in ended {
             let held = self.body_held(cx, flow);
-            let Some(stream) = self.streams.get_mut(&flow) else {
-                continue;
-            };
+            let Some(stream) = self.streams.get_mut(&flow) else { continue };
             if held {
                 stream.restart_rate(now, rate.window);
                 continue;
             }
-            let Some((bytes, secs)) = stream.check_rate(now, rate) else {
-                continue;
-            };
-            let error = HttpError::ClientTooSlow {
-                bytes,
-                secs: (secs * 10.0).round() / 10.0,
-                rate: rate.bytes_per_sec,
-            };
-            cx.log(
-                LogLevel::Info,
-                format!("client {}: {error}", cx.client.peer),
-            );
+            let Some((bytes, secs)) = stream.check_rate(now, rate) else { continue };
+            let error = HttpError::ClientTooSlow { bytes, secs: (secs * 10.0).round() / 10.0, rate: rate.bytes_per_sec };
+            cx.log(LogLevel::Info, format!("client {}: {error}", cx.client.peer));
             self.feed(cx, now, flow, Input::ClientTimeout(error));
             match &mut self.client {
                 ClientCodec::H1(_) => {
@@ -115,16 +93,8 @@ impl HttpLayer {
                 continue;
             }
             let secs = timeout.as_secs_f64();
-            cx.log(
-                LogLevel::Info,
-                format!("client sent nothing of a request body for {secs} s"),
-            );
-            self.feed(
-                cx,
-                now,
-                flow,
-                Input::ClientTimeout(HttpError::ClientTimeout { secs }),
-            );
+            cx.log(LogLevel::Info, format!("client sent nothing of a request body for {secs} s"));
+            self.feed(cx, now, flow, Input::ClientTimeout(HttpError::ClientTimeout { secs }));
             match &mut self.client {
                 ClientCodec::H1(_) => {
                     // The rest of the body will not come: the connection cannot carry on.
@@ -138,12 +108,7 @@ impl HttpLayer {
 
     pub(super) fn handle_wakeup(&mut self, cx: &mut Context, now: Instant) {
         // Flows waiting in a gateway's queue: granted a backend, or waited long enough.
-        let queued: Vec<FlowId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.queue_deadline().is_some())
-            .map(|(flow, _)| *flow)
-            .collect();
+        let queued: Vec<FlowId> = self.streams.iter().filter(|(_, s)| s.queue_deadline().is_some()).map(|(flow, _)| *flow).collect();
         for flow in queued {
             self.feed(cx, now, flow, Input::Queue);
         }
@@ -175,11 +140,7 @@ impl HttpLayer {
             .map(|s| (s.conn, s.flows.clone()))
             .collect();
         for (conn, flows) in expired {
-            if let Some(client_slow) = self
-                .pool
-                .get(conn)
-                .map(|s| s.h1().is_some_and(Http1Client::forward_waits_on_client))
-            {
+            if let Some(client_slow) = self.pool.get(conn).map(|s| s.h1().is_some_and(Http1Client::forward_waits_on_client)) {
                 // Its silence is not its fault when we are not reading it (a hook is pending,
                 // the client is slow, or the client has not taken the response body the
                 // driver forwards), or when it waits for a request body the client has not

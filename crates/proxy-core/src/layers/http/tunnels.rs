@@ -89,23 +89,13 @@ impl Carried {
                     hooks.push(flow);
                     parent.push(Command::Hook { flow, hook });
                 }
-                Command::SendData {
-                    conn: ConnId::CLIENT,
-                    data,
-                } => self.out.push(data),
-                Command::CloseConnection {
-                    conn: ConnId::CLIENT,
-                    half,
-                } => {
+                Command::SendData { conn: ConnId::CLIENT, data } => self.out.push(data),
+                Command::CloseConnection { conn: ConnId::CLIENT, half } => {
                     self.ended = true;
                     self.closed |= !half;
                 }
-                Command::PauseReading {
-                    conn: ConnId::CLIENT,
-                } => self.paused = true,
-                Command::ResumeReading {
-                    conn: ConnId::CLIENT,
-                } => self.paused = false,
+                Command::PauseReading { conn: ConnId::CLIENT } => self.paused = true,
+                Command::ResumeReading { conn: ConnId::CLIENT } => self.paused = false,
                 command => parent.push(command),
             }
         }
@@ -129,10 +119,7 @@ impl Tunnels {
 
     /// The tunnel whose layers own the connection `conn`.
     fn owner(&self, conn: ConnId) -> Option<FlowId> {
-        self.carried
-            .iter()
-            .find(|(_, t)| t.cx.has_conn(conn))
-            .map(|(flow, _)| *flow)
+        self.carried.iter().find(|(_, t)| t.cx.has_conn(conn)).map(|(flow, _)| *flow)
     }
 
     /// Whether the stream of the tunnel `flow` may be read: its layers read their client.
@@ -142,10 +129,7 @@ impl Tunnels {
 
     /// The earliest deadline of any carried layer.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.carried
-            .values()
-            .filter_map(|t| t.root.poll_timeout())
-            .min()
+        self.carried.values().filter_map(|t| t.root.poll_timeout()).min()
     }
 }
 
@@ -153,18 +137,9 @@ impl HttpLayer {
     /// The `CONNECT` of `flow` on an HTTP/2 client's stream was answered `2xx`: its server
     /// connection `conn` leaves the pool, and the layers the mode puts after a `CONNECT` take
     /// the stream and it over.
-    pub(super) fn carry_tunnel(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        flow: FlowId,
-        conn: ConnId,
-        next: NextLayer,
-    ) {
+    pub(super) fn carry_tunnel(&mut self, cx: &mut Context, now: Instant, flow: FlowId, conn: ConnId, next: NextLayer) {
         self.streams.remove(&flow);
-        let Some(mut server) = self.pool.remove(conn) else {
-            return;
-        };
+        let Some(mut server) = self.pool.remove(conn) else { return };
         let early = self.early.remove(&flow).unwrap_or_default();
         let handover = Handover {
             server: conn,
@@ -182,20 +157,10 @@ impl HttpLayer {
         }
         let layer = next(&mut inner, now, handover);
         let root = TlsTransport::new(Box::new(Child::new(layer, next)));
-        let mut carried = Carried {
-            cx: inner,
-            root,
-            out: Vec::new(),
-            ended: false,
-            end_sent: false,
-            closed: false,
-            paused: false,
-            gone: false,
-        };
+        let mut carried =
+            Carried { cx: inner, root, out: Vec::new(), ended: false, end_sent: false, closed: false, paused: false, gone: false };
         let hooks = carried.collect(cx);
-        self.tunnels
-            .hooks
-            .extend(hooks.into_iter().map(|hook| (hook, flow)));
+        self.tunnels.hooks.extend(hooks.into_iter().map(|hook| (hook, flow)));
         self.tunnels.carried.insert(flow, carried);
         self.flush_tunnel(flow);
     }
@@ -203,12 +168,7 @@ impl HttpLayer {
     /// What concerns a carried tunnel goes to it: events of its connections, answers to its
     /// hooks, time passing, injected messages (which only the layers that own the flow take).
     /// The rest is returned.
-    pub(super) fn route_tunnel(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        event: Event,
-    ) -> Option<Event> {
+    pub(super) fn route_tunnel(&mut self, cx: &mut Context, now: Instant, event: Event) -> Option<Event> {
         let conn = match &event {
             Event::DataReceived { conn, .. }
             | Event::ConnectionClosed { conn }
@@ -244,25 +204,10 @@ impl HttpLayer {
                 }
                 None => Some(Event::HookReply { flow, reply }),
             },
-            Event::Inject {
-                flow,
-                to,
-                kind,
-                payload,
-            } if !self.websockets.contains(flow) => {
+            Event::Inject { flow, to, kind, payload } if !self.websockets.contains(flow) => {
                 for tunnel in self.tunnel_flows() {
                     let payload = payload.clone();
-                    self.tunnel_input(
-                        cx,
-                        now,
-                        tunnel,
-                        Event::Inject {
-                            flow,
-                            to,
-                            kind,
-                            payload,
-                        },
-                    );
+                    self.tunnel_input(cx, now, tunnel, Event::Inject { flow, to, kind, payload });
                 }
                 None
             }
@@ -275,51 +220,26 @@ impl HttpLayer {
     }
 
     /// Give `event` to the tunnel of `flow`, and send on what it wrote to its client.
-    pub(super) fn tunnel_input(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        flow: FlowId,
-        event: Event,
-    ) {
-        let Some(carried) = self.tunnels.carried.get_mut(&flow) else {
-            return;
-        };
+    pub(super) fn tunnel_input(&mut self, cx: &mut Context, now: Instant, flow: FlowId, event: Event) {
+        let Some(carried) = self.tunnels.carried.get_mut(&flow) else { return };
         let hooks = carried.handle(cx, now, event);
-        self.tunnels
-            .hooks
-            .extend(hooks.into_iter().map(|hook| (hook, flow)));
+        self.tunnels.hooks.extend(hooks.into_iter().map(|hook| (hook, flow)));
         self.flush_tunnel(flow);
     }
 
     /// The client's side of the tunnel `flow` ended: its stream ended (`reset`: was reset, or
     /// lost with the connection, and takes nothing more either).
-    pub(super) fn tunnel_client_gone(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        flow: FlowId,
-        reset: bool,
-    ) {
+    pub(super) fn tunnel_client_gone(&mut self, cx: &mut Context, now: Instant, flow: FlowId, reset: bool) {
         if let Some(carried) = self.tunnels.carried.get_mut(&flow) {
             carried.gone |= reset;
         }
-        self.tunnel_input(
-            cx,
-            now,
-            flow,
-            Event::ConnectionClosed {
-                conn: ConnId::CLIENT,
-            },
-        );
+        self.tunnel_input(cx, now, flow, Event::ConnectionClosed { conn: ConnId::CLIENT });
     }
 
     /// Tunnels whose layers have let most of what they wrote reach the client hear that their
     /// client connection drained, as a socket's writer would.
     pub(super) fn drain_tunnels(&mut self, cx: &mut Context, now: Instant) {
-        let ClientCodec::H2(codec) = &self.client else {
-            return;
-        };
+        let ClientCodec::H2(codec) = &self.client else { return };
         if cx.is_congested(ConnId::CLIENT) {
             return;
         }
@@ -327,29 +247,18 @@ impl HttpLayer {
             .tunnels
             .carried
             .iter()
-            .filter(|(flow, t)| {
-                t.cx.is_congested(ConnId::CLIENT) && codec.backlog(**flow) < cx.config.high_water
-            })
+            .filter(|(flow, t)| t.cx.is_congested(ConnId::CLIENT) && codec.backlog(**flow) < cx.config.high_water)
             .map(|(flow, _)| *flow)
             .collect();
         for flow in drained {
-            self.tunnel_input(
-                cx,
-                now,
-                flow,
-                Event::WriteDrained {
-                    conn: ConnId::CLIENT,
-                },
-            );
+            self.tunnel_input(cx, now, flow, Event::WriteDrained { conn: ConnId::CLIENT });
         }
     }
 
     /// Send what the tunnel of `flow` wrote to its stream; forget the tunnel once its layers
     /// are done.
     fn flush_tunnel(&mut self, flow: FlowId) {
-        let Some(carried) = self.tunnels.carried.get_mut(&flow) else {
-            return;
-        };
+        let Some(carried) = self.tunnels.carried.get_mut(&flow) else { return };
         let out = std::mem::take(&mut carried.out);
         if let (ClientCodec::H2(codec), false) = (&mut self.client, carried.gone) {
             for data in out {
@@ -357,10 +266,7 @@ impl HttpLayer {
             }
             if carried.ended && !carried.end_sent {
                 carried.end_sent = true;
-                codec.send(HttpEvent::ResponseEnd {
-                    flow,
-                    trailers: None,
-                });
+                codec.send(HttpEvent::ResponseEnd { flow, trailers: None });
             }
             if carried.closed {
                 // Nothing more of the client's is read: once our end is out, it may stop.

@@ -11,12 +11,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::Mode;
 use crate::context::Context;
-use crate::event::OpenError;
 use crate::flow::Version;
 use crate::headers::Headers;
 use crate::ids::{ConnId, ServerAddr};
 use crate::layers::http::http1::limits;
 use crate::layers::http::http1::wire::{self, HeadReader, Http1Error, Limits};
+use crate::event::OpenError;
 
 /// Setting up a tunnel through the upstream proxy on one server connection.
 #[derive(Debug)]
@@ -31,11 +31,7 @@ enum Phase {
     /// The TCP connection to the proxy is not up yet.
     Opening,
     /// `CONNECT` sent; reading the proxy's answer.
-    Asked {
-        buf: BytesMut,
-        heads: HeadReader,
-        limits: Limits,
-    },
+    Asked { buf: BytesMut, heads: HeadReader, limits: Limits },
     /// The proxy said yes; the TLS handshake with the server runs through the tunnel.
     Handshake,
 }
@@ -61,47 +57,20 @@ pub(crate) enum ProxyError {
     /// The proxy answered `CONNECT` with a status other than `2xx`: `answer` is its status
     /// line, for example `403 Forbidden`.
     #[error("upstream proxy {proxy} refused CONNECT {target}: {answer}")]
-    Refused {
-        proxy: ServerAddr,
-        target: ServerAddr,
-        answer: String,
-    },
+    Refused { proxy: ServerAddr, target: ServerAddr, answer: String },
     #[error("upstream proxy {proxy} sent an invalid answer to CONNECT {target}: {error}")]
-    InvalidAnswer {
-        proxy: ServerAddr,
-        target: ServerAddr,
-        error: Http1Error,
-    },
+    InvalidAnswer { proxy: ServerAddr, target: ServerAddr, error: Http1Error },
     /// Bytes came through the tunnel before our TLS handshake with the server began.
     #[error("upstream proxy {proxy} sent data from {target} before the TLS handshake")]
-    EarlyData {
-        proxy: ServerAddr,
-        target: ServerAddr,
-    },
+    EarlyData { proxy: ServerAddr, target: ServerAddr },
     #[error("upstream proxy {proxy} closed the connection before answering CONNECT {target}")]
-    ClosedBeforeAnswer {
-        proxy: ServerAddr,
-        target: ServerAddr,
-    },
-    #[error(
-        "{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake"
-    )]
-    ClosedInHandshake {
-        proxy: ServerAddr,
-        target: ServerAddr,
-    },
+    ClosedBeforeAnswer { proxy: ServerAddr, target: ServerAddr },
+    #[error("{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake")]
+    ClosedInHandshake { proxy: ServerAddr, target: ServerAddr },
     #[error("upstream proxy {proxy} did not answer CONNECT {target} within {secs} s")]
-    NoAnswer {
-        proxy: ServerAddr,
-        target: ServerAddr,
-        secs: f64,
-    },
+    NoAnswer { proxy: ServerAddr, target: ServerAddr, secs: f64 },
     #[error("no TLS handshake with {target} through upstream proxy {proxy} within {secs} s")]
-    NoHandshake {
-        proxy: ServerAddr,
-        target: ServerAddr,
-        secs: f64,
-    },
+    NoHandshake { proxy: ServerAddr, target: ServerAddr, secs: f64 },
 }
 
 impl ProxyError {
@@ -122,11 +91,7 @@ impl ProxyError {
 
 impl ProxyConnect {
     pub(crate) fn new(proxy: ServerAddr, target: ServerAddr) -> Self {
-        Self {
-            proxy,
-            target,
-            phase: Phase::Opening,
-        }
+        Self { proxy, target, phase: Phase::Opening }
     }
 
     /// Whether the TCP connection to the proxy is still being opened.
@@ -151,18 +116,12 @@ impl ProxyConnect {
         wire::write_request_head(&mut head, "CONNECT", &authority, Version::Http11, &headers);
         cx.send(conn, head.freeze());
         let limits = limits(&cx.config);
-        self.phase = Phase::Asked {
-            buf: BytesMut::new(),
-            heads: HeadReader::new(),
-            limits,
-        };
+        self.phase = Phase::Asked { buf: BytesMut::new(), heads: HeadReader::new(), limits };
     }
 
     /// Bytes from the proxy while its answer to `CONNECT` is awaited.
     pub(crate) fn receive(&mut self, data: &[u8]) -> Answer {
-        let Phase::Asked { buf, heads, limits } = &mut self.phase else {
-            return Answer::Pending;
-        };
+        let Phase::Asked { buf, heads, limits } = &mut self.phase else { return Answer::Pending };
         buf.extend_from_slice(data);
         loop {
             match heads.read_response(buf, limits) {
@@ -170,28 +129,16 @@ impl ProxyConnect {
                 // An interim response: the real answer follows.
                 Ok(Some(head)) if (100..200).contains(&head.status) => {}
                 Ok(Some(head)) if (200..300).contains(&head.status) => {
-                    return Answer::Established {
-                        rest: buf.split().freeze(),
-                    };
+                    return Answer::Established { rest: buf.split().freeze() };
                 }
                 Ok(Some(head)) => {
-                    let answer = format!("{} {}", head.status, head.reason)
-                        .trim_end()
-                        .to_owned();
+                    let answer = format!("{} {}", head.status, head.reason).trim_end().to_owned();
                     let (proxy, target) = (self.proxy.clone(), self.target.clone());
-                    return Answer::Refused(ProxyError::Refused {
-                        proxy,
-                        target,
-                        answer,
-                    });
+                    return Answer::Refused(ProxyError::Refused { proxy, target, answer });
                 }
                 Err(error) => {
                     let (proxy, target) = (self.proxy.clone(), self.target.clone());
-                    return Answer::Refused(ProxyError::InvalidAnswer {
-                        proxy,
-                        target,
-                        error,
-                    });
+                    return Answer::Refused(ProxyError::InvalidAnswer { proxy, target, error });
                 }
             }
         }
@@ -207,9 +154,7 @@ impl ProxyConnect {
         let (proxy, target) = (self.proxy.clone(), self.target.clone());
         match self.phase {
             Phase::Handshake => ProxyError::ClosedInHandshake { proxy, target },
-            Phase::Opening | Phase::Asked { .. } => {
-                ProxyError::ClosedBeforeAnswer { proxy, target }
-            }
+            Phase::Opening | Phase::Asked { .. } => ProxyError::ClosedBeforeAnswer { proxy, target },
         }
     }
 
@@ -217,37 +162,21 @@ impl ProxyConnect {
     pub(crate) fn timed_out(&self, secs: f64) -> ProxyError {
         let (proxy, target) = (self.proxy.clone(), self.target.clone());
         match self.phase {
-            Phase::Handshake => ProxyError::NoHandshake {
-                proxy,
-                target,
-                secs,
-            },
-            Phase::Opening | Phase::Asked { .. } => ProxyError::NoAnswer {
-                proxy,
-                target,
-                secs,
-            },
+            Phase::Handshake => ProxyError::NoHandshake { proxy, target, secs },
+            Phase::Opening | Phase::Asked { .. } => ProxyError::NoAnswer { proxy, target, secs },
         }
     }
 
     /// Why the set-up failed when the tunnel carried bytes before our handshake began.
     pub(crate) fn early_data(&self) -> ProxyError {
-        ProxyError::EarlyData {
-            proxy: self.proxy.clone(),
-            target: self.target.clone(),
-        }
+        ProxyError::EarlyData { proxy: self.proxy.clone(), target: self.target.clone() }
     }
 }
 
 /// `Proxy-Authorization` for the upstream proxy, in upstream mode with credentials.
 pub(super) fn upstream_credentials(cx: &Context) -> Option<String> {
     match &cx.config.mode {
-        Mode::Upstream {
-            auth: Some(auth), ..
-        } => Some(format!(
-            "Basic {}",
-            crate::layers::websocket::handshake::base64(auth.as_bytes())
-        )),
+        Mode::Upstream { auth: Some(auth), .. } => Some(format!("Basic {}", crate::layers::websocket::handshake::base64(auth.as_bytes()))),
         _ => None,
     }
 }

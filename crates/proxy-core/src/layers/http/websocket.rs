@@ -12,8 +12,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::event::HttpEvent;
-use super::pool::ServerCodec;
 use super::pool::ServerConn;
+use super::pool::ServerCodec;
 use super::{ClientCodec, HttpLayer};
 use crate::context::Context;
 use crate::ids::{ConnId, FlowId};
@@ -54,25 +54,17 @@ impl Carried {
 impl WebSockets {
     /// The WebSocket with an end on the connection `conn` itself, and which peer's end it is.
     pub(crate) fn on_conn(&self, conn: ConnId) -> Option<(FlowId, Peer)> {
-        self.sessions
-            .iter()
-            .find_map(|(flow, c)| Some((*flow, c.peer_on(conn)?)))
+        self.sessions.iter().find_map(|(flow, c)| Some((*flow, c.peer_on(conn)?)))
     }
 
     /// Whether `flow` is a WebSocket whose server end is a stream of `conn`.
     pub(crate) fn on_server_stream(&self, conn: ConnId, flow: FlowId) -> bool {
-        self.sessions
-            .get(&flow)
-            .is_some_and(|c| c.server_stream && c.server == conn)
+        self.sessions.get(&flow).is_some_and(|c| c.server_stream && c.server == conn)
     }
 
     /// The WebSockets whose server end is a stream of `conn`.
     pub(crate) fn streams_on(&self, conn: ConnId) -> Vec<FlowId> {
-        self.sessions
-            .iter()
-            .filter(|(_, c)| c.server_stream && c.server == conn)
-            .map(|(flow, _)| *flow)
-            .collect()
+        self.sessions.iter().filter(|(_, c)| c.server_stream && c.server == conn).map(|(flow, _)| *flow).collect()
     }
 
     pub(crate) fn contains(&self, flow: FlowId) -> bool {
@@ -89,10 +81,7 @@ impl WebSockets {
 
     /// The earliest close-handshake deadline.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .filter_map(|c| Layer::poll_timeout(&c.session))
-            .min()
+        self.sessions.values().filter_map(|c| Layer::poll_timeout(&c.session)).min()
     }
 }
 
@@ -103,14 +92,9 @@ impl HttpLayer {
     /// becomes a tunnel (see `tunnels`), and otherwise only a WebSocket can follow.
     pub(super) fn switch(&mut self, cx: &mut Context, now: Instant, flow: FlowId) {
         // A `CONNECT`'s connection is the tunnel's whole, whatever it spoke when parked.
-        let server = self
-            .pool
-            .carrying(flow)
-            .map(|s| (s.conn, s.is_h2() && !s.dedicated));
+        let server = self.pool.carrying(flow).map(|s| (s.conn, s.is_h2() && !s.dedicated));
         let h2_client = matches!(self.client, ClientCodec::H2(_));
-        let Some((conn, server_stream)) = server else {
-            return;
-        };
+        let Some((conn, server_stream)) = server else { return };
         if !h2_client && !server_stream {
             return self.hand_over(cx, flow, conn);
         }
@@ -140,9 +124,7 @@ impl HttpLayer {
             }
             Bytes::new()
         } else {
-            let Some(mut server) = self.pool.remove(conn) else {
-                return;
-            };
+            let Some(mut server) = self.pool.remove(conn) else { return };
             server.take_rest()
         };
         let (client_rest, client_eof) = match self.client.h1_mut() {
@@ -158,29 +140,10 @@ impl HttpLayer {
                 self.drop_server(cx, other);
             }
         }
-        let wire = |stream: bool, conn: ConnId| {
-            if stream {
-                Wire::Stream(StreamWire::default())
-            } else {
-                Wire::Conn(conn)
-            }
-        };
+        let wire = |stream: bool, conn: ConnId| if stream { Wire::Stream(StreamWire::default()) } else { Wire::Conn(conn) };
         let wires = [wire(h2_client, ConnId::CLIENT), wire(server_stream, conn)];
-        let session = WebSocketLayer::with_wires(
-            cx,
-            now,
-            Box::new(stream.into_flow()),
-            wires,
-            client_rest,
-            server_rest,
-            client_eof,
-        );
-        let carried = Carried {
-            session,
-            client_conn: !h2_client,
-            server: conn,
-            server_stream,
-        };
+        let session = WebSocketLayer::with_wires(cx, now, Box::new(stream.into_flow()), wires, client_rest, server_rest, client_eof);
+        let carried = Carried { session, client_conn: !h2_client, server: conn, server_stream };
         self.websockets.sessions.insert(flow, carried);
         self.flush_websocket(cx, now, flow);
     }
@@ -188,13 +151,9 @@ impl HttpLayer {
     /// Between HTTP/1.1 connections: the client connection and the server connection `conn`
     /// leave this layer for a tunnel or a WebSocket layer of their own.
     fn hand_over(&mut self, cx: &mut Context, flow: FlowId, conn: ConnId) {
-        let Some(client) = self.client.h1_mut() else {
-            return;
-        };
+        let Some(client) = self.client.h1_mut() else { return };
         let client_rest = client.take_rest();
-        let Some(mut server) = self.pool.remove(conn) else {
-            return;
-        };
+        let Some(mut server) = self.pool.remove(conn) else { return };
         let server_rest = server.take_rest();
         let stream = self.streams.remove(&flow);
         let websocket = stream
@@ -202,14 +161,8 @@ impl HttpLayer {
             .map(|s| Box::new(s.into_flow()));
         let (target, connect) = (server.addr.clone(), server.dedicated);
         // A `CONNECT` that took a parked TLS connection: the tunnel gets it as it was parked.
-        let pooled = (connect && server.tls).then(|| {
-            Box::new(ServerConn {
-                dedicated: false,
-                flows: Vec::new(),
-                deadline: None,
-                ..server
-            })
-        });
+        let pooled = (connect && server.tls)
+            .then(|| Box::new(ServerConn { dedicated: false, flows: Vec::new(), deadline: None, ..server }));
         self.handover = Some(Handover {
             server: conn,
             target,
@@ -226,27 +179,14 @@ impl HttpLayer {
     }
 
     /// Give `input` to the WebSocket of `flow`.
-    pub(super) fn websocket_input(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        flow: FlowId,
-        input: WsInput,
-    ) {
-        let Some(carried) = self.websockets.sessions.get_mut(&flow) else {
-            return;
-        };
+    pub(super) fn websocket_input(&mut self, cx: &mut Context, now: Instant, flow: FlowId, input: WsInput) {
+        let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return };
         carried.session.handle_input(cx, now, input);
         self.flush_websocket(cx, now, flow);
     }
 
     /// Every WebSocket on this connection gets `input` (time passing, the client leaving).
-    pub(super) fn websockets_input(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        input: impl Fn() -> WsInput,
-    ) {
+    pub(super) fn websockets_input(&mut self, cx: &mut Context, now: Instant, input: impl Fn() -> WsInput) {
         for flow in self.websockets.flows() {
             self.websocket_input(cx, now, flow, input());
         }
@@ -270,15 +210,12 @@ impl HttpLayer {
     /// Whether the WebSocket of `flow` may read what `peer` sends: nothing of `peer`'s waits
     /// for the hook, and the other end has room.
     pub(super) fn websocket_readable(&mut self, cx: &Context, flow: FlowId, peer: Peer) -> bool {
-        let Some(carried) = self.websockets.sessions.get_mut(&flow) else {
-            return true;
-        };
+        let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return true };
         let paused = carried.session.stream_mut(peer).is_some_and(|s| s.paused);
         if paused || carried.session.waits_for_hook(peer) {
             return false;
         }
-        let (server, server_stream, client_conn) =
-            (carried.server, carried.server_stream, carried.client_conn);
+        let (server, server_stream, client_conn) = (carried.server, carried.server_stream, carried.client_conn);
         match peer.other() {
             Peer::Client if client_conn => !cx.is_congested(ConnId::CLIENT),
             Peer::Client => self.client_has_room(cx, flow),
@@ -299,9 +236,7 @@ impl HttpLayer {
             .sessions
             .iter()
             .flat_map(|(flow, c)| {
-                let client = c
-                    .client_conn
-                    .then_some((ConnId::CLIENT, *flow, Peer::Client));
+                let client = c.client_conn.then_some((ConnId::CLIENT, *flow, Peer::Client));
                 let server = (!c.server_stream).then_some((c.server, *flow, Peer::Server));
                 client.into_iter().chain(server)
             })
@@ -314,9 +249,7 @@ impl HttpLayer {
 
     /// Send what the WebSocket of `flow` wrote to its stream ends; forget it once over.
     fn flush_websocket(&mut self, cx: &mut Context, now: Instant, flow: FlowId) {
-        let Some(carried) = self.websockets.sessions.get_mut(&flow) else {
-            return;
-        };
+        let Some(carried) = self.websockets.sessions.get_mut(&flow) else { return };
         if let Some(stream) = carried.session.stream_mut(Peer::Client) {
             let out = std::mem::take(&mut stream.out);
             let end = std::mem::take(&mut stream.end);
@@ -325,10 +258,7 @@ impl HttpLayer {
                     codec.send(HttpEvent::ResponseData { flow, data });
                 }
                 if end {
-                    codec.send(HttpEvent::ResponseEnd {
-                        flow,
-                        trailers: None,
-                    });
+                    codec.send(HttpEvent::ResponseEnd { flow, trailers: None });
                 }
             }
         }
@@ -341,32 +271,23 @@ impl HttpLayer {
                     codec.send(HttpEvent::RequestData { flow, data });
                 }
                 if end {
-                    codec.send(HttpEvent::RequestEnd {
-                        flow,
-                        trailers: None,
-                    });
+                    codec.send(HttpEvent::RequestEnd { flow, trailers: None });
                 }
             }
         }
         if !carried.session.is_done() {
             return;
         }
-        let Some(carried) = self.websockets.sessions.remove(&flow) else {
-            return;
-        };
+        let Some(carried) = self.websockets.sessions.remove(&flow) else { return };
         if carried.server_stream {
-            if let Some(ServerCodec::H2(codec)) =
-                self.pool.get_mut(carried.server).map(|s| &mut s.codec)
-            {
+            if let Some(ServerCodec::H2(codec)) = self.pool.get_mut(carried.server).map(|s| &mut s.codec) {
                 codec.close_websocket(flow);
             }
         }
         if carried.client_conn {
             // The WebSocket closed the client connection: this layer is done with it, once
             // what ends the server's stream is out.
-            if let Some(ServerCodec::H2(codec)) =
-                self.pool.get_mut(carried.server).map(|s| &mut s.codec)
-            {
+            if let Some(ServerCodec::H2(codec)) = self.pool.get_mut(carried.server).map(|s| &mut s.codec) {
                 codec.poll(cx, &mut Vec::new());
             }
             self.close_all(cx, now, false);

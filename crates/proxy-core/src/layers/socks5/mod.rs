@@ -44,10 +44,7 @@ enum State {
     Request,
     /// `Hook::HttpConnect` is pending.
     Asking(Box<HttpFlow>),
-    Connecting {
-        flow: Box<HttpFlow>,
-        server: ConnId,
-    },
+    Connecting { flow: Box<HttpFlow>, server: ConnId },
     /// Answered: the mode's next layer takes the connections over.
     Established,
     Closed,
@@ -55,12 +52,7 @@ enum State {
 
 impl Socks5Layer {
     pub(crate) fn new() -> Self {
-        Self {
-            state: State::Greeting,
-            buf: BytesMut::new(),
-            deadline: None,
-            handover: None,
-        }
+        Self { state: State::Greeting, buf: BytesMut::new(), deadline: None, handover: None }
     }
 
     /// Parse as far as the buffer goes.
@@ -103,59 +95,25 @@ impl Socks5Layer {
     /// The client offered `methods`: pick username/password if the proxy asks for it, else
     /// no authentication.
     fn methods(&mut self, cx: &mut Context, methods: &[u8]) {
-        let wanted = if cx.config.proxy_auth.is_some() {
-            wire::USER_PASS
-        } else {
-            wire::NO_AUTH
-        };
+        let wanted = if cx.config.proxy_auth.is_some() { wire::USER_PASS } else { wire::NO_AUTH };
         if !methods.contains(&wanted) {
-            let what = if wanted == wire::USER_PASS {
-                "username/password authentication"
-            } else {
-                "no authentication"
-            };
-            cx.log(
-                LogLevel::Info,
-                format!(
-                    "SOCKS5 client {}: it does not offer {what}, which the proxy needs",
-                    cx.client.peer
-                ),
-            );
-            cx.send(
-                ConnId::CLIENT,
-                Bytes::from_static(&[wire::VERSION, wire::NO_ACCEPTABLE]),
-            );
+            let what = if wanted == wire::USER_PASS { "username/password authentication" } else { "no authentication" };
+            cx.log(LogLevel::Info, format!("SOCKS5 client {}: it does not offer {what}, which the proxy needs", cx.client.peer));
+            cx.send(ConnId::CLIENT, Bytes::from_static(&[wire::VERSION, wire::NO_ACCEPTABLE]));
             return self.close(cx);
         }
-        cx.send(
-            ConnId::CLIENT,
-            Bytes::copy_from_slice(&[wire::VERSION, wanted]),
-        );
-        self.state = if wanted == wire::USER_PASS {
-            State::Credentials
-        } else {
-            State::Request
-        };
+        cx.send(ConnId::CLIENT, Bytes::copy_from_slice(&[wire::VERSION, wanted]));
+        self.state = if wanted == wire::USER_PASS { State::Credentials } else { State::Request };
     }
 
     fn authenticate(&mut self, cx: &mut Context, user: &[u8], pass: &[u8]) {
         let user = String::from_utf8_lossy(user);
-        let accepted = cx
-            .config
-            .proxy_auth
-            .as_ref()
-            .is_some_and(|auth| auth.check(&user, &String::from_utf8_lossy(pass)));
+        let accepted = cx.config.proxy_auth.as_ref().is_some_and(|auth| auth.check(&user, &String::from_utf8_lossy(pass)));
         if accepted {
             cx.send(ConnId::CLIENT, Bytes::from_static(&[wire::AUTH_VERSION, 0]));
             self.state = State::Request;
         } else {
-            cx.log(
-                LogLevel::Warn,
-                format!(
-                    "SOCKS5 client {}: wrong username or password (user {user:?})",
-                    cx.client.peer
-                ),
-            );
+            cx.log(LogLevel::Warn, format!("SOCKS5 client {}: wrong username or password (user {user:?})", cx.client.peer));
             cx.send(ConnId::CLIENT, Bytes::from_static(&[wire::AUTH_VERSION, 1]));
             self.close(cx);
         }
@@ -177,22 +135,10 @@ impl Socks5Layer {
     /// Open the tunnel's server connection, unless it leads back to this listener.
     fn connect(&mut self, cx: &mut Context, mut flow: Box<HttpFlow>) {
         let target = flow.request.server();
-        let to_self = target
-            .host
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip == cx.client.local.ip() && target.port == cx.client.local.port());
+        let to_self = target.host.parse::<IpAddr>().is_ok_and(|ip| ip == cx.client.local.ip() && target.port == cx.client.local.port());
         if to_self {
-            cx.log(
-                LogLevel::Warn,
-                format!(
-                    "SOCKS5 client {}: refusing a tunnel to the proxy's own listener {target}",
-                    cx.client.peer
-                ),
-            );
-            flow.error = Some(FlowError {
-                message: "a tunnel to the proxy itself".into(),
-                status: None,
-            });
+            cx.log(LogLevel::Warn, format!("SOCKS5 client {}: refusing a tunnel to the proxy's own listener {target}", cx.client.peer));
+            flow.error = Some(FlowError { message: "a tunnel to the proxy itself".into(), status: None });
             return self.refuse(cx, flow, Reply::NotAllowed);
         }
         cx.set_layer_pause(ConnId::CLIENT, true);
@@ -201,21 +147,9 @@ impl Socks5Layer {
     }
 
     /// The tunnel is up: tell the client, and go on as after a `CONNECT`.
-    fn established(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        mut flow: Box<HttpFlow>,
-        server: ConnId,
-    ) {
-        cx.send(
-            ConnId::CLIENT,
-            Bytes::copy_from_slice(&wire::reply(Reply::Succeeded)),
-        );
-        let mut response = Response {
-            body: None,
-            ..Response::new(200, Headers::new(), Bytes::new())
-        };
+    fn established(&mut self, cx: &mut Context, now: Instant, mut flow: Box<HttpFlow>, server: ConnId) {
+        cx.send(ConnId::CLIENT, Bytes::copy_from_slice(&wire::reply(Reply::Succeeded)));
+        let mut response = Response { body: None, ..Response::new(200, Headers::new(), Bytes::new()) };
         response.reason = "Connection established".into();
         flow.response = Some(response);
         flow.ended = Some(now);
@@ -239,23 +173,14 @@ impl Socks5Layer {
     /// The server could not be reached: the reply that says why.
     fn failed(&mut self, cx: &mut Context, mut flow: Box<HttpFlow>, error: OpenError) {
         let target = flow.request.server();
-        cx.log(
-            LogLevel::Info,
-            format!(
-                "SOCKS5 client {}: cannot connect to {target}: {error}",
-                cx.client.peer
-            ),
-        );
+        cx.log(LogLevel::Info, format!("SOCKS5 client {}: cannot connect to {target}: {error}", cx.client.peer));
         let code = match &error {
             OpenError::Refused => Reply::ConnectionRefused,
             OpenError::Dns(_) => Reply::HostUnreachable,
             OpenError::Timeout => Reply::TtlExpired,
             OpenError::Tls(_) | OpenError::Other(_) => Reply::NetworkUnreachable,
         };
-        flow.error = Some(FlowError {
-            message: format!("cannot connect to {target}: {error}"),
-            status: None,
-        });
+        flow.error = Some(FlowError { message: format!("cannot connect to {target}: {error}"), status: None });
         self.refuse(cx, flow, code);
     }
 
@@ -271,10 +196,7 @@ impl Socks5Layer {
     /// A message broke the protocol: the reply it earns, if the client can read one, a log
     /// line, and the end.
     fn malformed(&mut self, cx: &mut Context, error: WireError) {
-        cx.log(
-            LogLevel::Info,
-            format!("SOCKS5 client {}: {error}", cx.client.peer),
-        );
+        cx.log(LogLevel::Info, format!("SOCKS5 client {}: {error}", cx.client.peer));
         let answer: Option<Bytes> = match (&self.state, &error) {
             // SOCKS4's "request rejected or failed".
             (_, WireError::Socks4) => Some(Bytes::from_static(&[0, 0x5b, 0, 0, 0, 0, 0, 0])),
@@ -297,13 +219,7 @@ impl Socks5Layer {
     /// parsed (it never will be: the client is broken).
     fn check_size(&mut self, cx: &mut Context) {
         if self.buf.len() > MAX_HANDSHAKE {
-            cx.log(
-                LogLevel::Info,
-                format!(
-                    "SOCKS5 client {}: handshake over {MAX_HANDSHAKE} bytes",
-                    cx.client.peer
-                ),
-            );
+            cx.log(LogLevel::Info, format!("SOCKS5 client {}: handshake over {MAX_HANDSHAKE} bytes", cx.client.peer));
             self.close(cx);
         }
     }
@@ -338,35 +254,23 @@ impl Layer for Socks5Layer {
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         match event {
             Event::Start => self.deadline = Some(now + cx.config.head_timeout),
-            Event::DataReceived {
-                conn: ConnId::CLIENT,
-                data,
-            } => {
+            Event::DataReceived { conn: ConnId::CLIENT, data } => {
                 if matches!(self.state, State::Closed) {
                     return;
                 }
                 self.buf.extend_from_slice(&data);
                 self.advance(cx, now);
             }
-            Event::ConnectionClosed {
-                conn: ConnId::CLIENT,
-            } => {
+            Event::ConnectionClosed { conn: ConnId::CLIENT } => {
                 if !matches!(self.state, State::Closed) {
-                    cx.log(
-                        LogLevel::Debug,
-                        format!("SOCKS5 client {} left during the handshake", cx.client.peer),
-                    );
+                    cx.log(LogLevel::Debug, format!("SOCKS5 client {} left during the handshake", cx.client.peer));
                     self.close(cx);
                 }
             }
             Event::Opened { conn } => {
                 if let State::Connecting { server, .. } = self.state {
                     if server == conn {
-                        let State::Connecting { flow, .. } =
-                            std::mem::replace(&mut self.state, State::Closed)
-                        else {
-                            return;
-                        };
+                        let State::Connecting { flow, .. } = std::mem::replace(&mut self.state, State::Closed) else { return };
                         self.established(cx, now, flow, server);
                     }
                 }
@@ -375,29 +279,17 @@ impl Layer for Socks5Layer {
                 if let State::Connecting { server, .. } = self.state {
                     if server == conn {
                         cx.forget(conn);
-                        let State::Connecting { flow, .. } =
-                            std::mem::replace(&mut self.state, State::Closed)
-                        else {
-                            return;
-                        };
+                        let State::Connecting { flow, .. } = std::mem::replace(&mut self.state, State::Closed) else { return };
                         self.failed(cx, flow, error);
                     }
                 }
             }
-            Event::HookReply { flow, reply } => {
-                match std::mem::replace(&mut self.state, State::Closed) {
-                    State::Asking(asked) if asked.id == flow => self.answered(cx, asked, reply),
-                    other => self.state = other,
-                }
-            }
+            Event::HookReply { flow, reply } => match std::mem::replace(&mut self.state, State::Closed) {
+                State::Asking(asked) if asked.id == flow => self.answered(cx, asked, reply),
+                other => self.state = other,
+            },
             Event::Wakeup if self.deadline.is_some_and(|d| d <= now) => {
-                cx.log(
-                    LogLevel::Info,
-                    format!(
-                        "SOCKS5 client {}: no request within {:?}",
-                        cx.client.peer, cx.config.head_timeout
-                    ),
-                );
+                cx.log(LogLevel::Info, format!("SOCKS5 client {}: no request within {:?}", cx.client.peer, cx.config.head_timeout));
                 self.close(cx);
             }
             _ => {}
@@ -420,33 +312,13 @@ impl Socks5Layer {
     fn answered(&mut self, cx: &mut Context, mut flow: Box<HttpFlow>, reply: HookReply) {
         match reply {
             HookReply::Kill => {
-                cx.log(
-                    LogLevel::Info,
-                    format!(
-                        "SOCKS5 client {}: tunnel to {} refused by hook",
-                        cx.client.peer,
-                        flow.request.server()
-                    ),
-                );
-                flow.error = Some(FlowError {
-                    message: "refused by hook".into(),
-                    status: None,
-                });
+                cx.log(LogLevel::Info, format!("SOCKS5 client {}: tunnel to {} refused by hook", cx.client.peer, flow.request.server()));
+                flow.error = Some(FlowError { message: "refused by hook".into(), status: None });
                 self.refuse(cx, flow, Reply::NotAllowed);
             }
             HookReply::Respond(response) if !(200..300).contains(&response.status) => {
-                cx.log(
-                    LogLevel::Info,
-                    format!(
-                        "SOCKS5 client {}: tunnel to {} refused by hook",
-                        cx.client.peer,
-                        flow.request.server()
-                    ),
-                );
-                flow.error = Some(FlowError {
-                    message: format!("refused by hook ({})", response.status),
-                    status: None,
-                });
+                cx.log(LogLevel::Info, format!("SOCKS5 client {}: tunnel to {} refused by hook", cx.client.peer, flow.request.server()));
+                flow.error = Some(FlowError { message: format!("refused by hook ({})", response.status), status: None });
                 flow.response = Some(response);
                 self.refuse(cx, flow, Reply::NotAllowed);
             }

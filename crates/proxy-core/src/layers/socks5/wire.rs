@@ -71,63 +71,41 @@ type Parsed<T> = Result<Option<(T, usize)>, WireError>;
 
 /// The greeting: the methods the client offers.
 pub(crate) fn greeting(buf: &[u8]) -> Parsed<Vec<u8>> {
-    let Some(&version) = buf.first() else {
-        return Ok(None);
-    };
+    let Some(&version) = buf.first() else { return Ok(None) };
     match version {
         VERSION => {}
         4 => return Err(WireError::Socks4),
         b'A'..=b'Z' => return Err(WireError::Http),
         other => return Err(WireError::Version(other)),
     }
-    let Some(&n) = buf.get(1) else {
-        return Ok(None);
-    };
+    let Some(&n) = buf.get(1) else { return Ok(None) };
     if n == 0 {
         return Err(WireError::NoMethods);
     }
-    let Some(methods) = buf.get(2..2 + n as usize) else {
-        return Ok(None);
-    };
+    let Some(methods) = buf.get(2..2 + n as usize) else { return Ok(None) };
     Ok(Some((methods.to_vec(), 2 + n as usize)))
 }
 
 /// RFC 1929's username and password.
 pub(crate) fn credentials(buf: &[u8]) -> Parsed<(Vec<u8>, Vec<u8>)> {
-    let Some(&version) = buf.first() else {
-        return Ok(None);
-    };
+    let Some(&version) = buf.first() else { return Ok(None) };
     if version != AUTH_VERSION {
         return Err(WireError::AuthVersion(version));
     }
-    let Some(&ulen) = buf.get(1) else {
-        return Ok(None);
-    };
+    let Some(&ulen) = buf.get(1) else { return Ok(None) };
     let at = 2 + ulen as usize;
-    let (Some(user), Some(&plen)) = (buf.get(2..at), buf.get(at)) else {
-        return Ok(None);
-    };
-    let Some(pass) = buf.get(at + 1..at + 1 + plen as usize) else {
-        return Ok(None);
-    };
-    Ok(Some((
-        (user.to_vec(), pass.to_vec()),
-        at + 1 + plen as usize,
-    )))
+    let (Some(user), Some(&plen)) = (buf.get(2..at), buf.get(at)) else { return Ok(None) };
+    let Some(pass) = buf.get(at + 1..at + 1 + plen as usize) else { return Ok(None) };
+    Ok(Some(((user.to_vec(), pass.to_vec()), at + 1 + plen as usize)))
 }
 
 /// A CONNECT request's target.
 pub(crate) fn request(buf: &[u8]) -> Parsed<ServerAddr> {
-    let Some(&version) = buf.first() else {
-        return Ok(None);
-    };
+    let Some(&version) = buf.first() else { return Ok(None) };
     if version != VERSION {
         return Err(WireError::RequestVersion(version));
     }
-    let (Some(&command), Some(&reserved), Some(&kind)) = (buf.get(1), buf.get(2), buf.get(3))
-    else {
-        return Ok(None);
-    };
+    let (Some(&command), Some(&reserved), Some(&kind)) = (buf.get(1), buf.get(2), buf.get(3)) else { return Ok(None) };
     match command {
         1 => {}
         2 => return Err(WireError::Command(2, "BIND")),
@@ -139,36 +117,23 @@ pub(crate) fn request(buf: &[u8]) -> Parsed<ServerAddr> {
     }
     let (host, at) = match kind {
         1 => {
-            let Some(ip) = buf.get(4..8) else {
-                return Ok(None);
-            };
+            let Some(ip) = buf.get(4..8) else { return Ok(None) };
             (Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(), 8)
         }
         3 => {
-            let Some(&len) = buf.get(4) else {
-                return Ok(None);
-            };
-            let Some(name) = buf.get(5..5 + len as usize) else {
-                return Ok(None);
-            };
+            let Some(&len) = buf.get(4) else { return Ok(None) };
+            let Some(name) = buf.get(5..5 + len as usize) else { return Ok(None) };
             (host_name(name).ok_or(WireError::Domain)?, 5 + len as usize)
         }
         4 => {
-            let Some(ip) = buf.get(4..20) else {
-                return Ok(None);
-            };
+            let Some(ip) = buf.get(4..20) else { return Ok(None) };
             let octets: [u8; 16] = ip.try_into().map_err(|_| WireError::AddressType(4))?;
             (Ipv6Addr::from(octets).to_string(), 20)
         }
         other => return Err(WireError::AddressType(other)),
     };
-    let Some(port) = buf.get(at..at + 2) else {
-        return Ok(None);
-    };
-    Ok(Some((
-        ServerAddr::new(host, u16::from_be_bytes([port[0], port[1]])),
-        at + 2,
-    )))
+    let Some(port) = buf.get(at..at + 2) else { return Ok(None) };
+    Ok(Some((ServerAddr::new(host, u16::from_be_bytes([port[0], port[1]])), at + 2)))
 }
 
 /// A domain name as a host to connect to: letters, digits, `-`, `.` and `_` (which resolvers
@@ -194,17 +159,11 @@ mod tests {
     #[test]
     fn every_address_type() {
         let v4 = [5, 1, 0, 1, 10, 0, 0, 1, 0x1f, 0x90];
-        assert_eq!(
-            request(&v4),
-            Ok(Some((ServerAddr::new("10.0.0.1", 8080), 10)))
-        );
+        assert_eq!(request(&v4), Ok(Some((ServerAddr::new("10.0.0.1", 8080), 10))));
         let mut name = vec![5, 1, 0, 3, 9];
         name.extend_from_slice(b"Ex.AMPLE1");
         name.extend_from_slice(&[0, 80, 0xaa]);
-        assert_eq!(
-            request(&name),
-            Ok(Some((ServerAddr::new("ex.ample1", 80), 16)))
-        );
+        assert_eq!(request(&name), Ok(Some((ServerAddr::new("ex.ample1", 80), 16))));
         let mut v6 = vec![5, 1, 0, 4];
         v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         v6.extend_from_slice(&[1, 187]);
@@ -222,10 +181,7 @@ mod tests {
         for n in 0..creds.len() {
             assert_eq!(credentials(&creds[..n]), Ok(None), "{n} bytes");
         }
-        assert_eq!(
-            credentials(&creds),
-            Ok(Some(((b"u1".to_vec(), b"pwd".to_vec()), 8)))
-        );
+        assert_eq!(credentials(&creds), Ok(Some(((b"u1".to_vec(), b"pwd".to_vec()), 8))));
         assert_eq!(greeting(&[5, 2, 0]), Ok(None));
         assert_eq!(greeting(&[5, 2, 0, 2]), Ok(Some((vec![0, 2], 4))));
     }
@@ -246,16 +202,9 @@ mod tests {
             (&[5, 1, 0, 3, 0, 0, 80], Reply::GeneralFailure),
         ];
         for (bytes, code) in cases {
-            assert_eq!(
-                request(bytes).map_err(|e| e.reply()),
-                Err(code),
-                "{bytes:?}"
-            );
+            assert_eq!(request(bytes).map_err(|e| e.reply()), Err(code), "{bytes:?}");
         }
         assert_eq!(request(&[5, 1, 1, 1]), Err(WireError::Reserved(1)));
-        assert_eq!(
-            request(b"\x05\x01\x00\x03\x03a/b\x00\x50"),
-            Err(WireError::Domain)
-        );
+        assert_eq!(request(b"\x05\x01\x00\x03\x03a/b\x00\x50"), Err(WireError::Domain));
     }
 }

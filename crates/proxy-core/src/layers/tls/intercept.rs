@@ -32,9 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rustls::server::{
-    Accepted, AcceptedAlert, Acceptor, ClientHello as RustlsHello, ResolvesServerCert,
-};
+use rustls::server::{Accepted, AcceptedAlert, Acceptor, ClientHello as RustlsHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::command::LogLevel;
@@ -46,9 +44,9 @@ use crate::layer::{Child, Handover, Layer, NextLayer};
 use crate::layers::http::destination::Destination;
 use crate::layers::http::pool::ServerConn;
 use crate::layers::http::HttpLayer;
-use crate::layers::tunnel::Tunnel;
 use crate::tls::session::TlsSession;
 use crate::tls::{CertRequest, ClientHello, TlsConfig};
+use crate::layers::tunnel::Tunnel;
 
 /// ALPN protocols the HTTP layers can speak, in our order of preference.
 const SUPPORTED_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -68,12 +66,8 @@ fn client_alpn(offered: Vec<Vec<u8>>, server: Option<Vec<u8>>) -> Option<Vec<u8>
 
 /// The protocols we can speak, of those in `offered`, in our order of preference.
 fn speakable(cx: &Context, offered: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let ours = SUPPORTED_ALPN
-        .iter()
-        .filter(|p| cx.config.http2 || **p != b"h2");
-    ours.filter(|p| offered.iter().any(|o| o.as_slice() == **p))
-        .map(|p| p.to_vec())
-        .collect()
+    let ours = SUPPORTED_ALPN.iter().filter(|p| cx.config.http2 || **p != b"h2");
+    ours.filter(|p| offered.iter().any(|o| o.as_slice() == **p)).map(|p| p.to_vec()).collect()
 }
 /// How many bytes of a first line we look at to tell HTTP from other protocols.
 const METHOD_SNIFF: usize = 24;
@@ -113,28 +107,14 @@ enum Upstream {
 
 enum State {
     /// Waiting for the client's first bytes.
-    Peek {
-        buf: BytesMut,
-        acceptor: Box<Acceptor>,
-    },
+    Peek { buf: BytesMut, acceptor: Box<Acceptor> },
     /// The `TlsClientHello` hook is pending.
-    Hello {
-        flow: FlowId,
-        accepted: Box<Accepted>,
-        hello: ClientHello,
-        raw: Bytes,
-    },
+    Hello { flow: FlowId, accepted: Box<Accepted>, hello: ClientHello, raw: Bytes },
     /// Handshaking with the server, the client's handshake on hold.
-    Upstream {
-        accepted: Box<Accepted>,
-        hello: ClientHello,
-    },
+    Upstream { accepted: Box<Accepted>, hello: ClientHello },
     /// The pooled server connection did not suit the client: a new one is being opened, and
     /// what the client sent waits to be read again.
-    Reopening {
-        buf: BytesMut,
-        eof: bool,
-    },
+    Reopening { buf: BytesMut, eof: bool },
     /// HTTP, or a raw tunnel: what the client speaks inside.
     Running(Child),
     Closed,
@@ -147,10 +127,7 @@ impl Intercept {
             cert_host: handover.target.host.clone(),
             target: handover.target,
             scheme: Scheme::Https,
-            state: State::Peek {
-                buf: BytesMut::new(),
-                acceptor: Box::default(),
-            },
+            state: State::Peek { buf: BytesMut::new(), acceptor: Box::default() },
             next,
             deadline: Some(now + cx.config.client_idle_timeout),
             proxy: false,
@@ -160,52 +137,23 @@ impl Intercept {
         cx.set_layer_pause(handover.server, false);
         if !handover.server_rest.is_empty() {
             // The server spoke first: not a protocol we look into.
-            layer.tunnel(
-                cx,
-                handover.client_rest,
-                handover.server_rest,
-                handover.client_eof,
-            );
+            layer.tunnel(cx, handover.client_rest, handover.server_rest, handover.client_eof);
             return layer;
         }
         if !handover.client_rest.is_empty() {
             layer.client_data(cx, now, handover.client_rest);
         }
         if handover.client_eof {
-            layer.handle(
-                cx,
-                now,
-                Event::ConnectionClosed {
-                    conn: ConnId::CLIENT,
-                },
-            );
+            layer.handle(cx, now, Event::ConnectionClosed { conn: ConnId::CLIENT });
         }
         layer
     }
 
     /// Reverse mode with TLS towards clients: terminate it, then send requests to `target`.
-    pub(crate) fn reverse(
-        cx: &Context,
-        scheme: Scheme,
-        target: ServerAddr,
-        next: NextLayer,
-    ) -> Self {
+    pub(crate) fn reverse(cx: &Context, scheme: Scheme, target: ServerAddr, next: NextLayer) -> Self {
         let cert_host = cx.client.local.ip().to_string();
-        let state = State::Peek {
-            buf: BytesMut::new(),
-            acceptor: Box::default(),
-        };
-        Self {
-            server: None,
-            target,
-            scheme,
-            cert_host,
-            state,
-            next,
-            deadline: None,
-            proxy: false,
-            pooled: None,
-        }
+        let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
+        Self { server: None, target, scheme, cert_host, state, next, deadline: None, proxy: false, pooled: None }
     }
 
     /// A regular listener with interception on: a client that starts with a ClientHello gets
@@ -214,38 +162,20 @@ impl Intercept {
     /// (a `CONNECT`) becomes `next`'s.
     pub(crate) fn secure_proxy(cx: &Context, next: NextLayer) -> Self {
         let cert_host = cx.client.local.ip().to_string();
-        let state = State::Peek {
-            buf: BytesMut::new(),
-            acceptor: Box::default(),
-        };
+        let state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
         let target = ServerAddr::new(cert_host.clone(), cx.client.local.port());
-        Self {
-            server: None,
-            target,
-            scheme: Scheme::Http,
-            cert_host,
-            state,
-            next,
-            deadline: None,
-            proxy: true,
-            pooled: None,
-        }
+        Self { server: None, target, scheme: Scheme::Http, cert_host, state, next, deadline: None, proxy: true, pooled: None }
     }
 
     fn tls(cx: &Context) -> &TlsConfig {
         // Both ways in (`new` after a CONNECT, `reverse`) are taken only when `Config::tls` is
         // set: see `layers::mode`.
-        cx.config
-            .tls
-            .as_ref()
-            .expect("interception runs only with a TLS configuration")
+        cx.config.tls.as_ref().expect("interception runs only with a TLS configuration")
     }
 
     /// Bytes from the client while we are still deciding what it speaks.
     fn client_data(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
-        let State::Peek { buf, acceptor, .. } = &mut self.state else {
-            return;
-        };
+        let State::Peek { buf, acceptor, .. } = &mut self.state else { return };
         buf.extend_from_slice(&data);
         match buf[0] {
             0x16 => {
@@ -303,74 +233,36 @@ impl Intercept {
         if let Some(server) = self.server {
             cx.close(server, false);
         }
-        cx.log(
-            LogLevel::Debug,
-            format!(
-                "client {}: a new connection to {} instead of a pooled one",
-                cx.client.peer, self.target
-            ),
-        );
+        cx.log(LogLevel::Debug, format!("client {}: a new connection to {} instead of a pooled one", cx.client.peer, self.target));
         self.server = Some(cx.open(self.target.clone()));
         cx.set_layer_pause(ConnId::CLIENT, true);
-        self.state = State::Reopening {
-            buf: BytesMut::from(&data[..]),
-            eof: false,
-        };
+        self.state = State::Reopening { buf: BytesMut::from(&data[..]), eof: false };
     }
 
-    fn client_hello(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        accepted: Box<Accepted>,
-        raw: Bytes,
-    ) {
+    fn client_hello(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, raw: Bytes) {
         let hello = describe_hello(&self.target, &accepted.client_hello());
         let tls = Self::tls(cx);
         let port = self.target.port;
         let ignored = tls.ignore_hosts.iter().any(|pattern| {
             pattern.is_match(&format!("{}:{port}", self.target.host))
-                || hello
-                    .server_name
-                    .as_ref()
-                    .is_some_and(|sni| pattern.is_match(&format!("{sni}:{port}")))
+                || hello.server_name.as_ref().is_some_and(|sni| pattern.is_match(&format!("{sni}:{port}")))
         });
         if ignored && self.server.is_some() {
-            cx.log(
-                LogLevel::Debug,
-                format!("passing TLS to {} through (ignore_hosts)", self.target),
-            );
+            cx.log(LogLevel::Debug, format!("passing TLS to {} through (ignore_hosts)", self.target));
             return self.tunnel(cx, raw, Bytes::new(), false);
         }
         if cx.config.hooks.contains(HookKind::TlsClientHello) {
             let flow = cx.next_flow_id();
             cx.set_layer_pause(ConnId::CLIENT, true);
-            cx.hook(
-                flow,
-                Hook::TlsClientHello {
-                    flow,
-                    hello: hello.clone(),
-                },
-            );
-            self.state = State::Hello {
-                flow,
-                accepted,
-                hello,
-                raw,
-            };
+            cx.hook(flow, Hook::TlsClientHello { flow, hello: hello.clone() });
+            self.state = State::Hello { flow, accepted, hello, raw };
             return;
         }
         self.start_upstream(cx, now, accepted, hello);
     }
 
     /// Handshake with the server, offering what the client offered and we can speak.
-    fn start_upstream(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        accepted: Box<Accepted>,
-        hello: ClientHello,
-    ) {
+    fn start_upstream(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, hello: ClientHello) {
         let Some(server) = self.server else {
             return self.finish_client(cx, now, accepted, hello, Upstream::Later);
         };
@@ -382,15 +274,8 @@ impl Intercept {
         // chooses; a client that offers only other protocols gets none from us.
         let http = hello.alpn.is_empty() || !speakable(cx, &hello.alpn).is_empty();
         let all: Vec<Vec<u8>> = SUPPORTED_ALPN.iter().map(|p| p.to_vec()).collect();
-        let alpn = if http {
-            speakable(cx, &all)
-        } else {
-            Vec::new()
-        };
-        let name = hello
-            .server_name
-            .clone()
-            .unwrap_or_else(|| self.target.host.clone());
+        let alpn = if http { speakable(cx, &all) } else { Vec::new() };
+        let name = hello.server_name.clone().unwrap_or_else(|| self.target.host.clone());
         cx.set_layer_pause(ConnId::CLIENT, true);
         match cx.start_tls_client(server, self.target.clone(), &name, alpn) {
             Ok(()) => self.state = State::Upstream { accepted, hello },
@@ -418,19 +303,13 @@ impl Intercept {
         let upstream_cert = server_tls.and_then(|t| t.peer_certificates().into_iter().next());
         // A server that chose no protocol speaks HTTP/1.1.
         let server_alpn = server_tls.map(|t| t.alpn().unwrap_or_else(|| b"http/1.1".to_vec()));
-        let request = CertRequest {
-            server_name: hello.server_name.clone(),
-            target_host: self.cert_host.clone(),
-            upstream_cert,
-        };
+        let request =
+            CertRequest { server_name: hello.server_name.clone(), target_host: self.cert_host.clone(), upstream_cert };
         let tls = Self::tls(cx);
         let key = match tls.issuer.issue(&request) {
             Ok(key) => key,
             Err(message) => {
-                cx.log(
-                    LogLevel::Warn,
-                    format!("cannot mint a certificate for {}: {message}", self.target),
-                );
+                cx.log(LogLevel::Warn, format!("cannot mint a certificate for {}: {message}", self.target));
                 return self.close(cx);
             }
         };
@@ -440,11 +319,8 @@ impl Intercept {
         config.alpn_protocols = client_alpn(offered, server_alpn).into_iter().collect();
         match accepted.into_connection(Arc::new(config)) {
             Ok(connection) => {
-                let session = TlsSession::new(
-                    rustls::Connection::Server(connection),
-                    self.target.clone(),
-                    hello.server_name,
-                );
+                let session =
+                    TlsSession::new(rustls::Connection::Server(connection), self.target.clone(), hello.server_name);
                 cx.attach_tls(ConnId::CLIENT, session);
             }
             Err((error, alert)) => {
@@ -454,9 +330,7 @@ impl Intercept {
         }
         let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
-            (Upstream::Ready, Some(_)) if self.pooled.is_some() => {
-                http.adopt_pooled(*self.pooled.take().expect("checked"))
-            }
+            (Upstream::Ready, Some(_)) if self.pooled.is_some() => http.adopt_pooled(*self.pooled.take().expect("checked")),
             (Upstream::Ready, Some(server)) => http.adopt_server(cx, server, self.target.clone()),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
             _ => {}
@@ -473,14 +347,7 @@ impl Intercept {
         }
         let mut child = Child::new(http, self.next);
         child.handle(cx, now, Event::Start);
-        child.handle(
-            cx,
-            now,
-            Event::DataReceived {
-                conn: ConnId::CLIENT,
-                data,
-            },
-        );
+        child.handle(cx, now, Event::DataReceived { conn: ConnId::CLIENT, data });
         self.state = State::Running(child);
     }
 
@@ -489,11 +356,7 @@ impl Intercept {
     /// `CONNECT` becomes.
     fn http_layer(&self, cx: &Context, scheme: Scheme) -> HttpLayer {
         let http = HttpLayer::for_destination(cx, self.destination(scheme));
-        if self.proxy {
-            http.carrying_tunnels(self.next)
-        } else {
-            http
-        }
+        if self.proxy { http.carrying_tunnels(self.next) } else { http }
     }
 
     /// Where the client's requests go, over `scheme`: to the server of its `CONNECT`, or in
@@ -509,25 +372,12 @@ impl Intercept {
 
     /// Plain HTTP through a `CONNECT` goes on plain; in reverse mode, as configured.
     fn scheme_for_plain(&self) -> Scheme {
-        if self.server.is_some() {
-            Scheme::Http
-        } else {
-            self.scheme
-        }
+        if self.server.is_some() { Scheme::Http } else { self.scheme }
     }
 
-    fn tunnel(
-        &mut self,
-        cx: &mut Context,
-        client_rest: Bytes,
-        server_rest: Bytes,
-        client_eof: bool,
-    ) {
+    fn tunnel(&mut self, cx: &mut Context, client_rest: Bytes, server_rest: Bytes, client_eof: bool) {
         let Some(server) = self.server else {
-            cx.log(
-                LogLevel::Info,
-                format!("client {} speaks neither TLS nor HTTP", cx.client.peer),
-            );
+            cx.log(LogLevel::Info, format!("client {} speaks neither TLS nor HTTP", cx.client.peer));
             return self.close(cx);
         };
         let handover = Handover {
@@ -544,21 +394,12 @@ impl Intercept {
     }
 
     /// The client's handshake cannot go on: send it rustls's alert, log `what` and why, close.
-    fn refuse(
-        &mut self,
-        cx: &mut Context,
-        what: &str,
-        error: &rustls::Error,
-        mut alert: AcceptedAlert,
-    ) {
+    fn refuse(&mut self, cx: &mut Context, what: &str, error: &rustls::Error, mut alert: AcceptedAlert) {
         let mut bytes = Vec::new();
         // Writing into a Vec cannot fail.
         let _ = alert.write_all(&mut bytes);
         cx.send_raw(ConnId::CLIENT, bytes.into());
-        cx.log(
-            LogLevel::Info,
-            format!("{what}: {}", crate::tls::describe_error(error)),
-        );
+        cx.log(LogLevel::Info, format!("{what}: {}", crate::tls::describe_error(error)));
         self.close(cx);
     }
 
@@ -581,10 +422,7 @@ impl Layer for Intercept {
                     return;
                 }
                 Event::Wakeup if self.deadline.is_some_and(|d| d <= now) => {
-                    cx.log(
-                        LogLevel::Info,
-                        format!("client {}: TLS handshake timed out", cx.client.peer),
-                    );
+                    cx.log(LogLevel::Info, format!("client {}: TLS handshake timed out", cx.client.peer));
                     return self.close(cx);
                 }
                 _ => {}
@@ -593,36 +431,20 @@ impl Layer for Intercept {
         match (&mut self.state, event) {
             (State::Running(child), event) => child.handle(cx, now, event),
             (State::Closed, _) => {}
-            (State::Peek { .. }, Event::DataReceived { conn, data }) if conn == client => {
-                self.client_data(cx, now, data)
-            }
+            (State::Peek { .. }, Event::DataReceived { conn, data }) if conn == client => self.client_data(cx, now, data),
             // The pooled connection's server spoke (an HTTP/2 PING, a GOAWAY) or hung up before
             // the client said anything: it is not this client's to see; take a new one.
-            (
-                State::Peek { buf, .. },
-                Event::DataReceived { conn, .. } | Event::ConnectionClosed { conn },
-            ) if self.pooled.is_some() && Some(conn) == self.server => {
+            (State::Peek { buf, .. }, Event::DataReceived { conn, .. } | Event::ConnectionClosed { conn })
+                if self.pooled.is_some() && Some(conn) == self.server =>
+            {
                 let data = std::mem::take(buf).freeze();
                 self.reopen(cx, data);
             }
-            (State::Reopening { buf, .. }, Event::DataReceived { conn, data })
-                if conn == client =>
-            {
-                buf.extend_from_slice(&data)
-            }
-            (State::Reopening { eof, .. }, Event::ConnectionClosed { conn }) if conn == client => {
-                *eof = true
-            }
+            (State::Reopening { buf, .. }, Event::DataReceived { conn, data }) if conn == client => buf.extend_from_slice(&data),
+            (State::Reopening { eof, .. }, Event::ConnectionClosed { conn }) if conn == client => *eof = true,
             (State::Reopening { .. }, Event::Opened { conn }) if Some(conn) == self.server => {
-                let State::Reopening { buf, eof } =
-                    std::mem::replace(&mut self.state, State::Closed)
-                else {
-                    unreachable!()
-                };
-                self.state = State::Peek {
-                    buf: BytesMut::new(),
-                    acceptor: Box::default(),
-                };
+                let State::Reopening { buf, eof } = std::mem::replace(&mut self.state, State::Closed) else { unreachable!() };
+                self.state = State::Peek { buf: BytesMut::new(), acceptor: Box::default() };
                 cx.set_layer_pause(client, false);
                 if !buf.is_empty() {
                     self.client_data(cx, now, buf.freeze());
@@ -631,29 +453,17 @@ impl Layer for Intercept {
                     self.handle(cx, now, Event::ConnectionClosed { conn: client });
                 }
             }
-            (State::Reopening { .. }, Event::OpenFailed { conn, error })
-                if Some(conn) == self.server =>
-            {
-                cx.log(
-                    LogLevel::Info,
-                    format!(
-                        "client {}: cannot connect to {}: {error}",
-                        cx.client.peer, self.target
-                    ),
-                );
+            (State::Reopening { .. }, Event::OpenFailed { conn, error }) if Some(conn) == self.server => {
+                cx.log(LogLevel::Info, format!("client {}: cannot connect to {}: {error}", cx.client.peer, self.target));
                 self.close(cx);
             }
-            (State::Peek { buf, .. }, Event::DataReceived { conn, data })
-                if Some(conn) == self.server =>
-            {
+            (State::Peek { buf, .. }, Event::DataReceived { conn, data }) if Some(conn) == self.server => {
                 let client_rest = std::mem::take(buf).freeze();
                 self.tunnel(cx, client_rest, data, false);
             }
             // The client ended before saying what it speaks: what it sent goes to the server as
             // through any tunnel, which a pooled TLS connection cannot carry.
-            (State::Peek { buf, .. }, Event::ConnectionClosed { conn })
-                if self.pooled.is_some() && conn == client =>
-            {
+            (State::Peek { buf, .. }, Event::ConnectionClosed { conn }) if self.pooled.is_some() && conn == client => {
                 let data = std::mem::take(buf).freeze();
                 if data.is_empty() {
                     // Nothing to pass on: the pooled connection goes with the client.
@@ -671,19 +481,8 @@ impl Layer for Intercept {
                     self.handle(cx, now, Event::ConnectionClosed { conn });
                 }
             }
-            (
-                State::Hello { flow, .. },
-                Event::HookReply {
-                    flow: replied,
-                    reply,
-                },
-            ) if *flow == replied => {
-                let State::Hello {
-                    accepted,
-                    hello,
-                    raw,
-                    ..
-                } = std::mem::replace(&mut self.state, State::Closed)
+            (State::Hello { flow, .. }, Event::HookReply { flow: replied, reply }) if *flow == replied => {
+                let State::Hello { accepted, hello, raw, .. } = std::mem::replace(&mut self.state, State::Closed)
                 else {
                     unreachable!()
                 };
@@ -697,27 +496,19 @@ impl Layer for Intercept {
                 }
             }
             (State::Upstream { .. }, Event::Opened { conn }) if Some(conn) == self.server => {
-                let State::Upstream { accepted, hello } =
-                    std::mem::replace(&mut self.state, State::Closed)
-                else {
+                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
                 self.finish_client(cx, now, accepted, hello, Upstream::Ready);
             }
             // Also a server that hangs up mid-handshake: the record layer reports it as this.
-            (State::Upstream { .. }, Event::OpenFailed { conn, error })
-                if Some(conn) == self.server =>
-            {
-                let State::Upstream { accepted, hello } =
-                    std::mem::replace(&mut self.state, State::Closed)
-                else {
+            (State::Upstream { .. }, Event::OpenFailed { conn, error }) if Some(conn) == self.server => {
+                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
                 self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
             }
-            (State::Hello { .. } | State::Upstream { .. }, Event::ConnectionClosed { conn })
-                if conn == client =>
-            {
+            (State::Hello { .. } | State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == client => {
                 self.close(cx);
             }
             _ => {}
@@ -728,10 +519,7 @@ impl Layer for Intercept {
         match &self.state {
             State::Running(child) => child.poll_timeout(),
             State::Closed => None,
-            State::Peek { .. }
-            | State::Hello { .. }
-            | State::Upstream { .. }
-            | State::Reopening { .. } => self.deadline,
+            State::Peek { .. } | State::Hello { .. } | State::Upstream { .. } | State::Reopening { .. } => self.deadline,
         }
     }
 }
@@ -745,21 +533,14 @@ fn sniff_http(buf: &[u8]) -> Option<bool> {
             _ => return Some(false),
         }
     }
-    if buf.len() >= METHOD_SNIFF {
-        Some(false)
-    } else {
-        None
-    }
+    if buf.len() >= METHOD_SNIFF { Some(false) } else { None }
 }
 
 fn describe_hello(target: &ServerAddr, hello: &RustlsHello<'_>) -> ClientHello {
     ClientHello {
         server: target.clone(),
         server_name: hello.server_name().map(str::to_owned),
-        alpn: hello
-            .alpn()
-            .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
-            .unwrap_or_default(),
+        alpn: hello.alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect()).unwrap_or_default(),
     }
 }
 

@@ -24,14 +24,15 @@
 
 use std::time::Instant;
 
+
+use crate::tls::session::{TlsSession, TlsState};
+use crate::tls::{TlsError, TlsPeer};
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::event::{Event, OpenError};
 use crate::hook::{Hook, HookKind};
 use crate::ids::ConnId;
 use crate::layer::Layer;
-use crate::tls::session::{TlsSession, TlsState};
-use crate::tls::{TlsError, TlsPeer};
 
 /// Record protection under `inner`, for every connection that has a session.
 pub(crate) struct TlsTransport {
@@ -46,20 +47,12 @@ impl TlsTransport {
     /// Ciphertext arrived on `conn`: decrypt it (twice, under TLS inside TLS) and tell the
     /// layers what it meant.
     fn receive(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
-        let Some(outer) = cx.outer_tls_mut(conn) else {
-            return self.receive_inner(cx, now, conn, data);
-        };
+        let Some(outer) = cx.outer_tls_mut(conn) else { return self.receive_inner(cx, now, conn, data) };
         let received = outer.receive(data);
         cx.send_wire(conn, received.outgoing);
         if let Some(error) = received.error {
             let message = error.to_string();
-            cx.log(
-                LogLevel::Info,
-                format!(
-                    "TLS connection with client {} (the outer session) failed: {message}",
-                    cx.client.peer
-                ),
-            );
+            cx.log(LogLevel::Info, format!("TLS connection with client {} (the outer session) failed: {message}", cx.client.peer));
             if let Some(outer) = cx.outer_tls_mut(conn) {
                 outer.state = TlsState::Failed;
             }
@@ -69,14 +62,7 @@ impl TlsTransport {
         if !received.plaintext.is_empty() {
             self.receive_inner(cx, now, conn, &received.plaintext);
         }
-        if received.closed
-            && cx.tls(conn).is_some_and(|t| {
-                !matches!(
-                    t.state,
-                    TlsState::PeerClosed | TlsState::Closed | TlsState::Failed
-                )
-            })
-        {
+        if received.closed && cx.tls(conn).is_some_and(|t| !matches!(t.state, TlsState::PeerClosed | TlsState::Closed | TlsState::Failed)) {
             // The outer session ended under the inner one, which never said goodbye.
             if let Some(tls) = cx.tls_mut(conn) {
                 tls.state = TlsState::PeerClosed;
@@ -106,14 +92,7 @@ impl TlsTransport {
             self.inner.handle(cx, now, Event::Opened { conn });
         }
         if !received.plaintext.is_empty() {
-            self.inner.handle(
-                cx,
-                now,
-                Event::DataReceived {
-                    conn,
-                    data: received.plaintext,
-                },
-            );
+            self.inner.handle(cx, now, Event::DataReceived { conn, data: received.plaintext });
         }
         if received.closed {
             self.inner.handle(cx, now, Event::ConnectionClosed { conn });
@@ -122,42 +101,25 @@ impl TlsTransport {
 
     /// The session under `conn` failed (`error` says how): say so, close the connection, and
     /// tell the layers in their terms: an upstream whose handshake failed never opened.
-    fn fail(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        conn: ConnId,
-        was_handshaking: bool,
-        error: TlsError,
-    ) {
+    fn fail(&mut self, cx: &mut Context, now: Instant, conn: ConnId, was_handshaking: bool, error: TlsError) {
         let Some(tls) = cx.tls_mut(conn) else { return };
         tls.state = TlsState::Failed;
         let peer = tls.peer;
         let message = error.to_string();
         let failure = tls.failure(conn, message.clone());
-        let when = if was_handshaking {
-            "handshake"
-        } else {
-            "connection"
-        };
+        let when = if was_handshaking { "handshake" } else { "connection" };
         let who = match peer {
             TlsPeer::Client => format!("client {}", cx.client.peer),
             TlsPeer::Server => format!("server {}", failure.server),
         };
-        cx.log(
-            LogLevel::Info,
-            format!("TLS {when} with {who} failed: {message}"),
-        );
+        cx.log(LogLevel::Info, format!("TLS {when} with {who} failed: {message}"));
         if cx.config.hooks.contains(HookKind::TlsFailed) {
             let flow = cx.next_flow_id();
             cx.hook(flow, Hook::TlsFailed(Box::new(failure)));
         }
         cx.close(conn, false);
         let event = if peer == TlsPeer::Server && was_handshaking {
-            Event::OpenFailed {
-                conn,
-                error: OpenError::Tls(message),
-            }
+            Event::OpenFailed { conn, error: OpenError::Tls(message) }
         } else {
             Event::ConnectionClosed { conn }
         };
@@ -170,26 +132,19 @@ impl Layer for TlsTransport {
         if let Event::Opened { conn } = event {
             // A session asked for with the connection is made now that it is open.
             if let Some(Err(error)) = cx.start_pending_tls(conn) {
-                cx.log(
-                    LogLevel::Info,
-                    format!("TLS to a server could not start: {error}"),
-                );
+                cx.log(LogLevel::Info, format!("TLS to a server could not start: {error}"));
                 cx.close(conn, false);
                 let error = OpenError::Tls(error.to_string());
-                return self
-                    .inner
-                    .handle(cx, now, Event::OpenFailed { conn, error });
+                return self.inner.handle(cx, now, Event::OpenFailed { conn, error });
             }
         }
         let state = match &event {
-            Event::DataReceived { conn, .. }
-            | Event::Opened { conn }
-            | Event::ConnectionClosed { conn } => cx.tls(*conn).map(|tls| (*conn, tls.state)),
+            Event::DataReceived { conn, .. } | Event::Opened { conn } | Event::ConnectionClosed { conn } => {
+                cx.tls(*conn).map(|tls| (*conn, tls.state))
+            }
             _ => None,
         };
-        let Some((conn, state)) = state else {
-            return self.inner.handle(cx, now, event);
-        };
+        let Some((conn, state)) = state else { return self.inner.handle(cx, now, event) };
         match (event, state) {
             (Event::DataReceived { data, .. }, _) => self.receive(cx, now, conn, &data),
             (Event::Opened { .. }, TlsState::Connecting) => {

@@ -30,10 +30,7 @@ impl Params {
     pub(crate) fn inflater(&self, from: Peer) -> Inflater {
         let i = from.index();
         // A window as large as any sender may use reads every smaller one.
-        Inflater {
-            stream: Decompress::new_with_window_bits(false, 15),
-            reset: self.no_context_takeover[i],
-        }
+        Inflater { stream: Decompress::new_with_window_bits(false, 15), reset: self.no_context_takeover[i] }
     }
 
     /// How to write to `to`: as its peer would, within the window `to` reads with. zlib has no
@@ -57,12 +54,7 @@ pub(crate) fn filter_offer(headers: &mut Headers, deflate: bool) {
     }
     let offers: Vec<String> = headers
         .get_all("sec-websocket-extensions")
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|o| o.trim().to_owned())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|o| o.trim().to_owned()).collect::<Vec<_>>())
         .filter(|o| deflate && extension_name(o).eq_ignore_ascii_case(NAME))
         .collect();
     headers.remove("sec-websocket-extensions");
@@ -80,34 +72,21 @@ fn extension_name(offer: &str) -> &str {
 pub(crate) fn accepted(headers: &Headers) -> Result<Option<Params>, String> {
     let values: Vec<String> = headers
         .get_all("sec-websocket-extensions")
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|o| o.trim().to_owned())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|o| o.trim().to_owned()).collect::<Vec<_>>())
         .filter(|o| !o.is_empty())
         .collect();
     let [accepted] = values.as_slice() else {
         return match values.len() {
             0 => Ok(None),
-            _ => Err(format!(
-                "the server accepted several extensions: {}",
-                values.join(", ")
-            )),
+            _ => Err(format!("the server accepted several extensions: {}", values.join(", "))),
         };
     };
     let mut parts = accepted.split(';').map(str::trim);
     let name = parts.next().unwrap_or("");
     if !name.eq_ignore_ascii_case(NAME) {
-        return Err(format!(
-            "the server accepted an extension the proxy cannot read: {name}"
-        ));
+        return Err(format!("the server accepted an extension the proxy cannot read: {name}"));
     }
-    let mut params = Params {
-        no_context_takeover: [false; 2],
-        max_window_bits: [15; 2],
-    };
+    let mut params = Params { no_context_takeover: [false; 2], max_window_bits: [15; 2] };
     for part in parts {
         let (key, value) = match part.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
@@ -146,12 +125,7 @@ impl Inflater {
     /// comes out; returns how much of `input` was used. Called again with the rest of
     /// `input` (or none) it goes on where it stopped: what is still inside the decompressor
     /// comes out even when `input` is used up.
-    pub(crate) fn inflate(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        room: usize,
-    ) -> Result<usize, BadData> {
+    pub(crate) fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Result<usize, BadData> {
         let start = out.len();
         out.resize(start + room, 0);
         let (mut used, mut filled) = (0, 0);
@@ -159,11 +133,7 @@ impl Inflater {
             let (in0, out0) = (self.stream.total_in(), self.stream.total_out());
             let status = self
                 .stream
-                .decompress(
-                    &input[used..],
-                    &mut out[start + filled..],
-                    FlushDecompress::None,
-                )
+                .decompress(&input[used..], &mut out[start + filled..], FlushDecompress::None)
                 .map_err(|e| BadData(e.to_string()));
             let status = match status {
                 Ok(status) => status,
@@ -219,9 +189,7 @@ impl Deflater {
                 out.reserve(out.capacity().max(1024));
             }
             let in0 = self.stream.total_in();
-            self.stream
-                .compress_vec(&plain[used..], &mut out, FlushCompress::Sync)
-                .expect("deflate of memory cannot fail");
+            self.stream.compress_vec(&plain[used..], &mut out, FlushCompress::Sync).expect("deflate of memory cannot fail");
             used += (self.stream.total_in() - in0) as usize;
             // The flush is complete once zlib stops with room to spare.
             if used == plain.len() && out.len() < out.capacity() {
@@ -257,13 +225,9 @@ mod tests {
 
     #[test]
     fn the_offer_keeps_only_permessage_deflate() {
-        let mut h =
-            headers("x-webkit-deflate-frame, permessage-deflate; client_max_window_bits, foo");
+        let mut h = headers("x-webkit-deflate-frame, permessage-deflate; client_max_window_bits, foo");
         filter_offer(&mut h, true);
-        assert_eq!(
-            h.get("sec-websocket-extensions"),
-            Some(&b"permessage-deflate; client_max_window_bits"[..])
-        );
+        assert_eq!(h.get("sec-websocket-extensions"), Some(&b"permessage-deflate; client_max_window_bits"[..]));
         let mut h = headers("permessage-deflate");
         filter_offer(&mut h, false);
         assert!(!h.contains("sec-websocket-extensions"));
@@ -275,18 +239,8 @@ mod tests {
     #[test]
     fn accepted_parameters() {
         assert_eq!(accepted(&Headers::new()), Ok(None));
-        let p = accepted(&headers(
-            "permessage-deflate; server_no_context_takeover; client_max_window_bits=10",
-        ))
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            p,
-            Params {
-                no_context_takeover: [false, true],
-                max_window_bits: [10, 15]
-            }
-        );
+        let p = accepted(&headers("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")).unwrap().unwrap();
+        assert_eq!(p, Params { no_context_takeover: [false, true], max_window_bits: [10, 15] });
         assert!(accepted(&headers("permessage-deflate; server_max_window_bits=7")).is_err());
         assert!(accepted(&headers("permessage-deflate; nonsense")).is_err());
         assert!(accepted(&headers("x-other")).is_err());
@@ -322,16 +276,11 @@ mod tests {
     #[test]
     fn compress_and_inflate_round_trip_with_and_without_context_takeover() {
         let text = "the quick brown fox jumps over the lazy dog ".repeat(500);
-        let noise: Vec<u8> = (0..50_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let messages: [&[u8]; 6] = [text.as_bytes(), &noise, b"", b"x", b"", text.as_bytes()];
         for reset in [false, true] {
             for bits in [9, 12, 15] {
-                let params = Params {
-                    no_context_takeover: [reset; 2],
-                    max_window_bits: [bits; 2],
-                };
+                let params = Params { no_context_takeover: [reset; 2], max_window_bits: [bits; 2] };
                 round_trip(params, &messages);
             }
         }
@@ -339,10 +288,7 @@ mod tests {
 
     #[test]
     fn a_window_of_8_bits_gets_no_compressor() {
-        let params = Params {
-            no_context_takeover: [false; 2],
-            max_window_bits: [8, 15],
-        };
+        let params = Params { no_context_takeover: [false; 2], max_window_bits: [8, 15] };
         assert!(params.deflater(Peer::Server).is_none());
         assert!(params.deflater(Peer::Client).is_some());
     }
@@ -350,10 +296,7 @@ mod tests {
     #[test]
     fn inflation_stops_at_the_room_given() {
         // 1 MiB of zeros compresses to about a kilobyte: a bomb in miniature.
-        let params = Params {
-            no_context_takeover: [false; 2],
-            max_window_bits: [15; 2],
-        };
+        let params = Params { no_context_takeover: [false; 2], max_window_bits: [15; 2] };
         let mut deflater = params.deflater(Peer::Server).unwrap();
         let wire = deflater.compress(&vec![0u8; 1 << 20], true);
         assert!(wire.len() < 16 * 1024, "{}", wire.len());

@@ -111,24 +111,13 @@ impl FrameHeader {
             }
         }
         let mask = if masked {
-            let Some(key) = buf.get(at..at + 4) else {
-                return Ok(None);
-            };
+            let Some(key) = buf.get(at..at + 4) else { return Ok(None) };
             at += 4;
             Some(key.try_into().expect("4 bytes"))
         } else {
             None
         };
-        Ok(Some((
-            Self {
-                fin,
-                rsv1,
-                opcode,
-                mask,
-                len,
-            },
-            at,
-        )))
+        Ok(Some((Self { fin, rsv1, opcode, mask, len }, at)))
     }
 
     /// Append the header to `out`.
@@ -186,35 +175,22 @@ mod tests {
     fn rfc_examples() {
         // RFC 6455 section 5.7: a single-frame unmasked text message "Hello".
         let (h, n) = header(&[0x81, 0x05, 0x48]).unwrap().unwrap();
-        assert_eq!(
-            (h.fin, h.opcode, h.mask, h.len, n),
-            (true, OpCode::Text, None, 5, 2)
-        );
+        assert_eq!((h.fin, h.opcode, h.mask, h.len, n), (true, OpCode::Text, None, 5, 2));
         // A masked "Hello".
-        let frame = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let (h, n) = header(&frame).unwrap().unwrap();
         let mut payload = frame[n..].to_vec();
         apply_mask(h.mask.unwrap(), 0, &mut payload);
         assert_eq!(payload, b"Hello");
         // 256 bytes binary, 16-bit length; 64 KiB, 64-bit length.
-        assert_eq!(
-            header(&[0x82, 0x7e, 0x01, 0x00]).unwrap().unwrap().0.len,
-            256
-        );
+        assert_eq!(header(&[0x82, 0x7e, 0x01, 0x00]).unwrap().unwrap().0.len, 256);
         let big = [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0];
         assert_eq!(header(&big).unwrap().unwrap().0.len, 65536);
     }
 
     #[test]
     fn partial_headers_wait() {
-        for frame in [
-            &[0x82][..],
-            &[0x82, 0x7e, 0x01],
-            &[0x82, 0x7f, 0, 0],
-            &[0x81, 0x85, 1, 2, 3],
-        ] {
+        for frame in [&[0x82][..], &[0x82, 0x7e, 0x01], &[0x82, 0x7f, 0, 0], &[0x81, 0x85, 1, 2, 3]] {
             assert_eq!(header(frame), Ok(None), "{frame:?}");
         }
     }
@@ -226,39 +202,18 @@ mod tests {
         assert_eq!(header(&[0xa1, 0x00]), Err(FrameError::Reserved(0b010)));
         assert_eq!(header(&[0x91, 0x00]), Err(FrameError::Reserved(0b001)));
         assert_eq!(header(&[0xc1, 0x00]), Err(FrameError::Rsv1));
-        assert_eq!(
-            FrameHeader::parse(&[0xc9, 0x00], true),
-            Err(FrameError::Rsv1)
-        );
-        assert!(
-            FrameHeader::parse(&[0xc1, 0x00], true)
-                .unwrap()
-                .unwrap()
-                .0
-                .rsv1
-        );
-        assert_eq!(
-            header(&[0x89, 0x7e, 0x00, 0x7e]),
-            Err(FrameError::ControlTooLong(126))
-        );
+        assert_eq!(FrameHeader::parse(&[0xc9, 0x00], true), Err(FrameError::Rsv1));
+        assert!(FrameHeader::parse(&[0xc1, 0x00], true).unwrap().unwrap().0.rsv1);
+        assert_eq!(header(&[0x89, 0x7e, 0x00, 0x7e]), Err(FrameError::ControlTooLong(126)));
         assert_eq!(header(&[0x09, 0x00]), Err(FrameError::ControlFragmented));
-        assert_eq!(
-            header(&[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0]),
-            Err(FrameError::LengthBit)
-        );
+        assert_eq!(header(&[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0]), Err(FrameError::LengthBit));
     }
 
     #[test]
     fn write_round_trips() {
         for len in [0, 1, 125, 126, 65535, 65536, 1 << 40] {
             for mask in [None, Some([1, 2, 3, 4])] {
-                let h = FrameHeader {
-                    fin: len % 2 == 0,
-                    rsv1: true,
-                    opcode: OpCode::Binary,
-                    mask,
-                    len,
-                };
+                let h = FrameHeader { fin: len % 2 == 0, rsv1: true, opcode: OpCode::Binary, mask, len };
                 let mut out = BytesMut::new();
                 h.write(&mut out);
                 assert_eq!(FrameHeader::parse(&out, true), Ok(Some((h, out.len()))));

@@ -41,8 +41,8 @@ use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer};
 use crate::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketMessage};
-use deflate::{Deflater, Inflater};
 use frame::{apply_mask, rotate, FrameHeader, OpCode, MAX_HEADER};
+use deflate::{Deflater, Inflater};
 use reader::{parse_close, Item, Reader};
 use utf8::Utf8Check;
 
@@ -56,11 +56,7 @@ pub(crate) enum WsInput {
     /// Output for the peer drained.
     Drained(Peer),
     Reply(HookReply),
-    Inject {
-        to: Peer,
-        kind: MessageKind,
-        payload: Bytes,
-    },
+    Inject { to: Peer, kind: MessageKind, payload: Bytes },
     Wakeup,
 }
 
@@ -90,24 +86,15 @@ pub struct WsError {
 
 impl WsError {
     pub(crate) fn protocol(message: impl Into<String>) -> Self {
-        Self {
-            code: CloseCode::PROTOCOL_ERROR,
-            message: message.into(),
-        }
+        Self { code: CloseCode::PROTOCOL_ERROR, message: message.into() }
     }
 
     pub(crate) fn invalid_data(message: impl Into<String>) -> Self {
-        Self {
-            code: CloseCode::INVALID_DATA,
-            message: message.into(),
-        }
+        Self { code: CloseCode::INVALID_DATA, message: message.into() }
     }
 
     fn too_big(message: impl Into<String>) -> Self {
-        Self {
-            code: CloseCode::TOO_BIG,
-            message: message.into(),
-        }
+        Self { code: CloseCode::TOO_BIG, message: message.into() }
     }
 }
 
@@ -224,22 +211,9 @@ pub(crate) struct WebSocketLayer {
 
 impl WebSocketLayer {
     /// Take over the connections of `handover`, the upgrade `flow` having been answered `101`.
-    pub(crate) fn new(
-        cx: &mut Context,
-        now: Instant,
-        handover: Handover,
-        flow: Box<HttpFlow>,
-    ) -> Self {
+    pub(crate) fn new(cx: &mut Context, now: Instant, handover: Handover, flow: Box<HttpFlow>) -> Self {
         let wires = [Wire::Conn(ConnId::CLIENT), Wire::Conn(handover.server)];
-        Self::with_wires(
-            cx,
-            now,
-            flow,
-            wires,
-            handover.client_rest,
-            handover.server_rest,
-            handover.client_eof,
-        )
+        Self::with_wires(cx, now, flow, wires, handover.client_rest, handover.server_rest, handover.client_eof)
     }
 
     /// The WebSocket of the upgrade `flow`, its ends reached as `wires` say (client, server),
@@ -258,10 +232,7 @@ impl WebSocketLayer {
         let mut layer = Self {
             flow: flow.id,
             upgrade: end_hook.then(|| flow.clone()),
-            ends: [
-                End::new(client, Peer::Client),
-                End::new(server, Peer::Server),
-            ],
+            ends: [End::new(client, Peer::Client), End::new(server, Peer::Server)],
             hooks: VecDeque::new(),
             ending: None,
             deadline: None,
@@ -270,11 +241,7 @@ impl WebSocketLayer {
             keys: [0; 64],
             keys_used: 64,
         };
-        let extensions = flow
-            .response
-            .as_ref()
-            .map(|r| deflate::accepted(&r.headers))
-            .unwrap_or(Ok(None));
+        let extensions = flow.response.as_ref().map(|r| deflate::accepted(&r.headers)).unwrap_or(Ok(None));
         if cx.config.hooks.contains(HookKind::WebSocketStart) {
             cx.hook(flow.id, Hook::WebSocketStart(flow));
         }
@@ -290,15 +257,8 @@ impl WebSocketLayer {
             }
             Err(error) => {
                 // Its frames could not be read: end it before the first.
-                cx.log(
-                    LogLevel::Warn,
-                    format!("websocket {}: {error}: closing", layer.flow.0),
-                );
-                layer.ending = Some(Ending {
-                    closed_by: Some(Peer::Server),
-                    error: Some(error),
-                    ..Ending::default()
-                });
+                cx.log(LogLevel::Warn, format!("websocket {}: {error}: closing", layer.flow.0));
+                layer.ending = Some(Ending { closed_by: Some(Peer::Server), error: Some(error), ..Ending::default() });
                 layer.close_conn(cx, Peer::Client);
                 layer.close_conn(cx, Peer::Server);
                 return layer;
@@ -331,13 +291,7 @@ impl WebSocketLayer {
     fn expire(&mut self, cx: &mut Context, now: Instant) {
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
-            cx.log(
-                LogLevel::Info,
-                format!(
-                    "websocket {}: no answer to the close frame: closing",
-                    self.flow.0
-                ),
-            );
+            cx.log(LogLevel::Info, format!("websocket {}: no answer to the close frame: closing", self.flow.0));
             self.close_conn(cx, Peer::Client);
             self.close_conn(cx, Peer::Server);
         }
@@ -366,9 +320,7 @@ impl WebSocketLayer {
     }
 
     fn peer_of(&self, conn: ConnId) -> Option<Peer> {
-        [Peer::Client, Peer::Server]
-            .into_iter()
-            .find(|p| matches!(self.ends[p.index()].wire, Wire::Conn(c) if c == conn))
+        [Peer::Client, Peer::Server].into_iter().find(|p| matches!(self.ends[p.index()].wire, Wire::Conn(c) if c == conn))
     }
 
     fn receive(&mut self, cx: &mut Context, now: Instant, from: Peer, data: Bytes) {
@@ -383,9 +335,7 @@ impl WebSocketLayer {
 
     /// Whether `peer` has a message waiting for the hook (and so is not read).
     pub(crate) fn waits_for_hook(&self, peer: Peer) -> bool {
-        self.hooks
-            .iter()
-            .any(|h| h.message.from == peer && !h.cancelled)
+        self.hooks.iter().any(|h| h.message.from == peer && !h.cancelled)
     }
 
     /// Read what `from` sent, as far as it may be read now.
@@ -394,12 +344,7 @@ impl WebSocketLayer {
             if self.waits_for_hook(from) || self.end(from).gone || self.end(from).close_received {
                 return;
             }
-            if self
-                .end(from)
-                .incoming
-                .as_ref()
-                .is_some_and(|i| i.compressed && (!i.input.is_empty() || i.input_complete))
-            {
+            if self.end(from).incoming.as_ref().is_some_and(|i| i.compressed && (!i.input.is_empty() || i.input_complete)) {
                 match self.inflate(cx, now, from) {
                     Ok(true) => continue,
                     Ok(false) => return,
@@ -412,12 +357,7 @@ impl WebSocketLayer {
                 Err(error) => return self.fail(cx, now, from, error),
             };
             let result = match item {
-                Item::Data {
-                    start,
-                    fin,
-                    raw,
-                    mask,
-                } => self.data(cx, now, from, start, fin, raw, mask),
+                Item::Data { start, fin, raw, mask } => self.data(cx, now, from, start, fin, raw, mask),
                 Item::Control { opcode, payload } => self.control(cx, now, from, opcode, payload),
             };
             if let Err(error) = result {
@@ -453,10 +393,7 @@ impl WebSocketLayer {
         }
         let end = self.end(from);
         end.bytes += raw.len() as u64;
-        let incoming = end
-            .incoming
-            .as_mut()
-            .expect("a data piece belongs to a message");
+        let incoming = end.incoming.as_mut().expect("a data piece belongs to a message");
         if !incoming.compressed {
             return self.piece(cx, now, from, fin, raw, mask);
         }
@@ -484,18 +421,12 @@ impl WebSocketLayer {
         let max = cx.config.websocket.max_message as u64;
         loop {
             let end = &mut self.ends[from.index()];
-            let (Some(incoming), Some(inflater)) = (end.incoming.as_mut(), end.inflater.as_mut())
-            else {
-                return Ok(true);
-            };
+            let (Some(incoming), Some(inflater)) = (end.incoming.as_mut(), end.inflater.as_mut()) else { return Ok(true) };
             let input = incoming.input.front().cloned().unwrap_or_default();
             let mut out = Vec::new();
-            let used = inflater.inflate(&input, &mut out, CHUNK).map_err(|e| {
-                WsError::invalid_data(format!(
-                    "compressed message does not inflate: {}",
-                    e.0.trim_start_matches("deflate decompression error: ")
-                ))
-            })?;
+            let used = inflater
+                .inflate(&input, &mut out, CHUNK)
+                .map_err(|e| WsError::invalid_data(format!("compressed message does not inflate: {}", e.0.trim_start_matches("deflate decompression error: "))))?;
             if used == input.len() {
                 incoming.input.pop_front();
             } else if let Some(front) = incoming.input.front_mut() {
@@ -506,9 +437,7 @@ impl WebSocketLayer {
             }
             incoming.inflated += out.len() as u64;
             if incoming.inflated > max {
-                return Err(WsError::too_big(format!(
-                    "message inflates to over {max} bytes"
-                )));
+                return Err(WsError::too_big(format!("message inflates to over {max} bytes")));
             }
             // A full chunk may leave more inside the inflater.
             let drained = incoming.input.is_empty() && out.len() < CHUNK;
@@ -530,22 +459,11 @@ impl WebSocketLayer {
 
     /// A piece of a message's payload, plain (or still masked with `mask`), and whether it is
     /// the last: checked, counted, then held for the hook or passed on at once.
-    fn piece(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        from: Peer,
-        fin: bool,
-        raw: Bytes,
-        mask: Option<([u8; 4], u64)>,
-    ) -> Result<(), WsError> {
+    fn piece(&mut self, cx: &mut Context, now: Instant, from: Peer, fin: bool, raw: Bytes, mask: Option<([u8; 4], u64)>) -> Result<(), WsError> {
         let max = cx.config.websocket.max_message;
         let oversize = cx.config.websocket.oversize;
         let end = self.end(from);
-        let incoming = end
-            .incoming
-            .as_mut()
-            .expect("a data piece belongs to a message");
+        let incoming = end.incoming.as_mut().expect("a data piece belongs to a message");
         let kind = incoming.kind;
         // Held messages are kept unmasked; streamed text is only checked, unmasked a block at
         // a time on the stack.
@@ -586,11 +504,7 @@ impl WebSocketLayer {
         }
         if held.len() > max && !fin {
             // Hand the hook what is here, cut where a character ends.
-            let keep = if kind == MessageKind::Text {
-                incoming.utf8.pending()
-            } else {
-                0
-            };
+            let keep = if kind == MessageKind::Text { incoming.utf8.pending() } else { 0 };
             let piece = held.split_to(held.len() - keep).freeze();
             let offset = incoming.offset;
             incoming.offset += piece.len() as u64;
@@ -605,30 +519,9 @@ impl WebSocketLayer {
 
     /// Show a message (or a piece) to the hook; `from` is not read until it answers.
     #[allow(clippy::too_many_arguments)]
-    fn ask(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        from: Peer,
-        kind: MessageKind,
-        payload: Bytes,
-        offset: u64,
-        last: bool,
-    ) {
-        let message = WebSocketMessage {
-            flow: self.flow,
-            from,
-            kind,
-            payload,
-            offset,
-            last,
-            injected: false,
-            time: now,
-        };
-        self.hooks.push_back(Held {
-            message,
-            cancelled: false,
-        });
+    fn ask(&mut self, cx: &mut Context, now: Instant, from: Peer, kind: MessageKind, payload: Bytes, offset: u64, last: bool) {
+        let message = WebSocketMessage { flow: self.flow, from, kind, payload, offset, last, injected: false, time: now };
+        self.hooks.push_back(Held { message, cancelled: false });
         self.pause(cx, from, true);
         if self.hooks.len() == 1 {
             self.raise_hook(cx);
@@ -648,18 +541,13 @@ impl WebSocketLayer {
 
     fn raise_hook(&mut self, cx: &mut Context) {
         if let Some(held) = self.hooks.front() {
-            cx.hook(
-                self.flow,
-                Hook::WebSocketMessage(Box::new(held.message.clone())),
-            );
+            cx.hook(self.flow, Hook::WebSocketMessage(Box::new(held.message.clone())));
         }
     }
 
     /// The hook answered about the first message waiting.
     fn hook_reply(&mut self, cx: &mut Context, now: Instant, reply: HookReply) {
-        let Some(Held { message, cancelled }) = self.hooks.pop_front() else {
-            return;
-        };
+        let Some(Held { message, cancelled }) = self.hooks.pop_front() else { return };
         if cancelled {
             self.raise_hook(cx);
             return;
@@ -668,30 +556,15 @@ impl WebSocketLayer {
         let to = from.other();
         let outgoing = match reply {
             HookReply::Kill => {
-                cx.log(
-                    LogLevel::Info,
-                    format!("websocket {}: killed by hook", self.flow.0),
-                );
-                self.ending.get_or_insert_with(|| Ending {
-                    error: Some("killed by hook".into()),
-                    ..Ending::default()
-                });
+                cx.log(LogLevel::Info, format!("websocket {}: killed by hook", self.flow.0));
+                self.ending.get_or_insert_with(|| Ending { error: Some("killed by hook".into()), ..Ending::default() });
                 self.close_conn(cx, Peer::Client);
                 self.close_conn(cx, Peer::Server);
                 return;
             }
             HookReply::Drop => None,
-            HookReply::Message(changed)
-                if changed.kind == MessageKind::Text
-                    && std::str::from_utf8(&changed.payload).is_err() =>
-            {
-                cx.log(
-                    LogLevel::Warn,
-                    format!(
-                        "websocket {}: hook made a text message that is not UTF-8: dropped",
-                        self.flow.0
-                    ),
-                );
+            HookReply::Message(changed) if changed.kind == MessageKind::Text && std::str::from_utf8(&changed.payload).is_err() => {
+                cx.log(LogLevel::Warn, format!("websocket {}: hook made a text message that is not UTF-8: dropped", self.flow.0));
                 None
             }
             HookReply::Message(changed) => Some((changed.kind, changed.payload)),
@@ -700,9 +573,7 @@ impl WebSocketLayer {
         match outgoing {
             Some((kind, payload)) => self.write_data(cx, to, kind, message.last, payload, None),
             // A dropped last piece still ends what earlier pieces began.
-            None if message.last && self.end(to).writing => {
-                self.write_data(cx, to, message.kind, true, Bytes::new(), None)
-            }
+            None if message.last && self.end(to).writing => self.write_data(cx, to, message.kind, true, Bytes::new(), None),
             None => {}
         }
         if !self.end(from).gone {
@@ -713,14 +584,7 @@ impl WebSocketLayer {
     }
 
     /// A control frame from `from`.
-    fn control(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        from: Peer,
-        opcode: OpCode,
-        payload: Bytes,
-    ) -> Result<(), WsError> {
+    fn control(&mut self, cx: &mut Context, now: Instant, from: Peer, opcode: OpCode, payload: Bytes) -> Result<(), WsError> {
         let to = from.other();
         if opcode != OpCode::Close {
             if !self.end(to).close_sent {
@@ -736,12 +600,7 @@ impl WebSocketLayer {
                 Some((code, reason)) => (Some(code), reason),
                 None => (None, String::new()),
             };
-            self.ending = Some(Ending {
-                closed_by: Some(from),
-                code,
-                reason,
-                error: None,
-            });
+            self.ending = Some(Ending { closed_by: Some(from), code, reason, error: None });
         }
         self.send_close(cx, now, to, payload, true);
         self.check_closed(cx, from);
@@ -763,16 +622,7 @@ impl WebSocketLayer {
     /// `from` broke the protocol: it gets the close code it earned and its connection closed;
     /// the other peer gets a clean close and a moment to answer it.
     fn fail(&mut self, cx: &mut Context, now: Instant, from: Peer, error: WsError) {
-        cx.log(
-            LogLevel::Info,
-            format!(
-                "websocket {}: {} broke the protocol: {} (closing with {})",
-                self.flow.0,
-                from.as_str(),
-                error.message,
-                error.code
-            ),
-        );
+        cx.log(LogLevel::Info, format!("websocket {}: {} broke the protocol: {} (closing with {})", self.flow.0, from.as_str(), error.message, error.code));
         if self.ending.as_ref().is_none_or(|e| e.error.is_none()) {
             let ending = self.ending.get_or_insert_with(Ending::default);
             ending.closed_by.get_or_insert(from);
@@ -783,36 +633,17 @@ impl WebSocketLayer {
             ending.error = Some(format!("{}: {}", from.as_str(), error.message));
         }
         self.forget_held(from);
-        self.send_close(
-            cx,
-            now,
-            from,
-            close_payload(error.code, &error.message),
-            false,
-        );
+        self.send_close(cx, now, from, close_payload(error.code, &error.message), false);
         self.close_conn(cx, from);
         let to = from.other();
         let reason = format!("{}: {}", from.as_str(), error.message);
-        self.send_close(
-            cx,
-            now,
-            to,
-            close_payload(CloseCode::GOING_AWAY, &reason),
-            true,
-        );
+        self.send_close(cx, now, to, close_payload(CloseCode::GOING_AWAY, &reason), true);
         self.check_closed(cx, to);
     }
 
     /// Send `to` a close frame with `payload`, unless it had one or is gone; `answer`: wait for
     /// its close frame, at most `close_timeout`.
-    fn send_close(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        to: Peer,
-        payload: Bytes,
-        answer: bool,
-    ) {
+    fn send_close(&mut self, cx: &mut Context, now: Instant, to: Peer, payload: Bytes, answer: bool) {
         let end = self.end(to);
         if end.close_sent || end.gone {
             return;
@@ -831,10 +662,7 @@ impl WebSocketLayer {
         }
         let clean = self.end(peer).close_received;
         if self.ending.is_none() {
-            self.ending = Some(Ending {
-                closed_by: Some(peer),
-                ..Ending::default()
-            });
+            self.ending = Some(Ending { closed_by: Some(peer), ..Ending::default() });
         }
         self.forget_held(peer);
         self.close_conn(cx, peer);
@@ -914,15 +742,7 @@ impl WebSocketLayer {
     /// A piece of a data message for `to`: its first frame carries the kind, the rest are
     /// continuations. `mask` is the sender's key and offset when `raw` is still masked with it
     /// (a piece passed through); otherwise `raw` is plain.
-    fn write_data(
-        &mut self,
-        cx: &mut Context,
-        to: Peer,
-        kind: MessageKind,
-        fin: bool,
-        raw: Bytes,
-        mask: Option<([u8; 4], u64)>,
-    ) {
+    fn write_data(&mut self, cx: &mut Context, to: Peer, kind: MessageKind, fin: bool, raw: Bytes, mask: Option<([u8; 4], u64)>) {
         let end = self.end(to);
         if end.gone || end.close_sent {
             return;
@@ -951,16 +771,7 @@ impl WebSocketLayer {
     /// to where the piece starts, when the piece is still masked with it (no copy); with a
     /// fresh key otherwise.
     #[allow(clippy::too_many_arguments)]
-    fn write_frame(
-        &mut self,
-        cx: &mut Context,
-        to: Peer,
-        opcode: OpCode,
-        fin: bool,
-        payload: Bytes,
-        mask: Option<([u8; 4], u64)>,
-        rsv1: bool,
-    ) {
+    fn write_frame(&mut self, cx: &mut Context, to: Peer, opcode: OpCode, fin: bool, payload: Bytes, mask: Option<([u8; 4], u64)>, rsv1: bool) {
         let (key, payload) = match (to, mask) {
             (Peer::Server, Some((key, offset))) => (Some(rotate(key, offset)), payload),
             (Peer::Server, None) => {
@@ -969,18 +780,10 @@ impl WebSocketLayer {
                 apply_mask(key, 0, &mut masked);
                 (Some(key), masked.freeze())
             }
-            (Peer::Client, Some((key, offset))) => {
-                (None, Item::unmasked(&payload, Some((key, offset))))
-            }
+            (Peer::Client, Some((key, offset))) => (None, Item::unmasked(&payload, Some((key, offset)))),
             (Peer::Client, None) => (None, payload),
         };
-        let header = FrameHeader {
-            fin,
-            rsv1,
-            opcode,
-            mask: key,
-            len: payload.len() as u64,
-        };
+        let header = FrameHeader { fin, rsv1, opcode, mask: key, len: payload.len() as u64 };
         // On TLS one buffer makes one record; on a stream, one DATA frame.
         let separate = match &self.ends[to.index()].wire {
             Wire::Conn(conn) => cx.is_plain(*conn),
@@ -1005,9 +808,7 @@ impl WebSocketLayer {
             cx.config.websocket.mask_keys.fill(&mut self.keys);
             self.keys_used = 0;
         }
-        let key = self.keys[self.keys_used..self.keys_used + 4]
-            .try_into()
-            .expect("4 bytes");
+        let key = self.keys[self.keys_used..self.keys_used + 4].try_into().expect("4 bytes");
         self.keys_used += 4;
         key
     }
@@ -1017,36 +818,16 @@ impl WebSocketLayer {
         let max = cx.config.websocket.max_injected;
         let end = self.end(to);
         if end.gone || end.close_sent {
-            cx.log(
-                LogLevel::Info,
-                format!(
-                    "websocket {}: injected message to the {} dropped: closing",
-                    self.flow.0,
-                    to.as_str()
-                ),
-            );
+            cx.log(LogLevel::Info, format!("websocket {}: injected message to the {} dropped: closing", self.flow.0, to.as_str()));
             return;
         }
         if kind == MessageKind::Text && std::str::from_utf8(&payload).is_err() {
-            cx.log(
-                LogLevel::Warn,
-                format!(
-                    "websocket {}: injected text message is not UTF-8: dropped",
-                    self.flow.0
-                ),
-            );
+            cx.log(LogLevel::Warn, format!("websocket {}: injected text message is not UTF-8: dropped", self.flow.0));
             return;
         }
         if end.writing {
             if end.injected.len() >= max {
-                cx.log(
-                    LogLevel::Warn,
-                    format!(
-                        "websocket {}: {max} injected messages already wait for the {}: dropped",
-                        self.flow.0,
-                        to.as_str()
-                    ),
-                );
+                cx.log(LogLevel::Warn, format!("websocket {}: {max} injected messages already wait for the {}: dropped", self.flow.0, to.as_str()));
                 return;
             }
             end.injected.push_back((kind, payload));
@@ -1083,19 +864,12 @@ impl Layer for WebSocketLayer {
     /// The events of a WebSocket with connections of its own, as inputs.
     fn handle(&mut self, cx: &mut Context, now: Instant, event: Event) {
         let input = match event {
-            Event::DataReceived { conn, data } => {
-                self.peer_of(conn).map(|peer| WsInput::Data(peer, data))
-            }
+            Event::DataReceived { conn, data } => self.peer_of(conn).map(|peer| WsInput::Data(peer, data)),
             Event::ConnectionClosed { conn } => self.peer_of(conn).map(WsInput::Gone),
             // Room again where a compressed message was going: inflate more of it.
             Event::WriteDrained { conn } => self.peer_of(conn).map(WsInput::Drained),
             Event::HookReply { flow, reply } if flow == self.flow => Some(WsInput::Reply(reply)),
-            Event::Inject {
-                flow,
-                to,
-                kind,
-                payload,
-            } if flow == self.flow => Some(WsInput::Inject { to, kind, payload }),
+            Event::Inject { flow, to, kind, payload } if flow == self.flow => Some(WsInput::Inject { to, kind, payload }),
             Event::Wakeup => Some(WsInput::Wakeup),
             _ => None,
         };

@@ -68,14 +68,7 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(from: Peer) -> Self {
-        Self {
-            from,
-            deflate: false,
-            input: VecDeque::new(),
-            len: 0,
-            current: None,
-            in_message: false,
-        }
+        Self { from, deflate: false, input: VecDeque::new(), len: 0, current: None, in_message: false }
     }
 
     pub fn set_deflate(&mut self, on: bool) {
@@ -127,11 +120,7 @@ impl Reader {
             let frame_done = current.read == current.header.len;
             let header = current.header;
             let start = if current.fresh && header.opcode != OpCode::Continuation {
-                let kind = if header.opcode == OpCode::Text {
-                    MessageKind::Text
-                } else {
-                    MessageKind::Binary
-                };
+                let kind = if header.opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
                 Some((kind, header.rsv1))
             } else {
                 None
@@ -145,12 +134,7 @@ impl Reader {
                 }
             }
             let mask = header.mask.map(|key| (key, offset));
-            return Ok(Some(Item::Data {
-                start,
-                fin,
-                raw,
-                mask,
-            }));
+            return Ok(Some(Item::Data { start, fin, raw, mask }));
         }
     }
 
@@ -159,28 +143,20 @@ impl Reader {
     fn start_frame(&mut self) -> Result<bool, WsError> {
         let mut head = [0u8; MAX_HEADER];
         let n = peek(&self.input, &mut head);
-        let Some((header, used)) = FrameHeader::parse(&head[..n], self.deflate)
-            .map_err(|e| WsError::protocol(e.to_string()))?
-        else {
+        let Some((header, used)) = FrameHeader::parse(&head[..n], self.deflate).map_err(|e| WsError::protocol(e.to_string()))? else {
             return Ok(false);
         };
         match (self.from, header.mask.is_some()) {
-            (Peer::Client, false) => {
-                return Err(WsError::protocol("unmasked frame from the client"))
-            }
+            (Peer::Client, false) => return Err(WsError::protocol("unmasked frame from the client")),
             (Peer::Server, true) => return Err(WsError::protocol("masked frame from the server")),
             _ => {}
         }
         match header.opcode {
             OpCode::Continuation if !self.in_message => {
-                return Err(WsError::protocol(
-                    "continuation frame outside a fragmented message",
-                ));
+                return Err(WsError::protocol("continuation frame outside a fragmented message"));
             }
             OpCode::Text | OpCode::Binary if self.in_message => {
-                return Err(WsError::protocol(
-                    "new data frame inside a fragmented message",
-                ));
+                return Err(WsError::protocol("new data frame inside a fragmented message"));
             }
             OpCode::Continuation if header.rsv1 => {
                 return Err(WsError::protocol("RSV1 set on a continuation frame"));
@@ -190,12 +166,7 @@ impl Reader {
         }
         take(&mut self.input, &mut self.len, used);
         let control = header.opcode.is_control().then(BytesMut::new);
-        self.current = Some(Current {
-            header,
-            read: 0,
-            control,
-            fresh: true,
-        });
+        self.current = Some(Current { header, read: 0, control, fresh: true });
         Ok(true)
     }
 }
@@ -253,8 +224,7 @@ pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, WsError> {
             if !CloseCode::is_valid_on_wire(code) {
                 return Err(WsError::protocol(format!("invalid close code {code}")));
             }
-            let reason = std::str::from_utf8(reason)
-                .map_err(|_| WsError::invalid_data("close reason is not valid UTF-8"))?;
+            let reason = std::str::from_utf8(reason).map_err(|_| WsError::invalid_data("close reason is not valid UTF-8"))?;
             Ok(Some((code, reason.to_owned())))
         }
     }
@@ -290,9 +260,7 @@ mod tests {
         for byte in frame {
             reader.receive(Bytes::from(vec![byte]));
             for item in all(&mut reader) {
-                let Item::Data { raw, mask, .. } = item else {
-                    panic!()
-                };
+                let Item::Data { raw, mask, .. } = item else { panic!() };
                 text.extend_from_slice(&Item::unmasked(&raw, mask));
             }
         }
@@ -309,51 +277,19 @@ mod tests {
         reader.receive(bytes.into());
         let items = all(&mut reader);
         assert_eq!(items.len(), 3);
-        assert!(matches!(
-            &items[0],
-            Item::Data {
-                start: Some((MessageKind::Text, false)),
-                fin: false,
-                ..
-            }
-        ));
-        assert!(
-            matches!(&items[1], Item::Control { opcode: OpCode::Ping, payload } if &payload[..] == b"are you there")
-        );
-        assert!(matches!(
-            &items[2],
-            Item::Data {
-                start: None,
-                fin: true,
-                ..
-            }
-        ));
+        assert!(matches!(&items[0], Item::Data { start: Some((MessageKind::Text, false)), fin: false, .. }));
+        assert!(matches!(&items[1], Item::Control { opcode: OpCode::Ping, payload } if &payload[..] == b"are you there"));
+        assert!(matches!(&items[2], Item::Data { start: None, fin: true, .. }));
     }
 
     #[test]
     fn role_and_sequence_errors() {
         let cases: [(Peer, Vec<u8>, &str); 5] = [
-            (
-                Peer::Client,
-                vec![0x81, 0x00],
-                "unmasked frame from the client",
-            ),
-            (
-                Peer::Server,
-                masked(0x81, b"", [0; 4]),
-                "masked frame from the server",
-            ),
+            (Peer::Client, vec![0x81, 0x00], "unmasked frame from the client"),
+            (Peer::Server, masked(0x81, b"", [0; 4]), "masked frame from the server"),
             (Peer::Server, vec![0x80, 0x00], "continuation frame outside"),
-            (
-                Peer::Server,
-                vec![0x01, 0x00, 0x81, 0x00],
-                "new data frame inside",
-            ),
-            (
-                Peer::Server,
-                vec![0x8a, 0x7e, 0x00, 0x80],
-                "control frame with 128 bytes",
-            ),
+            (Peer::Server, vec![0x01, 0x00, 0x81, 0x00], "new data frame inside"),
+            (Peer::Server, vec![0x8a, 0x7e, 0x00, 0x80], "control frame with 128 bytes"),
         ];
         for (from, bytes, expected) in cases {
             let mut reader = Reader::new(from);
@@ -366,40 +302,20 @@ mod tests {
                 }
             };
             assert_eq!(error.code, CloseCode::PROTOCOL_ERROR);
-            assert!(
-                error.message.contains(expected),
-                "{} vs {expected}",
-                error.message
-            );
+            assert!(error.message.contains(expected), "{} vs {expected}", error.message);
         }
     }
 
     #[test]
     fn close_payloads() {
         assert_eq!(parse_close(b"").unwrap(), None);
-        assert_eq!(
-            parse_close(b"\x03\xe8bye").unwrap(),
-            Some((1000, "bye".into()))
-        );
-        assert_eq!(
-            parse_close(b"\x0f\xa1").unwrap(),
-            Some((4001, String::new()))
-        );
-        assert_eq!(
-            parse_close(b"\x03").unwrap_err().code,
-            CloseCode::PROTOCOL_ERROR
-        );
+        assert_eq!(parse_close(b"\x03\xe8bye").unwrap(), Some((1000, "bye".into())));
+        assert_eq!(parse_close(b"\x0f\xa1").unwrap(), Some((4001, String::new())));
+        assert_eq!(parse_close(b"\x03").unwrap_err().code, CloseCode::PROTOCOL_ERROR);
         for bad in [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
             let payload = bad.to_be_bytes();
-            assert_eq!(
-                parse_close(&payload).unwrap_err().code,
-                CloseCode::PROTOCOL_ERROR,
-                "{bad}"
-            );
+            assert_eq!(parse_close(&payload).unwrap_err().code, CloseCode::PROTOCOL_ERROR, "{bad}");
         }
-        assert_eq!(
-            parse_close(b"\x03\xe8\xff").unwrap_err().code,
-            CloseCode::INVALID_DATA
-        );
+        assert_eq!(parse_close(b"\x03\xe8\xff").unwrap_err().code, CloseCode::INVALID_DATA);
     }
 }

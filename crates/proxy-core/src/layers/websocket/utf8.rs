@@ -47,11 +47,7 @@ impl Utf8Check {
     pub(crate) fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let incomplete = self.len > 0;
         self.len = 0;
-        if incomplete {
-            Err(InvalidUtf8)
-        } else {
-            Ok(())
-        }
+        if incomplete { Err(InvalidUtf8) } else { Ok(()) }
     }
 }
 
@@ -86,15 +82,7 @@ mod tests {
 
     #[test]
     fn invalid_text_in_any_pieces() {
-        for bad in [
-            &b"\xff"[..],
-            b"ab\xc3",
-            b"\xed\xa0\x80",
-            b"\xf4\x90\x80\x80",
-            b"\xc0\xaf",
-            b"ok\x80",
-            b"\xe2\x82",
-        ] {
+        for bad in [&b"\xff"[..], b"ab\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"ok\x80", b"\xe2\x82"] {
             assert_eq!(check_split(bad), Err(InvalidUtf8), "{bad:?}");
         }
     }
@@ -104,10 +92,7 @@ mod tests {
         // Autobahn 6.4: fail at the first byte that cannot start or continue a character,
         // without waiting for the message to end.
         let mut c = Utf8Check::default();
-        assert_eq!(
-            c.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90"),
-            Err(InvalidUtf8)
-        );
+        assert_eq!(c.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90"), Err(InvalidUtf8));
         let mut c = Utf8Check::default();
         assert_eq!(c.feed(b"\xf4"), Ok(()));
         assert_eq!(c.feed(b"\x90"), Err(InvalidUtf8));

@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use h2::Reason;
 
-use super::conversion::{
-    from_h2_headers, from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket,
-};
+use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
 use super::engine::{Engine, H2Event, StreamKey};
 use super::fields::{self, FieldError};
 use super::settings;
@@ -110,36 +108,23 @@ impl H2Client {
     }
 
     pub(crate) fn backlog(&self, flow: FlowId) -> usize {
-        self.streams
-            .get(&flow)
-            .map_or(0, |&stream| self.engine.backlog(stream))
+        self.streams.get(&flow).map_or(0, |&stream| self.engine.backlog(stream))
     }
 
     /// Send a request event of `flow`.
     pub(crate) fn send(&mut self, event: HttpEvent) {
         match event {
-            HttpEvent::RequestHeaders { flow, request, .. }
-                if request.headers.has_token("upgrade", "websocket") =>
-            {
+            HttpEvent::RequestHeaders { flow, request, .. } if request.headers.has_token("upgrade", "websocket") => {
                 // The stream stays open for frames whatever the upgrade's request said.
                 let stream = self.new_stream(flow);
-                let key = request
-                    .headers
-                    .get_str("sec-websocket-key")
-                    .unwrap_or_default()
-                    .to_owned();
+                let key = request.headers.get_str("sec-websocket-key").unwrap_or_default().to_owned();
                 self.websockets.insert(flow, Upgrade::Asked { key });
                 self.engine.open(stream, to_h2_websocket(&request), false);
             }
-            HttpEvent::RequestHeaders {
-                flow,
-                request,
-                end_stream,
-            } => {
+            HttpEvent::RequestHeaders { flow, request, end_stream } => {
                 let body = request.body.clone();
                 let trailers = request.trailers.as_ref().map(to_h2_headers);
-                let end =
-                    end_stream && body.as_ref().is_none_or(|b| b.is_empty()) && trailers.is_none();
+                let end = end_stream && body.as_ref().is_none_or(|b| b.is_empty()) && trailers.is_none();
                 let stream = self.new_stream(flow);
                 self.engine.open(stream, to_h2_request(&request), end);
                 if !end {
@@ -157,12 +142,10 @@ impl H2Client {
                 }
             }
             // An upgrade's request ends only when its WebSocket does.
-            HttpEvent::RequestEnd { flow, .. }
-                if matches!(self.websockets.get(&flow), Some(Upgrade::Asked { .. })) => {}
+            HttpEvent::RequestEnd { flow, .. } if matches!(self.websockets.get(&flow), Some(Upgrade::Asked { .. })) => {}
             HttpEvent::RequestEnd { flow, trailers } => {
                 if let Some(&stream) = self.streams.get(&flow) {
-                    self.engine
-                        .finish(stream, trailers.as_ref().map(to_h2_headers));
+                    self.engine.finish(stream, trailers.as_ref().map(to_h2_headers));
                 }
             }
             _ => {}
@@ -223,31 +206,16 @@ impl H2Client {
                 if !self.takes_head(flow, &head, out) {
                     return;
                 }
-                let response = Response {
-                    body: None,
-                    ..from_h2_response(head)
-                };
-                out.push(CodecOutput::Http(HttpEvent::InterimResponse {
-                    flow,
-                    response,
-                }));
+                let response = Response { body: None, ..from_h2_response(head) };
+                out.push(CodecOutput::Http(HttpEvent::InterimResponse { flow, response }));
             }
-            (
-                H2Event::Response {
-                    head, end_stream, ..
-                },
-                Some(flow),
-            ) => {
+            (H2Event::Response { head, end_stream, .. }, Some(flow)) => {
                 if !self.takes_head(flow, &head, out) {
                     return;
                 }
                 let mut response = from_h2_response(head);
                 self.answer_upgrade(flow, &mut response);
-                out.push(CodecOutput::Http(HttpEvent::ResponseHeaders {
-                    flow,
-                    response,
-                    end_stream,
-                }));
+                out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
             }
             (H2Event::Data { data, .. }, Some(flow)) => {
                 out.push(CodecOutput::Http(HttpEvent::ResponseData { flow, data }));
@@ -260,24 +228,9 @@ impl H2Client {
                 let trailers = trailers.map(|t| from_h2_headers(&t));
                 out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
             }
-            (
-                H2Event::Reset {
-                    reason,
-                    remote,
-                    unprocessed,
-                    ..
-                },
-                Some(flow),
-            ) => {
+            (H2Event::Reset { reason, remote, unprocessed, .. }, Some(flow)) => {
                 self.forget(flow);
-                out.push(CodecOutput::Reset {
-                    flow,
-                    reset: StreamReset {
-                        reason,
-                        remote,
-                        unprocessed,
-                    },
-                });
+                out.push(CodecOutput::Reset { flow, reset: StreamReset { reason, remote, unprocessed } });
             }
             (H2Event::Closed { error }, _) => out.push(CodecOutput::Closed { flow: None, error }),
             // A server does not open streams (the engine refuses pushes).
@@ -289,9 +242,7 @@ impl H2Client {
     /// stream layer knows as HTTP/1.1's `101`; anything else refuses the upgrade, and our side
     /// of the stream, left open for frames, ends.
     fn answer_upgrade(&mut self, flow: FlowId, response: &mut Response) {
-        let Some(Upgrade::Asked { key }) = self.websockets.get(&flow) else {
-            return;
-        };
+        let Some(Upgrade::Asked { key }) = self.websockets.get(&flow) else { return };
         if !(200..300).contains(&response.status) {
             self.websockets.remove(&flow);
             if let Some(&stream) = self.streams.get(&flow) {
@@ -302,20 +253,13 @@ impl H2Client {
         response.status = 101;
         response.reason = "Switching Protocols".into();
         response.headers.insert("upgrade", "websocket");
-        response
-            .headers
-            .insert("sec-websocket-accept", handshake::accept(key));
+        response.headers.insert("sec-websocket-accept", handshake::accept(key));
         self.websockets.insert(flow, Upgrade::Open);
     }
 
     /// Whether a response head on `flow` goes on: the head is well formed (a malformed one
     /// resets the stream).
-    fn takes_head(
-        &mut self,
-        flow: FlowId,
-        head: &http::response::Parts,
-        out: &mut Vec<CodecOutput<ServerError>>,
-    ) -> bool {
+    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
         match fields::check_response(head) {
             Ok(()) => true,
             Err(error) => {
@@ -326,19 +270,11 @@ impl H2Client {
     }
 
     /// The server's response on `flow` broke `error`'s rule: reset its stream and tell.
-    fn malformed(
-        &mut self,
-        flow: FlowId,
-        error: FieldError,
-        out: &mut Vec<CodecOutput<ServerError>>,
-    ) {
+    fn malformed(&mut self, flow: FlowId, error: FieldError, out: &mut Vec<CodecOutput<ServerError>>) {
         if let Some(stream) = self.forget(flow) {
             self.engine.reset(stream, Reason::PROTOCOL_ERROR);
         }
         // The flow's stream is reset with `PROTOCOL_ERROR`; the connection goes on.
-        out.push(CodecOutput::Error {
-            flow: Some(flow),
-            error: ServerError::Fields(error),
-        });
+        out.push(CodecOutput::Error { flow: Some(flow), error: ServerError::Fields(error) });
     }
 }

@@ -10,10 +10,7 @@ use crate::headers::Headers;
 pub(super) fn from_h2_headers(map: &HeaderMap) -> Headers {
     let mut headers = Headers::with_capacity(map.len());
     for (name, value) in map {
-        headers.append(
-            Bytes::copy_from_slice(name.as_str().as_bytes()),
-            Bytes::copy_from_slice(value.as_bytes()),
-        );
+        headers.append(Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
     }
     headers
 }
@@ -23,55 +20,26 @@ pub(super) fn from_h2_headers(map: &HeaderMap) -> Headers {
 pub(super) fn to_h2_headers(headers: &Headers) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers.iter() {
-        let connection_specific = [
-            &b"connection"[..],
-            b"keep-alive",
-            b"proxy-connection",
-            b"transfer-encoding",
-            b"upgrade",
-            b"host",
-        ];
-        if connection_specific
-            .iter()
-            .any(|c| name.eq_ignore_ascii_case(c))
-        {
+        let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
+        if connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c)) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers")
-        {
+        if name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers") {
             continue;
         }
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-        else {
-            continue;
-        };
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else { continue };
         map.append(name, value);
     }
     map
 }
 
 pub(super) fn to_h2_request(request: &Request) -> http::Request<()> {
-    let authority = request
-        .headers
-        .get_str("host")
-        .map_or_else(|| request.authority(), str::to_owned);
-    let path = if request.path.is_empty() {
-        "/"
-    } else {
-        request.path.as_str()
-    };
-    let uri = http::Uri::builder()
-        .scheme(request.scheme.as_str())
-        .authority(authority.as_str())
-        .path_and_query(path)
-        .build();
+    let authority = request.headers.get_str("host").map_or_else(|| request.authority(), str::to_owned);
+    let path = if request.path.is_empty() { "/" } else { request.path.as_str() };
+    let uri = http::Uri::builder().scheme(request.scheme.as_str()).authority(authority.as_str()).path_and_query(path).build();
     let uri = uri.unwrap_or_else(|_| {
         // A Host the URI grammar refuses: fall back to the target we connect to.
-        let fallback = http::Uri::builder()
-            .scheme(request.scheme.as_str())
-            .authority(request.authority())
-            .path_and_query(path)
-            .build();
+        let fallback = http::Uri::builder().scheme(request.scheme.as_str()).authority(request.authority()).path_and_query(path).build();
         fallback.unwrap_or_default()
     });
     let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or_default();
@@ -89,24 +57,18 @@ pub(super) fn to_h2_request(request: &Request) -> http::Request<()> {
 pub(super) fn to_h2_websocket(request: &Request) -> http::Request<()> {
     let mut out = to_h2_request(request);
     *out.method_mut() = http::Method::CONNECT;
-    out.extensions_mut()
-        .insert(h2::ext::Protocol::from_static("websocket"));
+    out.extensions_mut().insert(h2::ext::Protocol::from_static("websocket"));
     out.headers_mut().remove("sec-websocket-key");
     out
 }
 
 pub(super) fn to_h2_response(response: &Response) -> http::Response<()> {
     let mut out = http::Response::new(());
-    *out.status_mut() =
-        http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    *out.status_mut() = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     *out.headers_mut() = to_h2_headers(&response.headers);
     if let Some(body) = &response.body {
-        if !out.headers().contains_key(http::header::CONTENT_LENGTH)
-            && response.status != 204
-            && response.status != 304
-        {
-            out.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if !out.headers().contains_key(http::header::CONTENT_LENGTH) && response.status != 204 && response.status != 304 {
+            out.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
     }
     out

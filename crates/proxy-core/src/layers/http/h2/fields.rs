@@ -81,9 +81,7 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
     check_fields(&head.headers)?;
     let authority = head.uri.authority().map(|a| a.as_str());
     let hosts = head.headers.get_all(HOST);
-    if authority.is_some_and(|a| a.contains('@'))
-        || hosts.iter().any(|h| h.as_bytes().contains(&b'@'))
-    {
+    if authority.is_some_and(|a| a.contains('@')) || hosts.iter().any(|h| h.as_bytes().contains(&b'@')) {
         return Err(FieldError::UserInfo);
     }
     if head.method == Method::CONNECT && head.extensions.get::<h2::ext::Protocol>().is_none() {
@@ -106,18 +104,11 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
     }
     match authority {
         Some(authority) => {
-            let default_port = if head.uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
+            let default_port = if head.uri.scheme_str() == Some("https") { 443 } else { 80 };
             for host in hosts {
                 let host = host.to_str().unwrap_or_default();
                 if !same_origin(host, authority, default_port) {
-                    return Err(FieldError::HostMismatch {
-                        host: host.to_owned(),
-                        authority: authority.to_owned(),
-                    });
+                    return Err(FieldError::HostMismatch { host: host.to_owned(), authority: authority.to_owned() });
                 }
             }
             Ok(())
@@ -166,19 +157,14 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 fn is_connection_specific(name: &HeaderName) -> bool {
-    name == CONNECTION
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    name == CONNECTION || name == TRANSFER_ENCODING || name == UPGRADE || name == "keep-alive" || name == "proxy-connection"
 }
 
 /// Whether `host` and `authority` name one origin: the same host, in any case, and the same
 /// port, written or not.
 fn same_origin(host: &str, authority: &str, default_port: u16) -> bool {
     host.eq_ignore_ascii_case(authority)
-        || split_authority(host, Some(default_port))
-            .is_some_and(|h| split_authority(authority, Some(default_port)) == Some(h))
+        || split_authority(host, Some(default_port)).is_some_and(|h| split_authority(authority, Some(default_port)) == Some(h))
 }
 
 #[cfg(test)]
@@ -196,114 +182,45 @@ mod tests {
     fn fields(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(
-                HeaderName::from_static(name),
-                http::HeaderValue::from_bytes(value).unwrap(),
-            );
+            map.append(HeaderName::from_static(name), http::HeaderValue::from_bytes(value).unwrap());
         }
         map
     }
 
     #[test]
     fn values() {
-        assert_eq!(
-            check_fields(&fields(&[
-                ("a", b"x y"),
-                ("b", b"x\ty"),
-                ("c", b""),
-                ("d", b"\xff")
-            ])),
-            Ok(())
-        );
+        assert_eq!(check_fields(&fields(&[("a", b"x y"), ("b", b"x\ty"), ("c", b""), ("d", b"\xff")])), Ok(()));
         for bad in [&b" x"[..], b"x ", b"\tx", b"x\t", b" ", b"\t"] {
-            assert_eq!(
-                check_fields(&fields(&[("a", bad)])),
-                Err(FieldError::ValueWhitespace(HeaderName::from_static("a"))),
-                "{bad:?}"
-            );
+            assert_eq!(check_fields(&fields(&[("a", bad)])), Err(FieldError::ValueWhitespace(HeaderName::from_static("a"))), "{bad:?}");
         }
         let error = check_fields(&fields(&[("test1", b"\ta\t")])).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "field value of test1 has leading or trailing whitespace"
-        );
+        assert_eq!(error.to_string(), "field value of test1 has leading or trailing whitespace");
     }
 
     #[test]
     fn names_and_framing_fields() {
-        assert_eq!(
-            check_fields(&fields(&[("a\"b", b"x")])),
-            Err(FieldError::Name(HeaderName::from_static("a\"b")))
-        );
-        assert_eq!(
-            check_fields(&fields(&[("x-a_b.c~1", b"x"), ("te", b"trailers")])),
-            Ok(())
-        );
-        for name in [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "upgrade",
-        ] {
-            assert!(
-                matches!(
-                    check_fields(&fields(&[(name, b"x")])),
-                    Err(FieldError::ConnectionSpecific(_))
-                ),
-                "{name}"
-            );
+        assert_eq!(check_fields(&fields(&[("a\"b", b"x")])), Err(FieldError::Name(HeaderName::from_static("a\"b"))));
+        assert_eq!(check_fields(&fields(&[("x-a_b.c~1", b"x"), ("te", b"trailers")])), Ok(()));
+        for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+            assert!(matches!(check_fields(&fields(&[(name, b"x")])), Err(FieldError::ConnectionSpecific(_))), "{name}");
         }
-        assert!(matches!(
-            check_fields(&fields(&[("te", b"gzip")])),
-            Err(FieldError::ConnectionSpecific(_))
-        ));
-        assert_eq!(
-            check_fields(&fields(&[("content-length", b"")])),
-            Err(FieldError::ContentLength)
-        );
+        assert!(matches!(check_fields(&fields(&[("te", b"gzip")])), Err(FieldError::ConnectionSpecific(_))));
+        assert_eq!(check_fields(&fields(&[("content-length", b"")])), Err(FieldError::ContentLength));
         assert_eq!(check_fields(&fields(&[("content-length", b"12")])), Ok(()));
     }
 
     #[test]
     fn request_control_data() {
-        assert_eq!(
-            check_request(&request("GET", "http://a.test/x", &[("host", "A.test:80")])),
-            Ok(())
-        );
-        assert_eq!(
-            check_request(&request("GET", "/x", &[("host", "a.test")])),
-            Ok(())
-        );
-        assert_eq!(
-            check_request(&request("GET", "/x", &[])),
-            Err(FieldError::MissingAuthority)
-        );
-        assert_eq!(
-            check_request(&request("CONNECT", "a.test:443", &[])),
-            Ok(())
-        );
-        assert_eq!(
-            check_request(&request("GET", "http://u@a.test/", &[])),
-            Err(FieldError::UserInfo)
-        );
+        assert_eq!(check_request(&request("GET", "http://a.test/x", &[("host", "A.test:80")])), Ok(()));
+        assert_eq!(check_request(&request("GET", "/x", &[("host", "a.test")])), Ok(()));
+        assert_eq!(check_request(&request("GET", "/x", &[])), Err(FieldError::MissingAuthority));
+        assert_eq!(check_request(&request("CONNECT", "a.test:443", &[])), Ok(()));
+        assert_eq!(check_request(&request("GET", "http://u@a.test/", &[])), Err(FieldError::UserInfo));
         assert_eq!(
             check_request(&request("GET", "http://a.test/", &[("host", "b.test")])),
-            Err(FieldError::HostMismatch {
-                host: "b.test".into(),
-                authority: "a.test".into()
-            })
+            Err(FieldError::HostMismatch { host: "b.test".into(), authority: "a.test".into() })
         );
-        assert_eq!(
-            check_request(&request(
-                "GET",
-                "https://a.test/",
-                &[("host", "a.test:443")]
-            )),
-            Ok(())
-        );
-        assert!(
-            check_request(&request("GET", "https://a.test/", &[("host", "a.test:80")])).is_err()
-        );
+        assert_eq!(check_request(&request("GET", "https://a.test/", &[("host", "a.test:443")])), Ok(()));
+        assert!(check_request(&request("GET", "https://a.test/", &[("host", "a.test:80")])).is_err());
     }
 }

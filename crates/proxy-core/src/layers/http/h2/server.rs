@@ -15,10 +15,10 @@ use crate::context::Context;
 use crate::flow::{Request, Response, Version};
 use crate::headers::{Headers, UnderscoreHeaders};
 use crate::ids::{ConnId, FlowId, Scheme};
+use crate::layers::http::http1::split_authority;
 use crate::layers::http::destination::Destination;
 use crate::layers::http::error::ClientError;
 use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};
-use crate::layers::http::http1::split_authority;
 use crate::layers::websocket;
 
 /// The HTTP/2 server side of the client connection.
@@ -113,39 +113,18 @@ impl H2Server {
 
     /// Response bytes of `flow` waiting for the client's window.
     pub(crate) fn backlog(&self, flow: FlowId) -> usize {
-        self.streams
-            .get(&flow)
-            .map_or(0, |&s| self.engine.backlog(s))
+        self.streams.get(&flow).map_or(0, |&s| self.engine.backlog(s))
     }
 
     /// Run the engine: what the client sent becomes `out`, what we have for it is sent.
-    pub(crate) fn poll(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
-        Engine::poll_until_still(
-            self,
-            |s| &mut s.engine,
-            |s, event| s.handle(cx, now, event, out),
-        );
+    pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
+        Engine::poll_until_still(self, |s| &mut s.engine, |s, event| s.handle(cx, now, event, out));
         cx.send(self.conn, self.engine.take_output());
     }
 
-    fn handle(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        event: H2Event,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput<ClientError>>) {
         match event {
-            H2Event::Request {
-                stream,
-                head,
-                end_stream,
-            } => match self.request(cx, head) {
+            H2Event::Request { stream, head, end_stream } => match self.request(cx, head) {
                 Ok(request) => {
                     let flow = cx.next_flow_id();
                     self.flows.insert(stream, flow);
@@ -155,8 +134,7 @@ impl H2Server {
                     }
                     // A WebSocket's upgrade is a request without a body, as HTTP/1.1's GET; what
                     // the stream carries next is WebSocket frames, for the layer to route.
-                    let websocket = request.version == Version::Http2
-                        && request.headers.has_token("upgrade", "websocket");
+                    let websocket = request.version == Version::Http2 && request.headers.has_token("upgrade", "websocket");
                     if websocket {
                         self.websockets.insert(stream);
                     }
@@ -166,23 +144,14 @@ impl H2Server {
                         self.tunnels.insert(stream);
                     }
                     let end_stream = end_stream || websocket || connect;
-                    out.push(CodecOutput::Http(HttpEvent::RequestHeaders {
-                        flow,
-                        request,
-                        end_stream,
-                    }));
+                    out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
                 }
                 Err(error) => {
                     let status = error.status();
-                    cx.log(
-                        LogLevel::Info,
-                        format!("client {}: {} ({})", cx.client.peer, error, status),
-                    );
+                    cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, error, status));
                     let response = Response::error(status, &error.to_string());
-                    self.engine
-                        .respond(stream, to_h2_response(&response), false);
-                    self.engine
-                        .send_data(stream, response.body.unwrap_or_default());
+                    self.engine.respond(stream, to_h2_response(&response), false);
+                    self.engine.send_data(stream, response.body.unwrap_or_default());
                     self.engine.finish(stream, None);
                     if !end_stream {
                         // The rest of its body is of no use.
@@ -200,16 +169,10 @@ impl H2Server {
                     if let Some(Err(error)) = trailers.as_ref().map(fields::check_fields) {
                         // The request went upstream already: it is abandoned there.
                         let error = ClientError::Trailers(error);
-                        cx.log(
-                            LogLevel::Info,
-                            format!("client {}: stream {stream}: {error}", cx.client.peer),
-                        );
+                        cx.log(LogLevel::Info, format!("client {}: stream {stream}: {error}", cx.client.peer));
                         self.forget(stream);
                         self.engine.reset(stream, Reason::PROTOCOL_ERROR);
-                        out.push(CodecOutput::Error {
-                            flow: Some(flow),
-                            error,
-                        });
+                        out.push(CodecOutput::Error { flow: Some(flow), error });
                         return;
                     }
                     let trailers = trailers.map(|t| from_h2_headers(&t));
@@ -218,59 +181,23 @@ impl H2Server {
                     self.forget_if_done(stream);
                 }
             }
-            H2Event::Reset {
-                stream,
-                reason,
-                remote,
-                unprocessed,
-            } => {
-                let Some(&flow) = self.flows.get(&stream) else {
-                    return;
-                };
+            H2Event::Reset { stream, reason, remote, unprocessed } => {
+                let Some(&flow) = self.flows.get(&stream) else { return };
                 self.forget(stream);
                 if remote {
-                    cx.log(
-                        LogLevel::Debug,
-                        format!(
-                            "client {} reset stream {stream} ({reason:?})",
-                            cx.client.peer
-                        ),
-                    );
+                    cx.log(LogLevel::Debug, format!("client {} reset stream {stream} ({reason:?})", cx.client.peer));
                     self.count_reset(cx, now);
                 } else {
-                    cx.log(
-                        LogLevel::Info,
-                        format!(
-                            "client {}: stream {stream} failed ({reason:?})",
-                            cx.client.peer
-                        ),
-                    );
+                    cx.log(LogLevel::Info, format!("client {}: stream {stream} failed ({reason:?})", cx.client.peer));
                 }
-                out.push(CodecOutput::Reset {
-                    flow,
-                    reset: StreamReset {
-                        reason,
-                        remote,
-                        unprocessed,
-                    },
-                });
+                out.push(CodecOutput::Reset { flow, reset: StreamReset { reason, remote, unprocessed } });
             }
             H2Event::Closed { error } => {
                 if let Some(error) = error {
-                    cx.log(
-                        LogLevel::Info,
-                        format!(
-                            "client {}: HTTP/2 connection failed: {error}",
-                            cx.client.peer
-                        ),
-                    );
+                    cx.log(LogLevel::Info, format!("client {}: HTTP/2 connection failed: {error}", cx.client.peer));
                 }
                 // Lost with the connection, as the engine reports its own streams.
-                let reset = StreamReset {
-                    reason: Reason::CANCEL,
-                    remote: false,
-                    unprocessed: false,
-                };
+                let reset = StreamReset { reason: Reason::CANCEL, remote: false, unprocessed: false };
                 for (_, flow) in std::mem::take(&mut self.flows) {
                     out.push(CodecOutput::Reset { flow, reset });
                 }
@@ -287,11 +214,7 @@ impl H2Server {
     /// request. Its connection is closed with ENHANCE_YOUR_CALM.
     fn count_reset(&mut self, cx: &mut Context, now: Instant) {
         self.resets.push_back(now);
-        while self
-            .resets
-            .front()
-            .is_some_and(|&t| now.duration_since(t) > self.limits.reset_period)
-        {
+        while self.resets.front().is_some_and(|&t| now.duration_since(t) > self.limits.reset_period) {
             self.resets.pop_front();
         }
         if self.resets.len() > self.limits.max_resets as usize {
@@ -310,14 +233,8 @@ impl H2Server {
     /// Our request, from an HTTP/2 request head; or why it is refused.
     fn request(&self, cx: &Context, head: http::request::Parts) -> Result<Request, ClientError> {
         fields::check_request(&head).map_err(ClientError::Fields)?;
-        let protocol = head
-            .extensions
-            .get::<h2::ext::Protocol>()
-            .map(|p| p.as_str().to_owned());
-        let websocket = head.method == http::Method::CONNECT
-            && protocol
-                .as_deref()
-                .is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
+        let protocol = head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned());
+        let websocket = head.method == http::Method::CONNECT && protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
         let connect = head.method == http::Method::CONNECT && !websocket;
         if connect {
             if let Some(message) = self.destination.refuses_connect() {
@@ -334,10 +251,7 @@ impl H2Server {
         }
         let authority = head.uri.authority().map(|a| a.as_str().to_owned());
         let authority = authority.or_else(|| headers.get_str("host").map(str::to_owned));
-        let path = head
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let path = head.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let (scheme, host, port) = match (self.destination.target(), authority) {
             (Some((scheme, target)), _) => (scheme, target.host.clone(), target.port),
             (None, Some(authority)) => {
@@ -356,11 +270,7 @@ impl H2Server {
         }
         let mut request = Request {
             // An extended CONNECT for `websocket` is the HTTP/1.1 upgrade's GET.
-            method: if websocket {
-                "GET".to_owned()
-            } else {
-                head.method.as_str().to_owned()
-            },
+            method: if websocket { "GET".to_owned() } else { head.method.as_str().to_owned() },
             scheme,
             host,
             port,
@@ -374,10 +284,7 @@ impl H2Server {
         // `Host`, first, as an HTTP/1 client would have sent it.
         // Reverse mode keeps the client's too: the HTTP layer routes by it, then names the
         // backend.
-        let keeps_host = matches!(
-            self.destination,
-            Destination::Tunnel { .. } | Destination::Fixed { .. }
-        );
+        let keeps_host = matches!(self.destination, Destination::Tunnel { .. } | Destination::Fixed { .. });
         let host = match head.uri.authority() {
             Some(authority) if keeps_host => authority.as_str().to_owned(),
             _ => match headers.get_str("host") {
@@ -388,9 +295,7 @@ impl H2Server {
         headers.remove("host");
         request.headers.append("host", host);
         for (name, value) in headers.iter() {
-            request
-                .headers
-                .append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
+            request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
         }
         if websocket {
             request.headers.insert("upgrade", "websocket");
@@ -406,18 +311,9 @@ impl H2Server {
 
     /// A `CONNECT` (RFC 9113 section 8.5): its `:authority` is the tunnel's host and port,
     /// which the field checks made sure it has.
-    fn connect_request(
-        &self,
-        head: http::request::Parts,
-        mut headers: Headers,
-    ) -> Result<Request, ClientError> {
-        let authority = head
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .ok_or(ClientError::NoAuthority)?;
-        let (host, port) = split_authority(&authority, None)
-            .ok_or_else(|| ClientError::ConnectTarget(authority.clone()))?;
+    fn connect_request(&self, head: http::request::Parts, mut headers: Headers) -> Result<Request, ClientError> {
+        let authority = head.uri.authority().map(|a| a.as_str().to_owned()).ok_or(ClientError::NoAuthority)?;
+        let (host, port) = split_authority(&authority, None).ok_or_else(|| ClientError::ConnectTarget(authority.clone()))?;
         headers.remove("host");
         let mut request = Request {
             method: "CONNECT".to_owned(),
@@ -432,27 +328,17 @@ impl H2Server {
         };
         request.headers.append("host", authority);
         for (name, value) in headers.iter() {
-            request
-                .headers
-                .append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
+            request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
         }
         Ok(request)
     }
 
     /// Send a response event to the client.
     pub(crate) fn send(&mut self, event: HttpEvent) {
-        let Some(&stream) = self.streams.get(&event.flow()) else {
-            return;
-        };
+        let Some(&stream) = self.streams.get(&event.flow()) else { return };
         match event {
-            HttpEvent::InterimResponse { response, .. } => {
-                self.engine.interim(stream, to_h2_response(&response))
-            }
-            HttpEvent::ResponseHeaders {
-                mut response,
-                mut end_stream,
-                ..
-            } => {
+            HttpEvent::InterimResponse { response, .. } => self.engine.interim(stream, to_h2_response(&response)),
+            HttpEvent::ResponseHeaders { mut response, mut end_stream, .. } => {
                 if response.status == 101 && self.websockets.contains(&stream) {
                     // The switch to WebSocket, in RFC 8441's words: 200, and the stream stays open.
                     response.status = 200;
@@ -469,14 +355,12 @@ impl H2Server {
                     end_stream = false;
                 }
                 let body = response.body.clone();
-                let end = end_stream
-                    || body.as_ref().is_some_and(|b| b.is_empty()) && response.trailers.is_none();
+                let end = end_stream || body.as_ref().is_some_and(|b| b.is_empty()) && response.trailers.is_none();
                 self.engine.respond(stream, to_h2_response(&response), end);
                 if !end {
                     if let Some(body) = body {
                         self.engine.send_data(stream, body);
-                        self.engine
-                            .finish(stream, response.trailers.as_ref().map(to_h2_headers));
+                        self.engine.finish(stream, response.trailers.as_ref().map(to_h2_headers));
                     }
                 }
                 if end || response.body.is_some() {
@@ -485,13 +369,10 @@ impl H2Server {
             }
             HttpEvent::ResponseData { data, .. } => self.engine.send_data(stream, data),
             HttpEvent::ResponseEnd { trailers, .. } => {
-                self.engine
-                    .finish(stream, trailers.as_ref().map(to_h2_headers));
+                self.engine.finish(stream, trailers.as_ref().map(to_h2_headers));
                 self.done(stream);
             }
-            HttpEvent::RequestHeaders { .. }
-            | HttpEvent::RequestData { .. }
-            | HttpEvent::RequestEnd { .. } => {}
+            HttpEvent::RequestHeaders { .. } | HttpEvent::RequestData { .. } | HttpEvent::RequestEnd { .. } => {}
         }
     }
 

@@ -3,10 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{
-    allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder,
-    Forwarding,
-};
+use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::config::Config;
 use crate::context::Context;
 use crate::flow::{Request, Response, Version};
@@ -99,9 +96,7 @@ impl Http1Client {
     /// If the rest of the response body is `Content-Length` framed, at least `min` bytes, and
     /// none of it is buffered here, hand it to the driver: returns how many bytes to forward.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
-        let Recv::Body(_, reader) = &self.recv else {
-            return None;
-        };
+        let Recv::Body(_, reader) = &self.recv else { return None };
         if self.forwarding != Forwarding::No {
             return None;
         }
@@ -117,25 +112,15 @@ impl Http1Client {
     }
 
     /// The driver forwarded `len` bytes of the response body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(
-        &mut self,
-        len: u64,
-        pending: u64,
-        out: &mut Vec<CodecOutput<ServerError>>,
-    ) {
-        let Recv::Body(flow, reader) = &mut self.recv else {
-            return;
-        };
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput<ServerError>>) {
+        let Recv::Body(flow, reader) = &mut self.recv else { return };
         let flow = *flow;
         self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;
             self.recv = Recv::Done;
-            out.push(CodecOutput::Http(HttpEvent::ResponseEnd {
-                flow,
-                trailers: None,
-            }));
+            out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers: None }));
         }
     }
 
@@ -151,11 +136,7 @@ impl Http1Client {
 
     pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
         match event {
-            HttpEvent::RequestHeaders {
-                flow,
-                request,
-                end_stream,
-            } => self.send_head(cx, flow, request, end_stream),
+            HttpEvent::RequestHeaders { flow, request, end_stream } => self.send_head(cx, flow, request, end_stream),
             HttpEvent::RequestData { data, .. } => {
                 if let Send::Body(encoder) = self.send {
                     encoder.data(cx, self.conn, data);
@@ -171,20 +152,10 @@ impl Http1Client {
         }
     }
 
-    fn send_head(
-        &mut self,
-        cx: &mut Context,
-        flow: FlowId,
-        mut request: Request,
-        end_stream: bool,
-    ) {
+    fn send_head(&mut self, cx: &mut Context, flow: FlowId, mut request: Request, end_stream: bool) {
         self.recv = Recv::Head(flow);
         self.method.clone_from(&request.method);
-        let target = if self.absolute_form {
-            absolute_target(&request)
-        } else {
-            std::mem::take(&mut request.path)
-        };
+        let target = if self.absolute_form { absolute_target(&request) } else { std::mem::take(&mut request.path) };
         let mut headers = std::mem::take(&mut request.headers);
         if !headers.contains("host") {
             headers.insert("host", request_authority(&request.host, request.port));
@@ -208,26 +179,9 @@ impl Http1Client {
         }
         // Sized exactly, head and a small body, so that it freezes without another allocation.
         let head_len = wire::request_head_len(&request.method, &target, &headers);
-        let small_body = request
-            .body
-            .as_ref()
-            .map_or(0, Bytes::len)
-            .min(16 * 1024 + 1);
-        let mut dst = BytesMut::with_capacity(
-            head_len
-                + if small_body <= 16 * 1024 {
-                    small_body
-                } else {
-                    0
-                },
-        );
-        wire::write_request_head(
-            &mut dst,
-            &request.method,
-            &target,
-            Version::Http11,
-            &headers,
-        );
+        let small_body = request.body.as_ref().map_or(0, Bytes::len).min(16 * 1024 + 1);
+        let mut dst = BytesMut::with_capacity(head_len + if small_body <= 16 * 1024 { small_body } else { 0 });
+        wire::write_request_head(&mut dst, &request.method, &target, Version::Http11, &headers);
         match &request.body {
             Some(body) if body.len() <= 16 * 1024 => {
                 dst.extend_from_slice(body);
@@ -256,10 +210,7 @@ impl Http1Client {
                     if !self.buf.is_empty() {
                         self.keep_alive = false;
                         self.recv = Recv::Stopped;
-                        out.push(CodecOutput::Error {
-                            flow: None,
-                            error: ServerError::Unsolicited,
-                        });
+                        out.push(CodecOutput::Error { flow: None, error: ServerError::Unsolicited });
                     }
                     return;
                 }
@@ -276,10 +227,7 @@ impl Http1Client {
                 Recv::Body(flow, reader) => match reader.read(&mut self.buf) {
                     Ok(None) => return,
                     Ok(Some(BodyEvent::Data(data))) => {
-                        out.push(CodecOutput::Http(HttpEvent::ResponseData {
-                            flow: *flow,
-                            data,
-                        }));
+                        out.push(CodecOutput::Http(HttpEvent::ResponseData { flow: *flow, data }));
                     }
                     Ok(Some(BodyEvent::End { trailers })) => {
                         let flow = *flow;
@@ -295,12 +243,7 @@ impl Http1Client {
     }
 
     /// Handle a response head; false when the rest of the buffer is not HTTP any more.
-    fn start_response(
-        &mut self,
-        flow: FlowId,
-        head: ResponseHead,
-        out: &mut Vec<CodecOutput<ServerError>>,
-    ) -> bool {
+    fn start_response(&mut self, flow: FlowId, head: ResponseHead, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
         let status = head.status;
         if (100..200).contains(&status) && status != 101 {
             let mut headers = head.headers;
@@ -309,10 +252,7 @@ impl Http1Client {
             // one; a client that believed the field would read the next response as a body.
             headers.remove("content-length");
             let response = self.response_from(head.version, status, head.reason, headers);
-            out.push(CodecOutput::Http(HttpEvent::InterimResponse {
-                flow,
-                response,
-            }));
+            out.push(CodecOutput::Http(HttpEvent::InterimResponse { flow, response }));
             return true;
         }
         if status == 101 {
@@ -321,11 +261,7 @@ impl Http1Client {
             let response = self.response_from(head.version, status, head.reason, headers);
             self.recv = Recv::Stopped;
             self.keep_alive = false;
-            out.push(CodecOutput::Http(HttpEvent::ResponseHeaders {
-                flow,
-                response,
-                end_stream: true,
-            }));
+            out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream: true }));
             return false;
         }
         let framing = match wire::response_framing(&self.method, &head) {
@@ -337,9 +273,7 @@ impl Http1Client {
         };
         self.keep_alive = match head.version {
             // A parsed head is never SOCKS5's.
-            Version::Http11 | Version::Http2 | Version::Socks5 => {
-                !head.headers.has_token("connection", "close")
-            }
+            Version::Http11 | Version::Http2 | Version::Socks5 => !head.headers.has_token("connection", "close"),
             Version::Http10 => head.headers.has_token("connection", "keep-alive"),
         };
         let chunked_or_close = head.headers.contains("transfer-encoding");
@@ -355,48 +289,27 @@ impl Http1Client {
         }
         let response = self.response_from(head.version, status, head.reason, headers);
         let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
-        self.recv = if end_stream {
-            Recv::Done
-        } else {
-            Recv::Body(flow, BodyReader::new(framing, self.limits))
-        };
-        out.push(CodecOutput::Http(HttpEvent::ResponseHeaders {
-            flow,
-            response,
-            end_stream,
-        }));
+        self.recv = if end_stream { Recv::Done } else { Recv::Body(flow, BodyReader::new(framing, self.limits)) };
+        out.push(CodecOutput::Http(HttpEvent::ResponseHeaders { flow, response, end_stream }));
         true
     }
 
-    pub(crate) fn receive_eof(
-        &mut self,
-        cx: &mut Context,
-        out: &mut Vec<CodecOutput<ServerError>>,
-    ) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
         let _ = cx;
         self.eof = true;
         self.keep_alive = false;
         match &mut self.recv {
-            Recv::Head(flow) => out.push(CodecOutput::Closed {
-                flow: Some(*flow),
-                error: None,
-            }),
+            Recv::Head(flow) => out.push(CodecOutput::Closed { flow: Some(*flow), error: None }),
             Recv::Body(flow, reader) => match reader.read_eof() {
                 Ok(_) => {
                     let flow = *flow;
                     self.recv = Recv::Done;
-                    out.push(CodecOutput::Http(HttpEvent::ResponseEnd {
-                        flow,
-                        trailers: None,
-                    }));
+                    out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers: None }));
                 }
                 Err(_) => {
                     let flow = *flow;
                     self.recv = Recv::Stopped;
-                    out.push(CodecOutput::Closed {
-                        flow: Some(flow),
-                        error: None,
-                    });
+                    out.push(CodecOutput::Closed { flow: Some(flow), error: None });
                 }
             },
             Recv::Idle | Recv::Done | Recv::Stopped => {}
@@ -417,34 +330,11 @@ impl Http1Client {
 
 impl Http1Client {
     /// The response as the other side sees it, with our `Via` (RFC 9110 section 7.6.3) if asked.
-    fn response_from(
-        &self,
-        version: Version,
-        status: u16,
-        reason: String,
-        mut headers: crate::headers::Headers,
-    ) -> Response {
+    fn response_from(&self, version: Version, status: u16, reason: String, mut headers: crate::headers::Headers) -> Response {
         if self.add_via {
-            headers.append(
-                "via",
-                format!(
-                    "{} sansproxy",
-                    if version == Version::Http10 {
-                        "1.0"
-                    } else {
-                        "1.1"
-                    }
-                ),
-            );
+            headers.append("via", format!("{} sansproxy", if version == Version::Http10 { "1.0" } else { "1.1" }));
         }
-        Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: None,
-            trailers: None,
-        }
+        Response { version, status, reason, headers, body: None, trailers: None }
     }
 }
 

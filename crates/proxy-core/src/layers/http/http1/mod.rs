@@ -68,10 +68,7 @@ fn forwardable(reader: &wire::BodyReader, buf: &BytesMut, min: u64) -> Option<u6
 }
 
 pub(crate) fn limits(config: &Config) -> wire::Limits {
-    wire::Limits {
-        max_head_bytes: config.max_head_bytes,
-        max_headers: config.max_headers,
-    }
+    wire::Limits { max_head_bytes: config.max_head_bytes, max_headers: config.max_headers }
 }
 
 /// Remove the fields that describe one connection rather than the message (RFC 9110
@@ -86,12 +83,7 @@ fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
         (values.next(), values.collect())
     };
     let listed = || {
-        first
-            .iter()
-            .chain(&more)
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
+        first.iter().chain(&more).flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
     };
     headers.retain(|name, value| {
         let fixed = [
@@ -180,6 +172,7 @@ fn canonical_length(headers: &mut Headers, framing: wire::Framing) {
         }
     }
 }
+
 
 /// How a body leaves on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

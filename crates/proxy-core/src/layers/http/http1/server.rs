@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{
-    allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder,
-    Forwarding,
-};
+use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::command::LogLevel;
 use crate::config::Config;
 use crate::context::Context;
@@ -105,13 +102,7 @@ impl Http1Server {
         self
     }
 
-    pub(crate) fn receive(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        data: Bytes,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    pub(crate) fn receive(&mut self, cx: &mut Context, now: Instant, data: Bytes, out: &mut Vec<CodecOutput<ClientError>>) {
         if self.finished || matches!(self.recv, Recv::Stopped) && !self.tunnel {
             return;
         }
@@ -129,30 +120,18 @@ impl Http1Server {
 
     /// The clock reached `now`: a request head still incomplete past its deadline is answered
     /// 408, and the connection closes.
-    pub(crate) fn handle_timeout(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    pub(crate) fn handle_timeout(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         if self.finished || self.head_deadline.is_none_or(|d| d > now) {
             return;
         }
         self.head_deadline = None;
-        self.reject(
-            cx,
-            ClientError::HeadTimeout {
-                secs: self.head_timeout.as_secs_f64(),
-            },
-            out,
-        );
+        self.reject(cx, ClientError::HeadTimeout { secs: self.head_timeout.as_secs_f64() }, out);
     }
 
     /// Start the head deadline at the first byte of a request head; stop it once there is no
     /// head to wait for.
     fn arm_head_deadline(&mut self, now: Instant) {
-        let waiting =
-            matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty();
+        let waiting = matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty();
         if !waiting || self.finished {
             self.head_deadline = None;
         } else if self.head_deadline.is_none() {
@@ -160,11 +139,7 @@ impl Http1Server {
         }
     }
 
-    pub(crate) fn receive_eof(
-        &mut self,
-        cx: &mut Context,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    pub(crate) fn receive_eof(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ClientError>>) {
         let flow = self.current.as_ref().map(|c| c.flow);
         if self.eof {
             // Closed a second time: a write failed too, so the client is gone for good.
@@ -176,10 +151,7 @@ impl Http1Server {
         match &mut self.recv {
             Recv::Head => {
                 if !self.buf.is_empty() {
-                    cx.log(
-                        LogLevel::Debug,
-                        format!("client {} closed mid-request-head", cx.client.peer),
-                    );
+                    cx.log(LogLevel::Debug, format!("client {} closed mid-request-head", cx.client.peer));
                 }
                 self.finished = true;
             }
@@ -193,16 +165,11 @@ impl Http1Server {
     /// The client closed with the current request body still to come: unless its framing
     /// ends there, the request is cut short.
     fn body_eof(&mut self, out: &mut Vec<CodecOutput<ClientError>>) {
-        let Recv::Body(reader) = &mut self.recv else {
-            return;
-        };
+        let Recv::Body(reader) = &mut self.recv else { return };
         if reader.read_eof().is_err() {
             self.recv = Recv::Stopped;
             self.finished = true;
-            out.push(CodecOutput::Closed {
-                flow: self.current.as_ref().map(|c| c.flow),
-                error: None,
-            });
+            out.push(CodecOutput::Closed { flow: self.current.as_ref().map(|c| c.flow), error: None });
         }
     }
 
@@ -240,18 +207,10 @@ impl Http1Server {
 
     /// The previous exchange is over and the client has sent more: parse it.
     pub(crate) fn ready_for_next(&self) -> bool {
-        matches!(self.recv, Recv::Head)
-            && self.current.is_none()
-            && !self.buf.is_empty()
-            && !self.finished
+        matches!(self.recv, Recv::Head) && self.current.is_none() && !self.buf.is_empty() && !self.finished
     }
 
-    pub(crate) fn next_request(
-        &mut self,
-        cx: &mut Context,
-        now: Instant,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    pub(crate) fn next_request(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         self.parse(cx, out);
         self.arm_head_deadline(now);
     }
@@ -264,9 +223,7 @@ impl Http1Server {
 
     /// As [`Http1Client::start_forward`](super::Http1Client::start_forward), for the request body.
     pub(crate) fn start_forward(&mut self, min: u64) -> Option<u64> {
-        let Recv::Body(reader) = &self.recv else {
-            return None;
-        };
+        let Recv::Body(reader) = &self.recv else { return None };
         if self.forwarding != Forwarding::No {
             return None;
         }
@@ -282,24 +239,14 @@ impl Http1Server {
     }
 
     /// The driver forwarded `len` bytes of the request body, and holds `pending` more.
-    pub(crate) fn handle_forwarded(
-        &mut self,
-        len: u64,
-        pending: u64,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
-        let Recv::Body(reader) = &mut self.recv else {
-            return;
-        };
+    pub(crate) fn handle_forwarded(&mut self, len: u64, pending: u64, out: &mut Vec<CodecOutput<ClientError>>) {
+        let Recv::Body(reader) = &mut self.recv else { return };
         self.forwarding = Forwarding::reported(pending);
         reader.skip(len);
         if reader.remaining_length() == Some(0) {
             self.forwarding = Forwarding::No;
             let flow = self.flow();
-            out.push(CodecOutput::Http(HttpEvent::RequestEnd {
-                flow,
-                trailers: None,
-            }));
+            out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers: None }));
             self.recv = Recv::Done;
             self.maybe_finish_exchange();
         }
@@ -350,12 +297,7 @@ impl Http1Server {
         }
     }
 
-    fn start_request(
-        &mut self,
-        cx: &mut Context,
-        mut head: RequestHead,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    fn start_request(&mut self, cx: &mut Context, mut head: RequestHead, out: &mut Vec<CodecOutput<ClientError>>) {
         let connect = head.method.eq_ignore_ascii_case("CONNECT");
         let framing = if connect {
             Ok(Framing::Empty)
@@ -380,20 +322,13 @@ impl Http1Server {
         let origin_form = head.target.starts_with('/') || head.target == "*" && !connect;
         let mut absolute_authority = None;
         let parsed = match self.destination.target() {
-            Some((scheme, target)) if origin_form => Ok((
-                scheme,
-                target.host.clone(),
-                target.port,
-                std::mem::take(&mut head.target),
-            )),
+            Some((scheme, target)) if origin_form => Ok((scheme, target.host.clone(), target.port, std::mem::take(&mut head.target))),
             // Reverse mode: an absolute-form target must be well formed, but only its path
             // picks anything; its authority, like a `Host`, names us and never the upstream.
-            Some((scheme, target)) if self.destination.is_fixed() => {
-                parse_target(&head.method, &head.target).map(|(s, host, port, path)| {
-                    absolute_authority = Some(Request::authority_of(s, &host, port));
-                    (scheme, target.host.clone(), target.port, path)
-                })
-            }
+            Some((scheme, target)) if self.destination.is_fixed() => parse_target(&head.method, &head.target).map(|(s, host, port, path)| {
+                absolute_authority = Some(Request::authority_of(s, &host, port));
+                (scheme, target.host.clone(), target.port, path)
+            }),
             _ => parse_target(&head.method, &head.target),
         };
         let (scheme, host, port, path) = match parsed {
@@ -410,9 +345,7 @@ impl Http1Server {
             match (hosts.next(), hosts.next()) {
                 (Some(_), Some(_)) => Some(ClientError::HostTwice),
                 (Some(host), None) if !is_valid_host(host) => Some(ClientError::BadHost),
-                (None, _) if origin_form && !connect && head.version == Version::Http11 => {
-                    Some(ClientError::NoHost)
-                }
+                (None, _) if origin_form && !connect && head.version == Version::Http11 => Some(ClientError::NoHost),
                 _ => None,
             }
         };
@@ -421,16 +354,13 @@ impl Http1Server {
         }
         let keep_alive = match head.version {
             // A parsed head is never SOCKS5's.
-            Version::Http11 | Version::Http2 | Version::Socks5 => {
-                !head.headers.has_token("connection", "close")
-            }
+            Version::Http11 | Version::Http2 | Version::Socks5 => !head.headers.has_token("connection", "close"),
             Version::Http10 => {
                 head.headers.has_token("connection", "keep-alive")
                     || head.headers.has_token("proxy-connection", "keep-alive")
             }
         };
-        let upgrade =
-            head.headers.has_token("connection", "upgrade") && head.headers.contains("upgrade");
+        let upgrade = head.headers.has_token("connection", "upgrade") && head.headers.contains("upgrade");
         let mut headers = head.headers;
         canonical_length(&mut headers, framing);
         strip_hop_by_hop(&mut headers, upgrade);
@@ -453,61 +383,29 @@ impl Http1Server {
             // 3.2.2: the absolute-form target wins over any Host field). The HTTP layer routes
             // by it, then names the backend.
             request.headers.insert("host", authority);
-        } else if !connect
-            && (!origin_form || !request.headers.contains("host"))
-            && !self.destination.is_fixed()
-        {
+        } else if !connect && (!origin_form || !request.headers.contains("host")) && !self.destination.is_fixed() {
             // RFC 9112 section 3.2.2: the absolute-form target wins over any Host field. An
             // origin-form request keeps the Host its client chose.
             let authority = request.authority();
             request.headers.insert("host", authority);
         }
         if self.add_via {
-            let via = format!(
-                "{} sansproxy",
-                if head.version == Version::Http10 {
-                    "1.0"
-                } else {
-                    "1.1"
-                }
-            );
+            let via = format!("{} sansproxy", if head.version == Version::Http10 { "1.0" } else { "1.1" });
             request.headers.append("via", via);
         }
         let flow = cx.next_flow_id();
         let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
-        self.current = Some(Exchange {
-            flow,
-            version: head.version,
-            head: request.method == "HEAD",
-            connect,
-            keep_alive,
-        });
+        self.current = Some(Exchange { flow, version: head.version, head: request.method == "HEAD", connect, keep_alive });
         self.send = Send::Idle;
-        self.recv = if end_stream {
-            Recv::Done
-        } else {
-            Recv::Body(BodyReader::new(framing, self.limits))
-        };
-        out.push(CodecOutput::Http(HttpEvent::RequestHeaders {
-            flow,
-            request,
-            end_stream,
-        }));
+        self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
+        out.push(CodecOutput::Http(HttpEvent::RequestHeaders { flow, request, end_stream }));
     }
 
     /// Answer a request the client got wrong with the status its error calls for, and close
     /// the connection.
-    fn reject(
-        &mut self,
-        cx: &mut Context,
-        error: ClientError,
-        out: &mut Vec<CodecOutput<ClientError>>,
-    ) {
+    fn reject(&mut self, cx: &mut Context, error: ClientError, out: &mut Vec<CodecOutput<ClientError>>) {
         let (status, message) = (error.status(), error.to_string());
-        cx.log(
-            LogLevel::Info,
-            format!("client {}: {} ({})", cx.client.peer, message, status),
-        );
+        cx.log(LogLevel::Info, format!("client {}: {} ({})", cx.client.peer, message, status));
         if self.send == Send::Idle {
             let reason = reason_phrase(status);
             let mut response = Response::error(status, &message);
@@ -522,10 +420,7 @@ impl Http1Server {
         }
         self.recv = Recv::Stopped;
         self.finished = true;
-        out.push(CodecOutput::Error {
-            flow: self.current.as_ref().map(|c| c.flow),
-            error,
-        });
+        out.push(CodecOutput::Error { flow: self.current.as_ref().map(|c| c.flow), error });
     }
 
     /// Write a response event for the current exchange.
@@ -536,24 +431,12 @@ impl Http1Server {
             return;
         }
         match event {
-            HttpEvent::InterimResponse { response, .. }
-                if current.version == Version::Http11 && self.send == Send::Idle =>
-            {
+            HttpEvent::InterimResponse { response, .. } if current.version == Version::Http11 && self.send == Send::Idle => {
                 let mut dst = BytesMut::new();
-                wire::write_response_head(
-                    &mut dst,
-                    Version::Http11,
-                    response.status,
-                    &response.reason,
-                    &response.headers,
-                );
+                wire::write_response_head(&mut dst, Version::Http11, response.status, &response.reason, &response.headers);
                 cx.send(self.conn, dst.freeze());
             }
-            HttpEvent::ResponseHeaders {
-                response,
-                end_stream,
-                ..
-            } => self.send_head(cx, response, end_stream),
+            HttpEvent::ResponseHeaders { response, end_stream, .. } => self.send_head(cx, response, end_stream),
             HttpEvent::ResponseData { data, .. } => {
                 if let Send::Body(encoder) = self.send {
                     encoder.data(cx, self.conn, data);
@@ -574,13 +457,10 @@ impl Http1Server {
             return;
         }
         let closing = self.eof || self.recv_incomplete();
-        let Some(current) = &mut self.current else {
-            return;
-        };
+        let Some(current) = &mut self.current else { return };
         let mut headers = std::mem::take(&mut response.headers);
         let status = response.status;
-        let no_body =
-            current.head || status == 204 || status == 304 || (100..200).contains(&status);
+        let no_body = current.head || status == 204 || status == 304 || (100..200).contains(&status);
         let tunnel = status == 101 || (current.connect && (200..300).contains(&status));
         let mut encoder = None;
         if status == 204 || (100..200).contains(&status) || tunnel {
@@ -622,18 +502,13 @@ impl Http1Server {
                 headers.insert("connection", "keep-alive");
             }
         }
-        let reason = if response.reason.is_empty() {
-            reason_phrase(status)
-        } else {
-            &response.reason
-        };
+        let reason = if response.reason.is_empty() { reason_phrase(status) } else { &response.reason };
         // Sized exactly, head and a small body, so that it freezes without another allocation.
         let body_len = match (&response.body, no_body) {
             (Some(body), false) if body.len() <= 16 * 1024 => body.len(),
             _ => 0,
         };
-        let mut dst =
-            BytesMut::with_capacity(wire::response_head_len(status, reason, &headers) + body_len);
+        let mut dst = BytesMut::with_capacity(wire::response_head_len(status, reason, &headers) + body_len);
         wire::write_response_head(&mut dst, Version::Http11, status, reason, &headers);
         match (&response.body, no_body) {
             (Some(body), false) if body.len() <= 16 * 1024 => {
@@ -696,8 +571,7 @@ impl Http1Server {
 /// Split a proxy request's target into scheme, host, port and origin-form path.
 fn parse_target(method: &str, target: &str) -> Result<(Scheme, String, u16, String), ClientError> {
     if method.eq_ignore_ascii_case("CONNECT") {
-        let (host, port) = split_authority(target, None)
-            .ok_or_else(|| ClientError::ConnectTarget(target.into()))?;
+        let (host, port) = split_authority(target, None).ok_or_else(|| ClientError::ConnectTarget(target.into()))?;
         return Ok((Scheme::Https, host, port, String::new()));
     }
     let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(target, "http://") {
@@ -732,8 +606,7 @@ fn is_valid_host(value: &[u8]) -> bool {
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// `host[:port]` or `[v6]:port`. Without a default port, the port is required.
@@ -760,22 +633,19 @@ fn authority_parts(authority: &str, default_port: Option<u16>) -> Option<(&str, 
     // A bracketed host was checked as an IPv6 address; any other is a name or IPv4 address,
     // without the colon that would make `a.test:80:80` a host `a.test:80`.
     let valid_host = authority.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+        || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
     if !valid_host {
         return None;
     }
     let port = match port {
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            p.parse::<u16>().ok().filter(|&p| p != 0)?
-        }
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
         Some(_) => return None,
         None => default_port?,
     };
     Some((host, port))
 }
+
+
 
 #[cfg(test)]
 mod tests {
@@ -804,32 +674,12 @@ mod tests {
 
     #[test]
     fn host_values() {
-        for ok in [
-            "a.test",
-            "A.Test:8080",
-            "127.0.0.1",
-            "[::1]",
-            "[::1]:443",
-            "a_b.test",
-        ] {
+        for ok in ["a.test", "A.Test:8080", "127.0.0.1", "[::1]", "[::1]:443", "a_b.test"] {
             assert!(is_valid_host(ok.as_bytes()), "{ok}");
         }
         for bad in [
-            "",
-            " ",
-            "a.test:",
-            "a.test:0",
-            "a.test:x",
-            "a.test:80:80",
-            "a b",
-            "a.test,b.test",
-            "u@a.test",
-            "a.test/",
-            "[::1",
-            "::1",
-            "[a.test]",
-            "a.test:99999",
-            "ä.test",
+            "", " ", "a.test:", "a.test:0", "a.test:x", "a.test:80:80", "a b", "a.test,b.test", "u@a.test", "a.test/",
+            "[::1", "::1", "[a.test]", "a.test:99999", "ä.test",
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad}");
         }

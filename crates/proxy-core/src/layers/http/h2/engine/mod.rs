@@ -47,47 +47,23 @@ pub type StreamKey = u64;
 #[derive(Debug)]
 pub enum H2Event {
     /// A request head (the engine is a server).
-    Request {
-        stream: StreamKey,
-        head: http::request::Parts,
-        end_stream: bool,
-    },
+    Request { stream: StreamKey, head: http::request::Parts, end_stream: bool },
     /// An informational (1xx) response head (the engine is a client).
-    Interim {
-        stream: StreamKey,
-        head: http::response::Parts,
-    },
+    Interim { stream: StreamKey, head: http::response::Parts },
     /// A final response head (the engine is a client).
-    Response {
-        stream: StreamKey,
-        head: http::response::Parts,
-        end_stream: bool,
-    },
-    Data {
-        stream: StreamKey,
-        data: Bytes,
-    },
+    Response { stream: StreamKey, head: http::response::Parts, end_stream: bool },
+    Data { stream: StreamKey, data: Bytes },
     /// The message on `stream` is complete.
-    End {
-        stream: StreamKey,
-        trailers: Option<HeaderMap>,
-    },
+    End { stream: StreamKey, trailers: Option<HeaderMap> },
     /// The stream ended abnormally: reset by the peer (`remote`) or by h2 for a protocol
     /// error, or lost with the connection. Nothing more comes for it. `unprocessed`: the
     /// peer cannot have acted on it (it refused it with REFUSED_STREAM, it was above the
     /// last stream of the peer's GOAWAY, or it never left), so a request may be sent again
     /// (RFC 9113 section 8.7).
-    Reset {
-        stream: StreamKey,
-        reason: Reason,
-        remote: bool,
-        unprocessed: bool,
-    },
+    Reset { stream: StreamKey, reason: Reason, remote: bool, unprocessed: bool },
     /// The connection is over (the peer's GOAWAY, our protocol error, or its end); `error`
     /// says why when it was not a clean close.
-    Closed {
-        error: Option<ConnectionError>,
-    },
+    Closed { error: Option<ConnectionError> },
 }
 
 impl H2Event {
@@ -136,25 +112,13 @@ impl From<&h2::Error> for ConnectionError {
     }
 }
 
-type ClientHandshake = Pin<
-    Box<
-        dyn Future<
-                Output = Result<
-                    (client::SendRequest<Bytes>, client::Connection<Io, Bytes>),
-                    h2::Error,
-                >,
-            > + Send,
-    >,
->;
+type ClientHandshake = Pin<Box<dyn Future<Output = Result<(client::SendRequest<Bytes>, client::Connection<Io, Bytes>), h2::Error>> + Send>>;
 
 enum Conn {
     ServerHandshake(Pin<Box<server::Handshake<Io, Bytes>>>),
     Server(Box<server::Connection<Io, Bytes>>),
     ClientHandshake(ClientHandshake),
-    Client {
-        conn: Box<client::Connection<Io, Bytes>>,
-        requests: client::SendRequest<Bytes>,
-    },
+    Client { conn: Box<client::Connection<Io, Bytes>>, requests: client::SendRequest<Bytes> },
     Done,
 }
 
@@ -256,9 +220,7 @@ impl Engine {
     pub fn max_streams(&self) -> usize {
         match &self.conn {
             _ if self.refusing || self.is_closed() => 0,
-            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
-                requests.current_max_send_streams()
-            }
+            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => requests.current_max_send_streams(),
             Conn::Client { .. } | Conn::ClientHandshake(_) => ASSUMED_MAX_STREAMS,
             _ => 0,
         }
@@ -271,9 +233,7 @@ impl Engine {
             Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
                 self.active_streams() < requests.current_max_send_streams()
             }
-            Conn::Client { .. } | Conn::ClientHandshake(_) => {
-                self.active_streams() < ASSUMED_MAX_STREAMS
-            }
+            Conn::Client { .. } | Conn::ClientHandshake(_) => self.active_streams() < ASSUMED_MAX_STREAMS,
             _ => false,
         }
     }
@@ -305,36 +265,21 @@ impl Engine {
     /// Open a stream with `request` (client role). It waits if the server allows no more
     /// streams just now.
     pub fn open(&mut self, stream: StreamKey, request: http::Request<()>, end_stream: bool) {
-        self.streams.insert(
-            stream,
-            Stream {
-                reading: true,
-                sent_end: end_stream,
-                ..Stream::default()
-            },
-        );
+        self.streams.insert(stream, Stream { reading: true, sent_end: end_stream, ..Stream::default() });
         self.opening.push_back((stream, request, end_stream));
     }
 
     /// Send an informational response on `stream` (server role).
     pub fn interim(&mut self, stream: StreamKey, response: http::Response<()>) {
-        if let Some(respond) = self
-            .streams
-            .get_mut(&stream)
-            .and_then(|s| s.respond.as_mut())
-        {
+        if let Some(respond) = self.streams.get_mut(&stream).and_then(|s| s.respond.as_mut()) {
             let _ = respond.send_informational(response);
         }
     }
 
     /// Send the response head on `stream` (server role).
     pub fn respond(&mut self, stream: StreamKey, response: http::Response<()>, end_stream: bool) {
-        let Some(s) = self.streams.get_mut(&stream) else {
-            return;
-        };
-        let Some(mut respond) = s.respond.take() else {
-            return;
-        };
+        let Some(s) = self.streams.get_mut(&stream) else { return };
+        let Some(mut respond) = s.respond.take() else { return };
         match respond.send_response(response, end_stream) {
             Ok(send) => {
                 s.send = Some(send);
@@ -357,9 +302,7 @@ impl Engine {
 
     /// End our message on `stream` after the queued body, with `trailers`.
     pub fn finish(&mut self, stream: StreamKey, trailers: Option<HeaderMap>) {
-        let Some(s) = self.streams.get_mut(&stream) else {
-            return;
-        };
+        let Some(s) = self.streams.get_mut(&stream) else { return };
         if !s.sent_end && s.finish.is_none() {
             s.finish = Some(trailers);
         }
@@ -368,9 +311,7 @@ impl Engine {
     /// Abandon `stream`, telling the peer `reason`.
     pub fn reset(&mut self, stream: StreamKey, reason: Reason) {
         self.opening.retain(|(key, ..)| *key != stream);
-        let Some(mut s) = self.streams.remove(&stream) else {
-            return;
-        };
+        let Some(mut s) = self.streams.remove(&stream) else { return };
         if let Some(send) = &mut s.send {
             send.send_reset(reason);
         } else if let Some(respond) = &mut s.respond {
@@ -451,11 +392,7 @@ impl Engine {
     /// What `handle` does about an event (an answer of the codec's own, a reset) only goes
     /// out with the next poll, which may bring events of its own; so a codec polls this way,
     /// not with one call of [`poll`](Self::poll).
-    pub fn poll_until_still<C>(
-        codec: &mut C,
-        engine: fn(&mut C) -> &mut Engine,
-        mut handle: impl FnMut(&mut C, H2Event),
-    ) {
+    pub fn poll_until_still<C>(codec: &mut C, engine: fn(&mut C) -> &mut Engine, mut handle: impl FnMut(&mut C, H2Event)) {
         loop {
             let events = engine(codec).poll();
             if events.is_empty() {
@@ -479,12 +416,7 @@ impl Engine {
                     Poll::Pending => return moved,
                 },
                 Conn::ClientHandshake(handshake) => match handshake.as_mut().poll(task) {
-                    Poll::Ready(Ok((requests, conn))) => {
-                        self.conn = Conn::Client {
-                            conn: Box::new(conn),
-                            requests,
-                        }
-                    }
+                    Poll::Ready(Ok((requests, conn))) => self.conn = Conn::Client { conn: Box::new(conn), requests },
                     Poll::Ready(Err(e)) => self.close(Some(ConnectionError::from(&e))),
                     Poll::Pending => return moved,
                 },
@@ -494,11 +426,7 @@ impl Engine {
                         let stream = StreamKey::from(respond.stream_id().as_u32());
                         let (head, recv) = request.into_parts();
                         let end_stream = recv.is_end_stream();
-                        self.events.push(H2Event::Request {
-                            stream,
-                            head,
-                            end_stream,
-                        });
+                        self.events.push(H2Event::Request { stream, head, end_stream });
                         let entry = Stream {
                             respond: Some(respond),
                             recv: (!end_stream).then_some(recv),
@@ -532,21 +460,14 @@ impl Engine {
                                 let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
                                 for (stream, ..) in std::mem::take(&mut self.opening) {
                                     self.streams.remove(&stream);
-                                    self.events.push(H2Event::Reset {
-                                        stream,
-                                        reason,
-                                        remote: true,
-                                        unprocessed: true,
-                                    });
+                                    self.events.push(H2Event::Reset { stream, reason, remote: true, unprocessed: true });
                                 }
                                 moved = true;
                                 break;
                             }
                             Poll::Pending => break,
                         }
-                        let Some((_, request, end_stream)) = self.opening.pop_front() else {
-                            break;
-                        };
+                        let Some((_, request, end_stream)) = self.opening.pop_front() else { break };
                         moved = true;
                         self.opened += 1;
                         match requests.send_request(request, end_stream) {
@@ -561,12 +482,7 @@ impl Engine {
                             Err(e) => {
                                 self.streams.remove(&key);
                                 let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
-                                self.events.push(H2Event::Reset {
-                                    stream: key,
-                                    reason,
-                                    remote: false,
-                                    unprocessed: true,
-                                });
+                                self.events.push(H2Event::Reset { stream: key, reason, remote: false, unprocessed: true });
                             }
                         }
                     }
@@ -577,10 +493,7 @@ impl Engine {
                             self.close(error);
                             true
                         }
-                        Poll::Pending
-                            if self.peer_settings == PeerSettings::Received
-                                && self.io.lock().input.is_empty() =>
-                        {
+                        Poll::Pending if self.peer_settings == PeerSettings::Received && self.io.lock().input.is_empty() => {
                             // h2 has read the server's SETTINGS: the streams that waited may
                             // open, within its limit.
                             self.peer_settings = PeerSettings::Applied;
@@ -613,20 +526,11 @@ impl Engine {
     /// The connection is over: every stream with it.
     fn close(&mut self, error: Option<ConnectionError>) {
         self.conn = Conn::Done;
-        let reason = if error.is_some() {
-            Reason::PROTOCOL_ERROR
-        } else {
-            Reason::CANCEL
-        };
+        let reason = if error.is_some() { Reason::PROTOCOL_ERROR } else { Reason::CANCEL };
         let opening: Vec<StreamKey> = self.opening.drain(..).map(|(stream, ..)| stream).collect();
         for (stream, _) in std::mem::take(&mut self.streams) {
             let unprocessed = opening.contains(&stream);
-            self.events.push(H2Event::Reset {
-                stream,
-                reason,
-                remote: false,
-                unprocessed,
-            });
+            self.events.push(H2Event::Reset { stream, reason, remote: false, unprocessed });
         }
         self.events.push(H2Event::Closed { error });
     }
@@ -652,11 +556,7 @@ impl Engine {
                         s.response = None;
                         let (head, recv) = response.into_parts();
                         let end_stream = recv.is_end_stream();
-                        self.events.push(H2Event::Response {
-                            stream: key,
-                            head,
-                            end_stream,
-                        });
+                        self.events.push(H2Event::Response { stream: key, head, end_stream });
                         if end_stream {
                             s.recv_end = true;
                         } else {
@@ -687,10 +587,7 @@ impl Engine {
                             for data in chunks {
                                 self.events.push(H2Event::Data { stream: key, data });
                             }
-                            self.events.push(H2Event::End {
-                                stream: key,
-                                trailers,
-                            });
+                            self.events.push(H2Event::End { stream: key, trailers });
                             s.recv = None;
                             s.recv_end = true;
                         }
@@ -721,12 +618,7 @@ impl Engine {
                         Err(e) => e.reason().unwrap_or(Reason::CANCEL),
                     };
                     let unprocessed = reason == Reason::REFUSED_STREAM;
-                    self.events.push(H2Event::Reset {
-                        stream: key,
-                        reason,
-                        remote: true,
-                        unprocessed,
-                    });
+                    self.events.push(H2Event::Reset { stream: key, reason, remote: true, unprocessed });
                     gone.push(key);
                 }
             }
@@ -734,12 +626,7 @@ impl Engine {
         for key in gone {
             self.streams.remove(&key);
         }
-        let done: Vec<StreamKey> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.is_done())
-            .map(|(k, _)| *k)
-            .collect();
+        let done: Vec<StreamKey> = self.streams.iter().filter(|(_, s)| s.is_done()).map(|(k, _)| *k).collect();
         for key in done {
             self.streams.remove(&key);
         }
@@ -748,9 +635,7 @@ impl Engine {
 
     /// Give h2 as much of each queued body as the peer's window takes. True if any went.
     fn flush_bodies(&mut self) -> bool {
-        self.streams
-            .values_mut()
-            .fold(false, |moved, s| s.flush() | moved)
+        self.streams.values_mut().fold(false, |moved, s| s.flush() | moved)
     }
 
     fn forget_if_done(&mut self, stream: StreamKey) {
@@ -763,12 +648,7 @@ impl Engine {
 fn reset_event(stream: StreamKey, error: &h2::Error) -> H2Event {
     let reason = error.reason().unwrap_or(Reason::CANCEL);
     let unprocessed = error.is_remote() && (reason == Reason::REFUSED_STREAM || error.is_go_away());
-    H2Event::Reset {
-        stream,
-        reason,
-        remote: error.is_remote(),
-        unprocessed,
-    }
+    H2Event::Reset { stream, reason, remote: error.is_remote(), unprocessed }
 }
 
 #[cfg(test)]
@@ -817,55 +697,21 @@ mod tests {
         trailers.insert("grpc-status", "0".parse().unwrap());
         client.finish(7, Some(trailers));
         let (seen, _) = pump(&mut client, &mut server);
-        let H2Event::Request {
-            stream,
-            head,
-            end_stream: false,
-        } = &seen[0]
-        else {
-            panic!("{seen:?}")
-        };
+        let H2Event::Request { stream, head, end_stream: false } = &seen[0] else { panic!("{seen:?}") };
         assert_eq!(head.uri.path(), "/up");
         let stream = *stream;
-        let body: Vec<u8> = seen
-            .iter()
-            .filter_map(|e| match e {
-                H2Event::Data { data, .. } => Some(data.to_vec()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let body: Vec<u8> = seen.iter().filter_map(|e| match e { H2Event::Data { data, .. } => Some(data.to_vec()), _ => None }).flatten().collect();
         assert_eq!(body, b"hello world");
-        assert!(
-            matches!(seen.last(), Some(H2Event::End { trailers: Some(t), .. }) if t["grpc-status"] == "0")
-        );
+        assert!(matches!(seen.last(), Some(H2Event::End { trailers: Some(t), .. }) if t["grpc-status"] == "0"));
 
-        server.respond(
-            stream,
-            http::Response::builder().status(200).body(()).unwrap(),
-            false,
-        );
+        server.respond(stream, http::Response::builder().status(200).body(()).unwrap(), false);
         server.send_data(stream, Bytes::from(vec![b'x'; 200_000]));
         server.finish(stream, None);
         let (_, seen) = pump(&mut client, &mut server);
-        assert!(
-            matches!(&seen[0], H2Event::Response { stream: 7, head, end_stream: false } if head.status == 200)
-        );
-        let len: usize = seen
-            .iter()
-            .map(|e| match e {
-                H2Event::Data { data, .. } => data.len(),
-                _ => 0,
-            })
-            .sum();
+        assert!(matches!(&seen[0], H2Event::Response { stream: 7, head, end_stream: false } if head.status == 200));
+        let len: usize = seen.iter().map(|e| match e { H2Event::Data { data, .. } => data.len(), _ => 0 }).sum();
         assert_eq!(len, 200_000, "a body bigger than the window arrives whole");
-        assert!(matches!(
-            seen.last(),
-            Some(H2Event::End {
-                stream: 7,
-                trailers: None
-            })
-        ));
+        assert!(matches!(seen.last(), Some(H2Event::End { stream: 7, trailers: None })));
     }
 
     /// A stream that is not being read keeps its window closed: the sender stops after one
@@ -873,15 +719,9 @@ mod tests {
     #[test]
     fn an_unread_stream_stops_its_sender_after_one_window() {
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        client.open(
-            1,
-            http::Request::get("https://a.test/").body(()).unwrap(),
-            true,
-        );
+        client.open(1, http::Request::get("https://a.test/").body(()).unwrap(), true);
         let (seen, _) = pump(&mut client, &mut server);
-        let H2Event::Request { stream, .. } = seen[0] else {
-            panic!()
-        };
+        let H2Event::Request { stream, .. } = seen[0] else { panic!() };
         server.respond(stream, http::Response::new(()), false);
         server.send_data(stream, Bytes::from(vec![0; 300_000]));
         server.finish(stream, None);
@@ -889,19 +729,10 @@ mod tests {
         client.set_reading(1, false);
         let (_, seen) = pump(&mut client, &mut server);
         assert!(seen.iter().all(|e| !matches!(e, H2Event::Data { .. })));
-        assert!(
-            server.backlog(stream) >= 300_000 - 65_535,
-            "the server holds what the window refused"
-        );
+        assert!(server.backlog(stream) >= 300_000 - 65_535, "the server holds what the window refused");
         client.set_reading(1, true);
         let (_, seen) = pump(&mut client, &mut server);
-        let len: usize = seen
-            .iter()
-            .map(|e| match e {
-                H2Event::Data { data, .. } => data.len(),
-                _ => 0,
-            })
-            .sum();
+        let len: usize = seen.iter().map(|e| match e { H2Event::Data { data, .. } => data.len(), _ => 0 }).sum();
         assert_eq!(len, 300_000);
         assert_eq!(server.backlog(stream), 0);
     }
@@ -912,48 +743,21 @@ mod tests {
     #[test]
     fn a_response_completed_by_the_last_frames_before_goaway_is_delivered() {
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        client.open(
-            1,
-            http::Request::get("https://a.test/slow").body(()).unwrap(),
-            true,
-        );
+        client.open(1, http::Request::get("https://a.test/slow").body(()).unwrap(), true);
         let (seen, _) = pump(&mut client, &mut server);
-        let H2Event::Request { stream, .. } = seen[0] else {
-            panic!("{seen:?}")
-        };
+        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
         server.shutdown(None);
         let (_, seen) = pump(&mut client, &mut server);
-        assert!(
-            seen.is_empty(),
-            "the stream in progress survives the GOAWAY: {seen:?}"
-        );
+        assert!(seen.is_empty(), "the stream in progress survives the GOAWAY: {seen:?}");
 
         server.respond(stream, http::Response::new(()), false);
         server.send_data(stream, Bytes::from_static(b"done"));
         server.finish(stream, None);
         let (_, seen) = pump(&mut client, &mut server);
-        assert!(
-            matches!(&seen[0], H2Event::Response { stream: 1, head, .. } if head.status == 200),
-            "{seen:?}"
-        );
-        assert!(
-            matches!(&seen[1], H2Event::Data { stream: 1, data } if data == "done"),
-            "{seen:?}"
-        );
-        assert!(
-            matches!(
-                &seen[2],
-                H2Event::End {
-                    stream: 1,
-                    trailers: None
-                }
-            ),
-            "{seen:?}"
-        );
-        assert!(
-            matches!(&seen[3..], [H2Event::Closed { error: None }]),
-            "{seen:?}"
-        );
+        assert!(matches!(&seen[0], H2Event::Response { stream: 1, head, .. } if head.status == 200), "{seen:?}");
+        assert!(matches!(&seen[1], H2Event::Data { stream: 1, data } if data == "done"), "{seen:?}");
+        assert!(matches!(&seen[2], H2Event::End { stream: 1, trailers: None }), "{seen:?}");
+        assert!(matches!(&seen[3..], [H2Event::Closed { error: None }]), "{seen:?}");
     }
 
     /// Requests opened at once on a new connection, before the server's SETTINGS arrive,
@@ -961,17 +765,10 @@ mod tests {
     /// refused (REFUSED_STREAM) rather than wait.
     #[test]
     fn requests_before_the_servers_settings_wait_for_its_stream_limit() {
-        let limited = Settings {
-            max_concurrent_streams: 5,
-            ..settings()
-        };
+        let limited = Settings { max_concurrent_streams: 5, ..settings() };
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&limited));
         for key in 1..=20 {
-            client.open(
-                key,
-                http::Request::get("https://a.test/").body(()).unwrap(),
-                true,
-            );
+            client.open(key, http::Request::get("https://a.test/").body(()).unwrap(), true);
         }
         let mut answered = Vec::new();
         for _ in 0..20 {
@@ -982,16 +779,8 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
-            let requests: Vec<StreamKey> = seen
-                .iter()
-                .filter_map(|e| {
-                    if let H2Event::Request { stream, .. } = e {
-                        Some(*stream)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+            let requests: Vec<StreamKey> =
+                seen.iter().filter_map(|e| if let H2Event::Request { stream, .. } = e { Some(*stream) } else { None }).collect();
             assert!(requests.len() <= 5, "{} streams at once", requests.len());
             for stream in requests {
                 server.respond(stream, http::Response::new(()), true);

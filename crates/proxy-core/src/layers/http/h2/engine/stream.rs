@@ -52,9 +52,7 @@ impl Stream {
     /// message once all of it has gone. True if anything went.
     pub(super) fn flush(&mut self) -> bool {
         let mut moved = false;
-        let Some(send) = &mut self.send else {
-            return false;
-        };
+        let Some(send) = &mut self.send else { return false };
         if self.sent_end {
             return false;
         }
@@ -64,11 +62,7 @@ impl Stream {
             if room == 0 {
                 break;
             }
-            let chunk = if front.len() <= room {
-                self.pending.pop_front().unwrap_or_default()
-            } else {
-                front.split_to(room)
-            };
+            let chunk = if front.len() <= room { self.pending.pop_front().unwrap_or_default() } else { front.split_to(room) };
             self.pending_len -= chunk.len();
             let last = self.pending.is_empty() && matches!(self.finish, Some(None));
             moved = true;

@@ -26,36 +26,21 @@ pub(super) struct Io(Arc<Mutex<Pipe>>);
 impl Io {
     /// The transport of a connection whose input starts with `first`.
     pub(super) fn new(first: Frames) -> Self {
-        let pipe = Pipe {
-            input: BytesMut::new(),
-            read: first,
-            eof: false,
-            output: BytesMut::new(),
-        };
+        let pipe = Pipe { input: BytesMut::new(), read: first, eof: false, output: BytesMut::new() };
         Io(Arc::new(Mutex::new(pipe)))
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Pipe> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut pipe = self.lock();
         if pipe.input.is_empty() {
             // Nothing to read: EOF is a read of nothing; otherwise wait for `receive`.
-            return if pipe.eof {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            };
+            return if pipe.eof { Poll::Ready(Ok(())) } else { Poll::Pending };
         }
         let Pipe { input, read, .. } = &mut *pipe;
         let n = read.take(input, buf.remaining());
@@ -66,11 +51,7 @@ impl AsyncRead for Io {
 }
 
 impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut TaskContext<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut TaskContext<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         self.lock().output.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
@@ -106,10 +87,7 @@ pub(super) enum Frames {
 }
 
 impl Frames {
-    pub(super) const START: Frames = Frames::Header {
-        seen: 0,
-        len: [0; 3],
-    };
+    pub(super) const START: Frames = Frames::Header { seen: 0, len: [0; 3] };
 
     /// Hand over the start of `input` in a read of at most `room` bytes: how many, followed.
     fn take(&mut self, input: &[u8], room: usize) -> usize {
@@ -219,10 +197,7 @@ mod tests {
                 break;
             }
             let n = at.take(&input[pos..], room);
-            assert!(
-                n > 0 && n <= room,
-                "a read of {n} with room {room} and bytes waiting"
-            );
+            assert!(n > 0 && n <= room, "a read of {n} with room {room} and bytes waiting");
             pos += n;
             reads.push(n);
         }
@@ -233,22 +208,13 @@ mod tests {
     fn reads_end_where_frames_do() {
         let input: Vec<u8> = [frame(16_384), frame(100), frame(16_384), frame(0)].concat();
         // Whole frames while they fit; the next one waits for the next read.
-        assert_eq!(
-            read_all(Frames::START, &input, &[20_000]),
-            [16_393 + 109, 16_393 + 9]
-        );
+        assert_eq!(read_all(Frames::START, &input, &[20_000]), [16_393 + 109, 16_393 + 9]);
         // A frame bigger than the room: its header alone, then its payload.
-        assert_eq!(
-            read_all(Frames::START, &input, &[8_192, 16_384]),
-            [9, 16_384, 109, 9, 8_192, 8_192 + 9]
-        );
+        assert_eq!(read_all(Frames::START, &input, &[8_192, 16_384]), [9, 16_384, 109, 9, 8_192, 8_192 + 9]);
         // The client's preface is a unit of its own.
         let mut server: Vec<u8> = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         server.extend(frame(6));
-        assert_eq!(
-            read_all(Frames::Preface { left: PREFACE }, &server, &[24, 100]),
-            [24, 15]
-        );
+        assert_eq!(read_all(Frames::Preface { left: PREFACE }, &server, &[24, 100]), [24, 15]);
         // Part of a header is handed over as it is, and followed.
         let mut at = Frames::START;
         assert_eq!(at.take(&input[..5], 100), 5);

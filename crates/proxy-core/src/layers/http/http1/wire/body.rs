@@ -16,9 +16,7 @@ const MAX_CHUNK_DIGITS: usize = 16;
 pub enum BodyEvent {
     Data(Bytes),
     /// The body is complete; chunked bodies may end with trailer fields.
-    End {
-        trailers: Option<Headers>,
-    },
+    End { trailers: Option<Headers> },
 }
 
 /// Reads a body out of a receive buffer, incrementally.
@@ -59,9 +57,7 @@ impl BodyReader {
                     let Some(data) = take(buf, remaining) else {
                         return Ok(None);
                     };
-                    self.state = State::Length {
-                        remaining: remaining - data.len() as u64,
-                    };
+                    self.state = State::Length { remaining: remaining - data.len() as u64 };
                     return Ok(Some(BodyEvent::Data(data)));
                 }
                 State::UntilClose => return Ok(take(buf, u64::MAX).map(BodyEvent::Data)),
@@ -79,10 +75,7 @@ impl BodyReader {
                     let size = chunk_size(&buf[..lf])?;
                     buf.advance(lf + 1);
                     self.state = match size {
-                        0 => State::Trailers {
-                            line: 0,
-                            scanned: 0,
-                        },
+                        0 => State::Trailers { line: 0, scanned: 0 },
                         n => State::ChunkData { remaining: n },
                     };
                 }
@@ -184,25 +177,16 @@ impl BodyReader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// A fixed-length body with `remaining` bytes to go; at zero, `End` is next.
-    Length {
-        remaining: u64,
-    },
+    Length { remaining: u64 },
     UntilClose,
     /// A chunk-size line, of which `scanned` bytes hold no LF.
-    ChunkSize {
-        scanned: usize,
-    },
-    ChunkData {
-        remaining: u64,
-    },
+    ChunkSize { scanned: usize },
+    ChunkData { remaining: u64 },
     /// The CRLF after chunk data.
     ChunkEnd,
     /// The trailer section after the last chunk: the current line starts at `line`, and up to
     /// `scanned` there is no LF.
-    Trailers {
-        line: usize,
-        scanned: usize,
-    },
+    Trailers { line: usize, scanned: usize },
     Done,
 }
 
@@ -223,10 +207,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, Http1Error> {
     let (size, ext) = line.split_at(digits);
     // The size must end where whitespace, an extension or the line end begins: `0x5`, `5g`,
     // `+5` and ` 5` are no sizes at all.
-    if size.is_empty()
-        || size.len() > MAX_CHUNK_DIGITS
-        || !matches!(ext.first(), None | Some(b' ' | b'\t' | b';'))
-    {
+    if size.is_empty() || size.len() > MAX_CHUNK_DIGITS || !matches!(ext.first(), None | Some(b' ' | b'\t' | b';')) {
         return Err(Http1Error::BadChunkSize);
     }
     if !chunk_ext_ok(ext) {
@@ -305,18 +286,11 @@ mod tests {
     use super::super::{write_chunk_header, write_fields, LAST_CHUNK};
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_head_bytes: 1024,
-        max_headers: 8,
-    };
+    const LIMITS: Limits = Limits { max_head_bytes: 1024, max_headers: 8 };
 
     /// Everything a reader yields from `buf` until it needs more: data joined onto `data`, and
     /// the trailers if the body ended.
-    fn drain(
-        r: &mut BodyReader,
-        buf: &mut BytesMut,
-        data: &mut Vec<u8>,
-    ) -> Result<Option<Trailers>, Http1Error> {
+    fn drain(r: &mut BodyReader, buf: &mut BytesMut, data: &mut Vec<u8>) -> Result<Option<Trailers>, Http1Error> {
         while let Some(event) = r.read(buf)? {
             match event {
                 BodyEvent::Data(d) => {
@@ -356,22 +330,13 @@ mod tests {
     fn fixed_length() {
         let mut r = BodyReader::new(Framing::Length(10), LIMITS);
         let mut buf = BytesMut::from(&b"hello"[..]);
-        assert_eq!(
-            r.read(&mut buf),
-            Ok(Some(BodyEvent::Data(Bytes::from_static(b"hello"))))
-        );
+        assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::Data(Bytes::from_static(b"hello")))));
         assert_eq!(r.read(&mut buf), Ok(None));
         assert_eq!(r.read_eof(), Err(Http1Error::Incomplete));
         buf.extend_from_slice(b"worldGET / HTTP/1.1\r\n");
-        assert_eq!(
-            r.read(&mut buf),
-            Ok(Some(BodyEvent::Data(Bytes::from_static(b"world"))))
-        );
+        assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::Data(Bytes::from_static(b"world")))));
         assert!(!r.is_done());
-        assert_eq!(
-            r.read(&mut buf),
-            Ok(Some(BodyEvent::End { trailers: None }))
-        );
+        assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::End { trailers: None })));
         assert!(r.is_done());
         assert_eq!(r.read(&mut buf), Ok(None));
         assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
@@ -383,9 +348,7 @@ mod tests {
         let mut buf = BytesMut::from(&b"abcdef"[..]);
         let start = buf.as_ptr();
         let mut r = BodyReader::new(Framing::Length(3), LIMITS);
-        let Ok(Some(BodyEvent::Data(d))) = r.read(&mut buf) else {
-            panic!("no data")
-        };
+        let Ok(Some(BodyEvent::Data(d))) = r.read(&mut buf) else { panic!("no data") };
         assert_eq!(d.as_ptr(), start);
     }
 
@@ -394,10 +357,7 @@ mod tests {
         for framing in [Framing::Empty, Framing::Length(0)] {
             let mut r = BodyReader::new(framing, LIMITS);
             let mut buf = BytesMut::from(&b"next"[..]);
-            assert_eq!(
-                r.read(&mut buf),
-                Ok(Some(BodyEvent::End { trailers: None }))
-            );
+            assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::End { trailers: None })));
             assert_eq!(r.read(&mut buf), Ok(None));
             assert_eq!(&buf[..], b"next");
             assert!(BodyReader::new(framing, LIMITS).read_eof().is_ok());
@@ -410,10 +370,7 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(r.read(&mut buf), Ok(None));
         buf.extend_from_slice(b"abc");
-        assert_eq!(
-            r.read(&mut buf),
-            Ok(Some(BodyEvent::Data(Bytes::from_static(b"abc"))))
-        );
+        assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::Data(Bytes::from_static(b"abc")))));
         assert_eq!(r.read(&mut buf), Ok(None));
         assert!(!r.is_done());
         assert_eq!(r.read_eof(), Ok(BodyEvent::End { trailers: None }));
@@ -425,8 +382,7 @@ mod tests {
 
     #[test]
     fn simple_chunked() {
-        let (data, trailers, rest) =
-            chunked(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT").unwrap();
+        let (data, trailers, rest) = chunked(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT").unwrap();
         assert_eq!(data, b"hello world");
         assert_eq!(trailers, None);
         assert_eq!(rest, b"NEXT");
@@ -436,33 +392,20 @@ mod tests {
 
     #[test]
     fn chunked_trailers() {
-        let (data, trailers, rest) =
-            chunked(b"3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum:  1 2 \r\n\r\nNEXT").unwrap();
+        let (data, trailers, rest) = chunked(b"3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum:  1 2 \r\n\r\nNEXT").unwrap();
         assert_eq!(data, b"abc");
         let trailers = trailers.unwrap();
         let fields: Vec<_> = trailers.iter().collect();
-        assert_eq!(
-            fields,
-            vec![
-                (&b"Expires"[..], &b"never"[..]),
-                (&b"X-Sum"[..], &b"1 2"[..])
-            ]
-        );
+        assert_eq!(fields, vec![(&b"Expires"[..], &b"never"[..]), (&b"X-Sum"[..], &b"1 2"[..])]);
         assert_eq!(rest, b"NEXT");
     }
 
     #[test]
     fn bad_trailers() {
         assert_eq!(chunked_err(b"0\r\nX: a\r\n b\r\n\r\n"), Http1Error::ObsFold);
-        assert_eq!(
-            chunked_err(b"0\r\nX: a\x00\r\n\r\n"),
-            Http1Error::BadHeaderValue
-        );
+        assert_eq!(chunked_err(b"0\r\nX: a\x00\r\n\r\n"), Http1Error::BadHeaderValue);
         assert_eq!(chunked_err(b"0\r\nX : a\r\n\r\n"), Http1Error::BadHeader);
-        assert_eq!(
-            chunked_err(b"0\r\nX: a\r\r\n\r\n"),
-            Http1Error::BadHeaderValue
-        );
+        assert_eq!(chunked_err(b"0\r\nX: a\r\r\n\r\n"), Http1Error::BadHeaderValue);
         // Bare LF in the trailer section.
         assert_eq!(chunked_err(b"0\r\n\n"), Http1Error::BadChunk);
         assert_eq!(chunked_err(b"0\r\nX: a\n\r\n"), Http1Error::BadChunk);
@@ -470,10 +413,7 @@ mod tests {
         let many: Vec<u8> = [&b"0\r\n"[..], &b"X: y\r\n".repeat(9), b"\r\n"].concat();
         assert_eq!(chunked_err(&many), Http1Error::TooManyHeaders { limit: 8 });
         let large: Vec<u8> = [&b"0\r\nX: "[..], &[b'y'; 1100], b"\r\n\r\n"].concat();
-        assert_eq!(
-            chunked_err(&large),
-            Http1Error::HeadTooLarge { limit: 1024 }
-        );
+        assert_eq!(chunked_err(&large), Http1Error::HeadTooLarge { limit: 1024 });
 
         // Too large without the end in sight.
         let mut r = BodyReader::new(Framing::Chunked, LIMITS);
@@ -481,10 +421,7 @@ mod tests {
         buf.extend_from_slice(&[b'y'; 1020]);
         assert_eq!(r.read(&mut buf), Ok(None));
         buf.extend_from_slice(b"yyyy");
-        assert_eq!(
-            r.read(&mut buf),
-            Err(Http1Error::HeadTooLarge { limit: 1024 })
-        );
+        assert_eq!(r.read(&mut buf), Err(Http1Error::HeadTooLarge { limit: 1024 }));
     }
 
     #[test]
@@ -497,44 +434,15 @@ mod tests {
             ("0000000000000010", 16),
             ("ffffffffffffffff", u64::MAX),
         ] {
-            assert_eq!(
-                chunk_size(format!("{size}\r").as_bytes()),
-                Ok(want),
-                "{size}"
-            );
+            assert_eq!(chunk_size(format!("{size}\r").as_bytes()), Ok(want), "{size}");
         }
-        for size in [
-            "",
-            "+5",
-            "-1",
-            "0x5",
-            "0X5",
-            " 5",
-            "5g",
-            "g",
-            "00000000000000001",
-            "10000000000000000",
-            "5\r",
-        ] {
-            assert_eq!(
-                chunk_size(format!("{size}\r").as_bytes()),
-                Err(Http1Error::BadChunkSize),
-                "{size:?}"
-            );
+        for size in ["", "+5", "-1", "0x5", "0X5", " 5", "5g", "g", "00000000000000001", "10000000000000000", "5\r"] {
+            assert_eq!(chunk_size(format!("{size}\r").as_bytes()), Err(Http1Error::BadChunkSize), "{size:?}");
         }
-        assert_eq!(
-            chunked_err(b"+5\r\nhello\r\n0\r\n\r\n"),
-            Http1Error::BadChunkSize
-        );
-        assert_eq!(
-            chunked_err(b"0x5\r\nhello\r\n0\r\n\r\n"),
-            Http1Error::BadChunkSize
-        );
+        assert_eq!(chunked_err(b"+5\r\nhello\r\n0\r\n\r\n"), Http1Error::BadChunkSize);
+        assert_eq!(chunked_err(b"0x5\r\nhello\r\n0\r\n\r\n"), Http1Error::BadChunkSize);
         assert_eq!(chunked_err(b"-1\r\n"), Http1Error::BadChunkSize);
-        assert_eq!(
-            chunked_err(b"11111111111111111\r\n"),
-            Http1Error::BadChunkSize
-        );
+        assert_eq!(chunked_err(b"11111111111111111\r\n"), Http1Error::BadChunkSize);
     }
 
     #[test]
@@ -551,36 +459,14 @@ mod tests {
             ";!#$%&'*+-.^_`|~=0",
         ] {
             let raw = format!("3{ext}\r\nabc\r\n0;last\r\n\r\n");
-            assert_eq!(
-                chunked(raw.as_bytes()).map(|r| r.0),
-                Ok(b"abc".to_vec()),
-                "{ext:?}"
-            );
+            assert_eq!(chunked(raw.as_bytes()).map(|r| r.0), Ok(b"abc".to_vec()), "{ext:?}");
         }
         for ext in [
-            " ",
-            ";",
-            "; ",
-            ";=b",
-            ";a=",
-            ";a=\"",
-            ";a=\"x",
-            ";a=b c",
-            ";a b",
-            ";a==b",
-            " x",
-            ";a=\"\x01\"",
-            ";a=\"\\\x00\"",
-            ";a=b;",
-            ";a\rb",
-            ";a=(b)",
+            " ", ";", "; ", ";=b", ";a=", ";a=\"", ";a=\"x", ";a=b c", ";a b", ";a==b", " x", ";a=\"\x01\"",
+            ";a=\"\\\x00\"", ";a=b;", ";a\rb", ";a=(b)",
         ] {
             let raw = format!("3{ext}\r\nabc\r\n0\r\n\r\n");
-            assert_eq!(
-                chunked(raw.as_bytes()),
-                Err(Http1Error::BadChunk),
-                "{ext:?}"
-            );
+            assert_eq!(chunked(raw.as_bytes()), Err(Http1Error::BadChunk), "{ext:?}");
         }
     }
 
@@ -588,18 +474,12 @@ mod tests {
     fn chunk_line_ends() {
         // Bare LF after the size, after the data, after the last chunk.
         assert_eq!(chunked_err(b"3\nabc\r\n0\r\n\r\n"), Http1Error::BadChunk);
-        assert_eq!(
-            chunked_err(b"3;a=b\nabc\r\n0\r\n\r\n"),
-            Http1Error::BadChunk
-        );
+        assert_eq!(chunked_err(b"3;a=b\nabc\r\n0\r\n\r\n"), Http1Error::BadChunk);
         assert_eq!(chunked_err(b"3\r\nabc\n0\r\n\r\n"), Http1Error::BadChunk);
         assert_eq!(chunked_err(b"3\r\nabc\r\n0\n\r\n"), Http1Error::BadChunk);
         // Data longer than its size, or not followed by exactly CRLF.
         assert_eq!(chunked_err(b"3\r\nabcd\r\n0\r\n\r\n"), Http1Error::BadChunk);
-        assert_eq!(
-            chunked_err(b"3\r\nabc\r\r\n0\r\n\r\n"),
-            Http1Error::BadChunk
-        );
+        assert_eq!(chunked_err(b"3\r\nabc\r\r\n0\r\n\r\n"), Http1Error::BadChunk);
         assert_eq!(chunked_err(b"3\r\nabc0\r\n\r\n"), Http1Error::BadChunk);
         let mut r = BodyReader::new(Framing::Chunked, LIMITS);
         let mut buf = BytesMut::from(&b"3\r\nabcX"[..]);
@@ -632,17 +512,11 @@ mod tests {
         let piece = vec![7u8; 4096];
         for _ in 0..256 {
             buf.extend_from_slice(&piece);
-            assert_eq!(
-                r.read(&mut buf),
-                Ok(Some(BodyEvent::Data(Bytes::from(piece.clone()))))
-            );
+            assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::Data(Bytes::from(piece.clone())))));
             assert_eq!(r.read(&mut buf), Ok(None));
         }
         buf.extend_from_slice(b"\r\n0\r\n\r\n");
-        assert_eq!(
-            r.read(&mut buf),
-            Ok(Some(BodyEvent::End { trailers: None }))
-        );
+        assert_eq!(r.read(&mut buf), Ok(Some(BodyEvent::End { trailers: None })));
     }
 
     #[test]
@@ -679,9 +553,7 @@ mod tests {
             buf.extend_from_slice(&SPLIT_ME[at..]);
             let trailers = match first {
                 Some(t) => t,
-                None => drain(&mut r, &mut buf, &mut data)
-                    .unwrap()
-                    .expect("complete body"),
+                None => drain(&mut r, &mut buf, &mut data).unwrap().expect("complete body"),
             };
             assert_eq!((data, trailers, buf.to_vec()), whole, "split at {at}");
         }
@@ -726,11 +598,8 @@ mod tests {
     }
 
     fn arb_trailers() -> impl Strategy<Value = Headers> {
-        proptest::collection::vec(
-            ("[A-Za-z][A-Za-z0-9-]{0,10}", "[!-~]([ -~]{0,10}[!-~])?"),
-            0..4,
-        )
-        .prop_map(|f| f.into_iter().collect())
+        proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,10}", "[!-~]([ -~]{0,10}[!-~])?"), 0..4)
+            .prop_map(|f| f.into_iter().collect())
     }
 
     proptest! {
@@ -785,10 +654,7 @@ mod tests {
 
     /// Feed `data` in pieces: no panic, no empty data, never more data out than in.
     fn check_any_body(framing: Framing, data: &[u8], cuts: &[usize]) {
-        let limits = Limits {
-            max_head_bytes: 64,
-            max_headers: 4,
-        };
+        let limits = Limits { max_head_bytes: 64, max_headers: 4 };
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
         cuts.push(data.len());
         cuts.sort_unstable();

@@ -70,11 +70,7 @@ fn request_codings(h: &Headers) -> Result<Framing, Http1Error> {
 pub fn response_framing(method: &str, head: &ResponseHead) -> Result<Framing, Http1Error> {
     let status = head.status;
     // Method names are matched without case, as the rest of the proxy does for CONNECT.
-    if method.eq_ignore_ascii_case("HEAD")
-        || (100..200).contains(&status)
-        || status == 204
-        || status == 304
-    {
+    if method.eq_ignore_ascii_case("HEAD") || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(Framing::Empty);
     }
     if method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status) {
@@ -100,9 +96,7 @@ pub fn response_framing(method: &str, head: &ResponseHead) -> Result<Framing, Ht
 
 /// Every element of every Transfer-Encoding field, in order, empty ones included.
 fn codings(h: &Headers) -> impl Iterator<Item = &[u8]> {
-    h.get_all("transfer-encoding")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(trim_ows)
+    h.get_all("transfer-encoding").flat_map(|v| v.split(|&b| b == b',')).map(trim_ows)
 }
 
 /// The one length all `Content-Length` elements agree on, for writing it back as a single
@@ -132,11 +126,7 @@ fn decimal(s: &[u8]) -> Option<u64> {
         return None;
     }
     s.iter().try_fold(0u64, |n, &b| {
-        let digit = if b.is_ascii_digit() {
-            u64::from(b - b'0')
-        } else {
-            return None;
-        };
+        let digit = if b.is_ascii_digit() { u64::from(b - b'0') } else { return None };
         n.checked_mul(10)?.checked_add(digit)
     })
 }
@@ -153,10 +143,7 @@ mod tests {
             method: "POST".into(),
             target: "/".into(),
             version,
-            headers: fields
-                .iter()
-                .map(|&(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
+            headers: fields.iter().map(|&(n, v)| (n.to_owned(), v.to_owned())).collect(),
         }
     }
 
@@ -165,10 +152,7 @@ mod tests {
             version: Version::Http11,
             status,
             reason: String::new(),
-            headers: fields
-                .iter()
-                .map(|&(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
+            headers: fields.iter().map(|&(n, v)| (n.to_owned(), v.to_owned())).collect(),
         }
     }
 
@@ -178,10 +162,7 @@ mod tests {
 
     /// Parse and frame a raw request, as the HTTP/1 layer will.
     fn raw_framing(raw: &[u8]) -> Result<Framing, Http1Error> {
-        let limits = Limits {
-            max_head_bytes: 4096,
-            max_headers: 32,
-        };
+        let limits = Limits { max_head_bytes: 4096, max_headers: 32 };
         let head = HeadReader::new().read_request(&mut BytesMut::from(raw), &limits)?;
         request_framing(&head.expect("complete head"))
     }
@@ -189,10 +170,7 @@ mod tests {
     #[test]
     fn no_body() {
         assert_eq!(framing(&[("Host", "a")]), Ok(Framing::Empty));
-        assert_eq!(
-            request_framing(&req(Version::Http10, &[])),
-            Ok(Framing::Empty)
-        );
+        assert_eq!(request_framing(&req(Version::Http10, &[])), Ok(Framing::Empty));
     }
 
     #[test]
@@ -206,65 +184,28 @@ mod tests {
             ("5,5,5", 5),
             ("18446744073709551615", u64::MAX),
         ] {
-            assert_eq!(
-                framing(&[("Content-Length", v)]),
-                Ok(Framing::Length(want)),
-                "{v:?}"
-            );
+            assert_eq!(framing(&[("Content-Length", v)]), Ok(Framing::Length(want)), "{v:?}");
         }
-        assert_eq!(
-            framing(&[("Content-Length", "5"), ("content-length", "5")]),
-            Ok(Framing::Length(5))
-        );
-        assert_eq!(
-            request_framing(&req(Version::Http10, &[("Content-Length", "7")])),
-            Ok(Framing::Length(7))
-        );
+        assert_eq!(framing(&[("Content-Length", "5"), ("content-length", "5")]), Ok(Framing::Length(5)));
+        assert_eq!(request_framing(&req(Version::Http10, &[("Content-Length", "7")])), Ok(Framing::Length(7)));
     }
 
     #[test]
     fn bad_content_lengths() {
         for v in [
-            "",
-            " ",
-            "+5",
-            "-5",
-            "0x5",
-            "5 5",
-            "5;",
-            "5,",
-            ",5",
-            "5,,5",
-            "5.0",
-            "1e3",
-            "five",
-            "\u{663}",
-            "18446744073709551616",
-            "99999999999999999999999",
+            "", " ", "+5", "-5", "0x5", "5 5", "5;", "5,", ",5", "5,,5", "5.0", "1e3", "five", "\u{663}",
+            "18446744073709551616", "99999999999999999999999",
         ] {
-            assert_eq!(
-                framing(&[("Content-Length", v)]),
-                Err(Http1Error::BadLength),
-                "{v:?}"
-            );
+            assert_eq!(framing(&[("Content-Length", v)]), Err(Http1Error::BadLength), "{v:?}");
         }
         // A bad element anywhere is a bad length, even next to conflicting ones.
-        assert_eq!(
-            framing(&[("Content-Length", "5, 6, x")]),
-            Err(Http1Error::BadLength)
-        );
+        assert_eq!(framing(&[("Content-Length", "5, 6, x")]), Err(Http1Error::BadLength));
     }
 
     #[test]
     fn conflicting_content_lengths() {
-        assert_eq!(
-            framing(&[("Content-Length", "5, 6")]),
-            Err(Http1Error::ConflictingLength)
-        );
-        assert_eq!(
-            framing(&[("Content-Length", "5"), ("Content-Length", "6")]),
-            Err(Http1Error::ConflictingLength)
-        );
+        assert_eq!(framing(&[("Content-Length", "5, 6")]), Err(Http1Error::ConflictingLength));
+        assert_eq!(framing(&[("Content-Length", "5"), ("Content-Length", "6")]), Err(Http1Error::ConflictingLength));
         let three = [("Content-Length", "0"), ("Content-Length", "00, 1")];
         assert_eq!(framing(&three), Err(Http1Error::ConflictingLength));
     }
@@ -272,64 +213,25 @@ mod tests {
     #[test]
     fn transfer_encodings() {
         for v in ["chunked", "Chunked", "CHUNKED", " chunked\t"] {
-            assert_eq!(
-                framing(&[("Transfer-Encoding", v)]),
-                Ok(Framing::Chunked),
-                "{v:?}"
-            );
+            assert_eq!(framing(&[("Transfer-Encoding", v)]), Ok(Framing::Chunked), "{v:?}");
         }
         // `chunked` is not the one final coding: the length is unknowable, 400.
         for v in [
-            "",
-            "chunked, chunked",
-            "chunked,",
-            ",chunked",
-            "identity",
-            "xchunked",
-            "chunkedx",
-            "chunked;x",
-            "chunked; q=1",
-            "gzip",
-            "chunked, gzip",
-            "chunked, identity",
-            "\"chunked\"",
-            "chun ked",
-            "gzip,,chunked",
-            "\"gzip\", chunked",
-            "gzip;q=1, chunked",
+            "", "chunked, chunked", "chunked,", ",chunked", "identity", "xchunked", "chunkedx", "chunked;x",
+            "chunked; q=1", "gzip", "chunked, gzip", "chunked, identity", "\"chunked\"", "chun ked", "gzip,,chunked",
+            "\"gzip\", chunked", "gzip;q=1, chunked",
         ] {
-            assert_eq!(
-                framing(&[("Transfer-Encoding", v)]),
-                Err(Http1Error::BadTransferEncoding),
-                "{v:?}"
-            );
+            assert_eq!(framing(&[("Transfer-Encoding", v)]), Err(Http1Error::BadTransferEncoding), "{v:?}");
         }
         // Well framed, with codings the proxy does not forward: 501.
-        for v in [
-            "gzip, chunked",
-            "deflate,chunked",
-            "x-custom , gzip , chunked",
-        ] {
-            assert_eq!(
-                framing(&[("Transfer-Encoding", v)]),
-                Err(Http1Error::UnsupportedTransferEncoding),
-                "{v:?}"
-            );
+        for v in ["gzip, chunked", "deflate,chunked", "x-custom , gzip , chunked"] {
+            assert_eq!(framing(&[("Transfer-Encoding", v)]), Err(Http1Error::UnsupportedTransferEncoding), "{v:?}");
         }
-        let two = [
-            ("Transfer-Encoding", "chunked"),
-            ("Transfer-Encoding", "chunked"),
-        ];
+        let two = [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")];
         assert_eq!(framing(&two), Err(Http1Error::BadTransferEncoding));
-        let two = [
-            ("Transfer-Encoding", "chunked"),
-            ("Transfer-Encoding", "identity"),
-        ];
+        let two = [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "identity")];
         assert_eq!(framing(&two), Err(Http1Error::BadTransferEncoding));
-        let two = [
-            ("Transfer-Encoding", "gzip"),
-            ("Transfer-Encoding", "chunked"),
-        ];
+        let two = [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")];
         assert_eq!(framing(&two), Err(Http1Error::UnsupportedTransferEncoding));
         let old = req(Version::Http10, &[("Transfer-Encoding", "chunked")]);
         assert_eq!(request_framing(&old), Err(Http1Error::BadTransferEncoding));
@@ -350,40 +252,16 @@ mod tests {
         use Http1Error::*;
         let cases: &[(&[u8], Result<Framing, Http1Error>)] = &[
             // CL.TE and TE.CL.
-            (
-                b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
-                Err(LengthAndChunked),
-            ),
-            (
-                b"Transfer-Encoding: chunked\r\nContent-Length: 6\r\n",
-                Err(LengthAndChunked),
-            ),
-            (
-                b"content-length: 5\nTRANSFER-ENCODING: chunked\n",
-                Err(LengthAndChunked),
-            ),
+            (b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", Err(LengthAndChunked)),
+            (b"Transfer-Encoding: chunked\r\nContent-Length: 6\r\n", Err(LengthAndChunked)),
+            (b"content-length: 5\nTRANSFER-ENCODING: chunked\n", Err(LengthAndChunked)),
             (b"Transfer-Encoding: xchunked\r\n", Err(BadTransferEncoding)),
-            (
-                b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
-                Err(BadTransferEncoding),
-            ),
-            (
-                b"Transfer-Encoding: chunked, identity\r\n",
-                Err(BadTransferEncoding),
-            ),
-            (
-                b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-                Err(BadTransferEncoding),
-            ),
+            (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", Err(BadTransferEncoding)),
+            (b"Transfer-Encoding: chunked, identity\r\n", Err(BadTransferEncoding)),
+            (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", Err(BadTransferEncoding)),
             (b"Transfer-Encoding:  chunked \r\n", Ok(Framing::Chunked)),
-            (
-                b"Transfer-Encoding: gzip, chunked\r\n",
-                Err(UnsupportedTransferEncoding),
-            ),
-            (
-                b"Transfer-Encoding : chunked\r\nContent-Length: 4\r\n",
-                Err(BadHeader),
-            ),
+            (b"Transfer-Encoding: gzip, chunked\r\n", Err(UnsupportedTransferEncoding)),
+            (b"Transfer-Encoding : chunked\r\nContent-Length: 4\r\n", Err(BadHeader)),
             (b"Transfer-Encoding:\tchunked\r\n", Ok(Framing::Chunked)),
             (b"Transfer-Encoding:\r\n chunked\r\n", Err(ObsFold)),
             (b"Transfer-Encoding: gzip\r\n\tchunked\r\n", Err(ObsFold)),
@@ -393,28 +271,14 @@ mod tests {
             (b"Content-Length: +5\r\n", Err(BadLength)),
             (b"Content-Length: 0x5\r\n", Err(BadLength)),
             (b"Content-Length: 5, 6\r\n", Err(ConflictingLength)),
-            (
-                b"Content-Length: 5\r\nContent-Length: 6\r\n",
-                Err(ConflictingLength),
-            ),
-            (
-                b"Content-Length: 5\r\nContent-Length: 5\r\n",
-                Ok(Framing::Length(5)),
-            ),
-            (
-                b"Content-Length: 5\r\nContent-Length : 6\r\n",
-                Err(BadHeader),
-            ),
+            (b"Content-Length: 5\r\nContent-Length: 6\r\n", Err(ConflictingLength)),
+            (b"Content-Length: 5\r\nContent-Length: 5\r\n", Ok(Framing::Length(5))),
+            (b"Content-Length: 5\r\nContent-Length : 6\r\n", Err(BadHeader)),
             (b"Content-Length: 5\x00\r\n", Err(BadHeaderValue)),
         ];
         for (fields, want) in cases {
             let raw = [&b"POST / HTTP/1.1\r\n"[..], fields, b"\r\n"].concat();
-            assert_eq!(
-                &raw_framing(&raw),
-                want,
-                "{}",
-                String::from_utf8_lossy(&raw)
-            );
+            assert_eq!(&raw_framing(&raw), want, "{}", String::from_utf8_lossy(&raw));
         }
         let old = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(raw_framing(old), Err(BadTransferEncoding));
@@ -423,72 +287,29 @@ mod tests {
     #[test]
     fn responses_without_body() {
         let cl = [("Content-Length", "5")];
-        assert_eq!(
-            response_framing("HEAD", &resp(200, &cl)),
-            Ok(Framing::Empty)
-        );
+        assert_eq!(response_framing("HEAD", &resp(200, &cl)), Ok(Framing::Empty));
         for status in [100, 101, 199, 204, 304] {
-            assert_eq!(
-                response_framing("GET", &resp(status, &cl)),
-                Ok(Framing::Empty),
-                "{status}"
-            );
+            assert_eq!(response_framing("GET", &resp(status, &cl)), Ok(Framing::Empty), "{status}");
         }
-        assert_eq!(
-            response_framing("CONNECT", &resp(200, &cl)),
-            Ok(Framing::Empty)
-        );
-        assert_eq!(
-            response_framing("connect", &resp(299, &[])),
-            Ok(Framing::Empty)
-        );
+        assert_eq!(response_framing("CONNECT", &resp(200, &cl)), Ok(Framing::Empty));
+        assert_eq!(response_framing("connect", &resp(299, &[])), Ok(Framing::Empty));
         // A refused CONNECT has a body.
-        assert_eq!(
-            response_framing("CONNECT", &resp(407, &cl)),
-            Ok(Framing::Length(5))
-        );
-        assert_eq!(
-            response_framing("CONNECT", &resp(407, &[])),
-            Ok(Framing::UntilClose)
-        );
+        assert_eq!(response_framing("CONNECT", &resp(407, &cl)), Ok(Framing::Length(5)));
+        assert_eq!(response_framing("CONNECT", &resp(407, &[])), Ok(Framing::UntilClose));
         // Even invalid framing headers are ignored when there is no body.
-        assert_eq!(
-            response_framing("HEAD", &resp(200, &[("Content-Length", "x")])),
-            Ok(Framing::Empty)
-        );
+        assert_eq!(response_framing("HEAD", &resp(200, &[("Content-Length", "x")])), Ok(Framing::Empty));
     }
 
     #[test]
     fn response_lengths() {
-        assert_eq!(
-            response_framing("GET", &resp(200, &[("Content-Length", "5")])),
-            Ok(Framing::Length(5))
-        );
-        assert_eq!(
-            response_framing("GET", &resp(200, &[("Content-Length", "0")])),
-            Ok(Framing::Length(0))
-        );
-        assert_eq!(
-            response_framing("GET", &resp(200, &[("Content-Length", "5, 5")])),
-            Ok(Framing::Length(5))
-        );
-        assert_eq!(
-            response_framing("GET", &resp(200, &[("Content-Length", "+5")])),
-            Err(Http1Error::BadLength)
-        );
+        assert_eq!(response_framing("GET", &resp(200, &[("Content-Length", "5")])), Ok(Framing::Length(5)));
+        assert_eq!(response_framing("GET", &resp(200, &[("Content-Length", "0")])), Ok(Framing::Length(0)));
+        assert_eq!(response_framing("GET", &resp(200, &[("Content-Length", "5, 5")])), Ok(Framing::Length(5)));
+        assert_eq!(response_framing("GET", &resp(200, &[("Content-Length", "+5")])), Err(Http1Error::BadLength));
         let two = [("Content-Length", "5, 6")];
-        assert_eq!(
-            response_framing("GET", &resp(200, &two)),
-            Err(Http1Error::ConflictingLength)
-        );
-        assert_eq!(
-            response_framing("GET", &resp(200, &[])),
-            Ok(Framing::UntilClose)
-        );
-        assert_eq!(
-            response_framing("POST", &resp(500, &[("Server", "x")])),
-            Ok(Framing::UntilClose)
-        );
+        assert_eq!(response_framing("GET", &resp(200, &two)), Err(Http1Error::ConflictingLength));
+        assert_eq!(response_framing("GET", &resp(200, &[])), Ok(Framing::UntilClose));
+        assert_eq!(response_framing("POST", &resp(500, &[("Server", "x")])), Ok(Framing::UntilClose));
     }
 
     #[test]
@@ -504,36 +325,17 @@ mod tests {
             ("chunked;x", Framing::UntilClose),
             ("", Framing::UntilClose),
         ] {
-            assert_eq!(
-                response_framing("GET", &resp(200, &[("Transfer-Encoding", v)])),
-                Ok(want),
-                "{v:?}"
-            );
+            assert_eq!(response_framing("GET", &resp(200, &[("Transfer-Encoding", v)])), Ok(want), "{v:?}");
         }
-        let two = [
-            ("Transfer-Encoding", "gzip"),
-            ("Transfer-Encoding", "chunked"),
-        ];
-        assert_eq!(
-            response_framing("GET", &resp(200, &two)),
-            Ok(Framing::Chunked)
-        );
+        let two = [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")];
+        assert_eq!(response_framing("GET", &resp(200, &two)), Ok(Framing::Chunked));
         // Transfer-Encoding wins over Content-Length, valid or not.
         let both = [("Content-Length", "5"), ("Transfer-Encoding", "chunked")];
-        assert_eq!(
-            response_framing("GET", &resp(200, &both)),
-            Ok(Framing::Chunked)
-        );
+        assert_eq!(response_framing("GET", &resp(200, &both)), Ok(Framing::Chunked));
         let both = [("Transfer-Encoding", "gzip"), ("Content-Length", "x")];
-        assert_eq!(
-            response_framing("GET", &resp(200, &both)),
-            Ok(Framing::UntilClose)
-        );
+        assert_eq!(response_framing("GET", &resp(200, &both)), Ok(Framing::UntilClose));
         // HTTP/1.0 with Transfer-Encoding: faulty framing, read until close.
-        let mut old = resp(
-            200,
-            &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
-        );
+        let mut old = resp(200, &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]);
         old.version = Version::Http10;
         assert_eq!(response_framing("GET", &old), Ok(Framing::UntilClose));
     }

@@ -30,52 +30,30 @@ impl HeadReader {
     ///
     /// Empty lines before the request line are dropped from `buf`. After an error the head is
     /// gone from `buf` (or, for [`Http1Error::HeadTooLarge`], left in it).
-    pub fn read_request(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &Limits,
-    ) -> Result<Option<RequestHead>, Http1Error> {
+    pub fn read_request(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, Http1Error> {
         let Some(head) = self.split_head(buf, limits)? else {
             return Ok(None);
         };
         let (line, fields_at) = start_line(&head);
         let (method, target, version) = parse_request_line(line)?;
         let headers = parse_fields(&head, fields_at, limits)?;
-        Ok(Some(RequestHead {
-            method,
-            target,
-            version,
-            headers,
-        }))
+        Ok(Some(RequestHead { method, target, version, headers }))
     }
 
     /// As [`read_request`](Self::read_request), for a response head. The reason phrase may hold
     /// any octets but controls; it is decoded as lossy UTF-8.
-    pub fn read_response(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &Limits,
-    ) -> Result<Option<ResponseHead>, Http1Error> {
+    pub fn read_response(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Option<ResponseHead>, Http1Error> {
         let Some(head) = self.split_head(buf, limits)? else {
             return Ok(None);
         };
         let (line, fields_at) = start_line(&head);
         let (version, status, reason) = parse_status_line(line)?;
         let headers = parse_fields(&head, fields_at, limits)?;
-        Ok(Some(ResponseHead {
-            version,
-            status,
-            reason,
-            headers,
-        }))
+        Ok(Some(ResponseHead { version, status, reason, headers }))
     }
 
     /// Drop leading empty lines, then split off the head if its final empty line has arrived.
-    fn split_head(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &Limits,
-    ) -> Result<Option<Bytes>, Http1Error> {
+    fn split_head(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, Http1Error> {
         let skip = leading_empty_lines(buf);
         if skip > 0 {
             buf.advance(skip);
@@ -98,9 +76,7 @@ impl HeadReader {
             }
             None if buf.len() > limits.max_head_bytes => {
                 self.scanned = 0;
-                Err(Http1Error::HeadTooLarge {
-                    limit: limits.max_head_bytes,
-                })
+                Err(Http1Error::HeadTooLarge { limit: limits.max_head_bytes })
             }
             None => {
                 self.scanned = end;
@@ -117,11 +93,7 @@ const ROOM_TO_ADD: usize = 4;
 
 /// Parse the field lines in `section[at..]`, which ends with the empty line, into headers that
 /// share `section`'s memory. Also reads trailer sections.
-pub(super) fn parse_fields(
-    section: &Bytes,
-    at: usize,
-    limits: &Limits,
-) -> Result<Headers, Http1Error> {
+pub(super) fn parse_fields(section: &Bytes, at: usize, limits: &Limits) -> Result<Headers, Http1Error> {
     let raw = section.get(at..).unwrap_or_default();
     // Slots on the stack for the usual few fields: this runs for every message. Only a section
     // with more is counted (every line ends with LF and the last one is the empty line), to
@@ -164,9 +136,7 @@ pub(super) fn parse_fields(
         // httparse names the kind of fault; find the line to tell folding from a bad name.
         Err(e) => Err(field_error(raw).unwrap_or(match e {
             httparse::Error::HeaderValue => Http1Error::BadHeaderValue,
-            httparse::Error::TooManyHeaders => Http1Error::TooManyHeaders {
-                limit: limits.max_headers,
-            },
+            httparse::Error::TooManyHeaders => Http1Error::TooManyHeaders { limit: limits.max_headers },
             _ => Http1Error::BadHeader,
         })),
     }
@@ -275,8 +245,7 @@ fn start_line(head: &[u8]) -> (&[u8], usize) {
 /// `method SP request-target SP HTTP-version`, with single spaces.
 fn parse_request_line(line: &[u8]) -> Result<(String, String, Version), Http1Error> {
     let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Http1Error::BadRequestLine);
     };
@@ -322,17 +291,10 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16, String), Http1Error> 
         [b' ', reason @ ..] => reason,
         _ => return Err(Http1Error::BadStatusLine),
     };
-    if reason
-        .iter()
-        .any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
-    {
+    if reason.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
         return Err(Http1Error::BadStatusLine);
     }
-    Ok((
-        version,
-        status,
-        String::from_utf8_lossy(reason).into_owned(),
-    ))
+    Ok((version, status, String::from_utf8_lossy(reason).into_owned()))
 }
 
 enum VersionMatch {
@@ -379,10 +341,7 @@ fn field_error(raw: &[u8]) -> Option<Http1Error> {
         if colon == 0 || !line[..colon].iter().all(|&b| is_tchar(b)) {
             return Some(Http1Error::BadHeader);
         }
-        if line[colon + 1..]
-            .iter()
-            .any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
-        {
+        if line[colon + 1..].iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
             return Some(Http1Error::BadHeaderValue);
         }
     }
@@ -395,10 +354,7 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_head_bytes: 8 * 1024,
-        max_headers: 64,
-    };
+    const LIMITS: Limits = Limits { max_head_bytes: 8 * 1024, max_headers: 64 };
 
     type Read = Result<Option<RequestHead>, Http1Error>;
 
@@ -420,52 +376,34 @@ mod tests {
 
     fn fields(h: &Headers) -> Vec<(String, String)> {
         h.iter()
-            .map(|(n, v)| {
-                (
-                    String::from_utf8_lossy(n).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
             .collect()
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
+        p.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn simple_request() {
-        let head =
-            request(b"GET /a?b=c HTTP/1.1\r\nHost: a.test\r\nX-Empty:\r\nAccept: */*\r\n\r\n")
-                .unwrap()
-                .unwrap();
+        let head = request(b"GET /a?b=c HTTP/1.1\r\nHost: a.test\r\nX-Empty:\r\nAccept: */*\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(head.method, "GET");
         assert_eq!(head.target, "/a?b=c");
         assert_eq!(head.version, Version::Http11);
-        assert_eq!(
-            fields(&head.headers),
-            pairs(&[("Host", "a.test"), ("X-Empty", ""), ("Accept", "*/*")])
-        );
+        assert_eq!(fields(&head.headers), pairs(&[("Host", "a.test"), ("X-Empty", ""), ("Accept", "*/*")]));
     }
 
     #[test]
     fn other_request_line_forms() {
-        let head = request(b"CONNECT a.test:443 HTTP/1.0\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (head.method.as_str(), head.target.as_str()),
-            ("CONNECT", "a.test:443")
-        );
+        let head = request(b"CONNECT a.test:443 HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!((head.method.as_str(), head.target.as_str()), ("CONNECT", "a.test:443"));
         assert_eq!(head.version, Version::Http10);
         assert!(head.headers.is_empty());
         let head = request(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert_eq!(head.target, "*");
-        let head = request(b"GET http://a.test/\xc3\xa4 HTTP/1.1\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = request(b"GET http://a.test/\xc3\xa4 HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert_eq!(head.target, "http://a.test/\u{e4}");
     }
 
@@ -494,13 +432,8 @@ mod tests {
 
     #[test]
     fn values_lose_surrounding_whitespace() {
-        let head = request(b"GET / HTTP/1.1\r\nA:  x y \t\r\nB:\tchunked\r\nC: \t \r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            fields(&head.headers),
-            pairs(&[("A", "x y"), ("B", "chunked"), ("C", "")])
-        );
+        let head = request(b"GET / HTTP/1.1\r\nA:  x y \t\r\nB:\tchunked\r\nC: \t \r\n\r\n").unwrap().unwrap();
+        assert_eq!(fields(&head.headers), pairs(&[("A", "x y"), ("B", "chunked"), ("C", "")]));
     }
 
     #[test]
@@ -513,10 +446,7 @@ mod tests {
         ] {
             let mut buf = BytesMut::from(raw);
             buf.extend_from_slice(b"NEXT");
-            let head = HeadReader::new()
-                .read_request(&mut buf, &LIMITS)
-                .unwrap()
-                .unwrap();
+            let head = HeadReader::new().read_request(&mut buf, &LIMITS).unwrap().unwrap();
             assert_eq!(fields(&head.headers), want);
             assert_eq!(&buf[..], b"NEXT");
         }
@@ -524,9 +454,7 @@ mod tests {
 
     #[test]
     fn leading_empty_lines_are_skipped() {
-        let head = request(b"\r\n\n\r\nGET / HTTP/1.1\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = request(b"\r\n\n\r\nGET / HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert_eq!(head.method, "GET");
         let head = response(b"\r\nHTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!(head.status, 200);
@@ -537,72 +465,44 @@ mod tests {
         assert_eq!(r.read_request(&mut buf, &LIMITS), Ok(None));
         assert_eq!(&buf[..], b"\r");
         buf.extend_from_slice(b"\nGET / HTTP/1.1\r\n\r\n");
-        assert_eq!(
-            r.read_request(&mut buf, &LIMITS).unwrap().unwrap().target,
-            "/"
-        );
+        assert_eq!(r.read_request(&mut buf, &LIMITS).unwrap().unwrap().target, "/");
         assert!(buf.is_empty());
 
         // A CR not followed by LF is not an empty line.
-        assert_eq!(
-            req_err(b"\rGET / HTTP/1.1\r\n\r\n"),
-            Http1Error::BadRequestLine
-        );
+        assert_eq!(req_err(b"\rGET / HTTP/1.1\r\n\r\n"), Http1Error::BadRequestLine);
     }
 
     #[test]
     fn pipelined_heads_leave_the_rest() {
-        let mut buf =
-            BytesMut::from(&b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nA: b\r\n\r\nGET /3 HT"[..]);
+        let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nA: b\r\n\r\nGET /3 HT"[..]);
         let mut r = HeadReader::new();
-        assert_eq!(
-            r.read_request(&mut buf, &LIMITS).unwrap().unwrap().target,
-            "/1"
-        );
-        assert_eq!(
-            r.read_request(&mut buf, &LIMITS).unwrap().unwrap().target,
-            "/2"
-        );
+        assert_eq!(r.read_request(&mut buf, &LIMITS).unwrap().unwrap().target, "/1");
+        assert_eq!(r.read_request(&mut buf, &LIMITS).unwrap().unwrap().target, "/2");
         assert_eq!(r.read_request(&mut buf, &LIMITS), Ok(None));
         assert_eq!(&buf[..], b"GET /3 HT");
     }
 
     #[test]
     fn incomplete_heads_wait() {
-        for raw in [
-            &b""[..],
-            b"GET",
-            b"GET / HTTP/1.1\r\n",
-            b"GET / HTTP/1.1\r\nA: b\r\n\r",
-            b"GET / HTTP/1.1\n",
-        ] {
+        for raw in [&b""[..], b"GET", b"GET / HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nA: b\r\n\r", b"GET / HTTP/1.1\n"] {
             assert_eq!(request(raw), Ok(None), "{}", String::from_utf8_lossy(raw));
         }
     }
 
     #[test]
     fn head_too_large() {
-        let limits = Limits {
-            max_head_bytes: 32,
-            max_headers: 8,
-        };
+        let limits = Limits { max_head_bytes: 32, max_headers: 8 };
         let fits = b"GET / HTTP/1.1\r\nHost: 012345\r\n\r\n";
         assert_eq!(fits.len(), 32);
         let mut r = HeadReader::new();
-        assert!(r
-            .read_request(&mut BytesMut::from(&fits[..]), &limits)
-            .unwrap()
-            .is_some());
+        assert!(r.read_request(&mut BytesMut::from(&fits[..]), &limits).unwrap().is_some());
 
         // Incomplete: fine up to the limit, too large beyond it.
         let big = b"GET / HTTP/1.1\r\nHost: 0123456\r\n\r\n";
         let mut buf = BytesMut::from(&big[..32]);
         assert_eq!(r.read_request(&mut buf, &limits), Ok(None));
         buf.extend_from_slice(&big[32..]);
-        assert_eq!(
-            r.read_request(&mut buf, &limits),
-            Err(Http1Error::HeadTooLarge { limit: 32 })
-        );
+        assert_eq!(r.read_request(&mut buf, &limits), Err(Http1Error::HeadTooLarge { limit: 32 }));
 
         // Complete but over the limit.
         assert_eq!(
@@ -618,24 +518,15 @@ mod tests {
         // A complete head within the limit followed by a large body is fine.
         let mut buf = BytesMut::from(&fits[..]);
         buf.extend_from_slice(&[b'x'; 100]);
-        assert!(HeadReader::new()
-            .read_request(&mut buf, &limits)
-            .unwrap()
-            .is_some());
+        assert!(HeadReader::new().read_request(&mut buf, &limits).unwrap().is_some());
         assert_eq!(buf.len(), 100);
     }
 
     #[test]
     fn too_many_headers() {
-        let limits = Limits {
-            max_head_bytes: 1024,
-            max_headers: 2,
-        };
+        let limits = Limits { max_head_bytes: 1024, max_headers: 2 };
         let ok = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n";
-        assert!(HeadReader::new()
-            .read_request(&mut BytesMut::from(&ok[..]), &limits)
-            .unwrap()
-            .is_some());
+        assert!(HeadReader::new().read_request(&mut BytesMut::from(&ok[..]), &limits).unwrap().is_some());
         let bad = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(
             HeadReader::new().read_request(&mut BytesMut::from(&bad[..]), &limits),
@@ -650,49 +541,14 @@ mod tests {
 
     #[test]
     fn versions() {
-        for v in [
-            "HTTP/2.0",
-            "HTTP/2",
-            "HTTP/1.2",
-            "HTTP/0.9",
-            "HTTP/3",
-            "HTTP/10.0",
-        ] {
-            assert_eq!(
-                req_err(format!("GET / {v}\r\n\r\n").as_bytes()),
-                Http1Error::BadVersion,
-                "{v}"
-            );
-            assert_eq!(
-                resp_err(format!("{v} 200 OK\r\n\r\n").as_bytes()),
-                Http1Error::BadVersion,
-                "{v}"
-            );
+        for v in ["HTTP/2.0", "HTTP/2", "HTTP/1.2", "HTTP/0.9", "HTTP/3", "HTTP/10.0"] {
+            assert_eq!(req_err(format!("GET / {v}\r\n\r\n").as_bytes()), Http1Error::BadVersion, "{v}");
+            assert_eq!(resp_err(format!("{v} 200 OK\r\n\r\n").as_bytes()), Http1Error::BadVersion, "{v}");
         }
-        assert_eq!(
-            req_err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-            Http1Error::BadVersion
-        );
-        for v in [
-            "http/1.1",
-            "HTTP/1.1x",
-            "HTTP/",
-            "HTTP/1.",
-            "HTTP/.1",
-            "HTTP/1.1.1",
-            "HTTP/1,1",
-            "HTTPS/1.1",
-        ] {
-            assert_eq!(
-                req_err(format!("GET / {v}\r\n\r\n").as_bytes()),
-                Http1Error::BadRequestLine,
-                "{v}"
-            );
-            assert_eq!(
-                resp_err(format!("{v} 200 OK\r\n\r\n").as_bytes()),
-                Http1Error::BadStatusLine,
-                "{v}"
-            );
+        assert_eq!(req_err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Http1Error::BadVersion);
+        for v in ["http/1.1", "HTTP/1.1x", "HTTP/", "HTTP/1.", "HTTP/.1", "HTTP/1.1.1", "HTTP/1,1", "HTTPS/1.1"] {
+            assert_eq!(req_err(format!("GET / {v}\r\n\r\n").as_bytes()), Http1Error::BadRequestLine, "{v}");
+            assert_eq!(resp_err(format!("{v} 200 OK\r\n\r\n").as_bytes()), Http1Error::BadStatusLine, "{v}");
         }
     }
 
@@ -716,24 +572,14 @@ mod tests {
             b"GET / HTTP/1.1\r\r\n\r\n",
             b"GET /\rx HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(
-                req_err(raw),
-                Http1Error::BadRequestLine,
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(req_err(raw), Http1Error::BadRequestLine, "{}", String::from_utf8_lossy(raw));
         }
     }
 
     #[test]
     fn status_lines() {
-        let head = response(b"HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (head.version, head.status, head.reason.as_str()),
-            (Version::Http10, 404, "Not Found")
-        );
+        let head = response(b"HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!((head.version, head.status, head.reason.as_str()), (Version::Http10, 404, "Not Found"));
         assert_eq!(fields(&head.headers), pairs(&[("Server", "x")]));
         for (raw, reason) in [
             (&b"HTTP/1.1 200 \r\n\r\n"[..], ""),
@@ -741,24 +587,12 @@ mod tests {
             (b"HTTP/1.1 200  two  spaces \r\n\r\n", " two  spaces "),
             (b"HTTP/1.1 200 \tOK\r\n\r\n", "\tOK"),
             (b"HTTP/1.1 200 Gr\xfc\xdfe\r\n\r\n", "Gr\u{fffd}\u{fffd}e"),
-            (
-                b"HTTP/1.1 200 Gr\xc3\xbc\xc3\x9fe\r\n\r\n",
-                "Gr\u{fc}\u{df}e",
-            ),
+            (b"HTTP/1.1 200 Gr\xc3\xbc\xc3\x9fe\r\n\r\n", "Gr\u{fc}\u{df}e"),
         ] {
             assert_eq!(response(raw).unwrap().unwrap().reason, reason);
         }
-        assert_eq!(
-            response(b"HTTP/1.1 999 X\r\n\r\n").unwrap().unwrap().status,
-            999
-        );
-        assert_eq!(
-            response(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .status,
-            100
-        );
+        assert_eq!(response(b"HTTP/1.1 999 X\r\n\r\n").unwrap().unwrap().status, 999);
+        assert_eq!(response(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap().unwrap().status, 100);
     }
 
     #[test]
@@ -780,12 +614,7 @@ mod tests {
             b"HTTP/1.1 200 OK\x7f\r\n\r\n",
             b"ICY 200 OK\r\n\r\n",
         ] {
-            assert_eq!(
-                resp_err(raw),
-                Http1Error::BadStatusLine,
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(resp_err(raw), Http1Error::BadStatusLine, "{}", String::from_utf8_lossy(raw));
         }
     }
 
@@ -800,17 +629,9 @@ mod tests {
             b"GET / HTTP/1.1\r\n Host: a\r\n\r\n",
             b"GET / HTTP/1.1\r\n\tHost: a\r\n\r\n",
         ] {
-            assert_eq!(
-                req_err(raw),
-                Http1Error::ObsFold,
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(req_err(raw), Http1Error::ObsFold, "{}", String::from_utf8_lossy(raw));
         }
-        assert_eq!(
-            resp_err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
-            Http1Error::ObsFold
-        );
+        assert_eq!(resp_err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"), Http1Error::ObsFold);
     }
 
     #[test]
@@ -827,17 +648,9 @@ mod tests {
             b"GET / HTTP/1.1\r\n\rX: c\r\n\r\n",
             b"GET / HTTP/1.1\r\nA: b\r\n\r\r\n\r\n",
         ] {
-            assert_eq!(
-                req_err(raw),
-                Http1Error::BadHeader,
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(req_err(raw), Http1Error::BadHeader, "{}", String::from_utf8_lossy(raw));
         }
-        assert_eq!(
-            resp_err(b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n"),
-            Http1Error::BadHeader
-        );
+        assert_eq!(resp_err(b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n"), Http1Error::BadHeader);
     }
 
     #[test]
@@ -852,40 +665,23 @@ mod tests {
             b"GET / HTTP/1.1\r\nX: \x7f\r\n\r\n",
             b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\x00\r\n\r\n",
         ] {
-            assert_eq!(
-                req_err(raw),
-                Http1Error::BadHeaderValue,
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(req_err(raw), Http1Error::BadHeaderValue, "{}", String::from_utf8_lossy(raw));
         }
-        assert_eq!(
-            resp_err(b"HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n"),
-            Http1Error::BadHeaderValue
-        );
+        assert_eq!(resp_err(b"HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n"), Http1Error::BadHeaderValue);
         // obs-text is fine.
-        let head = request(b"GET / HTTP/1.1\r\nX: \xff\xfe\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = request(b"GET / HTTP/1.1\r\nX: \xff\xfe\r\n\r\n").unwrap().unwrap();
         assert_eq!(head.headers.get("x"), Some(&b"\xff\xfe"[..]));
     }
 
     #[test]
     fn the_first_bad_line_decides() {
-        assert_eq!(
-            req_err(b"GET / HTTP/1.1\r\nX: \x00\r\n b\r\n\r\n"),
-            Http1Error::BadHeaderValue
-        );
-        assert_eq!(
-            req_err(b"GET / HTTP/1.1\r\nX: a\r\n b\r\nY: \x00\r\n\r\n"),
-            Http1Error::ObsFold
-        );
+        assert_eq!(req_err(b"GET / HTTP/1.1\r\nX: \x00\r\n b\r\n\r\n"), Http1Error::BadHeaderValue);
+        assert_eq!(req_err(b"GET / HTTP/1.1\r\nX: a\r\n b\r\nY: \x00\r\n\r\n"), Http1Error::ObsFold);
         // A bad start line wins over bad fields.
         assert_eq!(req_err(b"GET /\r\n b\r\n\r\n"), Http1Error::BadRequestLine);
     }
 
-    const SPLIT_ME: &[u8] =
-        b"\r\nPOST /upload?x=1 HTTP/1.1\r\nHost: a.test\nContent-Length: 5\r\nX-Empty:\r\n\
+    const SPLIT_ME: &[u8] = b"\r\nPOST /upload?x=1 HTTP/1.1\r\nHost: a.test\nContent-Length: 5\r\nX-Empty:\r\n\
         X-Long: a b c d e f g\r\n\r\nhello";
 
     #[test]
@@ -928,10 +724,7 @@ mod tests {
             raw.extend_from_slice(format!("X-{i}: {}\r\n", "v".repeat(20)).as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
-        let limits = Limits {
-            max_head_bytes: 1 << 20,
-            max_headers: 4096,
-        };
+        let limits = Limits { max_head_bytes: 1 << 20, max_headers: 4096 };
         let mut r = HeadReader::new();
         let mut buf = BytesMut::new();
         for (i, &b) in raw.iter().enumerate() {
@@ -939,12 +732,7 @@ mod tests {
             let got = r.read_request(&mut buf, &limits).unwrap();
             assert_eq!(got.is_some(), i == raw.len() - 1);
         }
-        assert!(
-            r.work <= 4 * raw.len(),
-            "{} bytes examined for {}",
-            r.work,
-            raw.len()
-        );
+        assert!(r.work <= 4 * raw.len(), "{} bytes examined for {}", r.work, raw.len());
     }
 
     /// A head as raw bytes with the fields and request line it should parse to.
@@ -961,8 +749,7 @@ mod tests {
         )
             .prop_map(|(method, target, fields, crlf, leading)| {
                 let eol = |crlf: bool| if crlf { "\r\n" } else { "\n" };
-                let mut raw =
-                    format!("{leading}{method} {target} HTTP/1.1{}", eol(crlf)).into_bytes();
+                let mut raw = format!("{leading}{method} {target} HTTP/1.1{}", eol(crlf)).into_bytes();
                 let mut want = Vec::new();
                 for (name, value, ows, crlf) in fields {
                     // Non-ASCII values arrive as single octets (obs-text), not as UTF-8.

@@ -37,10 +37,7 @@ pub use body::{BodyEvent, BodyReader};
 pub use framing::{content_length, request_framing, response_framing};
 pub use head::HeadReader;
 pub(crate) use write::radix;
-pub use write::{
-    request_head_len, response_head_len, write_chunk_header, write_fields, write_request_head,
-    write_response_head, LAST_CHUNK,
-};
+pub use write::{request_head_len, response_head_len, write_chunk_header, write_fields, write_request_head, write_response_head, LAST_CHUNK};
 
 /// Limits applied while reading.
 #[derive(Debug, Clone, Copy)]
@@ -153,14 +150,8 @@ fn is_tchar(b: u8) -> bool {
 
 /// The bytes of `s` within optional whitespace (SP and HTAB).
 fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
     &s[start..end]
 }
 
@@ -194,19 +185,12 @@ mod tests {
 
     #[test]
     fn messages_are_lower_case_without_period() {
-        for e in [
-            Http1Error::BadVersion,
-            Http1Error::HeadTooLarge { limit: 7 },
-            Http1Error::Incomplete,
-        ] {
+        for e in [Http1Error::BadVersion, Http1Error::HeadTooLarge { limit: 7 }, Http1Error::Incomplete] {
             let m = e.to_string();
             assert!(!m.ends_with('.'), "{m}");
             assert!(!m.starts_with(|c: char| c.is_ascii_uppercase()), "{m}");
         }
-        assert_eq!(
-            Http1Error::HeadTooLarge { limit: 7 }.to_string(),
-            "header section larger than 7 bytes"
-        );
+        assert_eq!(Http1Error::HeadTooLarge { limit: 7 }.to_string(), "header section larger than 7 bytes");
     }
 
     #[test]

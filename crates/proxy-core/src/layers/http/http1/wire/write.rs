@@ -10,13 +10,7 @@ use crate::headers::Headers;
 pub const LAST_CHUNK: &[u8] = b"0\r\n";
 
 /// `METHOD SP target SP HTTP/1.x CRLF`, the fields, and the empty line.
-pub fn write_request_head(
-    dst: &mut BytesMut,
-    method: &str,
-    target: &str,
-    version: Version,
-    headers: &Headers,
-) {
+pub fn write_request_head(dst: &mut BytesMut, method: &str, target: &str, version: Version, headers: &Headers) {
     dst.reserve(request_head_len(method, target, headers));
     dst.extend_from_slice(method.as_bytes());
     dst.extend_from_slice(b" ");
@@ -29,13 +23,7 @@ pub fn write_request_head(
 
 /// `HTTP/1.x SP status SP reason CRLF`, the fields, and the empty line. An empty reason keeps
 /// its space (`HTTP/1.1 200 `), as RFC 9112 section 4 asks.
-pub fn write_response_head(
-    dst: &mut BytesMut,
-    version: Version,
-    status: u16,
-    reason: &str,
-    headers: &Headers,
-) {
+pub fn write_response_head(dst: &mut BytesMut, version: Version, status: u16, reason: &str, headers: &Headers) {
     dst.reserve(response_head_len(status, reason, headers));
     dst.extend_from_slice(version.as_str().as_bytes());
     dst.extend_from_slice(b" ");
@@ -84,11 +72,7 @@ pub fn write_chunk_header(dst: &mut BytesMut, len: usize) {
 
 /// Bytes [`write_fields`] produces for `headers`.
 fn fields_len(headers: &Headers) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 4)
-        .sum::<usize>()
-        + 2
+    headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2
 }
 
 /// `n` in base `radix` (10 or 16, lower case), written at the end of `out`, which must be large
@@ -114,15 +98,7 @@ mod tests {
     use super::*;
 
     fn headers(fields: &[(&'static str, &'static str)]) -> Headers {
-        fields
-            .iter()
-            .map(|&(n, v)| {
-                (
-                    Bytes::from_static(n.as_bytes()),
-                    Bytes::from_static(v.as_bytes()),
-                )
-            })
-            .collect()
+        fields.iter().map(|&(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes()))).collect()
     }
 
     #[test]
@@ -130,18 +106,9 @@ mod tests {
         let mut dst = BytesMut::new();
         let h = headers(&[("Host", "a.test"), ("x-lower", "V a l"), ("X-Empty", "")]);
         write_request_head(&mut dst, "GET", "/p?q", Version::Http11, &h);
-        assert_eq!(
-            &dst[..],
-            b"GET /p?q HTTP/1.1\r\nHost: a.test\r\nx-lower: V a l\r\nX-Empty: \r\n\r\n"
-        );
+        assert_eq!(&dst[..], b"GET /p?q HTTP/1.1\r\nHost: a.test\r\nx-lower: V a l\r\nX-Empty: \r\n\r\n");
         let mut dst = BytesMut::new();
-        write_request_head(
-            &mut dst,
-            "CONNECT",
-            "a.test:443",
-            Version::Http10,
-            &Headers::new(),
-        );
+        write_request_head(&mut dst, "CONNECT", "a.test:443", Version::Http10, &Headers::new());
         assert_eq!(&dst[..], b"CONNECT a.test:443 HTTP/1.0\r\n\r\n");
     }
 
@@ -150,18 +117,8 @@ mod tests {
         for (version, status, reason, want) in [
             (Version::Http11, 200, "OK", &b"HTTP/1.1 200 OK\r\n\r\n"[..]),
             (Version::Http11, 200, "", b"HTTP/1.1 200 \r\n\r\n"),
-            (
-                Version::Http10,
-                404,
-                "Not Found",
-                b"HTTP/1.0 404 Not Found\r\n\r\n",
-            ),
-            (
-                Version::Http11,
-                100,
-                "Continue",
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-            ),
+            (Version::Http10, 404, "Not Found", b"HTTP/1.0 404 Not Found\r\n\r\n"),
+            (Version::Http11, 100, "Continue", b"HTTP/1.1 100 Continue\r\n\r\n"),
             (Version::Http11, 999, "x", b"HTTP/1.1 999 x\r\n\r\n"),
         ] {
             let mut dst = BytesMut::new();
@@ -169,17 +126,8 @@ mod tests {
             assert_eq!(&dst[..], want);
         }
         let mut dst = BytesMut::from(&b"previous"[..]);
-        write_response_head(
-            &mut dst,
-            Version::Http11,
-            204,
-            "No Content",
-            &headers(&[("Server", "s")]),
-        );
-        assert_eq!(
-            &dst[..],
-            b"previousHTTP/1.1 204 No Content\r\nServer: s\r\n\r\n"
-        );
+        write_response_head(&mut dst, Version::Http11, 204, "No Content", &headers(&[("Server", "s")]));
+        assert_eq!(&dst[..], b"previousHTTP/1.1 204 No Content\r\nServer: s\r\n\r\n");
     }
 
     #[test]
@@ -192,10 +140,7 @@ mod tests {
         write_fields(&mut dst, &headers(&[("Expires", "never")]));
         dst.extend_from_slice(LAST_CHUNK);
         write_fields(&mut dst, &Headers::new());
-        assert_eq!(
-            &dst[..],
-            b"5\r\nhello\r\n1a2b\r\n0\r\nExpires: never\r\n\r\n0\r\n\r\n"
-        );
+        assert_eq!(&dst[..], b"5\r\nhello\r\n1a2b\r\n0\r\nExpires: never\r\n\r\n0\r\n\r\n");
         let mut dst = BytesMut::new();
         write_chunk_header(&mut dst, usize::MAX);
         assert_eq!(dst.len(), usize::BITS as usize / 4 + 2);
