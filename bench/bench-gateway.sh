@@ -29,27 +29,7 @@ GW_PORT="${GW_PORT:-18181}"
 PORTS=("$GW_PORT" $((GW_PORT + 1)) $((GW_PORT + 2)))
 TLS_PORTS=($((GW_PORT + 300)) $((GW_PORT + 301)) $((GW_PORT + 302)))
 
-# The backends: one nginx, one worker, three plain and three TLS ports, the origin's files.
-NG="$BENCH_STATE/gw-nginx"; mkdir -p "$NG/logs" "$NG/tmp"
-{
-    echo "worker_processes 1; worker_rlimit_nofile 19000; pid $NG/nginx.pid;"
-    echo "error_log $NG/logs/error.log warn;"
-    echo "events { worker_connections 20000; multi_accept on; }"
-    echo "http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;"
-    echo "  keepalive_timeout 300s; keepalive_requests 10000000; default_type application/octet-stream;"
-    echo "  client_body_temp_path $NG/tmp; proxy_temp_path $NG/tmp; fastcgi_temp_path $NG/tmp;"
-    echo "  uwsgi_temp_path $NG/tmp; scgi_temp_path $NG/tmp;"
-    echo "  server {"
-    for p in "${PORTS[@]}"; do echo "    listen 127.0.0.1:$p reuseport backlog=4096;"; done
-    for p in "${TLS_PORTS[@]}"; do echo "    listen 127.0.0.1:$p ssl backlog=4096;"; done
-    echo "    ssl_certificate $PKI/origin.pem; ssl_certificate_key $PKI/origin.key;"
-    echo "    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;"
-    echo "    root $BENCH_STATE/www; location / { }"
-    echo "  }"
-    echo "}"
-} > "$NG/nginx.conf"
-start_bg gw-nginx "$NG/logs/nginx.out" nginx -p "$NG" -c "$NG/nginx.conf" -g "daemon off;"
-for p in "${PORTS[@]}" "${TLS_PORTS[@]}"; do wait_port "$p" 30 || die "the backends' nginx did not listen on $p"; done
+start_backends gw-nginx
 
 # The haproxy configuration for a test: TLS on the listener and to the backends for tls-new.
 haproxy_cfg() {

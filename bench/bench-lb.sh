@@ -23,23 +23,7 @@ ensure_origin; ensure_proxyload
 PORTS=(18181 18182 18183)
 TLS_PORTS=(18191 18192 18193)
 PKI="$BENCH_STATE/pki"
-NG="$BENCH_STATE/lb-nginx"; mkdir -p "$NG/logs" "$NG/tmp"
-{
-    echo "worker_processes 1; worker_rlimit_nofile 19000; pid $NG/nginx.pid; error_log $NG/logs/error.log warn;"
-    echo "events { worker_connections 20000; multi_accept on; }"
-    echo "http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;"
-    echo "  keepalive_timeout 300s; keepalive_requests 10000000; client_body_temp_path $NG/tmp;"
-    echo "  default_type application/octet-stream;"
-    echo "  server {"
-    for p in "${PORTS[@]}"; do echo "    listen 127.0.0.1:$p backlog=4096;"; done
-    for p in "${TLS_PORTS[@]}"; do echo "    listen 127.0.0.1:$p ssl backlog=4096;"; done
-    echo "    ssl_certificate $PKI/origin.pem; ssl_certificate_key $PKI/origin.key;"
-    echo "    root $BENCH_STATE/www; location / { } } }"
-} > "$NG/nginx.conf"
-start_bg lb-nginx "$NG/logs/out.log" nginx -p "$NG" -c "$NG/nginx.conf" -g "daemon off;"
-NGINX_PID=$BG_PID
-trap 'stop_pid "$NGINX_PID" || true' EXIT
-for p in "${PORTS[@]}" "${TLS_PORTS[@]}"; do wait_port "$p" 30 || die "lb nginx did not listen on $p"; done
+start_backends lb-nginx
 out="$BENCH_STATE/logs/lb.jsonl"; : > "$out"
 
 args_for() { case "$1" in plain-ka) echo "-c 50";; plain-new) echo "--new-conn -c 10";; tls-new) echo "--new-conn -c 10 --insecure";; esac; }

@@ -30,3 +30,30 @@ load() {
     j=$(timeout $((D + 60)) "$PROXYLOAD" -d "$D" --url "$url/1k" "$@" | tail -1)
     echo "{\"label\":\"$label\",\"test\":\"$test\",${j#\{}" | tee -a "$out"
 }
+
+# start_backends NAME: one nginx (one worker, as the origin has) serving the origin's files on
+# each port of PORTS (plain) and TLS_PORTS (TLS, the origin's certificate), its state in
+# $BENCH_STATE/NAME; returns once every port listens. The bench scripts' "three backends".
+start_backends() {
+    local ng="$BENCH_STATE/$1" p
+    mkdir -p "$ng/logs" "$ng/tmp"
+    {
+        echo "worker_processes 1; worker_rlimit_nofile 19000; pid $ng/nginx.pid;"
+        echo "error_log $ng/logs/error.log warn;"
+        echo "events { worker_connections 20000; multi_accept on; }"
+        echo "http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;"
+        echo "  keepalive_timeout 300s; keepalive_requests 10000000; default_type application/octet-stream;"
+        echo "  client_body_temp_path $ng/tmp; proxy_temp_path $ng/tmp; fastcgi_temp_path $ng/tmp;"
+        echo "  uwsgi_temp_path $ng/tmp; scgi_temp_path $ng/tmp;"
+        echo "  server {"
+        for p in "${PORTS[@]}"; do echo "    listen 127.0.0.1:$p reuseport backlog=4096;"; done
+        for p in "${TLS_PORTS[@]}"; do echo "    listen 127.0.0.1:$p ssl backlog=4096;"; done
+        echo "    ssl_certificate $BENCH_STATE/pki/origin.pem; ssl_certificate_key $BENCH_STATE/pki/origin.key;"
+        echo "    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;"
+        echo "    root $BENCH_STATE/www; location / { }"
+        echo "  }"
+        echo "}"
+    } > "$ng/nginx.conf"
+    start_bg "$1" "$ng/logs/nginx.out" nginx -p "$ng" -c "$ng/nginx.conf" -g "daemon off;"
+    for p in "${PORTS[@]}" "${TLS_PORTS[@]}"; do wait_port "$p" 30 || die "the backends' nginx did not listen on $p"; done
+}
