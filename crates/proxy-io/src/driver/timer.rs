@@ -92,15 +92,12 @@ impl Timer {
     /// waiting is not polled again before it goes off: the driver passes here for every
     /// event, and each poll registers the waker anew.
     pub(super) fn poll(&mut self, at: Instant, cx: &mut Context<'_>) -> std::task::Poll<()> {
-        let waiting = {
-            let sleep = self.arm(at);
-            !sleep.is_elapsed()
-        };
-        if waiting && self.waiting {
+        self.arm(at);
+        let sleep = self.sleep.as_mut().expect("armed just now");
+        if self.waiting && !sleep.is_elapsed() {
             return std::task::Poll::Pending;
         }
-        let sleep = self.arm(at);
-        let poll = sleep.poll(cx);
+        let poll = sleep.as_mut().poll(cx);
         self.waiting = poll.is_pending();
         poll
     }

@@ -515,12 +515,7 @@ impl HttpLayer {
         self.carried.push(key);
         self.park_or_drop(cx, conn, None);
         for flow in flows {
-            let websocket = self.streams.get(&flow).is_some_and(|s| s.asks_websocket());
-            let versions = if websocket {
-                Versions::WebSocket
-            } else {
-                Versions::Any
-            };
+            let versions = self.streams.get(&flow).map_or(Versions::Any, |s| s.versions());
             self.assign_server(cx, now, flow, addr.clone(), tls, false, versions);
         }
         true
@@ -668,12 +663,7 @@ impl HttpLayer {
             self.feed(cx, now, flow, Input::ServerReady);
         }
         for flow in others {
-            let websocket = self.streams.get(&flow).is_some_and(|s| s.asks_websocket());
-            let versions = if websocket {
-                Versions::WebSocket
-            } else {
-                Versions::Any
-            };
+            let versions = self.streams.get(&flow).map_or(Versions::Any, |s| s.versions());
             self.assign_server(cx, now, flow, addr.clone(), tls, false, versions);
         }
     }

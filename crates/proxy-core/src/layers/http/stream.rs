@@ -929,14 +929,19 @@ impl HttpStream {
     }
 
     fn open_server(&self) -> Out {
-        let versions = if self.asks_websocket() {
+        Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false, versions: self.versions() }
+    }
+
+    /// What the request may go over: a WebSocket wherever one can be carried, another
+    /// protocol switch only over HTTP/1.1, anything else either way.
+    pub(crate) fn versions(&self) -> Versions {
+        if self.asks_websocket() {
             Versions::WebSocket
         } else if self.flow.request.headers.contains("upgrade") {
             Versions::Http1
         } else {
             Versions::Any
-        };
-        Out::OpenServer { addr: self.flow.request.server(), tls: self.is_https(), dedicated: false, versions }
+        }
     }
 
     fn is_https(&self) -> bool {
