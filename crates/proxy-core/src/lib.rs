@@ -70,7 +70,7 @@ pub use ids::{ConnId, FlowId, Scheme, ServerAddr};
 pub use layers::http::carried::{Carried, StreamTag};
 pub use layers::http::http1::Http1Error;
 
-/// The HTTP/2 engine (h2 driven over memory), exposed so that tests and fuzz targets can
+/// The HTTP/2 engine, exposed so that tests and fuzz targets can
 /// play real HTTP/2 peers against the core without a runtime.
 #[doc(hidden)]
 pub mod h2_engine {

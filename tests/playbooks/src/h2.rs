@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use proxy_core::h2_engine::{ConnectionError, Engine, H2Event, Settings, StreamKey};
 
-pub use h2::Reason;
+pub use proxy_core::h2_engine::Reason;
 pub use http::{HeaderMap, Request, Response};
 
 /// A well-behaved HTTP/2 endpoint. Everything it was told is kept in `events`.
@@ -277,7 +277,7 @@ impl H2Peer {
     /// An extended CONNECT (RFC 8441) for a WebSocket to `url` on `key`, with `headers`
     /// (client). The stream stays open for the frames.
     pub fn websocket(&mut self, key: StreamKey, url: &str, headers: &[(&str, &str)]) {
-        let mut request = Request::builder().method("CONNECT").uri(url).extension(h2::ext::Protocol::from_static("websocket"));
+        let mut request = Request::builder().method("CONNECT").uri(url).extension(proxy_core::h2_engine::Protocol::from_static("websocket"));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -304,7 +304,7 @@ impl H2Peer {
     pub fn protocol(&self, stream: StreamKey) -> Option<String> {
         self.events.iter().find_map(|e| match e {
             H2Event::Request { stream: s, head, .. } if *s == stream => {
-                head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned())
+                head.extensions.get::<proxy_core::h2_engine::Protocol>().map(|p| p.as_str().to_owned())
             }
             _ => None,
         })

@@ -190,7 +190,7 @@ impl Joined {
     pub(crate) fn carrier_gone(&mut self) -> CodecOutput<ServerError> {
         match self.flow.filter(|_| !self.heard) {
             Some(flow) => {
-                let reset = StreamReset { reason: h2::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
+                let reset = StreamReset { reason: crate::layers::http::h2::engine::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
                 CodecOutput::Reset { flow, reset }
             }
             None => CodecOutput::Closed { flow: None, error: None },
@@ -276,7 +276,7 @@ impl CarrierLayer {
                         if self.closed || self.codec().is_closed() {
                             // Never sent: the client side may send it again elsewhere.
                             let reset = StreamReset {
-                                reason: h2::Reason::REFUSED_STREAM,
+                                reason: crate::layers::http::h2::engine::Reason::REFUSED_STREAM,
                                 remote: false,
                                 unprocessed: true,
                             };

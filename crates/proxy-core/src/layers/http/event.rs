@@ -3,7 +3,7 @@
 //! layer that drives them.
 
 use bytes::Bytes;
-use h2::Reason;
+use crate::layers::http::h2::engine::Reason;
 
 use crate::flow::{Request, Response};
 use crate::headers::Headers;
@@ -64,7 +64,7 @@ pub(crate) enum CodecOutput<E> {
     /// The codec has done its part (answered the client if it still could, reset the
     /// stream). An HTTP/1 connection is unusable after it; HTTP/2 loses only the stream.
     Error { flow: Option<FlowId>, error: E },
-    /// `flow`'s HTTP/2 stream ended abnormally: the peer reset it, h2 did, or it was lost with
+    /// `flow`'s HTTP/2 stream ended abnormally: the peer reset it, the engine did, or it was lost with
     /// its connection.
     Reset { flow: FlowId, reset: StreamReset },
     /// The connection is over. `flow`: the exchange it cut short (HTTP/1); without one, the
@@ -77,7 +77,7 @@ pub(crate) enum CodecOutput<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamReset {
     pub(crate) reason: Reason,
-    /// The peer reset the stream; otherwise h2 did (a protocol error), or the connection went.
+    /// The peer reset the stream; otherwise the engine did (a protocol error), or the connection went.
     pub(crate) remote: bool,
     /// The peer cannot have acted on the request, which may be sent again (RFC 9113
     /// section 8.7): it refused the stream, or the stream was above its GOAWAY's last one.

@@ -24,7 +24,7 @@
 //!
 //! The codecs sit inside the layer, one folder per version, as mitmproxy's `layers/http/`
 //! holds its `_http1` and `_http2`: [`http1`] (its wire format in `http1::wire`) and [`h2`]
-//! (the `h2` crate driven over memory by `h2::engine`).
+//! (frames, HPACK and streams of our own in `h2::engine`).
 
 pub(crate) mod carried;
 pub(crate) mod destination;
@@ -765,7 +765,7 @@ impl HttpLayer {
             Out::Tunnel => self.switch(cx, now, flow),
             Out::AbortClient => match &mut self.client {
                 // One stream failed, not the connection.
-                ClientCodec::H2(codec) => codec.reset(flow, ::h2::Reason::INTERNAL_ERROR),
+                ClientCodec::H2(codec) => codec.reset(flow, crate::layers::http::h2::engine::Reason::INTERNAL_ERROR),
                 ClientCodec::H1(_) => self.close_all(cx, now, false),
             },
             Out::AbortServer => {
@@ -805,7 +805,7 @@ impl HttpLayer {
             self.client_gone = true;
             if let ClientCodec::H2(codec) = &mut self.client {
                 // Say goodbye in HTTP/2 terms before the connection goes.
-                codec.shutdown(Some(::h2::Reason::NO_ERROR));
+                codec.shutdown(Some(crate::layers::http::h2::engine::Reason::NO_ERROR));
                 codec.poll(cx, now, &mut Vec::new());
             }
             if linger && !self.client.is_eof() {

@@ -109,7 +109,7 @@ impl HttpLayer {
         let Some(stream) = stream else {
             // HTTP/2 switches to nothing but WebSocket.
             match &mut self.client {
-                ClientCodec::H2(codec) => codec.reset(flow, ::h2::Reason::PROTOCOL_ERROR),
+                ClientCodec::H2(codec) => codec.reset(flow, crate::layers::http::h2::engine::Reason::PROTOCOL_ERROR),
                 ClientCodec::H1(_) => self.close_all(cx, now, false),
             }
             return;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use h2::Reason;
+use crate::layers::http::h2::engine::Reason;
 
 use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
 use super::engine::{Engine, H2Event, StreamKey};

@@ -1,5 +1,5 @@
 //! Between our messages ([`Request`], [`Response`], [`Headers`]) and the `http` crate's,
-//! which h2 takes and gives: what the module doc's "Translation" describes.
+//! which the engine takes and gives: what the module doc's "Translation" describes.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -57,7 +57,7 @@ pub(super) fn to_h2_request(request: &Request) -> http::Request<()> {
 pub(super) fn to_h2_websocket(request: &Request) -> http::Request<()> {
     let mut out = to_h2_request(request);
     *out.method_mut() = http::Method::CONNECT;
-    out.extensions_mut().insert(h2::ext::Protocol::from_static("websocket"));
+    out.extensions_mut().insert(super::engine::Protocol::from_static("websocket"));
     out.headers_mut().remove("sec-websocket-key");
     out
 }

@@ -1,12 +1,13 @@
-//! The rules of RFC 9113 sections 8.2 and 8.3 that h2 does not enforce itself, checked on
+//! The rules of RFC 9113 sections 8.2 and 8.3 that the engine does not enforce itself, checked on
 //! every HTTP/2 message head and trailer section, in both directions. A message that breaks
 //! one is malformed (section 8.1.1): it is answered (`400` to a client, `502` for a server)
 //! and its stream reset, never forwarded.
 //!
-//! # What h2 already refuses, and how
+//! # What the engine already refuses, and how
 //!
-//! h2 (0.4) decodes HPACK into `http` types, whose parsers refuse most bad fields. They are
-//! listed here so that nobody checks them twice, and so the answers are known:
+//! The engine (`engine/head.rs`) decodes HPACK into `http` types and refuses what they cannot
+//! hold, and the malformed messages section 8.1.1 names. They are listed here so that nobody
+//! checks them twice, and so the answers are known:
 //!
 //! - A connection error (GOAWAY `PROTOCOL_ERROR`), as the HPACK decoder cannot build the
 //!   field: an empty name, an uppercase or non-token byte in a name other than `"`, a colon
@@ -31,7 +32,7 @@
 //! other than OPTIONS, neither `:authority` nor `host`, a CONNECT without `:authority`, user
 //! info in the authority, and a `host` that names another origin than `:authority`. The
 //! field checks (names, values, connection-specific fields) are repeated, in the same single
-//! pass, so that what we forward does not rest on h2's choices.
+//! pass, so that what we forward does not rest on the engine's choices.
 
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, Method};
@@ -53,7 +54,7 @@ pub(crate) enum FieldError {
     /// Section 8.2.2.
     #[error("connection-specific field {0}")]
     ConnectionSpecific(HeaderName),
-    /// Section 8.1.1: the length is a decimal number (h2 reads an empty one as 0).
+    /// Section 8.1.1: the length is a decimal number (the engine reads an empty one as 0).
     #[error("content-length is not a decimal number")]
     ContentLength,
     /// Section 8.3.1: `:path` is there for every method but CONNECT.
@@ -84,15 +85,15 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
     if authority.is_some_and(|a| a.contains('@')) || hosts.iter().any(|h| h.as_bytes().contains(&b'@')) {
         return Err(FieldError::UserInfo);
     }
-    if head.method == Method::CONNECT && head.extensions.get::<h2::ext::Protocol>().is_none() {
-        // h2 has refused `:scheme`, `:path` and `:protocol` in a CONNECT, but for an extended
+    if head.method == Method::CONNECT && head.extensions.get::<super::engine::Protocol>().is_none() {
+        // The engine has refused `:scheme`, `:path` and `:protocol` in a CONNECT, but for an extended
         // CONNECT (RFC 8441), which has them all and is checked as other requests are.
         return match authority {
             Some(_) => Ok(()),
             None => Err(FieldError::ConnectWithoutAuthority),
         };
     }
-    // h2 refuses an empty `:path`, and a missing one when there is an `:authority`; without
+    // The engine refuses an empty `:path`, and a missing one when there is an `:authority`; without
     // one, a missing `:path` leaves the URI without a path (`path_and_query` would say `/`).
     if head.uri.path().is_empty() {
         return Err(FieldError::MissingPath);
@@ -119,7 +120,7 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
 }
 
 /// Check a response head (final or interim) from an HTTP/2 server. Its `:status` is three
-/// digits, once, or h2 would have refused it.
+/// digits, once, or the engine would have refused it.
 pub(crate) fn check_response(head: &http::response::Parts) -> Result<(), FieldError> {
     check_fields(&head.headers)
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
-use h2::Reason;
+use crate::layers::http::h2::engine::Reason;
 
 use super::conversion::{from_h2_headers, to_h2_headers, to_h2_response};
 use super::engine::{Engine, H2Event, StreamKey};
@@ -233,7 +233,7 @@ impl H2Server {
     /// Our request, from an HTTP/2 request head; or why it is refused.
     fn request(&self, cx: &Context, head: http::request::Parts) -> Result<Request, ClientError> {
         fields::check_request(&head).map_err(ClientError::Fields)?;
-        let protocol = head.extensions.get::<h2::ext::Protocol>().map(|p| p.as_str().to_owned());
+        let protocol = head.extensions.get::<super::engine::Protocol>().map(|p| p.as_str().to_owned());
         let websocket = head.method == http::Method::CONNECT && protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
         let connect = head.method == http::Method::CONNECT && !websocket;
         if connect {

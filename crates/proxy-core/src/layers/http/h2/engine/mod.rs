@@ -1,46 +1,48 @@
-//! The HTTP/2 engine: the `h2` crate, driven over memory instead of a socket.
+//! The HTTP/2 engine: one connection, either side, as a synchronous state machine of our own.
 //!
-//! h2 is written for async I/O, but its futures only ever wait on its transport. Give it a
-//! transport that reads from a buffer we fill and writes into a buffer we empty, poll it with
-//! a waker that does nothing, and it becomes a synchronous state machine: bytes in, events
-//! out, and the bytes it wants to send waiting in the output buffer. Nothing is ever woken;
-//! instead [`Engine::poll`] polls everything after every change until nothing moves.
-//!
-//! This is the narrow interface the rest of the core sees: [`Engine::receive`] and
-//! [`Engine::poll`] for what the peer sent, [`H2Event`]s for what it meant, and
-//! `respond`/`open`/`send_data`/`finish`/`reset` for what we send. Nothing of h2 but its
-//! header and status types leaks past it, so another engine could take its place.
+//! Bytes from the peer go in with [`Engine::receive`]; [`Engine::poll`] reads every whole
+//! frame they hold and returns what they meant as [`H2Event`]s; what we send goes in with
+//! `open`/`respond`/`send_data`/`finish`/`reset`, and the frames for the peer come out of
+//! [`Engine::take_output`]. No clock, no waker, no lock: the engine does exactly what its
+//! caller's calls and the peer's bytes ask, and nothing between them.
 //!
 //! Flow control is the backpressure. Received body bytes are handed out only for streams the
 //! caller marked [`reading`](Engine::set_reading), and window is given back to the peer only
 //! for bytes handed out; so a stream whose destination is slow stops the peer after one
-//! window. Outgoing body bytes wait in a per-stream queue and go to h2 only as far as the
+//! window. Outgoing body bytes wait in a per-stream queue and go out only as far as the
 //! peer's window allows; [`Engine::backlog`] tells the caller how much waits.
 //!
-//! `transport.rs` is the pipe h2 reads and writes, `settings.rs` our settings and the
-//! following of the server's first SETTINGS frame, `stream.rs` one stream's state and the
-//! flow control of its bodies; this file is the engine: the connection and its stream table.
+//! An idle connection keeps no buffer: input is taken as it comes and let go once read,
+//! output is handed over whole, and a stream's state goes with its end. What stays is the
+//! HPACK tables (at most 4 KiB each way, the protocol's default) and the settings.
+//!
+//! `frame.rs` is the wire format, `hpack/` the header compression, `head.rs` header blocks as
+//! `http` heads, `settings.rs` both sides' settings, `stream.rs` one stream; this file is
+//! the connection: its frames read in order, its streams, and what goes out.
 
+mod error;
+mod frame;
+mod head;
+mod hpack;
 mod settings;
 mod stream;
-mod transport;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, Waker};
 
-use bytes::Bytes;
-use h2::{client, server, Reason};
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
+pub use error::{ConnectionError, Reason};
+pub use head::Protocol;
 pub use settings::Settings;
-use settings::{configure, PeerSettings};
-use stream::{receive_body, Received, Stream};
-use transport::{Frames, Io, PREFACE};
 
-/// A stream, as the caller names it: the h2 stream id for streams the peer opened, the
-/// caller's own key for those it opened.
+use frame::{Head, DEFAULT_MAX_FRAME, HEADER_LEN, MAX_WINDOW, PREFACE};
+use head::{Builder, Decoded, HeadError, Kind, Message};
+use settings::PeerSettings;
+use stream::{Recv, Stream};
+
+/// A stream, as the caller names it: the stream id for streams the peer opened, the caller's
+/// own key for those it opened.
 pub type StreamKey = u64;
 
 /// What the peer did, in HTTP terms.
@@ -55,7 +57,7 @@ pub enum H2Event {
     Data { stream: StreamKey, data: Bytes },
     /// The message on `stream` is complete.
     End { stream: StreamKey, trailers: Option<HeaderMap> },
-    /// The stream ended abnormally: reset by the peer (`remote`) or by h2 for a protocol
+    /// The stream ended abnormally: reset by the peer (`remote`) or by us for a protocol
     /// error, or lost with the connection. Nothing more comes for it. `unprocessed`: the
     /// peer cannot have acted on it (it refused it with REFUSED_STREAM, it was above the
     /// last stream of the peer's GOAWAY, or it never left), so a request may be sent again
@@ -81,172 +83,215 @@ impl H2Event {
     }
 }
 
-/// Why an HTTP/2 connection ended other than cleanly.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectionError {
-    #[error("the peer sent GOAWAY ({0:?})")]
-    PeerGoAway(Reason),
-    /// The peer broke the protocol: h2 sent a GOAWAY with this reason.
-    #[error("protocol error, GOAWAY sent ({0:?}: {0})")]
-    GoAwaySent(Reason),
-    /// The connection failed with this error code, no GOAWAY involved.
-    #[error("{0:?}: {0}")]
-    Failed(Reason),
-    /// The transport under it ended.
-    #[error("the connection ended")]
-    Ended,
-    /// Anything else h2 reports (a misuse of its API, which would be our bug), in its words.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<&h2::Error> for ConnectionError {
-    fn from(error: &h2::Error) -> Self {
-        match error.reason() {
-            Some(reason) if error.is_go_away() && error.is_remote() => Self::PeerGoAway(reason),
-            Some(reason) if error.is_go_away() => Self::GoAwaySent(reason),
-            Some(reason) => Self::Failed(reason),
-            None if error.is_io() => Self::Ended,
-            None => Self::Other(error.to_string()),
-        }
-    }
-}
-
-type ClientHandshake = Pin<Box<dyn Future<Output = Result<(client::SendRequest<Bytes>, client::Connection<Io, Bytes>), h2::Error>> + Send>>;
-
-enum Conn {
-    ServerHandshake(Pin<Box<server::Handshake<Io, Bytes>>>),
-    Server(Box<server::Connection<Io, Bytes>>),
-    ClientHandshake(ClientHandshake),
-    Client { conn: Box<client::Connection<Io, Bytes>>, requests: client::SendRequest<Bytes> },
-    Done,
-}
-
 /// Streams a client assumes a server allows until the server's SETTINGS say otherwise:
 /// RFC 9113 section 6.5.2 recommends that servers allow no fewer.
 const ASSUMED_MAX_STREAMS: usize = 100;
 
-/// An HTTP/2 connection, either side, driven by hand. See the module docs.
+/// Stream ids we reset lately, whose late frames are dropped without a word (section 5.4.2).
+const REMEMBERED_RESETS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+}
+
+/// Where the connection as a whole stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Server role: this much of the client's preface is still to come.
+    Preface(usize),
+    /// Frames flow; the peer's first must be SETTINGS.
+    Open,
+    /// Over: nothing more is read, and the `Closed` event has been given.
+    Done,
+}
+
+/// A header block under way: a HEADERS frame without END_HEADERS, and the CONTINUATION
+/// frames that follow it.
+struct Partial {
+    stream: u32,
+    end_stream: bool,
+    block: BytesMut,
+}
+
+/// An HTTP/2 connection, either side. See the module docs.
 pub struct Engine {
-    io: Io,
-    conn: Conn,
+    role: Role,
+    settings: Settings,
+    state: State,
+    input: BytesMut,
+    output: BytesMut,
+    peer: PeerSettings,
+    decoder: hpack::Decoder,
+    encoder: hpack::Encoder,
+    /// How much more we may send on the connection.
+    send_window: i64,
+    /// How much more the peer may send on the connection.
+    recv_window: i64,
+    /// Bytes taken from the connection window that are still to be given back.
+    recv_released: i64,
     streams: BTreeMap<StreamKey, Stream>,
+    /// Client role: the key of each stream id we opened.
+    keys: BTreeMap<u32, StreamKey>,
     /// Requests waiting for the server to allow another stream (client role).
     opening: VecDeque<(StreamKey, http::Request<()>, bool)>,
     /// Streams opened so far (client role).
     opened: usize,
-    /// How far the server's SETTINGS have come (client role).
-    peer_settings: PeerSettings,
-    /// The server will take no more streams (client role).
-    refusing: bool,
+    next_id: u32,
+    /// The highest stream id the peer opened.
+    last_peer_id: u32,
+    partial: Option<Partial>,
+    /// Our GOAWAY went out, naming this last stream.
+    goaway_sent: Option<u32>,
+    /// The peer's GOAWAY came: no new streams either way.
+    goaway_received: Option<Reason>,
+    /// The transport under the connection ended.
+    eof: bool,
+    recently_reset: VecDeque<u32>,
+    /// Streams reset for the peer's errors, against `max_local_error_reset_streams`.
+    local_error_resets: usize,
+    /// Streams the peer opened and reset in one batch of frames, against
+    /// `max_pending_accept_reset_streams`.
+    batch_resets: usize,
     events: Vec<H2Event>,
 }
 
 impl Engine {
     /// The server side of a connection whose client has sent, or will send, the preface.
     pub fn server(settings: &Settings) -> Self {
-        let io = Io::new(Frames::Preface { left: PREFACE });
-        let mut builder = server::Builder::new();
-        configure!(builder, settings);
-        if settings.connect_protocol {
-            builder.enable_connect_protocol();
-        }
-        let handshake = Box::pin(builder.handshake(io.clone()));
-        Self::with(io, Conn::ServerHandshake(handshake))
+        let mut engine = Self::with(Role::Server, settings);
+        engine.send_settings();
+        engine
     }
 
     /// The client side of a connection: we send the preface first.
     pub fn client(settings: &Settings) -> Self {
-        let io = Io::new(Frames::START);
-        let mut builder = client::Builder::new();
-        configure!(builder.enable_push(false), settings);
-        let handshake: ClientHandshake = Box::pin(builder.handshake(io.clone()));
-        let mut engine = Self::with(io, Conn::ClientHandshake(handshake));
-        engine.peer_settings = PeerSettings::awaited();
-        engine.poll();
+        let mut engine = Self::with(Role::Client, settings);
+        engine.output.extend_from_slice(PREFACE);
+        engine.send_settings();
         engine
     }
 
-    fn with(io: Io, conn: Conn) -> Self {
+    fn with(role: Role, settings: &Settings) -> Self {
         Self {
-            io,
-            conn,
+            role,
+            settings: settings.clone(),
+            state: if role == Role::Server { State::Preface(PREFACE.len()) } else { State::Open },
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            peer: PeerSettings::default(),
+            decoder: hpack::Decoder::new(4096),
+            encoder: hpack::Encoder::new(),
+            send_window: frame::DEFAULT_WINDOW,
+            recv_window: frame::DEFAULT_WINDOW,
+            recv_released: 0,
             streams: BTreeMap::new(),
+            keys: BTreeMap::new(),
             opening: VecDeque::new(),
             opened: 0,
-            peer_settings: PeerSettings::Applied,
-            refusing: false,
+            next_id: 1,
+            last_peer_id: 0,
+            partial: None,
+            goaway_sent: None,
+            goaway_received: None,
+            eof: false,
+            recently_reset: VecDeque::new(),
+            local_error_resets: 0,
+            batch_resets: 0,
             events: Vec::new(),
+        }
+    }
+
+    /// Our SETTINGS, and the connection window beyond the protocol's default.
+    fn send_settings(&mut self) {
+        let s = &self.settings;
+        let mut list = Vec::with_capacity(5);
+        match self.role {
+            Role::Client => list.push((frame::SETTINGS_ENABLE_PUSH, 0)),
+            Role::Server => list.push((frame::SETTINGS_MAX_CONCURRENT_STREAMS, s.max_concurrent_streams)),
+        }
+        if i64::from(s.stream_window) != frame::DEFAULT_WINDOW {
+            list.push((frame::SETTINGS_INITIAL_WINDOW_SIZE, s.stream_window));
+        }
+        list.push((frame::SETTINGS_MAX_HEADER_LIST_SIZE, s.max_header_list_size));
+        if self.role == Role::Server && s.connect_protocol {
+            list.push((frame::SETTINGS_ENABLE_CONNECT_PROTOCOL, 1));
+        }
+        frame::put_settings(&mut self.output, &list);
+        let extra = i64::from(s.connection_window) - frame::DEFAULT_WINDOW;
+        if extra > 0 {
+            frame::put_window_update(&mut self.output, 0, extra as u32);
+            self.recv_window += extra;
         }
     }
 
     /// Bytes from the peer.
     pub fn receive(&mut self, data: Bytes) {
-        self.peer_settings.follow(&data);
-        let mut pipe = self.io.lock();
-        if !pipe.input.is_empty() {
-            pipe.input.extend_from_slice(&data);
+        if self.state == State::Done || data.is_empty() {
             return;
         }
-        // Nothing left over from before, the usual case: the bytes are taken as they are
-        // when nobody else holds them (TLS's plaintext does not).
-        match data.try_into_mut() {
-            Ok(data) => pipe.input = data,
-            Err(data) => pipe.input.extend_from_slice(&data),
+        if self.input.is_empty() {
+            // Nothing left over from before, the usual case: the bytes are taken as they are
+            // when nobody else holds them.
+            match data.try_into_mut() {
+                Ok(data) => self.input = data,
+                Err(data) => self.input.extend_from_slice(&data),
+            }
+        } else {
+            self.input.extend_from_slice(&data);
         }
     }
 
     /// The peer will send nothing more.
     pub fn receive_eof(&mut self) {
-        self.io.lock().eof = true;
+        self.eof = true;
     }
 
     /// Bytes for the peer.
     pub fn take_output(&mut self) -> Bytes {
-        self.io.lock().output.split().freeze()
+        std::mem::take(&mut self.output).freeze()
     }
 
     pub fn is_closed(&self) -> bool {
-        matches!(self.conn, Conn::Done)
+        self.state == State::Done
     }
 
     /// Streams in progress, or waiting to open.
     pub fn active_streams(&self) -> usize {
-        self.streams.len() + self.opening.len()
+        self.streams.len()
     }
 
     /// How many streams this connection may have open at once (client role): the server's
     /// limit once its SETTINGS are in; none once it takes no more.
     pub fn max_streams(&self) -> usize {
-        match &self.conn {
-            _ if self.refusing || self.is_closed() => 0,
-            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => requests.current_max_send_streams(),
-            Conn::Client { .. } | Conn::ClientHandshake(_) => ASSUMED_MAX_STREAMS,
-            _ => 0,
+        if self.role == Role::Server || self.refusing() {
+            return 0;
+        }
+        match (self.peer.received, self.peer.max_concurrent_streams) {
+            (true, Some(max)) => max as usize,
+            (true, None) => usize::MAX,
+            (false, _) => ASSUMED_MAX_STREAMS,
         }
     }
 
     /// Whether another request may be opened on this connection without waiting.
     pub fn has_room(&self) -> bool {
-        match &self.conn {
-            _ if self.refusing => false,
-            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
-                self.active_streams() < requests.current_max_send_streams()
-            }
-            Conn::Client { .. } | Conn::ClientHandshake(_) => self.active_streams() < ASSUMED_MAX_STREAMS,
-            _ => false,
-        }
+        self.role == Role::Client && !self.refusing() && self.active_streams() < self.max_streams()
+    }
+
+    /// No new streams go on this connection.
+    fn refusing(&self) -> bool {
+        self.state == State::Done || self.goaway_received.is_some() || self.goaway_sent.is_some() || self.next_id > 0x7fff_ffff
     }
 
     /// Whether the server lets us open WebSockets as streams (RFC 8441's
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`); `None` until its SETTINGS are in (client role).
     pub fn extended_connect(&self) -> Option<bool> {
-        match &self.conn {
-            Conn::Client { requests, .. } if self.peer_settings == PeerSettings::Applied => {
-                Some(requests.is_extended_connect_protocol_enabled())
-            }
-            Conn::Client { .. } | Conn::ClientHandshake(_) => None,
-            _ => Some(false),
+        match self.role {
+            Role::Client if self.peer.received => Some(self.peer.connect_protocol),
+            Role::Client => None,
+            Role::Server => Some(false),
         }
     }
 
@@ -265,31 +310,36 @@ impl Engine {
     /// Open a stream with `request` (client role). It waits if the server allows no more
     /// streams just now.
     pub fn open(&mut self, stream: StreamKey, request: http::Request<()>, end_stream: bool) {
-        self.streams.insert(stream, Stream { reading: true, sent_end: end_stream, ..Stream::default() });
+        let recv_window = i64::from(self.settings.stream_window);
+        let mut s = Stream::new(0, Recv::Head, recv_window, 0);
+        s.sent_end = end_stream;
+        s.head_request = request.method() == http::Method::HEAD;
+        self.streams.insert(stream, s);
         self.opening.push_back((stream, request, end_stream));
     }
 
     /// Send an informational response on `stream` (server role).
     pub fn interim(&mut self, stream: StreamKey, response: http::Response<()>) {
-        if let Some(respond) = self.streams.get_mut(&stream).and_then(|s| s.respond.as_mut()) {
-            let _ = respond.send_informational(response);
+        let Some(s) = self.streams.get(&stream) else { return };
+        if s.head_sent {
+            return;
         }
+        let id = s.id;
+        let status = head::status_digits(response.status());
+        self.send_head(id, &head::response_fields(&response, &status), false);
     }
 
     /// Send the response head on `stream` (server role).
     pub fn respond(&mut self, stream: StreamKey, response: http::Response<()>, end_stream: bool) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
-        let Some(mut respond) = s.respond.take() else { return };
-        match respond.send_response(response, end_stream) {
-            Ok(send) => {
-                s.send = Some(send);
-                s.sent_end = end_stream;
-            }
-            Err(_) => {
-                // The stream is gone already (reset by the peer); its reset was reported.
-                s.sent_end = true;
-            }
+        if s.head_sent {
+            return;
         }
+        s.head_sent = true;
+        s.sent_end = end_stream;
+        let id = s.id;
+        let status = head::status_digits(response.status());
+        self.send_head(id, &head::response_fields(&response, &status), end_stream);
         self.forget_if_done(stream);
     }
 
@@ -311,15 +361,13 @@ impl Engine {
     /// Abandon `stream`, telling the peer `reason`.
     pub fn reset(&mut self, stream: StreamKey, reason: Reason) {
         self.opening.retain(|(key, ..)| *key != stream);
-        let Some(mut s) = self.streams.remove(&stream) else { return };
-        if let Some(send) = &mut s.send {
-            send.send_reset(reason);
-        } else if let Some(respond) = &mut s.respond {
-            respond.send_reset(reason);
-        } else if let Some(recv) = s.recv.take() {
-            // Dropping our last handle on a stream whose head went out resets it.
-            drop(recv);
+        let Some(s) = self.streams.remove(&stream) else { return };
+        if s.id != 0 {
+            frame::put_rst(&mut self.output, s.id, reason);
+            self.remember_reset(s.id);
+            self.keys.remove(&s.id);
         }
+        self.give_back_held(&s);
     }
 
     /// Reset `stream` with `reason` once our message on it has gone out whole: the way a
@@ -331,59 +379,55 @@ impl Engine {
         }
     }
 
-    /// Reset the streams whose message is out, as [`reset_when_sent`](Self::reset_when_sent)
-    /// asked. True if there were any.
-    fn reset_sent(&mut self) -> bool {
-        let done: Vec<(StreamKey, Reason)> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.sent_end && s.pending.is_empty())
-            .filter_map(|(key, s)| Some((*key, s.reset_when_sent?)))
-            .collect();
-        for (stream, reason) in &done {
-            self.reset(*stream, *reason);
-        }
-        !done.is_empty()
-    }
-
     /// Close the connection: at once with `reason` (our GOAWAY), or gracefully, letting the
     /// streams in progress finish (server role).
     pub fn shutdown(&mut self, reason: Option<Reason>) {
-        match &mut self.conn {
-            Conn::Server(conn) => match reason {
-                Some(reason) => conn.abrupt_shutdown(reason),
-                None => conn.graceful_shutdown(),
-            },
-            Conn::Client { .. } | Conn::ClientHandshake(_) if reason.is_some() => {
-                // h2 gives a client no GOAWAY of its own; dropping the connection ends it.
-                self.conn = Conn::Done;
+        if self.state == State::Done {
+            return;
+        }
+        match (self.role, reason) {
+            (Role::Server, None) => {
+                if self.goaway_sent.is_none() {
+                    frame::put_goaway(&mut self.output, self.last_peer_id, Reason::NO_ERROR);
+                    self.goaway_sent = Some(self.last_peer_id);
+                }
+            }
+            (Role::Server, Some(reason)) => {
+                frame::put_goaway(&mut self.output, self.last_peer_id, reason);
+                self.goaway_sent = Some(self.last_peer_id);
+                let error = (reason != Reason::NO_ERROR).then_some(ConnectionError::GoAwaySent(reason));
+                self.close(reason, error);
+            }
+            (Role::Client, Some(reason)) => {
+                // Nothing of ours is in progress that the caller still wants.
+                frame::put_goaway(&mut self.output, 0, reason);
+                self.state = State::Done;
                 self.streams.clear();
                 self.opening.clear();
+                self.keys.clear();
             }
-            _ => {}
+            (Role::Client, None) => {}
         }
     }
 
-    /// Run the engine until it can make no more progress, and return what happened.
+    /// Read what the peer sent, send what the windows allow, and return what happened.
     pub fn poll(&mut self) -> Vec<H2Event> {
-        let mut task = TaskContext::from_waker(Waker::noop());
-        // Every round either moves bytes or changes a stream; a round that does neither ends
-        // the loop. The bound is a backstop against a misbehaving engine, never reached.
-        for _ in 0..1000 {
-            let out_before = self.io.lock().output.len();
-            let events_before = self.events.len();
-            let mut moved = self.drive(&mut task);
-            moved |= self.poll_streams(&mut task);
-            moved |= self.flush_bodies();
-            let out_after = self.io.lock().output.len();
-            if !moved && out_after == out_before && self.events.len() == events_before {
-                // Everything that could be written has been: the streams waiting for that
-                // may be reset now, and the resets need another round to go out.
-                if self.reset_sent() {
-                    continue;
-                }
-                break;
+        if self.state != State::Done {
+            self.batch_resets = 0;
+            if let Err((reason, error)) = self.read_frames() {
+                self.connection_error(reason, error);
             }
+            for s in self.streams.values_mut() {
+                s.fresh = false;
+            }
+        }
+        if self.state != State::Done {
+            self.hand_out_held();
+            self.open_waiting();
+            self.flush_bodies();
+            self.reset_sent();
+            self.give_windows_back();
+            self.end_if_over();
         }
         std::mem::take(&mut self.events)
     }
@@ -404,251 +448,724 @@ impl Engine {
         }
     }
 
-    /// Poll the connection: read and write frames, accept or open streams. True if a stream
-    /// came or went.
-    fn drive(&mut self, task: &mut TaskContext<'_>) -> bool {
-        let mut moved = false;
-        loop {
-            match &mut self.conn {
-                Conn::ServerHandshake(handshake) => match handshake.as_mut().poll(task) {
-                    Poll::Ready(Ok(conn)) => self.conn = Conn::Server(Box::new(conn)),
-                    Poll::Ready(Err(e)) => self.close(Some(ConnectionError::from(&e))),
-                    Poll::Pending => return moved,
-                },
-                Conn::ClientHandshake(handshake) => match handshake.as_mut().poll(task) {
-                    Poll::Ready(Ok((requests, conn))) => self.conn = Conn::Client { conn: Box::new(conn), requests },
-                    Poll::Ready(Err(e)) => self.close(Some(ConnectionError::from(&e))),
-                    Poll::Pending => return moved,
-                },
-                Conn::Server(conn) => match conn.poll_accept(task) {
-                    Poll::Ready(Some(Ok((request, respond)))) => {
-                        moved = true;
-                        let stream = StreamKey::from(respond.stream_id().as_u32());
-                        let (head, recv) = request.into_parts();
-                        let end_stream = recv.is_end_stream();
-                        self.events.push(H2Event::Request { stream, head, end_stream });
-                        let entry = Stream {
-                            respond: Some(respond),
-                            recv: (!end_stream).then_some(recv),
-                            reading: true,
-                            recv_end: end_stream,
-                            ..Stream::default()
-                        };
-                        self.streams.insert(stream, entry);
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        // A connection error: h2 has sent its GOAWAY.
-                        self.close(Some(ConnectionError::from(&e)));
-                    }
-                    Poll::Ready(None) => self.close(None),
-                    Poll::Pending => return moved,
-                },
-                Conn::Client { conn, requests } => {
-                    // Open what waits, as far as the server's stream limit allows; until that
-                    // limit is known, one stream (see `PeerSettings`).
-                    while let Some((key, ..)) = self.opening.front() {
-                        if self.opened > 0 && self.peer_settings != PeerSettings::Applied {
-                            break;
-                        }
-                        let key = *key;
-                        match requests.poll_ready(task) {
-                            Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(e)) => {
-                                // The server said GOAWAY (or the connection failed): nothing
-                                // more opens here; what waits fails now, not at a timeout.
-                                self.refusing = true;
-                                let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
-                                for (stream, ..) in std::mem::take(&mut self.opening) {
-                                    self.streams.remove(&stream);
-                                    self.events.push(H2Event::Reset { stream, reason, remote: true, unprocessed: true });
-                                }
-                                moved = true;
-                                break;
-                            }
-                            Poll::Pending => break,
-                        }
-                        let Some((_, request, end_stream)) = self.opening.pop_front() else { break };
-                        moved = true;
-                        self.opened += 1;
-                        match requests.send_request(request, end_stream) {
-                            Ok((response, send)) => {
-                                if let Some(s) = self.streams.get_mut(&key) {
-                                    s.response = Some(response);
-                                    // Kept past our END_STREAM too: the one handle that
-                                    // resets a stream with a reason of ours.
-                                    s.send = Some(send);
-                                }
-                            }
-                            Err(e) => {
-                                self.streams.remove(&key);
-                                let reason = e.reason().unwrap_or(Reason::REFUSED_STREAM);
-                                self.events.push(H2Event::Reset { stream: key, reason, remote: false, unprocessed: true });
-                            }
-                        }
-                    }
-                    return match Pin::new(conn.as_mut()).poll(task) {
-                        Poll::Ready(result) => {
-                            let error = result.err().map(|e| ConnectionError::from(&e));
-                            self.drain_streams(task);
-                            self.close(error);
-                            true
-                        }
-                        Poll::Pending if self.peer_settings == PeerSettings::Received && self.io.lock().input.is_empty() => {
-                            // h2 has read the server's SETTINGS: the streams that waited may
-                            // open, within its limit.
-                            self.peer_settings = PeerSettings::Applied;
-                            true
-                        }
-                        Poll::Pending => moved,
-                    };
+    // Reading.
+
+    /// Every whole frame in the input, in order. A connection error stops the reading.
+    fn read_frames(&mut self) -> Result<(), (Reason, ConnectionError)> {
+        if let State::Preface(left) = self.state {
+            let at = PREFACE.len() - left;
+            let n = left.min(self.input.len());
+            if self.input[..n] != PREFACE[at..at + n] {
+                return Err((Reason::PROTOCOL_ERROR, ConnectionError::GoAwaySent(Reason::PROTOCOL_ERROR)));
+            }
+            let _ = self.input.split_to(n);
+            self.state = if n == left { State::Open } else { State::Preface(left - n) };
+            if n < left {
+                return Ok(());
+            }
+        }
+        while self.state == State::Open {
+            let Some(head) = Head::parse(&self.input) else { break };
+            if head.len > DEFAULT_MAX_FRAME {
+                return Err(goaway(Reason::FRAME_SIZE_ERROR));
+            }
+            if self.input.len() < HEADER_LEN + head.len {
+                // Room for the rest of the frame, once.
+                self.input.reserve(HEADER_LEN + head.len - self.input.len());
+                break;
+            }
+            let _ = self.input.split_to(HEADER_LEN);
+            let payload = self.input.split_to(head.len);
+            self.read_frame(head, payload)?;
+        }
+        if self.input.is_empty() {
+            // Let go of the buffer: what was handed out keeps only its own bytes alive.
+            self.input = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn read_frame(&mut self, head: Head, payload: BytesMut) -> Result<(), (Reason, ConnectionError)> {
+        if !self.peer.received && head.kind != frame::SETTINGS {
+            // The peer's first frame is its SETTINGS (section 3.4).
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        if let Some(partial) = &self.partial {
+            if head.kind != frame::CONTINUATION || head.stream != partial.stream {
+                return Err(goaway(Reason::PROTOCOL_ERROR));
+            }
+        }
+        match head.kind {
+            frame::DATA => self.read_data(head, payload),
+            frame::HEADERS => self.read_headers(head, payload),
+            frame::PRIORITY => self.read_priority(head, &payload),
+            frame::RST_STREAM => self.read_rst(head, &payload),
+            frame::SETTINGS => self.read_settings(head, &payload),
+            frame::PUSH_PROMISE => Err(goaway(Reason::PROTOCOL_ERROR)),
+            frame::PING => self.read_ping(head, &payload),
+            frame::GOAWAY => self.read_goaway(head, &payload),
+            frame::WINDOW_UPDATE => self.read_window_update(head, &payload),
+            frame::CONTINUATION => self.read_continuation(head, payload),
+            // Unknown frame types are ignored (section 4.1).
+            _ => Ok(()),
+        }
+    }
+
+    fn read_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream != 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        if head.has(frame::ACK) {
+            return if payload.is_empty() { Ok(()) } else { Err(goaway(Reason::FRAME_SIZE_ERROR)) };
+        }
+        if payload.len() % 6 != 0 {
+            return Err(goaway(Reason::FRAME_SIZE_ERROR));
+        }
+        let delta = self.peer.apply(payload).map_err(goaway)?;
+        if delta != 0 {
+            for s in self.streams.values_mut().filter(|s| s.id != 0) {
+                s.send_window += delta;
+                if s.send_window > MAX_WINDOW {
+                    return Err(goaway(Reason::FLOW_CONTROL_ERROR));
                 }
-                Conn::Done => return moved,
+            }
+        }
+        if let Some(size) = self.peer.header_table_size.take() {
+            self.encoder.set_max_table_size(size as usize);
+        }
+        frame::put_settings_ack(&mut self.output);
+        Ok(())
+    }
+
+    fn read_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream != 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        let Ok(data) = <&[u8; 8]>::try_from(payload) else { return Err(goaway(Reason::FRAME_SIZE_ERROR)) };
+        if !head.has(frame::ACK) {
+            frame::put_ping(&mut self.output, true, data);
+        }
+        Ok(())
+    }
+
+    fn read_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream != 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        if payload.len() < 8 {
+            return Err(goaway(Reason::FRAME_SIZE_ERROR));
+        }
+        let last = frame::u32_at(payload, 0) & 0x7fff_ffff;
+        let reason = Reason(frame::u32_at(payload, 4));
+        self.goaway_received = Some(reason);
+        // Our streams above the last one it names were never acted on: they may go again.
+        let refused: Vec<StreamKey> = match self.role {
+            Role::Client => self.keys.range(last + 1..).map(|(_, key)| *key).collect(),
+            Role::Server => Vec::new(),
+        };
+        for key in refused {
+            if let Some(s) = self.streams.remove(&key) {
+                self.keys.remove(&s.id);
+                self.give_back_held(&s);
+                self.events.push(H2Event::Reset { stream: key, reason, remote: true, unprocessed: true });
+            }
+        }
+        Ok(())
+    }
+
+    fn read_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), (Reason, ConnectionError)> {
+        if payload.len() != 4 {
+            return Err(goaway(Reason::FRAME_SIZE_ERROR));
+        }
+        let increment = i64::from(frame::u32_at(payload, 0) & 0x7fff_ffff);
+        if head.stream == 0 {
+            if increment == 0 {
+                return Err(goaway(Reason::PROTOCOL_ERROR));
+            }
+            self.send_window += increment;
+            if self.send_window > MAX_WINDOW {
+                return Err(goaway(Reason::FLOW_CONTROL_ERROR));
+            }
+            return Ok(());
+        }
+        let Some(key) = self.key_of(head.stream) else {
+            return if self.is_idle(head.stream) { Err(goaway(Reason::PROTOCOL_ERROR)) } else { Ok(()) };
+        };
+        if increment == 0 {
+            return self.stream_error(key, Reason::PROTOCOL_ERROR);
+        }
+        let Some(s) = self.streams.get_mut(&key) else { return Ok(()) };
+        s.send_window += increment;
+        if s.send_window > MAX_WINDOW {
+            return self.stream_error(key, Reason::FLOW_CONTROL_ERROR);
+        }
+        Ok(())
+    }
+
+    fn read_priority(&mut self, head: Head, payload: &[u8]) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream == 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        if payload.len() != 5 {
+            return self.stream_error_by_id(head.stream, Reason::FRAME_SIZE_ERROR);
+        }
+        if frame::u32_at(payload, 0) & 0x7fff_ffff == head.stream {
+            return self.stream_error_by_id(head.stream, Reason::PROTOCOL_ERROR);
+        }
+        Ok(())
+    }
+
+    fn read_rst(&mut self, head: Head, payload: &[u8]) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream == 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        if payload.len() != 4 {
+            return Err(goaway(Reason::FRAME_SIZE_ERROR));
+        }
+        if self.is_idle(head.stream) {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        let reason = Reason(frame::u32_at(payload, 0));
+        let Some(key) = self.key_of(head.stream) else { return Ok(()) };
+        let Some(s) = self.streams.remove(&key) else { return Ok(()) };
+        self.keys.remove(&s.id);
+        self.give_back_held(&s);
+        if s.fresh {
+            // Opened and reset in one batch: the caller never hears of it. Many of those is
+            // the rapid-reset attack (CVE-2023-44487).
+            self.events.retain(|e| e.stream() != Some(key));
+            self.batch_resets += 1;
+            if self.batch_resets > self.settings.max_pending_accept_reset_streams {
+                return Err(goaway(Reason::ENHANCE_YOUR_CALM));
+            }
+            return Ok(());
+        }
+        self.events.push(H2Event::Reset { stream: key, reason, remote: true, unprocessed: reason == Reason::REFUSED_STREAM });
+        Ok(())
+    }
+
+    fn read_data(&mut self, head: Head, mut payload: BytesMut) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream == 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        let (start, end) = frame::unpadded(&head, &payload).map_err(goaway)?;
+        let len = payload.len() as i64;
+        self.recv_window -= len;
+        if self.recv_window < 0 {
+            return Err(goaway(Reason::FLOW_CONTROL_ERROR));
+        }
+        // Padding is given back at once; the body when it is handed out.
+        let padding = len - (end - start) as i64;
+        self.recv_released += padding;
+        let Some(key) = self.key_of(head.stream) else {
+            self.recv_released += len - padding;
+            if self.is_idle(head.stream) {
+                return Err(goaway(Reason::PROTOCOL_ERROR));
+            }
+            return self.closed_stream_frame(head.stream);
+        };
+        let Some(s) = self.streams.get_mut(&key) else { return Ok(()) };
+        match s.recv {
+            Recv::Body => {}
+            Recv::Head => {
+                self.recv_released += len - padding;
+                return self.stream_error(key, Reason::PROTOCOL_ERROR);
+            }
+            Recv::Ended => {
+                self.recv_released += len - padding;
+                return self.stream_error(key, Reason::STREAM_CLOSED);
+            }
+        }
+        s.recv_window -= len;
+        if s.recv_window < 0 {
+            self.recv_released += len - padding;
+            return self.stream_error(key, Reason::FLOW_CONTROL_ERROR);
+        }
+        s.recv_released += padding;
+        let _ = payload.split_to(start);
+        payload.truncate(end - start);
+        s.received += payload.len() as u64;
+        let length_broken = match s.content_length {
+            Some(n) if !s.head_request => s.received > n || (head.has(frame::END_STREAM) && s.received != n),
+            _ => false,
+        };
+        if length_broken {
+            self.recv_released += payload.len() as i64;
+            return self.stream_error(key, Reason::PROTOCOL_ERROR);
+        }
+        if !payload.is_empty() {
+            let data = payload.freeze();
+            if s.reading && s.held.is_empty() {
+                let n = data.len() as i64;
+                s.recv_released += n;
+                self.recv_released += n;
+                self.events.push(H2Event::Data { stream: key, data });
+            } else {
+                s.held.push_back(data);
+            }
+        }
+        if head.has(frame::END_STREAM) {
+            self.end_of_message(key, None);
+        }
+        Ok(())
+    }
+
+    fn read_headers(&mut self, head: Head, payload: BytesMut) -> Result<(), (Reason, ConnectionError)> {
+        if head.stream == 0 {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        let (start, end) = frame::unpadded(&head, &payload).map_err(goaway)?;
+        let dependency = frame::dependency(&head, &payload);
+        let block = &payload[start..end];
+        if head.has(frame::END_HEADERS) {
+            return self.read_block(head.stream, head.has(frame::END_STREAM), block, dependency);
+        }
+        let mut pending = BytesMut::with_capacity(block.len() * 2);
+        pending.extend_from_slice(block);
+        self.partial = Some(Partial { stream: head.stream, end_stream: head.has(frame::END_STREAM), block: pending });
+        Ok(())
+    }
+
+    fn read_continuation(&mut self, head: Head, payload: BytesMut) -> Result<(), (Reason, ConnectionError)> {
+        let Some(partial) = &mut self.partial else { return Err(goaway(Reason::PROTOCOL_ERROR)) };
+        partial.block.extend_from_slice(&payload);
+        if partial.block.len() > self.settings.max_header_list_size.max(16 * 1024) as usize {
+            // A header block that never ends (the CONTINUATION flood).
+            return Err(goaway(Reason::ENHANCE_YOUR_CALM));
+        }
+        if !head.has(frame::END_HEADERS) {
+            return Ok(());
+        }
+        let Some(partial) = self.partial.take() else { return Ok(()) };
+        self.read_block(partial.stream, partial.end_stream, &partial.block, None)
+    }
+
+    /// A whole header block on stream `id`.
+    fn read_block(&mut self, id: u32, end_stream: bool, block: &[u8], dependency: Option<u32>) -> Result<(), (Reason, ConnectionError)> {
+        let key = self.key_of(id);
+        let kind = match (self.role, key.and_then(|k| self.streams.get(&k))) {
+            (Role::Server, None) => Kind::Request,
+            (Role::Client, Some(s)) if s.recv == Recv::Head => Kind::Response,
+            (_, Some(_)) => Kind::Trailers,
+            (Role::Client, None) => Kind::Trailers,
+        };
+        let decoded = self.decode(kind, block)?;
+        match (self.role, key) {
+            (Role::Server, None) if id % 2 == 0 || id > self.last_peer_id => self.new_request(id, end_stream, decoded, dependency),
+            (_, Some(key)) if self.streams.contains_key(&key) => self.stream_head(key, end_stream, decoded),
+            _ => {
+                if self.is_idle(id) {
+                    return Err(goaway(Reason::PROTOCOL_ERROR));
+                }
+                self.closed_stream_frame(id)
             }
         }
     }
 
-    /// Hand out what the streams hold, read or not, as the connection ends: h2 may end it
-    /// in the very poll that read the peer's last frames (a response completed just before
-    /// the server's GOAWAY takes effect), and those frames are in the streams, not yet in
-    /// events. At most one window per stream, which h2 holds already.
-    fn drain_streams(&mut self, task: &mut TaskContext<'_>) {
-        for s in self.streams.values_mut() {
-            s.reading = true;
+    /// Run a block through HPACK (always, so the table follows the peer's) and check it.
+    fn decode(&mut self, kind: Kind, block: &[u8]) -> Result<Result<Decoded, HeadError>, (Reason, ConnectionError)> {
+        let mut builder = Builder::new(kind, self.settings.max_header_list_size as usize);
+        if self.decoder.decode(block, usize::MAX, |name, value, never_indexed| builder.field(name, value, never_indexed)).is_err() {
+            return Err(goaway(Reason::COMPRESSION_ERROR));
         }
-        // Each round takes every stream at least one step; an interim response takes one.
-        for _ in 0..16 {
-            if !self.poll_streams(task) {
-                break;
+        let connect_protocol = self.role == Role::Server && self.settings.connect_protocol;
+        match builder.finish(connect_protocol) {
+            Err(HeadError::Field) => Err(goaway(Reason::PROTOCOL_ERROR)),
+            other => Ok(other),
+        }
+    }
+
+    /// A request on a new stream (server role).
+    fn new_request(&mut self, id: u32, end_stream: bool, decoded: Result<Decoded, HeadError>, dependency: Option<u32>) -> Result<(), (Reason, ConnectionError)> {
+        if id % 2 == 0 || id <= self.last_peer_id {
+            return Err(goaway(Reason::PROTOCOL_ERROR));
+        }
+        self.last_peer_id = id;
+        if self.goaway_sent.is_some_and(|last| id > last) {
+            // After our GOAWAY: not acted on, as the GOAWAY said.
+            return Ok(());
+        }
+        if dependency == Some(id) {
+            return self.stream_error_by_id(id, Reason::PROTOCOL_ERROR);
+        }
+        if self.streams.len() >= self.settings.max_concurrent_streams as usize {
+            frame::put_rst(&mut self.output, id, Reason::REFUSED_STREAM);
+            self.remember_reset(id);
+            return Ok(());
+        }
+        let key = StreamKey::from(id);
+        let mut s = Stream::new(id, Recv::Body, i64::from(self.settings.stream_window), self.peer.initial_window);
+        s.fresh = true;
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
+            Err(HeadError::TooLarge) => {
+                // Answered 431 (RFC 6585), the stream ended from our side.
+                let answer = http::Response::builder().status(431).body(()).unwrap_or_default();
+                self.send_head(id, &head::response_fields(&answer, b"431"), true);
+                if !end_stream {
+                    frame::put_rst(&mut self.output, id, Reason::NO_ERROR);
+                }
+                self.remember_reset(id);
+                return Ok(());
             }
+            Err(_) => return self.stream_error_by_id(id, Reason::PROTOCOL_ERROR),
+        };
+        let Message::Request(head) = decoded.message else { return Ok(()) };
+        if end_stream && decoded.content_length.is_some_and(|n| n > 0) {
+            return self.stream_error_by_id(id, Reason::PROTOCOL_ERROR);
         }
+        s.content_length = decoded.content_length;
+        if end_stream {
+            s.recv = Recv::Ended;
+            s.recv_end = true;
+        }
+        self.streams.insert(key, s);
+        self.events.push(H2Event::Request { stream: key, head, end_stream });
+        Ok(())
+    }
+
+    /// A response head, or trailers, on a stream we know.
+    fn stream_head(&mut self, key: StreamKey, end_stream: bool, decoded: Result<Decoded, HeadError>) -> Result<(), (Reason, ConnectionError)> {
+        let Some(s) = self.streams.get_mut(&key) else { return Ok(()) };
+        if s.recv == Recv::Ended {
+            return self.stream_error(key, Reason::STREAM_CLOSED);
+        }
+        // A block ending a stream whose other half is over closes it: a malformed one is
+        // reported, but no RST_STREAM follows the stream's end.
+        let closes = end_stream && s.sent_end;
+        let Ok(decoded) = decoded else { return self.stream_error_closing(key, Reason::PROTOCOL_ERROR, closes) };
+        match decoded.message {
+            Message::Response(head) => {
+                let status = head.status.as_u16();
+                if status == 101 || (head.status.is_informational() && end_stream) {
+                    return self.stream_error(key, Reason::PROTOCOL_ERROR);
+                }
+                if head.status.is_informational() {
+                    self.events.push(H2Event::Interim { stream: key, head });
+                    return Ok(());
+                }
+                let bodiless = status == 204 || status == 304;
+                if end_stream && !bodiless && !s.head_request && decoded.content_length.is_some_and(|n| n > 0) {
+                    return self.stream_error_closing(key, Reason::PROTOCOL_ERROR, closes);
+                }
+                s.content_length = decoded.content_length;
+                s.recv = Recv::Body;
+                self.events.push(H2Event::Response { stream: key, head, end_stream });
+                if end_stream {
+                    s.recv = Recv::Ended;
+                    s.recv_end = true;
+                    self.forget_if_done(key);
+                }
+                Ok(())
+            }
+            Message::Trailers(trailers) => {
+                if !end_stream {
+                    return self.stream_error(key, Reason::PROTOCOL_ERROR);
+                }
+                if s.content_length.is_some_and(|n| !s.head_request && s.received != n) {
+                    return self.stream_error(key, Reason::PROTOCOL_ERROR);
+                }
+                self.end_of_message(key, Some(trailers));
+                Ok(())
+            }
+            Message::Request(_) => Ok(()),
+        }
+    }
+
+    /// The peer's message on `key` ended: handed out now, or after what is held.
+    fn end_of_message(&mut self, key: StreamKey, trailers: Option<HeaderMap>) {
+        let Some(s) = self.streams.get_mut(&key) else { return };
+        s.recv = Recv::Ended;
+        if s.held.is_empty() && s.reading {
+            s.recv_end = true;
+            self.events.push(H2Event::End { stream: key, trailers });
+            self.forget_if_done(key);
+        } else {
+            s.held_end = Some(trailers);
+        }
+    }
+
+    /// A DATA or HEADERS frame for a stream that is over: dropped if we reset it lately,
+    /// else the stream error section 5.1 asks for.
+    fn closed_stream_frame(&mut self, id: u32) -> Result<(), (Reason, ConnectionError)> {
+        if self.recently_reset.contains(&id) {
+            return Ok(());
+        }
+        frame::put_rst(&mut self.output, id, Reason::STREAM_CLOSED);
+        self.remember_reset(id);
+        Ok(())
+    }
+
+    // Stream and connection errors.
+
+    /// Reset `key` for the peer's error, telling the caller if it knew of the stream.
+    fn stream_error(&mut self, key: StreamKey, reason: Reason) -> Result<(), (Reason, ConnectionError)> {
+        self.stream_error_closing(key, reason, false)
+    }
+
+    /// [`stream_error`](Self::stream_error); `closed`: the frame at fault closed the stream,
+    /// so no RST_STREAM goes out.
+    fn stream_error_closing(&mut self, key: StreamKey, reason: Reason, closed: bool) -> Result<(), (Reason, ConnectionError)> {
+        let Some(s) = self.streams.remove(&key) else { return Ok(()) };
+        self.keys.remove(&s.id);
+        if !closed {
+            frame::put_rst(&mut self.output, s.id, reason);
+            self.remember_reset(s.id);
+        }
+        self.give_back_held(&s);
+        self.events.push(H2Event::Reset { stream: key, reason, remote: false, unprocessed: false });
+        self.count_local_error()
+    }
+
+    /// Reset stream `id`, which the caller never heard of, for the peer's error.
+    fn stream_error_by_id(&mut self, id: u32, reason: Reason) -> Result<(), (Reason, ConnectionError)> {
+        if let Some(key) = self.key_of(id).filter(|k| self.streams.contains_key(k)) {
+            return self.stream_error(key, reason);
+        }
+        frame::put_rst(&mut self.output, id, reason);
+        self.remember_reset(id);
+        self.count_local_error()
+    }
+
+    fn count_local_error(&mut self) -> Result<(), (Reason, ConnectionError)> {
+        self.local_error_resets += 1;
+        if self.local_error_resets > self.settings.max_local_error_reset_streams {
+            return Err(goaway(Reason::ENHANCE_YOUR_CALM));
+        }
+        Ok(())
+    }
+
+    /// The peer broke the protocol: our GOAWAY, and every stream lost with the connection.
+    fn connection_error(&mut self, reason: Reason, error: ConnectionError) {
+        frame::put_goaway(&mut self.output, self.last_peer_id, reason);
+        self.goaway_sent = Some(self.last_peer_id);
+        self.close(Reason::PROTOCOL_ERROR, Some(error));
     }
 
     /// The connection is over: every stream with it.
-    fn close(&mut self, error: Option<ConnectionError>) {
-        self.conn = Conn::Done;
-        let reason = if error.is_some() { Reason::PROTOCOL_ERROR } else { Reason::CANCEL };
+    fn close(&mut self, reason: Reason, error: Option<ConnectionError>) {
+        self.state = State::Done;
+        self.input = BytesMut::new();
+        self.partial = None;
         let opening: Vec<StreamKey> = self.opening.drain(..).map(|(stream, ..)| stream).collect();
         for (stream, _) in std::mem::take(&mut self.streams) {
             let unprocessed = opening.contains(&stream);
             self.events.push(H2Event::Reset { stream, reason, remote: false, unprocessed });
         }
+        self.keys.clear();
         self.events.push(H2Event::Closed { error });
     }
 
-    /// Collect response heads, body bytes, trailers and resets. True if anything came.
-    fn poll_streams(&mut self, task: &mut TaskContext<'_>) -> bool {
-        let mut moved = false;
-        let mut gone = Vec::new();
-        for (&key, s) in &mut self.streams {
-            if let Some(response) = &mut s.response {
-                match response.poll_informational(task) {
-                    Poll::Ready(Some(Ok(interim))) => {
-                        moved = true;
-                        let (head, ()) = interim.into_parts();
-                        self.events.push(H2Event::Interim { stream: key, head });
-                        continue;
-                    }
-                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) | Poll::Pending => {}
-                }
-                match Pin::new(response).poll(task) {
-                    Poll::Ready(Ok(response)) => {
-                        moved = true;
-                        s.response = None;
-                        let (head, recv) = response.into_parts();
-                        let end_stream = recv.is_end_stream();
-                        self.events.push(H2Event::Response { stream: key, head, end_stream });
-                        if end_stream {
-                            s.recv_end = true;
-                        } else {
-                            s.recv = Some(recv);
-                        }
-                    }
-                    Poll::Ready(Err(e)) => {
-                        moved = true;
-                        self.events.push(reset_event(key, &e));
-                        gone.push(key);
-                        continue;
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if s.reading {
-                if let Some(recv) = &mut s.recv {
-                    match receive_body(recv, task) {
-                        Received::Nothing => {}
-                        Received::Data(chunks) => {
-                            moved = true;
-                            for data in chunks {
-                                self.events.push(H2Event::Data { stream: key, data });
-                            }
-                        }
-                        Received::End(chunks, trailers) => {
-                            moved = true;
-                            for data in chunks {
-                                self.events.push(H2Event::Data { stream: key, data });
-                            }
-                            self.events.push(H2Event::End { stream: key, trailers });
-                            s.recv = None;
-                            s.recv_end = true;
-                        }
-                        Received::Failed(chunks, e) => {
-                            moved = true;
-                            for data in chunks {
-                                self.events.push(H2Event::Data { stream: key, data });
-                            }
-                            self.events.push(reset_event(key, &e));
-                            gone.push(key);
-                            continue;
-                        }
-                    }
-                }
-            }
-            // A peer that resets a stream whose body it had finished sending is heard only
-            // on the sending half.
-            if s.recv.is_none() && s.response.is_none() && !s.sent_end {
-                let reset = match (&mut s.send, &mut s.respond) {
-                    (Some(send), _) => send.poll_reset(task),
-                    (None, Some(respond)) => respond.poll_reset(task),
-                    (None, None) => Poll::Pending,
-                };
-                if let Poll::Ready(result) = reset {
-                    moved = true;
-                    let reason = match result {
-                        Ok(reason) => reason,
-                        Err(e) => e.reason().unwrap_or(Reason::CANCEL),
-                    };
-                    let unprocessed = reason == Reason::REFUSED_STREAM;
-                    self.events.push(H2Event::Reset { stream: key, reason, remote: true, unprocessed });
-                    gone.push(key);
-                }
+    /// Close once the connection can carry nothing more: the transport ended, or a GOAWAY
+    /// (either way) and no stream left.
+    fn end_if_over(&mut self) {
+        if self.eof {
+            let error = if self.streams.is_empty() && (self.peer.received || self.role == Role::Server) {
+                None
+            } else {
+                Some(ConnectionError::Ended)
+            };
+            return self.close(Reason::CANCEL, error);
+        }
+        if self.streams.is_empty() && self.opening.is_empty() {
+            if let Some(reason) = self.goaway_received {
+                let error = (reason != Reason::NO_ERROR).then_some(ConnectionError::PeerGoAway(reason));
+                self.close(Reason::CANCEL, error);
+            } else if self.goaway_sent.is_some() {
+                self.close(Reason::CANCEL, None);
             }
         }
-        for key in gone {
-            self.streams.remove(&key);
+    }
+
+    // Sending.
+
+    /// Encode a header block and send it as HEADERS (and CONTINUATION) frames.
+    fn send_head(&mut self, id: u32, fields: &[head::Field<'_>], end_stream: bool) {
+        let mut block = BytesMut::with_capacity(256);
+        self.encoder.encode(fields.iter().copied(), &mut block);
+        frame::put_header_block(&mut self.output, id, &block, end_stream, self.peer.max_frame_size);
+    }
+
+    /// Open the requests that wait, as far as the server's stream limit allows; until its
+    /// SETTINGS are in, one (a server about to announce a lower limit would refuse the rest).
+    fn open_waiting(&mut self) {
+        while let Some((key, ..)) = self.opening.front() {
+            let key = *key;
+            if self.refusing() {
+                let reason = self.goaway_received.unwrap_or(Reason::REFUSED_STREAM);
+                for (stream, ..) in std::mem::take(&mut self.opening) {
+                    self.streams.remove(&stream);
+                    self.events.push(H2Event::Reset { stream, reason, remote: true, unprocessed: true });
+                }
+                return;
+            }
+            let open = self.streams.len() - self.opening.len();
+            let allowed = if self.peer.received { self.peer.max_concurrent_streams.map_or(usize::MAX, |m| m as usize) } else { 1 };
+            if open >= allowed || (!self.peer.received && self.opened > 0) {
+                return;
+            }
+            let Some((_, request, end_stream)) = self.opening.pop_front() else { return };
+            let id = self.next_id;
+            self.next_id += 2;
+            self.opened += 1;
+            self.keys.insert(id, key);
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.id = id;
+                s.head_sent = true;
+                s.send_window = self.peer.initial_window;
+            }
+            self.send_head(id, &head::request_fields(&request), end_stream);
+        }
+    }
+
+    /// Send as much of each queued body as the windows allow, a frame per stream in turn,
+    /// and the ends of messages whose body is all out.
+    fn flush_bodies(&mut self) {
+        let max_frame = self.peer.max_frame_size;
+        loop {
+            let mut moved = false;
+            for s in self.streams.values_mut() {
+                if !s.head_sent || s.sent_end || s.id == 0 {
+                    continue;
+                }
+                if !s.pending.is_empty() {
+                    let room = s.send_window.min(self.send_window).min(max_frame as i64);
+                    if room <= 0 {
+                        continue;
+                    }
+                    let Some(chunk) = s.take_pending(room as usize) else { continue };
+                    let last = s.pending.is_empty() && matches!(s.finish, Some(None));
+                    s.send_window -= chunk.len() as i64;
+                    self.send_window -= chunk.len() as i64;
+                    self.output.reserve(HEADER_LEN + chunk.len());
+                    frame::put_data_head(&mut self.output, s.id, chunk.len(), last);
+                    self.output.extend_from_slice(&chunk);
+                    if last {
+                        s.sent_end = true;
+                        s.finish = None;
+                    }
+                    moved = true;
+                    continue;
+                }
+                match s.finish.take() {
+                    Some(Some(trailers)) => {
+                        let mut block = BytesMut::with_capacity(128);
+                        self.encoder.encode(head::trailer_fields(&trailers).iter().copied(), &mut block);
+                        frame::put_header_block(&mut self.output, s.id, &block, true, max_frame);
+                        s.sent_end = true;
+                    }
+                    Some(None) => {
+                        frame::put_data_head(&mut self.output, s.id, 0, true);
+                        s.sent_end = true;
+                    }
+                    None => {}
+                }
+            }
+            if !moved {
+                break;
+            }
         }
         let done: Vec<StreamKey> = self.streams.iter().filter(|(_, s)| s.is_done()).map(|(k, _)| *k).collect();
         for key in done {
-            self.streams.remove(&key);
+            self.forget_if_done(key);
         }
-        moved
     }
 
-    /// Give h2 as much of each queued body as the peer's window takes. True if any went.
-    fn flush_bodies(&mut self) -> bool {
-        self.streams.values_mut().fold(false, |moved, s| s.flush() | moved)
+    /// Reset the streams whose message is out, as [`reset_when_sent`](Self::reset_when_sent)
+    /// asked.
+    fn reset_sent(&mut self) {
+        let done: Vec<(StreamKey, Reason)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.sent_end && s.pending.is_empty())
+            .filter_map(|(key, s)| Some((*key, s.reset_when_sent?)))
+            .collect();
+        for (stream, reason) in done {
+            self.reset(stream, reason);
+        }
     }
 
-    fn forget_if_done(&mut self, stream: StreamKey) {
-        if self.streams.get(&stream).is_some_and(Stream::is_done) {
-            self.streams.remove(&stream);
+    /// Hand out what streams now reading hold.
+    fn hand_out_held(&mut self) {
+        let keys: Vec<StreamKey> = self.streams.iter().filter(|(_, s)| s.reading && (!s.held.is_empty() || s.held_end.is_some())).map(|(k, _)| *k).collect();
+        for key in keys {
+            let Some(s) = self.streams.get_mut(&key) else { continue };
+            while let Some(data) = s.held.pop_front() {
+                let n = data.len() as i64;
+                s.recv_released += n;
+                self.recv_released += n;
+                self.events.push(H2Event::Data { stream: key, data });
+            }
+            if let Some(trailers) = s.held_end.take() {
+                s.recv_end = true;
+                self.events.push(H2Event::End { stream: key, trailers });
+                self.forget_if_done(key);
+            }
+        }
+    }
+
+    /// WINDOW_UPDATEs for what was handed out, once it is worth a frame: half a window.
+    fn give_windows_back(&mut self) {
+        let stream_window = i64::from(self.settings.stream_window);
+        for s in self.streams.values_mut() {
+            if s.recv_released > 0 && s.recv != Recv::Ended && s.recv_released >= stream_window / 2 {
+                frame::put_window_update(&mut self.output, s.id, s.recv_released as u32);
+                s.recv_window += s.recv_released;
+                s.recv_released = 0;
+            }
+        }
+        if self.recv_released > 0 && self.recv_released >= i64::from(self.settings.connection_window) / 2 {
+            frame::put_window_update(&mut self.output, 0, self.recv_released as u32);
+            self.recv_window += self.recv_released;
+            self.recv_released = 0;
+        }
+    }
+
+    // Bookkeeping.
+
+    /// The caller's key for stream `id`.
+    fn key_of(&self, id: u32) -> Option<StreamKey> {
+        match self.role {
+            Role::Server => Some(StreamKey::from(id)).filter(|k| self.streams.contains_key(k)),
+            Role::Client => self.keys.get(&id).copied(),
+        }
+    }
+
+    /// Whether stream `id` was never opened (section 5.1's "idle").
+    fn is_idle(&self, id: u32) -> bool {
+        let ours = (id % 2 == 1) == (self.role == Role::Client);
+        if ours {
+            id >= self.next_id
+        } else {
+            id > self.last_peer_id
+        }
+    }
+
+    fn remember_reset(&mut self, id: u32) {
+        if self.recently_reset.len() == REMEMBERED_RESETS {
+            self.recently_reset.pop_front();
+        }
+        self.recently_reset.push_back(id);
+    }
+
+    /// What a stream going away held, given back to the connection window.
+    fn give_back_held(&mut self, s: &Stream) {
+        let held: usize = s.held.iter().map(Bytes::len).sum();
+        self.recv_released += held as i64;
+    }
+
+    fn forget_if_done(&mut self, key: StreamKey) {
+        if self.streams.get(&key).is_some_and(Stream::is_done) {
+            if let Some(s) = self.streams.remove(&key) {
+                self.keys.remove(&s.id);
+            }
         }
     }
 }
 
-fn reset_event(stream: StreamKey, error: &h2::Error) -> H2Event {
-    let reason = error.reason().unwrap_or(Reason::CANCEL);
-    let unprocessed = error.is_remote() && (reason == Reason::REFUSED_STREAM || error.is_go_away());
-    H2Event::Reset { stream, reason, remote: error.is_remote(), unprocessed }
+/// A connection error of ours: the GOAWAY's reason, and how the connection ended.
+fn goaway(reason: Reason) -> (Reason, ConnectionError) {
+    (reason, ConnectionError::GoAwaySent(reason))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Settings: ours (the limits we advertise and enforce), and following the server's first
-//! SETTINGS frame, which decides how many streams a client may open at once.
+//! Settings: ours (the limits we advertise and enforce), and the peer's as its SETTINGS
+//! frames bring them.
 
-use super::transport::Frames;
+use super::frame::{self, DEFAULT_MAX_FRAME, DEFAULT_WINDOW};
+use super::Reason;
 
 /// The engine's settings; the limits that keep a peer from costing us unbounded memory.
 #[derive(Debug, Clone)]
@@ -40,50 +41,69 @@ impl Default for Settings {
     }
 }
 
-/// The server's SETTINGS frame, the first it sends. Until h2 has applied it, the server's
-/// stream limit is unknown (HTTP/2 starts without one), and a client that opened many
-/// streams at once would have those past the limit refused (REFUSED_STREAM). So the engine
-/// opens one stream first and the rest once the limit is known; it follows the frame's bytes
-/// to know when, as h2 does not say.
-#[derive(Debug, PartialEq)]
-pub(super) enum PeerSettings {
-    /// The first frame, as far as it has come.
-    Arriving(Frames),
-    /// Received whole; h2 applies it when it next reads.
-    Received,
-    /// Applied; or not awaited (server role).
-    Applied,
+/// What the peer's SETTINGS say, as far as they have come.
+#[derive(Debug)]
+pub(super) struct PeerSettings {
+    /// Its first SETTINGS frame is in (it always comes first).
+    pub(super) received: bool,
+    /// Streams we may have open at once; `None`: no limit said.
+    pub(super) max_concurrent_streams: Option<u32>,
+    pub(super) initial_window: i64,
+    pub(super) max_frame_size: usize,
+    pub(super) header_table_size: Option<u32>,
+    /// RFC 8441's SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    pub(super) connect_protocol: bool,
 }
 
-impl PeerSettings {
-    /// Awaiting the server's first frame.
-    pub(super) fn awaited() -> Self {
-        Self::Arriving(Frames::START)
-    }
-
-    /// Follow the server's first frame through `data`, the next bytes from it.
-    pub(super) fn follow(&mut self, data: &[u8]) {
-        if let Self::Arriving(frame) = self {
-            if frame.finish_frame(data).is_some() {
-                *self = Self::Received;
-            }
+impl Default for PeerSettings {
+    fn default() -> Self {
+        Self {
+            received: false,
+            max_concurrent_streams: None,
+            initial_window: DEFAULT_WINDOW,
+            max_frame_size: DEFAULT_MAX_FRAME,
+            header_table_size: None,
+            connect_protocol: false,
         }
     }
 }
 
-/// Apply `settings` to an h2 builder: the server's and the client's have the same methods
-/// but no common trait.
-macro_rules! configure {
-    ($builder:expr, $settings:expr) => {
-        $builder
-            .max_concurrent_streams($settings.max_concurrent_streams)
-            .max_header_list_size($settings.max_header_list_size)
-            .initial_window_size($settings.stream_window)
-            .initial_connection_window_size($settings.connection_window)
-            .max_pending_accept_reset_streams($settings.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some($settings.max_local_error_reset_streams))
-            .max_send_buffer_size($settings.stream_window as usize)
-    };
+impl PeerSettings {
+    /// Apply one SETTINGS frame's payload (its length checked to be a multiple of six).
+    /// Returns how much the initial stream window changed, or the connection error a bad
+    /// value is (RFC 9113 section 6.5.2).
+    pub(super) fn apply(&mut self, payload: &[u8]) -> Result<i64, Reason> {
+        let mut window_delta = 0;
+        for setting in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([setting[0], setting[1]]);
+            let value = frame::u32_at(setting, 2);
+            match id {
+                frame::SETTINGS_HEADER_TABLE_SIZE => self.header_table_size = Some(value),
+                frame::SETTINGS_ENABLE_PUSH if value > 1 => return Err(Reason::PROTOCOL_ERROR),
+                frame::SETTINGS_MAX_CONCURRENT_STREAMS => self.max_concurrent_streams = Some(value),
+                frame::SETTINGS_INITIAL_WINDOW_SIZE => {
+                    let value = i64::from(value);
+                    if value > frame::MAX_WINDOW {
+                        return Err(Reason::FLOW_CONTROL_ERROR);
+                    }
+                    window_delta += value - self.initial_window;
+                    self.initial_window = value;
+                }
+                frame::SETTINGS_MAX_FRAME_SIZE => {
+                    if !(16_384..=16_777_215).contains(&value) {
+                        return Err(Reason::PROTOCOL_ERROR);
+                    }
+                    self.max_frame_size = value as usize;
+                }
+                frame::SETTINGS_ENABLE_CONNECT_PROTOCOL => match value {
+                    0 | 1 => self.connect_protocol = value == 1,
+                    _ => return Err(Reason::PROTOCOL_ERROR),
+                },
+                // SETTINGS_MAX_HEADER_LIST_SIZE is advisory; unknown settings are ignored.
+                _ => {}
+            }
+        }
+        self.received = true;
+        Ok(window_delta)
+    }
 }
-
-pub(super) use configure;

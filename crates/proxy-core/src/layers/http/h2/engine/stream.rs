@@ -1,40 +1,89 @@
-//! One stream's state, and the flow control of its bodies: ours waits in a queue until the
-//! peer's window has room, the peer's is taken out of h2 giving its window back as it goes.
+//! One stream's state on our side: what has come from the peer and is not handed out yet,
+//! what of ours waits for the peer's window, and the windows both ways.
 
 use std::collections::VecDeque;
-use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use h2::{client, server, Reason, RecvStream, SendStream};
 use http::HeaderMap;
 
-/// One stream's state on our side.
-#[derive(Default)]
+use super::Reason;
+
+/// Where the peer's message on a stream stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recv {
+    /// Its head is still to come (we opened the stream, or it has sent only 1xx heads).
+    Head,
+    /// Its head is in; body bytes (and trailers) may follow.
+    Body,
+    /// It ended (END_STREAM received), perhaps still held back for a caller not reading.
+    Ended,
+}
+
 pub(super) struct Stream {
-    /// The response on its way (client role), until its head arrives.
-    pub(super) response: Option<client::ResponseFuture>,
-    /// Where the response head goes (server role), until we send it.
-    pub(super) respond: Option<server::SendResponse<Bytes>>,
-    /// The peer's body, until its end.
-    pub(super) recv: Option<RecvStream>,
-    /// The caller can take body bytes now.
+    /// The stream id on the wire; 0 for a stream of ours not opened yet.
+    pub(super) id: u32,
+    pub(super) recv: Recv,
+    /// How much more the peer may send on the stream.
+    pub(super) recv_window: i64,
+    /// Bytes handed out (or dropped as padding) whose window is still to be given back.
+    pub(super) recv_released: i64,
+    /// The caller takes body bytes now.
     pub(super) reading: bool,
-    /// Our body, once our head has gone.
-    pub(super) send: Option<SendStream<Bytes>>,
+    /// Body bytes received while the caller was not reading.
+    pub(super) held: VecDeque<Bytes>,
+    /// The end of the message, received behind `held`.
+    pub(super) held_end: Option<Option<HeaderMap>>,
+    /// The `content-length` of the peer's message, and the body bytes received so far.
+    pub(super) content_length: Option<u64>,
+    pub(super) received: u64,
+    /// A response to HEAD: its `content-length` describes a body that is not there.
+    pub(super) head_request: bool,
+    /// The end of the peer's message was handed out.
+    pub(super) recv_end: bool,
+
+    /// Our head has gone out.
+    pub(super) head_sent: bool,
+    /// How much more we may send on the stream.
+    pub(super) send_window: i64,
     /// Body bytes the peer's window has no room for yet.
     pub(super) pending: VecDeque<Bytes>,
     pub(super) pending_len: usize,
     /// Our message ends after `pending`, with these trailers.
     pub(super) finish: Option<Option<HeaderMap>>,
-    /// Our side of the stream is over (END_STREAM sent, or reset).
+    /// Our side of the stream is over (END_STREAM sent).
     pub(super) sent_end: bool,
-    /// The peer's side is over.
-    pub(super) recv_end: bool,
     /// Reset the stream with this reason once our message has gone out whole.
     pub(super) reset_when_sent: Option<Reason>,
+    /// The peer opened it in the batch of frames being read: a reset in the same batch
+    /// takes it back before the caller saw it.
+    pub(super) fresh: bool,
 }
 
 impl Stream {
+    pub(super) fn new(id: u32, recv: Recv, recv_window: i64, send_window: i64) -> Self {
+        Self {
+            id,
+            recv,
+            recv_window,
+            recv_released: 0,
+            reading: true,
+            held: VecDeque::new(),
+            held_end: None,
+            content_length: None,
+            received: 0,
+            head_request: false,
+            recv_end: false,
+            head_sent: false,
+            send_window,
+            pending: VecDeque::new(),
+            pending_len: 0,
+            finish: None,
+            sent_end: false,
+            reset_when_sent: None,
+            fresh: false,
+        }
+    }
+
     pub(super) fn is_done(&self) -> bool {
         self.sent_end && self.recv_end
     }
@@ -48,81 +97,11 @@ impl Stream {
         self.pending.push_back(data);
     }
 
-    /// Give h2 as much of the queued body as the peer's window takes, and the end of our
-    /// message once all of it has gone. True if anything went.
-    pub(super) fn flush(&mut self) -> bool {
-        let mut moved = false;
-        let Some(send) = &mut self.send else { return false };
-        if self.sent_end {
-            return false;
-        }
-        while let Some(front) = self.pending.front_mut() {
-            send.reserve_capacity(self.pending_len);
-            let room = send.capacity();
-            if room == 0 {
-                break;
-            }
-            let chunk = if front.len() <= room { self.pending.pop_front().unwrap_or_default() } else { front.split_to(room) };
-            self.pending_len -= chunk.len();
-            let last = self.pending.is_empty() && matches!(self.finish, Some(None));
-            moved = true;
-            if send.send_data(chunk, last).is_err() {
-                self.pending.clear();
-                self.pending_len = 0;
-                self.sent_end = true;
-                break;
-            }
-            if last {
-                self.sent_end = true;
-                self.finish = None;
-            }
-        }
-        if self.pending.is_empty() && !self.sent_end {
-            if let Some(trailers) = self.finish.take() {
-                moved = true;
-                let _ = match trailers {
-                    Some(trailers) => send.send_trailers(trailers),
-                    None => send.send_data(Bytes::new(), true),
-                };
-                self.sent_end = true;
-                send.reserve_capacity(0);
-            }
-        }
-        moved
-    }
-}
-
-/// What [`receive_body`] found.
-pub(super) enum Received {
-    Nothing,
-    Data(Vec<Bytes>),
-    End(Vec<Bytes>, Option<HeaderMap>),
-    Failed(Vec<Bytes>, h2::Error),
-}
-
-/// Take what body bytes (and trailers) `recv` holds, giving their window back to the peer.
-pub(super) fn receive_body(recv: &mut RecvStream, task: &mut TaskContext<'_>) -> Received {
-    let mut chunks = Vec::new();
-    loop {
-        match recv.poll_data(task) {
-            Poll::Ready(Some(Ok(data))) => {
-                let _ = recv.flow_control().release_capacity(data.len());
-                if !data.is_empty() {
-                    chunks.push(data);
-                }
-            }
-            Poll::Ready(Some(Err(e))) => return Received::Failed(chunks, e),
-            Poll::Ready(None) => {
-                return match recv.poll_trailers(task) {
-                    Poll::Ready(Ok(trailers)) => Received::End(chunks, trailers),
-                    Poll::Ready(Err(e)) => Received::Failed(chunks, e),
-                    // Trailers may still be coming in a HEADERS frame of their own.
-                    Poll::Pending if chunks.is_empty() => Received::Nothing,
-                    Poll::Pending => Received::Data(chunks),
-                };
-            }
-            Poll::Pending if chunks.is_empty() => return Received::Nothing,
-            Poll::Pending => return Received::Data(chunks),
-        }
+    /// Up to `room` bytes of the queued body, for one DATA frame.
+    pub(super) fn take_pending(&mut self, room: usize) -> Option<Bytes> {
+        let front = self.pending.front_mut()?;
+        let chunk = if front.len() <= room { self.pending.pop_front()? } else { front.split_to(room) };
+        self.pending_len -= chunk.len();
+        Some(chunk)
     }
 }

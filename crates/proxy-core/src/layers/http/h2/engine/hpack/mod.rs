@@ -1,0 +1,601 @@
+//! HPACK (RFC 7541): how HTTP/2 compresses header blocks.
+//!
+//! Each direction of a connection has one compression context: the sender's encoder and the
+//! receiver's decoder keep the same dynamic table of recent fields, so that a field can be sent
+//! as an index into it or into the static table, or as a literal that both then add to it.
+//! The two tables agree only while every block is decoded in order, so a block that fails
+//! to decode spoils the context: any error here is a connection error, COMPRESSION_ERROR
+//! (RFC 9113 section 4.3).
+//!
+//! The decoder refuses:
+//! - an integer above `u32::MAX` or with more than 5 continuation bytes;
+//! - index 0, or an index past the static and dynamic tables;
+//! - an integer or string that runs past the end of the block;
+//! - a Huffman string containing EOS, or padded with more than 7 bits or with anything but
+//!   ones;
+//! - a dynamic table size update after a field, or above our SETTINGS_HEADER_TABLE_SIZE;
+//! - a header list larger than the caller's limit, counted as SETTINGS_MAX_HEADER_LIST_SIZE
+//!   counts it: name, value and 32 bytes per field (RFC 9113 section 6.5.2).
+//!
+//! `table.rs` holds the standard's data and `huffman.rs` the coding of strings; this file the
+//! integer and string primitives (section 5), the dynamic table (section 4), the decoder and
+//! the encoder; `tests.rs` checks them against the RFC's examples and each other.
+
+mod huffman;
+mod table;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+
+use table::{static_names, STATIC_TABLE};
+
+/// Why a header block could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// The block ends inside an integer or a string.
+    #[error("header block truncated")]
+    Truncated,
+    /// An integer above `u32::MAX`, or with more than 5 continuation bytes.
+    #[error("integer too large")]
+    IntegerOverflow,
+    /// Index 0, or one past the static and dynamic tables.
+    #[error("index not in the tables")]
+    BadIndex,
+    /// A Huffman string with EOS in it or with bad padding.
+    #[error("invalid huffman string")]
+    Huffman,
+    /// A dynamic table size update after a field, or above our limit.
+    #[error("invalid dynamic table size update")]
+    TableSizeUpdate,
+    /// The fields add up to more than the caller allows.
+    #[error("header list too large")]
+    ListTooLarge,
+}
+
+/// The protocol's default SETTINGS_HEADER_TABLE_SIZE, and the most the encoder uses.
+const DEFAULT_TABLE_SIZE: usize = 4096;
+
+/// What an entry costs beyond its name and value (section 4.1).
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Scratch capacity the decoder keeps between blocks; above it, the buffer is freed.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
+/// Decodes the header blocks the peer sends.
+pub(crate) struct Decoder {
+    table: Table,
+    /// Our SETTINGS_HEADER_TABLE_SIZE: the peer may not make the table larger.
+    max_table_size: usize,
+    /// Where Huffman strings are decoded to; fields that need no decoding are handed out as
+    /// slices of the block or of the tables.
+    scratch: Vec<u8>,
+}
+
+impl Decoder {
+    /// A decoder whose table holds `max_table_size` bytes until the peer says otherwise.
+    pub(crate) fn new(max_table_size: usize) -> Self {
+        Self { table: Table::new(max_table_size), max_table_size, scratch: Vec::new() }
+    }
+
+    /// Decodes one complete header block, calling `field(name, value, never_indexed)` for
+    /// each field in order; fails once the fields add up to more than `max_list_size`. A
+    /// field that came never indexed (section 6.2.3) must be passed on the same way by an
+    /// intermediary (section 7.1.3).
+    pub(crate) fn decode(
+        &mut self,
+        block: &[u8],
+        max_list_size: usize,
+        mut field: impl FnMut(&[u8], &[u8], bool),
+    ) -> Result<(), DecodeError> {
+        let result = self.decode_block(block, max_list_size, &mut field);
+        self.scratch.clear();
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+        result
+    }
+
+    fn decode_block(
+        &mut self,
+        mut src: &[u8],
+        max_list_size: usize,
+        field: &mut impl FnMut(&[u8], &[u8], bool),
+    ) -> Result<(), DecodeError> {
+        // Size updates come before the first field (section 4.2).
+        while src.first().is_some_and(|&b| b & 0xe0 == 0x20) {
+            self.size_update(&mut src)?;
+        }
+        let mut list = ListSize { used: 0, max: max_list_size };
+        while let Some(&first) = src.first() {
+            match first {
+                // Indexed Header Field (section 6.1).
+                0x80..=0xff => {
+                    let index = read_int(&mut src, 7)?;
+                    let (name, value) = lookup(&self.table, index)?;
+                    list.add(name, value)?;
+                    field(name, value, false);
+                }
+                // Literal Header Field with Incremental Indexing (section 6.2.1).
+                0x40..=0x7f => self.literal(&mut src, 6, true, &mut list, field)?,
+                0x20..=0x3f => return Err(DecodeError::TableSizeUpdate),
+                // Literal Header Field without Indexing or Never Indexed (6.2.2, 6.2.3).
+                0x00..=0x1f => self.literal(&mut src, 4, false, &mut list, field)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a Dynamic Table Size Update (section 6.3).
+    fn size_update(&mut self, src: &mut &[u8]) -> Result<(), DecodeError> {
+        let size = read_int(src, 5)?;
+        if size > self.max_table_size {
+            return Err(DecodeError::TableSizeUpdate);
+        }
+        self.table.max_size = size;
+        while self.table.evict_over(size).is_some() {}
+        Ok(())
+    }
+
+    /// Reads a literal field whose index has a `prefix`-bit prefix, and adds it to the table
+    /// when `indexing`.
+    fn literal(
+        &mut self,
+        src: &mut &[u8],
+        prefix: u8,
+        indexing: bool,
+        list: &mut ListSize,
+        field: &mut impl FnMut(&[u8], &[u8], bool),
+    ) -> Result<(), DecodeError> {
+        let never_indexed = !indexing && src.first().is_some_and(|&b| b & 0xf0 == 0x10);
+        self.scratch.clear();
+        let name = match read_int(src, prefix)? {
+            0 => read_string(src, &mut self.scratch)?,
+            index => Str::Slice(lookup(&self.table, index)?.0),
+        };
+        let value = read_string(src, &mut self.scratch)?;
+        let (name, value) = (name.resolve(&self.scratch), value.resolve(&self.scratch));
+        list.add(name, value)?;
+        if !indexing {
+            field(name, value, never_indexed);
+            return Ok(());
+        }
+        // The copy comes first: the name may be an entry that making room evicts (4.4).
+        let entry = Entry::new(name, value);
+        field(entry.name(), entry.value(), false);
+        self.table.insert(entry);
+        Ok(())
+    }
+}
+
+/// The running size of the decoded header list.
+struct ListSize {
+    used: usize,
+    max: usize,
+}
+
+impl ListSize {
+    fn add(&mut self, name: &[u8], value: &[u8]) -> Result<(), DecodeError> {
+        self.used = self.used.saturating_add(entry_size(name, value));
+        if self.used > self.max { Err(DecodeError::ListTooLarge) } else { Ok(()) }
+    }
+}
+
+/// A decoded string: a slice of the block or a table, or a range of the decoder's scratch.
+enum Str<'a> {
+    Slice(&'a [u8]),
+    Scratch(Range<usize>),
+}
+
+impl<'a> Str<'a> {
+    fn resolve(self, scratch: &'a [u8]) -> &'a [u8] {
+        match self {
+            Str::Slice(s) => s,
+            // The range is what `read_string` appended, and `scratch` is only cleared before
+            // a field's strings are read.
+            Str::Scratch(range) => &scratch[range],
+        }
+    }
+}
+
+/// The field at `index` of the static table followed by the dynamic one (section 2.3.3).
+fn lookup(table: &Table, index: usize) -> Result<(&[u8], &[u8]), DecodeError> {
+    match index.checked_sub(1).and_then(|i| STATIC_TABLE.get(i)) {
+        Some(&(name, value)) => Ok((name, value)),
+        None => {
+            let entry = table.get(index.saturating_sub(STATIC_TABLE.len())).ok_or(DecodeError::BadIndex)?;
+            Ok((entry.name(), entry.value()))
+        }
+    }
+}
+
+/// Reads an integer with a `prefix`-bit prefix (section 5.1), ignoring the first byte's other
+/// bits.
+fn read_int(src: &mut &[u8], prefix: u8) -> Result<usize, DecodeError> {
+    /// More would only be needed for values past `u32::MAX` or zeros padding a small one.
+    const MAX_CONTINUATIONS: u32 = 5;
+    let (&first, rest) = src.split_first().ok_or(DecodeError::Truncated)?;
+    *src = rest;
+    let max = (1u8 << prefix) - 1;
+    if first & max < max {
+        return Ok(usize::from(first & max));
+    }
+    let mut value = u64::from(max);
+    for shift in (0..MAX_CONTINUATIONS).map(|i| 7 * i) {
+        let (&byte, rest) = src.split_first().ok_or(DecodeError::Truncated)?;
+        *src = rest;
+        value += u64::from(byte & 0x7f) << shift;
+        if value > u64::from(u32::MAX) {
+            return Err(DecodeError::IntegerOverflow);
+        }
+        if byte & 0x80 == 0 {
+            return usize::try_from(value).map_err(|_| DecodeError::IntegerOverflow);
+        }
+    }
+    Err(DecodeError::IntegerOverflow)
+}
+
+/// Reads a string literal (section 5.2): a slice of the block, or if it is Huffman-coded, a
+/// range of `scratch` where it was decoded to.
+fn read_string<'a>(src: &mut &'a [u8], scratch: &mut Vec<u8>) -> Result<Str<'a>, DecodeError> {
+    let huffman = src.first().is_some_and(|&b| b & 0x80 != 0);
+    let len = read_int(src, 7)?;
+    if len > src.len() {
+        return Err(DecodeError::Truncated);
+    }
+    let (s, rest) = src.split_at(len);
+    *src = rest;
+    if !huffman {
+        return Ok(Str::Slice(s));
+    }
+    let start = scratch.len();
+    huffman::decode(s, scratch)?;
+    Ok(Str::Scratch(start..scratch.len()))
+}
+
+/// Writes `value` with a `prefix`-bit prefix (section 5.1) into a first byte that starts as
+/// `first`.
+fn write_int(value: usize, prefix: u8, first: u8, out: &mut BytesMut) {
+    let max = (1u8 << prefix) - 1;
+    if value < usize::from(max) {
+        out.put_u8(first | value as u8);
+        return;
+    }
+    out.put_u8(first | max);
+    let mut rest = value - usize::from(max);
+    while rest >= 0x80 {
+        out.put_u8(0x80 | (rest & 0x7f) as u8);
+        rest >>= 7;
+    }
+    out.put_u8(rest as u8);
+}
+
+/// Writes a string literal (section 5.2), Huffman-coded when that is shorter.
+fn write_string(s: &[u8], out: &mut BytesMut) {
+    let coded = huffman::encoded_len(s);
+    if coded < s.len() {
+        write_int(coded, 7, 0x80, out);
+        huffman::encode(s, out);
+    } else {
+        write_int(s.len(), 7, 0, out);
+        out.extend_from_slice(s);
+    }
+}
+
+/// What a field costs in the dynamic table and in the header list.
+fn entry_size(name: &[u8], value: &[u8]) -> usize {
+    name.len().saturating_add(value.len()).saturating_add(ENTRY_OVERHEAD)
+}
+
+/// A dynamic table entry: its name and value in one allocation.
+struct Entry {
+    bytes: Box<[u8]>,
+    name_len: usize,
+}
+
+impl Entry {
+    fn new(name: &[u8], value: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(name.len() + value.len());
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(value);
+        Self { bytes: bytes.into_boxed_slice(), name_len: name.len() }
+    }
+
+    fn name(&self) -> &[u8] {
+        // `name_len` is at most the length of `bytes` by construction.
+        &self.bytes[..self.name_len]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.bytes[self.name_len..]
+    }
+
+    fn size(&self) -> usize {
+        self.bytes.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// The dynamic table (section 2.3.2): the newest entry first, evicted from the oldest end.
+struct Table {
+    entries: VecDeque<Entry>,
+    /// The sum of the entries' sizes.
+    size: usize,
+    /// The size in use, which `size` never exceeds.
+    max_size: usize,
+}
+
+impl Table {
+    fn new(max_size: usize) -> Self {
+        Self { entries: VecDeque::new(), size: 0, max_size }
+    }
+
+    /// The entry at dynamic `index`, counting from 1 for the newest.
+    fn get(&self, index: usize) -> Option<&Entry> {
+        self.entries.get(index.checked_sub(1)?)
+    }
+
+    /// Removes the oldest entry if the table holds more than `limit` bytes.
+    fn evict_over(&mut self, limit: usize) -> Option<Entry> {
+        if self.size <= limit {
+            return None;
+        }
+        let oldest = self.entries.pop_back()?;
+        self.size -= oldest.size();
+        Some(oldest)
+    }
+
+    /// Adds `entry` after evicting what it needs; an entry larger than the whole table
+    /// empties it and is not added (section 4.4).
+    fn insert(&mut self, entry: Entry) {
+        let size = entry.size();
+        let Some(room) = self.max_size.checked_sub(size) else {
+            self.entries.clear();
+            self.size = 0;
+            return;
+        };
+        while self.evict_over(room).is_some() {}
+        self.push(entry);
+    }
+
+    /// Adds `entry`, for which room has been made.
+    fn push(&mut self, entry: Entry) {
+        self.size += entry.size();
+        self.entries.push_front(entry);
+    }
+}
+
+/// Fields whose values change from one message to the next: indexing them would only push
+/// useful entries out of the table. Each is known by its static index.
+const UNINDEXED: [usize; 13] = [
+    4,  // :path
+    5,  // :path
+    21, // age
+    23, // authorization
+    28, // content-length
+    30, // content-range
+    32, // cookie
+    33, // date
+    34, // etag
+    36, // expires
+    44, // last-modified
+    46, // location
+    55, // set-cookie
+];
+
+/// The largest entry the encoder adds to the dynamic table; larger fields would evict much
+/// for a value that is rarely repeated.
+const MAX_INDEXED_ENTRY: usize = 512;
+
+/// Encodes the header blocks we send.
+///
+/// A field found whole in the static or dynamic table is sent as its index. Anything else is
+/// a literal, its name given by index when a table has it (the static table first), and added
+/// to the dynamic table unless it is sensitive (then it is marked "never indexed", 6.2.3),
+/// larger than [`MAX_INDEXED_ENTRY`], or among the [`UNINDEXED`] names. Strings are
+/// Huffman-coded when that makes them shorter.
+///
+/// The dynamic table is searched through two maps, from hashes of the field and of the name
+/// to the entry's insertion number; a match is checked against the entry, so a collision
+/// costs only a missed match. A linear scan is a little faster on tables of under ~20
+/// entries, but its cost grows with the table, fourfold at 100 entries. The hash has fixed
+/// keys, as the core has no randomness: a peer whose fields we forward could make them
+/// collide, but among the 128 entries a 4096-byte table holds at most.
+pub(crate) struct Encoder {
+    table: Table,
+    /// Entries added so far: the newest entry's insertion number is `inserted - 1`.
+    inserted: u64,
+    fields: HashMap<u64, u64, FixedHash>,
+    names: HashMap<u64, u64, FixedHash>,
+    /// The size the peer's decoder uses: the last one we announced.
+    announced: usize,
+    /// The smallest size in use since the last block.
+    smallest: usize,
+}
+
+type FixedHash = BuildHasherDefault<FieldHasher>;
+
+/// FxHash's word-at-a-time multiply and rotate: fast on short strings, which SipHash is not.
+#[derive(Default)]
+struct FieldHasher(u64);
+
+impl FieldHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FieldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        let mut w = [0; 8];
+        w[..words.remainder().len()].copy_from_slice(words.remainder());
+        self.add(u64::from_le_bytes(w));
+        self.add(bytes.len() as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Encoder {
+    /// An encoder with the protocol's default table of 4096 bytes.
+    pub(crate) fn new() -> Self {
+        Self {
+            table: Table::new(DEFAULT_TABLE_SIZE),
+            inserted: 0,
+            fields: HashMap::default(),
+            names: HashMap::default(),
+            announced: DEFAULT_TABLE_SIZE,
+            smallest: DEFAULT_TABLE_SIZE,
+        }
+    }
+
+    /// Follows the peer's SETTINGS_HEADER_TABLE_SIZE, using at most 4096 bytes; the change is
+    /// announced at the start of the next block.
+    pub(crate) fn set_max_table_size(&mut self, size: usize) {
+        let size = size.min(DEFAULT_TABLE_SIZE);
+        self.table.max_size = size;
+        self.smallest = self.smallest.min(size);
+        while let Some(old) = self.table.evict_over(size) {
+            self.forget(&old);
+        }
+    }
+
+    /// Appends the encoding of one header block: `(name, value, sensitive)` in order.
+    pub(crate) fn encode<'a>(&mut self, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8], bool)>, out: &mut BytesMut) {
+        self.announce_size(out);
+        for (name, value, sensitive) in fields {
+            self.field(name, value, sensitive, out);
+        }
+    }
+
+    /// Writes the size updates owed since the last block (section 4.2): the smallest size
+    /// used if the table shrank below both the announced and the current size, then the
+    /// current size if it differs from what the peer knows.
+    fn announce_size(&mut self, out: &mut BytesMut) {
+        let current = self.table.max_size;
+        let shrank = self.smallest < self.announced && self.smallest < current;
+        if shrank {
+            write_int(self.smallest, 5, 0x20, out);
+        }
+        if shrank || current != self.announced {
+            write_int(current, 5, 0x20, out);
+        }
+        self.announced = current;
+        self.smallest = current;
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8], sensitive: bool, out: &mut BytesMut) {
+        let statics = static_names(name);
+        if !sensitive {
+            if let Some(index) = statics.and_then(|(first, last)| static_field(first, last, value)) {
+                write_int(index, 7, 0x80, out);
+                return;
+            }
+        }
+        let indexing = !sensitive
+            && entry_size(name, value) <= MAX_INDEXED_ENTRY.min(self.table.max_size)
+            && !statics.is_some_and(|(first, _)| UNINDEXED.contains(&first));
+        // Only fields that pass the test above are ever added, so only they can be found
+        // whole; a name is worth looking for when the static table lacks it.
+        let hashes = indexing.then(|| {
+            let name_hash = hash_name(name);
+            (name_hash, hash_field(name_hash, value))
+        });
+        if let Some((_, field_hash)) = hashes {
+            if let Some(index) = self.find(&self.fields, field_hash, |e| e.name() == name && e.value() == value) {
+                write_int(index, 7, 0x80, out);
+                return;
+            }
+        }
+        let mut name_index = statics.map(|(first, _)| first);
+        if name_index.is_none() && !self.table.entries.is_empty() {
+            let name_hash = hashes.map_or_else(|| hash_name(name), |(name_hash, _)| name_hash);
+            name_index = self.find(&self.names, name_hash, |e| e.name() == name);
+        }
+        let (pattern, prefix) = match (sensitive, indexing) {
+            (true, _) => (0x10, 4),
+            (false, true) => (0x40, 6),
+            (false, false) => (0x00, 4),
+        };
+        match name_index {
+            Some(index) => write_int(index, prefix, pattern, out),
+            None => {
+                out.put_u8(pattern);
+                write_string(name, out);
+            }
+        }
+        write_string(value, out);
+        if let Some(hashes) = hashes {
+            self.insert(Entry::new(name, value), hashes);
+        }
+    }
+
+    /// The index of the entry `map` gives for `hash`, if `matches` confirms it.
+    fn find(&self, map: &HashMap<u64, u64, FixedHash>, hash: u64, matches: impl Fn(&Entry) -> bool) -> Option<usize> {
+        let id = *map.get(&hash)?;
+        let index = usize::try_from(self.inserted.checked_sub(id)?).ok()?;
+        let entry = self.table.get(index)?;
+        matches(entry).then_some(STATIC_TABLE.len() + index)
+    }
+
+    /// Adds an entry no larger than the table.
+    fn insert(&mut self, entry: Entry, (name_hash, field_hash): (u64, u64)) {
+        let room = self.table.max_size.saturating_sub(entry.size());
+        while let Some(old) = self.table.evict_over(room) {
+            self.forget(&old);
+        }
+        self.table.push(entry);
+        self.fields.insert(field_hash, self.inserted);
+        self.names.insert(name_hash, self.inserted);
+        self.inserted += 1;
+    }
+
+    /// Drops the map entries that lead to `old`, the oldest entry, just evicted.
+    fn forget(&mut self, old: &Entry) {
+        // The table no longer holds it, so its insertion number is the one after the oldest
+        // remaining entry's.
+        let id = self.inserted - 1 - self.table.entries.len() as u64;
+        let name_hash = hash_name(old.name());
+        let field_hash = hash_field(name_hash, old.value());
+        if self.fields.get(&field_hash) == Some(&id) {
+            self.fields.remove(&field_hash);
+        }
+        if self.names.get(&name_hash) == Some(&id) {
+            self.names.remove(&name_hash);
+        }
+    }
+}
+
+/// The static index of `value` among the entries `first..=last`, which share its name.
+fn static_field(first: usize, last: usize, value: &[u8]) -> Option<usize> {
+    (first..=last).find(|&i| STATIC_TABLE.get(i - 1).is_some_and(|&(_, v)| v == value))
+}
+
+fn hash_name(name: &[u8]) -> u64 {
+    let mut h = FieldHasher::default();
+    h.write(name);
+    h.finish()
+}
+
+fn hash_field(name_hash: u64, value: &[u8]) -> u64 {
+    let mut h = FieldHasher::default();
+    h.write_u64(name_hash);
+    h.write(value);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests;
