@@ -172,6 +172,8 @@ impl Context {
     fn new_conn(&mut self, command: impl FnOnce(ConnId) -> Command) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
+        // Room for one more only: most client connections have one server connection.
+        self.conns.reserve_exact(1);
         self.conns.push(ConnState::new(conn));
         self.out.push_back(command(conn));
         // It could feed a congested connection as well as those already paused.

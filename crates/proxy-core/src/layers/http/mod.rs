@@ -856,6 +856,15 @@ impl HttpLayer {
         if self.client.is_idle() && self.streams.is_empty() && self.websockets.is_empty() && self.tunnels.is_empty() {
             if self.client_deadline.is_none() {
                 self.client_deadline = Some(now + cx.config.client_idle_timeout);
+                // Idle now: the spare lists go, and come back with the next request; so do
+                // the root nodes emptied maps keep.
+                self.spare_client_outputs = Vec::new();
+                self.spare_server_outputs = Vec::new();
+                self.spare_outs = Vec::new();
+                self.streams = BTreeMap::new();
+                if self.early.is_empty() {
+                    self.early = BTreeMap::new();
+                }
             }
         } else {
             self.client_deadline = None;

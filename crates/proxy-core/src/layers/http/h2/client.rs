@@ -190,6 +190,11 @@ impl H2Client {
     pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
         Engine::poll_until_still(self, |c| &mut c.engine, |c, event| c.handle(event, out));
         cx.send(self.conn, self.engine.take_output());
+        if self.streams.is_empty() {
+            // Emptied maps keep their root nodes: an idle connection keeps nothing.
+            self.streams = BTreeMap::new();
+            self.flows = BTreeMap::new();
+        }
     }
 
     fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput<ServerError>>) {

@@ -120,6 +120,11 @@ impl H2Server {
     pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         Engine::poll_until_still(self, |s| &mut s.engine, |s, event| s.handle(cx, now, event, out));
         cx.send(self.conn, self.engine.take_output());
+        if self.streams.is_empty() {
+            // Emptied maps keep their root nodes: an idle connection keeps nothing.
+            self.streams = BTreeMap::new();
+            self.flows = BTreeMap::new();
+        }
     }
 
     fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput<ClientError>>) {

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, ResponseHead};
-use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
+use super::{allowed_trailers, canonical_length, forwardable, let_go, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::config::Config;
 use crate::context::Context;
 use crate::flow::{Request, Response, Version};
@@ -201,9 +201,13 @@ impl Http1Client {
 
     pub(crate) fn receive(&mut self, data: Bytes, out: &mut Vec<CodecOutput<ServerError>>) {
         take_in(&mut self.buf, data);
-        if matches!(self.recv, Recv::Stopped) {
-            return;
+        if !matches!(self.recv, Recv::Stopped) {
+            self.read(out);
         }
+        let_go(&mut self.buf);
+    }
+
+    fn read(&mut self, out: &mut Vec<CodecOutput<ServerError>>) {
         loop {
             match &mut self.recv {
                 Recv::Idle | Recv::Done => {

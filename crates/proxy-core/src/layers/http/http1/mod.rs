@@ -60,6 +60,14 @@ fn take_in(buf: &mut BytesMut, data: Bytes) {
     }
 }
 
+/// Let go of `buf` once everything in it is read: an idle connection keeps no buffer, and
+/// one adopted from a large read would keep all of that read's allocation.
+fn let_go(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
 /// How much of a body may go to the driver to forward: all that is still to come, if the body
 /// is `Content-Length` framed, at least `min` bytes remain, and none of them sits in `buf`.
 fn forwardable(reader: &wire::BodyReader, buf: &BytesMut, min: u64) -> Option<u64> {

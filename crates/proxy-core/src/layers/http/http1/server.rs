@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, BodyEvent, BodyReader, Framing, HeadReader, Limits, RequestHead};
-use super::{allowed_trailers, canonical_length, forwardable, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
+use super::{allowed_trailers, canonical_length, forwardable, let_go, limits, strip_hop_by_hop, take_in, Encoder, Forwarding};
 use crate::command::LogLevel;
 use crate::config::Config;
 use crate::context::Context;
@@ -111,6 +111,7 @@ impl Http1Server {
             self.parse(cx, out);
             self.arm_head_deadline(now);
         }
+        let_go(&mut self.buf);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has something to do.

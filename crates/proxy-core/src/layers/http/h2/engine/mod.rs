@@ -131,7 +131,8 @@ pub struct Engine {
     recv_window: i64,
     /// Bytes taken from the connection window that are still to be given back.
     recv_released: i64,
-    streams: BTreeMap<StreamKey, Stream>,
+    /// Boxed: a map's node holds eleven values, and a stream is a few hundred bytes.
+    streams: BTreeMap<StreamKey, Box<Stream>>,
     /// Client role: the key of each stream id we opened.
     keys: BTreeMap<u32, StreamKey>,
     /// Requests waiting for the server to allow another stream (client role).
@@ -314,7 +315,7 @@ impl Engine {
         let mut s = Stream::new(0, Recv::Head, recv_window, 0);
         s.sent_end = end_stream;
         s.head_request = request.method() == http::Method::HEAD;
-        self.streams.insert(stream, s);
+        self.streams.insert(stream, Box::new(s));
         self.opening.push_back((stream, request, end_stream));
     }
 
@@ -428,6 +429,11 @@ impl Engine {
             self.reset_sent();
             self.give_windows_back();
             self.end_if_over();
+        }
+        if self.streams.is_empty() {
+            // An emptied map keeps its root node: an idle connection keeps nothing.
+            self.streams = BTreeMap::new();
+            self.keys = BTreeMap::new();
         }
         std::mem::take(&mut self.events)
     }
@@ -819,7 +825,7 @@ impl Engine {
             s.recv = Recv::Ended;
             s.recv_end = true;
         }
-        self.streams.insert(key, s);
+        self.streams.insert(key, Box::new(s));
         self.events.push(H2Event::Request { stream: key, head, end_stream });
         Ok(())
     }
@@ -1155,7 +1161,7 @@ impl Engine {
     }
 
     fn forget_if_done(&mut self, key: StreamKey) {
-        if self.streams.get(&key).is_some_and(Stream::is_done) {
+        if self.streams.get(&key).is_some_and(|s| s.is_done()) {
             if let Some(s) = self.streams.remove(&key) {
                 self.keys.remove(&s.id);
             }
