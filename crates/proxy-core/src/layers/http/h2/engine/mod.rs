@@ -431,9 +431,11 @@ impl Engine {
             self.end_if_over();
         }
         if self.streams.is_empty() {
-            // An emptied map keeps its root node: an idle connection keeps nothing.
+            // An emptied map keeps its root node, an emptied queue its room (four requests'
+            // heads, 1 KB): an idle connection keeps neither.
             self.streams = BTreeMap::new();
             self.keys = BTreeMap::new();
+            self.opening = VecDeque::new();
         }
         std::mem::take(&mut self.events)
     }
