@@ -155,6 +155,10 @@ pub struct Engine {
     /// Streams the peer opened and reset in one batch of frames, against
     /// `max_pending_accept_reset_streams`.
     batch_resets: usize,
+    /// The highest stream id the peer had opened when the batch being read began: streams
+    /// above it are the batch's own, and a reset in the same batch takes them back before
+    /// the caller saw them.
+    batch_start: u32,
     events: Vec<H2Event>,
 }
 
@@ -200,6 +204,7 @@ impl Engine {
             recently_reset: VecDeque::new(),
             local_error_resets: 0,
             batch_resets: 0,
+            batch_start: 0,
             events: Vec::new(),
         }
     }
@@ -415,11 +420,9 @@ impl Engine {
     pub fn poll(&mut self) -> Vec<H2Event> {
         if self.state != State::Done {
             self.batch_resets = 0;
+            self.batch_start = self.last_peer_id;
             if let Err((reason, error)) = self.read_frames() {
                 self.connection_error(reason, error);
-            }
-            for s in self.streams.values_mut() {
-                s.fresh = false;
             }
         }
         if self.state != State::Done {
@@ -638,7 +641,7 @@ impl Engine {
         let Some(s) = self.streams.remove(&key) else { return Ok(()) };
         self.keys.remove(&s.id);
         self.give_back_held(&s);
-        if s.fresh {
+        if self.role == Role::Server && s.id > self.batch_start {
             // Opened and reset in one batch: the caller never hears of it. Many of those is
             // the rapid-reset attack (CVE-2023-44487).
             self.events.retain(|e| e.stream() != Some(key));
@@ -803,7 +806,6 @@ impl Engine {
         }
         let key = StreamKey::from(id);
         let mut s = Stream::new(id, Recv::Body, i64::from(self.settings.stream_window), self.peer.initial_window);
-        s.fresh = true;
         let decoded = match decoded {
             Ok(decoded) => decoded,
             Err(HeadError::TooLarge) => {

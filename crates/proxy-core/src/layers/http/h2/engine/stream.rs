@@ -54,9 +54,6 @@ pub(super) struct Stream {
     pub(super) sent_end: bool,
     /// Reset the stream with this reason once our message has gone out whole.
     pub(super) reset_when_sent: Option<Reason>,
-    /// The peer opened it in the batch of frames being read: a reset in the same batch
-    /// takes it back before the caller saw it.
-    pub(super) fresh: bool,
 }
 
 impl Stream {
@@ -80,7 +77,6 @@ impl Stream {
             finish: None,
             sent_end: false,
             reset_when_sent: None,
-            fresh: false,
         }
     }
 
