@@ -14,7 +14,7 @@ use crate::layers::http::h2::engine::Reason;
 use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
 use super::engine::{Engine, H2Event, StreamKey};
 use super::fields::{self, FieldError};
-use super::settings;
+use super::{let_go_of_emptied, settings};
 use crate::config::Config;
 use crate::context::Context;
 use crate::flow::Response;
@@ -190,11 +190,7 @@ impl H2Client {
     pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
         Engine::poll_until_still(self, |c| &mut c.engine, |c, event| c.handle(event, out));
         cx.send(self.conn, self.engine.take_output());
-        if self.streams.is_empty() {
-            // Emptied maps keep their root nodes: an idle connection keeps nothing.
-            self.streams = BTreeMap::new();
-            self.flows = BTreeMap::new();
-        }
+        let_go_of_emptied(&mut self.streams, &mut self.flows);
     }
 
     fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput<ServerError>>) {

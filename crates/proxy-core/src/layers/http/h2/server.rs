@@ -8,7 +8,7 @@ use crate::layers::http::h2::engine::Reason;
 
 use super::conversion::{from_h2_headers, to_h2_headers, to_h2_response};
 use super::engine::{Engine, H2Event, StreamKey};
-use super::{fields, settings};
+use super::{fields, let_go_of_emptied, settings};
 use crate::command::LogLevel;
 use crate::config::{Config, Http2Limits};
 use crate::context::Context;
@@ -120,11 +120,7 @@ impl H2Server {
     pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         Engine::poll_until_still(self, |s| &mut s.engine, |s, event| s.handle(cx, now, event, out));
         cx.send(self.conn, self.engine.take_output());
-        if self.streams.is_empty() {
-            // Emptied maps keep their root nodes: an idle connection keeps nothing.
-            self.streams = BTreeMap::new();
-            self.flows = BTreeMap::new();
-        }
+        let_go_of_emptied(&mut self.streams, &mut self.flows);
     }
 
     fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput<ClientError>>) {
