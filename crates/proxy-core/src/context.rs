@@ -489,10 +489,7 @@ impl Context {
         alpn: Vec<Vec<u8>>,
     ) -> Result<TlsSession, TlsSetupError> {
         let Some(tls) = &self.config.tls else { return Err(TlsSetupError::NotConfigured) };
-        let mut config = (*tls.client).clone();
-        config.alpn_protocols = alpn;
-        let client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(TlsSetupError::Rustls)?;
-        Ok(TlsSession::new(rustls::Connection::Client(client), server, sni))
+        TlsSession::client(tls.client.clone(), name, alpn, server, sni).map_err(TlsSetupError::Rustls)
     }
 
     /// Put `session` under the open connection `conn` and send what it has ready. On a

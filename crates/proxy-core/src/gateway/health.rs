@@ -61,8 +61,9 @@ impl ProbeConn {
             (Scheme::Https, None) => return Err("no TLS configuration to check an https backend with".into()),
             (Scheme::Https, Some(config)) => {
                 let name = rustls::pki_types::ServerName::try_from(probe.addr.host.clone()).map_err(|e| format!("{}: {e}", probe.addr))?;
-                let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-                Some(TlsSession::new(conn.into(), probe.addr.clone(), Some(probe.addr.host.clone())).connecting())
+                let alpn = config.alpn_protocols.clone();
+                let session = TlsSession::client(config, name, alpn, probe.addr.clone(), Some(probe.addr.host.clone()));
+                Some(session.map_err(|e| e.to_string())?.connecting())
             }
         };
         Ok(Self { request: Some(Bytes::from(request)), tls, received: BytesMut::new() })
@@ -88,7 +89,7 @@ impl ProbeConn {
             self.received.extend_from_slice(data);
             return self.status();
         };
-        let got = tls.receive(data);
+        let got = tls.receive(Bytes::copy_from_slice(data));
         if let Some(error) = got.error {
             return ProbeStep::Done(Err(format!("TLS: {error}")));
         }

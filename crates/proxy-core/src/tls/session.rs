@@ -7,14 +7,37 @@
 //! whatever the transport. Handshake progress surfaces as the events a layer already understands: an
 //! upstream connection counts as [`Opened`](crate::Event::Opened) once its handshake is done,
 //! and as [`OpenFailed`](crate::Event::OpenFailed) when the handshake fails.
+//!
+//! rustls runs through its unbuffered API: it decrypts records where they arrived, in the
+//! buffer the driver read them into, and encrypts straight into the buffer that goes out. The
+//! session keeps only what rustls has not let go of yet (the start of a record whose end is
+//! still on the way, or handshake records waiting for the rest of a message) and the
+//! plaintext the layers sent before the handshake allowed encrypting it; an idle session
+//! holds no buffer at all.
 
-use std::io::{BufRead, Write};
-
-use bytes::{Bytes, BytesMut};
-use rustls::pki_types::CertificateDer;
+use bytes::{Buf, Bytes, BytesMut};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic};
 
 use crate::ids::{ConnId, ServerAddr};
 use crate::tls::{TlsError, TlsFailure, TlsInfo, TlsPeer};
+
+/// A TLS record's header: type, version, length.
+const RECORD_HEADER: usize = 5;
+
+/// Room to make for one record's framing around its plaintext (header, content type, nonce,
+/// tag: 29 bytes at most for the suites rustls offers) when encrypting. A guess that is too
+/// small costs a second try, not an error.
+const RECORD_OVERHEAD: usize = 32;
+
+/// The plaintext rustls puts in one record unless configured to put less.
+const RECORD_PLAINTEXT: usize = 16384;
+
+/// States one pass may go through besides those that each consume a record: handshake flights
+/// (each message one state to encode and the flight one to transmit), a closing alert.
+const PASS_STATES: usize = 64;
 
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +46,7 @@ impl std::fmt::Debug for TlsSession {
 }
 
 pub(crate) struct TlsSession {
-    conn: rustls::Connection,
+    conn: Conn,
     /// Who is at the other end: a rustls client session talks to a server.
     pub(crate) peer: TlsPeer,
     pub(crate) server: ServerAddr,
@@ -33,6 +56,17 @@ pub(crate) struct TlsSession {
     /// would still send (an alert answering a late record, say) has nowhere to go. The
     /// reading side carries on in whatever [`TlsState`] it is.
     write_closed: bool,
+    /// Ciphertext rustls has not let go of: the start of a record, or handshake records that
+    /// wait for the rest of their message. New input is appended to it.
+    held: BytesMut,
+    /// Plaintext sent before the handshake allowed encrypting it.
+    pending: BytesMut,
+}
+
+/// The two kinds of unbuffered connection, which rustls does not unite under one type.
+enum Conn {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
 }
 
 /// Where a session is, as far as what arrives from the peer is concerned.
@@ -66,25 +100,58 @@ pub(crate) struct Received {
     pub(crate) error: Option<TlsError>,
 }
 
+/// One pass through rustls's state machine: what it is asked to send, and what came out.
+#[derive(Default)]
+struct Pass<'s> {
+    /// Plaintext to encrypt after what is pending, as soon as the keys allow; emptied once it
+    /// is encrypted.
+    send: &'s [u8],
+    /// A `close_notify` is to follow everything sent.
+    close: bool,
+    /// Decrypted application data.
+    plaintext: BytesMut,
+    /// Records for the peer.
+    outgoing: Vec<u8>,
+    /// The peer's `close_notify` was read.
+    peer_closed: bool,
+}
+
 impl TlsSession {
-    pub(crate) fn new(conn: rustls::Connection, server: ServerAddr, server_name: Option<String>) -> Self {
-        let peer = match conn {
-            rustls::Connection::Client(_) => TlsPeer::Server,
-            rustls::Connection::Server(_) => TlsPeer::Client,
-        };
-        let mut session =
-            Self {
-                conn,
-                peer,
-                server,
-                server_name,
-                state: TlsState::Handshaking,
-                write_closed: false,
-            };
-        // The context accounts for queued output itself and pauses readers when it grows; a
-        // rustls-side limit would only make writes partial.
-        session.conn.set_buffer_limit(None);
-        session
+    /// A session towards a server (we are the client), verifying it as `name` and offering
+    /// `alpn`.
+    pub(crate) fn client(
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        alpn: Vec<Vec<u8>>,
+        server: ServerAddr,
+        server_name: Option<String>,
+    ) -> Result<Self, rustls::Error> {
+        let conn = UnbufferedClientConnection::new_with_alpn(config, name, alpn)?;
+        Ok(Self::new(Conn::Client(conn), TlsPeer::Server, server, server_name))
+    }
+
+    /// A session towards a client (we are the server). Its handshake starts with the
+    /// `ClientHello` handed to [`receive`](Self::receive).
+    pub(crate) fn server(
+        config: std::sync::Arc<rustls::ServerConfig>,
+        server: ServerAddr,
+        server_name: Option<String>,
+    ) -> Result<Self, rustls::Error> {
+        let conn = UnbufferedServerConnection::new(config)?;
+        Ok(Self::new(Conn::Server(conn), TlsPeer::Client, server, server_name))
+    }
+
+    fn new(conn: Conn, peer: TlsPeer, server: ServerAddr, server_name: Option<String>) -> Self {
+        Self {
+            conn,
+            peer,
+            server,
+            server_name,
+            state: TlsState::Handshaking,
+            write_closed: false,
+            held: BytesMut::new(),
+            pending: BytesMut::new(),
+        }
     }
 
     /// A session for a connection the driver has not opened yet: its handshake waits for
@@ -101,61 +168,30 @@ impl TlsSession {
         self.take_outgoing()
     }
 
+    fn common(&self) -> &rustls::CommonState {
+        match &self.conn {
+            Conn::Client(conn) => conn,
+            Conn::Server(conn) => conn,
+        }
+    }
+
     /// Take in ciphertext from the peer.
-    pub(crate) fn receive(&mut self, data: &[u8]) -> Received {
+    pub(crate) fn receive(&mut self, data: Bytes) -> Received {
         let mut result = Received::default();
-        if self.state == TlsState::Failed {
+        if matches!(self.state, TlsState::Failed | TlsState::PeerClosed | TlsState::Closed) {
+            // Nothing the peer sends after its close_notify is read, nor after a failure.
             return result;
         }
-        let was_handshaking = self.conn.is_handshaking();
-        let mut plaintext = BytesMut::new();
-        let mut input = data;
-        // Never hand rustls an empty slice: it would take that for the end of the stream.
-        while !input.is_empty() && !result.closed {
-            let before = input.len();
-            // The only error is "plaintext buffer full", which the drain below cures.
-            let _ = self.conn.read_tls(&mut input);
-            let available = match self.conn.process_new_packets() {
-                Ok(state) => {
-                    result.closed = state.peer_has_closed();
-                    state.plaintext_bytes_to_read()
-                }
-                Err(error) => {
-                    result.error = Some(TlsError::Rustls(error));
-                    self.state = TlsState::Failed;
-                    // An alert describing the error may be queued: send it.
-                    result.outgoing = self.take_outgoing();
-                    return result;
-                }
-            };
-            // Room for all the plaintext this input can hold, taken once: what rustls has now
-            // and at most as much again as the ciphertext still to come. Growing record by
-            // record would copy it all over again.
-            if available > 0 && plaintext.capacity() == 0 {
-                plaintext.reserve(available + input.len());
-            }
-            let start = plaintext.len();
-            let mut reader = self.conn.reader();
-            // Straight from rustls's buffer into ours, one copy and no zeroing first.
-            while let Ok(chunk) = reader.fill_buf() {
-                if chunk.is_empty() {
-                    break;
-                }
-                let n = chunk.len();
-                plaintext.extend_from_slice(chunk);
-                reader.consume(n);
-            }
-            let filled = plaintext.len();
-            if input.len() == before && filled == start {
-                // rustls took nothing and gave nothing: it will not get better.
-                result.error = Some(TlsError::Stuck);
-                self.state = TlsState::Failed;
-                return result;
-            }
+        let was_handshaking = self.common().is_handshaking();
+        // Plaintext is never longer than the ciphertext that carried it.
+        let mut pass = Pass { plaintext: BytesMut::with_capacity(data.len() + self.held.len()), ..Pass::default() };
+        if let Err(error) = self.take_in(data, &mut pass) {
+            return self.failed(error, pass);
         }
-        result.plaintext = plaintext.freeze();
-        result.outgoing = self.take_outgoing();
-        if was_handshaking && !self.conn.is_handshaking() {
+        result.plaintext = pass.plaintext.freeze();
+        result.outgoing = self.outgoing(pass.outgoing);
+        result.closed = pass.peer_closed;
+        if was_handshaking && !self.common().is_handshaking() {
             result.established = true;
             if self.state == TlsState::Handshaking {
                 self.state = TlsState::Established;
@@ -163,33 +199,114 @@ impl TlsSession {
         }
         if result.closed {
             self.state = TlsState::PeerClosed;
+            self.held = BytesMut::new();
         }
         result
     }
 
-    /// Encrypt `data` for the peer. Before the handshake completes, rustls holds it back and
-    /// sends it once the keys are there.
+    /// Run `data` through rustls, copying only what must wait for more: the front of `data`
+    /// that completes a record already held, and the incomplete record it ends with. The rest
+    /// is decrypted where it lies.
+    fn take_in(&mut self, mut data: Bytes, pass: &mut Pass<'_>) -> Result<(), TlsError> {
+        if !self.held.is_empty() {
+            while !data.is_empty() {
+                let missing = incomplete(&self.held);
+                if missing == 0 {
+                    break;
+                }
+                let take = missing.min(data.len());
+                self.held.extend_from_slice(&data[..take]);
+                data.advance(take);
+            }
+            self.run_held(pass)?;
+            if !self.held.is_empty() {
+                // rustls keeps complete records (a handshake message spanning them): what
+                // follows must come right after them.
+                self.held.extend_from_slice(&data);
+                return self.run_held(pass);
+            }
+        }
+        if data.is_empty() || pass.peer_closed {
+            return Ok(());
+        }
+        match data.try_into_mut() {
+            Ok(mut input) => {
+                let used = self.run(&mut input, pass)?;
+                let rest = &input[used..];
+                if !rest.is_empty() && !pass.peer_closed {
+                    let mut held = BytesMut::with_capacity(rest.len() + incomplete(rest));
+                    held.extend_from_slice(rest);
+                    self.held = held;
+                }
+                Ok(())
+            }
+            // Shared with other reads (small ones share one buffer): decrypted in a copy.
+            Err(data) => {
+                self.held.extend_from_slice(&data);
+                self.run_held(pass)
+            }
+        }
+    }
+
+    /// Run what is held through rustls and let go of what it is done with.
+    fn run_held(&mut self, pass: &mut Pass<'_>) -> Result<(), TlsError> {
+        let mut held = std::mem::take(&mut self.held);
+        let result = self.run(&mut held, pass);
+        if let Ok(used) = result {
+            held.advance(used);
+        }
+        // Emptied, its allocation goes too: an idle session holds nothing.
+        if !held.is_empty() {
+            self.held = held;
+        }
+        result.map(drop)
+    }
+
+    /// One pass of rustls's state machine over `incoming`: how much of it rustls is done with.
+    fn run(&mut self, incoming: &mut [u8], pass: &mut Pass<'_>) -> Result<usize, TlsError> {
+        let result = match &mut self.conn {
+            Conn::Client(conn) => drive(conn, incoming, &mut self.pending, pass),
+            Conn::Server(conn) => drive(conn, incoming, &mut self.pending, pass),
+        };
+        // What could not be encrypted yet waits for the keys.
+        if !pass.send.is_empty() {
+            self.pending.extend_from_slice(pass.send);
+            pass.send = &[];
+        }
+        result
+    }
+
+    /// The session failed with `error`: the alert describing it (in `pass`) is the last
+    /// thing to send.
+    fn failed(&mut self, error: TlsError, pass: Pass<'_>) -> Received {
+        self.state = TlsState::Failed;
+        self.held = BytesMut::new();
+        self.pending = BytesMut::new();
+        Received { outgoing: self.outgoing(pass.outgoing), error: Some(error), ..Received::default() }
+    }
+
+    /// Encrypt `data` for the peer. Before the handshake allows it, the plaintext waits and
+    /// goes out (encrypted) once the keys are there.
     pub(crate) fn send(&mut self, data: &[u8]) -> Bytes {
         if self.state == TlsState::Failed || self.write_closed {
             return Bytes::new();
         }
-        // Unlimited buffer: a write takes everything.
-        let _ = self.conn.writer().write_all(data);
-        self.take_outgoing()
+        let mut pass = Pass { send: data, ..Pass::default() };
+        self.step(&mut pass)
     }
 
     /// A `close_notify` for the peer, the last bytes this session sends.
     pub(crate) fn close(&mut self) -> Bytes {
         if self.state == TlsState::Connecting {
-            // Never opened: its first flight, still queued, must not go out now.
+            // Never opened: its first flight must not go out now.
             self.write_closed = true;
             return Bytes::new();
         }
         if self.state == TlsState::Failed || self.write_closed {
             return Bytes::new();
         }
-        self.conn.send_close_notify();
-        let notify = self.take_outgoing();
+        let mut pass = Pass { close: true, ..Pass::default() };
+        let notify = self.step(&mut pass);
         self.write_closed = true;
         notify
     }
@@ -197,21 +314,31 @@ impl TlsSession {
     /// Records rustls has ready to go out (the first flight of a client handshake, say);
     /// nothing once [`close`](Self::close) has sent the last.
     pub(crate) fn take_outgoing(&mut self) -> Bytes {
-        let mut out = Vec::new();
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut out) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        if self.write_closed {
+        if self.state == TlsState::Failed {
             return Bytes::new();
         }
-        Bytes::from(out)
+        self.step(&mut Pass::default())
+    }
+
+    /// A pass with no new input: what it sends.
+    fn step(&mut self, pass: &mut Pass<'_>) -> Bytes {
+        // What is held was run when it came; running it again only finds it incomplete.
+        let mut held = std::mem::take(&mut self.held);
+        let result = self.run(&mut held, pass);
+        self.held = held;
+        match result {
+            Ok(_) => self.outgoing(std::mem::take(&mut pass.outgoing)),
+            // Reported when the next input arrives, which fails the same way.
+            Err(_) => Bytes::new(),
+        }
+    }
+
+    fn outgoing(&self, records: Vec<u8>) -> Bytes {
+        if self.write_closed { Bytes::new() } else { Bytes::from(records) }
     }
 
     pub(crate) fn info(&self, conn: ConnId) -> TlsInfo {
-        let c = &self.conn;
+        let c = self.common();
         TlsInfo {
             conn,
             peer: self.peer,
@@ -225,14 +352,208 @@ impl TlsSession {
     }
 
     pub(crate) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
-        self.conn.peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default()
+        self.common().peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default()
     }
 
     pub(crate) fn alpn(&self) -> Option<Vec<u8>> {
-        self.conn.alpn_protocol().map(<[u8]>::to_vec)
+        self.common().alpn_protocol().map(<[u8]>::to_vec)
     }
 
     pub(crate) fn failure(&self, conn: ConnId, error: String) -> TlsFailure {
         TlsFailure { conn, peer: self.peer, server: self.server.clone(), server_name: self.server_name.clone(), error }
+    }
+}
+
+/// The entry to rustls's state machine, which it spells once per kind of connection.
+trait Records {
+    type Data;
+    fn records<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Records for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn records<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Records for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn records<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// Take `conn` through its states over `incoming` until it needs more input or is done:
+/// records are decrypted into `pass.plaintext`, handshake messages and encrypted application
+/// data appended to `pass.outgoing`, `pending` and `pass.send` encrypted once the keys allow.
+/// Returns how much of `incoming` rustls is done with.
+fn drive<C: Records>(conn: &mut C, incoming: &mut [u8], pending: &mut BytesMut, pass: &mut Pass<'_>) -> Result<usize, TlsError> {
+    let mut used = 0;
+    // Each state below consumes a record, emits a message or ends the pass; the bound keeps a
+    // state machine that stopped making progress from spinning.
+    for _ in 0..PASS_STATES + incoming.len() / RECORD_HEADER {
+        let status = conn.records(&mut incoming[used..]);
+        let mut discard = status.discard;
+        let state = match status.state {
+            Ok(state) => state,
+            Err(error) => {
+                alert(conn, &mut incoming[used + discard..], &mut pass.outgoing);
+                return Err(TlsError::Rustls(error));
+            }
+        };
+        let more = match state {
+            ConnectionState::ReadTraffic(mut read) => {
+                while let Some(record) = read.next_record() {
+                    let record = record.map_err(TlsError::Rustls)?;
+                    discard += record.discard;
+                    pass.plaintext.extend_from_slice(record.payload);
+                }
+                true
+            }
+            ConnectionState::EncodeTlsData(mut message) => {
+                encode(&mut message, &mut pass.outgoing)?;
+                true
+            }
+            ConnectionState::TransmitTlsData(mut transmit) => {
+                // Application data may follow the handshake's last flight in the same write.
+                if let Some(mut write) = transmit.may_encrypt_app_data() {
+                    flush(&mut write, pending, pass)?;
+                }
+                transmit.done();
+                true
+            }
+            ConnectionState::PeerClosed => {
+                pass.peer_closed = true;
+                true
+            }
+            ConnectionState::WriteTraffic(mut write) => {
+                flush(&mut write, pending, pass)?;
+                false
+            }
+            // Waiting for the peer, or closed both ways. (Early data, the other state, is never
+            // accepted: our server configurations leave `max_early_data_size` at zero.)
+            _ => false,
+        };
+        used += discard;
+        if !more {
+            return Ok(used);
+        }
+    }
+    Err(TlsError::Stuck)
+}
+
+/// After a failure: the alert rustls queued about it, if any. `incoming` is what rustls has
+/// not let go of (it may still point into it).
+fn alert<C: Records>(conn: &mut C, incoming: &mut [u8], outgoing: &mut Vec<u8>) {
+    let mut used = 0;
+    for _ in 0..PASS_STATES {
+        let status = conn.records(&mut incoming[used..]);
+        used += status.discard;
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut message)) => {
+                if encode(&mut message, outgoing).is_err() {
+                    return;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+            _ => return,
+        }
+    }
+}
+
+/// Encrypt what waits, then what is being sent, then the `close_notify` if one is asked for.
+fn flush<D>(write: &mut WriteTraffic<'_, D>, pending: &mut BytesMut, pass: &mut Pass<'_>) -> Result<(), TlsError> {
+    if !pending.is_empty() {
+        encrypt(write, pending, &mut pass.outgoing)?;
+        *pending = BytesMut::new();
+    }
+    if !pass.send.is_empty() {
+        encrypt(write, pass.send, &mut pass.outgoing)?;
+        pass.send = &[];
+    }
+    if std::mem::take(&mut pass.close) {
+        fill(&mut pass.outgoing, RECORD_HEADER + RECORD_OVERHEAD, |out| write.queue_close_notify(out).map_err(short))?;
+    }
+    Ok(())
+}
+
+/// A handshake message (or alert) into `outgoing`: rustls says how much room it needs when
+/// given none.
+fn encode<D>(message: &mut EncodeTlsData<'_, D>, outgoing: &mut Vec<u8>) -> Result<(), TlsError> {
+    fill(outgoing, 0, |out| {
+        message.encode(out).map_err(|error| match error {
+            EncodeError::InsufficientSize(short) => Short::Needs(short.required_size),
+            other => Short::Failed(other.to_string()),
+        })
+    })
+}
+
+fn encrypt<D>(write: &mut WriteTraffic<'_, D>, plaintext: &[u8], outgoing: &mut Vec<u8>) -> Result<(), TlsError> {
+    let records = plaintext.len().div_ceil(RECORD_PLAINTEXT);
+    fill(outgoing, plaintext.len() + records * RECORD_OVERHEAD, |out| write.encrypt(plaintext, out).map_err(short))
+}
+
+/// Why rustls wrote nothing into the room it was given.
+enum Short {
+    Needs(usize),
+    Failed(String),
+}
+
+fn short(error: EncryptError) -> Short {
+    match error {
+        EncryptError::InsufficientSize(short) => Short::Needs(short.required_size),
+        other => Short::Failed(other.to_string()),
+    }
+}
+
+/// Append what `write` writes to `out`, giving it `room` bytes first and, if rustls says
+/// that is too few, as many as it asks for.
+fn fill(out: &mut Vec<u8>, mut room: usize, mut write: impl FnMut(&mut [u8]) -> Result<usize, Short>) -> Result<(), TlsError> {
+    let start = out.len();
+    // The first try with too little room tells how much is needed; the second has it.
+    for _ in 0..2 {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]) {
+            Ok(written) => {
+                out.truncate(start + written);
+                return Ok(());
+            }
+            Err(Short::Needs(needed)) if needed > room => room = needed,
+            Err(Short::Needs(_)) => break,
+            Err(Short::Failed(error)) => {
+                out.truncate(start);
+                return Err(TlsError::Rustls(rustls::Error::General(error)));
+            }
+        }
+    }
+    out.truncate(start);
+    Err(TlsError::Stuck)
+}
+
+/// How many more bytes `records` (starting at a record boundary) needs to end on one: the
+/// rest of the last record, or of its header when that is not complete.
+fn incomplete(records: &[u8]) -> usize {
+    let mut at = 0;
+    while at < records.len() {
+        let Some(header) = records.get(at..at + RECORD_HEADER) else {
+            return at + RECORD_HEADER - records.len();
+        };
+        at += RECORD_HEADER + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    }
+    at - records.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incomplete;
+
+    #[test]
+    fn counts_what_completes_the_last_record() {
+        assert_eq!(incomplete(&[]), 0);
+        assert_eq!(incomplete(&[0x17, 3]), 3);
+        assert_eq!(incomplete(&[0x17, 3, 3, 0, 4]), 4);
+        assert_eq!(incomplete(&[0x17, 3, 3, 0, 4, 1, 2, 3, 4]), 0);
+        assert_eq!(incomplete(&[0x17, 3, 3, 0, 2, 1, 2, 0x17, 3, 3, 1, 0, 9]), 255);
     }
 }

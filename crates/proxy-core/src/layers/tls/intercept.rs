@@ -109,9 +109,9 @@ enum State {
     /// Waiting for the client's first bytes.
     Peek { buf: BytesMut, acceptor: Box<Acceptor> },
     /// The `TlsClientHello` hook is pending.
-    Hello { flow: FlowId, accepted: Box<Accepted>, hello: ClientHello, raw: Bytes },
+    Hello { flow: FlowId, hello: ClientHello, raw: Bytes },
     /// Handshaking with the server, the client's handshake on hold.
-    Upstream { accepted: Box<Accepted>, hello: ClientHello },
+    Upstream { raw: Bytes, hello: ClientHello },
     /// The pooled server connection did not suit the client: a new one is being opened, and
     /// what the client sent waits to be read again.
     Reopening { buf: BytesMut, eof: bool },
@@ -193,7 +193,7 @@ impl Intercept {
                         if self.pooled.is_some() && sni.is_some_and(|sni| sni != self.target.host) {
                             return self.reopen(cx, raw);
                         }
-                        self.client_hello(cx, now, Box::new(accepted), raw);
+                        self.client_hello(cx, now, &accepted, raw);
                     }
                     Err((error, alert)) => {
                         let what = format!("client {} sent a bad TLS ClientHello", cx.client.peer);
@@ -239,7 +239,8 @@ impl Intercept {
         self.state = State::Reopening { buf: BytesMut::from(&data[..]), eof: false };
     }
 
-    fn client_hello(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, raw: Bytes) {
+    /// The client's `ClientHello` (all of `raw`, the bytes it sent so far) was read.
+    fn client_hello(&mut self, cx: &mut Context, now: Instant, accepted: &Accepted, raw: Bytes) {
         let hello = describe_hello(&self.target, &accepted.client_hello());
         let tls = Self::tls(cx);
         let port = self.target.port;
@@ -255,20 +256,20 @@ impl Intercept {
             let flow = cx.next_flow_id();
             cx.set_layer_pause(ConnId::CLIENT, true);
             cx.hook(flow, Hook::TlsClientHello { flow, hello: hello.clone() });
-            self.state = State::Hello { flow, accepted, hello, raw };
+            self.state = State::Hello { flow, hello, raw };
             return;
         }
-        self.start_upstream(cx, now, accepted, hello);
+        self.start_upstream(cx, now, raw, hello);
     }
 
     /// Handshake with the server, offering what the client offered and we can speak.
-    fn start_upstream(&mut self, cx: &mut Context, now: Instant, accepted: Box<Accepted>, hello: ClientHello) {
+    fn start_upstream(&mut self, cx: &mut Context, now: Instant, raw: Bytes, hello: ClientHello) {
         let Some(server) = self.server else {
-            return self.finish_client(cx, now, accepted, hello, Upstream::Later);
+            return self.finish_client(cx, now, raw, hello, Upstream::Later);
         };
         if self.pooled.is_some() {
             // Its handshake was done for an earlier client: nothing to wait for.
-            return self.finish_client(cx, now, accepted, hello, Upstream::Ready);
+            return self.finish_client(cx, now, raw, hello, Upstream::Ready);
         }
         // Whatever HTTP the client speaks, the HTTP layer translates to what the server
         // chooses; a client that offers only other protocols gets none from us.
@@ -278,11 +279,11 @@ impl Intercept {
         let name = hello.server_name.clone().unwrap_or_else(|| self.target.host.clone());
         cx.set_layer_pause(ConnId::CLIENT, true);
         match cx.start_tls_client(server, self.target.clone(), &name, alpn) {
-            Ok(()) => self.state = State::Upstream { accepted, hello },
+            Ok(()) => self.state = State::Upstream { raw, hello },
             Err(error) => {
                 cx.close(server, false);
                 let error = OpenError::Tls(error.to_string());
-                self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
+                self.finish_client(cx, now, raw, hello, Upstream::Failed(error));
             }
         }
     }
@@ -292,7 +293,7 @@ impl Intercept {
         &mut self,
         cx: &mut Context,
         now: Instant,
-        accepted: Box<Accepted>,
+        raw: Bytes,
         hello: ClientHello,
         upstream: Upstream,
     ) {
@@ -317,17 +318,25 @@ impl Intercept {
         config.cert_resolver = Arc::new(OneCert(key));
         let offered = speakable(cx, &hello.alpn);
         config.alpn_protocols = client_alpn(offered, server_alpn).into_iter().collect();
-        match accepted.into_connection(Arc::new(config)) {
-            Ok(connection) => {
-                let session =
-                    TlsSession::new(rustls::Connection::Server(connection), self.target.clone(), hello.server_name);
-                cx.attach_tls(ConnId::CLIENT, session);
+        let mut session = match TlsSession::server(Arc::new(config), self.target.clone(), hello.server_name) {
+            Ok(session) => session,
+            Err(error) => {
+                cx.log(LogLevel::Info, format!("TLS handshake with client {} failed: {}", cx.client.peer, crate::tls::describe_error(&error)));
+                return self.close(cx);
             }
-            Err((error, alert)) => {
-                let what = format!("TLS handshake with client {} failed", cx.client.peer);
-                return self.refuse(cx, &what, &error, alert);
-            }
+        };
+        // The session reads the ClientHello again (the acceptor only looked at it) and
+        // answers it; so does it what the client sent after it, if anything.
+        let answer = session.receive(raw);
+        if let Some(error) = answer.error {
+            // Not attached: the alert goes out under whatever protects the connection now (a
+            // secure web proxy's own session) or none.
+            cx.send(ConnId::CLIENT, answer.outgoing);
+            cx.log(LogLevel::Info, format!("TLS handshake with client {} failed: {error}", cx.client.peer));
+            return self.close(cx);
         }
+        cx.attach_tls(ConnId::CLIENT, session);
+        cx.send_raw(ConnId::CLIENT, answer.outgoing);
         let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
             (Upstream::Ready, Some(_)) if self.pooled.is_some() => http.adopt_pooled(*self.pooled.take().expect("checked")),
@@ -482,7 +491,7 @@ impl Layer for Intercept {
                 }
             }
             (State::Hello { flow, .. }, Event::HookReply { flow: replied, reply }) if *flow == replied => {
-                let State::Hello { accepted, hello, raw, .. } = std::mem::replace(&mut self.state, State::Closed)
+                let State::Hello { hello, raw, .. } = std::mem::replace(&mut self.state, State::Closed)
                 else {
                     unreachable!()
                 };
@@ -492,21 +501,21 @@ impl Layer for Intercept {
                         cx.set_layer_pause(client, false);
                         self.tunnel(cx, raw, Bytes::new(), false);
                     }
-                    _ => self.start_upstream(cx, now, accepted, hello),
+                    _ => self.start_upstream(cx, now, raw, hello),
                 }
             }
             (State::Upstream { .. }, Event::Opened { conn }) if Some(conn) == self.server => {
-                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
+                let State::Upstream { raw, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
-                self.finish_client(cx, now, accepted, hello, Upstream::Ready);
+                self.finish_client(cx, now, raw, hello, Upstream::Ready);
             }
             // Also a server that hangs up mid-handshake: the record layer reports it as this.
             (State::Upstream { .. }, Event::OpenFailed { conn, error }) if Some(conn) == self.server => {
-                let State::Upstream { accepted, hello } = std::mem::replace(&mut self.state, State::Closed) else {
+                let State::Upstream { raw, hello } = std::mem::replace(&mut self.state, State::Closed) else {
                     unreachable!()
                 };
-                self.finish_client(cx, now, accepted, hello, Upstream::Failed(error));
+                self.finish_client(cx, now, raw, hello, Upstream::Failed(error));
             }
             (State::Hello { .. } | State::Upstream { .. }, Event::ConnectionClosed { conn }) if conn == client => {
                 self.close(cx);

@@ -24,6 +24,7 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 
 use crate::tls::session::{TlsSession, TlsState};
 use crate::tls::{TlsError, TlsPeer};
@@ -46,7 +47,7 @@ impl TlsTransport {
 
     /// Ciphertext arrived on `conn`: decrypt it (twice, under TLS inside TLS) and tell the
     /// layers what it meant.
-    fn receive(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
+    fn receive(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: Bytes) {
         let Some(outer) = cx.outer_tls_mut(conn) else { return self.receive_inner(cx, now, conn, data) };
         let received = outer.receive(data);
         cx.send_wire(conn, received.outgoing);
@@ -60,7 +61,7 @@ impl TlsTransport {
             return self.inner.handle(cx, now, Event::ConnectionClosed { conn });
         }
         if !received.plaintext.is_empty() {
-            self.receive_inner(cx, now, conn, &received.plaintext);
+            self.receive_inner(cx, now, conn, received.plaintext);
         }
         if received.closed && cx.tls(conn).is_some_and(|t| !matches!(t.state, TlsState::PeerClosed | TlsState::Closed | TlsState::Failed)) {
             // The outer session ended under the inner one, which never said goodbye.
@@ -72,7 +73,7 @@ impl TlsTransport {
     }
 
     /// What the innermost session under `conn` makes of `data`.
-    fn receive_inner(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: &[u8]) {
+    fn receive_inner(&mut self, cx: &mut Context, now: Instant, conn: ConnId, data: Bytes) {
         let want_hook = cx.config.hooks.contains(HookKind::TlsEstablished);
         let Some(tls) = cx.tls_mut(conn) else { return };
         let was_handshaking = is_handshaking(tls);
@@ -146,7 +147,7 @@ impl Layer for TlsTransport {
         };
         let Some((conn, state)) = state else { return self.inner.handle(cx, now, event) };
         match (event, state) {
-            (Event::DataReceived { data, .. }, _) => self.receive(cx, now, conn, &data),
+            (Event::DataReceived { data, .. }, _) => self.receive(cx, now, conn, data),
             (Event::Opened { .. }, TlsState::Connecting) => {
                 // TCP is up: the handshake begins, and the layers hear of it when it ends.
                 let first_flight = cx.tls_mut(conn).map(TlsSession::opened).unwrap_or_default();
