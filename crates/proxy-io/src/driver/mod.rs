@@ -52,6 +52,10 @@ const MIN_READ: usize = 4 * 1024;
 /// Reads at least this big hand their buffer over to the core instead of splitting it.
 const BIG_READ: usize = 16 * 1024;
 
+/// Events fed to the core before what they produced is sent: enough to gather what arrives
+/// together, few enough that the first of them is not kept waiting.
+const BATCH: usize = 16;
+
 /// What the driver needs from the core. [`Connection`] is the only real implementation; tests
 /// drive the loop with small fakes.
 pub(crate) trait Core: Send {
@@ -217,35 +221,44 @@ where
     /// Boxed: a `Driver` held by value in this future, and that future in `drive`'s, made
     /// each connection's task 2.3 KB; boxed, task and driver come to 1.8 KB.
     async fn run(mut self: Box<Self>) {
-        self.feed(Event::Start);
+        self.turn(Event::Start);
+        self.settle();
         while !self.core.is_closed() {
-            let event = poll_fn(|cx| self.poll_event(cx)).await;
-            self.feed(event);
+            poll_fn(|cx| self.poll_batch(cx)).await;
         }
         // Boxed: its timer would otherwise take room in every connection's task all along.
         Box::pin(self.finish()).await;
     }
 
-    /// Hand `event` to the core and carry out what it asks, in order; then, while nothing else
-    /// is owed to the core, tell it of a write queue this emptied (a response written whole,
-    /// most often) at once, without a pass over every source of events for it.
-    fn feed(&mut self, event: Event) {
-        let mut next = Some(event);
-        while let Some(event) = next.take() {
-            self.turn(event);
-            if self.events.is_empty() && !self.core.is_closed() {
-                next = self.socks.iter_mut().find_map(Sock::drained);
+    /// Feed the core every event that is ready now (up to [`BATCH`]), then send what they
+    /// produced: pending only when no event was.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut fed = 0;
+        while fed < BATCH && !self.core.is_closed() {
+            match self.poll_event(cx) {
+                Poll::Ready(event) => self.turn(event),
+                Poll::Pending if fed == 0 => return Poll::Pending,
+                Poll::Pending => break,
             }
+            fed += 1;
         }
+        self.settle();
+        Poll::Ready(())
     }
 
-    /// One turn of the core: `event` in, its commands carried out, its output written.
+    /// One turn of the core: `event` in, its commands carried out. What it sends waits for
+    /// [`settle`](Self::settle), so that the turns of one batch (a carried stream's head,
+    /// body and end arrive as three messages) leave in one write.
     fn turn(&mut self, event: Event) {
         self.core.handle(now(), event);
         while let Some(cmd) = self.core.poll_command() {
             self.execute(cmd);
         }
-        // What the turn had for carriers, or from a carrier for its streams, goes in one
+    }
+
+    /// Send what the turns since the last call produced.
+    fn settle(&mut self) {
+        // What the turns had for carriers, or from a carrier for its streams, goes in one
         // message each.
         let gone = self.joined.flush();
         self.events.extend(gone);
@@ -253,7 +266,7 @@ where
             let gone = carrying.flush();
             self.events.extend(gone);
         }
-        // One vectored write per socket for everything this event produced: a response head
+        // One vectored write per socket for everything the batch produced: a response head
         // and its body leave in one system call.
         for s in &mut self.socks {
             if !s.queue.is_empty() {

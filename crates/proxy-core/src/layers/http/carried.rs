@@ -213,6 +213,9 @@ struct Carrying {
     /// high-water mark (plus what one poll of the codec hands out, at most a window).
     handed: u64,
     taken: u64,
+    /// Whether the codec was last told the stream may read (`None`: not yet, the codec
+    /// having no stream for it).
+    told_room: Option<bool>,
 }
 
 /// The layer of a carrier: one upstream HTTP/2 connection, its streams those of client
@@ -291,7 +294,7 @@ impl CarrierLayer {
                         }
                         let given = request.body.as_ref().map_or(0, |b| b.len() as u64);
                         let flow = cx.next_flow_id();
-                        self.streams.insert(tag, Carrying { flow, given, reported: 0, reading: true, handed: 0, taken: 0 });
+                        self.streams.insert(tag, Carrying { flow, given, reported: 0, reading: true, handed: 0, taken: 0, told_room: None });
                         self.tags.insert(flow, tag);
                         flow
                     }
@@ -387,9 +390,12 @@ impl CarrierLayer {
             let credit = cx.config.high_water as u64;
             let mut outputs = Vec::new();
             if let ServerCodec::H2(codec) = &mut self.server.codec {
-                for carrying in self.streams.values() {
+                // Only what changed costs the codec a look-up.
+                for carrying in self.streams.values_mut() {
                     let room = carrying.reading && carrying.handed - carrying.taken < credit;
-                    codec.set_reading(carrying.flow, room);
+                    if carrying.told_room != Some(room) && codec.set_reading(carrying.flow, room) {
+                        carrying.told_room = Some(room);
+                    }
                 }
                 codec.poll(cx, &mut outputs);
             }
@@ -400,6 +406,10 @@ impl CarrierLayer {
         if !self.closed && !cx.is_congested(self.conn) {
             let mut consumed = Vec::new();
             for (tag, carrying) in &mut self.streams {
+                if carrying.given <= carrying.reported {
+                    // No body sent since the last report: nothing more can have gone on.
+                    continue;
+                }
                 let backlog = match &self.server.codec {
                     ServerCodec::H2(codec) => codec.backlog(carrying.flow) as u64,
                     ServerCodec::H1(_) | ServerCodec::Joined(_) => 0,

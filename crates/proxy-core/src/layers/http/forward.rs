@@ -46,7 +46,12 @@ impl HttpLayer {
 
     /// Whether the client side of `flow` can take more of its response body now.
     pub(super) fn client_has_room(&self, cx: &Context, flow: FlowId) -> bool {
-        let backlog = match &self.client {
+        Self::has_room(&self.client, cx, flow)
+    }
+
+    /// [`client_has_room`](Self::client_has_room) where the rest of the layer is borrowed.
+    pub(super) fn has_room(client: &ClientCodec, cx: &Context, flow: FlowId) -> bool {
+        let backlog = match client {
             ClientCodec::H2(codec) => codec.backlog(flow),
             ClientCodec::H1(_) => 0,
         };

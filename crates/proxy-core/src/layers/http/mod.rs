@@ -994,14 +994,12 @@ impl HttpLayer {
     /// Open or hold shut the response windows of the streams on carriers, as for HTTP/2
     /// connections of our own: by whether the client side has room.
     fn drive_joined(&mut self, cx: &mut Context) {
-        let joined: Vec<(ConnId, FlowId)> =
-            self.pool.iter().filter(|s| matches!(s.codec, ServerCodec::Joined(_))).filter_map(|s| Some((s.conn, s.flow()?))).collect();
-        for (conn, flow) in joined {
+        for server in self.pool.iter_mut() {
+            let Some(flow) = server.flow() else { continue };
+            let Some(joined) = server.joined_mut() else { continue };
             let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
-            let reading = wants && self.client_has_room(cx, flow);
-            if let Some(joined) = self.pool.get_mut(conn).and_then(ServerConn::joined_mut) {
-                joined.set_reading(cx, reading);
-            }
+            let reading = wants && Self::has_room(&self.client, cx, flow);
+            joined.set_reading(cx, reading);
         }
     }
 

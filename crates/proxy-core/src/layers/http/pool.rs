@@ -281,6 +281,10 @@ impl Pool {
         self.servers.iter()
     }
 
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut ServerConn> {
+        self.servers.iter_mut()
+    }
+
     pub(super) fn conns(&self) -> Vec<ConnId> {
         self.servers.iter().map(|s| s.conn).collect()
     }

@@ -101,10 +101,12 @@ impl H2Client {
         self.engine.extended_connect()
     }
 
-    pub(crate) fn set_reading(&mut self, flow: FlowId, reading: bool) {
-        if let Some(&stream) = self.streams.get(&flow) {
-            self.engine.set_reading(stream, reading);
-        }
+    /// Open (or hold shut) `flow`'s receive window by whether its destination has room;
+    /// false if the codec has no stream for it (yet).
+    pub(crate) fn set_reading(&mut self, flow: FlowId, reading: bool) -> bool {
+        let Some(&stream) = self.streams.get(&flow) else { return false };
+        self.engine.set_reading(stream, reading);
+        true
     }
 
     pub(crate) fn backlog(&self, flow: FlowId) -> usize {
