@@ -56,6 +56,9 @@ const BIG_READ: usize = 16 * 1024;
 /// together, few enough that the first of them is not kept waiting.
 const BATCH: usize = 16;
 
+/// Bytes read or sent after which a batch ends whatever is still ready: a TLS record's worth.
+const BATCH_BYTES: usize = 16 * 1024;
+
 /// What the driver needs from the core. [`Connection`] is the only real implementation; tests
 /// drive the loop with small fakes.
 pub(crate) trait Core: Send {
@@ -182,6 +185,8 @@ struct Driver<'o, C, M, F> {
     joined: Joined,
     /// When the task runs a carrier: the streams it carries.
     carrying: Option<Carrying>,
+    /// Bytes read and sent in the batch being fed (see [`poll_batch`](Self::poll_batch)).
+    unsettled: usize,
 }
 
 impl<'o, C, M, F> Driver<'o, C, M, F>
@@ -215,6 +220,7 @@ where
             nudge,
             joined: Joined::default(),
             carrying: None,
+            unsettled: 0,
         }
     }
 
@@ -232,11 +238,18 @@ where
 
     /// Feed the core every event that is ready now (up to [`BATCH`]), then send what they
     /// produced: pending only when no event was.
+    /// A batch also ends once it has read or sent [`BATCH_BYTES`]: bulk data is passed on
+    /// read by read, as a pipeline should, and only small pieces wait for each other.
     fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut fed = 0;
-        while fed < BATCH && !self.core.is_closed() {
+        while fed < BATCH && self.unsettled < BATCH_BYTES && !self.core.is_closed() {
             match self.poll_event(cx) {
-                Poll::Ready(event) => self.turn(event),
+                Poll::Ready(event) => {
+                    if let Event::DataReceived { data, .. } = &event {
+                        self.unsettled += data.len();
+                    }
+                    self.turn(event);
+                }
                 Poll::Pending if fed == 0 => return Poll::Pending,
                 Poll::Pending => break,
             }
@@ -258,6 +271,7 @@ where
 
     /// Send what the turns since the last call produced.
     fn settle(&mut self) {
+        self.unsettled = 0;
         // What the turns had for carriers, or from a carrier for its streams, goes in one
         // message each.
         let gone = self.joined.flush();
@@ -280,6 +294,7 @@ where
     fn execute(&mut self, cmd: Command) {
         match cmd {
             Command::SendData { conn, data } => {
+                self.unsettled += data.len();
                 if let Some(event) = self.sock(conn).and_then(|s| s.send(data)) {
                     self.events.push_back(event);
                 }
