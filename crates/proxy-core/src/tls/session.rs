@@ -443,22 +443,13 @@ fn drive<C: Records>(conn: &mut C, incoming: &mut [u8], pending: &mut BytesMut, 
     Err(TlsError::Stuck)
 }
 
-/// After a failure: the alert rustls queued about it, if any. `incoming` is what rustls has
-/// not let go of (it may still point into it).
+/// After a failure: the alert rustls queued about it, if any. One state only: asked again,
+/// rustls would read on in `incoming` (what it has not let go of, which it may still point
+/// into) past the failure, and fail, and alert, once more.
 fn alert<C: Records>(conn: &mut C, incoming: &mut [u8], outgoing: &mut Vec<u8>) {
-    let mut used = 0;
-    for _ in 0..PASS_STATES {
-        let status = conn.records(&mut incoming[used..]);
-        used += status.discard;
-        match status.state {
-            Ok(ConnectionState::EncodeTlsData(mut message)) => {
-                if encode(&mut message, outgoing).is_err() {
-                    return;
-                }
-            }
-            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-            _ => return,
-        }
+    if let Ok(ConnectionState::EncodeTlsData(mut message)) = conn.records(incoming).state {
+        // A failure here leaves the connection to close without its alert.
+        let _ = encode(&mut message, outgoing);
     }
 }
 
