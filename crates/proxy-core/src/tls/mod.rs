@@ -159,7 +159,8 @@ pub(crate) enum TlsError {
     /// often does so without an alert).
     #[error("the peer closed the connection during the handshake")]
     ClosedInHandshake,
-    /// rustls took none of the input and gave nothing back.
+    /// rustls's state machine did not settle within its bound, or did not write what it
+    /// asked room for.
     #[error("TLS input could not be processed")]
     Stuck,
 }

@@ -322,12 +322,10 @@ impl TlsSession {
 
     /// A pass with no new input: what it sends.
     fn step(&mut self, pass: &mut Pass<'_>) -> Bytes {
-        // What is held was run when it came; running it again only finds it incomplete.
-        let mut held = std::mem::take(&mut self.held);
-        let result = self.run(&mut held, pass);
-        self.held = held;
-        match result {
-            Ok(_) => self.outgoing(std::mem::take(&mut pass.outgoing)),
+        // What is held was run when it came; running it again finds it incomplete, and lets
+        // go of whatever rustls is done with all the same.
+        match self.run_held(pass) {
+            Ok(()) => self.outgoing(std::mem::take(&mut pass.outgoing)),
             // Reported when the next input arrives, which fails the same way.
             Err(_) => Bytes::new(),
         }
