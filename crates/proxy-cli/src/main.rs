@@ -1234,6 +1234,7 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
         let name = Arc::new(OnceLock::new());
         let reverse = matches!(config.mode, Mode::Reverse { .. });
         let gateway = config.gateway.clone();
+        let intercept = config.tls.is_some();
         let printer = Printer {
             quiet: args.quiet,
             verbose: args.verbose,
@@ -1255,6 +1256,10 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
             .connect_timeout(args.connect_timeout)
             .shutdown_timeout(args.shutdown_timeout)
             .upstream_pool(shared.then_some(limits));
+        if !intercept {
+            // --no-intercept; with interception, `config.tls` is what the builder uses.
+            builder = builder.no_intercept();
+        }
         if let Some(n) = args.max_connections {
             builder = builder.max_connections(n as usize);
         }

@@ -8,8 +8,9 @@
 //! with connect("ws://echo.example/", proxy="http://127.0.0.1:8080") as ws: ws.send("hello"); print(ws.recv(), ws.recv())'
 //! ```
 //!
-//! Listens on 127.0.0.1:8080 unless told otherwise; stops on Ctrl-C. TLS is not intercepted
-//! here (wss:// passes as a tunnel); see `proxy_io::tls` to turn interception on.
+//! Listens on 127.0.0.1:8080 unless told otherwise; stops on Ctrl-C. TLS is intercepted as
+//! `Proxy::builder` does by default, so wss:// messages are rewritten too once the client
+//! trusts the CA whose certificate the proxy names when it starts.
 
 use std::net::SocketAddr;
 
@@ -69,6 +70,9 @@ async fn main() -> std::io::Result<()> {
     let injector = Injector::default();
     let handler = Rewrite { from, to, injector: injector.clone() };
     let proxy = Proxy::builder().listen(listen).handler(handler).injector(injector).build().await?;
+    if let Some(ca) = proxy.ca() {
+        eprintln!("intercepting TLS: clients must trust {}", ca.cert_path.display());
+    }
     proxy_io::shutdown_on_signals(proxy.shutdown_handle())?;
     eprintln!("listening on {}", proxy.local_addr());
     proxy.run().await;

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::driver::{self, Core, Options};
 use crate::handler::{Handler, NoopHandler};
 use crate::inject::Injector;
 use crate::pool::SharedPool;
+use crate::tls::{CaInfo, CaSource, TlsOptions, TlsSetupError};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +41,40 @@ pub struct Builder<H = NoopHandler> {
     injector: Injector,
     upstream_pool: Option<PoolLimits>,
     threads: usize,
+    /// How TLS is intercepted unless `config` says; `None`: not at all.
+    tls: Option<TlsOptions>,
+}
+
+/// Why a [`Proxy`] could not be built. Converts into [`io::Error`], so `?` works in a function
+/// returning `io::Result`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The listening socket could not be made or bound (the port is in use, say).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// TLS interception could not be set up: the CA could not be read or made, a root to
+    /// trust upstream is unusable, a pattern does not compile.
+    #[error("cannot set up TLS interception: {0}")]
+    Tls(#[from] TlsSetupError),
+    /// A thread serving a share of the clients ([`Builder::threads`]) could not start.
+    #[error("cannot start a serving thread: {0}")]
+    Thread(io::Error),
+}
+
+impl From<BuildError> for io::Error {
+    fn from(e: BuildError) -> Self {
+        let kind = match &e {
+            BuildError::Listen { source, .. } | BuildError::Thread(source) => source.kind(),
+            BuildError::Tls(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e.to_string())
+    }
 }
 
 impl Builder<NoopHandler> {
@@ -53,6 +89,7 @@ impl Builder<NoopHandler> {
             injector: Injector::default(),
             upstream_pool: Some(PoolLimits::default()),
             threads: 1,
+            tls: Some(TlsOptions::default()),
         }
     }
 }
@@ -66,7 +103,9 @@ impl<H: Handler> Builder<H> {
     }
 
     /// The core's configuration. Its `hooks` field is overwritten by
-    /// [`Handler::hooks`] when the proxy is built.
+    /// [`Handler::hooks`] when the proxy is built. If its `tls` is set, that is how TLS is
+    /// intercepted, and the TLS methods of this builder ([`tls`](Self::tls),
+    /// [`ca_dir`](Self::ca_dir), ...) are not used.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -84,7 +123,60 @@ impl<H: Handler> Builder<H> {
             injector: self.injector,
             upstream_pool: self.upstream_pool,
             threads: self.threads,
+            tls: self.tls,
         }
+    }
+
+    /// Intercept TLS as `options` say. Interception is on by default, with
+    /// [`TlsOptions::default`]: the CA kept in [`default_ca_dir`](crate::tls::default_ca_dir)
+    /// (the directory the command line tool uses, made on first use), upstream servers
+    /// verified against the Mozilla roots, every host intercepted. [`Proxy::ca`] says where
+    /// the certificate clients must trust is.
+    pub fn tls(mut self, options: TlsOptions) -> Self {
+        self.tls = Some(options);
+        self
+    }
+
+    /// Keep the CA in `dir` (made there on first use) instead of the default directory;
+    /// turns interception on if [`no_intercept`](Self::no_intercept) turned it off.
+    pub fn ca_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.with_tls(|tls| tls.ca = CaSource::Dir(dir.into()))
+    }
+
+    /// Sign with a CA of the user's own: its certificate and PKCS#8 key, PEM (both may name one
+    /// file holding both); turns interception on if it was off.
+    pub fn ca_files(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.with_tls(|tls| tls.ca = CaSource::Files { cert: cert.into(), key: key.into() })
+    }
+
+    /// Also trust the certificates in this PEM file when verifying upstream servers (an origin
+    /// signed by a private CA, say); repeatable. The command line's `--upstream-ca`.
+    pub fn upstream_ca(self, pem: impl Into<PathBuf>) -> Self {
+        self.with_tls(|tls| tls.upstream_roots.push(pem.into()))
+    }
+
+    /// Accept any upstream certificate: for test servers only, since a man in the middle of
+    /// the proxy's own connection goes unnoticed. The command line's `--insecure-upstream`.
+    pub fn insecure_upstream(self) -> Self {
+        self.with_tls(|tls| tls.insecure_upstream = true)
+    }
+
+    /// Pass TLS to hosts whose `host:port` matches this regular expression through untouched
+    /// (certificate pinning clients, say); repeatable. The command line's `--ignore-hosts`.
+    pub fn ignore_hosts(self, pattern: impl Into<String>) -> Self {
+        self.with_tls(|tls| tls.ignore_hosts.push(pattern.into()))
+    }
+
+    /// Do not intercept TLS: a `CONNECT` tunnel relays what the client sends as it is, and
+    /// hooks see the `CONNECT` but nothing inside it. No CA is read or made.
+    pub fn no_intercept(mut self) -> Self {
+        self.tls = None;
+        self
+    }
+
+    fn with_tls(mut self, change: impl FnOnce(&mut TlsOptions)) -> Self {
+        change(self.tls.get_or_insert_with(TlsOptions::default));
+        self
     }
 
     /// Share idle upstream connections across client connections, within `limits` (on by
@@ -140,19 +232,32 @@ impl<H: Handler> Builder<H> {
         self
     }
 
-    /// Bind the listening socket (one per thread, see [`threads`](Self::threads)).
-    pub async fn build(self) -> io::Result<Proxy<H>> {
+    /// Bind the listening socket (one per thread, see [`threads`](Self::threads)), then set
+    /// up TLS interception (loading or making the CA), so that a port in use leaves no new CA
+    /// behind.
+    pub async fn build(self) -> Result<Proxy<H>, BuildError> {
         // With a connection limit, the threads accept from one socket: a thread holding a
         // free place must find the clients waiting for one, wherever the kernel would have
         // queued them. Without, each has its own, on the port the first got.
         let (several, limited) = (self.threads > 1, self.max_connections.is_some());
-        let first = bind_std(self.listen, several && !limited)?;
-        let local_addr = first.local_addr()?;
+        let addr = self.listen;
+        let listen_error = |source| BuildError::Listen { addr, source };
+        let first = bind_std(addr, several && !limited).map_err(listen_error)?;
+        let local_addr = first.local_addr().map_err(listen_error)?;
         let others = (1..self.threads)
             .map(|_| if limited { first.try_clone() } else { bind_std(local_addr, true) })
-            .collect::<io::Result<Vec<_>>>()?;
-        let listener = TcpListener::from_std(first)?;
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(listen_error)?;
+        let listener = TcpListener::from_std(first).map_err(listen_error)?;
         let mut config = self.config;
+        let mut ca = None;
+        if config.tls.is_none() {
+            if let Some(options) = self.tls {
+                let (tls, info) = options.build()?;
+                config.tls = Some(tls);
+                ca = info;
+            }
+        }
         config.hooks = self.handler.hooks();
         if !cfg!(target_os = "linux") {
             // Forwarding needs splice(2).
@@ -180,9 +285,10 @@ impl<H: Handler> Builder<H> {
             limit: self.max_connections.map(|n| Arc::new(Semaphore::new(n))),
             shutdown: ShutdownHandle { tx: Arc::new(tx) },
             state: rx,
+            ca,
         };
         for ((i, listener), inbox) in others.into_iter().enumerate().zip(inboxes) {
-            let worker = proxy.start_worker(i + 1, listener, inbox)?;
+            let worker = proxy.start_worker(i + 1, listener, inbox).map_err(BuildError::Thread)?;
             proxy.workers.push(worker);
         }
         Ok(proxy)
@@ -220,6 +326,8 @@ pub struct Proxy<H = NoopHandler> {
     limit: Option<Arc<Semaphore>>,
     shutdown: ShutdownHandle,
     state: watch::Receiver<State>,
+    /// Where the CA certificate clients must trust is, when this proxy mints certificates.
+    ca: Option<CaInfo>,
 }
 
 /// What every connection task shares.
@@ -231,6 +339,8 @@ struct Shared<H> {
 }
 
 impl Proxy<NoopHandler> {
+    /// A [`Builder`] with the defaults: listen on `127.0.0.1:8080`, intercept TLS with the CA
+    /// in the default directory, no hooks.
     pub fn builder() -> Builder<NoopHandler> {
         Builder::new()
     }
@@ -240,6 +350,14 @@ impl<H: Handler> Proxy<H> {
     /// The address the listener is bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The CA certificate clients must trust for intercepted HTTPS (its PEM file, and whether
+    /// it was made just now), or `None` when TLS is not intercepted or certificates are not
+    /// minted (a fixed certificate, or a `tls` of the caller's own in the
+    /// [`Config`](Builder::config)).
+    pub fn ca(&self) -> Option<&CaInfo> {
+        self.ca.as_ref()
     }
 
     /// A handle that sends WebSocket messages into this proxy's live flows.
@@ -303,7 +421,7 @@ impl<H: Handler> Proxy<H> {
                 if start.await.is_err() {
                     return;
                 }
-                let proxy = Proxy { listener, local_addr, workers: Vec::new(), spread, shared: share, shutdown_timeout: timeout, limit, shutdown, state };
+                let proxy = Proxy { listener, local_addr, workers: Vec::new(), spread, shared: share, shutdown_timeout: timeout, limit, shutdown, state, ca: None };
                 let shared = Arc::clone(&proxy.shared);
                 proxy.serve(false, move |client| Connection::new(Arc::clone(&shared.config), client)).await;
             });

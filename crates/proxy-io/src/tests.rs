@@ -448,7 +448,7 @@ async fn closing_a_client_that_still_sends_delivers_the_answer() {
 
 async fn spawn_proxy(max: Option<usize>, shutdown_timeout: Duration) -> (SocketAddr, crate::ShutdownHandle, tokio::task::JoinHandle<()>) {
     let upstream = echo_server().await;
-    let mut builder = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).shutdown_timeout(shutdown_timeout);
+    let mut builder = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).no_intercept().shutdown_timeout(shutdown_timeout);
     if let Some(n) = max {
         builder = builder.max_connections(n);
     }
@@ -525,7 +525,7 @@ async fn shutdown_timeout_drops_lingering_connections() {
 
 #[tokio::test]
 async fn shutdown_before_run_returns_at_once() {
-    let proxy = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).build().await.unwrap();
+    let proxy = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).no_intercept().build().await.unwrap();
     proxy.shutdown_handle().shutdown();
     tokio::time::timeout(Duration::from_secs(1), proxy.run()).await.unwrap();
 }

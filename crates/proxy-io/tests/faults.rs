@@ -86,6 +86,7 @@ impl Bench {
         let proxy = Proxy::builder()
             .listen("127.0.0.1:0".parse().unwrap())
             .config(config)
+            .no_intercept()
             .handler(Arc::clone(&recorder))
             .connect_timeout(Duration::from_secs(5))
             .build()

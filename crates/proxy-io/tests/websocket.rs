@@ -150,6 +150,7 @@ async fn hooks_rewrite_and_drop_and_the_injector_talks_both_ways() {
     let handler = Rewrite { injector: injector.clone(), started: started_tx, ended: ended.clone() };
     let proxy = Proxy::builder()
         .listen("127.0.0.1:0".parse().unwrap())
+        .no_intercept()
         .handler(handler)
         .injector(injector.clone())
         .build()

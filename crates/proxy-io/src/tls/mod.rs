@@ -38,6 +38,11 @@ pub use minter::{Minter, DEFAULT_CACHE_SIZE};
 /// Where the proxy's CA comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaSource {
+    /// Kept in the directory the command line tool uses too, found when the options are built
+    /// ([`default_ca_dir`]: `$SANSPROXY_CA_DIR`, else `$XDG_CONFIG_HOME/sansproxy`, else
+    /// `$HOME/.sansproxy`), and made there on first use. So a program embedding the proxy and
+    /// `sansproxy` itself sign with the same CA, which clients need to trust only once.
+    DefaultDir,
     /// Kept in this directory, made there on first use
     /// ([`CertAuthority::load_or_create`]).
     Dir(PathBuf),
@@ -50,7 +55,9 @@ pub enum CaSource {
     Fixed(PathBuf),
 }
 
-/// Everything that decides how TLS is intercepted.
+/// Everything that decides how TLS is intercepted. [`Default`] is what the command line tool
+/// does unless told otherwise: the CA in [`default_ca_dir`], upstreams verified against the
+/// Mozilla roots, every host intercepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsOptions {
     pub ca: CaSource,
@@ -80,6 +87,11 @@ pub struct CaInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsSetupError {
+    #[error(
+        "no directory for the CA: none of SANSPROXY_CA_DIR, XDG_CONFIG_HOME and HOME is set; \
+         name one (a CA directory, or CA files) or turn interception off"
+    )]
+    NoCaDir,
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {}: {source}", path.display())]
@@ -112,6 +124,12 @@ pub enum TlsSetupError {
     IgnoreHosts { pattern: String, source: regex::Error },
     #[error("rustls configuration: {0}")]
     Rustls(String),
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self::new(CaSource::DefaultDir)
+    }
 }
 
 impl TlsOptions {
@@ -160,6 +178,10 @@ impl TlsOptions {
             Ok((Arc::new(Minter::new(ca, cache_size)?), Some(info)))
         };
         let (issuer, info): (Arc<dyn CertIssuer>, _) = match self.ca {
+            CaSource::DefaultDir => {
+                let dir = default_ca_dir().ok_or(TlsSetupError::NoCaDir)?;
+                minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?
+            }
             CaSource::Dir(dir) => minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?,
             CaSource::Files { cert, key } => minting(CertAuthority::from_files(&cert, &key)?, cert)?,
             CaSource::Fixed(path) => (Arc::new(FixedCert::from_pem_file(&path)?), None),
@@ -171,6 +193,21 @@ impl TlsOptions {
         let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
         Ok((tls, info))
     }
+}
+
+/// The directory the CA is kept in unless one is named: `$SANSPROXY_CA_DIR`, else
+/// `$XDG_CONFIG_HOME/sansproxy`, else `$HOME/.sansproxy`. Empty variables count as unset, and a
+/// relative `XDG_CONFIG_HOME` is ignored, as the XDG spec says. `None` when none is set.
+pub fn default_ca_dir() -> Option<PathBuf> {
+    default_ca_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`default_ca_dir`], reading variables through `var`.
+pub fn default_ca_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    set("SANSPROXY_CA_DIR")
+        .or_else(|| set("XDG_CONFIG_HOME").filter(|d| d.is_absolute()).map(|d| d.join("sansproxy")))
+        .or_else(|| set("HOME").map(|d| d.join(".sansproxy")))
 }
 
 /// A random positive serial number of 126 random bits (RFC 5280 asks for at most 20 octets, and
