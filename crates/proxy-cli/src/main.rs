@@ -732,7 +732,7 @@ impl Args {
             }
             (Some(cert), _, _) => CaSource::Fixed(cert),
             (None, Some(cert), Some(key)) => CaSource::Files { cert: cert.clone(), key: key.clone() },
-            _ => match self.ca_dir.clone().or_else(|| default_ca_dir(var)) {
+            _ => match self.ca_dir.clone().or_else(|| proxy_io::tls::default_ca_dir_from(var)) {
                 Some(dir) => CaSource::Dir(dir),
                 None => {
                     return Err("no directory for the CA: HOME is not set; pass --ca-dir, or --no-intercept".into())
@@ -748,15 +748,6 @@ impl Args {
             certs: named,
         }))
     }
-}
-
-/// `$SANSPROXY_CA_DIR`, else `$XDG_CONFIG_HOME/sansproxy`, else `$HOME/.sansproxy` (empty
-/// variables count as unset, and a relative `XDG_CONFIG_HOME` is ignored, as the XDG spec says).
-fn default_ca_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    set("SANSPROXY_CA_DIR")
-        .or_else(|| set("XDG_CONFIG_HOME").filter(|d| d.is_absolute()).map(|d| d.join("sansproxy")))
-        .or_else(|| set("HOME").map(|d| d.join(".sansproxy")))
 }
 
 /// Where the CA certificate is and how to make clients trust it.
