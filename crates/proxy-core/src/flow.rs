@@ -194,34 +194,46 @@ impl HttpFlow {
     }
 }
 
+/// The reason phrase the proxy writes after `status` in an HTTP/1 status line: IANA's name of
+/// the status (from [`http::StatusCode::canonical_reason`]), or nothing for a status without one,
+/// which RFC 9112 section 4 allows (`HTTP/1.1 599 \r\n`).
 pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        411 => "Length Required",
+        // RFC 9110 renamed these two; http still has RFC 7231's "Payload Too Large" and
+        // "Unprocessable Entity".
         413 => "Content Too Large",
-        414 => "URI Too Long",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "",
+        422 => "Unprocessable Content",
+        _ => http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::layers::http::http1::wire::{write_response_head, HeadReader, Limits};
+
+    #[test]
+    fn every_registered_status_has_its_phrase_and_others_a_valid_status_line() {
+        for (status, want) in [
+            (200, "OK"),
+            (401, "Unauthorized"),
+            (307, "Temporary Redirect"),
+            (308, "Permanent Redirect"),
+            (413, "Content Too Large"),
+            (429, "Too Many Requests"),
+            (502, "Bad Gateway"),
+            (599, ""),
+        ] {
+            assert_eq!(reason_phrase(status), want, "{status}");
+            // What the proxy writes reads back as the same status and phrase.
+            let mut head = BytesMut::new();
+            write_response_head(&mut head, Version::Http11, status, reason_phrase(status), &Headers::new());
+            let limits = Limits { max_head_bytes: 1024, max_headers: 8 };
+            let read = HeadReader::new().read_response(&mut head, &limits).unwrap().unwrap();
+            assert_eq!((read.status, read.reason.as_str()), (status, want));
+        }
+        assert_eq!(Response::new(429, Headers::new(), "").reason, "Too Many Requests");
     }
 }
