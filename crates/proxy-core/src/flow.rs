@@ -8,16 +8,21 @@ use bytes::Bytes;
 use crate::headers::Headers;
 use crate::ids::{FlowId, Scheme, ServerAddr};
 
+/// The protocol a message came in (or goes out) with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// HTTP/1.0: no keep-alive unless asked for, no chunked bodies.
     Http10,
+    /// HTTP/1.1.
     Http11,
+    /// HTTP/2: one stream of a multiplexed connection.
     Http2,
     /// The request of a SOCKS5 client (its CONNECT), shown as a flow.
     Socks5,
 }
 
 impl Version {
+    /// The version as a status line writes it: `"HTTP/1.1"`, `"HTTP/2"`, `"SOCKS5"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http10 => "HTTP/1.0",
@@ -34,16 +39,26 @@ impl Version {
 /// streamed body passes through without being kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The method, as the client spelled it (`GET`, `CONNECT`...).
     pub method: String,
+    /// How the proxy reaches the server: from the absolute-form URL, or `https` inside an
+    /// intercepted TLS connection.
     pub scheme: Scheme,
-    /// The host to connect to (for CONNECT, the tunnel's target).
+    /// The host to connect to (for CONNECT, the tunnel's target). A hook that changes it,
+    /// or `port` or `scheme`, sends the request elsewhere.
     pub host: String,
+    /// The port to connect to.
     pub port: u16,
     /// Origin-form target: path and query, `*` for `OPTIONS *`, empty for CONNECT.
     pub path: String,
+    /// The version the client spoke; the request goes upstream in whichever the server speaks.
     pub version: Version,
+    /// The header fields, in order and with the client's case (for HTTP/2, with `host` for
+    /// `:authority`).
     pub headers: Headers,
+    /// The whole body, when buffered; `None` when it streams through.
     pub body: Option<Bytes>,
+    /// Trailer fields after a chunked or HTTP/2 body, once they arrived.
     pub trailers: Option<Headers>,
 }
 
@@ -81,6 +96,7 @@ impl Request {
         out
     }
 
+    /// Where the request goes: `host` and `port`.
     pub fn server(&self) -> ServerAddr {
         ServerAddr::new(self.host.clone(), self.port)
     }
@@ -89,11 +105,19 @@ impl Request {
 /// An HTTP response. `body` is `Some` only when buffered, as for [`Request::body`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The version the server spoke; the client gets the response in its own.
     pub version: Version,
+    /// The status code, three digits.
     pub status: u16,
+    /// The reason phrase of an HTTP/1 status line (HTTP/2 has none: the status's registered
+    /// phrase stands in). When a hook leaves it empty, HTTP/1 clients get the registered
+    /// phrase, if the status has one.
     pub reason: String,
+    /// The header fields, in order and with the server's case.
     pub headers: Headers,
+    /// The whole body, when buffered; `None` when it streams through.
     pub body: Option<Bytes>,
+    /// Trailer fields after a chunked or HTTP/2 body, once they arrived.
     pub trailers: Option<Headers>,
 }
 
@@ -132,6 +156,7 @@ impl Response {
 /// Who connected to the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// The client's address.
     pub peer: SocketAddr,
     /// The proxy's address the client connected to.
     pub local: SocketAddr,
@@ -150,6 +175,7 @@ impl ClientInfo {
 /// Why a flow ended without a complete exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowError {
+    /// What went wrong, in words: `"a.test:80: connection refused"`.
     pub message: String,
     /// The status the client was answered with, if it still could be.
     pub status: Option<u16>,
@@ -158,20 +184,28 @@ pub struct FlowError {
 /// One request and its response, as hooks see them.
 #[derive(Debug, Clone)]
 pub struct HttpFlow {
+    /// The flow's id, unique within its client connection; hook replies name it.
     pub id: FlowId,
+    /// Who sent the request.
     pub client: ClientInfo,
+    /// The request, as it will be (or was) sent upstream once hooks are done with it.
     pub request: Request,
+    /// The response, once its head is in (or a hook answered locally).
     pub response: Option<Response>,
+    /// Why the flow failed, in the [`Error`](crate::Hook::Error) hook.
     pub error: Option<FlowError>,
     /// Set in the `RequestHeaders` hook to hold the request body back until it is complete, so
     /// the `Request` hook sees it whole (up to `Config::max_buffered_body`).
     pub buffer_request: bool,
     /// Set in the `ResponseHeaders` hook to buffer the response body the same way.
     pub buffer_response: bool,
-    /// Body bytes (after de-chunking) seen so far in each direction.
+    /// Request body bytes (after de-chunking) passed on so far.
     pub request_body_bytes: u64,
+    /// Response body bytes (after de-chunking) passed on so far.
     pub response_body_bytes: u64,
+    /// When the request head arrived (the `now` of that event).
     pub started: Instant,
+    /// When the exchange ended, completed or failed; `None` while it goes on.
     pub ended: Option<Instant>,
 }
 

@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod carrier;
 mod driver;
 mod handler;
@@ -48,3 +50,8 @@ pub use proxy::{shutdown_on_signals, Builder, Proxy, ShutdownHandle};
 
 #[cfg(test)]
 mod tests;
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -231,6 +231,7 @@ struct Shared<H> {
 }
 
 impl Proxy<NoopHandler> {
+    /// A builder with every setting at its default, each told by its [`Builder`] method.
     pub fn builder() -> Builder<NoopHandler> {
         Builder::new()
     }
