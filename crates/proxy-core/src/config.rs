@@ -21,13 +21,27 @@ pub enum Mode {
     /// [`TlsConfig::issuer`](crate::tls::TlsConfig::issuer) for the name they asked for.
     /// With [`Config::gateway`], requests go where its routes and balancing send them instead
     /// of to `target`.
-    Reverse { scheme: Scheme, target: ServerAddr, client_tls: bool },
+    Reverse {
+        /// How the proxy reaches `target`: plain HTTP or TLS.
+        scheme: Scheme,
+        /// The origin the proxy stands in for.
+        target: ServerAddr,
+        /// Clients speak TLS to the proxy (needs [`Config::tls`]).
+        client_tls: bool,
+    },
     /// An explicit proxy towards clients that sends everything on through another proxy at
     /// `proxy`: requests in absolute-form, and `CONNECT`s. With `tls`, the connection to the
     /// upstream proxy is TLS, verified like any server's (an `https` origin is then reached
     /// with TLS inside TLS); with `auth` (`user:password`), every request and `CONNECT` to it
     /// carries `Proxy-Authorization: Basic`.
-    Upstream { proxy: ServerAddr, tls: bool, auth: Option<String> },
+    Upstream {
+        /// The next proxy.
+        proxy: ServerAddr,
+        /// Speak TLS to it.
+        tls: bool,
+        /// `user:password` for its `Proxy-Authorization: Basic`.
+        auth: Option<String>,
+    },
     /// A SOCKS5 proxy (RFC 1928): after the client's handshake and CONNECT, the connection
     /// goes on as after an HTTP `CONNECT` (intercepted TLS, HTTP, or a tunnel).
     Socks5,
@@ -74,6 +88,7 @@ impl ProxyAuth {
         Self::new(move |u, p| constant_time_eq(u.as_bytes(), user.as_bytes()) & constant_time_eq(p.as_bytes(), password.as_bytes()))
     }
 
+    /// Whether `user` with `password` may use the proxy.
     pub fn check(&self, user: &str, password: &str) -> bool {
         (self.check)(user, password)
     }
@@ -98,39 +113,46 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Proxy configuration. Every limit the core enforces lives here, with a default.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What clients take the proxy for. Default: [`Mode::Regular`].
     pub mode: Mode,
-    /// Which hooks to raise.
+    /// Which hooks to raise. Default: [`HookSet::ALL`]. (proxy-io sets it from its handler's
+    /// `hooks`.)
     pub hooks: HookSet,
     /// Largest request or response head (start line and headers), in bytes. A request over it
-    /// is answered 431; a response over it, 502.
+    /// is answered 431; a response over it, 502. Default: 64 KiB.
     pub max_head_bytes: usize,
-    /// Most header fields in one head.
+    /// Most header fields in one head (or trailer section); over it, as for
+    /// `max_head_bytes`. Default: 256.
     pub max_headers: usize,
-    /// Largest body a hook may ask to buffer. Over it: 413 for requests, 502 for responses.
+    /// Largest body a hook may ask to buffer, in bytes. Over it: 413 for requests, 502 for
+    /// responses. Default: 32 MiB.
     pub max_buffered_body: usize,
-    /// Output queued for one connection beyond which the core stops reading the connections
-    /// that feed it, until the driver reports [`Event::WriteDrained`](crate::Event::WriteDrained).
+    /// Output queued for one connection, in bytes, beyond which the core stops reading the
+    /// connections that feed it, until the driver reports
+    /// [`Event::WriteDrained`](crate::Event::WriteDrained). Default: 256 KiB.
     pub high_water: usize,
     /// Most requests a client may pipeline ahead of the one being served. Beyond it the core
-    /// stops reading from the client until the queue shrinks.
+    /// stops reading from the client until the queue shrinks. Default: 16.
     pub max_pipelined: usize,
     /// How long an upstream may stay silent while a response is owed. When it passes, the
     /// client gets 504 (before the response head) or the flow is aborted (during the body).
     /// This is an idle limit, not a deadline: a slow but steady download never hits it.
+    /// Default: 60 s.
     pub server_idle_timeout: Duration,
     /// How long an idle keep-alive client connection is kept open between requests.
+    /// Default: 120 s.
     pub client_idle_timeout: Duration,
     /// How long a client may take to send a whole request head, counted from its first byte.
     /// When it passes, the client gets 408 and the connection is closed: a client trickling
     /// its headers (slowloris) holds a connection this long at most. A client that sends
-    /// nothing at all falls to `client_idle_timeout` instead.
+    /// nothing at all falls to `client_idle_timeout` instead. Default: 30 s.
     pub head_timeout: Duration,
     /// How long a client may stay silent in the middle of a request body (an idle limit
     /// between two reads, as nginx's `client_body_timeout`). When it passes, the client gets
     /// 408 (or, if the response has begun, loses the exchange), the upstream request is
     /// aborted, and the client connection is closed (HTTP/1) or the stream reset (HTTP/2).
     /// Silence the proxy causes (backpressure, a pending hook) does not count. Meanwhile the
-    /// upstream waiting for that body is not timed out for its own silence.
+    /// upstream waiting for that body is not timed out for its own silence. Default: 60 s.
     pub body_timeout: Duration,
     /// The least rate at which a client must send a request body, on average since it began
     /// and checked every `window` (Apache's `MinRate`; nginx and HAProxy bound a body's total
@@ -138,30 +160,34 @@ pub struct Config {
     /// would otherwise hold an upstream connection for ever (slowloris on the body,
     /// slowhttptest's `-B`). Below it the client gets 408, as for `body_timeout`. A time in
     /// which the proxy held the body back (a hook, a slow server, backpressure) starts the
-    /// measure afresh. `None`: no minimum.
+    /// measure afresh. `None` (the default): no minimum.
     pub body_min_rate: Option<MinRate>,
     /// After the proxy has sent its last response on a client connection, how long it keeps
-    /// reading (and dropping) what the client still sends before closing for good.
+    /// reading (and dropping) what the client still sends before closing for good, so that
+    /// the client reads the response rather than a reset. Default: 2 s.
     pub close_linger: Duration,
     /// A streamed `Content-Length` body with at least this many bytes still to come, that no
     /// hook asked to see, is handed to the driver to move by itself
-    /// ([`Command::Forward`](crate::Command::Forward)). `None` keeps every byte in the core;
-    /// drivers that cannot forward must set it so.
+    /// ([`Command::Forward`](crate::Command::Forward)). `None` (the default) keeps every byte
+    /// in the core; drivers that cannot forward must leave it so.
     pub forward_min: Option<u64>,
     /// What becomes of request fields with an underscore in their name. Whatever it says, a
     /// name that reads as `Content-Length` or `Transfer-Encoding` with `_` for `-` is answered
     /// 400. The CLI drops them in reverse mode, where the backends may be CGI, WSGI or PHP.
+    /// Default: [`UnderscoreHeaders::Keep`].
     pub underscore_headers: UnderscoreHeaders,
-    /// Add `Via: 1.1 sansproxy` to forwarded messages.
+    /// Add `Via: 1.1 sansproxy` to forwarded messages. Default: off.
     pub add_via: bool,
     /// Keep idle upstream connections for reuse by later requests of the same client.
+    /// Default: on.
     pub reuse_server_connections: bool,
     /// Share idle upstream connections across client connections (see [`upstreams`]): when a
     /// client connection ends, its idle upstream connections (HTTP/1.1 between messages, HTTP/2
     /// without a stream) are parked
     /// ([`Command::Park`]) rather than closed, and a connection is asked for with
     /// [`Command::Reuse`] rather than `OpenConnection`. Needs a driver that keeps a pool
-    /// (proxy-io's does); off by default for drivers that do not.
+    /// (proxy-io's does, and sets this by whether its pool is on); off by default for drivers
+    /// that do not.
     ///
     /// [`upstreams`]: crate::upstreams
     /// [`Command::Park`]: crate::Command::Park
@@ -172,20 +198,27 @@ pub struct Config {
     /// ([`Connection::carrier`](crate::Connection::carrier)) from the moment it opens, and
     /// requests of any client connection join it ([`Command::Reuse`]'s `join`). Off, a
     /// client connection's requests go on upstream connections of its own, and an idle HTTP/2
-    /// one moves to the next client connection whole, as an HTTP/1.1 one does.
+    /// one moves to the next client connection whole, as an HTTP/1.1 one does. Default: on
+    /// (it matters only with `share_upstreams`).
+    ///
+    /// [`Command::Reuse`]: crate::Command::Reuse
     pub share_streams: bool,
     /// Reverse mode as a gateway: requests routed to groups of backends, balanced, their
     /// health watched, `X-Forwarded-*` added ([`gateway`](crate::gateway)). Shared by every
-    /// connection given a clone of it. `None`: every request goes to the mode's one target.
+    /// connection given a clone of it. `None` (the default): every request goes to the
+    /// mode's one target.
     pub gateway: Option<Gateway>,
-    /// TLS interception. `None`: a `CONNECT` is tunnelled without looking inside.
+    /// TLS interception. `None` (the default): a `CONNECT` is tunnelled without looking
+    /// inside.
     pub tls: Option<TlsConfig>,
     /// Speak HTTP/2 where a peer offers it: with clients that negotiate `h2` or send the
     /// HTTP/2 preface on a plain connection, and with servers that accept `h2` in ALPN.
+    /// Default: on.
     pub http2: bool,
     /// Plain (`http`) upstream connections speak HTTP/2 with prior knowledge (h2c), as for
-    /// `--mode reverse:h2c://...`.
+    /// `--mode reverse:h2c://...`. Default: off.
     pub upstream_h2c: bool,
+    /// What one HTTP/2 connection may cost: streams, header list size, windows, resets.
     pub http2_limits: Http2Limits,
     /// Limits of WebSocket connections, and where their mask keys come from.
     pub websocket: WebSocketLimits,
@@ -196,7 +229,9 @@ pub struct Config {
 /// A least rate: `bytes_per_sec` on average, checked every `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinRate {
+    /// The least average rate, in bytes per second.
     pub bytes_per_sec: u64,
+    /// How often it is checked, and how long a body has before the first check.
     pub window: Duration,
 }
 
@@ -205,24 +240,28 @@ pub struct MinRate {
 /// notice.
 #[derive(Debug, Clone)]
 pub struct Http2Limits {
-    /// Streams a peer may have open at once on one connection.
+    /// Streams a peer may have open at once on one connection; more are refused with
+    /// `REFUSED_STREAM`. Default: 100.
     pub max_concurrent_streams: u32,
-    /// Largest header list we accept (decoded). This also bounds a CONTINUATION sequence, so
-    /// a CONTINUATION flood ends the connection instead of growing a buffer.
+    /// Largest header list we accept (decoded), in bytes. This also bounds a CONTINUATION
+    /// sequence, so a CONTINUATION flood ends the connection instead of growing a buffer.
+    /// Default: 64 KiB.
     pub max_header_list_size: u32,
-    /// Receive window per stream: the most of one body that may wait in the proxy while its
-    /// destination is slow. Flow control is the backpressure: the window reopens only as
-    /// fast as the destination takes the bytes.
+    /// Receive window per stream, in bytes: the most of one body that may wait in the proxy
+    /// while its destination is slow. Flow control is the backpressure: the window reopens
+    /// only as fast as the destination takes the bytes. Default: 1 MiB.
     pub stream_window: u32,
-    /// Receive window of a whole connection.
+    /// Receive window of a whole connection, in bytes. Default: 4 MiB.
     pub connection_window: u32,
     /// Streams a client may cancel within `reset_period` before its connection is closed
-    /// with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487).
+    /// with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487). Default: 200.
     pub max_resets: u32,
+    /// The period `max_resets` counts over. Default: 1 s.
     pub reset_period: Duration,
-    /// Streams a peer may open and reset before the proxy has even seen them.
+    /// Streams a peer may open and reset before the proxy has even seen them. Default: 20.
     pub max_pending_accept_reset_streams: usize,
-    /// Streams the proxy may reset for a peer's protocol errors before closing its connection.
+    /// Streams the proxy may reset for a peer's protocol errors before closing its
+    /// connection. Default: 100.
     pub max_local_error_reset_streams: usize,
 }
 

@@ -41,8 +41,6 @@ impl Connection {
         Self { cx: Context::new(config, client), root, disconnected: false }
     }
 
-    /// A connection whose stack is only `layer` (over the TLS transport), for tests that drive
-    /// one layer alone: see [`testing`](crate::testing).
     /// A *carrier*: `parked`, an idle HTTP/2 connection a client connection gave up, run on
     /// its own to carry streams of any client connection at once, up to its server's stream
     /// limit. The driver gives it the socket as the returned `ConnId` (its only connection:
@@ -71,6 +69,8 @@ impl Connection {
         Ok((Self { cx, root: TlsTransport::new(Box::new(layer)), disconnected: true }, conn))
     }
 
+    /// A connection whose stack is only `layer` (over the TLS transport), for tests that drive
+    /// one layer alone: see [`testing`](crate::testing).
     #[doc(hidden)]
     pub fn alone(config: Arc<Config>, client: ClientInfo, layer: Alone) -> Self {
         let mut cx = Context::new(config, client);
@@ -78,6 +78,12 @@ impl Connection {
         Self { cx, root, disconnected: false }
     }
 
+    /// Takes in `event`, which happened at `now`. Its consequences wait in
+    /// [`poll_command`](Self::poll_command), and the next deadline in
+    /// [`poll_timeout`](Self::poll_timeout).
+    ///
+    /// `now` is the only clock the core knows: timeouts are measured between the `now`s of
+    /// successive events, so it must not go backwards.
     pub fn handle(&mut self, now: Instant, event: Event) {
         if let Event::WriteDrained { conn } = event {
             if !self.cx.handle_drained(conn) && !self.root.wants_drained() {
@@ -103,10 +109,15 @@ impl Connection {
         self.cx.waker = Some(waker);
     }
 
+    /// The next thing for the driver to do, in order; `None` once there is nothing more until
+    /// the next event.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.cx.poll_command()
     }
 
+    /// When to feed [`Event::Wakeup`] next (an idle, head, body or linger timeout, a queued
+    /// request's wait): the earliest deadline, or `None` if none is armed. It may change with
+    /// every event, so ask again after each one.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.root.poll_timeout()
     }

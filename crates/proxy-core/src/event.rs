@@ -17,64 +17,133 @@ pub enum Event {
     /// The client connection was accepted; the core may now start talking.
     Start,
     /// Bytes arrived on `conn`.
-    DataReceived { conn: ConnId, data: Bytes },
+    DataReceived {
+        /// The connection they arrived on.
+        conn: ConnId,
+        /// The bytes as read from the socket (still encrypted if the connection speaks TLS).
+        data: Bytes,
+    },
     /// The peer of `conn` will send nothing more (EOF, reset or a read error).
-    ConnectionClosed { conn: ConnId },
+    ConnectionClosed {
+        /// The connection whose peer is done.
+        conn: ConnId,
+    },
     /// The connection asked for by [`Command::OpenConnection`](crate::Command::OpenConnection)
     /// is established.
-    Opened { conn: ConnId },
+    Opened {
+        /// The id the command gave the connection.
+        conn: ConnId,
+    },
     /// The answer to [`Command::Reuse`](crate::Command::Reuse) when the driver had an idle
     /// connection for it: `conn` is that connection, open, in the state `parked` says.
-    Adopted { conn: ConnId, parked: Box<Parked> },
+    Adopted {
+        /// The id the command gave the connection.
+        conn: ConnId,
+        /// The state the connection was parked with ([`Command::Park`](crate::Command::Park)).
+        parked: Box<Parked>,
+    },
     /// The answer to [`Command::Reuse`](crate::Command::Reuse) with `join`, when the driver had
     /// a carrier to its destination with room: `conn` names one stream on that carrier from
     /// now on. What goes on it is [`Command::Carry`](crate::Command::Carry), what comes back
     /// [`Event::Carried`]; closing `conn` leaves the carrier.
-    Joined { conn: ConnId },
+    Joined {
+        /// The id the command gave the connection, now a stream's.
+        conn: ConnId,
+    },
     /// A message from the carrier that carries the stream `conn` (see [`Event::Joined`]).
-    Carried { conn: ConnId, message: Carried },
+    Carried {
+        /// The stream the message is for.
+        conn: ConnId,
+        /// The message, as the carrier's [`Command::StreamOut`](crate::Command::StreamOut)
+        /// gave it.
+        message: Carried,
+    },
     /// To a carrier ([`Connection::carrier`](crate::Connection::carrier)): a message from the
     /// client connection whose stream the driver tagged `stream` when it joined.
-    Stream { stream: StreamTag, message: Carried },
+    Stream {
+        /// The stream, as the driver tagged it.
+        stream: StreamTag,
+        /// The message, as the client connection's [`Command::Carry`](crate::Command::Carry)
+        /// gave it.
+        message: Carried,
+    },
     /// To a carrier: the client connection of `stream` is done with it (it closed the stream,
     /// or it is gone). A stream still open is reset.
-    StreamGone { stream: StreamTag },
+    StreamGone {
+        /// The stream, as the driver tagged it.
+        stream: StreamTag,
+    },
     /// The connection asked for by `OpenConnection` could not be established.
-    OpenFailed { conn: ConnId, error: OpenError },
+    OpenFailed {
+        /// The id the command gave the connection.
+        conn: ConnId,
+        /// Why; it reaches the client in the error response's body.
+        error: OpenError,
+    },
     /// Everything sent on `conn` so far has been handed to the operating system.
-    WriteDrained { conn: ConnId },
+    WriteDrained {
+        /// The connection whose output queue is empty.
+        conn: ConnId,
+    },
     /// `len` more bytes of a [`Command::Forward`](crate::Command::Forward) from `from` have
     /// been written to its destination. `pending` is what the driver has taken from `from`
     /// and the destination has not taken yet: zero, the forward waits for `from` to send
     /// more; otherwise, for the destination to take it. The driver reports a change between
     /// the two even when no byte moved, so that the core knows which peer to time out.
-    Forwarded { from: ConnId, len: u64, pending: u64 },
+    Forwarded {
+        /// The source the forward reads from, as in the command.
+        from: ConnId,
+        /// Bytes written to the destination since the last report.
+        len: u64,
+        /// Bytes read from `from` and not yet written to the destination.
+        pending: u64,
+    },
     /// The deadline last returned by [`Connection::poll_timeout`](crate::Connection::poll_timeout)
     /// has passed, or the waker given to [`Connection::set_waker`](crate::Connection::set_waker)
     /// was woken.
     Wakeup,
     /// The answer to [`Command::Hook`](crate::Command::Hook) for `flow`.
-    HookReply { flow: FlowId, reply: HookReply },
+    HookReply {
+        /// The `flow` of the command this answers.
+        flow: FlowId,
+        /// The user's answer.
+        reply: HookReply,
+    },
     /// User code sends a message on the WebSocket flow `flow`, to `to` (mitmproxy's
     /// `inject.websocket`). It goes out at once, or after the message in progress to `to`;
     /// it is dropped with a log line once the connection is closing.
-    Inject { flow: FlowId, to: Peer, kind: MessageKind, payload: Bytes },
+    Inject {
+        /// The WebSocket flow, as its [`Hook::WebSocketStart`](crate::Hook::WebSocketStart)
+        /// named it.
+        flow: FlowId,
+        /// Which side gets the message.
+        to: Peer,
+        /// Text or binary.
+        kind: MessageKind,
+        /// The message; a text payload must be UTF-8.
+        payload: Bytes,
+    },
 }
 
 /// Why an upstream connection could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// The server's name did not resolve; says what the resolver said.
     #[error("name resolution failed: {0}")]
     Dns(String),
+    /// The server actively refused the connection (nothing listens on that port).
     #[error("connection refused")]
     Refused,
+    /// No answer within the driver's connect timeout.
     #[error("connect timed out")]
     Timeout,
     /// The TCP connection opened but the TLS handshake over it failed; says why, for example
     /// "certificate expired".
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// Any other failure (unreachable network, reset during connect...), in the words of the
+    /// operating system.
     #[error("{0}")]
     Other(String),
 }

@@ -8,16 +8,21 @@ use bytes::Bytes;
 use crate::headers::Headers;
 use crate::ids::{FlowId, Scheme, ServerAddr};
 
+/// The protocol a message came in (or goes out) with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// HTTP/1.0: no keep-alive unless asked for, no chunked bodies.
     Http10,
+    /// HTTP/1.1.
     Http11,
+    /// HTTP/2: one stream of a multiplexed connection.
     Http2,
     /// The request of a SOCKS5 client (its CONNECT), shown as a flow.
     Socks5,
 }
 
 impl Version {
+    /// The version as a status line writes it: `"HTTP/1.1"`, `"HTTP/2"`, `"SOCKS5"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http10 => "HTTP/1.0",
@@ -34,16 +39,26 @@ impl Version {
 /// streamed body passes through without being kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The method, as the client spelled it (`GET`, `CONNECT`...).
     pub method: String,
+    /// How the proxy reaches the server: from the absolute-form URL, or `https` inside an
+    /// intercepted TLS connection.
     pub scheme: Scheme,
-    /// The host to connect to (for CONNECT, the tunnel's target).
+    /// The host to connect to (for CONNECT, the tunnel's target). A hook that changes it,
+    /// or `port` or `scheme`, sends the request elsewhere.
     pub host: String,
+    /// The port to connect to.
     pub port: u16,
     /// Origin-form target: path and query, `*` for `OPTIONS *`, empty for CONNECT.
     pub path: String,
+    /// The version the client spoke; the request goes upstream in whichever the server speaks.
     pub version: Version,
+    /// The header fields, in order and with the client's case (for HTTP/2, with `host` for
+    /// `:authority`).
     pub headers: Headers,
+    /// The whole body, when buffered; `None` when it streams through.
     pub body: Option<Bytes>,
+    /// Trailer fields after a chunked or HTTP/2 body, once they arrived.
     pub trailers: Option<Headers>,
 }
 
@@ -81,6 +96,7 @@ impl Request {
         out
     }
 
+    /// Where the request goes: `host` and `port`.
     pub fn server(&self) -> ServerAddr {
         ServerAddr::new(self.host.clone(), self.port)
     }
@@ -89,11 +105,19 @@ impl Request {
 /// An HTTP response. `body` is `Some` only when buffered, as for [`Request::body`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The version the server spoke; the client gets the response in its own.
     pub version: Version,
+    /// The status code, three digits.
     pub status: u16,
+    /// The reason phrase of an HTTP/1 status line (HTTP/2 has none: the status's registered
+    /// phrase stands in). When a hook leaves it empty, HTTP/1 clients get the registered
+    /// phrase, if the status has one.
     pub reason: String,
+    /// The header fields, in order and with the server's case.
     pub headers: Headers,
+    /// The whole body, when buffered; `None` when it streams through.
     pub body: Option<Bytes>,
+    /// Trailer fields after a chunked or HTTP/2 body, once they arrived.
     pub trailers: Option<Headers>,
 }
 
@@ -132,6 +156,7 @@ impl Response {
 /// Who connected to the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// The client's address.
     pub peer: SocketAddr,
     /// The proxy's address the client connected to.
     pub local: SocketAddr,
@@ -150,6 +175,7 @@ impl ClientInfo {
 /// Why a flow ended without a complete exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowError {
+    /// What went wrong, in words: `"a.test:80: connection refused"`.
     pub message: String,
     /// The status the client was answered with, if it still could be.
     pub status: Option<u16>,
@@ -158,20 +184,28 @@ pub struct FlowError {
 /// One request and its response, as hooks see them.
 #[derive(Debug, Clone)]
 pub struct HttpFlow {
+    /// The flow's id, unique within its client connection; hook replies name it.
     pub id: FlowId,
+    /// Who sent the request.
     pub client: ClientInfo,
+    /// The request, as it will be (or was) sent upstream once hooks are done with it.
     pub request: Request,
+    /// The response, once its head is in (or a hook answered locally).
     pub response: Option<Response>,
+    /// Why the flow failed, in the [`Error`](crate::Hook::Error) hook.
     pub error: Option<FlowError>,
     /// Set in the `RequestHeaders` hook to hold the request body back until it is complete, so
     /// the `Request` hook sees it whole (up to `Config::max_buffered_body`).
     pub buffer_request: bool,
     /// Set in the `ResponseHeaders` hook to buffer the response body the same way.
     pub buffer_response: bool,
-    /// Body bytes (after de-chunking) seen so far in each direction.
+    /// Request body bytes (after de-chunking) passed on so far.
     pub request_body_bytes: u64,
+    /// Response body bytes (after de-chunking) passed on so far.
     pub response_body_bytes: u64,
+    /// When the request head arrived (the `now` of that event).
     pub started: Instant,
+    /// When the exchange ended, completed or failed; `None` while it goes on.
     pub ended: Option<Instant>,
 }
 
@@ -194,34 +228,46 @@ impl HttpFlow {
     }
 }
 
+/// The reason phrase the proxy writes after `status` in an HTTP/1 status line: IANA's name of
+/// the status (from [`http::StatusCode::canonical_reason`]), or nothing for a status without one,
+/// which RFC 9112 section 4 allows (`HTTP/1.1 599 \r\n`).
 pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        411 => "Length Required",
+        // RFC 9110 renamed these two; http still has RFC 7231's "Payload Too Large" and
+        // "Unprocessable Entity".
         413 => "Content Too Large",
-        414 => "URI Too Long",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "",
+        422 => "Unprocessable Content",
+        _ => http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::layers::http::http1::wire::{write_response_head, HeadReader, Limits};
+
+    #[test]
+    fn every_registered_status_has_its_phrase_and_others_a_valid_status_line() {
+        for (status, want) in [
+            (200, "OK"),
+            (401, "Unauthorized"),
+            (307, "Temporary Redirect"),
+            (308, "Permanent Redirect"),
+            (413, "Content Too Large"),
+            (429, "Too Many Requests"),
+            (502, "Bad Gateway"),
+            (599, ""),
+        ] {
+            assert_eq!(reason_phrase(status), want, "{status}");
+            // What the proxy writes reads back as the same status and phrase.
+            let mut head = BytesMut::new();
+            write_response_head(&mut head, Version::Http11, status, reason_phrase(status), &Headers::new());
+            let limits = Limits { max_head_bytes: 1024, max_headers: 8 };
+            let read = HeadReader::new().read_response(&mut head, &limits).unwrap().unwrap();
+            assert_eq!((read.status, read.reason.as_str()), (status, want));
+        }
+        assert_eq!(Response::new(429, Headers::new(), "").reason, "Too Many Requests");
     }
 }

@@ -27,10 +27,12 @@ impl PartialEq for Headers {
 impl Eq for Headers {}
 
 impl Headers {
+    /// No fields; allocates nothing.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// No fields yet, with room for `n`.
     pub fn with_capacity(n: usize) -> Self {
         Self {
             fields: (n > 0).then(|| Arc::new(Vec::with_capacity(n))),
@@ -53,10 +55,12 @@ impl Headers {
         Arc::make_mut(self.fields.get_or_insert_with(Default::default))
     }
 
+    /// How many fields, counting each repeated name once per field.
     pub fn len(&self) -> usize {
         self.fields().len()
     }
 
+    /// Whether there is no field.
     pub fn is_empty(&self) -> bool {
         self.fields().is_empty()
     }
@@ -100,6 +104,7 @@ impl Headers {
         self.get_all_shared(name).map(|v| &v[..])
     }
 
+    /// Whether some field is named `name` (in any case).
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }

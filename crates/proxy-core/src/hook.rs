@@ -16,9 +16,19 @@ pub enum Hook {
     /// The client connection is gone. Notification.
     ClientDisconnected(ClientInfo),
     /// An upstream connection was established. Notification.
-    ServerConnected { conn: ConnId, server: ServerAddr },
+    ServerConnected {
+        /// The upstream connection.
+        conn: ConnId,
+        /// Where it leads (the server, or the upstream proxy in upstream mode).
+        server: ServerAddr,
+    },
     /// An upstream connection is gone. Notification.
-    ServerDisconnected { conn: ConnId, server: ServerAddr },
+    ServerDisconnected {
+        /// The upstream connection.
+        conn: ConnId,
+        /// Where it led.
+        server: ServerAddr,
+    },
     /// A `CONNECT` request arrived. Answer with `Continue` to open the tunnel, `Respond` or `Kill`
     /// to refuse it, or `Update` to tunnel somewhere else.
     HttpConnect(Box<HttpFlow>),
@@ -34,7 +44,12 @@ pub enum Hook {
     Error(Box<HttpFlow>),
     /// A client began a TLS handshake on a `CONNECT` tunnel. Answer `Continue` to intercept
     /// it, [`HookReply::Passthrough`] to relay its bytes untouched, `Kill` to drop it.
-    TlsClientHello { flow: FlowId, hello: ClientHello },
+    TlsClientHello {
+        /// An id of its own for this question, which the reply names.
+        flow: FlowId,
+        /// What the client asked for: where it connects, server name, ALPN protocols.
+        hello: ClientHello,
+    },
     /// A TLS handshake completed, with the client or with a server. Notification.
     TlsEstablished(Box<TlsInfo>),
     /// A TLS handshake failed, or an established TLS connection broke. Notification.
@@ -69,6 +84,7 @@ impl Hook {
         )
     }
 
+    /// The hook's name, as [`HookSet`] knows it.
     pub fn kind(&self) -> HookKind {
         match self {
             Self::ClientConnected(_) => HookKind::ClientConnected,
@@ -134,21 +150,37 @@ pub enum HookReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum HookKind {
+    /// [`Hook::ClientConnected`].
     ClientConnected = 1 << 0,
+    /// [`Hook::ClientDisconnected`].
     ClientDisconnected = 1 << 1,
+    /// [`Hook::ServerConnected`].
     ServerConnected = 1 << 2,
+    /// [`Hook::ServerDisconnected`].
     ServerDisconnected = 1 << 3,
+    /// [`Hook::HttpConnect`].
     HttpConnect = 1 << 4,
+    /// [`Hook::RequestHeaders`].
     RequestHeaders = 1 << 5,
+    /// [`Hook::Request`].
     Request = 1 << 6,
+    /// [`Hook::ResponseHeaders`].
     ResponseHeaders = 1 << 7,
+    /// [`Hook::Response`].
     Response = 1 << 8,
+    /// [`Hook::Error`].
     Error = 1 << 9,
+    /// [`Hook::TlsClientHello`].
     TlsClientHello = 1 << 10,
+    /// [`Hook::TlsEstablished`].
     TlsEstablished = 1 << 11,
+    /// [`Hook::TlsFailed`].
     TlsFailed = 1 << 12,
+    /// [`Hook::WebSocketStart`].
     WebSocketStart = 1 << 13,
+    /// [`Hook::WebSocketMessage`].
     WebSocketMessage = 1 << 14,
+    /// [`Hook::WebSocketEnd`].
     WebSocketEnd = 1 << 15,
 }
 
@@ -158,17 +190,23 @@ pub enum HookKind {
 pub struct HookSet(u16);
 
 impl HookSet {
+    /// No hook: the proxy forwards and never asks.
     pub const NONE: Self = Self(0);
+    /// Every hook (the default), including [`HookKind::WebSocketMessage`], which holds each
+    /// WebSocket message until it is answered.
     pub const ALL: Self = Self(0xffff);
 
+    /// Whether `kind` is raised.
     pub fn contains(self, kind: HookKind) -> bool {
         self.0 & kind as u16 != 0
     }
 
+    /// This set and `kind`: `HookSet::NONE.with(HookKind::Request).with(HookKind::Response)`.
     pub fn with(self, kind: HookKind) -> Self {
         Self(self.0 | kind as u16)
     }
 
+    /// This set without `kind`: `HookSet::ALL.without(HookKind::WebSocketMessage)`.
     pub fn without(self, kind: HookKind) -> Self {
         Self(self.0 & !(kind as u16))
     }

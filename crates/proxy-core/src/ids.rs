@@ -18,11 +18,14 @@ pub struct FlowId(pub u64);
 /// The address of an upstream server, as named by the client (not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
+    /// A DNS name or an IP literal; an IPv6 literal without brackets (`::1`).
     pub host: String,
+    /// The TCP port.
     pub port: u16,
 }
 
 impl ServerAddr {
+    /// `host` at `port`. `Display` writes it `host:port`, bracketing an IPv6 literal.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self { host: host.into(), port }
     }
@@ -38,13 +41,17 @@ impl std::fmt::Display for ServerAddr {
     }
 }
 
+/// The scheme of a request's URL: how the proxy reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP (port 80 by default).
     Http,
+    /// HTTP over TLS (port 443 by default).
     Https,
 }
 
 impl Scheme {
+    /// `"http"` or `"https"`, as in a URL.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
@@ -52,6 +59,7 @@ impl Scheme {
         }
     }
 
+    /// The port a URL of this scheme means when it names none: 80 or 443.
     pub fn default_port(self) -> u16 {
         match self {
             Self::Http => 80,

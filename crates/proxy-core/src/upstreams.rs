@@ -155,6 +155,7 @@ pub struct UpstreamPool<P, T> {
 /// What the pool has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Connections put in the pool.
     pub parked: u64,
     /// Requests that found an idle connection.
     pub reused: u64,
@@ -167,6 +168,7 @@ pub struct PoolStats {
 }
 
 impl<P, T> UpstreamPool<P, T> {
+    /// An empty pool that keeps what `limits` allow.
     pub fn new(limits: PoolLimits) -> Self {
         Self { limits, idle: HashMap::new(), len: 0, stats: PoolStats::default() }
     }
@@ -181,6 +183,7 @@ impl<P, T> UpstreamPool<P, T> {
         &self.limits
     }
 
+    /// Whether it holds no idle connection.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -373,6 +376,7 @@ impl<H: Clone> Carriers<H> {
         self.list.len()
     }
 
+    /// Whether no carrier runs.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

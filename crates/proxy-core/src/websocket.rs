@@ -19,11 +19,14 @@ use crate::ids::FlowId;
 /// Which end of a WebSocket connection: who sent a message, or whom it goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
+    /// The client that sent the upgrade request.
     Client,
+    /// The server that answered it `101`.
     Server,
 }
 
 impl Peer {
+    /// The other end: whom a message from `self` goes to.
     pub fn other(self) -> Self {
         match self {
             Self::Client => Self::Server,
@@ -31,6 +34,7 @@ impl Peer {
         }
     }
 
+    /// `"client"` or `"server"`, for log lines.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Client => "client",
@@ -51,7 +55,9 @@ impl Peer {
 /// Text (UTF-8, checked) or binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
+    /// A text message: its payload is UTF-8.
     Text,
+    /// A binary message: any bytes.
     Binary,
 }
 
@@ -61,7 +67,9 @@ pub enum MessageKind {
 pub struct WebSocketMessage {
     /// The WebSocket flow (the id of its upgrade request).
     pub flow: FlowId,
+    /// Who sent it; it goes to the other peer.
     pub from: Peer,
+    /// Text or binary; a hook may change it with the payload.
     pub kind: MessageKind,
     /// The payload, decompressed if the peers compress. A hook that changes a text message
     /// must leave it valid UTF-8, or the message is dropped with a log line.
@@ -69,10 +77,12 @@ pub struct WebSocketMessage {
     /// Where this piece starts in its message, and whether it is the last piece. A message
     /// held whole is one piece: offset 0, last.
     pub offset: u64,
+    /// Whether this piece ends its message.
     pub last: bool,
     /// Sent by user code ([`Event::Inject`](crate::Event::Inject)), not by a peer. Injected
     /// messages are not shown to the hook.
     pub injected: bool,
+    /// When it (or this piece) had arrived whole.
     pub time: Instant,
 }
 
@@ -89,20 +99,25 @@ impl WebSocketMessage {
 /// How a WebSocket connection ended, for [`Hook::WebSocketEnd`](crate::Hook::WebSocketEnd).
 #[derive(Debug, Clone)]
 pub struct WebSocketEnd {
+    /// The WebSocket flow (the id of its upgrade request).
     pub flow: FlowId,
     /// The upgrade request and its `101`.
     pub upgrade: HttpFlow,
     /// The close code of the first close frame, `None` when the connection ended without one
     /// (1006 in RFC 6455 terms) or with an empty close frame (1005).
     pub code: Option<u16>,
+    /// The reason text of that close frame; empty without one.
     pub reason: String,
     /// Who closed first: sent the first close frame, broke the protocol, or went away.
     pub closed_by: Option<Peer>,
     /// Why the proxy ended it, when a peer broke the protocol or a limit was hit.
     pub error: Option<String>,
-    /// Messages and payload bytes each way: `[from client, from server]`.
+    /// Messages each way: `[from client, from server]`.
     pub messages: [u64; 2],
+    /// Payload bytes each way as they arrived (compressed, if the peers compress):
+    /// `[from client, from server]`.
     pub bytes: [u64; 2],
+    /// When the connection ended.
     pub ended: Instant,
 }
 
@@ -123,22 +138,27 @@ pub enum Oversize {
 #[derive(Debug, Clone)]
 pub struct WebSocketLimits {
     /// Largest message held whole for the message hook (decompressed). Without the hook,
-    /// messages of any size stream through, frame by frame.
+    /// messages of any size stream through, frame by frame. Default: 16 MiB.
     pub max_message: usize,
+    /// What becomes of a larger message. Default: [`Oversize::Pieces`].
     pub oversize: Oversize,
     /// Negotiate `permessage-deflate` as the peers offer it. Off: the offer is removed from the
-    /// upgrade request, and messages pass uncompressed.
+    /// upgrade request, and messages pass uncompressed. Default: on.
     pub deflate: bool,
     /// Injected messages waiting for a peer's message in progress to end; more are refused
-    /// with a log line.
+    /// with a log line. Default: 64.
     pub max_injected: usize,
     /// How long a peer sent a close frame has to answer it before its connection is closed.
+    /// Default: 5 s.
     pub close_timeout: Duration,
     /// WebSockets over HTTP/2 (RFC 8441): advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` to
     /// HTTP/2 clients and take their extended CONNECTs as WebSocket upgrades; send upgrades
     /// as extended CONNECTs on HTTP/2 server connections whose server enabled them (an open
     /// one, or an h2c prior-knowledge upstream). Off: every server gets HTTP/1.1's upgrade.
+    /// Default: on.
     pub http2: bool,
+    /// Where the masking keys of frames to servers come from. Default: the operating
+    /// system's generator ([`MaskKeys::system`]).
     pub mask_keys: MaskKeys,
 }
 

@@ -50,8 +50,15 @@ pub struct Injector {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InjectError {
+    /// The client has no WebSocket flow of that id (it never upgraded, or it has ended).
     #[error("no live WebSocket flow {flow} of client {client}")]
-    NoFlow { client: SocketAddr, flow: u64 },
+    NoFlow {
+        /// The client address given.
+        client: SocketAddr,
+        /// The flow id given.
+        flow: u64,
+    },
+    /// The connection has not yet taken the messages injected before; try again later.
     #[error("{QUEUE} injected messages already wait for the connection")]
     Busy,
 }

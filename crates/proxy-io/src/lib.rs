@@ -153,6 +153,8 @@
 //! `CONNECT`); [`Builder::ca_dir`], [`Builder::upstream_ca`] and the other TLS methods change
 //! where the CA is kept and which servers are trusted, as the command line's flags do.
 
+#![warn(missing_docs)]
+
 mod carrier;
 mod driver;
 mod handler;
@@ -174,3 +176,8 @@ pub use proxy::{shutdown_on_signals, BuildError, Builder, Proxy, ShutdownHandle}
 
 #[cfg(test)]
 mod tests;
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -340,7 +340,7 @@ struct Shared<H> {
 
 impl Proxy<NoopHandler> {
     /// A [`Builder`] with the defaults: listen on `127.0.0.1:8080`, intercept TLS with the CA
-    /// in the default directory, no hooks.
+    /// in the default directory, no hooks; each setting's default is told by its method.
     pub fn builder() -> Builder<NoopHandler> {
         Builder::new()
     }

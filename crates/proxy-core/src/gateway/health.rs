@@ -17,9 +17,13 @@ use crate::tls::session::TlsSession;
 pub struct Probe {
     /// The backend's key in the gateway, to hand back with the result.
     pub key: u64,
+    /// Whether the check speaks TLS to the backend.
     pub scheme: Scheme,
+    /// Where to connect.
     pub addr: ServerAddr,
+    /// The path to `GET`.
     pub path: String,
+    /// How long the whole check may take, connect included; past it, the check failed.
     pub timeout: Duration,
 }
 

@@ -52,9 +52,13 @@ pub struct Gateway {
 /// Where a backend stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
+    /// Taking requests.
     Up,
     /// Out after failures in a row, until `until`.
-    Ejected { until: Instant },
+    Ejected {
+        /// When it gets requests again.
+        until: Instant,
+    },
     /// Its last active check failed.
     Down,
 }
@@ -62,9 +66,13 @@ pub enum Health {
 /// One backend as [`Gateway::status`] shows it (for metrics and logs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendStatus {
+    /// The group it belongs to.
     pub group: String,
+    /// The backend.
     pub backend: Backend,
+    /// Whether it takes requests now.
     pub health: Health,
+    /// Requests sent to it and not yet answered.
     pub in_flight: u32,
     /// Requests sent to it so far.
     pub requests: u64,

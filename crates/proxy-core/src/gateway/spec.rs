@@ -10,11 +10,14 @@ use crate::ids::{Scheme, ServerAddr};
 /// A backend: where requests go and whether over TLS (`http://10.0.0.5:8080`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
+    /// Plain HTTP or TLS (verified like any upstream server).
     pub scheme: Scheme,
+    /// Its host (a name is resolved by the driver at each connect) and port.
     pub addr: ServerAddr,
 }
 
 impl Backend {
+    /// The backend at `addr`, reached over `scheme`.
     pub fn new(scheme: Scheme, addr: ServerAddr) -> Self {
         Self { scheme, addr }
     }
@@ -83,8 +86,11 @@ pub enum Balance {
 /// What a [`Balance::Hash`] group hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashOn {
+    /// The client's IP address (without the port): each client sticks to one backend.
     ClientIp,
+    /// The value of this request header (lower-case name); `hash:header:NAME`.
     Header(String),
+    /// The value of this cookie (case-sensitive name); `hash:cookie:NAME`.
     Cookie(String),
 }
 
@@ -117,18 +123,21 @@ impl FromStr for Balance {
 pub struct HealthSpec {
     /// Active checks: `GET path` on every backend of the group every `interval`; one that
     /// answers other than 2xx, or not within `timeout`, is down until it answers 2xx again.
-    /// `None`: no active checks.
+    /// `None` (the default): no active checks.
     pub path: Option<String>,
+    /// How often each backend is checked. Default: 5 s.
     pub interval: Duration,
+    /// How long a check may take, connect included. Default: 2 s.
     pub timeout: Duration,
     /// Passive checks: after this many failures in a row (connection refused or failed, a
     /// 5xx, a timeout, a broken response) a backend is ejected. 0 turns them off. As with
-    /// nginx's `max_fails`, a group of one backend never ejects it.
+    /// nginx's `max_fails`, a group of one backend never ejects it. Default: 3.
     pub max_fails: u32,
     /// The first ejection lasts this long, each next one without a success in between twice
     /// as long, up to `max_ejection`. When it ends the backend gets requests again; one
-    /// failure ejects it anew.
+    /// failure ejects it anew. Default: 10 s.
     pub ejection: Duration,
+    /// The longest an ejection grows to. Default: 300 s.
     pub max_ejection: Duration,
 }
 
@@ -150,12 +159,12 @@ impl Default for HealthSpec {
 pub struct LimitSpec {
     /// At most this many requests in flight to each backend (over HTTP/1.1, as many busy
     /// connections: an idle one is handed back to the shared pool at once, so the backend
-    /// sees at most this many plus the pool's idle ones). `None`: no limit.
+    /// sees at most this many plus the pool's idle ones). `None` (the default): no limit.
     pub max_conns: Option<u32>,
     /// Requests beyond the limit wait, first come first served, in a queue of at most this
-    /// many per group; one more is answered 503 at once (0: no queue).
+    /// many per group; one more is answered 503 at once (0: no queue). Default: 1000.
     pub queue_limit: usize,
-    /// A request waits in the queue at most this long, then is answered 503.
+    /// A request waits in the queue at most this long, then is answered 503. Default: 10 s.
     pub queue_timeout: Duration,
 }
 
@@ -168,14 +177,21 @@ impl Default for LimitSpec {
 /// A named set of backends balanced as one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSpec {
+    /// What routes call it; also named in its 503s and in metrics.
     pub name: String,
+    /// Its backends, at least one.
     pub backends: Vec<Backend>,
+    /// How each request's backend is picked. Default: round robin.
     pub balance: Balance,
+    /// When a backend is taken out, and for how long.
     pub health: HealthSpec,
+    /// How many requests each backend takes at once.
     pub limits: LimitSpec,
 }
 
 impl GroupSpec {
+    /// A group `name` of `backends`, balanced round robin, with the default health and
+    /// limits.
     pub fn new(name: impl Into<String>, backends: Vec<Backend>) -> Self {
         Self { name: name.into(), backends, balance: Balance::default(), health: HealthSpec::default(), limits: LimitSpec::default() }
     }
@@ -220,6 +236,7 @@ impl RouteSpec {
 /// A whole gateway configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySpec {
+    /// The groups of backends, each named once.
     pub groups: Vec<GroupSpec>,
     /// Tried best match first (a named host before a wildcard before any host, then the longest
     /// prefix); a request no route matches is answered 404.

@@ -82,6 +82,8 @@ impl CertRequest {
 /// Called by the core in the middle of a client handshake, so it should be quick: cache what
 /// it signs. An error aborts that client's handshake with a log line naming it.
 pub trait CertIssuer: Send + Sync + fmt::Debug {
+    /// The certificate chain and key to present for `request`, or why there is none (the
+    /// text goes into the log line).
     fn issue(&self, request: &CertRequest) -> Result<Arc<CertifiedKey>, String>;
 }
 
@@ -108,7 +110,9 @@ pub struct ClientHello {
 /// A completed handshake, carried by [`Hook::TlsEstablished`](crate::Hook::TlsEstablished).
 #[derive(Debug, Clone)]
 pub struct TlsInfo {
+    /// The connection the session runs on: [`ConnId::CLIENT`] or an upstream connection.
     pub conn: ConnId,
+    /// Which side of the proxy the handshake was with.
     pub peer: TlsPeer,
     /// The server this connection is about: the upstream, or the client's target.
     pub server: ServerAddr,
@@ -118,6 +122,7 @@ pub struct TlsInfo {
     pub version: String,
     /// For example `TLS13_AES_128_GCM_SHA256`.
     pub cipher: String,
+    /// The application protocol agreed on (`h2`, `http/1.1`), if the peers used ALPN.
     pub alpn: Option<Vec<u8>>,
     /// The peer's certificate chain, end entity first (empty for clients, which send none).
     pub peer_certificates: Vec<CertificateDer<'static>>,
@@ -127,9 +132,13 @@ pub struct TlsInfo {
 /// [`Hook::TlsFailed`](crate::Hook::TlsFailed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFailure {
+    /// The connection the session ran on: [`ConnId::CLIENT`] or an upstream connection.
     pub conn: ConnId,
+    /// Which side of the proxy the handshake was with.
     pub peer: TlsPeer,
+    /// The server the connection is about: the upstream, or the client's target.
     pub server: ServerAddr,
+    /// SNI: sent by the client (peer `Client`) or by the proxy (peer `Server`).
     pub server_name: Option<String>,
     /// What went wrong, in words: "certificate expired", "self-signed certificate", ...
     pub error: String,

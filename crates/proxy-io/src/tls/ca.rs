@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -204,34 +204,10 @@ impl fmt::Debug for CertAuthority {
     }
 }
 
-/// PEM text of one certificate, 64 columns as OpenSSL writes it.
+/// PEM text of one certificate: 64 columns and LF line ends, as OpenSSL writes it.
 fn pem_encode(cert: &CertificateDer<'_>) -> String {
-    let b64 = base64(cert.as_ref());
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII.
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let pem = ::pem::Pem::new("CERTIFICATE", cert.as_ref());
+    ::pem::encode_config(&pem, ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF))
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -242,61 +218,45 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-/// A new file in `dir` with `data` in it, created with `mode` (so never more exposed).
-fn new_temp_file(dir: &Path, mode: u32, data: &[u8]) -> io::Result<PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+/// A temporary file in `dir` holding `data`, synced to disk, created with `mode` (so it is never
+/// more exposed than the file it becomes).
+fn temp_file(dir: &Path, mode: u32, data: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".sansproxy-").suffix(".tmp");
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
     #[cfg(not(unix))]
     let _ = mode;
-    // A name left behind by a crashed process with our pid is skipped, not reused.
-    let mut tries = 0;
-    let (path, mut file) = loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".sansproxy-{}-{n}.tmp", std::process::id()));
-        match options.open(&path) {
-            Ok(file) => break (path, file),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
-            Err(e) => return Err(e),
-        }
-    };
-    let written = file.write_all(data).and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        let _ = fs::remove_file(&path);
-        return Err(e);
-    }
-    Ok(path)
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(data)?;
+    file.as_file().sync_all()?;
+    Ok(file)
 }
 
 /// Creates `path` holding `data`, mode 0600, failing with `AlreadyExists` if it is there: the
-/// data goes to a private temporary file first, which is then hard-linked into place, so no
-/// one ever sees the file partly written.
+/// data goes to a private temporary file first, which then takes the name only if no one else
+/// has (`renameat2`'s `RENAME_NOREPLACE`, or a hard link), so no one ever sees the file partly
+/// written.
 fn create_exclusive(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = new_temp_file(dir, 0o600, data)?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            // A file system without hard links: create in place (the mode still holds).
+    match temp_file(dir, 0o600, data)?.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() != io::ErrorKind::AlreadyExists => {
+            // A file system with neither: create in place (the mode still holds). Dropping the
+            // temporary file removes it.
+            drop(e.file);
             let mut options = fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             options.open(path)?.write_all(data)
         }
-        other => other,
+        Err(e) => Err(e.error),
     }
 }
 
 /// Writes `path` (mode 0644) through a temporary file and a rename.
 fn replace_file(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = new_temp_file(dir, 0o644, data)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    temp_file(dir, 0o644, data)?.persist(path).map(drop).map_err(|e| e.error)
 }
 
 fn warn_if_exposed(key_path: &Path) {

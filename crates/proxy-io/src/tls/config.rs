@@ -265,6 +265,7 @@ impl OwnCerts {
 }
 
 impl CertsByName {
+    /// Presents `certs` to the names they are for, and what `fallback` mints to the rest.
     pub fn new(certs: OwnCerts, fallback: Arc<dyn proxy_core::tls::CertIssuer>) -> Self {
         Self { certs: certs.0, fallback }
     }

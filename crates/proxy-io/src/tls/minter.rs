@@ -53,6 +53,7 @@ impl Minter {
         Ok(Self { ca, leaf_key, signing_key, cache })
     }
 
+    /// The CA it signs with.
     pub fn ca(&self) -> &CertAuthority {
         &self.ca
     }

@@ -48,7 +48,12 @@ pub enum CaSource {
     Dir(PathBuf),
     /// A certificate and its PKCS#8 key, PEM; both may name one file holding both
     /// ([`CertAuthority::from_files`]).
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// The CA certificate, PEM.
+        cert: PathBuf,
+        /// Its private key, PKCS#8 PEM (RSA, ECDSA P-256 or P-384).
+        key: PathBuf,
+    },
     /// No CA: this certificate chain and key (one PEM file, [`FixedCert`]) go to every client,
     /// as for a reverse proxy with a certificate of its own. Nothing is minted, so a `CONNECT`
     /// to another name fails the client's verification.
@@ -60,14 +65,17 @@ pub enum CaSource {
 /// Mozilla roots, every host intercepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsOptions {
+    /// Where the CA that signs the certificates shown to clients comes from.
     pub ca: CaSource,
     /// PEM files of certificates to trust upstream besides the Mozilla roots.
     pub upstream_roots: Vec<PathBuf>,
-    /// Accept any upstream certificate.
+    /// Accept any upstream certificate (the handshake's signatures are still checked).
+    /// Default: off.
     pub insecure_upstream: bool,
     /// Regular expressions over `host:port`; a match is passed through, not intercepted.
     pub ignore_hosts: Vec<String>,
-    /// How many minted certificates to keep (0: none).
+    /// How many minted certificates to keep, least recently used dropped first (0: none).
+    /// Default: [`DEFAULT_CACHE_SIZE`].
     pub cache_size: usize,
     /// Certificates of the user's own, each for the names its pattern gives (a name,
     /// `*.suffix`, or `*`), presented instead of minted ones: see [`CertsByName`].
@@ -87,41 +95,104 @@ pub struct CaInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsSetupError {
+    /// No CA directory was named and none of the variables that give the default is set.
     #[error(
         "no directory for the CA: none of SANSPROXY_CA_DIR, XDG_CONFIG_HOME and HOME is set; \
          name one (a CA directory, or CA files) or turn interception off"
     )]
     NoCaDir,
+    /// A file (or the CA directory) could not be read.
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The CA directory or one of its files could not be created or written.
     #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A PEM section that does not decode.
     #[error("{}: malformed PEM: {reason}", path.display())]
-    Pem { path: PathBuf, reason: String },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file meant to hold a certificate holds none.
     #[error("{}: no certificate in it (expected a BEGIN CERTIFICATE section)", path.display())]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file meant to hold a private key holds none (or only an encrypted one).
     #[error(
         "{}: no private key in it (expected an unencrypted BEGIN PRIVATE KEY section)",
         path.display()
     )]
-    NoPrivateKey { path: PathBuf },
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A CA key in PKCS#1 or SEC1 form; the message says how to convert it.
     #[error(
         "{}: the key is {kind}; convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pkcs8`",
         path.display()
     )]
-    KeyNotPkcs8 { path: PathBuf, kind: &'static str },
+    KeyNotPkcs8 {
+        /// The file.
+        path: PathBuf,
+        /// The form it is in, in words.
+        kind: &'static str,
+    },
+    /// A key of an algorithm the proxy cannot sign with.
     #[error("{}: unsupported key (RSA, ECDSA P-256 or ECDSA P-384 are)", path.display())]
-    UnsupportedKey { path: PathBuf },
+    UnsupportedKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate that cannot sign leaves: not a CA, or not parsable.
     #[error("{}: unusable CA certificate: {reason}", path.display())]
-    BadCaCert { path: PathBuf, reason: String },
+    BadCaCert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The CA key is not the certificate's.
     #[error("the key in {} does not belong to the certificate in {}", key.display(), cert.display())]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate's file.
+        cert: PathBuf,
+        /// The key's file.
+        key: PathBuf,
+    },
+    /// An upstream root (`upstream_roots`) that rustls cannot use as a trust anchor.
     #[error("{origin}: cannot trust this certificate: {reason}")]
-    BadRoot { origin: String, reason: String },
+    BadRoot {
+        /// Where it came from: its file, or its place among extra roots.
+        origin: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// Making the CA's key or certificate failed.
     #[error("cannot make a key or certificate: {0}")]
     Generate(String),
+    /// An `ignore_hosts` entry that is not a regular expression.
     #[error("bad --ignore-hosts pattern {pattern:?}: {source}")]
-    IgnoreHosts { pattern: String, source: regex::Error },
+    IgnoreHosts {
+        /// The pattern as given.
+        pattern: String,
+        /// What the regex parser said.
+        source: regex::Error,
+    },
+    /// rustls refused a configuration or a certificate and key of the user's own.
     #[error("rustls configuration: {0}")]
     Rustls(String),
 }

@@ -51,6 +51,9 @@ fn ca_is_made_once_with_a_private_key_file_and_then_reused() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.join(CA_KEY_FILE)), 0o600);
+        // Readable for users to install, writable by the owner only (the umask may narrow it).
+        assert_eq!(mode(&dir.join(CA_CERT_FILE)) & !0o644, 0);
+        assert_eq!(mode(&dir.join(CA_CERT_FILE)) & 0o600, 0o600);
         assert_eq!(mode(&dir), 0o700);
     }
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();

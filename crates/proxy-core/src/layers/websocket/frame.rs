@@ -2,13 +2,20 @@
 
 use bytes::{BufMut, BytesMut};
 
+/// What a frame carries (RFC 6455 section 5.2's opcode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
+    /// The next piece of a fragmented data message.
     Continuation,
+    /// The first frame of a text message (UTF-8 once whole).
     Text,
+    /// The first frame of a binary message.
     Binary,
+    /// The closing handshake: an optional code and reason.
     Close,
+    /// A keep-alive or probe the other side answers with a pong.
     Ping,
+    /// The answer to a ping (or an unsolicited heartbeat).
     Pong,
 }
 
@@ -36,6 +43,8 @@ impl OpCode {
         }
     }
 
+    /// Whether it is a control frame (close, ping, pong): never fragmented, at most 125
+    /// bytes of payload, allowed between the frames of a data message.
     pub fn is_control(self) -> bool {
         matches!(self, Self::Close | Self::Ping | Self::Pong)
     }

@@ -80,7 +80,9 @@ impl CloseCode {
 /// A peer broke the protocol: the close code it gets, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsError {
+    /// The close code the peer is sent (1002 protocol error, 1007 invalid data, 1009 too big).
     pub code: u16,
+    /// What the peer did wrong, for the close frame's reason and the log.
     pub message: String,
 }
 

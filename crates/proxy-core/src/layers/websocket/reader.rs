@@ -19,12 +19,18 @@ pub enum Item {
         start: Option<(MessageKind, bool)>,
         /// The last piece of the message.
         fin: bool,
+        /// The payload bytes, as they arrived.
         raw: Bytes,
         /// The frame's key and where `raw` starts in the frame's payload.
         mask: Option<([u8; 4], u64)>,
     },
     /// A whole control frame, unmasked.
-    Control { opcode: OpCode, payload: Bytes },
+    Control {
+        /// Close, ping or pong.
+        opcode: OpCode,
+        /// Its payload, at most 125 bytes.
+        payload: Bytes,
+    },
 }
 
 impl Item {
@@ -53,6 +59,7 @@ struct Current {
     fresh: bool,
 }
 
+/// Reads the frames one peer sends, checking RFC 6455's framing rules as they come.
 #[derive(Debug)]
 pub struct Reader {
     from: Peer,
@@ -67,14 +74,18 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader of what `from` sends (clients must mask their frames, servers must not).
     pub fn new(from: Peer) -> Self {
         Self { from, deflate: false, input: VecDeque::new(), len: 0, current: None, in_message: false }
     }
 
+    /// Whether `permessage-deflate` was negotiated, so that RSV1 may mark a compressed
+    /// message.
     pub fn set_deflate(&mut self, on: bool) {
         self.deflate = on;
     }
 
+    /// Takes in bytes the peer sent, to be read by [`next`](Self::next).
     pub fn receive(&mut self, data: Bytes) {
         if !data.is_empty() {
             self.len += data.len();

@@ -8,19 +8,33 @@ use std::fmt;
 pub struct Reason(pub u32);
 
 impl Reason {
+    /// Not an error: a graceful GOAWAY, or a stream no longer needed after its response.
     pub const NO_ERROR: Reason = Reason(0x0);
+    /// The peer broke the protocol, with no more specific code.
     pub const PROTOCOL_ERROR: Reason = Reason(0x1);
+    /// The sender failed by itself.
     pub const INTERNAL_ERROR: Reason = Reason(0x2);
+    /// The peer sent more than a flow-control window allowed.
     pub const FLOW_CONTROL_ERROR: Reason = Reason(0x3);
+    /// A SETTINGS frame went unacknowledged too long.
     pub const SETTINGS_TIMEOUT: Reason = Reason(0x4);
+    /// A frame arrived on a stream already half-closed for it.
     pub const STREAM_CLOSED: Reason = Reason(0x5);
+    /// A frame of a size its type does not allow.
     pub const FRAME_SIZE_ERROR: Reason = Reason(0x6);
+    /// The stream was refused before anything was done with it: safe to send again.
     pub const REFUSED_STREAM: Reason = Reason(0x7);
+    /// The stream is no longer wanted (a client that went away).
     pub const CANCEL: Reason = Reason(0x8);
+    /// The HPACK state could not be kept in step: the connection is lost.
     pub const COMPRESSION_ERROR: Reason = Reason(0x9);
+    /// The connection a `CONNECT` stream tunnels to was reset or closed abnormally.
     pub const CONNECT_ERROR: Reason = Reason(0xa);
+    /// The peer is generating excessive load (too many resets, for one).
     pub const ENHANCE_YOUR_CALM: Reason = Reason(0xb);
+    /// The TLS under the connection is too weak for HTTP/2.
     pub const INADEQUATE_SECURITY: Reason = Reason(0xc);
+    /// The request must be sent over HTTP/1.1.
     pub const HTTP_1_1_REQUIRED: Reason = Reason(0xd);
 
     const NAMES: [(&'static str, &'static str); 14] = [
@@ -70,6 +84,7 @@ impl fmt::Display for Reason {
 /// Why an HTTP/2 connection ended other than cleanly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionError {
+    /// The peer sent a GOAWAY with this error code.
     #[error("the peer sent GOAWAY ({0:?})")]
     PeerGoAway(Reason),
     /// The peer broke the protocol: we sent a GOAWAY with this reason.

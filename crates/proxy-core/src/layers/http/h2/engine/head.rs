@@ -19,10 +19,12 @@ use http::{HeaderMap, Method, StatusCode};
 pub struct Protocol(String);
 
 impl Protocol {
+    /// The protocol named `protocol` (`"websocket"`).
     pub fn from_static(protocol: &'static str) -> Self {
         Protocol(protocol.to_owned())
     }
 
+    /// The protocol's name, as the `:protocol` pseudo-header carried it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -49,23 +49,66 @@ pub type StreamKey = u64;
 #[derive(Debug)]
 pub enum H2Event {
     /// A request head (the engine is a server).
-    Request { stream: StreamKey, head: http::request::Parts, end_stream: bool },
+    Request {
+        /// The stream the peer opened.
+        stream: StreamKey,
+        /// Method, URI (from the pseudo-headers), fields; `:protocol` in its extensions.
+        head: http::request::Parts,
+        /// No body follows.
+        end_stream: bool,
+    },
     /// An informational (1xx) response head (the engine is a client).
-    Interim { stream: StreamKey, head: http::response::Parts },
+    Interim {
+        /// The caller's stream.
+        stream: StreamKey,
+        /// Status and fields.
+        head: http::response::Parts,
+    },
     /// A final response head (the engine is a client).
-    Response { stream: StreamKey, head: http::response::Parts, end_stream: bool },
-    Data { stream: StreamKey, data: Bytes },
+    Response {
+        /// The caller's stream.
+        stream: StreamKey,
+        /// Status and fields.
+        head: http::response::Parts,
+        /// No body follows.
+        end_stream: bool,
+    },
+    /// The next bytes of a message's body.
+    Data {
+        /// The stream they arrived on.
+        stream: StreamKey,
+        /// The bytes. Handing them out is what reopens the peer's window for them: a stream
+        /// not reading ([`Engine::set_reading`]) keeps them, and its window, back.
+        data: Bytes,
+    },
     /// The message on `stream` is complete.
-    End { stream: StreamKey, trailers: Option<HeaderMap> },
+    End {
+        /// The stream.
+        stream: StreamKey,
+        /// Its trailer fields, if it ended with a header block.
+        trailers: Option<HeaderMap>,
+    },
     /// The stream ended abnormally: reset by the peer (`remote`) or by us for a protocol
     /// error, or lost with the connection. Nothing more comes for it. `unprocessed`: the
     /// peer cannot have acted on it (it refused it with REFUSED_STREAM, it was above the
     /// last stream of the peer's GOAWAY, or it never left), so a request may be sent again
     /// (RFC 9113 section 8.7).
-    Reset { stream: StreamKey, reason: Reason, remote: bool, unprocessed: bool },
+    Reset {
+        /// The stream.
+        stream: StreamKey,
+        /// The error code it was reset with.
+        reason: Reason,
+        /// The peer reset it (rather than us, or the connection's end).
+        remote: bool,
+        /// The peer cannot have acted on it: safe to send again.
+        unprocessed: bool,
+    },
     /// The connection is over (the peer's GOAWAY, our protocol error, or its end); `error`
     /// says why when it was not a clean close.
-    Closed { error: Option<ConnectionError> },
+    Closed {
+        /// Why, unless it was a clean close.
+        error: Option<ConnectionError>,
+    },
 }
 
 impl H2Event {
@@ -259,6 +302,7 @@ impl Engine {
         std::mem::take(&mut self.output).freeze()
     }
 
+    /// Whether the connection is over: nothing more will be read or written.
     pub fn is_closed(&self) -> bool {
         self.state == State::Done
     }

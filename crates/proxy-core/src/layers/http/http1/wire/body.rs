@@ -14,9 +14,13 @@ const MAX_CHUNK_DIGITS: usize = 16;
 /// One step of reading a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyEvent {
+    /// The next bytes of the body, framing removed.
     Data(Bytes),
     /// The body is complete; chunked bodies may end with trailer fields.
-    End { trailers: Option<Headers> },
+    End {
+        /// The trailer section of a chunked body, if it had fields.
+        trailers: Option<Headers>,
+    },
 }
 
 /// Reads a body out of a receive buffer, incrementally.
@@ -32,6 +36,7 @@ pub struct BodyReader {
 }
 
 impl BodyReader {
+    /// A reader of one body framed as `framing`, its trailer section held to `limits`.
     pub fn new(framing: Framing, limits: Limits) -> Self {
         let state = match framing {
             Framing::Empty => State::Length { remaining: 0 },

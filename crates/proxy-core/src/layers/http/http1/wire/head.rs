@@ -21,6 +21,7 @@ pub struct HeadReader {
 }
 
 impl HeadReader {
+    /// A reader that has scanned nothing yet.
     pub fn new() -> Self {
         Self::default()
     }

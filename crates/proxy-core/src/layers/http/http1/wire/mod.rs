@@ -70,10 +70,18 @@ pub enum Http1Error {
     /// A field line starting with whitespace (RFC 9112 section 5.2).
     #[error("obsolete line folding in header")]
     ObsFold,
+    /// A head (or trailer section) past [`Config::max_head_bytes`](crate::Config::max_head_bytes).
     #[error("header section larger than {limit} bytes")]
-    HeadTooLarge { limit: usize },
+    HeadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// More fields than [`Config::max_headers`](crate::Config::max_headers).
     #[error("more than {limit} header fields")]
-    TooManyHeaders { limit: usize },
+    TooManyHeaders {
+        /// The limit, in fields.
+        limit: usize,
+    },
     /// A request with both `Content-Length` and `Transfer-Encoding`.
     #[error("both content-length and transfer-encoding")]
     LengthAndChunked,
@@ -118,17 +126,26 @@ impl Http1Error {
 /// A parsed request head. `target` is the request-target exactly as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The method, a token.
     pub method: String,
+    /// The request-target: origin-form, absolute-form, authority-form or `*`.
     pub target: String,
+    /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
+    /// The fields, in order, with the sender's case.
     pub headers: Headers,
 }
 
+/// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
+    /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
+    /// The status code, three digits, at least 100.
     pub status: u16,
+    /// The reason phrase, possibly empty.
     pub reason: String,
+    /// The fields, in order, with the sender's case.
     pub headers: Headers,
 }
 
@@ -137,7 +154,9 @@ pub struct ResponseHead {
 pub enum Framing {
     /// No body at all.
     Empty,
+    /// Exactly this many bytes (`Content-Length`).
     Length(u64),
+    /// `Transfer-Encoding: chunked`, up to the last chunk and its trailer section.
     Chunked,
     /// Until the connection closes (responses only).
     UntilClose,
