@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use proxy_core::{Config, FlowId, MinRate, Hook, HookKind, HookReply, HookSet, HttpFlow, Http2Limits, Mode, Scheme, ServerAddr, UnderscoreHeaders};
-use proxy_core::tls::{TlsFailure, TlsPeer};
+use proxy_core::tls::{Remedies, TlsCause, TlsFailure, TlsPeer};
 use proxy_core::websocket::{MessageKind, Oversize, Peer, WebSocketEnd, WebSocketLimits, WebSocketMessage};
 use proxy_core::upstreams::PoolLimits;
 use proxy_core::gateway::{Backend, Balance, Gateway, GatewaySpec, GroupSpec, HealthSpec, LimitSpec};
@@ -800,6 +800,8 @@ impl Handler for Printer {
             match &hook {
                 Hook::Response(flow) | Hook::Error(flow) => metrics.flow_ended(listener, self.reverse, flow),
                 Hook::TlsEstablished(info) => metrics.handshake(listener, info.peer, true),
+                // That client's handshake succeeded, and was counted so.
+                Hook::TlsFailed(failure) if failure.cause == TlsCause::ClosedAfterHandshake => {}
                 Hook::TlsFailed(failure) => metrics.handshake(listener, failure.peer, false),
                 _ => {}
             }
@@ -964,14 +966,15 @@ fn websocket_end_line(end: &WebSocketEnd) -> String {
     )
 }
 
-/// A failed client handshake has no flow to print, so it gets a line of its own (upstream
-/// failures show as the flow's 502). Most often the client does not trust the proxy's CA.
+/// A failed client handshake has no flow to print, so it gets a line of its own, with the
+/// cause and what fixes it (upstream failures show as the flow's 502, which says as much).
+/// Most often the client does not trust the proxy's CA, and the line names the file to trust.
 fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
     if failure.peer != TlsPeer::Client {
         return None;
     }
     let name = failure.server_name.clone().unwrap_or_else(|| failure.server.host.clone());
-    Some(format!("client TLS handshake for {name} ({}) failed: {}\n", failure.server, failure.error))
+    Some(format!("client TLS handshake for {name} ({}) failed: {failure}\n", failure.server))
 }
 
 fn init_logging() {
@@ -1189,7 +1192,28 @@ fn gateway_of(spec: GatewaySpec) -> Option<Gateway> {
 }
 
 fn set_up_tls(options: TlsOptions) -> Result<(proxy_core::tls::TlsConfig, Option<CaInfo>), String> {
-    options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))
+    let (mut tls, ca) = options.build().map_err(|e| format!("cannot set up TLS interception: {e}"))?;
+    tls.remedies = remedies(ca.as_ref());
+    Ok((tls, ca))
+}
+
+/// How TLS failure messages (a `502`'s text, the log lines) name what fixes them: by this
+/// command's flags, and the CA certificate by its file and the commands that trust it.
+fn remedies(ca: Option<&CaInfo>) -> Remedies {
+    let trust_ca = match ca {
+        Some(ca) => {
+            let path = ca.cert_path.display();
+            let how = format!("curl --cacert {path}, git -c http.sslCAInfo={path}, or the system's trust store");
+            format!("{path} ({how})").into()
+        }
+        None => "the certificate given with --cert".into(),
+    };
+    Remedies {
+        upstream_ca: "--upstream-ca FILE".into(),
+        insecure_upstream: "--insecure-upstream".into(),
+        ignore_hosts: "--ignore-hosts REGEX".into(),
+        trust_ca,
+    }
 }
 
 async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
@@ -1305,19 +1329,38 @@ mod tests {
     use proxy_core::{ClientInfo, FlowError, Request, Response, Scheme, Version};
 
     #[test]
-    fn client_tls_failures_get_a_line() {
+    fn client_tls_failures_get_a_line_naming_the_ca_to_trust() {
+        let ca = CaInfo { cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(), created: false };
+        let flags = remedies(Some(&ca));
+        let cause = TlsCause::CertificateRefused(proxy_core::tls::rustls::AlertDescription::UnknownCA);
         let failure = TlsFailure {
             conn: proxy_core::ConnId::CLIENT,
             peer: TlsPeer::Client,
             server: ServerAddr::new("example.test", 443),
             server_name: Some("example.test".into()),
-            error: "peer sent alert BadCertificate".into(),
+            remedy: cause.remedy(TlsPeer::Client, &flags),
+            cause,
         };
         assert_eq!(
             tls_failure_line(&failure).as_deref(),
-            Some("client TLS handshake for example.test (example.test:443) failed: peer sent alert BadCertificate\n")
+            Some(
+                "client TLS handshake for example.test (example.test:443) failed: the client refused the \
+                 proxy's certificate (alert unknown_ca); the client does not trust the proxy's CA: make the \
+                 client trust /h/.sansproxy/sansproxy-ca-cert.pem (curl --cacert \
+                 /h/.sansproxy/sansproxy-ca-cert.pem, git -c http.sslCAInfo=/h/.sansproxy/sansproxy-ca-cert.pem, \
+                 or the system's trust store), or leave this host uninspected (--ignore-hosts REGEX)\n"
+            )
         );
         assert_eq!(tls_failure_line(&TlsFailure { peer: TlsPeer::Server, ..failure }), None);
+
+        // Upstream failures name the flags (in the 502 the client gets).
+        let remedy = TlsCause::UnknownIssuer.remedy(TlsPeer::Server, &flags).unwrap();
+        assert_eq!(
+            remedy,
+            "trust the CA certificate that signed it (--upstream-ca FILE) or skip verification (--insecure-upstream)"
+        );
+        // With no CA (a certificate of the user's own for every client), that is what to trust.
+        assert_eq!(remedies(None).trust_ca, "the certificate given with --cert");
     }
 
     #[test]

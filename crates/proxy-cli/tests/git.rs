@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::git::{Fixture, GitOrigin, BLOB_LEN};
+use support::git::{git_run, Fixture, GitOrigin, BLOB_LEN};
 use support::*;
 
 #[test]
@@ -121,6 +121,36 @@ fn git_https_clone_through_intercepting_proxy() {
         start.elapsed(),
         proxy.stdout_lines()
     );
+}
+
+#[test]
+fn git_not_trusting_the_proxy_ca_leaves_a_line_saying_what_to_do() {
+    // git's GnuTLS completes the handshake, checks the certificate only then, and leaves with
+    // a close_notify: at the TLS level nothing failed, yet the proxy says what happened.
+    let pki = Pki::new();
+    let origin = Origin::start_tls(&pki.valid);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    let tmp = TempDir::new("git-untrusted");
+    std::fs::create_dir_all(tmp.join("home")).unwrap();
+    let proxy_cfg = format!("http.proxy={}", proxy.url());
+    let (run, _) = git_run(&tmp, &["-c", &proxy_cfg, "ls-remote", &origin.url("/repo.git")]);
+    assert_ne!(run.code, Some(0), "git trusted the proxy's certificate without being told to: {run:?}");
+    assert!(run.stderr.contains("certificate"), "not a certificate error: {run:?}");
+    let line = proxy
+        .wait_stdout(Duration::from_secs(5), |l| l.contains("client TLS handshake for localhost"))
+        .unwrap_or_else(|| panic!("no failure line; stdout {:?}", proxy.stdout_lines()));
+    let ca = proxy.ca_cert_arg();
+    assert!(
+        line.contains(&format!(
+            "failed: the client closed the connection right after the handshake, before sending a request; \
+             it probably does not trust the proxy's CA (GnuTLS clients, git among them, check the \
+             certificate only after the handshake): make the client trust {ca} (curl --cacert {ca}, git -c \
+             http.sslCAInfo={ca}, or the system's trust store), or leave this host uninspected \
+             (--ignore-hosts REGEX)"
+        )),
+        "{line}"
+    );
+    assert_eq!(origin.requests(), Vec::<String>::new(), "no request reached the origin");
 }
 
 /// The proxy logged both requests of the clone with their full URL (so `https://` for an

@@ -154,9 +154,15 @@ fn secure_web_proxy_and_tls_inside_tls() {
     assert_eq!(out.text(), HELLO, "{out}");
     let lines = proxy.stdout_lines();
     assert!(lines.iter().any(|l| l.contains(&format!("POST {}", tls.url("/echo")))), "the request inside both TLS sessions is a flow: {lines:?}");
-    // A client that does not trust the proxy's certificate fails its handshake, logged.
+    // A client that does not trust the proxy's certificate fails its handshake, logged with
+    // what to trust.
     let out = Curl::new().args(["--proxy", &https_proxy]).arg(plain.url("/hello")).run();
     assert_ne!(out.code, Some(0), "{out}");
+    let line = proxy.wait_stdout(Duration::from_secs(5), |l| l.contains("client TLS handshake for 127.0.0.1"));
+    let line = line.unwrap_or_else(|| panic!("no failure line: {:?}", proxy.stdout_lines()));
+    let refused = "(alert unknown_ca); the client does not trust the proxy's CA: make the client trust";
+    assert!(line.contains(refused), "{line}");
+    assert!(line.contains(&format!("curl --cacert {ca}")), "{line}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::fs;
 use std::time::Duration;
 
 use support::checks::{self, Via};
-use support::pki::Cert;
+use support::pki::{Cert, WRONG_HOST};
 use support::process::{CA_CERT_FILE, CA_KEY_FILE};
 use support::*;
 
@@ -209,8 +209,59 @@ fn https_client_sees_a_minted_certificate() {
         ["GET /hello", "GET /hello"],
         "direct + one"
     );
-    // The proxy says why, on the flow log: the client refused its certificate.
-    flow_line(&proxy, "client TLS handshake for localhost");
+    // The proxy says why, on the flow log: the client refused its certificate, and it should
+    // trust the proxy's CA file.
+    let line = flow_line(&proxy, "client TLS handshake for localhost");
+    let ca = proxy.ca_cert_arg();
+    let refused = "failed: the client refused the proxy's certificate (alert unknown_ca); the client does not \
+                   trust the proxy's CA";
+    assert!(line.contains(refused), "{line}");
+    assert!(
+        line.contains(&format!("make the client trust {ca} (curl --cacert {ca}, git -c http.sslCAInfo={ca}")),
+        "{line}"
+    );
+    assert!(line.contains("or leave this host uninspected (--ignore-hosts REGEX)"), "{line}");
+    assert!(!line.contains("UnknownCA"), "{line}");
+}
+
+/// A TLS client through the proxy at port `argv[1]` to `localhost:argv[2]`, offering only
+/// the OpenSSL cipher suites `argv[3]` over TLS 1.2; prints how its handshake ended.
+const PYTHON_CIPHERS: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+ctx.set_ciphers(sys.argv[3])
+raw = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+raw.sendall(b'CONNECT localhost:%s HTTP/1.1\r\nHost: localhost\r\n\r\n' % sys.argv[2].encode())
+head = b''
+while not head.endswith(b'\r\n\r\n'):
+    head += raw.recv(1)
+try:
+    ctx.wrap_socket(raw, server_hostname='localhost')
+    print('handshake done')
+except ssl.SSLError as e:
+    print('refused')
+"#;
+
+#[test]
+fn a_client_with_no_cipher_suite_in_common_gets_a_line_saying_so() {
+    let pki = Pki::new();
+    let origin = tls_origin(&pki.valid);
+    let proxy = intercepting(&pki, &[]);
+    // RSA key exchange, which rustls does not speak.
+    let (port, origin_port) = (proxy.port().to_string(), origin.port().to_string());
+    let args = [port.as_str(), origin_port.as_str(), "AES128-SHA"];
+    let (run, stdout) = run_python(PYTHON_CIPHERS, &args, Duration::from_secs(30));
+    assert_eq!((run.code, stdout.as_str()), (Some(0), "refused\n"), "{run:?}");
+    let line = flow_line(&proxy, "client TLS handshake for localhost");
+    assert!(
+        line.ends_with(
+            "failed: no cipher suite, key exchange group or signature scheme in common; the client speaks \
+             only TLS the proxy does not: leave this host uninspected (--ignore-hosts REGEX)"
+        ),
+        "{line:?}"
+    );
 }
 
 #[test]
@@ -363,11 +414,15 @@ fn https_python_through_proxy() {
 // ---- upstream verification ----
 
 /// Through the intercepting proxy, an origin presenting `cert` gets no request: the client
-/// gets a 502 naming the origin and `cause`.
+/// gets a 502 naming the origin and `cause` (which ends with the remedy).
 fn assert_upstream_refused(pki: &Pki, cert: &Cert, cause: &str) {
+    assert_upstream_refused_by(&intercepting(pki, &[]), cert, cause);
+}
+
+/// [`assert_upstream_refused`] through `proxy`.
+fn assert_upstream_refused_by(proxy: &Proxy, cert: &Cert, cause: &str) {
     let origin = tls_origin(cert);
-    let proxy = intercepting(pki, &[]);
-    let out = curl_via(&proxy).arg(origin.url("/hello")).run();
+    let out = curl_via(proxy).arg(origin.url("/hello")).run();
     out.assert_success();
     assert_eq!(out.status(), 502, "{out}");
     let body = out.text();
@@ -390,19 +445,56 @@ fn assert_upstream_refused(pki: &Pki, cert: &Cert, cause: &str) {
 #[test]
 fn upstream_expired_certificate_is_502() {
     let pki = Pki::new();
-    assert_upstream_refused(&pki, &pki.expired, "certificate expired");
+    assert_upstream_refused(
+        &pki,
+        &pki.expired,
+        "TLS handshake failed: certificate expired; the server must renew it (or this machine's clock is \
+         wrong); or skip verification (--insecure-upstream)\n",
+    );
 }
 
 #[test]
 fn upstream_wrong_host_is_502() {
     let pki = Pki::new();
-    assert_upstream_refused(&pki, &pki.wrong_host, "name mismatch");
+    assert_upstream_refused(
+        &pki,
+        &pki.wrong_host,
+        "TLS handshake failed: certificate not valid for this host name (name mismatch: it is for \
+         wrong.example); use a name the certificate is for, or skip verification (--insecure-upstream)\n",
+    );
 }
+
+const SELF_SIGNED: &str = "TLS handshake failed: self-signed certificate; trust the certificate itself \
+                           (--upstream-ca FILE) or skip verification (--insecure-upstream)\n";
 
 #[test]
 fn upstream_self_signed_is_502() {
     let pki = Pki::new();
-    assert_upstream_refused(&pki, &pki.self_signed, "self-signed certificate");
+    assert_upstream_refused(&pki, &pki.self_signed, SELF_SIGNED);
+}
+
+#[test]
+fn upstream_self_signed_ca_is_502_in_words_and_trusted_with_upstream_ca() {
+    // As `openssl req -x509` makes them: the server's certificate says it is a CA, which
+    // rustls alone reports as `CaUsedAsEndEntity`.
+    let pki = Pki::new();
+    assert_upstream_refused(&pki, &pki.self_signed_ca, SELF_SIGNED);
+
+    // The remedy works: trusted with --upstream-ca, it serves, by name and by address.
+    let origin = tls_origin(&pki.self_signed_ca);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.self_signed_ca.cert_arg()]);
+    checks::get_hello(Via::ProxyTls(&proxy), &origin);
+    let out = curl_via(&proxy).arg(origin.ip_url("/hello")).run();
+    assert_eq!((out.status(), out.text().as_str()), (200, HELLO), "{out}");
+    // Trusting it does not vouch for it under another name (the client's SNI, which the
+    // proxy verifies the origin for).
+    let connect_to = format!("{WRONG_HOST}:{p}:127.0.0.1:{p}", p = origin.port());
+    let out = curl_via(&proxy)
+        .args(["--connect-to", &connect_to])
+        .arg(format!("https://{WRONG_HOST}:{}/hello", origin.port()))
+        .run();
+    assert_eq!(out.status(), 502, "{out}");
+    assert!(out.text().contains("name mismatch: it is for localhost, 127.0.0.1"), "{out}");
 }
 
 #[test]
@@ -414,15 +506,47 @@ fn upstream_unknown_issuer_is_502() {
     let out = curl_via(&proxy).arg(origin.url("/hello")).run();
     out.assert_success();
     assert_eq!(out.status(), 502, "{out}");
-    assert!(out.text().contains("unknown issuer"), "{out}");
-    assert!(out.text().contains(&origin.authority()), "{out}");
+    assert_eq!(
+        out.text(),
+        format!(
+            "bad gateway: cannot connect to {}: TLS handshake failed: certificate signed by an unknown \
+             issuer (a CA the proxy does not trust); trust the CA certificate that signed it (--upstream-ca \
+             FILE) or skip verification (--insecure-upstream)\n",
+            origin.authority()
+        ),
+        "{out}"
+    );
+    // The flow line says the same.
+    let line = flow_line(&proxy, "-> error: ");
+    assert!(line.contains("unknown issuer") && line.contains("--upstream-ca FILE"), "{line}");
+}
+
+#[test]
+fn an_upstream_port_without_tls_is_502_saying_so() {
+    // A plain HTTP server answers the proxy's ClientHello as a bad request.
+    let origin = TcpServer::start(|mut tcp: std::net::TcpStream| {
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = std::io::Read::read(&mut tcp, &mut [0; 4096]);
+        let _ = std::io::Write::write_all(&mut tcp, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let proxy = Proxy::start_tls(&[]);
+    let out = curl_via(&proxy).arg(format!("https://127.0.0.1:{}/hello", origin.port())).run();
+    out.assert_success();
+    assert_eq!(out.status(), 502, "{out}");
+    assert!(
+        out.text().ends_with(
+            "TLS handshake failed: not TLS: the other side sent plain HTTP; it speaks plain HTTP on this \
+             port: use http:// for it\n"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
 fn insecure_upstream_accepts_bad_certificates() {
     let pki = Pki::new();
     let proxy = Proxy::start_tls(&["--insecure-upstream"]);
-    for cert in [&pki.expired, &pki.wrong_host, &pki.self_signed, &pki.valid] {
+    for cert in [&pki.expired, &pki.wrong_host, &pki.self_signed, &pki.self_signed_ca, &pki.valid] {
         let origin = tls_origin(cert);
         let out = curl_via(&proxy).arg(origin.url("/hello")).run();
         out.assert_success();

@@ -94,6 +94,9 @@ fn an_https_upstream_proxy_with_credentials() {
     let out = untrusting.curl().arg(plain.url("/hello")).run();
     assert_eq!(out.status(), 502, "{out}");
     assert!(out.text().contains(&format!("upstream proxy 127.0.0.1:{}", hop.port())), "{out}");
+    let remedy = "unknown issuer (a CA the proxy does not trust); trust the CA certificate that signed it \
+                  (--upstream-ca FILE)";
+    assert!(out.text().contains(remedy), "{out}");
 }
 
 /// A relay in front of `port` that counts the connections it carries.

@@ -138,10 +138,15 @@ pub enum OpenError {
     /// No answer within the driver's connect timeout.
     #[error("connect timed out")]
     Timeout,
-    /// The TCP connection opened but the TLS handshake over it failed; says why, for example
-    /// "certificate expired".
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
+    /// The TCP connection opened but the TLS handshake over it failed (or could not start).
+    #[error("TLS handshake failed: {}", crate::tls::told(.cause, .remedy.as_deref()))]
+    Tls {
+        /// Why, for example [`TlsCause::Expired`](crate::tls::TlsCause::Expired).
+        cause: crate::tls::TlsCause,
+        /// What fixes it, in the words of
+        /// [`TlsConfig::remedies`](crate::tls::TlsConfig::remedies).
+        remedy: Option<String>,
+    },
     /// Any other failure (unreachable network, reset during connect...), in the words of the
     /// operating system.
     #[error("{0}")]

@@ -142,6 +142,8 @@ pub fn tls_proxy(issuer: Arc<TestIssuer>, upstream_roots: RootCertStore, ignore_
         server: Arc::new(server),
         client: Arc::new(client),
         ignore_hosts: ignore_hosts.iter().map(|p| regex::Regex::new(p).expect("pattern")).collect(),
+
+        remedies: Default::default(),
     };
     Config { tls: Some(tls), ..Config::default() }
 }

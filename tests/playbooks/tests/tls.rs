@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use playbooks::pump::*;
 use playbooks::tls::*;
-use proxy_core::tls::TlsPeer;
+use proxy_core::tls::{Remedies, TlsCause, TlsPeer};
 use proxy_core::{ConnId, Hook, HookKind, HookReply};
 
 const S1: ConnId = ConnId(1);
@@ -155,7 +155,8 @@ fn upstream_name_mismatch_is_a_502_naming_the_cause() {
     let seen = String::from_utf8_lossy(pump.client.received()).to_string();
     assert!(seen.starts_with("HTTP/1.1 502 "), "{seen}");
     assert!(seen.contains("example.test:443"), "{seen}");
-    assert!(seen.contains("name mismatch"), "{seen}");
+    assert!(seen.contains("name mismatch: it is for wrong.example"), "{seen}");
+    assert!(seen.contains("use a name the certificate is for, or skip verification"), "{seen}");
     assert!(pump.hook_kinds().contains(&HookKind::TlsFailed));
     assert_eq!(pump.servers.len(), 1, "the failed upstream is not contacted again");
 }
@@ -166,12 +167,66 @@ fn unknown_upstream_issuer_is_a_502() {
     let stranger = TestCa::new("stranger");
     let cert = stranger.leaf(&["example.test"]);
     let origins: Origins = Box::new(move |_| Some(Peer::tls(tls_origin(cert.clone(), &[]))));
-    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    // The remedy names the settings as whoever runs the proxy calls them.
+    config.tls.as_mut().unwrap().remedies = flags();
     let mut pump = connected(&w, config, origins, w.proxy_ca.roots());
     pump.client_sends(GET);
     let seen = String::from_utf8_lossy(pump.client.received()).to_string();
     assert!(seen.starts_with("HTTP/1.1 502 "), "{seen}");
-    assert!(seen.contains("unknown issuer"), "{seen}");
+    assert!(
+        seen.ends_with(
+            "\r\n\r\nbad gateway: cannot connect to example.test:443: TLS handshake failed: certificate \
+             signed by an unknown issuer (a CA the proxy does not trust); trust the CA certificate that \
+             signed it (--upstream-ca FILE) or skip verification (--insecure-upstream)\n"
+        ),
+        "{seen}"
+    );
+    let failed = tls_failures(&pump);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!((failed[0].peer, &failed[0].cause), (TlsPeer::Server, &TlsCause::UnknownIssuer));
+    assert!(failed[0].remedy.as_ref().is_some_and(|r| r.contains("--upstream-ca FILE")), "{failed:?}");
+}
+
+/// Remedies in the words of a command line.
+fn flags() -> Remedies {
+    Remedies {
+        upstream_ca: "--upstream-ca FILE".into(),
+        insecure_upstream: "--insecure-upstream".into(),
+        ignore_hosts: "--ignore-hosts REGEX".into(),
+        trust_ca: "/ca.pem".into(),
+    }
+}
+
+/// The failures the `TlsFailed` hook told of.
+fn tls_failures(pump: &Pump) -> Vec<proxy_core::tls::TlsFailure> {
+    pump.hooks
+        .iter()
+        .filter_map(|h| match h {
+            Hook::TlsFailed(f) => Some((**f).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_upstream_that_answers_in_plain_http_is_a_502_saying_so() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let origins: Origins = Box::new(move |_| Some(Peer::Plain { received: Vec::new() }));
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    pump.run();
+    pump.client_sends(CONNECT);
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), "example.test", &[]));
+    assert_eq!(pump.server(S1).received()[0], 0x16, "the proxy's ClientHello");
+    pump.server_sends(S1, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "the client's handshake still completes");
+    pump.client_sends(GET);
+    let seen = String::from_utf8_lossy(pump.client.received()).to_string();
+    assert!(seen.starts_with("HTTP/1.1 502 "), "{seen}");
+    let said = "TLS handshake failed: not TLS: the other side sent plain HTTP; it speaks plain HTTP on this \
+                port: use http:// for it";
+    assert!(seen.contains(said), "{seen}");
 }
 
 #[test]
@@ -275,8 +330,69 @@ fn a_client_that_rejects_the_minted_certificate_is_closed_and_reported() {
     });
     let failed = failed.expect("tls_failed raised");
     assert_eq!(failed.peer, TlsPeer::Client);
+    assert_eq!(failed.cause, TlsCause::CertificateRefused(rustls::AlertDescription::UnknownCA));
     assert!(pump.closed.contains(&ConnId::CLIENT));
-    assert!(pump.logs.iter().any(|l| l.contains("TLS handshake with client")), "{:?}", pump.logs);
+    let line = pump.logs.iter().find(|l| l.contains("TLS handshake with client")).expect("a log line");
+    assert!(
+        line.ends_with(
+            "failed: the client refused the proxy's certificate (alert unknown_ca); the client does not \
+             trust the proxy's CA: make the client trust the CA certificate that TlsConfig::issuer signs \
+             with, or leave this host uninspected (TlsConfig::ignore_hosts)"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_client_that_leaves_right_after_the_handshake_is_reported_as_refusing_it() {
+    // GnuTLS clients check the certificate once the handshake is over, then send close_notify.
+    let w = world();
+    let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    config.tls.as_mut().unwrap().remedies = flags();
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
+    assert!(!pump.client.rustls().unwrap().is_handshaking());
+    if let Peer::Tls { tls, .. } = &mut pump.client {
+        tls.send_close_notify();
+    }
+    pump.client_sends(b"");
+    pump.closes(ConnId::CLIENT);
+    let failed = tls_failures(&pump);
+    assert_eq!(failed.len(), 1, "one report, for the close_notify and the TCP end together: {failed:?}");
+    assert_eq!((failed[0].peer, &failed[0].cause), (TlsPeer::Client, &TlsCause::ClosedAfterHandshake));
+    assert_eq!(
+        failed[0].to_string(),
+        "the client closed the connection right after the handshake, before sending a request; it probably \
+         does not trust the proxy's CA (GnuTLS clients, git among them, check the certificate only after \
+         the handshake): make the client trust /ca.pem, or leave this host uninspected (--ignore-hosts \
+         REGEX)"
+    );
+    let kinds = pump.hook_kinds();
+    let established = kinds.iter().position(|k| *k == HookKind::TlsEstablished);
+    assert!(established < kinds.iter().position(|k| *k == HookKind::TlsFailed), "{kinds:?}");
+
+    // Without a close_notify, the TCP end alone says the same.
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots());
+    pump.closes(ConnId::CLIENT);
+    let failed = tls_failures(&pump);
+    assert_eq!(failed.iter().map(|f| &f.cause).collect::<Vec<_>>(), [&TlsCause::ClosedAfterHandshake]);
+}
+
+#[test]
+fn a_client_that_leaves_after_a_request_or_much_later_refused_nothing() {
+    let w = world();
+    let config = || tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config(), origin(&w, &["example.test"]), w.proxy_ca.roots());
+    pump.client_sends(GET);
+    pump.server_sends(S1, RESPONSE);
+    pump.closes(ConnId::CLIENT);
+    assert_eq!(tls_failures(&pump), []);
+
+    // A connection opened ahead of need and left unused.
+    let mut pump = connected(&w, config(), origin(&w, &["example.test"]), w.proxy_ca.roots());
+    pump.advance(std::time::Duration::from_secs(3));
+    pump.closes(ConnId::CLIENT);
+    assert_eq!(tls_failures(&pump), []);
 }
 
 #[test]
@@ -403,7 +519,14 @@ fn a_client_that_hangs_up_mid_handshake_is_reported() {
     });
     let failed = failed.expect("tls_failed raised");
     assert_eq!(failed.peer, TlsPeer::Client);
-    assert!(failed.error.contains("closed the connection during the handshake"), "{}", failed.error);
+    // The client had the proxy's certificate when it hung up: it most likely refused it.
+    assert_eq!(failed.cause, TlsCause::ClosedAfterCertificate);
+    assert_eq!(
+        failed.to_string(),
+        "the client closed the connection after receiving the proxy's certificate, without an alert; it \
+         probably does not trust the proxy's CA: make the client trust the CA certificate that \
+         TlsConfig::issuer signs with, or leave this host uninspected (TlsConfig::ignore_hosts)"
+    );
     assert!(pump.core.is_closed(), "everything closed: {:?}", pump.closed);
 }
 

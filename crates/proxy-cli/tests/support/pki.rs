@@ -1,6 +1,7 @@
 //! A throwaway PKI made with rcgen when a test starts: an origin CA, leaves it signed (one
-//! valid, one expired, one for the wrong host), a self-signed leaf, and a second CA that a
-//! test can hand to the proxy with `--ca-cert`/`--ca-key`. Every certificate and key is also
+//! valid, one expired, one for the wrong host), a self-signed leaf, a self-signed certificate
+//! that says it is a CA (as `openssl req -x509` makes them), and a second CA that a test can
+//! hand to the proxy with `--ca-cert`/`--ca-key`. Every certificate and key is also
 //! written as PEM into a temp dir under `CARGO_TARGET_TMPDIR`, for curl, python and git.
 
 use std::fs;
@@ -43,6 +44,9 @@ pub struct Pki {
     pub wrong_host: Cert,
     /// For `localhost` and `127.0.0.1`, signed by its own key.
     pub self_signed: Cert,
+    /// Like `self_signed`, but with `basicConstraints CA:TRUE`, as `openssl req -x509` makes
+    /// them, and no key usages.
+    pub self_signed_ca: Cert,
     /// Another CA, unrelated to the origin's: its certificate and its key (PEM).
     pub other_ca: Cert,
     dir: TempDir,
@@ -64,6 +68,11 @@ impl Pki {
         expired.not_after = date_time_ymd(2021, 1, 1);
         let wrong = leaf_params(WRONG_HOST, &[WRONG_HOST], false);
         let selfs = leaf_params("self-signed origin", &[ORIGIN_HOST], true);
+        let mut selfs_ca = leaf_params("openssl-style origin", &[ORIGIN_HOST], true);
+        selfs_ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        selfs_ca.key_usages = Vec::new();
+        selfs_ca.extended_key_usages = Vec::new();
+        selfs_ca.use_authority_key_identifier_extension = false;
 
         let other_key = KeyPair::generate().expect("generate CA key");
         let other_cert = ca_params("sansproxy test proxy CA")
@@ -77,6 +86,7 @@ impl Pki {
             expired: Cert::signed(&dir, "expired", &expired, &ca),
             wrong_host: Cert::signed(&dir, "wrong-host", &wrong, &ca),
             self_signed: Cert::self_signed(&dir, "self-signed", &selfs),
+            self_signed_ca: Cert::self_signed(&dir, "self-signed-ca", &selfs_ca),
             other_ca,
             dir,
         }

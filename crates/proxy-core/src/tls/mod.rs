@@ -14,12 +14,18 @@
 //! for handshakes from their `CryptoProvider`, the time for certificate validity from their
 //! `TimeProvider`. That is the one impurity the core accepts. Nothing else about a connection
 //! depends on it, so playbooks stay deterministic at the level of plaintext and commands.
+//!
+//! When a handshake fails, the core tells why and what fixes it: see [`TlsCause`] and
+//! [`Remedies`].
 
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod cause;
 pub(crate) mod session;
+
+pub use cause::{alert_name, Remedies, SelfSigned, TlsCause};
 
 pub use rustls;
 use rustls::pki_types::CertificateDer;
@@ -44,6 +50,10 @@ pub struct TlsConfig {
     pub client: Arc<rustls::ClientConfig>,
     /// `host:port` patterns whose TLS is passed through untouched instead of intercepted.
     pub ignore_hosts: Vec<regex::Regex>,
+    /// How the remedies in failure messages (a `502`'s text, [`TlsFailure::remedy`], log
+    /// lines) name the settings that fix them: the command line's flags, or an embedder's
+    /// own names. [`Remedies::default`] names the parts of this configuration.
+    pub remedies: Remedies,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -51,6 +61,7 @@ impl fmt::Debug for TlsConfig {
         f.debug_struct("TlsConfig")
             .field("issuer", &self.issuer)
             .field("ignore_hosts", &self.ignore_hosts.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+            .field("remedies", &self.remedies)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +140,8 @@ pub struct TlsInfo {
 }
 
 /// A failed handshake or a broken TLS connection, carried by
-/// [`Hook::TlsFailed`](crate::Hook::TlsFailed).
+/// [`Hook::TlsFailed`](crate::Hook::TlsFailed). Displays as the cause in words, then the
+/// remedy if there is one: `certificate expired; the server must renew it ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFailure {
     /// The connection the session ran on: [`ConnId::CLIENT`] or an upstream connection.
@@ -140,8 +152,25 @@ pub struct TlsFailure {
     pub server: ServerAddr,
     /// SNI: sent by the client (peer `Client`) or by the proxy (peer `Server`).
     pub server_name: Option<String>,
-    /// What went wrong, in words: "certificate expired", "self-signed certificate", ...
-    pub error: String,
+    /// What went wrong.
+    pub cause: TlsCause,
+    /// What fixes it, in the words of [`TlsConfig::remedies`]: "trust the CA certificate that
+    /// signed it (--upstream-ca FILE) or skip verification (--insecure-upstream)".
+    pub remedy: Option<String>,
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&told(&self.cause, self.remedy.as_deref()))
+    }
+}
+
+/// `cause`, then `; remedy` if there is one: how every TLS failure is told.
+pub(crate) fn told(cause: &TlsCause, remedy: Option<&str>) -> String {
+    match remedy {
+        Some(remedy) => format!("{cause}; {remedy}"),
+        None => cause.to_string(),
+    }
 }
 
 /// Why the proxy could not start a TLS session towards a server.
@@ -154,47 +183,40 @@ pub(crate) enum TlsSetupError {
     #[error("{0:?} is not a valid TLS server name")]
     InvalidName(String),
     /// rustls refused the configuration.
-    #[error("{}", describe_error(.0))]
+    #[error("{}", TlsCause::from_rustls(.0, TlsPeer::Server))]
     Rustls(rustls::Error),
 }
 
-/// Why a TLS session failed.
+impl TlsSetupError {
+    /// The error a connection that could not start its session fails with.
+    pub(crate) fn open_error(&self) -> crate::OpenError {
+        crate::OpenError::Tls { cause: TlsCause::Other(self.to_string()), remedy: None }
+    }
+}
+
+/// Why a TLS session failed, as the session saw it; [`TlsSession::cause`] sorts it into a
+/// [`TlsCause`] with what the session knows besides.
+///
+/// [`TlsSession::cause`]: session::TlsSession::cause
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum TlsError {
     /// rustls refused what the peer sent, or the peer's alert said it refused ours.
-    #[error("{}", describe_error(.0))]
+    #[error("{0}")]
     Rustls(rustls::Error),
+    /// What the peer sent during the handshake is no TLS record; `http`: it is an HTTP
+    /// response.
+    #[error("not TLS")]
+    NotTls { http: bool },
     /// The peer hung up before the handshake completed (a client refusing our certificate
     /// often does so without an alert).
     #[error("the peer closed the connection during the handshake")]
     ClosedInHandshake,
+    /// A client completed the handshake and at once closed the connection, without a
+    /// request (a GnuTLS client refusing our certificate).
+    #[error("the client closed the connection right after the handshake")]
+    ClosedAfterHandshake,
     /// rustls's state machine did not settle within its bound, or did not write what it
     /// asked room for.
     #[error("TLS input could not be processed")]
     Stuck,
-}
-
-/// Describe a rustls error for a person: the cause of a failed upstream verification names
-/// the problem the way browsers and curl do.
-pub fn describe_error(error: &rustls::Error) -> String {
-    use rustls::CertificateError as C;
-    match error {
-        rustls::Error::InvalidCertificate(cert) => match cert {
-            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
-            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                "certificate is not valid for this host name (name mismatch)".into()
-            }
-            C::UnknownIssuer => "certificate signed by an unknown issuer".into(),
-            C::BadSignature => "bad certificate signature".into(),
-            C::Revoked => "certificate revoked".into(),
-            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
-                "certificate not valid for server authentication".into()
-            }
-            C::Other(other) => other.to_string(),
-            other => format!("invalid certificate: {other:?}"),
-        },
-        rustls::Error::AlertReceived(alert) => format!("peer sent alert {alert:?}"),
-        other => other.to_string(),
-    }
 }

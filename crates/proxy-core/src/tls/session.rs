@@ -20,9 +20,10 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic};
+use rustls::InvalidMessage;
 
 use crate::ids::{ConnId, ServerAddr};
-use crate::tls::{TlsError, TlsFailure, TlsInfo, TlsPeer};
+use crate::tls::{TlsCause, TlsError, TlsFailure, TlsInfo, TlsPeer};
 
 /// A TLS record's header: type, version, length.
 const RECORD_HEADER: usize = 5;
@@ -61,6 +62,13 @@ pub(crate) struct TlsSession {
     held: BytesMut,
     /// Plaintext sent before the handshake allowed encrypting it.
     pending: BytesMut,
+    /// A session with a client answered its ClientHello: the client has the proxy's
+    /// certificate (unless it resumed a session, with which it trusted it before).
+    answered: bool,
+    /// Application data arrived from the peer.
+    pub(crate) data_received: bool,
+    /// When the handshake completed, as the transport saw it.
+    pub(crate) established_at: Option<std::time::Instant>,
 }
 
 /// The two kinds of unbuffered connection, which rustls does not unite under one type.
@@ -151,6 +159,9 @@ impl TlsSession {
             write_closed: false,
             held: BytesMut::new(),
             pending: BytesMut::new(),
+            answered: false,
+            data_received: false,
+            established_at: None,
         }
     }
 
@@ -183,13 +194,25 @@ impl TlsSession {
             return result;
         }
         let was_handshaking = self.common().is_handshaking();
+        // Where a failure on the first bytes would be: whether they are an HTTP response.
+        let start = if self.held.is_empty() { &data[..] } else { &self.held[..] };
+        let http = was_handshaking && start.starts_with(b"HTTP/");
         // Plaintext is never longer than the ciphertext that carried it.
         let mut pass = Pass { plaintext: BytesMut::with_capacity(data.len() + self.held.len()), ..Pass::default() };
         if let Err(error) = self.take_in(data, &mut pass) {
+            let error = match error {
+                // The first bytes are no TLS record: rustls fails on the record header.
+                TlsError::Rustls(rustls::Error::InvalidMessage(
+                    InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion,
+                )) if was_handshaking => TlsError::NotTls { http },
+                error => error,
+            };
             return self.failed(error, pass);
         }
         result.plaintext = pass.plaintext.freeze();
         result.outgoing = self.outgoing(pass.outgoing);
+        self.data_received |= !result.plaintext.is_empty();
+        self.answered |= self.peer == TlsPeer::Client && was_handshaking && !result.outgoing.is_empty();
         result.closed = pass.peer_closed;
         if was_handshaking && !self.common().is_handshaking() {
             result.established = true;
@@ -357,8 +380,30 @@ impl TlsSession {
         self.common().alpn_protocol().map(<[u8]>::to_vec)
     }
 
-    pub(crate) fn failure(&self, conn: ConnId, error: String) -> TlsFailure {
-        TlsFailure { conn, peer: self.peer, server: self.server.clone(), server_name: self.server_name.clone(), error }
+    /// What `error` means, with what the session knows besides: whether a client that hung
+    /// up had the proxy's certificate.
+    pub(crate) fn cause(&self, error: &TlsError) -> TlsCause {
+        match error {
+            TlsError::Rustls(error) => TlsCause::from_rustls(error, self.peer),
+            TlsError::NotTls { http } => TlsCause::NotTls { http: *http },
+            TlsError::ClosedInHandshake if self.answered => TlsCause::ClosedAfterCertificate,
+            TlsError::ClosedInHandshake => TlsCause::ClosedInHandshake,
+            TlsError::ClosedAfterHandshake => TlsCause::ClosedAfterHandshake,
+            TlsError::Stuck => TlsCause::Other(error.to_string()),
+        }
+    }
+
+    /// The session on `conn` failed with `error`: the failure to report, its remedy still to
+    /// be phrased (by `layers::tls::transport::report`).
+    pub(crate) fn failure(&self, conn: ConnId, error: &TlsError) -> TlsFailure {
+        TlsFailure {
+            conn,
+            peer: self.peer,
+            server: self.server.clone(),
+            server_name: self.server_name.clone(),
+            cause: self.cause(error),
+            remedy: None,
+        }
     }
 }
 

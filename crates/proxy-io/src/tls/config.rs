@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -14,6 +15,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore, SignatureScheme};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+pub use proxy_core::tls::SelfSigned;
 
 use super::minter::provider;
 use super::TlsSetupError;
@@ -24,20 +28,21 @@ const SESSION_CACHE_SIZE: usize = 4096;
 /// The configuration for handshakes with upstream servers: TLS 1.2 and 1.3, the default
 /// resumption store, and a verifier trusting the Mozilla roots of `webpki-roots` plus
 /// `extra_roots`. A self-signed server certificate fails as [`SelfSigned`] rather than as an
-/// unknown issuer. With `insecure`, any certificate is accepted, but the server must still
-/// prove it holds the certificate's key.
+/// unknown issuer, and is accepted if it is one of `extra_roots` (as OpenSSL does), even when
+/// it calls itself a CA, as those `openssl req -x509` makes do. With `insecure`, any
+/// certificate is accepted, but the server must still prove it holds the certificate's key.
 pub fn upstream_client_config(
     extra_roots: Vec<CertificateDer<'static>>,
     insecure: bool,
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
     let mut roots = default_roots();
-    for (i, cert) in extra_roots.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| TlsSetupError::BadRoot {
+    for (i, cert) in extra_roots.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| TlsSetupError::BadRoot {
             origin: format!("extra root #{}", i + 1),
             reason: e.to_string(),
         })?;
     }
-    client_config_with_roots(roots, insecure)
+    client_config_with_roots(roots, extra_roots, insecure)
 }
 
 /// Every certificate in a PEM file (other sections are skipped); at least one.
@@ -69,18 +74,15 @@ pub fn server_base_config() -> Result<rustls::ServerConfig, TlsSetupError> {
     Ok(config)
 }
 
-/// An upstream certificate that signed itself: the reason a verification failed when the
-/// certificate was its own issuer.
-#[derive(Debug, thiserror::Error)]
-#[error("self-signed certificate")]
-pub struct SelfSigned;
-
 pub(super) fn default_roots() -> RootCertStore {
     RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
+/// The upstream configuration trusting `roots`; `pinned` (the certificates the user added to
+/// them) are accepted as a server's own certificate whatever webpki thinks of them.
 pub(super) fn client_config_with_roots(
     roots: RootCertStore,
+    pinned: Vec<CertificateDer<'static>>,
     insecure: bool,
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
     let provider = Arc::new(provider());
@@ -91,7 +93,7 @@ pub(super) fn client_config_with_roots(
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-        Arc::new(UpstreamVerifier { webpki, algorithms })
+        Arc::new(UpstreamVerifier { webpki, pinned, algorithms })
     };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -102,10 +104,12 @@ pub(super) fn client_config_with_roots(
 }
 
 /// webpki's verification, telling a self-signed certificate apart from one whose issuer is
-/// merely unknown.
+/// merely unknown, and accepting one the user trusted by name.
 #[derive(Debug)]
 struct UpstreamVerifier {
     webpki: Arc<WebPkiServerVerifier>,
+    /// Certificates the user trusts, which a server may present as its own.
+    pinned: Vec<CertificateDer<'static>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -118,13 +122,25 @@ impl ServerCertVerifier for UpstreamVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let self_signed = || Err(CertificateError::Other(OtherError(Arc::new(SelfSigned))).into());
         match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(verified) => Ok(verified),
+            // A certificate the user trusts that webpki refuses as a server's, because it says
+            // it is a CA: still the server's, if it is for the name and in date.
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                verify_pinned(end_entity, server_name, now)
+            }
             Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
                 if is_self_signed(end_entity, now, &self.algorithms) =>
             {
-                Err(Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(SelfSigned)))))
+                self_signed()
             }
-            other => other,
+            // webpki refuses a certificate that calls itself a CA before it looks for an
+            // issuer (`CaUsedAsEndEntity`): one that names itself as its issuer signed itself.
+            Err(Error::InvalidCertificate(CertificateError::Other(_))) if is_self_issued(end_entity) => {
+                self_signed()
+            }
+            Err(error) => Err(error),
         }
     }
 
@@ -162,6 +178,37 @@ fn is_self_signed(cert: &CertificateDer<'_>, now: UnixTime, algorithms: &WebPkiS
     }
     rustls::client::verify_server_cert_signed_by_trust_anchor(&parsed, &itself, &[], now, algorithms.all)
         .is_ok()
+}
+
+/// Whether `cert` names itself as its issuer.
+fn is_self_issued(cert: &CertificateDer<'_>) -> bool {
+    X509Certificate::from_der(cert).is_ok_and(|(_, x509)| x509.issuer().as_raw() == x509.subject().as_raw())
+}
+
+/// A certificate the user trusts, presented by a server as its own: it must be for
+/// `server_name` and valid `now`. (That the server holds its key, the handshake's signature
+/// proves.)
+fn verify_pinned(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<ServerCertVerified, Error> {
+    let bad = || Error::InvalidCertificate(CertificateError::BadEncoding);
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)?;
+    rustls::client::verify_server_name(&parsed, server_name)?;
+    let (_, x509) = X509Certificate::from_der(cert).map_err(|_| bad())?;
+    let (not_before, not_after) = (x509.validity().not_before.timestamp(), x509.validity().not_after.timestamp());
+    let time = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let at = |secs: i64| UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(secs).unwrap_or(0)));
+    if time < not_before {
+        let not_before = at(not_before);
+        return Err(Error::InvalidCertificate(CertificateError::NotValidYetContext { time: now, not_before }));
+    }
+    if time > not_after {
+        let not_after = at(not_after);
+        return Err(Error::InvalidCertificate(CertificateError::ExpiredContext { time: now, not_after }));
+    }
+    Ok(ServerCertVerified::assertion())
 }
 
 /// `--insecure-upstream`: any certificate will do, but handshake signatures are still checked

@@ -28,7 +28,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use proxy_core::tls::{CertIssuer, TlsConfig};
+use proxy_core::tls::{CertIssuer, Remedies, TlsConfig};
 use rcgen::SerialNumber;
 
 pub use ca::{CertAuthority, CA_CERT_FILE, CA_KEY_FILE};
@@ -232,15 +232,17 @@ impl TlsOptions {
             .collect::<Result<Vec<_>, _>>()?;
         let own_certs = (!self.certs.is_empty()).then(|| OwnCerts::load(&self.certs)).transpose()?;
         let mut roots = config::default_roots();
+        let mut pinned = Vec::new();
         for path in &self.upstream_roots {
             for cert in load_certs_pem(path)? {
-                roots.add(cert).map_err(|e| TlsSetupError::BadRoot {
+                roots.add(cert.clone()).map_err(|e| TlsSetupError::BadRoot {
                     origin: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
+                pinned.push(cert);
             }
         }
-        let client = config::client_config_with_roots(roots, self.insecure_upstream)?;
+        let client = config::client_config_with_roots(roots, pinned, self.insecure_upstream)?;
         let server = server_base_config()?;
         let cache_size = self.cache_size;
         // A CA mints a certificate per name, and the user is told where it is.
@@ -261,8 +263,24 @@ impl TlsOptions {
             None => issuer,
             Some(own) => Arc::new(CertsByName::new(own, issuer)),
         };
-        let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts };
+        let remedies = Self::remedies(info.as_ref());
+        let tls = TlsConfig { issuer, server: Arc::new(server), client: Arc::new(client), ignore_hosts, remedies };
         Ok((tls, info))
+    }
+
+    /// How failure messages name the settings that fix them: by these options' fields, and
+    /// the CA certificate by its file when there is one.
+    pub fn remedies(ca: Option<&CaInfo>) -> Remedies {
+        let trust_ca = match ca {
+            Some(ca) => format!("the CA certificate {}", ca.cert_path.display()).into(),
+            None => "the certificate the proxy presents".into(),
+        };
+        Remedies {
+            upstream_ca: "TlsOptions::upstream_roots".into(),
+            insecure_upstream: "TlsOptions::insecure_upstream".into(),
+            ignore_hosts: "TlsOptions::ignore_hosts".into(),
+            trust_ca,
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use proxy_core::tls::{describe_error, CertIssuer, CertRequest};
+use proxy_core::tls::{CertIssuer, CertRequest, TlsCause, TlsPeer};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -164,7 +164,10 @@ fn leaf_carries_the_sni_and_the_target_ip() {
     verify(&leaf, &ca, "sni.example.test").unwrap();
     verify(&leaf, &ca, "10.0.0.7").unwrap();
     let e = verify(&leaf, &ca, "other.test").unwrap_err();
-    assert_eq!(describe_error(&e), "certificate is not valid for this host name (name mismatch)");
+    assert_eq!(
+        words(&e),
+        "certificate not valid for this host name (name mismatch: it is for sni.example.test, 10.0.0.7)"
+    );
 
     // No SNI: an IP target alone, and it is the common name.
     let leaf = minter.issue(&request(None, "[2001:db8::1]")).unwrap();
@@ -174,7 +177,7 @@ fn leaf_carries_the_sni_and_the_target_ip() {
 
     // Trusting another CA, the same leaf fails: the successes above mean something.
     let e = verify(&leaf, &TestCa::new("another CA").cert, "2001:db8::1").unwrap_err();
-    assert_eq!(describe_error(&e), "certificate signed by an unknown issuer");
+    assert_eq!(words(&e), "certificate signed by an unknown issuer (a CA the proxy does not trust)");
 }
 
 #[test]
@@ -278,22 +281,48 @@ fn upstream_failures_are_told_in_words() {
     let key = KeyPair::generate().unwrap();
     let own = CertificateParams::new(vec!["good.test".to_string()]).unwrap().self_signed(&key).unwrap();
     let self_signed = certified(vec![own.der().clone()], &key);
+    // As `openssl req -x509` makes them: self-signed, and saying it is a CA.
+    let (ca_own, ca_self_signed) = self_signed_ca_leaf("good.test", false);
 
     handshake(&config, server_with(good.clone()), "good.test").unwrap();
-    for (server, name, words) in [
+    for (server, name, said) in [
         (expired.clone(), "good.test", "certificate expired"),
-        (good.clone(), "other.test", "certificate is not valid for this host name (name mismatch)"),
-        (stranger.clone(), "good.test", "certificate signed by an unknown issuer"),
+        (good.clone(), "other.test", "certificate not valid for this host name (name mismatch: it is for good.test)"),
+        (stranger.clone(), "good.test", "certificate signed by an unknown issuer (a CA the proxy does not trust)"),
         (self_signed.clone(), "good.test", "self-signed certificate"),
+        (ca_self_signed.clone(), "good.test", "self-signed certificate"),
     ] {
         let e = handshake(&config, server_with(server.clone()), name).unwrap_err();
-        assert_eq!(describe_error(&e), words);
-        handshake(&insecure, server_with(server), name).unwrap_or_else(|e| panic!("insecure, {words}: {e}"));
+        assert_eq!(words(&e), said);
+        handshake(&insecure, server_with(server), name).unwrap_or_else(|e| panic!("insecure, {said}: {e}"));
     }
 
-    // A self-signed certificate the user chose to trust is fine.
+    // A self-signed certificate the user chose to trust is fine, CA or not, for its own name
+    // and in its dates.
     let trusting = upstream_client_config(vec![own.der().clone()], false).unwrap();
     handshake(&trusting, server_with(self_signed), "good.test").unwrap();
+    let trusting = upstream_client_config(vec![ca_own.clone()], false).unwrap();
+    handshake(&trusting, server_with(ca_self_signed.clone()), "good.test").unwrap();
+    let e = handshake(&trusting, server_with(ca_self_signed), "other.test").unwrap_err();
+    assert!(words(&e).starts_with("certificate not valid for this host name"), "{e:?}");
+    let (old, old_key) = self_signed_ca_leaf("good.test", true);
+    let trusting = upstream_client_config(vec![old], false).unwrap();
+    let e = handshake(&trusting, server_with(old_key), "good.test").unwrap_err();
+    assert_eq!(words(&e), "certificate expired");
+}
+
+#[test]
+fn options_name_their_fields_in_remedies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tls, info) = TlsOptions::new(CaSource::Dir(tmp.path().join("ca"))).build().unwrap();
+    let cert = info.unwrap().cert_path;
+    assert_eq!(tls.remedies.trust_ca, format!("the CA certificate {}", cert.display()));
+    let remedy = TlsCause::UnknownIssuer.remedy(TlsPeer::Server, &tls.remedies).unwrap();
+    assert_eq!(
+        remedy,
+        "trust the CA certificate that signed it (TlsOptions::upstream_roots) or skip verification \
+         (TlsOptions::insecure_upstream)"
+    );
 }
 
 #[test]
@@ -425,6 +454,26 @@ fn verify(leaf: &CertifiedKey, root: &CertificateDer<'static>, name: &str) -> Re
         .unwrap();
     let name = ServerName::try_from(name.to_string()).unwrap();
     verifier.verify_server_cert(&leaf.cert[0], &leaf.cert[1..], &name, &[], UnixTime::now()).map(|_| ())
+}
+
+/// A failure told in words, as the core tells an upstream's.
+fn words(error: &rustls::Error) -> String {
+    TlsCause::from_rustls(error, TlsPeer::Server).to_string()
+}
+
+/// A certificate for `name` that signed itself and says it is a CA, as `openssl req -x509`
+/// makes them (`expired`: valid in 2020 only), and its key.
+fn self_signed_ca_leaf(name: &str, expired: bool) -> (CertificateDer<'static>, Arc<CertifiedKey>) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = params.self_signed(&key).unwrap();
+    (cert.der().clone(), certified(vec![cert.der().clone()], &key))
 }
 
 /// A CA made with rcgen, for upstream servers.

@@ -461,7 +461,7 @@ impl Run {
                 0 => OpenError::Refused,
                 1 => OpenError::Timeout,
                 2 => OpenError::Dns("no such host".into()),
-                _ => OpenError::Tls("handshake failed".into()),
+                _ => OpenError::Tls { cause: proxy_core::tls::TlsCause::ClosedInHandshake, remedy: None },
             };
             self.handle(Event::OpenFailed { conn, error });
         } else {

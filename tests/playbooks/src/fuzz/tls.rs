@@ -139,6 +139,8 @@ fn config(flags: u8) -> Config {
         server: Arc::new(server),
         client: Arc::new(client),
         ignore_hosts: vec![regex::Regex::new(r"^pass\.test:").expect("pattern")],
+
+        remedies: Default::default(),
     };
     Config { tls: Some(tls), ..variant(flags & 0x0f, false) }
 }

@@ -435,7 +435,7 @@ impl HttpLayer {
             match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared.map(|key| (key, join))) {
                 Ok(conn) => conn,
                 Err(error) => {
-                    let error = OpenError::Tls(error.to_string());
+                    let error = error.open_error();
                     return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
                 }
             }
@@ -699,7 +699,7 @@ impl HttpLayer {
         dedicated: bool,
     ) {
         if tls && cx.config.tls.is_none() {
-            let error = OpenError::Tls(TlsSetupError::NotConfigured.to_string());
+            let error = TlsSetupError::NotConfigured.open_error();
             return self.feed(cx, now, flow, Input::ServerFailed { addr, error });
         }
         // A connection another client connection parked will do: one in absolute-form to the
@@ -717,7 +717,7 @@ impl HttpLayer {
             match cx.open_tls(proxy.clone(), &proxy.host, alpn_offer(false), shared.map(|key| (key, false))) {
                 Ok(conn) => conn,
                 Err(error) => {
-                    let error = ProxyError::Unreachable { proxy, error: OpenError::Tls(error.to_string()) };
+                    let error = ProxyError::Unreachable { proxy, error: error.open_error() };
                     cx.log(LogLevel::Info, error.to_string());
                     return self.feed(cx, now, flow, Input::ProxyFailed(error));
                 }
@@ -757,7 +757,7 @@ impl HttpLayer {
                 match cx.start_tls_client(conn, addr.clone(), &addr.host, alpn_offer(h2)) {
                     Ok(()) => connect.start_handshake(),
                     Err(error) => {
-                        let error = OpenError::Tls(error.to_string());
+                        let error = error.open_error();
                         self.proxy_failed(cx, now, conn, Input::ServerFailed { addr, error });
                     }
                 }

@@ -178,7 +178,7 @@ impl Socks5Layer {
             OpenError::Refused => Reply::ConnectionRefused,
             OpenError::Dns(_) => Reply::HostUnreachable,
             OpenError::Timeout => Reply::TtlExpired,
-            OpenError::Tls(_) | OpenError::Other(_) => Reply::NetworkUnreachable,
+            OpenError::Tls { .. } | OpenError::Other(_) => Reply::NetworkUnreachable,
         };
         flow.error = Some(FlowError { message: format!("cannot connect to {target}: {error}"), status: None });
         self.refuse(cx, flow, code);

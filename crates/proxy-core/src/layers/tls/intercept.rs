@@ -45,7 +45,8 @@ use crate::layers::http::destination::Destination;
 use crate::layers::http::pool::ServerConn;
 use crate::layers::http::HttpLayer;
 use crate::tls::session::TlsSession;
-use crate::tls::{CertRequest, ClientHello, TlsConfig};
+use crate::tls::{CertRequest, ClientHello, TlsCause, TlsConfig, TlsFailure, TlsPeer};
+use super::transport;
 use crate::layers::tunnel::Tunnel;
 
 /// ALPN protocols the HTTP layers can speak, in our order of preference.
@@ -195,10 +196,7 @@ impl Intercept {
                         }
                         self.client_hello(cx, now, &accepted, raw);
                     }
-                    Err((error, alert)) => {
-                        let what = format!("client {} sent a bad TLS ClientHello", cx.client.peer);
-                        self.refuse(cx, &what, &error, alert);
-                    }
+                    Err((error, alert)) => self.refuse(cx, &error, alert),
                 }
             }
             _ if self.pooled.is_some() && sniff_http(buf).is_some() => {
@@ -282,8 +280,7 @@ impl Intercept {
             Ok(()) => self.state = State::Upstream { raw, hello },
             Err(error) => {
                 cx.close(server, false);
-                let error = OpenError::Tls(error.to_string());
-                self.finish_client(cx, now, raw, hello, Upstream::Failed(error));
+                self.finish_client(cx, now, raw, hello, Upstream::Failed(error.open_error()));
             }
         }
     }
@@ -321,7 +318,7 @@ impl Intercept {
         let mut session = match TlsSession::server(Arc::new(config), self.target.clone(), hello.server_name) {
             Ok(session) => session,
             Err(error) => {
-                cx.log(LogLevel::Info, format!("TLS handshake with client {} failed: {}", cx.client.peer, crate::tls::describe_error(&error)));
+                cx.log(LogLevel::Warn, format!("cannot start TLS with client {}: {error}", cx.client.peer));
                 return self.close(cx);
             }
         };
@@ -332,7 +329,7 @@ impl Intercept {
             // Not attached: the alert goes out under whatever protects the connection now (a
             // secure web proxy's own session) or none.
             cx.send(ConnId::CLIENT, answer.outgoing);
-            cx.log(LogLevel::Info, format!("TLS handshake with client {} failed: {error}", cx.client.peer));
+            transport::report(cx, "handshake", session.failure(ConnId::CLIENT, &error));
             return self.close(cx);
         }
         cx.attach_tls(ConnId::CLIENT, session);
@@ -402,13 +399,16 @@ impl Intercept {
         self.state = State::Running(Child::new(Box::new(Tunnel::new(cx, handover)), self.next));
     }
 
-    /// The client's handshake cannot go on: send it rustls's alert, log `what` and why, close.
-    fn refuse(&mut self, cx: &mut Context, what: &str, error: &rustls::Error, mut alert: AcceptedAlert) {
+    /// The client's ClientHello cannot be read: send it rustls's alert, report why, close.
+    fn refuse(&mut self, cx: &mut Context, error: &rustls::Error, mut alert: AcceptedAlert) {
         let mut bytes = Vec::new();
         // Writing into a Vec cannot fail.
         let _ = alert.write_all(&mut bytes);
         cx.send_raw(ConnId::CLIENT, bytes.into());
-        cx.log(LogLevel::Info, format!("{what}: {}", crate::tls::describe_error(error)));
+        let cause = TlsCause::from_rustls(error, TlsPeer::Client);
+        let (server, conn, peer) = (self.target.clone(), ConnId::CLIENT, TlsPeer::Client);
+        let failure = TlsFailure { conn, peer, server, server_name: None, cause, remedy: None };
+        transport::report(cx, "handshake", failure);
         self.close(cx);
     }
 
