@@ -253,7 +253,14 @@ impl<H: Handler> Builder<H> {
         let mut ca = None;
         if config.tls.is_none() {
             if let Some(options) = self.tls {
-                let (tls, info) = options.build()?;
+                let (mut tls, info) = options.build()?;
+                // Failure messages name the fix in this builder's words.
+                tls.remedies = proxy_core::tls::Remedies {
+                    upstream_ca: "Builder::upstream_ca(PEM)".into(),
+                    insecure_upstream: "Builder::insecure_upstream()".into(),
+                    ignore_hosts: "Builder::ignore_hosts(REGEX)".into(),
+                    ..tls.remedies
+                };
                 config.tls = Some(tls);
                 ca = info;
             }

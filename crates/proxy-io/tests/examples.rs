@@ -42,6 +42,30 @@ fn rewrite_and_block_intercepts_https() {
     example.stop();
 }
 
+/// An embedder's proxy that does not trust an origin's private CA answers with a 502 that names
+/// the cause and the builder methods that fix it.
+#[test]
+fn builder_failures_name_the_builder_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, _origin_ca) = https_origin(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = runtime
+        .block_on(proxy_io::Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).ca_dir(dir.path().join("ca")).build())
+        .unwrap();
+    let (addr, stop) = (proxy.local_addr(), proxy.shutdown_handle());
+    let ca = proxy.ca().expect("the builder intercepts by default").cert_path.clone();
+    let fetch = std::thread::spawn(move || {
+        let page = curl(&["-x", &format!("http://{addr}"), "--cacert", ca.to_str().unwrap(), &format!("https://{origin}/")]);
+        stop.shutdown();
+        page
+    });
+    runtime.block_on(proxy.run());
+    let page = fetch.join().unwrap();
+    let body = page.stdout_text();
+    assert!(body.contains("certificate signed by an unknown issuer"), "{body}");
+    assert!(body.contains("Builder::upstream_ca(PEM)") && body.contains("Builder::insecure_upstream()"), "{body}");
+}
+
 /// The example binary, started and listening.
 struct Example {
     child: Child,
