@@ -191,6 +191,9 @@ fn health_checks_take_backends_out_bring_them_back_and_503_when_none_is_left() {
     let started = Instant::now();
     assert_eq!(get(port, "/x"), all_down);
     assert!(started.elapsed() < Duration::from_secs(1));
+    // The refusal is the flow's error, in the flow log as any other.
+    let refused = |l: &str| l.contains("GET ") && l.contains("/x -> ") && l.contains("every backend of group \"default\" is down");
+    assert!(proxy.wait_stdout(Duration::from_secs(5), refused).is_some(), "{:?}", proxy.stdout_lines());
 
     a.health.store(204, Ordering::SeqCst);
     assert!(eventually(Duration::from_secs(5), || get(port, "/x") == (200, "a\n".to_owned())), "a did not come back");

@@ -110,6 +110,14 @@ fn proxyauth_from_an_htpasswd_file() {
     out.assert_success();
     let out = proxy.curl().args(["-U", "carol:other"]).arg(origin.url("/hello")).run();
     assert_eq!(out.status(), 407, "{out}");
+    // The 407 goes through the response hook like any answer: one flow line for each request
+    // refused (curl may ask more than once), as mitmdump's.
+    let refused = |l: &str| l.contains(&format!(" {} -> 407 ", origin.url("/hello")));
+    assert!(proxy.wait_stdout(Duration::from_secs(5), refused).is_some(), "{:?}", proxy.stdout_lines());
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = proxy.stderr_text().matches("proxy authentication failed").count();
+    assert!(asked > 0);
+    assert_eq!(proxy.stdout_lines().iter().filter(|l| refused(l)).count(), asked, "{:?}", proxy.stdout_lines());
 }
 
 #[test]

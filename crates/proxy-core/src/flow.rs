@@ -177,7 +177,11 @@ impl ClientInfo {
 pub struct FlowError {
     /// What went wrong, in words: `"a.test:80: connection refused"`.
     pub message: String,
-    /// The status the client was answered with, if it still could be.
+    /// The status of the error response the proxy answers the client with, when it still
+    /// can: the response is then in [`HttpFlow::response`], and the blocking
+    /// [`Hook::Error`](crate::Hook::Error) may change it before it is sent. `None` when the
+    /// client gets no answer from the proxy for this failure (its response had begun, it went
+    /// away, or its codec answered a malformed request before any hook).
     pub status: Option<u16>,
 }
 

@@ -394,6 +394,49 @@ async fn ready_hooks_are_answered() {
     assert_eq!(stats.lock().unwrap().replies, vec![(FlowId(1), "Continue".to_owned())]);
 }
 
+/// An embedder's error page: the `Error` hook puts it in place of the proxy's own answer,
+/// keeping the status and naming the cause.
+struct ErrorPage;
+
+impl Handler for ErrorPage {
+    fn hooks(&self) -> HookSet {
+        HookSet::NONE.with(HookKind::Error)
+    }
+
+    async fn hook(&self, _flow: FlowId, hook: Hook) -> HookReply {
+        let Hook::Error(mut flow) = hook else { return HookReply::Continue };
+        let (Some(error), Some(response)) = (&flow.error, &flow.response) else { return HookReply::Continue };
+        let page = format!("<p>our page: {} ({})</p>", error.message, response.status);
+        let mut headers = proxy_core::Headers::new();
+        headers.append("content-type", "text/html");
+        flow.response = Some(proxy_core::Response::new(response.status, headers, page));
+        HookReply::Update(flow)
+    }
+}
+
+#[tokio::test]
+async fn an_error_hook_replaces_the_502_for_an_unreachable_upstream() {
+    // A port nobody listens on any more.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).handler(ErrorPage).build().await.unwrap();
+    let addr = proxy.local_addr();
+    let handle = proxy.shutdown_handle();
+    let run = tokio::spawn(proxy.run());
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET http://{dead}/x HTTP/1.1\r\nHost: {dead}\r\nConnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let answer = String::from_utf8(read_to_end(&mut client).await).unwrap();
+    let page = format!("<p>our page: cannot connect to {dead}: connection refused (502)</p>");
+    assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+    assert!(answer.contains("\r\ncontent-type: text/html\r\n"), "{answer}");
+    assert!(answer.contains(&format!("\r\ncontent-length: {}\r\n", page.len())), "{answer}");
+    assert!(answer.ends_with(&format!("\r\n\r\n{page}")), "{answer}");
+
+    handle.shutdown_now();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
+}
+
 /// Answers the first bytes from the client with a long "no" and closes.
 const NO_LEN: usize = 2 * 1024 * 1024;
 

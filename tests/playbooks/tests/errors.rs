@@ -125,15 +125,19 @@ fn connection_refused_is_502() {
         .expect(open(S1, "a.test:80"))
         .open_failed(S1, OpenError::Refused)
         .expect(log("cannot connect to a.test:80: connection refused"))
+        // The answer waits for the hook, and so does the client.
         .expect(hook(F1, HookKind::Error).inspect(|f| {
             let e = f.error.as_ref().unwrap();
             assert_eq!(e.status, Some(502));
             assert_eq!(e.message, "cannot connect to a.test:80: connection refused");
         }))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Continue)
         .expect(send(
             CLIENT,
             proxy_error(502, "Bad Gateway", "cannot connect to a.test:80: connection refused", false),
         ))
+        .expect(resume(CLIENT))
         // The client connection survives for its next request.
         .recv(CLIENT, GET_A)
         .expect(open(S2, "a.test:80"))
@@ -180,7 +184,12 @@ fn silent_server_is_504() {
         .wakeup()
         .expect(hook(F1, HookKind::Error))
         .expect(close(S1))
+        .expect(pause(CLIENT))
+        // No timer while the hook decides: the server is gone, the client waits for us.
+        .expect_timeout(None)
+        .reply(F1, HookReply::Continue)
         .expect(send(CLIENT, proxy_error(504, "Gateway Timeout", "a.test:80 sent nothing for 60 s", false)))
+        .expect(resume(CLIENT))
         .expect_timeout(Some(Duration::from_secs(120)))
         .run();
 }
@@ -244,6 +253,7 @@ fn server_closing_mid_upload_fails_the_flow_once() {
             assert_eq!(f.error, Some(FlowError { message: message.into(), status: Some(502) }));
         }))
         .expect(close(S1))
+        .reply(F1, HookReply::Continue)
         .expect(send(CLIENT, proxy_error(502, "Bad Gateway", message, true)))
         .closed(CLIENT)
         .expect(close(CLIENT))
@@ -632,8 +642,12 @@ fn stalled_request_body_is_408_after_the_body_timeout() {
         .expect(log_at(LogLevel::Info, "client sent nothing of a request body for 60 s"))
         .expect(hook(F1, HookKind::Error))
         .expect(close(S1))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Continue)
         .expect(send(CLIENT, proxy_error(408, "Request Timeout", STALLED, true)))
         .expect(half_close(CLIENT))
+        // Read again while lingering, for what the client still sends to be dropped.
+        .expect(resume(CLIENT))
         .expect_timeout(Some(Duration::from_secs(2)))
         .closed(CLIENT)
         .expect(close(CLIENT))

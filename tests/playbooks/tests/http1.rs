@@ -527,6 +527,7 @@ fn buffered_request_over_the_limit_is_413() {
         .expect(hook(F1, HookKind::Error).inspect(|f| {
             assert_eq!(f.error.as_ref().unwrap().status, Some(413));
         }))
+        .reply(F1, HookReply::Continue)
         .expect(send(
             CLIENT,
             proxy_error(413, "Content Too Large", "request body larger than the 8-byte buffering limit", false),
@@ -570,6 +571,7 @@ fn buffered_response_over_the_limit_is_502() {
             assert_eq!(f.error.as_ref().unwrap().status, Some(502));
         }))
         .expect(close(S1))
+        .reply(F1, HookReply::Continue)
         .expect(send(
             CLIENT,
             proxy_error(502, "Bad Gateway", "response body larger than the 8-byte buffering limit", false),

@@ -150,7 +150,10 @@ fn connect_refused_by_the_upstream_proxy_is_502_naming_it() {
             let error = f.error.as_ref().unwrap();
             assert_eq!((error.message.as_str(), error.status), (message, Some(502)));
         }))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Continue)
         .expect(send(CLIENT, proxy_error(502, "Bad Gateway", message, false)))
+        .expect(resume(CLIENT))
         // The client connection is still good for another request.
         .recv(CLIENT, GET_A)
         .expect(open(S2, UPSTREAM))

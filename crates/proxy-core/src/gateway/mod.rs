@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::flow::{ClientInfo, Request, Response};
+use crate::flow::{ClientInfo, Request};
 pub use health::{Probe, ProbeConn, ProbeStep};
 pub use spec::{Backend, Balance, GatewaySpec, GroupSpec, HashOn, HealthSpec, LimitSpec, RouteSpec};
 
@@ -92,12 +92,12 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn response(&self) -> Response {
-        let status = match self {
+    /// The status the client is answered with.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
             Self::NoRoute { .. } => 404,
             Self::AllDown { .. } | Self::QueueFull { .. } | Self::QueueTimeout { .. } => 503,
-        };
-        Response::error(status, &self.to_string())
+        }
     }
 }
 

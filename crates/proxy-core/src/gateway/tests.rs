@@ -239,7 +239,7 @@ fn active_checks_take_a_backend_out_and_bring_it_back() {
     assert!(line.ends_with("is down: its health check failed: connect timed out"), "{line}");
     let refused = gw.admit(t1, &mut request("h", "/"), &client("192.0.2.1"), false, None).unwrap_err();
     assert_eq!(refused, Refusal::AllDown { group: "web".into() });
-    assert_eq!(refused.response().status, 503);
+    assert_eq!(refused.status(), 503);
     let line = gw.check_done(&probes[0], Ok(204), t1).unwrap();
     assert!(line.ends_with("is up again: its health check answered 2xx"), "{line}");
     assert_eq!(send(&gw, t1, &mut request("h", "/")).0, 9001);
@@ -278,7 +278,7 @@ fn routes_pick_groups_rewrite_paths_and_set_fields() {
     gw.reload(only_api).unwrap();
     let refused = gw.admit(t0, &mut request("shop.test", "/about"), &client("192.0.2.1"), false, None).unwrap_err();
     assert_eq!(refused.to_string(), "no route for shop.test/about");
-    assert_eq!(refused.response().status, 404);
+    assert_eq!(refused.status(), 404);
 }
 
 #[test]
@@ -400,11 +400,11 @@ fn a_full_queue_refuses_at_once_and_a_wait_times_out_with_its_reason() {
         refused.to_string(),
         "every backend of group \"web\" has 2 requests in flight, its limit, and 1 more wait in its queue, which is full"
     );
-    assert_eq!(refused.response().status, 503);
+    assert_eq!(refused.status(), 503);
     assert_eq!(ticket.deadline(), t0 + Duration::from_secs(5));
     let late = ticket.timed_out(t0 + Duration::from_secs(5));
     assert_eq!(late.to_string(), "waited 5.0 s in the queue of group \"web\" for a backend below its limit of 2 requests in flight");
-    assert_eq!(late.response().status, 503);
+    assert_eq!(late.status(), 503);
     // Down, not full: 503 at once, not queued.
     let down = limited(&[9001], 1, 10);
     let probes = {

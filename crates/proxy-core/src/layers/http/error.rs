@@ -4,6 +4,7 @@
 use thiserror::Error;
 
 use crate::event::OpenError;
+use crate::gateway::Refusal;
 use crate::headers::UnderscoreError;
 use crate::ids::ServerAddr;
 use crate::layers::http::h2::fields::FieldError;
@@ -42,6 +43,10 @@ pub(crate) enum HttpError {
     /// A hook asked to buffer a response body larger than `max_buffered_body`.
     #[error("response body larger than the {limit}-byte buffering limit")]
     ResponseTooLarge { limit: usize },
+    /// Reverse mode with a gateway: no backend for the request (no route, every backend down,
+    /// the queue full or waited out).
+    #[error("{0}")]
+    Refused(Refusal),
 }
 
 impl HttpError {
@@ -54,6 +59,7 @@ impl HttpError {
             Self::UpstreamProxy(error) if error.timed_out() => 504,
             Self::ServerTimeout { .. } => 504,
             Self::Connect { .. } | Self::UpstreamProxy(_) | Self::Server { .. } | Self::ResponseTooLarge { .. } => 502,
+            Self::Refused(refusal) => refusal.status(),
         }
     }
 }

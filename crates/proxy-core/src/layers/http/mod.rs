@@ -50,17 +50,17 @@ use crate::command::LogLevel;
 use crate::config::Mode;
 use crate::context::Context;
 use crate::event::Event;
-use crate::flow::{Request, Response};
-use crate::gateway::Admitted;
+use crate::flow::Request;
+use crate::gateway::{self, Admitted};
 use crate::ids::{ConnId, FlowId};
 use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
 use crate::layers::http::http1::Http1Server;
 use destination::Destination;
-use error::{ClientError, ServerError};
+use error::{ClientError, HttpError, ServerError};
 use event::{CodecOutput, HttpEvent};
 use pool::{Pool, ServerCodec, ServerConn};
-use stream::{HttpStream, Input, Out};
+use stream::{HttpStream, Input, Out, Refusal};
 use upstream_proxy::{ProxyConnect, ProxyError};
 use tunnels::{Early, Tunnels};
 use websocket::WebSockets;
@@ -534,7 +534,7 @@ impl HttpLayer {
                 let mut refusal = match (&self.destination, cx.config.proxy_auth.clone()) {
                     (Destination::Named, Some(auth)) => proxy_auth::check(&auth, &mut request.headers).err().map(|why| {
                         cx.log(LogLevel::Warn, format!("client {}: proxy authentication failed: {why}", cx.client.peer));
-                        proxy_auth::required(&auth)
+                        Refusal::Auth(proxy_auth::required(&auth))
                     }),
                     _ => None,
                 };
@@ -544,7 +544,7 @@ impl HttpLayer {
                 if self.destination.is_fixed() {
                     match self.to_backend(cx, now, &mut request) {
                         Ok(held) => admitted = held,
-                        Err(response) => refusal = Some(response),
+                        Err(refused) => refusal = Some(Refusal::Fail(HttpError::Refused(refused))),
                     }
                 }
                 let mut stream = Box::new(HttpStream::new(cx, now, flow, request));
@@ -584,9 +584,9 @@ impl HttpLayer {
 
     /// Reverse mode: where `request` goes. With a gateway, its routes and balancing decide
     /// (the flow then holds a lease on the backend, or waits in its group's queue, or is
-    /// refused with the response given); without, the mode's one target, which `Host` now
+    /// refused for the reason given); without, the mode's one target, which `Host` now
     /// names.
-    fn to_backend(&self, cx: &mut Context, now: Instant, request: &mut Request) -> Result<Option<Admitted>, Response> {
+    fn to_backend(&self, cx: &mut Context, now: Instant, request: &mut Request) -> Result<Option<Admitted>, gateway::Refusal> {
         let client_tls = matches!(cx.config.mode, Mode::Reverse { client_tls: true, .. });
         let admitted = match &cx.config.gateway {
             Some(gateway) => gateway.admit(now, request, &cx.client, client_tls, cx.waker.as_ref()),
@@ -597,7 +597,7 @@ impl HttpLayer {
         };
         admitted.map(Some).map_err(|refusal| {
             cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
-            refusal.response()
+            refusal
         })
     }
 
@@ -767,6 +767,11 @@ impl HttpLayer {
                 // One stream failed, not the connection.
                 ClientCodec::H2(codec) => codec.reset(flow, crate::layers::http::h2::engine::Reason::INTERNAL_ERROR),
                 ClientCodec::H1(_) => self.close_all(cx, now, false),
+            },
+            Out::StopRequest => match &mut self.client {
+                ClientCodec::H2(codec) => codec.stop_request(flow),
+                // The rest of the body will not come: the connection cannot carry on.
+                ClientCodec::H1(_) => self.close_all(cx, now, true),
             },
             Out::AbortServer => {
                 let Some(server) = self.pool.carrying_mut(flow) else { return };

@@ -26,12 +26,22 @@ use super::upstream_proxy::ProxyError;
 use crate::layers::http::event::HttpEvent;
 use crate::layers::websocket;
 
+/// Why the layer answers a request itself, before any request hook sees it.
+#[derive(Debug, Clone)]
+pub(crate) enum Refusal {
+    /// The client's proxy credentials are missing or wrong: this `407`, which goes through
+    /// the response hooks as a hook's `Respond` would.
+    Auth(Response),
+    /// The request cannot go anywhere (a gateway has no backend for it): the flow fails, and
+    /// the error's answer goes through the `Error` hook as any failure's.
+    Fail(HttpError),
+}
+
 /// What happens to a stream.
 #[derive(Debug, Clone)]
 pub(crate) enum Input {
-    /// `refusal`: the layer answers the request itself (a `407` for missing proxy
-    /// credentials), before any hook.
-    RequestHeaders { end_stream: bool, refusal: Option<Response> },
+    /// `refusal`: the layer answers the request itself, before any request hook.
+    RequestHeaders { end_stream: bool, refusal: Option<Refusal> },
     RequestData(Bytes),
     RequestEnd(Option<Headers>),
     /// The driver moved this many more request body bytes by itself.
@@ -85,6 +95,10 @@ pub(crate) enum Out {
     Tunnel,
     /// Close the client connection (after what is queued for it).
     AbortClient,
+    /// The client stopped sending its request body and the rest will not be read: after the
+    /// answer it was sent (if any), end its connection (HTTP/1, lingering so that the answer
+    /// is read) or tell it to stop sending the request's stream (HTTP/2).
+    StopRequest,
     /// Close this stream's server connection.
     AbortServer,
 }
@@ -99,6 +113,9 @@ enum Req {
     Streaming,
     /// Reading the rest of a body nobody wants any more (the flow was answered early).
     Discarding,
+    /// The client stopped sending its body before its end: nothing more of it is read, and
+    /// once the client has its answer the layer ends the request ([`Out::StopRequest`]).
+    Stalled,
     Done,
 }
 
@@ -108,7 +125,7 @@ enum Resp {
     Waiting,
     /// Holding the body back for the `Response` hook.
     Buffering(BytesMut),
-    /// Complete (in the flow) but not sent yet: a response hook has it.
+    /// Complete (in the flow) but not sent yet: a response hook or the `Error` hook has it.
     Held,
     /// The head went to the client; the body follows as it comes.
     Streaming,
@@ -233,13 +250,12 @@ impl HttpStream {
         if let Some(lease) = ticket.claim(now, &mut self.flow.request) {
             self.lease = Some(lease);
         } else if ticket.deadline() <= now {
-            let refusal = ticket.timed_out(now);
+            let timed_out = ticket.timed_out(now);
             let request = &self.flow.request;
-            cx.log(LogLevel::Warn, format!("client {}: {} {}: {refusal}", cx.client.peer, request.method, request.path));
-            let response = refusal.response();
+            cx.log(LogLevel::Warn, format!("client {}: {} {}: {timed_out}", cx.client.peer, request.method, request.path));
             for input in &mut self.deferred {
                 if let Input::RequestHeaders { refusal, .. } = input {
-                    *refusal = Some(response.clone());
+                    *refusal = Some(Refusal::Fail(HttpError::Refused(timed_out.clone())));
                 }
             }
         } else {
@@ -350,6 +366,7 @@ impl HttpStream {
             Req::Headers => false,
             Req::Streaming => matches!(self.server, Server::Ready),
             Req::Buffering(_) | Req::Discarding | Req::Done => true,
+            Req::Stalled => false,
         }
     }
 
@@ -418,8 +435,10 @@ impl HttpStream {
                 if end_stream {
                     self.req = Req::Done;
                 }
-                if let Some(response) = refusal {
-                    return self.respond_locally(now, response, out);
+                match refusal {
+                    Some(Refusal::Auth(response)) => return self.respond_locally(cx, now, None, response, out),
+                    Some(Refusal::Fail(error)) => return self.fail(cx, now, error, out),
+                    None => {}
                 }
                 let kind = if self.is_connect() { HookKind::HttpConnect } else { HookKind::RequestHeaders };
                 if !self.raise(cx, kind) {
@@ -439,7 +458,7 @@ impl HttpStream {
                             body.extend_from_slice(&data);
                         }
                     }
-                    Req::Headers | Req::Discarding | Req::Done => {}
+                    Req::Headers | Req::Discarding | Req::Stalled | Req::Done => {}
                 }
             }
             Input::RequestEnd(trailers) => match std::mem::replace(&mut self.req, Req::Done) {
@@ -457,7 +476,7 @@ impl HttpStream {
                         self.send_request(out);
                     }
                 }
-                Req::Headers | Req::Discarding | Req::Done => self.check_finished(now),
+                Req::Headers | Req::Discarding | Req::Stalled | Req::Done => self.check_finished(now),
             },
             Input::ServerReady => {
                 let queued = match std::mem::replace(&mut self.server, Server::Ready) {
@@ -590,18 +609,18 @@ impl HttpStream {
                     // The client has its whole answer; the rest of a body nobody reads is
                     // not owed, so the flow did not fail.
                     self.finished = true;
+                    out.push(Out::StopRequest);
                 } else if self.resp.is_started() {
                     // Answered already (or the answer is under way): the exchange is lost,
                     // and an answer still coming cannot be finished.
                     self.flow.error.get_or_insert(FlowError { message: error.to_string(), status: None });
                     out.push(Out::AbortServer);
-                    if !self.resp.is_complete() {
-                        out.push(Out::AbortClient);
-                    }
+                    out.push(if self.resp.is_complete() { Out::StopRequest } else { Out::AbortClient });
                     self.end_with_error(cx, now);
                 } else {
+                    // The request ends once the answer (after the `Error` hook) is sent.
+                    self.req = Req::Stalled;
                     self.fail(cx, now, error, out);
-                    self.finished = true;
                 }
             }
             Input::ClientError(error) => {
@@ -635,11 +654,17 @@ impl HttpStream {
             HookReply::Continue | HookReply::Passthrough | HookReply::Message(_) | HookReply::Drop => {}
             HookReply::Update(flow) => {
                 let id = self.flow.id;
-                self.flow = *flow;
+                let answer = std::mem::replace(&mut self.flow, *flow).response;
                 self.flow.id = id;
+                if kind == HookKind::Error && self.flow.response.is_none() {
+                    // The client is owed an answer whatever the hook did with it.
+                    self.flow.response = answer;
+                }
             }
+            // The answer to a failed flow, sent below as it is.
+            HookReply::Respond(response) if kind == HookKind::Error => self.flow.response = Some(response),
             HookReply::Respond(response) => {
-                self.respond_locally(now, response, out);
+                self.respond_locally(cx, now, Some(kind), response, out);
                 return;
             }
             HookReply::Kill => {
@@ -667,6 +692,7 @@ impl HttpStream {
                     self.send_buffered_response(now, out);
                 }
             }
+            HookKind::Error => self.send_error_response(out),
             _ => {}
         }
     }
@@ -753,29 +779,42 @@ impl HttpStream {
         self.check_finished(now);
     }
 
-    /// A hook answered the flow itself.
-    fn respond_locally(&mut self, now: Instant, mut response: Response, out: &mut Vec<Out>) {
+    /// The hook `from` answered the flow itself with `response` (`None`: the layer did, before
+    /// any hook). The answer then goes through the response hooks that come after `from`, as
+    /// a server's would: mitmproxy, too, raises `responseheaders` and `response` for a response
+    /// an addon set in a request hook. Not for a `CONNECT`, whose refusal raises no response
+    /// hook there either, nor for an answer to `Response` or `Error`, which is sent as it is.
+    fn respond_locally(&mut self, cx: &mut Context, now: Instant, from: Option<HookKind>, response: Response, out: &mut Vec<Out>) {
         if self.resp.is_started() {
             // Too late to replace what the client is already receiving.
             return;
         }
-        if response.body.is_none() {
-            response.body = Some(Bytes::new());
-            response.headers.insert("content-length", "0");
-        }
+        let response = whole(response);
         self.flow.response_body_bytes = response.body.as_ref().map_or(0, |b| b.len() as u64);
-        self.flow.response = Some(response.clone());
+        self.flow.response = Some(response);
         if !matches!(self.server, Server::None) && !self.resp.is_complete() {
             out.push(Out::AbortServer);
         }
         self.server = Server::None;
-        self.resp = Resp::Sent;
-        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
+        self.resp = Resp::Held;
         self.flow.ended = Some(now);
-        if !matches!(self.req, Req::Done) {
+        if matches!(self.req, Req::Headers | Req::Buffering(_) | Req::Streaming) {
             self.req = Req::Discarding;
         }
-        self.check_finished(now);
+        let next = match from {
+            _ if self.is_connect() => None,
+            None | Some(HookKind::RequestHeaders | HookKind::Request) => Some(HookKind::ResponseHeaders),
+            Some(HookKind::ResponseHeaders) => Some(HookKind::Response),
+            Some(_) => None,
+        };
+        let waits = match next {
+            Some(HookKind::ResponseHeaders) => self.raise(cx, HookKind::ResponseHeaders) || self.raise(cx, HookKind::Response),
+            Some(kind) => self.raise(cx, kind),
+            None => false,
+        };
+        if !waits {
+            self.send_buffered_response(now, out);
+        }
     }
 
     /// The response is complete but the request body is not: the server will not read the
@@ -791,7 +830,8 @@ impl HttpStream {
     }
 
     /// The flow failed: answer the client with the error's status if it has not seen a
-    /// response yet, otherwise cut its connection so it notices.
+    /// response yet, otherwise cut its connection so it notices. The answer waits for the
+    /// `Error` hook, which may change it; a cut connection is only reported to it.
     fn fail(&mut self, cx: &mut Context, now: Instant, error: HttpError, out: &mut Vec<Out>) {
         let (status, message) = (error.status(), error.to_string());
         out.push(Out::AbortServer);
@@ -802,17 +842,37 @@ impl HttpStream {
             self.end_with_error(cx, now);
             return;
         }
-        let response = Response::error(status, &message);
+        self.flow.response = Some(Response::error(status, &message));
         self.flow.error = Some(FlowError { message, status: Some(status) });
-        self.flow.response = Some(response.clone());
-        self.resp = Resp::Sent;
-        out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
-        if !matches!(self.req, Req::Done) {
+        self.flow.ended = Some(now);
+        self.resp = Resp::Held;
+        if matches!(self.req, Req::Headers | Req::Buffering(_) | Req::Streaming) {
             self.req = Req::Discarding;
         }
-        self.end_with_error(cx, now);
-        // The stream lives on only to swallow the rest of the request body.
-        self.finished = matches!(self.req, Req::Done);
+        // A flow fails once: whatever goes wrong after this raises no second `Error`.
+        let first = !std::mem::replace(&mut self.failed, true);
+        if !(first && self.raise(cx, HookKind::Error)) {
+            self.send_error_response(out);
+        }
+    }
+
+    /// Send the answer to a failed flow, as the `Error` hook left it. The stream lives on only
+    /// to swallow the rest of the request body, if the client is still sending it.
+    fn send_error_response(&mut self, out: &mut Vec<Out>) {
+        if let Some(response) = self.flow.response.take() {
+            let response = whole(response);
+            self.flow.response = Some(response.clone());
+            out.push(Out::Client(HttpEvent::ResponseHeaders { flow: self.flow.id, response, end_stream: false }));
+        }
+        self.resp = Resp::Sent;
+        match self.req {
+            Req::Done => self.finished = true,
+            Req::Stalled => {
+                out.push(Out::StopRequest);
+                self.finished = true;
+            }
+            Req::Headers | Req::Buffering(_) | Req::Streaming | Req::Discarding => {}
+        }
     }
 
     fn end_with_error(&mut self, cx: &mut Context, now: Instant) {
@@ -846,6 +906,8 @@ impl HttpStream {
             HookKind::Request => Hook::Request(flow),
             HookKind::ResponseHeaders => Hook::ResponseHeaders(flow),
             HookKind::Response => Hook::Response(flow),
+            // Raised only while the flow's error answer waits for it (`fail`): blocking.
+            HookKind::Error => Hook::Error(flow),
             _ => return false,
         };
         cx.hook(self.flow.id, hook);
@@ -956,6 +1018,16 @@ impl HttpStream {
     pub(crate) fn is_connect(&self) -> bool {
         self.flow.request.method.eq_ignore_ascii_case("CONNECT")
     }
+}
+
+/// `response` with a body, empty if it had none: what is sent as a whole response must say
+/// where it ends.
+fn whole(mut response: Response) -> Response {
+    if response.body.is_none() {
+        response.body = Some(Bytes::new());
+        response.headers.insert("content-length", "0");
+    }
+    response
 }
 
 /// `Upgrade: websocket` (a token of the list, in any case).

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::error::HttpError;
 use super::stream::Input;
-use super::{ClientCodec, HttpLayer};
+use super::HttpLayer;
 use crate::command::LogLevel;
 use crate::context::Context;
 use crate::ids::{ConnId, FlowId};
@@ -62,14 +62,11 @@ impl HttpLayer {
             let Some((bytes, secs)) = stream.check_rate(now, rate) else { continue };
             let error = HttpError::ClientTooSlow { bytes, secs: (secs * 10.0).round() / 10.0, rate: rate.bytes_per_sec };
             cx.log(LogLevel::Info, format!("client {}: {error}", cx.client.peer));
+            // The stream ends the request once the client has its answer (`Out::StopRequest`):
+            // an HTTP/1 connection with it.
             self.feed(cx, now, flow, Input::ClientTimeout(error));
-            match &mut self.client {
-                ClientCodec::H1(_) => {
-                    // The rest of the body will not come: the connection cannot carry on.
-                    self.close_all(cx, now, true);
-                    return;
-                }
-                ClientCodec::H2(codec) => codec.stop_request(flow),
+            if self.client_gone {
+                return;
             }
         }
     }
@@ -94,14 +91,10 @@ impl HttpLayer {
             }
             let secs = timeout.as_secs_f64();
             cx.log(LogLevel::Info, format!("client sent nothing of a request body for {secs} s"));
+            // As for a slow body: the stream ends the request once the client has its answer.
             self.feed(cx, now, flow, Input::ClientTimeout(HttpError::ClientTimeout { secs }));
-            match &mut self.client {
-                ClientCodec::H1(_) => {
-                    // The rest of the body will not come: the connection cannot carry on.
-                    self.close_all(cx, now, true);
-                    return;
-                }
-                ClientCodec::H2(codec) => codec.stop_request(flow),
+            if self.client_gone {
+                return;
             }
         }
     }

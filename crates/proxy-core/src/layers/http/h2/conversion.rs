@@ -67,7 +67,10 @@ pub(super) fn to_h2_response(response: &Response) -> http::Response<()> {
     *out.status_mut() = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     *out.headers_mut() = to_h2_headers(&response.headers);
     if let Some(body) = &response.body {
-        if !out.headers().contains_key(http::header::CONTENT_LENGTH) && response.status != 204 && response.status != 304 {
+        // A whole body sets the length, whatever a hook that changed it left in the field;
+        // an empty one keeps a length it has (the answer to a `HEAD`).
+        let keep = body.is_empty() && out.headers().contains_key(http::header::CONTENT_LENGTH);
+        if !keep && response.status != 204 && response.status != 304 {
             out.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
     }
