@@ -123,6 +123,22 @@ fn git_https_clone_through_intercepting_proxy() {
     );
 }
 
+#[test]
+fn git_trusts_the_proxy_ca_the_way_the_notice_says() {
+    let pki = Pki::new();
+    let fx = Fixture::new("git-https-cainfo");
+    let origin = GitOrigin::start_tls(&fx, &pki.valid);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    // `GIT_SSL_CAINFO=CA git ...`, as the CA notice and the README say: the variable wins
+    // over `-c http.sslCAInfo` (here another CA), which is why a `-c` alone fails for a user
+    // who has the variable set.
+    let other = format!("http.sslCAInfo={}", pki.other_ca.cert_arg());
+    let ca = proxy.ca_cert_arg();
+    let run = fx.clone_with_env(&origin, Some(&proxy), &[&other], &[("GIT_SSL_CAINFO", &ca)], "clone");
+    assert_eq!(run.code, Some(0), "HTTPS clone with GIT_SSL_CAINFO failed: {run:?}");
+    fx.check_clone("clone");
+}
+
 /// The proxy logged both requests of the clone with their full URL (so `https://` for an
 /// intercepted clone), and the upload-pack response carried the 5 MiB file.
 fn check_flow_lines(proxy: &Proxy, origin: &GitOrigin) {

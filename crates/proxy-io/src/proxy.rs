@@ -191,6 +191,13 @@ impl<H: Handler> Builder<H> {
         // free place must find the clients waiting for one, wherever the kernel would have
         // queued them. Without, each has its own, on the port the first got.
         let (several, limited) = (self.threads > 1, self.max_connections.is_some());
+        if several && !limited && self.listen.port() != 0 {
+            // SO_REUSEPORT would let the threads' sockets share the port with another
+            // process's that set it too (a second proxy started by mistake: each would get a
+            // share of the clients). A socket without it cannot be bound where anything
+            // listens, which tells.
+            probe(self.listen)?;
+        }
         let first = bind_std(self.listen, several && !limited)?;
         let local_addr = first.local_addr()?;
         let others = (1..self.threads)
@@ -588,6 +595,15 @@ fn bind_std(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener>
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Fail as binding `addr` would if another socket listens there, whatever its options.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As bind_std: connections of an earlier run that linger do not count.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 fn accept<C>(stream: &TcpStream, peer: SocketAddr, transparent: bool, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {

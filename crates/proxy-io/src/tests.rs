@@ -575,6 +575,17 @@ async fn graceful_shutdown_tells_each_connection_and_counts_them() {
 }
 
 #[test]
+fn a_port_taken_is_refused_whatever_the_threads() {
+    let first = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).threads(2).bind().unwrap();
+    let taken = first.local_addr().unwrap();
+    // Its sockets share the port among themselves (SO_REUSEPORT), not with another proxy.
+    for threads in [1, 2] {
+        let second = Proxy::builder().listen(taken).threads(threads).bind();
+        assert_eq!(second.map(|_| ()).unwrap_err().kind(), std::io::ErrorKind::AddrInUse, "{threads} threads");
+    }
+}
+
+#[test]
 fn the_waiting_line_says_what_and_how_long() {
     assert_eq!(
         crate::proxy::waiting_line(2, Duration::from_secs(5)),
