@@ -1896,6 +1896,22 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_listens_as_the_flags_do() {
+        let path = std::env::temp_dir().join(format!("sansproxy-listen-{}.toml", std::process::id()));
+        std::fs::write(&path, "listen = 8081\n[[route]]\nlisten = \"localhost:8443\"\nupstreams = [\"http://127.0.0.1:9\"]\n").unwrap();
+        let cli = |argv: &[&str]| ["sansproxy"].iter().chain(argv).map(OsString::from).collect::<Vec<_>>();
+        let args = Args::with_file(&cli(&[]), &path).unwrap();
+        assert_eq!(args.listen_at(), ("127.0.0.1".into(), 8081));
+        let route = &args.listeners().unwrap()[0];
+        assert!(route.addrs.contains(&"127.0.0.1:8443".parse().unwrap()), "{route:?}");
+        assert_eq!(route.port_from, "the route's `listen`");
+        // The command line's -p replaces the file's --listen rather than clashing with it.
+        let args = Args::with_file(&cli(&["-p", "9090"]), &path).unwrap();
+        assert_eq!(args.listen_at(), ("127.0.0.1".into(), 9090));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn the_command_lines_listening_address_replaces_the_files() {
         let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
         let file = os(&["--max-fails", "3", "--listen", "127.0.0.1:1", "--listen-host", "::1", "--no-http2"]);

@@ -235,6 +235,37 @@ fn ctrl_c_closes_an_idle_keep_alive_client_at_once() {
 }
 
 #[test]
+fn ctrl_c_lets_a_request_in_flight_finish_and_ends_its_connection() {
+    // An origin that answers half a second after the request came.
+    let origin = TcpServer::start(|stream| {
+        let mut w = Wire::new(stream);
+        if let Ok(Some(_)) = w.read_head(64 * 1024) {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        }
+    });
+    let mut proxy = Started::new(&["--listen", "127.0.0.1:0"]);
+    let mut client = Wire::connect(proxy.port());
+    client.send(format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", origin.url("/"), origin.authority()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.connections() == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the origin");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    proxy.signal(libc::SIGINT);
+    // The response comes, saying the connection ends with it, and it does.
+    let response = client.read_response("GET").expect("the response to the request in flight");
+    assert_eq!((response.status, response.text().as_str()), (200, "hi"));
+    assert_eq!(response.header("connection"), Some("close"), "{:?}", response.head);
+    client.expect_closed(Duration::from_secs(1));
+    // The client closes too, as told (until it does, the proxy reads on for --close-linger,
+    // lest unread input reset the response).
+    drop(client);
+    let (status, took) = proxy.exit_within(Duration::from_secs(4));
+    assert!(status.success() && took < Duration::from_secs(2), "{status} after {took:?}");
+}
+
+#[test]
 fn a_second_ctrl_c_quits_during_a_request_in_flight() {
     let origin = TcpServer::start(never_answer);
     let mut proxy = Started::new(&["--listen", "127.0.0.1:0", "--shutdown-timeout", "30"]);

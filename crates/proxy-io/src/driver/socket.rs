@@ -100,10 +100,12 @@ impl Sock {
     }
 
     /// Whether the peer has sent nothing that waits to be read (an EOF or an error counts as
-    /// nothing). Takes one byte if there is one: a closed socket's input is dropped anyway.
+    /// nothing). Asks the socket itself, not tokio's record of its readiness, which may not
+    /// have seen the latest input yet.
     fn nothing_to_read(&self) -> bool {
         let Io::Open(stream) = &self.io else { return true };
-        !matches!(stream.try_read(&mut [0; 1]), Ok(1))
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        !matches!(socket2::SockRef::from(stream).peek(&mut byte), Ok(1))
     }
 
     pub(super) fn is_alive(&self) -> bool {
