@@ -61,7 +61,12 @@ struct Args {
     /// name (`localhost`) is resolved, and the proxy listens on each of its addresses, as
     /// nginx and mitmproxy do. Default: 127.0.0.1:8080; port 0 picks a free port. Not with
     /// --listen-host or -p, which give the host and the port apart, as mitmdump's do.
-    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_listen_at, conflicts_with_all = ["listen_host", "listen_port"])]
+    #[arg(
+        long,
+        value_name = "[HOST:]PORT",
+        value_parser = parse_listen_at,
+        conflicts_with_all = ["listen_host", "listen_port"]
+    )]
     listen: Option<ListenAt>,
 
     /// The host to listen on, with -p's port (mitmdump's flag): an IP address, or a name whose
@@ -447,7 +452,9 @@ fn parse_listen_host(host: &str) -> Result<String, String> {
     if bare.parse::<std::net::IpAddr>().is_ok() {
         return Ok(bare.to_owned());
     }
-    let label = |l: &str| !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let label = |l: &str| {
+        !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
     match bare.strip_suffix('.').unwrap_or(bare).split('.').all(label) && bare == host {
         true => Ok(host.to_ascii_lowercase()),
         false => Err(format!("{host:?} is neither an IP address nor a host name")),
@@ -1390,9 +1397,9 @@ fn listen_error(addr: SocketAddr, e: &std::io::Error, port_from: &str) -> String
             format!("address already in use (is another proxy running? pick another port with {port_from})")
         }
         ErrorKind::AddrNotAvailable => "address not available (no interface of this machine has it)".to_owned(),
-        ErrorKind::PermissionDenied => {
-            format!("permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE; pick another with {port_from})")
-        }
+        ErrorKind::PermissionDenied => format!(
+            "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE; pick another with {port_from})"
+        ),
         _ => e.to_string(),
     };
     format!("cannot listen on {addr}: {why}")

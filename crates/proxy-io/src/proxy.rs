@@ -223,7 +223,8 @@ impl<H: Handler> Builder<H> {
         // The core parks and reuses upstream connections only if this driver keeps a pool.
         config.share_upstreams = self.upstream_pool.is_some();
         let shutdown = self.shutdown.unwrap_or_default();
-        shutdown.inner.timeout_ms.fetch_max(u64::try_from(self.shutdown_timeout.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let timeout_ms = u64::try_from(self.shutdown_timeout.as_millis()).unwrap_or(u64::MAX);
+        shutdown.inner.timeout_ms.fetch_max(timeout_ms, Ordering::Relaxed);
         let state = shutdown.inner.tx.subscribe();
         let config = Arc::new(config);
         let pool = self.upstream_pool.clone().map(SharedPool::new);
