@@ -459,8 +459,8 @@ upstream = "api"
             "line 1: health-interval = 0: not a duration above zero"
         );
         assert_eq!(
-            err("[[route]]\nlisten = \"x:1\"\nupstreams = [\"http://a:1\"]\n"),
-            "line 1: listen = \"x:1\": \"x:1\" is neither PORT nor HOST:PORT"
+            err("[[route]]\nlisten = \"x:y\"\nupstreams = [\"http://a:1\"]\n"),
+            "line 1: listen = \"x:y\": \"x:y\" is neither PORT nor HOST:PORT"
         );
         assert_eq!(
             err("[[route]]\nupstreams = [\"http://a:1\"]\n[[route]]\nupstreams = [\"http://a:2\"]\n"),
@@ -499,13 +499,13 @@ upstream = "api"
             .iter()
             .map(|(at, spec)| {
                 (
-                    *at,
+                    at.clone(),
                     spec.routes.iter().map(|r| r.group.as_str()).collect(),
                     spec.groups.iter().map(|g| g.name.as_str()).collect(),
                 )
             })
             .collect();
-        let at = Some((Some(std::net::IpAddr::from([127, 0, 0, 1])), 8443));
+        let at = Some((Some("127.0.0.1".to_owned()), 8443));
         assert_eq!(
             summary,
             [

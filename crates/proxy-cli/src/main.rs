@@ -24,14 +24,18 @@ mod metrics;
 use config_file::{ConfigFile, GroupDefaults};
 
 /// An intercepting HTTP proxy. Prints one line per flow to stdout:
-/// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms`.
+/// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms (client VERSION, server VERSION)`, with the
+/// HTTP version each side spoke; a `CONNECT` that opened a tunnel:
+/// `CLIENT CONNECT HOST:PORT -> 200 tunnel DURATIONms (client VERSION)`; a flow that failed:
+/// `CLIENT METHOD URL -> error: WHY`.
 #[derive(Debug, Parser)]
 #[command(name = "sansproxy", version, args_override_self = true)]
 struct Args {
     /// Read flags, and the gateway's routes and groups of backends, from this TOML file: each
     /// flag is a key named like it (`max-fails = 5`, `no-http2 = true`, `cert = ["a.pem"]`),
     /// routes are `[[route]]` tables and groups `[[upstream]]` (see the README). Flags given
-    /// here win. SIGHUP reloads the routes and groups.
+    /// here win (where to listen as a whole: --listen, --listen-host or -p here replace the
+    /// file's `listen`, `listen-host` and `listen-port`). SIGHUP reloads the routes and groups.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -53,11 +57,29 @@ struct Args {
     #[arg(skip)]
     file_flags: Vec<OsString>,
 
-    /// Address to listen on. Loopback by default; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// Where to listen: `PORT` (on 127.0.0.1), `HOST:PORT` or `[IPv6]:PORT`. A HOST that is a
+    /// name (`localhost`) is resolved, and the proxy listens on each of its addresses, as
+    /// nginx and mitmproxy do. Default: 127.0.0.1:8080; port 0 picks a free port. Not with
+    /// --listen-host or -p, which give the host and the port apart, as mitmdump's do.
+    #[arg(
+        long,
+        value_name = "[HOST:]PORT",
+        value_parser = parse_listen_at,
+        conflicts_with_all = ["listen_host", "listen_port"]
+    )]
+    listen: Option<ListenAt>,
 
-    /// Print no flows (and raise no hooks at all).
+    /// The host to listen on, with -p's port (mitmdump's flag): an IP address, or a name whose
+    /// every address is listened on. Default: 127.0.0.1.
+    #[arg(long, value_name = "HOST", value_parser = parse_listen_host)]
+    listen_host: Option<String>,
+
+    /// The port to listen on, with --listen-host's host (mitmdump's flag). Default: 8080.
+    #[arg(short = 'p', long, value_name = "PORT")]
+    listen_port: Option<u16>,
+
+    /// Print no flows (and raise no hooks at all). What is printed at start (where the proxy
+    /// listens, the CA to trust) still is.
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
 
@@ -147,7 +169,9 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "10")]
     connect_timeout: Duration,
 
-    /// On SIGINT or SIGTERM, how long in-flight connections may go on before they are dropped.
+    /// On SIGINT or SIGTERM (Ctrl-C), how long connections with a request in flight may go on
+    /// before they are dropped; idle keep-alive connections are closed at once, and a second
+    /// signal drops everything at once.
     #[arg(long, value_name = "SECS", value_parser = secs, default_value = "5")]
     shutdown_timeout: Duration,
 
@@ -370,9 +394,14 @@ fn parse_underscores(s: &str) -> Result<UnderscoreHeaders, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ModeArg(Mode, bool);
 
-/// Where a listener listens when not on --listen: a port, perhaps with an address (without
-/// one, --listen's).
-type ListenAt = (Option<std::net::IpAddr>, u16);
+/// Where a listener listens, as given: a host (an IP address or a name, resolved when the
+/// proxy starts; none: --listen's) and a port.
+type ListenAt = (Option<String>, u16);
+
+/// The host when none is given: loopback, so that a proxy started without thinking serves no
+/// one else.
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 8080;
 
 /// A `--mode`: the mode, and where it listens if not on --listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,16 +410,18 @@ struct ModeSpec {
     at: Option<ListenAt>,
 }
 
-/// A listener as the flags and the --config file make it: where, in which mode, and in
-/// reverse mode what its gateway serves.
+/// A listener as the flags and the --config file make it: where (every address its host
+/// resolved to), in which mode, in reverse mode what its gateway serves, and which flag
+/// gave its port (for the remedy when the port is taken).
 #[derive(Debug, Clone)]
 struct Listener {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     mode: ModeArg,
     gateway: Option<GatewaySpec>,
+    port_from: String,
 }
 
-/// `MODE`, `MODE@PORT` or `MODE@HOST:PORT` (HOST an IP address, `[v6]`, or `localhost`).
+/// `MODE`, `MODE@PORT` or `MODE@HOST:PORT` (HOST as for --listen).
 fn parse_mode_spec(s: &str) -> Result<ModeSpec, String> {
     let Some((mode, at)) = s.rsplit_once('@') else {
         return Ok(ModeSpec { mode: parse_mode(s)?, at: None });
@@ -402,7 +433,8 @@ fn parse_mode_spec(s: &str) -> Result<ModeSpec, String> {
     })
 }
 
-/// `PORT` or `HOST:PORT`, HOST an IP address, `[v6]`, or `localhost`.
+/// `PORT`, `HOST:PORT` or `[IPv6]:PORT`; HOST an IP address or a name (resolved later, by
+/// [`resolve`]).
 fn parse_listen_at(at: &str) -> Result<ListenAt, String> {
     let bad = || format!("{at:?} is neither PORT nor HOST:PORT");
     let (host, port) = match at.rsplit_once(':') {
@@ -410,12 +442,47 @@ fn parse_listen_at(at: &str) -> Result<ListenAt, String> {
         None => (None, at),
     };
     let port: u16 = port.parse().map_err(|_| bad())?;
-    let host = match host.map(|h| h.trim_start_matches('[').trim_end_matches(']')) {
-        None => None,
-        Some("localhost") => Some(std::net::IpAddr::from([127, 0, 0, 1])),
-        Some(h) => Some(h.parse().map_err(|_| bad())?),
-    };
+    let host = host.map(|h| parse_listen_host(h).map_err(|_| bad())).transpose()?;
     Ok((host, port))
+}
+
+/// An IP address (IPv6 with or without brackets) or a host name.
+fn parse_listen_host(host: &str) -> Result<String, String> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    let label = |l: &str| {
+        !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    match bare.strip_suffix('.').unwrap_or(bare).split('.').all(label) && bare == host {
+        true => Ok(host.to_ascii_lowercase()),
+        false => Err(format!("{host:?} is neither an IP address nor a host name")),
+    }
+}
+
+/// The addresses to listen on for `host` and `port`: an IP address as it is, a name resolved
+/// to every address it has (in the resolver's order, each once).
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let found = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map_err(|e| {
+        let text = e.to_string();
+        // std words every getaddrinfo failure "failed to lookup address information: WHY".
+        let why = text.strip_prefix("failed to lookup address information: ").unwrap_or(&text).to_owned();
+        format!("cannot listen on {host}: name resolution failed: {why}")
+    })?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in found {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    match addrs.is_empty() {
+        true => Err(format!("cannot listen on {host}: it has no address")),
+        false => Ok(addrs),
+    }
 }
 
 /// `regular`, `reverse:URL`, `upstream:URL`, `socks5` or `transparent`.
@@ -483,9 +550,28 @@ fn secs(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
-    /// The listeners: where each listens, its mode (with --listen-tls applied to reverse
-    /// modes), whether its upstream speaks h2c, and a reverse listener's gateway. One on
-    /// --listen without --mode or --config routes.
+    /// Where --listen, or --listen-host and -p, say to listen: a host and a port.
+    fn listen_at(&self) -> (String, u16) {
+        match &self.listen {
+            Some((host, port)) => (host.clone().unwrap_or_else(|| DEFAULT_HOST.to_owned()), *port),
+            None => (
+                self.listen_host.clone().unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+                self.listen_port.unwrap_or(DEFAULT_PORT),
+            ),
+        }
+    }
+
+    /// The flag a listener without a port of its own takes it from, as the user gave it.
+    fn listen_flag(&self) -> &'static str {
+        match self.listen_port {
+            Some(_) => "-p PORT",
+            None => "--listen PORT",
+        }
+    }
+
+    /// The listeners: where each listens (names resolved), its mode (with --listen-tls
+    /// applied to reverse modes), whether its upstream speaks h2c, and a reverse listener's
+    /// gateway. One on --listen without --mode or --config routes.
     fn listeners(&self) -> Result<Vec<Listener>, String> {
         let specs: Vec<(ModeSpec, Option<&GatewaySpec>)> = match self.reverse.first() {
             _ if !self.file_gateways.is_empty() => {
@@ -508,7 +594,7 @@ impl Args {
                         },
                         false,
                     );
-                    (ModeSpec { mode, at: *at }, Some(spec))
+                    (ModeSpec { mode, at: at.clone() }, Some(spec))
                 });
                 reverse
                     .chain(self.mode.iter().map(|m| (m.clone(), None)))
@@ -576,13 +662,22 @@ impl Args {
         if self.upstream_auth.as_deref().is_some_and(|a| !a.contains(':')) {
             return Err("--upstream-auth takes USER:PASS".into());
         }
+        let (main_host, main_port) = self.listen_at();
         let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
         for (spec, file_gateway) in specs {
-            let addr = match spec.at {
-                None => self.listen,
-                Some((ip, port)) => SocketAddr::new(ip.unwrap_or(self.listen.ip()), port),
+            let (host, port, port_from) = match spec.at {
+                None => (main_host.clone(), main_port, self.listen_flag().to_owned()),
+                Some((host, port)) => {
+                    let port_from = match file_gateway {
+                        Some(_) => "the route's `listen`".to_owned(),
+                        None => format!("--mode {}@PORT", spec.mode.0.name()),
+                    };
+                    (host.unwrap_or_else(|| main_host.clone()), port, port_from)
+                }
             };
-            if addr.port() != 0 && listeners.iter().any(|l| l.addr == addr) {
+            let addrs = resolve(&host, port)?;
+            let taken = addrs.iter().find(|a| listeners.iter().any(|l| l.addrs.contains(a)));
+            if let Some(addr) = taken.filter(|_| port != 0) {
                 return Err(format!("two modes listen on {addr}"));
             }
             let ModeArg(mode, h2c) = spec.mode;
@@ -606,9 +701,10 @@ impl Args {
                 None => self.gateway_spec(&mode),
             };
             listeners.push(Listener {
-                addr,
+                addrs,
                 mode: ModeArg(mode, h2c),
                 gateway,
+                port_from,
             });
         }
         Ok(listeners)
@@ -750,16 +846,26 @@ impl Args {
     }
 }
 
-/// Where the CA certificate is and how to make clients trust it.
+/// Where the CA certificate is and how to make clients trust it: for each kind of client
+/// when the CA was just made, in one line naming the settings on every later start. git's
+/// `GIT_SSL_CAINFO` is named rather than `-c http.sslCAInfo`, which it overrides when set.
 fn ca_notice(ca: &CaInfo) -> String {
     let path = ca.cert_path.display();
-    let made = if ca.created { " (made just now)" } else { "" };
+    if !ca.created {
+        return format!(
+            "sansproxy: intercepting TLS; clients must trust the CA certificate {path}\n\
+             \x20 (curl --cacert; GIT_SSL_CAINFO for git; REQUESTS_CA_BUNDLE or SSL_CERT_FILE for Python; \
+             NODE_EXTRA_CA_CERTS for Node; or the system store: update-ca-certificates)\n"
+        );
+    }
     format!(
-        "sansproxy: intercepting TLS; clients must trust the CA certificate {path}{made}\n\
-         \x20 curl:   curl --cacert {path} ...\n\
-         \x20 git:    git -c http.sslCAInfo={path} ...\n\
-         \x20 system (Debian, Ubuntu): cp {path} /usr/local/share/ca-certificates/sansproxy.crt \
-         && update-ca-certificates\n"
+        "sansproxy: intercepting TLS with a new CA; clients must trust its certificate {path}\n\
+         \x20 curl:    curl --cacert {path} ...\n\
+         \x20 git:     GIT_SSL_CAINFO={path} git ...\n\
+         \x20 Python:  REQUESTS_CA_BUNDLE={path} (requests), SSL_CERT_FILE={path} (urllib, httpx)\n\
+         \x20 Node:    NODE_EXTRA_CA_CERTS={path} node ...\n\
+         \x20 system (Debian, Ubuntu): sudo cp {path} /usr/local/share/ca-certificates/sansproxy.crt \
+         && sudo update-ca-certificates\n"
     )
 }
 
@@ -858,7 +964,9 @@ impl FlowLog {
 }
 
 /// `CLIENT METHOD URL -> STATUS BYTESb DURATIONms (client VERSION, server VERSION)`, or
-/// `... -> error: MESSAGE`.
+/// `... -> error: MESSAGE`. A `CONNECT` names only its client's version: what answered it is
+/// the proxy (or an upstream proxy), not the server of the exchanges inside, and a tunnel is
+/// `-> 200 tunnel DURATIONms (client VERSION)`.
 fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
     let req = &flow.request;
     let head = format!("{} {} {}", flow.client.peer, req.method, req.url());
@@ -867,9 +975,13 @@ fn flow_line(flow: &HttpFlow, now: Instant) -> Option<String> {
     }
     let response = flow.response.as_ref()?;
     let took = flow.ended.unwrap_or(now).saturating_duration_since(flow.started);
-    if req.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&response.status) {
-        // A tunnel: no server exchange to describe, only how long it took to set up.
-        return Some(format!("{head} -> {} tunnel {}ms (client {})\n", response.status, took.as_millis(), req.version.as_str()));
+    if req.method.eq_ignore_ascii_case("CONNECT") {
+        let (status, ms, client) = (response.status, took.as_millis(), req.version.as_str());
+        return Some(match (200..300).contains(&status) {
+            // A tunnel: no exchange to describe, only how long it took to set up.
+            true => format!("{head} -> {status} tunnel {ms}ms (client {client})\n"),
+            false => format!("{head} -> {status} {}b {ms}ms (client {client})\n", flow.response_body_bytes),
+        });
     }
     Some(format!(
         "{head} -> {} {}b {}ms (client {}, server {})\n",
@@ -977,10 +1089,16 @@ fn tls_failure_line(failure: &TlsFailure) -> Option<String> {
     Some(format!("client TLS handshake for {name} ({}) failed: {failure}\n", failure.server))
 }
 
+/// Log lines go to stderr, at `warn` and above unless `RUST_LOG` says otherwise, in colour
+/// only on a terminal and without `NO_COLOR` (<https://no-color.org>): a file or a pipe gets
+/// no escape codes.
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 impl Args {
@@ -998,7 +1116,12 @@ impl Args {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {at}: {e}"))?;
         let file = ConfigFile::parse(&text).map_err(|e| format!("{at}: {e}"))?;
         let mut argv = vec![cli[0].clone()];
-        argv.extend(file.args.iter().cloned());
+        // Where to listen is one setting, however given: the command line's replaces the
+        // file's whole (--listen and -p, which exclude each other, would otherwise meet).
+        match cli[1..].iter().any(|a| is_listen_flag(a)) {
+            true => argv.extend(without_listen_flags(&file.args)),
+            false => argv.extend(file.args.iter().cloned()),
+        }
         argv.extend(cli[1..].iter().cloned());
         let mut args = Args::try_parse_from(argv)
             .map_err(|e| format!("{at}: {}", e.to_string().trim_end()))?;
@@ -1010,6 +1133,29 @@ impl Args {
     }
 }
 
+/// Whether `arg` is --listen, --listen-host or -p (--listen-port), with its value or without.
+fn is_listen_flag(arg: &OsString) -> bool {
+    let Some(arg) = arg.to_str() else { return false };
+    let name = arg.split_once('=').map_or(arg, |(name, _)| name);
+    matches!(name, "--listen" | "--listen-host" | "--listen-port")
+        || arg.strip_prefix("-p").is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The --config file's flags without those saying where to listen (each is a flag and its
+/// value there).
+fn without_listen_flags(args: &[OsString]) -> Vec<OsString> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.iter().peekable();
+    while let Some(arg) = args.next() {
+        if !is_listen_flag(arg) {
+            kept.push(arg.clone());
+        } else if args.peek().is_some_and(|v| !v.to_string_lossy().starts_with("--")) {
+            args.next();
+        }
+    }
+    kept
+}
+
 /// Reload the --config file's routes and groups into every reverse listener's gateway, on
 /// SIGHUP or (with --watch-config) when the file changes. A file that does not parse or
 /// validate is refused with its line and reason; the old configuration keeps serving.
@@ -1017,7 +1163,7 @@ async fn reload_on_signal(
     cli: Vec<OsString>,
     path: PathBuf,
     watch: bool,
-    gateways: Vec<(SocketAddr, Gateway)>,
+    gateways: Vec<(Vec<SocketAddr>, Gateway)>,
     mut flags: Vec<OsString>,
 ) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -1048,10 +1194,10 @@ async fn reload_on_signal(
             tracing::warn!("{}: flags changed; they take effect when sansproxy restarts (routes and upstreams apply now)", path.display());
         }
         // Each reverse listener's new routes and groups, in the order of its gateway.
-        let specs: Vec<(SocketAddr, GatewaySpec)> = match args.listeners() {
+        let specs: Vec<(Vec<SocketAddr>, GatewaySpec)> = match args.listeners() {
             Ok(listeners) => listeners
                 .into_iter()
-                .filter_map(|l| Some((l.addr, l.gateway?)))
+                .filter_map(|l| Some((l.addrs, l.gateway?)))
                 .collect(),
             Err(e) => {
                 tracing::error!("configuration not reloaded, the old one keeps serving: {}: {e}", path.display());
@@ -1063,8 +1209,9 @@ async fn reload_on_signal(
             .map(|(addr, _)| addr)
             .eq(gateways.iter().map(|(addr, _)| addr))
         {
-            let addrs = |all: Vec<&SocketAddr>| {
+            let addrs = |all: Vec<&Vec<SocketAddr>>| {
                 all.iter()
+                    .flat_map(|addrs| addrs.iter())
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -1151,12 +1298,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Listening comes first: a port in use must fail before a CA is made or read.
+    let bound = match bind(&args, &listeners) {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!("sansproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut notice = None;
     let mut tls = None;
     match args.tls_options(|name| std::env::var_os(name)).and_then(|o| o.map(set_up_tls).transpose()) {
         Ok(Some((config, ca))) => {
             tls = Some(config);
-            notice = ca.filter(|_| !args.quiet).map(|ca| ca_notice(&ca));
+            notice = ca.map(|ca| ca_notice(&ca));
         }
         Ok(None) => {}
         Err(e) => {
@@ -1166,19 +1321,82 @@ fn main() -> ExitCode {
     }
     let listeners = listeners
         .iter()
-        .map(|listener| {
+        .zip(bound)
+        .map(|(listener, builders)| {
             let config = Config {
                 tls: tls.clone(),
                 proxy_auth: proxy_auth.clone(),
                 ..args.config_for(listener)
             };
-            (listener.addr, config)
+            Bound { addrs: listener.addrs.clone(), builders, config }
         })
         .collect();
     let code = runtime.block_on(serve(args, cli, listeners, notice));
     // Do not wait for name lookups still blocked in the resolver: the proxy is done.
     runtime.shutdown_background();
     code
+}
+
+/// A listener with its sockets bound, one proxy builder per address, and its configuration.
+struct Bound {
+    /// The addresses as configured (port 0 as asked), which a reload compares.
+    addrs: Vec<SocketAddr>,
+    builders: Vec<proxy_io::Builder>,
+    config: Config,
+}
+
+/// For each listener, a proxy builder per address with its socket bound. Port 0 picks a
+/// free port, the same for every address of one listener. An address of a name that this
+/// machine cannot listen on (`::1` of `localhost` with IPv6 off) is left out, with a warning,
+/// if another is listened on.
+fn bind(args: &Args, listeners: &[Listener]) -> Result<Vec<Vec<proxy_io::Builder>>, String> {
+    let mut bound = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        let mut builders: Vec<proxy_io::Builder> = Vec::with_capacity(listener.addrs.len());
+        let mut unavailable = None;
+        for &addr in &listener.addrs {
+            let port = builders.first().and_then(proxy_io::Builder::local_addr).map_or(addr.port(), |a| a.port());
+            let addr = SocketAddr::new(addr.ip(), port);
+            let mut builder = Proxy::builder().listen(addr);
+            if let Some(n) = args.max_connections {
+                builder = builder.max_connections(n as usize);
+            }
+            if args.runtime == RuntimeKind::PerCore {
+                builder = builder.threads(args.thread_count());
+            }
+            match builder.bind() {
+                Ok(builder) => builders.push(builder),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && listener.addrs.len() > 1 => {
+                    unavailable.get_or_insert(listen_error(addr, &e, &listener.port_from));
+                }
+                Err(e) => return Err(listen_error(addr, &e, &listener.port_from)),
+            }
+        }
+        match (builders.is_empty(), unavailable) {
+            (true, Some(e)) => return Err(e),
+            (false, Some(e)) => tracing::warn!("{e}; listening on the other addresses"),
+            _ => {}
+        }
+        bound.push(builders);
+    }
+    Ok(bound)
+}
+
+/// Why `addr` cannot be listened on, and what to do about it; `port_from` is the flag that
+/// gave the port.
+fn listen_error(addr: SocketAddr, e: &std::io::Error, port_from: &str) -> String {
+    use std::io::ErrorKind;
+    let why = match e.kind() {
+        ErrorKind::AddrInUse => {
+            format!("address already in use (is another proxy running? pick another port with {port_from})")
+        }
+        ErrorKind::AddrNotAvailable => "address not available (no interface of this machine has it)".to_owned(),
+        ErrorKind::PermissionDenied => format!(
+            "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE; pick another with {port_from})"
+        ),
+        _ => e.to_string(),
+    };
+    format!("cannot listen on {addr}: {why}")
 }
 
 /// A reverse listener's gateway, made from a spec listeners() checked.
@@ -1203,7 +1421,7 @@ fn remedies(ca: Option<&CaInfo>) -> Remedies {
     let trust_ca = match ca {
         Some(ca) => {
             let path = ca.cert_path.display();
-            let how = format!("curl --cacert {path}, git -c http.sslCAInfo={path}, or the system's trust store");
+            let how = format!("curl --cacert {path}, GIT_SSL_CAINFO={path} git, or the system's trust store");
             format!("{path} ({how})").into()
         }
         None => "the certificate given with --cert".into(),
@@ -1216,11 +1434,11 @@ fn remedies(ca: Option<&CaInfo>) -> Remedies {
     }
 }
 
-async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Config)>, ca_notice: Option<String>) -> ExitCode {
+async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<Bound>, ca_notice: Option<String>) -> ExitCode {
     let lines = FlowLog::start();
-    let gateways: Vec<(SocketAddr, Gateway)> = listeners
+    let gateways: Vec<(Vec<SocketAddr>, Gateway)> = listeners
         .iter()
-        .filter_map(|(addr, c)| Some((*addr, c.gateway.clone()?)))
+        .filter_map(|l| Some((l.addrs.clone(), l.config.gateway.clone()?)))
         .collect();
     let metrics = match args.metrics {
         None => None,
@@ -1242,68 +1460,71 @@ async fn serve(args: Args, cli: Vec<OsString>, listeners: Vec<(SocketAddr, Confi
         tokio::spawn(reload_on_signal(cli.clone(), path.clone(), args.watch_config, gateways, args.file_flags.clone()));
     }
     let several = listeners.len() > 1;
+    // One Ctrl-C stops every listener, and says how many connections they have together.
+    let shutdown = proxy_io::ShutdownHandle::new();
     let mut proxies = Vec::with_capacity(listeners.len());
-    for (addr, config) in listeners {
+    for Bound { builders, config, .. } in listeners {
         let mode = config.mode.name();
         let label = Arc::new(OnceLock::new());
         let name = Arc::new(OnceLock::new());
         let reverse = matches!(config.mode, Mode::Reverse { .. });
         let gateway = config.gateway.clone();
-        let intercept = config.tls.is_some();
-        let printer = Printer {
-            quiet: args.quiet,
-            verbose: args.verbose,
-            lines: lines.clone(),
-            label: label.clone(),
-            metrics: metrics.clone().map(|m| (m, Arc::clone(&name))),
-            reverse,
-        };
         let shared = !args.no_server_reuse && !args.upstream_idle_timeout.is_zero() && args.upstream_max_idle > 0;
         let limits = PoolLimits {
             max_idle_per_key: args.upstream_max_idle,
             idle_timeout: args.upstream_idle_timeout,
             ..PoolLimits::default()
         };
-        let mut builder = Proxy::builder()
-            .listen(addr)
-            .config(config)
-            .handler(printer)
-            .connect_timeout(args.connect_timeout)
-            .shutdown_timeout(args.shutdown_timeout)
-            .upstream_pool(shared.then_some(limits));
-        if !intercept {
+        // One proxy per address of the listener, sharing its label, gateway and metrics name.
+        for (i, builder) in builders.into_iter().enumerate() {
+            let printer = Printer {
+                quiet: args.quiet,
+                verbose: args.verbose,
+                lines: lines.clone(),
+                label: label.clone(),
+                metrics: metrics.clone().map(|m| (m, Arc::clone(&name))),
+                reverse,
+            };
+            let builder = builder
+                .config(config.clone())
+                .handler(printer)
+                .connect_timeout(args.connect_timeout)
+                .shutdown_timeout(args.shutdown_timeout)
+                .upstream_pool(shared.then(|| limits.clone()))
+                .shutdown_handle(shutdown.clone());
             // --no-intercept; with interception, `config.tls` is what the builder uses.
-            builder = builder.no_intercept();
-        }
-        if let Some(n) = args.max_connections {
-            builder = builder.max_connections(n as usize);
-        }
-        if args.runtime == RuntimeKind::PerCore {
-            builder = builder.threads(args.thread_count());
-        }
-        match builder.build().await {
-            Ok(proxy) => {
-                let _ = name.set(format!("{mode}@{}", proxy.local_addr().port()));
-                if let Some(metrics) = &metrics {
-                    metrics.watch(format!("{mode}@{}", proxy.local_addr().port()), gateway, proxy.pool_monitor());
+            let builder = if config.tls.is_none() { builder.no_intercept() } else { builder };
+            let bound = builder.local_addr();
+            match builder.build().await {
+                Ok(proxy) if i == 0 => {
+                    let port = proxy.local_addr().port();
+                    let _ = name.set(format!("{mode}@{port}"));
+                    // The first address's upstream pool stands for the listener's.
+                    if let Some(metrics) = &metrics {
+                        metrics.watch(format!("{mode}@{port}"), gateway.clone(), proxy.pool_monitor());
+                    }
+                    // With several listeners, each flow line names the one it came through.
+                    if several {
+                        let _ = label.set(format!("[{mode}@{port}] "));
+                    }
+                    proxies.push((proxy, mode));
                 }
-                // With several listeners, each flow line names the one it came through.
-                if several {
-                    let _ = label.set(format!("[{mode}@{}] ", proxy.local_addr().port()));
+                Ok(proxy) => proxies.push((proxy, mode)),
+                Err(e) => {
+                    // Bound already: what is left to fail is the listener's registration with
+                    // the runtime, or a serving thread (BuildError says which, and where).
+                    let at = bound.map_or_else(|| "its address".to_owned(), |a| a.to_string());
+                    eprintln!("sansproxy: {at} ({mode} mode): {e}");
+                    return ExitCode::FAILURE;
                 }
-                proxies.push((proxy, mode));
-            }
-            Err(e) => {
-                eprintln!("sansproxy: cannot listen on {addr} ({mode} mode): {e}");
-                return ExitCode::FAILURE;
             }
         }
     }
+    if let Err(e) = proxy_io::shutdown_on_signals(shutdown) {
+        eprintln!("sansproxy: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     for (proxy, mode) in &proxies {
-        if let Err(e) = proxy_io::shutdown_on_signals(proxy.shutdown_handle()) {
-            eprintln!("sansproxy: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
         // The line integration tests wait for; with `--listen 127.0.0.1:0` it names the port.
         if several {
             eprintln!("sansproxy listening on {} ({mode} mode)", proxy.local_addr());
@@ -1347,7 +1568,7 @@ mod tests {
                 "client TLS handshake for example.test (example.test:443) failed: the client refused the \
                  proxy's certificate (alert unknown_ca); the client does not trust the proxy's CA: make the \
                  client trust /h/.sansproxy/sansproxy-ca-cert.pem (curl --cacert \
-                 /h/.sansproxy/sansproxy-ca-cert.pem, git -c http.sslCAInfo=/h/.sansproxy/sansproxy-ca-cert.pem, \
+                 /h/.sansproxy/sansproxy-ca-cert.pem, GIT_SSL_CAINFO=/h/.sansproxy/sansproxy-ca-cert.pem git, \
                  or the system's trust store), or leave this host uninspected (--ignore-hosts REGEX)\n"
             )
         );
@@ -1434,17 +1655,21 @@ mod tests {
             .listeners()
             .unwrap()
             .iter()
-            .map(|l| (l.addr.to_string(), l.mode.0.name()))
+            .map(|l| (l.addrs[0].to_string(), l.mode.0.name()))
             .collect();
         assert_eq!(
-            listeners,
+            listeners[..3],
             [
                 ("127.0.0.2:8000".to_owned(), "regular"),
                 ("127.0.0.2:1080".to_owned(), "socks5"),
                 ("[::1]:8081".to_owned(), "reverse"),
-                ("127.0.0.1:8082".to_owned(), "transparent"),
             ]
         );
+        // A name is listened on at each of its addresses.
+        let localhost = &args.listeners().unwrap()[3];
+        assert!(localhost.addrs.contains(&"127.0.0.1:8082".parse().unwrap()), "{localhost:?}");
+        assert!(localhost.addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 8082), "{localhost:?}");
+        assert_eq!(localhost.port_from, "--mode transparent@PORT");
         let h2c = &args.listeners().unwrap()[2];
         assert!(args.config_for(h2c).upstream_h2c);
         for bad in [&["--mode", "regular", "--mode", "socks5"][..], &["--mode", "regular@1", "--mode", "socks5@1"], &["--mode", "socks5@x"]] {
@@ -1461,7 +1686,8 @@ mod tests {
     #[test]
     fn defaults_map_onto_the_config() {
         let args = Args::try_parse_from(["sansproxy"]).unwrap();
-        assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.listen_at(), ("127.0.0.1".to_owned(), 8080));
+        assert_eq!(args.listeners().unwrap()[0].addrs, ["127.0.0.1:8080".parse().unwrap()]);
         assert!(!args.quiet && !args.via);
         assert_eq!(args.max_connections, None);
         assert_eq!(args.connect_timeout, Duration::from_secs(10));
@@ -1488,7 +1714,7 @@ mod tests {
             "--shutdown-timeout", "0", "--max-connections", "4", "--via",
         ])
         .unwrap();
-        assert_eq!(args.listen.port(), 0);
+        assert_eq!(args.listen_at().1, 0);
         assert!(args.quiet);
         assert_eq!(args.connect_timeout, Duration::from_millis(1250));
         assert_eq!(args.shutdown_timeout, Duration::ZERO);
@@ -1635,16 +1861,112 @@ mod tests {
 
     #[test]
     fn the_ca_notice_says_how_to_trust_the_ca() {
-        let notice = ca_notice(&CaInfo { cert_path: "/h/.sansproxy/sansproxy-ca-cert.pem".into(), created: true });
+        let path = "/h/.sansproxy/sansproxy-ca-cert.pem";
+        let notice = ca_notice(&CaInfo { cert_path: path.into(), created: true });
         assert_eq!(
             notice,
-            "sansproxy: intercepting TLS; clients must trust the CA certificate \
-             /h/.sansproxy/sansproxy-ca-cert.pem (made just now)\n\
-             \x20 curl:   curl --cacert /h/.sansproxy/sansproxy-ca-cert.pem ...\n\
-             \x20 git:    git -c http.sslCAInfo=/h/.sansproxy/sansproxy-ca-cert.pem ...\n\
-             \x20 system (Debian, Ubuntu): cp /h/.sansproxy/sansproxy-ca-cert.pem \
-             /usr/local/share/ca-certificates/sansproxy.crt && update-ca-certificates\n"
+            "sansproxy: intercepting TLS with a new CA; clients must trust its certificate \
+             /h/.sansproxy/sansproxy-ca-cert.pem\n\
+             \x20 curl:    curl --cacert /h/.sansproxy/sansproxy-ca-cert.pem ...\n\
+             \x20 git:     GIT_SSL_CAINFO=/h/.sansproxy/sansproxy-ca-cert.pem git ...\n\
+             \x20 Python:  REQUESTS_CA_BUNDLE=/h/.sansproxy/sansproxy-ca-cert.pem (requests), \
+             SSL_CERT_FILE=/h/.sansproxy/sansproxy-ca-cert.pem (urllib, httpx)\n\
+             \x20 Node:    NODE_EXTRA_CA_CERTS=/h/.sansproxy/sansproxy-ca-cert.pem node ...\n\
+             \x20 system (Debian, Ubuntu): sudo cp /h/.sansproxy/sansproxy-ca-cert.pem \
+             /usr/local/share/ca-certificates/sansproxy.crt && sudo update-ca-certificates\n"
         );
+        // On later starts, one line names every way.
+        let again = ca_notice(&CaInfo { cert_path: path.into(), created: false });
+        assert_eq!(
+            again,
+            "sansproxy: intercepting TLS; clients must trust the CA certificate /h/.sansproxy/sansproxy-ca-cert.pem\n\
+             \x20 (curl --cacert; GIT_SSL_CAINFO for git; REQUESTS_CA_BUNDLE or SSL_CERT_FILE for Python; \
+             NODE_EXTRA_CA_CERTS for Node; or the system store: update-ca-certificates)\n"
+        );
+    }
+
+    #[test]
+    fn listen_takes_a_port_or_a_host_and_a_port() {
+        assert_eq!(parse_listen_at("8081"), Ok((None, 8081)));
+        assert_eq!(parse_listen_at("localhost:8081"), Ok((Some("localhost".into()), 8081)));
+        assert_eq!(parse_listen_at("Proxy.Example:0"), Ok((Some("proxy.example".into()), 0)));
+        assert_eq!(parse_listen_at("[::1]:8081"), Ok((Some("::1".into()), 8081)));
+        assert_eq!(parse_listen_at("0.0.0.0:80"), Ok((Some("0.0.0.0".into()), 80)));
+        for bad in ["localhost", "", ":8080", "a b:1", "[x]:1", "-a:1", "a..b:1", "1:65536", "::1"] {
+            assert!(parse_listen_at(bad).is_err(), "{bad:?}");
+        }
+        let at = |argv: &[&str]| {
+            let args = Args::try_parse_from(["sansproxy"].iter().chain(argv)).unwrap();
+            (args.listen_at(), args.listen_flag())
+        };
+        // A port alone is on loopback; mitmdump's -p and --listen-host give the parts apart.
+        assert_eq!(at(&["--listen", "8081"]), (("127.0.0.1".into(), 8081), "--listen PORT"));
+        assert_eq!(at(&["-p", "8082"]), (("127.0.0.1".into(), 8082), "-p PORT"));
+        assert_eq!(at(&["--listen-port", "8082"]).0, ("127.0.0.1".into(), 8082));
+        assert_eq!(at(&["--listen-host", "0.0.0.0"]).0, ("0.0.0.0".into(), 8080));
+        assert_eq!(at(&["--listen-host", "localhost", "-p", "1"]).0, ("localhost".into(), 1));
+        // Said twice, the last wins; --listen and the parts exclude each other.
+        assert_eq!(at(&["--listen", "1", "--listen", "2"]).0, ("127.0.0.1".into(), 2));
+        for both in [&["--listen", "1", "-p", "2"][..], &["--listen", "1", "--listen-host", "::1"]] {
+            let e = Args::try_parse_from(["sansproxy"].iter().chain(both)).unwrap_err().to_string();
+            assert!(e.contains("cannot be used with"), "{both:?}: {e}");
+        }
+        assert!(Args::try_parse_from(["sansproxy", "--listen-host", "a b"]).is_err());
+        // A mode without an address of its own takes --listen-host's.
+        let args = Args::try_parse_from(["sansproxy", "--listen-host", "127.0.0.3", "-p", "9", "--mode", "socks5@10", "--mode", "regular"]);
+        let addrs: Vec<String> = args.unwrap().listeners().unwrap().iter().map(|l| l.addrs[0].to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.3:10", "127.0.0.3:9"]);
+    }
+
+    #[test]
+    fn a_name_is_listened_on_at_every_address() {
+        let addrs = resolve("localhost", 8081).unwrap();
+        assert!(addrs.contains(&"127.0.0.1:8081".parse().unwrap()), "{addrs:?}");
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+        assert_eq!(resolve("::1", 1).unwrap(), ["[::1]:1".parse().unwrap()]);
+        let e = resolve("nowhere.invalid", 1).unwrap_err();
+        assert!(e.starts_with("cannot listen on nowhere.invalid: name resolution failed: "), "{e}");
+    }
+
+    #[test]
+    fn a_port_in_use_says_what_to_do() {
+        let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        assert_eq!(
+            listen_error("127.0.0.1:8080".parse().unwrap(), &in_use, "--listen PORT"),
+            "cannot listen on 127.0.0.1:8080: address already in use (is another proxy running? pick another port with --listen PORT)"
+        );
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = listen_error("0.0.0.0:80".parse().unwrap(), &denied, "-p PORT");
+        assert!(e.contains("CAP_NET_BIND_SERVICE; pick another with -p PORT"), "{e}");
+    }
+
+    #[test]
+    fn a_config_file_listens_as_the_flags_do() {
+        let path = std::env::temp_dir().join(format!("sansproxy-listen-{}.toml", std::process::id()));
+        std::fs::write(&path, "listen = 8081\n[[route]]\nlisten = \"localhost:8443\"\nupstreams = [\"http://127.0.0.1:9\"]\n").unwrap();
+        let cli = |argv: &[&str]| ["sansproxy"].iter().chain(argv).map(OsString::from).collect::<Vec<_>>();
+        let args = Args::with_file(&cli(&[]), &path).unwrap();
+        assert_eq!(args.listen_at(), ("127.0.0.1".into(), 8081));
+        let route = &args.listeners().unwrap()[0];
+        assert!(route.addrs.contains(&"127.0.0.1:8443".parse().unwrap()), "{route:?}");
+        assert_eq!(route.port_from, "the route's `listen`");
+        // The command line's -p replaces the file's --listen rather than clashing with it.
+        let args = Args::with_file(&cli(&["-p", "9090"]), &path).unwrap();
+        assert_eq!(args.listen_at(), ("127.0.0.1".into(), 9090));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_command_lines_listening_address_replaces_the_files() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let file = os(&["--max-fails", "3", "--listen", "127.0.0.1:1", "--listen-host", "::1", "--no-http2"]);
+        assert_eq!(without_listen_flags(&file), os(&["--max-fails", "3", "--no-http2"]));
+        for flag in ["--listen", "--listen=1", "-p", "-p8080", "--listen-port", "--listen-host=::1"] {
+            assert!(is_listen_flag(&OsString::from(flag)), "{flag}");
+        }
+        for other in ["--listen-tls", "-q", "-pq", "--metrics"] {
+            assert!(!is_listen_flag(&OsString::from(other)), "{other}");
+        }
     }
 
     fn flow() -> HttpFlow {
@@ -1690,6 +2012,22 @@ mod tests {
             flow_line(&f, Instant::now()).unwrap(),
             "127.0.0.1:51234 GET http://127.0.0.1:9000/x -> error: connection refused\n"
         );
+    }
+
+    #[test]
+    fn a_connect_line_claims_no_server_exchange() {
+        let mut f = flow();
+        f.request.method = "CONNECT".into();
+        f.request.path = String::new();
+        f.response_body_bytes = 0;
+        f.response = Some(Response { status: 200, reason: "Connection established".into(), ..Response::text(200, "") });
+        assert_eq!(flow_line(&f, Instant::now()).unwrap(), "127.0.0.1:51234 CONNECT 127.0.0.1:9000 -> 200 tunnel 3ms (client HTTP/1.1)\n");
+        f.response = Some(Response::text(407, "who are you?"));
+        f.response_body_bytes = 12;
+        assert_eq!(flow_line(&f, Instant::now()).unwrap(), "127.0.0.1:51234 CONNECT 127.0.0.1:9000 -> 407 12b 3ms (client HTTP/1.1)\n");
+        f.request.version = Version::Socks5;
+        f.response = Some(Response::text(200, ""));
+        assert!(flow_line(&f, Instant::now()).unwrap().ends_with(" -> 200 tunnel 3ms (client SOCKS5)\n"));
     }
 
     #[test]

@@ -26,8 +26,8 @@ fn proxy(extra: &[&str]) -> (Proxy, usize) {
 }
 
 /// Waits for the flow log's line about `url`, which must be an error containing `cause`,
-/// and checks that it stays the only line about `url`.
-fn one_error_line(proxy: &Proxy, url: &str, cause: &str) {
+/// checks that it stays the only line about `url`, and returns it.
+fn one_error_line(proxy: &Proxy, url: &str, cause: &str) -> String {
     let about = |l: &str| l.contains(&format!(" {url} -> "));
     let line = proxy
         .wait_stdout(Duration::from_secs(10), about)
@@ -36,6 +36,7 @@ fn one_error_line(proxy: &Proxy, url: &str, cause: &str) {
     std::thread::sleep(Duration::from_millis(200));
     let lines: Vec<_> = proxy.stdout_lines().into_iter().filter(|l| about(l)).collect();
     assert_eq!(lines.len(), 1, "more than one line for the flow: {lines:?}");
+    line
 }
 
 /// Closes `stream` with a reset (`SO_LINGER` 0) rather than a FIN.
@@ -200,7 +201,9 @@ fn unresolvable_name_is_502_naming_it() {
     out.assert_success();
     assert_eq!(out.status(), 502, "{out}");
     assert!(out.text().contains("cannot connect to nowhere.invalid:80: "), "{out}");
-    one_error_line(&proxy, url, "nowhere.invalid");
+    let line = one_error_line(&proxy, url, "cannot connect to nowhere.invalid:80: name resolution failed: ");
+    // The URL and what could not be reached name the host; the resolver's failure does not.
+    assert_eq!(line.matches("nowhere.invalid").count(), 2, "{line}");
     assert_fds_return(proxy.pid(), fds, SETTLE);
 }
 

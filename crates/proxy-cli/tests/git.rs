@@ -144,13 +144,29 @@ fn git_not_trusting_the_proxy_ca_leaves_a_line_saying_what_to_do() {
         line.contains(&format!(
             "failed: the client closed the connection right after the handshake, before sending a request; \
              it probably does not trust the proxy's CA (GnuTLS clients, git among them, check the \
-             certificate only after the handshake): make the client trust {ca} (curl --cacert {ca}, git -c \
-             http.sslCAInfo={ca}, or the system's trust store), or leave this host uninspected \
+             certificate only after the handshake): make the client trust {ca} (curl --cacert {ca}, \
+             GIT_SSL_CAINFO={ca} git, or the system's trust store), or leave this host uninspected \
              (--ignore-hosts REGEX)"
         )),
         "{line}"
     );
     assert_eq!(origin.requests(), Vec::<String>::new(), "no request reached the origin");
+}
+
+#[test]
+fn git_trusts_the_proxy_ca_the_way_the_notice_says() {
+    let pki = Pki::new();
+    let fx = Fixture::new("git-https-cainfo");
+    let origin = GitOrigin::start_tls(&fx, &pki.valid);
+    let proxy = Proxy::start_tls(&["--upstream-ca", pki.origin_ca_arg()]);
+    // `GIT_SSL_CAINFO=CA git ...`, as the CA notice and the README say: the variable wins
+    // over `-c http.sslCAInfo` (here another CA), which is why a `-c` alone fails for a user
+    // who has the variable set.
+    let other = format!("http.sslCAInfo={}", pki.other_ca.cert_arg());
+    let ca = proxy.ca_cert_arg();
+    let run = fx.clone_with_env(&origin, Some(&proxy), &[&other], &[("GIT_SSL_CAINFO", &ca)], "clone");
+    assert_eq!(run.code, Some(0), "HTTPS clone with GIT_SSL_CAINFO failed: {run:?}");
+    fx.check_clone("clone");
 }
 
 /// The proxy logged both requests of the clone with their full URL (so `https://` for an

@@ -217,7 +217,7 @@ fn https_client_sees_a_minted_certificate() {
                    trust the proxy's CA";
     assert!(line.contains(refused), "{line}");
     assert!(
-        line.contains(&format!("make the client trust {ca} (curl --cacert {ca}, git -c http.sslCAInfo={ca}")),
+        line.contains(&format!("make the client trust {ca} (curl --cacert {ca}, GIT_SSL_CAINFO={ca} git")),
         "{line}"
     );
     assert!(line.contains("or leave this host uninspected (--ignore-hosts REGEX)"), "{line}");

@@ -85,10 +85,11 @@ impl Connection {
     /// `now` is the only clock the core knows: timeouts are measured between the `now`s of
     /// successive events, so it must not go backwards.
     pub fn handle(&mut self, now: Instant, event: Event) {
-        if let Event::WriteDrained { conn } = event {
-            if !self.cx.handle_drained(conn) && !self.root.wants_drained() {
-                return;
-            }
+        match event {
+            Event::WriteDrained { conn } if !self.cx.handle_drained(conn) && !self.root.wants_drained() => return,
+            // Remembered for the layers still to come, as well as passed to those there are.
+            Event::Shutdown => self.cx.shutting_down = true,
+            _ => {}
         }
         self.root.handle(&mut self.cx, now, event);
         if self.cx.all_closed() && !self.disconnected {

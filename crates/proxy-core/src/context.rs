@@ -76,6 +76,8 @@ pub(crate) struct Context {
     /// How state shared with other connections (a gateway's queue) gets this connection an
     /// [`Event::Wakeup`](crate::Event::Wakeup): see [`Connection::set_waker`](crate::Connection::set_waker).
     pub(crate) waker: Option<std::task::Waker>,
+    /// [`Event::Shutdown`](crate::Event::Shutdown) came: layers keep nothing alive.
+    pub(crate) shutting_down: bool,
 }
 
 /// A connection's state on its way from one context to another (see
@@ -93,6 +95,7 @@ impl Context {
             next_flow: 1,
             client_carried: false,
             waker: None,
+            shutting_down: false,
         }
     }
 
@@ -105,6 +108,7 @@ impl Context {
         let mut cx = Context::new(self.config.clone(), self.client.clone());
         cx.client_carried = true;
         cx.waker = self.waker.clone();
+        cx.shutting_down = self.shutting_down;
         self.lend_ids(&mut cx);
         cx
     }

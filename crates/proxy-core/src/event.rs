@@ -123,6 +123,14 @@ pub enum Event {
         /// The message; a text payload must be UTF-8.
         payload: Bytes,
     },
+    /// The proxy began a graceful shutdown: finish what is in progress and keep nothing
+    /// alive. An HTTP/1 client connection between requests is closed at once; one with an
+    /// exchange in progress closes once that exchange is over (its response says
+    /// `Connection: close` if its head has not gone yet); an HTTP/2 client connection is sent
+    /// a GOAWAY and closes once its streams are done. Tunnels, WebSockets and handshakes in
+    /// progress go on: the driver's shutdown timeout bounds them. A layer made after this
+    /// event (the HTTP layer inside a TLS handshake that ends later) drains as well.
+    Shutdown,
 }
 
 /// Why an upstream connection could not be opened.

@@ -3,7 +3,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use proxy_core::upstreams::PoolLimits;
@@ -12,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::driver::{self, Core, Options};
+use crate::driver::{self, Core, Nudge, Options};
 use crate::handler::{Handler, NoopHandler};
 use crate::inject::Injector;
 use crate::pool::SharedPool;
@@ -43,6 +44,18 @@ pub struct Builder<H = NoopHandler> {
     threads: usize,
     /// How TLS is intercepted unless `config` says; `None`: not at all.
     tls: Option<TlsOptions>,
+    /// Set by [`shutdown_handle`](Self::shutdown_handle); a handle of its own otherwise.
+    shutdown: Option<ShutdownHandle>,
+    /// The listening sockets, once [`bind`](Self::bind) made them.
+    bound: Option<Bound>,
+}
+
+/// Listening sockets bound ahead of [`Builder::build`]: the first thread's, and the others'.
+#[derive(Debug)]
+struct Bound {
+    first: std::net::TcpListener,
+    others: Vec<std::net::TcpListener>,
+    local_addr: SocketAddr,
 }
 
 /// Why a [`Proxy`] could not be built. Converts into [`io::Error`], so `?` works in a function
@@ -90,6 +103,8 @@ impl Builder<NoopHandler> {
             upstream_pool: Some(PoolLimits::default()),
             threads: 1,
             tls: Some(TlsOptions::default()),
+            shutdown: None,
+            bound: None,
         }
     }
 }
@@ -124,6 +139,8 @@ impl<H: Handler> Builder<H> {
             upstream_pool: self.upstream_pool,
             threads: self.threads,
             tls: self.tls,
+            shutdown: self.shutdown,
+            bound: self.bound,
         }
     }
 
@@ -209,6 +226,16 @@ impl<H: Handler> Builder<H> {
         self
     }
 
+    /// Stop this proxy with `handle`, which may stop others too: a program with several
+    /// listeners makes one [`ShutdownHandle::new`], gives it to each proxy's builder, and
+    /// passes it to [`shutdown_on_signals`] once, so that one Ctrl-C stops them all and the
+    /// count of connections waited for is theirs together. Without it, each proxy has a
+    /// handle of its own ([`Proxy::shutdown_handle`]).
+    pub fn shutdown_handle(mut self, handle: ShutdownHandle) -> Self {
+        self.shutdown = Some(handle);
+        self
+    }
+
     /// Serve at most `n` client connections at once (at least 1); beyond that, stop
     /// accepting until one ends, leaving new clients in the listen backlog (1024, or the
     /// system's smaller `somaxconn`), connected but unread. Unlimited by default.
@@ -232,22 +259,55 @@ impl<H: Handler> Builder<H> {
         self
     }
 
-    /// Bind the listening socket (one per thread, see [`threads`](Self::threads)), then set
-    /// up TLS interception (loading or making the CA), so that a port in use leaves no new CA
-    /// behind.
-    pub async fn build(self) -> Result<Proxy<H>, BuildError> {
+    /// Bind the listening sockets now (one per thread, see [`threads`](Self::threads)) rather
+    /// than in [`build`](Self::build), which then uses them: a program can learn that the
+    /// port is taken before it does anything else (the command line tool, before it makes or
+    /// reads its CA). The sockets are made as [`listen`](Self::listen),
+    /// [`threads`](Self::threads) and [`max_connections`](Self::max_connections) say at this
+    /// point: set those first. Needs no runtime.
+    pub fn bind(mut self) -> io::Result<Self> {
+        if self.bound.is_none() {
+            self.bound = Some(self.bind_sockets()?);
+        }
+        Ok(self)
+    }
+
+    /// The address [`bind`](Self::bind) bound, with the real port when 0 was asked for;
+    /// `None` before.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.bound.as_ref().map(|b| b.local_addr)
+    }
+
+    fn bind_sockets(&self) -> io::Result<Bound> {
         // With a connection limit, the threads accept from one socket: a thread holding a
         // free place must find the clients waiting for one, wherever the kernel would have
         // queued them. Without, each has its own, on the port the first got.
         let (several, limited) = (self.threads > 1, self.max_connections.is_some());
-        let addr = self.listen;
-        let listen_error = |source| BuildError::Listen { addr, source };
-        let first = bind_std(addr, several && !limited).map_err(listen_error)?;
-        let local_addr = first.local_addr().map_err(listen_error)?;
+        if several && !limited && self.listen.port() != 0 {
+            // SO_REUSEPORT would let the threads' sockets share the port with another
+            // process's that set it too (a second proxy started by mistake: each would get a
+            // share of the clients). A socket without it cannot be bound where anything
+            // listens, which tells.
+            probe(self.listen)?;
+        }
+        let first = bind_std(self.listen, several && !limited)?;
+        let local_addr = first.local_addr()?;
         let others = (1..self.threads)
             .map(|_| if limited { first.try_clone() } else { bind_std(local_addr, true) })
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(listen_error)?;
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Bound { first, others, local_addr })
+    }
+
+    /// Bind the listening socket (one per thread, see [`threads`](Self::threads)), unless
+    /// [`bind`](Self::bind) did, then set up TLS interception (loading or making the CA, so
+    /// that a port in use leaves no new CA behind), and make the proxy.
+    pub async fn build(mut self) -> Result<Proxy<H>, BuildError> {
+        let addr = self.listen;
+        let listen_error = |source| BuildError::Listen { addr, source };
+        let Bound { first, others, local_addr } = match self.bound.take() {
+            Some(bound) => bound,
+            None => self.bind_sockets().map_err(listen_error)?,
+        };
         let listener = TcpListener::from_std(first).map_err(listen_error)?;
         let mut config = self.config;
         let mut ca = None;
@@ -272,7 +332,10 @@ impl<H: Handler> Builder<H> {
         }
         // The core parks and reuses upstream connections only if this driver keeps a pool.
         config.share_upstreams = self.upstream_pool.is_some();
-        let (tx, rx) = watch::channel(State::Running);
+        let shutdown = self.shutdown.unwrap_or_default();
+        let timeout_ms = u64::try_from(self.shutdown_timeout.as_millis()).unwrap_or(u64::MAX);
+        shutdown.inner.timeout_ms.fetch_max(timeout_ms, Ordering::Relaxed);
+        let state = shutdown.inner.tx.subscribe();
         let config = Arc::new(config);
         let pool = self.upstream_pool.clone().map(SharedPool::new);
         let shared = Arc::new(Shared {
@@ -290,8 +353,8 @@ impl<H: Handler> Builder<H> {
             shared,
             shutdown_timeout: self.shutdown_timeout,
             limit: self.max_connections.map(|n| Arc::new(Semaphore::new(n))),
-            shutdown: ShutdownHandle { tx: Arc::new(tx) },
-            state: rx,
+            shutdown,
+            state,
             ca,
         };
         for ((i, listener), inbox) in others.into_iter().enumerate().zip(inboxes) {
@@ -377,7 +440,8 @@ impl<H: Handler> Proxy<H> {
         self.shared.opts.pool.clone().map(crate::PoolMonitor)
     }
 
-    /// A handle that stops [`run`](Self::run) from anywhere, also before it starts.
+    /// A handle that stops [`run`](Self::run) from anywhere, also before it starts (the one
+    /// given to [`Builder::shutdown_handle`], if any).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
@@ -462,13 +526,16 @@ impl<H: Handler> Proxy<H> {
         K: Fn(ClientInfo) -> C,
     {
         let transparent = self.transparent();
-        let Self { listener, shared, shutdown_timeout, limit, mut state, mut spread, .. } = self;
+        let Self { listener, shared, shutdown_timeout, limit, mut state, mut spread, shutdown, .. } = self;
         // A gateway's active health checks run beside the listener, and stop with it.
         let checks = shared.config.gateway.clone().filter(|_| checks).map(|gateway| {
             let tls = shared.config.tls.as_ref().map(|t| Arc::clone(&t.client));
             AbortOnDrop(tokio::spawn(crate::health::run(gateway, tls)))
         });
         let mut tasks = JoinSet::new();
+        // How to reach each connection when the shutdown begins (those ended are let go of
+        // from time to time).
+        let mut nudges: Vec<Weak<Nudge>> = Vec::new();
         let mut permit: Option<OwnedSemaphorePermit> = None;
         loop {
             // Under a connection limit, a client is accepted only with a place for it; one
@@ -521,15 +588,25 @@ impl<H: Handler> Proxy<H> {
             if let Some(core) = accept(&stream, peer, transparent, &make_core) {
                 let shared = Arc::clone(&shared);
                 let load = load.or_else(|| spread.as_ref().map(|(me, spread, _)| Load::count(spread, *me)));
+                let live = Live::count(&shutdown);
+                let nudge = Arc::new(Nudge::default());
+                if nudges.len() > 2 * tasks.len() + 16 {
+                    nudges.retain(|n| n.strong_count() > 0);
+                }
+                nudges.push(Arc::downgrade(&nudge));
                 tasks.spawn(async move {
-                    driver::drive(core, stream, peer, &shared.handler, &shared.opts, &shared.injector).await;
-                    drop((permit, load));
+                    driver::drive(core, stream, peer, &shared.handler, &shared.opts, &shared.injector, nudge).await;
+                    drop((permit, load, live));
                 });
             }
         }
         drop(listener);
         if *state.borrow() == State::Graceful && !tasks.is_empty() {
-            tracing::info!(connections = tasks.len(), "shutting down; waiting for connections");
+            tracing::debug!(connections = tasks.len(), "shutting down; waiting for connections");
+            // Idle keep-alive connections close now; the others after what is in progress.
+            for nudge in nudges.iter().filter_map(Weak::upgrade) {
+                nudge.drain();
+            }
             let drained = async {
                 while let Some(done) = tasks.join_next().await {
                     report(done);
@@ -542,7 +619,7 @@ impl<H: Handler> Proxy<H> {
             }
         }
         if !tasks.is_empty() {
-            tracing::info!(connections = tasks.len(), "dropping connections");
+            tracing::debug!(connections = tasks.len(), "dropping connections");
         }
         tasks.shutdown().await;
         drop(checks);
@@ -644,6 +721,15 @@ fn bind_std(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener>
     Ok(socket.into())
 }
 
+/// Fail as binding `addr` would if another socket listens there, whatever its options.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As bind_std: connections of an earlier run that linger do not count.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 fn accept<C>(stream: &TcpStream, peer: SocketAddr, transparent: bool, make_core: impl Fn(ClientInfo) -> C) -> Option<C> {
     match stream.local_addr() {
         Ok(local) => {
@@ -680,16 +766,72 @@ enum State {
     Now,
 }
 
-/// Stops a running [`Proxy`]. Cheap to clone.
-#[derive(Debug, Clone)]
+/// One client connection counted in its [`ShutdownHandle`] while it lives.
+struct Live(Arc<Stopping>);
+
+impl Live {
+    fn count(handle: &ShutdownHandle) -> Self {
+        handle.inner.live.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(&handle.inner))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Stops a running [`Proxy`], or several (see [`Builder::shutdown_handle`]). Cheap to clone.
+///
+/// A graceful [`shutdown`](Self::shutdown) stops accepting and tells every connection to keep
+/// nothing alive: an idle keep-alive client connection is closed at once, one with a request
+/// in flight after its response (HTTP/1 says `Connection: close` on it, HTTP/2 sends a
+/// GOAWAY), and what is still running when the shutdown timeout ends is dropped.
+/// [`shutdown_now`](Self::shutdown_now) drops everything at once, also in the middle of a
+/// graceful shutdown.
+#[derive(Debug, Clone, Default)]
 pub struct ShutdownHandle {
-    tx: Arc<watch::Sender<State>>,
+    inner: Arc<Stopping>,
+}
+
+/// What the clones of a [`ShutdownHandle`] share.
+#[derive(Debug)]
+struct Stopping {
+    tx: watch::Sender<State>,
+    /// Client connections being served by the proxies the handle stops.
+    live: AtomicUsize,
+    /// The longest shutdown timeout of those proxies, in milliseconds.
+    timeout_ms: AtomicU64,
+}
+
+impl Default for Stopping {
+    fn default() -> Self {
+        Self { tx: watch::Sender::new(State::Running), live: AtomicUsize::new(0), timeout_ms: AtomicU64::new(0) }
+    }
 }
 
 impl ShutdownHandle {
-    /// Stop accepting and give in-flight connections the shutdown timeout to finish.
+    /// A handle for [`Builder::shutdown_handle`], stopping no proxy until one is built with it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Client connections the proxies this handle stops are serving now.
+    pub fn connections(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// How long a graceful shutdown may wait for connections: the longest
+    /// [`Builder::shutdown_timeout`] of the proxies this handle stops.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Stop accepting, close idle keep-alive connections, and give the others the shutdown
+    /// timeout to finish what they are doing.
     pub fn shutdown(&self) {
-        self.tx.send_if_modified(|s| {
+        self.inner.tx.send_if_modified(|s| {
             let start = *s == State::Running;
             if start {
                 *s = State::Graceful;
@@ -700,12 +842,14 @@ impl ShutdownHandle {
 
     /// Stop accepting and drop every connection now.
     pub fn shutdown_now(&self) {
-        self.tx.send_replace(State::Now);
+        self.inner.tx.send_replace(State::Now);
     }
 }
 
-/// Shut `handle`'s proxy down gracefully on the first SIGINT or SIGTERM, and at once on the
-/// second. Must be called inside a tokio runtime; the signal handlers are installed before it
+/// Shut `handle`'s proxies down gracefully on the first SIGINT or SIGTERM, and at once on
+/// the second. Each is logged at the `warn` level, the first with what the proxy waits for:
+/// `shutting down: waiting up to 5s for 2 connections to finish; press Ctrl-C again to quit
+/// now`. Must be called inside a tokio runtime; the signal handlers are installed before it
 /// returns.
 pub fn shutdown_on_signals(handle: ShutdownHandle) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -716,14 +860,30 @@ pub fn shutdown_on_signals(handle: ShutdownHandle) -> io::Result<()> {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("signal received, shutting down");
+        tracing::warn!("{}", waiting_line(handle.connections(), handle.timeout()));
         handle.shutdown();
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("second signal, dropping connections");
+        tracing::warn!("second signal: quitting now, dropping {}", connections(handle.connections()));
         handle.shutdown_now();
     });
     Ok(())
+}
+
+/// What a graceful shutdown waits for, as [`shutdown_on_signals`] logs it.
+pub(crate) fn waiting_line(live: usize, timeout: Duration) -> String {
+    match live {
+        0 => "shutting down".to_owned(),
+        n => format!(
+            "shutting down: waiting up to {timeout:?} for {} to finish; press Ctrl-C again to quit now",
+            connections(n)
+        ),
+    }
+}
+
+/// `1 connection`, `2 connections`.
+fn connections(n: usize) -> String {
+    format!("{n} connection{}", if n == 1 { "" } else { "s" })
 }

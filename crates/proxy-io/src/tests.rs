@@ -26,6 +26,8 @@ struct Stats {
     max_unreported: usize,
     /// Bytes the driver reported forwarded, per source (client, server).
     forwarded: [u64; 2],
+    /// `Event::Shutdown`s received.
+    shutdowns: usize,
 }
 
 struct Relay {
@@ -35,6 +37,8 @@ struct Relay {
     hook_on_start: bool,
     /// On `Opened`, have the driver forward this many client bytes to the server.
     forward: Option<u64>,
+    /// Close at once on `Event::Shutdown`, as an idle keep-alive connection does.
+    close_on_shutdown: bool,
     queued: [usize; 2],
     congested: [bool; 2],
     paused: [bool; 2],
@@ -55,6 +59,7 @@ impl Relay {
             idle: None,
             hook_on_start: false,
             forward: None,
+            close_on_shutdown: false,
             queued: [0; 2],
             congested: [false; 2],
             paused: [false; 2],
@@ -164,6 +169,12 @@ impl Core for Relay {
                     self.close_all();
                 }
             }
+            Event::Shutdown => {
+                self.stats.lock().unwrap().shutdowns += 1;
+                if self.close_on_shutdown {
+                    self.close_all();
+                }
+            }
             Event::Inject { .. } | Event::Joined { .. } | Event::Carried { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
         }
     }
@@ -207,7 +218,7 @@ async fn serve_one<C: Core + 'static, H: Handler>(core: C, handler: H) -> Socket
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
-        drive(core, stream, peer, &handler, &opts(), &crate::Injector::default()).await;
+        drive(core, stream, peer, &handler, &opts(), &crate::Injector::default(), Arc::default()).await;
     });
     addr
 }
@@ -564,6 +575,70 @@ async fn shutdown_timeout_drops_lingering_connections() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_tells_each_connection_and_counts_them() {
+    let upstream = echo_server().await;
+    let handle = crate::ShutdownHandle::new();
+    let builder = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).shutdown_timeout(Duration::from_secs(30));
+    // Bound before it is built, as the command line tool does before it makes its CA.
+    let builder = builder.shutdown_handle(handle.clone()).bind().unwrap();
+    let addr = builder.local_addr().unwrap();
+    let proxy = builder.build().await.unwrap();
+    assert_eq!(proxy.local_addr(), addr);
+    assert_eq!(handle.timeout(), Duration::from_secs(30));
+    let stats = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&stats);
+    let run = tokio::spawn(proxy.run_with(move |_| {
+        let (mut relay, stats) = Relay::new(upstream);
+        relay.close_on_shutdown = true;
+        seen.lock().unwrap().push(stats);
+        relay
+    }));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        echo_once(&mut client, b"idle").await;
+        clients.push(client);
+    }
+    assert_eq!(handle.connections(), 2);
+
+    let start = Instant::now();
+    handle.shutdown();
+    // Told to keep nothing alive, both close at once: far within the 30 s timeout.
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(handle.connections(), 0);
+    let told: Vec<usize> = stats.lock().unwrap().iter().map(|s| s.lock().unwrap().shutdowns).collect();
+    assert_eq!(told, [1, 1]);
+    for mut client in clients {
+        assert_eq!(read_to_end(&mut client).await, b"");
+    }
+}
+
+#[test]
+fn a_port_taken_is_refused_whatever_the_threads() {
+    let first = Proxy::builder().listen("127.0.0.1:0".parse().unwrap()).threads(2).bind().unwrap();
+    let taken = first.local_addr().unwrap();
+    // Its sockets share the port among themselves (SO_REUSEPORT), not with another proxy.
+    for threads in [1, 2] {
+        let second = Proxy::builder().listen(taken).threads(threads).bind();
+        assert_eq!(second.map(|_| ()).unwrap_err().kind(), std::io::ErrorKind::AddrInUse, "{threads} threads");
+    }
+}
+
+#[test]
+fn the_waiting_line_says_what_and_how_long() {
+    assert_eq!(
+        crate::proxy::waiting_line(2, Duration::from_secs(5)),
+        "shutting down: waiting up to 5s for 2 connections to finish; press Ctrl-C again to quit now"
+    );
+    assert_eq!(
+        crate::proxy::waiting_line(1, Duration::from_millis(1500)),
+        "shutting down: waiting up to 1.5s for 1 connection to finish; press Ctrl-C again to quit now"
+    );
+    assert_eq!(crate::proxy::waiting_line(0, Duration::from_secs(5)), "shutting down");
 }
 
 #[tokio::test]

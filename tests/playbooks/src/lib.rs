@@ -21,7 +21,7 @@
 //! A [`Playbook`] is a list of steps. [`Playbook::run`] builds a fresh [`Connection`], feeds it
 //! [`Event::Start`] (every playbook begins with it, as in mitmproxy) and then walks the steps:
 //!
-//! - An **event** step (`recv`, `closed`, `opened`, `open_failed`, `drained`, `wakeup`,
+//! - An **event** step (`recv`, `closed`, `opened`, `open_failed`, `drained`, `wakeup`, `shutdown`,
 //!   `reply`, `reply_with`, `update`) first checks that every command produced so far has been
 //!   expected, then hands the event to the core at the current virtual time and collects all
 //!   the commands it yields.
@@ -284,6 +284,7 @@ enum Ev {
     Wakeup,
     Reply(FlowId, ReplySpec),
     Inject(FlowId, proxy_core::websocket::Peer, MessageKind, Bytes),
+    Shutdown,
 }
 
 #[derive(Clone)]
@@ -424,6 +425,11 @@ impl Playbook {
     pub fn advance(mut self, by: Duration) -> Self {
         self.steps.push(Step::Advance(by));
         self
+    }
+
+    /// `>> Shutdown`: the proxy began a graceful shutdown.
+    pub fn shutdown(self) -> Self {
+        self.event(Ev::Shutdown)
     }
 
     /// `>> HookReply` for `flow`.
@@ -709,6 +715,7 @@ impl<'a> Runner<'a> {
             Ev::Inject(flow, to, kind, payload) => {
                 self.feed_shown(Event::Inject { flow: *flow, to: *to, kind: *kind, payload: payload.clone() })
             }
+            Ev::Shutdown => self.feed_shown(Event::Shutdown),
         }
     }
 
@@ -1038,6 +1045,7 @@ fn fmt_event(e: &Event) -> String {
         Event::Carried { conn, message } => format!("Carried({}, {message:?})", fmt_conn(*conn)),
         Event::Stream { stream, message } => format!("Stream({}, {message:?})", stream.0),
         Event::StreamGone { stream } => format!("StreamGone({})", stream.0),
+        Event::Shutdown => "Shutdown".into(),
     }
 }
 
@@ -1121,6 +1129,7 @@ fn fmt_step(s: &Step) -> String {
                 Ev::Inject(flow, to, kind, payload) => {
                     fmt_event(&Event::Inject { flow: *flow, to: *to, kind: *kind, payload: payload.clone() })
                 }
+                Ev::Shutdown => "Shutdown".into(),
             };
             format!(">> {text}")
         }

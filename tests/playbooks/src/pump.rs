@@ -559,6 +559,12 @@ impl Pump {
         self.run()
     }
 
+    /// The proxy begins a graceful shutdown.
+    pub fn shuts_down(&mut self) -> &mut Self {
+        self.queue.push_back(Event::Shutdown);
+        self.run()
+    }
+
     /// Let `by` pass, waking the core if its deadline came meanwhile.
     pub fn advance(&mut self, by: std::time::Duration) -> &mut Self {
         self.now += by;

@@ -194,6 +194,18 @@ impl Fixture {
         config: &[&str],
         dir: &str,
     ) -> RunOutput {
+        self.clone_with_env(origin, proxy, config, &[], dir)
+    }
+
+    /// Like [`Fixture::clone_with`], with `vars` in git's environment (`GIT_SSL_CAINFO`).
+    pub fn clone_with_env(
+        &self,
+        origin: &GitOrigin,
+        proxy: Option<&Proxy>,
+        config: &[&str],
+        vars: &[(&str, &str)],
+        dir: &str,
+    ) -> RunOutput {
         let url = origin.base();
         let dest = self.tmp.join(dir);
         let dest = dest.to_str().unwrap();
@@ -206,8 +218,9 @@ impl Fixture {
             args.extend(["-c", c]);
         }
         args.extend(["clone", "-q", &url, dest]);
-        let (run, _) = git_run(&self.tmp, &args);
-        run
+        let mut cmd = git_cmd(&self.tmp);
+        cmd.args(&args).envs(vars.iter().copied());
+        run_bounded(cmd, GIT_LIMIT, None, &mut |_| {})
     }
 
     /// Asserts `dir` is a sound clone: fsck passes, HEAD and the big file match the source.

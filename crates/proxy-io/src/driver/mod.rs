@@ -92,12 +92,22 @@ impl Core for Connection {
     }
 }
 
-/// How other tasks wake this one for its core (a gateway granting a backend to a queued
-/// request): a flag the loop turns into [`Event::Wakeup`], and the task to wake.
+/// How other tasks wake this one for its core: a gateway granting a backend to a queued
+/// request (a flag the loop turns into [`Event::Wakeup`]), or the proxy beginning a graceful
+/// shutdown ([`Event::Shutdown`]); and the task to wake.
 #[derive(Default)]
-struct Nudge {
+pub(crate) struct Nudge {
     woken: AtomicBool,
+    draining: AtomicBool,
     task: AtomicWaker,
+}
+
+impl Nudge {
+    /// Tell the connection the proxy is shutting down: its core gets [`Event::Shutdown`].
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 impl Wake for Nudge {
@@ -126,7 +136,8 @@ pub(crate) struct Options {
     pub(crate) config: Arc<Config>,
 }
 
-/// Run one client connection to its end.
+/// Run one client connection to its end; `nudge` is how the proxy reaches it (see
+/// [`Nudge::drain`]).
 pub(crate) async fn drive<C: Core, H: Handler>(
     core: C,
     client: TcpStream,
@@ -134,6 +145,7 @@ pub(crate) async fn drive<C: Core, H: Handler>(
     handler: &H,
     opts: &Options,
     injector: &Injector,
+    nudge: Arc<Nudge>,
 ) {
     let make_hook = |flow: FlowId, hook: Hook| {
         let blocking = hook.is_blocking();
@@ -141,7 +153,7 @@ pub(crate) async fn drive<C: Core, H: Handler>(
         async move { (flow, blocking, reply.await) }
     };
     let inbox = Inbox::new(injector.clone(), peer);
-    Box::new(Driver::new(core, (ConnId::CLIENT, client), peer, opts, make_hook, inbox)).run().await
+    Box::new(Driver::new(core, (ConnId::CLIENT, client), peer, opts, make_hook, inbox, nudge)).run().await
 }
 
 /// Run a carrier (see [`crate::carrier`]) to its end: its one socket is `server`, and the
@@ -157,7 +169,7 @@ pub(crate) async fn drive_carrier(
     // A carrier raises no hooks.
     let make_hook = |flow: FlowId, _hook: Hook| std::future::ready((flow, false, HookReply::Continue));
     let inbox = Inbox::new(injector.clone(), peer);
-    let mut driver = Box::new(Driver::new(core, server, peer, opts, make_hook, inbox));
+    let mut driver = Box::new(Driver::new(core, server, peer, opts, make_hook, inbox, Arc::default()));
     driver.carrying = Some(carrying);
     driver.run().await
 }
@@ -202,8 +214,15 @@ where
         self.socks.push(sock);
     }
 
-    fn new(mut core: C, (first, socket): (ConnId, TcpStream), peer: SocketAddr, opts: &'o Options, make_hook: M, inbox: Inbox) -> Self {
-        let nudge = Arc::new(Nudge::default());
+    fn new(
+        mut core: C,
+        (first, socket): (ConnId, TcpStream),
+        peer: SocketAddr,
+        opts: &'o Options,
+        make_hook: M,
+        inbox: Inbox,
+        nudge: Arc<Nudge>,
+    ) -> Self {
         core.set_waker(Waker::from(nudge.clone()));
         Self {
             core,
@@ -445,6 +464,10 @@ where
             return Poll::Ready(event);
         }
         self.nudge.task.register(cx.waker());
+        if self.nudge.draining.swap(false, Ordering::Acquire) {
+            self.socks.iter_mut().for_each(Sock::hurry);
+            return Poll::Ready(Event::Shutdown);
+        }
         if self.nudge.woken.swap(false, Ordering::Acquire) {
             return Poll::Ready(Event::Wakeup);
         }

@@ -58,6 +58,9 @@ pub(super) struct Sock {
     pub(super) forgotten: bool,
     pub(super) linger_until: Option<Instant>,
     pub(super) linger: Duration,
+    /// The proxy is shutting down: once closed and flushed, the socket goes at once unless
+    /// its peer has sent something it must not be reset over.
+    hurry: bool,
 }
 
 impl Sock {
@@ -81,7 +84,28 @@ impl Sock {
             forgotten: false,
             linger_until: None,
             linger: Duration::ZERO,
+            hurry: false,
         }
+    }
+
+    /// The proxy is shutting down: a closed socket does not wait for its peer to close too
+    /// (an idle keep-alive client may never). Draining the peer's input protects the last
+    /// response from a reset, which only input left unread causes: a socket with none goes
+    /// as soon as its output is flushed.
+    pub(super) fn hurry(&mut self) {
+        self.hurry = true;
+        if self.forgotten && self.write_shut && self.nothing_to_read() {
+            self.kill();
+        }
+    }
+
+    /// Whether the peer has sent nothing that waits to be read (an EOF or an error counts as
+    /// nothing). Asks the socket itself, not tokio's record of its readiness, which may not
+    /// have seen the latest input yet.
+    fn nothing_to_read(&self) -> bool {
+        let Io::Open(stream) = &self.io else { return true };
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        !matches!(socket2::SockRef::from(stream).peek(&mut byte), Ok(1))
     }
 
     pub(super) fn is_alive(&self) -> bool {
@@ -143,7 +167,7 @@ impl Sock {
             // Our FIN. Failing here means the peer is gone, which reading will tell.
             let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
         }
-        if self.forgotten && !self.drains_after_close() {
+        if self.forgotten && (!self.drains_after_close() || self.hurry && self.nothing_to_read()) {
             self.kill();
         }
     }

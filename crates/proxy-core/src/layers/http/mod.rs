@@ -160,6 +160,8 @@ pub(crate) struct HttpLayer {
     /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
     /// read our last response before its unread input could make the kernel reset.
     lingering: bool,
+    /// The proxy is shutting down and this layer has stopped keeping the client alive.
+    drained: bool,
 }
 
 impl HttpLayer {
@@ -182,6 +184,7 @@ impl HttpLayer {
             carried: Vec::new(),
             client_gone: false,
             lingering: false,
+            drained: false,
         }
     }
 
@@ -467,6 +470,8 @@ impl HttpLayer {
             }
             // A carrier's events: never a client connection's.
             Event::Inject { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
+            // The context remembers it; `after_event` drains.
+            Event::Shutdown => {}
         }
         self.after_event(cx, now);
     }
@@ -831,10 +836,37 @@ impl HttpLayer {
         }
     }
 
+    /// The proxy is shutting down ([`Event::Shutdown`]): keep the client connection no longer
+    /// than what is in progress needs. An HTTP/1 connection between requests closes now, one
+    /// with an exchange in progress after it; an HTTP/2 connection gets a GOAWAY and closes
+    /// once its streams are done (`after_event` sees the engine finish).
+    fn drain(&mut self, cx: &mut Context, now: Instant) {
+        self.drained = true;
+        let idle = self.client.is_idle()
+            && self.streams.is_empty()
+            && self.websockets.is_empty()
+            && self.tunnels.is_empty()
+            && self.sniff.as_ref().is_none_or(BytesMut::is_empty);
+        match &mut self.client {
+            ClientCodec::H1(_) if idle => {
+                cx.log(LogLevel::Debug, "shutting down: closing idle client connection");
+                self.close_all(cx, now, false);
+            }
+            ClientCodec::H1(codec) => codec.drain(),
+            ClientCodec::H2(codec) => codec.shutdown(None),
+        }
+    }
+
     /// Bookkeeping after every event: reading permissions, keep-alive, closing.
     fn after_event(&mut self, cx: &mut Context, now: Instant) {
         if self.handover.is_some() || self.client_gone {
             return;
+        }
+        if cx.shutting_down && !self.drained {
+            self.drain(cx, now);
+            if self.client_gone {
+                return;
+            }
         }
         self.drive_h2(cx, now);
         self.orphaned_websockets(cx, now);

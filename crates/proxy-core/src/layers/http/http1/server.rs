@@ -71,6 +71,8 @@ pub(crate) struct Http1Server {
     /// When the request head being received must be complete: armed by its first byte,
     /// cleared once it is parsed.
     head_deadline: Option<Instant>,
+    /// The proxy is shutting down: no exchange from now on keeps the connection alive.
+    draining: bool,
 }
 
 impl Http1Server {
@@ -93,6 +95,7 @@ impl Http1Server {
             underscores: config.underscore_headers,
             head_timeout: config.head_timeout,
             head_deadline: None,
+            draining: false,
         }
     }
 
@@ -178,6 +181,16 @@ impl Http1Server {
     /// next head received. A head on its way is bounded by the head timeout instead.
     pub(crate) fn is_idle(&self) -> bool {
         matches!(self.recv, Recv::Head) && self.current.is_none() && self.buf.is_empty()
+    }
+
+    /// The proxy is shutting down: the exchange in progress, or the one whose request is
+    /// arriving, is the connection's last. Its response says `Connection: close` unless its
+    /// head has gone already, and the connection finishes with it.
+    pub(crate) fn drain(&mut self) {
+        self.draining = true;
+        if let Some(current) = &mut self.current {
+            current.keep_alive = false;
+        }
     }
 
     /// Whether the connection should be closed now.
@@ -396,6 +409,7 @@ impl Http1Server {
         }
         let flow = cx.next_flow_id();
         let end_stream = matches!(framing, Framing::Empty | Framing::Length(0));
+        let keep_alive = keep_alive && !self.draining;
         self.current = Some(Exchange { flow, version: head.version, head: request.method == "HEAD", connect, keep_alive });
         self.send = Send::Idle;
         self.recv = if end_stream { Recv::Done } else { Recv::Body(BodyReader::new(framing, self.limits)) };
