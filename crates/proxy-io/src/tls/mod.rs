@@ -250,12 +250,10 @@ impl TlsOptions {
             let info = CaInfo { cert_path, created: ca.is_new() };
             Ok((Arc::new(Minter::new(ca, cache_size)?), Some(info)))
         };
+        let kept_in = |dir: PathBuf| minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE));
         let (issuer, info): (Arc<dyn CertIssuer>, _) = match self.ca {
-            CaSource::DefaultDir => {
-                let dir = default_ca_dir().ok_or(TlsSetupError::NoCaDir)?;
-                minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?
-            }
-            CaSource::Dir(dir) => minting(CertAuthority::load_or_create(&dir)?, dir.join(CA_CERT_FILE))?,
+            CaSource::DefaultDir => kept_in(default_ca_dir().ok_or(TlsSetupError::NoCaDir)?)?,
+            CaSource::Dir(dir) => kept_in(dir)?,
             CaSource::Files { cert, key } => minting(CertAuthority::from_files(&cert, &key)?, cert)?,
             CaSource::Fixed(path) => (Arc::new(FixedCert::from_pem_file(&path)?), None),
         };
