@@ -67,6 +67,10 @@ use websocket::WebSockets;
 use crate::layers::websocket::WsInput;
 use crate::websocket::Peer;
 
+/// What one pass of [`HttpLayer::drive_h2`] gathers before it acts on it (the streams of a
+/// connection, the connections): on the stack while there are few, as there mostly are.
+type Scratch<T> = smallvec::SmallVec<[T; 16]>;
+
 /// The codec of the client connection.
 enum ClientCodec {
     H1(Http1Server),
@@ -972,9 +976,9 @@ impl HttpLayer {
                 if self.client_gone {
                     return;
                 }
-                let flows: Vec<FlowId> = match &self.client {
+                let flows: Scratch<FlowId> = match &self.client {
                     ClientCodec::H2(codec) => codec.flows().collect(),
-                    ClientCodec::H1(_) => Vec::new(),
+                    ClientCodec::H1(_) => Scratch::new(),
                 };
                 for flow in flows {
                     let reading = if self.tunnels.contains(flow) {
@@ -988,7 +992,7 @@ impl HttpLayer {
                         codec.set_reading(flow, reading);
                     }
                 }
-                let mut outputs = Vec::new();
+                let mut outputs = std::mem::take(&mut self.spare_client_outputs);
                 if let ClientCodec::H2(codec) = &mut self.client {
                     codec.poll(cx, now, &mut outputs);
                 }
@@ -998,24 +1002,26 @@ impl HttpLayer {
                     return;
                 }
             }
-            let h2_servers: Vec<ConnId> = self.pool.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
+            let h2_servers: Scratch<ConnId> = self.pool.iter().filter(|s| s.open && s.is_h2()).map(|s| s.conn).collect();
             for conn in h2_servers {
-                let Some(flows) = self.pool.get(conn).map(|s| s.flows.clone()) else { continue };
-                let mut reading: Vec<(FlowId, bool)> = flows
-                    .into_iter()
-                    .map(|flow| {
+                let Some(server) = self.pool.get(conn) else { continue };
+                let mut reading: Scratch<(FlowId, bool)> = server
+                    .flows
+                    .iter()
+                    .map(|&flow| {
                         let wants = self.streams.get(&flow).is_none_or(|s| s.wants_response_data());
                         (flow, wants && self.client_has_room(cx, flow))
                     })
                     .collect();
-                for flow in self.websockets.streams_on(conn) {
+                let websockets: Scratch<FlowId> = self.websockets.streams_on(conn).collect();
+                for flow in websockets {
                     reading.push((flow, self.websocket_readable(cx, flow, Peer::Server)));
                 }
                 let Some(ServerCodec::H2(codec)) = self.pool.get_mut(conn).map(|s| &mut s.codec) else { continue };
                 for (flow, reading) in reading {
                     codec.set_reading(flow, reading);
                 }
-                let mut outputs = Vec::new();
+                let mut outputs = std::mem::take(&mut self.spare_server_outputs);
                 codec.poll(cx, &mut outputs);
                 moved |= !outputs.is_empty();
                 self.handle_server_outputs(cx, now, conn, outputs);

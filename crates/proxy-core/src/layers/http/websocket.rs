@@ -63,8 +63,8 @@ impl WebSockets {
     }
 
     /// The WebSockets whose server end is a stream of `conn`.
-    pub(crate) fn streams_on(&self, conn: ConnId) -> Vec<FlowId> {
-        self.sessions.iter().filter(|(_, c)| c.server_stream && c.server == conn).map(|(flow, _)| *flow).collect()
+    pub(crate) fn streams_on(&self, conn: ConnId) -> impl Iterator<Item = FlowId> + '_ {
+        self.sessions.iter().filter(move |(_, c)| c.server_stream && c.server == conn).map(|(flow, _)| *flow)
     }
 
     pub(crate) fn contains(&self, flow: FlowId) -> bool {
