@@ -70,6 +70,11 @@ impl Headers {
         self.fields().iter().map(|(n, v)| (&n[..], &v[..]))
     }
 
+    /// All fields as they are kept: a copy of a name or a value costs no allocation.
+    pub(crate) fn iter_shared(&self) -> impl Iterator<Item = &(Bytes, Bytes)> {
+        self.fields().iter()
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.get_shared(name).map(|v| &v[..])

@@ -3,7 +3,8 @@
 //! raw frames for peers that break the rules on purpose.
 
 use bytes::Bytes;
-use proxy_core::h2_engine::{ConnectionError, Engine, H2Event, Settings, StreamKey};
+use proxy_core::h2_engine::{ConnectionError, Engine, H2Event, RequestHead, ResponseHead, Settings, StreamKey};
+use proxy_core::Headers;
 
 pub use proxy_core::h2_engine::Reason;
 pub use http::{HeaderMap, Request, Response};
@@ -56,48 +57,53 @@ impl H2Peer {
         self.held.len()
     }
 
+    /// Open stream `key` with `request`, as built with the `http` crate (client).
+    pub fn open(&mut self, key: StreamKey, request: Request<()>, end_stream: bool) {
+        self.engine.open(key, request_head(request, None), end_stream);
+    }
+
     /// A GET for `url` on stream key `key` (client).
     pub fn get(&mut self, key: StreamKey, url: &str) {
-        self.engine.open(key, Request::get(url).body(()).expect("request"), true);
+        self.engine.open(key, request_head(Request::get(url).body(()).expect("request"), None), true);
     }
 
     /// A POST for `url` on `key` whose body begins with `first` and is left open (client).
     pub fn start_post(&mut self, key: StreamKey, url: &str, first: &[u8]) {
-        self.engine.open(key, Request::post(url).body(()).expect("request"), false);
+        self.engine.open(key, request_head(Request::post(url).body(()).expect("request"), None), false);
         self.engine.send_data(key, Bytes::copy_from_slice(first));
     }
 
     /// A POST of `body` for `url` on `key`, ended with `trailers` if given (client).
     pub fn post(&mut self, key: StreamKey, url: &str, body: &[u8], trailers: Option<HeaderMap>) {
-        self.engine.open(key, Request::post(url).body(()).expect("request"), false);
+        self.engine.open(key, request_head(Request::post(url).body(()).expect("request"), None), false);
         self.engine.send_data(key, Bytes::copy_from_slice(body));
-        self.engine.finish(key, trailers);
+        self.engine.finish(key, trailers.as_ref().map(headers_of));
     }
 
     /// Answer `stream` with `status`, `body` and `trailers` (server).
     pub fn respond(&mut self, stream: StreamKey, status: u16, body: &[u8], trailers: Option<HeaderMap>) {
         let response = Response::builder().status(status).body(()).expect("response");
         let end = body.is_empty() && trailers.is_none();
-        self.engine.respond(stream, response, end);
+        self.engine.respond(stream, response_head(response), end);
         if !end {
             self.engine.send_data(stream, Bytes::copy_from_slice(body));
-            self.engine.finish(stream, trailers);
+            self.engine.finish(stream, trailers.as_ref().map(headers_of));
         }
     }
 
     /// The request heads received (server), in order: stream and head.
     pub fn requests(&self) -> Vec<(StreamKey, http::request::Parts)> {
         let heads = self.events.iter().filter_map(|e| match e {
-            H2Event::Request { stream, head, .. } => Some((*stream, clone_request(head))),
+            H2Event::Request { stream, head, .. } => Some((*stream, request_parts(head))),
             _ => None,
         });
         heads.collect()
     }
 
     /// The final response head on `stream` (client).
-    pub fn response(&self, stream: StreamKey) -> Option<&http::response::Parts> {
+    pub fn response(&self, stream: StreamKey) -> Option<http::response::Parts> {
         self.events.iter().find_map(|e| match e {
-            H2Event::Response { stream: s, head, .. } if *s == stream => Some(head),
+            H2Event::Response { stream: s, head, .. } if *s == stream => Some(response_parts(head)),
             _ => None,
         })
     }
@@ -114,7 +120,7 @@ impl H2Peer {
     /// Whether the message on `stream` ended, and with what trailers.
     pub fn ended(&self, stream: StreamKey) -> Option<Option<HeaderMap>> {
         self.events.iter().find_map(|e| match e {
-            H2Event::End { stream: s, trailers } if *s == stream => Some(trailers.clone()),
+            H2Event::End { stream: s, trailers } if *s == stream => Some(trailers.as_ref().map(header_map)),
             H2Event::Response { stream: s, end_stream: true, .. } if *s == stream => Some(None),
             H2Event::Request { stream: s, end_stream: true, .. } if *s == stream => Some(None),
             _ => None,
@@ -138,12 +144,65 @@ impl H2Peer {
     }
 }
 
-fn clone_request(head: &http::request::Parts) -> http::request::Parts {
+/// The engine's head for `request`, with `protocol` for an extended CONNECT.
+fn request_head(request: Request<()>, protocol: Option<&'static str>) -> RequestHead {
+    let (parts, ()) = request.into_parts();
+    let copy = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    let connect = parts.method == http::Method::CONNECT && protocol.is_none();
+    RequestHead {
+        method: copy(parts.method.as_str()),
+        scheme: parts.uri.scheme_str().map(copy),
+        authority: parts.uri.authority().map(|a| copy(a.as_str())),
+        path: (!connect).then(|| copy(parts.uri.path_and_query().map_or("/", |p| p.as_str()))),
+        protocol: protocol.map(copy),
+        fields: headers_of(&parts.headers),
+    }
+}
+
+fn response_head(response: Response<()>) -> ResponseHead {
+    ResponseHead { status: response.status().as_u16(), fields: headers_of(response.headers()) }
+}
+
+/// A request head as the `http` crate holds it, for scenarios to look at.
+fn request_parts(head: &RequestHead) -> http::request::Parts {
+    let mut uri = http::Uri::builder();
+    if let Some(scheme) = &head.scheme {
+        uri = uri.scheme(&scheme[..]);
+    }
+    if let Some(authority) = &head.authority {
+        uri = uri.authority(&authority[..]);
+    }
+    if let Some(path) = &head.path {
+        uri = uri.path_and_query(&path[..]);
+    }
     let mut request = Request::new(());
-    *request.method_mut() = head.method.clone();
-    *request.uri_mut() = head.uri.clone();
-    *request.headers_mut() = head.headers.clone();
+    *request.method_mut() = http::Method::from_bytes(&head.method).expect("method");
+    *request.uri_mut() = uri.build().expect("uri");
+    *request.headers_mut() = header_map(&head.fields);
     request.into_parts().0
+}
+
+fn response_parts(head: &ResponseHead) -> http::response::Parts {
+    let mut response = Response::new(());
+    *response.status_mut() = http::StatusCode::from_u16(head.status).expect("status");
+    *response.headers_mut() = header_map(&head.fields);
+    response.into_parts().0
+}
+
+fn headers_of(map: &HeaderMap) -> Headers {
+    let mut headers = Headers::new();
+    for (name, value) in map {
+        headers.append(Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
+    }
+    headers
+}
+
+fn header_map(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.append(http::HeaderName::from_bytes(name).expect("name"), http::HeaderValue::from_bytes(value).expect("value"));
+    }
+    map
 }
 
 /// Trailers from `pairs`.
@@ -277,11 +336,11 @@ impl H2Peer {
     /// An extended CONNECT (RFC 8441) for a WebSocket to `url` on `key`, with `headers`
     /// (client). The stream stays open for the frames.
     pub fn websocket(&mut self, key: StreamKey, url: &str, headers: &[(&str, &str)]) {
-        let mut request = Request::builder().method("CONNECT").uri(url).extension(proxy_core::h2_engine::Protocol::from_static("websocket"));
+        let mut request = Request::builder().method("CONNECT").uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.engine.open(key, request.body(()).expect("request"), false);
+        self.engine.open(key, request_head(request.body(()).expect("request"), Some("websocket")), false);
     }
 
     /// A server that takes WebSockets as streams (RFC 8441's
@@ -297,14 +356,14 @@ impl H2Peer {
         for (name, value) in headers {
             response = response.header(*name, *value);
         }
-        self.engine.respond(stream, response.body(()).expect("response"), false);
+        self.engine.respond(stream, response_head(response.body(()).expect("response")), false);
     }
 
     /// The `:protocol` of the request on `stream` (server).
     pub fn protocol(&self, stream: StreamKey) -> Option<String> {
         self.events.iter().find_map(|e| match e {
             H2Event::Request { stream: s, head, .. } if *s == stream => {
-                head.extensions.get::<proxy_core::h2_engine::Protocol>().map(|p| p.as_str().to_owned())
+                head.protocol.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())
             }
             _ => None,
         })
@@ -313,7 +372,7 @@ impl H2Peer {
     /// Send `data` on `key` without ending it.
     /// A `CONNECT` to `authority` on `key`, the stream left open for the tunnel (client).
     pub fn connect(&mut self, key: StreamKey, authority: &str) {
-        self.engine.open(key, Request::connect(authority).body(()).expect("request"), false);
+        self.engine.open(key, request_head(Request::connect(authority).body(()).expect("request"), None), false);
     }
 
     pub fn send(&mut self, key: StreamKey, data: &[u8]) {

@@ -183,7 +183,7 @@ fn a_server_reset_mid_body_resets_the_client_stream() {
     pump.client_sends(b"");
     let (stream, _) = pump.server_h2(S1).requests()[0];
     let server = pump.server_h2(S1);
-    server.engine.respond(stream, Response::new(()), false);
+    server.engine.respond(stream, proxy_core::h2_engine::ResponseHead { status: 200, fields: Default::default() }, false);
     server.engine.send_data(stream, bytes::Bytes::from_static(b"part"));
     pump.server_sends(S1, b"");
     assert_eq!(pump.client_h2().body(1), b"part");

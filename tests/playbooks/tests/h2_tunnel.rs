@@ -215,7 +215,7 @@ fn proxy_authentication_covers_connect_streams() {
     assert!(pump.addrs.is_empty());
     let credentials = "Basic dXNlcjpwYXNz";
     let request = Request::connect("a.test:443").header("proxy-authorization", credentials).body(()).unwrap();
-    pump.client_h2().engine.open(3, request, false);
+    pump.client_h2().open(3, request, false);
     pump.client_sends(b"");
     assert_eq!(status(&mut pump, 3), Some(200));
 }

@@ -129,7 +129,7 @@ fn an_h2_authority_never_picks_the_upstream() {
 fn an_h2_connect_is_405_and_opens_nothing() {
     let mut pump = h2_client(reverse());
     let connect = Request::connect("127.0.0.1:9999").body(()).unwrap();
-    pump.client_h2().engine.open(1, connect, false);
+    pump.client_h2().open(1, connect, false);
     pump.client_sends(b"");
     let status = pump.client_h2().response(1).map(|r| r.status.as_u16());
     assert_eq!(status, Some(405), "logs: {:?}", pump.logs);
@@ -209,14 +209,14 @@ fn underscored_names_are_kept_dropped_or_refused_as_configured() {
 fn the_policy_holds_for_http2_requests_too() {
     let mut pump = h2_client(with_underscores(reverse(), UnderscoreHeaders::Drop));
     let request = Request::get("http://a/d").header("x_user", "mallory").header("x-user", "alice").body(()).unwrap();
-    pump.client_h2().engine.open(1, request, true);
+    pump.client_h2().open(1, request, true);
     pump.client_sends(b"");
     let sent = String::from_utf8_lossy(pump.server(S1).received()).into_owned();
     assert!(sent.contains("x-user: alice\r\n") && !sent.contains("x_user"), "{sent}");
 
     let mut pump = h2_client(reverse());
     let request = Request::post("http://a/p").header("transfer_encoding", "chunked").body(()).unwrap();
-    pump.client_h2().engine.open(1, request, true);
+    pump.client_h2().open(1, request, true);
     pump.client_sends(b"");
     assert_eq!(pump.client_h2().response(1).map(|r| r.status.as_u16()), Some(400));
     assert!(pump.addrs.is_empty(), "opened {:?}", pump.addrs);

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use crate::layers::http::h2::engine::Reason;
 
-use super::conversion::{from_h2_headers, from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
-use super::engine::{Engine, H2Event, StreamKey};
+use super::conversion::{from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
+use super::engine::{Engine, H2Event, ResponseHead, StreamKey};
 use super::fields::{self, FieldError};
 use super::{let_go_of_emptied, settings};
 use crate::config::Config;
@@ -228,7 +228,6 @@ impl H2Client {
                     self.malformed(flow, error, out);
                     return;
                 }
-                let trailers = trailers.map(|t| from_h2_headers(&t));
                 out.push(CodecOutput::Http(HttpEvent::ResponseEnd { flow, trailers }));
             }
             (H2Event::Reset { reason, remote, unprocessed, .. }, Some(flow)) => {
@@ -262,7 +261,7 @@ impl H2Client {
 
     /// Whether a response head on `flow` goes on: the head is well formed (a malformed one
     /// resets the stream).
-    fn takes_head(&mut self, flow: FlowId, head: &http::response::Parts, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
+    fn takes_head(&mut self, flow: FlowId, head: &ResponseHead, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
         match fields::check_response(head) {
             Ok(()) => true,
             Err(error) => {

@@ -1,89 +1,104 @@
-//! Between our messages ([`Request`], [`Response`], [`Headers`]) and the `http` crate's,
-//! which the engine takes and gives: what the module doc's "Translation" describes.
+//! Between our messages ([`Request`], [`Response`], [`Headers`]) and the engine's heads: what
+//! the module doc's "Translation" describes. The engine's fields are our [`Headers`]: what
+//! comes from HTTP/2 is passed on as it is, and what goes to it is shared as it is when
+//! nothing in it has to change (a head from an HTTP/2 peer, mostly).
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::engine::{lowercase_name, RequestHead, ResponseHead};
 use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::Headers;
 
-pub(super) fn from_h2_headers(map: &HeaderMap) -> Headers {
-    let mut headers = Headers::with_capacity(map.len());
-    for (name, value) in map {
-        headers.append(Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
-    }
-    headers
-}
-
 /// Header fields for HTTP/2: connection-specific ones dropped (RFC 9113 section 8.2.2),
 /// names lowercased, anything HTTP/2 cannot carry left out.
-pub(super) fn to_h2_headers(headers: &Headers) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers.iter() {
-        let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
-        if connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c)) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers") {
-            continue;
-        }
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else { continue };
-        map.append(name, value);
+pub(super) fn to_h2_headers(headers: &Headers) -> Headers {
+    if headers.iter().all(|(name, value)| carried(name, value) && !name.iter().any(u8::is_ascii_uppercase)) {
+        return headers.clone();
     }
-    map
+    let mut fields = Vec::with_capacity(headers.len());
+    for (name, value) in headers.iter_shared() {
+        if !carried(name, value) {
+            continue;
+        }
+        let name = if name.iter().any(u8::is_ascii_uppercase) { lowercase_name(name) } else { name.clone() };
+        fields.push((name, value.clone()));
+    }
+    Headers::from_fields(fields)
 }
 
-pub(super) fn to_h2_request(request: &Request) -> http::Request<()> {
-    let authority = request.headers.get_str("host").map_or_else(|| request.authority(), str::to_owned);
-    let path = if request.path.is_empty() { "/" } else { request.path.as_str() };
-    let uri = http::Uri::builder().scheme(request.scheme.as_str()).authority(authority.as_str()).path_and_query(path).build();
-    let uri = uri.unwrap_or_else(|_| {
-        // A Host the URI grammar refuses: fall back to the target we connect to.
-        let fallback = http::Uri::builder().scheme(request.scheme.as_str()).authority(request.authority()).path_and_query(path).build();
-        fallback.unwrap_or_default()
-    });
+/// Whether a field goes on in HTTP/2: a token for a name, no control byte but HTAB in the
+/// value, nothing about this connection alone.
+fn carried(name: &[u8], value: &[u8]) -> bool {
+    let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
+    let token = !name.is_empty() && name.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    token
+        && value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+        && !connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c))
+        && !(name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+}
+
+pub(super) fn to_h2_request(request: &Request) -> RequestHead {
+    let authority = request.headers.get_shared("host").cloned().filter(|host| valid_authority(host));
+    let authority = authority.unwrap_or_else(|| Bytes::from(request.authority()));
+    let path = match request.path.as_str() {
+        "" | "/" => Bytes::from_static(b"/"),
+        path if http::uri::PathAndQuery::try_from(path).is_ok() => Bytes::copy_from_slice(path.as_bytes()),
+        // A path the URI grammar refuses (a hook's): the root, as a URI of nothing would be.
+        _ => Bytes::from_static(b"/"),
+    };
     let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or_default();
-    let mut out = http::Request::new(());
-    *out.method_mut() = method;
-    *out.uri_mut() = uri;
-    *out.version_mut() = http::Version::HTTP_2;
-    *out.headers_mut() = to_h2_headers(&request.headers);
-    out
+    RequestHead {
+        method: match method {
+            http::Method::GET => Bytes::from_static(b"GET"),
+            http::Method::POST => Bytes::from_static(b"POST"),
+            http::Method::HEAD => Bytes::from_static(b"HEAD"),
+            method => Bytes::copy_from_slice(method.as_str().as_bytes()),
+        },
+        scheme: Some(Bytes::from_static(request.scheme.as_str().as_bytes())),
+        authority: Some(authority),
+        path: Some(path),
+        protocol: None,
+        fields: to_h2_headers(&request.headers),
+    }
+}
+
+/// Whether `host` may stand as `:authority`: a Host the URI grammar refuses gives way to the
+/// target we connect to.
+fn valid_authority(host: &Bytes) -> bool {
+    http::uri::Authority::from_maybe_shared(host.clone()).is_ok()
 }
 
 /// A WebSocket upgrade as RFC 8441's extended CONNECT: `:protocol websocket`, and no
 /// `Sec-WebSocket-Key` (HTTP/2 has none; `Upgrade` and `Connection` go with the other
 /// connection-specific fields).
-pub(super) fn to_h2_websocket(request: &Request) -> http::Request<()> {
-    let mut out = to_h2_request(request);
-    *out.method_mut() = http::Method::CONNECT;
-    out.extensions_mut().insert(super::engine::Protocol::from_static("websocket"));
-    out.headers_mut().remove("sec-websocket-key");
-    out
+pub(super) fn to_h2_websocket(request: &Request) -> RequestHead {
+    let mut head = to_h2_request(request);
+    head.method = Bytes::from_static(b"CONNECT");
+    head.protocol = Some(Bytes::from_static(b"websocket"));
+    head.fields.remove("sec-websocket-key");
+    head
 }
 
-pub(super) fn to_h2_response(response: &Response) -> http::Response<()> {
-    let mut out = http::Response::new(());
-    *out.status_mut() = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    *out.headers_mut() = to_h2_headers(&response.headers);
+pub(super) fn to_h2_response(response: &Response) -> ResponseHead {
+    let status = if (100..1000).contains(&response.status) { response.status } else { 502 };
+    let mut fields = to_h2_headers(&response.headers);
     if let Some(body) = &response.body {
         // A whole body sets the length, whatever a hook that changed it left in the field;
         // an empty one keeps a length it has (the answer to a `HEAD`).
-        let keep = body.is_empty() && out.headers().contains_key(http::header::CONTENT_LENGTH);
+        let keep = body.is_empty() && fields.contains("content-length");
         if !keep && response.status != 204 && response.status != 304 {
-            out.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            fields.insert(Bytes::from_static(b"content-length"), body.len().to_string());
         }
     }
-    out
+    ResponseHead { status, fields }
 }
 
-pub(super) fn from_h2_response(head: http::response::Parts) -> Response {
-    let status = head.status.as_u16();
+pub(super) fn from_h2_response(head: ResponseHead) -> Response {
     Response {
         version: Version::Http2,
-        status,
-        reason: reason_phrase(status).to_owned(),
-        headers: from_h2_headers(&head.headers),
+        status: head.status,
+        reason: reason_phrase(head.status).to_owned(),
+        headers: head.fields,
         body: None,
         trailers: None,
     }

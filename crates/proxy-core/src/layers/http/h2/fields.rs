@@ -34,9 +34,8 @@
 //! field checks (names, values, connection-specific fields) are repeated, in the same single
 //! pass, so that what we forward does not rest on the engine's choices.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, Method};
-
+use super::engine::{RequestHead, ResponseHead};
+use crate::headers::Headers;
 use crate::layers::http::http1::split_authority;
 
 /// How an HTTP/2 message breaks RFC 9113; the message names the rule.
@@ -44,16 +43,16 @@ use crate::layers::http::http1::split_authority;
 pub(crate) enum FieldError {
     /// Section 8.2.1: a name is a non-empty lowercase token.
     #[error("field name {0:?} is not a lowercase token")]
-    Name(HeaderName),
+    Name(String),
     /// Section 8.2.1: no NUL, CR or LF in a value.
     #[error("field value of {0} contains NUL, CR or LF")]
-    ValueByte(HeaderName),
+    ValueByte(String),
     /// Section 8.2.1: no SP or HTAB at the start or the end of a value.
     #[error("field value of {0} has leading or trailing whitespace")]
-    ValueWhitespace(HeaderName),
+    ValueWhitespace(String),
     /// Section 8.2.2.
     #[error("connection-specific field {0}")]
-    ConnectionSpecific(HeaderName),
+    ConnectionSpecific(String),
     /// Section 8.1.1: the length is a decimal number (the engine reads an empty one as 0).
     #[error("content-length is not a decimal number")]
     ContentLength,
@@ -78,14 +77,14 @@ pub(crate) enum FieldError {
 }
 
 /// Check a request head from an HTTP/2 client.
-pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldError> {
-    check_fields(&head.headers)?;
-    let authority = head.uri.authority().map(|a| a.as_str());
-    let hosts = head.headers.get_all(HOST);
-    if authority.is_some_and(|a| a.contains('@')) || hosts.iter().any(|h| h.as_bytes().contains(&b'@')) {
+pub(crate) fn check_request(head: &RequestHead) -> Result<(), FieldError> {
+    check_fields(&head.fields)?;
+    let authority = head.authority.as_deref().map(String::from_utf8_lossy);
+    let mut hosts = head.fields.get_all("host");
+    if authority.as_ref().is_some_and(|a| a.contains('@')) || head.fields.get_all("host").any(|h| h.contains(&b'@')) {
         return Err(FieldError::UserInfo);
     }
-    if head.method == Method::CONNECT && head.extensions.get::<super::engine::Protocol>().is_none() {
+    if head.is_connect() {
         // The engine has refused `:scheme`, `:path` and `:protocol` in a CONNECT, but for an extended
         // CONNECT (RFC 8441), which has them all and is checked as other requests are.
         return match authority {
@@ -93,58 +92,54 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<(), FieldErro
             None => Err(FieldError::ConnectWithoutAuthority),
         };
     }
-    // The engine refuses an empty `:path`, and a missing one when there is an `:authority`; without
-    // one, a missing `:path` leaves the URI without a path (`path_and_query` would say `/`).
-    if head.uri.path().is_empty() {
-        return Err(FieldError::MissingPath);
-    }
-    let path = head.uri.path_and_query().map_or("", |p| p.as_str());
-    let options_asterisk = path == "*" && head.method == Method::OPTIONS;
-    if !(path.starts_with('/') || options_asterisk) {
-        return Err(FieldError::Path(path.to_owned()));
+    // The engine refuses an empty `:path`, and a missing one when there is an `:authority`.
+    let Some(path) = head.path.as_deref() else { return Err(FieldError::MissingPath) };
+    let options_asterisk = path == b"*" && head.method == "OPTIONS";
+    if !(path.starts_with(b"/") || options_asterisk) {
+        return Err(FieldError::Path(String::from_utf8_lossy(path).into_owned()));
     }
     match authority {
         Some(authority) => {
-            let default_port = if head.uri.scheme_str() == Some("https") { 443 } else { 80 };
+            let default_port = if head.scheme.as_deref() == Some(b"https") { 443 } else { 80 };
             for host in hosts {
-                let host = host.to_str().unwrap_or_default();
-                if !same_origin(host, authority, default_port) {
-                    return Err(FieldError::HostMismatch { host: host.to_owned(), authority: authority.to_owned() });
+                let host = std::str::from_utf8(host).unwrap_or_default();
+                if !same_origin(host, &authority, default_port) {
+                    return Err(FieldError::HostMismatch { host: host.to_owned(), authority: authority.into_owned() });
                 }
             }
             Ok(())
         }
-        None if hosts.iter().next().is_none() => Err(FieldError::MissingAuthority),
+        None if hosts.next().is_none() => Err(FieldError::MissingAuthority),
         None => Ok(()),
     }
 }
 
 /// Check a response head (final or interim) from an HTTP/2 server. Its `:status` is three
 /// digits, once, or the engine would have refused it.
-pub(crate) fn check_response(head: &http::response::Parts) -> Result<(), FieldError> {
-    check_fields(&head.headers)
+pub(crate) fn check_response(head: &ResponseHead) -> Result<(), FieldError> {
+    check_fields(&head.fields)
 }
 
 /// Check the fields of a head or a trailer section: one pass over each name and value, no
 /// allocation unless one is bad.
-pub(crate) fn check_fields(fields: &HeaderMap) -> Result<(), FieldError> {
-    for (name, value) in fields {
-        if !name.as_str().bytes().all(is_name_byte) {
-            return Err(FieldError::Name(name.clone()));
+pub(crate) fn check_fields(fields: &Headers) -> Result<(), FieldError> {
+    for (name, value) in fields.iter() {
+        let named = || String::from_utf8_lossy(name).into_owned();
+        if name.is_empty() || !name.iter().copied().all(is_name_byte) {
+            return Err(FieldError::Name(named()));
         }
-        let value = value.as_bytes();
         if let (Some(first), Some(last)) = (value.first(), value.last()) {
             if matches!(first, b' ' | b'\t') || matches!(last, b' ' | b'\t') {
-                return Err(FieldError::ValueWhitespace(name.clone()));
+                return Err(FieldError::ValueWhitespace(named()));
             }
         }
         if value.iter().any(|b| matches!(b, b'\0' | b'\r' | b'\n')) {
-            return Err(FieldError::ValueByte(name.clone()));
+            return Err(FieldError::ValueByte(named()));
         }
-        if is_connection_specific(name) || name == TE && value != b"trailers" {
-            return Err(FieldError::ConnectionSpecific(name.clone()));
+        if is_connection_specific(name) || name == b"te" && value != b"trailers" {
+            return Err(FieldError::ConnectionSpecific(named()));
         }
-        if name == CONTENT_LENGTH && (value.is_empty() || !value.iter().all(u8::is_ascii_digit)) {
+        if name == b"content-length" && (value.is_empty() || !value.iter().all(u8::is_ascii_digit)) {
             return Err(FieldError::ContentLength);
         }
     }
@@ -157,8 +152,8 @@ fn is_name_byte(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
 }
 
-fn is_connection_specific(name: &HeaderName) -> bool {
-    name == CONNECTION || name == TRANSFER_ENCODING || name == UPGRADE || name == "keep-alive" || name == "proxy-connection"
+fn is_connection_specific(name: &[u8]) -> bool {
+    matches!(name, b"connection" | b"transfer-encoding" | b"upgrade" | b"keep-alive" | b"proxy-connection")
 }
 
 /// Whether `host` and `authority` name one origin: the same host, in any case, and the same
@@ -172,27 +167,36 @@ fn same_origin(host: &str, authority: &str, default_port: u16) -> bool {
 mod tests {
     use super::*;
 
-    fn request(method: &str, uri: &str, fields: &[(&str, &str)]) -> http::request::Parts {
-        let mut builder = http::Request::builder().method(method).uri(uri);
+    fn request(method: &str, uri: &str, fields: &[(&str, &str)]) -> RequestHead {
+        let uri: http::Uri = uri.parse().unwrap();
+        let copy = |s: &str| bytes::Bytes::copy_from_slice(s.as_bytes());
+        let mut headers = Headers::new();
         for (name, value) in fields {
-            builder = builder.header(*name, *value);
+            headers.append(copy(name), copy(value));
         }
-        builder.body(()).unwrap().into_parts().0
+        RequestHead {
+            method: copy(method),
+            scheme: uri.scheme_str().map(copy),
+            authority: uri.authority().map(|a| copy(a.as_str())),
+            path: (method != "CONNECT").then(|| copy(uri.path_and_query().map_or("/", |p| p.as_str()))),
+            protocol: None,
+            fields: headers,
+        }
     }
 
-    fn fields(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
-        let mut map = HeaderMap::new();
+    fn fields(pairs: &[(&'static str, &'static [u8])]) -> Headers {
+        let mut headers = Headers::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_static(name), http::HeaderValue::from_bytes(value).unwrap());
+            headers.append(*name, *value);
         }
-        map
+        headers
     }
 
     #[test]
     fn values() {
         assert_eq!(check_fields(&fields(&[("a", b"x y"), ("b", b"x\ty"), ("c", b""), ("d", b"\xff")])), Ok(()));
         for bad in [&b" x"[..], b"x ", b"\tx", b"x\t", b" ", b"\t"] {
-            assert_eq!(check_fields(&fields(&[("a", bad)])), Err(FieldError::ValueWhitespace(HeaderName::from_static("a"))), "{bad:?}");
+            assert_eq!(check_fields(&fields(&[("a", bad)])), Err(FieldError::ValueWhitespace("a".into())), "{bad:?}");
         }
         let error = check_fields(&fields(&[("test1", b"\ta\t")])).unwrap_err();
         assert_eq!(error.to_string(), "field value of test1 has leading or trailing whitespace");
@@ -200,7 +204,7 @@ mod tests {
 
     #[test]
     fn names_and_framing_fields() {
-        assert_eq!(check_fields(&fields(&[("a\"b", b"x")])), Err(FieldError::Name(HeaderName::from_static("a\"b"))));
+        assert_eq!(check_fields(&fields(&[("a\"b", b"x")])), Err(FieldError::Name("a\"b".into())));
         assert_eq!(check_fields(&fields(&[("x-a_b.c~1", b"x"), ("te", b"trailers")])), Ok(()));
         for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
             assert!(matches!(check_fields(&fields(&[(name, b"x")])), Err(FieldError::ConnectionSpecific(_))), "{name}");

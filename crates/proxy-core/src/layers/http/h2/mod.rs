@@ -19,6 +19,11 @@
 //! `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` other than `trailers`) are
 //! dropped and `host` becomes `:authority`; from HTTP/2, `:authority` becomes `host`.
 //!
+//! The engine's heads ([`engine::RequestHead`], [`engine::ResponseHead`]) keep their fields
+//! as our [`Headers`](crate::headers::Headers), so a field crosses the codec without a copy:
+//! a head from an HTTP/2 peer is passed on as it was decoded (one buffer per block, static
+//! names), and one for an HTTP/2 peer is shared as it is when nothing in it has to change.
+//!
 //! # Malformed messages
 //!
 //! What RFC 9113 (sections 8.1.1, 8.2 and 8.3) makes a malformed message is never forwarded.

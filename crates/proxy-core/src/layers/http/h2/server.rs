@@ -6,8 +6,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use crate::layers::http::h2::engine::Reason;
 
-use super::conversion::{from_h2_headers, to_h2_headers, to_h2_response};
-use super::engine::{Engine, H2Event, StreamKey};
+use super::conversion::{to_h2_headers, to_h2_response};
+use super::engine::{Engine, H2Event, RequestHead, StreamKey};
 use super::{fields, let_go_of_emptied, settings};
 use crate::command::LogLevel;
 use crate::config::{Config, Http2Limits};
@@ -176,7 +176,6 @@ impl H2Server {
                         out.push(CodecOutput::Error { flow: Some(flow), error });
                         return;
                     }
-                    let trailers = trailers.map(|t| from_h2_headers(&t));
                     out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
                     self.request_done.insert(stream);
                     self.forget_if_done(stream);
@@ -232,11 +231,10 @@ impl H2Server {
     }
 
     /// Our request, from an HTTP/2 request head; or why it is refused.
-    fn request(&self, cx: &Context, head: http::request::Parts) -> Result<Request, ClientError> {
+    fn request(&self, cx: &Context, mut head: RequestHead) -> Result<Request, ClientError> {
         fields::check_request(&head).map_err(ClientError::Fields)?;
-        let protocol = head.extensions.get::<super::engine::Protocol>().map(|p| p.as_str().to_owned());
-        let websocket = head.method == http::Method::CONNECT && protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
-        let connect = head.method == http::Method::CONNECT && !websocket;
+        let websocket = head.method == "CONNECT" && head.protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"));
+        let connect = head.method == "CONNECT" && !websocket;
         if connect {
             if let Some(message) = self.destination.refuses_connect() {
                 return Err(ClientError::ConnectRefused(message));
@@ -245,19 +243,19 @@ impl H2Server {
                 return Err(ClientError::H2Connect);
             }
         }
-        let mut headers = from_h2_headers(&head.headers);
+        let mut headers = std::mem::take(&mut head.fields);
         headers.screen_underscores(self.underscores)?;
         if connect {
             return self.connect_request(head, headers);
         }
-        let authority = head.uri.authority().map(|a| a.as_str().to_owned());
+        let authority = head.authority.as_deref().map(text);
         let authority = authority.or_else(|| headers.get_str("host").map(str::to_owned));
-        let path = head.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let path = head.path.as_deref().map_or_else(|| "/".to_owned(), text);
         let (scheme, host, port) = match (self.destination.target(), authority) {
             (Some((scheme, target)), _) => (scheme, target.host.clone(), target.port),
             (None, Some(authority)) => {
-                let scheme = match head.uri.scheme_str() {
-                    Some("https") => Scheme::Https,
+                let scheme = match head.scheme.as_deref() {
+                    Some(b"https") => Scheme::Https,
                     _ => Scheme::Http,
                 };
                 let (host, port) = split_authority(&authority, Some(scheme.default_port()))
@@ -271,7 +269,7 @@ impl H2Server {
         }
         let mut request = Request {
             // An extended CONNECT for `websocket` is the HTTP/1.1 upgrade's GET.
-            method: if websocket { "GET".to_owned() } else { head.method.as_str().to_owned() },
+            method: if websocket { "GET".to_owned() } else { text(&head.method) },
             scheme,
             host,
             port,
@@ -286,8 +284,8 @@ impl H2Server {
         // Reverse mode keeps the client's too: the HTTP layer routes by it, then names the
         // backend.
         let keeps_host = matches!(self.destination, Destination::Tunnel { .. } | Destination::Fixed { .. });
-        let host = match head.uri.authority() {
-            Some(authority) if keeps_host => authority.as_str().to_owned(),
+        let host = match head.authority.as_deref() {
+            Some(authority) if keeps_host => text(authority),
             _ => match headers.get_str("host") {
                 Some(host) if keeps_host => host.to_owned(),
                 _ => request.authority(),
@@ -295,8 +293,8 @@ impl H2Server {
         };
         headers.remove("host");
         request.headers.append("host", host);
-        for (name, value) in headers.iter() {
-            request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
+        for (name, value) in headers.iter_shared() {
+            request.headers.append(name.clone(), value.clone());
         }
         if websocket {
             request.headers.insert("upgrade", "websocket");
@@ -312,8 +310,8 @@ impl H2Server {
 
     /// A `CONNECT` (RFC 9113 section 8.5): its `:authority` is the tunnel's host and port,
     /// which the field checks made sure it has.
-    fn connect_request(&self, head: http::request::Parts, mut headers: Headers) -> Result<Request, ClientError> {
-        let authority = head.uri.authority().map(|a| a.as_str().to_owned()).ok_or(ClientError::NoAuthority)?;
+    fn connect_request(&self, head: RequestHead, mut headers: Headers) -> Result<Request, ClientError> {
+        let authority = head.authority.as_deref().map(text).ok_or(ClientError::NoAuthority)?;
         let (host, port) = split_authority(&authority, None).ok_or_else(|| ClientError::ConnectTarget(authority.clone()))?;
         headers.remove("host");
         let mut request = Request {
@@ -328,8 +326,8 @@ impl H2Server {
             trailers: None,
         };
         request.headers.append("host", authority);
-        for (name, value) in headers.iter() {
-            request.headers.append(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
+        for (name, value) in headers.iter_shared() {
+            request.headers.append(name.clone(), value.clone());
         }
         Ok(request)
     }
@@ -421,4 +419,10 @@ impl H2Server {
     pub(crate) fn shutdown(&mut self, reason: Option<Reason>) {
         self.engine.shutdown(reason);
     }
+}
+
+/// A pseudo-header's value as text. The engine let through only what the URI grammar and
+/// the token rules allow, which is ASCII.
+fn text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).into_owned()
 }

@@ -1,39 +1,65 @@
-//! Header blocks as HTTP messages: the fields HPACK decodes, checked and gathered into an
-//! `http` request or response head (or a trailer section), and the fields we encode for one.
+//! Header blocks as HTTP message heads: the fields HPACK decodes, checked and gathered into a
+//! [`RequestHead`], a [`ResponseHead`] or a trailer section, and the fields we encode for one.
 //!
-//! A field the `http` types cannot hold (an empty name, an uppercase or non-token byte in a
-//! name, a colon inside one, an unknown pseudo-header, a control byte in a value, a `:method`
-//! that is not a token, a `:status` that is not three digits) fails the whole block: a
-//! connection error, as the HPACK state may no longer be trusted to mean what the peer
-//! meant. A block whose fields are fine but whose message is malformed (RFC 9113 section
-//! 8.1.1: connection-specific fields, pseudo-headers repeated, misplaced or missing, a
-//! `content-length` that is not a number or disagrees with itself, a URI the grammar refuses)
-//! fails only its stream. The finer rules are the HTTP/2 codecs' (`h2/fields.rs`).
+//! A field no head can hold (an empty name, an uppercase or non-token byte in a name, a colon
+//! inside one, an unknown pseudo-header, a control byte in a value, a `:method` that is not a
+//! token, a `:status` that is not three digits) fails the whole block: a connection error, as
+//! the HPACK state may no longer be trusted to mean what the peer meant. A block whose fields
+//! are fine but whose message is malformed (RFC 9113 section 8.1.1: connection-specific
+//! fields, pseudo-headers repeated, misplaced or missing, a `content-length` that is not a
+//! number or disagrees with itself, a URI the grammar refuses) fails only its stream. The
+//! finer rules are the HTTP/2 codecs' (`h2/fields.rs`).
+//!
+//! A decoded block's strings are copied once, into one buffer of the block's own: every name
+//! and value is a slice of it, or a static name (`date`, `content-type`, any name of HPACK's
+//! static table). A head costs a few allocations, not two per field.
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
-use http::{HeaderMap, Method, StatusCode};
+use bytes::{Bytes, BytesMut};
 
-/// The `:protocol` of an extended CONNECT (RFC 8441), kept in the request's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Protocol(String);
+use super::hpack::static_name;
+use crate::headers::Headers;
 
-impl Protocol {
-    /// The protocol named `protocol` (`"websocket"`).
-    pub fn from_static(protocol: &'static str) -> Self {
-        Protocol(protocol.to_owned())
+/// A request head as HTTP/2 carries it: the pseudo-header fields, then the others.
+///
+/// What the engine hands out follows RFC 9113 section 8.3.1 (see the module doc for what it
+/// refuses); what it is given to send is sent as it is, names as they are (lowercase, as
+/// HTTP/2 wants them: the caller's duty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    /// `:method`, a token.
+    pub method: Bytes,
+    /// `:scheme`; absent in a CONNECT, and dropped when there is no `:authority`.
+    pub scheme: Option<Bytes>,
+    /// `:authority`.
+    pub authority: Option<Bytes>,
+    /// `:path`, without a fragment; absent in a CONNECT.
+    pub path: Option<Bytes>,
+    /// `:protocol`, the protocol of an extended CONNECT (RFC 8441): `websocket`.
+    pub protocol: Option<Bytes>,
+    /// The other fields, in order.
+    pub fields: Headers,
+}
+
+impl RequestHead {
+    /// Whether this is a CONNECT for a tunnel (section 8.5), not an extended one.
+    pub fn is_connect(&self) -> bool {
+        self.method == "CONNECT" && self.protocol.is_none()
     }
+}
 
-    /// The protocol's name, as the `:protocol` pseudo-header carried it.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// A response head as HTTP/2 carries it: `:status`, then the other fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// `:status`, three digits.
+    pub status: u16,
+    /// The other fields, in order.
+    pub fields: Headers,
 }
 
 /// How a header block fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum HeadError {
-    /// A field no `http` type can hold: the connection fails.
+    /// A field no head can hold: the connection fails.
     Field,
     /// The message is malformed: its stream fails.
     Malformed,
@@ -52,12 +78,12 @@ pub(super) enum Kind {
 /// The pseudo-headers of a block.
 #[derive(Default)]
 struct Pseudo {
-    method: Option<Method>,
+    method: Option<Bytes>,
     scheme: Option<Bytes>,
     authority: Option<Bytes>,
     path: Option<Bytes>,
     protocol: Option<Bytes>,
-    status: Option<StatusCode>,
+    status: Option<u16>,
 }
 
 /// Fields gathered as HPACK hands them out; the first failure wins, a connection-level one
@@ -65,7 +91,10 @@ struct Pseudo {
 pub(super) struct Builder {
     kind: Kind,
     pseudo: Pseudo,
-    fields: HeaderMap,
+    fields: Vec<(Bytes, Bytes)>,
+    /// Where the block's strings are copied to, each split off as it is added: the buffer
+    /// is allocated once for the block, and shared by every name and value taken from it.
+    strings: BytesMut,
     regular_seen: bool,
     size: usize,
     max_size: usize,
@@ -80,15 +109,20 @@ pub(super) struct Decoded {
 }
 
 pub(super) enum Message {
-    Request(http::request::Parts),
-    Response(http::response::Parts),
-    Trailers(HeaderMap),
+    Request(RequestHead),
+    Response(ResponseHead),
+    Trailers(Headers),
 }
 
-/// Whether `b` may appear in a field name as the `http` types hold them: a lowercase token
-/// byte, or `"` (which `h2/fields.rs` refuses with an answer).
+/// Whether `b` may appear in a field name as a head holds it: a lowercase token byte, or `"`
+/// (which `h2/fields.rs` refuses with an answer).
 fn name_byte(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~' | b'"')
+}
+
+/// Whether `b` is a token byte (RFC 9110 section 5.6.2), as a method is made of.
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Whether `value` has no control byte but HTAB.
@@ -96,12 +130,40 @@ fn value_ok(value: &[u8]) -> bool {
     value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
+/// A `:status`: three digits, the first not zero.
+fn status(value: &[u8]) -> Option<u16> {
+    match *value {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')),
+        _ => None,
+    }
+}
+
+/// The usual methods as static strings: a copy of one costs nothing.
+fn usual_method(method: &[u8]) -> Option<Bytes> {
+    let method: &'static [u8] = match method {
+        b"GET" => b"GET",
+        b"POST" => b"POST",
+        b"HEAD" => b"HEAD",
+        b"PUT" => b"PUT",
+        b"DELETE" => b"DELETE",
+        b"OPTIONS" => b"OPTIONS",
+        b"PATCH" => b"PATCH",
+        b"CONNECT" => b"CONNECT",
+        _ => return None,
+    };
+    Some(Bytes::from_static(method))
+}
+
 impl Builder {
-    pub(super) fn new(kind: Kind, max_size: usize) -> Self {
+    /// A builder for a block of `block_len` bytes: its strings' buffer has room for the
+    /// block Huffman-decoded (a symbol takes 5 bits at least), which is what most of a block
+    /// is; strings from the tables beyond that make it grow.
+    pub(super) fn new(kind: Kind, max_size: usize, block_len: usize) -> Self {
         Self {
             kind,
             pseudo: Pseudo::default(),
-            fields: HeaderMap::new(),
+            fields: Vec::new(),
+            strings: BytesMut::with_capacity(block_len.saturating_mul(8) / 5),
             regular_seen: false,
             size: 0,
             max_size,
@@ -117,8 +179,15 @@ impl Builder {
         }
     }
 
-    /// One field, as HPACK decoded it; `never_indexed` fields stay so when passed on.
-    pub(super) fn field(&mut self, name: &[u8], value: &[u8], never_indexed: bool) {
+    /// `s`, copied into the block's buffer.
+    fn keep(&mut self, s: &[u8]) -> Bytes {
+        self.strings.extend_from_slice(s);
+        self.strings.split_to(s.len()).freeze()
+    }
+
+    /// One field, as HPACK decoded it. Whether the peer sent it never-indexed is not kept:
+    /// what we send on is encoded by our own rules, which never index what may be secret.
+    pub(super) fn field(&mut self, name: &[u8], value: &[u8], _never_indexed: bool) {
         if self.error == Some(HeadError::Field) {
             return;
         }
@@ -132,25 +201,43 @@ impl Builder {
         match name.first() {
             None => self.fail(HeadError::Field),
             Some(b':') => self.pseudo_field(name, value),
-            Some(_) => self.regular_field(name, value, never_indexed),
+            Some(_) => self.regular_field(name, value),
         }
     }
 
     fn pseudo_field(&mut self, name: &[u8], value: &[u8]) {
-        let p = &mut self.pseudo;
         let slot_filled = match name {
-            b":method" => match Method::from_bytes(value) {
-                Ok(method) => p.method.replace(method).is_some(),
-                Err(_) => return self.fail(HeadError::Field),
+            b":method" => {
+                if value.is_empty() || !value.iter().all(|&b| token_byte(b)) {
+                    return self.fail(HeadError::Field);
+                }
+                let method = usual_method(value).unwrap_or_else(|| self.keep(value));
+                self.pseudo.method.replace(method).is_some()
+            }
+            b":status" => match status(value) {
+                Some(status) => self.pseudo.status.replace(status).is_some(),
+                None => return self.fail(HeadError::Field),
             },
-            b":status" => match StatusCode::from_bytes(value) {
-                Ok(status) => p.status.replace(status).is_some(),
-                Err(_) => return self.fail(HeadError::Field),
-            },
-            b":scheme" => p.scheme.replace(Bytes::copy_from_slice(value)).is_some(),
-            b":authority" => p.authority.replace(Bytes::copy_from_slice(value)).is_some(),
-            b":path" => p.path.replace(Bytes::copy_from_slice(value)).is_some(),
-            b":protocol" => p.protocol.replace(Bytes::copy_from_slice(value)).is_some(),
+            b":scheme" => {
+                let scheme = match value {
+                    b"https" => Bytes::from_static(b"https"),
+                    b"http" => Bytes::from_static(b"http"),
+                    _ => self.keep(value),
+                };
+                self.pseudo.scheme.replace(scheme).is_some()
+            }
+            b":authority" => {
+                let authority = self.keep(value);
+                self.pseudo.authority.replace(authority).is_some()
+            }
+            b":path" => {
+                let path = self.keep(value);
+                self.pseudo.path.replace(path).is_some()
+            }
+            b":protocol" => {
+                let protocol = self.keep(value);
+                self.pseudo.protocol.replace(protocol).is_some()
+            }
             _ => return self.fail(HeadError::Field),
         };
         if self.kind == Kind::Trailers {
@@ -166,27 +253,29 @@ impl Builder {
         }
     }
 
-    fn regular_field(&mut self, name: &[u8], value: &[u8], never_indexed: bool) {
+    fn regular_field(&mut self, name: &[u8], value: &[u8]) {
         self.regular_seen = true;
         if !name.iter().all(|&b| name_byte(b)) {
             return self.fail(HeadError::Field);
         }
-        let (Ok(name), Ok(mut value)) = (HeaderName::from_lowercase(name), HeaderValue::from_bytes(value)) else {
-            return self.fail(HeadError::Field);
-        };
-        value.set_sensitive(never_indexed);
-        let connection_specific = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
-        if connection_specific.contains(&name.as_str()) || (name == "te" && value != "trailers") {
+        let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"];
+        if connection_specific.contains(&name) || (name == b"te" && value != b"trailers") {
             self.fail(HeadError::Malformed);
         }
-        if name == CONTENT_LENGTH && self.kind != Kind::Trailers {
-            match parse_length(value.as_bytes()) {
+        if name == b"content-length" && self.kind != Kind::Trailers {
+            match parse_length(value) {
                 Some(n) if self.content_length.is_none_or(|seen| seen == n) => self.content_length = Some(n),
                 _ => self.fail(HeadError::Malformed),
             }
         }
         if self.error.is_none() {
-            self.fields.append(name, value);
+            let name = static_name(name).map_or_else(|| self.keep(name), Bytes::from_static);
+            let value = self.keep(value);
+            // Room for a usual response's fields at the first growth, rather than four.
+            if self.fields.is_empty() {
+                self.fields.reserve_exact(8);
+            }
+            self.fields.push((name, value));
         }
     }
 
@@ -196,18 +285,13 @@ impl Builder {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let status = self.pseudo.status;
         let content_length = self.content_length;
+        let fields = Headers::from_fields(self.fields);
         let message = match self.kind {
-            Kind::Request => Message::Request(request(self.pseudo, self.fields, connect_protocol)?),
-            Kind::Response => {
-                let mut head = http::Response::new(()).into_parts().0;
-                head.status = status.ok_or(HeadError::Malformed)?;
-                head.version = http::Version::HTTP_2;
-                head.headers = self.fields;
-                Message::Response(head)
-            }
-            Kind::Trailers => Message::Trailers(self.fields),
+            Kind::Request => Message::Request(request(self.pseudo, fields, connect_protocol)?),
+            // Request pseudo-headers in a response are dropped.
+            Kind::Response => Message::Response(ResponseHead { status: self.pseudo.status.ok_or(HeadError::Malformed)?, fields }),
+            Kind::Trailers => Message::Trailers(fields),
         };
         Ok(Decoded { content_length, message })
     }
@@ -218,107 +302,115 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, &b| if b.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(b - b'0')) } else { None })
 }
 
-/// A request head from its pseudo-headers, as section 8.3.1 lays them out.
-fn request(pseudo: Pseudo, fields: HeaderMap, connect_protocol: bool) -> Result<http::request::Parts, HeadError> {
+/// A request head from its pseudo-headers, as section 8.3.1 lays them out. The URI grammar
+/// is the `http` crate's, applied to the strings where they are (no copy is made).
+fn request(pseudo: Pseudo, fields: Headers, connect_protocol: bool) -> Result<RequestHead, HeadError> {
     if pseudo.status.is_some() {
         return Err(HeadError::Malformed);
     }
     let method = pseudo.method.ok_or(HeadError::Malformed)?;
-    let is_connect = method == Method::CONNECT;
+    let is_connect = method == "CONNECT";
     let protocol = match pseudo.protocol {
         Some(_) if !connect_protocol || !is_connect => return Err(HeadError::Malformed),
-        Some(p) => Some(Protocol(String::from_utf8(p.to_vec()).map_err(|_| HeadError::Malformed)?)),
-        None => None,
+        Some(p) if std::str::from_utf8(&p).is_err() => return Err(HeadError::Malformed),
+        protocol => protocol,
     };
     let extended = protocol.is_some();
-    let mut parts = http::uri::Parts::default();
-    if let Some(authority) = pseudo.authority {
-        parts.authority = Some(http::uri::Authority::from_maybe_shared(authority).map_err(|_| HeadError::Malformed)?);
-    }
-    match pseudo.scheme {
+    let authority = match pseudo.authority {
+        Some(authority) => {
+            http::uri::Authority::from_maybe_shared(authority.clone()).map_err(|_| HeadError::Malformed)?;
+            Some(authority)
+        }
+        None => None,
+    };
+    let scheme = match pseudo.scheme {
         Some(_) if is_connect && !extended => return Err(HeadError::Malformed),
         Some(scheme) => {
-            let scheme = http::uri::Scheme::try_from(&scheme[..]).map_err(|_| HeadError::Malformed)?;
+            http::uri::Scheme::try_from(&scheme[..]).map_err(|_| HeadError::Malformed)?;
             // A URI cannot have a scheme without an authority: the scheme is dropped then.
-            if parts.authority.is_some() {
-                parts.scheme = Some(scheme);
-            }
+            authority.is_some().then_some(scheme)
         }
         None if !is_connect || extended => return Err(HeadError::Malformed),
-        None => {}
-    }
-    match pseudo.path {
+        None => None,
+    };
+    let path = match pseudo.path {
         Some(_) if is_connect && !extended => return Err(HeadError::Malformed),
         Some(path) if path.is_empty() => return Err(HeadError::Malformed),
-        Some(path) => parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).map_err(|_| HeadError::Malformed)?),
+        Some(mut path) => {
+            let parsed = http::uri::PathAndQuery::from_maybe_shared(path.clone()).map_err(|_| HeadError::Malformed)?;
+            // The grammar ends the path at a fragment, which is dropped.
+            path.truncate(parsed.as_str().len());
+            Some(path)
+        }
         None if extended => return Err(HeadError::Malformed),
-        None => {}
+        // An origin (scheme and authority) without a path is no URI.
+        None if scheme.is_some() => return Err(HeadError::Malformed),
+        None => None,
+    };
+    Ok(RequestHead { method, scheme, authority, path, protocol, fields })
+}
+
+/// `name` in lowercase, as HTTP/2 spells names: a static copy when the static table has it.
+pub(crate) fn lowercase_name(name: &[u8]) -> Bytes {
+    let mut buf = [0u8; 32];
+    if let Some(lower) = buf.get_mut(..name.len()) {
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        if let Some(name) = static_name(lower) {
+            return Bytes::from_static(name);
+        }
     }
-    let uri = http::Uri::from_parts(parts).map_err(|_| HeadError::Malformed)?;
-    let mut head = http::Request::new(()).into_parts().0;
-    head.method = method;
-    head.uri = uri;
-    head.version = http::Version::HTTP_2;
-    head.headers = fields;
-    if let Some(protocol) = protocol {
-        head.extensions.insert(protocol);
-    }
-    Ok(head)
+    Bytes::from(name.to_ascii_lowercase())
 }
 
 /// A field to encode: name, value, and whether it is sensitive (never indexed).
 pub(super) type Field<'a> = (&'a [u8], &'a [u8], bool);
 
 /// The fields of a request head, pseudo-headers first.
-pub(super) fn request_fields(request: &http::Request<()>) -> Vec<Field<'_>> {
-    let mut fields = Vec::with_capacity(request.headers().len() + 5);
-    let uri = request.uri();
-    let method = request.method();
-    fields.push((&b":method"[..], method.as_str().as_bytes(), false));
-    let protocol = request.extensions().get::<Protocol>();
-    let authority = uri.authority().map(|a| a.as_str().as_bytes());
-    if *method == Method::CONNECT && protocol.is_none() {
-        if let Some(authority) = authority {
+pub(super) fn request_fields(request: &RequestHead) -> Vec<Field<'_>> {
+    let mut fields = Vec::with_capacity(request.fields.len() + 5);
+    fields.push((&b":method"[..], &request.method[..], false));
+    if request.is_connect() {
+        if let Some(authority) = &request.authority {
             fields.push((b":authority", authority, false));
         }
     } else {
-        fields.push((b":scheme", uri.scheme_str().unwrap_or("https").as_bytes(), false));
-        if let Some(authority) = authority {
+        fields.push((b":scheme", request.scheme.as_deref().unwrap_or(b"https"), false));
+        if let Some(authority) = &request.authority {
             fields.push((b":authority", authority, false));
         }
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        fields.push((b":path", if path.is_empty() { b"/" } else { path.as_bytes() }, false));
-        if let Some(protocol) = protocol {
-            fields.push((b":protocol", protocol.as_str().as_bytes(), false));
+        let path = request.path.as_deref().filter(|p| !p.is_empty()).unwrap_or(b"/");
+        fields.push((b":path", path, false));
+        if let Some(protocol) = &request.protocol {
+            fields.push((b":protocol", protocol, false));
         }
     }
-    push_fields(&mut fields, request.headers());
+    push_fields(&mut fields, &request.fields);
     fields
 }
 
 /// A status code's three digits.
-pub(super) fn status_digits(status: StatusCode) -> [u8; 3] {
-    let n = status.as_u16();
-    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+pub(super) fn status_digits(status: u16) -> [u8; 3] {
+    [b'0' + (status / 100 % 10) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]
 }
 
 /// The fields of a response head; `status` is its [`status_digits`].
-pub(super) fn response_fields<'a>(response: &'a http::Response<()>, status: &'a [u8; 3]) -> Vec<Field<'a>> {
-    let mut fields = Vec::with_capacity(response.headers().len() + 1);
+pub(super) fn response_fields<'a>(response: &'a ResponseHead, status: &'a [u8; 3]) -> Vec<Field<'a>> {
+    let mut fields = Vec::with_capacity(response.fields.len() + 1);
     fields.push((&b":status"[..], &status[..], false));
-    push_fields(&mut fields, response.headers());
+    push_fields(&mut fields, &response.fields);
     fields
 }
 
 /// The fields of a trailer section.
-pub(super) fn trailer_fields(trailers: &HeaderMap) -> Vec<Field<'_>> {
+pub(super) fn trailer_fields(trailers: &Headers) -> Vec<Field<'_>> {
     let mut fields = Vec::with_capacity(trailers.len());
     push_fields(&mut fields, trailers);
     fields
 }
 
-fn push_fields<'a>(fields: &mut Vec<Field<'a>>, map: &'a HeaderMap) {
-    fields.extend(map.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes(), value.is_sensitive())));
+fn push_fields<'a>(fields: &mut Vec<Field<'a>>, headers: &'a Headers) {
+    fields.extend(headers.iter().map(|(name, value)| (name, value, false)));
 }
 
 #[cfg(test)]
@@ -326,7 +418,7 @@ mod tests {
     use super::*;
 
     fn decode(kind: Kind, fields: &[(&str, &str)]) -> Result<Decoded, HeadError> {
-        let mut builder = Builder::new(kind, 16 * 1024);
+        let mut builder = Builder::new(kind, 16 * 1024, 64);
         for (name, value) in fields {
             builder.field(name.as_bytes(), value.as_bytes(), false);
         }
@@ -357,7 +449,7 @@ mod tests {
 
     #[test]
     fn the_list_size_counts_32_per_field() {
-        let mut builder = Builder::new(Kind::Response, 40);
+        let mut builder = Builder::new(Kind::Response, 40, 8);
         builder.field(b":status", b"200", false);
         builder.field(b"x", b"y", false);
         assert_eq!(builder.finish(false).err(), Some(HeadError::TooLarge));

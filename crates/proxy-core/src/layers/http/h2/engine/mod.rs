@@ -30,10 +30,12 @@ mod stream;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
+
+use crate::headers::Headers;
 
 pub use error::{ConnectionError, Reason};
-pub use head::Protocol;
+pub use head::{RequestHead, ResponseHead};
+pub(crate) use head::lowercase_name;
 pub use settings::Settings;
 
 use frame::{Head, DEFAULT_MAX_FRAME, HEADER_LEN, MAX_WINDOW, PREFACE};
@@ -52,8 +54,8 @@ pub enum H2Event {
     Request {
         /// The stream the peer opened.
         stream: StreamKey,
-        /// Method, URI (from the pseudo-headers), fields; `:protocol` in its extensions.
-        head: http::request::Parts,
+        /// Pseudo-headers and fields.
+        head: RequestHead,
         /// No body follows.
         end_stream: bool,
     },
@@ -62,14 +64,14 @@ pub enum H2Event {
         /// The caller's stream.
         stream: StreamKey,
         /// Status and fields.
-        head: http::response::Parts,
+        head: ResponseHead,
     },
     /// A final response head (the engine is a client).
     Response {
         /// The caller's stream.
         stream: StreamKey,
         /// Status and fields.
-        head: http::response::Parts,
+        head: ResponseHead,
         /// No body follows.
         end_stream: bool,
     },
@@ -86,7 +88,7 @@ pub enum H2Event {
         /// The stream.
         stream: StreamKey,
         /// Its trailer fields, if it ended with a header block.
-        trailers: Option<HeaderMap>,
+        trailers: Option<Headers>,
     },
     /// The stream ended abnormally: reset by the peer (`remote`) or by us for a protocol
     /// error, or lost with the connection. Nothing more comes for it. `unprocessed`: the
@@ -179,7 +181,7 @@ pub struct Engine {
     /// Client role: the key of each stream id we opened.
     keys: BTreeMap<u32, StreamKey>,
     /// Requests waiting for the server to allow another stream (client role).
-    opening: VecDeque<(StreamKey, http::Request<()>, bool)>,
+    opening: VecDeque<(StreamKey, RequestHead, bool)>,
     /// Streams opened so far (client role).
     opened: usize,
     next_id: u32,
@@ -359,28 +361,28 @@ impl Engine {
 
     /// Open a stream with `request` (client role). It waits if the server allows no more
     /// streams just now.
-    pub fn open(&mut self, stream: StreamKey, request: http::Request<()>, end_stream: bool) {
+    pub fn open(&mut self, stream: StreamKey, request: RequestHead, end_stream: bool) {
         let recv_window = i64::from(self.settings.stream_window);
         let mut s = Stream::new(0, Recv::Head, recv_window, 0);
         s.sent_end = end_stream;
-        s.head_request = request.method() == http::Method::HEAD;
+        s.head_request = request.method == "HEAD";
         self.streams.insert(stream, Box::new(s));
         self.opening.push_back((stream, request, end_stream));
     }
 
     /// Send an informational response on `stream` (server role).
-    pub fn interim(&mut self, stream: StreamKey, response: http::Response<()>) {
+    pub fn interim(&mut self, stream: StreamKey, response: ResponseHead) {
         let Some(s) = self.streams.get(&stream) else { return };
         if s.head_sent {
             return;
         }
         let id = s.id;
-        let status = head::status_digits(response.status());
+        let status = head::status_digits(response.status);
         self.send_head(id, &head::response_fields(&response, &status), false);
     }
 
     /// Send the response head on `stream` (server role).
-    pub fn respond(&mut self, stream: StreamKey, response: http::Response<()>, end_stream: bool) {
+    pub fn respond(&mut self, stream: StreamKey, response: ResponseHead, end_stream: bool) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         if s.head_sent {
             return;
@@ -388,7 +390,7 @@ impl Engine {
         s.head_sent = true;
         s.sent_end = end_stream;
         let id = s.id;
-        let status = head::status_digits(response.status());
+        let status = head::status_digits(response.status);
         self.send_head(id, &head::response_fields(&response, &status), end_stream);
         self.forget_if_done(stream);
     }
@@ -401,7 +403,7 @@ impl Engine {
     }
 
     /// End our message on `stream` after the queued body, with `trailers`.
-    pub fn finish(&mut self, stream: StreamKey, trailers: Option<HeaderMap>) {
+    pub fn finish(&mut self, stream: StreamKey, trailers: Option<Headers>) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         if !s.sent_end && s.finish.is_none() {
             s.finish = Some(trailers);
@@ -819,7 +821,7 @@ impl Engine {
 
     /// Run a block through HPACK (always, so the table follows the peer's) and check it.
     fn decode(&mut self, kind: Kind, block: &[u8]) -> Result<Result<Decoded, HeadError>, (Reason, ConnectionError)> {
-        let mut builder = Builder::new(kind, self.settings.max_header_list_size as usize);
+        let mut builder = Builder::new(kind, self.settings.max_header_list_size as usize, block.len());
         if self.decoder.decode(block, usize::MAX, |name, value, never_indexed| builder.field(name, value, never_indexed)).is_err() {
             return Err(goaway(Reason::COMPRESSION_ERROR));
         }
@@ -854,7 +856,7 @@ impl Engine {
             Ok(decoded) => decoded,
             Err(HeadError::TooLarge) => {
                 // Answered 431 (RFC 6585), the stream ended from our side.
-                let answer = http::Response::builder().status(431).body(()).unwrap_or_default();
+                let answer = ResponseHead { status: 431, fields: Headers::new() };
                 self.send_head(id, &head::response_fields(&answer, b"431"), true);
                 if !end_stream {
                     frame::put_rst(&mut self.output, id, Reason::NO_ERROR);
@@ -890,11 +892,12 @@ impl Engine {
         let Ok(decoded) = decoded else { return self.stream_error_closing(key, Reason::PROTOCOL_ERROR, closes) };
         match decoded.message {
             Message::Response(head) => {
-                let status = head.status.as_u16();
-                if status == 101 || (head.status.is_informational() && end_stream) {
+                let status = head.status;
+                let informational = (100..200).contains(&status);
+                if status == 101 || (informational && end_stream) {
                     return self.stream_error(key, Reason::PROTOCOL_ERROR);
                 }
-                if head.status.is_informational() {
+                if informational {
                     self.events.push(H2Event::Interim { stream: key, head });
                     return Ok(());
                 }
@@ -927,7 +930,7 @@ impl Engine {
     }
 
     /// The peer's message on `key` ended: handed out now, or after what is held.
-    fn end_of_message(&mut self, key: StreamKey, trailers: Option<HeaderMap>) {
+    fn end_of_message(&mut self, key: StreamKey, trailers: Option<Headers>) {
         let Some(s) = self.streams.get_mut(&key) else { return };
         s.recv = Recv::Ended;
         if s.held.is_empty() && s.reading {
@@ -1238,6 +1241,21 @@ mod tests {
         }
     }
 
+    /// A request for `path` on `https://a.test`.
+    fn request(method: &'static str, path: &'static str) -> RequestHead {
+        RequestHead {
+            method: Bytes::from_static(method.as_bytes()),
+            scheme: Some(Bytes::from_static(b"https")),
+            authority: Some(Bytes::from_static(b"a.test")),
+            path: Some(Bytes::from_static(path.as_bytes())),
+            ..RequestHead::default()
+        }
+    }
+
+    fn ok() -> ResponseHead {
+        ResponseHead { status: 200, fields: Headers::new() }
+    }
+
     /// Move bytes both ways until neither side has anything more to say.
     fn pump(client: &mut Engine, server: &mut Engine) -> (Vec<H2Event>, Vec<H2Event>) {
         let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
@@ -1260,22 +1278,22 @@ mod tests {
     #[test]
     fn an_exchange_with_body_and_trailers_over_memory() {
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        let request = http::Request::post("https://a.test/up").body(()).unwrap();
+        let request = request("POST", "/up");
         client.open(7, request, false);
         client.send_data(7, Bytes::from_static(b"hello "));
         client.send_data(7, Bytes::from_static(b"world"));
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", "0".parse().unwrap());
+        let mut trailers = Headers::new();
+        trailers.append("grpc-status", "0");
         client.finish(7, Some(trailers));
         let (seen, _) = pump(&mut client, &mut server);
         let H2Event::Request { stream, head, end_stream: false } = &seen[0] else { panic!("{seen:?}") };
-        assert_eq!(head.uri.path(), "/up");
+        assert_eq!(head.path.as_deref(), Some(&b"/up"[..]));
         let stream = *stream;
         let body: Vec<u8> = seen.iter().filter_map(|e| match e { H2Event::Data { data, .. } => Some(data.to_vec()), _ => None }).flatten().collect();
         assert_eq!(body, b"hello world");
-        assert!(matches!(seen.last(), Some(H2Event::End { trailers: Some(t), .. }) if t["grpc-status"] == "0"));
+        assert!(matches!(seen.last(), Some(H2Event::End { trailers: Some(t), .. }) if t.get("grpc-status") == Some(&b"0"[..])));
 
-        server.respond(stream, http::Response::builder().status(200).body(()).unwrap(), false);
+        server.respond(stream, ok(), false);
         server.send_data(stream, Bytes::from(vec![b'x'; 200_000]));
         server.finish(stream, None);
         let (_, seen) = pump(&mut client, &mut server);
@@ -1290,10 +1308,10 @@ mod tests {
     #[test]
     fn an_unread_stream_stops_its_sender_after_one_window() {
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        client.open(1, http::Request::get("https://a.test/").body(()).unwrap(), true);
+        client.open(1, request("GET", "/"), true);
         let (seen, _) = pump(&mut client, &mut server);
         let H2Event::Request { stream, .. } = seen[0] else { panic!() };
-        server.respond(stream, http::Response::new(()), false);
+        server.respond(stream, ok(), false);
         server.send_data(stream, Bytes::from(vec![0; 300_000]));
         server.finish(stream, None);
         client.poll();
@@ -1314,14 +1332,14 @@ mod tests {
     #[test]
     fn a_response_completed_by_the_last_frames_before_goaway_is_delivered() {
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        client.open(1, http::Request::get("https://a.test/slow").body(()).unwrap(), true);
+        client.open(1, request("GET", "/slow"), true);
         let (seen, _) = pump(&mut client, &mut server);
         let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
         server.shutdown(None);
         let (_, seen) = pump(&mut client, &mut server);
         assert!(seen.is_empty(), "the stream in progress survives the GOAWAY: {seen:?}");
 
-        server.respond(stream, http::Response::new(()), false);
+        server.respond(stream, ok(), false);
         server.send_data(stream, Bytes::from_static(b"done"));
         server.finish(stream, None);
         let (_, seen) = pump(&mut client, &mut server);
@@ -1339,7 +1357,7 @@ mod tests {
         let limited = Settings { max_concurrent_streams: 5, ..settings() };
         let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&limited));
         for key in 1..=20 {
-            client.open(key, http::Request::get("https://a.test/").body(()).unwrap(), true);
+            client.open(key, request("GET", "/"), true);
         }
         let mut answered = Vec::new();
         for _ in 0..20 {
@@ -1354,7 +1372,7 @@ mod tests {
                 seen.iter().filter_map(|e| if let H2Event::Request { stream, .. } = e { Some(*stream) } else { None }).collect();
             assert!(requests.len() <= 5, "{} streams at once", requests.len());
             for stream in requests {
-                server.respond(stream, http::Response::new(()), true);
+                server.respond(stream, ok(), true);
             }
             if answered.len() == 20 {
                 break;

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use crate::headers::Headers;
 
 use super::Reason;
 
@@ -32,7 +32,7 @@ pub(super) struct Stream {
     /// Body bytes received while the caller was not reading.
     pub(super) held: VecDeque<Bytes>,
     /// The end of the message, received behind `held`.
-    pub(super) held_end: Option<Option<HeaderMap>>,
+    pub(super) held_end: Option<Option<Headers>>,
     /// The `content-length` of the peer's message, and the body bytes received so far.
     pub(super) content_length: Option<u64>,
     pub(super) received: u64,
@@ -49,7 +49,7 @@ pub(super) struct Stream {
     pub(super) pending: VecDeque<Bytes>,
     pub(super) pending_len: usize,
     /// Our message ends after `pending`, with these trailers.
-    pub(super) finish: Option<Option<HeaderMap>>,
+    pub(super) finish: Option<Option<Headers>>,
     /// Our side of the stream is over (END_STREAM sent).
     pub(super) sent_end: bool,
     /// Reset the stream with this reason once our message has gone out whole.

@@ -30,6 +30,7 @@ use std::ops::Range;
 use bytes::{BufMut, BytesMut};
 
 use table::{static_names, STATIC_TABLE};
+pub(super) use table::static_name;
 
 /// Why a header block could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

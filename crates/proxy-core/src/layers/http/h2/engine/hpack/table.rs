@@ -66,6 +66,12 @@ pub(super) const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
     (b"www-authenticate", b""),
 ];
 
+/// `name` as the static table spells it, when it has it: a name any head may share without
+/// a copy.
+pub(in crate::layers::http::h2::engine) fn static_name(name: &[u8]) -> Option<&'static [u8]> {
+    static_names(name).map(|(first, _)| STATIC_TABLE[first - 1].0)
+}
+
 /// The static indices whose entries have this name, first and last (the entries sharing a
 /// name are adjacent), or `None`. A `match` rather than a search: the compiler turns it into
 /// a dispatch on length and bytes.
