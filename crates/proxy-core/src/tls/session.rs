@@ -197,8 +197,12 @@ impl TlsSession {
         // Where a failure on the first bytes would be: whether they are an HTTP response.
         let start = if self.held.is_empty() { &data[..] } else { &self.held[..] };
         let http = was_handshaking && start.starts_with(b"HTTP/");
-        // Plaintext is never longer than the ciphertext that carried it.
-        let mut pass = Pass { plaintext: BytesMut::with_capacity(data.len() + self.held.len()), ..Pass::default() };
+        // Plaintext is never longer than the ciphertext that carried it. A single record's
+        // is given exactly the room it takes when it comes (a buffer as long as its contents
+        // becomes `Bytes` without a second allocation); several are given the ciphertext's.
+        let ciphertext = data.len() + self.held.len();
+        let room = if ciphertext > RECORD_HEADER + RECORD_PLAINTEXT + RECORD_OVERHEAD { ciphertext } else { 0 };
+        let mut pass = Pass { plaintext: BytesMut::with_capacity(room), ..Pass::default() };
         if let Err(error) = self.take_in(data, &mut pass) {
             let error = match error {
                 // The first bytes are no TLS record: rustls fails on the record header.
@@ -523,9 +527,13 @@ fn encode<D>(message: &mut EncodeTlsData<'_, D>, outgoing: &mut Vec<u8>) -> Resu
     })
 }
 
+/// Encrypt `plaintext` into `outgoing`. Records for an empty `outgoing` get the room rustls
+/// says they take, no more: records as long as their buffer become `Bytes` without a second
+/// allocation. After other records, room for the usual framing saves asking.
 fn encrypt<D>(write: &mut WriteTraffic<'_, D>, plaintext: &[u8], outgoing: &mut Vec<u8>) -> Result<(), TlsError> {
     let records = plaintext.len().div_ceil(RECORD_PLAINTEXT);
-    fill(outgoing, plaintext.len() + records * RECORD_OVERHEAD, |out| write.encrypt(plaintext, out).map_err(short))
+    let room = if outgoing.is_empty() { 0 } else { plaintext.len() + records * RECORD_OVERHEAD };
+    fill(outgoing, room, |out| write.encrypt(plaintext, out).map_err(short))
 }
 
 /// Why rustls wrote nothing into the room it was given.
