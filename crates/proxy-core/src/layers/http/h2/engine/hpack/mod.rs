@@ -17,18 +17,20 @@
 //! - a header list larger than the caller's limit, counted as SETTINGS_MAX_HEADER_LIST_SIZE
 //!   counts it: name, value and 32 bytes per field (RFC 9113 section 6.5.2).
 //!
-//! `table.rs` holds the standard's data and `huffman.rs` the coding of strings; this file the
-//! integer and string primitives (section 5), the dynamic table (section 4), the decoder and
-//! the encoder; `tests.rs` checks them against the RFC's examples and each other.
+//! `table.rs` holds the standard's data, `dynamic.rs` the dynamic table (section 4) and
+//! `huffman.rs` the coding of strings; this file the integer and string primitives (section
+//! 5), the decoder and the encoder; `tests.rs` checks them against the RFC's examples and
+//! each other.
 
+mod dynamic;
 mod huffman;
 mod table;
 
-use std::collections::VecDeque;
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 
+use dynamic::Table;
 use table::{static_names, STATIC_TABLE};
 pub(super) use table::static_name;
 
@@ -69,8 +71,8 @@ pub(crate) struct Decoder {
     table: Table,
     /// Our SETTINGS_HEADER_TABLE_SIZE: the peer may not make the table larger.
     max_table_size: usize,
-    /// Where Huffman strings are decoded to; fields that need no decoding are handed out as
-    /// slices of the block or of the tables.
+    /// Where Huffman strings are decoded to and names from the dynamic table copied to for a
+    /// literal field; other strings are handed out as slices of the block or of the tables.
     scratch: Vec<u8>,
 }
 
@@ -134,8 +136,7 @@ impl Decoder {
         if size > self.max_table_size {
             return Err(DecodeError::TableSizeUpdate);
         }
-        self.table.max_size = size;
-        while self.table.evict_over(size).is_some() {}
+        self.table.set_max_size(size);
         Ok(())
     }
 
@@ -153,20 +154,28 @@ impl Decoder {
         self.scratch.clear();
         let name = match read_int(src, prefix)? {
             0 => read_string(src, &mut self.scratch)?,
-            index => Str::Slice(lookup(&self.table, index)?.0),
+            index => self.indexed_name(index)?,
         };
         let value = read_string(src, &mut self.scratch)?;
         let (name, value) = (name.resolve(&self.scratch), value.resolve(&self.scratch));
         list.add(name, value)?;
-        if !indexing {
-            field(name, value, never_indexed);
-            return Ok(());
+        if indexing {
+            self.table.insert(name, value);
         }
-        // The copy comes first: the name may be an entry that making room evicts (4.4).
-        let entry = Entry::new(name, value);
-        field(entry.name(), entry.value(), false);
-        self.table.insert(entry);
+        field(name, value, never_indexed);
         Ok(())
+    }
+
+    /// The name of the field at `index`. The copy comes first for a name in the dynamic
+    /// table: making room for the new field may evict the entry it names (section 4.4).
+    fn indexed_name(&mut self, index: usize) -> Result<Str<'static>, DecodeError> {
+        if let Some(&(name, _)) = index.checked_sub(1).and_then(|i| STATIC_TABLE.get(i)) {
+            return Ok(Str::Slice(name));
+        }
+        let (name, _) = lookup(&self.table, index)?;
+        let start = self.scratch.len();
+        self.scratch.extend_from_slice(name);
+        Ok(Str::Scratch(start..self.scratch.len()))
     }
 }
 
@@ -204,10 +213,7 @@ impl<'a> Str<'a> {
 fn lookup(table: &Table, index: usize) -> Result<(&[u8], &[u8]), DecodeError> {
     match index.checked_sub(1).and_then(|i| STATIC_TABLE.get(i)) {
         Some(&(name, value)) => Ok((name, value)),
-        None => {
-            let entry = table.get(index.saturating_sub(STATIC_TABLE.len())).ok_or(DecodeError::BadIndex)?;
-            Ok((entry.name(), entry.value()))
-        }
+        None => table.get(index.saturating_sub(STATIC_TABLE.len())).ok_or(DecodeError::BadIndex),
     }
 }
 
@@ -289,83 +295,6 @@ fn entry_size(name: &[u8], value: &[u8]) -> usize {
     name.len().saturating_add(value.len()).saturating_add(ENTRY_OVERHEAD)
 }
 
-/// A dynamic table entry: its name and value in one allocation.
-struct Entry {
-    bytes: Box<[u8]>,
-    name_len: usize,
-}
-
-impl Entry {
-    fn new(name: &[u8], value: &[u8]) -> Self {
-        let mut bytes = Vec::with_capacity(name.len() + value.len());
-        bytes.extend_from_slice(name);
-        bytes.extend_from_slice(value);
-        Self { bytes: bytes.into_boxed_slice(), name_len: name.len() }
-    }
-
-    fn name(&self) -> &[u8] {
-        // `name_len` is at most the length of `bytes` by construction.
-        &self.bytes[..self.name_len]
-    }
-
-    fn value(&self) -> &[u8] {
-        &self.bytes[self.name_len..]
-    }
-
-    fn size(&self) -> usize {
-        self.bytes.len() + ENTRY_OVERHEAD
-    }
-}
-
-/// The dynamic table (section 2.3.2): the newest entry first, evicted from the oldest end.
-struct Table {
-    entries: VecDeque<Entry>,
-    /// The sum of the entries' sizes.
-    size: usize,
-    /// The size in use, which `size` never exceeds.
-    max_size: usize,
-}
-
-impl Table {
-    fn new(max_size: usize) -> Self {
-        Self { entries: VecDeque::new(), size: 0, max_size }
-    }
-
-    /// The entry at dynamic `index`, counting from 1 for the newest.
-    fn get(&self, index: usize) -> Option<&Entry> {
-        self.entries.get(index.checked_sub(1)?)
-    }
-
-    /// Removes the oldest entry if the table holds more than `limit` bytes.
-    fn evict_over(&mut self, limit: usize) -> Option<Entry> {
-        if self.size <= limit {
-            return None;
-        }
-        let oldest = self.entries.pop_back()?;
-        self.size -= oldest.size();
-        Some(oldest)
-    }
-
-    /// Adds `entry` after evicting what it needs; an entry larger than the whole table
-    /// empties it and is not added (section 4.4).
-    fn insert(&mut self, entry: Entry) {
-        let size = entry.size();
-        let Some(room) = self.max_size.checked_sub(size) else {
-            self.entries.clear();
-            self.size = 0;
-            return;
-        };
-        while self.evict_over(room).is_some() {}
-        self.push(entry);
-    }
-
-    /// Adds `entry`, for which room has been made.
-    fn push(&mut self, entry: Entry) {
-        self.size += entry.size();
-        self.entries.push_front(entry);
-    }
-}
-
 /// Fields whose values change from one message to the next: indexing them would only push
 /// useful entries out of the table. Each is known by its static index.
 const UNINDEXED: [usize; 13] = [
@@ -418,9 +347,8 @@ impl Encoder {
     /// announced at the start of the next block.
     pub(crate) fn set_max_table_size(&mut self, size: usize) {
         let size = size.min(DEFAULT_TABLE_SIZE);
-        self.table.max_size = size;
+        self.table.set_max_size(size);
         self.smallest = self.smallest.min(size);
-        while self.table.evict_over(size).is_some() {}
     }
 
     /// Appends the encoding of one header block: `(name, value, sensitive)` in order.
@@ -435,7 +363,7 @@ impl Encoder {
     /// used if the table shrank below both the announced and the current size, then the
     /// current size if it differs from what the peer knows.
     fn announce_size(&mut self, out: &mut BytesMut) {
-        let current = self.table.max_size;
+        let current = self.table.max_size();
         let shrank = self.smallest < self.announced && self.smallest < current;
         if shrank {
             write_int(self.smallest, 5, 0x20, out);
@@ -456,17 +384,17 @@ impl Encoder {
             }
         }
         let indexing = !sensitive
-            && entry_size(name, value) <= MAX_INDEXED_ENTRY.min(self.table.max_size)
+            && entry_size(name, value) <= MAX_INDEXED_ENTRY.min(self.table.max_size())
             && !statics.is_some_and(|(first, _)| UNINDEXED.contains(&first));
         // Only fields that pass the test above are ever added, so only they can be found
         // whole; a name is worth looking for when the static table lacks it.
         if indexing {
-            if let Some(index) = self.find(|e| e.name() == name && e.value() == value) {
+            if let Some(index) = self.find(|n, v| n == name && v == value) {
                 write_int(index, 7, 0x80, out);
                 return;
             }
         }
-        let name_index = statics.map(|(first, _)| first).or_else(|| self.find(|e| e.name() == name));
+        let name_index = statics.map(|(first, _)| first).or_else(|| self.find(|n, _| n == name));
         let (pattern, prefix) = match (sensitive, indexing) {
             (true, _) => (0x10, 4),
             (false, true) => (0x40, 6),
@@ -481,16 +409,13 @@ impl Encoder {
         }
         write_string(value, out);
         if indexing {
-            let entry = Entry::new(name, value);
-            let room = self.table.max_size.saturating_sub(entry.size());
-            while self.table.evict_over(room).is_some() {}
-            self.table.push(entry);
+            self.table.insert(name, value);
         }
     }
 
-    /// The index of the newest entry that `matches`.
-    fn find(&self, matches: impl Fn(&Entry) -> bool) -> Option<usize> {
-        let position = self.table.entries.iter().position(matches)?;
+    /// The index of the newest entry whose name and value `matches` accepts.
+    fn find(&self, matches: impl Fn(&[u8], &[u8]) -> bool) -> Option<usize> {
+        let position = self.table.iter().position(|(name, value)| matches(name, value))?;
         Some(STATIC_TABLE.len() + 1 + position)
     }
 }
