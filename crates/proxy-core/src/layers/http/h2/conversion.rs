@@ -31,14 +31,13 @@ pub(super) fn to_h2_headers(headers: &Headers) -> Headers {
 fn carried(name: &[u8], value: &[u8]) -> bool {
     let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
     let token = !name.is_empty() && name.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    token
-        && value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
-        && !connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c))
-        && !(name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    let te_other_than_trailers = name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers");
+    let connection = te_other_than_trailers || connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c));
+    token && value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') && !connection
 }
 
 pub(super) fn to_h2_request(request: &Request) -> RequestHead {
-    let authority = request.headers.get_shared("host").cloned().filter(|host| valid_authority(host));
+    let authority = request.headers.get_shared("host").cloned().filter(valid_authority);
     let authority = authority.unwrap_or_else(|| Bytes::from(request.authority()));
     let path = match request.path.as_str() {
         "" | "/" => Bytes::from_static(b"/"),
