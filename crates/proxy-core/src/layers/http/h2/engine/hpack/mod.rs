@@ -376,6 +376,7 @@ impl Encoder {
     }
 
     fn field(&mut self, name: &[u8], value: &[u8], sensitive: bool, out: &mut BytesMut) {
+        let sensitive = sensitive || secret(name, value);
         let statics = static_names(name);
         if !sensitive {
             if let Some(index) = statics.and_then(|(first, last)| static_field(first, last, value)) {
@@ -418,6 +419,17 @@ impl Encoder {
         let position = self.table.iter().position(|(name, value)| matches(name, value))?;
         Some(STATIC_TABLE.len() + 1 + position)
     }
+}
+
+/// Whether a field is a secret that may be guessed (RFC 7541 section 7.1.3): credentials, and
+/// cookies short enough to try every value of. We never index them (see [`UNINDEXED`]); sent
+/// as never indexed, no intermediary after us may either, so that nobody sharing its table
+/// can learn them by watching whether a guess compresses. Whether the peer that sent such a
+/// field to us marked it so is not kept; this is the rule nghttp2 applies too.
+fn secret(name: &[u8], value: &[u8]) -> bool {
+    /// Below this length a cookie's value is taken to be guessable.
+    const SHORT_COOKIE: usize = 20;
+    matches!(name, b"authorization" | b"proxy-authorization") || (name == b"cookie" && value.len() < SHORT_COOKIE)
 }
 
 /// The static index of `value` among the entries `first..=last`, which share its name.

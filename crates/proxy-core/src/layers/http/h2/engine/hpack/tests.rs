@@ -165,6 +165,21 @@ fn encoder_representations() {
 }
 
 #[test]
+fn credentials_and_short_cookies_are_never_indexed_whoever_asks() {
+    let e = &mut Encoder::new();
+    assert_eq!(encode(e, &[("authorization", "ab", false)]), hex("1f08 026162"));
+    assert_eq!(encode(e, &[("proxy-authorization", "ab", false)])[..2], hex("1f22"));
+    // A short cookie: never indexed (static name 32), and the table gains nothing.
+    assert_eq!(encode(e, &[("cookie", "sid=1", false)])[..2], hex("1f11"));
+    assert_eq!(entries(&e.table).len(), 0);
+    // A long one is not indexed either (cookies change too often to be worth it), but an
+    // intermediary after us may: literal without indexing, static name 32.
+    let long = format!("sid={}", "7".repeat(40));
+    assert_eq!(encode(e, &[("cookie", &long, false)])[..2], hex("0f11"));
+    assert_eq!(entries(&e.table).len(), 0);
+}
+
+#[test]
 fn encoder_announces_table_size_changes() {
     let e = &mut Encoder::new();
     // Larger than the default: still 4096, nothing to say.
