@@ -5,9 +5,10 @@
 
 use bytes::Bytes;
 
-use super::engine::{lowercase_name, RequestHead, ResponseHead};
+use super::engine::{lowercase_name, usual_method, value_ok, RequestHead, ResponseHead};
 use crate::flow::{reason_phrase, Request, Response, Version};
 use crate::headers::Headers;
+use crate::layers::http::http1::wire::is_tchar;
 
 /// Header fields for HTTP/2: connection-specific ones dropped (RFC 9113 section 8.2.2),
 /// names lowercased, anything HTTP/2 cannot carry left out.
@@ -30,10 +31,10 @@ pub(super) fn to_h2_headers(headers: &Headers) -> Headers {
 /// value, nothing about this connection alone.
 fn carried(name: &[u8], value: &[u8]) -> bool {
     let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
-    let token = !name.is_empty() && name.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let token = !name.is_empty() && name.iter().all(|&b| is_tchar(b));
     let te_other_than_trailers = name.eq_ignore_ascii_case(b"te") && !value.trim_ascii().eq_ignore_ascii_case(b"trailers");
     let connection = te_other_than_trailers || connection_specific.iter().any(|c| name.eq_ignore_ascii_case(c));
-    token && value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') && !connection
+    token && value_ok(value) && !connection
 }
 
 pub(super) fn to_h2_request(request: &Request) -> RequestHead {
@@ -45,14 +46,15 @@ pub(super) fn to_h2_request(request: &Request) -> RequestHead {
         // A path the URI grammar refuses (a hook's): the root, as a URI of nothing would be.
         _ => Bytes::from_static(b"/"),
     };
-    let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or_default();
+    let method = request.method.as_bytes();
+    // A method that is no token (a hook's) goes as GET, as the `http` crate's default did.
+    let method = match usual_method(method) {
+        Some(usual) => usual,
+        None if !method.is_empty() && method.iter().all(|&b| is_tchar(b)) => Bytes::copy_from_slice(method),
+        None => Bytes::from_static(b"GET"),
+    };
     RequestHead {
-        method: match method {
-            http::Method::GET => Bytes::from_static(b"GET"),
-            http::Method::POST => Bytes::from_static(b"POST"),
-            http::Method::HEAD => Bytes::from_static(b"HEAD"),
-            method => Bytes::copy_from_slice(method.as_str().as_bytes()),
-        },
+        method,
         scheme: Some(Bytes::from_static(request.scheme.as_str().as_bytes())),
         authority: Some(authority),
         path: Some(path),

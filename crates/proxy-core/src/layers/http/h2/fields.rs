@@ -34,7 +34,7 @@
 //! field checks (names, values, connection-specific fields) are repeated, in the same single
 //! pass, so that what we forward does not rest on the engine's choices.
 
-use super::engine::{RequestHead, ResponseHead};
+use super::engine::{is_connection_specific, RequestHead, ResponseHead};
 use crate::headers::Headers;
 use crate::layers::http::http1::split_authority;
 
@@ -150,10 +150,6 @@ pub(crate) fn check_fields(fields: &Headers) -> Result<(), FieldError> {
 /// bytes outside it but `"`, `(`, `)`, ...; a name is a token all the same.
 fn is_name_byte(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
-}
-
-fn is_connection_specific(name: &[u8]) -> bool {
-    matches!(name, b"connection" | b"transfer-encoding" | b"upgrade" | b"keep-alive" | b"proxy-connection")
 }
 
 /// Whether `host` and `authority` name one origin: the same host, in any case, and the same

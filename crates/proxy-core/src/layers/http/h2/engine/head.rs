@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::hpack::static_name;
 use crate::headers::Headers;
+use crate::layers::http::http1::wire::is_tchar;
 
 /// A request head as HTTP/2 carries it: the pseudo-header fields, then the others.
 ///
@@ -120,14 +121,15 @@ fn name_byte(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~' | b'"')
 }
 
-/// Whether `b` is a token byte (RFC 9110 section 5.6.2), as a method is made of.
-fn token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// Whether `value` has no control byte but HTAB.
+pub(crate) fn value_ok(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
-/// Whether `value` has no control byte but HTAB.
-fn value_ok(value: &[u8]) -> bool {
-    value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+/// Whether `name` is one of the fields only about the connection they come on (RFC 9113
+/// section 8.2.2), as HTTP/2 spells names; `te` is one unless its value is `trailers`.
+pub(crate) fn is_connection_specific(name: &[u8]) -> bool {
+    matches!(name, b"connection" | b"transfer-encoding" | b"upgrade" | b"keep-alive" | b"proxy-connection")
 }
 
 /// A `:status`: three digits, the first not zero.
@@ -139,7 +141,7 @@ fn status(value: &[u8]) -> Option<u16> {
 }
 
 /// The usual methods as static strings: a copy of one costs nothing.
-fn usual_method(method: &[u8]) -> Option<Bytes> {
+pub(crate) fn usual_method(method: &[u8]) -> Option<Bytes> {
     let method: &'static [u8] = match method {
         b"GET" => b"GET",
         b"POST" => b"POST",
@@ -187,7 +189,7 @@ impl Builder {
 
     /// One field, as HPACK decoded it. Whether the peer sent it never-indexed is not kept:
     /// what we send on is encoded by our own rules, which never index what may be secret.
-    pub(super) fn field(&mut self, name: &[u8], value: &[u8], _never_indexed: bool) {
+    pub(super) fn field(&mut self, name: &[u8], value: &[u8]) {
         if self.error == Some(HeadError::Field) {
             return;
         }
@@ -208,7 +210,7 @@ impl Builder {
     fn pseudo_field(&mut self, name: &[u8], value: &[u8]) {
         let slot_filled = match name {
             b":method" => {
-                if value.is_empty() || !value.iter().all(|&b| token_byte(b)) {
+                if value.is_empty() || !value.iter().all(|&b| is_tchar(b)) {
                     return self.fail(HeadError::Field);
                 }
                 let method = usual_method(value).unwrap_or_else(|| self.keep(value));
@@ -258,8 +260,7 @@ impl Builder {
         if !name.iter().all(|&b| name_byte(b)) {
             return self.fail(HeadError::Field);
         }
-        let connection_specific = [&b"connection"[..], b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"];
-        if connection_specific.contains(&name) || (name == b"te" && value != b"trailers") {
+        if is_connection_specific(name) || (name == b"te" && value != b"trailers") {
             self.fail(HeadError::Malformed);
         }
         if name == b"content-length" && self.kind != Kind::Trailers {
@@ -420,7 +421,7 @@ mod tests {
     fn decode(kind: Kind, fields: &[(&str, &str)]) -> Result<Decoded, HeadError> {
         let mut builder = Builder::new(kind, 16 * 1024, 64);
         for (name, value) in fields {
-            builder.field(name.as_bytes(), value.as_bytes(), false);
+            builder.field(name.as_bytes(), value.as_bytes());
         }
         builder.finish(false)
     }
@@ -450,8 +451,8 @@ mod tests {
     #[test]
     fn the_list_size_counts_32_per_field() {
         let mut builder = Builder::new(Kind::Response, 40, 8);
-        builder.field(b":status", b"200", false);
-        builder.field(b"x", b"y", false);
+        builder.field(b":status", b"200");
+        builder.field(b"x", b"y");
         assert_eq!(builder.finish(false).err(), Some(HeadError::TooLarge));
     }
 }

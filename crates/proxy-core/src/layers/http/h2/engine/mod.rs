@@ -35,7 +35,7 @@ use crate::headers::Headers;
 
 pub use error::{ConnectionError, Reason};
 pub use head::{RequestHead, ResponseHead};
-pub(crate) use head::lowercase_name;
+pub(crate) use head::{is_connection_specific, lowercase_name, usual_method, value_ok};
 pub use settings::Settings;
 
 use frame::{Head, DEFAULT_MAX_FRAME, HEADER_LEN, MAX_WINDOW, PREFACE};
@@ -822,7 +822,7 @@ impl Engine {
     /// Run a block through HPACK (always, so the table follows the peer's) and check it.
     fn decode(&mut self, kind: Kind, block: &[u8]) -> Result<Result<Decoded, HeadError>, (Reason, ConnectionError)> {
         let mut builder = Builder::new(kind, self.settings.max_header_list_size as usize, block.len());
-        if self.decoder.decode(block, usize::MAX, |name, value, never_indexed| builder.field(name, value, never_indexed)).is_err() {
+        if self.decoder.decode(block, usize::MAX, |name, value, _never_indexed| builder.field(name, value)).is_err() {
             return Err(goaway(Reason::COMPRESSION_ERROR));
         }
         let connect_protocol = self.role == Role::Server && self.settings.connect_protocol;

@@ -163,7 +163,7 @@ pub enum Framing {
 }
 
 /// `tchar` of RFC 9110 section 5.6.2: the bytes of a token (method, field name, coding).
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

@@ -297,11 +297,10 @@ fn entry_size(name: &[u8], value: &[u8]) -> usize {
 
 /// Fields whose values change from one message to the next: indexing them would only push
 /// useful entries out of the table. Each is known by its static index.
-const UNINDEXED: [usize; 13] = [
+const UNINDEXED: [usize; 12] = [
     4,  // :path
     5,  // :path
     21, // age
-    23, // authorization
     28, // content-length
     30, // content-range
     32, // cookie
@@ -321,8 +320,8 @@ const MAX_INDEXED_ENTRY: usize = 512;
 ///
 /// A field found whole in the static or dynamic table is sent as its index. Anything else is
 /// a literal, its name given by index when a table has it (the static table first), and added
-/// to the dynamic table unless it is sensitive (then it is marked "never indexed", 6.2.3),
-/// larger than [`MAX_INDEXED_ENTRY`], or among the [`UNINDEXED`] names. Strings are
+/// to the dynamic table unless it is sensitive, as asked or as a [`secret`] (then it is
+/// marked "never indexed", 6.2.3), larger than [`MAX_INDEXED_ENTRY`], or among the [`UNINDEXED`] names. Strings are
 /// Huffman-coded when that makes them shorter.
 ///
 /// The dynamic table is searched by a scan from the newest entry. Measured against two hash
@@ -422,10 +421,10 @@ impl Encoder {
 }
 
 /// Whether a field is a secret that may be guessed (RFC 7541 section 7.1.3): credentials, and
-/// cookies short enough to try every value of. We never index them (see [`UNINDEXED`]); sent
-/// as never indexed, no intermediary after us may either, so that nobody sharing its table
-/// can learn them by watching whether a guess compresses. Whether the peer that sent such a
-/// field to us marked it so is not kept; this is the rule nghttp2 applies too.
+/// cookies short enough to try every value of. We never index them; sent as never indexed,
+/// no intermediary after us may either, so that nobody sharing its table can learn them by
+/// watching whether a guess compresses. Whether the peer that sent such a field to us marked
+/// it so is not kept; this is the rule nghttp2 applies too.
 fn secret(name: &[u8], value: &[u8]) -> bool {
     /// Below this length a cookie's value is taken to be guessable.
     const SHORT_COOKIE: usize = 20;
