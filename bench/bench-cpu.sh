@@ -21,6 +21,9 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 ensure_origin; ensure_proxyload
 command -v haproxy >/dev/null || die "haproxy is not installed (apt-get install haproxy)"
+# A proxy left listening there would take a share of the connections (SO_REUSEPORT), and of
+# the work, unmeasured.
+port_busy "$PROXY_PORT" && die "something already listens on port $PROXY_PORT"
 PKI="$BENCH_STATE/pki"
 out="$BENCH_STATE/logs/cpu.jsonl"; : > "$out"
 HZ=$(getconf CLK_TCK)
