@@ -78,6 +78,9 @@ pub(crate) struct Context {
     pub(crate) waker: Option<std::task::Waker>,
     /// [`Event::Shutdown`](crate::Event::Shutdown) came: layers keep nothing alive.
     pub(crate) shutting_down: bool,
+    /// A TLS session keeps plaintext sent this turn, to seal into one record with what
+    /// follows it (see [`send`](Self::send)); sealed once the turn's commands are taken.
+    unsealed: bool,
 }
 
 /// A connection's state on its way from one context to another (see
@@ -96,6 +99,7 @@ impl Context {
             client_carried: false,
             waker: None,
             shutting_down: false,
+            unsealed: false,
         }
     }
 
@@ -134,6 +138,8 @@ impl Context {
     /// Take `conn` out of this context's table, for another to [`adopt`](Self::adopt): what
     /// it queued stops counting here.
     pub(crate) fn take_conn(&mut self, conn: ConnId) -> Option<MovedConn> {
+        // What it was sent here leaves from here, before the command that moves it.
+        self.seal(conn);
         let index = self.conns.iter().position(|c| c.id == conn)?;
         let state = self.conns.remove(index);
         if state.queued > self.config.high_water {
@@ -153,12 +159,32 @@ impl Context {
         self.state(conn).is_some()
     }
 
+    /// The next command. Once the others are taken, the turn is over: what TLS sessions
+    /// kept to share a record is sealed and sent.
     pub(crate) fn poll_command(&mut self) -> Option<Command> {
+        if self.out.is_empty() && self.unsealed {
+            self.seal_all();
+        }
         self.out.pop_front()
     }
 
     pub(crate) fn has_commands(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.unsealed
+    }
+
+    /// Seal what every TLS session kept this turn, and queue the records.
+    fn seal_all(&mut self) {
+        self.unsealed = false;
+        for index in 0..self.conns.len() {
+            self.seal(self.conns[index].id);
+        }
+    }
+
+    /// Seal what the TLS session of `conn` kept, and queue the records.
+    fn seal(&mut self, conn: ConnId) {
+        let Some(tls) = self.state_mut(conn).and_then(|state| state.tls.as_mut()) else { return };
+        let records = tls.seal();
+        self.send_raw(conn, records);
     }
 
     pub(crate) fn next_flow_id(&mut self) -> FlowId {
@@ -228,6 +254,11 @@ impl Context {
     /// Queue `data` for `conn`. When this puts the connection's unsent output over the
     /// high-water mark, stop reading every other connection (they are what feeds it) until the
     /// driver reports it drained: see [`update_congestion`](Self::update_congestion).
+    ///
+    /// On a TLS connection a small piece may wait, to share a record with what the turn sends
+    /// after it ([`TlsSession::queue`]): it is sealed when the turn's commands are taken, or
+    /// before anything else goes out on the connection (a larger piece, a `close_notify`, the
+    /// session's reply to the peer) or the connection moves to another context.
     pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
         if data.is_empty() {
             return;
@@ -237,7 +268,11 @@ impl Context {
             return;
         }
         let data = match &mut state.tls {
-            Some(tls) => tls.send(&data),
+            Some(tls) => {
+                let records = tls.queue(&data);
+                self.unsealed |= tls.has_unsealed();
+                records
+            }
             None => data,
         };
         self.send_raw(conn, data);

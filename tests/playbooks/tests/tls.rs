@@ -641,3 +641,63 @@ fn a_plain_client_of_an_intercepting_regular_listener_is_unchanged() {
     pump.client_sends(b"GET http://example.test/path HTTP/1.1\r\nHost: example.test\r\n\r\n");
     assert_eq!(pump.server(S1).received(), b"GET /path HTTP/1.1\r\nHost: example.test\r\n\r\n");
 }
+
+/// The body of a chunked message (`message` from its head on), decoded.
+fn dechunk(message: &[u8]) -> Vec<u8> {
+    let text = message;
+    let start = text.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let (mut rest, mut body) = (&text[start..], Vec::new());
+    loop {
+        let line = rest.windows(2).position(|w| w == b"\r\n").expect("a size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16).unwrap();
+        rest = &rest[line + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n");
+        rest = &rest[size + 2..];
+    }
+}
+
+/// The SendData commands to the client in `lines` of a transcript.
+fn sends_to_client(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.starts_with("<< SendData { conn: ConnId(0)")).count()
+}
+
+/// Small pieces the proxy sends the client in one turn share a record: a chunked response's
+/// head, each chunk's size line, data and CRLF, and the last chunk (eight pieces) leave in one
+/// write of one record, where each used to be a record and a write of its own. A large piece
+/// is sealed on its own, right after what waited before it, so the bytes keep their order.
+#[test]
+fn small_pieces_of_a_turn_share_a_record_and_keep_their_order() {
+    let w = world();
+    let config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    let mut pump = connected(&w, config, origin(&w, &["example.test"]), w.proxy_ca.roots()).recording();
+    pump.client_sends(GET);
+    let before = pump.transcript().len();
+    pump.server_sends(S1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    let seen = pump.client.received().to_vec();
+    assert!(seen.starts_with(b"HTTP/1.1 200 OK\r\n"), "{:?}", String::from_utf8_lossy(&seen));
+    assert_eq!(dechunk(&seen), b"hello world");
+    assert_eq!(sends_to_client(&pump.transcript()[before..]), 1, "{:#?}", &pump.transcript()[before..]);
+
+    // A second response: a small chunk, a large one, a small one.
+    let large: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n".to_vec();
+    response.extend_from_slice(format!("{:x}\r\n", large.len()).as_bytes());
+    response.extend_from_slice(&large);
+    response.extend_from_slice(b"\r\n3\r\nxyz\r\n0\r\n\r\n");
+    let received = pump.client.received().len();
+    pump.client_sends(GET);
+    let before = pump.transcript().len();
+    pump.server_sends(S1, &response);
+    let second = pump.client.received()[received..].to_vec();
+    let mut expected = b"abc".to_vec();
+    expected.extend_from_slice(&large);
+    expected.extend_from_slice(b"xyz");
+    assert_eq!(dechunk(&second), expected);
+    // What waited before the large piece and the large piece (a record each, in one write),
+    // then what followed it.
+    assert_eq!(sends_to_client(&pump.transcript()[before..]), 2, "{:#?}", &pump.transcript()[before..]);
+}

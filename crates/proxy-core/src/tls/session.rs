@@ -14,6 +14,14 @@
 //! still on the way, or handshake records waiting for the rest of a message) and the
 //! plaintext the layers sent before the handshake allowed encrypting it; an idle session
 //! holds no buffer at all.
+//!
+//! Small pieces the layers send in one turn are sealed into one record: an HTTP/1 response's
+//! head and body, a chunk's size line, data and CRLF, would otherwise each cost a record (22
+//! bytes more on the wire, a pass through rustls and an AEAD seal here, an open at the peer).
+//! [`queue`](TlsSession::queue) keeps such a piece, and [`seal`](TlsSession::seal) (which
+//! the context calls once the turn's commands are taken) encrypts what was kept. Whatever
+//! else the session sends (a larger piece, a reply to the peer, `close_notify`) seals what
+//! waits first, so records leave in the order their plaintext was sent.
 
 use bytes::{Buf, Bytes, BytesMut};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
@@ -35,6 +43,11 @@ const RECORD_OVERHEAD: usize = 32;
 
 /// The plaintext rustls puts in one record unless configured to put less.
 const RECORD_PLAINTEXT: usize = 16384;
+
+/// Pieces shorter than this wait to share a record with what follows them in the turn
+/// ([`TlsSession::queue`]); longer ones are sealed at once, as copying them would cost more
+/// than the record it saves.
+const COALESCE_BELOW: usize = 4096;
 
 /// States one pass may go through besides those that each consume a record: handshake flights
 /// (each message one state to encode and the flight one to transmit), a closing alert.
@@ -60,7 +73,8 @@ pub(crate) struct TlsSession {
     /// Ciphertext rustls has not let go of: the start of a record, or handshake records that
     /// wait for the rest of their message. New input is appended to it.
     held: BytesMut,
-    /// Plaintext sent before the handshake allowed encrypting it.
+    /// Plaintext sent before the handshake allowed encrypting it, or queued to share a
+    /// record with what follows it in the turn ([`queue`](Self::queue)).
     pending: BytesMut,
     /// A session with a client answered its ClientHello: the client has the proxy's
     /// certificate (unless it resumed a session, with which it trusted it before).
@@ -320,6 +334,37 @@ impl TlsSession {
         }
         let mut pass = Pass { send: data, ..Pass::default() };
         self.step(&mut pass)
+    }
+
+    /// Encrypt `data` for the peer, or keep it to share a record with what follows in the
+    /// turn: a small piece on an established session waits (and nothing is returned) until
+    /// [`seal`](Self::seal), or until something else the session sends seals it first. At
+    /// most one record's worth waits.
+    pub(crate) fn queue(&mut self, data: &[u8]) -> Bytes {
+        let small = data.len() < COALESCE_BELOW && self.pending.len() + data.len() <= RECORD_PLAINTEXT;
+        if self.state == TlsState::Established && !self.write_closed && small {
+            if self.pending.is_empty() {
+                // Room for what usually follows (a response's body after its head) at once.
+                self.pending.reserve(COALESCE_BELOW);
+            }
+            self.pending.extend_from_slice(data);
+            return Bytes::new();
+        }
+        self.send(data)
+    }
+
+    /// Whether [`queue`](Self::queue)d plaintext waits to be sealed.
+    pub(crate) fn has_unsealed(&self) -> bool {
+        // During the handshake it waits for the keys, whatever is asked.
+        !self.pending.is_empty() && !matches!(self.state, TlsState::Connecting | TlsState::Handshaking | TlsState::Failed)
+    }
+
+    /// The records of what [`queue`](Self::queue) kept: the end of a turn.
+    pub(crate) fn seal(&mut self) -> Bytes {
+        if !self.has_unsealed() || self.write_closed {
+            return Bytes::new();
+        }
+        self.step(&mut Pass::default())
     }
 
     /// A `close_notify` for the peer, the last bytes this session sends.
