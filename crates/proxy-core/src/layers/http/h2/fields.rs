@@ -37,6 +37,7 @@
 use super::engine::{is_connection_specific, RequestHead, ResponseHead};
 use crate::headers::Headers;
 use crate::layers::http::http1::split_authority;
+use crate::layers::http::http1::wire::is_lowercase_tchar;
 
 /// How an HTTP/2 message breaks RFC 9113; the message names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,7 +126,7 @@ pub(crate) fn check_response(head: &ResponseHead) -> Result<(), FieldError> {
 pub(crate) fn check_fields(fields: &Headers) -> Result<(), FieldError> {
     for (name, value) in fields.iter() {
         let named = || String::from_utf8_lossy(name).into_owned();
-        if name.is_empty() || !name.iter().copied().all(is_name_byte) {
+        if name.is_empty() || !name.iter().copied().all(is_lowercase_tchar) {
             return Err(FieldError::Name(named()));
         }
         if let (Some(first), Some(last)) = (value.first(), value.last()) {
@@ -144,12 +145,6 @@ pub(crate) fn check_fields(fields: &Headers) -> Result<(), FieldError> {
         }
     }
     Ok(())
-}
-
-/// A byte of a lowercase token (RFC 9110 section 5.6.2): RFC 9113 section 8.2.1 forbids the
-/// bytes outside it but `"`, `(`, `)`, ...; a name is a token all the same.
-fn is_name_byte(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
 }
 
 /// Whether `host` and `authority` name one origin: the same host, in any case, and the same

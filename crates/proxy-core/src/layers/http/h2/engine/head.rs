@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::hpack::static_name;
 use crate::headers::Headers;
-use crate::layers::http::http1::wire::is_tchar;
+use crate::layers::http::http1::wire::{is_lowercase_tchar, is_tchar};
 
 /// A request head as HTTP/2 carries it: the pseudo-header fields, then the others.
 ///
@@ -118,7 +118,7 @@ pub(super) enum Message {
 /// Whether `b` may appear in a field name as a head holds it: a lowercase token byte, or `"`
 /// (which `h2/fields.rs` refuses with an answer).
 fn name_byte(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~' | b'"')
+    is_lowercase_tchar(b) || b == b'"'
 }
 
 /// Whether `value` has no control byte but HTAB.

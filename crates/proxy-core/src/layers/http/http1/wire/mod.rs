@@ -164,7 +164,13 @@ pub enum Framing {
 
 /// `tchar` of RFC 9110 section 5.6.2: the bytes of a token (method, field name, coding).
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+}
+
+/// A `tchar` that is no uppercase letter: the bytes of a field name as HTTP/2 spells it (RFC
+/// 9113 section 8.2.1).
+pub(crate) fn is_lowercase_tchar(b: u8) -> bool {
+    is_tchar(b) && !b.is_ascii_uppercase()
 }
 
 /// The bytes of `s` within optional whitespace (SP and HTAB).
@@ -225,6 +231,14 @@ mod tests {
         assert!(b"Content-Length".iter().all(|&b| is_tchar(b)));
         for b in *b" :\t\r\n\"(),/;<=>?@[\\]{}\x7f\x80" {
             assert!(!is_tchar(b), "{b:#x}");
+        }
+    }
+
+    #[test]
+    fn tchar_is_the_rfc_set() {
+        for b in 0..=255u8 {
+            assert_eq!(is_tchar(b), b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b), "{b:#x}");
+            assert_eq!(is_lowercase_tchar(b), is_tchar(b) && !b.is_ascii_uppercase(), "{b:#x}");
         }
     }
 }
