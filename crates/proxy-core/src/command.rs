@@ -59,7 +59,8 @@ pub enum Command {
         parked: Box<Parked>,
     },
     /// To the carrier of the stream `conn` (see [`Event::Joined`](crate::Event::Joined)):
-    /// deliver `message` as [`Event::Stream`](crate::Event::Stream), under the stream's tag.
+    /// deliver `message` in an [`Event::Streams`](crate::Event::Streams), under the stream's
+    /// tag.
     Carry {
         /// The stream, as named when the driver answered [`Event::Joined`](crate::Event::Joined).
         conn: ConnId,
@@ -67,7 +68,7 @@ pub enum Command {
         message: Carried,
     },
     /// From a carrier: deliver `message` to the client connection whose stream the driver
-    /// tagged `stream`, as [`Event::Carried`](crate::Event::Carried) for the stream's `conn`.
+    /// tagged `stream`, in an [`Event::Carried`](crate::Event::Carried) for the stream's `conn`.
     StreamOut {
         /// The stream, as the driver tagged it when the client connection joined.
         stream: StreamTag,

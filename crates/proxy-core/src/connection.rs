@@ -44,7 +44,7 @@ impl Connection {
     /// A *carrier*: `parked`, an idle HTTP/2 connection a client connection gave up, run on
     /// its own to carry streams of any client connection at once, up to its server's stream
     /// limit. The driver gives it the socket as the returned `ConnId` (its only connection:
-    /// there is no client) and carries [`Event::Stream`]/[`Command::StreamOut`] messages
+    /// there is no client) and carries [`Event::Streams`]/[`Command::StreamOut`] messages
     /// between it and the client connections that join it ([`Event::Joined`]). It reports
     /// how many streams it takes with [`Command::Capacity`], closes once it has carried
     /// nothing for `idle_timeout`, and is closed when its connection is. A connection that
@@ -52,7 +52,7 @@ impl Connection {
     ///
     /// [`Command::StreamOut`]: crate::Command::StreamOut
     /// [`Command::Capacity`]: crate::Command::Capacity
-    /// [`Event::Stream`]: crate::Event::Stream
+    /// [`Event::Streams`]: crate::Event::Streams
     /// [`Event::Joined`]: crate::Event::Joined
     pub fn carrier(config: Arc<Config>, parked: Box<Parked>, idle_timeout: Duration) -> Result<(Self, ConnId), Box<Parked>> {
         if !parked.carries_streams() {

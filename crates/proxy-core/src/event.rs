@@ -50,28 +50,29 @@ pub enum Event {
         /// The id the command gave the connection, now a stream's.
         conn: ConnId,
     },
-    /// A message from the carrier that carries the stream `conn` (see [`Event::Joined`]).
+    /// Messages from the carriers that carry streams of this connection (see
+    /// [`Event::Joined`]), in the order they were sent, each for the stream its `conn` names
+    /// and as the carrier's [`Command::StreamOut`](crate::Command::StreamOut) gave it.
+    ///
+    /// A driver hands over at once whatever has arrived (one carrier turn's messages, or
+    /// several turns'): the connection takes them all before it looks at what is left to do,
+    /// once, instead of once per message.
     Carried {
-        /// The stream the message is for.
-        conn: ConnId,
-        /// The message, as the carrier's [`Command::StreamOut`](crate::Command::StreamOut)
-        /// gave it.
-        message: Carried,
+        /// The messages, each with the stream it is for.
+        messages: Vec<(ConnId, Carried)>,
     },
-    /// To a carrier ([`Connection::carrier`](crate::Connection::carrier)): a message from the
-    /// client connection whose stream the driver tagged `stream` when it joined.
-    Stream {
-        /// The stream, as the driver tagged it.
-        stream: StreamTag,
-        /// The message, as the client connection's [`Command::Carry`](crate::Command::Carry)
-        /// gave it.
-        message: Carried,
-    },
-    /// To a carrier: the client connection of `stream` is done with it (it closed the stream,
-    /// or it is gone). A stream still open is reset.
-    StreamGone {
-        /// The stream, as the driver tagged it.
-        stream: StreamTag,
+    /// To a carrier ([`Connection::carrier`](crate::Connection::carrier)): what client
+    /// connections said to the streams it carries, in the order they said it, each under the
+    /// tag the driver gave its stream when it joined: a message, as the client connection's
+    /// [`Command::Carry`](crate::Command::Carry) gave it, or `None` once the client connection
+    /// is done with the stream (it closed the stream, or it is gone; a stream still open is
+    /// reset).
+    ///
+    /// As with [`Event::Carried`], a driver hands over at once whatever has arrived, and the
+    /// carrier settles once for all of it.
+    Streams {
+        /// The messages, each with the stream it is for.
+        messages: Vec<(StreamTag, Option<Carried>)>,
     },
     /// The connection asked for by `OpenConnection` could not be established.
     OpenFailed {

@@ -8,13 +8,16 @@
 //! ([`Command::Reuse`] with `join`) takes a place on one ([`SharedPool::join`]), tags its
 //! stream and tells the carrier where to send what comes back ([`ToCarrier::Attach`]); from then
 //! on the two tasks exchange [`Carried`] messages over channels, whichever threads they run
-//! on. What may be in a channel at once is bounded by the core on both sides (a request body
+//! on: what one turn of a task has for the other goes as one message, and what has arrived
+//! when the other looks is handed to its core as one event ([`Event::Streams`],
+//! [`Event::Carried`]), which the core settles once. What may be in a channel at once is
+//! bounded by the core on both sides (a request body
 //! waits for the carrier to say it went on; a response body's window opens only while the
 //! client side has room), so the channels need no bound of their own.
 //!
 //! [`Command::Reuse`]: proxy_core::Command::Reuse
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,8 +51,8 @@ pub(crate) fn home() -> Option<u64> {
 
 /// What a client connection's task tells a carrier.
 pub(crate) enum ToCarrier {
-    /// A stream joined: what the carrier has for it goes to `reply`, as events for `conn`.
-    Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Batch> },
+    /// A stream joined: what the carrier has for it goes to `reply`, as messages for `conn`.
+    Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Event> },
     /// What one turn of the task had for the carrier's streams, in order: a step of a
     /// stream's exchange, or `None` when the client connection is done with the stream.
     Turn(Turn),
@@ -58,8 +61,13 @@ pub(crate) enum ToCarrier {
 /// What one turn of a client connection's task has for one carrier (see [`ToCarrier::Turn`]).
 type Turn = Vec<(StreamTag, Option<Carried>)>;
 
-/// Events for one client connection's task, from one turn of a carrier's.
-pub(crate) type Batch = Vec<Event>;
+/// What one turn of a carrier's task has for one client connection's task: a message for
+/// each of its streams' steps, in order.
+type Answers = Vec<(ConnId, Carried)>;
+
+/// Most messages of either channel handed to a core as one event: enough to gather one
+/// turn's worth from every task on the other side, few enough that an event stays a batch.
+const GATHER: usize = 64;
 
 /// How tasks reach a carrier.
 pub(crate) struct CarrierHandle {
@@ -135,8 +143,9 @@ struct JoinedStream {
 pub(crate) struct Joined {
     streams: Vec<JoinedStream>,
     outbox: Vec<(CarrierId, Arc<CarrierHandle>, Turn)>,
-    channel: Option<(mpsc::UnboundedSender<Batch>, mpsc::UnboundedReceiver<Batch>)>,
-    inbox: VecDeque<Event>,
+    channel: Option<(mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>)>,
+    /// An event taken from the channel behind a batch of carried messages, for next time.
+    held: Option<Event>,
     pool: Option<Arc<SharedPool>>,
 }
 
@@ -210,21 +219,25 @@ impl Joined {
         gone
     }
 
-    /// What a carrier sent one of the streams.
+    /// What carriers sent the streams: the messages that have arrived, as one event.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if let Some(event) = self.inbox.pop_front() {
+        if let Some(event) = self.held.take() {
             return Poll::Ready(event);
         }
-        match &mut self.channel {
-            Some((_, rx)) if !self.streams.is_empty() => match rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => {
-                    self.inbox.extend(batch);
-                    self.inbox.pop_front().map_or(Poll::Pending, Poll::Ready)
+        let Some((_, rx)) = self.channel.as_mut().filter(|_| !self.streams.is_empty()) else { return Poll::Pending };
+        let Poll::Ready(Some(event)) = rx.poll_recv(cx) else { return Poll::Pending };
+        let Event::Carried { mut messages } = event else { return Poll::Ready(event) };
+        for _ in 1..GATHER {
+            match rx.try_recv() {
+                Ok(Event::Carried { messages: more }) => messages.extend(more),
+                Ok(other) => {
+                    self.held = Some(other);
+                    break;
                 }
-                _ => Poll::Pending,
-            },
-            _ => Poll::Pending,
+                Err(_) => break,
+            }
         }
+        Poll::Ready(Event::Carried { messages })
     }
 }
 
@@ -244,69 +257,75 @@ impl Drop for Joined {
 }
 
 /// A carrier task's side: its inbox, where each stream's messages go, and what this turn
-/// has for each stream's client connection (sent once the turn is over).
+/// has for each client connection's task (sent once the turn is over).
 pub(crate) struct Carrying {
     inbox: Inbox,
-    routes: HashMap<StreamTag, (ConnId, mpsc::UnboundedSender<Batch>)>,
-    events: VecDeque<Event>,
-    outbox: Vec<(StreamTag, Batch)>,
+    routes: HashMap<StreamTag, (ConnId, mpsc::UnboundedSender<Event>)>,
+    /// Per client connection's task (its channel), the messages of this turn for its streams.
+    outbox: Vec<(mpsc::UnboundedSender<Event>, Answers)>,
 }
 
 impl Carrying {
     pub(crate) fn new(inbox: Inbox) -> Self {
-        Self { inbox, routes: HashMap::new(), events: VecDeque::new(), outbox: Vec::new() }
+        Self { inbox, routes: HashMap::new(), outbox: Vec::new() }
     }
 
-    /// The next message from a client connection, as the carrier's event.
+    /// What client connections have said since the carrier last looked, as one event.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        loop {
-            if let Some(event) = self.events.pop_front() {
-                return Poll::Ready(event);
+        let mut messages = Vec::new();
+        for taken in 0.. {
+            if taken == GATHER {
+                // More is waiting: look again soon, whatever this poll returns.
+                cx.waker().wake_by_ref();
+                break;
             }
-            let Poll::Ready(Some(message)) = self.inbox.rx.poll_recv(cx) else { return Poll::Pending };
+            let Poll::Ready(Some(message)) = self.inbox.rx.poll_recv(cx) else { break };
             match message {
                 ToCarrier::Attach { stream, conn, reply } => {
                     self.routes.insert(stream, (conn, reply));
                 }
                 ToCarrier::Turn(turn) => {
                     for (stream, message) in turn {
-                        let event = match message {
-                            Some(message) => Event::Stream { stream, message },
-                            None => {
-                                self.routes.remove(&stream);
-                                Event::StreamGone { stream }
-                            }
-                        };
-                        self.events.push_back(event);
+                        if message.is_none() {
+                            self.routes.remove(&stream);
+                        }
+                        messages.push((stream, message));
                     }
                 }
             }
+        }
+        match messages.is_empty() {
+            true => Poll::Pending,
+            false => Poll::Ready(Event::Streams { messages }),
         }
     }
 
     /// Send `message` to the client connection of `stream` (at the end of the turn).
     pub(crate) fn out(&mut self, stream: StreamTag, message: Carried) {
-        let Some((conn, _)) = self.routes.get(&stream) else { return };
-        let event = Event::Carried { conn: *conn, message };
-        match self.outbox.iter_mut().find(|(s, _)| *s == stream) {
-            Some((_, batch)) => batch.push(event),
-            None => self.outbox.push((stream, vec![event])),
+        let Some((conn, reply)) = self.routes.get(&stream) else { return };
+        match self.outbox.iter_mut().find(|(to, _)| to.same_channel(reply)) {
+            Some((_, messages)) => messages.push((*conn, message)),
+            None => self.outbox.push((reply.clone(), vec![(*conn, message)])),
         }
     }
 
-    /// The turn is over: send each stream's client connection what it has. A client
-    /// connection that is gone takes its stream with it: the events that tell the carrier
-    /// are returned.
-    pub(crate) fn flush(&mut self) -> Vec<Event> {
+    /// The turn is over: send each client connection's task what it has. A client
+    /// connection that is gone takes its streams with it: the event that tells the carrier
+    /// is returned.
+    pub(crate) fn flush(&mut self) -> Option<Event> {
         let mut gone = Vec::new();
-        for (stream, batch) in self.outbox.drain(..) {
-            let Some((_, reply)) = self.routes.get(&stream) else { continue };
-            if reply.send(batch).is_err() {
-                self.routes.remove(&stream);
-                gone.push(Event::StreamGone { stream });
+        for (reply, messages) in self.outbox.drain(..) {
+            if reply.send(Event::Carried { messages }).is_err() {
+                self.routes.retain(|stream, (_, to)| {
+                    let lost = to.same_channel(&reply);
+                    if lost {
+                        gone.push((*stream, None));
+                    }
+                    !lost
+                });
             }
         }
-        gone
+        (!gone.is_empty()).then_some(Event::Streams { messages: gone })
     }
 
     /// The carrier takes `streams` at once from now on.
@@ -328,7 +347,79 @@ impl Drop for Carrying {
             }
         }
         for (_, (conn, reply)) in self.routes.drain() {
-            let _ = reply.send(vec![Event::ConnectionClosed { conn }]);
+            let _ = reply.send(Event::ConnectionClosed { conn });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use proxy_core::upstreams::{PoolKey, PoolLimits};
+    use proxy_core::ServerAddr;
+
+    use super::*;
+
+    /// A carrier's end, listed in a pool, and the handle client connections reach it by.
+    fn carrier() -> (Carrying, Arc<CarrierHandle>) {
+        let pool = SharedPool::new(PoolLimits::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = Arc::new(CarrierHandle { tx, next_tag: AtomicU64::new(0) });
+        let key = PoolKey { server: ServerAddr::new("a.test", 443), tls: true, proxy: None, name: None };
+        let id = pool.add_carrier(key, Arc::clone(&handle), 100);
+        (Carrying::new(Inbox { rx, id, pool }), handle)
+    }
+
+    #[test]
+    fn a_carrier_takes_everything_that_has_arrived_as_one_event_in_order() {
+        let (mut carrying, handle) = carrier();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(carrying.poll(&mut cx).is_pending(), "nothing yet");
+        let (reply, mut answers) = mpsc::unbounded_channel();
+        let (a, b) = (handle.tag(), handle.tag());
+        assert!(handle.send(ToCarrier::Attach { stream: a, conn: ConnId(2), reply: reply.clone() }));
+        assert!(handle.send(ToCarrier::Attach { stream: b, conn: ConnId(3), reply }));
+        assert!(carrying.poll(&mut cx).is_pending(), "joining says nothing to the core");
+        // Two turns of client connections: both streams leave, b first.
+        assert!(handle.send(ToCarrier::Turn(vec![(b, None)])));
+        assert!(handle.send(ToCarrier::Turn(vec![(a, None)])));
+        match carrying.poll(&mut cx) {
+            Poll::Ready(Event::Streams { messages }) => {
+                let order: Vec<(StreamTag, bool)> = messages.iter().map(|(s, m)| (*s, m.is_some())).collect();
+                assert_eq!(order, [(b, false), (a, false)]);
+            }
+            other => panic!("expected one Streams event, got {other:?}"),
+        }
+        assert!(carrying.poll(&mut cx).is_pending());
+        // Streams that left have no route: nothing is sent for them, and the client side hears
+        // of nothing when the carrier ends.
+        drop(carrying);
+        assert!(answers.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_client_task_that_is_gone_takes_all_its_streams_with_it() {
+        let (mut carrying, handle) = carrier();
+        let mut cx = Context::from_waker(Waker::noop());
+        let (reply, answers) = mpsc::unbounded_channel();
+        let (a, b) = (handle.tag(), handle.tag());
+        assert!(handle.send(ToCarrier::Attach { stream: a, conn: ConnId(2), reply: reply.clone() }));
+        assert!(handle.send(ToCarrier::Attach { stream: b, conn: ConnId(3), reply: reply.clone() }));
+        assert!(carrying.poll(&mut cx).is_pending());
+        drop((answers, reply));
+        // Nothing to send: nobody is told.
+        assert!(carrying.flush().is_none());
+        // A message for one stream finds the task gone: both its streams are.
+        carrying.outbox.push((carrying.routes[&a].1.clone(), Vec::new()));
+        match carrying.flush() {
+            Some(Event::Streams { mut messages }) => {
+                messages.sort_by_key(|(s, _)| *s);
+                let gone: Vec<(StreamTag, bool)> = messages.iter().map(|(s, m)| (*s, m.is_none())).collect();
+                assert_eq!(gone, [(a, true), (b, true)]);
+            }
+            other => panic!("expected the streams gone, got {other:?}"),
+        }
+        assert!(carrying.routes.is_empty());
     }
 }

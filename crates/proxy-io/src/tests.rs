@@ -175,7 +175,7 @@ impl Core for Relay {
                     self.close_all();
                 }
             }
-            Event::Inject { .. } | Event::Joined { .. } | Event::Carried { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
+            Event::Inject { .. } | Event::Joined { .. } | Event::Carried { .. } | Event::Streams { .. } => {}
         }
     }
 

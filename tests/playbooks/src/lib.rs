@@ -1042,9 +1042,20 @@ fn fmt_event(e: &Event) -> String {
             format!("Inject({}, to {}, {kind:?} {})", fmt_flow(*flow), to.as_str(), fmt_bytes(payload))
         }
         Event::Joined { conn } => format!("Joined({})", fmt_conn(*conn)),
-        Event::Carried { conn, message } => format!("Carried({}, {message:?})", fmt_conn(*conn)),
-        Event::Stream { stream, message } => format!("Stream({}, {message:?})", stream.0),
-        Event::StreamGone { stream } => format!("StreamGone({})", stream.0),
+        Event::Carried { messages } => {
+            let messages: Vec<String> = messages.iter().map(|(conn, message)| format!("{}: {message:?}", fmt_conn(*conn))).collect();
+            format!("Carried({})", messages.join(", "))
+        }
+        Event::Streams { messages } => {
+            let messages: Vec<String> = messages
+                .iter()
+                .map(|(stream, message)| match message {
+                    Some(message) => format!("{}: {message:?}", stream.0),
+                    None => format!("{}: gone", stream.0),
+                })
+                .collect();
+            format!("Streams({})", messages.join(", "))
+        }
         Event::Shutdown => "Shutdown".into(),
     }
 }

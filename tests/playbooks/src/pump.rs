@@ -350,14 +350,14 @@ impl CarrierPump {
     }
 
     fn deliver(&mut self, stream: StreamTag, message: Carried) {
-        self.queue.push_back(Event::Stream { stream, message });
+        self.queue.push_back(Event::Streams { messages: vec![(stream, Some(message))] });
         self.run();
         (self.capacity, self.closed) = self.reported;
     }
 
     fn gone(&mut self, stream: StreamTag) {
         self.carrying -= 1;
-        self.queue.push_back(Event::StreamGone { stream });
+        self.queue.push_back(Event::Streams { messages: vec![(stream, None)] });
         self.run();
     }
 
@@ -380,8 +380,14 @@ impl CarrierPump {
                         self.queue.push_back(Event::WriteDrained { conn: self.conn });
                     }
                     Command::StreamOut { stream, message } => {
+                        // What arrives before the client's pump looks is handed over as one
+                        // event, as the driver does.
                         let (conn, inbox) = self.routes.get(&stream).expect("a stream the carrier was told of");
-                        inbox.borrow_mut().push_back(Event::Carried { conn: *conn, message });
+                        let mut inbox = inbox.borrow_mut();
+                        match inbox.back_mut() {
+                            Some(Event::Carried { messages }) => messages.push((*conn, message)),
+                            _ => inbox.push_back(Event::Carried { messages: vec![(*conn, message)] }),
+                        }
                     }
                     Command::Capacity { streams } => {
                         self.capacity = streams;

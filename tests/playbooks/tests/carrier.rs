@@ -79,6 +79,27 @@ fn two_client_connections_have_streams_on_one_connection_at_once() {
 }
 
 #[test]
+fn what_one_carrier_turn_has_for_a_client_connection_reaches_it_as_one_event() {
+    let now = Instant::now();
+    let carrier = carrier(now);
+    let mut a = Pump::new(config(), Peer::Plain { received: Vec::new() }, Box::new(|_| None))
+        .at(now)
+        .with_carrier(carrier.clone())
+        .recording();
+    a.run();
+    a.client_sends(&get("/a"));
+    let stream = carrier.borrow_mut().server_h2().requests()[1].0;
+    // Head, body and end in one read of the carrier: three messages for the stream.
+    carrier.borrow_mut().server_h2().respond(stream, 200, b"all of a", None);
+    carrier.borrow_mut().server_sends(b"");
+    a.run();
+    assert!(answer(&a).starts_with("HTTP/1.1 200 ") && answer(&a).ends_with("8\r\nall of a\r\n0\r\n\r\n"), "{:?}", answer(&a));
+    let carried: Vec<&String> = a.transcript().iter().filter(|line| line.starts_with(">> Carried")).collect();
+    assert_eq!(carried.len(), 1, "one event for the turn: {carried:#?}");
+    assert!(carried[0].matches("Output").count() >= 3, "head, body and end in it: {}", carried[0]);
+}
+
+#[test]
 fn a_client_that_leaves_mid_response_cancels_its_stream_alone() {
     let now = Instant::now();
     let carrier = carrier(now);

@@ -16,7 +16,7 @@
 //! connection, through a stand-in codec ([`Joined`]) that puts each step of the request in a
 //! [`Carried`] message ([`Command::Carry`]) and takes the response's steps from the carrier
 //! the same way ([`Event::Carried`]). The carrier sees each stream under the tag the driver
-//! gave it ([`StreamTag`], [`Event::Stream`], [`Command::StreamOut`]), and its layer
+//! gave it ([`StreamTag`], [`Event::Streams`], [`Command::StreamOut`]), and its layer
 //! ([`CarrierLayer`]) is the HTTP/2 codec alone: no hooks, no flows of its own, since every
 //! decision about an exchange stays with the client connection it belongs to.
 //!
@@ -442,8 +442,14 @@ impl Layer for CarrierLayer {
         match event {
             Event::DataReceived { conn, data } if conn == self.conn && !self.closed => self.codec().receive(data),
             Event::ConnectionClosed { conn } if conn == self.conn && !self.closed => self.codec().receive_eof(),
-            Event::Stream { stream, message } => self.client_says(cx, stream, message),
-            Event::StreamGone { stream } => self.gone(stream),
+            Event::Streams { messages } => {
+                for (stream, message) in messages {
+                    match message {
+                        Some(message) => self.client_says(cx, stream, message),
+                        None => self.gone(stream),
+                    }
+                }
+            }
             Event::Wakeup if self.idle_deadline.is_some_and(|at| at <= now) && self.streams.is_empty() => {
                 // Idle too long: it goes, with a GOAWAY, and takes no more streams.
                 cx.log(crate::command::LogLevel::Debug, format!("{}: idle HTTP/2 connection closed", self.server.pool_key()));

@@ -404,14 +404,16 @@ impl HttpLayer {
             }
             Event::Adopted { conn, parked } => self.server_adopted(cx, now, conn, *parked),
             Event::Joined { conn } => self.server_joined(cx, now, conn),
-            Event::Carried { conn, message } => {
-                let output = self.pool.get_mut(conn).and_then(ServerConn::joined_mut).and_then(|joined| joined.receive(message));
-                // (What went on of a request body only lets the client be read again, below.)
-                if let Some(output) = output {
-                    if let Some(server) = self.pool.get_mut(conn) {
-                        server.heard_from(now, cx.config.server_idle_timeout);
+            Event::Carried { messages } => {
+                for (conn, message) in messages {
+                    let output = self.pool.get_mut(conn).and_then(ServerConn::joined_mut).and_then(|joined| joined.receive(message));
+                    // (What went on of a request body only lets the client be read again, below.)
+                    if let Some(output) = output {
+                        if let Some(server) = self.pool.get_mut(conn) {
+                            server.heard_from(now, cx.config.server_idle_timeout);
+                        }
+                        self.handle_server_outputs(cx, now, conn, vec![output]);
                     }
-                    self.handle_server_outputs(cx, now, conn, vec![output]);
                 }
             }
             Event::OpenFailed { conn, error } => {
@@ -473,7 +475,7 @@ impl HttpLayer {
                 }
             }
             // A carrier's events: never a client connection's.
-            Event::Inject { .. } | Event::Stream { .. } | Event::StreamGone { .. } => {}
+            Event::Inject { .. } | Event::Streams { .. } => {}
             // The context remembers it; `after_event` drains.
             Event::Shutdown => {}
         }

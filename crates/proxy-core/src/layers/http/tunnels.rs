@@ -175,7 +175,6 @@ impl HttpLayer {
             | Event::Opened { conn }
             | Event::Adopted { conn, .. }
             | Event::Joined { conn }
-            | Event::Carried { conn, .. }
             | Event::OpenFailed { conn, .. }
             | Event::WriteDrained { conn }
             | Event::Forwarded { from: conn, .. } => Some(*conn),
@@ -191,6 +190,24 @@ impl HttpLayer {
             };
         }
         match event {
+            Event::Carried { messages } if !self.tunnels.carried.is_empty() => {
+                // Each tunnel takes the messages for its own connections' streams, in one event.
+                let mut rest = Vec::new();
+                let mut theirs: Vec<(FlowId, Vec<(ConnId, super::carried::Carried)>)> = Vec::new();
+                for (conn, message) in messages {
+                    match self.tunnels.owner(conn) {
+                        Some(flow) => match theirs.iter_mut().find(|(f, _)| *f == flow) {
+                            Some((_, list)) => list.push((conn, message)),
+                            None => theirs.push((flow, vec![(conn, message)])),
+                        },
+                        None => rest.push((conn, message)),
+                    }
+                }
+                for (flow, messages) in theirs {
+                    self.tunnel_input(cx, now, flow, Event::Carried { messages });
+                }
+                (!rest.is_empty()).then_some(Event::Carried { messages: rest })
+            }
             Event::Wakeup => {
                 for flow in self.tunnel_flows() {
                     self.tunnel_input(cx, now, flow, Event::Wakeup);
