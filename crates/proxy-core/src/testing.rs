@@ -109,6 +109,14 @@ impl Layer for AloneLayer {
             State::Opening { .. } | State::Done => None,
         }
     }
+
+    // As in the whole stack: a layer driven alone hears of drains only when they pace it.
+    fn wants_drained(&self) -> bool {
+        match &self.state {
+            State::Running(inner) => inner.wants_drained(),
+            State::Opening { .. } | State::Done => false,
+        }
+    }
 }
 
 /// A hand-over as the debug log line says it.

@@ -251,16 +251,9 @@ impl Layer for HttpLayer {
     }
 
     fn wants_drained(&self) -> bool {
-        // WebSockets, tunnels inside streams and the HTTP/2 engines (each event is a turn for
-        // them) go on when written bytes drain; HTTP/1 exchanges only when congestion lifts,
-        // which the connection sees itself.
-        !self.websockets.is_empty()
-            || !self.tunnels.is_empty()
-            || !matches!(self.client, ClientCodec::H1(_))
-            || self
-                .pool
-                .iter()
-                .any(|s| !matches!(s.codec, ServerCodec::H1(_)))
+        // WebSockets and tunnels inside streams go on when written bytes drain; exchanges,
+        // over HTTP/1 or HTTP/2, only when congestion lifts, which the connection sees itself.
+        !self.websockets.is_empty() || !self.tunnels.is_empty()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -1027,7 +1020,8 @@ impl HttpLayer {
                 codec.poll(cx, &mut outputs);
                 moved |= !outputs.is_empty();
                 self.handle_server_outputs(cx, now, conn, outputs);
-                self.settle_websockets(cx, now, conn);
+                // Upgrades that waited for the server's SETTINGS send their requests next.
+                moved |= self.settle_websockets(cx, now, conn);
             }
             if !moved {
                 break;

@@ -498,6 +498,7 @@ impl HttpLayer {
         for flow in waiting {
             self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
         }
+        // What goes on it now is sent when the engines are driven, after this event.
         self.settle_websockets(cx, now, conn);
     }
 
@@ -530,17 +531,18 @@ impl HttpLayer {
 
     /// Once the server of the HTTP/2 connection `conn` has sent its SETTINGS, the WebSocket
     /// upgrades waiting for them go on it (RFC 8441), or, if it takes none, each to an
-    /// HTTP/1.1 connection of its own.
-    pub(super) fn settle_websockets(&mut self, cx: &mut Context, now: Instant, conn: ConnId) {
-        let Some(server) = self.pool.get_mut(conn).filter(|s| !s.awaiting_settings.is_empty()) else { return };
-        let ServerCodec::H2(codec) = &server.codec else { return };
-        let Some(enabled) = codec.extended_connect() else { return };
+    /// HTTP/1.1 connection of its own. Returns whether they went on it: the connection's
+    /// engine then has their requests to send.
+    pub(super) fn settle_websockets(&mut self, cx: &mut Context, now: Instant, conn: ConnId) -> bool {
+        let Some(server) = self.pool.get_mut(conn).filter(|s| !s.awaiting_settings.is_empty()) else { return false };
+        let ServerCodec::H2(codec) = &server.codec else { return false };
+        let Some(enabled) = codec.extended_connect() else { return false };
         let upgrades = std::mem::take(&mut server.awaiting_settings);
         if enabled {
             for flow in upgrades {
                 self.feed(cx, now, flow, Input::ServerReady);
             }
-            return;
+            return true;
         }
         server.flows.retain(|f| !upgrades.contains(f));
         if server.flows.is_empty() {
@@ -551,6 +553,7 @@ impl HttpLayer {
         for flow in upgrades {
             self.assign_server(cx, now, flow, addr.clone(), tls, false, Versions::Http1);
         }
+        false
     }
 
     /// The stream `flow` is finished: return its server connection to the pool or close it.

@@ -524,6 +524,14 @@ impl Layer for Intercept {
         }
     }
 
+    fn wants_drained(&self) -> bool {
+        match &self.state {
+            State::Running(child) => child.wants_drained(),
+            // Nothing of the handshake waits on the peers' reading.
+            _ => false,
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Running(child) => child.poll_timeout(),
