@@ -104,11 +104,13 @@ pub(super) struct Builder {
 }
 
 /// A decoded block, checked.
+#[derive(Clone)]
 pub(super) struct Decoded {
     pub(super) content_length: Option<u64>,
     pub(super) message: Message,
 }
 
+#[derive(Clone)]
 pub(super) enum Message {
     Request(RequestHead),
     Response(ResponseHead),

@@ -152,6 +152,23 @@ enum State {
     Done,
 }
 
+/// A response head block as the server sent it, what it entered in the HPACK table and what
+/// it came to. Servers that index nothing they send send the same bytes response after
+/// response: nginx sends each response's fields as new literals, to be Huffman-decoded,
+/// entered in the table and checked again, the most of what an HTTP/2 response head cost us.
+/// A block that refers to no entry of the dynamic table decodes the same whatever the table
+/// holds (`hpack::Decoder::decode_standalone`), so its repeat is taken as it was the last
+/// time: its entries go into the table, and what it came to is handed out again.
+struct Repeat {
+    block: Vec<u8>,
+    entries: hpack::Entries,
+    decoded: Decoded,
+}
+
+/// The largest response head block kept as a [`Repeat`]: a usual head, not a large one held
+/// for the connection's life.
+const REPEAT_MAX: usize = 1024;
+
 /// A header block under way: a HEADERS frame without END_HEADERS, and the CONTINUATION
 /// frames that follow it.
 struct Partial {
@@ -169,6 +186,8 @@ pub struct Engine {
     output: BytesMut,
     peer: PeerSettings,
     decoder: hpack::Decoder,
+    /// The last response head block the server sent, if it stood on its own: see [`Repeat`].
+    repeat: Option<Box<Repeat>>,
     encoder: hpack::Encoder,
     /// How much more we may send on the connection.
     send_window: i64,
@@ -232,6 +251,7 @@ impl Engine {
             output: BytesMut::new(),
             peer: PeerSettings::default(),
             decoder: hpack::Decoder::new(4096),
+            repeat: None,
             encoder: hpack::Encoder::new(),
             send_window: frame::DEFAULT_WINDOW,
             recv_window: frame::DEFAULT_WINDOW,
@@ -819,15 +839,40 @@ impl Engine {
         }
     }
 
-    /// Run a block through HPACK (always, so the table follows the peer's) and check it.
+    /// Run a block through HPACK (always, so the table follows the peer's) and check it. A
+    /// response head that repeats the last one, byte for byte, is taken as it was then
+    /// ([`Repeat`]).
     fn decode(&mut self, kind: Kind, block: &[u8]) -> Result<Result<Decoded, HeadError>, (Reason, ConnectionError)> {
-        let mut builder = Builder::new(kind, self.settings.max_header_list_size as usize, block.len());
-        if self.decoder.decode(block, usize::MAX, |name, value, _never_indexed| builder.field(name, value)).is_err() {
-            return Err(goaway(Reason::COMPRESSION_ERROR));
+        let response = kind == Kind::Response;
+        if let Some(repeat) = self.repeat.as_deref().filter(|r| response && r.block == block) {
+            self.decoder.enter(&repeat.entries);
+            return Ok(Ok(repeat.decoded.clone()));
         }
+        let mut builder = Builder::new(kind, self.settings.max_header_list_size as usize, block.len());
+        let field = |name: &[u8], value: &[u8], _never_indexed| builder.field(name, value);
+        let entries = match response && block.len() <= REPEAT_MAX {
+            true => self.decoder.decode_standalone(block, usize::MAX, field),
+            false => self.decoder.decode(block, usize::MAX, field).map(|()| None),
+        };
+        let Ok(entries) = entries else { return Err(goaway(Reason::COMPRESSION_ERROR)) };
         let connect_protocol = self.role == Role::Server && self.settings.connect_protocol;
         match builder.finish(connect_protocol) {
             Err(HeadError::Field) => Err(goaway(Reason::PROTOCOL_ERROR)),
+            Ok(decoded) => {
+                if let Some(entries) = entries {
+                    let decoded = decoded.clone();
+                    match &mut self.repeat {
+                        Some(repeat) => {
+                            repeat.block.clear();
+                            repeat.block.extend_from_slice(block);
+                            repeat.entries = entries;
+                            repeat.decoded = decoded;
+                        }
+                        None => self.repeat = Some(Box::new(Repeat { block: block.to_vec(), entries, decoded })),
+                    }
+                }
+                Ok(Ok(decoded))
+            }
             other => Ok(other),
         }
     }
@@ -1301,6 +1346,54 @@ mod tests {
         let len: usize = seen.iter().map(|e| match e { H2Event::Data { data, .. } => data.len(), _ => 0 }).sum();
         assert_eq!(len, 200_000, "a body bigger than the window arrives whole");
         assert!(matches!(seen.last(), Some(H2Event::End { stream: 7, trailers: None })));
+    }
+
+    /// A frame as a peer writes it.
+    fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend([kind, flags]);
+        out.extend(stream.to_be_bytes());
+        out.extend(payload);
+        out
+    }
+
+    /// A server that indexes nothing it sends (nginx) sends each response's head as the same
+    /// bytes: the repeats are taken as the first was decoded ([`Repeat`]), their fields still
+    /// entered in the table, as a later block that names the oldest entry shows.
+    #[test]
+    fn a_response_head_block_sent_again_is_taken_as_before() {
+        let mut client = Engine::client(&settings());
+        client.receive(Bytes::from(raw(frame::SETTINGS, 0, 0, &[])));
+        client.poll();
+        for key in 1..=4 {
+            client.open(key, request("GET", "/"), true);
+        }
+        client.poll();
+        // :status 200, then server: nginx and content-type: text/plain as new literals with
+        // indexing, of the static table's names (54, 31): two entries per block.
+        let block = [&[0x88, 0x76, 5][..], b"nginx", &[0x5f, 10], b"text/plain"].concat();
+        let flags = frame::END_HEADERS | frame::END_STREAM;
+        let mut input = Vec::new();
+        for id in [1, 3, 5] {
+            input.extend(raw(frame::HEADERS, flags, id, &block));
+        }
+        // 62 is the newest entry (content-type, of the third block); 67, the sixth, the
+        // oldest (server, of the first): there only if each repeat entered its two.
+        input.extend(raw(frame::HEADERS, flags, 7, &[0x88, 0xc3, 0xbe]));
+        client.receive(Bytes::from(input));
+        let events = client.poll();
+        let heads: Vec<&ResponseHead> =
+            events.iter().filter_map(|e| if let H2Event::Response { head, .. } = e { Some(head) } else { None }).collect();
+        assert_eq!(heads.len(), 4, "{events:?}");
+        for head in heads {
+            assert_eq!(head.status, 200);
+            assert_eq!(head.fields.get("server"), Some(&b"nginx"[..]));
+            assert_eq!(head.fields.get("content-type"), Some(&b"text/plain"[..]));
+        }
+        let repeat = client.repeat.as_deref().expect("the block is kept");
+        assert_eq!(repeat.block, block);
+        // The last block, which names the dynamic table, was not kept; nothing failed.
+        assert!(!events.iter().any(|e| matches!(e, H2Event::Closed { .. })));
     }
 
     /// A stream that is not being read keeps its window closed: the sender stops after one

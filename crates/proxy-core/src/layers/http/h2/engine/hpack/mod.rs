@@ -92,7 +92,45 @@ impl Decoder {
         max_list_size: usize,
         mut field: impl FnMut(&[u8], &[u8], bool),
     ) -> Result<(), DecodeError> {
-        let result = self.decode_block(block, max_list_size, &mut field);
+        self.decode_recording(block, max_list_size, &mut field, &mut None)
+    }
+
+    /// As [`decode`](Self::decode), and says what the block entered in the table if the block
+    /// stands on its own: if it refers to no entry of the dynamic table and does not resize
+    /// it, the same bytes decode to the same fields and enter the same entries whatever the
+    /// table holds, so a caller that kept what the fields came to may take a repeat of the
+    /// block with [`enter`](Self::enter) alone. `None` for a block that does not.
+    pub(crate) fn decode_standalone(
+        &mut self,
+        block: &[u8],
+        max_list_size: usize,
+        mut field: impl FnMut(&[u8], &[u8], bool),
+    ) -> Result<Option<Entries>, DecodeError> {
+        let mut entries = Some(Entries::default());
+        self.decode_recording(block, max_list_size, &mut field, &mut entries)?;
+        Ok(entries)
+    }
+
+    /// Enters `entries` in the table, in order, as decoding the block they came from does.
+    pub(crate) fn enter(&mut self, entries: &Entries) {
+        let mut at = 0;
+        for &(name, value) in &entries.lens {
+            let (name_end, end) = (at + name as usize, at + name as usize + value as usize);
+            self.table.insert(&entries.bytes[at..name_end], &entries.bytes[name_end..end]);
+            at = end;
+        }
+    }
+
+    /// Decodes the block, recording in `entries` (if `Some`) what it enters in the table, and
+    /// setting it to `None` once the block refers to the dynamic table or resizes it.
+    fn decode_recording(
+        &mut self,
+        block: &[u8],
+        max_list_size: usize,
+        field: &mut impl FnMut(&[u8], &[u8], bool),
+        entries: &mut Option<Entries>,
+    ) -> Result<(), DecodeError> {
+        let result = self.decode_block(block, max_list_size, field, entries);
         self.scratch.clear();
         if self.scratch.capacity() > SCRATCH_KEEP {
             self.scratch = Vec::new();
@@ -105,9 +143,11 @@ impl Decoder {
         mut src: &[u8],
         max_list_size: usize,
         field: &mut impl FnMut(&[u8], &[u8], bool),
+        entries: &mut Option<Entries>,
     ) -> Result<(), DecodeError> {
         // Size updates come before the first field (section 4.2).
         while src.first().is_some_and(|&b| b & 0xe0 == 0x20) {
+            *entries = None;
             self.size_update(&mut src)?;
         }
         let mut list = ListSize { used: 0, max: max_list_size };
@@ -116,15 +156,18 @@ impl Decoder {
                 // Indexed Header Field (section 6.1).
                 0x80..=0xff => {
                     let index = read_int(&mut src, 7)?;
+                    if index > STATIC_TABLE.len() {
+                        *entries = None;
+                    }
                     let (name, value) = lookup(&self.table, index)?;
                     list.add(name, value)?;
                     field(name, value, false);
                 }
                 // Literal Header Field with Incremental Indexing (section 6.2.1).
-                0x40..=0x7f => self.literal(&mut src, 6, true, &mut list, field)?,
+                0x40..=0x7f => self.literal(&mut src, 6, true, &mut list, field, entries)?,
                 0x20..=0x3f => return Err(DecodeError::TableSizeUpdate),
                 // Literal Header Field without Indexing or Never Indexed (6.2.2, 6.2.3).
-                0x00..=0x1f => self.literal(&mut src, 4, false, &mut list, field)?,
+                0x00..=0x1f => self.literal(&mut src, 4, false, &mut list, field, entries)?,
             }
         }
         Ok(())
@@ -141,7 +184,7 @@ impl Decoder {
     }
 
     /// Reads a literal field whose index has a `prefix`-bit prefix, and adds it to the table
-    /// when `indexing`.
+    /// when `indexing` (recording it in `entries`, as `decode_block` does).
     fn literal(
         &mut self,
         src: &mut &[u8],
@@ -149,18 +192,27 @@ impl Decoder {
         indexing: bool,
         list: &mut ListSize,
         field: &mut impl FnMut(&[u8], &[u8], bool),
+        entries: &mut Option<Entries>,
     ) -> Result<(), DecodeError> {
         let never_indexed = !indexing && src.first().is_some_and(|&b| b & 0xf0 == 0x10);
         self.scratch.clear();
         let name = match read_int(src, prefix)? {
             0 => read_string(src, &mut self.scratch)?,
-            index => self.indexed_name(index)?,
+            index => {
+                if index > STATIC_TABLE.len() {
+                    *entries = None;
+                }
+                self.indexed_name(index)?
+            }
         };
         let value = read_string(src, &mut self.scratch)?;
         let (name, value) = (name.resolve(&self.scratch), value.resolve(&self.scratch));
         list.add(name, value)?;
         if indexing {
             self.table.insert(name, value);
+            if let Some(entries) = entries {
+                entries.push(name, value);
+            }
         }
         field(name, value, never_indexed);
         Ok(())
@@ -176,6 +228,26 @@ impl Decoder {
         let start = self.scratch.len();
         self.scratch.extend_from_slice(name);
         Ok(Str::Scratch(start..self.scratch.len()))
+    }
+}
+
+/// The fields a block entered in the dynamic table, in order (see
+/// [`Decoder::decode_standalone`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Entries {
+    /// Each entry's name and value, one after another.
+    bytes: Vec<u8>,
+    /// Each entry's name and value lengths.
+    lens: Vec<(u32, u32)>,
+}
+
+impl Entries {
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        // A string's length is read as at most `u32::MAX`, and Huffman decoding at most
+        // doubles it within the limits a block is read under.
+        self.lens.push((name.len() as u32, value.len() as u32));
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(value);
     }
 }
 

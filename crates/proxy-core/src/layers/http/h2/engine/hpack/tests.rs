@@ -267,6 +267,27 @@ fn table_size_update() {
 }
 
 #[test]
+fn a_block_that_stands_on_its_own_is_entered_again_by_its_entries() {
+    // RFC 7541 C.4.1: indexed fields and a literal with indexing of a static name.
+    let block = hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff");
+    let (a, b) = (&mut Decoder::new(4096), &mut Decoder::new(4096));
+    let mut fields = Vec::new();
+    let kept = a.decode_standalone(&block, usize::MAX, |n, v, _| fields.push((n.to_vec(), v.to_vec()))).unwrap();
+    let kept = kept.expect("it stands on its own");
+    assert_eq!(fields, decode(b, &block).unwrap());
+    // The repeat: decoded by one, only entered by the other; the tables stay the same.
+    decode(a, &block).unwrap();
+    b.enter(&kept);
+    assert_eq!((entries(&a.table), a.table.size()), (entries(&b.table), b.table.size()));
+    assert_eq!(entries(&b.table), owned(&[(":authority", "www.example.com"), (":authority", "www.example.com")]));
+    // What refers to the dynamic table, or resizes it, does not stand on its own.
+    assert_eq!(a.decode_standalone(&hex("be"), usize::MAX, |_, _, _| {}), Ok(None));
+    assert_eq!(a.decode_standalone(&hex("7e01 32"), usize::MAX, |_, _, _| {}), Ok(None));
+    assert_eq!(a.decode_standalone(&hex("3fe1 1f 82"), usize::MAX, |_, _, _| {}), Ok(None));
+    assert_eq!(a.decode_standalone(&hex("82 0001 6101 62"), usize::MAX, |_, _, _| {}), Ok(Some(Entries::default())));
+}
+
+#[test]
 fn list_too_large() {
     // ":method" and "GET" count 7 + 3 + 32.
     let mut seen = 0;
