@@ -859,17 +859,10 @@ impl Engine {
         match builder.finish(connect_protocol) {
             Err(HeadError::Field) => Err(goaway(Reason::PROTOCOL_ERROR)),
             Ok(decoded) => {
-                if let Some(entries) = entries {
-                    let decoded = decoded.clone();
-                    match &mut self.repeat {
-                        Some(repeat) => {
-                            repeat.block.clear();
-                            repeat.block.extend_from_slice(block);
-                            repeat.entries = entries;
-                            repeat.decoded = decoded;
-                        }
-                        None => self.repeat = Some(Box::new(Repeat { block: block.to_vec(), entries, decoded })),
-                    }
+                if let Some(mut entries) = entries {
+                    // Kept while the connection idles: no room beyond what it holds.
+                    entries.shrink_to_fit();
+                    self.repeat = Some(Box::new(Repeat { block: block.to_vec(), entries, decoded: decoded.clone() }));
                 }
                 Ok(Ok(decoded))
             }

@@ -242,6 +242,12 @@ pub(crate) struct Entries {
 }
 
 impl Entries {
+    /// Lets go of the room the recording grew beyond what it holds.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.lens.shrink_to_fit();
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         // A string's length is read as at most `u32::MAX`, and Huffman decoding at most
         // doubles it within the limits a block is read under.
