@@ -11,9 +11,9 @@
 //! on: what one turn of a task has for the other goes as one message, and what has arrived
 //! when the other looks is handed to its core as one event ([`Event::Streams`],
 //! [`Event::Carried`]), which the core settles once. What may be in a channel at once is
-//! bounded by the core on both sides (a request body
-//! waits for the carrier to say it went on; a response body's window opens only while the
-//! client side has room), so the channels need no bound of their own.
+//! bounded by the core on both sides (a request body waits for the carrier to say it went
+//! on; a response body's window opens only while the client side has room), so the channels
+//! need no bound of their own.
 //!
 //! [`Command::Reuse`]: proxy_core::Command::Reuse
 

@@ -249,8 +249,8 @@ impl Entries {
     }
 
     fn push(&mut self, name: &[u8], value: &[u8]) {
-        // A string's length is read as at most `u32::MAX`, and Huffman decoding at most
-        // doubles it within the limits a block is read under.
+        // A decoded string is at most 8/5 of its block, which the engine bounds far below
+        // 4 GiB.
         self.lens.push((name.len() as u32, value.len() as u32));
         self.bytes.extend_from_slice(name);
         self.bytes.extend_from_slice(value);
