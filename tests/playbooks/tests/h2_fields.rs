@@ -419,6 +419,33 @@ fn response_values_with_inner_whitespace_pass_unchanged() {
     assert_eq!(response.headers["x-space"], "a b");
 }
 
+/// A server that sends a response head block again byte for byte (nginx does, response after
+/// response) has it taken as the first time, without a second look (the engine's repeats): a
+/// head that passed passes again, and a malformed one is refused again, each time.
+#[test]
+fn a_response_head_sent_again_byte_for_byte_is_judged_as_the_first_time() {
+    let good = block(&[OK, ("x-a", "1")]);
+    let bad = block(&[OK, ("x", " a")]);
+    let mut pump = server_to_answer();
+    let answer = |pump: &mut Pump, stream: u32, head: &[u8], flags: u8| {
+        if stream > 1 {
+            pump.client_h2().get(u64::from(stream), "http://a.test/");
+            pump.client_sends(b"");
+        }
+        pump.server_sends(S1, &frame(HEADERS, END_HEADERS | flags, stream, head));
+        pump.client_h2().response(u64::from(stream)).map(|r| r.status.as_u16())
+    };
+    for stream in [1, 3, 5] {
+        assert_eq!(answer(&mut pump, stream, &good, END_STREAM), Some(200), "stream {stream}, logs: {:?}", pump.logs);
+    }
+    for stream in [7, 9] {
+        assert_eq!(answer(&mut pump, stream, &bad, 0), Some(502), "stream {stream}");
+        assert_eq!(server_reset(&pump, stream), Some(Reason::PROTOCOL_ERROR));
+    }
+    assert_eq!(answer(&mut pump, 11, &good, END_STREAM), Some(200));
+    assert_eq!(pump.addrs.len(), 1, "one connection to the origin throughout");
+}
+
 #[test]
 fn a_response_value_with_nul_cr_or_lf_ends_the_server_connection() {
     for value in ["a\0b", "a\rb", "a\nb"] {

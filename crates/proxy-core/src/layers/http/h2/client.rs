@@ -14,7 +14,7 @@ use crate::layers::http::h2::engine::Reason;
 use super::conversion::{from_h2_response, to_h2_headers, to_h2_request, to_h2_websocket};
 use super::engine::{Engine, H2Event, ResponseHead, StreamKey};
 use super::fields::{self, FieldError};
-use super::{let_go_of_emptied, settings};
+use super::{settings, SmallMap};
 use crate::config::Config;
 use crate::context::Context;
 use crate::flow::Response;
@@ -29,12 +29,15 @@ pub(crate) struct H2Client {
     engine: Engine,
     /// The stream of each flow with one open. The codec names its streams itself: a flow is
     /// an exchange of the whole connection stack, a stream key one stream of this connection.
-    streams: BTreeMap<FlowId, StreamKey>,
+    streams: SmallMap<FlowId, StreamKey>,
     /// The same, by stream.
-    flows: BTreeMap<StreamKey, FlowId>,
+    flows: SmallMap<StreamKey, FlowId>,
     next_key: StreamKey,
     /// Flows whose request is a WebSocket upgrade, sent as an extended CONNECT.
     websockets: BTreeMap<FlowId, Upgrade>,
+    /// The head the engine keeps for a server's repeated response heads, once checked: a head
+    /// sharing its fields is the same head, and passes as it did (see `takes_head`).
+    checked: Option<ResponseHead>,
 }
 
 /// Where a WebSocket upgrade sent as an extended CONNECT stands.
@@ -56,10 +59,11 @@ impl H2Client {
         Self {
             conn,
             engine: Engine::client(&settings(&config.http2_limits, false)),
-            streams: BTreeMap::new(),
-            flows: BTreeMap::new(),
+            streams: SmallMap::new(),
+            flows: SmallMap::new(),
             next_key: 1,
             websockets: BTreeMap::new(),
+            checked: None,
         }
     }
 
@@ -192,7 +196,6 @@ impl H2Client {
     pub(crate) fn poll(&mut self, cx: &mut Context, out: &mut Vec<CodecOutput<ServerError>>) {
         Engine::poll_until_still(self, |c| &mut c.engine, |c, event| c.handle(event, out));
         cx.send(self.conn, self.engine.take_output());
-        let_go_of_emptied(&mut self.streams, &mut self.flows);
     }
 
     fn handle(&mut self, event: H2Event, out: &mut Vec<CodecOutput<ServerError>>) {
@@ -260,10 +263,18 @@ impl H2Client {
     }
 
     /// Whether a response head on `flow` goes on: the head is well formed (a malformed one
-    /// resets the stream).
+    /// resets the stream). A server that repeats its heads byte for byte is handed the same
+    /// head each time (the engine's repeats), checked the first time only.
     fn takes_head(&mut self, flow: FlowId, head: &ResponseHead, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
+        if self.checked.as_ref().is_some_and(|c| c.status == head.status && c.fields.shares(&head.fields)) {
+            return true;
+        }
         match fields::check_response(head) {
-            Ok(()) => true,
+            Ok(()) => {
+                // Kept only while the engine keeps it too: it costs nothing of its own.
+                self.checked = self.engine.keeps(head).then(|| head.clone());
+                true
+            }
             Err(error) => {
                 self.malformed(flow, error, out);
                 false

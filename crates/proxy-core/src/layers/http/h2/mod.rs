@@ -38,27 +38,17 @@ mod conversion;
 pub(crate) mod engine;
 pub(crate) mod fields;
 mod server;
+mod small_map;
 
 pub(crate) use client::H2Client;
 pub(crate) use server::H2Server;
 
-use std::collections::BTreeMap;
-
 use crate::config::Http2Limits;
-use crate::ids::FlowId;
-use engine::{Settings, StreamKey};
+use engine::Settings;
+use small_map::SmallMap;
 
 /// What an HTTP/2 client connection begins with.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// A codec's two maps between flows and streams, let go of once empty: emptied maps keep
-/// their root nodes, and an idle connection should keep nothing.
-fn let_go_of_emptied(streams: &mut BTreeMap<FlowId, StreamKey>, flows: &mut BTreeMap<StreamKey, FlowId>) {
-    if streams.is_empty() {
-        *streams = BTreeMap::new();
-        *flows = BTreeMap::new();
-    }
-}
 
 /// The engine settings our limits ask for, either side.
 fn settings(limits: &Http2Limits, connect_protocol: bool) -> Settings {

@@ -1,6 +1,6 @@
 //! The client connection's HTTP/2 codec: we are the client's server.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -8,7 +8,7 @@ use crate::layers::http::h2::engine::Reason;
 
 use super::conversion::{to_h2_headers, to_h2_response};
 use super::engine::{Engine, H2Event, RequestHead, StreamKey};
-use super::{fields, let_go_of_emptied, settings};
+use super::{fields, settings, SmallMap};
 use crate::command::LogLevel;
 use crate::config::{Config, Http2Limits};
 use crate::context::Context;
@@ -25,12 +25,12 @@ use crate::layers::websocket;
 pub(crate) struct H2Server {
     conn: ConnId,
     engine: Engine,
-    flows: BTreeMap<StreamKey, FlowId>,
-    streams: BTreeMap<FlowId, StreamKey>,
+    flows: SmallMap<StreamKey, FlowId>,
+    streams: SmallMap<FlowId, StreamKey>,
     /// Streams whose request is complete, and those whose response is: a stream is forgotten
     /// once in both (a response may end before its request body does).
-    request_done: BTreeSet<StreamKey>,
-    response_done: BTreeSet<StreamKey>,
+    request_done: SmallMap<StreamKey, ()>,
+    response_done: SmallMap<StreamKey, ()>,
     /// Where requests may go: named by their `:authority` (a regular proxy), the server a
     /// tunnel leads to, or reverse mode's upstream whatever they name.
     destination: Destination,
@@ -58,10 +58,10 @@ impl H2Server {
             websockets: BTreeSet::new(),
             serve_connect: false,
             tunnels: BTreeSet::new(),
-            flows: BTreeMap::new(),
-            streams: BTreeMap::new(),
-            request_done: BTreeSet::new(),
-            response_done: BTreeSet::new(),
+            flows: SmallMap::new(),
+            streams: SmallMap::new(),
+            request_done: SmallMap::new(),
+            response_done: SmallMap::new(),
             destination,
             underscores: config.underscore_headers,
             add_via: config.add_via,
@@ -120,7 +120,6 @@ impl H2Server {
     pub(crate) fn poll(&mut self, cx: &mut Context, now: Instant, out: &mut Vec<CodecOutput<ClientError>>) {
         Engine::poll_until_still(self, |s| &mut s.engine, |s, event| s.handle(cx, now, event, out));
         cx.send(self.conn, self.engine.take_output());
-        let_go_of_emptied(&mut self.streams, &mut self.flows);
     }
 
     fn handle(&mut self, cx: &mut Context, now: Instant, event: H2Event, out: &mut Vec<CodecOutput<ClientError>>) {
@@ -131,7 +130,7 @@ impl H2Server {
                     self.flows.insert(stream, flow);
                     self.streams.insert(flow, stream);
                     if end_stream {
-                        self.request_done.insert(stream);
+                        self.request_done.insert(stream, ());
                     }
                     // A WebSocket's upgrade is a request without a body, as HTTP/1.1's GET; what
                     // the stream carries next is WebSocket frames, for the layer to route.
@@ -177,7 +176,7 @@ impl H2Server {
                         return;
                     }
                     out.push(CodecOutput::Http(HttpEvent::RequestEnd { flow, trailers }));
-                    self.request_done.insert(stream);
+                    self.request_done.insert(stream, ());
                     self.forget_if_done(stream);
                 }
             }
@@ -378,12 +377,12 @@ impl H2Server {
     /// Our response on `stream` is complete. The rest of its request body, if any, is still
     /// read (and its window kept open) until it ends.
     fn done(&mut self, stream: StreamKey) {
-        self.response_done.insert(stream);
+        self.response_done.insert(stream, ());
         self.forget_if_done(stream);
     }
 
     fn forget_if_done(&mut self, stream: StreamKey) {
-        if self.request_done.contains(&stream) && self.response_done.contains(&stream) {
+        if self.request_done.contains_key(&stream) && self.response_done.contains_key(&stream) {
             self.forget(stream);
         }
     }

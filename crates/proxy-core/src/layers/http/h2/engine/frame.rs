@@ -108,9 +108,13 @@ pub(super) fn u32_at(bytes: &[u8], at: usize) -> u32 {
 
 /// Append a frame header.
 pub(super) fn put_head(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
+    out.put_slice(&head_bytes(len, kind, flags, stream));
+}
+
+fn head_bytes(len: usize, kind: u8, flags: u8, stream: u32) -> [u8; HEADER_LEN] {
     let len = u32::try_from(len).unwrap_or(0).to_be_bytes();
-    out.put_slice(&[len[1], len[2], len[3], kind, flags]);
-    out.put_u32(stream & 0x7fff_ffff);
+    let id = (stream & 0x7fff_ffff).to_be_bytes();
+    [len[1], len[2], len[3], kind, flags, id[0], id[1], id[2], id[3]]
 }
 
 pub(super) fn put_settings(out: &mut BytesMut, settings: &[(u16, u32)]) {
@@ -152,6 +156,27 @@ pub(super) fn put_data_head(out: &mut BytesMut, stream: u32, len: usize, end_str
 }
 
 /// A header block as a HEADERS frame and as many CONTINUATION frames as `max_frame` needs.
+/// A header block that `encode` writes straight into `out`, after room for its HEADERS
+/// frame's header: one frame, or, if it comes out larger than `max_frame`, moved into
+/// HEADERS and CONTINUATION frames (section 4.3).
+pub(super) fn put_header_block_with(out: &mut BytesMut, stream: u32, end_stream: bool, max_frame: usize, encode: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    // Room for a usual head at once, rather than growing as fields are added.
+    out.reserve(HEADER_LEN + 256);
+    out.put_bytes(0, HEADER_LEN);
+    encode(out);
+    let len = out.len() - start - HEADER_LEN;
+    if len <= max_frame {
+        let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+        out[start..start + HEADER_LEN].copy_from_slice(&head_bytes(len, HEADERS, flags, stream));
+    } else {
+        let block = out.split_off(start + HEADER_LEN);
+        out.truncate(start);
+        put_header_block(out, stream, &block, end_stream, max_frame);
+    }
+}
+
+/// A header block as HEADERS and CONTINUATION frames of at most `max_frame` bytes each.
 pub(super) fn put_header_block(out: &mut BytesMut, stream: u32, block: &[u8], end_stream: bool, max_frame: usize) {
     let max_frame = max_frame.max(1);
     let mut chunks = block.chunks(max_frame).peekable();

@@ -369,27 +369,18 @@ pub(crate) fn lowercase_name(name: &[u8]) -> Bytes {
 /// A field to encode: name, value, and whether it is sensitive (never indexed).
 pub(super) type Field<'a> = (&'a [u8], &'a [u8], bool);
 
-/// The fields of a request head, pseudo-headers first.
-pub(super) fn request_fields(request: &RequestHead) -> Vec<Field<'_>> {
-    let mut fields = Vec::with_capacity(request.fields.len() + 5);
-    fields.push((&b":method"[..], &request.method[..], false));
-    if request.is_connect() {
-        if let Some(authority) = &request.authority {
-            fields.push((b":authority", authority, false));
-        }
-    } else {
-        fields.push((b":scheme", request.scheme.as_deref().unwrap_or(b"https"), false));
-        if let Some(authority) = &request.authority {
-            fields.push((b":authority", authority, false));
-        }
-        let path = request.path.as_deref().filter(|p| !p.is_empty()).unwrap_or(b"/");
-        fields.push((b":path", path, false));
-        if let Some(protocol) = &request.protocol {
-            fields.push((b":protocol", protocol, false));
-        }
-    }
-    push_fields(&mut fields, &request.fields);
-    fields
+/// The fields of a request head, pseudo-headers first: `:method`, then `:authority` for a
+/// CONNECT, else `:scheme`, `:authority`, `:path` and `:protocol` (when there).
+pub(super) fn request_fields(request: &RequestHead) -> impl Iterator<Item = Field<'_>> {
+    let other = !request.is_connect();
+    let pseudo = [
+        Some((&b":method"[..], &request.method[..])),
+        other.then(|| (&b":scheme"[..], request.scheme.as_deref().unwrap_or(b"https"))),
+        request.authority.as_deref().map(|authority| (&b":authority"[..], authority)),
+        other.then(|| (&b":path"[..], request.path.as_deref().filter(|p| !p.is_empty()).unwrap_or(b"/"))),
+        request.protocol.as_deref().filter(|_| other).map(|protocol| (&b":protocol"[..], protocol)),
+    ];
+    pseudo.into_iter().flatten().chain(request.fields.iter()).map(|(name, value)| (name, value, false))
 }
 
 /// A status code's three digits.
@@ -398,22 +389,13 @@ pub(super) fn status_digits(status: u16) -> [u8; 3] {
 }
 
 /// The fields of a response head; `status` is its [`status_digits`].
-pub(super) fn response_fields<'a>(response: &'a ResponseHead, status: &'a [u8; 3]) -> Vec<Field<'a>> {
-    let mut fields = Vec::with_capacity(response.fields.len() + 1);
-    fields.push((&b":status"[..], &status[..], false));
-    push_fields(&mut fields, &response.fields);
-    fields
+pub(super) fn response_fields<'a>(response: &'a ResponseHead, status: &'a [u8; 3]) -> impl Iterator<Item = Field<'a>> {
+    std::iter::once((&b":status"[..], &status[..])).chain(response.fields.iter()).map(|(name, value)| (name, value, false))
 }
 
 /// The fields of a trailer section.
-pub(super) fn trailer_fields(trailers: &Headers) -> Vec<Field<'_>> {
-    let mut fields = Vec::with_capacity(trailers.len());
-    push_fields(&mut fields, trailers);
-    fields
-}
-
-fn push_fields<'a>(fields: &mut Vec<Field<'a>>, headers: &'a Headers) {
-    fields.extend(headers.iter().map(|(name, value)| (name, value, false)));
+pub(super) fn trailer_fields(trailers: &Headers) -> impl Iterator<Item = Field<'_>> {
+    trailers.iter().map(|(name, value)| (name, value, false))
 }
 
 #[cfg(test)]

@@ -27,10 +27,11 @@ mod hpack;
 mod settings;
 mod stream;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use super::small_map::SmallMap;
 use crate::headers::Headers;
 
 pub use error::{ConnectionError, Reason};
@@ -195,10 +196,10 @@ pub struct Engine {
     recv_window: i64,
     /// Bytes taken from the connection window that are still to be given back.
     recv_released: i64,
-    /// Boxed: a map's node holds eleven values, and a stream is a few hundred bytes.
-    streams: BTreeMap<StreamKey, Box<Stream>>,
+    /// Boxed: a stream is a few hundred bytes, and the map keeps two inline.
+    streams: SmallMap<StreamKey, Box<Stream>>,
     /// Client role: the key of each stream id we opened.
-    keys: BTreeMap<u32, StreamKey>,
+    keys: SmallMap<u32, StreamKey>,
     /// Requests waiting for the server to allow another stream (client role).
     opening: VecDeque<(StreamKey, RequestHead, bool)>,
     /// Streams opened so far (client role).
@@ -224,6 +225,9 @@ pub struct Engine {
     /// the caller saw them.
     batch_start: u32,
     events: Vec<H2Event>,
+    /// The last poll found nothing to do, and nothing was asked of the engine since: another
+    /// would find nothing either. Every call that gives the engine something to do clears it.
+    still: bool,
 }
 
 impl Engine {
@@ -256,8 +260,8 @@ impl Engine {
             send_window: frame::DEFAULT_WINDOW,
             recv_window: frame::DEFAULT_WINDOW,
             recv_released: 0,
-            streams: BTreeMap::new(),
-            keys: BTreeMap::new(),
+            streams: SmallMap::new(),
+            keys: SmallMap::new(),
             opening: VecDeque::new(),
             opened: 0,
             next_id: 1,
@@ -271,6 +275,7 @@ impl Engine {
             batch_resets: 0,
             batch_start: 0,
             events: Vec::new(),
+            still: false,
         }
     }
 
@@ -302,6 +307,7 @@ impl Engine {
         if self.state == State::Done || data.is_empty() {
             return;
         }
+        self.still = false;
         if self.input.is_empty() {
             // Nothing left over from before, the usual case: the bytes are taken as they are
             // when nobody else holds them.
@@ -317,11 +323,21 @@ impl Engine {
     /// The peer will send nothing more.
     pub fn receive_eof(&mut self) {
         self.eof = true;
+        self.still = false;
     }
 
     /// Bytes for the peer.
     pub fn take_output(&mut self) -> Bytes {
         std::mem::take(&mut self.output).freeze()
+    }
+
+    /// Whether `head` is the response head the engine keeps for its repeats ([`Repeat`]):
+    /// its fields are shared with it, so a later head that shares them too is the same.
+    pub fn keeps(&self, head: &ResponseHead) -> bool {
+        match self.repeat.as_deref().map(|r| &r.decoded.message) {
+            Some(Message::Response(kept)) => kept.fields.shares(&head.fields) && kept.status == head.status,
+            _ => false,
+        }
     }
 
     /// Whether the connection is over: nothing more will be read or written.
@@ -369,8 +385,9 @@ impl Engine {
 
     /// Let `stream`'s body bytes be handed out (or not) by [`poll`](Self::poll).
     pub fn set_reading(&mut self, stream: StreamKey, reading: bool) {
-        if let Some(s) = self.streams.get_mut(&stream) {
+        if let Some(s) = self.streams.get_mut(&stream).filter(|s| s.reading != reading) {
             s.reading = reading;
+            self.still = false;
         }
     }
 
@@ -386,8 +403,16 @@ impl Engine {
         let mut s = Stream::new(0, Recv::Head, recv_window, 0);
         s.sent_end = end_stream;
         s.head_request = request.method == "HEAD";
+        let open = self.streams.len() - self.opening.len();
         self.streams.insert(stream, Box::new(s));
-        self.opening.push_back((stream, request, end_stream));
+        self.still = false;
+        // At once if nothing waits before it and nothing read is still to be looked at (a
+        // GOAWAY, SETTINGS with a lower limit): as the next poll would.
+        if self.opening.is_empty() && self.input.is_empty() && !self.refusing() && self.room_for_another(open) {
+            self.start(stream, &request, end_stream);
+        } else {
+            self.opening.push_back((stream, request, end_stream));
+        }
     }
 
     /// Send an informational response on `stream` (server role).
@@ -398,7 +423,8 @@ impl Engine {
         }
         let id = s.id;
         let status = head::status_digits(response.status);
-        self.send_head(id, &head::response_fields(&response, &status), false);
+        self.send_head(id, head::response_fields(&response, &status), false);
+        self.still = false;
     }
 
     /// Send the response head on `stream` (server role).
@@ -411,14 +437,16 @@ impl Engine {
         s.sent_end = end_stream;
         let id = s.id;
         let status = head::status_digits(response.status);
-        self.send_head(id, &head::response_fields(&response, &status), end_stream);
+        self.send_head(id, head::response_fields(&response, &status), end_stream);
         self.forget_if_done(stream);
+        self.still = false;
     }
 
     /// Queue body bytes for `stream`.
     pub fn send_data(&mut self, stream: StreamKey, data: Bytes) {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.queue(data);
+            self.still = false;
         }
     }
 
@@ -427,11 +455,13 @@ impl Engine {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         if !s.sent_end && s.finish.is_none() {
             s.finish = Some(trailers);
+            self.still = false;
         }
     }
 
     /// Abandon `stream`, telling the peer `reason`.
     pub fn reset(&mut self, stream: StreamKey, reason: Reason) {
+        self.still = false;
         self.opening.retain(|(key, ..)| *key != stream);
         let Some(s) = self.streams.remove(&stream) else { return };
         if s.id != 0 {
@@ -448,6 +478,7 @@ impl Engine {
     pub fn reset_when_sent(&mut self, stream: StreamKey, reason: Reason) {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.reset_when_sent = Some(reason);
+            self.still = false;
         }
     }
 
@@ -457,6 +488,7 @@ impl Engine {
         if self.state == State::Done {
             return;
         }
+        self.still = false;
         match (self.role, reason) {
             (Role::Server, None) => {
                 if self.goaway_sent.is_none() {
@@ -484,6 +516,10 @@ impl Engine {
 
     /// Read what the peer sent, send what the windows allow, and return what happened.
     pub fn poll(&mut self) -> Vec<H2Event> {
+        if self.still {
+            return Vec::new();
+        }
+        let before = (self.output.len(), self.streams.len(), self.opening.len());
         if self.state != State::Done {
             self.batch_resets = 0;
             self.batch_start = self.last_peer_id;
@@ -500,12 +536,13 @@ impl Engine {
             self.end_if_over();
         }
         if self.streams.is_empty() {
-            // An emptied map keeps its root node, an emptied queue its room (four requests'
-            // heads, 1 KB): an idle connection keeps neither.
-            self.streams = BTreeMap::new();
-            self.keys = BTreeMap::new();
+            // An emptied queue keeps its room (four requests' heads, 1 KB): an idle
+            // connection does not.
             self.opening = VecDeque::new();
         }
+        // Nothing came of it: no event, no frame, no stream gone or opened (which could have
+        // made room for one waiting).
+        self.still = self.events.is_empty() && before == (self.output.len(), self.streams.len(), self.opening.len());
         std::mem::take(&mut self.events)
     }
 
@@ -637,7 +674,7 @@ impl Engine {
         self.goaway_received = Some(reason);
         // Our streams above the last one it names were never acted on: they may go again.
         let refused: Vec<StreamKey> = match self.role {
-            Role::Client => self.keys.range(last + 1..).map(|(_, key)| *key).collect(),
+            Role::Client => self.keys.from(&(last + 1)).map(|(_, key)| *key).collect(),
             Role::Server => Vec::new(),
         };
         for key in refused {
@@ -895,7 +932,7 @@ impl Engine {
             Err(HeadError::TooLarge) => {
                 // Answered 431 (RFC 6585), the stream ended from our side.
                 let answer = ResponseHead { status: 431, fields: Headers::new() };
-                self.send_head(id, &head::response_fields(&answer, b"431"), true);
+                self.send_head(id, head::response_fields(&answer, b"431"), true);
                 if !end_stream {
                     frame::put_rst(&mut self.output, id, Reason::NO_ERROR);
                 }
@@ -1075,10 +1112,9 @@ impl Engine {
     // Sending.
 
     /// Encode a header block and send it as HEADERS (and CONTINUATION) frames.
-    fn send_head(&mut self, id: u32, fields: &[head::Field<'_>], end_stream: bool) {
-        let mut block = BytesMut::with_capacity(256);
-        self.encoder.encode(fields.iter().copied(), &mut block);
-        frame::put_header_block(&mut self.output, id, &block, end_stream, self.peer.max_frame_size);
+    fn send_head<'a>(&mut self, id: u32, fields: impl Iterator<Item = head::Field<'a>>, end_stream: bool) {
+        let encoder = &mut self.encoder;
+        frame::put_header_block_with(&mut self.output, id, end_stream, self.peer.max_frame_size, |out| encoder.encode(fields, out));
     }
 
     /// Open the requests that wait, as far as the server's stream limit allows; until its
@@ -1094,23 +1130,36 @@ impl Engine {
                 }
                 return;
             }
-            let open = self.streams.len() - self.opening.len();
-            let allowed = if self.peer.received { self.peer.max_concurrent_streams.map_or(usize::MAX, |m| m as usize) } else { 1 };
-            if open >= allowed || (!self.peer.received && self.opened > 0) {
+            if !self.room_for_another(self.streams.len() - self.opening.len()) {
                 return;
             }
             let Some((_, request, end_stream)) = self.opening.pop_front() else { return };
-            let id = self.next_id;
-            self.next_id += 2;
-            self.opened += 1;
-            self.keys.insert(id, key);
-            if let Some(s) = self.streams.get_mut(&key) {
-                s.id = id;
-                s.head_sent = true;
-                s.send_window = self.peer.initial_window;
-            }
-            self.send_head(id, &head::request_fields(&request), end_stream);
+            self.start(key, &request, end_stream);
         }
+    }
+
+    /// Whether the server lets us open a stream beside `open` ones: as far as its SETTINGS
+    /// allow; until they are in, one (a server about to announce a lower limit would refuse
+    /// the rest).
+    fn room_for_another(&self, open: usize) -> bool {
+        match self.peer.received {
+            true => open < self.peer.max_concurrent_streams.map_or(usize::MAX, |m| m as usize),
+            false => open == 0 && self.opened == 0,
+        }
+    }
+
+    /// Send `request`'s head on a new stream id for `key`.
+    fn start(&mut self, key: StreamKey, request: &RequestHead, end_stream: bool) {
+        let id = self.next_id;
+        self.next_id += 2;
+        self.opened += 1;
+        self.keys.insert(id, key);
+        if let Some(s) = self.streams.get_mut(&key) {
+            s.id = id;
+            s.head_sent = true;
+            s.send_window = self.peer.initial_window;
+        }
+        self.send_head(id, head::request_fields(request), end_stream);
     }
 
     /// Send as much of each queued body as the windows allow, a frame per stream in turn,
@@ -1144,9 +1193,8 @@ impl Engine {
                 }
                 match s.finish.take() {
                     Some(Some(trailers)) => {
-                        let mut block = BytesMut::with_capacity(128);
-                        self.encoder.encode(head::trailer_fields(&trailers).iter().copied(), &mut block);
-                        frame::put_header_block(&mut self.output, s.id, &block, true, max_frame);
+                        let encoder = &mut self.encoder;
+                        frame::put_header_block_with(&mut self.output, s.id, true, max_frame, |out| encoder.encode(head::trailer_fields(&trailers), out));
                         s.sent_end = true;
                     }
                     Some(None) => {
@@ -1466,5 +1514,49 @@ mod tests {
         }
         answered.sort_unstable();
         assert_eq!(answered, (1..=20).collect::<Vec<_>>());
+    }
+
+    /// The frames of `bytes`: (type, stream) each.
+    fn frame_list(mut bytes: &[u8]) -> Vec<(u8, u32)> {
+        let mut list = Vec::new();
+        while let Some(head) = Head::parse(bytes) {
+            list.push((head.kind, head.stream));
+            bytes = &bytes[HEADER_LEN + head.len..];
+        }
+        list
+    }
+
+    /// A request the server has room for goes out as it is opened, no poll needed; one
+    /// opened while the server's bytes wait unread (they might lower the limit) waits for
+    /// the poll that reads them. A poll that finds nothing to do changes nothing, so polling
+    /// again finds nothing; anything asked of the engine after it is acted on.
+    #[test]
+    fn a_request_with_room_goes_out_as_it_is_opened_and_a_quiet_poll_is_repeated_for_nothing() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        client.open(1, request("GET", "/a"), true);
+        // Until the server's SETTINGS, one stream: the second waits.
+        client.open(3, request("GET", "/b"), true);
+        let sent = frame_list(&client.take_output()[PREFACE.len()..]);
+        assert_eq!(sent, [(frame::SETTINGS, 0), (frame::HEADERS, 1)], "before any poll");
+        assert!(client.poll().is_empty());
+        assert!(client.take_output().is_empty(), "a quiet poll");
+        assert!(client.poll().is_empty());
+        // The server's SETTINGS, received but not read yet: the next request waits for them.
+        server.receive(Bytes::from_static(PREFACE));
+        assert!(server.poll().is_empty());
+        client.receive(server.take_output());
+        client.open(5, request("GET", "/c"), true);
+        assert!(client.take_output().is_empty(), "nothing goes out before the poll reads the settings");
+        assert!(client.poll().is_empty());
+        let sent = frame_list(&client.take_output());
+        assert_eq!(sent, [(frame::SETTINGS, 0), (frame::HEADERS, 3), (frame::HEADERS, 5)], "the ack, then both waiting requests in order");
+        // Quiet again; an answer for stream 1 (`:status 200`, static index 8) is read at
+        // the next poll.
+        assert!(client.poll().is_empty());
+        let mut answer = BytesMut::new();
+        frame::put_header_block(&mut answer, 1, &[0x88], true, DEFAULT_MAX_FRAME);
+        client.receive(answer.freeze());
+        let events = client.poll();
+        assert!(matches!(events[..], [H2Event::Response { stream: 1, end_stream: true, .. }]), "{events:?}");
     }
 }
