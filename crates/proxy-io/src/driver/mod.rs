@@ -246,7 +246,7 @@ where
     /// Boxed: a `Driver` held by value in this future, and that future in `drive`'s, made
     /// each connection's task 2.3 KB; boxed, task and driver come to 1.8 KB.
     async fn run(mut self: Box<Self>) {
-        self.turn(Event::Start);
+        self.turn(now(), Event::Start);
         self.settle();
         while !self.core.is_closed() {
             poll_fn(|cx| self.poll_batch(cx)).await;
@@ -260,6 +260,13 @@ where
     /// A batch also ends once it has read or sent [`BATCH_BYTES`]: bulk data is passed on
     /// read by read, as a pipeline should, and only small pieces wait for each other.
     fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered once for the batch, before any look at the nudges: a nudge after it
+        // wakes the task, whether or not this batch still sees it.
+        self.nudge.task.register(cx.waker());
+        // The events of one batch are taken as happening at once, one clock read for all;
+        // but a deadline's wakeup reads it again, or the core could find its deadline not
+        // yet reached, and the timer (which fires a deadline once) never wake it for it again.
+        let start = now();
         let mut fed = 0;
         while fed < BATCH && self.unsettled < BATCH_BYTES && !self.core.is_closed() {
             match self.poll_event(cx) {
@@ -267,7 +274,8 @@ where
                     if let Event::DataReceived { data, .. } = &event {
                         self.unsettled += data.len();
                     }
-                    self.turn(event);
+                    let now = if matches!(event, Event::Wakeup) { now() } else { start };
+                    self.turn(now, event);
                 }
                 Poll::Pending if fed == 0 => return Poll::Pending,
                 Poll::Pending => break,
@@ -281,8 +289,8 @@ where
     /// One turn of the core: `event` in, its commands carried out. What it sends waits for
     /// [`settle`](Self::settle), so that the turns of one batch (a carried stream's head,
     /// body and end arrive as three messages) leave in one write.
-    fn turn(&mut self, event: Event) {
-        self.core.handle(now(), event);
+    fn turn(&mut self, now: Instant, event: Event) {
+        self.core.handle(now, event);
         while let Some(cmd) = self.core.poll_command() {
             self.execute(cmd);
         }
@@ -463,12 +471,12 @@ where
         if let Some(Poll::Ready(event)) = self.carrying.as_mut().map(|c| c.poll(cx)) {
             return Poll::Ready(event);
         }
-        self.nudge.task.register(cx.waker());
-        if self.nudge.draining.swap(false, Ordering::Acquire) {
+        // (A plain load first: the swap is a locked write, and the nudges are rare.)
+        if self.nudge.draining.load(Ordering::Relaxed) && self.nudge.draining.swap(false, Ordering::Acquire) {
             self.socks.iter_mut().for_each(Sock::hurry);
             return Poll::Ready(Event::Shutdown);
         }
-        if self.nudge.woken.swap(false, Ordering::Acquire) {
+        if self.nudge.woken.load(Ordering::Relaxed) && self.nudge.woken.swap(false, Ordering::Acquire) {
             return Poll::Ready(Event::Wakeup);
         }
         if let Some(event) = self.poll_timer(cx) {
