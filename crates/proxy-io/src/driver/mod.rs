@@ -185,6 +185,8 @@ struct Driver<'o, C, M, F> {
     hooks: FuturesUnordered<F>,
     make_hook: M,
     timer: Timer,
+    /// The core's deadline, once asked since its last turn: it changes only with a turn.
+    deadline: Option<Option<Instant>>,
     /// Bodies the core handed over with `Command::Forward`.
     forwards: Vec<Forward>,
     /// Where the next round over the sockets starts, so that one busy socket cannot starve
@@ -233,6 +235,7 @@ where
             hooks: FuturesUnordered::new(),
             make_hook,
             timer: Timer::default(),
+            deadline: None,
             forwards: Vec::new(),
             next: 0,
             inbox,
@@ -294,6 +297,7 @@ where
         while let Some(cmd) = self.core.poll_command() {
             self.execute(cmd);
         }
+        self.deadline = None;
     }
 
     /// Send what the turns since the last call produced.

@@ -22,7 +22,8 @@ where
     pub(super) fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Event> {
         loop {
             let fired = self.timer.fired;
-            let core_at = self.core.poll_timeout().filter(|&t| Some(t) != fired);
+            let deadline = *self.deadline.get_or_insert_with(|| self.core.poll_timeout());
+            let core_at = deadline.filter(|&t| Some(t) != fired);
             let linger_at = self.socks.iter().filter_map(|s| s.linger_until).min();
             let at = [core_at, linger_at, self.forward_patience()]
                 .into_iter()
