@@ -155,7 +155,6 @@ pub(super) fn put_data_head(out: &mut BytesMut, stream: u32, len: usize, end_str
     put_head(out, len, DATA, if end_stream { END_STREAM } else { 0 }, stream);
 }
 
-/// A header block as a HEADERS frame and as many CONTINUATION frames as `max_frame` needs.
 /// A header block that `encode` writes straight into `out`, after room for its HEADERS
 /// frame's header: one frame, or, if it comes out larger than `max_frame`, moved into
 /// HEADERS and CONTINUATION frames (section 4.3).
