@@ -266,7 +266,7 @@ impl H2Client {
     /// resets the stream). A server that repeats its heads byte for byte is handed the same
     /// head each time (the engine's repeats), checked the first time only.
     fn takes_head(&mut self, flow: FlowId, head: &ResponseHead, out: &mut Vec<CodecOutput<ServerError>>) -> bool {
-        if self.checked.as_ref().is_some_and(|c| c.status == head.status && c.fields.shares(&head.fields)) {
+        if self.checked.as_ref().is_some_and(|c| c.is_clone_of(head)) {
             return true;
         }
         match fields::check_response(head) {

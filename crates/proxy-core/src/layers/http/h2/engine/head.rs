@@ -57,6 +57,14 @@ pub struct ResponseHead {
     pub fields: Headers,
 }
 
+impl ResponseHead {
+    /// Whether `other` is a clone of this head, neither changed since: the same status, and
+    /// fields shared rather than equal ([`Headers::shares`]).
+    pub(crate) fn is_clone_of(&self, other: &Self) -> bool {
+        self.status == other.status && self.fields.shares(&other.fields)
+    }
+}
+
 /// How a header block fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum HeadError {

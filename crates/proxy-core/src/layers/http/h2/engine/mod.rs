@@ -335,7 +335,7 @@ impl Engine {
     /// its fields are shared with it, so a later head that shares them too is the same.
     pub fn keeps(&self, head: &ResponseHead) -> bool {
         match self.repeat.as_deref().map(|r| &r.decoded.message) {
-            Some(Message::Response(kept)) => kept.fields.shares(&head.fields) && kept.status == head.status,
+            Some(Message::Response(kept)) => kept.is_clone_of(head),
             _ => false,
         }
     }
