@@ -162,6 +162,13 @@ struct Args {
     #[arg(long)]
     no_shared_streams: bool,
 
+    /// A stream on a shared HTTP/2 upstream connection whose exchange is over waits this long
+    /// for its client connection's next request to the same server, which then takes it
+    /// instead of joining a connection anew (a waiting stream does not count against the
+    /// server's stream limit). 0: a stream leaves as its exchange ends.
+    #[arg(long, value_name = "SECS", value_parser = secs, default_value = "1")]
+    joined_stream_idle: Duration,
+
     /// Idle upstream connections of a client connection that ended are kept this long for the
     /// next client connection to the same server (plain or TLS, HTTP/1.1 or HTTP/2), which then skips
     /// the connect and the TLS handshake. 0 keeps none.
@@ -783,6 +790,7 @@ impl Args {
             close_linger: self.close_linger,
             reuse_server_connections: !self.no_server_reuse,
             share_streams: !self.no_shared_streams,
+            joined_stream_idle: self.joined_stream_idle,
             forward_min: (!self.no_splice).then_some(FORWARD_MIN),
             high_water: self.high_water,
             server_idle_timeout: self.server_idle_timeout,
@@ -1732,6 +1740,9 @@ mod tests {
         let limits = args.config().http2_limits;
         assert_eq!((limits.max_concurrent_streams, limits.stream_window, limits.connection_window, limits.max_resets), (7, 131072, 524288, 3));
         assert!(!Args::try_parse_from(["sansproxy", "--no-http2"]).unwrap().config().http2);
+        let waits = |args: &[&str]| Args::try_parse_from(args).unwrap().config().joined_stream_idle;
+        assert_eq!(waits(&["sansproxy"]), Config::default().joined_stream_idle);
+        assert_eq!(waits(&["sansproxy", "--joined-stream-idle", "0"]), Duration::ZERO);
         assert_eq!(config.server_idle_timeout, Duration::from_millis(500));
         assert_eq!(config.client_idle_timeout, Duration::from_secs(7));
         assert_eq!(config.head_timeout, Duration::from_millis(2500));

@@ -166,6 +166,13 @@ pub struct Config {
     /// reading (and dropping) what the client still sends before closing for good, so that
     /// the client reads the response rather than a reset. Default: 2 s.
     pub close_linger: Duration,
+    /// How long a stream on a carrier (an upstream HTTP/2 connection shared by client
+    /// connections, [`share_streams`](Self::share_streams)) waits, once its exchange is over,
+    /// for its client connection's next request to the same server, which then takes it
+    /// rather than joining a carrier anew. A waiting stream does not count against the
+    /// carrier's stream limit. Zero: a stream leaves its carrier as its exchange ends.
+    /// Default: 1 s.
+    pub joined_stream_idle: Duration,
     /// A streamed `Content-Length` body with at least this many bytes still to come, that no
     /// hook asked to see, is handed to the driver to move by itself
     /// ([`Command::Forward`](crate::Command::Forward)). `None` (the default) keeps every byte
@@ -296,6 +303,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             body_min_rate: None,
             close_linger: Duration::from_secs(2),
+            joined_stream_idle: Duration::from_secs(1),
             forward_min: None,
             underscore_headers: UnderscoreHeaders::Keep,
             add_via: false,

@@ -352,7 +352,16 @@ impl<H: Clone> Carriers<H> {
         Some((entry.id, entry.handle.clone()))
     }
 
-    /// A stream of `id` is over.
+    /// A stream of `id` that waited between exchanges carries one again. It is counted even
+    /// past the carrier's limit (the carrier then holds the request until the server has
+    /// room): it took its place when it joined, and gave it up only while it waited.
+    pub fn rejoin(&mut self, id: CarrierId) {
+        if let Some(entry) = self.list.iter_mut().find(|c| c.id == id) {
+            entry.carrying += 1;
+        }
+    }
+
+    /// A stream of `id` is over, or waits between exchanges.
     pub fn leave(&mut self, id: CarrierId) {
         if let Some(entry) = self.list.iter_mut().find(|c| c.id == id) {
             entry.carrying = entry.carrying.saturating_sub(1);

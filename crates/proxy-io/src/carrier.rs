@@ -134,6 +134,9 @@ struct JoinedStream {
     stream: StreamTag,
     carrier: CarrierId,
     handle: Arc<CarrierHandle>,
+    /// It carries an exchange, and counts against the carrier's limit (not while it waits
+    /// between exchanges).
+    busy: bool,
 }
 
 /// A client connection task's streams on carriers, what this turn has for their carriers
@@ -161,15 +164,30 @@ impl Joined {
             return false;
         }
         self.pool.get_or_insert_with(|| Arc::clone(pool));
-        self.streams.push(JoinedStream { conn, stream, carrier, handle });
+        self.streams.push(JoinedStream { conn, stream, carrier, handle, busy: true });
         true
     }
 
-    /// Hand `message` to the carrier of `conn` (at the end of the turn).
+    /// Hand `message` to the carrier of `conn` (at the end of the turn). The carrier's count
+    /// of streams follows the exchanges: a stream that waits between two gives its place up.
     pub(crate) fn carry(&mut self, conn: ConnId, message: Carried) {
-        if let Some(at) = self.streams.iter().position(|s| s.conn == conn) {
-            self.post(at, Some(message));
+        let Some(at) = self.streams.iter().position(|s| s.conn == conn) else { return };
+        let joined = &mut self.streams[at];
+        let busy = match () {
+            () if message.starts_exchange() => true,
+            () if message.ends_exchange() => false,
+            () => joined.busy,
+        };
+        if busy != joined.busy {
+            joined.busy = busy;
+            if let Some(pool) = &self.pool {
+                match busy {
+                    true => pool.rejoin(joined.carrier),
+                    false => pool.leave(joined.carrier),
+                }
+            }
         }
+        self.post(at, Some(message));
     }
 
     fn post(&mut self, at: usize, message: Option<Carried>) {
@@ -195,7 +213,7 @@ impl Joined {
     }
 
     fn leave(&self, joined: &JoinedStream) {
-        if let Some(pool) = &self.pool {
+        if let (Some(pool), true) = (&self.pool, joined.busy) {
             pool.leave(joined.carrier);
         }
     }
@@ -210,7 +228,7 @@ impl Joined {
             }
             for joined in self.streams.iter().filter(|s| s.carrier == carrier) {
                 gone.push(Event::ConnectionClosed { conn: joined.conn });
-                if let Some(pool) = &self.pool {
+                if let (Some(pool), true) = (&self.pool, joined.busy) {
                     pool.leave(carrier);
                 }
             }

@@ -110,7 +110,12 @@ impl SharedPool {
         self.lock().carriers.join(key, crate::carrier::home())
     }
 
-    /// A stream left the carrier `id`.
+    /// A stream of the carrier `id` that waited between exchanges carries one again.
+    pub(crate) fn rejoin(&self, id: CarrierId) {
+        self.lock().carriers.rejoin(id);
+    }
+
+    /// A stream left the carrier `id`, or waits between exchanges.
     pub(crate) fn leave(&self, id: CarrierId) {
         self.lock().carriers.leave(id);
     }

@@ -244,7 +244,7 @@ pub struct Pump {
     /// A carrier this client connection may join ([`with_carrier`](Self::with_carrier)),
     /// the streams it has on it, and where the carrier's messages arrive.
     carrier: Option<SharedCarrier>,
-    joined: BTreeMap<ConnId, StreamTag>,
+    joined: BTreeMap<ConnId, (StreamTag, bool)>,
     inbox: Inbox,
     /// Connections the core has asked not to read (a test sends only while its client is
     /// not in here, to see backpressure).
@@ -275,7 +275,8 @@ pub struct CarrierPump {
     pub closed: bool,
     /// What the carrier said.
     reported: (usize, bool),
-    /// Streams joined and not yet gone.
+    /// Streams joined and not yet gone that carry an exchange (as the driver counts them: not
+    /// while they wait between exchanges).
     pub carrying: usize,
     pub logs: Vec<String>,
     routes: BTreeMap<StreamTag, (ConnId, Inbox)>,
@@ -355,8 +356,8 @@ impl CarrierPump {
         (self.capacity, self.closed) = self.reported;
     }
 
-    fn gone(&mut self, stream: StreamTag) {
-        self.carrying -= 1;
+    fn gone(&mut self, stream: StreamTag, busy: bool) {
+        self.carrying -= usize::from(busy);
         self.queue.push_back(Event::Streams { messages: vec![(stream, None)] });
         self.run();
     }
@@ -643,16 +644,23 @@ impl Pump {
             }
             Command::Reuse { conn, key, join: true, .. } if self.carrier.as_ref().is_some_and(|c| c.borrow().has_room(&key)) => {
                 let tag = self.carrier.as_ref().expect("checked").borrow_mut().attach(conn, self.inbox.clone());
-                self.joined.insert(conn, tag);
+                self.joined.insert(conn, (tag, true));
                 self.queue.push_back(Event::Joined { conn });
             }
             Command::Carry { conn, message } => {
-                let tag = self.joined[&conn];
-                self.carrier.as_ref().expect("joined").borrow_mut().deliver(tag, message);
+                let (tag, busy) = self.joined.get_mut(&conn).expect("joined");
+                let mut carrier = self.carrier.as_ref().expect("joined").borrow_mut();
+                if message.starts_exchange() && !*busy {
+                    carrier.carrying += 1;
+                } else if message.ends_exchange() && *busy {
+                    carrier.carrying -= 1;
+                }
+                *busy = (*busy || message.starts_exchange()) && !message.ends_exchange();
+                carrier.deliver(*tag, message);
             }
             Command::CloseConnection { conn, .. } if self.joined.contains_key(&conn) => {
-                let tag = self.joined.remove(&conn).expect("checked");
-                self.carrier.as_ref().expect("joined").borrow_mut().gone(tag);
+                let (tag, busy) = self.joined.remove(&conn).expect("checked");
+                self.carrier.as_ref().expect("joined").borrow_mut().gone(tag, busy);
                 self.closed.push(conn);
             }
             Command::StreamOut { .. } | Command::Capacity { .. } => panic!("a client connection spoke as a carrier"),

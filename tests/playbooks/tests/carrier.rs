@@ -239,3 +239,102 @@ fn a_client_that_reads_nothing_holds_the_server_back_through_the_carrier() {
     assert!(reached < window + 2 * high_water, "{reached} bytes reached a client that reads nothing");
     assert!(sent <= reached + window + high_water, "the server sent {sent} bytes, {reached} reached the client");
 }
+
+/// An HTTP/2 client connection's next request takes the stream its last exchange left on the
+/// carrier, rather than joining anew. While it waits the stream gives its place on the
+/// carrier up, and it leaves once it has waited `joined_stream_idle`.
+#[test]
+fn a_stream_whose_exchange_is_over_carries_its_client_connections_next_request() {
+    let now = Instant::now();
+    let carrier = carrier(now);
+    let client = Peer::H2(Box::new(H2Peer::client()));
+    let mut a = Pump::new(config(), client, Box::new(|_| None)).at(now).with_carrier(carrier.clone()).recording();
+    a.run();
+    let joins = |a: &Pump| a.transcript().iter().filter(|line| line.starts_with(">> Joined")).count();
+    a.client_h2().get(1, "http://a.test/a");
+    a.client_h2().get(3, "http://a.test/b");
+    a.client_sends(b"");
+    let requests = carrier.borrow_mut().server_h2().requests();
+    let (stream_a, stream_b) = (requests[1].0, requests[2].0);
+    assert_eq!((joins(&a), carrier.borrow().carrying), (2, 2), "a stream each");
+    carrier.borrow_mut().server_h2().respond(stream_a, 200, b"for a", None);
+    carrier.borrow_mut().server_sends(b"");
+    a.run();
+    assert_eq!(a.client_h2().body(1), b"for a");
+    assert_eq!(carrier.borrow().carrying, 1, "the stream /a went on waits, its place given up");
+    a.client_h2().get(5, "http://a.test/c");
+    a.client_sends(b"");
+    assert_eq!((joins(&a), carrier.borrow().carrying), (2, 2), "/c took the waiting stream: no join");
+    let requests = carrier.borrow_mut().server_h2().requests();
+    assert_eq!(requests.len(), 4, "logs {:?}", a.logs);
+    let (stream_c, head_c) = &requests[3];
+    assert_eq!(head_c.uri.path(), "/c");
+    assert_ne!(*stream_c, stream_a, "a new HTTP/2 stream for the new exchange");
+    // Answered in the other order: each answer reaches its own stream.
+    carrier.borrow_mut().server_h2().respond(*stream_c, 200, b"for c", None);
+    carrier.borrow_mut().server_h2().respond(stream_b, 200, b"for b", None);
+    carrier.borrow_mut().server_sends(b"");
+    a.run();
+    assert_eq!(a.client_h2().body(5), b"for c");
+    assert_eq!(a.client_h2().body(3), b"for b");
+    assert_eq!(a.client_h2().ended(5), Some(None));
+    assert_eq!(a.client_h2().ended(3), Some(None));
+    assert_eq!(carrier.borrow().carrying, 0);
+    // Both streams wait, then leave.
+    let (closed, idle) = (a.closed.len(), Config::default().joined_stream_idle);
+    a.advance(idle - Duration::from_millis(1));
+    assert_eq!(a.closed.len(), closed, "still waiting");
+    a.advance(Duration::from_millis(2));
+    assert_eq!(a.closed.len(), closed + 2, "both left their carrier");
+    // The next request joins anew.
+    a.client_h2().get(7, "http://a.test/d");
+    a.client_sends(b"");
+    assert_eq!((joins(&a), carrier.borrow().carrying), (3, 1));
+}
+
+/// With `joined_stream_idle` zero, a stream leaves its carrier as its exchange ends.
+#[test]
+fn a_stream_leaves_at_once_without_a_wait_for_the_next_request() {
+    let now = Instant::now();
+    let carrier = carrier(now);
+    let config = Config { joined_stream_idle: Duration::ZERO, ..config() };
+    let mut a = Pump::new(config, Peer::H2(Box::new(H2Peer::client())), Box::new(|_| None)).at(now).with_carrier(carrier.clone());
+    a.run();
+    a.client_h2().get(1, "http://a.test/a");
+    a.client_sends(b"");
+    let stream = carrier.borrow_mut().server_h2().requests()[1].0;
+    let closed = a.closed.len();
+    carrier.borrow_mut().server_h2().respond(stream, 200, b"for a", None);
+    carrier.borrow_mut().server_sends(b"");
+    a.run();
+    assert_eq!(a.client_h2().body(1), b"for a");
+    assert_eq!(a.closed.len(), closed + 1, "left with its exchange");
+}
+
+/// A request that takes a waiting stream whose carrier has closed meanwhile is refused
+/// unprocessed, and goes again on a connection of its own.
+#[test]
+fn a_request_on_a_waiting_stream_of_a_closed_carrier_goes_elsewhere() {
+    let now = Instant::now();
+    let carrier = carrier(now);
+    let origins: Origins = Box::new(|_| Some(Peer::H2(Box::new(H2Peer::server()))));
+    let mut a = Pump::new(config(), Peer::H2(Box::new(H2Peer::client())), origins).at(now).with_carrier(carrier.clone());
+    a.run();
+    a.client_h2().get(1, "http://a.test/a");
+    a.client_sends(b"");
+    let stream = carrier.borrow_mut().server_h2().requests()[1].0;
+    carrier.borrow_mut().server_h2().respond(stream, 200, b"for a", None);
+    carrier.borrow_mut().server_sends(b"");
+    a.run();
+    assert_eq!(a.client_h2().body(1), b"for a");
+    carrier.borrow_mut().server_closes();
+    a.client_h2().get(3, "http://a.test/b");
+    a.client_sends(b"");
+    let server = a.servers.keys().copied().next().expect("a connection of its own");
+    let requests = a.server_h2(server).requests();
+    assert_eq!(requests.len(), 1, "logs {:?}", a.logs);
+    a.server_h2(server).respond(requests[0].0, 200, b"own", None);
+    a.server_sends(server, b"");
+    assert_eq!(a.client_h2().body(3), b"own", "logs {:?}", a.logs);
+    assert_eq!(carrier.borrow_mut().server_h2().requests().len(), 2, "the closed carrier sent nothing more");
+}

@@ -20,6 +20,12 @@
 //! ([`CarrierLayer`]) is the HTTP/2 codec alone: no hooks, no flows of its own, since every
 //! decision about an exchange stays with the client connection it belongs to.
 //!
+//! A stream carries one exchange at a time, one after another: once an exchange is over the
+//! stream waits a moment ([`Config::joined_stream_idle`](crate::Config::joined_stream_idle))
+//! for the client connection's next request to the same server, which takes it without
+//! joining anew. Every message says which of its stream's exchanges it is about, and one
+//! about an exchange that is over is dropped.
+//!
 //! What each side may hold stays bounded as on one connection, though the two run apart
 //! (on two tasks, maybe two threads) and what is between them is in the driver's channels: a
 //! request body goes on only while what the client side sent and the carrier has not yet
@@ -45,18 +51,38 @@ use crate::layers::http::h2::H2Client;
 
 /// One step of one stream between a client connection and the carrier that carries it. The
 /// driver moves it from one to the other as it is.
-pub struct Carried(pub(crate) Message);
+pub struct Carried {
+    /// Which of the stream's exchanges it belongs to: a stream carries one exchange after
+    /// another, and what was on its way for one that is over goes no further.
+    pub(crate) exchange: u32,
+    pub(crate) message: Message,
+}
+
+impl Carried {
+    /// Whether it starts an exchange on its stream (a request's head): a stream that waited
+    /// between exchanges carries one again.
+    pub fn starts_exchange(&self) -> bool {
+        matches!(&self.message, Message::Request(event) if matches!(**event, HttpEvent::RequestHeaders { .. }))
+    }
+
+    /// Whether the client side is done with the stream's exchange (it is over, or given up):
+    /// the stream waits for the next, or leaves.
+    pub fn ends_exchange(&self) -> bool {
+        matches!(self.message, Message::Release | Message::Reset)
+    }
+}
 
 impl fmt::Debug for Carried {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Message::Request(event) => write!(f, "Carried(Request {:?})", event.flow()),
-            Message::Reading(reading) => write!(f, "Carried(Reading {reading})"),
-            Message::Taken(n) => write!(f, "Carried(Taken {n})"),
-            Message::Release => f.write_str("Carried(Release)"),
-            Message::Reset => f.write_str("Carried(Reset)"),
-            Message::Output(output) => write!(f, "Carried(Output {output:?})"),
-            Message::Consumed(n) => write!(f, "Carried(Consumed {n})"),
+        let exchange = self.exchange;
+        match &self.message {
+            Message::Request(event) => write!(f, "Carried({exchange}: Request {:?})", event.flow()),
+            Message::Reading(reading) => write!(f, "Carried({exchange}: Reading {reading})"),
+            Message::Taken(n) => write!(f, "Carried({exchange}: Taken {n})"),
+            Message::Release => write!(f, "Carried({exchange}: Release)"),
+            Message::Reset => write!(f, "Carried({exchange}: Reset)"),
+            Message::Output(output) => write!(f, "Carried({exchange}: Output {output:?})"),
+            Message::Consumed(n) => write!(f, "Carried({exchange}: Consumed {n})"),
         }
     }
 }
@@ -89,10 +115,14 @@ pub(crate) enum Message {
 pub struct StreamTag(pub u64);
 
 /// The client connection's side of a stream on a carrier: it stands where a server
-/// connection's codec would, for one exchange.
+/// connection's codec would, for one exchange at a time. Between exchanges it is idle, and
+/// the client connection's next request to the same server may take it rather than join a
+/// carrier anew (see `HttpLayer::release_server`).
 pub(crate) struct Joined {
     conn: ConnId,
-    /// The flow it carries, once the request's head has gone.
+    /// The exchange under way or last carried, counted from 1.
+    exchange: u32,
+    /// The flow it carries, once the request's head has gone, until the exchange is over.
     flow: Option<FlowId>,
     /// Request body bytes sent, and how many of those the carrier has passed on.
     sent: u64,
@@ -109,19 +139,24 @@ pub(crate) struct Joined {
 impl Joined {
     pub(crate) fn new(conn: ConnId) -> Self {
         // The carrier starts a stream reading.
-        Self { conn, flow: None, sent: 0, consumed: 0, reading: Some(true), received: 0, told: 0, heard: false }
+        Self { conn, exchange: 0, flow: None, sent: 0, consumed: 0, reading: Some(true), received: 0, told: 0, heard: false }
     }
 
     fn tell(&self, cx: &mut Context, message: Message) {
-        cx.push(Command::Carry { conn: self.conn, message: Carried(message) });
+        cx.push(Command::Carry { conn: self.conn, message: Carried { exchange: self.exchange, message } });
     }
 
-    /// Send a step of the request.
+    /// Between exchanges: the next request may take it.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.flow.is_none()
+    }
+
+    /// Send a step of the request. A head starts the stream's next exchange, from nothing.
     pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
         match &event {
             HttpEvent::RequestHeaders { flow, request, .. } => {
-                self.flow = Some(*flow);
-                self.sent += request.body.as_ref().map_or(0, |b| b.len() as u64);
+                *self = Self { exchange: self.exchange.wrapping_add(1), flow: Some(*flow), ..Self::new(self.conn) };
+                self.sent = request.body.as_ref().map_or(0, |b| b.len() as u64);
             }
             HttpEvent::RequestData { data, .. } => self.sent += data.len() as u64,
             _ => {}
@@ -165,9 +200,13 @@ impl Joined {
     }
 
     /// A message from the carrier: what the codec made of the server's bytes for this
-    /// stream, named for the flow it carries.
+    /// stream, named for the flow it carries. One about an earlier exchange (sent before the
+    /// carrier heard that it was over) is dropped.
     pub(crate) fn receive(&mut self, message: Carried) -> Option<CodecOutput<ServerError>> {
-        match message.0 {
+        if message.exchange != self.exchange {
+            return None;
+        }
+        match message.message {
             Message::Consumed(n) => {
                 self.consumed = self.consumed.max(n);
                 None
@@ -202,6 +241,8 @@ impl Joined {
 /// body went in, and how much of its response body the client side may take.
 struct Carrying {
     flow: FlowId,
+    /// The client side's number for the exchange, put on everything sent about it.
+    exchange: u32,
     /// Request body bytes the client side sent.
     given: u64,
     /// How many of those the client side was told went on.
@@ -260,15 +301,21 @@ impl CarrierLayer {
         }
     }
 
-    fn out(cx: &mut Context, stream: StreamTag, message: Message) {
-        cx.push(Command::StreamOut { stream, message: Carried(message) });
+    fn out(cx: &mut Context, stream: StreamTag, exchange: u32, message: Message) {
+        cx.push(Command::StreamOut { stream, message: Carried { exchange, message } });
     }
 
     fn client_says(&mut self, cx: &mut Context, tag: StreamTag, message: Carried) {
-        match message.0 {
+        let Carried { exchange, message } = message;
+        // What the client side says is about the exchange under way (it says nothing more
+        // about one it released or reset, and its next exchange starts with a head).
+        fn current(streams: &mut BTreeMap<StreamTag, Carrying>, tag: StreamTag, exchange: u32) -> Option<&mut Carrying> {
+            streams.get_mut(&tag).filter(|c| c.exchange == exchange)
+        }
+        match message {
             Message::Request(event) => {
                 let mut event = *event;
-                let flow = match (&event, self.streams.get_mut(&tag)) {
+                let flow = match (&event, current(&mut self.streams, tag, exchange)) {
                     (_, Some(carrying)) => {
                         if let HttpEvent::RequestData { data, .. } = &event {
                             carrying.given += data.len() as u64;
@@ -286,15 +333,20 @@ impl CarrierLayer {
                             return Self::out(
                                 cx,
                                 tag,
+                                exchange,
                                 Message::Output(Box::new(CodecOutput::Reset {
                                     flow: *flow,
                                     reset,
                                 })),
                             );
                         }
+                        if self.streams.contains_key(&tag) {
+                            // An exchange the client side never said was over: it is given up.
+                            self.gone(tag);
+                        }
                         let given = request.body.as_ref().map_or(0, |b| b.len() as u64);
                         let flow = cx.next_flow_id();
-                        self.streams.insert(tag, Carrying { flow, given, reported: 0, reading: true, handed: 0, taken: 0, told_room: None });
+                        self.streams.insert(tag, Carrying { flow, exchange, given, reported: 0, reading: true, handed: 0, taken: 0, told_room: None });
                         self.tags.insert(flow, tag);
                         flow
                     }
@@ -305,21 +357,27 @@ impl CarrierLayer {
                 self.codec().send(event);
             }
             Message::Reading(reading) => {
-                if let Some(carrying) = self.streams.get_mut(&tag) {
+                if let Some(carrying) = current(&mut self.streams, tag, exchange) {
                     carrying.reading = reading;
                 }
             }
             Message::Taken(n) => {
-                if let Some(carrying) = self.streams.get_mut(&tag) {
+                if let Some(carrying) = current(&mut self.streams, tag, exchange) {
                     carrying.taken = carrying.taken.max(n);
                 }
             }
             Message::Release => {
-                if let Some(carrying) = self.forget(tag) {
-                    self.codec().release(carrying.flow);
+                if current(&mut self.streams, tag, exchange).is_some() {
+                    if let Some(carrying) = self.forget(tag) {
+                        self.codec().release(carrying.flow);
+                    }
                 }
             }
-            Message::Reset => self.gone(tag),
+            Message::Reset => {
+                if current(&mut self.streams, tag, exchange).is_some() {
+                    self.gone(tag);
+                }
+            }
             Message::Output(_) | Message::Consumed(_) => {}
         }
     }
@@ -351,27 +409,29 @@ impl CarrierLayer {
             return;
         };
         let Some(&tag) = self.tags.get(&flow) else { return };
-        if let (CodecOutput::Http(HttpEvent::ResponseData { data, .. }), Some(carrying)) = (&output, self.streams.get_mut(&tag)) {
+        let Some(carrying) = self.streams.get_mut(&tag) else { return };
+        if let CodecOutput::Http(HttpEvent::ResponseData { data, .. }) = &output {
             carrying.handed += data.len() as u64;
         }
+        let exchange = carrying.exchange;
         if matches!(output, CodecOutput::Error { .. } | CodecOutput::Reset { .. }) {
             // The codec forgot the stream already.
             self.forget(tag);
         }
-        Self::out(cx, tag, Message::Output(Box::new(output)));
+        Self::out(cx, tag, exchange, Message::Output(Box::new(output)));
     }
 
     /// The connection ended (`output` says how, or failed): every stream is told, and the
     /// connection is closed.
     fn end(&mut self, cx: &mut Context, output: &CodecOutput<ServerError>) {
         self.closed = true;
-        for (tag, _) in std::mem::take(&mut self.streams) {
+        for (tag, carrying) in std::mem::take(&mut self.streams) {
             let copy = match output {
                 CodecOutput::Error { error, .. } => CodecOutput::Error { flow: None, error: error.clone() },
                 CodecOutput::Closed { error, .. } => CodecOutput::Closed { flow: None, error: error.clone() },
                 _ => CodecOutput::Closed { flow: None, error: None },
             };
-            Self::out(cx, tag, Message::Output(Box::new(copy)));
+            Self::out(cx, tag, carrying.exchange, Message::Output(Box::new(copy)));
         }
         self.tags.clear();
         if cx.has_conn(self.conn) {
@@ -417,11 +477,11 @@ impl CarrierLayer {
                 let went = carrying.given.saturating_sub(backlog);
                 if went > carrying.reported {
                     carrying.reported = went;
-                    consumed.push((*tag, went));
+                    consumed.push((*tag, carrying.exchange, went));
                 }
             }
-            for (tag, went) in consumed {
-                Self::out(cx, tag, Message::Consumed(went));
+            for (tag, exchange, went) in consumed {
+                Self::out(cx, tag, exchange, Message::Consumed(went));
             }
         }
         let capacity = if self.closed { 0 } else { self.codec().max_streams() };
@@ -480,5 +540,67 @@ impl<E> CodecOutput<E> {
             Self::Closed { flow: Some(_), error } => Self::Closed { flow: Some(flow), error },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::flow::{ClientInfo, Request, Response, Version};
+    use crate::ids::Scheme;
+    use crate::headers::Headers;
+    use crate::Config;
+
+    fn get(flow: u64) -> HttpEvent {
+        let request = Request {
+            method: "GET".into(),
+            scheme: Scheme::Http,
+            host: "a.test".into(),
+            port: 80,
+            path: "/".into(),
+            version: Version::Http2,
+            headers: Headers::new(),
+            body: None,
+            trailers: None,
+        };
+        HttpEvent::RequestHeaders { flow: FlowId(flow), request, end_stream: true }
+    }
+
+    fn head(exchange: u32) -> Carried {
+        let response = Response::new(200, Headers::new(), "");
+        let output = CodecOutput::Http(HttpEvent::ResponseHeaders { flow: FlowId(99), response, end_stream: false });
+        Carried { exchange, message: Message::Output(Box::new(output)) }
+    }
+
+    fn sent(cx: &mut Context) -> Vec<String> {
+        std::iter::from_fn(|| cx.poll_command()).map(|c| format!("{c:?}")).collect()
+    }
+
+    #[test]
+    fn a_stream_carries_one_exchange_after_another_and_drops_what_was_late_for_the_last() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let mut cx = Context::new(Arc::new(Config::default()), ClientInfo::new(addr, addr));
+        let mut joined = Joined::new(ConnId(7));
+        assert!(joined.is_idle());
+        joined.send(&mut cx, get(1));
+        assert!(!joined.is_idle());
+        let first = sent(&mut cx);
+        assert!(first[0].contains("Carried(1: Request"), "{first:?}");
+        let output = joined.receive(head(1)).expect("the exchange's response");
+        assert!(matches!(output, CodecOutput::Http(HttpEvent::ResponseHeaders { flow: FlowId(1), .. })), "named for its flow");
+        joined.release(&mut cx);
+        assert!(joined.is_idle());
+        assert!(sent(&mut cx)[0].contains("Carried(1: Release)"));
+        // The next request takes the stream: a new exchange, counted afresh.
+        joined.send(&mut cx, get(2));
+        assert!(sent(&mut cx)[0].contains("Carried(2: Request"));
+        let late = Carried { exchange: 1, message: Message::Consumed(100) };
+        assert!(joined.receive(late).is_none());
+        assert_eq!(joined.backlog(), 0, "what went on of the last request says nothing of this one");
+        assert!(joined.receive(head(1)).is_none(), "a late answer of the last exchange goes nowhere");
+        let output = joined.receive(head(2)).expect("this exchange's response");
+        assert!(matches!(output, CodecOutput::Http(HttpEvent::ResponseHeaders { flow: FlowId(2), .. })));
     }
 }

@@ -731,7 +731,7 @@ impl HttpLayer {
             self.early.remove(&flow);
             // Its lease on a backend goes with the connection, if that is parked.
             let lease = self.streams.remove(&flow).and_then(|mut s| s.lease.take());
-            self.release_server(cx, flow, lease);
+            self.release_server(cx, now, flow, lease);
         }
     }
 

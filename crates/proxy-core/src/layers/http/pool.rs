@@ -226,8 +226,8 @@ impl ServerConn {
         match &self.codec {
             ServerCodec::H1(codec) => self.flows.is_empty() && codec.is_reusable(),
             ServerCodec::H2(codec) => codec.has_room(),
-            // One exchange per stream: the next request joins a carrier anew.
-            ServerCodec::Joined(_) => false,
+            // One exchange at a time, the next once the last is over.
+            ServerCodec::Joined(joined) => self.flows.is_empty() && joined.is_idle(),
         }
     }
 
@@ -559,12 +559,13 @@ impl HttpLayer {
     /// The stream `flow` is finished: return its server connection to the pool or close it.
     /// `hold`: what the flow held on its backend, let go once the connection is parked or
     /// dropped.
-    pub(super) fn release_server(&mut self, cx: &mut Context, flow: FlowId, hold: Option<Lease>) {
+    pub(super) fn release_server(&mut self, cx: &mut Context, now: Instant, flow: FlowId, hold: Option<Lease>) {
         let Some(server) = self.pool.carrying_mut(flow) else { return };
         server.flows.retain(|f| *f != flow);
         if server.flows.is_empty() {
             server.deadline = None;
         }
+        let joined = matches!(server.codec, ServerCodec::Joined(_));
         let keep = match &mut server.codec {
             ServerCodec::H2(codec) => {
                 codec.release(flow);
@@ -572,9 +573,11 @@ impl HttpLayer {
             }
             ServerCodec::H1(codec) => codec.is_reusable(),
             ServerCodec::Joined(joined) => {
-                // Its exchange is done: the stream leaves the carrier.
+                // Its exchange is done: the stream waits a moment for this client connection's
+                // next request to the server (an HTTP/2 client's next stream, mostly), which
+                // then need not join a carrier anew.
                 joined.release(cx);
-                false
+                !cx.config.joined_stream_idle.is_zero()
             }
         };
         let keep = keep && server.open && !server.dedicated && cx.config.reuse_server_connections;
@@ -582,6 +585,8 @@ impl HttpLayer {
         let conn = server.conn;
         if !keep {
             self.drop_server(cx, conn);
+        } else if joined {
+            server.deadline = Some(now + cx.config.joined_stream_idle);
         } else if server.flows.is_empty() && cx.config.share_upstreams && cx.config.gateway.as_ref().is_some_and(|g| g.limits_connections()) {
             // Backends take a limited number of connections: an idle one serves whichever
             // client connection needs it next, not only this one.
