@@ -35,8 +35,9 @@
 //! the high-water mark. Bytes not handed out stay in the stream's window, which the server
 //! then cannot refill: the server is held back as it would be by one client.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use super::error::ServerError;
@@ -259,13 +260,38 @@ struct Carrying {
     told_room: Option<bool>,
 }
 
+/// A map keyed by one of the proxy's own counters (a stream tag, a flow id): a key is hashed
+/// by one multiplication, which spreads consecutive numbers over the table (nobody outside
+/// picks them, so nobody can make them collide). A carrier's streams come and go with every
+/// exchange: a `BTreeMap` allocated and freed nodes as they did.
+type Counted<K, V> = HashMap<K, V, BuildHasherDefault<Spread>>;
+
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// The layer of a carrier: one upstream HTTP/2 connection, its streams those of client
 /// connections (see the module docs).
 pub(crate) struct CarrierLayer {
     conn: ConnId,
     server: ServerConn,
-    streams: BTreeMap<StreamTag, Carrying>,
-    tags: BTreeMap<FlowId, StreamTag>,
+    streams: Counted<StreamTag, Carrying>,
+    tags: Counted<FlowId, StreamTag>,
     /// How many streams the driver was last told the connection takes.
     capacity: Option<usize>,
     /// When the connection, carrying nothing, closes.
@@ -285,8 +311,8 @@ impl CarrierLayer {
         Self {
             conn,
             server,
-            streams: BTreeMap::new(),
-            tags: BTreeMap::new(),
+            streams: Counted::default(),
+            tags: Counted::default(),
             capacity: None,
             idle_deadline: None,
             closed: false,
@@ -309,7 +335,7 @@ impl CarrierLayer {
         let Carried { exchange, message } = message;
         // What the client side says is about the exchange under way (it says nothing more
         // about one it released or reset, and its next exchange starts with a head).
-        fn current(streams: &mut BTreeMap<StreamTag, Carrying>, tag: StreamTag, exchange: u32) -> Option<&mut Carrying> {
+        fn current(streams: &mut Counted<StreamTag, Carrying>, tag: StreamTag, exchange: u32) -> Option<&mut Carrying> {
             streams.get_mut(&tag).filter(|c| c.exchange == exchange)
         }
         match message {

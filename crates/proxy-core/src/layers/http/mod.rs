@@ -405,7 +405,9 @@ impl HttpLayer {
                         if let Some(server) = self.pool.get_mut(conn) {
                             server.heard_from(now, cx.config.server_idle_timeout);
                         }
-                        self.handle_server_outputs(cx, now, conn, vec![output]);
+                        let mut outputs = std::mem::take(&mut self.spare_server_outputs);
+                        outputs.push(output);
+                        self.handle_server_outputs(cx, now, conn, outputs);
                     }
                 }
             }
