@@ -1341,6 +1341,41 @@ fn h2load_through_reverse_h2c() {
     assert_eq!(origin.requests().len(), 2000);
 }
 
+/// What the metrics listener on `port` says `name` is, for the only listener.
+fn metric(port: u16, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The streams an HTTP/2 client's requests take on the shared upstream connection carry one
+/// request after another: h2load's 2000 requests over 4 connections of 10 streams join it a
+/// few dozen times, not once each; with `--joined-stream-idle 0`, once each.
+#[test]
+fn h2load_through_reverse_h2c_takes_its_streams_on_the_carrier_again() {
+    for (extra, joins) in [(&[][..], 1..=100), (&["--joined-stream-idle", "0"][..], 2000..=2100)] {
+        let origin = H2Origin::start_h2c();
+        let upstream = format!("h2c://{}", origin.authority());
+        let metrics = unused_port();
+        let metrics_at = format!("127.0.0.1:{metrics}");
+        let mut args = vec!["--reverse", &upstream, "--no-intercept", "--threads", "1", "--metrics", &metrics_at, "-q"];
+        args.extend_from_slice(extra);
+        let proxy = Proxy::start(&args);
+        h2load_2000(&format!("http://127.0.0.1:{}/hello", proxy.port()));
+        assert_eq!(origin.requests().len(), 2000);
+        let joined = metric(metrics, "sansproxy_upstream_streams_joined");
+        assert!(joins.contains(&(joined as u32)), "{extra:?}: {joined} joins for 2000 requests");
+        // h2load's four connections start at once, before any carrier is up: each may open one.
+        let carriers = metric(metrics, "sansproxy_upstream_carriers");
+        assert!((1.0..=4.0).contains(&carriers), "{carriers} carriers");
+    }
+}
+
 #[test]
 fn h2load_through_reverse_tls() {
     let pki = Pki::new();
