@@ -173,11 +173,7 @@ impl Joined {
     pub(crate) fn carry(&mut self, conn: ConnId, message: Carried) {
         let Some(at) = self.streams.iter().position(|s| s.conn == conn) else { return };
         let joined = &mut self.streams[at];
-        let busy = match () {
-            () if message.starts_exchange() => true,
-            () if message.ends_exchange() => false,
-            () => joined.busy,
-        };
+        let busy = message.busy_after(joined.busy);
         if busy != joined.busy {
             joined.busy = busy;
             if let Some(pool) = &self.pool {

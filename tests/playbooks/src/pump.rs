@@ -650,12 +650,9 @@ impl Pump {
             Command::Carry { conn, message } => {
                 let (tag, busy) = self.joined.get_mut(&conn).expect("joined");
                 let mut carrier = self.carrier.as_ref().expect("joined").borrow_mut();
-                if message.starts_exchange() && !*busy {
-                    carrier.carrying += 1;
-                } else if message.ends_exchange() && *busy {
-                    carrier.carrying -= 1;
-                }
-                *busy = (*busy || message.starts_exchange()) && !message.ends_exchange();
+                let now_busy = message.busy_after(*busy);
+                carrier.carrying = carrier.carrying + usize::from(now_busy) - usize::from(*busy);
+                *busy = now_busy;
                 carrier.deliver(*tag, message);
             }
             Command::CloseConnection { conn, .. } if self.joined.contains_key(&conn) => {

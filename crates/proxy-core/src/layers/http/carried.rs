@@ -60,16 +60,16 @@ pub struct Carried {
 }
 
 impl Carried {
-    /// Whether it starts an exchange on its stream (a request's head): a stream that waited
-    /// between exchanges carries one again.
-    pub fn starts_exchange(&self) -> bool {
-        matches!(&self.message, Message::Request(event) if matches!(**event, HttpEvent::RequestHeaders { .. }))
-    }
-
-    /// Whether the client side is done with the stream's exchange (it is over, or given up):
-    /// the stream waits for the next, or leaves.
-    pub fn ends_exchange(&self) -> bool {
-        matches!(self.message, Message::Release | Message::Reset)
+    /// Whether its stream carries an exchange once this message from the client side has
+    /// gone, `busy` saying whether it did before: a request's head starts one (a stream that
+    /// waited between exchanges carries one again), a release or a reset ends the client
+    /// side's part in it (the stream waits for the next, or leaves).
+    pub fn busy_after(&self, busy: bool) -> bool {
+        match &self.message {
+            Message::Request(event) if matches!(**event, HttpEvent::RequestHeaders { .. }) => true,
+            Message::Release | Message::Reset => false,
+            _ => busy,
+        }
     }
 }
 
