@@ -1,7 +1,7 @@
 //! The PKI and rustls peers of TLS scenarios: a CA per test, a certificate issuer that records
 //! what it was asked, and clients and origins for a [`Pump`](crate::pump::Pump) to connect.
 //!
-//! Everything here runs on the deterministic [`crypto`](crate::crypto) provider: keys are
+//! Everything here runs on the deterministic [`crypto`] provider: keys are
 //! Ed25519 derived from names (a CA's from its name, a leaf's from its CA's name and its own
 //! names), so certificates are the same every run, and every rustls configuration, the
 //! core's included, gets a fresh seeded provider and a stopped clock. A scenario that does
