@@ -371,17 +371,6 @@ fn a_config_file_with_a_mistake_is_refused_at_start_with_its_line() {
     assert!(stderr.contains("bad.toml: line 2: unknown key \"hots\" in [[route]]"), "{stderr}");
 }
 
-/// `GET /metrics` from the metrics listener on `port`: the body.
-fn scrape(port: u16) -> String {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text"), "{answer}");
-    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
 /// The samples of an OpenMetrics text as Python's `prometheus_client` parses them:
 /// `name|label=value,...|value`, labels sorted.
 fn parsed_by_prometheus_client(text: &str) -> Vec<String> {

@@ -1343,12 +1343,7 @@ fn h2load_through_reverse_h2c() {
 
 /// What the metrics listener on `port` says `name` is, for the only listener.
 fn metric(port: u16, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).unwrap();
+    let text = scrape(port);
     let line = text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }

@@ -204,12 +204,13 @@ impl Joined {
         let Some(at) = self.streams.iter().position(|s| s.conn == conn) else { return false };
         self.post(at, None);
         let joined = self.streams.remove(at);
-        self.leave(&joined);
+        Self::leave(self.pool.as_ref(), &joined);
         true
     }
 
-    fn leave(&self, joined: &JoinedStream) {
-        if let (Some(pool), true) = (&self.pool, joined.busy) {
+    /// `joined` leaves its carrier: its place there is given back, if it held one.
+    fn leave(pool: Option<&Arc<SharedPool>>, joined: &JoinedStream) {
+        if let (Some(pool), true) = (pool, joined.busy) {
             pool.leave(joined.carrier);
         }
     }
@@ -224,9 +225,7 @@ impl Joined {
             }
             for joined in self.streams.iter().filter(|s| s.carrier == carrier) {
                 gone.push(Event::ConnectionClosed { conn: joined.conn });
-                if let (Some(pool), true) = (&self.pool, joined.busy) {
-                    pool.leave(carrier);
-                }
+                Self::leave(self.pool.as_ref(), joined);
             }
             self.streams.retain(|s| s.carrier != carrier);
         }
@@ -262,7 +261,7 @@ impl Drop for Joined {
             self.post(at, None);
         }
         for joined in std::mem::take(&mut self.streams) {
-            self.leave(&joined);
+            Self::leave(self.pool.as_ref(), &joined);
         }
         for (_, handle, turn) in self.outbox.drain(..) {
             handle.send(ToCarrier::Turn(turn));

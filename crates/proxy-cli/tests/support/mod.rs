@@ -123,3 +123,15 @@ pub fn assert_spread(seen: &[Instant], min: Duration) {
         "chunks arrived within {spread:?} (gaps {gaps:?}): the body was buffered"
     );
 }
+
+/// `GET /metrics` from the metrics listener (`--metrics`) on `port`: the body.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}

@@ -392,18 +392,13 @@ impl CarrierLayer {
                     carrying.taken = carrying.taken.max(n);
                 }
             }
+            Message::Release | Message::Reset if current(&mut self.streams, tag, exchange).is_none() => {}
             Message::Release => {
-                if current(&mut self.streams, tag, exchange).is_some() {
-                    if let Some(carrying) = self.forget(tag) {
-                        self.codec().release(carrying.flow);
-                    }
+                if let Some(carrying) = self.forget(tag) {
+                    self.codec().release(carrying.flow);
                 }
             }
-            Message::Reset => {
-                if current(&mut self.streams, tag, exchange).is_some() {
-                    self.gone(tag);
-                }
-            }
+            Message::Reset => self.gone(tag),
             Message::Output(_) | Message::Consumed(_) => {}
         }
     }

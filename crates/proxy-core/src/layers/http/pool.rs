@@ -565,7 +565,7 @@ impl HttpLayer {
         if server.flows.is_empty() {
             server.deadline = None;
         }
-        let joined = matches!(server.codec, ServerCodec::Joined(_));
+        let carried = matches!(server.codec, ServerCodec::Joined(_));
         let keep = match &mut server.codec {
             ServerCodec::H2(codec) => {
                 codec.release(flow);
@@ -585,7 +585,7 @@ impl HttpLayer {
         let conn = server.conn;
         if !keep {
             self.drop_server(cx, conn);
-        } else if joined {
+        } else if carried {
             server.deadline = Some(now + cx.config.joined_stream_idle);
         } else if server.flows.is_empty() && cx.config.share_upstreams && cx.config.gateway.as_ref().is_some_and(|g| g.limits_connections()) {
             // Backends take a limited number of connections: an idle one serves whichever
