@@ -69,7 +69,7 @@ pub fn server_base_config() -> Result<rustls::ServerConfig, TlsSetupError> {
         .map_err(setup)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(NoCertificate));
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup)?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(setup)?;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     Ok(config)
 }
