@@ -29,7 +29,7 @@ mod stream;
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::small_map::SmallMap;
 use crate::headers::Headers;
@@ -183,7 +183,10 @@ pub struct Engine {
     role: Role,
     settings: Settings,
     state: State,
+    /// Received bytes not read yet: frames, perhaps the start of one.
     input: BytesMut,
+    /// Received after `input` ended inside a frame: taken on as the frame needs them.
+    later: VecDeque<Bytes>,
     output: BytesMut,
     peer: PeerSettings,
     decoder: hpack::Decoder,
@@ -252,6 +255,7 @@ impl Engine {
             settings: settings.clone(),
             state: if role == Role::Server { State::Preface(PREFACE.len()) } else { State::Open },
             input: BytesMut::new(),
+            later: VecDeque::new(),
             output: BytesMut::new(),
             peer: PeerSettings::default(),
             decoder: hpack::Decoder::new(4096),
@@ -308,15 +312,12 @@ impl Engine {
             return;
         }
         self.still = false;
-        if self.input.is_empty() {
-            // Nothing left over from before, the usual case: the bytes are taken as they are
-            // when nobody else holds them.
-            match data.try_into_mut() {
-                Ok(data) => self.input = data,
-                Err(data) => self.input.extend_from_slice(&data),
-            }
+        if self.input.is_empty() && self.later.is_empty() {
+            self.input = owned(data);
         } else {
-            self.input.extend_from_slice(&data);
+            // Behind the start of a frame: only the rest of that frame is copied to it, when
+            // the frames are read (a TLS record seldom ends where a frame does).
+            self.later.push_back(data);
         }
     }
 
@@ -408,7 +409,7 @@ impl Engine {
         self.still = false;
         // At once if nothing waits before it and nothing read is still to be looked at (a
         // GOAWAY, SETTINGS with a lower limit): as the next poll would.
-        if self.opening.is_empty() && self.input.is_empty() && !self.refusing() && self.room_for_another(open) {
+        if self.opening.is_empty() && self.input.is_empty() && self.later.is_empty() && !self.refusing() && self.room_for_another(open) {
             self.start(stream, &request, end_stream);
         } else {
             self.opening.push_back((stream, request, end_stream));
@@ -566,7 +567,7 @@ impl Engine {
 
     /// Every whole frame in the input, in order. A connection error stops the reading.
     fn read_frames(&mut self) -> Result<(), (Reason, ConnectionError)> {
-        if let State::Preface(left) = self.state {
+        while let State::Preface(left) = self.state {
             let at = PREFACE.len() - left;
             let n = left.min(self.input.len());
             if self.input[..n] != PREFACE[at..at + n] {
@@ -574,18 +575,24 @@ impl Engine {
             }
             let _ = self.input.split_to(n);
             self.state = if n == left { State::Open } else { State::Preface(left - n) };
-            if n < left {
+            if n < left && !self.take_later(left - n) {
                 return Ok(());
             }
         }
         while self.state == State::Open {
-            let Some(head) = Head::parse(&self.input) else { break };
+            let Some(head) = Head::parse(&self.input) else {
+                if self.take_later(HEADER_LEN - self.input.len()) {
+                    continue;
+                }
+                break;
+            };
             if head.len > DEFAULT_MAX_FRAME {
                 return Err(goaway(Reason::FRAME_SIZE_ERROR));
             }
             if self.input.len() < HEADER_LEN + head.len {
-                // Room for the rest of the frame, once.
-                self.input.reserve(HEADER_LEN + head.len - self.input.len());
+                if self.take_later(HEADER_LEN + head.len - self.input.len()) {
+                    continue;
+                }
                 break;
             }
             let _ = self.input.split_to(HEADER_LEN);
@@ -597,6 +604,26 @@ impl Engine {
             self.input = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// Take on received bytes behind `input`, which lacks `need` bytes of a frame (or of its
+    /// header): all of them when `input` is empty, else as many as the frame needs, copied
+    /// to it. False when there are none.
+    fn take_later(&mut self, need: usize) -> bool {
+        let Some(front) = self.later.front_mut() else { return false };
+        if self.input.is_empty() {
+            self.input = owned(self.later.pop_front().unwrap_or_default());
+            return true;
+        }
+        let n = need.min(front.len());
+        // Room for the rest of the frame, once.
+        self.input.reserve(need);
+        self.input.extend_from_slice(&front[..n]);
+        front.advance(n);
+        if front.is_empty() {
+            self.later.pop_front();
+        }
+        true
     }
 
     fn read_frame(&mut self, head: Head, payload: BytesMut) -> Result<(), (Reason, ConnectionError)> {
@@ -1078,6 +1105,7 @@ impl Engine {
     fn close(&mut self, reason: Reason, error: Option<ConnectionError>) {
         self.state = State::Done;
         self.input = BytesMut::new();
+        self.later = VecDeque::new();
         self.partial = None;
         let opening: Vec<StreamKey> = self.opening.drain(..).map(|(stream, ..)| stream).collect();
         for (stream, _) in std::mem::take(&mut self.streams) {
@@ -1166,6 +1194,17 @@ impl Engine {
     /// and the ends of messages whose body is all out.
     fn flush_bodies(&mut self) {
         let max_frame = self.peer.max_frame_size;
+        // Room for every frame this pass can send, taken once: grown frame by frame, the
+        // output was copied again on each doubling. A frame carries at most one queued
+        // chunk, or a frame's worth of one.
+        let (mut bytes, mut frames) = (0i64, 0i64);
+        for (_, s) in self.streams.iter().filter(|(_, s)| s.head_sent && !s.sent_end && s.id != 0 && s.pending_len > 0) {
+            let n = s.send_window.min(s.pending_len as i64).max(0);
+            bytes += n;
+            frames += s.pending.len() as i64 + n / max_frame as i64;
+        }
+        let bytes = bytes.min(self.send_window.max(0));
+        self.output.reserve((bytes + frames * HEADER_LEN as i64) as usize);
         loop {
             let mut moved = false;
             for s in self.streams.values_mut() {
@@ -1307,6 +1346,11 @@ impl Engine {
 }
 
 /// A connection error of ours: the GOAWAY's reason, and how the connection ended.
+/// `data` to read frames from in place: taken as it is when nobody else holds it.
+fn owned(data: Bytes) -> BytesMut {
+    data.try_into_mut().unwrap_or_else(|data| BytesMut::from(&data[..]))
+}
+
 fn goaway(reason: Reason) -> (Reason, ConnectionError) {
     (reason, ConnectionError::GoAwaySent(reason))
 }
@@ -1558,5 +1602,88 @@ mod tests {
         client.receive(answer.freeze());
         let events = client.poll();
         assert!(matches!(events[..], [H2Event::Response { stream: 1, end_stream: true, .. }]), "{events:?}");
+    }
+
+    /// The bytes a client sends for a POST of three 3000-byte chunks, after the SETTINGS
+    /// exchange, and where each of its DATA frames begins.
+    fn upload_wire(client: &mut Engine, server: &mut Engine) -> (Bytes, Vec<usize>) {
+        pump(client, server);
+        client.open(1, request("POST", "/up"), false);
+        for fill in [b'a', b'b', b'c'] {
+            client.send_data(1, Bytes::from(vec![fill; 3000]));
+        }
+        client.finish(1, None);
+        client.poll();
+        let wire = client.take_output();
+        let (mut at, mut data) = (0, Vec::new());
+        while let Some(head) = Head::parse(&wire[at..]) {
+            if head.kind == frame::DATA && head.len > 0 {
+                data.push(at);
+            }
+            at += HEADER_LEN + head.len;
+        }
+        assert_eq!((at, data.len()), (wire.len(), 3));
+        (wire, data)
+    }
+
+    /// The body and whether the message ended, from a server's events.
+    fn upload_seen(events: &[H2Event]) -> (Vec<u8>, bool) {
+        let mut body = Vec::new();
+        for event in events {
+            if let H2Event::Data { data, .. } = event {
+                body.extend_from_slice(data);
+            }
+        }
+        (body, matches!(events.last(), Some(H2Event::End { stream: 1, .. })))
+    }
+
+    /// Received bytes may end anywhere in a frame, its header included: split at every
+    /// point, in two reads or in three, the server reads the same request and body.
+    #[test]
+    fn frames_split_anywhere_between_reads_are_read_whole() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        let (wire, _) = upload_wire(&mut client, &mut server);
+        let mut expected = Vec::new();
+        for fill in [b'a', b'b', b'c'] {
+            expected.extend(std::iter::repeat_n(fill, 3000));
+        }
+        let splits: Vec<Vec<usize>> = (1..wire.len()).map(|at| vec![at]).chain((1..wire.len() - 9).step_by(7).map(|at| vec![at, at + 9])).collect();
+        for points in splits {
+            let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+            let (wire, _) = upload_wire(&mut client, &mut server);
+            let mut events = Vec::new();
+            let mut from = 0;
+            for to in points.iter().copied().chain([wire.len()]) {
+                server.receive(wire.slice(from..to));
+                events.extend(server.poll());
+                from = to;
+            }
+            assert!(matches!(events.first(), Some(H2Event::Request { stream: 1, end_stream: false, .. })), "split at {points:?}: {events:?}");
+            assert_eq!(upload_seen(&events), (expected.clone(), true), "split at {points:?}");
+        }
+    }
+
+    /// A read that ends inside a frame costs a copy of that frame only: the frames after it
+    /// in the next read are handed out where they arrived.
+    #[test]
+    fn after_a_frame_split_between_reads_the_next_frames_are_read_in_place() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        let (wire, data) = upload_wire(&mut client, &mut server);
+        let split = data[0] + HEADER_LEN + 100;
+        server.receive(Bytes::copy_from_slice(&wire[..split]));
+        let rest = Bytes::copy_from_slice(&wire[split..]);
+        let place = rest.as_ptr_range();
+        server.receive(rest);
+        let events = server.poll();
+        let chunks: Vec<(usize, bool)> = events
+            .iter()
+            .filter_map(|e| match e {
+                H2Event::Data { data, .. } => Some((data.len(), place.contains(&data.as_ptr()))),
+                _ => None,
+            })
+            .collect();
+        // (length, handed out where it arrived)
+        assert_eq!(chunks, [(3000, false), (3000, true), (3000, true)]);
+        assert!(upload_seen(&events).1);
     }
 }
