@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Where a bulk transfer's CPU goes. 1 GiB over HTTPS with curl through the intercepting proxy
+# (../shared/bench's origin: nginx's /1g for a download, HTTP/2 both sides; the aux origin's
+# /upload for an upload, HTTP/1.1 to the origin), and the same download direct: the rate,
+# and the CPU seconds of the proxy, the origin and curl over the transfer, and how long the
+# two cores sat idle meanwhile. The direct download shows what the bytes cost without the
+# proxy; a proxied transfer can only go as fast as the cores do all three processes' work.
+#
+#   bench/bench-bulk-cpu.sh [--runs N] [--proxy PATH]
+# Env: SHARED_BENCH, BENCH_STATE, PROXY_PORT (18888), BULK_CPU_TESTS ("dl ul"),
+#      PROXY_ARGS (extra flags for the proxy). Stops only the processes it started.
+set -euo pipefail
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
+ensure_origin
+port_busy "$PROXY_PORT" && die "something already listens on port $PROXY_PORT"
+PKI="$BENCH_STATE/pki"
+HZ=$(getconf CLK_TCK)
+out="$BENCH_STATE/logs/bulk-cpu.jsonl"; : > "$out"
+
+ticks() { # pids...: user + system clock ticks of the processes, all threads
+    local t=0 p
+    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; } # idle + iowait, all cores
+
+# transfer LABEL TEST: one 1 GiB transfer, through the proxy unless LABEL is direct; appends
+# its JSON line to $out.
+transfer() {
+    local label="$1" test="$2" url origin what p0=0 p1=0 o0 o1 i0 i1 rate cpu args=()
+    if [ "$test" = dl ]; then
+        url="https://localhost:$ORIGIN_HTTPS_PORT/1g"; origin=$(pgrep -f "nginx: worker" | tr '\n' ' '); what=speed_download
+    else
+        url="https://localhost:$AUX_HTTPS_PORT/upload"; origin=$(pgrep -f aux_origin.py | tr '\n' ' '); what=speed_upload
+        args=(-T "$BENCH_STATE/www/1g")
+    fi
+    if [ "$label" = direct ]; then
+        args+=(--cacert "$PKI/origin-ca.pem")
+        PID=""
+    else
+        # shellcheck disable=SC2086
+        start_bg proxy "$BENCH_STATE/logs/bulk-cpu-proxy.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+            --ca-cert "$PKI/mitm-ca.pem" --ca-key "$PKI/mitm-ca.key" --upstream-ca "$PKI/origin-ca.pem" ${PROXY_ARGS:-}
+        PID=$BG_PID
+        wait_port "$PROXY_PORT" 30 || die "the proxy did not listen"
+        args+=(-x "http://127.0.0.1:$PROXY_PORT" --cacert "$PKI/mitm-ca.pem")
+    fi
+    # shellcheck disable=SC2086
+    o0=$(ticks $origin); i0=$(idle_ticks); [ -n "$PID" ] && p0=$(ticks "$PID")
+    rate=$( { /usr/bin/time -f "%U %S" curl -s -o /dev/null --max-time 120 -w "%{$what}" "${args[@]}" "$url"; } 2> "$BENCH_STATE/logs/bulk-cpu-curl.time")
+    # shellcheck disable=SC2086
+    o1=$(ticks $origin); i1=$(idle_ticks); [ -n "$PID" ] && p1=$(ticks "$PID")
+    if [ -n "$PID" ]; then stop_pid "$PID" || true; fi
+    cpu=$(awk '{print $1 + $2}' "$BENCH_STATE/logs/bulk-cpu-curl.time")
+    awk -v l="$label" -v t="$test" -v r="$rate" -v p=$((p1 - p0)) -v o=$((o1 - o0)) -v i=$((i1 - i0)) -v c="$cpu" -v hz="$HZ" \
+        'BEGIN { printf "{\"label\": \"%s\", \"test\": \"%s\", \"MBps\": %.0f, \"proxy_s\": %.2f, \"origin_s\": %.2f, \"curl_s\": %.2f, \"idle_s\": %.2f}\n", l, t, r / 1e6, p / hz, o / hz, c, i / hz }' |
+        tee -a "$out"
+}
+
+for r in $(seq 1 "$RUNS"); do
+    for test in ${BULK_CPU_TESTS:-dl ul}; do
+        transfer proxy "$test"
+        [ "$test" = dl ] && transfer direct dl
+    done
+done
+
+"$PY" - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print(f"{'test':4} {'through':8} {'MB/s':>6} {'proxy':>6} {'origin':>6} {'curl':>6} {'idle':>6}   (seconds per GiB, medians)")
+for key in dict.fromkeys((r["test"], r["label"]) for r in rows):
+    rs = [r for r in rows if (r["test"], r["label"]) == key]
+    m = lambda k: statistics.median(r[k] for r in rs)
+    print(f"{key[0]:4} {key[1]:8} {m('MBps'):6.0f} {m('proxy_s'):6.2f} {m('origin_s'):6.2f} {m('curl_s'):6.2f} {m('idle_s'):6.2f}")
+PY
