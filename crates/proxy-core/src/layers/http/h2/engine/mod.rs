@@ -603,6 +603,10 @@ impl Engine {
             // Let go of the buffer: what was handed out keeps only its own bytes alive.
             self.input = BytesMut::new();
         }
+        if self.later.is_empty() {
+            // An idle connection keeps no room for bytes to come.
+            self.later = VecDeque::new();
+        }
         Ok(())
     }
 
