@@ -58,7 +58,7 @@ pub fn load_certs_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSe
 }
 
 /// The base of the proxy's server side: TLS 1.2 and 1.3, no client certificates, session
-/// tickets from a rotating ring `Ticketer` and a stateful session cache, so returning clients
+/// tickets from aws-lc-rs's rotating `Ticketer` and a stateful session cache, so returning clients
 /// resume. Its certificate resolver is a placeholder that finds nothing: the core clones this
 /// configuration per connection, setting `cert_resolver` and `alpn_protocols`; the clones share
 /// the ticketer and the session cache.

@@ -130,6 +130,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The driver's cryptography, both sides of every connection: aws-lc-rs (its AES-GCM is what
+/// a proxied byte costs most; see the crate's manifest).
 pub(super) fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
