@@ -18,13 +18,6 @@ PKI="$BENCH_STATE/pki"
 HZ=$(getconf CLK_TCK)
 out="$BENCH_STATE/logs/bulk-cpu.jsonl"; : > "$out"
 
-ticks() { # pids...: user + system clock ticks of the processes, all threads
-    local t=0 p
-    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-    echo "$t"
-}
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; } # idle + iowait, all cores
-
 # transfer LABEL TEST: one 1 GiB transfer, through the proxy unless LABEL is direct; appends
 # its JSON line to $out.
 transfer() {

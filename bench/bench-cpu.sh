@@ -29,12 +29,6 @@ out="$BENCH_STATE/logs/cpu.jsonl"; : > "$out"
 HZ=$(getconf CLK_TCK)
 CORES=$(nproc)
 
-ticks() { # pids...: user + system clock ticks of the processes, all threads
-    local t=0 p
-    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-    echo "$t"
-}
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; } # idle + iowait, all cores
 nginx_pids() { pgrep -f "nginx: worker" | tr '\n' ' '; }
 
 # start SETUP: the proxy of SETUP, listening; sets PID (empty for direct) and URL, VIA.

@@ -22,6 +22,15 @@ if [ -z "$PROXY_BIN" ]; then
     PROXY_BIN="$ROOT/target/release/sansproxy"
 fi
 
+# ticks PID...: user + system clock ticks of the processes, all threads (from /proc).
+ticks() {
+    local t=0 p
+    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
+# idle_ticks: idle + iowait clock ticks of all cores together.
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+
 # load LABEL TEST URL PROXYLOAD-ARGS...: proxyload for D seconds against URL/1k, its JSON
 # line tagged with LABEL and TEST, appended to $out.
 load() {
