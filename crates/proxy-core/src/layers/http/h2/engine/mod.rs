@@ -1202,7 +1202,7 @@ impl Engine {
         // output was copied again on each doubling. A frame carries at most one queued
         // chunk, or a frame's worth of one.
         let (mut bytes, mut frames) = (0i64, 0i64);
-        for (_, s) in self.streams.iter().filter(|(_, s)| s.head_sent && !s.sent_end && s.id != 0 && s.pending_len > 0) {
+        for (_, s) in self.streams.iter().filter(|(_, s)| s.sending() && s.pending_len > 0) {
             let n = s.send_window.min(s.pending_len as i64).max(0);
             bytes += n;
             frames += s.pending.len() as i64 + n / max_frame as i64;
@@ -1212,7 +1212,7 @@ impl Engine {
         loop {
             let mut moved = false;
             for s in self.streams.values_mut() {
-                if !s.head_sent || s.sent_end || s.id == 0 {
+                if !s.sending() {
                     continue;
                 }
                 if !s.pending.is_empty() {

@@ -80,6 +80,11 @@ impl Stream {
         }
     }
 
+    /// Our message is on its way: its head out on a stream of the wire, its end not yet.
+    pub(super) fn sending(&self) -> bool {
+        self.head_sent && !self.sent_end && self.id != 0
+    }
+
     pub(super) fn is_done(&self) -> bool {
         self.sent_end && self.recv_end
     }
