@@ -1,6 +1,6 @@
 //! 100 MiB each way through the proxy, compared byte for byte without holding it twice.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! CONNECT tunnels: curl's `--proxytunnel`, and raw HTTP spoken through a tunnel by hand.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! once the response had started), the flow log has exactly one error line for the flow,
 //! and the proxy's descriptors come back to their count from before.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

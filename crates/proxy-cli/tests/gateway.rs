@@ -3,7 +3,7 @@
 //! left, what the backends are told about the client, connection limits and the queue,
 //! configuration reloaded under a long download.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! trusts only that CA. `git fsck --full` must pass in the clone, and HEAD and the big file
 //! must match. The origin and the fixture live in `support/git.rs`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! The origins are first checked straight, without the proxy, so a failure through the proxy
 //! is the proxy's.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

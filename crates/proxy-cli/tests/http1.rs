@@ -1,7 +1,7 @@
 //! Plain HTTP/1.1 through the proxy with real clients: absolute-form requests, bodies,
 //! keep-alive, streaming, the flow log and python's urllib.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

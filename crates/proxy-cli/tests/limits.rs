@@ -2,7 +2,7 @@
 //! others wait, connected, in the listen backlog until one of the N ends; none is refused or
 //! dropped, a client that gives up while waiting costs nothing, and the proxy serves on.
 
-mod support;
+use crate::support;
 
 use std::io::ErrorKind;
 use std::sync::mpsc;

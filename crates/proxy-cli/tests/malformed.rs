@@ -2,7 +2,7 @@
 //! the cause, the connection is closed, nothing smuggled reaches the origin, and the proxy goes
 //! on serving.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

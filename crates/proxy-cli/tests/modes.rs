@@ -3,7 +3,7 @@
 //! proxy clients (curl `-U`), several `--mode`s in one process, and transparent mode for
 //! real, in a network namespace of the test's own with an nftables redirect.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Self-checks of the test support, without the proxy: the origin's routes, the client checks
 //! the proxy tests reuse, the misbehaving origins and the helpers.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! proxy is told to trust that origin's private CA (`--upstream-ca`), as the real
 //! example.com needs no such flag.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

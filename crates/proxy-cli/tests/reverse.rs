@@ -1,7 +1,7 @@
 //! Reverse mode through the binary: the proxy stands in for an origin, with or without TLS on
 //! either side, and curl talks to it as to that origin.
 
-mod support;
+use crate::support;
 
 use support::*;
 

@@ -3,7 +3,7 @@
 //! a 408, after which the proxy holds no more descriptors than before they came. The same for
 //! request bodies trickled below a reverse proxy's least body rate.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

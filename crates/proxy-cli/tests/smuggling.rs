@@ -6,7 +6,7 @@
 //! origin that framed ambiguously is not reused. README.md ("Request smuggling") tables the
 //! rules.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -6,7 +6,7 @@
 //! Every choice (kind of request, body size, framing, whether and where to abort) comes from
 //! a pseudo-random generator seeded per connection from [`SEED`], so a failure replays.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};

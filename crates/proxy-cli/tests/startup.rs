@@ -3,7 +3,7 @@
 //! even with `-q`, and Ctrl-C: idle keep-alive clients closed at once, the wait said in the
 //! log (without colour escapes in a file), a second Ctrl-C quitting at once.
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! Each origin is first checked straight, without the proxy, so a failure through the proxy
 //! is the proxy's.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::time::Duration;

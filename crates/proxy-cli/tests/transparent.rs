@@ -5,7 +5,7 @@
 //! proxy. The proxy runs as root, so its own connections to the origins are not redirected.
 //! Nothing leaves the namespace's loopback. Needs root and `nft` (`.ci/run` installs it).
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Origins that fail: refusing connections, never answering, closing mid-body.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Upstream-proxy mode through the binary: one sansproxy sends everything on through another.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};

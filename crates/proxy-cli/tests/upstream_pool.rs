@@ -2,7 +2,7 @@
 //! (one request each, `Connection: close`) reach the backend over a handful of connections,
 //! plain and TLS, and `--no-server-reuse` turns it off.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! close codes that reach the origin, messages not batched, a 64 MiB message and a slow
 //! reader with the proxy's memory bounded.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! descriptors and memory. Everything binds 127.0.0.1:0, every wait is bounded, and every
 //! child process is killed by its guard.
 //!
-//! Each test binary includes this module with `mod support;` and uses part of it.
+//! `tests/main.rs` declares this module once for every subject; each uses part of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod checks;
