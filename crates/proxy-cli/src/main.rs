@@ -1133,7 +1133,7 @@ impl Args {
         let mut argv = vec![cli[0].clone()];
         // Where to listen is one setting, however given: the command line's replaces the
         // file's whole (--listen and -p, which exclude each other, would otherwise meet).
-        match cli[1..].iter().any(|a| is_listen_flag(a)) {
+        match cli[1..].iter().any(is_listen_flag) {
             true => argv.extend(without_listen_flags(&file.args)),
             false => argv.extend(file.args.iter().cloned()),
         }

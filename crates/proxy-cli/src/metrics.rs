@@ -41,8 +41,11 @@ pub(crate) struct Metrics {
     carried_streams: Family<Labels, Gauge>,
     streams_joined: Family<Labels, Gauge>,
     /// Each listener's gateway and shared upstream connections, by listener name.
-    sources: std::sync::Mutex<Vec<(String, Option<Gateway>, Option<PoolMonitor>)>>,
+    sources: std::sync::Mutex<Vec<Source>>,
 }
+
+/// A listener's name, its gateway and its shared upstream connections.
+type Source = (String, Option<Gateway>, Option<PoolMonitor>);
 
 fn latency_buckets() -> Histogram {
     // 1 ms to about 16 s.

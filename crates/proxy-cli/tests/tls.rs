@@ -338,7 +338,8 @@ fn resumption_recording_origin(cert: &Cert) -> (TcpServer, std::sync::Arc<std::s
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
         let Ok(conn) = rustls::ServerConnection::new(config.clone()) else { return };
         let mut wire = Wire::new(rustls::StreamOwned::new(conn, tcp));
-        while let Ok(Some(_)) = wire.read_head(64 * 1024) {
+        // One request a connection: the answer says `Connection: close`.
+        if let Ok(Some(_)) = wire.read_head(64 * 1024) {
             let tls = &wire.get_mut().conn;
             if seen.lock().unwrap().len() < 100 && !tls.is_handshaking() {
                 let kind = tls.handshake_kind();
@@ -348,7 +349,6 @@ fn resumption_recording_origin(cert: &Cert) -> (TcpServer, std::sync::Arc<std::s
                 return;
             }
             let _ = std::io::Write::flush(wire.get_mut());
-            return;
         }
     });
     (server, resumed)

@@ -64,13 +64,16 @@ impl Mode {
     }
 }
 
+/// What decides whether a user and password are accepted.
+type CheckFn = dyn Fn(&str, &str) -> bool + Send + Sync;
+
 /// Who may use the proxy: HTTP proxy clients (regular and upstream mode) send
 /// `Proxy-Authorization: Basic`, SOCKS5 clients RFC 1929's username and password. The check
 /// is the embedder's, so that credentials may live anywhere (an htpasswd file, a database);
 /// [`ProxyAuth::single`] is one user compared in constant time.
 #[derive(Clone)]
 pub struct ProxyAuth {
-    check: Arc<dyn Fn(&str, &str) -> bool + Send + Sync>,
+    check: Arc<CheckFn>,
     /// The realm named in `Proxy-Authenticate`.
     pub realm: String,
 }

@@ -180,7 +180,10 @@ impl Default for WebSocketLimits {
 /// section 5.3: unpredictable to scripts). The core draws no randomness itself: the embedder
 /// supplies it, and tests supply a fixed sequence.
 #[derive(Clone)]
-pub struct MaskKeys(Arc<dyn Fn(&mut [u8]) + Send + Sync>);
+pub struct MaskKeys(Arc<FillFn>);
+
+/// What fills a buffer with unpredictable bytes.
+type FillFn = dyn Fn(&mut [u8]) + Send + Sync;
 
 impl MaskKeys {
     /// Keys from `fill`, which fills a buffer with unpredictable bytes.

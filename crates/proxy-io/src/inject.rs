@@ -43,8 +43,11 @@ const QUEUE: usize = 256;
 /// ```
 #[derive(Clone, Default)]
 pub struct Injector {
-    flows: Arc<Mutex<HashMap<(SocketAddr, FlowId), mpsc::Sender<Event>>>>,
+    flows: Arc<Mutex<Queues>>,
 }
+
+/// Each live flow's queue, by its client connection and flow.
+type Queues = HashMap<(SocketAddr, FlowId), mpsc::Sender<Event>>;
 
 /// Why a message could not be injected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -38,7 +38,7 @@ fn parse(from: Peer, deflate: bool, pieces: &[&[u8]]) -> Parsed {
     for piece in pieces {
         reader.receive(Bytes::copy_from_slice(piece));
         loop {
-            match reader.next() {
+            match reader.next_item() {
                 Ok(None) => break,
                 Ok(Some(Item::Data { start, fin, raw, mask })) => {
                     if let Some((kind, compressed)) = start {
@@ -133,7 +133,7 @@ impl Out {
         self.queued += data.len();
         self.reader.receive(data.clone());
         loop {
-            match self.reader.next() {
+            match self.reader.next_item() {
                 Ok(None) => return,
                 Ok(Some(item)) => {
                     assert!(!self.closed_frame, "{what}: a frame after the close frame");

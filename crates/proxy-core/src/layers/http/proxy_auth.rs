@@ -39,7 +39,7 @@ pub(super) fn required(auth: &ProxyAuth) -> Response {
 /// Standard base64 with padding, as Basic credentials are written; `None` if it is not.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {

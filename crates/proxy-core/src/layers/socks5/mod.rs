@@ -261,11 +261,9 @@ impl Layer for Socks5Layer {
                 self.buf.extend_from_slice(&data);
                 self.advance(cx, now);
             }
-            Event::ConnectionClosed { conn: ConnId::CLIENT } => {
-                if !matches!(self.state, State::Closed) {
-                    cx.log(LogLevel::Debug, format!("SOCKS5 client {} left during the handshake", cx.client.peer));
-                    self.close(cx);
-                }
+            Event::ConnectionClosed { conn: ConnId::CLIENT } if !matches!(self.state, State::Closed) => {
+                cx.log(LogLevel::Debug, format!("SOCKS5 client {} left during the handshake", cx.client.peer));
+                self.close(cx);
             }
             Event::Opened { conn } => {
                 if let State::Connecting { server, .. } = self.state {

@@ -353,7 +353,7 @@ impl WebSocketLayer {
                     Err(error) => return self.fail(cx, now, from, error),
                 }
             }
-            let item = match self.end(from).reader.next() {
+            let item = match self.end(from).reader.next_item() {
                 Ok(Some(item)) => item,
                 Ok(None) => return,
                 Err(error) => return self.fail(cx, now, from, error),

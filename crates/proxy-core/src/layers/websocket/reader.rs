@@ -85,7 +85,7 @@ impl Reader {
         self.deflate = on;
     }
 
-    /// Takes in bytes the peer sent, to be read by [`next`](Self::next).
+    /// Takes in bytes the peer sent, to be read by [`next_item`](Self::next_item).
     pub fn receive(&mut self, data: Bytes) {
         if !data.is_empty() {
             self.len += data.len();
@@ -94,7 +94,7 @@ impl Reader {
     }
 
     /// The next thing the peer sent, once enough of it is here.
-    pub fn next(&mut self) -> Result<Option<Item>, WsError> {
+    pub fn next_item(&mut self) -> Result<Option<Item>, WsError> {
         loop {
             let Some(current) = &mut self.current else {
                 if !self.start_frame()? {
@@ -257,7 +257,7 @@ mod tests {
 
     fn all(reader: &mut Reader) -> Vec<Item> {
         let mut items = Vec::new();
-        while let Some(item) = reader.next().unwrap() {
+        while let Some(item) = reader.next_item().unwrap() {
             items.push(item);
         }
         items
@@ -306,7 +306,7 @@ mod tests {
             let mut reader = Reader::new(from);
             reader.receive(bytes.into());
             let error = loop {
-                match reader.next() {
+                match reader.next_item() {
                     Ok(Some(_)) => continue,
                     Ok(None) => panic!("no error for {expected}"),
                     Err(e) => break e,

@@ -663,7 +663,7 @@ impl Engine {
         if head.has(frame::ACK) {
             return if payload.is_empty() { Ok(()) } else { Err(goaway(Reason::FRAME_SIZE_ERROR)) };
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(goaway(Reason::FRAME_SIZE_ERROR));
         }
         let delta = self.peer.apply(payload).map_err(goaway)?;
@@ -896,7 +896,7 @@ impl Engine {
         };
         let decoded = self.decode(kind, block)?;
         match (self.role, key) {
-            (Role::Server, None) if id % 2 == 0 || id > self.last_peer_id => self.new_request(id, end_stream, decoded, dependency),
+            (Role::Server, None) if id.is_multiple_of(2) || id > self.last_peer_id => self.new_request(id, end_stream, decoded, dependency),
             (_, Some(key)) if self.streams.contains_key(&key) => self.stream_head(key, end_stream, decoded),
             _ => {
                 if self.is_idle(id) {
@@ -940,7 +940,7 @@ impl Engine {
 
     /// A request on a new stream (server role).
     fn new_request(&mut self, id: u32, end_stream: bool, decoded: Result<Decoded, HeadError>, dependency: Option<u32>) -> Result<(), (Reason, ConnectionError)> {
-        if id % 2 == 0 || id <= self.last_peer_id {
+        if id.is_multiple_of(2) || id <= self.last_peer_id {
             return Err(goaway(Reason::PROTOCOL_ERROR));
         }
         self.last_peer_id = id;
