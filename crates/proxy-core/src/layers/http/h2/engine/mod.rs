@@ -1199,13 +1199,12 @@ impl Engine {
     fn flush_bodies(&mut self) {
         let max_frame = self.peer.max_frame_size;
         // Room for every frame this pass can send, taken once: grown frame by frame, the
-        // output was copied again on each doubling. A frame carries at most one queued
-        // chunk, or a frame's worth of one.
+        // output was copied again on each doubling.
         let (mut bytes, mut frames) = (0i64, 0i64);
         for (_, s) in self.streams.iter().filter(|(_, s)| s.sending() && s.pending_len > 0) {
             let n = s.send_window.min(s.pending_len as i64).max(0);
             bytes += n;
-            frames += s.pending.len() as i64 + n / max_frame as i64;
+            frames += (n + max_frame as i64 - 1) / max_frame as i64;
         }
         let bytes = bytes.min(self.send_window.max(0));
         self.output.reserve((bytes + frames * HEADER_LEN as i64) as usize);
@@ -1220,13 +1219,15 @@ impl Engine {
                     if room <= 0 {
                         continue;
                     }
-                    let Some(chunk) = s.take_pending(room as usize) else { continue };
-                    let last = s.pending.is_empty() && matches!(s.finish, Some(None));
-                    s.send_window -= chunk.len() as i64;
-                    self.send_window -= chunk.len() as i64;
-                    self.output.reserve(HEADER_LEN + chunk.len());
-                    frame::put_data_head(&mut self.output, s.id, chunk.len(), last);
-                    self.output.extend_from_slice(&chunk);
+                    // A frame of as many queued chunks as fit: a body that came in small
+                    // frames (nginx's are 8 KiB) leaves in full ones.
+                    let len = s.pending_len.min(room as usize);
+                    let last = len == s.pending_len && matches!(s.finish, Some(None));
+                    s.send_window -= len as i64;
+                    self.send_window -= len as i64;
+                    self.output.reserve(HEADER_LEN + len);
+                    frame::put_data_head(&mut self.output, s.id, len, last);
+                    s.move_pending(len, &mut self.output);
                     if last {
                         s.sent_end = true;
                         s.finish = None;
@@ -1608,13 +1609,15 @@ mod tests {
         assert!(matches!(events[..], [H2Event::Response { stream: 1, end_stream: true, .. }]), "{events:?}");
     }
 
-    /// The bytes a client sends for a POST of three 3000-byte chunks, after the SETTINGS
-    /// exchange, and where each of its DATA frames begins.
+    /// The bytes a client sends for a POST of three 3000-byte chunks, each sent by a poll of
+    /// its own (so each is a DATA frame), after the SETTINGS exchange, and where each of its
+    /// DATA frames begins.
     fn upload_wire(client: &mut Engine, server: &mut Engine) -> (Bytes, Vec<usize>) {
         pump(client, server);
         client.open(1, request("POST", "/up"), false);
         for fill in [b'a', b'b', b'c'] {
             client.send_data(1, Bytes::from(vec![fill; 3000]));
+            client.poll();
         }
         client.finish(1, None);
         client.poll();
@@ -1689,5 +1692,41 @@ mod tests {
         // (length, handed out where it arrived)
         assert_eq!(chunks, [(3000, false), (3000, true), (3000, true)]);
         assert!(upload_seen(&events).1);
+    }
+
+    /// A body queued in small chunks (nginx's DATA frames are 8 KiB) leaves in frames as
+    /// large as the peer allows, each chunk's bytes in order; a chunk larger than the rest of
+    /// a frame is split across two.
+    #[test]
+    fn queued_chunks_leave_in_full_frames() {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        client.open(1, request("GET", "/"), true);
+        let (seen, _) = pump(&mut client, &mut server);
+        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+        server.respond(stream, ok(), false);
+        let mut sent = Vec::new();
+        for (i, len) in [8192, 8192, 8192, 10_000, 3].into_iter().enumerate() {
+            let chunk: Vec<u8> = (0..len).map(|n| (n * 7 + i) as u8).collect();
+            sent.extend_from_slice(&chunk);
+            server.send_data(stream, Bytes::from(chunk));
+        }
+        server.finish(stream, None);
+        assert!(server.poll().is_empty());
+        let wire = server.take_output();
+        let (mut at, mut lens, mut ended) = (0, Vec::new(), false);
+        while let Some(head) = Head::parse(&wire[at..]) {
+            if head.kind == frame::DATA {
+                lens.push(head.len);
+                ended = head.flags & frame::END_STREAM != 0;
+            }
+            at += HEADER_LEN + head.len;
+        }
+        assert_eq!(lens, [16_384, 16_384, 1_811], "three frames for five chunks");
+        assert!(ended, "the last frame ends the stream");
+        client.receive(wire);
+        let events = client.poll();
+        let body: Vec<u8> = events.iter().filter_map(|e| match e { H2Event::Data { data, .. } => Some(data.to_vec()), _ => None }).flatten().collect();
+        assert_eq!(body, sent);
+        assert!(matches!(events.last(), Some(H2Event::End { stream: 1, trailers: None })), "{events:?}");
     }
 }

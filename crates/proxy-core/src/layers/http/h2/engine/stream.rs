@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use crate::headers::Headers;
 
 use super::Reason;
@@ -98,11 +98,23 @@ impl Stream {
         self.pending.push_back(data);
     }
 
-    /// Up to `room` bytes of the queued body, for one DATA frame.
-    pub(super) fn take_pending(&mut self, room: usize) -> Option<Bytes> {
-        let front = self.pending.front_mut()?;
-        let chunk = if front.len() <= room { self.pending.pop_front()? } else { front.split_to(room) };
-        self.pending_len -= chunk.len();
-        Some(chunk)
+    /// Moves the first `len` bytes of the queued body (at most `pending_len`) to `out`,
+    /// across as many queued chunks as they take.
+    pub(super) fn move_pending(&mut self, len: usize, out: &mut BytesMut) {
+        debug_assert!(len <= self.pending_len);
+        self.pending_len -= len;
+        let mut left = len;
+        while left > 0 {
+            let Some(front) = self.pending.front_mut() else { break };
+            if front.len() <= left {
+                left -= front.len();
+                out.extend_from_slice(front);
+                self.pending.pop_front();
+            } else {
+                out.extend_from_slice(&front[..left]);
+                front.advance(left);
+                left = 0;
+            }
+        }
     }
 }
