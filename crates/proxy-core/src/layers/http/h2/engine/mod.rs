@@ -1408,6 +1408,16 @@ mod tests {
         (from_client, from_server)
     }
 
+    /// A client and a server after the client's GET of `path` (stream 1, no body) has
+    /// reached the server, and the server's key for its stream.
+    fn one_get(path: &'static str) -> (Engine, Engine, StreamKey) {
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        client.open(1, request("GET", path), true);
+        let (seen, _) = pump(&mut client, &mut server);
+        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+        (client, server, stream)
+    }
+
     /// Everything the core's HTTP/2 support rests on: h2, polled with a waker that does
     /// nothing, over buffers, completes a whole exchange in both directions.
     #[test]
@@ -1514,10 +1524,7 @@ mod tests {
     /// handed out, not reset with the connection.
     #[test]
     fn a_response_completed_by_the_last_frames_before_goaway_is_delivered() {
-        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        client.open(1, request("GET", "/slow"), true);
-        let (seen, _) = pump(&mut client, &mut server);
-        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+        let (mut client, mut server, stream) = one_get("/slow");
         server.shutdown(None);
         let (_, seen) = pump(&mut client, &mut server);
         assert!(seen.is_empty(), "the stream in progress survives the GOAWAY: {seen:?}");
@@ -1699,10 +1706,7 @@ mod tests {
     /// a frame is split across two.
     #[test]
     fn queued_chunks_leave_in_full_frames() {
-        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-        client.open(1, request("GET", "/"), true);
-        let (seen, _) = pump(&mut client, &mut server);
-        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+        let (mut client, mut server, stream) = one_get("/");
         server.respond(stream, ok(), false);
         let mut sent = Vec::new();
         for (i, len) in [8192, 8192, 8192, 10_000, 3].into_iter().enumerate() {
