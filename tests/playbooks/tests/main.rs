@@ -1,6 +1,6 @@
 //! The playbooks, one module per subject, in one test binary: under the release profile's LTO
-//! each test binary compiles the crates it uses anew, so one binary for the 21 subjects builds
-//! in a fraction of the time 21 did. `cargo test -p playbooks h2::` runs one subject; a new
+//! each test binary compiles the crates it uses anew, so one binary for all the subjects builds
+//! in a fraction of the time one each did. `cargo test -p playbooks h2::` runs one subject; a new
 //! playbook file needs its `mod` line here.
 
 mod carrier;
