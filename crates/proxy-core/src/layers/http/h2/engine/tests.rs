@@ -139,10 +139,7 @@ fn a_response_head_block_sent_again_is_taken_as_before() {
 /// window, and goes on when reading resumes.
 #[test]
 fn an_unread_stream_stops_its_sender_after_one_window() {
-    let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
-    client.open(1, request("GET", "/"), true);
-    let (seen, _) = pump(&mut client, &mut server);
-    let H2Event::Request { stream, .. } = seen[0] else { panic!() };
+    let (mut client, mut server, stream) = one_get("/");
     server.respond(stream, ok(), false);
     server.send_data(stream, Bytes::from(vec![0; 300_000]));
     server.finish(stream, None);
@@ -211,14 +208,19 @@ fn requests_before_the_servers_settings_wait_for_its_stream_limit() {
     assert_eq!(answered, (1..=20).collect::<Vec<_>>());
 }
 
-/// The frames of `bytes`: (type, stream) each.
-fn frame_list(mut bytes: &[u8]) -> Vec<(u8, u32)> {
+/// The headers of the frames in `bytes`.
+fn heads(mut bytes: &[u8]) -> Vec<Head> {
     let mut list = Vec::new();
     while let Some(head) = Head::parse(bytes) {
-        list.push((head.kind, head.stream));
+        list.push(head);
         bytes = &bytes[HEADER_LEN + head.len..];
     }
     list
+}
+
+/// The frames of `bytes`: (type, stream) each.
+fn frame_list(bytes: &[u8]) -> Vec<(u8, u32)> {
+    heads(bytes).iter().map(|head| (head.kind, head.stream)).collect()
 }
 
 /// A request the server has room for goes out as it is opened, no poll needed; one
@@ -279,8 +281,8 @@ fn upload_wire(client: &mut Engine, server: &mut Engine) -> (Bytes, Vec<usize>) 
     (wire, data)
 }
 
-/// The body and whether the message ended, from a server's events.
-fn upload_seen(events: &[H2Event]) -> (Vec<u8>, bool) {
+/// The body and whether the message on stream 1 ended, from an engine's events.
+fn body_seen(events: &[H2Event]) -> (Vec<u8>, bool) {
     let mut body = Vec::new();
     for event in events {
         if let H2Event::Data { data, .. } = event {
@@ -312,7 +314,7 @@ fn frames_split_anywhere_between_reads_are_read_whole() {
             from = to;
         }
         assert!(matches!(events.first(), Some(H2Event::Request { stream: 1, end_stream: false, .. })), "split at {points:?}: {events:?}");
-        assert_eq!(upload_seen(&events), (expected.clone(), true), "split at {points:?}");
+        assert_eq!(body_seen(&events), (expected.clone(), true), "split at {points:?}");
     }
 }
 
@@ -337,7 +339,7 @@ fn after_a_frame_split_between_reads_the_next_frames_are_read_in_place() {
         .collect();
     // (length, handed out where it arrived)
     assert_eq!(chunks, [(3000, false), (3000, true), (3000, true)]);
-    assert!(upload_seen(&events).1);
+    assert!(body_seen(&events).1);
 }
 
 /// A body queued in small chunks (nginx's DATA frames are 8 KiB) leaves in frames as
@@ -356,19 +358,12 @@ fn queued_chunks_leave_in_full_frames() {
     server.finish(stream, None);
     assert!(server.poll().is_empty());
     let wire = server.take_output();
-    let (mut at, mut lens, mut ended) = (0, Vec::new(), false);
-    while let Some(head) = Head::parse(&wire[at..]) {
-        if head.kind == frame::DATA {
-            lens.push(head.len);
-            ended = head.flags & frame::END_STREAM != 0;
-        }
-        at += HEADER_LEN + head.len;
-    }
+    let data: Vec<Head> = heads(&wire).into_iter().filter(|head| head.kind == frame::DATA).collect();
+    let lens: Vec<usize> = data.iter().map(|head| head.len).collect();
     assert_eq!(lens, [16_384, 16_384, 1_811], "three frames for five chunks");
-    assert!(ended, "the last frame ends the stream");
+    assert!(data.last().is_some_and(|head| head.has(frame::END_STREAM)), "the last frame ends the stream");
     client.receive(wire);
     let events = client.poll();
-    let body: Vec<u8> = events.iter().filter_map(|e| match e { H2Event::Data { data, .. } => Some(data.to_vec()), _ => None }).flatten().collect();
-    assert_eq!(body, sent);
+    assert_eq!(body_seen(&events).0, sent);
     assert!(matches!(events.last(), Some(H2Event::End { stream: 1, trailers: None })), "{events:?}");
 }
