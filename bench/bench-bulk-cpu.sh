@@ -1,43 +1,66 @@
 #!/usr/bin/env bash
-# Where a bulk transfer's CPU goes. 1 GiB over HTTPS with curl through the intercepting proxy
-# (../shared/bench's origin: nginx's /1g for a download, HTTP/2 both sides; the aux origin's
-# /upload for an upload, HTTP/1.1 to the origin), and the same download direct: the rate,
-# and the CPU seconds of the proxy, the origin and curl over the transfer, and how long the
-# two cores sat idle meanwhile. The direct download shows what the bytes cost without the
-# proxy; a proxied transfer can only go as fast as the cores do all three processes' work.
+# Where a bulk transfer's CPU goes. 1 GiB over HTTPS with curl through a proxy (../shared/bench's
+# origin: nginx's /1g for a download, HTTP/2 both sides; the aux origin's /upload for an upload,
+# HTTP/1.1 to the origin), and the same download direct: the rate, and the CPU seconds of the
+# proxy, the origin and curl over the transfer, and how long the two cores sat idle meanwhile.
+# The direct download shows what the bytes cost without the proxy; a proxied transfer can only
+# go as fast as the cores do all three processes' work.
+#
+# The proxies (BULK_CPU_SETUPS, all by default):
+#   forward   sansproxy intercepting (curl -x, the MITM CA)
+#   reverse   sansproxy as a TLS reverse proxy to the origin (its certificate, re-encrypting)
+#   haproxy   HAProxy 2.6 doing the same as `reverse` (../shared/bench/peers/haproxy.sh)
 #
 #   bench/bench-bulk-cpu.sh [--runs N] [--proxy PATH]
 # Env: SHARED_BENCH, BENCH_STATE, PROXY_PORT (18888), BULK_CPU_TESTS ("dl ul"),
-#      PROXY_ARGS (extra flags for the proxy). Stops only the processes it started.
+#      BULK_CPU_SETUPS ("forward reverse haproxy"), PROXY_ARGS (extra flags for sansproxy).
+#      Stops only the processes it started.
 set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "$0")/common.sh"
 ensure_origin
+case " ${BULK_CPU_SETUPS:-haproxy} " in *" haproxy "*)
+    command -v haproxy >/dev/null || die "haproxy is not installed (apt-get install haproxy)";; esac
 port_busy "$PROXY_PORT" && die "something already listens on port $PROXY_PORT"
 PKI="$BENCH_STATE/pki"
 HZ=$(getconf CLK_TCK)
 out="$BENCH_STATE/logs/bulk-cpu.jsonl"; : > "$out"
 
-# transfer LABEL TEST: one 1 GiB transfer, through the proxy unless LABEL is direct; appends
-# its JSON line to $out.
+# transfer LABEL TEST: one 1 GiB transfer through the proxy LABEL names (or direct); appends its
+# JSON line to $out.
 transfer() {
-    local label="$1" test="$2" url origin what p0=0 p1=0 o0 o1 i0 i1 rate cpu args=()
+    local label="$1" test="$2" path origin origin_port what p0=0 p1=0 o0 o1 i0 i1 rate cpu args=() url
     if [ "$test" = dl ]; then
-        url="https://localhost:$ORIGIN_HTTPS_PORT/1g"; origin=$(pgrep -f "nginx: worker" | tr '\n' ' '); what=speed_download
+        path=/1g; origin_port=$ORIGIN_HTTPS_PORT; origin=$(pgrep -f "nginx: worker" | tr '\n' ' '); what=speed_download
     else
-        url="https://localhost:$AUX_HTTPS_PORT/upload"; origin=$(pgrep -f aux_origin.py | tr '\n' ' '); what=speed_upload
+        path=/upload; origin_port=$AUX_HTTPS_PORT; origin=$(pgrep -f aux_origin.py | tr '\n' ' '); what=speed_upload
         args=(-T "$BENCH_STATE/www/1g")
     fi
-    if [ "$label" = direct ]; then
-        args+=(--cacert "$PKI/origin-ca.pem")
-        PID=""
-    else
-        # shellcheck disable=SC2086
-        start_bg proxy "$BENCH_STATE/logs/bulk-cpu-proxy.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
-            --ca-cert "$PKI/mitm-ca.pem" --ca-key "$PKI/mitm-ca.key" --upstream-ca "$PKI/origin-ca.pem" ${PROXY_ARGS:-}
+    url="https://localhost:$origin_port$path"
+    PID=""
+    case "$label" in
+        direct)
+            args+=(--cacert "$PKI/origin-ca.pem");;
+        forward)
+            # shellcheck disable=SC2086
+            start_bg proxy "$BENCH_STATE/logs/bulk-cpu-proxy.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+                --ca-cert "$PKI/mitm-ca.pem" --ca-key "$PKI/mitm-ca.key" --upstream-ca "$PKI/origin-ca.pem" ${PROXY_ARGS:-}
+            args+=(-x "http://127.0.0.1:$PROXY_PORT" --cacert "$PKI/mitm-ca.pem");;
+        reverse)
+            # shellcheck disable=SC2086
+            start_bg proxy "$BENCH_STATE/logs/bulk-cpu-proxy.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+                --mode "reverse:https://localhost:$origin_port" --listen-tls --cert "$PKI/origin-combined.pem" \
+                --upstream-ca "$PKI/origin-ca.pem" ${PROXY_ARGS:-}
+            url="https://localhost:$PROXY_PORT$path"; args+=(--cacert "$PKI/origin-ca.pem");;
+        haproxy)
+            start_bg haproxy "$BENCH_STATE/logs/bulk-cpu-haproxy.log" bash "$SHARED/peers/haproxy.sh" "$PROXY_PORT" \
+                "https://127.0.0.1:$origin_port" "$BENCH_STATE"
+            url="https://localhost:$PROXY_PORT$path"; args+=(--cacert "$PKI/origin-ca.pem");;
+        *) die "unknown setup $label";;
+    esac
+    if [ "$label" != direct ]; then
         PID=$BG_PID
-        wait_port "$PROXY_PORT" 30 || die "the proxy did not listen"
-        args+=(-x "http://127.0.0.1:$PROXY_PORT" --cacert "$PKI/mitm-ca.pem")
+        wait_port "$PROXY_PORT" 30 || die "$label did not listen"
     fi
     # shellcheck disable=SC2086
     o0=$(ticks $origin); i0=$(idle_ticks); [ -n "$PID" ] && p0=$(ticks "$PID")
@@ -53,7 +76,7 @@ transfer() {
 
 for r in $(seq 1 "$RUNS"); do
     for test in ${BULK_CPU_TESTS:-dl ul}; do
-        transfer proxy "$test"
+        for setup in ${BULK_CPU_SETUPS:-forward reverse haproxy}; do transfer "$setup" "$test"; done
         [ "$test" = dl ] && transfer direct dl
     done
 done
