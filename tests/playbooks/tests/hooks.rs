@@ -113,6 +113,49 @@ fn a_response_given_to_response_headers_replaces_the_servers_and_goes_through_th
         .run();
 }
 
+/// Found by the `scenario` fuzz target: the server answered before the request body ended,
+/// its head went through `ResponseHeaders` (which asked for both bodies whole), and the
+/// `Request` hook at the body's end answered the flow itself. Its response replaces the
+/// server's, which the client has not seen, and goes through `Response` only:
+/// `ResponseHeaders` was this flow's already.
+#[test]
+fn a_response_given_to_the_request_hook_after_an_early_response_head_raises_no_second_response_headers() {
+    Playbook::new(http_proxy())
+        .recv(CLIENT, "POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n")
+        .expect(hook(F1, HookKind::RequestHeaders))
+        .expect(pause(CLIENT))
+        .reply(F1, HookReply::Continue)
+        .expect(open(S1, "a.test:80"))
+        .opened(S1)
+        .expect(send(S1, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"))
+        .expect(resume(CLIENT))
+        .recv(CLIENT, "0123")
+        .expect(send(S1, "0123"))
+        .recv(S1, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        .expect(hook(F1, HookKind::ResponseHeaders))
+        .expect(pause(CLIENT))
+        .expect(pause(S1))
+        .update(F1, |f| {
+            f.buffer_request = true;
+            f.buffer_response = true;
+        })
+        .expect(resume(CLIENT))
+        .expect(resume(S1))
+        .recv(CLIENT, "456789")
+        .expect(send(S1, "456789"))
+        .expect(hook(F1, HookKind::Request))
+        .expect(pause(CLIENT))
+        .expect(pause(S1))
+        .reply(F1, HookReply::Respond(Response::text(403, "no\n")))
+        .expect(hook(F1, HookKind::Response).inspect(|f| assert_eq!(f.response.as_ref().unwrap().status, 403)))
+        // The server's response is not wanted any more: its connection goes.
+        .expect(close(S1))
+        .reply(F1, HookReply::Continue)
+        .expect(send(CLIENT, plain(403, "Forbidden", "no\n")))
+        .expect(resume(CLIENT))
+        .run();
+}
+
 #[test]
 fn a_response_given_by_a_hook_reaches_the_response_hooks_of_an_h2_client() {
     let mut pump = Pump::new(http_proxy(), Peer::H2(Box::new(playbooks::h2::H2Peer::client())), Box::new(|_| None))

@@ -18,7 +18,7 @@ use crate::event::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response, Version};
 use crate::gateway::{Admitted, Backend, Lease, Ticket};
 use crate::headers::Headers;
-use crate::hook::{Hook, HookKind, HookReply};
+use crate::hook::{Hook, HookKind, HookReply, HookSet};
 use crate::ids::{FlowId, Scheme, ServerAddr};
 use super::error::{ClientError, HttpError, ServerError};
 use super::pool::Versions;
@@ -188,6 +188,8 @@ pub(crate) struct HttpStream {
     local_continue: bool,
     /// The `Error` hook was raised: a flow fails once, whatever else goes wrong after.
     failed: bool,
+    /// The hooks raised for this flow so far.
+    raised: HookSet,
     finished: bool,
     /// While the client owes request body bytes: when its silence becomes a timeout.
     body_deadline: Option<Instant>,
@@ -220,6 +222,7 @@ impl HttpStream {
             deferred: VecDeque::new(),
             local_continue: false,
             failed: false,
+            raised: HookSet::NONE,
             finished: false,
             body_deadline: None,
             rate_window: None,
@@ -801,12 +804,18 @@ impl HttpStream {
         if matches!(self.req, Req::Headers | Req::Buffering(_) | Req::Streaming) {
             self.req = Req::Discarding;
         }
+        // A hook is raised once per flow: a server's response whose head the client has not
+        // seen yet (an early one, held for `Response`) may already have been through
+        // `ResponseHeaders` when `Request` answers the flow.
         let next = match from {
             _ if self.is_connect() => None,
-            None | Some(HookKind::RequestHeaders | HookKind::Request) => Some(HookKind::ResponseHeaders),
-            Some(HookKind::ResponseHeaders) => Some(HookKind::Response),
+            None | Some(HookKind::RequestHeaders | HookKind::Request) if !self.raised.contains(HookKind::ResponseHeaders) => {
+                Some(HookKind::ResponseHeaders)
+            }
+            None | Some(HookKind::RequestHeaders | HookKind::Request | HookKind::ResponseHeaders) => Some(HookKind::Response),
             Some(_) => None,
-        };
+        }
+        .filter(|&kind| !self.raised.contains(kind));
         let waits = match next {
             Some(HookKind::ResponseHeaders) => self.raise(cx, HookKind::ResponseHeaders) || self.raise(cx, HookKind::Response),
             Some(kind) => self.raise(cx, kind),
@@ -912,6 +921,7 @@ impl HttpStream {
         };
         cx.hook(self.flow.id, hook);
         self.waiting = Some(kind);
+        self.raised = self.raised.with(kind);
         true
     }
 
