@@ -63,7 +63,9 @@ pub enum Hook {
     /// The request is complete. Blocking. Its body is present only if `buffer_request` was
     /// set: otherwise it streamed to the server as it came, and went before this hook. Replies
     /// as for `RequestHeaders`; a `Respond` after a streamed body no longer waits for the
-    /// server's answer, and goes through `ResponseHeaders` and `Response` likewise.
+    /// server's answer, and goes through `ResponseHeaders` and `Response` likewise, or only
+    /// through `Response` if the server answered early and its head went through
+    /// `ResponseHeaders` already (a hook is raised once per flow).
     Request(Box<HttpFlow>),
     /// Status line and headers of the response are in; its body has not been read. Blocking:
     /// `Continue` streams the body to the client as it comes, `Update` with
@@ -204,9 +206,10 @@ pub enum HookReply {
     /// Answer the client with this response and do not contact (or no longer wait for) the
     /// server. In answer to `RequestHeaders` or `Request` the response then goes through
     /// `ResponseHeaders` and `Response`, and in answer to `ResponseHeaders` through `Response`,
-    /// as a server's response would (each if it is in the hook set); to `HttpConnect`,
-    /// `Response` or `Error` it is sent as it is. A response with no body is sent with an empty
-    /// one. Too late once the response has begun to reach the client: it is then ignored.
+    /// as a server's response would (each if it is in the hook set and not raised for the
+    /// flow yet); to `HttpConnect`, `Response` or `Error` it is sent as it is. A response with
+    /// no body is sent with an empty one. Too late once the response has begun to reach the
+    /// client: it is then ignored.
     Respond(Response),
     /// Drop what the hook is about. For an HTTP flow: close its server connection and the
     /// client connection (an HTTP/2 client's stream is reset instead; its other streams go
