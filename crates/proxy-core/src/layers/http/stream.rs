@@ -804,23 +804,16 @@ impl HttpStream {
         if matches!(self.req, Req::Headers | Req::Buffering(_) | Req::Streaming) {
             self.req = Req::Discarding;
         }
-        // A hook is raised once per flow: a server's response whose head the client has not
-        // seen yet (an early one, held for `Response`) may already have been through
-        // `ResponseHeaders` when `Request` answers the flow.
-        let next = match from {
-            _ if self.is_connect() => None,
-            None | Some(HookKind::RequestHeaders | HookKind::Request) if !self.raised.contains(HookKind::ResponseHeaders) => {
-                Some(HookKind::ResponseHeaders)
-            }
-            None | Some(HookKind::RequestHeaders | HookKind::Request | HookKind::ResponseHeaders) => Some(HookKind::Response),
-            Some(_) => None,
-        }
-        .filter(|&kind| !self.raised.contains(kind));
-        let waits = match next {
-            Some(HookKind::ResponseHeaders) => self.raise(cx, HookKind::ResponseHeaders) || self.raise(cx, HookKind::Response),
-            Some(kind) => self.raise(cx, kind),
-            None => false,
+        let after: &[HookKind] = match from {
+            _ if self.is_connect() => &[],
+            None | Some(HookKind::RequestHeaders | HookKind::Request) => &[HookKind::ResponseHeaders, HookKind::Response],
+            Some(HookKind::ResponseHeaders) => &[HookKind::Response],
+            Some(_) => &[],
         };
+        // The first of them in the hook set, and not raised for this flow yet: a hook is raised
+        // once per flow, and a server's early response, held for `Response` and unseen by the
+        // client, may have been through `ResponseHeaders` when `Request` answers the flow.
+        let waits = after.iter().any(|&kind| !self.raised.contains(kind) && self.raise(cx, kind));
         if !waits {
             self.send_buffered_response(now, out);
         }
