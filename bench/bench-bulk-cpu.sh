@@ -43,18 +43,11 @@ transfer() {
             args+=(--cacert "$PKI/origin-ca.pem");;
         forward)
             # shellcheck disable=SC2086
-            start_bg proxy "$BENCH_STATE/logs/bulk-cpu-proxy.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
-                --ca-cert "$PKI/mitm-ca.pem" --ca-key "$PKI/mitm-ca.key" --upstream-ca "$PKI/origin-ca.pem" ${PROXY_ARGS:-}
+            start_proxy forward "bulk-cpu-$label" "$origin_port" ${PROXY_ARGS:-}
             args+=(-x "http://127.0.0.1:$PROXY_PORT" --cacert "$PKI/mitm-ca.pem");;
-        reverse)
+        reverse|haproxy)
             # shellcheck disable=SC2086
-            start_bg proxy "$BENCH_STATE/logs/bulk-cpu-proxy.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
-                --mode "reverse:https://localhost:$origin_port" --listen-tls --cert "$PKI/origin-combined.pem" \
-                --upstream-ca "$PKI/origin-ca.pem" ${PROXY_ARGS:-}
-            url="https://localhost:$PROXY_PORT$path"; args+=(--cacert "$PKI/origin-ca.pem");;
-        haproxy)
-            start_bg haproxy "$BENCH_STATE/logs/bulk-cpu-haproxy.log" bash "$SHARED/peers/haproxy.sh" "$PROXY_PORT" \
-                "https://127.0.0.1:$origin_port" "$BENCH_STATE"
+            start_proxy "$label" "bulk-cpu-$label" "$origin_port" ${PROXY_ARGS:-}
             url="https://localhost:$PROXY_PORT$path"; args+=(--cacert "$PKI/origin-ca.pem");;
         *) die "unknown setup $label";;
     esac

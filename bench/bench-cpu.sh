@@ -62,18 +62,14 @@ start() {
         direct) return 0;;
         forward|forward-h1)
             local extra=(); [ "$setup" = forward-h1 ] && extra=(--no-http2)
-            start_bg "$setup" "$BENCH_STATE/logs/cpu-$setup.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
-                --ca-cert "$PKI/mitm-ca.pem" --ca-key "$PKI/mitm-ca.key" --upstream-ca "$PKI/origin-ca.pem" "${extra[@]}"
+            start_proxy forward "cpu-$setup" "$ORIGIN_HTTPS_PORT" "${extra[@]}"
             VIA=(--proxy "127.0.0.1:$PROXY_PORT" --ca "$PKI/mitm-ca.pem");;
         reverse|reverse-own)
             local extra=(); [ "$setup" = reverse-own ] && extra=(--no-shared-streams)
-            start_bg "$setup" "$BENCH_STATE/logs/cpu-$setup.log" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
-                --mode "reverse:https://localhost:$ORIGIN_HTTPS_PORT" --listen-tls --cert "$PKI/origin-combined.pem" \
-                --upstream-ca "$PKI/origin-ca.pem" "${extra[@]}"
+            start_proxy reverse "cpu-$setup" "$ORIGIN_HTTPS_PORT" "${extra[@]}"
             URL="https://127.0.0.1:$PROXY_PORT";;
         haproxy)
-            start_bg haproxy "$BENCH_STATE/logs/cpu-haproxy.log" bash "$SHARED/peers/haproxy.sh" "$PROXY_PORT" \
-                "https://127.0.0.1:$ORIGIN_HTTPS_PORT" "$BENCH_STATE"
+            start_proxy haproxy cpu-haproxy "$ORIGIN_HTTPS_PORT"
             URL="https://127.0.0.1:$PROXY_PORT";;
         *) die "unknown setup $setup";;
     esac

@@ -31,6 +31,31 @@ ticks() {
 # idle_ticks: idle + iowait clock ticks of all cores together.
 idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 
+# start_proxy KIND LABEL ORIGIN_PORT [SANSPROXY-ARGS...]: a proxy of KIND on $PROXY_PORT, its
+# output in $BENCH_STATE/logs/LABEL.log (BG_PID):
+#   forward   sansproxy intercepting (clients CONNECT and trust the MITM CA)
+#   reverse   sansproxy as a TLS reverse proxy (the origin's certificate) to the origin's
+#             HTTPS ORIGIN_PORT, re-encrypting
+#   haproxy   HAProxy 2.6 doing the same as reverse (../shared/bench/peers/haproxy.sh)
+# The other arguments go to sansproxy.
+start_proxy() {
+    local kind="$1" label="$2" origin_port="$3" pki="$BENCH_STATE/pki" logf; shift 3
+    logf="$BENCH_STATE/logs/$label.log"
+    case "$kind" in
+        forward)
+            start_bg "$label" "$logf" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+                --ca-cert "$pki/mitm-ca.pem" --ca-key "$pki/mitm-ca.key" --upstream-ca "$pki/origin-ca.pem" "$@";;
+        reverse)
+            start_bg "$label" "$logf" "$PROXY_BIN" -q --listen "127.0.0.1:$PROXY_PORT" \
+                --mode "reverse:https://localhost:$origin_port" --listen-tls --cert "$pki/origin-combined.pem" \
+                --upstream-ca "$pki/origin-ca.pem" "$@";;
+        haproxy)
+            start_bg "$label" "$logf" bash "$SHARED/peers/haproxy.sh" "$PROXY_PORT" \
+                "https://127.0.0.1:$origin_port" "$BENCH_STATE";;
+        *) die "unknown proxy $kind";;
+    esac
+}
+
 # load LABEL TEST URL PROXYLOAD-ARGS...: proxyload for D seconds against URL/1k, its JSON
 # line tagged with LABEL and TEST, appended to $out.
 load() {
