@@ -1396,3 +1396,33 @@ fn the_next_intercepted_client_of_an_http2_server_takes_the_connection_the_last_
     // which a tunnel could not take over).
     assert_eq!(origin.connections(), 2, "{}", proxy.stderr_text());
 }
+
+/// HTTP/1.1 clients intercepted on their way to an HTTP/2 server share its connections: each
+/// client connection's requests join the shared connection once (its next request takes the
+/// same stream), and one connection carries them all (one driver thread here). The second
+/// `CONNECT`'s own connection is kept whole for the next `CONNECT`, which mints its client's
+/// certificate from it. An HTTP/2 client's streams stay on the connection its `CONNECT` took.
+#[test]
+fn intercepted_http1_clients_of_an_http2_server_share_its_connection() {
+    let pki = Pki::new();
+    let origin = h2_tls_origin(&pki);
+    let metrics = unused_port();
+    let metrics_at = format!("127.0.0.1:{metrics}");
+    let proxy = intercepting(&pki, &["--threads", "1", "--metrics", &metrics_at]);
+    for _ in 0..3 {
+        let out = Via::ProxyTls(&proxy).curl().arg("--http1.1").arg(origin.url("/hello")).arg(origin.url("/hello")).run();
+        out.assert_success();
+        assert_eq!(out.text(), HELLO.repeat(2), "{out}");
+    }
+    assert_eq!(metric(metrics, "sansproxy_upstream_streams_joined"), 3.0, "{}", proxy.stderr_text());
+    assert_eq!(metric(metrics, "sansproxy_upstream_carriers"), 1.0);
+    // The self-check's, the first CONNECT's (now carrying), the second's (kept for the third).
+    assert_eq!(origin.connections(), 3, "{}", proxy.stderr_text());
+
+    let out = curl_h2(&proxy).arg(origin.url("/hello")).arg(origin.url("/hello")).run();
+    out.assert_success();
+    assert_eq!(out.text(), HELLO.repeat(2), "{out}");
+    assert_eq!(metric(metrics, "sansproxy_upstream_streams_joined"), 3.0, "an HTTP/2 client joins nothing");
+    assert_eq!(origin.connections(), 3, "{}", proxy.stderr_text());
+    assert_eq!(origin.requests().len(), 1 + 8);
+}

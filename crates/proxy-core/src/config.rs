@@ -206,10 +206,13 @@ pub struct Config {
     /// With `share_upstreams`, an HTTP/2 upstream connection carries the streams of several
     /// client connections at once: it is run on its own as a carrier
     /// ([`Connection::carrier`](crate::Connection::carrier)) from the moment it opens, and
-    /// requests of any client connection join it ([`Command::Reuse`]'s `join`). Off, a
-    /// client connection's requests go on upstream connections of its own, and an idle HTTP/2
-    /// one moves to the next client connection whole, as an HTTP/1.1 one does. Default: on
-    /// (it matters only with `share_upstreams`).
+    /// requests of any client connection join it ([`Command::Reuse`]'s `join`). So do the
+    /// requests an HTTP/1.1 client sends through an intercepted `CONNECT` to an HTTP/2
+    /// server: the tunnel's own connection is parked once its settings are exchanged (and
+    /// becomes a carrier if none to its server has room). Off, a client connection's requests
+    /// go on upstream connections of its own, and an idle HTTP/2 one moves to the next client
+    /// connection whole, as an HTTP/1.1 one does. Default: on (it matters only with
+    /// `share_upstreams`).
     ///
     /// [`Command::Reuse`]: crate::Command::Reuse
     pub share_streams: bool,

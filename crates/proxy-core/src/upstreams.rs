@@ -95,10 +95,11 @@ impl Parked {
     }
 
     /// Whether it may be run as a carrier ([`Connection::carrier`](crate::Connection::carrier))
-    /// rather than parked: it speaks HTTP/2 and was opened for requests a stream would do
-    /// for. (A forward proxy's intercepted `CONNECT` opened its own: parked whole, the next
-    /// `CONNECT` to its server takes it over, TLS session and all, and completes its client's
-    /// handshake from it, which a stream on a carrier could not.)
+    /// rather than parked whole: it speaks HTTP/2 and was opened for requests a stream would
+    /// do for, or is an intercepted `CONNECT`'s whose client speaks HTTP/1.1. Parked whole,
+    /// the next `CONNECT` to its server takes it over, TLS session and all, and completes its
+    /// client's handshake from it, which a stream on a carrier could not: so one becomes a
+    /// carrier only where none to its server has room ([`Carriers::wanted`]).
     pub fn carries_streams(&self) -> bool {
         self.server.is_h2() && self.server.joinable
     }
@@ -352,6 +353,16 @@ impl<H: Clone> Carriers<H> {
         Some((entry.id, entry.handle.clone()))
     }
 
+    /// Whether a parked connection to `key` that could carry streams
+    /// ([`Parked::carries_streams`]) is to become a carrier on the driver thread `home`: only
+    /// where no carrier to `key` there has room for another stream. Otherwise it is parked
+    /// whole, for a `CONNECT` to its server to take over (an intercepted client's certificate
+    /// is minted from its session), or a request that finds every carrier full.
+    pub fn wanted(&self, key: &PoolKey, home: Option<u64>) -> bool {
+        let room = |c: &CarrierEntry<H>| c.key == *key && c.carrying < c.capacity && (home.is_none() || c.home == home);
+        !self.list.iter().any(room)
+    }
+
     /// A stream of `id` that waited between exchanges carries one again. It is counted even
     /// past the carrier's limit (the carrier then holds the request until the server has
     /// room): it took its place when it joined, and gave it up only while it waited.
@@ -486,5 +497,22 @@ mod tests {
         carriers.remove(second);
         assert!(carriers.join(&key("a"), None).is_none());
         assert_eq!(carriers.len(), 2);
+    }
+
+    #[test]
+    fn a_connection_becomes_a_carrier_only_where_none_of_its_thread_has_room() {
+        let mut carriers: Carriers<&str> = Carriers::default();
+        assert!(carriers.wanted(&key("a"), Some(0)), "none yet");
+        let first = carriers.add(key("a"), "first", 1, Some(0));
+        assert!(!carriers.wanted(&key("a"), Some(0)), "room on thread 0's");
+        assert!(carriers.wanted(&key("a"), Some(1)), "thread 1 has none");
+        assert!(carriers.wanted(&key("b"), Some(0)), "none to b");
+        assert!(!carriers.wanted(&key("a"), None), "where threads share everything, any will do");
+        carriers.join(&key("a"), Some(0));
+        assert!(carriers.wanted(&key("a"), Some(0)), "thread 0's is full");
+        carriers.leave(first);
+        assert!(!carriers.wanted(&key("a"), Some(0)));
+        carriers.set_capacity(first, 0);
+        assert!(carriers.wanted(&key("a"), Some(0)), "closing: takes no more");
     }
 }

@@ -104,6 +104,12 @@ impl SharedPool {
         self.lock().carriers.add(key, handle, streams, crate::carrier::home())
     }
 
+    /// Whether a parked connection to `key` that could carry streams is to become a carrier
+    /// (none of this thread's to `key` has room), rather than wait whole in the pool.
+    pub(crate) fn wants_carrier(&self, key: &PoolKey) -> bool {
+        self.lock().carriers.wanted(key, crate::carrier::home())
+    }
+
     /// A place on a carrier to `key` (of this thread, where threads have their own), if one
     /// has room.
     pub(crate) fn join(&self, key: &PoolKey) -> Option<(CarrierId, Arc<CarrierHandle>)> {

@@ -2,7 +2,12 @@
 //! parks its idle upstream connections, and the next one to the same destination adopts one
 //! instead of opening (`proxy_core::upstreams`).
 
-use playbooks::pump::{Origins, Peer, Pump};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use playbooks::h2::H2Peer;
+use playbooks::pump::{CarrierPump, Origins, Peer, Pump};
 use playbooks::tls::*;
 use playbooks::*;
 use proxy_core::{Config, ConnId, HookSet};
@@ -275,4 +280,110 @@ fn a_client_that_leaves_before_saying_what_it_speaks_does_not_keep_a_pooled_conn
     brief.closes(ConnId::CLIENT);
     let fresh = *brief.servers.keys().last().expect("a new connection");
     assert_eq!(brief.server(fresh).received(), b"GE", "logs {:?}", brief.logs);
+}
+
+/// As [`intercepting`], `example.test` being an HTTP/2 server over TLS.
+fn intercepting_h2() -> (World, Config, Rc<Cell<usize>>, Origins) {
+    let (w, config, opened, _) = intercepting();
+    let cert = w.origin_ca.leaf(&["example.test", "other.test"]);
+    let count = opened.clone();
+    let origins: Origins = Box::new(move |_| {
+        count.set(count.get() + 1);
+        let outer = Box::new(rustls::Connection::from(tls_origin(cert.clone(), &[b"h2"])));
+        Some(Peer::Nested { outer, inner: Box::new(Peer::H2(Box::new(H2Peer::server()))) })
+    });
+    (w, config, opened, origins)
+}
+
+/// The client's `CONNECT` to `example.test`, then its TLS for `sni`, offering `alpn`.
+fn tunnel(w: &World, pump: &mut Pump, sni: &str, alpn: &[&[u8]]) {
+    pump.run();
+    pump.client_sends(CONNECT);
+    assert_eq!(pump.client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n", "logs {:?}", pump.logs);
+    pump.client_starts_tls(tls_client(w.proxy_ca.roots(), sni, alpn));
+    assert!(!pump.client.rustls().unwrap().is_handshaking(), "client handshake done; logs {:?}", pump.logs);
+}
+
+/// HTTP/1.1 clients intercepted on their way to one HTTP/2 server share its connections, as a
+/// reverse proxy's clients do: the connection each `CONNECT` made is parked once its settings
+/// are exchanged (the first becomes a carrier; a driver keeps the others whole for the next
+/// `CONNECT`), and each client's requests join the carrier.
+#[test]
+fn intercepted_http1_clients_of_an_http2_server_share_its_connection() {
+    const IDLE: Duration = Duration::from_secs(4);
+    let now = Instant::now();
+    let (w, config, opened, origins) = intercepting_h2();
+    let mut first = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins).at(now);
+    tunnel(&w, &mut first, "example.test", &[b"http/1.1"]);
+    // Parked before any request went on it, but only once the server's SETTINGS and its
+    // acknowledgement of ours were in: parked earlier, they would reach a connection nobody
+    // reads (here the pump drops them, and the carrier below fails on a server that never
+    // sent its SETTINGS).
+    assert_eq!(first.parked, [S1], "logs {:?}", first.logs);
+    let (parked, peer) = first.pool.pop().expect("parked");
+    assert!(parked.carries_streams(), "{parked:?}");
+    let carrier = CarrierPump::new(config.clone(), parked, peer, IDLE, now);
+    let mut first = first.with_carrier(carrier.clone());
+    first.client_sends(GET_PATH);
+
+    let (_, _, reopened, origins) = intercepting_h2();
+    let mut second = Pump::new(config, Peer::Plain { received: Vec::new() }, origins).at(now).with_carrier(carrier.clone());
+    tunnel(&w, &mut second, "example.test", &[b"http/1.1"]);
+    assert_eq!(second.parked, [S1], "its own connection parked in turn; logs {:?}", second.logs);
+    second.client_sends(GET_PATH);
+
+    let requests = carrier.borrow_mut().server_h2().requests();
+    let paths: Vec<String> = requests.iter().map(|(_, head)| head.uri.to_string()).collect();
+    assert_eq!(paths, ["https://example.test/path", "https://example.test/path"], "both clients' requests on the first one's connection");
+    carrier.borrow_mut().server_h2().respond(requests[1].0, 200, b"for the second", None);
+    carrier.borrow_mut().server_h2().respond(requests[0].0, 200, b"for the first", None);
+    carrier.borrow_mut().server_sends(b"");
+    first.run();
+    second.run();
+    let answer = |pump: &Pump| String::from_utf8_lossy(pump.client.received()).into_owned();
+    let (first, second) = (answer(&first), answer(&second));
+    assert!(first.starts_with("HTTP/1.1 200 ") && first.contains("\r\nfor the first\r\n"), "{first:?}");
+    assert!(second.starts_with("HTTP/1.1 200 ") && second.contains("\r\nfor the second\r\n"), "{second:?}");
+    assert_eq!((opened.get(), reopened.get()), (1, 1), "one connection per CONNECT, none per request");
+}
+
+/// An HTTP/2 client's requests share one connection already: the connection its `CONNECT`
+/// made stays its own, its streams go on it, and it is parked whole only when the client
+/// leaves.
+#[test]
+fn an_intercepted_http2_clients_connection_stays_its_own() {
+    let (w, config, opened, origins) = intercepting_h2();
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, origins);
+    tunnel(&w, &mut pump, "example.test", &[b"h2"]);
+    assert!(pump.parked.is_empty(), "logs {:?}", pump.logs);
+    pump.client_speaks_h2();
+    pump.client_h2().get(1, "https://example.test/path");
+    pump.client_sends(b"");
+    let requests = pump.server_h2(S1).requests();
+    assert_eq!(requests.len(), 1, "on the tunnel's own connection; logs {:?}", pump.logs);
+    pump.server_h2(S1).respond(requests[0].0, 200, b"hello", None);
+    pump.server_sends(S1, b"");
+    assert_eq!(pump.client_h2().body(1), b"hello");
+    pump.closes(ConnId::CLIENT);
+    assert_eq!(pump.parked, [S1], "parked whole as the client left; logs {:?}", pump.logs);
+    assert_eq!(opened.get(), 1);
+}
+
+/// A client whose SNI names another server than its `CONNECT` had the tunnel's connection made
+/// for that name: the carrier it becomes is found under that name, and the client's requests
+/// join it there rather than open a connection made for the `CONNECT`'s host.
+#[test]
+fn an_intercepted_clients_requests_join_the_connection_made_for_its_sni() {
+    let now = Instant::now();
+    let (w, config, opened, origins) = intercepting_h2();
+    let mut pump = Pump::new(config.clone(), Peer::Plain { received: Vec::new() }, origins).at(now);
+    tunnel(&w, &mut pump, "other.test", &[b"http/1.1"]);
+    let (parked, peer) = pump.pool.pop().expect("parked");
+    assert_eq!(parked.key().to_string(), "https://example.test:443 as other.test");
+    let carrier = CarrierPump::new(config, parked, peer, Duration::from_secs(4), now);
+    let mut pump = pump.with_carrier(carrier.clone());
+    pump.client_sends(GET_PATH);
+    let requests = carrier.borrow_mut().server_h2().requests();
+    assert_eq!(requests.len(), 1, "joined; logs {:?}", pump.logs);
+    assert_eq!(opened.get(), 1, "no connection made for example.test");
 }

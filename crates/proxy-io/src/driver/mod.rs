@@ -413,9 +413,11 @@ where
             (Some(pool), true, Io::Open(_)) => {
                 let sock = self.socks.remove(at);
                 if let Io::Open(tcp) = sock.io {
-                    // An HTTP/2 connection carries streams of every client from now on;
-                    // any other waits in the pool for the next one.
-                    let parked = match parked.carries_streams() && self.opts.config.share_streams {
+                    // An HTTP/2 connection carries streams of every client from now on,
+                    // unless a carrier to its server has room; any other waits in the pool for
+                    // the next one.
+                    let carries = parked.carries_streams() && self.opts.config.share_streams;
+                    let parked = match carries && pool.wants_carrier(&parked.key()) {
                         true => carrier::start(pool, self.opts, self.inbox.injector(), parked, tcp),
                         false => Err((parked, tcp)),
                     };

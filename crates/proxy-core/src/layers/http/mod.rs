@@ -52,7 +52,7 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::flow::Request;
 use crate::gateway::{self, Admitted};
-use crate::ids::{ConnId, FlowId};
+use crate::ids::{ConnId, FlowId, ServerAddr};
 use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
 use crate::layers::http::http1::Http1Server;
@@ -161,6 +161,10 @@ pub(crate) struct HttpLayer {
     /// Destinations this client connection made a carrier for: one each at most (see
     /// `HttpLayer::carry`).
     carried: Vec<crate::upstreams::PoolKey>,
+    /// The name the server of an intercepted `CONNECT` was reached by over TLS (the client's
+    /// SNI), where it is not the server's host: every connection to that server made for this
+    /// client connection, and every carrier its requests join, was verified for that name.
+    tls_name: Option<(ServerAddr, String)>,
     /// We are done with the client connection (closed, or half-closed and lingering).
     client_gone: bool,
     /// Half-closed: reading (and dropping) until the client closes too, so that it gets to
@@ -188,6 +192,7 @@ impl HttpLayer {
             client_deadline: None,
             spare_outs: Vec::new(),
             carried: Vec::new(),
+            tls_name: None,
             client_gone: false,
             lingering: false,
             drained: false,
@@ -1024,8 +1029,10 @@ impl HttpLayer {
                 codec.poll(cx, &mut outputs);
                 moved |= !outputs.is_empty();
                 self.handle_server_outputs(cx, now, conn, outputs);
-                // Upgrades that waited for the server's SETTINGS send their requests next.
+                // Upgrades that waited for the server's SETTINGS send their requests next; a
+                // tunnel's connection waiting for them to be shared is parked.
                 moved |= self.settle_websockets(cx, now, conn);
+                moved |= self.settle_shared(cx, now, conn);
             }
             if !moved {
                 break;

@@ -76,6 +76,9 @@ pub(crate) struct ServerConn {
     /// Opened for requests that a stream on a carrier would do for: if it speaks HTTP/2, it
     /// may become one (`HttpLayer::carry`).
     pub(crate) joinable: bool,
+    /// An intercepted `CONNECT`'s HTTP/2 connection, to be shared once the settings are
+    /// exchanged (`HttpLayer::share_tunnel_server`): requests wait for it, then join a carrier.
+    pub(super) settling: bool,
 }
 
 /// The HTTP versions a request may go upstream with.
@@ -112,6 +115,7 @@ impl ServerConn {
             reused: false,
             name: None,
             joinable: false,
+            settling: false,
         }
     }
 
@@ -314,13 +318,13 @@ impl Pool {
         limit: usize,
     ) -> Option<Reused> {
         let fits = |s: &ServerConn| s.fits(addr, tls, proxy) && !s.dedicated;
-        let ready = self.servers.iter_mut().find(|s| fits(s) && s.open && s.has_room() && s.speaks(versions));
+        let ready = self.servers.iter_mut().find(|s| fits(s) && s.open && !s.settling && s.has_room() && s.speaks(versions));
         if let Some(server) = ready {
             server.flows.push(flow);
             return Some(Reused::Ready);
         }
         // Wait for it, as a browser would, rather than open one per request.
-        let opening = self.servers.iter_mut().find(|s| fits(s) && s.may_multiplex && s.flows.len() < limit);
+        let opening = self.servers.iter_mut().find(|s| fits(s) && (s.may_multiplex || s.settling) && s.flows.len() < limit);
         let server = opening.filter(|_| versions != Versions::Http1)?;
         server.flows.push(flow);
         Some(Reused::Waiting)
@@ -354,25 +358,82 @@ impl Pool {
 }
 
 impl HttpLayer {
-    /// Take the open connection `conn` to `addr` into the pool, for the next request to it.
-    pub(crate) fn adopt_server(&mut self, cx: &mut Context, conn: ConnId, addr: ServerAddr) {
+    /// Take the open connection `conn` to `addr`, the server connection of the intercepted
+    /// `CONNECT` this layer serves the inside of, for the requests to it; an HTTP/2 one is
+    /// shared if `shared` says it may be ([`share_tunnel_server`](Self::share_tunnel_server)).
+    pub(crate) fn adopt_server(&mut self, cx: &mut Context, now: Instant, conn: ConnId, addr: ServerAddr, shared: bool) {
         let tls = !cx.is_plain(conn);
         let codec = Http1Client::new(conn, &cx.config);
+        // The client's SNI, if it named another server than its `CONNECT`: the session was
+        // made (and verified) for that name.
+        let name = cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != addr.host);
         // In upstream mode the tunnel goes through the upstream proxy: parked, it is found
         // under that proxy's name.
-        let mut server = ServerConn { open: true, proxy: upstream_proxy(cx), ..ServerConn::new(conn, addr, codec, tls) };
+        let mut server = ServerConn { open: true, proxy: upstream_proxy(cx), name, ..ServerConn::new(conn, addr, codec, tls) };
         if speaks_h2(cx, conn, tls) {
             server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
             cx.set_self_limiting(conn);
         }
-        self.pool.insert(server);
+        self.share_tunnel_server(cx, now, server, shared);
     }
 
     /// `server`, a connection another client connection parked, taken by the `CONNECT` this
     /// layer serves the inside of: requests to its destination go on it, in the state it was
-    /// parked in (an HTTP/2 connection's streams and tables included).
-    pub(crate) fn adopt_pooled(&mut self, server: ServerConn) {
+    /// parked in (an HTTP/2 connection's streams and tables included), or, if it speaks
+    /// HTTP/2 and `shared` says it may, on a carrier
+    /// ([`share_tunnel_server`](Self::share_tunnel_server)).
+    pub(crate) fn adopt_pooled(&mut self, cx: &mut Context, now: Instant, server: ServerConn, shared: bool) {
+        self.share_tunnel_server(cx, now, server, shared);
+    }
+
+    /// The server connection of an intercepted `CONNECT`, its TLS handshake done (the
+    /// client's certificate was minted from it). An HTTP/1.1 one serves this client
+    /// connection's requests. So does an HTTP/2 one unless `shared`: the intercept layer says
+    /// no for an HTTP/2 client, whose requests share one connection already and would gain
+    /// nothing from a carrier but a hop between tasks each.
+    ///
+    /// Shared, it is parked ([`carry`](Self::carry)) once the settings are exchanged, and the
+    /// requests join a carrier to its server as any client connection's do: it becomes one if
+    /// none to its server has room, or else waits whole in the pool for the next `CONNECT` to
+    /// its server to mint a certificate from. So intercepted HTTP/1.1 clients of one server
+    /// share its HTTP/2 connections, as a reverse proxy's do, and a new `CONNECT` still skips
+    /// the handshake upstream. (Parked before the settings are exchanged, it would receive the
+    /// server's SETTINGS and acknowledgement where nothing reads them, and be thrown away.)
+    fn share_tunnel_server(&mut self, cx: &mut Context, now: Instant, mut server: ServerConn, shared: bool) {
+        let conn = server.conn;
+        self.tls_name = server.name.clone().map(|name| (server.addr.clone(), name));
+        let config = &cx.config;
+        let shared = shared && config.share_upstreams && config.share_streams && config.reuse_server_connections;
+        server.joinable = shared && server.is_h2() && server.proxy.is_none();
+        server.settling = server.joinable;
+        if server.settling {
+            // The server owes its SETTINGS.
+            server.deadline = Some(now + config.server_idle_timeout);
+        }
         self.pool.insert(server);
+        self.settle_shared(cx, now, conn);
+    }
+
+    /// The HTTP/2 connection `conn` of an intercepted `CONNECT`, settling to be shared
+    /// (`share_tunnel_server`), has its settings exchanged: it is parked, and the requests
+    /// that waited for it join a carrier; if it cannot be parked after all, they go on it.
+    /// Returns whether it settled.
+    pub(super) fn settle_shared(&mut self, cx: &mut Context, now: Instant, conn: ConnId) -> bool {
+        let Some(server) = self.pool.get_mut(conn).filter(|s| s.settling) else { return false };
+        let ServerCodec::H2(codec) = &server.codec else { return false };
+        if !codec.is_settled() {
+            return false;
+        }
+        server.settling = false;
+        server.deadline = None;
+        if self.carry(cx, now, conn) {
+            return true;
+        }
+        let flows = self.pool.get(conn).map(|s| s.flows.clone()).unwrap_or_default();
+        for flow in flows {
+            self.feed(cx, now, flow, Input::ServerReady);
+        }
+        true
     }
 
     /// Requests to `addr` over TLS fail with `error`: it was tried already.
@@ -418,12 +479,14 @@ impl HttpLayer {
             Versions::Http1 => false,
         };
         let h2 = h2 && !dedicated && cx.config.http2;
+        // Made for the name an intercepted client asked its server by, if it is this one.
+        let name = self.tls_name.as_ref().filter(|(server, _)| tls && *server == addr).map(|(_, name)| name.clone());
         // A connection another client connection parked will do, if the driver has one. For
         // a `CONNECT` that will be intercepted, a TLS one: the client is most likely to speak
         // TLS, for the name it connected to, and the tunnel then skips both the TCP and the
         // TLS handshake (see `layers::tls::intercept`).
         let shared = match dedicated {
-            false => cx.config.share_upstreams.then(|| PoolKey { server: addr.clone(), tls, proxy: None, name: None }),
+            false => cx.config.share_upstreams.then(|| PoolKey { server: addr.clone(), tls, proxy: None, name: name.clone() }),
             true => self.connect_may_reuse(cx).then(|| PoolKey { server: addr.clone(), tls: true, proxy: None, name: None }),
         };
         // A stream on a carrier will do for a request that may go over HTTP/2.
@@ -432,7 +495,8 @@ impl HttpLayer {
         let joinable = join && shared.is_some();
         let conn = if tls {
             // Offer what the codecs speak; the server's choice decides which one it gets.
-            match cx.open_tls(addr.clone(), &addr.host, alpn_offer(h2), shared.map(|key| (key, join))) {
+            let server_name = name.as_deref().unwrap_or(&addr.host);
+            match cx.open_tls(addr.clone(), server_name, alpn_offer(h2), shared.map(|key| (key, join))) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let error = error.open_error();
@@ -454,6 +518,7 @@ impl HttpLayer {
             deadline,
             may_multiplex,
             joinable,
+            name,
             ..ServerConn::new(conn, addr, codec, tls)
         };
         self.pool.insert(server);

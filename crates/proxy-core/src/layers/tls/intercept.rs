@@ -314,7 +314,11 @@ impl Intercept {
         let mut config = (*tls.server).clone();
         config.cert_resolver = Arc::new(OneCert(key));
         let offered = speakable(cx, &hello.alpn);
-        config.alpn_protocols = client_alpn(offered, server_alpn).into_iter().collect();
+        let alpn = client_alpn(offered, server_alpn);
+        // An HTTP/2 client has its requests on one connection already: the server connection
+        // made for it stays its own, and shares nothing (see `HttpLayer::share_tunnel_server`).
+        let multiplexed = alpn.as_deref() == Some(b"h2");
+        config.alpn_protocols = alpn.into_iter().collect();
         let mut session = match TlsSession::server(Arc::new(config), self.target.clone(), hello.server_name) {
             Ok(session) => session,
             Err(error) => {
@@ -336,8 +340,10 @@ impl Intercept {
         cx.send_raw(ConnId::CLIENT, answer.outgoing);
         let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
-            (Upstream::Ready, Some(_)) if self.pooled.is_some() => http.adopt_pooled(*self.pooled.take().expect("checked")),
-            (Upstream::Ready, Some(server)) => http.adopt_server(cx, server, self.target.clone()),
+            (Upstream::Ready, Some(_)) if self.pooled.is_some() => {
+                http.adopt_pooled(cx, now, *self.pooled.take().expect("checked"), !multiplexed);
+            }
+            (Upstream::Ready, Some(server)) => http.adopt_server(cx, now, server, self.target.clone(), !multiplexed),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
             _ => {}
         }
@@ -349,7 +355,7 @@ impl Intercept {
     fn plain_http(&mut self, cx: &mut Context, now: Instant, data: Bytes) {
         let mut http = Box::new(self.http_layer(cx, self.scheme_for_plain()));
         if let Some(server) = self.server {
-            http.adopt_server(cx, server, self.target.clone());
+            http.adopt_server(cx, now, server, self.target.clone(), true);
         }
         let mut child = Child::new(http, self.next);
         child.handle(cx, now, Event::Start);

@@ -99,6 +99,12 @@ impl H2Client {
         !self.engine.is_closed() && self.engine.active_streams() == 0
     }
 
+    /// Whether the settings are exchanged (the server's in, ours acknowledged): the server has
+    /// nothing more to send unasked.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.engine.is_settled()
+    }
+
     /// Whether the server takes WebSocket upgrades as streams (RFC 8441); `None` until its
     /// SETTINGS are in.
     pub(crate) fn extended_connect(&self) -> Option<bool> {

@@ -217,6 +217,8 @@ pub struct Engine {
     goaway_received: Option<Reason>,
     /// The transport under the connection ended.
     eof: bool,
+    /// The peer acknowledged our SETTINGS.
+    acked: bool,
     recently_reset: VecDeque<u32>,
     /// Streams reset for the peer's errors, against `max_local_error_reset_streams`.
     local_error_resets: usize,
@@ -274,6 +276,7 @@ impl Engine {
             goaway_sent: None,
             goaway_received: None,
             eof: false,
+            acked: false,
             recently_reset: VecDeque::new(),
             local_error_resets: 0,
             batch_resets: 0,
@@ -382,6 +385,12 @@ impl Engine {
             Role::Client => None,
             Role::Server => Some(false),
         }
+    }
+
+    /// Whether the settings are exchanged: the peer's first SETTINGS are in and it has
+    /// acknowledged ours. Until then the peer has something more to send of its own accord.
+    pub fn is_settled(&self) -> bool {
+        self.peer.received && self.acked
     }
 
     /// Let `stream`'s body bytes be handed out (or not) by [`poll`](Self::poll).
@@ -661,6 +670,7 @@ impl Engine {
             return Err(goaway(Reason::PROTOCOL_ERROR));
         }
         if head.has(frame::ACK) {
+            self.acked = true;
             return if payload.is_empty() { Ok(()) } else { Err(goaway(Reason::FRAME_SIZE_ERROR)) };
         }
         if !payload.len().is_multiple_of(6) {
