@@ -1426,3 +1426,40 @@ fn intercepted_http1_clients_of_an_http2_server_share_its_connection() {
     assert_eq!(origin.connections(), 3, "{}", proxy.stderr_text());
     assert_eq!(origin.requests().len(), 1 + 8);
 }
+
+/// An intercepted HTTP/1.1 client's 100 MiB download and upload to an HTTP/2 server go as a
+/// stream on the shared connection (a carrier, on another task than the client's): byte-exact,
+/// in bounded memory, the carrier's window held shut while the client has no room.
+#[test]
+fn http1_clients_100_mib_through_a_shared_http2_connection() {
+    let pki = Pki::new();
+    let origin = h2_tls_origin(&pki);
+    let metrics = unused_port();
+    let metrics_at = format!("127.0.0.1:{metrics}");
+    let proxy = intercepting(&pki, &["--metrics", &metrics_at]);
+    let mut check = PatternCheck::new();
+    let out = Via::ProxyTls(&proxy)
+        .curl()
+        .arg("--http1.1")
+        .max_time(BIG_LIMIT)
+        .arg(origin.url(&format!("/big?n={BIG}")))
+        .run_streaming(|d| check.feed(d));
+    out.assert_success();
+    assert_eq!((check.len(), check.mismatch()), (BIG, None), "{out}");
+    let (file, hash) = TempFile::with_pattern("h1-shared-upload", BIG);
+    let sink = origin.url("/sink");
+    let out = Via::ProxyTls(&proxy)
+        .curl()
+        .arg("--http1.1")
+        .max_time(BIG_LIMIT)
+        .arg("-T")
+        .arg(file.path())
+        .args(["-X", "POST", &sink])
+        .run();
+    out.assert_success();
+    assert_eq!(out.text(), sink_reply(BIG, hash), "{out}");
+    assert_eq!(metric(metrics, "sansproxy_upstream_streams_joined"), 2.0, "both went on the shared connection");
+    let peak = peak_rss_kib(proxy.pid());
+    assert!(peak < MAX_PEAK_RSS_KIB, "proxy peak RSS {peak} KiB: a body was buffered");
+    flow_line(&proxy, &[&format!("POST {sink} -> 200 "), "(client HTTP/1.1, server HTTP/2)"]);
+}
