@@ -1463,3 +1463,33 @@ fn http1_clients_100_mib_through_a_shared_http2_connection() {
     assert!(peak < MAX_PEAK_RSS_KIB, "proxy peak RSS {peak} KiB: a body was buffered");
     flow_line(&proxy, &[&format!("POST {sink} -> 200 "), "(client HTTP/1.1, server HTTP/2)"]);
 }
+
+/// Many HTTP/1.1 clients at once (curl's parallel transfers, eight connections at a time,
+/// each kept alive for several requests) intercepted on their way to an HTTP/2 server: each
+/// response, of a size of its own, reaches its own client whole, while the requests of all of
+/// them go as streams on the server's shared connections.
+#[test]
+fn parallel_intercepted_http1_clients_of_an_http2_server() {
+    const TRANSFERS: u64 = 48;
+    let pki = Pki::new();
+    let origin = h2_tls_origin(&pki);
+    let metrics = unused_port();
+    let metrics_at = format!("127.0.0.1:{metrics}");
+    let proxy = intercepting(&pki, &["--metrics", &metrics_at]);
+    let dir = TempDir::new("parallel-h1");
+    let size = |i: u64| 1000 + i * 7919;
+    let mut curl = Via::ProxyTls(&proxy).curl().args(["--http1.1", "-Z", "--parallel-max", "8", "--output-dir"]).arg(dir.path());
+    for i in 0..TRANSFERS {
+        curl = curl.args(["-o", &format!("{i}")]).arg(origin.url(&format!("/big?n={}", size(i))));
+    }
+    let out = curl.max_time(Duration::from_secs(30)).run();
+    out.assert_success();
+    for i in 0..TRANSFERS {
+        let body = std::fs::read(dir.join(format!("{i}"))).expect("each transfer wrote its file");
+        assert!(body == pattern(0, size(i) as usize), "transfer {i}: {} bytes, {} expected: {out}", body.len(), size(i));
+    }
+    let joined = metric(metrics, "sansproxy_upstream_streams_joined");
+    assert!((1.0..=TRANSFERS as f64).contains(&joined), "{joined} streams joined");
+    // The self-check's request, then one each.
+    assert_eq!(origin.requests().len() as u64, 1 + TRANSFERS);
+}
