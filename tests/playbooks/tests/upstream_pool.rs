@@ -387,3 +387,37 @@ fn an_intercepted_clients_requests_join_the_connection_made_for_its_sni() {
     assert_eq!(requests.len(), 1, "joined; logs {:?}", pump.logs);
     assert_eq!(opened.get(), 1, "no connection made for example.test");
 }
+
+/// A tunnel's HTTP/2 connection whose server sends its SETTINGS but never acknowledges ours is
+/// not shared: the request that waited for it goes on it once the server's deadline passed,
+/// rather than fail.
+#[test]
+fn a_tunnel_whose_server_never_acknowledges_our_settings_keeps_its_connection() {
+    use playbooks::h2::{block, frame, frames, END_HEADERS, END_STREAM, HEADERS, SETTINGS};
+    const MAGIC: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let w = world();
+    let mut config = tls_proxy(w.issuer.clone(), w.origin_ca.roots(), &[]);
+    config.share_upstreams = true;
+    config.upstream_h2c = true;
+    config.hooks = HookSet::NONE;
+    let deadline = config.server_idle_timeout;
+    let mut pump = Pump::new(config, Peer::Plain { received: Vec::new() }, plain_origin());
+    pump.run();
+    pump.client_sends(b"CONNECT a.test:80 HTTP/1.1\r\nHost: a.test:80\r\n\r\n");
+    // Plain HTTP inside: the tunnel's connection speaks HTTP/2 with prior knowledge.
+    pump.client_sends(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    pump.server_sends(S1, &frame(SETTINGS, 0, 0, &[]));
+    let sent = |pump: &Pump| {
+        let received = pump.server(S1).received();
+        assert!(received.starts_with(MAGIC), "{received:?}");
+        frames(&received[MAGIC.len()..]).into_iter().filter(|f| f.kind == HEADERS).count()
+    };
+    assert_eq!(sent(&pump), 0, "the request waits for the settings to be exchanged; logs {:?}", pump.logs);
+    assert!(pump.parked.is_empty());
+    pump.advance(deadline + Duration::from_secs(1));
+    assert_eq!(sent(&pump), 1, "on the tunnel's connection; logs {:?}", pump.logs);
+    assert!(pump.parked.is_empty(), "not shared");
+    pump.server_sends(S1, &frame(HEADERS, END_HEADERS | END_STREAM, 1, &block(&[(":status", "200")])));
+    let answer = String::from_utf8_lossy(pump.client.received()).into_owned();
+    assert!(answer.contains("HTTP/1.1 200 "), "{answer:?}; logs {:?}", pump.logs);
+}

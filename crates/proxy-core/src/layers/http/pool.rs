@@ -416,17 +416,19 @@ impl HttpLayer {
 
     /// The HTTP/2 connection `conn` of an intercepted `CONNECT`, settling to be shared
     /// (`share_tunnel_server`), has its settings exchanged: it is parked, and the requests
-    /// that waited for it join a carrier; if it cannot be parked after all, they go on it.
-    /// Returns whether it settled.
+    /// that waited for it join a carrier. If it cannot be parked after all, or its server
+    /// let its deadline pass without finishing the exchange, they go on it instead. Returns
+    /// whether it stopped settling.
     pub(super) fn settle_shared(&mut self, cx: &mut Context, now: Instant, conn: ConnId) -> bool {
         let Some(server) = self.pool.get_mut(conn).filter(|s| s.settling) else { return false };
         let ServerCodec::H2(codec) = &server.codec else { return false };
-        if !codec.is_settled() {
+        let settled = codec.is_settled();
+        if !settled && server.deadline.is_none_or(|d| d > now) {
             return false;
         }
         server.settling = false;
         server.deadline = None;
-        if self.carry(cx, now, conn) {
+        if settled && self.carry(cx, now, conn) {
             return true;
         }
         let flows = self.pool.get(conn).map(|s| s.flows.clone()).unwrap_or_default();

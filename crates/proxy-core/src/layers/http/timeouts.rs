@@ -126,6 +126,13 @@ impl HttpLayer {
                 return;
             }
         }
+        // A tunnel's connection whose server never finished exchanging settings is not shared:
+        // the requests that waited for it go on it rather than fail.
+        let unsettled: Vec<ConnId> =
+            self.pool.iter().filter(|s| s.settling && s.deadline.is_some_and(|d| d <= now)).map(|s| s.conn).collect();
+        for conn in unsettled {
+            self.settle_shared(cx, now, conn);
+        }
         let expired: Vec<(ConnId, Vec<FlowId>)> = self
             .pool
             .iter()
