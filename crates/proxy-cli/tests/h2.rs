@@ -34,6 +34,15 @@ fn intercepting(pki: &Pki, extra: &[&str]) -> Proxy {
     Proxy::start_tls(&args)
 }
 
+/// [`intercepting`], with a metrics listener: the proxy and that listener's port.
+fn intercepting_with_metrics(pki: &Pki, extra: &[&str]) -> (Proxy, u16) {
+    let metrics = unused_port();
+    let metrics_at = format!("127.0.0.1:{metrics}");
+    let mut args = vec!["--metrics", metrics_at.as_str()];
+    args.extend_from_slice(extra);
+    (intercepting(pki, &args), metrics)
+}
+
 /// The HTTP/2 TLS origin, after checking that it serves `/hello` straight over HTTP/2.
 fn h2_tls_origin(pki: &Pki) -> H2Origin {
     let origin = H2Origin::start_tls(&pki.valid);
@@ -1406,9 +1415,7 @@ fn the_next_intercepted_client_of_an_http2_server_takes_the_connection_the_last_
 fn intercepted_http1_clients_of_an_http2_server_share_its_connection() {
     let pki = Pki::new();
     let origin = h2_tls_origin(&pki);
-    let metrics = unused_port();
-    let metrics_at = format!("127.0.0.1:{metrics}");
-    let proxy = intercepting(&pki, &["--threads", "1", "--metrics", &metrics_at]);
+    let (proxy, metrics) = intercepting_with_metrics(&pki, &["--threads", "1"]);
     for _ in 0..3 {
         let out = Via::ProxyTls(&proxy).curl().arg("--http1.1").arg(origin.url("/hello")).arg(origin.url("/hello")).run();
         out.assert_success();
@@ -1434,9 +1441,7 @@ fn intercepted_http1_clients_of_an_http2_server_share_its_connection() {
 fn http1_clients_100_mib_through_a_shared_http2_connection() {
     let pki = Pki::new();
     let origin = h2_tls_origin(&pki);
-    let metrics = unused_port();
-    let metrics_at = format!("127.0.0.1:{metrics}");
-    let proxy = intercepting(&pki, &["--metrics", &metrics_at]);
+    let (proxy, metrics) = intercepting_with_metrics(&pki, &[]);
     let mut check = PatternCheck::new();
     let out = Via::ProxyTls(&proxy)
         .curl()
@@ -1473,9 +1478,7 @@ fn parallel_intercepted_http1_clients_of_an_http2_server() {
     const TRANSFERS: u64 = 48;
     let pki = Pki::new();
     let origin = h2_tls_origin(&pki);
-    let metrics = unused_port();
-    let metrics_at = format!("127.0.0.1:{metrics}");
-    let proxy = intercepting(&pki, &["--metrics", &metrics_at]);
+    let (proxy, metrics) = intercepting_with_metrics(&pki, &[]);
     let dir = TempDir::new("parallel-h1");
     let size = |i: u64| 1000 + i * 7919;
     let mut curl = Via::ProxyTls(&proxy).curl().args(["--http1.1", "-Z", "--parallel-max", "8", "--output-dir"]).arg(dir.path());
