@@ -77,7 +77,7 @@ pub(crate) struct ServerConn {
     /// may become one (`HttpLayer::carry`).
     pub(crate) joinable: bool,
     /// An intercepted `CONNECT`'s HTTP/2 connection, to be shared once the settings are
-    /// exchanged (`HttpLayer::share_tunnel_server`): requests wait for it, then join a carrier.
+    /// exchanged (`HttpLayer::adopt_tunnel_server`): requests wait for it, then join a carrier.
     pub(super) settling: bool,
 }
 
@@ -360,13 +360,12 @@ impl Pool {
 impl HttpLayer {
     /// Take the open connection `conn` to `addr`, the server connection of the intercepted
     /// `CONNECT` this layer serves the inside of, for the requests to it; an HTTP/2 one is
-    /// shared if `shared` says it may be ([`share_tunnel_server`](Self::share_tunnel_server)).
+    /// shared if `shared` says it may be ([`adopt_tunnel_server`](Self::adopt_tunnel_server)).
     pub(crate) fn adopt_server(&mut self, cx: &mut Context, now: Instant, conn: ConnId, addr: ServerAddr, shared: bool) {
         let tls = !cx.is_plain(conn);
         let codec = Http1Client::new(conn, &cx.config);
-        // The client's SNI, if it named another server than its `CONNECT`: the session was
-        // made (and verified) for that name.
-        let name = cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != addr.host);
+        // The client's SNI, if it named another server than its `CONNECT`.
+        let name = session_name(cx, conn, &addr);
         // In upstream mode the tunnel goes through the upstream proxy: parked, it is found
         // under that proxy's name.
         let mut server = ServerConn { open: true, proxy: upstream_proxy(cx), name, ..ServerConn::new(conn, addr, codec, tls) };
@@ -374,23 +373,17 @@ impl HttpLayer {
             server.codec = ServerCodec::H2(Box::new(H2Client::new(conn, &cx.config)));
             cx.set_self_limiting(conn);
         }
-        self.share_tunnel_server(cx, now, server, shared);
+        self.adopt_tunnel_server(cx, now, server, shared);
     }
 
-    /// `server`, a connection another client connection parked, taken by the `CONNECT` this
-    /// layer serves the inside of: requests to its destination go on it, in the state it was
-    /// parked in (an HTTP/2 connection's streams and tables included), or, if it speaks
-    /// HTTP/2 and `shared` says it may, on a carrier
-    /// ([`share_tunnel_server`](Self::share_tunnel_server)).
-    pub(crate) fn adopt_pooled(&mut self, cx: &mut Context, now: Instant, server: ServerConn, shared: bool) {
-        self.share_tunnel_server(cx, now, server, shared);
-    }
-
-    /// The server connection of an intercepted `CONNECT`, its TLS handshake done (the
-    /// client's certificate was minted from it). An HTTP/1.1 one serves this client
-    /// connection's requests. So does an HTTP/2 one unless `shared`: the intercept layer says
-    /// no for an HTTP/2 client, whose requests share one connection already and would gain
-    /// nothing from a carrier but a hop between tasks each.
+    /// `server`, the server connection of the intercepted `CONNECT` this layer serves the
+    /// inside of, its TLS handshake done (the client's certificate was minted from it): one
+    /// just opened ([`adopt_server`](Self::adopt_server)), or one another client connection
+    /// parked, in the state it was parked in (an HTTP/2 connection's streams and tables
+    /// included). An HTTP/1.1 one serves this client connection's requests. So does an
+    /// HTTP/2 one unless `shared`: the intercept layer says no for an HTTP/2 client, whose
+    /// requests share one connection already and would gain nothing from a carrier but a hop
+    /// between tasks each.
     ///
     /// Shared, it is parked ([`carry`](Self::carry)) once the settings are exchanged, and the
     /// requests join a carrier to its server as any client connection's do: it becomes one if
@@ -399,7 +392,7 @@ impl HttpLayer {
     /// share its HTTP/2 connections, as a reverse proxy's do, and a new `CONNECT` still skips
     /// the handshake upstream. (Parked before the settings are exchanged, it would receive the
     /// server's SETTINGS and acknowledgement where nothing reads them, and be thrown away.)
-    fn share_tunnel_server(&mut self, cx: &mut Context, now: Instant, mut server: ServerConn, shared: bool) {
+    pub(crate) fn adopt_tunnel_server(&mut self, cx: &mut Context, now: Instant, mut server: ServerConn, shared: bool) {
         let conn = server.conn;
         self.tls_name = server.name.clone().map(|name| (server.addr.clone(), name));
         let config = &cx.config;
@@ -415,7 +408,7 @@ impl HttpLayer {
     }
 
     /// The HTTP/2 connection `conn` of an intercepted `CONNECT`, settling to be shared
-    /// (`share_tunnel_server`), has its settings exchanged: it is parked, and the requests
+    /// (`adopt_tunnel_server`), has its settings exchanged: it is parked, and the requests
     /// that waited for it join a carrier. If it cannot be parked after all, or its server
     /// let its deadline pass without finishing the exchange, they go on it instead. Returns
     /// whether it stopped settling.
@@ -683,7 +676,7 @@ impl HttpLayer {
             return self.drop_server(cx, conn);
         }
         let Some(server) = self.pool.remove(conn) else { return };
-        let name = cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != server.addr.host);
+        let name = session_name(cx, conn, &server.addr);
         let Some(state) = cx.park_conn(conn) else { return };
         let parked = Box::new(Parked { server: ServerConn { deadline: None, name, ..server }, state, hold });
         cx.push(Command::Park { conn, parked });
@@ -873,6 +866,12 @@ pub(super) fn alpn_offer(h2: bool) -> Vec<Vec<u8>> {
     } else {
         vec![b"http/1.1".to_vec()]
     }
+}
+
+/// The name `conn`'s TLS session was made (and verified) for, where it is not `addr`'s host:
+/// a connection reached by one name must not serve requests made for another.
+fn session_name(cx: &Context, conn: ConnId, addr: &ServerAddr) -> Option<String> {
+    cx.tls(conn).and_then(|t| t.server_name.clone()).filter(|name| *name != addr.host)
 }
 
 /// Whether the open server connection `conn` speaks HTTP/2: its TLS session chose `h2`, or it

@@ -316,7 +316,7 @@ impl Intercept {
         let offered = speakable(cx, &hello.alpn);
         let alpn = client_alpn(offered, server_alpn);
         // An HTTP/2 client has its requests on one connection already: the server connection
-        // made for it stays its own, and shares nothing (see `HttpLayer::share_tunnel_server`).
+        // made for it stays its own, and shares nothing (see `HttpLayer::adopt_tunnel_server`).
         let multiplexed = alpn.as_deref() == Some(b"h2");
         config.alpn_protocols = alpn.into_iter().collect();
         let mut session = match TlsSession::server(Arc::new(config), self.target.clone(), hello.server_name) {
@@ -341,7 +341,7 @@ impl Intercept {
         let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
             (Upstream::Ready, Some(_)) if self.pooled.is_some() => {
-                http.adopt_pooled(cx, now, *self.pooled.take().expect("checked"), !multiplexed);
+                http.adopt_tunnel_server(cx, now, *self.pooled.take().expect("checked"), !multiplexed);
             }
             (Upstream::Ready, Some(server)) => http.adopt_server(cx, now, server, self.target.clone(), !multiplexed),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),
