@@ -1,5 +1,5 @@
-//! HTTP/2 peers for scenarios: a real HTTP/2 client or server (the `h2` crate, driven over
-//! memory as the core drives it) that a [`Pump`](crate::pump::Pump) connects to the core, and
+//! HTTP/2 peers for scenarios: a real HTTP/2 client or server (the core's own HTTP/2 engine,
+//! driven over memory as the core drives it) that a [`Pump`](crate::pump::Pump) connects to the core, and
 //! raw frames for peers that break the rules on purpose.
 
 use bytes::Bytes;
@@ -16,6 +16,9 @@ pub struct H2Peer {
     /// A slow peer: bytes from the core wait, unread, so no window reopens.
     pub holding: bool,
     held: Vec<u8>,
+    /// Streams this end answered ([`respond`](Self::respond)) or reset
+    /// ([`reset`](Self::reset)), in order.
+    pub answered: Vec<StreamKey>,
 }
 
 impl H2Peer {
@@ -24,11 +27,16 @@ impl H2Peer {
     }
 
     pub fn server() -> Self {
-        Self::with(Engine::server(&Settings::default()))
+        Self::server_with(&Settings::default())
+    }
+
+    /// A server advertising `settings`.
+    pub fn server_with(settings: &Settings) -> Self {
+        Self::with(Engine::server(settings))
     }
 
     fn with(engine: Engine) -> Self {
-        Self { engine, events: Vec::new(), holding: false, held: Vec::new() }
+        Self { engine, events: Vec::new(), holding: false, held: Vec::new(), answered: Vec::new() }
     }
 
     pub(crate) fn deliver(&mut self, data: &[u8]) {
@@ -84,11 +92,26 @@ impl H2Peer {
     pub fn respond(&mut self, stream: StreamKey, status: u16, body: &[u8], trailers: Option<HeaderMap>) {
         let response = Response::builder().status(status).body(()).expect("response");
         let end = body.is_empty() && trailers.is_none();
+        self.answered.push(stream);
         self.engine.respond(stream, response_head(response), end);
         if !end {
             self.engine.send_data(stream, Bytes::copy_from_slice(body));
             self.engine.finish(stream, trailers.as_ref().map(headers_of));
         }
+    }
+
+    /// Reset `stream` with `reason`.
+    pub fn reset(&mut self, stream: StreamKey, reason: Reason) {
+        self.answered.push(stream);
+        self.engine.reset(stream, reason);
+    }
+
+    /// The requests received (server) that this end has neither answered nor reset, and the
+    /// other end has not reset, in order.
+    pub fn unanswered(&self) -> Vec<(StreamKey, http::request::Parts)> {
+        let mut requests = self.requests();
+        requests.retain(|(stream, _)| !self.answered.contains(stream) && self.reset_reason(*stream).is_none());
+        requests
     }
 
     /// The request heads received (server), in order: stream and head.

@@ -279,6 +279,9 @@ pub struct CarrierPump {
     /// while they wait between exchanges).
     pub carrying: usize,
     pub logs: Vec<String>,
+    /// Hooks the carrier raised (its own connection's: a failed TLS session, say); blocking
+    /// ones are answered `Continue`.
+    pub hooks: Vec<Hook>,
     routes: BTreeMap<StreamTag, (ConnId, Inbox)>,
     next: u64,
     queue: VecDeque<Event>,
@@ -302,6 +305,7 @@ impl CarrierPump {
             closed: false,
             reported: (capacity, false),
             logs: Vec::new(),
+            hooks: Vec::new(),
             routes: BTreeMap::new(),
             next: 0,
             queue: VecDeque::from([Event::Start]),
@@ -319,6 +323,13 @@ impl CarrierPump {
     pub fn server_sends(&mut self, data: &[u8]) {
         let bytes = self.server.outgoing(data);
         self.queue.push_back(Event::DataReceived { conn: self.conn, data: bytes.into() });
+        self.run();
+    }
+
+    /// Bytes reach the carrier as they are, past the server's TLS (a broken server, or one
+    /// in between).
+    pub fn server_sends_raw(&mut self, data: &[u8]) {
+        self.queue.push_back(Event::DataReceived { conn: self.conn, data: Bytes::copy_from_slice(data) });
         self.run();
     }
 
@@ -399,6 +410,12 @@ impl CarrierPump {
                         self.reported.1 = true;
                     }
                     Command::Log { message, .. } => self.logs.push(message),
+                    Command::Hook { flow, hook } => {
+                        if hook.is_blocking() {
+                            self.queue.push_back(Event::HookReply { flow, reply: HookReply::Continue });
+                        }
+                        self.hooks.push(hook);
+                    }
                     Command::PauseReading { .. } | Command::ResumeReading { .. } => {}
                     other => panic!("a carrier asked for {other:?}"),
                 }
@@ -446,8 +463,21 @@ impl Pump {
     /// Requests that may go over HTTP/2 join `carrier` while it has room, as the driver's
     /// `Reuse` with `join` does.
     pub fn with_carrier(mut self, carrier: SharedCarrier) -> Self {
-        self.carrier = Some(carrier);
+        self.set_carrier(carrier);
         self
+    }
+
+    /// [`with_carrier`](Self::with_carrier) for a pump already running (one carrier per pump:
+    /// its streams stay on the one they joined).
+    pub fn set_carrier(&mut self, carrier: SharedCarrier) {
+        assert!(self.joined.is_empty() || self.carrier.is_none(), "streams joined to another carrier");
+        self.carrier = Some(carrier);
+    }
+
+    /// Whether events wait for the next [`run`](Self::run): a carrier's messages for this
+    /// pump's streams, queued while another pump ran it.
+    pub fn pending(&self) -> bool {
+        !self.queue.is_empty() || !self.inbox.borrow().is_empty()
     }
 
     /// Start the clock at `now` rather than at `Instant::now()`, so that two runs hand the core

@@ -171,6 +171,18 @@ proptest! {
     }
 }
 
+/// Inputs for the shared target: mostly requests and answers, some of everything else.
+fn shared_input() -> impl Strategy<Value = Vec<u8>> {
+    let op = prop_oneof![
+        4 => any::<u8>().prop_map(|arg| vec![0, arg]),
+        4 => any::<u8>().prop_map(|arg| vec![1, arg]),
+        3 => (2u8..7, any::<u8>()).prop_map(|(op, arg)| vec![op, arg]),
+        1 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..16)).prop_map(|(arg, raw)| [vec![7, arg], raw].concat()),
+    ];
+    (prop::sample::select(vec![0u8, 1, 0x10, 0x20, 0x30, 0x40, 0x41, 0x08]), proptest::collection::vec(op, 0..24))
+        .prop_map(|(flags, ops)| [vec![flags], ops.concat()].concat())
+}
+
 proptest! {
     // Each case runs real handshakes: fewer of them keep this to seconds.
     #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
@@ -178,6 +190,11 @@ proptest! {
     #[test]
     fn tls(input in tls_input()) {
         fuzz::tls(&input);
+    }
+
+    #[test]
+    fn shared(input in shared_input()) {
+        fuzz::shared(&input);
     }
 
     #[test]
@@ -249,13 +266,14 @@ fn seeds_run_clean() {
 fn regressions_run_clean() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
     type Body = fn(&[u8]);
-    let targets: [(&str, Body); 6] = [
+    let targets: [(&str, Body); 7] = [
         ("client_bytes", fuzz::client_bytes),
         ("server_bytes", fuzz::server_bytes),
         ("scenario", fuzz::scenario),
         ("http1_wire", fuzz::http1_wire),
         ("tls", fuzz::tls),
         ("h2_frames", fuzz::h2_frames),
+        ("shared", fuzz::shared),
     ];
     let mut ran = 0;
     for (target, body) in targets {
@@ -327,6 +345,12 @@ fn write_seed_corpus() {
         raw.extend_from_slice(piece);
     }
     write("tls", "seed-raw-client-hello".into(), raw);
+    // Shared carriers: the exchanges of `a_shared_exchange_runs_clean`.
+    for (i, ops) in SHARED_EXCHANGES.iter().enumerate() {
+        for (v, flags) in [0u8, 0x10, 0x40].into_iter().enumerate() {
+            write("shared", format!("seed-{i}-{v}"), [&[flags][..], ops].concat());
+        }
+    }
     // HTTP/2: the exchanges of `an_h2_exchange_runs_clean`, under each configuration variant.
     for (i, ops) in H2_EXCHANGES.iter().enumerate() {
         for (v, flags) in [0u8, 1, 0x10, 0x20].into_iter().enumerate() {
@@ -354,6 +378,28 @@ fn an_h2_exchange_runs_clean() {
     }
 }
 
+/// Programs for the shared target (see `fuzz::shared`; a request's argument is its client
+/// plus six times its kind). First: a second client comes, each sends a GET, the answers
+/// go in the other order, the carrier's server goes away gracefully, a third client comes and
+/// sends a chunked POST, answered. Second: a POST and a pipelined PUT from one client, a HEAD
+/// from another, who leaves before its answer is read; half a minute passes, and a chunked
+/// POST is answered with a body longer than the proxy's buffers.
+const SHARED_EXCHANGES: [&[u8]; 2] = [
+    &[6, 0, 0, 0, 0, 1, 1, 1, 1, 0, 3, 0, 6, 0, 0, 2 + 6 * 2, 1, 0],
+    &[6, 0, 0, 6, 0, 1 + 6 * 3, 1, 1, 0, 6 * 5, 4, 1, 1, 0, 1, 0, 5, 3, 0, 6 * 2, 1, 3],
+];
+
+/// Clients sharing an HTTP/2 server's connection, under several configurations: every
+/// answer reaches the client that asked.
+#[test]
+fn a_shared_exchange_runs_clean() {
+    for flags in [0u8, 1, 0x10, 0x20, 0x40] {
+        for ops in SHARED_EXCHANGES {
+            fuzz::shared(&[&[flags][..], ops].concat());
+        }
+    }
+}
+
 #[test]
 fn tls_regression_client_eof_mid_handshake() {
     fuzz::tls(&[0, 6, 0]);
@@ -368,3 +414,4 @@ fn tls_regression_send_after_close() {
 fn tls_regression_send_before_open() {
     fuzz::tls(&[1, 3, 126, 4, 225, 3, 66]);
 }
+

@@ -30,6 +30,7 @@ use proxy_core::{Config, Event, HookSet, Mode, Scheme, ServerAddr};
 mod h2;
 mod oracle;
 mod run;
+mod shared;
 pub mod strict;
 mod socks5;
 mod tls;
@@ -37,6 +38,7 @@ mod websocket;
 
 pub use h2::h2_frames;
 pub use run::{Run, ORIGIN_OK};
+pub use shared::shared;
 pub use socks5::socks5_handshake;
 pub use tls::{client_hello, tls};
 pub use websocket::{websocket_frames, websocket_session};

@@ -126,7 +126,7 @@ pub fn client_hello() -> Vec<u8> {
 
 /// The proxy under test: [`variant`] with TLS interception, certificates from a fixed
 /// issuer, upstreams trusted if the origins' CA signed them, and `pass.test` ignored.
-fn config(flags: u8) -> Config {
+pub(super) fn config(flags: u8) -> Config {
     let keys = keys();
     let server = crypto::server_config()
         .with_no_client_auth()
@@ -157,17 +157,17 @@ fn settle_hooks(run: &mut Run, flags: u8) {
     }
 }
 
-struct Keys {
+pub(super) struct Keys {
     /// What the proxy shows clients, for `a.test` and `pass.test`, from the proxy's CA.
-    proxy_leaf: Arc<CertifiedKey>,
+    pub(super) proxy_leaf: Arc<CertifiedKey>,
     /// The origin's certificate for the same names, from the origins' CA.
-    origin_leaf: Leaf,
-    origin_roots: RootCertStore,
+    pub(super) origin_leaf: Leaf,
+    pub(super) origin_roots: RootCertStore,
     /// Both CAs: the real client trusts the proxy's, and the origin's when passed through.
-    client_roots: RootCertStore,
+    pub(super) client_roots: RootCertStore,
 }
 
-fn keys() -> &'static Keys {
+pub(super) fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let proxy_ca = TestCa::new("fuzz proxy CA");

@@ -1,0 +1,464 @@
+//! The `shared` target: HTTP/1.1 clients intercepted on their way to one HTTP/2 origin share
+//! its connections (`share_upstreams`). The connection each `CONNECT` made is parked once its
+//! settings are exchanged. The first parked one becomes a carrier, the others wait whole in
+//! the pool for the next `CONNECT`, and every client's requests join the carrier while it has
+//! room, as proxy-io's driver does it. The input plays up to three clients and the origin:
+//! requests of each framing, answers in any order, resets, GOAWAY, a closed or broken
+//! carrier, clients leaving and coming, time passing.
+//!
+//! Besides the pumps' own checks (every command is one a driver can carry out, every step
+//! settles), and unless a client sent bytes of the input's own:
+//!
+//! - what each client decrypts reads strictly as HTTP/1.1 responses, at most one per request
+//!   it sent, in order. An answer of the origin's reaches only the client that asked: its body
+//!   names the request's path, which names the client;
+//! - the origin receives only requests clients sent, and whole request bodies as sent;
+//! - once every client has gone, the carrier carries no stream: the count of its streams
+//!   that a driver keeps, to know its room, comes back to zero.
+
+use std::time::{Duration, Instant};
+
+use proxy_core::h2_engine::{Reason, Settings, StreamKey};
+use proxy_core::{Config, ConnId};
+
+use super::strict::{self, Step};
+use super::tls::keys;
+use crate::h2::H2Peer;
+use crate::pump::{CarrierPump, Origins, Peer, Pump, SharedCarrier};
+use crate::tls::{tls_client, tls_origin};
+
+/// Clients at once, at most.
+const CLIENTS: usize = 3;
+/// Clients over a run, at most. One that left stays, as a driver's task stays until what it
+/// carries is done: its streams are on the carrier until it closes them.
+const ARRIVALS: usize = 6;
+const CONNECT: &[u8] = b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n";
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+/// How long the carrier lasts without streams.
+const CARRIER_IDLE: Duration = Duration::from_secs(60);
+/// Statuses the origin answers with: none the proxy makes up itself.
+const ORIGIN_STATUSES: [u16; 3] = [200, 203, 204];
+
+/// The `shared` fuzz target. Input: a configuration byte (bits 0, 1 and 3 as [`variant`];
+/// bits 4-5 the origin's stream limit: 100, 1, 2 or 100; bit 6: the origin's receive
+/// windows are a few bytes), then pairs of an operation and its argument, the raw ones
+/// followed by their bytes.
+///
+/// [`variant`]: super::variant
+pub fn shared(data: &[u8]) {
+    let Some((&flags, mut ops)) = data.split_first() else { return };
+    let mut world = World::new(flags);
+    world.tunnel();
+    while let [op, arg, rest @ ..] = ops {
+        ops = rest;
+        let arg = *arg;
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            eprintln!("op {} arg {arg}", op % 8);
+        }
+        match op % 8 {
+            0 => world.request(usize::from(arg) % ARRIVALS, arg / ARRIVALS as u8),
+            1 => world.answer(arg),
+            2 => world.reset(arg),
+            3 => world.upset_carrier(arg),
+            4 => world.leave(usize::from(arg) % ARRIVALS),
+            5 => world.advance(Duration::from_secs(u64::from(arg % 4) * 10)),
+            6 => world.tunnel(),
+            _ => {
+                let n = (usize::from(arg / ARRIVALS as u8) % 48 + 1).min(ops.len());
+                let (raw, rest) = ops.split_at(n);
+                ops = rest;
+                world.raw(usize::from(arg) % ARRIVALS, raw);
+            }
+        }
+        world.settle();
+    }
+    world.finish();
+}
+
+/// A request waiting at the origin: on which connection (the carrier's, or client `i`'s own
+/// `conn`), its stream, method and path.
+type Waiting = (Option<(usize, ConnId)>, StreamKey, &'static str, String);
+
+/// A request a client sent, as the origin should see it.
+#[derive(Clone)]
+struct Sent {
+    method: &'static str,
+    path: String,
+    body: Vec<u8>,
+}
+
+struct Client {
+    pump: Pump,
+    sent: Vec<Sent>,
+    /// It hung up.
+    gone: bool,
+    /// It sent bytes of the input's own, which may read as anything.
+    raw: bool,
+}
+
+struct World {
+    flags: u8,
+    config: Config,
+    now: Instant,
+    clients: Vec<Client>,
+    carrier: Option<SharedCarrier>,
+    /// Every request sent over the run, by every client (those that left included).
+    sent: Vec<Sent>,
+    /// A client sent bytes of the input's own: what the origin receives may be anything.
+    raw: bool,
+}
+
+impl World {
+    fn new(flags: u8) -> Self {
+        let mut config = super::tls::config(flags & 0x0b);
+        config.share_upstreams = true;
+        config.share_streams = true;
+        Self { flags, config, now: Instant::now(), clients: Vec::new(), carrier: None, sent: Vec::new(), raw: false }
+    }
+
+    /// The origin: TLS offering only `h2`, an HTTP/2 server inside, its limits as the
+    /// configuration byte says.
+    fn origins(&self) -> Origins {
+        let flags = self.flags;
+        Box::new(move |_| {
+            let tls = tls_origin(keys().origin_leaf.clone(), &[b"h2"]);
+            let mut settings = Settings {
+                max_concurrent_streams: [100, 1, 2, 100][usize::from(flags >> 4) % 4],
+                ..Settings::default()
+            };
+            if flags & 0x40 != 0 {
+                settings.stream_window = 7;
+                settings.connection_window = 7;
+            }
+            let server = Box::new(Peer::H2(Box::new(H2Peer::server_with(&settings))));
+            Some(Peer::Nested { outer: Box::new(tls.into()), inner: server })
+        })
+    }
+
+    /// A new client `CONNECT`s and completes its TLS handshake, if fewer than [`CLIENTS`]
+    /// are here and fewer than [`ARRIVALS`] came. The pool is one: the new client's pump is
+    /// handed what the others parked.
+    fn tunnel(&mut self) {
+        if self.clients.len() == ARRIVALS || self.clients.iter().filter(|c| !c.gone).count() == CLIENTS {
+            return;
+        }
+        let mut pump = Pump::new(self.config.clone(), Peer::Plain { received: Vec::new() }, self.origins()).at(self.now);
+        for client in &mut self.clients {
+            pump.pool.append(&mut client.pump.pool);
+        }
+        if let Some(carrier) = &self.carrier {
+            pump.set_carrier(carrier.clone());
+        }
+        pump.run();
+        pump.client_sends(CONNECT);
+        assert_eq!(pump.client.received(), ESTABLISHED, "logs {:?}", pump.logs);
+        let roots = keys().client_roots.clone();
+        pump.client_starts_tls(tls_client(roots, "a.test", &[b"http/1.1"]));
+        self.clients.push(Client { pump, sent: Vec::new(), gone: false, raw: false });
+    }
+
+    /// Client `i`, if it is here and the proxy has not closed its connection.
+    fn client(&mut self, i: usize) -> Option<&mut Client> {
+        self.clients.get_mut(i).filter(|c| !c.gone && !c.pump.closed.contains(&ConnId::CLIENT))
+    }
+
+    /// Client `i` sends a request of kind `kind`: its path names the client and the request.
+    fn request(&mut self, i: usize, kind: u8) {
+        let n = self.sent.len();
+        let Some(client) = self.client(i) else { return };
+        let path = format!("/c{i}/{n}");
+        let (method, wire, body): (_, String, &[u8]) = match kind % 7 {
+            0 => ("GET", format!("GET {path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
+            1 => ("POST", format!("POST {path} HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello"), b"hello"),
+            2 => (
+                "POST",
+                format!(
+                    "POST {path} HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n\
+                     3\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n"
+                ),
+                b"abcde",
+            ),
+            3 => ("HEAD", format!("HEAD {path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
+            4 => ("GET", format!("GET {path} HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n"), b""),
+            5 => (
+                "PUT",
+                format!("PUT {path} HTTP/1.1\r\nhost: a.test\r\ncontent-length: 40\r\n\r\n{}", LONG),
+                LONG.as_bytes(),
+            ),
+            _ => ("GET", format!("GET https://a.test{path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
+        };
+        let sent = Sent { method, path, body: body.to_vec() };
+        client.sent.push(sent.clone());
+        client.pump.client_sends(wire.as_bytes());
+        self.sent.push(sent);
+    }
+
+    /// Client `i` sends bytes of the input's own.
+    fn raw(&mut self, i: usize, raw: &[u8]) {
+        let Some(client) = self.client(i) else { return };
+        client.raw = true;
+        client.pump.client_sends(raw);
+        self.raw = true;
+    }
+
+    /// Client `i` hangs up.
+    fn leave(&mut self, i: usize) {
+        let Some(client) = self.client(i) else { return };
+        client.gone = true;
+        client.pump.closes(ConnId::CLIENT);
+    }
+
+    /// The requests the origin has neither answered nor reset, on the carrier's connection
+    /// and on those a client holds of its own.
+    fn waiting(&mut self) -> Vec<Waiting> {
+        let mut found = Vec::new();
+        if let Some(carrier) = &self.carrier {
+            let mut carrier = carrier.borrow_mut();
+            if !carrier.closed {
+                for (stream, head) in carrier.server_h2().unanswered() {
+                    found.push((None, stream, method_name(&head.method), head.uri.path().to_owned()));
+                }
+            }
+        }
+        for (i, client) in self.clients.iter_mut().enumerate() {
+            let conns: Vec<ConnId> = client.pump.servers.keys().copied().collect();
+            for conn in conns {
+                if client.pump.closed.contains(&conn) {
+                    continue;
+                }
+                let h2 = client.pump.servers.get_mut(&conn).expect("listed").h2();
+                if h2.engine.is_closed() {
+                    continue;
+                }
+                for (stream, head) in h2.unanswered() {
+                    found.push((Some((i, conn)), stream, method_name(&head.method), head.uri.path().to_owned()));
+                }
+            }
+        }
+        found
+    }
+
+    /// The origin answers one of the requests waiting, as `arg` picks: its body is the
+    /// request's path, once or repeated past the proxy's buffers, or none.
+    fn answer(&mut self, arg: u8) {
+        let waiting = self.waiting();
+        if waiting.is_empty() {
+            return;
+        }
+        let (at, stream, method, path) = waiting[usize::from(arg) % waiting.len()].clone();
+        let how = usize::from(arg) / waiting.len();
+        let status = ORIGIN_STATUSES[how % ORIGIN_STATUSES.len()];
+        let body = match (status, method) {
+            (204, _) | (_, "HEAD") => Vec::new(),
+            _ if how / 3 % 2 == 1 => path.repeat(2500 / path.len() + 1).into_bytes(),
+            _ => path.into_bytes(),
+        };
+        let trailers = (status == 203 && !body.is_empty()).then(|| crate::h2::trailers(&[("x-o", "1")]));
+        self.on_origin(at, |h2| h2.respond(stream, status, &body, trailers));
+    }
+
+    /// The origin resets one of the requests waiting, with a reason `arg` picks.
+    fn reset(&mut self, arg: u8) {
+        let waiting = self.waiting();
+        if waiting.is_empty() {
+            return;
+        }
+        let (at, stream, ..) = waiting[usize::from(arg) % waiting.len()].clone();
+        let reason = Reason(u32::from(arg) / waiting.len() as u32 % 14);
+        self.on_origin(at, |h2| h2.reset(stream, reason));
+    }
+
+    /// Let the origin's end of a connection act, and send what it has to say.
+    fn on_origin(&mut self, at: Option<(usize, ConnId)>, act: impl FnOnce(&mut H2Peer)) {
+        match at {
+            None => {
+                let carrier = self.carrier.as_ref().expect("the carrier's stream");
+                let mut carrier = carrier.borrow_mut();
+                act(carrier.server_h2());
+                carrier.server_sends(b"");
+            }
+            Some((i, conn)) => {
+                let pump = &mut self.clients[i].pump;
+                act(pump.server_h2(conn));
+                pump.server_sends(conn, b"");
+            }
+        }
+    }
+
+    /// The carrier's server says goodbye (gracefully or with an error), hangs up, or sends
+    /// bytes that are no TLS record.
+    fn upset_carrier(&mut self, arg: u8) {
+        let Some(carrier) = &self.carrier else { return };
+        let mut carrier = carrier.borrow_mut();
+        if carrier.closed {
+            return;
+        }
+        match arg % 4 {
+            0 => {
+                carrier.server_h2().engine.shutdown(None);
+                carrier.server_sends(b"");
+            }
+            1 => {
+                carrier.server_h2().engine.shutdown(Some(Reason(u32::from(arg / 4) % 14)));
+                carrier.server_sends(b"");
+            }
+            2 => carrier.server_closes(),
+            _ => carrier.server_sends_raw(b"\x17\x03\x03\x00\x05junk!"),
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        for client in &mut self.clients {
+            client.pump.advance(by);
+        }
+        if let Some(carrier) = &self.carrier {
+            carrier.borrow_mut().advance(by);
+        }
+    }
+
+    /// Run every pump until none has anything waiting (what a carrier sends one pump's
+    /// streams arrives while another runs it). The first connection parked whole that can
+    /// carry streams becomes the carrier, as the driver makes one where none has room; the
+    /// run keeps one.
+    fn settle(&mut self) {
+        for _ in 0..64 {
+            if self.carrier.is_none() {
+                self.make_carrier();
+            }
+            let Some(client) = self.clients.iter_mut().find(|c| c.pump.pending()) else { return };
+            client.pump.run();
+        }
+        panic!("the clients did not settle");
+    }
+
+    fn make_carrier(&mut self) {
+        for client in &mut self.clients {
+            let Some(at) = client.pump.pool.iter().position(|(parked, _)| parked.carries_streams()) else { continue };
+            let (parked, peer) = client.pump.pool.remove(at);
+            let carrier = CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now);
+            for client in &mut self.clients {
+                client.pump.set_carrier(carrier.clone());
+            }
+            self.carrier = Some(carrier);
+            return;
+        }
+    }
+
+    /// Everyone leaves, time passes until every deadline is behind, and the checks run.
+    fn finish(mut self) {
+        for i in 0..self.clients.len() {
+            self.leave(i);
+        }
+        self.settle();
+        for _ in 0..3 {
+            self.advance(Duration::from_secs(120));
+            self.settle();
+        }
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            self.trace();
+        }
+        if let Some(carrier) = &self.carrier {
+            let carrier = carrier.borrow();
+            assert_eq!(carrier.carrying, 0, "streams left on the carrier after every client left; logs {:?}", carrier.logs);
+        }
+        for client in &self.clients {
+            check_client(client);
+            check_origins(&client.pump, &self);
+        }
+        if let Some(carrier) = &self.carrier {
+            check_origin(carrier.borrow_mut().server_h2(), &self);
+        }
+    }
+}
+
+impl World {
+    /// What each end saw, for `FUZZ_TRACE=1`.
+    fn trace(&self) {
+        if let Some(carrier) = &self.carrier {
+            let mut carrier = carrier.borrow_mut();
+            let paths: Vec<String> = carrier.server_h2().requests().iter().map(|(_, h)| h.uri.path().to_owned()).collect();
+            eprintln!("carrier: requests {paths:?}; logs {:?}", carrier.logs);
+        }
+        for (i, client) in self.clients.iter().enumerate() {
+            let pump = &client.pump;
+            eprintln!("client {i}: sent {:?}", client.sent.iter().map(|s| &s.path).collect::<Vec<_>>());
+            eprintln!("  received {:?}", String::from_utf8_lossy(pump.client.received()));
+            eprintln!("  parked {:?}, own servers {:?}, logs {:?}", pump.parked, pump.servers.keys().collect::<Vec<_>>(), pump.logs);
+        }
+    }
+}
+
+/// Forty bytes: a body longer than the fuzz configuration's `forward_min`.
+const LONG: &str = "0123456789012345678901234567890123456789";
+
+fn method_name(method: &http::Method) -> &'static str {
+    ["GET", "POST", "HEAD", "PUT"].into_iter().find(|m| method.as_str() == *m).unwrap_or("OTHER")
+}
+
+/// What `client` decrypted reads as responses, one per request at most, in order; an answer
+/// of the origin's carries the path of the request it answers. Not for a client that sent
+/// bytes of the input's own: which requests they made, and so how to read the answers (to a
+/// `HEAD`, say), is unknown.
+fn check_client(client: &Client) {
+    if client.raw || client.pump.client.rustls().is_none() {
+        return;
+    }
+    let received = client.pump.client.received();
+    let mut at = 0;
+    for sent in &client.sent {
+        if at == received.len() {
+            return;
+        }
+        match strict::response(&received[at..], sent.method, true) {
+            Step::Done(message, len) => {
+                at += len;
+                let status = message.status();
+                if ORIGIN_STATUSES.contains(&status) && sent.method != "HEAD" && status != 204 {
+                    let path = sent.path.as_bytes();
+                    let whole = !message.body.is_empty() && message.body.chunks(path.len()).all(|c| c == path);
+                    assert!(
+                        whole,
+                        "the answer to {} {} reads {:?}",
+                        sent.method,
+                        sent.path,
+                        String::from_utf8_lossy(&message.body)
+                    );
+                }
+            }
+            Step::More => return,
+            Step::Broken(e) => panic!(
+                "the client decrypted a response no strict reader takes ({e}): {:?}",
+                String::from_utf8_lossy(received)
+            ),
+        }
+    }
+    assert_eq!(at, received.len(), "more responses than requests: {:?}", String::from_utf8_lossy(received));
+}
+
+/// Every server connection `pump` holds.
+fn check_origins(pump: &Pump, world: &World) {
+    for peer in pump.servers.values() {
+        if let Peer::Nested { inner, .. } = peer {
+            if let Peer::H2(h2) = &**inner {
+                check_origin(h2, world);
+            }
+        }
+    }
+}
+
+/// The origin received only requests clients sent, bodies whole where they ended.
+fn check_origin(h2: &H2Peer, world: &World) {
+    if world.raw {
+        return;
+    }
+    for (stream, head) in h2.requests() {
+        let path = head.uri.path();
+        let sent = world.sent.iter().find(|s| s.path == path);
+        let Some(sent) = sent else { panic!("the origin received {} {path}, which no client sent", head.method) };
+        assert_eq!(head.method.as_str(), sent.method, "the request for {path}");
+        if h2.ended(stream).is_some() && h2.reset_reason(stream).is_none() {
+            assert_eq!(h2.body(stream), sent.body, "the body of {} {path}", sent.method);
+        }
+    }
+}
