@@ -179,7 +179,8 @@ fn shared_input() -> impl Strategy<Value = Vec<u8>> {
         3 => (2u8..7, any::<u8>()).prop_map(|(op, arg)| vec![op, arg]),
         1 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..16)).prop_map(|(arg, raw)| [vec![7, arg], raw].concat()),
     ];
-    (prop::sample::select(vec![0u8, 1, 0x10, 0x20, 0x30, 0x40, 0x41, 0x08]), proptest::collection::vec(op, 0..24))
+    let flags = prop::sample::select(vec![0u8, 1, 0x10, 0x20, 0x30, 0x40, 0x41, 0x08, 0x80, 0x81, 0x90, 0xc0]);
+    (flags, proptest::collection::vec(op, 0..24))
         .prop_map(|(flags, ops)| [vec![flags], ops.concat()].concat())
 }
 
@@ -347,7 +348,7 @@ fn write_seed_corpus() {
     write("tls", "seed-raw-client-hello".into(), raw);
     // Shared carriers: the exchanges of `a_shared_exchange_runs_clean`.
     for (i, ops) in SHARED_EXCHANGES.iter().enumerate() {
-        for (v, flags) in [0u8, 0x10, 0x40].into_iter().enumerate() {
+        for (v, flags) in [0u8, 0x10, 0x40, 0x80].into_iter().enumerate() {
             write("shared", format!("seed-{i}-{v}"), [&[flags][..], ops].concat());
         }
     }
@@ -389,11 +390,11 @@ const SHARED_EXCHANGES: [&[u8]; 2] = [
     &[6, 0, 0, 6, 0, 1 + 6 * 3, 1, 1, 0, 6 * 5, 4, 1, 1, 0, 1, 0, 5, 3, 0, 6 * 2, 1, 3],
 ];
 
-/// Clients sharing an HTTP/2 server's connection, under several configurations: every
-/// answer reaches the client that asked.
+/// Clients sharing an HTTP/2 server's connection, under several configurations (plain HTTP
+/// among them): every answer reaches the client that asked.
 #[test]
 fn a_shared_exchange_runs_clean() {
-    for flags in [0u8, 1, 0x10, 0x20, 0x40] {
+    for flags in [0u8, 1, 0x10, 0x20, 0x40, 0x80, 0x90] {
         for ops in SHARED_EXCHANGES {
             fuzz::shared(&[&[flags][..], ops].concat());
         }

@@ -2,7 +2,11 @@
 //! its connections (`share_upstreams`). The connection each `CONNECT` made is parked once its
 //! settings are exchanged. The first parked one becomes a carrier, the others wait whole in
 //! the pool for the next `CONNECT`, and every client's requests join the carrier while it has
-//! room, as proxy-io's driver does it. The input plays up to three clients and the origin:
+//! room, as proxy-io's driver does it. Or, as the configuration byte says, the clients
+//! send plain HTTP/1.1 to the proxy, which speaks HTTP/2 to the origin with prior knowledge:
+//! the first connection the clients' requests made becomes the carrier (a reverse proxy's
+//! clients share connections the same way). The input plays up to three clients and the
+//! origin:
 //! requests of each framing, answers in any order, resets, GOAWAY, a closed or broken
 //! carrier, clients leaving and coming, time passing.
 //!
@@ -41,14 +45,17 @@ const ORIGIN_STATUSES: [u16; 3] = [200, 203, 204];
 
 /// The `shared` fuzz target. Input: a configuration byte (bits 0, 1 and 3 as [`variant`];
 /// bits 4-5 the origin's stream limit: 100, 1, 2 or 100; bit 6: the origin's receive
-/// windows are a few bytes), then pairs of an operation and its argument, the raw ones
-/// followed by their bytes.
+/// windows are a few bytes; bit 7: plain HTTP, no `CONNECT` and no TLS), then pairs of an
+/// operation and its argument, the raw ones followed by their bytes.
 ///
 /// [`variant`]: super::variant
 pub fn shared(data: &[u8]) {
     let Some((&flags, mut ops)) = data.split_first() else { return };
     let mut world = World::new(flags);
-    world.tunnel();
+    if world.plain {
+        world.warm_up();
+    }
+    world.arrive();
     while let [op, arg, rest @ ..] = ops {
         ops = rest;
         let arg = *arg;
@@ -62,7 +69,7 @@ pub fn shared(data: &[u8]) {
             3 => world.upset_carrier(arg),
             4 => world.leave(usize::from(arg) % ARRIVALS),
             5 => world.advance(Duration::from_secs(u64::from(arg % 4) * 10)),
-            6 => world.tunnel(),
+            6 => world.arrive(),
             _ => {
                 let n = (usize::from(arg / ARRIVALS as u8) % 48 + 1).min(ops.len());
                 let (raw, rest) = ops.split_at(n);
@@ -98,6 +105,9 @@ struct Client {
 
 struct World {
     flags: u8,
+    /// Clients speak plain HTTP/1.1 to the proxy, and the proxy HTTP/2 to the origin with
+    /// prior knowledge.
+    plain: bool,
     config: Config,
     now: Instant,
     clients: Vec<Client>,
@@ -110,18 +120,22 @@ struct World {
 
 impl World {
     fn new(flags: u8) -> Self {
-        let mut config = super::tls::config(flags & 0x0b);
+        let plain = flags & 0x80 != 0;
+        let mut config = match plain {
+            true => Config { upstream_h2c: true, ..super::variant(flags & 0x0b, false) },
+            false => super::tls::config(flags & 0x0b),
+        };
         config.share_upstreams = true;
         config.share_streams = true;
-        Self { flags, config, now: Instant::now(), clients: Vec::new(), carrier: None, sent: Vec::new(), raw: false }
+        let now = Instant::now();
+        Self { flags, plain, config, now, clients: Vec::new(), carrier: None, sent: Vec::new(), raw: false }
     }
 
-    /// The origin: TLS offering only `h2`, an HTTP/2 server inside, its limits as the
-    /// configuration byte says.
+    /// The origin: an HTTP/2 server, its limits as the configuration byte says, inside TLS
+    /// offering only `h2` unless the run is plain.
     fn origins(&self) -> Origins {
-        let flags = self.flags;
+        let (flags, plain) = (self.flags, self.plain);
         Box::new(move |_| {
-            let tls = tls_origin(keys().origin_leaf.clone(), &[b"h2"]);
             let mut settings = Settings {
                 max_concurrent_streams: [100, 1, 2, 100][usize::from(flags >> 4) % 4],
                 ..Settings::default()
@@ -131,14 +145,18 @@ impl World {
                 settings.connection_window = 7;
             }
             let server = Box::new(Peer::H2(Box::new(H2Peer::server_with(&settings))));
+            if plain {
+                return Some(*server);
+            }
+            let tls = tls_origin(keys().origin_leaf.clone(), &[b"h2"]);
             Some(Peer::Nested { outer: Box::new(tls.into()), inner: server })
         })
     }
 
-    /// A new client `CONNECT`s and completes its TLS handshake, if fewer than [`CLIENTS`]
-    /// are here and fewer than [`ARRIVALS`] came. The pool is one: the new client's pump is
-    /// handed what the others parked.
-    fn tunnel(&mut self) {
+    /// A new client comes (and `CONNECT`s and completes its TLS handshake, unless the run is
+    /// plain), if fewer than [`CLIENTS`] are here and fewer than [`ARRIVALS`] came. The pool is
+    /// one: the new client's pump is handed what the others parked.
+    fn arrive(&mut self) {
         if self.clients.len() == ARRIVALS || self.clients.iter().filter(|c| !c.gone).count() == CLIENTS {
             return;
         }
@@ -150,11 +168,30 @@ impl World {
             pump.set_carrier(carrier.clone());
         }
         pump.run();
-        pump.client_sends(CONNECT);
-        assert_eq!(pump.client.received(), ESTABLISHED, "logs {:?}", pump.logs);
-        let roots = keys().client_roots.clone();
-        pump.client_starts_tls(tls_client(roots, "a.test", &[b"http/1.1"]));
+        if !self.plain {
+            pump.client_sends(CONNECT);
+            assert_eq!(pump.client.received(), ESTABLISHED, "logs {:?}", pump.logs);
+            let roots = keys().client_roots.clone();
+            pump.client_starts_tls(tls_client(roots, "a.test", &[b"http/1.1"]));
+        }
         self.clients.push(Client { pump, sent: Vec::new(), gone: false, raw: false });
+    }
+
+    /// A plain client fetches `/warm` and leaves, so that the connection its request made is
+    /// parked idle and becomes the carrier. (A driver makes one at once, where a connection is
+    /// parked; the pumps pool it, and the client's request would take it back whole.)
+    fn warm_up(&mut self) {
+        let mut pump = Pump::new(self.config.clone(), Peer::Plain { received: Vec::new() }, self.origins()).at(self.now);
+        pump.run();
+        pump.client_sends(b"GET http://a.test/warm HTTP/1.1\r\nhost: a.test\r\n\r\n");
+        let server = *pump.servers.keys().last().expect("a connection for the request");
+        let stream = pump.server_h2(server).requests()[0].0;
+        pump.server_h2(server).respond(stream, 200, b"warm", None);
+        pump.server_sends(server, b"");
+        pump.closes(ConnId::CLIENT);
+        let (parked, peer) = pump.pool.pop().expect("the connection parked");
+        self.carrier = Some(CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now));
+        self.sent.push(Sent { method: "GET", path: "/warm".into(), body: Vec::new() });
     }
 
     /// Client `i`, if it is here and the proxy has not closed its connection.
@@ -164,25 +201,27 @@ impl World {
 
     /// Client `i` sends a request of kind `kind`: its path names the client and the request.
     fn request(&mut self, i: usize, kind: u8) {
-        let n = self.sent.len();
+        let (n, plain) = (self.sent.len(), self.plain);
         let Some(client) = self.client(i) else { return };
         let path = format!("/c{i}/{n}");
+        // Plain requests name the origin (absolute form), as a forward proxy's clients do.
+        let target = if plain { format!("http://a.test{path}") } else { path.clone() };
         let (method, wire, body): (_, String, &[u8]) = match kind % 7 {
-            0 => ("GET", format!("GET {path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
-            1 => ("POST", format!("POST {path} HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello"), b"hello"),
+            0 => ("GET", format!("GET {target} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
+            1 => ("POST", format!("POST {target} HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello"), b"hello"),
             2 => (
                 "POST",
                 format!(
-                    "POST {path} HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n\
+                    "POST {target} HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n\
                      3\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n"
                 ),
                 b"abcde",
             ),
-            3 => ("HEAD", format!("HEAD {path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
-            4 => ("GET", format!("GET {path} HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n"), b""),
+            3 => ("HEAD", format!("HEAD {target} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
+            4 => ("GET", format!("GET {target} HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n"), b""),
             5 => (
                 "PUT",
-                format!("PUT {path} HTTP/1.1\r\nhost: a.test\r\ncontent-length: 40\r\n\r\n{}", LONG),
+                format!("PUT {target} HTTP/1.1\r\nhost: a.test\r\ncontent-length: 40\r\n\r\n{}", LONG),
                 LONG.as_bytes(),
             ),
             _ => ("GET", format!("GET https://a.test{path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
@@ -363,7 +402,7 @@ impl World {
             assert_eq!(carrier.carrying, 0, "streams left on the carrier after every client left; logs {:?}", carrier.logs);
         }
         for client in &self.clients {
-            check_client(client);
+            check_client(client, self.plain);
             check_origins(&client.pump, &self);
         }
         if let Some(carrier) = &self.carrier {
@@ -400,8 +439,9 @@ fn method_name(method: &http::Method) -> &'static str {
 /// of the origin's carries the path of the request it answers. Not for a client that sent
 /// bytes of the input's own: which requests they made, and so how to read the answers (to a
 /// `HEAD`, say), is unknown.
-fn check_client(client: &Client) {
-    if client.raw || client.pump.client.rustls().is_none() {
+fn check_client(client: &Client, plain: bool) {
+    // A TLS client whose handshake failed read nothing past the `200` to its `CONNECT`.
+    if client.raw || (!plain && client.pump.client.rustls().is_none()) {
         return;
     }
     let received = client.pump.client.received();
