@@ -1,6 +1,6 @@
-//! HTTP/2 peers for scenarios: a real HTTP/2 client or server (the core's own HTTP/2 engine,
-//! driven over memory as the core drives it) that a [`Pump`](crate::pump::Pump) connects to the core, and
-//! raw frames for peers that break the rules on purpose.
+//! HTTP/2 peers for scenarios: a real HTTP/2 client or server (the core's own HTTP/2
+//! engine, driven over memory as the core drives it) that a [`Pump`](crate::pump::Pump)
+//! connects to the core, and raw frames for peers that break the rules on purpose.
 
 use bytes::Bytes;
 use proxy_core::h2_engine::{ConnectionError, Engine, H2Event, RequestHead, ResponseHead, Settings, StreamKey};

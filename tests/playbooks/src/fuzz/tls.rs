@@ -159,10 +159,10 @@ fn settle_hooks(run: &mut Run, flags: u8) {
 
 pub(super) struct Keys {
     /// What the proxy shows clients, for `a.test` and `pass.test`, from the proxy's CA.
-    pub(super) proxy_leaf: Arc<CertifiedKey>,
+    proxy_leaf: Arc<CertifiedKey>,
     /// The origin's certificate for the same names, from the origins' CA.
     pub(super) origin_leaf: Leaf,
-    pub(super) origin_roots: RootCertStore,
+    origin_roots: RootCertStore,
     /// Both CAs: the real client trusts the proxy's, and the origin's when passed through.
     pub(super) client_roots: RootCertStore,
 }
