@@ -467,11 +467,16 @@ impl Pump {
         self
     }
 
-    /// [`with_carrier`](Self::with_carrier) for a pump already running (one carrier per pump:
-    /// its streams stay on the one they joined).
+    /// [`with_carrier`](Self::with_carrier) for a pump already running, with no stream on the
+    /// carrier it had (its streams stay on the one they joined).
     pub fn set_carrier(&mut self, carrier: SharedCarrier) {
         assert!(self.joined.is_empty() || self.carrier.is_none(), "streams joined to another carrier");
         self.carrier = Some(carrier);
+    }
+
+    /// How many streams this client connection has on its carrier.
+    pub fn joined(&self) -> usize {
+        self.joined.len()
     }
 
     /// Whether events wait for the next [`run`](Self::run): a carrier's messages for this

@@ -1,8 +1,8 @@
 //! The `shared` target: HTTP/1.1 clients intercepted on their way to one HTTP/2 origin share
 //! its connections (`share_upstreams`). The connection each `CONNECT` made is parked once its
-//! settings are exchanged. The first parked one becomes a carrier, the others wait whole in
-//! the pool for the next `CONNECT`, and every client's requests join the carrier while it has
-//! room, as proxy-io's driver does it. Or, as the configuration byte says, the clients
+//! settings are exchanged. The first parked one becomes a carrier (and, once it closes, the
+//! next one parked), the others wait whole in the pool for the next `CONNECT`, and every
+//! client's requests join the carrier while it has room, as proxy-io's driver does it. Or, as the configuration byte says, the clients
 //! send plain HTTP/1.1 to the proxy, which speaks HTTP/2 to the origin with prior knowledge:
 //! the first connection the clients' requests made becomes the carrier (a reverse proxy's
 //! clients share connections the same way). The input plays up to three clients and the
@@ -56,6 +56,7 @@ pub fn shared(data: &[u8]) {
         world.warm_up();
     }
     world.arrive();
+    world.settle();
     while let [op, arg, rest @ ..] = ops {
         ops = rest;
         let arg = *arg;
@@ -82,9 +83,17 @@ pub fn shared(data: &[u8]) {
     world.finish();
 }
 
-/// A request waiting at the origin: on which connection (the carrier's, or client `i`'s own
-/// `conn`), its stream, method and path.
-type Waiting = (Option<(usize, ConnId)>, StreamKey, &'static str, String);
+/// A request waiting at the origin: on which connection, its stream, method and path.
+type Waiting = (Origin, StreamKey, &'static str, String);
+
+/// One of the origin's connections.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// The `n`th carrier's.
+    Carrier(usize),
+    /// Client `i`'s own `conn`.
+    Own(usize, ConnId),
+}
 
 /// A request a client sent, as the origin should see it.
 #[derive(Clone)]
@@ -111,7 +120,10 @@ struct World {
     config: Config,
     now: Instant,
     clients: Vec<Client>,
-    carrier: Option<SharedCarrier>,
+    /// Every carrier made over the run; the last is the one clients join. Once it closes, the
+    /// next connection parked whole that can carry streams takes its place, as the driver
+    /// makes a carrier where none has room.
+    carriers: Vec<SharedCarrier>,
     /// Every request sent over the run, by every client (those that left included).
     sent: Vec<Sent>,
     /// A client sent bytes of the input's own: what the origin receives may be anything.
@@ -128,7 +140,7 @@ impl World {
         config.share_upstreams = true;
         config.share_streams = true;
         let now = Instant::now();
-        Self { flags, plain, config, now, clients: Vec::new(), carrier: None, sent: Vec::new(), raw: false }
+        Self { flags, plain, config, now, clients: Vec::new(), carriers: Vec::new(), sent: Vec::new(), raw: false }
     }
 
     /// The origin: an HTTP/2 server, its limits as the configuration byte says, inside TLS
@@ -164,7 +176,7 @@ impl World {
         for client in &mut self.clients {
             pump.pool.append(&mut client.pump.pool);
         }
-        if let Some(carrier) = &self.carrier {
+        if let Some(carrier) = self.carriers.last() {
             pump.set_carrier(carrier.clone());
         }
         pump.run();
@@ -190,7 +202,7 @@ impl World {
         pump.server_sends(server, b"");
         pump.closes(ConnId::CLIENT);
         let (parked, peer) = pump.pool.pop().expect("the connection parked");
-        self.carrier = Some(CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now));
+        self.carriers.push(CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now));
         self.sent.push(Sent { method: "GET", path: "/warm".into(), body: Vec::new() });
     }
 
@@ -247,15 +259,15 @@ impl World {
         client.pump.closes(ConnId::CLIENT);
     }
 
-    /// The requests the origin has neither answered nor reset, on the carrier's connection
+    /// The requests the origin has neither answered nor reset, on the carriers' connections
     /// and on those a client holds of its own.
     fn waiting(&mut self) -> Vec<Waiting> {
         let mut found = Vec::new();
-        if let Some(carrier) = &self.carrier {
+        for (n, carrier) in self.carriers.iter().enumerate() {
             let mut carrier = carrier.borrow_mut();
             if !carrier.closed {
                 for (stream, head) in carrier.server_h2().unanswered() {
-                    found.push((None, stream, method_name(&head.method), head.uri.path().to_owned()));
+                    found.push((Origin::Carrier(n), stream, method_name(&head.method), head.uri.path().to_owned()));
                 }
             }
         }
@@ -270,7 +282,7 @@ impl World {
                     continue;
                 }
                 for (stream, head) in h2.unanswered() {
-                    found.push((Some((i, conn)), stream, method_name(&head.method), head.uri.path().to_owned()));
+                    found.push((Origin::Own(i, conn), stream, method_name(&head.method), head.uri.path().to_owned()));
                 }
             }
         }
@@ -308,15 +320,14 @@ impl World {
     }
 
     /// Let the origin's end of a connection act, and send what it has to say.
-    fn on_origin(&mut self, at: Option<(usize, ConnId)>, act: impl FnOnce(&mut H2Peer)) {
+    fn on_origin(&mut self, at: Origin, act: impl FnOnce(&mut H2Peer)) {
         match at {
-            None => {
-                let carrier = self.carrier.as_ref().expect("the carrier's stream");
-                let mut carrier = carrier.borrow_mut();
+            Origin::Carrier(n) => {
+                let mut carrier = self.carriers[n].borrow_mut();
                 act(carrier.server_h2());
                 carrier.server_sends(b"");
             }
-            Some((i, conn)) => {
+            Origin::Own(i, conn) => {
                 let pump = &mut self.clients[i].pump;
                 act(pump.server_h2(conn));
                 pump.server_sends(conn, b"");
@@ -324,10 +335,10 @@ impl World {
         }
     }
 
-    /// The carrier's server says goodbye (gracefully or with an error), hangs up, or sends
-    /// bytes that are no TLS record.
+    /// The server of the carrier clients join says goodbye (gracefully or with an error),
+    /// hangs up, or sends bytes that are no TLS record (no HTTP/2 frame, if plain).
     fn upset_carrier(&mut self, arg: u8) {
-        let Some(carrier) = &self.carrier else { return };
+        let Some(carrier) = self.carriers.last() else { return };
         let mut carrier = carrier.borrow_mut();
         if carrier.closed {
             return;
@@ -351,18 +362,16 @@ impl World {
         for client in &mut self.clients {
             client.pump.advance(by);
         }
-        if let Some(carrier) = &self.carrier {
+        for carrier in &self.carriers {
             carrier.borrow_mut().advance(by);
         }
     }
 
     /// Run every pump until none has anything waiting (what a carrier sends one pump's
-    /// streams arrives while another runs it). The first connection parked whole that can
-    /// carry streams becomes the carrier, as the driver makes one where none has room; the
-    /// run keeps one.
+    /// streams arrives while another runs it), making a carrier where none is open.
     fn settle(&mut self) {
         for _ in 0..64 {
-            if self.carrier.is_none() {
+            if self.carriers.last().is_none_or(|c| c.borrow().closed) {
                 self.make_carrier();
             }
             let Some(client) = self.clients.iter_mut().find(|c| c.pump.pending()) else { return };
@@ -371,16 +380,22 @@ impl World {
         panic!("the clients did not settle");
     }
 
+    /// The first connection parked whole that can carry streams becomes the carrier, as the
+    /// driver makes one where none has room. A client takes it once it has no stream left on
+    /// the one before.
     fn make_carrier(&mut self) {
+        let parked = self.clients.iter_mut().find_map(|client| {
+            let at = client.pump.pool.iter().position(|(parked, _)| parked.carries_streams())?;
+            Some(client.pump.pool.remove(at))
+        });
+        if let Some((parked, peer)) = parked {
+            self.carriers.push(CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now));
+        }
+        let Some(carrier) = self.carriers.last() else { return };
         for client in &mut self.clients {
-            let Some(at) = client.pump.pool.iter().position(|(parked, _)| parked.carries_streams()) else { continue };
-            let (parked, peer) = client.pump.pool.remove(at);
-            let carrier = CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now);
-            for client in &mut self.clients {
+            if client.pump.joined() == 0 {
                 client.pump.set_carrier(carrier.clone());
             }
-            self.carrier = Some(carrier);
-            return;
         }
     }
 
@@ -397,15 +412,15 @@ impl World {
         if std::env::var_os("FUZZ_TRACE").is_some() {
             self.trace();
         }
-        if let Some(carrier) = &self.carrier {
+        for carrier in &self.carriers {
             let carrier = carrier.borrow();
-            assert_eq!(carrier.carrying, 0, "streams left on the carrier after every client left; logs {:?}", carrier.logs);
+            assert_eq!(carrier.carrying, 0, "streams left on a carrier after every client left; logs {:?}", carrier.logs);
         }
         for client in &self.clients {
             check_client(client, self.plain);
             check_origins(&client.pump, &self);
         }
-        if let Some(carrier) = &self.carrier {
+        for carrier in &self.carriers {
             check_origin(carrier.borrow_mut().server_h2(), &self);
         }
     }
@@ -414,10 +429,10 @@ impl World {
 impl World {
     /// What each end saw, for `FUZZ_TRACE=1`.
     fn trace(&self) {
-        if let Some(carrier) = &self.carrier {
+        for (n, carrier) in self.carriers.iter().enumerate() {
             let mut carrier = carrier.borrow_mut();
             let paths: Vec<String> = carrier.server_h2().requests().iter().map(|(_, h)| h.uri.path().to_owned()).collect();
-            eprintln!("carrier: requests {paths:?}; logs {:?}", carrier.logs);
+            eprintln!("carrier {n}: requests {paths:?}; logs {:?}", carrier.logs);
         }
         for (i, client) in self.clients.iter().enumerate() {
             let pump = &client.pump;
