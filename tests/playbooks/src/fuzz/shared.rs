@@ -368,11 +368,17 @@ impl World {
     }
 
     /// Run every pump until none has anything waiting (what a carrier sends one pump's
-    /// streams arrives while another runs it), making a carrier where none is open.
+    /// streams arrives while another runs it), making a carrier where none is open. A client
+    /// takes the newest carrier once it has no stream left on the one before.
     fn settle(&mut self) {
         for _ in 0..64 {
             if self.carriers.last().is_none_or(|c| c.borrow().closed) {
                 self.make_carrier();
+            }
+            if let Some(carrier) = self.carriers.last() {
+                for client in self.clients.iter_mut().filter(|c| c.pump.joined() == 0) {
+                    client.pump.set_carrier(carrier.clone());
+                }
             }
             let Some(client) = self.clients.iter_mut().find(|c| c.pump.pending()) else { return };
             client.pump.run();
@@ -381,8 +387,7 @@ impl World {
     }
 
     /// The first connection parked whole that can carry streams becomes the carrier, as the
-    /// driver makes one where none has room. A client takes it once it has no stream left on
-    /// the one before.
+    /// driver makes one where none has room.
     fn make_carrier(&mut self) {
         let parked = self.clients.iter_mut().find_map(|client| {
             let at = client.pump.pool.iter().position(|(parked, _)| parked.carries_streams())?;
@@ -390,12 +395,6 @@ impl World {
         });
         if let Some((parked, peer)) = parked {
             self.carriers.push(CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now));
-        }
-        let Some(carrier) = self.carriers.last() else { return };
-        for client in &mut self.clients {
-            if client.pump.joined() == 0 {
-                client.pump.set_carrier(carrier.clone());
-            }
         }
     }
 
