@@ -127,10 +127,10 @@ impl HttpLayer {
             }
         }
         // A tunnel's connection whose server never finished exchanging settings is not shared:
-        // the requests that waited for it go on it rather than fail.
-        let unsettled: Vec<ConnId> =
-            self.pool.iter().filter(|s| s.settling && s.deadline.is_some_and(|d| d <= now)).map(|s| s.conn).collect();
-        for conn in unsettled {
+        // the requests that waited for it go on it rather than fail (`settle_shared` tells
+        // whether its deadline passed).
+        let settling: Vec<ConnId> = self.pool.iter().filter(|s| s.settling).map(|s| s.conn).collect();
+        for conn in settling {
             self.settle_shared(cx, now, conn);
         }
         let expired: Vec<(ConnId, Vec<FlowId>)> = self
