@@ -67,6 +67,15 @@ impl Peer {
         }
     }
 
+    /// The HTTP/2 endpoint this is (or speaks through), if any.
+    pub fn as_h2(&self) -> Option<&H2Peer> {
+        match self {
+            Self::H2(peer) | Self::H2Tunnel { h2: peer, .. } => Some(peer),
+            Self::Nested { inner, .. } => inner.as_h2(),
+            Self::Plain { .. } | Self::Tls { .. } | Self::Proxy { .. } => None,
+        }
+    }
+
     /// The request head a proxy received (`None` for other ends).
     pub fn proxy_request(&self) -> Option<&[u8]> {
         match self {

@@ -2,13 +2,12 @@
 //! its connections (`share_upstreams`). The connection each `CONNECT` made is parked once its
 //! settings are exchanged. The first parked one becomes a carrier (and, once it closes, the
 //! next one parked), the others wait whole in the pool for the next `CONNECT`, and every
-//! client's requests join the carrier while it has room, as proxy-io's driver does it. Or, as the configuration byte says, the clients
-//! send plain HTTP/1.1 to the proxy, which speaks HTTP/2 to the origin with prior knowledge:
-//! the first connection the clients' requests made becomes the carrier (a reverse proxy's
-//! clients share connections the same way). The input plays up to three clients and the
-//! origin:
-//! requests of each framing, answers in any order, resets, GOAWAY, a closed or broken
-//! carrier, clients leaving and coming, time passing.
+//! client's requests join the carrier while it has room, as proxy-io's driver does it. Or, as
+//! the configuration byte says, the clients send plain HTTP/1.1 to the proxy, which speaks
+//! HTTP/2 to the origin with prior knowledge: the first connection the clients' requests made
+//! becomes the carrier (a reverse proxy's clients share connections the same way). The input
+//! plays up to three clients and the origin: requests of each framing, answers in any order,
+//! resets, GOAWAY, a closed or broken carrier, clients leaving and coming, time passing.
 //!
 //! Besides the pumps' own checks (every command is one a driver can carry out, every step
 //! settles), and unless a client sent bytes of the input's own:
@@ -17,8 +16,8 @@
 //!   it sent, in order. An answer of the origin's reaches only the client that asked: its body
 //!   names the request's path, which names the client;
 //! - the origin receives only requests clients sent, and whole request bodies as sent;
-//! - once every client has gone, the carrier carries no stream: the count of its streams
-//!   that a driver keeps, to know its room, comes back to zero.
+//! - once every client has gone, no carrier carries a stream: the count of its streams that
+//!   a driver keeps, to know its room, comes back to zero.
 
 use std::time::{Duration, Instant};
 
@@ -96,8 +95,9 @@ enum Origin {
 }
 
 /// A request a client sent, as the origin should see it.
-#[derive(Clone)]
 struct Sent {
+    /// Which client sent it (`None`: the warm-up client of a plain run).
+    client: Option<usize>,
     method: &'static str,
     path: String,
     body: Vec<u8>,
@@ -105,7 +105,6 @@ struct Sent {
 
 struct Client {
     pump: Pump,
-    sent: Vec<Sent>,
     /// It hung up.
     gone: bool,
     /// It sent bytes of the input's own, which may read as anything.
@@ -126,8 +125,6 @@ struct World {
     carriers: Vec<SharedCarrier>,
     /// Every request sent over the run, by every client (those that left included).
     sent: Vec<Sent>,
-    /// A client sent bytes of the input's own: what the origin receives may be anything.
-    raw: bool,
 }
 
 impl World {
@@ -140,7 +137,7 @@ impl World {
         config.share_upstreams = true;
         config.share_streams = true;
         let now = Instant::now();
-        Self { flags, plain, config, now, clients: Vec::new(), carriers: Vec::new(), sent: Vec::new(), raw: false }
+        Self { flags, plain, config, now, clients: Vec::new(), carriers: Vec::new(), sent: Vec::new() }
     }
 
     /// The origin: an HTTP/2 server, its limits as the configuration byte says, inside TLS
@@ -172,7 +169,7 @@ impl World {
         if self.clients.len() == ARRIVALS || self.clients.iter().filter(|c| !c.gone).count() == CLIENTS {
             return;
         }
-        let mut pump = Pump::new(self.config.clone(), Peer::Plain { received: Vec::new() }, self.origins()).at(self.now);
+        let mut pump = self.pump();
         for client in &mut self.clients {
             pump.pool.append(&mut client.pump.pool);
         }
@@ -186,14 +183,19 @@ impl World {
             let roots = keys().client_roots.clone();
             pump.client_starts_tls(tls_client(roots, "a.test", &[b"http/1.1"]));
         }
-        self.clients.push(Client { pump, sent: Vec::new(), gone: false, raw: false });
+        self.clients.push(Client { pump, gone: false, raw: false });
+    }
+
+    /// A client connection's pump, its client not yet arrived, its origin [`origins`](Self::origins).
+    fn pump(&self) -> Pump {
+        Pump::new(self.config.clone(), Peer::Plain { received: Vec::new() }, self.origins()).at(self.now)
     }
 
     /// A plain client fetches `/warm` and leaves, so that the connection its request made is
     /// parked idle and becomes the carrier. (A driver makes one at once, where a connection is
     /// parked; the pumps pool it, and the client's request would take it back whole.)
     fn warm_up(&mut self) {
-        let mut pump = Pump::new(self.config.clone(), Peer::Plain { received: Vec::new() }, self.origins()).at(self.now);
+        let mut pump = self.pump();
         pump.run();
         pump.client_sends(b"GET http://a.test/warm HTTP/1.1\r\nhost: a.test\r\n\r\n");
         let server = *pump.servers.keys().last().expect("a connection for the request");
@@ -203,7 +205,7 @@ impl World {
         pump.closes(ConnId::CLIENT);
         let (parked, peer) = pump.pool.pop().expect("the connection parked");
         self.carriers.push(CarrierPump::new(self.config.clone(), parked, peer, CARRIER_IDLE, self.now));
-        self.sent.push(Sent { method: "GET", path: "/warm".into(), body: Vec::new() });
+        self.sent.push(Sent { client: None, method: "GET", path: "/warm".into(), body: Vec::new() });
     }
 
     /// Client `i`, if it is here and the proxy has not closed its connection.
@@ -238,10 +240,8 @@ impl World {
             ),
             _ => ("GET", format!("GET https://a.test{path} HTTP/1.1\r\nhost: a.test\r\n\r\n"), b""),
         };
-        let sent = Sent { method, path, body: body.to_vec() };
-        client.sent.push(sent.clone());
         client.pump.client_sends(wire.as_bytes());
-        self.sent.push(sent);
+        self.sent.push(Sent { client: Some(i), method, path, body: body.to_vec() });
     }
 
     /// Client `i` sends bytes of the input's own.
@@ -249,7 +249,6 @@ impl World {
         let Some(client) = self.client(i) else { return };
         client.raw = true;
         client.pump.client_sends(raw);
-        self.raw = true;
     }
 
     /// Client `i` hangs up.
@@ -415,17 +414,78 @@ impl World {
             let carrier = carrier.borrow();
             assert_eq!(carrier.carrying, 0, "streams left on a carrier after every client left; logs {:?}", carrier.logs);
         }
-        for client in &self.clients {
-            check_client(client, self.plain);
-            check_origins(&client.pump, &self);
+        for i in 0..self.clients.len() {
+            self.check_client(i);
+        }
+        let pumps = self.clients.iter().map(|c| &c.pump);
+        let own = pumps.flat_map(|pump| pump.servers.values().chain(pump.pool.iter().map(|(_, peer)| peer)));
+        for h2 in own.filter_map(Peer::as_h2) {
+            self.check_origin(h2);
         }
         for carrier in &self.carriers {
-            check_origin(carrier.borrow_mut().server_h2(), &self);
+            self.check_origin(carrier.borrow_mut().server_h2());
         }
     }
-}
 
-impl World {
+    /// What client `i` decrypted reads as responses, one per request at most, in order; an
+    /// answer of the origin's carries the path of the request it answers. Not for a client
+    /// that sent bytes of the input's own: which requests they made, and so how to read the
+    /// answers (to a `HEAD`, say), is unknown.
+    fn check_client(&self, i: usize) {
+        let client = &self.clients[i];
+        // A TLS client whose handshake failed read nothing past the `200` to its `CONNECT`.
+        if client.raw || (!self.plain && client.pump.client.rustls().is_none()) {
+            return;
+        }
+        let received = client.pump.client.received();
+        let mut at = 0;
+        for sent in self.sent.iter().filter(|s| s.client == Some(i)) {
+            if at == received.len() {
+                return;
+            }
+            match strict::response(&received[at..], sent.method, true) {
+                Step::Done(message, len) => {
+                    at += len;
+                    let status = message.status();
+                    if ORIGIN_STATUSES.contains(&status) && sent.method != "HEAD" && status != 204 {
+                        let path = sent.path.as_bytes();
+                        let whole = !message.body.is_empty() && message.body.chunks(path.len()).all(|c| c == path);
+                        assert!(
+                            whole,
+                            "the answer to {} {} reads {:?}",
+                            sent.method,
+                            sent.path,
+                            String::from_utf8_lossy(&message.body)
+                        );
+                    }
+                }
+                Step::More => return,
+                Step::Broken(e) => panic!(
+                    "the client decrypted a response no strict reader takes ({e}): {:?}",
+                    String::from_utf8_lossy(received)
+                ),
+            }
+        }
+        assert_eq!(at, received.len(), "more responses than requests: {:?}", String::from_utf8_lossy(received));
+    }
+
+    /// The origin received on `h2` only requests clients sent, bodies whole where they ended;
+    /// unless a client sent bytes of the input's own, which may read as any request.
+    fn check_origin(&self, h2: &H2Peer) {
+        if self.clients.iter().any(|c| c.raw) {
+            return;
+        }
+        for (stream, head) in h2.requests() {
+            let path = head.uri.path();
+            let sent = self.sent.iter().find(|s| s.path == path);
+            let Some(sent) = sent else { panic!("the origin received {} {path}, which no client sent", head.method) };
+            assert_eq!(head.method.as_str(), sent.method, "the request for {path}");
+            if h2.ended(stream).is_some() && h2.reset_reason(stream).is_none() {
+                assert_eq!(h2.body(stream), sent.body, "the body of {} {path}", sent.method);
+            }
+        }
+    }
+
     /// What each end saw, for `FUZZ_TRACE=1`.
     fn trace(&self) {
         for (n, carrier) in self.carriers.iter().enumerate() {
@@ -435,7 +495,8 @@ impl World {
         }
         for (i, client) in self.clients.iter().enumerate() {
             let pump = &client.pump;
-            eprintln!("client {i}: sent {:?}", client.sent.iter().map(|s| &s.path).collect::<Vec<_>>());
+            let sent: Vec<&String> = self.sent.iter().filter(|s| s.client == Some(i)).map(|s| &s.path).collect();
+            eprintln!("client {i}: sent {sent:?}");
             eprintln!("  received {:?}", String::from_utf8_lossy(pump.client.received()));
             eprintln!("  parked {:?}, own servers {:?}, logs {:?}", pump.parked, pump.servers.keys().collect::<Vec<_>>(), pump.logs);
         }
@@ -447,72 +508,4 @@ const LONG: &str = "0123456789012345678901234567890123456789";
 
 fn method_name(method: &http::Method) -> &'static str {
     ["GET", "POST", "HEAD", "PUT"].into_iter().find(|m| method.as_str() == *m).unwrap_or("OTHER")
-}
-
-/// What `client` decrypted reads as responses, one per request at most, in order; an answer
-/// of the origin's carries the path of the request it answers. Not for a client that sent
-/// bytes of the input's own: which requests they made, and so how to read the answers (to a
-/// `HEAD`, say), is unknown.
-fn check_client(client: &Client, plain: bool) {
-    // A TLS client whose handshake failed read nothing past the `200` to its `CONNECT`.
-    if client.raw || (!plain && client.pump.client.rustls().is_none()) {
-        return;
-    }
-    let received = client.pump.client.received();
-    let mut at = 0;
-    for sent in &client.sent {
-        if at == received.len() {
-            return;
-        }
-        match strict::response(&received[at..], sent.method, true) {
-            Step::Done(message, len) => {
-                at += len;
-                let status = message.status();
-                if ORIGIN_STATUSES.contains(&status) && sent.method != "HEAD" && status != 204 {
-                    let path = sent.path.as_bytes();
-                    let whole = !message.body.is_empty() && message.body.chunks(path.len()).all(|c| c == path);
-                    assert!(
-                        whole,
-                        "the answer to {} {} reads {:?}",
-                        sent.method,
-                        sent.path,
-                        String::from_utf8_lossy(&message.body)
-                    );
-                }
-            }
-            Step::More => return,
-            Step::Broken(e) => panic!(
-                "the client decrypted a response no strict reader takes ({e}): {:?}",
-                String::from_utf8_lossy(received)
-            ),
-        }
-    }
-    assert_eq!(at, received.len(), "more responses than requests: {:?}", String::from_utf8_lossy(received));
-}
-
-/// Every server connection `pump` holds.
-fn check_origins(pump: &Pump, world: &World) {
-    for peer in pump.servers.values() {
-        if let Peer::Nested { inner, .. } = peer {
-            if let Peer::H2(h2) = &**inner {
-                check_origin(h2, world);
-            }
-        }
-    }
-}
-
-/// The origin received only requests clients sent, bodies whole where they ended.
-fn check_origin(h2: &H2Peer, world: &World) {
-    if world.raw {
-        return;
-    }
-    for (stream, head) in h2.requests() {
-        let path = head.uri.path();
-        let sent = world.sent.iter().find(|s| s.path == path);
-        let Some(sent) = sent else { panic!("the origin received {} {path}, which no client sent", head.method) };
-        assert_eq!(head.method.as_str(), sent.method, "the request for {path}");
-        if h2.ended(stream).is_some() && h2.reset_reason(stream).is_none() {
-            assert_eq!(h2.body(stream), sent.body, "the body of {} {path}", sent.method);
-        }
-    }
 }
