@@ -19,6 +19,9 @@ pub struct H2Peer {
     /// Streams this end answered ([`respond`](Self::respond)) or reset
     /// ([`reset`](Self::reset)), in order.
     pub answered: Vec<StreamKey>,
+    /// Whether it acknowledges the other end's SETTINGS; one that does not leaves them
+    /// unsettled for good.
+    pub acks_settings: bool,
 }
 
 impl H2Peer {
@@ -36,7 +39,7 @@ impl H2Peer {
     }
 
     fn with(engine: Engine) -> Self {
-        Self { engine, events: Vec::new(), holding: false, held: Vec::new(), answered: Vec::new() }
+        Self { engine, events: Vec::new(), holding: false, held: Vec::new(), answered: Vec::new(), acks_settings: true }
     }
 
     pub(crate) fn deliver(&mut self, data: &[u8]) {
@@ -50,7 +53,23 @@ impl H2Peer {
 
     pub(crate) fn outgoing(&mut self) -> Vec<u8> {
         self.events.extend(self.engine.poll());
-        self.engine.take_output().to_vec()
+        let output = self.engine.take_output().to_vec();
+        if self.acks_settings {
+            return output;
+        }
+        // Drop each SETTINGS acknowledgement; the engine hands out whole frames.
+        let mut kept = Vec::with_capacity(output.len());
+        let mut rest = &output[..];
+        while rest.len() >= 9 {
+            let len = 9 + ((usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]));
+            let (whole, after) = rest.split_at(len.min(rest.len()));
+            if !(whole[3] == SETTINGS && whole[4] & ACK != 0) {
+                kept.extend_from_slice(whole);
+            }
+            rest = after;
+        }
+        kept.extend_from_slice(rest);
+        kept
     }
 
     /// Read what waited (the peer catches up).

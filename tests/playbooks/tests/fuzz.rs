@@ -348,7 +348,7 @@ fn write_seed_corpus() {
     write("tls", "seed-raw-client-hello".into(), raw);
     // Shared carriers: the exchanges of `a_shared_exchange_runs_clean`.
     for (i, ops) in SHARED_EXCHANGES.iter().enumerate() {
-        for (v, flags) in [0u8, 0x10, 0x40, 0x80].into_iter().enumerate() {
+        for (v, flags) in [0u8, 0x10, 0x40, 0x80, 0x04].into_iter().enumerate() {
             write("shared", format!("seed-{i}-{v}"), [&[flags][..], ops].concat());
         }
     }
@@ -384,17 +384,21 @@ fn an_h2_exchange_runs_clean() {
 /// go in the other order, the carrier's server goes away gracefully, a third client comes and
 /// sends a chunked POST, answered. Second: a POST and a pipelined PUT from one client, a HEAD
 /// from another, who leaves before its answer is read; half a minute passes, and a chunked
-/// POST is answered with a body longer than the proxy's buffers.
-const SHARED_EXCHANGES: [&[u8]; 2] = [
+/// POST is answered with a body longer than the proxy's buffers. Third, for an origin that
+/// never acknowledges the proxy's SETTINGS: a GET, 70 seconds (past the server's deadline, so
+/// it goes on its tunnel's connection), its answer; a second client does the same; the first
+/// sends a POST, answered at once.
+const SHARED_EXCHANGES: [&[u8]; 3] = [
     &[6, 0, 0, 0, 0, 1, 1, 1, 1, 0, 3, 0, 6, 0, 0, 2 + 6 * 2, 1, 0],
     &[6, 0, 0, 6, 0, 1 + 6 * 3, 1, 1, 0, 6 * 5, 4, 1, 1, 0, 1, 0, 5, 3, 0, 6 * 2, 1, 3],
+    &[0, 0, 5, 3, 5, 3, 5, 1, 1, 0, 6, 0, 0, 1, 5, 3, 5, 3, 5, 1, 1, 0, 0, 6, 1, 0],
 ];
 
 /// Clients sharing an HTTP/2 server's connection, under several configurations (plain HTTP
 /// among them): every answer reaches the client that asked.
 #[test]
 fn a_shared_exchange_runs_clean() {
-    for flags in [0u8, 1, 0x10, 0x20, 0x40, 0x80, 0x90] {
+    for flags in [0u8, 1, 4, 0x10, 0x14, 0x20, 0x40, 0x80, 0x84, 0x90] {
         for ops in SHARED_EXCHANGES {
             fuzz::shared(&[&[flags][..], ops].concat());
         }
@@ -415,4 +419,3 @@ fn tls_regression_send_after_close() {
 fn tls_regression_send_before_open() {
     fuzz::tls(&[1, 3, 126, 4, 225, 3, 66]);
 }
-

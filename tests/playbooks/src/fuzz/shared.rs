@@ -43,6 +43,7 @@ const CARRIER_IDLE: Duration = Duration::from_secs(60);
 const ORIGIN_STATUSES: [u16; 3] = [200, 203, 204];
 
 /// The `shared` fuzz target. Input: a configuration byte (bits 0, 1 and 3 as [`variant`];
+/// bit 2: the origin never acknowledges the proxy's SETTINGS, unless the run is plain;
 /// bits 4-5 the origin's stream limit: 100, 1, 2 or 100; bit 6: the origin's receive
 /// windows are a few bytes; bit 7: plain HTTP, no `CONNECT` and no TLS), then pairs of an
 /// operation and its argument, the raw ones followed by their bytes.
@@ -141,9 +142,12 @@ impl World {
     }
 
     /// The origin: an HTTP/2 server, its limits as the configuration byte says, inside TLS
-    /// offering only `h2` unless the run is plain.
+    /// offering only `h2` unless the run is plain. One that never acknowledges the proxy's
+    /// SETTINGS leaves each tunnel's connection unsettled, so it is never shared: its
+    /// requests wait for the server's deadline and then go on it alone.
     fn origins(&self) -> Origins {
         let (flags, plain) = (self.flags, self.plain);
+        let acks_settings = plain || flags & 0x04 == 0;
         Box::new(move |_| {
             let mut settings = Settings {
                 max_concurrent_streams: [100, 1, 2, 100][usize::from(flags >> 4) % 4],
@@ -153,7 +157,9 @@ impl World {
                 settings.stream_window = 7;
                 settings.connection_window = 7;
             }
-            let server = Box::new(Peer::H2(Box::new(H2Peer::server_with(&settings))));
+            let mut origin = H2Peer::server_with(&settings);
+            origin.acks_settings = acks_settings;
+            let server = Box::new(Peer::H2(Box::new(origin)));
             if plain {
                 return Some(*server);
             }
