@@ -143,8 +143,8 @@ impl World {
 
     /// The origin: an HTTP/2 server, its limits as the configuration byte says, inside TLS
     /// offering only `h2` unless the run is plain. One that never acknowledges the proxy's
-    /// SETTINGS leaves each tunnel's connection unsettled, so it is never shared: its
-    /// requests wait for the server's deadline and then go on it alone.
+    /// SETTINGS leaves each tunnel's connection unsettled, so it is not shared while its
+    /// client holds it: its requests wait for the server's deadline and then go on it alone.
     fn origins(&self) -> Origins {
         let (flags, plain) = (self.flags, self.plain);
         let acks_settings = plain || flags & 0x04 == 0;
