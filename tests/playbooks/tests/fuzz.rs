@@ -179,7 +179,7 @@ fn shared_input() -> impl Strategy<Value = Vec<u8>> {
         3 => (2u8..7, any::<u8>()).prop_map(|(op, arg)| vec![op, arg]),
         1 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..16)).prop_map(|(arg, raw)| [vec![7, arg], raw].concat()),
     ];
-    let flags = prop::sample::select(vec![0u8, 1, 0x10, 0x20, 0x30, 0x40, 0x41, 0x08, 0x80, 0x81, 0x90, 0xc0]);
+    let flags = prop::sample::select(vec![0u8, 1, 0x04, 0x10, 0x14, 0x20, 0x30, 0x40, 0x41, 0x44, 0x08, 0x80, 0x81, 0x90, 0xc0]);
     (flags, proptest::collection::vec(op, 0..24))
         .prop_map(|(flags, ops)| [vec![flags], ops.concat()].concat())
 }
