@@ -43,7 +43,7 @@ use std::time::Duration;
 use proxy_core::gateway::{Backend, Balance, GatewaySpec, GroupSpec, HealthSpec, LimitSpec, RouteSpec};
 use serde::Deserialize;
 
-use crate::ListenAt;
+use crate::args::ListenAt;
 
 /// A configuration file, read but not yet combined with the command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,7 +182,7 @@ impl ConfigFile {
             let listen = route
                 .listen
                 .as_deref()
-                .map(|l| crate::parse_listen_at(l).map_err(|e| at(format!("listen = {l:?}: {e}"))))
+                .map(|l| crate::args::parse_listen_at(l).map_err(|e| at(format!("listen = {l:?}: {e}"))))
                 .transpose()?;
             let index = match specs.iter().position(|(l, _)| *l == listen) {
                 Some(index) => index,
