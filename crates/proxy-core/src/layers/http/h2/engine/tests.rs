@@ -1,6 +1,7 @@
 //! The engine's tests: exchanges between a client and a server engine over memory, and
 //! frames written by hand where a peer misbehaves.
 
+use super::frame::{Head, DEFAULT_MAX_FRAME, HEADER_LEN};
 use super::*;
 
 fn settings() -> Settings {
