@@ -591,12 +591,12 @@ impl Engine {
     }
 }
 
-/// A connection error of ours: the GOAWAY's reason, and how the connection ended.
 /// `data` to read frames from in place: taken as it is when nobody else holds it.
 fn owned(data: Bytes) -> BytesMut {
     data.try_into_mut().unwrap_or_else(|data| BytesMut::from(&data[..]))
 }
 
+/// A connection error of ours: the GOAWAY's reason, and how the connection ended.
 fn goaway(reason: Reason) -> (Reason, ConnectionError) {
     (reason, ConnectionError::GoAwaySent(reason))
 }
