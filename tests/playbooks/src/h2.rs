@@ -20,7 +20,8 @@ pub struct H2Peer {
     /// ([`reset`](Self::reset)), in order.
     pub answered: Vec<StreamKey>,
     /// Whether it acknowledges the other end's SETTINGS; one that does not leaves them
-    /// unsettled for good.
+    /// unsettled for good. For a server only: a client's output opens with the preface,
+    /// which reads as no frame.
     pub acks_settings: bool,
 }
 
