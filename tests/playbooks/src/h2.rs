@@ -58,19 +58,10 @@ impl H2Peer {
         if self.acks_settings {
             return output;
         }
-        // Drop each SETTINGS acknowledgement; the engine hands out whole frames.
-        let mut kept = Vec::with_capacity(output.len());
-        let mut rest = &output[..];
-        while rest.len() >= 9 {
-            let len = 9 + ((usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]));
-            let (whole, after) = rest.split_at(len.min(rest.len()));
-            if !(whole[3] == SETTINGS && whole[4] & ACK != 0) {
-                kept.extend_from_slice(whole);
-            }
-            rest = after;
-        }
-        kept.extend_from_slice(rest);
-        kept
+        // Drop each SETTINGS acknowledgement. The engine hands out whole frames and sets no
+        // reserved bit, so the others are written back as they were.
+        let others = frames(&output).into_iter().filter(|f| !(f.kind == SETTINGS && f.flags & ACK != 0));
+        others.flat_map(|f| frame(f.kind, f.flags, f.stream, &f.payload)).collect()
     }
 
     /// Read what waited (the peer catches up).
