@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::hook::Hook;
 use crate::ids::{ConnId, FlowId, ServerAddr};
-use crate::layers::http::carried::{Carried, StreamTag};
+use crate::layers::http::carried::message::{Carried, StreamTag};
 use crate::upstreams::{Parked, PoolKey};
 
 /// An action for the driver, taken from [`Connection::poll_command`](crate::Connection::poll_command).

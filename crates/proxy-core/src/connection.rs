@@ -12,6 +12,7 @@ use crate::hook::{Hook, HookKind};
 use crate::ids::ConnId;
 use crate::layer::Layer;
 use crate::layers::http::carried::CarrierLayer;
+use crate::layers::http::pool::ServerConn;
 use crate::layers::mode::ModeLayer;
 use crate::testing::{Alone, AloneLayer};
 use crate::layers::tls::transport::TlsTransport;
@@ -61,7 +62,7 @@ impl Connection {
         let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         let mut cx = Context::carrier(config, ClientInfo::new(unknown, unknown));
         let conn = ConnId(1);
-        let Parked { server, state, .. } = *parked;
+        let (server, state) = ServerConn::unpark(*parked);
         cx.adopt_parked(conn, state);
         let layer = CarrierLayer::new(&mut cx, conn, server, idle_timeout);
         // No client to say goodbye for: `disconnected` from the start. Its first event

@@ -4,7 +4,8 @@ use bytes::Bytes;
 
 use crate::hook::HookReply;
 use crate::ids::{ConnId, FlowId};
-use crate::layers::http::carried::{Carried, StreamTag};
+use crate::open_error::OpenError;
+use crate::layers::http::carried::message::{Carried, StreamTag};
 use crate::upstreams::Parked;
 use crate::websocket::{MessageKind, Peer};
 
@@ -132,32 +133,4 @@ pub enum Event {
     /// progress go on: the driver's shutdown timeout bounds them. A layer made after this
     /// event (the HTTP layer inside a TLS handshake that ends later) drains as well.
     Shutdown,
-}
-
-/// Why an upstream connection could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// The server's name did not resolve; says what the resolver said.
-    #[error("name resolution failed: {0}")]
-    Dns(String),
-    /// The server actively refused the connection (nothing listens on that port).
-    #[error("connection refused")]
-    Refused,
-    /// No answer within the driver's connect timeout.
-    #[error("connect timed out")]
-    Timeout,
-    /// The TCP connection opened but the TLS handshake over it failed (or could not start).
-    #[error("TLS handshake failed: {}", crate::tls::told(.cause, .remedy.as_deref()))]
-    Tls {
-        /// Why, for example [`TlsCause::Expired`](crate::tls::TlsCause::Expired).
-        cause: crate::tls::TlsCause,
-        /// What fixes it, in the words of
-        /// [`TlsConfig::remedies`](crate::tls::TlsConfig::remedies).
-        remedy: Option<String>,
-    },
-    /// Any other failure (unreachable network, reset during connect...), in the words of the
-    /// operating system.
-    #[error("{0}")]
-    Other(String),
 }

@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::flow::HttpFlow;
 use crate::ids::{ConnId, ServerAddr};
-use crate::layers::http::pool::ServerConn;
+use crate::upstreams::ServerState;
 
 /// A protocol layer. It takes events for the connections it owns, writes commands to the
 /// context, and hands what belongs to its child layers down to them.
@@ -60,7 +60,7 @@ pub(crate) struct Handover {
     pub(crate) websocket: Option<Box<HttpFlow>>,
     /// A `CONNECT` that took a connection another client connection parked: `server` speaks
     /// TLS already, and this is its HTTP state, for the interception to carry on with.
-    pub(crate) pooled: Option<Box<ServerConn>>,
+    pub(crate) pooled: Option<ServerState>,
 }
 
 /// The layer a [`Handover`] becomes. The mode decides (see `layers::mode`), so that a layer

@@ -118,6 +118,7 @@ mod hook;
 mod ids;
 mod layer;
 mod layers;
+mod open_error;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
@@ -127,12 +128,13 @@ pub mod websocket;
 pub use command::{Command, LogLevel};
 pub use config::{constant_time_eq, Config, Http2Limits, MinRate, Mode, ProxyAuth};
 pub use connection::Connection;
-pub use event::{Event, OpenError};
+pub use event::Event;
+pub use open_error::OpenError;
 pub use flow::{ClientInfo, FlowError, HttpFlow, Request, Response, Version};
 pub use headers::{Headers, UnderscoreHeaders};
 pub use hook::{Hook, HookKind, HookReply, HookSet};
 pub use ids::{ConnId, FlowId, Scheme, ServerAddr};
-pub use layers::http::carried::{Carried, StreamTag};
+pub use layers::http::carried::message::{Carried, StreamTag};
 pub use layers::http::http1::Http1Error;
 
 /// The HTTP/2 engine, exposed so that tests and fuzz targets can

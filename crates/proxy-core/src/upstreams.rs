@@ -18,14 +18,13 @@
 //! are decisions, so they are made here, from the times the driver passes in; the pool holds
 //! the driver's socket (`T`) without knowing what it is.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::context::MovedConn;
 use crate::gateway::Lease;
 use crate::ids::ServerAddr;
-use crate::layers::http::pool::ServerConn;
 
 /// What a request must match to reuse a connection: where it leads and how.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,11 +62,16 @@ impl fmt::Display for PoolKey {
 /// [`Command::Park`]: crate::Command::Park
 /// [`Event::Adopted`]: crate::Event::Adopted
 pub struct Parked {
-    pub(crate) server: ServerConn,
-    pub(crate) state: MovedConn,
+    key: PoolKey,
+    h2: bool,
+    /// Whether it may carry streams as a carrier: see [`carries_streams`](Self::carries_streams).
+    joinable: bool,
+    max_streams: usize,
     /// What its last flow held on the backend (a gateway's lease), let go only once the
     /// connection is in the pool: the request its slot goes to must find it there.
-    pub(crate) hold: Option<Lease>,
+    hold: Option<Lease>,
+    /// The HTTP layer's state of it, which only the HTTP layer reads.
+    state: ServerState,
 }
 
 /// What a parked connection's last flow held on its backend: see [`Parked::take_hold`].
@@ -81,6 +85,13 @@ impl fmt::Debug for Hold {
 }
 
 impl Parked {
+    /// What the HTTP layer parks: `state` is its own, and the rest what the pool and the
+    /// driver go by. `joinable`: HTTP/2, and opened for requests a stream would do for;
+    /// `max_streams`: its server's limit.
+    pub(crate) fn new(key: PoolKey, h2: bool, joinable: bool, max_streams: usize, hold: Option<Lease>, state: ServerState) -> Self {
+        Self { key, h2, joinable, max_streams, hold, state }
+    }
+
     /// Take what the connection's last flow still holds on its backend, to drop once the
     /// connection is in the pool: dropping it may hand the backend's slot to a request
     /// waiting in a gateway's queue, which should then find this connection idle rather
@@ -91,7 +102,7 @@ impl Parked {
 
     /// What a request must match to take this connection.
     pub fn key(&self) -> PoolKey {
-        self.server.pool_key()
+        self.key.clone()
     }
 
     /// Whether it may be run as a carrier ([`Connection::carrier`](crate::Connection::carrier))
@@ -101,19 +112,45 @@ impl Parked {
     /// client's handshake from it, which a stream on a carrier could not: so one becomes a
     /// carrier only where none to its server has room ([`Carriers::wanted`]).
     pub fn carries_streams(&self) -> bool {
-        self.server.is_h2() && self.server.joinable
+        self.h2 && self.joinable
     }
 
     /// How many streams it may carry at once (its server's limit), as a carrier.
     pub fn max_streams(&self) -> usize {
-        self.server.max_streams()
+        self.max_streams
+    }
+
+    /// The HTTP layer's state of it, for the HTTP layer that adopts it (or the carrier made
+    /// of it).
+    pub(crate) fn into_state(self) -> ServerState {
+        self.state
     }
 }
 
 impl fmt::Debug for Parked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let version = if self.server.is_h2() { "HTTP/2" } else { "HTTP/1.1" };
-        write!(f, "Parked({} {version})", self.key())
+        let version = if self.h2 { "HTTP/2" } else { "HTTP/1.1" };
+        write!(f, "Parked({} {version})", self.key)
+    }
+}
+
+/// The HTTP layer's state of a server connection it hands away whole: parked for another
+/// client connection ([`Parked`]), or handed on with a `CONNECT`'s tunnel to the interception
+/// that runs HTTP inside it next (a `Handover`). Between the HTTP layer that made it and the
+/// one that takes it up, it passes through code that must not depend on the HTTP layer's
+/// types (commands and events, the driver, the layers in between), so it goes as an opaque
+/// box, which [`open`](Self::open) opens again.
+pub(crate) struct ServerState(Box<dyn Any + Send>);
+
+impl ServerState {
+    pub(crate) fn new<T: Any + Send>(state: T) -> Self {
+        Self(Box::new(state))
+    }
+
+    /// The state as it went in. `T` is the type it was made with: the HTTP layer makes every
+    /// `ServerState` and is the only code that opens one, always as the type it makes.
+    pub(crate) fn open<T: Any>(self) -> T {
+        *self.0.downcast::<T>().expect("a server state is opened as the type the HTTP layer made it with")
     }
 }
 
@@ -404,115 +441,5 @@ impl<H: Clone> Carriers<H> {
     /// Streams carried now, in all.
     pub fn streams(&self) -> usize {
         self.list.iter().map(|c| c.carrying).sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(host: &str) -> PoolKey {
-        PoolKey { server: ServerAddr::new(host, 80), tls: false, proxy: None, name: None }
-    }
-
-    fn pool(per_key: usize, all: usize, idle_secs: u64) -> UpstreamPool<&'static str, u32> {
-        UpstreamPool::new(PoolLimits { max_idle_per_key: per_key, max_idle: all, idle_timeout: Duration::from_secs(idle_secs) })
-    }
-
-    #[test]
-    fn the_connection_parked_last_goes_first_and_only_to_its_destination() {
-        let t0 = Instant::now();
-        let mut pool = pool(8, 8, 10);
-        assert!(pool.park(key("a"), "a1", 1, t0).is_empty());
-        assert!(pool.park(key("a"), "a2", 2, t0 + Duration::from_secs(1)).is_empty());
-        assert!(pool.park(key("b"), "b1", 3, t0).is_empty());
-        let mut expired = Vec::new();
-        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), Some(("a2", 2)));
-        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), Some(("a1", 1)));
-        assert_eq!(pool.take(&key("a"), t0 + Duration::from_secs(2), &mut expired), None);
-        assert_eq!(pool.take(&key("c"), t0, &mut expired), None);
-        assert!(expired.is_empty());
-        assert_eq!((pool.len(), pool.idle_for(&key("b"))), (1, 1));
-        let tls = PoolKey { tls: true, ..key("b") };
-        assert_eq!(pool.take(&tls, t0, &mut expired), None, "TLS and plain are different destinations");
-        assert_eq!(pool.stats, PoolStats { parked: 3, reused: 2, missed: 3, expired: 0, evicted: 0 });
-    }
-
-    #[test]
-    fn idle_connections_expire() {
-        let t0 = Instant::now();
-        let mut pool = pool(8, 8, 4);
-        pool.park(key("a"), "old", 1, t0);
-        pool.park(key("a"), "new", 2, t0 + Duration::from_secs(3));
-        pool.park(key("b"), "b", 3, t0 + Duration::from_secs(1));
-        assert_eq!(pool.poll_timeout(), Some(t0 + Duration::from_secs(4)));
-        assert_eq!(pool.expire(t0 + Duration::from_secs(4)), [("old", 1)]);
-        assert_eq!(pool.poll_timeout(), Some(t0 + Duration::from_secs(5)));
-        // An expired connection is never handed out: it is returned for closing.
-        let mut expired = Vec::new();
-        assert_eq!(pool.take(&key("b"), t0 + Duration::from_secs(6), &mut expired), None);
-        assert_eq!(expired, [("b", 3)]);
-        assert_eq!(pool.expire(t0 + Duration::from_secs(7)), [("new", 2)]);
-        assert!(pool.is_empty() && pool.poll_timeout().is_none());
-        assert_eq!(pool.stats.expired, 3);
-    }
-
-    #[test]
-    fn limits_close_the_oldest() {
-        let t0 = Instant::now();
-        let at = |s| t0 + Duration::from_secs(s);
-        let mut limited = pool(2, 3, 60);
-        assert!(limited.park(key("a"), "a1", 1, at(0)).is_empty());
-        assert!(limited.park(key("a"), "a2", 2, at(1)).is_empty());
-        assert_eq!(limited.park(key("a"), "a3", 3, at(2)), [("a1", 1)], "two per destination");
-        assert!(limited.park(key("b"), "b1", 4, at(3)).is_empty());
-        assert_eq!(limited.park(key("c"), "c1", 5, at(4)), [("a2", 2)], "three in all: the oldest goes");
-        assert_eq!(limited.len(), 3);
-        assert_eq!(limited.stats.evicted, 2);
-        let mut none = pool(0, 3, 60);
-        assert_eq!(none.park(key("a"), "a", 1, t0), [("a", 1)], "no idle connections kept at all");
-    }
-
-    #[test]
-    fn a_stream_joins_the_oldest_carrier_with_room_of_its_own_thread() {
-        let mut carriers: Carriers<&str> = Carriers::default();
-        assert!(carriers.join(&key("a"), None).is_none(), "none yet");
-        let first = carriers.add(key("a"), "first", 2, Some(0));
-        let second = carriers.add(key("a"), "second", 2, Some(1));
-        carriers.add(key("b"), "other", 100, Some(0));
-        // Thread 1 takes its own; thread 0 its own; without a thread, the oldest.
-        assert_eq!(carriers.join(&key("a"), Some(1)), Some((second, "second")));
-        assert_eq!(carriers.join(&key("a"), Some(0)), Some((first, "first")));
-        assert_eq!(carriers.join(&key("a"), None), Some((first, "first")));
-        // Thread 0's is full: not thread 1's, a connection of its own.
-        assert!(carriers.join(&key("a"), Some(0)).is_none(), "full");
-        assert_eq!(carriers.join(&key("a"), Some(1)), Some((second, "second")));
-        assert_eq!(carriers.streams(), 4);
-        carriers.leave(first);
-        assert_eq!(carriers.join(&key("a"), Some(0)), Some((first, "first")), "a stream left: room again");
-        // A carrier that says it takes none (closing) gets no stream; one that is gone is forgotten.
-        carriers.set_capacity(second, 0);
-        carriers.leave(second);
-        assert!(carriers.join(&key("a"), Some(1)).is_none());
-        carriers.remove(second);
-        assert!(carriers.join(&key("a"), None).is_none());
-        assert_eq!(carriers.len(), 2);
-    }
-
-    #[test]
-    fn a_connection_becomes_a_carrier_only_where_none_of_its_thread_has_room() {
-        let mut carriers: Carriers<&str> = Carriers::default();
-        assert!(carriers.wanted(&key("a"), Some(0)), "none yet");
-        let first = carriers.add(key("a"), "first", 1, Some(0));
-        assert!(!carriers.wanted(&key("a"), Some(0)), "room on thread 0's");
-        assert!(carriers.wanted(&key("a"), Some(1)), "thread 1 has none");
-        assert!(carriers.wanted(&key("b"), Some(0)), "none to b");
-        assert!(!carriers.wanted(&key("a"), None), "where threads share everything, any will do");
-        carriers.join(&key("a"), Some(0));
-        assert!(carriers.wanted(&key("a"), Some(0)), "thread 0's is full");
-        carriers.leave(first);
-        assert!(!carriers.wanted(&key("a"), Some(0)));
-        carriers.set_capacity(first, 0);
-        assert!(carriers.wanted(&key("a"), Some(0)), "closing: takes no more");
     }
 }

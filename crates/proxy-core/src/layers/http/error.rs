@@ -3,14 +3,13 @@
 
 use thiserror::Error;
 
-use crate::event::OpenError;
+use crate::open_error::OpenError;
 use crate::gateway::Refusal;
 use crate::headers::UnderscoreError;
 use crate::ids::ServerAddr;
 use crate::layers::http::h2::fields::FieldError;
-use crate::layers::http::http1::Http1Error;
+use crate::layers::http::http1::wire::Http1Error;
 use super::event::StreamReset;
-use super::upstream_proxy::ProxyError;
 
 /// A failed exchange. The client gets [`status`](Self::status) with this as the text of the
 /// error response, or, once its response has begun, a cut connection.
@@ -190,6 +189,47 @@ impl ClientError {
             | Self::Trailers(_)
             | Self::Authority(_)
             | Self::NoAuthority => 400,
+        }
+    }
+}
+
+/// Why a connection through the upstream proxy could not be set up. Each names the proxy, and
+/// the server when the failure concerns the tunnel to it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("cannot connect to upstream proxy {proxy}: {error}")]
+    Unreachable { proxy: ServerAddr, error: OpenError },
+    /// The proxy answered `CONNECT` with a status other than `2xx`: `answer` is its status
+    /// line, for example `403 Forbidden`.
+    #[error("upstream proxy {proxy} refused CONNECT {target}: {answer}")]
+    Refused { proxy: ServerAddr, target: ServerAddr, answer: String },
+    #[error("upstream proxy {proxy} sent an invalid answer to CONNECT {target}: {error}")]
+    InvalidAnswer { proxy: ServerAddr, target: ServerAddr, error: Http1Error },
+    /// Bytes came through the tunnel before our TLS handshake with the server began.
+    #[error("upstream proxy {proxy} sent data from {target} before the TLS handshake")]
+    EarlyData { proxy: ServerAddr, target: ServerAddr },
+    #[error("upstream proxy {proxy} closed the connection before answering CONNECT {target}")]
+    ClosedBeforeAnswer { proxy: ServerAddr, target: ServerAddr },
+    #[error("{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake")]
+    ClosedInHandshake { proxy: ServerAddr, target: ServerAddr },
+    #[error("upstream proxy {proxy} did not answer CONNECT {target} within {secs} s")]
+    NoAnswer { proxy: ServerAddr, target: ServerAddr, secs: f64 },
+    #[error("no TLS handshake with {target} through upstream proxy {proxy} within {secs} s")]
+    NoHandshake { proxy: ServerAddr, target: ServerAddr, secs: f64 },
+}
+
+impl ProxyError {
+    /// Whether the proxy (or the server through it) did not answer in time, rather than
+    /// answering wrong.
+    pub(crate) fn timed_out(&self) -> bool {
+        match self {
+            Self::Unreachable { error, .. } => *error == OpenError::Timeout,
+            Self::NoAnswer { .. } | Self::NoHandshake { .. } => true,
+            Self::Refused { .. }
+            | Self::InvalidAnswer { .. }
+            | Self::EarlyData { .. }
+            | Self::ClosedBeforeAnswer { .. }
+            | Self::ClosedInHandshake { .. } => false,
         }
     }
 }

@@ -29,6 +29,7 @@
 //! holds its `_http1` and `_http2`: [`http1`] (its wire format in `http1::wire`) and [`h2`]
 //! (frames, HPACK and streams of our own in `h2::engine`).
 
+pub(crate) mod authority;
 pub(crate) mod carried;
 pub(crate) mod destination;
 mod drive;
@@ -60,11 +61,11 @@ use crate::layer::{Handover, Layer, NextLayer};
 use crate::layers::http::h2::{H2Server, PREFACE};
 use crate::layers::http::http1::Http1Server;
 use destination::Destination;
-use error::{ClientError, ServerError};
+use error::{ClientError, ProxyError, ServerError};
 use event::{CodecOutput, HttpEvent};
 use pool::{Pool, ServerCodec, ServerConn};
 use stream::{HttpStream, Input, Out};
-use upstream_proxy::{ProxyConnect, ProxyError};
+use upstream_proxy::ProxyConnect;
 use tunnels::{Early, Tunnels};
 use websocket::WebSockets;
 use crate::layers::websocket::WsInput;

@@ -193,7 +193,7 @@ impl HttpLayer {
             Event::Carried { messages } if !self.tunnels.carried.is_empty() => {
                 // Each tunnel takes the messages for its own connections' streams, in one event.
                 let mut rest = Vec::new();
-                let mut theirs: Vec<(FlowId, Vec<(ConnId, super::carried::Carried)>)> = Vec::new();
+                let mut theirs: Vec<(FlowId, Vec<(ConnId, super::carried::message::Carried)>)> = Vec::new();
                 for (conn, message) in messages {
                     match self.tunnels.owner(conn) {
                         Some(flow) => match theirs.iter_mut().find(|(f, _)| *f == flow) {

@@ -15,8 +15,8 @@ use crate::flow::Version;
 use crate::headers::Headers;
 use crate::ids::{ConnId, ServerAddr};
 use crate::layers::http::http1::limits;
-use crate::layers::http::http1::wire::{self, HeadReader, Http1Error, Limits};
-use crate::event::OpenError;
+use crate::layers::http::http1::wire::{self, HeadReader, Limits};
+use crate::layers::http::error::ProxyError;
 
 /// Setting up a tunnel through the upstream proxy on one server connection.
 #[derive(Debug)]
@@ -46,47 +46,6 @@ pub(crate) enum Answer {
     Established { rest: Bytes },
     /// Anything else.
     Refused(ProxyError),
-}
-
-/// Why a connection through the upstream proxy could not be set up. Each names the proxy, and
-/// the server when the failure concerns the tunnel to it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub(crate) enum ProxyError {
-    #[error("cannot connect to upstream proxy {proxy}: {error}")]
-    Unreachable { proxy: ServerAddr, error: OpenError },
-    /// The proxy answered `CONNECT` with a status other than `2xx`: `answer` is its status
-    /// line, for example `403 Forbidden`.
-    #[error("upstream proxy {proxy} refused CONNECT {target}: {answer}")]
-    Refused { proxy: ServerAddr, target: ServerAddr, answer: String },
-    #[error("upstream proxy {proxy} sent an invalid answer to CONNECT {target}: {error}")]
-    InvalidAnswer { proxy: ServerAddr, target: ServerAddr, error: Http1Error },
-    /// Bytes came through the tunnel before our TLS handshake with the server began.
-    #[error("upstream proxy {proxy} sent data from {target} before the TLS handshake")]
-    EarlyData { proxy: ServerAddr, target: ServerAddr },
-    #[error("upstream proxy {proxy} closed the connection before answering CONNECT {target}")]
-    ClosedBeforeAnswer { proxy: ServerAddr, target: ServerAddr },
-    #[error("{target} (through upstream proxy {proxy}) closed the connection during the TLS handshake")]
-    ClosedInHandshake { proxy: ServerAddr, target: ServerAddr },
-    #[error("upstream proxy {proxy} did not answer CONNECT {target} within {secs} s")]
-    NoAnswer { proxy: ServerAddr, target: ServerAddr, secs: f64 },
-    #[error("no TLS handshake with {target} through upstream proxy {proxy} within {secs} s")]
-    NoHandshake { proxy: ServerAddr, target: ServerAddr, secs: f64 },
-}
-
-impl ProxyError {
-    /// Whether the proxy (or the server through it) did not answer in time, rather than
-    /// answering wrong.
-    pub(crate) fn timed_out(&self) -> bool {
-        match self {
-            Self::Unreachable { error, .. } => *error == OpenError::Timeout,
-            Self::NoAnswer { .. } | Self::NoHandshake { .. } => true,
-            Self::Refused { .. }
-            | Self::InvalidAnswer { .. }
-            | Self::EarlyData { .. }
-            | Self::ClosedBeforeAnswer { .. }
-            | Self::ClosedInHandshake { .. } => false,
-        }
-    }
 }
 
 impl ProxyConnect {

@@ -162,7 +162,7 @@ impl HttpLayer {
         let (target, connect) = (server.addr.clone(), server.dedicated);
         // A `CONNECT` that took a parked TLS connection: the tunnel gets it as it was parked.
         let pooled = (connect && server.tls)
-            .then(|| Box::new(ServerConn { dedicated: false, flows: Vec::new(), deadline: None, ..server }));
+            .then(|| ServerConn { dedicated: false, flows: Vec::new(), deadline: None, ..server }.hand_on());
         self.handover = Some(Handover {
             server: conn,
             target,

@@ -17,7 +17,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::command::LogLevel;
 use crate::context::Context;
-use crate::event::{Event, OpenError};
+use crate::event::Event;
+use crate::open_error::OpenError;
 use crate::flow::{FlowError, HttpFlow, Request, Response, Version};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};

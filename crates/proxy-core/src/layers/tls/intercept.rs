@@ -37,7 +37,8 @@ use rustls::sign::CertifiedKey;
 
 use crate::command::LogLevel;
 use crate::context::Context;
-use crate::event::{Event, OpenError};
+use crate::event::Event;
+use crate::open_error::OpenError;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::ids::{ConnId, FlowId, Scheme, ServerAddr};
 use crate::layer::{Child, Handover, Layer, NextLayer};
@@ -46,6 +47,7 @@ use crate::layers::http::pool::ServerConn;
 use crate::layers::http::HttpLayer;
 use crate::tls::session::TlsSession;
 use crate::tls::{CertRequest, ClientHello, TlsCause, TlsConfig, TlsFailure, TlsPeer};
+use crate::upstreams::ServerState;
 use super::transport;
 use crate::layers::tunnel::Tunnel;
 
@@ -93,7 +95,7 @@ pub(crate) struct Intercept {
     proxy: bool,
     /// The tunnel's server connection came from the shared pool: it speaks TLS already, in
     /// this HTTP state.
-    pooled: Option<Box<ServerConn>>,
+    pooled: Option<ServerState>,
 }
 
 /// What became of the server side before the client's handshake completes.
@@ -341,7 +343,8 @@ impl Intercept {
         let mut http = Box::new(self.http_layer(cx, self.scheme));
         match (upstream, self.server) {
             (Upstream::Ready, Some(_)) if self.pooled.is_some() => {
-                http.adopt_tunnel_server(cx, now, *self.pooled.take().expect("checked"), !multiplexed);
+                let pooled = ServerConn::taken_on(self.pooled.take().expect("checked"));
+                http.adopt_tunnel_server(cx, now, pooled, !multiplexed);
             }
             (Upstream::Ready, Some(server)) => http.adopt_server(cx, now, server, self.target.clone(), !multiplexed),
             (Upstream::Failed(error), _) => http.set_failed_upstream(self.target.clone(), error),

@@ -36,7 +36,7 @@
 
 use super::engine::{is_connection_specific, RequestHead, ResponseHead};
 use crate::headers::Headers;
-use crate::layers::http::http1::split_authority;
+use crate::layers::http::authority::split_authority;
 use crate::layers::http::http1::wire::is_lowercase_tchar;
 
 /// How an HTTP/2 message breaks RFC 9113; the message names the rule.

@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::flow::{Request, Response, Version};
 use crate::headers::{Headers, UnderscoreHeaders};
 use crate::ids::{ConnId, FlowId, Scheme};
-use crate::layers::http::http1::split_authority;
+use crate::layers::http::authority::split_authority;
 use crate::layers::http::destination::Destination;
 use crate::layers::http::error::ClientError;
 use crate::layers::http::event::{CodecOutput, HttpEvent, StreamReset};

@@ -13,7 +13,7 @@ pub(crate) mod wire;
 use bytes::{Bytes, BytesMut};
 
 pub(crate) use client::Http1Client;
-pub(crate) use server::{split_authority, Http1Server};
+pub(crate) use server::Http1Server;
 pub use wire::Http1Error;
 
 use crate::config::Config;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::command::LogLevel;
 use crate::context::Context;
-use crate::event::OpenError;
+use crate::open_error::OpenError;
 use crate::gateway::{Admitted, Backend, Ticket};
 use crate::ids::ServerAddr;
 use crate::layers::http::error::HttpError;

@@ -10,7 +10,7 @@ use crate::flow::{FlowError, Response};
 use crate::headers::Headers;
 use crate::hook::{Hook, HookKind, HookReply};
 use crate::layers::http::event::HttpEvent;
-use crate::layers::http::pool::Versions;
+use super::Versions;
 use super::{HttpStream, Out, Req, Resend, Resp, Server};
 
 impl HttpStream {

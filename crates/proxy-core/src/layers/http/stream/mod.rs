@@ -24,15 +24,14 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::context::Context;
-use crate::event::OpenError;
+use crate::open_error::OpenError;
 use crate::flow::{HttpFlow, Request, Response, Version};
 use crate::gateway::{Lease, Ticket};
 use crate::headers::Headers;
 use crate::hook::{HookKind, HookReply, HookSet};
 use crate::ids::{FlowId, Scheme, ServerAddr};
 use super::error::{ClientError, HttpError, ServerError};
-use super::pool::Versions;
-use super::upstream_proxy::ProxyError;
+use super::error::ProxyError;
 use crate::layers::http::event::HttpEvent;
 use crate::layers::websocket;
 
@@ -45,6 +44,20 @@ pub(crate) enum Refusal {
     /// The request cannot go anywhere (a gateway has no backend for it): the flow fails, and
     /// the error's answer goes through the `Error` hook as any failure's.
     Fail(HttpError),
+}
+
+/// The HTTP versions a request may go upstream with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Versions {
+    /// HTTP/1 only: a CONNECT, an upgrade other than WebSocket's.
+    Http1,
+    /// HTTP/1 or HTTP/2, as the connection speaks.
+    Any,
+    /// A WebSocket upgrade: HTTP/1.1's, or HTTP/2's extended CONNECT (RFC 8441) on a
+    /// connection whose server enabled it. A new connection for one is HTTP/1.1, which every
+    /// WebSocket server speaks, unless the server is reached by HTTP/2 prior knowledge: what
+    /// HTTP/2 brings a WebSocket is a connection already open.
+    WebSocket,
 }
 
 /// What happens to a stream.

@@ -13,12 +13,12 @@
 //! before ([`Command::Reuse`]); where the request may go over HTTP/2 and a carrier to that
 //! destination has room, the answer is [`Event::Joined`]: the connection id it asked for now
 //! names one stream on that carrier. Its layer drives the exchange as over any server
-//! connection, through a stand-in codec ([`Joined`]) that puts each step of the request in a
-//! [`Carried`] message ([`Command::Carry`]) and takes the response's steps from the carrier
-//! the same way ([`Event::Carried`]). The carrier sees each stream under the tag the driver
-//! gave it ([`StreamTag`], [`Event::Streams`], [`Command::StreamOut`]), and its layer
-//! ([`CarrierLayer`]) is the HTTP/2 codec alone: no hooks, no flows of its own, since every
-//! decision about an exchange stays with the client connection it belongs to.
+//! connection, through a stand-in codec ([`Joined`](joined::Joined)) that puts each step of
+//! the request in a [`Carried`] message ([`Command::Carry`]) and takes the response's steps
+//! from the carrier the same way ([`Event::Carried`]). The carrier sees each stream under the
+//! tag the driver gave it ([`StreamTag`], [`Event::Streams`], [`Command::StreamOut`]), and
+//! its layer ([`CarrierLayer`]) is the HTTP/2 codec alone: no hooks, no flows of its own,
+//! since every decision about an exchange stays with the client connection it belongs to.
 //!
 //! A stream carries one exchange at a time, one after another: once an exchange is over the
 //! stream waits a moment ([`Config::joined_stream_idle`](crate::Config::joined_stream_idle))
@@ -35,8 +35,10 @@
 //! the high-water mark. Bytes not handed out stay in the stream's window, which the server
 //! then cannot refill: the server is held back as it would be by one client.
 
+pub(crate) mod joined;
+pub(crate) mod message;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
@@ -49,194 +51,7 @@ use crate::event::Event;
 use crate::ids::{ConnId, FlowId};
 use crate::layer::Layer;
 use crate::layers::http::h2::H2Client;
-
-/// One step of one stream between a client connection and the carrier that carries it. The
-/// driver moves it from one to the other as it is.
-pub struct Carried {
-    /// Which of the stream's exchanges it belongs to: a stream carries one exchange after
-    /// another, and what was on its way for one that is over goes no further.
-    pub(crate) exchange: u32,
-    pub(crate) message: Message,
-}
-
-impl Carried {
-    /// Whether its stream carries an exchange once this message from the client side has
-    /// gone, `busy` saying whether it did before: a request's head starts one (a stream that
-    /// waited between exchanges carries one again), a release or a reset ends the client
-    /// side's part in it (the stream waits for the next, or leaves).
-    pub fn busy_after(&self, busy: bool) -> bool {
-        match &self.message {
-            Message::Request(event) if matches!(**event, HttpEvent::RequestHeaders { .. }) => true,
-            Message::Release | Message::Reset => false,
-            _ => busy,
-        }
-    }
-}
-
-impl fmt::Debug for Carried {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let exchange = self.exchange;
-        match &self.message {
-            Message::Request(event) => write!(f, "Carried({exchange}: Request {:?})", event.flow()),
-            Message::Reading(reading) => write!(f, "Carried({exchange}: Reading {reading})"),
-            Message::Taken(n) => write!(f, "Carried({exchange}: Taken {n})"),
-            Message::Release => write!(f, "Carried({exchange}: Release)"),
-            Message::Reset => write!(f, "Carried({exchange}: Reset)"),
-            Message::Output(output) => write!(f, "Carried({exchange}: Output {output:?})"),
-            Message::Consumed(n) => write!(f, "Carried({exchange}: Consumed {n})"),
-        }
-    }
-}
-
-/// What a [`Carried`] says.
-pub(crate) enum Message {
-    /// To the carrier: a step of the request (its head first). Boxed, as `Output` is: events
-    /// and commands carry messages, and stay small.
-    Request(Box<HttpEvent>),
-    /// To the carrier: whether the client side has room for more of the response body (the
-    /// stream's window opens, or stays shut).
-    Reading(bool),
-    /// To the carrier: this many bytes of the response body have reached the client side, in
-    /// all. The carrier hands out at most the high-water mark more than that.
-    Taken(u64),
-    /// To the carrier: the exchange is over on both sides.
-    Release,
-    /// To the carrier: give the stream up (the server is told, `CANCEL`).
-    Reset,
-    /// To the client side: what the connection's codec produced for the stream (its flow is
-    /// the carrier's name for it; the client side puts its own).
-    Output(Box<CodecOutput<ServerError>>),
-    /// To the client side: this many bytes of the request body have gone into the
-    /// connection, in all.
-    Consumed(u64),
-}
-
-/// A stream of a carrier, as the driver names it when a client connection joins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamTag(pub u64);
-
-/// The client connection's side of a stream on a carrier: it stands where a server
-/// connection's codec would, for one exchange at a time. Between exchanges it is idle, and
-/// the client connection's next request to the same server may take it rather than join a
-/// carrier anew (see `HttpLayer::release_server`).
-pub(crate) struct Joined {
-    conn: ConnId,
-    /// The exchange under way or last carried, counted from 1.
-    exchange: u32,
-    /// The flow it carries, once the request's head has gone, until the exchange is over.
-    flow: Option<FlowId>,
-    /// Request body bytes sent, and how many of those the carrier has passed on.
-    sent: u64,
-    consumed: u64,
-    /// What the carrier was last told about the response body: whether the client side has
-    /// room, and how much of it has arrived (`received`, told as `told`).
-    reading: Option<bool>,
-    received: u64,
-    told: u64,
-    /// The carrier said something about the stream.
-    heard: bool,
-}
-
-impl Joined {
-    pub(crate) fn new(conn: ConnId) -> Self {
-        // The carrier starts a stream reading.
-        Self { conn, exchange: 0, flow: None, sent: 0, consumed: 0, reading: Some(true), received: 0, told: 0, heard: false }
-    }
-
-    fn tell(&self, cx: &mut Context, message: Message) {
-        cx.push(Command::Carry { conn: self.conn, message: Carried { exchange: self.exchange, message } });
-    }
-
-    /// Between exchanges: the next request may take it.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.flow.is_none()
-    }
-
-    /// Send a step of the request. A head starts the stream's next exchange, from nothing.
-    pub(crate) fn send(&mut self, cx: &mut Context, event: HttpEvent) {
-        match &event {
-            HttpEvent::RequestHeaders { flow, request, .. } => {
-                *self = Self { exchange: self.exchange.wrapping_add(1), flow: Some(*flow), ..Self::new(self.conn) };
-                self.sent = request.body.as_ref().map_or(0, |b| b.len() as u64);
-            }
-            HttpEvent::RequestData { data, .. } => self.sent += data.len() as u64,
-            _ => {}
-        }
-        self.tell(cx, Message::Request(Box::new(event)));
-    }
-
-    /// Open or hold shut the response body's window, if that changes anything, and say how
-    /// much of the body arrived once that frees a good part of the carrier's credit.
-    pub(crate) fn set_reading(&mut self, cx: &mut Context, reading: bool) {
-        if self.flow.is_none() {
-            return;
-        }
-        if self.reading != Some(reading) {
-            self.reading = Some(reading);
-            self.tell(cx, Message::Reading(reading));
-        }
-        if reading && self.received - self.told >= cx.config.high_water as u64 / 4 {
-            self.told = self.received;
-            self.tell(cx, Message::Taken(self.received));
-        }
-    }
-
-    /// Request body bytes sent that the carrier has not passed on yet.
-    pub(crate) fn backlog(&self) -> usize {
-        usize::try_from(self.sent.saturating_sub(self.consumed)).unwrap_or(usize::MAX)
-    }
-
-    /// The exchange is over on both sides.
-    pub(crate) fn release(&mut self, cx: &mut Context) {
-        if self.flow.take().is_some() {
-            self.tell(cx, Message::Release);
-        }
-    }
-
-    /// Give the stream up.
-    pub(crate) fn reset(&mut self, cx: &mut Context) {
-        if self.flow.take().is_some() {
-            self.tell(cx, Message::Reset);
-        }
-    }
-
-    /// A message from the carrier: what the codec made of the server's bytes for this
-    /// stream, named for the flow it carries. One about an earlier exchange (sent before the
-    /// carrier heard that it was over) is dropped.
-    pub(crate) fn receive(&mut self, message: Carried) -> Option<CodecOutput<ServerError>> {
-        if message.exchange != self.exchange {
-            return None;
-        }
-        match message.message {
-            Message::Consumed(n) => {
-                self.consumed = self.consumed.max(n);
-                None
-            }
-            Message::Output(output) => {
-                let output = *output;
-                self.heard = true;
-                if let CodecOutput::Http(HttpEvent::ResponseData { data, .. }) = &output {
-                    self.received += data.len() as u64;
-                }
-                self.flow.map(|flow| output.for_flow(flow))
-            }
-            _ => None,
-        }
-    }
-
-    /// The carrier went away (the driver closed the stream). Having said nothing about the
-    /// stream, it never took its request (a carrier tells every stream it carries how it
-    /// ended before it goes): the request may go again elsewhere.
-    pub(crate) fn carrier_gone(&mut self) -> CodecOutput<ServerError> {
-        match self.flow.filter(|_| !self.heard) {
-            Some(flow) => {
-                let reset = StreamReset { reason: crate::layers::http::h2::engine::Reason::REFUSED_STREAM, remote: false, unprocessed: true };
-                CodecOutput::Reset { flow, reset }
-            }
-            None => CodecOutput::Closed { flow: None, error: None },
-        }
-    }
-}
+use message::{Carried, Message, StreamTag};
 
 /// A stream the carrier carries: the flow its codec knows it by, how much of its request
 /// body went in, and how much of its response body the client side may take.
@@ -568,6 +383,7 @@ impl<E> CodecOutput<E> {
 mod tests {
     use std::sync::Arc;
 
+    use super::joined::Joined;
     use super::*;
     use crate::flow::{ClientInfo, Request, Response, Version};
     use crate::ids::Scheme;
