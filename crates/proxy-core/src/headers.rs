@@ -16,6 +16,8 @@ use bytes::Bytes;
 pub struct Headers {
     /// `None` while empty, so that an empty list (and `mem::take`) allocates nothing.
     fields: Option<Arc<Vec<(Bytes, Bytes)>>>,
+    /// Every field may go on over HTTP/2 as it is: see [`is_h2_ready`](Self::is_h2_ready).
+    h2_ready: bool,
 }
 
 impl PartialEq for Headers {
@@ -36,6 +38,7 @@ impl Headers {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             fields: (n > 0).then(|| Arc::new(Vec::with_capacity(n))),
+            h2_ready: false,
         }
     }
 
@@ -43,7 +46,22 @@ impl Headers {
     pub(crate) fn from_fields(fields: Vec<(Bytes, Bytes)>) -> Self {
         Self {
             fields: (!fields.is_empty()).then(|| Arc::new(fields)),
+            h2_ready: false,
         }
+    }
+
+    /// Whether every field may go on over HTTP/2 as it is, without a look at each: the
+    /// HTTP/2 decoder said so of the fields it checked ([`mark_h2_ready`](Self::mark_h2_ready)),
+    /// and nothing was added or changed since. Fields removed leave the rest as they were.
+    pub(crate) fn is_h2_ready(&self) -> bool {
+        self.h2_ready
+    }
+
+    /// Say that every field is one HTTP/2 carries as it is: a lowercase token for a name, no
+    /// control byte but HTAB in the value, nothing about one connection alone (RFC 9113
+    /// section 8.2.2), and no `host` (`:authority` stands for it).
+    pub(crate) fn mark_h2_ready(&mut self) {
+        self.h2_ready = true;
     }
 
     /// Whether `self` and `other` share their fields (one is a clone of the other, and
@@ -57,8 +75,10 @@ impl Headers {
         self.fields.as_deref().map_or(&[], Vec::as_slice)
     }
 
-    /// The fields to change: copied first if a clone shares them.
+    /// The fields to change, no longer known to be HTTP/2-ready: copied first if a clone
+    /// shares them.
     fn fields_mut(&mut self) -> &mut Vec<(Bytes, Bytes)> {
+        self.h2_ready = false;
         Arc::make_mut(self.fields.get_or_insert_with(Default::default))
     }
 

@@ -213,9 +213,10 @@ impl TlsSession {
         let http = was_handshaking && start.starts_with(b"HTTP/");
         // Plaintext is never longer than the ciphertext that carried it. A single record's
         // is given exactly the room it takes when it comes (a buffer as long as its contents
-        // becomes `Bytes` without a second allocation); several are given the ciphertext's.
-        let ciphertext = data.len() + self.held.len();
-        let room = if ciphertext > RECORD_HEADER + RECORD_PLAINTEXT + RECORD_OVERHEAD { ciphertext } else { 0 };
+        // becomes `Bytes` without a second allocation); several are given the room of the
+        // complete records at once, rather than growing record by record.
+        let (records, complete) = complete_records(&self.held, &data);
+        let room = if records > 1 && !was_handshaking { complete } else { 0 };
         let mut pass = Pass { plaintext: BytesMut::with_capacity(room), ..Pass::default() };
         if let Err(error) = self.take_in(data, &mut pass) {
             let error = match error {
@@ -618,6 +619,22 @@ fn fill(out: &mut Vec<u8>, mut room: usize, mut write: impl FnMut(&mut [u8]) -> 
     Err(TlsError::Stuck)
 }
 
+/// How many complete records `held` then `data` (starting at a record boundary) begin with,
+/// and how many bytes they take.
+fn complete_records(held: &[u8], data: &[u8]) -> (usize, usize) {
+    let byte = |i: usize| if i < held.len() { held[i] } else { data[i - held.len()] };
+    let total = held.len() + data.len();
+    let (mut records, mut at) = (0, 0);
+    while at + RECORD_HEADER <= total {
+        let end = at + RECORD_HEADER + usize::from(u16::from_be_bytes([byte(at + 3), byte(at + 4)]));
+        if end > total {
+            break;
+        }
+        (records, at) = (records + 1, end);
+    }
+    (records, at)
+}
+
 /// How many more bytes `records` (starting at a record boundary) needs to end on one: the
 /// rest of the last record, or of its header when that is not complete.
 fn incomplete(records: &[u8]) -> usize {
@@ -633,7 +650,17 @@ fn incomplete(records: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::incomplete;
+    use super::{complete_records, incomplete};
+
+    #[test]
+    fn counts_complete_records_across_what_is_held_and_what_came() {
+        let two = [0x17, 3, 3, 0, 2, 1, 2, 0x17, 3, 3, 0, 1, 9];
+        assert_eq!(complete_records(&[], &[]), (0, 0));
+        assert_eq!(complete_records(&two, &[]), (2, 13));
+        assert_eq!(complete_records(&two[..4], &two[4..]), (2, 13));
+        assert_eq!(complete_records(&two[..9], &two[9..12]), (1, 7));
+        assert_eq!(complete_records(&[], &two[..6]), (0, 0));
+    }
 
     #[test]
     fn counts_what_completes_the_last_record() {

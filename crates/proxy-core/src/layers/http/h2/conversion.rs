@@ -11,9 +11,10 @@ use crate::headers::Headers;
 use crate::layers::http::http1::wire::is_tchar;
 
 /// Header fields for HTTP/2: connection-specific ones dropped (RFC 9113 section 8.2.2),
-/// names lowercased, anything HTTP/2 cannot carry left out.
+/// names lowercased, anything HTTP/2 cannot carry left out. Fields the HTTP/2 decoder
+/// checked and nothing changed since go as they are, unread.
 pub(super) fn to_h2_headers(headers: &Headers) -> Headers {
-    if headers.iter().all(|(name, value)| carried(name, value) && !name.iter().any(u8::is_ascii_uppercase)) {
+    if headers.is_h2_ready() || headers.iter().all(|(name, value)| carried(name, value) && !name.iter().any(u8::is_ascii_uppercase)) {
         return headers.clone();
     }
     let mut fields = Vec::with_capacity(headers.len());

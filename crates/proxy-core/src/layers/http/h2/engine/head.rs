@@ -95,6 +95,11 @@ struct Pseudo {
     status: Option<u16>,
 }
 
+/// The least room a block's strings are given. A client's requests after its first are
+/// mostly indexes into the dynamic table: a few bytes of block for an authority, a path, a
+/// user agent and the like, which would otherwise grow the buffer string by string.
+const STRINGS_ROOM: usize = 256;
+
 /// Fields gathered as HPACK hands them out; the first failure wins, a connection-level one
 /// over the rest.
 pub(super) struct Builder {
@@ -105,6 +110,9 @@ pub(super) struct Builder {
     /// is allocated once for the block, and shared by every name and value taken from it.
     strings: BytesMut,
     regular_seen: bool,
+    /// No field but ones HTTP/2 carries as they are ([`Headers::mark_h2_ready`]): what the
+    /// checks below let through, but a `host` or a name with `"`.
+    h2_ready: bool,
     size: usize,
     max_size: usize,
     error: Option<HeadError>,
@@ -169,14 +177,15 @@ pub(crate) fn usual_method(method: &[u8]) -> Option<Bytes> {
 impl Builder {
     /// A builder for a block of `block_len` bytes: its strings' buffer has room for the
     /// block Huffman-decoded (a symbol takes 5 bits at least), which is what most of a block
-    /// is; strings from the tables beyond that make it grow.
+    /// is, and at least [`STRINGS_ROOM`]; strings from the tables beyond that make it grow.
     pub(super) fn new(kind: Kind, max_size: usize, block_len: usize) -> Self {
         Self {
             kind,
             pseudo: Pseudo::default(),
             fields: Vec::new(),
-            strings: BytesMut::with_capacity(block_len.saturating_mul(8) / 5),
+            strings: BytesMut::with_capacity((block_len.saturating_mul(8) / 5).max(STRINGS_ROOM)),
             regular_seen: false,
+            h2_ready: true,
             size: 0,
             max_size,
             error: None,
@@ -270,6 +279,9 @@ impl Builder {
         if !name.iter().all(|&b| name_byte(b)) {
             return self.fail(HeadError::Field);
         }
+        if name == b"host" || name.contains(&b'"') {
+            self.h2_ready = false;
+        }
         if is_connection_specific(name) || (name == b"te" && value != b"trailers") {
             self.fail(HeadError::Malformed);
         }
@@ -297,7 +309,10 @@ impl Builder {
             return Err(error);
         }
         let content_length = self.content_length;
-        let fields = Headers::from_fields(self.fields);
+        let mut fields = Headers::from_fields(self.fields);
+        if self.h2_ready {
+            fields.mark_h2_ready();
+        }
         let message = match self.kind {
             Kind::Request => Message::Request(request(self.pseudo, fields, connect_protocol)?),
             // Request pseudo-headers in a response are dropped.
@@ -438,6 +453,27 @@ mod tests {
         let Ok(Decoded { message: Message::Trailers(t), .. }) = decode(Kind::Trailers, &[(":status", "200"), ("grpc-status", "0")]) else { panic!() };
         assert_eq!(t.len(), 1);
         assert_eq!(decode(Kind::Trailers, &[("grpc-status", "0"), (":status", "200")]).err(), Some(HeadError::Malformed));
+    }
+
+    #[test]
+    fn checked_fields_go_on_over_http2_as_they_are_but_host_and_quoted_names() {
+        let get = [(":method", "GET"), (":scheme", "https"), (":authority", "a.test"), (":path", "/")];
+        let fields = |extra: &[(&str, &str)]| match decode(Kind::Request, &[&get[..], extra].concat()) {
+            Ok(Decoded { message: Message::Request(request), .. }) => request.fields,
+            _ => panic!("{extra:?}"),
+        };
+        let mut ready = fields(&[("accept", "*/*"), ("te", "trailers")]);
+        assert!(ready.is_h2_ready());
+        assert!(!fields(&[("accept", "*/*"), ("host", "a.test")]).is_h2_ready());
+        assert!(!fields(&[("a\"b", "x")]).is_h2_ready());
+        // A copy shares the answer; a change, even a valid one, drops it; a removal keeps it.
+        let copy = ready.clone();
+        ready.retain(|name, _| name != b"te");
+        assert!(ready.is_h2_ready() && copy.is_h2_ready());
+        ready.append("x-a", "1");
+        assert!(!ready.is_h2_ready() && copy.is_h2_ready());
+        let Ok(Decoded { message: Message::Response(response), .. }) = decode(Kind::Response, &[(":status", "200"), ("server", "x")]) else { panic!() };
+        assert!(response.fields.is_h2_ready());
     }
 
     #[test]
