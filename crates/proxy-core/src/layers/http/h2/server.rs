@@ -421,7 +421,11 @@ impl H2Server {
 }
 
 /// A pseudo-header's value as text. The engine let through only what the URI grammar and
-/// the token rules allow, which is ASCII.
+/// the token rules allow, which is ASCII: checked as UTF-8 a word at a time, where a lossy
+/// conversion walks it in chunks.
 fn text(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).into_owned()
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value).into_owned(),
+    }
 }

@@ -14,7 +14,8 @@
 //!
 //! An idle connection keeps no buffer: input is taken as it comes and let go once read,
 //! output is handed over whole, and a stream's state goes with its end. What stays is the
-//! HPACK tables (at most 4 KiB each way, the protocol's default) and the settings.
+//! HPACK tables (at most 4 KiB each way, the protocol's default), the settings, and the last
+//! response head each way, as a block at most 1 KiB ([`Repeat`], [`SentRepeat`]).
 //!
 //! `frame.rs` is the wire format, `hpack/` the header compression, `head.rs` header blocks as
 //! `http` heads, `settings.rs` both sides' settings, `stream.rs` one stream. The connection
@@ -176,6 +177,21 @@ struct Repeat {
 /// for the connection's life.
 const REPEAT_MAX: usize = 1024;
 
+/// The last response head the server side sent, and once it was sent again, the block it
+/// was encoded to. Encoding is a function of the fields and the encoder's table: fields sent
+/// again (the same ones, shared: a server's repeated head as a [`Repeat`] hands it out, on its
+/// way through the proxy unchanged) while the table is as it was after the last encoding
+/// encode to the same bytes, so they go out as those bytes. A head is kept once it comes
+/// twice, and only a block whose encoding left the table as it was (the first sending of a
+/// head adds its fields to the table; the second finds them there): a connection whose
+/// heads never repeat copies no block.
+struct SentRepeat {
+    status: u16,
+    fields: Headers,
+    /// The block, with the encoder's [`generation`](hpack::Encoder::generation) it is good for.
+    block: Option<(u64, Bytes)>,
+}
+
 /// A header block under way: a HEADERS frame without END_HEADERS, and the CONTINUATION
 /// frames that follow it.
 struct Partial {
@@ -198,6 +214,8 @@ pub struct Engine {
     decoder: hpack::Decoder,
     /// The last response head block the server sent, if it stood on its own: see [`Repeat`].
     repeat: Option<Box<Repeat>>,
+    /// The last response head sent as the server: see [`SentRepeat`].
+    sent: Option<Box<SentRepeat>>,
     encoder: hpack::Encoder,
     /// How much more we may send on the connection.
     send_window: i64,
@@ -268,6 +286,7 @@ impl Engine {
             peer: PeerSettings::default(),
             decoder: hpack::Decoder::new(4096),
             repeat: None,
+            sent: None,
             encoder: hpack::Encoder::new(),
             send_window: frame::DEFAULT_WINDOW,
             recv_window: frame::DEFAULT_WINDOW,
@@ -429,8 +448,7 @@ impl Engine {
         s.head_sent = true;
         s.sent_end = end_stream;
         let id = s.id;
-        let status = head::status_digits(response.status);
-        self.send_head(id, head::response_fields(&response, &status), end_stream);
+        self.send_response_head(id, &response, end_stream);
         self.forget_if_done(stream);
         self.still = false;
     }

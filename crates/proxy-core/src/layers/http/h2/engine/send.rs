@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::frame::{self, HEADER_LEN};
 use super::head;
 use super::stream::{Recv, Stream};
-use super::{Engine, H2Event, Reason, RequestHead, Role, StreamKey};
+use super::{Engine, H2Event, Reason, RequestHead, ResponseHead, Role, SentRepeat, StreamKey, REPEAT_MAX};
 
 impl Engine {
     /// Our SETTINGS, and the connection window beyond the protocol's default.
@@ -36,6 +36,34 @@ impl Engine {
     pub(super) fn send_head<'a>(&mut self, id: u32, fields: impl Iterator<Item = head::Field<'a>>, end_stream: bool) {
         let encoder = &mut self.encoder;
         frame::put_header_block_with(&mut self.output, id, end_stream, self.peer.max_frame_size, |out| encoder.encode(fields, out));
+    }
+
+    /// Send a final response head: as the block it came to last time, if it is the same
+    /// head and the table has not changed since ([`SentRepeat`]), else encoded.
+    pub(super) fn send_response_head(&mut self, id: u32, response: &ResponseHead, end_stream: bool) {
+        let same = |sent: &SentRepeat| sent.status == response.status && sent.fields.shares(&response.fields);
+        let generation = self.encoder.generation();
+        if let Some(block) = self.sent.as_deref().filter(|s| same(s)).and_then(|s| s.block.as_ref()) {
+            if block.0 == generation {
+                let block = block.1.clone();
+                frame::put_header_block(&mut self.output, id, &block, end_stream, self.peer.max_frame_size);
+                return;
+            }
+        }
+        let start = self.output.len();
+        let status = head::status_digits(response.status);
+        self.send_head(id, head::response_fields(response, &status), end_stream);
+        match self.sent.as_deref_mut() {
+            // Sent again, and its encoding left the table alone: the next time, these bytes.
+            Some(sent) if same(sent) => {
+                let block = &self.output[start..];
+                let one_frame = block.len() - HEADER_LEN <= self.peer.max_frame_size;
+                if self.encoder.generation() == generation && one_frame && block.len() - HEADER_LEN <= REPEAT_MAX {
+                    sent.block = Some((generation, Bytes::copy_from_slice(&block[HEADER_LEN..])));
+                }
+            }
+            _ => self.sent = Some(Box::new(SentRepeat { status: response.status, fields: response.fields.clone(), block: None })),
+        }
     }
 
     /// Open the requests that wait, as far as the server's stream limit allows; until its

@@ -368,3 +368,48 @@ fn queued_chunks_leave_in_full_frames() {
     assert_eq!(body_seen(&events).0, sent);
     assert!(matches!(events.last(), Some(H2Event::End { stream: 1, trailers: None })), "{events:?}");
 }
+
+/// The same response head, sent again while the table is as the last sending left it, goes
+/// out as the same bytes without being encoded ([`SentRepeat`]); a client decodes every one
+/// alike, and a head that changes the table in between has the next one encoded afresh.
+#[test]
+fn a_response_head_sent_again_goes_out_as_the_same_block() {
+    let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+    let mut fields = Headers::new();
+    fields.append("server", "nginx");
+    fields.append("date", "Sun, 06 Dec 2026 12:00:00 GMT");
+    let head = ResponseHead { status: 200, fields };
+    let mut blocks = Vec::new();
+    for key in 1..=5u64 {
+        if key == 4 {
+            // Another head in between adds an entry: the table changed.
+            client.open(100, request("GET", "/other"), true);
+            let (seen, _) = pump(&mut client, &mut server);
+            let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+            let mut other = Headers::new();
+            other.append("x-new", "1");
+            server.respond(stream, ResponseHead { status: 200, fields: other }, true);
+            pump(&mut client, &mut server);
+        }
+        client.open(key, request("GET", "/"), true);
+        let (seen, _) = pump(&mut client, &mut server);
+        let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+        server.respond(stream, head.clone(), true);
+        let out = server.take_output();
+        let frames = heads(&out);
+        assert_eq!(frames.len(), 1, "one HEADERS frame");
+        blocks.push((out[HEADER_LEN..].to_vec(), server.sent.as_deref().and_then(|s| s.block.clone())));
+        client.receive(out);
+        let events = client.poll();
+        let Some(H2Event::Response { head: got, .. }) = events.iter().find(|e| matches!(e, H2Event::Response { .. })) else { panic!("{events:?}") };
+        assert_eq!((got.status, got.fields.get("server"), got.fields.get("date")), (200, Some(&b"nginx"[..]), Some(&b"Sun, 06 Dec 2026 12:00:00 GMT"[..])));
+    }
+    // First: server entered in the table; second: found there, so kept; third: the kept bytes.
+    assert!(blocks[0].1.is_none(), "kept only once it repeats");
+    assert_ne!(blocks[0].0, blocks[1].0);
+    assert_eq!(blocks[1].1.as_ref().map(|(_, b)| b.to_vec()), Some(blocks[1].0.clone()));
+    assert_eq!(blocks[2].0, blocks[1].0, "sent again as the same block");
+    // After x-new entered the table, the index of server moved: encoded afresh, then kept.
+    assert_ne!(blocks[3].0, blocks[2].0);
+    assert_eq!(blocks[4].0, blocks[3].0);
+}

@@ -412,12 +412,21 @@ pub(crate) struct Encoder {
     announced: usize,
     /// The smallest size in use since the last block.
     smallest: usize,
+    /// Counts the changes to what the next block is encoded against: see
+    /// [`generation`](Self::generation).
+    generation: u64,
 }
 
 impl Encoder {
     /// An encoder with the protocol's default table of 4096 bytes.
     pub(crate) fn new() -> Self {
-        Self { table: Table::new(DEFAULT_TABLE_SIZE), announced: DEFAULT_TABLE_SIZE, smallest: DEFAULT_TABLE_SIZE }
+        Self { table: Table::new(DEFAULT_TABLE_SIZE), announced: DEFAULT_TABLE_SIZE, smallest: DEFAULT_TABLE_SIZE, generation: 0 }
+    }
+
+    /// Changes whenever the table or the size owed to the peer changes, and only then: while
+    /// it stays the same, the same fields encode to the same bytes.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Follows the peer's SETTINGS_HEADER_TABLE_SIZE, using at most 4096 bytes; the change is
@@ -426,6 +435,7 @@ impl Encoder {
         let size = size.min(DEFAULT_TABLE_SIZE);
         self.table.set_max_size(size);
         self.smallest = self.smallest.min(size);
+        self.generation += 1;
     }
 
     /// Appends the encoding of one header block: `(name, value, sensitive)` in order.
@@ -447,6 +457,7 @@ impl Encoder {
         }
         if shrank || current != self.announced {
             write_int(current, 5, 0x20, out);
+            self.generation += 1;
         }
         self.announced = current;
         self.smallest = current;
@@ -488,6 +499,7 @@ impl Encoder {
         write_string(value, out);
         if indexing {
             self.table.insert(name, value);
+            self.generation += 1;
         }
     }
 
