@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use proxy_core::upstreams::{CarrierId, Carriers, Parked, PoolKey, PoolLimits, PoolStats, UpstreamPool};
 
-use crate::carrier::CarrierHandle;
+use crate::carrier::handle::{home, CarrierHandle};
 use tokio::net::TcpStream;
 
 /// The sweeper sleeps at least this long between two rounds.
@@ -101,19 +101,19 @@ impl SharedPool {
 
     /// List a new carrier to `key`, taking `streams` at once.
     pub(crate) fn add_carrier(&self, key: PoolKey, handle: Arc<CarrierHandle>, streams: usize) -> CarrierId {
-        self.lock().carriers.add(key, handle, streams, crate::carrier::home())
+        self.lock().carriers.add(key, handle, streams, home())
     }
 
     /// Whether a parked connection to `key` that could carry streams is to become a carrier
     /// (none of this thread's to `key` has room), rather than wait whole in the pool.
     pub(crate) fn wants_carrier(&self, key: &PoolKey) -> bool {
-        self.lock().carriers.wanted(key, crate::carrier::home())
+        self.lock().carriers.wanted(key, home())
     }
 
     /// A place on a carrier to `key` (of this thread, where threads have their own), if one
     /// has room.
     pub(crate) fn join(&self, key: &PoolKey) -> Option<(CarrierId, Arc<CarrierHandle>)> {
-        self.lock().carriers.join(key, crate::carrier::home())
+        self.lock().carriers.join(key, home())
     }
 
     /// A stream of the carrier `id` that waited between exchanges carries one again.

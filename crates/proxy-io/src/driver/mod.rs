@@ -13,9 +13,10 @@
 //! "and writes fail too". Without the second, a client that left mid-download would have its
 //! response read from the server to the end, and dropped here.
 //!
-//! This file is the loop; `socket.rs` is one socket (queue, reads, ends), `timer.rs` the one
-//! timer for every deadline, and `forward.rs` the bodies moved by `splice(2)`: everything
-//! Linux-only is there (`forward_portable.rs` stands in elsewhere).
+//! This file is the loop, which runs carriers too (see [`crate::carrier`]); `socket.rs` is one
+//! socket (queue, reads, ends), `timer.rs` the one timer for every deadline, and `forward.rs`
+//! the bodies moved by `splice(2)`: everything Linux-only is there (`forward_portable.rs`
+//! stands in elsewhere).
 
 #[cfg_attr(not(target_os = "linux"), path = "forward_portable.rs")]
 mod forward;
@@ -32,13 +33,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
+use proxy_core::upstreams::Parked;
 use proxy_core::{Command, Config, ConnId, Connection, Event, FlowId, Hook, HookReply, LogLevel};
 use tokio::net::TcpStream;
 
-use crate::carrier::{self, Carrying, Joined};
+use crate::carrier::{Carrying, Joined};
 use crate::handler::Handler;
 use crate::inject::{Inbox, Injector};
 use crate::open::open;
+use crate::pool::SharedPool;
 use forward::Forward;
 use socket::{Io, Sock};
 use timer::Timer;
@@ -131,7 +134,7 @@ pub(crate) struct Options {
     pub(crate) linger: Duration,
     /// Idle upstream connections shared with the other tasks (`Config::share_upstreams`),
     /// and the carriers.
-    pub(crate) pool: Option<std::sync::Arc<crate::pool::SharedPool>>,
+    pub(crate) pool: Option<Arc<SharedPool>>,
     /// The proxy's configuration, for the carriers this task starts.
     pub(crate) config: Arc<Config>,
 }
@@ -156,9 +159,34 @@ pub(crate) async fn drive<C: Core, H: Handler>(
     Box::new(Driver::new(core, (ConnId::CLIENT, client), peer, opts, make_hook, inbox, nudge)).run().await
 }
 
-/// Run a carrier (see [`crate::carrier`]) to its end: its one socket is `server`, and the
-/// client connections' messages come from `carrying`.
-pub(crate) async fn drive_carrier(
+/// Run `parked`, an idle HTTP/2 connection, as a carrier (see [`crate::carrier`]) on this
+/// runtime, listed in `pool`. Gives it back if it cannot carry streams (it speaks HTTP/1.1).
+fn start_carrier(
+    pool: &Arc<SharedPool>,
+    opts: &Options,
+    injector: Injector,
+    parked: Box<Parked>,
+    tcp: TcpStream,
+) -> Result<(), (Box<Parked>, TcpStream)> {
+    let key = parked.key();
+    let streams = parked.max_streams();
+    let (core, conn) = match Connection::carrier(opts.config.clone(), parked, pool.idle_timeout()) {
+        Ok(made) => made,
+        Err(parked) => return Err((parked, tcp)),
+    };
+    let peer = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let carrying = Carrying::listed(pool, key.clone(), streams);
+    tracing::debug!(server = %key, "an idle HTTP/2 connection carries streams of every client from now on");
+    let opts = opts.clone();
+    tokio::spawn(async move {
+        drive_carrier(core, (conn, tcp), peer, carrying, &opts, &injector).await;
+    });
+    Ok(())
+}
+
+/// Run a carrier to its end: its one socket is `server`, and the client connections'
+/// messages come from `carrying`.
+async fn drive_carrier(
     core: Connection,
     server: (ConnId, TcpStream),
     peer: SocketAddr,
@@ -395,7 +423,7 @@ where
 
     /// Hand the idle socket of `conn` to the shared pool with what the core parked; one that
     /// cannot be (output still queued, its peer gone, no pool) is closed.
-    fn park(&mut self, conn: ConnId, mut parked: Box<proxy_core::upstreams::Parked>) {
+    fn park(&mut self, conn: ConnId, mut parked: Box<Parked>) {
         // Let go of the backend only once the connection is in the pool, where the request
         // given its slot will look.
         let hold = parked.take_hold();
@@ -418,7 +446,7 @@ where
                     // the next one.
                     let carries = parked.carries_streams() && self.opts.config.share_streams;
                     let parked = match carries && pool.wants_carrier(&parked.key()) {
-                        true => carrier::start(pool, self.opts, self.inbox.injector(), parked, tcp),
+                        true => start_carrier(pool, self.opts, self.inbox.injector(), parked, tcp),
                         false => Err((parked, tcp)),
                     };
                     if let Err((parked, tcp)) = parked {

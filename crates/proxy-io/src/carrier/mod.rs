@@ -3,63 +3,38 @@
 //! [`Connection::carrier`]).
 //!
 //! A connection task whose core parks an HTTP/2 connection starts a carrier with it instead
-//! of pooling it ([`start`]), and the carrier is listed in the shared pool under its
-//! destination. A task whose core asks for a connection that a stream would do for
-//! ([`Command::Reuse`] with `join`) takes a place on one ([`SharedPool::join`]), tags its
-//! stream and tells the carrier where to send what comes back ([`ToCarrier::Attach`]); from then
-//! on the two tasks exchange [`Carried`] messages over channels, whichever threads they run
-//! on: what one turn of a task has for the other goes as one message, and what has arrived
-//! when the other looks is handed to its core as one event ([`Event::Streams`],
-//! [`Event::Carried`]), which the core settles once. What may be in a channel at once is
-//! bounded by the core on both sides (a request body waits for the carrier to say it went
-//! on; a response body's window opens only while the client side has room), so the channels
-//! need no bound of their own.
+//! of pooling it (the driver's `start_carrier`), and the carrier is listed in the shared pool
+//! under its destination ([`Carrying::listed`]). A task whose core asks for a connection that
+//! a stream would do for ([`Command::Reuse`] with `join`) takes a place on one
+//! ([`SharedPool::join`]), tags its stream and tells the carrier where to send what comes back
+//! ([`ToCarrier::Attach`]); from then on the two tasks exchange [`Carried`] messages over
+//! channels, whichever threads they run on: what one turn of a task has for the other goes as
+//! one message, and what has arrived when the other looks is handed to its core as one event
+//! ([`Event::Streams`], [`Event::Carried`]), which the core settles once. What may be in a
+//! channel at once is bounded by the core on both sides (a request body waits for the carrier
+//! to say it went on; a response body's window opens only while the client side has room), so
+//! the channels need no bound of their own.
 //!
+//! This file is the two sides of those channels; `handle.rs` is what the pool keeps of a
+//! carrier (the handle tasks reach it by, the messages they send it, its thread).
+//!
+//! [`Connection::carrier`]: proxy_core::Connection::carrier
 //! [`Command::Reuse`]: proxy_core::Command::Reuse
 
+pub(crate) mod handle;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use proxy_core::upstreams::{CarrierId, Parked, PoolKey};
-use proxy_core::{Carried, ConnId, Connection, Event, StreamTag};
-use tokio::net::TcpStream;
+use proxy_core::upstreams::{CarrierId, PoolKey};
+use proxy_core::{Carried, ConnId, Event, StreamTag};
 use tokio::sync::mpsc;
 
-use crate::driver::{self, Options};
-use crate::inject::Injector;
 use crate::pool::SharedPool;
+use handle::{CarrierHandle, ToCarrier, Turn};
 
-thread_local! {
-    /// The driver thread this is, where each thread has a runtime of its own and its own
-    /// share of the carriers; `None` where tasks move between threads.
-    static HOME: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
-}
-
-/// This thread is driver thread `i` of a runtime per core: the carriers it starts are its
-/// own, and its connections join only those.
-pub(crate) fn set_home(i: usize) {
-    HOME.with(|home| home.set(Some(i as u64)));
-}
-
-/// See [`set_home`].
-pub(crate) fn home() -> Option<u64> {
-    HOME.with(std::cell::Cell::get)
-}
-
-/// What a client connection's task tells a carrier.
-pub(crate) enum ToCarrier {
-    /// A stream joined: what the carrier has for it goes to `reply`, as messages for `conn`.
-    Attach { stream: StreamTag, conn: ConnId, reply: mpsc::UnboundedSender<Event> },
-    /// What one turn of the task had for the carrier's streams, in order: a step of a
-    /// stream's exchange, or `None` when the client connection is done with the stream.
-    Turn(Turn),
-}
-
-/// What one turn of a client connection's task has for one carrier (see [`ToCarrier::Turn`]).
-type Turn = Vec<(StreamTag, Option<Carried>)>;
+pub(crate) use handle::set_home;
 
 /// What one turn of a carrier's task has for one client connection's task: a message for
 /// each of its streams' steps, in order.
@@ -69,63 +44,11 @@ type Answers = Vec<(ConnId, Carried)>;
 /// turn's worth from every task on the other side, few enough that an event stays a batch.
 const GATHER: usize = 64;
 
-/// How tasks reach a carrier.
-pub(crate) struct CarrierHandle {
-    tx: mpsc::UnboundedSender<ToCarrier>,
-    next_tag: AtomicU64,
-}
-
-impl std::fmt::Debug for CarrierHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CarrierHandle")
-    }
-}
-
-impl CarrierHandle {
-    /// A name for a new stream, unique on this carrier.
-    pub(crate) fn tag(&self) -> StreamTag {
-        StreamTag(self.next_tag.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Tell the carrier; `false` if it is gone.
-    pub(crate) fn send(&self, message: ToCarrier) -> bool {
-        self.tx.send(message).is_ok()
-    }
-}
-
-/// Run `parked`, an idle HTTP/2 connection, as a carrier on this runtime. Gives it back if it
-/// cannot carry streams (it speaks HTTP/1.1).
-pub(crate) fn start(
-    pool: &Arc<SharedPool>,
-    opts: &Options,
-    injector: Injector,
-    parked: Box<Parked>,
-    tcp: TcpStream,
-) -> Result<(), (Box<Parked>, TcpStream)> {
-    let key = parked.key();
-    let parked_streams = parked.max_streams();
-    let (core, conn) = match Connection::carrier(opts.config.clone(), parked, pool.idle_timeout()) {
-        Ok(made) => made,
-        Err(parked) => return Err((parked, tcp)),
-    };
-    let peer = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let streams = parked_streams;
-    let id = pool.add_carrier(key.clone(), Arc::new(CarrierHandle { tx, next_tag: AtomicU64::new(0) }), streams);
-    tracing::debug!(server = %key, "an idle HTTP/2 connection carries streams of every client from now on");
-    let opts = opts.clone();
-    let pool = Arc::clone(pool);
-    tokio::spawn(async move {
-        driver::drive_carrier(core, (conn, tcp), peer, Carrying::new(Inbox { rx, id, pool }), &opts, &injector).await;
-    });
-    Ok(())
-}
-
 /// A carrier task's end of its channel, and its place in the pool.
-pub(crate) struct Inbox {
-    pub(crate) rx: mpsc::UnboundedReceiver<ToCarrier>,
-    pub(crate) id: CarrierId,
-    pub(crate) pool: Arc<SharedPool>,
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<ToCarrier>,
+    id: CarrierId,
+    pool: Arc<SharedPool>,
 }
 
 /// A stream a client connection's task has on a carrier.
@@ -279,7 +202,15 @@ pub(crate) struct Carrying {
 }
 
 impl Carrying {
-    pub(crate) fn new(inbox: Inbox) -> Self {
+    /// A new carrier to `key`, taking `streams` at once, listed in `pool` for client
+    /// connections to join: its task's side.
+    pub(crate) fn listed(pool: &Arc<SharedPool>, key: PoolKey, streams: usize) -> Self {
+        let (handle, rx) = CarrierHandle::channel();
+        let id = pool.add_carrier(key, Arc::new(handle), streams);
+        Self::new(Inbox { rx, id, pool: Arc::clone(pool) })
+    }
+
+    fn new(inbox: Inbox) -> Self {
         Self { inbox, routes: HashMap::new(), outbox: Vec::new() }
     }
 
@@ -377,8 +308,8 @@ mod tests {
     /// A carrier's end, listed in a pool, and the handle client connections reach it by.
     fn carrier() -> (Carrying, Arc<CarrierHandle>) {
         let pool = SharedPool::new(PoolLimits::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handle = Arc::new(CarrierHandle { tx, next_tag: AtomicU64::new(0) });
+        let (handle, rx) = CarrierHandle::channel();
+        let handle = Arc::new(handle);
         let key = PoolKey { server: ServerAddr::new("a.test", 443), tls: true, proxy: None, name: None };
         let id = pool.add_carrier(key, Arc::clone(&handle), 100);
         (Carrying::new(Inbox { rx, id, pool }), handle)
