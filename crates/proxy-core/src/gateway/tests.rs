@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::flow::Version;
+use crate::flow::{ClientInfo, Version};
 use crate::headers::Headers;
 use crate::ids::Scheme;
 
