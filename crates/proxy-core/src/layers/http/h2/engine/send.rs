@@ -62,7 +62,9 @@ impl Engine {
                     sent.block = Some((generation, Bytes::copy_from_slice(&block[HEADER_LEN..])));
                 }
             }
-            _ => self.sent = Some(Box::new(SentRepeat { status: response.status, fields: response.fields.clone(), block: None })),
+            // Another head: kept in the place of the last.
+            Some(sent) => *sent = SentRepeat { status: response.status, fields: response.fields.clone(), block: None },
+            None => self.sent = Some(Box::new(SentRepeat { status: response.status, fields: response.fields.clone(), block: None })),
         }
     }
 
