@@ -413,3 +413,60 @@ fn a_response_head_sent_again_goes_out_as_the_same_block() {
     assert_ne!(blocks[3].0, blocks[2].0);
     assert_eq!(blocks[4].0, blocks[3].0);
 }
+
+proptest::proptest! {
+    /// Whatever heads come in whatever order, shared or copied, with the table's size changed
+    /// between them or an informational head adding an entry, every head the client decodes
+    /// is the head the server sent: a block sent again is sent only while it still encodes the
+    /// same ([`SentRepeat`]).
+    #[test]
+    fn response_heads_sent_again_decode_as_sent(
+        steps in proptest::collection::vec((0usize..5, proptest::option::of(0usize..4), proptest::bool::ANY), 1..40),
+    ) {
+        fn build(set: &[(&'static str, &'static str)]) -> Headers {
+            let mut fields = Headers::new();
+            for (name, value) in set {
+                fields.append(*name, *value);
+            }
+            fields
+        }
+        let field_sets: [&[(&'static str, &'static str)]; 3] = [
+            &[("server", "nginx"), ("date", "Sun, 06 Dec 2026 12:00:00 GMT"), ("content-type", "text/plain")],
+            &[("server", "nginx"), ("etag", "\"5f-1\""), ("x-long", "abcdefghijklmnopqrstuvwxyz0123456789")],
+            &[("cache-control", "no-cache")],
+        ];
+        let shared: Vec<Headers> = field_sets.iter().map(|set| build(set)).collect();
+        let (mut client, mut server) = (Engine::client(&settings()), Engine::server(&settings()));
+        for (key, (pick, size, interim)) in steps.into_iter().enumerate() {
+            if let Some(size) = size {
+                server.encoder.set_max_table_size([0, 100, 256, 4096][size]);
+            }
+            // 0..3: the shared heads; 3, 4: copies of the first two, equal but not shared.
+            let (status, fields) = match pick {
+                0..=2 => (200 + pick as u16, shared[pick].clone()),
+                _ => (200 + (pick - 3) as u16, build(field_sets[pick - 3])),
+            };
+            let key = key as u64 + 1;
+            client.open(key, request("GET", "/"), true);
+            let (seen, _) = pump(&mut client, &mut server);
+            let Some(H2Event::Request { stream, .. }) = seen.into_iter().find(|e| matches!(e, H2Event::Request { .. })) else {
+                panic!("no request")
+            };
+            if interim {
+                // A 103 whose field is new to the table: the entries after it move.
+                let mut hints = Headers::new();
+                hints.append("link", format!("</{key}.css>; rel=preload"));
+                server.interim(stream, ResponseHead { status: 103, fields: hints });
+            }
+            server.respond(stream, ResponseHead { status, fields: fields.clone() }, true);
+            let (_, got) = pump(&mut client, &mut server);
+            let head = got.iter().find_map(|e| match e {
+                H2Event::Response { stream, head, .. } if *stream == key && head.status != 103 => Some(head),
+                _ => None,
+            });
+            let head = head.expect("the response reaches the client");
+            proptest::prop_assert_eq!(head.status, status);
+            proptest::prop_assert_eq!(&head.fields, &fields);
+        }
+    }
+}
