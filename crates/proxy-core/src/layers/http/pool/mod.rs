@@ -3,9 +3,9 @@
 //! Each connection's whole state is one [`ServerConn`] value, and the [`Pool`] holds them: it
 //! finds a connection that fits a request (an idle one, an HTTP/2 one with room, one on its
 //! way that may speak HTTP/2), takes in the ones opened, and gives up the ones that end. The
-//! `impl HttpLayer` below is the layer's side: it opens a new connection when the pool has
-//! none (directly or through an upstream proxy), tells streams when theirs is ready or
-//! failed, and releases connections when a flow ends (in `assign.rs`).
+//! layer's side is `assign.rs`: it opens a new connection when the pool has none (directly
+//! or through an upstream proxy), tells streams when theirs is ready or failed, and releases
+//! connections when a flow ends.
 //!
 //! This is the seam where connections will be shared across client connections: the pool
 //! talks to no stream, so it can move out of the layer whole.

@@ -15,7 +15,7 @@
 //! An idle connection keeps no buffer: input is taken as it comes and let go once read,
 //! output is handed over whole, and a stream's state goes with its end. What stays is the
 //! HPACK tables (at most 4 KiB each way, the protocol's default), the settings, and the last
-//! response head each way, as a block at most 1 KiB ([`Repeat`], [`SentRepeat`]).
+//! response head each way if its block is at most 1 KiB ([`Repeat`], [`SentRepeat`]).
 //!
 //! `frame.rs` is the wire format, `hpack/` the header compression, `head.rs` header blocks as
 //! `http` heads, `settings.rs` both sides' settings, `stream.rs` one stream. The connection
@@ -184,7 +184,8 @@ const REPEAT_MAX: usize = 1024;
 /// encode to the same bytes, so they go out as those bytes. A head is kept once it comes
 /// twice, and only a block whose encoding left the table as it was (the first sending of a
 /// head adds its fields to the table; the second finds them there): a connection whose
-/// heads never repeat copies no block.
+/// heads never repeat copies no block. A head whose block is larger than [`REPEAT_MAX`] is not
+/// kept at all.
 struct SentRepeat {
     status: u16,
     fields: Headers,

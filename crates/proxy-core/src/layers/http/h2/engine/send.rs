@@ -53,13 +53,19 @@ impl Engine {
         let start = self.output.len();
         let status = head::status_digits(response.status);
         self.send_head(id, head::response_fields(response, &status), end_stream);
+        let block = &self.output[start + HEADER_LEN..];
+        // Only a usual head is kept, as for a `Repeat`: a large one would stay with an idle
+        // connection. At most `REPEAT_MAX` bytes, its block went in one HEADERS frame (a frame
+        // takes 16 KiB at least).
+        if block.len() > REPEAT_MAX {
+            self.sent = None;
+            return;
+        }
         match self.sent.as_deref_mut() {
             // Sent again, and its encoding left the table alone: the next time, these bytes.
             Some(sent) if same(sent) => {
-                let block = &self.output[start..];
-                let one_frame = block.len() - HEADER_LEN <= self.peer.max_frame_size;
-                if self.encoder.generation() == generation && one_frame && block.len() - HEADER_LEN <= REPEAT_MAX {
-                    sent.block = Some((generation, Bytes::copy_from_slice(&block[HEADER_LEN..])));
+                if self.encoder.generation() == generation {
+                    sent.block = Some((generation, Bytes::copy_from_slice(block)));
                 }
             }
             // Another head: kept in the place of the last.

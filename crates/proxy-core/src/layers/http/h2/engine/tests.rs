@@ -412,6 +412,14 @@ fn a_response_head_sent_again_goes_out_as_the_same_block() {
     // After x-new entered the table, the index of server moved: encoded afresh, then kept.
     assert_ne!(blocks[3].0, blocks[2].0);
     assert_eq!(blocks[4].0, blocks[3].0);
+    // A head larger than a usual one is not kept: it would stay with an idle connection.
+    client.open(7, request("GET", "/big"), true);
+    let (seen, _) = pump(&mut client, &mut server);
+    let H2Event::Request { stream, .. } = seen[0] else { panic!("{seen:?}") };
+    let mut big = Headers::new();
+    big.append("x-big", "x".repeat(2 * REPEAT_MAX));
+    server.respond(stream, ResponseHead { status: 200, fields: big }, true);
+    assert!(server.sent.is_none());
 }
 
 proptest::proptest! {
